@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs every Debian package Kaizen's build, tests and walk-through need.
+# Idempotent: packages already present are left alone. Nothing is downloaded
+# from anywhere but Debian's archive.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  # LibTorch (CPU) and the BLAS it runs on; the OpenMP build of OpenBLAS shares
+  # PyTorch's OpenMP pool instead of adding its own pthreads (see README).
+  libtorch-dev libopenblas0-openmp
+  # gRPC, protobuf and their code generators
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  # Abseil, Prometheus client, tests
+  libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
+  # storage and decoding
+  libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libpng-dev libssl-dev zlib1g-dev
+  # data and test fixtures
+  dataset-fashion-mnist python3-torch python3-torchvision python3-numpy python3-pil
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${#missing[@]} Debian packages: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "setup: all Debian packages present"
+fi

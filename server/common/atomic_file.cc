@@ -1,0 +1,130 @@
+#include "server/common/atomic_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/random/random.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+
+namespace kaizen::common {
+namespace {
+
+absl::Status ErrnoStatus(absl::string_view what, const std::string& path) {
+  return absl::InternalError(
+      absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
+}
+
+}  // namespace
+
+std::string RandomHex(int bytes) {
+  thread_local absl::BitGen gen;
+  std::string raw(bytes, '\0');
+  for (char& c : raw) c = static_cast<char>(absl::Uniform<uint8_t>(gen));
+  return absl::BytesToHexString(raw);
+}
+
+absl::Status AtomicFileWriter::Open(const std::string& path,
+                                    AtomicFileWriter* writer) {
+  AtomicFileWriter w;
+  w.path_ = path;
+  w.tmp_path_ = absl::StrCat(path, ".tmp-", RandomHex(6));
+  w.file_ = std::fopen(w.tmp_path_.c_str(), "wbx");
+  if (w.file_ == nullptr) return ErrnoStatus("cannot create", w.tmp_path_);
+  *writer = std::move(w);
+  return absl::OkStatus();
+}
+
+AtomicFileWriter::AtomicFileWriter(AtomicFileWriter&& other) noexcept {
+  *this = std::move(other);
+}
+
+AtomicFileWriter& AtomicFileWriter::operator=(AtomicFileWriter&& other) noexcept {
+  if (this != &other) {
+    Abandon();
+    path_ = std::move(other.path_);
+    tmp_path_ = std::move(other.tmp_path_);
+    file_ = other.file_;
+    bytes_written_ = other.bytes_written_;
+    other.file_ = nullptr;
+    other.tmp_path_.clear();
+  }
+  return *this;
+}
+
+AtomicFileWriter::~AtomicFileWriter() { Abandon(); }
+
+absl::Status AtomicFileWriter::Append(absl::string_view data) {
+  return Append(data.data(), data.size());
+}
+
+absl::Status AtomicFileWriter::Append(const void* data, size_t size) {
+  if (file_ == nullptr) return absl::FailedPreconditionError("writer not open");
+  if (size > 0 && std::fwrite(data, 1, size, file_) != size) {
+    return ErrnoStatus("cannot write", tmp_path_);
+  }
+  bytes_written_ += static_cast<int64_t>(size);
+  return absl::OkStatus();
+}
+
+absl::Status AtomicFileWriter::Commit() {
+  if (file_ == nullptr) return absl::FailedPreconditionError("writer not open");
+  if (std::fflush(file_) != 0) return ErrnoStatus("cannot flush", tmp_path_);
+  if (::fsync(fileno(file_)) != 0) return ErrnoStatus("cannot fsync", tmp_path_);
+  std::fclose(file_);
+  file_ = nullptr;
+  if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+    absl::Status st = ErrnoStatus("cannot rename onto", path_);
+    std::remove(tmp_path_.c_str());
+    tmp_path_.clear();
+    return st;
+  }
+  tmp_path_.clear();
+  return SyncDirectory(std::filesystem::path(path_).parent_path().string());
+}
+
+void AtomicFileWriter::Abandon() {
+  if (file_ != nullptr) {
+    std::fclose(file_);
+    file_ = nullptr;
+  }
+  if (!tmp_path_.empty()) {
+    std::remove(tmp_path_.c_str());
+    tmp_path_.clear();
+  }
+}
+
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view data) {
+  AtomicFileWriter w;
+  if (absl::Status st = AtomicFileWriter::Open(path, &w); !st.ok()) return st;
+  if (absl::Status st = w.Append(data); !st.ok()) return st;
+  return w.Commit();
+}
+
+absl::Status SyncDirectory(const std::string& dir) {
+  const std::string d = dir.empty() ? "." : dir;
+  int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return ErrnoStatus("cannot open directory", d);
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return ErrnoStatus("cannot fsync directory", d);
+  return absl::OkStatus();
+}
+
+absl::Status ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return ErrnoStatus("cannot read", path);
+  *out = std::move(ss).str();
+  return absl::OkStatus();
+}
+
+}  // namespace kaizen::common

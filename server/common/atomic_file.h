@@ -1,0 +1,54 @@
+// Durable file writes: data goes to a temporary file beside the target, is
+// fsync'ed, then renamed over the target and the directory is fsync'ed, so a
+// reader (or a crash) sees either the old file or the complete new one.
+#pragma once
+
+#include <cstdio>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace kaizen::common {
+
+class AtomicFileWriter {
+ public:
+  // Opens `<path>.tmp-<random>` for writing.
+  static absl::Status Open(const std::string& path, AtomicFileWriter* writer);
+
+  AtomicFileWriter() = default;
+  AtomicFileWriter(AtomicFileWriter&& other) noexcept;
+  AtomicFileWriter& operator=(AtomicFileWriter&& other) noexcept;
+  // Removes the temporary file unless Commit() succeeded.
+  ~AtomicFileWriter();
+
+  absl::Status Append(absl::string_view data);
+  absl::Status Append(const void* data, size_t size);
+  // fsync, rename onto the target, fsync the directory.
+  absl::Status Commit();
+  // Drops the temporary file.
+  void Abandon();
+
+  int64_t bytes_written() const { return bytes_written_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::string tmp_path_;
+  FILE* file_ = nullptr;
+  int64_t bytes_written_ = 0;
+};
+
+// Writes `data` to `path` atomically.
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view data);
+
+// fsyncs a directory so that a rename or unlink inside it is durable.
+absl::Status SyncDirectory(const std::string& dir);
+
+// Reads a whole file.
+absl::Status ReadFile(const std::string& path, std::string* out);
+
+// Returns a random lower-case hex string of `bytes` random bytes.
+std::string RandomHex(int bytes);
+
+}  // namespace kaizen::common

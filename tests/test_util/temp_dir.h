@@ -1,0 +1,23 @@
+// A temporary directory removed (with its contents) when the object dies.
+#pragma once
+
+#include <string>
+
+namespace kaizen::testing {
+
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  // path() + "/" + name
+  std::string File(const std::string& name) const;
+
+ private:
+  std::string path_;
+};
+
+}  // namespace kaizen::testing
