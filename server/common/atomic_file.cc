@@ -14,14 +14,11 @@
 #include "absl/strings/str_cat.h"
 
 namespace kaizen::common {
-namespace {
 
-absl::Status ErrnoStatus(absl::string_view what, const std::string& path) {
+static absl::Status ErrnoStatus(absl::string_view what, const std::string& path) {
   return absl::InternalError(
       absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
 }
-
-}  // namespace
 
 std::string RandomHex(int bytes) {
   thread_local absl::BitGen gen;
@@ -125,6 +122,16 @@ absl::Status ReadFile(const std::string& path, std::string* out) {
   if (in.bad()) return ErrnoStatus("cannot read", path);
   *out = std::move(ss).str();
   return absl::OkStatus();
+}
+
+absl::Status DurableRename(const std::string& from, const std::string& to) {
+  int fd = ::open(from.c_str(), O_RDONLY);
+  if (fd < 0) return ErrnoStatus("cannot open", from);
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return ErrnoStatus("cannot fsync", from);
+  if (std::rename(from.c_str(), to.c_str()) != 0) return ErrnoStatus("cannot rename onto", to);
+  return SyncDirectory(std::filesystem::path(to).parent_path().string());
 }
 
 }  // namespace kaizen::common

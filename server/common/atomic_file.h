@@ -51,4 +51,8 @@ absl::Status ReadFile(const std::string& path, std::string* out);
 // Returns a random lower-case hex string of `bytes` random bytes.
 std::string RandomHex(int bytes);
 
+// fsyncs `from`, renames it to `to` (same file system) and fsyncs the target
+// directory: the durable way to move a finished temporary file into place.
+absl::Status DurableRename(const std::string& from, const std::string& to);
+
 }  // namespace kaizen::common

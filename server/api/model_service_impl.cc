@@ -1,0 +1,102 @@
+#include "server/api/model_service_impl.h"
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "server/api/request_scope.h"
+#include "server/api/upload_stream.h"
+#include "server/common/sha256.h"
+
+namespace kaizen::api {
+
+using kaizen::v1::Model;
+
+namespace {
+constexpr size_t kDownloadChunkBytes = 256 * 1024;
+}
+
+grpc::Status ModelServiceImpl::UploadModel(
+    grpc::ServerContext* context, grpc::ServerReader<kaizen::v1::UploadModelRequest>* reader,
+    Model* response) {
+  RequestScope scope(metrics_, "UploadModel", context);
+  int64_t bytes = 0;
+  absl::StatusOr<Model> result = ReceiveUpload<kaizen::v1::UploadModelRequest, Model>(
+      context, reader,
+      [&](const kaizen::v1::UploadModelHeader& header) {
+        scope.set_resource(header.name());
+        return models_->BeginUpload(header);
+      },
+      &bytes);
+  if (result.ok()) {
+    *response = *std::move(result);
+    metrics_->AddUploadBytes("model", bytes);
+  }
+  return scope.Finish(result.status());
+}
+
+grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext* context,
+                                        const kaizen::v1::GetModelRequest* request,
+                                        Model* response) {
+  RequestScope scope(metrics_, "GetModel", context);
+  scope.set_resource(request->name());
+  absl::StatusOr<Model> m = models_->Get(request->name(), request->version());
+  if (m.ok()) *response = *std::move(m);
+  return scope.Finish(m.status());
+}
+
+grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext* context,
+                                          const kaizen::v1::ListModelsRequest* request,
+                                          kaizen::v1::ListModelsResponse* response) {
+  RequestScope scope(metrics_, "ListModels", context);
+  auto list = models_->List(*request);
+  if (list.ok()) *response = *std::move(list);
+  return scope.Finish(list.status());
+}
+
+grpc::Status ModelServiceImpl::DeleteModel(grpc::ServerContext* context,
+                                           const kaizen::v1::DeleteModelRequest* request,
+                                           kaizen::v1::DeleteModelResponse*) {
+  RequestScope scope(metrics_, "DeleteModel", context);
+  scope.set_resource(request->name());
+  if (request->version() < 0) {
+    return scope.Finish(absl::InvalidArgumentError(
+        absl::StrCat("version is ", request->version(), "; it must be >= 0")));
+  }
+  return scope.Finish(models_->Delete(request->name(), request->version()));
+}
+
+grpc::Status ModelServiceImpl::DownloadModel(
+    grpc::ServerContext* context, const kaizen::v1::DownloadModelRequest* request,
+    grpc::ServerWriter<kaizen::v1::DownloadModelResponse>* writer) {
+  RequestScope scope(metrics_, "DownloadModel", context);
+  scope.set_resource(request->name());
+  absl::StatusOr<store::ModelStore::File> file = models_->OpenFile(request->name(), request->version());
+  if (!file.ok()) return scope.Finish(file.status());
+  std::ifstream in(file->path(), std::ios::binary);
+  if (!in) {
+    return scope.Finish(absl::InternalError(absl::StrCat("cannot open the file of model \"",
+                                                         request->name(), "\"")));
+  }
+  kaizen::v1::DownloadModelResponse msg;
+  *msg.mutable_model() = file->model();
+  if (!writer->Write(msg)) return scope.Finish(absl::CancelledError("client went away"));
+  common::Sha256 hasher;
+  std::string buf(kDownloadChunkBytes, '\0');
+  int64_t sent = 0;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const std::streamsize n = in.gcount();
+    if (n <= 0) break;
+    hasher.Update(buf.data(), static_cast<size_t>(n));
+    msg.set_chunk(buf.data(), static_cast<size_t>(n));
+    if (!writer->Write(msg)) return scope.Finish(absl::CancelledError("client went away"));
+    sent += n;
+  }
+  if (in.bad()) return scope.Finish(absl::InternalError("read error while streaming the model"));
+  msg.set_sha256(hasher.HexDigest());
+  writer->Write(msg);
+  metrics_->AddDownloadBytes(sent);
+  return scope.Finish(absl::OkStatus());
+}
+
+}  // namespace kaizen::api

@@ -1,0 +1,34 @@
+#include "server/api/request_scope.h"
+
+#include "absl/status/status.h"
+#include "server/common/logging.h"
+
+namespace kaizen::api {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  auto code = static_cast<grpc::StatusCode>(status.code());
+  if (status.code() == absl::StatusCode::kUnknown) code = grpc::StatusCode::INTERNAL;
+  return grpc::Status(code, std::string(status.message()));
+}
+
+grpc::Status RequestScope::Finish(const absl::Status& status) {
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
+  grpc::Status out = ToGrpcStatus(status);
+  const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(out.error_code()));
+  if (metrics_ != nullptr) metrics_->RecordRequest(method_, code, seconds);
+  const common::LogLevel level =
+      out.ok() ? common::LogLevel::kInfo
+               : (out.error_code() == grpc::StatusCode::INTERNAL ? common::LogLevel::kError
+                                                                  : common::LogLevel::kWarning);
+  common::Log(level, "request",
+              {{"method", method_},
+               {"code", code},
+               {"ms", seconds * 1000.0},
+               {"peer", context_ != nullptr ? context_->peer() : std::string()},
+               {"resource", resource_},
+               {"error", out.error_message()}});
+  return out;
+}
+
+}  // namespace kaizen::api

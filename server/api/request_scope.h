@@ -1,0 +1,37 @@
+// Per-request bookkeeping at the gRPC edge: converts absl::Status to
+// grpc::Status, logs one JSON line per request outcome and records metrics.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/clock.h"
+#include "server/metrics/metrics.h"
+
+namespace kaizen::api {
+
+// Same code and message; UNKNOWN never leaves the server (it becomes INTERNAL).
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class RequestScope {
+ public:
+  RequestScope(metrics::Metrics* metrics, const char* method, grpc::ServerContextBase* context)
+      : metrics_(metrics), method_(method), context_(context), start_(absl::Now()) {}
+
+  // Extra key shown in the log line (e.g. the dataset name).
+  void set_resource(std::string resource) { resource_ = std::move(resource); }
+
+  // Logs and records the outcome, and returns it as a grpc::Status.
+  grpc::Status Finish(const absl::Status& status);
+
+ private:
+  metrics::Metrics* metrics_;
+  const char* method_;
+  grpc::ServerContextBase* context_;
+  absl::Time start_;
+  std::string resource_;
+};
+
+}  // namespace kaizen::api

@@ -1,0 +1,119 @@
+#include "server/api/server.h"
+
+#include <ATen/Parallel.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "kaizen/v1/finetune_service.grpc.pb.h"
+#include "kaizen/v1/inference_service.grpc.pb.h"
+#include "server/api/dataset_service_impl.h"
+#include "server/api/model_service_impl.h"
+#include "server/common/logging.h"
+#include "server/common/status_macros.h"
+#include "server/metrics/metrics.h"
+#include "server/store/data_dir.h"
+#include "server/store/dataset_store.h"
+#include "server/store/metadata_store.h"
+#include "server/store/model_store.h"
+
+namespace kaizen::api {
+
+// Owns everything in dependency order: members are destroyed bottom-up, so
+// the gRPC server goes first and the catalogue last.
+struct KaizenServer::State {
+  std::unique_ptr<metrics::Metrics> metrics;
+  std::unique_ptr<store::MetadataStore> metadata;
+  std::unique_ptr<store::DatasetStore> datasets;
+  std::unique_ptr<store::ModelStore> models;
+  std::unique_ptr<DatasetServiceImpl> dataset_service;
+  std::unique_ptr<ModelServiceImpl> model_service;
+  // Fine-tuning and inference arrive with the training and serving engines;
+  // until then the generated base services answer UNIMPLEMENTED.
+  std::unique_ptr<kaizen::v1::FineTuneService::Service> finetune_service;
+  std::unique_ptr<kaizen::v1::InferenceService::Service> inference_service;
+  std::unique_ptr<grpc::Server> server;
+  bool shut_down = false;
+};
+
+KaizenServer::KaizenServer(Options options)
+    : options_(std::move(options)), state_(std::make_unique<State>()) {}
+
+KaizenServer::~KaizenServer() {
+  if (state_->server && !state_->shut_down) Shutdown(absl::Seconds(1));
+}
+
+absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options options) {
+  std::unique_ptr<KaizenServer> self(new KaizenServer(std::move(options)));
+  const Options& o = self->options_;
+  State& s = *self->state_;
+
+  const int threads = o.threads > 0 ? o.threads
+                                    : std::max(1u, std::thread::hardware_concurrency());
+  at::set_num_threads(threads);
+
+  RETURN_IF_ERROR(store::PrepareDataDir(o.data_dir));
+  ASSIGN_OR_RETURN(s.metadata, store::MetadataStore::Open(o.data_dir + "/kaizen.db"));
+  ASSIGN_OR_RETURN(int orphans, store::SweepOrphanFiles(o.data_dir, *s.metadata));
+  ASSIGN_OR_RETURN(s.metrics, metrics::Metrics::Create(o.metrics_address));
+
+  store::DatasetStore::Options dso;
+  dso.data_dir = o.data_dir;
+  dso.max_upload_bytes = o.max_upload_bytes;
+  dso.max_image_pixels = o.max_image_pixels;
+  s.datasets = std::make_unique<store::DatasetStore>(dso, s.metadata.get());
+  store::ModelStore::Options mso;
+  mso.data_dir = o.data_dir;
+  mso.max_model_bytes = o.max_model_bytes;
+  s.models = std::make_unique<store::ModelStore>(mso, s.metadata.get());
+
+  s.dataset_service = std::make_unique<DatasetServiceImpl>(s.datasets.get(), s.metrics.get());
+  s.model_service = std::make_unique<ModelServiceImpl>(s.models.get(), s.metrics.get());
+  s.finetune_service = std::make_unique<kaizen::v1::FineTuneService::Service>();
+  s.inference_service = std::make_unique<kaizen::v1::InferenceService::Service>();
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(o.grpc_address, grpc::InsecureServerCredentials(), &self->grpc_port_);
+  builder.SetMaxReceiveMessageSize(o.max_message_bytes);
+  builder.SetMaxSendMessageSize(o.max_message_bytes);
+  builder.RegisterService(s.dataset_service.get());
+  builder.RegisterService(s.model_service.get());
+  builder.RegisterService(s.finetune_service.get());
+  builder.RegisterService(s.inference_service.get());
+  s.server = builder.BuildAndStart();
+  if (!s.server || self->grpc_port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", o.grpc_address));
+  }
+  grpc::HealthCheckServiceInterface* health = s.server->GetHealthCheckService();
+  health->SetServingStatus(true);
+  for (const char* svc : {"kaizen.v1.DatasetService", "kaizen.v1.ModelService"}) {
+    health->SetServingStatus(svc, true);
+  }
+  common::LogInfo("kaizen-server listening",
+                  {{"grpc_port", self->grpc_port_},
+                   {"metrics_port", self->metrics_port()},
+                   {"data_dir", o.data_dir},
+                   {"intra_op_threads", threads},
+                   {"orphans_removed", orphans}});
+  return self;
+}
+
+int KaizenServer::metrics_port() const { return state_->metrics ? state_->metrics->port() : 0; }
+
+void KaizenServer::Shutdown(absl::Duration grace) {
+  if (!state_->server || state_->shut_down) return;
+  state_->shut_down = true;
+  state_->server->GetHealthCheckService()->SetServingStatus(false);
+  common::LogInfo("draining", {{"grace_seconds", absl::ToDoubleSeconds(grace)}});
+  state_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+}
+
+void KaizenServer::Wait() {
+  if (state_->server) state_->server->Wait();
+}
+
+}  // namespace kaizen::api

@@ -1,0 +1,61 @@
+// KaizenServer wires the stores, the gRPC services, health, reflection and
+// metrics together. main() only parses flags and calls Start(); tests start
+// the same server on a loopback port with a temporary data directory.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace kaizen::api {
+
+class KaizenServer {
+ public:
+  struct Options {
+    // Where the catalogue and every blob live.
+    std::string data_dir = "./kaizen-data";
+    // gRPC listen address; port 0 picks a free port (see grpc_port()).
+    std::string grpc_address = "0.0.0.0:50051";
+    // Prometheus /metrics address; empty disables the endpoint.
+    std::string metrics_address = "0.0.0.0:9464";
+    // Fine-tuning worker threads (the training engine's pool).
+    int workers = 1;
+    // LibTorch intra-op threads; 0 means one per core.
+    int threads = 0;
+    // Largest dataset upload, all parts together.
+    int64_t max_upload_bytes = int64_t{4} << 30;
+    // Largest TorchScript upload.
+    int64_t max_model_bytes = int64_t{2} << 30;
+    // Largest image accepted, width * height.
+    int64_t max_image_pixels = 25'000'000;
+    // gRPC per-message receive limit (upload chunks, Predict batches).
+    int max_message_bytes = 16 << 20;
+  };
+
+  static absl::StatusOr<std::unique_ptr<KaizenServer>> Start(Options options);
+  ~KaizenServer();
+
+  int grpc_port() const { return grpc_port_; }
+  int metrics_port() const;
+  const Options& options() const { return options_; }
+
+  // Reports NOT_SERVING, stops accepting calls and waits up to `grace` for
+  // calls in flight before cancelling them.
+  void Shutdown(absl::Duration grace);
+  // Blocks until Shutdown() completes.
+  void Wait();
+
+ private:
+  struct State;
+  explicit KaizenServer(Options options);
+
+  Options options_;
+  std::unique_ptr<State> state_;
+  int grpc_port_ = 0;
+};
+
+}  // namespace kaizen::api

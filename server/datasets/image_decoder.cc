@@ -1,0 +1,340 @@
+#include "server/datasets/image_decoder.h"
+
+// clang-format off
+#include <cstdio>  // jpeglib.h needs FILE and size_t first
+#include <jpeglib.h>
+#include <jerror.h>
+// clang-format on
+#include <png.h>
+
+#include <csetjmp>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace kaizen::datasets {
+namespace {
+
+// Outcome of the setjmp-guarded decode loops below.
+enum class DecodeOutcome { kOk, kFailed, kTooLarge };
+
+absl::Status TooLargeError(int64_t width, int64_t height, int64_t max_pixels) {
+  return absl::ResourceExhaustedError(absl::StrCat(width, "x", height, " = ", width * height,
+                                                   " pixels exceeds the limit of ", max_pixels));
+}
+
+uint32_t ReadBigEndian32(const unsigned char* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+// ---------------------------------------------------------------------------
+// JPEG. libjpeg reports fatal errors through error_exit, which by default
+// calls exit(); ours longjmps back to the decode function instead.
+
+struct JpegErrorManager {
+  jpeg_error_mgr pub;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+  bool truncated;
+};
+
+void JpegErrorExit(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<JpegErrorManager*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  std::longjmp(err->jump, 1);
+}
+
+void JpegEmitMessage(j_common_ptr cinfo, int msg_level) {
+  if (msg_level >= 0) return;  // trace output
+  auto* err = reinterpret_cast<JpegErrorManager*>(cinfo->err);
+  // On premature end of data libjpeg only warns and pads the image with grey;
+  // a half-grey training image is worse than a reported failure.
+  if (cinfo->err->msg_code == JWRN_JPEG_EOF) {
+    (*cinfo->err->format_message)(cinfo, err->message);
+    err->truncated = true;
+    std::longjmp(err->jump, 1);
+  }
+  // Other warnings ("extraneous bytes before marker" and the like) are common
+  // in real photos that still decode fine, so they are tolerated.
+  cinfo->err->num_warnings++;
+}
+
+// Owns the libjpeg state so that it is released on every path, including a
+// longjmp out of libjpeg.
+struct JpegDecoder {
+  jpeg_decompress_struct cinfo;
+  JpegErrorManager err;
+  bool created = false;
+  ~JpegDecoder() {
+    if (created) jpeg_destroy_decompress(&cinfo);
+  }
+};
+
+// Holds the setjmp; it has only trivially destructible locals, so a longjmp
+// from libjpeg into it skips no C++ destructor.
+DecodeOutcome DecodeJpegGuarded(JpegDecoder* d, const unsigned char* data, size_t size,
+                                int64_t max_pixels, Image* image) {
+  d->cinfo.err = jpeg_std_error(&d->err.pub);
+  d->err.pub.error_exit = JpegErrorExit;
+  d->err.pub.emit_message = JpegEmitMessage;
+  d->err.message[0] = '\0';
+  d->err.truncated = false;
+  if (setjmp(d->err.jump)) return DecodeOutcome::kFailed;
+  jpeg_create_decompress(&d->cinfo);
+  d->created = true;
+  jpeg_mem_src(&d->cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&d->cinfo, TRUE);
+
+  const int64_t width = d->cinfo.image_width;
+  const int64_t height = d->cinfo.image_height;
+  image->width = static_cast<int32_t>(width);
+  image->height = static_cast<int32_t>(height);
+  if (width * height > max_pixels) return DecodeOutcome::kTooLarge;
+
+  bool cmyk = false;
+  switch (d->cinfo.jpeg_color_space) {
+    case JCS_GRAYSCALE:
+      d->cinfo.out_color_space = JCS_GRAYSCALE;
+      image->channels = 1;
+      break;
+    case JCS_CMYK:
+    case JCS_YCCK:
+      // libjpeg converts YCCK to CMYK but not CMYK to RGB; that is done below.
+      d->cinfo.out_color_space = JCS_CMYK;
+      cmyk = true;
+      image->channels = 3;
+      break;
+    default:
+      d->cinfo.out_color_space = JCS_RGB;
+      image->channels = 3;
+      break;
+  }
+  jpeg_start_decompress(&d->cinfo);
+  const int out_components = d->cinfo.output_components;
+  if (out_components != (cmyk ? 4 : image->channels)) {
+    std::snprintf(d->err.message, sizeof(d->err.message),
+                  "unexpected number of output components %d", out_components);
+    return DecodeOutcome::kFailed;
+  }
+  const size_t row_bytes = static_cast<size_t>(width) * image->channels;
+  image->pixels.resize(row_bytes * static_cast<size_t>(height));
+  JSAMPARRAY cmyk_row = nullptr;
+  if (cmyk) {
+    // Allocated from libjpeg's pool, so jpeg_destroy_decompress frees it.
+    cmyk_row = (*d->cinfo.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&d->cinfo),
+                                             JPOOL_IMAGE, static_cast<JDIMENSION>(width * 4), 1);
+  }
+  const bool adobe_inverted = d->cinfo.saw_Adobe_marker;
+  while (d->cinfo.output_scanline < d->cinfo.output_height) {
+    uint8_t* out = image->pixels.data() + row_bytes * d->cinfo.output_scanline;
+    if (!cmyk) {
+      JSAMPROW row = out;
+      jpeg_read_scanlines(&d->cinfo, &row, 1);
+      continue;
+    }
+    jpeg_read_scanlines(&d->cinfo, cmyk_row, 1);
+    const uint8_t* in = cmyk_row[0];
+    for (int64_t x = 0; x < width; ++x, in += 4, out += 3) {
+      // Adobe writes CMYK inverted (0 = full ink), which most CMYK JPEGs are.
+      const int c = adobe_inverted ? in[0] : 255 - in[0];
+      const int m = adobe_inverted ? in[1] : 255 - in[1];
+      const int y = adobe_inverted ? in[2] : 255 - in[2];
+      const int k = adobe_inverted ? in[3] : 255 - in[3];
+      out[0] = static_cast<uint8_t>(c * k / 255);
+      out[1] = static_cast<uint8_t>(m * k / 255);
+      out[2] = static_cast<uint8_t>(y * k / 255);
+    }
+  }
+  jpeg_finish_decompress(&d->cinfo);
+  return DecodeOutcome::kOk;
+}
+
+absl::StatusOr<Image> DecodeJpeg(absl::string_view bytes, int64_t max_pixels) {
+  JpegDecoder decoder;
+  Image image;
+  switch (DecodeJpegGuarded(&decoder, reinterpret_cast<const unsigned char*>(bytes.data()),
+                            bytes.size(), max_pixels, &image)) {
+    case DecodeOutcome::kOk:
+      return image;
+    case DecodeOutcome::kTooLarge:
+      return TooLargeError(image.width, image.height, max_pixels);
+    case DecodeOutcome::kFailed:
+      break;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(decoder.err.truncated ? "truncated JPEG: " : "corrupt or truncated JPEG: ",
+                   decoder.err.message));
+}
+
+// ---------------------------------------------------------------------------
+// PNG. libpng's error callback must not return; ours longjmps to the setjmp
+// in DecodePngGuarded.
+
+struct PngDecoder {
+  png_structp png = nullptr;
+  png_infop info = nullptr;
+  const unsigned char* data = nullptr;
+  size_t size = 0;
+  size_t pos = 0;
+  char message[256] = {};
+  ~PngDecoder() {
+    if (png != nullptr) png_destroy_read_struct(&png, info != nullptr ? &info : nullptr, nullptr);
+  }
+};
+
+void PngError(png_structp png, png_const_charp message) {
+  auto* d = static_cast<PngDecoder*>(png_get_error_ptr(png));
+  std::snprintf(d->message, sizeof(d->message), "%s", message);
+  png_longjmp(png, 1);
+}
+
+void PngWarning(png_structp, png_const_charp) {}
+
+void PngRead(png_structp png, png_bytep out, png_size_t length) {
+  auto* d = static_cast<PngDecoder*>(png_get_io_ptr(png));
+  if (d->size - d->pos < length) png_error(png, "unexpected end of data (the file is truncated)");
+  std::memcpy(out, d->data + d->pos, length);
+  d->pos += length;
+}
+
+DecodeOutcome DecodePngGuarded(PngDecoder* d, int64_t max_pixels, Image* image) {
+  d->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, d, PngError, PngWarning);
+  if (d->png == nullptr) {
+    std::snprintf(d->message, sizeof(d->message), "cannot create a PNG reader");
+    return DecodeOutcome::kFailed;
+  }
+  d->info = png_create_info_struct(d->png);
+  if (d->info == nullptr) {
+    std::snprintf(d->message, sizeof(d->message), "cannot create a PNG info struct");
+    return DecodeOutcome::kFailed;
+  }
+  if (setjmp(png_jmpbuf(d->png))) return DecodeOutcome::kFailed;
+  png_set_read_fn(d->png, d, PngRead);
+  // Our own pixel limit is the one that applies; libpng's default of 1e6 per
+  // side would otherwise reject some images with a less useful message.
+  png_set_user_limits(d->png, 0x7fffffff, 0x7fffffff);
+  png_read_info(d->png, d->info);
+
+  const int64_t width = png_get_image_width(d->png, d->info);
+  const int64_t height = png_get_image_height(d->png, d->info);
+  image->width = static_cast<int32_t>(width);
+  image->height = static_cast<int32_t>(height);
+  if (width * height > max_pixels) return DecodeOutcome::kTooLarge;
+
+  const int color_type = png_get_color_type(d->png, d->info);
+  const int bit_depth = png_get_bit_depth(d->png, d->info);
+  if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(d->png);
+  if (color_type == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(d->png);
+  if (bit_depth == 16) png_set_strip_16(d->png);
+  if ((color_type & PNG_COLOR_MASK_ALPHA) != 0) png_set_strip_alpha(d->png);
+  const int passes = png_set_interlace_handling(d->png);
+  png_read_update_info(d->png, d->info);
+
+  image->channels = png_get_channels(d->png, d->info);
+  const size_t row_bytes = png_get_rowbytes(d->png, d->info);
+  if ((image->channels != 1 && image->channels != 3) ||
+      row_bytes != static_cast<size_t>(width) * image->channels) {
+    std::snprintf(d->message, sizeof(d->message), "unexpected PNG layout (%d channels)",
+                  image->channels);
+    return DecodeOutcome::kFailed;
+  }
+  image->pixels.resize(row_bytes * static_cast<size_t>(height));
+  // Interlaced images are assembled over several passes on the same rows.
+  for (int pass = 0; pass < passes; ++pass) {
+    for (int64_t y = 0; y < height; ++y) {
+      png_read_row(d->png, image->pixels.data() + row_bytes * y, nullptr);
+    }
+  }
+  png_read_end(d->png, nullptr);
+  return DecodeOutcome::kOk;
+}
+
+absl::StatusOr<Image> DecodePng(absl::string_view bytes, int64_t max_pixels) {
+  const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
+  // IHDR must be the first chunk; checking its size here rejects a bomb even
+  // when the rest of the file is missing.
+  if (bytes.size() >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0) {
+    const int64_t width = ReadBigEndian32(data + 16);
+    const int64_t height = ReadBigEndian32(data + 20);
+    if (width * height > max_pixels) return TooLargeError(width, height, max_pixels);
+  }
+  PngDecoder decoder;
+  decoder.data = data;
+  decoder.size = bytes.size();
+  Image image;
+  switch (DecodePngGuarded(&decoder, max_pixels, &image)) {
+    case DecodeOutcome::kOk:
+      return image;
+    case DecodeOutcome::kTooLarge:
+      return TooLargeError(image.width, image.height, max_pixels);
+    case DecodeOutcome::kFailed:
+      break;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("corrupt or truncated PNG: ", decoder.message));
+}
+
+}  // namespace
+
+ImageFormat SniffImageFormat(absl::string_view bytes) {
+  auto starts_with = [&](absl::string_view magic, size_t at = 0) {
+    return bytes.size() >= at + magic.size() && bytes.substr(at, magic.size()) == magic;
+  };
+  if (starts_with("\xFF\xD8\xFF")) return ImageFormat::kJpeg;
+  if (starts_with("\x89PNG\r\n\x1A\n")) return ImageFormat::kPng;
+  if (starts_with("GIF87a") || starts_with("GIF89a")) return ImageFormat::kGif;
+  if (starts_with("RIFF") && starts_with("WEBP", 8)) return ImageFormat::kWebp;
+  if (starts_with(absl::string_view("II*\0", 4)) || starts_with(absl::string_view("MM\0*", 4))) {
+    return ImageFormat::kTiff;
+  }
+  if (starts_with("BM")) return ImageFormat::kBmp;
+  return ImageFormat::kUnknown;
+}
+
+absl::string_view ImageFormatName(ImageFormat format) {
+  switch (format) {
+    case ImageFormat::kJpeg:
+      return "JPEG";
+    case ImageFormat::kPng:
+      return "PNG";
+    case ImageFormat::kGif:
+      return "GIF";
+    case ImageFormat::kBmp:
+      return "BMP";
+    case ImageFormat::kWebp:
+      return "WebP";
+    case ImageFormat::kTiff:
+      return "TIFF";
+    case ImageFormat::kUnknown:
+      break;
+  }
+  return "unknown";
+}
+
+absl::StatusOr<Image> DecodeImage(absl::string_view bytes, int64_t max_pixels) {
+  const ImageFormat format = SniffImageFormat(bytes);
+  switch (format) {
+    case ImageFormat::kJpeg:
+      return DecodeJpeg(bytes, max_pixels);
+    case ImageFormat::kPng:
+      return DecodePng(bytes, max_pixels);
+    case ImageFormat::kGif:
+    case ImageFormat::kBmp:
+    case ImageFormat::kWebp:
+    case ImageFormat::kTiff:
+      return absl::FailedPreconditionError(absl::StrCat(
+          "unsupported image format ", ImageFormatName(format), "; supported: JPEG, PNG"));
+    case ImageFormat::kUnknown:
+      break;
+  }
+  if (bytes.empty()) return absl::InvalidArgumentError("empty file (0 bytes)");
+  std::string head;
+  for (size_t i = 0; i < bytes.size() && i < 4; ++i) {
+    absl::StrAppendFormat(&head, "%02x", static_cast<uint8_t>(bytes[i]));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("not a JPEG or PNG file (it starts with bytes 0x", head, ")"));
+}
+
+}  // namespace kaizen::datasets

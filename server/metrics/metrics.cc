@@ -1,0 +1,64 @@
+#include "server/metrics/metrics.h"
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+
+namespace kaizen::metrics {
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  requests_ = &prometheus::BuildCounter()
+                   .Name("kaizen_grpc_requests_total")
+                   .Help("gRPC requests handled, by method and status code.")
+                   .Register(*registry_);
+  latency_ = &prometheus::BuildHistogram()
+                  .Name("kaizen_grpc_request_duration_seconds")
+                  .Help("gRPC request handling time, by method.")
+                  .Register(*registry_);
+  upload_bytes_ = &prometheus::BuildCounter()
+                       .Name("kaizen_upload_bytes_total")
+                       .Help("Bytes received by successful uploads, by kind.")
+                       .Register(*registry_);
+  download_bytes_ = &prometheus::BuildCounter()
+                         .Name("kaizen_download_bytes_total")
+                         .Help("Model bytes streamed by DownloadModel.")
+                         .Register(*registry_)
+                         .Add({});
+}
+
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind_address) {
+  std::unique_ptr<Metrics> m(new Metrics());
+  if (!bind_address.empty()) {
+    try {
+      m->exposer_ = std::make_unique<prometheus::Exposer>(bind_address);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", bind_address, ": ", e.what()));
+    }
+    m->exposer_->RegisterCollectable(m->registry_);
+  }
+  return m;
+}
+
+void Metrics::RecordRequest(absl::string_view method, absl::string_view code, double seconds) {
+  requests_->Add({{"method", std::string(method)}, {"code", std::string(code)}}).Increment();
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 120};
+  latency_->Add({{"method", std::string(method)}}, kBuckets).Observe(seconds);
+}
+
+void Metrics::AddUploadBytes(absl::string_view kind, int64_t bytes) {
+  upload_bytes_->Add({{"kind", std::string(kind)}}).Increment(static_cast<double>(bytes));
+}
+
+void Metrics::AddDownloadBytes(int64_t bytes) {
+  download_bytes_->Increment(static_cast<double>(bytes));
+}
+
+int Metrics::port() const {
+  if (!exposer_) return 0;
+  std::vector<int> ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+}  // namespace kaizen::metrics

@@ -1,0 +1,66 @@
+#include "server/models/model_metadata.h"
+
+#include <caffe2/serialize/inline_container.h>
+#include <sys/stat.h>
+
+#include <exception>
+#include <tuple>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+#include "server/models/torch_errors.h"
+
+namespace kaizen::models {
+
+absl::StatusOr<std::string> ModelToMetadataJson(const kaizen::v1::Model& model) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  auto status = google::protobuf::util::MessageToJsonString(model, &json, options);
+  if (!status.ok()) {
+    return absl::InternalError(
+        absl::StrCat("encoding model metadata as JSON: ", status.ToString()));
+  }
+  return json;
+}
+
+absl::StatusOr<kaizen::v1::Model> ModelFromMetadataJson(absl::string_view json) {
+  kaizen::v1::Model model;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  auto status = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(json.data(), json.size()), &model, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kMetadataFileName, " does not parse: ", status.ToString()));
+  }
+  return model;
+}
+
+absl::StatusOr<kaizen::v1::Model> ReadModelMetadata(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("no such model file: ", path));
+  }
+  std::string json;
+  try {
+    // Reads only the zip directory and the one record, not the weights.
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    const std::string record = absl::StrCat("extra/", kMetadataFileName);
+    if (!reader.hasRecord(record)) {
+      return absl::NotFoundError(
+          absl::StrCat(path, " has no ", kMetadataFileName));
+    }
+    at::DataPtr data;
+    size_t size = 0;
+    std::tie(data, size) = reader.getRecord(record);
+    json.assign(static_cast<const char*>(data.get()), size);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "not a TorchScript file: ", path, ": ", TorchErrorSummary(e)));
+  }
+  return ModelFromMetadataJson(json);
+}
+
+}  // namespace kaizen::models

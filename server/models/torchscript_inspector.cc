@@ -1,0 +1,302 @@
+#include "server/models/torchscript_inspector.h"
+
+#include <sys/stat.h>
+
+#include <exception>
+#include <optional>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "server/common/status_macros.h"
+#include "server/models/model_metadata.h"
+#include "server/models/torch_errors.h"
+
+namespace kaizen::models {
+namespace {
+
+// Tried in this order when neither the caller nor kaizen.json gives a shape:
+// ImageNet-style models first, then CIFAR- and MNIST-sized ones.
+constexpr int64_t kProbeSizes[] = {224, 32, 28};
+constexpr int kMaxListedModules = 20;
+
+std::string ShapeString(at::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
+
+// "__torch__.torchvision.models.resnet.___torch_mangle_3.ResNet" ->
+// "torchvision.models.resnet.ResNet".
+std::string CleanTypeName(const torch::jit::Module& module) {
+  const auto& name = module.type()->name();
+  if (!name.has_value()) return "torchscript";
+  std::vector<absl::string_view> kept;
+  for (absl::string_view part :
+       absl::StrSplit(name->qualifiedName(), '.', absl::SkipEmpty())) {
+    if (part == "__torch__" || absl::StartsWith(part, "___torch_mangle_")) {
+      continue;
+    }
+    kept.push_back(part);
+  }
+  return absl::StrJoin(kept, ".");
+}
+
+// A Linear layer as the trainer can replace it: a module whose class name
+// ends in "Linear" with a 2-D weight (torch.nn.Linear, the builtins' Linear).
+std::optional<at::Tensor> LinearWeight(const torch::jit::Module& module) {
+  const auto& name = module.type()->name();
+  if (!name.has_value() || !absl::EndsWith(name->name(), "Linear")) {
+    return std::nullopt;
+  }
+  if (!module.hasattr("weight")) return std::nullopt;
+  const c10::IValue weight = module.attr("weight");
+  if (!weight.isTensor() || weight.toTensor().dim() != 2) return std::nullopt;
+  return weight.toTensor();
+}
+
+struct Head {
+  std::string path;
+  at::Tensor weight;
+};
+
+absl::StatusOr<Head> FindHead(const torch::jit::Module& module,
+                              const std::string& wanted) {
+  std::vector<Head> linears;
+  std::optional<torch::jit::Module> named;
+  for (const auto& item : module.named_modules()) {
+    if (!wanted.empty() && item.name == wanted) named = item.value;
+    if (std::optional<at::Tensor> weight = LinearWeight(item.value)) {
+      linears.push_back({item.name, *weight});
+    }
+  }
+  if (wanted.empty()) {
+    if (linears.empty()) {
+      return absl::InvalidArgumentError(
+          "no Linear layer found; name the classification head with "
+          "head_module");
+    }
+    return linears.back();
+  }
+  if (!named.has_value()) {
+    std::vector<std::string> paths;
+    for (const Head& h : linears) {
+      if (static_cast<int>(paths.size()) == kMaxListedModules) {
+        paths.push_back("...");
+        break;
+      }
+      paths.push_back(h.path);
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "head module '", wanted, "' not found; Linear modules are: ",
+        paths.empty() ? "(none)" : absl::StrJoin(paths, ", ")));
+  }
+  std::optional<at::Tensor> weight = LinearWeight(*named);
+  if (!weight.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "head module '", wanted, "' is a ", CleanTypeName(*named),
+        ", not a Linear layer with a 2-D weight"));
+  }
+  return Head{wanted, *weight};
+}
+
+// Runs the module on zeros; the error (if any) is the caller's to word.
+absl::StatusOr<c10::IValue> Forward(torch::jit::Module& module,
+                                    const std::vector<int64_t>& shape) {
+  try {
+    torch::NoGradGuard no_grad;
+    return module.forward({at::zeros(shape)});
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "forward on input ", ShapeString(shape), " failed: ", TorchErrorSummary(e)));
+  }
+}
+
+absl::Status ValidateShape(const std::vector<int64_t>& shape) {
+  if (shape.size() != 3 || shape[0] <= 0 || shape[1] <= 0 || shape[2] <= 0) {
+    return absl::InvalidArgumentError(
+        "input_shape must be [C,H,W] with positive values");
+  }
+  return absl::OkStatus();
+}
+
+// Channels of the first convolution, the best guess for an unknown input.
+int64_t GuessChannels(const torch::jit::Module& module) {
+  for (const at::Tensor& p : module.parameters()) {
+    if (p.dim() == 4) return p.size(1);
+  }
+  return 3;
+}
+
+absl::Status FillNormalization(const InspectOptions& options,
+                               const kaizen::v1::Model* embedded,
+                               int64_t channels, kaizen::v1::Model* model) {
+  std::vector<float> mean = options.mean;
+  std::vector<float> std = options.std;
+  if (mean.empty() && std.empty() && embedded != nullptr &&
+      embedded->normalization().mean_size() == channels &&
+      embedded->normalization().std_size() == channels) {
+    mean.assign(embedded->normalization().mean().begin(),
+                embedded->normalization().mean().end());
+    std.assign(embedded->normalization().std().begin(),
+               embedded->normalization().std().end());
+  }
+  if (mean.empty()) {
+    mean = channels == 3 ? std::vector<float>{0.485f, 0.456f, 0.406f}
+                         : std::vector<float>(channels, 0.5f);
+  }
+  if (std.empty()) {
+    std = channels == 3 ? std::vector<float>{0.229f, 0.224f, 0.225f}
+                        : std::vector<float>(channels, 0.5f);
+  }
+  // One value stands for every channel.
+  if (mean.size() == 1) mean.assign(channels, mean[0]);
+  if (std.size() == 1) std.assign(channels, std[0]);
+  if (static_cast<int64_t>(mean.size()) != channels ||
+      static_cast<int64_t>(std.size()) != channels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "normalization has ", mean.size(), " mean and ", std.size(),
+        " std values but the input has ", channels, " channels"));
+  }
+  for (float s : std) {
+    if (!(s > 0)) {
+      return absl::InvalidArgumentError("normalization std must be positive");
+    }
+  }
+  model->mutable_normalization()->mutable_mean()->Assign(mean.begin(), mean.end());
+  model->mutable_normalization()->mutable_std()->Assign(std.begin(), std.end());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path,
+                                          const InspectOptions& options) {
+  if (!options.input_shape.empty()) {
+    RETURN_IF_ERROR(ValidateShape(options.input_shape));
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("no such model file: ", path));
+  }
+  torch::jit::ExtraFilesMap extra_files{{std::string(kMetadataFileName), ""}};
+  torch::jit::Module module;
+  try {
+    // Inspection runs on the CPU whatever device the file was saved from.
+    module = torch::jit::load(path, at::Device(at::kCPU), extra_files);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "not a loadable TorchScript file: ", TorchErrorSummary(e)));
+  }
+  std::optional<kaizen::v1::Model> embedded;
+  if (const std::string& json = extra_files[std::string(kMetadataFileName)];
+      !json.empty()) {
+    ASSIGN_OR_RETURN(embedded, ModelFromMetadataJson(json));
+  }
+  const kaizen::v1::Model* meta = embedded.has_value() ? &*embedded : nullptr;
+
+  kaizen::v1::Model model;
+  model.set_architecture(meta != nullptr && !meta->architecture().empty()
+                             ? meta->architecture()
+                             : CleanTypeName(module));
+  if (meta != nullptr) model.set_description(meta->description());
+
+  int64_t parameter_count = 0;
+  for (const at::Tensor& p : module.parameters()) parameter_count += p.numel();
+  if (parameter_count == 0) {
+    return absl::InvalidArgumentError(
+        "the model has no parameters (saved after torch.jit.freeze?); upload "
+        "a scripted model that was not frozen so that it can be trained");
+  }
+  model.set_parameter_count(parameter_count);
+
+  std::string head_path = options.head_module;
+  if (head_path.empty() && meta != nullptr) head_path = meta->head().module_path();
+  ASSIGN_OR_RETURN(Head head, FindHead(module, head_path));
+  const int64_t classes = head.weight.size(0);
+
+  std::vector<std::string> class_names = options.class_names;
+  if (class_names.empty() && meta != nullptr) {
+    class_names.assign(meta->class_names().begin(), meta->class_names().end());
+  }
+  if (!class_names.empty() && static_cast<int64_t>(class_names.size()) != classes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "class_names has ", class_names.size(), " entries but the head has ",
+        classes, " outputs"));
+  }
+
+  // Forward passes see eval-mode BatchNorm/Dropout, as serving will.
+  module.eval();
+  std::vector<int64_t> input_shape = options.input_shape;
+  if (input_shape.empty() && meta != nullptr) {
+    input_shape.assign(meta->input_shape().begin(), meta->input_shape().end());
+  }
+  c10::IValue output;
+  if (!input_shape.empty()) {
+    RETURN_IF_ERROR(ValidateShape(input_shape));
+    ASSIGN_OR_RETURN(output, Forward(module, {1, input_shape[0], input_shape[1],
+                                              input_shape[2]}));
+  } else {
+    const int64_t channels = GuessChannels(module);
+    absl::Status first_error;
+    for (int64_t size : kProbeSizes) {
+      absl::StatusOr<c10::IValue> result =
+          Forward(module, {1, channels, size, size});
+      if (result.ok()) {
+        input_shape = {channels, size, size};
+        output = *std::move(result);
+        break;
+      }
+      if (first_error.ok()) first_error = result.status();
+    }
+    if (input_shape.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "no input_shape given and none of the probed sizes (224, 32, 28 "
+          "with ", channels, " channels) runs; pass input_shape. First "
+          "error: ", first_error.message()));
+    }
+  }
+  if (!output.isTensor()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model output is a ", output.tagKind(),
+        "; a classifier must return a tensor [batch, classes]"));
+  }
+  const at::Tensor logits = output.toTensor();
+  if (logits.dim() != 2 || logits.size(0) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model output has shape ", ShapeString(logits.sizes()),
+        "; a classifier must return [batch, classes]"));
+  }
+  if (logits.size(1) != classes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model output has ", logits.size(1), " classes but head '", head.path,
+        "' has ", classes, " outputs; name the layer that produces the "
+        "logits with head_module"));
+  }
+
+  model.mutable_input_shape()->Assign(input_shape.begin(), input_shape.end());
+  RETURN_IF_ERROR(FillNormalization(options, meta, input_shape[0], &model));
+  for (std::string& name : class_names) model.add_class_names(std::move(name));
+  kaizen::v1::ModelHead* model_head = model.mutable_head();
+  model_head->set_module_path(head.path);
+  model_head->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
+  model_head->set_in_features(head.weight.size(1));
+  model_head->set_out_features(classes);
+  return model;
+}
+
+}  // namespace
+
+absl::StatusOr<kaizen::v1::Model> InspectTorchScriptFile(
+    const std::string& path, const InspectOptions& options) {
+  // Torch calls are wrapped where they happen; this is the last line of
+  // defence so that no exception crosses into the API layer.
+  try {
+    return Inspect(path, options);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "inspecting TorchScript file failed: ", TorchErrorSummary(e)));
+  }
+}
+
+}  // namespace kaizen::models

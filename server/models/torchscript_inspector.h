@@ -1,0 +1,40 @@
+// Reads what the service needs to know about an uploaded TorchScript
+// classifier (input shape, normalisation, head, class count) and proves it
+// runs, so that a bad upload is rejected with a precise message instead of
+// failing later inside a training job.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kaizen/v1/model_service.pb.h"
+
+namespace kaizen::models {
+
+struct InspectOptions {
+  // [C, H, W]; empty -> the file's kaizen.json, else probed (224, 32, 28).
+  std::vector<int64_t> input_shape;
+  // Per-channel (or one value for all channels); empty -> kaizen.json, else
+  // ImageNet statistics for 3 channels and 0.5/0.5 otherwise.
+  std::vector<float> mean;
+  std::vector<float> std;
+  // Empty -> kaizen.json's, else none.
+  std::vector<std::string> class_names;
+  // Dotted path of the classification head; empty -> kaizen.json's, else the
+  // last Linear module in named_modules() order.
+  std::string head_module;
+};
+
+// Loads the file and fills architecture, input_shape, normalization,
+// class_names, head (LINEAR) and parameter_count (plus description and
+// version from an embedded kaizen.json); the caller sets name, source, size
+// and hashes. Verifies with a forward pass in eval mode on zeros [1, C, H, W]
+// that the output is [1, K] with K == head.out_features and that class_names,
+// if any, has K entries. Every failure is INVALID_ARGUMENT with the reason,
+// except a missing file (NOT_FOUND).
+absl::StatusOr<kaizen::v1::Model> InspectTorchScriptFile(
+    const std::string& path, const InspectOptions& options);
+
+}  // namespace kaizen::models

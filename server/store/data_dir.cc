@@ -1,0 +1,51 @@
+#include "server/store/data_dir.h"
+
+#include <filesystem>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/logging.h"
+#include "server/common/status_macros.h"
+
+namespace kaizen::store {
+
+namespace fs = std::filesystem;
+
+absl::Status PrepareDataDir(const std::string& data_dir) {
+  std::error_code ec;
+  for (const char* sub : {"", "/tmp", "/datasets", "/models"}) {
+    fs::create_directories(data_dir + sub, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot create ", data_dir, sub, ": ", ec.message()));
+    }
+  }
+  for (const fs::directory_entry& e : fs::directory_iterator(data_dir + "/tmp", ec)) {
+    fs::remove_all(e.path(), ec);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> SweepOrphanFiles(const std::string& data_dir, MetadataStore& metadata) {
+  ASSIGN_OR_RETURN(std::vector<std::string> files, metadata.AllFiles());
+  absl::flat_hash_set<std::string> live(files.begin(), files.end());
+  int removed = 0;
+  std::error_code ec;
+  for (const char* sub : {"datasets", "models"}) {
+    const fs::path root = fs::path(data_dir) / sub;
+    for (auto it = fs::recursive_directory_iterator(root, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (!it->is_regular_file()) continue;
+      const std::string rel = fs::relative(it->path(), data_dir).string();
+      if (live.contains(rel)) continue;
+      std::error_code rm;
+      if (fs::remove(it->path(), rm)) {
+        ++removed;
+        common::LogWarning("removed orphan file", {{"file", rel}});
+      }
+    }
+  }
+  return removed;
+}
+
+}  // namespace kaizen::store

@@ -1,0 +1,146 @@
+#include "server/store/dataset_store.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/common/atomic_file.h"
+#include "server/common/logging.h"
+#include "server/common/names.h"
+#include "server/common/paging.h"
+#include "server/common/status_macros.h"
+#include "server/datasets/dataset_ingestor.h"
+
+namespace kaizen::store {
+
+using kaizen::v1::Dataset;
+using kaizen::v1::DatasetFormat;
+
+DatasetStore::DatasetStore(Options options, MetadataStore* metadata)
+    : options_(std::move(options)), metadata_(metadata) {}
+
+absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> DatasetStore::BeginUpload(
+    const kaizen::v1::UploadDatasetHeader& header) {
+  RETURN_IF_ERROR(common::ValidateName("dataset name", header.name()));
+  int parts = 0;
+  switch (header.format()) {
+    case kaizen::v1::DATASET_FORMAT_IMAGE_FOLDER: parts = 1; break;
+    case kaizen::v1::DATASET_FORMAT_IDX: parts = 2; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "header.format is ", kaizen::v1::DatasetFormat_Name(header.format()),
+          "; use DATASET_FORMAT_IMAGE_FOLDER or DATASET_FORMAT_IDX"));
+  }
+  ASSIGN_OR_RETURN(bool exists, metadata_->DatasetExists(header.name()));
+  if (exists) {
+    return absl::AlreadyExistsError(absl::StrCat("dataset \"", header.name(), "\" already exists"));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (!uploading_.insert(header.name()).second) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("an upload of dataset \"", header.name(), "\" is already in progress"));
+    }
+  }
+  UploadReceiver::Options ro;
+  ro.tmp_dir = options_.data_dir + "/tmp";
+  ro.max_bytes = options_.max_upload_bytes;
+  ro.expected_parts = parts;
+  ro.what = "dataset upload";
+  std::unique_ptr<Upload> upload(new Upload(this, header, std::move(ro)));
+  // From here on the Upload's destructor releases the reservation.
+  RETURN_IF_ERROR(upload->receiver_.Start(header.parts()));
+  return upload;
+}
+
+void DatasetStore::Release(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  uploading_.erase(name);
+}
+
+DatasetStore::Upload::~Upload() { store_->Release(header_.name()); }
+
+absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_hex) {
+  RETURN_IF_ERROR(receiver_.Finish(sha256_hex));
+  const absl::Time start = absl::Now();
+  datasets::IngestOptions io;
+  io.max_image_pixels = store_->options_.max_image_pixels;
+  const auto& paths = receiver_.part_paths();
+  const auto& names = receiver_.part_names();
+  absl::StatusOr<datasets::IngestResult> ingested =
+      header_.format() == kaizen::v1::DATASET_FORMAT_IDX
+          ? datasets::IngestIdx(paths[0], paths[1],
+                                {header_.class_names().begin(), header_.class_names().end()},
+                                names[0], names[1], io)
+          : datasets::IngestImageFolderArchive(paths[0], names[0], io);
+  RETURN_IF_ERROR(ingested.status());
+
+  const std::string rel = absl::StrCat("datasets/", header_.name(), "-", common::RandomHex(4), ".kds");
+  const std::string path = store_->options_.data_dir + "/" + rel;
+  ASSIGN_OR_RETURN(int64_t stored, datasets::WriteDatasetFile(path, ingested->data));
+
+  DatasetRow row;
+  row.file = rel;
+  Dataset& d = row.dataset;
+  d = std::move(ingested->summary);
+  d.set_name(header_.name());
+  d.set_description(header_.description());
+  d.set_format(header_.format());
+  d.set_upload_bytes(receiver_.total_bytes());
+  d.set_sha256(receiver_.sha256());
+  d.set_stored_bytes(stored);
+  *d.mutable_create_time() =
+      google::protobuf::util::TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(absl::Now()));
+  if (absl::Status st = store_->metadata_->InsertDataset(row); !st.ok()) {
+    std::remove(path.c_str());
+    return st;
+  }
+  common::LogInfo("dataset stored",
+                  {{"dataset", d.name()},
+                   {"examples", d.num_examples()},
+                   {"classes", d.classes_size()},
+                   {"upload_bytes", d.upload_bytes()},
+                   {"ingest_seconds", absl::ToDoubleSeconds(absl::Now() - start)}});
+  return d;
+}
+
+absl::StatusOr<Dataset> DatasetStore::Get(const std::string& name) {
+  RETURN_IF_ERROR(common::ValidateName("dataset name", name));
+  ASSIGN_OR_RETURN(DatasetRow row, metadata_->GetDataset(name));
+  return std::move(row.dataset);
+}
+
+absl::StatusOr<kaizen::v1::ListDatasetsResponse> DatasetStore::List(
+    int page_size, const std::string& page_token) {
+  ASSIGN_OR_RETURN(int limit, common::ResolvePageSize(page_size));
+  ASSIGN_OR_RETURN(std::string after, common::DecodePageToken(page_token));
+  // One extra row tells whether another page exists.
+  ASSIGN_OR_RETURN(std::vector<DatasetRow> rows, metadata_->ListDatasets(after, limit + 1));
+  kaizen::v1::ListDatasetsResponse out;
+  for (int i = 0; i < static_cast<int>(rows.size()) && i < limit; ++i) {
+    *out.add_datasets() = std::move(rows[i].dataset);
+  }
+  if (static_cast<int>(rows.size()) > limit) {
+    out.set_next_page_token(common::EncodePageToken(out.datasets(limit - 1).name()));
+  }
+  return out;
+}
+
+absl::Status DatasetStore::Delete(const std::string& name) {
+  RETURN_IF_ERROR(common::ValidateName("dataset name", name));
+  ASSIGN_OR_RETURN(DatasetRow row, metadata_->DeleteDataset(name));
+  // The row is gone first; a crash before this unlink leaves an orphan file
+  // that the start-up sweep removes.
+  std::error_code ec;
+  std::filesystem::remove(options_.data_dir + "/" + row.file, ec);
+  common::LogInfo("dataset deleted", {{"dataset", name}});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<datasets::DecodedDataset> DatasetStore::Load(const std::string& name) {
+  ASSIGN_OR_RETURN(DatasetRow row, metadata_->GetDataset(name));
+  return datasets::ReadDatasetFile(options_.data_dir + "/" + row.file);
+}
+
+}  // namespace kaizen::store

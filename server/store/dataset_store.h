@@ -1,0 +1,73 @@
+// Datasets: receives uploads, decodes them once into the compact store file
+// (server/datasets), and keeps the catalogue row and the file consistent. A
+// failed upload leaves neither a row nor a file.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "kaizen/v1/dataset_service.pb.h"
+#include "server/datasets/dataset_file.h"
+#include "server/store/metadata_store.h"
+#include "server/store/upload_receiver.h"
+
+namespace kaizen::store {
+
+class DatasetStore {
+ public:
+  struct Options {
+    // Root data directory (holds datasets/ and tmp/).
+    std::string data_dir;
+    // Largest upload accepted, all parts together.
+    int64_t max_upload_bytes = int64_t{4} << 30;
+    // Largest single image (width * height).
+    int64_t max_image_pixels = 25'000'000;
+  };
+
+  // One upload in progress. Destroying it without a successful Finish()
+  // removes everything it wrote.
+  class Upload {
+   public:
+    ~Upload();
+    absl::Status Append(absl::string_view bytes) { return receiver_.Append(bytes); }
+    absl::StatusOr<kaizen::v1::Dataset> Finish(absl::string_view sha256_hex);
+
+   private:
+    friend class DatasetStore;
+    Upload(DatasetStore* store, kaizen::v1::UploadDatasetHeader header,
+           UploadReceiver::Options receiver_options)
+        : store_(store), header_(std::move(header)), receiver_(std::move(receiver_options)) {}
+    DatasetStore* store_;
+    kaizen::v1::UploadDatasetHeader header_;
+    UploadReceiver receiver_;
+  };
+
+  DatasetStore(Options options, MetadataStore* metadata);
+
+  // Validates the header (name, format, parts, size) and reserves the name.
+  absl::StatusOr<std::unique_ptr<Upload>> BeginUpload(const kaizen::v1::UploadDatasetHeader& header);
+
+  absl::StatusOr<kaizen::v1::Dataset> Get(const std::string& name);
+  absl::StatusOr<kaizen::v1::ListDatasetsResponse> List(int page_size,
+                                                        const std::string& page_token);
+  absl::Status Delete(const std::string& name);
+  // Reads the decoded images and labels (for training).
+  absl::StatusOr<datasets::DecodedDataset> Load(const std::string& name);
+
+  int64_t max_upload_bytes() const { return options_.max_upload_bytes; }
+
+ private:
+  void Release(const std::string& name);
+
+  Options options_;
+  MetadataStore* metadata_;
+  absl::Mutex mu_;
+  // Names with an upload in flight, so two concurrent uploads of one name
+  // cannot both decode for minutes before one of them loses.
+  absl::flat_hash_set<std::string> uploading_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kaizen::store

@@ -1,0 +1,245 @@
+#include "server/store/metadata_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+
+namespace kaizen::store {
+namespace {
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS datasets (
+  name  TEXT PRIMARY KEY,
+  file  TEXT NOT NULL,
+  proto BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+  name    TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  file    TEXT NOT NULL,
+  proto   BLOB NOT NULL,
+  PRIMARY KEY (name, version)
+);
+)sql";
+
+template <typename Proto>
+absl::Status ParseRow(const std::string& bytes, absl::string_view what, Proto* out) {
+  if (!out->ParseFromString(bytes)) {
+    return absl::DataLossError(absl::StrCat("catalogue row for ", what, " is corrupt"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::string& db_path) {
+  ASSIGN_OR_RETURN(std::unique_ptr<SqliteDb> db, SqliteDb::Open(db_path));
+  std::unique_ptr<MetadataStore> store(new MetadataStore(std::move(db)));
+  RETURN_IF_ERROR(store->CreateSchema());
+  return store;
+}
+
+absl::Status MetadataStore::CreateSchema() {
+  absl::MutexLock lock(&db_->mutex());
+  return db_->Exec(kSchema);
+}
+
+absl::Status MetadataStore::InsertDataset(const DatasetRow& row) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare("INSERT INTO datasets(name, file, proto) VALUES(?, ?, ?)"));
+  absl::Status s = st.Bind(1, row.dataset.name())
+                       .Bind(2, row.file)
+                       .BindBlob(3, row.dataset.SerializeAsString())
+                       .Run();
+  if (absl::IsAlreadyExists(s)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("dataset \"", row.dataset.name(), "\" already exists"));
+  }
+  return s;
+}
+
+absl::StatusOr<DatasetRow> MetadataStore::GetDataset(const std::string& name) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT file, proto FROM datasets WHERE name = ?"));
+  st.Bind(1, name);
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("dataset \"", name, "\" not found"));
+  DatasetRow out;
+  out.file = st.ColumnText(0);
+  RETURN_IF_ERROR(ParseRow(st.ColumnBlob(1), name, &out.dataset));
+  return out;
+}
+
+absl::StatusOr<bool> MetadataStore::DatasetExists(const std::string& name) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT 1 FROM datasets WHERE name = ?"));
+  st.Bind(1, name);
+  return st.Step();
+}
+
+absl::StatusOr<std::vector<DatasetRow>> MetadataStore::ListDatasets(const std::string& after,
+                                                                    int limit) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT file, proto, name FROM datasets "
+                                              "WHERE name > ? ORDER BY name LIMIT ?"));
+  st.Bind(1, after).Bind(2, static_cast<int64_t>(limit));
+  std::vector<DatasetRow> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    DatasetRow r;
+    r.file = st.ColumnText(0);
+    RETURN_IF_ERROR(ParseRow(st.ColumnBlob(1), st.ColumnText(2), &r.dataset));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<DatasetRow> MetadataStore::DeleteDataset(const std::string& name) {
+  absl::MutexLock lock(&db_->mutex());
+  SqliteDb::Transaction tx(db_.get());
+  RETURN_IF_ERROR(tx.begin_status());
+  ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT file, proto FROM datasets WHERE name = ?"));
+  sel.Bind(1, name);
+  ASSIGN_OR_RETURN(bool found, sel.Step());
+  if (!found) return absl::NotFoundError(absl::StrCat("dataset \"", name, "\" not found"));
+  DatasetRow out;
+  out.file = sel.ColumnText(0);
+  RETURN_IF_ERROR(ParseRow(sel.ColumnBlob(1), name, &out.dataset));
+  ASSIGN_OR_RETURN(Statement del, db_->Prepare("DELETE FROM datasets WHERE name = ?"));
+  RETURN_IF_ERROR(del.Bind(1, name).Run());
+  RETURN_IF_ERROR(tx.Commit());
+  return out;
+}
+
+absl::Status MetadataStore::InsertModel(const ModelRow& row) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare(
+      "INSERT INTO models(name, version, file, proto) VALUES(?, ?, ?, ?)"));
+  absl::Status s = st.Bind(1, row.model.name())
+                       .Bind(2, row.model.version())
+                       .Bind(3, row.file)
+                       .BindBlob(4, row.model.SerializeAsString())
+                       .Run();
+  if (absl::IsAlreadyExists(s)) {
+    return absl::AlreadyExistsError(absl::StrCat("model \"", row.model.name(), "\" version ",
+                                                 row.model.version(), " already exists"));
+  }
+  return s;
+}
+
+absl::StatusOr<ModelRow> MetadataStore::GetModel(const std::string& name, int64_t version) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(
+      Statement st,
+      db_->Prepare(version > 0
+                       ? "SELECT file, proto FROM models WHERE name = ? AND version = ?"
+                       : "SELECT file, proto FROM models WHERE name = ? "
+                         "ORDER BY version DESC LIMIT 1"));
+  st.Bind(1, name);
+  if (version > 0) st.Bind(2, version);
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) {
+    return absl::NotFoundError(version > 0 ? absl::StrCat("model \"", name, "\" has no version ",
+                                                          version)
+                                           : absl::StrCat("model \"", name, "\" not found"));
+  }
+  ModelRow out;
+  out.file = st.ColumnText(0);
+  RETURN_IF_ERROR(ParseRow(st.ColumnBlob(1), name, &out.model));
+  return out;
+}
+
+absl::StatusOr<bool> MetadataStore::ModelExists(const std::string& name) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT 1 FROM models WHERE name = ? LIMIT 1"));
+  st.Bind(1, name);
+  return st.Step();
+}
+
+absl::StatusOr<std::vector<int64_t>> MetadataStore::ModelVersions(const std::string& name) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare("SELECT version FROM models WHERE name = ? ORDER BY version"));
+  st.Bind(1, name);
+  std::vector<int64_t> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back(st.ColumnInt(0));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<ModelRow>> MetadataStore::ListModels(
+    const std::string& after_name, int64_t after_version, int limit, bool latest_only,
+    const std::string& only_name) {
+  absl::MutexLock lock(&db_->mutex());
+  std::string sql =
+      "SELECT file, proto, name FROM models m WHERE (name > ?1 OR (name = ?1 AND version > ?2))";
+  if (latest_only) {
+    sql += " AND version = (SELECT MAX(version) FROM models WHERE name = m.name)";
+  }
+  if (!only_name.empty()) sql += " AND name = ?4";
+  sql += " ORDER BY name, version LIMIT ?3";
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare(sql));
+  st.Bind(1, after_name).Bind(2, after_version).Bind(3, static_cast<int64_t>(limit));
+  if (!only_name.empty()) st.Bind(4, only_name);
+  std::vector<ModelRow> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    ModelRow r;
+    r.file = st.ColumnText(0);
+    RETURN_IF_ERROR(ParseRow(st.ColumnBlob(1), st.ColumnText(2), &r.model));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<ModelRow>> MetadataStore::DeleteModel(const std::string& name,
+                                                                 int64_t version) {
+  absl::MutexLock lock(&db_->mutex());
+  SqliteDb::Transaction tx(db_.get());
+  RETURN_IF_ERROR(tx.begin_status());
+  const char* where = version > 0 ? " WHERE name = ?1 AND version = ?2" : " WHERE name = ?1";
+  ASSIGN_OR_RETURN(Statement sel, db_->Prepare(absl::StrCat("SELECT file, proto FROM models",
+                                                            where, " ORDER BY version")));
+  sel.Bind(1, name);
+  if (version > 0) sel.Bind(2, version);
+  std::vector<ModelRow> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, sel.Step());
+    if (!row) break;
+    ModelRow r;
+    r.file = sel.ColumnText(0);
+    RETURN_IF_ERROR(ParseRow(sel.ColumnBlob(1), name, &r.model));
+    out.push_back(std::move(r));
+  }
+  if (out.empty()) {
+    return absl::NotFoundError(version > 0 ? absl::StrCat("model \"", name, "\" has no version ",
+                                                          version)
+                                           : absl::StrCat("model \"", name, "\" not found"));
+  }
+  ASSIGN_OR_RETURN(Statement del, db_->Prepare(absl::StrCat("DELETE FROM models", where)));
+  del.Bind(1, name);
+  if (version > 0) del.Bind(2, version);
+  RETURN_IF_ERROR(del.Run());
+  RETURN_IF_ERROR(tx.Commit());
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> MetadataStore::AllFiles() {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare("SELECT file FROM datasets UNION ALL SELECT file FROM models"));
+  std::vector<std::string> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back(st.ColumnText(0));
+  }
+  return out;
+}
+
+}  // namespace kaizen::store

@@ -1,0 +1,72 @@
+// The catalogue of datasets and model versions in SQLite. Each row keeps the
+// resource's proto (the API's view of it) next to the relative path of the
+// blob file that holds its data. Rows and files are kept consistent by the
+// stores above this class: files are committed before rows are inserted and
+// deleted after rows are removed, and orphans are swept at start-up.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kaizen/v1/dataset_service.pb.h"
+#include "kaizen/v1/model_service.pb.h"
+#include "server/store/sqlite_db.h"
+
+namespace kaizen::store {
+
+struct DatasetRow {
+  std::string file;  // relative to the data directory
+  kaizen::v1::Dataset dataset;
+};
+
+struct ModelRow {
+  std::string file;  // relative to the data directory
+  kaizen::v1::Model model;
+};
+
+class MetadataStore {
+ public:
+  // Opens or creates the database file and its schema.
+  static absl::StatusOr<std::unique_ptr<MetadataStore>> Open(const std::string& db_path);
+
+  // ALREADY_EXISTS when the name is taken.
+  absl::Status InsertDataset(const DatasetRow& row);
+  // NOT_FOUND when absent.
+  absl::StatusOr<DatasetRow> GetDataset(const std::string& name);
+  absl::StatusOr<bool> DatasetExists(const std::string& name);
+  // Datasets with name > `after`, in name order, at most `limit`.
+  absl::StatusOr<std::vector<DatasetRow>> ListDatasets(const std::string& after, int limit);
+  // Removes the row and returns it (so the caller can delete its file).
+  absl::StatusOr<DatasetRow> DeleteDataset(const std::string& name);
+
+  // ALREADY_EXISTS when (name, version) is taken.
+  absl::Status InsertModel(const ModelRow& row);
+  // version 0: the newest. NOT_FOUND when absent.
+  absl::StatusOr<ModelRow> GetModel(const std::string& name, int64_t version);
+  absl::StatusOr<bool> ModelExists(const std::string& name);
+  // Ascending versions of `name` (empty when none).
+  absl::StatusOr<std::vector<int64_t>> ModelVersions(const std::string& name);
+  // Model versions ordered by (name, version) strictly after
+  // (after_name, after_version); with latest_only, one row per name (newest).
+  // A non-empty `only_name` restricts the list to that model.
+  absl::StatusOr<std::vector<ModelRow>> ListModels(const std::string& after_name,
+                                                   int64_t after_version, int limit,
+                                                   bool latest_only,
+                                                   const std::string& only_name);
+  // version 0: every version. Returns the removed rows; NOT_FOUND if none.
+  absl::StatusOr<std::vector<ModelRow>> DeleteModel(const std::string& name, int64_t version);
+
+  // Every blob path referenced by a row, for sweeping orphan files.
+  absl::StatusOr<std::vector<std::string>> AllFiles();
+
+ private:
+  explicit MetadataStore(std::unique_ptr<SqliteDb> db) : db_(std::move(db)) {}
+  absl::Status CreateSchema();
+
+  std::unique_ptr<SqliteDb> db_;
+};
+
+}  // namespace kaizen::store

@@ -1,0 +1,244 @@
+#include "server/store/model_store.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/common/atomic_file.h"
+#include "server/common/logging.h"
+#include "server/common/names.h"
+#include "server/common/paging.h"
+#include "server/common/status_macros.h"
+#include "server/models/builtin_models.h"
+#include "server/models/model_file.h"
+#include "server/models/torchscript_inspector.h"
+
+namespace kaizen::store {
+
+using kaizen::v1::Model;
+
+ModelStore::ModelStore(Options options, MetadataStore* metadata)
+    : options_(std::move(options)), metadata_(metadata) {}
+
+ModelStore::File::File(File&& o) noexcept
+    : model_(std::move(o.model_)), path_(std::move(o.path_)), temporary_(o.temporary_) {
+  o.temporary_ = false;
+}
+
+ModelStore::File::~File() {
+  if (temporary_) std::remove(path_.c_str());
+}
+
+absl::StatusOr<std::unique_ptr<ModelStore::Upload>> ModelStore::BeginUpload(
+    const kaizen::v1::UploadModelHeader& header) {
+  RETURN_IF_ERROR(common::ValidateName("model name", header.name()));
+  if (models::IsBuiltinModel(header.name())) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("model \"", header.name(), "\" already exists (it is a built-in model)"));
+  }
+  ASSIGN_OR_RETURN(bool exists, metadata_->ModelExists(header.name()));
+  if (exists) {
+    return absl::AlreadyExistsError(absl::StrCat("model \"", header.name(), "\" already exists"));
+  }
+  if (!header.input_shape().empty() && header.input_shape_size() != 3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "header.input_shape has ", header.input_shape_size(), " values; expected [C, H, W]"));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (!uploading_.insert(header.name()).second) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("an upload of model \"", header.name(), "\" is already in progress"));
+    }
+  }
+  UploadReceiver::Options ro;
+  ro.tmp_dir = options_.data_dir + "/tmp";
+  ro.max_bytes = options_.max_model_bytes;
+  ro.expected_parts = 1;
+  ro.what = "model upload";
+  std::unique_ptr<Upload> upload(new Upload(this, header, std::move(ro)));
+  RETURN_IF_ERROR(upload->receiver_.Start(header.parts()));
+  return upload;
+}
+
+void ModelStore::Release(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  uploading_.erase(name);
+}
+
+ModelStore::Upload::~Upload() { store_->Release(header_.name()); }
+
+absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
+  RETURN_IF_ERROR(receiver_.Finish(sha256_hex));
+  const std::string& tmp = receiver_.part_paths()[0];
+  models::InspectOptions io;
+  io.input_shape.assign(header_.input_shape().begin(), header_.input_shape().end());
+  io.mean.assign(header_.normalization().mean().begin(), header_.normalization().mean().end());
+  io.std.assign(header_.normalization().std().begin(), header_.normalization().std().end());
+  io.class_names.assign(header_.class_names().begin(), header_.class_names().end());
+  io.head_module = header_.head_module();
+  absl::StatusOr<Model> inspected = models::InspectTorchScriptFile(tmp, io);
+  if (!inspected.ok()) {
+    return absl::Status(inspected.status().code(),
+                        absl::StrCat(receiver_.part_names()[0], ": ", inspected.status().message()));
+  }
+  Model model = *std::move(inspected);
+  model.set_name(header_.name());
+  model.set_version(1);
+  model.set_description(header_.description());
+  model.set_source(kaizen::v1::MODEL_SOURCE_UPLOADED);
+  model.set_size_bytes(receiver_.total_bytes());
+  model.set_sha256(receiver_.sha256());
+  *model.mutable_create_time() =
+      google::protobuf::util::TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(absl::Now()));
+
+  const std::string dir_rel = absl::StrCat("models/", header_.name());
+  std::error_code ec;
+  std::filesystem::create_directories(store_->options_.data_dir + "/" + dir_rel, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir_rel, ": ", ec.message()));
+  ModelRow row;
+  row.file = absl::StrCat(dir_rel, "/v1-", common::RandomHex(4), ".pt");
+  const std::string path = store_->options_.data_dir + "/" + row.file;
+  RETURN_IF_ERROR(common::DurableRename(tmp, path));
+  row.model = model;
+  if (absl::Status st = store_->metadata_->InsertModel(row); !st.ok()) {
+    std::remove(path.c_str());
+    return st;
+  }
+  common::LogInfo("model stored", {{"model", model.name()},
+                                   {"parameters", model.parameter_count()},
+                                   {"head", model.head().module_path()},
+                                   {"bytes", model.size_bytes()}});
+  RETURN_IF_ERROR(store_->FillVersions(&model));
+  return model;
+}
+
+absl::Status ModelStore::FillVersions(Model* model) {
+  if (model->source() == kaizen::v1::MODEL_SOURCE_BUILTIN) {
+    model->clear_versions();
+    model->add_versions(1);
+    model->set_latest_version(1);
+    model->set_best_version(1);
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::vector<ModelRow> rows,
+                   metadata_->ListModels("", 0, 1 << 30, false, model->name()));
+  model->clear_versions();
+  int64_t best = 0;
+  double best_acc = -1;
+  for (const ModelRow& r : rows) {
+    model->add_versions(r.model.version());
+    auto it = r.model.metrics().find("val_accuracy");
+    if (it != r.model.metrics().end() && it->second > best_acc) {
+      best_acc = it->second;
+      best = r.model.version();
+    }
+  }
+  const int64_t latest = rows.empty() ? model->version() : rows.back().model.version();
+  model->set_latest_version(latest);
+  model->set_best_version(best > 0 ? best : latest);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Model> ModelStore::Get(const std::string& name, int64_t version) {
+  RETURN_IF_ERROR(common::ValidateName("model name", name));
+  if (version < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("version is ", version, "; it must be >= 0"));
+  }
+  Model model;
+  if (models::IsBuiltinModel(name)) {
+    if (version > 1) {
+      return absl::NotFoundError(absl::StrCat("built-in model \"", name, "\" has only version 1"));
+    }
+    ASSIGN_OR_RETURN(model, models::DescribeBuiltinModel(name));
+    model.set_name(name);
+  } else {
+    ASSIGN_OR_RETURN(ModelRow row, metadata_->GetModel(name, version));
+    model = std::move(row.model);
+  }
+  RETURN_IF_ERROR(FillVersions(&model));
+  return model;
+}
+
+absl::StatusOr<kaizen::v1::ListModelsResponse> ModelStore::List(
+    const kaizen::v1::ListModelsRequest& request) {
+  ASSIGN_OR_RETURN(int limit, common::ResolvePageSize(request.page_size()));
+  ASSIGN_OR_RETURN(std::string key, common::DecodePageToken(request.page_token()));
+  if (!request.name().empty()) RETURN_IF_ERROR(common::ValidateName("name", request.name()));
+  // The key is "name\nversion" of the last model returned.
+  std::string after_name;
+  int64_t after_version = 0;
+  if (!key.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(key, '\n');
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &after_version)) {
+      return absl::InvalidArgumentError("page_token is malformed");
+    }
+    after_name = parts[0];
+  }
+  const bool latest_only = !request.all_versions() && request.name().empty();
+  ASSIGN_OR_RETURN(std::vector<ModelRow> rows,
+                   metadata_->ListModels(after_name, after_version, limit + 1, latest_only,
+                                         request.name()));
+  std::vector<Model> merged;
+  for (ModelRow& r : rows) merged.push_back(std::move(r.model));
+  // Built-ins have one version and sort among the stored models by name.
+  for (const std::string& b : models::BuiltinModelNames()) {
+    if (!request.name().empty() && request.name() != b) continue;
+    if (b < after_name || (b == after_name && after_version >= 1)) continue;
+    ASSIGN_OR_RETURN(Model m, models::DescribeBuiltinModel(b));
+    m.set_name(b);
+    merged.push_back(std::move(m));
+  }
+  std::sort(merged.begin(), merged.end(), [](const Model& a, const Model& b) {
+    return a.name() != b.name() ? a.name() < b.name() : a.version() < b.version();
+  });
+  kaizen::v1::ListModelsResponse out;
+  for (int i = 0; i < static_cast<int>(merged.size()) && i < limit; ++i) {
+    RETURN_IF_ERROR(FillVersions(&merged[i]));
+    *out.add_models() = std::move(merged[i]);
+  }
+  if (static_cast<int>(merged.size()) > limit) {
+    const Model& last = out.models(limit - 1);
+    out.set_next_page_token(common::EncodePageToken(absl::StrCat(last.name(), "\n", last.version())));
+  }
+  return out;
+}
+
+absl::Status ModelStore::Delete(const std::string& name, int64_t version) {
+  RETURN_IF_ERROR(common::ValidateName("model name", name));
+  if (models::IsBuiltinModel(name)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model \"", name, "\" is built in and cannot be deleted"));
+  }
+  ASSIGN_OR_RETURN(std::vector<ModelRow> removed, metadata_->DeleteModel(name, version));
+  for (const ModelRow& r : removed) {
+    std::error_code ec;
+    std::filesystem::remove(options_.data_dir + "/" + r.file, ec);
+  }
+  if (version == 0) {
+    std::error_code ec;
+    std::filesystem::remove(options_.data_dir + "/models/" + name, ec);  // only if empty
+  }
+  common::LogInfo("model deleted", {{"model", name}, {"version", version}});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelStore::File> ModelStore::OpenFile(const std::string& name, int64_t version) {
+  ASSIGN_OR_RETURN(Model model, Get(name, version));
+  if (model.source() == kaizen::v1::MODEL_SOURCE_BUILTIN) {
+    // Render the architecture with its default options.
+    ASSIGN_OR_RETURN(auto module, models::CreateBuiltinModel(name, models::BuiltinOptions{}));
+    const std::string path =
+        absl::StrCat(options_.data_dir, "/tmp/builtin-", name, "-", common::RandomHex(6), ".pt");
+    RETURN_IF_ERROR(models::SaveModelFile(module, model, path));
+    return File(std::move(model), path, /*temporary=*/true);
+  }
+  ASSIGN_OR_RETURN(ModelRow row, metadata_->GetModel(name, model.version()));
+  return File(std::move(model), options_.data_dir + "/" + row.file, false);
+}
+
+}  // namespace kaizen::store

@@ -1,0 +1,84 @@
+// Models: uploaded TorchScript files, the built-in architectures, and (later)
+// versions written by fine-tuning jobs. Uploaded files are kept byte for byte
+// and checked by loading them and running a forward pass.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "kaizen/v1/model_service.pb.h"
+#include "server/store/metadata_store.h"
+#include "server/store/upload_receiver.h"
+
+namespace kaizen::store {
+
+class ModelStore {
+ public:
+  struct Options {
+    // Root data directory (holds models/ and tmp/).
+    std::string data_dir;
+    // Largest TorchScript file accepted.
+    int64_t max_model_bytes = int64_t{2} << 30;
+  };
+
+  class Upload {
+   public:
+    ~Upload();
+    absl::Status Append(absl::string_view bytes) { return receiver_.Append(bytes); }
+    absl::StatusOr<kaizen::v1::Model> Finish(absl::string_view sha256_hex);
+
+   private:
+    friend class ModelStore;
+    Upload(ModelStore* store, kaizen::v1::UploadModelHeader header,
+           UploadReceiver::Options receiver_options)
+        : store_(store), header_(std::move(header)), receiver_(std::move(receiver_options)) {}
+    ModelStore* store_;
+    kaizen::v1::UploadModelHeader header_;
+    UploadReceiver receiver_;
+  };
+
+  // A model file ready to stream; a temporary one (a built-in rendered on
+  // demand) is removed when this object dies.
+  class File {
+   public:
+    File(kaizen::v1::Model model, std::string path, bool temporary)
+        : model_(std::move(model)), path_(std::move(path)), temporary_(temporary) {}
+    File(File&& o) noexcept;
+    File(const File&) = delete;
+    ~File();
+    const kaizen::v1::Model& model() const { return model_; }
+    const std::string& path() const { return path_; }
+
+   private:
+    kaizen::v1::Model model_;
+    std::string path_;
+    bool temporary_;
+  };
+
+  ModelStore(Options options, MetadataStore* metadata);
+
+  absl::StatusOr<std::unique_ptr<Upload>> BeginUpload(const kaizen::v1::UploadModelHeader& header);
+
+  // version 0: the newest. Fills versions / latest_version / best_version.
+  absl::StatusOr<kaizen::v1::Model> Get(const std::string& name, int64_t version);
+  absl::StatusOr<kaizen::v1::ListModelsResponse> List(const kaizen::v1::ListModelsRequest& request);
+  // version 0: every version. Built-ins cannot be deleted.
+  absl::Status Delete(const std::string& name, int64_t version);
+  absl::StatusOr<File> OpenFile(const std::string& name, int64_t version);
+
+  int64_t max_model_bytes() const { return options_.max_model_bytes; }
+
+ private:
+  absl::Status FillVersions(kaizen::v1::Model* model);
+  void Release(const std::string& name);
+
+  Options options_;
+  MetadataStore* metadata_;
+  absl::Mutex mu_;
+  absl::flat_hash_set<std::string> uploading_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kaizen::store

@@ -1,0 +1,70 @@
+#include "server/common/atomic_file.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "server/common/sha256.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace kaizen::common {
+namespace {
+
+int CountFiles(const std::string& dir) {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++n;
+  return n;
+}
+
+TEST(AtomicFileWriter, CommitReplacesTargetAndLeavesNoTemporary) {
+  testing::TempDir dir;
+  const std::string path = dir.File("f.bin");
+  ASSERT_TRUE(WriteFileAtomically(path, "old").ok());
+  ASSERT_TRUE(WriteFileAtomically(path, "new contents").ok());
+  std::string got;
+  ASSERT_TRUE(ReadFile(path, &got).ok());
+  EXPECT_EQ(got, "new contents");
+  EXPECT_EQ(CountFiles(dir.path()), 1);
+}
+
+TEST(AtomicFileWriter, AbandonedWriterKeepsOldFileAndRemovesTemporary) {
+  testing::TempDir dir;
+  const std::string path = dir.File("f.bin");
+  ASSERT_TRUE(WriteFileAtomically(path, "old").ok());
+  {
+    AtomicFileWriter w;
+    ASSERT_TRUE(AtomicFileWriter::Open(path, &w).ok());
+    ASSERT_TRUE(w.Append("half written").ok());
+    EXPECT_EQ(CountFiles(dir.path()), 2);
+  }  // destroyed without Commit()
+  std::string got;
+  ASSERT_TRUE(ReadFile(path, &got).ok());
+  EXPECT_EQ(got, "old");
+  EXPECT_EQ(CountFiles(dir.path()), 1);
+}
+
+TEST(AtomicFileWriter, OpenFailsInMissingDirectory) {
+  AtomicFileWriter w;
+  absl::Status st = AtomicFileWriter::Open("/nonexistent-dir-kaizen/x", &w);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("/nonexistent-dir-kaizen/x"), absl::string_view::npos);
+}
+
+TEST(DurableRename, MovesFile) {
+  testing::TempDir dir;
+  ASSERT_TRUE(WriteFileAtomically(dir.File("a"), "x").ok());
+  ASSERT_TRUE(DurableRename(dir.File("a"), dir.File("b")).ok());
+  EXPECT_FALSE(std::filesystem::exists(dir.File("a")));
+  EXPECT_TRUE(std::filesystem::exists(dir.File("b")));
+}
+
+TEST(Sha256, MatchesKnownVectorsIncrementally) {
+  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  Sha256 h;
+  h.Update("a");
+  h.Update("bc");
+  EXPECT_EQ(h.HexDigest(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+}  // namespace
+}  // namespace kaizen::common

@@ -1,0 +1,97 @@
+#include "server/store/upload_receiver.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "server/common/atomic_file.h"
+#include "server/common/sha256.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace kaizen::store {
+namespace {
+
+google::protobuf::RepeatedPtrField<kaizen::v1::UploadPart> Parts(
+    std::vector<std::pair<std::string, int64_t>> parts) {
+  google::protobuf::RepeatedPtrField<kaizen::v1::UploadPart> out;
+  for (auto& [name, size] : parts) {
+    auto* p = out.Add();
+    p->set_file_name(name);
+    p->set_size_bytes(size);
+  }
+  return out;
+}
+
+int CountFiles(const std::string& dir) {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++n;
+  return n;
+}
+
+UploadReceiver::Options Opts(const testing::TempDir& dir, int parts, int64_t max = 1 << 20) {
+  UploadReceiver::Options o;
+  o.tmp_dir = dir.path();
+  o.expected_parts = parts;
+  o.max_bytes = max;
+  return o;
+}
+
+TEST(UploadReceiver, SplitsStreamIntoPartsAcrossChunkBoundaries) {
+  testing::TempDir dir;
+  UploadReceiver r(Opts(dir, 2));
+  ASSERT_TRUE(r.Start(Parts({{"images", 5}, {"labels", 3}})).ok());
+  ASSERT_TRUE(r.Append("abc").ok());
+  ASSERT_TRUE(r.Append("defgh").ok());  // crosses the part boundary
+  ASSERT_TRUE(r.Finish(common::Sha256Hex("abcdefgh")).ok());
+  std::string a, b;
+  ASSERT_TRUE(common::ReadFile(r.part_paths()[0], &a).ok());
+  ASSERT_TRUE(common::ReadFile(r.part_paths()[1], &b).ok());
+  EXPECT_EQ(a, "abcde");
+  EXPECT_EQ(b, "fgh");
+}
+
+TEST(UploadReceiver, TruncatedStreamIsInvalidArgumentNamingThePart) {
+  testing::TempDir dir;
+  UploadReceiver r(Opts(dir, 2));
+  ASSERT_TRUE(r.Start(Parts({{"images.gz", 5}, {"labels.gz", 3}})).ok());
+  ASSERT_TRUE(r.Append("abcdef").ok());
+  absl::Status st = r.Finish(common::Sha256Hex("abcdef"));
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("labels.gz"), absl::string_view::npos) << st;
+  EXPECT_NE(st.message().find("6 of 8"), absl::string_view::npos) << st;
+}
+
+TEST(UploadReceiver, WrongChecksumIsInvalidArgument) {
+  testing::TempDir dir;
+  UploadReceiver r(Opts(dir, 1));
+  ASSERT_TRUE(r.Start(Parts({{"a.tar", 3}})).ok());
+  ASSERT_TRUE(r.Append("abc").ok());
+  absl::Status st = r.Finish(common::Sha256Hex("abd"));
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("sha256 mismatch"), absl::string_view::npos) << st;
+}
+
+TEST(UploadReceiver, ExtraBytesAndOversizeAreRejected) {
+  testing::TempDir dir;
+  UploadReceiver r(Opts(dir, 1));
+  ASSERT_TRUE(r.Start(Parts({{"a.tar", 3}})).ok());
+  EXPECT_EQ(r.Append("abcd").code(), absl::StatusCode::kInvalidArgument);
+  UploadReceiver big(Opts(dir, 1, /*max=*/10));
+  EXPECT_EQ(big.Start(Parts({{"a.tar", 11}})).code(), absl::StatusCode::kResourceExhausted);
+  UploadReceiver wrong(Opts(dir, 2));
+  EXPECT_EQ(wrong.Start(Parts({{"a", 1}})).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(UploadReceiver, DestructionRemovesTemporaryFiles) {
+  testing::TempDir dir;
+  {
+    UploadReceiver r(Opts(dir, 2));
+    ASSERT_TRUE(r.Start(Parts({{"a", 2}, {"b", 2}})).ok());
+    ASSERT_TRUE(r.Append("ab").ok());
+    EXPECT_EQ(CountFiles(dir.path()), 2);
+  }
+  EXPECT_EQ(CountFiles(dir.path()), 0);
+}
+
+}  // namespace
+}  // namespace kaizen::store
