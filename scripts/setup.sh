@@ -17,7 +17,7 @@ PACKAGES=(
   # storage and decoding
   libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libpng-dev libssl-dev zlib1g-dev
   # data and test fixtures
-  dataset-fashion-mnist python3-torch python3-torchvision python3-numpy python3-pil
+  dataset-fashion-mnist python3-torch python3-torchvision python3-numpy python3-pil bc
 )
 
 missing=()
