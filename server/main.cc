@@ -38,9 +38,8 @@ int main(int argc, char** argv) {
   const std::string host = absl::GetFlag(FLAGS_host);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.grpc_address = absl::StrCat(host, ":", absl::GetFlag(FLAGS_grpc_port));
-  options.metrics_address = absl::GetFlag(FLAGS_metrics_port) < 0
-                                ? ""
-                                : absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port));
+  options.metrics_host = host;
+  options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.workers = absl::GetFlag(FLAGS_workers);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.max_upload_bytes = absl::GetFlag(FLAGS_max_upload_mb) << 20;

@@ -57,7 +57,7 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   RETURN_IF_ERROR(store::PrepareDataDir(o.data_dir));
   ASSIGN_OR_RETURN(s.metadata, store::MetadataStore::Open(o.data_dir + "/kaizen.db"));
   ASSIGN_OR_RETURN(int orphans, store::SweepOrphanFiles(o.data_dir, *s.metadata));
-  ASSIGN_OR_RETURN(s.metrics, metrics::Metrics::Create(o.metrics_address));
+  ASSIGN_OR_RETURN(s.metrics, metrics::Metrics::Create(o.metrics_host, o.metrics_port));
 
   store::DatasetStore::Options dso;
   dso.data_dir = o.data_dir;

@@ -20,8 +20,9 @@ class KaizenServer {
     std::string data_dir = "./kaizen-data";
     // gRPC listen address; port 0 picks a free port (see grpc_port()).
     std::string grpc_address = "0.0.0.0:50051";
-    // Prometheus /metrics address; empty disables the endpoint.
-    std::string metrics_address = "0.0.0.0:9464";
+    // Prometheus /metrics endpoint; port 0 picks a free one, -1 disables it.
+    std::string metrics_host = "0.0.0.0";
+    int metrics_port = 9464;
     // Fine-tuning worker threads (the training engine's pool).
     int workers = 1;
     // LibTorch intra-op threads; 0 means one per core.

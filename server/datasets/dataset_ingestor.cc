@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <climits>
 #include <cstring>
 #include <functional>
@@ -178,6 +179,18 @@ struct Candidate {
   absl::StatusOr<Image> image;
 };
 
+// Zip archives start with a local file header, or with the end of central
+// directory record when they are empty.
+bool LooksLikeZip(const std::string& path) {
+  char magic[4] = {};
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) return false;
+  const size_t got = std::fread(magic, 1, sizeof(magic), file);
+  std::fclose(file);
+  const absl::string_view head(magic, got);
+  return head == absl::string_view("PK\x03\x04", 4) || head == absl::string_view("PK\x05\x06", 4);
+}
+
 std::string ArchiveError(archive* a) {
   const char* message = archive_error_string(a);
   return message != nullptr ? message : "unknown libarchive error";
@@ -220,12 +233,24 @@ absl::StatusOr<IngestResult> ArchiveIngestor::Run(const std::string& archive_pat
   std::unique_ptr<archive, ArchiveDeleter> a(archive_read_new());
   if (a == nullptr) return absl::InternalError("cannot allocate a libarchive reader");
   // Only real archive formats: "raw" would accept any file as one entry.
-  archive_read_support_filter_all(a.get());
-  archive_read_support_format_tar(a.get());
-  archive_read_support_format_zip(a.get());
+  // Zip is enabled only for files that start like one: its bidder searches
+  // the whole stream for a central directory, which on a truncated tar.gz
+  // fails at open time with a misleading "not an archive".
+  if (LooksLikeZip(archive_path)) {
+    archive_read_support_format_zip(a.get());
+  } else {
+    archive_read_support_filter_all(a.get());
+    archive_read_support_format_tar(a.get());
+  }
   if (archive_read_open_filename(a.get(), archive_path.c_str(), kArchiveReadChunk) !=
       ARCHIVE_OK) {
-    return Error(absl::StrCat("not a tar or zip archive (", ArchiveError(a.get()), ")"));
+    const std::string reason = ArchiveError(a.get());
+    // libarchive reads ahead while detecting the format, so a short
+    // compressed archive that is cut off fails here rather than mid-stream.
+    if (absl::StrContains(absl::AsciiStrToLower(reason), "truncated")) {
+      return Error(absl::StrCat("archive is truncated or corrupt at entry 1: ", reason));
+    }
+    return Error(absl::StrCat("not a tar or zip archive (", reason, ")"));
   }
   RETURN_IF_ERROR(ReadEntries(a.get()));
   a.reset();

@@ -1,8 +1,5 @@
 #include "server/metrics/metrics.h"
 
-#include <exception>
-
-#include "absl/strings/str_cat.h"
 
 namespace kaizen::metrics {
 
@@ -26,16 +23,13 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                          .Add({});
 }
 
-absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind_address) {
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& host, int port) {
   std::unique_ptr<Metrics> m(new Metrics());
-  if (!bind_address.empty()) {
-    try {
-      m->exposer_ = std::make_unique<prometheus::Exposer>(bind_address);
-    } catch (const std::exception& e) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot serve metrics on ", bind_address, ": ", e.what()));
-    }
-    m->exposer_->RegisterCollectable(m->registry_);
+  if (port >= 0) {
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
+        MetricsHttpServer::Start(host, port, m->registry_);
+    if (!http.ok()) return http.status();
+    m->http_ = *std::move(http);
   }
   return m;
 }
@@ -55,10 +49,6 @@ void Metrics::AddDownloadBytes(int64_t bytes) {
   download_bytes_->Increment(static_cast<double>(bytes));
 }
 
-int Metrics::port() const {
-  if (!exposer_) return 0;
-  std::vector<int> ports = exposer_->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
-}
+int Metrics::port() const { return http_ ? http_->port() : 0; }
 
 }  // namespace kaizen::metrics

@@ -8,18 +8,18 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "prometheus/counter.h"
-#include "prometheus/exposer.h"
 #include "prometheus/family.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/metrics/metrics_http_server.h"
 
 namespace kaizen::metrics {
 
 class Metrics {
  public:
-  // Serves /metrics on `bind_address` ("0.0.0.0:9464"; port 0 picks a free
-  // one); an empty address keeps the registry without an HTTP endpoint.
-  static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& bind_address);
+  // Serves /metrics on `host`:`port` (port 0 picks a free one); a negative
+  // port keeps the registry without an HTTP endpoint.
+  static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& host, int port);
 
   // kaizen_grpc_requests_total{method, code} and
   // kaizen_grpc_request_duration_seconds{method}.
@@ -37,7 +37,7 @@ class Metrics {
   Metrics();
 
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> http_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Histogram>* latency_;
   prometheus::Family<prometheus::Counter>* upload_bytes_;

@@ -29,8 +29,10 @@ absl::StatusOr<kaizen::v1::Model> ModelFromMetadataJson(absl::string_view json) 
   kaizen::v1::Model model;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = true;
-  auto status = google::protobuf::util::JsonStringToMessage(
-      google::protobuf::StringPiece(json.data(), json.size()), &model, options);
+  // A std::string converts to the argument type of every protobuf version
+  // (StringPiece in 3.x, absl::string_view later).
+  auto status = google::protobuf::util::JsonStringToMessage(std::string(json),
+                                                            &model, options);
   if (!status.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(kMetadataFileName, " does not parse: ", status.ToString()));

@@ -106,7 +106,7 @@ absl::StatusOr<Head> FindHead(const torch::jit::Module& module,
 absl::StatusOr<c10::IValue> Forward(torch::jit::Module& module,
                                     const std::vector<int64_t>& shape) {
   try {
-    torch::NoGradGuard no_grad;
+    at::NoGradGuard no_grad;
     return module.forward({at::zeros(shape)});
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -28,11 +28,13 @@ struct InspectOptions {
 };
 
 // Loads the file and fills architecture, input_shape, normalization,
-// class_names, head (LINEAR) and parameter_count (plus description and
-// version from an embedded kaizen.json); the caller sets name, source, size
-// and hashes. Verifies with a forward pass in eval mode on zeros [1, C, H, W]
-// that the output is [1, K] with K == head.out_features and that class_names,
-// if any, has K entries. Every failure is INVALID_ARGUMENT with the reason,
+// class_names, head (LINEAR) and parameter_count; architecture is
+// kaizen.json's when the file has one (so a fine-tuned builtin stays
+// "resnet-small"), else the root module's type name, and description comes
+// from kaizen.json. The caller sets name, source, version, size and hashes.
+// Verifies with a forward pass in eval mode on zeros [1, C, H, W] that the
+// output is [1, K] with K == head.out_features and that class_names, if any,
+// has K entries. Every failure is INVALID_ARGUMENT with the reason,
 // except a missing file (NOT_FOUND).
 absl::StatusOr<kaizen::v1::Model> InspectTorchScriptFile(
     const std::string& path, const InspectOptions& options);

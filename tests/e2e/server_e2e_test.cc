@@ -51,7 +51,8 @@ class ServerE2E : public ::testing::Test {
     api::KaizenServer::Options o;
     o.data_dir = data_.path();
     o.grpc_address = "127.0.0.1:0";
-    o.metrics_address = "127.0.0.1:0";
+    o.metrics_host = "127.0.0.1";
+    o.metrics_port = 0;
     o.threads = 1;
     o.max_upload_bytes = max_upload_bytes;
     o.max_image_pixels = max_pixels;
