@@ -86,8 +86,8 @@ class ChecksummedReader {
                                               size, " bytes but only ", remaining_, " remain"));
     }
     if (size > 0 && std::fread(out, 1, size, file_) != size) {
-      return absl::DataLossError(absl::StrCat(path_, ": cannot read ", what, ": ",
-                                              std::strerror(errno)));
+      return absl::DataLossError(
+          absl::StrCat(path_, ": cannot read ", what, ": ", std::strerror(errno)));
     }
     crc_ = Crc32(crc_, out, size);
     remaining_ -= size;
@@ -171,9 +171,8 @@ absl::StatusOr<DecodedDataset> ReadDatasetFile(const std::string& path) {
   }
   const uint32_t version = GetU32(fixed + 4);
   if (version != kVersion) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": unsupported dataset file version ", version, " (expected ",
-                     kVersion, ")"));
+    return absl::DataLossError(absl::StrCat(path, ": unsupported dataset file version ", version,
+                                            " (expected ", kVersion, ")"));
   }
   const uint32_t num_classes = GetU32(fixed + 8);
   const uint64_t num_records = GetU64(fixed + 12);
@@ -191,8 +190,8 @@ absl::StatusOr<DecodedDataset> ReadDatasetFile(const std::string& path) {
     RETURN_IF_ERROR(reader.Read(length, sizeof(length), "class name length"));
     const uint32_t size = GetU32(length);
     if (size > reader.remaining()) {
-      return absl::DataLossError(absl::StrCat(path, ": damaged dataset file: class name of ",
-                                              size, " bytes cannot fit"));
+      return absl::DataLossError(
+          absl::StrCat(path, ": damaged dataset file: class name of ", size, " bytes cannot fit"));
     }
     name.resize(size);
     RETURN_IF_ERROR(reader.Read(name.data(), size, "class name"));
@@ -232,9 +231,9 @@ absl::StatusOr<DecodedDataset> ReadDatasetFile(const std::string& path) {
     return absl::DataLossError(absl::StrCat(path, ": damaged dataset file: no checksum"));
   }
   if (GetU32(trailer) != reader.crc()) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": damaged dataset file: checksum mismatch (stored ", GetU32(trailer),
-                     ", computed ", reader.crc(), ")"));
+    return absl::DataLossError(absl::StrCat(path,
+                                            ": damaged dataset file: checksum mismatch (stored ",
+                                            GetU32(trailer), ", computed ", reader.crc(), ")"));
   }
   return data;
 }

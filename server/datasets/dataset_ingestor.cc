@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -49,9 +49,9 @@ struct RecordHash {
   size_t operator()(uint32_t i) const {
     const DecodedDataset::Record& r = data->records[i];
     const auto bytes = static_cast<size_t>(int64_t{r.height} * r.width * r.channels);
-    return absl::HashOf(r.height, r.width, r.channels,
-                        absl::string_view(
-                            reinterpret_cast<const char*>(data->pixels.data() + r.offset), bytes));
+    return absl::HashOf(
+        r.height, r.width, r.channels,
+        absl::string_view(reinterpret_cast<const char*>(data->pixels.data() + r.offset), bytes));
   }
 };
 
@@ -84,9 +84,9 @@ void FindDuplicates(const DecodedDataset& data, const std::function<std::string(
   }
   report->set_duplicate_count(count);
   if (count > 0) {
-    report->add_warnings(absl::StrCat(count, count == 1 ? " image is an exact duplicate" :
-                                                          " images are exact duplicates",
-                                      " of another (kept; see the report's duplicates)"));
+    report->add_warnings(absl::StrCat(
+        count, count == 1 ? " image is an exact duplicate" : " images are exact duplicates",
+        " of another (kept; see the report's duplicates)"));
   }
 }
 
@@ -125,8 +125,8 @@ void Summarize(const DecodedDataset& data, v1::Dataset* summary) {
       report->add_warnings(absl::StrFormat(
           "class imbalance: '%s' has %d examples but '%s' has only %d (ratio %.1f); consider "
           "collecting more of the small classes or weighting them",
-          data.class_names[largest], counts[largest], data.class_names[smallest],
-          counts[smallest], ratio));
+          data.class_names[largest], counts[largest], data.class_names[smallest], counts[smallest],
+          ratio));
     }
   }
 
@@ -152,8 +152,8 @@ void Summarize(const DecodedDataset& data, v1::Dataset* summary) {
     }
     report->add_warnings(absl::StrCat(
         "images come in ", sizes.size(), " different sizes (HxWxC); the most common is ",
-        best->first.first, "x", best->first.second, " (", best->second, " of ",
-        data.records.size(), " images); training resizes every image to the model's input"));
+        best->first.first, "x", best->first.second, " (", best->second, " of ", data.records.size(),
+        " images); training resizes every image to the model's input"));
   }
 }
 
@@ -242,8 +242,7 @@ absl::StatusOr<IngestResult> ArchiveIngestor::Run(const std::string& archive_pat
     archive_read_support_filter_all(a.get());
     archive_read_support_format_tar(a.get());
   }
-  if (archive_read_open_filename(a.get(), archive_path.c_str(), kArchiveReadChunk) !=
-      ARCHIVE_OK) {
+  if (archive_read_open_filename(a.get(), archive_path.c_str(), kArchiveReadChunk) != ARCHIVE_OK) {
     const std::string reason = ArchiveError(a.get());
     // libarchive reads ahead while detecting the format, so a short
     // compressed archive that is cut off fails here rather than mid-stream.
@@ -314,8 +313,8 @@ absl::Status ArchiveIngestor::ReadEntries(archive* a) {
       // used, more images than allowed cannot become fewer.
       const bool depth_in_use = (candidate.parts.size() == 2) != single_top_;
       if (decoded > options_.max_examples && depth_in_use) {
-        return Error(absl::StrCat("more than ", options_.max_examples,
-                                  " images; the limit is ", options_.max_examples));
+        return Error(absl::StrCat("more than ", options_.max_examples, " images; the limit is ",
+                                  options_.max_examples));
       }
     }
     candidates_.push_back(std::move(candidate));
@@ -413,16 +412,16 @@ absl::StatusOr<IngestResult> ArchiveIngestor::Assemble() {
   }
 
   if (by_class.empty()) {
-    std::string details = absl::StrCat(ignored_.size(), " entries ignored, ", failed,
-                                       " images failed to decode");
+    std::string details =
+        absl::StrCat(ignored_.size(), " entries ignored, ", failed, " images failed to decode");
     if (report.failed_files_size() > 0) {
       absl::StrAppend(&details, "; e.g. ", report.failed_files(0).path(), ": ",
                       report.failed_files(0).reason());
     }
-    return Error(absl::StrCat(
-        "no usable images: expected class folders of .jpg/.jpeg/.png files such as "
-        "'cats/001.jpg' (",
-        details, ")"));
+    return Error(
+        absl::StrCat("no usable images: expected class folders of .jpg/.jpeg/.png files such as "
+                     "'cats/001.jpg' (",
+                     details, ")"));
   }
   if (by_class.size() == 1) {
     std::string message = absl::StrCat("only one class ('", by_class.begin()->first,
@@ -463,13 +462,11 @@ absl::StatusOr<IngestResult> ArchiveIngestor::Assemble() {
   }
 
   if (failed > 0) {
-    report.add_warnings(absl::StrCat(failed, failed == 1 ? " image" : " images",
-                                     " could not be decoded and were left out (see failed_files",
-                                     failed > options_.max_listed ? "; the first " : "",
-                                     failed > options_.max_listed
-                                         ? absl::StrCat(options_.max_listed, " are listed")
-                                         : "",
-                                     ")"));
+    report.add_warnings(absl::StrCat(
+        failed, failed == 1 ? " image" : " images",
+        " could not be decoded and were left out (see failed_files",
+        failed > options_.max_listed ? "; the first " : "",
+        failed > options_.max_listed ? absl::StrCat(options_.max_listed, " are listed") : "", ")"));
   }
   std::sort(ignored_.begin(), ignored_.end());
   for (size_t i = 0; i < ignored_.size() && static_cast<int>(i) < options_.max_listed; ++i) {
@@ -528,8 +525,8 @@ uint32_t BigEndian32(const unsigned char* p) {
 
 // Opens an IDX file of unsigned bytes with `rank` dimensions and reads its
 // header. `what` names the expected content for messages ("images").
-absl::StatusOr<GzFile> OpenIdx(const std::string& path, const std::string& display_name,
-                               int rank, absl::string_view what, std::vector<uint32_t>* dims) {
+absl::StatusOr<GzFile> OpenIdx(const std::string& path, const std::string& display_name, int rank,
+                               absl::string_view what, std::vector<uint32_t>* dims) {
   GzFile file(gzopen(path.c_str(), "rb"));
   if (file == nullptr) {
     const int err = errno;
@@ -543,8 +540,8 @@ absl::StatusOr<GzFile> OpenIdx(const std::string& path, const std::string& displ
   const uint32_t expected = 0x00000800u | static_cast<uint32_t>(rank);
   const char* kind = rank == 3 ? "idx3-ubyte images" : "idx1-ubyte labels";
   if (got < 4) {
-    return absl::InvalidArgumentError(absl::StrCat(display_name, ": not an IDX file (only ", got,
-                                                   " bytes); expected ", kind));
+    return absl::InvalidArgumentError(
+        absl::StrCat(display_name, ": not an IDX file (only ", got, " bytes); expected ", kind));
   }
   const uint32_t magic = BigEndian32(header);
   if (magic != expected) {
@@ -600,9 +597,9 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
   char extra[1];
   ASSIGN_OR_RETURN(const size_t trailing, GzReadFully(file, extra, sizeof(extra), display_name));
   if (trailing > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        display_name, ": the file holds more data than its header describes (", size,
-        " bytes); the header is wrong or the file is not IDX"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(display_name, ": the file holds more data than its header describes (", size,
+                     " bytes); the header is wrong or the file is not IDX"));
   }
   return data;
 }
@@ -627,8 +624,7 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
     for (const std::string& name : class_names) {
       if (name.empty()) return absl::InvalidArgumentError("class_names: a class name is empty");
       if (!names.insert(name).second) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("class_names: '", name, "' is given twice"));
+        return absl::InvalidArgumentError(absl::StrCat("class_names: '", name, "' is given twice"));
       }
     }
   }
@@ -644,28 +640,24 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
   const uint64_t cols = image_dims[2];
   if (num_images != label_dims[0]) {
     return absl::InvalidArgumentError(absl::StrCat(
-        images_display_name, " holds ", num_images, " images but ", labels_display_name,
-        " holds ", label_dims[0], " labels; they must match one to one"));
+        images_display_name, " holds ", num_images, " images but ", labels_display_name, " holds ",
+        label_dims[0], " labels; they must match one to one"));
   }
   if (static_cast<int64_t>(num_images) > options.max_examples) {
     return absl::InvalidArgumentError(absl::StrCat(images_display_name, ": ", num_images,
-                                                   " images; the limit is ",
-                                                   options.max_examples));
+                                                   " images; the limit is ", options.max_examples));
   }
   if (static_cast<int64_t>(rows * cols) > options.max_image_pixels) {
-    return absl::InvalidArgumentError(absl::StrCat(images_display_name, ": ", cols, "x", rows,
-                                                   " = ", rows * cols,
-                                                   " pixels exceeds the limit of ",
-                                                   options.max_image_pixels));
+    return absl::InvalidArgumentError(
+        absl::StrCat(images_display_name, ": ", cols, "x", rows, " = ", rows * cols,
+                     " pixels exceeds the limit of ", options.max_image_pixels));
   }
 
   ASSIGN_OR_RETURN(std::vector<uint8_t> label_bytes,
-                   ReadIdxPayload(labels.get(), num_images, labels_display_name,
-                                  [&](uint64_t got) {
-                                    return absl::StrCat("header says ", num_images,
-                                                        " labels but only ", got,
-                                                        " bytes of label data");
-                                  }));
+                   ReadIdxPayload(labels.get(), num_images, labels_display_name, [&](uint64_t got) {
+                     return absl::StrCat("header says ", num_images, " labels but only ", got,
+                                         " bytes of label data");
+                   }));
   labels.reset();
 
   const size_t num_classes_given = class_names.size();
@@ -681,20 +673,19 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
     max_label = std::max(max_label, label);
     ++present[label];
   }
-  const int64_t distinct = std::count_if(present.begin(), present.end(),
-                                         [](int64_t n) { return n > 0; });
+  const int64_t distinct =
+      std::count_if(present.begin(), present.end(), [](int64_t n) { return n > 0; });
   if (distinct < 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(labels_display_name, ": only one label (", max_label,
-                     ") occurs; at least two classes are needed"));
+    return absl::InvalidArgumentError(absl::StrCat(labels_display_name, ": only one label (",
+                                                   max_label,
+                                                   ") occurs; at least two classes are needed"));
   }
 
   ASSIGN_OR_RETURN(std::vector<uint8_t> pixels,
                    ReadIdxPayload(images.get(), num_images * rows * cols, images_display_name,
                                   [&](uint64_t got) {
-                                    return absl::StrCat("header says ", num_images,
-                                                        " images of ", rows, "x", cols,
-                                                        " but only ", got,
+                                    return absl::StrCat("header says ", num_images, " images of ",
+                                                        rows, "x", cols, " but only ", got,
                                                         " bytes of pixel data");
                                   }));
   images.reset();
@@ -704,7 +695,8 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
   if (num_classes_given > 0) {
     data.class_names = class_names;
   } else {
-    for (int label = 0; label <= max_label; ++label) data.class_names.push_back(absl::StrCat(label));
+    for (int label = 0; label <= max_label; ++label)
+      data.class_names.push_back(absl::StrCat(label));
   }
   data.pixels = std::move(pixels);
   data.records.resize(num_images);

@@ -123,8 +123,8 @@ DecodeOutcome DecodeJpegGuarded(JpegDecoder* d, const unsigned char* data, size_
   JSAMPARRAY cmyk_row = nullptr;
   if (cmyk) {
     // Allocated from libjpeg's pool, so jpeg_destroy_decompress frees it.
-    cmyk_row = (*d->cinfo.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&d->cinfo),
-                                             JPOOL_IMAGE, static_cast<JDIMENSION>(width * 4), 1);
+    cmyk_row = (*d->cinfo.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&d->cinfo), JPOOL_IMAGE,
+                                             static_cast<JDIMENSION>(width * 4), 1);
   }
   const bool adobe_inverted = d->cinfo.saw_Adobe_marker;
   while (d->cinfo.output_scanline < d->cinfo.output_height) {

@@ -1,0 +1,199 @@
+#include "tests/test_util/image_fixtures.h"
+
+// clang-format off
+#include <cstdio>  // jpeglib.h needs FILE and size_t first
+#include <jpeglib.h>
+// clang-format on
+#include <archive.h>
+#include <archive_entry.h>
+#include <png.h>
+
+#include <algorithm>
+#include <csetjmp>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include "gtest/gtest.h"
+
+namespace kaizen::testing {
+namespace {
+
+// Fixture encoders never see bad input, so a libjpeg/libpng error is a bug in
+// the test: fail loudly rather than longjmp.
+void JpegFatal(j_common_ptr cinfo) {
+  char message[JMSG_LENGTH_MAX];
+  (*cinfo->err->format_message)(cinfo, message);
+  std::fprintf(stderr, "EncodeJpeg: libjpeg error: %s\n", message);
+  std::abort();
+}
+
+void PngFatal(png_structp, png_const_charp message) {
+  std::fprintf(stderr, "EncodePng: libpng error: %s\n", message);
+  std::abort();
+}
+
+void PngAppend(png_structp png, png_bytep data, png_size_t size) {
+  static_cast<std::string*>(png_get_io_ptr(png))->append(reinterpret_cast<const char*>(data), size);
+}
+
+void PngFlush(png_structp) {}
+
+la_ssize_t ArchiveAppend(archive*, void* out, const void* data, size_t size) {
+  static_cast<std::string*>(out)->append(static_cast<const char*>(data), size);
+  return static_cast<la_ssize_t>(size);
+}
+
+}  // namespace
+
+std::vector<uint8_t> MakePixels(int width, int height, int channels, uint32_t seed) {
+  std::vector<uint8_t> pixels(static_cast<size_t>(width) * height * channels);
+  uint32_t state = seed * 2654435761u + 12345u;
+  size_t i = 0;
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      for (int c = 0; c < channels; ++c) {
+        state = state * 1664525u + 1013904223u;  // LCG
+        // Smooth gradients (a different direction per channel) survive JPEG's
+        // chroma subsampling; the small noise makes every seed distinct.
+        int base;
+        switch (c % 3) {
+          case 0:
+            base = x * 200 / std::max(1, width - 1);
+            break;
+          case 1:
+            base = y * 200 / std::max(1, height - 1);
+            break;
+          default:
+            base = (x + y) * 200 / std::max(1, width + height - 2);
+            break;
+        }
+        base += static_cast<int>((seed * 37u) % 48u);
+        const int noise = static_cast<int>((state >> 24) & 0x0f) - 8;
+        pixels[i++] = static_cast<uint8_t>(std::min(255, std::max(0, base + noise)));
+      }
+    }
+  }
+  return pixels;
+}
+
+std::string EncodeJpeg(int width, int height, int channels, uint32_t seed, int quality) {
+  if (channels != 1 && channels != 3) {
+    ADD_FAILURE() << "EncodeJpeg: channels must be 1 or 3, got " << channels;
+    return "";
+  }
+  const std::vector<uint8_t> pixels = MakePixels(width, height, channels, seed);
+  jpeg_compress_struct cinfo;
+  jpeg_error_mgr err;
+  cinfo.err = jpeg_std_error(&err);
+  err.error_exit = JpegFatal;
+  jpeg_create_compress(&cinfo);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;  // NOLINT(runtime/int): libjpeg's type
+  jpeg_mem_dest(&cinfo, &buffer, &size);
+  cinfo.image_width = static_cast<JDIMENSION>(width);
+  cinfo.image_height = static_cast<JDIMENSION>(height);
+  cinfo.input_components = channels;
+  cinfo.in_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, quality, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<uint8_t*>(pixels.data()) +
+                   static_cast<size_t>(cinfo.next_scanline) * width * channels;
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::string out(reinterpret_cast<const char*>(buffer), size);
+  std::free(buffer);
+  return out;
+}
+
+std::string EncodePng(int width, int height, int channels, uint32_t seed) {
+  static constexpr int kColorTypes[] = {PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA,
+                                        PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA};
+  if (channels < 1 || channels > 4) {
+    ADD_FAILURE() << "EncodePng: channels must be 1..4, got " << channels;
+    return "";
+  }
+  const std::vector<uint8_t> pixels = MakePixels(width, height, channels, seed);
+  std::string out;
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, PngFatal, nullptr);
+  png_infop info = png_create_info_struct(png);
+  png_set_write_fn(png, &out, PngAppend, PngFlush);
+  png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8,
+               kColorTypes[channels - 1], PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  for (int y = 0; y < height; ++y) {
+    png_write_row(png, pixels.data() + static_cast<size_t>(y) * width * channels);
+  }
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return out;
+}
+
+std::string MakeArchive(const std::vector<ArchiveEntry>& entries, ArchiveKind kind) {
+  std::string out;
+  archive* a = archive_write_new();
+  int r = ARCHIVE_OK;
+  switch (kind) {
+    case ArchiveKind::kTar:
+      r = archive_write_set_format_pax_restricted(a);
+      break;
+    case ArchiveKind::kTarGz:
+      r = archive_write_set_format_pax_restricted(a);
+      if (r == ARCHIVE_OK) r = archive_write_add_filter_gzip(a);
+      break;
+    case ArchiveKind::kZip:
+      r = archive_write_set_format_zip(a);
+      break;
+  }
+  // No padding to 10 KiB blocks: archives from real clients end where their
+  // data ends.
+  if (r == ARCHIVE_OK) r = archive_write_set_bytes_in_last_block(a, 1);
+  if (r == ARCHIVE_OK) r = archive_write_open(a, &out, nullptr, ArchiveAppend, nullptr);
+  for (size_t i = 0; r == ARCHIVE_OK && i < entries.size(); ++i) {
+    const ArchiveEntry& e = entries[i];
+    archive_entry* entry = archive_entry_new();
+    archive_entry_set_pathname(entry, e.path.c_str());
+    archive_entry_set_filetype(entry, e.is_dir ? AE_IFDIR : AE_IFREG);
+    archive_entry_set_perm(entry, e.is_dir ? 0755 : 0644);
+    archive_entry_set_size(entry, e.is_dir ? 0 : static_cast<la_int64_t>(e.data.size()));
+    archive_entry_set_mtime(entry, 1700000000, 0);
+    r = archive_write_header(a, entry);
+    if (r == ARCHIVE_OK && !e.is_dir && !e.data.empty() &&
+        archive_write_data(a, e.data.data(), e.data.size()) !=
+            static_cast<la_ssize_t>(e.data.size())) {
+      r = ARCHIVE_FATAL;
+    }
+    archive_entry_free(entry);
+  }
+  if (r == ARCHIVE_OK) r = archive_write_close(a);
+  if (r != ARCHIVE_OK) {
+    ADD_FAILURE() << "MakeArchive: " << (archive_error_string(a) ? archive_error_string(a) : "?");
+    out.clear();
+  }
+  archive_write_free(a);
+  return out;
+}
+
+void WriteBinaryFile(const std::string& path, const std::string& data) {
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  file.write(data.data(), static_cast<std::streamsize>(data.size()));
+  file.close();
+  if (!file) ADD_FAILURE() << "WriteBinaryFile: cannot write " << path;
+}
+
+std::string ReadBinaryFile(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) {
+    ADD_FAILURE() << "ReadBinaryFile: cannot open " << path;
+    return "";
+  }
+  return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+}
+
+}  // namespace kaizen::testing

@@ -1,0 +1,40 @@
+// Builders for test inputs: encoded JPEG/PNG images with known, seed-derived
+// pixels, and tar / tar.gz / zip archives written in memory with libarchive.
+// Failures are reported with ADD_FAILURE and yield an empty string.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kaizen::testing {
+
+// The deterministic pixels the encoders use: HWC, `channels` 1..4, a smooth
+// pattern plus seed-dependent noise, so different seeds give different images.
+std::vector<uint8_t> MakePixels(int width, int height, int channels, uint32_t seed);
+
+// JPEG of MakePixels(width, height, channels, seed); channels 1 or 3.
+std::string EncodeJpeg(int width, int height, int channels, uint32_t seed, int quality = 90);
+
+// Lossless PNG of MakePixels(width, height, channels, seed); channels 1 (grey),
+// 2 (grey + alpha), 3 (RGB) or 4 (RGBA).
+std::string EncodePng(int width, int height, int channels, uint32_t seed);
+
+struct ArchiveEntry {
+  std::string path;
+  std::string data;
+  bool is_dir = false;
+};
+
+enum class ArchiveKind { kTar, kTarGz, kZip };
+
+// The entries, in order, as an archive of `kind`.
+std::string MakeArchive(const std::vector<ArchiveEntry>& entries, ArchiveKind kind);
+
+// Writes `data` to `path`, replacing it.
+void WriteBinaryFile(const std::string& path, const std::string& data);
+
+// Reads a whole file ("" and a test failure if it cannot be read).
+std::string ReadBinaryFile(const std::string& path);
+
+}  // namespace kaizen::testing

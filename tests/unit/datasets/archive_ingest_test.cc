@@ -1,0 +1,386 @@
+// IngestImageFolderArchive: real archives built with libarchive, real JPEG and
+// PNG files, checked through the summary, the report and the decoded data.
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/datasets/dataset_file.h"
+#include "server/datasets/dataset_ingestor.h"
+#include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace kaizen::datasets {
+namespace {
+
+using testing::ArchiveEntry;
+using testing::ArchiveKind;
+using ::testing::ElementsAre;
+using testing::EncodeJpeg;
+using testing::EncodePng;
+using ::testing::HasSubstr;
+using ::testing::UnorderedElementsAre;
+
+class ArchiveIngestTest : public ::testing::Test {
+ protected:
+  absl::StatusOr<IngestResult> Ingest(const std::string& archive_bytes,
+                                      const IngestOptions& options = {}) {
+    const std::string path = dir_.File("upload.bin");
+    testing::WriteBinaryFile(path, archive_bytes);
+    return IngestImageFolderArchive(path, "photos.tgz", options);
+  }
+  absl::StatusOr<IngestResult> Ingest(const std::vector<ArchiveEntry>& entries,
+                                      const IngestOptions& options = {}) {
+    return Ingest(testing::MakeArchive(entries, ArchiveKind::kTarGz), options);
+  }
+
+  testing::TempDir dir_;
+};
+
+// (class name, count) pairs of a summary, in label order.
+std::vector<std::pair<std::string, int64_t>> Counts(const v1::Dataset& summary) {
+  std::vector<std::pair<std::string, int64_t>> counts;
+  for (int i = 0; i < summary.classes_size(); ++i) {
+    EXPECT_EQ(summary.classes(i).label(), i);
+    counts.emplace_back(summary.classes(i).class_name(), summary.classes(i).count());
+  }
+  return counts;
+}
+
+using Pair = std::pair<std::string, int64_t>;
+
+std::vector<std::string> Ignored(const v1::Dataset& summary) {
+  return {summary.report().ignored_files().begin(), summary.report().ignored_files().end()};
+}
+
+class ArchiveKindTest : public ArchiveIngestTest,
+                        public ::testing::WithParamInterface<ArchiveKind> {};
+
+TEST_P(ArchiveKindTest, IngestsClassFolders) {
+  const std::vector<ArchiveEntry> entries = {
+      {"dogs/", "", true},
+      {"dogs/d1.png", EncodePng(12, 10, 3, 1)},
+      {"dogs/d2.png", EncodePng(12, 10, 3, 2)},
+      {"cats/", "", true},
+      {"cats/c2.jpg", EncodeJpeg(12, 10, 3, 4)},
+      {"cats/c1.jpg", EncodeJpeg(12, 10, 3, 3)},
+      {"cats/c3.jpeg", EncodeJpeg(12, 10, 3, 5)},
+  };
+  absl::StatusOr<IngestResult> result = Ingest(testing::MakeArchive(entries, GetParam()));
+  ASSERT_TRUE(result.ok()) << result.status();
+  const v1::Dataset& summary = result->summary;
+  EXPECT_EQ(summary.num_examples(), 5);
+  EXPECT_THAT(Counts(summary), ElementsAre(Pair("cats", 3), Pair("dogs", 2)));
+  EXPECT_THAT(summary.input_shape(), ElementsAre(3, 10, 12));
+  EXPECT_EQ(summary.report().failed_files_size(), 0);
+  EXPECT_EQ(summary.report().ignored_files_size(), 0);
+  EXPECT_EQ(summary.report().duplicate_count(), 0);
+  EXPECT_DOUBLE_EQ(summary.report().imbalance_ratio(), 1.5);
+  EXPECT_EQ(summary.report().warnings_size(), 0) << summary.report().DebugString();
+
+  // Records are in label order, then path order; PNG pixels are exact.
+  const DecodedDataset& data = result->data;
+  EXPECT_THAT(data.class_names, ElementsAre("cats", "dogs"));
+  ASSERT_EQ(data.records.size(), 5u);
+  EXPECT_EQ(data.pixels.size(), 5u * 12 * 10 * 3);
+  const std::vector<int32_t> labels = {data.records[0].label, data.records[1].label,
+                                       data.records[2].label, data.records[3].label,
+                                       data.records[4].label};
+  EXPECT_THAT(labels, ElementsAre(0, 0, 0, 1, 1));
+  const DecodedDataset::Record& d2 = data.records[4];
+  EXPECT_EQ(std::vector<uint8_t>(data.pixels.begin() + d2.offset,
+                                 data.pixels.begin() + d2.offset + 12 * 10 * 3),
+            testing::MakePixels(12, 10, 3, 2));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllKinds, ArchiveKindTest,
+                         ::testing::Values(ArchiveKind::kTar, ArchiveKind::kTarGz,
+                                           ArchiveKind::kZip));
+
+TEST_F(ArchiveIngestTest, MatchesExtensionsCaseInsensitively) {
+  absl::StatusOr<IngestResult> result = Ingest({
+      {"cats/A.JPG", EncodeJpeg(8, 8, 3, 1)},
+      {"cats/B.Jpeg", EncodeJpeg(8, 8, 3, 2)},
+      {"dogs/C.PNG", EncodePng(8, 8, 3, 3)},
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_THAT(Counts(result->summary), ElementsAre(Pair("cats", 2), Pair("dogs", 1)));
+}
+
+TEST_F(ArchiveIngestTest, StripsSingleTopLevelFolder) {
+  absl::StatusOr<IngestResult> result = Ingest({
+      {"flowers/", "", true},
+      {"flowers/README.txt", "about these flowers"},
+      {"flowers/roses/", "", true},
+      {"flowers/roses/a.jpg", EncodeJpeg(8, 8, 3, 1)},
+      {"flowers/roses/b.jpg", EncodeJpeg(8, 8, 3, 2)},
+      {"flowers/tulips/c.png", EncodePng(8, 8, 3, 3)},
+      {"flowers/cover.jpg", EncodeJpeg(8, 8, 3, 4)},
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_THAT(Counts(result->summary), ElementsAre(Pair("roses", 2), Pair("tulips", 1)));
+  EXPECT_THAT(Ignored(result->summary),
+              UnorderedElementsAre("flowers/README.txt", "flowers/cover.jpg"));
+}
+
+TEST_F(ArchiveIngestTest, KeepsTopLevelClassFoldersWithALeadingDotSlash) {
+  absl::StatusOr<IngestResult> result = Ingest({
+      {"./", "", true},
+      {"./cats/a.jpg", EncodeJpeg(8, 8, 3, 1)},
+      {"./dogs/b.jpg", EncodeJpeg(8, 8, 3, 2)},
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_THAT(Counts(result->summary), ElementsAre(Pair("cats", 1), Pair("dogs", 1)));
+}
+
+TEST_F(ArchiveIngestTest, ReportsCorruptAndDuplicateFilesButSucceeds) {
+  const std::string a = EncodeJpeg(16, 16, 3, 1);
+  const std::string png = EncodePng(16, 16, 3, 9);
+  absl::StatusOr<IngestResult> result = Ingest({
+      {"cats/a.jpg", a},
+      {"cats/b.jpg", a},  // same bytes
+      {"cats/truncated.jpg", a.substr(0, a.size() / 2)},
+      {"dogs/c.png", png},
+      {"dogs/empty.png", ""},
+      {"dogs/text.png", "this is not a picture"},
+      {"dogs/d.png", EncodePng(16, 16, 3, 10)},
+      {"dogs/e.png", png},  // same pixels as c.png
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  const v1::Dataset& summary = result->summary;
+  EXPECT_EQ(summary.num_examples(), 5);
+  EXPECT_THAT(Counts(summary), ElementsAre(Pair("cats", 2), Pair("dogs", 3)));
+
+  const v1::DatasetReport& report = summary.report();
+  ASSERT_EQ(report.failed_files_size(), 3);
+  EXPECT_EQ(report.failed_files(0).path(), "cats/truncated.jpg");
+  EXPECT_THAT(report.failed_files(0).reason(), HasSubstr("truncated JPEG"));
+  EXPECT_EQ(report.failed_files(1).path(), "dogs/empty.png");
+  EXPECT_THAT(report.failed_files(1).reason(), HasSubstr("empty file"));
+  EXPECT_EQ(report.failed_files(2).path(), "dogs/text.png");
+  EXPECT_THAT(report.failed_files(2).reason(), HasSubstr("not a JPEG or PNG"));
+
+  EXPECT_EQ(report.duplicate_count(), 2);
+  ASSERT_EQ(report.duplicates_size(), 2);
+  EXPECT_EQ(report.duplicates(0).path(), "cats/b.jpg");
+  EXPECT_EQ(report.duplicates(0).duplicate_of(), "cats/a.jpg");
+  EXPECT_EQ(report.duplicates(1).path(), "dogs/e.png");
+  EXPECT_EQ(report.duplicates(1).duplicate_of(), "dogs/c.png");
+  EXPECT_THAT(report.warnings(), ::testing::Contains(HasSubstr("could not be decoded")));
+  EXPECT_THAT(report.warnings(), ::testing::Contains(HasSubstr("exact duplicates")));
+}
+
+TEST_F(ArchiveIngestTest, IgnoresHiddenAndStrayFiles) {
+  const std::string jpg = EncodeJpeg(8, 8, 3, 1);
+  absl::StatusOr<IngestResult> result = Ingest({
+      {".DS_Store", "mac"},
+      {"__MACOSX/", "", true},
+      {"__MACOSX/cats/._a.jpg", "apple double"},
+      {".git/", "", true},
+      {".git/objects/x.png", EncodePng(8, 8, 3, 1)},
+      {"cats/.hidden.jpg", jpg},
+      {"README.md", "readme"},
+      {"top.jpg", jpg},
+      {"cats/a.jpg", jpg},
+      {"cats/notes.txt", "notes"},
+      {"cats/anim.gif", "GIF89a"},
+      {"cats/kittens/deep.jpg", EncodeJpeg(8, 8, 3, 2)},
+      {"dogs/b.jpg", EncodeJpeg(8, 8, 3, 3)},
+      {"../evil.jpg", jpg},
+      {"dogs/../../escape.jpg", jpg},
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_THAT(Counts(result->summary), ElementsAre(Pair("cats", 1), Pair("dogs", 1)));
+  EXPECT_THAT(Ignored(result->summary),
+              UnorderedElementsAre(".DS_Store", "__MACOSX/cats/._a.jpg", ".git/objects/x.png",
+                                   "cats/.hidden.jpg", "README.md", "top.jpg", "cats/notes.txt",
+                                   "cats/anim.gif", "cats/kittens/deep.jpg", "../evil.jpg",
+                                   "dogs/../../escape.jpg"));
+  EXPECT_EQ(result->summary.report().failed_files_size(), 0);
+}
+
+TEST_F(ArchiveIngestTest, CapsListedIgnoredFiles) {
+  std::vector<ArchiveEntry> entries = {{"cats/a.jpg", EncodeJpeg(8, 8, 3, 1)},
+                                       {"dogs/b.jpg", EncodeJpeg(8, 8, 3, 2)}};
+  for (int i = 0; i < 5; ++i) entries.push_back({"cats/note" + std::to_string(i) + ".txt", "x"});
+  IngestOptions options;
+  options.max_listed = 2;
+  absl::StatusOr<IngestResult> result = Ingest(entries, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->summary.report().ignored_files_size(), 2);
+  EXPECT_THAT(result->summary.report().warnings(),
+              ::testing::Contains(HasSubstr("5 archive entries were ignored")));
+}
+
+TEST_F(ArchiveIngestTest, RejectsEmptyArchive) {
+  for (ArchiveKind kind : {ArchiveKind::kTar, ArchiveKind::kTarGz, ArchiveKind::kZip}) {
+    absl::StatusOr<IngestResult> result = Ingest(testing::MakeArchive({}, kind));
+    ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+    EXPECT_EQ(result.status().message(), "photos.tgz: the archive is empty");
+  }
+}
+
+TEST_F(ArchiveIngestTest, RejectsArchiveWithoutUsableImages) {
+  absl::StatusOr<IngestResult> result = Ingest({
+      {"docs/readme.txt", "hello"},
+      {"cats/broken.jpg", "\xFF\xD8\xFF garbage"},
+  });
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("photos.tgz: no usable images"));
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("cats/broken.jpg"));
+}
+
+TEST_F(ArchiveIngestTest, RejectsSingleClass) {
+  absl::StatusOr<IngestResult> result = Ingest({
+      {"cats/a.jpg", EncodeJpeg(8, 8, 3, 1)},
+      {"cats/b.jpg", EncodeJpeg(8, 8, 3, 2)},
+  });
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_EQ(result.status().message(),
+            "photos.tgz: only one class ('cats') was found; at least two class folders are "
+            "needed");
+}
+
+TEST_F(ArchiveIngestTest, DropsClassWhoseImagesAllFailed) {
+  absl::StatusOr<IngestResult> result = Ingest({
+      {"birds/a.jpg", "\xFF\xD8\xFF\xE0 broken"},
+      {"cats/a.jpg", EncodeJpeg(8, 8, 3, 1)},
+      {"dogs/a.jpg", EncodeJpeg(8, 8, 3, 2)},
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_THAT(Counts(result->summary), ElementsAre(Pair("cats", 1), Pair("dogs", 1)));
+  EXPECT_THAT(result->summary.report().warnings(),
+              ::testing::Contains(HasSubstr("class folder 'birds' was dropped")));
+
+  absl::StatusOr<IngestResult> one_left = Ingest({
+      {"birds/a.jpg", "\xFF\xD8\xFF\xE0 broken"},
+      {"cats/a.jpg", EncodeJpeg(8, 8, 3, 1)},
+  });
+  ASSERT_TRUE(absl::IsInvalidArgument(one_left.status())) << one_left.status();
+  EXPECT_THAT(std::string(one_left.status().message()), HasSubstr("only one class ('cats')"));
+  EXPECT_THAT(std::string(one_left.status().message()), HasSubstr("birds"));
+}
+
+TEST_F(ArchiveIngestTest, RejectsNotAnArchive) {
+  for (const std::string& bytes : {std::string("this is a text file, not an archive\n"),
+                                   EncodeJpeg(8, 8, 3, 1), std::string()}) {
+    absl::StatusOr<IngestResult> result = Ingest(bytes);
+    ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+    EXPECT_THAT(std::string(result.status().message()),
+                HasSubstr("photos.tgz: not a tar or zip archive ("));
+  }
+}
+
+TEST_F(ArchiveIngestTest, RejectsTruncatedArchive) {
+  // Small archives are cut inside libarchive's first read-ahead, large ones
+  // mid-stream; both must say "truncated".
+  for (int size : {32, 256}) {
+    std::vector<ArchiveEntry> entries;
+    for (int i = 0; i < 6; ++i) {
+      entries.push_back({"cats/" + std::to_string(i) + ".png", EncodePng(size, size, 3, i)});
+      entries.push_back({"dogs/" + std::to_string(i) + ".png", EncodePng(size, size, 3, 9 + i)});
+    }
+    for (ArchiveKind kind : {ArchiveKind::kTar, ArchiveKind::kTarGz, ArchiveKind::kZip}) {
+      SCOPED_TRACE(size);
+      const std::string archive = testing::MakeArchive(entries, kind);
+      absl::StatusOr<IngestResult> result = Ingest(archive.substr(0, archive.size() * 6 / 10));
+      ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+      EXPECT_THAT(std::string(result.status().message()),
+                  HasSubstr("photos.tgz: archive is truncated or corrupt at entry"));
+    }
+  }
+}
+
+TEST_F(ArchiveIngestTest, RejectsUnsupportedFormatNamedJpg) {
+  absl::StatusOr<IngestResult> result = Ingest({
+      {"cats/a.jpg", EncodeJpeg(8, 8, 3, 1)},
+      {"cats/x.jpg", "GIF89a\x01\x00\x01\x00"},
+      {"dogs/b.jpg", EncodeJpeg(8, 8, 3, 2)},
+  });
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_EQ(result.status().message(),
+            "photos.tgz: cats/x.jpg: unsupported image format GIF; supported: JPEG, PNG");
+}
+
+TEST_F(ArchiveIngestTest, RejectsImageOverPixelLimit) {
+  IngestOptions options;
+  options.max_image_pixels = 1000;
+  absl::StatusOr<IngestResult> result = Ingest(
+      {
+          {"cats/small.png", EncodePng(20, 20, 3, 1)},
+          {"cats/huge.png", EncodePng(40, 30, 3, 2)},
+          {"dogs/b.png", EncodePng(20, 20, 3, 3)},
+      },
+      options);
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_EQ(result.status().message(),
+            "photos.tgz: cats/huge.png: 40x30 = 1200 pixels exceeds the limit of 1000");
+}
+
+TEST_F(ArchiveIngestTest, RejectsMoreExamplesThanAllowed) {
+  IngestOptions options;
+  options.max_examples = 3;
+  absl::StatusOr<IngestResult> result = Ingest(
+      {
+          {"cats/a.png", EncodePng(4, 4, 3, 1)},
+          {"cats/b.png", EncodePng(4, 4, 3, 2)},
+          {"dogs/c.png", EncodePng(4, 4, 3, 3)},
+          {"dogs/d.png", EncodePng(4, 4, 3, 4)},
+      },
+      options);
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("the limit is 3"));
+}
+
+TEST_F(ArchiveIngestTest, ReportsImbalance) {
+  std::vector<ArchiveEntry> entries = {{"cats/0.png", EncodePng(4, 4, 3, 0)},
+                                       {"cats/1.png", EncodePng(4, 4, 3, 1)}};
+  for (int i = 0; i < 6; ++i) {
+    entries.push_back({"dogs/" + std::to_string(i) + ".png", EncodePng(4, 4, 3, 10 + i)});
+  }
+  absl::StatusOr<IngestResult> result = Ingest(entries);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const v1::DatasetReport& report = result->summary.report();
+  EXPECT_DOUBLE_EQ(report.imbalance_ratio(), 3.0);
+  EXPECT_THAT(report.warnings(),
+              ::testing::Contains(AllOf(HasSubstr("imbalance"), HasSubstr("'dogs' has 6"),
+                                        HasSubstr("'cats' has only 2"))));
+}
+
+TEST_F(ArchiveIngestTest, ReportsMixedImageSizes) {
+  absl::StatusOr<IngestResult> result = Ingest({
+      {"cats/a.png", EncodePng(8, 6, 3, 1)},
+      {"cats/b.png", EncodePng(8, 6, 3, 2)},
+      {"dogs/c.png", EncodePng(8, 6, 1, 3)},
+      {"dogs/d.jpg", EncodeJpeg(20, 10, 3, 4)},
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  const v1::Dataset& summary = result->summary;
+  EXPECT_THAT(summary.input_shape(), ElementsAre(3, 6, 8));
+  EXPECT_THAT(summary.report().image_sizes(), ElementsAre("6x8x3", "6x8x1", "10x20x3"));
+  EXPECT_THAT(summary.report().warnings(), ::testing::Contains(HasSubstr("3 different sizes")));
+  // Each record keeps its own shape.
+  EXPECT_EQ(result->data.records[2].channels, 1);
+  EXPECT_EQ(result->data.records[3].width, 20);
+}
+
+TEST_F(ArchiveIngestTest, IngestedDataSurvivesTheDatasetFile) {
+  absl::StatusOr<IngestResult> result = Ingest({
+      {"cats/a.png", EncodePng(8, 6, 3, 1)},
+      {"dogs/b.jpg", EncodeJpeg(8, 6, 1, 2)},
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_TRUE(WriteDatasetFile(dir_.File("store"), result->data).ok());
+  absl::StatusOr<DecodedDataset> read = ReadDatasetFile(dir_.File("store"));
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->class_names, result->data.class_names);
+  EXPECT_EQ(read->pixels, result->data.pixels);
+}
+
+TEST_F(ArchiveIngestTest, MissingArchiveIsNotFound) {
+  EXPECT_TRUE(
+      absl::IsNotFound(IngestImageFolderArchive(dir_.File("nope.tgz"), "nope.tgz", {}).status()));
+}
+
+}  // namespace
+}  // namespace kaizen::datasets

@@ -1,0 +1,273 @@
+// IngestIdx: tiny hand-written IDX files (plain and gzip) and the real
+// Fashion-MNIST training set.
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/datasets/dataset_ingestor.h"
+#include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace kaizen::datasets {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+void AppendBigEndian32(std::string* out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>(v >> shift));
+}
+
+// n images of rows x cols; image i is filled with the value i (so all differ).
+std::string IdxImages(uint32_t n, uint32_t rows, uint32_t cols) {
+  std::string out;
+  AppendBigEndian32(&out, 0x00000803);
+  AppendBigEndian32(&out, n);
+  AppendBigEndian32(&out, rows);
+  AppendBigEndian32(&out, cols);
+  for (uint32_t i = 0; i < n; ++i) out.append(rows * cols, static_cast<char>(i));
+  return out;
+}
+
+std::string IdxLabels(const std::vector<uint8_t>& labels) {
+  std::string out;
+  AppendBigEndian32(&out, 0x00000801);
+  AppendBigEndian32(&out, static_cast<uint32_t>(labels.size()));
+  out.append(labels.begin(), labels.end());
+  return out;
+}
+
+void WriteGzipFile(const std::string& path, const std::string& data) {
+  gzFile file = gzopen(path.c_str(), "wb");
+  ASSERT_NE(file, nullptr);
+  ASSERT_EQ(gzwrite(file, data.data(), static_cast<unsigned>(data.size())),
+            static_cast<int>(data.size()));
+  ASSERT_EQ(gzclose(file), Z_OK);
+}
+
+// Labels 0, 1, 0, 1, ...
+std::vector<uint8_t> AlternatingLabels(size_t n) {
+  std::vector<uint8_t> labels(n);
+  for (size_t i = 0; i < n; ++i) labels[i] = static_cast<uint8_t>(i % 2);
+  return labels;
+}
+
+class IdxIngestTest : public ::testing::Test {
+ protected:
+  absl::StatusOr<IngestResult> Ingest(const std::string& images, const std::string& labels,
+                                      const std::vector<std::string>& class_names = {},
+                                      const IngestOptions& options = {}) {
+    testing::WriteBinaryFile(dir_.File("images"), images);
+    testing::WriteBinaryFile(dir_.File("labels"), labels);
+    return IngestIdx(dir_.File("images"), dir_.File("labels"), class_names,
+                     "train-images-idx3-ubyte", "train-labels-idx1-ubyte", options);
+  }
+
+  testing::TempDir dir_;
+};
+
+TEST_F(IdxIngestTest, IngestsPlainAndGzipIdx) {
+  const std::string images = IdxImages(5, 3, 2);
+  const std::string labels = IdxLabels({1, 0, 2, 1, 1});
+  for (bool gzip : {false, true}) {
+    SCOPED_TRACE(gzip);
+    if (gzip) {
+      WriteGzipFile(dir_.File("i.gz"), images);
+      WriteGzipFile(dir_.File("l.gz"), labels);
+    } else {
+      testing::WriteBinaryFile(dir_.File("i.gz"), images);
+      testing::WriteBinaryFile(dir_.File("l.gz"), labels);
+    }
+    absl::StatusOr<IngestResult> result =
+        IngestIdx(dir_.File("i.gz"), dir_.File("l.gz"), {}, "i.gz", "l.gz", {});
+    ASSERT_TRUE(result.ok()) << result.status();
+    const v1::Dataset& summary = result->summary;
+    EXPECT_EQ(summary.num_examples(), 5);
+    EXPECT_THAT(summary.input_shape(), ElementsAre(1, 3, 2));
+    ASSERT_EQ(summary.classes_size(), 3);
+    EXPECT_EQ(summary.classes(0).class_name(), "0");
+    EXPECT_EQ(summary.classes(0).count(), 1);
+    EXPECT_EQ(summary.classes(1).count(), 3);
+    EXPECT_EQ(summary.classes(2).label(), 2);
+    EXPECT_DOUBLE_EQ(summary.report().imbalance_ratio(), 3.0);
+
+    const DecodedDataset& data = result->data;
+    ASSERT_EQ(data.records.size(), 5u);
+    EXPECT_EQ(data.records[3].label, 1);
+    EXPECT_EQ(data.records[3].offset, 18);
+    EXPECT_EQ(data.records[3].channels, 1);
+    EXPECT_EQ(data.pixels[18], 3);
+    EXPECT_EQ(data.pixels.size(), 30u);
+  }
+}
+
+TEST_F(IdxIngestTest, UsesGivenClassNames) {
+  absl::StatusOr<IngestResult> result =
+      Ingest(IdxImages(4, 2, 2), IdxLabels({0, 1, 0, 1}), {"shirt", "shoe", "bag"});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_THAT(result->data.class_names, ElementsAre("shirt", "shoe", "bag"));
+  ASSERT_EQ(result->summary.classes_size(), 3);
+  EXPECT_EQ(result->summary.classes(1).class_name(), "shoe");
+  EXPECT_EQ(result->summary.classes(2).count(), 0);
+  EXPECT_THAT(result->summary.report().warnings(),
+              ::testing::Contains(HasSubstr("'bag' (label 2) has no examples")));
+}
+
+TEST_F(IdxIngestTest, RejectsLabelOutOfRange) {
+  absl::StatusOr<IngestResult> result =
+      Ingest(IdxImages(3, 2, 2), IdxLabels({0, 1, 2}), {"shirt", "shoe"});
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_EQ(result.status().message(),
+            "train-labels-idx1-ubyte: label 2 (example 2) is out of range: 2 class names were "
+            "given, for labels 0..1");
+}
+
+TEST_F(IdxIngestTest, RejectsBadClassNames) {
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(Ingest(IdxImages(2, 2, 2), IdxLabels({0, 1}), {"a", "a"}).status()));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(Ingest(IdxImages(2, 2, 2), IdxLabels({0, 1}), {"a", ""}).status()));
+}
+
+TEST_F(IdxIngestTest, RejectsTruncatedIdx) {
+  const std::string images = IdxImages(5, 4, 4);
+  absl::StatusOr<IngestResult> result =
+      Ingest(images.substr(0, images.size() - 40), IdxLabels({0, 1, 0, 1, 0}));
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_EQ(result.status().message(),
+            "train-images-idx3-ubyte: truncated: header says 5 images of 4x4 but only 40 bytes "
+            "of pixel data");
+
+  // A gzip stream cut short reads as truncated too.
+  std::string gz_path = dir_.File("cut.gz");
+  WriteGzipFile(gz_path, IdxImages(200, 28, 28));
+  std::string gz = testing::ReadBinaryFile(gz_path);
+  testing::WriteBinaryFile(gz_path, gz.substr(0, gz.size() / 2));
+  testing::WriteBinaryFile(dir_.File("labels"), IdxLabels(AlternatingLabels(200)));
+  absl::StatusOr<IngestResult> cut =
+      IngestIdx(gz_path, dir_.File("labels"), {}, "cut.gz", "labels", {});
+  ASSERT_TRUE(absl::IsInvalidArgument(cut.status())) << cut.status();
+  EXPECT_THAT(std::string(cut.status().message()),
+              HasSubstr("cut.gz: truncated: header says 200 images"));
+
+  absl::StatusOr<IngestResult> labels = Ingest(IdxImages(5, 4, 4), IdxLabels({0, 1}).substr(0, 9));
+  ASSERT_TRUE(absl::IsInvalidArgument(labels.status())) << labels.status();
+}
+
+TEST_F(IdxIngestTest, RejectsTrailingData) {
+  absl::StatusOr<IngestResult> result = Ingest(IdxImages(2, 2, 2) + "extra", IdxLabels({0, 1}));
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_THAT(std::string(result.status().message()),
+              HasSubstr("more data than its header describes"));
+}
+
+TEST_F(IdxIngestTest, RejectsBadMagic) {
+  std::string images = IdxImages(2, 2, 2);
+  images[3] = 0x02;
+  absl::StatusOr<IngestResult> result = Ingest(images, IdxLabels({0, 1}));
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_EQ(result.status().message(),
+            "train-images-idx3-ubyte: not an IDX images file: magic number is 0x00000802, "
+            "expected 0x00000803 (idx3-ubyte images)");
+
+  absl::StatusOr<IngestResult> swapped = Ingest(IdxLabels({0, 1}), IdxImages(2, 2, 2));
+  ASSERT_TRUE(absl::IsInvalidArgument(swapped.status())) << swapped.status();
+  EXPECT_THAT(std::string(swapped.status().message()), HasSubstr("swapped"));
+
+  absl::StatusOr<IngestResult> tiny = Ingest("ab", IdxLabels({0, 1}));
+  ASSERT_TRUE(absl::IsInvalidArgument(tiny.status())) << tiny.status();
+  EXPECT_THAT(std::string(tiny.status().message()), HasSubstr("not an IDX file"));
+}
+
+TEST_F(IdxIngestTest, RejectsCountMismatch) {
+  absl::StatusOr<IngestResult> result = Ingest(IdxImages(3, 2, 2), IdxLabels({0, 1}));
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_EQ(result.status().message(),
+            "train-images-idx3-ubyte holds 3 images but train-labels-idx1-ubyte holds 2 labels; "
+            "they must match one to one");
+}
+
+TEST_F(IdxIngestTest, RejectsSingleLabel) {
+  absl::StatusOr<IngestResult> result = Ingest(IdxImages(3, 2, 2), IdxLabels({4, 4, 4}));
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("only one label (4)"));
+}
+
+TEST_F(IdxIngestTest, RejectsHeaderOverLimitsWithoutReadingData) {
+  IngestOptions options;
+  options.max_examples = 2;
+  absl::StatusOr<IngestResult> many = Ingest(IdxImages(3, 2, 2), IdxLabels({0, 1, 0}), {}, options);
+  ASSERT_TRUE(absl::IsInvalidArgument(many.status())) << many.status();
+  EXPECT_THAT(std::string(many.status().message()), HasSubstr("the limit is 2"));
+
+  // A header claiming 4 billion images must not allocate anything like that.
+  std::string huge;
+  AppendBigEndian32(&huge, 0x00000803);
+  AppendBigEndian32(&huge, 4'000'000);
+  AppendBigEndian32(&huge, 1000);
+  AppendBigEndian32(&huge, 1000);
+  std::string labels;
+  AppendBigEndian32(&labels, 0x00000801);
+  AppendBigEndian32(&labels, 4'000'000);
+  absl::StatusOr<IngestResult> big = Ingest(huge, labels);
+  ASSERT_TRUE(absl::IsInvalidArgument(big.status())) << big.status();
+}
+
+TEST_F(IdxIngestTest, ReportsDuplicateImages) {
+  std::string images = IdxImages(4, 2, 2);
+  // Image 3 becomes a copy of image 1.
+  std::fill(images.begin() + 16 + 12, images.end(), static_cast<char>(1));
+  absl::StatusOr<IngestResult> result = Ingest(images, IdxLabels({0, 1, 0, 1}));
+  ASSERT_TRUE(result.ok()) << result.status();
+  const v1::DatasetReport& report = result->summary.report();
+  EXPECT_EQ(report.duplicate_count(), 1);
+  ASSERT_EQ(report.duplicates_size(), 1);
+  EXPECT_EQ(report.duplicates(0).path(), "train-images-idx3-ubyte[3]");
+  EXPECT_EQ(report.duplicates(0).duplicate_of(), "train-images-idx3-ubyte[1]");
+}
+
+TEST_F(IdxIngestTest, MissingFileIsNotFound) {
+  EXPECT_TRUE(absl::IsNotFound(
+      IngestIdx(dir_.File("no-images"), dir_.File("no-labels"), {}, "i", "l", {}).status()));
+}
+
+TEST(FashionMnistTest, IngestsFashionMnistTrainingSet) {
+  const std::string dir = "/usr/share/datasets/fashion-mnist/";
+  struct stat st;
+  if (::stat((dir + "train-images-idx3-ubyte.gz").c_str(), &st) != 0) {
+    GTEST_SKIP() << "Fashion-MNIST is not installed under " << dir;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<IngestResult> result =
+      IngestIdx(dir + "train-images-idx3-ubyte.gz", dir + "train-labels-idx1-ubyte.gz", {},
+                "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", {});
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(result.ok()) << result.status();
+  std::printf("Fashion-MNIST training set ingested in %.3f s\n", seconds);
+  ::testing::Test::RecordProperty("ingest_seconds", std::to_string(seconds));
+
+  const v1::Dataset& summary = result->summary;
+  EXPECT_EQ(summary.num_examples(), 60000);
+  EXPECT_THAT(summary.input_shape(), ElementsAre(1, 28, 28));
+  ASSERT_EQ(summary.classes_size(), 10);
+  for (int label = 0; label < 10; ++label) {
+    EXPECT_EQ(summary.classes(label).label(), label);
+    EXPECT_EQ(summary.classes(label).class_name(), std::to_string(label));
+    EXPECT_EQ(summary.classes(label).count(), 6000);
+  }
+  EXPECT_DOUBLE_EQ(summary.report().imbalance_ratio(), 1.0);
+  EXPECT_EQ(summary.report().image_sizes_size(), 0);
+  EXPECT_EQ(result->data.pixels.size(), 60000u * 28 * 28);
+  // Generous bound for a shared, loaded build machine; typically far less.
+  EXPECT_LT(seconds, 2.0);
+}
+
+}  // namespace
+}  // namespace kaizen::datasets

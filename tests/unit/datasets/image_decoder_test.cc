@@ -1,0 +1,224 @@
+#include "server/datasets/image_decoder.h"
+
+// clang-format off
+#include <cstdio>
+#include <jpeglib.h>
+// clang-format on
+#include <zlib.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/test_util/image_fixtures.h"
+
+namespace kaizen::datasets {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+using namespace std::string_literals;  // NOLINT: embedded NULs
+
+constexpr int64_t kLimit = 25'000'000;
+
+double MeanAbsDiff(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double sum = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) sum += std::abs(a[i] - b[i]);
+  return a.empty() ? 0 : sum / a.size();
+}
+
+void AppendBigEndian32(std::string* out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>(v >> shift));
+}
+
+// A PNG chunk with a correct CRC.
+std::string PngChunk(const std::string& type, const std::string& payload) {
+  std::string chunk;
+  AppendBigEndian32(&chunk, static_cast<uint32_t>(payload.size()));
+  const std::string body = type + payload;
+  chunk += body;
+  AppendBigEndian32(&chunk, static_cast<uint32_t>(crc32(
+                                0, reinterpret_cast<const Bytef*>(body.data()), body.size())));
+  return chunk;
+}
+
+// Only a header claiming width x height RGB pixels: no image data at all.
+std::string PngHeaderOnly(uint32_t width, uint32_t height) {
+  std::string ihdr;
+  AppendBigEndian32(&ihdr, width);
+  AppendBigEndian32(&ihdr, height);
+  ihdr += std::string("\x08\x02\x00\x00\x00", 5);  // 8-bit RGB, no interlace
+  return std::string("\x89PNG\r\n\x1A\n", 8) + PngChunk("IHDR", ihdr) + PngChunk("IEND", "");
+}
+
+// A CMYK JPEG as Photoshop writes them (Adobe marker, inverted values), every
+// pixel the raw CMYK value `cmyk`.
+std::string EncodeCmykJpeg(int width, int height, const uint8_t cmyk[4]) {
+  jpeg_compress_struct cinfo;
+  jpeg_error_mgr err;
+  cinfo.err = jpeg_std_error(&err);
+  jpeg_create_compress(&cinfo);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;  // NOLINT(runtime/int)
+  jpeg_mem_dest(&cinfo, &buffer, &size);
+  cinfo.image_width = width;
+  cinfo.image_height = height;
+  cinfo.input_components = 4;
+  cinfo.in_color_space = JCS_CMYK;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, 95, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  std::vector<uint8_t> row(static_cast<size_t>(width) * 4);
+  for (int x = 0; x < width; ++x) std::copy(cmyk, cmyk + 4, row.begin() + 4 * x);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW p = row.data();
+    jpeg_write_scanlines(&cinfo, &p, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::string out(reinterpret_cast<const char*>(buffer), size);
+  std::free(buffer);
+  return out;
+}
+
+TEST(ImageDecoderTest, DecodesJpegGreyAndRgb) {
+  for (int channels : {1, 3}) {
+    SCOPED_TRACE(channels);
+    const std::string jpeg = testing::EncodeJpeg(40, 30, channels, 7, 95);
+    absl::StatusOr<Image> image = DecodeImage(jpeg, kLimit);
+    ASSERT_TRUE(image.ok()) << image.status();
+    EXPECT_EQ(image->width, 40);
+    EXPECT_EQ(image->height, 30);
+    EXPECT_EQ(image->channels, channels);
+    // Lossy, but close to what was encoded.
+    EXPECT_LT(MeanAbsDiff(image->pixels, testing::MakePixels(40, 30, channels, 7)), 10.0);
+  }
+}
+
+TEST(ImageDecoderTest, DecodesPngExactly) {
+  for (int channels : {1, 3}) {
+    SCOPED_TRACE(channels);
+    absl::StatusOr<Image> image = DecodeImage(testing::EncodePng(17, 9, channels, 3), kLimit);
+    ASSERT_TRUE(image.ok()) << image.status();
+    EXPECT_EQ(image->width, 17);
+    EXPECT_EQ(image->height, 9);
+    EXPECT_EQ(image->channels, channels);
+    EXPECT_EQ(image->pixels, testing::MakePixels(17, 9, channels, 3));
+  }
+}
+
+TEST(ImageDecoderTest, DecodesPngWithAlphaToRgb) {
+  absl::StatusOr<Image> image = DecodeImage(testing::EncodePng(5, 4, 4, 11), kLimit);
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->channels, 3);
+  const std::vector<uint8_t> rgba = testing::MakePixels(5, 4, 4, 11);
+  std::vector<uint8_t> rgb;
+  for (size_t i = 0; i < rgba.size(); i += 4) rgb.insert(rgb.end(), &rgba[i], &rgba[i + 3]);
+  EXPECT_EQ(image->pixels, rgb);
+
+  absl::StatusOr<Image> grey = DecodeImage(testing::EncodePng(5, 4, 2, 11), kLimit);
+  ASSERT_TRUE(grey.ok()) << grey.status();
+  EXPECT_EQ(grey->channels, 1);
+  EXPECT_EQ(grey->pixels.size(), 20u);
+}
+
+TEST(ImageDecoderTest, ConvertsCmykJpegToRgb) {
+  const uint8_t red_in_adobe_cmyk[4] = {255, 0, 0, 255};  // inverted: no cyan ink, no black
+  absl::StatusOr<Image> image = DecodeImage(EncodeCmykJpeg(16, 16, red_in_adobe_cmyk), kLimit);
+  ASSERT_TRUE(image.ok()) << image.status();
+  ASSERT_EQ(image->channels, 3);
+  EXPECT_GT(image->pixels[0], 200);
+  EXPECT_LT(image->pixels[1], 60);
+  EXPECT_LT(image->pixels[2], 60);
+}
+
+TEST(ImageDecoderTest, RejectsTruncatedJpegWithReason) {
+  const std::string jpeg = testing::EncodeJpeg(64, 64, 3, 1);
+  absl::StatusOr<Image> image = DecodeImage(jpeg.substr(0, jpeg.size() / 2), kLimit);
+  ASSERT_TRUE(absl::IsInvalidArgument(image.status())) << image.status();
+  EXPECT_THAT(std::string(image.status().message()), HasSubstr("truncated JPEG"));
+  EXPECT_THAT(std::string(image.status().message()), HasSubstr("Premature end of JPEG file"));
+}
+
+TEST(ImageDecoderTest, RejectsCorruptJpegWithReason) {
+  std::string jpeg = testing::EncodeJpeg(64, 64, 3, 1);
+  // Garbage right after the SOI marker, where a marker must follow.
+  for (size_t i = 3; i < 40; ++i) jpeg[i] = 0x11;
+  absl::StatusOr<Image> image = DecodeImage(jpeg, kLimit);
+  ASSERT_TRUE(absl::IsInvalidArgument(image.status())) << image.status();
+  EXPECT_THAT(std::string(image.status().message()), StartsWith("corrupt or truncated JPEG: "));
+  EXPECT_GT(image.status().message().size(), std::string("corrupt or truncated JPEG: ").size());
+}
+
+TEST(ImageDecoderTest, RejectsTruncatedAndCorruptPng) {
+  const std::string png = testing::EncodePng(64, 64, 3, 2);
+  absl::StatusOr<Image> truncated = DecodeImage(png.substr(0, png.size() / 2), kLimit);
+  ASSERT_TRUE(absl::IsInvalidArgument(truncated.status())) << truncated.status();
+  EXPECT_THAT(std::string(truncated.status().message()), HasSubstr("truncated"));
+
+  std::string corrupt = png;
+  corrupt[png.size() / 2] ^= 0x5a;  // inside the compressed IDAT data
+  absl::StatusOr<Image> image = DecodeImage(corrupt, kLimit);
+  ASSERT_TRUE(absl::IsInvalidArgument(image.status())) << image.status();
+  // libpng's reason follows ("IDAT: incorrect data check" or a CRC error).
+  EXPECT_THAT(std::string(image.status().message()), StartsWith("corrupt or truncated PNG: IDAT"));
+}
+
+TEST(ImageDecoderTest, RejectsEmptyAndUnrecognisedBytes) {
+  absl::StatusOr<Image> empty = DecodeImage("", kLimit);
+  ASSERT_TRUE(absl::IsInvalidArgument(empty.status())) << empty.status();
+  EXPECT_THAT(std::string(empty.status().message()), HasSubstr("empty file"));
+
+  absl::StatusOr<Image> text = DecodeImage("hello, world", kLimit);
+  ASSERT_TRUE(absl::IsInvalidArgument(text.status())) << text.status();
+  EXPECT_THAT(std::string(text.status().message()), HasSubstr("not a JPEG or PNG file"));
+}
+
+TEST(ImageDecoderTest, RejectsOversizedImageBeforeDecoding) {
+  // 100000 x 100000 RGB would need 30 GB; the header alone must be enough to
+  // refuse it.
+  absl::StatusOr<Image> image = DecodeImage(PngHeaderOnly(100000, 100000), kLimit);
+  ASSERT_TRUE(absl::IsResourceExhausted(image.status())) << image.status();
+  EXPECT_EQ(image.status().message(),
+            "100000x100000 = 10000000000 pixels exceeds the limit of 25000000");
+
+  absl::StatusOr<Image> jpeg = DecodeImage(testing::EncodeJpeg(64, 32, 3, 1), 1000);
+  ASSERT_TRUE(absl::IsResourceExhausted(jpeg.status())) << jpeg.status();
+  EXPECT_EQ(jpeg.status().message(), "64x32 = 2048 pixels exceeds the limit of 1000");
+
+  absl::StatusOr<Image> png = DecodeImage(testing::EncodePng(64, 32, 3, 1), 1000);
+  ASSERT_TRUE(absl::IsResourceExhausted(png.status())) << png.status();
+
+  // Exactly at the limit is fine.
+  EXPECT_TRUE(DecodeImage(testing::EncodePng(40, 25, 3, 1), 1000).ok());
+}
+
+TEST(ImageDecoderTest, SniffsFormatsByMagicBytes) {
+  EXPECT_EQ(SniffImageFormat(testing::EncodeJpeg(8, 8, 3, 1)), ImageFormat::kJpeg);
+  EXPECT_EQ(SniffImageFormat(testing::EncodePng(8, 8, 3, 1)), ImageFormat::kPng);
+  EXPECT_EQ(SniffImageFormat("GIF89a\x01\x00"), ImageFormat::kGif);
+  EXPECT_EQ(SniffImageFormat("GIF87a"), ImageFormat::kGif);
+  EXPECT_EQ(SniffImageFormat("BM\x36\x00\x00\x00"), ImageFormat::kBmp);
+  EXPECT_EQ(SniffImageFormat("RIFF\x10\x00\x00\x00WEBPVP8 "s), ImageFormat::kWebp);
+  EXPECT_EQ(SniffImageFormat(std::string("II*\0\x08\0\0\0", 8)), ImageFormat::kTiff);
+  EXPECT_EQ(SniffImageFormat(std::string("MM\0*\0\0\0\x08", 8)), ImageFormat::kTiff);
+  EXPECT_EQ(SniffImageFormat("RIFF\x10\x00\x00\x00WAVEfmt "s), ImageFormat::kUnknown);
+  EXPECT_EQ(SniffImageFormat(""), ImageFormat::kUnknown);
+}
+
+TEST(ImageDecoderTest, RejectsRecognisedButUnsupportedFormats) {
+  absl::StatusOr<Image> gif = DecodeImage("GIF89a\x01\x00\x01\x00", kLimit);
+  ASSERT_TRUE(absl::IsFailedPrecondition(gif.status())) << gif.status();
+  EXPECT_EQ(gif.status().message(), "unsupported image format GIF; supported: JPEG, PNG");
+  EXPECT_THAT(std::string(DecodeImage("BM\x36\x00\x00\x00"s, kLimit).status().message()),
+              HasSubstr("BMP"));
+  EXPECT_THAT(std::string(DecodeImage("RIFF\x10\x00\x00\x00WEBPVP8 "s, kLimit).status().message()),
+              HasSubstr("WebP"));
+}
+
+}  // namespace
+}  // namespace kaizen::datasets
