@@ -1,0 +1,373 @@
+#include "client/cli/commands.h"
+
+#include <filesystem>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "client/cli/dataset_source.h"
+#include "client/cli/output.h"
+#include "client/cli/progress_bar.h"
+#include "client/cli/usage.h"
+#include "client/lib/folder_archiver.h"
+#include "client/lib/temp_file.h"
+#include "server/common/atomic_file.h"
+#include "server/common/names.h"
+#include "server/common/status_macros.h"
+
+namespace kaizen::cli {
+namespace {
+
+// "3,224,224" -> {3, 224, 224}; empty text gives an empty list.
+absl::StatusOr<std::vector<int64_t>> ParseInts(absl::string_view flag,
+                                               const std::string& text) {
+  std::vector<int64_t> values;
+  if (text.empty()) return values;
+  for (absl::string_view item : absl::StrSplit(text, ',')) {
+    int64_t value = 0;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(item), &value) ||
+        value <= 0) {
+      return UsageError(absl::StrCat("--", flag, "=", text,
+                                     ": expected positive integers separated "
+                                     "by commas, e.g. 3,224,224"));
+    }
+    values.push_back(value);
+  }
+  return values;
+}
+
+absl::StatusOr<std::vector<float>> ParseFloats(absl::string_view flag,
+                                               const std::string& text) {
+  std::vector<float> values;
+  if (text.empty()) return values;
+  for (absl::string_view item : absl::StrSplit(text, ',')) {
+    float value = 0;
+    if (!absl::SimpleAtof(absl::StripAsciiWhitespace(item), &value)) {
+      return UsageError(absl::StrCat("--", flag, "=", text,
+                                     ": expected numbers separated by commas, "
+                                     "e.g. 0.485,0.456,0.406"));
+    }
+    values.push_back(value);
+  }
+  return values;
+}
+
+// --class_names=a,b,c, or --class_names=@FILE with one name a line.
+absl::StatusOr<std::vector<std::string>> ResolveClassNames(
+    const std::vector<std::string>& flag) {
+  if (flag.size() != 1 || !absl::StartsWith(flag[0], "@")) return flag;
+  const std::string file = flag[0].substr(1);
+  std::string text;
+  RETURN_IF_ERROR(common::ReadFile(file, &text));
+  std::vector<std::string> names;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    if (!line.empty()) names.emplace_back(line);
+  }
+  return names;
+}
+
+// "photos" for "/data/photos/" or "photos/.".
+std::string FolderName(const std::string& folder) {
+  std::error_code ec;
+  std::filesystem::path path = std::filesystem::absolute(folder, ec);
+  path = path.lexically_normal();
+  if (!path.has_filename()) path = path.parent_path();
+  const std::string name = path.filename().string();
+  return name.empty() ? "folder" : name;
+}
+
+// Wraps `text` at `width` columns, each line starting with `indent` spaces.
+std::string Wrap(absl::string_view text, int indent, size_t width = 79) {
+  std::string out;
+  std::string line;
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    if (!line.empty() && indent + line.size() + 1 + word.size() > width) {
+      absl::StrAppend(&out, std::string(indent, ' '), line, "\n");
+      line.clear();
+    }
+    absl::StrAppend(&line, line.empty() ? "" : " ", word);
+  }
+  if (!line.empty())
+    absl::StrAppend(&out, std::string(indent, ' '), line, "\n");
+  return out;
+}
+
+}  // namespace
+
+Commands::Commands(client::KaizenClient* client, CommandOptions options,
+                   std::ostream* out)
+    : client_(client), options_(std::move(options)), out_(out) {}
+
+const std::vector<Commands::Spec>& Commands::Specs() {
+  static const auto* specs = new std::vector<Spec>{
+      {"datasets", "upload", "NAME PATH", 2, 2,
+       "[--format=auto|folder|idx] [--labels=FILE] [--class_names=a,b,c] "
+       "[--description=TEXT]",
+       "Upload a dataset. PATH is a folder of class folders (archived on the "
+       "fly), an archive of one (.tar, .tar.gz, .tgz, .zip, .tar.bz2, "
+       ".tar.xz), or an IDX images file (*-images-idx3-ubyte[.gz]) whose "
+       "labels file (*-labels-idx1-ubyte[.gz]) is found beside it unless "
+       "--labels is given. --class_names (IDX) names labels 0..N-1; "
+       "@FILE reads one name a line.",
+       &Commands::DatasetsUpload},
+      {"datasets", "list", "", 0, 0, "", "List all datasets.",
+       &Commands::DatasetsList},
+      {"datasets", "get", "NAME", 1, 1, "",
+       "Show a dataset: classes with their counts and the ingestion report.",
+       &Commands::DatasetsGet},
+      {"datasets", "delete", "NAME", 1, 1, "", "Delete a dataset.",
+       &Commands::DatasetsDelete},
+      {"models", "upload", "NAME FILE.pt", 2, 2,
+       "[--input_shape=3,224,224] [--mean=0.485,0.456,0.406] "
+       "[--std=0.229,0.224,0.225] [--class_names=a,b,c] [--head=fc] "
+       "[--description=TEXT]",
+       "Upload a TorchScript model. Unset options are read from the file or "
+       "defaulted by the server.",
+       &Commands::ModelsUpload},
+      {"models", "list", "", 0, 0, "[--all_versions]",
+       "List models (the newest version of each, or every version).",
+       &Commands::ModelsList},
+      {"models", "get", "NAME[:VERSION]", 1, 1, "",
+       "Show a model version (default: the newest).", &Commands::ModelsGet},
+      {"models", "delete", "NAME[:VERSION]", 1, 1, "",
+       "Delete one version of a model, or all of them when no version is "
+       "given.",
+       &Commands::ModelsDelete},
+      {"models", "download", "NAME[:VERSION] OUT", 2, 2, "",
+       "Download a model's TorchScript file to OUT (checked against its "
+       "SHA-256, written atomically).",
+       &Commands::ModelsDownload},
+  };
+  return *specs;
+}
+
+std::string Commands::Usage() {
+  std::string out =
+      "kaizenctl: command-line client of the Kaizen fine-tuning service.\n\n"
+      "Usage: kaizenctl [--server=HOST:PORT] [--output=table|json] "
+      "[--timeout=DURATION]\n                 COMMAND [ARGS...]\n\n"
+      "Commands:\n";
+  for (const Spec& spec : Specs()) {
+    absl::StrAppend(&out, "  ", spec.group, " ", spec.verb);
+    if (spec.args[0] != '\0') absl::StrAppend(&out, " ", spec.args);
+    absl::StrAppend(&out, "\n");
+    if (spec.flags[0] != '\0') absl::StrAppend(&out, Wrap(spec.flags, 6));
+    absl::StrAppend(&out, Wrap(spec.help, 6));
+  }
+  absl::StrAppend(
+      &out,
+      "\nGlobal flags (anywhere on the command line):\n"
+      "  --server=HOST:PORT   the server (default localhost:50051; "
+      "$KAIZEN_SERVER sets the default)\n"
+      "  --output=table|json  tables for people (default), or one JSON "
+      "document\n"
+      "                       (the response in the proto3 JSON mapping)\n"
+      "  --timeout=DURATION   deadline of each call, e.g. 30s or 10m "
+      "(default: none)\n"
+      "  --help               this text\n"
+      "\nExit status: 0 on success; 1 when a call fails, with "
+      "\"kaizenctl: CODE: message\"\non stderr; 2 on a usage error.\n");
+  return out;
+}
+
+absl::Status Commands::Run(const std::vector<std::string>& args) {
+  if (args.empty()) return UsageError("no command given");
+  bool group_known = false;
+  std::vector<std::string> verbs;
+  for (const Spec& spec : Specs()) {
+    if (args[0] != spec.group) continue;
+    group_known = true;
+    verbs.push_back(spec.verb);
+    if (args.size() < 2 || args[1] != spec.verb) continue;
+    const Args rest(args.begin() + 2, args.end());
+    if (static_cast<int>(rest.size()) < spec.min_args ||
+        static_cast<int>(rest.size()) > spec.max_args) {
+      std::string synopsis =
+          absl::StrCat("kaizenctl ", spec.group, " ", spec.verb);
+      if (spec.args[0] != '\0') absl::StrAppend(&synopsis, " ", spec.args);
+      return UsageError(
+          absl::StrCat("wrong number of arguments; usage: ", synopsis));
+    }
+    return (this->*spec.run)(rest);
+  }
+  if (!group_known) {
+    return UsageError(absl::StrCat("unknown command \"", args[0],
+                                   "\"; commands: datasets, models"));
+  }
+  const std::string choices = absl::StrJoin(verbs, ", ");
+  if (args.size() < 2) {
+    return UsageError(
+        absl::StrCat("\"", args[0], "\" needs a subcommand: ", choices));
+  }
+  return UsageError(absl::StrCat("unknown command \"", args[0], " ", args[1],
+                                 "\"; ", args[0], " commands: ", choices));
+}
+
+absl::Status Commands::Print(const google::protobuf::Message& message,
+                             const std::string& text) {
+  if (options_.output == OutputFormat::kJson) {
+    ASSIGN_OR_RETURN(const std::string json, ToJson(message));
+    *out_ << json;
+  } else {
+    *out_ << text;
+  }
+  out_->flush();
+  if (!*out_) return absl::InternalError("cannot write to standard output");
+  return absl::OkStatus();
+}
+
+// --- datasets ----------------------------------------------------------------
+
+absl::Status Commands::DatasetsUpload(const Args& args) {
+  const std::string& name = args[0];
+  const std::string& path = args[1];
+  ASSIGN_OR_RETURN(
+      const DatasetSource source,
+      ResolveDatasetSource(path, options_.dataset_format, options_.labels));
+  kaizen::v1::UploadDatasetHeader header;
+  header.set_name(name);
+  header.set_format(source.format);
+  header.set_description(options_.description);
+  ASSIGN_OR_RETURN(const std::vector<std::string> class_names,
+                   ResolveClassNames(options_.class_names));
+  for (const std::string& class_name : class_names) {
+    header.add_class_names(class_name);
+  }
+
+  std::vector<std::string> files = source.files;
+  // Lives until the upload is over; its destructor deletes the archive.
+  std::optional<client::TempFile> archive;
+  if (!source.folder.empty()) {
+    ASSIGN_OR_RETURN(client::TempFile temp, client::TempFile::Create(".tar"));
+    RETURN_IF_ERROR(client::ArchiveFolder(source.folder, temp.path()));
+    files = {temp.path()};
+    header.add_parts()->set_file_name(
+        absl::StrCat(FolderName(source.folder), ".tar"));
+    archive.emplace(std::move(temp));
+  }
+
+  absl::StatusOr<kaizen::v1::Dataset> dataset;
+  {
+    ProgressBar bar(absl::StrCat("uploading ", name), options_.show_progress);
+    dataset = client_->UploadDataset(
+        std::move(header), files,
+        [&bar](int64_t sent, int64_t total) { bar.Update(sent, total); });
+  }
+  archive.reset();
+  if (!dataset.ok()) return dataset.status();
+  return Print(*dataset, DatasetDetails(*dataset));
+}
+
+absl::Status Commands::DatasetsList(const Args&) {
+  ASSIGN_OR_RETURN(const kaizen::v1::ListDatasetsResponse response,
+                   client_->ListAllDatasets());
+  return Print(response, DatasetTable(response));
+}
+
+absl::Status Commands::DatasetsGet(const Args& args) {
+  ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset,
+                   client_->GetDataset(args[0]));
+  return Print(dataset, DatasetDetails(dataset));
+}
+
+absl::Status Commands::DatasetsDelete(const Args& args) {
+  RETURN_IF_ERROR(client_->DeleteDataset(args[0]));
+  return Print(kaizen::v1::DeleteDatasetResponse(),
+               absl::StrCat("deleted dataset ", args[0], "\n"));
+}
+
+// --- models ------------------------------------------------------------------
+
+absl::Status Commands::ModelsUpload(const Args& args) {
+  const std::string& name = args[0];
+  const std::string& file = args[1];
+  kaizen::v1::UploadModelHeader header;
+  header.set_name(name);
+  header.set_description(options_.description);
+  header.set_head_module(options_.head);
+  ASSIGN_OR_RETURN(const std::vector<int64_t> shape,
+                   ParseInts("input_shape", options_.input_shape));
+  for (int64_t dim : shape) header.add_input_shape(dim);
+  ASSIGN_OR_RETURN(const std::vector<float> mean,
+                   ParseFloats("mean", options_.mean));
+  ASSIGN_OR_RETURN(const std::vector<float> std,
+                   ParseFloats("std", options_.std));
+  if (mean.size() != std.size()) {
+    return UsageError(absl::StrCat("--mean has ", mean.size(),
+                                   " values and --std ", std.size(),
+                                   "; give one of each per channel"));
+  }
+  for (float m : mean) header.mutable_normalization()->add_mean(m);
+  for (float s : std) header.mutable_normalization()->add_std(s);
+  ASSIGN_OR_RETURN(const std::vector<std::string> class_names,
+                   ResolveClassNames(options_.class_names));
+  for (const std::string& class_name : class_names) {
+    header.add_class_names(class_name);
+  }
+
+  absl::StatusOr<kaizen::v1::Model> model;
+  {
+    ProgressBar bar(absl::StrCat("uploading ", name), options_.show_progress);
+    model = client_->UploadModel(
+        std::move(header), file,
+        [&bar](int64_t sent, int64_t total) { bar.Update(sent, total); });
+  }
+  if (!model.ok()) return model.status();
+  return Print(*model, ModelDetails(*model));
+}
+
+absl::Status Commands::ModelsList(const Args&) {
+  ASSIGN_OR_RETURN(const kaizen::v1::ListModelsResponse response,
+                   client_->ListAllModels(options_.all_versions));
+  return Print(response, ModelTable(response));
+}
+
+absl::Status Commands::ModelsGet(const Args& args) {
+  std::string name;
+  int64_t version = 0;
+  RETURN_IF_ERROR(common::ParseModelRef(args[0], &name, &version));
+  ASSIGN_OR_RETURN(const kaizen::v1::Model model,
+                   client_->GetModel(name, version));
+  return Print(model, ModelDetails(model));
+}
+
+absl::Status Commands::ModelsDelete(const Args& args) {
+  std::string name;
+  int64_t version = 0;
+  RETURN_IF_ERROR(common::ParseModelRef(args[0], &name, &version));
+  RETURN_IF_ERROR(client_->DeleteModel(name, version));
+  return Print(
+      kaizen::v1::DeleteModelResponse(),
+      version == 0
+          ? absl::StrCat("deleted model ", name, " (all versions)\n")
+          : absl::StrCat("deleted model ", name, " version ", version, "\n"));
+}
+
+absl::Status Commands::ModelsDownload(const Args& args) {
+  std::string name;
+  int64_t version = 0;
+  RETURN_IF_ERROR(common::ParseModelRef(args[0], &name, &version));
+  const std::string& out_path = args[1];
+  absl::StatusOr<kaizen::v1::Model> model;
+  {
+    ProgressBar bar(absl::StrCat("downloading ", args[0]),
+                    options_.show_progress);
+    model = client_->DownloadModel(name, version, out_path,
+                                   [&bar](int64_t received, int64_t total) {
+                                     bar.Update(received, total);
+                                   });
+  }
+  if (!model.ok()) return model.status();
+  return Print(*model, absl::StrCat("downloaded ", model->name(), " version ",
+                                    model->version(), " to ", out_path, " (",
+                                    FormatBytes(model->size_bytes()),
+                                    ", sha256 ", model->sha256(), ")\n"));
+}
+
+}  // namespace kaizen::cli

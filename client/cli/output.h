@@ -1,0 +1,50 @@
+// Renders API messages for people (aligned tables and readable blocks) and
+// for programs (one proto3-JSON document).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "google/protobuf/message.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "kaizen/v1/dataset_service.pb.h"
+#include "kaizen/v1/model_service.pb.h"
+
+namespace kaizen::cli {
+
+// `message` in the proto3 JSON mapping (camelCase names, every field
+// printed), indented, ending with a newline.
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);
+
+// Left-aligned columns two spaces apart, with a header row.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header);
+  void AddRow(std::vector<std::string> row);
+  std::string Render() const;
+
+ private:
+  std::vector<std::vector<std::string>> rows_;
+};
+
+// "512 B", "12.3 KiB", "26.4 MiB", "1.2 GiB".
+std::string FormatBytes(int64_t bytes);
+// "1x28x28"; "-" when empty.
+std::string FormatShape(const google::protobuf::RepeatedField<int64_t>& shape);
+// Local time, "2024-05-01 12:03"; "-" when unset.
+std::string FormatTime(const google::protobuf::Timestamp& time);
+// "11.7M", "950K", "12".
+std::string FormatCount(int64_t count);
+
+std::string DatasetFormatName(kaizen::v1::DatasetFormat format);
+std::string ModelSourceName(kaizen::v1::ModelSource source);
+
+std::string DatasetTable(const kaizen::v1::ListDatasetsResponse& response);
+// Everything about one dataset: classes with counts and the ingestion report.
+std::string DatasetDetails(const kaizen::v1::Dataset& dataset);
+std::string ModelTable(const kaizen::v1::ListModelsResponse& response);
+std::string ModelDetails(const kaizen::v1::Model& model);
+
+}  // namespace kaizen::cli

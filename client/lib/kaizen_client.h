@@ -1,0 +1,101 @@
+// A thin, blocking C++ client for Kaizen's gRPC API: it streams uploads and
+// downloads in chunks with a SHA-256 trailer and turns every grpc::Status into
+// an absl::Status with the same code and message. One object per channel; the
+// methods may be called from several threads at once.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "kaizen/v1/dataset_service.grpc.pb.h"
+#include "kaizen/v1/model_service.grpc.pb.h"
+
+namespace kaizen::client {
+
+// Called after each chunk with the bytes moved so far and the total expected.
+using ProgressCallback = std::function<void(int64_t sent, int64_t total)>;
+
+// Size of the `chunk` messages sent and of the reads from disk; well below the
+// default 4 MiB gRPC receive limit.
+inline constexpr int64_t kChunkBytes = 256 * 1024;
+
+// The same code and message as `status`.
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+class KaizenClient {
+ public:
+  struct Options {
+    // Deadline of each call, uploads and downloads included; infinite: none.
+    absl::Duration timeout = absl::InfiniteDuration();
+  };
+
+  // An insecure channel to `target` ("host:port") that accepts responses up
+  // to 64 MiB. Connects lazily: a dead server shows up as UNAVAILABLE on the
+  // first call.
+  static std::unique_ptr<KaizenClient> Connect(const std::string& target,
+                                               Options options);
+  static std::unique_ptr<KaizenClient> Connect(const std::string& target);
+
+  explicit KaizenClient(std::shared_ptr<grpc::Channel> channel)
+      : KaizenClient(std::move(channel), Options()) {}
+  KaizenClient(std::shared_ptr<grpc::Channel> channel, Options options);
+
+  // --- Datasets ------------------------------------------------------------
+
+  // Streams `files` (in order) as the parts of one upload. `header.parts` is
+  // filled from the files (base name and size); a caller that already put
+  // one part per file there keeps its non-empty file names. The rest of the
+  // header is sent as given.
+  absl::StatusOr<kaizen::v1::Dataset> UploadDataset(
+      kaizen::v1::UploadDatasetHeader header,
+      const std::vector<std::string>& files,
+      const ProgressCallback& progress = nullptr);
+  absl::StatusOr<kaizen::v1::Dataset> GetDataset(const std::string& name);
+  absl::StatusOr<kaizen::v1::ListDatasetsResponse> ListDatasets(
+      int32_t page_size = 0, const std::string& page_token = "");
+  // Follows next_page_token to the end; the result holds every dataset and an
+  // empty next_page_token.
+  absl::StatusOr<kaizen::v1::ListDatasetsResponse> ListAllDatasets();
+  absl::Status DeleteDataset(const std::string& name);
+
+  // --- Models --------------------------------------------------------------
+
+  // Streams the TorchScript `file`; `header.parts` is filled from it.
+  absl::StatusOr<kaizen::v1::Model> UploadModel(
+      kaizen::v1::UploadModelHeader header, const std::string& file,
+      const ProgressCallback& progress = nullptr);
+  // Version 0 means the newest.
+  absl::StatusOr<kaizen::v1::Model> GetModel(const std::string& name,
+                                             int64_t version = 0);
+  // `all_versions`: one entry per version; `name`: only that model's versions.
+  absl::StatusOr<kaizen::v1::ListModelsResponse> ListModels(
+      int32_t page_size = 0, const std::string& page_token = "",
+      bool all_versions = false, const std::string& name = "");
+  absl::StatusOr<kaizen::v1::ListModelsResponse> ListAllModels(
+      bool all_versions = false, const std::string& name = "");
+  // Version 0 deletes every version.
+  absl::Status DeleteModel(const std::string& name, int64_t version = 0);
+  // Writes the model's TorchScript file to `out_path` atomically (temporary
+  // file, fsync, rename) after checking the streamed SHA-256; on a mismatch
+  // nothing is left at `out_path` and the result is DATA_LOSS.
+  absl::StatusOr<kaizen::v1::Model> DownloadModel(
+      const std::string& name, int64_t version, const std::string& out_path,
+      const ProgressCallback& progress = nullptr);
+
+ private:
+  // Applies the per-call deadline.
+  void Prepare(grpc::ClientContext* context) const;
+
+  Options options_;
+  std::unique_ptr<kaizen::v1::DatasetService::Stub> datasets_;
+  std::unique_ptr<kaizen::v1::ModelService::Stub> models_;
+};
+
+}  // namespace kaizen::client

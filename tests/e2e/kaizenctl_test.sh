@@ -1,0 +1,384 @@
+#!/usr/bin/env bash
+# End-to-end walk of kaizenctl against a real kaizen-server process on a
+# loopback port with a temporary data directory: dataset uploads (IDX with
+# the labels found automatically, an image folder archived on the fly), the
+# errors users hit most, a TorchScript model upload and download, and a
+# kill -9 restart that must lose nothing.
+#
+# Usage: kaizenctl_test.sh SERVER_BIN KAIZENCTL_BIN PYTHON [RESNET18_PT]
+#   PYTHON must be able to import PIL (Debian's /usr/bin/python3).
+#   RESNET18_PT defaults to $(dirname KAIZENCTL_BIN)/tests/fixtures/resnet18.pt.
+#   KAIZEN_FASHION_MNIST_DIR overrides /usr/share/datasets/fashion-mnist.
+set -euo pipefail
+
+if [[ $# -lt 3 || $# -gt 4 ]]; then
+  echo "usage: $0 SERVER_BIN KAIZENCTL_BIN PYTHON [RESNET18_PT]" >&2
+  exit 2
+fi
+SERVER_BIN=$1
+KAIZENCTL=$2
+PYTHON=$3
+RESNET18=${4:-$(dirname "$KAIZENCTL")/tests/fixtures/resnet18.pt}
+FASHION_DIR=${KAIZEN_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
+# Bounds, in seconds: server start-up, and any single kaizenctl call.
+STARTUP_TIMEOUT=30
+CALL_TIMEOUT=300
+
+for f in "$SERVER_BIN" "$KAIZENCTL"; do
+  [[ -x $f ]] || { echo "kaizenctl e2e: $f is not an executable" >&2; exit 1; }
+done
+[[ -f $RESNET18 ]] || { echo "kaizenctl e2e: model fixture $RESNET18 is missing (build kaizen_fixtures)" >&2; exit 1; }
+[[ -f $FASHION_DIR/train-images-idx3-ubyte.gz ]] || { echo "kaizenctl e2e: Fashion-MNIST not found in $FASHION_DIR" >&2; exit 1; }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/kaizenctl-e2e.XXXXXX")
+DATA_DIR=$TMP/data
+SERVER_PID=""
+SERVER_LOG=""
+SERVER_STARTS=0
+PORT=""
+PASSED=0
+FAILED=0
+
+stop_server() {
+  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+}
+
+cleanup() {
+  local rc=$?
+  stop_server
+  if [[ $rc -ne 0 && -n $SERVER_LOG && -f $SERVER_LOG ]]; then
+    echo "--- last lines of $SERVER_LOG ---" >&2
+    tail -n 30 "$SERVER_LOG" >&2 || true
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# Stops the whole test: for steps the rest depends on.
+die() {
+  echo "kaizenctl e2e: FATAL: $*" >&2
+  echo "kaizenctl e2e: $PASSED passed, $((FAILED + 1)) failed" >&2
+  exit 1
+}
+pass() {
+  PASSED=$((PASSED + 1))
+  echo "ok   - $*"
+}
+fail() {
+  FAILED=$((FAILED + 1))
+  echo "FAIL - $*" >&2
+}
+
+free_port() {
+  "$PYTHON" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+ctl() {
+  timeout "$CALL_TIMEOUT" "$KAIZENCTL" --server="127.0.0.1:$PORT" "$@"
+}
+
+# Starts the server on fresh ports and waits until `datasets list` answers.
+start_server() {
+  local attempt
+  for attempt in 1 2 3; do
+    PORT=$(free_port)
+    local mport
+    mport=$(free_port)
+    SERVER_LOG=$TMP/server-$((++SERVER_STARTS)).log
+    "$SERVER_BIN" --data_dir="$DATA_DIR" --grpc_port="$PORT" \
+      --metrics_port="$mport" >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+    local deadline=$((SECONDS + STARTUP_TIMEOUT))
+    while ((SECONDS < deadline)); do
+      if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+        break  # died (a port taken meanwhile?): try again on other ports
+      fi
+      if timeout 10 "$KAIZENCTL" --server="127.0.0.1:$PORT" --timeout=5s \
+        datasets list >/dev/null 2>&1; then
+        return 0
+      fi
+      sleep 0.3
+    done
+    if [[ -n $SERVER_PID ]]; then
+      stop_server
+      die "server did not answer on 127.0.0.1:$PORT within ${STARTUP_TIMEOUT}s (log: $SERVER_LOG)"
+    fi
+    echo "kaizenctl e2e: server exited during start-up (attempt $attempt); log:" >&2
+    tail -n 20 "$SERVER_LOG" >&2 || true
+  done
+  die "server would not start"
+}
+
+# check_json DESCRIPTION FILE PYTHON_CODE: runs the code with `d` bound to
+# the parsed JSON document in FILE; the code asserts.
+check_json() {
+  local what=$1 file=$2 code=$3 out
+  if out=$("$PYTHON" "$TMP/check_json.py" "$file" "$code" 2>&1); then
+    pass "$what"
+  else
+    fail "$what"
+    # shellcheck disable=SC2001
+    echo "$out" | sed 's/^/       /' >&2
+  fi
+}
+
+# expect_error CODE DESCRIPTION ARGS...: the call must exit 1 and name CODE.
+expect_error() {
+  local code=$1 what=$2 rc=0 err
+  shift 2
+  err=$(ctl "$@" 2>&1 >/dev/null) || rc=$?
+  if ((rc == 0)); then
+    fail "$what: expected $code, but 'kaizenctl $*' succeeded"
+  elif ((rc != 1)); then
+    fail "$what: expected exit status 1, got $rc; stderr: $err"
+  elif [[ $err != *"kaizenctl: $code:"* ]]; then
+    fail "$what: expected 'kaizenctl: $code:' on stderr, got: $err"
+  else
+    pass "$what ($code)"
+  fi
+}
+
+# run_json OUT_FILE ARGS...: a call that must succeed, its JSON in OUT_FILE.
+run_json() {
+  local out=$1 rc=0
+  shift
+  ctl --output=json "$@" >"$out" 2>"$out.err" || rc=$?
+  if ((rc != 0)); then
+    fail "kaizenctl $* exited with $rc: $(cat "$out.err")"
+    return 1
+  fi
+}
+
+cat >"$TMP/check_json.py" <<'EOF'
+import json
+import sys
+
+with open(sys.argv[1]) as f:
+    text = f.read()
+try:
+    d = json.loads(text)
+except ValueError as e:
+    sys.exit("not one JSON document (%s): %r" % (e, text[:500]))
+try:
+    exec(sys.argv[2], {"d": d})
+except AssertionError as e:
+    sys.exit("assertion failed: %s\n%s" % (e, sys.argv[2].strip()))
+EOF
+
+# --- image folders, made with PIL ---------------------------------------------
+"$PYTHON" - "$TMP" <<'EOF'
+import os
+import random
+import shutil
+import sys
+
+from PIL import Image
+
+root = sys.argv[1]
+rng = random.Random(7)
+
+
+def image(path, fmt):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pixels = bytes(rng.randrange(256) for _ in range(32 * 32 * 3))
+    Image.frombytes("RGB", (32, 32), pixels).save(path, fmt)
+
+
+photos = os.path.join(root, "photos")
+for cls in ("birds", "cats", "dogs"):
+    for i in range(4):
+        if i % 2 == 0:
+            image(os.path.join(photos, cls, "img%d.png" % i), "PNG")
+        else:
+            image(os.path.join(photos, cls, "img%d.jpg" % i), "JPEG")
+# A corrupt JPEG (left out and reported), an exact duplicate (kept and
+# reported) and hidden files (ignored).
+with open(os.path.join(photos, "cats", "broken.jpg"), "wb") as f:
+    f.write(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+shutil.copyfile(os.path.join(photos, "dogs", "img0.png"),
+                os.path.join(photos, "dogs", "zz_copy.png"))
+with open(os.path.join(photos, ".DS_Store"), "wb") as f:
+    f.write(b"\0\0\0\1Bud1")
+with open(os.path.join(photos, "birds", ".hidden.png"), "wb") as f:
+    f.write(b"hidden")
+
+single = os.path.join(root, "single")
+for i in range(3):
+    image(os.path.join(single, "only", "img%d.png" % i), "PNG")
+
+os.makedirs(os.path.join(root, "empty"))
+EOF
+
+# --- start ------------------------------------------------------------------
+start_server
+pass "server answers on 127.0.0.1:$PORT"
+
+# --- Fashion-MNIST (IDX, labels found beside the images) --------------------
+if run_json "$TMP/fashion.json" datasets upload fashion-train \
+  "$FASHION_DIR/train-images-idx3-ubyte.gz"; then
+  check_json "fashion-train: 60000 examples, 6000 in each of 10 classes" \
+    "$TMP/fashion.json" '
+assert d["name"] == "fashion-train", d["name"]
+assert d["format"] == "DATASET_FORMAT_IDX", d["format"]
+assert int(d["numExamples"]) == 60000, d["numExamples"]
+counts = {int(c.get("label", 0)): int(c["count"]) for c in d["classes"]}
+assert counts == {label: 6000 for label in range(10)}, counts
+assert [int(x) for x in d["inputShape"]] == [1, 28, 28], d["inputShape"]
+'
+fi
+
+# --- an image folder, archived on the fly -----------------------------------
+if run_json "$TMP/photos.json" datasets upload photos "$TMP/photos" \
+  --description="three classes"; then
+  check_json "photos: per-class counts (corrupt file out, duplicate kept)" \
+    "$TMP/photos.json" '
+assert d["format"] == "DATASET_FORMAT_IMAGE_FOLDER", d["format"]
+counts = {c["className"]: int(c["count"]) for c in d["classes"]}
+assert counts == {"birds": 4, "cats": 4, "dogs": 5}, counts
+assert int(d["numExamples"]) == 13, d["numExamples"]
+assert [int(x) for x in d["inputShape"]] == [3, 32, 32], d["inputShape"]
+assert d["description"] == "three classes", d["description"]
+'
+  check_json "photos: report lists the corrupt file with a reason" \
+    "$TMP/photos.json" '
+failed = d["report"]["failedFiles"]
+assert [f["path"].split("/")[-2:] for f in failed] == [["cats", "broken.jpg"]], failed
+assert failed[0]["reason"], failed
+'
+  check_json "photos: report lists the duplicate" "$TMP/photos.json" '
+dups = d["report"]["duplicates"]
+assert len(dups) == 1, dups
+pair = sorted([dups[0]["path"].split("/")[-2:], dups[0]["duplicateOf"].split("/")[-2:]])
+assert pair == [["dogs", "img0.png"], ["dogs", "zz_copy.png"]], dups
+assert int(d["report"]["duplicateCount"]) == 1, d["report"]["duplicateCount"]
+'
+  check_json "photos: report lists the hidden files as ignored" \
+    "$TMP/photos.json" '
+ignored = d["report"]["ignoredFiles"]
+assert any(p.endswith(".DS_Store") for p in ignored), ignored
+assert any(p.endswith(".hidden.png") for p in ignored), ignored
+'
+fi
+if out=$(ctl datasets get photos 2>&1); then
+  if [[ $out == *"broken.jpg"* && $out == *"zz_copy.png"* && $out == *"dogs"* ]]; then
+    pass "datasets get (table) shows classes and the report"
+  else
+    fail "datasets get photos (table) lacks the report: $out"
+  fi
+else
+  fail "datasets get photos failed: $out"
+fi
+
+# --- what users get wrong ---------------------------------------------------
+expect_error INVALID_ARGUMENT "bad dataset name" datasets upload ../evil "$TMP/photos"
+expect_error ALREADY_EXISTS "duplicate dataset name" datasets upload photos "$TMP/photos"
+expect_error INVALID_ARGUMENT "single-class folder" datasets upload single "$TMP/single"
+expect_error INVALID_ARGUMENT "empty folder" datasets upload empty "$TMP/empty"
+expect_error NOT_FOUND "unknown dataset" datasets get no-such-dataset
+
+if run_json "$TMP/list.json" datasets list; then
+  check_json "datasets list: exactly the 2 good datasets" "$TMP/list.json" '
+names = sorted(x["name"] for x in d["datasets"])
+assert names == ["fashion-train", "photos"], names
+'
+fi
+if out=$(ctl datasets list 2>&1) && [[ $out == NAME* && $out == *fashion-train* && $out == *photos* ]]; then
+  pass "datasets list (table)"
+else
+  fail "datasets list (table) unexpected: $out"
+fi
+
+# --- models -----------------------------------------------------------------
+if run_json "$TMP/r18.json" models upload r18 "$RESNET18"; then
+  check_json "r18: head fc with 1000 outputs, 11689512 parameters" \
+    "$TMP/r18.json" '
+assert d["name"] == "r18", d["name"]
+assert int(d["version"]) == 1, d["version"]
+assert d["head"]["modulePath"] == "fc", d["head"]
+assert int(d["head"]["outFeatures"]) == 1000, d["head"]
+assert int(d["parameterCount"]) == 11689512, d["parameterCount"]
+'
+fi
+expect_error ALREADY_EXISTS "duplicate model name" models upload r18 "$RESNET18"
+expect_error NOT_FOUND "unknown model" models get no-such-model
+
+FIXTURE_SHA=$(sha256sum "$RESNET18" | cut -d' ' -f1)
+download_and_compare() {
+  local out=$TMP/download-$1.pt rc=0 err
+  err=$(ctl models download r18 "$out" 2>&1 >/dev/null) || rc=$?
+  if ((rc != 0)); then
+    fail "models download r18 ($1) exited with $rc: $err"
+  elif [[ $(sha256sum "$out" | cut -d' ' -f1) != "$FIXTURE_SHA" ]]; then
+    fail "models download r18 ($1): sha256 differs from the uploaded file"
+  else
+    pass "models download r18 ($1): same sha256 as the uploaded file"
+  fi
+}
+download_and_compare before-restart
+
+run_json "$TMP/datasets-before.json" datasets list || true
+run_json "$TMP/models-before.json" models list || true
+
+# --- kill -9 and restart on the same data dir --------------------------------
+kill -KILL "$SERVER_PID"
+wait "$SERVER_PID" 2>/dev/null || true
+SERVER_PID=""
+start_server
+pass "server restarted after kill -9"
+
+if run_json "$TMP/datasets-after.json" datasets list; then
+  check_json "after restart: both datasets listed with the same counts" \
+    "$TMP/datasets-after.json" '
+import json
+before = json.load(open("'"$TMP"'/datasets-before.json"))
+by_name = lambda doc: {x["name"]: x for x in doc["datasets"]}
+after = by_name(d)
+assert sorted(after) == ["fashion-train", "photos"], sorted(after)
+assert int(after["fashion-train"]["numExamples"]) == 60000
+assert after == by_name(before), "datasets changed across the restart"
+'
+fi
+if run_json "$TMP/models-after.json" models list; then
+  check_json "after restart: the models are listed unchanged" \
+    "$TMP/models-after.json" '
+import json
+before = json.load(open("'"$TMP"'/models-before.json"))
+# Built-in architectures are listed too; r18 is the only upload.
+uploaded = [m for m in d["models"] if m["source"] != "MODEL_SOURCE_BUILTIN"]
+assert [m["name"] for m in uploaded] == ["r18"], [m["name"] for m in d["models"]]
+assert int(uploaded[0]["parameterCount"]) == 11689512, uploaded[0]
+assert d == before, "models changed across the restart"
+'
+fi
+download_and_compare after-restart
+
+# --- deletes ----------------------------------------------------------------
+if out=$(ctl --output=json datasets delete photos 2>&1) && [[ $out == "{}" ]]; then
+  pass "datasets delete prints {}"
+else
+  fail "datasets delete photos: $out"
+fi
+expect_error NOT_FOUND "deleted dataset is gone" datasets get photos
+if out=$(ctl models delete r18 2>&1); then
+  pass "models delete"
+else
+  fail "models delete r18: $out"
+fi
+expect_error NOT_FOUND "deleted model is gone" models get r18
+
+echo "kaizenctl e2e: $PASSED passed, $FAILED failed"
+((FAILED == 0))
