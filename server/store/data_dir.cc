@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
@@ -36,7 +37,9 @@ absl::StatusOr<int> SweepOrphanFiles(const std::string& data_dir, MetadataStore&
     for (auto it = fs::recursive_directory_iterator(root, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       if (!it->is_regular_file()) continue;
-      const std::string rel = fs::relative(it->path(), data_dir).string();
+      std::string rel = fs::relative(it->path(), data_dir).string();
+      // A checkpoint's resume state lives and dies with its model file.
+      if (absl::EndsWith(rel, ".resume")) rel.resize(rel.size() - 7);
       if (live.contains(rel)) continue;
       std::error_code rm;
       if (fs::remove(it->path(), rm)) {

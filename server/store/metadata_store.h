@@ -59,6 +59,9 @@ class MetadataStore {
   // version 0: every version. Returns the removed rows; NOT_FOUND if none.
   absl::StatusOr<std::vector<ModelRow>> DeleteModel(const std::string& name, int64_t version);
 
+  // The connection, shared with the JobStore (one database file).
+  SqliteDb* db() { return db_.get(); }
+
   // Every blob path referenced by a row, for sweeping orphan files.
   absl::StatusOr<std::vector<std::string>> AllFiles();
 

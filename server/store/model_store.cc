@@ -12,9 +12,11 @@
 #include "server/common/logging.h"
 #include "server/common/names.h"
 #include "server/common/paging.h"
+#include "server/common/sha256.h"
 #include "server/common/status_macros.h"
 #include "server/models/builtin_models.h"
 #include "server/models/model_file.h"
+#include "server/models/torch_errors.h"
 #include "server/models/torchscript_inspector.h"
 
 namespace kaizen::store {
@@ -215,15 +217,99 @@ absl::Status ModelStore::Delete(const std::string& name, int64_t version) {
         absl::StrCat("model \"", name, "\" is built in and cannot be deleted"));
   }
   ASSIGN_OR_RETURN(std::vector<ModelRow> removed, metadata_->DeleteModel(name, version));
-  for (const ModelRow& r : removed) {
-    std::error_code ec;
-    std::filesystem::remove(options_.data_dir + "/" + r.file, ec);
-  }
+  RETURN_IF_ERROR(RemoveFiles(removed));
   if (version == 0) {
     std::error_code ec;
     std::filesystem::remove(options_.data_dir + "/models/" + name, ec);  // only if empty
   }
   common::LogInfo("model deleted", {{"model", name}, {"version", version}});
+  return absl::OkStatus();
+}
+
+absl::Status ModelStore::RemoveFiles(const std::vector<ModelRow>& rows) {
+  // Rows are gone first; a crash here leaves orphans for the start-up sweep.
+  for (const ModelRow& r : rows) {
+    std::error_code ec;
+    std::filesystem::remove(options_.data_dir + "/" + r.file, ec);
+    std::filesystem::remove(options_.data_dir + "/" + r.file + ".resume", ec);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Model> ModelStore::AddVersion(const std::string& name,
+                                             const torch::jit::Module& module, Model metadata,
+                                             absl::string_view resume_state) {
+  RETURN_IF_ERROR(common::ValidateName("model name", name));
+  if (models::IsBuiltinModel(name)) {
+    return absl::FailedPreconditionError(absl::StrCat("\"", name, "\" is a built-in model"));
+  }
+  absl::MutexLock lock(&version_mu_);
+  ASSIGN_OR_RETURN(std::vector<int64_t> versions, metadata_->ModelVersions(name));
+  const int64_t version = versions.empty() ? 1 : versions.back() + 1;
+  metadata.set_name(name);
+  metadata.set_version(version);
+  metadata.set_source(kaizen::v1::MODEL_SOURCE_FINE_TUNED);
+  *metadata.mutable_create_time() =
+      google::protobuf::util::TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(absl::Now()));
+  const std::string dir_rel = absl::StrCat("models/", name);
+  std::error_code ec;
+  std::filesystem::create_directories(options_.data_dir + "/" + dir_rel, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir_rel, ": ", ec.message()));
+  ModelRow row;
+  row.file = absl::StrCat(dir_rel, "/v", version, "-", common::RandomHex(4), ".pt");
+  const std::string path = options_.data_dir + "/" + row.file;
+  // Resume state first: a version row never exists without it.
+  RETURN_IF_ERROR(common::WriteFileAtomically(path + ".resume", resume_state));
+  Model embedded = metadata;
+  embedded.clear_versions();
+  if (absl::Status st = models::SaveModelFile(module, embedded, path); !st.ok()) {
+    std::remove((path + ".resume").c_str());
+    return st;
+  }
+  std::string bytes;
+  RETURN_IF_ERROR(common::ReadFile(path, &bytes));
+  metadata.set_size_bytes(static_cast<int64_t>(bytes.size()));
+  metadata.set_sha256(common::Sha256Hex(bytes));
+  row.model = metadata;
+  if (absl::Status st = metadata_->InsertModel(row); !st.ok()) {
+    std::remove(path.c_str());
+    std::remove((path + ".resume").c_str());
+    return st;
+  }
+  RETURN_IF_ERROR(FillVersions(&metadata));
+  return metadata;
+}
+
+absl::StatusOr<std::string> ModelStore::ReadResumeState(const std::string& name, int64_t version) {
+  ASSIGN_OR_RETURN(ModelRow row, metadata_->GetModel(name, version));
+  std::string state;
+  absl::Status st = common::ReadFile(options_.data_dir + "/" + row.file + ".resume", &state);
+  if (!st.ok()) {
+    return absl::NotFoundError(
+        absl::StrCat("model \"", name, "\" version ", version, " has no resume state"));
+  }
+  return state;
+}
+
+absl::StatusOr<torch::jit::Module> ModelStore::LoadModule(const std::string& name, int64_t version) {
+  ASSIGN_OR_RETURN(ModelRow row, metadata_->GetModel(name, version));
+  const std::string path = options_.data_dir + "/" + row.file;
+  try {
+    return torch::jit::load(path, torch::kCPU);
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat("cannot load model \"", name, "\" version ",
+                                            row.model.version(), ": ",
+                                            models::TorchErrorSummary(e)));
+  }
+}
+
+absl::Status ModelStore::PruneVersions(const std::string& name, const std::vector<int64_t>& keep) {
+  ASSIGN_OR_RETURN(std::vector<int64_t> versions, metadata_->ModelVersions(name));
+  for (int64_t v : versions) {
+    if (std::find(keep.begin(), keep.end(), v) != keep.end()) continue;
+    ASSIGN_OR_RETURN(std::vector<ModelRow> removed, metadata_->DeleteModel(name, v));
+    RETURN_IF_ERROR(RemoveFiles(removed));
+  }
   return absl::OkStatus();
 }
 

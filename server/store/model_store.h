@@ -3,6 +3,8 @@
 // and checked by loading them and running a forward pass.
 #pragma once
 
+#include <torch/script.h>
+
 #include <memory>
 #include <string>
 
@@ -69,16 +71,35 @@ class ModelStore {
   absl::Status Delete(const std::string& name, int64_t version);
   absl::StatusOr<File> OpenFile(const std::string& name, int64_t version);
 
+  // Adds the next version of the fine-tuned model `name` (created on first
+  // use): the TorchScript file with `metadata` embedded, and beside it
+  // (`<file>.resume`) the opaque state a job needs to resume. Returns the
+  // stored model with its version.
+  absl::StatusOr<kaizen::v1::Model> AddVersion(const std::string& name,
+                                               const torch::jit::Module& module,
+                                               kaizen::v1::Model metadata,
+                                               absl::string_view resume_state);
+  // The resume state saved with a version (NOT_FOUND when it has none).
+  absl::StatusOr<std::string> ReadResumeState(const std::string& name, int64_t version);
+  // Loads a version as a TorchScript module on the CPU (built-ins excluded:
+  // the trainer creates those for the dataset's shape).
+  absl::StatusOr<torch::jit::Module> LoadModule(const std::string& name, int64_t version);
+  // Deletes versions of `name` that are not in `keep`.
+  absl::Status PruneVersions(const std::string& name, const std::vector<int64_t>& keep);
+
   int64_t max_model_bytes() const { return options_.max_model_bytes; }
 
  private:
   absl::Status FillVersions(kaizen::v1::Model* model);
+  absl::Status RemoveFiles(const std::vector<ModelRow>& rows);
   void Release(const std::string& name);
 
   Options options_;
   MetadataStore* metadata_;
   absl::Mutex mu_;
   absl::flat_hash_set<std::string> uploading_ ABSL_GUARDED_BY(mu_);
+  // Serialises AddVersion so that version numbers are handed out once.
+  absl::Mutex version_mu_;
 };
 
 }  // namespace kaizen::store

@@ -1,0 +1,49 @@
+// Durable fine-tuning jobs and their event logs, in the catalogue's SQLite
+// database. The queue order (priority, then age) is a query over this table,
+// so a restart loses nothing: jobs that were RUNNING are requeued and resume
+// from their last checkpoint.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kaizen/v1/finetune_service.pb.h"
+#include "server/store/sqlite_db.h"
+
+namespace kaizen::store {
+
+class JobStore {
+ public:
+  // Creates the tables if needed. `db` must outlive the store.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(SqliteDb* db);
+
+  // ALREADY_EXISTS when the id or a non-empty request_id is taken.
+  absl::Status Insert(const kaizen::v1::Job& job);
+  // Replaces the stored job (state, progress, history...).
+  absl::Status Update(const kaizen::v1::Job& job);
+  absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
+  absl::StatusOr<std::optional<kaizen::v1::Job>> FindByRequestId(const std::string& request_id);
+  // Newest first; `before_seq` 0 starts at the newest. Fills *last_seq with
+  // the creation sequence of the last job returned (the page cursor).
+  absl::StatusOr<std::vector<kaizen::v1::Job>> List(const std::vector<kaizen::v1::JobState>& states,
+                                                    int64_t before_seq, int limit,
+                                                    int64_t* last_seq);
+  // The next job to run: QUEUED, highest priority, then oldest.
+  absl::StatusOr<std::optional<kaizen::v1::Job>> NextQueued();
+  // Jobs in any of `states`, oldest first.
+  absl::StatusOr<std::vector<kaizen::v1::Job>> InStates(const std::vector<kaizen::v1::JobState>& states);
+
+  // Appends an event; its sequence must be the job's last plus one.
+  absl::Status AppendEvent(const kaizen::v1::JobEvent& event);
+  // Events of `job_id` with sequence > after, ascending.
+  absl::StatusOr<std::vector<kaizen::v1::JobEvent>> Events(const std::string& job_id, int64_t after);
+  absl::StatusOr<int64_t> LastSequence(const std::string& job_id);
+
+ private:
+  explicit JobStore(SqliteDb* db) : db_(db) {}
+  SqliteDb* db_;
+};
+
+}  // namespace kaizen::store
