@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "client/cli/dataset_source.h"
+#include "client/cli/job_watcher.h"
 #include "client/cli/output.h"
 #include "client/cli/progress_bar.h"
 #include "client/cli/usage.h"
@@ -143,6 +144,47 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "Download a model's TorchScript file to OUT (checked against its "
        "SHA-256, written atomically).",
        &Commands::ModelsDownload},
+      {"finetune", "start", "", 0, 0,
+       "--base=MODEL[:V] --dataset=NAME --output_model=NAME "
+       "--strategy=feature_extraction|fine_tune|full|scratch|incremental|"
+       "distill [--epochs=N] [--batch_size=N] [--lr=X] "
+       "[--backbone_lr_multiplier=X] [--trainable_blocks=N] "
+       "[--optimizer=sgd|adam|adamw] [--momentum=X] [--nesterov] "
+       "[--weight_decay=X] [--schedule=constant|step|cosine] "
+       "[--warmup_epochs=X] [--label_smoothing=X] "
+       "[--early_stopping_patience=N] [--clip_norm=X] [--seed=N] "
+       "[--augment=on|off] [--validation_split=X | --validation_dataset=NAME] "
+       "[--head=linear|mlp] [--head_warmup_epochs=N] "
+       "[--mixed_precision=off|bf16|fp16] [--priority=N] [--request_id=S] "
+       "[--keep_checkpoints=N] [--teacher=MODEL[:V]] [--temperature=X] "
+       "[--watch]",
+       "Queue a fine-tuning job and print its id. Only the options given are "
+       "sent; the rest take the strategy's defaults (see 'jobs get'). "
+       "--augment=on asks for random crops (padding 4) and horizontal flips, "
+       "--augment=off for no augmentation; without --augment the strategy "
+       "decides. --teacher and --temperature are for distill. A repeated "
+       "--request_id returns the first job instead of a new one. --watch "
+       "then follows the job like 'jobs watch'.",
+       &Commands::FineTuneStart},
+      {"jobs", "list", "", 0, 0,
+       "[--state=queued,running,succeeded,failed,cancelled]",
+       "List fine-tuning jobs, all or those in the given states.",
+       &Commands::JobsList},
+      {"jobs", "get", "ID", 1, 1, "",
+       "Show a job: request, state, resolved hyperparameters, the per-epoch "
+       "history, the model versions written and the error of a failed job.",
+       &Commands::JobsGet},
+      {"jobs", "cancel", "ID", 1, 1, "",
+       "Cancel a job: a queued job never starts, a running one stops within "
+       "one training step and keeps its last checkpoint.",
+       &Commands::JobsCancel},
+      {"jobs", "watch", "ID", 1, 1, "[--after_sequence=N]",
+       "Follow a job to its end: a live progress bar (when stderr is a "
+       "terminal) and a line per epoch, checkpoint, message and error, then "
+       "a summary. A finished job's events are replayed. --after_sequence "
+       "resumes after that event. With --output=json: JSON Lines, one "
+       "JobEvent per line. Exits 0 only when the job succeeds.",
+       &Commands::JobsWatch},
   };
   return *specs;
 }
@@ -167,12 +209,21 @@ std::string Commands::Usage() {
       "$KAIZEN_SERVER sets the default)\n"
       "  --output=table|json  tables for people (default), or one JSON "
       "document\n"
-      "                       (the response in the proto3 JSON mapping)\n"
+      "                       (the response in the proto3 JSON mapping);\n"
+      "                       'jobs watch' and 'finetune start --watch' "
+      "print JSON\n"
+      "                       Lines instead: the Job (start only), then one "
+      "JobEvent\n"
+      "                       per line\n"
       "  --timeout=DURATION   deadline of each call, e.g. 30s or 10m "
       "(default: none)\n"
       "  --help               this text\n"
       "\nExit status: 0 on success; 1 when a call fails, with "
-      "\"kaizenctl: CODE: message\"\non stderr; 2 on a usage error.\n");
+      "\"kaizenctl: CODE: message\"\non stderr; 2 on a usage error. A watch "
+      "('jobs watch', 'finetune start --watch')\nexits 0 only when the job "
+      "SUCCEEDED; a FAILED job ends with\n\"kaizenctl: ABORTED: ...\", a "
+      "CANCELLED one with \"kaizenctl: CANCELLED: ...\",\nand a broken "
+      "stream with its code and the --after_sequence to resume from.\n");
   return out;
 }
 
@@ -197,8 +248,15 @@ absl::Status Commands::Run(const std::vector<std::string>& args) {
     return (this->*spec.run)(rest);
   }
   if (!group_known) {
-    return UsageError(absl::StrCat("unknown command \"", args[0],
-                                   "\"; commands: datasets, models"));
+    std::vector<std::string> groups;
+    for (const Spec& spec : Specs()) {
+      if (groups.empty() || groups.back() != spec.group) {
+        groups.push_back(spec.group);
+      }
+    }
+    return UsageError(
+        absl::StrCat("unknown command \"", args[0],
+                     "\"; commands: ", absl::StrJoin(groups, ", ")));
   }
   const std::string choices = absl::StrJoin(verbs, ", ");
   if (args.size() < 2) {
@@ -368,6 +426,137 @@ absl::Status Commands::ModelsDownload(const Args& args) {
                                     model->version(), " to ", out_path, " (",
                                     FormatBytes(model->size_bytes()),
                                     ", sha256 ", model->sha256(), ")\n"));
+}
+
+// --- fine-tuning jobs --------------------------------------------------------
+
+absl::Status Commands::FineTuneStart(const Args&) {
+  ASSIGN_OR_RETURN(const kaizen::v1::StartFineTuneRequest request,
+                   BuildStartFineTuneRequest(options_.finetune));
+  ASSIGN_OR_RETURN(const kaizen::v1::Job job, client_->StartFineTune(request));
+  // "job ft-1a2b3c queued" and what it will do.
+  const std::string text =
+      absl::StrCat("job ", job.id(), " ", JobStateName(job.state()), "\n  ",
+                   JobOneLine(job), "\n");
+  if (!options_.watch) return Print(job, text);
+  // The start and the watch make one stream: JSON Lines, or lines of text.
+  if (options_.output == OutputFormat::kJson) {
+    ASSIGN_OR_RETURN(const std::string line, ToJsonLine(job));
+    *out_ << line;
+  } else {
+    *out_ << text;
+  }
+  out_->flush();
+  return Watch(job.id(), /*after_sequence=*/0, &job);
+}
+
+absl::Status Commands::JobsList(const Args&) {
+  ASSIGN_OR_RETURN(const std::vector<kaizen::v1::JobState> states,
+                   ParseJobStates(options_.states));
+  ASSIGN_OR_RETURN(const kaizen::v1::ListJobsResponse response,
+                   client_->ListAllJobs(states));
+  return Print(response, JobTable(response));
+}
+
+absl::Status Commands::JobsGet(const Args& args) {
+  ASSIGN_OR_RETURN(const kaizen::v1::Job job, client_->GetJob(args[0]));
+  return Print(job, JobDetails(job));
+}
+
+absl::Status Commands::JobsCancel(const Args& args) {
+  ASSIGN_OR_RETURN(const kaizen::v1::Job job, client_->CancelJob(args[0]));
+  std::string text;
+  if (IsTerminal(job.state())) {
+    text = absl::StrCat("job ", job.id(), " ", JobStateName(job.state()));
+    if (job.latest_version() > 0) {
+      absl::StrAppend(&text, "; last checkpoint ", job.request().output_model(),
+                      ":", job.latest_version());
+    }
+    absl::StrAppend(&text, "\n");
+  } else {
+    text = absl::StrCat("job ", job.id(), " is being cancelled (now ",
+                        JobStateName(job.state()),
+                        "); it stops within one training step\n");
+  }
+  return Print(job, text);
+}
+
+absl::Status Commands::JobsWatch(const Args& args) {
+  if (options_.after_sequence < 0) {
+    return UsageError("--after_sequence must be >= 0");
+  }
+  return Watch(args[0], options_.after_sequence, nullptr);
+}
+
+absl::Status Commands::Watch(const std::string& id, int64_t after_sequence,
+                             const kaizen::v1::Job* known) {
+  const bool json = options_.output == OutputFormat::kJson;
+  int64_t last_sequence = after_sequence;
+  absl::Status write_error;
+  absl::Status stream;
+  if (json) {
+    stream = client_->WatchJob(
+        id, after_sequence, [&](const kaizen::v1::JobEvent& event) {
+          last_sequence = event.sequence();
+          absl::StatusOr<std::string> line = ToJsonLine(event);
+          if (!line.ok()) {
+            write_error.Update(line.status());
+            return;
+          }
+          *out_ << *line;
+          out_->flush();
+        });
+  } else {
+    kaizen::v1::Job job;
+    if (known != nullptr) {
+      job = *known;
+    } else {
+      ASSIGN_OR_RETURN(job, client_->GetJob(id));
+    }
+    JobWatcher watcher(out_, options_.show_progress);
+    watcher.SetJob(job);
+    stream = client_->WatchJob(id, after_sequence,
+                               [&](const kaizen::v1::JobEvent& event) {
+                                 last_sequence = event.sequence();
+                                 watcher.OnEvent(event);
+                               });
+    watcher.Finish();
+  }
+  RETURN_IF_ERROR(write_error);
+  if (!*out_) return absl::InternalError("cannot write to standard output");
+  const std::string resume =
+      absl::StrCat("resume with: kaizenctl jobs watch ", id,
+                   " --after_sequence=", last_sequence);
+  if (!stream.ok()) {
+    return absl::Status(
+        stream.code(), absl::StrCat(stream.message(), " (the watch of job ", id,
+                                    " stopped after event ", last_sequence,
+                                    "; ", resume, ")"));
+  }
+
+  // The stream says how the job ended only if the terminal state came after
+  // `after_sequence`; the job itself always does.
+  ASSIGN_OR_RETURN(const kaizen::v1::Job job, client_->GetJob(id));
+  if (!IsTerminal(job.state())) {
+    return absl::UnavailableError(
+        absl::StrCat("the server ended the watch of job ", id,
+                     " before the job finished (it is ",
+                     JobStateName(job.state()), "); ", resume));
+  }
+  if (!json) {
+    *out_ << FormatJobSummary(job);
+    out_->flush();
+  }
+  switch (job.state()) {
+    case kaizen::v1::JOB_STATE_SUCCEEDED:
+      return absl::OkStatus();
+    case kaizen::v1::JOB_STATE_CANCELLED:
+      return absl::CancelledError(absl::StrCat("job ", id, " was cancelled"));
+    default:
+      return absl::AbortedError(absl::StrCat(
+          "job ", id, " failed",
+          job.error().empty() ? "" : absl::StrCat(": ", job.error())));
+  }
 }
 
 }  // namespace kaizen::cli

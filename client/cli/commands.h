@@ -1,6 +1,7 @@
-// The kaizenctl commands ("datasets upload", "models list", ...): each turns
-// its arguments into calls on a KaizenClient and prints the answer as a table
-// or as JSON. Flags are parsed in main and arrive here as plain options.
+// The kaizenctl commands ("datasets upload", "models list", "finetune start",
+// "jobs watch", ...): each turns its arguments into calls on a KaizenClient
+// and prints the answer as a table or as JSON. Flags are parsed in main and
+// arrive here as plain options.
 #pragma once
 
 #include <ostream>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "client/cli/finetune_request.h"
 #include "client/lib/kaizen_client.h"
 #include "google/protobuf/message.h"
 
@@ -17,7 +19,7 @@ enum class OutputFormat { kTable, kJson };
 
 struct CommandOptions {
   OutputFormat output = OutputFormat::kTable;
-  // Draw progress bars (on stderr) for uploads and downloads.
+  // Draw progress bars (on stderr) for uploads, downloads and job watches.
   bool show_progress = false;
   // datasets upload: "auto", "folder" or "idx", and the IDX labels file.
   std::string dataset_format = "auto";
@@ -26,13 +28,21 @@ struct CommandOptions {
   std::vector<std::string> class_names;
   std::string description;
   // models upload: "3,224,224", "0.485,0.456,0.406", same for std, and the
-  // head's dotted module path.
+  // head's dotted module path. (finetune start reads --head as
+  // finetune.head.)
   std::string input_shape;
   std::string mean;
   std::string std;
   std::string head;
   // models list.
   bool all_versions = false;
+  // finetune start, and whether it goes on like `jobs watch`.
+  FineTuneFlags finetune;
+  bool watch = false;
+  // jobs list: "queued,running"; empty: every state.
+  std::string states;
+  // jobs watch: replay the events after this sequence.
+  int64_t after_sequence = 0;
 };
 
 class Commands {
@@ -61,6 +71,17 @@ class Commands {
   absl::Status ModelsGet(const Args& args);
   absl::Status ModelsDelete(const Args& args);
   absl::Status ModelsDownload(const Args& args);
+  absl::Status FineTuneStart(const Args& args);
+  absl::Status JobsList(const Args& args);
+  absl::Status JobsGet(const Args& args);
+  absl::Status JobsCancel(const Args& args);
+  absl::Status JobsWatch(const Args& args);
+
+  // Follows job `id` from `after_sequence` to its end: the live view, or
+  // JSON Lines with --output=json. OK only when the job SUCCEEDED. `known`
+  // is the job as just fetched, if it was.
+  absl::Status Watch(const std::string& id, int64_t after_sequence,
+                     const kaizen::v1::Job* known);
 
   // Prints `message` as JSON, or `text` for --output=table.
   absl::Status Print(const google::protobuf::Message& message,

@@ -2,7 +2,8 @@
 //
 //   kaizenctl [--server=HOST:PORT] [--output=table|json] COMMAND ARGS...
 //
-// Exit status: 0 on success, 1 when a call fails, 2 on a usage error.
+// Exit status: 0 on success, 1 when a call fails (or a watched job does not
+// succeed), 2 on a usage error.
 
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "client/cli/commands.h"
+#include "client/cli/finetune_request.h"
 #include "client/cli/progress_bar.h"
 #include "client/cli/usage.h"
 #include "client/lib/kaizen_client.h"
@@ -41,8 +43,65 @@ ABSL_FLAG(std::string, input_shape, "", "models upload: C,H,W e.g. 3,224,224");
 ABSL_FLAG(std::string, mean, "", "models upload: per-channel mean, a,b,c");
 ABSL_FLAG(std::string, std, "", "models upload: per-channel std, a,b,c");
 ABSL_FLAG(std::string, head, "",
-          "models upload: dotted path of the classification head, e.g. fc");
+          "models upload: dotted path of the classification head, e.g. fc; "
+          "finetune start: the new head, linear or mlp");
 ABSL_FLAG(bool, all_versions, false, "models list: one row per version");
+// finetune start: empty means "not given", i.e. the strategy's default.
+ABSL_FLAG(std::string, base, "", "finetune start: base model, NAME[:VERSION]");
+ABSL_FLAG(std::string, dataset, "", "finetune start: training dataset");
+ABSL_FLAG(std::string, output_model, "",
+          "finetune start: model the checkpoints become versions of");
+ABSL_FLAG(std::string, strategy, "",
+          "finetune start: feature_extraction, fine_tune, full, scratch, "
+          "incremental or distill");
+ABSL_FLAG(std::string, epochs, "", "finetune start: number of epochs");
+ABSL_FLAG(std::string, batch_size, "", "finetune start: batch size");
+ABSL_FLAG(std::string, lr, "", "finetune start: learning rate");
+ABSL_FLAG(std::string, backbone_lr_multiplier, "",
+          "finetune start: learning-rate factor of pretrained layers");
+ABSL_FLAG(std::string, trainable_blocks, "",
+          "finetune start (fine_tune): how many top blocks train");
+ABSL_FLAG(std::string, optimizer, "", "finetune start: sgd, adam or adamw");
+ABSL_FLAG(std::string, momentum, "", "finetune start: SGD momentum");
+ABSL_FLAG(bool, nesterov, false, "finetune start: Nesterov momentum (SGD)");
+ABSL_FLAG(std::string, weight_decay, "", "finetune start: weight decay");
+ABSL_FLAG(std::string, schedule, "",
+          "finetune start: constant, step or cosine learning-rate schedule");
+ABSL_FLAG(std::string, warmup_epochs, "",
+          "finetune start: linear learning-rate warm-up, in epochs");
+ABSL_FLAG(std::string, label_smoothing, "", "finetune start: e.g. 0.1");
+ABSL_FLAG(std::string, early_stopping_patience, "",
+          "finetune start: stop after N epochs without improvement");
+ABSL_FLAG(std::string, clip_norm, "",
+          "finetune start: clip the global gradient norm; 0 disables");
+ABSL_FLAG(std::string, seed, "", "finetune start: random seed");
+ABSL_FLAG(std::string, augment, "",
+          "finetune start: on or off; not given: the strategy's default");
+ABSL_FLAG(std::string, validation_split, "",
+          "finetune start: fraction of the dataset held out, e.g. 0.1");
+ABSL_FLAG(std::string, validation_dataset, "",
+          "finetune start: separate validation dataset");
+ABSL_FLAG(std::string, head_warmup_epochs, "",
+          "finetune start: epochs that train the new head alone first");
+ABSL_FLAG(std::string, mixed_precision, "",
+          "finetune start: off, bf16 or fp16");
+ABSL_FLAG(std::string, priority, "",
+          "finetune start: higher runs first (default 0)");
+ABSL_FLAG(std::string, request_id, "",
+          "finetune start: idempotency key; a repeat returns the first job");
+ABSL_FLAG(std::string, keep_checkpoints, "",
+          "finetune start: versions kept besides the best and the latest");
+ABSL_FLAG(std::string, teacher, "",
+          "finetune start (distill): teacher model, NAME[:VERSION]");
+ABSL_FLAG(std::string, temperature, "",
+          "finetune start (distill): softmax temperature");
+ABSL_FLAG(bool, watch, false,
+          "finetune start: follow the job to its end, like jobs watch");
+// jobs list / watch.
+ABSL_FLAG(std::string, state, "",
+          "jobs list: only these states, e.g. queued,running");
+ABSL_FLAG(int64_t, after_sequence, 0,
+          "jobs watch: replay only the events after this sequence");
 
 namespace {
 
@@ -94,6 +153,40 @@ int main(int argc, char** argv) {
   options.std = absl::GetFlag(FLAGS_std);
   options.head = absl::GetFlag(FLAGS_head);
   options.all_versions = absl::GetFlag(FLAGS_all_versions);
+  kaizen::cli::FineTuneFlags& ft = options.finetune;
+  ft.base = absl::GetFlag(FLAGS_base);
+  ft.dataset = absl::GetFlag(FLAGS_dataset);
+  ft.output_model = absl::GetFlag(FLAGS_output_model);
+  ft.strategy = absl::GetFlag(FLAGS_strategy);
+  ft.epochs = absl::GetFlag(FLAGS_epochs);
+  ft.batch_size = absl::GetFlag(FLAGS_batch_size);
+  ft.lr = absl::GetFlag(FLAGS_lr);
+  ft.backbone_lr_multiplier = absl::GetFlag(FLAGS_backbone_lr_multiplier);
+  ft.trainable_blocks = absl::GetFlag(FLAGS_trainable_blocks);
+  ft.optimizer = absl::GetFlag(FLAGS_optimizer);
+  ft.momentum = absl::GetFlag(FLAGS_momentum);
+  ft.nesterov = absl::GetFlag(FLAGS_nesterov);
+  ft.weight_decay = absl::GetFlag(FLAGS_weight_decay);
+  ft.schedule = absl::GetFlag(FLAGS_schedule);
+  ft.warmup_epochs = absl::GetFlag(FLAGS_warmup_epochs);
+  ft.label_smoothing = absl::GetFlag(FLAGS_label_smoothing);
+  ft.early_stopping_patience = absl::GetFlag(FLAGS_early_stopping_patience);
+  ft.clip_norm = absl::GetFlag(FLAGS_clip_norm);
+  ft.seed = absl::GetFlag(FLAGS_seed);
+  ft.augment = absl::GetFlag(FLAGS_augment);
+  ft.validation_split = absl::GetFlag(FLAGS_validation_split);
+  ft.validation_dataset = absl::GetFlag(FLAGS_validation_dataset);
+  ft.head = absl::GetFlag(FLAGS_head);
+  ft.head_warmup_epochs = absl::GetFlag(FLAGS_head_warmup_epochs);
+  ft.mixed_precision = absl::GetFlag(FLAGS_mixed_precision);
+  ft.priority = absl::GetFlag(FLAGS_priority);
+  ft.request_id = absl::GetFlag(FLAGS_request_id);
+  ft.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
+  ft.teacher = absl::GetFlag(FLAGS_teacher);
+  ft.temperature = absl::GetFlag(FLAGS_temperature);
+  options.watch = absl::GetFlag(FLAGS_watch);
+  options.states = absl::GetFlag(FLAGS_state);
+  options.after_sequence = absl::GetFlag(FLAGS_after_sequence);
 
   kaizen::client::KaizenClient::Options client_options;
   client_options.timeout = absl::GetFlag(FLAGS_timeout);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -103,6 +104,218 @@ std::string WithThousands(int64_t n) {
   return n < 0 ? absl::StrCat("-", out) : out;
 }
 
+std::string Number(double v) { return absl::StrFormat("%g", v); }
+
+std::string FormatLr(double lr) { return absl::StrFormat("%.1e", lr); }
+
+std::string OptimizerName(kaizen::v1::OptimizerKind kind) {
+  switch (kind) {
+    case kaizen::v1::OPTIMIZER_SGD:
+      return "sgd";
+    case kaizen::v1::OPTIMIZER_ADAM:
+      return "adam";
+    case kaizen::v1::OPTIMIZER_ADAMW:
+      return "adamw";
+    default:
+      return "default optimizer";
+  }
+}
+
+std::string ScheduleName(kaizen::v1::ScheduleKind kind) {
+  switch (kind) {
+    case kaizen::v1::SCHEDULE_CONSTANT:
+      return "constant";
+    case kaizen::v1::SCHEDULE_STEP:
+      return "step";
+    case kaizen::v1::SCHEDULE_COSINE:
+      return "cosine";
+    default:
+      return "default schedule";
+  }
+}
+
+std::string MixedPrecisionName(kaizen::v1::MixedPrecision mode) {
+  switch (mode) {
+    case kaizen::v1::MIXED_PRECISION_OFF:
+      return "off";
+    case kaizen::v1::MIXED_PRECISION_BF16:
+      return "bf16";
+    case kaizen::v1::MIXED_PRECISION_FP16:
+      return "fp16";
+    default:
+      return "auto";
+  }
+}
+
+// The hyperparameters as "key: value" lines, one per concern; zero values
+// (which mean "the strategy's default" in a request) are left out.
+std::vector<std::pair<std::string, std::string>> HyperparameterLines(
+    const kaizen::v1::Hyperparameters& h) {
+  std::vector<std::pair<std::string, std::string>> lines;
+  std::vector<std::string> parts;
+  if (h.epochs() > 0) parts.push_back(absl::StrCat(h.epochs(), " epochs"));
+  if (h.batch_size() > 0)
+    parts.push_back(absl::StrCat("batch ", h.batch_size()));
+  if (h.seed() != 0) parts.push_back(absl::StrCat("seed ", h.seed()));
+  if (h.mixed_precision() != kaizen::v1::MIXED_PRECISION_UNSPECIFIED) {
+    parts.push_back(
+        absl::StrCat("precision ", MixedPrecisionName(h.mixed_precision())));
+  }
+  if (h.drop_last_fraction() > 0) {
+    parts.push_back(absl::StrCat("drop last < ", Number(h.drop_last_fraction()),
+                                 " of a batch"));
+  }
+  if (!parts.empty())
+    lines.emplace_back("training", absl::StrJoin(parts, ", "));
+
+  parts.clear();
+  const kaizen::v1::OptimizerOptions& o = h.optimizer();
+  if (o.kind() != kaizen::v1::OPTIMIZER_UNSPECIFIED) {
+    parts.push_back(OptimizerName(o.kind()));
+  }
+  if (h.learning_rate() > 0) {
+    std::string lr = absl::StrCat("lr ", FormatLr(h.learning_rate()));
+    if (h.backbone_lr_multiplier() > 0) {
+      absl::StrAppend(&lr, " (backbone x", Number(h.backbone_lr_multiplier()),
+                      ")");
+    }
+    parts.push_back(lr);
+  }
+  if (o.momentum() > 0) {
+    parts.push_back(absl::StrCat("momentum ", Number(o.momentum()),
+                                 o.nesterov() ? " (nesterov)" : ""));
+  } else if (o.nesterov()) {
+    parts.push_back("nesterov");
+  }
+  if (o.weight_decay() > 0) {
+    parts.push_back(absl::StrCat("weight decay ", Number(o.weight_decay())));
+  }
+  if (o.beta1() > 0 || o.beta2() > 0) {
+    parts.push_back(
+        absl::StrCat("betas ", Number(o.beta1()), ", ", Number(o.beta2())));
+  }
+  if (!parts.empty()) {
+    lines.emplace_back("optimizer", absl::StrJoin(parts, ", "));
+  }
+
+  parts.clear();
+  const kaizen::v1::ScheduleOptions& sc = h.schedule();
+  if (sc.kind() != kaizen::v1::SCHEDULE_UNSPECIFIED) {
+    parts.push_back(ScheduleName(sc.kind()));
+  }
+  if (sc.kind() == kaizen::v1::SCHEDULE_STEP && sc.step_epochs() > 0) {
+    parts.push_back(absl::StrCat("x", Number(sc.step_gamma()), " every ",
+                                 sc.step_epochs(), " epochs"));
+  }
+  if (sc.min_lr_ratio() > 0) {
+    parts.push_back(absl::StrCat("down to x", Number(sc.min_lr_ratio())));
+  }
+  if (sc.warmup_epochs() > 0) {
+    parts.push_back(
+        absl::StrCat("warm-up ", Number(sc.warmup_epochs()), " epochs"));
+  }
+  if (!parts.empty()) {
+    lines.emplace_back("schedule", absl::StrJoin(parts, ", "));
+  }
+
+  parts.clear();
+  if (h.head().kind() != kaizen::v1::HEAD_KIND_UNSPECIFIED) {
+    std::string head = HeadKindName(h.head().kind());
+    std::vector<std::string> mlp;
+    if (h.head().hidden_units() > 0) {
+      mlp.push_back(absl::StrCat(h.head().hidden_units(), " hidden"));
+    }
+    if (h.head().dropout() > 0) {
+      mlp.push_back(absl::StrCat("dropout ", Number(h.head().dropout())));
+    }
+    if (!mlp.empty())
+      absl::StrAppend(&head, " (", absl::StrJoin(mlp, ", "), ")");
+    parts.push_back(head);
+  }
+  if (h.head_warmup_epochs() > 0) {
+    parts.push_back(
+        absl::StrCat("head alone for ", h.head_warmup_epochs(),
+                     h.head_warmup_epochs() == 1 ? " epoch" : " epochs"));
+  }
+  if (h.trainable_blocks() > 0) {
+    parts.push_back(
+        absl::StrCat("top ", h.trainable_blocks(), " blocks train"));
+  }
+  if (!parts.empty()) lines.emplace_back("head", absl::StrJoin(parts, ", "));
+
+  parts.clear();
+  if (h.label_smoothing() > 0) {
+    parts.push_back(
+        absl::StrCat("label smoothing ", Number(h.label_smoothing())));
+  }
+  if (h.gradient_clip_norm() > 0) {
+    parts.push_back(absl::StrCat("clip norm ", Number(h.gradient_clip_norm())));
+  }
+  if (!parts.empty()) {
+    lines.emplace_back("regularisation", absl::StrJoin(parts, ", "));
+  }
+
+  if (h.has_augmentation()) {
+    const kaizen::v1::Augmentation& a = h.augmentation();
+    if (!a.enabled()) {
+      lines.emplace_back("augmentation", "off");
+    } else {
+      parts.clear();
+      if (a.random_crop_padding() > 0) {
+        parts.push_back(
+            absl::StrCat("crop (pad ", a.random_crop_padding(), ")"));
+      }
+      if (a.horizontal_flip()) parts.push_back("flip");
+      if (a.rotation_degrees() > 0) {
+        parts.push_back(
+            absl::StrCat("rotate ", Number(a.rotation_degrees()), " deg"));
+      }
+      if (a.brightness() > 0) {
+        parts.push_back(absl::StrCat("brightness ", Number(a.brightness())));
+      }
+      if (a.contrast() > 0) {
+        parts.push_back(absl::StrCat("contrast ", Number(a.contrast())));
+      }
+      lines.emplace_back(
+          "augmentation",
+          parts.empty() ? std::string("on")
+                        : absl::StrCat("on: ", absl::StrJoin(parts, ", ")));
+    }
+  }
+
+  switch (h.validation().source_case()) {
+    case kaizen::v1::ValidationOptions::kSplit:
+      lines.emplace_back(
+          "validation",
+          h.validation().split() > 0
+              ? absl::StrCat(FormatPercent(h.validation().split()), " held out")
+              : std::string("none"));
+      break;
+    case kaizen::v1::ValidationOptions::kDataset:
+      lines.emplace_back("validation",
+                         absl::StrCat("dataset ", h.validation().dataset()));
+      break;
+    default:
+      break;
+  }
+
+  if (h.has_early_stopping()) {
+    const kaizen::v1::EarlyStopping& e = h.early_stopping();
+    if (!e.enabled()) {
+      lines.emplace_back("early stopping", "off");
+    } else {
+      std::string text =
+          absl::StrCat("after ", e.patience(), " epochs without improvement");
+      if (!e.metric().empty()) absl::StrAppend(&text, " of ", e.metric());
+      if (e.min_delta() > 0) {
+        absl::StrAppend(&text, " (min delta ", Number(e.min_delta()), ")");
+      }
+      lines.emplace_back("early stopping", text);
+    }
+  }
+  return lines;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
@@ -128,6 +341,21 @@ Table::Table(std::vector<std::string> header) {
 
 void Table::AddRow(std::vector<std::string> row) {
   rows_.push_back(std::move(row));
+}
+
+absl::StatusOr<std::string> ToJsonLine(
+    const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  std::string json;
+  const auto status =
+      google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) {
+    return absl::InternalError(
+        absl::StrCat("cannot print the response as JSON: ", status.ToString()));
+  }
+  json += '\n';
+  return json;
 }
 
 std::string Table::Render() const {
@@ -185,6 +413,22 @@ std::string FormatCount(int64_t count) {
   return absl::StrCat(count);
 }
 
+std::string FormatPercent(double fraction) {
+  return absl::StrFormat("%.1f%%", fraction * 100.0);
+}
+
+std::string FormatClock(double seconds) {
+  const int64_t total = seconds > 0 ? static_cast<int64_t>(seconds + 0.5) : 0;
+  const int64_t h = total / 3600, m = total / 60 % 60, s = total % 60;
+  if (h > 0) return absl::StrFormat("%d:%02d:%02d", h, m, s);
+  return absl::StrFormat("%d:%02d", m, s);
+}
+
+std::string FormatMetric(const std::string& name, double value) {
+  if (absl::StrContains(name, "accuracy")) return FormatPercent(value);
+  return absl::StrFormat("%.4f", value);
+}
+
 std::string DatasetFormatName(kaizen::v1::DatasetFormat format) {
   switch (format) {
     case kaizen::v1::DATASET_FORMAT_IMAGE_FOLDER:
@@ -207,6 +451,66 @@ std::string ModelSourceName(kaizen::v1::ModelSource source) {
     default:
       return "unspecified";
   }
+}
+
+std::string StrategyName(kaizen::v1::Strategy strategy) {
+  switch (strategy) {
+    case kaizen::v1::STRATEGY_FEATURE_EXTRACTION:
+      return "feature_extraction";
+    case kaizen::v1::STRATEGY_FINE_TUNE:
+      return "fine_tune";
+    case kaizen::v1::STRATEGY_FULL:
+      return "full";
+    case kaizen::v1::STRATEGY_SCRATCH:
+      return "scratch";
+    case kaizen::v1::STRATEGY_INCREMENTAL:
+      return "incremental";
+    case kaizen::v1::STRATEGY_DISTILL:
+      return "distill";
+    default:
+      return "unspecified";
+  }
+}
+
+std::string JobStateName(kaizen::v1::JobState state) {
+  switch (state) {
+    case kaizen::v1::JOB_STATE_QUEUED:
+      return "queued";
+    case kaizen::v1::JOB_STATE_RUNNING:
+      return "running";
+    case kaizen::v1::JOB_STATE_SUCCEEDED:
+      return "succeeded";
+    case kaizen::v1::JOB_STATE_FAILED:
+      return "failed";
+    case kaizen::v1::JOB_STATE_CANCELLED:
+      return "cancelled";
+    default:
+      return "unspecified";
+  }
+}
+
+bool IsTerminal(kaizen::v1::JobState state) {
+  return state == kaizen::v1::JOB_STATE_SUCCEEDED ||
+         state == kaizen::v1::JOB_STATE_FAILED ||
+         state == kaizen::v1::JOB_STATE_CANCELLED;
+}
+
+bool EpochIsValidated(const kaizen::v1::EpochMetrics& m) {
+  return m.val_loss() != 0 || m.val_accuracy() != 0;
+}
+
+bool JobHasValidation(const kaizen::v1::Job& job) {
+  for (const kaizen::v1::EpochMetrics& m : job.history()) {
+    if (EpochIsValidated(m)) return true;
+  }
+  if (job.history_size() > 0) return false;
+  const kaizen::v1::ValidationOptions& v =
+      job.has_resolved_hyperparameters()
+          ? job.resolved_hyperparameters().validation()
+          : job.request().hyperparameters().validation();
+  return v.source_case() == kaizen::v1::ValidationOptions::kDataset
+             ? !v.dataset().empty()
+             : v.split() > 0;
 }
 
 std::string DatasetTable(const kaizen::v1::ListDatasetsResponse& response) {
@@ -310,6 +614,144 @@ std::string ModelDetails(const kaizen::v1::Model& m) {
           }));
   }
   Field(&out, "created", FormatTime(m.create_time()));
+  return out;
+}
+
+namespace {
+
+// The job's epochs so far over its total, "3/30"; "-" before it starts.
+std::string EpochProgress(const kaizen::v1::Job& job) {
+  if (job.total_epochs() <= 0)
+    return job.epoch() > 0 ? absl::StrCat(job.epoch()) : "-";
+  return absl::StrCat(job.epoch(), "/", job.total_epochs());
+}
+
+// Seconds between two timestamps; negative when either is unset.
+double SecondsBetween(const google::protobuf::Timestamp& from,
+                      const google::protobuf::Timestamp& to) {
+  if (from.seconds() == 0 || to.seconds() == 0) return -1;
+  return (to.seconds() - from.seconds()) + (to.nanos() - from.nanos()) / 1e9;
+}
+
+const kaizen::v1::Hyperparameters& EffectiveHyperparameters(
+    const kaizen::v1::Job& job) {
+  return job.has_resolved_hyperparameters() ? job.resolved_hyperparameters()
+                                            : job.request().hyperparameters();
+}
+
+}  // namespace
+
+std::string JobTable(const kaizen::v1::ListJobsResponse& response) {
+  Table table({"ID", "STATE", "STRATEGY", "BASE", "DATASET", "OUTPUT", "EPOCH",
+               "BEST", "CREATED"});
+  for (const kaizen::v1::Job& j : response.jobs()) {
+    table.AddRow({j.id(), JobStateName(j.state()),
+                  StrategyName(j.request().strategy()),
+                  j.request().base_model(), j.request().dataset(),
+                  j.request().output_model(), EpochProgress(j),
+                  j.best_version() > 0 && JobHasValidation(j)
+                      ? FormatPercent(j.best_metric())
+                      : "-",
+                  FormatTime(j.create_time())});
+  }
+  return table.Render();
+}
+
+std::string JobOneLine(const kaizen::v1::Job& job) {
+  const kaizen::v1::StartFineTuneRequest& r = job.request();
+  std::string out =
+      absl::StrCat(StrategyName(r.strategy()), " of ", r.base_model(), " on ",
+                   r.dataset(), " -> ", r.output_model());
+  const kaizen::v1::Hyperparameters& h = EffectiveHyperparameters(job);
+  std::vector<std::string> parts;
+  const int32_t epochs =
+      job.total_epochs() > 0 ? job.total_epochs() : h.epochs();
+  if (epochs > 0) parts.push_back(absl::StrCat(epochs, " epochs"));
+  if (h.batch_size() > 0)
+    parts.push_back(absl::StrCat("batch ", h.batch_size()));
+  if (h.learning_rate() > 0) {
+    parts.push_back(absl::StrCat("lr ", FormatLr(h.learning_rate())));
+  }
+  if (r.priority() != 0)
+    parts.push_back(absl::StrCat("priority ", r.priority()));
+  if (!parts.empty()) absl::StrAppend(&out, ": ", absl::StrJoin(parts, ", "));
+  return out;
+}
+
+std::string JobDetails(const kaizen::v1::Job& j) {
+  const kaizen::v1::StartFineTuneRequest& r = j.request();
+  std::string out = absl::StrCat("Job ", j.id(), "\n");
+  Field(&out, "state", JobStateName(j.state()));
+  if (!j.error().empty()) Field(&out, "error", j.error());
+  Field(&out, "strategy", StrategyName(r.strategy()));
+  Field(&out, "base model", r.base_model());
+  Field(&out, "dataset", r.dataset());
+  Field(&out, "output model", r.output_model());
+  if (r.has_distillation() && !r.distillation().teacher_model().empty()) {
+    std::string teacher = r.distillation().teacher_model();
+    if (r.distillation().temperature() > 0) {
+      absl::StrAppend(&teacher, " (temperature ",
+                      Number(r.distillation().temperature()), ")");
+    }
+    Field(&out, "teacher", teacher);
+  }
+  if (r.priority() != 0) Field(&out, "priority", absl::StrCat(r.priority()));
+  if (!r.request_id().empty()) Field(&out, "request id", r.request_id());
+  if (!j.device().empty()) Field(&out, "device", j.device());
+  if (j.attempts() > 0) Field(&out, "attempts", absl::StrCat(j.attempts()));
+  std::string progress = absl::StrCat("epoch ", EpochProgress(j));
+  if (j.total_steps() > 0) {
+    absl::StrAppend(&progress, ", step ", j.step(), "/", j.total_steps());
+  }
+  Field(&out, "progress", progress);
+  Field(&out, "created", FormatTime(j.create_time()));
+  Field(&out, "started", FormatTime(j.start_time()));
+  std::string ended = FormatTime(j.end_time());
+  const double took = SecondsBetween(j.start_time(), j.end_time());
+  if (took >= 0) absl::StrAppend(&ended, " (took ", FormatClock(took), ")");
+  Field(&out, "ended", ended);
+  if (j.latest_version() > 0) {
+    std::string versions =
+        absl::StrCat("latest ", r.output_model(), ":", j.latest_version());
+    if (j.best_version() > 0) {
+      absl::StrAppend(&versions, ", best ", r.output_model(), ":",
+                      j.best_version());
+      if (JobHasValidation(j)) {
+        absl::StrAppend(&versions, " (val accuracy ",
+                        FormatPercent(j.best_metric()), ")");
+      }
+    }
+    Field(&out, "versions", versions);
+  } else {
+    Field(&out, "versions", "none yet");
+  }
+  Field(&out, "last event", absl::StrCat(j.last_sequence()));
+
+  const auto hyperparameters = HyperparameterLines(EffectiveHyperparameters(j));
+  absl::StrAppend(&out, j.has_resolved_hyperparameters()
+                            ? "  hyperparameters (resolved):\n"
+                            : "  hyperparameters (as requested):\n");
+  if (hyperparameters.empty()) absl::StrAppend(&out, "    strategy defaults\n");
+  for (const auto& [key, value] : hyperparameters) {
+    absl::StrAppendFormat(&out, "    %-15s %s\n", absl::StrCat(key, ":"),
+                          value);
+  }
+
+  if (j.history_size() > 0) {
+    absl::StrAppend(&out, "  history:\n");
+    Table history({"EPOCH", "TRAIN LOSS", "TRAIN ACC", "VAL LOSS", "VAL ACC",
+                   "LR", "TIME"});
+    for (const kaizen::v1::EpochMetrics& m : j.history()) {
+      const bool validated = EpochIsValidated(m);
+      history.AddRow(
+          {absl::StrCat(m.epoch()), absl::StrFormat("%.4f", m.train_loss()),
+           FormatPercent(m.train_accuracy()),
+           validated ? absl::StrFormat("%.4f", m.val_loss()) : "-",
+           validated ? FormatPercent(m.val_accuracy()) : "-",
+           FormatLr(m.learning_rate()), absl::StrFormat("%.1fs", m.seconds())});
+    }
+    absl::StrAppend(&out, Indent(history.Render(), 4));
+  }
   return out;
 }
 

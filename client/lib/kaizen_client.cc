@@ -207,7 +207,8 @@ KaizenClient::KaizenClient(std::shared_ptr<grpc::Channel> channel,
                            Options options)
     : options_(options),
       datasets_(kaizen::v1::DatasetService::NewStub(channel)),
-      models_(kaizen::v1::ModelService::NewStub(channel)) {}
+      models_(kaizen::v1::ModelService::NewStub(channel)),
+      jobs_(kaizen::v1::FineTuneService::NewStub(channel)) {}
 
 void KaizenClient::Prepare(grpc::ClientContext* context) const {
   if (options_.timeout != absl::InfiniteDuration()) {
@@ -445,6 +446,89 @@ absl::StatusOr<kaizen::v1::Model> KaizenClient::DownloadModel(
   }
   RETURN_IF_ERROR(out.Commit());
   return model;
+}
+
+// --- Fine-tuning jobs ------------------------------------------------------
+
+absl::StatusOr<kaizen::v1::Job> KaizenClient::StartFineTune(
+    const kaizen::v1::StartFineTuneRequest& request) {
+  kaizen::v1::Job response;
+  grpc::ClientContext context;
+  Prepare(&context);
+  RETURN_IF_ERROR(
+      FromGrpcStatus(jobs_->StartFineTune(&context, request, &response)));
+  return response;
+}
+
+absl::StatusOr<kaizen::v1::Job> KaizenClient::GetJob(const std::string& id) {
+  kaizen::v1::GetJobRequest request;
+  request.set_id(id);
+  kaizen::v1::Job response;
+  grpc::ClientContext context;
+  Prepare(&context);
+  RETURN_IF_ERROR(FromGrpcStatus(jobs_->GetJob(&context, request, &response)));
+  return response;
+}
+
+absl::StatusOr<kaizen::v1::ListJobsResponse> KaizenClient::ListJobs(
+    const std::vector<kaizen::v1::JobState>& states, int32_t page_size,
+    const std::string& page_token) {
+  kaizen::v1::ListJobsRequest request;
+  for (kaizen::v1::JobState state : states) request.add_states(state);
+  request.set_page_size(page_size);
+  request.set_page_token(page_token);
+  kaizen::v1::ListJobsResponse response;
+  grpc::ClientContext context;
+  Prepare(&context);
+  RETURN_IF_ERROR(
+      FromGrpcStatus(jobs_->ListJobs(&context, request, &response)));
+  return response;
+}
+
+absl::StatusOr<kaizen::v1::ListJobsResponse> KaizenClient::ListAllJobs(
+    const std::vector<kaizen::v1::JobState>& states) {
+  kaizen::v1::ListJobsResponse all;
+  std::string token;
+  for (int page = 0; page < kMaxPages; ++page) {
+    ASSIGN_OR_RETURN(kaizen::v1::ListJobsResponse response,
+                     ListJobs(states, /*page_size=*/0, token));
+    for (kaizen::v1::Job& job : *response.mutable_jobs()) {
+      *all.add_jobs() = std::move(job);
+    }
+    if (response.next_page_token().empty()) return all;
+    if (response.next_page_token() == token) break;
+    token = response.next_page_token();
+  }
+  return absl::InternalError(
+      "ListJobs kept returning a next_page_token; giving up");
+}
+
+absl::StatusOr<kaizen::v1::Job> KaizenClient::CancelJob(const std::string& id) {
+  kaizen::v1::CancelJobRequest request;
+  request.set_id(id);
+  kaizen::v1::Job response;
+  grpc::ClientContext context;
+  Prepare(&context);
+  RETURN_IF_ERROR(
+      FromGrpcStatus(jobs_->CancelJob(&context, request, &response)));
+  return response;
+}
+
+absl::Status KaizenClient::WatchJob(const std::string& id,
+                                    int64_t after_sequence,
+                                    const JobEventCallback& on_event) {
+  kaizen::v1::WatchJobRequest request;
+  request.set_id(id);
+  request.set_after_sequence(after_sequence);
+  grpc::ClientContext context;
+  Prepare(&context);
+  std::unique_ptr<grpc::ClientReader<kaizen::v1::JobEvent>> reader =
+      jobs_->WatchJob(&context, request);
+  kaizen::v1::JobEvent event;
+  while (reader->Read(&event)) {
+    if (on_event) on_event(event);
+  }
+  return FromGrpcStatus(reader->Finish());
 }
 
 }  // namespace kaizen::client

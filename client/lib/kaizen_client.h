@@ -1,7 +1,8 @@
 // A thin, blocking C++ client for Kaizen's gRPC API: it streams uploads and
-// downloads in chunks with a SHA-256 trailer and turns every grpc::Status into
-// an absl::Status with the same code and message. One object per channel; the
-// methods may be called from several threads at once.
+// downloads in chunks with a SHA-256 trailer, follows fine-tuning jobs' event
+// streams, and turns every grpc::Status into an absl::Status with the same
+// code and message. One object per channel; the methods may be called from
+// several threads at once.
 #pragma once
 
 #include <cstdint>
@@ -15,12 +16,17 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "kaizen/v1/dataset_service.grpc.pb.h"
+#include "kaizen/v1/finetune_service.grpc.pb.h"
 #include "kaizen/v1/model_service.grpc.pb.h"
 
 namespace kaizen::client {
 
 // Called after each chunk with the bytes moved so far and the total expected.
 using ProgressCallback = std::function<void(int64_t sent, int64_t total)>;
+
+// Called with each event of a WatchJob stream, in order, on the caller's
+// thread.
+using JobEventCallback = std::function<void(const kaizen::v1::JobEvent&)>;
 
 // Size of the `chunk` messages sent and of the reads from disk; well below the
 // default 4 MiB gRPC receive limit.
@@ -89,6 +95,29 @@ class KaizenClient {
       const std::string& name, int64_t version, const std::string& out_path,
       const ProgressCallback& progress = nullptr);
 
+  // --- Fine-tuning jobs -----------------------------------------------------
+
+  // Queues a job; a request_id seen before returns that earlier job.
+  absl::StatusOr<kaizen::v1::Job> StartFineTune(
+      const kaizen::v1::StartFineTuneRequest& request);
+  absl::StatusOr<kaizen::v1::Job> GetJob(const std::string& id);
+  // `states`: only jobs in these states; empty means all.
+  absl::StatusOr<kaizen::v1::ListJobsResponse> ListJobs(
+      const std::vector<kaizen::v1::JobState>& states = {},
+      int32_t page_size = 0, const std::string& page_token = "");
+  absl::StatusOr<kaizen::v1::ListJobsResponse> ListAllJobs(
+      const std::vector<kaizen::v1::JobState>& states = {});
+  // Returns the job as the server left it: a running job may still show
+  // RUNNING until its current step ends.
+  absl::StatusOr<kaizen::v1::Job> CancelJob(const std::string& id);
+  // Streams the job's events after `after_sequence` (0: from the first) to
+  // `on_event` and blocks until the stream ends, which the server does after
+  // the terminal state. Returns the stream's final status. To resume after a
+  // broken stream, call again with the `sequence` of the last event seen.
+  // The per-call deadline applies to the whole stream.
+  absl::Status WatchJob(const std::string& id, int64_t after_sequence,
+                        const JobEventCallback& on_event);
+
  private:
   // Applies the per-call deadline.
   void Prepare(grpc::ClientContext* context) const;
@@ -96,6 +125,7 @@ class KaizenClient {
   Options options_;
   std::unique_ptr<kaizen::v1::DatasetService::Stub> datasets_;
   std::unique_ptr<kaizen::v1::ModelService::Stub> models_;
+  std::unique_ptr<kaizen::v1::FineTuneService::Stub> jobs_;
 };
 
 }  // namespace kaizen::client

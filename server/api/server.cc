@@ -10,12 +10,16 @@
 #include "kaizen/v1/finetune_service.grpc.pb.h"
 #include "kaizen/v1/inference_service.grpc.pb.h"
 #include "server/api/dataset_service_impl.h"
+#include "server/api/finetune_service_impl.h"
 #include "server/api/model_service_impl.h"
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
 #include "server/metrics/metrics.h"
 #include "server/store/data_dir.h"
 #include "server/store/dataset_store.h"
+#include "server/store/job_store.h"
+#include "server/jobs/job_event_hub.h"
+#include "server/jobs/job_manager.h"
 #include "server/store/metadata_store.h"
 #include "server/store/model_store.h"
 
@@ -28,11 +32,14 @@ struct KaizenServer::State {
   std::unique_ptr<store::MetadataStore> metadata;
   std::unique_ptr<store::DatasetStore> datasets;
   std::unique_ptr<store::ModelStore> models;
+  std::unique_ptr<store::JobStore> job_store;
+  std::unique_ptr<jobs::JobEventHub> events;
+  std::unique_ptr<jobs::JobManager> jobs;
   std::unique_ptr<DatasetServiceImpl> dataset_service;
   std::unique_ptr<ModelServiceImpl> model_service;
-  // Fine-tuning and inference arrive with the training and serving engines;
-  // until then the generated base services answer UNIMPLEMENTED.
-  std::unique_ptr<kaizen::v1::FineTuneService::Service> finetune_service;
+  std::unique_ptr<FineTuneServiceImpl> finetune_service;
+  // Inference arrives with the serving engine; until then the generated base
+  // service answers UNIMPLEMENTED.
   std::unique_ptr<kaizen::v1::InferenceService::Service> inference_service;
   std::unique_ptr<grpc::Server> server;
   bool shut_down = false;
@@ -68,10 +75,21 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   mso.data_dir = o.data_dir;
   mso.max_model_bytes = o.max_model_bytes;
   s.models = std::make_unique<store::ModelStore>(mso, s.metadata.get());
+  ASSIGN_OR_RETURN(s.job_store, store::JobStore::Open(s.metadata->db()));
+  s.events = std::make_unique<jobs::JobEventHub>(s.job_store.get());
+  jobs::JobManager::Options jmo;
+  jmo.workers = std::max(1, o.workers);
+  jmo.threads_per_worker = std::max(1, threads / jmo.workers);
+  s.jobs = std::make_unique<jobs::JobManager>(jmo, s.job_store.get(), s.datasets.get(),
+                                              s.models.get(), s.events.get());
+  jobs::JobManager* job_manager = s.jobs.get();
+  s.datasets->set_in_use_check([job_manager](const std::string& n) { return job_manager->DatasetInUse(n); });
+  s.models->set_in_use_check([job_manager](const std::string& n) { return job_manager->ModelInUse(n); });
 
   s.dataset_service = std::make_unique<DatasetServiceImpl>(s.datasets.get(), s.metrics.get());
   s.model_service = std::make_unique<ModelServiceImpl>(s.models.get(), s.metrics.get());
-  s.finetune_service = std::make_unique<kaizen::v1::FineTuneService::Service>();
+  s.finetune_service = std::make_unique<FineTuneServiceImpl>(
+      s.jobs.get(), s.events.get(), s.metrics.get(), FineTuneServiceImpl::Options{});
   s.inference_service = std::make_unique<kaizen::v1::InferenceService::Service>();
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -90,7 +108,9 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   }
   grpc::HealthCheckServiceInterface* health = s.server->GetHealthCheckService();
   health->SetServingStatus(true);
-  for (const char* svc : {"kaizen.v1.DatasetService", "kaizen.v1.ModelService"}) {
+  RETURN_IF_ERROR(s.jobs->Start());
+  for (const char* svc :
+       {"kaizen.v1.DatasetService", "kaizen.v1.ModelService", "kaizen.v1.FineTuneService"}) {
     health->SetServingStatus(svc, true);
   }
   common::LogInfo("kaizen-server listening",
@@ -109,6 +129,9 @@ void KaizenServer::Shutdown(absl::Duration grace) {
   state_->shut_down = true;
   state_->server->GetHealthCheckService()->SetServingStatus(false);
   common::LogInfo("draining", {{"grace_seconds", absl::ToDoubleSeconds(grace)}});
+  // Running jobs checkpoint and go back to the queue; watchers' streams end.
+  state_->jobs->Stop();
+  state_->events->CloseAll();
   state_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
 }
 

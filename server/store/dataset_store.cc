@@ -129,6 +129,13 @@ absl::StatusOr<kaizen::v1::ListDatasetsResponse> DatasetStore::List(
 
 absl::Status DatasetStore::Delete(const std::string& name) {
   RETURN_IF_ERROR(common::ValidateName("dataset name", name));
+  if (in_use_) {
+    ASSIGN_OR_RETURN(bool used, in_use_(name));
+    if (used) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "dataset \"", name, "\" is used by a queued or running job; cancel it first"));
+    }
+  }
   ASSIGN_OR_RETURN(DatasetRow row, metadata_->DeleteDataset(name));
   // The row is gone first; a crash before this unlink leaves an orphan file
   // that the start-up sweep removes.

@@ -3,6 +3,7 @@
 // failed upload leaves neither a row nor a file.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -57,6 +58,11 @@ class DatasetStore {
   // Reads the decoded images and labels (for training).
   absl::StatusOr<datasets::DecodedDataset> Load(const std::string& name);
 
+  // Answers whether a queued or running job uses a name; Delete refuses
+  // (FAILED_PRECONDITION) while it does.
+  using InUseCheck = std::function<absl::StatusOr<bool>(const std::string& name)>;
+  void set_in_use_check(InUseCheck check) { in_use_ = std::move(check); }
+
   int64_t max_upload_bytes() const { return options_.max_upload_bytes; }
 
  private:
@@ -64,6 +70,7 @@ class DatasetStore {
 
   Options options_;
   MetadataStore* metadata_;
+  InUseCheck in_use_;
   absl::Mutex mu_;
   // Names with an upload in flight, so two concurrent uploads of one name
   // cannot both decode for minutes before one of them loses.

@@ -90,22 +90,20 @@ absl::StatusOr<std::optional<kaizen::v1::Job>> JobStore::FindByRequestId(
   return std::optional<kaizen::v1::Job>(std::move(job));
 }
 
-absl::StatusOr<std::vector<kaizen::v1::Job>> JobStore::List(
-    const std::vector<kaizen::v1::JobState>& states, int64_t before_seq, int limit,
-    int64_t* last_seq) {
+absl::StatusOr<std::vector<std::pair<int64_t, kaizen::v1::Job>>> JobStore::List(
+    const std::vector<kaizen::v1::JobState>& states, int64_t before_seq, int limit) {
   absl::MutexLock lock(&db_->mutex());
   std::string sql = "SELECT proto, seq FROM jobs WHERE (?1 = 0 OR seq < ?1)";
   if (!states.empty()) absl::StrAppend(&sql, " AND state IN (", StateList(states), ")");
   sql += " ORDER BY seq DESC LIMIT ?2";
   ASSIGN_OR_RETURN(Statement st, db_->Prepare(sql));
   st.Bind(1, before_seq).Bind(2, static_cast<int64_t>(limit));
-  std::vector<kaizen::v1::Job> out;
+  std::vector<std::pair<int64_t, kaizen::v1::Job>> out;
   while (true) {
     ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;
     ASSIGN_OR_RETURN(kaizen::v1::Job job, ParseJob(st.ColumnBlob(0)));
-    *last_seq = st.ColumnInt(1);
-    out.push_back(std::move(job));
+    out.emplace_back(st.ColumnInt(1), std::move(job));
   }
   return out;
 }

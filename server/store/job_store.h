@@ -25,11 +25,10 @@ class JobStore {
   absl::Status Update(const kaizen::v1::Job& job);
   absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
   absl::StatusOr<std::optional<kaizen::v1::Job>> FindByRequestId(const std::string& request_id);
-  // Newest first; `before_seq` 0 starts at the newest. Fills *last_seq with
-  // the creation sequence of the last job returned (the page cursor).
-  absl::StatusOr<std::vector<kaizen::v1::Job>> List(const std::vector<kaizen::v1::JobState>& states,
-                                                    int64_t before_seq, int limit,
-                                                    int64_t* last_seq);
+  // Jobs with their creation sequence (the page cursor), newest first;
+  // `before_seq` 0 starts at the newest. Empty `states` means all.
+  absl::StatusOr<std::vector<std::pair<int64_t, kaizen::v1::Job>>> List(
+      const std::vector<kaizen::v1::JobState>& states, int64_t before_seq, int limit);
   // The next job to run: QUEUED, highest priority, then oldest.
   absl::StatusOr<std::optional<kaizen::v1::Job>> NextQueued();
   // Jobs in any of `states`, oldest first.

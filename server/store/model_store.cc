@@ -216,6 +216,13 @@ absl::Status ModelStore::Delete(const std::string& name, int64_t version) {
     return absl::FailedPreconditionError(
         absl::StrCat("model \"", name, "\" is built in and cannot be deleted"));
   }
+  if (in_use_) {
+    ASSIGN_OR_RETURN(bool used, in_use_(name));
+    if (used) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model \"", name, "\" is used by a queued or running job; cancel it first"));
+    }
+  }
   ASSIGN_OR_RETURN(std::vector<ModelRow> removed, metadata_->DeleteModel(name, version));
   RETURN_IF_ERROR(RemoveFiles(removed));
   if (version == 0) {

@@ -5,6 +5,7 @@
 
 #include <torch/script.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -87,6 +88,11 @@ class ModelStore {
   // Deletes versions of `name` that are not in `keep`.
   absl::Status PruneVersions(const std::string& name, const std::vector<int64_t>& keep);
 
+  // Answers whether a queued or running job uses a name; Delete refuses
+  // (FAILED_PRECONDITION) while it does.
+  using InUseCheck = std::function<absl::StatusOr<bool>(const std::string& name)>;
+  void set_in_use_check(InUseCheck check) { in_use_ = std::move(check); }
+
   int64_t max_model_bytes() const { return options_.max_model_bytes; }
 
  private:
@@ -96,6 +102,7 @@ class ModelStore {
 
   Options options_;
   MetadataStore* metadata_;
+  InUseCheck in_use_;
   absl::Mutex mu_;
   absl::flat_hash_set<std::string> uploading_ ABSL_GUARDED_BY(mu_);
   // Serialises AddVersion so that version numbers are handed out once.

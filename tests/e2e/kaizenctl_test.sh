@@ -2,8 +2,9 @@
 # End-to-end walk of kaizenctl against a real kaizen-server process on a
 # loopback port with a temporary data directory: dataset uploads (IDX with
 # the labels found automatically, an image folder archived on the fly), the
-# errors users hit most, a TorchScript model upload and download, and a
-# kill -9 restart that must lose nothing.
+# errors users hit most, a TorchScript model upload and download, a
+# kill -9 restart that must lose nothing, and a short fine-tuning job (start
+# --watch, jobs get/list/watch/cancel, the model version it writes).
 #
 # Usage: kaizenctl_test.sh SERVER_BIN KAIZENCTL_BIN PYTHON [RESNET18_PT]
 #   PYTHON must be able to import PIL (Debian's /usr/bin/python3).
@@ -221,6 +222,16 @@ for i in range(3):
     image(os.path.join(single, "only", "img%d.png" % i), "PNG")
 
 os.makedirs(os.path.join(root, "empty"))
+
+# Fine-tuning: two easily told apart classes (dark and light noise), 30
+# small images each, so that a few epochs of cnn-small take seconds.
+tiny = os.path.join(root, "tiny")
+for cls, low in (("dark", 0), ("light", 150)):
+    for i in range(30):
+        path = os.path.join(tiny, cls, "img%02d.png" % i)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        pixels = bytes(low + rng.randrange(106) for _ in range(16 * 16 * 3))
+        Image.frombytes("RGB", (16, 16), pixels).save(path, "PNG")
 EOF
 
 # --- start ------------------------------------------------------------------
@@ -365,6 +376,116 @@ assert d == before, "models changed across the restart"
 '
 fi
 download_and_compare after-restart
+
+# --- fine-tuning --------------------------------------------------------------
+# A 2-epoch scratch run of cnn-small on 60 tiny images, followed to its end.
+ctl datasets upload tiny "$TMP/tiny" >/dev/null 2>"$TMP/tiny.err" ||
+  die "datasets upload tiny failed: $(cat "$TMP/tiny.err")"
+rc=0
+ctl finetune start --base=cnn-small --dataset=tiny --output_model=tiny-cnn \
+  --strategy=scratch --epochs=2 --batch_size=16 --seed=7 --watch \
+  >"$TMP/ft-watch.txt" 2>"$TMP/ft-watch.err" || rc=$?
+JOB_ID=$(sed -n 's/^job \([^ ]*\) queued$/\1/p' "$TMP/ft-watch.txt" | head -n 1)
+[[ -n $JOB_ID ]] || die "finetune start printed no 'job ID queued' line: $(cat "$TMP/ft-watch.txt" "$TMP/ft-watch.err")"
+if ((rc == 0)); then
+  pass "finetune start --watch: job $JOB_ID succeeded (exit 0)"
+else
+  fail "finetune start --watch exited with $rc: $(cat "$TMP/ft-watch.txt" "$TMP/ft-watch.err")"
+fi
+watch_text=$(cat "$TMP/ft-watch.txt")
+if [[ $watch_text == *"epoch 1: train loss"* && $watch_text == *"epoch 2: train loss"* &&
+  $watch_text == *"checkpoint v"* && $watch_text == *"job $JOB_ID succeeded"* ]]; then
+  pass "finetune start --watch prints epoch, checkpoint and summary lines"
+else
+  fail "finetune start --watch output lacks epoch/checkpoint/summary lines: $watch_text"
+fi
+if [[ $(cat "$TMP/ft-watch.err") == *$'\r'* ]]; then
+  fail "finetune start --watch redrew a progress bar on a stderr that is not a terminal"
+else
+  pass "no progress bar when stderr is not a terminal"
+fi
+
+if run_json "$TMP/job.json" jobs get "$JOB_ID"; then
+  check_json "jobs get: SUCCEEDED, 2 epochs of history, a version written" \
+    "$TMP/job.json" '
+assert d["id"] == "'"$JOB_ID"'", d["id"]
+assert d["state"] == "JOB_STATE_SUCCEEDED", (d["state"], d.get("error"))
+assert int(d["latestVersion"]) >= 1, d["latestVersion"]
+assert int(d["bestVersion"]) >= 1, d["bestVersion"]
+assert [int(m["epoch"]) for m in d["history"]] == [1, 2], d["history"]
+assert d["request"]["strategy"] == "STRATEGY_SCRATCH", d["request"]
+assert int(d["resolvedHyperparameters"]["epochs"]) == 2, d["resolvedHyperparameters"]
+'
+fi
+if out=$(ctl jobs get "$JOB_ID" 2>&1) && [[ $out == *"succeeded"* && $out == *"TRAIN LOSS"* ]]; then
+  pass "jobs get (table) shows the state and the history"
+else
+  fail "jobs get $JOB_ID (table): $out"
+fi
+if run_json "$TMP/tiny-model.json" models get tiny-cnn; then
+  check_json "models get tiny-cnn: a fine-tuned version made by the job" \
+    "$TMP/tiny-model.json" '
+assert d["source"] == "MODEL_SOURCE_FINE_TUNED", d["source"]
+assert d["jobId"] == "'"$JOB_ID"'", d.get("jobId")
+assert sorted(d["classNames"]) == ["dark", "light"], d.get("classNames")
+'
+fi
+if run_json "$TMP/jobs.json" jobs list --state=succeeded; then
+  check_json "jobs list --state=succeeded lists the job" "$TMP/jobs.json" '
+assert "'"$JOB_ID"'" in [j["id"] for j in d["jobs"]], d
+assert all(j["state"] == "JOB_STATE_SUCCEEDED" for j in d["jobs"]), d
+'
+fi
+
+# A finished job's events replay to the end, as JSON Lines.
+rc=0
+ctl --output=json jobs watch "$JOB_ID" >"$TMP/events.jsonl" 2>"$TMP/events.err" || rc=$?
+if ((rc == 0)); then
+  check_json "jobs watch (finished job) replays every event, in order, to SUCCEEDED" \
+    "$TMP/job.json" '
+import json
+events = [json.loads(line) for line in open("'"$TMP"'/events.jsonl")]
+seqs = [int(e["sequence"]) for e in events]
+assert seqs == list(range(1, len(seqs) + 1)), seqs
+assert seqs[-1] == int(d["lastSequence"]), (seqs[-1], d["lastSequence"])
+assert events[-1].get("state") == "JOB_STATE_SUCCEEDED", events[-1]
+assert sum("epochSummary" in e for e in events) == 2, events
+assert any("checkpoint" in e for e in events), events
+'
+  LAST_SEQ=$(wc -l <"$TMP/events.jsonl")
+  if out=$(ctl --output=json jobs watch "$JOB_ID" --after_sequence=$((LAST_SEQ - 1)) 2>&1) &&
+    [[ $(echo "$out" | wc -l) -eq 1 && $out == *'"sequence":"'"$LAST_SEQ"'"'* ]]; then
+    pass "jobs watch --after_sequence resumes after that event"
+  else
+    fail "jobs watch --after_sequence=$((LAST_SEQ - 1)): $out"
+  fi
+else
+  fail "jobs watch $JOB_ID exited with $rc: $(cat "$TMP/events.err")"
+fi
+expect_error FAILED_PRECONDITION "cancel a finished job" jobs cancel "$JOB_ID"
+expect_error NOT_FOUND "unknown job" jobs get ft-no-such-job
+expect_error ALREADY_EXISTS "output model exists" finetune start --base=cnn-small \
+  --dataset=tiny --output_model=tiny-cnn --strategy=scratch
+
+# A long job, cancelled: watching it then ends with CANCELLED and exit 1.
+if out=$(ctl finetune start --base=cnn-small --dataset=tiny \
+  --output_model=tiny-long --strategy=scratch --epochs=500 2>&1); then
+  LONG_ID=$(echo "$out" | sed -n 's/^job \([^ ]*\) .*/\1/p' | head -n 1)
+  if out=$(ctl jobs cancel "$LONG_ID" 2>&1); then
+    pass "jobs cancel $LONG_ID"
+  else
+    fail "jobs cancel $LONG_ID: $out"
+  fi
+  rc=0
+  err=$(ctl jobs watch "$LONG_ID" 2>&1 >/dev/null) || rc=$?
+  if ((rc == 1)) && [[ $err == *"kaizenctl: CANCELLED:"* ]]; then
+    pass "jobs watch of a cancelled job exits 1 (CANCELLED)"
+  else
+    fail "jobs watch $LONG_ID: expected exit 1 with CANCELLED, got $rc: $err"
+  fi
+else
+  fail "finetune start (long job): $out"
+fi
 
 # --- deletes ----------------------------------------------------------------
 if out=$(ctl --output=json datasets delete photos 2>&1) && [[ $out == "{}" ]]; then

@@ -376,7 +376,7 @@ TEST_F(ServerE2E, LaterRpcsAnswerUnimplementedNotFakeSuccess) {
   grpc::ClientContext c1;
   v1::Job job;
   EXPECT_EQ(ft->StartFineTune(&c1, v1::StartFineTuneRequest(), &job).error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+            grpc::StatusCode::INVALID_ARGUMENT);
   auto inf = v1::InferenceService::NewStub(channel_);
   grpc::ClientContext c2;
   v1::PredictResponse resp;

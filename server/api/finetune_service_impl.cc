@@ -1,0 +1,222 @@
+#include "server/api/finetune_service_impl.h"
+
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/api/request_scope.h"
+#include "server/common/logging.h"
+
+namespace kaizen::api {
+
+using kaizen::v1::JobEvent;
+
+namespace {
+
+class WatchReactor;
+
+// What the event hub holds: forwards to the reactor until it is detached, so
+// the hub never touches a reactor that gRPC has finished with.
+class WatchSink : public jobs::EventSink {
+ public:
+  explicit WatchSink(WatchReactor* reactor) : reactor_(reactor) {}
+  void OnEvent(const JobEvent& event) override;
+  void OnEnd() override;
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    reactor_ = nullptr;
+  }
+
+ private:
+  absl::Mutex mu_;
+  WatchReactor* reactor_ ABSL_GUARDED_BY(mu_);
+};
+
+// One WatchJob stream: its own queue, one write in flight at a time.
+class WatchReactor : public grpc::ServerWriteReactor<JobEvent> {
+ public:
+  WatchReactor(jobs::JobEventHub* hub, metrics::Metrics* metrics, grpc::CallbackServerContext* ctx,
+               std::string job_id, size_t max_backlog)
+      : hub_(hub),
+        scope_(metrics, "WatchJob", ctx),
+        job_id_(std::move(job_id)),
+        max_backlog_(max_backlog),
+        sink_(std::make_shared<WatchSink>(this)) {
+    scope_.set_resource(job_id_);
+  }
+
+  std::shared_ptr<WatchSink> sink() { return sink_; }
+
+  void Enqueue(const JobEvent& event) {
+    bool start = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finishing_ || overflowed_) return;
+      if (queue_.size() >= max_backlog_) {
+        // A slow watcher must not hold memory without bound, nor slow anyone.
+        // The queue is only non-empty while a write is in flight, so its
+        // completion (OnWriteDone) ends the stream.
+        overflowed_ = true;
+        return;
+      }
+      queue_.push_back(event);
+      if (!writing_) start = writing_ = true;
+    }
+    if (start) StartWrite(&queue_.front());
+  }
+
+  void End() {
+    bool finish = false;
+    {
+      absl::MutexLock lock(&mu_);
+      ended_ = true;
+      if (!writing_ && !finishing_) finish = finishing_ = true;
+    }
+    if (finish) DoFinish(absl::OkStatus());
+  }
+
+  void FinishWith(const absl::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finishing_) return;
+      finishing_ = true;
+    }
+    DoFinish(status);
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool next = false, finish = false;
+    absl::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ok) {
+        // The client went away; OnCancel/OnDone follow.
+        writing_ = false;
+        if (!finishing_) {
+          finish = finishing_ = true;
+          status = absl::CancelledError("the watcher went away");
+        }
+      } else {
+        last_written_ = queue_.front().sequence();
+        queue_.pop_front();
+        if (overflowed_) {
+          writing_ = false;
+          if (!finishing_) {
+            finish = finishing_ = true;
+            status = OverflowStatus();
+          }
+        } else if (!queue_.empty()) {
+          next = true;
+        } else {
+          writing_ = false;
+          if (ended_ && !finishing_) finish = finishing_ = true;
+        }
+      }
+    }
+    if (next) StartWrite(&queue_.front());
+    if (finish) DoFinish(status);
+  }
+
+  void OnCancel() override { FinishWith(absl::CancelledError("the watcher cancelled")); }
+
+  void OnDone() override {
+    hub_->Unsubscribe(job_id_, sink_.get());
+    sink_->Detach();
+    delete this;
+  }
+
+ private:
+  absl::Status OverflowStatus() const {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this watcher fell more than ", max_backlog_,
+        " events behind; reconnect with after_sequence=", last_written_));
+  }
+  void DoFinish(const absl::Status& status) { Finish(scope_.Finish(status)); }
+
+  jobs::JobEventHub* hub_;
+  RequestScope scope_;
+  std::string job_id_;
+  size_t max_backlog_;
+  std::shared_ptr<WatchSink> sink_;
+  absl::Mutex mu_;
+  std::deque<JobEvent> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t last_written_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+void WatchSink::OnEvent(const JobEvent& event) {
+  absl::MutexLock lock(&mu_);
+  if (reactor_ == nullptr) return;
+  reactor_->Enqueue(event);
+}
+
+void WatchSink::OnEnd() {
+  absl::MutexLock lock(&mu_);
+  if (reactor_ != nullptr) reactor_->End();
+}
+
+}  // namespace
+
+grpc::Status FineTuneServiceImpl::StartFineTune(grpc::ServerContext* context,
+                                                const kaizen::v1::StartFineTuneRequest* request,
+                                                kaizen::v1::Job* response) {
+  RequestScope scope(metrics_, "StartFineTune", context);
+  scope.set_resource(request->output_model());
+  absl::StatusOr<kaizen::v1::Job> job = jobs_->Submit(*request);
+  if (job.ok()) *response = *std::move(job);
+  return scope.Finish(job.status());
+}
+
+grpc::Status FineTuneServiceImpl::GetJob(grpc::ServerContext* context,
+                                         const kaizen::v1::GetJobRequest* request,
+                                         kaizen::v1::Job* response) {
+  RequestScope scope(metrics_, "GetJob", context);
+  scope.set_resource(request->id());
+  absl::StatusOr<kaizen::v1::Job> job = jobs_->Get(request->id());
+  if (job.ok()) *response = *std::move(job);
+  return scope.Finish(job.status());
+}
+
+grpc::Status FineTuneServiceImpl::ListJobs(grpc::ServerContext* context,
+                                           const kaizen::v1::ListJobsRequest* request,
+                                           kaizen::v1::ListJobsResponse* response) {
+  RequestScope scope(metrics_, "ListJobs", context);
+  auto list = jobs_->List(*request);
+  if (list.ok()) *response = *std::move(list);
+  return scope.Finish(list.status());
+}
+
+grpc::Status FineTuneServiceImpl::CancelJob(grpc::ServerContext* context,
+                                            const kaizen::v1::CancelJobRequest* request,
+                                            kaizen::v1::Job* response) {
+  RequestScope scope(metrics_, "CancelJob", context);
+  scope.set_resource(request->id());
+  absl::StatusOr<kaizen::v1::Job> job = jobs_->Cancel(request->id());
+  if (job.ok()) *response = *std::move(job);
+  return scope.Finish(job.status());
+}
+
+grpc::ServerWriteReactor<JobEvent>* FineTuneServiceImpl::WatchJob(
+    grpc::CallbackServerContext* context, const kaizen::v1::WatchJobRequest* request) {
+  auto* reactor =
+      new WatchReactor(events_, metrics_, context, request->id(), options_.max_watcher_backlog);
+  if (request->after_sequence() < 0) {
+    reactor->FinishWith(absl::InvalidArgumentError(
+        absl::StrCat("after_sequence is ", request->after_sequence(), "; it must be >= 0")));
+    return reactor;
+  }
+  absl::StatusOr<kaizen::v1::Job> job = jobs_->Get(request->id());
+  if (!job.ok()) {
+    reactor->FinishWith(job.status());
+    return reactor;
+  }
+  absl::Status st = events_->Subscribe(request->id(), request->after_sequence(),
+                                       jobs::IsTerminal(job->state()), reactor->sink());
+  if (!st.ok()) reactor->FinishWith(st);
+  return reactor;
+}
+
+}  // namespace kaizen::api

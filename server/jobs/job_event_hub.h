@@ -1,0 +1,61 @@
+// Fans each job's events out to any number of watchers. An event is given the
+// job's next sequence number and persisted before it is dispatched, and a new
+// watcher's replay from the store and its live registration happen under the
+// same lock, so every watcher sees each event after its cursor exactly once.
+// Sinks must not block: each WatchJob stream keeps its own queue.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "kaizen/v1/finetune_service.pb.h"
+#include "server/store/job_store.h"
+
+namespace kaizen::jobs {
+
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  // Called with the hub's lock held: enqueue and return.
+  virtual void OnEvent(const kaizen::v1::JobEvent& event) = 0;
+  // The job reached a terminal state (after its last event), or the hub is
+  // shutting down.
+  virtual void OnEnd() = 0;
+};
+
+class JobEventHub {
+ public:
+  explicit JobEventHub(store::JobStore* store) : store_(store) {}
+
+  // Stamps `event` with the next sequence and the time, persists it and
+  // dispatches it. A terminal state event ends every subscription of the job.
+  absl::StatusOr<kaizen::v1::JobEvent> Publish(const std::string& job_id,
+                                               kaizen::v1::JobEvent event);
+
+  // Replays the stored events with sequence > `after`, then streams live ones.
+  // When `job_is_terminal`, the replay is everything and the sink ends at once.
+  absl::Status Subscribe(const std::string& job_id, int64_t after, bool job_is_terminal,
+                         std::shared_ptr<EventSink> sink);
+  void Unsubscribe(const std::string& job_id, const EventSink* sink);
+
+  // Ends every subscription (server shutdown).
+  void CloseAll();
+
+  size_t subscriber_count(const std::string& job_id);
+
+ private:
+  store::JobStore* store_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, int64_t> last_sequence_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::vector<std::shared_ptr<EventSink>>> sinks_
+      ABSL_GUARDED_BY(mu_);
+};
+
+// True for SUCCEEDED, FAILED and CANCELLED.
+bool IsTerminal(kaizen::v1::JobState state);
+
+}  // namespace kaizen::jobs

@@ -1,0 +1,512 @@
+#include "server/jobs/job_manager.h"
+
+#include <torch/cuda.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/common/atomic_file.h"
+#include "server/common/logging.h"
+#include "server/common/names.h"
+#include "server/common/paging.h"
+#include "server/common/status_macros.h"
+#include "server/models/builtin_models.h"
+#include "server/training/hyperparameters.h"
+#include "server/training/trainer.h"
+
+namespace kaizen::jobs {
+
+using kaizen::v1::Job;
+using kaizen::v1::JobEvent;
+using kaizen::v1::JobState;
+
+namespace {
+
+google::protobuf::Timestamp Now() {
+  return google::protobuf::util::TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(absl::Now()));
+}
+
+constexpr int kDefaultKeepCheckpoints = 3;
+
+}  // namespace
+
+JobManager::JobManager(Options options, store::JobStore* jobs, store::DatasetStore* datasets,
+                       store::ModelStore* models, JobEventHub* events)
+    : options_(std::move(options)),
+      jobs_(jobs),
+      datasets_(datasets),
+      models_(models),
+      events_(events) {}
+
+JobManager::~JobManager() { Stop(); }
+
+absl::Status JobManager::Start() {
+  // A crash leaves RUNNING jobs behind: nothing runs them now, so they go back
+  // to the queue and resume from their last checkpoint.
+  ASSIGN_OR_RETURN(std::vector<Job> active,
+                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING}));
+  for (Job& job : active) {
+    {
+      absl::MutexLock lock(&mu_);
+      outputs_[job.request().output_model()] = job.id();
+    }
+    if (job.state() == kaizen::v1::JOB_STATE_RUNNING) {
+      PublishMessage(job.id(), absl::StrCat("the server restarted while this job ran; requeued to "
+                                            "resume from ",
+                                            job.latest_version() > 0
+                                                ? absl::StrCat("checkpoint version ",
+                                                               job.latest_version())
+                                                : std::string("the start")));
+      RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
+    }
+  }
+  for (int i = 0; i < options_.workers; ++i) {
+    workers_.emplace_back([this, i] { WorkerLoop(i); });
+  }
+  common::LogInfo("job workers started", {{"workers", options_.workers},
+                                          {"threads_per_worker", options_.threads_per_worker},
+                                          {"requeued_or_queued", static_cast<int64_t>(active.size())}});
+  return absl::OkStatus();
+}
+
+void JobManager::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    wake_.SignalAll();
+  }
+  shutting_down_ = true;
+  for (std::thread& t : workers_) t.join();
+  workers_.clear();
+}
+
+absl::Status JobManager::Persist(Job* job) {
+  ASSIGN_OR_RETURN(int64_t last, jobs_->LastSequence(job->id()));
+  job->set_last_sequence(last);
+  return jobs_->Update(*job);
+}
+
+absl::Status JobManager::PublishState(Job* job, JobState state) {
+  job->set_state(state);
+  if (IsTerminal(state)) *job->mutable_end_time() = Now();
+  RETURN_IF_ERROR(jobs_->Update(*job));
+  JobEvent e;
+  e.set_state(state);
+  ASSIGN_OR_RETURN(JobEvent published, events_->Publish(job->id(), std::move(e)));
+  job->set_last_sequence(published.sequence());
+  return jobs_->Update(*job);
+}
+
+void JobManager::PublishMessage(const std::string& job_id, const std::string& message) {
+  JobEvent e;
+  e.set_message(message);
+  if (absl::Status st = events_->Publish(job_id, std::move(e)).status(); !st.ok()) {
+    common::LogWarning("cannot publish job event", {{"job", job_id}, {"error", st.ToString()}});
+  }
+}
+
+absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& request) {
+  if (!request.request_id().empty()) {
+    ASSIGN_OR_RETURN(std::optional<Job> existing, jobs_->FindByRequestId(request.request_id()));
+    if (existing) return *existing;
+  }
+  switch (request.strategy()) {
+    case kaizen::v1::STRATEGY_FEATURE_EXTRACTION:
+    case kaizen::v1::STRATEGY_FINE_TUNE:
+    case kaizen::v1::STRATEGY_FULL:
+    case kaizen::v1::STRATEGY_SCRATCH:
+      break;
+    case kaizen::v1::STRATEGY_INCREMENTAL:
+    case kaizen::v1::STRATEGY_DISTILL:
+      return absl::UnimplementedError(absl::StrCat(
+          "strategy ", kaizen::v1::Strategy_Name(request.strategy()),
+          " is not available yet; FEATURE_EXTRACTION, FINE_TUNE, FULL and SCRATCH are"));
+    default:
+      return absl::InvalidArgumentError(
+          "strategy is unset; choose FEATURE_EXTRACTION, FINE_TUNE, FULL or SCRATCH");
+  }
+  std::string base;
+  int64_t base_version = 0;
+  if (request.base_model().empty()) return absl::InvalidArgumentError("base_model is empty");
+  RETURN_IF_ERROR(common::ParseModelRef(request.base_model(), &base, &base_version));
+  absl::StatusOr<kaizen::v1::Model> base_model = models_->Get(base, base_version);
+  if (!base_model.ok()) {
+    return absl::Status(base_model.status().code(),
+                        absl::StrCat("base_model: ", base_model.status().message()));
+  }
+  if (request.dataset().empty()) return absl::InvalidArgumentError("dataset is empty");
+  absl::StatusOr<kaizen::v1::Dataset> dataset = datasets_->Get(request.dataset());
+  if (!dataset.ok()) {
+    return absl::Status(dataset.status().code(),
+                        absl::StrCat("dataset: ", dataset.status().message()));
+  }
+  const auto& validation = request.hyperparameters().validation();
+  if (validation.source_case() == kaizen::v1::ValidationOptions::kDataset) {
+    absl::StatusOr<kaizen::v1::Dataset> val = datasets_->Get(validation.dataset());
+    if (!val.ok()) {
+      return absl::Status(val.status().code(), absl::StrCat("hyperparameters.validation.dataset: ",
+                                                            val.status().message()));
+    }
+    std::vector<std::string> a, b;
+    for (const auto& c : dataset->classes()) a.push_back(c.class_name());
+    for (const auto& c : val->classes()) b.push_back(c.class_name());
+    if (a != b) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "validation dataset \"", validation.dataset(), "\" has other classes than \"",
+          request.dataset(), "\"; both need the same class names in the same order"));
+    }
+  }
+  RETURN_IF_ERROR(common::ValidateName("output_model", request.output_model()));
+  if (models::IsBuiltinModel(request.output_model())) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("output_model \"", request.output_model(), "\" is a built-in model"));
+  }
+  if (models_->Get(request.output_model(), 0).ok()) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "output_model \"", request.output_model(), "\" already exists; choose a new name"));
+  }
+  if (request.keep_checkpoints() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("keep_checkpoints is ",
+                                                   request.keep_checkpoints(), "; it must be >= 0"));
+  }
+  ASSIGN_OR_RETURN(kaizen::v1::Hyperparameters resolved,
+                   training::ResolveHyperparameters(request.strategy(), request.hyperparameters(),
+                                                    dataset->num_examples()));
+  Job job;
+  job.set_id(absl::StrCat("ft-", common::RandomHex(6)));
+  *job.mutable_request() = request;
+  *job.mutable_resolved_hyperparameters() = resolved;
+  job.set_state(kaizen::v1::JOB_STATE_QUEUED);
+  *job.mutable_create_time() = Now();
+  job.set_total_epochs(resolved.epochs());
+  {
+    absl::MutexLock lock(&mu_);
+    auto [it, fresh] = outputs_.emplace(request.output_model(), job.id());
+    if (!fresh) {
+      return absl::AlreadyExistsError(absl::StrCat("output_model \"", request.output_model(),
+                                                   "\" is being written by job ", it->second));
+    }
+  }
+  if (absl::Status st = jobs_->Insert(job); !st.ok()) {
+    absl::MutexLock lock(&mu_);
+    outputs_.erase(request.output_model());
+    if (absl::IsAlreadyExists(st) && !request.request_id().empty()) {
+      // Lost a race with the same request_id: answer with the winner.
+      ASSIGN_OR_RETURN(std::optional<Job> existing, jobs_->FindByRequestId(request.request_id()));
+      if (existing) return *existing;
+    }
+    return st;
+  }
+  RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
+  common::LogInfo("job queued", {{"job", job.id()},
+                                 {"strategy", kaizen::v1::Strategy_Name(request.strategy())},
+                                 {"base", request.base_model()},
+                                 {"dataset", request.dataset()},
+                                 {"output", request.output_model()}});
+  absl::MutexLock lock(&mu_);
+  wake_.Signal();
+  return job;
+}
+
+absl::StatusOr<Job> JobManager::Get(const std::string& id) { return jobs_->Get(id); }
+
+absl::StatusOr<kaizen::v1::ListJobsResponse> JobManager::List(
+    const kaizen::v1::ListJobsRequest& request) {
+  ASSIGN_OR_RETURN(int limit, common::ResolvePageSize(request.page_size()));
+  ASSIGN_OR_RETURN(std::string key, common::DecodePageToken(request.page_token()));
+  int64_t before = 0;
+  if (!key.empty() && !absl::SimpleAtoi(key, &before)) {
+    return absl::InvalidArgumentError("page_token is malformed");
+  }
+  std::vector<JobState> states;
+  for (int s : request.states()) states.push_back(static_cast<JobState>(s));
+  // One extra row tells whether another page exists.
+  ASSIGN_OR_RETURN(auto rows, jobs_->List(states, before, limit + 1));
+  kaizen::v1::ListJobsResponse out;
+  for (int i = 0; i < static_cast<int>(rows.size()) && i < limit; ++i) {
+    *out.add_jobs() = std::move(rows[i].second);
+  }
+  if (static_cast<int>(rows.size()) > limit) {
+    out.set_next_page_token(common::EncodePageToken(absl::StrCat(rows[limit - 1].first)));
+  }
+  return out;
+}
+
+absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job job, jobs_->Get(id));
+  if (IsTerminal(job.state())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", id, " already ended in state ", kaizen::v1::JobState_Name(job.state())));
+  }
+  auto it = running_.find(id);
+  if (it != running_.end()) {
+    // The trainer checks this before every step and writes a final checkpoint.
+    it->second->cancel = true;
+    PublishMessage(id, "cancellation requested; stopping after the current step");
+    return job;
+  }
+  RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_CANCELLED));
+  outputs_.erase(job.request().output_model());
+  return job;
+}
+
+absl::StatusOr<bool> JobManager::DatasetInUse(const std::string& name) {
+  ASSIGN_OR_RETURN(std::vector<Job> active,
+                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING}));
+  for (const Job& j : active) {
+    if (j.request().dataset() == name ||
+        j.request().hyperparameters().validation().dataset() == name) {
+      return true;
+    }
+  }
+  return false;
+}
+
+absl::StatusOr<bool> JobManager::ModelInUse(const std::string& name) {
+  ASSIGN_OR_RETURN(std::vector<Job> active,
+                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING}));
+  for (const Job& j : active) {
+    std::string base;
+    int64_t v = 0;
+    if (common::ParseModelRef(j.request().base_model(), &base, &v).ok() && base == name) return true;
+    if (j.request().output_model() == name) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<std::optional<Job>> JobManager::Claim(const std::string& device) {
+  ASSIGN_OR_RETURN(std::optional<Job> next, jobs_->NextQueued());
+  if (!next) return next;
+  next->set_attempts(next->attempts() + 1);
+  if (!next->has_start_time()) *next->mutable_start_time() = Now();
+  next->set_device(device);
+  RETURN_IF_ERROR(PublishState(&*next, kaizen::v1::JOB_STATE_RUNNING));
+  return next;
+}
+
+void JobManager::WorkerLoop(int worker_index) {
+  std::string device = "cpu";
+  if (torch::cuda::is_available()) {
+    device = absl::StrCat("cuda:", worker_index % static_cast<int>(torch::cuda::device_count()));
+  }
+  at::set_num_threads(std::max(1, options_.threads_per_worker));
+  while (true) {
+    Running running;
+    std::optional<Job> job;
+    {
+      absl::MutexLock lock(&mu_);
+      while (!stopping_) {
+        absl::StatusOr<std::optional<Job>> claimed = Claim(device);
+        if (!claimed.ok()) {
+          common::LogError("cannot claim a job", {{"error", claimed.status().ToString()}});
+        } else if (*claimed) {
+          job = std::move(**claimed);
+          running_[job->id()] = &running;
+          break;
+        }
+        wake_.WaitWithTimeout(&mu_, absl::Seconds(2));
+      }
+      if (stopping_ && !job) return;
+    }
+    RunJob(std::move(*job), worker_index, &running);
+  }
+}
+
+void JobManager::RunJob(Job job, int worker_index, Running* running) {
+  const absl::Time start = absl::Now();
+  bool interrupted = false;
+  absl::Status st;
+  try {
+    st = Execute(&job, worker_index, running, &interrupted);
+  } catch (const std::exception& e) {
+    st = absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
+  }
+  JobState end;
+  if (!st.ok()) {
+    end = kaizen::v1::JOB_STATE_FAILED;
+    job.set_error(std::string(st.message()));
+    JobEvent e;
+    e.set_error(job.error());
+    events_->Publish(job.id(), std::move(e)).IgnoreError();
+  } else if (interrupted) {
+    end = kaizen::v1::JOB_STATE_QUEUED;
+    PublishMessage(job.id(), absl::StrCat("the server is shutting down; the job will resume from "
+                                          "checkpoint version ", job.latest_version()));
+  } else if (running->cancel) {
+    end = kaizen::v1::JOB_STATE_CANCELLED;
+  } else {
+    end = kaizen::v1::JOB_STATE_SUCCEEDED;
+  }
+  if (absl::Status ps = PublishState(&job, end); !ps.ok()) {
+    common::LogError("cannot record job state", {{"job", job.id()}, {"error", ps.ToString()}});
+  }
+  common::Log(st.ok() ? common::LogLevel::kInfo : common::LogLevel::kWarning, "job ended",
+              {{"job", job.id()},
+               {"state", kaizen::v1::JobState_Name(end)},
+               {"seconds", absl::ToDoubleSeconds(absl::Now() - start)},
+               {"error", job.error()}});
+  absl::MutexLock lock(&mu_);
+  running_.erase(job.id());
+  if (end != kaizen::v1::JOB_STATE_QUEUED) outputs_.erase(job.request().output_model());
+}
+
+absl::Status JobManager::Execute(Job* job, int worker_index, Running* running,
+                                 bool* interrupted) {
+  const kaizen::v1::StartFineTuneRequest& req = job->request();
+  ASSIGN_OR_RETURN(datasets::DecodedDataset train, datasets_->Load(req.dataset()));
+  std::optional<datasets::DecodedDataset> validation;
+  if (!req.hyperparameters().validation().dataset().empty()) {
+    ASSIGN_OR_RETURN(validation, datasets_->Load(req.hyperparameters().validation().dataset()));
+  }
+  ASSIGN_OR_RETURN(kaizen::v1::Dataset dataset_info, datasets_->Get(req.dataset()));
+
+  training::TrainerOptions opts;
+  opts.strategy = req.strategy();
+  opts.hyperparameters = job->resolved_hyperparameters();
+  opts.device = torch::Device(job->device());
+  if (job->latest_version() > 0) {
+    // Resume: the last checkpoint is both the model and the optimiser state.
+    const std::string& out = req.output_model();
+    ASSIGN_OR_RETURN(opts.base, models_->LoadModule(out, job->latest_version()));
+    ASSIGN_OR_RETURN(opts.base_metadata, models_->Get(out, job->latest_version()));
+    ASSIGN_OR_RETURN(opts.resume_state, models_->ReadResumeState(out, job->latest_version()));
+    // Epochs after the checkpoint will run again: forget what they reported.
+    const auto epoch_it = opts.base_metadata.metrics().find("epoch");
+    const int checkpoint_epoch =
+        epoch_it == opts.base_metadata.metrics().end() ? 0 : static_cast<int>(epoch_it->second);
+    auto* history = job->mutable_history();
+    while (!history->empty() && history->rbegin()->epoch() > checkpoint_epoch) {
+      history->RemoveLast();
+    }
+    job->set_epoch(checkpoint_epoch);
+    PublishMessage(job->id(), absl::StrCat("resuming from checkpoint version ",
+                                           job->latest_version(), " (epoch ", job->epoch(), ")"));
+  } else {
+    std::string base;
+    int64_t version = 0;
+    RETURN_IF_ERROR(common::ParseModelRef(req.base_model(), &base, &version));
+    if (models::IsBuiltinModel(base)) {
+      models::BuiltinOptions bo;
+      bo.in_channels = dataset_info.input_shape(0);
+      bo.input_size = std::max(dataset_info.input_shape(1), dataset_info.input_shape(2));
+      bo.num_classes = dataset_info.classes_size();
+      bo.seed = opts.hyperparameters.seed();
+      ASSIGN_OR_RETURN(opts.base, models::CreateBuiltinModel(base, bo));
+      ASSIGN_OR_RETURN(opts.base_metadata, models::DescribeBuiltinModel(base, bo));
+      opts.base_metadata.set_name(base);
+    } else {
+      ASSIGN_OR_RETURN(opts.base, models_->LoadModule(base, version));
+      ASSIGN_OR_RETURN(opts.base_metadata, models_->Get(base, version));
+    }
+  }
+
+  // Say so when a setting cannot have its effect, instead of ignoring it.
+  const kaizen::v1::Hyperparameters& hp = opts.hyperparameters;
+  if (!opts.device.is_cuda() && (hp.mixed_precision() == kaizen::v1::MIXED_PRECISION_BF16 ||
+                                 hp.mixed_precision() == kaizen::v1::MIXED_PRECISION_FP16)) {
+    PublishMessage(job->id(), "mixed precision applies on a GPU only; this job trains in float32 "
+                              "on the CPU");
+  }
+  if (job->latest_version() == 0 && models::IsBuiltinModel(opts.base_metadata.name()) &&
+      req.strategy() != kaizen::v1::STRATEGY_SCRATCH) {
+    PublishMessage(job->id(), absl::StrCat("base model ", opts.base_metadata.name(),
+                                           " is a randomly initialised built-in: ",
+                                           kaizen::v1::Strategy_Name(req.strategy()),
+                                           " transfers nothing from it; pretrain it with "
+                                           "STRATEGY_SCRATCH first"));
+  }
+
+  training::TrainingData data;
+  data.train = &train;
+  data.validation = validation ? &*validation : nullptr;
+
+  absl::Time last_progress = absl::InfinitePast();
+  const absl::Time started = absl::Now();
+  int64_t first_step = -1;
+  const int keep = req.keep_checkpoints() > 0 ? req.keep_checkpoints() : kDefaultKeepCheckpoints;
+  training::Callbacks cb;
+  cb.should_stop = [&] { return running->cancel.load() || shutting_down_.load(); };
+  cb.on_step = [&](const kaizen::v1::StepProgress& p) {
+    job->set_step(p.step());
+    job->set_total_steps(p.total_steps());
+    job->set_epoch(p.epoch());
+    if (first_step < 0) first_step = p.step();
+    const absl::Time now = absl::Now();
+    if (now - last_progress < options_.progress_interval && p.step() != p.total_steps()) return;
+    last_progress = now;
+    JobEvent e;
+    *e.mutable_progress() = p;
+    if (p.eta_seconds() <= 0 && p.step() > first_step) {
+      const double per_step = absl::ToDoubleSeconds(now - started) / (p.step() - first_step);
+      e.mutable_progress()->set_eta_seconds(per_step * (p.total_steps() - p.step()));
+    }
+    events_->Publish(job->id(), std::move(e)).IgnoreError();
+  };
+  cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) {
+    job->set_epoch(m.epoch());
+    *job->add_history() = m;
+    JobEvent e;
+    *e.mutable_epoch_summary() = m;
+    events_->Publish(job->id(), std::move(e)).IgnoreError();
+    Persist(job).IgnoreError();
+  };
+  cb.on_checkpoint = [&](const training::Checkpoint& ckpt) -> absl::Status {
+    kaizen::v1::Model meta = ckpt.metadata;
+    meta.set_job_id(job->id());
+    (*meta.mutable_metrics())["epoch"] = ckpt.epoch;
+    meta.set_description(absl::StrCat(kaizen::v1::Strategy_Name(req.strategy()), " of ",
+                                      req.base_model(), " on ", req.dataset(), ", epoch ",
+                                      ckpt.epoch));
+    ASSIGN_OR_RETURN(kaizen::v1::Model stored,
+                     models_->AddVersion(req.output_model(), ckpt.module, meta, ckpt.resume_state));
+    job->set_latest_version(stored.version());
+    // Jobs without validation are judged by their training loss.
+    const bool has_val = stored.metrics().count("val_accuracy") > 0;
+    const std::string metric_name = has_val ? "val_accuracy" : "train_loss";
+    const auto metric_it = stored.metrics().find(metric_name);
+    const double metric = metric_it != stored.metrics().end() ? metric_it->second : 0.0;
+    if (ckpt.is_best || job->best_version() == 0) {
+      job->set_best_version(stored.version());
+      job->set_best_metric(metric);
+    }
+    // Retention: the newest `keep` versions, plus always the best and latest.
+    std::vector<int64_t> keep_versions = stored.versions().empty()
+                                             ? std::vector<int64_t>{stored.version()}
+                                             : std::vector<int64_t>(stored.versions().begin(),
+                                                                    stored.versions().end());
+    if (static_cast<int>(keep_versions.size()) > keep) {
+      keep_versions.erase(keep_versions.begin(), keep_versions.end() - keep);
+    }
+    keep_versions.push_back(job->best_version());
+    RETURN_IF_ERROR(models_->PruneVersions(req.output_model(), keep_versions));
+    RETURN_IF_ERROR(Persist(job));
+    JobEvent e;
+    auto* c = e.mutable_checkpoint();
+    c->set_version(stored.version());
+    c->set_epoch(ckpt.epoch);
+    c->set_metric_name(metric_name);
+    c->set_metric(metric);
+    c->set_is_best(ckpt.is_best);
+    return events_->Publish(job->id(), std::move(e)).status();
+  };
+
+  ASSIGN_OR_RETURN(training::TrainResult result, training::Train(opts, data, cb));
+  if (result.cancelled && !running->cancel.load()) *interrupted = true;
+  if (result.stopped_early) {
+    PublishMessage(job->id(), absl::StrFormat("early stopping after epoch %d: best %s at epoch %d",
+                                              result.epochs_completed, result.best_metric_name,
+                                              result.best_epoch));
+  }
+  (void)worker_index;
+  return absl::OkStatus();
+}
+
+}  // namespace kaizen::jobs

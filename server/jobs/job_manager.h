@@ -1,0 +1,87 @@
+// The fine-tuning engine's control plane: validates and queues jobs, runs them
+// on a pool of worker threads (one device each), turns every checkpoint into
+// a new version of the output model, publishes events, and cancels or
+// requeues jobs. Everything a job needs to survive a crash is in the JobStore
+// and the ModelStore: on start, jobs found RUNNING are requeued and resume
+// from their last checkpoint.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "kaizen/v1/finetune_service.pb.h"
+#include "server/jobs/job_event_hub.h"
+#include "server/store/dataset_store.h"
+#include "server/store/job_store.h"
+#include "server/store/model_store.h"
+
+namespace kaizen::jobs {
+
+class JobManager {
+ public:
+  struct Options {
+    // Worker threads; each takes one job at a time.
+    int workers = 1;
+    // LibTorch intra-op threads per worker.
+    int threads_per_worker = 1;
+    // Step progress events are published at most this often.
+    absl::Duration progress_interval = absl::Seconds(1);
+  };
+
+  JobManager(Options options, store::JobStore* jobs, store::DatasetStore* datasets,
+             store::ModelStore* models, JobEventHub* events);
+  ~JobManager();
+
+  // Requeues jobs a crash left RUNNING and starts the workers.
+  absl::Status Start();
+  // Stops the workers: running jobs checkpoint and go back to QUEUED, to
+  // resume on the next start.
+  void Stop();
+
+  absl::StatusOr<kaizen::v1::Job> Submit(const kaizen::v1::StartFineTuneRequest& request);
+  absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
+  absl::StatusOr<kaizen::v1::ListJobsResponse> List(const kaizen::v1::ListJobsRequest& request);
+  absl::StatusOr<kaizen::v1::Job> Cancel(const std::string& id);
+
+  // Whether a QUEUED or RUNNING job reads the dataset / uses the model.
+  absl::StatusOr<bool> DatasetInUse(const std::string& name);
+  absl::StatusOr<bool> ModelInUse(const std::string& name);
+
+ private:
+  struct Running {
+    std::atomic<bool> cancel{false};
+  };
+
+  void WorkerLoop(int worker_index);
+  absl::StatusOr<std::optional<kaizen::v1::Job>> Claim(const std::string& device);
+  // Runs one claimed job to its end state (or back to QUEUED on shutdown).
+  void RunJob(kaizen::v1::Job job, int worker_index, Running* running);
+  absl::Status Execute(kaizen::v1::Job* job, int worker_index, Running* running,
+                       bool* interrupted);
+  absl::Status PublishState(kaizen::v1::Job* job, kaizen::v1::JobState state);
+  absl::Status Persist(kaizen::v1::Job* job);
+  void PublishMessage(const std::string& job_id, const std::string& message);
+
+  Options options_;
+  store::JobStore* jobs_;
+  store::DatasetStore* datasets_;
+  store::ModelStore* models_;
+  JobEventHub* events_;
+
+  absl::Mutex mu_;
+  absl::CondVar wake_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<std::string, Running*> running_ ABSL_GUARDED_BY(mu_);
+  // Output models of QUEUED/RUNNING jobs, so two jobs cannot write one model.
+  absl::flat_hash_map<std::string, std::string> outputs_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> shutting_down_{false};
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace kaizen::jobs

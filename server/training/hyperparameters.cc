@@ -1,0 +1,243 @@
+#include "server/training/hyperparameters.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/common/status_macros.h"
+
+namespace kaizen::training {
+namespace {
+
+using kaizen::v1::Hyperparameters;
+using kaizen::v1::Strategy;
+
+// Datasets at least this large hold out a validation split by default; below
+// it every image is worth more for training than for a noisy metric.
+constexpr int64_t kDefaultValidationMinExamples = 1000;
+constexpr double kDefaultValidationSplit = 0.1;
+
+std::string Num(double v) { return absl::StrFormat("%g", v); }
+
+absl::Status OutOfRange(absl::string_view field, double value, absl::string_view rule) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("hyperparameters.", field, " is ", Num(value), "; it must be ", rule));
+}
+
+// Range checks; `lo_open` / `hi_open` make the bound exclusive.
+absl::Status CheckRange(absl::string_view field, double value, double lo, double hi,
+                        bool lo_open = false, bool hi_open = false) {
+  const bool ok = std::isfinite(value) && (lo_open ? value > lo : value >= lo) &&
+                  (hi_open ? value < hi : value <= hi);
+  if (ok) return absl::OkStatus();
+  return OutOfRange(
+      field, value,
+      absl::StrCat("in ", lo_open ? "(" : "[", Num(lo), ", ", Num(hi), hi_open ? ")" : "]"));
+}
+
+// The defaults of one strategy for a dataset of `n` training examples.
+// Measured on Fashion-MNIST transfer (classes 0-4 -> 5-9, 20 images per
+// class); see tests/unit/training/transfer_experiment_test.cc.
+Hyperparameters StrategyDefaults(Strategy strategy, int64_t n) {
+  Hyperparameters d;
+  d.set_epochs(n <= 2000 ? 30 : (n <= 20000 ? 15 : 10));
+  d.set_batch_size(n < 1000 ? 16 : (n < 10000 ? 32 : 64));
+  d.mutable_optimizer()->set_kind(kaizen::v1::OPTIMIZER_ADAMW);
+  d.mutable_optimizer()->set_beta1(0.9);
+  d.mutable_optimizer()->set_beta2(0.999);
+  d.mutable_optimizer()->set_weight_decay(0.01);
+  d.mutable_schedule()->set_kind(kaizen::v1::SCHEDULE_COSINE);
+  d.mutable_schedule()->set_min_lr_ratio(0.01);
+  d.set_label_smoothing(0.1);
+  d.set_drop_last_fraction(0.5);
+  d.set_backbone_lr_multiplier(1.0);
+  auto* aug = d.mutable_augmentation();
+  switch (strategy) {
+    case kaizen::v1::STRATEGY_FEATURE_EXTRACTION:
+      // Only a linear head on frozen (cached) features trains: cheap steps, so
+      // a large learning rate and no augmentation (which would force the
+      // backbone to run every epoch).
+      d.set_learning_rate(0.01);
+      d.mutable_optimizer()->set_weight_decay(1e-4);
+      break;
+    case kaizen::v1::STRATEGY_FINE_TUNE:
+    case kaizen::v1::STRATEGY_INCREMENTAL:
+    case kaizen::v1::STRATEGY_DISTILL:
+      d.set_learning_rate(3e-3);
+      d.set_backbone_lr_multiplier(0.1);
+      d.set_trainable_blocks(1);
+      d.mutable_schedule()->set_warmup_epochs(1);
+      break;
+    case kaizen::v1::STRATEGY_FULL:
+      d.set_learning_rate(3e-3);
+      d.set_backbone_lr_multiplier(0.1);
+      d.mutable_schedule()->set_warmup_epochs(1);
+      break;
+    case kaizen::v1::STRATEGY_SCRATCH:
+    default:
+      d.set_learning_rate(3e-3);
+      d.mutable_schedule()->set_warmup_epochs(1);
+      break;
+  }
+  if (strategy != kaizen::v1::STRATEGY_FEATURE_EXTRACTION) {
+    aug->set_enabled(true);
+    aug->set_random_crop_padding(2);
+    aug->set_horizontal_flip(true);
+  }
+  return d;
+}
+
+// Sets a scalar proto field that is still zero.
+#define KAIZEN_DEFAULT(msg, field, value) \
+  if ((msg)->field() == 0) (msg)->set_##field(value)
+
+}  // namespace
+
+absl::StatusOr<Hyperparameters> ResolveHyperparameters(Strategy strategy,
+                                                       const Hyperparameters& requested,
+                                                       int64_t num_train_examples) {
+  if (strategy == kaizen::v1::STRATEGY_UNSPECIFIED || !kaizen::v1::Strategy_IsValid(strategy)) {
+    return absl::InvalidArgumentError(
+        "strategy is unspecified; choose FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, "
+        "INCREMENTAL or DISTILL");
+  }
+  if (num_train_examples < 1) {
+    return absl::InvalidArgumentError("the training dataset has no examples");
+  }
+  // Ranges of what the caller asked for, before defaults hide a bad value
+  // (zero always means "the default").
+  const Hyperparameters& r = requested;
+  auto positive = [](absl::string_view field, double v, double hi) -> absl::Status {
+    if (v == 0) return absl::OkStatus();
+    if (!(v > 0) || !std::isfinite(v)) return OutOfRange(field, v, "> 0");
+    return CheckRange(field, v, 0, hi, /*lo_open=*/true);
+  };
+  RETURN_IF_ERROR(CheckRange("epochs", r.epochs(), 0, 10000));
+  RETURN_IF_ERROR(CheckRange("batch_size", r.batch_size(), 0, 65536));
+  RETURN_IF_ERROR(positive("learning_rate", r.learning_rate(), 100));
+  RETURN_IF_ERROR(CheckRange("backbone_lr_multiplier", r.backbone_lr_multiplier(), 0, 10));
+  RETURN_IF_ERROR(CheckRange("trainable_blocks", r.trainable_blocks(), 0, 10000));
+  RETURN_IF_ERROR(CheckRange("optimizer.momentum", r.optimizer().momentum(), 0, 1, false, true));
+  RETURN_IF_ERROR(CheckRange("optimizer.weight_decay", r.optimizer().weight_decay(), 0, 1));
+  RETURN_IF_ERROR(CheckRange("optimizer.beta1", r.optimizer().beta1(), 0, 1, false, true));
+  RETURN_IF_ERROR(CheckRange("optimizer.beta2", r.optimizer().beta2(), 0, 1, false, true));
+  RETURN_IF_ERROR(CheckRange("schedule.warmup_epochs", r.schedule().warmup_epochs(), 0, 10000));
+  RETURN_IF_ERROR(CheckRange("schedule.step_epochs", r.schedule().step_epochs(), 0, 10000));
+  RETURN_IF_ERROR(CheckRange("schedule.step_gamma", r.schedule().step_gamma(), 0, 1));
+  RETURN_IF_ERROR(CheckRange("schedule.min_lr_ratio", r.schedule().min_lr_ratio(), 0, 1));
+  RETURN_IF_ERROR(CheckRange("label_smoothing", r.label_smoothing(), 0, 1, false, true));
+  RETURN_IF_ERROR(CheckRange("early_stopping.patience", r.early_stopping().patience(), 0, 10000));
+  RETURN_IF_ERROR(CheckRange("early_stopping.min_delta", r.early_stopping().min_delta(), 0, 1e9));
+  const std::string& metric = r.early_stopping().metric();
+  if (!metric.empty() && metric != "val_accuracy" && metric != "val_loss") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hyperparameters.early_stopping.metric is \"", metric,
+                     "\"; it must be \"val_accuracy\" or \"val_loss\""));
+  }
+  RETURN_IF_ERROR(CheckRange("gradient_clip_norm", r.gradient_clip_norm(), 0, 1e9));
+  RETURN_IF_ERROR(CheckRange("augmentation.random_crop_padding",
+                             r.augmentation().random_crop_padding(), 0, 256));
+  RETURN_IF_ERROR(
+      CheckRange("augmentation.rotation_degrees", r.augmentation().rotation_degrees(), 0, 180));
+  RETURN_IF_ERROR(CheckRange("augmentation.brightness", r.augmentation().brightness(), 0, 1));
+  RETURN_IF_ERROR(CheckRange("augmentation.contrast", r.augmentation().contrast(), 0, 1));
+  if (r.validation().source_case() == kaizen::v1::ValidationOptions::kSplit) {
+    RETURN_IF_ERROR(CheckRange("validation.split", r.validation().split(), 0, 0.9));
+  }
+  RETURN_IF_ERROR(CheckRange("head.hidden_units", r.head().hidden_units(), 0, 65536));
+  RETURN_IF_ERROR(CheckRange("head.dropout", r.head().dropout(), 0, 1, false, true));
+  RETURN_IF_ERROR(CheckRange("head_warmup_epochs", r.head_warmup_epochs(), 0, 10000));
+  RETURN_IF_ERROR(CheckRange("drop_last_fraction", r.drop_last_fraction(), 0, 1));
+  if (!kaizen::v1::OptimizerKind_IsValid(r.optimizer().kind()) ||
+      !kaizen::v1::ScheduleKind_IsValid(r.schedule().kind()) ||
+      !kaizen::v1::HeadKind_IsValid(r.head().kind()) ||
+      !kaizen::v1::MixedPrecision_IsValid(r.mixed_precision())) {
+    return absl::InvalidArgumentError("hyperparameters has an unknown enum value");
+  }
+
+  const Hyperparameters d = StrategyDefaults(strategy, num_train_examples);
+  Hyperparameters h = requested;
+  KAIZEN_DEFAULT(&h, epochs, d.epochs());
+  KAIZEN_DEFAULT(&h, batch_size, d.batch_size());
+  KAIZEN_DEFAULT(&h, learning_rate, d.learning_rate());
+  KAIZEN_DEFAULT(&h, backbone_lr_multiplier, d.backbone_lr_multiplier());
+  KAIZEN_DEFAULT(&h, trainable_blocks, d.trainable_blocks());
+  if (strategy == kaizen::v1::STRATEGY_SCRATCH) {
+    // Nothing is pretrained: one learning rate for every layer.
+    h.set_backbone_lr_multiplier(1.0);
+  }
+
+  auto* opt = h.mutable_optimizer();
+  const bool optimizer_chosen = opt->kind() != kaizen::v1::OPTIMIZER_UNSPECIFIED;
+  if (!optimizer_chosen) opt->set_kind(d.optimizer().kind());
+  if (opt->kind() == kaizen::v1::OPTIMIZER_SGD) {
+    if (opt->nesterov() && opt->momentum() == 0) opt->set_momentum(0.9);
+    if (!optimizer_chosen) KAIZEN_DEFAULT(opt, momentum, 0.9);
+  } else {
+    KAIZEN_DEFAULT(opt, beta1, 0.9);
+    KAIZEN_DEFAULT(opt, beta2, 0.999);
+    if (!optimizer_chosen) KAIZEN_DEFAULT(opt, weight_decay, d.optimizer().weight_decay());
+  }
+
+  auto* sched = h.mutable_schedule();
+  if (sched->kind() == kaizen::v1::SCHEDULE_UNSPECIFIED) {
+    sched->set_kind(d.schedule().kind());
+    // At most a fifth of a short run warms up.
+    KAIZEN_DEFAULT(sched, warmup_epochs, std::min(d.schedule().warmup_epochs(), 0.2 * h.epochs()));
+    KAIZEN_DEFAULT(sched, min_lr_ratio, d.schedule().min_lr_ratio());
+  }
+  if (sched->kind() == kaizen::v1::SCHEDULE_STEP) {
+    KAIZEN_DEFAULT(sched, step_epochs, std::max(1, h.epochs() / 3));
+    KAIZEN_DEFAULT(sched, step_gamma, 0.1);
+  }
+  if (sched->warmup_epochs() >= h.epochs()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hyperparameters.schedule.warmup_epochs is %g; it must be less than epochs (%d)",
+        sched->warmup_epochs(), h.epochs()));
+  }
+
+  KAIZEN_DEFAULT(&h, label_smoothing, d.label_smoothing());
+  if (h.early_stopping().enabled()) {
+    KAIZEN_DEFAULT(h.mutable_early_stopping(), patience, 5);
+    if (h.early_stopping().metric().empty()) h.mutable_early_stopping()->set_metric("val_accuracy");
+  }
+  if (!h.has_augmentation()) *h.mutable_augmentation() = d.augmentation();
+  if (h.seed() == 0) {
+    std::random_device rd;
+    uint64_t seed = 0;
+    while (seed == 0) seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    h.set_seed(seed);
+  }
+  if (h.validation().source_case() == kaizen::v1::ValidationOptions::SOURCE_NOT_SET) {
+    h.mutable_validation()->set_split(
+        num_train_examples >= kDefaultValidationMinExamples ? kDefaultValidationSplit : 0.0);
+  }
+  const bool has_validation =
+      h.validation().source_case() == kaizen::v1::ValidationOptions::kDataset
+          ? !h.validation().dataset().empty()
+          : h.validation().split() > 0;
+  if (h.early_stopping().enabled() && !has_validation) {
+    return absl::InvalidArgumentError(
+        "hyperparameters.early_stopping needs validation data: set validation.split "
+        "or validation.dataset");
+  }
+  if (h.head().kind() == kaizen::v1::HEAD_KIND_UNSPECIFIED) {
+    h.mutable_head()->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
+  }
+  if (h.head().kind() == kaizen::v1::HEAD_KIND_MLP) {
+    KAIZEN_DEFAULT(h.mutable_head(), hidden_units, 256);
+  }
+  if (h.head_warmup_epochs() >= h.epochs()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hyperparameters.head_warmup_epochs is %d; it must be less than epochs (%d)",
+        h.head_warmup_epochs(), h.epochs()));
+  }
+  KAIZEN_DEFAULT(&h, drop_last_fraction, d.drop_last_fraction());
+  return h;
+}
+
+}  // namespace kaizen::training

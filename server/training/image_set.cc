@@ -1,0 +1,155 @@
+#include "server/training/image_set.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+
+namespace kaizen::training {
+namespace {
+
+// One record as float [C, H, W] at the target shape, values in [0, 255].
+torch::Tensor ConvertRecord(const uint8_t* pixels, int64_t h, int64_t w, int64_t c, int64_t out_c,
+                            int64_t out_h, int64_t out_w) {
+  torch::Tensor t = torch::from_blob(const_cast<uint8_t*>(pixels), {h, w, c}, torch::kUInt8)
+                        .permute({2, 0, 1})
+                        .to(torch::kFloat);
+  if (c == 4 || c == 2) t = t.narrow(0, 0, c - 1);  // drop alpha
+  const int64_t have = t.size(0);
+  if (have == 1 && out_c > 1) {
+    t = t.expand({out_c, h, w});
+  } else if (have == 3 && out_c == 1) {
+    t = (0.299 * t[0] + 0.587 * t[1] + 0.114 * t[2]).unsqueeze(0);
+  }
+  if (h != out_h || w != out_w) {
+    namespace F = torch::nn::functional;
+    t = F::interpolate(t.unsqueeze(0), F::InterpolateFuncOptions()
+                                           .size(std::vector<int64_t>{out_h, out_w})
+                                           .mode(torch::kBilinear)
+                                           .align_corners(false))
+            .squeeze(0);
+  }
+  return t.round_().clamp_(0, 255);
+}
+
+}  // namespace
+
+absl::StatusOr<ImageSet> ConvertDataset(const datasets::DecodedDataset& data,
+                                        const std::vector<int64_t>& input_shape) {
+  if (input_shape.size() != 3 || input_shape[0] < 1 || input_shape[1] < 1 || input_shape[2] < 1) {
+    return absl::InvalidArgumentError("the model's input_shape must be [C, H, W]");
+  }
+  const int64_t C = input_shape[0], H = input_shape[1], W = input_shape[2];
+  if (C != 1 && C != 3) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the model takes %d input channels; only 1 (grayscale) or 3 (RGB) are supported", C));
+  }
+  const int64_t n = static_cast<int64_t>(data.records.size());
+  const int64_t num_classes = static_cast<int64_t>(data.class_names.size());
+  ImageSet set;
+  set.images = torch::empty({n, C, H, W}, torch::kUInt8);
+  set.labels = torch::empty({n}, torch::kLong);
+  uint8_t* out = set.images.data_ptr<uint8_t>();
+  int64_t* labels = set.labels.data_ptr<int64_t>();
+  const int64_t plane = H * W;
+  for (int64_t i = 0; i < n; ++i) {
+    const datasets::DecodedDataset::Record& r = data.records[i];
+    const int64_t bytes = int64_t{r.height} * r.width * r.channels;
+    if (r.height < 1 || r.width < 1 || r.offset < 0 ||
+        r.offset + bytes > static_cast<int64_t>(data.pixels.size())) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("record %d (%dx%dx%d at offset %d) does not fit in the dataset's pixels",
+                          i, r.height, r.width, r.channels, r.offset));
+    }
+    if (r.channels < 1 || r.channels > 4) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("record %d has %d channels; expected 1 to 4", i, r.channels));
+    }
+    if (r.label < 0 || r.label >= num_classes) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "record %d has label %d; the dataset has %d classes", i, r.label, num_classes));
+    }
+    labels[i] = r.label;
+    const uint8_t* src = data.pixels.data() + r.offset;
+    uint8_t* dst = out + i * C * plane;
+    if (r.height == H && r.width == W && r.channels == C) {
+      if (C == 1) {
+        std::memcpy(dst, src, plane);
+      } else {
+        for (int64_t p = 0; p < plane; ++p) {
+          for (int64_t ch = 0; ch < C; ++ch) dst[ch * plane + p] = src[p * C + ch];
+        }
+      }
+      continue;
+    }
+    torch::Tensor converted =
+        ConvertRecord(src, r.height, r.width, r.channels, C, H, W).to(torch::kUInt8).contiguous();
+    std::memcpy(dst, converted.data_ptr<uint8_t>(), C * plane);
+  }
+  return set;
+}
+
+ImageSet Subset(const ImageSet& set, const std::vector<int64_t>& indices) {
+  const torch::Tensor idx = torch::tensor(indices, torch::kLong).to(set.labels.device());
+  return ImageSet{set.images.index_select(0, idx.to(set.images.device())),
+                  set.labels.index_select(0, idx)};
+}
+
+std::pair<std::vector<int64_t>, std::vector<int64_t>> StratifiedSplit(
+    const std::vector<int32_t>& labels, double fraction, uint64_t seed) {
+  std::map<int32_t, std::vector<int64_t>> by_class;
+  for (int64_t i = 0; i < static_cast<int64_t>(labels.size()); ++i) {
+    by_class[labels[i]].push_back(i);
+  }
+  std::mt19937_64 rng(seed ^ 0x5eed5a1177ULL);
+  std::vector<int64_t> train, held_out;
+  for (auto& [label, idx] : by_class) {
+    // Fisher-Yates with our own draw, so the order is the same everywhere.
+    for (int64_t i = static_cast<int64_t>(idx.size()) - 1; i > 0; --i) {
+      std::swap(idx[i], idx[rng() % static_cast<uint64_t>(i + 1)]);
+    }
+    const int64_t n = static_cast<int64_t>(idx.size());
+    int64_t k = static_cast<int64_t>(std::llround(fraction * static_cast<double>(n)));
+    if (fraction > 0 && n >= 2) k = std::clamp<int64_t>(k, 1, n - 1);
+    if (n < 2) k = 0;
+    held_out.insert(held_out.end(), idx.begin(), idx.begin() + k);
+    train.insert(train.end(), idx.begin() + k, idx.end());
+  }
+  std::sort(train.begin(), train.end());
+  std::sort(held_out.begin(), held_out.end());
+  return {std::move(train), std::move(held_out)};
+}
+
+Normalizer::Normalizer(const kaizen::v1::Normalization& normalization, int64_t channels,
+                       const torch::Device& device) {
+  std::vector<float> mean(channels, 0.0f), std(channels, 1.0f);
+  for (int64_t c = 0; c < channels; ++c) {
+    if (normalization.mean_size() > 0) {
+      mean[c] = normalization.mean(
+          normalization.mean_size() == 1 ? 0 : std::min<int>(c, normalization.mean_size() - 1));
+    }
+    if (normalization.std_size() > 0) {
+      const float s = normalization.std(
+          normalization.std_size() == 1 ? 0 : std::min<int>(c, normalization.std_size() - 1));
+      std[c] = s > 0 ? s : 1.0f;
+    }
+  }
+  mean_ = torch::tensor(mean).view({1, channels, 1, 1}).to(device);
+  std_ = torch::tensor(std).view({1, channels, 1, 1}).to(device);
+}
+
+torch::Tensor Normalizer::ToUnit(const torch::Tensor& images) {
+  return images.to(torch::kFloat).div_(255.0);
+}
+
+torch::Tensor Normalizer::Normalize(const torch::Tensor& unit_images) const {
+  return (unit_images - mean_) / std_;
+}
+
+}  // namespace kaizen::training

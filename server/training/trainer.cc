@@ -1,0 +1,675 @@
+#include "server/training/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/common/status_macros.h"
+#include "server/models/builtin_models.h"
+#include "server/models/torch_errors.h"
+#include "server/training/augmenter.h"
+#include "server/training/batch_sampler.h"
+#include "server/training/freezing.h"
+#include "server/training/head.h"
+#include "server/training/image_set.h"
+#include "server/training/loss.h"
+#include "server/training/lr_schedule.h"
+#include "server/training/optimizer_factory.h"
+#include "server/training/parameter_init.h"
+#include "server/training/resume_state.h"
+
+namespace kaizen::training {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Independent random streams derived from the job's seed (DeriveSeed).
+constexpr uint64_t kTorchStream = 2;
+constexpr uint64_t kAugmentStream = 3;
+constexpr uint64_t kHeadStream = 4;
+constexpr uint64_t kInitStream = 5;
+constexpr uint64_t kSplitStream = 6;
+
+// Images per forward pass when caching features or evaluating.
+constexpr int64_t kInferenceBatch = 256;
+// FP16 dynamic loss scaling (there is no C++ GradScaler).
+constexpr double kInitialLossScale = 65536.0;
+constexpr int kLossScaleGrowthInterval = 2000;
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// Autocast on CUDA for the lifetime of the object; nothing elsewhere.
+class AutocastScope {
+ public:
+  AutocastScope(bool enabled, at::ScalarType dtype) : enabled_(enabled) {
+    if (!enabled_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    previous_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    previous_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+#else
+    previous_ = at::autocast::is_enabled();
+    previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
+    at::autocast::set_enabled(true);
+    at::autocast::set_autocast_gpu_dtype(dtype);
+#endif
+  }
+  ~AutocastScope() {
+    if (!enabled_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, previous_);
+    at::autocast::set_autocast_dtype(at::kCUDA, previous_dtype_);
+#else
+    at::autocast::set_enabled(previous_);
+    at::autocast::set_autocast_gpu_dtype(previous_dtype_);
+#endif
+    at::autocast::clear_cache();
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool enabled_;
+  bool previous_ = false;
+  at::ScalarType previous_dtype_ = at::kFloat;
+};
+
+struct Evaluation {
+  double loss = 0;
+  double accuracy = 0;
+  std::vector<int64_t> correct;  // per class
+  std::vector<int64_t> total;
+};
+
+class Trainer {
+ public:
+  Trainer(const TrainerOptions& options, const TrainingData& data, const Callbacks& callbacks)
+      : options_(options),
+        hp_(options.hyperparameters),
+        data_(data),
+        callbacks_(callbacks),
+        device_(options.device) {}
+
+  absl::StatusOr<TrainResult> Run();
+
+  // Where the trainer is, for error messages ("epoch 3 step 12").
+  const std::string& where() const { return where_; }
+
+ private:
+  absl::Status CheckInputs();
+  absl::Status BuildModel();
+  absl::Status BuildData();
+  absl::Status BuildOptimizer();
+  void BuildFeatureCache();
+  torch::Tensor Features(const torch::Tensor& unit_images);
+  torch::Tensor TrainLogits(const torch::Tensor& idx, bool use_cache, at::Generator& gen);
+  Evaluation Evaluate(const ImageSet& set, const torch::Tensor& cached_features);
+  void SetLearningRates(double factor);
+  void ClearGradients();
+  // Returns false when the step was skipped (FP16 overflow).
+  bool BackwardAndStep(const torch::Tensor& loss);
+  absl::StatusOr<Checkpoint> MakeCheckpoint(int32_t epochs_completed, int64_t global_step,
+                                            bool is_best);
+  std::string MetricName() const;
+  bool MetricIsMaximised() const { return MetricName() == "val_accuracy"; }
+  double MetricValue(const kaizen::v1::EpochMetrics& m) const;
+
+  const TrainerOptions& options_;
+  kaizen::v1::Hyperparameters hp_;
+  const TrainingData& data_;
+  const Callbacks& callbacks_;
+  torch::Device device_;
+  std::string where_ = "setup";
+
+  ResumeState state_;
+  bool resuming_ = false;
+  int64_t num_classes_ = 0;
+  std::vector<std::string> class_names_;
+  SplitModel split_;
+  kaizen::v1::Model base_metadata_;
+  std::set<std::string> trainable_backbone_;
+  std::vector<torch::Tensor> head_params_;
+  std::vector<torch::Tensor> backbone_params_;
+  std::vector<double> base_lrs_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+
+  ImageSet train_;
+  ImageSet val_;
+  std::optional<Normalizer> normalizer_;
+  std::optional<Augmenter> augmenter_;
+  std::optional<BatchSampler> sampler_;
+  std::optional<LrSchedule> schedule_;
+  torch::Tensor train_features_;  // the feature cache; undefined when stale
+  torch::Tensor val_features_;
+  int64_t backbone_batches_ = 0;
+
+  bool amp_ = false;
+  bool fp16_ = false;
+  at::ScalarType amp_dtype_ = at::kBFloat16;
+  int good_steps_ = 0;
+};
+
+absl::Status Trainer::CheckInputs() {
+  const kaizen::v1::Strategy s = options_.strategy;
+  if (s == kaizen::v1::STRATEGY_INCREMENTAL || s == kaizen::v1::STRATEGY_DISTILL) {
+    return absl::UnimplementedError(
+        absl::StrCat("strategy ", kaizen::v1::Strategy_Name(s),
+                     " arrives with the incremental/distillation work"));
+  }
+  if (s != kaizen::v1::STRATEGY_FEATURE_EXTRACTION && s != kaizen::v1::STRATEGY_FINE_TUNE &&
+      s != kaizen::v1::STRATEGY_FULL && s != kaizen::v1::STRATEGY_SCRATCH) {
+    return absl::InvalidArgumentError("strategy is unspecified");
+  }
+  if (data_.train == nullptr || data_.train->records.empty()) {
+    return absl::InvalidArgumentError("the training dataset has no images");
+  }
+  class_names_ = data_.train->class_names;
+  num_classes_ = static_cast<int64_t>(class_names_.size());
+  if (num_classes_ < 2) {
+    return absl::InvalidArgumentError("the training dataset needs at least two classes");
+  }
+  if (data_.validation != nullptr && data_.validation->class_names != class_names_) {
+    return absl::InvalidArgumentError(
+        "the validation dataset's class names differ from the training dataset's");
+  }
+  if (options_.base_metadata.input_shape_size() != 3) {
+    return absl::InvalidArgumentError("the base model's metadata has no [C, H, W] input_shape");
+  }
+  if (hp_.epochs() < 1 || hp_.batch_size() < 1 || !(hp_.learning_rate() > 0)) {
+    return absl::InvalidArgumentError(
+        "hyperparameters must be resolved (epochs, batch_size, learning_rate > 0)");
+  }
+  const bool has_validation = data_.validation != nullptr || hp_.validation().split() > 0;
+  if (hp_.early_stopping().enabled() && !has_validation) {
+    return absl::InvalidArgumentError(
+        "hyperparameters.early_stopping needs validation data: set validation.split or "
+        "validation.dataset");
+  }
+  if (!options_.resume_state.empty()) {
+    ASSIGN_OR_RETURN(state_, DecodeResumeState(options_.resume_state));
+    resuming_ = true;
+    if (state_.seed != hp_.seed()) {
+      return absl::InvalidArgumentError("the resume state belongs to a job with another seed");
+    }
+  }
+  state_.seed = hp_.seed();
+  if (device_.is_cuda()) {
+    const auto mp = hp_.mixed_precision();
+    amp_ = mp == kaizen::v1::MIXED_PRECISION_UNSPECIFIED ||
+           mp == kaizen::v1::MIXED_PRECISION_BF16 || mp == kaizen::v1::MIXED_PRECISION_FP16;
+    fp16_ = mp == kaizen::v1::MIXED_PRECISION_FP16;
+    amp_dtype_ = fp16_ ? at::kHalf : at::kBFloat16;
+    if (fp16_ && state_.loss_scale <= 0) state_.loss_scale = kInitialLossScale;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::BuildModel() {
+  base_metadata_ = options_.base_metadata;
+  torch::jit::Module base = options_.base;
+  const uint64_t seed = hp_.seed();
+  if (options_.strategy == kaizen::v1::STRATEGY_SCRATCH && !resuming_) {
+    const auto& shape = base_metadata_.input_shape();
+    if (models::IsBuiltinModel(base_metadata_.architecture()) && shape[1] == shape[2]) {
+      models::BuiltinOptions builtin;
+      builtin.in_channels = shape[0];
+      builtin.input_size = shape[1];
+      builtin.num_classes = num_classes_;
+      builtin.seed = DeriveSeed(seed, kInitStream, 0);
+      ASSIGN_OR_RETURN(base, models::CreateBuiltinModel(base_metadata_.architecture(), builtin));
+      base_metadata_.mutable_head()->set_module_path("fc");
+      base_metadata_.mutable_head()->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
+    } else {
+      base = DeepCopyModule(base);
+      ReinitializeParameters(base, DeriveSeed(seed, kInitStream, 0));
+    }
+  }
+  HeadSpec spec;
+  spec.kind = hp_.head().kind();
+  spec.num_classes = num_classes_;
+  spec.hidden_units = hp_.head().hidden_units();
+  spec.dropout = hp_.head().dropout();
+  spec.seed = DeriveSeed(seed, kHeadStream, 0);
+  ASSIGN_OR_RETURN(split_, SplitClassifier(base, base_metadata_, spec, resuming_));
+  split_.backbone.to(device_);
+  split_.head.to(device_);
+
+  const std::vector<std::string> names = TrainableBackboneParameters(
+      split_.backbone, split_.identity_path, options_.strategy, hp_.trainable_blocks());
+  trainable_backbone_.insert(names.begin(), names.end());
+  for (const auto& p : split_.backbone.named_parameters(/*recurse=*/true)) {
+    if (trainable_backbone_.count(p.name)) backbone_params_.push_back(p.value);
+  }
+  for (const torch::Tensor& p : split_.head.parameters(/*recurse=*/true)) head_params_.push_back(p);
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::BuildData() {
+  const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
+                                   base_metadata_.input_shape().end());
+  ASSIGN_OR_RETURN(ImageSet all, ConvertDataset(*data_.train, shape));
+  if (data_.validation != nullptr) {
+    ASSIGN_OR_RETURN(val_, ConvertDataset(*data_.validation, shape));
+    train_ = std::move(all);
+  } else if (hp_.validation().split() > 0) {
+    std::vector<int32_t> labels;
+    labels.reserve(data_.train->records.size());
+    for (const auto& r : data_.train->records) labels.push_back(r.label);
+    auto [train_idx, val_idx] =
+        StratifiedSplit(labels, hp_.validation().split(), DeriveSeed(hp_.seed(), kSplitStream, 0));
+    if (train_idx.empty()) {
+      return absl::InvalidArgumentError("validation.split leaves no training images");
+    }
+    train_ = Subset(all, train_idx);
+    if (!val_idx.empty()) val_ = Subset(all, val_idx);
+  } else {
+    train_ = std::move(all);
+  }
+  train_.images = train_.images.to(device_);
+  train_.labels = train_.labels.to(device_);
+  if (val_.size() > 0) {
+    val_.images = val_.images.to(device_);
+    val_.labels = val_.labels.to(device_);
+  }
+  normalizer_.emplace(base_metadata_.normalization(), shape[0], device_);
+  augmenter_.emplace(hp_.augmentation());
+  sampler_.emplace(train_.size(), hp_.batch_size(), hp_.drop_last_fraction(), hp_.seed());
+  schedule_.emplace(hp_.schedule(), sampler_->batches_per_epoch(), hp_.epochs());
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::BuildOptimizer() {
+  const std::vector<ParamGroup> groups =
+      MakeParamGroups(options_.strategy, hp_, head_params_, backbone_params_);
+  for (const ParamGroup& g : groups) base_lrs_.push_back(g.lr);
+  optimizer_ = MakeOptimizer(hp_.optimizer(), groups);
+  if (resuming_ && !state_.optimizer.empty()) {
+    std::istringstream in(state_.optimizer);
+    torch::serialize::InputArchive archive;
+    archive.load_from(in, device_);
+    optimizer_->load(archive);
+  }
+  return absl::OkStatus();
+}
+
+torch::Tensor Trainer::Features(const torch::Tensor& unit_images) {
+  const torch::Tensor x = normalizer_->Normalize(unit_images);
+  AutocastScope autocast(amp_, amp_dtype_);
+  ++backbone_batches_;
+  return split_.backbone.forward({x}).toTensor().to(torch::kFloat);
+}
+
+void Trainer::BuildFeatureCache() {
+  torch::NoGradGuard no_grad;
+  split_.backbone.eval();
+  auto run = [&](const ImageSet& set) {
+    std::vector<torch::Tensor> chunks;
+    for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
+      const int64_t n = std::min(kInferenceBatch, set.size() - begin);
+      chunks.push_back(Features(Normalizer::ToUnit(set.images.narrow(0, begin, n))));
+    }
+    return chunks.empty() ? torch::Tensor() : torch::cat(chunks);
+  };
+  train_features_ = run(train_);
+  val_features_ = val_.size() > 0 ? run(val_) : torch::Tensor();
+}
+
+torch::Tensor Trainer::TrainLogits(const torch::Tensor& idx, bool use_cache, at::Generator& gen) {
+  if (use_cache) {
+    AutocastScope autocast(amp_, amp_dtype_);
+    return split_.head.forward({train_features_.index_select(0, idx)}).toTensor();
+  }
+  torch::Tensor x = Normalizer::ToUnit(train_.images.index_select(0, idx));
+  if (augmenter_->active()) x = augmenter_->Apply(x, gen);
+  torch::Tensor features;
+  if (backbone_params_.empty() || !backbone_params_[0].requires_grad()) {
+    torch::NoGradGuard no_grad;
+    features = Features(x);
+  } else {
+    features = Features(x);
+  }
+  AutocastScope autocast(amp_, amp_dtype_);
+  return split_.head.forward({features}).toTensor();
+}
+
+Evaluation Trainer::Evaluate(const ImageSet& set, const torch::Tensor& cached_features) {
+  torch::NoGradGuard no_grad;
+  split_.backbone.eval();
+  split_.head.eval();
+  Evaluation e;
+  e.correct.assign(num_classes_, 0);
+  e.total.assign(num_classes_, 0);
+  double loss_sum = 0;
+  std::vector<torch::Tensor> predictions;
+  for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
+    const int64_t n = std::min(kInferenceBatch, set.size() - begin);
+    torch::Tensor features = cached_features.defined()
+                                 ? cached_features.narrow(0, begin, n)
+                                 : Features(Normalizer::ToUnit(set.images.narrow(0, begin, n)));
+    torch::Tensor logits;
+    {
+      AutocastScope autocast(amp_, amp_dtype_);
+      logits = split_.head.forward({features}).toTensor();
+    }
+    loss_sum += SmoothedCrossEntropy(logits, set.labels.narrow(0, begin, n), 0.0).item<double>() *
+                static_cast<double>(n);
+    predictions.push_back(logits.argmax(1));
+  }
+  const torch::Tensor pred = torch::cat(predictions).cpu();
+  const torch::Tensor labels = set.labels.cpu();
+  const int64_t* p = pred.data_ptr<int64_t>();
+  const int64_t* l = labels.data_ptr<int64_t>();
+  int64_t correct = 0;
+  for (int64_t i = 0; i < set.size(); ++i) {
+    ++e.total[l[i]];
+    if (p[i] == l[i]) {
+      ++e.correct[l[i]];
+      ++correct;
+    }
+  }
+  e.loss = loss_sum / static_cast<double>(set.size());
+  e.accuracy = static_cast<double>(correct) / static_cast<double>(set.size());
+  return e;
+}
+
+void Trainer::SetLearningRates(double factor) {
+  auto& groups = optimizer_->param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) groups[g].options().set_lr(base_lrs_[g] * factor);
+}
+
+void Trainer::ClearGradients() {
+  // Set to none, not zero: a zero gradient would still move frozen
+  // parameters through momentum and weight decay.
+  for (auto& group : optimizer_->param_groups()) {
+    for (torch::Tensor& p : group.params()) {
+      if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+    }
+  }
+}
+
+bool Trainer::BackwardAndStep(const torch::Tensor& loss) {
+  ClearGradients();
+  std::vector<torch::Tensor> with_grad;
+  if (fp16_) {
+    (loss * state_.loss_scale).backward();
+  } else {
+    loss.backward();
+  }
+  for (auto& group : optimizer_->param_groups()) {
+    for (torch::Tensor& p : group.params()) {
+      if (p.grad().defined()) with_grad.push_back(p);
+    }
+  }
+  if (fp16_) {
+    bool finite = true;
+    for (torch::Tensor& p : with_grad) {
+      p.mutable_grad().div_(state_.loss_scale);
+      finite = finite && torch::isfinite(p.grad()).all().item<bool>();
+    }
+    if (!finite) {
+      state_.loss_scale = std::max(1.0, state_.loss_scale / 2);
+      good_steps_ = 0;
+      ClearGradients();
+      return false;
+    }
+    if (++good_steps_ >= kLossScaleGrowthInterval) {
+      state_.loss_scale *= 2;
+      good_steps_ = 0;
+    }
+  }
+  if (hp_.gradient_clip_norm() > 0 && !with_grad.empty()) {
+    torch::nn::utils::clip_grad_norm_(with_grad, hp_.gradient_clip_norm());
+  }
+  optimizer_->step();
+  return true;
+}
+
+std::string Trainer::MetricName() const {
+  if (val_.size() == 0) return "train_loss";
+  return hp_.early_stopping().metric() == "val_loss" ? "val_loss" : "val_accuracy";
+}
+
+double Trainer::MetricValue(const kaizen::v1::EpochMetrics& m) const {
+  const std::string name = MetricName();
+  if (name == "val_accuracy") return m.val_accuracy();
+  if (name == "val_loss") return m.val_loss();
+  return m.train_loss();
+}
+
+absl::StatusOr<Checkpoint> Trainer::MakeCheckpoint(int32_t epochs_completed, int64_t global_step,
+                                                   bool is_best) {
+  Checkpoint cp;
+  ASSIGN_OR_RETURN(cp.module, AssembleClassifier(split_, torch::kCPU));
+  cp.epoch = epochs_completed;
+  cp.is_best = is_best;
+  kaizen::v1::Model& m = cp.metadata;
+  m = base_metadata_;
+  m.clear_version();
+  m.clear_size_bytes();
+  m.clear_sha256();
+  m.clear_create_time();
+  m.clear_job_id();
+  m.clear_versions();
+  m.clear_latest_version();
+  m.clear_best_version();
+  m.clear_metrics();
+  m.set_source(kaizen::v1::MODEL_SOURCE_FINE_TUNED);
+  m.clear_class_names();
+  for (const std::string& name : class_names_) m.add_class_names(name);
+  kaizen::v1::ModelHead* head = m.mutable_head();
+  head->set_module_path(AssembledHeadPath(split_));
+  head->set_kind(split_.kind);
+  head->set_in_features(split_.in_features);
+  head->set_out_features(num_classes_);
+  int64_t count = 0;
+  for (const torch::Tensor& p : cp.module.parameters(/*recurse=*/true)) count += p.numel();
+  m.set_parameter_count(count);
+  if (!state_.history.empty()) {
+    const kaizen::v1::EpochMetrics& last = state_.history.back();
+    (*m.mutable_metrics())["train_loss"] = last.train_loss();
+    (*m.mutable_metrics())["train_accuracy"] = last.train_accuracy();
+    if (val_.size() > 0) {
+      (*m.mutable_metrics())["val_loss"] = last.val_loss();
+      (*m.mutable_metrics())["val_accuracy"] = last.val_accuracy();
+    }
+  }
+  ResumeState resume = state_;
+  resume.epochs_completed = epochs_completed;
+  resume.global_step = global_step;
+  std::ostringstream out;
+  torch::serialize::OutputArchive archive;
+  optimizer_->save(archive);
+  archive.save_to(out);
+  resume.optimizer = out.str();
+  cp.resume_state = EncodeResumeState(resume);
+  return cp;
+}
+
+absl::StatusOr<TrainResult> Trainer::Run() {
+  RETURN_IF_ERROR(CheckInputs());
+  RETURN_IF_ERROR(BuildModel());
+  RETURN_IF_ERROR(BuildData());
+  RETURN_IF_ERROR(BuildOptimizer());
+
+  TrainResult result;
+  result.best_metric_name = MetricName();
+  const bool maximise = MetricIsMaximised();
+  const int64_t steps_per_epoch = sampler_->batches_per_epoch();
+  const int64_t total_steps = schedule_->total_steps();
+  const int32_t first_epoch = resuming_ ? state_.epochs_completed : 0;
+  const double label_smoothing = hp_.label_smoothing();
+  result.epochs_completed = first_epoch;
+  if (!state_.history.empty()) result.last = state_.history.back();
+  const Clock::time_point run_start = Clock::now();
+  int64_t steps_this_run = 0;
+
+  for (int32_t epoch = first_epoch; epoch < hp_.epochs(); ++epoch) {
+    where_ = absl::StrCat("epoch ", epoch + 1);
+    const Clock::time_point epoch_start = Clock::now();
+    torch::manual_seed(DeriveSeed(hp_.seed(), kTorchStream, epoch));
+    at::Generator augment_gen =
+        at::make_generator<at::CPUGeneratorImpl>(DeriveSeed(hp_.seed(), kAugmentStream, epoch));
+
+    const bool backbone_frozen = options_.strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION ||
+                                 epoch < hp_.head_warmup_epochs() || trainable_backbone_.empty();
+    ApplyRequiresGrad(split_.backbone,
+                      backbone_frozen ? std::set<std::string>{} : trainable_backbone_);
+    const bool use_cache = backbone_frozen && !augmenter_->active();
+    if (use_cache && !train_features_.defined()) {
+      where_ = absl::StrCat("epoch ", epoch + 1, " feature caching");
+      BuildFeatureCache();
+    } else if (!use_cache) {
+      train_features_ = torch::Tensor();
+      val_features_ = torch::Tensor();
+    }
+    SetTrainingMode(split_.backbone);
+    split_.head.train();
+
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0;
+    double lr_now = 0;
+    const std::vector<std::vector<int64_t>> batches = sampler_->EpochBatches(epoch);
+    for (int64_t b = 0; b < static_cast<int64_t>(batches.size()); ++b) {
+      const int64_t global_step = epoch * steps_per_epoch + b;
+      where_ = absl::StrCat("epoch ", epoch + 1, " step ", b + 1);
+      if (callbacks_.should_stop && callbacks_.should_stop()) {
+        ASSIGN_OR_RETURN(Checkpoint cp,
+                         MakeCheckpoint(epoch, epoch * steps_per_epoch, /*is_best=*/false));
+        if (callbacks_.on_checkpoint) RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
+        result.cancelled = true;
+        result.epochs_completed = epoch;
+        return result;
+      }
+      const double factor = schedule_->Factor(global_step);
+      SetLearningRates(factor);
+      lr_now = base_lrs_[0] * factor;
+      const torch::Tensor idx = torch::tensor(batches[b], torch::kLong).to(device_);
+      const torch::Tensor labels = train_.labels.index_select(0, idx);
+      const torch::Tensor logits = TrainLogits(idx, use_cache, augment_gen);
+      const torch::Tensor loss = SmoothedCrossEntropy(logits, labels, label_smoothing);
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "loss became %s at epoch %d step %d (learning rate %g); lower the learning rate",
+            std::isnan(loss_value) ? "NaN" : "Inf", epoch + 1, b + 1, lr_now));
+      }
+      BackwardAndStep(loss);
+      const int64_t n = idx.size(0);
+      loss_sum += loss_value * static_cast<double>(n);
+      correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+      seen += n;
+      ++steps_this_run;
+      if (callbacks_.on_step) {
+        kaizen::v1::StepProgress progress;
+        progress.set_epoch(epoch + 1);
+        progress.set_step(global_step + 1);
+        progress.set_total_steps(total_steps);
+        progress.set_loss(loss_value);
+        progress.set_learning_rate(lr_now);
+        const double elapsed = Seconds(epoch_start);
+        progress.set_samples_per_second(elapsed > 0 ? static_cast<double>(seen) / elapsed : 0);
+        const double per_step = Seconds(run_start) / static_cast<double>(steps_this_run);
+        progress.set_eta_seconds(per_step * static_cast<double>(total_steps - global_step - 1));
+        callbacks_.on_step(progress);
+      }
+    }
+    const double train_seconds = Seconds(epoch_start);
+
+    where_ = absl::StrCat("epoch ", epoch + 1, " evaluation");
+    kaizen::v1::EpochMetrics metrics;
+    metrics.set_epoch(epoch + 1);
+    metrics.set_train_loss(seen > 0 ? loss_sum / static_cast<double>(seen) : 0);
+    metrics.set_train_accuracy(seen > 0 ? static_cast<double>(correct) / static_cast<double>(seen)
+                                        : 0);
+    metrics.set_learning_rate(lr_now);
+    metrics.set_samples_per_second(train_seconds > 0 ? static_cast<double>(seen) / train_seconds
+                                                     : 0);
+    if (val_.size() > 0) {
+      const Evaluation e = Evaluate(val_, use_cache ? val_features_ : torch::Tensor());
+      metrics.set_val_loss(e.loss);
+      metrics.set_val_accuracy(e.accuracy);
+      for (int64_t c = 0; c < num_classes_; ++c) {
+        if (e.total[c] > 0) {
+          (*metrics.mutable_per_class_accuracy())[class_names_[c]] =
+              static_cast<double>(e.correct[c]) / static_cast<double>(e.total[c]);
+        }
+      }
+    }
+    metrics.set_seconds(Seconds(epoch_start));
+
+    // Best checkpoint and early stopping.
+    const double value = MetricValue(metrics);
+    const bool is_best =
+        !state_.has_best || (maximise ? value > state_.best_metric : value < state_.best_metric);
+    const double delta = hp_.early_stopping().min_delta();
+    const bool improved =
+        !state_.has_best || (maximise ? value > state_.patience_reference + delta
+                                      : value < state_.patience_reference - delta);
+    if (is_best) {
+      state_.best_metric = value;
+      state_.best_epoch = epoch + 1;
+    }
+    if (improved) {
+      state_.patience_reference = value;
+      state_.epochs_without_improvement = 0;
+    } else {
+      ++state_.epochs_without_improvement;
+    }
+    state_.has_best = true;
+    state_.history.push_back(metrics);
+    result.last = metrics;
+    result.epochs_completed = epoch + 1;
+
+    if (callbacks_.on_epoch) callbacks_.on_epoch(metrics);
+    where_ = absl::StrCat("epoch ", epoch + 1, " checkpoint");
+    ASSIGN_OR_RETURN(Checkpoint cp,
+                     MakeCheckpoint(epoch + 1, (epoch + 1) * steps_per_epoch, is_best));
+    if (callbacks_.on_checkpoint) RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
+
+    if (hp_.early_stopping().enabled() &&
+        state_.epochs_without_improvement >= std::max(1, hp_.early_stopping().patience())) {
+      result.stopped_early = true;
+      break;
+    }
+  }
+  result.best_metric = state_.best_metric;
+  result.best_epoch = state_.best_epoch;
+  result.backbone_forward_batches = backbone_batches_;
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<TrainResult> Train(const TrainerOptions& options, const TrainingData& data,
+                                  const Callbacks& callbacks) {
+  Trainer trainer(options, data, callbacks);
+  try {
+    return trainer.Run();
+  } catch (const std::exception& e) {
+    const std::string summary = models::TorchErrorSummary(e);
+    const std::string message = absl::StrCat(trainer.where(), ": ", summary);
+    if (absl::StrContains(summary, "out of memory")) {
+      return absl::ResourceExhaustedError(message);
+    }
+    return absl::InternalError(message);
+  }
+}
+
+}  // namespace kaizen::training

@@ -1,0 +1,99 @@
+// Runs one fine-tuning job end to end: converts the data to the model's
+// input, replaces the head, freezes what the strategy keeps fixed, trains
+// with the resolved optimiser, schedule, augmentation and loss, evaluates
+// every epoch and hands a self-contained checkpoint to the caller after each
+// one. A pure library: the caller (the job/worker layer) owns storage,
+// events and threads.
+#pragma once
+
+#include <torch/script.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kaizen/v1/finetune_service.pb.h"
+#include "kaizen/v1/model_service.pb.h"
+#include "server/datasets/dataset_file.h"
+
+namespace kaizen::training {
+
+// Decoded datasets, any image sizes and 1 or 3 channels; the caller keeps
+// them alive during Train().
+struct TrainingData {
+  const datasets::DecodedDataset* train = nullptr;
+  // A separate validation dataset with the same class names, or nullptr to
+  // hold out hyperparameters.validation.split of `train` (stratified, seeded;
+  // 0 means no validation).
+  const datasets::DecodedDataset* validation = nullptr;
+};
+
+// Handed to the caller after every epoch, and once more when cancelled.
+struct Checkpoint {
+  // Self-contained TorchScript classifier in eval mode on the CPU, new head
+  // included; save it with models::SaveModelFile.
+  torch::jit::Module module;
+  // input_shape, normalization and architecture of the base; class_names of
+  // the dataset; head {module_path, kind, in/out features}; parameter_count;
+  // source FINE_TUNED; metrics "train_loss", "train_accuracy" and, with
+  // validation, "val_loss", "val_accuracy".
+  kaizen::v1::Model metadata;
+  int32_t epoch = 0;  // epochs completed
+  // Opaque bytes to continue exactly (TrainerOptions::resume_state).
+  std::string resume_state;
+  // Best so far by the checkpoint metric: val_accuracy (or val_loss when
+  // early stopping watches it); train_loss without validation.
+  bool is_best = false;
+};
+
+struct Callbacks {
+  std::function<void(const kaizen::v1::StepProgress&)> on_step;  // every step
+  std::function<void(const kaizen::v1::EpochMetrics&)> on_epoch;
+  // An error aborts training with that status.
+  std::function<absl::Status(const Checkpoint&)> on_checkpoint;
+  // Checked before every step: true cancels (a final checkpoint is written).
+  std::function<bool()> should_stop;
+};
+
+struct TrainerOptions {
+  kaizen::v1::Strategy strategy = kaizen::v1::STRATEGY_UNSPECIFIED;
+  // Resolved (ResolveHyperparameters).
+  kaizen::v1::Hyperparameters hyperparameters;
+  // The base model: a fresh built-in, an uploaded or fine-tuned TorchScript
+  // classifier, or, when resuming, the module of the last checkpoint. Never
+  // modified (training works on a deep copy).
+  torch::jit::Module base;
+  // Its metadata: input_shape, normalization, architecture, head.module_path.
+  kaizen::v1::Model base_metadata;
+  torch::Device device = torch::kCPU;
+  // Empty for a fresh start, else Checkpoint::resume_state of the checkpoint
+  // whose module is `base`.
+  std::string resume_state;
+};
+
+struct TrainResult {
+  int32_t epochs_completed = 0;
+  bool stopped_early = false;
+  bool cancelled = false;
+  kaizen::v1::EpochMetrics last;  // of the last completed epoch
+  std::string best_metric_name;   // "val_accuracy", "val_loss" or "train_loss"
+  double best_metric = 0;
+  int32_t best_epoch = 0;
+  // Batches the backbone ran forward (training, feature caching and
+  // evaluation), in this call; with the feature cache only the first epoch
+  // runs it.
+  int64_t backbone_forward_batches = 0;
+};
+
+// Runs the job. Never throws. Errors: InvalidArgument for unusable data or
+// settings and for a loss that became NaN/Inf ("loss became NaN at epoch 2
+// step 7 (learning rate 0.5); lower the learning rate"); Unimplemented for
+// INCREMENTAL and DISTILL; ResourceExhausted when the device runs out of
+// memory; Internal for other LibTorch failures, with "epoch E step S: " in
+// front; the status of on_checkpoint when it fails.
+absl::StatusOr<TrainResult> Train(const TrainerOptions& options, const TrainingData& data,
+                                  const Callbacks& callbacks);
+
+}  // namespace kaizen::training

@@ -1,0 +1,112 @@
+#include "server/jobs/job_event_hub.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "server/store/metadata_store.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace kaizen::jobs {
+namespace {
+
+class CollectingSink : public EventSink {
+ public:
+  void OnEvent(const kaizen::v1::JobEvent& e) override {
+    absl::MutexLock lock(&mu);
+    sequences.push_back(e.sequence());
+  }
+  void OnEnd() override {
+    absl::MutexLock lock(&mu);
+    ++ends;
+  }
+  absl::Mutex mu;
+  std::vector<int64_t> sequences;
+  int ends = 0;
+};
+
+kaizen::v1::JobEvent Message(const std::string& text) {
+  kaizen::v1::JobEvent e;
+  e.set_message(text);
+  return e;
+}
+
+kaizen::v1::JobEvent State(kaizen::v1::JobState s) {
+  kaizen::v1::JobEvent e;
+  e.set_state(s);
+  return e;
+}
+
+class JobEventHubTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    meta_ = *store::MetadataStore::Open(dir_.File("k.db"));
+    jobs_ = *store::JobStore::Open(meta_->db());
+    hub_ = std::make_unique<JobEventHub>(jobs_.get());
+  }
+  testing::TempDir dir_;
+  std::unique_ptr<store::MetadataStore> meta_;
+  std::unique_ptr<store::JobStore> jobs_;
+  std::unique_ptr<JobEventHub> hub_;
+};
+
+TEST_F(JobEventHubTest, SequencesIncreaseByOnePerJob) {
+  EXPECT_EQ(hub_->Publish("a", Message("x"))->sequence(), 1);
+  EXPECT_EQ(hub_->Publish("a", Message("y"))->sequence(), 2);
+  EXPECT_EQ(hub_->Publish("b", Message("z"))->sequence(), 1);
+  // A new hub (a restarted server) continues from the stored log.
+  JobEventHub again(jobs_.get());
+  EXPECT_EQ(again.Publish("a", Message("w"))->sequence(), 3);
+}
+
+TEST_F(JobEventHubTest, SubscriberGetsReplayThenLiveAndEndsAtTerminalState) {
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(hub_->Publish("a", Message("old")).ok());
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(hub_->Subscribe("a", 1, false, sink).ok());
+  ASSERT_TRUE(hub_->Publish("a", Message("new")).ok());
+  ASSERT_TRUE(hub_->Publish("a", State(kaizen::v1::JOB_STATE_SUCCEEDED)).ok());
+  ASSERT_TRUE(hub_->Publish("a", Message("after the end")).ok());
+  EXPECT_EQ(sink->sequences, (std::vector<int64_t>{2, 3, 4, 5}));
+  EXPECT_EQ(sink->ends, 1);
+  EXPECT_EQ(hub_->subscriber_count("a"), 0u);
+}
+
+TEST_F(JobEventHubTest, SubscribingToAFinishedJobReplaysAndEnds) {
+  ASSERT_TRUE(hub_->Publish("a", Message("x")).ok());
+  ASSERT_TRUE(hub_->Publish("a", State(kaizen::v1::JOB_STATE_FAILED)).ok());
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(hub_->Subscribe("a", 0, true, sink).ok());
+  EXPECT_EQ(sink->sequences, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(sink->ends, 1);
+}
+
+// Subscriptions racing with publication neither miss nor repeat an event.
+TEST_F(JobEventHubTest, ConcurrentSubscribersSeeEveryEventExactlyOnce) {
+  constexpr int kEvents = 300;
+  std::thread publisher([&] {
+    for (int i = 0; i < kEvents; ++i) ASSERT_TRUE(hub_->Publish("a", Message("m")).ok());
+    ASSERT_TRUE(hub_->Publish("a", State(kaizen::v1::JOB_STATE_SUCCEEDED)).ok());
+  });
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 50; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(hub_->Subscribe("a", 0, false, sinks.back()).ok());
+  }
+  publisher.join();
+  for (const auto& s : sinks) {
+    ASSERT_EQ(s->sequences.size(), static_cast<size_t>(kEvents + 1));
+    for (size_t k = 0; k < s->sequences.size(); ++k) ASSERT_EQ(s->sequences[k], static_cast<int64_t>(k + 1));
+    EXPECT_EQ(s->ends, 1);
+  }
+}
+
+TEST_F(JobEventHubTest, UnsubscribedSinksReceiveNothing) {
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(hub_->Subscribe("a", 0, false, sink).ok());
+  hub_->Unsubscribe("a", sink.get());
+  ASSERT_TRUE(hub_->Publish("a", Message("x")).ok());
+  EXPECT_TRUE(sink->sequences.empty());
+}
+
+}  // namespace
+}  // namespace kaizen::jobs

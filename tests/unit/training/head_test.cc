@@ -1,0 +1,134 @@
+#include "server/training/head.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "server/models/model_file.h"
+#include "tests/test_util/temp_dir.h"
+#include "tests/unit/training/training_test_util.h"
+
+namespace kaizen::training {
+namespace {
+
+using testing::Builtin;
+
+torch::Tensor Forward(torch::jit::Module m, const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  return m.forward({x}).toTensor();
+}
+
+// Loads `path` with Python's torch.jit.load and prints the output shape for zeros.
+std::string PythonOutputShape(const std::string& path) {
+  const std::string out = path + ".py.txt";
+  const std::string cmd = std::string(KAIZEN_PYTHON) + " -c \"import torch; m=torch.jit.load('" +
+                          path + "'); m.eval(); print(list(m(torch.zeros(2,1,28,28)).shape))\" > " +
+                          out + " 2>&1";
+  if (std::system(cmd.c_str()) != 0) return "python failed";
+  FILE* f = std::fopen(out.c_str(), "r");
+  char buf[256] = {0};
+  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  std::string s(buf, n);
+  while (!s.empty() && (s.back() == '\n')) s.pop_back();
+  return s;
+}
+
+TEST(HeadTest, ReplacesHeadForNewClassCount) {
+  testing::BaseModel base = Builtin("resnet-small", /*classes=*/10);
+  HeadSpec spec;
+  spec.num_classes = 3;
+  auto split = SplitClassifier(base.module, base.metadata, spec, /*keep_head=*/false);
+  ASSERT_TRUE(split.ok()) << split.status();
+  EXPECT_EQ(split->in_features, 128);
+  EXPECT_EQ(split->identity_path, "fc");
+  const torch::Tensor x = torch::rand({2, 1, 28, 28});
+  base.module.eval();
+  split->backbone.eval();
+  // The backbone's head is an identity: backbone(x) are the features.
+  EXPECT_TRUE(torch::allclose(Forward(split->backbone, x),
+                              base.module.run_method("forward_features", x).toTensor(), 1e-5,
+                              1e-5));
+  // The base is untouched.
+  EXPECT_EQ(base.module.attr("fc").toModule().attr("weight").toTensor().size(0), 10);
+
+  auto classifier = AssembleClassifier(*split, torch::kCPU);
+  ASSERT_TRUE(classifier.ok()) << classifier.status();
+  EXPECT_EQ(AssembledHeadPath(*split), "fc");
+  const torch::Tensor logits = Forward(*classifier, x);
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(classifier->attr("fc").toModule().attr("weight").toTensor().sizes(),
+            (std::vector<int64_t>{3, 128}));
+  EXPECT_TRUE(
+      torch::allclose(logits, Forward(split->head, Forward(split->backbone, x)), 1e-5, 1e-5));
+
+  // Survives save/load, in C++ and in Python.
+  kaizen::testing::TempDir dir;
+  const std::string path = dir.File("model.pt");
+  kaizen::v1::Model meta = base.metadata;
+  meta.mutable_head()->set_out_features(3);
+  ASSERT_TRUE(models::SaveModelFile(*classifier, meta, path).ok());
+  torch::jit::Module loaded = torch::jit::load(path);
+  loaded.eval();
+  EXPECT_TRUE(torch::allclose(Forward(loaded, x), logits, 1e-6, 1e-6));
+  EXPECT_EQ(PythonOutputShape(path), "[2, 3]");
+
+  // Resuming keeps the trained head.
+  auto again = SplitClassifier(loaded, meta, spec, /*keep_head=*/true);
+  ASSERT_TRUE(again.ok()) << again.status();
+  again->backbone.eval();
+  EXPECT_TRUE(
+      torch::allclose(Forward(again->head, Forward(again->backbone, x)), logits, 1e-5, 1e-5));
+}
+
+TEST(HeadTest, MlpHeadWrapsBackbone) {
+  testing::BaseModel base = Builtin("cnn-small", /*classes=*/10);
+  HeadSpec spec;
+  spec.kind = kaizen::v1::HEAD_KIND_MLP;
+  spec.num_classes = 4;
+  spec.hidden_units = 32;
+  spec.dropout = 0.3;
+  auto split = SplitClassifier(base.module, base.metadata, spec, false);
+  ASSERT_TRUE(split.ok()) << split.status();
+  auto classifier = AssembleClassifier(*split, torch::kCPU);
+  ASSERT_TRUE(classifier.ok()) << classifier.status();
+  EXPECT_EQ(AssembledHeadPath(*split), "head");
+  EXPECT_TRUE(classifier->hasattr("backbone"));
+  EXPECT_EQ(
+      classifier->attr("head").toModule().attr("fc1").toModule().attr("weight").toTensor().sizes(),
+      (std::vector<int64_t>{32, 128}));
+  const torch::Tensor x = torch::rand({2, 1, 28, 28});
+  const torch::Tensor logits = Forward(*classifier, x);
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 4}));
+  EXPECT_TRUE(torch::equal(logits, Forward(*classifier, x)));  // eval: no dropout
+
+  kaizen::testing::TempDir dir;
+  const std::string path = dir.File("mlp.pt");
+  kaizen::v1::Model meta = base.metadata;
+  meta.mutable_head()->set_module_path("head");
+  meta.mutable_head()->set_kind(kaizen::v1::HEAD_KIND_MLP);
+  ASSERT_TRUE(models::SaveModelFile(*classifier, meta, path).ok());
+  torch::jit::Module loaded = torch::jit::load(path);
+  loaded.eval();
+  EXPECT_TRUE(torch::allclose(Forward(loaded, x), logits, 1e-6, 1e-6));
+  EXPECT_EQ(PythonOutputShape(path), "[2, 4]");
+
+  // A wrapped model splits back into the same backbone and head.
+  auto again = SplitClassifier(loaded, meta, spec, /*keep_head=*/true);
+  ASSERT_TRUE(again.ok()) << again.status();
+  again->backbone.eval();
+  again->head.eval();
+  EXPECT_TRUE(
+      torch::allclose(Forward(again->head, Forward(again->backbone, x)), logits, 1e-5, 1e-5));
+  // ... and can get a plain linear head again.
+  HeadSpec linear;
+  linear.num_classes = 2;
+  auto relinear = SplitClassifier(loaded, meta, linear, false);
+  ASSERT_TRUE(relinear.ok()) << relinear.status();
+  auto plain = AssembleClassifier(*relinear, torch::kCPU);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(Forward(*plain, x).sizes(), (std::vector<int64_t>{2, 2}));
+}
+
+}  // namespace
+}  // namespace kaizen::training
