@@ -16,6 +16,7 @@ RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq 
 COPY --from=build /src/build/kaizen-server /src/build/kaizenctl /usr/local/bin/
 RUN useradd --system --uid 10001 kaizen && mkdir -p /data && chown kaizen /data
 USER kaizen
+ENV OMP_WAIT_POLICY=PASSIVE
 VOLUME /data
 EXPOSE 50051 9464
 ENTRYPOINT ["/usr/local/bin/kaizen-server", "--data_dir=/data"]

@@ -24,7 +24,7 @@ if CTL datasets list >/dev/null 2>&1; then
 else
   step "Starting kaizen-server (data in $DATA_DIR, gRPC :$PORT, metrics :$METRICS_PORT)"
   mkdir -p "$DATA_DIR"
-  nohup "$BUILD/kaizen-server" --data_dir="$DATA_DIR" --grpc_port="$PORT" \
+  OMP_WAIT_POLICY=PASSIVE nohup "$BUILD/kaizen-server" --data_dir="$DATA_DIR" --grpc_port="$PORT" \
     --metrics_port="$METRICS_PORT" >"$DATA_DIR/server.log" 2>&1 &
   echo $! >"$DATA_DIR/server.pid"
   for _ in $(seq 1 60); do
