@@ -66,6 +66,68 @@ CTL datasets list
 step "Models (built-in architectures are available without an upload)"
 CTL models list
 
+# ---------------------------------------------------------------------------
+# Fine-tuning walk-through: what pretraining buys in the few-shot regime.
+PRETRAIN_PER_CLASS="${KAIZEN_DEMO_PRETRAIN_PER_CLASS:-1200}"
+PRETRAIN_EPOCHS="${KAIZEN_DEMO_PRETRAIN_EPOCHS:-4}"
+TEST_PER_CLASS="${KAIZEN_DEMO_TEST_PER_CLASS:-200}"
+SUBSETS=$(mktemp -d)
+/usr/bin/python3 scripts/make_fashion_subsets.py "$FASHION" "$SUBSETS" "$PRETRAIN_PER_CLASS" "$TEST_PER_CLASS"
+upload_subset() {  # name file-prefix class-names
+  if ! CTL datasets get "$1" >/dev/null 2>&1; then
+    CTL datasets upload "$1" "$SUBSETS/$2-images" --format=idx --labels="$SUBSETS/$2-labels" \
+      --class_names="$3" >/dev/null
+  fi
+  echo "dataset $1: $(CTL --output=json datasets get "$1" | /usr/bin/python3 -c \
+    'import json,sys; print(json.load(sys.stdin)["numExamples"])') images"
+}
+OLD=t-shirt,trouser,pullover,dress,coat
+NEW=sandal,shirt,sneaker,bag,ankle-boot
+step "Few-shot transfer: classes 0-4 (pretraining) -> classes 5-9 (20 images per class)"
+upload_subset fm-old base "$OLD"
+upload_subset fm-new-20 few "$NEW"
+upload_subset fm-new-test test "$NEW"
+
+# Runs a job with a live progress bar unless its output model already exists.
+finetune() {  # output base dataset strategy extra...
+  local out=$1; shift
+  if CTL models get "$out" >/dev/null 2>&1; then
+    echo "model $out already trained"
+    return
+  fi
+  CTL finetune start --output_model="$out" --base="$1" --dataset="$2" --strategy="$3" \
+    "${@:4}" --watch
+}
+step "Pretraining resnet-small with SCRATCH on classes 0-4 ($((PRETRAIN_PER_CLASS * 5)) images, $PRETRAIN_EPOCHS epochs)"
+finetune fm-base resnet-small fm-old scratch --epochs="$PRETRAIN_EPOCHS" --validation_split=0.1 --seed=1
+for strategy in feature_extraction fine_tune scratch; do
+  base=fm-base; [ "$strategy" = scratch ] && base=resnet-small
+  step "$strategy on 100 images of classes 5-9 (accuracy on $((TEST_PER_CLASS * 5)) test images)"
+  finetune "fm-new-${strategy//_/-}" "$base" fm-new-20 "$strategy" --validation_dataset=fm-new-test --seed=1
+done
+rm -rf "$SUBSETS"
+
+step "Results"
+/usr/bin/python3 - "$BUILD/kaizenctl" "$SERVER" <<'PYEOF'
+import json, subprocess, sys
+from datetime import datetime
+ctl, server = sys.argv[1], sys.argv[2]
+jobs = json.loads(subprocess.check_output([ctl, f"--server={server}", "--output=json", "jobs", "list"]))
+t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+print(f"{'model':<26}{'strategy':<20}{'base':<14}{'dataset':<12}{'epochs':>7}{'accuracy':>10}{'time':>8}{'img/s':>8}")
+for j in sorted(jobs.get("jobs", []), key=lambda j: j["createTime"]):
+    if j["state"] != "JOB_STATE_SUCCEEDED": continue
+    r, h = j["request"], j["history"]
+    acc = h[-1].get("valAccuracy", 0) * 100
+    secs = (t(j["endTime"]) - t(j["startTime"])).total_seconds()
+    ips = sum(e.get("samplesPerSecond", 0) for e in h) / max(1, len(h))
+    print(f"{r['outputModel']:<26}{r['strategy'].replace('STRATEGY_', '').lower():<20}"
+          f"{r['baseModel']:<14}{r['dataset']:<12}{len(h):>7}{acc:>9.1f}%{secs:>7.0f}s{ips:>8.0f}")
+PYEOF
+echo "Accuracy: the pretraining job's own held-out 10%; the few-shot jobs' $((TEST_PER_CLASS * 5)) test images of classes 5-9."
+echo "Pretraining pays in this few-shot regime; with 20 or more images per class a carefully trained"
+echo "from-scratch model catches up (see bench/RESULTS.md for the full table over seeds)."
+
 cat <<EOT
 
 kaizen-server is running: gRPC on $SERVER, Prometheus metrics on http://127.0.0.1:$METRICS_PORT/metrics

@@ -1,0 +1,46 @@
+"""Writes the walk-through's Fashion-MNIST subsets as IDX pairs (relabelled 0..4):
+
+  base-*  PER_CLASS training images of each of classes 0-4 (pretraining)
+  few-*   20 training images of each of classes 5-9 (few-shot fine-tuning)
+  test-*  TEST_PER_CLASS test images of each of classes 5-9 (all 1,000 by default; accuracy)
+
+Usage: make_fashion_subsets.py FASHION_DIR OUT_DIR PER_CLASS [TEST_PER_CLASS]
+"""
+import gzip
+import struct
+import sys
+
+
+def load(src, which):
+    with gzip.open(f"{src}/{which}-images-idx3-ubyte.gz") as f:
+        images = f.read()[16:]
+    with gzip.open(f"{src}/{which}-labels-idx1-ubyte.gz") as f:
+        labels = f.read()[8:]
+    return images, labels
+
+
+def write(out, name, images, labels, classes, per_class=None):
+    pixels, kept, taken = bytearray(), bytearray(), {c: 0 for c in classes}
+    for i, label in enumerate(labels):
+        if label in taken and (per_class is None or taken[label] < per_class):
+            pixels += images[i * 784:(i + 1) * 784]
+            kept.append(classes.index(label))
+            taken[label] += 1
+    with open(f"{out}/{name}-images", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, len(kept), 28, 28) + pixels)
+    with open(f"{out}/{name}-labels", "wb") as f:
+        f.write(struct.pack(">II", 0x801, len(kept)) + kept)
+
+
+def main():
+    src, out, per_class = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    test_per_class = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    train, train_labels = load(src, "train")
+    test, test_labels = load(src, "t10k")
+    write(out, "base", train, train_labels, [0, 1, 2, 3, 4], per_class)
+    write(out, "few", train, train_labels, [5, 6, 7, 8, 9], 20)
+    write(out, "test", test, test_labels, [5, 6, 7, 8, 9], test_per_class)
+
+
+if __name__ == "__main__":
+    main()
