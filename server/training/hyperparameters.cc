@@ -58,10 +58,13 @@ Hyperparameters StrategyDefaults(Strategy strategy, int64_t n) {
   auto* aug = d.mutable_augmentation();
   switch (strategy) {
     case kaizen::v1::STRATEGY_FEATURE_EXTRACTION:
-      // Only a linear head on frozen (cached) features trains: cheap steps, so
-      // a large learning rate and no augmentation (which would force the
-      // backbone to run every epoch).
-      d.set_learning_rate(0.01);
+      // Only a linear head on frozen (cached) features trains, and steps are
+      // nearly free: small batches and a large learning rate let it converge
+      // within the epochs (batch 16 / lr 0.01 left it at 78% where batch 8 /
+      // lr 0.05 reached 86% on the few-shot transfer). No augmentation, which
+      // would force the backbone to run every step.
+      if (n < 1000) d.set_batch_size(8);
+      d.set_learning_rate(0.05);
       d.mutable_optimizer()->set_weight_decay(1e-4);
       break;
     case kaizen::v1::STRATEGY_FINE_TUNE:
