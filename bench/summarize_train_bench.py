@@ -103,11 +103,14 @@ def main():
                   for r, e in runs.get("full-cpp-plain", {}).items()}
     full_noopt = {r: throughput(after_warmup(e, w), "wall_seconds")
                   for r, e in runs.get("full-cpp-noopt", {}).items()}
+    full_malloc = {r: throughput(after_warmup(e, w), "wall_seconds")
+                   for r, e in runs.get("full-cpp-malloc", {}).items()}
     # Images per CPU-second (all threads): less sensitive to other people's
     # load than wall time, though OpenMP spinning still counts.
     cpu = {name: {r: throughput(after_warmup(e, w), "cpu_seconds") for r, e in runs.get(name, {}).items()
                   if all("cpu_seconds" in x for x in e)}
-           for name in ("full-cpp", "full-cpp-plain", "full-cpp-noopt", "full-python")}
+           for name in ("full-cpp", "full-cpp-plain", "full-cpp-noopt", "full-cpp-malloc",
+                         "full-python")}
     if full_cpp and full_py:
         out.append(f"### STRATEGY_FULL: images/s, epochs > {w} (median over repeats, range)\n")
         out.append("| runner | images/s | range | images/CPU-s | repeats |")
@@ -130,6 +133,10 @@ def main():
             out.append(f"| C++ trainer, graph-executor optimisation off (wall) | "
                        f"{med(full_noopt.values()):.1f} | {spread(full_noopt.values())} | "
                        f"{cpu_cell('full-cpp-noopt')} | {len(full_noopt)} |")
+        if full_malloc:
+            out.append(f"| C++ trainer, malloc keeps large blocks (wall) | "
+                       f"{med(full_malloc.values()):.1f} | {spread(full_malloc.values())} | "
+                       f"{cpu_cell('full-cpp-malloc')} | {len(full_malloc)} |")
         out.append(f"| PyTorch Python loop | {med(full_py.values()):.1f} | "
                    f"{spread(full_py.values())} | {cpu_cell('full-python')} | {len(full_py)} |")
         ratios = paired(full_cpp, full_py, lambda a, b: a / b)
@@ -149,6 +156,11 @@ def main():
             out.append(f"- C++ trainer with graph-executor optimisation off / Python: "
                        f"{med(noopt_ratios):.2f}x (range {spread(noopt_ratios)}); vs the "
                        f"trainer as is: {med(noopt_vs_cpp):.2f}x.")
+        if full_malloc:
+            m_ratios = paired(full_malloc, full_py, lambda a, b: a / b)
+            m_vs_cpp = paired(full_malloc, full_cpp_wall, lambda a, b: a / b)
+            out.append(f"- C++ trainer with malloc tuning / Python: {med(m_ratios):.2f}x "
+                       f"(range {spread(m_ratios)}); vs the trainer as is: {med(m_vs_cpp):.2f}x.")
         if full_plain:
             plain_ratios = paired(full_plain, full_py, lambda a, b: a / b)
             out.append(f"- C++ plain loop/Python: {med(plain_ratios):.2f}x "

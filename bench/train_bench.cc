@@ -14,10 +14,10 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -51,6 +51,9 @@ ABSL_FLAG(uint64_t, seed, 1, "Seed of the initial weights and of the job.");
 ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist",
           "Folder with {train}-{images-idx3,labels-idx1}-ubyte.gz.");
 ABSL_FLAG(std::string, save_model, "", "Write the initial model (TorchScript) here.");
+ABSL_FLAG(std::string, load_model, "",
+          "Train this TorchScript file (torch::jit::load) instead of the freshly built "
+          "module; it must be the same architecture (e.g. written by --save_model).");
 ABSL_FLAG(std::string, save_config, "",
           "Write the resolved hyperparameters and normalisation (JSON, for train_bench.py).");
 ABSL_FLAG(bool, prepare_only, false, "Only write --save_model / --save_config, then exit.");
@@ -271,6 +274,19 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(kaizen::v1::Model metadata, models::DescribeBuiltinModel(model_name, builtin));
   metadata.set_name(absl::StrCat("bench-", model_name));
   ASSIGN_OR_RETURN(torch::jit::Module base, models::CreateBuiltinModel(model_name, builtin));
+  if (!absl::GetFlag(FLAGS_load_model).empty()) {
+    try {
+      base = torch::jit::load(absl::GetFlag(FLAGS_load_model));
+    } catch (const std::exception& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot load ", absl::GetFlag(FLAGS_load_model), ": ", e.what()));
+    }
+    base.train();
+    for (const auto& p : base.named_parameters(/*recurse=*/true)) {
+      torch::Tensor t = p.value;
+      t.set_requires_grad(true);
+    }
+  }
 
   kaizen::v1::Hyperparameters requested;
   requested.set_epochs(absl::GetFlag(FLAGS_epochs));

@@ -105,6 +105,8 @@ def main():
     p.add_argument("--batch_size", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data_dir", default=DEFAULT_DATA)
+    p.add_argument("--profile_trace", default="",
+                   help="record the ops of the run (torch.autograd.profiler) as a Chrome trace")
     p.add_argument("--foreach", choices=["default", "on", "off"], default="default",
                    help="optimizer foreach implementation (1.13's default is off)")
     args = p.parse_args()
@@ -154,6 +156,10 @@ def main():
                       "optimizer": type(opt).__name__, "foreach": args.foreach,
                       "lrs": base_lrs, "steps_per_epoch": steps}), flush=True)
 
+    profiler = None
+    if args.profile_trace:
+        profiler = torch.autograd.profiler.profile()
+        profiler.__enter__()
     for epoch in range(epochs):
         start = time.perf_counter()
         cpu_start = time.process_time()
@@ -190,6 +196,9 @@ def main():
                           "cpu_seconds": cpu,
                           "train_loss": loss_sum / seen, "train_accuracy": correct / seen}),
               flush=True)
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        profiler.export_chrome_trace(args.profile_trace)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@
 #   PLAIN=1           also run a minimal libtorch C++ loop (locates trainer overhead)
 #   NOOPT=1           also run the trainer with TorchScript's graph-executor
 #                     optimisation off (--graph_executor_optimize=false)
+#   MALLOC=1          also run the trainer with glibc malloc keeping large blocks
+#                     (MALLOC_MMAP_THRESHOLD_=32 MiB, MALLOC_TRIM_THRESHOLD_=4 GiB,
+#                     MALLOC_TOP_PAD_=64 MiB): no mmap/munmap + page faults per tensor
 #   OMP_WAIT_POLICY   exported to both runners; default PASSIVE (see README: with
 #                     libgomp's default spinning, 2 threads on a loaded 2-core
 #                     machine ran 3-4x slower than 1 thread, and the numbers swing)
@@ -38,6 +41,7 @@ FE_IMAGES=${FE_IMAGES:-1280}
 FE_EPOCHS=${FE_EPOCHS:-3}
 PLAIN=${PLAIN:-0}
 NOOPT=${NOOPT:-0}
+MALLOC=${MALLOC:-0}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 FE_PYTHON=${FE_PYTHON:-1}
 FE=${FE:-1}
@@ -88,6 +92,11 @@ full_noopt() {
   run full-cpp-noopt "$1" "$BENCH" --strategy=full --graph_executor_optimize=false \
     --images="$IMAGES" --epochs="$EPOCHS" "${common[@]}"
 }
+full_malloc() {
+  run full-cpp-malloc "$1" env MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 \
+    MALLOC_TOP_PAD_=67108864 "$BENCH" --strategy=full --images="$IMAGES" --epochs="$EPOCHS" \
+    "${common[@]}"
+}
 full_python() {
   run full-python "$1" "$PYTHON" bench/train_bench.py --model "$RUN_DIR/full.pt" \
     --config "$RUN_DIR/full.json"
@@ -109,6 +118,7 @@ for ((r = 1; r <= REPEATS; r++)); do
   full=(full_cpp full_python)
   [[ $PLAIN == 1 ]] && full+=(full_plain)
   [[ $NOOPT == 1 ]] && full+=(full_noopt)
+  [[ $MALLOC == 1 ]] && full+=(full_malloc)
   fe=()
   [[ $FE == 1 ]] && fe=(fe_cache fe_nocache)
   [[ $FE == 1 && $FE_PYTHON == 1 ]] && fe+=(fe_python)
