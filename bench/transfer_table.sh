@@ -6,11 +6,15 @@
 # and the seed are given), 3 seeds each, and report accuracy on the 5,000 test
 # images of classes 5-9 and the training time.
 #
-# Accuracy is the last epoch's accuracy on the test images, passed as the
-# job's validation dataset only to be measured: early stopping is off by
-# default and nothing selects on it.
+# Accuracy is the final checkpoint's accuracy on the 5,000 test images,
+# measured through Predict (bench/eval_accuracy.py) once each job ends; the
+# jobs train on all 100 images (no validation split) and nothing selects on
+# the test set.
 #
-# Usage: bench/transfer_table.sh [EPOCHS=30] [PRETRAIN_EPOCHS=default] [SEEDS="1 2 3"]
+# Usage: [EPOCHS=30] [PRETRAIN_EPOCHS=default] [SEEDS="1 2 3"] [STRATEGIES=...]
+#        [BASE_MODEL_FILE=base.pt] bench/transfer_table.sh
+# BASE_MODEL_FILE skips pretraining: a base written by an earlier run
+# (kaizenctl models download base) is uploaded instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS="${EPOCHS:-30}"
@@ -20,12 +24,18 @@ STRATEGIES="${STRATEGIES:-scratch feature_extraction fine_tune full}"
 BASE_ARCH="${BASE_ARCH:-resnet-small}"
 BUILD="${KAIZEN_BUILD_DIR:-build}"
 PY=/usr/bin/python3
-bash scripts/build.sh kaizen-server kaizenctl >/dev/null
+# KAIZEN_BIN_DIR: run prebuilt binaries from there (e.g. a copy, so that a
+# long run is not disturbed by rebuilds of ./build); otherwise build them.
+if [ -n "${KAIZEN_BIN_DIR:-}" ]; then BUILD="$KAIZEN_BIN_DIR"
+else bash scripts/build.sh kaizen-server kaizenctl >/dev/null; fi
+# Each finished run is appended here too, so nothing is lost if the run stops.
+KEEP="${TRANSFER_RESULTS:-bench/transfer_results.tsv}"
 
 WORK=$(mktemp -d)
 PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BUILD/kaizen-server" --data_dir="$WORK/data" --host=127.0.0.1 --grpc_port="$PORT" \
-  --metrics_port=-1 --threads="$(nproc)" >"$WORK/server.log" 2>&1 &
+  --metrics_port=-1 --threads="$(nproc)" \
+  --preload_models=false >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 trap 'kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null; rm -rf "$WORK"' EXIT
 CTL() { "$BUILD/kaizenctl" --server="127.0.0.1:$PORT" "$@"; }
@@ -69,14 +79,23 @@ run_job() {  # output strategy base dataset extra-args...
   echo "$id"
 }
 
-echo "pretraining $BASE_ARCH with SCRATCH on classes 0-4 (30,000 images)..." >&2
-t0=$(date +%s.%N)
-pre_args=(--seed=1 --validation_split=0.1)
-[ -n "$PRETRAIN_EPOCHS" ] && pre_args+=(--epochs="$PRETRAIN_EPOCHS")
-base_id=$(run_job base scratch "$BASE_ARCH" fm-base "${pre_args[@]}")
-pre_s=$(echo "$(date +%s.%N) - $t0" | bc)
-pre_acc=$(job_json "$base_id" | $PY -c 'import json,sys; h=json.load(sys.stdin)["history"]; print("%.1f" % (100*h[-1].get("valAccuracy",0)))')
-echo "pretrained base: val accuracy ${pre_acc}% in ${pre_s}s" >&2
+if [ -n "${BASE_MODEL_FILE:-}" ]; then
+  CTL models upload base "$BASE_MODEL_FILE" >/dev/null
+  pre_s=0
+  pre_acc="${BASE_MODEL_ACC:-?}"
+  echo "uploaded base $BASE_MODEL_FILE" >&2
+else
+  echo "pretraining $BASE_ARCH with SCRATCH on classes 0-4 (30,000 images)..." >&2
+  t0=$(date +%s.%N)
+  pre_args=(--seed=1 --validation_split=0.1)
+  [ -n "$PRETRAIN_EPOCHS" ] && pre_args+=(--epochs="$PRETRAIN_EPOCHS")
+  base_id=$(run_job base scratch "$BASE_ARCH" fm-base "${pre_args[@]}")
+  pre_s=$(echo "$(date +%s.%N) - $t0" | bc)
+  pre_acc=$(job_json "$base_id" | $PY -c 'import json,sys; h=json.load(sys.stdin)["history"]; print("%.1f" % (100*h[-1].get("valAccuracy",0)))')
+  echo "pretrained base: val accuracy ${pre_acc}% in ${pre_s}s" >&2
+fi
+printf '# %s commit %s base %s pretrain val %s%% in %ss\n' "$(date -u +%FT%TZ)" \
+  "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$BASE_ARCH" "$pre_acc" "$pre_s" >>"$KEEP"
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
@@ -85,7 +104,9 @@ for seed in $SEEDS; do
     base=base; [ "$strategy" = scratch ] && base="$BASE_ARCH"
     out="t-$strategy-$seed"; out=${out//_/-}
     id=$(run_job "$out" "$strategy" "$base" fm-few --epochs="$EPOCHS" --seed="$seed" \
-          --validation_dataset=fm-test)
+          )
+    acc=$($PY bench/eval_accuracy.py --server="127.0.0.1:$PORT" --model="$out" \
+            "$WORK/test-images" "$WORK/test-labels" | $PY -c 'import json,sys; print(json.load(sys.stdin)["accuracy"])')
     job_json "$id" | $PY -c '
 import json, sys
 from datetime import datetime
@@ -93,9 +114,10 @@ j = json.load(sys.stdin)
 h = j["history"]
 t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
 secs = (t(j["endTime"]) - t(j["startTime"])).total_seconds()
-print("\t".join([sys.argv[1], sys.argv[2], "%.4f" % h[-1].get("valAccuracy", 0), "%.1f" % secs, str(len(h))]))
-' "$strategy" "$seed" >>"$RESULTS"
+print("\t".join([sys.argv[1], sys.argv[2], "%.4f" % float(sys.argv[3]), "%.1f" % secs, str(len(h))]))
+' "$strategy" "$seed" "$acc" >>"$RESULTS"
     tail -1 "$RESULTS" >&2
+    tail -1 "$RESULTS" >>"$KEEP"
   done
 done
 

@@ -1,8 +1,10 @@
 // kaizen-server: flags, signal handling and the server's lifetime. Wiring
 // lives in server/api/server.cc.
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -10,6 +12,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "server/api/server.h"
+#include "server/common/atomic_file.h"
 #include "server/common/logging.h"
 
 ABSL_FLAG(std::string, data_dir, "./kaizen-data", "Directory for the catalogue and all blobs.");
@@ -22,6 +25,21 @@ ABSL_FLAG(int64_t, max_upload_mb, 4096, "Largest dataset upload, in MiB.");
 ABSL_FLAG(int64_t, max_model_mb, 2048, "Largest model upload, in MiB.");
 ABSL_FLAG(int64_t, max_image_pixels, 25'000'000, "Largest image accepted (width * height).");
 ABSL_FLAG(int, shutdown_grace_seconds, 30, "How long SIGTERM waits for calls in flight.");
+ABSL_FLAG(double, drain_seconds, 5,
+          "On SIGTERM, how long health reports NOT_SERVING while calls are still answered, "
+          "before the server stops accepting them.");
+ABSL_FLAG(int, max_batch_size, 32,
+          "Most inputs the batcher merges into one forward pass; 1 = off.");
+ABSL_FLAG(double, max_queue_delay_ms, 2, "Longest a Predict request waits for a batch to fill.");
+ABSL_FLAG(int, max_queue_size, 1024,
+          "Requests waiting per model; more fail at once with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, max_request_inputs, 256, "Most inputs in one Predict request.");
+ABSL_FLAG(int, inference_threads, 0, "Intra-op threads per model executor; 0 = --threads.");
+ABSL_FLAG(bool, preload_models, true,
+          "Load every stored model before reporting SERVING (otherwise on first use).");
+ABSL_FLAG(std::string, serving_config, "",
+          "JSON file with per-model serving settings (policy, batching); see README.");
+ABSL_FLAG(std::string, serving_device, "", "Device for serving: cpu, cuda, cuda:N; empty = auto.");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Kaizen fine-tuning and inference server.");
@@ -45,6 +63,29 @@ int main(int argc, char** argv) {
   options.max_upload_bytes = absl::GetFlag(FLAGS_max_upload_mb) << 20;
   options.max_model_bytes = absl::GetFlag(FLAGS_max_model_mb) << 20;
   options.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+
+  options.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
+  kaizen::serving::ModelServer::Options& serving = options.serving;
+  serving.max_batch_size = std::max(1, absl::GetFlag(FLAGS_max_batch_size));
+  serving.max_queue_delay = absl::Microseconds(
+      static_cast<int64_t>(std::max(0.0, absl::GetFlag(FLAGS_max_queue_delay_ms)) * 1000));
+  serving.max_queue_size = std::max(1, absl::GetFlag(FLAGS_max_queue_size));
+  serving.max_request_inputs = std::max(1, absl::GetFlag(FLAGS_max_request_inputs));
+  serving.threads = absl::GetFlag(FLAGS_inference_threads);
+  serving.preload = absl::GetFlag(FLAGS_preload_models);
+  serving.device = absl::GetFlag(FLAGS_serving_device);
+  if (const std::string path = absl::GetFlag(FLAGS_serving_config); !path.empty()) {
+    std::string json;
+    absl::Status read = kaizen::common::ReadFile(path, &json);
+    absl::StatusOr<std::map<std::string, kaizen::serving::ServingConfig>> models =
+        read.ok() ? kaizen::serving::ParseServingConfig(json, path)
+                  : absl::StatusOr<std::map<std::string, kaizen::serving::ServingConfig>>(read);
+    if (!models.ok()) {
+      kaizen::common::LogError("bad --serving_config", {{"error", models.status().ToString()}});
+      return 2;
+    }
+    serving.models = *std::move(models);
+  }
 
   auto server = kaizen::api::KaizenServer::Start(options);
   if (!server.ok()) {

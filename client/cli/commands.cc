@@ -1,9 +1,12 @@
 #include "client/cli/commands.h"
 
+#include <cmath>
 #include <filesystem>
 #include <optional>
 #include <utility>
 
+#include "absl/random/distributions.h"
+#include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -13,6 +16,7 @@
 #include "client/cli/dataset_source.h"
 #include "client/cli/job_watcher.h"
 #include "client/cli/output.h"
+#include "client/cli/predict_bench.h"
 #include "client/cli/progress_bar.h"
 #include "client/cli/usage.h"
 #include "client/lib/folder_archiver.h"
@@ -73,6 +77,38 @@ absl::StatusOr<std::vector<std::string>> ResolveClassNames(
   return names;
 }
 
+// "10" or "2.5" (seconds), or a duration such as "500ms" or "1m".
+absl::StatusOr<absl::Duration> ParseSeconds(absl::string_view flag, const std::string& text) {
+  double seconds = 0;
+  absl::Duration duration;
+  if (absl::SimpleAtod(text, &seconds) && std::isfinite(seconds)) {
+    duration = absl::Seconds(seconds);
+  } else if (!absl::ParseDuration(text, &duration)) {
+    return UsageError(absl::StrCat("--", flag, "=", text,
+                                   ": expected seconds (e.g. 10 or 2.5) or a "
+                                   "duration (e.g. 500ms)"));
+  }
+  if (duration < absl::ZeroDuration() || duration == absl::InfiniteDuration()) {
+    return UsageError(absl::StrCat("--", flag, "=", text, ": must be finite and >= 0"));
+  }
+  return duration;
+}
+
+// The whole of `path`, which must be a regular file.
+absl::StatusOr<std::string> ReadRegularFile(const std::string& path) {
+  std::error_code ec;
+  const std::filesystem::file_status status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+  }
+  std::string bytes;
+  RETURN_IF_ERROR(common::ReadFile(path, &bytes));
+  return bytes;
+}
+
 // "photos" for "/data/photos/" or "photos/.".
 std::string FolderName(const std::string& folder) {
   std::error_code ec;
@@ -117,13 +153,11 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "--labels is given. --class_names (IDX) names labels 0..N-1; "
        "@FILE reads one name a line.",
        &Commands::DatasetsUpload},
-      {"datasets", "list", "", 0, 0, "", "List all datasets.",
-       &Commands::DatasetsList},
+      {"datasets", "list", "", 0, 0, "", "List all datasets.", &Commands::DatasetsList},
       {"datasets", "get", "NAME", 1, 1, "",
        "Show a dataset: classes with their counts and the ingestion report.",
        &Commands::DatasetsGet},
-      {"datasets", "delete", "NAME", 1, 1, "", "Delete a dataset.",
-       &Commands::DatasetsDelete},
+      {"datasets", "delete", "NAME", 1, 1, "", "Delete a dataset.", &Commands::DatasetsDelete},
       {"models", "upload", "NAME FILE.pt", 2, 2,
        "[--input_shape=3,224,224] [--mean=0.485,0.456,0.406] "
        "[--std=0.229,0.224,0.225] [--class_names=a,b,c] [--head=fc] "
@@ -132,10 +166,9 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "defaulted by the server.",
        &Commands::ModelsUpload},
       {"models", "list", "", 0, 0, "[--all_versions]",
-       "List models (the newest version of each, or every version).",
-       &Commands::ModelsList},
-      {"models", "get", "NAME[:VERSION]", 1, 1, "",
-       "Show a model version (default: the newest).", &Commands::ModelsGet},
+       "List models (the newest version of each, or every version).", &Commands::ModelsList},
+      {"models", "get", "NAME[:VERSION]", 1, 1, "", "Show a model version (default: the newest).",
+       &Commands::ModelsGet},
       {"models", "delete", "NAME[:VERSION]", 1, 1, "",
        "Delete one version of a model, or all of them when no version is "
        "given.",
@@ -166,10 +199,8 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "--request_id returns the first job instead of a new one. --watch "
        "then follows the job like 'jobs watch'.",
        &Commands::FineTuneStart},
-      {"jobs", "list", "", 0, 0,
-       "[--state=queued,running,succeeded,failed,cancelled]",
-       "List fine-tuning jobs, all or those in the given states.",
-       &Commands::JobsList},
+      {"jobs", "list", "", 0, 0, "[--state=queued,running,succeeded,failed,cancelled]",
+       "List fine-tuning jobs, all or those in the given states.", &Commands::JobsList},
       {"jobs", "get", "ID", 1, 1, "",
        "Show a job: request, state, resolved hyperparameters, the per-epoch "
        "history, the model versions written and the error of a failed job.",
@@ -185,6 +216,36 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "resumes after that event. With --output=json: JSON Lines, one "
        "JobEvent per line. Exits 0 only when the job succeeds.",
        &Commands::JobsWatch},
+      {"predict", "", "MODEL[:VERSION] FILE...", 2, -1,
+       "[--top_k=N] [--version=V] [--policy=latest|best]",
+       "Classify JPEG/PNG files with a model: one request with every FILE as "
+       "an encoded image (the server accepts 256 per request by default), "
+       "resized and normalised by the server as the model's metadata says. "
+       "Prints the top --top_k classes (default 1) of each file and the "
+       "version that answered: a pinned --version (or MODEL:VERSION), else "
+       "the newest (--policy=latest, the default) or the best by validation "
+       "metric (--policy=best). --output=json prints the PredictResponse.",
+       &Commands::Predict},
+      {"bench", "predict", "MODEL[:VERSION]", 1, 1,
+       "[--concurrency=C] [--duration=S] [--warmup=S] [--batching=on|off] "
+       "[--image=FILE] [--inputs_per_request=N] [--input_shape=C,H,W] "
+       "[--version=V] [--policy=latest|best] [--top_k=N]",
+       "Load test Predict: C calls (default 1) always in flight on one "
+       "channel for S seconds (default 10) after a warm-up (default 2) that "
+       "is not measured. Each call sends N inputs (default 1): --image "
+       "encoded, or else random tensors of the model's input shape (from "
+       "GetModel, or --input_shape). --batching=off sets disable_batching on "
+       "every call. Prints requests/s, inputs/s, p50/p95/p99/max latency in "
+       "ms, errors by status code and the versions that answered (and "
+       "whether each of the C clients only saw them move forward). "
+       "--output=json prints one object: model, batching, input, "
+       "concurrency, inputs_per_request, warmup_seconds, duration_seconds, "
+       "requests, inputs, requests_per_second, inputs_per_second, latency_ms "
+       "{p50, p95, p99, max, mean}, failed_requests, errors {CODE: count}, "
+       "first_error, versions {min, max, monotonic, counts}, "
+       "client_cpu_seconds, wall_seconds. --timeout is each call's deadline "
+       "(default 60s). Exits 1 if any call failed.",
+       &Commands::BenchPredict},
   };
   return *specs;
 }
@@ -196,34 +257,36 @@ std::string Commands::Usage() {
       "[--timeout=DURATION]\n                 COMMAND [ARGS...]\n\n"
       "Commands:\n";
   for (const Spec& spec : Specs()) {
-    absl::StrAppend(&out, "  ", spec.group, " ", spec.verb);
+    absl::StrAppend(&out, "  ", spec.group);
+    if (spec.verb[0] != '\0') absl::StrAppend(&out, " ", spec.verb);
     if (spec.args[0] != '\0') absl::StrAppend(&out, " ", spec.args);
     absl::StrAppend(&out, "\n");
     if (spec.flags[0] != '\0') absl::StrAppend(&out, Wrap(spec.flags, 6));
     absl::StrAppend(&out, Wrap(spec.help, 6));
   }
-  absl::StrAppend(
-      &out,
-      "\nGlobal flags (anywhere on the command line):\n"
-      "  --server=HOST:PORT   the server (default localhost:50051; "
-      "$KAIZEN_SERVER sets the default)\n"
-      "  --output=table|json  tables for people (default), or one JSON "
-      "document\n"
-      "                       (the response in the proto3 JSON mapping);\n"
-      "                       'jobs watch' and 'finetune start --watch' "
-      "print JSON\n"
-      "                       Lines instead: the Job (start only), then one "
-      "JobEvent\n"
-      "                       per line\n"
-      "  --timeout=DURATION   deadline of each call, e.g. 30s or 10m "
-      "(default: none)\n"
-      "  --help               this text\n"
-      "\nExit status: 0 on success; 1 when a call fails, with "
-      "\"kaizenctl: CODE: message\"\non stderr; 2 on a usage error. A watch "
-      "('jobs watch', 'finetune start --watch')\nexits 0 only when the job "
-      "SUCCEEDED; a FAILED job ends with\n\"kaizenctl: ABORTED: ...\", a "
-      "CANCELLED one with \"kaizenctl: CANCELLED: ...\",\nand a broken "
-      "stream with its code and the --after_sequence to resume from.\n");
+  absl::StrAppend(&out,
+                  "\nGlobal flags (anywhere on the command line):\n"
+                  "  --server=HOST:PORT   the server (default localhost:50051; "
+                  "$KAIZEN_SERVER sets the default)\n"
+                  "  --output=table|json  tables for people (default), or one JSON "
+                  "document\n"
+                  "                       (the response in the proto3 JSON mapping);\n"
+                  "                       'jobs watch' and 'finetune start --watch' "
+                  "print JSON\n"
+                  "                       Lines instead: the Job (start only), then one "
+                  "JobEvent\n"
+                  "                       per line\n"
+                  "  --timeout=DURATION   deadline of each call, e.g. 30s or 10m "
+                  "(default: none)\n"
+                  "  --version=V          predict, bench predict: the model version, "
+                  "like MODEL:V\n"
+                  "  --help               this text\n"
+                  "\nExit status: 0 on success; 1 when a call fails, with "
+                  "\"kaizenctl: CODE: message\"\non stderr; 2 on a usage error. A watch "
+                  "('jobs watch', 'finetune start --watch')\nexits 0 only when the job "
+                  "SUCCEEDED; a FAILED job ends with\n\"kaizenctl: ABORTED: ...\", a "
+                  "CANCELLED one with \"kaizenctl: CANCELLED: ...\",\nand a broken "
+                  "stream with its code and the --after_sequence to resume from.\n");
   return out;
 }
 
@@ -234,13 +297,16 @@ absl::Status Commands::Run(const std::vector<std::string>& args) {
   for (const Spec& spec : Specs()) {
     if (args[0] != spec.group) continue;
     group_known = true;
-    verbs.push_back(spec.verb);
-    if (args.size() < 2 || args[1] != spec.verb) continue;
-    const Args rest(args.begin() + 2, args.end());
-    if (static_cast<int>(rest.size()) < spec.min_args ||
-        static_cast<int>(rest.size()) > spec.max_args) {
-      std::string synopsis =
-          absl::StrCat("kaizenctl ", spec.group, " ", spec.verb);
+    const bool one_word = spec.verb[0] == '\0';
+    if (!one_word) {
+      verbs.push_back(spec.verb);
+      if (args.size() < 2 || args[1] != spec.verb) continue;
+    }
+    const Args rest(args.begin() + (one_word ? 1 : 2), args.end());
+    const int count = static_cast<int>(rest.size());
+    if (count < spec.min_args || (spec.max_args >= 0 && count > spec.max_args)) {
+      std::string synopsis = absl::StrCat("kaizenctl ", spec.group);
+      if (!one_word) absl::StrAppend(&synopsis, " ", spec.verb);
       if (spec.args[0] != '\0') absl::StrAppend(&synopsis, " ", spec.args);
       return UsageError(
           absl::StrCat("wrong number of arguments; usage: ", synopsis));
@@ -557,6 +623,127 @@ absl::Status Commands::Watch(const std::string& id, int64_t after_sequence,
           "job ", id, " failed",
           job.error().empty() ? "" : absl::StrCat(": ", job.error())));
   }
+}
+
+// --- predictions ---------------------------------------------------------------
+
+absl::StatusOr<kaizen::v1::PredictRequest> Commands::BasePredictRequest(
+    const std::string& model_ref) const {
+  std::string name;
+  int64_t version = 0;
+  RETURN_IF_ERROR(common::ParseModelRef(model_ref, &name, &version));
+  if (options_.version < 0) return UsageError("--version must be >= 0");
+  if (options_.version > 0) {
+    if (version > 0 && version != options_.version) {
+      return UsageError(
+          absl::StrCat(model_ref, " and --version=", options_.version, " name different versions"));
+    }
+    version = options_.version;
+  }
+  kaizen::v1::PredictRequest request;
+  request.set_model(name);
+  request.set_version(version);
+  if (options_.policy == "latest") {
+    request.set_policy(kaizen::v1::VERSION_POLICY_LATEST);
+  } else if (options_.policy == "best") {
+    request.set_policy(kaizen::v1::VERSION_POLICY_BEST);
+  } else if (!options_.policy.empty()) {
+    return UsageError(
+        absl::StrCat("--policy must be latest or best, not \"", options_.policy, "\""));
+  }
+  if (options_.top_k < 0) return UsageError("--top_k must be >= 0");
+  request.set_top_k(options_.top_k);
+  return request;
+}
+
+absl::Status Commands::Predict(const Args& args) {
+  ASSIGN_OR_RETURN(kaizen::v1::PredictRequest request, BasePredictRequest(args[0]));
+  const Args files(args.begin() + 1, args.end());
+  for (const std::string& file : files) {
+    ASSIGN_OR_RETURN(*request.add_inputs()->mutable_encoded_image(), ReadRegularFile(file));
+  }
+  ASSIGN_OR_RETURN(const kaizen::v1::PredictResponse response, client_->Predict(request));
+  return Print(response, PredictionTable(response, files));
+}
+
+absl::Status Commands::BenchPredict(const Args& args) {
+  ASSIGN_OR_RETURN(kaizen::v1::PredictRequest request, BasePredictRequest(args[0]));
+  PredictBench::Options bench;
+  if (options_.concurrency < 1 || options_.concurrency > 100000) {
+    return UsageError("--concurrency must be between 1 and 100000");
+  }
+  bench.concurrency = options_.concurrency;
+  ASSIGN_OR_RETURN(bench.duration, ParseSeconds("duration", options_.duration));
+  ASSIGN_OR_RETURN(bench.warmup, ParseSeconds("warmup", options_.warmup));
+  if (bench.duration <= absl::ZeroDuration()) {
+    return UsageError("--duration must be > 0");
+  }
+  if (options_.timeout != absl::InfiniteDuration()) {
+    bench.timeout = options_.timeout;
+  }
+  if (options_.batching != "on" && options_.batching != "off") {
+    return UsageError(
+        absl::StrCat("--batching must be on or off, not \"", options_.batching, "\""));
+  }
+  const bool batching = options_.batching == "on";
+  request.set_disable_batching(!batching);
+  const int n = options_.inputs_per_request;
+  if (n < 1) return UsageError("--inputs_per_request must be >= 1");
+
+  std::string input;
+  if (!options_.image.empty()) {
+    ASSIGN_OR_RETURN(const std::string bytes, ReadRegularFile(options_.image));
+    for (int i = 0; i < n; ++i) {
+      request.add_inputs()->set_encoded_image(bytes);
+    }
+    input = absl::StrCat("image ", std::filesystem::path(options_.image).filename().string());
+  } else {
+    ASSIGN_OR_RETURN(std::vector<int64_t> shape, ParseInts("input_shape", options_.input_shape));
+    if (shape.empty()) {
+      ASSIGN_OR_RETURN(const kaizen::v1::Model model,
+                       client_->GetModel(request.model(), request.version()));
+      shape.assign(model.input_shape().begin(), model.input_shape().end());
+    }
+    if (shape.size() != 3) {
+      return absl::FailedPreconditionError(absl::StrCat("model ", request.model(),
+                                                        " has no [C, H, W] input shape; give "
+                                                        "--input_shape=C,H,W or --image=FILE"));
+    }
+    // Values of a normalised image; the same seed every run.
+    absl::BitGen gen(std::seed_seq{7});
+    const int64_t size = shape[0] * shape[1] * shape[2];
+    for (int i = 0; i < n; ++i) {
+      kaizen::v1::FloatTensor* tensor = request.add_inputs()->mutable_tensor();
+      for (int64_t dim : shape) tensor->add_shape(dim);
+      tensor->mutable_values()->Reserve(static_cast<int>(size));
+      for (int64_t j = 0; j < size; ++j) {
+        tensor->add_values(absl::Gaussian<float>(gen, 0.0f, 1.0f));
+      }
+    }
+    input = absl::StrCat("random tensor ", absl::StrJoin(shape, "x"));
+  }
+
+  // One call first: a request that cannot succeed fails here at once instead
+  // of for the whole run, and a version loaded on first use is loaded.
+  RETURN_IF_ERROR(client_->Predict(request, bench.timeout).status());
+
+  const PredictBench::Result result = PredictBench(client_, bench).Run(request);
+  const std::string model = request.version() > 0
+                                ? absl::StrCat(request.model(), ":", request.version())
+                                : request.model();
+  if (options_.output == OutputFormat::kJson) {
+    *out_ << PredictBenchJson(result, model, batching, input);
+  } else {
+    *out_ << PredictBenchText(result, model, batching, input);
+  }
+  out_->flush();
+  if (!*out_) return absl::InternalError("cannot write to standard output");
+  if (result.failed_requests > 0) {
+    return absl::Status(
+        result.first_error_code,
+        absl::StrCat(result.failed_requests, " calls failed; the first: ", result.first_error));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kaizen::cli

@@ -1,7 +1,7 @@
 // The kaizenctl commands ("datasets upload", "models list", "finetune start",
-// "jobs watch", ...): each turns its arguments into calls on a KaizenClient
-// and prints the answer as a table or as JSON. Flags are parsed in main and
-// arrive here as plain options.
+// "jobs watch", "predict", "bench predict", ...): each turns its arguments into calls on a
+// KaizenClient and prints the answer as a table or as JSON. Flags are parsed in main and arrive
+// here as plain options.
 #pragma once
 
 #include <ostream>
@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "client/cli/finetune_request.h"
 #include "client/lib/kaizen_client.h"
 #include "google/protobuf/message.h"
@@ -43,6 +45,24 @@ struct CommandOptions {
   std::string states;
   // jobs watch: replay the events after this sequence.
   int64_t after_sequence = 0;
+  // predict and bench predict: a pinned version (0: none; NAME:VERSION pins
+  // too), "latest" or "best" (empty: the server's default), and the classes
+  // returned per input (0: the server's default, 1).
+  int64_t version = 0;
+  std::string policy;
+  int32_t top_k = 0;
+  // bench predict: calls in flight, measured and warm-up time ("10", "2.5",
+  // or a duration such as "500ms"), "on" or "off", an image to send instead
+  // of random tensors, and inputs per call. --input_shape (above) gives the
+  // random tensors' shape without asking GetModel.
+  int concurrency = 1;
+  std::string duration = "10";
+  std::string warmup = "2";
+  std::string batching = "on";
+  std::string image;
+  int inputs_per_request = 1;
+  // --timeout: bench predict's per-call deadline (default 60 s there).
+  absl::Duration timeout = absl::InfiniteDuration();
 };
 
 class Commands {
@@ -76,6 +96,12 @@ class Commands {
   absl::Status JobsGet(const Args& args);
   absl::Status JobsCancel(const Args& args);
   absl::Status JobsWatch(const Args& args);
+  absl::Status Predict(const Args& args);
+  absl::Status BenchPredict(const Args& args);
+
+  // A request for MODEL[:VERSION] with --version, --policy and --top_k, and
+  // no inputs yet.
+  absl::StatusOr<kaizen::v1::PredictRequest> BasePredictRequest(const std::string& model_ref) const;
 
   // Follows job `id` from `after_sequence` to its end: the live view, or
   // JSON Lines with --output=json. OK only when the job SUCCEEDED. `known`
@@ -89,9 +115,11 @@ class Commands {
 
   struct Spec {
     const char* group;
+    // Empty for a one-word command ("predict").
     const char* verb;
     const char* args;
     int min_args;
+    // -1: no limit.
     int max_args;
     const char* flags;
     const char* help;

@@ -39,7 +39,9 @@ ABSL_FLAG(std::vector<std::string>, class_names, {},
           "class names a,b,c (or @FILE, one a line)");
 ABSL_FLAG(std::string, description, "", "free-text description");
 // models upload / list.
-ABSL_FLAG(std::string, input_shape, "", "models upload: C,H,W e.g. 3,224,224");
+ABSL_FLAG(std::string, input_shape, "",
+          "models upload: C,H,W e.g. 3,224,224; bench predict: the shape of "
+          "the random tensors (skips GetModel)");
 ABSL_FLAG(std::string, mean, "", "models upload: per-channel mean, a,b,c");
 ABSL_FLAG(std::string, std, "", "models upload: per-channel std, a,b,c");
 ABSL_FLAG(std::string, head, "",
@@ -102,6 +104,21 @@ ABSL_FLAG(std::string, state, "",
           "jobs list: only these states, e.g. queued,running");
 ABSL_FLAG(int64_t, after_sequence, 0,
           "jobs watch: replay only the events after this sequence");
+// predict / bench predict. --version=V is taken out of argv before Abseil
+// sees it (see TakeVersionFlag).
+ABSL_FLAG(int32_t, top_k, 0,
+          "predict, bench predict: classes per input (0: the server's "
+          "default, 1)");
+ABSL_FLAG(std::string, policy, "",
+          "predict, bench predict: latest or best (default: the server's, "
+          "latest)");
+ABSL_FLAG(int32_t, concurrency, 1, "bench predict: calls in flight");
+ABSL_FLAG(std::string, duration, "10",
+          "bench predict: measured seconds (or a duration, e.g. 500ms)");
+ABSL_FLAG(std::string, warmup, "2", "bench predict: seconds of unmeasured load first");
+ABSL_FLAG(std::string, batching, "on", "bench predict: off sets disable_batching on every call");
+ABSL_FLAG(std::string, image, "", "bench predict: send this JPEG/PNG instead of random tensors");
+ABSL_FLAG(int32_t, inputs_per_request, 1, "bench predict: inputs per call");
 
 namespace {
 
@@ -124,6 +141,11 @@ int main(int argc, char** argv) {
   if (kaizen::cli::WantsHelp(argc, argv)) {
     std::cout << Commands::Usage();
     return 0;
+  }
+  int64_t model_version = 0;
+  if (absl::Status version = kaizen::cli::TakeVersionFlag(&argc, argv, &model_version);
+      !version.ok()) {
+    return Fail(version);
   }
   if (absl::Status flags = kaizen::cli::CheckFlags(argc, argv); !flags.ok()) {
     return Fail(flags);
@@ -187,6 +209,16 @@ int main(int argc, char** argv) {
   options.watch = absl::GetFlag(FLAGS_watch);
   options.states = absl::GetFlag(FLAGS_state);
   options.after_sequence = absl::GetFlag(FLAGS_after_sequence);
+  options.version = model_version;
+  options.policy = absl::GetFlag(FLAGS_policy);
+  options.top_k = absl::GetFlag(FLAGS_top_k);
+  options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  options.duration = absl::GetFlag(FLAGS_duration);
+  options.warmup = absl::GetFlag(FLAGS_warmup);
+  options.batching = absl::GetFlag(FLAGS_batching);
+  options.image = absl::GetFlag(FLAGS_image);
+  options.inputs_per_request = absl::GetFlag(FLAGS_inputs_per_request);
+  options.timeout = absl::GetFlag(FLAGS_timeout);
 
   kaizen::client::KaizenClient::Options client_options;
   client_options.timeout = absl::GetFlag(FLAGS_timeout);

@@ -755,4 +755,22 @@ std::string JobDetails(const kaizen::v1::Job& j) {
   return out;
 }
 
+std::string PredictionTable(const kaizen::v1::PredictResponse& response,
+                            const std::vector<std::string>& names) {
+  Table table({"FILE", "RANK", "LABEL", "INDEX", "PROBABILITY", "VERSION"});
+  const std::string version = absl::StrCat(response.version());
+  for (int i = 0; i < response.predictions_size(); ++i) {
+    const std::string name =
+        i < static_cast<int>(names.size()) ? names[i] : absl::StrCat("input ", i);
+    const kaizen::v1::Prediction& prediction = response.predictions(i);
+    for (int rank = 0; rank < prediction.classes_size(); ++rank) {
+      const kaizen::v1::ClassScore& score = prediction.classes(rank);
+      table.AddRow({name, absl::StrCat(rank + 1), score.label().empty() ? "-" : score.label(),
+                    absl::StrCat(score.index()), absl::StrFormat("%.4f", score.probability()),
+                    version});
+    }
+  }
+  return table.Render();
+}
+
 }  // namespace kaizen::cli

@@ -11,6 +11,7 @@
 #include "google/protobuf/timestamp.pb.h"
 #include "kaizen/v1/dataset_service.pb.h"
 #include "kaizen/v1/finetune_service.pb.h"
+#include "kaizen/v1/inference_service.pb.h"
 #include "kaizen/v1/model_service.pb.h"
 
 namespace kaizen::cli {
@@ -73,5 +74,9 @@ std::string JobTable(const kaizen::v1::ListJobsResponse& response);
 std::string JobDetails(const kaizen::v1::Job& job);
 // "scratch of cnn-small on photos -> photos-cnn, 3 epochs, batch 32, ..."
 std::string JobOneLine(const kaizen::v1::Job& job);
+// One row per class of each prediction: FILE (from `names`, by input
+// order), RANK, LABEL, INDEX, PROBABILITY and the VERSION that answered.
+std::string PredictionTable(const kaizen::v1::PredictResponse& response,
+                            const std::vector<std::string>& names);
 
 }  // namespace kaizen::cli

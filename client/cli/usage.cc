@@ -1,11 +1,14 @@
 #include "client/cli/usage.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/reflection.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
@@ -88,6 +91,45 @@ absl::Status CheckFlags(int argc, char** argv) {
           absl::StrCat("bad value \"", value, "\" for --", name, ": ", error));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status TakeVersionFlag(int* argc, char** argv, int64_t* version) {
+  *version = 0;
+  auto all_digits = [](absl::string_view text) {
+    return !text.empty() &&
+           std::all_of(text.begin(), text.end(), [](char c) { return absl::ascii_isdigit(c); });
+  };
+  int kept = 1;
+  int i = 1;
+  for (; i < *argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    absl::string_view value;
+    bool taken = false;
+    if (absl::StartsWith(arg, "--version=") || absl::StartsWith(arg, "-version=")) {
+      value = arg.substr(arg.find('=') + 1);
+      taken = true;
+    } else if ((arg == "--version" || arg == "-version") && i + 1 < *argc &&
+               all_digits(argv[i + 1])) {
+      value = argv[++i];
+      taken = true;
+    }
+    if (!taken) {
+      argv[kept++] = argv[i];
+      continue;
+    }
+    int64_t parsed = 0;
+    if (!absl::SimpleAtoi(value, &parsed) || parsed < 0) {
+      return UsageError(absl::StrCat("bad value \"", value,
+                                     "\" for --version: expected a model "
+                                     "version, a non-negative integer"));
+    }
+    *version = parsed;
+  }
+  for (; i < *argc; ++i) argv[kept++] = argv[i];
+  *argc = kept;
+  argv[kept] = nullptr;
   return absl::OkStatus();
 }
 

@@ -3,6 +3,7 @@
 // from failed calls: they exit with 2, everything else with 1.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -21,6 +22,14 @@ bool WantsHelp(int argc, char** argv);
 // their value syntax before absl::ParseCommandLine runs, which would exit
 // with status 1 on its own. Returns a usage error for the first bad flag.
 absl::Status CheckFlags(int argc, char** argv);
+
+// Abseil reserves the name --version for a flag of its own, so kaizenctl's
+// --version=V (a model version, for predict) is taken out of argv before
+// Abseil's parser runs. Removes each "--version=V" and "--version V" (V all
+// digits) before "--" from argv, adjusting *argc, and sets *version to the
+// last V (0 when there is none). A usage error for a V that is not a
+// non-negative integer.
+absl::Status TakeVersionFlag(int* argc, char** argv, int64_t* version);
 
 // The server to use when --server is not given: $KAIZEN_SERVER, else
 // localhost:50051.

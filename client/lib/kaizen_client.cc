@@ -203,16 +203,17 @@ std::unique_ptr<KaizenClient> KaizenClient::Connect(const std::string& target) {
   return Connect(target, Options());
 }
 
-KaizenClient::KaizenClient(std::shared_ptr<grpc::Channel> channel,
-                           Options options)
+KaizenClient::KaizenClient(std::shared_ptr<grpc::Channel> channel, Options options)
     : options_(options),
       datasets_(kaizen::v1::DatasetService::NewStub(channel)),
       models_(kaizen::v1::ModelService::NewStub(channel)),
-      jobs_(kaizen::v1::FineTuneService::NewStub(channel)) {}
+      jobs_(kaizen::v1::FineTuneService::NewStub(channel)),
+      inference_(kaizen::v1::InferenceService::NewStub(channel)) {}
 
-void KaizenClient::Prepare(grpc::ClientContext* context) const {
-  if (options_.timeout != absl::InfiniteDuration()) {
-    context->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+void KaizenClient::Prepare(grpc::ClientContext* context, absl::Duration timeout) const {
+  if (timeout == absl::InfiniteDuration()) timeout = options_.timeout;
+  if (timeout != absl::InfiniteDuration()) {
+    context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   }
 }
 
@@ -529,6 +530,29 @@ absl::Status KaizenClient::WatchJob(const std::string& id,
     if (on_event) on_event(event);
   }
   return FromGrpcStatus(reader->Finish());
+}
+
+// --- Inference ---------------------------------------------------------------
+
+absl::StatusOr<kaizen::v1::PredictResponse> KaizenClient::Predict(
+    const kaizen::v1::PredictRequest& request, absl::Duration timeout) {
+  kaizen::v1::PredictResponse response;
+  grpc::ClientContext context;
+  Prepare(&context, timeout);
+  RETURN_IF_ERROR(FromGrpcStatus(inference_->Predict(&context, request, &response)));
+  return response;
+}
+
+void KaizenClient::PredictAsync(grpc::ClientContext* context,
+                                const kaizen::v1::PredictRequest* request,
+                                kaizen::v1::PredictResponse* response, DoneCallback done,
+                                absl::Duration timeout) {
+  Prepare(context, timeout);
+  // gRPC holds its own reference to the call until the callback returns, so
+  // the callback may destroy `context`.
+  inference_->async()->Predict(
+      context, request, response,
+      [done = std::move(done)](grpc::Status status) { done(FromGrpcStatus(status)); });
 }
 
 }  // namespace kaizen::client

@@ -1,8 +1,9 @@
-// A thin, blocking C++ client for Kaizen's gRPC API: it streams uploads and
-// downloads in chunks with a SHA-256 trailer, follows fine-tuning jobs' event
-// streams, and turns every grpc::Status into an absl::Status with the same
-// code and message. One object per channel; the methods may be called from
-// several threads at once.
+// A thin C++ client for Kaizen's gRPC API: it streams uploads and downloads
+// in chunks with a SHA-256 trailer, follows fine-tuning jobs' event streams,
+// asks for predictions (blocking, or on gRPC's callback API for load
+// generators), and turns every grpc::Status into an absl::Status with the
+// same code and message. One object per channel; the methods may be called
+// from several threads at once.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include "grpcpp/grpcpp.h"
 #include "kaizen/v1/dataset_service.grpc.pb.h"
 #include "kaizen/v1/finetune_service.grpc.pb.h"
+#include "kaizen/v1/inference_service.grpc.pb.h"
 #include "kaizen/v1/model_service.grpc.pb.h"
 
 namespace kaizen::client {
@@ -27,6 +29,10 @@ using ProgressCallback = std::function<void(int64_t sent, int64_t total)>;
 // Called with each event of a WatchJob stream, in order, on the caller's
 // thread.
 using JobEventCallback = std::function<void(const kaizen::v1::JobEvent&)>;
+
+// Called once when an asynchronous call ends, on one of gRPC's threads; it
+// must not block.
+using DoneCallback = std::function<void(absl::Status)>;
 
 // Size of the `chunk` messages sent and of the reads from disk; well below the
 // default 4 MiB gRPC receive limit.
@@ -118,14 +124,32 @@ class KaizenClient {
   absl::Status WatchJob(const std::string& id, int64_t after_sequence,
                         const JobEventCallback& on_event);
 
+  // --- Inference -------------------------------------------------------------
+
+  // The top classes of every input, from the version the request pins or its
+  // policy picks; the response names the version that answered. A finite
+  // `timeout` replaces Options::timeout for this call.
+  absl::StatusOr<kaizen::v1::PredictResponse> Predict(
+      const kaizen::v1::PredictRequest& request, absl::Duration timeout = absl::InfiniteDuration());
+  // The same without blocking a thread: `done` gets the call's status once
+  // `*response` is filled (or the call failed). `context` (fresh, one per
+  // call), `request` and `response` belong to the caller and must outlive the
+  // call; `done` may destroy them and may start the next call.
+  void PredictAsync(grpc::ClientContext* context, const kaizen::v1::PredictRequest* request,
+                    kaizen::v1::PredictResponse* response, DoneCallback done,
+                    absl::Duration timeout = absl::InfiniteDuration());
+
  private:
-  // Applies the per-call deadline.
-  void Prepare(grpc::ClientContext* context) const;
+  // Applies the per-call deadline: `timeout` when finite, else
+  // Options::timeout.
+  void Prepare(grpc::ClientContext* context,
+               absl::Duration timeout = absl::InfiniteDuration()) const;
 
   Options options_;
   std::unique_ptr<kaizen::v1::DatasetService::Stub> datasets_;
   std::unique_ptr<kaizen::v1::ModelService::Stub> models_;
   std::unique_ptr<kaizen::v1::FineTuneService::Stub> jobs_;
+  std::unique_ptr<kaizen::v1::InferenceService::Stub> inference_;
 };
 
 }  // namespace kaizen::client

@@ -4,6 +4,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <atomic>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -11,15 +12,17 @@
 #include "kaizen/v1/inference_service.grpc.pb.h"
 #include "server/api/dataset_service_impl.h"
 #include "server/api/finetune_service_impl.h"
+#include "server/api/inference_service_impl.h"
 #include "server/api/model_service_impl.h"
+#include "server/api/oip_service_impl.h"
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
+#include "server/jobs/job_event_hub.h"
+#include "server/jobs/job_manager.h"
 #include "server/metrics/metrics.h"
 #include "server/store/data_dir.h"
 #include "server/store/dataset_store.h"
 #include "server/store/job_store.h"
-#include "server/jobs/job_event_hub.h"
-#include "server/jobs/job_manager.h"
 #include "server/store/metadata_store.h"
 #include "server/store/model_store.h"
 
@@ -33,15 +36,19 @@ struct KaizenServer::State {
   std::unique_ptr<store::DatasetStore> datasets;
   std::unique_ptr<store::ModelStore> models;
   std::unique_ptr<store::JobStore> job_store;
+  // After the stores it reads and before the jobs that write versions.
+  std::unique_ptr<serving::ModelServer> model_server;
   std::unique_ptr<jobs::JobEventHub> events;
   std::unique_ptr<jobs::JobManager> jobs;
   std::unique_ptr<DatasetServiceImpl> dataset_service;
   std::unique_ptr<ModelServiceImpl> model_service;
   std::unique_ptr<FineTuneServiceImpl> finetune_service;
-  // Inference arrives with the serving engine; until then the generated base
-  // service answers UNIMPLEMENTED.
-  std::unique_ptr<kaizen::v1::InferenceService::Service> inference_service;
+  std::unique_ptr<InferenceServiceImpl> inference_service;
+  std::unique_ptr<OipServiceImpl> oip_service;
   std::unique_ptr<grpc::Server> server;
+  // Preloads models, then flips health to SERVING.
+  std::thread ready_thread;
+  std::atomic<bool> ready{false};
   bool shut_down = false;
 };
 
@@ -50,15 +57,28 @@ KaizenServer::KaizenServer(Options options)
 
 KaizenServer::~KaizenServer() {
   if (state_->server && !state_->shut_down) Shutdown(absl::Seconds(1));
+  if (state_->model_server) state_->model_server->Stop();
+  if (state_->ready_thread.joinable()) state_->ready_thread.join();
 }
+
+namespace {
+constexpr const char* kServices[] = {"kaizen.v1.DatasetService", "kaizen.v1.ModelService",
+                                     "kaizen.v1.FineTuneService", "kaizen.v1.InferenceService",
+                                     "inference.GRPCInferenceService"};
+
+void SetHealth(grpc::Server* server, bool serving) {
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  for (const char* svc : kServices) health->SetServingStatus(svc, serving);
+  health->SetServingStatus(serving);
+}
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options options) {
   std::unique_ptr<KaizenServer> self(new KaizenServer(std::move(options)));
   const Options& o = self->options_;
   State& s = *self->state_;
 
-  const int threads = o.threads > 0 ? o.threads
-                                    : std::max(1u, std::thread::hardware_concurrency());
+  const int threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
   at::set_num_threads(threads);
 
   RETURN_IF_ERROR(store::PrepareDataDir(o.data_dir));
@@ -76,6 +96,16 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   mso.max_model_bytes = o.max_model_bytes;
   s.models = std::make_unique<store::ModelStore>(mso, s.metadata.get());
   ASSIGN_OR_RETURN(s.job_store, store::JobStore::Open(s.metadata->db()));
+  serving::ModelServer::Options serving = o.serving;
+  serving.max_image_pixels = o.max_image_pixels;
+  if (serving.threads <= 0) serving.threads = threads;
+  s.model_server = std::make_unique<serving::ModelServer>(serving, s.models.get(), s.metrics.get());
+  serving::ModelServer* model_server = s.model_server.get();
+  s.models->set_listener(
+      {[model_server](const kaizen::v1::Model& m) { model_server->OnVersionAdded(m); },
+       [model_server](const std::string& name, int64_t version) {
+         model_server->OnVersionDeleted(name, version);
+       }});
   s.events = std::make_unique<jobs::JobEventHub>(s.job_store.get());
   jobs::JobManager::Options jmo;
   jmo.workers = std::max(1, o.workers);
@@ -83,14 +113,18 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   s.jobs = std::make_unique<jobs::JobManager>(jmo, s.job_store.get(), s.datasets.get(),
                                               s.models.get(), s.events.get());
   jobs::JobManager* job_manager = s.jobs.get();
-  s.datasets->set_in_use_check([job_manager](const std::string& n) { return job_manager->DatasetInUse(n); });
-  s.models->set_in_use_check([job_manager](const std::string& n) { return job_manager->ModelInUse(n); });
+  s.datasets->set_in_use_check(
+      [job_manager](const std::string& n) { return job_manager->DatasetInUse(n); });
+  s.models->set_in_use_check(
+      [job_manager](const std::string& n) { return job_manager->ModelInUse(n); });
 
   s.dataset_service = std::make_unique<DatasetServiceImpl>(s.datasets.get(), s.metrics.get());
   s.model_service = std::make_unique<ModelServiceImpl>(s.models.get(), s.metrics.get());
   s.finetune_service = std::make_unique<FineTuneServiceImpl>(
       s.jobs.get(), s.events.get(), s.metrics.get(), FineTuneServiceImpl::Options{});
-  s.inference_service = std::make_unique<kaizen::v1::InferenceService::Service>();
+  s.inference_service =
+      std::make_unique<InferenceServiceImpl>(s.model_server.get(), s.metrics.get());
+  s.oip_service = std::make_unique<OipServiceImpl>(s.model_server.get(), s.metrics.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -102,37 +136,61 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   builder.RegisterService(s.model_service.get());
   builder.RegisterService(s.finetune_service.get());
   builder.RegisterService(s.inference_service.get());
+  builder.RegisterService(s.oip_service.get());
   s.server = builder.BuildAndStart();
   if (!s.server || self->grpc_port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", o.grpc_address));
   }
-  grpc::HealthCheckServiceInterface* health = s.server->GetHealthCheckService();
-  health->SetServingStatus(true);
+  SetHealth(s.server.get(), false);
   RETURN_IF_ERROR(s.jobs->Start());
-  for (const char* svc :
-       {"kaizen.v1.DatasetService", "kaizen.v1.ModelService", "kaizen.v1.FineTuneService"}) {
-    health->SetServingStatus(svc, true);
-  }
-  common::LogInfo("kaizen-server listening",
-                  {{"grpc_port", self->grpc_port_},
-                   {"metrics_port", self->metrics_port()},
-                   {"data_dir", o.data_dir},
-                   {"intra_op_threads", threads},
-                   {"orphans_removed", orphans}});
+  KaizenServer* raw = self.get();
+  s.ready_thread = std::thread([raw] {
+    State& st = *raw->state_;
+    absl::Status preload = st.model_server->Start();
+    if (!preload.ok()) {
+      common::LogError("serving did not start", {{"error", preload.ToString()}});
+      return;
+    }
+    absl::MutexLock lock(&raw->health_mu_);
+    if (st.shut_down) return;
+    SetHealth(st.server.get(), true);
+    st.ready = true;
+    common::LogInfo("ready", {{"grpc_port", raw->grpc_port_}});
+  });
+  common::LogInfo("kaizen-server listening", {{"grpc_port", self->grpc_port_},
+                                              {"metrics_port", self->metrics_port()},
+                                              {"data_dir", o.data_dir},
+                                              {"intra_op_threads", threads},
+                                              {"orphans_removed", orphans}});
   return self;
 }
+
+bool KaizenServer::ready() const { return state_->ready.load(); }
+
+store::ModelStore* KaizenServer::model_store() { return state_->models.get(); }
 
 int KaizenServer::metrics_port() const { return state_->metrics ? state_->metrics->port() : 0; }
 
 void KaizenServer::Shutdown(absl::Duration grace) {
-  if (!state_->server || state_->shut_down) return;
-  state_->shut_down = true;
-  state_->server->GetHealthCheckService()->SetServingStatus(false);
-  common::LogInfo("draining", {{"grace_seconds", absl::ToDoubleSeconds(grace)}});
+  {
+    absl::MutexLock lock(&health_mu_);
+    if (!state_->server || state_->shut_down) return;
+    state_->shut_down = true;
+    state_->ready = false;
+    SetHealth(state_->server.get(), false);
+  }
+  common::LogInfo("draining",
+                  {{"grace_seconds", absl::ToDoubleSeconds(grace)},
+                   {"drain_delay_seconds", absl::ToDoubleSeconds(options_.drain_delay)}});
+  // Probes see NOT_SERVING while calls are still answered.
+  absl::SleepFor(options_.drain_delay);
   // Running jobs checkpoint and go back to the queue; watchers' streams end.
   state_->jobs->Stop();
   state_->events->CloseAll();
+  // Calls in flight (Predict included) finish on the running batchers.
   state_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  state_->model_server->Stop();
+  if (state_->ready_thread.joinable()) state_->ready_thread.join();
 }
 
 void KaizenServer::Wait() {

@@ -9,7 +9,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/serving/model_server.h"
+
+namespace kaizen::store {
+class ModelStore;
+}
 
 namespace kaizen::api {
 
@@ -35,8 +41,16 @@ class KaizenServer {
     int64_t max_image_pixels = 25'000'000;
     // gRPC per-message receive limit (upload chunks, Predict batches).
     int max_message_bytes = 16 << 20;
+    // Serving: batching, preloading, per-model configs. Its
+    // max_image_pixels follows the one above.
+    serving::ModelServer::Options serving;
+    // On Shutdown, how long health reports NOT_SERVING while calls are still
+    // served, so that load balancers and probes stop sending traffic first.
+    absl::Duration drain_delay = absl::ZeroDuration();
   };
 
+  // Opens storage and starts listening. Health reports NOT_SERVING until the
+  // stored models are loaded (in the background), then SERVING.
   static absl::StatusOr<std::unique_ptr<KaizenServer>> Start(Options options);
   ~KaizenServer();
 
@@ -44,8 +58,13 @@ class KaizenServer {
   int metrics_port() const;
   const Options& options() const { return options_; }
 
-  // Reports NOT_SERVING, stops accepting calls and waits up to `grace` for
-  // calls in flight before cancelling them.
+  // True once the stored models are loaded and health reports SERVING.
+  bool ready() const;
+  // The model catalogue, for tests and embedders (e.g. to add a version).
+  store::ModelStore* model_store();
+
+  // Reports NOT_SERVING, keeps serving for drain_delay, then stops accepting
+  // calls and waits up to `grace` for calls in flight before cancelling them.
   void Shutdown(absl::Duration grace);
   // Blocks until Shutdown() completes.
   void Wait();
@@ -56,6 +75,8 @@ class KaizenServer {
 
   Options options_;
   std::unique_ptr<State> state_;
+  // Orders health changes between the ready thread and Shutdown().
+  absl::Mutex health_mu_;
   int grpc_port_ = 0;
 };
 

@@ -9,6 +9,7 @@
 #include "absl/strings/string_view.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "server/metrics/metrics_http_server.h"
@@ -29,6 +30,18 @@ class Metrics {
   // kaizen_download_bytes_total.
   void AddDownloadBytes(int64_t bytes);
 
+  // Serving. kaizen_inference_batch_size{model} (inputs per forward pass)
+  // and kaizen_inference_queue_seconds{model} (time the oldest request of
+  // the batch waited).
+  void ObserveBatch(absl::string_view model, int64_t inputs, double queue_seconds);
+  // kaizen_inference_dropped_total{model, reason}: requests not computed
+  // ("queue_full", "deadline", "cancelled", "shutdown").
+  void InferenceDropped(absl::string_view model, absl::string_view reason);
+  // kaizen_model_loads_total{model, result="ok"|"failed"}.
+  void ModelLoaded(absl::string_view model, bool ok);
+  // kaizen_model_serving_version{model}: the version answering by default.
+  void SetServingVersion(absl::string_view model, int64_t version);
+
   // The HTTP port, or 0 without an endpoint.
   int port() const;
   prometheus::Registry& registry() { return *registry_; }
@@ -42,6 +55,11 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* latency_;
   prometheus::Family<prometheus::Counter>* upload_bytes_;
   prometheus::Counter* download_bytes_;
+  prometheus::Family<prometheus::Histogram>* batch_size_;
+  prometheus::Family<prometheus::Histogram>* queue_seconds_;
+  prometheus::Family<prometheus::Counter>* dropped_;
+  prometheus::Family<prometheus::Counter>* model_loads_;
+  prometheus::Family<prometheus::Gauge>* serving_version_;
 };
 
 }  // namespace kaizen::metrics

@@ -85,8 +85,8 @@ absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
   io.head_module = header_.head_module();
   absl::StatusOr<Model> inspected = models::InspectTorchScriptFile(tmp, io);
   if (!inspected.ok()) {
-    return absl::Status(inspected.status().code(),
-                        absl::StrCat(receiver_.part_names()[0], ": ", inspected.status().message()));
+    return absl::Status(inspected.status().code(), absl::StrCat(receiver_.part_names()[0], ": ",
+                                                                inspected.status().message()));
   }
   Model model = *std::move(inspected);
   model.set_name(header_.name());
@@ -182,9 +182,9 @@ absl::StatusOr<kaizen::v1::ListModelsResponse> ModelStore::List(
     after_name = parts[0];
   }
   const bool latest_only = !request.all_versions() && request.name().empty();
-  ASSIGN_OR_RETURN(std::vector<ModelRow> rows,
-                   metadata_->ListModels(after_name, after_version, limit + 1, latest_only,
-                                         request.name()));
+  ASSIGN_OR_RETURN(
+      std::vector<ModelRow> rows,
+      metadata_->ListModels(after_name, after_version, limit + 1, latest_only, request.name()));
   std::vector<Model> merged;
   for (ModelRow& r : rows) merged.push_back(std::move(r.model));
   // Built-ins have one version and sort among the stored models by name.
@@ -205,7 +205,8 @@ absl::StatusOr<kaizen::v1::ListModelsResponse> ModelStore::List(
   }
   if (static_cast<int>(merged.size()) > limit) {
     const Model& last = out.models(limit - 1);
-    out.set_next_page_token(common::EncodePageToken(absl::StrCat(last.name(), "\n", last.version())));
+    out.set_next_page_token(
+        common::EncodePageToken(absl::StrCat(last.name(), "\n", last.version())));
   }
   return out;
 }
@@ -219,8 +220,8 @@ absl::Status ModelStore::Delete(const std::string& name, int64_t version) {
   if (in_use_) {
     ASSIGN_OR_RETURN(bool used, in_use_(name));
     if (used) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "model \"", name, "\" is used by a queued or running job; cancel it first"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("model \"", name, "\" is used by a queued or running job; cancel it first"));
     }
   }
   ASSIGN_OR_RETURN(std::vector<ModelRow> removed, metadata_->DeleteModel(name, version));
@@ -236,6 +237,7 @@ absl::Status ModelStore::Delete(const std::string& name, int64_t version) {
 absl::Status ModelStore::RemoveFiles(const std::vector<ModelRow>& rows) {
   // Rows are gone first; a crash here leaves orphans for the start-up sweep.
   for (const ModelRow& r : rows) {
+    if (listener_.deleted) listener_.deleted(r.model.name(), r.model.version());
     std::error_code ec;
     std::filesystem::remove(options_.data_dir + "/" + r.file, ec);
     std::filesystem::remove(options_.data_dir + "/" + r.file + ".resume", ec);
@@ -284,6 +286,7 @@ absl::StatusOr<Model> ModelStore::AddVersion(const std::string& name,
     return st;
   }
   RETURN_IF_ERROR(FillVersions(&metadata));
+  if (listener_.added) listener_.added(metadata);
   return metadata;
 }
 
@@ -298,7 +301,8 @@ absl::StatusOr<std::string> ModelStore::ReadResumeState(const std::string& name,
   return state;
 }
 
-absl::StatusOr<torch::jit::Module> ModelStore::LoadModule(const std::string& name, int64_t version) {
+absl::StatusOr<torch::jit::Module> ModelStore::LoadModule(const std::string& name,
+                                                          int64_t version) {
   ASSIGN_OR_RETURN(ModelRow row, metadata_->GetModel(name, version));
   const std::string path = options_.data_dir + "/" + row.file;
   try {

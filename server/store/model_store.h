@@ -93,6 +93,15 @@ class ModelStore {
   using InUseCheck = std::function<absl::StatusOr<bool>(const std::string& name)>;
   void set_in_use_check(InUseCheck check) { in_use_ = std::move(check); }
 
+  // Told about every version written by AddVersion (after it is committed)
+  // and every version deleted (after its row is gone); the serving engine
+  // uses it to swap versions. Set once, before the store is used.
+  struct Listener {
+    std::function<void(const kaizen::v1::Model& model)> added;
+    std::function<void(const std::string& name, int64_t version)> deleted;
+  };
+  void set_listener(Listener listener) { listener_ = std::move(listener); }
+
   int64_t max_model_bytes() const { return options_.max_model_bytes; }
 
  private:
@@ -103,6 +112,7 @@ class ModelStore {
   Options options_;
   MetadataStore* metadata_;
   InUseCheck in_use_;
+  Listener listener_;
   absl::Mutex mu_;
   absl::flat_hash_set<std::string> uploading_ ABSL_GUARDED_BY(mu_);
   // Serialises AddVersion so that version numbers are handed out once.

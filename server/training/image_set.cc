@@ -40,6 +40,23 @@ torch::Tensor ConvertRecord(const uint8_t* pixels, int64_t h, int64_t w, int64_t
 
 }  // namespace
 
+void ConvertImage(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t C, int64_t H,
+                  int64_t W, uint8_t* dst) {
+  const int64_t plane = H * W;
+  if (h == H && w == W && c == C) {
+    if (C == 1) {
+      std::memcpy(dst, src, plane);
+    } else {
+      for (int64_t p = 0; p < plane; ++p) {
+        for (int64_t ch = 0; ch < C; ++ch) dst[ch * plane + p] = src[p * C + ch];
+      }
+    }
+    return;
+  }
+  torch::Tensor converted = ConvertRecord(src, h, w, c, C, H, W).to(torch::kUInt8).contiguous();
+  std::memcpy(dst, converted.data_ptr<uint8_t>(), C * plane);
+}
+
 absl::StatusOr<ImageSet> ConvertDataset(const datasets::DecodedDataset& data,
                                         const std::vector<int64_t>& input_shape) {
   if (input_shape.size() != 3 || input_shape[0] < 1 || input_shape[1] < 1 || input_shape[2] < 1) {
@@ -76,21 +93,8 @@ absl::StatusOr<ImageSet> ConvertDataset(const datasets::DecodedDataset& data,
           "record %d has label %d; the dataset has %d classes", i, r.label, num_classes));
     }
     labels[i] = r.label;
-    const uint8_t* src = data.pixels.data() + r.offset;
-    uint8_t* dst = out + i * C * plane;
-    if (r.height == H && r.width == W && r.channels == C) {
-      if (C == 1) {
-        std::memcpy(dst, src, plane);
-      } else {
-        for (int64_t p = 0; p < plane; ++p) {
-          for (int64_t ch = 0; ch < C; ++ch) dst[ch * plane + p] = src[p * C + ch];
-        }
-      }
-      continue;
-    }
-    torch::Tensor converted =
-        ConvertRecord(src, r.height, r.width, r.channels, C, H, W).to(torch::kUInt8).contiguous();
-    std::memcpy(dst, converted.data_ptr<uint8_t>(), C * plane);
+    ConvertImage(data.pixels.data() + r.offset, r.height, r.width, r.channels, C, H, W,
+                 out + i * C * plane);
   }
   return set;
 }

@@ -21,6 +21,14 @@ struct ImageSet {
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
 };
 
+// Converts one row-major HWC image with `c` (1-4) channels to uint8
+// [C, H, W] at `dst`: bilinear resize when the size differs, 1 -> 3 channels
+// by repeating, 3 -> 1 by luminance (ITU-R 601), an alpha channel dropped.
+// Training and serving both use it, so a served image is prepared exactly
+// as the training images were.
+void ConvertImage(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t C, int64_t H,
+                  int64_t W, uint8_t* dst);
+
 // Converts every record of `data` to `input_shape` [C, H, W]: bilinear resize
 // when the size differs, 1 -> 3 channels by repeating, 3 -> 1 by luminance
 // (ITU-R 601), an alpha channel dropped. InvalidArgument for a record that

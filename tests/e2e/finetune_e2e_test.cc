@@ -19,6 +19,7 @@
 #include "kaizen/v1/finetune_service.grpc.pb.h"
 #include "server/api/server.h"
 #include "server/datasets/dataset_ingestor.h"
+#include "tests/test_util/fashion_mnist.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
 
@@ -27,43 +28,6 @@ namespace {
 
 using v1::Job;
 using v1::JobEvent;
-
-constexpr char kFashionDir[] = "/usr/share/datasets/fashion-mnist";
-
-// Writes an uncompressed IDX pair holding `per_class` images of each class in
-// `classes` (relabelled 0..k-1), skipping the first `skip` of each class.
-void WriteFashionSubset(const std::string& which, const std::vector<int>& classes, int per_class,
-                        int skip, const std::string& images_path, const std::string& labels_path) {
-  static std::map<std::string, datasets::DecodedDataset>* cache =
-      new std::map<std::string, datasets::DecodedDataset>();
-  if (!cache->count(which)) {
-    auto r = datasets::IngestIdx(absl::StrCat(kFashionDir, "/", which, "-images-idx3-ubyte.gz"),
-                                 absl::StrCat(kFashionDir, "/", which, "-labels-idx1-ubyte.gz"), {},
-                                 "images", "labels", {});
-    ASSERT_TRUE(r.ok()) << r.status();
-    (*cache)[which] = std::move(r->data);
-  }
-  const datasets::DecodedDataset& all = (*cache)[which];
-  std::string pixels, labels;
-  for (size_t k = 0; k < classes.size(); ++k) {
-    int seen = 0, taken = 0;
-    for (const auto& rec : all.records) {
-      if (rec.label != classes[k]) continue;
-      if (seen++ < skip) continue;
-      pixels.append(reinterpret_cast<const char*>(all.pixels.data() + rec.offset), 28 * 28);
-      labels.push_back(static_cast<char>(k));
-      if (++taken == per_class) break;
-    }
-  }
-  auto be32 = [](uint32_t v) {
-    std::string s(4, '\0');
-    for (int i = 0; i < 4; ++i) s[i] = static_cast<char>((v >> (24 - 8 * i)) & 0xff);
-    return s;
-  };
-  const uint32_t n = static_cast<uint32_t>(labels.size());
-  testing::WriteBinaryFile(images_path, be32(0x803) + be32(n) + be32(28) + be32(28) + pixels);
-  testing::WriteBinaryFile(labels_path, be32(0x801) + be32(n) + labels);
-}
 
 class FineTuneE2E : public ::testing::Test {
  protected:
@@ -93,7 +57,7 @@ class FineTuneE2E : public ::testing::Test {
   void UploadSubset(const std::string& name, const std::vector<int>& classes, int per_class,
                     int skip = 0, const std::string& which = "train") {
     const std::string images = files_.File(name + "-images"), labels = files_.File(name + "-labels");
-    WriteFashionSubset(which, classes, per_class, skip, images, labels);
+    testing::WriteFashionSubset(which, classes, per_class, skip, images, labels);
     v1::UploadDatasetHeader h;
     h.set_name(name);
     h.set_format(v1::DATASET_FORMAT_IDX);

@@ -3,11 +3,15 @@
 # loopback port with a temporary data directory: dataset uploads (IDX with
 # the labels found automatically, an image folder archived on the fly), the
 # errors users hit most, a TorchScript model upload and download, a
-# kill -9 restart that must lose nothing, and a short fine-tuning job (start
-# --watch, jobs get/list/watch/cancel, the model version it writes).
+# kill -9 restart that must lose nothing, a short fine-tuning job (start
+# --watch, jobs get/list/watch/cancel, the model version it writes), and
+# predictions from that job's model: `predict` (table, JSON, top_k, pinned
+# versions and policies, the errors), `bench predict`, and the Python
+# serving baseline bench/predict_server_py.py answering like the server.
 #
 # Usage: kaizenctl_test.sh SERVER_BIN KAIZENCTL_BIN PYTHON [RESNET18_PT]
-#   PYTHON must be able to import PIL (Debian's /usr/bin/python3).
+#   PYTHON must be able to import PIL, torch and grpc (Debian's
+#   /usr/bin/python3 with python3-pil, python3-torch, python3-grpcio).
 #   RESNET18_PT defaults to $(dirname KAIZENCTL_BIN)/tests/fixtures/resnet18.pt.
 #   KAIZEN_FASHION_MNIST_DIR overrides /usr/share/datasets/fashion-mnist.
 set -euo pipefail
@@ -34,6 +38,7 @@ done
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/kaizenctl-e2e.XXXXXX")
 DATA_DIR=$TMP/data
 SERVER_PID=""
+PY_SERVER_PID=""
 SERVER_LOG=""
 SERVER_STARTS=0
 PORT=""
@@ -56,6 +61,10 @@ stop_server() {
 cleanup() {
   local rc=$?
   stop_server
+  if [[ -n $PY_SERVER_PID ]]; then
+    kill -TERM "$PY_SERVER_PID" 2>/dev/null || true
+    wait "$PY_SERVER_PID" 2>/dev/null || true
+  fi
   if [[ $rc -ne 0 && -n $SERVER_LOG && -f $SERVER_LOG ]]; then
     echo "--- last lines of $SERVER_LOG ---" >&2
     tail -n 30 "$SERVER_LOG" >&2 || true
@@ -485,6 +494,153 @@ if out=$(ctl finetune start --base=cnn-small --dataset=tiny \
   fi
 else
   fail "finetune start (long job): $out"
+fi
+
+# --- predictions ----------------------------------------------------------------
+# tiny-cnn (dark vs light noise, 16x16 RGB, 2 epochs: versions 1 and 2) on
+# images of its training set (PNG) and a 32x32 JPEG (resized by the server).
+DARK=$TMP/tiny/dark/img00.png
+LIGHT=$TMP/tiny/light/img03.png
+JPEG=$TMP/photos/birds/img1.jpg
+LATEST=$("$PYTHON" -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["latestVersion"]))' "$TMP/tiny-model.json" 2>/dev/null || echo 0)
+BEST=$("$PYTHON" -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["bestVersion"]))' "$TMP/tiny-model.json" 2>/dev/null || echo 0)
+
+if out=$(ctl predict tiny-cnn "$DARK" "$LIGHT" 2>&1); then
+  header=$(echo "$out" | head -n 1)
+  dark_row=$(echo "$out" | grep -F "$DARK" || true)
+  light_row=$(echo "$out" | grep -F "$LIGHT" || true)
+  if [[ $header == "FILE"*"RANK"*"LABEL"*"INDEX"*"PROBABILITY"*"VERSION" &&
+    $(echo "$out" | wc -l) -eq 3 && $dark_row == *" dark "* && $light_row == *" light "* &&
+    $dark_row == *" $LATEST" && $light_row == *" $LATEST" ]]; then
+    pass "predict (table): one row per file, right labels, latest version $LATEST"
+  else
+    fail "predict tiny-cnn (table), expected dark/light rows answered by v$LATEST: $out"
+  fi
+else
+  fail "predict tiny-cnn (table) failed: $out"
+fi
+
+if run_json "$TMP/predict.json" predict tiny-cnn "$DARK" "$LIGHT" "$JPEG" --top_k=2; then
+  check_json "predict --top_k=2 (JSON): 2 classes per input, sorted, summing to 1" \
+    "$TMP/predict.json" '
+assert d["model"] == "tiny-cnn", d["model"]
+assert int(d["version"]) == '"$LATEST"', d["version"]
+preds = d["predictions"]
+assert len(preds) == 3, preds
+for p in preds:
+    cls = p["classes"]
+    assert len(cls) == 2, cls
+    assert sorted(c["label"] for c in cls) == ["dark", "light"], cls
+    assert cls[0]["probability"] >= cls[1]["probability"], cls
+    assert abs(sum(c["probability"] for c in cls) - 1) < 1e-4, cls
+    for c in cls:
+        assert int(c.get("index", 0)) == ["dark", "light"].index(c["label"]), c
+assert preds[0]["classes"][0]["label"] == "dark", preds[0]
+assert preds[1]["classes"][0]["label"] == "light", preds[1]
+'
+fi
+if run_json "$TMP/predict-v1.json" predict tiny-cnn --version=1 "$DARK"; then
+  check_json "predict --version=1 pins version 1" "$TMP/predict-v1.json" '
+assert int(d["version"]) == 1, d["version"]
+assert len(d["predictions"]) == 1 and len(d["predictions"][0]["classes"]) == 1, d
+'
+fi
+if run_json "$TMP/predict-best.json" predict tiny-cnn:1 --policy=best "$DARK"; then
+  check_json "predict NAME:1 --policy=best: the pin wins" "$TMP/predict-best.json" '
+assert int(d["version"]) == 1, d["version"]
+'
+fi
+if run_json "$TMP/predict-best.json" predict tiny-cnn --policy=best "$DARK"; then
+  check_json "predict --policy=best answers with the best version ($BEST)" \
+    "$TMP/predict-best.json" '
+assert int(d["version"]) == '"$BEST"', d["version"]
+'
+fi
+expect_error INVALID_ARGUMENT "predict: a corrupt JPEG" predict tiny-cnn "$DARK" "$TMP/photos/cats/broken.jpg"
+expect_error NOT_FOUND "predict: unknown model" predict no-such-model "$DARK"
+expect_error NOT_FOUND "predict: unknown version" predict tiny-cnn:99 "$DARK"
+expect_error FAILED_PRECONDITION "predict: a built-in architecture" predict cnn-small "$DARK"
+expect_error NOT_FOUND "predict: a missing file" predict tiny-cnn "$TMP/no-such-file.png"
+rc=0
+err=$(ctl predict tiny-cnn 2>&1 >/dev/null) || rc=$?
+if ((rc == 2)) && [[ $err == *"usage: kaizenctl predict MODEL"* ]]; then
+  pass "predict without files is a usage error (exit 2)"
+else
+  fail "predict without files: expected exit 2 with the synopsis, got $rc: $err"
+fi
+
+# bench predict: random tensors of the model's input shape, then the image
+# with batching off.
+if run_json "$TMP/bench.json" bench predict tiny-cnn --duration=1 --warmup=0.5 --concurrency=4; then
+  check_json "bench predict (JSON): every field, 0 errors, versions $LATEST only" \
+    "$TMP/bench.json" '
+for key in ("model", "batching", "input", "concurrency", "inputs_per_request",
+            "warmup_seconds", "duration_seconds", "requests", "inputs",
+            "requests_per_second", "inputs_per_second", "latency_ms",
+            "failed_requests", "errors", "first_error", "versions",
+            "client_cpu_seconds", "wall_seconds"):
+    assert key in d, key
+assert d["model"] == "tiny-cnn" and d["batching"] is True, d
+assert d["input"] == "random tensor 3x16x16", d["input"]
+assert d["concurrency"] == 4 and d["inputs_per_request"] == 1, d
+assert d["failed_requests"] == 0 and d["errors"] == {}, (d["errors"], d["first_error"])
+assert d["requests"] > 0 and d["inputs"] == d["requests"], d
+assert d["requests_per_second"] > 0, d
+lat = d["latency_ms"]
+assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"], lat
+v = d["versions"]
+assert v["min"] == v["max"] == '"$LATEST"' and v["monotonic"] is True, v
+'
+fi
+if run_json "$TMP/bench-off.json" bench predict tiny-cnn --duration=1 --warmup=0 \
+  --concurrency=2 --batching=off --image="$DARK" --inputs_per_request=2; then
+  check_json "bench predict --batching=off --image --inputs_per_request=2" \
+    "$TMP/bench-off.json" '
+assert d["batching"] is False and d["input"] == "image img00.png", d
+assert d["failed_requests"] == 0 and d["requests"] > 0, d
+assert d["inputs"] == 2 * d["requests"], d
+'
+fi
+expect_error NOT_FOUND "bench predict: unknown model" bench predict no-such-model --duration=1
+
+# The Python baseline of bench/predict_bench.sh, on the downloaded checkpoint:
+# it must answer the same Predict with the same classes.
+PY_SERVER=$(cd "$(dirname "$0")/../.." && pwd)/bench/predict_server_py.py
+if ctl models download tiny-cnn "$TMP/tiny-cnn.pt" >/dev/null 2>"$TMP/download.err"; then
+  PY_PORT=$(free_port)
+  "$PYTHON" "$PY_SERVER" "$TMP/tiny-cnn.pt" --port="$PY_PORT" --threads=1 \
+    >"$TMP/py-server.log" 2>&1 &
+  PY_SERVER_PID=$!
+  ready=0
+  for _ in $(seq 150); do
+    if timeout 10 "$KAIZENCTL" --server="127.0.0.1:$PY_PORT" --timeout=5s models get tiny-cnn \
+      >/dev/null 2>&1; then
+      ready=1
+      break
+    fi
+    kill -0 "$PY_SERVER_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  if ((ready)) && timeout "$CALL_TIMEOUT" "$KAIZENCTL" --server="127.0.0.1:$PY_PORT" \
+    --output=json predict tiny-cnn "$DARK" "$LIGHT" --top_k=2 >"$TMP/py-predict.json" 2>&1; then
+    check_json "Python baseline server: same classes and probabilities as kaizen-server" \
+      "$TMP/py-predict.json" '
+import json
+k = json.load(open("'"$TMP"'/predict.json"))
+assert d["model"] == "tiny-cnn" and int(d["version"]) == int(k["version"]), (d["version"], k["version"])
+for pp, kp in zip(d["predictions"], k["predictions"][:2]):
+    assert [c["label"] for c in pp["classes"]] == [c["label"] for c in kp["classes"]], (pp, kp)
+    for pc, kc in zip(pp["classes"], kp["classes"]):
+        assert abs(pc["probability"] - kc["probability"]) < 1e-3, (pc, kc)
+'
+  else
+    fail "Python baseline server did not answer Predict: $(tail -n 20 "$TMP/py-server.log" "$TMP/py-predict.json" 2>/dev/null)"
+  fi
+  kill -TERM "$PY_SERVER_PID" 2>/dev/null || true
+  wait "$PY_SERVER_PID" 2>/dev/null || true
+  PY_SERVER_PID=""
+else
+  fail "models download tiny-cnn: $(cat "$TMP/download.err")"
 fi
 
 # --- deletes ----------------------------------------------------------------

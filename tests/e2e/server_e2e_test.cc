@@ -371,7 +371,7 @@ TEST_F(ServerE2E, ListsPageThroughDatasets) {
   ExpectNoLeftovers(2);
 }
 
-TEST_F(ServerE2E, LaterRpcsAnswerUnimplementedNotFakeSuccess) {
+TEST_F(ServerE2E, EmptyRequestsAreInvalidArgumentNotFakeSuccess) {
   auto ft = v1::FineTuneService::NewStub(channel_);
   grpc::ClientContext c1;
   v1::Job job;
@@ -381,7 +381,7 @@ TEST_F(ServerE2E, LaterRpcsAnswerUnimplementedNotFakeSuccess) {
   grpc::ClientContext c2;
   v1::PredictResponse resp;
   EXPECT_EQ(inf->Predict(&c2, v1::PredictRequest(), &resp).error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+            grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 std::string HttpGet(int port, const std::string& path) {
@@ -416,8 +416,11 @@ TEST_F(ServerE2E, MetricsCountRequestsByMethodAndCode) {
 }
 
 TEST_F(ServerE2E, HealthReportsServingForEachService) {
+  for (int i = 0; i < 500 && !server_->ready(); ++i) absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_TRUE(server_->ready());
   auto health = grpc::health::v1::Health::NewStub(channel_);
-  for (const char* service : {"", "kaizen.v1.DatasetService", "kaizen.v1.ModelService"}) {
+  for (const char* service : {"", "kaizen.v1.DatasetService", "kaizen.v1.ModelService",
+                              "kaizen.v1.FineTuneService", "kaizen.v1.InferenceService"}) {
     grpc::ClientContext ctx;
     grpc::health::v1::HealthCheckRequest req;
     req.set_service(service);

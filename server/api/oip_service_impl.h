@@ -1,0 +1,40 @@
+// inference.GRPCInferenceService, the Open Inference Protocol (KServe v2) as
+// Triton serves it, over the serving engine: translates requests into
+// ModelServer calls and answers in Triton's form, so that OIP clients
+// (tritonclient, perf_analyzer) work unchanged. Owns nothing; the ModelServer
+// and Metrics outlive it.
+#pragma once
+
+#include "inference/grpc_service.grpc.pb.h"
+#include "server/metrics/metrics.h"
+#include "server/serving/model_server.h"
+
+namespace kaizen::api {
+
+class OipServiceImpl final : public inference::GRPCInferenceService::Service {
+ public:
+  OipServiceImpl(serving::ModelServer* models, metrics::Metrics* metrics)
+      : models_(models), metrics_(metrics) {}
+
+  grpc::Status ServerLive(grpc::ServerContext* context, const inference::ServerLiveRequest* request,
+                          inference::ServerLiveResponse* response) override;
+  grpc::Status ServerReady(grpc::ServerContext* context,
+                           const inference::ServerReadyRequest* request,
+                           inference::ServerReadyResponse* response) override;
+  grpc::Status ModelReady(grpc::ServerContext* context, const inference::ModelReadyRequest* request,
+                          inference::ModelReadyResponse* response) override;
+  grpc::Status ServerMetadata(grpc::ServerContext* context,
+                              const inference::ServerMetadataRequest* request,
+                              inference::ServerMetadataResponse* response) override;
+  grpc::Status ModelMetadata(grpc::ServerContext* context,
+                             const inference::ModelMetadataRequest* request,
+                             inference::ModelMetadataResponse* response) override;
+  grpc::Status ModelInfer(grpc::ServerContext* context, const inference::ModelInferRequest* request,
+                          inference::ModelInferResponse* response) override;
+
+ private:
+  serving::ModelServer* models_;
+  metrics::Metrics* metrics_;
+};
+
+}  // namespace kaizen::api

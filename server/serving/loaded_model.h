@@ -1,0 +1,52 @@
+// One model version loaded for serving: its own TorchScript module instance
+// (never shared with training), in eval mode, warmed up, immutable after
+// Load(). Requests hold it through a shared_ptr, so a version that has been
+// swapped out stays alive until its last request ends.
+#pragma once
+
+#include <torch/script.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kaizen/v1/model_service.pb.h"
+
+namespace kaizen::serving {
+
+class LoadedModel {
+ public:
+  // Loads `path` onto `device`, checks that a batch of the metadata's input
+  // shape gives [N, classes] logits, and runs `warmup_batch_sizes` forward
+  // passes so that the first request does not pay for graph optimisation.
+  static absl::StatusOr<std::shared_ptr<const LoadedModel>> Load(
+      const std::string& path, kaizen::v1::Model metadata, const torch::Device& device,
+      const std::vector<int64_t>& warmup_batch_sizes);
+
+  // Probabilities (softmax of the logits), float [N, classes] on the CPU, for
+  // a float [N, C, H, W] batch already preprocessed (see preprocess.h). Runs
+  // under c10::InferenceMode. Safe to call from several threads at once.
+  absl::StatusOr<torch::Tensor> Predict(const torch::Tensor& batch) const;
+
+  const kaizen::v1::Model& metadata() const { return metadata_; }
+  const std::string& name() const { return metadata_.name(); }
+  int64_t version() const { return metadata_.version(); }
+  // [C, H, W].
+  const std::vector<int64_t>& input_shape() const { return input_shape_; }
+  int64_t num_classes() const { return num_classes_; }
+  // The class name of an output index, or the index as text when the model
+  // has no class names.
+  std::string Label(int64_t index) const;
+
+ private:
+  LoadedModel(torch::jit::Module module, kaizen::v1::Model metadata, torch::Device device);
+
+  mutable torch::jit::Module module_;
+  kaizen::v1::Model metadata_;
+  torch::Device device_;
+  std::vector<int64_t> input_shape_;
+  int64_t num_classes_ = 0;
+};
+
+}  // namespace kaizen::serving

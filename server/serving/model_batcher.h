@@ -1,0 +1,82 @@
+// The dynamic batcher of one model: a bounded queue of requests and one
+// executor thread that merges requests for the same loaded version into a
+// single forward pass of up to max_batch_size inputs, waiting at most
+// max_queue_delay (from the oldest request's arrival) for a batch to fill.
+#pragma once
+
+#include <torch/script.h>
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/serving/loaded_model.h"
+
+namespace kaizen::metrics {
+class Metrics;
+}
+
+namespace kaizen::serving {
+
+struct InferOptions {
+  // Dropped with DEADLINE_EXCEEDED if not computed by then.
+  absl::Time deadline = absl::InfiniteFuture();
+  // Polled before compute; true drops the request with CANCELLED.
+  std::function<bool()> cancelled;
+  // Run alone, without waiting to fill a batch.
+  bool disable_batching = false;
+};
+
+class ModelBatcher {
+ public:
+  struct Options {
+    std::string model_name;
+    int max_batch_size = 32;
+    absl::Duration max_queue_delay = absl::Milliseconds(2);
+    int max_queue_size = 1024;
+    // Intra-op threads of the executor; 0 keeps LibTorch's default.
+    int threads = 0;
+  };
+
+  ModelBatcher(Options options, metrics::Metrics* metrics);
+  // Stops (see Stop()).
+  ~ModelBatcher();
+
+  // Queues `inputs` (float [N, C, H, W]) for `model` and blocks until they
+  // are computed or dropped; returns probabilities [N, classes].
+  absl::StatusOr<torch::Tensor> Run(std::shared_ptr<const LoadedModel> model, torch::Tensor inputs,
+                                    const InferOptions& options);
+
+  // Fails every queued request with UNAVAILABLE and joins the executor.
+  void Stop();
+
+ private:
+  struct Request;
+
+  void Loop();
+  // Takes the next batch off the queue, waiting for it to fill; empty when
+  // stopping.
+  std::vector<Request*> NextBatch();
+  // Pops the oldest request and every queued one that can join its batch.
+  std::vector<Request*> TakeBatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Execute(std::vector<Request*> batch);
+  absl::Status DeadlineError(absl::Time enqueued) const;
+  static absl::Status CancelledError();
+  // Completes every queued request with UNAVAILABLE.
+  void FailQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  metrics::Metrics* metrics_;
+  absl::Mutex mu_;
+  std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);
+  int64_t queued_inputs_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread executor_;
+};
+
+}  // namespace kaizen::serving

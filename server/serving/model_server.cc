@@ -1,0 +1,359 @@
+#include "server/serving/model_server.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/logging.h"
+#include "server/common/status_macros.h"
+#include "server/metrics/metrics.h"
+#include "server/models/builtin_models.h"
+#include "server/store/model_store.h"
+
+namespace kaizen::serving {
+
+using kaizen::v1::Model;
+using kaizen::v1::VersionPolicy;
+
+// The loaded versions of one model and which of them answers by policy.
+struct ModelServer::Entry {
+  std::map<int64_t, std::shared_ptr<const LoadedModel>> loaded;
+  int64_t latest = 0;  // 0: not resolved yet
+  int64_t best = 0;
+  // Serialises loads of this model so that concurrent first requests load
+  // it once.
+  absl::Mutex load_mu;
+};
+
+absl::StatusOr<std::map<std::string, ServingConfig>> ParseServingConfig(absl::string_view json,
+                                                                        absl::string_view what) {
+  kaizen::v1::ServingConfigFile file;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  const auto status =
+      google::protobuf::util::JsonStringToMessage(std::string(json), &file, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": not a serving config: ", std::string(status.message())));
+  }
+  std::map<std::string, ServingConfig> out;
+  for (const auto& [name, m] : file.models()) {
+    const std::string where = absl::StrCat(what, ": models.", name);
+    if (m.max_batch_size() < 0 || m.max_batch_size() > 4096) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".maxBatchSize is ", m.max_batch_size(), "; it must be 1..4096"));
+    }
+    if (m.max_queue_size() < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".maxQueueSize is ", m.max_queue_size(), "; it must be >= 1"));
+    }
+    if (m.has_max_queue_delay_ms() &&
+        (m.max_queue_delay_ms() < 0 || m.max_queue_delay_ms() > 10000)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ".maxQueueDelayMs is ", m.max_queue_delay_ms(), "; it must be 0..10000"));
+    }
+    ServingConfig c;
+    c.policy = m.policy();
+    c.max_batch_size = m.max_batch_size();
+    c.max_queue_size = m.max_queue_size();
+    c.has_max_queue_delay = m.has_max_queue_delay_ms();
+    c.max_queue_delay = absl::Microseconds(static_cast<int64_t>(m.max_queue_delay_ms() * 1000));
+    out[name] = c;
+  }
+  return out;
+}
+
+ModelServer::ModelServer(Options options, store::ModelStore* models, metrics::Metrics* metrics)
+    : options_(std::move(options)), store_(models), metrics_(metrics), device_(torch::kCPU) {
+  if (options_.device.empty()) {
+    if (torch::cuda::is_available()) device_ = torch::Device(torch::kCUDA, 0);
+  } else {
+    try {
+      device_ = torch::Device(options_.device);
+    } catch (const std::exception&) {
+      init_status_ = absl::InvalidArgumentError(absl::StrCat(
+          "serving device \"", options_.device, "\" is not a device (cpu, cuda, cuda:1, ...)"));
+    }
+  }
+  loader_ = std::thread([this] { LoaderLoop(); });
+}
+
+ModelServer::~ModelServer() { Stop(); }
+
+absl::Status ModelServer::Start() {
+  RETURN_IF_ERROR(init_status_);
+  if (options_.before_preload) options_.before_preload();
+  if (options_.preload) {
+    kaizen::v1::ListModelsRequest request;
+    request.set_page_size(1000);
+    int loaded = 0, failed = 0;
+    do {
+      absl::StatusOr<kaizen::v1::ListModelsResponse> page = store_->List(request);
+      if (!page.ok()) return page.status();
+      for (const Model& m : page->models()) {
+        if (m.source() == kaizen::v1::MODEL_SOURCE_BUILTIN) continue;
+        {
+          absl::MutexLock lock(&mu_);
+          if (stopping_) return absl::CancelledError("stopped while preloading");
+        }
+        absl::StatusOr<std::shared_ptr<const LoadedModel>> r =
+            Acquire(m.name(), 0, kaizen::v1::VERSION_POLICY_UNSPECIFIED);
+        r.ok() ? ++loaded : ++failed;
+      }
+      request.set_page_token(page->next_page_token());
+    } while (!request.page_token().empty());
+    common::LogInfo("models preloaded",
+                    {{"loaded", loaded}, {"failed", failed}, {"device", device_.str()}});
+  }
+  started_ = true;
+  return absl::OkStatus();
+}
+
+void ModelServer::Stop() {
+  absl::flat_hash_map<std::string, std::unique_ptr<ModelBatcher>> batchers;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    batchers.swap(batchers_);
+  }
+  for (auto& [name, b] : batchers) b->Stop();
+  if (loader_.joinable()) loader_.join();
+  started_ = false;
+}
+
+ServingConfig ModelServer::ConfigFor(const std::string& name) const {
+  ServingConfig c;
+  auto it = options_.models.find(name);
+  if (it != options_.models.end()) c = it->second;
+  if (c.policy == kaizen::v1::VERSION_POLICY_UNSPECIFIED)
+    c.policy = kaizen::v1::VERSION_POLICY_LATEST;
+  if (c.max_batch_size <= 0) c.max_batch_size = options_.max_batch_size;
+  if (c.max_queue_size <= 0) c.max_queue_size = options_.max_queue_size;
+  if (!c.has_max_queue_delay) c.max_queue_delay = options_.max_queue_delay;
+  return c;
+}
+
+absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::LoadVersion(const std::string& name,
+                                                                            int64_t version) {
+  ASSIGN_OR_RETURN(store::ModelStore::File file, store_->OpenFile(name, version));
+  const int batch = std::max(1, ConfigFor(name).max_batch_size);
+  std::vector<int64_t> warmup = {1};
+  if (batch > 1) warmup.push_back(batch);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded =
+      LoadedModel::Load(file.path(), file.model(), device_, warmup);
+  if (metrics_) metrics_->ModelLoaded(name, loaded.ok());
+  if (!loaded.ok()) {
+    common::LogError(
+        "model version failed to load",
+        {{"model", name}, {"version", version}, {"error", loaded.status().ToString()}});
+    return loaded.status();
+  }
+  common::LogInfo("model version loaded", {{"model", name},
+                                           {"version", version},
+                                           {"device", device_.str()},
+                                           {"ms", absl::ToInt64Milliseconds(absl::Now() - start)}});
+  return loaded;
+}
+
+absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::Acquire(const std::string& name,
+                                                                        int64_t version,
+                                                                        VersionPolicy policy) {
+  if (version < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("version is ", version, "; it must be >= 0"));
+  }
+  if (models::IsBuiltinModel(name)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("\"", name,
+                     "\" is a built-in architecture with random weights; fine-tune it "
+                     "(StartFineTune) and serve the model the job writes"));
+  }
+  if (policy == kaizen::v1::VERSION_POLICY_UNSPECIFIED) policy = ConfigFor(name).policy;
+  const bool best = policy == kaizen::v1::VERSION_POLICY_BEST;
+  auto lookup = [&](const Entry& e) -> std::shared_ptr<const LoadedModel> {
+    const int64_t v = version > 0 ? version : (best ? e.best : e.latest);
+    auto it = e.loaded.find(v);
+    return v > 0 && it != e.loaded.end() ? it->second : nullptr;
+  };
+  std::shared_ptr<Entry> entry;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("the server is shutting down");
+    std::shared_ptr<Entry>& slot = entries_[name];
+    if (!slot) slot = std::make_shared<Entry>();
+    entry = slot;
+    if (auto m = lookup(*entry)) return m;
+  }
+  // Not loaded: find the version in the catalogue and load it, once.
+  absl::MutexLock load_lock(&entry->load_mu);
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto m = lookup(*entry)) return m;
+  }
+  absl::StatusOr<Model> model = store_->Get(name, version);
+  if (!model.ok()) {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(name);
+    if (it != entries_.end() && it->second == entry && entry->loaded.empty()) entries_.erase(it);
+    return model.status();
+  }
+  if (model->source() == kaizen::v1::MODEL_SOURCE_BUILTIN) {
+    return absl::FailedPreconditionError(absl::StrCat("\"", name, "\" is a built-in architecture"));
+  }
+  const int64_t latest = model->latest_version() > 0 ? model->latest_version() : model->version();
+  const int64_t best_version = model->best_version() > 0 ? model->best_version() : latest;
+  const int64_t target = version > 0 ? version : (best ? best_version : latest);
+  ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> loaded, LoadVersion(name, target));
+  absl::MutexLock lock(&mu_);
+  entry->loaded[target] = loaded;
+  if (version == 0) {
+    // Only move forward: the background loader may have installed a newer one.
+    if (best) {
+      entry->best = std::max(entry->best, target);
+    } else {
+      entry->latest = std::max(entry->latest, target);
+      if (metrics_) metrics_->SetServingVersion(name, entry->latest);
+    }
+  }
+  return loaded;
+}
+
+ModelBatcher* ModelServer::BatcherFor(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return nullptr;
+  std::unique_ptr<ModelBatcher>& b = batchers_[name];
+  if (!b) {
+    const ServingConfig c = ConfigFor(name);
+    ModelBatcher::Options o;
+    o.model_name = name;
+    o.max_batch_size = c.max_batch_size;
+    o.max_queue_delay = c.max_queue_delay;
+    o.max_queue_size = c.max_queue_size;
+    o.threads = options_.threads;
+    b = std::make_unique<ModelBatcher>(o, metrics_);
+  }
+  return b.get();
+}
+
+absl::StatusOr<torch::Tensor> ModelServer::Infer(const std::shared_ptr<const LoadedModel>& model,
+                                                 torch::Tensor inputs,
+                                                 const InferOptions& options) {
+  const int64_t n = inputs.dim() == 4 ? inputs.size(0) : 0;
+  if (n < 1) return absl::InvalidArgumentError("the batch is empty; send at least one input");
+  if (n > options_.max_request_inputs) {
+    return absl::InvalidArgumentError(absl::StrCat(n, " inputs in one request exceed the limit of ",
+                                                   options_.max_request_inputs));
+  }
+  ModelBatcher* batcher = BatcherFor(model->name());
+  if (batcher == nullptr) return absl::UnavailableError("the server is shutting down");
+  return batcher->Run(model, std::move(inputs), options);
+}
+
+bool ModelServer::IsReady(const std::string& name, int64_t version) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return false;
+  const Entry& e = *it->second;
+  int64_t v = version;
+  if (v == 0) v = ConfigFor(name).policy == kaizen::v1::VERSION_POLICY_BEST ? e.best : e.latest;
+  return v > 0 && e.loaded.count(v) > 0;
+}
+
+std::map<std::string, std::vector<int64_t>> ModelServer::LoadedVersions() {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, std::vector<int64_t>> out;
+  for (const auto& [name, e] : entries_) {
+    for (const auto& [v, m] : e->loaded) out[name].push_back(v);
+  }
+  return out;
+}
+
+void ModelServer::OnVersionAdded(const Model& model) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  // Models that were never asked for are loaded on first use, unless the
+  // server preloads everything.
+  if (!options_.preload && !entries_.contains(model.name())) return;
+  pending_.push_back(model);
+}
+
+void ModelServer::OnVersionDeleted(const std::string& name, int64_t version) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return;
+  Entry& e = *it->second;
+  e.loaded.erase(version);  // requests holding it finish on it
+  if (e.latest == version) e.latest = 0;
+  if (e.best == version) e.best = 0;
+}
+
+void ModelServer::LoaderLoop() {
+  while (true) {
+    Model next;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](ModelServer* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+            return self->stopping_ || !self->pending_.empty();
+          },
+          this));
+      if (stopping_) return;
+      next = std::move(pending_.front());
+      pending_.erase(pending_.begin());
+      // Versions arrive in order; several queued for one model collapse into
+      // the newest (the catalogue is asked for the current latest and best).
+      if (std::any_of(pending_.begin(), pending_.end(),
+                      [&](const Model& m) { return m.name() == next.name(); })) {
+        continue;
+      }
+    }
+    const std::string& name = next.name();
+    absl::StatusOr<Model> current = store_->Get(name, 0);
+    if (!current.ok()) continue;  // deleted meanwhile
+    const int64_t latest = current->latest_version();
+    const int64_t best = current->best_version() > 0 ? current->best_version() : latest;
+    std::shared_ptr<Entry> entry;
+    {
+      absl::MutexLock lock(&mu_);
+      std::shared_ptr<Entry>& slot = entries_[name];
+      if (!slot) slot = std::make_shared<Entry>();
+      entry = slot;
+    }
+    absl::MutexLock load_lock(&entry->load_mu);
+    for (int64_t v : {latest, best}) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopping_) return;
+        if (entry->loaded.count(v)) continue;
+      }
+      // Loaded and warmed up outside the lock; a failure keeps the old one.
+      absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded = LoadVersion(name, v);
+      if (!loaded.ok()) continue;
+      absl::MutexLock lock(&mu_);
+      entry->loaded[v] = *std::move(loaded);
+    }
+    absl::MutexLock lock(&mu_);
+    const int64_t old_latest = entry->latest;
+    if (entry->loaded.count(latest) && latest > entry->latest) entry->latest = latest;
+    if (entry->loaded.count(best)) entry->best = best;
+    // Versions no policy points at any more are released (pinned requests
+    // load them again on demand; requests in flight keep theirs alive).
+    for (auto it = entry->loaded.begin(); it != entry->loaded.end();) {
+      if (it->first != entry->latest && it->first != entry->best) {
+        it = entry->loaded.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (entry->latest != old_latest) {
+      if (metrics_) metrics_->SetServingVersion(name, entry->latest);
+      common::LogInfo("model version swapped in",
+                      {{"model", name}, {"from", old_latest}, {"to", entry->latest}});
+    }
+  }
+}
+
+}  // namespace kaizen::serving

@@ -1,0 +1,162 @@
+// ModelServer: which version of each model answers, and the dynamic batcher
+// in front of it.
+//
+// - Resolution: a request names a model and either pins a version or follows
+//   a policy, LATEST (default) or BEST (best validation metric); a model's
+//   serving config may change its default policy. Versions are loaded on
+//   first use (and at start-up, see Options::preload) and kept loaded.
+// - Hot swaps: when a job writes a new version (ModelStore's version
+//   listener), a background loader loads it, warms it up and then swaps it in
+//   atomically. Requests already holding the old version finish on it; the
+//   old module is freed when its last request ends. A version that fails to
+//   load never replaces a good one: the failure is logged and counted.
+// - Batching: concurrent requests for the same model version are merged into
+//   one forward pass of up to max_batch_size inputs, waiting at most
+//   max_queue_delay for the batch to fill. Each model has one executor thread
+//   and a bounded queue: a request that finds it full fails at once with
+//   RESOURCE_EXHAUSTED. Requests whose deadline has passed, or whose caller
+//   went away, are dropped before compute.
+#pragma once
+
+#include <torch/script.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "kaizen/v1/inference_service.pb.h"
+#include "kaizen/v1/model_service.pb.h"
+#include "server/serving/loaded_model.h"
+#include "server/serving/model_batcher.h"
+
+namespace kaizen::metrics {
+class Metrics;
+}
+namespace kaizen::store {
+class ModelStore;
+}
+
+namespace kaizen::serving {
+
+// Per-model serving settings; zero/unspecified fields take the server-wide
+// defaults.
+struct ServingConfig {
+  kaizen::v1::VersionPolicy policy = kaizen::v1::VERSION_POLICY_UNSPECIFIED;
+  int max_batch_size = 0;
+  absl::Duration max_queue_delay = absl::ZeroDuration();
+  bool has_max_queue_delay = false;
+  int max_queue_size = 0;
+};
+
+// Parses a serving config file (proto3 JSON of kaizen.v1.ServingConfigFile).
+// InvalidArgument naming `what` (the file) and what is wrong.
+absl::StatusOr<std::map<std::string, ServingConfig>> ParseServingConfig(absl::string_view json,
+                                                                        absl::string_view what);
+
+class ModelServer {
+ public:
+  struct Options {
+    // Server-wide batching defaults (per-model overrides in `models`).
+    int max_batch_size = 32;
+    absl::Duration max_queue_delay = absl::Milliseconds(2);
+    // Requests (not inputs) waiting per model.
+    int max_queue_size = 1024;
+    // Inputs accepted in one request.
+    int max_request_inputs = 256;
+    // Largest image accepted, width * height.
+    int64_t max_image_pixels = 25'000'000;
+    // Intra-op threads of each model's executor; 0 means one per core.
+    int threads = 0;
+    // Load the serving version of every stored (uploaded or fine-tuned)
+    // model before Start() returns.
+    bool preload = true;
+    std::map<std::string, ServingConfig> models;
+    // Device for every serving module; CUDA device 0 when available.
+    std::string device;  // "" = auto, "cpu", "cuda:0", ...
+    // Tests only: called on the preloading thread before preloading starts,
+    // so that a test can observe the server before it is ready.
+    std::function<void()> before_preload;
+  };
+
+  ModelServer(Options options, store::ModelStore* models, metrics::Metrics* metrics);
+  ~ModelServer();
+  ModelServer(const ModelServer&) = delete;
+  ModelServer& operator=(const ModelServer&) = delete;
+
+  // Preloads (see Options::preload), then reports started(). Errors
+  // loading one model are logged and counted, not returned: a bad model must
+  // not keep the others from being served.
+  absl::Status Start();
+  // Fails queued requests with UNAVAILABLE and joins every thread.
+  void Stop();
+
+  // The version that answers a request: `version` > 0 pins it, otherwise
+  // `policy` (or the model's configured policy) picks LATEST or BEST.
+  // NotFound for an unknown model or version, FailedPrecondition for a
+  // built-in architecture (random weights), Internal if the file does not
+  // load. Loads on demand; never blocks on the background loader.
+  absl::StatusOr<std::shared_ptr<const LoadedModel>> Acquire(const std::string& name,
+                                                             int64_t version,
+                                                             kaizen::v1::VersionPolicy policy);
+
+  using InferOptions = serving::InferOptions;
+
+  // Runs `inputs` (float [N, C, H, W], preprocessed for `model`) through
+  // `model`'s batcher and blocks until done. Returns probabilities
+  // [N, classes]. ResourceExhausted when the queue is full, InvalidArgument
+  // over max_request_inputs.
+  absl::StatusOr<torch::Tensor> Infer(const std::shared_ptr<const LoadedModel>& model,
+                                      torch::Tensor inputs, const InferOptions& options);
+
+  // True when `name` (and `version`, if > 0) is loaded and can answer at
+  // once.
+  bool IsReady(const std::string& name, int64_t version);
+  // The loaded versions, by model name, each list ascending.
+  std::map<std::string, std::vector<int64_t>> LoadedVersions();
+  // True once Start() has finished preloading.
+  bool started() const { return started_.load(); }
+
+  const Options& options() const { return options_; }
+  int64_t max_image_pixels() const { return options_.max_image_pixels; }
+
+  // Called by the store when a version is written (the loader picks it up)
+  // or deleted (dropped from serving; requests holding it finish).
+  void OnVersionAdded(const kaizen::v1::Model& model);
+  void OnVersionDeleted(const std::string& name, int64_t version);
+
+ private:
+  struct Entry;
+
+  ServingConfig ConfigFor(const std::string& name) const;
+  absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadVersion(const std::string& name,
+                                                                 int64_t version);
+  ModelBatcher* BatcherFor(const std::string& name);
+  void LoaderLoop();
+
+  Options options_;
+  store::ModelStore* store_;
+  metrics::Metrics* metrics_;
+  torch::Device device_;
+  absl::Status init_status_;
+  std::atomic<bool> started_{false};
+
+  absl::Mutex mu_;
+  // Per model name: the versions loaded and which answers by policy.
+  absl::flat_hash_map<std::string, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::unique_ptr<ModelBatcher>> batchers_ ABSL_GUARDED_BY(mu_);
+  // Versions waiting for the background loader, in arrival order.
+  std::vector<kaizen::v1::Model> pending_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread loader_;
+};
+
+}  // namespace kaizen::serving

@@ -1,0 +1,88 @@
+#include "server/serving/preprocess.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/datasets/image_decoder.h"
+#include "server/training/image_set.h"
+
+namespace kaizen::serving {
+namespace {
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+absl::Status CheckModelShape(const kaizen::v1::Model& model) {
+  if (model.input_shape_size() != 3) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model \"", model.name(), "\" has no [C, H, W] input shape"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<torch::Tensor> PreprocessImage(absl::string_view bytes,
+                                              const kaizen::v1::Model& model, int64_t max_pixels,
+                                              absl::string_view what) {
+  if (absl::Status st = CheckModelShape(model); !st.ok()) return st;
+  absl::StatusOr<datasets::Image> image = datasets::DecodeImage(bytes, max_pixels);
+  if (!image.ok()) {
+    return absl::Status(image.status().code(), absl::StrCat(what, ": ", image.status().message()));
+  }
+  const int64_t C = model.input_shape(0), H = model.input_shape(1), W = model.input_shape(2);
+  if (C != 1 && C != 3) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model \"", model.name(), "\" takes ", C, " channels; images need 1 or 3"));
+  }
+  torch::Tensor pixels = torch::empty({1, C, H, W}, torch::kUInt8);
+  training::ConvertImage(image->pixels.data(), image->height, image->width, image->channels, C, H,
+                         W, pixels.data_ptr<uint8_t>());
+  const training::Normalizer normalizer(model.normalization(), C, torch::kCPU);
+  return normalizer.Normalize(training::Normalizer::ToUnit(pixels)).squeeze(0);
+}
+
+absl::StatusOr<torch::Tensor> BatchFromFloats(const float* values, int64_t count,
+                                              const std::vector<int64_t>& shape,
+                                              const kaizen::v1::Model& model,
+                                              absl::string_view what) {
+  if (absl::Status st = CheckModelShape(model); !st.ok()) return st;
+  const std::vector<int64_t> expected(model.input_shape().begin(), model.input_shape().end());
+  const bool single = shape == expected;
+  const bool batch = shape.size() == 4 && shape[0] >= 1 &&
+                     std::equal(expected.begin(), expected.end(), shape.begin() + 1);
+  if (!single && !batch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " has shape ", ShapeText(shape), "; model \"", model.name(), "\" takes ",
+                     ShapeText(expected), " or [N, ", absl::StrJoin(expected, ", "), "]"));
+  }
+  const int64_t n = single ? 1 : shape[0];
+  const int64_t want = n * expected[0] * expected[1] * expected[2];
+  if (count != want) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " has ", count, " values; shape ", ShapeText(shape), " needs ", want));
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    if (!std::isfinite(values[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " holds a non-finite value (", values[i], ") at index ", i));
+    }
+  }
+  return torch::from_blob(const_cast<float*>(values), {n, expected[0], expected[1], expected[2]},
+                          torch::kFloat)
+      .clone();
+}
+
+absl::StatusOr<torch::Tensor> BatchFromTensor(const kaizen::v1::FloatTensor& tensor,
+                                              const kaizen::v1::Model& model,
+                                              absl::string_view what) {
+  return BatchFromFloats(tensor.values().data(), tensor.values_size(),
+                         std::vector<int64_t>(tensor.shape().begin(), tensor.shape().end()), model,
+                         what);
+}
+
+}  // namespace kaizen::serving

@@ -1,0 +1,46 @@
+#include "tests/test_util/fashion_mnist.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "server/datasets/dataset_ingestor.h"
+#include "tests/test_util/image_fixtures.h"
+
+namespace kaizen::testing {
+
+void WriteFashionSubset(const std::string& which, const std::vector<int>& classes, int per_class,
+                        int skip, const std::string& images_path, const std::string& labels_path) {
+  static std::map<std::string, datasets::DecodedDataset>* cache =
+      new std::map<std::string, datasets::DecodedDataset>();
+  if (!cache->count(which)) {
+    auto r = datasets::IngestIdx(absl::StrCat(kFashionDir, "/", which, "-images-idx3-ubyte.gz"),
+                                 absl::StrCat(kFashionDir, "/", which, "-labels-idx1-ubyte.gz"), {},
+                                 "images", "labels", {});
+    ASSERT_TRUE(r.ok()) << r.status();
+    (*cache)[which] = std::move(r->data);
+  }
+  const datasets::DecodedDataset& all = (*cache)[which];
+  std::string pixels, labels;
+  for (size_t k = 0; k < classes.size(); ++k) {
+    int seen = 0, taken = 0;
+    for (const auto& rec : all.records) {
+      if (rec.label != classes[k]) continue;
+      if (seen++ < skip) continue;
+      pixels.append(reinterpret_cast<const char*>(all.pixels.data() + rec.offset), 28 * 28);
+      labels.push_back(static_cast<char>(k));
+      if (++taken == per_class) break;
+    }
+  }
+  auto be32 = [](uint32_t v) {
+    std::string s(4, '\0');
+    for (int i = 0; i < 4; ++i) s[i] = static_cast<char>((v >> (24 - 8 * i)) & 0xff);
+    return s;
+  };
+  const uint32_t n = static_cast<uint32_t>(labels.size());
+  WriteBinaryFile(images_path, be32(0x803) + be32(n) + be32(28) + be32(28) + pixels);
+  WriteBinaryFile(labels_path, be32(0x801) + be32(n) + labels);
+}
+
+}  // namespace kaizen::testing
