@@ -116,10 +116,12 @@ std::vector<ModelBatcher::Request*> ModelBatcher::NextBatch() {
   };
   while (true) {
     mu_.Await(absl::Condition(&stopping_or_work));
-    if (!stopping_ && options_.max_batch_size > 1 && !queue_.front()->options->disable_batching) {
+    if (!stopping_ && options_.max_batch_size > 1 && concurrent_ &&
+        !queue_.front()->options->disable_batching) {
       // Wait for enough inputs to fill a batch, or until the oldest request
       // has waited max_queue_delay. Requests may leave meanwhile (deadline,
-      // cancellation), so the queue is read again afterwards.
+      // cancellation), so the queue is read again afterwards. Without recent
+      // concurrency (a lone caller) waiting would only add latency.
       mu_.AwaitWithDeadline(absl::Condition(&stopping_or_full),
                             queue_.front()->enqueued + options_.max_queue_delay);
     }
@@ -152,6 +154,9 @@ std::vector<ModelBatcher::Request*> ModelBatcher::TakeBatch() {
     }
   }
   queued_inputs_ -= inputs;
+  // Requests left behind or merged: callers overlap, so the next batch is
+  // worth waiting for. Updated again when this batch ends.
+  concurrent_ = batch.size() > 1 || !queue_.empty();
   return batch;
 }
 
@@ -187,6 +192,11 @@ void ModelBatcher::Execute(std::vector<Request*> batch) {
                            absl::ToDoubleSeconds(now - live.front()->enqueued));
   }
   absl::StatusOr<torch::Tensor> probs = live.front()->model->Predict(x);
+  {
+    // Requests that arrived during the forward pass mean overlapping callers.
+    absl::MutexLock lock(&mu_);
+    if (!queue_.empty()) concurrent_ = true;
+  }
   int64_t offset = 0;
   for (Request* r : live) {
     const int64_t n = r->inputs.size(0);

@@ -2,6 +2,7 @@
 // executor thread that merges requests for the same loaded version into a
 // single forward pass of up to max_batch_size inputs, waiting at most
 // max_queue_delay (from the oldest request's arrival) for a batch to fill.
+// A lone caller (no overlap with other requests lately) is not made to wait.
 #pragma once
 
 #include <torch/script.h>
@@ -76,6 +77,9 @@ class ModelBatcher {
   std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);
   int64_t queued_inputs_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Whether callers overlapped recently (a batch merged several requests, or
+  // requests queued up while one ran); only then does a batch wait to fill.
+  bool concurrent_ ABSL_GUARDED_BY(mu_) = true;
   std::thread executor_;
 };
 

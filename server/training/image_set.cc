@@ -23,7 +23,7 @@ torch::Tensor ConvertRecord(const uint8_t* pixels, int64_t h, int64_t w, int64_t
   if (c == 4 || c == 2) t = t.narrow(0, 0, c - 1);  // drop alpha
   const int64_t have = t.size(0);
   if (have == 1 && out_c > 1) {
-    t = t.expand({out_c, h, w});
+    t = t.expand({out_c, h, w}).contiguous();  // written in place below
   } else if (have == 3 && out_c == 1) {
     t = (0.299 * t[0] + 0.587 * t[1] + 0.114 * t[2]).unsqueeze(0);
   }

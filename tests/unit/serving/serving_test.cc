@@ -1,0 +1,208 @@
+// Unit tests of the serving engine's parts: the dynamic batcher (merging,
+// lone callers, versions kept apart, queue limit, deadlines), input
+// preprocessing and serving-config parsing.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <limits>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/metrics/metrics.h"
+#include "server/models/model_file.h"
+#include "server/serving/loaded_model.h"
+#include "server/serving/model_batcher.h"
+#include "server/serving/model_server.h"
+#include "server/serving/preprocess.h"
+#include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace kaizen::serving {
+namespace {
+
+// A 3-class "classifier" on [1, 2, 2] inputs whose logits are the first three
+// pixels times `scale`, saved with Kaizen's metadata and loaded for serving.
+std::shared_ptr<const LoadedModel> TinyModel(const testing::TempDir& dir, int64_t version,
+                                             double scale = 1.0) {
+  torch::jit::Module m("Tiny");
+  m.define(absl::StrCat("def forward(self, x):\n  return x.flatten(1)[:, :3] * ", scale, "\n"));
+  kaizen::v1::Model meta;
+  meta.set_name("tiny");
+  meta.set_version(version);
+  for (int64_t d : {1, 2, 2}) meta.add_input_shape(d);
+  for (const char* c : {"a", "b", "c"}) meta.add_class_names(c);
+  const std::string path = dir.File(absl::StrCat("tiny-", version, ".pt"));
+  EXPECT_TRUE(models::SaveModelFile(m, meta, path).ok());
+  auto loaded = LoadedModel::Load(path, meta, torch::kCPU, {1, 4});
+  EXPECT_TRUE(loaded.ok()) << loaded.status();
+  return *loaded;
+}
+
+// Count and sum of kaizen_inference_batch_size for "tiny".
+std::pair<uint64_t, double> BatchStats(metrics::Metrics& m) {
+  for (const auto& family : m.registry().Collect()) {
+    if (family.name != "kaizen_inference_batch_size") continue;
+    for (const auto& metric : family.metric) {
+      return {metric.histogram.sample_count, metric.histogram.sample_sum};
+    }
+  }
+  return {0, 0};
+}
+
+class BatcherTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<ModelBatcher> Batcher(int max_batch, absl::Duration delay, int max_queue = 64) {
+    ModelBatcher::Options o;
+    o.model_name = "tiny";
+    o.max_batch_size = max_batch;
+    o.max_queue_delay = delay;
+    o.max_queue_size = max_queue;
+    return std::make_unique<ModelBatcher>(o, metrics_.get());
+  }
+  testing::TempDir dir_;
+  std::unique_ptr<metrics::Metrics> metrics_ = *metrics::Metrics::Create("127.0.0.1", -1);
+};
+
+TEST_F(BatcherTest, MergesConcurrentRequestsIntoOneForwardPassAndSplitsTheResults) {
+  auto model = TinyModel(dir_, 1);
+  auto batcher = Batcher(16, absl::Seconds(2));
+  std::vector<std::thread> threads;
+  std::atomic<int> right{0};
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      // Input i has its largest logit at class i % 3.
+      torch::Tensor x = torch::zeros({1, 1, 2, 2});
+      x.view({-1})[i % 3] = 5.0f + static_cast<float>(i);
+      auto probs = batcher->Run(model, x, InferOptions{});
+      ASSERT_TRUE(probs.ok()) << probs.status();
+      ASSERT_EQ(probs->sizes(), (std::vector<int64_t>{1, 3}));
+      if (probs->argmax(1).item<int64_t>() == i % 3) ++right;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(right.load(), 16);
+  const auto [batches, inputs] = BatchStats(*metrics_);
+  EXPECT_EQ(inputs, 16);
+  EXPECT_EQ(batches, 1u) << "16 concurrent requests should fill one batch of 16";
+}
+
+TEST_F(BatcherTest, ALoneCallerDoesNotWaitForABatchToFill) {
+  auto model = TinyModel(dir_, 1);
+  auto batcher = Batcher(16, absl::Milliseconds(300));
+  const torch::Tensor x = torch::rand({1, 1, 2, 2});
+  ASSERT_TRUE(batcher->Run(model, x, InferOptions{}).ok());  // may wait: no history yet
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(batcher->Run(model, x, InferOptions{}).ok());
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(300));
+}
+
+TEST_F(BatcherTest, RequestsForDifferentVersionsAreNeverMerged) {
+  auto v1 = TinyModel(dir_, 1, 1.0), v2 = TinyModel(dir_, 2, -1.0);
+  auto batcher = Batcher(16, absl::Milliseconds(200));
+  torch::Tensor x = torch::zeros({1, 1, 2, 2});
+  x.view({-1})[0] = 4.0f;
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      const auto& model = i % 2 ? v2 : v1;
+      auto probs = batcher->Run(model, x, InferOptions{});
+      ASSERT_TRUE(probs.ok());
+      // v1 favours class 0, v2 (negated logits) disfavours it.
+      const bool favours0 = probs->argmax(1).item<int64_t>() == 0;
+      if (favours0 != (model == v1)) ++wrong;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GE(BatchStats(*metrics_).first, 2u);
+}
+
+TEST_F(BatcherTest, ExpiredCancelledAndStoppedRequestsAreNotComputed) {
+  auto model = TinyModel(dir_, 1);
+  auto batcher = Batcher(1, absl::ZeroDuration());
+  // Expired before it is queued: dropped without compute.
+  InferOptions late;
+  late.deadline = absl::Now() - absl::Milliseconds(1);
+  EXPECT_EQ(batcher->Run(model, torch::rand({1, 1, 2, 2}), late).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  InferOptions cancelled;
+  cancelled.cancelled = [] { return true; };
+  EXPECT_EQ(batcher->Run(model, torch::rand({1, 1, 2, 2}), cancelled).status().code(),
+            absl::StatusCode::kCancelled);
+  EXPECT_EQ(BatchStats(*metrics_).first, 0u);
+  batcher->Stop();
+  EXPECT_EQ(batcher->Run(model, torch::rand({1, 1, 2, 2}), InferOptions{}).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST(PreprocessTest, ImagesAreConvertedResizedAndNormalisedLikeTrainingImages) {
+  kaizen::v1::Model meta;
+  meta.set_name("m");
+  for (int64_t d : {3, 8, 8}) meta.add_input_shape(d);
+  meta.mutable_normalization()->add_mean(0.5f);
+  meta.mutable_normalization()->add_std(0.25f);
+  // A grey 8x8 PNG becomes 3 identical channels, (x/255 - 0.5) / 0.25.
+  const std::string png = testing::EncodePng(8, 8, 1, 3);
+  const std::vector<uint8_t> pixels = testing::MakePixels(8, 8, 1, 3);
+  auto x = PreprocessImage(png, meta, 1 << 20, "inputs[0]");
+  ASSERT_TRUE(x.ok()) << x.status();
+  ASSERT_EQ(x->sizes(), (std::vector<int64_t>{3, 8, 8}));
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_NEAR((*x)[c][2][5].item<float>(), (pixels[2 * 8 + 5] / 255.0f - 0.5f) / 0.25f, 1e-5);
+  }
+  // Any size is resized to the model's.
+  auto big = PreprocessImage(testing::EncodeJpeg(40, 30, 3, 1), meta, 1 << 20, "inputs[1]");
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(big->sizes(), (std::vector<int64_t>{3, 8, 8}));
+  auto bad = PreprocessImage("not an image", meta, 1 << 20, "inputs[2]");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(bad.status().message(), "inputs[2]: ")) << bad.status();
+  auto huge = PreprocessImage(testing::EncodePng(64, 64, 1, 1), meta, 100, "inputs[3]");
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(PreprocessTest, TensorsMustMatchTheModelShape) {
+  kaizen::v1::Model meta;
+  meta.set_name("m");
+  for (int64_t d : {1, 2, 2}) meta.add_input_shape(d);
+  std::vector<float> v(8, 0.5f);
+  auto one = BatchFromFloats(v.data(), 4, {1, 2, 2}, meta, "x");
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->sizes(), (std::vector<int64_t>{1, 1, 2, 2}));
+  auto two = BatchFromFloats(v.data(), 8, {2, 1, 2, 2}, meta, "x");
+  ASSERT_TRUE(two.ok());
+  EXPECT_EQ(two->size(0), 2);
+  EXPECT_EQ(BatchFromFloats(v.data(), 8, {2, 2, 2}, meta, "x").status().message(),
+            "x has shape [2, 2, 2]; model \"m\" takes [1, 2, 2] or [N, 1, 2, 2]");
+  EXPECT_EQ(BatchFromFloats(v.data(), 7, {2, 1, 2, 2}, meta, "x").status().message(),
+            "x has 7 values; shape [2, 1, 2, 2] needs 8");
+  v[3] = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(BatchFromFloats(v.data(), 4, {1, 2, 2}, meta, "x").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ServingConfigTest, ParsesPerModelSettingsAndRejectsBadOnes) {
+  auto c = ParseServingConfig(
+      R"({"models": {"shoes": {"policy": "VERSION_POLICY_BEST", "maxBatchSize": 8,
+                               "maxQueueDelayMs": 0.5, "maxQueueSize": 10},
+                     "bags": {"maxBatchSize": 1}}})",
+      "serving.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->at("shoes").policy, kaizen::v1::VERSION_POLICY_BEST);
+  EXPECT_EQ(c->at("shoes").max_batch_size, 8);
+  EXPECT_EQ(c->at("shoes").max_queue_delay, absl::Microseconds(500));
+  EXPECT_TRUE(c->at("shoes").has_max_queue_delay);
+  EXPECT_FALSE(c->at("bags").has_max_queue_delay);
+  auto bad = ParseServingConfig(R"({"models": {"x": {"maxBatchSize": -2}}})", "serving.json");
+  EXPECT_EQ(bad.status().message(), "serving.json: models.x.maxBatchSize is -2; it must be 1..4096");
+  auto typo = ParseServingConfig(R"({"models": {"x": {"maxBatch": 2}}})", "serving.json");
+  EXPECT_EQ(typo.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(typo.status().message(), "serving.json: not a serving config"));
+}
+
+}  // namespace
+}  // namespace kaizen::serving
