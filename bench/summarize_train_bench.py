@@ -187,7 +187,7 @@ def main():
         out.append(f"| C++ trainer, feature cache | {med(c_sec.values()):.4f} "
                    f"({spread(c_sec.values())}) | {med(c_wall.values()):.4f} "
                    f"({spread(c_wall.values())}) | {len(c_sec)} |")
-        out.append(f"| C++ trainer, no cache (no-op augmentation) | {med(u_sec.values()):.3f} "
+        out.append(f"| C++ trainer, cache off | {med(u_sec.values()):.3f} "
                    f"({spread(u_sec.values())}) | {med(u_wall.values()):.3f} "
                    f"({spread(u_wall.values())}) | {len(u_sec)} |")
         if fe_py:

@@ -39,9 +39,9 @@
 
 ABSL_FLAG(std::string, strategy, "full", "full | feature_extraction");
 ABSL_FLAG(bool, no_feature_cache, false,
-          "Defeat the trainer's feature cache (FEATURE_EXTRACTION). The trainer has no switch "
-          "for it, so this turns on a no-op augmentation (brightness jitter of 1e-6), which "
-          "makes the trainer run the frozen backbone on every batch of every epoch.");
+          "Turn off the trainer's feature cache (FEATURE_EXTRACTION; "
+          "TrainerOptions::use_feature_cache), so that it runs the frozen backbone on every "
+          "batch of every epoch.");
 ABSL_FLAG(std::string, model, "resnet-small", "Built-in architecture: resnet-small | cnn-small");
 ABSL_FLAG(int, images, 6000, "Training images: the first N of Fashion-MNIST's training set.");
 ABSL_FLAG(int, epochs, 3, "Epochs.");
@@ -296,12 +296,6 @@ absl::Status Run() {
   kaizen::v1::Augmentation* aug = requested.mutable_augmentation();  // set: taken as given
   aug->set_enabled(false);
   const bool no_cache = absl::GetFlag(FLAGS_no_feature_cache);
-  if (no_cache) {
-    // No-op augmentation: the trainer caches features only when nothing is
-    // augmented, and offers no other way to switch the cache off.
-    aug->set_enabled(true);
-    aug->set_brightness(1e-6);
-  }
   ASSIGN_OR_RETURN(kaizen::v1::Hyperparameters hp,
                    training::ResolveHyperparameters(strategy, requested, images));
 
@@ -340,6 +334,7 @@ absl::Status Run() {
   options.hyperparameters = hp;
   options.base = base;
   options.base_metadata = metadata;
+  options.use_feature_cache = !no_cache;
   training::TrainingData training_data;
   training_data.train = &data;
   training::Callbacks callbacks;

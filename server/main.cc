@@ -39,6 +39,8 @@ ABSL_FLAG(bool, preload_models, true,
           "Load every stored model before reporting SERVING (otherwise on first use).");
 ABSL_FLAG(std::string, serving_config, "",
           "JSON file with per-model serving settings (policy, batching); see README.");
+ABSL_FLAG(bool, optimize_for_inference, true,
+          "Freeze served models and apply torch::jit::optimize_for_inference (CPU).");
 ABSL_FLAG(std::string, serving_device, "", "Device for serving: cpu, cuda, cuda:N; empty = auto.");
 
 int main(int argc, char** argv) {
@@ -74,6 +76,7 @@ int main(int argc, char** argv) {
   serving.threads = absl::GetFlag(FLAGS_inference_threads);
   serving.preload = absl::GetFlag(FLAGS_preload_models);
   serving.device = absl::GetFlag(FLAGS_serving_device);
+  serving.optimize = absl::GetFlag(FLAGS_optimize_for_inference);
   if (const std::string path = absl::GetFlag(FLAGS_serving_config); !path.empty()) {
     std::string json;
     absl::Status read = kaizen::common::ReadFile(path, &json);

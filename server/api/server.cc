@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "kaizen/v1/finetune_service.grpc.pb.h"
 #include "kaizen/v1/inference_service.grpc.pb.h"
 #include "server/api/dataset_service_impl.h"
@@ -49,14 +50,24 @@ struct KaizenServer::State {
   // Preloads models, then flips health to SERVING.
   std::thread ready_thread;
   std::atomic<bool> ready{false};
-  bool shut_down = false;
+  bool shut_down = false;  // guarded by KaizenServer::health_mu_
+  absl::Notification shutdown_done;
 };
 
 KaizenServer::KaizenServer(Options options)
     : options_(std::move(options)), state_(std::make_unique<State>()) {}
 
 KaizenServer::~KaizenServer() {
-  if (state_->server && !state_->shut_down) Shutdown(absl::Seconds(1));
+  bool started_shutdown;
+  {
+    absl::MutexLock lock(&health_mu_);
+    started_shutdown = state_->shut_down;
+  }
+  if (state_->server) {
+    // Shut down here, or wait for a Shutdown() running on another thread.
+    if (!started_shutdown) Shutdown(absl::Seconds(1));
+    state_->shutdown_done.WaitForNotification();
+  }
   if (state_->model_server) state_->model_server->Stop();
   if (state_->ready_thread.joinable()) state_->ready_thread.join();
 }
@@ -100,6 +111,7 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   serving.max_image_pixels = o.max_image_pixels;
   if (serving.threads <= 0) serving.threads = threads;
   s.model_server = std::make_unique<serving::ModelServer>(serving, s.models.get(), s.metrics.get());
+  RETURN_IF_ERROR(s.model_server->status());
   serving::ModelServer* model_server = s.model_server.get();
   s.models->set_listener(
       {[model_server](const kaizen::v1::Model& m) { model_server->OnVersionAdded(m); },
@@ -178,6 +190,7 @@ void KaizenServer::Shutdown(absl::Duration grace) {
     state_->shut_down = true;
     state_->ready = false;
     SetHealth(state_->server.get(), false);
+    state_->model_server->BeginDrain();
   }
   common::LogInfo("draining",
                   {{"grace_seconds", absl::ToDoubleSeconds(grace)},
@@ -191,10 +204,15 @@ void KaizenServer::Shutdown(absl::Duration grace) {
   state_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   state_->model_server->Stop();
   if (state_->ready_thread.joinable()) state_->ready_thread.join();
+  state_->shutdown_done.Notify();
 }
 
 void KaizenServer::Wait() {
-  if (state_->server) state_->server->Wait();
+  if (!state_->server) return;
+  state_->server->Wait();
+  // The server stops accepting calls midway through Shutdown(); wait for the
+  // rest of it (serving engine, threads) too.
+  state_->shutdown_done.WaitForNotification();
 }
 
 }  // namespace kaizen::api

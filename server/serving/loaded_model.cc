@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/common/logging.h"
 #include "server/models/torch_errors.h"
 
 namespace kaizen::serving {
@@ -36,7 +37,7 @@ LoadedModel::LoadedModel(torch::jit::Module module, kaizen::v1::Model metadata,
 
 absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadedModel::Load(
     const std::string& path, kaizen::v1::Model metadata, const torch::Device& device,
-    const std::vector<int64_t>& warmup_batch_sizes) {
+    const std::vector<int64_t>& warmup_batch_sizes, bool optimize) {
   const std::string what =
       absl::StrCat("model \"", metadata.name(), "\" version ", metadata.version());
   if (metadata.input_shape_size() != 3) {
@@ -46,7 +47,21 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadedModel::Load(
   try {
     torch::jit::Module module = torch::jit::load(path, device);
     module.eval();
+    bool optimized = false;
+    if (optimize) {
+      try {
+        torch::jit::Module frozen = torch::jit::freeze(module);
+        module = device.is_cpu() ? torch::jit::optimize_for_inference(frozen) : frozen;
+        optimized = true;
+      } catch (const std::exception& e) {
+        common::LogWarning("model served without inference optimisation",
+                           {{"model", metadata.name()},
+                            {"version", metadata.version()},
+                            {"error", models::TorchErrorSummary(e)}});
+      }
+    }
     std::shared_ptr<LoadedModel> m(new LoadedModel(std::move(module), std::move(metadata), device));
+    m->optimized_ = optimized;
     c10::InferenceMode guard;
     std::vector<int64_t> shape = {1};
     shape.insert(shape.end(), m->input_shape_.begin(), m->input_shape_.end());

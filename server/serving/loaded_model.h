@@ -20,9 +20,16 @@ class LoadedModel {
   // Loads `path` onto `device`, checks that a batch of the metadata's input
   // shape gives [N, classes] logits, and runs `warmup_batch_sizes` forward
   // passes so that the first request does not pay for graph optimisation.
+  // With `optimize`, the module is frozen (weights become constants,
+  // BatchNorm folded into convolutions) and, on the CPU, rewritten by
+  // torch::jit::optimize_for_inference (oneDNN convolutions); a module that
+  // cannot be frozen is served as it is.
   static absl::StatusOr<std::shared_ptr<const LoadedModel>> Load(
       const std::string& path, kaizen::v1::Model metadata, const torch::Device& device,
-      const std::vector<int64_t>& warmup_batch_sizes);
+      const std::vector<int64_t>& warmup_batch_sizes, bool optimize = true);
+
+  // Whether Load() optimised the module for inference.
+  bool optimized() const { return optimized_; }
 
   // Probabilities (softmax of the logits), float [N, classes] on the CPU, for
   // a float [N, C, H, W] batch already preprocessed (see preprocess.h). Runs
@@ -47,6 +54,7 @@ class LoadedModel {
   torch::Device device_;
   std::vector<int64_t> input_shape_;
   int64_t num_classes_ = 0;
+  bool optimized_ = false;
 };
 
 }  // namespace kaizen::serving

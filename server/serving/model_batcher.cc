@@ -186,12 +186,19 @@ void ModelBatcher::Execute(std::vector<Request*> batch) {
     }
   }
   if (live.empty()) return;
-  const torch::Tensor x = inputs.size() == 1 ? inputs[0] : torch::cat(inputs);
-  if (metrics_) {
-    metrics_->ObserveBatch(options_.model_name, x.size(0),
-                           absl::ToDoubleSeconds(now - live.front()->enqueued));
+  absl::StatusOr<torch::Tensor> probs;
+  try {
+    const torch::Tensor x = inputs.size() == 1 ? inputs[0] : torch::cat(inputs);
+    if (metrics_) {
+      metrics_->ObserveBatch(options_.model_name, x.size(0),
+                             absl::ToDoubleSeconds(now - live.front()->enqueued));
+    }
+    probs = live.front()->model->Predict(x);
+  } catch (const std::exception& e) {
+    // Never let an exception end the executor thread.
+    probs = absl::InternalError(absl::StrCat("batching for model \"", options_.model_name,
+                                             "\" failed: ", e.what()));
   }
-  absl::StatusOr<torch::Tensor> probs = live.front()->model->Predict(x);
   {
     // Requests that arrived during the forward pass mean overlapping callers.
     absl::MutexLock lock(&mu_);

@@ -18,11 +18,25 @@ namespace kaizen::serving {
 using kaizen::v1::Model;
 using kaizen::v1::VersionPolicy;
 
+// Versions other than the latest and the best kept loaded per model.
+constexpr int kPinnedVersionsKept = 3;
+
 // The loaded versions of one model and which of them answers by policy.
 struct ModelServer::Entry {
   std::map<int64_t, std::shared_ptr<const LoadedModel>> loaded;
   int64_t latest = 0;  // 0: not resolved yet
   int64_t best = 0;
+  // Bumped by every deletion, and the generation at which each version was
+  // last deleted: a load that started before its version was deleted is not
+  // installed (the file may be gone, and the catalogue can hand a deleted
+  // version's number out again).
+  uint64_t generation = 0;
+  std::map<int64_t, uint64_t> deleted_at;
+
+  bool DeletedSince(int64_t version, uint64_t since) const {
+    auto it = deleted_at.find(version);
+    return it != deleted_at.end() && it->second > since;
+  }
   // Serialises loads of this model so that concurrent first requests load
   // it once.
   absl::Mutex load_mu;
@@ -113,15 +127,17 @@ absl::Status ModelServer::Start() {
 }
 
 void ModelServer::Stop() {
-  absl::flat_hash_map<std::string, std::unique_ptr<ModelBatcher>> batchers;
+  absl::MutexLock stop_lock(&stop_mu_);
+  std::vector<ModelBatcher*> batchers;
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
-    batchers.swap(batchers_);
+    started_ = false;
+    for (auto& [name, b] : batchers_) batchers.push_back(b.get());
   }
-  for (auto& [name, b] : batchers) b->Stop();
+  // Freed only with the ModelServer: a caller may still hold one.
+  for (ModelBatcher* b : batchers) b->Stop();
   if (loader_.joinable()) loader_.join();
-  started_ = false;
 }
 
 ServingConfig ModelServer::ConfigFor(const std::string& name) const {
@@ -144,7 +160,7 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::LoadVersion(cons
   if (batch > 1) warmup.push_back(batch);
   const absl::Time start = absl::Now();
   absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded =
-      LoadedModel::Load(file.path(), file.model(), device_, warmup);
+      LoadedModel::Load(file.path(), file.model(), device_, warmup, options_.optimize);
   if (metrics_) metrics_->ModelLoaded(name, loaded.ok());
   if (!loaded.ok()) {
     common::LogError(
@@ -155,6 +171,7 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::LoadVersion(cons
   common::LogInfo("model version loaded", {{"model", name},
                                            {"version", version},
                                            {"device", device_.str()},
+                                           {"optimized", (*loaded)->optimized()},
                                            {"ms", absl::ToInt64Milliseconds(absl::Now() - start)}});
   return loaded;
 }
@@ -178,36 +195,47 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::Acquire(const st
     auto it = e.loaded.find(v);
     return v > 0 && it != e.loaded.end() ? it->second : nullptr;
   };
-  std::shared_ptr<Entry> entry;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("the server is shutting down");
+    auto it = entries_.find(name);
+    if (it != entries_.end()) {
+      if (auto m = lookup(*it->second)) return m;
+    }
+  }
+  // Not loaded. The catalogue says whether the model exists (so unknown
+  // names never get an entry) and which version the policy picks.
+  ASSIGN_OR_RETURN(Model model, store_->Get(name, version));
+  if (model.source() == kaizen::v1::MODEL_SOURCE_BUILTIN) {
+    return absl::FailedPreconditionError(absl::StrCat("\"", name, "\" is a built-in architecture"));
+  }
+  const int64_t latest = model.latest_version() > 0 ? model.latest_version() : model.version();
+  const int64_t best_version = model.best_version() > 0 ? model.best_version() : latest;
+  const int64_t target = version > 0 ? version : (best ? best_version : latest);
+  std::shared_ptr<Entry> entry;
+  uint64_t generation = 0;
+  {
+    absl::MutexLock lock(&mu_);
     std::shared_ptr<Entry>& slot = entries_[name];
     if (!slot) slot = std::make_shared<Entry>();
     entry = slot;
-    if (auto m = lookup(*entry)) return m;
+    generation = entry->generation;
   }
-  // Not loaded: find the version in the catalogue and load it, once.
+  // Loaded once: concurrent first requests wait for the first one's load.
   absl::MutexLock load_lock(&entry->load_mu);
   {
     absl::MutexLock lock(&mu_);
     if (auto m = lookup(*entry)) return m;
+    auto it = entry->loaded.find(target);
+    if (it != entry->loaded.end()) return it->second;
   }
-  absl::StatusOr<Model> model = store_->Get(name, version);
-  if (!model.ok()) {
-    absl::MutexLock lock(&mu_);
-    auto it = entries_.find(name);
-    if (it != entries_.end() && it->second == entry && entry->loaded.empty()) entries_.erase(it);
-    return model.status();
-  }
-  if (model->source() == kaizen::v1::MODEL_SOURCE_BUILTIN) {
-    return absl::FailedPreconditionError(absl::StrCat("\"", name, "\" is a built-in architecture"));
-  }
-  const int64_t latest = model->latest_version() > 0 ? model->latest_version() : model->version();
-  const int64_t best_version = model->best_version() > 0 ? model->best_version() : latest;
-  const int64_t target = version > 0 ? version : (best ? best_version : latest);
   ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> loaded, LoadVersion(name, target));
   absl::MutexLock lock(&mu_);
+  if (entry->DeletedSince(target, generation)) {
+    // Deleted while it loaded: not installed; this request still gets the
+    // weights it asked for.
+    return loaded;
+  }
   entry->loaded[target] = loaded;
   if (version == 0) {
     // Only move forward: the background loader may have installed a newer one.
@@ -285,6 +313,7 @@ void ModelServer::OnVersionDeleted(const std::string& name, int64_t version) {
   auto it = entries_.find(name);
   if (it == entries_.end()) return;
   Entry& e = *it->second;
+  e.deleted_at[version] = ++e.generation;
   e.loaded.erase(version);  // requests holding it finish on it
   if (e.latest == version) e.latest = 0;
   if (e.best == version) e.best = 0;
@@ -311,17 +340,19 @@ void ModelServer::LoaderLoop() {
       }
     }
     const std::string& name = next.name();
-    absl::StatusOr<Model> current = store_->Get(name, 0);
-    if (!current.ok()) continue;  // deleted meanwhile
-    const int64_t latest = current->latest_version();
-    const int64_t best = current->best_version() > 0 ? current->best_version() : latest;
     std::shared_ptr<Entry> entry;
+    uint64_t generation = 0;  // before the catalogue is read
     {
       absl::MutexLock lock(&mu_);
       std::shared_ptr<Entry>& slot = entries_[name];
       if (!slot) slot = std::make_shared<Entry>();
       entry = slot;
+      generation = entry->generation;
     }
+    absl::StatusOr<Model> current = store_->Get(name, 0);
+    if (!current.ok()) continue;  // deleted meanwhile
+    const int64_t latest = current->latest_version();
+    const int64_t best = current->best_version() > 0 ? current->best_version() : latest;
     absl::MutexLock load_lock(&entry->load_mu);
     for (int64_t v : {latest, best}) {
       {
@@ -333,21 +364,21 @@ void ModelServer::LoaderLoop() {
       absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded = LoadVersion(name, v);
       if (!loaded.ok()) continue;
       absl::MutexLock lock(&mu_);
+      if (entry->DeletedSince(v, generation)) continue;  // deleted meanwhile: stale
       entry->loaded[v] = *std::move(loaded);
     }
     absl::MutexLock lock(&mu_);
     const int64_t old_latest = entry->latest;
     if (entry->loaded.count(latest) && latest > entry->latest) entry->latest = latest;
     if (entry->loaded.count(best)) entry->best = best;
-    // Versions no policy points at any more are released (pinned requests
-    // load them again on demand; requests in flight keep theirs alive).
-    for (auto it = entry->loaded.begin(); it != entry->loaded.end();) {
-      if (it->first != entry->latest && it->first != entry->best) {
-        it = entry->loaded.erase(it);
-      } else {
-        ++it;
-      }
+    // Besides the latest and the best, the newest few other versions stay
+    // loaded for requests that pin them; older ones are released (loaded
+    // again on demand; requests in flight keep theirs alive).
+    std::vector<int64_t> others;  // newest first
+    for (auto it = entry->loaded.rbegin(); it != entry->loaded.rend(); ++it) {
+      if (it->first != entry->latest && it->first != entry->best) others.push_back(it->first);
     }
+    for (size_t i = kPinnedVersionsKept; i < others.size(); ++i) entry->loaded.erase(others[i]);
     if (entry->latest != old_latest) {
       if (metrics_) metrics_->SetServingVersion(name, entry->latest);
       common::LogInfo("model version swapped in",

@@ -76,6 +76,9 @@ class ModelServer {
     int64_t max_image_pixels = 25'000'000;
     // Intra-op threads of each model's executor; 0 means one per core.
     int threads = 0;
+    // Freeze each loaded version and, on the CPU, apply
+    // torch::jit::optimize_for_inference (see LoadedModel::Load).
+    bool optimize = true;
     // Load the serving version of every stored (uploaded or fine-tuned)
     // model before Start() returns.
     bool preload = true;
@@ -96,14 +99,21 @@ class ModelServer {
   // loading one model are logged and counted, not returned: a bad model must
   // not keep the others from being served.
   absl::Status Start();
-  // Fails queued requests with UNAVAILABLE and joins every thread.
+  // Fails queued requests with UNAVAILABLE and joins every thread. Safe to
+  // call more than once and from several threads.
   void Stop();
+  // Not ready any more (OIP ServerReady answers false) while requests are
+  // still served: the server is draining.
+  void BeginDrain() { started_ = false; }
+  // Whether the options were usable (e.g. the serving device).
+  const absl::Status& status() const { return init_status_; }
 
   // The version that answers a request: `version` > 0 pins it, otherwise
   // `policy` (or the model's configured policy) picks LATEST or BEST.
   // NotFound for an unknown model or version, FailedPrecondition for a
   // built-in architecture (random weights), Internal if the file does not
-  // load. Loads on demand; never blocks on the background loader.
+  // load. Loads on demand (a request for a version that is not loaded waits
+  // for its load, and for a load of the same model already under way).
   absl::StatusOr<std::shared_ptr<const LoadedModel>> Acquire(const std::string& name,
                                                              int64_t version,
                                                              kaizen::v1::VersionPolicy policy);
@@ -122,7 +132,7 @@ class ModelServer {
   bool IsReady(const std::string& name, int64_t version);
   // The loaded versions, by model name, each list ascending.
   std::map<std::string, std::vector<int64_t>> LoadedVersions();
-  // True once Start() has finished preloading.
+  // True once Start() has finished preloading, until draining begins.
   bool started() const { return started_.load(); }
 
   const Options& options() const { return options_; }
@@ -157,6 +167,7 @@ class ModelServer {
   std::vector<kaizen::v1::Model> pending_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread loader_;
+  absl::Mutex stop_mu_;
 };
 
 }  // namespace kaizen::serving

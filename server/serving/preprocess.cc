@@ -61,6 +61,10 @@ absl::StatusOr<torch::Tensor> BatchFromFloats(const float* values, int64_t count
                      ShapeText(expected), " or [N, ", absl::StrJoin(expected, ", "), "]"));
   }
   const int64_t n = single ? 1 : shape[0];
+  if (n > count) {  // also keeps the product below from overflowing
+    return absl::InvalidArgumentError(absl::StrCat(what, " has ", count, " values; shape ",
+                                                   ShapeText(shape), " needs more"));
+  }
   const int64_t want = n * expected[0] * expected[1] * expected[2];
   if (count != want) {
     return absl::InvalidArgumentError(

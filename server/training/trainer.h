@@ -71,6 +71,10 @@ struct TrainerOptions {
   // Empty for a fresh start, else Checkpoint::resume_state of the checkpoint
   // whose module is `base`.
   std::string resume_state;
+  // With a frozen backbone and no augmentation, compute the backbone's
+  // features once and train the head on them. Off only to measure what the
+  // cache saves (bench/train_bench --no_feature_cache); results are the same.
+  bool use_feature_cache = true;
 };
 
 struct TrainResult {
