@@ -103,8 +103,7 @@ for seed in $SEEDS; do
   for strategy in $STRATEGIES; do
     base=base; [ "$strategy" = scratch ] && base="$BASE_ARCH"
     out="t-$strategy-$seed"; out=${out//_/-}
-    id=$(run_job "$out" "$strategy" "$base" fm-few --epochs="$EPOCHS" --seed="$seed" \
-          )
+    id=$(run_job "$out" "$strategy" "$base" fm-few --epochs="$EPOCHS" --seed="$seed")
     acc=$($PY bench/eval_accuracy.py --server="127.0.0.1:$PORT" --model="$out" \
             "$WORK/test-images" "$WORK/test-labels" | $PY -c 'import json,sys; print(json.load(sys.stdin)["accuracy"])')
     job_json "$id" | $PY -c '
