@@ -124,7 +124,8 @@ labels = open(f"{src}/test-labels", "rb").read()[8:]
 for i in range(0, 6 * 157, 157):
     Image.frombytes("L", (28, 28), images[i * 784:(i + 1) * 784]).save(f"{out}/{i:04d}-{names[labels[i]]}.png")
 PYEOF
-CTL predict fm-new-fine-tune "$SAMPLES"/*.png --top_k=2
+KAIZENCTL=$(cd "$BUILD" && pwd)/kaizenctl
+(cd "$SAMPLES" && "$KAIZENCTL" --server="$SERVER" predict fm-new-fine-tune ./*.png --top_k=2)
 rm -rf "$SAMPLES" "$SUBSETS"
 
 step "Results"
