@@ -23,9 +23,10 @@ Subcommands, each printing JSON lines on stdout:
       ratio is 3 x forward (the usual rule: backward = 2 x forward); the
       counted forward + backward is reported beside it (a little lower: the
       first convolution needs no grad_input). Cross-check: torch.profiler with
-      record_shapes=True, with_flops=True on the same forward (its conv / mm /
-      addmm events). Batch norm, ReLU, pooling and residual adds are not
-      counted (a few percent of the convolutions' FLOPs at most).
+      record_shapes=True, with_flops=True on the same forward of a freshly
+      loaded copy (its conv2d / mm / addmm events). Batch norm, ReLU, pooling
+      and residual adds are not counted (a few percent of the convolutions'
+      FLOPs at most).
 
   summarize RUN_DIR
       Reads RUN_DIR/matmul-rN.jsonl, RUN_DIR/trainer-rN.jsonl (kaizen_train_bench
@@ -148,11 +149,18 @@ def cmd_flops(args):
     try:
         from torch.profiler import ProfilerActivity, profile
 
-        model.eval()
-        with torch.no_grad(), torch.jit.optimized_execution(False):
+        # A fresh copy, warmed up by two calls: on the model that ran under
+        # the dispatch mode above, the profiler saw the convolutions' inputs
+        # as non-tensors ("Failed to save extra arguments for flops
+        # computation") and recorded no FLOPs for them.
+        fresh = torch.jit.load(args.model, map_location="cpu")
+        fresh.eval()
+        with torch.no_grad():
+            fresh(x)
+            fresh(x)
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True,
                          with_flops=True) as prof:
-                model(x)
+                fresh(x)
         by_op = {}
         for e in prof.key_averages():
             if e.flops:

@@ -151,9 +151,11 @@ if runner == "kaizen":
         hp = job.get("resolvedHyperparameters")
         res["state"] = job.get("state")
         err = job.get("error", "")
+    # An epoch without validation reports 0/0 (kaizenctl's EpochIsValidated).
+    val = lambda s, k: s.get(k) if (s.get("valLoss") or s.get("valAccuracy")) else None
     res["epochs"] = [{"epoch": s.get("epoch"), "t": t - t0, "seconds": s.get("seconds"),
                       "train_loss": s.get("trainLoss"), "train_accuracy": s.get("trainAccuracy"),
-                      "val_loss": s.get("valLoss"), "val_accuracy": s.get("valAccuracy")}
+                      "val_loss": val(s, "valLoss"), "val_accuracy": val(s, "valAccuracy")}
                      for t, s in epochs]
 else:
     if os.path.exists(f"{w}/hp.json"):
