@@ -1,12 +1,8 @@
 // End-to-end tests of serving: Predict on a loopback server against models
 // written by real fine-tuning jobs, hot swaps under concurrent load, broken
 // versions, queue limits, deadlines, cancellation and health transitions.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <torch/script.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -26,6 +22,7 @@
 #include "server/models/model_metadata.h"
 #include "server/store/model_store.h"
 #include "tests/test_util/fashion_mnist.h"
+#include "tests/test_util/http_get.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
 
@@ -37,26 +34,6 @@ using v1::PredictResponse;
 
 constexpr char kModel[] = "shoes";
 const std::vector<std::string> kClasses = {"sandal", "shirt", "sneaker", "bag", "ankle-boot"};
-
-std::string HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string req = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: localhost\r\n\r\n");
-  (void)!write(fd, req.data(), req.size());
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-  close(fd);
-  return out;
-}
 
 // The value of one sample line of the Prometheus text format, or -1.
 double MetricValue(const std::string& body, const std::string& sample) {
@@ -154,7 +131,7 @@ class PredictE2E : public ::testing::Test {
     return inference_->Predict(&ctx, r, out);
   }
 
-  std::string Metrics() { return HttpGet(server_->metrics_port(), "/metrics"); }
+  std::string Metrics() { return testing::HttpGet(server_->metrics_port(), "/metrics"); }
 
   static void AddTensor(PredictRequest* r, const std::vector<float>& values,
                         std::vector<int64_t> shape = {1, 28, 28}) {

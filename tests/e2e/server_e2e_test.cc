@@ -1,10 +1,6 @@
 // End-to-end tests: the real KaizenServer on a loopback port with a temporary
 // data directory, driven through the C++ client library and raw stubs.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -18,6 +14,7 @@
 #include "server/common/atomic_file.h"
 #include "server/common/sha256.h"
 #include "server/models/torchscript_inspector.h"
+#include "tests/test_util/http_get.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
 
@@ -384,31 +381,11 @@ TEST_F(ServerE2E, EmptyRequestsAreInvalidArgumentNotFakeSuccess) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
-std::string HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string req = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: localhost\r\n\r\n");
-  (void)!write(fd, req.data(), req.size());
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-  close(fd);
-  return out;
-}
-
 TEST_F(ServerE2E, MetricsCountRequestsByMethodAndCode) {
   ASSERT_TRUE(client_->ListDatasets().ok());
   EXPECT_FALSE(client_->GetDataset("missing").ok());
   ASSERT_GT(server_->metrics_port(), 0);
-  const std::string body = HttpGet(server_->metrics_port(), "/metrics");
+  const std::string body = testing::HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_NE(body.find("kaizen_grpc_requests_total{code=\"OK\",method=\"ListDatasets\"} 1"),
             std::string::npos) << body.substr(0, 2000);
   EXPECT_NE(body.find("kaizen_grpc_requests_total{code=\"NOT_FOUND\",method=\"GetDataset\"} 1"),
