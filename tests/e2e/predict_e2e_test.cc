@@ -492,7 +492,7 @@ TEST_F(PredictE2E, QueueFullDeadlineAndCancellationAreNotComputed) {
   ASSERT_TRUE(Predict(one, &resp).ok());  // loaded and warm
 
   {
-    BusyModel busy(inference_.get(), 48);
+    BusyModel busy(inference_.get(), 192);  // seconds of work, even optimised
     absl::SleepFor(absl::Milliseconds(300));  // the executor takes it
     // A deadline that passes while queued: dropped before compute.
     grpc::Status late = Predict(one, &resp, absl::Milliseconds(200));
