@@ -493,7 +493,13 @@ TEST_F(PredictE2E, QueueFullDeadlineAndCancellationAreNotComputed) {
 
   {
     BusyModel busy(inference_.get(), 192);  // seconds of work, even optimised
-    absl::SleepFor(absl::Milliseconds(300));  // the executor takes it
+    // Wait until the executor has taken it (a batch is counted before its
+    // forward pass): the warm-up request above was the first.
+    const std::string batches = "kaizen_inference_batch_size_count{model=\"resnet18\"}";
+    for (int i = 0; i < 1000 && MetricValue(Metrics(), batches) < 2; ++i) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ASSERT_EQ(MetricValue(Metrics(), batches), 2);
     // A deadline that passes while queued: dropped before compute.
     grpc::Status late = Predict(one, &resp, absl::Milliseconds(200));
     EXPECT_EQ(late.error_code(), grpc::DEADLINE_EXCEEDED);
