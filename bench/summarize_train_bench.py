@@ -170,6 +170,38 @@ def main():
                         f"{'PASS' if ok else 'FAIL'}")
         out.append("")
 
+    ft_cpp = {r: throughput(after_warmup(e, w)) for r, e in runs.get("ft-cpp", {}).items()}
+    ft_cpp_wall = {r: throughput(after_warmup(e, w), "wall_seconds")
+                   for r, e in runs.get("ft-cpp", {}).items()}
+    ft_py = {r: throughput(after_warmup(e, w)) for r, e in runs.get("ft-python", {}).items()}
+    if ft_cpp and ft_py:
+        ft_cpu = {name: {r: throughput(after_warmup(e, w), "cpu_seconds")
+                         for r, e in runs.get(name, {}).items()}
+                  for name in ("ft-cpp", "ft-python")}
+        last_loss = {name: med([e[-1]["train_loss"] for e in runs.get(name, {}).values() if e])
+                     for name in ("ft-cpp", "ft-python")}
+        out.append(f"### STRATEGY_FINE_TUNE (top block + head): images/s, epochs > {w} "
+                   f"(median over repeats, range)\n")
+        out.append("| runner | images/s | range | images/CPU-s | last-epoch train loss | repeats |")
+        out.append("|---|---:|---|---:|---:|---:|")
+        out.append(f"| C++ trainer (training loop, EpochMetrics) | {med(ft_cpp.values()):.1f} | "
+                   f"{spread(ft_cpp.values())} | – | {last_loss['ft-cpp']:.3f} | {len(ft_cpp)} |")
+        out.append(f"| C++ trainer (wall, incl. per-epoch checkpoint) | "
+                   f"{med(ft_cpp_wall.values()):.1f} | {spread(ft_cpp_wall.values())} | "
+                   f"{med(ft_cpu['ft-cpp'].values()):.1f} | | {len(ft_cpp_wall)} |")
+        out.append(f"| PyTorch Python loop | {med(ft_py.values()):.1f} | {spread(ft_py.values())} | "
+                   f"{med(ft_cpu['ft-python'].values()):.1f} | {last_loss['ft-python']:.3f} | "
+                   f"{len(ft_py)} |")
+        ratios = paired(ft_cpp, ft_py, lambda a, b: a / b)
+        wall_ratios = paired(ft_cpp_wall, ft_py, lambda a, b: a / b)
+        cpu_ratios = paired(ft_cpu["ft-cpp"], ft_cpu["ft-python"], lambda a, b: a / b)
+        out.append("")
+        out.append(f"- C++/Python, median of per-repeat ratios: **{med(ratios):.2f}x** "
+                   f"(range {spread(ratios)}); with the checkpoint in the C++ time "
+                   f"{med(wall_ratios):.2f}x; in images per CPU-second {med(cpu_ratios):.2f}x.")
+        verdicts.append(f"FINE_TUNE C++/Python = {med(ratios):.2f}x (reported; no target)")
+        out.append("")
+
     cached = runs.get("fe-cpp-cache", {})
     uncached = runs.get("fe-cpp-nocache", {})
     fe_py = runs.get("fe-python", {})

@@ -34,10 +34,11 @@
 #include "server/datasets/dataset_ingestor.h"
 #include "server/models/builtin_models.h"
 #include "server/models/model_file.h"
+#include "server/training/freezing.h"
 #include "server/training/hyperparameters.h"
 #include "server/training/trainer.h"
 
-ABSL_FLAG(std::string, strategy, "full", "full | feature_extraction");
+ABSL_FLAG(std::string, strategy, "full", "full | fine_tune | feature_extraction");
 ABSL_FLAG(bool, no_feature_cache, false,
           "Turn off the trainer's feature cache (FEATURE_EXTRACTION; "
           "TrainerOptions::use_feature_cache), so that it runs the frozen backbone on every "
@@ -120,8 +121,12 @@ std::string JsonList(const google::protobuf::RepeatedField<float>& v) {
 }
 
 // What train_bench.py needs to train exactly like the trainer.
+// `trainable_backbone`: the backbone parameters the trainer trains for this
+// strategy (training::TrainableBackboneParameters), so that the Python loop
+// freezes exactly the same ones.
 std::string ConfigJson(const std::string& strategy, int images, int threads,
-                       const kaizen::v1::Hyperparameters& h, const kaizen::v1::Model& meta) {
+                       const kaizen::v1::Hyperparameters& h, const kaizen::v1::Model& meta,
+                       const std::vector<std::string>& trainable_backbone) {
   std::string hp_json;
   google::protobuf::util::JsonPrintOptions opts;
   opts.always_print_primitive_fields = true;
@@ -135,13 +140,19 @@ std::string ConfigJson(const std::string& strategy, int images, int threads,
       R"("weight_decay": %.17g, "momentum": %.17g, "nesterov": %s, "schedule": "%s", )"
       R"("warmup_epochs": %.17g, "min_lr_ratio": %.17g, "step_epochs": %d, )"
       R"("step_gamma": %.17g, "label_smoothing": %.17g, "drop_last_fraction": %.17g, )"
-      R"("gradient_clip_norm": %.17g, "hyperparameters": %s})",
+      R"("gradient_clip_norm": %.17g, "trainable_blocks": %d, "trainable_backbone": [%s], )"
+      R"("hyperparameters": %s})",
       strategy, images, h.epochs(), h.batch_size(), threads, h.seed(),
       JsonList(meta.normalization().mean()), JsonList(meta.normalization().std()),
       h.learning_rate(), h.backbone_lr_multiplier(), OptimizerName(o.kind()), o.beta1(),
       o.beta2(), o.weight_decay(), o.momentum(), o.nesterov() ? "true" : "false",
       ScheduleName(s.kind()), s.warmup_epochs(), s.min_lr_ratio(), s.step_epochs(),
       s.step_gamma(), h.label_smoothing(), h.drop_last_fraction(), h.gradient_clip_norm(),
+      h.trainable_blocks(),
+      absl::StrJoin(trainable_backbone, ", ",
+                    [](std::string* out, const std::string& name) {
+                      absl::StrAppend(out, "\"", name, "\"");
+                    }),
       hp_json);
 }
 
@@ -241,10 +252,12 @@ absl::Status Run() {
   kaizen::v1::Strategy strategy;
   if (strategy_flag == "full") {
     strategy = kaizen::v1::STRATEGY_FULL;
+  } else if (strategy_flag == "fine_tune") {
+    strategy = kaizen::v1::STRATEGY_FINE_TUNE;
   } else if (strategy_flag == "feature_extraction") {
     strategy = kaizen::v1::STRATEGY_FEATURE_EXTRACTION;
   } else {
-    return absl::InvalidArgumentError("--strategy must be full or feature_extraction");
+    return absl::InvalidArgumentError("--strategy must be full, fine_tune or feature_extraction");
   }
   const int threads = absl::GetFlag(FLAGS_threads);
   const int images = absl::GetFlag(FLAGS_images);
@@ -299,7 +312,12 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(kaizen::v1::Hyperparameters hp,
                    training::ResolveHyperparameters(strategy, requested, images));
 
-  const std::string config = ConfigJson(strategy_flag, images, threads, hp, metadata);
+  // The built-in model's head is `fc` (the trainer's SplitClassifier replaces
+  // it with an identity, so the backbone's parameter names are the model's).
+  const std::vector<std::string> trainable_backbone =
+      training::TrainableBackboneParameters(base, "fc", strategy, hp.trainable_blocks());
+  const std::string config =
+      ConfigJson(strategy_flag, images, threads, hp, metadata, trainable_backbone);
   if (!absl::GetFlag(FLAGS_save_model).empty()) {
     RETURN_IF_ERROR(models::SaveModelFile(base, metadata, absl::GetFlag(FLAGS_save_model)));
   }

@@ -13,6 +13,11 @@ exactly as the C++ trainer does (x/255, (x - mean) / std). Per step it does
 the same bookkeeping as the C++ trainer (loss.item(), correct count).
 
   full:               every parameter trains, model in train mode.
+  fine_tune:          the head and the backbone parameters the config lists
+                      (`trainable_backbone`: Kaizen's top `trainable_blocks`
+                      blocks) train; every submodule whose parameters are all
+                      frozen is in eval mode (BatchNorm keeps its statistics),
+                      as the C++ trainer does.
   feature_extraction: the backbone is frozen (eval mode, no_grad), only the
                       head (`fc`) trains; the backbone runs on every batch of
                       every epoch -- the same job without a feature cache.
@@ -98,7 +103,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="TorchScript file from kaizen_train_bench")
     p.add_argument("--config", required=True, help="JSON from kaizen_train_bench --save_config")
-    p.add_argument("--strategy", choices=["full", "feature_extraction"], default=None,
+    p.add_argument("--strategy", choices=["full", "fine_tune", "feature_extraction"], default=None,
                    help="defaults to the config's strategy")
     p.add_argument("--images", type=int, default=None, help="defaults to the config's")
     p.add_argument("--epochs", type=int, default=None)
@@ -138,6 +143,26 @@ def main():
         groups = [{"params": head, "lr": lr},
                   {"params": backbone, "lr": lr * cfg["backbone_lr_multiplier"]}]
         model.train()
+    elif strategy == "fine_tune":
+        trainable = set(cfg["trainable_backbone"])
+        tuned = []
+        for name, t in model.named_parameters():
+            if id(t) in head_ids:
+                t.requires_grad_(True)
+            else:
+                t.requires_grad_(name in trainable)
+                if name in trainable:
+                    tuned.append(t)
+        if len(tuned) != len(trainable):
+            sys.exit(f"config lists {len(trainable)} trainable backbone parameters, "
+                     f"the model has {len(tuned)} of them")
+        groups = [{"params": head, "lr": lr},
+                  {"params": tuned, "lr": lr * cfg["backbone_lr_multiplier"]}]
+        model.train()
+        for name, m in model.named_modules():
+            params = list(m.parameters())
+            if name and params and not any(t.requires_grad for t in params):
+                m.eval()
     else:
         for t in backbone:
             t.requires_grad_(False)
@@ -172,7 +197,7 @@ def main():
             idx = order[b * batch_size:(b + 1) * batch_size]
             y = labels.index_select(0, idx)
             x = (images.index_select(0, idx).float().div_(255.0) - mean) / std
-            if strategy == "full":
+            if strategy != "feature_extraction":
                 logits = model(x)
             else:
                 with torch.no_grad():

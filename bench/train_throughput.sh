@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training throughput: Kaizen's C++ trainer against the same training loop in
-# PyTorch (bench/train_bench.py), and the feature cache of FEATURE_EXTRACTION
-# against the same job without it. One command: builds kaizen_train_bench,
+# PyTorch (bench/train_bench.py) for FULL and FINE_TUNE, and the feature cache
+# of FEATURE_EXTRACTION against the same job without it (and against Python). One command: builds kaizen_train_bench,
 # interleaves the runners for REPEATS rounds (alternating which goes first),
 # prints a table of medians and ratios and appends it to bench/RESULTS.md.
 #
@@ -12,6 +12,7 @@
 #   MODEL             built-in model (default resnet-small)
 #   IMAGES EPOCHS     STRATEGY_FULL runs (default 1280 images, 3 epochs)
 #   BATCH THREADS     batch size and intra-op threads, both runners (64, 2)
+#   FT_IMAGES FT_EPOCHS  FINE_TUNE runs (default: IMAGES, EPOCHS)
 #   FE_IMAGES FE_EPOCHS  FEATURE_EXTRACTION runs (default 1280, 3)
 #   PLAIN=1           also run a minimal libtorch C++ loop (locates trainer overhead)
 #   NOOPT=1           also run the trainer with TorchScript's graph-executor
@@ -23,6 +24,7 @@
 #                     libgomp's default spinning, 2 threads on a loaded 2-core
 #                     machine ran 3-4x slower than 1 thread, and the numbers swing)
 #   FE_PYTHON=0       skip the Python frozen-backbone loop
+#   FT=0              skip the FINE_TUNE runs
 #   FE=0              skip the FEATURE_EXTRACTION runs altogether
 #   RESULTS           file the section is appended to (default bench/RESULTS.md; "" = none)
 # Only epochs after the first are compared. See bench/README.md.
@@ -37,6 +39,8 @@ IMAGES=${IMAGES:-1280}
 EPOCHS=${EPOCHS:-3}
 BATCH=${BATCH:-64}
 THREADS=${THREADS:-2}
+FT_IMAGES=${FT_IMAGES:-$IMAGES}
+FT_EPOCHS=${FT_EPOCHS:-$EPOCHS}
 FE_IMAGES=${FE_IMAGES:-1280}
 FE_EPOCHS=${FE_EPOCHS:-3}
 PLAIN=${PLAIN:-0}
@@ -45,6 +49,7 @@ MALLOC=${MALLOC:-0}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 FE_PYTHON=${FE_PYTHON:-1}
 FE=${FE:-1}
+FT=${FT:-1}
 RESULTS=${RESULTS-bench/RESULTS.md}
 
 if [[ ! -f "$BUILD_DIR/build.ninja" && ! -f "$BUILD_DIR/Makefile" ]]; then
@@ -66,6 +71,8 @@ common=(--model="$MODEL" --batch_size="$BATCH" --threads="$THREADS")
 # Same initial weights and resolved hyperparameters for both runners.
 "$BENCH" --strategy=full --images="$IMAGES" --epochs="$EPOCHS" "${common[@]}" \
   --save_model="$RUN_DIR/full.pt" --save_config="$RUN_DIR/full.json" --prepare_only >/dev/null
+"$BENCH" --strategy=fine_tune --images="$FT_IMAGES" --epochs="$FT_EPOCHS" "${common[@]}" \
+  --save_model="$RUN_DIR/ft.pt" --save_config="$RUN_DIR/ft.json" --prepare_only >/dev/null
 "$BENCH" --strategy=feature_extraction --images="$FE_IMAGES" --epochs="$FE_EPOCHS" "${common[@]}" \
   --save_model="$RUN_DIR/fe.pt" --save_config="$RUN_DIR/fe.json" --prepare_only >/dev/null
 
@@ -101,6 +108,13 @@ full_python() {
   run full-python "$1" "$PYTHON" bench/train_bench.py --model "$RUN_DIR/full.pt" \
     --config "$RUN_DIR/full.json"
 }
+ft_cpp() {
+  run ft-cpp "$1" "$BENCH" --strategy=fine_tune --images="$FT_IMAGES" --epochs="$FT_EPOCHS" \
+    "${common[@]}"
+}
+ft_python() {
+  run ft-python "$1" "$PYTHON" bench/train_bench.py --model "$RUN_DIR/ft.pt" --config "$RUN_DIR/ft.json"
+}
 fe_cache() {
   run fe-cpp-cache "$1" "$BENCH" --strategy=feature_extraction --images="$FE_IMAGES" \
     --epochs="$FE_EPOCHS" "${common[@]}"
@@ -119,14 +133,17 @@ for ((r = 1; r <= REPEATS; r++)); do
   [[ $PLAIN == 1 ]] && full+=(full_plain)
   [[ $NOOPT == 1 ]] && full+=(full_noopt)
   [[ $MALLOC == 1 ]] && full+=(full_malloc)
+  ft=()
+  [[ $FT == 1 ]] && ft=(ft_cpp ft_python)
   fe=()
   [[ $FE == 1 ]] && fe=(fe_cache fe_nocache)
   [[ $FE == 1 && $FE_PYTHON == 1 ]] && fe+=(fe_python)
   if ((r % 2 == 0)); then  # alternate the order: drift in the load hits both sides
     full=($(printf '%s\n' "${full[@]}" | tac))
+    ((${#ft[@]})) && ft=($(printf '%s\n' "${ft[@]}" | tac))
     ((${#fe[@]})) && fe=($(printf '%s\n' "${fe[@]}" | tac))
   fi
-  for f in "${full[@]}" "${fe[@]}"; do "$f" "$r"; done
+  for f in "${full[@]}" "${ft[@]}" "${fe[@]}"; do "$f" "$r"; done
 done
 
 table=$("$PYTHON" bench/summarize_train_bench.py "$RUN_DIR")
@@ -138,6 +155,8 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git status --porcelain 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
 fe_settings="FEATURE_EXTRACTION $FE_IMAGES images x $FE_EPOCHS epochs"
 [[ $FE == 1 ]] || fe_settings="FEATURE_EXTRACTION not run"
+ft_settings="FINE_TUNE $FT_IMAGES images x $FT_EPOCHS epochs (top $(sed -n 's/.*"trainable_blocks": \([0-9]*\).*/\1/p' "$RUN_DIR/ft.json") block(s) + head)"
+[[ $FT == 1 ]] || ft_settings="FINE_TUNE not run"
 section=$(
   cat <<EOF
 ## $(date -u '+%Y-%m-%d %H:%M UTC') — commit $commit$dirty
@@ -146,7 +165,7 @@ Machine: $(nproc) cores, $cpu; libtorch $libtorch (C++), torch $py_torch ($PYTHO
 BLAS $blas; OMP_WAIT_POLICY=$OMP_WAIT_POLICY, OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}, OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-unset};
 load after the runs: $(cut -d' ' -f1-3 /proc/loadavg).
 Settings: $MODEL, batch $BATCH, $THREADS threads, $REPEATS interleaved rounds;
-FULL $IMAGES images x $EPOCHS epochs; $fe_settings.
+FULL $IMAGES images x $EPOCHS epochs; $ft_settings; $fe_settings.
 
 $table
 EOF
