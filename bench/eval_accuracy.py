@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Accuracy of a served model on an IDX image/label pair, through Predict.
 
 Sends the images as PNGs (the server resizes and normalises them exactly as
