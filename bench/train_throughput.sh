@@ -27,6 +27,8 @@
 #   FT=0              skip the FINE_TUNE runs
 #   FE=0              skip the FEATURE_EXTRACTION runs altogether
 #   RESULTS           file the section is appended to (default bench/RESULTS.md; "" = none)
+#   TRAIN_RUN_DIR     folder for the raw runs (default: a new temporary folder);
+#                     plot them with bench/train_plot.py TRAIN_RUN_DIR
 # Only epochs after the first are compared. See bench/README.md.
 set -euo pipefail
 
@@ -64,7 +66,8 @@ BENCH="$BUILD_DIR/bench/kaizen_train_bench"
   exit 1
 }
 
-RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kaizen-train-bench.XXXXXX")
+RUN_DIR=${TRAIN_RUN_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/kaizen-train-bench.XXXXXX")}
+mkdir -p "$RUN_DIR"
 echo "runs in $RUN_DIR"
 common=(--model="$MODEL" --batch_size="$BATCH" --threads="$THREADS")
 

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# The whole benchmark suite, one command, one run: installs the Debian
+# packages, builds what the benchmarks need once, then runs every benchmark in
+# bench/ (each side by side, repeated, medians and ratios), draws the plots and
+# writes one dated section with the commit and the machine into
+# bench/RESULTS.md (newest suite run first). Raw outputs go to
+# bench/runs/<run id>/; the JSON Lines histories in bench/*.jsonl grow by this
+# run's rows.
+#
+#   1. hardware ceiling      bench/ceiling_bench.sh   (matmul GFLOP/s, trainer's share)
+#   2. uploads               bench/upload_bench.sh    (IDX pair, image folder, tar.gz)
+#   3. training throughput   bench/train_throughput.sh (FULL, FINE_TUNE, FEATURE_EXTRACTION
+#                                                     with and without the cache, vs PyTorch)
+#   4. end to end            bench/e2e_folder_bench.sh (image folder: Kaizen vs ImageFolder+DataLoader)
+#   5. serving               bench/predict_bench.sh   (concurrency 1/8/32/128, batching on/off,
+#                                                     vs a grpcio + torch server), per model
+#
+# Usage: bench/run_suite.sh
+# Settings (environment; each benchmark's own settings also apply, see its header):
+#   SUITE="ceiling upload train e2e predict"   which benchmarks, in this order
+#   SERVING_MODELS="resnet-small"              built-in architectures served ("resnet-small cnn-small")
+#   TRAIN_REPEATS=3  TRAIN_EPOCHS=4            training-throughput rounds and epochs (FULL, FINE_TUNE)
+#   E2E_R=2  E2E_EPOCHS=5  E2E_PER_CLASS=200  E2E_WORKERS="0 2"
+#   PREDICT_R=3  PREDICT_D=10                  serving rounds and measured seconds per run
+#   UPLOAD_R=5  CEILING_ROUNDS=3
+#   SUITE_RESULTS=bench/RESULTS.md             ("" = write no section)
+#   KAIZEN_BUILD_DIR=build
+# It takes about 30 minutes on 2 cores. See bench/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+SUITE=${SUITE:-ceiling upload train e2e predict}
+SERVING_MODELS=${SERVING_MODELS:-resnet-small}
+BUILD=${KAIZEN_BUILD_DIR:-build}
+SUITE_RESULTS=${SUITE_RESULTS-bench/RESULTS.md}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+PY=/usr/bin/python3
+
+bash scripts/setup.sh
+bash scripts/build.sh kaizen-server kaizenctl kaizen_train_bench
+
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
+RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)-$commit
+OUT=bench/runs/$RUN_ID
+mkdir -p "$OUT"
+started=$(date +%s)
+echo "suite $RUN_ID: $SUITE; raw outputs in $OUT" >&2
+
+# step NAME COMMAND...: stdout (the benchmark's summary) to OUT/NAME.txt, then
+# the terminal; stderr (its progress) to OUT/NAME.log and the terminal; the seconds it took to
+# OUT/timings.tsv. A failed benchmark is reported and the suite goes on.
+failed=()
+step() {
+  local name=$1
+  shift
+  echo >&2
+  echo "== $name: $*" >&2
+  local t0 rc
+  t0=$(date +%s)
+  set +e
+  "$@" 2>&1 >"$OUT/$name.txt" | tee "$OUT/$name.log" >&2
+  rc=${PIPESTATUS[0]}
+  set -e
+  cat "$OUT/$name.txt"
+  printf '%s\t%s\t%s\n' "$name" "$(( $(date +%s) - t0 ))" "$rc" >>"$OUT/timings.tsv"
+  if [ "$rc" != 0 ]; then
+    failed+=("$name (exit $rc)")
+    echo "suite: $name failed with exit $rc; see $OUT/$name.log" >&2
+  fi
+}
+
+for bench in $SUITE; do
+  case $bench in
+    ceiling)
+      step ceiling env KAIZEN_TRAIN_BENCH="$BUILD/bench/kaizen_train_bench" \
+        ROUNDS="${CEILING_ROUNDS:-3}" bench/ceiling_bench.sh ;;
+    upload)
+      step upload env KAIZEN_BIN_DIR="$BUILD" R="${UPLOAD_R:-5}" bench/upload_bench.sh ;;
+    train)
+      step train env KAIZEN_BUILD_DIR="$BUILD" REPEATS="${TRAIN_REPEATS:-3}" \
+        EPOCHS="${TRAIN_EPOCHS:-4}" TRAIN_RUN_DIR="$ROOT/$OUT/train-runs" RESULTS= \
+        bench/train_throughput.sh
+      $PY bench/train_plot.py "$OUT/train-runs" --out bench/train_loss_curves.png >&2 || true ;;
+    e2e)
+      step e2e env KAIZEN_BIN_DIR="$BUILD" R="${E2E_R:-2}" EPOCHS="${E2E_EPOCHS:-5}" \
+        PER_CLASS="${E2E_PER_CLASS:-200}" WORKERS="${E2E_WORKERS:-0 2}" bench/e2e_folder_bench.sh
+      $PY bench/e2e_plot.py "${E2E_RESULTS:-bench/e2e_results.jsonl}" --out bench/e2e_learning_curves.png >&2 || true ;;
+    predict)
+      for arch in $SERVING_MODELS; do
+        step "predict-$arch" env KAIZEN_BIN_DIR="$BUILD" BASE_ARCH="$arch" \
+          R="${PREDICT_R:-3}" D="${PREDICT_D:-10}" bench/predict_bench.sh
+        $PY bench/predict_plot.py "${PREDICT_RESULTS:-bench/predict_results.jsonl}" \
+          --out "bench/predict_${arch//-/_}.png" >&2 || true
+      done ;;
+    *)
+      echo "suite: unknown benchmark '$bench' (ceiling upload train e2e predict)" >&2
+      exit 2 ;;
+  esac
+done
+
+total=$(( $(date +%s) - started ))
+echo "suite $RUN_ID done in ${total} s" >&2
+[ -n "$SUITE_RESULTS" ] || exit $(( ${#failed[@]} > 0 ))
+
+# One section: the machine, the command, then each benchmark's own summary.
+section="$OUT/section.md"
+{
+  echo "## Suite run $(date -u '+%Y-%m-%d %H:%M UTC') — commit $commit$dirty"
+  echo
+  echo "\`bench/run_suite.sh\` (run \`$RUN_ID\`, ${total} s in all; raw outputs in"
+  echo "\`$OUT/\`). Machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1),"
+  echo "$(free -g | awk '/^Mem:/ {print $2}') GiB; libtorch $(dpkg-query -W -f='${Version}' libtorch-dev 2>/dev/null || echo unknown),"
+  echo "torch $($PY -c 'import torch; print(torch.__version__)' 2>/dev/null || echo unknown) for the Python sides;"
+  echo "BLAS $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || echo unknown);"
+  echo "OMP_WAIT_POLICY=$OMP_WAIT_POLICY; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+  if ((${#failed[@]})); then echo; echo "**Failed:** ${failed[*]}"; fi
+  echo
+  echo "| benchmark | seconds | exit |"
+  echo "|---|---:|---:|"
+  while IFS=$'\t' read -r name secs rc; do echo "| $name | $secs | $rc |"; done <"$OUT/timings.tsv"
+  for bench in $SUITE; do
+    case $bench in
+      predict) names=(); for arch in $SERVING_MODELS; do names+=("predict-$arch"); done ;;
+      *) names=("$bench") ;;
+    esac
+    for name in "${names[@]}"; do
+      [ -s "$OUT/$name.txt" ] || continue
+      echo
+      echo "### $name"
+      echo
+      if [ "$name" = train ]; then
+        # train_throughput.sh prints Markdown already.
+        sed -n '/^## /,$p' "$OUT/$name.txt" | sed '1d; /^appended to/d; /^runs in/d; s/^### /#### /'
+        echo
+        echo "![training loss per epoch](train_loss_curves.png)"
+      else
+        echo '```'
+        grep -v '^runs in ' "$OUT/$name.txt"
+        echo '```'
+        case $name in
+          e2e) echo; echo "![learning curves against the wall clock](e2e_learning_curves.png)" ;;
+          predict-*) arch=${name#predict-}; echo; echo "![serving, $arch](predict_${arch//-/_}.png)" ;;
+        esac
+      fi
+    done
+  done
+} >"$section"
+
+marker='<!-- suite runs: newest first, inserted by bench/run_suite.sh -->'
+[ -f "$SUITE_RESULTS" ] || printf '# Benchmark results\n\n%s\n' "$marker" >"$SUITE_RESULTS"
+if grep -qF "$marker" "$SUITE_RESULTS"; then
+  $PY - "$SUITE_RESULTS" "$section" "$marker" <<'PYEOF'
+import sys
+path, section, marker = sys.argv[1:4]
+text = open(path).read()
+new = open(section).read().rstrip("\n")
+open(path, "w").write(text.replace(marker, marker + "\n\n" + new + "\n", 1))
+PYEOF
+else
+  printf '\n%s\n' "$(cat "$section")" >>"$SUITE_RESULTS"
+fi
+echo "section written to $SUITE_RESULTS (from $section)" >&2
+exit $(( ${#failed[@]} > 0 ))
