@@ -85,7 +85,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]] && commit="$commit-dirty"
+[[ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)bench/*_results.jsonl' ':(exclude)bench/RESULTS.md' ':(exclude)bench/*.png' 2>/dev/null)" ]] && commit="$commit-dirty"
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)-$$ DATE=$(date -u +%FT%TZ) COMMIT=$commit \
   CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1) \
   BLAS=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || echo unknown) \

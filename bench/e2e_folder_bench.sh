@@ -104,7 +104,7 @@ MODEL_JSON=$(CTL --output=json models get "$BASE_MODEL")
 
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)-$$
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT-dirty"; fi
+if [ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)bench/*_results.jsonl' ':(exclude)bench/RESULTS.md' ':(exclude)bench/*.png' 2>/dev/null)" ]; then COMMIT="$COMMIT-dirty"; fi
 CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 TORCH_VERSION=$($PY -c 'import torch, torchvision; print(torch.__version__, "/ torchvision", torchvision.__version__)')
 LIBTORCH=$(ldd "$BUILD/kaizen-server" 2>/dev/null | sed -n 's/.*\(libtorch[^ ]*\) => \([^ ]*\).*/\2/p' | head -n 1)

@@ -163,7 +163,7 @@ elif [ "$INPUT" != tensor ]; then echo "predict_bench: INPUT must be tensor or i
 
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)-$$
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT-dirty"; fi
+if [ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)bench/*_results.jsonl' ':(exclude)bench/RESULTS.md' ':(exclude)bench/*.png' 2>/dev/null)" ]; then COMMIT="$COMMIT-dirty"; fi
 CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 mkdir -p "$(dirname "$RESULTS")"
 RUN_LINES="$WORK/run.jsonl"

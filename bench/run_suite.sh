@@ -24,6 +24,8 @@
 #   PREDICT_R=3  PREDICT_D=10                  serving rounds and measured seconds per run
 #   UPLOAD_R=5  CEILING_ROUNDS=3
 #   SUITE_RESULTS=bench/RESULTS.md             ("" = write no section)
+#   SUITE_OUT=bench/runs/<run id>              raw outputs
+#   PLOT_DIR=bench                             where the PNG plots go
 #   KAIZEN_BUILD_DIR=build
 # It takes about 30 minutes on 2 cores. See bench/README.md.
 set -euo pipefail
@@ -41,10 +43,12 @@ bash scripts/setup.sh
 bash scripts/build.sh kaizen-server kaizenctl kaizen_train_bench
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
+dirty=$(git status --porcelain --untracked-files=no -- . ':(exclude)bench/*_results.jsonl' ':(exclude)bench/RESULTS.md' ':(exclude)bench/*.png' 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)-$commit
-OUT=bench/runs/$RUN_ID
-mkdir -p "$OUT"
+OUT=${SUITE_OUT:-bench/runs/$RUN_ID}
+PLOT_DIR=${PLOT_DIR:-bench}
+mkdir -p "$OUT" "$PLOT_DIR"
+case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
 started=$(date +%s)
 echo "suite $RUN_ID: $SUITE; raw outputs in $OUT" >&2
 
@@ -80,19 +84,19 @@ for bench in $SUITE; do
       step upload env KAIZEN_BIN_DIR="$BUILD" R="${UPLOAD_R:-5}" bench/upload_bench.sh ;;
     train)
       step train env KAIZEN_BUILD_DIR="$BUILD" REPEATS="${TRAIN_REPEATS:-3}" \
-        EPOCHS="${TRAIN_EPOCHS:-4}" TRAIN_RUN_DIR="$ROOT/$OUT/train-runs" RESULTS= \
+        EPOCHS="${TRAIN_EPOCHS:-4}" TRAIN_RUN_DIR="$OUT/train-runs" RESULTS= \
         bench/train_throughput.sh
-      $PY bench/train_plot.py "$OUT/train-runs" --out bench/train_loss_curves.png >&2 || true ;;
+      $PY bench/train_plot.py "$OUT/train-runs" --out "$PLOT_DIR/train_loss_curves.png" >&2 || true ;;
     e2e)
       step e2e env KAIZEN_BIN_DIR="$BUILD" R="${E2E_R:-2}" EPOCHS="${E2E_EPOCHS:-5}" \
         PER_CLASS="${E2E_PER_CLASS:-200}" WORKERS="${E2E_WORKERS:-0 2}" bench/e2e_folder_bench.sh
-      $PY bench/e2e_plot.py "${E2E_RESULTS:-bench/e2e_results.jsonl}" --out bench/e2e_learning_curves.png >&2 || true ;;
+      $PY bench/e2e_plot.py "${E2E_RESULTS:-bench/e2e_results.jsonl}" --out "$PLOT_DIR/e2e_learning_curves.png" >&2 || true ;;
     predict)
       for arch in $SERVING_MODELS; do
         step "predict-$arch" env KAIZEN_BIN_DIR="$BUILD" BASE_ARCH="$arch" \
           R="${PREDICT_R:-3}" D="${PREDICT_D:-10}" bench/predict_bench.sh
         $PY bench/predict_plot.py "${PREDICT_RESULTS:-bench/predict_results.jsonl}" \
-          --out "bench/predict_${arch//-/_}.png" >&2 || true
+          --out "$PLOT_DIR/predict_${arch//-/_}.png" >&2 || true
       done ;;
     *)
       echo "suite: unknown benchmark '$bench' (ceiling upload train e2e predict)" >&2
@@ -110,7 +114,7 @@ section="$OUT/section.md"
   echo "## Suite run $(date -u '+%Y-%m-%d %H:%M UTC') — commit $commit$dirty"
   echo
   echo "\`bench/run_suite.sh\` (run \`$RUN_ID\`, ${total} s in all; raw outputs in"
-  echo "\`$OUT/\`). Machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1),"
+  echo "\`${OUT#$ROOT/}/\`). Machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1),"
   echo "$(free -g | awk '/^Mem:/ {print $2}') GiB; libtorch $(dpkg-query -W -f='${Version}' libtorch-dev 2>/dev/null || echo unknown),"
   echo "torch $($PY -c 'import torch; print(torch.__version__)' 2>/dev/null || echo unknown) for the Python sides;"
   echo "BLAS $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || echo unknown);"

@@ -75,8 +75,11 @@ def main():
         ax.set_ylabel("training loss (label smoothing 0.1)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Training loss per epoch, bench/train_throughput.sh: "
-                 f"{os.path.basename(os.path.normpath(args.run_dir))}", fontsize=10)
+    run = os.path.normpath(args.run_dir)
+    if os.path.basename(run) == "train-runs":  # bench/runs/<suite run id>/train-runs
+        run = os.path.dirname(run)
+    fig.suptitle(f"Training loss per epoch, bench/train_throughput.sh: {os.path.basename(run)}",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")

@@ -155,7 +155,7 @@ cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
 py_torch=$("$PYTHON" -c "import torch; print(torch.__version__)")
 libtorch=$(dpkg-query -W -f='${Version}' libtorch-dev 2>/dev/null || echo unknown)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git status --porcelain 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
+dirty=$(git status --porcelain --untracked-files=no -- . ':(exclude)bench/*_results.jsonl' ':(exclude)bench/RESULTS.md' ':(exclude)bench/*.png' 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
 fe_settings="FEATURE_EXTRACTION $FE_IMAGES images x $FE_EPOCHS epochs"
 [[ $FE == 1 ]] || fe_settings="FEATURE_EXTRACTION not run"
 ft_settings="FINE_TUNE $FT_IMAGES images x $FT_EPOCHS epochs (top $(sed -n 's/.*"trainable_blocks": \([0-9]*\).*/\1/p' "$RUN_DIR/ft.json") block(s) + head)"

@@ -85,7 +85,7 @@ echo "folder: $(find "$WORK/fashion-png" -type f | wc -l) PNGs, $(du -sb "$WORK/
 
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)-$$
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT-dirty"; fi
+if [ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)bench/*_results.jsonl' ':(exclude)bench/RESULTS.md' ':(exclude)bench/*.png' 2>/dev/null)" ]; then COMMIT="$COMMIT-dirty"; fi
 CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 RUN_LINES="$WORK/run.jsonl"
 : >"$RUN_LINES"
