@@ -27,7 +27,7 @@
 #   SUITE_OUT=bench/runs/<run id>              raw outputs
 #   PLOT_DIR=bench                             where the PNG plots go
 #   KAIZEN_BUILD_DIR=build
-# It takes about 30 minutes on 2 cores. See bench/README.md.
+# It takes about 22 minutes on 2 cores (1,301 s on 2026-11-23). See bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
