@@ -32,6 +32,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                   .Name("kaizen_inference_dropped_total")
                   .Help("Inference requests not computed, by model and reason.")
                   .Register(*registry_);
+  queued_ = &prometheus::BuildGauge()
+                 .Name("kaizen_inference_queue_requests")
+                 .Help("Inference requests waiting in the serving queue, by model.")
+                 .Register(*registry_);
   model_loads_ = &prometheus::BuildCounter()
                       .Name("kaizen_model_loads_total")
                       .Help("Model versions loaded for serving, by model and result.")
@@ -78,6 +82,10 @@ void Metrics::ObserveBatch(absl::string_view model, int64_t inputs, double queue
 
 void Metrics::InferenceDropped(absl::string_view model, absl::string_view reason) {
   dropped_->Add({{"model", std::string(model)}, {"reason", std::string(reason)}}).Increment();
+}
+
+void Metrics::SetQueuedRequests(absl::string_view model, int64_t requests) {
+  queued_->Add({{"model", std::string(model)}}).Set(static_cast<double>(requests));
 }
 
 void Metrics::ModelLoaded(absl::string_view model, bool ok) {

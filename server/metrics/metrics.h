@@ -37,6 +37,8 @@ class Metrics {
   // kaizen_inference_dropped_total{model, reason}: requests not computed
   // ("queue_full", "deadline", "cancelled", "shutdown").
   void InferenceDropped(absl::string_view model, absl::string_view reason);
+  // kaizen_inference_queue_requests{model}: requests waiting in the queue.
+  void SetQueuedRequests(absl::string_view model, int64_t requests);
   // kaizen_model_loads_total{model, result="ok"|"failed"}.
   void ModelLoaded(absl::string_view model, bool ok);
   // kaizen_model_serving_version{model}: the version answering by default.
@@ -58,6 +60,7 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* batch_size_;
   prometheus::Family<prometheus::Histogram>* queue_seconds_;
   prometheus::Family<prometheus::Counter>* dropped_;
+  prometheus::Family<prometheus::Gauge>* queued_;
   prometheus::Family<prometheus::Counter>* model_loads_;
   prometheus::Family<prometheus::Gauge>* serving_version_;
 };

@@ -66,6 +66,7 @@ absl::StatusOr<torch::Tensor> ModelBatcher::Run(std::shared_ptr<const LoadedMode
     }
     queue_.push_back(&request);
     queued_inputs_ += request.inputs.size(0);
+    PublishQueueLength();
   }
   // Wait for the executor; a request whose deadline passes or whose caller
   // goes away while still queued leaves the queue at once, so it neither
@@ -82,6 +83,7 @@ absl::StatusOr<torch::Tensor> ModelBatcher::Run(std::shared_ptr<const LoadedMode
         queued = true;
         queue_.erase(it);
         queued_inputs_ -= request.inputs.size(0);
+        PublishQueueLength();
       }
     }
     if (!queued) {
@@ -154,6 +156,7 @@ std::vector<ModelBatcher::Request*> ModelBatcher::TakeBatch() {
     }
   }
   queued_inputs_ -= inputs;
+  PublishQueueLength();
   // Requests left behind or merged: callers overlap, so the next batch is
   // worth waiting for. Updated again when this batch ends.
   concurrent_ = batch.size() > 1 || !queue_.empty();
@@ -167,6 +170,11 @@ void ModelBatcher::FailQueue() {
   }
   queue_.clear();
   queued_inputs_ = 0;
+  PublishQueueLength();
+}
+
+void ModelBatcher::PublishQueueLength() {
+  if (metrics_) metrics_->SetQueuedRequests(options_.model_name, static_cast<int64_t>(queue_.size()));
 }
 
 void ModelBatcher::Execute(std::vector<Request*> batch) {

@@ -70,6 +70,8 @@ class ModelBatcher {
   static absl::Status CancelledError();
   // Completes every queued request with UNAVAILABLE.
   void FailQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // kaizen_inference_queue_requests{model} := the queue's length.
+  void PublishQueueLength() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   metrics::Metrics* metrics_;

@@ -500,9 +500,21 @@ TEST_F(PredictE2E, QueueFullDeadlineAndCancellationAreNotComputed) {
       absl::SleepFor(absl::Milliseconds(10));
     }
     ASSERT_EQ(MetricValue(Metrics(), batches), 2);
+    // Polls a metric until it reaches `value` (the server notices deadlines
+    // and cancellations of queued requests within 50 ms, after the client).
+    auto await_metric = [this](const std::string& name, double value) {
+      for (int i = 0; i < 1000 && MetricValue(Metrics(), name) != value; ++i) {
+        absl::SleepFor(absl::Milliseconds(10));
+      }
+      return MetricValue(Metrics(), name);
+    };
+    const std::string queued = "kaizen_inference_queue_requests{model=\"resnet18\"}";
     // A deadline that passes while queued: dropped before compute.
     grpc::Status late = Predict(one, &resp, absl::Milliseconds(200));
     EXPECT_EQ(late.error_code(), grpc::DEADLINE_EXCEEDED);
+    EXPECT_EQ(await_metric("kaizen_inference_dropped_total{model=\"resnet18\",reason=\"deadline\"}",
+                           1),
+              1);
     // A caller that goes away while queued: not computed.
     grpc::ClientContext ctx;
     std::thread canceller([&] {
@@ -511,6 +523,10 @@ TEST_F(PredictE2E, QueueFullDeadlineAndCancellationAreNotComputed) {
     });
     EXPECT_EQ(inference_->Predict(&ctx, one, &resp).error_code(), grpc::CANCELLED);
     canceller.join();
+    EXPECT_EQ(
+        await_metric("kaizen_inference_dropped_total{model=\"resnet18\",reason=\"cancelled\"}", 1),
+        1);
+    ASSERT_EQ(await_metric(queued, 0), 0) << "the dropped requests left the queue";
     // Two requests fill the queue; the third fails at once.
     std::vector<std::thread> fill;
     std::atomic<int> fill_ok{0};
@@ -524,7 +540,7 @@ TEST_F(PredictE2E, QueueFullDeadlineAndCancellationAreNotComputed) {
         if (stub->Predict(&c, r, &out).ok()) ++fill_ok;
       });
     }
-    absl::SleepFor(absl::Milliseconds(200));
+    ASSERT_EQ(await_metric(queued, 2), 2) << "the two requests should be waiting";
     const absl::Time start = absl::Now();
     grpc::Status full = Predict(one, &resp);
     EXPECT_EQ(full.error_code(), grpc::RESOURCE_EXHAUSTED) << full.error_message();
