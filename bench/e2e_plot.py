@@ -11,14 +11,13 @@ thin lines are the single rounds.
 """
 
 import argparse
-import json
 import statistics
-import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from results_file import load_run  # noqa: E402  (bench/results_file.py)
 
 PANELS = [("train_loss", "training loss"), ("val_loss", "validation loss"),
           ("val_accuracy", "validation accuracy")]
@@ -39,13 +38,8 @@ def main():
     parser.add_argument("--run_id", default="")
     parser.add_argument("--out", default="bench/e2e_learning_curves.png")
     args = parser.parse_args()
-    rows = [json.loads(line) for line in open(args.results) if line.strip()]
-    if not rows:
-        sys.exit(f"{args.results} holds no runs")
-    run_id = args.run_id or rows[-1]["run_id"]
-    rows = [r for r in rows if r["run_id"] == run_id and r["rc"] == 0 and r.get("result")]
-    if not rows:
-        sys.exit(f"no successful runs with run_id {run_id} in {args.results}")
+    rows, run_id = load_run(args.results, args.run_id,
+                            keep=lambda r: r["rc"] == 0 and r.get("result"))
     runners = list(dict.fromkeys(r["runner"] for r in rows))
     first = rows[0]
 

@@ -9,7 +9,6 @@ shaded bands span the fastest and slowest round.
 """
 
 import argparse
-import json
 import statistics
 import sys
 
@@ -18,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+from results_file import load_run  # noqa: E402  (bench/results_file.py)
 
 CONFIGS = [
     ("kaizen-on", "Kaizen, batching on", "tab:blue"),
@@ -33,14 +33,7 @@ def main():
     parser.add_argument("--out", help="default: RESULTS with .png for .jsonl")
     args = parser.parse_args()
 
-    with open(args.results) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    if not rows:
-        sys.exit(f"{args.results} holds no results")
-    run_id = args.run_id or rows[-1]["run_id"]
-    rows = [r for r in rows if r["run_id"] == run_id and r.get("result")]
-    if not rows:
-        sys.exit(f"no finished runs with run_id {run_id} in {args.results}")
+    rows, run_id = load_run(args.results, args.run_id)
     out = args.out or args.results.rsplit(".", 1)[0] + ".png"
 
     fig, (ax_tp, ax_p99) = plt.subplots(1, 2, figsize=(11, 4.2))
