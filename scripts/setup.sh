@@ -16,6 +16,8 @@ PACKAGES=(
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
   # storage and decoding
   libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libpng-dev libssl-dev zlib1g-dev
+  # the model sandbox (seccomp filter of kaizen-model-inspector)
+  libseccomp-dev
   # data and test fixtures
   dataset-fashion-mnist python3-torch python3-torchvision python3-numpy python3-pil bc
   # benchmarks: the grpcio baseline server, accuracy through Predict, plots

@@ -5,7 +5,9 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -20,10 +22,32 @@ ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on (gRPC and metrics)
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port; 0 picks a free one.");
 ABSL_FLAG(int, metrics_port, 9464, "Prometheus /metrics port; -1 disables it.");
 ABSL_FLAG(int, workers, 1, "Fine-tuning worker threads.");
+ABSL_FLAG(int, max_job_attempts, 3,
+          "A job found running at start-up (the server died while it ran) after this many "
+          "attempts ends FAILED instead of being requeued.");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0 means one per core.");
 ABSL_FLAG(int64_t, max_upload_mb, 4096, "Largest dataset upload, in MiB.");
 ABSL_FLAG(int64_t, max_model_mb, 2048, "Largest model upload, in MiB.");
 ABSL_FLAG(int64_t, max_image_pixels, 25'000'000, "Largest image accepted (width * height).");
+ABSL_FLAG(std::string, model_inspector, "",
+          "The kaizen-model-inspector binary that checks uploaded models in a sandbox; "
+          "empty = beside kaizen-server.");
+ABSL_FLAG(int64_t, model_inspect_memory_mb, 4096,
+          "Address-space limit of the sandboxed model inspector, in MiB.");
+ABSL_FLAG(int64_t, model_inspect_cpu_seconds, 120,
+          "CPU-time limit of the sandboxed model inspector.");
+ABSL_FLAG(int64_t, model_inspect_timeout_seconds, 180,
+          "Wall-clock limit of one model inspection; the inspector is killed after it.");
+ABSL_FLAG(std::vector<std::string>, model_extra_operators, {},
+          "TorchScript operators accepted in uploaded models beyond the built-in allow-list "
+          "(comma-separated, e.g. aten::erfinv).");
+ABSL_FLAG(int64_t, model_max_members, 100'000, "Most ZIP members in an uploaded model.");
+ABSL_FLAG(int64_t, model_max_unpacked_mb, 8192,
+          "Largest declared unpacked size of an uploaded model's members, in MiB.");
+ABSL_FLAG(int64_t, model_max_pickle_mb, 64,
+          "Largest pickle (data.pkl, constants.pkl, debug_pkl) in an uploaded model, in MiB.");
+ABSL_FLAG(int32_t, model_max_pickle_depth, 200,
+          "Deepest container nesting in an uploaded model's pickles.");
 ABSL_FLAG(int, shutdown_grace_seconds, 30, "How long SIGTERM waits for calls in flight.");
 ABSL_FLAG(double, drain_seconds, 5,
           "On SIGTERM, how long health reports NOT_SERVING while calls are still answered, "
@@ -62,9 +86,20 @@ int main(int argc, char** argv) {
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.workers = absl::GetFlag(FLAGS_workers);
   options.threads = absl::GetFlag(FLAGS_threads);
+  options.max_job_attempts = std::max(1, absl::GetFlag(FLAGS_max_job_attempts));
   options.max_upload_bytes = absl::GetFlag(FLAGS_max_upload_mb) << 20;
   options.max_model_bytes = absl::GetFlag(FLAGS_max_model_mb) << 20;
   options.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  kaizen::models::SandboxOptions& sandbox = options.model_sandbox;
+  sandbox.inspector_path = absl::GetFlag(FLAGS_model_inspector);
+  sandbox.memory_bytes = absl::GetFlag(FLAGS_model_inspect_memory_mb) << 20;
+  sandbox.cpu_seconds = absl::GetFlag(FLAGS_model_inspect_cpu_seconds);
+  sandbox.timeout = absl::Seconds(absl::GetFlag(FLAGS_model_inspect_timeout_seconds));
+  sandbox.extra_operators = absl::GetFlag(FLAGS_model_extra_operators);
+  sandbox.max_members = absl::GetFlag(FLAGS_model_max_members);
+  sandbox.max_unpacked_bytes = absl::GetFlag(FLAGS_model_max_unpacked_mb) << 20;
+  sandbox.max_pickle_bytes = absl::GetFlag(FLAGS_model_max_pickle_mb) << 20;
+  sandbox.max_pickle_depth = absl::GetFlag(FLAGS_model_max_pickle_depth);
 
   options.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
   kaizen::serving::ModelServer::Options& serving = options.serving;

@@ -105,6 +105,15 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   store::ModelStore::Options mso;
   mso.data_dir = o.data_dir;
   mso.max_model_bytes = o.max_model_bytes;
+  mso.sandbox = o.model_sandbox;
+  mso.sandbox.max_image_pixels = o.max_image_pixels;
+  // The inspector's second forward pass runs at the largest batch serving
+  // can form for any model.
+  mso.sandbox.serving_batch_size = std::max(1, o.serving.max_batch_size);
+  for (const auto& [name, config] : o.serving.models) {
+    mso.sandbox.serving_batch_size =
+        std::max<int64_t>(mso.sandbox.serving_batch_size, config.max_batch_size);
+  }
   s.models = std::make_unique<store::ModelStore>(mso, s.metadata.get());
   ASSIGN_OR_RETURN(s.job_store, store::JobStore::Open(s.metadata->db()));
   serving::ModelServer::Options serving = o.serving;
@@ -122,13 +131,16 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   jobs::JobManager::Options jmo;
   jmo.workers = std::max(1, o.workers);
   jmo.threads_per_worker = std::max(1, threads / jmo.workers);
+  jmo.max_job_attempts = o.max_job_attempts;
   s.jobs = std::make_unique<jobs::JobManager>(jmo, s.job_store.get(), s.datasets.get(),
                                               s.models.get(), s.events.get());
   jobs::JobManager* job_manager = s.jobs.get();
   s.datasets->set_in_use_check(
-      [job_manager](const std::string& n) { return job_manager->DatasetInUse(n); });
+      [job_manager](const std::string& n) { return job_manager->DatasetInUse(n); },
+      job_manager->references_mutex());
   s.models->set_in_use_check(
-      [job_manager](const std::string& n) { return job_manager->ModelInUse(n); });
+      [job_manager](const std::string& n) { return job_manager->ModelInUse(n); },
+      job_manager->references_mutex());
 
   s.dataset_service = std::make_unique<DatasetServiceImpl>(s.datasets.get(), s.metrics.get());
   s.model_service = std::make_unique<ModelServiceImpl>(s.models.get(), s.metrics.get());

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/models/sandboxed_inspection.h"
 #include "server/serving/model_server.h"
 
 namespace kaizen::store {
@@ -33,6 +34,8 @@ class KaizenServer {
     int workers = 1;
     // LibTorch intra-op threads; 0 means one per core.
     int threads = 0;
+    // See JobManager::Options::max_job_attempts.
+    int max_job_attempts = 3;
     // Largest dataset upload, all parts together.
     int64_t max_upload_bytes = int64_t{4} << 30;
     // Largest TorchScript upload.
@@ -41,6 +44,10 @@ class KaizenServer {
     int64_t max_image_pixels = 25'000'000;
     // gRPC per-message receive limit (upload chunks, Predict batches).
     int max_message_bytes = 16 << 20;
+    // How uploaded models are inspected (sandbox limits, operator
+    // allow-list); its max_image_pixels and serving_batch_size follow the
+    // settings here.
+    models::SandboxOptions model_sandbox;
     // Serving: batching, preloading, per-model configs. Its
     // max_image_pixels follows the one above.
     serving::ModelServer::Options serving;

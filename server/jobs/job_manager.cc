@@ -52,9 +52,22 @@ absl::Status JobManager::Start() {
   ASSIGN_OR_RETURN(std::vector<Job> active,
                    jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING}));
   for (Job& job : active) {
-    {
-      absl::MutexLock lock(&mu_);
-      outputs_[job.request().output_model()] = job.id();
+    // Output names of jobs that will run again stay theirs.
+    models_->ReserveName(job.request().output_model(), absl::StrCat("job ", job.id()), true)
+        .IgnoreError();
+    if (job.state() == kaizen::v1::JOB_STATE_RUNNING &&
+        job.attempts() >= options_.max_job_attempts) {
+      job.set_error(absl::StrCat("the server stopped ", job.attempts(),
+                                 " times while this job ran (a crash or a kill, not a graceful "
+                                 "shutdown); giving up after --max_job_attempts=",
+                                 options_.max_job_attempts));
+      JobEvent e;
+      e.set_error(job.error());
+      events_->Publish(job.id(), std::move(e)).IgnoreError();
+      RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_FAILED));
+      models_->ReleaseName(job.request().output_model());
+      common::LogWarning("job failed at start-up", {{"job", job.id()}, {"error", job.error()}});
+      continue;
     }
     if (job.state() == kaizen::v1::JOB_STATE_RUNNING) {
       PublishMessage(job.id(), absl::StrCat("the server restarted while this job ran; requeued to "
@@ -132,6 +145,23 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
       return absl::InvalidArgumentError(
           "strategy is unset; choose FEATURE_EXTRACTION, FINE_TUNE, FULL or SCRATCH");
   }
+  ASSIGN_OR_RETURN(Job job, CheckReferencesAndInsert(request));
+  RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
+  common::LogInfo("job queued", {{"job", job.id()},
+                                 {"strategy", kaizen::v1::Strategy_Name(request.strategy())},
+                                 {"base", request.base_model()},
+                                 {"dataset", request.dataset()},
+                                 {"output", request.output_model()}});
+  absl::MutexLock lock(&mu_);
+  wake_.Signal();
+  return job;
+}
+
+absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
+    const kaizen::v1::StartFineTuneRequest& request) {
+  // A dataset or model deleted after this point would leave a queued job
+  // pointing at nothing: deletions wait for this hold to end.
+  absl::ReaderMutexLock references(&references_mu_);
   std::string base;
   int64_t base_version = 0;
   if (request.base_model().empty()) return absl::InvalidArgumentError("base_model is empty");
@@ -168,10 +198,6 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
     return absl::AlreadyExistsError(
         absl::StrCat("output_model \"", request.output_model(), "\" is a built-in model"));
   }
-  if (models_->Get(request.output_model(), 0).ok()) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "output_model \"", request.output_model(), "\" already exists; choose a new name"));
-  }
   if (request.keep_checkpoints() < 0) {
     return absl::InvalidArgumentError(absl::StrCat("keep_checkpoints is ",
                                                    request.keep_checkpoints(), "; it must be >= 0"));
@@ -186,17 +212,16 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
   job.set_state(kaizen::v1::JOB_STATE_QUEUED);
   *job.mutable_create_time() = Now();
   job.set_total_epochs(resolved.epochs());
-  {
-    absl::MutexLock lock(&mu_);
-    auto [it, fresh] = outputs_.emplace(request.output_model(), job.id());
-    if (!fresh) {
-      return absl::AlreadyExistsError(absl::StrCat("output_model \"", request.output_model(),
-                                                   "\" is being written by job ", it->second));
-    }
+  // One name registry for uploads and job outputs: neither can take a name
+  // the other holds or that exists.
+  if (absl::Status st =
+          models_->ReserveName(request.output_model(), absl::StrCat("job ", job.id()));
+      !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("output_model: ", st.message()));
   }
+  if (options_.after_references_checked) options_.after_references_checked();
   if (absl::Status st = jobs_->Insert(job); !st.ok()) {
-    absl::MutexLock lock(&mu_);
-    outputs_.erase(request.output_model());
+    models_->ReleaseName(request.output_model());
     if (absl::IsAlreadyExists(st) && !request.request_id().empty()) {
       // Lost a race with the same request_id: answer with the winner.
       ASSIGN_OR_RETURN(std::optional<Job> existing, jobs_->FindByRequestId(request.request_id()));
@@ -204,14 +229,6 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
     }
     return st;
   }
-  RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
-  common::LogInfo("job queued", {{"job", job.id()},
-                                 {"strategy", kaizen::v1::Strategy_Name(request.strategy())},
-                                 {"base", request.base_model()},
-                                 {"dataset", request.dataset()},
-                                 {"output", request.output_model()}});
-  absl::MutexLock lock(&mu_);
-  wake_.Signal();
   return job;
 }
 
@@ -254,7 +271,7 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
     return job;
   }
   RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_CANCELLED));
-  outputs_.erase(job.request().output_model());
+  models_->ReleaseName(job.request().output_model());
   return job;
 }
 
@@ -338,6 +355,9 @@ void JobManager::RunJob(Job job, int worker_index, Running* running) {
     events_->Publish(job.id(), std::move(e)).IgnoreError();
   } else if (interrupted) {
     end = kaizen::v1::JOB_STATE_QUEUED;
+    // A graceful shutdown is not the job's fault: it does not use up one of
+    // its --max_job_attempts.
+    job.set_attempts(std::max(0, job.attempts() - 1));
     PublishMessage(job.id(), absl::StrCat("the server is shutting down; the job will resume from "
                                           "checkpoint version ", job.latest_version()));
   } else if (running->cancel) {
@@ -353,9 +373,9 @@ void JobManager::RunJob(Job job, int worker_index, Running* running) {
                {"state", kaizen::v1::JobState_Name(end)},
                {"seconds", absl::ToDoubleSeconds(absl::Now() - start)},
                {"error", job.error()}});
+  if (end != kaizen::v1::JOB_STATE_QUEUED) models_->ReleaseName(job.request().output_model());
   absl::MutexLock lock(&mu_);
   running_.erase(job.id());
-  if (end != kaizen::v1::JOB_STATE_QUEUED) outputs_.erase(job.request().output_model());
 }
 
 absl::Status JobManager::Execute(Job* job, int worker_index, Running* running,
@@ -486,8 +506,10 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running,
       keep_versions.erase(keep_versions.begin(), keep_versions.end() - keep);
     }
     keep_versions.push_back(job->best_version());
-    RETURN_IF_ERROR(models_->PruneVersions(req.output_model(), keep_versions));
+    // The row that points at the new version is saved before older ones go:
+    // a crash in between must not leave the job resuming from a deleted one.
     RETURN_IF_ERROR(Persist(job));
+    RETURN_IF_ERROR(models_->PruneVersions(req.output_model(), keep_versions));
     JobEvent e;
     auto* c = e.mutable_checkpoint();
     c->set_version(stored.version());

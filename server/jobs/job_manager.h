@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -32,6 +33,14 @@ class JobManager {
     int threads_per_worker = 1;
     // Step progress events are published at most this often.
     absl::Duration progress_interval = absl::Seconds(1);
+    // A job found RUNNING at start-up (the server died while it ran) after
+    // this many attempts ends FAILED instead of being requeued again, so that
+    // a job that crashes the server cannot do so forever. Graceful shutdowns
+    // do not count.
+    int max_job_attempts = 3;
+    // Tests only: called by Submit after it has checked the job's dataset and
+    // models and before it stores the job.
+    std::function<void()> after_references_checked;
   };
 
   JobManager(Options options, store::JobStore* jobs, store::DatasetStore* datasets,
@@ -45,6 +54,10 @@ class JobManager {
   void Stop();
 
   absl::StatusOr<kaizen::v1::Job> Submit(const kaizen::v1::StartFineTuneRequest& request);
+  // The job of Submit once its request is valid: checks the references and
+  // stores the job, under a shared hold of references_mutex().
+  absl::StatusOr<kaizen::v1::Job> CheckReferencesAndInsert(
+      const kaizen::v1::StartFineTuneRequest& request);
   absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
   absl::StatusOr<kaizen::v1::ListJobsResponse> List(const kaizen::v1::ListJobsRequest& request);
   absl::StatusOr<kaizen::v1::Job> Cancel(const std::string& id);
@@ -52,6 +65,10 @@ class JobManager {
   // Whether a QUEUED or RUNNING job reads the dataset / uses the model.
   absl::StatusOr<bool> DatasetInUse(const std::string& name);
   absl::StatusOr<bool> ModelInUse(const std::string& name);
+
+  // Submit holds this shared from checking a job's references to storing the
+  // job; the stores' Delete holds it exclusively (set_in_use_check).
+  absl::Mutex* references_mutex() { return &references_mu_; }
 
  private:
   struct Running {
@@ -78,8 +95,7 @@ class JobManager {
   absl::CondVar wake_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, Running*> running_ ABSL_GUARDED_BY(mu_);
-  // Output models of QUEUED/RUNNING jobs, so two jobs cannot write one model.
-  absl::flat_hash_map<std::string, std::string> outputs_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex references_mu_;
   std::atomic<bool> shutting_down_{false};
   std::vector<std::thread> workers_;
 };

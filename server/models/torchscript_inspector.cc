@@ -14,6 +14,7 @@
 #include "absl/strings/strip.h"
 #include "server/common/status_macros.h"
 #include "server/models/model_metadata.h"
+#include "server/models/operator_allowlist.h"
 #include "server/models/torch_errors.h"
 
 namespace kaizen::models {
@@ -114,10 +115,37 @@ absl::StatusOr<c10::IValue> Forward(torch::jit::Module& module,
   }
 }
 
-absl::Status ValidateShape(const std::vector<int64_t>& shape) {
+absl::Status ValidateShape(const std::vector<int64_t>& shape, const InspectOptions& options) {
   if (shape.size() != 3 || shape[0] <= 0 || shape[1] <= 0 || shape[2] <= 0) {
     return absl::InvalidArgumentError(
         "input_shape must be [C,H,W] with positive values");
+  }
+  if (shape[0] > options.max_channels) {
+    return absl::InvalidArgumentError(absl::StrCat("input_shape ", ShapeString(shape), " has ",
+                                                   shape[0], " channels; at most ",
+                                                   options.max_channels, " are accepted"));
+  }
+  // H and W are each below the pixel limit, so the product cannot overflow.
+  if (shape[1] > options.max_image_pixels || shape[2] > options.max_image_pixels ||
+      shape[1] * shape[2] > options.max_image_pixels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input_shape ", ShapeString(shape),
+        " is larger than --max_image_pixels=", options.max_image_pixels, " (height * width)"));
+  }
+  return absl::OkStatus();
+}
+
+// Serving batches inputs: the model must give one row per input.
+absl::Status CheckBatch(torch::jit::Module& module, const std::vector<int64_t>& input_shape,
+                        int64_t batch, int64_t classes) {
+  ASSIGN_OR_RETURN(c10::IValue output,
+                   Forward(module, {batch, input_shape[0], input_shape[1], input_shape[2]}));
+  if (!output.isTensor() || output.toTensor().dim() != 2 || output.toTensor().size(0) != batch ||
+      output.toTensor().size(1) != classes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at batch size ", batch, " (serving's largest batch) the model returns ",
+                     output.isTensor() ? ShapeString(output.toTensor().sizes()) : output.tagKind(),
+                     "; expected [", batch, ",", classes, "]"));
   }
   return absl::OkStatus();
 }
@@ -173,7 +201,7 @@ absl::Status FillNormalization(const InspectOptions& options,
 absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path,
                                           const InspectOptions& options) {
   if (!options.input_shape.empty()) {
-    RETURN_IF_ERROR(ValidateShape(options.input_shape));
+    RETURN_IF_ERROR(ValidateShape(options.input_shape, options));
   }
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
@@ -194,6 +222,10 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path,
     ASSIGN_OR_RETURN(embedded, ModelFromMetadataJson(json));
   }
   const kaizen::v1::Model* meta = embedded.has_value() ? &*embedded : nullptr;
+  // Before any of the file's code runs.
+  if (options.check_operators) {
+    RETURN_IF_ERROR(CheckOperators(module, options.extra_operators));
+  }
 
   kaizen::v1::Model model;
   model.set_architecture(meta != nullptr && !meta->architecture().empty()
@@ -233,7 +265,7 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path,
   }
   c10::IValue output;
   if (!input_shape.empty()) {
-    RETURN_IF_ERROR(ValidateShape(input_shape));
+    RETURN_IF_ERROR(ValidateShape(input_shape, options));
     ASSIGN_OR_RETURN(output, Forward(module, {1, input_shape[0], input_shape[1],
                                               input_shape[2]}));
   } else {
@@ -274,6 +306,9 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path,
         "logits with head_module"));
   }
 
+  if (options.batch_size > 1) {
+    RETURN_IF_ERROR(CheckBatch(module, input_shape, options.batch_size, classes));
+  }
   model.mutable_input_shape()->Assign(input_shape.begin(), input_shape.end());
   RETURN_IF_ERROR(FillNormalization(options, meta, input_shape[0], &model));
   for (std::string& name : class_names) model.add_class_names(std::move(name));

@@ -25,6 +25,17 @@ struct InspectOptions {
   // Dotted path of the classification head; empty -> kaizen.json's, else the
   // last Linear module in named_modules() order.
   std::string head_module;
+  // A second forward pass runs at this batch size (serving's largest batch)
+  // and must give [batch_size, K]; <= 1 skips it.
+  int64_t batch_size = 1;
+  // Largest H * W of the input shape (given, from kaizen.json or probed).
+  int64_t max_image_pixels = 25'000'000;
+  // Largest channel count of the input shape.
+  int64_t max_channels = 16;
+  // Checked against the operator allow-list (operator_allowlist.h) before
+  // anything runs; `extra_operators` are accepted too.
+  bool check_operators = true;
+  std::vector<std::string> extra_operators;
 };
 
 // Loads the file and fills architecture, input_shape, normalization,
@@ -34,8 +45,10 @@ struct InspectOptions {
 // from kaizen.json. The caller sets name, source, version, size and hashes.
 // Verifies with a forward pass in eval mode on zeros [1, C, H, W] that the
 // output is [1, K] with K == head.out_features and that class_names, if any,
-// has K entries. Every failure is INVALID_ARGUMENT with the reason,
-// except a missing file (NOT_FOUND).
+// has K entries, and at options.batch_size that the output is [batch, K].
+// Every failure is INVALID_ARGUMENT with the reason, except a missing file
+// (NOT_FOUND). It runs the file's code: uploads go through
+// InspectInSandbox (sandboxed_inspection.h), never through this directly.
 absl::StatusOr<kaizen::v1::Model> InspectTorchScriptFile(
     const std::string& path, const InspectOptions& options);
 

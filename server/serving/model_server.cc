@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,24 @@ namespace kaizen::serving {
 
 using kaizen::v1::Model;
 using kaizen::v1::VersionPolicy;
+
+namespace {
+
+// The version a policy serves: the newest (or the best) that is not
+// quarantined.
+int64_t PickServableVersion(const Model& model, bool best) {
+  const std::set<int64_t> quarantined(model.quarantined_versions().begin(),
+                                      model.quarantined_versions().end());
+  const int64_t latest = model.latest_version() > 0 ? model.latest_version() : model.version();
+  const int64_t best_version = model.best_version() > 0 ? model.best_version() : latest;
+  if (best && !quarantined.count(best_version)) return best_version;
+  for (auto it = model.versions().rbegin(); it != model.versions().rend(); ++it) {
+    if (!quarantined.count(*it)) return *it;
+  }
+  return best ? best_version : latest;  // all quarantined: the load says why
+}
+
+}  // namespace
 
 // Versions other than the latest and the best kept loaded per model.
 constexpr int kPinnedVersionsKept = 3;
@@ -99,6 +118,11 @@ ModelServer::~ModelServer() { Stop(); }
 
 absl::Status ModelServer::Start() {
   RETURN_IF_ERROR(init_status_);
+  // Versions a dead server was loading are not tried again.
+  ASSIGN_OR_RETURN(int interrupted, store_->QuarantineInterruptedLoads());
+  if (interrupted > 0) {
+    common::LogWarning("versions quarantined after an interrupted load", {{"count", interrupted}});
+  }
   if (options_.before_preload) options_.before_preload();
   if (options_.preload) {
     kaizen::v1::ListModelsRequest request;
@@ -155,17 +179,31 @@ ServingConfig ModelServer::ConfigFor(const std::string& name) const {
 absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::LoadVersion(const std::string& name,
                                                                             int64_t version) {
   ASSIGN_OR_RETURN(store::ModelStore::File file, store_->OpenFile(name, version));
+  if (!file.model().quarantine_reason().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model \"", name, "\" version ", version, " is quarantined and not served: ",
+                     file.model().quarantine_reason(), "; delete it or write a new version"));
+  }
   const int batch = std::max(1, ConfigFor(name).max_batch_size);
   std::vector<int64_t> warmup = {1};
   if (batch > 1) warmup.push_back(batch);
   const absl::Time start = absl::Now();
+  // Held while the version loads and warms up: if this process dies here,
+  // the next start quarantines the version instead of dying the same way.
+  RETURN_IF_ERROR(store_->MarkLoading(name, version));
   absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded =
       LoadedModel::Load(file.path(), file.model(), device_, warmup, options_.optimize);
+  store_->ClearLoading(name, version).IgnoreError();
   if (metrics_) metrics_->ModelLoaded(name, loaded.ok());
   if (!loaded.ok()) {
     common::LogError(
         "model version failed to load",
         {{"model", name}, {"version", version}, {"error", loaded.status().ToString()}});
+    // Not retried on every request or at every start; a version deleted
+    // meanwhile needs no record.
+    if (store_->Get(name, version).ok()) {
+      store_->Quarantine(name, version, std::string(loaded.status().message())).IgnoreError();
+    }
     return loaded.status();
   }
   common::LogInfo("model version loaded", {{"model", name},
@@ -209,9 +247,7 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::Acquire(const st
   if (model.source() == kaizen::v1::MODEL_SOURCE_BUILTIN) {
     return absl::FailedPreconditionError(absl::StrCat("\"", name, "\" is a built-in architecture"));
   }
-  const int64_t latest = model.latest_version() > 0 ? model.latest_version() : model.version();
-  const int64_t best_version = model.best_version() > 0 ? model.best_version() : latest;
-  const int64_t target = version > 0 ? version : (best ? best_version : latest);
+  const int64_t target = version > 0 ? version : PickServableVersion(model, best);
   std::shared_ptr<Entry> entry;
   uint64_t generation = 0;
   {
@@ -351,8 +387,8 @@ void ModelServer::LoaderLoop() {
     }
     absl::StatusOr<Model> current = store_->Get(name, 0);
     if (!current.ok()) continue;  // deleted meanwhile
-    const int64_t latest = current->latest_version();
-    const int64_t best = current->best_version() > 0 ? current->best_version() : latest;
+    const int64_t latest = PickServableVersion(*current, false);
+    const int64_t best = PickServableVersion(*current, true);
     absl::MutexLock load_lock(&entry->load_mu);
     for (int64_t v : {latest, best}) {
       {

@@ -1,6 +1,7 @@
 #include "server/store/dataset_store.h"
 
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -129,6 +130,8 @@ absl::StatusOr<kaizen::v1::ListDatasetsResponse> DatasetStore::List(
 
 absl::Status DatasetStore::Delete(const std::string& name) {
   RETURN_IF_ERROR(common::ValidateName("dataset name", name));
+  std::optional<absl::WriterMutexLock> hold;
+  if (references_ != nullptr) hold.emplace(references_);
   if (in_use_) {
     ASSIGN_OR_RETURN(bool used, in_use_(name));
     if (used) {

@@ -61,7 +61,12 @@ class DatasetStore {
   // Answers whether a queued or running job uses a name; Delete refuses
   // (FAILED_PRECONDITION) while it does.
   using InUseCheck = std::function<absl::StatusOr<bool>(const std::string& name)>;
-  void set_in_use_check(InUseCheck check) { in_use_ = std::move(check); }
+  // Delete holds `references` (when given) exclusively from the check to the
+  // removal; see ModelStore::set_in_use_check.
+  void set_in_use_check(InUseCheck check, absl::Mutex* references = nullptr) {
+    in_use_ = std::move(check);
+    references_ = references;
+  }
 
   int64_t max_upload_bytes() const { return options_.max_upload_bytes; }
 
@@ -71,6 +76,7 @@ class DatasetStore {
   Options options_;
   MetadataStore* metadata_;
   InUseCheck in_use_;
+  absl::Mutex* references_ = nullptr;
   absl::Mutex mu_;
   // Names with an upload in flight, so two concurrent uploads of one name
   // cannot both decode for minutes before one of them loses.

@@ -19,6 +19,17 @@ CREATE TABLE IF NOT EXISTS models (
   proto   BLOB NOT NULL,
   PRIMARY KEY (name, version)
 );
+CREATE TABLE IF NOT EXISTS model_quarantine (
+  name    TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  reason  TEXT NOT NULL,
+  PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS model_loading (
+  name    TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  PRIMARY KEY (name, version)
+);
 )sql";
 
 template <typename Proto>
@@ -221,9 +232,67 @@ absl::StatusOr<std::vector<ModelRow>> MetadataStore::DeleteModel(const std::stri
                                                           version)
                                            : absl::StrCat("model \"", name, "\" not found"));
   }
-  ASSIGN_OR_RETURN(Statement del, db_->Prepare(absl::StrCat("DELETE FROM models", where)));
-  del.Bind(1, name);
-  if (version > 0) del.Bind(2, version);
+  // A version number can be handed out again after a deletion: its
+  // quarantine goes with it.
+  for (const char* table : {"models", "model_quarantine", "model_loading"}) {
+    ASSIGN_OR_RETURN(Statement del, db_->Prepare(absl::StrCat("DELETE FROM ", table, where)));
+    del.Bind(1, name);
+    if (version > 0) del.Bind(2, version);
+    RETURN_IF_ERROR(del.Run());
+  }
+  RETURN_IF_ERROR(tx.Commit());
+  return out;
+}
+
+absl::Status MetadataStore::QuarantineModel(const std::string& name, int64_t version,
+                                            const std::string& reason) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT OR REPLACE INTO model_quarantine(name, "
+                                              "version, reason) VALUES(?, ?, ?)"));
+  return st.Bind(1, name).Bind(2, version).Bind(3, reason).Run();
+}
+
+absl::StatusOr<std::map<int64_t, std::string>> MetadataStore::QuarantinedVersions(
+    const std::string& name) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare("SELECT version, reason FROM model_quarantine WHERE name = ?"));
+  st.Bind(1, name);
+  std::map<int64_t, std::string> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out[st.ColumnInt(0)] = st.ColumnText(1);
+  }
+  return out;
+}
+
+absl::Status MetadataStore::MarkLoading(const std::string& name, int64_t version) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT OR REPLACE INTO model_loading(name, "
+                                              "version) VALUES(?, ?)"));
+  return st.Bind(1, name).Bind(2, version).Run();
+}
+
+absl::Status MetadataStore::ClearLoading(const std::string& name, int64_t version) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare("DELETE FROM model_loading WHERE name = ? AND version = ?"));
+  return st.Bind(1, name).Bind(2, version).Run();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> MetadataStore::TakeLoadingMarkers() {
+  absl::MutexLock lock(&db_->mutex());
+  SqliteDb::Transaction tx(db_.get());
+  RETURN_IF_ERROR(tx.begin_status());
+  ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT name, version FROM model_loading"));
+  std::vector<std::pair<std::string, int64_t>> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, sel.Step());
+    if (!row) break;
+    out.emplace_back(sel.ColumnText(0), sel.ColumnInt(1));
+  }
+  ASSIGN_OR_RETURN(Statement del, db_->Prepare("DELETE FROM model_loading"));
   RETURN_IF_ERROR(del.Run());
   RETURN_IF_ERROR(tx.Commit());
   return out;

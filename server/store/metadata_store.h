@@ -5,8 +5,10 @@
 // deleted after rows are removed, and orphans are swept at start-up.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -58,6 +60,19 @@ class MetadataStore {
                                                    const std::string& only_name);
   // version 0: every version. Returns the removed rows; NOT_FOUND if none.
   absl::StatusOr<std::vector<ModelRow>> DeleteModel(const std::string& name, int64_t version);
+
+  // Quarantine: model versions that failed or crashed the server while
+  // loading for serving, so that they are skipped from then on (also after a
+  // restart) instead of retried in a loop. DeleteModel clears them.
+  absl::Status QuarantineModel(const std::string& name, int64_t version, const std::string& reason);
+  // Quarantined versions of `name` and why.
+  absl::StatusOr<std::map<int64_t, std::string>> QuarantinedVersions(const std::string& name);
+  // A durable marker held while a version loads: one left behind at start-up
+  // means the server died loading it.
+  absl::Status MarkLoading(const std::string& name, int64_t version);
+  absl::Status ClearLoading(const std::string& name, int64_t version);
+  // Removes and returns every marker left behind.
+  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> TakeLoadingMarkers();
 
   // The connection, shared with the JobStore (one database file).
   SqliteDb* db() { return db_.get(); }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -17,7 +18,6 @@
 #include "server/models/builtin_models.h"
 #include "server/models/model_file.h"
 #include "server/models/torch_errors.h"
-#include "server/models/torchscript_inspector.h"
 
 namespace kaizen::store {
 
@@ -42,21 +42,11 @@ absl::StatusOr<std::unique_ptr<ModelStore::Upload>> ModelStore::BeginUpload(
     return absl::AlreadyExistsError(
         absl::StrCat("model \"", header.name(), "\" already exists (it is a built-in model)"));
   }
-  ASSIGN_OR_RETURN(bool exists, metadata_->ModelExists(header.name()));
-  if (exists) {
-    return absl::AlreadyExistsError(absl::StrCat("model \"", header.name(), "\" already exists"));
-  }
   if (!header.input_shape().empty() && header.input_shape_size() != 3) {
     return absl::InvalidArgumentError(absl::StrCat(
         "header.input_shape has ", header.input_shape_size(), " values; expected [C, H, W]"));
   }
-  {
-    absl::MutexLock lock(&mu_);
-    if (!uploading_.insert(header.name()).second) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("an upload of model \"", header.name(), "\" is already in progress"));
-    }
-  }
+  RETURN_IF_ERROR(ReserveName(header.name(), "an upload in progress"));
   UploadReceiver::Options ro;
   ro.tmp_dir = options_.data_dir + "/tmp";
   ro.max_bytes = options_.max_model_bytes;
@@ -67,23 +57,35 @@ absl::StatusOr<std::unique_ptr<ModelStore::Upload>> ModelStore::BeginUpload(
   return upload;
 }
 
-void ModelStore::Release(const std::string& name) {
+absl::Status ModelStore::ReserveName(const std::string& name, const std::string& owner,
+                                     bool may_exist) {
   absl::MutexLock lock(&mu_);
-  uploading_.erase(name);
+  auto it = reserved_.find(name);
+  if (it != reserved_.end()) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("model \"", name, "\" is being written by ", it->second));
+  }
+  if (!may_exist) {
+    ASSIGN_OR_RETURN(bool exists, metadata_->ModelExists(name));
+    if (exists)
+      return absl::AlreadyExistsError(absl::StrCat("model \"", name, "\" already exists"));
+  }
+  reserved_.emplace(name, owner);
+  return absl::OkStatus();
 }
 
-ModelStore::Upload::~Upload() { store_->Release(header_.name()); }
+void ModelStore::ReleaseName(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  reserved_.erase(name);
+}
+
+ModelStore::Upload::~Upload() { store_->ReleaseName(header_.name()); }
 
 absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
   RETURN_IF_ERROR(receiver_.Finish(sha256_hex));
   const std::string& tmp = receiver_.part_paths()[0];
-  models::InspectOptions io;
-  io.input_shape.assign(header_.input_shape().begin(), header_.input_shape().end());
-  io.mean.assign(header_.normalization().mean().begin(), header_.normalization().mean().end());
-  io.std.assign(header_.normalization().std().begin(), header_.normalization().std().end());
-  io.class_names.assign(header_.class_names().begin(), header_.class_names().end());
-  io.head_module = header_.head_module();
-  absl::StatusOr<Model> inspected = models::InspectTorchScriptFile(tmp, io);
+  absl::StatusOr<Model> inspected =
+      models::InspectInSandbox(tmp, header_, store_->options_.sandbox);
   if (!inspected.ok()) {
     return absl::Status(inspected.status().code(), absl::StrCat(receiver_.part_names()[0], ": ",
                                                                 inspected.status().message()));
@@ -119,6 +121,31 @@ absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
   return model;
 }
 
+absl::Status ModelStore::Quarantine(const std::string& name, int64_t version,
+                                    const std::string& reason) {
+  common::LogWarning("model version quarantined",
+                     {{"model", name}, {"version", version}, {"reason", reason}});
+  return metadata_->QuarantineModel(name, version, reason);
+}
+
+absl::Status ModelStore::MarkLoading(const std::string& name, int64_t version) {
+  return metadata_->MarkLoading(name, version);
+}
+
+absl::Status ModelStore::ClearLoading(const std::string& name, int64_t version) {
+  return metadata_->ClearLoading(name, version);
+}
+
+absl::StatusOr<int> ModelStore::QuarantineInterruptedLoads() {
+  ASSIGN_OR_RETURN(auto markers, metadata_->TakeLoadingMarkers());
+  for (const auto& [name, version] : markers) {
+    RETURN_IF_ERROR(Quarantine(name, version,
+                               "the server stopped while loading this version for serving (a "
+                               "crash or kill during load or warm-up)"));
+  }
+  return static_cast<int>(markers.size());
+}
+
 absl::Status ModelStore::FillVersions(Model* model) {
   if (model->source() == kaizen::v1::MODEL_SOURCE_BUILTIN) {
     model->clear_versions();
@@ -143,6 +170,13 @@ absl::Status ModelStore::FillVersions(Model* model) {
   const int64_t latest = rows.empty() ? model->version() : rows.back().model.version();
   model->set_latest_version(latest);
   model->set_best_version(best > 0 ? best : latest);
+  ASSIGN_OR_RETURN(auto quarantined, metadata_->QuarantinedVersions(model->name()));
+  model->clear_quarantined_versions();
+  model->clear_quarantine_reason();
+  for (const auto& [version, reason] : quarantined) {
+    model->add_quarantined_versions(version);
+    if (version == model->version()) model->set_quarantine_reason(reason);
+  }
   return absl::OkStatus();
 }
 
@@ -217,6 +251,8 @@ absl::Status ModelStore::Delete(const std::string& name, int64_t version) {
     return absl::FailedPreconditionError(
         absl::StrCat("model \"", name, "\" is built in and cannot be deleted"));
   }
+  std::optional<absl::WriterMutexLock> hold;
+  if (references_ != nullptr) hold.emplace(references_);
   if (in_use_) {
     ASSIGN_OR_RETURN(bool used, in_use_(name));
     if (used) {

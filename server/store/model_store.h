@@ -1,6 +1,7 @@
-// Models: uploaded TorchScript files, the built-in architectures, and (later)
+// Models: uploaded TorchScript files, the built-in architectures, and
 // versions written by fine-tuning jobs. Uploaded files are kept byte for byte
-// and checked by loading them and running a forward pass.
+// once a sandboxed inspector (sandboxed_inspection.h) has checked them: the
+// archive, the operators, and forward passes at batch 1 and serving's batch.
 #pragma once
 
 #include <torch/script.h>
@@ -9,10 +10,11 @@
 #include <memory>
 #include <string>
 
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "kaizen/v1/model_service.pb.h"
+#include "server/models/sandboxed_inspection.h"
 #include "server/store/metadata_store.h"
 #include "server/store/upload_receiver.h"
 
@@ -25,6 +27,8 @@ class ModelStore {
     std::string data_dir;
     // Largest TorchScript file accepted.
     int64_t max_model_bytes = int64_t{2} << 30;
+    // The sandbox uploaded files are inspected in.
+    models::SandboxOptions sandbox;
   };
 
   class Upload {
@@ -85,13 +89,35 @@ class ModelStore {
   // Loads a version as a TorchScript module on the CPU (built-ins excluded:
   // the trainer creates those for the dataset's shape).
   absl::StatusOr<torch::jit::Module> LoadModule(const std::string& name, int64_t version);
+  // Records that a version must not be served again (see
+  // MetadataStore::QuarantineModel); Get and List report it.
+  absl::Status Quarantine(const std::string& name, int64_t version, const std::string& reason);
+  // Durable "loading" markers for serving (MetadataStore::MarkLoading).
+  absl::Status MarkLoading(const std::string& name, int64_t version);
+  absl::Status ClearLoading(const std::string& name, int64_t version);
+  // Quarantines every version whose loading marker a dead server left
+  // behind; returns how many.
+  absl::StatusOr<int> QuarantineInterruptedLoads();
   // Deletes versions of `name` that are not in `keep`.
   absl::Status PruneVersions(const std::string& name, const std::vector<int64_t>& keep);
 
   // Answers whether a queued or running job uses a name; Delete refuses
-  // (FAILED_PRECONDITION) while it does.
+  // (FAILED_PRECONDITION) while it does. Delete holds `references` (when
+  // given) exclusively from that check to the removal, so that a job that
+  // validates its references under a shared hold of it cannot slip between.
   using InUseCheck = std::function<absl::StatusOr<bool>(const std::string& name)>;
-  void set_in_use_check(InUseCheck check) { in_use_ = std::move(check); }
+  void set_in_use_check(InUseCheck check, absl::Mutex* references = nullptr) {
+    in_use_ = std::move(check);
+    references_ = references;
+  }
+
+  // Reserves a model name for `owner` ("an upload", "job ft-..."), so that an
+  // upload and a fine-tuning job's output can never take the same name.
+  // ALREADY_EXISTS when another owner holds it or, unless `may_exist`, when
+  // the model exists. ReleaseName frees it.
+  absl::Status ReserveName(const std::string& name, const std::string& owner,
+                           bool may_exist = false);
+  void ReleaseName(const std::string& name);
 
   // Told about every version written by AddVersion (after it is committed)
   // and every version deleted (after its row is gone); the serving engine
@@ -107,14 +133,15 @@ class ModelStore {
  private:
   absl::Status FillVersions(kaizen::v1::Model* model);
   absl::Status RemoveFiles(const std::vector<ModelRow>& rows);
-  void Release(const std::string& name);
 
   Options options_;
   MetadataStore* metadata_;
   InUseCheck in_use_;
+  absl::Mutex* references_ = nullptr;
   Listener listener_;
   absl::Mutex mu_;
-  absl::flat_hash_set<std::string> uploading_ ABSL_GUARDED_BY(mu_);
+  // Reserved name -> who holds it.
+  absl::flat_hash_map<std::string, std::string> reserved_ ABSL_GUARDED_BY(mu_);
   // Serialises AddVersion so that version numbers are handed out once.
   absl::Mutex version_mu_;
 };

@@ -1,0 +1,186 @@
+#include "server/sandbox/child_limits.h"
+
+#include <fcntl.h>
+#include <seccomp.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace kaizen::sandbox {
+namespace {
+
+absl::Status SetLimit(int resource, const char* name, rlim_t soft, rlim_t hard) {
+  const struct rlimit limit = {soft, hard};
+  if (::setrlimit(resource, &limit) != 0) {
+    return absl::InternalError(absl::StrCat("setrlimit(", name, "): ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+// Syscalls that change the file system, reach the network, start programs,
+// or reach other processes. Names missing on this architecture are skipped.
+constexpr const char* kDenied[] = {
+    "creat",
+    "unlink",
+    "unlinkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "mkdir",
+    "mkdirat",
+    "rmdir",
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "truncate",
+    "ftruncate",
+    "mknod",
+    "mknodat",
+    "utime",
+    "utimes",
+    "utimensat",
+    "futimesat",
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
+    "socket",
+    "socketpair",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "execve",
+    "execveat",
+    "fork",
+    "vfork",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kill",
+    "tkill",
+    "rt_sigqueueinfo",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "pidfd_getfd",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "setns",
+    "unshare",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "fanotify_init",
+    "inotify_init",
+    "inotify_init1",
+    "bpf",
+    "perf_event_open",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "setgroups",
+    "io_uring_setup",
+    "userfaultfd",
+    "memfd_create",
+    "openat2",
+    "copy_file_range",
+    "sendfile",
+    "fallocate",
+    "quotactl",
+    "syslog",
+    "sethostname",
+    "setdomainname",
+    "settimeofday",
+    "clock_settime",
+    "adjtimex",
+};
+
+absl::Status Rule(scmp_filter_ctx ctx, uint32_t action, const char* name, unsigned count,
+                  const scmp_arg_cmp* args) {
+  const int nr = seccomp_syscall_resolve_name(name);
+  if (nr == __NR_SCMP_ERROR) return absl::OkStatus();
+  const int rc = seccomp_rule_add_array(ctx, action, nr, count, args);
+  // -EDOM etc.: a pseudo-syscall this architecture lacks.
+  if (rc != 0 && rc != -EDOM && rc != -EEXIST) {
+    return absl::InternalError(absl::StrCat("seccomp rule for ", name, ": ", strerror(-rc)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InstallFilter() {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == nullptr) return absl::InternalError("seccomp_init failed");
+  absl::Status st;
+  for (const char* name : kDenied) {
+    if (st.ok()) st = Rule(ctx, SCMP_ACT_ERRNO(EPERM), name, 0, nullptr);
+  }
+  // open()/openat() for reading only.
+  for (int flag : {O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND}) {
+    const scmp_arg_cmp open_flags = SCMP_A1(SCMP_CMP_MASKED_EQ, static_cast<scmp_datum_t>(flag),
+                                            static_cast<scmp_datum_t>(flag));
+    const scmp_arg_cmp openat_flags = SCMP_A2(SCMP_CMP_MASKED_EQ, static_cast<scmp_datum_t>(flag),
+                                              static_cast<scmp_datum_t>(flag));
+    if (st.ok()) st = Rule(ctx, SCMP_ACT_ERRNO(EACCES), "open", 1, &open_flags);
+    if (st.ok()) st = Rule(ctx, SCMP_ACT_ERRNO(EACCES), "openat", 1, &openat_flags);
+  }
+  // Signals only to this process (abort() raises SIGABRT with tgkill).
+  const scmp_arg_cmp other_process = SCMP_A0(SCMP_CMP_NE, static_cast<scmp_datum_t>(::getpid()));
+  if (st.ok()) st = Rule(ctx, SCMP_ACT_ERRNO(EPERM), "tgkill", 1, &other_process);
+  if (st.ok()) st = Rule(ctx, SCMP_ACT_ERRNO(EPERM), "rt_tgsigqueueinfo", 1, &other_process);
+  if (st.ok()) {
+    const int rc = seccomp_load(ctx);
+    if (rc != 0) st = absl::InternalError(absl::StrCat("seccomp_load: ", strerror(-rc)));
+  }
+  seccomp_release(ctx);
+  return st;
+}
+
+}  // namespace
+
+absl::Status ConfineCurrentProcess(const ChildLimits& limits, int keep_fd) {
+  if (keep_fd > 3) ::close_range(3, static_cast<unsigned>(keep_fd) - 1, 0);
+  ::close_range(keep_fd >= 3 ? static_cast<unsigned>(keep_fd) + 1 : 3, ~0U, 0);
+  const rlim_t memory = static_cast<rlim_t>(limits.memory_bytes);
+  const rlim_t cpu = static_cast<rlim_t>(limits.cpu_seconds);
+  const rlim_t files = static_cast<rlim_t>(limits.open_files);
+  absl::Status st = SetLimit(RLIMIT_AS, "RLIMIT_AS", memory, memory);
+  if (st.ok()) st = SetLimit(RLIMIT_CPU, "RLIMIT_CPU", cpu, cpu + 1);
+  if (st.ok()) st = SetLimit(RLIMIT_NOFILE, "RLIMIT_NOFILE", files, files);
+  if (st.ok()) st = SetLimit(RLIMIT_FSIZE, "RLIMIT_FSIZE", 0, 0);
+  if (st.ok()) st = SetLimit(RLIMIT_CORE, "RLIMIT_CORE", 0, 0);
+  if (st.ok()) st = InstallFilter();
+  return st;
+}
+
+}  // namespace kaizen::sandbox

@@ -1,0 +1,55 @@
+// Runs a helper binary as a short-lived child process with posix_spawn (safe
+// from a threaded server, unlike fork), feeds it bytes on stdin, collects
+// bounded stdout and stderr, and kills it when the wall-clock deadline
+// passes. The child gets an empty environment apart from `env`, default
+// signal handling, no inherited descriptors but 0-2, and its own process
+// group.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace kaizen::sandbox {
+
+struct SubprocessOptions {
+  // Absolute path of the binary and its arguments (argv[1...]).
+  std::string binary;
+  std::vector<std::string> args;
+  // "NAME=value" entries; nothing of the parent's environment is passed.
+  std::vector<std::string> env;
+  // Written to the child's stdin (through a memfd, so the parent never
+  // blocks on, or gets SIGPIPE from, a child that does not read).
+  std::string input;
+  // Killed (SIGKILL, whole process group) when still running after this.
+  absl::Duration timeout = absl::Seconds(60);
+  // Output beyond these is an error and the child is killed.
+  size_t max_stdout_bytes = 16 << 20;
+  size_t max_stderr_bytes = 64 << 10;
+};
+
+struct SubprocessResult {
+  // Exit code when the child exited, else -1.
+  int exit_code = -1;
+  // The signal that ended it, else 0.
+  int term_signal = 0;
+  bool timed_out = false;
+  bool output_too_large = false;
+  std::string stdout_bytes;
+  std::string stderr_bytes;
+  absl::Duration wall;
+  // Peak resident set size of the child, from wait4.
+  int64_t max_rss_bytes = 0;
+  double cpu_seconds = 0;
+};
+
+// INTERNAL when the child cannot be started (missing binary, no memory);
+// otherwise the result, whatever the child did.
+absl::StatusOr<SubprocessResult> RunSubprocess(const SubprocessOptions& options);
+
+// "exited with code 3", "killed by signal 9 (Killed)", "timed out after 5s".
+std::string DescribeEnd(const SubprocessResult& result);
+
+}  // namespace kaizen::sandbox

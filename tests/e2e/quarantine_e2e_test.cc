@@ -1,0 +1,187 @@
+// Poison that survives restarts: a model version that crashes the server
+// while it loads is quarantined at the next start (not loaded again), and
+// serving answers from the newest version that is not quarantined. Runs the
+// real kaizen-server binary, since the first start is meant to die.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <torch/script.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "client/lib/kaizen_client.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "server/api/server.h"
+#include "server/common/atomic_file.h"
+#include "server/store/model_store.h"
+#include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/server_process.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace kaizen {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class QuarantineE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string cmd =
+        absl::StrCat(KAIZEN_PYTHON, " ", KAIZEN_SOURCE_DIR, "/tests/fixtures/hostile_models.py ",
+                     models_.path(), " /nonexistent");
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    port_ = testing::TestPort(1);
+  }
+
+  // True once the server reports SERVING (its preload is done).
+  bool WaitReady() {
+    auto channel =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials());
+    client_ = std::make_unique<client::KaizenClient>(channel);
+    auto health = grpc::health::v1::Health::NewStub(channel);
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (absl::Now() < deadline) {
+      grpc::ClientContext ctx;
+      grpc::health::v1::HealthCheckRequest request;
+      grpc::health::v1::HealthCheckResponse response;
+      if (health->Check(&ctx, request, &response).ok() &&
+          response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+        return true;
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return false;
+  }
+
+  absl::StatusOr<v1::PredictResponse> PredictZeros(const std::string& model) {
+    v1::PredictRequest r;
+    r.set_model(model);
+    v1::FloatTensor* t = r.add_inputs()->mutable_tensor();
+    for (int64_t d : {1, 8, 8}) t->add_shape(d);
+    t->mutable_values()->Resize(64, 0.0f);
+    return client_->Predict(r, absl::Seconds(60));
+  }
+
+  testing::TempDir data_;
+  testing::TempDir models_;
+  int port_ = 0;
+  std::unique_ptr<client::KaizenClient> client_;
+};
+
+TEST_F(QuarantineE2E, AVersionThatCrashedTheServerIsQuarantinedAtTheNextStart) {
+  // Version 1 uploaded, version 2 written as a fine-tuned version would be.
+  {
+    api::KaizenServer::Options o;
+    o.data_dir = data_.path();
+    o.grpc_address = "127.0.0.1:0";
+    o.metrics_port = -1;
+    o.threads = 1;
+    auto server = api::KaizenServer::Start(o);
+    ASSERT_TRUE(server.ok()) << server.status();
+    client_ = std::make_unique<client::KaizenClient>(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", (*server)->grpc_port()), grpc::InsecureChannelCredentials()));
+    v1::UploadModelHeader h;
+    h.set_name("m");
+    for (int64_t d : {1, 8, 8}) h.add_input_shape(d);
+    ASSERT_TRUE(client_->UploadModel(h, models_.File("good.pt")).ok());
+    auto meta = client_->GetModel("m");
+    ASSERT_TRUE(meta.ok());
+    auto v2 = (*server)->model_store()->AddVersion("m", torch::jit::load(models_.File("good.pt")),
+                                                   *meta, "");
+    ASSERT_TRUE(v2.ok()) << v2.status();
+    ASSERT_EQ(v2->version(), 2);
+  }
+  // Version 2's file becomes one that overflows the loader's stack (as a
+  // corrupt disk or a loader bug would): the server dies preloading it.
+  std::string poison;
+  ASSERT_TRUE(common::ReadFile(models_.File("deep_pickle.pt"), &poison).ok());
+  for (const auto& f : std::filesystem::directory_iterator(data_.path() + "/models/m")) {
+    if (f.path().filename().string().rfind("v2-", 0) == 0 && f.path().extension() == ".pt") {
+      testing::WriteBinaryFile(f.path().string(), poison);
+    }
+  }
+  {
+    testing::ServerProcess crashing(KAIZEN_BINARY_DIR, data_.path(), port_);
+    const int status = crashing.Wait();
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the first start was expected to crash";
+  }
+  absl::StatusOr<v1::Model> v2, latest;
+  absl::StatusOr<v1::PredictResponse> prediction;
+  {
+    testing::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port_);
+    ASSERT_TRUE(WaitReady());
+    v2 = client_->GetModel("m", 2);
+    latest = client_->GetModel("m");
+    prediction = PredictZeros("m");
+  }
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_THAT(v2->quarantine_reason(), HasSubstr("stopped while loading"));
+  ASSERT_TRUE(latest.ok());
+  EXPECT_THAT(latest->quarantined_versions(), ElementsAre(2));
+  ASSERT_TRUE(prediction.ok()) << prediction.status();
+  EXPECT_EQ(prediction->version(), 1);
+  // Pinned to the quarantined version: refused, not loaded.
+  testing::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port_);
+  ASSERT_TRUE(WaitReady());
+  v1::PredictRequest pinned;
+  pinned.set_model("m");
+  pinned.set_version(2);
+  v1::FloatTensor* t = pinned.add_inputs()->mutable_tensor();
+  for (int64_t d : {1, 8, 8}) t->add_shape(d);
+  t->mutable_values()->Resize(64, 0.0f);
+  auto refused = client_->Predict(pinned, absl::Seconds(60));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("quarantined"));
+}
+
+TEST_F(QuarantineE2E, AVersionThatFailsToLoadIsQuarantinedAndNotRetried) {
+  api::KaizenServer::Options o;
+  o.data_dir = data_.path();
+  o.grpc_address = "127.0.0.1:0";
+  o.metrics_port = -1;
+  o.threads = 1;
+  auto server = api::KaizenServer::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  client_ = std::make_unique<client::KaizenClient>(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->grpc_port()), grpc::InsecureChannelCredentials()));
+  v1::UploadModelHeader h;
+  h.set_name("m");
+  for (int64_t d : {1, 8, 8}) h.add_input_shape(d);
+  ASSERT_TRUE(client_->UploadModel(h, models_.File("good.pt")).ok());
+  ASSERT_TRUE(PredictZeros("m").ok());
+  // A version whose forward returns the wrong shape fails its warm-up.
+  auto meta = client_->GetModel("m");
+  ASSERT_TRUE(meta.ok());
+  auto v2 = (*server)->model_store()->AddVersion(
+      "m", torch::jit::load(models_.File("batch_mismatch.pt")), *meta, "");
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  // The background load fails and quarantines it; the old version serves on.
+  absl::StatusOr<v1::Model> seen;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < deadline) {
+    seen = client_->GetModel("m", 2);
+    if (seen.ok() && !seen->quarantine_reason().empty()) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(seen.ok());
+  EXPECT_FALSE(seen->quarantine_reason().empty());
+  for (int i = 0; i < 3; ++i) {
+    auto p = PredictZeros("m");
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->version(), 1);
+  }
+  // Deleting the version clears its quarantine.
+  ASSERT_TRUE(client_->DeleteModel("m", 2).ok());
+  auto after = client_->GetModel("m");
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(after->quarantined_versions().empty());
+}
+
+}  // namespace
+}  // namespace kaizen

@@ -1,0 +1,83 @@
+#include "server/sandbox/subprocess.h"
+
+#include <signal.h>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kaizen::sandbox {
+namespace {
+
+using ::testing::HasSubstr;
+
+SubprocessOptions Shell(const std::string& script) {
+  SubprocessOptions o;
+  o.binary = "/bin/sh";
+  o.args = {"-c", script};
+  o.timeout = absl::Seconds(30);
+  return o;
+}
+
+TEST(SubprocessTest, PassesInputAndCollectsOutputAndExitCode) {
+  SubprocessOptions o = Shell("cat; echo oops >&2; exit 3");
+  o.input = std::string(1 << 20, 'x');  // larger than a pipe buffer
+  absl::StatusOr<SubprocessResult> r = RunSubprocess(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 3);
+  EXPECT_EQ(r->term_signal, 0);
+  EXPECT_EQ(r->stdout_bytes, o.input);
+  EXPECT_EQ(r->stderr_bytes, "oops\n");
+  EXPECT_EQ(DescribeEnd(*r), "exited with code 3");
+}
+
+TEST(SubprocessTest, PassesOnlyTheGivenEnvironment) {
+  setenv("KAIZEN_SECRET_FOR_TEST", "token", 1);
+  SubprocessOptions o = Shell("echo \"[$KAIZEN_SECRET_FOR_TEST][$ONLY]\"");
+  o.env = {"ONLY=this"};
+  absl::StatusOr<SubprocessResult> r = RunSubprocess(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stdout_bytes, "[][this]\n");
+}
+
+TEST(SubprocessTest, KillsAChildThatOverstaysItsDeadline) {
+  SubprocessOptions o = Shell("sleep 30 & sleep 30");
+  o.timeout = absl::Milliseconds(300);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<SubprocessResult> r = RunSubprocess(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->timed_out);
+  EXPECT_EQ(r->term_signal, SIGKILL);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_THAT(DescribeEnd(*r), HasSubstr("timed out"));
+}
+
+TEST(SubprocessTest, ReportsTheSignalThatEndedTheChild) {
+  absl::StatusOr<SubprocessResult> r = RunSubprocess(Shell("kill -SEGV $$"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->term_signal, SIGSEGV);
+  EXPECT_THAT(DescribeEnd(*r), HasSubstr("SIGSEGV"));
+}
+
+TEST(SubprocessTest, StopsAChildThatWritesTooMuch) {
+  SubprocessOptions o = Shell("yes");
+  o.max_stdout_bytes = 1 << 20;
+  absl::StatusOr<SubprocessResult> r = RunSubprocess(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->output_too_large);
+  EXPECT_LE(r->stdout_bytes.size(), o.max_stdout_bytes);
+}
+
+TEST(SubprocessTest, MissingBinaryIsAnError) {
+  SubprocessOptions o;
+  o.binary = "/nonexistent/kaizen-helper";
+  absl::StatusOr<SubprocessResult> r = RunSubprocess(o);
+  // posix_spawn reports exec failures either way, depending on the libc.
+  if (r.ok()) {
+    EXPECT_EQ(r->exit_code, 127);
+  } else {
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);
+  }
+}
+
+}  // namespace
+}  // namespace kaizen::sandbox

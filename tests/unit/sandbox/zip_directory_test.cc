@@ -1,0 +1,236 @@
+#include "server/sandbox/zip_directory.h"
+
+#include <zlib.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/sandbox/torchscript_precheck.h"
+
+namespace kaizen::sandbox {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::string kResNet18 = KAIZEN_FIXTURE_DIR "/resnet18.pt";
+
+struct Entry {
+  std::string name;
+  std::string data;
+  bool deflate = false;
+  // When set, the directory lies about the uncompressed size.
+  int64_t declared_size = -1;
+};
+
+void Put16(std::string* s, uint32_t v) {
+  s->push_back(static_cast<char>(v & 0xff));
+  s->push_back(static_cast<char>((v >> 8) & 0xff));
+}
+void Put32(std::string* s, uint32_t v) {
+  Put16(s, v & 0xffff);
+  Put16(s, v >> 16);
+}
+
+std::string Deflate(const std::string& data) {
+  z_stream z{};
+  deflateInit2(&z, 9, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&z, data.size()), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+// A minimal ZIP writer (no ZIP64) whose fields tests can falsify.
+std::string MakeZip(const std::vector<Entry>& entries) {
+  std::string body, dir;
+  for (const Entry& e : entries) {
+    const std::string stored = e.deflate ? Deflate(e.data) : e.data;
+    const uint32_t crc =
+        crc32(0, reinterpret_cast<const Bytef*>(e.data.data()), static_cast<uInt>(e.data.size()));
+    const uint32_t size =
+        e.declared_size >= 0 ? static_cast<uint32_t>(e.declared_size) : e.data.size();
+    const uint32_t offset = body.size();
+    Put32(&body, 0x04034b50);
+    Put16(&body, 20);
+    Put16(&body, 0);
+    Put16(&body, e.deflate ? 8 : 0);
+    Put32(&body, 0);
+    Put32(&body, crc);
+    Put32(&body, stored.size());
+    Put32(&body, size);
+    Put16(&body, e.name.size());
+    Put16(&body, 0);
+    body += e.name + stored;
+    Put32(&dir, 0x02014b50);
+    Put16(&dir, 20);
+    Put16(&dir, 20);
+    Put16(&dir, 0);
+    Put16(&dir, e.deflate ? 8 : 0);
+    Put32(&dir, 0);
+    Put32(&dir, crc);
+    Put32(&dir, stored.size());
+    Put32(&dir, size);
+    Put16(&dir, e.name.size());
+    Put16(&dir, 0);
+    Put16(&dir, 0);
+    Put16(&dir, 0);
+    Put16(&dir, 0);
+    Put32(&dir, 0);
+    Put32(&dir, offset);
+    dir += e.name;
+  }
+  std::string out = body + dir;
+  Put32(&out, 0x06054b50);
+  Put16(&out, 0);
+  Put16(&out, 0);
+  Put16(&out, entries.size());
+  Put16(&out, entries.size());
+  Put32(&out, dir.size());
+  Put32(&out, body.size());
+  Put16(&out, 0);
+  return out;
+}
+
+absl::StatusOr<std::vector<ZipMember>> Read(const std::string& zip, ZipLimits limits = {}) {
+  return ReadZipDirectory(zip.size(), ReadFromMemory(zip), limits);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(ZipDirectoryTest, ReadsStoredAndDeflatedMembers) {
+  const std::string zip =
+      MakeZip({{"m/data.pkl", "hello"}, {"m/code/x.py", std::string(1000, 'a'), true}});
+  absl::StatusOr<std::vector<ZipMember>> members = Read(zip);
+  ASSERT_TRUE(members.ok()) << members.status();
+  ASSERT_EQ(members->size(), 2u);
+  EXPECT_EQ((*members)[0].name, "m/data.pkl");
+  EXPECT_EQ((*members)[1].method, 8);
+  absl::StatusOr<std::string> data = ReadZipMember((*members)[1], ReadFromMemory(zip), 1 << 20);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(*data, std::string(1000, 'a'));
+}
+
+TEST(ZipDirectoryTest, ReadsEveryMemberOfARealTorchScriptFile) {
+  const std::string bytes = ReadFile(kResNet18);
+  absl::StatusOr<std::vector<ZipMember>> members = Read(bytes);
+  ASSERT_TRUE(members.ok()) << members.status();
+  bool data_pkl = false;
+  for (const ZipMember& m : *members) data_pkl |= m.name == "resnet18.pt/data.pkl";
+  EXPECT_TRUE(data_pkl);
+  EXPECT_TRUE(PrecheckTorchScriptFile(kResNet18, {}).ok());
+}
+
+TEST(ZipDirectoryTest, RefusesADeflateBomb) {
+  // 64 MiB of zeros deflate to ~64 KiB: a ratio of ~1000.
+  const std::string zip = MakeZip({{"m/data.pkl", std::string(64 << 20, '\0'), true}});
+  absl::StatusOr<std::vector<ZipMember>> members = Read(zip);
+  ASSERT_FALSE(members.ok());
+  EXPECT_EQ(members.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(members.status().message(), HasSubstr("ratio limit is 200"));
+}
+
+TEST(ZipDirectoryTest, RefusesADeclaredSizeOverTheLimit) {
+  Entry e{"m/weights", std::string(100, 'x'), true};
+  e.declared_size = 0xfffffff0;  // 4 GiB claimed from 100 bytes
+  ZipLimits limits;
+  limits.max_member_bytes = 1 << 30;
+  absl::StatusOr<std::vector<ZipMember>> members = Read(MakeZip({e}), limits);
+  ASSERT_FALSE(members.ok());
+  EXPECT_THAT(members.status().message(), HasSubstr("unpacks to 4294967280 bytes"));
+}
+
+TEST(ZipDirectoryTest, RefusesTotalOverTheLimit) {
+  ZipLimits limits;
+  limits.max_total_bytes = 150;
+  absl::StatusOr<std::vector<ZipMember>> members =
+      Read(MakeZip({{"a", std::string(100, 'x')}, {"b", std::string(100, 'y')}}), limits);
+  ASSERT_FALSE(members.ok());
+  EXPECT_THAT(members.status().message(), HasSubstr("more than 150 bytes in all"));
+}
+
+TEST(ZipDirectoryTest, RefusesStoredSizeMismatch) {
+  Entry e{"m/data.pkl", "abc"};
+  e.declared_size = 1 << 20;
+  absl::StatusOr<std::vector<ZipMember>> members = Read(MakeZip({e}));
+  ASSERT_FALSE(members.ok());
+  EXPECT_THAT(members.status().message(), HasSubstr("declares 3 bytes stored"));
+}
+
+TEST(ZipDirectoryTest, RefusesBadNames) {
+  for (const std::string& name : {std::string("m/../../etc/passwd"), std::string("/abs"),
+                                  std::string("a\\b"), std::string("nul\0x", 5)}) {
+    absl::StatusOr<std::vector<ZipMember>> members = Read(MakeZip({{name, "x"}}));
+    EXPECT_FALSE(members.ok()) << name;
+  }
+  absl::StatusOr<std::vector<ZipMember>> twice = Read(MakeZip({{"a", "x"}, {"a", "y"}}));
+  ASSERT_FALSE(twice.ok());
+  EXPECT_THAT(twice.status().message(), HasSubstr("appears twice"));
+}
+
+TEST(ZipDirectoryTest, RefusesTooManyMembers) {
+  std::vector<Entry> entries;
+  for (int i = 0; i < 11; ++i) entries.push_back({"m/" + std::to_string(i), "x"});
+  ZipLimits limits;
+  limits.max_members = 10;
+  absl::StatusOr<std::vector<ZipMember>> members = Read(MakeZip(entries), limits);
+  ASSERT_FALSE(members.ok());
+  EXPECT_THAT(members.status().message(), HasSubstr("11 members; at most 10"));
+}
+
+TEST(ZipDirectoryTest, RefusesTruncatedAndCorruptArchives) {
+  const std::string zip = MakeZip({{"m/data.pkl", "hello"}, {"m/b", "world"}});
+  // Every truncation either loses the end record or points past the end.
+  for (size_t n = 0; n < zip.size(); ++n) {
+    EXPECT_FALSE(Read(zip.substr(0, n)).ok()) << n;
+  }
+  // A flipped data byte fails the CRC.
+  std::string flipped = zip;
+  flipped[30 + 10] ^= 1;
+  absl::StatusOr<std::vector<ZipMember>> members = Read(flipped);
+  ASSERT_TRUE(members.ok());
+  absl::StatusOr<std::string> data = ReadZipMember((*members)[0], ReadFromMemory(flipped), 100);
+  ASSERT_FALSE(data.ok());
+  EXPECT_THAT(data.status().message(), HasSubstr("CRC-32"));
+}
+
+TEST(ZipDirectoryTest, RefusesAMemberLargerThanTheReadLimit) {
+  const std::string zip = MakeZip({{"m/data.pkl", std::string(1000, 'x')}});
+  absl::StatusOr<std::vector<ZipMember>> members = Read(zip);
+  ASSERT_TRUE(members.ok());
+  EXPECT_FALSE(ReadZipMember((*members)[0], ReadFromMemory(zip), 999).ok());
+}
+
+TEST(TorchScriptPrecheckTest, RefusesArchiveWithoutDataPkl) {
+  const std::string zip = MakeZip({{"m/code/x.py", "def f(): pass"}});
+  absl::Status st = PrecheckTorchScriptArchive(zip.size(), ReadFromMemory(zip), {});
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.message(), HasSubstr("no data.pkl"));
+}
+
+TEST(TorchScriptPrecheckTest, NamesThePickleThatNestsTooDeep) {
+  std::string nested = "\x80\x02";
+  for (int i = 0; i < 1000; ++i) nested += "](";
+  nested += "]" + std::string(1000, 'e') + ".";
+  const std::string zip = MakeZip({{"m/data.pkl", nested}});
+  absl::Status st = PrecheckTorchScriptArchive(zip.size(), ReadFromMemory(zip), {});
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.message(), HasSubstr("member \"m/data.pkl\""));
+  EXPECT_THAT(st.message(), HasSubstr("nest deeper than 200"));
+}
+
+}  // namespace
+}  // namespace kaizen::sandbox
