@@ -700,6 +700,32 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
   return data;
 }
 
+// Checks that every label has a class name (when names are given) and that
+// at least two labels occur; returns the largest label.
+absl::StatusOr<uint8_t> CheckIdxLabels(const std::vector<uint8_t>& labels, size_t num_classes_given,
+                                       const std::string& display_name) {
+  uint8_t max_label = 0;
+  std::vector<int64_t> present(256, 0);
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const uint8_t label = labels[i];
+    if (num_classes_given > 0 && label >= num_classes_given) {
+      return absl::InvalidArgumentError(absl::StrCat(display_name, ": label ", label, " (example ",
+                                                     i, ") is out of range: ", num_classes_given,
+                                                     " class names were given, for labels 0..",
+                                                     num_classes_given - 1));
+    }
+    max_label = std::max(max_label, label);
+    ++present[label];
+  }
+  const int64_t distinct =
+      std::count_if(present.begin(), present.end(), [](int64_t n) { return n > 0; });
+  if (distinct < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(display_name, ": only one label (", max_label,
+                                                   ") occurs; at least two classes are needed"));
+  }
+  return max_label;
+}
+
 int64_t FileSize(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
@@ -798,25 +824,8 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
   labels.reset();
 
   const size_t num_classes_given = class_names.size();
-  uint8_t max_label = 0;
-  std::vector<int64_t> present(256, 0);
-  for (uint64_t i = 0; i < num_images; ++i) {
-    const uint8_t label = label_bytes[i];
-    if (num_classes_given > 0 && label >= num_classes_given) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          labels_display_name, ": label ", label, " (example ", i, ") is out of range: ",
-          num_classes_given, " class names were given, for labels 0..", num_classes_given - 1));
-    }
-    max_label = std::max(max_label, label);
-    ++present[label];
-  }
-  const int64_t distinct =
-      std::count_if(present.begin(), present.end(), [](int64_t n) { return n > 0; });
-  if (distinct < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(labels_display_name, ": only one label (",
-                                                   max_label,
-                                                   ") occurs; at least two classes are needed"));
-  }
+  ASSIGN_OR_RETURN(const uint8_t max_label,
+                   CheckIdxLabels(label_bytes, num_classes_given, labels_display_name));
 
   ASSIGN_OR_RETURN(std::vector<uint8_t> pixels,
                    ReadIdxPayload(images.get(), static_cast<uint64_t>(payload_bytes),

@@ -24,8 +24,8 @@ enum class DecodeOutcome { kOk, kFailed, kTooLarge, kTooManyScans, kOverBudget }
 // Sides are at most 2^32 - 1 (PNG's field), so their product fits in uint64.
 absl::Status TooLargeError(int64_t width, int64_t height, int64_t max_pixels) {
   const uint64_t pixels = static_cast<uint64_t>(width) * static_cast<uint64_t>(height);
-  return absl::ResourceExhaustedError(absl::StrCat(width, "x", height, " = ", pixels,
-                                                   " pixels exceeds the limit of ", max_pixels));
+  return absl::ResourceExhaustedError(
+      absl::StrCat(width, "x", height, " = ", pixels, " pixels exceeds the limit of ", max_pixels));
 }
 
 absl::Status TooManyScansError(int max_scans) {
@@ -111,6 +111,27 @@ struct JpegDecoder {
   }
 };
 
+// Chooses libjpeg's output colour space and the image's channels; returns
+// whether the output is CMYK, which the caller converts to RGB.
+bool SelectJpegOutput(jpeg_decompress_struct* cinfo, Image* image) {
+  switch (cinfo->jpeg_color_space) {
+    case JCS_GRAYSCALE:
+      cinfo->out_color_space = JCS_GRAYSCALE;
+      image->channels = 1;
+      return false;
+    case JCS_CMYK:
+    case JCS_YCCK:
+      // libjpeg converts YCCK to CMYK but not CMYK to RGB.
+      cinfo->out_color_space = JCS_CMYK;
+      image->channels = 3;
+      return true;
+    default:
+      cinfo->out_color_space = JCS_RGB;
+      image->channels = 3;
+      return false;
+  }
+}
+
 // Holds the setjmp; it has only trivially destructible locals, so a longjmp
 // from libjpeg into it skips no C++ destructor.
 DecodeOutcome DecodeJpegGuarded(JpegDecoder* d, const unsigned char* data, size_t size,
@@ -139,24 +160,7 @@ DecodeOutcome DecodeJpegGuarded(JpegDecoder* d, const unsigned char* data, size_
   image->height = static_cast<int32_t>(height);
   if (width * height > limits.max_pixels) return DecodeOutcome::kTooLarge;
 
-  bool cmyk = false;
-  switch (d->cinfo.jpeg_color_space) {
-    case JCS_GRAYSCALE:
-      d->cinfo.out_color_space = JCS_GRAYSCALE;
-      image->channels = 1;
-      break;
-    case JCS_CMYK:
-    case JCS_YCCK:
-      // libjpeg converts YCCK to CMYK but not CMYK to RGB; that is done below.
-      d->cinfo.out_color_space = JCS_CMYK;
-      cmyk = true;
-      image->channels = 3;
-      break;
-    default:
-      d->cinfo.out_color_space = JCS_RGB;
-      image->channels = 3;
-      break;
-  }
+  const bool cmyk = SelectJpegOutput(&d->cinfo, image);
   // Output pixels (4 components while converting CMYK), plus the whole-image
   // coefficient buffer a progressive JPEG keeps (2 bytes per coefficient per
   // component), charged before jpeg_start_decompress allocates and reads all
