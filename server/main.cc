@@ -48,6 +48,20 @@ ABSL_FLAG(int64_t, model_max_pickle_mb, 64,
           "Largest pickle (data.pkl, constants.pkl, debug_pkl) in an uploaded model, in MiB.");
 ABSL_FLAG(int32_t, model_max_pickle_depth, 200,
           "Deepest container nesting in an uploaded model's pickles.");
+ABSL_FLAG(int, max_jpeg_scans, 100,
+          "Most scans in one progressive JPEG (uploads and Predict); each scan is another pass "
+          "over the image.");
+ABSL_FLAG(int64_t, max_decoded_mb, 8192,
+          "Most bytes one dataset upload may decode (decompressed layers and pixels), in MiB.");
+ABSL_FLAG(int64_t, max_predict_decoded_mb, 1024,
+          "Most bytes the images of one Predict / ModelInfer request may decode, in MiB.");
+ABSL_FLAG(double, max_decode_ratio, 200,
+          "Most decoded bytes per byte received, for uploads and Predict requests, beyond "
+          "--decode_ratio_allowance_mb.");
+ABSL_FLAG(int64_t, decode_ratio_allowance_mb, 64,
+          "Decoded MiB always allowed to an upload or request, whatever --max_decode_ratio says.");
+ABSL_FLAG(int, max_report_files, 100,
+          "Failed, ignored and duplicate files listed in a dataset report (all are counted).");
 ABSL_FLAG(int, shutdown_grace_seconds, 30, "How long SIGTERM waits for calls in flight.");
 ABSL_FLAG(double, drain_seconds, 5,
           "On SIGTERM, how long health reports NOT_SERVING while calls are still answered, "
@@ -100,6 +114,14 @@ int main(int argc, char** argv) {
   sandbox.max_unpacked_bytes = absl::GetFlag(FLAGS_model_max_unpacked_mb) << 20;
   sandbox.max_pickle_bytes = absl::GetFlag(FLAGS_model_max_pickle_mb) << 20;
   sandbox.max_pickle_depth = absl::GetFlag(FLAGS_model_max_pickle_depth);
+  options.max_jpeg_scans = std::max(1, absl::GetFlag(FLAGS_max_jpeg_scans));
+  options.max_report_files = std::max(0, absl::GetFlag(FLAGS_max_report_files));
+  kaizen::datasets::DecodeBudget::Options& upload_budget = options.upload_decode_budget;
+  upload_budget.max_bytes = absl::GetFlag(FLAGS_max_decoded_mb) << 20;
+  upload_budget.max_ratio = absl::GetFlag(FLAGS_max_decode_ratio);
+  upload_budget.ratio_allowance_bytes = absl::GetFlag(FLAGS_decode_ratio_allowance_mb) << 20;
+  options.serving.decode_budget = upload_budget;
+  options.serving.decode_budget.max_bytes = absl::GetFlag(FLAGS_max_predict_decoded_mb) << 20;
 
   options.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
   kaizen::serving::ModelServer::Options& serving = options.serving;

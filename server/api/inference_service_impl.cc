@@ -49,6 +49,13 @@ absl::Status InferenceServiceImpl::DoPredict(grpc::ServerContext* context,
   ASSIGN_OR_RETURN(std::shared_ptr<const serving::LoadedModel> model,
                    models_->Acquire(request.model(), request.version(), request.policy()));
   const kaizen::v1::Model& meta = model->metadata();
+  serving::InferOptions options = InferOptionsFor(context);
+  int64_t encoded_bytes = 0;
+  for (const kaizen::v1::PredictInput& in : request.inputs()) {
+    encoded_bytes += static_cast<int64_t>(in.encoded_image().size());
+  }
+  serving::RequestImageDecoder decoder =
+      models_->NewImageDecoder(options.deadline, options.cancelled, encoded_bytes);
   std::vector<torch::Tensor> inputs;
   inputs.reserve(request.inputs_size());
   for (int i = 0; i < request.inputs_size(); ++i) {
@@ -56,9 +63,7 @@ absl::Status InferenceServiceImpl::DoPredict(grpc::ServerContext* context,
     const std::string what = absl::StrCat("inputs[", i, "]");
     switch (in.data_case()) {
       case kaizen::v1::PredictInput::kEncodedImage: {
-        ASSIGN_OR_RETURN(
-            torch::Tensor x,
-            serving::PreprocessImage(in.encoded_image(), meta, models_->max_image_pixels(), what));
+        ASSIGN_OR_RETURN(torch::Tensor x, decoder.Decode(in.encoded_image(), meta, what));
         inputs.push_back(x.unsqueeze(0));
         break;
       }
@@ -77,7 +82,6 @@ absl::Status InferenceServiceImpl::DoPredict(grpc::ServerContext* context,
             absl::StrCat(what, " has neither encoded_image nor tensor"));
     }
   }
-  serving::InferOptions options = InferOptionsFor(context);
   options.disable_batching = request.disable_batching();
   ASSIGN_OR_RETURN(torch::Tensor probs, models_->Infer(model, torch::cat(inputs), options));
 

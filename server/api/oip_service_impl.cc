@@ -21,6 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/api/request_scope.h"
+#include "server/common/oip_tensor.h"
 #include "server/common/status_macros.h"
 #include "server/serving/loaded_model.h"
 #include "server/serving/preprocess.h"
@@ -28,11 +29,6 @@
 namespace kaizen::api {
 
 namespace {
-
-// Raw tensor contents are little-endian on the wire; they are copied as they
-// are, which is only right on a little-endian host.
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
-              "OipServiceImpl copies little-endian raw tensors without swapping bytes");
 
 constexpr char kServerName[] = "kaizen";
 // The project version (project(VERSION) in CMakeLists.txt); a build may pass
@@ -83,20 +79,6 @@ absl::Time DeadlineOf(const grpc::ServerContext& context) {
   return absl::FromChrono(deadline);
 }
 
-absl::Status CheckBatchSize(int64_t n, int max_inputs, absl::string_view what,
-                            absl::string_view shape) {
-  if (n < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, " has shape ", shape, ": the batch is empty; expected at least 1 input"));
-  }
-  if (n > max_inputs) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " has shape ", shape, ": ", n,
-                                                   " inputs; at most ", max_inputs,
-                                                   " are accepted in one request"));
-  }
-  return absl::OkStatus();
-}
-
 // Checks what needs no model: one input of a supported datatype, its values
 // in one place, and only outputs the model has.
 absl::Status CheckRequestForm(const ModelInferRequest& request) {
@@ -141,75 +123,22 @@ absl::StatusOr<torch::Tensor> BatchFromFp32(const ModelInferRequest& request,
   const ModelInferRequest::InferInputTensor& input = request.inputs(0);
   const std::string what = InputWhat(input);
   const std::vector<int64_t> shape(input.shape().begin(), input.shape().end());
-  const std::vector<int64_t>& chw = model.input_shape();
-  const std::string given = ShapeString(shape);
-  const bool one = shape == chw;
-  const bool many =
-      shape.size() == chw.size() + 1 && std::equal(chw.begin(), chw.end(), shape.begin() + 1);
-  if (!one && !many) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " has shape ", given, "; expected [N, ", absl::StrJoin(chw, ", "),
-                     "] or ", ShapeString(chw), " (", kFp32, ", the model's input shape)"));
-  }
-  const int64_t n = one ? 1 : shape[0];
-  RETURN_IF_ERROR(CheckBatchSize(n, max_inputs, what, given));
-  int64_t count = n;
-  for (int64_t d : chw) count *= d;
-
-  if (request.raw_input_contents_size() == 1) {
-    const std::string& raw = request.raw_input_contents(0);
-    const int64_t want = count * static_cast<int64_t>(sizeof(float));
-    if (static_cast<int64_t>(raw.size()) != want) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": raw_input_contents[0] holds ", raw.size(), " bytes; shape ", given, " of ",
-          kFp32, " needs ", want, " (", count, " little-endian float32 values)"));
-    }
-    // Copied: the bytes of a protobuf string need not be float-aligned.
-    std::vector<float> values(static_cast<size_t>(count));
-    std::memcpy(values.data(), raw.data(), raw.size());
-    return serving::BatchFromFloats(values.data(), count, shape, model.metadata(), what);
-  }
-  const auto& values = input.contents().fp32_contents();
-  if (values.size() != count) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": contents.fp32_contents holds ",
-                                                   values.size(), " values; shape ", given,
-                                                   " needs ", count));
-  }
-  return serving::BatchFromFloats(values.data(), count, shape, model.metadata(), what);
-}
-
-// Splits a raw BYTES tensor as Triton lays it out: per element a 4-byte
-// little-endian length, then that many bytes.
-absl::StatusOr<std::vector<absl::string_view>> SplitRawBytes(absl::string_view raw,
-                                                             absl::string_view what) {
-  std::vector<absl::string_view> elements;
-  size_t pos = 0;
-  while (pos < raw.size()) {
-    if (raw.size() - pos < 4) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": raw_input_contents[0] ends inside the 4-byte length of element ",
-          elements.size(), " (", raw.size() - pos,
-          " bytes left); a BYTES element is a 4-byte little-endian length, then the bytes"));
-    }
-    const auto* p = reinterpret_cast<const unsigned char*>(raw.data() + pos);
-    const uint32_t length =
-        uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
-    pos += 4;
-    if (raw.size() - pos < length) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": element ", elements.size(), " of raw_input_contents[0] declares ",
-                       length, " bytes but only ", raw.size() - pos, " remain"));
-    }
-    elements.push_back(raw.substr(pos, length));
-    pos += length;
-  }
-  return elements;
+  const auto& contents = input.contents().fp32_contents();
+  ASSIGN_OR_RETURN(
+      common::Fp32Batch batch,
+      common::DecodeOipFp32(
+          shape, model.input_shape(), max_inputs,
+          request.raw_input_contents_size() == 1 ? &request.raw_input_contents(0) : nullptr,
+          absl::MakeConstSpan(contents.data(), contents.size()), what));
+  return serving::BatchFromFloats(batch.values.data(), static_cast<int64_t>(batch.values.size()),
+                                  shape, model.metadata(), what);
 }
 
 // BYTES [N] of encoded images -> float [N, C, H, W].
 absl::StatusOr<torch::Tensor> BatchFromImages(const ModelInferRequest& request,
                                               const serving::LoadedModel& model, int max_inputs,
-                                              int64_t max_pixels) {
+                                              const serving::ModelServer& models,
+                                              grpc::ServerContext* context) {
   const ModelInferRequest::InferInputTensor& input = request.inputs(0);
   const std::string what = InputWhat(input);
   const std::string given = ShapeString(input.shape());
@@ -218,11 +147,11 @@ absl::StatusOr<torch::Tensor> BatchFromImages(const ModelInferRequest& request,
                                                    kBytes, ", N encoded JPEG or PNG images)"));
   }
   const int64_t n = input.shape(0);
-  RETURN_IF_ERROR(CheckBatchSize(n, max_inputs, what, given));
+  RETURN_IF_ERROR(common::CheckOipBatchSize(n, max_inputs, what, given));
 
   std::vector<absl::string_view> elements;
   if (request.raw_input_contents_size() == 1) {
-    ASSIGN_OR_RETURN(elements, SplitRawBytes(request.raw_input_contents(0), what));
+    ASSIGN_OR_RETURN(elements, common::SplitOipRawBytes(request.raw_input_contents(0), what));
     if (static_cast<int64_t>(elements.size()) != n) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": raw_input_contents[0] holds ",
                                                      elements.size(), " elements; shape ", given,
@@ -238,12 +167,15 @@ absl::StatusOr<torch::Tensor> BatchFromImages(const ModelInferRequest& request,
     elements.assign(contents.begin(), contents.end());
   }
 
+  int64_t encoded_bytes = 0;
+  for (absl::string_view element : elements) encoded_bytes += static_cast<int64_t>(element.size());
+  serving::RequestImageDecoder decoder = models.NewImageDecoder(
+      DeadlineOf(*context), [context] { return context->IsCancelled(); }, encoded_bytes);
   std::vector<torch::Tensor> images;
   images.reserve(elements.size());
   for (size_t i = 0; i < elements.size(); ++i) {
-    ASSIGN_OR_RETURN(torch::Tensor image,
-                     serving::PreprocessImage(elements[i], model.metadata(), max_pixels,
-                                              absl::StrCat(what, "[", i, "]")));
+    ASSIGN_OR_RETURN(torch::Tensor image, decoder.Decode(elements[i], model.metadata(),
+                                                         absl::StrCat(what, "[", i, "]")));
     images.push_back(std::move(image));
   }
   try {
@@ -266,7 +198,7 @@ absl::Status Infer(serving::ModelServer& models, grpc::ServerContext* context,
   absl::StatusOr<torch::Tensor> batch =
       request.inputs(0).datatype() == kFp32
           ? BatchFromFp32(request, *model, max_inputs)
-          : BatchFromImages(request, *model, max_inputs, models.max_image_pixels());
+          : BatchFromImages(request, *model, max_inputs, models, context);
   if (!batch.ok()) return batch.status();
 
   serving::ModelServer::InferOptions options;

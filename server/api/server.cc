@@ -101,6 +101,9 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   dso.data_dir = o.data_dir;
   dso.max_upload_bytes = o.max_upload_bytes;
   dso.max_image_pixels = o.max_image_pixels;
+  dso.max_jpeg_scans = o.max_jpeg_scans;
+  dso.max_report_files = o.max_report_files;
+  dso.decode_budget = o.upload_decode_budget;
   s.datasets = std::make_unique<store::DatasetStore>(dso, s.metadata.get());
   store::ModelStore::Options mso;
   mso.data_dir = o.data_dir;
@@ -118,6 +121,7 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   ASSIGN_OR_RETURN(s.job_store, store::JobStore::Open(s.metadata->db()));
   serving::ModelServer::Options serving = o.serving;
   serving.max_image_pixels = o.max_image_pixels;
+  serving.max_jpeg_scans = o.max_jpeg_scans;
   if (serving.threads <= 0) serving.threads = threads;
   s.model_server = std::make_unique<serving::ModelServer>(serving, s.models.get(), s.metrics.get());
   RETURN_IF_ERROR(s.model_server->status());

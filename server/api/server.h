@@ -42,6 +42,13 @@ class KaizenServer {
     int64_t max_model_bytes = int64_t{2} << 30;
     // Largest image accepted, width * height.
     int64_t max_image_pixels = 25'000'000;
+    // Most scans in one progressive JPEG (uploads and Predict).
+    int max_jpeg_scans = 100;
+    // Failed / ignored / duplicate files listed in a dataset report.
+    int max_report_files = 100;
+    // Decoded bytes one dataset upload may produce (decompression layers and
+    // pixels); the Predict budget is serving.decode_budget.
+    datasets::DecodeBudget::Options upload_decode_budget;
     // gRPC per-message receive limit (upload chunks, Predict batches).
     int max_message_bytes = 16 << 20;
     // How uploaded models are inspected (sandbox limits, operator
@@ -49,7 +56,7 @@ class KaizenServer {
     // settings here.
     models::SandboxOptions model_sandbox;
     // Serving: batching, preloading, per-model configs. Its
-    // max_image_pixels follows the one above.
+    // max_image_pixels and max_jpeg_scans follow the ones above.
     serving::ModelServer::Options serving;
     // On Shutdown, how long health reports NOT_SERVING while calls are still
     // served, so that load balancers and probes stop sending traffic first.

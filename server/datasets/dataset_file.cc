@@ -6,10 +6,12 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/atomic_file.h"
+#include "server/common/checked_math.h"
 #include "server/common/status_macros.h"
 
 namespace kaizen::datasets {
@@ -44,8 +46,13 @@ uint32_t Crc32(uint32_t crc, const void* data, size_t size) {
   return static_cast<uint32_t>(crc32_z(crc, static_cast<const Bytef*>(data), size));
 }
 
+// height * width * channels, or -1 when that overflows: the shape comes from
+// the file, and a wrapped product could pass the bounds check below.
 int64_t RecordBytes(const DecodedDataset::Record& r) {
-  return int64_t{r.height} * r.width * r.channels;
+  const std::optional<int64_t> area = common::CheckedMul(r.height, r.width);
+  const std::optional<int64_t> bytes =
+      area.has_value() ? common::CheckedMul(*area, r.channels) : std::nullopt;
+  return bytes.value_or(-1);
 }
 
 // Checks one record against the class and pixel counts; `why` gets the
@@ -60,8 +67,14 @@ bool RecordIsValid(const DecodedDataset::Record& r, size_t num_classes, uint64_t
     *why = absl::StrCat("bad shape ", r.height, "x", r.width, "x", r.channels);
     return false;
   }
+  const int64_t bytes = RecordBytes(r);
+  if (bytes < 0) {
+    *why =
+        absl::StrCat("shape ", r.height, "x", r.width, "x", r.channels, " overflows a 64-bit size");
+    return false;
+  }
   if (r.offset < 0 || static_cast<uint64_t>(r.offset) > pixel_bytes ||
-      static_cast<uint64_t>(RecordBytes(r)) > pixel_bytes - static_cast<uint64_t>(r.offset)) {
+      static_cast<uint64_t>(bytes) > pixel_bytes - static_cast<uint64_t>(r.offset)) {
     *why = absl::StrCat("pixels at offset ", r.offset, " (", RecordBytes(r),
                         " bytes) lie outside the ", pixel_bytes, " pixel bytes");
     return false;

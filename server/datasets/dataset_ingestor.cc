@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <queue>
 #include <tuple>
 #include <utility>
 
@@ -25,6 +26,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "server/common/checked_math.h"
 #include "server/common/status_macros.h"
 #include "server/datasets/image_decoder.h"
 
@@ -196,10 +198,43 @@ std::string ArchiveError(archive* a) {
   return message != nullptr ? message : "unknown libarchive error";
 }
 
+// The first `max_listed` ignored paths in sorted order, with a count of all:
+// an archive of millions of stray entries must not grow a list in memory.
+class IgnoredList {
+ public:
+  explicit IgnoredList(int max_listed) : max_listed_(std::max(0, max_listed)) {}
+
+  void Add(std::string path) {
+    ++count_;
+    if (static_cast<int>(largest_first_.size()) < max_listed_) {
+      largest_first_.push(std::move(path));
+    } else if (max_listed_ > 0 && path < largest_first_.top()) {
+      largest_first_.pop();
+      largest_first_.push(std::move(path));
+    }
+  }
+  int64_t count() const { return count_; }
+  std::vector<std::string> Sorted() const {
+    std::priority_queue<std::string> copy = largest_first_;
+    std::vector<std::string> out;
+    for (; !copy.empty(); copy.pop()) out.push_back(copy.top());
+    std::reverse(out.begin(), out.end());
+    return out;
+  }
+
+ private:
+  int max_listed_;
+  int64_t count_ = 0;
+  std::priority_queue<std::string> largest_first_;  // max-heap: top is dropped first
+};
+
 class ArchiveIngestor {
  public:
   ArchiveIngestor(const std::string& display_name, const IngestOptions& options)
-      : display_name_(display_name), options_(options) {}
+      : display_name_(display_name),
+        options_(options),
+        ignored_(options.max_listed),
+        budget_(options.budget, 0) {}
 
   absl::StatusOr<IngestResult> Run(const std::string& archive_path);
 
@@ -207,6 +242,15 @@ class ArchiveIngestor {
   absl::Status ReadEntries(archive* a);
   // Reads the current entry's bytes; a per-entry problem goes into `image`.
   absl::Status ReadCandidate(archive* a, archive_entry* entry, Candidate* candidate);
+  // Moves past the current entry's data without keeping it. Inside a
+  // compressed stream the data must still be decompressed to reach the next
+  // header, so it is read block by block and charged to the budget (a
+  // skipped member cannot be a free bomb); elsewhere libarchive skips it
+  // without decompressing (a zip member) or seeks (a plain tar).
+  absl::Status SkipEntry(archive* a, absl::string_view path);
+  // Charges the budget for what the decompression filters (gzip, bzip2, xz,
+  // ...) produced since the last call.
+  absl::Status ChargeFilters(archive* a, absl::string_view path);
   absl::StatusOr<IngestResult> Assemble();
   absl::Status Error(absl::string_view message) const {
     return absl::InvalidArgumentError(absl::StrCat(display_name_, ": ", message));
@@ -216,7 +260,13 @@ class ArchiveIngestor {
   const IngestOptions options_;
   int64_t num_entries_ = 0;
   std::vector<Candidate> candidates_;
-  std::vector<std::string> ignored_;
+  IgnoredList ignored_;
+  DecodeBudget budget_;
+  // Whether a decompression filter sits under the archive format, and how
+  // many bytes the filters had produced at the last charge.
+  bool compressed_ = false;
+  bool zip_ = false;
+  int64_t filter_bytes_charged_ = 0;
   // Whether every usable entry shares one first path component, and which.
   bool single_top_ = true;
   std::string top_;
@@ -230,13 +280,15 @@ absl::StatusOr<IngestResult> ArchiveIngestor::Run(const std::string& archive_pat
     return absl::NotFoundError(
         absl::StrCat(display_name_, ": cannot open ", archive_path, ": ", std::strerror(errno)));
   }
+  budget_ = DecodeBudget(options_.budget, static_cast<int64_t>(st.st_size));
   std::unique_ptr<archive, ArchiveDeleter> a(archive_read_new());
   if (a == nullptr) return absl::InternalError("cannot allocate a libarchive reader");
   // Only real archive formats: "raw" would accept any file as one entry.
   // Zip is enabled only for files that start like one: its bidder searches
   // the whole stream for a central directory, which on a truncated tar.gz
   // fails at open time with a misleading "not an archive".
-  if (LooksLikeZip(archive_path)) {
+  zip_ = LooksLikeZip(archive_path);
+  if (zip_) {
     archive_read_support_format_zip(a.get());
   } else {
     archive_read_support_filter_all(a.get());
@@ -251,10 +303,40 @@ absl::StatusOr<IngestResult> ArchiveIngestor::Run(const std::string& archive_pat
     }
     return Error(absl::StrCat("not a tar or zip archive (", reason, ")"));
   }
+  for (int i = 0; i < archive_filter_count(a.get()); ++i) {
+    if (archive_filter_code(a.get(), i) != ARCHIVE_FILTER_NONE) compressed_ = true;
+  }
   RETURN_IF_ERROR(ReadEntries(a.get()));
   a.reset();
   if (num_entries_ == 0) return Error("the archive is empty");
   return Assemble();
+}
+
+absl::Status ArchiveIngestor::ChargeFilters(archive* a, absl::string_view path) {
+  int64_t produced = 0;
+  for (int i = 0; i < archive_filter_count(a); ++i) {
+    if (archive_filter_code(a, i) != ARCHIVE_FILTER_NONE) produced += archive_filter_bytes(a, i);
+  }
+  const int64_t delta = produced - filter_bytes_charged_;
+  filter_bytes_charged_ = produced;
+  return budget_.Charge(
+      delta, absl::StrCat(display_name_, path.empty() ? "" : ": ", path, " (decompressed)"));
+}
+
+absl::Status ArchiveIngestor::SkipEntry(archive* a, absl::string_view path) {
+  if (!compressed_) {
+    // Errors surface at the next header read, with the entry number.
+    archive_read_data_skip(a);
+    return absl::OkStatus();
+  }
+  while (true) {
+    const void* block = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    const int r = archive_read_data_block(a, &block, &size, &offset);
+    if (r == ARCHIVE_EOF || r < ARCHIVE_WARN) return absl::OkStatus();
+    RETURN_IF_ERROR(ChargeFilters(a, path));
+  }
 }
 
 absl::Status ArchiveIngestor::ReadEntries(archive* a) {
@@ -269,6 +351,7 @@ absl::Status ArchiveIngestor::ReadEntries(archive* a) {
                                 ": ", ArchiveError(a)));
     }
     ++num_entries_;
+    RETURN_IF_ERROR(ChargeFilters(a, last_path));
     const char* raw = archive_entry_pathname(entry);
     if (raw == nullptr) raw = archive_entry_pathname_utf8(entry);
     const std::string raw_path = raw != nullptr ? raw : "";
@@ -289,7 +372,8 @@ absl::Status ArchiveIngestor::ReadEntries(archive* a) {
     }
     if (parts.empty()) unsafe = true;
     if (unsafe || hidden) {
-      if (!is_dir) ignored_.push_back(raw_path);
+      if (!is_dir) ignored_.Add(raw_path);
+      RETURN_IF_ERROR(SkipEntry(a, raw_path));
       continue;
     }
     if (single_top_) {
@@ -297,12 +381,16 @@ absl::Status ArchiveIngestor::ReadEntries(archive* a) {
       // A file at the top level is its own first component.
       if (parts[0] != top_ || (!is_dir && parts.size() == 1)) single_top_ = false;
     }
-    if (is_dir) continue;
+    if (is_dir) {
+      RETURN_IF_ERROR(SkipEntry(a, raw_path));
+      continue;
+    }
     const std::string path = absl::StrJoin(parts, "/");
     const bool regular =
         archive_entry_filetype(entry) == AE_IFREG && archive_entry_hardlink(entry) == nullptr;
     if (!regular || !HasImageExtension(parts.back()) || parts.size() < 2 || parts.size() > 3) {
-      ignored_.push_back(path);
+      ignored_.Add(path);
+      RETURN_IF_ERROR(SkipEntry(a, path));
       continue;
     }
     Candidate candidate{path, std::move(parts), absl::UnknownError("not read")};
@@ -333,10 +421,9 @@ absl::Status ArchiveIngestor::ReadCandidate(archive* a, archive_entry* entry,
   };
   if (archive_entry_size_is_set(entry) && archive_entry_size(entry) > max_file_bytes) {
     candidate->image = too_large(archive_entry_size(entry));
-    return absl::OkStatus();  // the next header read skips the data
+    return SkipEntry(a, candidate->path);
   }
   std::string bytes;
-  if (archive_entry_size_is_set(entry)) bytes.reserve(archive_entry_size(entry));
   char chunk[kArchiveReadChunk];
   while (true) {
     const la_ssize_t n = archive_read_data(a, chunk, sizeof(chunk));
@@ -352,13 +439,26 @@ absl::Status ArchiveIngestor::ReadCandidate(archive* a, archive_entry* entry,
           absl::InvalidArgumentError(absl::StrCat("cannot extract: ", ArchiveError(a)));
       return absl::OkStatus();
     }
+    // A zip member is inflated by the format itself, not by a filter.
+    RETURN_IF_ERROR(compressed_ ? ChargeFilters(a, candidate->path)
+                    : zip_ ? budget_.Charge(n, absl::StrCat(display_name_, ": ", candidate->path,
+                                                            " (inflated)"))
+                           : absl::OkStatus());
     if (static_cast<int64_t>(bytes.size()) + n > max_file_bytes) {
       candidate->image = too_large(static_cast<int64_t>(bytes.size()) + n);
-      return absl::OkStatus();
+      return SkipEntry(a, candidate->path);
     }
     bytes.append(chunk, static_cast<size_t>(n));
   }
-  candidate->image = DecodeImage(bytes, options_.max_image_pixels);
+  DecodeLimits limits;
+  limits.max_pixels = options_.max_image_pixels;
+  limits.max_jpeg_scans = options_.max_jpeg_scans;
+  limits.budget = &budget_;
+  candidate->image = DecodeImage(bytes, limits);
+  if (budget_.exhausted()) {
+    return absl::ResourceExhaustedError(absl::StrCat(display_name_, ": ", candidate->path, ": ",
+                                                     candidate->image.status().message()));
+  }
   return absl::OkStatus();
 }
 
@@ -382,7 +482,7 @@ absl::StatusOr<IngestResult> ArchiveIngestor::Assemble() {
   for (size_t index : order) {
     Candidate& c = candidates_[index];
     if (c.parts.size() != class_depth) {
-      ignored_.push_back(c.path);
+      ignored_.Add(c.path);
       continue;
     }
     const std::string& class_name = c.parts[class_depth - 2];
@@ -413,7 +513,7 @@ absl::StatusOr<IngestResult> ArchiveIngestor::Assemble() {
 
   if (by_class.empty()) {
     std::string details =
-        absl::StrCat(ignored_.size(), " entries ignored, ", failed, " images failed to decode");
+        absl::StrCat(ignored_.count(), " entries ignored, ", failed, " images failed to decode");
     if (report.failed_files_size() > 0) {
       absl::StrAppend(&details, "; e.g. ", report.failed_files(0).path(), ": ",
                       report.failed_files(0).reason());
@@ -468,12 +568,9 @@ absl::StatusOr<IngestResult> ArchiveIngestor::Assemble() {
         failed > options_.max_listed ? "; the first " : "",
         failed > options_.max_listed ? absl::StrCat(options_.max_listed, " are listed") : "", ")"));
   }
-  std::sort(ignored_.begin(), ignored_.end());
-  for (size_t i = 0; i < ignored_.size() && static_cast<int>(i) < options_.max_listed; ++i) {
-    report.add_ignored_files(ignored_[i]);
-  }
-  if (static_cast<int64_t>(ignored_.size()) > options_.max_listed) {
-    report.add_warnings(absl::StrCat(ignored_.size(), " archive entries were ignored; the first ",
+  for (std::string& path : ignored_.Sorted()) report.add_ignored_files(std::move(path));
+  if (ignored_.count() > options_.max_listed) {
+    report.add_warnings(absl::StrCat(ignored_.count(), " archive entries were ignored; the first ",
                                      options_.max_listed, " are listed"));
   }
   *result.summary.mutable_report() = std::move(report);
@@ -514,10 +611,9 @@ absl::StatusOr<size_t> GzReadFully(gzFile file, void* out, size_t size,
   return got;
 }
 
-struct IdxFile {
-  std::vector<uint32_t> dims;
-  std::vector<uint8_t> data;
-};
+// Largest IDX image side. JPEG stops at 65500 too; anything larger is a
+// corrupt or hostile header, refused before its products are formed.
+constexpr uint32_t kMaxIdxSide = 65535;
 
 uint32_t BigEndian32(const unsigned char* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
@@ -581,7 +677,7 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
   // us allocate memory the file does not fill.
   constexpr uint64_t kStep = uint64_t{64} << 20;
   std::vector<uint8_t> data;
-  data.reserve(static_cast<size_t>(std::min(size, uint64_t{1} << 30)));
+  data.reserve(static_cast<size_t>(std::min(size, kStep)));
   uint64_t got = 0;
   while (got < size) {
     const uint64_t want = std::min(size - got, kStep);
@@ -602,6 +698,79 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
                      " bytes); the header is wrong or the file is not IDX"));
   }
   return data;
+}
+
+// Checks that every label has a class name (when names are given) and that
+// at least two labels occur; returns the largest label.
+absl::StatusOr<uint8_t> CheckIdxLabels(const std::vector<uint8_t>& labels, size_t num_classes_given,
+                                       const std::string& display_name) {
+  uint8_t max_label = 0;
+  std::vector<int64_t> present(256, 0);
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const uint8_t label = labels[i];
+    if (num_classes_given > 0 && label >= num_classes_given) {
+      return absl::InvalidArgumentError(absl::StrCat(display_name, ": label ", label, " (example ",
+                                                     i, ") is out of range: ", num_classes_given,
+                                                     " class names were given, for labels 0..",
+                                                     num_classes_given - 1));
+    }
+    max_label = std::max(max_label, label);
+    ++present[label];
+  }
+  const int64_t distinct =
+      std::count_if(present.begin(), present.end(), [](int64_t n) { return n > 0; });
+  if (distinct < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(display_name, ": only one label (", max_label,
+                                                   ") occurs; at least two classes are needed"));
+  }
+  return max_label;
+}
+
+int64_t FileSize(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
+}
+
+// Checks the IDX header's sizes before anything is read or allocated: counts
+// match, each dimension within its bound, and the products (checked, so that
+// a wrap-around cannot pass a limit) within the limits. Returns the pixel
+// payload's size in bytes.
+absl::StatusOr<int64_t> CheckIdxSizes(const std::vector<uint32_t>& image_dims, uint32_t num_labels,
+                                      const std::string& images_name,
+                                      const std::string& labels_name,
+                                      const IngestOptions& options) {
+  const int64_t num_images = image_dims[0];
+  if (num_images != num_labels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(images_name, " holds ", num_images, " images but ", labels_name, " holds ",
+                     num_labels, " labels; they must match one to one"));
+  }
+  if (num_images > options.max_examples) {
+    return absl::InvalidArgumentError(absl::StrCat(images_name, ": ", num_images,
+                                                   " images; the limit is ", options.max_examples));
+  }
+  static constexpr const char* kFields[] = {"number of images", "rows", "columns"};
+  for (int i = 1; i < 3; ++i) {
+    if (image_dims[i] > kMaxIdxSide) {
+      return absl::InvalidArgumentError(absl::StrCat(images_name, ": header dimension ", i, " (",
+                                                     kFields[i], ") is ", image_dims[i],
+                                                     "; at most ", kMaxIdxSide, " is accepted"));
+    }
+  }
+  const std::optional<int64_t> pixels = common::CheckedMul(image_dims[1], image_dims[2]);
+  if (!pixels.has_value() || *pixels > options.max_image_pixels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(images_name, ": ", image_dims[2], "x", image_dims[1],
+                     " pixels per image (header dimensions 2 and 1) exceeds the limit of ",
+                     options.max_image_pixels));
+  }
+  const std::optional<int64_t> payload = common::CheckedMul(num_images, *pixels);
+  if (!payload.has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(images_name, ": header dimensions ", num_images, " x ", image_dims[1], " x ",
+                     image_dims[2], " overflow a 64-bit size; the header is corrupt"));
+  }
+  return *payload;
 }
 
 }  // namespace
@@ -638,20 +807,14 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
   const uint64_t num_images = image_dims[0];
   const uint64_t rows = image_dims[1];
   const uint64_t cols = image_dims[2];
-  if (num_images != label_dims[0]) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        images_display_name, " holds ", num_images, " images but ", labels_display_name, " holds ",
-        label_dims[0], " labels; they must match one to one"));
-  }
-  if (static_cast<int64_t>(num_images) > options.max_examples) {
-    return absl::InvalidArgumentError(absl::StrCat(images_display_name, ": ", num_images,
-                                                   " images; the limit is ", options.max_examples));
-  }
-  if (static_cast<int64_t>(rows * cols) > options.max_image_pixels) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(images_display_name, ": ", cols, "x", rows, " = ", rows * cols,
-                     " pixels exceeds the limit of ", options.max_image_pixels));
-  }
+  ASSIGN_OR_RETURN(
+      const int64_t payload_bytes,
+      CheckIdxSizes(image_dims, label_dims[0], images_display_name, labels_display_name, options));
+  DecodeBudget budget(options.budget, FileSize(images_path) + FileSize(labels_path));
+  RETURN_IF_ERROR(budget.Charge(
+      payload_bytes + static_cast<int64_t>(num_images),
+      absl::StrCat(images_display_name, " and ", labels_display_name, ": the header's ", num_images,
+                   " images of ", rows, "x", cols, " pixels")));
 
   ASSIGN_OR_RETURN(std::vector<uint8_t> label_bytes,
                    ReadIdxPayload(labels.get(), num_images, labels_display_name, [&](uint64_t got) {
@@ -661,29 +824,12 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
   labels.reset();
 
   const size_t num_classes_given = class_names.size();
-  uint8_t max_label = 0;
-  std::vector<int64_t> present(256, 0);
-  for (uint64_t i = 0; i < num_images; ++i) {
-    const uint8_t label = label_bytes[i];
-    if (num_classes_given > 0 && label >= num_classes_given) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          labels_display_name, ": label ", label, " (example ", i, ") is out of range: ",
-          num_classes_given, " class names were given, for labels 0..", num_classes_given - 1));
-    }
-    max_label = std::max(max_label, label);
-    ++present[label];
-  }
-  const int64_t distinct =
-      std::count_if(present.begin(), present.end(), [](int64_t n) { return n > 0; });
-  if (distinct < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(labels_display_name, ": only one label (",
-                                                   max_label,
-                                                   ") occurs; at least two classes are needed"));
-  }
+  ASSIGN_OR_RETURN(const uint8_t max_label,
+                   CheckIdxLabels(label_bytes, num_classes_given, labels_display_name));
 
   ASSIGN_OR_RETURN(std::vector<uint8_t> pixels,
-                   ReadIdxPayload(images.get(), num_images * rows * cols, images_display_name,
-                                  [&](uint64_t got) {
+                   ReadIdxPayload(images.get(), static_cast<uint64_t>(payload_bytes),
+                                  images_display_name, [&](uint64_t got) {
                                     return absl::StrCat("header says ", num_images, " images of ",
                                                         rows, "x", cols, " but only ", got,
                                                         " bytes of pixel data");

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "kaizen/v1/dataset_service.pb.h"
 #include "server/datasets/dataset_file.h"
+#include "server/datasets/decode_budget.h"
 
 namespace kaizen::datasets {
 
@@ -20,8 +21,15 @@ struct IngestOptions {
   int64_t max_image_pixels = 25'000'000;
   // Most images accepted in one dataset.
   int64_t max_examples = 5'000'000;
-  // Cap on listed failed files / duplicates / ignored files in the report.
+  // Cap on listed failed files / duplicates / ignored files in the report
+  // (all are counted; only this many are kept in memory and listed).
   int max_listed = 100;
+  // Most scans in one progressive JPEG (see DecodeLimits).
+  int max_jpeg_scans = 100;
+  // Decoded bytes one upload may produce: decompression layers (gzip, bzip2,
+  // xz, zip members), IDX payloads and decoded pixels. The ratio is taken
+  // to the size of the uploaded files.
+  DecodeBudget::Options budget;
 };
 
 struct IngestResult {
@@ -38,7 +46,10 @@ struct IngestResult {
 // `display_name` (e.g. the client's file name) prefixes error messages.
 // Errors are InvalidArgument: not an archive, truncated or corrupt archive,
 // empty archive, no usable images, fewer than two classes, an image in an
-// unsupported format or over max_image_pixels, more than max_examples images.
+// unsupported format, over max_image_pixels or with more than max_jpeg_scans
+// scans, more than max_examples images. ResourceExhausted when the decoded
+// bytes (decompressed layers, skipped members included, and pixels) pass the
+// decode budget; decoding stops there.
 absl::StatusOr<IngestResult> IngestImageFolderArchive(const std::string& archive_path,
                                                       const std::string& display_name,
                                                       const IngestOptions& options);
@@ -46,7 +57,10 @@ absl::StatusOr<IngestResult> IngestImageFolderArchive(const std::string& archive
 // Reads an IDX pair (MNIST / Fashion-MNIST): images idx3-ubyte (magic
 // 0x00000803) and labels idx1-ubyte (magic 0x00000801), each plain or gzip.
 // Empty `class_names` names the labels "0".."<max label>"; otherwise it must
-// name every label that occurs. Errors are InvalidArgument naming the file.
+// name every label that occurs. Errors are InvalidArgument naming the file
+// (and the header field, for a dimension over its bound or sizes whose
+// product overflows); ResourceExhausted when the payload the header declares
+// passes the decode budget, before anything is read or allocated.
 absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
                                        const std::string& labels_path,
                                        const std::vector<std::string>& class_names,

@@ -7,6 +7,7 @@
 // clang-format on
 #include <png.h>
 
+#include <algorithm>
 #include <csetjmp>
 #include <cstring>
 
@@ -18,11 +19,28 @@ namespace kaizen::datasets {
 namespace {
 
 // Outcome of the setjmp-guarded decode loops below.
-enum class DecodeOutcome { kOk, kFailed, kTooLarge };
+enum class DecodeOutcome { kOk, kFailed, kTooLarge, kTooManyScans, kOverBudget };
 
+// Sides are at most 2^32 - 1 (PNG's field), so their product fits in uint64.
 absl::Status TooLargeError(int64_t width, int64_t height, int64_t max_pixels) {
-  return absl::ResourceExhaustedError(absl::StrCat(width, "x", height, " = ", width * height,
-                                                   " pixels exceeds the limit of ", max_pixels));
+  const uint64_t pixels = static_cast<uint64_t>(width) * static_cast<uint64_t>(height);
+  return absl::ResourceExhaustedError(
+      absl::StrCat(width, "x", height, " = ", pixels, " pixels exceeds the limit of ", max_pixels));
+}
+
+absl::Status TooManyScansError(int max_scans) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("progressive JPEG has more than ", max_scans,
+                   " scans (the limit; real encoders write about 10); decoding was stopped"));
+}
+
+// Charges `budget` (if any) for `bytes` of `format` output; the error, if
+// any, is kept in `*status` because the callers hold a setjmp.
+bool ChargeBudget(DecodeBudget* budget, int64_t bytes, absl::string_view format, int64_t width,
+                  int64_t height, absl::Status* status) {
+  if (budget == nullptr) return true;
+  *status = budget->Charge(bytes, absl::StrCat(format, " of ", width, "x", height));
+  return status->ok();
 }
 
 uint32_t ReadBigEndian32(const unsigned char* p) {
@@ -39,6 +57,25 @@ struct JpegErrorManager {
   char message[JMSG_LENGTH_MAX];
   bool truncated;
 };
+
+// Stops a progressive JPEG once it starts more scans than allowed, the way
+// djpeg's -maxscans does: libjpeg calls the monitor between scans (and rows)
+// while jpeg_start_decompress consumes a multi-scan file.
+struct JpegProgress {
+  jpeg_progress_mgr pub;
+  int max_scans;
+  bool too_many_scans;
+  JpegErrorManager* err;
+};
+
+void JpegProgressMonitor(j_common_ptr cinfo) {
+  if (!cinfo->is_decompressor) return;
+  auto* progress = reinterpret_cast<JpegProgress*>(cinfo->progress);
+  if (reinterpret_cast<j_decompress_ptr>(cinfo)->input_scan_number > progress->max_scans) {
+    progress->too_many_scans = true;
+    std::longjmp(progress->err->jump, 1);
+  }
+}
 
 void JpegErrorExit(j_common_ptr cinfo) {
   auto* err = reinterpret_cast<JpegErrorManager*>(cinfo->err);
@@ -66,24 +103,54 @@ void JpegEmitMessage(j_common_ptr cinfo, int msg_level) {
 struct JpegDecoder {
   jpeg_decompress_struct cinfo;
   JpegErrorManager err;
+  JpegProgress progress;
+  absl::Status budget_status;
   bool created = false;
   ~JpegDecoder() {
     if (created) jpeg_destroy_decompress(&cinfo);
   }
 };
 
+// Chooses libjpeg's output colour space and the image's channels; returns
+// whether the output is CMYK, which the caller converts to RGB.
+bool SelectJpegOutput(jpeg_decompress_struct* cinfo, Image* image) {
+  switch (cinfo->jpeg_color_space) {
+    case JCS_GRAYSCALE:
+      cinfo->out_color_space = JCS_GRAYSCALE;
+      image->channels = 1;
+      return false;
+    case JCS_CMYK:
+    case JCS_YCCK:
+      // libjpeg converts YCCK to CMYK but not CMYK to RGB.
+      cinfo->out_color_space = JCS_CMYK;
+      image->channels = 3;
+      return true;
+    default:
+      cinfo->out_color_space = JCS_RGB;
+      image->channels = 3;
+      return false;
+  }
+}
+
 // Holds the setjmp; it has only trivially destructible locals, so a longjmp
 // from libjpeg into it skips no C++ destructor.
 DecodeOutcome DecodeJpegGuarded(JpegDecoder* d, const unsigned char* data, size_t size,
-                                int64_t max_pixels, Image* image) {
+                                const DecodeLimits& limits, Image* image) {
   d->cinfo.err = jpeg_std_error(&d->err.pub);
   d->err.pub.error_exit = JpegErrorExit;
   d->err.pub.emit_message = JpegEmitMessage;
   d->err.message[0] = '\0';
   d->err.truncated = false;
-  if (setjmp(d->err.jump)) return DecodeOutcome::kFailed;
+  d->progress.pub.progress_monitor = JpegProgressMonitor;
+  d->progress.max_scans = limits.max_jpeg_scans;
+  d->progress.too_many_scans = false;
+  d->progress.err = &d->err;
+  if (setjmp(d->err.jump)) {
+    return d->progress.too_many_scans ? DecodeOutcome::kTooManyScans : DecodeOutcome::kFailed;
+  }
   jpeg_create_decompress(&d->cinfo);
   d->created = true;
+  d->cinfo.progress = &d->progress.pub;
   jpeg_mem_src(&d->cinfo, data, static_cast<unsigned long>(size));
   jpeg_read_header(&d->cinfo, TRUE);
 
@@ -91,25 +158,17 @@ DecodeOutcome DecodeJpegGuarded(JpegDecoder* d, const unsigned char* data, size_
   const int64_t height = d->cinfo.image_height;
   image->width = static_cast<int32_t>(width);
   image->height = static_cast<int32_t>(height);
-  if (width * height > max_pixels) return DecodeOutcome::kTooLarge;
+  if (width * height > limits.max_pixels) return DecodeOutcome::kTooLarge;
 
-  bool cmyk = false;
-  switch (d->cinfo.jpeg_color_space) {
-    case JCS_GRAYSCALE:
-      d->cinfo.out_color_space = JCS_GRAYSCALE;
-      image->channels = 1;
-      break;
-    case JCS_CMYK:
-    case JCS_YCCK:
-      // libjpeg converts YCCK to CMYK but not CMYK to RGB; that is done below.
-      d->cinfo.out_color_space = JCS_CMYK;
-      cmyk = true;
-      image->channels = 3;
-      break;
-    default:
-      d->cinfo.out_color_space = JCS_RGB;
-      image->channels = 3;
-      break;
+  const bool cmyk = SelectJpegOutput(&d->cinfo, image);
+  // Output pixels (4 components while converting CMYK), plus the whole-image
+  // coefficient buffer a progressive JPEG keeps (2 bytes per coefficient per
+  // component), charged before jpeg_start_decompress allocates and reads all
+  // scans. Fits in int64: width and height are below 2^16.
+  int64_t cost = width * height * (cmyk ? 4 : image->channels);
+  if (d->cinfo.progressive_mode) cost += width * height * 2 * d->cinfo.num_components;
+  if (!ChargeBudget(limits.budget, cost, "JPEG", width, height, &d->budget_status)) {
+    return DecodeOutcome::kOverBudget;
   }
   jpeg_start_decompress(&d->cinfo);
   const int out_components = d->cinfo.output_components;
@@ -151,15 +210,19 @@ DecodeOutcome DecodeJpegGuarded(JpegDecoder* d, const unsigned char* data, size_
   return DecodeOutcome::kOk;
 }
 
-absl::StatusOr<Image> DecodeJpeg(absl::string_view bytes, int64_t max_pixels) {
+absl::StatusOr<Image> DecodeJpeg(absl::string_view bytes, const DecodeLimits& limits) {
   JpegDecoder decoder;
   Image image;
   switch (DecodeJpegGuarded(&decoder, reinterpret_cast<const unsigned char*>(bytes.data()),
-                            bytes.size(), max_pixels, &image)) {
+                            bytes.size(), limits, &image)) {
     case DecodeOutcome::kOk:
       return image;
     case DecodeOutcome::kTooLarge:
-      return TooLargeError(image.width, image.height, max_pixels);
+      return TooLargeError(image.width, image.height, limits.max_pixels);
+    case DecodeOutcome::kTooManyScans:
+      return TooManyScansError(limits.max_jpeg_scans);
+    case DecodeOutcome::kOverBudget:
+      return decoder.budget_status;
     case DecodeOutcome::kFailed:
       break;
   }
@@ -179,6 +242,7 @@ struct PngDecoder {
   size_t size = 0;
   size_t pos = 0;
   char message[256] = {};
+  absl::Status budget_status;
   ~PngDecoder() {
     if (png != nullptr) png_destroy_read_struct(&png, info != nullptr ? &info : nullptr, nullptr);
   }
@@ -199,7 +263,7 @@ void PngRead(png_structp png, png_bytep out, png_size_t length) {
   d->pos += length;
 }
 
-DecodeOutcome DecodePngGuarded(PngDecoder* d, int64_t max_pixels, Image* image) {
+DecodeOutcome DecodePngGuarded(PngDecoder* d, const DecodeLimits& limits, Image* image) {
   d->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, d, PngError, PngWarning);
   if (d->png == nullptr) {
     std::snprintf(d->message, sizeof(d->message), "cannot create a PNG reader");
@@ -221,7 +285,7 @@ DecodeOutcome DecodePngGuarded(PngDecoder* d, int64_t max_pixels, Image* image) 
   const int64_t height = png_get_image_height(d->png, d->info);
   image->width = static_cast<int32_t>(width);
   image->height = static_cast<int32_t>(height);
-  if (width * height > max_pixels) return DecodeOutcome::kTooLarge;
+  if (width * height > limits.max_pixels) return DecodeOutcome::kTooLarge;
 
   const int color_type = png_get_color_type(d->png, d->info);
   const int bit_depth = png_get_bit_depth(d->png, d->info);
@@ -240,6 +304,10 @@ DecodeOutcome DecodePngGuarded(PngDecoder* d, int64_t max_pixels, Image* image) 
                   image->channels);
     return DecodeOutcome::kFailed;
   }
+  if (!ChargeBudget(limits.budget, static_cast<int64_t>(row_bytes) * height, "PNG", width, height,
+                    &d->budget_status)) {
+    return DecodeOutcome::kOverBudget;
+  }
   image->pixels.resize(row_bytes * static_cast<size_t>(height));
   // Interlaced images are assembled over several passes on the same rows.
   for (int pass = 0; pass < passes; ++pass) {
@@ -251,24 +319,32 @@ DecodeOutcome DecodePngGuarded(PngDecoder* d, int64_t max_pixels, Image* image) 
   return DecodeOutcome::kOk;
 }
 
-absl::StatusOr<Image> DecodePng(absl::string_view bytes, int64_t max_pixels) {
+absl::StatusOr<Image> DecodePng(absl::string_view bytes, const DecodeLimits& limits) {
+  const int64_t max_pixels = limits.max_pixels;
   const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
   // IHDR must be the first chunk; checking its size here rejects a bomb even
   // when the rest of the file is missing.
   if (bytes.size() >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0) {
-    const int64_t width = ReadBigEndian32(data + 16);
-    const int64_t height = ReadBigEndian32(data + 20);
-    if (width * height > max_pixels) return TooLargeError(width, height, max_pixels);
+    // In uint64: two 32-bit sides can overflow int64 (and wrap below the
+    // limit).
+    const uint64_t width = ReadBigEndian32(data + 16);
+    const uint64_t height = ReadBigEndian32(data + 20);
+    if (width * height > static_cast<uint64_t>(std::max<int64_t>(0, max_pixels))) {
+      return TooLargeError(static_cast<int64_t>(width), static_cast<int64_t>(height), max_pixels);
+    }
   }
   PngDecoder decoder;
   decoder.data = data;
   decoder.size = bytes.size();
   Image image;
-  switch (DecodePngGuarded(&decoder, max_pixels, &image)) {
+  switch (DecodePngGuarded(&decoder, limits, &image)) {
     case DecodeOutcome::kOk:
       return image;
     case DecodeOutcome::kTooLarge:
       return TooLargeError(image.width, image.height, max_pixels);
+    case DecodeOutcome::kOverBudget:
+      return decoder.budget_status;
+    case DecodeOutcome::kTooManyScans:
     case DecodeOutcome::kFailed:
       break;
   }
@@ -313,12 +389,18 @@ absl::string_view ImageFormatName(ImageFormat format) {
 }
 
 absl::StatusOr<Image> DecodeImage(absl::string_view bytes, int64_t max_pixels) {
+  DecodeLimits limits;
+  limits.max_pixels = max_pixels;
+  return DecodeImage(bytes, limits);
+}
+
+absl::StatusOr<Image> DecodeImage(absl::string_view bytes, const DecodeLimits& limits) {
   const ImageFormat format = SniffImageFormat(bytes);
   switch (format) {
     case ImageFormat::kJpeg:
-      return DecodeJpeg(bytes, max_pixels);
+      return DecodeJpeg(bytes, limits);
     case ImageFormat::kPng:
-      return DecodePng(bytes, max_pixels);
+      return DecodePng(bytes, limits);
     case ImageFormat::kGif:
     case ImageFormat::kBmp:
     case ImageFormat::kWebp:

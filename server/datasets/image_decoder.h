@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/datasets/decode_budget.h"
 
 namespace kaizen::datasets {
 
@@ -17,6 +18,19 @@ struct Image {
   int32_t width = 0;
   int32_t channels = 0;
   std::vector<uint8_t> pixels;
+};
+
+// What one decode may cost.
+struct DecodeLimits {
+  // Largest image accepted, width * height.
+  int64_t max_pixels = 25'000'000;
+  // Most scans in a progressive JPEG. Each scan is another pass over the
+  // whole image, so a small file with thousands of scans costs minutes of CPU;
+  // real encoders write about 10.
+  int max_jpeg_scans = 100;
+  // When set, charged with the bytes the decode allocates (pixels, and a
+  // progressive JPEG's coefficients) before it allocates them.
+  DecodeBudget* budget = nullptr;
 };
 
 enum class ImageFormat { kUnknown, kJpeg, kPng, kGif, kBmp, kWebp, kTiff };
@@ -36,7 +50,14 @@ absl::string_view ImageFormatName(ImageFormat format);
 //                         TIFF): "unsupported image format GIF; supported: JPEG, PNG".
 //   ResourceExhausted   - width * height > max_pixels, detected from the
 //                         header: "9000x9000 = 81000000 pixels exceeds the
-//                         limit of 25000000" (width x height).
+//                         limit of 25000000" (width x height); a progressive
+//                         JPEG with more than max_jpeg_scans scans (stopped
+//                         when the scan after the limit starts); or the budget
+//                         cannot pay for the decode (budget->exhausted() says
+//                         which).
+absl::StatusOr<Image> DecodeImage(absl::string_view bytes, const DecodeLimits& limits);
+
+// The same with only a pixel limit (and the default scan limit, no budget).
 absl::StatusOr<Image> DecodeImage(absl::string_view bytes, int64_t max_pixels);
 
 }  // namespace kaizen::datasets

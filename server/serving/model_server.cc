@@ -423,4 +423,16 @@ void ModelServer::LoaderLoop() {
   }
 }
 
+RequestImageDecoder ModelServer::NewImageDecoder(absl::Time deadline,
+                                                 std::function<bool()> cancelled,
+                                                 int64_t received_bytes) const {
+  RequestImageDecoder::Options o;
+  o.max_pixels = options_.max_image_pixels;
+  o.max_jpeg_scans = options_.max_jpeg_scans;
+  o.budget = options_.decode_budget;
+  o.deadline = deadline;
+  o.cancelled = std::move(cancelled);
+  return RequestImageDecoder(std::move(o), received_bytes);
+}
+
 }  // namespace kaizen::serving

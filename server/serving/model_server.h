@@ -35,8 +35,10 @@
 #include "absl/time/time.h"
 #include "kaizen/v1/inference_service.pb.h"
 #include "kaizen/v1/model_service.pb.h"
+#include "server/datasets/decode_budget.h"
 #include "server/serving/loaded_model.h"
 #include "server/serving/model_batcher.h"
+#include "server/serving/preprocess.h"
 
 namespace kaizen::metrics {
 class Metrics;
@@ -74,6 +76,11 @@ class ModelServer {
     int max_request_inputs = 256;
     // Largest image accepted, width * height.
     int64_t max_image_pixels = 25'000'000;
+    // Most scans in one progressive JPEG.
+    int max_jpeg_scans = 100;
+    // Decoded bytes the images of one Predict / ModelInfer request may
+    // produce: 1 GiB at most, and the upload ratio beyond 64 MiB.
+    datasets::DecodeBudget::Options decode_budget{/*max_bytes=*/int64_t{1} << 30};
     // Intra-op threads of each model's executor; 0 means one per core.
     int threads = 0;
     // Freeze each loaded version and, on the CPU, apply
@@ -137,6 +144,10 @@ class ModelServer {
 
   const Options& options() const { return options_; }
   int64_t max_image_pixels() const { return options_.max_image_pixels; }
+  // A decoder for one request's images under this server's limits and decode
+  // budget; `received_bytes` are the request's encoded image bytes.
+  RequestImageDecoder NewImageDecoder(absl::Time deadline, std::function<bool()> cancelled,
+                                      int64_t received_bytes) const;
 
   // Called by the store when a version is written (the loader picks it up)
   // or deleted (dropped from serving; requests holding it finish).

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "server/datasets/image_decoder.h"
 #include "server/training/image_set.h"
 
@@ -29,8 +30,38 @@ absl::Status CheckModelShape(const kaizen::v1::Model& model) {
 absl::StatusOr<torch::Tensor> PreprocessImage(absl::string_view bytes,
                                               const kaizen::v1::Model& model, int64_t max_pixels,
                                               absl::string_view what) {
+  datasets::DecodeLimits limits;
+  limits.max_pixels = max_pixels;
+  return PreprocessImage(bytes, model, limits, what);
+}
+
+RequestImageDecoder::RequestImageDecoder(Options options, int64_t received_bytes)
+    : options_(std::move(options)), budget_(options_.budget, received_bytes) {}
+
+absl::StatusOr<torch::Tensor> RequestImageDecoder::Decode(absl::string_view bytes,
+                                                          const kaizen::v1::Model& model,
+                                                          absl::string_view what) {
+  if (options_.cancelled && options_.cancelled()) {
+    return absl::CancelledError(
+        absl::StrCat(what, ": the request was cancelled; its images are no longer decoded"));
+  }
+  if (absl::Now() >= options_.deadline) {
+    return absl::DeadlineExceededError(
+        absl::StrCat(what, ": the request's deadline passed while its images were decoded"));
+  }
+  datasets::DecodeLimits limits;
+  limits.max_pixels = options_.max_pixels;
+  limits.max_jpeg_scans = options_.max_jpeg_scans;
+  limits.budget = &budget_;
+  return PreprocessImage(bytes, model, limits, what);
+}
+
+absl::StatusOr<torch::Tensor> PreprocessImage(absl::string_view bytes,
+                                              const kaizen::v1::Model& model,
+                                              const datasets::DecodeLimits& limits,
+                                              absl::string_view what) {
   if (absl::Status st = CheckModelShape(model); !st.ok()) return st;
-  absl::StatusOr<datasets::Image> image = datasets::DecodeImage(bytes, max_pixels);
+  absl::StatusOr<datasets::Image> image = datasets::DecodeImage(bytes, limits);
   if (!image.ok()) {
     return absl::Status(image.status().code(), absl::StrCat(what, ": ", image.status().message()));
   }
@@ -62,8 +93,8 @@ absl::StatusOr<torch::Tensor> BatchFromFloats(const float* values, int64_t count
   }
   const int64_t n = single ? 1 : shape[0];
   if (n > count) {  // also keeps the product below from overflowing
-    return absl::InvalidArgumentError(absl::StrCat(what, " has ", count, " values; shape ",
-                                                   ShapeText(shape), " needs more"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " has ", count, " values; shape ", ShapeText(shape), " needs more"));
   }
   const int64_t want = n * expected[0] * expected[1] * expected[2];
   if (count != want) {

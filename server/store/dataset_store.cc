@@ -26,12 +26,16 @@ absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> DatasetStore::BeginUpload(
   RETURN_IF_ERROR(common::ValidateName("dataset name", header.name()));
   int parts = 0;
   switch (header.format()) {
-    case kaizen::v1::DATASET_FORMAT_IMAGE_FOLDER: parts = 1; break;
-    case kaizen::v1::DATASET_FORMAT_IDX: parts = 2; break;
+    case kaizen::v1::DATASET_FORMAT_IMAGE_FOLDER:
+      parts = 1;
+      break;
+    case kaizen::v1::DATASET_FORMAT_IDX:
+      parts = 2;
+      break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "header.format is ", kaizen::v1::DatasetFormat_Name(header.format()),
-          "; use DATASET_FORMAT_IMAGE_FOLDER or DATASET_FORMAT_IDX"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("header.format is ", kaizen::v1::DatasetFormat_Name(header.format()),
+                       "; use DATASET_FORMAT_IMAGE_FOLDER or DATASET_FORMAT_IDX"));
   }
   ASSIGN_OR_RETURN(bool exists, metadata_->DatasetExists(header.name()));
   if (exists) {
@@ -67,6 +71,9 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
   const absl::Time start = absl::Now();
   datasets::IngestOptions io;
   io.max_image_pixels = store_->options_.max_image_pixels;
+  io.max_jpeg_scans = store_->options_.max_jpeg_scans;
+  io.max_listed = store_->options_.max_report_files;
+  io.budget = store_->options_.decode_budget;
   const auto& paths = receiver_.part_paths();
   const auto& names = receiver_.part_names();
   absl::StatusOr<datasets::IngestResult> ingested =
@@ -77,7 +84,8 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
           : datasets::IngestImageFolderArchive(paths[0], names[0], io);
   RETURN_IF_ERROR(ingested.status());
 
-  const std::string rel = absl::StrCat("datasets/", header_.name(), "-", common::RandomHex(4), ".kds");
+  const std::string rel =
+      absl::StrCat("datasets/", header_.name(), "-", common::RandomHex(4), ".kds");
   const std::string path = store_->options_.data_dir + "/" + rel;
   ASSIGN_OR_RETURN(int64_t stored, datasets::WriteDatasetFile(path, ingested->data));
 
@@ -112,8 +120,8 @@ absl::StatusOr<Dataset> DatasetStore::Get(const std::string& name) {
   return std::move(row.dataset);
 }
 
-absl::StatusOr<kaizen::v1::ListDatasetsResponse> DatasetStore::List(
-    int page_size, const std::string& page_token) {
+absl::StatusOr<kaizen::v1::ListDatasetsResponse> DatasetStore::List(int page_size,
+                                                                    const std::string& page_token) {
   ASSIGN_OR_RETURN(int limit, common::ResolvePageSize(page_size));
   ASSIGN_OR_RETURN(std::string after, common::DecodePageToken(page_token));
   // One extra row tells whether another page exists.

@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kaizen/v1/dataset_service.pb.h"
 #include "server/datasets/dataset_file.h"
+#include "server/datasets/decode_budget.h"
 #include "server/store/metadata_store.h"
 #include "server/store/upload_receiver.h"
 
@@ -26,6 +27,12 @@ class DatasetStore {
     int64_t max_upload_bytes = int64_t{4} << 30;
     // Largest single image (width * height).
     int64_t max_image_pixels = 25'000'000;
+    // Most scans in one progressive JPEG.
+    int max_jpeg_scans = 100;
+    // Failed / ignored / duplicate files listed in a report (all are counted).
+    int max_report_files = 100;
+    // Decoded bytes one upload may produce (decompression and pixels).
+    datasets::DecodeBudget::Options decode_budget;
   };
 
   // One upload in progress. Destroying it without a successful Finish()
@@ -49,7 +56,8 @@ class DatasetStore {
   DatasetStore(Options options, MetadataStore* metadata);
 
   // Validates the header (name, format, parts, size) and reserves the name.
-  absl::StatusOr<std::unique_ptr<Upload>> BeginUpload(const kaizen::v1::UploadDatasetHeader& header);
+  absl::StatusOr<std::unique_ptr<Upload>> BeginUpload(
+      const kaizen::v1::UploadDatasetHeader& header);
 
   absl::StatusOr<kaizen::v1::Dataset> Get(const std::string& name);
   absl::StatusOr<kaizen::v1::ListDatasetsResponse> List(int page_size,

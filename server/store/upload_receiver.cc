@@ -4,12 +4,14 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/common/atomic_file.h"
+#include "server/common/checked_math.h"
 #include "server/common/status_macros.h"
 
 namespace kaizen::store {
@@ -22,25 +24,34 @@ UploadReceiver::~UploadReceiver() {
 absl::Status UploadReceiver::Start(
     const google::protobuf::RepeatedPtrField<kaizen::v1::UploadPart>& parts) {
   if (parts.size() != options_.expected_parts) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s header declares %d part(s); this format needs exactly %d", options_.what,
-        parts.size(), options_.expected_parts));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s header declares %d part(s); this format needs exactly %d",
+                        options_.what, parts.size(), options_.expected_parts));
   }
   for (const kaizen::v1::UploadPart& p : parts) {
     if (p.size_bytes() <= 0) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s part \"%s\" declares size %d; parts must be non-empty", options_.what,
-          absl::CHexEscape(p.file_name()), p.size_bytes()));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s part \"%s\" declares size %d; parts must be non-empty", options_.what,
+                          absl::CHexEscape(p.file_name()), p.size_bytes()));
     }
-    declared_ += p.size_bytes();
+    // Checked: two parts near INT64_MAX would otherwise wrap to a small or
+    // negative total that passes the limit below.
+    const std::optional<int64_t> total = common::CheckedAdd(declared_, p.size_bytes());
+    if (!total.has_value()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s part \"%s\" declares size_bytes %d; with the parts before it the total "
+          "overflows a 64-bit size",
+          options_.what, absl::CHexEscape(p.file_name()), p.size_bytes()));
+    }
+    declared_ = *total;
     names_.push_back(p.file_name().empty() ? absl::StrCat("part ", names_.size() + 1)
                                            : p.file_name());
     sizes_.push_back(p.size_bytes());
   }
   if (declared_ > options_.max_bytes) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "%s of %d bytes exceeds the limit of %d bytes", options_.what, declared_,
-        options_.max_bytes));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("%s of %d bytes exceeds the limit of %d bytes", options_.what, declared_,
+                        options_.max_bytes));
   }
   for (size_t i = 0; i < sizes_.size(); ++i) {
     std::string path = absl::StrCat(options_.tmp_dir, "/upload-", common::RandomHex(8), "-", i);
@@ -68,9 +79,9 @@ absl::Status UploadReceiver::CloseCurrent() {
 absl::Status UploadReceiver::Append(absl::string_view bytes) {
   if (paths_.empty()) return absl::FailedPreconditionError("upload not started");
   if (received_ + static_cast<int64_t>(bytes.size()) > declared_) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s stream carries more bytes than the header's parts declare (%d)", options_.what,
-        declared_));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s stream carries more bytes than the header's parts declare (%d)",
+                        options_.what, declared_));
   }
   hasher_.Update(bytes);
   received_ += static_cast<int64_t>(bytes.size());
@@ -103,9 +114,9 @@ absl::Status UploadReceiver::Finish(absl::string_view sha256_hex) {
   }
   digest_ = hasher_.HexDigest();
   if (absl::AsciiStrToLower(sha256_hex) != digest_) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s sha256 mismatch: the client sent %s but the received bytes hash to %s",
-        options_.what, absl::CHexEscape(sha256_hex), digest_));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s sha256 mismatch: the client sent %s but the received bytes hash to %s",
+                        options_.what, absl::CHexEscape(sha256_hex), digest_));
   }
   return absl::OkStatus();
 }

@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "client/lib/kaizen_client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "inference/grpc_service.grpc.pb.h"
 #include "kaizen/v1/finetune_service.grpc.pb.h"
 #include "kaizen/v1/inference_service.grpc.pb.h"
 #include "server/api/server.h"
@@ -318,6 +319,57 @@ TEST_F(PredictE2E, BadInputsFailPreciselyAndTheServerKeepsServing) {
   EXPECT_TRUE(Predict(r, &resp).ok());
 }
 
+TEST_F(PredictE2E, DecodeBudgetsStopHostileImagesInPredictAndModelInfer) {
+  StartServer();                                                          // the default limits
+  const std::string many_scans = testing::EncodeManyScanJpeg(64, 64, 3);  // 192 scans
+  const std::string flat = testing::EncodeFlatPng(5000, 5000);            // 75 MB of pixels
+  ASSERT_LT(flat.size(), 200u << 10);
+
+  PredictRequest scans;
+  scans.set_model(kModel);
+  scans.add_inputs()->set_encoded_image(many_scans);
+  PredictResponse resp;
+  grpc::Status st = Predict(scans, &resp);
+  EXPECT_EQ(st.error_code(), grpc::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_NE(st.error_message().find("inputs[0]: progressive JPEG has more than 100 scans"),
+            std::string::npos)
+      << st.error_message();
+
+  // Each image passes the pixel limit; a request of them is a decompression
+  // bomb (1000:1) that the budget stops before the first one is decoded.
+  PredictRequest bomb;
+  bomb.set_model(kModel);
+  for (int i = 0; i < 3; ++i) bomb.add_inputs()->set_encoded_image(flat);
+  st = Predict(bomb, &resp);
+  EXPECT_EQ(st.error_code(), grpc::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_NE(st.error_message().find("inputs[0]: PNG of 5000x5000"), std::string::npos)
+      << st.error_message();
+  EXPECT_NE(st.error_message().find("decode budget"), std::string::npos) << st.error_message();
+
+  auto oip = inference::GRPCInferenceService::NewStub(channel_);
+  for (const std::string* image : {&many_scans, &flat}) {
+    inference::ModelInferRequest infer;
+    infer.set_model_name(kModel);
+    inference::ModelInferRequest::InferInputTensor* input = infer.add_inputs();
+    input->set_name("input");
+    input->set_datatype("BYTES");
+    input->add_shape(1);
+    input->mutable_contents()->add_bytes_contents(*image);
+    grpc::ClientContext ctx;
+    inference::ModelInferResponse out;
+    st = oip->ModelInfer(&ctx, infer, &out);
+    EXPECT_EQ(st.error_code(), grpc::RESOURCE_EXHAUSTED) << st.error_message();
+    EXPECT_NE(st.error_message().find("input \"input\"[0]: "), std::string::npos)
+        << st.error_message();
+  }
+
+  // The server keeps serving ordinary requests.
+  PredictRequest good;
+  good.set_model(kModel);
+  good.add_inputs()->set_encoded_image(testing::EncodePng(28, 28, 1, 4));
+  EXPECT_TRUE(Predict(good, &resp).ok());
+}
+
 TEST_F(PredictE2E, PinnedVersionsAndTheBestPolicy) {
   StartServer();
   auto m = client_->GetModel(kModel);
@@ -509,9 +561,9 @@ TEST_F(PredictE2E, QueueFullDeadlineAndCancellationAreNotComputed) {
     // A deadline that passes while queued: dropped before compute.
     grpc::Status late = Predict(one, &resp, absl::Milliseconds(200));
     EXPECT_EQ(late.error_code(), grpc::DEADLINE_EXCEEDED);
-    EXPECT_EQ(await_metric("kaizen_inference_dropped_total{model=\"resnet18\",reason=\"deadline\"}",
-                           1),
-              1);
+    EXPECT_EQ(
+        await_metric("kaizen_inference_dropped_total{model=\"resnet18\",reason=\"deadline\"}", 1),
+        1);
     // A caller that goes away while queued: not computed.
     grpc::ClientContext ctx;
     std::thread canceller([&] {

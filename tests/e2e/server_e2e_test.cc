@@ -213,6 +213,48 @@ TEST_F(ServerE2E, ImageOverPixelLimitAndUploadOverSizeLimitAreRejected) {
   ExpectNoLeftovers(0);
 }
 
+TEST_F(ServerE2E, HostileUploadsAreRefusedByHeaderChecksAndDecodeBudgets) {
+  ASSERT_TRUE(UploadFolder("good", WriteArchive("good.tgz", GoodFolder())).ok());
+  auto upload_idx = [&](const std::string& name, const std::string& images, char num_labels) {
+    const std::string images_path = files_.File(name + "-images-idx3-ubyte");
+    const std::string labels_path = files_.File(name + "-labels-idx1-ubyte");
+    testing::WriteBinaryFile(images_path, images);
+    std::string labels("\x00\x00\x08\x01", 4);
+    labels += std::string("\x00\x00\x00", 3) + num_labels;
+    for (char i = 0; i < num_labels; ++i) labels.push_back(static_cast<char>(i % 2));
+    testing::WriteBinaryFile(labels_path, labels);
+    v1::UploadDatasetHeader h;
+    h.set_name(name);
+    h.set_format(v1::DATASET_FORMAT_IDX);
+    return client_->UploadDataset(h, {images_path, labels_path});
+  };
+  auto idx_header = [](uint32_t n, uint32_t rows, uint32_t cols, const std::string& payload) {
+    std::string out("\x00\x00\x08\x03", 4);
+    for (uint32_t v : {n, rows, cols}) {
+      for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
+    }
+    return out + payload;
+  };
+  // 2 x 2147549185 x 4294836226 wraps to the 4 bytes this file holds.
+  auto wrapped = upload_idx("wrapped", idx_header(2, 2147549185u, 4294836226u, "abcd"), 2);
+  EXPECT_EQ(wrapped.status().code(), absl::StatusCode::kInvalidArgument) << wrapped.status();
+  EXPECT_NE(wrapped.status().message().find("(rows) is 2147549185"), absl::string_view::npos)
+      << wrapped.status();
+  // 8 images of 4000 x 4000 (128 MB) declared by a 32-byte file: over the
+  // budget's allowance, refused from the header before anything is read.
+  auto declared = upload_idx("declared", idx_header(8, 4000, 4000, std::string(16, 'x')), 8);
+  EXPECT_EQ(declared.status().code(), absl::StatusCode::kResourceExhausted) << declared.status();
+  // A tar.gz whose ignored member inflates 300 MB from ~300 KB.
+  std::vector<ArchiveEntry> bomb = GoodFolder();
+  bomb.push_back({"notes/zeros.bin", std::string(300 << 20, '\0')});
+  auto inflated = UploadFolder("bomb", WriteArchive("bomb.tgz", bomb));
+  EXPECT_EQ(inflated.status().code(), absl::StatusCode::kResourceExhausted) << inflated.status();
+  EXPECT_NE(inflated.status().message().find("notes/zeros.bin"), absl::string_view::npos)
+      << inflated.status();
+  ExpectNoLeftovers(1);
+  EXPECT_TRUE(UploadFolder("good2", WriteArchive("good2.tgz", GoodFolder())).ok());
+}
+
 // Raw stub: streams that end early, carry a wrong checksum, or lie about sizes.
 TEST_F(ServerE2E, TruncatedStreamsAndWrongChecksumsAreInvalidArgument) {
   auto stub = v1::DatasetService::NewStub(channel_);

@@ -135,6 +135,67 @@ std::string EncodePng(int width, int height, int channels, uint32_t seed) {
   return out;
 }
 
+std::string EncodeManyScanJpeg(int width, int height, int levels) {
+  jpeg_compress_struct cinfo;
+  jpeg_error_mgr jerr;
+  cinfo.err = jpeg_std_error(&jerr);
+  jerr.error_exit = JpegFatal;
+  jpeg_create_compress(&cinfo);
+  unsigned char* out = nullptr;
+  unsigned long size = 0;  // NOLINT(runtime/int): libjpeg's type
+  jpeg_mem_dest(&cinfo, &out, &size);
+  cinfo.image_width = static_cast<JDIMENSION>(width);
+  cinfo.image_height = static_cast<JDIMENSION>(height);
+  cinfo.input_components = 1;
+  cinfo.in_color_space = JCS_GRAYSCALE;
+  jpeg_set_defaults(&cinfo);
+  // Every coefficient (DC and the 63 AC) in a band of its own, each refined
+  // in `levels` successive-approximation scans: valid, and 64 * levels scans.
+  std::vector<jpeg_scan_info> scans;
+  for (int k = 0; k <= 63; ++k) {
+    for (int al = levels - 1; al >= 0; --al) {
+      jpeg_scan_info scan = {};
+      scan.comps_in_scan = 1;
+      scan.component_index[0] = 0;
+      scan.Ss = k;
+      scan.Se = k;
+      scan.Ah = al == levels - 1 ? 0 : al + 1;
+      scan.Al = al;
+      scans.push_back(scan);
+    }
+  }
+  cinfo.scan_info = scans.data();
+  cinfo.num_scans = static_cast<int>(scans.size());
+  jpeg_start_compress(&cinfo, TRUE);
+  const std::vector<uint8_t> pixels = MakePixels(width, height, 1, 7);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<uint8_t*>(pixels.data()) + cinfo.next_scanline * width;
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::string jpeg(reinterpret_cast<const char*>(out), size);
+  std::free(out);
+  return jpeg;
+}
+
+std::string EncodeFlatPng(int width, int height) {
+  std::string out;
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, PngFatal, nullptr);
+  png_infop info = png_create_info_struct(png);
+  png_set_write_fn(png, &out, PngAppend, PngFlush);
+  png_set_compression_level(png, 9);
+  png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8,
+               PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  const std::vector<uint8_t> row(static_cast<size_t>(width) * 3, 0x80);
+  for (int y = 0; y < height; ++y) png_write_row(png, row.data());
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return out;
+}
+
 std::string MakeArchive(const std::vector<ArchiveEntry>& entries, ArchiveKind kind) {
   std::string out;
   archive* a = archive_write_new();

@@ -20,6 +20,15 @@ std::string EncodeJpeg(int width, int height, int channels, uint32_t seed, int q
 // 2 (grey + alpha), 3 (RGB) or 4 (RGBA).
 std::string EncodePng(int width, int height, int channels, uint32_t seed);
 
+// A valid grey progressive JPEG with 64 * levels scans (levels 1..11): each
+// coefficient in a band of its own, refined in `levels` steps. Real encoders
+// write about 10 scans; hundreds make a small file cost a pass per scan.
+std::string EncodeManyScanJpeg(int width, int height, int levels);
+
+// An RGB PNG of one flat colour: compresses about 1000:1, so a small file
+// decodes to width * height * 3 bytes (a decode-budget test input).
+std::string EncodeFlatPng(int width, int height);
+
 struct ArchiveEntry {
   std::string path;
   std::string data;

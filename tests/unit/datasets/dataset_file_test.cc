@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <sys/stat.h>
+#include <zlib.h>
 
 #include <memory>
 #include <string>
@@ -128,6 +129,35 @@ TEST(DatasetFileTest, RefusesToWriteInconsistentRecords) {
   EXPECT_TRUE(absl::IsInvalidArgument(WriteDatasetFile(dir.File("b"), unnamed).status()));
   EXPECT_EQ(FileSize(dir.File("a")), -1);
   EXPECT_EQ(FileSize(dir.File("b")), -1);
+}
+
+TEST(DatasetFileTest, RecordShapeWhoseSizeOverflowsIsRefused) {
+  // (2^31 - 1)^2 * 4 does not fit in int64; the product must be checked, not
+  // wrapped. Written through the writer's check and read back from a file
+  // whose checksum is right, as a crafted file would be.
+  testing::TempDir dir;
+  DecodedDataset data = SmallDataset();
+  data.records.push_back({0, 0x7fffffff, 0x7fffffff, 4, 0});
+  absl::StatusOr<int64_t> written = WriteDatasetFile(dir.File("a"), data);
+  EXPECT_TRUE(absl::IsInvalidArgument(written.status())) << written.status();
+  EXPECT_THAT(std::string(written.status().message()), HasSubstr("overflows"));
+
+  ASSERT_TRUE(WriteDatasetFile(dir.File("b"), SmallDataset()).ok());
+  std::string bytes = testing::ReadBinaryFile(dir.File("b"));
+  // The first record follows the 28-byte header and the class names.
+  size_t record = 28;
+  for (const std::string& name : SmallDataset().class_names) record += 4 + name.size();
+  for (size_t i : {record + 4, record + 8}) {  // height, width
+    bytes[i] = '\xff', bytes[i + 1] = '\xff', bytes[i + 2] = '\xff', bytes[i + 3] = '\x7f';
+  }
+  bytes[record + 12] = 4;  // channels
+  const uLong crc = crc32(0, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size() - 4);
+  for (int i = 0; i < 4; ++i) bytes[bytes.size() - 4 + i] = static_cast<char>(crc >> (8 * i));
+  testing::WriteBinaryFile(dir.File("b"), bytes);
+  absl::StatusOr<DecodedDataset> read = ReadDatasetFile(dir.File("b"));
+  EXPECT_TRUE(absl::IsDataLoss(read.status())) << read.status();
+  EXPECT_THAT(std::string(read.status().message()), HasSubstr("record 0: shape"));
+  EXPECT_THAT(std::string(read.status().message()), HasSubstr("overflows"));
 }
 
 }  // namespace

@@ -215,8 +215,11 @@ TEST_F(IdxIngestTest, RejectsHeaderOverLimitsWithoutReadingData) {
   std::string labels;
   AppendBigEndian32(&labels, 0x00000801);
   AppendBigEndian32(&labels, 4'000'000);
+  // Refused by the decode budget from the header alone (4 TB declared by 24
+  // bytes), before the labels are read.
   absl::StatusOr<IngestResult> big = Ingest(huge, labels);
-  ASSERT_TRUE(absl::IsInvalidArgument(big.status())) << big.status();
+  ASSERT_TRUE(absl::IsResourceExhausted(big.status())) << big.status();
+  EXPECT_THAT(std::string(big.status().message()), HasSubstr("4000000 images of 1000x1000"));
 }
 
 TEST_F(IdxIngestTest, ReportsDuplicateImages) {
@@ -267,6 +270,70 @@ TEST(FashionMnistTest, IngestsFashionMnistTrainingSet) {
   EXPECT_EQ(result->data.pixels.size(), 60000u * 28 * 28);
   // Generous bound for a shared, loaded build machine; typically far less.
   EXPECT_LT(seconds, 2.0);
+}
+
+// Only a header: n images of rows x cols (big-endian), then `payload`.
+std::string IdxHeader(uint32_t n, uint32_t rows, uint32_t cols, const std::string& payload = "") {
+  std::string out;
+  AppendBigEndian32(&out, 0x00000803);
+  AppendBigEndian32(&out, n);
+  AppendBigEndian32(&out, rows);
+  AppendBigEndian32(&out, cols);
+  return out + payload;
+}
+
+TEST_F(IdxIngestTest, RejectsDimensionsWhoseProductWrapsAround) {
+  // 2 x 2147549185 x 4294836226 is 2^64 + 4: in 64-bit arithmetic the header
+  // describes 4 bytes of pixels, which this 20-byte file holds. Unchecked, it
+  // was accepted with negative image sizes and crashed while hashing them.
+  const absl::StatusOr<IngestResult> result =
+      Ingest(IdxHeader(2, 2147549185u, 4294836226u, "abcd"), IdxLabels({0, 1}));
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("train-images-idx3-ubyte"));
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("(rows) is 2147549185"));
+}
+
+TEST_F(IdxIngestTest, RejectsHugeRowsTimesColsInA32ByteFile) {
+  const absl::StatusOr<IngestResult> result =
+      Ingest(IdxHeader(2, 65535, 65535, std::string(16, 'x')), IdxLabels({0, 1}));
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(result.status().message()),
+              HasSubstr("65535x65535 pixels per image (header dimensions 2 and 1) exceeds"));
+}
+
+TEST_F(IdxIngestTest, RefusesAPayloadPastTheDecodeBudgetBeforeReadingIt) {
+  // 1,000 images of 4000 x 4000 (16 GB) declared by a 32-byte file: refused
+  // from the header, nothing read or allocated.
+  std::vector<uint8_t> labels = AlternatingLabels(1000);
+  const auto start = std::chrono::steady_clock::now();
+  const absl::StatusOr<IngestResult> result =
+      Ingest(IdxHeader(1000, 4000, 4000, std::string(16, 'x')), IdxLabels(labels));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("decode budget"));
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("1000 images of 4000x4000"));
+  EXPECT_LT(seconds, 1.0);
+}
+
+TEST_F(IdxIngestTest, GzipPayloadCountsAgainstTheBudgetRatio) {
+  // 200 images of 100x100 zeros: 2 MB of pixels from a few KB of gzip.
+  testing::WriteBinaryFile(dir_.File("labels"), IdxLabels(AlternatingLabels(200)));
+  WriteGzipFile(dir_.File("images"),
+                IdxImages(200, 100, 100).substr(0, 16) + std::string(200 * 100 * 100, '\0'));
+  IngestOptions options;
+  options.budget.max_ratio = 20;
+  options.budget.ratio_allowance_bytes = 0;
+  const absl::StatusOr<IngestResult> result =
+      IngestIdx(dir_.File("images"), dir_.File("labels"), {}, "train-images-idx3-ubyte.gz",
+                "train-labels-idx1-ubyte", options);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kResourceExhausted);
+  options.budget.max_ratio = 1e6;
+  EXPECT_TRUE(IngestIdx(dir_.File("images"), dir_.File("labels"), {}, "i", "l", options).ok());
 }
 
 }  // namespace

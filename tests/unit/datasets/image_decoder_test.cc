@@ -186,6 +186,13 @@ TEST(ImageDecoderTest, RejectsOversizedImageBeforeDecoding) {
   EXPECT_EQ(image.status().message(),
             "100000x100000 = 10000000000 pixels exceeds the limit of 25000000");
 
+  // Sides whose product overflows int64 (found by the image_decoder fuzzer):
+  // refused from the header, not wrapped below the limit.
+  absl::StatusOr<Image> wrapped = DecodeImage(PngHeaderOnly(0xffffffffu, 0xffffffffu), kLimit);
+  ASSERT_TRUE(absl::IsResourceExhausted(wrapped.status())) << wrapped.status();
+  EXPECT_EQ(wrapped.status().message(),
+            "4294967295x4294967295 = 18446744065119617025 pixels exceeds the limit of 25000000");
+
   absl::StatusOr<Image> jpeg = DecodeImage(testing::EncodeJpeg(64, 32, 3, 1), 1000);
   ASSERT_TRUE(absl::IsResourceExhausted(jpeg.status())) << jpeg.status();
   EXPECT_EQ(jpeg.status().message(), "64x32 = 2048 pixels exceeds the limit of 1000");

@@ -165,6 +165,37 @@ TEST(PreprocessTest, ImagesAreConvertedResizedAndNormalisedLikeTrainingImages) {
   EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted);
 }
 
+TEST(PreprocessTest, RequestImageDecoderStopsOnCancelDeadlineAndBudget) {
+  kaizen::v1::Model meta;
+  meta.set_name("m");
+  for (int64_t d : {1, 8, 8}) meta.add_input_shape(d);
+  const std::string png = testing::EncodePng(100, 100, 3, 1);  // 30,000 decoded bytes
+
+  RequestImageDecoder::Options o;
+  o.budget.max_bytes = 50'000;
+  RequestImageDecoder budgeted(o, static_cast<int64_t>(png.size()));
+  EXPECT_TRUE(budgeted.Decode(png, meta, "inputs[0]").ok());
+  auto second = budgeted.Decode(png, meta, "inputs[1]");
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StartsWith(second.status().message(), "inputs[1]: PNG of 100x100"))
+      << second.status();
+
+  bool cancelled = false;
+  RequestImageDecoder::Options c;
+  c.cancelled = [&cancelled] { return cancelled; };
+  RequestImageDecoder cancellable(c, 0);
+  EXPECT_TRUE(cancellable.Decode(png, meta, "inputs[0]").ok());
+  cancelled = true;
+  EXPECT_EQ(cancellable.Decode(png, meta, "inputs[1]").status().code(),
+            absl::StatusCode::kCancelled);
+
+  RequestImageDecoder::Options d;
+  d.deadline = absl::Now() - absl::Seconds(1);
+  auto late = RequestImageDecoder(d, 0).Decode(png, meta, "inputs[0]");
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(absl::StartsWith(late.status().message(), "inputs[0]: ")) << late.status();
+}
+
 TEST(PreprocessTest, TensorsMustMatchTheModelShape) {
   kaizen::v1::Model meta;
   meta.set_name("m");
@@ -198,7 +229,8 @@ TEST(ServingConfigTest, ParsesPerModelSettingsAndRejectsBadOnes) {
   EXPECT_TRUE(c->at("shoes").has_max_queue_delay);
   EXPECT_FALSE(c->at("bags").has_max_queue_delay);
   auto bad = ParseServingConfig(R"({"models": {"x": {"maxBatchSize": -2}}})", "serving.json");
-  EXPECT_EQ(bad.status().message(), "serving.json: models.x.maxBatchSize is -2; it must be 1..4096");
+  EXPECT_EQ(bad.status().message(),
+            "serving.json: models.x.maxBatchSize is -2; it must be 1..4096");
   auto typo = ParseServingConfig(R"({"models": {"x": {"maxBatch": 2}}})", "serving.json");
   EXPECT_EQ(typo.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StartsWith(typo.status().message(), "serving.json: not a serving config"));

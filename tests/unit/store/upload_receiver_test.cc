@@ -93,5 +93,18 @@ TEST(UploadReceiver, DestructionRemovesTemporaryFiles) {
   EXPECT_EQ(CountFiles(dir.path()), 0);
 }
 
+TEST(UploadReceiver, DeclaredSizesThatOverflowAreInvalidArgumentNamingThePart) {
+  // Each part alone is under INT64_MAX; their sum wrapped to a negative total
+  // that passed the size limit.
+  testing::TempDir dir;
+  UploadReceiver r(Opts(dir, 2));
+  const int64_t huge = (int64_t{1} << 62) + (int64_t{1} << 61);
+  absl::Status st = r.Start(Parts({{"images.gz", huge}, {"labels.gz", huge}}));
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("labels.gz"), absl::string_view::npos) << st;
+  EXPECT_NE(st.message().find("overflows"), absl::string_view::npos) << st;
+  EXPECT_EQ(CountFiles(dir.path()), 0);
+}
+
 }  // namespace
 }  // namespace kaizen::store

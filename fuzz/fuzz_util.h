@@ -1,0 +1,46 @@
+// Helpers shared by the fuzz targets: the code under test reads files by
+// path, so each input is put in an in-memory file (memfd) reached through
+// /proc/self/fd, reused across iterations instead of touching the disk.
+#pragma once
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+namespace kaizen::fuzz {
+
+class MemFile {
+ public:
+  explicit MemFile(const char* name) : fd_(memfd_create(name, 0)) {
+    if (fd_ < 0) std::abort();
+    path_ = "/proc/self/fd/" + std::to_string(fd_);
+  }
+  MemFile(const MemFile&) = delete;
+  MemFile& operator=(const MemFile&) = delete;
+
+  // Replaces the file's contents with `size` bytes at `data`.
+  void Set(const uint8_t* data, size_t size) {
+    if (ftruncate(fd_, 0) != 0) std::abort();
+    size_t done = 0;
+    while (done < size) {
+      const ssize_t n = pwrite(fd_, data + done, size - done, static_cast<off_t>(done));
+      if (n <= 0) std::abort();
+      done += static_cast<size_t>(n);
+    }
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  int fd_;
+  std::string path_;
+};
+
+// Aborts (a finding) when an invariant of a successful result does not hold.
+inline void Check(bool ok) {
+  if (!ok) std::abort();
+}
+
+}  // namespace kaizen::fuzz

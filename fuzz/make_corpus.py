@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora under fuzz/corpus/<target>/ (checked in).
+
+Small versions of what the tests build: JPEG/PNG images in the variants the
+decoder handles, image-folder archives (tar, tar.gz, tar.xz, zip), IDX pairs
+(plain and gzip), a .kds file and OIP tensors. Run with Debian's interpreter
+(it needs PIL): /usr/bin/python3 fuzz/make_corpus.py
+"""
+import gzip
+import io
+import os
+import struct
+import tarfile
+import zipfile
+import zlib
+
+from PIL import Image
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+
+
+def write(target, name, data):
+    os.makedirs(os.path.join(ROOT, target), exist_ok=True)
+    with open(os.path.join(ROOT, target, name), "wb") as f:
+        f.write(data)
+
+
+def image(mode, size, seed):
+    w, h = size
+    bands = len(mode) if mode in ("L", "RGB", "RGBA", "LA") else 1
+    data = bytes(((x * 7 + y * 13 + seed * 31 + b * 5) % 256)
+                 for y in range(h) for x in range(w) for b in range(bands))
+    return Image.frombytes(mode, size, data)
+
+
+def encode(img, fmt, **kw):
+    out = io.BytesIO()
+    img.save(out, fmt, **kw)
+    return out.getvalue()
+
+
+def images():
+    seeds = {
+        "grey.jpg": encode(image("L", (8, 8), 1), "JPEG", quality=80),
+        "rgb.jpg": encode(image("RGB", (16, 8), 2), "JPEG", quality=80),
+        "progressive.jpg": encode(image("RGB", (16, 16), 3), "JPEG", progressive=True),
+        "cmyk.jpg": encode(image("RGB", (8, 8), 4).convert("CMYK"), "JPEG"),
+        "grey.png": encode(image("L", (8, 8), 5), "PNG"),
+        "rgba.png": encode(image("RGBA", (8, 4), 6), "PNG"),
+        "palette.png": encode(image("RGB", (8, 8), 7).convert("P"), "PNG"),
+        "interlaced.png": encode(image("RGB", (9, 7), 8), "PNG", interlace=1),
+        "grey16.png": encode(image("L", (4, 4), 9).convert("I;16"), "PNG"),
+    }
+    for name, data in seeds.items():
+        write("image_decoder", name, data)
+    return seeds
+
+
+def archives(seeds):
+    entries = [("cats/1.jpg", seeds["grey.jpg"]), ("cats/2.png", seeds["grey.png"]),
+               ("dogs/1.jpg", seeds["rgb.jpg"]), ("dogs/2.png", seeds["palette.png"]),
+               ("dogs/.hidden.png", seeds["grey.png"]), ("README.txt", b"stray file")]
+
+    def tar(mode):
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode=mode) as t:
+            for path, data in entries:
+                info = tarfile.TarInfo("top/" + path)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+
+    write("archive_ingest", "images.tar", tar("w"))
+    write("archive_ingest", "images.tar.gz", tar("w:gz"))
+    write("archive_ingest", "images.tar.xz", tar("w:xz"))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for path, data in entries:
+            z.writestr(path, data)
+    write("archive_ingest", "images.zip", out.getvalue())
+
+
+def idx():
+    def images_file(n, rows, cols):
+        return struct.pack(">IIII", 0x803, n, rows, cols) + bytes(
+            (i * 17 + j) % 256 for i in range(n) for j in range(rows * cols))
+
+    def labels_file(labels):
+        return struct.pack(">II", 0x801, len(labels)) + bytes(labels)
+
+    def pair(images, labels):
+        return struct.pack("<H", len(images)) + images + labels
+
+    imgs, labs = images_file(6, 4, 3), labels_file([0, 1, 2, 0, 1, 2])
+    write("idx_ingest", "plain", pair(imgs, labs))
+    write("idx_ingest", "gzip", pair(gzip.compress(imgs, mtime=0), gzip.compress(labs, mtime=0)))
+    write("idx_ingest", "header_only", pair(struct.pack(">IIII", 0x803, 2, 65535, 65535),
+                                            labels_file([0, 1])))
+
+
+def kds():
+    names = [b"cats", b"dogs"]
+    records = [(0, 2, 2, 1, 0), (1, 1, 2, 3, 4)]
+    pixels = bytes(range(10))
+    body = b"KZDS" + struct.pack("<IIQQ", 1, len(names), len(records), len(pixels))
+    for n in names:
+        body += struct.pack("<I", len(n)) + n
+    for r in records:
+        body += struct.pack("<iiiiq", *r)
+    body += pixels
+    write("kds_reader", "small.kds", body + struct.pack("<I", zlib.crc32(body)))
+
+
+def oip():
+    elements = [b"\xff\xd8\xffjpeg", b"\x89PNG\r\n\x1a\n", b""]
+    raw = b"".join(struct.pack("<I", len(e)) + e for e in elements)
+    write("oip_tensor", "bytes", b"\x00" + raw)
+    chw = bytes([1, 2, 2])
+    values = struct.pack("<4f", 0.0, 0.5, -1.0, 2.0)
+    write("oip_tensor", "fp32_chw_raw", b"\x03" + bytes([3]) +
+          struct.pack("<3q", 1, 2, 2) + chw + values)
+    write("oip_tensor", "fp32_nchw_contents", b"\x01" + bytes([4]) +
+          struct.pack("<4q", 1, 1, 2, 2) + chw + values)
+
+
+if __name__ == "__main__":
+    archives(images())
+    idx()
+    kds()
+    oip()

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (fuzz/, clang, ASan + UBSan, torch-free) into
+# build-fuzz/ and runs each for a bounded time, one after another.
+#
+# Usage: scripts/fuzz.sh [seconds_per_target] [target...]
+#   seconds_per_target  default 300 (CI's smoke test passes 25)
+#   target              names from fuzz/CMakeLists.txt; default: all of them
+# Env: KAIZEN_FUZZ_BUILD_DIR (build-fuzz), KAIZEN_JOBS (nproc),
+#      KAIZEN_FUZZ_WORK (a temporary folder: grown corpora, crash files).
+#
+# Prints one line per target: executions, executions/s, corpus size and
+# findings (crash/leak/timeout files). Exits 1 if any target found something;
+# the inputs are kept under the work folder (reproduce: <fuzzer> <file>).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_TARGET="${1:-300}"
+shift || true
+BUILD_DIR="${KAIZEN_FUZZ_BUILD_DIR:-build-fuzz}"
+JOBS="${KAIZEN_JOBS:-$(nproc)}"
+WORK="${KAIZEN_FUZZ_WORK:-$(mktemp -d -t kaizen-fuzz.XXXXXX)}"
+
+if ! command -v clang++ >/dev/null 2>&1; then
+  echo "fuzz: clang++ not found; scripts/setup.sh installs clang" >&2
+  exit 2
+fi
+GENERATOR=()
+if command -v ninja >/dev/null 2>&1; then GENERATOR=(-G Ninja); fi
+if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+  CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" "${GENERATOR[@]}" \
+    -DCMAKE_BUILD_TYPE=Release -DKAIZEN_FUZZ=ON -DKAIZEN_BUILD_TESTS=OFF >/dev/null
+fi
+build_start=$(date +%s)
+cmake --build "$BUILD_DIR" -j "$JOBS"
+echo "fuzz: build done in $(( $(date +%s) - build_start )) s"
+
+if [ $# -gt 0 ]; then TARGETS=("$@"); else mapfile -t TARGETS < "$BUILD_DIR/fuzz_targets.txt"; fi
+# Leaks are findings too; UBSan stops at the first report.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+
+failed=0
+printf '%-16s %8s %12s %10s %8s %9s\n' target seconds executions exec/s corpus findings
+for t in "${TARGETS[@]}"; do
+  [ -n "$t" ] || continue
+  fuzzer="$BUILD_DIR/fuzz/${t}_fuzzer"
+  corpus="$WORK/$t/corpus"
+  artifacts="$WORK/$t/findings"
+  rm -rf "$artifacts"
+  mkdir -p "$corpus" "$artifacts"
+  # Seeds are copied so that the checked-in corpus never changes.
+  if [ -d "fuzz/corpus/$t" ]; then cp -n fuzz/corpus/"$t"/* "$corpus"/ 2>/dev/null || true; fi
+  log="$WORK/$t/log.txt"
+  start=$(date +%s)
+  set +e
+  "$fuzzer" "$corpus" -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 \
+    -rss_limit_mb=2048 -timeout=20 -max_len=1048576 -artifact_prefix="$artifacts/" \
+    >"$log" 2>&1
+  rc=$?
+  set -e
+  took=$(( $(date +%s) - start ))
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+  findings=$(find "$artifacts" -type f | wc -l)
+  size=$(find "$corpus" -type f | wc -l)
+  printf '%-16s %8s %12s %10s %8s %9s\n' "$t" "$took" "${execs:-?}" "${rate:-?}" "$size" \
+    "$findings"
+  if [ "$rc" -ne 0 ] || [ "$findings" -gt 0 ]; then
+    failed=1
+    echo "fuzz: $t exited with $rc; findings in $artifacts; the end of its log:" >&2
+    tail -40 "$log" >&2
+  fi
+done
+echo "fuzz: work folder $WORK"
+exit "$failed"
