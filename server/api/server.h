@@ -11,6 +11,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/api/upload_runner.h"
+#include "server/metrics/metrics_http_server.h"
 #include "server/serving/model_server.h"
 
 namespace kaizen::store {
@@ -41,6 +43,14 @@ class KaizenServer {
     int64_t max_image_pixels = 25'000'000;
     // gRPC per-message receive limit (upload chunks, Predict batches).
     int max_message_bytes = 16 << 20;
+    // Upload streams: how many at once, idle timeout, deadline.
+    UploadRunner::Options uploads;
+    // Most threads gRPC's synchronous server may run (a grpc::ResourceQuota),
+    // so that a flood of calls cannot make it start threads without bound;
+    // calls beyond them wait or get RESOURCE_EXHAUSTED. Raised to 8 at least.
+    int grpc_max_threads = 128;
+    // /metrics: whole-request deadline and connections served at once.
+    metrics::MetricsHttpServer::Options metrics_http;
     // Serving: batching, preloading, per-model configs. Its
     // max_image_pixels follows the one above.
     serving::ModelServer::Options serving;
