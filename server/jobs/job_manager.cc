@@ -17,6 +17,7 @@
 #include "server/common/paging.h"
 #include "server/common/status_macros.h"
 #include "server/common/text_limits.h"
+#include "server/jobs/job_history.h"
 #include "server/models/builtin_models.h"
 #include "server/training/hyperparameters.h"
 #include "server/training/trainer.h"
@@ -503,7 +504,7 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running,
   };
   cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) {
     job->set_epoch(m.epoch());
-    *job->add_history() = m;
+    AppendEpochToHistory(m, job);
     JobEvent e;
     *e.mutable_epoch_summary() = m;
     events_->Publish(job->id(), std::move(e)).IgnoreError();
