@@ -62,6 +62,19 @@ ABSL_FLAG(int64_t, decode_ratio_allowance_mb, 64,
           "Decoded MiB always allowed to an upload or request, whatever --max_decode_ratio says.");
 ABSL_FLAG(int, max_report_files, 100,
           "Failed, ignored and duplicate files listed in a dataset report (all are counted).");
+ABSL_FLAG(int, max_concurrent_uploads, 8,
+          "Dataset and model uploads in progress at once; more get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(double, upload_idle_timeout_seconds, 60,
+          "An upload stream with no message for this long ends with DEADLINE_EXCEEDED and "
+          "leaves nothing behind.");
+ABSL_FLAG(double, upload_deadline_seconds, 3600,
+          "An upload stream still sending after this long ends with DEADLINE_EXCEEDED.");
+ABSL_FLAG(int, grpc_max_threads, 128,
+          "Most threads gRPC's synchronous server runs (grpc::ResourceQuota); at least 8.");
+ABSL_FLAG(double, metrics_request_timeout_seconds, 5,
+          "A /metrics connection must send its request and take the answer within this long.");
+ABSL_FLAG(int, metrics_max_connections, 16,
+          "/metrics connections served at once; more wait in the listen backlog.");
 ABSL_FLAG(int, shutdown_grace_seconds, 30, "How long SIGTERM waits for calls in flight.");
 ABSL_FLAG(double, drain_seconds, 5,
           "On SIGTERM, how long health reports NOT_SERVING while calls are still answered, "
@@ -80,6 +93,14 @@ ABSL_FLAG(std::string, serving_config, "",
 ABSL_FLAG(bool, optimize_for_inference, true,
           "Freeze served models and apply torch::jit::optimize_for_inference (CPU).");
 ABSL_FLAG(std::string, serving_device, "", "Device for serving: cpu, cuda, cuda:N; empty = auto.");
+
+namespace {
+// A positive duration from a flag in seconds; nonsense becomes 1 ms rather
+// than "never" or "at once".
+absl::Duration Seconds(const absl::Flag<double>& flag) {
+  return std::max(absl::Milliseconds(1), absl::Seconds(absl::GetFlag(flag)));
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Kaizen fine-tuning and inference server.");
@@ -122,6 +143,12 @@ int main(int argc, char** argv) {
   upload_budget.ratio_allowance_bytes = absl::GetFlag(FLAGS_decode_ratio_allowance_mb) << 20;
   options.serving.decode_budget = upload_budget;
   options.serving.decode_budget.max_bytes = absl::GetFlag(FLAGS_max_predict_decoded_mb) << 20;
+  options.uploads.max_concurrent = std::max(1, absl::GetFlag(FLAGS_max_concurrent_uploads));
+  options.uploads.idle_timeout = Seconds(FLAGS_upload_idle_timeout_seconds);
+  options.uploads.deadline = Seconds(FLAGS_upload_deadline_seconds);
+  options.grpc_max_threads = absl::GetFlag(FLAGS_grpc_max_threads);
+  options.metrics_http.request_timeout = Seconds(FLAGS_metrics_request_timeout_seconds);
+  options.metrics_http.max_connections = std::max(1, absl::GetFlag(FLAGS_metrics_max_connections));
 
   options.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
   kaizen::serving::ModelServer::Options& serving = options.serving;

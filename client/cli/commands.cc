@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <iostream>
 #include <optional>
 #include <utility>
 
@@ -369,7 +370,11 @@ absl::Status Commands::DatasetsUpload(const Args& args) {
   std::optional<client::TempFile> archive;
   if (!source.folder.empty()) {
     ASSIGN_OR_RETURN(client::TempFile temp, client::TempFile::Create(".tar"));
-    RETURN_IF_ERROR(client::ArchiveFolder(source.folder, temp.path()));
+    std::vector<std::string> warnings;
+    RETURN_IF_ERROR(client::ArchiveFolder(source.folder, temp.path(), &warnings));
+    for (const std::string& warning : warnings) {
+      std::cerr << "kaizenctl: warning: " << warning << "\n";
+    }
     files = {temp.path()};
     header.add_parts()->set_file_name(
         absl::StrCat(FolderName(source.folder), ".tar"));

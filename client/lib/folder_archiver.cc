@@ -44,9 +44,35 @@ absl::Status ArchiveError(struct archive* a, const std::string& what) {
       absl::StrCat(what, ": ", message != nullptr ? message : "unknown error"));
 }
 
-// Regular files below `dir`, sorted by their relative path.
-absl::Status ListFiles(const fs::path& dir, std::vector<FolderFile>* files) {
+// True when `path` (already canonical) is `root` or lies below it.
+bool IsWithin(const fs::path& path, const fs::path& root) {
+  auto p = path.begin();
+  for (auto r = root.begin(); r != root.end(); ++r, ++p) {
+    if (p == path.end() || *p != *r) return false;
+  }
+  return true;
+}
+
+// For a symbolic link: empty when it resolves inside `root` (canonical), or
+// the warning that explains why it is skipped.
+std::string CheckLink(const fs::path& link, const std::string& relative, const fs::path& root) {
   std::error_code ec;
+  const fs::path target = fs::canonical(link, ec);
+  if (!ec && IsWithin(target, root)) return "";
+  std::error_code read_ec;
+  const fs::path points_to = fs::read_symlink(link, read_ec);
+  return absl::StrCat("skipped ", relative, ": it is a symbolic link to ",
+                      read_ec ? "an unreadable target" : points_to.string(), ", which is outside ",
+                      root.string(), "; copy the file into the folder to upload it");
+}
+
+// Regular files below `dir`, sorted by their relative path. Links that lead
+// out of `dir` are skipped with a warning.
+absl::Status ListFiles(const fs::path& dir, std::vector<FolderFile>* files,
+                       std::vector<std::string>* warnings) {
+  std::error_code ec;
+  const fs::path root = fs::canonical(dir, ec);
+  if (ec) return FsError(ec, absl::StrCat("cannot resolve ", dir.string()));
   fs::recursive_directory_iterator it(dir, ec);
   if (ec) return FsError(ec, absl::StrCat("cannot list ", dir.string()));
   for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
@@ -58,6 +84,13 @@ absl::Status ListFiles(const fs::path& dir, std::vector<FolderFile>* files) {
     FolderFile file;
     file.path = it->path();
     file.relative = it->path().lexically_relative(dir).generic_string();
+    if (it->is_symlink(type_ec)) {
+      std::string warning = CheckLink(file.path, file.relative, root);
+      if (!warning.empty()) {
+        if (warnings != nullptr) warnings->push_back(std::move(warning));
+        continue;
+      }
+    }
     files->push_back(std::move(file));
   }
   if (ec) return FsError(ec, absl::StrCat("cannot list ", dir.string()));
@@ -119,14 +152,14 @@ absl::Status AddFile(struct archive* a, const FolderFile& file,
 
 }  // namespace
 
-absl::Status ArchiveFolder(const std::string& dir,
-                           const std::string& out_tar_path) {
+absl::Status ArchiveFolder(const std::string& dir, const std::string& out_tar_path,
+                           std::vector<std::string>* warnings) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     return absl::InvalidArgumentError(absl::StrCat(dir, " is not a folder"));
   }
   std::vector<FolderFile> files;
-  absl::Status listed = ListFiles(fs::path(dir), &files);
+  absl::Status listed = ListFiles(fs::path(dir), &files, warnings);
   if (!listed.ok()) return listed;
 
   std::unique_ptr<struct archive, ArchiveDeleter> a(archive_write_new());

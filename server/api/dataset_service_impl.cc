@@ -1,29 +1,24 @@
 #include "server/api/dataset_service_impl.h"
 
 #include "server/api/request_scope.h"
-#include "server/api/upload_stream.h"
+#include "server/api/upload_reactor.h"
 
 namespace kaizen::api {
 
 using kaizen::v1::Dataset;
 
-grpc::Status DatasetServiceImpl::UploadDataset(
-    grpc::ServerContext* context, grpc::ServerReader<kaizen::v1::UploadDatasetRequest>* reader,
-    Dataset* response) {
-  RequestScope scope(metrics_, "UploadDataset", context);
-  int64_t bytes = 0;
-  absl::StatusOr<Dataset> result = ReceiveUpload<kaizen::v1::UploadDatasetRequest, Dataset>(
-      context, reader,
-      [&](const kaizen::v1::UploadDatasetHeader& header) {
-        scope.set_resource(header.name());
-        return datasets_->BeginUpload(header);
+grpc::ServerReadReactor<kaizen::v1::UploadDatasetRequest>* DatasetServiceImpl::UploadDataset(
+    grpc::CallbackServerContext* context, Dataset* response) {
+  using Reactor =
+      UploadReactor<kaizen::v1::UploadDatasetRequest, Dataset, store::DatasetStore::Upload>;
+  store::DatasetStore* datasets = datasets_;
+  metrics::Metrics* metrics = metrics_;
+  return Reactor::Start(
+      context, response, uploads_, metrics_, "UploadDataset",
+      [datasets](const kaizen::v1::UploadDatasetHeader& header) {
+        return datasets->BeginUpload(header);
       },
-      &bytes);
-  if (result.ok()) {
-    *response = *std::move(result);
-    metrics_->AddUploadBytes("dataset", bytes);
-  }
-  return scope.Finish(result.status());
+      [metrics](const Dataset&, int64_t bytes) { metrics->AddUploadBytes("dataset", bytes); });
 }
 
 grpc::Status DatasetServiceImpl::GetDataset(grpc::ServerContext* context,

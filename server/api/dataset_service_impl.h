@@ -1,20 +1,25 @@
 // kaizen.v1.DatasetService: translates requests and calls the DatasetStore.
+// UploadDataset runs on the callback API (see UploadReactor) so that a slow
+// or silent client holds no thread; the unary RPCs are short and sync.
 #pragma once
 
 #include "kaizen/v1/dataset_service.grpc.pb.h"
+#include "server/api/upload_runner.h"
 #include "server/metrics/metrics.h"
 #include "server/store/dataset_store.h"
 
 namespace kaizen::api {
 
-class DatasetServiceImpl final : public kaizen::v1::DatasetService::Service {
+class DatasetServiceImpl final
+    : public kaizen::v1::DatasetService::WithCallbackMethod_UploadDataset<
+          kaizen::v1::DatasetService::Service> {
  public:
-  DatasetServiceImpl(store::DatasetStore* datasets, metrics::Metrics* metrics)
-      : datasets_(datasets), metrics_(metrics) {}
+  DatasetServiceImpl(store::DatasetStore* datasets, UploadRunner* uploads,
+                     metrics::Metrics* metrics)
+      : datasets_(datasets), uploads_(uploads), metrics_(metrics) {}
 
-  grpc::Status UploadDataset(grpc::ServerContext* context,
-                             grpc::ServerReader<kaizen::v1::UploadDatasetRequest>* reader,
-                             kaizen::v1::Dataset* response) override;
+  grpc::ServerReadReactor<kaizen::v1::UploadDatasetRequest>* UploadDataset(
+      grpc::CallbackServerContext* context, kaizen::v1::Dataset* response) override;
   grpc::Status GetDataset(grpc::ServerContext* context, const kaizen::v1::GetDatasetRequest* request,
                           kaizen::v1::Dataset* response) override;
   grpc::Status ListDatasets(grpc::ServerContext* context,
@@ -26,6 +31,7 @@ class DatasetServiceImpl final : public kaizen::v1::DatasetService::Service {
 
  private:
   store::DatasetStore* datasets_;
+  UploadRunner* uploads_;
   metrics::Metrics* metrics_;
 };
 

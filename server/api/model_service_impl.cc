@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/api/request_scope.h"
-#include "server/api/upload_stream.h"
+#include "server/api/upload_reactor.h"
 #include "server/common/sha256.h"
 
 namespace kaizen::api {
@@ -15,23 +15,15 @@ namespace {
 constexpr size_t kDownloadChunkBytes = 256 * 1024;
 }
 
-grpc::Status ModelServiceImpl::UploadModel(
-    grpc::ServerContext* context, grpc::ServerReader<kaizen::v1::UploadModelRequest>* reader,
-    Model* response) {
-  RequestScope scope(metrics_, "UploadModel", context);
-  int64_t bytes = 0;
-  absl::StatusOr<Model> result = ReceiveUpload<kaizen::v1::UploadModelRequest, Model>(
-      context, reader,
-      [&](const kaizen::v1::UploadModelHeader& header) {
-        scope.set_resource(header.name());
-        return models_->BeginUpload(header);
-      },
-      &bytes);
-  if (result.ok()) {
-    *response = *std::move(result);
-    metrics_->AddUploadBytes("model", bytes);
-  }
-  return scope.Finish(result.status());
+grpc::ServerReadReactor<kaizen::v1::UploadModelRequest>* ModelServiceImpl::UploadModel(
+    grpc::CallbackServerContext* context, Model* response) {
+  using Reactor = UploadReactor<kaizen::v1::UploadModelRequest, Model, store::ModelStore::Upload>;
+  store::ModelStore* models = models_;
+  metrics::Metrics* metrics = metrics_;
+  return Reactor::Start(
+      context, response, uploads_, metrics_, "UploadModel",
+      [models](const kaizen::v1::UploadModelHeader& header) { return models->BeginUpload(header); },
+      [metrics](const Model&, int64_t bytes) { metrics->AddUploadBytes("model", bytes); });
 }
 
 grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext* context,

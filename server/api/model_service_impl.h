@@ -1,20 +1,23 @@
 // kaizen.v1.ModelService: translates requests and calls the ModelStore.
+// UploadModel runs on the callback API (see UploadReactor) so that a slow or
+// silent client holds no thread; the other RPCs are sync.
 #pragma once
 
 #include "kaizen/v1/model_service.grpc.pb.h"
+#include "server/api/upload_runner.h"
 #include "server/metrics/metrics.h"
 #include "server/store/model_store.h"
 
 namespace kaizen::api {
 
-class ModelServiceImpl final : public kaizen::v1::ModelService::Service {
+class ModelServiceImpl final : public kaizen::v1::ModelService::WithCallbackMethod_UploadModel<
+                                   kaizen::v1::ModelService::Service> {
  public:
-  ModelServiceImpl(store::ModelStore* models, metrics::Metrics* metrics)
-      : models_(models), metrics_(metrics) {}
+  ModelServiceImpl(store::ModelStore* models, UploadRunner* uploads, metrics::Metrics* metrics)
+      : models_(models), uploads_(uploads), metrics_(metrics) {}
 
-  grpc::Status UploadModel(grpc::ServerContext* context,
-                           grpc::ServerReader<kaizen::v1::UploadModelRequest>* reader,
-                           kaizen::v1::Model* response) override;
+  grpc::ServerReadReactor<kaizen::v1::UploadModelRequest>* UploadModel(
+      grpc::CallbackServerContext* context, kaizen::v1::Model* response) override;
   grpc::Status GetModel(grpc::ServerContext* context, const kaizen::v1::GetModelRequest* request,
                         kaizen::v1::Model* response) override;
   grpc::Status ListModels(grpc::ServerContext* context, const kaizen::v1::ListModelsRequest* request,
@@ -28,6 +31,7 @@ class ModelServiceImpl final : public kaizen::v1::ModelService::Service {
 
  private:
   store::ModelStore* models_;
+  UploadRunner* uploads_;
   metrics::Metrics* metrics_;
 };
 

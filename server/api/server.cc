@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 
 #include <atomic>
 #include <thread>
@@ -41,6 +42,9 @@ struct KaizenServer::State {
   std::unique_ptr<serving::ModelServer> model_server;
   std::unique_ptr<jobs::JobEventHub> events;
   std::unique_ptr<jobs::JobManager> jobs;
+  // After the stores its threads write to; before the services and the
+  // server whose upload streams use it.
+  std::unique_ptr<UploadRunner> uploads;
   std::unique_ptr<DatasetServiceImpl> dataset_service;
   std::unique_ptr<ModelServiceImpl> model_service;
   std::unique_ptr<FineTuneServiceImpl> finetune_service;
@@ -77,6 +81,10 @@ constexpr const char* kServices[] = {"kaizen.v1.DatasetService", "kaizen.v1.Mode
                                      "kaizen.v1.FineTuneService", "kaizen.v1.InferenceService",
                                      "inference.GRPCInferenceService"};
 
+// gRPC's sync server needs a few threads of its own (pollers) before it can
+// take any call.
+constexpr int kMinGrpcThreads = 8;
+
 void SetHealth(grpc::Server* server, bool serving) {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   for (const char* svc : kServices) health->SetServingStatus(svc, serving);
@@ -95,7 +103,8 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   RETURN_IF_ERROR(store::PrepareDataDir(o.data_dir));
   ASSIGN_OR_RETURN(s.metadata, store::MetadataStore::Open(o.data_dir + "/kaizen.db"));
   ASSIGN_OR_RETURN(int orphans, store::SweepOrphanFiles(o.data_dir, *s.metadata));
-  ASSIGN_OR_RETURN(s.metrics, metrics::Metrics::Create(o.metrics_host, o.metrics_port));
+  ASSIGN_OR_RETURN(s.metrics,
+                   metrics::Metrics::Create(o.metrics_host, o.metrics_port, o.metrics_http));
 
   store::DatasetStore::Options dso;
   dso.data_dir = o.data_dir;
@@ -146,8 +155,11 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
       [job_manager](const std::string& n) { return job_manager->ModelInUse(n); },
       job_manager->references_mutex());
 
-  s.dataset_service = std::make_unique<DatasetServiceImpl>(s.datasets.get(), s.metrics.get());
-  s.model_service = std::make_unique<ModelServiceImpl>(s.models.get(), s.metrics.get());
+  s.uploads = std::make_unique<UploadRunner>(o.uploads, s.metrics.get());
+  s.dataset_service =
+      std::make_unique<DatasetServiceImpl>(s.datasets.get(), s.uploads.get(), s.metrics.get());
+  s.model_service =
+      std::make_unique<ModelServiceImpl>(s.models.get(), s.uploads.get(), s.metrics.get());
   s.finetune_service = std::make_unique<FineTuneServiceImpl>(
       s.jobs.get(), s.events.get(), s.metrics.get(), FineTuneServiceImpl::Options{});
   s.inference_service =
@@ -160,6 +172,9 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   builder.AddListeningPort(o.grpc_address, grpc::InsecureServerCredentials(), &self->grpc_port_);
   builder.SetMaxReceiveMessageSize(o.max_message_bytes);
   builder.SetMaxSendMessageSize(o.max_message_bytes);
+  grpc::ResourceQuota quota("kaizen-server");
+  quota.SetMaxThreads(std::max(kMinGrpcThreads, o.grpc_max_threads));
+  builder.SetResourceQuota(quota);
   builder.RegisterService(s.dataset_service.get());
   builder.RegisterService(s.model_service.get());
   builder.RegisterService(s.finetune_service.get());

@@ -12,6 +12,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/models/sandboxed_inspection.h"
+#include "server/api/upload_runner.h"
+#include "server/metrics/metrics_http_server.h"
 #include "server/serving/model_server.h"
 
 namespace kaizen::store {
@@ -55,6 +57,14 @@ class KaizenServer {
     // allow-list); its max_image_pixels and serving_batch_size follow the
     // settings here.
     models::SandboxOptions model_sandbox;
+    // Upload streams: how many at once, idle timeout, deadline.
+    UploadRunner::Options uploads;
+    // Most threads gRPC's synchronous server may run (a grpc::ResourceQuota),
+    // so that a flood of calls cannot make it start threads without bound;
+    // calls beyond them wait or get RESOURCE_EXHAUSTED. Raised to 8 at least.
+    int grpc_max_threads = 128;
+    // /metrics: whole-request deadline and connections served at once.
+    metrics::MetricsHttpServer::Options metrics_http;
     // Serving: batching, preloading, per-model configs. Its
     // max_image_pixels and max_jpeg_scans follow the ones above.
     serving::ModelServer::Options serving;

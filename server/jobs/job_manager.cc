@@ -16,6 +16,8 @@
 #include "server/common/names.h"
 #include "server/common/paging.h"
 #include "server/common/status_macros.h"
+#include "server/common/text_limits.h"
+#include "server/jobs/job_history.h"
 #include "server/models/builtin_models.h"
 #include "server/training/hyperparameters.h"
 #include "server/training/trainer.h"
@@ -125,7 +127,50 @@ void JobManager::PublishMessage(const std::string& job_id, const std::string& me
   }
 }
 
+namespace {
+
+// Most entries in a repeated request field (ListJobs.states,
+// previous_datasets), and the largest StartFineTuneRequest stored in a job.
+constexpr int kMaxRepeatedRequestField = 16;
+constexpr size_t kMaxStoredRequestBytes = 64 << 10;
+
+// The request is stored in the job and sent back by GetJob and ListJobs, so
+// its free-form parts are bounded before anything else looks at it.
+absl::Status ValidateRequestText(const kaizen::v1::StartFineTuneRequest& request) {
+  RETURN_IF_ERROR(
+      common::ValidateToken("request_id", request.request_id(), common::kMaxTokenBytes));
+  RETURN_IF_ERROR(common::ValidateToken("hyperparameters.early_stopping.metric",
+                                        request.hyperparameters().early_stopping().metric(),
+                                        common::kMaxTokenBytes));
+  RETURN_IF_ERROR(common::ValidateCount("incremental.previous_datasets",
+                                        request.incremental().previous_datasets_size(),
+                                        kMaxRepeatedRequestField));
+  if (request.ByteSizeLong() > kMaxStoredRequestBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the request is ", request.ByteSizeLong(),
+                                                   " bytes; at most ", kMaxStoredRequestBytes,
+                                                   " are accepted"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateStates(const google::protobuf::RepeatedField<int>& states) {
+  RETURN_IF_ERROR(common::ValidateCount("states", states.size(), kMaxRepeatedRequestField));
+  for (int i = 0; i < states.size(); ++i) {
+    if (!kaizen::v1::JobState_IsValid(states[i]) ||
+        states[i] == kaizen::v1::JOB_STATE_UNSPECIFIED) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("states[", i, "] is ", states[i],
+                       "; use JOB_STATE_QUEUED, _RUNNING, _SUCCEEDED, "
+                       "_FAILED or _CANCELLED"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& request) {
+  RETURN_IF_ERROR(ValidateRequestText(request));
   if (!request.request_id().empty()) {
     ASSIGN_OR_RETURN(std::optional<Job> existing, jobs_->FindByRequestId(request.request_id()));
     if (existing) return *existing;
@@ -236,6 +281,7 @@ absl::StatusOr<Job> JobManager::Get(const std::string& id) { return jobs_->Get(i
 
 absl::StatusOr<kaizen::v1::ListJobsResponse> JobManager::List(
     const kaizen::v1::ListJobsRequest& request) {
+  RETURN_IF_ERROR(ValidateStates(request.states()));
   ASSIGN_OR_RETURN(int limit, common::ResolvePageSize(request.page_size()));
   ASSIGN_OR_RETURN(std::string key, common::DecodePageToken(request.page_token()));
   int64_t before = 0;
@@ -247,11 +293,17 @@ absl::StatusOr<kaizen::v1::ListJobsResponse> JobManager::List(
   // One extra row tells whether another page exists.
   ASSIGN_OR_RETURN(auto rows, jobs_->List(states, before, limit + 1));
   kaizen::v1::ListJobsResponse out;
-  for (int i = 0; i < static_cast<int>(rows.size()) && i < limit; ++i) {
-    *out.add_jobs() = std::move(rows[i].second);
+  size_t bytes = 0;
+  int taken = 0;
+  // A page also ends at kMaxPageBytes, so that it stays far below gRPC's
+  // message limit however large the jobs' histories are.
+  for (; taken < static_cast<int>(rows.size()) && taken < limit; ++taken) {
+    if (taken > 0 && bytes >= common::kMaxPageBytes) break;
+    bytes += rows[taken].second.ByteSizeLong();
+    *out.add_jobs() = std::move(rows[taken].second);
   }
-  if (static_cast<int>(rows.size()) > limit) {
-    out.set_next_page_token(common::EncodePageToken(absl::StrCat(rows[limit - 1].first)));
+  if (static_cast<int>(rows.size()) > taken) {
+    out.set_next_page_token(common::EncodePageToken(absl::StrCat(rows[taken - 1].first)));
   }
   return out;
 }
@@ -472,7 +524,7 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running,
   };
   cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) {
     job->set_epoch(m.epoch());
-    *job->add_history() = m;
+    AppendEpochToHistory(m, job);
     JobEvent e;
     *e.mutable_epoch_summary() = m;
     events_->Publish(job->id(), std::move(e)).IgnoreError();

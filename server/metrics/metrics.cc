@@ -15,6 +15,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                        .Name("kaizen_upload_bytes_total")
                        .Help("Bytes received by successful uploads, by kind.")
                        .Register(*registry_);
+  uploads_in_progress_ = &prometheus::BuildGauge()
+                              .Name("kaizen_uploads_in_progress")
+                              .Help("Upload streams holding a slot (--max_concurrent_uploads).")
+                              .Register(*registry_)
+                              .Add({});
   download_bytes_ = &prometheus::BuildCounter()
                          .Name("kaizen_download_bytes_total")
                          .Help("Model bytes streamed by DownloadModel.")
@@ -46,11 +51,12 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                           .Register(*registry_);
 }
 
-absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& host, int port) {
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& host, int port,
+                                                         MetricsHttpServer::Options http_options) {
   std::unique_ptr<Metrics> m(new Metrics());
   if (port >= 0) {
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
-        MetricsHttpServer::Start(host, port, m->registry_);
+        MetricsHttpServer::Start(host, port, m->registry_, http_options);
     if (!http.ok()) return http.status();
     m->http_ = *std::move(http);
   }
@@ -62,6 +68,10 @@ void Metrics::RecordRequest(absl::string_view method, absl::string_view code, do
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
       0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 120};
   latency_->Add({{"method", std::string(method)}}, kBuckets).Observe(seconds);
+}
+
+void Metrics::SetUploadsInProgress(int64_t uploads) {
+  uploads_in_progress_->Set(static_cast<double>(uploads));
 }
 
 void Metrics::AddUploadBytes(absl::string_view kind, int64_t bytes) {

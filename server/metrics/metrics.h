@@ -20,13 +20,16 @@ class Metrics {
  public:
   // Serves /metrics on `host`:`port` (port 0 picks a free one); a negative
   // port keeps the registry without an HTTP endpoint.
-  static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& host, int port);
+  static absl::StatusOr<std::unique_ptr<Metrics>> Create(
+      const std::string& host, int port, MetricsHttpServer::Options http_options = {});
 
   // kaizen_grpc_requests_total{method, code} and
   // kaizen_grpc_request_duration_seconds{method}.
   void RecordRequest(absl::string_view method, absl::string_view code, double seconds);
   // kaizen_upload_bytes_total{kind="dataset"|"model"}.
   void AddUploadBytes(absl::string_view kind, int64_t bytes);
+  // kaizen_uploads_in_progress: upload streams holding a slot.
+  void SetUploadsInProgress(int64_t uploads);
   // kaizen_download_bytes_total.
   void AddDownloadBytes(int64_t bytes);
 
@@ -56,6 +59,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Histogram>* latency_;
   prometheus::Family<prometheus::Counter>* upload_bytes_;
+  prometheus::Gauge* uploads_in_progress_;
   prometheus::Counter* download_bytes_;
   prometheus::Family<prometheus::Histogram>* batch_size_;
   prometheus::Family<prometheus::Histogram>* queue_seconds_;

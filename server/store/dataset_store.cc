@@ -11,6 +11,7 @@
 #include "server/common/names.h"
 #include "server/common/paging.h"
 #include "server/common/status_macros.h"
+#include "server/common/text_limits.h"
 #include "server/datasets/dataset_ingestor.h"
 
 namespace kaizen::store {
@@ -18,12 +19,49 @@ namespace kaizen::store {
 using kaizen::v1::Dataset;
 using kaizen::v1::DatasetFormat;
 
+namespace {
+
+// Class names come from folder names (or the header, for IDX) and are sent
+// back by every Get and List: they must be printable UTF-8 of bounded size.
+// Report entries are file paths from the archive, kept for information, so
+// bytes that are not UTF-8 are replaced rather than refused.
+absl::Status CheckIngestedText(datasets::IngestResult* ingested) {
+  const std::vector<std::string>& names = ingested->data.class_names;
+  RETURN_IF_ERROR(
+      common::ValidateCount("class folders", static_cast<int>(names.size()), common::kMaxClasses));
+  for (size_t i = 0; i < names.size(); ++i) {
+    absl::Status st = common::ValidateClassName("class name", names[i]);
+    if (!st.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("class folder ", i + 1, " of ", names.size(), ": ", st.message(),
+                       "; rename the folder (class names are folder names)"));
+    }
+  }
+  kaizen::v1::DatasetReport* report = ingested->summary.mutable_report();
+  for (auto& f : *report->mutable_failed_files()) {
+    f.set_path(common::SanitizeUtf8(f.path()));
+    f.set_reason(common::SanitizeUtf8(f.reason()));
+  }
+  for (auto& d : *report->mutable_duplicates()) {
+    d.set_path(common::SanitizeUtf8(d.path()));
+    d.set_duplicate_of(common::SanitizeUtf8(d.duplicate_of()));
+  }
+  for (std::string& path : *report->mutable_ignored_files()) path = common::SanitizeUtf8(path);
+  for (std::string& w : *report->mutable_warnings()) w = common::SanitizeUtf8(w);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 DatasetStore::DatasetStore(Options options, MetadataStore* metadata)
     : options_(std::move(options)), metadata_(metadata) {}
 
 absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> DatasetStore::BeginUpload(
     const kaizen::v1::UploadDatasetHeader& header) {
   RETURN_IF_ERROR(common::ValidateName("dataset name", header.name()));
+  RETURN_IF_ERROR(common::ValidateDescription("header.description", header.description()));
+  RETURN_IF_ERROR(common::ValidateClassNames(
+      "header.class_names", {header.class_names().begin(), header.class_names().end()}));
   int parts = 0;
   switch (header.format()) {
     case kaizen::v1::DATASET_FORMAT_IMAGE_FOLDER:
@@ -83,6 +121,7 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
                                 names[0], names[1], io)
           : datasets::IngestImageFolderArchive(paths[0], names[0], io);
   RETURN_IF_ERROR(ingested.status());
+  RETURN_IF_ERROR(CheckIngestedText(&*ingested));
 
   const std::string rel =
       absl::StrCat("datasets/", header_.name(), "-", common::RandomHex(4), ".kds");
@@ -127,11 +166,17 @@ absl::StatusOr<kaizen::v1::ListDatasetsResponse> DatasetStore::List(int page_siz
   // One extra row tells whether another page exists.
   ASSIGN_OR_RETURN(std::vector<DatasetRow> rows, metadata_->ListDatasets(after, limit + 1));
   kaizen::v1::ListDatasetsResponse out;
-  for (int i = 0; i < static_cast<int>(rows.size()) && i < limit; ++i) {
-    *out.add_datasets() = std::move(rows[i].dataset);
+  size_t bytes = 0;
+  int taken = 0;
+  // A page also ends at kMaxPageBytes: records may be up to kMaxRecordBytes
+  // each, and a full page of those would pass gRPC's message limit.
+  for (; taken < static_cast<int>(rows.size()) && taken < limit; ++taken) {
+    if (taken > 0 && bytes >= common::kMaxPageBytes) break;
+    bytes += rows[taken].dataset.ByteSizeLong();
+    *out.add_datasets() = std::move(rows[taken].dataset);
   }
-  if (static_cast<int>(rows.size()) > limit) {
-    out.set_next_page_token(common::EncodePageToken(out.datasets(limit - 1).name()));
+  if (static_cast<int>(rows.size()) > taken) {
+    out.set_next_page_token(common::EncodePageToken(out.datasets(taken - 1).name()));
   }
   return out;
 }

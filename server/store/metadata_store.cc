@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
+#include "server/common/text_limits.h"
 
 namespace kaizen::store {
 namespace {
@@ -55,6 +56,10 @@ absl::Status MetadataStore::CreateSchema() {
 }
 
 absl::Status MetadataStore::InsertDataset(const DatasetRow& row) {
+  // A row that protobuf cannot parse back would break Get and List for
+  // every caller (DATA_LOSS), so none is written.
+  RETURN_IF_ERROR(
+      common::ValidateRecord(absl::StrCat("dataset \"", row.dataset.name(), "\""), row.dataset));
   absl::MutexLock lock(&db_->mutex());
   ASSIGN_OR_RETURN(Statement st,
                    db_->Prepare("INSERT INTO datasets(name, file, proto) VALUES(?, ?, ?)"));
@@ -124,6 +129,9 @@ absl::StatusOr<DatasetRow> MetadataStore::DeleteDataset(const std::string& name)
 }
 
 absl::Status MetadataStore::InsertModel(const ModelRow& row) {
+  // Class names from a model file's own metadata arrive here too.
+  RETURN_IF_ERROR(
+      common::ValidateRecord(absl::StrCat("model \"", row.model.name(), "\""), row.model));
   absl::MutexLock lock(&db_->mutex());
   ASSIGN_OR_RETURN(Statement st, db_->Prepare(
       "INSERT INTO models(name, version, file, proto) VALUES(?, ?, ?, ?)"));

@@ -15,6 +15,7 @@
 #include "server/common/paging.h"
 #include "server/common/sha256.h"
 #include "server/common/status_macros.h"
+#include "server/common/text_limits.h"
 #include "server/models/builtin_models.h"
 #include "server/models/model_file.h"
 #include "server/models/torch_errors.h"
@@ -42,6 +43,9 @@ absl::StatusOr<std::unique_ptr<ModelStore::Upload>> ModelStore::BeginUpload(
     return absl::AlreadyExistsError(
         absl::StrCat("model \"", header.name(), "\" already exists (it is a built-in model)"));
   }
+  RETURN_IF_ERROR(common::ValidateDescription("header.description", header.description()));
+  RETURN_IF_ERROR(common::ValidateClassNames(
+      "header.class_names", {header.class_names().begin(), header.class_names().end()}));
   if (!header.input_shape().empty() && header.input_shape_size() != 3) {
     return absl::InvalidArgumentError(absl::StrCat(
         "header.input_shape has ", header.input_shape_size(), " values; expected [C, H, W]"));

@@ -225,6 +225,9 @@ std::string MakeArchive(const std::vector<ArchiveEntry>& entries, ArchiveKind ki
     archive_entry_set_size(entry, e.is_dir ? 0 : static_cast<la_int64_t>(e.data.size()));
     archive_entry_set_mtime(entry, 1700000000, 0);
     r = archive_write_header(a, entry);
+    // A name that is not UTF-8 is written as raw bytes with a warning, as
+    // archives from other systems carry them (e.g. Latin-1 folder names).
+    if (r == ARCHIVE_WARN) r = ARCHIVE_OK;
     if (r == ARCHIVE_OK && !e.is_dir && !e.data.empty() &&
         archive_write_data(a, e.data.data(), e.data.size()) !=
             static_cast<la_ssize_t>(e.data.size())) {

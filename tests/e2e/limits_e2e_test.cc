@@ -1,0 +1,276 @@
+// End-to-end tests of the server's limits on streams and connections: upload
+// idle timeouts and deadlines, the cap on concurrent uploads, gRPC's bounded
+// thread pool, and the /metrics endpoint's whole-request deadline. The real
+// KaizenServer on a loopback port, with short limits set through its Options.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/lib/kaizen_client.h"
+#include "kaizen/v1/dataset_service.grpc.pb.h"
+#include "server/api/server.h"
+#include "tests/test_util/http_get.h"
+#include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace kaizen {
+namespace {
+
+namespace fs = std::filesystem;
+using v1::UploadDatasetRequest;
+
+// The value of one sample line of the Prometheus text format, or -1.
+double MetricValue(const std::string& body, const std::string& sample) {
+  // At the start of a line, so that the "# HELP name ..." line is skipped.
+  const size_t at = body.find("\n" + sample + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(body.substr(at + sample.size() + 2));
+}
+
+size_t CountFiles(const std::string& dir) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+// Polls `done` every 10 ms for up to `limit`; true once it holds.
+bool WaitFor(const std::function<bool()>& done, absl::Duration limit = absl::Seconds(10)) {
+  const absl::Time end = absl::Now() + limit;
+  while (!done()) {
+    if (absl::Now() > end) return false;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return true;
+}
+
+// A TCP connection to 127.0.0.1:port, or -1.
+int Connect(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// An upload stream that the test drives by hand: the header and one chunk
+// are sent, then the client says nothing until the test says otherwise.
+struct OpenUpload {
+  grpc::ClientContext context;
+  v1::Dataset response;
+  std::unique_ptr<grpc::ClientWriter<UploadDatasetRequest>> writer;
+};
+
+class LimitsE2E : public ::testing::Test {
+ protected:
+  void StartServer(const std::function<void(api::KaizenServer::Options*)>& adjust) {
+    api::KaizenServer::Options o;
+    o.data_dir = data_.path();
+    o.grpc_address = "127.0.0.1:0";
+    o.metrics_host = "127.0.0.1";
+    o.metrics_port = 0;
+    o.threads = 1;
+    adjust(&o);
+    auto server = api::KaizenServer::Start(o);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->grpc_port()),
+                                   grpc::InsecureChannelCredentials());
+    client_ = std::make_unique<client::KaizenClient>(channel_);
+    stub_ = v1::DatasetService::NewStub(channel_);
+  }
+
+  // Sends the header (one part of `declared` bytes) and one 100-byte chunk.
+  std::unique_ptr<OpenUpload> Open(const std::string& name, int64_t declared = 1 << 20) {
+    auto up = std::make_unique<OpenUpload>();
+    // A bound for the test itself; the server's limits are far shorter.
+    up->context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    up->writer = stub_->UploadDataset(&up->context, &up->response);
+    UploadDatasetRequest msg;
+    msg.mutable_header()->set_name(name);
+    msg.mutable_header()->set_format(v1::DATASET_FORMAT_IMAGE_FOLDER);
+    msg.mutable_header()->add_parts()->set_size_bytes(declared);
+    EXPECT_TRUE(up->writer->Write(msg));
+    msg.set_chunk(std::string(100, 'x'));
+    EXPECT_TRUE(up->writer->Write(msg));
+    return up;
+  }
+
+  std::string TmpDir() const { return data_.path() + "/tmp"; }
+  std::string Metrics() const { return testing::HttpGet(server_->metrics_port(), "/metrics"); }
+  double UploadsInProgress() const { return MetricValue(Metrics(), "kaizen_uploads_in_progress"); }
+
+  absl::StatusOr<v1::Dataset> UploadGoodFolder(const std::string& name) {
+    const std::string path = files_.File(name + ".tar.gz");
+    testing::WriteBinaryFile(
+        path, testing::MakeArchive({{"cats/a.png", testing::EncodePng(16, 16, 3, 1)},
+                                    {"dogs/b.png", testing::EncodePng(16, 16, 3, 2)}},
+                                   testing::ArchiveKind::kTarGz));
+    v1::UploadDatasetHeader h;
+    h.set_name(name);
+    h.set_format(v1::DATASET_FORMAT_IMAGE_FOLDER);
+    return client_->UploadDataset(h, {path});
+  }
+
+  testing::TempDir data_;
+  testing::TempDir files_;
+  std::unique_ptr<api::KaizenServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<client::KaizenClient> client_;
+  std::unique_ptr<v1::DatasetService::Stub> stub_;
+};
+
+TEST_F(LimitsE2E, SilentUploadEndsAfterIdleTimeoutAndFreesNameFileAndSlot) {
+  StartServer([](api::KaizenServer::Options* o) {
+    o->uploads.idle_timeout = absl::Milliseconds(500);
+    o->uploads.max_concurrent = 1;
+  });
+  std::unique_ptr<OpenUpload> up = Open("pets");
+  // The server has taken the header and the chunk once the part file exists.
+  ASSERT_TRUE(WaitFor([&] { return CountFiles(TmpDir()) == 1; }));
+  EXPECT_EQ(UploadsInProgress(), 1);
+
+  const absl::Time start = absl::Now();
+  const grpc::Status st = up->writer->Finish();  // the client stays silent
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
+  EXPECT_NE(st.error_message().find("--upload_idle_timeout_seconds"), std::string::npos)
+      << st.error_message();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+
+  // Everything the stream held is free by the time the client hears of it:
+  // the temporary file, the slot, and the name.
+  EXPECT_EQ(CountFiles(TmpDir()), 0u);
+  EXPECT_EQ(UploadsInProgress(), 0);
+  absl::StatusOr<v1::Dataset> again = UploadGoodFolder("pets");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->num_examples(), 2);
+}
+
+TEST_F(LimitsE2E, UploadsBeyondTheCapAreRefusedUntilASlotFrees) {
+  StartServer([](api::KaizenServer::Options* o) { o->uploads.max_concurrent = 1; });
+  std::unique_ptr<OpenUpload> first = Open("first");
+  ASSERT_TRUE(WaitFor([&] { return CountFiles(TmpDir()) == 1; }));
+
+  absl::StatusOr<v1::Dataset> second = UploadGoodFolder("second");
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted) << second.status();
+  EXPECT_NE(second.status().message().find("--max_concurrent_uploads"), std::string::npos)
+      << second.status();
+  EXPECT_NE(second.status().message().find("limit is 1"), std::string::npos) << second.status();
+
+  first->context.TryCancel();
+  EXPECT_EQ(first->writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  ASSERT_TRUE(WaitFor([&] { return UploadsInProgress() == 0; }));
+  EXPECT_EQ(CountFiles(TmpDir()), 0u);
+  second = UploadGoodFolder("second");
+  EXPECT_TRUE(second.ok()) << second.status();
+}
+
+TEST_F(LimitsE2E, UploadStillSendingAtItsDeadlineEnds) {
+  StartServer([](api::KaizenServer::Options* o) {
+    o->uploads.idle_timeout = absl::Seconds(20);
+    o->uploads.deadline = absl::Seconds(1);
+  });
+  std::unique_ptr<OpenUpload> up = Open("trickle");
+  // A client that is never idle for long but never finishes either.
+  UploadDatasetRequest msg;
+  msg.set_chunk(std::string(10, 'x'));
+  const absl::Time start = absl::Now();
+  while (absl::Now() - start < absl::Seconds(15) && up->writer->Write(msg)) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  const grpc::Status st = up->writer->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
+  EXPECT_NE(st.error_message().find("--upload_deadline_seconds"), std::string::npos)
+      << st.error_message();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_EQ(CountFiles(TmpDir()), 0u);
+  EXPECT_EQ(UploadsInProgress(), 0);
+}
+
+TEST_F(LimitsE2E, SilentUploadsHoldNoServerThread) {
+  // Twelve silent uploads against a server allowed 8 threads: on the sync API
+  // each would hold one, and nothing else could be answered.
+  StartServer([](api::KaizenServer::Options* o) {
+    o->grpc_max_threads = 8;
+    o->uploads.max_concurrent = 16;
+  });
+  std::vector<std::unique_ptr<OpenUpload>> silent;
+  for (int i = 0; i < 12; ++i) silent.push_back(Open(absl::StrCat("silent-", i)));
+  ASSERT_TRUE(WaitFor([&] { return CountFiles(TmpDir()) == 12; }));
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  v1::ListDatasetsRequest req;
+  v1::ListDatasetsResponse resp;
+  const grpc::Status st = stub_->ListDatasets(&ctx, req, &resp);
+  EXPECT_TRUE(st.ok()) << st.error_code() << ": " << st.error_message();
+  absl::StatusOr<v1::Dataset> good = UploadGoodFolder("good");
+  EXPECT_TRUE(good.ok()) << good.status();
+
+  for (auto& up : silent) up->context.TryCancel();
+  for (auto& up : silent) up->writer->Finish();
+  EXPECT_TRUE(WaitFor([&] { return CountFiles(TmpDir()) == 0; }));
+}
+
+TEST_F(LimitsE2E, SlowMetricsClientsDelayNoScrape) {
+  StartServer([](api::KaizenServer::Options*) {});
+  // Three clients that send half a request line and then sit.
+  std::vector<int> slow;
+  for (int i = 0; i < 3; ++i) {
+    const int fd = Connect(server_->metrics_port());
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(send(fd, "GET /metr", 9, MSG_NOSIGNAL), 9);
+    slow.push_back(fd);
+  }
+  const absl::Time start = absl::Now();
+  const std::string body = Metrics();
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_NE(body.find("kaizen_uploads_in_progress"), std::string::npos) << body;
+  EXPECT_LT(took, absl::Seconds(1));
+  for (int fd : slow) close(fd);
+}
+
+TEST_F(LimitsE2E, MetricsConnectionIsClosedAtItsDeadlineHoweverItTrickles) {
+  StartServer(
+      [](api::KaizenServer::Options* o) { o->metrics_http.request_timeout = absl::Seconds(1); });
+  const int fd = Connect(server_->metrics_port());
+  ASSERT_GE(fd, 0);
+  // One byte every 100 ms of a request that never ends: no single read
+  // times out, only the whole-request deadline can end it.
+  const std::string line = "GET /metrics HTTP/1.0\r\nX-Slow: " + std::string(200, 'a');
+  const absl::Time start = absl::Now();
+  bool closed = false;
+  for (size_t i = 0; i < line.size() && !closed && absl::Now() - start < absl::Seconds(10); ++i) {
+    if (send(fd, &line[i], 1, MSG_NOSIGNAL) != 1) break;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) > 0) {
+      char buf[256];
+      closed = recv(fd, buf, sizeof(buf), 0) <= 0;
+    }
+  }
+  const absl::Duration took = absl::Now() - start;
+  close(fd);
+  EXPECT_GE(took, absl::Milliseconds(900));
+  EXPECT_LT(took, absl::Seconds(5));
+  // And the endpoint still answers.
+  EXPECT_NE(Metrics().find("kaizen_uploads_in_progress"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kaizen
