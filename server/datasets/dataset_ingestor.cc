@@ -291,7 +291,14 @@ absl::StatusOr<IngestResult> ArchiveIngestor::Run(const std::string& archive_pat
   if (zip_) {
     archive_read_support_format_zip(a.get());
   } else {
-    archive_read_support_filter_all(a.get());
+    // Only the filters libarchive runs in-process. "all" would also accept
+    // lrzip, lzop, grzip and lz4 streams, some of which libarchive decodes by
+    // running an external program on the uploaded bytes.
+    archive_read_support_filter_gzip(a.get());
+    archive_read_support_filter_bzip2(a.get());
+    archive_read_support_filter_xz(a.get());
+    archive_read_support_filter_lzma(a.get());
+    archive_read_support_filter_zstd(a.get());
     archive_read_support_format_tar(a.get());
   }
   if (archive_read_open_filename(a.get(), archive_path.c_str(), kArchiveReadChunk) != ARCHIVE_OK) {

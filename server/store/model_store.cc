@@ -95,6 +95,14 @@ absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
                                                                 inspected.status().message()));
   }
   Model model = *std::move(inspected);
+  // Class names and architecture may come from the file's own kaizen.json:
+  // held to the same limits as a header's.
+  const std::string where = absl::StrCat(receiver_.part_names()[0], ": kaizen.json");
+  RETURN_IF_ERROR(
+      common::ValidateClassNames(absl::StrCat(where, " class_names"),
+                                 {model.class_names().begin(), model.class_names().end()}));
+  RETURN_IF_ERROR(common::ValidateToken(absl::StrCat(where, " architecture"), model.architecture(),
+                                        common::kMaxTokenBytes));
   model.set_name(header_.name());
   model.set_version(1);
   model.set_description(header_.description());
@@ -237,12 +245,18 @@ absl::StatusOr<kaizen::v1::ListModelsResponse> ModelStore::List(
     return a.name() != b.name() ? a.name() < b.name() : a.version() < b.version();
   });
   kaizen::v1::ListModelsResponse out;
-  for (int i = 0; i < static_cast<int>(merged.size()) && i < limit; ++i) {
-    RETURN_IF_ERROR(FillVersions(&merged[i]));
-    *out.add_models() = std::move(merged[i]);
+  size_t bytes = 0;
+  int taken = 0;
+  // A page also ends at kMaxPageBytes (records may be up to kMaxRecordBytes
+  // each), as ListDatasets does.
+  for (; taken < static_cast<int>(merged.size()) && taken < limit; ++taken) {
+    if (taken > 0 && bytes >= common::kMaxPageBytes) break;
+    RETURN_IF_ERROR(FillVersions(&merged[taken]));
+    bytes += merged[taken].ByteSizeLong();
+    *out.add_models() = std::move(merged[taken]);
   }
-  if (static_cast<int>(merged.size()) > limit) {
-    const Model& last = out.models(limit - 1);
+  if (static_cast<int>(merged.size()) > taken) {
+    const Model& last = out.models(taken - 1);
     out.set_next_page_token(
         common::EncodePageToken(absl::StrCat(last.name(), "\n", last.version())));
   }

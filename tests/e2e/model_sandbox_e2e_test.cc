@@ -78,7 +78,8 @@ TEST_F(ModelSandboxE2E, HostileModelsAreRefusedAndNothingStoredChanges) {
   for (const Case& c :
        {Case{"from_file.pt", "operator aten::from_file"},
         Case{"deep_pickle.pt", "nest deeper than 200"}, Case{"zip_bomb.pt", "ratio limit"},
-        Case{"memory_bomb.pt", "allocate"}, Case{"batch_mismatch.pt", "at batch size 4"}}) {
+        Case{"memory_bomb.pt", "allocate"}, Case{"batch_mismatch.pt", "at batch size 4"},
+        Case{"bad_metadata.pt", "kaizen.json class_names[1]"}}) {
     absl::StatusOr<v1::Model> m = Upload("hostile", c.file);
     ASSERT_FALSE(m.ok()) << c.file;
     EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << c.file;

@@ -67,6 +67,34 @@ class QuarantineE2E : public ::testing::Test {
     return client_->Predict(r, absl::Seconds(60));
   }
 
+  // An in-process server on this data directory with model "m" (version 1,
+  // good.pt) uploaded through the API; the client talks to it.
+  std::unique_ptr<api::KaizenServer> StartWithUploadedModel() {
+    api::KaizenServer::Options o;
+    o.data_dir = data_.path();
+    o.grpc_address = "127.0.0.1:0";
+    o.metrics_port = -1;
+    o.threads = 1;
+    auto server = api::KaizenServer::Start(o);
+    EXPECT_TRUE(server.ok()) << server.status();
+    if (!server.ok()) return nullptr;
+    client_ = std::make_unique<client::KaizenClient>(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", (*server)->grpc_port()), grpc::InsecureChannelCredentials()));
+    v1::UploadModelHeader h;
+    h.set_name("m");
+    for (int64_t d : {1, 8, 8}) h.add_input_shape(d);
+    absl::StatusOr<v1::Model> uploaded = client_->UploadModel(h, models_.File("good.pt"));
+    EXPECT_TRUE(uploaded.ok()) << uploaded.status();
+    return uploaded.ok() ? *std::move(server) : nullptr;
+  }
+
+  // Writes `file` as the next version of "m", as a fine-tuning job would.
+  absl::StatusOr<v1::Model> AddVersion(api::KaizenServer* server, const std::string& file) {
+    absl::StatusOr<v1::Model> meta = client_->GetModel("m");
+    if (!meta.ok()) return meta.status();
+    return server->model_store()->AddVersion("m", torch::jit::load(models_.File(file)), *meta, "");
+  }
+
   testing::TempDir data_;
   testing::TempDir models_;
   int port_ = 0;
@@ -76,23 +104,9 @@ class QuarantineE2E : public ::testing::Test {
 TEST_F(QuarantineE2E, AVersionThatCrashedTheServerIsQuarantinedAtTheNextStart) {
   // Version 1 uploaded, version 2 written as a fine-tuned version would be.
   {
-    api::KaizenServer::Options o;
-    o.data_dir = data_.path();
-    o.grpc_address = "127.0.0.1:0";
-    o.metrics_port = -1;
-    o.threads = 1;
-    auto server = api::KaizenServer::Start(o);
-    ASSERT_TRUE(server.ok()) << server.status();
-    client_ = std::make_unique<client::KaizenClient>(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", (*server)->grpc_port()), grpc::InsecureChannelCredentials()));
-    v1::UploadModelHeader h;
-    h.set_name("m");
-    for (int64_t d : {1, 8, 8}) h.add_input_shape(d);
-    ASSERT_TRUE(client_->UploadModel(h, models_.File("good.pt")).ok());
-    auto meta = client_->GetModel("m");
-    ASSERT_TRUE(meta.ok());
-    auto v2 = (*server)->model_store()->AddVersion("m", torch::jit::load(models_.File("good.pt")),
-                                                   *meta, "");
+    std::unique_ptr<api::KaizenServer> server = StartWithUploadedModel();
+    ASSERT_NE(server, nullptr);
+    auto v2 = AddVersion(server.get(), "good.pt");
     ASSERT_TRUE(v2.ok()) << v2.status();
     ASSERT_EQ(v2->version(), 2);
   }
@@ -141,25 +155,11 @@ TEST_F(QuarantineE2E, AVersionThatCrashedTheServerIsQuarantinedAtTheNextStart) {
 }
 
 TEST_F(QuarantineE2E, AVersionThatFailsToLoadIsQuarantinedAndNotRetried) {
-  api::KaizenServer::Options o;
-  o.data_dir = data_.path();
-  o.grpc_address = "127.0.0.1:0";
-  o.metrics_port = -1;
-  o.threads = 1;
-  auto server = api::KaizenServer::Start(o);
-  ASSERT_TRUE(server.ok()) << server.status();
-  client_ = std::make_unique<client::KaizenClient>(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", (*server)->grpc_port()), grpc::InsecureChannelCredentials()));
-  v1::UploadModelHeader h;
-  h.set_name("m");
-  for (int64_t d : {1, 8, 8}) h.add_input_shape(d);
-  ASSERT_TRUE(client_->UploadModel(h, models_.File("good.pt")).ok());
+  std::unique_ptr<api::KaizenServer> server = StartWithUploadedModel();
+  ASSERT_NE(server, nullptr);
   ASSERT_TRUE(PredictZeros("m").ok());
   // A version whose forward returns the wrong shape fails its warm-up.
-  auto meta = client_->GetModel("m");
-  ASSERT_TRUE(meta.ok());
-  auto v2 = (*server)->model_store()->AddVersion(
-      "m", torch::jit::load(models_.File("batch_mismatch.pt")), *meta, "");
+  auto v2 = AddVersion(server.get(), "batch_mismatch.pt");
   ASSERT_TRUE(v2.ok()) << v2.status();
   // The background load fails and quarantines it; the old version serves on.
   absl::StatusOr<v1::Model> seen;

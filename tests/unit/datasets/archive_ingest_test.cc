@@ -1,5 +1,8 @@
 // IngestImageFolderArchive: real archives built with libarchive, real JPEG and
 // PNG files, checked through the summary, the report and the decoded data.
+#include <archive.h>
+#include <archive_entry.h>
+
 #include <string>
 #include <vector>
 
@@ -380,6 +383,39 @@ TEST_F(ArchiveIngestTest, IngestedDataSurvivesTheDatasetFile) {
 TEST_F(ArchiveIngestTest, MissingArchiveIsNotFound) {
   EXPECT_TRUE(
       absl::IsNotFound(IngestImageFolderArchive(dir_.File("nope.tgz"), "nope.tgz", {}).status()));
+}
+
+TEST_F(ArchiveIngestTest, OnlyInProcessCompressionFiltersAreAccepted) {
+  // A tar through libarchive's "compress" (.Z) filter: a real format, but not
+  // one of the filters uploads accept (lrzip, lzop and others would run an
+  // external program; the list is explicit).
+  const std::string tar = testing::MakeArchive(
+      {{"dogs/d1.png", EncodePng(8, 8, 3, 1)}, {"cats/c1.png", EncodePng(8, 8, 3, 2)}},
+      ArchiveKind::kTar);
+  archive* w = archive_write_new();
+  archive_write_set_format_raw(w);
+  archive_write_add_filter_compress(w);
+  std::string compressed(tar.size() * 2 + 1024, '\0');
+  size_t used = 0;
+  ASSERT_EQ(archive_write_open_memory(w, compressed.data(), compressed.size(), &used), ARCHIVE_OK);
+  archive_entry* e = archive_entry_new();
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_size(e, static_cast<la_int64_t>(tar.size()));
+  ASSERT_EQ(archive_write_header(w, e), ARCHIVE_OK);
+  ASSERT_EQ(archive_write_data(w, tar.data(), tar.size()), static_cast<la_ssize_t>(tar.size()));
+  archive_entry_free(e);
+  archive_write_close(w);
+  archive_write_free(w);
+  compressed.resize(used);
+  absl::StatusOr<IngestResult> result = Ingest(compressed);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(result.status().message(), HasSubstr("not a tar or zip archive"));
+  // The same tar, gzip-compressed, is accepted.
+  EXPECT_TRUE(Ingest(testing::MakeArchive({{"dogs/d1.png", EncodePng(8, 8, 3, 1)},
+                                           {"cats/c1.png", EncodePng(8, 8, 3, 2)}},
+                                          ArchiveKind::kTarGz))
+                  .ok());
 }
 
 }  // namespace
