@@ -2,12 +2,12 @@
 
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/common/atomic_file.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen::models {
@@ -17,10 +17,9 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  std::string bytes;
+  EXPECT_TRUE(common::ReadFile(path, &bytes).ok()) << path;
+  return bytes;
 }
 
 // The hostile models of tests/fixtures/hostile_models.py, written once for
@@ -177,7 +176,8 @@ TEST_F(SandboxedInspectionTest, AMissingInspectorIsAnInternalError) {
   o.inspector_path = "/nonexistent/kaizen-model-inspector";
   absl::StatusOr<kaizen::v1::Model> model = Inspect("good.pt", o);
   ASSERT_FALSE(model.ok());
-  EXPECT_NE(model.status().code(), absl::StatusCode::kOk);
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInternal) << model.status();
+  EXPECT_THAT(model.status().message(), HasSubstr("/nonexistent/kaizen-model-inspector"));
 }
 
 }  // namespace

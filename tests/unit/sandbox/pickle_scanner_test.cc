@@ -1,11 +1,10 @@
 #include "server/sandbox/pickle_scanner.h"
 
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/common/atomic_file.h"
 #include "server/sandbox/zip_directory.h"
 
 namespace kaizen::sandbox {
@@ -20,10 +19,8 @@ std::string Nested(int depth) {
 }
 
 TEST(PickleScannerTest, AcceptsEveryPickleOfARealTorchScriptFile) {
-  std::ifstream in(KAIZEN_FIXTURE_DIR "/resnet18.pt", std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  const std::string bytes = s.str();
+  std::string bytes;
+  ASSERT_TRUE(common::ReadFile(KAIZEN_FIXTURE_DIR "/resnet18.pt", &bytes).ok());
   absl::StatusOr<std::vector<ZipMember>> members =
       ReadZipDirectory(bytes.size(), ReadFromMemory(bytes), {});
   ASSERT_TRUE(members.ok()) << members.status();

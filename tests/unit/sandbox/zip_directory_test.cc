@@ -2,13 +2,12 @@
 
 #include <zlib.h>
 
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/common/atomic_file.h"
 #include "server/sandbox/torchscript_precheck.h"
 
 namespace kaizen::sandbox {
@@ -104,13 +103,6 @@ absl::StatusOr<std::vector<ZipMember>> Read(const std::string& zip, ZipLimits li
   return ReadZipDirectory(zip.size(), ReadFromMemory(zip), limits);
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 TEST(ZipDirectoryTest, ReadsStoredAndDeflatedMembers) {
   const std::string zip =
       MakeZip({{"m/data.pkl", "hello"}, {"m/code/x.py", std::string(1000, 'a'), true}});
@@ -125,7 +117,8 @@ TEST(ZipDirectoryTest, ReadsStoredAndDeflatedMembers) {
 }
 
 TEST(ZipDirectoryTest, ReadsEveryMemberOfARealTorchScriptFile) {
-  const std::string bytes = ReadFile(kResNet18);
+  std::string bytes;
+  ASSERT_TRUE(common::ReadFile(kResNet18, &bytes).ok());
   absl::StatusOr<std::vector<ZipMember>> members = Read(bytes);
   ASSERT_TRUE(members.ok()) << members.status();
   bool data_pkl = false;
