@@ -18,6 +18,8 @@ PACKAGES=(
   libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libpng-dev libssl-dev zlib1g-dev
   # the model sandbox (seccomp filter of kaizen-model-inspector)
   libseccomp-dev
+  # TLS tests make a CA and certificates with the openssl command
+  openssl
   # data and test fixtures
   dataset-fashion-mnist python3-torch python3-torchvision python3-numpy python3-pil bc
   # benchmarks: the grpcio baseline server, accuracy through Predict, plots

@@ -14,11 +14,31 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "server/api/server.h"
+#include "server/auth/listen_policy.h"
 #include "server/common/atomic_file.h"
 #include "server/common/logging.h"
 
 ABSL_FLAG(std::string, data_dir, "./kaizen-data", "Directory for the catalogue and all blobs.");
-ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on (gRPC and metrics).");
+ABSL_FLAG(std::string, host, "",
+          "Address to listen on (gRPC, health and metrics). Empty: 127.0.0.1 when neither TLS "
+          "nor tokens are configured, else 0.0.0.0.");
+ABSL_FLAG(bool, insecure, false,
+          "Allow a non-loopback --host with neither TLS nor tokens (anyone who reaches the port "
+          "may call every RPC).");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain of the gRPC port; enables TLS.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle for client certificates: mutual TLS, a client certificate signed by it "
+          "is required.");
+ABSL_FLAG(int, tls_reload_seconds, 60,
+          "How often the TLS files are re-read, so rotated certificates apply without a restart.");
+ABSL_FLAG(std::string, tokens_file, "",
+          "Bearer tokens, one `NAME ROLE sha256:HEX` per line (kaizenctl tokens add writes "
+          "them); every call but health then needs one. Re-read on SIGHUP.");
+ABSL_FLAG(bool, reflection, false, "Serve gRPC server reflection on the gRPC port.");
+ABSL_FLAG(int, health_port, -1,
+          "A plaintext listener serving only grpc.health.v1.Health, for probes that cannot "
+          "speak TLS (kubelet's gRPC probes); -1 disables it.");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port; 0 picks a free one.");
 ABSL_FLAG(int, metrics_port, 9464, "Prometheus /metrics port; -1 disables it.");
 ABSL_FLAG(int, workers, 1, "Fine-tuning worker threads.");
@@ -106,15 +126,41 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Kaizen fine-tuning and inference server.");
   absl::ParseCommandLine(argc, argv);
 
-  // Block SIGINT/SIGTERM in every thread; one thread waits for them.
+  // Block SIGINT/SIGTERM/SIGHUP in every thread; one thread waits for them.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   kaizen::api::KaizenServer::Options options;
-  const std::string host = absl::GetFlag(FLAGS_host);
+  options.tokens_file = absl::GetFlag(FLAGS_tokens_file);
+  options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                 absl::GetFlag(FLAGS_tls_client_ca)};
+  options.tls_reload_seconds = absl::GetFlag(FLAGS_tls_reload_seconds);
+  options.reflection = absl::GetFlag(FLAGS_reflection);
+  options.insecure = absl::GetFlag(FLAGS_insecure);
+  options.health_port = absl::GetFlag(FLAGS_health_port);
+  kaizen::auth::ListenSecurity security;
+  security.tls = !options.tls.cert.empty();
+  security.tokens = !options.tokens_file.empty();
+  security.insecure = options.insecure;
+  absl::StatusOr<std::string> chosen_host =
+      kaizen::auth::ChooseListenHost(absl::GetFlag(FLAGS_host), security);
+  if (!chosen_host.ok()) {
+    kaizen::common::LogError("cannot start", {{"error", chosen_host.status().ToString()}});
+    return 2;
+  }
+  const std::string host = *chosen_host;
+  if (!security.tls && !security.tokens) {
+    kaizen::common::LogWarning(
+        kaizen::auth::IsLoopbackHost(host)
+            ? "no TLS and no tokens configured: listening on loopback only"
+            : "no TLS and no tokens configured: every RPC is open to anyone who reaches the "
+              "port (--insecure)",
+        {{"host", host}});
+  }
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.grpc_address = absl::StrCat(host, ":", absl::GetFlag(FLAGS_grpc_port));
   options.metrics_host = host;
@@ -181,7 +227,11 @@ int main(int argc, char** argv) {
   }
   std::thread signal_waiter([&] {
     int sig = 0;
-    sigwait(&signals, &sig);
+    // SIGHUP re-reads the tokens file and keeps serving; the others stop.
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+      kaizen::common::LogInfo("signal received", {{"signal", sig}});
+      (*server)->ReloadTokens().IgnoreError();  // logged by ReloadTokens
+    }
     kaizen::common::LogInfo("signal received", {{"signal", sig}});
     (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
   });

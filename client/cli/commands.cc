@@ -22,6 +22,7 @@
 #include "client/cli/usage.h"
 #include "client/lib/folder_archiver.h"
 #include "client/lib/temp_file.h"
+#include "server/auth/token_file.h"
 #include "server/common/atomic_file.h"
 #include "server/common/names.h"
 #include "server/common/status_macros.h"
@@ -247,6 +248,14 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "client_cpu_seconds, wall_seconds. --timeout is each call's deadline "
        "(default 60s). Exits 1 if any call failed.",
        &Commands::BenchPredict},
+      {"tokens", "add", "NAME admin|trainer|predictor|reader", 2, 2, "--tokens_file=FILE",
+       "Make a new bearer token for the server's --tokens_file (no server is "
+       "called): adds the line NAME ROLE sha256:HASH to FILE (atomically; "
+       "created if missing) and prints the token itself, which is stored "
+       "nowhere, on stdout. Send the server SIGHUP to load it. Roles: admin "
+       "(everything), trainer (uploads, jobs, reads), predictor (Predict, "
+       "ModelInfer, model metadata), reader (Get, List, Watch).",
+       &Commands::TokensAdd},
   };
   return *specs;
 }
@@ -279,6 +288,14 @@ std::string Commands::Usage() {
                   "                       per line\n"
                   "  --timeout=DURATION   deadline of each call, e.g. 30s or 10m "
                   "(default: none)\n"
+                  "  --token=TOKEN        bearer token (default $KAIZEN_TOKEN, which "
+                  "keeps it\n"
+                  "                       off the command line)\n"
+                  "  --tls                TLS, the server verified with the system's "
+                  "roots\n"
+                  "  --tls_ca=FILE        TLS, the server verified with this CA\n"
+                  "  --tls_cert=FILE --tls_key=FILE\n"
+                  "                       client certificate and key (mutual TLS)\n"
                   "  --version=V          predict, bench predict: the model version, "
                   "like MODEL:V\n"
                   "  --help               this text\n"
@@ -748,6 +765,45 @@ absl::Status Commands::BenchPredict(const Args& args) {
         result.first_error_code,
         absl::StrCat(result.failed_requests, " calls failed; the first: ", result.first_error));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Commands::TokensAdd(const Args& args) {
+  const std::string& file = options_.tokens_file;
+  if (file.empty()) return UsageError("tokens add needs --tokens_file=FILE");
+  const std::string& name = args[0];
+  if (!auth::IsValidTokenName(name)) {
+    return UsageError(absl::StrCat("token name \"", name, "\": use 1-64 of [A-Za-z0-9._@-]"));
+  }
+  absl::StatusOr<auth::Role> role = auth::ParseRole(args[1]);
+  if (!role.ok()) return UsageError(std::string(role.status().message()));
+  std::string text;
+  if (std::filesystem::exists(file)) {
+    RETURN_IF_ERROR(common::ReadFile(file, &text));
+    // The file must be one the server would load, before and after.
+    ASSIGN_OR_RETURN(const auth::TokenTable table, auth::ParseTokenFile(text, file));
+    for (const auto& [hash, entry] : table) {
+      if (entry.name == name) {
+        return absl::AlreadyExistsError(absl::StrCat("token \"", name, "\" is already in ", file,
+                                                     "; remove its line first to replace it"));
+      }
+    }
+  }
+  ASSIGN_OR_RETURN(const std::string token, auth::GenerateToken());
+  if (!text.empty() && text.back() != '\n') text.push_back('\n');
+  absl::StrAppend(&text, auth::TokenFileLine(name, *role, token), "\n");
+  RETURN_IF_ERROR(auth::ParseTokenFile(text, file).status());
+  RETURN_IF_ERROR(common::WriteFileAtomically(file, text));
+  if (options_.output == OutputFormat::kJson) {
+    *out_ << "{\"name\": \"" << name << "\", \"role\": \"" << auth::RoleName(*role)
+          << "\", \"token\": \"" << token << "\"}\n";
+  } else {
+    *out_ << token << "\n";
+    std::cerr << "added token \"" << name << "\" (" << auth::RoleName(*role) << ") to " << file
+              << "; send the server SIGHUP to load it. The token is shown only now.\n";
+  }
+  out_->flush();
+  if (!*out_) return absl::InternalError("cannot write to standard output");
   return absl::OkStatus();
 }
 

@@ -63,6 +63,8 @@ struct CommandOptions {
   int inputs_per_request = 1;
   // --timeout: bench predict's per-call deadline (default 60 s there).
   absl::Duration timeout = absl::InfiniteDuration();
+  // tokens add: the server's tokens file.
+  std::string tokens_file;
 };
 
 class Commands {
@@ -98,6 +100,7 @@ class Commands {
   absl::Status JobsWatch(const Args& args);
   absl::Status Predict(const Args& args);
   absl::Status BenchPredict(const Args& args);
+  absl::Status TokensAdd(const Args& args);
 
   // A request for MODEL[:VERSION] with --version, --policy and --top_k, and
   // no inputs yet.

@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -21,10 +22,19 @@
 #include "client/cli/progress_bar.h"
 #include "client/cli/usage.h"
 #include "client/lib/kaizen_client.h"
+#include "server/common/atomic_file.h"
 
 // Global.
 ABSL_FLAG(std::string, server, kaizen::cli::DefaultServer(),
           "host:port of the server; $KAIZEN_SERVER sets the default");
+ABSL_FLAG(std::string, token, "",
+          "bearer token sent with every call (default: $KAIZEN_TOKEN; prefer the variable, "
+          "command lines are visible to other users)");
+ABSL_FLAG(bool, tls, false, "connect with TLS, verifying the server with the system's roots");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA that verifies the server's certificate; implies --tls");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate for mutual TLS; implies --tls");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tokens_file, "", "tokens add: the server's tokens file");
 ABSL_FLAG(std::string, output, "table",
           "table (for people) or json (one document, proto3 JSON mapping)");
 ABSL_FLAG(absl::Duration, timeout, absl::InfiniteDuration(),
@@ -220,8 +230,28 @@ int main(int argc, char** argv) {
   options.inputs_per_request = absl::GetFlag(FLAGS_inputs_per_request);
   options.timeout = absl::GetFlag(FLAGS_timeout);
 
+  options.tokens_file = absl::GetFlag(FLAGS_tokens_file);
+
   kaizen::client::KaizenClient::Options client_options;
   client_options.timeout = absl::GetFlag(FLAGS_timeout);
+  client_options.token = absl::GetFlag(FLAGS_token);
+  if (client_options.token.empty()) {
+    const char* env = std::getenv("KAIZEN_TOKEN");
+    if (env != nullptr) client_options.token = env;
+  }
+  client_options.tls = absl::GetFlag(FLAGS_tls);
+  const std::pair<std::string, std::string*> pems[] = {
+      {absl::GetFlag(FLAGS_tls_ca), &client_options.tls_ca_pem},
+      {absl::GetFlag(FLAGS_tls_cert), &client_options.tls_cert_pem},
+      {absl::GetFlag(FLAGS_tls_key), &client_options.tls_key_pem}};
+  for (const auto& [path, pem] : pems) {
+    if (path.empty()) continue;
+    if (absl::Status read = kaizen::common::ReadFile(path, pem); !read.ok()) return Fail(read);
+    client_options.tls = true;
+  }
+  if (client_options.tls_cert_pem.empty() != client_options.tls_key_pem.empty()) {
+    return Fail(kaizen::cli::UsageError("--tls_cert and --tls_key go together"));
+  }
   std::unique_ptr<kaizen::client::KaizenClient> client =
       kaizen::client::KaizenClient::Connect(absl::GetFlag(FLAGS_server),
                                             client_options);

@@ -193,10 +193,16 @@ std::unique_ptr<KaizenClient> KaizenClient::Connect(const std::string& target,
                                                     Options options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxReceiveBytes);
-  return std::make_unique<KaizenClient>(
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
-                                args),
-      options);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (options.tls || !options.tls_ca_pem.empty() || !options.tls_cert_pem.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls_ca_pem;
+    ssl.pem_cert_chain = options.tls_cert_pem;
+    ssl.pem_private_key = options.tls_key_pem;
+    credentials = grpc::SslCredentials(ssl);
+  }
+  return std::make_unique<KaizenClient>(grpc::CreateCustomChannel(target, credentials, args),
+                                        options);
 }
 
 std::unique_ptr<KaizenClient> KaizenClient::Connect(const std::string& target) {
@@ -211,6 +217,11 @@ KaizenClient::KaizenClient(std::shared_ptr<grpc::Channel> channel, Options optio
       inference_(kaizen::v1::InferenceService::NewStub(channel)) {}
 
 void KaizenClient::Prepare(grpc::ClientContext* context, absl::Duration timeout) const {
+  // As metadata rather than call credentials: gRPC sends call credentials
+  // only over TLS, and a token on a loopback plaintext port is legitimate.
+  if (!options_.token.empty()) {
+    context->AddMetadata("authorization", "Bearer " + options_.token);
+  }
   if (timeout == absl::InfiniteDuration()) timeout = options_.timeout;
   if (timeout != absl::InfiniteDuration()) {
     context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));

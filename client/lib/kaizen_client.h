@@ -46,11 +46,21 @@ class KaizenClient {
   struct Options {
     // Deadline of each call, uploads and downloads included; infinite: none.
     absl::Duration timeout = absl::InfiniteDuration();
+    // Bearer token sent with every call ("authorization: Bearer ..."); empty:
+    // none.
+    std::string token;
+    // TLS: on when `tls` is set or any PEM below is given. `tls_ca_pem`
+    // verifies the server (empty: the system's roots); the certificate and
+    // key are the client's, for mutual TLS.
+    bool tls = false;
+    std::string tls_ca_pem;
+    std::string tls_cert_pem;
+    std::string tls_key_pem;
   };
 
-  // An insecure channel to `target` ("host:port") that accepts responses up
-  // to 64 MiB. Connects lazily: a dead server shows up as UNAVAILABLE on the
-  // first call.
+  // A channel to `target` ("host:port"), plaintext or TLS as `options` say,
+  // that accepts responses up to 64 MiB. Connects lazily: a dead server or a
+  // failed handshake shows up as UNAVAILABLE on the first call.
   static std::unique_ptr<KaizenClient> Connect(const std::string& target,
                                                Options options);
   static std::unique_ptr<KaizenClient> Connect(const std::string& target);

@@ -14,7 +14,8 @@ grpc::ServerReadReactor<kaizen::v1::UploadDatasetRequest>* DatasetServiceImpl::U
   store::DatasetStore* datasets = datasets_;
   metrics::Metrics* metrics = metrics_;
   return Reactor::Start(
-      context, response, uploads_, metrics_, "UploadDataset",
+      context, response, uploads_, metrics_, auth_, kaizen::v1::DatasetService::service_full_name(),
+      "UploadDataset",
       [datasets](const kaizen::v1::UploadDatasetHeader& header) {
         return datasets->BeginUpload(header);
       },
@@ -25,6 +26,7 @@ grpc::Status DatasetServiceImpl::GetDataset(grpc::ServerContext* context,
                                             const kaizen::v1::GetDatasetRequest* request,
                                             Dataset* response) {
   RequestScope scope(metrics_, "GetDataset", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::DatasetService::service_full_name());
   scope.set_resource(request->name());
   absl::StatusOr<Dataset> d = datasets_->Get(request->name());
   if (d.ok()) *response = *std::move(d);
@@ -35,6 +37,7 @@ grpc::Status DatasetServiceImpl::ListDatasets(grpc::ServerContext* context,
                                               const kaizen::v1::ListDatasetsRequest* request,
                                               kaizen::v1::ListDatasetsResponse* response) {
   RequestScope scope(metrics_, "ListDatasets", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::DatasetService::service_full_name());
   auto list = datasets_->List(request->page_size(), request->page_token());
   if (list.ok()) *response = *std::move(list);
   return scope.Finish(list.status());
@@ -44,6 +47,7 @@ grpc::Status DatasetServiceImpl::DeleteDataset(grpc::ServerContext* context,
                                                const kaizen::v1::DeleteDatasetRequest* request,
                                                kaizen::v1::DeleteDatasetResponse*) {
   RequestScope scope(metrics_, "DeleteDataset", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::DatasetService::service_full_name());
   scope.set_resource(request->name());
   return scope.Finish(datasets_->Delete(request->name()));
 }

@@ -5,6 +5,7 @@
 
 #include "kaizen/v1/dataset_service.grpc.pb.h"
 #include "server/api/upload_runner.h"
+#include "server/auth/authenticator.h"
 #include "server/metrics/metrics.h"
 #include "server/store/dataset_store.h"
 
@@ -15,12 +16,13 @@ class DatasetServiceImpl final
           kaizen::v1::DatasetService::Service> {
  public:
   DatasetServiceImpl(store::DatasetStore* datasets, UploadRunner* uploads,
-                     metrics::Metrics* metrics)
-      : datasets_(datasets), uploads_(uploads), metrics_(metrics) {}
+                     metrics::Metrics* metrics, const auth::Authenticator* auth)
+      : datasets_(datasets), uploads_(uploads), metrics_(metrics), auth_(auth) {}
 
   grpc::ServerReadReactor<kaizen::v1::UploadDatasetRequest>* UploadDataset(
       grpc::CallbackServerContext* context, kaizen::v1::Dataset* response) override;
-  grpc::Status GetDataset(grpc::ServerContext* context, const kaizen::v1::GetDatasetRequest* request,
+  grpc::Status GetDataset(grpc::ServerContext* context,
+                          const kaizen::v1::GetDatasetRequest* request,
                           kaizen::v1::Dataset* response) override;
   grpc::Status ListDatasets(grpc::ServerContext* context,
                             const kaizen::v1::ListDatasetsRequest* request,
@@ -33,6 +35,7 @@ class DatasetServiceImpl final
   store::DatasetStore* datasets_;
   UploadRunner* uploads_;
   metrics::Metrics* metrics_;
+  const auth::Authenticator* auth_;
 };
 
 }  // namespace kaizen::api

@@ -47,6 +47,10 @@ class WatchReactor : public grpc::ServerWriteReactor<JobEvent> {
 
   std::shared_ptr<WatchSink> sink() { return sink_; }
 
+  absl::Status Authorize(const auth::Authenticator* auth) {
+    return scope_.Authorize(auth, kaizen::v1::FineTuneService::service_full_name());
+  }
+
   void Enqueue(const JobEvent& event) {
     bool start = false;
     {
@@ -127,9 +131,9 @@ class WatchReactor : public grpc::ServerWriteReactor<JobEvent> {
 
  private:
   absl::Status OverflowStatus() const {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "this watcher fell more than ", max_backlog_,
-        " events behind; reconnect with after_sequence=", last_written_));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("this watcher fell more than ", max_backlog_,
+                     " events behind; reconnect with after_sequence=", last_written_));
   }
   void DoFinish(const absl::Status& status) { Finish(scope_.Finish(status)); }
 
@@ -164,6 +168,7 @@ grpc::Status FineTuneServiceImpl::StartFineTune(grpc::ServerContext* context,
                                                 const kaizen::v1::StartFineTuneRequest* request,
                                                 kaizen::v1::Job* response) {
   RequestScope scope(metrics_, "StartFineTune", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::FineTuneService::service_full_name());
   scope.set_resource(request->output_model());
   absl::StatusOr<kaizen::v1::Job> job = jobs_->Submit(*request);
   if (job.ok()) *response = *std::move(job);
@@ -174,6 +179,7 @@ grpc::Status FineTuneServiceImpl::GetJob(grpc::ServerContext* context,
                                          const kaizen::v1::GetJobRequest* request,
                                          kaizen::v1::Job* response) {
   RequestScope scope(metrics_, "GetJob", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::FineTuneService::service_full_name());
   scope.set_resource(request->id());
   absl::StatusOr<kaizen::v1::Job> job = jobs_->Get(request->id());
   if (job.ok()) *response = *std::move(job);
@@ -184,6 +190,7 @@ grpc::Status FineTuneServiceImpl::ListJobs(grpc::ServerContext* context,
                                            const kaizen::v1::ListJobsRequest* request,
                                            kaizen::v1::ListJobsResponse* response) {
   RequestScope scope(metrics_, "ListJobs", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::FineTuneService::service_full_name());
   auto list = jobs_->List(*request);
   if (list.ok()) *response = *std::move(list);
   return scope.Finish(list.status());
@@ -193,6 +200,7 @@ grpc::Status FineTuneServiceImpl::CancelJob(grpc::ServerContext* context,
                                             const kaizen::v1::CancelJobRequest* request,
                                             kaizen::v1::Job* response) {
   RequestScope scope(metrics_, "CancelJob", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::FineTuneService::service_full_name());
   scope.set_resource(request->id());
   absl::StatusOr<kaizen::v1::Job> job = jobs_->Cancel(request->id());
   if (job.ok()) *response = *std::move(job);
@@ -203,6 +211,10 @@ grpc::ServerWriteReactor<JobEvent>* FineTuneServiceImpl::WatchJob(
     grpc::CallbackServerContext* context, const kaizen::v1::WatchJobRequest* request) {
   auto* reactor =
       new WatchReactor(events_, metrics_, context, request->id(), options_.max_watcher_backlog);
+  if (absl::Status denied = reactor->Authorize(auth_); !denied.ok()) {
+    reactor->FinishWith(denied);
+    return reactor;
+  }
   if (request->after_sequence() < 0) {
     reactor->FinishWith(absl::InvalidArgumentError(
         absl::StrCat("after_sequence is ", request->after_sequence(), "; it must be >= 0")));

@@ -4,15 +4,15 @@
 #pragma once
 
 #include "kaizen/v1/finetune_service.grpc.pb.h"
+#include "server/auth/authenticator.h"
 #include "server/jobs/job_event_hub.h"
 #include "server/jobs/job_manager.h"
 #include "server/metrics/metrics.h"
 
 namespace kaizen::api {
 
-class FineTuneServiceImpl final
-    : public kaizen::v1::FineTuneService::WithCallbackMethod_WatchJob<
-          kaizen::v1::FineTuneService::Service> {
+class FineTuneServiceImpl final : public kaizen::v1::FineTuneService::WithCallbackMethod_WatchJob<
+                                      kaizen::v1::FineTuneService::Service> {
  public:
   struct Options {
     // Events a watcher may fall behind before its stream ends with
@@ -21,8 +21,8 @@ class FineTuneServiceImpl final
   };
 
   FineTuneServiceImpl(jobs::JobManager* jobs, jobs::JobEventHub* events, metrics::Metrics* metrics,
-                      Options options)
-      : jobs_(jobs), events_(events), metrics_(metrics), options_(options) {}
+                      const auth::Authenticator* auth, Options options)
+      : jobs_(jobs), events_(events), metrics_(metrics), auth_(auth), options_(options) {}
 
   grpc::Status StartFineTune(grpc::ServerContext* context,
                              const kaizen::v1::StartFineTuneRequest* request,
@@ -40,6 +40,7 @@ class FineTuneServiceImpl final
   jobs::JobManager* jobs_;
   jobs::JobEventHub* events_;
   metrics::Metrics* metrics_;
+  const auth::Authenticator* auth_;
   Options options_;
 };
 

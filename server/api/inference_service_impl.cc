@@ -25,6 +25,7 @@ grpc::Status InferenceServiceImpl::Predict(grpc::ServerContext* context,
                                            const kaizen::v1::PredictRequest* request,
                                            kaizen::v1::PredictResponse* response) {
   RequestScope scope(metrics_, "Predict", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::InferenceService::service_full_name());
   scope.set_resource(request->model());
   return scope.Finish(DoPredict(context, *request, response));
 }

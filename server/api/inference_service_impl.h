@@ -3,6 +3,7 @@
 #pragma once
 
 #include "kaizen/v1/inference_service.grpc.pb.h"
+#include "server/auth/authenticator.h"
 #include "server/metrics/metrics.h"
 #include "server/serving/model_server.h"
 
@@ -10,8 +11,9 @@ namespace kaizen::api {
 
 class InferenceServiceImpl final : public kaizen::v1::InferenceService::Service {
  public:
-  InferenceServiceImpl(serving::ModelServer* models, metrics::Metrics* metrics)
-      : models_(models), metrics_(metrics) {}
+  InferenceServiceImpl(serving::ModelServer* models, metrics::Metrics* metrics,
+                       const auth::Authenticator* auth)
+      : models_(models), metrics_(metrics), auth_(auth) {}
 
   grpc::Status Predict(grpc::ServerContext* context, const kaizen::v1::PredictRequest* request,
                        kaizen::v1::PredictResponse* response) override;
@@ -22,6 +24,7 @@ class InferenceServiceImpl final : public kaizen::v1::InferenceService::Service 
 
   serving::ModelServer* models_;
   metrics::Metrics* metrics_;
+  const auth::Authenticator* auth_;
 };
 
 // The caller's deadline and cancellation, for the batcher.

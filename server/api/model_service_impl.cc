@@ -21,7 +21,8 @@ grpc::ServerReadReactor<kaizen::v1::UploadModelRequest>* ModelServiceImpl::Uploa
   store::ModelStore* models = models_;
   metrics::Metrics* metrics = metrics_;
   return Reactor::Start(
-      context, response, uploads_, metrics_, "UploadModel",
+      context, response, uploads_, metrics_, auth_, kaizen::v1::ModelService::service_full_name(),
+      "UploadModel",
       [models](const kaizen::v1::UploadModelHeader& header) { return models->BeginUpload(header); },
       [metrics](const Model&, int64_t bytes) { metrics->AddUploadBytes("model", bytes); });
 }
@@ -30,6 +31,7 @@ grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext* context,
                                         const kaizen::v1::GetModelRequest* request,
                                         Model* response) {
   RequestScope scope(metrics_, "GetModel", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::ModelService::service_full_name());
   scope.set_resource(request->name());
   absl::StatusOr<Model> m = models_->Get(request->name(), request->version());
   if (m.ok()) *response = *std::move(m);
@@ -40,6 +42,7 @@ grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext* context,
                                           const kaizen::v1::ListModelsRequest* request,
                                           kaizen::v1::ListModelsResponse* response) {
   RequestScope scope(metrics_, "ListModels", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::ModelService::service_full_name());
   auto list = models_->List(*request);
   if (list.ok()) *response = *std::move(list);
   return scope.Finish(list.status());
@@ -49,6 +52,7 @@ grpc::Status ModelServiceImpl::DeleteModel(grpc::ServerContext* context,
                                            const kaizen::v1::DeleteModelRequest* request,
                                            kaizen::v1::DeleteModelResponse*) {
   RequestScope scope(metrics_, "DeleteModel", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::ModelService::service_full_name());
   scope.set_resource(request->name());
   if (request->version() < 0) {
     return scope.Finish(absl::InvalidArgumentError(
@@ -61,13 +65,15 @@ grpc::Status ModelServiceImpl::DownloadModel(
     grpc::ServerContext* context, const kaizen::v1::DownloadModelRequest* request,
     grpc::ServerWriter<kaizen::v1::DownloadModelResponse>* writer) {
   RequestScope scope(metrics_, "DownloadModel", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::ModelService::service_full_name());
   scope.set_resource(request->name());
-  absl::StatusOr<store::ModelStore::File> file = models_->OpenFile(request->name(), request->version());
+  absl::StatusOr<store::ModelStore::File> file =
+      models_->OpenFile(request->name(), request->version());
   if (!file.ok()) return scope.Finish(file.status());
   std::ifstream in(file->path(), std::ios::binary);
   if (!in) {
-    return scope.Finish(absl::InternalError(absl::StrCat("cannot open the file of model \"",
-                                                         request->name(), "\"")));
+    return scope.Finish(absl::InternalError(
+        absl::StrCat("cannot open the file of model \"", request->name(), "\"")));
   }
   kaizen::v1::DownloadModelResponse msg;
   *msg.mutable_model() = file->model();

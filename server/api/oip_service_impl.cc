@@ -236,6 +236,7 @@ grpc::Status OipServiceImpl::ServerLive(grpc::ServerContext* context,
                                         const inference::ServerLiveRequest*,
                                         inference::ServerLiveResponse* response) {
   RequestScope scope(metrics_, "ServerLive", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, inference::GRPCInferenceService::service_full_name());
   response->set_live(true);
   return scope.Finish(absl::OkStatus());
 }
@@ -244,6 +245,7 @@ grpc::Status OipServiceImpl::ServerReady(grpc::ServerContext* context,
                                          const inference::ServerReadyRequest*,
                                          inference::ServerReadyResponse* response) {
   RequestScope scope(metrics_, "ServerReady", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, inference::GRPCInferenceService::service_full_name());
   response->set_ready(models_->started());
   return scope.Finish(absl::OkStatus());
 }
@@ -252,6 +254,7 @@ grpc::Status OipServiceImpl::ModelReady(grpc::ServerContext* context,
                                         const inference::ModelReadyRequest* request,
                                         inference::ModelReadyResponse* response) {
   RequestScope scope(metrics_, "ModelReady", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, inference::GRPCInferenceService::service_full_name());
   scope.set_resource(request->name());
   absl::StatusOr<int64_t> version = ParseVersion("version", request->version());
   if (version.ok()) response->set_ready(models_->IsReady(request->name(), *version));
@@ -262,6 +265,7 @@ grpc::Status OipServiceImpl::ServerMetadata(grpc::ServerContext* context,
                                             const inference::ServerMetadataRequest*,
                                             inference::ServerMetadataResponse* response) {
   RequestScope scope(metrics_, "ServerMetadata", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, inference::GRPCInferenceService::service_full_name());
   response->set_name(kServerName);
   response->set_version(kServerVersion);
   return scope.Finish(absl::OkStatus());
@@ -271,6 +275,7 @@ grpc::Status OipServiceImpl::ModelMetadata(grpc::ServerContext* context,
                                            const inference::ModelMetadataRequest* request,
                                            inference::ModelMetadataResponse* response) {
   RequestScope scope(metrics_, "ModelMetadata", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, inference::GRPCInferenceService::service_full_name());
   scope.set_resource(request->name());
   if (request->name().empty()) {
     return scope.Finish(absl::InvalidArgumentError("name is empty"));
@@ -308,6 +313,7 @@ grpc::Status OipServiceImpl::ModelInfer(grpc::ServerContext* context,
                                         const inference::ModelInferRequest* request,
                                         inference::ModelInferResponse* response) {
   RequestScope scope(metrics_, "ModelInfer", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, inference::GRPCInferenceService::service_full_name());
   scope.set_resource(request->model_name());
   absl::Status status = Infer(*models_, context, *request, response);
   if (!status.ok()) response->Clear();

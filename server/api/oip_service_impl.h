@@ -6,6 +6,7 @@
 #pragma once
 
 #include "inference/grpc_service.grpc.pb.h"
+#include "server/auth/authenticator.h"
 #include "server/metrics/metrics.h"
 #include "server/serving/model_server.h"
 
@@ -13,8 +14,9 @@ namespace kaizen::api {
 
 class OipServiceImpl final : public inference::GRPCInferenceService::Service {
  public:
-  OipServiceImpl(serving::ModelServer* models, metrics::Metrics* metrics)
-      : models_(models), metrics_(metrics) {}
+  OipServiceImpl(serving::ModelServer* models, metrics::Metrics* metrics,
+                 const auth::Authenticator* auth)
+      : models_(models), metrics_(metrics), auth_(auth) {}
 
   grpc::Status ServerLive(grpc::ServerContext* context, const inference::ServerLiveRequest* request,
                           inference::ServerLiveResponse* response) override;
@@ -35,6 +37,7 @@ class OipServiceImpl final : public inference::GRPCInferenceService::Service {
  private:
   serving::ModelServer* models_;
   metrics::Metrics* metrics_;
+  const auth::Authenticator* auth_;
 };
 
 }  // namespace kaizen::api

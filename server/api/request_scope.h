@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
+#include "server/auth/authenticator.h"
 #include "server/metrics/metrics.h"
 
 namespace kaizen::api {
@@ -19,6 +20,12 @@ class RequestScope {
  public:
   RequestScope(metrics::Metrics* metrics, const char* method, grpc::ServerContextBase* context)
       : metrics_(metrics), method_(method), context_(context), start_(absl::Now()) {}
+
+  // Checks the call's bearer token and the caller's role for
+  // /`service`/method (see auth::Authenticator); the log line then names the
+  // token. Every handler calls it first (AUTHORIZE_OR_RETURN) and answers
+  // with Finish(status) when it fails. A null `auth` allows everything.
+  absl::Status Authorize(const auth::Authenticator* auth, absl::string_view service);
 
   // Extra key shown in the log line (e.g. the dataset name).
   void set_resource(std::string resource) { resource_ = std::move(resource); }
@@ -32,6 +39,16 @@ class RequestScope {
   grpc::ServerContextBase* context_;
   absl::Time start_;
   std::string resource_;
+  std::string caller_;
 };
+
+// Returns scope.Finish(denied) from a sync handler when the caller may not
+// call this method.
+#define AUTHORIZE_OR_RETURN(scope, auth, service)                                     \
+  do {                                                                                \
+    if (absl::Status denied_ = (scope).Authorize((auth), (service)); !denied_.ok()) { \
+      return (scope).Finish(denied_);                                                 \
+    }                                                                                 \
+  } while (0)
 
 }  // namespace kaizen::api

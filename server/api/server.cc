@@ -1,10 +1,16 @@
 #include "server/api/server.h"
 
 #include <ATen/Parallel.h>
+#include <grpcpp/ext/health_check_service_server_builder_option.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
 #include <grpcpp/resource_quota.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -14,9 +20,11 @@
 #include "kaizen/v1/inference_service.grpc.pb.h"
 #include "server/api/dataset_service_impl.h"
 #include "server/api/finetune_service_impl.h"
+#include "server/api/health_only_service.h"
 #include "server/api/inference_service_impl.h"
 #include "server/api/model_service_impl.h"
 #include "server/api/oip_service_impl.h"
+#include "server/auth/listen_policy.h"
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
 #include "server/jobs/job_event_hub.h"
@@ -34,6 +42,7 @@ namespace kaizen::api {
 // the gRPC server goes first and the catalogue last.
 struct KaizenServer::State {
   std::unique_ptr<metrics::Metrics> metrics;
+  std::unique_ptr<auth::Authenticator> auth;
   std::unique_ptr<store::MetadataStore> metadata;
   std::unique_ptr<store::DatasetStore> datasets;
   std::unique_ptr<store::ModelStore> models;
@@ -51,6 +60,9 @@ struct KaizenServer::State {
   std::unique_ptr<InferenceServiceImpl> inference_service;
   std::unique_ptr<OipServiceImpl> oip_service;
   std::unique_ptr<grpc::Server> server;
+  // Plaintext, health only (Options::health_port).
+  std::unique_ptr<HealthOnlyService> health_only;
+  std::unique_ptr<grpc::Server> health_server;
   // Preloads models, then flips health to SERVING.
   std::thread ready_thread;
   std::atomic<bool> ready{false};
@@ -85,12 +97,58 @@ constexpr const char* kServices[] = {"kaizen.v1.DatasetService", "kaizen.v1.Mode
 // take any call.
 constexpr int kMinGrpcThreads = 8;
 
-void SetHealth(grpc::Server* server, bool serving) {
+void SetHealthOf(grpc::Server* server, bool serving) {
+  if (server == nullptr) return;
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   for (const char* svc : kServices) health->SetServingStatus(svc, serving);
   health->SetServingStatus(serving);
 }
+
+// Server reflection on one builder, or on none: linking grpc++_reflection
+// registers its plugin for every server the process builds (a static
+// initializer), so it is taken out again where it is not wanted.
+class ReflectionOption final : public grpc::ServerBuilderOption {
+ public:
+  explicit ReflectionOption(bool enabled) : enabled_(enabled) {}
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    const std::string name = grpc::reflection::ProtoServerReflectionPlugin().name();
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [&](const auto& p) { return p->name() == name; }),
+                   plugins->end());
+    if (enabled_)
+      plugins->push_back(std::make_unique<grpc::reflection::ProtoServerReflectionPlugin>());
+  }
+
+ private:
+  bool enabled_;
+};
+
+// TLS from files that gRPC re-reads every `reload_seconds` (certificate
+// rotation without a restart); a client certificate signed by the client CA
+// is required when one is given. Plaintext without a certificate.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> GrpcCredentials(const auth::TlsFiles& tls,
+                                                                         int reload_seconds) {
+  RETURN_IF_ERROR(auth::CheckTlsFiles(tls));
+  if (tls.cert.empty()) return grpc::InsecureServerCredentials();
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      tls.key, tls.cert, tls.client_ca, static_cast<unsigned>(std::max(1, reload_seconds)));
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (tls.client_ca.empty()) {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    options.watch_root_certs();
+    options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(options);
+}
 }  // namespace
+
+void KaizenServer::SetHealth(bool serving) {
+  SetHealthOf(state_->server.get(), serving);
+  if (state_->health_only) state_->health_only->SetServing(serving);
+}
 
 absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options options) {
   std::unique_ptr<KaizenServer> self(new KaizenServer(std::move(options)));
@@ -99,6 +157,19 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
 
   const int threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
   at::set_num_threads(threads);
+
+  auth::ListenSecurity security;
+  security.tls = !o.tls.cert.empty();
+  security.tokens = !o.tokens_file.empty();
+  security.insecure = o.insecure;
+  for (const std::string& host : {auth::HostOfAddress(o.grpc_address), o.metrics_host}) {
+    RETURN_IF_ERROR(auth::ChooseListenHost(host, security).status());
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   GrpcCredentials(o.tls, o.tls_reload_seconds));
+  auth::Authenticator::Options auth_options;
+  auth_options.tokens_file = o.tokens_file;
+  ASSIGN_OR_RETURN(s.auth, auth::Authenticator::Create(auth_options));
 
   RETURN_IF_ERROR(store::PrepareDataDir(o.data_dir));
   ASSIGN_OR_RETURN(s.metadata, store::MetadataStore::Open(o.data_dir + "/kaizen.db"));
@@ -156,20 +227,22 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
       job_manager->references_mutex());
 
   s.uploads = std::make_unique<UploadRunner>(o.uploads, s.metrics.get());
-  s.dataset_service =
-      std::make_unique<DatasetServiceImpl>(s.datasets.get(), s.uploads.get(), s.metrics.get());
+  const auth::Authenticator* auth = s.auth.get();
+  s.dataset_service = std::make_unique<DatasetServiceImpl>(s.datasets.get(), s.uploads.get(),
+                                                           s.metrics.get(), auth);
   s.model_service =
-      std::make_unique<ModelServiceImpl>(s.models.get(), s.uploads.get(), s.metrics.get());
+      std::make_unique<ModelServiceImpl>(s.models.get(), s.uploads.get(), s.metrics.get(), auth);
   s.finetune_service = std::make_unique<FineTuneServiceImpl>(
-      s.jobs.get(), s.events.get(), s.metrics.get(), FineTuneServiceImpl::Options{});
+      s.jobs.get(), s.events.get(), s.metrics.get(), auth, FineTuneServiceImpl::Options{});
   s.inference_service =
-      std::make_unique<InferenceServiceImpl>(s.model_server.get(), s.metrics.get());
-  s.oip_service = std::make_unique<OipServiceImpl>(s.model_server.get(), s.metrics.get());
+      std::make_unique<InferenceServiceImpl>(s.model_server.get(), s.metrics.get(), auth);
+  s.oip_service = std::make_unique<OipServiceImpl>(s.model_server.get(), s.metrics.get(), auth);
 
+  // Health stays open (no token) on every listener: probes carry none.
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(o.grpc_address, grpc::InsecureServerCredentials(), &self->grpc_port_);
+  builder.SetOption(std::make_unique<ReflectionOption>(o.reflection));
+  builder.AddListeningPort(o.grpc_address, credentials, &self->grpc_port_);
   builder.SetMaxReceiveMessageSize(o.max_message_bytes);
   builder.SetMaxSendMessageSize(o.max_message_bytes);
   grpc::ResourceQuota quota("kaizen-server");
@@ -184,7 +257,29 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   if (!s.server || self->grpc_port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", o.grpc_address));
   }
-  SetHealth(s.server.get(), false);
+  if (o.health_port >= 0) {
+    const std::string address =
+        absl::StrCat(auth::HostOfAddress(o.grpc_address), ":", o.health_port);
+    s.health_only = std::make_unique<HealthOnlyService>(
+        std::vector<std::string>(std::begin(kServices), std::end(kServices)));
+    grpc::ServerBuilder health_builder;
+    health_builder.SetOption(std::make_unique<ReflectionOption>(false));
+    // Ours instead of the default health service, which needs other sync
+    // services beside it.
+    health_builder.SetOption(
+        std::make_unique<grpc::HealthCheckServiceServerBuilderOption>(nullptr));
+    grpc::ResourceQuota health_quota("kaizen-health");
+    health_quota.SetMaxThreads(kMinGrpcThreads);
+    health_builder.SetResourceQuota(health_quota);
+    health_builder.RegisterService(s.health_only.get());
+    health_builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
+                                    &self->health_port_);
+    s.health_server = health_builder.BuildAndStart();
+    if (!s.health_server || self->health_port_ == 0) {
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " (--health_port)"));
+    }
+  }
+  self->SetHealth(false);
   RETURN_IF_ERROR(s.jobs->Start());
   KaizenServer* raw = self.get();
   s.ready_thread = std::thread([raw] {
@@ -196,11 +291,17 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
     }
     absl::MutexLock lock(&raw->health_mu_);
     if (st.shut_down) return;
-    SetHealth(st.server.get(), true);
+    raw->SetHealth(true);
     st.ready = true;
     common::LogInfo("ready", {{"grpc_port", raw->grpc_port_}});
   });
-  common::LogInfo("kaizen-server listening", {{"grpc_port", self->grpc_port_},
+  common::LogInfo("kaizen-server listening", {{"grpc_address", o.grpc_address},
+                                              {"grpc_port", self->grpc_port_},
+                                              {"tls", security.tls},
+                                              {"mutual_tls", !o.tls.client_ca.empty()},
+                                              {"tokens", s.auth->token_count()},
+                                              {"reflection", o.reflection},
+                                              {"health_port", self->health_port_},
                                               {"metrics_port", self->metrics_port()},
                                               {"data_dir", o.data_dir},
                                               {"intra_op_threads", threads},
@@ -220,7 +321,7 @@ void KaizenServer::Shutdown(absl::Duration grace) {
     if (!state_->server || state_->shut_down) return;
     state_->shut_down = true;
     state_->ready = false;
-    SetHealth(state_->server.get(), false);
+    SetHealth(false);
     state_->model_server->BeginDrain();
   }
   common::LogInfo("draining",
@@ -233,9 +334,25 @@ void KaizenServer::Shutdown(absl::Duration grace) {
   state_->events->CloseAll();
   // Calls in flight (Predict included) finish on the running batchers.
   state_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  if (state_->health_server) state_->health_server->Shutdown(absl::ToChronoTime(absl::Now()));
   state_->model_server->Stop();
   if (state_->ready_thread.joinable()) state_->ready_thread.join();
   state_->shutdown_done.Notify();
+}
+
+absl::Status KaizenServer::ReloadTokens() {
+  if (!state_->auth->enabled()) {
+    return absl::FailedPreconditionError("no --tokens_file: nothing to reload");
+  }
+  absl::Status reloaded = state_->auth->Reload();
+  if (reloaded.ok()) {
+    common::LogInfo("tokens reloaded",
+                    {{"tokens", state_->auth->token_count()}, {"file", options_.tokens_file}});
+  } else {
+    common::LogError("tokens not reloaded; the previous tokens stay in force",
+                     {{"error", reloaded.ToString()}});
+  }
+  return reloaded;
 }
 
 void KaizenServer::Wait() {

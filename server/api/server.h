@@ -11,9 +11,11 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/models/sandboxed_inspection.h"
 #include "server/api/upload_runner.h"
+#include "server/auth/authenticator.h"
+#include "server/auth/tls_files.h"
 #include "server/metrics/metrics_http_server.h"
+#include "server/models/sandboxed_inspection.h"
 #include "server/serving/model_server.h"
 
 namespace kaizen::store {
@@ -28,9 +30,12 @@ class KaizenServer {
     // Where the catalogue and every blob live.
     std::string data_dir = "./kaizen-data";
     // gRPC listen address; port 0 picks a free port (see grpc_port()).
-    std::string grpc_address = "0.0.0.0:50051";
+    // Without TLS or tokens a non-loopback address needs `insecure`
+    // (auth::ChooseListenHost).
+    std::string grpc_address = "127.0.0.1:50051";
     // Prometheus /metrics endpoint; port 0 picks a free one, -1 disables it.
-    std::string metrics_host = "0.0.0.0";
+    std::string metrics_host = "127.0.0.1";
+    bool insecure = false;
     int metrics_port = 9464;
     // Fine-tuning worker threads (the training engine's pool).
     int workers = 1;
@@ -68,6 +73,21 @@ class KaizenServer {
     // Serving: batching, preloading, per-model configs. Its
     // max_image_pixels and max_jpeg_scans follow the ones above.
     serving::ModelServer::Options serving;
+    // Bearer tokens (auth::Authenticator); empty: every call allowed.
+    std::string tokens_file;
+    // TLS for the gRPC port: certificate and key, and the CA of client
+    // certificates for mutual TLS (then a client certificate is required).
+    // Empty cert: plaintext.
+    auth::TlsFiles tls;
+    // How often gRPC re-reads the TLS files, so that rotated certificates
+    // are picked up without a restart.
+    int tls_reload_seconds = 60;
+    // gRPC server reflection on the gRPC port.
+    bool reflection = false;
+    // A second, plaintext listener on the gRPC host serving only
+    // grpc.health.v1.Health, for probes that cannot speak TLS (kubelet's);
+    // 0 picks a free port, -1 disables it.
+    int health_port = -1;
     // On Shutdown, how long health reports NOT_SERVING while calls are still
     // served, so that load balancers and probes stop sending traffic first.
     absl::Duration drain_delay = absl::ZeroDuration();
@@ -79,6 +99,8 @@ class KaizenServer {
   ~KaizenServer();
 
   int grpc_port() const { return grpc_port_; }
+  // The health-only port, or 0 without one.
+  int health_port() const { return health_port_; }
   int metrics_port() const;
   const Options& options() const { return options_; }
 
@@ -93,15 +115,22 @@ class KaizenServer {
   // Blocks until Shutdown() completes.
   void Wait();
 
+  // Re-reads the tokens file (SIGHUP); on an error the tokens in force stay
+  // and the error is returned. Connections and calls are not touched.
+  absl::Status ReloadTokens();
+
  private:
   struct State;
   explicit KaizenServer(Options options);
 
   Options options_;
   std::unique_ptr<State> state_;
+  void SetHealth(bool serving);
+
   // Orders health changes between the ready thread and Shutdown().
   absl::Mutex health_mu_;
   int grpc_port_ = 0;
+  int health_port_ = 0;
 };
 
 }  // namespace kaizen::api

@@ -38,14 +38,18 @@ class UploadReactor final : public grpc::ServerReadReactor<Request> {
   // Told about a stored upload and its byte count before the client is.
   using StoredFn = std::function<void(const Result& result, int64_t bytes)>;
 
-  // Starts the stream, or ends it at once with RESOURCE_EXHAUSTED when every
-  // upload slot is taken. gRPC owns the returned reactor.
+  // Starts the stream, or ends it at once when the caller may not upload
+  // (UNAUTHENTICATED, PERMISSION_DENIED: no slot taken, nothing read) or with
+  // RESOURCE_EXHAUSTED when every upload slot is taken. gRPC owns the
+  // returned reactor.
   static UploadReactor* Start(grpc::CallbackServerContext* context, Result* response,
-                              UploadRunner* runner, metrics::Metrics* metrics, const char* method,
-                              BeginFn begin, StoredFn stored) {
+                              UploadRunner* runner, metrics::Metrics* metrics,
+                              const auth::Authenticator* auth, absl::string_view service,
+                              const char* method, BeginFn begin, StoredFn stored) {
     auto* r = new UploadReactor(context, response, runner, metrics, method, std::move(begin),
                                 std::move(stored));
-    absl::Status admitted = runner->Admit();
+    absl::Status admitted = r->scope_.Authorize(auth, service);
+    if (admitted.ok()) admitted = runner->Admit();
     absl::MutexLock lock(&r->mu_);
     if (!admitted.ok()) {
       r->SendFinish(admitted);
