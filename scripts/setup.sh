@@ -36,6 +36,14 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# Tools of the Kubernetes manifest test (deploy/k8s/test/validate.sh):
+# kubectl for kustomize, node and npm for the schema validators. Installed only
+# where the command is missing: a kubectl or node from elsewhere (Google Cloud
+# SDK, NodeSource) owns the same paths, and Debian's packages would conflict.
+for tool in kubectl:kubernetes-client node:nodejs npm:npm; do
+  if ! command -v "${tool%%:*}" >/dev/null 2>&1; then missing+=("${tool#*:}"); fi
+done
+
 if ((${#missing[@]})); then
   echo "setup: installing ${#missing[@]} Debian packages: ${missing[*]}"
   SUDO=""
