@@ -45,6 +45,10 @@ ABSL_FLAG(int, workers, 1, "Fine-tuning worker threads.");
 ABSL_FLAG(int, max_job_attempts, 3,
           "A job found running at start-up (the server died while it ran) after this many "
           "attempts ends FAILED instead of being requeued.");
+ABSL_FLAG(bool, preempt, false,
+          "When every worker is busy, a job queued or resumed with a strictly higher priority "
+          "than the lowest-priority running job pauses that job (it checkpoints and goes back "
+          "to the queue at its place, to continue once a worker is free).");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0 means one per core.");
 ABSL_FLAG(int64_t, max_upload_mb, 4096, "Largest dataset upload, in MiB.");
 ABSL_FLAG(int64_t, max_model_mb, 2048, "Largest model upload, in MiB.");
@@ -168,6 +172,7 @@ int main(int argc, char** argv) {
   options.workers = absl::GetFlag(FLAGS_workers);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.max_job_attempts = std::max(1, absl::GetFlag(FLAGS_max_job_attempts));
+  options.preempt = absl::GetFlag(FLAGS_preempt);
   options.max_upload_bytes = absl::GetFlag(FLAGS_max_upload_mb) << 20;
   options.max_model_bytes = absl::GetFlag(FLAGS_max_model_mb) << 20;
   options.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);

@@ -201,7 +201,7 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "--request_id returns the first job instead of a new one. --watch "
        "then follows the job like 'jobs watch'.",
        &Commands::FineTuneStart},
-      {"jobs", "list", "", 0, 0, "[--state=queued,running,succeeded,failed,cancelled]",
+      {"jobs", "list", "", 0, 0, "[--state=queued,running,paused,succeeded,failed,cancelled]",
        "List fine-tuning jobs, all or those in the given states.", &Commands::JobsList},
       {"jobs", "get", "ID", 1, 1, "",
        "Show a job: request, state, resolved hyperparameters, the per-epoch "
@@ -211,6 +211,19 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "Cancel a job: a queued job never starts, a running one stops within "
        "one training step and keeps its last checkpoint.",
        &Commands::JobsCancel},
+      {"jobs", "pause", "ID", 1, 1, "",
+       "Pause a job until 'jobs resume': a queued job is paused at once; a "
+       "running one finishes its current step, writes a checkpoint (a new "
+       "model version) and frees its worker; this waits for that (at most "
+       "--timeout, default 10 minutes) and prints where it stopped. A paused "
+       "job keeps its place in the queue, its dataset and models, and stays "
+       "paused across server restarts.",
+       &Commands::JobsPause},
+      {"jobs", "resume", "ID", 1, 1, "",
+       "Put a paused job back in the queue at its old place; it continues "
+       "from the step where it stopped, with the losses of a run that never "
+       "paused.",
+       &Commands::JobsResume},
       {"jobs", "watch", "ID", 1, 1, "[--after_sequence=N]",
        "Follow a job to its end: a live progress bar (when stderr is a "
        "terminal) and a line per epoch, checkpoint, message and error, then "
@@ -566,6 +579,55 @@ absl::Status Commands::JobsCancel(const Args& args) {
                         JobStateName(job.state()),
                         "); it stops within one training step\n");
   }
+  return Print(job, text);
+}
+
+absl::Status Commands::JobsPause(const Args& args) {
+  ASSIGN_OR_RETURN(kaizen::v1::Job job, client_->PauseJob(args[0]));
+  // A running job pauses after its current step and checkpoint: wait for
+  // that, so that the answer says where it stopped.
+  const absl::Duration wait =
+      options_.timeout == absl::InfiniteDuration() ? absl::Minutes(10) : options_.timeout;
+  const absl::Time deadline = absl::Now() + wait;
+  while (job.state() == kaizen::v1::JOB_STATE_RUNNING && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(200));
+    ASSIGN_OR_RETURN(job, client_->GetJob(job.id()));
+  }
+  std::string text;
+  switch (job.state()) {
+    case kaizen::v1::JOB_STATE_PAUSED:
+    case kaizen::v1::JOB_STATE_QUEUED:  // withdrawn by a resume meanwhile
+      text = absl::StrCat("job ", job.id(), " ", JobStateName(job.state()));
+      if (job.total_steps() > 0 && job.step() > 0) {
+        absl::StrAppend(&text, " after step ", job.step(), "/", job.total_steps(), " (epoch ",
+                        job.epoch(), "/", job.total_epochs(), ")");
+      }
+      if (job.latest_version() > 0) {
+        absl::StrAppend(&text, "; checkpoint ", job.request().output_model(), ":",
+                        job.latest_version());
+      }
+      absl::StrAppend(&text, "\n");
+      break;
+    case kaizen::v1::JOB_STATE_RUNNING:
+      text = absl::StrCat("job ", job.id(), " is being paused (still running after ",
+                          absl::FormatDuration(wait), "); it pauses after its current step\n");
+      break;
+    default:
+      return absl::FailedPreconditionError(absl::StrCat("job ", job.id(), " ended in state ",
+                                                        JobStateName(job.state()),
+                                                        " before it could pause"));
+  }
+  return Print(job, text);
+}
+
+absl::Status Commands::JobsResume(const Args& args) {
+  ASSIGN_OR_RETURN(const kaizen::v1::Job job, client_->ResumeJob(args[0]));
+  std::string text = absl::StrCat("job ", job.id(), " ", JobStateName(job.state()));
+  if (job.state() == kaizen::v1::JOB_STATE_QUEUED && job.latest_version() > 0) {
+    absl::StrAppend(&text, "; it continues from checkpoint ", job.request().output_model(), ":",
+                    job.latest_version());
+  }
+  absl::StrAppend(&text, "\n");
   return Print(job, text);
 }
 

@@ -97,6 +97,8 @@ class Commands {
   absl::Status JobsList(const Args& args);
   absl::Status JobsGet(const Args& args);
   absl::Status JobsCancel(const Args& args);
+  absl::Status JobsPause(const Args& args);
+  absl::Status JobsResume(const Args& args);
   absl::Status JobsWatch(const Args& args);
   absl::Status Predict(const Args& args);
   absl::Status BenchPredict(const Args& args);

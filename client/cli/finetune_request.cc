@@ -307,6 +307,7 @@ absl::StatusOr<std::vector<JobState>> ParseJobStates(const std::string& text) {
       {"succeeded", kaizen::v1::JOB_STATE_SUCCEEDED},
       {"failed", kaizen::v1::JOB_STATE_FAILED},
       {"cancelled", kaizen::v1::JOB_STATE_CANCELLED},
+      {"paused", kaizen::v1::JOB_STATE_PAUSED},
   };
   std::vector<JobState> states;
   for (absl::string_view item :

@@ -110,8 +110,7 @@ ABSL_FLAG(std::string, temperature, "",
 ABSL_FLAG(bool, watch, false,
           "finetune start: follow the job to its end, like jobs watch");
 // jobs list / watch.
-ABSL_FLAG(std::string, state, "",
-          "jobs list: only these states, e.g. queued,running");
+ABSL_FLAG(std::string, state, "", "jobs list: only these states, e.g. queued,running,paused");
 ABSL_FLAG(int64_t, after_sequence, 0,
           "jobs watch: replay only the events after this sequence");
 // predict / bench predict. --version=V is taken out of argv before Abseil

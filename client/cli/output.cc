@@ -484,6 +484,8 @@ std::string JobStateName(kaizen::v1::JobState state) {
       return "failed";
     case kaizen::v1::JOB_STATE_CANCELLED:
       return "cancelled";
+    case kaizen::v1::JOB_STATE_PAUSED:
+      return "paused";
     default:
       return "unspecified";
   }
@@ -699,6 +701,11 @@ std::string JobDetails(const kaizen::v1::Job& j) {
   if (!r.request_id().empty()) Field(&out, "request id", r.request_id());
   if (!j.device().empty()) Field(&out, "device", j.device());
   if (j.attempts() > 0) Field(&out, "attempts", absl::StrCat(j.attempts()));
+  if (j.pause_count() > 0) {
+    Field(&out, j.state() == kaizen::v1::JOB_STATE_PAUSED ? "paused" : "last paused",
+          absl::StrCat(j.pause_reason(), " (paused ", j.pause_count(),
+                       j.pause_count() == 1 ? " time)" : " times)"));
+  }
   std::string progress = absl::StrCat("epoch ", EpochProgress(j));
   if (j.total_steps() > 0) {
     absl::StrAppend(&progress, ", step ", j.step(), "/", j.total_steps());

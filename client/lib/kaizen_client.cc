@@ -526,6 +526,26 @@ absl::StatusOr<kaizen::v1::Job> KaizenClient::CancelJob(const std::string& id) {
   return response;
 }
 
+absl::StatusOr<kaizen::v1::Job> KaizenClient::PauseJob(const std::string& id) {
+  kaizen::v1::PauseJobRequest request;
+  request.set_id(id);
+  kaizen::v1::Job response;
+  grpc::ClientContext context;
+  Prepare(&context);
+  RETURN_IF_ERROR(FromGrpcStatus(jobs_->PauseJob(&context, request, &response)));
+  return response;
+}
+
+absl::StatusOr<kaizen::v1::Job> KaizenClient::ResumeJob(const std::string& id) {
+  kaizen::v1::ResumeJobRequest request;
+  request.set_id(id);
+  kaizen::v1::Job response;
+  grpc::ClientContext context;
+  Prepare(&context);
+  RETURN_IF_ERROR(FromGrpcStatus(jobs_->ResumeJob(&context, request, &response)));
+  return response;
+}
+
 absl::Status KaizenClient::WatchJob(const std::string& id,
                                     int64_t after_sequence,
                                     const JobEventCallback& on_event) {

@@ -126,6 +126,12 @@ class KaizenClient {
   // Returns the job as the server left it: a running job may still show
   // RUNNING until its current step ends.
   absl::StatusOr<kaizen::v1::Job> CancelJob(const std::string& id);
+  // Asks the job to pause (see FineTuneService.PauseJob): a queued job is
+  // PAUSED at once; a running one comes back RUNNING with pause_reason set
+  // and is PAUSED once its current step and checkpoint are done.
+  absl::StatusOr<kaizen::v1::Job> PauseJob(const std::string& id);
+  // Puts a PAUSED job back in the queue at its place (QUEUED).
+  absl::StatusOr<kaizen::v1::Job> ResumeJob(const std::string& id);
   // Streams the job's events after `after_sequence` (0: from the first) to
   // `on_event` and blocks until the stream ends, which the server does after
   // the terminal state. Returns the stream's final status. To resume after a

@@ -207,6 +207,28 @@ grpc::Status FineTuneServiceImpl::CancelJob(grpc::ServerContext* context,
   return scope.Finish(job.status());
 }
 
+grpc::Status FineTuneServiceImpl::PauseJob(grpc::ServerContext* context,
+                                           const kaizen::v1::PauseJobRequest* request,
+                                           kaizen::v1::Job* response) {
+  RequestScope scope(metrics_, "PauseJob", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::FineTuneService::service_full_name());
+  scope.set_resource(request->id());
+  absl::StatusOr<kaizen::v1::Job> job = jobs_->Pause(request->id());
+  if (job.ok()) *response = *std::move(job);
+  return scope.Finish(job.status());
+}
+
+grpc::Status FineTuneServiceImpl::ResumeJob(grpc::ServerContext* context,
+                                            const kaizen::v1::ResumeJobRequest* request,
+                                            kaizen::v1::Job* response) {
+  RequestScope scope(metrics_, "ResumeJob", context);
+  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::FineTuneService::service_full_name());
+  scope.set_resource(request->id());
+  absl::StatusOr<kaizen::v1::Job> job = jobs_->Resume(request->id());
+  if (job.ok()) *response = *std::move(job);
+  return scope.Finish(job.status());
+}
+
 grpc::ServerWriteReactor<JobEvent>* FineTuneServiceImpl::WatchJob(
     grpc::CallbackServerContext* context, const kaizen::v1::WatchJobRequest* request) {
   auto* reactor =

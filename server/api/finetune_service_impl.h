@@ -33,6 +33,10 @@ class FineTuneServiceImpl final : public kaizen::v1::FineTuneService::WithCallba
                         kaizen::v1::ListJobsResponse* response) override;
   grpc::Status CancelJob(grpc::ServerContext* context, const kaizen::v1::CancelJobRequest* request,
                          kaizen::v1::Job* response) override;
+  grpc::Status PauseJob(grpc::ServerContext* context, const kaizen::v1::PauseJobRequest* request,
+                        kaizen::v1::Job* response) override;
+  grpc::Status ResumeJob(grpc::ServerContext* context, const kaizen::v1::ResumeJobRequest* request,
+                         kaizen::v1::Job* response) override;
   grpc::ServerWriteReactor<kaizen::v1::JobEvent>* WatchJob(
       grpc::CallbackServerContext* context, const kaizen::v1::WatchJobRequest* request) override;
 

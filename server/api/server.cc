@@ -216,6 +216,7 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   jmo.workers = std::max(1, o.workers);
   jmo.threads_per_worker = std::max(1, threads / jmo.workers);
   jmo.max_job_attempts = o.max_job_attempts;
+  jmo.preempt = o.preempt;
   s.jobs = std::make_unique<jobs::JobManager>(jmo, s.job_store.get(), s.datasets.get(),
                                               s.models.get(), s.events.get());
   jobs::JobManager* job_manager = s.jobs.get();

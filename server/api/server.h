@@ -43,6 +43,9 @@ class KaizenServer {
     int threads = 0;
     // See JobManager::Options::max_job_attempts.
     int max_job_attempts = 3;
+    // A queued or resumed job of higher priority pauses the lowest-priority
+    // running job when every worker is busy (JobManager::Options::preempt).
+    bool preempt = false;
     // Largest dataset upload, all parts together.
     int64_t max_upload_bytes = int64_t{4} << 30;
     // Largest TorchScript upload.

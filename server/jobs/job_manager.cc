@@ -20,6 +20,7 @@
 #include "server/jobs/job_history.h"
 #include "server/models/builtin_models.h"
 #include "server/training/hyperparameters.h"
+#include "server/training/resume_state.h"
 #include "server/training/trainer.h"
 
 namespace kaizen::jobs {
@@ -35,6 +36,7 @@ google::protobuf::Timestamp Now() {
 }
 
 constexpr int kDefaultKeepCheckpoints = 3;
+constexpr char kPausedByUser[] = "paused by a user";
 
 }  // namespace
 
@@ -50,9 +52,11 @@ JobManager::~JobManager() { Stop(); }
 
 absl::Status JobManager::Start() {
   // A crash leaves RUNNING jobs behind: nothing runs them now, so they go back
-  // to the queue and resume from their last checkpoint.
+  // to the queue and resume from their last checkpoint. PAUSED jobs stay
+  // paused until ResumeJob.
   ASSIGN_OR_RETURN(std::vector<Job> active,
-                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING}));
+                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
+                                    kaizen::v1::JOB_STATE_PAUSED}));
   for (Job& job : active) {
     // Output names of jobs that will run again stay theirs.
     models_->ReserveName(job.request().output_model(), absl::StrCat("job ", job.id()), true)
@@ -78,6 +82,11 @@ absl::Status JobManager::Start() {
                                                 ? absl::StrCat("checkpoint version ",
                                                                job.latest_version())
                                                 : std::string("the start")));
+      RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
+    }
+    if (job.state() == kaizen::v1::JOB_STATE_PAUSED && !job.preempted_by().empty()) {
+      // The server stopped between pausing a preempted job and requeueing it.
+      PublishMessage(job.id(), absl::StrCat("requeued after a restart (", job.pause_reason(), ")"));
       RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
     }
   }
@@ -161,7 +170,7 @@ absl::Status ValidateStates(const google::protobuf::RepeatedField<int>& states) 
       return absl::InvalidArgumentError(
           absl::StrCat("states[", i, "] is ", states[i],
                        "; use JOB_STATE_QUEUED, _RUNNING, _SUCCEEDED, "
-                       "_FAILED or _CANCELLED"));
+                       "_FAILED, _CANCELLED or _PAUSED"));
     }
   }
   return absl::OkStatus();
@@ -190,6 +199,9 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
       return absl::InvalidArgumentError(
           "strategy is unset; choose FEATURE_EXTRACTION, FINE_TUNE, FULL or SCRATCH");
   }
+  // Workers claim under mu_: none may take the job (nor Pause or Cancel
+  // change it) between its insertion and its QUEUED event.
+  absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job job, CheckReferencesAndInsert(request));
   RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
   common::LogInfo("job queued", {{"job", job.id()},
@@ -197,8 +209,8 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
                                  {"base", request.base_model()},
                                  {"dataset", request.dataset()},
                                  {"output", request.output_model()}});
-  absl::MutexLock lock(&mu_);
   wake_.Signal();
+  PreemptForQueue();
   return job;
 }
 
@@ -327,9 +339,122 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
   return job;
 }
 
+absl::StatusOr<Job> JobManager::Pause(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job job, jobs_->Get(id));
+  if (IsTerminal(job.state())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " already ended in state ", kaizen::v1::JobState_Name(job.state()),
+                     "; only a queued or running job can be paused"));
+  }
+  if (job.state() == kaizen::v1::JOB_STATE_PAUSED) return job;
+  auto it = running_.find(id);
+  if (it != running_.end()) {
+    Running* running = it->second;
+    const bool requested = running->pause.load() && running->preempted_by.empty();
+    // A user's pause outlasts a preemption: the job stays PAUSED.
+    running->preempted_by.clear();
+    // The trainer checks this before every step and writes a checkpoint.
+    running->pause = true;
+    if (!requested) {
+      PublishMessage(id,
+                     "pause requested; the job pauses after the current step, once its "
+                     "checkpoint is written");
+    }
+    job.set_pause_reason(kPausedByUser);
+    return job;
+  }
+  if (job.state() != kaizen::v1::JOB_STATE_QUEUED) {
+    // Claims and ends of jobs happen under mu_, so a stored RUNNING job is
+    // always in running_ once Start() has requeued what a crash left.
+    return absl::UnavailableError(absl::StrCat("job ", id, " is ",
+                                               kaizen::v1::JobState_Name(job.state()),
+                                               " but no worker holds it yet; try again"));
+  }
+  job.set_pause_reason(kPausedByUser);
+  job.clear_preempted_by();
+  job.set_pause_count(job.pause_count() + 1);
+  PublishMessage(id, absl::StrCat(kPausedByUser, " while queued"));
+  RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_PAUSED));
+  return job;
+}
+
+absl::StatusOr<Job> JobManager::Resume(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job job, jobs_->Get(id));
+  if (IsTerminal(job.state())) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", id, " already ended in state ",
+                                                      kaizen::v1::JobState_Name(job.state()),
+                                                      "; only a paused job can be resumed"));
+  }
+  if (job.state() != kaizen::v1::JOB_STATE_PAUSED) {
+    auto it = running_.find(id);
+    if (it != running_.end() && it->second->pause.load() && it->second->preempted_by.empty()) {
+      // Not taken effect yet: the job keeps running (or, if its trainer has
+      // already stopped, goes back to the queue; see RunJob).
+      it->second->pause = false;
+      PublishMessage(id, "resumed before the requested pause took effect");
+    }
+    return job;
+  }
+  PublishMessage(id, job.latest_version() > 0
+                         ? absl::StrCat("resumed by a user; back in the queue to continue from "
+                                        "checkpoint version ",
+                                        job.latest_version())
+                         : std::string("resumed by a user; back in the queue"));
+  RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
+  wake_.Signal();
+  PreemptForQueue();
+  return job;
+}
+
+void JobManager::PreemptForQueue() {
+  // A shutdown stops every job anyway; they resume at the next start.
+  if (!options_.preempt || shutting_down_) return;
+  // Running jobs that keep their worker; the others (cancelled, pausing) are
+  // about to free theirs.
+  std::vector<Running*> victims;
+  for (const auto& [id, running] : running_) {
+    if (!running->cancel.load() && !running->pause.load()) victims.push_back(running);
+  }
+  int free_workers = options_.workers - static_cast<int>(victims.size());
+  // The lowest priority goes first; among equals the youngest job.
+  std::sort(victims.begin(), victims.end(), [](const Running* a, const Running* b) {
+    if (a->priority != b->priority) return a->priority < b->priority;
+    if (a->create_millis != b->create_millis) return a->create_millis > b->create_millis;
+    return a->job_id > b->job_id;
+  });
+  absl::StatusOr<std::vector<Job>> queued = jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED});
+  if (!queued.ok()) {
+    common::LogError("cannot read the queue to preempt", {{"error", queued.status().ToString()}});
+    return;
+  }
+  // Queue order: priority, then age (InStates lists by age).
+  std::stable_sort(queued->begin(), queued->end(), [](const Job& a, const Job& b) {
+    return a.request().priority() > b.request().priority();
+  });
+  size_t next = 0;
+  for (const Job& job : *queued) {
+    if (free_workers > 0) {
+      --free_workers;  // a free worker takes it
+      continue;
+    }
+    if (next == victims.size() || job.request().priority() <= victims[next]->priority) break;
+    Running* victim = victims[next++];
+    victim->preempted_by = job.id();
+    victim->pause = true;
+    PublishMessage(victim->job_id,
+                   absl::StrCat("preempted by job ", job.id(), " (priority ",
+                                job.request().priority(), " over ", victim->priority,
+                                "); pausing after the current step, then back in the queue"));
+    common::LogInfo("job preempted", {{"job", victim->job_id}, {"by", job.id()}});
+  }
+}
+
 absl::StatusOr<bool> JobManager::DatasetInUse(const std::string& name) {
   ASSIGN_OR_RETURN(std::vector<Job> active,
-                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING}));
+                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
+                                    kaizen::v1::JOB_STATE_PAUSED}));
   for (const Job& j : active) {
     if (j.request().dataset() == name ||
         j.request().hyperparameters().validation().dataset() == name) {
@@ -341,7 +466,8 @@ absl::StatusOr<bool> JobManager::DatasetInUse(const std::string& name) {
 
 absl::StatusOr<bool> JobManager::ModelInUse(const std::string& name) {
   ASSIGN_OR_RETURN(std::vector<Job> active,
-                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING}));
+                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
+                                    kaizen::v1::JOB_STATE_PAUSED}));
   for (const Job& j : active) {
     std::string base;
     int64_t v = 0;
@@ -378,6 +504,10 @@ void JobManager::WorkerLoop(int worker_index) {
           common::LogError("cannot claim a job", {{"error", claimed.status().ToString()}});
         } else if (*claimed) {
           job = std::move(**claimed);
+          running.job_id = job->id();
+          running.priority = job->request().priority();
+          running.create_millis =
+              google::protobuf::util::TimeUtil::TimestampToMilliseconds(job->create_time());
           running_[job->id()] = &running;
           break;
         }
@@ -391,27 +521,50 @@ void JobManager::WorkerLoop(int worker_index) {
 
 void JobManager::RunJob(Job job, int worker_index, Running* running) {
   const absl::Time start = absl::Now();
-  bool interrupted = false;
+  bool stopped = false;
   absl::Status st;
   try {
-    st = Execute(&job, worker_index, running, &interrupted);
+    st = Execute(&job, worker_index, running, &stopped);
   } catch (const std::exception& e) {
     st = absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
   }
+  // The end state is decided and stored under mu_, so that Cancel, Pause and
+  // Resume see either the running job or its stored end, never a mix.
+  absl::MutexLock lock(&mu_);
   JobState end;
+  bool requeue = false;
   if (!st.ok()) {
     end = kaizen::v1::JOB_STATE_FAILED;
     job.set_error(std::string(st.message()));
     JobEvent e;
     e.set_error(job.error());
     events_->Publish(job.id(), std::move(e)).IgnoreError();
-  } else if (interrupted) {
-    end = kaizen::v1::JOB_STATE_QUEUED;
-    // A graceful shutdown is not the job's fault: it does not use up one of
-    // its --max_job_attempts.
+  } else if (stopped && !running->cancel) {
+    // A pause or a graceful shutdown is not the job's fault: it does not use
+    // up one of its --max_job_attempts.
     job.set_attempts(std::max(0, job.attempts() - 1));
-    PublishMessage(job.id(), absl::StrCat("the server is shutting down; the job will resume from "
-                                          "checkpoint version ", job.latest_version()));
+    const std::string checkpoint = absl::StrCat("checkpoint version ", job.latest_version());
+    if (running->pause) {
+      end = kaizen::v1::JOB_STATE_PAUSED;
+      requeue = !running->preempted_by.empty();
+      job.set_preempted_by(running->preempted_by);
+      job.set_pause_reason(requeue ? absl::StrCat("preempted by job ", running->preempted_by)
+                                   : std::string(kPausedByUser));
+      job.set_pause_count(job.pause_count() + 1);
+      PublishMessage(job.id(),
+                     absl::StrCat(job.pause_reason(), " after step ", job.step(), "/",
+                                  job.total_steps(), "; it continues from ", checkpoint,
+                                  requeue ? " once a worker is free" : " after ResumeJob"));
+    } else {
+      end = kaizen::v1::JOB_STATE_QUEUED;
+      PublishMessage(job.id(), shutting_down_
+                                   ? absl::StrCat("the server is shutting down; the job will "
+                                                  "resume from ",
+                                                  checkpoint)
+                                   : absl::StrCat("the pause was withdrawn after the job had "
+                                                  "stopped; requeued to resume from ",
+                                                  checkpoint));
+    }
   } else if (running->cancel) {
     end = kaizen::v1::JOB_STATE_CANCELLED;
   } else {
@@ -420,18 +573,26 @@ void JobManager::RunJob(Job job, int worker_index, Running* running) {
   if (absl::Status ps = PublishState(&job, end); !ps.ok()) {
     common::LogError("cannot record job state", {{"job", job.id()}, {"error", ps.ToString()}});
   }
+  // A preempted job is paused, not lost: it goes back to its place in the
+  // queue at once.
+  if (requeue) {
+    if (absl::Status ps = PublishState(&job, kaizen::v1::JOB_STATE_QUEUED); !ps.ok()) {
+      common::LogError("cannot requeue a preempted job",
+                       {{"job", job.id()}, {"error", ps.ToString()}});
+    }
+  }
   common::Log(st.ok() ? common::LogLevel::kInfo : common::LogLevel::kWarning, "job ended",
               {{"job", job.id()},
                {"state", kaizen::v1::JobState_Name(end)},
                {"seconds", absl::ToDoubleSeconds(absl::Now() - start)},
                {"error", job.error()}});
-  if (end != kaizen::v1::JOB_STATE_QUEUED) models_->ReleaseName(job.request().output_model());
-  absl::MutexLock lock(&mu_);
+  if (IsTerminal(end)) models_->ReleaseName(job.request().output_model());
   running_.erase(job.id());
+  wake_.SignalAll();
+  if (requeue || end == kaizen::v1::JOB_STATE_QUEUED) PreemptForQueue();
 }
 
-absl::Status JobManager::Execute(Job* job, int worker_index, Running* running,
-                                 bool* interrupted) {
+absl::Status JobManager::Execute(Job* job, int worker_index, Running* running, bool* stopped) {
   const kaizen::v1::StartFineTuneRequest& req = job->request();
   ASSIGN_OR_RETURN(datasets::DecodedDataset train, datasets_->Load(req.dataset()));
   std::optional<datasets::DecodedDataset> validation;
@@ -459,8 +620,17 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running,
       history->RemoveLast();
     }
     job->set_epoch(checkpoint_epoch);
+    // A checkpoint written by a pause, cancel or shutdown stands between two
+    // steps of an epoch, and the trainer continues at that step.
+    absl::StatusOr<training::ResumeState> state = training::DecodeResumeState(opts.resume_state);
+    const int64_t step_in_epoch = state.ok() ? state->position.step : 0;
     PublishMessage(job->id(), absl::StrCat("resuming from checkpoint version ",
-                                           job->latest_version(), " (epoch ", job->epoch(), ")"));
+                                           job->latest_version(), " (epoch ", job->epoch(),
+                                           step_in_epoch > 0
+                                               ? absl::StrCat(" and ", step_in_epoch,
+                                                              " steps of epoch ", job->epoch() + 1)
+                                               : std::string(),
+                                           ")"));
   } else {
     std::string base;
     int64_t version = 0;
@@ -505,11 +675,14 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running,
   int64_t first_step = -1;
   const int keep = req.keep_checkpoints() > 0 ? req.keep_checkpoints() : kDefaultKeepCheckpoints;
   training::Callbacks cb;
-  cb.should_stop = [&] { return running->cancel.load() || shutting_down_.load(); };
+  cb.should_stop = [&] {
+    return running->cancel.load() || running->pause.load() || shutting_down_.load();
+  };
   cb.on_step = [&](const kaizen::v1::StepProgress& p) {
     job->set_step(p.step());
     job->set_total_steps(p.total_steps());
     job->set_epoch(p.epoch());
+    if (options_.after_step) options_.after_step(job->id(), p.step());
     if (first_step < 0) first_step = p.step();
     const absl::Time now = absl::Now();
     if (now - last_progress < options_.progress_interval && p.step() != p.total_steps()) return;
@@ -573,7 +746,7 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running,
   };
 
   ASSIGN_OR_RETURN(training::TrainResult result, training::Train(opts, data, cb));
-  if (result.cancelled && !running->cancel.load()) *interrupted = true;
+  *stopped = result.cancelled;
   if (result.stopped_early) {
     PublishMessage(job->id(), absl::StrFormat("early stopping after epoch %d: best %s at epoch %d",
                                               result.epochs_completed, result.best_metric_name,

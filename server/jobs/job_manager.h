@@ -1,9 +1,10 @@
 // The fine-tuning engine's control plane: validates and queues jobs, runs them
 // on a pool of worker threads (one device each), turns every checkpoint into
-// a new version of the output model, publishes events, and cancels or
-// requeues jobs. Everything a job needs to survive a crash is in the JobStore
-// and the ModelStore: on start, jobs found RUNNING are requeued and resume
-// from their last checkpoint.
+// a new version of the output model, publishes events, and cancels, pauses,
+// resumes, preempts or requeues jobs. Everything a job needs to survive a
+// crash is in the JobStore and the ModelStore: on start, jobs found RUNNING
+// are requeued and resume from their last checkpoint; PAUSED jobs stay
+// paused.
 #pragma once
 
 #include <atomic>
@@ -38,9 +39,18 @@ class JobManager {
     // a job that crashes the server cannot do so forever. Graceful shutdowns
     // do not count.
     int max_job_attempts = 3;
+    // --preempt: while every worker is busy, a job that is queued (or
+    // resumed) with a strictly higher priority than the lowest-priority
+    // running job preempts that job: it checkpoints after its current step,
+    // is PAUSED ("preempted by job ID") and goes straight back to the queue
+    // at its old place, so it continues on its own once a worker is free.
+    bool preempt = false;
     // Tests only: called by Submit after it has checked the job's dataset and
     // models and before it stores the job.
     std::function<void()> after_references_checked;
+    // Tests only: called by a worker after each training step with the job's
+    // id and step (counted from 1 over the whole job).
+    std::function<void(const std::string& job_id, int64_t step)> after_step;
   };
 
   JobManager(Options options, store::JobStore* jobs, store::DatasetStore* datasets,
@@ -61,8 +71,20 @@ class JobManager {
   absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
   absl::StatusOr<kaizen::v1::ListJobsResponse> List(const kaizen::v1::ListJobsRequest& request);
   absl::StatusOr<kaizen::v1::Job> Cancel(const std::string& id);
+  // A QUEUED job becomes PAUSED at once. A RUNNING one is asked to stop
+  // after its current step: it writes a checkpoint that resumes at that very
+  // step, frees its worker and becomes PAUSED; the answer is the job as it
+  // is now (RUNNING, with pause_reason set). A PAUSED job is returned as it
+  // is. FailedPrecondition for a job that has ended, NotFound for none.
+  absl::StatusOr<kaizen::v1::Job> Pause(const std::string& id);
+  // A PAUSED job goes back to the queue (QUEUED) at its old place: the queue
+  // is ordered by priority, then age, and neither changes. QUEUED and RUNNING
+  // jobs are returned as they are (a user's pause that has not taken effect
+  // yet is withdrawn). FailedPrecondition for a job that has ended.
+  absl::StatusOr<kaizen::v1::Job> Resume(const std::string& id);
 
-  // Whether a QUEUED or RUNNING job reads the dataset / uses the model.
+  // Whether a QUEUED, RUNNING or PAUSED job reads the dataset / uses the
+  // model.
   absl::StatusOr<bool> DatasetInUse(const std::string& name);
   absl::StatusOr<bool> ModelInUse(const std::string& name);
 
@@ -71,16 +93,31 @@ class JobManager {
   absl::Mutex* references_mutex() { return &references_mu_; }
 
  private:
+  // A job a worker has claimed; lives on the worker's stack while it runs.
   struct Running {
     std::atomic<bool> cancel{false};
+    // Checkpoint after the current step and free the worker (PauseJob or a
+    // preemption).
+    std::atomic<bool> pause{false};
+    // The rest is set when the job is claimed and read or written with mu_
+    // held.
+    std::string job_id;
+    int32_t priority = 0;
+    int64_t create_millis = 0;
+    // Non-empty while `pause` is a preemption: the job that takes the worker.
+    std::string preempted_by;
   };
 
   void WorkerLoop(int worker_index);
   absl::StatusOr<std::optional<kaizen::v1::Job>> Claim(const std::string& device);
   // Runs one claimed job to its end state (or back to QUEUED on shutdown).
   void RunJob(kaizen::v1::Job job, int worker_index, Running* running);
-  absl::Status Execute(kaizen::v1::Job* job, int worker_index, Running* running,
-                       bool* interrupted);
+  // `*stopped`: training stopped before its end at should_stop (cancel,
+  // pause or shutdown) after writing a checkpoint.
+  absl::Status Execute(kaizen::v1::Job* job, int worker_index, Running* running, bool* stopped);
+  // With Options::preempt, pauses the running jobs that queued jobs of
+  // higher priority should replace, once free workers are accounted for.
+  void PreemptForQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PublishState(kaizen::v1::Job* job, kaizen::v1::JobState state);
   absl::Status Persist(kaizen::v1::Job* job);
   void PublishMessage(const std::string& job_id, const std::string& message);

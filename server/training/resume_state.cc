@@ -9,7 +9,10 @@ namespace kaizen::training {
 namespace {
 
 constexpr char kMagic[4] = {'K', 'Z', 'R', 'S'};
-constexpr uint32_t kVersion = 1;
+// 1: epoch boundaries only. 2: adds good_steps and the position within an
+// epoch.
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kFirstVersion = 1;
 
 class Writer {
  public:
@@ -71,6 +74,17 @@ std::string EncodeResumeState(const ResumeState& s) {
   w.Put<uint64_t>(s.history.size());
   for (const auto& m : s.history) w.PutBytes(m.SerializeAsString());
   w.PutBytes(s.optimizer);
+  w.Put(s.good_steps);
+  const EpochPosition& p = s.position;
+  w.Put(p.step);
+  w.Put(p.loss_sum);
+  w.Put(p.correct);
+  w.Put(p.seen);
+  w.Put(p.learning_rate);
+  w.Put(p.seconds);
+  w.PutBytes(p.torch_rng);
+  w.PutBytes(p.cuda_rng);
+  w.PutBytes(p.augment_rng);
   return w.Take();
 }
 
@@ -83,7 +97,7 @@ absl::StatusOr<ResumeState> DecodeResumeState(absl::string_view bytes) {
   }
   uint32_t version = 0;
   if (std::memcmp(magic, kMagic, 4) != 0 || !r.Get(&version)) return bad;
-  if (version != kVersion) {
+  if (version < kFirstVersion || version > kVersion) {
     return absl::InvalidArgumentError("the resume state was written by another Kaizen version");
   }
   ResumeState s;
@@ -100,7 +114,17 @@ absl::StatusOr<ResumeState> DecodeResumeState(absl::string_view bytes) {
     std::string m;
     if (!r.GetBytes(&m) || !s.history.emplace_back().ParseFromString(m)) return bad;
   }
-  if (!r.GetBytes(&s.optimizer) || !r.done()) return bad;
+  if (!r.GetBytes(&s.optimizer)) return bad;
+  if (version >= 2) {
+    EpochPosition& p = s.position;
+    if (!r.Get(&s.good_steps) || !r.Get(&p.step) || !r.Get(&p.loss_sum) || !r.Get(&p.correct) ||
+        !r.Get(&p.seen) || !r.Get(&p.learning_rate) || !r.Get(&p.seconds) ||
+        !r.GetBytes(&p.torch_rng) || !r.GetBytes(&p.cuda_rng) || !r.GetBytes(&p.augment_rng) ||
+        p.step < 0) {
+      return bad;
+    }
+  }
+  if (!r.done()) return bad;
   return s;
 }
 

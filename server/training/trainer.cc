@@ -7,7 +7,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -52,6 +54,25 @@ constexpr int kLossScaleGrowthInterval = 2000;
 
 double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// A generator's whole state as bytes (CPU: the Mersenne Twister and its
+// cached normal; CUDA: the Philox seed and offset), for an exact resume
+// between two steps.
+std::string SaveGenerator(at::Generator gen) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  const at::Tensor state = gen.get_state().contiguous();
+  return std::string(reinterpret_cast<const char*>(state.data_ptr<uint8_t>()),
+                     static_cast<size_t>(state.numel()));
+}
+
+// Throws (a LibTorch error) when `bytes` is not a state of this kind of
+// generator.
+void RestoreGenerator(at::Generator gen, const std::string& bytes) {
+  at::Tensor state = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  if (!bytes.empty()) std::memcpy(state.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
 }
 
 // Autocast on CUDA for the lifetime of the object; nothing elsewhere.
@@ -127,6 +148,12 @@ class Trainer {
   bool BackwardAndStep(const torch::Tensor& loss);
   absl::StatusOr<Checkpoint> MakeCheckpoint(int32_t epochs_completed, int64_t global_step,
                                             bool is_best);
+  // The generators that random operations in a step draw from.
+  at::Generator TorchGenerator() const { return at::globalContext().defaultGenerator(at::kCPU); }
+  std::optional<at::Generator> CudaGenerator() const {
+    if (!device_.is_cuda()) return std::nullopt;
+    return at::globalContext().defaultGenerator(device_);
+  }
   std::string MetricName() const;
   bool MetricIsMaximised() const { return MetricName() == "val_accuracy"; }
   double MetricValue(const kaizen::v1::EpochMetrics& m) const;
@@ -163,7 +190,6 @@ class Trainer {
   bool amp_ = false;
   bool fp16_ = false;
   at::ScalarType amp_dtype_ = at::kBFloat16;
-  int good_steps_ = 0;
 };
 
 absl::Status Trainer::CheckInputs() {
@@ -425,13 +451,13 @@ bool Trainer::BackwardAndStep(const torch::Tensor& loss) {
     }
     if (!finite) {
       state_.loss_scale = std::max(1.0, state_.loss_scale / 2);
-      good_steps_ = 0;
+      state_.good_steps = 0;
       ClearGradients();
       return false;
     }
-    if (++good_steps_ >= kLossScaleGrowthInterval) {
+    if (++state_.good_steps >= kLossScaleGrowthInterval) {
       state_.loss_scale *= 2;
-      good_steps_ = 0;
+      state_.good_steps = 0;
     }
   }
   if (hp_.gradient_clip_norm() > 0 && !with_grad.empty()) {
@@ -514,6 +540,16 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   const int64_t steps_per_epoch = sampler_->batches_per_epoch();
   const int64_t total_steps = schedule_->total_steps();
   const int32_t first_epoch = resuming_ ? state_.epochs_completed : 0;
+  // A checkpoint taken between two steps continues at the next one, with the
+  // epoch's sums and the random generators as they were; checkpoints at the
+  // end of an epoch carry no position.
+  const EpochPosition resume_at = resuming_ ? state_.position : EpochPosition();
+  state_.position = EpochPosition();
+  if (resume_at.step >= steps_per_epoch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the resume state stands at step ", resume_at.step + 1, " of an epoch that now has ",
+        steps_per_epoch, " steps; the dataset or batch size changed"));
+  }
   const double label_smoothing = hp_.label_smoothing();
   result.epochs_completed = first_epoch;
   if (!state_.history.empty()) result.last = state_.history.back();
@@ -522,7 +558,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
 
   for (int32_t epoch = first_epoch; epoch < hp_.epochs(); ++epoch) {
     where_ = absl::StrCat("epoch ", epoch + 1);
-    const Clock::time_point epoch_start = Clock::now();
+    Clock::time_point epoch_start = Clock::now();
     torch::manual_seed(DeriveSeed(hp_.seed(), kTorchStream, epoch));
     at::Generator augment_gen =
         at::make_generator<at::CPUGeneratorImpl>(DeriveSeed(hp_.seed(), kAugmentStream, epoch));
@@ -546,13 +582,43 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     double loss_sum = 0;
     int64_t correct = 0, seen = 0;
     double lr_now = 0;
+    int64_t first_batch = 0;
+    if (epoch == first_epoch && resume_at.step > 0) {
+      where_ = absl::StrCat("epoch ", epoch + 1, " resume at step ", resume_at.step + 1);
+      first_batch = resume_at.step;
+      loss_sum = resume_at.loss_sum;
+      correct = resume_at.correct;
+      seen = resume_at.seen;
+      lr_now = resume_at.learning_rate;
+      epoch_start -= std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(resume_at.seconds));
+      RestoreGenerator(TorchGenerator(), resume_at.torch_rng);
+      if (std::optional<at::Generator> cuda = CudaGenerator();
+          cuda && !resume_at.cuda_rng.empty()) {
+        RestoreGenerator(*cuda, resume_at.cuda_rng);
+      }
+      RestoreGenerator(augment_gen, resume_at.augment_rng);
+    }
     const std::vector<std::vector<int64_t>> batches = sampler_->EpochBatches(epoch);
-    for (int64_t b = 0; b < static_cast<int64_t>(batches.size()); ++b) {
+    for (int64_t b = first_batch; b < static_cast<int64_t>(batches.size()); ++b) {
       const int64_t global_step = epoch * steps_per_epoch + b;
       where_ = absl::StrCat("epoch ", epoch + 1, " step ", b + 1);
       if (callbacks_.should_stop && callbacks_.should_stop()) {
-        ASSIGN_OR_RETURN(Checkpoint cp,
-                         MakeCheckpoint(epoch, epoch * steps_per_epoch, /*is_best=*/false));
+        // Everything the remaining steps depend on besides the weights and
+        // the optimizer, so that a resume continues with this very step.
+        EpochPosition& pos = state_.position;
+        pos.step = b;
+        pos.loss_sum = loss_sum;
+        pos.correct = correct;
+        pos.seen = seen;
+        pos.learning_rate = lr_now;
+        pos.seconds = Seconds(epoch_start);
+        pos.torch_rng = SaveGenerator(TorchGenerator());
+        if (std::optional<at::Generator> cuda = CudaGenerator()) {
+          pos.cuda_rng = SaveGenerator(*cuda);
+        }
+        pos.augment_rng = SaveGenerator(augment_gen);
+        ASSIGN_OR_RETURN(Checkpoint cp, MakeCheckpoint(epoch, global_step, /*is_best=*/false));
         if (callbacks_.on_checkpoint) RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
         result.cancelled = true;
         result.epochs_completed = epoch;

@@ -30,7 +30,8 @@ struct TrainingData {
   const datasets::DecodedDataset* validation = nullptr;
 };
 
-// Handed to the caller after every epoch, and once more when cancelled.
+// Handed to the caller after every epoch, and once more when stopped
+// (should_stop) between two steps.
 struct Checkpoint {
   // Self-contained TorchScript classifier in eval mode on the CPU, new head
   // included; save it with models::SaveModelFile.
@@ -41,7 +42,10 @@ struct Checkpoint {
   // validation, "val_loss", "val_accuracy".
   kaizen::v1::Model metadata;
   int32_t epoch = 0;  // epochs completed
-  // Opaque bytes to continue exactly (TrainerOptions::resume_state).
+  // Opaque bytes to continue exactly (TrainerOptions::resume_state): from
+  // the next epoch, or, for a checkpoint taken when stopped, from the very
+  // step where training stopped (the losses on the CPU are those of a run
+  // that never stopped).
   std::string resume_state;
   // Best so far by the checkpoint metric: val_accuracy (or val_loss when
   // early stopping watches it); train_loss without validation.
@@ -53,7 +57,8 @@ struct Callbacks {
   std::function<void(const kaizen::v1::EpochMetrics&)> on_epoch;
   // An error aborts training with that status.
   std::function<absl::Status(const Checkpoint&)> on_checkpoint;
-  // Checked before every step: true cancels (a final checkpoint is written).
+  // Checked before every step: true stops training there (cancel, pause or
+  // shutdown) after a final checkpoint from which it can resume at that step.
   std::function<bool()> should_stop;
 };
 

@@ -232,6 +232,10 @@ TEST_F(AuthE2E, EveryRoleAgainstEveryMethod) {
   ASSERT_GE(methods.size(), 21u);
   const std::vector<std::string> table = auth::MethodsInTable();
   const std::set<std::string> in_table(table.begin(), table.end());
+  const std::set<std::string> in_protos(methods.begin(), methods.end());
+  for (const std::string& row : table) {
+    EXPECT_EQ(in_protos.count(row), 1u) << "the role table names " << row << ", no such RPC";
+  }
   for (const std::string& method : methods) {
     EXPECT_EQ(in_table.count(method), 1u) << method << " has no row in the role table";
 

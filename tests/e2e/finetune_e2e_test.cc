@@ -10,12 +10,14 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <iostream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "client/lib/kaizen_client.h"
+#include "google/protobuf/util/time_util.h"
 #include "kaizen/v1/finetune_service.grpc.pb.h"
 #include "server/api/server.h"
 #include "server/datasets/dataset_ingestor.h"
@@ -33,7 +35,7 @@ class FineTuneE2E : public ::testing::Test {
  protected:
   void SetUp() override { StartServer(); }
 
-  void StartServer() {
+  void StartServer(bool preempt = false) {
     client_.reset();
     server_.reset();
     api::KaizenServer::Options o;
@@ -42,6 +44,7 @@ class FineTuneE2E : public ::testing::Test {
     o.metrics_port = -1;
     o.threads = 2;
     o.workers = 1;
+    o.preempt = preempt;
     auto server = api::KaizenServer::Start(o);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -126,6 +129,58 @@ class FineTuneE2E : public ::testing::Test {
     }
     ADD_FAILURE() << "job " << id << " stuck in " << v1::JobState_Name(job.state());
     return job;
+  }
+
+  // Reads `id`'s events until its first step is reported (the job is
+  // RUNNING), keeping the stream open; the caller finishes it.
+  struct OpenWatch {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<JobEvent>> reader;
+    std::vector<JobEvent> events;
+  };
+  std::unique_ptr<OpenWatch> WatchUntilFirstStep(const std::string& id) {
+    auto w = std::make_unique<OpenWatch>();
+    w->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+    v1::WatchJobRequest r;
+    r.set_id(id);
+    w->reader = jobs_->WatchJob(&w->ctx, r);
+    JobEvent e;
+    while (w->reader->Read(&e)) {
+      w->events.push_back(e);
+      if (e.has_progress()) break;
+    }
+    EXPECT_FALSE(w->events.empty() || !w->events.back().has_progress())
+        << "job " << id << " reported no step";
+    return w;
+  }
+
+  // A short job with several steps per epoch: 120 images, 96 to train on in
+  // batches of 16, 4 epochs of 6 steps.
+  static v1::StartFineTuneRequest PausableRequest(const std::string& output) {
+    auto r = Request("resnet-small", "pets", output, v1::STRATEGY_SCRATCH, 4);
+    r.mutable_hyperparameters()->set_batch_size(16);
+    return r;
+  }
+
+  static void ExpectSameHistory(const Job& uninterrupted, const Job& resumed) {
+    ASSERT_EQ(resumed.history_size(), uninterrupted.history_size());
+    for (int i = 0; i < resumed.history_size(); ++i) {
+      const v1::EpochMetrics& a = resumed.history(i);
+      const v1::EpochMetrics& b = uninterrupted.history(i);
+      EXPECT_EQ(a.epoch(), b.epoch());
+      EXPECT_NEAR(a.train_loss(), b.train_loss(), 1e-6) << "epoch " << b.epoch();
+      EXPECT_NEAR(a.val_loss(), b.val_loss(), 1e-6) << "epoch " << b.epoch();
+      EXPECT_EQ(a.train_accuracy(), b.train_accuracy()) << "epoch " << b.epoch();
+      EXPECT_EQ(a.val_accuracy(), b.val_accuracy()) << "epoch " << b.epoch();
+    }
+  }
+
+  static std::vector<v1::JobState> StatesOf(const std::vector<JobEvent>& events) {
+    std::vector<v1::JobState> out;
+    for (const JobEvent& e : events) {
+      if (e.event_case() == JobEvent::kState) out.push_back(e.state());
+    }
+    return out;
   }
 
   testing::TempDir data_;
@@ -462,6 +517,142 @@ TEST_F(FineTuneE2E, KilledServerResumesTheJobFromItsCheckpoint) {
     resumed |= e.message().find("resuming from checkpoint") != std::string::npos;
   }
   EXPECT_TRUE(resumed);
+}
+
+// PauseJob in the middle of an epoch over gRPC: the job checkpoints and
+// frees the worker, holds its dataset and output model, stays PAUSED across
+// a server restart with a watcher that keeps streaming through PAUSED, and
+// once resumed ends with the per-epoch losses of the same job run straight.
+TEST_F(FineTuneE2E, APausedJobSurvivesARestartAndResumesWithTheSameLosses) {
+  UploadSubset("pets", {0, 1}, 60);
+  auto straight = Start(PausableRequest("straight"));
+  ASSERT_TRUE(straight.ok()) << straight.status();
+  const Job uninterrupted =
+      WaitForState(straight->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
+  ASSERT_EQ(uninterrupted.state(), v1::JOB_STATE_SUCCEEDED) << uninterrupted.error();
+  ASSERT_EQ(uninterrupted.total_steps(), 24);
+
+  auto job = Start(PausableRequest("paused"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  const std::string id = job->id();
+  std::unique_ptr<OpenWatch> watch = WatchUntilFirstStep(id);
+  absl::StatusOr<Job> answer = client_->PauseJob(id);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->state(), v1::JOB_STATE_RUNNING) << "the pause takes effect after the step";
+  EXPECT_EQ(answer->pause_reason(), "paused by a user");
+  // The open stream reports the pause and goes on.
+  JobEvent e;
+  bool paused_event = false;
+  while (!paused_event && watch->reader->Read(&e)) {
+    paused_event = e.event_case() == JobEvent::kState && e.state() == v1::JOB_STATE_PAUSED;
+  }
+  EXPECT_TRUE(paused_event);
+  Job paused =
+      WaitForState(id, {v1::JOB_STATE_PAUSED, v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
+  ASSERT_EQ(paused.state(), v1::JOB_STATE_PAUSED) << paused.error();
+  EXPECT_GT(paused.step(), 0);
+  EXPECT_LT(paused.step(), paused.total_steps());
+  std::cout << "paused after step " << paused.step() << "/" << paused.total_steps() << "\n";
+  EXPECT_GE(paused.latest_version(), 1) << "pausing writes a checkpoint";
+  EXPECT_EQ(paused.pause_count(), 1);
+  EXPECT_TRUE(client_->GetModel("paused", paused.latest_version()).ok());
+  // Pausing a paused job returns it; what it uses cannot be deleted.
+  absl::StatusOr<Job> again = client_->PauseJob(id);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->state(), v1::JOB_STATE_PAUSED);
+  EXPECT_EQ(client_->DeleteDataset("pets").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(client_->DeleteModel("paused").code(), absl::StatusCode::kFailedPrecondition);
+  auto listed = client_->ListJobs({v1::JOB_STATE_PAUSED});
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->jobs_size(), 1);
+  EXPECT_EQ(listed->jobs(0).id(), id);
+  watch->ctx.TryCancel();
+  watch->reader->Finish();
+
+  // A graceful restart keeps it paused.
+  StartServer();
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_EQ(GetJob(id).state(), v1::JOB_STATE_PAUSED);
+  std::atomic<bool> watch_ended{false};
+  grpc::Status watch_status;
+  std::vector<JobEvent> events;
+  std::thread watcher([&] {
+    events = Watch(id, 0, &watch_status);
+    watch_ended = true;
+  });
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_FALSE(watch_ended) << "a watch of a PAUSED job must stay open";
+
+  absl::StatusOr<Job> resumed = client_->ResumeJob(id);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->state(), v1::JOB_STATE_QUEUED);
+  const Job end = WaitForState(id, {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
+  watcher.join();
+  ASSERT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED) << end.error();
+  ExpectSameHistory(uninterrupted, end);
+  EXPECT_TRUE(watch_status.ok()) << watch_status.error_message();
+  EXPECT_EQ(StatesOf(events),
+            (std::vector<v1::JobState>{v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING,
+                                       v1::JOB_STATE_PAUSED, v1::JOB_STATE_QUEUED,
+                                       v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED}));
+
+  // Ended and unknown jobs.
+  for (bool pause : {true, false}) {
+    absl::StatusOr<Job> ended = pause ? client_->PauseJob(id) : client_->ResumeJob(id);
+    EXPECT_EQ(ended.status().code(), absl::StatusCode::kFailedPrecondition) << ended.status();
+    EXPECT_NE(ended.status().message().find("JOB_STATE_SUCCEEDED"), absl::string_view::npos)
+        << ended.status();
+    absl::StatusOr<Job> unknown =
+        pause ? client_->PauseJob("ft-nope") : client_->ResumeJob("ft-nope");
+    EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound) << unknown.status();
+  }
+}
+
+// kaizen-server --preempt with one worker: a high-priority job submitted
+// while a low-priority one runs preempts it; the low one is checkpointed,
+// PAUSED with the reason, back in the queue on its own, runs again once the
+// high one has ended, and ends with the losses of an uninterrupted run.
+TEST_F(FineTuneE2E, APreemptedJobResumesOnItsOwnWithTheSameLosses) {
+  StartServer(/*preempt=*/true);
+  UploadSubset("pets", {0, 1}, 60);
+  auto straight = Start(PausableRequest("straight"));
+  ASSERT_TRUE(straight.ok()) << straight.status();
+  const Job uninterrupted =
+      WaitForState(straight->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
+  ASSERT_EQ(uninterrupted.state(), v1::JOB_STATE_SUCCEEDED) << uninterrupted.error();
+
+  auto low = Start(PausableRequest("low"));
+  ASSERT_TRUE(low.ok()) << low.status();
+  std::unique_ptr<OpenWatch> watch = WatchUntilFirstStep(low->id());
+  auto high_request = Request("cnn-small", "pets", "high", v1::STRATEGY_SCRATCH, 1);
+  high_request.set_priority(5);
+  auto high = Start(high_request);
+  ASSERT_TRUE(high.ok()) << high.status();
+  watch->ctx.TryCancel();
+  watch->reader->Finish();
+
+  const Job high_end = WaitForState(high->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
+  const Job low_end = WaitForState(low->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
+  ASSERT_EQ(high_end.state(), v1::JOB_STATE_SUCCEEDED) << high_end.error();
+  ASSERT_EQ(low_end.state(), v1::JOB_STATE_SUCCEEDED) << low_end.error();
+  EXPECT_EQ(low_end.preempted_by(), high->id());
+  EXPECT_EQ(low_end.pause_reason(), absl::StrCat("preempted by job ", high->id()));
+  EXPECT_EQ(low_end.pause_count(), 1);
+  const std::vector<JobEvent> events = Watch(low->id());
+  EXPECT_EQ(StatesOf(events),
+            (std::vector<v1::JobState>{v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING,
+                                       v1::JOB_STATE_PAUSED, v1::JOB_STATE_QUEUED,
+                                       v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED}));
+  // It ran again only after the high-priority job had ended.
+  int running = 0;
+  for (const JobEvent& e : events) {
+    if (e.event_case() == JobEvent::kState && e.state() == v1::JOB_STATE_RUNNING &&
+        ++running == 2) {
+      EXPECT_GE(google::protobuf::util::TimeUtil::TimestampToMilliseconds(e.time()),
+                google::protobuf::util::TimeUtil::TimestampToMilliseconds(high_end.end_time()));
+    }
+  }
+  ExpectSameHistory(uninterrupted, low_end);
 }
 
 }  // namespace

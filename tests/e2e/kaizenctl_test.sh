@@ -4,7 +4,8 @@
 # the labels found automatically, an image folder archived on the fly), the
 # errors users hit most, a TorchScript model upload and download, a
 # kill -9 restart that must lose nothing, a short fine-tuning job (start
-# --watch, jobs get/list/watch/cancel, the model version it writes), and
+# --watch, jobs get/list/watch/cancel/pause/resume, the model version it
+# writes, a paused job across a graceful restart), and
 # predictions from that job's model: `predict` (table, JSON, top_k, pinned
 # versions and policies, the errors), `bench predict`, and the Python
 # serving baseline bench/predict_server_py.py answering like the server.
@@ -495,6 +496,95 @@ if out=$(ctl finetune start --base=cnn-small --dataset=tiny \
 else
   fail "finetune start (long job): $out"
 fi
+
+# --- pause and resume ---------------------------------------------------------
+# job_field ID FIELD: one field of `jobs get --output=json` (empty if unset).
+job_field() {
+  ctl --output=json jobs get "$1" 2>/dev/null |
+    "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$2" ||
+    true
+}
+# wait_for_job ID PYTHON_CONDITION: polls `jobs get` for up to 60 s until
+# the condition on the job `d` holds.
+wait_for_job() {
+  local _
+  for _ in $(seq 300); do
+    if ctl --output=json jobs get "$1" 2>/dev/null |
+      "$PYTHON" -c 'import json, sys; d = json.load(sys.stdin); sys.exit(0 if eval(sys.argv[1]) else 1)' "$2"; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  return 1
+}
+# A long job paused while it runs: it checkpoints and frees its worker,
+# keeps its dataset, stays paused across a graceful restart, and runs again
+# from its checkpoint once resumed.
+if out=$(ctl finetune start --base=cnn-small --dataset=tiny \
+  --output_model=tiny-paused --strategy=scratch --epochs=500 --batch_size=16 2>&1); then
+  PAUSE_ID=$(echo "$out" | sed -n 's/^job \([^ ]*\) .*/\1/p' | head -n 1)
+  # Paused once it has trained a while (its first checkpoint is written).
+  wait_for_job "$PAUSE_ID" 'int(d.get("latestVersion", 0)) >= 1' || fail "job $PAUSE_ID never ran"
+  if out=$(ctl jobs pause "$PAUSE_ID" 2>&1) &&
+    [[ $out == "job $PAUSE_ID paused after step "*"; checkpoint tiny-paused:"* ]]; then
+    pass "jobs pause waits for the pause and says where it stopped: $out"
+  else
+    fail "jobs pause $PAUSE_ID: $out"
+  fi
+  if run_json "$TMP/paused.json" jobs get "$PAUSE_ID"; then
+    check_json "jobs get: PAUSED by a user, with a checkpoint" "$TMP/paused.json" '
+assert d["state"] == "JOB_STATE_PAUSED", d["state"]
+assert d["pauseReason"] == "paused by a user", d.get("pauseReason")
+assert d["pauseCount"] == 1, d.get("pauseCount")
+assert int(d["latestVersion"]) >= 1, d.get("latestVersion")
+assert 0 < int(d["step"]) < int(d["totalSteps"]), (d.get("step"), d.get("totalSteps"))
+'
+  fi
+  PAUSED_VERSION=$(job_field "$PAUSE_ID" latestVersion)
+  if out=$(ctl jobs get "$PAUSE_ID" 2>&1) && [[ $out == *"paused by a user (paused 1 time)"* ]]; then
+    pass "jobs get (table) shows why the job is paused"
+  else
+    fail "jobs get $PAUSE_ID (table): $out"
+  fi
+  if run_json "$TMP/paused-list.json" jobs list --state=paused; then
+    check_json "jobs list --state=paused lists exactly the paused job" "$TMP/paused-list.json" '
+assert [j["id"] for j in d["jobs"]] == ["'"$PAUSE_ID"'"], [j["id"] for j in d["jobs"]]
+'
+  fi
+  if out=$(ctl jobs pause "$PAUSE_ID" 2>&1) && [[ $out == "job $PAUSE_ID paused"* ]]; then
+    pass "jobs pause of a paused job is a no-op"
+  else
+    fail "jobs pause $PAUSE_ID (again): $out"
+  fi
+  expect_error FAILED_PRECONDITION "delete the dataset of a paused job" datasets delete tiny
+  stop_server
+  start_server
+  if [[ $(job_field "$PAUSE_ID" state) == JOB_STATE_PAUSED ]]; then
+    pass "a paused job is still paused after a graceful restart"
+  else
+    fail "after the restart job $PAUSE_ID is $(job_field "$PAUSE_ID" state), not PAUSED"
+  fi
+  if out=$(ctl jobs resume "$PAUSE_ID" 2>&1) &&
+    [[ $out == "job $PAUSE_ID queued; it continues from checkpoint tiny-paused:$PAUSED_VERSION" ]]; then
+    pass "jobs resume: $out"
+  else
+    fail "jobs resume $PAUSE_ID: $out"
+  fi
+  # Running again, from its checkpoint: a newer version appears.
+  if wait_for_job "$PAUSE_ID" 'int(d.get("latestVersion", 0)) > '"$PAUSED_VERSION"; then
+    pass "the resumed job trains on and writes its next checkpoint"
+  else
+    fail "job $PAUSE_ID wrote no checkpoint after jobs resume (state $(job_field "$PAUSE_ID" state))"
+  fi
+  ctl jobs cancel "$PAUSE_ID" >/dev/null 2>&1 || fail "jobs cancel $PAUSE_ID"
+  wait_for_job "$PAUSE_ID" 'd["state"] == "JOB_STATE_CANCELLED"' || fail "job $PAUSE_ID was not cancelled"
+else
+  fail "finetune start (job to pause): $out"
+fi
+expect_error FAILED_PRECONDITION "pause a finished job" jobs pause "$JOB_ID"
+expect_error FAILED_PRECONDITION "resume a finished job" jobs resume "$JOB_ID"
+expect_error NOT_FOUND "pause an unknown job" jobs pause ft-no-such-job
+expect_error NOT_FOUND "resume an unknown job" jobs resume ft-no-such-job
 
 # --- predictions ----------------------------------------------------------------
 # tiny-cnn (dark vs light noise, 16x16 RGB, 2 epochs: versions 1 and 2) on

@@ -4,7 +4,9 @@
 #include "server/jobs/job_manager.h"
 
 #include <future>
+#include <mutex>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -51,9 +53,9 @@ class JobManagerTest : public ::testing::Test {
                               m->references_mutex());
   }
 
-  void UploadDataset(const std::string& name) {
+  void UploadDataset(const std::string& name, int images = 8) {
     std::vector<testing::ArchiveEntry> entries;
-    for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < images; ++i) {
       entries.push_back(
           {absl::StrCat(i % 2 ? "cats/" : "dogs/", i, ".png"), testing::EncodePng(16, 16, 3, i)});
     }
@@ -84,17 +86,52 @@ class JobManagerTest : public ::testing::Test {
   }
 
   Job WaitForEnd(const std::string& id) {
-    for (int i = 0; i < 1200; ++i) {
+    return WaitForState(id, {kaizen::v1::JOB_STATE_SUCCEEDED, kaizen::v1::JOB_STATE_FAILED,
+                             kaizen::v1::JOB_STATE_CANCELLED});
+  }
+
+  Job WaitForState(const std::string& id, const std::vector<kaizen::v1::JobState>& states) {
+    for (int i = 0; i < 2400; ++i) {
       absl::StatusOr<Job> job = manager_->Get(id);
-      if (job.ok() && (job->state() == kaizen::v1::JOB_STATE_SUCCEEDED ||
-                       job->state() == kaizen::v1::JOB_STATE_FAILED ||
-                       job->state() == kaizen::v1::JOB_STATE_CANCELLED)) {
+      if (job.ok() && std::find(states.begin(), states.end(), job->state()) != states.end()) {
         return *job;
       }
-      absl::SleepFor(absl::Milliseconds(100));
+      absl::SleepFor(absl::Milliseconds(50));
     }
-    ADD_FAILURE() << "job " << id << " did not end";
+    ADD_FAILURE() << "job " << id << " did not reach the state expected";
     return Job();
+  }
+
+  // The states a job went through, from its event log.
+  std::vector<kaizen::v1::JobState> States(const std::string& id) {
+    std::vector<kaizen::v1::JobState> out;
+    auto events = jobs_->Events(id, 0);
+    EXPECT_TRUE(events.ok()) << events.status();
+    if (!events.ok()) return out;
+    for (const kaizen::v1::JobEvent& e : *events) {
+      if (e.event_case() == kaizen::v1::JobEvent::kState) out.push_back(e.state());
+    }
+    return out;
+  }
+
+  std::vector<std::string> Messages(const std::string& id) {
+    std::vector<std::string> out;
+    auto events = jobs_->Events(id, 0);
+    if (!events.ok()) return out;
+    for (const kaizen::v1::JobEvent& e : *events) {
+      if (e.event_case() == kaizen::v1::JobEvent::kMessage) out.push_back(e.message());
+    }
+    return out;
+  }
+
+  bool NameIsHeld(const std::string& name) {
+    kaizen::v1::UploadModelHeader h;
+    h.set_name(name);
+    h.add_parts()->set_size_bytes(10);
+    auto upload = models_->BeginUpload(h);
+    if (upload.ok()) return false;
+    EXPECT_EQ(upload.status().code(), absl::StatusCode::kAlreadyExists) << upload.status();
+    return true;
   }
 
   testing::TempDir dir_;
@@ -207,6 +244,405 @@ TEST_F(JobManagerTest, AJobThatKeepsKillingTheServerEndsFailed) {
   absl::StatusOr<Job> unlucky = manager_->Get("ft-unlucky");
   ASSERT_TRUE(unlucky.ok());
   EXPECT_EQ(unlucky->state(), kaizen::v1::JOB_STATE_QUEUED);
+}
+
+using kaizen::v1::JOB_STATE_CANCELLED;
+using kaizen::v1::JOB_STATE_FAILED;
+using kaizen::v1::JOB_STATE_PAUSED;
+using kaizen::v1::JOB_STATE_QUEUED;
+using kaizen::v1::JOB_STATE_RUNNING;
+using kaizen::v1::JOB_STATE_SUCCEEDED;
+using StateList = std::vector<kaizen::v1::JobState>;
+
+// Settings that make every step depend on state a resume must restore: a
+// shuffled sampler, augmentation, dropout, AdamW's moments, warm-up and a
+// cosine schedule, validation every epoch. 24 images, 6 held out: 18 in
+// batches of 4 make 5 steps per epoch (the last one of 2 images), 15 in all.
+kaizen::v1::StartFineTuneRequest ExactRequest(kaizen::v1::Strategy strategy,
+                                              const std::string& output) {
+  kaizen::v1::StartFineTuneRequest r;
+  r.set_strategy(strategy);
+  r.set_base_model("cnn-small");
+  r.set_dataset("pets");
+  r.set_output_model(output);
+  kaizen::v1::Hyperparameters* hp = r.mutable_hyperparameters();
+  hp->set_epochs(3);
+  hp->set_batch_size(4);
+  hp->set_seed(11);
+  hp->set_learning_rate(3e-3);
+  hp->mutable_validation()->set_split(0.25);
+  hp->mutable_optimizer()->set_kind(kaizen::v1::OPTIMIZER_ADAMW);
+  hp->mutable_optimizer()->set_weight_decay(0.01);
+  hp->mutable_schedule()->set_kind(kaizen::v1::SCHEDULE_COSINE);
+  hp->mutable_schedule()->set_warmup_epochs(1);
+  hp->set_label_smoothing(0.1);
+  hp->mutable_head()->set_kind(kaizen::v1::HEAD_KIND_MLP);
+  hp->mutable_head()->set_hidden_units(8);
+  hp->mutable_head()->set_dropout(0.3);
+  if (strategy != kaizen::v1::STRATEGY_FEATURE_EXTRACTION) {
+    hp->mutable_augmentation()->set_enabled(true);
+    hp->mutable_augmentation()->set_random_crop_padding(2);
+    hp->mutable_augmentation()->set_horizontal_flip(true);
+  }
+  if (strategy == kaizen::v1::STRATEGY_FINE_TUNE) hp->set_head_warmup_epochs(1);
+  return r;
+}
+
+// Per-epoch metrics equal to those of the uninterrupted run.
+void ExpectSameHistory(const Job& uninterrupted, const Job& resumed) {
+  ASSERT_EQ(resumed.history_size(), uninterrupted.history_size());
+  for (int i = 0; i < resumed.history_size(); ++i) {
+    const kaizen::v1::EpochMetrics& a = resumed.history(i);
+    const kaizen::v1::EpochMetrics& b = uninterrupted.history(i);
+    EXPECT_EQ(a.epoch(), b.epoch());
+    EXPECT_NEAR(a.train_loss(), b.train_loss(), 1e-6) << "epoch " << b.epoch();
+    EXPECT_NEAR(a.val_loss(), b.val_loss(), 1e-6) << "epoch " << b.epoch();
+    EXPECT_EQ(a.train_accuracy(), b.train_accuracy()) << "epoch " << b.epoch();
+    EXPECT_EQ(a.val_accuracy(), b.val_accuracy()) << "epoch " << b.epoch();
+    EXPECT_EQ(a.learning_rate(), b.learning_rate()) << "epoch " << b.epoch();
+  }
+}
+
+TEST_F(JobManagerTest, APausedQueuedJobKeepsItsPlaceAndHoldsWhatItUses) {
+  UploadDataset("pets");
+  JobManager::Options o;
+  o.workers = 0;  // nothing runs: the queue alone
+  MakeManager(o);
+  ASSERT_TRUE(manager_->Start().ok());
+  absl::StatusOr<Job> a = manager_->Submit(Request("pets", "out-a"));
+  absl::StatusOr<Job> b = manager_->Submit(Request("pets", "out-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+
+  absl::StatusOr<Job> paused = manager_->Pause(a->id());
+  ASSERT_TRUE(paused.ok()) << paused.status();
+  EXPECT_EQ(paused->state(), JOB_STATE_PAUSED);
+  EXPECT_EQ(paused->pause_reason(), "paused by a user");
+  EXPECT_EQ(paused->pause_count(), 1);
+  // Pausing again changes nothing.
+  absl::StatusOr<Job> again = manager_->Pause(a->id());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->state(), JOB_STATE_PAUSED);
+  EXPECT_EQ(again->pause_count(), 1);
+  // A paused job is not claimed: b is next.
+  auto next = jobs_->NextQueued();
+  ASSERT_TRUE(next.ok() && next->has_value());
+  EXPECT_EQ((*next)->id(), b->id());
+  kaizen::v1::ListJobsRequest list;
+  list.add_states(JOB_STATE_PAUSED);
+  auto listed = manager_->List(list);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->jobs_size(), 1);
+  EXPECT_EQ(listed->jobs(0).id(), a->id());
+
+  // Resumed, it is back at its old place: ahead of b, which came later.
+  absl::StatusOr<Job> resumed = manager_->Resume(a->id());
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->state(), JOB_STATE_QUEUED);
+  next = jobs_->NextQueued();
+  ASSERT_TRUE(next.ok() && next->has_value());
+  EXPECT_EQ((*next)->id(), a->id());
+  // Resuming a queued job changes nothing.
+  absl::StatusOr<Job> queued = manager_->Resume(a->id());
+  ASSERT_TRUE(queued.ok());
+  EXPECT_EQ(queued->state(), JOB_STATE_QUEUED);
+  EXPECT_EQ(States(a->id()), (StateList{JOB_STATE_QUEUED, JOB_STATE_PAUSED, JOB_STATE_QUEUED}));
+
+  // Unknown and ended jobs.
+  EXPECT_EQ(manager_->Pause("ft-nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(manager_->Resume("ft-nope").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(manager_->Cancel(b->id()).ok());
+  absl::StatusOr<Job> ended = manager_->Pause(b->id());
+  EXPECT_EQ(ended.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(ended.status().message(), HasSubstr("JOB_STATE_CANCELLED"));
+  ended = manager_->Resume(b->id());
+  EXPECT_EQ(ended.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(ended.status().message(), HasSubstr("JOB_STATE_CANCELLED"));
+
+  // The paused job alone still holds its dataset, base model and output name.
+  ASSERT_TRUE(manager_->Pause(a->id()).ok());
+  EXPECT_EQ(datasets_->Delete("pets").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(*manager_->ModelInUse("cnn-small"));
+  EXPECT_TRUE(NameIsHeld("out-a"));
+  EXPECT_FALSE(NameIsHeld("out-b"));
+  // Cancelling a paused job ends it and frees all of that.
+  absl::StatusOr<Job> cancelled = manager_->Cancel(a->id());
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), JOB_STATE_CANCELLED);
+  EXPECT_FALSE(NameIsHeld("out-a"));
+  EXPECT_TRUE(datasets_->Delete("pets").ok());
+}
+
+// The same job, once straight through and once paused in the middle of an
+// epoch and resumed, for every strategy: the per-epoch metrics must match.
+// The checkpoint goes through the model store's files, as in production.
+class JobPauseTest : public JobManagerTest,
+                     public ::testing::WithParamInterface<kaizen::v1::Strategy> {};
+
+TEST_P(JobPauseTest, APausedRunningJobContinuesWithTheSameLosses) {
+  const kaizen::v1::Strategy strategy = GetParam();
+  UploadDataset("pets", 24);
+  std::string paused_id;  // set before the workers start
+  JobManager::Options o;
+  o.after_step = [&](const std::string& id, int64_t step) {
+    if (id != paused_id || step != 7) return;  // the 2nd step of epoch 2
+    absl::StatusOr<Job> answer = manager_->Pause(id);
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(answer->state(), JOB_STATE_RUNNING);
+    EXPECT_EQ(answer->pause_reason(), "paused by a user");
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> straight = manager_->Submit(ExactRequest(strategy, "straight"));
+  absl::StatusOr<Job> job = manager_->Submit(ExactRequest(strategy, "paused"));
+  ASSERT_TRUE(straight.ok() && job.ok()) << straight.status() << job.status();
+  paused_id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+
+  const Job uninterrupted = WaitForEnd(straight->id());
+  ASSERT_EQ(uninterrupted.state(), JOB_STATE_SUCCEEDED) << uninterrupted.error();
+  ASSERT_EQ(uninterrupted.total_steps(), 15);
+  Job paused = WaitForState(paused_id, {JOB_STATE_PAUSED, JOB_STATE_SUCCEEDED, JOB_STATE_FAILED});
+  ASSERT_EQ(paused.state(), JOB_STATE_PAUSED) << paused.error();
+  EXPECT_EQ(paused.step(), 7);
+  EXPECT_EQ(paused.epoch(), 2);
+  EXPECT_EQ(paused.history_size(), 1);
+  EXPECT_EQ(paused.pause_count(), 1);
+  EXPECT_EQ(paused.pause_reason(), "paused by a user");
+  EXPECT_TRUE(paused.preempted_by().empty());
+  EXPECT_EQ(paused.attempts(), 0) << "a pause is not an attempt";
+  // Versions: after epoch 1, and the pause's own checkpoint.
+  EXPECT_EQ(paused.latest_version(), 2);
+  EXPECT_TRUE(NameIsHeld("paused"));
+  // The worker is free and the job stays paused.
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(manager_->Get(paused_id)->state(), JOB_STATE_PAUSED);
+
+  absl::StatusOr<Job> resumed = manager_->Resume(paused_id);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->state(), JOB_STATE_QUEUED);
+  const Job end = WaitForEnd(paused_id);
+  ASSERT_EQ(end.state(), JOB_STATE_SUCCEEDED) << end.error();
+  ExpectSameHistory(uninterrupted, end);
+  EXPECT_EQ(end.step(), 15);
+  EXPECT_EQ(end.attempts(), 1);
+  EXPECT_EQ(States(paused_id),
+            (StateList{JOB_STATE_QUEUED, JOB_STATE_RUNNING, JOB_STATE_PAUSED, JOB_STATE_QUEUED,
+                       JOB_STATE_RUNNING, JOB_STATE_SUCCEEDED}));
+  EXPECT_THAT(Messages(paused_id),
+              ::testing::Contains("resuming from checkpoint version 2 (epoch 1 and 2 steps of "
+                                  "epoch 2)"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryStrategy, JobPauseTest,
+    ::testing::Values(kaizen::v1::STRATEGY_FEATURE_EXTRACTION, kaizen::v1::STRATEGY_FINE_TUNE,
+                      kaizen::v1::STRATEGY_FULL, kaizen::v1::STRATEGY_SCRATCH),
+    [](const ::testing::TestParamInfo<kaizen::v1::Strategy>& info) {
+      return kaizen::v1::Strategy_Name(info.param).substr(9);  // without "STRATEGY_"
+    });
+
+TEST_F(JobManagerTest, APausedJobStaysPausedAcrossARestart) {
+  UploadDataset("pets");
+  std::string id;
+  JobManager::Options o;
+  o.after_step = [&](const std::string& job_id, int64_t step) {
+    if (job_id == id && step == 3) ASSERT_TRUE(manager_->Pause(job_id).ok());
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/3));
+  ASSERT_TRUE(job.ok()) << job.status();
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  ASSERT_EQ(WaitForState(id, {JOB_STATE_PAUSED, JOB_STATE_SUCCEEDED}).state(), JOB_STATE_PAUSED);
+
+  manager_->Stop();
+  MakeManager();
+  ASSERT_TRUE(manager_->Start().ok());
+  absl::SleepFor(absl::Milliseconds(500));
+  absl::StatusOr<Job> after = manager_->Get(id);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->state(), JOB_STATE_PAUSED);
+  EXPECT_TRUE(NameIsHeld("out"));
+  EXPECT_EQ(datasets_->Delete("pets").code(), absl::StatusCode::kFailedPrecondition);
+
+  ASSERT_TRUE(manager_->Resume(id).ok());
+  const Job end = WaitForEnd(id);
+  ASSERT_EQ(end.state(), JOB_STATE_SUCCEEDED) << end.error();
+  std::vector<int> epochs;
+  for (const auto& m : end.history()) epochs.push_back(m.epoch());
+  EXPECT_EQ(epochs, (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(end.pause_count(), 1);
+}
+
+// A pause asked for and withdrawn before the trainer reaches its next step
+// never happens.
+TEST_F(JobManagerTest, AResumeBeforeThePauseTakesEffectWithdrawsIt) {
+  UploadDataset("pets");
+  std::string id;
+  JobManager::Options o;
+  o.after_step = [&](const std::string& job_id, int64_t step) {
+    if (job_id != id || step != 2) return;
+    ASSERT_TRUE(manager_->Pause(job_id).ok());
+    absl::StatusOr<Job> resumed = manager_->Resume(job_id);
+    ASSERT_TRUE(resumed.ok()) << resumed.status();
+    EXPECT_EQ(resumed->state(), JOB_STATE_RUNNING);
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/2));
+  ASSERT_TRUE(job.ok());
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  const Job end = WaitForEnd(id);
+  EXPECT_EQ(end.state(), JOB_STATE_SUCCEEDED) << end.error();
+  EXPECT_EQ(end.pause_count(), 0);
+  EXPECT_EQ(States(id), (StateList{JOB_STATE_QUEUED, JOB_STATE_RUNNING, JOB_STATE_SUCCEEDED}));
+}
+
+// Which job trained each step, in order.
+class StepTrace {
+ public:
+  void Add(const std::string& id, int64_t step) {
+    std::lock_guard<std::mutex> lock(mu_);
+    steps_.emplace_back(id, step);
+  }
+  // The ids of consecutive runs of steps: {"a", "b", "a"} when b's steps
+  // came in the middle of a's.
+  std::vector<std::string> Runs() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<std::string> runs;
+    for (const auto& [id, step] : steps_) {
+      if (runs.empty() || runs.back() != id) runs.push_back(id);
+    }
+    return runs;
+  }
+  // The step `id` had reached when `other` took its first step.
+  int64_t StepOfWhenOtherStarted(const std::string& id, const std::string& other) {
+    std::lock_guard<std::mutex> lock(mu_);
+    int64_t last = 0;
+    for (const auto& [job, step] : steps_) {
+      if (job == other) return last;
+      if (job == id) last = step;
+    }
+    return -1;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::pair<std::string, int64_t>> steps_;
+};
+
+// --preempt with one worker: a high-priority job arriving while a
+// low-priority one runs takes the worker; the low one is checkpointed,
+// PAUSED with the reason, requeued on its own, and continues after the high
+// one ends with the losses it would have had without the interruption.
+TEST_F(JobManagerTest, AHigherPriorityJobPreemptsAndThePreemptedJobContinuesExactly) {
+  UploadDataset("pets", 24);
+  StepTrace trace;
+  std::string low_id, high_id;
+  JobManager::Options o;
+  o.preempt = true;
+  o.after_step = [&](const std::string& id, int64_t step) {
+    trace.Add(id, step);
+    if (id != low_id || step != 7 || !high_id.empty()) return;
+    kaizen::v1::StartFineTuneRequest r = Request("pets", "high", /*epochs=*/1);
+    r.set_priority(5);
+    absl::StatusOr<Job> high = manager_->Submit(r);
+    ASSERT_TRUE(high.ok()) << high.status();
+    high_id = high->id();
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> straight =
+      manager_->Submit(ExactRequest(kaizen::v1::STRATEGY_FULL, "straight"));
+  absl::StatusOr<Job> low = manager_->Submit(ExactRequest(kaizen::v1::STRATEGY_FULL, "low"));
+  ASSERT_TRUE(straight.ok() && low.ok());
+  low_id = low->id();
+  ASSERT_TRUE(manager_->Start().ok());
+
+  const Job uninterrupted = WaitForEnd(straight->id());
+  ASSERT_EQ(uninterrupted.state(), JOB_STATE_SUCCEEDED) << uninterrupted.error();
+  const Job low_end = WaitForEnd(low_id);
+  ASSERT_FALSE(high_id.empty());
+  const Job high_end = WaitForEnd(high_id);
+  ASSERT_EQ(high_end.state(), JOB_STATE_SUCCEEDED) << high_end.error();
+  ASSERT_EQ(low_end.state(), JOB_STATE_SUCCEEDED) << low_end.error();
+
+  // The high job ran between step 7 and step 8 of the low one.
+  EXPECT_EQ(trace.Runs(), (std::vector<std::string>{straight->id(), low_id, high_id, low_id}));
+  EXPECT_EQ(trace.StepOfWhenOtherStarted(low_id, high_id), 7);
+  EXPECT_EQ(low_end.preempted_by(), high_id);
+  EXPECT_EQ(low_end.pause_reason(), absl::StrCat("preempted by job ", high_id));
+  EXPECT_EQ(low_end.pause_count(), 1);
+  EXPECT_EQ(low_end.attempts(), 1) << "a preemption is not an attempt";
+  EXPECT_EQ(States(low_id), (StateList{JOB_STATE_QUEUED, JOB_STATE_RUNNING, JOB_STATE_PAUSED,
+                                       JOB_STATE_QUEUED, JOB_STATE_RUNNING, JOB_STATE_SUCCEEDED}));
+  ExpectSameHistory(uninterrupted, low_end);
+  EXPECT_EQ(high_end.pause_count(), 0);
+}
+
+// A resumed job preempts like a new one.
+TEST_F(JobManagerTest, AResumedJobOfHigherPriorityPreempts) {
+  UploadDataset("pets");
+  StepTrace trace;
+  std::string low_id, high_id;
+  JobManager::Options o;
+  o.preempt = true;
+  o.after_step = [&](const std::string& id, int64_t step) {
+    trace.Add(id, step);
+    if (id == low_id && step == 2) ASSERT_TRUE(manager_->Resume(high_id).ok());
+  };
+  MakeManager(o);
+  kaizen::v1::StartFineTuneRequest r = Request("pets", "high", /*epochs=*/1);
+  r.set_priority(5);
+  absl::StatusOr<Job> high = manager_->Submit(r);
+  ASSERT_TRUE(high.ok());
+  high_id = high->id();
+  ASSERT_TRUE(manager_->Pause(high_id).ok());
+  absl::StatusOr<Job> low = manager_->Submit(Request("pets", "low", /*epochs=*/2));
+  ASSERT_TRUE(low.ok());
+  low_id = low->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  const Job low_end = WaitForEnd(low_id);
+  EXPECT_EQ(low_end.state(), JOB_STATE_SUCCEEDED) << low_end.error();
+  EXPECT_EQ(WaitForEnd(high_id).state(), JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(trace.Runs(), (std::vector<std::string>{low_id, high_id, low_id}));
+  EXPECT_EQ(low_end.preempted_by(), high_id);
+}
+
+// Equal priority never preempts, and nothing preempts without the option.
+TEST_F(JobManagerTest, OnlyAStrictlyHigherPriorityPreemptsAndOnlyWithTheOption) {
+  UploadDataset("pets");
+  for (const bool preempt : {true, false}) {
+    SCOPED_TRACE(preempt ? "--preempt" : "without --preempt");
+    StepTrace trace;
+    std::string running_id, other_id;
+    JobManager::Options o;
+    o.preempt = preempt;
+    o.after_step = [&](const std::string& id, int64_t step) {
+      trace.Add(id, step);
+      if (id != running_id || step != 2 || !other_id.empty()) return;
+      kaizen::v1::StartFineTuneRequest r =
+          Request("pets", preempt ? "other-a" : "other-b", /*epochs=*/1);
+      // With --preempt the same priority; without it, a far higher one.
+      r.set_priority(preempt ? 3 : 9);
+      absl::StatusOr<Job> other = manager_->Submit(r);
+      ASSERT_TRUE(other.ok()) << other.status();
+      other_id = other->id();
+    };
+    MakeManager(o);
+    kaizen::v1::StartFineTuneRequest r =
+        Request("pets", preempt ? "running-a" : "running-b", /*epochs=*/2);
+    r.set_priority(3);
+    absl::StatusOr<Job> running = manager_->Submit(r);
+    ASSERT_TRUE(running.ok());
+    running_id = running->id();
+    ASSERT_TRUE(manager_->Start().ok());
+    const Job end = WaitForEnd(running_id);
+    EXPECT_EQ(end.state(), JOB_STATE_SUCCEEDED) << end.error();
+    EXPECT_EQ(end.pause_count(), 0);
+    ASSERT_FALSE(other_id.empty());
+    EXPECT_EQ(WaitForEnd(other_id).state(), JOB_STATE_SUCCEEDED);
+    EXPECT_EQ(trace.Runs(), (std::vector<std::string>{running_id, other_id}));
+    manager_->Stop();
+  }
 }
 
 }  // namespace

@@ -1,5 +1,8 @@
 #include "server/training/trainer.h"
 
+#include <algorithm>
+#include <cmath>
+#include <iostream>
 #include <optional>
 #include <vector>
 
@@ -164,6 +167,154 @@ TEST(TrainerTest, ResumeMatchesUninterruptedRun) {
     EXPECT_NEAR(rest->last.train_loss(), straight->last.train_loss(), 1e-5)
         << kaizen::v1::Strategy_Name(strategy);
   }
+}
+
+// Pausing stops between two steps of an epoch; resuming from that
+// checkpoint must continue with the very next step as if nothing had
+// happened: the same loss at every step and every epoch's metrics, and the
+// same final weights, as a run that never stopped (on the CPU). The
+// settings draw on every kind of state a step depends on: the sampler's
+// shuffled order, the augmentation generator (crops, flips), LibTorch's
+// global generator (the MLP head's dropout), the optimizer's moments, the
+// warm-up and cosine schedule, the epoch's running sums and, for
+// FEATURE_EXTRACTION, the feature cache that is rebuilt on resume.
+class PauseResumeTest : public ::testing::TestWithParam<kaizen::v1::Strategy> {};
+
+TEST_P(PauseResumeTest, PausedMidEpochContinuesWithTheSameLosses) {
+  const kaizen::v1::Strategy strategy = GetParam();
+  datasets::DecodedDataset train = testing::SyntheticDataset(2, 20);
+  auto hp = testing::FastHyperparameters(3, /*batch=*/8);
+  hp.mutable_optimizer()->set_kind(kaizen::v1::OPTIMIZER_ADAMW);
+  hp.mutable_optimizer()->set_weight_decay(0.01);
+  hp.mutable_schedule()->set_kind(kaizen::v1::SCHEDULE_COSINE);
+  hp.mutable_schedule()->set_warmup_epochs(1);
+  hp.set_label_smoothing(0.1);
+  hp.mutable_validation()->set_split(0.2);
+  hp.mutable_head()->set_kind(kaizen::v1::HEAD_KIND_MLP);
+  hp.mutable_head()->set_hidden_units(16);
+  hp.mutable_head()->set_dropout(0.3);
+  hp.set_backbone_lr_multiplier(0.1);
+  if (strategy != kaizen::v1::STRATEGY_FEATURE_EXTRACTION) {
+    hp.mutable_augmentation()->set_enabled(true);
+    hp.mutable_augmentation()->set_random_crop_padding(2);
+    hp.mutable_augmentation()->set_horizontal_flip(true);
+  }
+  if (strategy == kaizen::v1::STRATEGY_FINE_TUNE) hp.set_head_warmup_epochs(1);
+  const testing::BaseModel base = Builtin("resnet-small");
+
+  Recorder straight;
+  auto whole = Train(Options(strategy, base, hp), {&train, nullptr}, straight.callbacks());
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  // 32 training images in batches of 8: 4 steps per epoch, 12 in all.
+  ASSERT_EQ(straight.steps.size(), 12u);
+
+  // Stops before global steps 3 and 7 (the third step of epochs 1 and 2) and
+  // before step 9 (the first of epoch 3, an epoch boundary), each run
+  // resuming from the previous one's last checkpoint.
+  std::vector<kaizen::v1::StepProgress> steps;
+  std::vector<kaizen::v1::EpochMetrics> epochs;
+  std::optional<Checkpoint> from;
+  for (int64_t stop_after : {2, 6, 8, 12}) {
+    TrainerOptions o = Options(strategy, base, hp);
+    if (from) {
+      o.base = from->module;
+      o.base_metadata = from->metadata;
+      o.resume_state = from->resume_state;
+    }
+    Recorder part;
+    Callbacks c = part.callbacks();
+    const int64_t done_before = static_cast<int64_t>(steps.size());
+    c.should_stop = [&part, done_before, stop_after] {
+      return done_before + static_cast<int64_t>(part.steps.size()) >= stop_after;
+    };
+    auto result = Train(o, {&train, nullptr}, c);
+    ASSERT_TRUE(result.ok()) << result.status();
+    ASSERT_FALSE(part.steps.empty());
+    EXPECT_EQ(part.steps.front().step(), done_before + 1) << "resumed at the wrong step";
+    steps.insert(steps.end(), part.steps.begin(), part.steps.end());
+    epochs.insert(epochs.end(), part.epochs.begin(), part.epochs.end());
+    ASSERT_FALSE(part.checkpoints.empty());
+    from = part.checkpoints.back();
+    if (stop_after < 12) {
+      EXPECT_TRUE(result->cancelled);
+      EXPECT_EQ(from->epoch, stop_after / 4) << "a checkpoint counts completed epochs";
+    } else {
+      EXPECT_FALSE(result->cancelled);
+      EXPECT_EQ(result->epochs_completed, 3);
+    }
+  }
+
+  double worst = 0;
+  ASSERT_EQ(steps.size(), straight.steps.size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    EXPECT_EQ(steps[i].step(), straight.steps[i].step());
+    EXPECT_NEAR(steps[i].loss(), straight.steps[i].loss(), 1e-6) << "step " << i + 1;
+    EXPECT_DOUBLE_EQ(steps[i].learning_rate(), straight.steps[i].learning_rate());
+    worst = std::max(worst, std::abs(steps[i].loss() - straight.steps[i].loss()));
+  }
+  ASSERT_EQ(epochs.size(), straight.epochs.size());
+  for (size_t i = 0; i < epochs.size(); ++i) {
+    const auto& a = epochs[i];
+    const auto& b = straight.epochs[i];
+    EXPECT_EQ(a.epoch(), b.epoch());
+    EXPECT_NEAR(a.train_loss(), b.train_loss(), 1e-6) << "epoch " << b.epoch();
+    EXPECT_NEAR(a.train_accuracy(), b.train_accuracy(), 1e-9) << "epoch " << b.epoch();
+    EXPECT_NEAR(a.val_loss(), b.val_loss(), 1e-6) << "epoch " << b.epoch();
+    EXPECT_NEAR(a.val_accuracy(), b.val_accuracy(), 1e-9) << "epoch " << b.epoch();
+    EXPECT_DOUBLE_EQ(a.learning_rate(), b.learning_rate());
+    worst = std::max(
+        {worst, std::abs(a.train_loss() - b.train_loss()), std::abs(a.val_loss() - b.val_loss())});
+  }
+  // The same final weights.
+  const auto resumed_weights = testing::Snapshot(from->module);
+  const auto straight_weights = testing::Snapshot(straight.checkpoints.back().module);
+  ASSERT_EQ(resumed_weights.size(), straight_weights.size());
+  for (size_t i = 0; i < resumed_weights.size(); ++i) {
+    ASSERT_EQ(resumed_weights[i].first, straight_weights[i].first);
+    const double diff = (resumed_weights[i].second.to(torch::kDouble) -
+                         straight_weights[i].second.to(torch::kDouble))
+                            .abs()
+                            .max()
+                            .item<double>();
+    EXPECT_LE(diff, 1e-6) << resumed_weights[i].first;
+    worst = std::max(worst, diff);
+  }
+  std::cout << kaizen::v1::Strategy_Name(strategy)
+            << ": largest difference from the uninterrupted run (losses, weights): " << worst
+            << "\n";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryStrategy, PauseResumeTest,
+    ::testing::Values(kaizen::v1::STRATEGY_FEATURE_EXTRACTION, kaizen::v1::STRATEGY_FINE_TUNE,
+                      kaizen::v1::STRATEGY_FULL, kaizen::v1::STRATEGY_SCRATCH),
+    [](const ::testing::TestParamInfo<kaizen::v1::Strategy>& info) {
+      return kaizen::v1::Strategy_Name(info.param).substr(9);  // without "STRATEGY_"
+    });
+
+// A checkpoint that stands at a step its epoch no longer has (the batch size
+// changed) is refused rather than resumed somewhere else.
+TEST(TrainerTest, AResumePositionBeyondTheEpochIsRefused) {
+  datasets::DecodedDataset train = testing::SyntheticDataset(2, 16);
+  auto hp = testing::FastHyperparameters(2);
+  const testing::BaseModel base = Builtin("cnn-small");
+  Recorder rec;
+  Callbacks c = rec.callbacks();
+  c.should_stop = [&rec] { return rec.steps.size() >= 1; };
+  auto part = Train(Options(kaizen::v1::STRATEGY_FULL, base, hp), {&train, nullptr}, c);
+  ASSERT_TRUE(part.ok()) << part.status();
+  ASSERT_FALSE(rec.checkpoints.empty());
+  const Checkpoint& cp = rec.checkpoints.back();
+  // Batches of 32 leave one step per epoch; the checkpoint stands at step 2.
+  hp.set_batch_size(32);
+  TrainerOptions o = Options(kaizen::v1::STRATEGY_FULL, base, hp);
+  o.base = cp.module;
+  o.base_metadata = cp.metadata;
+  o.resume_state = cp.resume_state;
+  auto resumed = Train(o, {&train, nullptr}, {});
+  ASSERT_FALSE(resumed.ok());
+  EXPECT_EQ(resumed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(resumed.status().message()), HasSubstr("batch size changed"));
 }
 
 TEST(TrainerTest, CancelWritesFinalCheckpoint) {

@@ -1,0 +1,116 @@
+#include "server/training/resume_state.h"
+
+#include <cstring>
+#include <type_traits>
+
+#include "gtest/gtest.h"
+
+namespace kaizen::training {
+namespace {
+
+TEST(ResumeStateTest, EveryFieldSurvivesARoundTrip) {
+  ResumeState s;
+  s.epochs_completed = 3;
+  s.global_step = 41;
+  s.seed = 0xfeedfacecafebeefULL;
+  s.has_best = true;
+  s.best_metric = 0.875;
+  s.best_epoch = 2;
+  s.patience_reference = 0.85;
+  s.epochs_without_improvement = 1;
+  s.loss_scale = 32768;
+  s.history.emplace_back().set_train_loss(1.25);
+  s.history.emplace_back().set_val_accuracy(0.5);
+  s.optimizer = std::string("opt\0state", 9);
+  s.good_steps = 17;
+  s.position.step = 5;
+  s.position.loss_sum = 12.5;
+  s.position.correct = 30;
+  s.position.seen = 40;
+  s.position.learning_rate = 3e-4;
+  s.position.seconds = 1.5;
+  s.position.torch_rng = std::string("\x01\x00\x02", 3);
+  s.position.cuda_rng = "cuda";
+  s.position.augment_rng = "augment";
+
+  absl::StatusOr<ResumeState> back = DecodeResumeState(EncodeResumeState(s));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->epochs_completed, 3);
+  EXPECT_EQ(back->global_step, 41);
+  EXPECT_EQ(back->seed, s.seed);
+  EXPECT_TRUE(back->has_best);
+  EXPECT_EQ(back->best_metric, 0.875);
+  EXPECT_EQ(back->best_epoch, 2);
+  EXPECT_EQ(back->patience_reference, 0.85);
+  EXPECT_EQ(back->epochs_without_improvement, 1);
+  EXPECT_EQ(back->loss_scale, 32768);
+  ASSERT_EQ(back->history.size(), 2u);
+  EXPECT_EQ(back->history[0].train_loss(), 1.25);
+  EXPECT_EQ(back->history[1].val_accuracy(), 0.5);
+  EXPECT_EQ(back->optimizer, s.optimizer);
+  EXPECT_EQ(back->good_steps, 17);
+  EXPECT_EQ(back->position.step, 5);
+  EXPECT_EQ(back->position.loss_sum, 12.5);
+  EXPECT_EQ(back->position.correct, 30);
+  EXPECT_EQ(back->position.seen, 40);
+  EXPECT_EQ(back->position.learning_rate, 3e-4);
+  EXPECT_EQ(back->position.seconds, 1.5);
+  EXPECT_EQ(back->position.torch_rng, s.position.torch_rng);
+  EXPECT_EQ(back->position.cuda_rng, "cuda");
+  EXPECT_EQ(back->position.augment_rng, "augment");
+}
+
+// Version 1, as servers before pause/resume wrote it (epoch boundaries only):
+// a job they checkpointed must still resume after an upgrade.
+TEST(ResumeStateTest, TheFirstVersionStillDecodes) {
+  std::string v1;
+  auto put = [&v1](auto value) {
+    static_assert(std::is_trivially_copyable_v<decltype(value)>);
+    char buf[sizeof(value)];
+    std::memcpy(buf, &value, sizeof(value));
+    v1.append(buf, sizeof(value));
+  };
+  v1 += "KZRS";
+  put(uint32_t{1});
+  put(int32_t{2});   // epochs_completed
+  put(int64_t{8});   // global_step
+  put(uint64_t{7});  // seed
+  put(uint8_t{1});   // has_best
+  put(double{0.5});  // best_metric
+  put(int32_t{2});   // best_epoch
+  put(double{0.5});  // patience_reference
+  put(int32_t{0});   // epochs_without_improvement
+  put(double{0});    // loss_scale
+  put(uint64_t{0});  // history entries
+  put(uint64_t{3});  // optimizer bytes
+  v1 += "abc";
+  absl::StatusOr<ResumeState> s = DecodeResumeState(v1);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->epochs_completed, 2);
+  EXPECT_EQ(s->global_step, 8);
+  EXPECT_EQ(s->seed, 7u);
+  EXPECT_EQ(s->optimizer, "abc");
+  EXPECT_EQ(s->position.step, 0) << "a version 1 state stands at an epoch boundary";
+  EXPECT_TRUE(s->position.torch_rng.empty());
+  // A byte more than version 1 holds is damage, not a newer field.
+  EXPECT_FALSE(DecodeResumeState(v1 + "x").ok());
+}
+
+TEST(ResumeStateTest, DamagedOrUnknownEncodingsAreRefused) {
+  ResumeState s;
+  s.position.step = 2;
+  s.position.torch_rng = "rng";
+  const std::string bytes = EncodeResumeState(s);
+  for (size_t n : {size_t{0}, size_t{3}, size_t{8}, bytes.size() - 1}) {
+    absl::StatusOr<ResumeState> cut = DecodeResumeState(bytes.substr(0, n));
+    EXPECT_EQ(cut.status().code(), absl::StatusCode::kInvalidArgument) << n << " bytes";
+  }
+  std::string future = bytes;
+  future[4] = 99;  // the version, right after the magic
+  absl::StatusOr<ResumeState> newer = DecodeResumeState(future);
+  EXPECT_EQ(newer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(newer.status().message().find("another Kaizen version"), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace kaizen::training
