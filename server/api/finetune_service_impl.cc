@@ -9,6 +9,9 @@
 
 namespace kaizen::api {
 
+// The service name in grpc_service labels.
+constexpr const char* kService = kaizen::v1::FineTuneService::service_full_name();
+
 using kaizen::v1::JobEvent;
 
 namespace {
@@ -38,7 +41,7 @@ class WatchReactor : public grpc::ServerWriteReactor<JobEvent> {
   WatchReactor(jobs::JobEventHub* hub, metrics::Metrics* metrics, grpc::CallbackServerContext* ctx,
                std::string job_id, size_t max_backlog)
       : hub_(hub),
-        scope_(metrics, "WatchJob", ctx),
+        scope_(metrics, kService, "WatchJob", ctx),
         job_id_(std::move(job_id)),
         max_backlog_(max_backlog),
         sink_(std::make_shared<WatchSink>(this)) {
@@ -163,7 +166,7 @@ void WatchSink::OnEnd() {
 grpc::Status FineTuneServiceImpl::StartFineTune(grpc::ServerContext* context,
                                                 const kaizen::v1::StartFineTuneRequest* request,
                                                 kaizen::v1::Job* response) {
-  RequestScope scope(metrics_, "StartFineTune", context);
+  RequestScope scope(metrics_, kService, "StartFineTune", context);
   scope.set_resource(request->output_model());
   absl::StatusOr<kaizen::v1::Job> job = jobs_->Submit(*request);
   if (job.ok()) *response = *std::move(job);
@@ -173,7 +176,7 @@ grpc::Status FineTuneServiceImpl::StartFineTune(grpc::ServerContext* context,
 grpc::Status FineTuneServiceImpl::GetJob(grpc::ServerContext* context,
                                          const kaizen::v1::GetJobRequest* request,
                                          kaizen::v1::Job* response) {
-  RequestScope scope(metrics_, "GetJob", context);
+  RequestScope scope(metrics_, kService, "GetJob", context);
   scope.set_resource(request->id());
   absl::StatusOr<kaizen::v1::Job> job = jobs_->Get(request->id());
   if (job.ok()) *response = *std::move(job);
@@ -183,7 +186,7 @@ grpc::Status FineTuneServiceImpl::GetJob(grpc::ServerContext* context,
 grpc::Status FineTuneServiceImpl::ListJobs(grpc::ServerContext* context,
                                            const kaizen::v1::ListJobsRequest* request,
                                            kaizen::v1::ListJobsResponse* response) {
-  RequestScope scope(metrics_, "ListJobs", context);
+  RequestScope scope(metrics_, kService, "ListJobs", context);
   auto list = jobs_->List(*request);
   if (list.ok()) *response = *std::move(list);
   return scope.Finish(list.status());
@@ -192,7 +195,7 @@ grpc::Status FineTuneServiceImpl::ListJobs(grpc::ServerContext* context,
 grpc::Status FineTuneServiceImpl::CancelJob(grpc::ServerContext* context,
                                             const kaizen::v1::CancelJobRequest* request,
                                             kaizen::v1::Job* response) {
-  RequestScope scope(metrics_, "CancelJob", context);
+  RequestScope scope(metrics_, kService, "CancelJob", context);
   scope.set_resource(request->id());
   absl::StatusOr<kaizen::v1::Job> job = jobs_->Cancel(request->id());
   if (job.ok()) *response = *std::move(job);

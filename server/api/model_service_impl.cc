@@ -9,6 +9,9 @@
 
 namespace kaizen::api {
 
+// The service name in grpc_service labels.
+constexpr const char* kService = kaizen::v1::ModelService::service_full_name();
+
 using kaizen::v1::Model;
 
 namespace {
@@ -21,7 +24,7 @@ grpc::ServerReadReactor<kaizen::v1::UploadModelRequest>* ModelServiceImpl::Uploa
   store::ModelStore* models = models_;
   metrics::Metrics* metrics = metrics_;
   return Reactor::Start(
-      context, response, uploads_, metrics_, "UploadModel",
+      context, response, uploads_, metrics_, kService, "UploadModel",
       [models](const kaizen::v1::UploadModelHeader& header) { return models->BeginUpload(header); },
       [metrics](const Model&, int64_t bytes) { metrics->AddUploadBytes("model", bytes); });
 }
@@ -29,7 +32,7 @@ grpc::ServerReadReactor<kaizen::v1::UploadModelRequest>* ModelServiceImpl::Uploa
 grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext* context,
                                         const kaizen::v1::GetModelRequest* request,
                                         Model* response) {
-  RequestScope scope(metrics_, "GetModel", context);
+  RequestScope scope(metrics_, kService, "GetModel", context);
   scope.set_resource(request->name());
   absl::StatusOr<Model> m = models_->Get(request->name(), request->version());
   if (m.ok()) *response = *std::move(m);
@@ -39,7 +42,7 @@ grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext* context,
 grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext* context,
                                           const kaizen::v1::ListModelsRequest* request,
                                           kaizen::v1::ListModelsResponse* response) {
-  RequestScope scope(metrics_, "ListModels", context);
+  RequestScope scope(metrics_, kService, "ListModels", context);
   auto list = models_->List(*request);
   if (list.ok()) *response = *std::move(list);
   return scope.Finish(list.status());
@@ -48,7 +51,7 @@ grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext* context,
 grpc::Status ModelServiceImpl::DeleteModel(grpc::ServerContext* context,
                                            const kaizen::v1::DeleteModelRequest* request,
                                            kaizen::v1::DeleteModelResponse*) {
-  RequestScope scope(metrics_, "DeleteModel", context);
+  RequestScope scope(metrics_, kService, "DeleteModel", context);
   scope.set_resource(request->name());
   if (request->version() < 0) {
     return scope.Finish(absl::InvalidArgumentError(
@@ -60,7 +63,7 @@ grpc::Status ModelServiceImpl::DeleteModel(grpc::ServerContext* context,
 grpc::Status ModelServiceImpl::DownloadModel(
     grpc::ServerContext* context, const kaizen::v1::DownloadModelRequest* request,
     grpc::ServerWriter<kaizen::v1::DownloadModelResponse>* writer) {
-  RequestScope scope(metrics_, "DownloadModel", context);
+  RequestScope scope(metrics_, kService, "DownloadModel", context);
   scope.set_resource(request->name());
   absl::StatusOr<store::ModelStore::File> file = models_->OpenFile(request->name(), request->version());
   if (!file.ok()) return scope.Finish(file.status());

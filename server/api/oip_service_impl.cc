@@ -28,6 +28,9 @@
 
 namespace kaizen::api {
 
+// The service name in grpc_service labels.
+constexpr const char* kService = inference::GRPCInferenceService::service_full_name();
+
 namespace {
 
 constexpr char kServerName[] = "kaizen";
@@ -235,7 +238,7 @@ absl::Status Infer(serving::ModelServer& models, grpc::ServerContext* context,
 grpc::Status OipServiceImpl::ServerLive(grpc::ServerContext* context,
                                         const inference::ServerLiveRequest*,
                                         inference::ServerLiveResponse* response) {
-  RequestScope scope(metrics_, "ServerLive", context);
+  RequestScope scope(metrics_, kService, "ServerLive", context);
   response->set_live(true);
   return scope.Finish(absl::OkStatus());
 }
@@ -243,7 +246,7 @@ grpc::Status OipServiceImpl::ServerLive(grpc::ServerContext* context,
 grpc::Status OipServiceImpl::ServerReady(grpc::ServerContext* context,
                                          const inference::ServerReadyRequest*,
                                          inference::ServerReadyResponse* response) {
-  RequestScope scope(metrics_, "ServerReady", context);
+  RequestScope scope(metrics_, kService, "ServerReady", context);
   response->set_ready(models_->started());
   return scope.Finish(absl::OkStatus());
 }
@@ -251,7 +254,7 @@ grpc::Status OipServiceImpl::ServerReady(grpc::ServerContext* context,
 grpc::Status OipServiceImpl::ModelReady(grpc::ServerContext* context,
                                         const inference::ModelReadyRequest* request,
                                         inference::ModelReadyResponse* response) {
-  RequestScope scope(metrics_, "ModelReady", context);
+  RequestScope scope(metrics_, kService, "ModelReady", context);
   scope.set_resource(request->name());
   absl::StatusOr<int64_t> version = ParseVersion("version", request->version());
   if (version.ok()) response->set_ready(models_->IsReady(request->name(), *version));
@@ -261,7 +264,7 @@ grpc::Status OipServiceImpl::ModelReady(grpc::ServerContext* context,
 grpc::Status OipServiceImpl::ServerMetadata(grpc::ServerContext* context,
                                             const inference::ServerMetadataRequest*,
                                             inference::ServerMetadataResponse* response) {
-  RequestScope scope(metrics_, "ServerMetadata", context);
+  RequestScope scope(metrics_, kService, "ServerMetadata", context);
   response->set_name(kServerName);
   response->set_version(kServerVersion);
   return scope.Finish(absl::OkStatus());
@@ -270,7 +273,7 @@ grpc::Status OipServiceImpl::ServerMetadata(grpc::ServerContext* context,
 grpc::Status OipServiceImpl::ModelMetadata(grpc::ServerContext* context,
                                            const inference::ModelMetadataRequest* request,
                                            inference::ModelMetadataResponse* response) {
-  RequestScope scope(metrics_, "ModelMetadata", context);
+  RequestScope scope(metrics_, kService, "ModelMetadata", context);
   scope.set_resource(request->name());
   if (request->name().empty()) {
     return scope.Finish(absl::InvalidArgumentError("name is empty"));
@@ -307,7 +310,7 @@ grpc::Status OipServiceImpl::ModelMetadata(grpc::ServerContext* context,
 grpc::Status OipServiceImpl::ModelInfer(grpc::ServerContext* context,
                                         const inference::ModelInferRequest* request,
                                         inference::ModelInferResponse* response) {
-  RequestScope scope(metrics_, "ModelInfer", context);
+  RequestScope scope(metrics_, kService, "ModelInfer", context);
   scope.set_resource(request->model_name());
   absl::Status status = Infer(*models_, context, *request, response);
   if (!status.ok()) response->Clear();

@@ -12,11 +12,24 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(code, std::string(status.message()));
 }
 
+RequestScope::RequestScope(metrics::Metrics* metrics, const char* service, const char* method,
+                           grpc::ServerContextBase* context)
+    : metrics_(metrics),
+      service_(service),
+      method_(method),
+      context_(context),
+      start_(absl::Now()) {
+  if (metrics_ != nullptr) metrics_->GrpcStarted(service_, method_);
+}
+
 grpc::Status RequestScope::Finish(const absl::Status& status) {
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
   grpc::Status out = ToGrpcStatus(status);
   const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(out.error_code()));
-  if (metrics_ != nullptr) metrics_->RecordRequest(method_, code, seconds);
+  if (metrics_ != nullptr) {
+    metrics_->GrpcHandled(service_, method_, static_cast<absl::StatusCode>(out.error_code()),
+                          seconds);
+  }
   const common::LogLevel level =
       out.ok() ? common::LogLevel::kInfo
                : (out.error_code() == grpc::StatusCode::INTERNAL ? common::LogLevel::kError

@@ -1,5 +1,7 @@
 // Per-request bookkeeping at the gRPC edge: converts absl::Status to
-// grpc::Status, logs one JSON line per request outcome and records metrics.
+// grpc::Status, logs one JSON line per request outcome and records metrics
+// (grpc_server_started_total when constructed, grpc_server_handled_total and
+// grpc_server_handling_seconds in Finish).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -17,8 +19,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 class RequestScope {
  public:
-  RequestScope(metrics::Metrics* metrics, const char* method, grpc::ServerContextBase* context)
-      : metrics_(metrics), method_(method), context_(context), start_(absl::Now()) {}
+  // `service` is the full name ("kaizen.v1.InferenceService"), `method` the
+  // bare one ("Predict"); both must outlive the scope (string literals).
+  RequestScope(metrics::Metrics* metrics, const char* service, const char* method,
+               grpc::ServerContextBase* context);
 
   // Extra key shown in the log line (e.g. the dataset name).
   void set_resource(std::string resource) { resource_ = std::move(resource); }
@@ -28,6 +32,7 @@ class RequestScope {
 
  private:
   metrics::Metrics* metrics_;
+  const char* service_;
   const char* method_;
   grpc::ServerContextBase* context_;
   absl::Time start_;

@@ -41,10 +41,10 @@ class UploadReactor final : public grpc::ServerReadReactor<Request> {
   // Starts the stream, or ends it at once with RESOURCE_EXHAUSTED when every
   // upload slot is taken. gRPC owns the returned reactor.
   static UploadReactor* Start(grpc::CallbackServerContext* context, Result* response,
-                              UploadRunner* runner, metrics::Metrics* metrics, const char* method,
-                              BeginFn begin, StoredFn stored) {
-    auto* r = new UploadReactor(context, response, runner, metrics, method, std::move(begin),
-                                std::move(stored));
+                              UploadRunner* runner, metrics::Metrics* metrics, const char* service,
+                              const char* method, BeginFn begin, StoredFn stored) {
+    auto* r = new UploadReactor(context, response, runner, metrics, service, method,
+                                std::move(begin), std::move(stored));
     absl::Status admitted = runner->Admit();
     absl::MutexLock lock(&r->mu_);
     if (!admitted.ok()) {
@@ -88,11 +88,12 @@ class UploadReactor final : public grpc::ServerReadReactor<Request> {
 
  private:
   UploadReactor(grpc::CallbackServerContext* context, Result* response, UploadRunner* runner,
-                metrics::Metrics* metrics, const char* method, BeginFn begin, StoredFn stored)
+                metrics::Metrics* metrics, const char* service, const char* method, BeginFn begin,
+                StoredFn stored)
       : context_(context),
         response_(response),
         runner_(runner),
-        scope_(metrics, method, context),
+        scope_(metrics, service, method, context),
         begin_(std::move(begin)),
         stored_(std::move(stored)),
         start_(absl::Now()) {}

@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kaizen/v1/finetune_service.pb.h"
 #include "server/jobs/job_event_hub.h"
+#include "server/metrics/metrics.h"
 #include "server/store/dataset_store.h"
 #include "server/store/job_store.h"
 #include "server/store/model_store.h"
@@ -38,6 +39,9 @@ class JobManager {
     // a job that crashes the server cannot do so forever. Graceful shutdowns
     // do not count.
     int max_job_attempts = 3;
+    // Where training progress, checkpoints and job outcomes are recorded;
+    // nullptr records nothing. Must outlive the manager.
+    metrics::Metrics* metrics = nullptr;
     // Tests only: called by Submit after it has checked the job's dataset and
     // models and before it stores the job.
     std::function<void()> after_references_checked;
