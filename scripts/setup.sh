@@ -24,6 +24,9 @@ PACKAGES=(
   dataset-fashion-mnist python3-torch python3-torchvision python3-numpy python3-pil bc
   # benchmarks: the grpcio baseline server, accuracy through Predict, plots
   python3-grpcio python3-matplotlib
+  # metrics: Debian's Prometheus server and promtool for the tests that scrape
+  # a real server, lint /metrics and check the alerting rules (deploy/prometheus)
+  prometheus
   # fuzzing (scripts/fuzz.sh, the fuzz_smoke test): clang with libFuzzer and
   # the sanitizer runtimes (a Recommends of clang, so named here)
   clang libclang-rt-14-dev

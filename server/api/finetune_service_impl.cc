@@ -9,6 +9,9 @@
 
 namespace kaizen::api {
 
+// The service name in grpc_service labels.
+constexpr const char* kService = kaizen::v1::FineTuneService::service_full_name();
+
 using kaizen::v1::JobEvent;
 
 namespace {
@@ -38,7 +41,7 @@ class WatchReactor : public grpc::ServerWriteReactor<JobEvent> {
   WatchReactor(jobs::JobEventHub* hub, metrics::Metrics* metrics, grpc::CallbackServerContext* ctx,
                std::string job_id, size_t max_backlog)
       : hub_(hub),
-        scope_(metrics, "WatchJob", ctx),
+        scope_(metrics, kService, "WatchJob", ctx),
         job_id_(std::move(job_id)),
         max_backlog_(max_backlog),
         sink_(std::make_shared<WatchSink>(this)) {
@@ -47,9 +50,7 @@ class WatchReactor : public grpc::ServerWriteReactor<JobEvent> {
 
   std::shared_ptr<WatchSink> sink() { return sink_; }
 
-  absl::Status Authorize(const auth::Authenticator* auth) {
-    return scope_.Authorize(auth, kaizen::v1::FineTuneService::service_full_name());
-  }
+  absl::Status Authorize(const auth::Authenticator* auth) { return scope_.Authorize(auth); }
 
   void Enqueue(const JobEvent& event) {
     bool start = false;
@@ -167,8 +168,8 @@ void WatchSink::OnEnd() {
 grpc::Status FineTuneServiceImpl::StartFineTune(grpc::ServerContext* context,
                                                 const kaizen::v1::StartFineTuneRequest* request,
                                                 kaizen::v1::Job* response) {
-  RequestScope scope(metrics_, "StartFineTune", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::FineTuneService::service_full_name());
+  RequestScope scope(metrics_, kService, "StartFineTune", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   scope.set_resource(request->output_model());
   absl::StatusOr<kaizen::v1::Job> job = jobs_->Submit(*request);
   if (job.ok()) *response = *std::move(job);
@@ -178,8 +179,8 @@ grpc::Status FineTuneServiceImpl::StartFineTune(grpc::ServerContext* context,
 grpc::Status FineTuneServiceImpl::GetJob(grpc::ServerContext* context,
                                          const kaizen::v1::GetJobRequest* request,
                                          kaizen::v1::Job* response) {
-  RequestScope scope(metrics_, "GetJob", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::FineTuneService::service_full_name());
+  RequestScope scope(metrics_, kService, "GetJob", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   scope.set_resource(request->id());
   absl::StatusOr<kaizen::v1::Job> job = jobs_->Get(request->id());
   if (job.ok()) *response = *std::move(job);
@@ -189,8 +190,8 @@ grpc::Status FineTuneServiceImpl::GetJob(grpc::ServerContext* context,
 grpc::Status FineTuneServiceImpl::ListJobs(grpc::ServerContext* context,
                                            const kaizen::v1::ListJobsRequest* request,
                                            kaizen::v1::ListJobsResponse* response) {
-  RequestScope scope(metrics_, "ListJobs", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::FineTuneService::service_full_name());
+  RequestScope scope(metrics_, kService, "ListJobs", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   auto list = jobs_->List(*request);
   if (list.ok()) *response = *std::move(list);
   return scope.Finish(list.status());
@@ -199,8 +200,8 @@ grpc::Status FineTuneServiceImpl::ListJobs(grpc::ServerContext* context,
 grpc::Status FineTuneServiceImpl::CancelJob(grpc::ServerContext* context,
                                             const kaizen::v1::CancelJobRequest* request,
                                             kaizen::v1::Job* response) {
-  RequestScope scope(metrics_, "CancelJob", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::FineTuneService::service_full_name());
+  RequestScope scope(metrics_, kService, "CancelJob", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   scope.set_resource(request->id());
   absl::StatusOr<kaizen::v1::Job> job = jobs_->Cancel(request->id());
   if (job.ok()) *response = *std::move(job);
@@ -210,8 +211,8 @@ grpc::Status FineTuneServiceImpl::CancelJob(grpc::ServerContext* context,
 grpc::Status FineTuneServiceImpl::PauseJob(grpc::ServerContext* context,
                                            const kaizen::v1::PauseJobRequest* request,
                                            kaizen::v1::Job* response) {
-  RequestScope scope(metrics_, "PauseJob", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::FineTuneService::service_full_name());
+  RequestScope scope(metrics_, kService, "PauseJob", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   scope.set_resource(request->id());
   absl::StatusOr<kaizen::v1::Job> job = jobs_->Pause(request->id());
   if (job.ok()) *response = *std::move(job);
@@ -221,8 +222,8 @@ grpc::Status FineTuneServiceImpl::PauseJob(grpc::ServerContext* context,
 grpc::Status FineTuneServiceImpl::ResumeJob(grpc::ServerContext* context,
                                             const kaizen::v1::ResumeJobRequest* request,
                                             kaizen::v1::Job* response) {
-  RequestScope scope(metrics_, "ResumeJob", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::FineTuneService::service_full_name());
+  RequestScope scope(metrics_, kService, "ResumeJob", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   scope.set_resource(request->id());
   absl::StatusOr<kaizen::v1::Job> job = jobs_->Resume(request->id());
   if (job.ok()) *response = *std::move(job);

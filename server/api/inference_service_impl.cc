@@ -12,6 +12,9 @@
 
 namespace kaizen::api {
 
+// The service name in grpc_service labels.
+constexpr const char* kService = kaizen::v1::InferenceService::service_full_name();
+
 serving::InferOptions InferOptionsFor(grpc::ServerContext* context) {
   serving::InferOptions o;
   const auto deadline = context->deadline();
@@ -24,8 +27,8 @@ serving::InferOptions InferOptionsFor(grpc::ServerContext* context) {
 grpc::Status InferenceServiceImpl::Predict(grpc::ServerContext* context,
                                            const kaizen::v1::PredictRequest* request,
                                            kaizen::v1::PredictResponse* response) {
-  RequestScope scope(metrics_, "Predict", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::InferenceService::service_full_name());
+  RequestScope scope(metrics_, kService, "Predict", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   scope.set_resource(request->model());
   return scope.Finish(DoPredict(context, *request, response));
 }

@@ -9,6 +9,9 @@
 
 namespace kaizen::api {
 
+// The service name in grpc_service labels.
+constexpr const char* kService = kaizen::v1::ModelService::service_full_name();
+
 using kaizen::v1::Model;
 
 namespace {
@@ -21,8 +24,7 @@ grpc::ServerReadReactor<kaizen::v1::UploadModelRequest>* ModelServiceImpl::Uploa
   store::ModelStore* models = models_;
   metrics::Metrics* metrics = metrics_;
   return Reactor::Start(
-      context, response, uploads_, metrics_, auth_, kaizen::v1::ModelService::service_full_name(),
-      "UploadModel",
+      context, response, uploads_, metrics_, auth_, kService, "UploadModel",
       [models](const kaizen::v1::UploadModelHeader& header) { return models->BeginUpload(header); },
       [metrics](const Model&, int64_t bytes) { metrics->AddUploadBytes("model", bytes); });
 }
@@ -30,8 +32,8 @@ grpc::ServerReadReactor<kaizen::v1::UploadModelRequest>* ModelServiceImpl::Uploa
 grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext* context,
                                         const kaizen::v1::GetModelRequest* request,
                                         Model* response) {
-  RequestScope scope(metrics_, "GetModel", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::ModelService::service_full_name());
+  RequestScope scope(metrics_, kService, "GetModel", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   scope.set_resource(request->name());
   absl::StatusOr<Model> m = models_->Get(request->name(), request->version());
   if (m.ok()) *response = *std::move(m);
@@ -41,8 +43,8 @@ grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext* context,
 grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext* context,
                                           const kaizen::v1::ListModelsRequest* request,
                                           kaizen::v1::ListModelsResponse* response) {
-  RequestScope scope(metrics_, "ListModels", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::ModelService::service_full_name());
+  RequestScope scope(metrics_, kService, "ListModels", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   auto list = models_->List(*request);
   if (list.ok()) *response = *std::move(list);
   return scope.Finish(list.status());
@@ -51,8 +53,8 @@ grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext* context,
 grpc::Status ModelServiceImpl::DeleteModel(grpc::ServerContext* context,
                                            const kaizen::v1::DeleteModelRequest* request,
                                            kaizen::v1::DeleteModelResponse*) {
-  RequestScope scope(metrics_, "DeleteModel", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::ModelService::service_full_name());
+  RequestScope scope(metrics_, kService, "DeleteModel", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   scope.set_resource(request->name());
   if (request->version() < 0) {
     return scope.Finish(absl::InvalidArgumentError(
@@ -64,8 +66,8 @@ grpc::Status ModelServiceImpl::DeleteModel(grpc::ServerContext* context,
 grpc::Status ModelServiceImpl::DownloadModel(
     grpc::ServerContext* context, const kaizen::v1::DownloadModelRequest* request,
     grpc::ServerWriter<kaizen::v1::DownloadModelResponse>* writer) {
-  RequestScope scope(metrics_, "DownloadModel", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, kaizen::v1::ModelService::service_full_name());
+  RequestScope scope(metrics_, kService, "DownloadModel", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   scope.set_resource(request->name());
   absl::StatusOr<store::ModelStore::File> file =
       models_->OpenFile(request->name(), request->version());

@@ -28,6 +28,9 @@
 
 namespace kaizen::api {
 
+// The service name in grpc_service labels.
+constexpr const char* kService = inference::GRPCInferenceService::service_full_name();
+
 namespace {
 
 constexpr char kServerName[] = "kaizen";
@@ -235,8 +238,8 @@ absl::Status Infer(serving::ModelServer& models, grpc::ServerContext* context,
 grpc::Status OipServiceImpl::ServerLive(grpc::ServerContext* context,
                                         const inference::ServerLiveRequest*,
                                         inference::ServerLiveResponse* response) {
-  RequestScope scope(metrics_, "ServerLive", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, inference::GRPCInferenceService::service_full_name());
+  RequestScope scope(metrics_, kService, "ServerLive", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   response->set_live(true);
   return scope.Finish(absl::OkStatus());
 }
@@ -244,8 +247,8 @@ grpc::Status OipServiceImpl::ServerLive(grpc::ServerContext* context,
 grpc::Status OipServiceImpl::ServerReady(grpc::ServerContext* context,
                                          const inference::ServerReadyRequest*,
                                          inference::ServerReadyResponse* response) {
-  RequestScope scope(metrics_, "ServerReady", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, inference::GRPCInferenceService::service_full_name());
+  RequestScope scope(metrics_, kService, "ServerReady", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   response->set_ready(models_->started());
   return scope.Finish(absl::OkStatus());
 }
@@ -253,8 +256,8 @@ grpc::Status OipServiceImpl::ServerReady(grpc::ServerContext* context,
 grpc::Status OipServiceImpl::ModelReady(grpc::ServerContext* context,
                                         const inference::ModelReadyRequest* request,
                                         inference::ModelReadyResponse* response) {
-  RequestScope scope(metrics_, "ModelReady", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, inference::GRPCInferenceService::service_full_name());
+  RequestScope scope(metrics_, kService, "ModelReady", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   scope.set_resource(request->name());
   absl::StatusOr<int64_t> version = ParseVersion("version", request->version());
   if (version.ok()) response->set_ready(models_->IsReady(request->name(), *version));
@@ -264,8 +267,8 @@ grpc::Status OipServiceImpl::ModelReady(grpc::ServerContext* context,
 grpc::Status OipServiceImpl::ServerMetadata(grpc::ServerContext* context,
                                             const inference::ServerMetadataRequest*,
                                             inference::ServerMetadataResponse* response) {
-  RequestScope scope(metrics_, "ServerMetadata", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, inference::GRPCInferenceService::service_full_name());
+  RequestScope scope(metrics_, kService, "ServerMetadata", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   response->set_name(kServerName);
   response->set_version(kServerVersion);
   return scope.Finish(absl::OkStatus());
@@ -274,8 +277,8 @@ grpc::Status OipServiceImpl::ServerMetadata(grpc::ServerContext* context,
 grpc::Status OipServiceImpl::ModelMetadata(grpc::ServerContext* context,
                                            const inference::ModelMetadataRequest* request,
                                            inference::ModelMetadataResponse* response) {
-  RequestScope scope(metrics_, "ModelMetadata", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, inference::GRPCInferenceService::service_full_name());
+  RequestScope scope(metrics_, kService, "ModelMetadata", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   scope.set_resource(request->name());
   if (request->name().empty()) {
     return scope.Finish(absl::InvalidArgumentError("name is empty"));
@@ -312,8 +315,8 @@ grpc::Status OipServiceImpl::ModelMetadata(grpc::ServerContext* context,
 grpc::Status OipServiceImpl::ModelInfer(grpc::ServerContext* context,
                                         const inference::ModelInferRequest* request,
                                         inference::ModelInferResponse* response) {
-  RequestScope scope(metrics_, "ModelInfer", context);
-  AUTHORIZE_OR_RETURN(scope, auth_, inference::GRPCInferenceService::service_full_name());
+  RequestScope scope(metrics_, kService, "ModelInfer", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
   scope.set_resource(request->model_name());
   absl::Status status = Infer(*models_, context, *request, response);
   if (!status.ok()) response->Clear();

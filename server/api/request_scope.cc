@@ -15,7 +15,17 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(code, std::string(status.message()));
 }
 
-absl::Status RequestScope::Authorize(const auth::Authenticator* auth, absl::string_view service) {
+RequestScope::RequestScope(metrics::Metrics* metrics, const char* service, const char* method,
+                           grpc::ServerContextBase* context)
+    : metrics_(metrics),
+      service_(service),
+      method_(method),
+      context_(context),
+      start_(absl::Now()) {
+  if (metrics_ != nullptr) metrics_->GrpcStarted(service_, method_);
+}
+
+absl::Status RequestScope::Authorize(const auth::Authenticator* auth) {
   if (auth == nullptr || !auth->enabled()) return absl::OkStatus();
   std::optional<absl::string_view> header;
   if (context_ != nullptr) {
@@ -27,7 +37,7 @@ absl::Status RequestScope::Authorize(const auth::Authenticator* auth, absl::stri
   absl::StatusOr<auth::Caller> caller = auth->Identify(header);
   if (!caller.ok()) return caller.status();
   caller_ = caller->name;
-  return auth->Permit(*caller, absl::StrCat("/", service, "/", method_));
+  return auth->Permit(*caller, absl::StrCat("/", service_, "/", method_));
 }
 
 grpc::Status RequestScope::Finish(const absl::Status& status) {
@@ -35,7 +45,10 @@ grpc::Status RequestScope::Finish(const absl::Status& status) {
   grpc::Status out = ToGrpcStatus(status);
   const std::string code =
       absl::StatusCodeToString(static_cast<absl::StatusCode>(out.error_code()));
-  if (metrics_ != nullptr) metrics_->RecordRequest(method_, code, seconds);
+  if (metrics_ != nullptr) {
+    metrics_->GrpcHandled(service_, method_, static_cast<absl::StatusCode>(out.error_code()),
+                          seconds);
+  }
   const common::LogLevel level =
       out.ok() ? common::LogLevel::kInfo
                : (out.error_code() == grpc::StatusCode::INTERNAL ? common::LogLevel::kError

@@ -1,5 +1,7 @@
 // Per-request bookkeeping at the gRPC edge: converts absl::Status to
-// grpc::Status, logs one JSON line per request outcome and records metrics.
+// grpc::Status, logs one JSON line per request outcome and records metrics
+// (grpc_server_started_total when constructed, grpc_server_handled_total and
+// grpc_server_handling_seconds in Finish).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -18,14 +20,16 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 class RequestScope {
  public:
-  RequestScope(metrics::Metrics* metrics, const char* method, grpc::ServerContextBase* context)
-      : metrics_(metrics), method_(method), context_(context), start_(absl::Now()) {}
+  // `service` is the full name ("kaizen.v1.InferenceService"), `method` the
+  // bare one ("Predict"); both must outlive the scope (string literals).
+  RequestScope(metrics::Metrics* metrics, const char* service, const char* method,
+               grpc::ServerContextBase* context);
 
   // Checks the call's bearer token and the caller's role for
-  // /`service`/method (see auth::Authenticator); the log line then names the
+  // /service/method (see auth::Authenticator); the log line then names the
   // token. Every handler calls it first (AUTHORIZE_OR_RETURN) and answers
   // with Finish(status) when it fails. A null `auth` allows everything.
-  absl::Status Authorize(const auth::Authenticator* auth, absl::string_view service);
+  absl::Status Authorize(const auth::Authenticator* auth);
 
   // Extra key shown in the log line (e.g. the dataset name).
   void set_resource(std::string resource) { resource_ = std::move(resource); }
@@ -35,6 +39,7 @@ class RequestScope {
 
  private:
   metrics::Metrics* metrics_;
+  const char* service_;
   const char* method_;
   grpc::ServerContextBase* context_;
   absl::Time start_;
@@ -44,11 +49,11 @@ class RequestScope {
 
 // Returns scope.Finish(denied) from a sync handler when the caller may not
 // call this method.
-#define AUTHORIZE_OR_RETURN(scope, auth, service)                                     \
-  do {                                                                                \
-    if (absl::Status denied_ = (scope).Authorize((auth), (service)); !denied_.ok()) { \
-      return (scope).Finish(denied_);                                                 \
-    }                                                                                 \
+#define AUTHORIZE_OR_RETURN(scope, auth)                                 \
+  do {                                                                   \
+    if (absl::Status denied_ = (scope).Authorize(auth); !denied_.ok()) { \
+      return (scope).Finish(denied_);                                    \
+    }                                                                    \
   } while (0)
 
 }  // namespace kaizen::api

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "google/protobuf/util/time_util.h"
 #include "kaizen/v1/finetune_service.grpc.pb.h"
 #include "kaizen/v1/inference_service.grpc.pb.h"
 #include "server/api/dataset_service_impl.h"
@@ -74,6 +75,8 @@ KaizenServer::KaizenServer(Options options)
     : options_(std::move(options)), state_(std::make_unique<State>()) {}
 
 KaizenServer::~KaizenServer() {
+  // Scrapes stop reading the catalogue before it goes.
+  if (state_->metrics) state_->metrics->SetCollectHook(nullptr);
   bool started_shutdown;
   {
     absl::MutexLock lock(&health_mu_);
@@ -92,6 +95,24 @@ namespace {
 constexpr const char* kServices[] = {"kaizen.v1.DatasetService", "kaizen.v1.ModelService",
                                      "kaizen.v1.FineTuneService", "kaizen.v1.InferenceService",
                                      "inference.GRPCInferenceService"};
+
+// Refreshes kaizen_jobs{state} and the queue gauges from the catalogue at
+// every scrape.
+void RefreshJobMetrics(store::JobStore* jobs, metrics::Metrics* metrics) {
+  absl::StatusOr<store::JobStore::StateSummary> summary = jobs->SummarizeStates();
+  if (!summary.ok()) {
+    common::LogWarning("cannot count jobs for /metrics", {{"error", summary.status().ToString()}});
+    return;
+  }
+  double oldest_age = 0;
+  if (summary->oldest_queued_create_time) {
+    const absl::Time created =
+        absl::FromUnixMillis(google::protobuf::util::TimeUtil::TimestampToMilliseconds(
+            *summary->oldest_queued_create_time));
+    oldest_age = absl::ToDoubleSeconds(absl::Now() - created);
+  }
+  metrics->SetJobCounts(summary->jobs_by_state, oldest_age);
+}
 
 // gRPC's sync server needs a few threads of its own (pollers) before it can
 // take any call.
@@ -217,6 +238,7 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   jmo.threads_per_worker = std::max(1, threads / jmo.workers);
   jmo.max_job_attempts = o.max_job_attempts;
   jmo.preempt = o.preempt;
+  jmo.metrics = s.metrics.get();
   s.jobs = std::make_unique<jobs::JobManager>(jmo, s.job_store.get(), s.datasets.get(),
                                               s.models.get(), s.events.get());
   jobs::JobManager* job_manager = s.jobs.get();
@@ -281,6 +303,12 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
     }
   }
   self->SetHealth(false);
+  for (const char* svc : kServices) RETURN_IF_ERROR(s.metrics->InitializeGrpcService(svc));
+  {
+    store::JobStore* job_store = s.job_store.get();
+    metrics::Metrics* m = s.metrics.get();
+    m->SetCollectHook([job_store, m] { RefreshJobMetrics(job_store, m); });
+  }
   RETURN_IF_ERROR(s.jobs->Start());
   KaizenServer* raw = self.get();
   s.ready_thread = std::thread([raw] {

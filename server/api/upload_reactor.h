@@ -44,11 +44,11 @@ class UploadReactor final : public grpc::ServerReadReactor<Request> {
   // returned reactor.
   static UploadReactor* Start(grpc::CallbackServerContext* context, Result* response,
                               UploadRunner* runner, metrics::Metrics* metrics,
-                              const auth::Authenticator* auth, absl::string_view service,
+                              const auth::Authenticator* auth, const char* service,
                               const char* method, BeginFn begin, StoredFn stored) {
-    auto* r = new UploadReactor(context, response, runner, metrics, method, std::move(begin),
-                                std::move(stored));
-    absl::Status admitted = r->scope_.Authorize(auth, service);
+    auto* r = new UploadReactor(context, response, runner, metrics, service, method,
+                                std::move(begin), std::move(stored));
+    absl::Status admitted = r->scope_.Authorize(auth);
     if (admitted.ok()) admitted = runner->Admit();
     absl::MutexLock lock(&r->mu_);
     if (!admitted.ok()) {
@@ -92,11 +92,12 @@ class UploadReactor final : public grpc::ServerReadReactor<Request> {
 
  private:
   UploadReactor(grpc::CallbackServerContext* context, Result* response, UploadRunner* runner,
-                metrics::Metrics* metrics, const char* method, BeginFn begin, StoredFn stored)
+                metrics::Metrics* metrics, const char* service, const char* method, BeginFn begin,
+                StoredFn stored)
       : context_(context),
         response_(response),
         runner_(runner),
-        scope_(metrics, method, context),
+        scope_(metrics, service, method, context),
         begin_(std::move(begin)),
         stored_(std::move(stored)),
         start_(absl::Now()) {}

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/common/atomic_file.h"
+#include "server/common/failure_cause.h"
 #include "server/common/logging.h"
 #include "server/common/names.h"
 #include "server/common/paging.h"
@@ -71,6 +72,10 @@ absl::Status JobManager::Start() {
       e.set_error(job.error());
       events_->Publish(job.id(), std::move(e)).IgnoreError();
       RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_FAILED));
+      if (options_.metrics) {
+        options_.metrics->JobRunEnded(job, common::WithCause(absl::AbortedError(job.error()),
+                                                             common::kCauseAttemptsExhausted));
+      }
       models_->ReleaseName(job.request().output_model());
       common::LogWarning("job failed at start-up", {{"job", job.id()}, {"error", job.error()}});
       continue;
@@ -521,6 +526,7 @@ void JobManager::WorkerLoop(int worker_index) {
 
 void JobManager::RunJob(Job job, int worker_index, Running* running) {
   const absl::Time start = absl::Now();
+  if (options_.metrics) options_.metrics->JobRunStarted(job);
   bool stopped = false;
   absl::Status st;
   try {
@@ -573,6 +579,7 @@ void JobManager::RunJob(Job job, int worker_index, Running* running) {
   if (absl::Status ps = PublishState(&job, end); !ps.ok()) {
     common::LogError("cannot record job state", {{"job", job.id()}, {"error", ps.ToString()}});
   }
+  if (options_.metrics) options_.metrics->JobRunEnded(job, st);
   // A preempted job is paused, not lost: it goes back to its place in the
   // queue at once.
   if (requeue) {
@@ -684,6 +691,7 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running, b
     job->set_epoch(p.epoch());
     if (options_.after_step) options_.after_step(job->id(), p.step());
     if (first_step < 0) first_step = p.step();
+    if (options_.metrics) options_.metrics->TrainingStep(*job, p);
     const absl::Time now = absl::Now();
     if (now - last_progress < options_.progress_interval && p.step() != p.total_steps()) return;
     last_progress = now;
@@ -698,6 +706,7 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running, b
   cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) {
     job->set_epoch(m.epoch());
     AppendEpochToHistory(m, job);
+    if (options_.metrics) options_.metrics->EpochCompleted(*job);
     JobEvent e;
     *e.mutable_epoch_summary() = m;
     events_->Publish(job->id(), std::move(e)).IgnoreError();
@@ -710,8 +719,12 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running, b
     meta.set_description(absl::StrCat(kaizen::v1::Strategy_Name(req.strategy()), " of ",
                                       req.base_model(), " on ", req.dataset(), ", epoch ",
                                       ckpt.epoch));
+    const absl::Time write_start = absl::Now();
     ASSIGN_OR_RETURN(kaizen::v1::Model stored,
                      models_->AddVersion(req.output_model(), ckpt.module, meta, ckpt.resume_state));
+    if (options_.metrics) {
+      options_.metrics->CheckpointWritten(*job, absl::ToDoubleSeconds(absl::Now() - write_start));
+    }
     job->set_latest_version(stored.version());
     // Jobs without validation are judged by their training loss.
     const bool has_val = stored.metrics().count("val_accuracy") > 0;

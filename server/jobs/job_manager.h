@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kaizen/v1/finetune_service.pb.h"
 #include "server/jobs/job_event_hub.h"
+#include "server/metrics/metrics.h"
 #include "server/store/dataset_store.h"
 #include "server/store/job_store.h"
 #include "server/store/model_store.h"
@@ -45,6 +46,9 @@ class JobManager {
     // is PAUSED ("preempted by job ID") and goes straight back to the queue
     // at its old place, so it continues on its own once a worker is free.
     bool preempt = false;
+    // Where training progress, checkpoints and job outcomes are recorded;
+    // nullptr records nothing. Must outlive the manager.
+    metrics::Metrics* metrics = nullptr;
     // Tests only: called by Submit after it has checked the job's dataset and
     // models and before it stores the job.
     std::function<void()> after_references_checked;

@@ -32,9 +32,10 @@ struct MetricsHttpServer::Connection {
   size_t sent = 0;
 };
 
-absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& host, int port, std::shared_ptr<prometheus::Registry> registry,
-    Options options) {
+absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std::string& host,
+                                                                            int port,
+                                                                            CollectFn collect,
+                                                                            Options options) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return absl::UnavailableError(absl::StrCat("socket: ", std::strerror(errno)));
   const int one = 1;
@@ -57,13 +58,11 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   }
   options.max_connections = std::max(1, options.max_connections);
   return std::unique_ptr<MetricsHttpServer>(
-      new MetricsHttpServer(fd, ntohs(addr.sin_port), std::move(registry), options));
+      new MetricsHttpServer(fd, ntohs(addr.sin_port), std::move(collect), options));
 }
 
-MetricsHttpServer::MetricsHttpServer(int fd, int port,
-                                     std::shared_ptr<prometheus::Registry> registry,
-                                     Options options)
-    : listen_fd_(fd), port_(port), registry_(std::move(registry)), options_(options) {
+MetricsHttpServer::MetricsHttpServer(int fd, int port, CollectFn collect, Options options)
+    : listen_fd_(fd), port_(port), collect_(std::move(collect)), options_(options) {
   thread_ = std::thread([this] { Serve(); });
 }
 
@@ -143,7 +142,7 @@ std::string MetricsHttpServer::Respond(const std::string& request) {
   std::string body;
   std::string type = "text/plain; version=0.0.4; charset=utf-8";
   if (absl::StartsWith(request, "GET /metrics ") || absl::StartsWith(request, "GET /metrics?")) {
-    body = prometheus::TextSerializer().Serialize(registry_->Collect());
+    body = prometheus::TextSerializer().Serialize(collect_());
   } else if (absl::StartsWith(request, "GET ")) {
     status = "404 Not Found";
     body = "only /metrics is served here\n";

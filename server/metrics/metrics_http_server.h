@@ -1,4 +1,5 @@
-// Serves GET /metrics (Prometheus text format) from a registry on one thread.
+// Serves GET /metrics (Prometheus text format) on one thread: what a collect
+// function returns at each request.
 //
 // Why not prometheus-cpp's pull Exposer: it runs on civetweb, which starts its
 // threads with a small fixed stack; once LibTorch (with its large static TLS)
@@ -9,13 +10,15 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "prometheus/registry.h"
+#include "prometheus/metric_family.h"
 
 namespace kaizen::metrics {
 
@@ -31,10 +34,13 @@ class MetricsHttpServer {
     int max_connections = 16;
   };
 
+  // Called on the server's thread for every scrape.
+  using CollectFn = std::function<std::vector<prometheus::MetricFamily>()>;
+
   // Binds `host:port` (port 0 picks a free one) and starts serving.
-  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
-      const std::string& host, int port, std::shared_ptr<prometheus::Registry> registry,
-      Options options);
+  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& host, int port,
+                                                                  CollectFn collect,
+                                                                  Options options);
   ~MetricsHttpServer();
 
   int port() const { return port_; }
@@ -42,8 +48,7 @@ class MetricsHttpServer {
  private:
   struct Connection;
 
-  MetricsHttpServer(int fd, int port, std::shared_ptr<prometheus::Registry> registry,
-                    Options options);
+  MetricsHttpServer(int fd, int port, CollectFn collect, Options options);
   void Serve();
   // Reads what has arrived; once the request is whole, prepares the answer.
   // False when the connection is done with.
@@ -54,7 +59,7 @@ class MetricsHttpServer {
 
   int listen_fd_;
   int port_;
-  std::shared_ptr<prometheus::Registry> registry_;
+  CollectFn collect_;
   Options options_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;

@@ -135,6 +135,28 @@ absl::StatusOr<std::vector<kaizen::v1::Job>> JobStore::InStates(
   return out;
 }
 
+absl::StatusOr<JobStore::StateSummary> JobStore::SummarizeStates() {
+  absl::MutexLock lock(&db_->mutex());
+  StateSummary out;
+  ASSIGN_OR_RETURN(Statement counts,
+                   db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, counts.Step());
+    if (!row) break;
+    out.jobs_by_state[static_cast<kaizen::v1::JobState>(counts.ColumnInt(0))] = counts.ColumnInt(1);
+  }
+  // seq is the creation order.
+  ASSIGN_OR_RETURN(Statement oldest,
+                   db_->Prepare("SELECT proto FROM jobs WHERE state = ? ORDER BY seq LIMIT 1"));
+  oldest.Bind(1, static_cast<int64_t>(kaizen::v1::JOB_STATE_QUEUED));
+  ASSIGN_OR_RETURN(bool row, oldest.Step());
+  if (row) {
+    ASSIGN_OR_RETURN(kaizen::v1::Job job, ParseJob(oldest.ColumnBlob(0)));
+    out.oldest_queued_create_time = job.create_time();
+  }
+  return out;
+}
+
 absl::Status JobStore::AppendEvent(const kaizen::v1::JobEvent& event) {
   absl::MutexLock lock(&db_->mutex());
   ASSIGN_OR_RETURN(Statement st,

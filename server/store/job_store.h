@@ -4,6 +4,7 @@
 // from their last checkpoint.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,14 @@ class JobStore {
   absl::StatusOr<std::optional<kaizen::v1::Job>> NextQueued();
   // Jobs in any of `states`, oldest first.
   absl::StatusOr<std::vector<kaizen::v1::Job>> InStates(const std::vector<kaizen::v1::JobState>& states);
+
+  // How many jobs are in each state (states without jobs are absent), and
+  // when the oldest QUEUED job was created.
+  struct StateSummary {
+    std::map<kaizen::v1::JobState, int64_t> jobs_by_state;
+    std::optional<google::protobuf::Timestamp> oldest_queued_create_time;
+  };
+  absl::StatusOr<StateSummary> SummarizeStates();
 
   // Appends an event; its sequence must be the job's last plus one.
   absl::Status AppendEvent(const kaizen::v1::JobEvent& event);

@@ -20,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/common/failure_cause.h"
 #include "server/common/status_macros.h"
 #include "server/models/builtin_models.h"
 #include "server/models/torch_errors.h"
@@ -633,9 +634,11 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       const torch::Tensor loss = SmoothedCrossEntropy(logits, labels, label_smoothing);
       const double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value)) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "loss became %s at epoch %d step %d (learning rate %g); lower the learning rate",
-            std::isnan(loss_value) ? "NaN" : "Inf", epoch + 1, b + 1, lr_now));
+        return common::WithCause(
+            absl::InvalidArgumentError(absl::StrFormat(
+                "loss became %s at epoch %d step %d (learning rate %g); lower the learning rate",
+                std::isnan(loss_value) ? "NaN" : "Inf", epoch + 1, b + 1, lr_now)),
+            common::kCauseDiverged);
       }
       BackwardAndStep(loss);
       const int64_t n = idx.size(0);

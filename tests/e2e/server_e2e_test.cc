@@ -428,10 +428,33 @@ TEST_F(ServerE2E, MetricsCountRequestsByMethodAndCode) {
   EXPECT_FALSE(client_->GetDataset("missing").ok());
   ASSERT_GT(server_->metrics_port(), 0);
   const std::string body = testing::HttpGet(server_->metrics_port(), "/metrics");
-  EXPECT_NE(body.find("kaizen_grpc_requests_total{code=\"OK\",method=\"ListDatasets\"} 1"),
-            std::string::npos) << body.substr(0, 2000);
-  EXPECT_NE(body.find("kaizen_grpc_requests_total{code=\"NOT_FOUND\",method=\"GetDataset\"} 1"),
+  // go-grpc-prometheus's names, labels and code spelling.
+  const std::string list =
+      "grpc_method=\"ListDatasets\",grpc_service=\"kaizen.v1.DatasetService\","
+      "grpc_type=\"unary\"";
+  const std::string get =
+      "grpc_method=\"GetDataset\",grpc_service=\"kaizen.v1.DatasetService\","
+      "grpc_type=\"unary\"";
+  EXPECT_NE(body.find("grpc_server_started_total{" + list + "} 1\n"), std::string::npos)
+      << body.substr(0, 4000);
+  EXPECT_NE(body.find("grpc_server_handled_total{grpc_code=\"OK\"," + list + "} 1\n"),
             std::string::npos);
+  EXPECT_NE(body.find("grpc_server_handled_total{grpc_code=\"NotFound\"," + get + "} 1\n"),
+            std::string::npos);
+  EXPECT_NE(body.find("grpc_server_handling_seconds_count{" + get + "} 1\n"), std::string::npos);
+  // Every method exists from the start, streams typed as such.
+  EXPECT_NE(
+      body.find("grpc_server_started_total{grpc_method=\"UploadDataset\",grpc_service=\"kaizen."
+                "v1.DatasetService\",grpc_type=\"client_stream\"} 0\n"),
+      std::string::npos);
+  EXPECT_NE(
+      body.find("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"WatchJob\","
+                "grpc_service=\"kaizen.v1.FineTuneService\",grpc_type=\"server_stream\"} 0\n"),
+      std::string::npos);
+  EXPECT_NE(body.find("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"ModelInfer\","
+                      "grpc_service=\"inference.GRPCInferenceService\",grpc_type=\"unary\"} 0\n"),
+            std::string::npos);
+  EXPECT_EQ(body.find("kaizen_grpc_"), std::string::npos);
 }
 
 TEST_F(ServerE2E, HealthReportsServingForEachService) {
