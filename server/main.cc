@@ -149,6 +149,7 @@ int main(int argc, char** argv) {
   kaizen::auth::ListenSecurity security;
   security.tls = !options.tls.cert.empty();
   security.tokens = !options.tokens_file.empty();
+  security.client_certificates = security.tls && !options.tls.client_ca.empty();
   security.insecure = options.insecure;
   absl::StatusOr<std::string> chosen_host =
       kaizen::auth::ChooseListenHost(absl::GetFlag(FLAGS_host), security);
@@ -156,14 +157,14 @@ int main(int argc, char** argv) {
     kaizen::common::LogError("cannot start", {{"error", chosen_host.status().ToString()}});
     return 2;
   }
-  const std::string host = *chosen_host;
-  if (!security.tls && !security.tokens) {
+  // The metrics endpoint takes IPv4 addresses only.
+  const std::string host = *chosen_host == "localhost" ? "127.0.0.1" : *chosen_host;
+  if (!kaizen::auth::IsProtected(security)) {
     kaizen::common::LogWarning(
         kaizen::auth::IsLoopbackHost(host)
-            ? "no TLS and no tokens configured: listening on loopback only"
-            : "no TLS and no tokens configured: every RPC is open to anyone who reaches the "
-              "port (--insecure)",
-        {{"host", host}});
+            ? "listening on loopback only"
+            : "listening off loopback on an unprotected port (--insecure)",
+        {{"host", host}, {"why", kaizen::auth::WhatIsUnprotected(security)}});
   }
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.grpc_address = absl::StrCat(host, ":", absl::GetFlag(FLAGS_grpc_port));

@@ -309,6 +309,8 @@ std::string Commands::Usage() {
                   "  --tls_ca=FILE        TLS, the server verified with this CA\n"
                   "  --tls_cert=FILE --tls_key=FILE\n"
                   "                       client certificate and key (mutual TLS)\n"
+                  "  --insecure           allow a token over plaintext to a server "
+                  "off loopback\n"
                   "  --version=V          predict, bench predict: the model version, "
                   "like MODEL:V\n"
                   "  --help               this text\n"
@@ -831,8 +833,15 @@ absl::Status Commands::BenchPredict(const Args& args) {
 }
 
 absl::Status Commands::TokensAdd(const Args& args) {
-  const std::string& file = options_.tokens_file;
-  if (file.empty()) return UsageError("tokens add needs --tokens_file=FILE");
+  if (options_.tokens_file.empty()) return UsageError("tokens add needs --tokens_file=FILE");
+  // Through a symbolic link to the file it names, keeping its mode (0600
+  // for a new file).
+  std::error_code ec;
+  const std::filesystem::path resolved = std::filesystem::canonical(options_.tokens_file, ec);
+  const std::string file = ec ? options_.tokens_file : resolved.string();
+  const std::filesystem::perms mode = ec ? (std::filesystem::perms::owner_read |
+                                            std::filesystem::perms::owner_write)
+                                         : std::filesystem::status(file).permissions();
   const std::string& name = args[0];
   if (!auth::IsValidTokenName(name)) {
     return UsageError(absl::StrCat("token name \"", name, "\": use 1-64 of [A-Za-z0-9._@-]"));
@@ -856,6 +865,10 @@ absl::Status Commands::TokensAdd(const Args& args) {
   absl::StrAppend(&text, auth::TokenFileLine(name, *role, token), "\n");
   RETURN_IF_ERROR(auth::ParseTokenFile(text, file).status());
   RETURN_IF_ERROR(common::WriteFileAtomically(file, text));
+  std::filesystem::permissions(file, mode, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot set the mode of ", file, ": ", ec.message()));
+  }
   if (options_.output == OutputFormat::kJson) {
     *out_ << "{\"name\": \"" << name << "\", \"role\": \"" << auth::RoleName(*role)
           << "\", \"token\": \"" << token << "\"}\n";

@@ -22,6 +22,7 @@
 #include "client/cli/progress_bar.h"
 #include "client/cli/usage.h"
 #include "client/lib/kaizen_client.h"
+#include "server/auth/listen_policy.h"
 #include "server/common/atomic_file.h"
 
 // Global.
@@ -35,6 +36,8 @@ ABSL_FLAG(std::string, tls_ca, "", "PEM CA that verifies the server's certificat
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate for mutual TLS; implies --tls");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tokens_file, "", "tokens add: the server's tokens file");
+ABSL_FLAG(bool, insecure, false,
+          "send a bearer token over plaintext to a server that is not on loopback");
 ABSL_FLAG(std::string, output, "table",
           "table (for people) or json (one document, proto3 JSON mapping)");
 ABSL_FLAG(absl::Duration, timeout, absl::InfiniteDuration(),
@@ -250,6 +253,14 @@ int main(int argc, char** argv) {
   }
   if (client_options.tls_cert_pem.empty() != client_options.tls_key_pem.empty()) {
     return Fail(kaizen::cli::UsageError("--tls_cert and --tls_key go together"));
+  }
+  // A token over plaintext is readable by anyone on the path.
+  const std::string server = absl::GetFlag(FLAGS_server);
+  if (!client_options.token.empty() && !client_options.tls && !absl::GetFlag(FLAGS_insecure) &&
+      !kaizen::auth::IsLoopbackHost(kaizen::auth::HostOfAddress(server))) {
+    return Fail(kaizen::cli::UsageError(
+        "refusing to send a bearer token in clear text to " + server +
+        ": use --tls or --tls_ca=FILE, or --insecure if the network is trusted"));
   }
   std::unique_ptr<kaizen::client::KaizenClient> client =
       kaizen::client::KaizenClient::Connect(absl::GetFlag(FLAGS_server),

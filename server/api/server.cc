@@ -9,9 +9,13 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_credentials_options.h>
+#include <stdlib.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -26,6 +30,7 @@
 #include "server/api/model_service_impl.h"
 #include "server/api/oip_service_impl.h"
 #include "server/auth/listen_policy.h"
+#include "server/auth/tls_mirror.h"
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
 #include "server/jobs/job_event_hub.h"
@@ -44,6 +49,12 @@ namespace kaizen::api {
 struct KaizenServer::State {
   std::unique_ptr<metrics::Metrics> metrics;
   std::unique_ptr<auth::Authenticator> auth;
+  // TLS: the private copies gRPC reads, and the thread that refreshes them
+  // from the operator's files.
+  std::string tls_dir;
+  std::unique_ptr<auth::TlsMirror> tls_mirror;
+  std::thread tls_thread;
+  absl::Notification tls_stop;
   std::unique_ptr<store::MetadataStore> metadata;
   std::unique_ptr<store::DatasetStore> datasets;
   std::unique_ptr<store::ModelStore> models;
@@ -89,6 +100,12 @@ KaizenServer::~KaizenServer() {
   }
   if (state_->model_server) state_->model_server->Stop();
   if (state_->ready_thread.joinable()) state_->ready_thread.join();
+  if (!state_->tls_stop.HasBeenNotified()) state_->tls_stop.Notify();
+  if (state_->tls_thread.joinable()) state_->tls_thread.join();
+  if (!state_->tls_dir.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(state_->tls_dir, ignored);
+  }
 }
 
 namespace {
@@ -145,13 +162,11 @@ class ReflectionOption final : public grpc::ServerBuilderOption {
   bool enabled_;
 };
 
-// TLS from files that gRPC re-reads every `reload_seconds` (certificate
-// rotation without a restart); a client certificate signed by the client CA
-// is required when one is given. Plaintext without a certificate.
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> GrpcCredentials(const auth::TlsFiles& tls,
-                                                                         int reload_seconds) {
-  RETURN_IF_ERROR(auth::CheckTlsFiles(tls));
-  if (tls.cert.empty()) return grpc::InsecureServerCredentials();
+// TLS from the files in `tls` (TlsMirror's private copies), re-read by gRPC
+// every `reload_seconds`; a client certificate signed by the client CA is
+// required when one is given.
+std::shared_ptr<grpc::ServerCredentials> TlsCredentials(const auth::TlsFiles& tls,
+                                                        int reload_seconds) {
   auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
       tls.key, tls.cert, tls.client_ca, static_cast<unsigned>(std::max(1, reload_seconds)));
   grpc::experimental::TlsServerCredentialsOptions options(provider);
@@ -163,6 +178,20 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> GrpcCredentials(const a
     options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   }
   return grpc::experimental::TlsServerCredentials(options);
+}
+
+// A fresh 0700 directory under $TMPDIR (or /tmp) for the TLS copies.
+absl::StatusOr<std::string> MakePrivateDir() {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string pattern =
+      absl::StrCat(tmp != nullptr && tmp[0] != '\0' ? tmp : "/tmp", "/kaizen-tls-XXXXXX");
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    return absl::InternalError(
+        absl::StrCat("cannot create a private directory for the TLS "
+                     "files under ",
+                     pattern, ": ", std::strerror(errno)));
+  }
+  return pattern;
 }
 }  // namespace
 
@@ -182,15 +211,25 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   auth::ListenSecurity security;
   security.tls = !o.tls.cert.empty();
   security.tokens = !o.tokens_file.empty();
+  security.client_certificates = security.tls && !o.tls.client_ca.empty();
   security.insecure = o.insecure;
   for (const std::string& host : {auth::HostOfAddress(o.grpc_address), o.metrics_host}) {
     RETURN_IF_ERROR(auth::ChooseListenHost(host, security).status());
   }
-  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
-                   GrpcCredentials(o.tls, o.tls_reload_seconds));
+  RETURN_IF_ERROR(auth::CheckTlsFiles(o.tls));
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (security.tls) {
+    ASSIGN_OR_RETURN(s.tls_dir, MakePrivateDir());
+    ASSIGN_OR_RETURN(s.tls_mirror, auth::TlsMirror::Create(o.tls, s.tls_dir));
+    credentials = TlsCredentials(s.tls_mirror->mirrored(), o.tls_reload_seconds);
+  }
   auth::Authenticator::Options auth_options;
   auth_options.tokens_file = o.tokens_file;
   ASSIGN_OR_RETURN(s.auth, auth::Authenticator::Create(auth_options));
+  if (s.auth->enabled() && s.auth->token_count() == 0) {
+    common::LogWarning("the tokens file holds no token: every call but health is refused",
+                       {{"file", o.tokens_file}});
+  }
 
   RETURN_IF_ERROR(store::PrepareDataDir(o.data_dir));
   ASSIGN_OR_RETURN(s.metadata, store::MetadataStore::Open(o.data_dir + "/kaizen.db"));
@@ -310,6 +349,21 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
     m->SetCollectHook([job_store, m] { RefreshJobMetrics(job_store, m); });
   }
   RETURN_IF_ERROR(s.jobs->Start());
+  if (s.tls_mirror) {
+    const absl::Duration every = absl::Seconds(std::max(1, o.tls_reload_seconds));
+    s.tls_thread = std::thread([&s, every] {
+      while (!s.tls_stop.WaitForNotificationWithTimeout(every)) {
+        absl::StatusOr<bool> refreshed = s.tls_mirror->Refresh();
+        if (!refreshed.ok() || *refreshed) s.metrics->CredentialReload("tls", refreshed.ok());
+        if (!refreshed.ok()) {
+          common::LogError("TLS files not reloaded; the previous ones stay in force",
+                           {{"error", refreshed.status().ToString()}});
+        } else if (*refreshed) {
+          common::LogInfo("TLS files reloaded");
+        }
+      }
+    });
+  }
   KaizenServer* raw = self.get();
   s.ready_thread = std::thread([raw] {
     State& st = *raw->state_;
@@ -374,6 +428,7 @@ absl::Status KaizenServer::ReloadTokens() {
     return absl::FailedPreconditionError("no --tokens_file: nothing to reload");
   }
   absl::Status reloaded = state_->auth->Reload();
+  state_->metrics->CredentialReload("tokens", reloaded.ok());
   if (reloaded.ok()) {
     common::LogInfo("tokens reloaded",
                     {{"tokens", state_->auth->token_count()}, {"file", options_.tokens_file}});

@@ -30,8 +30,8 @@ class KaizenServer {
     // Where the catalogue and every blob live.
     std::string data_dir = "./kaizen-data";
     // gRPC listen address; port 0 picks a free port (see grpc_port()).
-    // Without TLS or tokens a non-loopback address needs `insecure`
-    // (auth::ChooseListenHost).
+    // Off loopback, a port without TLS and tokens or client certificates
+    // needs `insecure` (auth::ChooseListenHost).
     std::string grpc_address = "127.0.0.1:50051";
     // Prometheus /metrics endpoint; port 0 picks a free one, -1 disables it.
     std::string metrics_host = "127.0.0.1";

@@ -1,27 +1,15 @@
 #include "server/auth/authenticator.h"
 
-#include <fstream>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/auth/bounded_read.h"
 
 namespace kaizen::auth {
 namespace {
 // A bearer header longer than this is not one of ours; it is not hashed.
 constexpr size_t kMaxAuthorizationBytes = 4096;
 
-// Reads at most `max_bytes` + 1 bytes, so that an oversized file is seen as
-// such without reading all of it.
-absl::Status ReadBounded(const std::string& path, int64_t max_bytes, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  out->resize(static_cast<size_t>(max_bytes) + 1);
-  in.read(out->data(), static_cast<std::streamsize>(out->size()));
-  if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read ", path));
-  out->resize(static_cast<size_t>(in.gcount()));
-  return absl::OkStatus();
-}
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(Options options) {
@@ -36,12 +24,13 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(Options opt
 }
 
 absl::StatusOr<std::shared_ptr<const TokenTable>> Authenticator::Load() const {
-  std::string text;
-  absl::Status read = ReadBounded(options_.tokens_file, options_.limits.max_bytes, &text);
-  if (!read.ok()) {
-    return absl::Status(read.code(), absl::StrCat("tokens file: ", read.message()));
+  absl::StatusOr<std::string> text =
+      ReadRegularFile(options_.tokens_file, static_cast<size_t>(options_.limits.max_bytes));
+  if (!text.ok()) {
+    return absl::Status(text.status().code(),
+                        absl::StrCat("tokens file: ", text.status().message()));
   }
-  absl::StatusOr<TokenTable> table = ParseTokenFile(text, options_.tokens_file, options_.limits);
+  absl::StatusOr<TokenTable> table = ParseTokenFile(*text, options_.tokens_file, options_.limits);
   if (!table.ok()) return table.status();
   return std::make_shared<const TokenTable>(*std::move(table));
 }

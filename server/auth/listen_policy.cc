@@ -30,18 +30,29 @@ std::string HostOfAddress(absl::string_view address) {
   return std::string(colon == absl::string_view::npos ? address : address.substr(0, colon));
 }
 
+bool IsProtected(const ListenSecurity& security) {
+  return security.tls && (security.tokens || security.client_certificates);
+}
+
+std::string WhatIsUnprotected(const ListenSecurity& security) {
+  if (IsProtected(security)) return "";
+  if (!security.tls && !security.tokens) return "neither TLS nor bearer tokens are configured";
+  if (!security.tls) return "bearer tokens without TLS would cross the network in clear text";
+  return "TLS without bearer tokens (--tokens_file) or client certificates (--tls_client_ca) "
+         "lets anyone call";
+}
+
 absl::StatusOr<std::string> ChooseListenHost(absl::string_view requested,
                                              const ListenSecurity& security) {
-  const bool protected_port = security.tls || security.tokens;
-  if (requested.empty()) return std::string(protected_port ? "0.0.0.0" : "127.0.0.1");
-  if (protected_port || security.insecure || IsLoopbackHost(requested)) {
+  if (requested.empty()) return std::string(IsProtected(security) ? "0.0.0.0" : "127.0.0.1");
+  if (IsProtected(security) || security.insecure || IsLoopbackHost(requested)) {
     return std::string(requested);
   }
   return absl::FailedPreconditionError(absl::StrCat(
-      "refusing to listen on ", requested,
-      " with neither TLS (--tls_cert, --tls_key) nor bearer tokens (--tokens_file): anyone who "
-      "reaches the port could upload, delete and train. Configure one, or pass --insecure to "
-      "accept an open port (e.g. behind a NetworkPolicy)"));
+      "refusing to listen on ", requested, ": ", WhatIsUnprotected(security),
+      ". Off loopback the gRPC port needs TLS (--tls_cert, --tls_key) and bearer tokens "
+      "(--tokens_file) or client certificates (--tls_client_ca); or pass --insecure to accept "
+      "an open port (e.g. behind a NetworkPolicy)"));
 }
 
 }  // namespace kaizen::auth

@@ -1,6 +1,8 @@
-// Where the server may listen. A server with neither TLS nor bearer tokens
-// answers anyone who reaches its port, so it listens on loopback only unless
-// the operator says --insecure; with either, the default is every address.
+// Where the server may listen. Off loopback, a port is protected only with
+// TLS and a way to tell callers apart (bearer tokens or client certificates):
+// without TLS, tokens would cross the network in clear text; TLS alone lets
+// anyone call. An unprotected server listens on loopback only unless the
+// operator says --insecure; a protected one defaults to every address.
 #pragma once
 
 #include <string>
@@ -13,6 +15,8 @@ namespace kaizen::auth {
 struct ListenSecurity {
   bool tls = false;
   bool tokens = false;
+  // TLS with a client CA: every caller presents a certificate.
+  bool client_certificates = false;
   // The operator accepts an open port on a non-loopback address.
   bool insecure = false;
 };
@@ -23,9 +27,15 @@ bool IsLoopbackHost(absl::string_view host);
 // The host of "host:port" or "[v6]:port".
 std::string HostOfAddress(absl::string_view address);
 
-// `requested` empty: 127.0.0.1 without TLS and tokens, 0.0.0.0 with either.
-// A non-loopback `requested` without TLS or tokens is FAILED_PRECONDITION
-// unless `insecure`.
+// TLS, and tokens or client certificates.
+bool IsProtected(const ListenSecurity& security);
+
+// What is missing for IsProtected, in words; empty when nothing is.
+std::string WhatIsUnprotected(const ListenSecurity& security);
+
+// `requested` empty: 0.0.0.0 when protected, else 127.0.0.1. A non-loopback
+// `requested` on an unprotected port is FAILED_PRECONDITION unless
+// `insecure`.
 absl::StatusOr<std::string> ChooseListenHost(absl::string_view requested,
                                              const ListenSecurity& security);
 

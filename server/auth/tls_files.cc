@@ -1,33 +1,42 @@
 #include "server/auth/tls_files.h"
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include <cstdio>
 #include <memory>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "server/auth/bounded_read.h"
 
 namespace kaizen::auth {
 namespace {
 
-struct FileCloser {
-  void operator()(FILE* f) const { std::fclose(f); }
+constexpr size_t kMaxPemBytes = 1 << 20;
+
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
 };
-using File = std::unique_ptr<FILE, FileCloser>;
 struct X509Free {
   void operator()(X509* x) const { X509_free(x); }
 };
 struct KeyFree {
   void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
 };
+using Bio = std::unique_ptr<BIO, BioFree>;
 
-absl::StatusOr<File> Open(const std::string& path, const char* what) {
-  File f(std::fopen(path.c_str(), "rb"));
-  if (!f) return absl::NotFoundError(absl::StrCat("cannot open the ", what, " ", path));
-  return f;
+// The file's bytes in a memory BIO; `what` names the flag in errors.
+absl::StatusOr<Bio> Load(const std::string& path, const char* what, std::string* keep) {
+  absl::StatusOr<std::string> pem = ReadRegularFile(path, kMaxPemBytes);
+  if (!pem.ok()) {
+    return absl::Status(pem.status().code(), absl::StrCat(what, ": ", pem.status().message()));
+  }
+  *keep = *std::move(pem);
+  Bio bio(BIO_new_mem_buf(keep->data(), static_cast<int>(keep->size())));
+  if (!bio) return absl::ResourceExhaustedError("out of memory");
+  return bio;
 }
 
 std::string OpenSslError() {
@@ -52,17 +61,19 @@ absl::Status CheckTlsFiles(const TlsFiles& files) {
     return absl::OkStatus();
   }
   ERR_clear_error();
-  absl::StatusOr<File> cert_file = Open(files.cert, "certificate (--tls_cert)");
-  if (!cert_file.ok()) return cert_file.status();
-  std::unique_ptr<X509, X509Free> cert(PEM_read_X509(cert_file->get(), nullptr, nullptr, nullptr));
+  std::string cert_pem, key_pem, ca_pem;
+  absl::StatusOr<Bio> cert_bio = Load(files.cert, "--tls_cert", &cert_pem);
+  if (!cert_bio.ok()) return cert_bio.status();
+  std::unique_ptr<X509, X509Free> cert(
+      PEM_read_bio_X509(cert_bio->get(), nullptr, nullptr, nullptr));
   if (!cert) {
     return absl::InvalidArgumentError(
         absl::StrCat("--tls_cert ", files.cert, " is not a PEM certificate: ", OpenSslError()));
   }
-  absl::StatusOr<File> key_file = Open(files.key, "private key (--tls_key)");
-  if (!key_file.ok()) return key_file.status();
+  absl::StatusOr<Bio> key_bio = Load(files.key, "--tls_key", &key_pem);
+  if (!key_bio.ok()) return key_bio.status();
   std::unique_ptr<EVP_PKEY, KeyFree> key(
-      PEM_read_PrivateKey(key_file->get(), nullptr, nullptr, nullptr));
+      PEM_read_bio_PrivateKey(key_bio->get(), nullptr, nullptr, nullptr));
   if (!key) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--tls_key ", files.key, " is not an unencrypted PEM private key: ", OpenSslError()));
@@ -73,9 +84,9 @@ absl::Status CheckTlsFiles(const TlsFiles& files) {
         "--tls_key ", files.key, " does not belong to the certificate in ", files.cert));
   }
   if (!files.client_ca.empty()) {
-    absl::StatusOr<File> ca_file = Open(files.client_ca, "client CA (--tls_client_ca)");
-    if (!ca_file.ok()) return ca_file.status();
-    std::unique_ptr<X509, X509Free> ca(PEM_read_X509(ca_file->get(), nullptr, nullptr, nullptr));
+    absl::StatusOr<Bio> ca_bio = Load(files.client_ca, "--tls_client_ca", &ca_pem);
+    if (!ca_bio.ok()) return ca_bio.status();
+    std::unique_ptr<X509, X509Free> ca(PEM_read_bio_X509(ca_bio->get(), nullptr, nullptr, nullptr));
     if (!ca) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--tls_client_ca ", files.client_ca, " holds no PEM certificate: ", OpenSslError()));

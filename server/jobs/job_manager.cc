@@ -1,5 +1,6 @@
 #include "server/jobs/job_manager.h"
 
+#include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 

@@ -179,6 +179,15 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
 
   upload_bytes_ =
       &AddCounter("kaizen_upload_bytes_total", "Bytes received by successful uploads, by kind.");
+  credential_reloads_ = &AddCounter(
+      "kaizen_credential_reloads_total",
+      "Re-reads of the tokens file (SIGHUP) and of changed TLS files, by kind and result; a "
+      "failed one leaves the previous credentials in force.");
+  for (const char* kind : {"tokens", "tls"}) {
+    for (const char* result : {"ok", "failed"}) {
+      credential_reloads_->Add({{"kind", kind}, {"result", result}});
+    }
+  }
   uploads_in_progress_ = &AddGauge("kaizen_uploads_in_progress",
                                    "Upload streams holding a slot (--max_concurrent_uploads).")
                               .Add({});
@@ -336,6 +345,11 @@ absl::Status Metrics::InitializeGrpcService(absl::string_view service) {
 
 void Metrics::SetUploadsInProgress(int64_t uploads) {
   uploads_in_progress_->Set(static_cast<double>(uploads));
+}
+
+void Metrics::CredentialReload(absl::string_view kind, bool ok) {
+  credential_reloads_->Add({{"kind", std::string(kind)}, {"result", ok ? "ok" : "failed"}})
+      .Increment();
 }
 
 void Metrics::AddUploadBytes(absl::string_view kind, int64_t bytes) {

@@ -90,6 +90,9 @@ class Metrics {
   // generated descriptor pool does not know.
   absl::Status InitializeGrpcService(absl::string_view service);
 
+  // kaizen_credential_reloads_total{kind="tokens"|"tls", result="ok"|"failed"}:
+  // re-reads of the tokens file (SIGHUP) and of changed TLS files.
+  void CredentialReload(absl::string_view kind, bool ok);
   // kaizen_upload_bytes_total{kind="dataset"|"model"}.
   void AddUploadBytes(absl::string_view kind, int64_t bytes);
   // kaizen_uploads_in_progress: upload streams holding a slot.
@@ -181,6 +184,7 @@ class Metrics {
       ABSL_GUARDED_BY(grpc_mu_);
 
   prometheus::Family<prometheus::Counter>* upload_bytes_;
+  prometheus::Family<prometheus::Counter>* credential_reloads_;
   prometheus::Gauge* uploads_in_progress_;
   prometheus::Counter* download_bytes_;
   prometheus::Family<prometheus::Histogram>* batch_size_;

@@ -52,6 +52,14 @@ check "tokens add refuses a duplicate name" 1 "ALREADY_EXISTS" -- \
   "$KAIZENCTL" tokens add ops reader --tokens_file="$TMP/tokens"
 check "tokens add refuses an unknown role" 2 "unknown role" -- \
   "$KAIZENCTL" tokens add x superuser --tokens_file="$TMP/tokens"
+# Through a symbolic link, keeping the file's mode.
+mkdir "$TMP/secret" && ln -s "$TMP/tokens" "$TMP/secret/link" && chmod 600 "$TMP/tokens"
+"$KAIZENCTL" tokens add linked reader --tokens_file="$TMP/secret/link" >/dev/null 2>&1
+check "tokens add writes through a symlink and keeps the mode" 0 "600 linked" -- \
+  bash -c "[[ -L '$TMP/secret/link' ]] && echo \$(stat -c %a '$TMP/tokens') \$(grep -o '^linked' '$TMP/tokens')"
+# No token goes over plaintext to a server off loopback (nothing is sent).
+check "token in clear text off loopback refused" 2 "clear text" -- \
+  "$KAIZENCTL" --server=192.0.2.1:50051 --token=kzn_x datasets list
 
 PORT=$((20000 + ($$ * 7) % 20000))
 "$SERVER_BIN" --data_dir="$TMP/data" --grpc_port=$PORT --metrics_port=-1 --threads=1 \

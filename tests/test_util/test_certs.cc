@@ -56,13 +56,15 @@ absl::StatusOr<TestCerts> MakeTestCerts(const std::string& dir) {
         {"server", "localhost", "ca", server_ext},
         {"client", "trainer-service", "ca", client_ext},
         {"other-ca", "Somebody Else CA", "", ""},
-        {"other-client", "intruder", "other-ca", client_ext}}) {
+        {"other-client", "intruder", "other-ca", client_ext},
+        {"other-server", "localhost", "other-ca", server_ext}}) {
     if (absl::Status s = MakeCert(dir, name, cn, ca, ext); !s.ok()) return s;
   }
   auto path = [&](const std::string& f) { return absl::StrCat(dir, "/", f); };
-  return TestCerts{path("ca.crt"),           path("server.crt"),      path("server.key"),
-                   path("client.crt"),       path("client.key"),      path("other-ca.crt"),
-                   path("other-client.crt"), path("other-client.key")};
+  return TestCerts{path("ca.crt"),           path("server.crt"),       path("server.key"),
+                   path("client.crt"),       path("client.key"),       path("other-ca.crt"),
+                   path("other-client.crt"), path("other-client.key"), path("other-server.crt"),
+                   path("other-server.key")};
 }
 
 std::string ReadText(const std::string& path) {

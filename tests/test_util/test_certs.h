@@ -19,6 +19,9 @@ struct TestCerts {
   std::string other_ca_cert;
   std::string other_client_cert;
   std::string other_client_key;
+  // A server certificate (localhost, 127.0.0.1) from the other CA.
+  std::string other_server_cert;
+  std::string other_server_key;
 };
 
 // Writes everything under `dir` (which must exist); the fields are paths.
