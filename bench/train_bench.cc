@@ -88,9 +88,9 @@ double ProcessCpuSeconds() {
 }
 
 const std::vector<std::string>& FashionMnistClasses() {
-  static const auto* names = new std::vector<std::string>{
-      "t-shirt", "trouser", "pullover", "dress", "coat",
-      "sandal",  "shirt",   "sneaker",  "bag",   "ankle-boot"};
+  static const auto* names =
+      new std::vector<std::string>{"t-shirt", "trouser", "pullover", "dress", "coat",
+                                   "sandal",  "shirt",   "sneaker",  "bag",   "ankle-boot"};
   return *names;
 }
 
@@ -144,11 +144,10 @@ std::string ConfigJson(const std::string& strategy, int images, int threads,
       R"("hyperparameters": %s})",
       strategy, images, h.epochs(), h.batch_size(), threads, h.seed(),
       JsonList(meta.normalization().mean()), JsonList(meta.normalization().std()),
-      h.learning_rate(), h.backbone_lr_multiplier(), OptimizerName(o.kind()), o.beta1(),
-      o.beta2(), o.weight_decay(), o.momentum(), o.nesterov() ? "true" : "false",
-      ScheduleName(s.kind()), s.warmup_epochs(), s.min_lr_ratio(), s.step_epochs(),
-      s.step_gamma(), h.label_smoothing(), h.drop_last_fraction(), h.gradient_clip_norm(),
-      h.trainable_blocks(),
+      h.learning_rate(), h.backbone_lr_multiplier(), OptimizerName(o.kind()), o.beta1(), o.beta2(),
+      o.weight_decay(), o.momentum(), o.nesterov() ? "true" : "false", ScheduleName(s.kind()),
+      s.warmup_epochs(), s.min_lr_ratio(), s.step_epochs(), s.step_gamma(), h.label_smoothing(),
+      h.drop_last_fraction(), h.gradient_clip_norm(), h.trainable_blocks(),
       absl::StrJoin(trainable_backbone, ", ",
                     [](std::string* out, const std::string& name) {
                       absl::StrAppend(out, "\"", name, "\"");
@@ -185,9 +184,9 @@ absl::Status RunPlainLoop(torch::jit::Module module, const datasets::DecodedData
   std::vector<torch::optim::OptimizerParamGroup> groups;
   const auto& o = h.optimizer();
   auto options = [&](double lr) {
-    return std::make_unique<torch::optim::AdamWOptions>(
-        torch::optim::AdamWOptions(lr).betas({o.beta1(), o.beta2()}).weight_decay(
-            o.weight_decay()));
+    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(lr)
+                                                            .betas({o.beta1(), o.beta2()})
+                                                            .weight_decay(o.weight_decay()));
   };
   groups.emplace_back(head, options(h.learning_rate()));
   groups.emplace_back(backbone, options(h.learning_rate() * h.backbone_lr_multiplier()));
@@ -271,9 +270,8 @@ absl::Status Run() {
   const Clock::time_point load_start = Clock::now();
   ASSIGN_OR_RETURN(datasets::IngestResult ingested,
                    datasets::IngestIdx(dir + "/train-images-idx3-ubyte.gz",
-                                       dir + "/train-labels-idx1-ubyte.gz",
-                                       FashionMnistClasses(), "train-images", "train-labels",
-                                       datasets::IngestOptions{}));
+                                       dir + "/train-labels-idx1-ubyte.gz", FashionMnistClasses(),
+                                       "train-images", "train-labels", datasets::IngestOptions{}));
   datasets::DecodedDataset& data = ingested.data;
   if (static_cast<int64_t>(data.records.size()) > images) data.records.resize(images);
   const double load_seconds = SecondsSince(load_start);
@@ -305,7 +303,7 @@ absl::Status Run() {
   requested.set_epochs(absl::GetFlag(FLAGS_epochs));
   requested.set_batch_size(absl::GetFlag(FLAGS_batch_size));
   requested.set_seed(absl::GetFlag(FLAGS_seed));
-  requested.mutable_validation()->set_split(0.0);  // no validation: training only
+  requested.mutable_validation()->set_split(0.0);                    // no validation: training only
   kaizen::v1::Augmentation* aug = requested.mutable_augmentation();  // set: taken as given
   aug->set_enabled(false);
   const bool no_cache = absl::GetFlag(FLAGS_no_feature_cache);
@@ -382,7 +380,8 @@ absl::Status Run() {
   const Clock::time_point train_start = Clock::now();
   last = train_start;
   last_cpu = ProcessCpuSeconds();
-  ASSIGN_OR_RETURN(training::TrainResult result, training::Train(options, training_data, callbacks));
+  ASSIGN_OR_RETURN(training::TrainResult result,
+                   training::Train(options, training_data, callbacks));
   absl::PrintF(
       "{\"side\": \"cpp\", \"event\": \"done\", \"epochs\": %d, \"total_seconds\": %.4f, "
       "\"backbone_forward_batches\": %lld}\n",

@@ -30,6 +30,8 @@ PACKAGES=(
   # fuzzing (scripts/fuzz.sh, the fuzz_smoke test): clang with libFuzzer and
   # the sanitizer runtimes (a Recommends of clang, so named here)
   clang libclang-rt-14-dev
+  # the format check (scripts/check_format.sh, CTest format_check)
+  clang-format
 )
 
 missing=()

@@ -31,14 +31,12 @@ namespace kaizen::cli {
 namespace {
 
 // "3,224,224" -> {3, 224, 224}; empty text gives an empty list.
-absl::StatusOr<std::vector<int64_t>> ParseInts(absl::string_view flag,
-                                               const std::string& text) {
+absl::StatusOr<std::vector<int64_t>> ParseInts(absl::string_view flag, const std::string& text) {
   std::vector<int64_t> values;
   if (text.empty()) return values;
   for (absl::string_view item : absl::StrSplit(text, ',')) {
     int64_t value = 0;
-    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(item), &value) ||
-        value <= 0) {
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(item), &value) || value <= 0) {
       return UsageError(absl::StrCat("--", flag, "=", text,
                                      ": expected positive integers separated "
                                      "by commas, e.g. 3,224,224"));
@@ -48,8 +46,7 @@ absl::StatusOr<std::vector<int64_t>> ParseInts(absl::string_view flag,
   return values;
 }
 
-absl::StatusOr<std::vector<float>> ParseFloats(absl::string_view flag,
-                                               const std::string& text) {
+absl::StatusOr<std::vector<float>> ParseFloats(absl::string_view flag, const std::string& text) {
   std::vector<float> values;
   if (text.empty()) return values;
   for (absl::string_view item : absl::StrSplit(text, ',')) {
@@ -65,8 +62,7 @@ absl::StatusOr<std::vector<float>> ParseFloats(absl::string_view flag,
 }
 
 // --class_names=a,b,c, or --class_names=@FILE with one name a line.
-absl::StatusOr<std::vector<std::string>> ResolveClassNames(
-    const std::vector<std::string>& flag) {
+absl::StatusOr<std::vector<std::string>> ResolveClassNames(const std::vector<std::string>& flag) {
   if (flag.size() != 1 || !absl::StartsWith(flag[0], "@")) return flag;
   const std::string file = flag[0].substr(1);
   std::string text;
@@ -132,15 +128,13 @@ std::string Wrap(absl::string_view text, int indent, size_t width = 79) {
     }
     absl::StrAppend(&line, line.empty() ? "" : " ", word);
   }
-  if (!line.empty())
-    absl::StrAppend(&out, std::string(indent, ' '), line, "\n");
+  if (!line.empty()) absl::StrAppend(&out, std::string(indent, ' '), line, "\n");
   return out;
 }
 
 }  // namespace
 
-Commands::Commands(client::KaizenClient* client, CommandOptions options,
-                   std::ostream* out)
+Commands::Commands(client::KaizenClient* client, CommandOptions options, std::ostream* out)
     : client_(client), options_(std::move(options)), out_(out) {}
 
 const std::vector<Commands::Spec>& Commands::Specs() {
@@ -341,8 +335,7 @@ absl::Status Commands::Run(const std::vector<std::string>& args) {
       std::string synopsis = absl::StrCat("kaizenctl ", spec.group);
       if (!one_word) absl::StrAppend(&synopsis, " ", spec.verb);
       if (spec.args[0] != '\0') absl::StrAppend(&synopsis, " ", spec.args);
-      return UsageError(
-          absl::StrCat("wrong number of arguments; usage: ", synopsis));
+      return UsageError(absl::StrCat("wrong number of arguments; usage: ", synopsis));
     }
     return (this->*spec.run)(rest);
   }
@@ -354,20 +347,17 @@ absl::Status Commands::Run(const std::vector<std::string>& args) {
       }
     }
     return UsageError(
-        absl::StrCat("unknown command \"", args[0],
-                     "\"; commands: ", absl::StrJoin(groups, ", ")));
+        absl::StrCat("unknown command \"", args[0], "\"; commands: ", absl::StrJoin(groups, ", ")));
   }
   const std::string choices = absl::StrJoin(verbs, ", ");
   if (args.size() < 2) {
-    return UsageError(
-        absl::StrCat("\"", args[0], "\" needs a subcommand: ", choices));
+    return UsageError(absl::StrCat("\"", args[0], "\" needs a subcommand: ", choices));
   }
-  return UsageError(absl::StrCat("unknown command \"", args[0], " ", args[1],
-                                 "\"; ", args[0], " commands: ", choices));
+  return UsageError(absl::StrCat("unknown command \"", args[0], " ", args[1], "\"; ", args[0],
+                                 " commands: ", choices));
 }
 
-absl::Status Commands::Print(const google::protobuf::Message& message,
-                             const std::string& text) {
+absl::Status Commands::Print(const google::protobuf::Message& message, const std::string& text) {
   if (options_.output == OutputFormat::kJson) {
     ASSIGN_OR_RETURN(const std::string json, ToJson(message));
     *out_ << json;
@@ -384,9 +374,8 @@ absl::Status Commands::Print(const google::protobuf::Message& message,
 absl::Status Commands::DatasetsUpload(const Args& args) {
   const std::string& name = args[0];
   const std::string& path = args[1];
-  ASSIGN_OR_RETURN(
-      const DatasetSource source,
-      ResolveDatasetSource(path, options_.dataset_format, options_.labels));
+  ASSIGN_OR_RETURN(const DatasetSource source,
+                   ResolveDatasetSource(path, options_.dataset_format, options_.labels));
   kaizen::v1::UploadDatasetHeader header;
   header.set_name(name);
   header.set_format(source.format);
@@ -408,8 +397,7 @@ absl::Status Commands::DatasetsUpload(const Args& args) {
       std::cerr << "kaizenctl: warning: " << warning << "\n";
     }
     files = {temp.path()};
-    header.add_parts()->set_file_name(
-        absl::StrCat(FolderName(source.folder), ".tar"));
+    header.add_parts()->set_file_name(absl::StrCat(FolderName(source.folder), ".tar"));
     archive.emplace(std::move(temp));
   }
 
@@ -417,8 +405,7 @@ absl::Status Commands::DatasetsUpload(const Args& args) {
   {
     ProgressBar bar(absl::StrCat("uploading ", name), options_.show_progress);
     dataset = client_->UploadDataset(
-        std::move(header), files,
-        [&bar](int64_t sent, int64_t total) { bar.Update(sent, total); });
+        std::move(header), files, [&bar](int64_t sent, int64_t total) { bar.Update(sent, total); });
   }
   archive.reset();
   if (!dataset.ok()) return dataset.status();
@@ -426,14 +413,12 @@ absl::Status Commands::DatasetsUpload(const Args& args) {
 }
 
 absl::Status Commands::DatasetsList(const Args&) {
-  ASSIGN_OR_RETURN(const kaizen::v1::ListDatasetsResponse response,
-                   client_->ListAllDatasets());
+  ASSIGN_OR_RETURN(const kaizen::v1::ListDatasetsResponse response, client_->ListAllDatasets());
   return Print(response, DatasetTable(response));
 }
 
 absl::Status Commands::DatasetsGet(const Args& args) {
-  ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset,
-                   client_->GetDataset(args[0]));
+  ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset, client_->GetDataset(args[0]));
   return Print(dataset, DatasetDetails(dataset));
 }
 
@@ -455,13 +440,10 @@ absl::Status Commands::ModelsUpload(const Args& args) {
   ASSIGN_OR_RETURN(const std::vector<int64_t> shape,
                    ParseInts("input_shape", options_.input_shape));
   for (int64_t dim : shape) header.add_input_shape(dim);
-  ASSIGN_OR_RETURN(const std::vector<float> mean,
-                   ParseFloats("mean", options_.mean));
-  ASSIGN_OR_RETURN(const std::vector<float> std,
-                   ParseFloats("std", options_.std));
+  ASSIGN_OR_RETURN(const std::vector<float> mean, ParseFloats("mean", options_.mean));
+  ASSIGN_OR_RETURN(const std::vector<float> std, ParseFloats("std", options_.std));
   if (mean.size() != std.size()) {
-    return UsageError(absl::StrCat("--mean has ", mean.size(),
-                                   " values and --std ", std.size(),
+    return UsageError(absl::StrCat("--mean has ", mean.size(), " values and --std ", std.size(),
                                    "; give one of each per channel"));
   }
   for (float m : mean) header.mutable_normalization()->add_mean(m);
@@ -475,9 +457,8 @@ absl::Status Commands::ModelsUpload(const Args& args) {
   absl::StatusOr<kaizen::v1::Model> model;
   {
     ProgressBar bar(absl::StrCat("uploading ", name), options_.show_progress);
-    model = client_->UploadModel(
-        std::move(header), file,
-        [&bar](int64_t sent, int64_t total) { bar.Update(sent, total); });
+    model = client_->UploadModel(std::move(header), file,
+                                 [&bar](int64_t sent, int64_t total) { bar.Update(sent, total); });
   }
   if (!model.ok()) return model.status();
   return Print(*model, ModelDetails(*model));
@@ -493,8 +474,7 @@ absl::Status Commands::ModelsGet(const Args& args) {
   std::string name;
   int64_t version = 0;
   RETURN_IF_ERROR(common::ParseModelRef(args[0], &name, &version));
-  ASSIGN_OR_RETURN(const kaizen::v1::Model model,
-                   client_->GetModel(name, version));
+  ASSIGN_OR_RETURN(const kaizen::v1::Model model, client_->GetModel(name, version));
   return Print(model, ModelDetails(model));
 }
 
@@ -503,11 +483,9 @@ absl::Status Commands::ModelsDelete(const Args& args) {
   int64_t version = 0;
   RETURN_IF_ERROR(common::ParseModelRef(args[0], &name, &version));
   RETURN_IF_ERROR(client_->DeleteModel(name, version));
-  return Print(
-      kaizen::v1::DeleteModelResponse(),
-      version == 0
-          ? absl::StrCat("deleted model ", name, " (all versions)\n")
-          : absl::StrCat("deleted model ", name, " version ", version, "\n"));
+  return Print(kaizen::v1::DeleteModelResponse(),
+               version == 0 ? absl::StrCat("deleted model ", name, " (all versions)\n")
+                            : absl::StrCat("deleted model ", name, " version ", version, "\n"));
 }
 
 absl::Status Commands::ModelsDownload(const Args& args) {
@@ -517,17 +495,14 @@ absl::Status Commands::ModelsDownload(const Args& args) {
   const std::string& out_path = args[1];
   absl::StatusOr<kaizen::v1::Model> model;
   {
-    ProgressBar bar(absl::StrCat("downloading ", args[0]),
-                    options_.show_progress);
-    model = client_->DownloadModel(name, version, out_path,
-                                   [&bar](int64_t received, int64_t total) {
-                                     bar.Update(received, total);
-                                   });
+    ProgressBar bar(absl::StrCat("downloading ", args[0]), options_.show_progress);
+    model = client_->DownloadModel(
+        name, version, out_path,
+        [&bar](int64_t received, int64_t total) { bar.Update(received, total); });
   }
   if (!model.ok()) return model.status();
-  return Print(*model, absl::StrCat("downloaded ", model->name(), " version ",
-                                    model->version(), " to ", out_path, " (",
-                                    FormatBytes(model->size_bytes()),
+  return Print(*model, absl::StrCat("downloaded ", model->name(), " version ", model->version(),
+                                    " to ", out_path, " (", FormatBytes(model->size_bytes()),
                                     ", sha256 ", model->sha256(), ")\n"));
 }
 
@@ -539,8 +514,7 @@ absl::Status Commands::FineTuneStart(const Args&) {
   ASSIGN_OR_RETURN(const kaizen::v1::Job job, client_->StartFineTune(request));
   // "job ft-1a2b3c queued" and what it will do.
   const std::string text =
-      absl::StrCat("job ", job.id(), " ", JobStateName(job.state()), "\n  ",
-                   JobOneLine(job), "\n");
+      absl::StrCat("job ", job.id(), " ", JobStateName(job.state()), "\n  ", JobOneLine(job), "\n");
   if (!options_.watch) return Print(job, text);
   // The start and the watch make one stream: JSON Lines, or lines of text.
   if (options_.output == OutputFormat::kJson) {
@@ -554,10 +528,8 @@ absl::Status Commands::FineTuneStart(const Args&) {
 }
 
 absl::Status Commands::JobsList(const Args&) {
-  ASSIGN_OR_RETURN(const std::vector<kaizen::v1::JobState> states,
-                   ParseJobStates(options_.states));
-  ASSIGN_OR_RETURN(const kaizen::v1::ListJobsResponse response,
-                   client_->ListAllJobs(states));
+  ASSIGN_OR_RETURN(const std::vector<kaizen::v1::JobState> states, ParseJobStates(options_.states));
+  ASSIGN_OR_RETURN(const kaizen::v1::ListJobsResponse response, client_->ListAllJobs(states));
   return Print(response, JobTable(response));
 }
 
@@ -572,13 +544,12 @@ absl::Status Commands::JobsCancel(const Args& args) {
   if (IsTerminal(job.state())) {
     text = absl::StrCat("job ", job.id(), " ", JobStateName(job.state()));
     if (job.latest_version() > 0) {
-      absl::StrAppend(&text, "; last checkpoint ", job.request().output_model(),
-                      ":", job.latest_version());
+      absl::StrAppend(&text, "; last checkpoint ", job.request().output_model(), ":",
+                      job.latest_version());
     }
     absl::StrAppend(&text, "\n");
   } else {
-    text = absl::StrCat("job ", job.id(), " is being cancelled (now ",
-                        JobStateName(job.state()),
+    text = absl::StrCat("job ", job.id(), " is being cancelled (now ", JobStateName(job.state()),
                         "); it stops within one training step\n");
   }
   return Print(job, text);
@@ -647,17 +618,16 @@ absl::Status Commands::Watch(const std::string& id, int64_t after_sequence,
   absl::Status write_error;
   absl::Status stream;
   if (json) {
-    stream = client_->WatchJob(
-        id, after_sequence, [&](const kaizen::v1::JobEvent& event) {
-          last_sequence = event.sequence();
-          absl::StatusOr<std::string> line = ToJsonLine(event);
-          if (!line.ok()) {
-            write_error.Update(line.status());
-            return;
-          }
-          *out_ << *line;
-          out_->flush();
-        });
+    stream = client_->WatchJob(id, after_sequence, [&](const kaizen::v1::JobEvent& event) {
+      last_sequence = event.sequence();
+      absl::StatusOr<std::string> line = ToJsonLine(event);
+      if (!line.ok()) {
+        write_error.Update(line.status());
+        return;
+      }
+      *out_ << *line;
+      out_->flush();
+    });
   } else {
     kaizen::v1::Job job;
     if (known != nullptr) {
@@ -667,33 +637,29 @@ absl::Status Commands::Watch(const std::string& id, int64_t after_sequence,
     }
     JobWatcher watcher(out_, options_.show_progress);
     watcher.SetJob(job);
-    stream = client_->WatchJob(id, after_sequence,
-                               [&](const kaizen::v1::JobEvent& event) {
-                                 last_sequence = event.sequence();
-                                 watcher.OnEvent(event);
-                               });
+    stream = client_->WatchJob(id, after_sequence, [&](const kaizen::v1::JobEvent& event) {
+      last_sequence = event.sequence();
+      watcher.OnEvent(event);
+    });
     watcher.Finish();
   }
   RETURN_IF_ERROR(write_error);
   if (!*out_) return absl::InternalError("cannot write to standard output");
   const std::string resume =
-      absl::StrCat("resume with: kaizenctl jobs watch ", id,
-                   " --after_sequence=", last_sequence);
+      absl::StrCat("resume with: kaizenctl jobs watch ", id, " --after_sequence=", last_sequence);
   if (!stream.ok()) {
-    return absl::Status(
-        stream.code(), absl::StrCat(stream.message(), " (the watch of job ", id,
-                                    " stopped after event ", last_sequence,
-                                    "; ", resume, ")"));
+    return absl::Status(stream.code(),
+                        absl::StrCat(stream.message(), " (the watch of job ", id,
+                                     " stopped after event ", last_sequence, "; ", resume, ")"));
   }
 
   // The stream says how the job ended only if the terminal state came after
   // `after_sequence`; the job itself always does.
   ASSIGN_OR_RETURN(const kaizen::v1::Job job, client_->GetJob(id));
   if (!IsTerminal(job.state())) {
-    return absl::UnavailableError(
-        absl::StrCat("the server ended the watch of job ", id,
-                     " before the job finished (it is ",
-                     JobStateName(job.state()), "); ", resume));
+    return absl::UnavailableError(absl::StrCat("the server ended the watch of job ", id,
+                                               " before the job finished (it is ",
+                                               JobStateName(job.state()), "); ", resume));
   }
   if (!json) {
     *out_ << FormatJobSummary(job);
@@ -706,8 +672,7 @@ absl::Status Commands::Watch(const std::string& id, int64_t after_sequence,
       return absl::CancelledError(absl::StrCat("job ", id, " was cancelled"));
     default:
       return absl::AbortedError(absl::StrCat(
-          "job ", id, " failed",
-          job.error().empty() ? "" : absl::StrCat(": ", job.error())));
+          "job ", id, " failed", job.error().empty() ? "" : absl::StrCat(": ", job.error())));
   }
 }
 
@@ -839,9 +804,9 @@ absl::Status Commands::TokensAdd(const Args& args) {
   std::error_code ec;
   const std::filesystem::path resolved = std::filesystem::canonical(options_.tokens_file, ec);
   const std::string file = ec ? options_.tokens_file : resolved.string();
-  const std::filesystem::perms mode = ec ? (std::filesystem::perms::owner_read |
-                                            std::filesystem::perms::owner_write)
-                                         : std::filesystem::status(file).permissions();
+  const std::filesystem::perms mode =
+      ec ? (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write)
+         : std::filesystem::status(file).permissions();
   const std::string& name = args[0];
   if (!auth::IsValidTokenName(name)) {
     return UsageError(absl::StrCat("token name \"", name, "\": use 1-64 of [A-Za-z0-9._@-]"));

@@ -70,8 +70,7 @@ struct CommandOptions {
 class Commands {
  public:
   // `client` and `out` must outlive this object.
-  Commands(client::KaizenClient* client, CommandOptions options,
-           std::ostream* out);
+  Commands(client::KaizenClient* client, CommandOptions options, std::ostream* out);
 
   // Runs the command named by the first two arguments ("datasets", "list")
   // with the rest. Unknown commands and wrong argument counts are usage
@@ -111,12 +110,10 @@ class Commands {
   // Follows job `id` from `after_sequence` to its end: the live view, or
   // JSON Lines with --output=json. OK only when the job SUCCEEDED. `known`
   // is the job as just fetched, if it was.
-  absl::Status Watch(const std::string& id, int64_t after_sequence,
-                     const kaizen::v1::Job* known);
+  absl::Status Watch(const std::string& id, int64_t after_sequence, const kaizen::v1::Job* known);
 
   // Prints `message` as JSON, or `text` for --output=table.
-  absl::Status Print(const google::protobuf::Message& message,
-                     const std::string& text);
+  absl::Status Print(const google::protobuf::Message& message, const std::string& text);
 
   struct Spec {
     const char* group;

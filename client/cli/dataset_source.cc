@@ -43,29 +43,26 @@ absl::StatusOr<std::string> FindLabelsFile(const std::string& images) {
   const bool gzipped = absl::EndsWith(base, ".gz");
   if (gzipped) base.resize(base.size() - 3);
   if (!absl::StrContains(base, "images-idx3")) {
-    return UsageError(absl::StrCat(
-        "cannot derive the labels file from \"", images,
-        "\" (its name has no \"images-idx3\"); pass --labels=FILE"));
+    return UsageError(absl::StrCat("cannot derive the labels file from \"", images,
+                                   "\" (its name has no \"images-idx3\"); pass --labels=FILE"));
   }
   const std::string labels =
-      DirName(images) +
-      absl::StrReplaceAll(base, {{"images-idx3", "labels-idx1"}});
+      DirName(images) + absl::StrReplaceAll(base, {{"images-idx3", "labels-idx1"}});
   // Prefer the same compression as the images file.
   const std::string first = gzipped ? labels + ".gz" : labels;
   const std::string second = gzipped ? labels : labels + ".gz";
   if (IsFile(first)) return first;
   if (IsFile(second)) return second;
-  return absl::NotFoundError(absl::StrCat("no labels file beside ", images,
-                                          ": looked for ", first, " and ",
-                                          second, "; pass --labels=FILE"));
+  return absl::NotFoundError(absl::StrCat("no labels file beside ", images, ": looked for ", first,
+                                          " and ", second, "; pass --labels=FILE"));
 }
 
 }  // namespace
 
 bool IsArchiveName(const std::string& path) {
   const std::string name = absl::AsciiStrToLower(BaseName(path));
-  for (absl::string_view ext : {".tar", ".tar.gz", ".tgz", ".zip", ".tar.bz2",
-                                ".tbz2", ".tar.xz", ".txz"}) {
+  for (absl::string_view ext :
+       {".tar", ".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tbz2", ".tar.xz", ".txz"}) {
     if (absl::EndsWith(name, ext)) return true;
   }
   return false;
@@ -75,8 +72,7 @@ absl::StatusOr<DatasetSource> ResolveDatasetSource(const std::string& path,
                                                    const std::string& format,
                                                    const std::string& labels) {
   if (format != "auto" && format != "folder" && format != "idx") {
-    return UsageError(absl::StrCat(
-        "--format must be auto, folder or idx, not \"", format, "\""));
+    return UsageError(absl::StrCat("--format must be auto, folder or idx, not \"", format, "\""));
   }
   bool is_dir = false;
   if (!Exists(path, &is_dir)) {
@@ -85,10 +81,10 @@ absl::StatusOr<DatasetSource> ResolveDatasetSource(const std::string& path,
   DatasetSource source;
   if (is_dir) {
     if (format == "idx") {
-      return UsageError(absl::StrCat(
-          "--format=idx needs the images file (*-images-idx3-ubyte[.gz]), not "
-          "the folder ",
-          path));
+      return UsageError(
+          absl::StrCat("--format=idx needs the images file (*-images-idx3-ubyte[.gz]), not "
+                       "the folder ",
+                       path));
     }
     if (!labels.empty()) {
       return UsageError("--labels is only for IDX uploads");
@@ -99,8 +95,7 @@ absl::StatusOr<DatasetSource> ResolveDatasetSource(const std::string& path,
   }
 
   const bool idx =
-      format == "idx" ||
-      (format == "auto" && absl::StrContains(BaseName(path), kIdxImagesMarker));
+      format == "idx" || (format == "auto" && absl::StrContains(BaseName(path), kIdxImagesMarker));
   if (idx) {
     std::string labels_file = labels;
     if (labels_file.empty()) {
@@ -108,8 +103,7 @@ absl::StatusOr<DatasetSource> ResolveDatasetSource(const std::string& path,
       if (!found.ok()) return found.status();
       labels_file = *std::move(found);
     } else if (!IsFile(labels_file)) {
-      return absl::NotFoundError(
-          absl::StrCat("labels file ", labels_file, " does not exist"));
+      return absl::NotFoundError(absl::StrCat("labels file ", labels_file, " does not exist"));
     }
     source.format = kaizen::v1::DATASET_FORMAT_IDX;
     source.files = {path, labels_file};
@@ -123,10 +117,10 @@ absl::StatusOr<DatasetSource> ResolveDatasetSource(const std::string& path,
     source.files = {path};
     return source;
   }
-  return UsageError(absl::StrCat(
-      "cannot tell the format of ", path,
-      " from its name; pass --format=folder for an archive of class folders "
-      "or --format=idx for an IDX images file"));
+  return UsageError(
+      absl::StrCat("cannot tell the format of ", path,
+                   " from its name; pass --format=folder for an archive of class folders "
+                   "or --format=idx for an IDX images file"));
 }
 
 }  // namespace kaizen::cli

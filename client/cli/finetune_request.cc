@@ -32,8 +32,8 @@ std::string Normalize(absl::string_view text) {
 }
 
 template <typename T>
-absl::Status ParseChoice(absl::string_view flag, const std::string& text,
-                         const Choices<T>& choices, T* out) {
+absl::Status ParseChoice(absl::string_view flag, const std::string& text, const Choices<T>& choices,
+                         T* out) {
   const std::string key = Normalize(text);
   for (const auto& [name, value] : choices) {
     if (key == name) {
@@ -43,9 +43,8 @@ absl::Status ParseChoice(absl::string_view flag, const std::string& text,
   }
   return UsageError(absl::StrCat(
       "--", flag, "=", text, ": expected one of ",
-      absl::StrJoin(choices, "|", [](std::string* s, const auto& choice) {
-        absl::StrAppend(s, choice.first);
-      })));
+      absl::StrJoin(choices, "|",
+                    [](std::string* s, const auto& choice) { absl::StrAppend(s, choice.first); })));
 }
 
 // An integer >= min; `what` completes "expected ..." in the error.
@@ -53,8 +52,7 @@ template <typename T>
 absl::Status ParseInt(absl::string_view flag, const std::string& text, T min,
                       absl::string_view what, T* out) {
   T value = 0;
-  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &value) ||
-      value < min) {
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &value) || value < min) {
     return UsageError(absl::StrCat("--", flag, "=", text, ": expected ", what));
   }
   *out = value;
@@ -62,11 +60,11 @@ absl::Status ParseInt(absl::string_view flag, const std::string& text, T min,
 }
 
 absl::Status ParseDouble(absl::string_view flag, const std::string& text,
-                         const std::function<bool(double)>& in_range,
-                         absl::string_view what, double* out) {
+                         const std::function<bool(double)>& in_range, absl::string_view what,
+                         double* out) {
   double value = 0;
-  if (!absl::SimpleAtod(absl::StripAsciiWhitespace(text), &value) ||
-      !std::isfinite(value) || !in_range(value)) {
+  if (!absl::SimpleAtod(absl::StripAsciiWhitespace(text), &value) || !std::isfinite(value) ||
+      !in_range(value)) {
     return UsageError(absl::StrCat("--", flag, "=", text, ": expected ", what));
   }
   *out = value;
@@ -78,11 +76,10 @@ bool NonNegative(double v) { return v >= 0; }
 bool BelowOne(double v) { return v >= 0 && v < 1; }
 bool OpenUnit(double v) { return v > 0 && v < 1; }
 
-absl::Status Require(absl::string_view flag, const std::string& value,
-                     absl::string_view example) {
+absl::Status Require(absl::string_view flag, const std::string& value, absl::string_view example) {
   if (!value.empty()) return absl::OkStatus();
-  return UsageError(absl::StrCat("finetune start needs --", flag, " (e.g. --",
-                                 flag, "=", example, ")"));
+  return UsageError(
+      absl::StrCat("finetune start needs --", flag, " (e.g. --", flag, "=", example, ")"));
 }
 
 const Choices<kaizen::v1::Strategy>& StrategyChoices() {
@@ -99,73 +96,65 @@ const Choices<kaizen::v1::Strategy>& StrategyChoices() {
 
 // Everything under `hyperparameters`; the message is created only when a
 // flag sets one of its fields.
-absl::Status SetHyperparameters(const FineTuneFlags& f,
-                                StartFineTuneRequest* request) {
-  auto hp = [request]() -> Hyperparameters* {
-    return request->mutable_hyperparameters();
-  };
+absl::Status SetHyperparameters(const FineTuneFlags& f, StartFineTuneRequest* request) {
+  auto hp = [request]() -> Hyperparameters* { return request->mutable_hyperparameters(); };
   if (!f.epochs.empty()) {
     int32_t v = 0;
-    RETURN_IF_ERROR(
-        ParseInt<int32_t>("epochs", f.epochs, 1, "a positive integer", &v));
+    RETURN_IF_ERROR(ParseInt<int32_t>("epochs", f.epochs, 1, "a positive integer", &v));
     hp()->set_epochs(v);
   }
   if (!f.batch_size.empty()) {
     int32_t v = 0;
-    RETURN_IF_ERROR(ParseInt<int32_t>("batch_size", f.batch_size, 1,
-                                      "a positive integer", &v));
+    RETURN_IF_ERROR(ParseInt<int32_t>("batch_size", f.batch_size, 1, "a positive integer", &v));
     hp()->set_batch_size(v);
   }
   if (!f.lr.empty()) {
     double v = 0;
-    RETURN_IF_ERROR(
-        ParseDouble("lr", f.lr, Positive, "a number > 0, e.g. 1e-3", &v));
+    RETURN_IF_ERROR(ParseDouble("lr", f.lr, Positive, "a number > 0, e.g. 1e-3", &v));
     hp()->set_learning_rate(v);
   }
   if (!f.backbone_lr_multiplier.empty()) {
     double v = 0;
-    RETURN_IF_ERROR(ParseDouble("backbone_lr_multiplier",
-                                f.backbone_lr_multiplier, NonNegative,
+    RETURN_IF_ERROR(ParseDouble("backbone_lr_multiplier", f.backbone_lr_multiplier, NonNegative,
                                 "a number >= 0, e.g. 0.1", &v));
     hp()->set_backbone_lr_multiplier(v);
   }
   if (!f.trainable_blocks.empty()) {
     int32_t v = 0;
-    RETURN_IF_ERROR(ParseInt<int32_t>("trainable_blocks", f.trainable_blocks, 0,
-                                      "an integer >= 0", &v));
+    RETURN_IF_ERROR(
+        ParseInt<int32_t>("trainable_blocks", f.trainable_blocks, 0, "an integer >= 0", &v));
     hp()->set_trainable_blocks(v);
   }
   if (!f.optimizer.empty()) {
     kaizen::v1::OptimizerKind kind = kaizen::v1::OPTIMIZER_UNSPECIFIED;
-    RETURN_IF_ERROR(ParseChoice<kaizen::v1::OptimizerKind>(
-        "optimizer", f.optimizer,
-        {{"sgd", kaizen::v1::OPTIMIZER_SGD},
-         {"adam", kaizen::v1::OPTIMIZER_ADAM},
-         {"adamw", kaizen::v1::OPTIMIZER_ADAMW}},
-        &kind));
+    RETURN_IF_ERROR(ParseChoice<kaizen::v1::OptimizerKind>("optimizer", f.optimizer,
+                                                           {{"sgd", kaizen::v1::OPTIMIZER_SGD},
+                                                            {"adam", kaizen::v1::OPTIMIZER_ADAM},
+                                                            {"adamw", kaizen::v1::OPTIMIZER_ADAMW}},
+                                                           &kind));
     hp()->mutable_optimizer()->set_kind(kind);
   }
   if (!f.momentum.empty()) {
     double v = 0;
-    RETURN_IF_ERROR(ParseDouble("momentum", f.momentum, BelowOne,
-                                "a number in [0, 1), e.g. 0.9", &v));
+    RETURN_IF_ERROR(
+        ParseDouble("momentum", f.momentum, BelowOne, "a number in [0, 1), e.g. 0.9", &v));
     hp()->mutable_optimizer()->set_momentum(v);
   }
   if (f.nesterov) hp()->mutable_optimizer()->set_nesterov(true);
   if (!f.weight_decay.empty()) {
     double v = 0;
-    RETURN_IF_ERROR(ParseDouble("weight_decay", f.weight_decay, NonNegative,
-                                "a number >= 0, e.g. 1e-4", &v));
+    RETURN_IF_ERROR(
+        ParseDouble("weight_decay", f.weight_decay, NonNegative, "a number >= 0, e.g. 1e-4", &v));
     hp()->mutable_optimizer()->set_weight_decay(v);
   }
   if (!f.schedule.empty()) {
     kaizen::v1::ScheduleKind kind = kaizen::v1::SCHEDULE_UNSPECIFIED;
-    RETURN_IF_ERROR(ParseChoice<kaizen::v1::ScheduleKind>(
-        "schedule", f.schedule,
-        {{"constant", kaizen::v1::SCHEDULE_CONSTANT},
-         {"step", kaizen::v1::SCHEDULE_STEP},
-         {"cosine", kaizen::v1::SCHEDULE_COSINE}},
-        &kind));
+    RETURN_IF_ERROR(
+        ParseChoice<kaizen::v1::ScheduleKind>("schedule", f.schedule,
+                                              {{"constant", kaizen::v1::SCHEDULE_CONSTANT},
+                                               {"step", kaizen::v1::SCHEDULE_STEP},
+                                               {"cosine", kaizen::v1::SCHEDULE_COSINE}},
+                                              &kind));
     hp()->mutable_schedule()->set_kind(kind);
   }
   if (!f.warmup_epochs.empty()) {
@@ -182,8 +171,7 @@ absl::Status SetHyperparameters(const FineTuneFlags& f,
   }
   if (!f.early_stopping_patience.empty()) {
     int32_t v = 0;
-    RETURN_IF_ERROR(ParseInt<int32_t>("early_stopping_patience",
-                                      f.early_stopping_patience, 1,
+    RETURN_IF_ERROR(ParseInt<int32_t>("early_stopping_patience", f.early_stopping_patience, 1,
                                       "a positive number of epochs", &v));
     hp()->mutable_early_stopping()->set_enabled(true);
     hp()->mutable_early_stopping()->set_patience(v);
@@ -196,14 +184,12 @@ absl::Status SetHyperparameters(const FineTuneFlags& f,
   }
   if (!f.seed.empty()) {
     uint64_t v = 0;
-    RETURN_IF_ERROR(
-        ParseInt<uint64_t>("seed", f.seed, 0, "a non-negative integer", &v));
+    RETURN_IF_ERROR(ParseInt<uint64_t>("seed", f.seed, 0, "a non-negative integer", &v));
     hp()->set_seed(v);
   }
   if (!f.augment.empty()) {
     bool on = false;
-    RETURN_IF_ERROR(ParseChoice<bool>("augment", f.augment,
-                                      {{"on", true}, {"off", false}}, &on));
+    RETURN_IF_ERROR(ParseChoice<bool>("augment", f.augment, {{"on", true}, {"off", false}}, &on));
     // Setting the message (even to all zeros) is what tells the server to
     // use exactly these values instead of the strategy's default.
     kaizen::v1::Augmentation* augmentation = hp()->mutable_augmentation();
@@ -214,14 +200,12 @@ absl::Status SetHyperparameters(const FineTuneFlags& f,
     }
   }
   if (!f.validation_split.empty() && !f.validation_dataset.empty()) {
-    return UsageError(
-        "give --validation_split or --validation_dataset, not both");
+    return UsageError("give --validation_split or --validation_dataset, not both");
   }
   if (!f.validation_split.empty()) {
     double v = 0;
-    RETURN_IF_ERROR(ParseDouble("validation_split", f.validation_split,
-                                OpenUnit, "a fraction in (0, 1), e.g. 0.1",
-                                &v));
+    RETURN_IF_ERROR(ParseDouble("validation_split", f.validation_split, OpenUnit,
+                                "a fraction in (0, 1), e.g. 0.1", &v));
     hp()->mutable_validation()->set_split(v);
   }
   if (!f.validation_dataset.empty()) {
@@ -231,25 +215,23 @@ absl::Status SetHyperparameters(const FineTuneFlags& f,
     kaizen::v1::HeadKind kind = kaizen::v1::HEAD_KIND_UNSPECIFIED;
     RETURN_IF_ERROR(ParseChoice<kaizen::v1::HeadKind>(
         "head", f.head,
-        {{"linear", kaizen::v1::HEAD_KIND_LINEAR},
-         {"mlp", kaizen::v1::HEAD_KIND_MLP}},
-        &kind));
+        {{"linear", kaizen::v1::HEAD_KIND_LINEAR}, {"mlp", kaizen::v1::HEAD_KIND_MLP}}, &kind));
     hp()->mutable_head()->set_kind(kind);
   }
   if (!f.head_warmup_epochs.empty()) {
     int32_t v = 0;
-    RETURN_IF_ERROR(ParseInt<int32_t>(
-        "head_warmup_epochs", f.head_warmup_epochs, 0, "an integer >= 0", &v));
+    RETURN_IF_ERROR(
+        ParseInt<int32_t>("head_warmup_epochs", f.head_warmup_epochs, 0, "an integer >= 0", &v));
     hp()->set_head_warmup_epochs(v);
   }
   if (!f.mixed_precision.empty()) {
     kaizen::v1::MixedPrecision mode = kaizen::v1::MIXED_PRECISION_UNSPECIFIED;
-    RETURN_IF_ERROR(ParseChoice<kaizen::v1::MixedPrecision>(
-        "mixed_precision", f.mixed_precision,
-        {{"off", kaizen::v1::MIXED_PRECISION_OFF},
-         {"bf16", kaizen::v1::MIXED_PRECISION_BF16},
-         {"fp16", kaizen::v1::MIXED_PRECISION_FP16}},
-        &mode));
+    RETURN_IF_ERROR(
+        ParseChoice<kaizen::v1::MixedPrecision>("mixed_precision", f.mixed_precision,
+                                                {{"off", kaizen::v1::MIXED_PRECISION_OFF},
+                                                 {"bf16", kaizen::v1::MIXED_PRECISION_BF16},
+                                                 {"fp16", kaizen::v1::MIXED_PRECISION_FP16}},
+                                                &mode));
     hp()->set_mixed_precision(mode);
   }
   return absl::OkStatus();
@@ -257,8 +239,7 @@ absl::Status SetHyperparameters(const FineTuneFlags& f,
 
 }  // namespace
 
-absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(
-    const FineTuneFlags& f) {
+absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(const FineTuneFlags& f) {
   RETURN_IF_ERROR(Require("base", f.base, "cnn-small"));
   RETURN_IF_ERROR(Require("dataset", f.dataset, "photos"));
   RETURN_IF_ERROR(Require("output_model", f.output_model, "photos-cnn"));
@@ -269,8 +250,7 @@ absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(
   request.set_dataset(f.dataset);
   request.set_output_model(f.output_model);
   kaizen::v1::Strategy strategy = kaizen::v1::STRATEGY_UNSPECIFIED;
-  RETURN_IF_ERROR(
-      ParseChoice("strategy", f.strategy, StrategyChoices(), &strategy));
+  RETURN_IF_ERROR(ParseChoice("strategy", f.strategy, StrategyChoices(), &strategy));
   request.set_strategy(strategy);
   RETURN_IF_ERROR(SetHyperparameters(f, &request));
 
@@ -279,22 +259,21 @@ absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(
   }
   if (!f.temperature.empty()) {
     double v = 0;
-    RETURN_IF_ERROR(ParseDouble("temperature", f.temperature, Positive,
-                                "a number > 0, e.g. 4", &v));
+    RETURN_IF_ERROR(
+        ParseDouble("temperature", f.temperature, Positive, "a number > 0, e.g. 4", &v));
     request.mutable_distillation()->set_temperature(v);
   }
   if (!f.priority.empty()) {
     int32_t v = 0;
-    RETURN_IF_ERROR(ParseInt<int32_t>("priority", f.priority,
-                                      std::numeric_limits<int32_t>::min(),
+    RETURN_IF_ERROR(ParseInt<int32_t>("priority", f.priority, std::numeric_limits<int32_t>::min(),
                                       "an integer", &v));
     request.set_priority(v);
   }
   request.set_request_id(f.request_id);
   if (!f.keep_checkpoints.empty()) {
     int32_t v = 0;
-    RETURN_IF_ERROR(ParseInt<int32_t>("keep_checkpoints", f.keep_checkpoints, 1,
-                                      "a positive integer", &v));
+    RETURN_IF_ERROR(
+        ParseInt<int32_t>("keep_checkpoints", f.keep_checkpoints, 1, "a positive integer", &v));
     request.set_keep_checkpoints(v);
   }
   return request;
@@ -302,16 +281,12 @@ absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(
 
 absl::StatusOr<std::vector<JobState>> ParseJobStates(const std::string& text) {
   static const auto* choices = new Choices<JobState>{
-      {"queued", kaizen::v1::JOB_STATE_QUEUED},
-      {"running", kaizen::v1::JOB_STATE_RUNNING},
-      {"succeeded", kaizen::v1::JOB_STATE_SUCCEEDED},
-      {"failed", kaizen::v1::JOB_STATE_FAILED},
-      {"cancelled", kaizen::v1::JOB_STATE_CANCELLED},
-      {"paused", kaizen::v1::JOB_STATE_PAUSED},
+      {"queued", kaizen::v1::JOB_STATE_QUEUED},       {"running", kaizen::v1::JOB_STATE_RUNNING},
+      {"succeeded", kaizen::v1::JOB_STATE_SUCCEEDED}, {"failed", kaizen::v1::JOB_STATE_FAILED},
+      {"cancelled", kaizen::v1::JOB_STATE_CANCELLED}, {"paused", kaizen::v1::JOB_STATE_PAUSED},
   };
   std::vector<JobState> states;
-  for (absl::string_view item :
-       absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     std::string name = Normalize(absl::StripAsciiWhitespace(item));
     if (absl::StartsWith(name, "job_state_")) name.erase(0, 10);
     if (name == "canceled") name = "cancelled";

@@ -60,7 +60,6 @@ absl::StatusOr<kaizen::v1::StartFineTuneRequest> BuildStartFineTuneRequest(
 
 // "queued,running" -> {QUEUED, RUNNING}; also takes the enum names
 // (JOB_STATE_QUEUED) and "canceled". Empty text gives an empty list.
-absl::StatusOr<std::vector<kaizen::v1::JobState>> ParseJobStates(
-    const std::string& text);
+absl::StatusOr<std::vector<kaizen::v1::JobState>> ParseJobStates(const std::string& text);
 
 }  // namespace kaizen::cli

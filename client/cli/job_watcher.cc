@@ -22,21 +22,17 @@ double SecondsBetween(const google::protobuf::Timestamp& from,
 
 }  // namespace
 
-std::string FormatTrainingProgress(const kaizen::v1::StepProgress& p,
-                                   int32_t total_epochs,
+std::string FormatTrainingProgress(const kaizen::v1::StepProgress& p, int32_t total_epochs,
                                    std::optional<double> accuracy,
                                    const std::string& accuracy_label) {
   const double fraction =
-      p.total_steps() > 0
-          ? std::clamp(static_cast<double>(p.step()) / p.total_steps(), 0.0,
-                       1.0)
-          : 0.0;
+      p.total_steps() > 0 ? std::clamp(static_cast<double>(p.step()) / p.total_steps(), 0.0, 1.0)
+                          : 0.0;
   const int filled = static_cast<int>(fraction * kBarWidth);
   std::string line = absl::StrCat("epoch ", p.epoch());
   if (total_epochs > 0) absl::StrAppend(&line, "/", total_epochs);
   absl::StrAppendFormat(&line, " [%s%s] %3d%%", std::string(filled, '#'),
-                        std::string(kBarWidth - filled, '-'),
-                        static_cast<int>(fraction * 100));
+                        std::string(kBarWidth - filled, '-'), static_cast<int>(fraction * 100));
   if (p.total_steps() > 0) {
     absl::StrAppend(&line, "  step ", p.step(), "/", p.total_steps());
   }
@@ -57,9 +53,8 @@ std::string FormatTrainingProgress(const kaizen::v1::StepProgress& p,
 }
 
 std::string FormatEpochLine(const kaizen::v1::EpochMetrics& m) {
-  std::string line =
-      absl::StrFormat("epoch %d: train loss %.4f acc %s", m.epoch(),
-                      m.train_loss(), FormatPercent(m.train_accuracy()));
+  std::string line = absl::StrFormat("epoch %d: train loss %.4f acc %s", m.epoch(), m.train_loss(),
+                                     FormatPercent(m.train_accuracy()));
   if (EpochIsValidated(m)) {
     absl::StrAppendFormat(&line, " | val loss %.4f acc %s", m.val_loss(),
                           FormatPercent(m.val_accuracy()));
@@ -72,8 +67,7 @@ std::string FormatCheckpointLine(const kaizen::v1::CheckpointSaved& c) {
   std::string line = absl::StrCat("checkpoint v", c.version(), " saved");
   std::string detail;
   if (!c.metric_name().empty()) {
-    detail = absl::StrCat(c.metric_name(), " ",
-                          FormatMetric(c.metric_name(), c.metric()));
+    detail = absl::StrCat(c.metric_name(), " ", FormatMetric(c.metric_name(), c.metric()));
   } else {
     detail = absl::StrCat("epoch ", c.epoch());
   }
@@ -83,12 +77,10 @@ std::string FormatCheckpointLine(const kaizen::v1::CheckpointSaved& c) {
 }
 
 std::string FormatJobSummary(const kaizen::v1::Job& job) {
-  std::string out =
-      absl::StrCat("job ", job.id(), " ", JobStateName(job.state()));
+  std::string out = absl::StrCat("job ", job.id(), " ", JobStateName(job.state()));
   if (job.total_epochs() > 0) {
     // Completed epochs: a cancelled job's `epoch` is the one it stopped in.
-    absl::StrAppend(&out, ": ", job.history_size(), "/", job.total_epochs(),
-                    " epochs");
+    absl::StrAppend(&out, ": ", job.history_size(), "/", job.total_epochs(), " epochs");
   }
   const double took = SecondsBetween(job.start_time(), job.end_time());
   if (took >= 0) absl::StrAppend(&out, " in ", FormatClock(took));
@@ -97,8 +89,7 @@ std::string FormatJobSummary(const kaizen::v1::Job& job) {
   if (job.best_version() > 0) {
     absl::StrAppend(&out, "  best:   ", model, ":", job.best_version());
     if (JobHasValidation(job)) {
-      absl::StrAppend(&out, " (val accuracy ", FormatPercent(job.best_metric()),
-                      ")");
+      absl::StrAppend(&out, " (val accuracy ", FormatPercent(job.best_metric()), ")");
     }
     absl::StrAppend(&out, "\n");
   }
@@ -108,8 +99,7 @@ std::string FormatJobSummary(const kaizen::v1::Job& job) {
   if (job.latest_version() == 0 && IsTerminal(job.state())) {
     absl::StrAppend(&out, "  no model version was written\n");
   }
-  if (!job.error().empty())
-    absl::StrAppend(&out, "  error:  ", job.error(), "\n");
+  if (!job.error().empty()) absl::StrAppend(&out, "  error:  ", job.error(), "\n");
   return out;
 }
 
@@ -120,9 +110,8 @@ JobWatcher::~JobWatcher() { Finish(); }
 
 void JobWatcher::SetJob(const kaizen::v1::Job& job) {
   shown_state_ = job.state();
-  total_epochs_ = job.total_epochs() > 0
-                      ? job.total_epochs()
-                      : job.resolved_hyperparameters().epochs();
+  total_epochs_ =
+      job.total_epochs() > 0 ? job.total_epochs() : job.resolved_hyperparameters().epochs();
   if (job.history_size() > 0) {
     const kaizen::v1::EpochMetrics& last = job.history(job.history_size() - 1);
     validated_ = EpochIsValidated(last);
@@ -140,8 +129,7 @@ void JobWatcher::OnEvent(const kaizen::v1::JobEvent& event) {
         progress_.reset();
         ClearBar();
       } else if (event.state() != shown_state_) {
-        PrintLine(absl::StrCat("job ", event.job_id(), " ",
-                               JobStateName(event.state())));
+        PrintLine(absl::StrCat("job ", event.job_id(), " ", JobStateName(event.state())));
       }
       shown_state_ = event.state();
       break;
@@ -201,8 +189,8 @@ void JobWatcher::ClearBar() {
 
 void JobWatcher::DrawBar() {
   if (!live_bar_ || finished_ || !progress_.has_value()) return;
-  const std::string line = FormatTrainingProgress(*progress_, total_epochs_,
-                                                  accuracy_, accuracy_label_);
+  const std::string line =
+      FormatTrainingProgress(*progress_, total_epochs_, accuracy_, accuracy_label_);
   std::fprintf(bar_out_, "\r%s\033[K", line.c_str());
   std::fflush(bar_out_);
   bar_drawn_ = true;

@@ -64,8 +64,7 @@ class JobWatcher {
 
 // The live bar's text, without terminal control characters. `total_epochs`
 // 0: unknown; `accuracy` empty: none yet.
-std::string FormatTrainingProgress(const kaizen::v1::StepProgress& progress,
-                                   int32_t total_epochs,
+std::string FormatTrainingProgress(const kaizen::v1::StepProgress& progress, int32_t total_epochs,
                                    std::optional<double> accuracy,
                                    const std::string& accuracy_label);
 // "epoch 3: train loss 0.4100 acc 86.2% | val loss 0.4500 acc 84.9% | 12.3s"

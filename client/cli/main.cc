@@ -48,8 +48,7 @@ ABSL_FLAG(std::string, labels, "",
           "datasets upload (IDX): the labels file; default: found beside the "
           "images file");
 // Both uploads.
-ABSL_FLAG(std::vector<std::string>, class_names, {},
-          "class names a,b,c (or @FILE, one a line)");
+ABSL_FLAG(std::vector<std::string>, class_names, {}, "class names a,b,c (or @FILE, one a line)");
 ABSL_FLAG(std::string, description, "", "free-text description");
 // models upload / list.
 ABSL_FLAG(std::string, input_shape, "",
@@ -87,35 +86,26 @@ ABSL_FLAG(std::string, warmup_epochs, "",
 ABSL_FLAG(std::string, label_smoothing, "", "finetune start: e.g. 0.1");
 ABSL_FLAG(std::string, early_stopping_patience, "",
           "finetune start: stop after N epochs without improvement");
-ABSL_FLAG(std::string, clip_norm, "",
-          "finetune start: clip the global gradient norm; 0 disables");
+ABSL_FLAG(std::string, clip_norm, "", "finetune start: clip the global gradient norm; 0 disables");
 ABSL_FLAG(std::string, seed, "", "finetune start: random seed");
-ABSL_FLAG(std::string, augment, "",
-          "finetune start: on or off; not given: the strategy's default");
+ABSL_FLAG(std::string, augment, "", "finetune start: on or off; not given: the strategy's default");
 ABSL_FLAG(std::string, validation_split, "",
           "finetune start: fraction of the dataset held out, e.g. 0.1");
-ABSL_FLAG(std::string, validation_dataset, "",
-          "finetune start: separate validation dataset");
+ABSL_FLAG(std::string, validation_dataset, "", "finetune start: separate validation dataset");
 ABSL_FLAG(std::string, head_warmup_epochs, "",
           "finetune start: epochs that train the new head alone first");
-ABSL_FLAG(std::string, mixed_precision, "",
-          "finetune start: off, bf16 or fp16");
-ABSL_FLAG(std::string, priority, "",
-          "finetune start: higher runs first (default 0)");
+ABSL_FLAG(std::string, mixed_precision, "", "finetune start: off, bf16 or fp16");
+ABSL_FLAG(std::string, priority, "", "finetune start: higher runs first (default 0)");
 ABSL_FLAG(std::string, request_id, "",
           "finetune start: idempotency key; a repeat returns the first job");
 ABSL_FLAG(std::string, keep_checkpoints, "",
           "finetune start: versions kept besides the best and the latest");
-ABSL_FLAG(std::string, teacher, "",
-          "finetune start (distill): teacher model, NAME[:VERSION]");
-ABSL_FLAG(std::string, temperature, "",
-          "finetune start (distill): softmax temperature");
-ABSL_FLAG(bool, watch, false,
-          "finetune start: follow the job to its end, like jobs watch");
+ABSL_FLAG(std::string, teacher, "", "finetune start (distill): teacher model, NAME[:VERSION]");
+ABSL_FLAG(std::string, temperature, "", "finetune start (distill): softmax temperature");
+ABSL_FLAG(bool, watch, false, "finetune start: follow the job to its end, like jobs watch");
 // jobs list / watch.
 ABSL_FLAG(std::string, state, "", "jobs list: only these states, e.g. queued,running,paused");
-ABSL_FLAG(int64_t, after_sequence, 0,
-          "jobs watch: replay only the events after this sequence");
+ABSL_FLAG(int64_t, after_sequence, 0, "jobs watch: replay only the events after this sequence");
 // predict / bench predict. --version=V is taken out of argv before Abseil
 // sees it (see TakeVersionFlag).
 ABSL_FLAG(int32_t, top_k, 0,
@@ -136,12 +126,11 @@ namespace {
 
 int Fail(const absl::Status& status) {
   if (kaizen::cli::IsUsageError(status)) {
-    std::cerr << "kaizenctl: " << status.message()
-              << "\nRun 'kaizenctl --help' for usage.\n";
+    std::cerr << "kaizenctl: " << status.message() << "\nRun 'kaizenctl --help' for usage.\n";
     return 2;
   }
-  std::cerr << "kaizenctl: " << absl::StatusCodeToString(status.code()) << ": "
-            << status.message() << "\n";
+  std::cerr << "kaizenctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+            << "\n";
   return 1;
 }
 
@@ -174,8 +163,7 @@ int main(int argc, char** argv) {
   if (output == "json") {
     options.output = kaizen::cli::OutputFormat::kJson;
   } else if (output != "table") {
-    return Fail(kaizen::cli::UsageError(
-        "--output must be table or json, not \"" + output + "\""));
+    return Fail(kaizen::cli::UsageError("--output must be table or json, not \"" + output + "\""));
   }
   options.show_progress = kaizen::cli::ProgressBar::StderrIsTerminal();
   options.dataset_format = absl::GetFlag(FLAGS_format);
@@ -263,8 +251,7 @@ int main(int argc, char** argv) {
         ": use --tls or --tls_ca=FILE, or --insecure if the network is trusted"));
   }
   std::unique_ptr<kaizen::client::KaizenClient> client =
-      kaizen::client::KaizenClient::Connect(absl::GetFlag(FLAGS_server),
-                                            client_options);
+      kaizen::client::KaizenClient::Connect(absl::GetFlag(FLAGS_server), client_options);
   Commands commands(client.get(), std::move(options), &std::cout);
   const absl::Status status = commands.Run(args);
   return status.ok() ? 0 : Fail(status);

@@ -34,14 +34,12 @@ std::string Indent(const std::string& text, int spaces) {
 std::string ReportDetails(const kaizen::v1::DatasetReport& report) {
   std::string out;
   if (report.failed_files_size() > 0) {
-    absl::StrAppend(&out, "failed files (", report.failed_files_size(),
-                    ", left out):\n");
+    absl::StrAppend(&out, "failed files (", report.failed_files_size(), ", left out):\n");
     for (const auto& failed : report.failed_files()) {
       absl::StrAppend(&out, "  ", failed.path(), ": ", failed.reason(), "\n");
     }
   }
-  const int64_t duplicates =
-      std::max<int64_t>(report.duplicate_count(), report.duplicates_size());
+  const int64_t duplicates = std::max<int64_t>(report.duplicate_count(), report.duplicates_size());
   if (duplicates > 0) {
     absl::StrAppend(&out, "duplicates (", duplicates);
     if (duplicates > report.duplicates_size()) {
@@ -49,24 +47,21 @@ std::string ReportDetails(const kaizen::v1::DatasetReport& report) {
     }
     absl::StrAppend(&out, ", kept):\n");
     for (const auto& duplicate : report.duplicates()) {
-      absl::StrAppend(&out, "  ", duplicate.path(), " is a copy of ",
-                      duplicate.duplicate_of(), "\n");
+      absl::StrAppend(&out, "  ", duplicate.path(), " is a copy of ", duplicate.duplicate_of(),
+                      "\n");
     }
   }
   if (report.ignored_files_size() > 0) {
-    absl::StrAppend(&out, "ignored files (", report.ignored_files_size(),
-                    "):\n");
+    absl::StrAppend(&out, "ignored files (", report.ignored_files_size(), "):\n");
     for (const std::string& ignored : report.ignored_files()) {
       absl::StrAppend(&out, "  ", ignored, "\n");
     }
   }
   if (report.image_sizes_size() > 0) {
-    absl::StrAppend(
-        &out, "image sizes: ", absl::StrJoin(report.image_sizes(), ", "), "\n");
+    absl::StrAppend(&out, "image sizes: ", absl::StrJoin(report.image_sizes(), ", "), "\n");
   }
   if (report.imbalance_ratio() > 0) {
-    absl::StrAppendFormat(&out, "imbalance ratio: %.2f\n",
-                          report.imbalance_ratio());
+    absl::StrAppendFormat(&out, "imbalance ratio: %.2f\n", report.imbalance_ratio());
   }
   if (report.warnings_size() > 0) {
     absl::StrAppend(&out, "warnings:\n");
@@ -78,9 +73,8 @@ std::string ReportDetails(const kaizen::v1::DatasetReport& report) {
 }
 
 std::string JoinFloats(const google::protobuf::RepeatedField<float>& values) {
-  return absl::StrJoin(values, ",", [](std::string* out, float v) {
-    absl::StrAppendFormat(out, "%g", v);
-  });
+  return absl::StrJoin(values, ",",
+                       [](std::string* out, float v) { absl::StrAppendFormat(out, "%g", v); });
 }
 
 std::string HeadKindName(kaizen::v1::HeadKind kind) {
@@ -154,19 +148,15 @@ std::vector<std::pair<std::string, std::string>> HyperparameterLines(
   std::vector<std::pair<std::string, std::string>> lines;
   std::vector<std::string> parts;
   if (h.epochs() > 0) parts.push_back(absl::StrCat(h.epochs(), " epochs"));
-  if (h.batch_size() > 0)
-    parts.push_back(absl::StrCat("batch ", h.batch_size()));
+  if (h.batch_size() > 0) parts.push_back(absl::StrCat("batch ", h.batch_size()));
   if (h.seed() != 0) parts.push_back(absl::StrCat("seed ", h.seed()));
   if (h.mixed_precision() != kaizen::v1::MIXED_PRECISION_UNSPECIFIED) {
-    parts.push_back(
-        absl::StrCat("precision ", MixedPrecisionName(h.mixed_precision())));
+    parts.push_back(absl::StrCat("precision ", MixedPrecisionName(h.mixed_precision())));
   }
   if (h.drop_last_fraction() > 0) {
-    parts.push_back(absl::StrCat("drop last < ", Number(h.drop_last_fraction()),
-                                 " of a batch"));
+    parts.push_back(absl::StrCat("drop last < ", Number(h.drop_last_fraction()), " of a batch"));
   }
-  if (!parts.empty())
-    lines.emplace_back("training", absl::StrJoin(parts, ", "));
+  if (!parts.empty()) lines.emplace_back("training", absl::StrJoin(parts, ", "));
 
   parts.clear();
   const kaizen::v1::OptimizerOptions& o = h.optimizer();
@@ -176,14 +166,13 @@ std::vector<std::pair<std::string, std::string>> HyperparameterLines(
   if (h.learning_rate() > 0) {
     std::string lr = absl::StrCat("lr ", FormatLr(h.learning_rate()));
     if (h.backbone_lr_multiplier() > 0) {
-      absl::StrAppend(&lr, " (backbone x", Number(h.backbone_lr_multiplier()),
-                      ")");
+      absl::StrAppend(&lr, " (backbone x", Number(h.backbone_lr_multiplier()), ")");
     }
     parts.push_back(lr);
   }
   if (o.momentum() > 0) {
-    parts.push_back(absl::StrCat("momentum ", Number(o.momentum()),
-                                 o.nesterov() ? " (nesterov)" : ""));
+    parts.push_back(
+        absl::StrCat("momentum ", Number(o.momentum()), o.nesterov() ? " (nesterov)" : ""));
   } else if (o.nesterov()) {
     parts.push_back("nesterov");
   }
@@ -191,8 +180,7 @@ std::vector<std::pair<std::string, std::string>> HyperparameterLines(
     parts.push_back(absl::StrCat("weight decay ", Number(o.weight_decay())));
   }
   if (o.beta1() > 0 || o.beta2() > 0) {
-    parts.push_back(
-        absl::StrCat("betas ", Number(o.beta1()), ", ", Number(o.beta2())));
+    parts.push_back(absl::StrCat("betas ", Number(o.beta1()), ", ", Number(o.beta2())));
   }
   if (!parts.empty()) {
     lines.emplace_back("optimizer", absl::StrJoin(parts, ", "));
@@ -204,15 +192,14 @@ std::vector<std::pair<std::string, std::string>> HyperparameterLines(
     parts.push_back(ScheduleName(sc.kind()));
   }
   if (sc.kind() == kaizen::v1::SCHEDULE_STEP && sc.step_epochs() > 0) {
-    parts.push_back(absl::StrCat("x", Number(sc.step_gamma()), " every ",
-                                 sc.step_epochs(), " epochs"));
+    parts.push_back(
+        absl::StrCat("x", Number(sc.step_gamma()), " every ", sc.step_epochs(), " epochs"));
   }
   if (sc.min_lr_ratio() > 0) {
     parts.push_back(absl::StrCat("down to x", Number(sc.min_lr_ratio())));
   }
   if (sc.warmup_epochs() > 0) {
-    parts.push_back(
-        absl::StrCat("warm-up ", Number(sc.warmup_epochs()), " epochs"));
+    parts.push_back(absl::StrCat("warm-up ", Number(sc.warmup_epochs()), " epochs"));
   }
   if (!parts.empty()) {
     lines.emplace_back("schedule", absl::StrJoin(parts, ", "));
@@ -228,25 +215,21 @@ std::vector<std::pair<std::string, std::string>> HyperparameterLines(
     if (h.head().dropout() > 0) {
       mlp.push_back(absl::StrCat("dropout ", Number(h.head().dropout())));
     }
-    if (!mlp.empty())
-      absl::StrAppend(&head, " (", absl::StrJoin(mlp, ", "), ")");
+    if (!mlp.empty()) absl::StrAppend(&head, " (", absl::StrJoin(mlp, ", "), ")");
     parts.push_back(head);
   }
   if (h.head_warmup_epochs() > 0) {
-    parts.push_back(
-        absl::StrCat("head alone for ", h.head_warmup_epochs(),
-                     h.head_warmup_epochs() == 1 ? " epoch" : " epochs"));
+    parts.push_back(absl::StrCat("head alone for ", h.head_warmup_epochs(),
+                                 h.head_warmup_epochs() == 1 ? " epoch" : " epochs"));
   }
   if (h.trainable_blocks() > 0) {
-    parts.push_back(
-        absl::StrCat("top ", h.trainable_blocks(), " blocks train"));
+    parts.push_back(absl::StrCat("top ", h.trainable_blocks(), " blocks train"));
   }
   if (!parts.empty()) lines.emplace_back("head", absl::StrJoin(parts, ", "));
 
   parts.clear();
   if (h.label_smoothing() > 0) {
-    parts.push_back(
-        absl::StrCat("label smoothing ", Number(h.label_smoothing())));
+    parts.push_back(absl::StrCat("label smoothing ", Number(h.label_smoothing())));
   }
   if (h.gradient_clip_norm() > 0) {
     parts.push_back(absl::StrCat("clip norm ", Number(h.gradient_clip_norm())));
@@ -262,13 +245,11 @@ std::vector<std::pair<std::string, std::string>> HyperparameterLines(
     } else {
       parts.clear();
       if (a.random_crop_padding() > 0) {
-        parts.push_back(
-            absl::StrCat("crop (pad ", a.random_crop_padding(), ")"));
+        parts.push_back(absl::StrCat("crop (pad ", a.random_crop_padding(), ")"));
       }
       if (a.horizontal_flip()) parts.push_back("flip");
       if (a.rotation_degrees() > 0) {
-        parts.push_back(
-            absl::StrCat("rotate ", Number(a.rotation_degrees()), " deg"));
+        parts.push_back(absl::StrCat("rotate ", Number(a.rotation_degrees()), " deg"));
       }
       if (a.brightness() > 0) {
         parts.push_back(absl::StrCat("brightness ", Number(a.brightness())));
@@ -276,24 +257,21 @@ std::vector<std::pair<std::string, std::string>> HyperparameterLines(
       if (a.contrast() > 0) {
         parts.push_back(absl::StrCat("contrast ", Number(a.contrast())));
       }
-      lines.emplace_back(
-          "augmentation",
-          parts.empty() ? std::string("on")
-                        : absl::StrCat("on: ", absl::StrJoin(parts, ", ")));
+      lines.emplace_back("augmentation", parts.empty()
+                                             ? std::string("on")
+                                             : absl::StrCat("on: ", absl::StrJoin(parts, ", ")));
     }
   }
 
   switch (h.validation().source_case()) {
     case kaizen::v1::ValidationOptions::kSplit:
-      lines.emplace_back(
-          "validation",
-          h.validation().split() > 0
-              ? absl::StrCat(FormatPercent(h.validation().split()), " held out")
-              : std::string("none"));
+      lines.emplace_back("validation",
+                         h.validation().split() > 0
+                             ? absl::StrCat(FormatPercent(h.validation().split()), " held out")
+                             : std::string("none"));
       break;
     case kaizen::v1::ValidationOptions::kDataset:
-      lines.emplace_back("validation",
-                         absl::StrCat("dataset ", h.validation().dataset()));
+      lines.emplace_back("validation", absl::StrCat("dataset ", h.validation().dataset()));
       break;
     default:
       break;
@@ -304,8 +282,7 @@ std::vector<std::pair<std::string, std::string>> HyperparameterLines(
     if (!e.enabled()) {
       lines.emplace_back("early stopping", "off");
     } else {
-      std::string text =
-          absl::StrCat("after ", e.patience(), " epochs without improvement");
+      std::string text = absl::StrCat("after ", e.patience(), " epochs without improvement");
       if (!e.metric().empty()) absl::StrAppend(&text, " of ", e.metric());
       if (e.min_delta() > 0) {
         absl::StrAppend(&text, " (min delta ", Number(e.min_delta()), ")");
@@ -325,8 +302,7 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
   options.add_whitespace = true;
   options.always_print_primitive_fields = true;
   std::string json;
-  const auto status =
-      google::protobuf::util::MessageToJsonString(message, &json, options);
+  const auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
   if (!status.ok()) {
     return absl::InternalError(
         absl::StrCat("cannot print the response as JSON: ", status.ToString()));
@@ -335,21 +311,15 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
   return json;
 }
 
-Table::Table(std::vector<std::string> header) {
-  rows_.push_back(std::move(header));
-}
+Table::Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
 
-void Table::AddRow(std::vector<std::string> row) {
-  rows_.push_back(std::move(row));
-}
+void Table::AddRow(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
 
-absl::StatusOr<std::string> ToJsonLine(
-    const google::protobuf::Message& message) {
+absl::StatusOr<std::string> ToJsonLine(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.always_print_primitive_fields = true;
   std::string json;
-  const auto status =
-      google::protobuf::util::MessageToJsonString(message, &json, options);
+  const auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
   if (!status.ok()) {
     return absl::InternalError(
         absl::StrCat("cannot print the response as JSON: ", status.ToString()));
@@ -373,8 +343,7 @@ std::string Table::Render() const {
       if (c + 1 == row.size()) {
         line += row[c];  // no trailing blanks
       } else {
-        absl::StrAppend(&line, row[c],
-                        std::string(widths[c] - row[c].size() + 2, ' '));
+        absl::StrAppend(&line, row[c], std::string(widths[c] - row[c].size() + 2, ' '));
       }
     }
     absl::StrAppend(&out, line, "\n");
@@ -401,8 +370,7 @@ std::string FormatShape(const google::protobuf::RepeatedField<int64_t>& shape) {
 
 std::string FormatTime(const google::protobuf::Timestamp& time) {
   if (time.seconds() == 0 && time.nanos() == 0) return "-";
-  const absl::Time t =
-      absl::FromUnixSeconds(time.seconds()) + absl::Nanoseconds(time.nanos());
+  const absl::Time t = absl::FromUnixSeconds(time.seconds()) + absl::Nanoseconds(time.nanos());
   return absl::FormatTime("%Y-%m-%d %H:%M", t, absl::LocalTimeZone());
 }
 
@@ -413,9 +381,7 @@ std::string FormatCount(int64_t count) {
   return absl::StrCat(count);
 }
 
-std::string FormatPercent(double fraction) {
-  return absl::StrFormat("%.1f%%", fraction * 100.0);
-}
+std::string FormatPercent(double fraction) { return absl::StrFormat("%.1f%%", fraction * 100.0); }
 
 std::string FormatClock(double seconds) {
   const int64_t total = seconds > 0 ? static_cast<int64_t>(seconds + 0.5) : 0;
@@ -492,8 +458,7 @@ std::string JobStateName(kaizen::v1::JobState state) {
 }
 
 bool IsTerminal(kaizen::v1::JobState state) {
-  return state == kaizen::v1::JOB_STATE_SUCCEEDED ||
-         state == kaizen::v1::JOB_STATE_FAILED ||
+  return state == kaizen::v1::JOB_STATE_SUCCEEDED || state == kaizen::v1::JOB_STATE_FAILED ||
          state == kaizen::v1::JOB_STATE_CANCELLED;
 }
 
@@ -506,21 +471,17 @@ bool JobHasValidation(const kaizen::v1::Job& job) {
     if (EpochIsValidated(m)) return true;
   }
   if (job.history_size() > 0) return false;
-  const kaizen::v1::ValidationOptions& v =
-      job.has_resolved_hyperparameters()
-          ? job.resolved_hyperparameters().validation()
-          : job.request().hyperparameters().validation();
-  return v.source_case() == kaizen::v1::ValidationOptions::kDataset
-             ? !v.dataset().empty()
-             : v.split() > 0;
+  const kaizen::v1::ValidationOptions& v = job.has_resolved_hyperparameters()
+                                               ? job.resolved_hyperparameters().validation()
+                                               : job.request().hyperparameters().validation();
+  return v.source_case() == kaizen::v1::ValidationOptions::kDataset ? !v.dataset().empty()
+                                                                    : v.split() > 0;
 }
 
 std::string DatasetTable(const kaizen::v1::ListDatasetsResponse& response) {
-  Table table(
-      {"NAME", "FORMAT", "EXAMPLES", "CLASSES", "SHAPE", "SIZE", "CREATED"});
+  Table table({"NAME", "FORMAT", "EXAMPLES", "CLASSES", "SHAPE", "SIZE", "CREATED"});
   for (const kaizen::v1::Dataset& d : response.datasets()) {
-    table.AddRow({d.name(), DatasetFormatName(d.format()),
-                  absl::StrCat(d.num_examples()),
+    table.AddRow({d.name(), DatasetFormatName(d.format()), absl::StrCat(d.num_examples()),
                   absl::StrCat(d.classes_size()), FormatShape(d.input_shape()),
                   FormatBytes(d.upload_bytes()), FormatTime(d.create_time())});
   }
@@ -533,15 +494,13 @@ std::string DatasetDetails(const kaizen::v1::Dataset& d) {
   Field(&out, "format", DatasetFormatName(d.format()));
   Field(&out, "examples", absl::StrCat(d.num_examples()));
   Field(&out, "input shape", FormatShape(d.input_shape()));
-  Field(&out, "uploaded",
-        absl::StrCat(FormatBytes(d.upload_bytes()), ", sha256 ", d.sha256()));
+  Field(&out, "uploaded", absl::StrCat(FormatBytes(d.upload_bytes()), ", sha256 ", d.sha256()));
   Field(&out, "stored", FormatBytes(d.stored_bytes()));
   Field(&out, "created", FormatTime(d.create_time()));
   absl::StrAppend(&out, "  classes (", d.classes_size(), "):\n");
   Table classes({"LABEL", "NAME", "COUNT"});
   for (const kaizen::v1::ClassCount& c : d.classes()) {
-    classes.AddRow(
-        {absl::StrCat(c.label()), c.class_name(), absl::StrCat(c.count())});
+    classes.AddRow({absl::StrCat(c.label()), c.class_name(), absl::StrCat(c.count())});
   }
   absl::StrAppend(&out, Indent(classes.Render(), 4));
   const std::string report = ReportDetails(d.report());
@@ -554,28 +513,23 @@ std::string DatasetDetails(const kaizen::v1::Dataset& d) {
 }
 
 std::string ModelTable(const kaizen::v1::ListModelsResponse& response) {
-  Table table({"NAME", "VERSION", "SOURCE", "ARCH", "INPUT", "CLASSES",
-               "PARAMS", "CREATED"});
+  Table table({"NAME", "VERSION", "SOURCE", "ARCH", "INPUT", "CLASSES", "PARAMS", "CREATED"});
   for (const kaizen::v1::Model& m : response.models()) {
-    const int64_t classes = m.head().out_features() > 0
-                                ? m.head().out_features()
-                                : m.class_names_size();
-    table.AddRow(
-        {m.name(), absl::StrCat(m.version()), ModelSourceName(m.source()),
-         m.architecture().empty() ? "-" : m.architecture(),
-         FormatShape(m.input_shape()), absl::StrCat(classes),
-         FormatCount(m.parameter_count()), FormatTime(m.create_time())});
+    const int64_t classes =
+        m.head().out_features() > 0 ? m.head().out_features() : m.class_names_size();
+    table.AddRow({m.name(), absl::StrCat(m.version()), ModelSourceName(m.source()),
+                  m.architecture().empty() ? "-" : m.architecture(), FormatShape(m.input_shape()),
+                  absl::StrCat(classes), FormatCount(m.parameter_count()),
+                  FormatTime(m.create_time())});
   }
   return table.Render();
 }
 
 std::string ModelDetails(const kaizen::v1::Model& m) {
-  std::string out =
-      absl::StrCat("Model ", m.name(), " (version ", m.version(), ")\n");
+  std::string out = absl::StrCat("Model ", m.name(), " (version ", m.version(), ")\n");
   if (!m.description().empty()) Field(&out, "description", m.description());
   Field(&out, "source", ModelSourceName(m.source()));
-  Field(&out, "architecture",
-        m.architecture().empty() ? "-" : m.architecture());
+  Field(&out, "architecture", m.architecture().empty() ? "-" : m.architecture());
   Field(&out, "input shape", FormatShape(m.input_shape()));
   if (m.has_normalization()) {
     Field(&out, "normalization",
@@ -583,37 +537,32 @@ std::string ModelDetails(const kaizen::v1::Model& m) {
                        JoinFloats(m.normalization().std())));
   }
   if (m.has_head()) {
-    Field(&out, "head",
-          absl::StrFormat("%s (%s, %d -> %d)", m.head().module_path(),
-                          HeadKindName(m.head().kind()), m.head().in_features(),
-                          m.head().out_features()));
+    Field(
+        &out, "head",
+        absl::StrFormat("%s (%s, %d -> %d)", m.head().module_path(), HeadKindName(m.head().kind()),
+                        m.head().in_features(), m.head().out_features()));
   }
   Field(&out, "parameters", WithThousands(m.parameter_count()));
-  Field(&out, "size",
-        absl::StrCat(FormatBytes(m.size_bytes()), ", sha256 ", m.sha256()));
+  Field(&out, "size", absl::StrCat(FormatBytes(m.size_bytes()), ", sha256 ", m.sha256()));
   if (m.versions_size() > 0) {
     Field(&out, "versions",
-          absl::StrCat(absl::StrJoin(m.versions(), ", "), " (latest ",
-                       m.latest_version(), ", best ", m.best_version(), ")"));
+          absl::StrCat(absl::StrJoin(m.versions(), ", "), " (latest ", m.latest_version(),
+                       ", best ", m.best_version(), ")"));
   }
   if (m.class_names_size() > 0) {
     std::vector<std::string> shown(
         m.class_names().begin(),
-        m.class_names().begin() +
-            std::min(m.class_names_size(), kMaxInlineClassNames));
+        m.class_names().begin() + std::min(m.class_names_size(), kMaxInlineClassNames));
     if (m.class_names_size() > kMaxInlineClassNames) shown.push_back("...");
-    Field(&out, "classes",
-          absl::StrCat(m.class_names_size(), ": ", absl::StrJoin(shown, ", ")));
+    Field(&out, "classes", absl::StrCat(m.class_names_size(), ": ", absl::StrJoin(shown, ", ")));
   }
   if (!m.job_id().empty()) Field(&out, "job", m.job_id());
   if (!m.metrics().empty()) {
-    std::vector<std::pair<std::string, double>> metrics(m.metrics().begin(),
-                                                        m.metrics().end());
+    std::vector<std::pair<std::string, double>> metrics(m.metrics().begin(), m.metrics().end());
     std::sort(metrics.begin(), metrics.end());
-    Field(&out, "metrics",
-          absl::StrJoin(metrics, ", ", [](std::string* s, const auto& kv) {
-            absl::StrAppendFormat(s, "%s=%.4f", kv.first, kv.second);
-          }));
+    Field(&out, "metrics", absl::StrJoin(metrics, ", ", [](std::string* s, const auto& kv) {
+      absl::StrAppendFormat(s, "%s=%.4f", kv.first, kv.second);
+    }));
   }
   Field(&out, "created", FormatTime(m.create_time()));
   return out;
@@ -623,8 +572,7 @@ namespace {
 
 // The job's epochs so far over its total, "3/30"; "-" before it starts.
 std::string EpochProgress(const kaizen::v1::Job& job) {
-  if (job.total_epochs() <= 0)
-    return job.epoch() > 0 ? absl::StrCat(job.epoch()) : "-";
+  if (job.total_epochs() <= 0) return job.epoch() > 0 ? absl::StrCat(job.epoch()) : "-";
   return absl::StrCat(job.epoch(), "/", job.total_epochs());
 }
 
@@ -635,8 +583,7 @@ double SecondsBetween(const google::protobuf::Timestamp& from,
   return (to.seconds() - from.seconds()) + (to.nanos() - from.nanos()) / 1e9;
 }
 
-const kaizen::v1::Hyperparameters& EffectiveHyperparameters(
-    const kaizen::v1::Job& job) {
+const kaizen::v1::Hyperparameters& EffectiveHyperparameters(const kaizen::v1::Job& job) {
   return job.has_resolved_hyperparameters() ? job.resolved_hyperparameters()
                                             : job.request().hyperparameters();
 }
@@ -644,38 +591,31 @@ const kaizen::v1::Hyperparameters& EffectiveHyperparameters(
 }  // namespace
 
 std::string JobTable(const kaizen::v1::ListJobsResponse& response) {
-  Table table({"ID", "STATE", "STRATEGY", "BASE", "DATASET", "OUTPUT", "EPOCH",
-               "BEST", "CREATED"});
+  Table table({"ID", "STATE", "STRATEGY", "BASE", "DATASET", "OUTPUT", "EPOCH", "BEST", "CREATED"});
   for (const kaizen::v1::Job& j : response.jobs()) {
-    table.AddRow({j.id(), JobStateName(j.state()),
-                  StrategyName(j.request().strategy()),
-                  j.request().base_model(), j.request().dataset(),
-                  j.request().output_model(), EpochProgress(j),
-                  j.best_version() > 0 && JobHasValidation(j)
-                      ? FormatPercent(j.best_metric())
-                      : "-",
-                  FormatTime(j.create_time())});
+    table.AddRow(
+        {j.id(), JobStateName(j.state()), StrategyName(j.request().strategy()),
+         j.request().base_model(), j.request().dataset(), j.request().output_model(),
+         EpochProgress(j),
+         j.best_version() > 0 && JobHasValidation(j) ? FormatPercent(j.best_metric()) : "-",
+         FormatTime(j.create_time())});
   }
   return table.Render();
 }
 
 std::string JobOneLine(const kaizen::v1::Job& job) {
   const kaizen::v1::StartFineTuneRequest& r = job.request();
-  std::string out =
-      absl::StrCat(StrategyName(r.strategy()), " of ", r.base_model(), " on ",
-                   r.dataset(), " -> ", r.output_model());
+  std::string out = absl::StrCat(StrategyName(r.strategy()), " of ", r.base_model(), " on ",
+                                 r.dataset(), " -> ", r.output_model());
   const kaizen::v1::Hyperparameters& h = EffectiveHyperparameters(job);
   std::vector<std::string> parts;
-  const int32_t epochs =
-      job.total_epochs() > 0 ? job.total_epochs() : h.epochs();
+  const int32_t epochs = job.total_epochs() > 0 ? job.total_epochs() : h.epochs();
   if (epochs > 0) parts.push_back(absl::StrCat(epochs, " epochs"));
-  if (h.batch_size() > 0)
-    parts.push_back(absl::StrCat("batch ", h.batch_size()));
+  if (h.batch_size() > 0) parts.push_back(absl::StrCat("batch ", h.batch_size()));
   if (h.learning_rate() > 0) {
     parts.push_back(absl::StrCat("lr ", FormatLr(h.learning_rate())));
   }
-  if (r.priority() != 0)
-    parts.push_back(absl::StrCat("priority ", r.priority()));
+  if (r.priority() != 0) parts.push_back(absl::StrCat("priority ", r.priority()));
   if (!parts.empty()) absl::StrAppend(&out, ": ", absl::StrJoin(parts, ", "));
   return out;
 }
@@ -692,8 +632,7 @@ std::string JobDetails(const kaizen::v1::Job& j) {
   if (r.has_distillation() && !r.distillation().teacher_model().empty()) {
     std::string teacher = r.distillation().teacher_model();
     if (r.distillation().temperature() > 0) {
-      absl::StrAppend(&teacher, " (temperature ",
-                      Number(r.distillation().temperature()), ")");
+      absl::StrAppend(&teacher, " (temperature ", Number(r.distillation().temperature()), ")");
     }
     Field(&out, "teacher", teacher);
   }
@@ -718,14 +657,11 @@ std::string JobDetails(const kaizen::v1::Job& j) {
   if (took >= 0) absl::StrAppend(&ended, " (took ", FormatClock(took), ")");
   Field(&out, "ended", ended);
   if (j.latest_version() > 0) {
-    std::string versions =
-        absl::StrCat("latest ", r.output_model(), ":", j.latest_version());
+    std::string versions = absl::StrCat("latest ", r.output_model(), ":", j.latest_version());
     if (j.best_version() > 0) {
-      absl::StrAppend(&versions, ", best ", r.output_model(), ":",
-                      j.best_version());
+      absl::StrAppend(&versions, ", best ", r.output_model(), ":", j.best_version());
       if (JobHasValidation(j)) {
-        absl::StrAppend(&versions, " (val accuracy ",
-                        FormatPercent(j.best_metric()), ")");
+        absl::StrAppend(&versions, " (val accuracy ", FormatPercent(j.best_metric()), ")");
       }
     }
     Field(&out, "versions", versions);
@@ -735,27 +671,23 @@ std::string JobDetails(const kaizen::v1::Job& j) {
   Field(&out, "last event", absl::StrCat(j.last_sequence()));
 
   const auto hyperparameters = HyperparameterLines(EffectiveHyperparameters(j));
-  absl::StrAppend(&out, j.has_resolved_hyperparameters()
-                            ? "  hyperparameters (resolved):\n"
-                            : "  hyperparameters (as requested):\n");
+  absl::StrAppend(&out, j.has_resolved_hyperparameters() ? "  hyperparameters (resolved):\n"
+                                                         : "  hyperparameters (as requested):\n");
   if (hyperparameters.empty()) absl::StrAppend(&out, "    strategy defaults\n");
   for (const auto& [key, value] : hyperparameters) {
-    absl::StrAppendFormat(&out, "    %-15s %s\n", absl::StrCat(key, ":"),
-                          value);
+    absl::StrAppendFormat(&out, "    %-15s %s\n", absl::StrCat(key, ":"), value);
   }
 
   if (j.history_size() > 0) {
     absl::StrAppend(&out, "  history:\n");
-    Table history({"EPOCH", "TRAIN LOSS", "TRAIN ACC", "VAL LOSS", "VAL ACC",
-                   "LR", "TIME"});
+    Table history({"EPOCH", "TRAIN LOSS", "TRAIN ACC", "VAL LOSS", "VAL ACC", "LR", "TIME"});
     for (const kaizen::v1::EpochMetrics& m : j.history()) {
       const bool validated = EpochIsValidated(m);
-      history.AddRow(
-          {absl::StrCat(m.epoch()), absl::StrFormat("%.4f", m.train_loss()),
-           FormatPercent(m.train_accuracy()),
-           validated ? absl::StrFormat("%.4f", m.val_loss()) : "-",
-           validated ? FormatPercent(m.val_accuracy()) : "-",
-           FormatLr(m.learning_rate()), absl::StrFormat("%.1fs", m.seconds())});
+      history.AddRow({absl::StrCat(m.epoch()), absl::StrFormat("%.4f", m.train_loss()),
+                      FormatPercent(m.train_accuracy()),
+                      validated ? absl::StrFormat("%.4f", m.val_loss()) : "-",
+                      validated ? FormatPercent(m.val_accuracy()) : "-",
+                      FormatLr(m.learning_rate()), absl::StrFormat("%.1fs", m.seconds())});
     }
     absl::StrAppend(&out, Indent(history.Render(), 4));
   }

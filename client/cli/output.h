@@ -20,8 +20,7 @@ namespace kaizen::cli {
 // printed), indented, ending with a newline.
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);
 // The same on a single line (for JSON Lines), ending with a newline.
-absl::StatusOr<std::string> ToJsonLine(
-    const google::protobuf::Message& message);
+absl::StatusOr<std::string> ToJsonLine(const google::protobuf::Message& message);
 
 // Left-aligned columns two spaces apart, with a header row.
 class Table {

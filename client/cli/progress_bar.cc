@@ -27,18 +27,16 @@ Unit UnitFor(int64_t bytes) {
 
 }  // namespace
 
-std::string FormatProgressLine(const std::string& label, int64_t done,
-                               int64_t total, absl::Duration elapsed) {
+std::string FormatProgressLine(const std::string& label, int64_t done, int64_t total,
+                               absl::Duration elapsed) {
   const double fraction =
-      total > 0 ? std::clamp(static_cast<double>(done) / total, 0.0, 1.0)
-                : (done > 0 ? 1.0 : 0.0);
+      total > 0 ? std::clamp(static_cast<double>(done) / total, 0.0, 1.0) : (done > 0 ? 1.0 : 0.0);
   const int filled = static_cast<int>(fraction * kBarWidth);
   const Unit unit = UnitFor(std::max(total, done));
   const double seconds = absl::ToDoubleSeconds(elapsed);
   const double rate = seconds > 0 ? done / seconds / (1024.0 * 1024.0) : 0.0;
   return absl::StrFormat("%s  [%s%s]  %3d%%  %.1f/%.1f %s  %.1f MiB/s", label,
-                         std::string(filled, '#'),
-                         std::string(kBarWidth - filled, '-'),
+                         std::string(filled, '#'), std::string(kBarWidth - filled, '-'),
                          static_cast<int>(fraction * 100), done / unit.divisor,
                          total / unit.divisor, unit.name, rate);
 }
@@ -75,8 +73,7 @@ void ProgressBar::Finish() {
 }
 
 void ProgressBar::Draw() {
-  const std::string line =
-      FormatProgressLine(label_, done_, total_, last_progress_ - start_);
+  const std::string line = FormatProgressLine(label_, done_, total_, last_progress_ - start_);
   // \r returns to the start of the line, ESC[K clears what a longer earlier
   // line left behind.
   std::fprintf(out_, "\r%s\033[K", line.c_str());

@@ -48,7 +48,7 @@ class ProgressBar {
 
 // The line the bar draws, without terminal control characters; exposed for
 // tests.
-std::string FormatProgressLine(const std::string& label, int64_t done,
-                               int64_t total, absl::Duration elapsed);
+std::string FormatProgressLine(const std::string& label, int64_t done, int64_t total,
+                               absl::Duration elapsed);
 
 }  // namespace kaizen::cli

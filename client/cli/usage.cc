@@ -20,8 +20,7 @@ constexpr absl::string_view kUsagePayload = "kaizen.cli/usage";
 // Flags that absl::ParseCommandLine interprets itself; their values are not
 // ours to check.
 bool IsParserFlag(absl::string_view name) {
-  return name == "flagfile" || name == "fromenv" || name == "tryfromenv" ||
-         name == "undefok";
+  return name == "flagfile" || name == "fromenv" || name == "tryfromenv" || name == "undefok";
 }
 
 }  // namespace
@@ -62,8 +61,7 @@ absl::Status CheckFlags(int argc, char** argv) {
 
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     if (flag == nullptr && !has_value && absl::StartsWith(name, "no")) {
-      absl::CommandLineFlag* negated =
-          absl::FindCommandLineFlag(name.substr(2));
+      absl::CommandLineFlag* negated = absl::FindCommandLineFlag(name.substr(2));
       if (negated != nullptr && negated->IsOfType<bool>()) continue;
     }
     if (flag == nullptr || flag->IsRetired()) {
@@ -87,8 +85,7 @@ absl::Status CheckFlags(int argc, char** argv) {
     // same value right after.
     std::string error;
     if (!flag->ParseFrom(value, &error)) {
-      return UsageError(
-          absl::StrCat("bad value \"", value, "\" for --", name, ": ", error));
+      return UsageError(absl::StrCat("bad value \"", value, "\" for --", name, ": ", error));
     }
   }
   return absl::OkStatus();

@@ -95,26 +95,22 @@ absl::Status ListFiles(const fs::path& dir, std::vector<FolderFile>* files,
   }
   if (ec) return FsError(ec, absl::StrCat("cannot list ", dir.string()));
   std::sort(files->begin(), files->end(),
-            [](const FolderFile& a, const FolderFile& b) {
-              return a.relative < b.relative;
-            });
+            [](const FolderFile& a, const FolderFile& b) { return a.relative < b.relative; });
   return absl::OkStatus();
 }
 
-absl::Status AddFile(struct archive* a, const FolderFile& file,
-                     std::vector<char>* buffer) {
+absl::Status AddFile(struct archive* a, const FolderFile& file, std::vector<char>* buffer) {
   std::unique_ptr<FILE, FileCloser> in(std::fopen(file.path.c_str(), "rb"));
   if (in == nullptr) {
-    return absl::InternalError(absl::StrCat("cannot open ", file.path.string(),
-                                            ": ", std::strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("cannot open ", file.path.string(), ": ", std::strerror(errno)));
   }
   std::error_code ec;
   const uintmax_t size = fs::file_size(file.path, ec);
   if (ec) return FsError(ec, absl::StrCat("cannot stat ", file.path.string()));
   const fs::file_time_type mtime = fs::last_write_time(file.path, ec);
 
-  std::unique_ptr<struct archive_entry, EntryDeleter> entry(
-      archive_entry_new());
+  std::unique_ptr<struct archive_entry, EntryDeleter> entry(archive_entry_new());
   archive_entry_set_pathname(entry.get(), file.relative.c_str());
   archive_entry_set_filetype(entry.get(), AE_IFREG);
   archive_entry_set_perm(entry.get(), 0644);
@@ -122,20 +118,16 @@ absl::Status AddFile(struct archive* a, const FolderFile& file,
   if (!ec) {
     // file_time_type's clock is not system_clock in C++17; convert through
     // the difference between the two clocks' "now".
-    const auto system_time =
-        std::chrono::time_point_cast<std::chrono::system_clock::duration>(
-            mtime - fs::file_time_type::clock::now() +
-            std::chrono::system_clock::now());
-    archive_entry_set_mtime(
-        entry.get(), std::chrono::system_clock::to_time_t(system_time), 0);
+    const auto system_time = std::chrono::time_point_cast<std::chrono::system_clock::duration>(
+        mtime - fs::file_time_type::clock::now() + std::chrono::system_clock::now());
+    archive_entry_set_mtime(entry.get(), std::chrono::system_clock::to_time_t(system_time), 0);
   }
   if (archive_write_header(a, entry.get()) != ARCHIVE_OK) {
     return ArchiveError(a, absl::StrCat("cannot add ", file.relative));
   }
   uintmax_t written = 0;
   while (written < size) {
-    const size_t want = static_cast<size_t>(
-        std::min<uintmax_t>(buffer->size(), size - written));
+    const size_t want = static_cast<size_t>(std::min<uintmax_t>(buffer->size(), size - written));
     const size_t n = std::fread(buffer->data(), 1, want, in.get());
     if (n == 0) break;
     if (archive_write_data(a, buffer->data(), n) < 0) {
@@ -144,8 +136,8 @@ absl::Status AddFile(struct archive* a, const FolderFile& file,
     written += n;
   }
   if (written != size) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        file.path.string(), " changed size while it was being archived"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(file.path.string(), " changed size while it was being archived"));
   }
   return absl::OkStatus();
 }
@@ -167,8 +159,7 @@ absl::Status ArchiveFolder(const std::string& dir, const std::string& out_tar_pa
       archive_write_add_filter_none(a.get()) != ARCHIVE_OK) {
     return ArchiveError(a.get(), "cannot set up the tar writer");
   }
-  if (archive_write_open_filename(a.get(), out_tar_path.c_str()) !=
-      ARCHIVE_OK) {
+  if (archive_write_open_filename(a.get(), out_tar_path.c_str()) != ARCHIVE_OK) {
     return ArchiveError(a.get(), absl::StrCat("cannot create ", out_tar_path));
   }
   std::vector<char> buffer(256 * 1024);

@@ -44,8 +44,8 @@ absl::Status ErrnoError(int err, const std::string& what) {
 }
 
 // Describes `files` as upload parts (base name and size) and sums the sizes.
-absl::Status DescribeParts(const std::vector<std::string>& files,
-                           std::vector<UploadPart>* parts, int64_t* total) {
+absl::Status DescribeParts(const std::vector<std::string>& files, std::vector<UploadPart>* parts,
+                           int64_t* total) {
   *total = 0;
   for (const std::string& file : files) {
     struct stat st;
@@ -53,8 +53,7 @@ absl::Status DescribeParts(const std::vector<std::string>& files,
       return ErrnoError(errno, absl::StrCat("cannot read ", file));
     }
     if (!S_ISREG(st.st_mode)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(file, " is not a regular file"));
+      return absl::InvalidArgumentError(absl::StrCat(file, " is not a regular file"));
     }
     UploadPart part;
     part.set_file_name(BaseName(file));
@@ -98,11 +97,9 @@ class InputFile {
 // server closed early sets `*stream_broken` and returns OK, because the real
 // reason is in the status that Finish() returns.
 template <typename Request>
-absl::Status SendUpload(grpc::ClientWriter<Request>* writer,
-                        const Request& header_request,
-                        const std::vector<std::string>& files,
-                        const std::vector<UploadPart>& parts, int64_t total,
-                        const ProgressCallback& progress, bool* stream_broken) {
+absl::Status SendUpload(grpc::ClientWriter<Request>* writer, const Request& header_request,
+                        const std::vector<std::string>& files, const std::vector<UploadPart>& parts,
+                        int64_t total, const ProgressCallback& progress, bool* stream_broken) {
   *stream_broken = false;
   if (!writer->Write(header_request)) {
     *stream_broken = true;
@@ -140,9 +137,9 @@ absl::Status SendUpload(grpc::ClientWriter<Request>* writer,
       if (progress) progress(sent, total);
     }
     if (part_bytes != parts[i].size_bytes()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          files[i], " changed size while it was being uploaded (expected ",
-          parts[i].size_bytes(), " bytes)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(files[i], " changed size while it was being uploaded (expected ",
+                       parts[i].size_bytes(), " bytes)"));
     }
   }
   request.set_sha256(hasher.HexDigest());
@@ -158,15 +155,13 @@ template <typename Request, typename Response, typename StartFn>
 absl::StatusOr<Response> RunUpload(grpc::ClientContext* context, StartFn start,
                                    const Request& header_request,
                                    const std::vector<std::string>& files,
-                                   const std::vector<UploadPart>& parts,
-                                   int64_t total,
+                                   const std::vector<UploadPart>& parts, int64_t total,
                                    const ProgressCallback& progress) {
   Response response;
-  std::unique_ptr<grpc::ClientWriter<Request>> writer =
-      start(context, &response);
+  std::unique_ptr<grpc::ClientWriter<Request>> writer = start(context, &response);
   bool stream_broken = false;
-  const absl::Status local = SendUpload(writer.get(), header_request, files,
-                                        parts, total, progress, &stream_broken);
+  const absl::Status local =
+      SendUpload(writer.get(), header_request, files, parts, total, progress, &stream_broken);
   if (!local.ok()) {
     context->TryCancel();
     writer->Finish();
@@ -175,8 +170,7 @@ absl::StatusOr<Response> RunUpload(grpc::ClientContext* context, StartFn start,
   const grpc::Status status = writer->Finish();
   if (!status.ok()) return FromGrpcStatus(status);
   if (stream_broken) {
-    return absl::UnavailableError(
-        "the server closed the upload stream before it was complete");
+    return absl::UnavailableError("the server closed the upload stream before it was complete");
   }
   return response;
 }
@@ -185,12 +179,10 @@ absl::StatusOr<Response> RunUpload(grpc::ClientContext* context, StartFn start,
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
-std::unique_ptr<KaizenClient> KaizenClient::Connect(const std::string& target,
-                                                    Options options) {
+std::unique_ptr<KaizenClient> KaizenClient::Connect(const std::string& target, Options options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxReceiveBytes);
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
@@ -231,8 +223,8 @@ void KaizenClient::Prepare(grpc::ClientContext* context, absl::Duration timeout)
 // --- Datasets --------------------------------------------------------------
 
 absl::StatusOr<kaizen::v1::Dataset> KaizenClient::UploadDataset(
-    kaizen::v1::UploadDatasetHeader header,
-    const std::vector<std::string>& files, const ProgressCallback& progress) {
+    kaizen::v1::UploadDatasetHeader header, const std::vector<std::string>& files,
+    const ProgressCallback& progress) {
   std::vector<UploadPart> parts;
   int64_t total = 0;
   RETURN_IF_ERROR(DescribeParts(files, &parts, &total));
@@ -251,15 +243,13 @@ absl::StatusOr<kaizen::v1::Dataset> KaizenClient::UploadDataset(
       &context, start, header_request, files, parts, total, progress);
 }
 
-absl::StatusOr<kaizen::v1::Dataset> KaizenClient::GetDataset(
-    const std::string& name) {
+absl::StatusOr<kaizen::v1::Dataset> KaizenClient::GetDataset(const std::string& name) {
   kaizen::v1::GetDatasetRequest request;
   request.set_name(name);
   kaizen::v1::Dataset response;
   grpc::ClientContext context;
   Prepare(&context);
-  RETURN_IF_ERROR(
-      FromGrpcStatus(datasets_->GetDataset(&context, request, &response)));
+  RETURN_IF_ERROR(FromGrpcStatus(datasets_->GetDataset(&context, request, &response)));
   return response;
 }
 
@@ -271,13 +261,11 @@ absl::StatusOr<kaizen::v1::ListDatasetsResponse> KaizenClient::ListDatasets(
   kaizen::v1::ListDatasetsResponse response;
   grpc::ClientContext context;
   Prepare(&context);
-  RETURN_IF_ERROR(
-      FromGrpcStatus(datasets_->ListDatasets(&context, request, &response)));
+  RETURN_IF_ERROR(FromGrpcStatus(datasets_->ListDatasets(&context, request, &response)));
   return response;
 }
 
-absl::StatusOr<kaizen::v1::ListDatasetsResponse>
-KaizenClient::ListAllDatasets() {
+absl::StatusOr<kaizen::v1::ListDatasetsResponse> KaizenClient::ListAllDatasets() {
   kaizen::v1::ListDatasetsResponse all;
   std::string token;
   for (int page = 0; page < kMaxPages; ++page) {
@@ -290,8 +278,7 @@ KaizenClient::ListAllDatasets() {
     if (response.next_page_token() == token) break;
     token = response.next_page_token();
   }
-  return absl::InternalError(
-      "ListDatasets kept returning a next_page_token; giving up");
+  return absl::InternalError("ListDatasets kept returning a next_page_token; giving up");
 }
 
 absl::Status KaizenClient::DeleteDataset(const std::string& name) {
@@ -305,9 +292,9 @@ absl::Status KaizenClient::DeleteDataset(const std::string& name) {
 
 // --- Models ----------------------------------------------------------------
 
-absl::StatusOr<kaizen::v1::Model> KaizenClient::UploadModel(
-    kaizen::v1::UploadModelHeader header, const std::string& file,
-    const ProgressCallback& progress) {
+absl::StatusOr<kaizen::v1::Model> KaizenClient::UploadModel(kaizen::v1::UploadModelHeader header,
+                                                            const std::string& file,
+                                                            const ProgressCallback& progress) {
   const std::vector<std::string> files = {file};
   std::vector<UploadPart> parts;
   int64_t total = 0;
@@ -327,22 +314,19 @@ absl::StatusOr<kaizen::v1::Model> KaizenClient::UploadModel(
       &context, start, header_request, files, parts, total, progress);
 }
 
-absl::StatusOr<kaizen::v1::Model> KaizenClient::GetModel(
-    const std::string& name, int64_t version) {
+absl::StatusOr<kaizen::v1::Model> KaizenClient::GetModel(const std::string& name, int64_t version) {
   kaizen::v1::GetModelRequest request;
   request.set_name(name);
   request.set_version(version);
   kaizen::v1::Model response;
   grpc::ClientContext context;
   Prepare(&context);
-  RETURN_IF_ERROR(
-      FromGrpcStatus(models_->GetModel(&context, request, &response)));
+  RETURN_IF_ERROR(FromGrpcStatus(models_->GetModel(&context, request, &response)));
   return response;
 }
 
 absl::StatusOr<kaizen::v1::ListModelsResponse> KaizenClient::ListModels(
-    int32_t page_size, const std::string& page_token, bool all_versions,
-    const std::string& name) {
+    int32_t page_size, const std::string& page_token, bool all_versions, const std::string& name) {
   kaizen::v1::ListModelsRequest request;
   request.set_page_size(page_size);
   request.set_page_token(page_token);
@@ -351,8 +335,7 @@ absl::StatusOr<kaizen::v1::ListModelsResponse> KaizenClient::ListModels(
   kaizen::v1::ListModelsResponse response;
   grpc::ClientContext context;
   Prepare(&context);
-  RETURN_IF_ERROR(
-      FromGrpcStatus(models_->ListModels(&context, request, &response)));
+  RETURN_IF_ERROR(FromGrpcStatus(models_->ListModels(&context, request, &response)));
   return response;
 }
 
@@ -370,12 +353,10 @@ absl::StatusOr<kaizen::v1::ListModelsResponse> KaizenClient::ListAllModels(
     if (response.next_page_token() == token) break;
     token = response.next_page_token();
   }
-  return absl::InternalError(
-      "ListModels kept returning a next_page_token; giving up");
+  return absl::InternalError("ListModels kept returning a next_page_token; giving up");
 }
 
-absl::Status KaizenClient::DeleteModel(const std::string& name,
-                                       int64_t version) {
+absl::Status KaizenClient::DeleteModel(const std::string& name, int64_t version) {
   kaizen::v1::DeleteModelRequest request;
   request.set_name(name);
   request.set_version(version);
@@ -385,16 +366,17 @@ absl::Status KaizenClient::DeleteModel(const std::string& name,
   return FromGrpcStatus(models_->DeleteModel(&context, request, &response));
 }
 
-absl::StatusOr<kaizen::v1::Model> KaizenClient::DownloadModel(
-    const std::string& name, int64_t version, const std::string& out_path,
-    const ProgressCallback& progress) {
+absl::StatusOr<kaizen::v1::Model> KaizenClient::DownloadModel(const std::string& name,
+                                                              int64_t version,
+                                                              const std::string& out_path,
+                                                              const ProgressCallback& progress) {
   kaizen::v1::DownloadModelRequest request;
   request.set_name(name);
   request.set_version(version);
   grpc::ClientContext context;
   Prepare(&context);
-  std::unique_ptr<grpc::ClientReader<kaizen::v1::DownloadModelResponse>>
-      reader = models_->DownloadModel(&context, request);
+  std::unique_ptr<grpc::ClientReader<kaizen::v1::DownloadModelResponse>> reader =
+      models_->DownloadModel(&context, request);
 
   // Stops the stream after a local or protocol error and reports it.
   auto fail = [&](absl::Status status) {
@@ -409,8 +391,7 @@ absl::StatusOr<kaizen::v1::Model> KaizenClient::DownloadModel(
     return absl::DataLossError("the download stream ended before the model");
   }
   if (!message.has_model()) {
-    return fail(absl::InternalError(
-        "the download stream did not start with the model message"));
+    return fail(absl::InternalError("the download stream did not start with the model message"));
   }
   kaizen::v1::Model model = std::move(*message.mutable_model());
 
@@ -431,15 +412,14 @@ absl::StatusOr<kaizen::v1::Model> KaizenClient::DownloadModel(
       if (!appended.ok()) return fail(appended);
       received += static_cast<int64_t>(message.chunk().size());
       if (progress) progress(received, total);
-    } else if (message.payload_case() ==
-                   kaizen::v1::DownloadModelResponse::kSha256 &&
+    } else if (message.payload_case() == kaizen::v1::DownloadModelResponse::kSha256 &&
                !got_sha256) {
       expected_sha256 = message.sha256();
       got_sha256 = true;
     } else {
-      return fail(absl::InternalError(
-          "the download stream sent a message out of order (expected model, "
-          "chunks, then sha256)"));
+      return fail(
+          absl::InternalError("the download stream sent a message out of order (expected model, "
+                              "chunks, then sha256)"));
     }
   }
   RETURN_IF_ERROR(FromGrpcStatus(reader->Finish()));
@@ -452,9 +432,8 @@ absl::StatusOr<kaizen::v1::Model> KaizenClient::DownloadModel(
   }
   const std::string actual_sha256 = hasher.HexDigest();
   if (actual_sha256 != expected_sha256) {
-    return absl::DataLossError(
-        absl::StrCat("checksum mismatch: received bytes hash to ",
-                     actual_sha256, ", the server sent ", expected_sha256));
+    return absl::DataLossError(absl::StrCat("checksum mismatch: received bytes hash to ",
+                                            actual_sha256, ", the server sent ", expected_sha256));
   }
   RETURN_IF_ERROR(out.Commit());
   return model;
@@ -467,8 +446,7 @@ absl::StatusOr<kaizen::v1::Job> KaizenClient::StartFineTune(
   kaizen::v1::Job response;
   grpc::ClientContext context;
   Prepare(&context);
-  RETURN_IF_ERROR(
-      FromGrpcStatus(jobs_->StartFineTune(&context, request, &response)));
+  RETURN_IF_ERROR(FromGrpcStatus(jobs_->StartFineTune(&context, request, &response)));
   return response;
 }
 
@@ -492,8 +470,7 @@ absl::StatusOr<kaizen::v1::ListJobsResponse> KaizenClient::ListJobs(
   kaizen::v1::ListJobsResponse response;
   grpc::ClientContext context;
   Prepare(&context);
-  RETURN_IF_ERROR(
-      FromGrpcStatus(jobs_->ListJobs(&context, request, &response)));
+  RETURN_IF_ERROR(FromGrpcStatus(jobs_->ListJobs(&context, request, &response)));
   return response;
 }
 
@@ -511,8 +488,7 @@ absl::StatusOr<kaizen::v1::ListJobsResponse> KaizenClient::ListAllJobs(
     if (response.next_page_token() == token) break;
     token = response.next_page_token();
   }
-  return absl::InternalError(
-      "ListJobs kept returning a next_page_token; giving up");
+  return absl::InternalError("ListJobs kept returning a next_page_token; giving up");
 }
 
 absl::StatusOr<kaizen::v1::Job> KaizenClient::CancelJob(const std::string& id) {
@@ -521,8 +497,7 @@ absl::StatusOr<kaizen::v1::Job> KaizenClient::CancelJob(const std::string& id) {
   kaizen::v1::Job response;
   grpc::ClientContext context;
   Prepare(&context);
-  RETURN_IF_ERROR(
-      FromGrpcStatus(jobs_->CancelJob(&context, request, &response)));
+  RETURN_IF_ERROR(FromGrpcStatus(jobs_->CancelJob(&context, request, &response)));
   return response;
 }
 
@@ -546,8 +521,7 @@ absl::StatusOr<kaizen::v1::Job> KaizenClient::ResumeJob(const std::string& id) {
   return response;
 }
 
-absl::Status KaizenClient::WatchJob(const std::string& id,
-                                    int64_t after_sequence,
+absl::Status KaizenClient::WatchJob(const std::string& id, int64_t after_sequence,
                                     const JobEventCallback& on_event) {
   kaizen::v1::WatchJobRequest request;
   request.set_id(id);

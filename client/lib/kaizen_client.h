@@ -61,8 +61,7 @@ class KaizenClient {
   // A channel to `target` ("host:port"), plaintext or TLS as `options` say,
   // that accepts responses up to 64 MiB. Connects lazily: a dead server or a
   // failed handshake shows up as UNAVAILABLE on the first call.
-  static std::unique_ptr<KaizenClient> Connect(const std::string& target,
-                                               Options options);
+  static std::unique_ptr<KaizenClient> Connect(const std::string& target, Options options);
   static std::unique_ptr<KaizenClient> Connect(const std::string& target);
 
   explicit KaizenClient(std::shared_ptr<grpc::Channel> channel)
@@ -75,13 +74,12 @@ class KaizenClient {
   // filled from the files (base name and size); a caller that already put
   // one part per file there keeps its non-empty file names. The rest of the
   // header is sent as given.
-  absl::StatusOr<kaizen::v1::Dataset> UploadDataset(
-      kaizen::v1::UploadDatasetHeader header,
-      const std::vector<std::string>& files,
-      const ProgressCallback& progress = nullptr);
+  absl::StatusOr<kaizen::v1::Dataset> UploadDataset(kaizen::v1::UploadDatasetHeader header,
+                                                    const std::vector<std::string>& files,
+                                                    const ProgressCallback& progress = nullptr);
   absl::StatusOr<kaizen::v1::Dataset> GetDataset(const std::string& name);
-  absl::StatusOr<kaizen::v1::ListDatasetsResponse> ListDatasets(
-      int32_t page_size = 0, const std::string& page_token = "");
+  absl::StatusOr<kaizen::v1::ListDatasetsResponse> ListDatasets(int32_t page_size = 0,
+                                                                const std::string& page_token = "");
   // Follows next_page_token to the end; the result holds every dataset and an
   // empty next_page_token.
   absl::StatusOr<kaizen::v1::ListDatasetsResponse> ListAllDatasets();
@@ -90,37 +88,36 @@ class KaizenClient {
   // --- Models --------------------------------------------------------------
 
   // Streams the TorchScript `file`; `header.parts` is filled from it.
-  absl::StatusOr<kaizen::v1::Model> UploadModel(
-      kaizen::v1::UploadModelHeader header, const std::string& file,
-      const ProgressCallback& progress = nullptr);
+  absl::StatusOr<kaizen::v1::Model> UploadModel(kaizen::v1::UploadModelHeader header,
+                                                const std::string& file,
+                                                const ProgressCallback& progress = nullptr);
   // Version 0 means the newest.
-  absl::StatusOr<kaizen::v1::Model> GetModel(const std::string& name,
-                                             int64_t version = 0);
+  absl::StatusOr<kaizen::v1::Model> GetModel(const std::string& name, int64_t version = 0);
   // `all_versions`: one entry per version; `name`: only that model's versions.
-  absl::StatusOr<kaizen::v1::ListModelsResponse> ListModels(
-      int32_t page_size = 0, const std::string& page_token = "",
-      bool all_versions = false, const std::string& name = "");
-  absl::StatusOr<kaizen::v1::ListModelsResponse> ListAllModels(
-      bool all_versions = false, const std::string& name = "");
+  absl::StatusOr<kaizen::v1::ListModelsResponse> ListModels(int32_t page_size = 0,
+                                                            const std::string& page_token = "",
+                                                            bool all_versions = false,
+                                                            const std::string& name = "");
+  absl::StatusOr<kaizen::v1::ListModelsResponse> ListAllModels(bool all_versions = false,
+                                                               const std::string& name = "");
   // Version 0 deletes every version.
   absl::Status DeleteModel(const std::string& name, int64_t version = 0);
   // Writes the model's TorchScript file to `out_path` atomically (temporary
   // file, fsync, rename) after checking the streamed SHA-256; on a mismatch
   // nothing is left at `out_path` and the result is DATA_LOSS.
-  absl::StatusOr<kaizen::v1::Model> DownloadModel(
-      const std::string& name, int64_t version, const std::string& out_path,
-      const ProgressCallback& progress = nullptr);
+  absl::StatusOr<kaizen::v1::Model> DownloadModel(const std::string& name, int64_t version,
+                                                  const std::string& out_path,
+                                                  const ProgressCallback& progress = nullptr);
 
   // --- Fine-tuning jobs -----------------------------------------------------
 
   // Queues a job; a request_id seen before returns that earlier job.
-  absl::StatusOr<kaizen::v1::Job> StartFineTune(
-      const kaizen::v1::StartFineTuneRequest& request);
+  absl::StatusOr<kaizen::v1::Job> StartFineTune(const kaizen::v1::StartFineTuneRequest& request);
   absl::StatusOr<kaizen::v1::Job> GetJob(const std::string& id);
   // `states`: only jobs in these states; empty means all.
   absl::StatusOr<kaizen::v1::ListJobsResponse> ListJobs(
-      const std::vector<kaizen::v1::JobState>& states = {},
-      int32_t page_size = 0, const std::string& page_token = "");
+      const std::vector<kaizen::v1::JobState>& states = {}, int32_t page_size = 0,
+      const std::string& page_token = "");
   absl::StatusOr<kaizen::v1::ListJobsResponse> ListAllJobs(
       const std::vector<kaizen::v1::JobState>& states = {});
   // Returns the job as the server left it: a running job may still show

@@ -34,13 +34,8 @@ constexpr const char* kService = inference::GRPCInferenceService::service_full_n
 namespace {
 
 constexpr char kServerName[] = "kaizen";
-// The project version (project(VERSION) in CMakeLists.txt); a build may pass
-// it in as KAIZEN_VERSION.
-#ifdef KAIZEN_VERSION
-constexpr char kServerVersion[] = KAIZEN_VERSION;
-#else
-constexpr char kServerVersion[] = "0.1.0";
-#endif
+// project(VERSION) in CMakeLists.txt, the one place it is written.
+constexpr char kServerVersion[] = KAIZEN_PROJECT_VERSION;
 constexpr char kPlatform[] = "pytorch_torchscript";
 constexpr char kInputName[] = "input";
 constexpr char kOutputName[] = "probabilities";

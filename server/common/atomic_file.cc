@@ -16,8 +16,7 @@
 namespace kaizen::common {
 
 static absl::Status ErrnoStatus(absl::string_view what, const std::string& path) {
-  return absl::InternalError(
-      absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
+  return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
 }
 
 std::string RandomHex(int bytes) {
@@ -27,8 +26,7 @@ std::string RandomHex(int bytes) {
   return absl::BytesToHexString(raw);
 }
 
-absl::Status AtomicFileWriter::Open(const std::string& path,
-                                    AtomicFileWriter* writer) {
+absl::Status AtomicFileWriter::Open(const std::string& path, AtomicFileWriter* writer) {
   AtomicFileWriter w;
   w.path_ = path;
   w.tmp_path_ = absl::StrCat(path, ".tmp-", RandomHex(6));
@@ -38,9 +36,7 @@ absl::Status AtomicFileWriter::Open(const std::string& path,
   return absl::OkStatus();
 }
 
-AtomicFileWriter::AtomicFileWriter(AtomicFileWriter&& other) noexcept {
-  *this = std::move(other);
-}
+AtomicFileWriter::AtomicFileWriter(AtomicFileWriter&& other) noexcept { *this = std::move(other); }
 
 AtomicFileWriter& AtomicFileWriter::operator=(AtomicFileWriter&& other) noexcept {
   if (this != &other) {

@@ -14,11 +14,21 @@ std::string JsonQuote(absl::string_view s) {
   std::string out = "\"";
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           out += absl::StrFormat("\\u%04x", c);
@@ -31,20 +41,16 @@ std::string JsonQuote(absl::string_view s) {
   return out;
 }
 
-LogField::LogField(absl::string_view k, absl::string_view v)
-    : key(k), json_value(JsonQuote(v)) {}
-LogField::LogField(absl::string_view k, const char* v)
-    : key(k), json_value(JsonQuote(v)) {}
-LogField::LogField(absl::string_view k, const std::string& v)
-    : key(k), json_value(JsonQuote(v)) {}
+LogField::LogField(absl::string_view k, absl::string_view v) : key(k), json_value(JsonQuote(v)) {}
+LogField::LogField(absl::string_view k, const char* v) : key(k), json_value(JsonQuote(v)) {}
+LogField::LogField(absl::string_view k, const std::string& v) : key(k), json_value(JsonQuote(v)) {}
 LogField::LogField(absl::string_view k, int64_t v) : key(k), json_value(absl::StrCat(v)) {}
 LogField::LogField(absl::string_view k, int v) : key(k), json_value(absl::StrCat(v)) {}
 LogField::LogField(absl::string_view k, double v)
     : key(k), json_value(absl::StrFormat("%.6g", v)) {}
 LogField::LogField(absl::string_view k, bool v) : key(k), json_value(v ? "true" : "false") {}
 
-void Log(LogLevel level, absl::string_view message,
-         std::initializer_list<LogField> fields) {
+void Log(LogLevel level, absl::string_view message, std::initializer_list<LogField> fields) {
   static const char* const kNames[] = {"debug", "info", "warning", "error"};
   std::string line = absl::StrCat(
       "{\"ts\":\"", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),

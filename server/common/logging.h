@@ -25,8 +25,7 @@ struct LogField {
   std::string json_value;
 };
 
-void Log(LogLevel level, absl::string_view message,
-         std::initializer_list<LogField> fields = {});
+void Log(LogLevel level, absl::string_view message, std::initializer_list<LogField> fields = {});
 
 inline void LogInfo(absl::string_view m, std::initializer_list<LogField> f = {}) {
   Log(LogLevel::kInfo, m, f);

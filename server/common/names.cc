@@ -19,8 +19,7 @@ absl::Status ValidateName(absl::string_view field, absl::string_view name) {
   }
   if (name.size() > static_cast<size_t>(kMaxNameLength)) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%s is %d characters long; at most %d are allowed", field, name.size(),
-        kMaxNameLength));
+        "%s is %d characters long; at most %d are allowed", field, name.size(), kMaxNameLength));
   }
   for (size_t i = 0; i < name.size(); ++i) {
     const char c = name[i];
@@ -28,16 +27,14 @@ absl::Status ValidateName(absl::string_view field, absl::string_view name) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s \"%s\" is not allowed: character %d ('%s') must match %s; names "
           "match [a-z0-9][a-z0-9._-]*",
-          field, absl::CHexEscape(name), i + 1,
-          absl::CHexEscape(absl::string_view(&name[i], 1)),
+          field, absl::CHexEscape(name), i + 1, absl::CHexEscape(absl::string_view(&name[i], 1)),
           i == 0 ? "[a-z0-9]" : "[a-z0-9._-]"));
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status ParseModelRef(absl::string_view ref, std::string* name,
-                           int64_t* version) {
+absl::Status ParseModelRef(absl::string_view ref, std::string* name, int64_t* version) {
   *version = 0;
   const size_t colon = ref.rfind(':');
   if (colon == absl::string_view::npos) {
@@ -46,10 +43,9 @@ absl::Status ParseModelRef(absl::string_view ref, std::string* name,
     *name = std::string(ref.substr(0, colon));
     absl::string_view v = ref.substr(colon + 1);
     if (!absl::SimpleAtoi(v, version) || *version <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model reference \"", absl::CHexEscape(ref),
-          "\" has a bad version \"", absl::CHexEscape(v),
-          "\"; expected NAME or NAME:VERSION with VERSION >= 1"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model reference \"", absl::CHexEscape(ref), "\" has a bad version \"",
+                       absl::CHexEscape(v), "\"; expected NAME or NAME:VERSION with VERSION >= 1"));
     }
   }
   return ValidateName("model name", *name);

@@ -17,7 +17,6 @@ absl::Status ValidateName(absl::string_view field, absl::string_view name);
 
 // Splits "name[:version]"; version 0 when absent. INVALID_ARGUMENT on a
 // malformed version.
-absl::Status ParseModelRef(absl::string_view ref, std::string* name,
-                           int64_t* version);
+absl::Status ParseModelRef(absl::string_view ref, std::string* name, int64_t* version);
 
 }  // namespace kaizen::common

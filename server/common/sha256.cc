@@ -19,16 +19,13 @@ Sha256::~Sha256() { EVP_MD_CTX_free(ctx_->md); }
 
 void Sha256::Update(absl::string_view data) { Update(data.data(), data.size()); }
 
-void Sha256::Update(const void* data, size_t size) {
-  EVP_DigestUpdate(ctx_->md, data, size);
-}
+void Sha256::Update(const void* data, size_t size) { EVP_DigestUpdate(ctx_->md, data, size); }
 
 std::string Sha256::HexDigest() {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx_->md, digest, &len);
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(digest), len));
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), len));
 }
 
 std::string Sha256Hex(absl::string_view data) {

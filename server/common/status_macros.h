@@ -8,10 +8,10 @@
 #define KAIZEN_CONCAT_(a, b) KAIZEN_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                  \
-  do {                                         \
-    const ::absl::Status _kaizen_st = (expr);  \
-    if (!_kaizen_st.ok()) return _kaizen_st;   \
+#define RETURN_IF_ERROR(expr)                 \
+  do {                                        \
+    const ::absl::Status _kaizen_st = (expr); \
+    if (!_kaizen_st.ok()) return _kaizen_st;  \
   } while (0)
 
 // ASSIGN_OR_RETURN(auto x, FunctionReturningStatusOr());

@@ -42,8 +42,8 @@ absl::StatusOr<kaizen::v1::JobEvent> JobEventHub::Publish(const std::string& job
   return event;
 }
 
-absl::Status JobEventHub::Subscribe(const std::string& job_id, int64_t after,
-                                    bool job_is_terminal, std::shared_ptr<EventSink> sink) {
+absl::Status JobEventHub::Subscribe(const std::string& job_id, int64_t after, bool job_is_terminal,
+                                    std::shared_ptr<EventSink> sink) {
   {
     absl::MutexLock lock(&mu_);
     ASSIGN_OR_RETURN(std::vector<kaizen::v1::JobEvent> backlog, store_->Events(job_id, after));

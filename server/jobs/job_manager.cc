@@ -82,12 +82,12 @@ absl::Status JobManager::Start() {
       continue;
     }
     if (job.state() == kaizen::v1::JOB_STATE_RUNNING) {
-      PublishMessage(job.id(), absl::StrCat("the server restarted while this job ran; requeued to "
-                                            "resume from ",
-                                            job.latest_version() > 0
-                                                ? absl::StrCat("checkpoint version ",
-                                                               job.latest_version())
-                                                : std::string("the start")));
+      PublishMessage(job.id(),
+                     absl::StrCat("the server restarted while this job ran; requeued to "
+                                  "resume from ",
+                                  job.latest_version() > 0
+                                      ? absl::StrCat("checkpoint version ", job.latest_version())
+                                      : std::string("the start")));
       RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
     }
     if (job.state() == kaizen::v1::JOB_STATE_PAUSED && !job.preempted_by().empty()) {
@@ -99,9 +99,10 @@ absl::Status JobManager::Start() {
   for (int i = 0; i < options_.workers; ++i) {
     workers_.emplace_back([this, i] { WorkerLoop(i); });
   }
-  common::LogInfo("job workers started", {{"workers", options_.workers},
-                                          {"threads_per_worker", options_.threads_per_worker},
-                                          {"requeued_or_queued", static_cast<int64_t>(active.size())}});
+  common::LogInfo("job workers started",
+                  {{"workers", options_.workers},
+                   {"threads_per_worker", options_.threads_per_worker},
+                   {"requeued_or_queued", static_cast<int64_t>(active.size())}});
   return absl::OkStatus();
 }
 
@@ -262,8 +263,8 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
         absl::StrCat("output_model \"", request.output_model(), "\" is a built-in model"));
   }
   if (request.keep_checkpoints() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("keep_checkpoints is ",
-                                                   request.keep_checkpoints(), "; it must be >= 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("keep_checkpoints is ", request.keep_checkpoints(), "; it must be >= 0"));
   }
   ASSIGN_OR_RETURN(kaizen::v1::Hyperparameters resolved,
                    training::ResolveHyperparameters(request.strategy(), request.hyperparameters(),
@@ -330,8 +331,8 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job job, jobs_->Get(id));
   if (IsTerminal(job.state())) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job ", id, " already ended in state ", kaizen::v1::JobState_Name(job.state())));
+    return absl::FailedPreconditionError(absl::StrCat("job ", id, " already ended in state ",
+                                                      kaizen::v1::JobState_Name(job.state())));
   }
   auto it = running_.find(id);
   if (it != running_.end()) {
@@ -477,7 +478,8 @@ absl::StatusOr<bool> JobManager::ModelInUse(const std::string& name) {
   for (const Job& j : active) {
     std::string base;
     int64_t v = 0;
-    if (common::ParseModelRef(j.request().base_model(), &base, &v).ok() && base == name) return true;
+    if (common::ParseModelRef(j.request().base_model(), &base, &v).ok() && base == name)
+      return true;
     if (j.request().output_model() == name) return true;
   }
   return false;
@@ -662,8 +664,9 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running, b
   const kaizen::v1::Hyperparameters& hp = opts.hyperparameters;
   if (!opts.device.is_cuda() && (hp.mixed_precision() == kaizen::v1::MIXED_PRECISION_BF16 ||
                                  hp.mixed_precision() == kaizen::v1::MIXED_PRECISION_FP16)) {
-    PublishMessage(job->id(), "mixed precision applies on a GPU only; this job trains in float32 "
-                              "on the CPU");
+    PublishMessage(job->id(),
+                   "mixed precision applies on a GPU only; this job trains in float32 "
+                   "on the CPU");
   }
   if (job->latest_version() == 0 && models::IsBuiltinModel(opts.base_metadata.name()) &&
       req.strategy() != kaizen::v1::STRATEGY_SCRATCH) {
@@ -737,10 +740,10 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running, b
       job->set_best_metric(metric);
     }
     // Retention: the newest `keep` versions, plus always the best and latest.
-    std::vector<int64_t> keep_versions = stored.versions().empty()
-                                             ? std::vector<int64_t>{stored.version()}
-                                             : std::vector<int64_t>(stored.versions().begin(),
-                                                                    stored.versions().end());
+    std::vector<int64_t> keep_versions =
+        stored.versions().empty()
+            ? std::vector<int64_t>{stored.version()}
+            : std::vector<int64_t>(stored.versions().begin(), stored.versions().end());
     if (static_cast<int>(keep_versions.size()) > keep) {
       keep_versions.erase(keep_versions.begin(), keep_versions.end() - keep);
     }

@@ -33,34 +33,28 @@ constexpr int64_t kMaxClasses = 100000;
 
 absl::Status ValidateOptions(const BuiltinOptions& options) {
   if (options.in_channels < 1 || options.in_channels > kMaxChannels) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "in_channels must be in [1, %d], got %d", kMaxChannels,
-        options.in_channels));
+    return absl::InvalidArgumentError(absl::StrFormat("in_channels must be in [1, %d], got %d",
+                                                      kMaxChannels, options.in_channels));
   }
-  if (options.input_size < kMinInputSize ||
-      options.input_size > kMaxInputSize) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "input_size must be in [%d, %d], got %d", kMinInputSize,
-        kMaxInputSize, options.input_size));
+  if (options.input_size < kMinInputSize || options.input_size > kMaxInputSize) {
+    return absl::InvalidArgumentError(absl::StrFormat("input_size must be in [%d, %d], got %d",
+                                                      kMinInputSize, kMaxInputSize,
+                                                      options.input_size));
   }
   if (options.num_classes < 1 || options.num_classes > kMaxClasses) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "num_classes must be in [1, %d], got %d", kMaxClasses,
-        options.num_classes));
+    return absl::InvalidArgumentError(absl::StrFormat("num_classes must be in [1, %d], got %d",
+                                                      kMaxClasses, options.num_classes));
   }
   return absl::OkStatus();
 }
 
 absl::Status UnknownModel(absl::string_view name) {
   return absl::NotFoundError(absl::StrCat(
-      "unknown built-in model '", name, "'; built-in models are: ",
-      kResNetSmall, ", ", kCnnSmall));
+      "unknown built-in model '", name, "'; built-in models are: ", kResNetSmall, ", ", kCnnSmall));
 }
 
 // Parameter counts, mirroring the builders below (a test checks they agree).
-int64_t ConvBnParams(int64_t in, int64_t out, int64_t k) {
-  return k * k * in * out + 2 * out;
-}
+int64_t ConvBnParams(int64_t in, int64_t out, int64_t k) { return k * k * in * out + 2 * out; }
 
 int64_t ResNetSmallParams(const BuiltinOptions& o) {
   int64_t n = ConvBnParams(o.in_channels, kWidths[0], 3);
@@ -95,28 +89,25 @@ class Builder {
         generator_(at::make_generator<at::CPUGeneratorImpl>(seed)) {}
 
   torch::jit::Module NewModule(absl::string_view class_name) {
-    torch::jit::Module m(
-        c10::QualifiedName(absl::StrCat("__torch__.kaizen.models.", class_name)),
-        cu_, /*shouldMangle=*/true);
+    torch::jit::Module m(c10::QualifiedName(absl::StrCat("__torch__.kaizen.models.", class_name)),
+                         cu_, /*shouldMangle=*/true);
     // Module::train()/eval() set this attribute on every submodule.
     m.register_attribute("training", c10::BoolType::get(), true);
     return m;
   }
 
   // Parameters registered from C++ start with requires_grad=false.
-  static void AddParameter(torch::jit::Module& m, const std::string& name,
-                           at::Tensor value) {
+  static void AddParameter(torch::jit::Module& m, const std::string& name, at::Tensor value) {
     m.register_parameter(name, value.set_requires_grad(true),
                          /*is_buffer=*/false);
   }
 
-  torch::jit::Module Conv(int64_t in, int64_t out, int64_t kernel,
-                          int64_t stride, int64_t padding) {
+  torch::jit::Module Conv(int64_t in, int64_t out, int64_t kernel, int64_t stride,
+                          int64_t padding) {
     torch::jit::Module m = NewModule("Conv2d");
     // Kaiming normal, fan_out, ReLU gain: torchvision's ResNet init.
     const double std = std::sqrt(2.0 / static_cast<double>(out * kernel * kernel));
-    AddParameter(m, "weight",
-                 at::empty({out, in, kernel, kernel}).normal_(0.0, std, generator_));
+    AddParameter(m, "weight", at::empty({out, in, kernel, kernel}).normal_(0.0, std, generator_));
     m.define(absl::StrFormat(R"(
 def forward(self, x):
     return torch.conv2d(x, self.weight, None, [%d, %d], [%d, %d])
@@ -175,14 +166,14 @@ def forward(self, x):
 )");
       m.register_module("downsample", shortcut);
     }
-    m.define(absl::StrCat(R"(
+    m.define(
+        absl::StrCat(R"(
 def forward(self, x):
     out = torch.relu(self.bn1.forward(self.conv1.forward(x)))
     out = self.bn2.forward(self.conv2.forward(out))
 )",
-                          project ? "    identity = self.downsample.forward(x)\n"
-                                  : "    identity = x\n",
-                          "    return torch.relu(out + identity)\n"));
+                     project ? "    identity = self.downsample.forward(x)\n" : "    identity = x\n",
+                     "    return torch.relu(out + identity)\n"));
     return m;
   }
 
@@ -195,8 +186,7 @@ def forward(self, x):
 def forward(self, x):
     x = torch.relu(self.bn1.forward(self.conv1.forward(x)))
 )",
-                             large ? "    x = torch.max_pool2d(x, [3, 3], [2, 2], [1, 1])\n"
-                                   : "",
+                             large ? "    x = torch.max_pool2d(x, [3, 3], [2, 2], [1, 1])\n" : "",
                              "    return x\n"));
 
     torch::jit::Module root = NewModule("ResNetSmall");
@@ -279,12 +269,10 @@ std::vector<std::string> BuiltinModelNames() {
   return {std::string(kResNetSmall), std::string(kCnnSmall)};
 }
 
-bool IsBuiltinModel(absl::string_view name) {
-  return name == kResNetSmall || name == kCnnSmall;
-}
+bool IsBuiltinModel(absl::string_view name) { return name == kResNetSmall || name == kCnnSmall; }
 
-absl::StatusOr<kaizen::v1::Model> DescribeBuiltinModel(
-    absl::string_view name, const BuiltinOptions& options) {
+absl::StatusOr<kaizen::v1::Model> DescribeBuiltinModel(absl::string_view name,
+                                                       const BuiltinOptions& options) {
   if (!IsBuiltinModel(name)) return UnknownModel(name);
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
   kaizen::v1::Model model;
@@ -317,15 +305,14 @@ absl::StatusOr<kaizen::v1::Model> DescribeBuiltinModel(
   return model;
 }
 
-absl::StatusOr<torch::jit::Module> CreateBuiltinModel(
-    absl::string_view name, const BuiltinOptions& options) {
+absl::StatusOr<torch::jit::Module> CreateBuiltinModel(absl::string_view name,
+                                                      const BuiltinOptions& options) {
   if (!IsBuiltinModel(name)) return UnknownModel(name);
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
   try {
     Builder builder(options.seed);
-    torch::jit::Module module = name == kResNetSmall
-                                    ? builder.ResNetSmall(options)
-                                    : builder.CnnSmall(options);
+    torch::jit::Module module =
+        name == kResNetSmall ? builder.ResNetSmall(options) : builder.CnnSmall(options);
     module.train();
     return module;
   } catch (const std::exception& e) {

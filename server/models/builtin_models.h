@@ -41,14 +41,14 @@ bool IsBuiltinModel(absl::string_view name);
 // source BUILTIN, version 1, architecture = name, input_shape {C, S, S},
 // normalization 0.5/0.5 per channel, head "fc" (LINEAR), parameter_count.
 // The caller sets name and timestamps.
-absl::StatusOr<kaizen::v1::Model> DescribeBuiltinModel(
-    absl::string_view name, const BuiltinOptions& options = {});
+absl::StatusOr<kaizen::v1::Model> DescribeBuiltinModel(absl::string_view name,
+                                                       const BuiltinOptions& options = {});
 
 // A freshly initialised module in training mode whose parameters all require
 // grad. Kaiming-normal convolutions, BatchNorm weight 1 / bias 0, Linear with
 // PyTorch's default init. The module has forward(x) -> logits [N, classes] and
 // forward_features(x) -> pooled features [N, head in_features].
-absl::StatusOr<torch::jit::Module> CreateBuiltinModel(
-    absl::string_view name, const BuiltinOptions& options);
+absl::StatusOr<torch::jit::Module> CreateBuiltinModel(absl::string_view name,
+                                                      const BuiltinOptions& options);
 
 }  // namespace kaizen::models

@@ -18,8 +18,7 @@ namespace kaizen::models {
 namespace {
 
 absl::Status ErrnoError(absl::string_view what, const std::string& path) {
-  return absl::InternalError(
-      absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
+  return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
 }
 
 absl::Status SyncFile(const std::string& path) {
@@ -40,8 +39,7 @@ std::string DirectoryOf(const std::string& path) {
 
 }  // namespace
 
-absl::Status SaveModelFile(const torch::jit::Module& module,
-                           const kaizen::v1::Model& metadata,
+absl::Status SaveModelFile(const torch::jit::Module& module, const kaizen::v1::Model& metadata,
                            const std::string& path) {
   ASSIGN_OR_RETURN(std::string json, ModelToMetadataJson(metadata));
   const std::string tmp = absl::StrCat(path, ".tmp-", common::RandomHex(8));
@@ -51,8 +49,7 @@ absl::Status SaveModelFile(const torch::jit::Module& module,
     module.save(tmp, extra_files);
   } catch (const std::exception& e) {
     std::remove(tmp.c_str());
-    return absl::InternalError(
-        absl::StrCat("saving model to ", path, ": ", TorchErrorSummary(e)));
+    return absl::InternalError(absl::StrCat("saving model to ", path, ": ", TorchErrorSummary(e)));
   }
   absl::Status status = SyncFile(tmp);
   if (status.ok() && std::rename(tmp.c_str(), path.c_str()) != 0) {

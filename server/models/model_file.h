@@ -17,8 +17,7 @@ namespace kaizen::models {
 // directory, fsync'ed, renamed over `path`, then the directory fsync'ed.
 // torch.jit.load(f, _extra_files={"kaizen.json": ""}), ReadModelMetadata and
 // InspectTorchScriptFile all read the metadata back.
-absl::Status SaveModelFile(const torch::jit::Module& module,
-                           const kaizen::v1::Model& metadata,
+absl::Status SaveModelFile(const torch::jit::Module& module, const kaizen::v1::Model& metadata,
                            const std::string& path);
 
 }  // namespace kaizen::models

@@ -31,8 +31,7 @@ absl::StatusOr<kaizen::v1::Model> ModelFromMetadataJson(absl::string_view json) 
   options.ignore_unknown_fields = true;
   // A std::string converts to the argument type of every protobuf version
   // (StringPiece in 3.x, absl::string_view later).
-  auto status = google::protobuf::util::JsonStringToMessage(std::string(json),
-                                                            &model, options);
+  auto status = google::protobuf::util::JsonStringToMessage(std::string(json), &model, options);
   if (!status.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(kMetadataFileName, " does not parse: ", status.ToString()));
@@ -51,16 +50,15 @@ absl::StatusOr<kaizen::v1::Model> ReadModelMetadata(const std::string& path) {
     caffe2::serialize::PyTorchStreamReader reader(path);
     const std::string record = absl::StrCat("extra/", kMetadataFileName);
     if (!reader.hasRecord(record)) {
-      return absl::NotFoundError(
-          absl::StrCat(path, " has no ", kMetadataFileName));
+      return absl::NotFoundError(absl::StrCat(path, " has no ", kMetadataFileName));
     }
     at::DataPtr data;
     size_t size = 0;
     std::tie(data, size) = reader.getRecord(record);
     json.assign(static_cast<const char*>(data.get()), size);
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "not a TorchScript file: ", path, ": ", TorchErrorSummary(e)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a TorchScript file: ", path, ": ", TorchErrorSummary(e)));
   }
   return ModelFromMetadataJson(json);
 }

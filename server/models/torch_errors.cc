@@ -25,8 +25,7 @@ std::string TorchErrorSummary(const std::exception& e) {
   } else {
     text = e.what();
   }
-  std::vector<absl::string_view> lines =
-      absl::StrSplit(text, '\n', absl::SkipWhitespace());
+  std::vector<absl::string_view> lines = absl::StrSplit(text, '\n', absl::SkipWhitespace());
   if (lines.empty()) return "unknown error";
   if (absl::StartsWith(lines.front(), kInterpreterPreamble)) {
     // The traceback ends with "<ExceptionType>: <message>".

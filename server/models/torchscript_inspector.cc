@@ -35,8 +35,7 @@ std::string CleanTypeName(const torch::jit::Module& module) {
   const auto& name = module.type()->name();
   if (!name.has_value()) return "torchscript";
   std::vector<absl::string_view> kept;
-  for (absl::string_view part :
-       absl::StrSplit(name->qualifiedName(), '.', absl::SkipEmpty())) {
+  for (absl::string_view part : absl::StrSplit(name->qualifiedName(), '.', absl::SkipEmpty())) {
     if (part == "__torch__" || absl::StartsWith(part, "___torch_mangle_")) {
       continue;
     }
@@ -63,8 +62,7 @@ struct Head {
   at::Tensor weight;
 };
 
-absl::StatusOr<Head> FindHead(const torch::jit::Module& module,
-                              const std::string& wanted) {
+absl::StatusOr<Head> FindHead(const torch::jit::Module& module, const std::string& wanted) {
   std::vector<Head> linears;
   std::optional<torch::jit::Module> named;
   for (const auto& item : module.named_modules()) {
@@ -90,35 +88,33 @@ absl::StatusOr<Head> FindHead(const torch::jit::Module& module,
       }
       paths.push_back(h.path);
     }
-    return absl::InvalidArgumentError(absl::StrCat(
-        "head module '", wanted, "' not found; Linear modules are: ",
-        paths.empty() ? "(none)" : absl::StrJoin(paths, ", ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("head module '", wanted, "' not found; Linear modules are: ",
+                     paths.empty() ? "(none)" : absl::StrJoin(paths, ", ")));
   }
   std::optional<at::Tensor> weight = LinearWeight(*named);
   if (!weight.has_value()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "head module '", wanted, "' is a ", CleanTypeName(*named),
-        ", not a Linear layer with a 2-D weight"));
+    return absl::InvalidArgumentError(absl::StrCat("head module '", wanted, "' is a ",
+                                                   CleanTypeName(*named),
+                                                   ", not a Linear layer with a 2-D weight"));
   }
   return Head{wanted, *weight};
 }
 
 // Runs the module on zeros; the error (if any) is the caller's to word.
-absl::StatusOr<c10::IValue> Forward(torch::jit::Module& module,
-                                    const std::vector<int64_t>& shape) {
+absl::StatusOr<c10::IValue> Forward(torch::jit::Module& module, const std::vector<int64_t>& shape) {
   try {
     at::NoGradGuard no_grad;
     return module.forward({at::zeros(shape)});
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "forward on input ", ShapeString(shape), " failed: ", TorchErrorSummary(e)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("forward on input ", ShapeString(shape), " failed: ", TorchErrorSummary(e)));
   }
 }
 
 absl::Status ValidateShape(const std::vector<int64_t>& shape, const InspectOptions& options) {
   if (shape.size() != 3 || shape[0] <= 0 || shape[1] <= 0 || shape[2] <= 0) {
-    return absl::InvalidArgumentError(
-        "input_shape must be [C,H,W] with positive values");
+    return absl::InvalidArgumentError("input_shape must be [C,H,W] with positive values");
   }
   if (shape[0] > options.max_channels) {
     return absl::InvalidArgumentError(absl::StrCat("input_shape ", ShapeString(shape), " has ",
@@ -158,18 +154,15 @@ int64_t GuessChannels(const torch::jit::Module& module) {
   return 3;
 }
 
-absl::Status FillNormalization(const InspectOptions& options,
-                               const kaizen::v1::Model* embedded,
+absl::Status FillNormalization(const InspectOptions& options, const kaizen::v1::Model* embedded,
                                int64_t channels, kaizen::v1::Model* model) {
   std::vector<float> mean = options.mean;
   std::vector<float> std = options.std;
   if (mean.empty() && std.empty() && embedded != nullptr &&
       embedded->normalization().mean_size() == channels &&
       embedded->normalization().std_size() == channels) {
-    mean.assign(embedded->normalization().mean().begin(),
-                embedded->normalization().mean().end());
-    std.assign(embedded->normalization().std().begin(),
-               embedded->normalization().std().end());
+    mean.assign(embedded->normalization().mean().begin(), embedded->normalization().mean().end());
+    std.assign(embedded->normalization().std().begin(), embedded->normalization().std().end());
   }
   if (mean.empty()) {
     mean = channels == 3 ? std::vector<float>{0.485f, 0.456f, 0.406f}
@@ -184,9 +177,9 @@ absl::Status FillNormalization(const InspectOptions& options,
   if (std.size() == 1) std.assign(channels, std[0]);
   if (static_cast<int64_t>(mean.size()) != channels ||
       static_cast<int64_t>(std.size()) != channels) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "normalization has ", mean.size(), " mean and ", std.size(),
-        " std values but the input has ", channels, " channels"));
+    return absl::InvalidArgumentError(absl::StrCat("normalization has ", mean.size(), " mean and ",
+                                                   std.size(), " std values but the input has ",
+                                                   channels, " channels"));
   }
   for (float s : std) {
     if (!(s > 0)) {
@@ -198,8 +191,7 @@ absl::Status FillNormalization(const InspectOptions& options,
   return absl::OkStatus();
 }
 
-absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path,
-                                          const InspectOptions& options) {
+absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path, const InspectOptions& options) {
   if (!options.input_shape.empty()) {
     RETURN_IF_ERROR(ValidateShape(options.input_shape, options));
   }
@@ -213,12 +205,11 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path,
     // Inspection runs on the CPU whatever device the file was saved from.
     module = torch::jit::load(path, at::Device(at::kCPU), extra_files);
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "not a loadable TorchScript file: ", TorchErrorSummary(e)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a loadable TorchScript file: ", TorchErrorSummary(e)));
   }
   std::optional<kaizen::v1::Model> embedded;
-  if (const std::string& json = extra_files[std::string(kMetadataFileName)];
-      !json.empty()) {
+  if (const std::string& json = extra_files[std::string(kMetadataFileName)]; !json.empty()) {
     ASSIGN_OR_RETURN(embedded, ModelFromMetadataJson(json));
   }
   const kaizen::v1::Model* meta = embedded.has_value() ? &*embedded : nullptr;
@@ -228,9 +219,8 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path,
   }
 
   kaizen::v1::Model model;
-  model.set_architecture(meta != nullptr && !meta->architecture().empty()
-                             ? meta->architecture()
-                             : CleanTypeName(module));
+  model.set_architecture(meta != nullptr && !meta->architecture().empty() ? meta->architecture()
+                                                                          : CleanTypeName(module));
   if (meta != nullptr) model.set_description(meta->description());
 
   int64_t parameter_count = 0;
@@ -253,8 +243,7 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path,
   }
   if (!class_names.empty() && static_cast<int64_t>(class_names.size()) != classes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "class_names has ", class_names.size(), " entries but the head has ",
-        classes, " outputs"));
+        "class_names has ", class_names.size(), " entries but the head has ", classes, " outputs"));
   }
 
   // Forward passes see eval-mode BatchNorm/Dropout, as serving will.
@@ -266,14 +255,12 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path,
   c10::IValue output;
   if (!input_shape.empty()) {
     RETURN_IF_ERROR(ValidateShape(input_shape, options));
-    ASSIGN_OR_RETURN(output, Forward(module, {1, input_shape[0], input_shape[1],
-                                              input_shape[2]}));
+    ASSIGN_OR_RETURN(output, Forward(module, {1, input_shape[0], input_shape[1], input_shape[2]}));
   } else {
     const int64_t channels = GuessChannels(module);
     absl::Status first_error;
     for (int64_t size : kProbeSizes) {
-      absl::StatusOr<c10::IValue> result =
-          Forward(module, {1, channels, size, size});
+      absl::StatusOr<c10::IValue> result = Forward(module, {1, channels, size, size});
       if (result.ok()) {
         input_shape = {channels, size, size};
         output = *std::move(result);
@@ -282,27 +269,30 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path,
       if (first_error.ok()) first_error = result.status();
     }
     if (input_shape.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "no input_shape given and none of the probed sizes (224, 32, 28 "
-          "with ", channels, " channels) runs; pass input_shape. First "
-          "error: ", first_error.message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("no input_shape given and none of the probed sizes (224, 32, 28 "
+                       "with ",
+                       channels,
+                       " channels) runs; pass input_shape. First "
+                       "error: ",
+                       first_error.message()));
     }
   }
   if (!output.isTensor()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model output is a ", output.tagKind(),
-        "; a classifier must return a tensor [batch, classes]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model output is a ", output.tagKind(),
+                     "; a classifier must return a tensor [batch, classes]"));
   }
   const at::Tensor logits = output.toTensor();
   if (logits.dim() != 2 || logits.size(0) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model output has shape ", ShapeString(logits.sizes()),
-        "; a classifier must return [batch, classes]"));
+    return absl::InvalidArgumentError(absl::StrCat("model output has shape ",
+                                                   ShapeString(logits.sizes()),
+                                                   "; a classifier must return [batch, classes]"));
   }
   if (logits.size(1) != classes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "model output has ", logits.size(1), " classes but head '", head.path,
-        "' has ", classes, " outputs; name the layer that produces the "
+        "model output has ", logits.size(1), " classes but head '", head.path, "' has ", classes,
+        " outputs; name the layer that produces the "
         "logits with head_module"));
   }
 
@@ -322,15 +312,15 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path,
 
 }  // namespace
 
-absl::StatusOr<kaizen::v1::Model> InspectTorchScriptFile(
-    const std::string& path, const InspectOptions& options) {
+absl::StatusOr<kaizen::v1::Model> InspectTorchScriptFile(const std::string& path,
+                                                         const InspectOptions& options) {
   // Torch calls are wrapped where they happen; this is the last line of
   // defence so that no exception crosses into the API layer.
   try {
     return Inspect(path, options);
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "inspecting TorchScript file failed: ", TorchErrorSummary(e)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("inspecting TorchScript file failed: ", TorchErrorSummary(e)));
   }
 }
 

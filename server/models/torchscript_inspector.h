@@ -49,7 +49,7 @@ struct InspectOptions {
 // Every failure is INVALID_ARGUMENT with the reason, except a missing file
 // (NOT_FOUND). It runs the file's code: uploads go through
 // InspectInSandbox (sandboxed_inspection.h), never through this directly.
-absl::StatusOr<kaizen::v1::Model> InspectTorchScriptFile(
-    const std::string& path, const InspectOptions& options);
+absl::StatusOr<kaizen::v1::Model> InspectTorchScriptFile(const std::string& path,
+                                                         const InspectOptions& options);
 
 }  // namespace kaizen::models

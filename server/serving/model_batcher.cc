@@ -174,7 +174,8 @@ void ModelBatcher::FailQueue() {
 }
 
 void ModelBatcher::PublishQueueLength() {
-  if (metrics_) metrics_->SetQueuedRequests(options_.model_name, static_cast<int64_t>(queue_.size()));
+  if (metrics_)
+    metrics_->SetQueuedRequests(options_.model_name, static_cast<int64_t>(queue_.size()));
 }
 
 void ModelBatcher::Execute(std::vector<Request*> batch) {
@@ -204,8 +205,8 @@ void ModelBatcher::Execute(std::vector<Request*> batch) {
     probs = live.front()->model->Predict(x);
   } catch (const std::exception& e) {
     // Never let an exception end the executor thread.
-    probs = absl::InternalError(absl::StrCat("batching for model \"", options_.model_name,
-                                             "\" failed: ", e.what()));
+    probs = absl::InternalError(
+        absl::StrCat("batching for model \"", options_.model_name, "\" failed: ", e.what()));
   }
   {
     // Requests that arrived during the forward pass mean overlapping callers.

@@ -49,10 +49,12 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(SqliteDb* db) {
 
 absl::Status JobStore::Insert(const kaizen::v1::Job& job) {
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st, db_->Prepare(
-      "INSERT INTO jobs(id, seq, state, priority, request_id, proto) VALUES("
-      "?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5)"));
-  st.Bind(1, job.id()).Bind(2, static_cast<int64_t>(job.state()))
+  ASSIGN_OR_RETURN(
+      Statement st,
+      db_->Prepare("INSERT INTO jobs(id, seq, state, priority, request_id, proto) VALUES("
+                   "?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5)"));
+  st.Bind(1, job.id())
+      .Bind(2, static_cast<int64_t>(job.state()))
       .Bind(3, static_cast<int64_t>(job.request().priority()));
   if (!job.request().request_id().empty()) st.Bind(4, job.request().request_id());
   st.BindBlob(5, job.SerializeAsString());
@@ -61,8 +63,9 @@ absl::Status JobStore::Insert(const kaizen::v1::Job& job) {
 
 absl::Status JobStore::Update(const kaizen::v1::Job& job) {
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st,
-                   db_->Prepare("UPDATE jobs SET state = ?2, priority = ?3, proto = ?4 WHERE id = ?1"));
+  ASSIGN_OR_RETURN(
+      Statement st,
+      db_->Prepare("UPDATE jobs SET state = ?2, priority = ?3, proto = ?4 WHERE id = ?1"));
   return st.Bind(1, job.id())
       .Bind(2, static_cast<int64_t>(job.state()))
       .Bind(3, static_cast<int64_t>(job.request().priority()))
@@ -110,8 +113,9 @@ absl::StatusOr<std::vector<std::pair<int64_t, kaizen::v1::Job>>> JobStore::List(
 
 absl::StatusOr<std::optional<kaizen::v1::Job>> JobStore::NextQueued() {
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st, db_->Prepare(
-      "SELECT proto FROM jobs WHERE state = ? ORDER BY priority DESC, seq LIMIT 1"));
+  ASSIGN_OR_RETURN(
+      Statement st,
+      db_->Prepare("SELECT proto FROM jobs WHERE state = ? ORDER BY priority DESC, seq LIMIT 1"));
   st.Bind(1, static_cast<int64_t>(kaizen::v1::JOB_STATE_QUEUED));
   ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) return std::optional<kaizen::v1::Job>();
@@ -161,21 +165,27 @@ absl::Status JobStore::AppendEvent(const kaizen::v1::JobEvent& event) {
   absl::MutexLock lock(&db_->mutex());
   ASSIGN_OR_RETURN(Statement st,
                    db_->Prepare("INSERT INTO job_events(job_id, sequence, proto) VALUES(?, ?, ?)"));
-  return st.Bind(1, event.job_id()).Bind(2, event.sequence()).BindBlob(3, event.SerializeAsString()).Run();
+  return st.Bind(1, event.job_id())
+      .Bind(2, event.sequence())
+      .BindBlob(3, event.SerializeAsString())
+      .Run();
 }
 
 absl::StatusOr<std::vector<kaizen::v1::JobEvent>> JobStore::Events(const std::string& job_id,
                                                                    int64_t after) {
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st, db_->Prepare(
-      "SELECT proto FROM job_events WHERE job_id = ? AND sequence > ? ORDER BY sequence"));
+  ASSIGN_OR_RETURN(
+      Statement st,
+      db_->Prepare(
+          "SELECT proto FROM job_events WHERE job_id = ? AND sequence > ? ORDER BY sequence"));
   st.Bind(1, job_id).Bind(2, after);
   std::vector<kaizen::v1::JobEvent> out;
   while (true) {
     ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;
     kaizen::v1::JobEvent e;
-    if (!e.ParseFromString(st.ColumnBlob(0))) return absl::DataLossError("a stored event is corrupt");
+    if (!e.ParseFromString(st.ColumnBlob(0)))
+      return absl::DataLossError("a stored event is corrupt");
     out.push_back(std::move(e));
   }
   return out;
@@ -183,8 +193,9 @@ absl::StatusOr<std::vector<kaizen::v1::JobEvent>> JobStore::Events(const std::st
 
 absl::StatusOr<int64_t> JobStore::LastSequence(const std::string& job_id) {
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st,
-                   db_->Prepare("SELECT COALESCE(MAX(sequence), 0) FROM job_events WHERE job_id = ?"));
+  ASSIGN_OR_RETURN(
+      Statement st,
+      db_->Prepare("SELECT COALESCE(MAX(sequence), 0) FROM job_events WHERE job_id = ?"));
   st.Bind(1, job_id);
   ASSIGN_OR_RETURN(bool row, st.Step());
   return row ? st.ColumnInt(0) : 0;

@@ -33,7 +33,8 @@ class JobStore {
   // The next job to run: QUEUED, highest priority, then oldest.
   absl::StatusOr<std::optional<kaizen::v1::Job>> NextQueued();
   // Jobs in any of `states`, oldest first.
-  absl::StatusOr<std::vector<kaizen::v1::Job>> InStates(const std::vector<kaizen::v1::JobState>& states);
+  absl::StatusOr<std::vector<kaizen::v1::Job>> InStates(
+      const std::vector<kaizen::v1::JobState>& states);
 
   // How many jobs are in each state (states without jobs are absent), and
   // when the oldest QUEUED job was created.
@@ -46,7 +47,8 @@ class JobStore {
   // Appends an event; its sequence must be the job's last plus one.
   absl::Status AppendEvent(const kaizen::v1::JobEvent& event);
   // Events of `job_id` with sequence > after, ascending.
-  absl::StatusOr<std::vector<kaizen::v1::JobEvent>> Events(const std::string& job_id, int64_t after);
+  absl::StatusOr<std::vector<kaizen::v1::JobEvent>> Events(const std::string& job_id,
+                                                           int64_t after);
   absl::StatusOr<int64_t> LastSequence(const std::string& job_id);
 
  private:

@@ -133,8 +133,9 @@ absl::Status MetadataStore::InsertModel(const ModelRow& row) {
   RETURN_IF_ERROR(
       common::ValidateRecord(absl::StrCat("model \"", row.model.name(), "\""), row.model));
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st, db_->Prepare(
-      "INSERT INTO models(name, version, file, proto) VALUES(?, ?, ?, ?)"));
+  ASSIGN_OR_RETURN(
+      Statement st,
+      db_->Prepare("INSERT INTO models(name, version, file, proto) VALUES(?, ?, ?, ?)"));
   absl::Status s = st.Bind(1, row.model.name())
                        .Bind(2, row.model.version())
                        .Bind(3, row.file)
@@ -151,17 +152,16 @@ absl::StatusOr<ModelRow> MetadataStore::GetModel(const std::string& name, int64_
   absl::MutexLock lock(&db_->mutex());
   ASSIGN_OR_RETURN(
       Statement st,
-      db_->Prepare(version > 0
-                       ? "SELECT file, proto FROM models WHERE name = ? AND version = ?"
-                       : "SELECT file, proto FROM models WHERE name = ? "
-                         "ORDER BY version DESC LIMIT 1"));
+      db_->Prepare(version > 0 ? "SELECT file, proto FROM models WHERE name = ? AND version = ?"
+                               : "SELECT file, proto FROM models WHERE name = ? "
+                                 "ORDER BY version DESC LIMIT 1"));
   st.Bind(1, name);
   if (version > 0) st.Bind(2, version);
   ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) {
-    return absl::NotFoundError(version > 0 ? absl::StrCat("model \"", name, "\" has no version ",
-                                                          version)
-                                           : absl::StrCat("model \"", name, "\" not found"));
+    return absl::NotFoundError(version > 0
+                                   ? absl::StrCat("model \"", name, "\" has no version ", version)
+                                   : absl::StrCat("model \"", name, "\" not found"));
   }
   ModelRow out;
   out.file = st.ColumnText(0);
@@ -190,9 +190,10 @@ absl::StatusOr<std::vector<int64_t>> MetadataStore::ModelVersions(const std::str
   return out;
 }
 
-absl::StatusOr<std::vector<ModelRow>> MetadataStore::ListModels(
-    const std::string& after_name, int64_t after_version, int limit, bool latest_only,
-    const std::string& only_name) {
+absl::StatusOr<std::vector<ModelRow>> MetadataStore::ListModels(const std::string& after_name,
+                                                                int64_t after_version, int limit,
+                                                                bool latest_only,
+                                                                const std::string& only_name) {
   absl::MutexLock lock(&db_->mutex());
   std::string sql =
       "SELECT file, proto, name FROM models m WHERE (name > ?1 OR (name = ?1 AND version > ?2))";
@@ -222,8 +223,8 @@ absl::StatusOr<std::vector<ModelRow>> MetadataStore::DeleteModel(const std::stri
   SqliteDb::Transaction tx(db_.get());
   RETURN_IF_ERROR(tx.begin_status());
   const char* where = version > 0 ? " WHERE name = ?1 AND version = ?2" : " WHERE name = ?1";
-  ASSIGN_OR_RETURN(Statement sel, db_->Prepare(absl::StrCat("SELECT file, proto FROM models",
-                                                            where, " ORDER BY version")));
+  ASSIGN_OR_RETURN(Statement sel, db_->Prepare(absl::StrCat("SELECT file, proto FROM models", where,
+                                                            " ORDER BY version")));
   sel.Bind(1, name);
   if (version > 0) sel.Bind(2, version);
   std::vector<ModelRow> out;
@@ -236,9 +237,9 @@ absl::StatusOr<std::vector<ModelRow>> MetadataStore::DeleteModel(const std::stri
     out.push_back(std::move(r));
   }
   if (out.empty()) {
-    return absl::NotFoundError(version > 0 ? absl::StrCat("model \"", name, "\" has no version ",
-                                                          version)
-                                           : absl::StrCat("model \"", name, "\" not found"));
+    return absl::NotFoundError(version > 0
+                                   ? absl::StrCat("model \"", name, "\" has no version ", version)
+                                   : absl::StrCat("model \"", name, "\" not found"));
   }
   // A version number can be handed out again after a deletion: its
   // quarantine goes with it.

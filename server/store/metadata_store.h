@@ -56,8 +56,7 @@ class MetadataStore {
   // A non-empty `only_name` restricts the list to that model.
   absl::StatusOr<std::vector<ModelRow>> ListModels(const std::string& after_name,
                                                    int64_t after_version, int limit,
-                                                   bool latest_only,
-                                                   const std::string& only_name);
+                                                   bool latest_only, const std::string& only_name);
   // version 0: every version. Returns the removed rows; NOT_FOUND if none.
   absl::StatusOr<std::vector<ModelRow>> DeleteModel(const std::string& name, int64_t version);
 

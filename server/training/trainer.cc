@@ -568,8 +568,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
                                  epoch < hp_.head_warmup_epochs() || trainable_backbone_.empty();
     ApplyRequiresGrad(split_.backbone,
                       backbone_frozen ? std::set<std::string>{} : trainable_backbone_);
-    const bool use_cache =
-        options_.use_feature_cache && backbone_frozen && !augmenter_->active();
+    const bool use_cache = options_.use_feature_cache && backbone_frozen && !augmenter_->active();
     if (use_cache && !train_features_.defined()) {
       where_ = absl::StrCat("epoch ", epoch + 1, " feature caching");
       BuildFeatureCache();

@@ -59,7 +59,8 @@ class FineTuneE2E : public ::testing::Test {
 
   void UploadSubset(const std::string& name, const std::vector<int>& classes, int per_class,
                     int skip = 0, const std::string& which = "train") {
-    const std::string images = files_.File(name + "-images"), labels = files_.File(name + "-labels");
+    const std::string images = files_.File(name + "-images"),
+                      labels = files_.File(name + "-labels");
     testing::WriteFashionSubset(which, classes, per_class, skip, images, labels);
     v1::UploadDatasetHeader h;
     h.set_name(name);
@@ -87,7 +88,8 @@ class FineTuneE2E : public ::testing::Test {
     grpc::ClientContext ctx;
     Job job;
     grpc::Status st = jobs_->StartFineTune(&ctx, r, &job);
-    if (!st.ok()) return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+    if (!st.ok())
+      return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
     return job;
   }
 
@@ -101,7 +103,8 @@ class FineTuneE2E : public ::testing::Test {
   }
 
   // Collects every event of a job's WatchJob stream until it ends.
-  std::vector<JobEvent> Watch(const std::string& id, int64_t after = 0, grpc::Status* status = nullptr) {
+  std::vector<JobEvent> Watch(const std::string& id, int64_t after = 0,
+                              grpc::Status* status = nullptr) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
     v1::WatchJobRequest r;
@@ -250,14 +253,16 @@ TEST_F(FineTuneE2E, EveryStrategyRunsOnAFashionMnistSubset) {
   EXPECT_EQ(done.history_size(), 2);
   EXPECT_GE(done.latest_version(), 2);
 
-  for (auto strategy : {v1::STRATEGY_FEATURE_EXTRACTION, v1::STRATEGY_FINE_TUNE, v1::STRATEGY_FULL}) {
+  for (auto strategy :
+       {v1::STRATEGY_FEATURE_EXTRACTION, v1::STRATEGY_FINE_TUNE, v1::STRATEGY_FULL}) {
     const std::string out = absl::StrCat("t-", v1::Strategy_Name(strategy).substr(9));
     std::string lower;
     for (char c : out) lower += static_cast<char>(c == '_' ? '-' : std::tolower(c));
     auto job = Start(Request("base", "fm-5-9", lower, strategy, 2));
     ASSERT_TRUE(job.ok()) << job.status();
     Job end = WaitForState(job->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
-    ASSERT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED) << v1::Strategy_Name(strategy) << ": " << end.error();
+    ASSERT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED)
+        << v1::Strategy_Name(strategy) << ": " << end.error();
     EXPECT_EQ(end.history_size(), 2);
     auto model = client_->GetModel(lower);
     ASSERT_TRUE(model.ok()) << model.status();
@@ -276,7 +281,8 @@ TEST_F(FineTuneE2E, WatchReplaysEveryEventOnceInOrderAndResumes) {
   std::vector<JobEvent> live = Watch(job->id(), 0, &st);
   ASSERT_TRUE(st.ok()) << st.error_message();
   ASSERT_FALSE(live.empty());
-  for (size_t i = 0; i < live.size(); ++i) EXPECT_EQ(live[i].sequence(), static_cast<int64_t>(i + 1));
+  for (size_t i = 0; i < live.size(); ++i)
+    EXPECT_EQ(live[i].sequence(), static_cast<int64_t>(i + 1));
   EXPECT_EQ(live.front().state(), v1::JOB_STATE_QUEUED);
   EXPECT_EQ(live.back().state(), v1::JOB_STATE_SUCCEEDED);
   int epochs = 0, checkpoints = 0;
@@ -352,15 +358,17 @@ TEST_F(FineTuneE2E, CancelStopsARunningJobAndKeepsItsCheckpoint) {
   cr.set_id(job->id());
   Job resp;
   ASSERT_TRUE(jobs_->CancelJob(&ctx, cr, &resp).ok());
-  Job end = WaitForState(job->id(), {v1::JOB_STATE_CANCELLED, v1::JOB_STATE_SUCCEEDED,
-                                     v1::JOB_STATE_FAILED}, absl::Seconds(60));
+  Job end = WaitForState(job->id(),
+                         {v1::JOB_STATE_CANCELLED, v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED},
+                         absl::Seconds(60));
   EXPECT_EQ(end.state(), v1::JOB_STATE_CANCELLED) << end.error();
   EXPECT_LT(end.epoch(), 50);
   EXPECT_GE(end.latest_version(), 1);
   auto model = client_->GetModel("out", end.latest_version());
   EXPECT_TRUE(model.ok()) << model.status();
   grpc::ClientContext again;
-  EXPECT_EQ(jobs_->CancelJob(&again, cr, &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(jobs_->CancelJob(&again, cr, &resp).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 // A model that passes the upload check (eval mode) but produces NaN while
@@ -466,8 +474,8 @@ TEST_F(FineTuneE2E, KilledServerResumesTheJobFromItsCheckpoint) {
       const std::string a2 = absl::StrCat("--grpc_port=", port);
       const std::string log = dir.File("server.log");
       freopen(log.c_str(), "a", stderr);
-      execl(bin.c_str(), bin.c_str(), a1.c_str(), a2.c_str(), "--metrics_port=-1", "--host=127.0.0.1",
-            "--threads=2", static_cast<char*>(nullptr));
+      execl(bin.c_str(), bin.c_str(), a1.c_str(), a2.c_str(), "--metrics_port=-1",
+            "--host=127.0.0.1", "--threads=2", static_cast<char*>(nullptr));
       _exit(127);
     }
     return pid;

@@ -30,8 +30,8 @@ constexpr char kFashionDir[] = "/usr/share/datasets/fashion-mnist";
 std::vector<std::string> ListFiles(const std::string& dir) {
   std::vector<std::string> out;
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (it->is_regular_file()) out.push_back(fs::relative(it->path(), dir).string());
   }
   std::sort(out.begin(), out.end());
@@ -173,16 +173,20 @@ TEST_F(ServerE2E, BadDatasetUploadsFailPreciselyAndLeaveNothingBehind) {
                    "dataset name"});
   cases.push_back({"duplicate name", UploadFolder("good", good), absl::StatusCode::kAlreadyExists,
                    "already exists"});
-  cases.push_back({"empty archive", UploadFolder("empty", WriteArchive("empty.tar", {}, ArchiveKind::kTar)),
+  cases.push_back({"empty archive",
+                   UploadFolder("empty", WriteArchive("empty.tar", {}, ArchiveKind::kTar)),
                    absl::StatusCode::kInvalidArgument, "empty"});
-  cases.push_back({"one class",
-                   UploadFolder("one", WriteArchive("one.tgz", {{"cats/a.jpg", testing::EncodeJpeg(8, 8, 3, 1)},
-                                                                {"cats/b.jpg", testing::EncodeJpeg(8, 8, 3, 2)}})),
-                   absl::StatusCode::kInvalidArgument, "one class"});
-  cases.push_back({"unsupported image",
-                   UploadFolder("gif", WriteArchive("gif.tgz", {{"cats/a.jpg", testing::EncodeJpeg(8, 8, 3, 1)},
-                                                              {"dogs/x.jpg", "GIF89a\x01\x00\x01\x00"}})),
-                   absl::StatusCode::kInvalidArgument, "dogs/x.jpg"});
+  cases.push_back(
+      {"one class",
+       UploadFolder("one",
+                    WriteArchive("one.tgz", {{"cats/a.jpg", testing::EncodeJpeg(8, 8, 3, 1)},
+                                             {"cats/b.jpg", testing::EncodeJpeg(8, 8, 3, 2)}})),
+       absl::StatusCode::kInvalidArgument, "one class"});
+  cases.push_back(
+      {"unsupported image",
+       UploadFolder("gif", WriteArchive("gif.tgz", {{"cats/a.jpg", testing::EncodeJpeg(8, 8, 3, 1)},
+                                                    {"dogs/x.jpg", "GIF89a\x01\x00\x01\x00"}})),
+       absl::StatusCode::kInvalidArgument, "dogs/x.jpg"});
   const std::string not_archive = files_.File("plain.tar");
   testing::WriteBinaryFile(not_archive, std::string(1000, 'z'));
   cases.push_back({"not an archive", UploadFolder("plain", not_archive),
@@ -197,14 +201,17 @@ TEST_F(ServerE2E, BadDatasetUploadsFailPreciselyAndLeaveNothingBehind) {
 
 TEST_F(ServerE2E, ImageOverPixelLimitAndUploadOverSizeLimitAreRejected) {
   StartServer(/*max_upload_bytes=*/64 * 1024, /*max_pixels=*/40 * 40);
-  auto big_image = UploadFolder("big", WriteArchive("big.tgz", {{"a/x.png", testing::EncodePng(64, 64, 1, 1)},
-                                                                {"b/y.png", testing::EncodePng(8, 8, 1, 2)}}));
+  auto big_image =
+      UploadFolder("big", WriteArchive("big.tgz", {{"a/x.png", testing::EncodePng(64, 64, 1, 1)},
+                                                   {"b/y.png", testing::EncodePng(8, 8, 1, 2)}}));
   EXPECT_EQ(big_image.status().code(), absl::StatusCode::kInvalidArgument) << big_image.status();
-  EXPECT_NE(big_image.status().message().find("a/x.png"), absl::string_view::npos) << big_image.status();
+  EXPECT_NE(big_image.status().message().find("a/x.png"), absl::string_view::npos)
+      << big_image.status();
 
   std::vector<ArchiveEntry> many;
   for (int i = 0; i < 60; ++i) {
-    many.push_back({absl::StrCat(i % 2 ? "a/" : "b/", i, ".png"), testing::EncodePng(32, 32, 3, i)});
+    many.push_back(
+        {absl::StrCat(i % 2 ? "a/" : "b/", i, ".png"), testing::EncodePng(32, 32, 3, i)});
   }
   const std::string path = WriteArchive("many.tar", many, ArchiveKind::kTar);
   ASSERT_GT(fs::file_size(path), 64u * 1024);
@@ -282,7 +289,8 @@ TEST_F(ServerE2E, TruncatedStreamsAndWrongChecksumsAreInvalidArgument) {
   };
   grpc::Status truncated = send(bytes.size() / 2, nullptr, true);
   EXPECT_EQ(truncated.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(truncated.error_message().find("truncated"), std::string::npos) << truncated.error_message();
+  EXPECT_NE(truncated.error_message().find("truncated"), std::string::npos)
+      << truncated.error_message();
   grpc::Status no_trailer = send(bytes.size(), nullptr, false);
   EXPECT_EQ(no_trailer.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(no_trailer.error_message().find("sha256 trailer"), std::string::npos);

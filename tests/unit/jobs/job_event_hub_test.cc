@@ -95,7 +95,8 @@ TEST_F(JobEventHubTest, ConcurrentSubscribersSeeEveryEventExactlyOnce) {
   publisher.join();
   for (const auto& s : sinks) {
     ASSERT_EQ(s->sequences.size(), static_cast<size_t>(kEvents + 1));
-    for (size_t k = 0; k < s->sequences.size(); ++k) ASSERT_EQ(s->sequences[k], static_cast<int64_t>(k + 1));
+    for (size_t k = 0; k < s->sequences.size(); ++k)
+      ASSERT_EQ(s->sequences[k], static_cast<int64_t>(k + 1));
     EXPECT_EQ(s->ends, 1);
   }
 }

@@ -25,8 +25,7 @@ torch::jit::Module Create(const std::string& name, const BuiltinOptions& options
   return *module;
 }
 
-BuiltinOptions Opts(int64_t channels, int64_t size, int64_t classes = 10,
-                    uint64_t seed = 0) {
+BuiltinOptions Opts(int64_t channels, int64_t size, int64_t classes = 10, uint64_t seed = 0) {
   BuiltinOptions options;
   options.in_channels = channels;
   options.input_size = size;
@@ -132,7 +131,8 @@ TEST(BuiltinModelsTest, BuiltinParametersRequireGrad) {
   // Gradients reach the lowest layer.
   at::Tensor loss = module.forward({at::randn({2, 3, 32, 32})}).toTensor().sum();
   loss.backward();
-  at::Tensor grad = module.attr("stem").toModule().attr("conv1").toModule().attr("weight").toTensor().grad();
+  at::Tensor grad =
+      module.attr("stem").toModule().attr("conv1").toModule().attr("weight").toTensor().grad();
   ASSERT_TRUE(grad.defined());
   EXPECT_GT(grad.abs().sum().item<double>(), 0.0);
 }
@@ -256,9 +256,9 @@ TEST(BuiltinModelsTest, BuiltinSavedFileLoadsInPythonWithSameLogits) {
     at::Tensor expected = Forward(module, x);
     WriteFloats(dir.File("input.bin"), x);
     std::ofstream(dir.File("forward.py")) << kPythonForward;
-    const std::string command = absl::StrCat(
-        KAIZEN_PYTHON, " ", dir.File("forward.py"), " ", model_path, " ", dir.File("input.bin"),
-        " 2,3,32,32 ", dir.File("output.bin"), " ", dir.File("meta.json"));
+    const std::string command = absl::StrCat(KAIZEN_PYTHON, " ", dir.File("forward.py"), " ",
+                                             model_path, " ", dir.File("input.bin"), " 2,3,32,32 ",
+                                             dir.File("output.bin"), " ", dir.File("meta.json"));
     ASSERT_EQ(std::system(command.c_str()), 0) << command;
 
     std::string bytes = ReadAll(dir.File("output.bin"));

@@ -62,8 +62,7 @@ TEST(ModelFileTest, SaveModelFileRoundTripsMetadata) {
 
 TEST(ModelFileTest, ReadModelMetadataReportsMissingAndGarbage) {
   testing::TempDir dir;
-  EXPECT_EQ(ReadModelMetadata(dir.File("missing.pt")).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReadModelMetadata(dir.File("missing.pt")).status().code(), absl::StatusCode::kNotFound);
   // A TorchScript file written by plain Python has no kaizen.json.
   EXPECT_EQ(ReadModelMetadata(KAIZEN_FIXTURE_DIR "/resnet18.pt").status().code(),
             absl::StatusCode::kNotFound);
@@ -77,8 +76,7 @@ TEST(ModelFileTest, SaveModelFileFailsCleanlyForMissingDirectory) {
   BuiltinOptions options;
   absl::StatusOr<torch::jit::Module> module = CreateBuiltinModel("cnn-small", options);
   ASSERT_TRUE(module.ok());
-  absl::Status status =
-      SaveModelFile(*module, kaizen::v1::Model(), dir.File("no/such/dir/m.pt"));
+  absl::Status status = SaveModelFile(*module, kaizen::v1::Model(), dir.File("no/such/dir/m.pt"));
   EXPECT_FALSE(status.ok());
   EXPECT_EQ(status.message().find('\n'), absl::string_view::npos) << status;
 }
