@@ -2,9 +2,9 @@
 
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "server/common/atomic_file.h"
 
 namespace kaizen::testing {
 namespace {
@@ -68,10 +68,8 @@ absl::StatusOr<TestCerts> MakeTestCerts(const std::string& dir) {
 }
 
 std::string ReadText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::string text;
+  return common::ReadFile(path, &text).ok() ? text : std::string();
 }
 
 }  // namespace kaizen::testing
