@@ -4,15 +4,15 @@
 # bench/ (each side by side, repeated, medians and ratios), draws the plots and
 # writes one dated section with the commit and the machine into
 # bench/RESULTS.md (newest suite run first). Raw outputs go to
-# bench/runs/<run id>/; the JSON Lines histories in bench/*.jsonl grow by this
-# run's rows.
+# bench/runs/<run id>/; the JSON Lines histories in bench/runs/history/ grow by
+# this run's rows. Only bench/RESULTS.md and the plots are committed.
 #
-#   1. hardware ceiling      bench/ceiling_bench.sh   (matmul GFLOP/s, trainer's share)
-#   2. uploads               bench/upload_bench.sh    (IDX pair, image folder, tar.gz)
-#   3. training throughput   bench/train_throughput.sh (FULL, FINE_TUNE, FEATURE_EXTRACTION
+#   1. hardware ceiling      bench/ceiling/ceiling_bench.sh   (matmul GFLOP/s, trainer's share)
+#   2. uploads               bench/upload/upload_bench.sh    (IDX pair, image folder, tar.gz)
+#   3. training throughput   bench/train/train_throughput.sh (FULL, FINE_TUNE, FEATURE_EXTRACTION
 #                                                     with and without the cache, vs PyTorch)
-#   4. end to end            bench/e2e_folder_bench.sh (image folder: Kaizen vs ImageFolder+DataLoader)
-#   5. serving               bench/predict_bench.sh   (concurrency 1/8/32/128, batching on/off,
+#   4. end to end            bench/e2e/e2e_folder_bench.sh (image folder: Kaizen vs ImageFolder+DataLoader)
+#   5. serving               bench/predict/predict_bench.sh   (concurrency 1/8/32/128, batching on/off,
 #                                                     vs a grpcio + torch server), per model
 #
 # Usage: bench/run_suite.sh
@@ -25,11 +25,13 @@
 #   UPLOAD_R=5  CEILING_ROUNDS=3
 #   SUITE_RESULTS=bench/RESULTS.md             ("" = write no section)
 #   SUITE_OUT=bench/runs/<run id>              raw outputs
-#   PLOT_DIR=bench                             where the PNG plots go
+#   PLOT_DIR=                                  all PNG plots in this folder instead of
+#                                              each beside its benchmark (bench/<name>/)
 #   KAIZEN_BUILD_DIR=build
 # It takes about 22 minutes on 2 cores (1,301 s on 2026-11-23). See bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/common.sh
 ROOT=$(pwd)
 
 SUITE=${SUITE:-ceiling upload train e2e predict}
@@ -42,12 +44,16 @@ PY=/usr/bin/python3
 bash scripts/setup.sh
 bash scripts/build.sh kaizen-server kaizenctl kaizen_train_bench
 
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git status --porcelain --untracked-files=no -- . ':(exclude)bench/*_results.jsonl' ':(exclude)bench/RESULTS.md' ':(exclude)bench/*.png' 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
+commit=$(bench_commit)
+dirty=""
+if [[ $commit == *-dirty ]]; then commit=${commit%-dirty}; dirty=" (+ uncommitted changes)"; fi
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)-$commit
 OUT=${SUITE_OUT:-bench/runs/$RUN_ID}
-PLOT_DIR=${PLOT_DIR:-bench}
-mkdir -p "$OUT" "$PLOT_DIR"
+PLOT_DIR=${PLOT_DIR:-}
+mkdir -p "$OUT"
+[ -z "$PLOT_DIR" ] || mkdir -p "$PLOT_DIR"
+# plot FOLDER NAME: where the plot NAME.png of bench/FOLDER goes.
+plot() { if [ -n "$PLOT_DIR" ]; then echo "$PLOT_DIR/$2.png"; else echo "bench/$1/$2.png"; fi; }
 case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
 started=$(date +%s)
 echo "suite $RUN_ID: $SUITE; raw outputs in $OUT" >&2
@@ -79,24 +85,25 @@ for bench in $SUITE; do
   case $bench in
     ceiling)
       step ceiling env KAIZEN_TRAIN_BENCH="$BUILD/bench/kaizen_train_bench" \
-        ROUNDS="${CEILING_ROUNDS:-3}" bench/ceiling_bench.sh ;;
+        ROUNDS="${CEILING_ROUNDS:-3}" bench/ceiling/ceiling_bench.sh ;;
     upload)
-      step upload env KAIZEN_BIN_DIR="$BUILD" R="${UPLOAD_R:-5}" bench/upload_bench.sh ;;
+      step upload env KAIZEN_BIN_DIR="$BUILD" R="${UPLOAD_R:-5}" bench/upload/upload_bench.sh ;;
     train)
       step train env KAIZEN_BUILD_DIR="$BUILD" REPEATS="${TRAIN_REPEATS:-3}" \
         EPOCHS="${TRAIN_EPOCHS:-4}" TRAIN_RUN_DIR="$OUT/train-runs" RESULTS= \
-        bench/train_throughput.sh
-      $PY bench/train_plot.py "$OUT/train-runs" --out "$PLOT_DIR/train_loss_curves.png" >&2 || true ;;
+        bench/train/train_throughput.sh
+      $PY bench/train/train_plot.py "$OUT/train-runs" --out "$(plot train train_loss_curves)" >&2 || true ;;
     e2e)
       step e2e env KAIZEN_BIN_DIR="$BUILD" R="${E2E_R:-2}" EPOCHS="${E2E_EPOCHS:-5}" \
-        PER_CLASS="${E2E_PER_CLASS:-200}" WORKERS="${E2E_WORKERS:-0 2}" bench/e2e_folder_bench.sh
-      $PY bench/e2e_plot.py "${E2E_RESULTS:-bench/e2e_results.jsonl}" --out "$PLOT_DIR/e2e_learning_curves.png" >&2 || true ;;
+        PER_CLASS="${E2E_PER_CLASS:-200}" WORKERS="${E2E_WORKERS:-0 2}" bench/e2e/e2e_folder_bench.sh
+      $PY bench/e2e/e2e_plot.py "${E2E_RESULTS:-bench/runs/history/e2e_results.jsonl}" \
+        --out "$(plot e2e e2e_learning_curves)" >&2 || true ;;
     predict)
       for arch in $SERVING_MODELS; do
         step "predict-$arch" env KAIZEN_BIN_DIR="$BUILD" BASE_ARCH="$arch" \
-          R="${PREDICT_R:-3}" D="${PREDICT_D:-10}" bench/predict_bench.sh
-        $PY bench/predict_plot.py "${PREDICT_RESULTS:-bench/predict_results.jsonl}" \
-          --out "$PLOT_DIR/predict_${arch//-/_}.png" >&2 || true
+          R="${PREDICT_R:-3}" D="${PREDICT_D:-10}" bench/predict/predict_bench.sh
+        $PY bench/predict/predict_plot.py "${PREDICT_RESULTS:-bench/runs/history/predict_results.jsonl}" \
+          --out "$(plot predict "predict_${arch//-/_}")" >&2 || true
       done ;;
     *)
       echo "suite: unknown benchmark '$bench' (ceiling upload train e2e predict)" >&2
@@ -138,14 +145,14 @@ section="$OUT/section.md"
         # train_throughput.sh prints Markdown already.
         sed -n '/^## /,$p' "$OUT/$name.txt" | sed '1d; /^appended to/d; /^runs in/d; s/^### /#### /'
         echo
-        echo "![training loss per epoch](train_loss_curves.png)"
+        echo "![training loss per epoch](train/train_loss_curves.png)"
       else
         echo '```'
         grep -v '^runs in ' "$OUT/$name.txt"
         echo '```'
         case $name in
-          e2e) echo; echo "![learning curves against the wall clock](e2e_learning_curves.png)" ;;
-          predict-*) arch=${name#predict-}; echo; echo "![serving, $arch](predict_${arch//-/_}.png)" ;;
+          e2e) echo; echo "![learning curves against the wall clock](e2e/e2e_learning_curves.png)" ;;
+          predict-*) arch=${name#predict-}; echo; echo "![serving, $arch](predict/predict_${arch//-/_}.png)" ;;
         esac
       fi
     done

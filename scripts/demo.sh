@@ -54,7 +54,7 @@ upload_idx fashion-test "$FASHION/t10k-images-idx3-ubyte.gz"
 step "Uploading an image folder (PNG files written from the Fashion-MNIST test set)"
 if ! CTL datasets get fashion-folder >/dev/null 2>&1; then
   FOLDER=$(mktemp -d)
-  /usr/bin/python3 scripts/make_image_folder.py "$FASHION" "$FOLDER" 20
+  /usr/bin/python3 tools/make_image_folder.py "$FASHION" "$FOLDER" 20
   CTL datasets upload fashion-folder "$FOLDER"
   rm -rf "$FOLDER"
 else
@@ -72,7 +72,7 @@ PRETRAIN_PER_CLASS="${KAIZEN_DEMO_PRETRAIN_PER_CLASS:-1200}"
 PRETRAIN_EPOCHS="${KAIZEN_DEMO_PRETRAIN_EPOCHS:-4}"
 TEST_PER_CLASS="${KAIZEN_DEMO_TEST_PER_CLASS:-200}"
 SUBSETS=$(mktemp -d)
-/usr/bin/python3 scripts/make_fashion_subsets.py "$FASHION" "$SUBSETS" "$PRETRAIN_PER_CLASS" "$TEST_PER_CLASS"
+/usr/bin/python3 tools/make_fashion_subsets.py "$FASHION" "$SUBSETS" "$PRETRAIN_PER_CLASS" "$TEST_PER_CLASS"
 upload_subset() {  # name file-prefix class-names
   if ! CTL datasets get "$1" >/dev/null 2>&1; then
     CTL datasets upload "$1" "$SUBSETS/$2-images" --format=idx --labels="$SUBSETS/$2-labels" \
@@ -108,7 +108,7 @@ for strategy in feature_extraction fine_tune scratch; do
   step "$strategy on 100 images of classes 5-9, then Predict on $((TEST_PER_CLASS * 5)) test images"
   finetune "$out" "$base" fm-new-20 "$strategy" --seed=1
   # Accuracy of the newest checkpoint, through Predict (batches of PNGs).
-  /usr/bin/python3 bench/eval_accuracy.py --server="$SERVER" --model="$out" \
+  /usr/bin/python3 tools/eval_accuracy.py --server="$SERVER" --model="$out" \
     "$SUBSETS/test-images" "$SUBSETS/test-labels" >"$EVAL/$out.json"
   echo "$out: $(/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.1f%% on %d test images (version %s)" % (100*d["accuracy"], d["images"], d["versions"][-1]))' "$EVAL/$out.json")"
 done

@@ -8,7 +8,7 @@
 # writes, a paused job across a graceful restart), and
 # predictions from that job's model: `predict` (table, JSON, top_k, pinned
 # versions and policies, the errors), `bench predict`, and the Python
-# serving baseline bench/predict_server_py.py answering like the server.
+# serving baseline tools/predict_server_py.py answering like the server.
 #
 # Usage: kaizenctl_test.sh SERVER_BIN KAIZENCTL_BIN PYTHON [RESNET18_PT]
 #   PYTHON must be able to import PIL, torch and grpc (Debian's
@@ -693,9 +693,9 @@ assert d["inputs"] == 2 * d["requests"], d
 fi
 expect_error NOT_FOUND "bench predict: unknown model" bench predict no-such-model --duration=1
 
-# The Python baseline of bench/predict_bench.sh, on the downloaded checkpoint:
+# The Python baseline of bench/predict/predict_bench.sh, on the downloaded checkpoint:
 # it must answer the same Predict with the same classes.
-PY_SERVER=$(cd "$(dirname "$0")/../.." && pwd)/bench/predict_server_py.py
+PY_SERVER=$(cd "$(dirname "$0")/../.." && pwd)/tools/predict_server_py.py
 if ctl models download tiny-cnn "$TMP/tiny-cnn.pt" >/dev/null 2>"$TMP/download.err"; then
   PY_PORT=$(free_port)
   "$PYTHON" "$PY_SERVER" "$TMP/tiny-cnn.pt" --port="$PY_PORT" --threads=1 \

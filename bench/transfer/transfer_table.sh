@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The transfer table, through the service API: pretrain a built-in base with
+# SCRATCH on every Fashion-MNIST training image of classes 0-4, then on 20
+# training images per class of classes 5-9 run SCRATCH, FEATURE_EXTRACTION,
+# FINE_TUNE and FULL with Kaizen's default hyperparameters (only the epochs
+# and the seed are given), 3 seeds each, and report accuracy on the 5,000 test
+# images of classes 5-9 and the training time.
+#
+# Accuracy is the final checkpoint's accuracy on the 5,000 test images,
+# measured through Predict (tools/eval_accuracy.py) once each job ends; the
+# jobs train on all 100 images (no validation split) and nothing selects on
+# the test set.
+#
+# Usage: [EPOCHS=30] [PRETRAIN_EPOCHS=default] [SEEDS="1 2 3"] [STRATEGIES=...]
+#        [BASE_MODEL_FILE=base.pt] bench/transfer/transfer_table.sh
+# BASE_MODEL_FILE skips pretraining: a base written by an earlier run
+# (kaizenctl models download base) is uploaded instead.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source bench/common.sh
+EPOCHS="${EPOCHS:-30}"
+PRETRAIN_EPOCHS="${PRETRAIN_EPOCHS:-}"
+SEEDS="${SEEDS:-1 2 3}"
+STRATEGIES="${STRATEGIES:-scratch feature_extraction fine_tune full}"
+BASE_ARCH="${BASE_ARCH:-resnet-small}"
+BUILD="${KAIZEN_BUILD_DIR:-build}"
+PY=/usr/bin/python3
+# KAIZEN_BIN_DIR: run prebuilt binaries from there (e.g. a copy, so that a
+# long run is not disturbed by rebuilds of ./build); otherwise build them.
+if [ -n "${KAIZEN_BIN_DIR:-}" ]; then BUILD="$KAIZEN_BIN_DIR"
+else bash scripts/build.sh kaizen-server kaizenctl >/dev/null; fi
+# Each finished run is appended here too, so nothing is lost if the run stops.
+KEEP="${TRANSFER_RESULTS:-bench/runs/history/transfer_results.tsv}"
+mkdir -p "$(dirname "$KEEP")"
+
+WORK=$(mktemp -d)
+PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$BUILD/kaizen-server" --data_dir="$WORK/data" --host=127.0.0.1 --grpc_port="$PORT" \
+  --metrics_port=-1 --threads="$(nproc)" \
+  --preload_models=false >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+trap 'kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+CTL() { "$BUILD/kaizenctl" --server="127.0.0.1:$PORT" "$@"; }
+for _ in $(seq 1 100); do CTL datasets list >/dev/null 2>&1 && break; sleep 0.2; done
+
+# Subsets as IDX pairs, relabelled 0..4.
+$PY - "$WORK" <<'PYEOF'
+import gzip, struct, sys
+out = sys.argv[1]
+src = "/usr/share/datasets/fashion-mnist"
+def load(which):
+    with gzip.open(f"{src}/{which}-images-idx3-ubyte.gz") as f: images = f.read()[16:]
+    with gzip.open(f"{src}/{which}-labels-idx1-ubyte.gz") as f: labels = f.read()[8:]
+    return images, labels
+def write(name, images, labels, classes, per_class=None):
+    px, lb, taken = bytearray(), bytearray(), {c: 0 for c in classes}
+    for i, l in enumerate(labels):
+        if l in taken and (per_class is None or taken[l] < per_class):
+            px += images[i*784:(i+1)*784]; lb.append(classes.index(l)); taken[l] += 1
+    with open(f"{out}/{name}-images", "wb") as f: f.write(struct.pack(">IIII", 0x803, len(lb), 28, 28) + px)
+    with open(f"{out}/{name}-labels", "wb") as f: f.write(struct.pack(">II", 0x801, len(lb)) + lb)
+    print(name, len(lb), "images", file=sys.stderr)
+tr, trl = load("train"); te, tel = load("t10k")
+write("base", tr, trl, [0, 1, 2, 3, 4])
+write("few", tr, trl, [5, 6, 7, 8, 9], per_class=20)
+write("test", te, tel, [5, 6, 7, 8, 9])
+PYEOF
+OLD=t-shirt,trouser,pullover,dress,coat
+NEW=sandal,shirt,sneaker,bag,ankle-boot
+CTL datasets upload fm-base "$WORK/base-images" --format=idx --labels="$WORK/base-labels" --class_names=$OLD >/dev/null
+CTL datasets upload fm-few "$WORK/few-images" --format=idx --labels="$WORK/few-labels" --class_names=$NEW >/dev/null
+CTL datasets upload fm-test "$WORK/test-images" --format=idx --labels="$WORK/test-labels" --class_names=$NEW >/dev/null
+
+job_json() { CTL --output=json jobs get "$1"; }
+run_job() {  # output strategy base dataset extra-args...
+  local out=$1 strategy=$2 base=$3 dataset=$4; shift 4
+  local id
+  id=$(CTL --output=json finetune start --base="$base" --dataset="$dataset" --output_model="$out" \
+        --strategy="$strategy" "$@" | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  CTL jobs watch "$id" >"$WORK/$out.watch" 2>&1 || { cat "$WORK/$out.watch"; return 1; }
+  echo "$id"
+}
+
+if [ -n "${BASE_MODEL_FILE:-}" ]; then
+  CTL models upload base "$BASE_MODEL_FILE" >/dev/null
+  pre_s=0
+  pre_acc="${BASE_MODEL_ACC:-?}"
+  echo "uploaded base $BASE_MODEL_FILE" >&2
+else
+  echo "pretraining $BASE_ARCH with SCRATCH on classes 0-4 (30,000 images)..." >&2
+  t0=$(date +%s.%N)
+  pre_args=(--seed=1 --validation_split=0.1)
+  [ -n "$PRETRAIN_EPOCHS" ] && pre_args+=(--epochs="$PRETRAIN_EPOCHS")
+  base_id=$(run_job base scratch "$BASE_ARCH" fm-base "${pre_args[@]}")
+  pre_s=$(echo "$(date +%s.%N) - $t0" | bc)
+  pre_acc=$(job_json "$base_id" | $PY -c 'import json,sys; h=json.load(sys.stdin)["history"]; print("%.1f" % (100*h[-1].get("valAccuracy",0)))')
+  echo "pretrained base: val accuracy ${pre_acc}% in ${pre_s}s" >&2
+fi
+printf '# %s commit %s base %s pretrain val %s%% in %ss\n' "$(date -u +%FT%TZ)" \
+  "$(bench_commit)" "$BASE_ARCH" "$pre_acc" "$pre_s" >>"$KEEP"
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+for seed in $SEEDS; do
+  for strategy in $STRATEGIES; do
+    base=base; [ "$strategy" = scratch ] && base="$BASE_ARCH"
+    out="t-$strategy-$seed"; out=${out//_/-}
+    id=$(run_job "$out" "$strategy" "$base" fm-few --epochs="$EPOCHS" --seed="$seed")
+    acc=$($PY tools/eval_accuracy.py --server="127.0.0.1:$PORT" --model="$out" \
+            "$WORK/test-images" "$WORK/test-labels" | $PY -c 'import json,sys; print(json.load(sys.stdin)["accuracy"])')
+    job_json "$id" | $PY -c '
+import json, sys
+from datetime import datetime
+j = json.load(sys.stdin)
+h = j["history"]
+t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+secs = (t(j["endTime"]) - t(j["startTime"])).total_seconds()
+print("\t".join([sys.argv[1], sys.argv[2], "%.4f" % float(sys.argv[3]), "%.1f" % secs, str(len(h))]))
+' "$strategy" "$seed" "$acc" >>"$RESULTS"
+    tail -1 "$RESULTS" >&2
+    tail -1 "$RESULTS" >>"$KEEP"
+  done
+done
+
+$PY - "$RESULTS" "$EPOCHS" "$pre_acc" "$pre_s" "$BASE_ARCH" <<'PYEOF'
+import statistics, sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
+print(f"\nTransfer table: Fashion-MNIST classes 0-4 -> 5-9, 20 training images per class, "
+      f"{sys.argv[2]} epochs, {sys.argv[5]}, Kaizen defaults per strategy")
+print(f"base: SCRATCH on 30,000 images of classes 0-4, val accuracy {sys.argv[3]}%, {float(sys.argv[4]):.0f} s\n")
+print(f"{'strategy':<20}{'test acc mean':>14}{'spread':>9}{'per seed':>28}{'train s':>9}")
+for s in ["scratch", "feature_extraction", "fine_tune", "full"]:
+    r = [x for x in rows if x[0] == s]
+    if not r: continue
+    acc = [100 * float(x[2]) for x in r]
+    secs = [float(x[3]) for x in r]
+    print(f"{s:<20}{statistics.mean(acc):>13.1f}%{max(acc)-min(acc):>8.1f}"
+          f"{'  '.join('%.1f' % a for a in acc):>28}{statistics.median(secs):>9.1f}")
+PYEOF
