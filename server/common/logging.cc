@@ -1,5 +1,6 @@
 #include "server/common/logging.h"
 
+#include <cmath>
 #include <cstdio>
 #include <mutex>
 
@@ -46,8 +47,14 @@ LogField::LogField(absl::string_view k, const char* v) : key(k), json_value(Json
 LogField::LogField(absl::string_view k, const std::string& v) : key(k), json_value(JsonQuote(v)) {}
 LogField::LogField(absl::string_view k, int64_t v) : key(k), json_value(absl::StrCat(v)) {}
 LogField::LogField(absl::string_view k, int v) : key(k), json_value(absl::StrCat(v)) {}
+// JSON has no NaN or infinities; they are written as strings (a diverged
+// loss is logged).
 LogField::LogField(absl::string_view k, double v)
-    : key(k), json_value(absl::StrFormat("%.6g", v)) {}
+    : key(k),
+      json_value(std::isfinite(v) ? absl::StrFormat("%.6g", v)
+                                  : JsonQuote(std::isnan(v) ? "NaN"
+                                              : v > 0       ? "Infinity"
+                                                            : "-Infinity")) {}
 LogField::LogField(absl::string_view k, bool v) : key(k), json_value(v ? "true" : "false") {}
 
 void Log(LogLevel level, absl::string_view message, std::initializer_list<LogField> fields) {

@@ -60,17 +60,6 @@ TEST(ModelFileTest, SaveModelFileRoundTripsMetadata) {
   EXPECT_EQ(ListDir(dir.path()), std::vector<std::string>{"shoes.pt"});
 }
 
-TEST(ModelFileTest, ReadModelMetadataReportsMissingAndGarbage) {
-  testing::TempDir dir;
-  EXPECT_EQ(ReadModelMetadata(dir.File("missing.pt")).status().code(), absl::StatusCode::kNotFound);
-  // A TorchScript file written by plain Python has no kaizen.json.
-  EXPECT_EQ(ReadModelMetadata(KAIZEN_FIXTURE_DIR "/resnet18.pt").status().code(),
-            absl::StatusCode::kNotFound);
-  const std::string garbage = dir.File("garbage.pt");
-  std::ofstream(garbage) << "not a zip";
-  EXPECT_EQ(ReadModelMetadata(garbage).status().code(), absl::StatusCode::kInvalidArgument);
-}
-
 TEST(ModelFileTest, SaveModelFileFailsCleanlyForMissingDirectory) {
   testing::TempDir dir;
   BuiltinOptions options;

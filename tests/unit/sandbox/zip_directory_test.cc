@@ -1,7 +1,5 @@
 #include "server/sandbox/zip_directory.h"
 
-#include <zlib.h>
-
 #include <string>
 #include <vector>
 
@@ -9,6 +7,7 @@
 #include "gtest/gtest.h"
 #include "server/common/atomic_file.h"
 #include "server/sandbox/torchscript_precheck.h"
+#include "tests/test_util/zip_builder.h"
 
 namespace kaizen::sandbox {
 namespace {
@@ -17,87 +16,8 @@ using ::testing::HasSubstr;
 
 const std::string kResNet18 = KAIZEN_FIXTURE_DIR "/resnet18.pt";
 
-struct Entry {
-  std::string name;
-  std::string data;
-  bool deflate = false;
-  // When set, the directory lies about the uncompressed size.
-  int64_t declared_size = -1;
-};
-
-void Put16(std::string* s, uint32_t v) {
-  s->push_back(static_cast<char>(v & 0xff));
-  s->push_back(static_cast<char>((v >> 8) & 0xff));
-}
-void Put32(std::string* s, uint32_t v) {
-  Put16(s, v & 0xffff);
-  Put16(s, v >> 16);
-}
-
-std::string Deflate(const std::string& data) {
-  z_stream z{};
-  deflateInit2(&z, 9, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
-  std::string out(deflateBound(&z, data.size()), '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  z.avail_in = static_cast<uInt>(data.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  deflate(&z, Z_FINISH);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
-
-// A minimal ZIP writer (no ZIP64) whose fields tests can falsify.
-std::string MakeZip(const std::vector<Entry>& entries) {
-  std::string body, dir;
-  for (const Entry& e : entries) {
-    const std::string stored = e.deflate ? Deflate(e.data) : e.data;
-    const uint32_t crc =
-        crc32(0, reinterpret_cast<const Bytef*>(e.data.data()), static_cast<uInt>(e.data.size()));
-    const uint32_t size =
-        e.declared_size >= 0 ? static_cast<uint32_t>(e.declared_size) : e.data.size();
-    const uint32_t offset = body.size();
-    Put32(&body, 0x04034b50);
-    Put16(&body, 20);
-    Put16(&body, 0);
-    Put16(&body, e.deflate ? 8 : 0);
-    Put32(&body, 0);
-    Put32(&body, crc);
-    Put32(&body, stored.size());
-    Put32(&body, size);
-    Put16(&body, e.name.size());
-    Put16(&body, 0);
-    body += e.name + stored;
-    Put32(&dir, 0x02014b50);
-    Put16(&dir, 20);
-    Put16(&dir, 20);
-    Put16(&dir, 0);
-    Put16(&dir, e.deflate ? 8 : 0);
-    Put32(&dir, 0);
-    Put32(&dir, crc);
-    Put32(&dir, stored.size());
-    Put32(&dir, size);
-    Put16(&dir, e.name.size());
-    Put16(&dir, 0);
-    Put16(&dir, 0);
-    Put16(&dir, 0);
-    Put16(&dir, 0);
-    Put32(&dir, 0);
-    Put32(&dir, offset);
-    dir += e.name;
-  }
-  std::string out = body + dir;
-  Put32(&out, 0x06054b50);
-  Put16(&out, 0);
-  Put16(&out, 0);
-  Put16(&out, entries.size());
-  Put16(&out, entries.size());
-  Put32(&out, dir.size());
-  Put32(&out, body.size());
-  Put16(&out, 0);
-  return out;
-}
+using Entry = testing::ZipEntry;
+using testing::MakeZip;
 
 absl::StatusOr<std::vector<ZipMember>> Read(const std::string& zip, ZipLimits limits = {}) {
   return ReadZipDirectory(zip.size(), ReadFromMemory(zip), limits);
@@ -205,24 +125,6 @@ TEST(ZipDirectoryTest, RefusesAMemberLargerThanTheReadLimit) {
   absl::StatusOr<std::vector<ZipMember>> members = Read(zip);
   ASSERT_TRUE(members.ok());
   EXPECT_FALSE(ReadZipMember((*members)[0], ReadFromMemory(zip), 999).ok());
-}
-
-TEST(TorchScriptPrecheckTest, RefusesArchiveWithoutDataPkl) {
-  const std::string zip = MakeZip({{"m/code/x.py", "def f(): pass"}});
-  absl::Status st = PrecheckTorchScriptArchive(zip.size(), ReadFromMemory(zip), {});
-  ASSERT_FALSE(st.ok());
-  EXPECT_THAT(st.message(), HasSubstr("no data.pkl"));
-}
-
-TEST(TorchScriptPrecheckTest, NamesThePickleThatNestsTooDeep) {
-  std::string nested = "\x80\x02";
-  for (int i = 0; i < 1000; ++i) nested += "](";
-  nested += "]" + std::string(1000, 'e') + ".";
-  const std::string zip = MakeZip({{"m/data.pkl", nested}});
-  absl::Status st = PrecheckTorchScriptArchive(zip.size(), ReadFromMemory(zip), {});
-  ASSERT_FALSE(st.ok());
-  EXPECT_THAT(st.message(), HasSubstr("member \"m/data.pkl\""));
-  EXPECT_THAT(st.message(), HasSubstr("nest deeper than 200"));
 }
 
 }  // namespace

@@ -1,0 +1,21 @@
+// A minimal ZIP writer (no ZIP64, stored or deflated members) whose fields
+// tests can falsify, for the ZIP and TorchScript archive checks.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kaizen::testing {
+
+struct ZipEntry {
+  std::string name;
+  std::string data;
+  bool deflate = false;
+  // When set, the directory lies about the uncompressed size.
+  int64_t declared_size = -1;
+};
+
+std::string MakeZip(const std::vector<ZipEntry>& entries);
+
+}  // namespace kaizen::testing

@@ -1,0 +1,171 @@
+#include "client/cli/finetune_request.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "client/cli/usage.h"
+
+namespace kaizen::cli {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+FineTuneFlags Required() {
+  FineTuneFlags f;
+  f.base = "cnn-small";
+  f.dataset = "photos";
+  f.output_model = "photos-cnn";
+  f.strategy = "fine_tune";
+  return f;
+}
+
+TEST(FineTuneRequestTest, OnlyGivenFlagsAreSentSoServerDefaultsApply) {
+  absl::StatusOr<kaizen::v1::StartFineTuneRequest> r = BuildStartFineTuneRequest(Required());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->base_model(), "cnn-small");
+  EXPECT_EQ(r->dataset(), "photos");
+  EXPECT_EQ(r->output_model(), "photos-cnn");
+  EXPECT_EQ(r->strategy(), kaizen::v1::STRATEGY_FINE_TUNE);
+  EXPECT_FALSE(r->has_hyperparameters());
+  EXPECT_FALSE(r->has_distillation());
+  EXPECT_EQ(r->keep_checkpoints(), 0);
+}
+
+TEST(FineTuneRequestTest, EachMissingRequiredFlagIsAUsageErrorWithAnExample) {
+  for (std::string FineTuneFlags::*field :
+       {&FineTuneFlags::base, &FineTuneFlags::dataset, &FineTuneFlags::output_model,
+        &FineTuneFlags::strategy}) {
+    FineTuneFlags f = Required();
+    f.*field = "";
+    absl::StatusOr<kaizen::v1::StartFineTuneRequest> r = BuildStartFineTuneRequest(f);
+    ASSERT_FALSE(r.ok());
+    EXPECT_TRUE(IsUsageError(r.status()));
+    EXPECT_THAT(r.status().message(), HasSubstr("finetune start needs --"));
+    EXPECT_THAT(r.status().message(), HasSubstr("(e.g. --"));
+  }
+}
+
+TEST(FineTuneRequestTest, NumbersAndChoicesLandInTheirFields) {
+  FineTuneFlags f = Required();
+  f.strategy = "Feature-Extraction";  // case and '-' do not matter
+  f.epochs = "7";
+  f.batch_size = "16";
+  f.lr = "3e-4";
+  f.optimizer = "sgd";
+  f.momentum = "0.9";
+  f.nesterov = true;
+  f.schedule = "cosine";
+  f.warmup_epochs = "0.5";
+  f.early_stopping_patience = "3";
+  f.seed = "42";
+  f.head = "mlp";
+  f.mixed_precision = "bf16";
+  f.priority = "-5";
+  f.keep_checkpoints = "2";
+  absl::StatusOr<kaizen::v1::StartFineTuneRequest> r = BuildStartFineTuneRequest(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const kaizen::v1::Hyperparameters& hp = r->hyperparameters();
+  EXPECT_EQ(r->strategy(), kaizen::v1::STRATEGY_FEATURE_EXTRACTION);
+  EXPECT_EQ(hp.epochs(), 7);
+  EXPECT_EQ(hp.batch_size(), 16);
+  EXPECT_DOUBLE_EQ(hp.learning_rate(), 3e-4);
+  EXPECT_EQ(hp.optimizer().kind(), kaizen::v1::OPTIMIZER_SGD);
+  EXPECT_DOUBLE_EQ(hp.optimizer().momentum(), 0.9);
+  EXPECT_TRUE(hp.optimizer().nesterov());
+  EXPECT_EQ(hp.schedule().kind(), kaizen::v1::SCHEDULE_COSINE);
+  EXPECT_DOUBLE_EQ(hp.schedule().warmup_epochs(), 0.5);
+  EXPECT_TRUE(hp.early_stopping().enabled());
+  EXPECT_EQ(hp.early_stopping().patience(), 3);
+  EXPECT_EQ(hp.seed(), 42u);
+  EXPECT_EQ(hp.head().kind(), kaizen::v1::HEAD_KIND_MLP);
+  EXPECT_EQ(hp.mixed_precision(), kaizen::v1::MIXED_PRECISION_BF16);
+  EXPECT_EQ(r->priority(), -5);
+  EXPECT_EQ(r->keep_checkpoints(), 2);
+}
+
+TEST(FineTuneRequestTest, AugmentOnAndOffAreBothExplicit) {
+  FineTuneFlags f = Required();
+  f.augment = "on";
+  absl::StatusOr<kaizen::v1::StartFineTuneRequest> on = BuildStartFineTuneRequest(f);
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_TRUE(on->hyperparameters().augmentation().enabled());
+  EXPECT_EQ(on->hyperparameters().augmentation().random_crop_padding(), kAugmentCropPadding);
+  EXPECT_TRUE(on->hyperparameters().augmentation().horizontal_flip());
+  f.augment = "off";
+  absl::StatusOr<kaizen::v1::StartFineTuneRequest> off = BuildStartFineTuneRequest(f);
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_TRUE(off->hyperparameters().has_augmentation());
+  EXPECT_FALSE(off->hyperparameters().augmentation().enabled());
+}
+
+TEST(FineTuneRequestTest, OutOfRangeValuesNameTheFlagAndWhatWasExpected) {
+  struct Case {
+    std::string FineTuneFlags::*field;
+    std::string value;
+    std::string flag;
+  };
+  const Case cases[] = {
+      {&FineTuneFlags::epochs, "0", "--epochs=0"},
+      {&FineTuneFlags::lr, "-1", "--lr=-1"},
+      {&FineTuneFlags::lr, "nan", "--lr=nan"},
+      {&FineTuneFlags::momentum, "1", "--momentum=1"},
+      {&FineTuneFlags::validation_split, "1", "--validation_split=1"},
+      {&FineTuneFlags::optimizer, "lbfgs", "--optimizer=lbfgs"},
+      {&FineTuneFlags::strategy, "magic", "--strategy=magic"},
+      {&FineTuneFlags::seed, "-3", "--seed=-3"},
+      {&FineTuneFlags::temperature, "0", "--temperature=0"},
+      {&FineTuneFlags::keep_checkpoints, "0", "--keep_checkpoints=0"},
+  };
+  for (const Case& c : cases) {
+    FineTuneFlags f = Required();
+    f.*c.field = c.value;
+    absl::StatusOr<kaizen::v1::StartFineTuneRequest> r = BuildStartFineTuneRequest(f);
+    ASSERT_FALSE(r.ok()) << c.flag;
+    EXPECT_TRUE(IsUsageError(r.status())) << c.flag;
+    EXPECT_THAT(r.status().message(), HasSubstr(c.flag));
+    EXPECT_THAT(r.status().message(), HasSubstr("expected"));
+  }
+}
+
+TEST(FineTuneRequestTest, ValidationSplitAndDatasetExcludeEachOther) {
+  FineTuneFlags f = Required();
+  f.validation_split = "0.1";
+  f.validation_dataset = "held-out";
+  absl::StatusOr<kaizen::v1::StartFineTuneRequest> r = BuildStartFineTuneRequest(f);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("not both"));
+  f.validation_split = "";
+  r = BuildStartFineTuneRequest(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->hyperparameters().validation().dataset(), "held-out");
+}
+
+TEST(FineTuneRequestTest, DistillationCarriesTeacherAndTemperature) {
+  FineTuneFlags f = Required();
+  f.strategy = "distill";
+  f.teacher = "big:3";
+  f.temperature = "4";
+  absl::StatusOr<kaizen::v1::StartFineTuneRequest> r = BuildStartFineTuneRequest(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->strategy(), kaizen::v1::STRATEGY_DISTILL);
+  EXPECT_EQ(r->distillation().teacher_model(), "big:3");
+  EXPECT_DOUBLE_EQ(r->distillation().temperature(), 4);
+}
+
+TEST(ParseJobStatesTest, TakesShortNamesEnumNamesAndTheAmericanSpelling) {
+  absl::StatusOr<std::vector<kaizen::v1::JobState>> s =
+      ParseJobStates("queued, JOB_STATE_RUNNING,canceled,Paused");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_THAT(*s, ElementsAre(kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
+                              kaizen::v1::JOB_STATE_CANCELLED, kaizen::v1::JOB_STATE_PAUSED));
+  absl::StatusOr<std::vector<kaizen::v1::JobState>> none = ParseJobStates("");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+  absl::StatusOr<std::vector<kaizen::v1::JobState>> bad = ParseJobStates("queued,done");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("--state=done"));
+}
+
+}  // namespace
+}  // namespace kaizen::cli

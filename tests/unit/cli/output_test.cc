@@ -1,0 +1,97 @@
+#include "client/cli/output.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace kaizen::cli {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(OutputTest, TableAlignsColumnsWithoutTrailingBlanks) {
+  Table table({"NAME", "N"});
+  table.AddRow({"fashion-train", "60000"});
+  table.AddRow({"x", "1"});
+  EXPECT_EQ(table.Render(),
+            "NAME           N\n"
+            "fashion-train  60000\n"
+            "x              1\n");
+}
+
+TEST(OutputTest, BytesCountsPercentsAndClocks) {
+  EXPECT_EQ(FormatBytes(512), "512 B");
+  EXPECT_EQ(FormatBytes(12595), "12.3 KiB");
+  EXPECT_EQ(FormatBytes(int64_t{26} << 20), "26.0 MiB");
+  EXPECT_EQ(FormatBytes(int64_t{3} << 40), "3.0 TiB");
+  EXPECT_EQ(FormatBytes(int64_t{5000} << 40), "5000.0 TiB");  // no unit above TiB
+  EXPECT_EQ(FormatCount(12), "12");
+  EXPECT_EQ(FormatCount(9999), "9999");
+  EXPECT_EQ(FormatCount(950000), "950K");
+  EXPECT_EQ(FormatCount(11700000), "11.7M");
+  EXPECT_EQ(FormatCount(2500000000), "2.5G");
+  EXPECT_EQ(FormatPercent(0.849), "84.9%");
+  EXPECT_EQ(FormatClock(42), "0:42");
+  EXPECT_EQ(FormatClock(725), "12:05");
+  EXPECT_EQ(FormatClock(3723.4), "1:02:03");
+  EXPECT_EQ(FormatClock(-5), "0:00");
+}
+
+TEST(OutputTest, AccuraciesArePercentagesOtherMetricsAreNot) {
+  EXPECT_EQ(FormatMetric("val_accuracy", 0.5), "50.0%");
+  EXPECT_EQ(FormatMetric("val_loss", 0.43125), "0.4313");
+}
+
+TEST(OutputTest, ShapesAndUnsetTimes) {
+  google::protobuf::RepeatedField<int64_t> shape;
+  EXPECT_EQ(FormatShape(shape), "-");
+  shape.Add(1);
+  shape.Add(28);
+  shape.Add(28);
+  EXPECT_EQ(FormatShape(shape), "1x28x28");
+  EXPECT_EQ(FormatTime(google::protobuf::Timestamp()), "-");
+}
+
+TEST(OutputTest, ValidationIsReadFromTheHistoryFirst) {
+  kaizen::v1::Job job;
+  job.mutable_request()->mutable_hyperparameters()->mutable_validation()->set_split(0.1);
+  EXPECT_TRUE(JobHasValidation(job));  // no history yet: by the request
+  kaizen::v1::EpochMetrics* epoch = job.add_history();
+  epoch->set_train_loss(1.0);
+  EXPECT_FALSE(EpochIsValidated(*epoch));
+  EXPECT_FALSE(JobHasValidation(job));  // the history says no
+  epoch->set_val_accuracy(0.7);
+  EXPECT_TRUE(JobHasValidation(job));
+  kaizen::v1::Job by_dataset;
+  by_dataset.mutable_resolved_hyperparameters()->mutable_validation()->set_dataset("held-out");
+  EXPECT_TRUE(JobHasValidation(by_dataset));
+  EXPECT_FALSE(JobHasValidation(kaizen::v1::Job()));
+}
+
+TEST(OutputTest, PredictionTableNamesInputsByOrder) {
+  kaizen::v1::PredictResponse response;
+  response.set_version(3);
+  kaizen::v1::ClassScore* score = response.add_predictions()->add_classes();
+  score->set_label("shirt");
+  score->set_index(6);
+  score->set_probability(0.91234);
+  response.add_predictions()->add_classes()->set_index(2);
+  const std::string table = PredictionTable(response, {"a.png"});
+  EXPECT_THAT(table, HasSubstr("a.png    1     shirt  6      0.9123       3\n"));
+  EXPECT_THAT(table, HasSubstr("input 1  1     -      2      0.0000       3\n"));
+}
+
+TEST(OutputTest, JsonUsesTheProto3MappingOnOneLineForJsonLines) {
+  kaizen::v1::PredictResponse response;
+  response.set_version(7);
+  absl::StatusOr<std::string> line = ToJsonLine(response);
+  ASSERT_TRUE(line.ok()) << line.status();
+  EXPECT_THAT(*line, HasSubstr("\"version\":"));
+  EXPECT_EQ(line->back(), '\n');
+  EXPECT_EQ(line->find('\n'), line->size() - 1);
+  absl::StatusOr<std::string> pretty = ToJson(response);
+  ASSERT_TRUE(pretty.ok()) << pretty.status();
+  EXPECT_GT(std::count(pretty->begin(), pretty->end(), '\n'), 1);
+}
+
+}  // namespace
+}  // namespace kaizen::cli

@@ -1,0 +1,79 @@
+#include "server/store/data_dir.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "server/store/metadata_store.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace kaizen::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+void Touch(const std::string& path) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path) << "x";
+}
+
+TEST(DataDirTest, PrepareCreatesTheLayoutAndEmptiesTmp) {
+  testing::TempDir dir;
+  const std::string root = dir.File("data");
+  ASSERT_TRUE(PrepareDataDir(root).ok());
+  for (const char* sub : {"/tmp", "/datasets", "/models"}) {
+    EXPECT_TRUE(fs::is_directory(root + sub)) << sub;
+  }
+  Touch(root + "/tmp/upload-1/part");
+  Touch(root + "/datasets/kept.kds");
+  ASSERT_TRUE(PrepareDataDir(root).ok());
+  EXPECT_TRUE(fs::is_empty(root + "/tmp"));
+  EXPECT_TRUE(fs::exists(root + "/datasets/kept.kds"));
+}
+
+TEST(DataDirTest, PrepareReportsAPathThatCannotBeCreated) {
+  testing::TempDir dir;
+  Touch(dir.File("file"));
+  absl::Status s = PrepareDataDir(dir.File("file") + "/data");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(DataDirTest, SweepRemovesOnlyFilesNoRowReferences) {
+  testing::TempDir dir;
+  const std::string root = dir.path();
+  ASSERT_TRUE(PrepareDataDir(root).ok());
+  absl::StatusOr<std::unique_ptr<MetadataStore>> metadata =
+      MetadataStore::Open(root + "/kaizen.db");
+  ASSERT_TRUE(metadata.ok()) << metadata.status();
+  DatasetRow dataset;
+  dataset.file = "datasets/live.kds";
+  dataset.dataset.set_name("live");
+  ASSERT_TRUE((*metadata)->InsertDataset(dataset).ok());
+  ModelRow model;
+  model.file = "models/m/1.pt";
+  model.model.set_name("m");
+  model.model.set_version(1);
+  ASSERT_TRUE((*metadata)->InsertModel(model).ok());
+
+  Touch(root + "/datasets/live.kds");
+  Touch(root + "/models/m/1.pt");
+  Touch(root + "/models/m/1.pt.resume");  // lives with its checkpoint
+  Touch(root + "/datasets/orphan.kds");
+  Touch(root + "/models/m/2.pt");
+  Touch(root + "/models/m/2.pt.resume");
+
+  absl::StatusOr<int> removed = SweepOrphanFiles(root, **metadata);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 3);
+  EXPECT_TRUE(fs::exists(root + "/datasets/live.kds"));
+  EXPECT_TRUE(fs::exists(root + "/models/m/1.pt"));
+  EXPECT_TRUE(fs::exists(root + "/models/m/1.pt.resume"));
+  EXPECT_FALSE(fs::exists(root + "/datasets/orphan.kds"));
+  EXPECT_FALSE(fs::exists(root + "/models/m/2.pt"));
+  EXPECT_FALSE(fs::exists(root + "/models/m/2.pt.resume"));
+  EXPECT_TRUE(fs::exists(root + "/kaizen.db"));  // outside datasets/ and models/
+}
+
+}  // namespace
+}  // namespace kaizen::store
