@@ -1,0 +1,157 @@
+#include "server/store/dataset_store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "server/common/sha256.h"
+#include "server/store/data_dir.h"
+#include "server/store/metadata_store.h"
+#include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace kaizen::store {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+// Two classes of three PNGs each, as a tar.gz of class folders.
+std::string PhotosArchive() {
+  std::vector<testing::ArchiveEntry> entries;
+  for (const char* cls : {"cats", "dogs"}) {
+    for (int i = 0; i < 3; ++i) {
+      entries.push_back(
+          {std::string(cls) + "/" + std::to_string(i) + ".png",
+           testing::EncodePng(16, 16, 3, static_cast<uint32_t>(i + (cls[0] == 'd') * 10))});
+    }
+  }
+  return testing::MakeArchive(entries, testing::ArchiveKind::kTarGz);
+}
+
+kaizen::v1::UploadDatasetHeader Header(const std::string& name, const std::string& archive) {
+  kaizen::v1::UploadDatasetHeader h;
+  h.set_name(name);
+  h.set_format(kaizen::v1::DATASET_FORMAT_IMAGE_FOLDER);
+  kaizen::v1::UploadPart* part = h.add_parts();
+  part->set_file_name("photos.tar.gz");
+  part->set_size_bytes(static_cast<int64_t>(archive.size()));
+  return h;
+}
+
+int FilesUnder(const std::string& dir) {
+  int n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) n += e.is_regular_file();
+  return n;
+}
+
+class DatasetStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(PrepareDataDir(dir_.path()).ok());
+    absl::StatusOr<std::unique_ptr<MetadataStore>> metadata =
+        MetadataStore::Open(dir_.File("kaizen.db"));
+    ASSERT_TRUE(metadata.ok()) << metadata.status();
+    metadata_ = *std::move(metadata);
+    DatasetStore::Options o;
+    o.data_dir = dir_.path();
+    store_ = std::make_unique<DatasetStore>(o, metadata_.get());
+  }
+  absl::StatusOr<kaizen::v1::Dataset> Upload(const std::string& name, const std::string& bytes,
+                                             const std::string& sha) {
+    absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> up =
+        store_->BeginUpload(Header(name, bytes));
+    if (!up.ok()) return up.status();
+    if (absl::Status st = (*up)->Append(bytes); !st.ok()) return st;
+    return (*up)->Finish(sha);
+  }
+  testing::TempDir dir_;
+  std::unique_ptr<MetadataStore> metadata_;
+  std::unique_ptr<DatasetStore> store_;
+};
+
+TEST_F(DatasetStoreTest, AnUploadIsDecodedStoredAndCatalogued) {
+  const std::string archive = PhotosArchive();
+  absl::StatusOr<kaizen::v1::Dataset> d = Upload("pets", archive, common::Sha256Hex(archive));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->name(), "pets");
+  EXPECT_EQ(d->num_examples(), 6);
+  ASSERT_EQ(d->classes_size(), 2);
+  EXPECT_EQ(d->classes(0).class_name(), "cats");
+  EXPECT_EQ(d->sha256(), common::Sha256Hex(archive));
+  EXPECT_EQ(FilesUnder(dir_.File("datasets")), 1);
+  EXPECT_TRUE(fs::is_empty(dir_.File("tmp")));
+
+  absl::StatusOr<kaizen::v1::Dataset> got = store_->Get("pets");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->num_examples(), 6);
+  absl::StatusOr<datasets::DecodedDataset> loaded = store_->Load("pets");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->records.size(), 6u);
+  absl::StatusOr<kaizen::v1::ListDatasetsResponse> list = store_->List(10, "");
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->datasets_size(), 1);
+  EXPECT_EQ(list->datasets(0).name(), "pets");
+}
+
+TEST_F(DatasetStoreTest, AChecksumMismatchLeavesNothingAndFreesTheName) {
+  const std::string archive = PhotosArchive();
+  absl::StatusOr<kaizen::v1::Dataset> bad = Upload("pets", archive, common::Sha256Hex("other"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("sha256 mismatch"));
+  EXPECT_EQ(store_->Get("pets").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(FilesUnder(dir_.File("datasets")), 0);
+  EXPECT_EQ(FilesUnder(dir_.File("tmp")), 0);
+  EXPECT_TRUE(Upload("pets", archive, common::Sha256Hex(archive)).ok());
+}
+
+TEST_F(DatasetStoreTest, OneUploadPerNameAtATimeAndNamesAreUnique) {
+  const std::string archive = PhotosArchive();
+  {
+    absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> first =
+        store_->BeginUpload(Header("pets", archive));
+    ASSERT_TRUE(first.ok()) << first.status();
+    absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> second =
+        store_->BeginUpload(Header("pets", archive));
+    ASSERT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists);
+    EXPECT_THAT(second.status().message(), HasSubstr("already in progress"));
+  }  // abandoned: the reservation goes with it
+  ASSERT_TRUE(Upload("pets", archive, common::Sha256Hex(archive)).ok());
+  absl::StatusOr<kaizen::v1::Dataset> again = Upload("pets", archive, common::Sha256Hex(archive));
+  ASSERT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(again.status().message(), HasSubstr("already exists"));
+}
+
+TEST_F(DatasetStoreTest, BadHeadersNameTheField) {
+  kaizen::v1::UploadDatasetHeader h = Header("Bad Name", "x");
+  EXPECT_EQ(store_->BeginUpload(h).status().code(), absl::StatusCode::kInvalidArgument);
+  h = Header("pets", "x");
+  h.set_format(kaizen::v1::DATASET_FORMAT_UNSPECIFIED);
+  absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> up = store_->BeginUpload(h);
+  ASSERT_EQ(up.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(up.status().message(), HasSubstr("header.format"));
+  h = Header("pets", "x");
+  h.add_parts()->set_size_bytes(1);  // an image folder is one part
+  EXPECT_EQ(store_->BeginUpload(h).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(DatasetStoreTest, DeleteWaitsForJobsThenRemovesRowAndFile) {
+  const std::string archive = PhotosArchive();
+  ASSERT_TRUE(Upload("pets", archive, common::Sha256Hex(archive)).ok());
+  bool used = true;
+  store_->set_in_use_check([&used](const std::string&) -> absl::StatusOr<bool> { return used; });
+  absl::Status refused = store_->Delete("pets");
+  ASSERT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.message(), HasSubstr("queued or running job"));
+  EXPECT_TRUE(store_->Get("pets").ok());
+  used = false;
+  ASSERT_TRUE(store_->Delete("pets").ok());
+  EXPECT_EQ(store_->Get("pets").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(FilesUnder(dir_.File("datasets")), 0);
+  EXPECT_EQ(store_->Delete("pets").code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace kaizen::store
