@@ -55,12 +55,7 @@ BASE_MODEL=e2e-base
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 if [ "$EPOCHS" -lt 2 ]; then echo "e2e_folder_bench: EPOCHS must be >= 2" >&2; exit 2; fi
 
-BUILD="${KAIZEN_BUILD_DIR:-build}"
-if [ -n "${KAIZEN_BIN_DIR:-}" ]; then BUILD="$KAIZEN_BIN_DIR"
-else bash scripts/build.sh kaizen-server kaizenctl >/dev/null; fi
-for b in kaizen-server kaizenctl; do
-  [ -x "$BUILD/$b" ] || { echo "e2e_folder_bench: $BUILD/$b is missing" >&2; exit 1; }
-done
+bench_binaries e2e_folder_bench
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/e2e-folder-bench.XXXXXX")
 SERVER_PID=""

@@ -50,12 +50,7 @@ MODEL=serve-bench
 # thread slower than none (bench/README.md, "Threads"); both servers alike.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
-BUILD="${KAIZEN_BUILD_DIR:-build}"
-if [ -n "${KAIZEN_BIN_DIR:-}" ]; then BUILD="$KAIZEN_BIN_DIR"
-else bash scripts/build.sh kaizen-server kaizenctl >/dev/null; fi
-for b in kaizen-server kaizenctl; do
-  [ -x "$BUILD/$b" ] || { echo "predict_bench: $BUILD/$b is missing" >&2; exit 1; }
-done
+bench_binaries predict_bench
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/predict-bench.XXXXXX")
 SERVER_PID=""

@@ -23,12 +23,8 @@ PRETRAIN_EPOCHS="${PRETRAIN_EPOCHS:-}"
 SEEDS="${SEEDS:-1 2 3}"
 STRATEGIES="${STRATEGIES:-scratch feature_extraction fine_tune full}"
 BASE_ARCH="${BASE_ARCH:-resnet-small}"
-BUILD="${KAIZEN_BUILD_DIR:-build}"
 PY=/usr/bin/python3
-# KAIZEN_BIN_DIR: run prebuilt binaries from there (e.g. a copy, so that a
-# long run is not disturbed by rebuilds of ./build); otherwise build them.
-if [ -n "${KAIZEN_BIN_DIR:-}" ]; then BUILD="$KAIZEN_BIN_DIR"
-else bash scripts/build.sh kaizen-server kaizenctl >/dev/null; fi
+bench_binaries transfer_table
 # Each finished run is appended here too, so nothing is lost if the run stops.
 KEEP="${TRANSFER_RESULTS:-bench/runs/history/transfer_results.tsv}"
 mkdir -p "$(dirname "$KEEP")"

@@ -44,12 +44,7 @@ FASHION=/usr/share/datasets/fashion-mnist
 CLASSES=t-shirt,trouser,pullover,dress,coat,sandal,shirt,sneaker,bag,ankle-boot
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
-BUILD="${KAIZEN_BUILD_DIR:-build}"
-if [ -n "${KAIZEN_BIN_DIR:-}" ]; then BUILD="$KAIZEN_BIN_DIR"
-else bash scripts/build.sh kaizen-server kaizenctl >/dev/null; fi
-for b in kaizen-server kaizenctl; do
-  [ -x "$BUILD/$b" ] || { echo "upload_bench: $BUILD/$b is missing" >&2; exit 1; }
-done
+bench_binaries upload_bench
 [ -f "$FASHION/train-images-idx3-ubyte.gz" ] || { echo "upload_bench: $FASHION is missing" >&2; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/upload-bench.XXXXXX")

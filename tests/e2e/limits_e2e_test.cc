@@ -55,20 +55,6 @@ bool WaitFor(const std::function<bool()>& done, absl::Duration limit = absl::Sec
   return true;
 }
 
-// A TCP connection to 127.0.0.1:port, or -1.
-int Connect(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // An upload stream that the test drives by hand: the header and one chunk
 // are sent, then the client says nothing until the test says otherwise.
 struct OpenUpload {
@@ -233,7 +219,7 @@ TEST_F(LimitsE2E, SlowMetricsClientsDelayNoScrape) {
   // Three clients that send half a request line and then sit.
   std::vector<int> slow;
   for (int i = 0; i < 3; ++i) {
-    const int fd = Connect(server_->metrics_port());
+    const int fd = testing::ConnectLoopback(server_->metrics_port());
     ASSERT_GE(fd, 0);
     ASSERT_EQ(send(fd, "GET /metr", 9, MSG_NOSIGNAL), 9);
     slow.push_back(fd);
@@ -249,7 +235,7 @@ TEST_F(LimitsE2E, SlowMetricsClientsDelayNoScrape) {
 TEST_F(LimitsE2E, MetricsConnectionIsClosedAtItsDeadlineHoweverItTrickles) {
   StartServer(
       [](api::KaizenServer::Options* o) { o->metrics_http.request_timeout = absl::Seconds(1); });
-  const int fd = Connect(server_->metrics_port());
+  const int fd = testing::ConnectLoopback(server_->metrics_port());
   ASSERT_GE(fd, 0);
   // One byte every 100 ms of a request that never ends: no single read
   // times out, only the whole-request deadline can end it.

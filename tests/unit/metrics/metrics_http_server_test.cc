@@ -1,9 +1,7 @@
 #include "server/metrics/metrics_http_server.h"
 
-#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -29,20 +27,6 @@ std::vector<prometheus::MetricFamily> OneCounter(double value) {
   metric.counter.value = value;
   family.metric.push_back(metric);
   return {family};
-}
-
-// A raw connection to 127.0.0.1:port.
-int Connect(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
 }
 
 // Whether the server closes `fd` within `ms` (reads return 0).
@@ -81,7 +65,7 @@ TEST_F(MetricsHttpServerTest, ServesWhatTheCollectorReturnsAtEachScrape) {
 TEST_F(MetricsHttpServerTest, OtherPathsAndMethodsAreRefused) {
   Start();
   EXPECT_THAT(testing::HttpGet(server_->port(), "/"), StartsWith("HTTP/1.1 404 Not Found"));
-  const int fd = Connect(server_->port());
+  const int fd = testing::ConnectLoopback(server_->port());
   ASSERT_GE(fd, 0);
   const std::string post = "POST /metrics HTTP/1.0\r\n\r\n";
   ASSERT_EQ(send(fd, post.data(), post.size(), MSG_NOSIGNAL), static_cast<ssize_t>(post.size()));
@@ -96,7 +80,7 @@ TEST_F(MetricsHttpServerTest, ASilentClientDelaysNobodyAndIsClosedAtItsDeadline)
   MetricsHttpServer::Options options;
   options.request_timeout = absl::Milliseconds(300);
   Start(options);
-  const int silent = Connect(server_->port());
+  const int silent = testing::ConnectLoopback(server_->port());
   ASSERT_GE(silent, 0);
   EXPECT_THAT(testing::HttpGet(server_->port(), "/metrics"), HasSubstr("kaizen_test_total 1"));
   EXPECT_TRUE(ClosedWithin(silent, 10000));
@@ -105,7 +89,7 @@ TEST_F(MetricsHttpServerTest, ASilentClientDelaysNobodyAndIsClosedAtItsDeadline)
 
 TEST_F(MetricsHttpServerTest, AnOversizedRequestIsAnsweredAndClosed) {
   Start();
-  const int fd = Connect(server_->port());
+  const int fd = testing::ConnectLoopback(server_->port());
   ASSERT_GE(fd, 0);
   const std::string junk = "GET /" + std::string(20000, 'a');  // never ends its headers
   send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
