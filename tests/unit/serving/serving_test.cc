@@ -1,6 +1,6 @@
 // Unit tests of the serving engine's parts: the dynamic batcher (merging,
 // lone callers, versions kept apart, queue limit, deadlines) on a fake clock,
-// input preprocessing and serving-config parsing.
+// and input preprocessing.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -16,7 +16,6 @@
 #include "server/models/model_file.h"
 #include "server/serving/loaded_model.h"
 #include "server/serving/model_batcher.h"
-#include "server/serving/model_server.h"
 #include "server/serving/preprocess.h"
 #include "tests/test_util/fake_clock.h"
 #include "tests/test_util/image_fixtures.h"
@@ -309,26 +308,6 @@ TEST(PreprocessTest, TensorsMustMatchTheModelShape) {
   v[3] = std::numeric_limits<float>::infinity();
   EXPECT_EQ(BatchFromFloats(v.data(), 4, {1, 2, 2}, meta, "x").status().code(),
             absl::StatusCode::kInvalidArgument);
-}
-
-TEST(ServingConfigTest, ParsesPerModelSettingsAndRejectsBadOnes) {
-  auto c = ParseServingConfig(
-      R"({"models": {"shoes": {"policy": "VERSION_POLICY_BEST", "maxBatchSize": 8,
-                               "maxQueueDelayMs": 0.5, "maxQueueSize": 10},
-                     "bags": {"maxBatchSize": 1}}})",
-      "serving.json");
-  ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->at("shoes").policy, kaizen::v1::VERSION_POLICY_BEST);
-  EXPECT_EQ(c->at("shoes").max_batch_size, 8);
-  EXPECT_EQ(c->at("shoes").max_queue_delay, absl::Microseconds(500));
-  EXPECT_TRUE(c->at("shoes").has_max_queue_delay);
-  EXPECT_FALSE(c->at("bags").has_max_queue_delay);
-  auto bad = ParseServingConfig(R"({"models": {"x": {"maxBatchSize": -2}}})", "serving.json");
-  EXPECT_EQ(bad.status().message(),
-            "serving.json: models.x.maxBatchSize is -2; it must be 1..4096");
-  auto typo = ParseServingConfig(R"({"models": {"x": {"maxBatch": 2}}})", "serving.json");
-  EXPECT_EQ(typo.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(absl::StartsWith(typo.status().message(), "serving.json: not a serving config"));
 }
 
 }  // namespace
