@@ -263,8 +263,8 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   serving.max_image_pixels = o.max_image_pixels;
   serving.max_jpeg_scans = o.max_jpeg_scans;
   if (serving.threads <= 0) serving.threads = threads;
-  s.model_server = std::make_unique<serving::ModelServer>(serving, s.models.get(), s.metrics.get());
-  RETURN_IF_ERROR(s.model_server->status());
+  ASSIGN_OR_RETURN(s.model_server,
+                   serving::ModelServer::Create(serving, s.models.get(), s.metrics.get()));
   serving::ModelServer* model_server = s.model_server.get();
   s.models->set_listener(
       {[model_server](const kaizen::v1::Model& m) { model_server->OnVersionAdded(m); },

@@ -6,29 +6,35 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "server/metrics/metrics.h"
 
 namespace kaizen::serving {
 
+// Lives on the caller's stack in Run(); the executor completes it under mu_
+// and never touches it afterwards, since the caller may then return.
 struct ModelBatcher::Request {
   std::shared_ptr<const LoadedModel> model;
   torch::Tensor inputs;
   const InferOptions* options;
   absl::Time enqueued;
   absl::StatusOr<torch::Tensor> result;
-  absl::Notification done;
+  bool done = false;
 
   void Complete(absl::StatusOr<torch::Tensor> r) {
     result = std::move(r);
-    done.Notify();
+    done = true;
   }
 };
 
+namespace {
+// How often a caller whose request is queued checks for cancellation.
+constexpr absl::Duration kCancelPoll = absl::Milliseconds(50);
+}  // namespace
+
 absl::Status ModelBatcher::DeadlineError(absl::Time enqueued) const {
-  return absl::DeadlineExceededError(
-      absl::StrCat("the deadline passed after ", absl::FormatDuration(absl::Now() - enqueued),
-                   " in the queue of model \"", options_.model_name, "\"; not computed"));
+  return absl::DeadlineExceededError(absl::StrCat(
+      "the deadline passed after ", absl::FormatDuration(options_.clock->Now() - enqueued),
+      " in the queue of model \"", options_.model_name, "\"; not computed"));
 }
 
 absl::Status ModelBatcher::CancelledError() {
@@ -54,48 +60,50 @@ absl::StatusOr<torch::Tensor> ModelBatcher::Run(std::shared_ptr<const LoadedMode
   request.model = std::move(model);
   request.inputs = std::move(inputs);
   request.options = &options;
-  request.enqueued = absl::Now();
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return absl::UnavailableError("the server is shutting down");
-    if (static_cast<int>(queue_.size()) >= options_.max_queue_size) {
-      if (metrics_) metrics_->InferenceDropped(options_.model_name, "queue_full");
-      return absl::ResourceExhaustedError(absl::StrCat("the queue of model \"", options_.model_name,
-                                                       "\" is full (", queue_.size(),
-                                                       " requests waiting); retry with backoff"));
-    }
-    queue_.push_back(&request);
-    queued_inputs_ += request.inputs.size(0);
-    PublishQueueLength();
+  request.enqueued = options_.clock->Now();
+  absl::MutexLock lock(&mu_);
+  if (absl::Status queued = Enqueue(&request); !queued.ok()) return queued;
+  return AwaitResult(&request);
+}
+
+absl::Status ModelBatcher::Enqueue(Request* request) {
+  if (stopping_) return absl::UnavailableError("the server is shutting down");
+  if (static_cast<int>(queue_.size()) >= options_.max_queue_size) {
+    if (metrics_) metrics_->InferenceDropped(options_.model_name, "queue_full");
+    return absl::ResourceExhaustedError(absl::StrCat("the queue of model \"", options_.model_name,
+                                                     "\" is full (", queue_.size(),
+                                                     " requests waiting); retry with backoff"));
   }
-  // Wait for the executor; a request whose deadline passes or whose caller
-  // goes away while still queued leaves the queue at once, so it neither
-  // holds a slot nor gets computed.
-  while (!request.done.WaitForNotificationWithDeadline(
-      std::min(options.deadline, absl::Now() + absl::Milliseconds(50)))) {
-    const bool expired = absl::Now() >= options.deadline;
+  queue_.push_back(request);
+  queued_inputs_ += request->inputs.size(0);
+  PublishQueueLength();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<torch::Tensor> ModelBatcher::AwaitResult(Request* request) {
+  // A request whose deadline passes or whose caller goes away while still
+  // queued leaves the queue at once, so it neither holds a slot nor gets
+  // computed.
+  const InferOptions& options = *request->options;
+  common::Clock& clock = *options_.clock;
+  while (!clock.AwaitWithDeadline(&mu_, absl::Condition(&request->done),
+                                  std::min(options.deadline, clock.Now() + kCancelPoll))) {
+    const bool expired = clock.Now() >= options.deadline;
     if (!expired && !(options.cancelled && options.cancelled())) continue;
-    bool queued = false;
-    {
-      absl::MutexLock lock(&mu_);
-      auto it = std::find(queue_.begin(), queue_.end(), &request);
-      if (it != queue_.end()) {
-        queued = true;
-        queue_.erase(it);
-        queued_inputs_ -= request.inputs.size(0);
-        PublishQueueLength();
-      }
-    }
-    if (!queued) {
+    auto it = std::find(queue_.begin(), queue_.end(), request);
+    if (it == queue_.end()) {
       // The executor has it: it finishes (or drops) it shortly.
-      request.done.WaitForNotification();
+      mu_.Await(absl::Condition(&request->done));
       break;
     }
+    queue_.erase(it);
+    queued_inputs_ -= request->inputs.size(0);
+    PublishQueueLength();
     if (metrics_)
       metrics_->InferenceDropped(options_.model_name, expired ? "deadline" : "cancelled");
-    return expired ? DeadlineError(request.enqueued) : CancelledError();
+    return expired ? DeadlineError(request->enqueued) : CancelledError();
   }
-  return std::move(request.result);
+  return std::move(request->result);
 }
 
 void ModelBatcher::Loop() {
@@ -124,8 +132,8 @@ std::vector<ModelBatcher::Request*> ModelBatcher::NextBatch() {
       // has waited max_queue_delay. Requests may leave meanwhile (deadline,
       // cancellation), so the queue is read again afterwards. Without recent
       // concurrency (a lone caller) waiting would only add latency.
-      mu_.AwaitWithDeadline(absl::Condition(&stopping_or_full),
-                            queue_.front()->enqueued + options_.max_queue_delay);
+      options_.clock->AwaitWithDeadline(&mu_, absl::Condition(&stopping_or_full),
+                                        queue_.front()->enqueued + options_.max_queue_delay);
     }
     if (stopping_) {
       FailQueue();
@@ -178,41 +186,55 @@ void ModelBatcher::PublishQueueLength() {
     metrics_->SetQueuedRequests(options_.model_name, static_cast<int64_t>(queue_.size()));
 }
 
-void ModelBatcher::Execute(std::vector<Request*> batch) {
-  const absl::Time now = absl::Now();
+std::vector<ModelBatcher::Request*> ModelBatcher::DropStale(const std::vector<Request*>& batch,
+                                                            absl::Time now) {
   std::vector<Request*> live;
-  std::vector<torch::Tensor> inputs;
+  std::vector<std::pair<Request*, bool>> dropped;  // (request, expired)
   for (Request* r : batch) {
     if (now > r->options->deadline) {
-      if (metrics_) metrics_->InferenceDropped(options_.model_name, "deadline");
-      r->Complete(DeadlineError(r->enqueued));
+      dropped.emplace_back(r, true);
     } else if (r->options->cancelled && r->options->cancelled()) {
-      if (metrics_) metrics_->InferenceDropped(options_.model_name, "cancelled");
-      r->Complete(CancelledError());
+      dropped.emplace_back(r, false);
     } else {
       live.push_back(r);
-      inputs.push_back(r->inputs);
     }
   }
-  if (live.empty()) return;
-  absl::StatusOr<torch::Tensor> probs;
+  if (dropped.empty()) return live;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [r, expired] : dropped) {
+    if (metrics_)
+      metrics_->InferenceDropped(options_.model_name, expired ? "deadline" : "cancelled");
+    r->Complete(expired ? DeadlineError(r->enqueued) : CancelledError());
+  }
+  return live;
+}
+
+absl::StatusOr<torch::Tensor> ModelBatcher::Forward(const std::vector<Request*>& live,
+                                                    absl::Time now) {
+  std::vector<torch::Tensor> inputs;
+  for (Request* r : live) inputs.push_back(r->inputs);
   try {
     const torch::Tensor x = inputs.size() == 1 ? inputs[0] : torch::cat(inputs);
     if (metrics_) {
       metrics_->ObserveBatch(options_.model_name, x.size(0),
                              absl::ToDoubleSeconds(now - live.front()->enqueued));
     }
-    probs = live.front()->model->Predict(x);
+    return live.front()->model->Predict(x);
   } catch (const std::exception& e) {
     // Never let an exception end the executor thread.
-    probs = absl::InternalError(
+    return absl::InternalError(
         absl::StrCat("batching for model \"", options_.model_name, "\" failed: ", e.what()));
   }
-  {
-    // Requests that arrived during the forward pass mean overlapping callers.
-    absl::MutexLock lock(&mu_);
-    if (!queue_.empty()) concurrent_ = true;
-  }
+}
+
+void ModelBatcher::Execute(std::vector<Request*> batch) {
+  const absl::Time now = options_.clock->Now();
+  const std::vector<Request*> live = DropStale(batch, now);
+  if (live.empty()) return;
+  const absl::StatusOr<torch::Tensor> probs = Forward(live, now);
+  absl::MutexLock lock(&mu_);
+  // Requests that arrived during the forward pass mean overlapping callers.
+  if (!queue_.empty()) concurrent_ = true;
   int64_t offset = 0;
   for (Request* r : live) {
     const int64_t n = r->inputs.size(0);

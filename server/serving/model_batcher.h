@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/common/clock.h"
 #include "server/serving/loaded_model.h"
 
 namespace kaizen::metrics {
@@ -42,6 +43,8 @@ class ModelBatcher {
     int max_queue_size = 1024;
     // Intra-op threads of the executor; 0 keeps LibTorch's default.
     int threads = 0;
+    // Times the batch delay, request deadlines and the queue's waits.
+    common::Clock* clock = common::Clock::Real();
   };
 
   ModelBatcher(Options options, metrics::Metrics* metrics);
@@ -59,6 +62,11 @@ class ModelBatcher {
  private:
   struct Request;
 
+  // Queues `request`; Unavailable when stopping, ResourceExhausted when full.
+  absl::Status Enqueue(Request* request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits until the executor completes `request`, or drops it from the queue
+  // once its deadline passes or its caller goes away.
+  absl::StatusOr<torch::Tensor> AwaitResult(Request* request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Loop();
   // Takes the next batch off the queue, waiting for it to fill; empty when
   // stopping.
@@ -66,6 +74,11 @@ class ModelBatcher {
   // Pops the oldest request and every queued one that can join its batch.
   std::vector<Request*> TakeBatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Execute(std::vector<Request*> batch);
+  // Completes the requests of `batch` that expired or were cancelled, and
+  // returns the others.
+  std::vector<Request*> DropStale(const std::vector<Request*>& batch, absl::Time now);
+  // One forward pass over the inputs of `live`, merged.
+  absl::StatusOr<torch::Tensor> Forward(const std::vector<Request*>& live, absl::Time now);
   absl::Status DeadlineError(absl::Time enqueued) const;
   static absl::Status CancelledError();
   // Completes every queued request with UNAVAILABLE.

@@ -1,6 +1,5 @@
 #include "server/serving/model_server.h"
 
-#include <google/protobuf/util/json_util.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -35,6 +34,34 @@ int64_t PickServableVersion(const Model& model, bool best) {
   return best ? best_version : latest;  // all quarantined: the load says why
 }
 
+// The loaded version that answers a request for `version` (0: by policy,
+// the best or the latest) among `loaded`, or null.
+std::shared_ptr<const LoadedModel> Lookup(
+    const std::map<int64_t, std::shared_ptr<const LoadedModel>>& loaded, int64_t latest,
+    int64_t best_version, int64_t version, bool best) {
+  const int64_t v = version > 0 ? version : (best ? best_version : latest);
+  auto it = loaded.find(v);
+  return v > 0 && it != loaded.end() ? it->second : nullptr;
+}
+
+// The server-wide settings a model's serving config falls back to.
+ServingConfig Defaults(const ModelServer::Options& o) {
+  ServingConfig c;
+  c.max_batch_size = o.max_batch_size;
+  c.max_queue_delay = o.max_queue_delay;
+  c.max_queue_size = o.max_queue_size;
+  return c;
+}
+
+BatcherRegistry::Options RegistryOptions(const ModelServer::Options& o) {
+  BatcherRegistry::Options r;
+  r.models = o.models;
+  r.defaults = Defaults(o);
+  r.threads = o.threads;
+  r.clock = o.clock;
+  return r;
+}
+
 }  // namespace
 
 // Versions other than the latest and the best kept loaded per model.
@@ -61,119 +88,88 @@ struct ModelServer::Entry {
   absl::Mutex load_mu;
 };
 
-absl::StatusOr<std::map<std::string, ServingConfig>> ParseServingConfig(absl::string_view json,
-                                                                        absl::string_view what) {
-  kaizen::v1::ServingConfigFile file;
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = false;
-  const auto status =
-      google::protobuf::util::JsonStringToMessage(std::string(json), &file, options);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": not a serving config: ", std::string(status.message())));
-  }
-  std::map<std::string, ServingConfig> out;
-  for (const auto& [name, m] : file.models()) {
-    const std::string where = absl::StrCat(what, ": models.", name);
-    if (m.max_batch_size() < 0 || m.max_batch_size() > 4096) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ".maxBatchSize is ", m.max_batch_size(), "; it must be 1..4096"));
-    }
-    if (m.max_queue_size() < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ".maxQueueSize is ", m.max_queue_size(), "; it must be >= 1"));
-    }
-    if (m.has_max_queue_delay_ms() &&
-        (m.max_queue_delay_ms() < 0 || m.max_queue_delay_ms() > 10000)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ".maxQueueDelayMs is ", m.max_queue_delay_ms(), "; it must be 0..10000"));
-    }
-    ServingConfig c;
-    c.policy = m.policy();
-    c.max_batch_size = m.max_batch_size();
-    c.max_queue_size = m.max_queue_size();
-    c.has_max_queue_delay = m.has_max_queue_delay_ms();
-    c.max_queue_delay = absl::Microseconds(static_cast<int64_t>(m.max_queue_delay_ms() * 1000));
-    out[name] = c;
-  }
-  return out;
-}
-
-ModelServer::ModelServer(Options options, store::ModelStore* models, metrics::Metrics* metrics)
-    : options_(std::move(options)), store_(models), metrics_(metrics), device_(torch::kCPU) {
-  if (options_.device.empty()) {
-    if (torch::cuda::is_available()) device_ = torch::Device(torch::kCUDA, 0);
+absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Create(Options options,
+                                                                 store::ModelStore* models,
+                                                                 metrics::Metrics* metrics) {
+  torch::Device device(torch::kCPU);
+  if (options.device.empty()) {
+    if (torch::cuda::is_available()) device = torch::Device(torch::kCUDA, 0);
   } else {
     try {
-      device_ = torch::Device(options_.device);
+      device = torch::Device(options.device);
     } catch (const std::exception&) {
-      init_status_ = absl::InvalidArgumentError(absl::StrCat(
-          "serving device \"", options_.device, "\" is not a device (cpu, cuda, cuda:1, ...)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "serving device \"", options.device, "\" is not a device (cpu, cuda, cuda:1, ...)"));
     }
   }
-  loader_ = std::thread([this] { LoaderLoop(); });
+  std::unique_ptr<ModelServer> server(new ModelServer(std::move(options), models, metrics, device));
+  // Started only once the server is whole.
+  server->loader_ = std::thread([s = server.get()] { s->LoaderLoop(); });
+  return server;
 }
+
+ModelServer::ModelServer(Options options, store::ModelStore* models, metrics::Metrics* metrics,
+                         torch::Device device)
+    : options_(std::move(options)),
+      store_(models),
+      metrics_(metrics),
+      device_(device),
+      loader_fn_(options_.loader ? options_.loader : TorchScriptLoader(device_, options_.optimize)),
+      batchers_(RegistryOptions(options_), metrics) {}
 
 ModelServer::~ModelServer() { Stop(); }
 
 absl::Status ModelServer::Start() {
-  RETURN_IF_ERROR(init_status_);
   // Versions a dead server was loading are not tried again.
   ASSIGN_OR_RETURN(int interrupted, store_->QuarantineInterruptedLoads());
   if (interrupted > 0) {
     common::LogWarning("versions quarantined after an interrupted load", {{"count", interrupted}});
   }
   if (options_.before_preload) options_.before_preload();
-  if (options_.preload) {
-    kaizen::v1::ListModelsRequest request;
-    request.set_page_size(1000);
-    int loaded = 0, failed = 0;
-    do {
-      absl::StatusOr<kaizen::v1::ListModelsResponse> page = store_->List(request);
-      if (!page.ok()) return page.status();
-      for (const Model& m : page->models()) {
-        if (m.source() == kaizen::v1::MODEL_SOURCE_BUILTIN) continue;
-        {
-          absl::MutexLock lock(&mu_);
-          if (stopping_) return absl::CancelledError("stopped while preloading");
-        }
-        absl::StatusOr<std::shared_ptr<const LoadedModel>> r =
-            Acquire(m.name(), 0, kaizen::v1::VERSION_POLICY_UNSPECIFIED);
-        r.ok() ? ++loaded : ++failed;
-      }
-      request.set_page_token(page->next_page_token());
-    } while (!request.page_token().empty());
-    common::LogInfo("models preloaded",
-                    {{"loaded", loaded}, {"failed", failed}, {"device", device_.str()}});
-  }
+  if (options_.preload) RETURN_IF_ERROR(Preload());
   started_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status ModelServer::Preload() {
+  kaizen::v1::ListModelsRequest request;
+  request.set_page_size(1000);
+  int loaded = 0, failed = 0;
+  do {
+    absl::StatusOr<kaizen::v1::ListModelsResponse> page = store_->List(request);
+    if (!page.ok()) return page.status();
+    for (const Model& m : page->models()) {
+      if (m.source() == kaizen::v1::MODEL_SOURCE_BUILTIN) continue;
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopping_) return absl::CancelledError("stopped while preloading");
+      }
+      absl::StatusOr<std::shared_ptr<const LoadedModel>> r =
+          Acquire(m.name(), 0, kaizen::v1::VERSION_POLICY_UNSPECIFIED);
+      r.ok() ? ++loaded : ++failed;
+    }
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty());
+  common::LogInfo("models preloaded",
+                  {{"loaded", loaded}, {"failed", failed}, {"device", device_.str()}});
   return absl::OkStatus();
 }
 
 void ModelServer::Stop() {
   absl::MutexLock stop_lock(&stop_mu_);
-  std::vector<ModelBatcher*> batchers;
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     started_ = false;
-    for (auto& [name, b] : batchers_) batchers.push_back(b.get());
   }
-  // Freed only with the ModelServer: a caller may still hold one.
-  for (ModelBatcher* b : batchers) b->Stop();
+  // The batchers are freed only with the ModelServer: a caller may still
+  // hold one.
+  batchers_.Stop();
   if (loader_.joinable()) loader_.join();
 }
 
 ServingConfig ModelServer::ConfigFor(const std::string& name) const {
-  ServingConfig c;
-  auto it = options_.models.find(name);
-  if (it != options_.models.end()) c = it->second;
-  if (c.policy == kaizen::v1::VERSION_POLICY_UNSPECIFIED)
-    c.policy = kaizen::v1::VERSION_POLICY_LATEST;
-  if (c.max_batch_size <= 0) c.max_batch_size = options_.max_batch_size;
-  if (c.max_queue_size <= 0) c.max_queue_size = options_.max_queue_size;
-  if (!c.has_max_queue_delay) c.max_queue_delay = options_.max_queue_delay;
-  return c;
+  return EffectiveServingConfig(options_.models, name, Defaults(options_));
 }
 
 absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::LoadVersion(const std::string& name,
@@ -192,7 +188,7 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::LoadVersion(cons
   // the next start quarantines the version instead of dying the same way.
   RETURN_IF_ERROR(store_->MarkLoading(name, version));
   absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded =
-      LoadedModel::Load(file.path(), file.model(), device_, warmup, options_.optimize);
+      loader_fn_(file.path(), file.model(), warmup);
   store_->ClearLoading(name, version).IgnoreError();
   if (metrics_) metrics_->ModelLoaded(name, loaded.ok());
   if (!loaded.ok()) {
@@ -228,17 +224,13 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::Acquire(const st
   }
   if (policy == kaizen::v1::VERSION_POLICY_UNSPECIFIED) policy = ConfigFor(name).policy;
   const bool best = policy == kaizen::v1::VERSION_POLICY_BEST;
-  auto lookup = [&](const Entry& e) -> std::shared_ptr<const LoadedModel> {
-    const int64_t v = version > 0 ? version : (best ? e.best : e.latest);
-    auto it = e.loaded.find(v);
-    return v > 0 && it != e.loaded.end() ? it->second : nullptr;
-  };
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("the server is shutting down");
     auto it = entries_.find(name);
     if (it != entries_.end()) {
-      if (auto m = lookup(*it->second)) return m;
+      const Entry& e = *it->second;
+      if (auto m = Lookup(e.loaded, e.latest, e.best, version, best)) return m;
     }
   }
   // Not loaded. The catalogue says whether the model exists (so unknown
@@ -248,20 +240,25 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::Acquire(const st
     return absl::FailedPreconditionError(absl::StrCat("\"", name, "\" is a built-in architecture"));
   }
   const int64_t target = version > 0 ? version : PickServableVersion(model, best);
-  std::shared_ptr<Entry> entry;
-  uint64_t generation = 0;
-  {
-    absl::MutexLock lock(&mu_);
-    std::shared_ptr<Entry>& slot = entries_[name];
-    if (!slot) slot = std::make_shared<Entry>();
-    entry = slot;
-    generation = entry->generation;
-  }
+  return LoadForRequest(name, version, best, target);
+}
+
+std::pair<std::shared_ptr<ModelServer::Entry>, uint64_t> ModelServer::EntryFor(
+    const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Entry>& slot = entries_[name];
+  if (!slot) slot = std::make_shared<Entry>();
+  return {slot, slot->generation};
+}
+
+absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::LoadForRequest(
+    const std::string& name, int64_t version, bool best, int64_t target) {
+  auto [entry, generation] = EntryFor(name);
   // Loaded once: concurrent first requests wait for the first one's load.
   absl::MutexLock load_lock(&entry->load_mu);
   {
     absl::MutexLock lock(&mu_);
-    if (auto m = lookup(*entry)) return m;
+    if (auto m = Lookup(entry->loaded, entry->latest, entry->best, version, best)) return m;
     auto it = entry->loaded.find(target);
     if (it != entry->loaded.end()) return it->second;
   }
@@ -285,23 +282,6 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::Acquire(const st
   return loaded;
 }
 
-ModelBatcher* ModelServer::BatcherFor(const std::string& name) {
-  absl::MutexLock lock(&mu_);
-  if (stopping_) return nullptr;
-  std::unique_ptr<ModelBatcher>& b = batchers_[name];
-  if (!b) {
-    const ServingConfig c = ConfigFor(name);
-    ModelBatcher::Options o;
-    o.model_name = name;
-    o.max_batch_size = c.max_batch_size;
-    o.max_queue_delay = c.max_queue_delay;
-    o.max_queue_size = c.max_queue_size;
-    o.threads = options_.threads;
-    b = std::make_unique<ModelBatcher>(o, metrics_);
-  }
-  return b.get();
-}
-
 absl::StatusOr<torch::Tensor> ModelServer::Infer(const std::shared_ptr<const LoadedModel>& model,
                                                  torch::Tensor inputs,
                                                  const InferOptions& options) {
@@ -311,7 +291,7 @@ absl::StatusOr<torch::Tensor> ModelServer::Infer(const std::shared_ptr<const Loa
     return absl::InvalidArgumentError(absl::StrCat(n, " inputs in one request exceed the limit of ",
                                                    options_.max_request_inputs));
   }
-  ModelBatcher* batcher = BatcherFor(model->name());
+  ModelBatcher* batcher = batchers_.Get(model->name());
   if (batcher == nullptr) return absl::UnavailableError("the server is shutting down");
   return batcher->Run(model, std::move(inputs), options);
 }
@@ -356,71 +336,71 @@ void ModelServer::OnVersionDeleted(const std::string& name, int64_t version) {
 }
 
 void ModelServer::LoaderLoop() {
+  Model next;
+  while (NextPending(&next)) SwapIn(next.name());
+}
+
+bool ModelServer::NextPending(Model* next) {
+  absl::MutexLock lock(&mu_);
   while (true) {
-    Model next;
-    {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](ModelServer* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-            return self->stopping_ || !self->pending_.empty();
-          },
-          this));
-      if (stopping_) return;
-      next = std::move(pending_.front());
-      pending_.erase(pending_.begin());
-      // Versions arrive in order; several queued for one model collapse into
-      // the newest (the catalogue is asked for the current latest and best).
-      if (std::any_of(pending_.begin(), pending_.end(),
-                      [&](const Model& m) { return m.name() == next.name(); })) {
-        continue;
-      }
-    }
-    const std::string& name = next.name();
-    std::shared_ptr<Entry> entry;
-    uint64_t generation = 0;  // before the catalogue is read
-    {
-      absl::MutexLock lock(&mu_);
-      std::shared_ptr<Entry>& slot = entries_[name];
-      if (!slot) slot = std::make_shared<Entry>();
-      entry = slot;
-      generation = entry->generation;
-    }
-    absl::StatusOr<Model> current = store_->Get(name, 0);
-    if (!current.ok()) continue;  // deleted meanwhile
-    const int64_t latest = PickServableVersion(*current, false);
-    const int64_t best = PickServableVersion(*current, true);
-    absl::MutexLock load_lock(&entry->load_mu);
-    for (int64_t v : {latest, best}) {
-      {
-        absl::MutexLock lock(&mu_);
-        if (stopping_) return;
-        if (entry->loaded.count(v)) continue;
-      }
-      // Loaded and warmed up outside the lock; a failure keeps the old one.
-      absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded = LoadVersion(name, v);
-      if (!loaded.ok()) continue;
-      absl::MutexLock lock(&mu_);
-      if (entry->DeletedSince(v, generation)) continue;  // deleted meanwhile: stale
-      entry->loaded[v] = *std::move(loaded);
-    }
-    absl::MutexLock lock(&mu_);
-    const int64_t old_latest = entry->latest;
-    if (entry->loaded.count(latest) && latest > entry->latest) entry->latest = latest;
-    if (entry->loaded.count(best)) entry->best = best;
-    // Besides the latest and the best, the newest few other versions stay
-    // loaded for requests that pin them; older ones are released (loaded
-    // again on demand; requests in flight keep theirs alive).
-    std::vector<int64_t> others;  // newest first
-    for (auto it = entry->loaded.rbegin(); it != entry->loaded.rend(); ++it) {
-      if (it->first != entry->latest && it->first != entry->best) others.push_back(it->first);
-    }
-    for (size_t i = kPinnedVersionsKept; i < others.size(); ++i) entry->loaded.erase(others[i]);
-    if (entry->latest != old_latest) {
-      if (metrics_) metrics_->SetServingVersion(name, entry->latest);
-      common::LogInfo("model version swapped in",
-                      {{"model", name}, {"from", old_latest}, {"to", entry->latest}});
+    mu_.Await(absl::Condition(
+        +[](ModelServer* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+          return self->stopping_ || !self->pending_.empty();
+        },
+        this));
+    if (stopping_) return false;
+    *next = std::move(pending_.front());
+    pending_.erase(pending_.begin());
+    // Versions arrive in order; several queued for one model collapse into
+    // the newest (the catalogue is asked for the current latest and best).
+    if (std::none_of(pending_.begin(), pending_.end(),
+                     [&](const Model& m) { return m.name() == next->name(); })) {
+      return true;
     }
   }
+}
+
+void ModelServer::SwapIn(const std::string& name) {
+  auto [entry, generation] = EntryFor(name);  // before the catalogue is read
+  absl::StatusOr<Model> current = store_->Get(name, 0);
+  if (!current.ok()) return;  // deleted meanwhile
+  const int64_t latest = PickServableVersion(*current, false);
+  const int64_t best = PickServableVersion(*current, true);
+  absl::MutexLock load_lock(&entry->load_mu);
+  for (int64_t v : {latest, best}) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      if (entry->loaded.count(v)) continue;
+    }
+    // Loaded and warmed up outside the lock; a failure keeps the old one.
+    absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded = LoadVersion(name, v);
+    if (!loaded.ok()) continue;
+    absl::MutexLock lock(&mu_);
+    if (entry->DeletedSince(v, generation)) continue;  // deleted meanwhile: stale
+    entry->loaded[v] = *std::move(loaded);
+  }
+  absl::MutexLock lock(&mu_);
+  const int64_t old_latest = entry->latest;
+  if (entry->loaded.count(latest) && latest > entry->latest) entry->latest = latest;
+  if (entry->loaded.count(best)) entry->best = best;
+  ReleaseOldVersions(*entry);
+  if (entry->latest != old_latest) {
+    if (metrics_) metrics_->SetServingVersion(name, entry->latest);
+    common::LogInfo("model version swapped in",
+                    {{"model", name}, {"from", old_latest}, {"to", entry->latest}});
+  }
+}
+
+void ModelServer::ReleaseOldVersions(Entry& entry) {
+  // Besides the latest and the best, the newest few other versions stay
+  // loaded for requests that pin them; older ones are released (loaded
+  // again on demand; requests in flight keep theirs alive).
+  std::vector<int64_t> others;  // newest first
+  for (auto it = entry.loaded.rbegin(); it != entry.loaded.rend(); ++it) {
+    if (it->first != entry.latest && it->first != entry.best) others.push_back(it->first);
+  }
+  for (size_t i = kPinnedVersionsKept; i < others.size(); ++i) entry.loaded.erase(others[i]);
 }
 
 RequestImageDecoder ModelServer::NewImageDecoder(absl::Time deadline,
@@ -432,6 +412,7 @@ RequestImageDecoder ModelServer::NewImageDecoder(absl::Time deadline,
   o.budget = options_.decode_budget;
   o.deadline = deadline;
   o.cancelled = std::move(cancelled);
+  o.clock = options_.clock;
   return RequestImageDecoder(std::move(o), received_bytes);
 }
 

@@ -1,5 +1,5 @@
 // ModelServer: which version of each model answers, and the dynamic batcher
-// in front of it.
+// in front of it (one per model, kept by a BatcherRegistry).
 //
 // - Resolution: a request names a model and either pins a version or follows
 //   a policy, LATEST (default) or BEST (best validation metric); a model's
@@ -16,6 +16,8 @@
 //   and a bounded queue: a request that finds it full fails at once with
 //   RESOURCE_EXHAUSTED. Requests whose deadline has passed, or whose caller
 //   went away, are dropped before compute.
+// Per-model settings come from serving_config.h; versions are loaded through
+// a ModelLoader (model_loader.h), which tests replace.
 #pragma once
 
 #include <torch/script.h>
@@ -30,15 +32,20 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kaizen/v1/inference_service.pb.h"
 #include "kaizen/v1/model_service.pb.h"
+#include "server/common/clock.h"
 #include "server/datasets/decode_budget.h"
+#include "server/serving/batcher_registry.h"
 #include "server/serving/loaded_model.h"
 #include "server/serving/model_batcher.h"
+#include "server/serving/model_loader.h"
 #include "server/serving/preprocess.h"
+#include "server/serving/serving_config.h"
 
 namespace kaizen::metrics {
 class Metrics;
@@ -48,21 +55,6 @@ class ModelStore;
 }
 
 namespace kaizen::serving {
-
-// Per-model serving settings; zero/unspecified fields take the server-wide
-// defaults.
-struct ServingConfig {
-  kaizen::v1::VersionPolicy policy = kaizen::v1::VERSION_POLICY_UNSPECIFIED;
-  int max_batch_size = 0;
-  absl::Duration max_queue_delay = absl::ZeroDuration();
-  bool has_max_queue_delay = false;
-  int max_queue_size = 0;
-};
-
-// Parses a serving config file (proto3 JSON of kaizen.v1.ServingConfigFile).
-// InvalidArgument naming `what` (the file) and what is wrong.
-absl::StatusOr<std::map<std::string, ServingConfig>> ParseServingConfig(absl::string_view json,
-                                                                        absl::string_view what);
 
 class ModelServer {
  public:
@@ -95,9 +87,21 @@ class ModelServer {
     // Tests only: called on the preloading thread before preloading starts,
     // so that a test can observe the server before it is ready.
     std::function<void()> before_preload;
+    // Loads each version's file; empty: TorchScriptLoader(device, optimize).
+    // Tests give a fake.
+    ModelLoader loader;
+    // Times batch delays, request deadlines and image decoding's deadline
+    // checks; tests give a FakeClock.
+    common::Clock* clock = common::Clock::Real();
   };
 
-  ModelServer(Options options, store::ModelStore* models, metrics::Metrics* metrics);
+  // A server over the catalogue `models` (which must outlive it) that has
+  // not preloaded yet (see Start()); its background loader runs already.
+  // InvalidArgument when Options::device is not a device. `metrics` may be
+  // null.
+  static absl::StatusOr<std::unique_ptr<ModelServer>> Create(Options options,
+                                                             store::ModelStore* models,
+                                                             metrics::Metrics* metrics);
   ~ModelServer();
   ModelServer(const ModelServer&) = delete;
   ModelServer& operator=(const ModelServer&) = delete;
@@ -112,8 +116,6 @@ class ModelServer {
   // Not ready any more (OIP ServerReady answers false) while requests are
   // still served: the server is draining.
   void BeginDrain() { started_ = false; }
-  // Whether the options were usable (e.g. the serving device).
-  const absl::Status& status() const { return init_status_; }
 
   // The version that answers a request: `version` > 0 pins it, otherwise
   // `policy` (or the model's configured policy) picks LATEST or BEST.
@@ -157,23 +159,44 @@ class ModelServer {
  private:
   struct Entry;
 
+  ModelServer(Options options, store::ModelStore* models, metrics::Metrics* metrics,
+              torch::Device device);
+
+  // Acquires the serving version of every stored model (Options::preload).
+  absl::Status Preload();
   ServingConfig ConfigFor(const std::string& name) const;
+  // The entry of model `name`, made if missing, and its deletion generation
+  // now (see Entry::generation).
+  std::pair<std::shared_ptr<Entry>, uint64_t> EntryFor(const std::string& name)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Loads `target` for a request that Acquire() could not answer from what
+  // is loaded, and installs it unless it was deleted meanwhile.
+  absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadForRequest(const std::string& name,
+                                                                    int64_t version, bool best,
+                                                                    int64_t target);
   absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadVersion(const std::string& name,
                                                                  int64_t version);
-  ModelBatcher* BatcherFor(const std::string& name);
   void LoaderLoop();
+  // Takes the next version the loader should act on; false when stopping.
+  bool NextPending(kaizen::v1::Model* next) ABSL_LOCKS_EXCLUDED(mu_);
+  // Loads the catalogue's latest and best versions of `name` and swaps them
+  // in; a version that fails to load leaves the old one serving.
+  void SwapIn(const std::string& name);
+  // Releases the loaded versions other than the latest, the best and the
+  // newest few others.
+  static void ReleaseOldVersions(Entry& entry);
 
-  Options options_;
+  const Options options_;
   store::ModelStore* store_;
   metrics::Metrics* metrics_;
-  torch::Device device_;
-  absl::Status init_status_;
+  const torch::Device device_;
+  const ModelLoader loader_fn_;
+  BatcherRegistry batchers_;
   std::atomic<bool> started_{false};
 
   absl::Mutex mu_;
   // Per model name: the versions loaded and which answers by policy.
   absl::flat_hash_map<std::string, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::unique_ptr<ModelBatcher>> batchers_ ABSL_GUARDED_BY(mu_);
   // Versions waiting for the background loader, in arrival order.
   std::vector<kaizen::v1::Model> pending_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

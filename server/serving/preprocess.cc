@@ -6,7 +6,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/time/clock.h"
 #include "server/datasets/image_decoder.h"
 #include "server/training/image_set.h"
 
@@ -45,7 +44,7 @@ absl::StatusOr<torch::Tensor> RequestImageDecoder::Decode(absl::string_view byte
     return absl::CancelledError(
         absl::StrCat(what, ": the request was cancelled; its images are no longer decoded"));
   }
-  if (absl::Now() >= options_.deadline) {
+  if (options_.clock->Now() >= options_.deadline) {
     return absl::DeadlineExceededError(
         absl::StrCat(what, ": the request's deadline passed while its images were decoded"));
   }

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "kaizen/v1/common.pb.h"
 #include "kaizen/v1/model_service.pb.h"
+#include "server/common/clock.h"
 #include "server/datasets/decode_budget.h"
 #include "server/datasets/image_decoder.h"
 
@@ -52,6 +53,8 @@ class RequestImageDecoder {
     absl::Time deadline = absl::InfiniteFuture();
     // Polled before each image; true stops with CANCELLED.
     std::function<bool()> cancelled;
+    // What `deadline` is compared with.
+    const common::Clock* clock = common::Clock::Real();
   };
 
   // `received_bytes`: the encoded bytes of the request's images.

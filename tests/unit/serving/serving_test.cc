@@ -1,6 +1,6 @@
 // Unit tests of the serving engine's parts: the dynamic batcher (merging,
-// lone callers, versions kept apart, queue limit, deadlines), input
-// preprocessing and serving-config parsing.
+// lone callers, versions kept apart, queue limit, deadlines) on a fake clock,
+// and input preprocessing.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -10,13 +10,14 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "server/metrics/metrics.h"
 #include "server/models/model_file.h"
 #include "server/serving/loaded_model.h"
 #include "server/serving/model_batcher.h"
-#include "server/serving/model_server.h"
 #include "server/serving/preprocess.h"
+#include "tests/test_util/fake_clock.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
 
@@ -52,23 +53,50 @@ std::pair<uint64_t, double> BatchStats(metrics::Metrics& m) {
   return {0, 0};
 }
 
+// Advances `clock` by an hour every 10 s of real time until destroyed, so
+// that a batcher waiting for time a test never gives it fails the test's
+// assertions instead of hanging it. Declared after the batcher it watches.
+class Watchdog {
+ public:
+  explicit Watchdog(testing::FakeClock* clock)
+      : thread_([this, clock] {
+          while (!done_.WaitForNotificationWithTimeout(absl::Seconds(10))) {
+            clock->Advance(absl::Hours(1));
+          }
+        }) {}
+  ~Watchdog() {
+    done_.Notify();
+    thread_.join();
+  }
+
+ private:
+  absl::Notification done_;
+  std::thread thread_;
+};
+
 class BatcherTest : public ::testing::Test {
  protected:
-  std::unique_ptr<ModelBatcher> Batcher(int max_batch, absl::Duration delay, int max_queue = 64) {
+  std::unique_ptr<ModelBatcher> Batcher(int max_batch, absl::Duration delay, int max_queue = 64,
+                                        common::Clock* clock = common::Clock::Real()) {
     ModelBatcher::Options o;
     o.model_name = "tiny";
     o.max_batch_size = max_batch;
     o.max_queue_delay = delay;
     o.max_queue_size = max_queue;
+    o.clock = clock;
     return std::make_unique<ModelBatcher>(o, metrics_.get());
   }
   testing::TempDir dir_;
   std::unique_ptr<metrics::Metrics> metrics_ = *metrics::Metrics::Create("127.0.0.1", -1);
+  // Time for the tests that depend on it: moves only when a test says so.
+  testing::FakeClock clock_;
 };
 
 TEST_F(BatcherTest, MergesConcurrentRequestsIntoOneForwardPassAndSplitsTheResults) {
   auto model = TinyModel(dir_, 1);
-  auto batcher = Batcher(16, absl::Seconds(2));
+  // The batch delay never passes: the batch goes when the 16th input comes.
+  auto batcher = Batcher(16, absl::Seconds(2), 64, &clock_);
+  Watchdog watchdog(&clock_);
   std::vector<std::thread> threads;
   std::atomic<int> right{0};
   for (int i = 0; i < 16; ++i) {
@@ -91,17 +119,25 @@ TEST_F(BatcherTest, MergesConcurrentRequestsIntoOneForwardPassAndSplitsTheResult
 
 TEST_F(BatcherTest, ALoneCallerDoesNotWaitForABatchToFill) {
   auto model = TinyModel(dir_, 1);
-  auto batcher = Batcher(16, absl::Milliseconds(300));
+  auto batcher = Batcher(16, absl::Milliseconds(300), 64, &clock_);
+  Watchdog watchdog(&clock_);
   const torch::Tensor x = torch::rand({1, 1, 2, 2});
-  ASSERT_TRUE(batcher->Run(model, x, InferOptions{}).ok());  // may wait: no history yet
-  const absl::Time start = absl::Now();
+  // The first request may wait: no history yet. It waits out the delay.
+  std::thread first([&] { ASSERT_TRUE(batcher->Run(model, x, InferOptions{}).ok()); });
+  clock_.BlockUntilWaiters(2);  // the caller and the executor
+  clock_.Advance(absl::Milliseconds(300));
+  first.join();
+  // Time stands still from here: a batch that waited would end only when the
+  // watchdog moves the clock an hour.
+  const absl::Time start = clock_.Now();
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(batcher->Run(model, x, InferOptions{}).ok());
-  EXPECT_LT(absl::Now() - start, absl::Milliseconds(300));
+  EXPECT_LT(clock_.Now() - start, absl::Milliseconds(300));
 }
 
 TEST_F(BatcherTest, RequestsForDifferentVersionsAreNeverMerged) {
   auto v1 = TinyModel(dir_, 1, 1.0), v2 = TinyModel(dir_, 2, -1.0);
-  auto batcher = Batcher(16, absl::Milliseconds(200));
+  auto batcher = Batcher(16, absl::Milliseconds(200), 64, &clock_);
+  Watchdog watchdog(&clock_);
   torch::Tensor x = torch::zeros({1, 1, 2, 2});
   x.view({-1})[0] = 4.0f;
   std::vector<std::thread> threads;
@@ -116,6 +152,10 @@ TEST_F(BatcherTest, RequestsForDifferentVersionsAreNeverMerged) {
       if (favours0 != (model == v1)) ++wrong;
     });
   }
+  // All eight queued (and the executor waiting for the batch to fill), then
+  // the batch delay passes.
+  clock_.BlockUntilWaiters(9);
+  clock_.Advance(absl::Milliseconds(200));
   for (auto& t : threads) t.join();
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_GE(BatchStats(*metrics_).first, 2u);
@@ -137,6 +177,60 @@ TEST_F(BatcherTest, ExpiredCancelledAndStoppedRequestsAreNotComputed) {
   batcher->Stop();
   EXPECT_EQ(batcher->Run(model, torch::rand({1, 1, 2, 2}), InferOptions{}).status().code(),
             absl::StatusCode::kUnavailable);
+}
+
+TEST_F(BatcherTest, ABatchWaitsExactlyTheQueueDelayForMoreInputs) {
+  auto model = TinyModel(dir_, 1);
+  auto batcher = Batcher(16, absl::Milliseconds(300), 64, &clock_);
+  Watchdog watchdog(&clock_);
+  std::atomic<bool> done{false};
+  std::thread caller([&] {
+    EXPECT_TRUE(batcher->Run(model, torch::rand({1, 1, 2, 2}), InferOptions{}).ok());
+    done = true;
+  });
+  clock_.BlockUntilWaiters(2);  // the caller and the executor
+  clock_.Advance(absl::Milliseconds(299));
+  EXPECT_FALSE(done.load());
+  EXPECT_EQ(BatchStats(*metrics_).first, 0u);
+  clock_.Advance(absl::Milliseconds(1));
+  caller.join();
+  EXPECT_EQ(BatchStats(*metrics_).first, 1u);
+}
+
+TEST_F(BatcherTest, ARequestWhoseDeadlinePassesInTheQueueLeavesItUncomputed) {
+  auto model = TinyModel(dir_, 1);
+  auto batcher = Batcher(16, absl::Seconds(10), 64, &clock_);
+  Watchdog watchdog(&clock_);
+  InferOptions options;
+  options.deadline = clock_.Now() + absl::Milliseconds(100);
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::thread caller([&] {
+    code = batcher->Run(model, torch::rand({1, 1, 2, 2}), options).status().code();
+  });
+  clock_.BlockUntilWaiters(2);
+  clock_.Advance(absl::Milliseconds(100));
+  caller.join();
+  EXPECT_EQ(code, absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(BatchStats(*metrics_).first, 0u);
+}
+
+TEST_F(BatcherTest, ARequestCancelledInTheQueueLeavesItAtTheNextPoll) {
+  auto model = TinyModel(dir_, 1);
+  auto batcher = Batcher(16, absl::Seconds(10), 64, &clock_);
+  Watchdog watchdog(&clock_);
+  std::atomic<bool> cancelled{false};
+  InferOptions options;
+  options.cancelled = [&cancelled] { return cancelled.load(); };
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::thread caller([&] {
+    code = batcher->Run(model, torch::rand({1, 1, 2, 2}), options).status().code();
+  });
+  clock_.BlockUntilWaiters(2);
+  cancelled = true;
+  clock_.Advance(absl::Milliseconds(50));
+  caller.join();
+  EXPECT_EQ(code, absl::StatusCode::kCancelled);
+  EXPECT_EQ(BatchStats(*metrics_).first, 0u);
 }
 
 TEST(PreprocessTest, ImagesAreConvertedResizedAndNormalisedLikeTrainingImages) {
@@ -214,26 +308,6 @@ TEST(PreprocessTest, TensorsMustMatchTheModelShape) {
   v[3] = std::numeric_limits<float>::infinity();
   EXPECT_EQ(BatchFromFloats(v.data(), 4, {1, 2, 2}, meta, "x").status().code(),
             absl::StatusCode::kInvalidArgument);
-}
-
-TEST(ServingConfigTest, ParsesPerModelSettingsAndRejectsBadOnes) {
-  auto c = ParseServingConfig(
-      R"({"models": {"shoes": {"policy": "VERSION_POLICY_BEST", "maxBatchSize": 8,
-                               "maxQueueDelayMs": 0.5, "maxQueueSize": 10},
-                     "bags": {"maxBatchSize": 1}}})",
-      "serving.json");
-  ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->at("shoes").policy, kaizen::v1::VERSION_POLICY_BEST);
-  EXPECT_EQ(c->at("shoes").max_batch_size, 8);
-  EXPECT_EQ(c->at("shoes").max_queue_delay, absl::Microseconds(500));
-  EXPECT_TRUE(c->at("shoes").has_max_queue_delay);
-  EXPECT_FALSE(c->at("bags").has_max_queue_delay);
-  auto bad = ParseServingConfig(R"({"models": {"x": {"maxBatchSize": -2}}})", "serving.json");
-  EXPECT_EQ(bad.status().message(),
-            "serving.json: models.x.maxBatchSize is -2; it must be 1..4096");
-  auto typo = ParseServingConfig(R"({"models": {"x": {"maxBatch": 2}}})", "serving.json");
-  EXPECT_EQ(typo.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(absl::StartsWith(typo.status().message(), "serving.json: not a serving config"));
 }
 
 }  // namespace

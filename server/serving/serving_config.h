@@ -1,0 +1,38 @@
+// Per-model serving settings: parsing the operator's serving config file
+// (--serving_config) and filling what a model leaves unset from the
+// server-wide defaults. Pure functions; no I/O.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "kaizen/v1/inference_service.pb.h"
+#include "kaizen/v1/model_service.pb.h"
+
+namespace kaizen::serving {
+
+// Per-model serving settings; zero/unspecified fields take the server-wide
+// defaults.
+struct ServingConfig {
+  kaizen::v1::VersionPolicy policy = kaizen::v1::VERSION_POLICY_UNSPECIFIED;
+  int max_batch_size = 0;
+  absl::Duration max_queue_delay = absl::ZeroDuration();
+  bool has_max_queue_delay = false;
+  int max_queue_size = 0;
+};
+
+// Parses a serving config file (proto3 JSON of kaizen.v1.ServingConfigFile).
+// InvalidArgument naming `what` (the file) and what is wrong.
+absl::StatusOr<std::map<std::string, ServingConfig>> ParseServingConfig(absl::string_view json,
+                                                                        absl::string_view what);
+
+// The settings model `name` is served with: its entry in `models` where set,
+// `defaults` (max_batch_size, max_queue_delay, max_queue_size) otherwise, and
+// the LATEST policy when neither names one.
+ServingConfig EffectiveServingConfig(const std::map<std::string, ServingConfig>& models,
+                                     const std::string& name, const ServingConfig& defaults);
+
+}  // namespace kaizen::serving

@@ -1,0 +1,63 @@
+// Serving config files and how a model's settings fall back to the
+// server-wide defaults.
+#include "server/serving/serving_config.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+
+namespace kaizen::serving {
+namespace {
+
+TEST(ServingConfigTest, ParsesPerModelSettingsAndRejectsBadOnes) {
+  auto c = ParseServingConfig(
+      R"({"models": {"shoes": {"policy": "VERSION_POLICY_BEST", "maxBatchSize": 8,
+                               "maxQueueDelayMs": 0.5, "maxQueueSize": 10},
+                     "bags": {"maxBatchSize": 1}}})",
+      "serving.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->at("shoes").policy, kaizen::v1::VERSION_POLICY_BEST);
+  EXPECT_EQ(c->at("shoes").max_batch_size, 8);
+  EXPECT_EQ(c->at("shoes").max_queue_delay, absl::Microseconds(500));
+  EXPECT_TRUE(c->at("shoes").has_max_queue_delay);
+  EXPECT_FALSE(c->at("bags").has_max_queue_delay);
+  auto bad = ParseServingConfig(R"({"models": {"x": {"maxBatchSize": -2}}})", "serving.json");
+  EXPECT_EQ(bad.status().message(),
+            "serving.json: models.x.maxBatchSize is -2; it must be 1..4096");
+  auto typo = ParseServingConfig(R"({"models": {"x": {"maxBatch": 2}}})", "serving.json");
+  EXPECT_EQ(typo.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(typo.status().message(), "serving.json: not a serving config"));
+}
+
+TEST(ServingConfigTest, AModelsOwnSettingsWinAndTheRestComeFromTheDefaults) {
+  ServingConfig defaults;
+  defaults.max_batch_size = 32;
+  defaults.max_queue_delay = absl::Milliseconds(2);
+  defaults.max_queue_size = 1024;
+  std::map<std::string, ServingConfig> models;
+  models["shoes"].policy = kaizen::v1::VERSION_POLICY_BEST;
+  models["shoes"].max_batch_size = 8;
+  models["shoes"].has_max_queue_delay = true;  // 0 ms: do not wait
+  models["bags"].max_queue_size = 10;
+
+  const ServingConfig shoes = EffectiveServingConfig(models, "shoes", defaults);
+  EXPECT_EQ(shoes.policy, kaizen::v1::VERSION_POLICY_BEST);
+  EXPECT_EQ(shoes.max_batch_size, 8);
+  EXPECT_EQ(shoes.max_queue_delay, absl::ZeroDuration());
+  EXPECT_EQ(shoes.max_queue_size, 1024);
+
+  const ServingConfig bags = EffectiveServingConfig(models, "bags", defaults);
+  EXPECT_EQ(bags.policy, kaizen::v1::VERSION_POLICY_LATEST);
+  EXPECT_EQ(bags.max_batch_size, 32);
+  EXPECT_EQ(bags.max_queue_delay, absl::Milliseconds(2));
+  EXPECT_EQ(bags.max_queue_size, 10);
+
+  const ServingConfig other = EffectiveServingConfig(models, "hats", defaults);
+  EXPECT_EQ(other.policy, kaizen::v1::VERSION_POLICY_LATEST);
+  EXPECT_EQ(other.max_batch_size, 32);
+  EXPECT_EQ(other.max_queue_delay, absl::Milliseconds(2));
+  EXPECT_EQ(other.max_queue_size, 1024);
+}
+
+}  // namespace
+}  // namespace kaizen::serving
