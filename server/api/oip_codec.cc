@@ -9,8 +9,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/types/span.h"
+#include "server/common/input_shape.h"
 #include "server/common/oip_tensor.h"
 #include "server/common/status_macros.h"
 
@@ -23,11 +23,6 @@ using inference::ModelInferResponse;
 // How messages name the request's input: input "NAME".
 std::string InputWhat(const ModelInferRequest::InferInputTensor& input) {
   return absl::StrCat("input \"", absl::CHexEscape(input.name()), "\"");
-}
-
-template <typename Container>
-std::string ShapeString(const Container& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
 // Checks the one input's contents and datatype.
@@ -80,7 +75,7 @@ absl::StatusOr<std::vector<absl::string_view>> BytesElements(const ModelInferReq
                                                              int max_inputs) {
   const ModelInferRequest::InferInputTensor& input = request.inputs(0);
   const std::string what = InputWhat(input);
-  const std::string given = ShapeString(input.shape());
+  const std::string given = common::ShapeText(input.shape());
   if (input.shape_size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(what, " has shape ", given, "; expected [N] (",
                                                    kOipBytes, ", N encoded JPEG or PNG images)"));
@@ -177,7 +172,7 @@ absl::Status EncodeOipOutput(const ModelInferRequest& request, int64_t version,
   }
   if (probabilities.dim() != 2) {
     return absl::InternalError(absl::StrCat("the model answered a tensor of shape ",
-                                            ShapeString(probabilities.sizes()),
+                                            common::ShapeText(probabilities.sizes()),
                                             "; expected [N, classes]"));
   }
   response->set_model_name(request.model_name());
