@@ -1,22 +1,24 @@
 // inference.GRPCInferenceService, the Open Inference Protocol (KServe v2) as
-// Triton serves it, over the serving engine: translates requests into
-// ModelServer calls and answers in Triton's form, so that OIP clients
-// (tritonclient, perf_analyzer) work unchanged. Owns nothing; the ModelServer
-// and Metrics outlive it.
+// Triton serves it, over the serving engine: ModelInfer translates requests
+// with the OIP codec (oip_codec.h) and runs them through the Predictor; the
+// health and metadata calls ask the ModelServer. Answers in Triton's form, so
+// that OIP clients (tritonclient, perf_analyzer) work unchanged. Owns
+// nothing; the ModelServer, Predictor and Metrics outlive it.
 #pragma once
 
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/auth/authenticator.h"
 #include "server/metrics/metrics.h"
 #include "server/serving/model_server.h"
+#include "server/serving/predictor.h"
 
 namespace kaizen::api {
 
 class OipServiceImpl final : public inference::GRPCInferenceService::Service {
  public:
-  OipServiceImpl(serving::ModelServer* models, metrics::Metrics* metrics,
-                 const auth::Authenticator* auth)
-      : models_(models), metrics_(metrics), auth_(auth) {}
+  OipServiceImpl(serving::ModelServer* models, const serving::Predictor* predictor,
+                 metrics::Metrics* metrics, const auth::Authenticator* auth)
+      : models_(models), predictor_(predictor), metrics_(metrics), auth_(auth) {}
 
   grpc::Status ServerLive(grpc::ServerContext* context, const inference::ServerLiveRequest* request,
                           inference::ServerLiveResponse* response) override;
@@ -36,6 +38,7 @@ class OipServiceImpl final : public inference::GRPCInferenceService::Service {
 
  private:
   serving::ModelServer* models_;
+  const serving::Predictor* predictor_;
   metrics::Metrics* metrics_;
   const auth::Authenticator* auth_;
 };

@@ -36,6 +36,7 @@
 #include "server/jobs/job_event_hub.h"
 #include "server/jobs/job_manager.h"
 #include "server/metrics/metrics.h"
+#include "server/serving/predictor.h"
 #include "server/store/data_dir.h"
 #include "server/store/dataset_store.h"
 #include "server/store/job_store.h"
@@ -61,6 +62,8 @@ struct KaizenServer::State {
   std::unique_ptr<store::JobStore> job_store;
   // After the stores it reads and before the jobs that write versions.
   std::unique_ptr<serving::ModelServer> model_server;
+  // Over model_server; before the inference services that call it.
+  std::unique_ptr<serving::Predictor> predictor;
   std::unique_ptr<jobs::JobEventHub> events;
   std::unique_ptr<jobs::JobManager> jobs;
   // After the stores its threads write to; before the services and the
@@ -296,9 +299,12 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
       std::make_unique<ModelServiceImpl>(s.models.get(), s.uploads.get(), s.metrics.get(), auth);
   s.finetune_service = std::make_unique<FineTuneServiceImpl>(
       s.jobs.get(), s.events.get(), s.metrics.get(), auth, FineTuneServiceImpl::Options{});
+  s.predictor = std::make_unique<serving::Predictor>(
+      s.model_server.get(), serving::Predictor::OptionsFor(s.model_server->options()));
   s.inference_service =
-      std::make_unique<InferenceServiceImpl>(s.model_server.get(), s.metrics.get(), auth);
-  s.oip_service = std::make_unique<OipServiceImpl>(s.model_server.get(), s.metrics.get(), auth);
+      std::make_unique<InferenceServiceImpl>(s.predictor.get(), s.metrics.get(), auth);
+  s.oip_service = std::make_unique<OipServiceImpl>(s.model_server.get(), s.predictor.get(),
+                                                   s.metrics.get(), auth);
 
   // Health stays open (no token) on every listener: probes carry none.
   grpc::EnableDefaultHealthCheckService(true);

@@ -1,6 +1,5 @@
 #include "server/common/oip_tensor.h"
 
-#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -8,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/common/checked_math.h"
+#include "server/common/input_shape.h"
 #include "server/common/status_macros.h"
 
 namespace kaizen::common {
@@ -17,11 +17,6 @@ namespace {
 // are, which is only right on a little-endian host.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "DecodeOipFp32 copies little-endian raw tensors without swapping bytes");
-
-template <typename Container>
-std::string ShapeText(const Container& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
 
 }  // namespace
 
@@ -44,16 +39,14 @@ absl::StatusOr<Fp32Batch> DecodeOipFp32(const std::vector<int64_t>& shape,
                                         const std::string* raw, absl::Span<const float> contents,
                                         absl::string_view what) {
   const std::string given = ShapeText(shape);
-  const bool one = shape == chw;
-  const bool many =
-      shape.size() == chw.size() + 1 && std::equal(chw.begin(), chw.end(), shape.begin() + 1);
-  if (!one && !many) {
+  const std::optional<int64_t> inputs = InputsInShape(shape, chw);
+  if (!inputs.has_value()) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, " has shape ", given, "; expected [N, ", absl::StrJoin(chw, ", "),
                      "] or ", ShapeText(chw), " (FP32, the model's input shape)"));
   }
   Fp32Batch batch;
-  batch.n = one ? 1 : shape[0];
+  batch.n = *inputs;
   RETURN_IF_ERROR(CheckOipBatchSize(batch.n, max_inputs, what, given));
   std::optional<int64_t> count = batch.n;
   for (int64_t d : chw) {

@@ -3,18 +3,16 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/common/input_shape.h"
 #include "server/datasets/image_decoder.h"
 #include "server/training/image_set.h"
 
 namespace kaizen::serving {
 namespace {
-
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
 
 absl::Status CheckModelShape(const kaizen::v1::Model& model) {
   if (model.input_shape_size() != 3) {
@@ -82,23 +80,21 @@ absl::StatusOr<torch::Tensor> BatchFromFloats(const float* values, int64_t count
                                               absl::string_view what) {
   if (absl::Status st = CheckModelShape(model); !st.ok()) return st;
   const std::vector<int64_t> expected(model.input_shape().begin(), model.input_shape().end());
-  const bool single = shape == expected;
-  const bool batch = shape.size() == 4 && shape[0] >= 1 &&
-                     std::equal(expected.begin(), expected.end(), shape.begin() + 1);
-  if (!single && !batch) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " has shape ", ShapeText(shape), "; model \"", model.name(), "\" takes ",
-                     ShapeText(expected), " or [N, ", absl::StrJoin(expected, ", "), "]"));
+  const std::optional<int64_t> inputs = common::InputsInShape(shape, expected);
+  if (!inputs.has_value() || *inputs < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " has shape ", common::ShapeText(shape), "; model \"", model.name(), "\" takes ",
+        common::ShapeText(expected), " or [N, ", absl::StrJoin(expected, ", "), "]"));
   }
-  const int64_t n = single ? 1 : shape[0];
+  const int64_t n = *inputs;
   if (n > count) {  // also keeps the product below from overflowing
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " has ", count, " values; shape ", ShapeText(shape), " needs more"));
+    return absl::InvalidArgumentError(absl::StrCat(what, " has ", count, " values; shape ",
+                                                   common::ShapeText(shape), " needs more"));
   }
   const int64_t want = n * expected[0] * expected[1] * expected[2];
   if (count != want) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " has ", count, " values; shape ", ShapeText(shape), " needs ", want));
+    return absl::InvalidArgumentError(absl::StrCat(what, " has ", count, " values; shape ",
+                                                   common::ShapeText(shape), " needs ", want));
   }
   for (int64_t i = 0; i < count; ++i) {
     if (!std::isfinite(values[i])) {
