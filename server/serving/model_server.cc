@@ -287,10 +287,6 @@ absl::StatusOr<torch::Tensor> ModelServer::Infer(const std::shared_ptr<const Loa
                                                  const InferOptions& options) {
   const int64_t n = inputs.dim() == 4 ? inputs.size(0) : 0;
   if (n < 1) return absl::InvalidArgumentError("the batch is empty; send at least one input");
-  if (n > options_.max_request_inputs) {
-    return absl::InvalidArgumentError(absl::StrCat(n, " inputs in one request exceed the limit of ",
-                                                   options_.max_request_inputs));
-  }
   ModelBatcher* batcher = batchers_.Get(model->name());
   if (batcher == nullptr) return absl::UnavailableError("the server is shutting down");
   return batcher->Run(model, std::move(inputs), options);

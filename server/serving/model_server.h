@@ -64,7 +64,7 @@ class ModelServer {
     absl::Duration max_queue_delay = absl::Milliseconds(2);
     // Requests (not inputs) waiting per model.
     int max_queue_size = 1024;
-    // Inputs accepted in one request.
+    // Inputs accepted in one request (the Predictor enforces it).
     int max_request_inputs = 256;
     // Largest image accepted, width * height.
     int64_t max_image_pixels = 25'000'000;
@@ -127,12 +127,10 @@ class ModelServer {
                                                              int64_t version,
                                                              kaizen::v1::VersionPolicy policy);
 
-  using InferOptions = serving::InferOptions;
-
   // Runs `inputs` (float [N, C, H, W], preprocessed for `model`) through
   // `model`'s batcher and blocks until done. Returns probabilities
-  // [N, classes]. ResourceExhausted when the queue is full, InvalidArgument
-  // over max_request_inputs.
+  // [N, classes]. ResourceExhausted when the queue is full. The request's
+  // size was checked by the Predictor (predictor.h), the one way in.
   absl::StatusOr<torch::Tensor> Infer(const std::shared_ptr<const LoadedModel>& model,
                                       torch::Tensor inputs, const InferOptions& options);
 
