@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "fuzz/fuzz_util.h"
-#include "server/datasets/dataset_ingestor.h"
+#include "server/datasets/idx_ingestor.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static kaizen::fuzz::MemFile images("images");

@@ -31,7 +31,7 @@
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/common/status_macros.h"
-#include "server/datasets/dataset_ingestor.h"
+#include "server/datasets/idx_ingestor.h"
 #include "server/models/builtin_models.h"
 #include "server/models/model_file.h"
 #include "server/training/freezing.h"

@@ -26,7 +26,8 @@
 
 #include "absl/strings/str_split.h"
 #include "google/protobuf/text_format.h"
-#include "server/datasets/dataset_ingestor.h"
+#include "server/datasets/idx_ingestor.h"
+#include "server/imaging/normalizer.h"
 #include "server/models/builtin_models.h"
 #include "server/models/model_file.h"
 #include "server/models/model_metadata.h"
@@ -91,14 +92,14 @@ double TestAccuracy(torch::jit::Module module, const kaizen::v1::Model& meta,
                     const datasets::DecodedDataset& test) {
   auto set = ConvertDataset(test, {meta.input_shape().begin(), meta.input_shape().end()});
   Require(set, "converting the test set");
-  Normalizer normalizer(meta.normalization(), meta.input_shape(0), torch::kCPU);
+  imaging::Normalizer normalizer(meta.normalization(), meta.input_shape(0), torch::kCPU);
   module.eval();
   torch::NoGradGuard no_grad;
   int64_t correct = 0;
   for (int64_t begin = 0; begin < set->size(); begin += 500) {
     const int64_t n = std::min<int64_t>(500, set->size() - begin);
     const torch::Tensor x =
-        normalizer.Normalize(Normalizer::ToUnit(set->images.narrow(0, begin, n)));
+        normalizer.Normalize(imaging::Normalizer::ToUnit(set->images.narrow(0, begin, n)));
     const torch::Tensor pred = module.forward({x}).toTensor().argmax(1);
     correct += pred.eq(set->labels.narrow(0, begin, n)).sum().item<int64_t>();
   }

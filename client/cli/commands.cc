@@ -24,6 +24,7 @@
 #include "client/lib/temp_file.h"
 #include "server/auth/token_file.h"
 #include "server/common/atomic_file.h"
+#include "server/common/job_state.h"
 #include "server/common/names.h"
 #include "server/common/status_macros.h"
 
@@ -541,7 +542,7 @@ absl::Status Commands::JobsGet(const Args& args) {
 absl::Status Commands::JobsCancel(const Args& args) {
   ASSIGN_OR_RETURN(const kaizen::v1::Job job, client_->CancelJob(args[0]));
   std::string text;
-  if (IsTerminal(job.state())) {
+  if (common::IsTerminal(job.state())) {
     text = absl::StrCat("job ", job.id(), " ", JobStateName(job.state()));
     if (job.latest_version() > 0) {
       absl::StrAppend(&text, "; last checkpoint ", job.request().output_model(), ":",
@@ -656,7 +657,7 @@ absl::Status Commands::Watch(const std::string& id, int64_t after_sequence,
   // The stream says how the job ended only if the terminal state came after
   // `after_sequence`; the job itself always does.
   ASSIGN_OR_RETURN(const kaizen::v1::Job job, client_->GetJob(id));
-  if (!IsTerminal(job.state())) {
+  if (!common::IsTerminal(job.state())) {
     return absl::UnavailableError(absl::StrCat("the server ended the watch of job ", id,
                                                " before the job finished (it is ",
                                                JobStateName(job.state()), "); ", resume));

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/output.h"
+#include "server/common/job_state.h"
 
 namespace kaizen::cli {
 namespace {
@@ -96,7 +97,7 @@ std::string FormatJobSummary(const kaizen::v1::Job& job) {
   if (job.latest_version() > 0 && job.latest_version() != job.best_version()) {
     absl::StrAppend(&out, "  latest: ", model, ":", job.latest_version(), "\n");
   }
-  if (job.latest_version() == 0 && IsTerminal(job.state())) {
+  if (job.latest_version() == 0 && common::IsTerminal(job.state())) {
     absl::StrAppend(&out, "  no model version was written\n");
   }
   if (!job.error().empty()) absl::StrAppend(&out, "  error:  ", job.error(), "\n");
@@ -124,7 +125,7 @@ void JobWatcher::OnEvent(const kaizen::v1::JobEvent& event) {
   if (finished_) return;
   switch (event.event_case()) {
     case kaizen::v1::JobEvent::kState:
-      if (IsTerminal(event.state())) {
+      if (common::IsTerminal(event.state())) {
         // The summary says how it ended; no bar after the end.
         progress_.reset();
         ClearBar();

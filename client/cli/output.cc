@@ -457,11 +457,6 @@ std::string JobStateName(kaizen::v1::JobState state) {
   }
 }
 
-bool IsTerminal(kaizen::v1::JobState state) {
-  return state == kaizen::v1::JOB_STATE_SUCCEEDED || state == kaizen::v1::JOB_STATE_FAILED ||
-         state == kaizen::v1::JOB_STATE_CANCELLED;
-}
-
 bool EpochIsValidated(const kaizen::v1::EpochMetrics& m) {
   return m.val_loss() != 0 || m.val_accuracy() != 0;
 }

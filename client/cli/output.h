@@ -54,7 +54,6 @@ std::string ModelSourceName(kaizen::v1::ModelSource source);
 std::string StrategyName(kaizen::v1::Strategy strategy);
 // "queued", as --state takes it.
 std::string JobStateName(kaizen::v1::JobState state);
-bool IsTerminal(kaizen::v1::JobState state);
 // Whether the epoch was validated: a validated epoch never has both a zero
 // loss and a zero accuracy.
 bool EpochIsValidated(const kaizen::v1::EpochMetrics& metrics);

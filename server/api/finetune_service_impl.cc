@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/api/request_scope.h"
+#include "server/common/job_state.h"
 #include "server/common/logging.h"
 
 namespace kaizen::api {
@@ -249,7 +250,7 @@ grpc::ServerWriteReactor<JobEvent>* FineTuneServiceImpl::WatchJob(
     return reactor;
   }
   absl::Status st = events_->Subscribe(request->id(), request->after_sequence(),
-                                       jobs::IsTerminal(job->state()), reactor->sink());
+                                       common::IsTerminal(job->state()), reactor->sink());
   if (!st.ok()) reactor->FinishWith(st);
   return reactor;
 }

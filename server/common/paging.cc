@@ -4,6 +4,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
 
 namespace kaizen::common {
 namespace {
@@ -32,6 +33,13 @@ absl::StatusOr<std::string> DecodePageToken(absl::string_view token) {
                      "\" is not a token this server issued; pass next_page_token unchanged"));
   }
   return raw.substr(kTokenPrefix.size());
+}
+
+absl::StatusOr<PageRequest> ResolvePageRequest(int page_size, absl::string_view page_token) {
+  PageRequest page;
+  ASSIGN_OR_RETURN(page.limit, ResolvePageSize(page_size));
+  ASSIGN_OR_RETURN(page.after_key, DecodePageToken(page_token));
+  return page;
 }
 
 }  // namespace kaizen::common

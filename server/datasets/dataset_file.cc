@@ -158,6 +158,65 @@ absl::StatusOr<int64_t> WriteDatasetFile(const std::string& path, const DecodedD
   return written;
 }
 
+namespace {
+
+absl::Status ReadClassNames(ChecksummedReader* reader, uint32_t num_classes,
+                            const std::string& path, DecodedDataset* data) {
+  // Each class name takes at least its 4-byte length.
+  if (uint64_t{num_classes} * 4 > reader->remaining()) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": damaged dataset file: ", num_classes, " classes cannot fit"));
+  }
+  data->class_names.resize(num_classes);
+  for (std::string& name : data->class_names) {
+    unsigned char length[4];
+    RETURN_IF_ERROR(reader->Read(length, sizeof(length), "class name length"));
+    const uint32_t size = GetU32(length);
+    if (size > reader->remaining()) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": damaged dataset file: class name of ", size, " bytes cannot fit"));
+    }
+    name.resize(size);
+    RETURN_IF_ERROR(reader->Read(name.data(), size, "class name"));
+  }
+
+  return absl::OkStatus();
+}
+
+// Reads and checks the record table; leaves the reader at the pixels.
+absl::Status ReadRecordTable(ChecksummedReader* reader, uint64_t num_records, uint32_t num_classes,
+                             uint64_t pixel_bytes, const std::string& path, DecodedDataset* data) {
+  if (num_records > reader->remaining() / kRecordBytes) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": damaged dataset file: ", num_records, " records cannot fit"));
+  }
+  std::string table(num_records * kRecordBytes, '\0');
+  RETURN_IF_ERROR(reader->Read(table.data(), table.size(), "record table"));
+  if (pixel_bytes != reader->remaining()) {
+    return absl::DataLossError(absl::StrCat(path, ": damaged dataset file: header says ",
+                                            pixel_bytes, " pixel bytes but ", reader->remaining(),
+                                            " remain"));
+  }
+  data->records.resize(num_records);
+  const auto* p = reinterpret_cast<const unsigned char*>(table.data());
+  for (uint64_t i = 0; i < num_records; ++i, p += kRecordBytes) {
+    DecodedDataset::Record& r = data->records[i];
+    r.label = static_cast<int32_t>(GetU32(p));
+    r.height = static_cast<int32_t>(GetU32(p + 4));
+    r.width = static_cast<int32_t>(GetU32(p + 8));
+    r.channels = static_cast<int32_t>(GetU32(p + 12));
+    r.offset = static_cast<int64_t>(GetU64(p + 16));
+    std::string why;
+    if (!RecordIsValid(r, num_classes, pixel_bytes, &why)) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": damaged dataset file: record ", i, ": ", why));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<DecodedDataset> ReadDatasetFile(const std::string& path) {
   std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
   if (file == nullptr) {
@@ -192,50 +251,8 @@ absl::StatusOr<DecodedDataset> ReadDatasetFile(const std::string& path) {
   const uint64_t pixel_bytes = GetU64(fixed + 20);
 
   DecodedDataset data;
-  // Each class name takes at least its 4-byte length.
-  if (uint64_t{num_classes} * 4 > reader.remaining()) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": damaged dataset file: ", num_classes, " classes cannot fit"));
-  }
-  data.class_names.resize(num_classes);
-  for (std::string& name : data.class_names) {
-    unsigned char length[4];
-    RETURN_IF_ERROR(reader.Read(length, sizeof(length), "class name length"));
-    const uint32_t size = GetU32(length);
-    if (size > reader.remaining()) {
-      return absl::DataLossError(
-          absl::StrCat(path, ": damaged dataset file: class name of ", size, " bytes cannot fit"));
-    }
-    name.resize(size);
-    RETURN_IF_ERROR(reader.Read(name.data(), size, "class name"));
-  }
-
-  if (num_records > reader.remaining() / kRecordBytes) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": damaged dataset file: ", num_records, " records cannot fit"));
-  }
-  std::string table(num_records * kRecordBytes, '\0');
-  RETURN_IF_ERROR(reader.Read(table.data(), table.size(), "record table"));
-  if (pixel_bytes != reader.remaining()) {
-    return absl::DataLossError(absl::StrCat(path, ": damaged dataset file: header says ",
-                                            pixel_bytes, " pixel bytes but ", reader.remaining(),
-                                            " remain"));
-  }
-  data.records.resize(num_records);
-  const auto* p = reinterpret_cast<const unsigned char*>(table.data());
-  for (uint64_t i = 0; i < num_records; ++i, p += kRecordBytes) {
-    DecodedDataset::Record& r = data.records[i];
-    r.label = static_cast<int32_t>(GetU32(p));
-    r.height = static_cast<int32_t>(GetU32(p + 4));
-    r.width = static_cast<int32_t>(GetU32(p + 8));
-    r.channels = static_cast<int32_t>(GetU32(p + 12));
-    r.offset = static_cast<int64_t>(GetU64(p + 16));
-    std::string why;
-    if (!RecordIsValid(r, num_classes, pixel_bytes, &why)) {
-      return absl::DataLossError(
-          absl::StrCat(path, ": damaged dataset file: record ", i, ": ", why));
-    }
-  }
+  RETURN_IF_ERROR(ReadClassNames(&reader, num_classes, path, &data));
+  RETURN_IF_ERROR(ReadRecordTable(&reader, num_records, num_classes, pixel_bytes, path, &data));
   data.pixels.resize(pixel_bytes);
   RETURN_IF_ERROR(reader.Read(data.pixels.data(), pixel_bytes, "pixels"));
 

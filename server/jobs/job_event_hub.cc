@@ -4,14 +4,10 @@
 
 #include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
+#include "server/common/job_state.h"
 #include "server/common/status_macros.h"
 
 namespace kaizen::jobs {
-
-bool IsTerminal(kaizen::v1::JobState state) {
-  return state == kaizen::v1::JOB_STATE_SUCCEEDED || state == kaizen::v1::JOB_STATE_FAILED ||
-         state == kaizen::v1::JOB_STATE_CANCELLED;
-}
 
 absl::StatusOr<kaizen::v1::JobEvent> JobEventHub::Publish(const std::string& job_id,
                                                           kaizen::v1::JobEvent event) {
@@ -32,7 +28,7 @@ absl::StatusOr<kaizen::v1::JobEvent> JobEventHub::Publish(const std::string& job
     auto sinks = sinks_.find(job_id);
     if (sinks != sinks_.end()) {
       for (const auto& sink : sinks->second) sink->OnEvent(event);
-      if (event.event_case() == kaizen::v1::JobEvent::kState && IsTerminal(event.state())) {
+      if (event.event_case() == kaizen::v1::JobEvent::kState && common::IsTerminal(event.state())) {
         ended = std::move(sinks->second);
         sinks_.erase(sinks);
       }
@@ -50,7 +46,8 @@ absl::Status JobEventHub::Subscribe(const std::string& job_id, int64_t after, bo
     bool ended = job_is_terminal;
     for (const auto& e : backlog) {
       sink->OnEvent(e);
-      if (e.event_case() == kaizen::v1::JobEvent::kState && IsTerminal(e.state())) ended = true;
+      if (e.event_case() == kaizen::v1::JobEvent::kState && common::IsTerminal(e.state()))
+        ended = true;
     }
     if (!ended) {
       sinks_[job_id].push_back(sink);

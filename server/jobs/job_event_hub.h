@@ -55,7 +55,4 @@ class JobEventHub {
       ABSL_GUARDED_BY(mu_);
 };
 
-// True for SUCCEEDED, FAILED and CANCELLED.
-bool IsTerminal(kaizen::v1::JobState state);
-
 }  // namespace kaizen::jobs

@@ -14,15 +14,18 @@
 #include "google/protobuf/util/time_util.h"
 #include "server/common/atomic_file.h"
 #include "server/common/failure_cause.h"
+#include "server/common/job_state.h"
 #include "server/common/logging.h"
 #include "server/common/names.h"
 #include "server/common/paging.h"
 #include "server/common/status_macros.h"
 #include "server/common/text_limits.h"
+#include "server/jobs/checkpoint_policy.h"
 #include "server/jobs/job_history.h"
 #include "server/models/builtin_models.h"
 #include "server/training/hyperparameters.h"
 #include "server/training/resume_state.h"
+#include "server/training/strategy.h"
 #include "server/training/trainer.h"
 
 namespace kaizen::jobs {
@@ -37,7 +40,6 @@ google::protobuf::Timestamp Now() {
   return google::protobuf::util::TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(absl::Now()));
 }
 
-constexpr int kDefaultKeepCheckpoints = 3;
 constexpr char kPausedByUser[] = "paused by a user";
 
 }  // namespace
@@ -126,7 +128,7 @@ absl::Status JobManager::Persist(Job* job) {
 
 absl::Status JobManager::PublishState(Job* job, JobState state) {
   job->set_state(state);
-  if (IsTerminal(state)) *job->mutable_end_time() = Now();
+  if (common::IsTerminal(state)) *job->mutable_end_time() = Now();
   RETURN_IF_ERROR(jobs_->Update(*job));
   JobEvent e;
   e.set_state(state);
@@ -183,6 +185,31 @@ absl::Status ValidateStates(const google::protobuf::RepeatedField<int>& states) 
   return absl::OkStatus();
 }
 
+absl::Status CheckOutputSettings(const kaizen::v1::StartFineTuneRequest& request) {
+  RETURN_IF_ERROR(common::ValidateName("output_model", request.output_model()));
+  if (models::IsBuiltinModel(request.output_model())) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("output_model \"", request.output_model(), "\" is a built-in model"));
+  }
+  if (request.keep_checkpoints() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("keep_checkpoints is ", request.keep_checkpoints(), "; it must be >= 0"));
+  }
+  return absl::OkStatus();
+}
+
+Job NewQueuedJob(const kaizen::v1::StartFineTuneRequest& request,
+                 const kaizen::v1::Hyperparameters& resolved) {
+  Job job;
+  job.set_id(absl::StrCat("ft-", common::RandomHex(6)));
+  *job.mutable_request() = request;
+  *job.mutable_resolved_hyperparameters() = resolved;
+  job.set_state(kaizen::v1::JOB_STATE_QUEUED);
+  *job.mutable_create_time() = Now();
+  job.set_total_epochs(resolved.epochs());
+  return job;
+}
+
 }  // namespace
 
 absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& request) {
@@ -191,21 +218,7 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
     ASSIGN_OR_RETURN(std::optional<Job> existing, jobs_->FindByRequestId(request.request_id()));
     if (existing) return *existing;
   }
-  switch (request.strategy()) {
-    case kaizen::v1::STRATEGY_FEATURE_EXTRACTION:
-    case kaizen::v1::STRATEGY_FINE_TUNE:
-    case kaizen::v1::STRATEGY_FULL:
-    case kaizen::v1::STRATEGY_SCRATCH:
-      break;
-    case kaizen::v1::STRATEGY_INCREMENTAL:
-    case kaizen::v1::STRATEGY_DISTILL:
-      return absl::UnimplementedError(absl::StrCat(
-          "strategy ", kaizen::v1::Strategy_Name(request.strategy()),
-          " is not available yet; FEATURE_EXTRACTION, FINE_TUNE, FULL and SCRATCH are"));
-    default:
-      return absl::InvalidArgumentError(
-          "strategy is unset; choose FEATURE_EXTRACTION, FINE_TUNE, FULL or SCRATCH");
-  }
+  RETURN_IF_ERROR(training::CheckStrategyAvailable(request.strategy()));
   // Workers claim under mu_: none may take the job (nor Pause or Cancel
   // change it) between its insertion and its QUEUED event.
   absl::MutexLock lock(&mu_);
@@ -221,11 +234,7 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
   return job;
 }
 
-absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
-    const kaizen::v1::StartFineTuneRequest& request) {
-  // A dataset or model deleted after this point would leave a queued job
-  // pointing at nothing: deletions wait for this hold to end.
-  absl::ReaderMutexLock references(&references_mu_);
+absl::Status JobManager::CheckBaseModel(const kaizen::v1::StartFineTuneRequest& request) {
   std::string base;
   int64_t base_version = 0;
   if (request.base_model().empty()) return absl::InvalidArgumentError("base_model is empty");
@@ -235,6 +244,11 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
     return absl::Status(base_model.status().code(),
                         absl::StrCat("base_model: ", base_model.status().message()));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<kaizen::v1::Dataset> JobManager::CheckDatasets(
+    const kaizen::v1::StartFineTuneRequest& request) {
   if (request.dataset().empty()) return absl::InvalidArgumentError("dataset is empty");
   absl::StatusOr<kaizen::v1::Dataset> dataset = datasets_->Get(request.dataset());
   if (!dataset.ok()) {
@@ -242,40 +256,25 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
                         absl::StrCat("dataset: ", dataset.status().message()));
   }
   const auto& validation = request.hyperparameters().validation();
-  if (validation.source_case() == kaizen::v1::ValidationOptions::kDataset) {
-    absl::StatusOr<kaizen::v1::Dataset> val = datasets_->Get(validation.dataset());
-    if (!val.ok()) {
-      return absl::Status(val.status().code(), absl::StrCat("hyperparameters.validation.dataset: ",
-                                                            val.status().message()));
-    }
-    std::vector<std::string> a, b;
-    for (const auto& c : dataset->classes()) a.push_back(c.class_name());
-    for (const auto& c : val->classes()) b.push_back(c.class_name());
-    if (a != b) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "validation dataset \"", validation.dataset(), "\" has other classes than \"",
-          request.dataset(), "\"; both need the same class names in the same order"));
-    }
+  if (validation.source_case() != kaizen::v1::ValidationOptions::kDataset) return dataset;
+  absl::StatusOr<kaizen::v1::Dataset> val = datasets_->Get(validation.dataset());
+  if (!val.ok()) {
+    return absl::Status(val.status().code(), absl::StrCat("hyperparameters.validation.dataset: ",
+                                                          val.status().message()));
   }
-  RETURN_IF_ERROR(common::ValidateName("output_model", request.output_model()));
-  if (models::IsBuiltinModel(request.output_model())) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("output_model \"", request.output_model(), "\" is a built-in model"));
-  }
-  if (request.keep_checkpoints() < 0) {
+  std::vector<std::string> a, b;
+  for (const auto& c : dataset->classes()) a.push_back(c.class_name());
+  for (const auto& c : val->classes()) b.push_back(c.class_name());
+  if (a != b) {
     return absl::InvalidArgumentError(
-        absl::StrCat("keep_checkpoints is ", request.keep_checkpoints(), "; it must be >= 0"));
+        absl::StrCat("validation dataset \"", validation.dataset(), "\" has other classes than \"",
+                     request.dataset(), "\"; both need the same class names in the same order"));
   }
-  ASSIGN_OR_RETURN(kaizen::v1::Hyperparameters resolved,
-                   training::ResolveHyperparameters(request.strategy(), request.hyperparameters(),
-                                                    dataset->num_examples()));
-  Job job;
-  job.set_id(absl::StrCat("ft-", common::RandomHex(6)));
-  *job.mutable_request() = request;
-  *job.mutable_resolved_hyperparameters() = resolved;
-  job.set_state(kaizen::v1::JOB_STATE_QUEUED);
-  *job.mutable_create_time() = Now();
-  job.set_total_epochs(resolved.epochs());
+  return dataset;
+}
+
+absl::StatusOr<Job> JobManager::ReserveAndInsert(Job job) {
+  const kaizen::v1::StartFineTuneRequest& request = job.request();
   // One name registry for uploads and job outputs: neither can take a name
   // the other holds or that exists.
   if (absl::Status st =
@@ -296,41 +295,53 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
   return job;
 }
 
+absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
+    const kaizen::v1::StartFineTuneRequest& request) {
+  // A dataset or model deleted after this point would leave a queued job
+  // pointing at nothing: deletions wait for this hold to end.
+  absl::ReaderMutexLock references(&references_mu_);
+  RETURN_IF_ERROR(CheckBaseModel(request));
+  ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset, CheckDatasets(request));
+  RETURN_IF_ERROR(CheckOutputSettings(request));
+  ASSIGN_OR_RETURN(kaizen::v1::Hyperparameters resolved,
+                   training::ResolveHyperparameters(request.strategy(), request.hyperparameters(),
+                                                    dataset.num_examples()));
+  return ReserveAndInsert(NewQueuedJob(request, resolved));
+}
+
 absl::StatusOr<Job> JobManager::Get(const std::string& id) { return jobs_->Get(id); }
 
 absl::StatusOr<kaizen::v1::ListJobsResponse> JobManager::List(
     const kaizen::v1::ListJobsRequest& request) {
   RETURN_IF_ERROR(ValidateStates(request.states()));
-  ASSIGN_OR_RETURN(int limit, common::ResolvePageSize(request.page_size()));
-  ASSIGN_OR_RETURN(std::string key, common::DecodePageToken(request.page_token()));
+  ASSIGN_OR_RETURN(const common::PageRequest page,
+                   common::ResolvePageRequest(request.page_size(), request.page_token()));
   int64_t before = 0;
-  if (!key.empty() && !absl::SimpleAtoi(key, &before)) {
+  if (!page.after_key.empty() && !absl::SimpleAtoi(page.after_key, &before)) {
     return absl::InvalidArgumentError("page_token is malformed");
   }
   std::vector<JobState> states;
   for (int s : request.states()) states.push_back(static_cast<JobState>(s));
   // One extra row tells whether another page exists.
-  ASSIGN_OR_RETURN(auto rows, jobs_->List(states, before, limit + 1));
+  ASSIGN_OR_RETURN(auto rows, jobs_->List(states, before, page.limit + 1));
+  using Row = std::pair<int64_t, Job>;
   kaizen::v1::ListJobsResponse out;
-  size_t bytes = 0;
-  int taken = 0;
-  // A page also ends at kMaxPageBytes, so that it stays far below gRPC's
-  // message limit however large the jobs' histories are.
-  for (; taken < static_cast<int>(rows.size()) && taken < limit; ++taken) {
-    if (taken > 0 && bytes >= common::kMaxPageBytes) break;
-    bytes += rows[taken].second.ByteSizeLong();
-    *out.add_jobs() = std::move(rows[taken].second);
-  }
-  if (static_cast<int>(rows.size()) > taken) {
-    out.set_next_page_token(common::EncodePageToken(absl::StrCat(rows[taken - 1].first)));
-  }
+  ASSIGN_OR_RETURN(*out.mutable_next_page_token(),
+                   common::FillPage(
+                       rows, page.limit,
+                       [&](Row& row) {
+                         const size_t bytes = row.second.ByteSizeLong();
+                         *out.add_jobs() = std::move(row.second);
+                         return bytes;
+                       },
+                       [](const Row& row) { return absl::StrCat(row.first); }));
   return out;
 }
 
 absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job job, jobs_->Get(id));
-  if (IsTerminal(job.state())) {
+  if (common::IsTerminal(job.state())) {
     return absl::FailedPreconditionError(absl::StrCat("job ", id, " already ended in state ",
                                                       kaizen::v1::JobState_Name(job.state())));
   }
@@ -349,7 +360,7 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
 absl::StatusOr<Job> JobManager::Pause(const std::string& id) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job job, jobs_->Get(id));
-  if (IsTerminal(job.state())) {
+  if (common::IsTerminal(job.state())) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", id, " already ended in state ", kaizen::v1::JobState_Name(job.state()),
                      "; only a queued or running job can be paused"));
@@ -389,7 +400,7 @@ absl::StatusOr<Job> JobManager::Pause(const std::string& id) {
 absl::StatusOr<Job> JobManager::Resume(const std::string& id) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job job, jobs_->Get(id));
-  if (IsTerminal(job.state())) {
+  if (common::IsTerminal(job.state())) {
     return absl::FailedPreconditionError(absl::StrCat("job ", id, " already ended in state ",
                                                       kaizen::v1::JobState_Name(job.state()),
                                                       "; only a paused job can be resumed"));
@@ -523,62 +534,66 @@ void JobManager::WorkerLoop(int worker_index) {
       }
       if (stopping_ && !job) return;
     }
-    RunJob(std::move(*job), worker_index, &running);
+    RunJob(std::move(*job), &running);
   }
 }
 
-void JobManager::RunJob(Job job, int worker_index, Running* running) {
+JobManager::RunEnd JobManager::DecideEnd(const absl::Status& st, bool stopped,
+                                         const Running& running, Job* job) {
+  if (!st.ok()) {
+    job->set_error(std::string(st.message()));
+    JobEvent e;
+    e.set_error(job->error());
+    events_->Publish(job->id(), std::move(e)).IgnoreError();
+    return {kaizen::v1::JOB_STATE_FAILED, false};
+  }
+  if (stopped && !running.cancel) return StoppedEnd(running, job);
+  if (running.cancel) return {kaizen::v1::JOB_STATE_CANCELLED, false};
+  return {kaizen::v1::JOB_STATE_SUCCEEDED, false};
+}
+
+JobManager::RunEnd JobManager::StoppedEnd(const Running& running, Job* job) {
+  // A pause or a graceful shutdown is not the job's fault: it does not use
+  // up one of its --max_job_attempts.
+  job->set_attempts(std::max(0, job->attempts() - 1));
+  const std::string checkpoint = absl::StrCat("checkpoint version ", job->latest_version());
+  if (!running.pause) {
+    PublishMessage(job->id(), shutting_down_
+                                  ? absl::StrCat("the server is shutting down; the job will "
+                                                 "resume from ",
+                                                 checkpoint)
+                                  : absl::StrCat("the pause was withdrawn after the job had "
+                                                 "stopped; requeued to resume from ",
+                                                 checkpoint));
+    return {kaizen::v1::JOB_STATE_QUEUED, false};
+  }
+  const bool requeue = !running.preempted_by.empty();
+  job->set_preempted_by(running.preempted_by);
+  job->set_pause_reason(requeue ? absl::StrCat("preempted by job ", running.preempted_by)
+                                : std::string(kPausedByUser));
+  job->set_pause_count(job->pause_count() + 1);
+  PublishMessage(job->id(), absl::StrCat(job->pause_reason(), " after step ", job->step(), "/",
+                                         job->total_steps(), "; it continues from ", checkpoint,
+                                         requeue ? " once a worker is free" : " after ResumeJob"));
+  return {kaizen::v1::JOB_STATE_PAUSED, requeue};
+}
+
+void JobManager::RunJob(Job job, Running* running) {
   const absl::Time start = absl::Now();
   if (options_.metrics) options_.metrics->JobRunStarted(job);
   bool stopped = false;
   absl::Status st;
   try {
-    st = Execute(&job, worker_index, running, &stopped);
+    st = Execute(&job, running, &stopped);
   } catch (const std::exception& e) {
     st = absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
   }
   // The end state is decided and stored under mu_, so that Cancel, Pause and
   // Resume see either the running job or its stored end, never a mix.
   absl::MutexLock lock(&mu_);
-  JobState end;
-  bool requeue = false;
-  if (!st.ok()) {
-    end = kaizen::v1::JOB_STATE_FAILED;
-    job.set_error(std::string(st.message()));
-    JobEvent e;
-    e.set_error(job.error());
-    events_->Publish(job.id(), std::move(e)).IgnoreError();
-  } else if (stopped && !running->cancel) {
-    // A pause or a graceful shutdown is not the job's fault: it does not use
-    // up one of its --max_job_attempts.
-    job.set_attempts(std::max(0, job.attempts() - 1));
-    const std::string checkpoint = absl::StrCat("checkpoint version ", job.latest_version());
-    if (running->pause) {
-      end = kaizen::v1::JOB_STATE_PAUSED;
-      requeue = !running->preempted_by.empty();
-      job.set_preempted_by(running->preempted_by);
-      job.set_pause_reason(requeue ? absl::StrCat("preempted by job ", running->preempted_by)
-                                   : std::string(kPausedByUser));
-      job.set_pause_count(job.pause_count() + 1);
-      PublishMessage(job.id(),
-                     absl::StrCat(job.pause_reason(), " after step ", job.step(), "/",
-                                  job.total_steps(), "; it continues from ", checkpoint,
-                                  requeue ? " once a worker is free" : " after ResumeJob"));
-    } else {
-      end = kaizen::v1::JOB_STATE_QUEUED;
-      PublishMessage(job.id(), shutting_down_
-                                   ? absl::StrCat("the server is shutting down; the job will "
-                                                  "resume from ",
-                                                  checkpoint)
-                                   : absl::StrCat("the pause was withdrawn after the job had "
-                                                  "stopped; requeued to resume from ",
-                                                  checkpoint));
-    }
-  } else if (running->cancel) {
-    end = kaizen::v1::JOB_STATE_CANCELLED;
-  } else {
-    end = kaizen::v1::JOB_STATE_SUCCEEDED;
-  }
+  const RunEnd ended = DecideEnd(st, stopped, *running, &job);
+  const JobState end = ended.state;
+  const bool requeue = ended.requeue;
   if (absl::Status ps = PublishState(&job, end); !ps.ok()) {
     common::LogError("cannot record job state", {{"job", job.id()}, {"error", ps.ToString()}});
   }
@@ -596,13 +611,154 @@ void JobManager::RunJob(Job job, int worker_index, Running* running) {
                {"state", kaizen::v1::JobState_Name(end)},
                {"seconds", absl::ToDoubleSeconds(absl::Now() - start)},
                {"error", job.error()}});
-  if (IsTerminal(end)) models_->ReleaseName(job.request().output_model());
+  if (common::IsTerminal(end)) models_->ReleaseName(job.request().output_model());
   running_.erase(job.id());
   wake_.SignalAll();
   if (requeue || end == kaizen::v1::JOB_STATE_QUEUED) PreemptForQueue();
 }
 
-absl::Status JobManager::Execute(Job* job, int worker_index, Running* running, bool* stopped) {
+absl::Status JobManager::LoadCheckpointToResume(Job* job, training::TrainerOptions* opts) {
+  // The last checkpoint is both the model and the optimiser state.
+  const std::string& out = job->request().output_model();
+  ASSIGN_OR_RETURN(opts->base, models_->LoadModule(out, job->latest_version()));
+  ASSIGN_OR_RETURN(opts->base_metadata, models_->Get(out, job->latest_version()));
+  ASSIGN_OR_RETURN(opts->resume_state, models_->ReadResumeState(out, job->latest_version()));
+  // Epochs after the checkpoint will run again: forget what they reported.
+  const auto epoch_it = opts->base_metadata.metrics().find("epoch");
+  const int checkpoint_epoch =
+      epoch_it == opts->base_metadata.metrics().end() ? 0 : static_cast<int>(epoch_it->second);
+  auto* history = job->mutable_history();
+  while (!history->empty() && history->rbegin()->epoch() > checkpoint_epoch) {
+    history->RemoveLast();
+  }
+  job->set_epoch(checkpoint_epoch);
+  // A checkpoint written by a pause, cancel or shutdown stands between two
+  // steps of an epoch, and the trainer continues at that step.
+  absl::StatusOr<training::ResumeState> state = training::DecodeResumeState(opts->resume_state);
+  const int64_t step_in_epoch = state.ok() ? state->position.step : 0;
+  PublishMessage(job->id(),
+                 absl::StrCat("resuming from checkpoint version ", job->latest_version(),
+                              " (epoch ", job->epoch(),
+                              step_in_epoch > 0 ? absl::StrCat(" and ", step_in_epoch,
+                                                               " steps of epoch ", job->epoch() + 1)
+                                                : std::string(),
+                              ")"));
+  return absl::OkStatus();
+}
+
+absl::Status JobManager::LoadBaseModel(const Job& job, const kaizen::v1::Dataset& dataset_info,
+                                       training::TrainerOptions* opts) {
+  std::string base;
+  int64_t version = 0;
+  RETURN_IF_ERROR(common::ParseModelRef(job.request().base_model(), &base, &version));
+  if (!models::IsBuiltinModel(base)) {
+    ASSIGN_OR_RETURN(opts->base, models_->LoadModule(base, version));
+    ASSIGN_OR_RETURN(opts->base_metadata, models_->Get(base, version));
+    return absl::OkStatus();
+  }
+  models::BuiltinOptions bo;
+  bo.in_channels = dataset_info.input_shape(0);
+  bo.input_size = std::max(dataset_info.input_shape(1), dataset_info.input_shape(2));
+  bo.num_classes = dataset_info.classes_size();
+  bo.seed = opts->hyperparameters.seed();
+  ASSIGN_OR_RETURN(opts->base, models::CreateBuiltinModel(base, bo));
+  ASSIGN_OR_RETURN(opts->base_metadata, models::DescribeBuiltinModel(base, bo));
+  opts->base_metadata.set_name(base);
+  return absl::OkStatus();
+}
+
+void JobManager::ExplainIneffectiveSettings(const Job& job, const training::TrainerOptions& opts) {
+  // Say so when a setting cannot have its effect, instead of ignoring it.
+  const kaizen::v1::Hyperparameters& hp = opts.hyperparameters;
+  if (!opts.device.is_cuda() && (hp.mixed_precision() == kaizen::v1::MIXED_PRECISION_BF16 ||
+                                 hp.mixed_precision() == kaizen::v1::MIXED_PRECISION_FP16)) {
+    PublishMessage(job.id(),
+                   "mixed precision applies on a GPU only; this job trains in float32 "
+                   "on the CPU");
+  }
+  const kaizen::v1::Strategy strategy = job.request().strategy();
+  if (job.latest_version() == 0 && models::IsBuiltinModel(opts.base_metadata.name()) &&
+      strategy != kaizen::v1::STRATEGY_SCRATCH) {
+    PublishMessage(job.id(), absl::StrCat("base model ", opts.base_metadata.name(),
+                                          " is a randomly initialised built-in: ",
+                                          kaizen::v1::Strategy_Name(strategy),
+                                          " transfers nothing from it; pretrain it with "
+                                          "STRATEGY_SCRATCH first"));
+  }
+}
+
+void JobManager::OnStep(Job* job, const kaizen::v1::StepProgress& p, ProgressThrottle* throttle) {
+  job->set_step(p.step());
+  job->set_total_steps(p.total_steps());
+  job->set_epoch(p.epoch());
+  if (options_.after_step) options_.after_step(job->id(), p.step());
+  if (throttle->first_step < 0) throttle->first_step = p.step();
+  if (options_.metrics) options_.metrics->TrainingStep(*job, p);
+  const absl::Time now = absl::Now();
+  if (now - throttle->last_published < options_.progress_interval && p.step() != p.total_steps()) {
+    return;
+  }
+  throttle->last_published = now;
+  JobEvent e;
+  *e.mutable_progress() = p;
+  if (p.eta_seconds() <= 0 && p.step() > throttle->first_step) {
+    const double per_step =
+        absl::ToDoubleSeconds(now - throttle->started) / (p.step() - throttle->first_step);
+    e.mutable_progress()->set_eta_seconds(per_step * (p.total_steps() - p.step()));
+  }
+  events_->Publish(job->id(), std::move(e)).IgnoreError();
+}
+
+void JobManager::OnEpoch(Job* job, const kaizen::v1::EpochMetrics& m) {
+  job->set_epoch(m.epoch());
+  AppendEpochToHistory(m, job);
+  if (options_.metrics) options_.metrics->EpochCompleted(*job);
+  JobEvent e;
+  *e.mutable_epoch_summary() = m;
+  events_->Publish(job->id(), std::move(e)).IgnoreError();
+  Persist(job).IgnoreError();
+}
+
+absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt) {
+  const kaizen::v1::StartFineTuneRequest& req = job->request();
+  kaizen::v1::Model meta = ckpt.metadata;
+  meta.set_job_id(job->id());
+  (*meta.mutable_metrics())["epoch"] = ckpt.epoch;
+  meta.set_description(absl::StrCat(kaizen::v1::Strategy_Name(req.strategy()), " of ",
+                                    req.base_model(), " on ", req.dataset(), ", epoch ",
+                                    ckpt.epoch));
+  const absl::Time write_start = absl::Now();
+  ASSIGN_OR_RETURN(kaizen::v1::Model stored,
+                   models_->AddVersion(req.output_model(), ckpt.module, meta, ckpt.resume_state));
+  if (options_.metrics) {
+    options_.metrics->CheckpointWritten(*job, absl::ToDoubleSeconds(absl::Now() - write_start));
+  }
+  job->set_latest_version(stored.version());
+  const CheckpointMetric metric = CheckpointMetricOf(stored.metrics());
+  if (BecomesBestVersion(ckpt.is_best, job->best_version())) {
+    job->set_best_version(stored.version());
+    job->set_best_metric(metric.value);
+  }
+  const std::vector<int64_t> keep =
+      VersionsToKeep(stored.versions().empty()
+                         ? std::vector<int64_t>{stored.version()}
+                         : std::vector<int64_t>(stored.versions().begin(), stored.versions().end()),
+                     RetentionFor(req.keep_checkpoints(), job->best_version()));
+  // The row that points at the new version is saved before older ones go:
+  // a crash in between must not leave the job resuming from a deleted one.
+  RETURN_IF_ERROR(Persist(job));
+  RETURN_IF_ERROR(models_->PruneVersions(req.output_model(), keep));
+  JobEvent e;
+  auto* c = e.mutable_checkpoint();
+  c->set_version(stored.version());
+  c->set_epoch(ckpt.epoch);
+  c->set_metric_name(metric.name);
+  c->set_metric(metric.value);
+  c->set_is_best(ckpt.is_best);
+  return events_->Publish(job->id(), std::move(e)).status();
+}
+
+absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   const kaizen::v1::StartFineTuneRequest& req = job->request();
   ASSIGN_OR_RETURN(datasets::DecodedDataset train, datasets_->Load(req.dataset()));
   std::optional<datasets::DecodedDataset> validation;
@@ -616,151 +772,24 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running, b
   opts.hyperparameters = job->resolved_hyperparameters();
   opts.device = torch::Device(job->device());
   if (job->latest_version() > 0) {
-    // Resume: the last checkpoint is both the model and the optimiser state.
-    const std::string& out = req.output_model();
-    ASSIGN_OR_RETURN(opts.base, models_->LoadModule(out, job->latest_version()));
-    ASSIGN_OR_RETURN(opts.base_metadata, models_->Get(out, job->latest_version()));
-    ASSIGN_OR_RETURN(opts.resume_state, models_->ReadResumeState(out, job->latest_version()));
-    // Epochs after the checkpoint will run again: forget what they reported.
-    const auto epoch_it = opts.base_metadata.metrics().find("epoch");
-    const int checkpoint_epoch =
-        epoch_it == opts.base_metadata.metrics().end() ? 0 : static_cast<int>(epoch_it->second);
-    auto* history = job->mutable_history();
-    while (!history->empty() && history->rbegin()->epoch() > checkpoint_epoch) {
-      history->RemoveLast();
-    }
-    job->set_epoch(checkpoint_epoch);
-    // A checkpoint written by a pause, cancel or shutdown stands between two
-    // steps of an epoch, and the trainer continues at that step.
-    absl::StatusOr<training::ResumeState> state = training::DecodeResumeState(opts.resume_state);
-    const int64_t step_in_epoch = state.ok() ? state->position.step : 0;
-    PublishMessage(job->id(), absl::StrCat("resuming from checkpoint version ",
-                                           job->latest_version(), " (epoch ", job->epoch(),
-                                           step_in_epoch > 0
-                                               ? absl::StrCat(" and ", step_in_epoch,
-                                                              " steps of epoch ", job->epoch() + 1)
-                                               : std::string(),
-                                           ")"));
+    RETURN_IF_ERROR(LoadCheckpointToResume(job, &opts));
   } else {
-    std::string base;
-    int64_t version = 0;
-    RETURN_IF_ERROR(common::ParseModelRef(req.base_model(), &base, &version));
-    if (models::IsBuiltinModel(base)) {
-      models::BuiltinOptions bo;
-      bo.in_channels = dataset_info.input_shape(0);
-      bo.input_size = std::max(dataset_info.input_shape(1), dataset_info.input_shape(2));
-      bo.num_classes = dataset_info.classes_size();
-      bo.seed = opts.hyperparameters.seed();
-      ASSIGN_OR_RETURN(opts.base, models::CreateBuiltinModel(base, bo));
-      ASSIGN_OR_RETURN(opts.base_metadata, models::DescribeBuiltinModel(base, bo));
-      opts.base_metadata.set_name(base);
-    } else {
-      ASSIGN_OR_RETURN(opts.base, models_->LoadModule(base, version));
-      ASSIGN_OR_RETURN(opts.base_metadata, models_->Get(base, version));
-    }
+    RETURN_IF_ERROR(LoadBaseModel(*job, dataset_info, &opts));
   }
-
-  // Say so when a setting cannot have its effect, instead of ignoring it.
-  const kaizen::v1::Hyperparameters& hp = opts.hyperparameters;
-  if (!opts.device.is_cuda() && (hp.mixed_precision() == kaizen::v1::MIXED_PRECISION_BF16 ||
-                                 hp.mixed_precision() == kaizen::v1::MIXED_PRECISION_FP16)) {
-    PublishMessage(job->id(),
-                   "mixed precision applies on a GPU only; this job trains in float32 "
-                   "on the CPU");
-  }
-  if (job->latest_version() == 0 && models::IsBuiltinModel(opts.base_metadata.name()) &&
-      req.strategy() != kaizen::v1::STRATEGY_SCRATCH) {
-    PublishMessage(job->id(), absl::StrCat("base model ", opts.base_metadata.name(),
-                                           " is a randomly initialised built-in: ",
-                                           kaizen::v1::Strategy_Name(req.strategy()),
-                                           " transfers nothing from it; pretrain it with "
-                                           "STRATEGY_SCRATCH first"));
-  }
+  ExplainIneffectiveSettings(*job, opts);
 
   training::TrainingData data;
   data.train = &train;
   data.validation = validation ? &*validation : nullptr;
-
-  absl::Time last_progress = absl::InfinitePast();
-  const absl::Time started = absl::Now();
-  int64_t first_step = -1;
-  const int keep = req.keep_checkpoints() > 0 ? req.keep_checkpoints() : kDefaultKeepCheckpoints;
+  ProgressThrottle throttle;
+  throttle.started = absl::Now();
   training::Callbacks cb;
   cb.should_stop = [&] {
     return running->cancel.load() || running->pause.load() || shutting_down_.load();
   };
-  cb.on_step = [&](const kaizen::v1::StepProgress& p) {
-    job->set_step(p.step());
-    job->set_total_steps(p.total_steps());
-    job->set_epoch(p.epoch());
-    if (options_.after_step) options_.after_step(job->id(), p.step());
-    if (first_step < 0) first_step = p.step();
-    if (options_.metrics) options_.metrics->TrainingStep(*job, p);
-    const absl::Time now = absl::Now();
-    if (now - last_progress < options_.progress_interval && p.step() != p.total_steps()) return;
-    last_progress = now;
-    JobEvent e;
-    *e.mutable_progress() = p;
-    if (p.eta_seconds() <= 0 && p.step() > first_step) {
-      const double per_step = absl::ToDoubleSeconds(now - started) / (p.step() - first_step);
-      e.mutable_progress()->set_eta_seconds(per_step * (p.total_steps() - p.step()));
-    }
-    events_->Publish(job->id(), std::move(e)).IgnoreError();
-  };
-  cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) {
-    job->set_epoch(m.epoch());
-    AppendEpochToHistory(m, job);
-    if (options_.metrics) options_.metrics->EpochCompleted(*job);
-    JobEvent e;
-    *e.mutable_epoch_summary() = m;
-    events_->Publish(job->id(), std::move(e)).IgnoreError();
-    Persist(job).IgnoreError();
-  };
-  cb.on_checkpoint = [&](const training::Checkpoint& ckpt) -> absl::Status {
-    kaizen::v1::Model meta = ckpt.metadata;
-    meta.set_job_id(job->id());
-    (*meta.mutable_metrics())["epoch"] = ckpt.epoch;
-    meta.set_description(absl::StrCat(kaizen::v1::Strategy_Name(req.strategy()), " of ",
-                                      req.base_model(), " on ", req.dataset(), ", epoch ",
-                                      ckpt.epoch));
-    const absl::Time write_start = absl::Now();
-    ASSIGN_OR_RETURN(kaizen::v1::Model stored,
-                     models_->AddVersion(req.output_model(), ckpt.module, meta, ckpt.resume_state));
-    if (options_.metrics) {
-      options_.metrics->CheckpointWritten(*job, absl::ToDoubleSeconds(absl::Now() - write_start));
-    }
-    job->set_latest_version(stored.version());
-    // Jobs without validation are judged by their training loss.
-    const bool has_val = stored.metrics().count("val_accuracy") > 0;
-    const std::string metric_name = has_val ? "val_accuracy" : "train_loss";
-    const auto metric_it = stored.metrics().find(metric_name);
-    const double metric = metric_it != stored.metrics().end() ? metric_it->second : 0.0;
-    if (ckpt.is_best || job->best_version() == 0) {
-      job->set_best_version(stored.version());
-      job->set_best_metric(metric);
-    }
-    // Retention: the newest `keep` versions, plus always the best and latest.
-    std::vector<int64_t> keep_versions =
-        stored.versions().empty()
-            ? std::vector<int64_t>{stored.version()}
-            : std::vector<int64_t>(stored.versions().begin(), stored.versions().end());
-    if (static_cast<int>(keep_versions.size()) > keep) {
-      keep_versions.erase(keep_versions.begin(), keep_versions.end() - keep);
-    }
-    keep_versions.push_back(job->best_version());
-    // The row that points at the new version is saved before older ones go:
-    // a crash in between must not leave the job resuming from a deleted one.
-    RETURN_IF_ERROR(Persist(job));
-    RETURN_IF_ERROR(models_->PruneVersions(req.output_model(), keep_versions));
-    JobEvent e;
-    auto* c = e.mutable_checkpoint();
-    c->set_version(stored.version());
-    c->set_epoch(ckpt.epoch);
-    c->set_metric_name(metric_name);
-    c->set_metric(metric);
-    c->set_is_best(ckpt.is_best);
-    return events_->Publish(job->id(), std::move(e)).status();
-  };
+  cb.on_step = [&](const kaizen::v1::StepProgress& p) { OnStep(job, p, &throttle); };
+  cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { OnEpoch(job, m); };
+  cb.on_checkpoint = [&](const training::Checkpoint& c) { return OnCheckpoint(job, c); };
 
   ASSIGN_OR_RETURN(training::TrainResult result, training::Train(opts, data, cb));
   *stopped = result.cancelled;
@@ -769,7 +798,6 @@ absl::Status JobManager::Execute(Job* job, int worker_index, Running* running, b
                                               result.epochs_completed, result.best_metric_name,
                                               result.best_epoch));
   }
-  (void)worker_index;
   return absl::OkStatus();
 }
 

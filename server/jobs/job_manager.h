@@ -24,6 +24,11 @@
 #include "server/store/job_store.h"
 #include "server/store/model_store.h"
 
+namespace kaizen::training {
+struct Checkpoint;
+struct TrainerOptions;
+}  // namespace kaizen::training
+
 namespace kaizen::jobs {
 
 class JobManager {
@@ -112,13 +117,55 @@ class JobManager {
     std::string preempted_by;
   };
 
+  // The steps of CheckReferencesAndInsert. The base model exists.
+  absl::Status CheckBaseModel(const kaizen::v1::StartFineTuneRequest& request);
+  // The training dataset (returned) and a validation dataset exist, with the
+  // same class names.
+  absl::StatusOr<kaizen::v1::Dataset> CheckDatasets(
+      const kaizen::v1::StartFineTuneRequest& request);
+  // Reserves the output model's name for the job and stores the job; with a
+  // request_id that lost a race, the job that won.
+  absl::StatusOr<kaizen::v1::Job> ReserveAndInsert(kaizen::v1::Job job);
+
   void WorkerLoop(int worker_index);
   absl::StatusOr<std::optional<kaizen::v1::Job>> Claim(const std::string& device);
   // Runs one claimed job to its end state (or back to QUEUED on shutdown).
-  void RunJob(kaizen::v1::Job job, int worker_index, Running* running);
+  void RunJob(kaizen::v1::Job job, Running* running);
+  // The state a run ends in, and whether the job goes straight back to the
+  // queue (a preempted job).
+  struct RunEnd {
+    kaizen::v1::JobState state;
+    bool requeue = false;
+  };
+  // From Execute's status and whether training stopped at should_stop;
+  // records the error or the pause in `job` and tells the watchers.
+  RunEnd DecideEnd(const absl::Status& st, bool stopped, const Running& running,
+                   kaizen::v1::Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A run stopped by a pause, a preemption or a shutdown.
+  RunEnd StoppedEnd(const Running& running, kaizen::v1::Job* job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `*stopped`: training stopped before its end at should_stop (cancel,
   // pause or shutdown) after writing a checkpoint.
-  absl::Status Execute(kaizen::v1::Job* job, int worker_index, Running* running, bool* stopped);
+  absl::Status Execute(kaizen::v1::Job* job, Running* running, bool* stopped);
+  // The model and optimiser state of the job's last checkpoint; forgets the
+  // history of the epochs that will run again.
+  absl::Status LoadCheckpointToResume(kaizen::v1::Job* job, training::TrainerOptions* opts);
+  // The base model of a job's first run: a fresh built-in or a stored model.
+  absl::Status LoadBaseModel(const kaizen::v1::Job& job, const kaizen::v1::Dataset& dataset_info,
+                             training::TrainerOptions* opts);
+  void ExplainIneffectiveSettings(const kaizen::v1::Job& job, const training::TrainerOptions& opts);
+  // Step progress events are published at most every progress_interval.
+  struct ProgressThrottle {
+    absl::Time started;
+    absl::Time last_published = absl::InfinitePast();
+    int64_t first_step = -1;  // the first step of this run
+  };
+  // The trainer's callbacks for one job (Execute).
+  void OnStep(kaizen::v1::Job* job, const kaizen::v1::StepProgress& p, ProgressThrottle* throttle);
+  void OnEpoch(kaizen::v1::Job* job, const kaizen::v1::EpochMetrics& m);
+  // Stores the checkpoint as a new version, tracks the best version and
+  // prunes by the retention policy (checkpoint_policy.h).
+  absl::Status OnCheckpoint(kaizen::v1::Job* job, const training::Checkpoint& ckpt);
   // With Options::preempt, pauses the running jobs that queued jobs of
   // higher priority should replace, once free workers are accounted for.
   void PreemptForQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -9,7 +9,8 @@
 #include "absl/strings/str_join.h"
 #include "server/common/input_shape.h"
 #include "server/datasets/image_decoder.h"
-#include "server/training/image_set.h"
+#include "server/imaging/image_convert.h"
+#include "server/imaging/normalizer.h"
 
 namespace kaizen::serving {
 namespace {
@@ -68,10 +69,10 @@ absl::StatusOr<torch::Tensor> PreprocessImage(absl::string_view bytes,
         absl::StrCat("model \"", model.name(), "\" takes ", C, " channels; images need 1 or 3"));
   }
   torch::Tensor pixels = torch::empty({1, C, H, W}, torch::kUInt8);
-  training::ConvertImage(image->pixels.data(), image->height, image->width, image->channels, C, H,
-                         W, pixels.data_ptr<uint8_t>());
-  const training::Normalizer normalizer(model.normalization(), C, torch::kCPU);
-  return normalizer.Normalize(training::Normalizer::ToUnit(pixels)).squeeze(0);
+  imaging::ConvertImage(image->pixels.data(), image->height, image->width, image->channels, C, H, W,
+                        pixels.data_ptr<uint8_t>());
+  const imaging::Normalizer normalizer(model.normalization(), C, torch::kCPU);
+  return normalizer.Normalize(imaging::Normalizer::ToUnit(pixels)).squeeze(0);
 }
 
 absl::StatusOr<torch::Tensor> BatchFromFloats(const float* values, int64_t count,

@@ -12,7 +12,8 @@
 #include "server/common/paging.h"
 #include "server/common/status_macros.h"
 #include "server/common/text_limits.h"
-#include "server/datasets/dataset_ingestor.h"
+#include "server/datasets/archive_ingestor.h"
+#include "server/datasets/idx_ingestor.h"
 
 namespace kaizen::store {
 
@@ -161,23 +162,21 @@ absl::StatusOr<Dataset> DatasetStore::Get(const std::string& name) {
 
 absl::StatusOr<kaizen::v1::ListDatasetsResponse> DatasetStore::List(int page_size,
                                                                     const std::string& page_token) {
-  ASSIGN_OR_RETURN(int limit, common::ResolvePageSize(page_size));
-  ASSIGN_OR_RETURN(std::string after, common::DecodePageToken(page_token));
+  ASSIGN_OR_RETURN(const common::PageRequest page,
+                   common::ResolvePageRequest(page_size, page_token));
   // One extra row tells whether another page exists.
-  ASSIGN_OR_RETURN(std::vector<DatasetRow> rows, metadata_->ListDatasets(after, limit + 1));
+  ASSIGN_OR_RETURN(std::vector<DatasetRow> rows,
+                   metadata_->ListDatasets(page.after_key, page.limit + 1));
   kaizen::v1::ListDatasetsResponse out;
-  size_t bytes = 0;
-  int taken = 0;
-  // A page also ends at kMaxPageBytes: records may be up to kMaxRecordBytes
-  // each, and a full page of those would pass gRPC's message limit.
-  for (; taken < static_cast<int>(rows.size()) && taken < limit; ++taken) {
-    if (taken > 0 && bytes >= common::kMaxPageBytes) break;
-    bytes += rows[taken].dataset.ByteSizeLong();
-    *out.add_datasets() = std::move(rows[taken].dataset);
-  }
-  if (static_cast<int>(rows.size()) > taken) {
-    out.set_next_page_token(common::EncodePageToken(out.datasets(taken - 1).name()));
-  }
+  ASSIGN_OR_RETURN(*out.mutable_next_page_token(),
+                   common::FillPage(
+                       rows, page.limit,
+                       [&](DatasetRow& row) {
+                         const size_t bytes = row.dataset.ByteSizeLong();
+                         *out.add_datasets() = std::move(row.dataset);
+                         return bytes;
+                       },
+                       [](const DatasetRow& row) { return row.dataset.name(); }));
   return out;
 }
 

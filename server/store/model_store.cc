@@ -214,8 +214,10 @@ absl::StatusOr<Model> ModelStore::Get(const std::string& name, int64_t version) 
 
 absl::StatusOr<kaizen::v1::ListModelsResponse> ModelStore::List(
     const kaizen::v1::ListModelsRequest& request) {
-  ASSIGN_OR_RETURN(int limit, common::ResolvePageSize(request.page_size()));
-  ASSIGN_OR_RETURN(std::string key, common::DecodePageToken(request.page_token()));
+  ASSIGN_OR_RETURN(const common::PageRequest page,
+                   common::ResolvePageRequest(request.page_size(), request.page_token()));
+  const std::string& key = page.after_key;
+  const int limit = page.limit;
   if (!request.name().empty()) RETURN_IF_ERROR(common::ValidateName("name", request.name()));
   // The key is "name\nversion" of the last model returned.
   std::string after_name;
@@ -245,21 +247,16 @@ absl::StatusOr<kaizen::v1::ListModelsResponse> ModelStore::List(
     return a.name() != b.name() ? a.name() < b.name() : a.version() < b.version();
   });
   kaizen::v1::ListModelsResponse out;
-  size_t bytes = 0;
-  int taken = 0;
-  // A page also ends at kMaxPageBytes (records may be up to kMaxRecordBytes
-  // each), as ListDatasets does.
-  for (; taken < static_cast<int>(merged.size()) && taken < limit; ++taken) {
-    if (taken > 0 && bytes >= common::kMaxPageBytes) break;
-    RETURN_IF_ERROR(FillVersions(&merged[taken]));
-    bytes += merged[taken].ByteSizeLong();
-    *out.add_models() = std::move(merged[taken]);
-  }
-  if (static_cast<int>(merged.size()) > taken) {
-    const Model& last = out.models(taken - 1);
-    out.set_next_page_token(
-        common::EncodePageToken(absl::StrCat(last.name(), "\n", last.version())));
-  }
+  ASSIGN_OR_RETURN(*out.mutable_next_page_token(),
+                   common::FillPage(
+                       merged, limit,
+                       [&](Model& model) -> absl::StatusOr<size_t> {
+                         RETURN_IF_ERROR(FillVersions(&model));
+                         const size_t bytes = model.ByteSizeLong();
+                         *out.add_models() = std::move(model);
+                         return bytes;
+                       },
+                       [](const Model& m) { return absl::StrCat(m.name(), "\n", m.version()); }));
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/common/status_macros.h"
+#include "server/training/strategy.h"
 
 namespace kaizen::training {
 namespace {
@@ -98,22 +99,9 @@ Hyperparameters StrategyDefaults(Strategy strategy, int64_t n) {
 #define KAIZEN_DEFAULT(msg, field, value) \
   if ((msg)->field() == 0) (msg)->set_##field(value)
 
-}  // namespace
-
-absl::StatusOr<Hyperparameters> ResolveHyperparameters(Strategy strategy,
-                                                       const Hyperparameters& requested,
-                                                       int64_t num_train_examples) {
-  if (strategy == kaizen::v1::STRATEGY_UNSPECIFIED || !kaizen::v1::Strategy_IsValid(strategy)) {
-    return absl::InvalidArgumentError(
-        "strategy is unspecified; choose FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, "
-        "INCREMENTAL or DISTILL");
-  }
-  if (num_train_examples < 1) {
-    return absl::InvalidArgumentError("the training dataset has no examples");
-  }
-  // Ranges of what the caller asked for, before defaults hide a bad value
-  // (zero always means "the default").
-  const Hyperparameters& r = requested;
+// Ranges of what the caller asked for, before defaults hide a bad value
+// (zero always means "the default").
+absl::Status CheckRequestedRanges(const Hyperparameters& r) {
   auto positive = [](absl::string_view field, double v, double hi) -> absl::Status {
     if (v == 0) return absl::OkStatus();
     if (!(v > 0) || !std::isfinite(v)) return OutOfRange(field, v, "> 0");
@@ -161,6 +149,97 @@ absl::StatusOr<Hyperparameters> ResolveHyperparameters(Strategy strategy,
       !kaizen::v1::MixedPrecision_IsValid(r.mixed_precision())) {
     return absl::InvalidArgumentError("hyperparameters has an unknown enum value");
   }
+  return absl::OkStatus();
+}
+
+// The optimizer's own defaults, and the strategy's only when the caller chose
+// no optimizer.
+void ApplyOptimizerDefaults(const Hyperparameters& d, Hyperparameters* h) {
+  auto* opt = h->mutable_optimizer();
+  const bool optimizer_chosen = opt->kind() != kaizen::v1::OPTIMIZER_UNSPECIFIED;
+  if (!optimizer_chosen) opt->set_kind(d.optimizer().kind());
+  if (opt->kind() == kaizen::v1::OPTIMIZER_SGD) {
+    if (opt->nesterov() && opt->momentum() == 0) opt->set_momentum(0.9);
+    if (!optimizer_chosen) KAIZEN_DEFAULT(opt, momentum, 0.9);
+  } else {
+    KAIZEN_DEFAULT(opt, beta1, 0.9);
+    KAIZEN_DEFAULT(opt, beta2, 0.999);
+    if (!optimizer_chosen) KAIZEN_DEFAULT(opt, weight_decay, d.optimizer().weight_decay());
+  }
+}
+
+// Needs h->epochs() resolved.
+absl::Status ApplyScheduleDefaults(const Hyperparameters& d, Hyperparameters* h) {
+  auto* sched = h->mutable_schedule();
+  if (sched->kind() == kaizen::v1::SCHEDULE_UNSPECIFIED) {
+    sched->set_kind(d.schedule().kind());
+    // At most a fifth of a short run warms up.
+    KAIZEN_DEFAULT(sched, warmup_epochs, std::min(d.schedule().warmup_epochs(), 0.2 * h->epochs()));
+    KAIZEN_DEFAULT(sched, min_lr_ratio, d.schedule().min_lr_ratio());
+  }
+  if (sched->kind() == kaizen::v1::SCHEDULE_STEP) {
+    KAIZEN_DEFAULT(sched, step_epochs, std::max(1, h->epochs() / 3));
+    KAIZEN_DEFAULT(sched, step_gamma, 0.1);
+  }
+  if (sched->warmup_epochs() >= h->epochs()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hyperparameters.schedule.warmup_epochs is %g; it must be less than epochs (%d)",
+        sched->warmup_epochs(), h->epochs()));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t RandomNonZeroSeed() {
+  std::random_device rd;
+  uint64_t seed = 0;
+  while (seed == 0) seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  return seed;
+}
+
+// The validation source (a split on large datasets by default) and whether
+// early stopping has the validation data it watches.
+absl::Status ApplyValidationDefaults(int64_t num_train_examples, Hyperparameters* h) {
+  if (h->validation().source_case() == kaizen::v1::ValidationOptions::SOURCE_NOT_SET) {
+    h->mutable_validation()->set_split(
+        num_train_examples >= kDefaultValidationMinExamples ? kDefaultValidationSplit : 0.0);
+  }
+  const bool has_validation =
+      h->validation().source_case() == kaizen::v1::ValidationOptions::kDataset
+          ? !h->validation().dataset().empty()
+          : h->validation().split() > 0;
+  if (h->early_stopping().enabled() && !has_validation) {
+    return absl::InvalidArgumentError(
+        "hyperparameters.early_stopping needs validation data: set validation.split "
+        "or validation.dataset");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyHeadDefaults(Hyperparameters* h) {
+  if (h->head().kind() == kaizen::v1::HEAD_KIND_UNSPECIFIED) {
+    h->mutable_head()->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
+  }
+  if (h->head().kind() == kaizen::v1::HEAD_KIND_MLP) {
+    KAIZEN_DEFAULT(h->mutable_head(), hidden_units, 256);
+  }
+  if (h->head_warmup_epochs() >= h->epochs()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hyperparameters.head_warmup_epochs is %d; it must be less than epochs (%d)",
+        h->head_warmup_epochs(), h->epochs()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Hyperparameters> ResolveHyperparameters(Strategy strategy,
+                                                       const Hyperparameters& requested,
+                                                       int64_t num_train_examples) {
+  RETURN_IF_ERROR(CheckStrategySpecified(strategy));
+  if (num_train_examples < 1) {
+    return absl::InvalidArgumentError("the training dataset has no examples");
+  }
+  RETURN_IF_ERROR(CheckRequestedRanges(requested));
 
   const Hyperparameters d = StrategyDefaults(strategy, num_train_examples);
   Hyperparameters h = requested;
@@ -173,72 +252,17 @@ absl::StatusOr<Hyperparameters> ResolveHyperparameters(Strategy strategy,
     // Nothing is pretrained: one learning rate for every layer.
     h.set_backbone_lr_multiplier(1.0);
   }
-
-  auto* opt = h.mutable_optimizer();
-  const bool optimizer_chosen = opt->kind() != kaizen::v1::OPTIMIZER_UNSPECIFIED;
-  if (!optimizer_chosen) opt->set_kind(d.optimizer().kind());
-  if (opt->kind() == kaizen::v1::OPTIMIZER_SGD) {
-    if (opt->nesterov() && opt->momentum() == 0) opt->set_momentum(0.9);
-    if (!optimizer_chosen) KAIZEN_DEFAULT(opt, momentum, 0.9);
-  } else {
-    KAIZEN_DEFAULT(opt, beta1, 0.9);
-    KAIZEN_DEFAULT(opt, beta2, 0.999);
-    if (!optimizer_chosen) KAIZEN_DEFAULT(opt, weight_decay, d.optimizer().weight_decay());
-  }
-
-  auto* sched = h.mutable_schedule();
-  if (sched->kind() == kaizen::v1::SCHEDULE_UNSPECIFIED) {
-    sched->set_kind(d.schedule().kind());
-    // At most a fifth of a short run warms up.
-    KAIZEN_DEFAULT(sched, warmup_epochs, std::min(d.schedule().warmup_epochs(), 0.2 * h.epochs()));
-    KAIZEN_DEFAULT(sched, min_lr_ratio, d.schedule().min_lr_ratio());
-  }
-  if (sched->kind() == kaizen::v1::SCHEDULE_STEP) {
-    KAIZEN_DEFAULT(sched, step_epochs, std::max(1, h.epochs() / 3));
-    KAIZEN_DEFAULT(sched, step_gamma, 0.1);
-  }
-  if (sched->warmup_epochs() >= h.epochs()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "hyperparameters.schedule.warmup_epochs is %g; it must be less than epochs (%d)",
-        sched->warmup_epochs(), h.epochs()));
-  }
-
+  ApplyOptimizerDefaults(d, &h);
+  RETURN_IF_ERROR(ApplyScheduleDefaults(d, &h));
   KAIZEN_DEFAULT(&h, label_smoothing, d.label_smoothing());
   if (h.early_stopping().enabled()) {
     KAIZEN_DEFAULT(h.mutable_early_stopping(), patience, 5);
     if (h.early_stopping().metric().empty()) h.mutable_early_stopping()->set_metric("val_accuracy");
   }
   if (!h.has_augmentation()) *h.mutable_augmentation() = d.augmentation();
-  if (h.seed() == 0) {
-    std::random_device rd;
-    uint64_t seed = 0;
-    while (seed == 0) seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-    h.set_seed(seed);
-  }
-  if (h.validation().source_case() == kaizen::v1::ValidationOptions::SOURCE_NOT_SET) {
-    h.mutable_validation()->set_split(
-        num_train_examples >= kDefaultValidationMinExamples ? kDefaultValidationSplit : 0.0);
-  }
-  const bool has_validation =
-      h.validation().source_case() == kaizen::v1::ValidationOptions::kDataset
-          ? !h.validation().dataset().empty()
-          : h.validation().split() > 0;
-  if (h.early_stopping().enabled() && !has_validation) {
-    return absl::InvalidArgumentError(
-        "hyperparameters.early_stopping needs validation data: set validation.split "
-        "or validation.dataset");
-  }
-  if (h.head().kind() == kaizen::v1::HEAD_KIND_UNSPECIFIED) {
-    h.mutable_head()->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
-  }
-  if (h.head().kind() == kaizen::v1::HEAD_KIND_MLP) {
-    KAIZEN_DEFAULT(h.mutable_head(), hidden_units, 256);
-  }
-  if (h.head_warmup_epochs() >= h.epochs()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "hyperparameters.head_warmup_epochs is %d; it must be less than epochs (%d)",
-        h.head_warmup_epochs(), h.epochs()));
-  }
+  if (h.seed() == 0) h.set_seed(RandomNonZeroSeed());
+  RETURN_IF_ERROR(ApplyValidationDefaults(num_train_examples, &h));
+  RETURN_IF_ERROR(ApplyHeadDefaults(&h));
   KAIZEN_DEFAULT(&h, drop_last_fraction, d.drop_last_fraction());
   return h;
 }

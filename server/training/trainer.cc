@@ -22,10 +22,12 @@
 #include "absl/strings/str_format.h"
 #include "server/common/failure_cause.h"
 #include "server/common/status_macros.h"
+#include "server/imaging/normalizer.h"
 #include "server/models/builtin_models.h"
 #include "server/models/torch_errors.h"
 #include "server/training/augmenter.h"
 #include "server/training/batch_sampler.h"
+#include "server/training/early_stopping.h"
 #include "server/training/freezing.h"
 #include "server/training/head.h"
 #include "server/training/image_set.h"
@@ -34,6 +36,7 @@
 #include "server/training/optimizer_factory.h"
 #include "server/training/parameter_init.h"
 #include "server/training/resume_state.h"
+#include "server/training/strategy.h"
 
 namespace kaizen::training {
 namespace {
@@ -113,6 +116,20 @@ class AutocastScope {
   at::ScalarType previous_dtype_ = at::kFloat;
 };
 
+// The epoch in progress: its running sums, when it started and the
+// generator its augmentation draws from.
+struct EpochRun {
+  int32_t epoch = 0;  // counted from 0
+  bool use_cache = false;
+  int64_t first_batch = 0;  // > 0 when resuming within the epoch
+  double loss_sum = 0;
+  int64_t correct = 0;
+  int64_t seen = 0;
+  double lr_now = 0;
+  Clock::time_point start;
+  at::Generator augment_gen;
+};
+
 struct Evaluation {
   double loss = 0;
   double accuracy = 0;
@@ -140,6 +157,23 @@ class Trainer {
   absl::Status BuildData();
   absl::Status BuildOptimizer();
   void BuildFeatureCache();
+  // Seeds the epoch's generators, freezes what this epoch keeps fixed and
+  // builds or drops the feature cache.
+  EpochRun StartEpoch(int32_t epoch);
+  // Continues `run` at the step where a checkpoint taken between two steps
+  // stopped, with the sums and the random generators as they were.
+  void ResumeWithinEpoch(const EpochPosition& at, EpochRun* run);
+  // Runs the epoch's remaining steps; true when should_stop ended it (after
+  // a checkpoint that resumes at that step).
+  absl::StatusOr<bool> RunSteps(EpochRun* run);
+  absl::Status CheckpointStoppedAt(const EpochRun& run, int64_t batch, int64_t global_step);
+  absl::Status Step(const std::vector<int64_t>& batch, int64_t b, int64_t global_step,
+                    EpochRun* run);
+  void ReportStep(const EpochRun& run, int64_t global_step, double loss_value);
+  // Evaluates, records the metrics and the best epoch, checkpoints. Returns
+  // true when early stopping ends training.
+  absl::StatusOr<bool> FinishEpoch(const EpochRun& run, TrainResult* result);
+  kaizen::v1::EpochMetrics EpochMetricsOf(const EpochRun& run);
   torch::Tensor Features(const torch::Tensor& unit_images);
   torch::Tensor TrainLogits(const torch::Tensor& idx, bool use_cache, at::Generator& gen);
   Evaluation Evaluate(const ImageSet& set, const torch::Tensor& cached_features);
@@ -180,13 +214,17 @@ class Trainer {
 
   ImageSet train_;
   ImageSet val_;
-  std::optional<Normalizer> normalizer_;
+  std::optional<imaging::Normalizer> normalizer_;
   std::optional<Augmenter> augmenter_;
   std::optional<BatchSampler> sampler_;
   std::optional<LrSchedule> schedule_;
   torch::Tensor train_features_;  // the feature cache; undefined when stale
   torch::Tensor val_features_;
   int64_t backbone_batches_ = 0;
+  int64_t steps_per_epoch_ = 0;
+  int64_t total_steps_ = 0;
+  Clock::time_point run_start_;
+  int64_t steps_this_run_ = 0;
 
   bool amp_ = false;
   bool fp16_ = false;
@@ -194,16 +232,7 @@ class Trainer {
 };
 
 absl::Status Trainer::CheckInputs() {
-  const kaizen::v1::Strategy s = options_.strategy;
-  if (s == kaizen::v1::STRATEGY_INCREMENTAL || s == kaizen::v1::STRATEGY_DISTILL) {
-    return absl::UnimplementedError(
-        absl::StrCat("strategy ", kaizen::v1::Strategy_Name(s),
-                     " arrives with the incremental/distillation work"));
-  }
-  if (s != kaizen::v1::STRATEGY_FEATURE_EXTRACTION && s != kaizen::v1::STRATEGY_FINE_TUNE &&
-      s != kaizen::v1::STRATEGY_FULL && s != kaizen::v1::STRATEGY_SCRATCH) {
-    return absl::InvalidArgumentError("strategy is unspecified");
-  }
+  RETURN_IF_ERROR(CheckStrategyAvailable(options_.strategy));
   if (data_.train == nullptr || data_.train->records.empty()) {
     return absl::InvalidArgumentError("the training dataset has no images");
   }
@@ -350,7 +379,7 @@ void Trainer::BuildFeatureCache() {
     std::vector<torch::Tensor> chunks;
     for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
       const int64_t n = std::min(kInferenceBatch, set.size() - begin);
-      chunks.push_back(Features(Normalizer::ToUnit(set.images.narrow(0, begin, n))));
+      chunks.push_back(Features(imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n))));
     }
     return chunks.empty() ? torch::Tensor() : torch::cat(chunks);
   };
@@ -363,7 +392,7 @@ torch::Tensor Trainer::TrainLogits(const torch::Tensor& idx, bool use_cache, at:
     AutocastScope autocast(amp_, amp_dtype_);
     return split_.head.forward({train_features_.index_select(0, idx)}).toTensor();
   }
-  torch::Tensor x = Normalizer::ToUnit(train_.images.index_select(0, idx));
+  torch::Tensor x = imaging::Normalizer::ToUnit(train_.images.index_select(0, idx));
   if (augmenter_->active()) x = augmenter_->Apply(x, gen);
   torch::Tensor features;
   if (backbone_params_.empty() || !backbone_params_[0].requires_grad()) {
@@ -387,9 +416,10 @@ Evaluation Trainer::Evaluate(const ImageSet& set, const torch::Tensor& cached_fe
   std::vector<torch::Tensor> predictions;
   for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
     const int64_t n = std::min(kInferenceBatch, set.size() - begin);
-    torch::Tensor features = cached_features.defined()
-                                 ? cached_features.narrow(0, begin, n)
-                                 : Features(Normalizer::ToUnit(set.images.narrow(0, begin, n)));
+    torch::Tensor features =
+        cached_features.defined()
+            ? cached_features.narrow(0, begin, n)
+            : Features(imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n)));
     torch::Tensor logits;
     {
       AutocastScope autocast(amp_, amp_dtype_);
@@ -529,6 +559,166 @@ absl::StatusOr<Checkpoint> Trainer::MakeCheckpoint(int32_t epochs_completed, int
   return cp;
 }
 
+EpochRun Trainer::StartEpoch(int32_t epoch) {
+  where_ = absl::StrCat("epoch ", epoch + 1);
+  EpochRun run;
+  run.epoch = epoch;
+  run.start = Clock::now();
+  torch::manual_seed(DeriveSeed(hp_.seed(), kTorchStream, epoch));
+  run.augment_gen =
+      at::make_generator<at::CPUGeneratorImpl>(DeriveSeed(hp_.seed(), kAugmentStream, epoch));
+
+  const bool backbone_frozen = options_.strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION ||
+                               epoch < hp_.head_warmup_epochs() || trainable_backbone_.empty();
+  ApplyRequiresGrad(split_.backbone,
+                    backbone_frozen ? std::set<std::string>{} : trainable_backbone_);
+  run.use_cache = options_.use_feature_cache && backbone_frozen && !augmenter_->active();
+  if (run.use_cache && !train_features_.defined()) {
+    where_ = absl::StrCat("epoch ", epoch + 1, " feature caching");
+    BuildFeatureCache();
+  } else if (!run.use_cache) {
+    train_features_ = torch::Tensor();
+    val_features_ = torch::Tensor();
+  }
+  SetTrainingMode(split_.backbone);
+  split_.head.train();
+  return run;
+}
+
+void Trainer::ResumeWithinEpoch(const EpochPosition& at, EpochRun* run) {
+  where_ = absl::StrCat("epoch ", run->epoch + 1, " resume at step ", at.step + 1);
+  run->first_batch = at.step;
+  run->loss_sum = at.loss_sum;
+  run->correct = at.correct;
+  run->seen = at.seen;
+  run->lr_now = at.learning_rate;
+  run->start -=
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(at.seconds));
+  RestoreGenerator(TorchGenerator(), at.torch_rng);
+  if (std::optional<at::Generator> cuda = CudaGenerator(); cuda && !at.cuda_rng.empty()) {
+    RestoreGenerator(*cuda, at.cuda_rng);
+  }
+  RestoreGenerator(run->augment_gen, at.augment_rng);
+}
+
+absl::StatusOr<bool> Trainer::RunSteps(EpochRun* run) {
+  const std::vector<std::vector<int64_t>> batches = sampler_->EpochBatches(run->epoch);
+  for (int64_t b = run->first_batch; b < static_cast<int64_t>(batches.size()); ++b) {
+    const int64_t global_step = run->epoch * steps_per_epoch_ + b;
+    where_ = absl::StrCat("epoch ", run->epoch + 1, " step ", b + 1);
+    if (callbacks_.should_stop && callbacks_.should_stop()) {
+      RETURN_IF_ERROR(CheckpointStoppedAt(*run, b, global_step));
+      return true;
+    }
+    RETURN_IF_ERROR(Step(batches[b], b, global_step, run));
+  }
+  return false;
+}
+
+absl::Status Trainer::CheckpointStoppedAt(const EpochRun& run, int64_t batch, int64_t global_step) {
+  // Everything the remaining steps depend on besides the weights and the
+  // optimizer, so that a resume continues with this very step.
+  EpochPosition& pos = state_.position;
+  pos.step = batch;
+  pos.loss_sum = run.loss_sum;
+  pos.correct = run.correct;
+  pos.seen = run.seen;
+  pos.learning_rate = run.lr_now;
+  pos.seconds = Seconds(run.start);
+  pos.torch_rng = SaveGenerator(TorchGenerator());
+  if (std::optional<at::Generator> cuda = CudaGenerator()) {
+    pos.cuda_rng = SaveGenerator(*cuda);
+  }
+  pos.augment_rng = SaveGenerator(run.augment_gen);
+  ASSIGN_OR_RETURN(Checkpoint cp, MakeCheckpoint(run.epoch, global_step, /*is_best=*/false));
+  if (callbacks_.on_checkpoint) RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Step(const std::vector<int64_t>& batch, int64_t b, int64_t global_step,
+                           EpochRun* run) {
+  const double factor = schedule_->Factor(global_step);
+  SetLearningRates(factor);
+  run->lr_now = base_lrs_[0] * factor;
+  const torch::Tensor idx = torch::tensor(batch, torch::kLong).to(device_);
+  const torch::Tensor labels = train_.labels.index_select(0, idx);
+  const torch::Tensor logits = TrainLogits(idx, run->use_cache, run->augment_gen);
+  const torch::Tensor loss = SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
+  const double loss_value = loss.item<double>();
+  if (!std::isfinite(loss_value)) {
+    return common::WithCause(
+        absl::InvalidArgumentError(absl::StrFormat(
+            "loss became %s at epoch %d step %d (learning rate %g); lower the learning rate",
+            std::isnan(loss_value) ? "NaN" : "Inf", run->epoch + 1, b + 1, run->lr_now)),
+        common::kCauseDiverged);
+  }
+  BackwardAndStep(loss);
+  const int64_t n = idx.size(0);
+  run->loss_sum += loss_value * static_cast<double>(n);
+  run->correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+  run->seen += n;
+  ++steps_this_run_;
+  ReportStep(*run, global_step, loss_value);
+  return absl::OkStatus();
+}
+
+void Trainer::ReportStep(const EpochRun& run, int64_t global_step, double loss_value) {
+  if (!callbacks_.on_step) return;
+  kaizen::v1::StepProgress progress;
+  progress.set_epoch(run.epoch + 1);
+  progress.set_step(global_step + 1);
+  progress.set_total_steps(total_steps_);
+  progress.set_loss(loss_value);
+  progress.set_learning_rate(run.lr_now);
+  const double elapsed = Seconds(run.start);
+  progress.set_samples_per_second(elapsed > 0 ? static_cast<double>(run.seen) / elapsed : 0);
+  const double per_step = Seconds(run_start_) / static_cast<double>(steps_this_run_);
+  progress.set_eta_seconds(per_step * static_cast<double>(total_steps_ - global_step - 1));
+  callbacks_.on_step(progress);
+}
+
+kaizen::v1::EpochMetrics Trainer::EpochMetricsOf(const EpochRun& run) {
+  const double train_seconds = Seconds(run.start);
+  where_ = absl::StrCat("epoch ", run.epoch + 1, " evaluation");
+  kaizen::v1::EpochMetrics metrics;
+  metrics.set_epoch(run.epoch + 1);
+  const double seen = static_cast<double>(run.seen);
+  metrics.set_train_loss(run.seen > 0 ? run.loss_sum / seen : 0);
+  metrics.set_train_accuracy(run.seen > 0 ? static_cast<double>(run.correct) / seen : 0);
+  metrics.set_learning_rate(run.lr_now);
+  metrics.set_samples_per_second(train_seconds > 0 ? seen / train_seconds : 0);
+  if (val_.size() > 0) {
+    const Evaluation e = Evaluate(val_, run.use_cache ? val_features_ : torch::Tensor());
+    metrics.set_val_loss(e.loss);
+    metrics.set_val_accuracy(e.accuracy);
+    for (int64_t c = 0; c < num_classes_; ++c) {
+      if (e.total[c] > 0) {
+        (*metrics.mutable_per_class_accuracy())[class_names_[c]] =
+            static_cast<double>(e.correct[c]) / static_cast<double>(e.total[c]);
+      }
+    }
+  }
+  metrics.set_seconds(Seconds(run.start));
+  return metrics;
+}
+
+absl::StatusOr<bool> Trainer::FinishEpoch(const EpochRun& run, TrainResult* result) {
+  const int32_t epoch = run.epoch;
+  const kaizen::v1::EpochMetrics metrics = EpochMetricsOf(run);
+  const bool is_best = RecordCheckpointMetric(MetricValue(metrics), MetricIsMaximised(),
+                                              hp_.early_stopping().min_delta(), epoch + 1, &state_);
+  state_.history.push_back(metrics);
+  result->last = metrics;
+  result->epochs_completed = epoch + 1;
+
+  if (callbacks_.on_epoch) callbacks_.on_epoch(metrics);
+  where_ = absl::StrCat("epoch ", epoch + 1, " checkpoint");
+  ASSIGN_OR_RETURN(Checkpoint cp,
+                   MakeCheckpoint(epoch + 1, (epoch + 1) * steps_per_epoch_, is_best));
+  if (callbacks_.on_checkpoint) RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
+  return PatienceExhausted(hp_.early_stopping(), state_);
+}
+
 absl::StatusOr<TrainResult> Trainer::Run() {
   RETURN_IF_ERROR(CheckInputs());
   RETURN_IF_ERROR(BuildModel());
@@ -537,183 +727,35 @@ absl::StatusOr<TrainResult> Trainer::Run() {
 
   TrainResult result;
   result.best_metric_name = MetricName();
-  const bool maximise = MetricIsMaximised();
-  const int64_t steps_per_epoch = sampler_->batches_per_epoch();
-  const int64_t total_steps = schedule_->total_steps();
+  steps_per_epoch_ = sampler_->batches_per_epoch();
+  total_steps_ = schedule_->total_steps();
   const int32_t first_epoch = resuming_ ? state_.epochs_completed : 0;
   // A checkpoint taken between two steps continues at the next one, with the
   // epoch's sums and the random generators as they were; checkpoints at the
   // end of an epoch carry no position.
   const EpochPosition resume_at = resuming_ ? state_.position : EpochPosition();
   state_.position = EpochPosition();
-  if (resume_at.step >= steps_per_epoch) {
+  if (resume_at.step >= steps_per_epoch_) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the resume state stands at step ", resume_at.step + 1, " of an epoch that now has ",
-        steps_per_epoch, " steps; the dataset or batch size changed"));
+        steps_per_epoch_, " steps; the dataset or batch size changed"));
   }
-  const double label_smoothing = hp_.label_smoothing();
   result.epochs_completed = first_epoch;
   if (!state_.history.empty()) result.last = state_.history.back();
-  const Clock::time_point run_start = Clock::now();
-  int64_t steps_this_run = 0;
+  run_start_ = Clock::now();
+  steps_this_run_ = 0;
 
   for (int32_t epoch = first_epoch; epoch < hp_.epochs(); ++epoch) {
-    where_ = absl::StrCat("epoch ", epoch + 1);
-    Clock::time_point epoch_start = Clock::now();
-    torch::manual_seed(DeriveSeed(hp_.seed(), kTorchStream, epoch));
-    at::Generator augment_gen =
-        at::make_generator<at::CPUGeneratorImpl>(DeriveSeed(hp_.seed(), kAugmentStream, epoch));
-
-    const bool backbone_frozen = options_.strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION ||
-                                 epoch < hp_.head_warmup_epochs() || trainable_backbone_.empty();
-    ApplyRequiresGrad(split_.backbone,
-                      backbone_frozen ? std::set<std::string>{} : trainable_backbone_);
-    const bool use_cache = options_.use_feature_cache && backbone_frozen && !augmenter_->active();
-    if (use_cache && !train_features_.defined()) {
-      where_ = absl::StrCat("epoch ", epoch + 1, " feature caching");
-      BuildFeatureCache();
-    } else if (!use_cache) {
-      train_features_ = torch::Tensor();
-      val_features_ = torch::Tensor();
+    EpochRun run = StartEpoch(epoch);
+    if (epoch == first_epoch && resume_at.step > 0) ResumeWithinEpoch(resume_at, &run);
+    ASSIGN_OR_RETURN(const bool stopped, RunSteps(&run));
+    if (stopped) {
+      result.cancelled = true;
+      result.epochs_completed = epoch;
+      return result;
     }
-    SetTrainingMode(split_.backbone);
-    split_.head.train();
-
-    double loss_sum = 0;
-    int64_t correct = 0, seen = 0;
-    double lr_now = 0;
-    int64_t first_batch = 0;
-    if (epoch == first_epoch && resume_at.step > 0) {
-      where_ = absl::StrCat("epoch ", epoch + 1, " resume at step ", resume_at.step + 1);
-      first_batch = resume_at.step;
-      loss_sum = resume_at.loss_sum;
-      correct = resume_at.correct;
-      seen = resume_at.seen;
-      lr_now = resume_at.learning_rate;
-      epoch_start -= std::chrono::duration_cast<Clock::duration>(
-          std::chrono::duration<double>(resume_at.seconds));
-      RestoreGenerator(TorchGenerator(), resume_at.torch_rng);
-      if (std::optional<at::Generator> cuda = CudaGenerator();
-          cuda && !resume_at.cuda_rng.empty()) {
-        RestoreGenerator(*cuda, resume_at.cuda_rng);
-      }
-      RestoreGenerator(augment_gen, resume_at.augment_rng);
-    }
-    const std::vector<std::vector<int64_t>> batches = sampler_->EpochBatches(epoch);
-    for (int64_t b = first_batch; b < static_cast<int64_t>(batches.size()); ++b) {
-      const int64_t global_step = epoch * steps_per_epoch + b;
-      where_ = absl::StrCat("epoch ", epoch + 1, " step ", b + 1);
-      if (callbacks_.should_stop && callbacks_.should_stop()) {
-        // Everything the remaining steps depend on besides the weights and
-        // the optimizer, so that a resume continues with this very step.
-        EpochPosition& pos = state_.position;
-        pos.step = b;
-        pos.loss_sum = loss_sum;
-        pos.correct = correct;
-        pos.seen = seen;
-        pos.learning_rate = lr_now;
-        pos.seconds = Seconds(epoch_start);
-        pos.torch_rng = SaveGenerator(TorchGenerator());
-        if (std::optional<at::Generator> cuda = CudaGenerator()) {
-          pos.cuda_rng = SaveGenerator(*cuda);
-        }
-        pos.augment_rng = SaveGenerator(augment_gen);
-        ASSIGN_OR_RETURN(Checkpoint cp, MakeCheckpoint(epoch, global_step, /*is_best=*/false));
-        if (callbacks_.on_checkpoint) RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
-        result.cancelled = true;
-        result.epochs_completed = epoch;
-        return result;
-      }
-      const double factor = schedule_->Factor(global_step);
-      SetLearningRates(factor);
-      lr_now = base_lrs_[0] * factor;
-      const torch::Tensor idx = torch::tensor(batches[b], torch::kLong).to(device_);
-      const torch::Tensor labels = train_.labels.index_select(0, idx);
-      const torch::Tensor logits = TrainLogits(idx, use_cache, augment_gen);
-      const torch::Tensor loss = SmoothedCrossEntropy(logits, labels, label_smoothing);
-      const double loss_value = loss.item<double>();
-      if (!std::isfinite(loss_value)) {
-        return common::WithCause(
-            absl::InvalidArgumentError(absl::StrFormat(
-                "loss became %s at epoch %d step %d (learning rate %g); lower the learning rate",
-                std::isnan(loss_value) ? "NaN" : "Inf", epoch + 1, b + 1, lr_now)),
-            common::kCauseDiverged);
-      }
-      BackwardAndStep(loss);
-      const int64_t n = idx.size(0);
-      loss_sum += loss_value * static_cast<double>(n);
-      correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
-      seen += n;
-      ++steps_this_run;
-      if (callbacks_.on_step) {
-        kaizen::v1::StepProgress progress;
-        progress.set_epoch(epoch + 1);
-        progress.set_step(global_step + 1);
-        progress.set_total_steps(total_steps);
-        progress.set_loss(loss_value);
-        progress.set_learning_rate(lr_now);
-        const double elapsed = Seconds(epoch_start);
-        progress.set_samples_per_second(elapsed > 0 ? static_cast<double>(seen) / elapsed : 0);
-        const double per_step = Seconds(run_start) / static_cast<double>(steps_this_run);
-        progress.set_eta_seconds(per_step * static_cast<double>(total_steps - global_step - 1));
-        callbacks_.on_step(progress);
-      }
-    }
-    const double train_seconds = Seconds(epoch_start);
-
-    where_ = absl::StrCat("epoch ", epoch + 1, " evaluation");
-    kaizen::v1::EpochMetrics metrics;
-    metrics.set_epoch(epoch + 1);
-    metrics.set_train_loss(seen > 0 ? loss_sum / static_cast<double>(seen) : 0);
-    metrics.set_train_accuracy(seen > 0 ? static_cast<double>(correct) / static_cast<double>(seen)
-                                        : 0);
-    metrics.set_learning_rate(lr_now);
-    metrics.set_samples_per_second(train_seconds > 0 ? static_cast<double>(seen) / train_seconds
-                                                     : 0);
-    if (val_.size() > 0) {
-      const Evaluation e = Evaluate(val_, use_cache ? val_features_ : torch::Tensor());
-      metrics.set_val_loss(e.loss);
-      metrics.set_val_accuracy(e.accuracy);
-      for (int64_t c = 0; c < num_classes_; ++c) {
-        if (e.total[c] > 0) {
-          (*metrics.mutable_per_class_accuracy())[class_names_[c]] =
-              static_cast<double>(e.correct[c]) / static_cast<double>(e.total[c]);
-        }
-      }
-    }
-    metrics.set_seconds(Seconds(epoch_start));
-
-    // Best checkpoint and early stopping.
-    const double value = MetricValue(metrics);
-    const bool is_best =
-        !state_.has_best || (maximise ? value > state_.best_metric : value < state_.best_metric);
-    const double delta = hp_.early_stopping().min_delta();
-    const bool improved =
-        !state_.has_best || (maximise ? value > state_.patience_reference + delta
-                                      : value < state_.patience_reference - delta);
-    if (is_best) {
-      state_.best_metric = value;
-      state_.best_epoch = epoch + 1;
-    }
-    if (improved) {
-      state_.patience_reference = value;
-      state_.epochs_without_improvement = 0;
-    } else {
-      ++state_.epochs_without_improvement;
-    }
-    state_.has_best = true;
-    state_.history.push_back(metrics);
-    result.last = metrics;
-    result.epochs_completed = epoch + 1;
-
-    if (callbacks_.on_epoch) callbacks_.on_epoch(metrics);
-    where_ = absl::StrCat("epoch ", epoch + 1, " checkpoint");
-    ASSIGN_OR_RETURN(Checkpoint cp,
-                     MakeCheckpoint(epoch + 1, (epoch + 1) * steps_per_epoch, is_best));
-    if (callbacks_.on_checkpoint) RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
-
-    if (hp_.early_stopping().enabled() &&
-        state_.epochs_without_improvement >= std::max(1, hp_.early_stopping().patience())) {
+    ASSIGN_OR_RETURN(const bool patience_exhausted, FinishEpoch(run, &result));
+    if (patience_exhausted) {
       result.stopped_early = true;
       break;
     }

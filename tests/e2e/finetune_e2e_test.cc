@@ -20,7 +20,6 @@
 #include "google/protobuf/util/time_util.h"
 #include "kaizen/v1/finetune_service.grpc.pb.h"
 #include "server/api/server.h"
-#include "server/datasets/dataset_ingestor.h"
 #include "tests/test_util/fashion_mnist.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"

@@ -5,7 +5,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
-#include "server/datasets/dataset_ingestor.h"
+#include "server/datasets/idx_ingestor.h"
 #include "tests/test_util/image_fixtures.h"
 
 namespace kaizen::testing {

@@ -8,7 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/datasets/dataset_ingestor.h"
+#include "server/datasets/archive_ingestor.h"
 #include "server/datasets/image_decoder.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"

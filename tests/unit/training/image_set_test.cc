@@ -47,14 +47,5 @@ TEST(ImageSetTest, StratifiedSplitKeepsClassProportions) {
   EXPECT_NE(StratifiedSplit(labels, 0.1, 5).second, val);
 }
 
-TEST(ImageSetTest, NormalizesWithMetadataStatistics) {
-  kaizen::v1::Normalization n;
-  n.add_mean(0.5f);
-  n.add_std(0.25f);
-  Normalizer normalizer(n, 3, torch::kCPU);
-  const torch::Tensor x = torch::full({1, 3, 2, 2}, 255, torch::kUInt8);
-  EXPECT_NEAR(normalizer.Normalize(Normalizer::ToUnit(x)).max().item<double>(), 2.0, 1e-6);
-}
-
 }  // namespace
 }  // namespace kaizen::training

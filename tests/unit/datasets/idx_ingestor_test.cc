@@ -1,5 +1,7 @@
 // IngestIdx: tiny hand-written IDX files (plain and gzip) and the real
 // Fashion-MNIST training set.
+#include "server/datasets/idx_ingestor.h"
+
 #include <sys/stat.h>
 #include <zlib.h>
 
@@ -10,7 +12,6 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/datasets/dataset_ingestor.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
 

@@ -1,5 +1,7 @@
 // IngestImageFolderArchive: real archives built with libarchive, real JPEG and
 // PNG files, checked through the summary, the report and the decoded data.
+#include "server/datasets/archive_ingestor.h"
+
 #include <archive.h>
 #include <archive_entry.h>
 
@@ -9,7 +11,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/datasets/dataset_file.h"
-#include "server/datasets/dataset_ingestor.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
 

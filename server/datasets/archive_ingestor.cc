@@ -1,0 +1,500 @@
+#include "server/datasets/archive_ingestor.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <queue>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "server/common/status_macros.h"
+#include "server/datasets/image_decoder.h"
+#include "server/datasets/ingest_report.h"
+
+namespace kaizen::datasets {
+namespace {
+
+// Archive read granularity.
+constexpr size_t kArchiveReadChunk = size_t{1} << 16;
+
+struct ArchiveDeleter {
+  void operator()(archive* a) const { archive_read_free(a); }
+};
+
+bool HasImageExtension(absl::string_view file_name) {
+  const size_t dot = file_name.rfind('.');
+  if (dot == absl::string_view::npos) return false;
+  const std::string ext = absl::AsciiStrToLower(file_name.substr(dot + 1));
+  return ext == "jpg" || ext == "jpeg" || ext == "png";
+}
+
+// An image file that may belong to a class folder: at depth 2 (class/file) or
+// 3 (top/class/file, if the single top-level folder gets stripped).
+struct Candidate {
+  std::string path;  // as in the archive, without "./" components
+  std::vector<std::string> parts;
+  absl::StatusOr<Image> image;
+};
+
+// Zip archives start with a local file header, or with the end of central
+// directory record when they are empty.
+bool LooksLikeZip(const std::string& path) {
+  char magic[4] = {};
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) return false;
+  const size_t got = std::fread(magic, 1, sizeof(magic), file);
+  std::fclose(file);
+  const absl::string_view head(magic, got);
+  return head == absl::string_view("PK\x03\x04", 4) || head == absl::string_view("PK\x05\x06", 4);
+}
+
+std::string ArchiveError(archive* a) {
+  const char* message = archive_error_string(a);
+  return message != nullptr ? message : "unknown libarchive error";
+}
+
+// The first `max_listed` ignored paths in sorted order, with a count of all:
+// an archive of millions of stray entries must not grow a list in memory.
+class IgnoredList {
+ public:
+  explicit IgnoredList(int max_listed) : max_listed_(std::max(0, max_listed)) {}
+
+  void Add(std::string path) {
+    ++count_;
+    if (static_cast<int>(largest_first_.size()) < max_listed_) {
+      largest_first_.push(std::move(path));
+    } else if (max_listed_ > 0 && path < largest_first_.top()) {
+      largest_first_.pop();
+      largest_first_.push(std::move(path));
+    }
+  }
+  int64_t count() const { return count_; }
+  std::vector<std::string> Sorted() const {
+    std::priority_queue<std::string> copy = largest_first_;
+    std::vector<std::string> out;
+    for (; !copy.empty(); copy.pop()) out.push_back(copy.top());
+    std::reverse(out.begin(), out.end());
+    return out;
+  }
+
+ private:
+  int max_listed_;
+  int64_t count_ = 0;
+  std::priority_queue<std::string> largest_first_;  // max-heap: top is dropped first
+};
+
+class ArchiveIngestor {
+ public:
+  ArchiveIngestor(const std::string& display_name, const IngestOptions& options)
+      : display_name_(display_name),
+        options_(options),
+        ignored_(options.max_listed),
+        budget_(options.budget, 0) {}
+
+  absl::StatusOr<IngestResult> Run(const std::string& archive_path);
+
+ private:
+  absl::Status ReadEntries(archive* a);
+  // Reads the current entry's bytes; a per-entry problem goes into `image`.
+  absl::Status ReadCandidate(archive* a, archive_entry* entry, Candidate* candidate);
+  // Moves past the current entry's data without keeping it. Inside a
+  // compressed stream the data must still be decompressed to reach the next
+  // header, so it is read block by block and charged to the budget (a
+  // skipped member cannot be a free bomb); elsewhere libarchive skips it
+  // without decompressing (a zip member) or seeks (a plain tar).
+  absl::Status SkipEntry(archive* a, absl::string_view path);
+  // Charges the budget for what the decompression filters (gzip, bzip2, xz,
+  // ...) produced since the last call.
+  absl::Status ChargeFilters(archive* a, absl::string_view path);
+  // Candidates that passed, grouped by class folder (a sorted map: label
+  // order), and the ones that failed to decode.
+  struct Classes {
+    std::map<std::string, std::vector<size_t>> images;  // indices, by path
+    std::map<std::string, int64_t> failed_by_class;
+    int64_t failed = 0;
+  };
+  // Lists failed files in `report`; an error for a failure that ends the
+  // upload (a limit or the budget).
+  absl::StatusOr<Classes> GroupByClass(v1::DatasetReport* report);
+  // Warns about dropped class folders; an error for fewer than two classes.
+  absl::Status CheckClasses(const Classes& classes, v1::DatasetReport* report) const;
+  // Moves the images into `data`, label by label; `record_paths` names them.
+  absl::Status Concatenate(const Classes& classes, DecodedDataset* data,
+                           std::vector<const std::string*>* record_paths);
+  // Warnings and lists for failed and ignored entries.
+  void ReportLeftOut(int64_t failed, v1::DatasetReport* report) const;
+  absl::StatusOr<IngestResult> Assemble();
+  absl::Status Error(absl::string_view message) const {
+    return absl::InvalidArgumentError(absl::StrCat(display_name_, ": ", message));
+  }
+
+  const std::string display_name_;
+  const IngestOptions options_;
+  int64_t num_entries_ = 0;
+  std::vector<Candidate> candidates_;
+  IgnoredList ignored_;
+  DecodeBudget budget_;
+  // Whether a decompression filter sits under the archive format, and how
+  // many bytes the filters had produced at the last charge.
+  bool compressed_ = false;
+  bool zip_ = false;
+  int64_t filter_bytes_charged_ = 0;
+  // Whether every usable entry shares one first path component, and which.
+  bool single_top_ = true;
+  std::string top_;
+  // Decoded images per depth, to stop early on a huge archive.
+  int64_t decoded_at_depth_[4] = {0, 0, 0, 0};
+};
+
+absl::StatusOr<IngestResult> ArchiveIngestor::Run(const std::string& archive_path) {
+  struct stat st;
+  if (::stat(archive_path.c_str(), &st) != 0) {
+    return absl::NotFoundError(
+        absl::StrCat(display_name_, ": cannot open ", archive_path, ": ", std::strerror(errno)));
+  }
+  budget_ = DecodeBudget(options_.budget, static_cast<int64_t>(st.st_size));
+  std::unique_ptr<archive, ArchiveDeleter> a(archive_read_new());
+  if (a == nullptr) return absl::InternalError("cannot allocate a libarchive reader");
+  // Only real archive formats: "raw" would accept any file as one entry.
+  // Zip is enabled only for files that start like one: its bidder searches
+  // the whole stream for a central directory, which on a truncated tar.gz
+  // fails at open time with a misleading "not an archive".
+  zip_ = LooksLikeZip(archive_path);
+  if (zip_) {
+    archive_read_support_format_zip(a.get());
+  } else {
+    // Only the filters libarchive runs in-process. "all" would also accept
+    // lrzip, lzop, grzip and lz4 streams, some of which libarchive decodes by
+    // running an external program on the uploaded bytes.
+    archive_read_support_filter_gzip(a.get());
+    archive_read_support_filter_bzip2(a.get());
+    archive_read_support_filter_xz(a.get());
+    archive_read_support_filter_lzma(a.get());
+    archive_read_support_filter_zstd(a.get());
+    archive_read_support_format_tar(a.get());
+  }
+  if (archive_read_open_filename(a.get(), archive_path.c_str(), kArchiveReadChunk) != ARCHIVE_OK) {
+    const std::string reason = ArchiveError(a.get());
+    // libarchive reads ahead while detecting the format, so a short
+    // compressed archive that is cut off fails here rather than mid-stream.
+    if (absl::StrContains(absl::AsciiStrToLower(reason), "truncated")) {
+      return Error(absl::StrCat("archive is truncated or corrupt at entry 1: ", reason));
+    }
+    return Error(absl::StrCat("not a tar or zip archive (", reason, ")"));
+  }
+  for (int i = 0; i < archive_filter_count(a.get()); ++i) {
+    if (archive_filter_code(a.get(), i) != ARCHIVE_FILTER_NONE) compressed_ = true;
+  }
+  RETURN_IF_ERROR(ReadEntries(a.get()));
+  a.reset();
+  if (num_entries_ == 0) return Error("the archive is empty");
+  return Assemble();
+}
+
+absl::Status ArchiveIngestor::ChargeFilters(archive* a, absl::string_view path) {
+  int64_t produced = 0;
+  for (int i = 0; i < archive_filter_count(a); ++i) {
+    if (archive_filter_code(a, i) != ARCHIVE_FILTER_NONE) produced += archive_filter_bytes(a, i);
+  }
+  const int64_t delta = produced - filter_bytes_charged_;
+  filter_bytes_charged_ = produced;
+  return budget_.Charge(
+      delta, absl::StrCat(display_name_, path.empty() ? "" : ": ", path, " (decompressed)"));
+}
+
+absl::Status ArchiveIngestor::SkipEntry(archive* a, absl::string_view path) {
+  if (!compressed_) {
+    // Errors surface at the next header read, with the entry number.
+    archive_read_data_skip(a);
+    return absl::OkStatus();
+  }
+  while (true) {
+    const void* block = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    const int r = archive_read_data_block(a, &block, &size, &offset);
+    if (r == ARCHIVE_EOF || r < ARCHIVE_WARN) return absl::OkStatus();
+    RETURN_IF_ERROR(ChargeFilters(a, path));
+  }
+}
+
+absl::Status ArchiveIngestor::ReadEntries(archive* a) {
+  std::string last_path;
+  while (true) {
+    archive_entry* entry = nullptr;
+    const int r = archive_read_next_header(a, &entry);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) {
+      return Error(absl::StrCat("archive is truncated or corrupt at entry ", num_entries_ + 1,
+                                last_path.empty() ? "" : absl::StrCat(" (after '", last_path, "')"),
+                                ": ", ArchiveError(a)));
+    }
+    ++num_entries_;
+    RETURN_IF_ERROR(ChargeFilters(a, last_path));
+    const char* raw = archive_entry_pathname(entry);
+    if (raw == nullptr) raw = archive_entry_pathname_utf8(entry);
+    const std::string raw_path = raw != nullptr ? raw : "";
+    last_path = raw_path;
+    const bool is_dir = archive_entry_filetype(entry) == AE_IFDIR;
+
+    // Path checks. Nothing is ever written to disk, but an absolute or ".."
+    // path is a sign of a malicious or broken archive and is never used.
+    std::vector<std::string> parts;
+    bool unsafe = raw_path.empty() || raw_path[0] == '/' || raw_path[0] == '\\' ||
+                  (raw_path.size() >= 2 && raw_path[1] == ':');
+    bool hidden = false;
+    for (absl::string_view part : absl::StrSplit(raw_path, absl::ByAnyChar("/\\"))) {
+      if (part.empty() || part == ".") continue;
+      if (part == "..") unsafe = true;
+      if (part[0] == '.' || part == "__MACOSX") hidden = true;
+      parts.emplace_back(part);
+    }
+    if (parts.empty()) unsafe = true;
+    if (unsafe || hidden) {
+      if (!is_dir) ignored_.Add(raw_path);
+      RETURN_IF_ERROR(SkipEntry(a, raw_path));
+      continue;
+    }
+    if (single_top_) {
+      if (top_.empty()) top_ = parts[0];
+      // A file at the top level is its own first component.
+      if (parts[0] != top_ || (!is_dir && parts.size() == 1)) single_top_ = false;
+    }
+    if (is_dir) {
+      RETURN_IF_ERROR(SkipEntry(a, raw_path));
+      continue;
+    }
+    const std::string path = absl::StrJoin(parts, "/");
+    const bool regular =
+        archive_entry_filetype(entry) == AE_IFREG && archive_entry_hardlink(entry) == nullptr;
+    if (!regular || !HasImageExtension(parts.back()) || parts.size() < 2 || parts.size() > 3) {
+      ignored_.Add(path);
+      RETURN_IF_ERROR(SkipEntry(a, path));
+      continue;
+    }
+    Candidate candidate{path, std::move(parts), absl::UnknownError("not read")};
+    RETURN_IF_ERROR(ReadCandidate(a, entry, &candidate));
+    if (candidate.image.ok()) {
+      const int64_t decoded = ++decoded_at_depth_[candidate.parts.size()];
+      // Once the top-level layout is settled enough to know which depth is
+      // used, more images than allowed cannot become fewer.
+      const bool depth_in_use = (candidate.parts.size() == 2) != single_top_;
+      if (decoded > options_.max_examples && depth_in_use) {
+        return Error(absl::StrCat("more than ", options_.max_examples, " images; the limit is ",
+                                  options_.max_examples));
+      }
+    }
+    candidates_.push_back(std::move(candidate));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ArchiveIngestor::ReadCandidate(archive* a, archive_entry* entry,
+                                            Candidate* candidate) {
+  // No plausible JPEG or PNG of the allowed size needs more than 8 bytes per
+  // pixel (16-bit RGBA stored uncompressed); larger files are not buffered.
+  const int64_t max_file_bytes = 8 * options_.max_image_pixels + (int64_t{16} << 20);
+  auto too_large = [&](int64_t size) {
+    return absl::ResourceExhaustedError(absl::StrCat("file is ", size, " bytes; image files over ",
+                                                     max_file_bytes, " bytes are not accepted"));
+  };
+  if (archive_entry_size_is_set(entry) && archive_entry_size(entry) > max_file_bytes) {
+    candidate->image = too_large(archive_entry_size(entry));
+    return SkipEntry(a, candidate->path);
+  }
+  std::string bytes;
+  char chunk[kArchiveReadChunk];
+  while (true) {
+    const la_ssize_t n = archive_read_data(a, chunk, sizeof(chunk));
+    if (n == 0) break;
+    if (n < 0) {
+      if (n == ARCHIVE_FATAL) {
+        return Error(absl::StrCat("archive is truncated or corrupt at entry ", num_entries_, " '",
+                                  candidate->path, "': ", ArchiveError(a)));
+      }
+      // The archive is intact but this entry cannot be read (e.g. encrypted
+      // or an unsupported zip compression method).
+      candidate->image =
+          absl::InvalidArgumentError(absl::StrCat("cannot extract: ", ArchiveError(a)));
+      return absl::OkStatus();
+    }
+    // A zip member is inflated by the format itself, not by a filter.
+    RETURN_IF_ERROR(compressed_ ? ChargeFilters(a, candidate->path)
+                    : zip_ ? budget_.Charge(n, absl::StrCat(display_name_, ": ", candidate->path,
+                                                            " (inflated)"))
+                           : absl::OkStatus());
+    if (static_cast<int64_t>(bytes.size()) + n > max_file_bytes) {
+      candidate->image = too_large(static_cast<int64_t>(bytes.size()) + n);
+      return SkipEntry(a, candidate->path);
+    }
+    bytes.append(chunk, static_cast<size_t>(n));
+  }
+  DecodeLimits limits;
+  limits.max_pixels = options_.max_image_pixels;
+  limits.max_jpeg_scans = options_.max_jpeg_scans;
+  limits.budget = &budget_;
+  candidate->image = DecodeImage(bytes, limits);
+  if (budget_.exhausted()) {
+    return absl::ResourceExhaustedError(absl::StrCat(display_name_, ": ", candidate->path, ": ",
+                                                     candidate->image.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ArchiveIngestor::Classes> ArchiveIngestor::GroupByClass(v1::DatasetReport* report) {
+  // Strip the single top-level folder only when images sit one level below
+  // it; an archive of just "cats/*.jpg" is one class, not zero.
+  const bool strip =
+      single_top_ && std::any_of(candidates_.begin(), candidates_.end(),
+                                 [](const Candidate& c) { return c.parts.size() == 3; });
+  const size_t class_depth = strip ? 3 : 2;
+
+  std::vector<size_t> order(candidates_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t x, size_t y) { return candidates_[x].path < candidates_[y].path; });
+
+  Classes classes;
+  for (size_t index : order) {
+    Candidate& c = candidates_[index];
+    if (c.parts.size() != class_depth) {
+      ignored_.Add(c.path);
+      continue;
+    }
+    const std::string& class_name = c.parts[class_depth - 2];
+    if (c.image.ok()) {
+      classes.images[class_name].push_back(index);
+      continue;
+    }
+    const absl::Status& status = c.image.status();
+    if (absl::IsFailedPrecondition(status) || absl::IsResourceExhausted(status)) {
+      return Error(absl::StrCat(c.path, ": ", status.message()));
+    }
+    ++classes.failed;
+    ++classes.failed_by_class[class_name];
+    if (report->failed_files_size() < options_.max_listed) {
+      v1::DatasetReport::FailedFile* f = report->add_failed_files();
+      f->set_path(c.path);
+      f->set_reason(std::string(status.message()));
+    }
+  }
+  return classes;
+}
+
+absl::Status ArchiveIngestor::CheckClasses(const Classes& classes,
+                                           v1::DatasetReport* report) const {
+  std::vector<std::string> dropped;
+  for (const auto& [class_name, n] : classes.failed_by_class) {
+    if (classes.images.count(class_name) == 0) {
+      dropped.push_back(class_name);
+      report->add_warnings(absl::StrCat("class folder '", class_name, "' was dropped: none of its ",
+                                        n, " images could be decoded"));
+    }
+  }
+  if (classes.images.empty()) {
+    std::string details = absl::StrCat(ignored_.count(), " entries ignored, ", classes.failed,
+                                       " images failed to decode");
+    if (report->failed_files_size() > 0) {
+      absl::StrAppend(&details, "; e.g. ", report->failed_files(0).path(), ": ",
+                      report->failed_files(0).reason());
+    }
+    return Error(
+        absl::StrCat("no usable images: expected class folders of .jpg/.jpeg/.png files such as "
+                     "'cats/001.jpg' (",
+                     details, ")"));
+  }
+  if (classes.images.size() == 1) {
+    std::string message = absl::StrCat("only one class ('", classes.images.begin()->first,
+                                       "') was found; at least two class folders are needed");
+    if (!dropped.empty()) {
+      absl::StrAppend(&message, " (no image in '", absl::StrJoin(dropped, "', '"),
+                      "' could be decoded)");
+    }
+    return Error(message);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ArchiveIngestor::Concatenate(const Classes& classes, DecodedDataset* data,
+                                          std::vector<const std::string*>* record_paths) {
+  int64_t total_images = 0;
+  size_t total_bytes = 0;
+  for (const auto& [class_name, indices] : classes.images) {
+    total_images += static_cast<int64_t>(indices.size());
+    for (size_t index : indices) total_bytes += candidates_[index].image->pixels.size();
+  }
+  if (total_images > options_.max_examples) {
+    return Error(absl::StrCat(total_images, " images; the limit is ", options_.max_examples));
+  }
+  data->records.reserve(total_images);
+  data->pixels.reserve(total_bytes);
+  record_paths->reserve(total_images);
+  for (const auto& [class_name, indices] : classes.images) {
+    const auto label = static_cast<int32_t>(data->class_names.size());
+    data->class_names.push_back(class_name);
+    for (size_t index : indices) {
+      Image& image = *candidates_[index].image;
+      data->records.push_back({label, image.height, image.width, image.channels,
+                               static_cast<int64_t>(data->pixels.size())});
+      data->pixels.insert(data->pixels.end(), image.pixels.begin(), image.pixels.end());
+      image.pixels = std::vector<uint8_t>();  // keep the peak near one copy
+      record_paths->push_back(&candidates_[index].path);
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ArchiveIngestor::ReportLeftOut(int64_t failed, v1::DatasetReport* report) const {
+  if (failed > 0) {
+    report->add_warnings(absl::StrCat(
+        failed, failed == 1 ? " image" : " images",
+        " could not be decoded and were left out (see failed_files",
+        failed > options_.max_listed ? "; the first " : "",
+        failed > options_.max_listed ? absl::StrCat(options_.max_listed, " are listed") : "", ")"));
+  }
+  for (std::string& path : ignored_.Sorted()) report->add_ignored_files(std::move(path));
+  if (ignored_.count() > options_.max_listed) {
+    report->add_warnings(absl::StrCat(ignored_.count(), " archive entries were ignored; the first ",
+                                      options_.max_listed, " are listed"));
+  }
+}
+
+absl::StatusOr<IngestResult> ArchiveIngestor::Assemble() {
+  v1::DatasetReport report;
+  ASSIGN_OR_RETURN(const Classes classes, GroupByClass(&report));
+  RETURN_IF_ERROR(CheckClasses(classes, &report));
+  IngestResult result;
+  std::vector<const std::string*> record_paths;
+  RETURN_IF_ERROR(Concatenate(classes, &result.data, &record_paths));
+  ReportLeftOut(classes.failed, &report);
+  *result.summary.mutable_report() = std::move(report);
+  ReportDuplicates(
+      result.data, [&](size_t i) { return *record_paths[i]; }, options_.max_listed,
+      result.summary.mutable_report());
+  SummarizeDataset(result.data, &result.summary);
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<IngestResult> IngestImageFolderArchive(const std::string& archive_path,
+                                                      const std::string& display_name,
+                                                      const IngestOptions& options) {
+  ArchiveIngestor ingestor(display_name, options);
+  return ingestor.Run(archive_path);
+}
+
+}  // namespace kaizen::datasets

@@ -1,0 +1,292 @@
+#include "server/datasets/idx_ingestor.h"
+
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/common/checked_math.h"
+#include "server/common/status_macros.h"
+#include "server/datasets/ingest_report.h"
+
+namespace kaizen::datasets {
+namespace {
+
+struct GzCloser {
+  void operator()(gzFile_s* f) const { gzclose(f); }
+};
+using GzFile = std::unique_ptr<gzFile_s, GzCloser>;
+
+// Reads up to `size` bytes; returns how many were read. A gzip stream that
+// ends early counts as a short read (the caller reports truncation); other
+// gzip damage is an error.
+absl::StatusOr<size_t> GzReadFully(gzFile file, void* out, size_t size,
+                                   const std::string& display_name) {
+  size_t got = 0;
+  while (got < size) {
+    const auto want = static_cast<unsigned>(std::min<size_t>(size - got, size_t{1} << 24));
+    const int n = gzread(file, static_cast<char*>(out) + got, want);
+    if (n < 0) {
+      int errnum = 0;
+      const char* message = gzerror(file, &errnum);
+      if (errnum == Z_BUF_ERROR) break;  // "unexpected end of file"
+      return absl::InvalidArgumentError(absl::StrCat(display_name, ": corrupt gzip data (",
+                                                     message != nullptr ? message : "", ")"));
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  return got;
+}
+
+// Largest IDX image side. JPEG stops at 65500 too; anything larger is a
+// corrupt or hostile header, refused before its products are formed.
+constexpr uint32_t kMaxIdxSide = 65535;
+
+uint32_t BigEndian32(const unsigned char* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+// Opens an IDX file of unsigned bytes with `rank` dimensions and reads its
+// header. `what` names the expected content for messages ("images").
+absl::StatusOr<GzFile> OpenIdx(const std::string& path, const std::string& display_name, int rank,
+                               absl::string_view what, std::vector<uint32_t>* dims) {
+  GzFile file(gzopen(path.c_str(), "rb"));
+  if (file == nullptr) {
+    const int err = errno;
+    const std::string message =
+        absl::StrCat(display_name, ": cannot open ", path, ": ", std::strerror(err));
+    return err == ENOENT ? absl::NotFoundError(message) : absl::InternalError(message);
+  }
+  gzbuffer(file.get(), 1 << 18);
+  unsigned char header[4 * 4];
+  ASSIGN_OR_RETURN(const size_t got, GzReadFully(file.get(), header, 4, display_name));
+  const uint32_t expected = 0x00000800u | static_cast<uint32_t>(rank);
+  const char* kind = rank == 3 ? "idx3-ubyte images" : "idx1-ubyte labels";
+  if (got < 4) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(display_name, ": not an IDX file (only ", got, " bytes); expected ", kind));
+  }
+  const uint32_t magic = BigEndian32(header);
+  if (magic != expected) {
+    std::string hint;
+    if (magic == (0x00000800u | (rank == 3 ? 1u : 3u))) {
+      hint = rank == 3 ? "; this looks like a labels file: are images and labels swapped?"
+                       : "; this looks like an images file: are images and labels swapped?";
+    }
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: not an IDX %s file: magic number is 0x%08x, expected 0x%08x (%s)%s",
+                        display_name, what, magic, expected, kind, hint));
+  }
+  ASSIGN_OR_RETURN(const size_t got_dims,
+                   GzReadFully(file.get(), header, 4 * static_cast<size_t>(rank), display_name));
+  if (got_dims < 4 * static_cast<size_t>(rank)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(display_name, ": truncated: the IDX header ends early"));
+  }
+  dims->clear();
+  for (int i = 0; i < rank; ++i) {
+    const uint32_t d = BigEndian32(header + 4 * i);
+    if (d == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(display_name, ": header dimension ", i, " is 0; no ", what));
+    }
+    dims->push_back(d);
+  }
+  return file;
+}
+
+// Reads exactly `size` payload bytes and checks that nothing follows.
+// `describe_truncation(n)` renders the message for a file holding only n.
+absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
+    gzFile file, uint64_t size, const std::string& display_name,
+    const std::function<std::string(uint64_t)>& describe_truncation) {
+  // Grown as data arrives, so that a header lying about its size cannot make
+  // us allocate memory the file does not fill.
+  constexpr uint64_t kStep = uint64_t{64} << 20;
+  std::vector<uint8_t> data;
+  data.reserve(static_cast<size_t>(std::min(size, kStep)));
+  uint64_t got = 0;
+  while (got < size) {
+    const uint64_t want = std::min(size - got, kStep);
+    data.resize(static_cast<size_t>(got + want));
+    ASSIGN_OR_RETURN(const size_t n,
+                     GzReadFully(file, data.data() + got, static_cast<size_t>(want), display_name));
+    got += n;
+    if (n < want) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(display_name, ": truncated: ", describe_truncation(got)));
+    }
+  }
+  char extra[1];
+  ASSIGN_OR_RETURN(const size_t trailing, GzReadFully(file, extra, sizeof(extra), display_name));
+  if (trailing > 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(display_name, ": the file holds more data than its header describes (", size,
+                     " bytes); the header is wrong or the file is not IDX"));
+  }
+  return data;
+}
+
+// Checks that every label has a class name (when names are given) and that
+// at least two labels occur; returns the largest label.
+absl::StatusOr<uint8_t> CheckIdxLabels(const std::vector<uint8_t>& labels, size_t num_classes_given,
+                                       const std::string& display_name) {
+  uint8_t max_label = 0;
+  std::vector<int64_t> present(256, 0);
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const uint8_t label = labels[i];
+    if (num_classes_given > 0 && label >= num_classes_given) {
+      return absl::InvalidArgumentError(absl::StrCat(display_name, ": label ", label, " (example ",
+                                                     i, ") is out of range: ", num_classes_given,
+                                                     " class names were given, for labels 0..",
+                                                     num_classes_given - 1));
+    }
+    max_label = std::max(max_label, label);
+    ++present[label];
+  }
+  const int64_t distinct =
+      std::count_if(present.begin(), present.end(), [](int64_t n) { return n > 0; });
+  if (distinct < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(display_name, ": only one label (", max_label,
+                                                   ") occurs; at least two classes are needed"));
+  }
+  return max_label;
+}
+
+int64_t FileSize(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
+}
+
+// Checks the IDX header's sizes before anything is read or allocated: counts
+// match, each dimension within its bound, and the products (checked, so that
+// a wrap-around cannot pass a limit) within the limits. Returns the pixel
+// payload's size in bytes.
+absl::StatusOr<int64_t> CheckIdxSizes(const std::vector<uint32_t>& image_dims, uint32_t num_labels,
+                                      const std::string& images_name,
+                                      const std::string& labels_name,
+                                      const IngestOptions& options) {
+  const int64_t num_images = image_dims[0];
+  if (num_images != num_labels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(images_name, " holds ", num_images, " images but ", labels_name, " holds ",
+                     num_labels, " labels; they must match one to one"));
+  }
+  if (num_images > options.max_examples) {
+    return absl::InvalidArgumentError(absl::StrCat(images_name, ": ", num_images,
+                                                   " images; the limit is ", options.max_examples));
+  }
+  static constexpr const char* kFields[] = {"number of images", "rows", "columns"};
+  for (int i = 1; i < 3; ++i) {
+    if (image_dims[i] > kMaxIdxSide) {
+      return absl::InvalidArgumentError(absl::StrCat(images_name, ": header dimension ", i, " (",
+                                                     kFields[i], ") is ", image_dims[i],
+                                                     "; at most ", kMaxIdxSide, " is accepted"));
+    }
+  }
+  const std::optional<int64_t> pixels = common::CheckedMul(image_dims[1], image_dims[2]);
+  if (!pixels.has_value() || *pixels > options.max_image_pixels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(images_name, ": ", image_dims[2], "x", image_dims[1],
+                     " pixels per image (header dimensions 2 and 1) exceeds the limit of ",
+                     options.max_image_pixels));
+  }
+  const std::optional<int64_t> payload = common::CheckedMul(num_images, *pixels);
+  if (!payload.has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(images_name, ": header dimensions ", num_images, " x ", image_dims[1], " x ",
+                     image_dims[2], " overflow a 64-bit size; the header is corrupt"));
+  }
+  return *payload;
+}
+
+}  // namespace
+
+absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
+                                       const std::string& labels_path,
+                                       const std::vector<std::string>& class_names,
+                                       const std::string& images_display_name,
+                                       const std::string& labels_display_name,
+                                       const IngestOptions& options) {
+  {
+    absl::flat_hash_set<absl::string_view> names;
+    for (const std::string& name : class_names) {
+      if (name.empty()) return absl::InvalidArgumentError("class_names: a class name is empty");
+      if (!names.insert(name).second) {
+        return absl::InvalidArgumentError(absl::StrCat("class_names: '", name, "' is given twice"));
+      }
+    }
+  }
+
+  std::vector<uint32_t> image_dims;
+  ASSIGN_OR_RETURN(GzFile images,
+                   OpenIdx(images_path, images_display_name, 3, "images", &image_dims));
+  std::vector<uint32_t> label_dims;
+  ASSIGN_OR_RETURN(GzFile labels,
+                   OpenIdx(labels_path, labels_display_name, 1, "labels", &label_dims));
+  const uint64_t num_images = image_dims[0];
+  const uint64_t rows = image_dims[1];
+  const uint64_t cols = image_dims[2];
+  ASSIGN_OR_RETURN(
+      const int64_t payload_bytes,
+      CheckIdxSizes(image_dims, label_dims[0], images_display_name, labels_display_name, options));
+  DecodeBudget budget(options.budget, FileSize(images_path) + FileSize(labels_path));
+  RETURN_IF_ERROR(budget.Charge(
+      payload_bytes + static_cast<int64_t>(num_images),
+      absl::StrCat(images_display_name, " and ", labels_display_name, ": the header's ", num_images,
+                   " images of ", rows, "x", cols, " pixels")));
+
+  ASSIGN_OR_RETURN(std::vector<uint8_t> label_bytes,
+                   ReadIdxPayload(labels.get(), num_images, labels_display_name, [&](uint64_t got) {
+                     return absl::StrCat("header says ", num_images, " labels but only ", got,
+                                         " bytes of label data");
+                   }));
+  labels.reset();
+
+  const size_t num_classes_given = class_names.size();
+  ASSIGN_OR_RETURN(const uint8_t max_label,
+                   CheckIdxLabels(label_bytes, num_classes_given, labels_display_name));
+
+  ASSIGN_OR_RETURN(std::vector<uint8_t> pixels,
+                   ReadIdxPayload(images.get(), static_cast<uint64_t>(payload_bytes),
+                                  images_display_name, [&](uint64_t got) {
+                                    return absl::StrCat("header says ", num_images, " images of ",
+                                                        rows, "x", cols, " but only ", got,
+                                                        " bytes of pixel data");
+                                  }));
+  images.reset();
+
+  IngestResult result;
+  DecodedDataset& data = result.data;
+  if (num_classes_given > 0) {
+    data.class_names = class_names;
+  } else {
+    for (int label = 0; label <= max_label; ++label)
+      data.class_names.push_back(absl::StrCat(label));
+  }
+  data.pixels = std::move(pixels);
+  data.records.resize(num_images);
+  const int64_t image_bytes = static_cast<int64_t>(rows * cols);
+  for (uint64_t i = 0; i < num_images; ++i) {
+    data.records[i] = {label_bytes[i], static_cast<int32_t>(rows), static_cast<int32_t>(cols), 1,
+                       static_cast<int64_t>(i) * image_bytes};
+  }
+  ReportDuplicates(
+      data, [&](size_t i) { return absl::StrCat(images_display_name, "[", i, "]"); },
+      options.max_listed, result.summary.mutable_report());
+  SummarizeDataset(data, &result.summary);
+  return result;
+}
+
+}  // namespace kaizen::datasets

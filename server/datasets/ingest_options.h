@@ -1,0 +1,36 @@
+// The limits every dataset upload is ingested under, and what ingestion
+// hands back (archive_ingestor.h, idx_ingestor.h).
+#pragma once
+
+#include <cstdint>
+
+#include "kaizen/v1/dataset_service.pb.h"
+#include "server/datasets/dataset_file.h"
+#include "server/datasets/decode_budget.h"
+
+namespace kaizen::datasets {
+
+struct IngestOptions {
+  // Largest image accepted, width * height.
+  int64_t max_image_pixels = 25'000'000;
+  // Most images accepted in one dataset.
+  int64_t max_examples = 5'000'000;
+  // Cap on listed failed files / duplicates / ignored files in the report
+  // (all are counted; only this many are kept in memory and listed).
+  int max_listed = 100;
+  // Most scans in one progressive JPEG (see DecodeLimits).
+  int max_jpeg_scans = 100;
+  // Decoded bytes one upload may produce: decompression layers (gzip, bzip2,
+  // xz, zip members), IDX payloads and decoded pixels. The ratio is taken
+  // to the size of the uploaded files.
+  DecodeBudget::Options budget;
+};
+
+struct IngestResult {
+  DecodedDataset data;
+  // num_examples, classes (ordered by label), input_shape [C, H, W] and
+  // report are filled; the caller fills name, sha256, sizes and times.
+  kaizen::v1::Dataset summary;
+};
+
+}  // namespace kaizen::datasets

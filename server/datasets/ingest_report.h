@@ -1,0 +1,33 @@
+// The part of a dataset's summary and report computed from the decoded data,
+// the same for every upload format: class counts and imbalance, the input
+// shape, the image sizes, and exact duplicates.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+
+#include "kaizen/v1/dataset_service.pb.h"
+#include "server/datasets/dataset_file.h"
+
+namespace kaizen::datasets {
+
+// Class counts above this max/min ratio get an imbalance warning.
+inline constexpr double kImbalanceWarningRatio = 1.5;
+// Distinct image sizes listed in the report.
+inline constexpr int kMaxListedSizes = 20;
+
+// Finds records with the same shape and pixels (compared exactly, not by hash
+// alone): sets report->duplicate_count, lists the first `max_listed` as
+// {name(i), name(first)} and adds a warning when there are any.
+void ReportDuplicates(const DecodedDataset& data, const std::function<std::string(size_t)>& name,
+                      int max_listed, v1::DatasetReport* report);
+
+// Fills num_examples, classes (ordered by label), input_shape [C, H, W] (the
+// most common height x width, ties to the smaller, with the most channels
+// any image has) and the report's imbalance ratio, image sizes and warnings
+// (empty classes, imbalance, mixed sizes). `data` must hold at least one
+// record.
+void SummarizeDataset(const DecodedDataset& data, v1::Dataset* summary);
+
+}  // namespace kaizen::datasets

@@ -1,0 +1,37 @@
+#include "server/training/strategy.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace kaizen::training {
+
+absl::Status CheckStrategySpecified(kaizen::v1::Strategy strategy) {
+  if (strategy == kaizen::v1::STRATEGY_UNSPECIFIED) {
+    return absl::InvalidArgumentError(
+        "strategy is unspecified; choose FEATURE_EXTRACTION, FINE_TUNE, FULL or SCRATCH");
+  }
+  if (!kaizen::v1::Strategy_IsValid(strategy)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("strategy is ", static_cast<int>(strategy),
+                     ", not a known strategy; choose FEATURE_EXTRACTION, FINE_TUNE, FULL or "
+                     "SCRATCH"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckStrategyAvailable(kaizen::v1::Strategy strategy) {
+  if (absl::Status st = CheckStrategySpecified(strategy); !st.ok()) return st;
+  switch (strategy) {
+    case kaizen::v1::STRATEGY_FEATURE_EXTRACTION:
+    case kaizen::v1::STRATEGY_FINE_TUNE:
+    case kaizen::v1::STRATEGY_FULL:
+    case kaizen::v1::STRATEGY_SCRATCH:
+      return absl::OkStatus();
+    default:
+      return absl::UnimplementedError(
+          absl::StrCat("strategy ", kaizen::v1::Strategy_Name(strategy),
+                       " is not available yet: it arrives with the incremental/distillation "
+                       "work; FEATURE_EXTRACTION, FINE_TUNE, FULL and SCRATCH are"));
+  }
+}
+
+}  // namespace kaizen::training
