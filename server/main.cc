@@ -17,6 +17,7 @@
 #include "server/auth/listen_policy.h"
 #include "server/common/atomic_file.h"
 #include "server/common/logging.h"
+#include "server/common/status_macros.h"
 
 ABSL_FLAG(std::string, data_dir, "./kaizen-data", "Directory for the catalogue and all blobs.");
 ABSL_FLAG(std::string, host, "",
@@ -124,6 +125,110 @@ namespace {
 absl::Duration Seconds(const absl::Flag<double>& flag) {
   return std::max(absl::Milliseconds(1), absl::Seconds(absl::GetFlag(flag)));
 }
+// --host, TLS and tokens: where to listen and how (an error when the
+// host is off loopback and unprotected without --insecure). Returns the host.
+absl::StatusOr<std::string> SecurityFromFlags(kaizen::api::KaizenServer::Options* options) {
+  options->tokens_file = absl::GetFlag(FLAGS_tokens_file);
+  options->tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                  absl::GetFlag(FLAGS_tls_client_ca)};
+  options->tls_reload_seconds = absl::GetFlag(FLAGS_tls_reload_seconds);
+  options->reflection = absl::GetFlag(FLAGS_reflection);
+  options->insecure = absl::GetFlag(FLAGS_insecure);
+  options->health_port = absl::GetFlag(FLAGS_health_port);
+  kaizen::auth::ListenSecurity security;
+  security.tls = !options->tls.cert.empty();
+  security.tokens = !options->tokens_file.empty();
+  security.client_certificates = security.tls && !options->tls.client_ca.empty();
+  security.insecure = options->insecure;
+  absl::StatusOr<std::string> chosen_host =
+      kaizen::auth::ChooseListenHost(absl::GetFlag(FLAGS_host), security);
+  if (!chosen_host.ok()) return chosen_host.status();
+  // The metrics endpoint takes IPv4 addresses only.
+  const std::string host = *chosen_host == "localhost" ? "127.0.0.1" : *chosen_host;
+  if (!kaizen::auth::IsProtected(security)) {
+    kaizen::common::LogWarning(
+        kaizen::auth::IsLoopbackHost(host)
+            ? "listening on loopback only"
+            : "listening off loopback on an unprotected port (--insecure)",
+        {{"host", host}, {"why", kaizen::auth::WhatIsUnprotected(security)}});
+  }
+  return host;
+}
+
+// The budgets of model uploads: the sandboxed inspector and the archive checks.
+void SandboxFromFlags(kaizen::models::SandboxOptions* sandbox) {
+  sandbox->inspector_path = absl::GetFlag(FLAGS_model_inspector);
+  sandbox->memory_bytes = absl::GetFlag(FLAGS_model_inspect_memory_mb) << 20;
+  sandbox->cpu_seconds = absl::GetFlag(FLAGS_model_inspect_cpu_seconds);
+  sandbox->timeout = absl::Seconds(absl::GetFlag(FLAGS_model_inspect_timeout_seconds));
+  sandbox->extra_operators = absl::GetFlag(FLAGS_model_extra_operators);
+  sandbox->max_members = absl::GetFlag(FLAGS_model_max_members);
+  sandbox->max_unpacked_bytes = absl::GetFlag(FLAGS_model_max_unpacked_mb) << 20;
+  sandbox->max_pickle_bytes = absl::GetFlag(FLAGS_model_max_pickle_mb) << 20;
+  sandbox->max_pickle_depth = absl::GetFlag(FLAGS_model_max_pickle_depth);
+}
+
+// Upload, decode, connection and metrics-endpoint budgets.
+void LimitsFromFlags(kaizen::api::KaizenServer::Options* options) {
+  options->max_upload_bytes = absl::GetFlag(FLAGS_max_upload_mb) << 20;
+  options->max_model_bytes = absl::GetFlag(FLAGS_max_model_mb) << 20;
+  options->max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  options->max_jpeg_scans = std::max(1, absl::GetFlag(FLAGS_max_jpeg_scans));
+  options->max_report_files = std::max(0, absl::GetFlag(FLAGS_max_report_files));
+  kaizen::datasets::DecodeBudget::Options& upload_budget = options->upload_decode_budget;
+  upload_budget.max_bytes = absl::GetFlag(FLAGS_max_decoded_mb) << 20;
+  upload_budget.max_ratio = absl::GetFlag(FLAGS_max_decode_ratio);
+  upload_budget.ratio_allowance_bytes = absl::GetFlag(FLAGS_decode_ratio_allowance_mb) << 20;
+  options->serving.decode_budget = upload_budget;
+  options->serving.decode_budget.max_bytes = absl::GetFlag(FLAGS_max_predict_decoded_mb) << 20;
+  options->uploads.max_concurrent = std::max(1, absl::GetFlag(FLAGS_max_concurrent_uploads));
+  options->uploads.idle_timeout = Seconds(FLAGS_upload_idle_timeout_seconds);
+  options->uploads.deadline = Seconds(FLAGS_upload_deadline_seconds);
+  options->grpc_max_threads = absl::GetFlag(FLAGS_grpc_max_threads);
+  options->metrics_http.request_timeout = Seconds(FLAGS_metrics_request_timeout_seconds);
+  options->metrics_http.max_connections = std::max(1, absl::GetFlag(FLAGS_metrics_max_connections));
+}
+
+// Batching, devices and the per-model --serving_config.
+absl::Status ServingFromFlags(kaizen::serving::ModelServer::Options* serving) {
+  serving->max_batch_size = std::max(1, absl::GetFlag(FLAGS_max_batch_size));
+  serving->max_queue_delay = absl::Microseconds(
+      static_cast<int64_t>(std::max(0.0, absl::GetFlag(FLAGS_max_queue_delay_ms)) * 1000));
+  serving->max_queue_size = std::max(1, absl::GetFlag(FLAGS_max_queue_size));
+  serving->max_request_inputs = std::max(1, absl::GetFlag(FLAGS_max_request_inputs));
+  serving->threads = absl::GetFlag(FLAGS_inference_threads);
+  serving->preload = absl::GetFlag(FLAGS_preload_models);
+  serving->device = absl::GetFlag(FLAGS_serving_device);
+  serving->optimize = absl::GetFlag(FLAGS_optimize_for_inference);
+  const std::string path = absl::GetFlag(FLAGS_serving_config);
+  if (path.empty()) return absl::OkStatus();
+  std::string json;
+  RETURN_IF_ERROR(kaizen::common::ReadFile(path, &json));
+  ASSIGN_OR_RETURN(serving->models, kaizen::serving::ParseServingConfig(json, path));
+  return absl::OkStatus();
+}
+
+// Every flag into the server's options; errors are usage errors (exit 2).
+absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
+  kaizen::api::KaizenServer::Options options;
+  ASSIGN_OR_RETURN(const std::string host, SecurityFromFlags(&options));
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.grpc_address = absl::StrCat(host, ":", absl::GetFlag(FLAGS_grpc_port));
+  options.metrics_host = host;
+  options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.workers = absl::GetFlag(FLAGS_workers);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.max_job_attempts = std::max(1, absl::GetFlag(FLAGS_max_job_attempts));
+  options.preempt = absl::GetFlag(FLAGS_preempt);
+  options.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
+  SandboxFromFlags(&options.model_sandbox);
+  LimitsFromFlags(&options);
+  if (absl::Status serving = ServingFromFlags(&options.serving); !serving.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("bad --serving_config: ", serving.message()));
+  }
+  return options;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -138,95 +243,12 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  kaizen::api::KaizenServer::Options options;
-  options.tokens_file = absl::GetFlag(FLAGS_tokens_file);
-  options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
-                 absl::GetFlag(FLAGS_tls_client_ca)};
-  options.tls_reload_seconds = absl::GetFlag(FLAGS_tls_reload_seconds);
-  options.reflection = absl::GetFlag(FLAGS_reflection);
-  options.insecure = absl::GetFlag(FLAGS_insecure);
-  options.health_port = absl::GetFlag(FLAGS_health_port);
-  kaizen::auth::ListenSecurity security;
-  security.tls = !options.tls.cert.empty();
-  security.tokens = !options.tokens_file.empty();
-  security.client_certificates = security.tls && !options.tls.client_ca.empty();
-  security.insecure = options.insecure;
-  absl::StatusOr<std::string> chosen_host =
-      kaizen::auth::ChooseListenHost(absl::GetFlag(FLAGS_host), security);
-  if (!chosen_host.ok()) {
-    kaizen::common::LogError("cannot start", {{"error", chosen_host.status().ToString()}});
+  absl::StatusOr<kaizen::api::KaizenServer::Options> options = OptionsFromFlags();
+  if (!options.ok()) {
+    kaizen::common::LogError("cannot start", {{"error", options.status().ToString()}});
     return 2;
   }
-  // The metrics endpoint takes IPv4 addresses only.
-  const std::string host = *chosen_host == "localhost" ? "127.0.0.1" : *chosen_host;
-  if (!kaizen::auth::IsProtected(security)) {
-    kaizen::common::LogWarning(
-        kaizen::auth::IsLoopbackHost(host)
-            ? "listening on loopback only"
-            : "listening off loopback on an unprotected port (--insecure)",
-        {{"host", host}, {"why", kaizen::auth::WhatIsUnprotected(security)}});
-  }
-  options.data_dir = absl::GetFlag(FLAGS_data_dir);
-  options.grpc_address = absl::StrCat(host, ":", absl::GetFlag(FLAGS_grpc_port));
-  options.metrics_host = host;
-  options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  options.workers = absl::GetFlag(FLAGS_workers);
-  options.threads = absl::GetFlag(FLAGS_threads);
-  options.max_job_attempts = std::max(1, absl::GetFlag(FLAGS_max_job_attempts));
-  options.preempt = absl::GetFlag(FLAGS_preempt);
-  options.max_upload_bytes = absl::GetFlag(FLAGS_max_upload_mb) << 20;
-  options.max_model_bytes = absl::GetFlag(FLAGS_max_model_mb) << 20;
-  options.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
-  kaizen::models::SandboxOptions& sandbox = options.model_sandbox;
-  sandbox.inspector_path = absl::GetFlag(FLAGS_model_inspector);
-  sandbox.memory_bytes = absl::GetFlag(FLAGS_model_inspect_memory_mb) << 20;
-  sandbox.cpu_seconds = absl::GetFlag(FLAGS_model_inspect_cpu_seconds);
-  sandbox.timeout = absl::Seconds(absl::GetFlag(FLAGS_model_inspect_timeout_seconds));
-  sandbox.extra_operators = absl::GetFlag(FLAGS_model_extra_operators);
-  sandbox.max_members = absl::GetFlag(FLAGS_model_max_members);
-  sandbox.max_unpacked_bytes = absl::GetFlag(FLAGS_model_max_unpacked_mb) << 20;
-  sandbox.max_pickle_bytes = absl::GetFlag(FLAGS_model_max_pickle_mb) << 20;
-  sandbox.max_pickle_depth = absl::GetFlag(FLAGS_model_max_pickle_depth);
-  options.max_jpeg_scans = std::max(1, absl::GetFlag(FLAGS_max_jpeg_scans));
-  options.max_report_files = std::max(0, absl::GetFlag(FLAGS_max_report_files));
-  kaizen::datasets::DecodeBudget::Options& upload_budget = options.upload_decode_budget;
-  upload_budget.max_bytes = absl::GetFlag(FLAGS_max_decoded_mb) << 20;
-  upload_budget.max_ratio = absl::GetFlag(FLAGS_max_decode_ratio);
-  upload_budget.ratio_allowance_bytes = absl::GetFlag(FLAGS_decode_ratio_allowance_mb) << 20;
-  options.serving.decode_budget = upload_budget;
-  options.serving.decode_budget.max_bytes = absl::GetFlag(FLAGS_max_predict_decoded_mb) << 20;
-  options.uploads.max_concurrent = std::max(1, absl::GetFlag(FLAGS_max_concurrent_uploads));
-  options.uploads.idle_timeout = Seconds(FLAGS_upload_idle_timeout_seconds);
-  options.uploads.deadline = Seconds(FLAGS_upload_deadline_seconds);
-  options.grpc_max_threads = absl::GetFlag(FLAGS_grpc_max_threads);
-  options.metrics_http.request_timeout = Seconds(FLAGS_metrics_request_timeout_seconds);
-  options.metrics_http.max_connections = std::max(1, absl::GetFlag(FLAGS_metrics_max_connections));
-
-  options.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
-  kaizen::serving::ModelServer::Options& serving = options.serving;
-  serving.max_batch_size = std::max(1, absl::GetFlag(FLAGS_max_batch_size));
-  serving.max_queue_delay = absl::Microseconds(
-      static_cast<int64_t>(std::max(0.0, absl::GetFlag(FLAGS_max_queue_delay_ms)) * 1000));
-  serving.max_queue_size = std::max(1, absl::GetFlag(FLAGS_max_queue_size));
-  serving.max_request_inputs = std::max(1, absl::GetFlag(FLAGS_max_request_inputs));
-  serving.threads = absl::GetFlag(FLAGS_inference_threads);
-  serving.preload = absl::GetFlag(FLAGS_preload_models);
-  serving.device = absl::GetFlag(FLAGS_serving_device);
-  serving.optimize = absl::GetFlag(FLAGS_optimize_for_inference);
-  if (const std::string path = absl::GetFlag(FLAGS_serving_config); !path.empty()) {
-    std::string json;
-    absl::Status read = kaizen::common::ReadFile(path, &json);
-    absl::StatusOr<std::map<std::string, kaizen::serving::ServingConfig>> models =
-        read.ok() ? kaizen::serving::ParseServingConfig(json, path)
-                  : absl::StatusOr<std::map<std::string, kaizen::serving::ServingConfig>>(read);
-    if (!models.ok()) {
-      kaizen::common::LogError("bad --serving_config", {{"error", models.status().ToString()}});
-      return 2;
-    }
-    serving.models = *std::move(models);
-  }
-
-  auto server = kaizen::api::KaizenServer::Start(options);
+  auto server = kaizen::api::KaizenServer::Start(*std::move(options));
   if (!server.ok()) {
     kaizen::common::LogError("cannot start", {{"error", server.status().ToString()}});
     return 1;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "server/common/logging.h"
 
 namespace kaizen::cli {
 namespace {
@@ -181,38 +182,6 @@ class LoadRun {
   int active_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// `text` as a JSON string literal.
-std::string JsonString(absl::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppendFormat(&out, "\\u%04x", c);
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += "\"";
-  return out;
-}
-
 std::string JsonNumber(double value) { return absl::StrFormat("%.3f", value); }
 
 std::string VersionRange(const PredictBench::Result& r) {
@@ -235,15 +204,15 @@ PredictBench::Result PredictBench::Run(const kaizen::v1::PredictRequest& request
 std::string PredictBenchJson(const PredictBench::Result& r, const std::string& model, bool batching,
                              const std::string& input) {
   std::string errors = absl::StrJoin(r.errors, ", ", [](std::string* out, const auto& entry) {
-    absl::StrAppend(out, JsonString(entry.first), ": ", entry.second);
+    absl::StrAppend(out, common::JsonQuote(entry.first), ": ", entry.second);
   });
   std::string counts = absl::StrJoin(r.versions, ", ", [](std::string* out, const auto& entry) {
     absl::StrAppend(out, "\"", entry.first, "\": ", entry.second);
   });
   std::string out = "{\n";
-  absl::StrAppend(&out, "  \"model\": ", JsonString(model), ",\n");
+  absl::StrAppend(&out, "  \"model\": ", common::JsonQuote(model), ",\n");
   absl::StrAppend(&out, "  \"batching\": ", batching ? "true" : "false", ",\n");
-  absl::StrAppend(&out, "  \"input\": ", JsonString(input), ",\n");
+  absl::StrAppend(&out, "  \"input\": ", common::JsonQuote(input), ",\n");
   absl::StrAppend(&out, "  \"concurrency\": ", r.concurrency, ",\n");
   absl::StrAppend(&out, "  \"inputs_per_request\": ", r.inputs_per_request, ",\n");
   absl::StrAppend(&out, "  \"warmup_seconds\": ", JsonNumber(r.warmup_seconds), ",\n");
@@ -258,7 +227,7 @@ std::string PredictBenchJson(const PredictBench::Result& r, const std::string& m
                   "},\n");
   absl::StrAppend(&out, "  \"failed_requests\": ", r.failed_requests, ",\n");
   absl::StrAppend(&out, "  \"errors\": {", errors, "},\n");
-  absl::StrAppend(&out, "  \"first_error\": ", JsonString(r.first_error), ",\n");
+  absl::StrAppend(&out, "  \"first_error\": ", common::JsonQuote(r.first_error), ",\n");
   absl::StrAppend(&out,
                   "  \"versions\": {\"min\": ", r.versions.empty() ? 0 : r.versions.begin()->first,
                   ", \"max\": ", r.versions.empty() ? 0 : r.versions.rbegin()->first,

@@ -206,11 +206,35 @@ void KaizenServer::SetHealth(bool serving) {
 absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options options) {
   std::unique_ptr<KaizenServer> self(new KaizenServer(std::move(options)));
   const Options& o = self->options_;
-  State& s = *self->state_;
-
   const int threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
   at::set_num_threads(threads);
 
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, self->SetUpSecurity());
+  ASSIGN_OR_RETURN(const int orphans, self->OpenStores());
+  RETURN_IF_ERROR(self->StartServing(threads));
+  self->StartJobs(threads);
+  self->CreateServices();
+  RETURN_IF_ERROR(self->Listen(std::move(credentials)));
+  RETURN_IF_ERROR(self->ListenForHealth());
+  self->SetHealth(false);
+  RETURN_IF_ERROR(self->StartBackground());
+  common::LogInfo("kaizen-server listening", {{"grpc_address", o.grpc_address},
+                                              {"grpc_port", self->grpc_port_},
+                                              {"tls", !o.tls.cert.empty()},
+                                              {"mutual_tls", !o.tls.client_ca.empty()},
+                                              {"tokens", self->state_->auth->token_count()},
+                                              {"reflection", o.reflection},
+                                              {"health_port", self->health_port_},
+                                              {"metrics_port", self->metrics_port()},
+                                              {"data_dir", o.data_dir},
+                                              {"intra_op_threads", threads},
+                                              {"orphans_removed", orphans}});
+  return self;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> KaizenServer::SetUpSecurity() {
+  const Options& o = options_;
+  State& s = *state_;
   auth::ListenSecurity security;
   security.tls = !o.tls.cert.empty();
   security.tokens = !o.tokens_file.empty();
@@ -233,10 +257,15 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
     common::LogWarning("the tokens file holds no token: every call but health is refused",
                        {{"file", o.tokens_file}});
   }
+  return credentials;
+}
 
+absl::StatusOr<int> KaizenServer::OpenStores() {
+  const Options& o = options_;
+  State& s = *state_;
   RETURN_IF_ERROR(store::PrepareDataDir(o.data_dir));
   ASSIGN_OR_RETURN(s.metadata, store::MetadataStore::Open(o.data_dir + "/kaizen.db"));
-  ASSIGN_OR_RETURN(int orphans, store::SweepOrphanFiles(o.data_dir, *s.metadata));
+  ASSIGN_OR_RETURN(const int orphans, store::SweepOrphanFiles(o.data_dir, *s.metadata));
   ASSIGN_OR_RETURN(s.metrics,
                    metrics::Metrics::Create(o.metrics_host, o.metrics_port, o.metrics_http));
 
@@ -262,9 +291,14 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   }
   s.models = std::make_unique<store::ModelStore>(mso, s.metadata.get());
   ASSIGN_OR_RETURN(s.job_store, store::JobStore::Open(s.metadata->db()));
-  serving::ModelServer::Options serving = o.serving;
-  serving.max_image_pixels = o.max_image_pixels;
-  serving.max_jpeg_scans = o.max_jpeg_scans;
+  return orphans;
+}
+
+absl::Status KaizenServer::StartServing(int threads) {
+  State& s = *state_;
+  serving::ModelServer::Options serving = options_.serving;
+  serving.max_image_pixels = options_.max_image_pixels;
+  serving.max_jpeg_scans = options_.max_jpeg_scans;
   if (serving.threads <= 0) serving.threads = threads;
   ASSIGN_OR_RETURN(s.model_server,
                    serving::ModelServer::Create(serving, s.models.get(), s.metrics.get()));
@@ -274,12 +308,19 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
        [model_server](const std::string& name, int64_t version) {
          model_server->OnVersionDeleted(name, version);
        }});
+  s.predictor = std::make_unique<serving::Predictor>(
+      model_server, serving::Predictor::OptionsFor(model_server->options()));
+  return absl::OkStatus();
+}
+
+void KaizenServer::StartJobs(int threads) {
+  State& s = *state_;
   s.events = std::make_unique<jobs::JobEventHub>(s.job_store.get());
   jobs::JobManager::Options jmo;
-  jmo.workers = std::max(1, o.workers);
+  jmo.workers = std::max(1, options_.workers);
   jmo.threads_per_worker = std::max(1, threads / jmo.workers);
-  jmo.max_job_attempts = o.max_job_attempts;
-  jmo.preempt = o.preempt;
+  jmo.max_job_attempts = options_.max_job_attempts;
+  jmo.preempt = options_.preempt;
   jmo.metrics = s.metrics.get();
   s.jobs = std::make_unique<jobs::JobManager>(jmo, s.job_store.get(), s.datasets.get(),
                                               s.models.get(), s.events.get());
@@ -290,8 +331,11 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   s.models->set_in_use_check(
       [job_manager](const std::string& n) { return job_manager->ModelInUse(n); },
       job_manager->references_mutex());
+}
 
-  s.uploads = std::make_unique<UploadRunner>(o.uploads, s.metrics.get());
+void KaizenServer::CreateServices() {
+  State& s = *state_;
+  s.uploads = std::make_unique<UploadRunner>(options_.uploads, s.metrics.get());
   const auth::Authenticator* auth = s.auth.get();
   s.dataset_service = std::make_unique<DatasetServiceImpl>(s.datasets.get(), s.uploads.get(),
                                                            s.metrics.get(), auth);
@@ -299,18 +343,20 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
       std::make_unique<ModelServiceImpl>(s.models.get(), s.uploads.get(), s.metrics.get(), auth);
   s.finetune_service = std::make_unique<FineTuneServiceImpl>(
       s.jobs.get(), s.events.get(), s.metrics.get(), auth, FineTuneServiceImpl::Options{});
-  s.predictor = std::make_unique<serving::Predictor>(
-      s.model_server.get(), serving::Predictor::OptionsFor(s.model_server->options()));
   s.inference_service =
       std::make_unique<InferenceServiceImpl>(s.predictor.get(), s.metrics.get(), auth);
   s.oip_service = std::make_unique<OipServiceImpl>(s.model_server.get(), s.predictor.get(),
                                                    s.metrics.get(), auth);
+}
 
+absl::Status KaizenServer::Listen(std::shared_ptr<grpc::ServerCredentials> credentials) {
+  const Options& o = options_;
+  State& s = *state_;
   // Health stays open (no token) on every listener: probes carry none.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.SetOption(std::make_unique<ReflectionOption>(o.reflection));
-  builder.AddListeningPort(o.grpc_address, credentials, &self->grpc_port_);
+  builder.AddListeningPort(o.grpc_address, std::move(credentials), &grpc_port_);
   builder.SetMaxReceiveMessageSize(o.max_message_bytes);
   builder.SetMaxSendMessageSize(o.max_message_bytes);
   grpc::ResourceQuota quota("kaizen-server");
@@ -322,32 +368,38 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   builder.RegisterService(s.inference_service.get());
   builder.RegisterService(s.oip_service.get());
   s.server = builder.BuildAndStart();
-  if (!s.server || self->grpc_port_ == 0) {
+  if (!s.server || grpc_port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", o.grpc_address));
   }
-  if (o.health_port >= 0) {
-    const std::string address =
-        absl::StrCat(auth::HostOfAddress(o.grpc_address), ":", o.health_port);
-    s.health_only = std::make_unique<HealthOnlyService>(
-        std::vector<std::string>(std::begin(kServices), std::end(kServices)));
-    grpc::ServerBuilder health_builder;
-    health_builder.SetOption(std::make_unique<ReflectionOption>(false));
-    // Ours instead of the default health service, which needs other sync
-    // services beside it.
-    health_builder.SetOption(
-        std::make_unique<grpc::HealthCheckServiceServerBuilderOption>(nullptr));
-    grpc::ResourceQuota health_quota("kaizen-health");
-    health_quota.SetMaxThreads(kMinGrpcThreads);
-    health_builder.SetResourceQuota(health_quota);
-    health_builder.RegisterService(s.health_only.get());
-    health_builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
-                                    &self->health_port_);
-    s.health_server = health_builder.BuildAndStart();
-    if (!s.health_server || self->health_port_ == 0) {
-      return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " (--health_port)"));
-    }
+  return absl::OkStatus();
+}
+
+absl::Status KaizenServer::ListenForHealth() {
+  if (options_.health_port < 0) return absl::OkStatus();
+  State& s = *state_;
+  const std::string address =
+      absl::StrCat(auth::HostOfAddress(options_.grpc_address), ":", options_.health_port);
+  s.health_only = std::make_unique<HealthOnlyService>(
+      std::vector<std::string>(std::begin(kServices), std::end(kServices)));
+  grpc::ServerBuilder builder;
+  builder.SetOption(std::make_unique<ReflectionOption>(false));
+  // Ours instead of the default health service, which needs other sync
+  // services beside it.
+  builder.SetOption(std::make_unique<grpc::HealthCheckServiceServerBuilderOption>(nullptr));
+  grpc::ResourceQuota quota("kaizen-health");
+  quota.SetMaxThreads(kMinGrpcThreads);
+  builder.SetResourceQuota(quota);
+  builder.RegisterService(s.health_only.get());
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &health_port_);
+  s.health_server = builder.BuildAndStart();
+  if (!s.health_server || health_port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " (--health_port)"));
   }
-  self->SetHealth(false);
+  return absl::OkStatus();
+}
+
+absl::Status KaizenServer::StartBackground() {
+  State& s = *state_;
   for (const char* svc : kServices) RETURN_IF_ERROR(s.metrics->InitializeGrpcService(svc));
   {
     store::JobStore* job_store = s.job_store.get();
@@ -356,7 +408,7 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   }
   RETURN_IF_ERROR(s.jobs->Start());
   if (s.tls_mirror) {
-    const absl::Duration every = absl::Seconds(std::max(1, o.tls_reload_seconds));
+    const absl::Duration every = absl::Seconds(std::max(1, options_.tls_reload_seconds));
     s.tls_thread = std::thread([&s, every] {
       while (!s.tls_stop.WaitForNotificationWithTimeout(every)) {
         absl::StatusOr<bool> refreshed = s.tls_mirror->Refresh();
@@ -370,32 +422,20 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
       }
     });
   }
-  KaizenServer* raw = self.get();
-  s.ready_thread = std::thread([raw] {
-    State& st = *raw->state_;
+  s.ready_thread = std::thread([this] {
+    State& st = *state_;
     absl::Status preload = st.model_server->Start();
     if (!preload.ok()) {
       common::LogError("serving did not start", {{"error", preload.ToString()}});
       return;
     }
-    absl::MutexLock lock(&raw->health_mu_);
+    absl::MutexLock lock(&health_mu_);
     if (st.shut_down) return;
-    raw->SetHealth(true);
+    SetHealth(true);
     st.ready = true;
-    common::LogInfo("ready", {{"grpc_port", raw->grpc_port_}});
+    common::LogInfo("ready", {{"grpc_port", grpc_port_}});
   });
-  common::LogInfo("kaizen-server listening", {{"grpc_address", o.grpc_address},
-                                              {"grpc_port", self->grpc_port_},
-                                              {"tls", security.tls},
-                                              {"mutual_tls", !o.tls.client_ca.empty()},
-                                              {"tokens", s.auth->token_count()},
-                                              {"reflection", o.reflection},
-                                              {"health_port", self->health_port_},
-                                              {"metrics_port", self->metrics_port()},
-                                              {"data_dir", o.data_dir},
-                                              {"intra_op_threads", threads},
-                                              {"orphans_removed", orphans}});
-  return self;
+  return absl::OkStatus();
 }
 
 bool KaizenServer::ready() const { return state_->ready.load(); }

@@ -130,6 +130,20 @@ class KaizenServer {
   std::unique_ptr<State> state_;
   void SetHealth(bool serving);
 
+  // The steps of Start(), in order. `threads` is the intra-op thread count.
+  // Checks where and how to listen, and sets up TLS and tokens.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> SetUpSecurity();
+  // The data directory, catalogue, metrics and stores; returns how many
+  // orphan files the sweep removed.
+  absl::StatusOr<int> OpenStores();
+  absl::Status StartServing(int threads);
+  void StartJobs(int threads);
+  void CreateServices();
+  absl::Status Listen(std::shared_ptr<grpc::ServerCredentials> credentials);
+  absl::Status ListenForHealth();
+  // Job metrics, the job workers, TLS rotation and the ready thread.
+  absl::Status StartBackground();
+
   // Orders health changes between the ready thread and Shutdown().
   absl::Mutex health_mu_;
   int grpc_port_ = 0;

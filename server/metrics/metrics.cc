@@ -167,7 +167,14 @@ prometheus::Family<prometheus::Histogram>& Metrics::AddHistogram(const std::stri
 }
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
-  // gRPC, with go-grpc-prometheus's names, labels and help texts.
+  AddGrpcMetrics();
+  AddTransferAndServingMetrics();
+  AddJobMetrics();
+  AddProcessMetrics();
+}
+
+// gRPC, with go-grpc-prometheus's names, labels and help texts.
+void Metrics::AddGrpcMetrics() {
   grpc_started_ =
       &AddCounter("grpc_server_started_total", "Total number of RPCs started on the server.");
   grpc_handled_ = &AddCounter(
@@ -176,7 +183,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   grpc_seconds_ = &AddHistogram("grpc_server_handling_seconds",
                                 "Histogram of response latency (seconds) of gRPC that had been "
                                 "application-level handled by the server.");
+}
 
+// Uploads, downloads, credentials and the serving path.
+void Metrics::AddTransferAndServingMetrics() {
   upload_bytes_ =
       &AddCounter("kaizen_upload_bytes_total", "Bytes received by successful uploads, by kind.");
   credential_reloads_ = &AddCounter(
@@ -207,8 +217,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                              "Model versions loaded for serving, by model and result.");
   serving_version_ =
       &AddGauge("kaizen_model_serving_version", "The version of each model answering by default.");
+}
 
-  // Jobs and training.
+// Jobs and training.
+void Metrics::AddJobMetrics() {
   jobs_ = &AddGauge("kaizen_jobs", "Fine-tuning jobs in the catalogue, by state.");
   for (JobState s : EnumValues<JobState>(kaizen::v1::JobState_descriptor())) {
     jobs_->Add({{"state", JobStateLabel(s)}});
@@ -247,8 +259,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                       "Seconds to write a checkpoint (model file, resume state, "
                                       "catalogue row).")
                              .Add({}, CheckpointBuckets());
+}
 
-  // The process, in the names every Prometheus client library uses.
+// The process, in the names every Prometheus client library uses, the build
+// and the GPU.
+void Metrics::AddProcessMetrics() {
   cpu_seconds_ =
       &AddCounter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.")
            .Add({});

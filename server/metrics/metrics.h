@@ -165,6 +165,11 @@ class Metrics {
   };
 
   Metrics();
+  // The constructor's parts: each registers one group of families.
+  void AddGrpcMetrics();
+  void AddTransferAndServingMetrics();
+  void AddJobMetrics();
+  void AddProcessMetrics();
   prometheus::Family<prometheus::Counter>& AddCounter(const std::string& name,
                                                       const std::string& help);
   prometheus::Family<prometheus::Gauge>& AddGauge(const std::string& name, const std::string& help);

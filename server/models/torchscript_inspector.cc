@@ -191,10 +191,10 @@ absl::Status FillNormalization(const InspectOptions& options, const kaizen::v1::
   return absl::OkStatus();
 }
 
-absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path, const InspectOptions& options) {
-  if (!options.input_shape.empty()) {
-    RETURN_IF_ERROR(ValidateShape(options.input_shape, options));
-  }
+// The module at `path` on the CPU, and the metadata Kaizen embedded in it
+// (when there is any) in `embedded`.
+absl::StatusOr<torch::jit::Module> LoadForInspection(const std::string& path,
+                                                     std::optional<kaizen::v1::Model>* embedded) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     return absl::NotFoundError(absl::StrCat("no such model file: ", path));
@@ -208,21 +208,13 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path, const Inspect
     return absl::InvalidArgumentError(
         absl::StrCat("not a loadable TorchScript file: ", TorchErrorSummary(e)));
   }
-  std::optional<kaizen::v1::Model> embedded;
   if (const std::string& json = extra_files[std::string(kMetadataFileName)]; !json.empty()) {
-    ASSIGN_OR_RETURN(embedded, ModelFromMetadataJson(json));
+    ASSIGN_OR_RETURN(*embedded, ModelFromMetadataJson(json));
   }
-  const kaizen::v1::Model* meta = embedded.has_value() ? &*embedded : nullptr;
-  // Before any of the file's code runs.
-  if (options.check_operators) {
-    RETURN_IF_ERROR(CheckOperators(module, options.extra_operators));
-  }
+  return module;
+}
 
-  kaizen::v1::Model model;
-  model.set_architecture(meta != nullptr && !meta->architecture().empty() ? meta->architecture()
-                                                                          : CleanTypeName(module));
-  if (meta != nullptr) model.set_description(meta->description());
-
+absl::StatusOr<int64_t> CountParameters(const torch::jit::Module& module) {
   int64_t parameter_count = 0;
   for (const at::Tensor& p : module.parameters()) parameter_count += p.numel();
   if (parameter_count == 0) {
@@ -230,13 +222,13 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path, const Inspect
         "the model has no parameters (saved after torch.jit.freeze?); upload "
         "a scripted model that was not frozen so that it can be trained");
   }
-  model.set_parameter_count(parameter_count);
+  return parameter_count;
+}
 
-  std::string head_path = options.head_module;
-  if (head_path.empty() && meta != nullptr) head_path = meta->head().module_path();
-  ASSIGN_OR_RETURN(Head head, FindHead(module, head_path));
-  const int64_t classes = head.weight.size(0);
-
+// The class names given, else the embedded ones; one per head output.
+absl::StatusOr<std::vector<std::string>> ClassNames(const InspectOptions& options,
+                                                    const kaizen::v1::Model* meta,
+                                                    int64_t classes) {
   std::vector<std::string> class_names = options.class_names;
   if (class_names.empty() && meta != nullptr) {
     class_names.assign(meta->class_names().begin(), meta->class_names().end());
@@ -245,39 +237,42 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path, const Inspect
     return absl::InvalidArgumentError(absl::StrCat(
         "class_names has ", class_names.size(), " entries but the head has ", classes, " outputs"));
   }
+  return class_names;
+}
 
-  // Forward passes see eval-mode BatchNorm/Dropout, as serving will.
-  module.eval();
+// The input shape [C, H, W]: given, embedded, or the first probed size the
+// model runs on; `output` is the module's output for one such input.
+absl::StatusOr<std::vector<int64_t>> FindInputShape(torch::jit::Module& module,
+                                                    const InspectOptions& options,
+                                                    const kaizen::v1::Model* meta,
+                                                    c10::IValue* output) {
   std::vector<int64_t> input_shape = options.input_shape;
   if (input_shape.empty() && meta != nullptr) {
     input_shape.assign(meta->input_shape().begin(), meta->input_shape().end());
   }
-  c10::IValue output;
   if (!input_shape.empty()) {
     RETURN_IF_ERROR(ValidateShape(input_shape, options));
-    ASSIGN_OR_RETURN(output, Forward(module, {1, input_shape[0], input_shape[1], input_shape[2]}));
-  } else {
-    const int64_t channels = GuessChannels(module);
-    absl::Status first_error;
-    for (int64_t size : kProbeSizes) {
-      absl::StatusOr<c10::IValue> result = Forward(module, {1, channels, size, size});
-      if (result.ok()) {
-        input_shape = {channels, size, size};
-        output = *std::move(result);
-        break;
-      }
-      if (first_error.ok()) first_error = result.status();
-    }
-    if (input_shape.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("no input_shape given and none of the probed sizes (224, 32, 28 "
-                       "with ",
-                       channels,
-                       " channels) runs; pass input_shape. First "
-                       "error: ",
-                       first_error.message()));
-    }
+    ASSIGN_OR_RETURN(*output, Forward(module, {1, input_shape[0], input_shape[1], input_shape[2]}));
+    return input_shape;
   }
+  const int64_t channels = GuessChannels(module);
+  absl::Status first_error;
+  for (int64_t size : kProbeSizes) {
+    absl::StatusOr<c10::IValue> result = Forward(module, {1, channels, size, size});
+    if (result.ok()) {
+      *output = *std::move(result);
+      return std::vector<int64_t>{channels, size, size};
+    }
+    if (first_error.ok()) first_error = result.status();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("no input_shape given and none of the probed sizes (224, 32, 28 with ", channels,
+                   " channels) runs; pass input_shape. First error: ", first_error.message()));
+}
+
+// The output of one input must be [1, classes] logits, `classes` being the
+// head's outputs.
+absl::Status CheckLogits(const c10::IValue& output, const Head& head, int64_t classes) {
   if (!output.isTensor()) {
     return absl::InvalidArgumentError(
         absl::StrCat("model output is a ", output.tagKind(),
@@ -295,7 +290,40 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path, const Inspect
         " outputs; name the layer that produces the "
         "logits with head_module"));
   }
+  return absl::OkStatus();
+}
 
+absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path, const InspectOptions& options) {
+  if (!options.input_shape.empty()) {
+    RETURN_IF_ERROR(ValidateShape(options.input_shape, options));
+  }
+  std::optional<kaizen::v1::Model> embedded;
+  ASSIGN_OR_RETURN(torch::jit::Module module, LoadForInspection(path, &embedded));
+  const kaizen::v1::Model* meta = embedded.has_value() ? &*embedded : nullptr;
+  // Before any of the file's code runs.
+  if (options.check_operators) {
+    RETURN_IF_ERROR(CheckOperators(module, options.extra_operators));
+  }
+
+  kaizen::v1::Model model;
+  model.set_architecture(meta != nullptr && !meta->architecture().empty() ? meta->architecture()
+                                                                          : CleanTypeName(module));
+  if (meta != nullptr) model.set_description(meta->description());
+  ASSIGN_OR_RETURN(const int64_t parameter_count, CountParameters(module));
+  model.set_parameter_count(parameter_count);
+
+  std::string head_path = options.head_module;
+  if (head_path.empty() && meta != nullptr) head_path = meta->head().module_path();
+  ASSIGN_OR_RETURN(Head head, FindHead(module, head_path));
+  const int64_t classes = head.weight.size(0);
+  ASSIGN_OR_RETURN(std::vector<std::string> class_names, ClassNames(options, meta, classes));
+
+  // Forward passes see eval-mode BatchNorm/Dropout, as serving will.
+  module.eval();
+  c10::IValue output;
+  ASSIGN_OR_RETURN(std::vector<int64_t> input_shape,
+                   FindInputShape(module, options, meta, &output));
+  RETURN_IF_ERROR(CheckLogits(output, head, classes));
   if (options.batch_size > 1) {
     RETURN_IF_ERROR(CheckBatch(module, input_shape, options.batch_size, classes));
   }

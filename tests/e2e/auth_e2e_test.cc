@@ -34,8 +34,8 @@
 namespace kaizen {
 namespace {
 
+using test_util::ReadText;
 using ::testing::HasSubstr;
-using testing::ReadText;
 
 const std::map<auth::Role, std::string> kTokens = {{auth::Role::kAdmin, "admin-secret-1"},
                                                    {auth::Role::kTrainer, "trainer-secret-2"},
@@ -141,7 +141,7 @@ std::vector<std::string> AllMethods() {
 class AuthE2E : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<testing::TestCerts> certs = testing::MakeTestCerts(certs_dir_.path());
+    absl::StatusOr<test_util::TestCerts> certs = test_util::MakeTestCerts(certs_dir_.path());
     ASSERT_TRUE(certs.ok()) << certs.status();
     certs_ = *certs;
     tokens_file_ = certs_dir_.File("tokens");
@@ -170,9 +170,9 @@ class AuthE2E : public ::testing::Test {
 
   ClientTls GoodClient() const { return {certs_.ca_cert, certs_.client_cert, certs_.client_key}; }
 
-  testing::TempDir data_;
-  testing::TempDir certs_dir_;
-  testing::TestCerts certs_;
+  test_util::TempDir data_;
+  test_util::TempDir certs_dir_;
+  test_util::TestCerts certs_;
   std::string tokens_file_;
   std::unique_ptr<api::KaizenServer> server_;
 };
@@ -407,8 +407,8 @@ class AuthProcessE2E : public ::testing::Test {
  protected:
   std::string Log() const { return ReadText(data_.path() + "/server.log"); }
 
-  testing::TempDir data_;
-  testing::TempDir files_;
+  test_util::TempDir data_;
+  test_util::TempDir files_;
 };
 
 grpc::StatusCode ListWith(grpc::Channel* channel, const std::string& token) {
@@ -418,9 +418,9 @@ grpc::StatusCode ListWith(grpc::Channel* channel, const std::string& token) {
 TEST_F(AuthProcessE2E, SighupReloadsTokensWithoutDroppingTheConnection) {
   const std::string tokens = files_.File("tokens");
   WriteTokens(tokens, {{"old-admin", auth::Role::kAdmin, "old-token-aaaa"}});
-  const int port = testing::TestPort(11);
-  testing::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port,
-                                {absl::StrCat("--tokens_file=", tokens)});
+  const int port = test_util::TestPort(11);
+  test_util::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port,
+                                  {absl::StrCat("--tokens_file=", tokens)});
   std::shared_ptr<grpc::Channel> channel = MakeChannel(port, {"", "", ""});
   const absl::Time give_up = absl::Now() + absl::Seconds(60);
   while (ListWith(channel.get(), "old-token-aaaa") != grpc::StatusCode::OK &&
@@ -466,17 +466,17 @@ TEST_F(AuthProcessE2E, SighupReloadsTokensWithoutDroppingTheConnection) {
 }
 
 TEST_F(AuthProcessE2E, RefusesAnOpenAddressWithoutTlsOrTokensUnlessInsecure) {
-  testing::ServerProcess refused(KAIZEN_BINARY_DIR, data_.path(), testing::TestPort(12),
-                                 {"--host=0.0.0.0"});
+  test_util::ServerProcess refused(KAIZEN_BINARY_DIR, data_.path(), test_util::TestPort(12),
+                                   {"--host=0.0.0.0"});
   const int status = refused.Wait();
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 2);
   EXPECT_THAT(Log(), HasSubstr("--insecure"));
 
   // The operator's explicit choice is honoured, with a warning.
-  const int port = testing::TestPort(14);
-  testing::ServerProcess open(KAIZEN_BINARY_DIR, data_.path(), port,
-                              {"--host=0.0.0.0", "--insecure"});
+  const int port = test_util::TestPort(14);
+  test_util::ServerProcess open(KAIZEN_BINARY_DIR, data_.path(), port,
+                                {"--host=0.0.0.0", "--insecure"});
   std::shared_ptr<grpc::Channel> channel = MakeChannel(port, {"", "", ""});
   const absl::Time give_up = absl::Now() + absl::Seconds(60);
   while (ListWith(channel.get(), "") != grpc::StatusCode::OK && absl::Now() < give_up) {
@@ -487,9 +487,9 @@ TEST_F(AuthProcessE2E, RefusesAnOpenAddressWithoutTlsOrTokensUnlessInsecure) {
 }
 
 TEST_F(AuthProcessE2E, SaysItListensOnLoopbackOnlyWithoutTlsOrTokens) {
-  const int port = testing::TestPort(13);
+  const int port = test_util::TestPort(13);
   {
-    testing::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port, {"--host="});
+    test_util::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port, {"--host="});
     std::shared_ptr<grpc::Channel> channel = MakeChannel(port, {"", "", ""});
     const absl::Time give_up = absl::Now() + absl::Seconds(60);
     while (ListWith(channel.get(), "") != grpc::StatusCode::OK && absl::Now() < give_up) {

@@ -13,7 +13,7 @@
 namespace kaizen {
 namespace {
 
-using testing::ArchiveEntry;
+using test_util::ArchiveEntry;
 
 class CatalogueLimitsE2E : public ::testing::Test {
  protected:
@@ -36,7 +36,8 @@ class CatalogueLimitsE2E : public ::testing::Test {
                                            const std::vector<ArchiveEntry>& entries,
                                            const std::string& description = "") {
     const std::string path = files_.File(name + ".tar.gz");
-    testing::WriteBinaryFile(path, testing::MakeArchive(entries, testing::ArchiveKind::kTarGz));
+    test_util::WriteBinaryFile(path,
+                               test_util::MakeArchive(entries, test_util::ArchiveKind::kTarGz));
     v1::UploadDatasetHeader h;
     h.set_name(name);
     h.set_format(v1::DATASET_FORMAT_IMAGE_FOLDER);
@@ -45,9 +46,9 @@ class CatalogueLimitsE2E : public ::testing::Test {
   }
 
   static std::vector<ArchiveEntry> Folder(const std::string& first_class) {
-    return {{first_class + "/a.png", testing::EncodePng(16, 16, 3, 1)},
-            {first_class + "/b.png", testing::EncodePng(16, 16, 3, 2)},
-            {"dogs/c.png", testing::EncodePng(16, 16, 3, 3)}};
+    return {{first_class + "/a.png", test_util::EncodePng(16, 16, 3, 1)},
+            {first_class + "/b.png", test_util::EncodePng(16, 16, 3, 2)},
+            {"dogs/c.png", test_util::EncodePng(16, 16, 3, 3)}};
   }
 
   // Get, List and Delete still work for the dataset `name`.
@@ -60,8 +61,8 @@ class CatalogueLimitsE2E : public ::testing::Test {
     EXPECT_TRUE(client_->DeleteDataset(name).ok());
   }
 
-  testing::TempDir data_;
-  testing::TempDir files_;
+  test_util::TempDir data_;
+  test_util::TempDir files_;
   std::unique_ptr<api::KaizenServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<client::KaizenClient> client_;
@@ -96,7 +97,7 @@ TEST_F(CatalogueLimitsE2E, DescriptionsAreBounded) {
   h.set_name("m");
   h.set_description(std::string(5000, 'd'));
   const std::string file = files_.File("m.pt");
-  testing::WriteBinaryFile(file, "not even a model");
+  test_util::WriteBinaryFile(file, "not even a model");
   absl::StatusOr<v1::Model> m = client_->UploadModel(h, file);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << m.status();
   EXPECT_NE(m.status().message().find("header.description"), std::string::npos) << m.status();
@@ -104,7 +105,7 @@ TEST_F(CatalogueLimitsE2E, DescriptionsAreBounded) {
 
 TEST_F(CatalogueLimitsE2E, ModelHeaderClassNamesAreChecked) {
   const std::string file = files_.File("m.pt");
-  testing::WriteBinaryFile(file, "not even a model");
+  test_util::WriteBinaryFile(file, "not even a model");
   v1::UploadModelHeader h;
   h.set_name("m");
   h.add_class_names("cat");

@@ -60,7 +60,7 @@ class FineTuneE2E : public ::testing::Test {
                     int skip = 0, const std::string& which = "train") {
     const std::string images = files_.File(name + "-images"),
                       labels = files_.File(name + "-labels");
-    testing::WriteFashionSubset(which, classes, per_class, skip, images, labels);
+    test_util::WriteFashionSubset(which, classes, per_class, skip, images, labels);
     v1::UploadDatasetHeader h;
     h.set_name(name);
     h.set_format(v1::DATASET_FORMAT_IDX);
@@ -185,8 +185,8 @@ class FineTuneE2E : public ::testing::Test {
     return out;
   }
 
-  testing::TempDir data_;
-  testing::TempDir files_;
+  test_util::TempDir data_;
+  test_util::TempDir files_;
   std::unique_ptr<api::KaizenServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<client::KaizenClient> client_;
@@ -376,19 +376,19 @@ TEST_F(FineTuneE2E, ADivergingJobFailsClearlyAndTheServerCarriesOn) {
   UploadSubset("pets", {0, 1}, 40);
   const std::string script = files_.File("nan_model.py");
   const std::string model = files_.File("nan_model.pt");
-  testing::WriteBinaryFile(script,
-                           "import sys, torch\n"
-                           "class M(torch.nn.Module):\n"
-                           "    def __init__(self):\n"
-                           "        super().__init__()\n"
-                           "        self.conv = torch.nn.Conv2d(1, 4, 3)\n"
-                           "        self.fc = torch.nn.Linear(4, 2)\n"
-                           "    def forward(self, x):\n"
-                           "        x = torch.relu(self.conv(x)).mean(dim=(2, 3))\n"
-                           "        if self.training:\n"
-                           "            x = x * float('nan')\n"
-                           "        return self.fc(x)\n"
-                           "torch.jit.script(M()).save(sys.argv[1])\n");
+  test_util::WriteBinaryFile(script,
+                             "import sys, torch\n"
+                             "class M(torch.nn.Module):\n"
+                             "    def __init__(self):\n"
+                             "        super().__init__()\n"
+                             "        self.conv = torch.nn.Conv2d(1, 4, 3)\n"
+                             "        self.fc = torch.nn.Linear(4, 2)\n"
+                             "    def forward(self, x):\n"
+                             "        x = torch.relu(self.conv(x)).mean(dim=(2, 3))\n"
+                             "        if self.training:\n"
+                             "            x = x * float('nan')\n"
+                             "        return self.fc(x)\n"
+                             "torch.jit.script(M()).save(sys.argv[1])\n");
   ASSERT_EQ(std::system(absl::StrCat(KAIZEN_PYTHON, " ", script, " ", model).c_str()), 0);
   v1::UploadModelHeader h;
   h.set_name("nan-model");
@@ -435,16 +435,16 @@ TEST_F(FineTuneE2E, DownloadedCheckpointMatchesInPython) {
   torch::Tensor x = torch::linspace(-1, 1, 2 * 28 * 28).reshape({2, 1, 28, 28});
   torch::Tensor cpp = m.forward({x}).toTensor();
   const std::string script = files_.File("check.py");
-  testing::WriteBinaryFile(script,
-                           "import sys, torch\n"
-                           "extra = {'kaizen.json': ''}\n"
-                           "m = torch.jit.load(sys.argv[1], _extra_files=extra)\n"
-                           "m.eval()\n"
-                           "assert 'class_names' in extra['kaizen.json'].decode()\n"
-                           "x = torch.linspace(-1, 1, 2 * 28 * 28).reshape(2, 1, 28, 28)\n"
-                           "with torch.no_grad():\n"
-                           "    y = m(x)\n"
-                           "print(' '.join('%.9g' % v for v in y.flatten().tolist()))\n");
+  test_util::WriteBinaryFile(script,
+                             "import sys, torch\n"
+                             "extra = {'kaizen.json': ''}\n"
+                             "m = torch.jit.load(sys.argv[1], _extra_files=extra)\n"
+                             "m.eval()\n"
+                             "assert 'class_names' in extra['kaizen.json'].decode()\n"
+                             "x = torch.linspace(-1, 1, 2 * 28 * 28).reshape(2, 1, 28, 28)\n"
+                             "with torch.no_grad():\n"
+                             "    y = m(x)\n"
+                             "print(' '.join('%.9g' % v for v in y.flatten().tolist()))\n");
   const std::string cmd = absl::StrCat(KAIZEN_PYTHON, " ", script, " ", file);
   FILE* p = popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr);
@@ -464,7 +464,7 @@ TEST_F(FineTuneE2E, DownloadedCheckpointMatchesInPython) {
 // its last checkpoint and finishes; it never runs twice at once.
 TEST_F(FineTuneE2E, KilledServerResumesTheJobFromItsCheckpoint) {
   server_.reset();
-  testing::TempDir dir;
+  test_util::TempDir dir;
   auto spawn = [&](int port) {
     pid_t pid = fork();
     if (pid == 0) {

@@ -99,23 +99,23 @@ class LimitsE2E : public ::testing::Test {
   }
 
   std::string TmpDir() const { return data_.path() + "/tmp"; }
-  std::string Metrics() const { return testing::HttpGet(server_->metrics_port(), "/metrics"); }
+  std::string Metrics() const { return test_util::HttpGet(server_->metrics_port(), "/metrics"); }
   double UploadsInProgress() const { return MetricValue(Metrics(), "kaizen_uploads_in_progress"); }
 
   absl::StatusOr<v1::Dataset> UploadGoodFolder(const std::string& name) {
     const std::string path = files_.File(name + ".tar.gz");
-    testing::WriteBinaryFile(
-        path, testing::MakeArchive({{"cats/a.png", testing::EncodePng(16, 16, 3, 1)},
-                                    {"dogs/b.png", testing::EncodePng(16, 16, 3, 2)}},
-                                   testing::ArchiveKind::kTarGz));
+    test_util::WriteBinaryFile(
+        path, test_util::MakeArchive({{"cats/a.png", test_util::EncodePng(16, 16, 3, 1)},
+                                      {"dogs/b.png", test_util::EncodePng(16, 16, 3, 2)}},
+                                     test_util::ArchiveKind::kTarGz));
     v1::UploadDatasetHeader h;
     h.set_name(name);
     h.set_format(v1::DATASET_FORMAT_IMAGE_FOLDER);
     return client_->UploadDataset(h, {path});
   }
 
-  testing::TempDir data_;
-  testing::TempDir files_;
+  test_util::TempDir data_;
+  test_util::TempDir files_;
   std::unique_ptr<api::KaizenServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<client::KaizenClient> client_;
@@ -219,7 +219,7 @@ TEST_F(LimitsE2E, SlowMetricsClientsDelayNoScrape) {
   // Three clients that send half a request line and then sit.
   std::vector<int> slow;
   for (int i = 0; i < 3; ++i) {
-    const int fd = testing::ConnectLoopback(server_->metrics_port());
+    const int fd = test_util::ConnectLoopback(server_->metrics_port());
     ASSERT_GE(fd, 0);
     ASSERT_EQ(send(fd, "GET /metr", 9, MSG_NOSIGNAL), 9);
     slow.push_back(fd);
@@ -235,7 +235,7 @@ TEST_F(LimitsE2E, SlowMetricsClientsDelayNoScrape) {
 TEST_F(LimitsE2E, MetricsConnectionIsClosedAtItsDeadlineHoweverItTrickles) {
   StartServer(
       [](api::KaizenServer::Options* o) { o->metrics_http.request_timeout = absl::Seconds(1); });
-  const int fd = testing::ConnectLoopback(server_->metrics_port());
+  const int fd = test_util::ConnectLoopback(server_->metrics_port());
   ASSERT_GE(fd, 0);
   // One byte every 100 ms of a request that never ends: no single read
   // times out, only the whole-request deadline can end it.

@@ -24,7 +24,7 @@ class ModelSandboxE2E : public ::testing::Test {
  protected:
   void SetUp() override {
     canary_ = data_.File("canary");
-    testing::WriteBinaryFile(canary_, "stored bytes");
+    test_util::WriteBinaryFile(canary_, "stored bytes");
     const std::string cmd =
         absl::StrCat(KAIZEN_PYTHON, " ", KAIZEN_SOURCE_DIR, "/tests/fixtures/hostile_models.py ",
                      models_.path(), " ", canary_);
@@ -60,8 +60,8 @@ class ModelSandboxE2E : public ::testing::Test {
     return bytes;
   }
 
-  testing::TempDir data_;
-  testing::TempDir models_;
+  test_util::TempDir data_;
+  test_util::TempDir models_;
   std::string canary_;
   std::unique_ptr<api::KaizenServer> server_;
   std::unique_ptr<client::KaizenClient> client_;

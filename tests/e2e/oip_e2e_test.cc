@@ -31,8 +31,8 @@ constexpr char kModel[] = "oip-net";
 
 // What the suite shares: the server, its clients and the model they query.
 struct Suite {
-  testing::TempDir data;
-  testing::TempDir files;
+  test_util::TempDir data;
+  test_util::TempDir files;
   std::unique_ptr<api::KaizenServer> server;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<client::KaizenClient> client;
@@ -66,13 +66,14 @@ std::string StartSuite(Suite& s) {
     absl::SleepFor(absl::Milliseconds(20));
   }
 
-  std::vector<testing::ArchiveEntry> entries;
+  std::vector<test_util::ArchiveEntry> entries;
   for (uint32_t i = 0; i < 12; ++i) {
-    entries.push_back({absl::StrCat("light/", i, ".png"), testing::EncodePng(28, 28, 1, i)});
-    entries.push_back({absl::StrCat("dark/", i, ".png"), testing::EncodePng(28, 28, 1, 100 + i)});
+    entries.push_back({absl::StrCat("light/", i, ".png"), test_util::EncodePng(28, 28, 1, i)});
+    entries.push_back({absl::StrCat("dark/", i, ".png"), test_util::EncodePng(28, 28, 1, 100 + i)});
   }
   const std::string archive = s.files.File("shapes.tar.gz");
-  testing::WriteBinaryFile(archive, testing::MakeArchive(entries, testing::ArchiveKind::kTarGz));
+  test_util::WriteBinaryFile(archive,
+                             test_util::MakeArchive(entries, test_util::ArchiveKind::kTarGz));
   v1::UploadDatasetHeader h;
   h.set_name("oip-shapes");
   h.set_format(v1::DATASET_FORMAT_IMAGE_FOLDER);
@@ -351,9 +352,9 @@ TEST_F(OipE2E, Fp32ContentsAndRawGiveThePredictScores) {
 
 TEST_F(OipE2E, BytesImagesGiveThePredictScores) {
   // Other sizes and channel counts than the model's: resized and converted.
-  const std::vector<std::string> images = {testing::EncodePng(28, 28, 1, 3),
-                                           testing::EncodePng(40, 30, 3, 4),
-                                           testing::EncodePng(17, 23, 4, 5)};
+  const std::vector<std::string> images = {test_util::EncodePng(28, 28, 1, 3),
+                                           test_util::EncodePng(40, 30, 3, 4),
+                                           test_util::EncodePng(17, 23, 4, 5)};
   const int n = static_cast<int>(images.size());
   v1::PredictRequest predict;
   for (const std::string& png : images) predict.add_inputs()->set_encoded_image(png);
@@ -471,7 +472,7 @@ TEST_F(OipE2E, MalformedRequestsGetPreciseErrors) {
   in->set_datatype("BYTES");
   in->add_shape(1);
   in->add_shape(1);
-  in->mutable_contents()->add_bytes_contents(testing::EncodePng(28, 28, 1, 1));
+  in->mutable_contents()->add_bytes_contents(test_util::EncodePng(28, 28, 1, 1));
   cases.push_back({"bytes shape",
                    bytes_shape,
                    absl::StatusCode::kInvalidArgument,
@@ -480,7 +481,7 @@ TEST_F(OipE2E, MalformedRequestsGetPreciseErrors) {
   ModelInferRequest not_an_image = bytes_shape;
   not_an_image.mutable_inputs(0)->mutable_shape()->RemoveLast();
   not_an_image.mutable_inputs(0)->mutable_contents()->set_bytes_contents(
-      0, testing::EncodePng(28, 28, 1, 1).substr(0, 40));
+      0, test_util::EncodePng(28, 28, 1, 1).substr(0, 40));
   cases.push_back(
       {"undecodable", not_an_image, absl::StatusCode::kInvalidArgument, {"input \"images\"[0]"}});
 

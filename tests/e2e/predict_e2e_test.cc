@@ -48,8 +48,8 @@ class PredictE2E : public ::testing::Test {
   // One data directory with a fine-tuned model, trained once for the suite;
   // every test serves a copy of it.
   static void SetUpTestSuite() {
-    seed_dir_ = new testing::TempDir();
-    testing::TempDir files;
+    seed_dir_ = new test_util::TempDir();
+    test_util::TempDir files;
     api::KaizenServer::Options o = BaseOptions(seed_dir_->path());
     auto server = api::KaizenServer::Start(o);
     ASSERT_TRUE(server.ok()) << server.status();
@@ -57,7 +57,7 @@ class PredictE2E : public ::testing::Test {
                                        grpc::InsecureChannelCredentials());
     client::KaizenClient client(channel);
     const std::string images = files.File("images"), labels = files.File("labels");
-    testing::WriteFashionSubset("train", {5, 6, 7, 8, 9}, 20, 0, images, labels);
+    test_util::WriteFashionSubset("train", {5, 6, 7, 8, 9}, 20, 0, images, labels);
     v1::UploadDatasetHeader h;
     h.set_name("few");
     h.set_format(v1::DATASET_FORMAT_IDX);
@@ -132,7 +132,7 @@ class PredictE2E : public ::testing::Test {
     return inference_->Predict(&ctx, r, out);
   }
 
-  std::string Metrics() { return testing::HttpGet(server_->metrics_port(), "/metrics"); }
+  std::string Metrics() { return test_util::HttpGet(server_->metrics_port(), "/metrics"); }
 
   static void AddTensor(PredictRequest* r, const std::vector<float>& values,
                         std::vector<int64_t> shape = {1, 28, 28}) {
@@ -149,16 +149,16 @@ class PredictE2E : public ::testing::Test {
     return v;
   }
 
-  testing::TempDir data_;
-  testing::TempDir files_;
+  test_util::TempDir data_;
+  test_util::TempDir files_;
   std::unique_ptr<api::KaizenServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<client::KaizenClient> client_;
   std::unique_ptr<v1::InferenceService::Stub> inference_;
-  static testing::TempDir* seed_dir_;
+  static test_util::TempDir* seed_dir_;
 };
 
-testing::TempDir* PredictE2E::seed_dir_ = nullptr;
+test_util::TempDir* PredictE2E::seed_dir_ = nullptr;
 
 TEST_F(PredictE2E, PredictionsMatchTheModelRunDirectly) {
   StartServer();
@@ -174,7 +174,7 @@ TEST_F(PredictE2E, PredictionsMatchTheModelRunDirectly) {
   std::vector<std::vector<float>> inputs = {RandomInput(1), RandomInput(2), RandomInput(3)};
   for (const auto& in : inputs) AddTensor(&r, in);
   // A 28x28 grey PNG: the server scales to [0, 1] and normalises.
-  const std::string png = testing::EncodePng(28, 28, 1, 9);
+  const std::string png = test_util::EncodePng(28, 28, 1, 9);
   r.add_inputs()->set_encoded_image(png);
   auto image = datasets::DecodeImage(png, 1 << 20);
   ASSERT_TRUE(image.ok());
@@ -220,8 +220,8 @@ TEST_F(PredictE2E, ServesAnUploadedTorchvisionClassifierOnImagesOfAnySize) {
   PredictRequest r;
   r.set_model("resnet18");
   r.set_top_k(3);
-  r.add_inputs()->set_encoded_image(testing::EncodeJpeg(40, 30, 3, 1));
-  r.add_inputs()->set_encoded_image(testing::EncodePng(300, 250, 1, 2));
+  r.add_inputs()->set_encoded_image(test_util::EncodeJpeg(40, 30, 3, 1));
+  r.add_inputs()->set_encoded_image(test_util::EncodePng(300, 250, 1, 2));
   PredictResponse resp;
   grpc::Status st = Predict(r, &resp);
   ASSERT_TRUE(st.ok()) << st.error_message();
@@ -320,9 +320,9 @@ TEST_F(PredictE2E, BadInputsFailPreciselyAndTheServerKeepsServing) {
 }
 
 TEST_F(PredictE2E, DecodeBudgetsStopHostileImagesInPredictAndModelInfer) {
-  StartServer();                                                          // the default limits
-  const std::string many_scans = testing::EncodeManyScanJpeg(64, 64, 3);  // 192 scans
-  const std::string flat = testing::EncodeFlatPng(5000, 5000);            // 75 MB of pixels
+  StartServer();                                                            // the default limits
+  const std::string many_scans = test_util::EncodeManyScanJpeg(64, 64, 3);  // 192 scans
+  const std::string flat = test_util::EncodeFlatPng(5000, 5000);            // 75 MB of pixels
   ASSERT_LT(flat.size(), 200u << 10);
 
   PredictRequest scans;
@@ -366,7 +366,7 @@ TEST_F(PredictE2E, DecodeBudgetsStopHostileImagesInPredictAndModelInfer) {
   // The server keeps serving ordinary requests.
   PredictRequest good;
   good.set_model(kModel);
-  good.add_inputs()->set_encoded_image(testing::EncodePng(28, 28, 1, 4));
+  good.add_inputs()->set_encoded_image(test_util::EncodePng(28, 28, 1, 4));
   EXPECT_TRUE(Predict(good, &resp).ok());
 }
 
@@ -510,7 +510,7 @@ class BusyModel {
     request_.set_model("resnet18");
     request_.set_disable_batching(true);
     for (int i = 0; i < inputs; ++i)
-      request_.add_inputs()->set_encoded_image(testing::EncodeJpeg(224, 224, 3, i));
+      request_.add_inputs()->set_encoded_image(test_util::EncodeJpeg(224, 224, 3, i));
     thread_ = std::thread([this, stub] {
       grpc::ClientContext ctx;
       PredictResponse out;
@@ -539,7 +539,7 @@ TEST_F(PredictE2E, QueueFullDeadlineAndCancellationAreNotComputed) {
   ASSERT_TRUE(client_->UploadModel(h, absl::StrCat(KAIZEN_FIXTURE_DIR, "/resnet18.pt")).ok());
   PredictRequest one;
   one.set_model("resnet18");
-  one.add_inputs()->set_encoded_image(testing::EncodeJpeg(64, 64, 3, 1));
+  one.add_inputs()->set_encoded_image(test_util::EncodeJpeg(64, 64, 3, 1));
   PredictResponse resp;
   ASSERT_TRUE(Predict(one, &resp).ok());  // loaded and warm
 

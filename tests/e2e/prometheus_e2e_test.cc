@@ -141,7 +141,7 @@ class PrometheusProcess {
   bool WaitReady(absl::Duration timeout, std::string* log) {
     const absl::Time deadline = absl::Now() + timeout;
     while (absl::Now() < deadline) {
-      if (absl::StartsWith(testing::HttpGet(port_, "/-/ready"), "HTTP/1.0 200")) return true;
+      if (absl::StartsWith(test_util::HttpGet(port_, "/-/ready"), "HTTP/1.0 200")) return true;
       if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
         pid_ = -1;
         break;
@@ -155,7 +155,7 @@ class PrometheusProcess {
 
   // GET `path` on the HTTP API, as JSON; status "success" or an error.
   absl::StatusOr<Struct> Api(const std::string& path) {
-    const std::string body = Body(testing::HttpGet(port_, path));
+    const std::string body = Body(test_util::HttpGet(port_, path));
     Struct json;
     if (!google::protobuf::util::JsonStringToMessage(body, &json).ok()) {
       return absl::UnavailableError(absl::StrCat(path, " answered: ", body.substr(0, 500)));
@@ -265,10 +265,10 @@ class PrometheusE2E : public ::testing::Test {
     client_ = std::make_unique<client::KaizenClient>(channel_);
   }
 
-  std::string Scrape() { return Body(testing::HttpGet(server_->metrics_port(), "/metrics")); }
+  std::string Scrape() { return Body(test_util::HttpGet(server_->metrics_port(), "/metrics")); }
 
-  testing::TempDir data_;
-  testing::TempDir files_;
+  test_util::TempDir data_;
+  test_util::TempDir files_;
   std::string prometheus_;
   std::string promtool_;
   std::unique_ptr<api::KaizenServer> server_;
@@ -300,7 +300,7 @@ TEST_F(PrometheusE2E, PrometheusReadsTrainingAndServingSeriesFromARealServer) {
   // A job that runs far longer than this test: it is cancelled once
   // Prometheus has seen it train.
   const std::string images = files_.File("images"), labels = files_.File("labels");
-  testing::WriteFashionSubset("train", {0, 1}, 100, 0, images, labels);
+  test_util::WriteFashionSubset("train", {0, 1}, 100, 0, images, labels);
   v1::UploadDatasetHeader h;
   h.set_name("pets");
   h.set_format(v1::DATASET_FORMAT_IDX);
@@ -436,7 +436,7 @@ TEST_F(PrometheusE2E, PrometheusReadsTrainingAndServingSeriesFromARealServer) {
   EXPECT_EQ(prom.Scalar("count(kaizen_build_info{device=~\"cpu|cuda\",libtorch=~\"[0-9.]+\"})"), 1);
 
   // Every alert rule loaded and evaluates without error on real series.
-  absl::StatusOr<testing::RuleExpressions> rules = testing::ReadRuleExpressions(kAlerts);
+  absl::StatusOr<test_util::RuleExpressions> rules = test_util::ReadRuleExpressions(kAlerts);
   ASSERT_TRUE(rules.ok()) << rules.status();
   const absl::Time rules_deadline = absl::Now() + absl::Seconds(20);
   int healthy = 0;
@@ -495,13 +495,13 @@ TEST_F(PrometheusE2E, PrometheusReadsTrainingAndServingSeriesFromARealServer) {
   }
   std::set<std::string> known = registered;
   known.insert(scraped.begin(), scraped.end());
-  absl::StatusOr<testing::DashboardExpressions> dashboard =
-      testing::ReadDashboardExpressions(kDashboard);
+  absl::StatusOr<test_util::DashboardExpressions> dashboard =
+      test_util::ReadDashboardExpressions(kDashboard);
   ASSERT_TRUE(dashboard.ok()) << dashboard.status();
   std::vector<std::string> exprs = dashboard->exprs;
   exprs.insert(exprs.end(), rules->exprs.begin(), rules->exprs.end());
   for (const std::string& e : exprs) {
-    EXPECT_TRUE(testing::UnknownMetrics(testing::PromqlMetricNames(e), known).empty()) << e;
+    EXPECT_TRUE(test_util::UnknownMetrics(test_util::PromqlMetricNames(e), known).empty()) << e;
   }
   // The names a scrape after training and Predict must hold.
   for (const char* name :

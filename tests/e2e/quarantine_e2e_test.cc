@@ -35,7 +35,7 @@ class QuarantineE2E : public ::testing::Test {
         absl::StrCat(KAIZEN_PYTHON, " ", KAIZEN_SOURCE_DIR, "/tests/fixtures/hostile_models.py ",
                      models_.path(), " /nonexistent");
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    port_ = testing::TestPort(1);
+    port_ = test_util::TestPort(1);
   }
 
   // True once the server reports SERVING (its preload is done).
@@ -95,8 +95,8 @@ class QuarantineE2E : public ::testing::Test {
     return server->model_store()->AddVersion("m", torch::jit::load(models_.File(file)), *meta, "");
   }
 
-  testing::TempDir data_;
-  testing::TempDir models_;
+  test_util::TempDir data_;
+  test_util::TempDir models_;
   int port_ = 0;
   std::unique_ptr<client::KaizenClient> client_;
 };
@@ -116,18 +116,18 @@ TEST_F(QuarantineE2E, AVersionThatCrashedTheServerIsQuarantinedAtTheNextStart) {
   ASSERT_TRUE(common::ReadFile(models_.File("deep_pickle.pt"), &poison).ok());
   for (const auto& f : std::filesystem::directory_iterator(data_.path() + "/models/m")) {
     if (f.path().filename().string().rfind("v2-", 0) == 0 && f.path().extension() == ".pt") {
-      testing::WriteBinaryFile(f.path().string(), poison);
+      test_util::WriteBinaryFile(f.path().string(), poison);
     }
   }
   {
-    testing::ServerProcess crashing(KAIZEN_BINARY_DIR, data_.path(), port_);
+    test_util::ServerProcess crashing(KAIZEN_BINARY_DIR, data_.path(), port_);
     const int status = crashing.Wait();
     ASSERT_TRUE(WIFSIGNALED(status)) << "the first start was expected to crash";
   }
   absl::StatusOr<v1::Model> v2, latest;
   absl::StatusOr<v1::PredictResponse> prediction;
   {
-    testing::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port_);
+    test_util::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port_);
     ASSERT_TRUE(WaitReady());
     v2 = client_->GetModel("m", 2);
     latest = client_->GetModel("m");
@@ -140,7 +140,7 @@ TEST_F(QuarantineE2E, AVersionThatCrashedTheServerIsQuarantinedAtTheNextStart) {
   ASSERT_TRUE(prediction.ok()) << prediction.status();
   EXPECT_EQ(prediction->version(), 1);
   // Pinned to the quarantined version: refused, not loaded.
-  testing::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port_);
+  test_util::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port_);
   ASSERT_TRUE(WaitReady());
   v1::PredictRequest pinned;
   pinned.set_model("m");

@@ -22,8 +22,8 @@ namespace kaizen {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::ArchiveEntry;
-using testing::ArchiveKind;
+using test_util::ArchiveEntry;
+using test_util::ArchiveKind;
 
 constexpr char kFashionDir[] = "/usr/share/datasets/fashion-mnist";
 
@@ -64,7 +64,7 @@ class ServerE2E : public ::testing::Test {
   std::string WriteArchive(const std::string& name, const std::vector<ArchiveEntry>& entries,
                            ArchiveKind kind = ArchiveKind::kTarGz) {
     const std::string path = files_.File(name);
-    testing::WriteBinaryFile(path, testing::MakeArchive(entries, kind));
+    test_util::WriteBinaryFile(path, test_util::MakeArchive(entries, kind));
     return path;
   }
 
@@ -87,16 +87,16 @@ class ServerE2E : public ::testing::Test {
 
   static std::vector<ArchiveEntry> GoodFolder() {
     return {
-        {"cats/a.jpg", testing::EncodeJpeg(32, 24, 3, 1)},
-        {"cats/b.jpg", testing::EncodeJpeg(32, 24, 3, 2)},
-        {"cats/c.png", testing::EncodePng(32, 24, 3, 3)},
-        {"dogs/a.png", testing::EncodePng(32, 24, 3, 4)},
-        {"dogs/b.jpeg", testing::EncodeJpeg(32, 24, 3, 5)},
+        {"cats/a.jpg", test_util::EncodeJpeg(32, 24, 3, 1)},
+        {"cats/b.jpg", test_util::EncodeJpeg(32, 24, 3, 2)},
+        {"cats/c.png", test_util::EncodePng(32, 24, 3, 3)},
+        {"dogs/a.png", test_util::EncodePng(32, 24, 3, 4)},
+        {"dogs/b.jpeg", test_util::EncodeJpeg(32, 24, 3, 5)},
     };
   }
 
-  testing::TempDir data_;
-  testing::TempDir files_;
+  test_util::TempDir data_;
+  test_util::TempDir files_;
   std::unique_ptr<api::KaizenServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<client::KaizenClient> client_;
@@ -127,7 +127,7 @@ TEST_F(ServerE2E, UploadsFashionMnistTrainingSetWithPerClassCounts) {
 
 TEST_F(ServerE2E, UploadsImageFolderReportingCorruptDuplicateAndIgnoredFiles) {
   std::vector<ArchiveEntry> entries = GoodFolder();
-  entries.push_back({"cats/broken.jpg", testing::EncodeJpeg(32, 24, 3, 9).substr(0, 40)});
+  entries.push_back({"cats/broken.jpg", test_util::EncodeJpeg(32, 24, 3, 9).substr(0, 40)});
   entries.push_back({"dogs/copy.png", entries[3].data});  // same bytes as dogs/a.png
   entries.push_back({"dogs/.DS_Store", "junk"});
   entries.push_back({"README.txt", "hello"});
@@ -179,16 +179,17 @@ TEST_F(ServerE2E, BadDatasetUploadsFailPreciselyAndLeaveNothingBehind) {
   cases.push_back(
       {"one class",
        UploadFolder("one",
-                    WriteArchive("one.tgz", {{"cats/a.jpg", testing::EncodeJpeg(8, 8, 3, 1)},
-                                             {"cats/b.jpg", testing::EncodeJpeg(8, 8, 3, 2)}})),
+                    WriteArchive("one.tgz", {{"cats/a.jpg", test_util::EncodeJpeg(8, 8, 3, 1)},
+                                             {"cats/b.jpg", test_util::EncodeJpeg(8, 8, 3, 2)}})),
        absl::StatusCode::kInvalidArgument, "one class"});
   cases.push_back(
       {"unsupported image",
-       UploadFolder("gif", WriteArchive("gif.tgz", {{"cats/a.jpg", testing::EncodeJpeg(8, 8, 3, 1)},
-                                                    {"dogs/x.jpg", "GIF89a\x01\x00\x01\x00"}})),
+       UploadFolder("gif",
+                    WriteArchive("gif.tgz", {{"cats/a.jpg", test_util::EncodeJpeg(8, 8, 3, 1)},
+                                             {"dogs/x.jpg", "GIF89a\x01\x00\x01\x00"}})),
        absl::StatusCode::kInvalidArgument, "dogs/x.jpg"});
   const std::string not_archive = files_.File("plain.tar");
-  testing::WriteBinaryFile(not_archive, std::string(1000, 'z'));
+  test_util::WriteBinaryFile(not_archive, std::string(1000, 'z'));
   cases.push_back({"not an archive", UploadFolder("plain", not_archive),
                    absl::StatusCode::kInvalidArgument, "plain.tar"});
   for (const Case& c : cases) {
@@ -202,8 +203,8 @@ TEST_F(ServerE2E, BadDatasetUploadsFailPreciselyAndLeaveNothingBehind) {
 TEST_F(ServerE2E, ImageOverPixelLimitAndUploadOverSizeLimitAreRejected) {
   StartServer(/*max_upload_bytes=*/64 * 1024, /*max_pixels=*/40 * 40);
   auto big_image =
-      UploadFolder("big", WriteArchive("big.tgz", {{"a/x.png", testing::EncodePng(64, 64, 1, 1)},
-                                                   {"b/y.png", testing::EncodePng(8, 8, 1, 2)}}));
+      UploadFolder("big", WriteArchive("big.tgz", {{"a/x.png", test_util::EncodePng(64, 64, 1, 1)},
+                                                   {"b/y.png", test_util::EncodePng(8, 8, 1, 2)}}));
   EXPECT_EQ(big_image.status().code(), absl::StatusCode::kInvalidArgument) << big_image.status();
   EXPECT_NE(big_image.status().message().find("a/x.png"), absl::string_view::npos)
       << big_image.status();
@@ -211,7 +212,7 @@ TEST_F(ServerE2E, ImageOverPixelLimitAndUploadOverSizeLimitAreRejected) {
   std::vector<ArchiveEntry> many;
   for (int i = 0; i < 60; ++i) {
     many.push_back(
-        {absl::StrCat(i % 2 ? "a/" : "b/", i, ".png"), testing::EncodePng(32, 32, 3, i)});
+        {absl::StrCat(i % 2 ? "a/" : "b/", i, ".png"), test_util::EncodePng(32, 32, 3, i)});
   }
   const std::string path = WriteArchive("many.tar", many, ArchiveKind::kTar);
   ASSERT_GT(fs::file_size(path), 64u * 1024);
@@ -225,11 +226,11 @@ TEST_F(ServerE2E, HostileUploadsAreRefusedByHeaderChecksAndDecodeBudgets) {
   auto upload_idx = [&](const std::string& name, const std::string& images, char num_labels) {
     const std::string images_path = files_.File(name + "-images-idx3-ubyte");
     const std::string labels_path = files_.File(name + "-labels-idx1-ubyte");
-    testing::WriteBinaryFile(images_path, images);
+    test_util::WriteBinaryFile(images_path, images);
     std::string labels("\x00\x00\x08\x01", 4);
     labels += std::string("\x00\x00\x00", 3) + num_labels;
     for (char i = 0; i < num_labels; ++i) labels.push_back(static_cast<char>(i % 2));
-    testing::WriteBinaryFile(labels_path, labels);
+    test_util::WriteBinaryFile(labels_path, labels);
     v1::UploadDatasetHeader h;
     h.set_name(name);
     h.set_format(v1::DATASET_FORMAT_IDX);
@@ -265,7 +266,7 @@ TEST_F(ServerE2E, HostileUploadsAreRefusedByHeaderChecksAndDecodeBudgets) {
 // Raw stub: streams that end early, carry a wrong checksum, or lie about sizes.
 TEST_F(ServerE2E, TruncatedStreamsAndWrongChecksumsAreInvalidArgument) {
   auto stub = v1::DatasetService::NewStub(channel_);
-  const std::string bytes = testing::MakeArchive(GoodFolder(), ArchiveKind::kTarGz);
+  const std::string bytes = test_util::MakeArchive(GoodFolder(), ArchiveKind::kTarGz);
   auto send = [&](size_t send_bytes, const std::string* sha, bool trailer) {
     grpc::ClientContext ctx;
     v1::Dataset out;
@@ -320,8 +321,8 @@ TEST_F(ServerE2E, RestartKeepsDatasetsAndModels) {
 
 TEST_F(ServerE2E, OrphanFilesFromACrashAreSweptAtStartup) {
   ASSERT_TRUE(UploadFolder("pets", WriteArchive("pets.tgz", GoodFolder())).ok());
-  testing::WriteBinaryFile(data_.path() + "/datasets/ghost-1234.kds", "orphan");
-  testing::WriteBinaryFile(data_.path() + "/tmp/upload-dead-0", "partial");
+  test_util::WriteBinaryFile(data_.path() + "/datasets/ghost-1234.kds", "orphan");
+  test_util::WriteBinaryFile(data_.path() + "/tmp/upload-dead-0", "partial");
   StartServer();
   ExpectNoLeftovers(1);
 }
@@ -356,7 +357,7 @@ TEST_F(ServerE2E, UploadsTorchvisionResnet18AndDetectsItsHead) {
 
 TEST_F(ServerE2E, BadModelUploadsAreRejectedAndLeaveNothingBehind) {
   const std::string garbage = files_.File("garbage.pt");
-  testing::WriteBinaryFile(garbage, std::string(4096, 'x'));
+  test_util::WriteBinaryFile(garbage, std::string(4096, 'x'));
   v1::UploadModelHeader h;
   h.set_name("garbage");
   auto m = client_->UploadModel(h, garbage);
@@ -435,7 +436,7 @@ TEST_F(ServerE2E, MetricsCountRequestsByMethodAndCode) {
   ASSERT_TRUE(client_->ListDatasets().ok());
   EXPECT_FALSE(client_->GetDataset("missing").ok());
   ASSERT_GT(server_->metrics_port(), 0);
-  const std::string body = testing::HttpGet(server_->metrics_port(), "/metrics");
+  const std::string body = test_util::HttpGet(server_->metrics_port(), "/metrics");
   // go-grpc-prometheus's names, labels and code spelling.
   const std::string list =
       "grpc_method=\"ListDatasets\",grpc_service=\"kaizen.v1.DatasetService\","

@@ -29,8 +29,8 @@
 namespace kaizen {
 namespace {
 
-using testing::ArchiveEntry;
-using testing::ArchiveKind;
+using test_util::ArchiveEntry;
+using test_util::ArchiveKind;
 
 // The server's resident set must stay under this (it holds LibTorch, one
 // small training job and one small served model; inspections of uploaded
@@ -55,9 +55,10 @@ int64_t StatusField(pid_t pid, const std::string& field) {
 std::vector<ArchiveEntry> Folder(int per_class, uint32_t seed) {
   std::vector<ArchiveEntry> entries;
   for (int i = 0; i < per_class; ++i) {
-    entries.push_back({absl::StrCat("cats/", i, ".png"), testing::EncodePng(28, 28, 1, seed + i)});
     entries.push_back(
-        {absl::StrCat("dogs/", i, ".png"), testing::EncodePng(28, 28, 1, seed + 1000 + i)});
+        {absl::StrCat("cats/", i, ".png"), test_util::EncodePng(28, 28, 1, seed + i)});
+    entries.push_back(
+        {absl::StrCat("dogs/", i, ".png"), test_util::EncodePng(28, 28, 1, seed + 1000 + i)});
   }
   return entries;
 }
@@ -69,8 +70,8 @@ class SoakE2E : public ::testing::Test {
         absl::StrCat(KAIZEN_PYTHON, " ", KAIZEN_SOURCE_DIR, "/tests/fixtures/hostile_models.py ",
                      files_.path(), " ", data_.File("kaizen.db"));
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    port_ = testing::TestPort(2);
-    server_ = std::make_unique<testing::ServerProcess>(
+    port_ = test_util::TestPort(2);
+    server_ = std::make_unique<test_util::ServerProcess>(
         KAIZEN_BINARY_DIR, data_.path(), port_,
         std::vector<std::string>{"--max_batch_size=4", "--model_inspect_cpu_seconds=5"});
     client_ = NewClient();
@@ -86,7 +87,7 @@ class SoakE2E : public ::testing::Test {
   }
 
   std::string Write(const std::string& name, const std::string& bytes) {
-    testing::WriteBinaryFile(files_.File(name), bytes);
+    test_util::WriteBinaryFile(files_.File(name), bytes);
     return files_.File(name);
   }
 
@@ -112,10 +113,10 @@ class SoakE2E : public ::testing::Test {
         << what << " was not refused properly: " << s;
   }
 
-  testing::TempDir data_;
-  testing::TempDir files_;
+  test_util::TempDir data_;
+  test_util::TempDir files_;
   int port_ = 0;
-  std::unique_ptr<testing::ServerProcess> server_;
+  std::unique_ptr<test_util::ServerProcess> server_;
   std::unique_ptr<client::KaizenClient> client_;
 };
 
@@ -126,7 +127,7 @@ TEST_F(SoakE2E, HostileAndGoodTrafficWithTrainingAndPredict) {
   // A model to serve, then a job that trains during the whole soak.
   ASSERT_TRUE(
       UploadFolder(client_.get(), "base",
-                   Write("base.tar", testing::MakeArchive(Folder(30, 1), ArchiveKind::kTar)))
+                   Write("base.tar", test_util::MakeArchive(Folder(30, 1), ArchiveKind::kTar)))
           .ok());
   v1::StartFineTuneRequest r;
   r.set_strategy(v1::STRATEGY_SCRATCH);
@@ -142,16 +143,17 @@ TEST_F(SoakE2E, HostileAndGoodTrafficWithTrainingAndPredict) {
   ASSERT_TRUE(long_job.ok()) << long_job.status();
 
   const std::string good_tar =
-      Write("good.tar", testing::MakeArchive(Folder(5, 7), ArchiveKind::kTar));
-  std::string truncated = testing::MakeArchive(Folder(5, 9), ArchiveKind::kTarGz);
+      Write("good.tar", test_util::MakeArchive(Folder(5, 7), ArchiveKind::kTar));
+  std::string truncated = test_util::MakeArchive(Folder(5, 9), ArchiveKind::kTarGz);
   truncated.resize(truncated.size() / 2);
   const std::vector<std::string> hostile_datasets = {
       Write("truncated.tgz", truncated),
       Write("traversal.tar",
-            testing::MakeArchive({{"../../evil/a.png", testing::EncodePng(8, 8, 1, 1)}},
-                                 ArchiveKind::kTar)),
-      Write("not-images.tar", testing::MakeArchive({{"a/x.png", "not a png"}, {"b/y.png", "nope"}},
-                                                   ArchiveKind::kTar)),
+            test_util::MakeArchive({{"../../evil/a.png", test_util::EncodePng(8, 8, 1, 1)}},
+                                   ArchiveKind::kTar)),
+      Write("not-images.tar",
+            test_util::MakeArchive({{"a/x.png", "not a png"}, {"b/y.png", "nope"}},
+                                   ArchiveKind::kTar)),
   };
   const std::vector<std::string> hostile_models = {"from_file.pt", "deep_pickle.pt", "zip_bomb.pt",
                                                    "memory_bomb.pt", "endless.pt"};
@@ -200,7 +202,7 @@ TEST_F(SoakE2E, HostileAndGoodTrafficWithTrainingAndPredict) {
     while (!stop) {
       v1::PredictRequest p;
       p.set_model("served");
-      p.add_inputs()->set_encoded_image(testing::EncodePng(28, 28, 1, predictions.load()));
+      p.add_inputs()->set_encoded_image(test_util::EncodePng(28, 28, 1, predictions.load()));
       absl::StatusOr<v1::PredictResponse> out = c->Predict(p, absl::Seconds(30));
       EXPECT_TRUE(out.ok()) << out.status();
       ++predictions;

@@ -2,7 +2,7 @@
 
 #include <vector>
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 FakeClock::FakeClock(absl::Time start) : now_ns_(absl::ToUnixNanos(start)) {}
 
@@ -59,4 +59,4 @@ int FakeClock::waiters() const {
   return waiters_;
 }
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

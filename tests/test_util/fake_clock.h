@@ -11,7 +11,7 @@
 #include "absl/time/time.h"
 #include "server/common/clock.h"
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 class FakeClock : public common::Clock {
  public:
@@ -44,4 +44,4 @@ class FakeClock : public common::Clock {
   int waiters_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

@@ -8,7 +8,7 @@
 #include "server/datasets/idx_ingestor.h"
 #include "tests/test_util/image_fixtures.h"
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 void WriteFashionSubset(const std::string& which, const std::vector<int>& classes, int per_class,
                         int skip, const std::string& images_path, const std::string& labels_path) {
@@ -43,4 +43,4 @@ void WriteFashionSubset(const std::string& which, const std::vector<int>& classe
   WriteBinaryFile(labels_path, be32(0x801) + be32(n) + labels);
 }
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

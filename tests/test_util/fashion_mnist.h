@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 inline constexpr char kFashionDir[] = "/usr/share/datasets/fashion-mnist";
 
@@ -15,4 +15,4 @@ inline constexpr char kFashionDir[] = "/usr/share/datasets/fashion-mnist";
 void WriteFashionSubset(const std::string& which, const std::vector<int>& classes, int per_class,
                         int skip, const std::string& images_path, const std::string& labels_path);
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 int ConnectLoopback(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -36,4 +36,4 @@ std::string HttpGet(int port, const std::string& path) {
   return out;
 }
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

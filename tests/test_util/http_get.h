@@ -4,7 +4,7 @@
 
 #include <string>
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 // The whole response (status line, headers and body), or "" when nothing
 // listens on `port`.
@@ -13,4 +13,4 @@ std::string HttpGet(int port, const std::string& path);
 // A blocking TCP connection to 127.0.0.1:port (close it), or -1.
 int ConnectLoopback(int port);
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

@@ -17,7 +17,7 @@
 
 #include "gtest/gtest.h"
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 namespace {
 
 // Fixture encoders never see bad input, so a libjpeg/libpng error is a bug in
@@ -260,4 +260,4 @@ std::string ReadBinaryFile(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
 }
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 // The deterministic pixels the encoders use: HWC, `channels` 1..4, a smooth
 // pattern plus seed-dependent noise, so different seeds give different images.
@@ -46,4 +46,4 @@ void WriteBinaryFile(const std::string& path, const std::string& data);
 // Reads a whole file ("" and a test failure if it cannot be read).
 std::string ReadBinaryFile(const std::string& path);
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

@@ -12,7 +12,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "server/common/atomic_file.h"
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 namespace {
 
 bool IsIdentStart(char c) {
@@ -217,4 +217,4 @@ std::vector<std::string> UnknownMetrics(const std::set<std::string>& referenced,
   return out;
 }
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

@@ -10,7 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 // Metric names in one PromQL expression: identifiers that are not functions,
 // aggregation operators, keywords, label names (inside {...}, by/without/
@@ -42,4 +42,4 @@ absl::StatusOr<DashboardExpressions> ReadDashboardExpressions(const std::string&
 std::vector<std::string> UnknownMetrics(const std::set<std::string>& referenced,
                                         const std::set<std::string>& exported);
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 ServerProcess::ServerProcess(const std::string& binary_dir, const std::string& data_dir, int port,
                              const std::vector<std::string>& extra_args) {
@@ -45,4 +45,4 @@ int ServerProcess::Wait() {
 
 int TestPort(int salt) { return 20000 + static_cast<int>((getpid() * 31 + salt * 977) % 20000); }
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 class ServerProcess {
  public:
@@ -33,4 +33,4 @@ class ServerProcess {
 // tests running side by side do not collide.
 int TestPort(int salt);
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

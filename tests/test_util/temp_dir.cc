@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <stdexcept>
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 TempDir::TempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "kaizen-test-XXXXXX").string();
@@ -20,4 +20,4 @@ TempDir::~TempDir() {
 
 std::string TempDir::File(const std::string& name) const { return path_ + "/" + name; }
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

@@ -3,7 +3,7 @@
 
 #include <string>
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 class TempDir {
  public:
@@ -20,4 +20,4 @@ class TempDir {
   std::string path_;
 };
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

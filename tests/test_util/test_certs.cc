@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/atomic_file.h"
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 namespace {
 
 absl::Status Run(const std::string& command) {
@@ -72,4 +72,4 @@ std::string ReadText(const std::string& path) {
   return common::ReadFile(path, &text).ok() ? text : std::string();
 }
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

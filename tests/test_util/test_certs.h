@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 struct TestCerts {
   std::string ca_cert;
@@ -30,4 +30,4 @@ absl::StatusOr<TestCerts> MakeTestCerts(const std::string& dir);
 // The file's contents, or "" when it cannot be read.
 std::string ReadText(const std::string& path);
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

@@ -2,7 +2,7 @@
 
 #include <zlib.h>
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 namespace {
 
 void Put16(std::string* s, uint32_t v) {
@@ -80,4 +80,4 @@ std::string MakeZip(const std::vector<ZipEntry>& entries) {
   return out;
 }
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

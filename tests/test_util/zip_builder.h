@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace kaizen::testing {
+namespace kaizen::test_util {
 
 struct ZipEntry {
   std::string name;
@@ -18,4 +18,4 @@ struct ZipEntry {
 
 std::string MakeZip(const std::vector<ZipEntry>& entries);
 
-}  // namespace kaizen::testing
+}  // namespace kaizen::test_util

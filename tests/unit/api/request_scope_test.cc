@@ -81,7 +81,7 @@ class RequestScopeAuthTest : public ::testing::Test {
     RequestScope scope(nullptr, kService, kMethod, &context);
     return scope.Authorize(auth_.get());
   }
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
   std::unique_ptr<auth::Authenticator> auth_;
 };
 

@@ -35,7 +35,7 @@ class AuthenticatorTest : public ::testing::Test {
     auth_ = *std::move(auth);
   }
 
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
   std::string path_;
   std::unique_ptr<Authenticator> auth_;
 };

@@ -19,7 +19,7 @@ void Write(const std::string& path, const std::string& text) {
 }
 
 TEST(BoundedReadTest, ReadsARegularFileUpToTheCap) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   Write(dir.File("tokens"), "alice admin sha256:00\n");
   absl::StatusOr<std::string> text = ReadRegularFile(dir.File("tokens"), 22);
   ASSERT_TRUE(text.ok()) << text.status();
@@ -27,7 +27,7 @@ TEST(BoundedReadTest, ReadsARegularFileUpToTheCap) {
 }
 
 TEST(BoundedReadTest, AFileOverTheCapIsRefusedWithItsName) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   Write(dir.File("big"), std::string(100, 'x'));
   absl::StatusOr<std::string> text = ReadRegularFile(dir.File("big"), 99);
   ASSERT_EQ(text.status().code(), absl::StatusCode::kInvalidArgument);
@@ -35,12 +35,12 @@ TEST(BoundedReadTest, AFileOverTheCapIsRefusedWithItsName) {
 }
 
 TEST(BoundedReadTest, AMissingFileIsNotFound) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   EXPECT_EQ(ReadRegularFile(dir.File("absent"), 10).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(BoundedReadTest, AFifoIsRefusedWithoutBlocking) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   ASSERT_EQ(::mkfifo(dir.File("fifo").c_str(), 0600), 0);
   // No writer ever opens the FIFO: a blocking open would hang this test.
   absl::StatusOr<std::string> text = ReadRegularFile(dir.File("fifo"), 10);
@@ -49,7 +49,7 @@ TEST(BoundedReadTest, AFifoIsRefusedWithoutBlocking) {
 }
 
 TEST(BoundedReadTest, ADirectoryIsRefused) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   EXPECT_EQ(ReadRegularFile(dir.path(), 10).status().code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -16,12 +16,12 @@ using ::testing::HasSubstr;
 class TlsFilesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<testing::TestCerts> certs = testing::MakeTestCerts(dir_.path());
+    absl::StatusOr<test_util::TestCerts> certs = test_util::MakeTestCerts(dir_.path());
     ASSERT_TRUE(certs.ok()) << certs.status();
     certs_ = *certs;
   }
-  testing::TempDir dir_;
-  testing::TestCerts certs_;
+  test_util::TempDir dir_;
+  test_util::TestCerts certs_;
 };
 
 TEST_F(TlsFilesTest, MatchingCertificateKeyAndCaPass) {

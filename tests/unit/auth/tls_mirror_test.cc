@@ -20,7 +20,7 @@ using ::testing::HasSubstr;
 class TlsMirrorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<testing::TestCerts> certs = testing::MakeTestCerts(dir_.path());
+    absl::StatusOr<test_util::TestCerts> certs = test_util::MakeTestCerts(dir_.path());
     ASSERT_TRUE(certs.ok()) << certs.status();
     certs_ = *certs;
     Install(certs_.server_cert, certs_.server_key);
@@ -31,8 +31,8 @@ class TlsMirrorTest : public ::testing::Test {
                                std::filesystem::copy_options::overwrite_existing);
     std::filesystem::copy_file(key, source_.key, std::filesystem::copy_options::overwrite_existing);
   }
-  testing::TempDir dir_;
-  testing::TestCerts certs_;
+  test_util::TempDir dir_;
+  test_util::TestCerts certs_;
   TlsFiles source_{dir_.File("operator.crt"), dir_.File("operator.key"), ""};
 };
 
@@ -42,8 +42,8 @@ TEST_F(TlsMirrorTest, CreatePublishesCopiesOfTheCheckedFiles) {
   ASSERT_TRUE(mirror.ok()) << mirror.status();
   const TlsFiles& m = (*mirror)->mirrored();
   EXPECT_EQ(m.cert, dir_.File("mirror") + "/tls.crt");
-  EXPECT_EQ(testing::ReadText(m.cert), testing::ReadText(certs_.server_cert));
-  EXPECT_EQ(testing::ReadText(m.key), testing::ReadText(certs_.server_key));
+  EXPECT_EQ(test_util::ReadText(m.cert), test_util::ReadText(certs_.server_cert));
+  EXPECT_EQ(test_util::ReadText(m.key), test_util::ReadText(certs_.server_key));
   EXPECT_TRUE(m.client_ca.empty());
   // Nothing changed since.
   absl::StatusOr<bool> again = (*mirror)->Refresh();
@@ -59,10 +59,10 @@ TEST_F(TlsMirrorTest, ARotatedPairReplacesTheCopies) {
   absl::StatusOr<bool> rotated = (*mirror)->Refresh();
   ASSERT_TRUE(rotated.ok()) << rotated.status();
   EXPECT_TRUE(*rotated);
-  EXPECT_EQ(testing::ReadText((*mirror)->mirrored().cert),
-            testing::ReadText(certs_.other_server_cert));
-  EXPECT_EQ(testing::ReadText((*mirror)->mirrored().key),
-            testing::ReadText(certs_.other_server_key));
+  EXPECT_EQ(test_util::ReadText((*mirror)->mirrored().cert),
+            test_util::ReadText(certs_.other_server_cert));
+  EXPECT_EQ(test_util::ReadText((*mirror)->mirrored().key),
+            test_util::ReadText(certs_.other_server_key));
 }
 
 TEST_F(TlsMirrorTest, AnEmptiedKeyKeepsTheLastGoodPair) {
@@ -73,7 +73,7 @@ TEST_F(TlsMirrorTest, AnEmptiedKeyKeepsTheLastGoodPair) {
   absl::StatusOr<bool> rotated = (*mirror)->Refresh();
   ASSERT_EQ(rotated.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(rotated.status().message(), HasSubstr(source_.key));
-  EXPECT_EQ(testing::ReadText((*mirror)->mirrored().key), testing::ReadText(certs_.server_key));
+  EXPECT_EQ(test_util::ReadText((*mirror)->mirrored().key), test_util::ReadText(certs_.server_key));
 }
 
 TEST_F(TlsMirrorTest, AMismatchedPairKeepsTheLastGoodPair) {
@@ -82,8 +82,9 @@ TEST_F(TlsMirrorTest, AMismatchedPairKeepsTheLastGoodPair) {
   ASSERT_TRUE(mirror.ok()) << mirror.status();
   Install(certs_.server_cert, certs_.other_server_key);
   EXPECT_FALSE((*mirror)->Refresh().ok());
-  EXPECT_EQ(testing::ReadText((*mirror)->mirrored().cert), testing::ReadText(certs_.server_cert));
-  EXPECT_EQ(testing::ReadText((*mirror)->mirrored().key), testing::ReadText(certs_.server_key));
+  EXPECT_EQ(test_util::ReadText((*mirror)->mirrored().cert),
+            test_util::ReadText(certs_.server_cert));
+  EXPECT_EQ(test_util::ReadText((*mirror)->mirrored().key), test_util::ReadText(certs_.server_key));
 }
 
 TEST_F(TlsMirrorTest, CreateRefusesBadFilesNamingThem) {
@@ -99,7 +100,8 @@ TEST_F(TlsMirrorTest, TheClientCaIsMirroredForMutualTls) {
   absl::StatusOr<std::unique_ptr<TlsMirror>> mirror =
       TlsMirror::Create(source_, dir_.File("mirror"));
   ASSERT_TRUE(mirror.ok()) << mirror.status();
-  EXPECT_EQ(testing::ReadText((*mirror)->mirrored().client_ca), testing::ReadText(certs_.ca_cert));
+  EXPECT_EQ(test_util::ReadText((*mirror)->mirrored().client_ca),
+            test_util::ReadText(certs_.ca_cert));
 }
 
 }  // namespace

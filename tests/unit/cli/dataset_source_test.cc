@@ -22,7 +22,7 @@ class DatasetSourceTest : public ::testing::Test {
     std::ofstream(path) << "x";
     return path;
   }
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
 };
 
 TEST_F(DatasetSourceTest, AFolderIsArchivedOnTheFly) {

@@ -37,15 +37,15 @@ class FolderArchiverTest : public ::testing::Test {
     folder_ = root_.File("pets");
     fs::create_directories(folder_ + "/cats");
     fs::create_directories(folder_ + "/dogs");
-    testing::WriteBinaryFile(folder_ + "/cats/a.jpg", "cat");
-    testing::WriteBinaryFile(folder_ + "/dogs/b.jpg", "dog");
+    test_util::WriteBinaryFile(folder_ + "/cats/a.jpg", "cat");
+    test_util::WriteBinaryFile(folder_ + "/dogs/b.jpg", "dog");
     // A file the folder must not be able to leak.
-    testing::WriteBinaryFile(outside_.File("secret.jpg"), "secret");
+    test_util::WriteBinaryFile(outside_.File("secret.jpg"), "secret");
   }
 
-  testing::TempDir root_;
-  testing::TempDir outside_;
-  testing::TempDir out_;
+  test_util::TempDir root_;
+  test_util::TempDir outside_;
+  test_util::TempDir out_;
   std::string folder_;
 };
 

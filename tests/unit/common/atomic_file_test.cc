@@ -17,7 +17,7 @@ int CountFiles(const std::string& dir) {
 }
 
 TEST(AtomicFileWriter, CommitReplacesTargetAndLeavesNoTemporary) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   const std::string path = dir.File("f.bin");
   ASSERT_TRUE(WriteFileAtomically(path, "old").ok());
   ASSERT_TRUE(WriteFileAtomically(path, "new contents").ok());
@@ -28,7 +28,7 @@ TEST(AtomicFileWriter, CommitReplacesTargetAndLeavesNoTemporary) {
 }
 
 TEST(AtomicFileWriter, AbandonedWriterKeepsOldFileAndRemovesTemporary) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   const std::string path = dir.File("f.bin");
   ASSERT_TRUE(WriteFileAtomically(path, "old").ok());
   {
@@ -51,7 +51,7 @@ TEST(AtomicFileWriter, OpenFailsInMissingDirectory) {
 }
 
 TEST(DurableRename, MovesFile) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   ASSERT_TRUE(WriteFileAtomically(dir.File("a"), "x").ok());
   ASSERT_TRUE(DurableRename(dir.File("a"), dir.File("b")).ok());
   EXPECT_FALSE(std::filesystem::exists(dir.File("a")));

@@ -43,14 +43,14 @@ TEST(RealClockTest, SleepUntilReturnsAtTheDeadline) {
 }
 
 TEST(FakeClockTest, TimeMovesOnlyWhenAdvanced) {
-  testing::FakeClock clock(absl::FromUnixSeconds(100));
+  test_util::FakeClock clock(absl::FromUnixSeconds(100));
   EXPECT_EQ(clock.Now(), absl::FromUnixSeconds(100));
   clock.Advance(absl::Milliseconds(1500));
   EXPECT_EQ(clock.Now(), absl::FromUnixSeconds(100) + absl::Milliseconds(1500));
 }
 
 TEST(FakeClockTest, AWaitEndsWhenAdvancedToItsDeadlineAndNotBefore) {
-  testing::FakeClock clock;
+  test_util::FakeClock clock;
   absl::Mutex mu;
   bool ready = false;
   std::atomic<int> result{-1};
@@ -71,7 +71,7 @@ TEST(FakeClockTest, AWaitEndsWhenAdvancedToItsDeadlineAndNotBefore) {
 }
 
 TEST(FakeClockTest, AWaitEndsWhenItsConditionBecomesTrueWithoutTimeMoving) {
-  testing::FakeClock clock;
+  test_util::FakeClock clock;
   absl::Mutex mu;
   bool ready = false;
   std::atomic<int> result{-1};
@@ -89,7 +89,7 @@ TEST(FakeClockTest, AWaitEndsWhenItsConditionBecomesTrueWithoutTimeMoving) {
 }
 
 TEST(FakeClockTest, AWaitWhoseDeadlineHasPassedReturnsAtOnce) {
-  testing::FakeClock clock;
+  test_util::FakeClock clock;
   absl::Mutex mu;
   absl::MutexLock lock(&mu);
   const bool ready = false;
@@ -98,7 +98,7 @@ TEST(FakeClockTest, AWaitWhoseDeadlineHasPassedReturnsAtOnce) {
 }
 
 TEST(FakeClockTest, SleepUntilWakesWhenAdvancedPastTheDeadline) {
-  testing::FakeClock clock;
+  test_util::FakeClock clock;
   std::atomic<bool> woke{false};
   const absl::Time deadline = clock.Now() + absl::Minutes(5);
   std::thread sleeper([&] {

@@ -17,11 +17,11 @@
 namespace kaizen::datasets {
 namespace {
 
-using testing::ArchiveEntry;
-using testing::ArchiveKind;
+using test_util::ArchiveEntry;
+using test_util::ArchiveKind;
+using test_util::EncodeJpeg;
+using test_util::EncodePng;
 using ::testing::ElementsAre;
-using testing::EncodeJpeg;
-using testing::EncodePng;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
 
@@ -30,15 +30,15 @@ class ArchiveIngestTest : public ::testing::Test {
   absl::StatusOr<IngestResult> Ingest(const std::string& archive_bytes,
                                       const IngestOptions& options = {}) {
     const std::string path = dir_.File("upload.bin");
-    testing::WriteBinaryFile(path, archive_bytes);
+    test_util::WriteBinaryFile(path, archive_bytes);
     return IngestImageFolderArchive(path, "photos.tgz", options);
   }
   absl::StatusOr<IngestResult> Ingest(const std::vector<ArchiveEntry>& entries,
                                       const IngestOptions& options = {}) {
-    return Ingest(testing::MakeArchive(entries, ArchiveKind::kTarGz), options);
+    return Ingest(test_util::MakeArchive(entries, ArchiveKind::kTarGz), options);
   }
 
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
 };
 
 // (class name, count) pairs of a summary, in label order.
@@ -70,7 +70,7 @@ TEST_P(ArchiveKindTest, IngestsClassFolders) {
       {"cats/c1.jpg", EncodeJpeg(12, 10, 3, 3)},
       {"cats/c3.jpeg", EncodeJpeg(12, 10, 3, 5)},
   };
-  absl::StatusOr<IngestResult> result = Ingest(testing::MakeArchive(entries, GetParam()));
+  absl::StatusOr<IngestResult> result = Ingest(test_util::MakeArchive(entries, GetParam()));
   ASSERT_TRUE(result.ok()) << result.status();
   const v1::Dataset& summary = result->summary;
   EXPECT_EQ(summary.num_examples(), 5);
@@ -94,7 +94,7 @@ TEST_P(ArchiveKindTest, IngestsClassFolders) {
   const DecodedDataset::Record& d2 = data.records[4];
   EXPECT_EQ(std::vector<uint8_t>(data.pixels.begin() + d2.offset,
                                  data.pixels.begin() + d2.offset + 12 * 10 * 3),
-            testing::MakePixels(12, 10, 3, 2));
+            test_util::MakePixels(12, 10, 3, 2));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllKinds, ArchiveKindTest,
@@ -218,7 +218,7 @@ TEST_F(ArchiveIngestTest, CapsListedIgnoredFiles) {
 
 TEST_F(ArchiveIngestTest, RejectsEmptyArchive) {
   for (ArchiveKind kind : {ArchiveKind::kTar, ArchiveKind::kTarGz, ArchiveKind::kZip}) {
-    absl::StatusOr<IngestResult> result = Ingest(testing::MakeArchive({}, kind));
+    absl::StatusOr<IngestResult> result = Ingest(test_util::MakeArchive({}, kind));
     ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
     EXPECT_EQ(result.status().message(), "photos.tgz: the archive is empty");
   }
@@ -286,7 +286,7 @@ TEST_F(ArchiveIngestTest, RejectsTruncatedArchive) {
     }
     for (ArchiveKind kind : {ArchiveKind::kTar, ArchiveKind::kTarGz, ArchiveKind::kZip}) {
       SCOPED_TRACE(size);
-      const std::string archive = testing::MakeArchive(entries, kind);
+      const std::string archive = test_util::MakeArchive(entries, kind);
       absl::StatusOr<IngestResult> result = Ingest(archive.substr(0, archive.size() * 6 / 10));
       ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
       EXPECT_THAT(std::string(result.status().message()),
@@ -390,7 +390,7 @@ TEST_F(ArchiveIngestTest, OnlyInProcessCompressionFiltersAreAccepted) {
   // A tar through libarchive's "compress" (.Z) filter: a real format, but not
   // one of the filters uploads accept (lrzip, lzop and others would run an
   // external program; the list is explicit).
-  const std::string tar = testing::MakeArchive(
+  const std::string tar = test_util::MakeArchive(
       {{"dogs/d1.png", EncodePng(8, 8, 3, 1)}, {"cats/c1.png", EncodePng(8, 8, 3, 2)}},
       ArchiveKind::kTar);
   archive* w = archive_write_new();
@@ -413,9 +413,9 @@ TEST_F(ArchiveIngestTest, OnlyInProcessCompressionFiltersAreAccepted) {
   EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(result.status().message(), HasSubstr("not a tar or zip archive"));
   // The same tar, gzip-compressed, is accepted.
-  EXPECT_TRUE(Ingest(testing::MakeArchive({{"dogs/d1.png", EncodePng(8, 8, 3, 1)},
-                                           {"cats/c1.png", EncodePng(8, 8, 3, 2)}},
-                                          ArchiveKind::kTarGz))
+  EXPECT_TRUE(Ingest(test_util::MakeArchive({{"dogs/d1.png", EncodePng(8, 8, 3, 1)},
+                                             {"cats/c1.png", EncodePng(8, 8, 3, 2)}},
+                                            ArchiveKind::kTarGz))
                   .ok());
 }
 

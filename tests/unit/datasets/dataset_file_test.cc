@@ -47,7 +47,7 @@ int64_t FileSize(const std::string& path) {
 }
 
 TEST(DatasetFileTest, RoundTripsNamesRecordsAndPixels) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   const std::string path = dir.File("data.kzds");
   const DecodedDataset data = SmallDataset();
   absl::StatusOr<int64_t> written = WriteDatasetFile(path, data);
@@ -57,11 +57,11 @@ TEST(DatasetFileTest, RoundTripsNamesRecordsAndPixels) {
   absl::StatusOr<DecodedDataset> read = ReadDatasetFile(path);
   ASSERT_TRUE(read.ok()) << read.status();
   ExpectSameData(data, *read);
-  EXPECT_EQ(testing::ReadBinaryFile(path).substr(0, 4), "KZDS");
+  EXPECT_EQ(test_util::ReadBinaryFile(path).substr(0, 4), "KZDS");
 }
 
 TEST(DatasetFileTest, RoundTripsEmptyDataset) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   ASSERT_TRUE(WriteDatasetFile(dir.File("empty"), DecodedDataset{}).ok());
   absl::StatusOr<DecodedDataset> read = ReadDatasetFile(dir.File("empty"));
   ASSERT_TRUE(read.ok()) << read.status();
@@ -70,7 +70,7 @@ TEST(DatasetFileTest, RoundTripsEmptyDataset) {
 }
 
 TEST(DatasetFileTest, OverwritesAtomicallyWithoutLeavingTemporaryFiles) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   const std::string path = dir.File("data");
   ASSERT_TRUE(WriteDatasetFile(path, SmallDataset()).ok());
   DecodedDataset other = SmallDataset();
@@ -87,37 +87,37 @@ TEST(DatasetFileTest, OverwritesAtomicallyWithoutLeavingTemporaryFiles) {
 }
 
 TEST(DatasetFileTest, DetectsDamagedFile) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   const std::string path = dir.File("data");
   ASSERT_TRUE(WriteDatasetFile(path, SmallDataset()).ok());
-  const std::string good = testing::ReadBinaryFile(path);
+  const std::string good = test_util::ReadBinaryFile(path);
 
   // Any single flipped byte, wherever it lands, is caught.
   for (size_t i = 0; i < good.size(); ++i) {
     std::string bad = good;
     bad[i] ^= 0x01;
-    testing::WriteBinaryFile(path, bad);
+    test_util::WriteBinaryFile(path, bad);
     absl::StatusOr<DecodedDataset> read = ReadDatasetFile(path);
     EXPECT_TRUE(absl::IsDataLoss(read.status())) << "byte " << i << ": " << read.status();
   }
 
-  testing::WriteBinaryFile(path, good.substr(0, good.size() - 10));
+  test_util::WriteBinaryFile(path, good.substr(0, good.size() - 10));
   absl::StatusOr<DecodedDataset> truncated = ReadDatasetFile(path);
   EXPECT_TRUE(absl::IsDataLoss(truncated.status())) << truncated.status();
 
-  testing::WriteBinaryFile(path, "not a dataset at all, just some text here");
+  test_util::WriteBinaryFile(path, "not a dataset at all, just some text here");
   absl::StatusOr<DecodedDataset> foreign = ReadDatasetFile(path);
   EXPECT_TRUE(absl::IsDataLoss(foreign.status())) << foreign.status();
   EXPECT_THAT(std::string(foreign.status().message()), HasSubstr("bad magic"));
 }
 
 TEST(DatasetFileTest, MissingFileIsNotFound) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   EXPECT_TRUE(absl::IsNotFound(ReadDatasetFile(dir.File("nope")).status()));
 }
 
 TEST(DatasetFileTest, RefusesToWriteInconsistentRecords) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   DecodedDataset outside = SmallDataset();
   outside.records.push_back({0, 10, 10, 3, 0});  // 300 bytes, only 25 exist
   absl::StatusOr<int64_t> written = WriteDatasetFile(dir.File("a"), outside);
@@ -135,7 +135,7 @@ TEST(DatasetFileTest, RecordShapeWhoseSizeOverflowsIsRefused) {
   // (2^31 - 1)^2 * 4 does not fit in int64; the product must be checked, not
   // wrapped. Written through the writer's check and read back from a file
   // whose checksum is right, as a crafted file would be.
-  testing::TempDir dir;
+  test_util::TempDir dir;
   DecodedDataset data = SmallDataset();
   data.records.push_back({0, 0x7fffffff, 0x7fffffff, 4, 0});
   absl::StatusOr<int64_t> written = WriteDatasetFile(dir.File("a"), data);
@@ -143,7 +143,7 @@ TEST(DatasetFileTest, RecordShapeWhoseSizeOverflowsIsRefused) {
   EXPECT_THAT(std::string(written.status().message()), HasSubstr("overflows"));
 
   ASSERT_TRUE(WriteDatasetFile(dir.File("b"), SmallDataset()).ok());
-  std::string bytes = testing::ReadBinaryFile(dir.File("b"));
+  std::string bytes = test_util::ReadBinaryFile(dir.File("b"));
   // The first record follows the 28-byte header and the class names.
   size_t record = 28;
   for (const std::string& name : SmallDataset().class_names) record += 4 + name.size();
@@ -153,7 +153,7 @@ TEST(DatasetFileTest, RecordShapeWhoseSizeOverflowsIsRefused) {
   bytes[record + 12] = 4;  // channels
   const uLong crc = crc32(0, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size() - 4);
   for (int i = 0; i < 4; ++i) bytes[bytes.size() - 4 + i] = static_cast<char>(crc >> (8 * i));
-  testing::WriteBinaryFile(dir.File("b"), bytes);
+  test_util::WriteBinaryFile(dir.File("b"), bytes);
   absl::StatusOr<DecodedDataset> read = ReadDatasetFile(dir.File("b"));
   EXPECT_TRUE(absl::IsDataLoss(read.status())) << read.status();
   EXPECT_THAT(std::string(read.status().message()), HasSubstr("record 0: shape"));

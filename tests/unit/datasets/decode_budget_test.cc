@@ -16,11 +16,11 @@
 namespace kaizen::datasets {
 namespace {
 
-using testing::ArchiveEntry;
-using testing::ArchiveKind;
+using test_util::ArchiveEntry;
+using test_util::ArchiveKind;
 using ::testing::HasSubstr;
 
-using testing::EncodeManyScanJpeg;
+using test_util::EncodeManyScanJpeg;
 
 TEST(DecodeBudget, LimitIsTheRatioToReceivedBytesWithinAllowanceAndMaximum) {
   DecodeBudget::Options o;
@@ -77,9 +77,9 @@ TEST(ImageBudget, DecodeIsRefusedBeforeAllocatingPastTheBudget) {
   DecodeBudget budget(o, 1);
   DecodeLimits limits;
   limits.budget = &budget;
-  ASSERT_TRUE(DecodeImage(testing::EncodePng(100, 100, 3, 1), limits).ok());  // 30,000 bytes
-  ASSERT_TRUE(DecodeImage(testing::EncodeJpeg(100, 100, 3, 2), limits).ok());
-  const absl::StatusOr<Image> third = DecodeImage(testing::EncodePng(150, 150, 3, 3), limits);
+  ASSERT_TRUE(DecodeImage(test_util::EncodePng(100, 100, 3, 1), limits).ok());  // 30,000 bytes
+  ASSERT_TRUE(DecodeImage(test_util::EncodeJpeg(100, 100, 3, 2), limits).ok());
+  const absl::StatusOr<Image> third = DecodeImage(test_util::EncodePng(150, 150, 3, 3), limits);
   EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(third.status().message()), HasSubstr("PNG of 150x150"));
   EXPECT_TRUE(budget.exhausted());
@@ -91,13 +91,13 @@ class ArchiveBudgetTest : public ::testing::Test {
   absl::StatusOr<IngestResult> Ingest(const std::vector<ArchiveEntry>& entries, ArchiveKind kind,
                                       const IngestOptions& options) {
     const std::string path = dir_.File("upload.bin");
-    testing::WriteBinaryFile(path, testing::MakeArchive(entries, kind));
+    test_util::WriteBinaryFile(path, test_util::MakeArchive(entries, kind));
     return IngestImageFolderArchive(path, "photos.tgz", options);
   }
   std::vector<ArchiveEntry> ImagesAnd(const ArchiveEntry& extra) {
-    return {{"cats/1.png", testing::EncodePng(8, 8, 3, 1)},
+    return {{"cats/1.png", test_util::EncodePng(8, 8, 3, 1)},
             extra,
-            {"dogs/1.png", testing::EncodePng(8, 8, 3, 2)}};
+            {"dogs/1.png", test_util::EncodePng(8, 8, 3, 2)}};
   }
   static IngestOptions Tight() {
     IngestOptions o;
@@ -106,7 +106,7 @@ class ArchiveBudgetTest : public ::testing::Test {
     return o;
   }
 
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
 };
 
 TEST_F(ArchiveBudgetTest, IgnoredMemberInTarGzIsNotDecompressedPastTheBudget) {
@@ -145,9 +145,9 @@ TEST_F(ArchiveBudgetTest, DecodedPixelsCountAgainstTheBudget) {
   o.budget.max_bytes = 100'000;
   std::vector<ArchiveEntry> entries;
   for (int i = 0; i < 4; ++i) {
-    entries.push_back({"cats/" + std::to_string(i) + ".png", testing::EncodePng(100, 100, 3, i)});
+    entries.push_back({"cats/" + std::to_string(i) + ".png", test_util::EncodePng(100, 100, 3, i)});
     entries.push_back(
-        {"dogs/" + std::to_string(i) + ".png", testing::EncodePng(100, 100, 3, 10 + i)});
+        {"dogs/" + std::to_string(i) + ".png", test_util::EncodePng(100, 100, 3, 10 + i)});
   }
   const absl::StatusOr<IngestResult> result = Ingest(entries, ArchiveKind::kTar, o);
   ASSERT_FALSE(result.ok());

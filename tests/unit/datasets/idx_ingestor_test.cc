@@ -64,13 +64,13 @@ class IdxIngestTest : public ::testing::Test {
   absl::StatusOr<IngestResult> Ingest(const std::string& images, const std::string& labels,
                                       const std::vector<std::string>& class_names = {},
                                       const IngestOptions& options = {}) {
-    testing::WriteBinaryFile(dir_.File("images"), images);
-    testing::WriteBinaryFile(dir_.File("labels"), labels);
+    test_util::WriteBinaryFile(dir_.File("images"), images);
+    test_util::WriteBinaryFile(dir_.File("labels"), labels);
     return IngestIdx(dir_.File("images"), dir_.File("labels"), class_names,
                      "train-images-idx3-ubyte", "train-labels-idx1-ubyte", options);
   }
 
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
 };
 
 TEST_F(IdxIngestTest, IngestsPlainAndGzipIdx) {
@@ -82,8 +82,8 @@ TEST_F(IdxIngestTest, IngestsPlainAndGzipIdx) {
       WriteGzipFile(dir_.File("i.gz"), images);
       WriteGzipFile(dir_.File("l.gz"), labels);
     } else {
-      testing::WriteBinaryFile(dir_.File("i.gz"), images);
-      testing::WriteBinaryFile(dir_.File("l.gz"), labels);
+      test_util::WriteBinaryFile(dir_.File("i.gz"), images);
+      test_util::WriteBinaryFile(dir_.File("l.gz"), labels);
     }
     absl::StatusOr<IngestResult> result =
         IngestIdx(dir_.File("i.gz"), dir_.File("l.gz"), {}, "i.gz", "l.gz", {});
@@ -148,9 +148,9 @@ TEST_F(IdxIngestTest, RejectsTruncatedIdx) {
   // A gzip stream cut short reads as truncated too.
   std::string gz_path = dir_.File("cut.gz");
   WriteGzipFile(gz_path, IdxImages(200, 28, 28));
-  std::string gz = testing::ReadBinaryFile(gz_path);
-  testing::WriteBinaryFile(gz_path, gz.substr(0, gz.size() / 2));
-  testing::WriteBinaryFile(dir_.File("labels"), IdxLabels(AlternatingLabels(200)));
+  std::string gz = test_util::ReadBinaryFile(gz_path);
+  test_util::WriteBinaryFile(gz_path, gz.substr(0, gz.size() / 2));
+  test_util::WriteBinaryFile(dir_.File("labels"), IdxLabels(AlternatingLabels(200)));
   absl::StatusOr<IngestResult> cut =
       IngestIdx(gz_path, dir_.File("labels"), {}, "cut.gz", "labels", {});
   ASSERT_TRUE(absl::IsInvalidArgument(cut.status())) << cut.status();
@@ -322,7 +322,7 @@ TEST_F(IdxIngestTest, RefusesAPayloadPastTheDecodeBudgetBeforeReadingIt) {
 
 TEST_F(IdxIngestTest, GzipPayloadCountsAgainstTheBudgetRatio) {
   // 200 images of 100x100 zeros: 2 MB of pixels from a few KB of gzip.
-  testing::WriteBinaryFile(dir_.File("labels"), IdxLabels(AlternatingLabels(200)));
+  test_util::WriteBinaryFile(dir_.File("labels"), IdxLabels(AlternatingLabels(200)));
   WriteGzipFile(dir_.File("images"),
                 IdxImages(200, 100, 100).substr(0, 16) + std::string(200 * 100 * 100, '\0'));
   IngestOptions options;

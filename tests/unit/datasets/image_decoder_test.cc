@@ -88,39 +88,39 @@ std::string EncodeCmykJpeg(int width, int height, const uint8_t cmyk[4]) {
 TEST(ImageDecoderTest, DecodesJpegGreyAndRgb) {
   for (int channels : {1, 3}) {
     SCOPED_TRACE(channels);
-    const std::string jpeg = testing::EncodeJpeg(40, 30, channels, 7, 95);
+    const std::string jpeg = test_util::EncodeJpeg(40, 30, channels, 7, 95);
     absl::StatusOr<Image> image = DecodeImage(jpeg, kLimit);
     ASSERT_TRUE(image.ok()) << image.status();
     EXPECT_EQ(image->width, 40);
     EXPECT_EQ(image->height, 30);
     EXPECT_EQ(image->channels, channels);
     // Lossy, but close to what was encoded.
-    EXPECT_LT(MeanAbsDiff(image->pixels, testing::MakePixels(40, 30, channels, 7)), 10.0);
+    EXPECT_LT(MeanAbsDiff(image->pixels, test_util::MakePixels(40, 30, channels, 7)), 10.0);
   }
 }
 
 TEST(ImageDecoderTest, DecodesPngExactly) {
   for (int channels : {1, 3}) {
     SCOPED_TRACE(channels);
-    absl::StatusOr<Image> image = DecodeImage(testing::EncodePng(17, 9, channels, 3), kLimit);
+    absl::StatusOr<Image> image = DecodeImage(test_util::EncodePng(17, 9, channels, 3), kLimit);
     ASSERT_TRUE(image.ok()) << image.status();
     EXPECT_EQ(image->width, 17);
     EXPECT_EQ(image->height, 9);
     EXPECT_EQ(image->channels, channels);
-    EXPECT_EQ(image->pixels, testing::MakePixels(17, 9, channels, 3));
+    EXPECT_EQ(image->pixels, test_util::MakePixels(17, 9, channels, 3));
   }
 }
 
 TEST(ImageDecoderTest, DecodesPngWithAlphaToRgb) {
-  absl::StatusOr<Image> image = DecodeImage(testing::EncodePng(5, 4, 4, 11), kLimit);
+  absl::StatusOr<Image> image = DecodeImage(test_util::EncodePng(5, 4, 4, 11), kLimit);
   ASSERT_TRUE(image.ok()) << image.status();
   EXPECT_EQ(image->channels, 3);
-  const std::vector<uint8_t> rgba = testing::MakePixels(5, 4, 4, 11);
+  const std::vector<uint8_t> rgba = test_util::MakePixels(5, 4, 4, 11);
   std::vector<uint8_t> rgb;
   for (size_t i = 0; i < rgba.size(); i += 4) rgb.insert(rgb.end(), &rgba[i], &rgba[i + 3]);
   EXPECT_EQ(image->pixels, rgb);
 
-  absl::StatusOr<Image> grey = DecodeImage(testing::EncodePng(5, 4, 2, 11), kLimit);
+  absl::StatusOr<Image> grey = DecodeImage(test_util::EncodePng(5, 4, 2, 11), kLimit);
   ASSERT_TRUE(grey.ok()) << grey.status();
   EXPECT_EQ(grey->channels, 1);
   EXPECT_EQ(grey->pixels.size(), 20u);
@@ -137,7 +137,7 @@ TEST(ImageDecoderTest, ConvertsCmykJpegToRgb) {
 }
 
 TEST(ImageDecoderTest, RejectsTruncatedJpegWithReason) {
-  const std::string jpeg = testing::EncodeJpeg(64, 64, 3, 1);
+  const std::string jpeg = test_util::EncodeJpeg(64, 64, 3, 1);
   absl::StatusOr<Image> image = DecodeImage(jpeg.substr(0, jpeg.size() / 2), kLimit);
   ASSERT_TRUE(absl::IsInvalidArgument(image.status())) << image.status();
   EXPECT_THAT(std::string(image.status().message()), HasSubstr("truncated JPEG"));
@@ -145,7 +145,7 @@ TEST(ImageDecoderTest, RejectsTruncatedJpegWithReason) {
 }
 
 TEST(ImageDecoderTest, RejectsCorruptJpegWithReason) {
-  std::string jpeg = testing::EncodeJpeg(64, 64, 3, 1);
+  std::string jpeg = test_util::EncodeJpeg(64, 64, 3, 1);
   // Garbage right after the SOI marker, where a marker must follow.
   for (size_t i = 3; i < 40; ++i) jpeg[i] = 0x11;
   absl::StatusOr<Image> image = DecodeImage(jpeg, kLimit);
@@ -155,7 +155,7 @@ TEST(ImageDecoderTest, RejectsCorruptJpegWithReason) {
 }
 
 TEST(ImageDecoderTest, RejectsTruncatedAndCorruptPng) {
-  const std::string png = testing::EncodePng(64, 64, 3, 2);
+  const std::string png = test_util::EncodePng(64, 64, 3, 2);
   absl::StatusOr<Image> truncated = DecodeImage(png.substr(0, png.size() / 2), kLimit);
   ASSERT_TRUE(absl::IsInvalidArgument(truncated.status())) << truncated.status();
   EXPECT_THAT(std::string(truncated.status().message()), HasSubstr("truncated"));
@@ -193,20 +193,20 @@ TEST(ImageDecoderTest, RejectsOversizedImageBeforeDecoding) {
   EXPECT_EQ(wrapped.status().message(),
             "4294967295x4294967295 = 18446744065119617025 pixels exceeds the limit of 25000000");
 
-  absl::StatusOr<Image> jpeg = DecodeImage(testing::EncodeJpeg(64, 32, 3, 1), 1000);
+  absl::StatusOr<Image> jpeg = DecodeImage(test_util::EncodeJpeg(64, 32, 3, 1), 1000);
   ASSERT_TRUE(absl::IsResourceExhausted(jpeg.status())) << jpeg.status();
   EXPECT_EQ(jpeg.status().message(), "64x32 = 2048 pixels exceeds the limit of 1000");
 
-  absl::StatusOr<Image> png = DecodeImage(testing::EncodePng(64, 32, 3, 1), 1000);
+  absl::StatusOr<Image> png = DecodeImage(test_util::EncodePng(64, 32, 3, 1), 1000);
   ASSERT_TRUE(absl::IsResourceExhausted(png.status())) << png.status();
 
   // Exactly at the limit is fine.
-  EXPECT_TRUE(DecodeImage(testing::EncodePng(40, 25, 3, 1), 1000).ok());
+  EXPECT_TRUE(DecodeImage(test_util::EncodePng(40, 25, 3, 1), 1000).ok());
 }
 
 TEST(ImageDecoderTest, SniffsFormatsByMagicBytes) {
-  EXPECT_EQ(SniffImageFormat(testing::EncodeJpeg(8, 8, 3, 1)), ImageFormat::kJpeg);
-  EXPECT_EQ(SniffImageFormat(testing::EncodePng(8, 8, 3, 1)), ImageFormat::kPng);
+  EXPECT_EQ(SniffImageFormat(test_util::EncodeJpeg(8, 8, 3, 1)), ImageFormat::kJpeg);
+  EXPECT_EQ(SniffImageFormat(test_util::EncodePng(8, 8, 3, 1)), ImageFormat::kPng);
   EXPECT_EQ(SniffImageFormat("GIF89a\x01\x00"), ImageFormat::kGif);
   EXPECT_EQ(SniffImageFormat("GIF87a"), ImageFormat::kGif);
   EXPECT_EQ(SniffImageFormat("BM\x36\x00\x00\x00"), ImageFormat::kBmp);

@@ -44,7 +44,7 @@ class JobEventHubTest : public ::testing::Test {
     jobs_ = *store::JobStore::Open(meta_->db());
     hub_ = std::make_unique<JobEventHub>(jobs_.get());
   }
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
   std::unique_ptr<store::MetadataStore> meta_;
   std::unique_ptr<store::JobStore> jobs_;
   std::unique_ptr<JobEventHub> hub_;

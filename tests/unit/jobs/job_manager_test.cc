@@ -54,12 +54,12 @@ class JobManagerTest : public ::testing::Test {
   }
 
   void UploadDataset(const std::string& name, int images = 8) {
-    std::vector<testing::ArchiveEntry> entries;
+    std::vector<test_util::ArchiveEntry> entries;
     for (int i = 0; i < images; ++i) {
       entries.push_back(
-          {absl::StrCat(i % 2 ? "cats/" : "dogs/", i, ".png"), testing::EncodePng(16, 16, 3, i)});
+          {absl::StrCat(i % 2 ? "cats/" : "dogs/", i, ".png"), test_util::EncodePng(16, 16, 3, i)});
     }
-    const std::string archive = testing::MakeArchive(entries, testing::ArchiveKind::kTar);
+    const std::string archive = test_util::MakeArchive(entries, test_util::ArchiveKind::kTar);
     kaizen::v1::UploadDatasetHeader h;
     h.set_name(name);
     h.set_format(kaizen::v1::DATASET_FORMAT_IMAGE_FOLDER);
@@ -134,7 +134,7 @@ class JobManagerTest : public ::testing::Test {
     return true;
   }
 
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
   std::unique_ptr<store::MetadataStore> metadata_;
   std::unique_ptr<store::DatasetStore> datasets_;
   std::unique_ptr<store::ModelStore> models_;

@@ -14,8 +14,16 @@
 #include "tests/test_util/promql_names.h"
 #include "tests/test_util/temp_dir.h"
 
-namespace kaizen::testing {
+namespace kaizen::metrics {
 namespace {
+
+using test_util::DashboardExpressions;
+using test_util::PromqlMetricNames;
+using test_util::ReadDashboardExpressions;
+using test_util::ReadRuleExpressions;
+using test_util::RuleExpressions;
+using test_util::TempDir;
+using test_util::UnknownMetrics;
 
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
@@ -26,7 +34,7 @@ const std::string kDashboard =
     std::string(KAIZEN_SOURCE_DIR) + "/deploy/grafana/kaizen-dashboard.json";
 
 std::set<std::string> RegisteredSampleNames() {
-  auto m = metrics::Metrics::Create("127.0.0.1", -1);
+  auto m = Metrics::Create("127.0.0.1", -1);
   EXPECT_TRUE(m.ok()) << m.status();
   const std::vector<std::string> names = (*m)->SampleNames();
   return std::set<std::string>(names.begin(), names.end());
@@ -125,4 +133,4 @@ TEST(DeployReferencesTest, AReferenceToAMissingMetricIsCaught) {
 }
 
 }  // namespace
-}  // namespace kaizen::testing
+}  // namespace kaizen::metrics

@@ -55,17 +55,18 @@ class MetricsHttpServerTest : public ::testing::Test {
 TEST_F(MetricsHttpServerTest, ServesWhatTheCollectorReturnsAtEachScrape) {
   Start();
   ASSERT_GT(server_->port(), 0);
-  const std::string first = testing::HttpGet(server_->port(), "/metrics");
+  const std::string first = test_util::HttpGet(server_->port(), "/metrics");
   EXPECT_THAT(first, StartsWith("HTTP/1.1 200 OK\r\n"));
   EXPECT_THAT(first, HasSubstr("Content-Type: text/plain; version=0.0.4"));
   EXPECT_THAT(first, HasSubstr("# TYPE kaizen_test_total counter\nkaizen_test_total 1\n"));
-  EXPECT_THAT(testing::HttpGet(server_->port(), "/metrics?x=1"), HasSubstr("kaizen_test_total 2"));
+  EXPECT_THAT(test_util::HttpGet(server_->port(), "/metrics?x=1"),
+              HasSubstr("kaizen_test_total 2"));
 }
 
 TEST_F(MetricsHttpServerTest, OtherPathsAndMethodsAreRefused) {
   Start();
-  EXPECT_THAT(testing::HttpGet(server_->port(), "/"), StartsWith("HTTP/1.1 404 Not Found"));
-  const int fd = testing::ConnectLoopback(server_->port());
+  EXPECT_THAT(test_util::HttpGet(server_->port(), "/"), StartsWith("HTTP/1.1 404 Not Found"));
+  const int fd = test_util::ConnectLoopback(server_->port());
   ASSERT_GE(fd, 0);
   const std::string post = "POST /metrics HTTP/1.0\r\n\r\n";
   ASSERT_EQ(send(fd, post.data(), post.size(), MSG_NOSIGNAL), static_cast<ssize_t>(post.size()));
@@ -80,16 +81,16 @@ TEST_F(MetricsHttpServerTest, ASilentClientDelaysNobodyAndIsClosedAtItsDeadline)
   MetricsHttpServer::Options options;
   options.request_timeout = absl::Milliseconds(300);
   Start(options);
-  const int silent = testing::ConnectLoopback(server_->port());
+  const int silent = test_util::ConnectLoopback(server_->port());
   ASSERT_GE(silent, 0);
-  EXPECT_THAT(testing::HttpGet(server_->port(), "/metrics"), HasSubstr("kaizen_test_total 1"));
+  EXPECT_THAT(test_util::HttpGet(server_->port(), "/metrics"), HasSubstr("kaizen_test_total 1"));
   EXPECT_TRUE(ClosedWithin(silent, 10000));
   close(silent);
 }
 
 TEST_F(MetricsHttpServerTest, AnOversizedRequestIsAnsweredAndClosed) {
   Start();
-  const int fd = testing::ConnectLoopback(server_->port());
+  const int fd = test_util::ConnectLoopback(server_->port());
   ASSERT_GE(fd, 0);
   const std::string junk = "GET /" + std::string(20000, 'a');  // never ends its headers
   send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);

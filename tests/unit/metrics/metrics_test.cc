@@ -319,7 +319,7 @@ TEST(MetricsTest, ServesTheRegistryOverHttp) {
   int hook_runs = 0;
   (*m)->SetCollectHook([&] { ++hook_runs; });
   (*m)->GrpcStarted("kaizen.v1.InferenceService", "Predict");
-  const std::string response = testing::HttpGet((*m)->port(), "/metrics");
+  const std::string response = test_util::HttpGet((*m)->port(), "/metrics");
   EXPECT_THAT(response, HasSubstr("HTTP/1.1 200 OK"));
   EXPECT_THAT(response, HasSubstr("grpc_server_started_total{grpc_method=\"Predict\""));
   EXPECT_THAT(response, HasSubstr("process_resident_memory_bytes "));
@@ -354,7 +354,7 @@ TEST(MetricsTest, PromtoolAcceptsTheExposition) {
   m->AddUploadBytes("dataset", 100);
   m->AddDownloadBytes(10);
   m->SetJobCounts({{kaizen::v1::JOB_STATE_RUNNING, 1}}, 0);
-  testing::TempDir dir;
+  test_util::TempDir dir;
   const std::string path = dir.File("scrape.txt");
   {
     std::ofstream out(path);

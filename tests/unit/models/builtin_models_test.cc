@@ -238,7 +238,7 @@ with open(meta_path, "wb") as f:
 
 TEST(BuiltinModelsTest, BuiltinSavedFileLoadsInPythonWithSameLogits) {
   if (!PythonHasTorch()) GTEST_SKIP() << KAIZEN_PYTHON << " cannot import torch";
-  testing::TempDir dir;
+  test_util::TempDir dir;
   for (const std::string& name : BuiltinModelNames()) {
     SCOPED_TRACE(name);
     BuiltinOptions options = Opts(3, 32, 6, 3);
@@ -271,7 +271,7 @@ TEST(BuiltinModelsTest, BuiltinSavedFileLoadsInPythonWithSameLogits) {
 }
 
 TEST(BuiltinModelsTest, HeadCanBeReplacedByReRegisteringWeights) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   torch::jit::Module module = Create("resnet-small", Opts(1, 28, 10, 0));
   module.eval();
   torch::jit::Module fc = module.attr("fc").toModule();

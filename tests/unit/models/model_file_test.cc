@@ -28,7 +28,7 @@ std::vector<std::string> ListDir(const std::string& path) {
 }
 
 TEST(ModelFileTest, SaveModelFileRoundTripsMetadata) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   BuiltinOptions options;
   options.num_classes = 2;
   absl::StatusOr<torch::jit::Module> module = CreateBuiltinModel("resnet-small", options);
@@ -61,7 +61,7 @@ TEST(ModelFileTest, SaveModelFileRoundTripsMetadata) {
 }
 
 TEST(ModelFileTest, SaveModelFileFailsCleanlyForMissingDirectory) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   BuiltinOptions options;
   absl::StatusOr<torch::jit::Module> module = CreateBuiltinModel("cnn-small", options);
   ASSERT_TRUE(module.ok());

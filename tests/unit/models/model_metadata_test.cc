@@ -50,7 +50,7 @@ TEST(ModelMetadataTest, MalformedJsonIsInvalidArgument) {
 }
 
 TEST(ModelMetadataTest, ReadModelMetadataReportsMissingAndGarbage) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   EXPECT_EQ(ReadModelMetadata(dir.File("missing.pt")).status().code(), absl::StatusCode::kNotFound);
   // A TorchScript file written by plain Python has no kaizen.json.
   EXPECT_EQ(ReadModelMetadata(KAIZEN_FIXTURE_DIR "/resnet18.pt").status().code(),

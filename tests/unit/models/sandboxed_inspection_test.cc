@@ -27,7 +27,7 @@ std::string ReadAll(const std::string& path) {
 class SandboxedInspectionTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new testing::TempDir();
+    dir_ = new test_util::TempDir();
     canary_ = dir_->File("canary.db");
     std::ofstream(canary_) << "the catalogue";
     const std::string cmd =
@@ -55,11 +55,11 @@ class SandboxedInspectionTest : public ::testing::Test {
     return InspectInSandbox(Model(name), header, o);
   }
 
-  static testing::TempDir* dir_;
+  static test_util::TempDir* dir_;
   static std::string canary_;
 };
 
-testing::TempDir* SandboxedInspectionTest::dir_ = nullptr;
+test_util::TempDir* SandboxedInspectionTest::dir_ = nullptr;
 std::string SandboxedInspectionTest::canary_;
 
 TEST_F(SandboxedInspectionTest, AcceptsAGoodModel) {

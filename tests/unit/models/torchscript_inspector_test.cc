@@ -72,7 +72,7 @@ TEST(TorchScriptInspectorTest, InspectUsesCallerShapeNormalizationAndNames) {
 
 TEST(TorchScriptInspectorTest, InspectHonoursNamedHead) {
   // The real head comes first; a later, unused Linear would be the default.
-  testing::TempDir dir;
+  test_util::TempDir dir;
   torch::jit::Module m = NewModule("TwoHeads");
   m.register_module("classifier", Linear(3 * 4 * 4, 5));
   m.register_module("aux", Linear(3 * 4 * 4, 2));
@@ -101,7 +101,7 @@ def forward(self, x):
 
 TEST(TorchScriptInspectorTest, InspectProbesInputSize) {
   // Flattens into a fixed-width Linear, so only 28x28 with one channel runs.
-  testing::TempDir dir;
+  test_util::TempDir dir;
   torch::jit::Module m = NewModule("TinyMnist");
   m.register_parameter("conv_weight", at::randn({4, 1, 3, 3}), false);
   m.register_module("fc", Linear(4 * 28 * 28, 10));
@@ -120,7 +120,7 @@ def forward(self, x):
 }
 
 TEST(TorchScriptInspectorTest, InspectRejectsGarbageFile) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   const std::string path = dir.File("garbage.pt");
   std::ofstream(path) << "this is not a zip archive";
   absl::StatusOr<kaizen::v1::Model> model = InspectTorchScriptFile(path, {});
@@ -152,7 +152,7 @@ TEST(TorchScriptInspectorTest, InspectRejectsUnknownHead) {
 }
 
 TEST(TorchScriptInspectorTest, InspectRejectsModelWithoutLinear) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   torch::jit::Module m = NewModule("NoHead");
   m.register_parameter("conv_weight", at::randn({4, 1, 3, 3}), false);
   m.define(R"(
@@ -168,7 +168,7 @@ def forward(self, x):
 }
 
 TEST(TorchScriptInspectorTest, InspectRejectsNonClassifierOutput) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   torch::jit::Module m = NewModule("Unsqueezed");
   m.register_module("fc", Linear(3, 2));
   m.define(R"(
@@ -219,7 +219,7 @@ TEST(TorchScriptInspectorTest, InspectRejectsWrongInputShape) {
 }
 
 TEST(TorchScriptInspectorTest, InspectReadsEmbeddedMetadata) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   BuiltinOptions options;
   options.in_channels = 1;
   options.input_size = 28;

@@ -39,7 +39,7 @@ class ChildLimitsTest : public ::testing::Test {
     ASSERT_EQ(write(fd, "precious", 8), 8);
     close(fd);
   }
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
   std::string path_;
 };
 

@@ -10,8 +10,8 @@
 namespace kaizen::sandbox {
 namespace {
 
+using test_util::MakeZip;
 using ::testing::HasSubstr;
-using testing::MakeZip;
 
 const std::string kResNet18 = KAIZEN_FIXTURE_DIR "/resnet18.pt";
 

@@ -16,8 +16,8 @@ using ::testing::HasSubstr;
 
 const std::string kResNet18 = KAIZEN_FIXTURE_DIR "/resnet18.pt";
 
-using Entry = testing::ZipEntry;
-using testing::MakeZip;
+using Entry = test_util::ZipEntry;
+using test_util::MakeZip;
 
 absl::StatusOr<std::vector<ZipMember>> Read(const std::string& zip, ZipLimits limits = {}) {
   return ReadZipDirectory(zip.size(), ReadFromMemory(zip), limits);

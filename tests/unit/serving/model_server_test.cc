@@ -15,24 +15,13 @@
 #include "server/store/metadata_store.h"
 #include "server/store/model_store.h"
 #include "tests/test_util/temp_dir.h"
+#include "tests/unit/serving/serving_test_util.h"
 
 namespace kaizen::serving {
 namespace {
 
-// A 3-class "classifier" on [1, 2, 2] inputs: logits are the first three
-// pixels.
-torch::jit::Module TinyModule() {
-  torch::jit::Module m("Tiny");
-  m.define("def forward(self, x):\n  return x.flatten(1)[:, :3]\n");
-  return m;
-}
-
-kaizen::v1::Model TinyMetadata() {
-  kaizen::v1::Model meta;
-  for (int64_t d : {1, 2, 2}) meta.add_input_shape(d);
-  for (const char* c : {"a", "b", "c"}) meta.add_class_names(c);
-  return meta;
-}
+using fixtures::TinyMetadata;
+using fixtures::TinyModule;
 
 // Stands in for LoadedModel::Load: loads the stored file without freezing or
 // warm-up, fails the versions it is told to, and runs a hook once a load is
@@ -143,7 +132,7 @@ class ModelServerTest : public ::testing::Test {
     return m.ok() ? (*m)->version() : -1;
   }
 
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
   std::unique_ptr<store::MetadataStore> metadata_;
   std::unique_ptr<store::ModelStore> models_;
   FakeLoader loader_;

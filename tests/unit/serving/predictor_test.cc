@@ -21,28 +21,14 @@
 #include "server/serving/model_server.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
+#include "tests/unit/serving/serving_test_util.h"
 
 namespace kaizen::serving {
 namespace {
 
 using Kind = ModelInput::Kind;
 
-// A 3-class "classifier" on [1, 2, 2] inputs whose logits are the first three
-// pixels, saved with Kaizen's metadata and loaded for serving.
-std::shared_ptr<const LoadedModel> TinyModel(const testing::TempDir& dir) {
-  torch::jit::Module m("Tiny");
-  m.define("def forward(self, x):\n  return x.flatten(1)[:, :3]\n");
-  kaizen::v1::Model meta;
-  meta.set_name("tiny");
-  meta.set_version(1);
-  for (int64_t d : {1, 2, 2}) meta.add_input_shape(d);
-  for (const char* c : {"a", "b", "c"}) meta.add_class_names(c);
-  const std::string path = dir.File("tiny-1.pt");
-  EXPECT_TRUE(models::SaveModelFile(m, meta, path).ok());
-  auto loaded = LoadedModel::Load(path, meta, torch::kCPU, {1});
-  EXPECT_TRUE(loaded.ok()) << loaded.status();
-  return *loaded;
-}
+using fixtures::TinyModel;
 
 ModelInput Tensor(std::string what, std::vector<int64_t> shape, const std::vector<float>& values,
                   bool single = false) {
@@ -69,13 +55,16 @@ class PredictorTest : public ::testing::Test {
     ModelServer::Options o;
     o.preload = false;
     o.device = "cpu";
-    server_ = std::make_unique<ModelServer>(o, /*models=*/nullptr, metrics_.get());
+    absl::StatusOr<std::unique_ptr<ModelServer>> server =
+        ModelServer::Create(o, /*models=*/nullptr, metrics_.get());
+    EXPECT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
     options_.max_request_inputs = 4;
   }
 
   Predictor predictor() const { return Predictor(server_.get(), options_); }
 
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
   std::unique_ptr<metrics::Metrics> metrics_ = *metrics::Metrics::Create("127.0.0.1", -1);
   std::unique_ptr<ModelServer> server_;
   Predictor::Options options_;
@@ -103,9 +92,9 @@ TEST_F(PredictorTest, TooManyInputsAreRefusedWithTheLimit) {
 }
 
 TEST_F(PredictorTest, BatchesTensorsAndImagesInOrderAndRunsThem) {
-  const std::vector<float> one = {0, 5, 0, 0};                      // class 1
-  const std::vector<float> two = {7, 0, 0, 0, /**/ 0, 0, 9, 0};     // classes 0, 2
-  const std::string png = testing::EncodePng(8, 8, 1, /*seed=*/3);  // preprocessed to [1, 2, 2]
+  const std::vector<float> one = {0, 5, 0, 0};                        // class 1
+  const std::vector<float> two = {7, 0, 0, 0, /**/ 0, 0, 9, 0};       // classes 0, 2
+  const std::string png = test_util::EncodePng(8, 8, 1, /*seed=*/3);  // preprocessed to [1, 2, 2]
   const std::vector<ModelInput> inputs = {Tensor("inputs[0]", {1, 2, 2}, one),
                                           Tensor("inputs[1]", {2, 1, 2, 2}, two),
                                           Image("inputs[2]", png)};
@@ -156,7 +145,7 @@ TEST_F(PredictorTest, EmptyBatchesAndInputsWithoutDataAreRefused) {
 TEST_F(PredictorTest, AnExpiredDeadlineStopsImagesAndTensorsBeforeCompute) {
   InferOptions late;
   late.deadline = absl::Now() - absl::Milliseconds(1);
-  const std::string png = testing::EncodePng(8, 8, 1, 1);
+  const std::string png = test_util::EncodePng(8, 8, 1, 1);
   auto image = predictor().Predict(model_, {Image("inputs[0]", png)}, late);
   EXPECT_EQ(image.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_TRUE(absl::StartsWith(image.status().message(), "inputs[0]: ")) << image.status();
@@ -168,7 +157,7 @@ TEST_F(PredictorTest, AnExpiredDeadlineStopsImagesAndTensorsBeforeCompute) {
 TEST_F(PredictorTest, ACancelledCallerStopsImagesAndTensorsBeforeCompute) {
   InferOptions gone;
   gone.cancelled = [] { return true; };
-  const std::string png = testing::EncodePng(8, 8, 1, 1);
+  const std::string png = test_util::EncodePng(8, 8, 1, 1);
   auto image = predictor().Predict(model_, {Image("inputs[0]", png)}, gone);
   EXPECT_EQ(image.status().code(), absl::StatusCode::kCancelled);
   EXPECT_TRUE(absl::StartsWith(image.status().message(), "inputs[0]: ")) << image.status();
@@ -179,7 +168,7 @@ TEST_F(PredictorTest, ACancelledCallerStopsImagesAndTensorsBeforeCompute) {
 
 TEST_F(PredictorTest, ImagesAreDecodedUnderTheRequestsLimits) {
   options_.max_image_pixels = 63;  // an 8x8 image has 64
-  const std::string png = testing::EncodePng(8, 8, 1, 1);
+  const std::string png = test_util::EncodePng(8, 8, 1, 1);
   auto big = predictor().Predict(model_, {Image("inputs[1]", png)}, InferOptions{});
   EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_TRUE(absl::StartsWith(big.status().message(), "inputs[1]: ")) << big.status();

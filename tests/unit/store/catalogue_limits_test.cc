@@ -10,7 +10,7 @@ namespace kaizen::store {
 namespace {
 
 TEST(CatalogueLimits, RowThatIsNotUtf8IsRefusedSoListKeepsWorking) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   auto store = *MetadataStore::Open(dir.File("k.db"));
   // E.g. class names from a model file's own metadata.
   ModelRow bad;
@@ -27,7 +27,7 @@ TEST(CatalogueLimits, RowThatIsNotUtf8IsRefusedSoListKeepsWorking) {
 }
 
 TEST(CatalogueLimits, DatasetPagesEndAtTheByteBudget) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   auto metadata = *MetadataStore::Open(dir.File("k.db"));
   // Ten records of ~700 KB each (the most classes, the longest names): a
   // page of all of them would be ~7 MB.

@@ -19,7 +19,7 @@ void Touch(const std::string& path) {
 }
 
 TEST(DataDirTest, PrepareCreatesTheLayoutAndEmptiesTmp) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   const std::string root = dir.File("data");
   ASSERT_TRUE(PrepareDataDir(root).ok());
   for (const char* sub : {"/tmp", "/datasets", "/models"}) {
@@ -33,14 +33,14 @@ TEST(DataDirTest, PrepareCreatesTheLayoutAndEmptiesTmp) {
 }
 
 TEST(DataDirTest, PrepareReportsAPathThatCannotBeCreated) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   Touch(dir.File("file"));
   absl::Status s = PrepareDataDir(dir.File("file") + "/data");
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(DataDirTest, SweepRemovesOnlyFilesNoRowReferences) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   const std::string root = dir.path();
   ASSERT_TRUE(PrepareDataDir(root).ok());
   absl::StatusOr<std::unique_ptr<MetadataStore>> metadata =

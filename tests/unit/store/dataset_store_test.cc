@@ -20,15 +20,15 @@ using ::testing::HasSubstr;
 
 // Two classes of three PNGs each, as a tar.gz of class folders.
 std::string PhotosArchive() {
-  std::vector<testing::ArchiveEntry> entries;
+  std::vector<test_util::ArchiveEntry> entries;
   for (const char* cls : {"cats", "dogs"}) {
     for (int i = 0; i < 3; ++i) {
       entries.push_back(
           {std::string(cls) + "/" + std::to_string(i) + ".png",
-           testing::EncodePng(16, 16, 3, static_cast<uint32_t>(i + (cls[0] == 'd') * 10))});
+           test_util::EncodePng(16, 16, 3, static_cast<uint32_t>(i + (cls[0] == 'd') * 10))});
     }
   }
-  return testing::MakeArchive(entries, testing::ArchiveKind::kTarGz);
+  return test_util::MakeArchive(entries, test_util::ArchiveKind::kTarGz);
 }
 
 kaizen::v1::UploadDatasetHeader Header(const std::string& name, const std::string& archive) {
@@ -67,7 +67,7 @@ class DatasetStoreTest : public ::testing::Test {
     if (absl::Status st = (*up)->Append(bytes); !st.ok()) return st;
     return (*up)->Finish(sha);
   }
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
   std::unique_ptr<MetadataStore> metadata_;
   std::unique_ptr<DatasetStore> store_;
 };

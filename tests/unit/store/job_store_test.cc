@@ -23,7 +23,7 @@ class JobStoreTest : public ::testing::Test {
     meta_ = *MetadataStore::Open(dir_.File("k.db"));
     jobs_ = *JobStore::Open(meta_->db());
   }
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
   std::unique_ptr<MetadataStore> meta_;
   std::unique_ptr<JobStore> jobs_;
 };

@@ -25,7 +25,7 @@ ModelRow Model(const std::string& name, int64_t version, double acc = -1) {
 }
 
 TEST(MetadataStore, DatasetsPersistAcrossReopen) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   {
     auto store = MetadataStore::Open(dir.File("k.db"));
     ASSERT_TRUE(store.ok()) << store.status();
@@ -45,7 +45,7 @@ TEST(MetadataStore, DatasetsPersistAcrossReopen) {
 }
 
 TEST(MetadataStore, DuplicateDatasetIsAlreadyExists) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   auto store = *MetadataStore::Open(dir.File("k.db"));
   ASSERT_TRUE(store->InsertDataset(Dataset("a", 1)).ok());
   absl::Status st = store->InsertDataset(Dataset("a", 5));
@@ -54,7 +54,7 @@ TEST(MetadataStore, DuplicateDatasetIsAlreadyExists) {
 }
 
 TEST(MetadataStore, DeleteReturnsRowAndMissingIsNotFound) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   auto store = *MetadataStore::Open(dir.File("k.db"));
   ASSERT_TRUE(store->InsertDataset(Dataset("a", 1)).ok());
   auto removed = store->DeleteDataset("a");
@@ -65,7 +65,7 @@ TEST(MetadataStore, DeleteReturnsRowAndMissingIsNotFound) {
 }
 
 TEST(MetadataStore, ListsDatasetsAfterCursor) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   auto store = *MetadataStore::Open(dir.File("k.db"));
   for (const char* n : {"c", "a", "d", "b"}) ASSERT_TRUE(store->InsertDataset(Dataset(n, 1)).ok());
   auto page = store->ListDatasets("b", 2);
@@ -76,7 +76,7 @@ TEST(MetadataStore, ListsDatasetsAfterCursor) {
 }
 
 TEST(MetadataStore, ModelVersionsLatestAndDeletion) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   auto store = *MetadataStore::Open(dir.File("k.db"));
   ASSERT_TRUE(store->InsertModel(Model("m", 1)).ok());
   ASSERT_TRUE(store->InsertModel(Model("m", 2)).ok());

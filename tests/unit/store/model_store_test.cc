@@ -22,7 +22,7 @@ torch::jit::Module TinyClassifier(int64_t classes) {
 }
 
 TEST(ModelStoreTest, ListPagesStopAtTheByteLimit) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   ASSERT_TRUE(PrepareDataDir(dir.path()).ok());
   auto metadata = MetadataStore::Open(dir.path() + "/kaizen.db");
   ASSERT_TRUE(metadata.ok()) << metadata.status();

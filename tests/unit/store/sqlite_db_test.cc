@@ -36,7 +36,7 @@ class SqliteDbTest : public ::testing::Test {
     EXPECT_TRUE(row.ok() && *row);
     return st->ColumnInt(0);
   }
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
   std::unique_ptr<SqliteDb> db_;
 };
 

@@ -28,7 +28,7 @@ int CountFiles(const std::string& dir) {
   return n;
 }
 
-UploadReceiver::Options Opts(const testing::TempDir& dir, int parts, int64_t max = 1 << 20) {
+UploadReceiver::Options Opts(const test_util::TempDir& dir, int parts, int64_t max = 1 << 20) {
   UploadReceiver::Options o;
   o.tmp_dir = dir.path();
   o.expected_parts = parts;
@@ -37,7 +37,7 @@ UploadReceiver::Options Opts(const testing::TempDir& dir, int parts, int64_t max
 }
 
 TEST(UploadReceiver, SplitsStreamIntoPartsAcrossChunkBoundaries) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   UploadReceiver r(Opts(dir, 2));
   ASSERT_TRUE(r.Start(Parts({{"images", 5}, {"labels", 3}})).ok());
   ASSERT_TRUE(r.Append("abc").ok());
@@ -51,7 +51,7 @@ TEST(UploadReceiver, SplitsStreamIntoPartsAcrossChunkBoundaries) {
 }
 
 TEST(UploadReceiver, TruncatedStreamIsInvalidArgumentNamingThePart) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   UploadReceiver r(Opts(dir, 2));
   ASSERT_TRUE(r.Start(Parts({{"images.gz", 5}, {"labels.gz", 3}})).ok());
   ASSERT_TRUE(r.Append("abcdef").ok());
@@ -62,7 +62,7 @@ TEST(UploadReceiver, TruncatedStreamIsInvalidArgumentNamingThePart) {
 }
 
 TEST(UploadReceiver, WrongChecksumIsInvalidArgument) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   UploadReceiver r(Opts(dir, 1));
   ASSERT_TRUE(r.Start(Parts({{"a.tar", 3}})).ok());
   ASSERT_TRUE(r.Append("abc").ok());
@@ -72,7 +72,7 @@ TEST(UploadReceiver, WrongChecksumIsInvalidArgument) {
 }
 
 TEST(UploadReceiver, ExtraBytesAndOversizeAreRejected) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   UploadReceiver r(Opts(dir, 1));
   ASSERT_TRUE(r.Start(Parts({{"a.tar", 3}})).ok());
   EXPECT_EQ(r.Append("abcd").code(), absl::StatusCode::kInvalidArgument);
@@ -83,7 +83,7 @@ TEST(UploadReceiver, ExtraBytesAndOversizeAreRejected) {
 }
 
 TEST(UploadReceiver, DestructionRemovesTemporaryFiles) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   {
     UploadReceiver r(Opts(dir, 2));
     ASSERT_TRUE(r.Start(Parts({{"a", 2}, {"b", 2}})).ok());
@@ -96,7 +96,7 @@ TEST(UploadReceiver, DestructionRemovesTemporaryFiles) {
 TEST(UploadReceiver, DeclaredSizesThatOverflowAreInvalidArgumentNamingThePart) {
   // Each part alone is under INT64_MAX; their sum wrapped to a negative total
   // that passed the size limit.
-  testing::TempDir dir;
+  test_util::TempDir dir;
   UploadReceiver r(Opts(dir, 2));
   const int64_t huge = (int64_t{1} << 62) + (int64_t{1} << 61);
   absl::Status st = r.Start(Parts({{"images.gz", huge}, {"labels.gz", huge}}));

@@ -11,8 +11,8 @@
 namespace kaizen::training {
 namespace {
 
-using testing::Builtin;
-using testing::Snapshot;
+using fixtures::Builtin;
+using fixtures::Snapshot;
 
 bool StartsWithAny(const std::string& name, std::initializer_list<const char*> prefixes) {
   for (const char* p : prefixes) {
@@ -36,7 +36,7 @@ TEST(FreezingTest, ListsTopLevelBlocks) {
 }
 
 TEST(FreezingTest, FeatureExtractionFreezesBackboneAndBatchNorm) {
-  testing::BaseModel base = Builtin("resnet-small");
+  fixtures::BaseModel base = Builtin("resnet-small");
   HeadSpec spec;
   spec.num_classes = 2;
   auto split = SplitClassifier(base.module, base.metadata, spec, false);
@@ -70,10 +70,10 @@ TEST(FreezingTest, FeatureExtractionFreezesBackboneAndBatchNorm) {
   EXPECT_FALSE(torch::equal(head_before[0].second, split->head.attr("weight").toTensor()));
 
   // Through Train(), with augmentation on so that the backbone runs every step.
-  datasets::DecodedDataset data = testing::SyntheticDataset(2, 16);
+  datasets::DecodedDataset data = fixtures::SyntheticDataset(2, 16);
   TrainerOptions options;
   options.strategy = kaizen::v1::STRATEGY_FEATURE_EXTRACTION;
-  options.hyperparameters = testing::FastHyperparameters(1);
+  options.hyperparameters = fixtures::FastHyperparameters(1);
   options.hyperparameters.mutable_augmentation()->set_enabled(true);
   options.hyperparameters.mutable_augmentation()->set_horizontal_flip(true);
   options.base = base.module;
@@ -97,11 +97,11 @@ TEST(FreezingTest, FeatureExtractionFreezesBackboneAndBatchNorm) {
 }
 
 TEST(FreezingTest, FineTuneTrainsOnlyTopBlocks) {
-  testing::BaseModel base = Builtin("resnet-small");
-  datasets::DecodedDataset data = testing::SyntheticDataset(2, 16);
+  fixtures::BaseModel base = Builtin("resnet-small");
+  datasets::DecodedDataset data = fixtures::SyntheticDataset(2, 16);
   TrainerOptions options;
   options.strategy = kaizen::v1::STRATEGY_FINE_TUNE;
-  options.hyperparameters = testing::FastHyperparameters(2);
+  options.hyperparameters = fixtures::FastHyperparameters(2);
   options.hyperparameters.set_trainable_blocks(1);
   // Epoch 1 trains the head alone, epoch 2 unfreezes layer3.
   options.hyperparameters.set_head_warmup_epochs(1);

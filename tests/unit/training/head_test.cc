@@ -11,7 +11,7 @@
 namespace kaizen::training {
 namespace {
 
-using testing::Builtin;
+using fixtures::Builtin;
 
 torch::Tensor Forward(torch::jit::Module m, const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
@@ -35,7 +35,7 @@ std::string PythonOutputShape(const std::string& path) {
 }
 
 TEST(HeadTest, ReplacesHeadForNewClassCount) {
-  testing::BaseModel base = Builtin("resnet-small", /*classes=*/10);
+  fixtures::BaseModel base = Builtin("resnet-small", /*classes=*/10);
   HeadSpec spec;
   spec.num_classes = 3;
   auto split = SplitClassifier(base.module, base.metadata, spec, /*keep_head=*/false);
@@ -63,7 +63,7 @@ TEST(HeadTest, ReplacesHeadForNewClassCount) {
       torch::allclose(logits, Forward(split->head, Forward(split->backbone, x)), 1e-5, 1e-5));
 
   // Survives save/load, in C++ and in Python.
-  kaizen::testing::TempDir dir;
+  kaizen::test_util::TempDir dir;
   const std::string path = dir.File("model.pt");
   kaizen::v1::Model meta = base.metadata;
   meta.mutable_head()->set_out_features(3);
@@ -82,7 +82,7 @@ TEST(HeadTest, ReplacesHeadForNewClassCount) {
 }
 
 TEST(HeadTest, MlpHeadWrapsBackbone) {
-  testing::BaseModel base = Builtin("cnn-small", /*classes=*/10);
+  fixtures::BaseModel base = Builtin("cnn-small", /*classes=*/10);
   HeadSpec spec;
   spec.kind = kaizen::v1::HEAD_KIND_MLP;
   spec.num_classes = 4;
@@ -102,7 +102,7 @@ TEST(HeadTest, MlpHeadWrapsBackbone) {
   EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 4}));
   EXPECT_TRUE(torch::equal(logits, Forward(*classifier, x)));  // eval: no dropout
 
-  kaizen::testing::TempDir dir;
+  kaizen::test_util::TempDir dir;
   const std::string path = dir.File("mlp.pt");
   kaizen::v1::Model meta = base.metadata;
   meta.mutable_head()->set_module_path("head");

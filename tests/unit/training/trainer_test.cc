@@ -13,7 +13,7 @@
 namespace kaizen::training {
 namespace {
 
-using testing::Builtin;
+using fixtures::Builtin;
 using ::testing::HasSubstr;
 
 struct Recorder {
@@ -32,7 +32,7 @@ struct Recorder {
   }
 };
 
-TrainerOptions Options(kaizen::v1::Strategy strategy, const testing::BaseModel& base,
+TrainerOptions Options(kaizen::v1::Strategy strategy, const fixtures::BaseModel& base,
                        kaizen::v1::Hyperparameters hp) {
   TrainerOptions o;
   o.strategy = strategy;
@@ -43,10 +43,10 @@ TrainerOptions Options(kaizen::v1::Strategy strategy, const testing::BaseModel& 
 }
 
 TEST(TrainerTest, LearnsSeparableData) {
-  datasets::DecodedDataset train = testing::SyntheticDataset(2, 24, 28, 1, 1);
-  datasets::DecodedDataset val = testing::SyntheticDataset(2, 10, 28, 1, 2);
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 24, 28, 1, 1);
+  datasets::DecodedDataset val = fixtures::SyntheticDataset(2, 10, 28, 1, 2);
   // Enough steps (24) for BatchNorm's running statistics to follow the weights.
-  auto hp = testing::FastHyperparameters(4, /*batch=*/8);
+  auto hp = fixtures::FastHyperparameters(4, /*batch=*/8);
   hp.set_learning_rate(3e-3);
   Recorder rec;
   auto result = Train(Options(kaizen::v1::STRATEGY_SCRATCH, Builtin("cnn-small"), hp),
@@ -80,11 +80,11 @@ TEST(TrainerTest, LearnsSeparableData) {
 }
 
 TEST(TrainerTest, FeatureCacheSkipsBackboneAfterFirstEpoch) {
-  datasets::DecodedDataset train = testing::SyntheticDataset(2, 40);
-  auto hp = testing::FastHyperparameters(1);
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 40);
+  auto hp = fixtures::FastHyperparameters(1);
   hp.set_learning_rate(0.01);
   hp.mutable_validation()->set_split(0.2);
-  const testing::BaseModel base = Builtin("resnet-small");
+  const fixtures::BaseModel base = Builtin("resnet-small");
   auto one =
       Train(Options(kaizen::v1::STRATEGY_FEATURE_EXTRACTION, base, hp), {&train, nullptr}, {});
   hp.set_epochs(4);
@@ -107,15 +107,15 @@ TEST(TrainerTest, FeatureCacheSkipsBackboneAfterFirstEpoch) {
 }
 
 TEST(TrainerTest, SameSeedSameLoss) {
-  datasets::DecodedDataset train = testing::SyntheticDataset(3, 12);
-  auto hp = testing::FastHyperparameters(2);
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(3, 12);
+  auto hp = fixtures::FastHyperparameters(2);
   hp.mutable_augmentation()->set_enabled(true);
   hp.mutable_augmentation()->set_random_crop_padding(2);
   hp.mutable_augmentation()->set_horizontal_flip(true);
   hp.mutable_head()->set_kind(kaizen::v1::HEAD_KIND_MLP);
   hp.mutable_head()->set_hidden_units(16);
   hp.mutable_head()->set_dropout(0.5);
-  const testing::BaseModel base = Builtin("cnn-small");
+  const fixtures::BaseModel base = Builtin("cnn-small");
   auto a = Train(Options(kaizen::v1::STRATEGY_FULL, base, hp), {&train, nullptr}, {});
   auto b = Train(Options(kaizen::v1::STRATEGY_FULL, base, hp), {&train, nullptr}, {});
   hp.set_seed(8);
@@ -126,9 +126,9 @@ TEST(TrainerTest, SameSeedSameLoss) {
 }
 
 TEST(TrainerTest, ResumeMatchesUninterruptedRun) {
-  datasets::DecodedDataset train = testing::SyntheticDataset(2, 16);
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 16);
   for (auto strategy : {kaizen::v1::STRATEGY_FULL, kaizen::v1::STRATEGY_FEATURE_EXTRACTION}) {
-    auto hp = testing::FastHyperparameters(4);
+    auto hp = fixtures::FastHyperparameters(4);
     hp.mutable_optimizer()->set_kind(kaizen::v1::OPTIMIZER_ADAMW);
     hp.mutable_optimizer()->set_weight_decay(0.01);
     hp.mutable_schedule()->set_kind(kaizen::v1::SCHEDULE_COSINE);
@@ -139,7 +139,7 @@ TEST(TrainerTest, ResumeMatchesUninterruptedRun) {
       hp.mutable_augmentation()->set_random_crop_padding(2);
       hp.set_backbone_lr_multiplier(0.1);
     }
-    const testing::BaseModel base = Builtin("resnet-small");
+    const fixtures::BaseModel base = Builtin("resnet-small");
     auto straight = Train(Options(strategy, base, hp), {&train, nullptr}, {});
     ASSERT_TRUE(straight.ok()) << straight.status();
 
@@ -182,8 +182,8 @@ class PauseResumeTest : public ::testing::TestWithParam<kaizen::v1::Strategy> {}
 
 TEST_P(PauseResumeTest, PausedMidEpochContinuesWithTheSameLosses) {
   const kaizen::v1::Strategy strategy = GetParam();
-  datasets::DecodedDataset train = testing::SyntheticDataset(2, 20);
-  auto hp = testing::FastHyperparameters(3, /*batch=*/8);
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 20);
+  auto hp = fixtures::FastHyperparameters(3, /*batch=*/8);
   hp.mutable_optimizer()->set_kind(kaizen::v1::OPTIMIZER_ADAMW);
   hp.mutable_optimizer()->set_weight_decay(0.01);
   hp.mutable_schedule()->set_kind(kaizen::v1::SCHEDULE_COSINE);
@@ -200,7 +200,7 @@ TEST_P(PauseResumeTest, PausedMidEpochContinuesWithTheSameLosses) {
     hp.mutable_augmentation()->set_horizontal_flip(true);
   }
   if (strategy == kaizen::v1::STRATEGY_FINE_TUNE) hp.set_head_warmup_epochs(1);
-  const testing::BaseModel base = Builtin("resnet-small");
+  const fixtures::BaseModel base = Builtin("resnet-small");
 
   Recorder straight;
   auto whole = Train(Options(strategy, base, hp), {&train, nullptr}, straight.callbacks());
@@ -266,8 +266,8 @@ TEST_P(PauseResumeTest, PausedMidEpochContinuesWithTheSameLosses) {
         {worst, std::abs(a.train_loss() - b.train_loss()), std::abs(a.val_loss() - b.val_loss())});
   }
   // The same final weights.
-  const auto resumed_weights = testing::Snapshot(from->module);
-  const auto straight_weights = testing::Snapshot(straight.checkpoints.back().module);
+  const auto resumed_weights = fixtures::Snapshot(from->module);
+  const auto straight_weights = fixtures::Snapshot(straight.checkpoints.back().module);
   ASSERT_EQ(resumed_weights.size(), straight_weights.size());
   for (size_t i = 0; i < resumed_weights.size(); ++i) {
     ASSERT_EQ(resumed_weights[i].first, straight_weights[i].first);
@@ -295,9 +295,9 @@ INSTANTIATE_TEST_SUITE_P(
 // A checkpoint that stands at a step its epoch no longer has (the batch size
 // changed) is refused rather than resumed somewhere else.
 TEST(TrainerTest, AResumePositionBeyondTheEpochIsRefused) {
-  datasets::DecodedDataset train = testing::SyntheticDataset(2, 16);
-  auto hp = testing::FastHyperparameters(2);
-  const testing::BaseModel base = Builtin("cnn-small");
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 16);
+  auto hp = fixtures::FastHyperparameters(2);
+  const fixtures::BaseModel base = Builtin("cnn-small");
   Recorder rec;
   Callbacks c = rec.callbacks();
   c.should_stop = [&rec] { return rec.steps.size() >= 1; };
@@ -318,8 +318,8 @@ TEST(TrainerTest, AResumePositionBeyondTheEpochIsRefused) {
 }
 
 TEST(TrainerTest, CancelWritesFinalCheckpoint) {
-  datasets::DecodedDataset train = testing::SyntheticDataset(2, 16);
-  auto hp = testing::FastHyperparameters(3);
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 16);
+  auto hp = fixtures::FastHyperparameters(3);
   Recorder rec;
   Callbacks callbacks = rec.callbacks();
   int checks = 0;
@@ -343,8 +343,8 @@ TEST(TrainerTest, CancelWritesFinalCheckpoint) {
 }
 
 TEST(TrainerTest, NanLossFailsWithClearError) {
-  datasets::DecodedDataset train = testing::SyntheticDataset(2, 16);
-  auto hp = testing::FastHyperparameters(3);
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 16);
+  auto hp = fixtures::FastHyperparameters(3);
   hp.mutable_optimizer()->set_kind(kaizen::v1::OPTIMIZER_SGD);
   hp.set_learning_rate(1e12);
   auto result =
@@ -357,9 +357,9 @@ TEST(TrainerTest, NanLossFailsWithClearError) {
 }
 
 TEST(TrainerTest, EarlyStoppingStopsAfterPatience) {
-  datasets::DecodedDataset train = testing::SyntheticDataset(2, 16);
-  datasets::DecodedDataset val = testing::SyntheticDataset(2, 4, 28, 1, 3);
-  auto hp = testing::FastHyperparameters(20);
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 16);
+  datasets::DecodedDataset val = fixtures::SyntheticDataset(2, 4, 28, 1, 3);
+  auto hp = fixtures::FastHyperparameters(20);
   hp.set_learning_rate(0.05);
   hp.mutable_early_stopping()->set_enabled(true);
   hp.mutable_early_stopping()->set_patience(2);
@@ -378,9 +378,9 @@ TEST(TrainerTest, EarlyStoppingStopsAfterPatience) {
 }
 
 TEST(TrainerTest, RejectsUnsupportedStrategiesAndData) {
-  datasets::DecodedDataset train = testing::SyntheticDataset(2, 4);
-  const testing::BaseModel base = Builtin("cnn-small");
-  auto hp = testing::FastHyperparameters(1);
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 4);
+  const fixtures::BaseModel base = Builtin("cnn-small");
+  auto hp = fixtures::FastHyperparameters(1);
   auto inc = Train(Options(kaizen::v1::STRATEGY_INCREMENTAL, base, hp), {&train, nullptr}, {});
   EXPECT_EQ(inc.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(std::string(inc.status().message()),
@@ -389,7 +389,7 @@ TEST(TrainerTest, RejectsUnsupportedStrategiesAndData) {
       Train(Options(kaizen::v1::STRATEGY_FULL, base, hp), {nullptr, nullptr}, {}).status().code(),
       absl::StatusCode::kInvalidArgument);
   // A torch failure becomes a Status with the place it happened.
-  testing::BaseModel wrong = Builtin("cnn-small", 10, 28, /*channels=*/3);
+  fixtures::BaseModel wrong = Builtin("cnn-small", 10, 28, /*channels=*/3);
   wrong.metadata.set_input_shape(0, 1);  // metadata lies about the channels
   auto failed = Train(Options(kaizen::v1::STRATEGY_FULL, wrong, hp), {&train, nullptr}, {});
   ASSERT_FALSE(failed.ok());

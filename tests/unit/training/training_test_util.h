@@ -13,7 +13,7 @@
 #include "server/datasets/dataset_file.h"
 #include "server/models/builtin_models.h"
 
-namespace kaizen::training::testing {
+namespace kaizen::training::fixtures {
 
 // `classes` classes of `per_class` images each: a bright square whose
 // position depends on the class, on noise. Easy to separate.
@@ -89,4 +89,4 @@ inline std::vector<std::pair<std::string, torch::Tensor>> Snapshot(const torch::
   return out;
 }
 
-}  // namespace kaizen::training::testing
+}  // namespace kaizen::training::fixtures

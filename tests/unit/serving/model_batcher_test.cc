@@ -1,6 +1,7 @@
-// Unit tests of the serving engine's parts: the dynamic batcher (merging,
-// lone callers, versions kept apart, queue limit, deadlines) on a fake clock,
-// and input preprocessing.
+// Unit tests of the dynamic batcher: merging, lone callers, versions kept
+// apart, queue limit, deadlines and cancellation, on a fake clock.
+#include "server/serving/model_batcher.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -8,39 +9,19 @@
 #include <limits>
 #include <thread>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "server/metrics/metrics.h"
-#include "server/models/model_file.h"
 #include "server/serving/loaded_model.h"
-#include "server/serving/model_batcher.h"
-#include "server/serving/preprocess.h"
 #include "tests/test_util/fake_clock.h"
-#include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
+#include "tests/unit/serving/serving_test_util.h"
 
 namespace kaizen::serving {
 namespace {
 
-// A 3-class "classifier" on [1, 2, 2] inputs whose logits are the first three
-// pixels times `scale`, saved with Kaizen's metadata and loaded for serving.
-std::shared_ptr<const LoadedModel> TinyModel(const testing::TempDir& dir, int64_t version,
-                                             double scale = 1.0) {
-  torch::jit::Module m("Tiny");
-  m.define(absl::StrCat("def forward(self, x):\n  return x.flatten(1)[:, :3] * ", scale, "\n"));
-  kaizen::v1::Model meta;
-  meta.set_name("tiny");
-  meta.set_version(version);
-  for (int64_t d : {1, 2, 2}) meta.add_input_shape(d);
-  for (const char* c : {"a", "b", "c"}) meta.add_class_names(c);
-  const std::string path = dir.File(absl::StrCat("tiny-", version, ".pt"));
-  EXPECT_TRUE(models::SaveModelFile(m, meta, path).ok());
-  auto loaded = LoadedModel::Load(path, meta, torch::kCPU, {1, 4});
-  EXPECT_TRUE(loaded.ok()) << loaded.status();
-  return *loaded;
-}
+using fixtures::TinyModel;
 
 // Count and sum of kaizen_inference_batch_size for "tiny".
 std::pair<uint64_t, double> BatchStats(metrics::Metrics& m) {
@@ -58,7 +39,7 @@ std::pair<uint64_t, double> BatchStats(metrics::Metrics& m) {
 // assertions instead of hanging it. Declared after the batcher it watches.
 class Watchdog {
  public:
-  explicit Watchdog(testing::FakeClock* clock)
+  explicit Watchdog(test_util::FakeClock* clock)
       : thread_([this, clock] {
           while (!done_.WaitForNotificationWithTimeout(absl::Seconds(10))) {
             clock->Advance(absl::Hours(1));
@@ -86,14 +67,14 @@ class BatcherTest : public ::testing::Test {
     o.clock = clock;
     return std::make_unique<ModelBatcher>(o, metrics_.get());
   }
-  testing::TempDir dir_;
+  test_util::TempDir dir_;
   std::unique_ptr<metrics::Metrics> metrics_ = *metrics::Metrics::Create("127.0.0.1", -1);
   // Time for the tests that depend on it: moves only when a test says so.
-  testing::FakeClock clock_;
+  test_util::FakeClock clock_;
 };
 
 TEST_F(BatcherTest, MergesConcurrentRequestsIntoOneForwardPassAndSplitsTheResults) {
-  auto model = TinyModel(dir_, 1);
+  auto model = TinyModel(dir_, 1, 1.0, {1, 4});
   // The batch delay never passes: the batch goes when the 16th input comes.
   auto batcher = Batcher(16, absl::Seconds(2), 64, &clock_);
   Watchdog watchdog(&clock_);
@@ -118,7 +99,7 @@ TEST_F(BatcherTest, MergesConcurrentRequestsIntoOneForwardPassAndSplitsTheResult
 }
 
 TEST_F(BatcherTest, ALoneCallerDoesNotWaitForABatchToFill) {
-  auto model = TinyModel(dir_, 1);
+  auto model = TinyModel(dir_, 1, 1.0, {1, 4});
   auto batcher = Batcher(16, absl::Milliseconds(300), 64, &clock_);
   Watchdog watchdog(&clock_);
   const torch::Tensor x = torch::rand({1, 1, 2, 2});
@@ -135,7 +116,7 @@ TEST_F(BatcherTest, ALoneCallerDoesNotWaitForABatchToFill) {
 }
 
 TEST_F(BatcherTest, RequestsForDifferentVersionsAreNeverMerged) {
-  auto v1 = TinyModel(dir_, 1, 1.0), v2 = TinyModel(dir_, 2, -1.0);
+  auto v1 = TinyModel(dir_, 1, 1.0, {1, 4}), v2 = TinyModel(dir_, 2, -1.0, {1, 4});
   auto batcher = Batcher(16, absl::Milliseconds(200), 64, &clock_);
   Watchdog watchdog(&clock_);
   torch::Tensor x = torch::zeros({1, 1, 2, 2});
@@ -162,7 +143,7 @@ TEST_F(BatcherTest, RequestsForDifferentVersionsAreNeverMerged) {
 }
 
 TEST_F(BatcherTest, ExpiredCancelledAndStoppedRequestsAreNotComputed) {
-  auto model = TinyModel(dir_, 1);
+  auto model = TinyModel(dir_, 1, 1.0, {1, 4});
   auto batcher = Batcher(1, absl::ZeroDuration());
   // Expired before it is queued: dropped without compute.
   InferOptions late;
@@ -180,7 +161,7 @@ TEST_F(BatcherTest, ExpiredCancelledAndStoppedRequestsAreNotComputed) {
 }
 
 TEST_F(BatcherTest, ABatchWaitsExactlyTheQueueDelayForMoreInputs) {
-  auto model = TinyModel(dir_, 1);
+  auto model = TinyModel(dir_, 1, 1.0, {1, 4});
   auto batcher = Batcher(16, absl::Milliseconds(300), 64, &clock_);
   Watchdog watchdog(&clock_);
   std::atomic<bool> done{false};
@@ -198,7 +179,7 @@ TEST_F(BatcherTest, ABatchWaitsExactlyTheQueueDelayForMoreInputs) {
 }
 
 TEST_F(BatcherTest, ARequestWhoseDeadlinePassesInTheQueueLeavesItUncomputed) {
-  auto model = TinyModel(dir_, 1);
+  auto model = TinyModel(dir_, 1, 1.0, {1, 4});
   auto batcher = Batcher(16, absl::Seconds(10), 64, &clock_);
   Watchdog watchdog(&clock_);
   InferOptions options;
@@ -215,7 +196,7 @@ TEST_F(BatcherTest, ARequestWhoseDeadlinePassesInTheQueueLeavesItUncomputed) {
 }
 
 TEST_F(BatcherTest, ARequestCancelledInTheQueueLeavesItAtTheNextPoll) {
-  auto model = TinyModel(dir_, 1);
+  auto model = TinyModel(dir_, 1, 1.0, {1, 4});
   auto batcher = Batcher(16, absl::Seconds(10), 64, &clock_);
   Watchdog watchdog(&clock_);
   std::atomic<bool> cancelled{false};
@@ -231,83 +212,6 @@ TEST_F(BatcherTest, ARequestCancelledInTheQueueLeavesItAtTheNextPoll) {
   caller.join();
   EXPECT_EQ(code, absl::StatusCode::kCancelled);
   EXPECT_EQ(BatchStats(*metrics_).first, 0u);
-}
-
-TEST(PreprocessTest, ImagesAreConvertedResizedAndNormalisedLikeTrainingImages) {
-  kaizen::v1::Model meta;
-  meta.set_name("m");
-  for (int64_t d : {3, 8, 8}) meta.add_input_shape(d);
-  meta.mutable_normalization()->add_mean(0.5f);
-  meta.mutable_normalization()->add_std(0.25f);
-  // A grey 8x8 PNG becomes 3 identical channels, (x/255 - 0.5) / 0.25.
-  const std::string png = testing::EncodePng(8, 8, 1, 3);
-  const std::vector<uint8_t> pixels = testing::MakePixels(8, 8, 1, 3);
-  auto x = PreprocessImage(png, meta, 1 << 20, "inputs[0]");
-  ASSERT_TRUE(x.ok()) << x.status();
-  ASSERT_EQ(x->sizes(), (std::vector<int64_t>{3, 8, 8}));
-  for (int c = 0; c < 3; ++c) {
-    EXPECT_NEAR((*x)[c][2][5].item<float>(), (pixels[2 * 8 + 5] / 255.0f - 0.5f) / 0.25f, 1e-5);
-  }
-  // Any size is resized to the model's.
-  auto big = PreprocessImage(testing::EncodeJpeg(40, 30, 3, 1), meta, 1 << 20, "inputs[1]");
-  ASSERT_TRUE(big.ok());
-  EXPECT_EQ(big->sizes(), (std::vector<int64_t>{3, 8, 8}));
-  auto bad = PreprocessImage("not an image", meta, 1 << 20, "inputs[2]");
-  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(absl::StartsWith(bad.status().message(), "inputs[2]: ")) << bad.status();
-  auto huge = PreprocessImage(testing::EncodePng(64, 64, 1, 1), meta, 100, "inputs[3]");
-  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted);
-}
-
-TEST(PreprocessTest, RequestImageDecoderStopsOnCancelDeadlineAndBudget) {
-  kaizen::v1::Model meta;
-  meta.set_name("m");
-  for (int64_t d : {1, 8, 8}) meta.add_input_shape(d);
-  const std::string png = testing::EncodePng(100, 100, 3, 1);  // 30,000 decoded bytes
-
-  RequestImageDecoder::Options o;
-  o.budget.max_bytes = 50'000;
-  RequestImageDecoder budgeted(o, static_cast<int64_t>(png.size()));
-  EXPECT_TRUE(budgeted.Decode(png, meta, "inputs[0]").ok());
-  auto second = budgeted.Decode(png, meta, "inputs[1]");
-  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_TRUE(absl::StartsWith(second.status().message(), "inputs[1]: PNG of 100x100"))
-      << second.status();
-
-  bool cancelled = false;
-  RequestImageDecoder::Options c;
-  c.cancelled = [&cancelled] { return cancelled; };
-  RequestImageDecoder cancellable(c, 0);
-  EXPECT_TRUE(cancellable.Decode(png, meta, "inputs[0]").ok());
-  cancelled = true;
-  EXPECT_EQ(cancellable.Decode(png, meta, "inputs[1]").status().code(),
-            absl::StatusCode::kCancelled);
-
-  RequestImageDecoder::Options d;
-  d.deadline = absl::Now() - absl::Seconds(1);
-  auto late = RequestImageDecoder(d, 0).Decode(png, meta, "inputs[0]");
-  EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_TRUE(absl::StartsWith(late.status().message(), "inputs[0]: ")) << late.status();
-}
-
-TEST(PreprocessTest, TensorsMustMatchTheModelShape) {
-  kaizen::v1::Model meta;
-  meta.set_name("m");
-  for (int64_t d : {1, 2, 2}) meta.add_input_shape(d);
-  std::vector<float> v(8, 0.5f);
-  auto one = BatchFromFloats(v.data(), 4, {1, 2, 2}, meta, "x");
-  ASSERT_TRUE(one.ok());
-  EXPECT_EQ(one->sizes(), (std::vector<int64_t>{1, 1, 2, 2}));
-  auto two = BatchFromFloats(v.data(), 8, {2, 1, 2, 2}, meta, "x");
-  ASSERT_TRUE(two.ok());
-  EXPECT_EQ(two->size(0), 2);
-  EXPECT_EQ(BatchFromFloats(v.data(), 8, {2, 2, 2}, meta, "x").status().message(),
-            "x has shape [2, 2, 2]; model \"m\" takes [1, 2, 2] or [N, 1, 2, 2]");
-  EXPECT_EQ(BatchFromFloats(v.data(), 7, {2, 1, 2, 2}, meta, "x").status().message(),
-            "x has 7 values; shape [2, 1, 2, 2] needs 8");
-  v[3] = std::numeric_limits<float>::infinity();
-  EXPECT_EQ(BatchFromFloats(v.data(), 4, {1, 2, 2}, meta, "x").status().code(),
-            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
