@@ -328,12 +328,25 @@ absl::StatusOr<std::string> ToJsonLine(const google::protobuf::Message& message)
   return json;
 }
 
+namespace {
+
+// Columns a cell takes on a terminal: one per UTF-8 character (bytes that
+// do not start one are not counted), so class names such as "café" or
+// "Ärmel" line up.
+size_t DisplayWidth(const std::string& text) {
+  size_t width = 0;
+  for (const char c : text) width += (static_cast<unsigned char>(c) & 0xc0) != 0x80;
+  return width;
+}
+
+}  // namespace
+
 std::string Table::Render() const {
   std::vector<size_t> widths;
   for (const auto& row : rows_) {
     if (widths.size() < row.size()) widths.resize(row.size(), 0);
     for (size_t c = 0; c < row.size(); ++c) {
-      widths[c] = std::max(widths[c], row[c].size());
+      widths[c] = std::max(widths[c], DisplayWidth(row[c]));
     }
   }
   std::string out;
@@ -343,7 +356,7 @@ std::string Table::Render() const {
       if (c + 1 == row.size()) {
         line += row[c];  // no trailing blanks
       } else {
-        absl::StrAppend(&line, row[c], std::string(widths[c] - row[c].size() + 2, ' '));
+        absl::StrAppend(&line, row[c], std::string(widths[c] - DisplayWidth(row[c]) + 2, ' '));
       }
     }
     absl::StrAppend(&out, line, "\n");

@@ -182,7 +182,11 @@ class LoadRun {
   int active_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-std::string JsonNumber(double value) { return absl::StrFormat("%.3f", value); }
+// JSON has no NaN or infinities: they are null (e.g. latencies of a run
+// that completed no request).
+std::string JsonNumber(double value) {
+  return std::isfinite(value) ? absl::StrFormat("%.3f", value) : "null";
+}
 
 std::string VersionRange(const PredictBench::Result& r) {
   if (r.versions.empty()) return "none";

@@ -37,7 +37,8 @@ inline void LogError(absl::string_view m, std::initializer_list<LogField> f = {}
   Log(LogLevel::kError, m, f);
 }
 
-// Quotes and escapes `s` as a JSON string.
+// Quotes and escapes `s` as a JSON string. Bytes that are not well-formed
+// UTF-8 become U+FFFD, so the result is always valid JSON.
 std::string JsonQuote(absl::string_view s);
 
 }  // namespace kaizen::common

@@ -18,6 +18,16 @@ TEST(OutputTest, TableAlignsColumnsWithoutTrailingBlanks) {
             "x              1\n");
 }
 
+TEST(OutputTest, TableColumnsLineUpWithUtf8Text) {
+  Table table({"CLASS", "N"});
+  table.AddRow({"caf\xc3\xa9", "1"});  // 4 characters, 5 bytes
+  table.AddRow({"shoe", "2"});
+  EXPECT_EQ(table.Render(),
+            "CLASS  N\n"
+            "caf\xc3\xa9   1\n"
+            "shoe   2\n");
+}
+
 TEST(OutputTest, BytesCountsPercentsAndClocks) {
   EXPECT_EQ(FormatBytes(512), "512 B");
   EXPECT_EQ(FormatBytes(12595), "12.3 KiB");

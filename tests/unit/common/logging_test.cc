@@ -21,6 +21,22 @@ TEST(JsonQuoteTest, EscapesWhatJsonRequires) {
   EXPECT_EQ(JsonQuote("caf\xc3\xa9"), "\"caf\xc3\xa9\"");  // UTF-8 passes through
 }
 
+TEST(JsonQuoteTest, BytesThatAreNotUtf8BecomeReplacementCharacters) {
+  // A lone continuation byte, a truncated sequence, an overlong '/', a
+  // surrogate, a code point above U+10FFFF, and a Latin-1 byte.
+  EXPECT_EQ(JsonQuote("a\x80"
+                      "b"),
+            "\"a\\ufffdb\"");
+  EXPECT_EQ(JsonQuote("\xe2\x82"), "\"\\ufffd\\ufffd\"");
+  EXPECT_EQ(JsonQuote("\xc0\xaf"), "\"\\ufffd\\ufffd\"");
+  EXPECT_EQ(JsonQuote("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");
+  EXPECT_EQ(JsonQuote("\xf4\x90\x80\x80"), "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");
+  EXPECT_EQ(JsonQuote("caf\xe9"), "\"caf\\ufffd\"");
+  // Well-formed sequences of every length pass through unchanged.
+  const std::string ok = "\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";  // é € 😀
+  EXPECT_EQ(JsonQuote(ok), "\"" + ok + "\"");
+}
+
 TEST(LogFieldTest, ValuesAreRenderedAsJson) {
   EXPECT_EQ(LogField("k", "v").json_value, "\"v\"");
   EXPECT_EQ(LogField("k", std::string("v")).json_value, "\"v\"");
