@@ -7,6 +7,7 @@
 #
 # Settings (environment variables):
 #   KAIZEN_BUILD_DIR  CMake build folder (default: build)
+#   KAIZEN_TRAIN_BENCH  a prebuilt kaizen_train_bench (no build when set)
 #   PYTHON            interpreter with torch (default: /usr/bin/python3)
 #   REPEATS           rounds (default 5)
 #   MODEL             built-in model (default resnet-small)
@@ -55,13 +56,18 @@ FE=${FE:-1}
 FT=${FT:-1}
 RESULTS=${RESULTS-bench/RESULTS.md}
 
-if [[ ! -f "$BUILD_DIR/build.ninja" && ! -f "$BUILD_DIR/Makefile" ]]; then
-  generator=()
-  command -v ninja >/dev/null && generator=(-G Ninja)
-  cmake -S . -B "$BUILD_DIR" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
+if [[ -n "${KAIZEN_TRAIN_BENCH:-}" ]]; then
+  BENCH=$KAIZEN_TRAIN_BENCH
+else
+  if [[ ! -f "$BUILD_DIR/build.ninja" && ! -f "$BUILD_DIR/Makefile" ]]; then
+    generator=()
+    command -v ninja >/dev/null && generator=(-G Ninja)
+    cmake -S . -B "$BUILD_DIR" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  fi
+  cmake --build "$BUILD_DIR" --target kaizen_train_bench -j"$(nproc)"
+  BENCH="$BUILD_DIR/bench/kaizen_train_bench"
 fi
-cmake --build "$BUILD_DIR" --target kaizen_train_bench -j"$(nproc)"
-BENCH="$BUILD_DIR/bench/kaizen_train_bench"
+[[ -x "$BENCH" ]] || { echo "train_throughput: $BENCH is missing" >&2; exit 1; }
 "$PYTHON" -c "import torch" 2>/dev/null || {
   echo "error: $PYTHON cannot import torch (use Debian's /usr/bin/python3)" >&2
   exit 1

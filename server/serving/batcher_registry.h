@@ -4,6 +4,7 @@
 // still hold one after Stop().
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -30,6 +31,8 @@ class BatcherRegistry {
     int threads = 0;
     // Given to every batcher (batch delays, deadlines).
     common::Clock* clock = common::Clock::Real();
+    // Given to every batcher (see ModelBatcher::Options::before_forward).
+    std::function<void(const std::string& model)> before_forward;
   };
 
   // `metrics` may be null.

@@ -8,6 +8,8 @@
 # section was inserted at the marker of an existing results file without
 # losing what was there, and that the plots exist. The figures themselves are
 # meaningless at this size; bench/run_suite.sh with its defaults makes real ones.
+# It runs the binaries of BUILD_DIR (the tree under test) as they are: no
+# set-up script and no build inside the test.
 #
 # Usage: suite_smoke_test.sh BUILD_DIR
 set -euo pipefail
@@ -32,7 +34,7 @@ printf '# Results\n\nintro line\n\n%s\n\n## an older section\n\nolder text\n' "$
 
 (
   cd "$ROOT"
-  KAIZEN_BUILD_DIR=$BUILD_DIR SUITE_RESULTS=$TMP/RESULTS.md SUITE_OUT=$TMP/runs PLOT_DIR=$TMP/plots \
+  KAIZEN_BIN_DIR=$BUILD_DIR SUITE_RESULTS=$TMP/RESULTS.md SUITE_OUT=$TMP/runs PLOT_DIR=$TMP/plots \
     CEILING_ROUNDS=1 MIN_SECONDS=0.2 SIZES="256 512" IMAGES=128 CEILING_RESULTS= \
     UPLOAD_R=1 N=100 UPLOAD_RESULTS= \
     TRAIN_REPEATS=1 TRAIN_EPOCHS=2 FT_IMAGES=128 FE_IMAGES=128 FE_EPOCHS=2 \

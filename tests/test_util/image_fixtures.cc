@@ -208,6 +208,14 @@ std::string MakeArchive(const std::vector<ArchiveEntry>& entries, ArchiveKind ki
       r = archive_write_set_format_pax_restricted(a);
       if (r == ARCHIVE_OK) r = archive_write_add_filter_gzip(a);
       break;
+    case ArchiveKind::kTarBz2:
+      r = archive_write_set_format_pax_restricted(a);
+      if (r == ARCHIVE_OK) r = archive_write_add_filter_bzip2(a);
+      break;
+    case ArchiveKind::kTarXz:
+      r = archive_write_set_format_pax_restricted(a);
+      if (r == ARCHIVE_OK) r = archive_write_add_filter_xz(a);
+      break;
     case ArchiveKind::kZip:
       r = archive_write_set_format_zip(a);
       break;

@@ -35,7 +35,7 @@ struct ArchiveEntry {
   bool is_dir = false;
 };
 
-enum class ArchiveKind { kTar, kTarGz, kZip };
+enum class ArchiveKind { kTar, kTarGz, kTarBz2, kTarXz, kZip };
 
 // The entries, in order, as an archive of `kind`.
 std::string MakeArchive(const std::vector<ArchiveEntry>& entries, ArchiveKind kind);

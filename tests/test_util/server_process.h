@@ -13,7 +13,9 @@ namespace kaizen::test_util {
 class ServerProcess {
  public:
   // Starts `binary_dir`/kaizen-server with --data_dir, --grpc_port=port,
-  // --host=127.0.0.1, --metrics_port=-1, --threads=1 and `extra_args`.
+  // --host=127.0.0.1, --metrics_port=-1, --threads=1, --drain_seconds=0 (no
+  // probe waits on a test's server) and `extra_args` (a flag given again
+  // there wins).
   ServerProcess(const std::string& binary_dir, const std::string& data_dir, int port,
                 const std::vector<std::string>& extra_args = {});
   // SIGTERM and wait, unless it has already ended.
@@ -24,13 +26,16 @@ class ServerProcess {
   pid_t pid() const { return pid_; }
   // Waits for the process to end; returns its wait status.
   int Wait();
+  // Sends `signal` (SIGKILL: a crash) and waits for the process to end;
+  // returns its wait status.
+  int Kill(int signal);
 
  private:
   pid_t pid_ = -1;
 };
 
-// A port in 20000..39999 derived from the process id and `salt`, so that
-// tests running side by side do not collide.
-int TestPort(int salt);
+// A TCP port on 127.0.0.1 that nothing listened on a moment ago (the kernel's
+// pick for port 0), for a server process told its port on the command line.
+int FreeLoopbackPort();
 
 }  // namespace kaizen::test_util
