@@ -39,12 +39,20 @@ def encode(img, fmt, **kw):
     return out.getvalue()
 
 
+def orientation_exif(value):
+    exif = Image.Exif()
+    exif[0x0112] = value  # Orientation
+    return exif.tobytes()
+
+
 def images():
     seeds = {
         "grey.jpg": encode(image("L", (8, 8), 1), "JPEG", quality=80),
         "rgb.jpg": encode(image("RGB", (16, 8), 2), "JPEG", quality=80),
         "progressive.jpg": encode(image("RGB", (16, 16), 3), "JPEG", progressive=True),
         "cmyk.jpg": encode(image("RGB", (8, 8), 4).convert("CMYK"), "JPEG"),
+        # A phone photo: EXIF APP1 with Orientation 6 (turn 90 degrees clockwise).
+        "exif_orientation.jpg": encode(image("RGB", (16, 8), 10), "JPEG", exif=orientation_exif(6)),
         "grey.png": encode(image("L", (8, 8), 5), "PNG"),
         "rgba.png": encode(image("RGBA", (8, 4), 6), "PNG"),
         "palette.png": encode(image("RGB", (8, 8), 7).convert("P"), "PNG"),

@@ -15,7 +15,7 @@ PACKAGES=(
   # Abseil, Prometheus client, tests
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
   # storage and decoding
-  libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libpng-dev libssl-dev zlib1g-dev
+  libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev
   # the model sandbox (seccomp filter of kaizen-model-inspector)
   libseccomp-dev
   # TLS tests make a CA and certificates with the openssl command

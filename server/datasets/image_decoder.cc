@@ -5,10 +5,12 @@
 #include <jpeglib.h>
 #include <jerror.h>
 // clang-format on
+#include <libexif/exif-data.h>
 #include <png.h>
 
 #include <algorithm>
 #include <csetjmp>
+#include <cstddef>
 #include <cstring>
 
 #include "absl/status/status.h"
@@ -45,6 +47,106 @@ bool ChargeBudget(DecodeBudget* budget, int64_t bytes, absl::string_view format,
 
 uint32_t ReadBigEndian32(const unsigned char* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+// ---------------------------------------------------------------------------
+// EXIF orientation. Phones store pixels as the sensor saw them and record in
+// the EXIF Orientation tag how to turn them upright; the decoder applies it so
+// that training and serving both see the photo as it is shown.
+
+constexpr int kJpegApp1 = JPEG_APP0 + 1;
+constexpr char kExifHeader[] = "Exif\0\0";  // 6 bytes, then a TIFF structure
+constexpr size_t kExifHeaderSize = 6;
+
+// The Orientation of one EXIF APP1 payload ("Exif\0\0" + TIFF), parsed by
+// libexif; 1 (as stored) when the block cannot be parsed, has no Orientation
+// or holds a value outside 1..8. The payload is at most 64 KiB (a JPEG
+// marker's length field), which bounds libexif's work.
+int ExifOrientation(const unsigned char* data, size_t size) {
+  ExifData* exif = exif_data_new();
+  if (exif == nullptr) return 1;
+  // Only read: no "fixing" of the data to the specification (which adds
+  // entries), and tags libexif does not know are skipped.
+  exif_data_unset_option(exif, EXIF_DATA_OPTION_FOLLOW_SPECIFICATION);
+  exif_data_load_data(exif, data, static_cast<unsigned int>(size));
+  int orientation = 1;
+  ExifEntry* entry = exif_content_get_entry(exif->ifd[EXIF_IFD_0], EXIF_TAG_ORIENTATION);
+  if (entry != nullptr && entry->format == EXIF_FORMAT_SHORT && entry->components >= 1 &&
+      entry->data != nullptr && entry->size >= 2) {
+    const int value = exif_get_short(entry->data, exif_data_get_byte_order(exif));
+    if (value >= 1 && value <= 8) orientation = value;
+  }
+  exif_data_unref(exif);
+  return orientation;
+}
+
+// The Orientation of the first EXIF APP1 marker libjpeg saved (1 if none).
+int JpegOrientation(const jpeg_decompress_struct& cinfo) {
+  for (jpeg_saved_marker_ptr m = cinfo.marker_list; m != nullptr; m = m->next) {
+    if (m->marker != kJpegApp1 || m->data_length < kExifHeaderSize ||
+        std::memcmp(m->data, kExifHeader, kExifHeaderSize) != 0) {
+      continue;
+    }
+    return ExifOrientation(m->data, m->data_length);
+  }
+  return 1;
+}
+
+// Turns `image` upright for EXIF `orientation` (2..8; 1 leaves it as is): a
+// mirror (2), 180-degree turn (3), flip (4), transpose (5), quarter turn
+// clockwise (6), transverse (7) or quarter turn anticlockwise (8). 5..8 swap
+// width and height; the pixel count is unchanged. The copy it makes is freed
+// before the decode returns, like libjpeg's own working memory.
+void ApplyOrientation(int orientation, Image* image) {
+  if (orientation < 2 || orientation > 8) return;
+  const ptrdiff_t w = image->width;
+  const ptrdiff_t h = image->height;
+  const ptrdiff_t col = image->channels;
+  const ptrdiff_t row = w * col;
+  // Where the output's top-left pixel comes from in the stored pixels, and
+  // the steps there for one output column and one output row.
+  struct Walk {
+    ptrdiff_t start, step_x, step_y;
+  };
+  Walk walk = {0, col, row};
+  switch (orientation) {
+    case 2:
+      walk = {(w - 1) * col, -col, row};
+      break;
+    case 3:
+      walk = {(h - 1) * row + (w - 1) * col, -col, -row};
+      break;
+    case 4:
+      walk = {(h - 1) * row, col, -row};
+      break;
+    case 5:
+      walk = {0, row, col};
+      break;
+    case 6:
+      walk = {(h - 1) * row, -row, col};
+      break;
+    case 7:
+      walk = {(h - 1) * row + (w - 1) * col, -row, -col};
+      break;
+    case 8:
+      walk = {(w - 1) * col, row, -col};
+      break;
+  }
+  const bool swap = orientation >= 5;
+  const ptrdiff_t out_w = swap ? h : w;
+  const ptrdiff_t out_h = swap ? w : h;
+  std::vector<uint8_t> out(image->pixels.size());
+  uint8_t* dst = out.data();
+  const uint8_t* src = image->pixels.data();
+  for (ptrdiff_t y = 0; y < out_h; ++y) {
+    ptrdiff_t at = walk.start + y * walk.step_y;  // an index: it may step past either end
+    for (ptrdiff_t x = 0; x < out_w; ++x, at += walk.step_x) {
+      for (ptrdiff_t c = 0; c < col; ++c) *dst++ = src[at + c];
+    }
+  }
+  image->pixels.swap(out);
+  image->width = static_cast<int32_t>(out_w);
+  image->height = static_cast<int32_t>(out_h);
 }
 
 // ---------------------------------------------------------------------------
@@ -105,6 +207,8 @@ struct JpegDecoder {
   JpegErrorManager err;
   JpegProgress progress;
   absl::Status budget_status;
+  // The EXIF Orientation tag (1..8), read while the APP1 markers are held.
+  int orientation = 1;
   bool created = false;
   ~JpegDecoder() {
     if (created) jpeg_destroy_decompress(&cinfo);
@@ -152,7 +256,11 @@ DecodeOutcome DecodeJpegGuarded(JpegDecoder* d, const unsigned char* data, size_
   d->created = true;
   d->cinfo.progress = &d->progress.pub;
   jpeg_mem_src(&d->cinfo, data, static_cast<unsigned long>(size));
+  // Keeps APP1 (EXIF) payloads, up to a marker's 64 KiB, for the orientation.
+  jpeg_save_markers(&d->cinfo, kJpegApp1, 0xFFFF);
   jpeg_read_header(&d->cinfo, TRUE);
+  // Saved markers live in libjpeg's image pool, freed by the decode; read now.
+  d->orientation = JpegOrientation(d->cinfo);
 
   const int64_t width = d->cinfo.image_width;
   const int64_t height = d->cinfo.image_height;
@@ -216,6 +324,7 @@ absl::StatusOr<Image> DecodeJpeg(absl::string_view bytes, const DecodeLimits& li
   switch (DecodeJpegGuarded(&decoder, reinterpret_cast<const unsigned char*>(bytes.data()),
                             bytes.size(), limits, &image)) {
     case DecodeOutcome::kOk:
+      ApplyOrientation(decoder.orientation, &image);
       return image;
     case DecodeOutcome::kTooLarge:
       return TooLargeError(image.width, image.height, limits.max_pixels);

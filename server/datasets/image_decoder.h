@@ -1,6 +1,7 @@
-// Decodes uploaded JPEG and PNG files into 8-bit grey or RGB pixels, with the
-// image size checked against a limit before any pixel is decoded so that a
-// small file claiming a huge image (a decompression bomb) costs nothing.
+// Decodes uploaded JPEG and PNG files into 8-bit grey or RGB pixels, upright
+// as EXIF says, with the image size checked against a limit before any pixel
+// is decoded so that a small file claiming a huge image (a decompression bomb)
+// costs nothing. Training ingest and serving both decode through here.
 #pragma once
 
 #include <cstdint>
@@ -42,7 +43,12 @@ ImageFormat SniffImageFormat(absl::string_view bytes);
 absl::string_view ImageFormatName(ImageFormat format);
 
 // Decodes a JPEG (libjpeg-turbo) or PNG (libpng): alpha is dropped, palettes
-// expanded, 16-bit samples stripped to 8, CMYK/YCCK converted to RGB.
+// expanded, 16-bit samples stripped to 8, CMYK/YCCK converted to RGB. A JPEG's
+// EXIF Orientation tag (libexif) is applied after decoding, so a phone photo
+// comes out upright: 2..8 mirror, turn or transpose the pixels (5..8 swap
+// width and height; the pixel count, and so the limits, are unchanged). EXIF
+// that cannot be parsed, or an orientation outside 1..8, leaves the image as
+// stored and is never an error. PNG's optional eXIf chunk is not read.
 // Errors:
 //   InvalidArgument     - empty, unrecognised, corrupt or truncated data; the
 //                         message says why (libjpeg's / libpng's words).

@@ -83,7 +83,18 @@ std::string EncodeJpeg(int width, int height, int channels, uint32_t seed, int q
     ADD_FAILURE() << "EncodeJpeg: channels must be 1 or 3, got " << channels;
     return "";
   }
-  const std::vector<uint8_t> pixels = MakePixels(width, height, channels, seed);
+  return EncodeJpegPixels(MakePixels(width, height, channels, seed), width, height, channels,
+                          quality);
+}
+
+std::string EncodeJpegPixels(const std::vector<uint8_t>& pixels, int width, int height,
+                             int channels, int quality) {
+  if ((channels != 1 && channels != 3) ||
+      pixels.size() != static_cast<size_t>(width) * height * channels) {
+    ADD_FAILURE() << "EncodeJpegPixels: " << pixels.size() << " bytes for " << width << "x"
+                  << height << "x" << channels;
+    return "";
+  }
   jpeg_compress_struct cinfo;
   jpeg_error_mgr err;
   cinfo.err = jpeg_std_error(&err);
@@ -109,6 +120,49 @@ std::string EncodeJpeg(int width, int height, int channels, uint32_t seed, int q
   std::string out(reinterpret_cast<const char*>(buffer), size);
   std::free(buffer);
   return out;
+}
+
+std::string ExifOrientationPayload(int orientation, bool big_endian) {
+  std::string out("Exif\0\0", 6);
+  auto put16 = [&](uint32_t v) {
+    const char hi = static_cast<char>((v >> 8) & 0xff), lo = static_cast<char>(v & 0xff);
+    out += big_endian ? std::string{hi, lo} : std::string{lo, hi};
+  };
+  auto put32 = [&](uint32_t v) {
+    if (big_endian) {
+      put16(v >> 16), put16(v & 0xffff);
+    } else {
+      put16(v & 0xffff), put16(v >> 16);
+    }
+  };
+  out += big_endian ? "MM" : "II";
+  put16(42);                                  // TIFF magic
+  put32(8);                                   // IFD0 right after the 8-byte header
+  put16(1);                                   // one entry
+  put16(0x0112);                              // Orientation
+  put16(3);                                   // SHORT
+  put32(1);                                   // count
+  put16(static_cast<uint32_t>(orientation));  // value, left-justified in 4 bytes
+  put16(0);
+  put32(0);  // no next IFD
+  return out;
+}
+
+std::string InsertJpegApp1(const std::string& jpeg, const std::string& payload) {
+  if (jpeg.size() < 2 || jpeg.compare(0, 2, "\xFF\xD8") != 0 || payload.size() > 65533) {
+    ADD_FAILURE() << "InsertJpegApp1: not a JPEG, or a payload over 64 KiB";
+    return "";
+  }
+  const size_t length = payload.size() + 2;  // the length field counts itself
+  std::string segment("\xFF\xE1", 2);
+  segment += static_cast<char>(length >> 8);
+  segment += static_cast<char>(length & 0xff);
+  segment += payload;
+  return jpeg.substr(0, 2) + segment + jpeg.substr(2);
+}
+
+std::string InsertExifOrientation(const std::string& jpeg, int orientation, bool big_endian) {
+  return InsertJpegApp1(jpeg, ExifOrientationPayload(orientation, big_endian));
 }
 
 std::string EncodePng(int width, int height, int channels, uint32_t seed) {

@@ -16,6 +16,22 @@ std::vector<uint8_t> MakePixels(int width, int height, int channels, uint32_t se
 // JPEG of MakePixels(width, height, channels, seed); channels 1 or 3.
 std::string EncodeJpeg(int width, int height, int channels, uint32_t seed, int quality = 90);
 
+// JPEG of the given HWC pixels; channels 1 or 3.
+std::string EncodeJpegPixels(const std::vector<uint8_t>& pixels, int width, int height,
+                             int channels, int quality = 95);
+
+// An EXIF APP1 payload as cameras write it: "Exif\0\0", a TIFF header
+// (little-endian "II" or big-endian "MM") and IFD0 holding one Orientation
+// entry (tag 0x0112, SHORT, count 1) of `orientation` (any value, 0..65535).
+std::string ExifOrientationPayload(int orientation, bool big_endian = false);
+
+// `jpeg` with an APP1 marker holding `payload` (under 64 KiB) right after SOI.
+std::string InsertJpegApp1(const std::string& jpeg, const std::string& payload);
+
+// `jpeg` with an EXIF APP1 of Orientation `orientation` right after SOI.
+std::string InsertExifOrientation(const std::string& jpeg, int orientation,
+                                  bool big_endian = false);
+
 // Lossless PNG of MakePixels(width, height, channels, seed); channels 1 (grey),
 // 2 (grey + alpha), 3 (RGB) or 4 (RGBA).
 std::string EncodePng(int width, int height, int channels, uint32_t seed);

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -17,6 +18,8 @@
 namespace kaizen::datasets {
 namespace {
 
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -83,6 +86,70 @@ std::string EncodeCmykJpeg(int width, int height, const uint8_t cmyk[4]) {
   std::string out(reinterpret_cast<const char*>(buffer), size);
   std::free(buffer);
   return out;
+}
+
+// The four 32x16 quadrants of a 64x32 RGB image, each one flat colour so that
+// JPEG keeps them apart: top-left red, top-right green, bottom-left blue,
+// bottom-right white.
+enum Quadrant { kRed, kGreen, kBlue, kWhite };
+constexpr uint8_t kQuadrantColours[4][3] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {255, 255, 255}};
+
+std::string QuadrantJpeg() {
+  std::vector<uint8_t> pixels;
+  for (int y = 0; y < 32; ++y) {
+    for (int x = 0; x < 64; ++x) {
+      const int q = (y < 16 ? 0 : 2) + (x < 32 ? 0 : 1);
+      pixels.insert(pixels.end(), kQuadrantColours[q], kQuadrantColours[q] + 3);
+    }
+  }
+  return test_util::EncodeJpegPixels(pixels, 64, 32, 3, 95);
+}
+
+// Which colour the centre of each quadrant of `image` is (-1 if none is near):
+// {top-left, top-right, bottom-left, bottom-right}.
+std::vector<int> QuadrantColours(const Image& image) {
+  std::vector<int> found;
+  for (int qy : {0, 1}) {
+    for (int qx : {0, 1}) {
+      const int x = image.width / 4 + qx * image.width / 2;
+      const int y = image.height / 4 + qy * image.height / 2;
+      const uint8_t* p = &image.pixels[(static_cast<size_t>(y) * image.width + x) * 3];
+      int match = -1;
+      for (int c = 0; c < 4; ++c) {
+        if (std::abs(p[0] - kQuadrantColours[c][0]) < 40 &&
+            std::abs(p[1] - kQuadrantColours[c][1]) < 40 &&
+            std::abs(p[2] - kQuadrantColours[c][2]) < 40) {
+          match = c;
+        }
+      }
+      found.push_back(match);
+    }
+  }
+  return found;
+}
+
+// Where output pixel (x, y) of an upright image comes from in the stored
+// w x h image, per EXIF orientation, written as the EXIF specification
+// describes each one (an independent check of the decoder's strides).
+std::pair<int, int> StoredPixelOf(int orientation, int x, int y, int w, int h) {
+  switch (orientation) {
+    case 2:  // mirrored left to right
+      return {w - 1 - x, y};
+    case 3:  // turned 180 degrees
+      return {w - 1 - x, h - 1 - y};
+    case 4:  // flipped top to bottom
+      return {x, h - 1 - y};
+    case 5:  // transposed: rows become columns
+      return {y, x};
+    case 6:  // turned 90 degrees clockwise: the stored left column is the top row
+      return {y, h - 1 - x};
+    case 7:  // transversed
+      return {w - 1 - y, h - 1 - x};
+    case 8:  // turned 90 degrees anticlockwise: the stored right column is the top row
+      return {w - 1 - y, x};
+    default:
+      return {x, y};
+  }
 }
 
 TEST(ImageDecoderTest, DecodesJpegGreyAndRgb) {
@@ -202,6 +269,118 @@ TEST(ImageDecoderTest, RejectsOversizedImageBeforeDecoding) {
 
   // Exactly at the limit is fine.
   EXPECT_TRUE(DecodeImage(test_util::EncodePng(40, 25, 3, 1), 1000).ok());
+}
+
+TEST(ImageDecoderTest, AppliesEachExifOrientationToTheQuadrants) {
+  // Stored: red green / blue white, 64x32. Each row: what the upright image
+  // shows in its {top-left, top-right, bottom-left, bottom-right} quadrant.
+  const struct {
+    int orientation;
+    int width, height;
+    std::vector<int> quadrants;
+  } kCases[] = {
+      {1, 64, 32, {kRed, kGreen, kBlue, kWhite}}, {2, 64, 32, {kGreen, kRed, kWhite, kBlue}},
+      {3, 64, 32, {kWhite, kBlue, kGreen, kRed}}, {4, 64, 32, {kBlue, kWhite, kRed, kGreen}},
+      {5, 32, 64, {kRed, kBlue, kGreen, kWhite}}, {6, 32, 64, {kBlue, kRed, kWhite, kGreen}},
+      {7, 32, 64, {kWhite, kGreen, kBlue, kRed}}, {8, 32, 64, {kGreen, kWhite, kRed, kBlue}},
+  };
+  const std::string jpeg = QuadrantJpeg();
+  for (const auto& c : kCases) {
+    for (bool big_endian : {false, true}) {
+      SCOPED_TRACE(testing::Message()
+                   << "orientation " << c.orientation << (big_endian ? " MM" : " II"));
+      absl::StatusOr<Image> image =
+          DecodeImage(test_util::InsertExifOrientation(jpeg, c.orientation, big_endian), kLimit);
+      ASSERT_TRUE(image.ok()) << image.status();
+      EXPECT_EQ(image->width, c.width);
+      EXPECT_EQ(image->height, c.height);
+      ASSERT_EQ(image->pixels.size(), 64u * 32u * 3u);
+      EXPECT_THAT(QuadrantColours(*image), ElementsAreArray(c.quadrants));
+    }
+  }
+}
+
+TEST(ImageDecoderTest, ExifOrientationMovesEveryPixelExactly) {
+  // The APP1 marker does not change the entropy-coded data, so the stored
+  // pixels decode identically and every orientation is an exact permutation.
+  for (int channels : {1, 3}) {
+    const int w = 13, h = 7;  // odd, unequal sides: a swapped index shows
+    const std::string jpeg = test_util::EncodeJpeg(w, h, channels, 5);
+    absl::StatusOr<Image> stored = DecodeImage(jpeg, kLimit);
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    for (int orientation = 2; orientation <= 8; ++orientation) {
+      SCOPED_TRACE(testing::Message() << channels << " channels, orientation " << orientation);
+      absl::StatusOr<Image> upright =
+          DecodeImage(test_util::InsertExifOrientation(jpeg, orientation), kLimit);
+      ASSERT_TRUE(upright.ok()) << upright.status();
+      const bool swapped = orientation >= 5;
+      ASSERT_EQ(upright->width, swapped ? h : w);
+      ASSERT_EQ(upright->height, swapped ? w : h);
+      ASSERT_EQ(upright->channels, channels);
+      ASSERT_EQ(upright->pixels.size(), stored->pixels.size());
+      int mismatches = 0;
+      for (int y = 0; y < upright->height; ++y) {
+        for (int x = 0; x < upright->width; ++x) {
+          const auto [sx, sy] = StoredPixelOf(orientation, x, y, w, h);
+          for (int ch = 0; ch < channels; ++ch) {
+            mismatches +=
+                upright->pixels[(static_cast<size_t>(y) * upright->width + x) * channels + ch] !=
+                stored->pixels[(static_cast<size_t>(sy) * w + sx) * channels + ch];
+          }
+        }
+      }
+      EXPECT_EQ(mismatches, 0);
+    }
+  }
+}
+
+TEST(ImageDecoderTest, InvalidExifLeavesTheImageAsStored) {
+  const std::string jpeg = QuadrantJpeg();
+  absl::StatusOr<Image> stored = DecodeImage(jpeg, kLimit);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  std::string garbage("Exif\0\0", 6);
+  for (int i = 0; i < 300; ++i) garbage += static_cast<char>((i * 7919 + 13) & 0xff);
+  std::string bad_offset = test_util::ExifOrientationPayload(6);
+  bad_offset[10] = '\xf0';  // IFD0 offset far past the end of the block
+  const struct {
+    const char* what;
+    std::string app1;
+  } kCases[] = {
+      {"orientation 0", test_util::ExifOrientationPayload(0)},
+      {"orientation 9", test_util::ExifOrientationPayload(9)},
+      {"orientation 0xffff", test_util::ExifOrientationPayload(0xffff)},
+      {"garbage after the Exif header", garbage},
+      {"IFD0 offset out of bounds", bad_offset},
+      {"cut inside IFD0", test_util::ExifOrientationPayload(6).substr(0, 20)},
+      {"only the Exif header", std::string("Exif\0\0", 6)},
+      {"not EXIF (XMP)", "http://ns.adobe.com/xap/1.0/\0<x:xmpmeta/>"s},
+  };
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.what);
+    absl::StatusOr<Image> image = DecodeImage(test_util::InsertJpegApp1(jpeg, c.app1), kLimit);
+    ASSERT_TRUE(image.ok()) << image.status();
+    EXPECT_EQ(image->width, 64);
+    EXPECT_EQ(image->height, 32);
+    EXPECT_EQ(image->pixels, stored->pixels);
+  }
+}
+
+TEST(ImageDecoderTest, ReadsExifAfterAnotherApp1Marker) {
+  // XMP also lives in APP1; the EXIF block is found whichever comes first.
+  const std::string jpeg = test_util::InsertJpegApp1(
+      test_util::InsertExifOrientation(QuadrantJpeg(), 3), "http://ns.adobe.com/xap/1.0/\0x"s);
+  absl::StatusOr<Image> image = DecodeImage(jpeg, kLimit);
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_THAT(QuadrantColours(*image), ElementsAre(kWhite, kBlue, kGreen, kRed));
+}
+
+TEST(ImageDecoderTest, ExifOrientationKeepsThePixelLimit) {
+  // 64x32 turned is 32x64: the same 2048 pixels, refused or accepted alike.
+  const std::string turned = test_util::InsertExifOrientation(QuadrantJpeg(), 6);
+  absl::StatusOr<Image> refused = DecodeImage(turned, 2047);
+  ASSERT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
+  EXPECT_EQ(refused.status().message(), "64x32 = 2048 pixels exceeds the limit of 2047");
+  EXPECT_TRUE(DecodeImage(turned, 2048).ok());
 }
 
 TEST(ImageDecoderTest, SniffsFormatsByMagicBytes) {

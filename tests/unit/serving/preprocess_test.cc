@@ -40,6 +40,45 @@ TEST(PreprocessTest, ImagesAreConvertedResizedAndNormalisedLikeTrainingImages) {
   EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted);
 }
 
+TEST(PreprocessTest, ExifOrientationIsAppliedLikeInTraining) {
+  // A phone photo: stored landscape (48x32) with EXIF orientation 6 (turn 90
+  // degrees clockwise to show it). Serving decodes through the same decoder as
+  // training ingest, so it must preprocess exactly like the upright image.
+  const int w = 32, h = 48;  // upright, portrait
+  const std::vector<uint8_t> upright = test_util::MakePixels(w, h, 3, 9);
+  std::vector<uint8_t> stored(upright.size());
+  for (int sy = 0; sy < w; ++sy) {    // stored height = upright width
+    for (int sx = 0; sx < h; ++sx) {  // stored width = upright height
+      const int x = w - 1 - sy, y = sx;
+      for (int c = 0; c < 3; ++c) {
+        stored[(static_cast<size_t>(sy) * h + sx) * 3 + c] =
+            upright[(static_cast<size_t>(y) * w + x) * 3 + c];
+      }
+    }
+  }
+  const std::string stored_jpeg = test_util::EncodeJpegPixels(stored, h, w, 3);
+  kaizen::v1::Model meta;
+  meta.set_name("m");
+  for (int64_t d : {3, 24, 16}) meta.add_input_shape(d);
+  meta.mutable_normalization()->add_mean(0.0f);
+  meta.mutable_normalization()->add_std(1.0f);
+
+  auto expected =
+      PreprocessImage(test_util::EncodeJpegPixels(upright, w, h, 3), meta, 1 << 20, "inputs[0]");
+  auto rotated =
+      PreprocessImage(test_util::InsertExifOrientation(stored_jpeg, 6), meta, 1 << 20, "inputs[1]");
+  auto as_stored = PreprocessImage(stored_jpeg, meta, 1 << 20, "inputs[2]");
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  ASSERT_TRUE(as_stored.ok()) << as_stored.status();
+  ASSERT_EQ(rotated->sizes(), expected->sizes());
+  // JPEG rounds the two encodings a little differently; the layout is the same.
+  EXPECT_LT((*rotated - *expected).abs().mean().item<float>(), 0.02f);
+  EXPECT_LT((*rotated - *expected).abs().max().item<float>(), 0.1f);
+  // Without the orientation the same pixels are far off (the test can fail).
+  EXPECT_GT((*as_stored - *expected).abs().mean().item<float>(), 0.1f);
+}
+
 TEST(PreprocessTest, RequestImageDecoderStopsOnCancelDeadlineAndBudget) {
   kaizen::v1::Model meta;
   meta.set_name("m");

@@ -47,10 +47,27 @@ TEST(HyperparametersTest, ResolvesDefaultsPerStrategy) {
   EXPECT_EQ(big->epochs(), 3);
   EXPECT_FALSE(big->augmentation().enabled());
   EXPECT_GT(big->validation().split(), 0);
-  // Deterministic apart from the random seed.
+}
+
+TEST(HyperparametersTest, OnlyAZeroSeedIsDrawnAtRandom) {
+  kaizen::v1::Hyperparameters some;
+  some.set_epochs(3);
+  // An unset seed is drawn: two resolutions differ in it and in nothing else.
+  auto first = ResolveHyperparameters(kaizen::v1::STRATEGY_FULL, some, 100);
+  auto second = ResolveHyperparameters(kaizen::v1::STRATEGY_FULL, some, 100);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_NE(first->seed(), 0u);
+  EXPECT_NE(first->seed(), second->seed());
+  first->clear_seed();
+  second->clear_seed();
+  EXPECT_EQ(first->DebugString(), second->DebugString());
+  // A given seed is kept.
   some.set_seed(5);
-  EXPECT_EQ(ResolveHyperparameters(kaizen::v1::STRATEGY_FULL, some, 100)->DebugString(),
-            ResolveHyperparameters(kaizen::v1::STRATEGY_FULL, some, 100)->DebugString());
+  auto seeded = ResolveHyperparameters(kaizen::v1::STRATEGY_FULL, some, 100);
+  ASSERT_TRUE(seeded.ok());
+  EXPECT_EQ(seeded->seed(), 5u);
+  seeded->clear_seed();
+  EXPECT_EQ(seeded->DebugString(), first->DebugString());
 }
 
 TEST(HyperparametersTest, RejectsOutOfRangeHyperparameters) {

@@ -95,6 +95,7 @@ TEST(TrainerTest, FeatureCacheSkipsBackboneAfterFirstEpoch) {
   // One pass over train (64) and validation (16) images; none afterwards.
   EXPECT_EQ(one->backbone_forward_batches, 2);
   EXPECT_EQ(four->backbone_forward_batches, one->backbone_forward_batches);
+  ASSERT_EQ(rec.epochs.size(), 4u);
   EXPECT_GT(rec.epochs[3].val_accuracy(), 0.0);
   // Augmentation needs fresh features every step.
   hp.mutable_augmentation()->set_enabled(true);
