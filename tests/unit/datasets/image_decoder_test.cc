@@ -13,6 +13,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_util/bytes.h"
 #include "tests/test_util/image_fixtures.h"
 
 namespace kaizen::datasets {
@@ -34,26 +35,23 @@ double MeanAbsDiff(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b)
   return a.empty() ? 0 : sum / a.size();
 }
 
-void AppendBigEndian32(std::string* out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>(v >> shift));
-}
-
 // A PNG chunk with a correct CRC.
 std::string PngChunk(const std::string& type, const std::string& payload) {
   std::string chunk;
-  AppendBigEndian32(&chunk, static_cast<uint32_t>(payload.size()));
+  test_util::AppendBigEndian32(&chunk, static_cast<uint32_t>(payload.size()));
   const std::string body = type + payload;
   chunk += body;
-  AppendBigEndian32(&chunk, static_cast<uint32_t>(crc32(
-                                0, reinterpret_cast<const Bytef*>(body.data()), body.size())));
+  test_util::AppendBigEndian32(
+      &chunk,
+      static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()), body.size())));
   return chunk;
 }
 
 // Only a header claiming width x height RGB pixels: no image data at all.
 std::string PngHeaderOnly(uint32_t width, uint32_t height) {
   std::string ihdr;
-  AppendBigEndian32(&ihdr, width);
-  AppendBigEndian32(&ihdr, height);
+  test_util::AppendBigEndian32(&ihdr, width);
+  test_util::AppendBigEndian32(&ihdr, height);
   ihdr += std::string("\x08\x02\x00\x00\x00", 5);  // 8-bit RGB, no interlace
   return std::string("\x89PNG\r\n\x1A\n", 8) + PngChunk("IHDR", ihdr) + PngChunk("IEND", "");
 }
