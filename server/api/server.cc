@@ -457,7 +457,12 @@ void KaizenServer::Shutdown(absl::Duration grace) {
                   {{"grace_seconds", absl::ToDoubleSeconds(grace)},
                    {"drain_delay_seconds", absl::ToDoubleSeconds(options_.drain_delay)}});
   // Probes see NOT_SERVING while calls are still answered.
-  absl::SleepFor(options_.drain_delay);
+  {
+    absl::MutexLock lock(&drain_mu_);
+    const bool never = false;
+    options_.drain_clock->AwaitWithDeadline(&drain_mu_, absl::Condition(&never),
+                                            options_.drain_clock->Now() + options_.drain_delay);
+  }
   // Running jobs checkpoint and go back to the queue; watchers' streams end.
   state_->jobs->Stop();
   state_->events->CloseAll();

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/common/clock.h"
 #include "server/api/upload_runner.h"
 #include "server/auth/authenticator.h"
 #include "server/auth/tls_files.h"
@@ -94,6 +95,9 @@ class KaizenServer {
     // On Shutdown, how long health reports NOT_SERVING while calls are still
     // served, so that load balancers and probes stop sending traffic first.
     absl::Duration drain_delay = absl::ZeroDuration();
+    // Times the drain delay; tests give a FakeClock and end the drain when
+    // they have looked at the draining server.
+    common::Clock* drain_clock = common::Clock::Real();
   };
 
   // Opens storage and starts listening. Health reports NOT_SERVING until the
@@ -146,6 +150,8 @@ class KaizenServer {
 
   // Orders health changes between the ready thread and Shutdown().
   absl::Mutex health_mu_;
+  // Waited on (with nothing to wait for) through the drain delay.
+  absl::Mutex drain_mu_;
   int grpc_port_ = 0;
   int health_port_ = 0;
 };

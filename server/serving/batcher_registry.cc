@@ -22,6 +22,9 @@ ModelBatcher* BatcherRegistry::Get(const std::string& name) {
     o.max_queue_size = c.max_queue_size;
     o.threads = options_.threads;
     o.clock = options_.clock;
+    if (options_.before_forward) {
+      o.before_forward = [hook = options_.before_forward, name] { hook(name); };
+    }
     b = std::make_unique<ModelBatcher>(o, metrics_);
   }
   return b.get();

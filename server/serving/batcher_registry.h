@@ -6,6 +6,7 @@
 
 #include <map>
 #include <memory>
+#include <functional>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -30,6 +31,8 @@ class BatcherRegistry {
     int threads = 0;
     // Given to every batcher (batch delays, deadlines).
     common::Clock* clock = common::Clock::Real();
+    // Given to every batcher (see ModelBatcher::Options::before_forward).
+    std::function<void(const std::string& model)> before_forward;
   };
 
   // `metrics` may be null.

@@ -219,6 +219,7 @@ absl::StatusOr<torch::Tensor> ModelBatcher::Forward(const std::vector<Request*>&
       metrics_->ObserveBatch(options_.model_name, x.size(0),
                              absl::ToDoubleSeconds(now - live.front()->enqueued));
     }
+    if (options_.before_forward) options_.before_forward();
     return live.front()->model->Predict(x);
   } catch (const std::exception& e) {
     // Never let an exception end the executor thread.

@@ -45,6 +45,8 @@ class ModelBatcher {
     int threads = 0;
     // Times the batch delay, request deadlines and the queue's waits.
     common::Clock* clock = common::Clock::Real();
+    // Tests only: called on the executor before each forward pass.
+    std::function<void()> before_forward;
   };
 
   ModelBatcher(Options options, metrics::Metrics* metrics);

@@ -59,6 +59,7 @@ BatcherRegistry::Options RegistryOptions(const ModelServer::Options& o) {
   r.defaults = Defaults(o);
   r.threads = o.threads;
   r.clock = o.clock;
+  r.before_forward = o.before_forward;
   return r;
 }
 

@@ -87,6 +87,10 @@ class ModelServer {
     // Tests only: called on the preloading thread before preloading starts,
     // so that a test can observe the server before it is ready.
     std::function<void()> before_preload;
+    // Tests only: called on a model's executor thread before each forward
+    // pass (after the batch is counted), with the model's name, so that a
+    // test can hold the executor while it queues requests behind it.
+    std::function<void(const std::string& model)> before_forward;
     // Loads each version's file; empty: TorchScriptLoader(device, optimize).
     // Tests give a fake.
     ModelLoader loader;

@@ -418,7 +418,7 @@ grpc::StatusCode ListWith(grpc::Channel* channel, const std::string& token) {
 TEST_F(AuthProcessE2E, SighupReloadsTokensWithoutDroppingTheConnection) {
   const std::string tokens = files_.File("tokens");
   WriteTokens(tokens, {{"old-admin", auth::Role::kAdmin, "old-token-aaaa"}});
-  const int port = test_util::TestPort(11);
+  const int port = test_util::FreeLoopbackPort();
   test_util::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port,
                                   {absl::StrCat("--tokens_file=", tokens)});
   std::shared_ptr<grpc::Channel> channel = MakeChannel(port, {"", "", ""});
@@ -466,7 +466,7 @@ TEST_F(AuthProcessE2E, SighupReloadsTokensWithoutDroppingTheConnection) {
 }
 
 TEST_F(AuthProcessE2E, RefusesAnOpenAddressWithoutTlsOrTokensUnlessInsecure) {
-  test_util::ServerProcess refused(KAIZEN_BINARY_DIR, data_.path(), test_util::TestPort(12),
+  test_util::ServerProcess refused(KAIZEN_BINARY_DIR, data_.path(), test_util::FreeLoopbackPort(),
                                    {"--host=0.0.0.0"});
   const int status = refused.Wait();
   ASSERT_TRUE(WIFEXITED(status));
@@ -474,7 +474,7 @@ TEST_F(AuthProcessE2E, RefusesAnOpenAddressWithoutTlsOrTokensUnlessInsecure) {
   EXPECT_THAT(Log(), HasSubstr("--insecure"));
 
   // The operator's explicit choice is honoured, with a warning.
-  const int port = test_util::TestPort(14);
+  const int port = test_util::FreeLoopbackPort();
   test_util::ServerProcess open(KAIZEN_BINARY_DIR, data_.path(), port,
                                 {"--host=0.0.0.0", "--insecure"});
   std::shared_ptr<grpc::Channel> channel = MakeChannel(port, {"", "", ""});
@@ -487,7 +487,7 @@ TEST_F(AuthProcessE2E, RefusesAnOpenAddressWithoutTlsOrTokensUnlessInsecure) {
 }
 
 TEST_F(AuthProcessE2E, SaysItListensOnLoopbackOnlyWithoutTlsOrTokens) {
-  const int port = test_util::TestPort(13);
+  const int port = test_util::FreeLoopbackPort();
   {
     test_util::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port, {"--host="});
     std::shared_ptr<grpc::Channel> channel = MakeChannel(port, {"", "", ""});

@@ -22,7 +22,11 @@
 #include "server/api/server.h"
 #include "tests/test_util/fashion_mnist.h"
 #include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/python.h"
+#include "tests/test_util/server/loopback_server.h"
+#include "tests/test_util/server_process.h"
 #include "tests/test_util/temp_dir.h"
+#include "tests/test_util/wait.h"
 
 namespace kaizen {
 namespace {
@@ -35,37 +39,30 @@ class FineTuneE2E : public ::testing::Test {
   void SetUp() override { StartServer(); }
 
   void StartServer(bool preempt = false) {
-    client_.reset();
-    server_.reset();
-    api::KaizenServer::Options o;
-    o.data_dir = data_.path();
-    o.grpc_address = "127.0.0.1:0";
+    jobs_.reset();
+    s_ = test_util::LoopbackServer();
+    api::KaizenServer::Options o = test_util::LoopbackOptions(data_.path());
     o.metrics_port = -1;
-    o.threads = 2;
-    o.workers = 1;
     o.preempt = preempt;
-    auto server = api::KaizenServer::Start(o);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    Connect(absl::StrCat("127.0.0.1:", server_->grpc_port()));
+    auto s = test_util::StartLoopbackServer(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    s_ = *std::move(s);
+    jobs_ = v1::FineTuneService::NewStub(s_.channel);
   }
 
+  // Connects to a server process (not one of this process's own).
   void Connect(const std::string& target) {
-    channel_ = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
-    client_ = std::make_unique<client::KaizenClient>(channel_);
-    jobs_ = v1::FineTuneService::NewStub(channel_);
+    s_.channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+    s_.client = std::make_unique<client::KaizenClient>(s_.channel);
+    jobs_ = v1::FineTuneService::NewStub(s_.channel);
   }
 
   void UploadSubset(const std::string& name, const std::vector<int>& classes, int per_class,
                     int skip = 0, const std::string& which = "train") {
-    const std::string images = files_.File(name + "-images"),
-                      labels = files_.File(name + "-labels");
-    test_util::WriteFashionSubset(which, classes, per_class, skip, images, labels);
-    v1::UploadDatasetHeader h;
-    h.set_name(name);
-    h.set_format(v1::DATASET_FORMAT_IDX);
-    for (int c : classes) h.add_class_names(absl::StrCat("class", c));
-    auto d = client_->UploadDataset(h, {images, labels});
+    std::vector<std::string> names;
+    for (int c : classes) names.push_back(absl::StrCat("class", c));
+    auto d = test_util::UploadFashionSubset(*s_.client, files_.path(), name, classes, per_class,
+                                            names, skip, which);
     ASSERT_TRUE(d.ok()) << d.status();
   }
 
@@ -118,19 +115,14 @@ class FineTuneE2E : public ::testing::Test {
     return out;
   }
 
-  Job WaitForState(const std::string& id, std::vector<v1::JobState> states,
+  // The job once it is in one of `states`; a failure of the test (and the
+  // job as it is) when it ends otherwise or takes longer than `timeout`.
+  Job WaitForState(const std::string& id, const std::vector<v1::JobState>& states,
                    absl::Duration timeout = absl::Minutes(4)) {
-    const absl::Time deadline = absl::Now() + timeout;
-    Job job;
-    while (absl::Now() < deadline) {
-      job = GetJob(id);
-      for (auto s : states) {
-        if (job.state() == s) return job;
-      }
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    ADD_FAILURE() << "job " << id << " stuck in " << v1::JobState_Name(job.state());
-    return job;
+    absl::StatusOr<Job> job = test_util::WaitForJob(*s_.client, id, states, timeout);
+    if (job.ok()) return *job;
+    ADD_FAILURE() << job.status();
+    return GetJob(id);
   }
 
   // Reads `id`'s events until its first step is reported (the job is
@@ -187,9 +179,7 @@ class FineTuneE2E : public ::testing::Test {
 
   test_util::TempDir data_;
   test_util::TempDir files_;
-  std::unique_ptr<api::KaizenServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<client::KaizenClient> client_;
+  test_util::LoopbackServer s_;
   std::unique_ptr<v1::FineTuneService::Stub> jobs_;
 };
 
@@ -263,7 +253,7 @@ TEST_F(FineTuneE2E, EveryStrategyRunsOnAFashionMnistSubset) {
     ASSERT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED)
         << v1::Strategy_Name(strategy) << ": " << end.error();
     EXPECT_EQ(end.history_size(), 2);
-    auto model = client_->GetModel(lower);
+    auto model = s_.client->GetModel(lower);
     ASSERT_TRUE(model.ok()) << model.status();
     EXPECT_EQ(model->source(), v1::MODEL_SOURCE_FINE_TUNED);
     EXPECT_EQ(model->head().out_features(), 5);
@@ -363,7 +353,7 @@ TEST_F(FineTuneE2E, CancelStopsARunningJobAndKeepsItsCheckpoint) {
   EXPECT_EQ(end.state(), v1::JOB_STATE_CANCELLED) << end.error();
   EXPECT_LT(end.epoch(), 50);
   EXPECT_GE(end.latest_version(), 1);
-  auto model = client_->GetModel("out", end.latest_version());
+  auto model = s_.client->GetModel("out", end.latest_version());
   EXPECT_TRUE(model.ok()) << model.status();
   grpc::ClientContext again;
   EXPECT_EQ(jobs_->CancelJob(&again, cr, &resp).error_code(),
@@ -389,11 +379,12 @@ TEST_F(FineTuneE2E, ADivergingJobFailsClearlyAndTheServerCarriesOn) {
                              "            x = x * float('nan')\n"
                              "        return self.fc(x)\n"
                              "torch.jit.script(M()).save(sys.argv[1])\n");
-  ASSERT_EQ(std::system(absl::StrCat(KAIZEN_PYTHON, " ", script, " ", model).c_str()), 0);
+  const absl::StatusOr<std::string> saved = test_util::RunPython({script, model});
+  ASSERT_TRUE(saved.ok()) << saved.status();
   v1::UploadModelHeader h;
   h.set_name("nan-model");
   for (int d : {1, 28, 28}) h.add_input_shape(d);
-  ASSERT_TRUE(client_->UploadModel(h, model).ok());
+  ASSERT_TRUE(s_.client->UploadModel(h, model).ok());
   auto job = Start(Request("nan-model", "pets", "bad", v1::STRATEGY_FULL, 3));
   ASSERT_TRUE(job.ok()) << job.status();
   Job end = WaitForState(job->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
@@ -409,14 +400,14 @@ TEST_F(FineTuneE2E, DatasetsAndModelsInUseCannotBeDeleted) {
   UploadSubset("pets", {0, 1}, 200);
   auto job = Start(Request("resnet-small", "pets", "out", v1::STRATEGY_SCRATCH, 50));
   ASSERT_TRUE(job.ok());
-  EXPECT_EQ(client_->DeleteDataset("pets").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s_.client->DeleteDataset("pets").code(), absl::StatusCode::kFailedPrecondition);
   grpc::ClientContext ctx;
   v1::CancelJobRequest cr;
   cr.set_id(job->id());
   Job resp;
   ASSERT_TRUE(jobs_->CancelJob(&ctx, cr, &resp).ok());
   WaitForState(job->id(), {v1::JOB_STATE_CANCELLED});
-  EXPECT_TRUE(client_->DeleteDataset("pets").ok());
+  EXPECT_TRUE(s_.client->DeleteDataset("pets").ok());
 }
 
 // A checkpoint downloaded from the service loads in Debian's python3-torch on
@@ -428,7 +419,7 @@ TEST_F(FineTuneE2E, DownloadedCheckpointMatchesInPython) {
   ASSERT_EQ(WaitForState(job->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED}).state(),
             v1::JOB_STATE_SUCCEEDED);
   const std::string file = files_.File("out.pt");
-  ASSERT_TRUE(client_->DownloadModel("out", 0, file).ok());
+  ASSERT_TRUE(s_.client->DownloadModel("out", 0, file).ok());
   torch::jit::Module m = torch::jit::load(file);
   m.eval();
   torch::manual_seed(0);
@@ -445,14 +436,9 @@ TEST_F(FineTuneE2E, DownloadedCheckpointMatchesInPython) {
                              "with torch.no_grad():\n"
                              "    y = m(x)\n"
                              "print(' '.join('%.9g' % v for v in y.flatten().tolist()))\n");
-  const std::string cmd = absl::StrCat(KAIZEN_PYTHON, " ", script, " ", file);
-  FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
-  ASSERT_EQ(pclose(p), 0) << out;
-  std::vector<std::string> values = absl::StrSplit(out, ' ', absl::SkipWhitespace());
+  const absl::StatusOr<std::string> out = test_util::RunPython({script, file});
+  ASSERT_TRUE(out.ok()) << out.status();
+  std::vector<std::string> values = absl::StrSplit(*out, ' ', absl::SkipWhitespace());
   ASSERT_EQ(static_cast<int64_t>(values.size()), cpp.numel());
   auto flat = cpp.flatten();
   for (size_t i = 0; i < values.size(); ++i) {
@@ -463,54 +449,29 @@ TEST_F(FineTuneE2E, DownloadedCheckpointMatchesInPython) {
 // kill -9 while a job runs: after a restart the job is requeued, resumes from
 // its last checkpoint and finishes; it never runs twice at once.
 TEST_F(FineTuneE2E, KilledServerResumesTheJobFromItsCheckpoint) {
-  server_.reset();
+  jobs_.reset();
+  s_ = test_util::LoopbackServer();
   test_util::TempDir dir;
-  auto spawn = [&](int port) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      const std::string bin = absl::StrCat(KAIZEN_BINARY_DIR, "/kaizen-server");
-      const std::string a1 = absl::StrCat("--data_dir=", dir.path());
-      const std::string a2 = absl::StrCat("--grpc_port=", port);
-      const std::string log = dir.File("server.log");
-      freopen(log.c_str(), "a", stderr);
-      execl(bin.c_str(), bin.c_str(), a1.c_str(), a2.c_str(), "--metrics_port=-1",
-            "--host=127.0.0.1", "--threads=2", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    return pid;
-  };
-  auto wait_ready = [&](int port) {
+  const int port = test_util::FreeLoopbackPort();
+  auto wait_ready = [&] {
     Connect(absl::StrCat("127.0.0.1:", port));
-    const absl::Time deadline = absl::Now() + absl::Seconds(60);
-    while (absl::Now() < deadline) {
-      if (client_->ListDatasets().ok()) return true;
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    return false;
+    return test_util::WaitUntil([&] { return s_.client->ListDatasets().ok(); });
   };
-  const int port = 20000 + static_cast<int>(getpid() % 20000);
-  pid_t pid = spawn(port);
-  ASSERT_TRUE(wait_ready(port));
+  // The process is reaped when the test ends, however it ends.
+  auto server = std::make_unique<test_util::ServerProcess>(KAIZEN_BINARY_DIR, dir.path(), port);
+  ASSERT_TRUE(wait_ready());
   UploadSubset("pets", {0, 1}, 200);
   auto job = Start(Request("resnet-small", "pets", "out", v1::STRATEGY_SCRATCH, 8));
   ASSERT_TRUE(job.ok()) << job.status();
-  const absl::Time deadline = absl::Now() + absl::Minutes(3);
-  Job seen;
-  while (absl::Now() < deadline) {
-    seen = GetJob(job->id());
-    if (seen.latest_version() >= 2) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  ASSERT_GE(seen.latest_version(), 2);
-  ASSERT_EQ(kill(pid, SIGKILL), 0);
-  waitpid(pid, nullptr, 0);
+  ASSERT_TRUE(test_util::WaitUntil([&] { return GetJob(job->id()).latest_version() >= 2; },
+                                   absl::Minutes(3)));
+  server->Kill(SIGKILL);
 
-  pid = spawn(port);
-  ASSERT_TRUE(wait_ready(port));
+  server = std::make_unique<test_util::ServerProcess>(KAIZEN_BINARY_DIR, dir.path(), port);
+  ASSERT_TRUE(wait_ready());
   Job end = WaitForState(job->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
   const std::vector<JobEvent> events = Watch(job->id());
-  kill(pid, SIGTERM);
-  waitpid(pid, nullptr, 0);
+  server.reset();
   ASSERT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED) << end.error();
   EXPECT_EQ(end.attempts(), 2);
   EXPECT_EQ(end.epoch(), 8);
@@ -543,7 +504,7 @@ TEST_F(FineTuneE2E, APausedJobSurvivesARestartAndResumesWithTheSameLosses) {
   ASSERT_TRUE(job.ok()) << job.status();
   const std::string id = job->id();
   std::unique_ptr<OpenWatch> watch = WatchUntilFirstStep(id);
-  absl::StatusOr<Job> answer = client_->PauseJob(id);
+  absl::StatusOr<Job> answer = s_.client->PauseJob(id);
   ASSERT_TRUE(answer.ok()) << answer.status();
   EXPECT_EQ(answer->state(), v1::JOB_STATE_RUNNING) << "the pause takes effect after the step";
   EXPECT_EQ(answer->pause_reason(), "paused by a user");
@@ -562,14 +523,14 @@ TEST_F(FineTuneE2E, APausedJobSurvivesARestartAndResumesWithTheSameLosses) {
   std::cout << "paused after step " << paused.step() << "/" << paused.total_steps() << "\n";
   EXPECT_GE(paused.latest_version(), 1) << "pausing writes a checkpoint";
   EXPECT_EQ(paused.pause_count(), 1);
-  EXPECT_TRUE(client_->GetModel("paused", paused.latest_version()).ok());
+  EXPECT_TRUE(s_.client->GetModel("paused", paused.latest_version()).ok());
   // Pausing a paused job returns it; what it uses cannot be deleted.
-  absl::StatusOr<Job> again = client_->PauseJob(id);
+  absl::StatusOr<Job> again = s_.client->PauseJob(id);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->state(), v1::JOB_STATE_PAUSED);
-  EXPECT_EQ(client_->DeleteDataset("pets").code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(client_->DeleteModel("paused").code(), absl::StatusCode::kFailedPrecondition);
-  auto listed = client_->ListJobs({v1::JOB_STATE_PAUSED});
+  EXPECT_EQ(s_.client->DeleteDataset("pets").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s_.client->DeleteModel("paused").code(), absl::StatusCode::kFailedPrecondition);
+  auto listed = s_.client->ListJobs({v1::JOB_STATE_PAUSED});
   ASSERT_TRUE(listed.ok()) << listed.status();
   ASSERT_EQ(listed->jobs_size(), 1);
   EXPECT_EQ(listed->jobs(0).id(), id);
@@ -590,7 +551,7 @@ TEST_F(FineTuneE2E, APausedJobSurvivesARestartAndResumesWithTheSameLosses) {
   absl::SleepFor(absl::Milliseconds(500));
   EXPECT_FALSE(watch_ended) << "a watch of a PAUSED job must stay open";
 
-  absl::StatusOr<Job> resumed = client_->ResumeJob(id);
+  absl::StatusOr<Job> resumed = s_.client->ResumeJob(id);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(resumed->state(), v1::JOB_STATE_QUEUED);
   const Job end = WaitForState(id, {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
@@ -605,12 +566,12 @@ TEST_F(FineTuneE2E, APausedJobSurvivesARestartAndResumesWithTheSameLosses) {
 
   // Ended and unknown jobs.
   for (bool pause : {true, false}) {
-    absl::StatusOr<Job> ended = pause ? client_->PauseJob(id) : client_->ResumeJob(id);
+    absl::StatusOr<Job> ended = pause ? s_.client->PauseJob(id) : s_.client->ResumeJob(id);
     EXPECT_EQ(ended.status().code(), absl::StatusCode::kFailedPrecondition) << ended.status();
     EXPECT_NE(ended.status().message().find("JOB_STATE_SUCCEEDED"), absl::string_view::npos)
         << ended.status();
     absl::StatusOr<Job> unknown =
-        pause ? client_->PauseJob("ft-nope") : client_->ResumeJob("ft-nope");
+        pause ? s_.client->PauseJob("ft-nope") : s_.client->ResumeJob("ft-nope");
     EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound) << unknown.status();
   }
 }

@@ -19,41 +19,15 @@
 #include "server/api/server.h"
 #include "tests/test_util/http_get.h"
 #include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/server/loopback_server.h"
 #include "tests/test_util/temp_dir.h"
+#include "tests/test_util/wait.h"
 
 namespace kaizen {
 namespace {
 
 namespace fs = std::filesystem;
 using v1::UploadDatasetRequest;
-
-// The value of one sample line of the Prometheus text format, or -1.
-double MetricValue(const std::string& body, const std::string& sample) {
-  // At the start of a line, so that the "# HELP name ..." line is skipped.
-  const size_t at = body.find("\n" + sample + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(body.substr(at + sample.size() + 2));
-}
-
-size_t CountFiles(const std::string& dir) {
-  size_t n = 0;
-  std::error_code ec;
-  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
-       it.increment(ec)) {
-    ++n;
-  }
-  return n;
-}
-
-// Polls `done` every 10 ms for up to `limit`; true once it holds.
-bool WaitFor(const std::function<bool()>& done, absl::Duration limit = absl::Seconds(10)) {
-  const absl::Time end = absl::Now() + limit;
-  while (!done()) {
-    if (absl::Now() > end) return false;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return true;
-}
 
 // An upload stream that the test drives by hand: the header and one chunk
 // are sent, then the client says nothing until the test says otherwise.
@@ -66,20 +40,13 @@ struct OpenUpload {
 class LimitsE2E : public ::testing::Test {
  protected:
   void StartServer(const std::function<void(api::KaizenServer::Options*)>& adjust) {
-    api::KaizenServer::Options o;
-    o.data_dir = data_.path();
-    o.grpc_address = "127.0.0.1:0";
-    o.metrics_host = "127.0.0.1";
-    o.metrics_port = 0;
+    api::KaizenServer::Options o = test_util::LoopbackOptions(data_.path());
     o.threads = 1;
     adjust(&o);
-    auto server = api::KaizenServer::Start(o);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->grpc_port()),
-                                   grpc::InsecureChannelCredentials());
-    client_ = std::make_unique<client::KaizenClient>(channel_);
-    stub_ = v1::DatasetService::NewStub(channel_);
+    auto s = test_util::StartLoopbackServer(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    s_ = *std::move(s);
+    stub_ = v1::DatasetService::NewStub(s_.channel);
   }
 
   // Sends the header (one part of `declared` bytes) and one 100-byte chunk.
@@ -99,8 +66,9 @@ class LimitsE2E : public ::testing::Test {
   }
 
   std::string TmpDir() const { return data_.path() + "/tmp"; }
-  std::string Metrics() const { return test_util::HttpGet(server_->metrics_port(), "/metrics"); }
-  double UploadsInProgress() const { return MetricValue(Metrics(), "kaizen_uploads_in_progress"); }
+  double UploadsInProgress() const {
+    return test_util::MetricValue(s_.Metrics(), "kaizen_uploads_in_progress");
+  }
 
   absl::StatusOr<v1::Dataset> UploadGoodFolder(const std::string& name) {
     const std::string path = files_.File(name + ".tar.gz");
@@ -111,14 +79,12 @@ class LimitsE2E : public ::testing::Test {
     v1::UploadDatasetHeader h;
     h.set_name(name);
     h.set_format(v1::DATASET_FORMAT_IMAGE_FOLDER);
-    return client_->UploadDataset(h, {path});
+    return s_.client->UploadDataset(h, {path});
   }
 
   test_util::TempDir data_;
   test_util::TempDir files_;
-  std::unique_ptr<api::KaizenServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<client::KaizenClient> client_;
+  test_util::LoopbackServer s_;
   std::unique_ptr<v1::DatasetService::Stub> stub_;
 };
 
@@ -129,7 +95,7 @@ TEST_F(LimitsE2E, SilentUploadEndsAfterIdleTimeoutAndFreesNameFileAndSlot) {
   });
   std::unique_ptr<OpenUpload> up = Open("pets");
   // The server has taken the header and the chunk once the part file exists.
-  ASSERT_TRUE(WaitFor([&] { return CountFiles(TmpDir()) == 1; }));
+  ASSERT_TRUE(test_util::WaitUntil([&] { return test_util::CountFiles(TmpDir()) == 1; }));
   EXPECT_EQ(UploadsInProgress(), 1);
 
   const absl::Time start = absl::Now();
@@ -141,7 +107,7 @@ TEST_F(LimitsE2E, SilentUploadEndsAfterIdleTimeoutAndFreesNameFileAndSlot) {
 
   // Everything the stream held is free by the time the client hears of it:
   // the temporary file, the slot, and the name.
-  EXPECT_EQ(CountFiles(TmpDir()), 0u);
+  EXPECT_EQ(test_util::CountFiles(TmpDir()), 0u);
   EXPECT_EQ(UploadsInProgress(), 0);
   absl::StatusOr<v1::Dataset> again = UploadGoodFolder("pets");
   ASSERT_TRUE(again.ok()) << again.status();
@@ -151,7 +117,7 @@ TEST_F(LimitsE2E, SilentUploadEndsAfterIdleTimeoutAndFreesNameFileAndSlot) {
 TEST_F(LimitsE2E, UploadsBeyondTheCapAreRefusedUntilASlotFrees) {
   StartServer([](api::KaizenServer::Options* o) { o->uploads.max_concurrent = 1; });
   std::unique_ptr<OpenUpload> first = Open("first");
-  ASSERT_TRUE(WaitFor([&] { return CountFiles(TmpDir()) == 1; }));
+  ASSERT_TRUE(test_util::WaitUntil([&] { return test_util::CountFiles(TmpDir()) == 1; }));
 
   absl::StatusOr<v1::Dataset> second = UploadGoodFolder("second");
   EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted) << second.status();
@@ -161,8 +127,8 @@ TEST_F(LimitsE2E, UploadsBeyondTheCapAreRefusedUntilASlotFrees) {
 
   first->context.TryCancel();
   EXPECT_EQ(first->writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
-  ASSERT_TRUE(WaitFor([&] { return UploadsInProgress() == 0; }));
-  EXPECT_EQ(CountFiles(TmpDir()), 0u);
+  ASSERT_TRUE(test_util::WaitUntil([&] { return UploadsInProgress() == 0; }));
+  EXPECT_EQ(test_util::CountFiles(TmpDir()), 0u);
   second = UploadGoodFolder("second");
   EXPECT_TRUE(second.ok()) << second.status();
 }
@@ -185,7 +151,7 @@ TEST_F(LimitsE2E, UploadStillSendingAtItsDeadlineEnds) {
   EXPECT_NE(st.error_message().find("--upload_deadline_seconds"), std::string::npos)
       << st.error_message();
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
-  EXPECT_EQ(CountFiles(TmpDir()), 0u);
+  EXPECT_EQ(test_util::CountFiles(TmpDir()), 0u);
   EXPECT_EQ(UploadsInProgress(), 0);
 }
 
@@ -198,7 +164,7 @@ TEST_F(LimitsE2E, SilentUploadsHoldNoServerThread) {
   });
   std::vector<std::unique_ptr<OpenUpload>> silent;
   for (int i = 0; i < 12; ++i) silent.push_back(Open(absl::StrCat("silent-", i)));
-  ASSERT_TRUE(WaitFor([&] { return CountFiles(TmpDir()) == 12; }));
+  ASSERT_TRUE(test_util::WaitUntil([&] { return test_util::CountFiles(TmpDir()) == 12; }));
 
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
@@ -211,7 +177,7 @@ TEST_F(LimitsE2E, SilentUploadsHoldNoServerThread) {
 
   for (auto& up : silent) up->context.TryCancel();
   for (auto& up : silent) up->writer->Finish();
-  EXPECT_TRUE(WaitFor([&] { return CountFiles(TmpDir()) == 0; }));
+  EXPECT_TRUE(test_util::WaitUntil([&] { return test_util::CountFiles(TmpDir()) == 0; }));
 }
 
 TEST_F(LimitsE2E, SlowMetricsClientsDelayNoScrape) {
@@ -219,13 +185,13 @@ TEST_F(LimitsE2E, SlowMetricsClientsDelayNoScrape) {
   // Three clients that send half a request line and then sit.
   std::vector<int> slow;
   for (int i = 0; i < 3; ++i) {
-    const int fd = test_util::ConnectLoopback(server_->metrics_port());
+    const int fd = test_util::ConnectLoopback(s_.server->metrics_port());
     ASSERT_GE(fd, 0);
     ASSERT_EQ(send(fd, "GET /metr", 9, MSG_NOSIGNAL), 9);
     slow.push_back(fd);
   }
   const absl::Time start = absl::Now();
-  const std::string body = Metrics();
+  const std::string body = s_.Metrics();
   const absl::Duration took = absl::Now() - start;
   EXPECT_NE(body.find("kaizen_uploads_in_progress"), std::string::npos) << body;
   EXPECT_LT(took, absl::Seconds(1));
@@ -235,7 +201,7 @@ TEST_F(LimitsE2E, SlowMetricsClientsDelayNoScrape) {
 TEST_F(LimitsE2E, MetricsConnectionIsClosedAtItsDeadlineHoweverItTrickles) {
   StartServer(
       [](api::KaizenServer::Options* o) { o->metrics_http.request_timeout = absl::Seconds(1); });
-  const int fd = test_util::ConnectLoopback(server_->metrics_port());
+  const int fd = test_util::ConnectLoopback(s_.server->metrics_port());
   ASSERT_GE(fd, 0);
   // One byte every 100 ms of a request that never ends: no single read
   // times out, only the whole-request deadline can end it.
@@ -255,7 +221,7 @@ TEST_F(LimitsE2E, MetricsConnectionIsClosedAtItsDeadlineHoweverItTrickles) {
   EXPECT_GE(took, absl::Milliseconds(900));
   EXPECT_LT(took, absl::Seconds(5));
   // And the endpoint still answers.
-  EXPECT_NE(Metrics().find("kaizen_uploads_in_progress"), std::string::npos);
+  EXPECT_NE(s_.Metrics().find("kaizen_uploads_in_progress"), std::string::npos);
 }
 
 }  // namespace

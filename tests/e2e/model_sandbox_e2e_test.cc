@@ -13,6 +13,7 @@
 #include "server/common/atomic_file.h"
 #include "server/common/sha256.h"
 #include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/python.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen {
@@ -25,10 +26,9 @@ class ModelSandboxE2E : public ::testing::Test {
   void SetUp() override {
     canary_ = data_.File("canary");
     test_util::WriteBinaryFile(canary_, "stored bytes");
-    const std::string cmd =
-        absl::StrCat(KAIZEN_PYTHON, " ", KAIZEN_SOURCE_DIR, "/tests/fixtures/hostile_models.py ",
-                     models_.path(), " ", canary_);
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const absl::StatusOr<std::string> written =
+        test_util::RunPythonFixture("hostile_models.py", {models_.path(), canary_});
+    ASSERT_TRUE(written.ok()) << written.status();
     api::KaizenServer::Options o;
     o.data_dir = data_.path();
     o.grpc_address = "127.0.0.1:0";

@@ -19,6 +19,8 @@
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/api/server.h"
 #include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/server/loopback_server.h"
+#include "tests/test_util/server/serving_fixture.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen {
@@ -27,15 +29,12 @@ namespace {
 using inference::ModelInferRequest;
 using inference::ModelInferResponse;
 
-constexpr char kModel[] = "oip-net";
+constexpr const char* kModel = test_util::kShapesModel;
 
 // What the suite shares: the server, its clients and the model they query.
 struct Suite {
   test_util::TempDir data;
-  test_util::TempDir files;
-  std::unique_ptr<api::KaizenServer> server;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<client::KaizenClient> client;
+  test_util::LoopbackServer s;
   std::unique_ptr<inference::GRPCInferenceService::Stub> oip;
   v1::Model model;
   std::string setup_error;
@@ -43,67 +42,19 @@ struct Suite {
 
 Suite* suite = nullptr;
 
-// Starts the server and fine-tunes kModel: cnn-small trained from scratch
-// for one epoch on two classes of 12 small PNG images each.
-std::string StartSuite(Suite& s) {
-  api::KaizenServer::Options o;
-  o.data_dir = s.data.path();
-  o.grpc_address = "127.0.0.1:0";
-  o.metrics_port = -1;
-  o.threads = 2;
-  o.workers = 1;
-  auto server = api::KaizenServer::Start(o);
-  if (!server.ok()) return server.status().ToString();
-  s.server = *std::move(server);
-  s.channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", s.server->grpc_port()),
-                                  grpc::InsecureChannelCredentials());
-  s.client = std::make_unique<client::KaizenClient>(s.channel);
-  s.oip = inference::GRPCInferenceService::NewStub(s.channel);
-  // Serving preloads in the background; ServerReady says so once it is done.
-  const absl::Time ready_by = absl::Now() + absl::Seconds(30);
-  while (!s.server->ready()) {
-    if (absl::Now() > ready_by) return "the server did not become ready in 30 s";
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-
-  std::vector<test_util::ArchiveEntry> entries;
-  for (uint32_t i = 0; i < 12; ++i) {
-    entries.push_back({absl::StrCat("light/", i, ".png"), test_util::EncodePng(28, 28, 1, i)});
-    entries.push_back({absl::StrCat("dark/", i, ".png"), test_util::EncodePng(28, 28, 1, 100 + i)});
-  }
-  const std::string archive = s.files.File("shapes.tar.gz");
-  test_util::WriteBinaryFile(archive,
-                             test_util::MakeArchive(entries, test_util::ArchiveKind::kTarGz));
-  v1::UploadDatasetHeader h;
-  h.set_name("oip-shapes");
-  h.set_format(v1::DATASET_FORMAT_IMAGE_FOLDER);
-  auto dataset = s.client->UploadDataset(h, {archive});
-  if (!dataset.ok()) return dataset.status().ToString();
-
-  v1::StartFineTuneRequest r;
-  r.set_base_model("cnn-small");
-  r.set_dataset("oip-shapes");
-  r.set_output_model(kModel);
-  r.set_strategy(v1::STRATEGY_SCRATCH);
-  r.mutable_hyperparameters()->set_epochs(1);
-  r.mutable_hyperparameters()->set_seed(7);
-  r.mutable_hyperparameters()->mutable_validation()->set_split(0.25);
-  auto job = s.client->StartFineTune(r);
-  if (!job.ok()) return job.status().ToString();
-  const absl::Time deadline = absl::Now() + absl::Minutes(3);
-  while (true) {
-    auto j = s.client->GetJob(job->id());
-    if (!j.ok()) return j.status().ToString();
-    if (j->state() == v1::JOB_STATE_SUCCEEDED) break;
-    if (j->state() == v1::JOB_STATE_FAILED || j->state() == v1::JOB_STATE_CANCELLED) {
-      return absl::StrCat("fine-tune job ended ", v1::JobState_Name(j->state()), ": ", j->error());
-    }
-    if (absl::Now() > deadline) return "fine-tune job did not finish in 3 minutes";
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  auto model = s.client->GetModel(kModel);
+// Starts a server on a copy of the serving fixture, whose kModel is
+// cnn-small trained from scratch on two classes of small PNG images.
+std::string StartSuite(Suite& out) {
+  absl::Status copied = test_util::CopyServingFixture(out.data.path());
+  if (!copied.ok()) return copied.ToString();
+  absl::StatusOr<test_util::LoopbackServer> s =
+      test_util::StartLoopbackServer(test_util::LoopbackOptions(out.data.path()));
+  if (!s.ok()) return s.status().ToString();
+  out.s = *std::move(s);
+  out.oip = inference::GRPCInferenceService::NewStub(out.s.channel);
+  auto model = out.s.client->GetModel(kModel);
   if (!model.ok()) return model.status().ToString();
-  s.model = *std::move(model);
+  out.model = *std::move(model);
   return "";
 }
 
@@ -209,7 +160,7 @@ class OipE2E : public ::testing::Test {
     v1::PredictRequest r = base;
     r.set_model(kModel);
     r.set_top_k(static_cast<int32_t>(classes()));
-    auto response = suite->client->Predict(r, absl::Seconds(30));
+    auto response = suite->s.client->Predict(r, absl::Seconds(30));
     EXPECT_TRUE(response.ok()) << response.status();
     if (!response.ok()) return {};
     std::vector<float> p(static_cast<size_t>(r.inputs_size() * classes()), -1.0f);

@@ -22,10 +22,12 @@
 #include "server/datasets/image_decoder.h"
 #include "server/models/model_metadata.h"
 #include "server/store/model_store.h"
-#include "tests/test_util/fashion_mnist.h"
-#include "tests/test_util/http_get.h"
+#include "tests/test_util/fake_clock.h"
 #include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/server/loopback_server.h"
+#include "tests/test_util/server/serving_fixture.h"
 #include "tests/test_util/temp_dir.h"
+#include "tests/test_util/wait.h"
 
 namespace kaizen {
 namespace {
@@ -33,64 +35,18 @@ namespace {
 using v1::PredictRequest;
 using v1::PredictResponse;
 
-constexpr char kModel[] = "shoes";
-const std::vector<std::string> kClasses = {"sandal", "shirt", "sneaker", "bag", "ankle-boot"};
-
-// The value of one sample line of the Prometheus text format, or -1.
-double MetricValue(const std::string& body, const std::string& sample) {
-  const size_t at = body.find(sample + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(body.substr(at + sample.size() + 1));
-}
+constexpr const char* kModel = test_util::kShoesModel;
 
 class PredictE2E : public ::testing::Test {
  protected:
-  // One data directory with a fine-tuned model, trained once for the suite;
-  // every test serves a copy of it.
-  static void SetUpTestSuite() {
-    seed_dir_ = new test_util::TempDir();
-    test_util::TempDir files;
-    api::KaizenServer::Options o = BaseOptions(seed_dir_->path());
-    auto server = api::KaizenServer::Start(o);
-    ASSERT_TRUE(server.ok()) << server.status();
-    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->grpc_port()),
-                                       grpc::InsecureChannelCredentials());
-    client::KaizenClient client(channel);
-    const std::string images = files.File("images"), labels = files.File("labels");
-    test_util::WriteFashionSubset("train", {5, 6, 7, 8, 9}, 20, 0, images, labels);
-    v1::UploadDatasetHeader h;
-    h.set_name("few");
-    h.set_format(v1::DATASET_FORMAT_IDX);
-    for (const auto& c : kClasses) h.add_class_names(c);
-    ASSERT_TRUE(client.UploadDataset(h, {images, labels}).ok());
-    v1::StartFineTuneRequest r = Request(kModel, 2);
-    auto job = client.StartFineTune(r);
-    ASSERT_TRUE(job.ok()) << job.status();
-    for (int i = 0; i < 1200; ++i) {
-      auto j = client.GetJob(job->id());
-      ASSERT_TRUE(j.ok());
-      if (j->state() == v1::JOB_STATE_SUCCEEDED) break;
-      ASSERT_NE(j->state(), v1::JOB_STATE_FAILED) << j->error();
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    (*server)->Shutdown(absl::Seconds(5));
-    (*server)->Wait();
+  // Every test serves its own copy of the serving fixture (a data directory
+  // in which "shoes" was fine-tuned once for the whole CTest run).
+  void SetUp() override {
+    const absl::Status copied = test_util::CopyServingFixture(data_.path());
+    ASSERT_TRUE(copied.ok()) << copied;
   }
 
-  static void TearDownTestSuite() {
-    delete seed_dir_;
-    seed_dir_ = nullptr;
-  }
-
-  static api::KaizenServer::Options BaseOptions(const std::string& data_dir) {
-    api::KaizenServer::Options o;
-    o.data_dir = data_dir;
-    o.grpc_address = "127.0.0.1:0";
-    o.metrics_host = "127.0.0.1";
-    o.metrics_port = 0;
-    o.threads = 2;
-    return o;
-  }
+  api::KaizenServer::Options Options() const { return test_util::LoopbackOptions(data_.path()); }
 
   static v1::StartFineTuneRequest Request(const std::string& output, int epochs) {
     v1::StartFineTuneRequest r;
@@ -104,26 +60,13 @@ class PredictE2E : public ::testing::Test {
     return r;
   }
 
-  void SetUp() override {
-    std::filesystem::copy(seed_dir_->path(), data_.path(),
-                          std::filesystem::copy_options::recursive |
-                              std::filesystem::copy_options::overwrite_existing);
-  }
-
   void StartServer(api::KaizenServer::Options o, bool wait_ready = true) {
-    auto server = api::KaizenServer::Start(std::move(o));
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->grpc_port()),
-                                   grpc::InsecureChannelCredentials());
-    client_ = std::make_unique<client::KaizenClient>(channel_);
-    inference_ = v1::InferenceService::NewStub(channel_);
-    if (wait_ready) {
-      for (int i = 0; i < 3000 && !server_->ready(); ++i) absl::SleepFor(absl::Milliseconds(10));
-      ASSERT_TRUE(server_->ready());
-    }
+    auto s = test_util::StartLoopbackServer(std::move(o), wait_ready);
+    ASSERT_TRUE(s.ok()) << s.status();
+    s_ = *std::move(s);
+    inference_ = v1::InferenceService::NewStub(s_.channel);
   }
-  void StartServer() { StartServer(BaseOptions(data_.path())); }
+  void StartServer() { StartServer(Options()); }
 
   grpc::Status Predict(const PredictRequest& r, PredictResponse* out,
                        absl::Duration timeout = absl::Seconds(60)) {
@@ -132,7 +75,13 @@ class PredictE2E : public ::testing::Test {
     return inference_->Predict(&ctx, r, out);
   }
 
-  std::string Metrics() { return test_util::HttpGet(server_->metrics_port(), "/metrics"); }
+  std::string Metrics() { return s_.Metrics(); }
+  double Metric(const std::string& sample) { return test_util::MetricValue(Metrics(), sample); }
+  // Waits until `sample` reads `value` (the server acts on requests on its
+  // own threads); true once it does.
+  bool AwaitMetric(const std::string& sample, double value) {
+    return test_util::WaitUntil([&] { return Metric(sample) == value; });
+  }
 
   static void AddTensor(PredictRequest* r, const std::vector<float>& values,
                         std::vector<int64_t> shape = {1, 28, 28}) {
@@ -151,19 +100,15 @@ class PredictE2E : public ::testing::Test {
 
   test_util::TempDir data_;
   test_util::TempDir files_;
-  std::unique_ptr<api::KaizenServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<client::KaizenClient> client_;
+  test_util::LoopbackServer s_;
   std::unique_ptr<v1::InferenceService::Stub> inference_;
-  static test_util::TempDir* seed_dir_;
 };
 
-test_util::TempDir* PredictE2E::seed_dir_ = nullptr;
 
 TEST_F(PredictE2E, PredictionsMatchTheModelRunDirectly) {
   StartServer();
   const std::string path = files_.File("shoes.pt");
-  auto m = client_->DownloadModel(kModel, 0, path);
+  auto m = s_.client->DownloadModel(kModel, 0, path);
   ASSERT_TRUE(m.ok()) << m.status();
   torch::jit::Module direct = torch::jit::load(path);
   direct.eval();
@@ -198,7 +143,7 @@ TEST_F(PredictE2E, PredictionsMatchTheModelRunDirectly) {
     for (int k = 0; k < 5; ++k) {
       const auto& c = pred.classes(k);
       EXPECT_NEAR(c.probability(), p[c.index()].item<float>(), 1e-5) << "input " << i;
-      EXPECT_EQ(c.label(), kClasses[c.index()]);
+      EXPECT_EQ(c.label(), test_util::ShoesClasses()[c.index()]);
       if (k > 0) EXPECT_LE(c.probability(), pred.classes(k - 1).probability());
     }
     EXPECT_EQ(pred.classes(0).index(), p.argmax().item<int64_t>());
@@ -216,7 +161,7 @@ TEST_F(PredictE2E, ServesAnUploadedTorchvisionClassifierOnImagesOfAnySize) {
   StartServer();
   v1::UploadModelHeader h;
   h.set_name("resnet18");
-  ASSERT_TRUE(client_->UploadModel(h, absl::StrCat(KAIZEN_FIXTURE_DIR, "/resnet18.pt")).ok());
+  ASSERT_TRUE(s_.client->UploadModel(h, absl::StrCat(KAIZEN_FIXTURE_DIR, "/resnet18.pt")).ok());
   PredictRequest r;
   r.set_model("resnet18");
   r.set_top_k(3);
@@ -235,7 +180,7 @@ TEST_F(PredictE2E, ServesAnUploadedTorchvisionClassifierOnImagesOfAnySize) {
 }
 
 TEST_F(PredictE2E, BadInputsFailPreciselyAndTheServerKeepsServing) {
-  api::KaizenServer::Options o = BaseOptions(data_.path());
+  api::KaizenServer::Options o = Options();
   o.serving.max_request_inputs = 4;
   StartServer(o);
   struct Case {
@@ -346,7 +291,7 @@ TEST_F(PredictE2E, DecodeBudgetsStopHostileImagesInPredictAndModelInfer) {
       << st.error_message();
   EXPECT_NE(st.error_message().find("decode budget"), std::string::npos) << st.error_message();
 
-  auto oip = inference::GRPCInferenceService::NewStub(channel_);
+  auto oip = inference::GRPCInferenceService::NewStub(s_.channel);
   for (const std::string* image : {&many_scans, &flat}) {
     inference::ModelInferRequest infer;
     infer.set_model_name(kModel);
@@ -372,7 +317,7 @@ TEST_F(PredictE2E, DecodeBudgetsStopHostileImagesInPredictAndModelInfer) {
 
 TEST_F(PredictE2E, PinnedVersionsAndTheBestPolicy) {
   StartServer();
-  auto m = client_->GetModel(kModel);
+  auto m = s_.client->GetModel(kModel);
   ASSERT_TRUE(m.ok());
   ASSERT_GE(m->versions_size(), 2);
   PredictRequest r;
@@ -396,18 +341,17 @@ TEST_F(PredictE2E, PinnedVersionsAndTheBestPolicy) {
 // forward.
 TEST_F(PredictE2E, HotSwapsUnderConcurrentLoadLoseNoRequest) {
   StartServer();
-  constexpr int kEpochs = 52;
+  constexpr int kEpochs = 24;
   v1::StartFineTuneRequest req = Request("live", kEpochs);
   req.set_keep_checkpoints(2);
-  auto job = client_->StartFineTune(req);
+  auto job = s_.client->StartFineTune(req);
   ASSERT_TRUE(job.ok()) << job.status();
   PredictRequest r;
   r.set_model("live");
   AddTensor(&r, RandomInput(5));
   PredictResponse resp;
   // Wait for the first version.
-  for (int i = 0; i < 3000 && !Predict(r, &resp).ok(); ++i) absl::SleepFor(absl::Milliseconds(20));
-  ASSERT_TRUE(Predict(r, &resp).ok());
+  ASSERT_TRUE(test_util::WaitUntil([&] { return Predict(r, &resp).ok(); }, absl::Minutes(5)));
 
   std::atomic<bool> done{false};
   std::atomic<int64_t> ok{0}, failed{0}, backwards{0};
@@ -417,7 +361,7 @@ TEST_F(PredictE2E, HotSwapsUnderConcurrentLoadLoseNoRequest) {
   std::vector<std::thread> clients;
   for (int c = 0; c < 32; ++c) {
     clients.emplace_back([&] {
-      auto stub = v1::InferenceService::NewStub(channel_);
+      auto stub = v1::InferenceService::NewStub(s_.channel);
       int64_t last = 0;
       std::set<int64_t> mine;
       while (!done) {
@@ -440,35 +384,31 @@ TEST_F(PredictE2E, HotSwapsUnderConcurrentLoadLoseNoRequest) {
       seen.insert(mine.begin(), mine.end());
     });
   }
-  v1::Job final_job;
-  for (int i = 0; i < 6000; ++i) {
-    auto j = client_->GetJob(job->id());
-    ASSERT_TRUE(j.ok());
-    final_job = *j;
-    if (final_job.state() == v1::JOB_STATE_SUCCEEDED || final_job.state() == v1::JOB_STATE_FAILED) {
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  absl::SleepFor(absl::Milliseconds(500));  // the last swap
+  const absl::StatusOr<v1::Job> final_job =
+      test_util::WaitForJob(*s_.client, job->id(), {v1::JOB_STATE_SUCCEEDED}, absl::Minutes(8));
+  // The clients run on until the last version has been swapped in.
+  const bool last_swapped = test_util::WaitUntil(
+      [&] { return Predict(r, &resp).ok() && resp.version() == kEpochs; }, absl::Minutes(1));
   done = true;
   for (auto& t : clients) t.join();
-  ASSERT_EQ(final_job.state(), v1::JOB_STATE_SUCCEEDED) << final_job.error();
+  ASSERT_TRUE(final_job.ok()) << final_job.status();
+  ASSERT_TRUE(last_swapped) << "version " << kEpochs << " never answered";
   EXPECT_EQ(failed.load(), 0) << first_error;
   EXPECT_EQ(backwards.load(), 0);
   const std::string metrics = Metrics();
   const double swaps_ok =
-      MetricValue(metrics, "kaizen_model_loads_total{model=\"live\",result=\"ok\"}");
+      test_util::MetricValue(metrics, "kaizen_model_loads_total{model=\"live\",result=\"ok\"}");
   std::cout << "hot swap: " << ok << " requests ok, " << failed << " failed, " << seen.size()
             << " versions answered (" << *seen.begin() << ".." << *seen.rbegin() << "), "
             << swaps_ok << " versions loaded, job wrote " << kEpochs << "\n";
-  EXPECT_GE(static_cast<int>(seen.size()), kEpochs / 3);
-  EXPECT_EQ(*seen.rbegin(), kEpochs);  // the last version answers in the end
+  // How many versions the clients saw depends on the machine's speed; that
+  // they saw the model change under them does not.
+  EXPECT_GE(seen.size(), 2u);
 }
 
 TEST_F(PredictE2E, AVersionThatFailsToLoadNeverReplacesAGoodOne) {
   StartServer();
-  auto m = client_->GetModel(kModel);
+  auto m = s_.client->GetModel(kModel);
   ASSERT_TRUE(m.ok());
   const int64_t good = m->latest_version();
   // A checkpoint whose forward() does not return [N, classes].
@@ -476,13 +416,10 @@ TEST_F(PredictE2E, AVersionThatFailsToLoadNeverReplacesAGoodOne) {
   broken.define("def forward(self, x):\n  return (x, x)\n");
   v1::Model meta = *m;
   meta.clear_versions();
-  auto added = server_->model_store()->AddVersion(kModel, broken, meta, "");
+  auto added = s_.server->model_store()->AddVersion(kModel, broken, meta, "");
   ASSERT_TRUE(added.ok()) << added.status();
   const std::string failed_sample = "kaizen_model_loads_total{model=\"shoes\",result=\"failed\"}";
-  for (int i = 0; i < 500 && MetricValue(Metrics(), failed_sample) < 1; ++i) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  EXPECT_EQ(MetricValue(Metrics(), failed_sample), 1);
+  EXPECT_TRUE(AwaitMetric(failed_sample, 1));
   PredictRequest r;
   r.set_model(kModel);
   AddTensor(&r, RandomInput(6));
@@ -492,134 +429,113 @@ TEST_F(PredictE2E, AVersionThatFailsToLoadNeverReplacesAGoodOne) {
 
   // The next good version is swapped in.
   const std::string path = files_.File("good.pt");
-  ASSERT_TRUE(client_->DownloadModel(kModel, good, path).ok());
-  auto next = server_->model_store()->AddVersion(kModel, torch::jit::load(path), meta, "");
+  ASSERT_TRUE(s_.client->DownloadModel(kModel, good, path).ok());
+  auto next = s_.server->model_store()->AddVersion(kModel, torch::jit::load(path), meta, "");
   ASSERT_TRUE(next.ok());
-  for (int i = 0; i < 500; ++i) {
-    ASSERT_TRUE(Predict(r, &resp).ok());
-    if (resp.version() == next->version()) break;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  EXPECT_TRUE(test_util::WaitUntil(
+      [&] { return Predict(r, &resp).ok() && resp.version() == next->version(); }));
   EXPECT_EQ(resp.version(), next->version());
 }
 
-// Keeps the executor busy with a large request on torchvision's resnet18.
-class BusyModel {
+// Once armed, holds the executor of kModel inside its next forward pass
+// until released, so that requests queue behind it for as long as a test
+// needs, whatever the machine's speed.
+class ExecutorGate {
  public:
-  BusyModel(v1::InferenceService::Stub* stub, int inputs) {
-    request_.set_model("resnet18");
-    request_.set_disable_batching(true);
-    for (int i = 0; i < inputs; ++i)
-      request_.add_inputs()->set_encoded_image(test_util::EncodeJpeg(224, 224, 3, i));
-    thread_ = std::thread([this, stub] {
-      grpc::ClientContext ctx;
-      PredictResponse out;
-      status_ = stub->Predict(&ctx, request_, &out);
-    });
+  void Arm() { armed_ = true; }
+  void BeforeForward(const std::string& model) {
+    if (model != kModel || !armed_.exchange(false)) return;
+    entered_.Notify();
+    release_.WaitForNotification();
   }
-  ~BusyModel() { thread_.join(); }
-  grpc::Status status() {
-    thread_.join();
-    thread_ = std::thread([] {});
-    return status_;
-  }
+  void AwaitHeld() { entered_.WaitForNotification(); }
+  void Release() { release_.Notify(); }
 
  private:
-  PredictRequest request_;
-  grpc::Status status_;
-  std::thread thread_;
+  std::atomic<bool> armed_{false};
+  absl::Notification entered_, release_;
 };
 
 TEST_F(PredictE2E, QueueFullDeadlineAndCancellationAreNotComputed) {
-  api::KaizenServer::Options o = BaseOptions(data_.path());
+  ExecutorGate gate;
+  api::KaizenServer::Options o = Options();
   o.serving.max_queue_size = 2;
+  o.serving.before_forward = [&gate](const std::string& model) { gate.BeforeForward(model); };
   StartServer(o);
-  v1::UploadModelHeader h;
-  h.set_name("resnet18");
-  ASSERT_TRUE(client_->UploadModel(h, absl::StrCat(KAIZEN_FIXTURE_DIR, "/resnet18.pt")).ok());
   PredictRequest one;
-  one.set_model("resnet18");
-  one.add_inputs()->set_encoded_image(test_util::EncodeJpeg(64, 64, 3, 1));
+  one.set_model(kModel);
+  AddTensor(&one, RandomInput(1));
   PredictResponse resp;
   ASSERT_TRUE(Predict(one, &resp).ok());  // loaded and warm
 
+  const std::string queued = absl::StrCat("kaizen_inference_queue_requests{model=\"", kModel, "\"}");
+  auto dropped = [](const std::string& reason) {
+    return absl::StrCat("kaizen_inference_dropped_total{model=\"", kModel, "\",reason=\"", reason,
+                        "\"}");
+  };
+  gate.Arm();
+  grpc::Status busy_status;
+  std::thread busy([&] {
+    PredictResponse out;
+    busy_status = Predict(one, &out);
+  });
+  gate.AwaitHeld();  // the executor has taken the request and waits
   {
-    // Polls a metric until it reaches `value`, for up to 10 s: the server
-    // acts on requests in their own time (the executor takes a batch; it
-    // notices deadlines and cancellations of queued requests within 50 ms).
-    auto await_metric = [this](const std::string& name, double value) {
-      for (int i = 0; i < 1000 && MetricValue(Metrics(), name) != value; ++i) {
-        absl::SleepFor(absl::Milliseconds(10));
-      }
-      return MetricValue(Metrics(), name);
-    };
-    BusyModel busy(inference_.get(), 192);  // seconds of work, even optimised
-    // Wait until the executor has taken it (a batch is counted before its
-    // forward pass): the warm-up request above was the first.
-    ASSERT_EQ(await_metric("kaizen_inference_batch_size_count{model=\"resnet18\"}", 2), 2);
-    const std::string queued = "kaizen_inference_queue_requests{model=\"resnet18\"}";
     // A deadline that passes while queued: dropped before compute.
     grpc::Status late = Predict(one, &resp, absl::Milliseconds(200));
-    EXPECT_EQ(late.error_code(), grpc::DEADLINE_EXCEEDED);
-    EXPECT_EQ(
-        await_metric("kaizen_inference_dropped_total{model=\"resnet18\",reason=\"deadline\"}", 1),
-        1);
+    EXPECT_EQ(late.error_code(), grpc::DEADLINE_EXCEEDED) << late.error_message();
+    EXPECT_TRUE(AwaitMetric(dropped("deadline"), 1));
+    ASSERT_TRUE(AwaitMetric(queued, 0)) << "the dropped request left the queue";
+
     // A caller that goes away while queued: not computed.
     grpc::ClientContext ctx;
     std::thread canceller([&] {
-      absl::SleepFor(absl::Milliseconds(200));
-      ctx.TryCancel();
+      if (AwaitMetric(queued, 1)) ctx.TryCancel();
     });
-    EXPECT_EQ(inference_->Predict(&ctx, one, &resp).error_code(), grpc::CANCELLED);
+    grpc::Status cancelled = inference_->Predict(&ctx, one, &resp);
     canceller.join();
-    EXPECT_EQ(
-        await_metric("kaizen_inference_dropped_total{model=\"resnet18\",reason=\"cancelled\"}", 1),
-        1);
-    ASSERT_EQ(await_metric(queued, 0), 0) << "the dropped requests left the queue";
-    // Two requests fill the queue; the third fails at once.
+    EXPECT_EQ(cancelled.error_code(), grpc::CANCELLED) << cancelled.error_message();
+    EXPECT_TRUE(AwaitMetric(dropped("cancelled"), 1));
+    ASSERT_TRUE(AwaitMetric(queued, 0)) << "the cancelled request left the queue";
+
+    // Two requests fill the queue; the third is refused without waiting: had
+    // it been queued, it could only end when the executor is released.
     std::vector<std::thread> fill;
     std::atomic<int> fill_ok{0};
     for (int i = 0; i < 2; ++i) {
       fill.emplace_back([&] {
-        auto stub = v1::InferenceService::NewStub(channel_);
-        grpc::ClientContext c;
         PredictResponse out;
-        PredictRequest r = one;
-        r.set_disable_batching(true);
-        if (stub->Predict(&c, r, &out).ok()) ++fill_ok;
+        if (Predict(one, &out).ok()) ++fill_ok;
       });
     }
-    ASSERT_EQ(await_metric(queued, 2), 2) << "the two requests should be waiting";
-    const absl::Time start = absl::Now();
+    ASSERT_TRUE(AwaitMetric(queued, 2)) << "the two requests should be waiting";
     grpc::Status full = Predict(one, &resp);
     EXPECT_EQ(full.error_code(), grpc::RESOURCE_EXHAUSTED) << full.error_message();
-    EXPECT_NE(full.error_message().find("queue of model \"resnet18\" is full"), std::string::npos);
-    EXPECT_LT(absl::Now() - start, absl::Milliseconds(500));
-    EXPECT_TRUE(busy.status().ok());
+    EXPECT_NE(full.error_message().find(absl::StrCat("queue of model \"", kModel, "\" is full")),
+              std::string::npos)
+        << full.error_message();
+    gate.Release();
+    busy.join();
     for (auto& t : fill) t.join();
+    EXPECT_TRUE(busy_status.ok()) << busy_status.error_message();
     EXPECT_EQ(fill_ok.load(), 2);
   }
   const std::string metrics = Metrics();
-  EXPECT_EQ(MetricValue(metrics,
-                        "kaizen_inference_dropped_total{model=\"resnet18\",reason=\"deadline\"}"),
-            1)
-      << metrics;
-  EXPECT_EQ(MetricValue(metrics,
-                        "kaizen_inference_dropped_total{model=\"resnet18\",reason=\"cancelled\"}"),
-            1);
-  EXPECT_EQ(MetricValue(metrics,
-                        "kaizen_inference_dropped_total{model=\"resnet18\",reason=\"queue_full\"}"),
-            1);
+  EXPECT_EQ(test_util::MetricValue(metrics, dropped("deadline")), 1) << metrics;
+  EXPECT_EQ(test_util::MetricValue(metrics, dropped("cancelled")), 1);
+  EXPECT_EQ(test_util::MetricValue(metrics, dropped("queue_full")), 1);
   ASSERT_TRUE(Predict(one, &resp).ok());
 }
 
 TEST_F(PredictE2E, HealthIsNotServingUntilModelsLoadAndWhileDraining) {
   absl::Notification release;
-  api::KaizenServer::Options o = BaseOptions(data_.path());
+  api::KaizenServer::Options o = Options();
   o.serving.before_preload = [&release] { release.WaitForNotification(); };
-  o.drain_delay = absl::Seconds(1.5);
+  test_util::FakeClock drain_clock;
+  o.drain_delay = absl::Seconds(30);
+  o.drain_clock = &drain_clock;
   StartServer(o, /*wait_ready=*/false);
-  auto health = grpc::health::v1::Health::NewStub(channel_);
+  auto health = grpc::health::v1::Health::NewStub(s_.channel);
   auto check = [&](const std::string& service) {
     grpc::ClientContext ctx;
     grpc::health::v1::HealthCheckRequest req;
@@ -633,14 +549,13 @@ TEST_F(PredictE2E, HealthIsNotServingUntilModelsLoadAndWhileDraining) {
   EXPECT_EQ(check(""), H::NOT_SERVING);
   EXPECT_EQ(check("kaizen.v1.InferenceService"), H::NOT_SERVING);
   release.Notify();
-  for (int i = 0; i < 3000 && !server_->ready(); ++i) absl::SleepFor(absl::Milliseconds(10));
-  ASSERT_TRUE(server_->ready());
+  ASSERT_TRUE(test_util::WaitUntil([&] { return s_.server->ready(); }));
   EXPECT_EQ(check(""), H::SERVING);
   EXPECT_EQ(check("kaizen.v1.InferenceService"), H::SERVING);
 
-  std::thread stopper([&] { server_->Shutdown(absl::Seconds(5)); });
-  for (int i = 0; i < 100 && check("") != H::NOT_SERVING; ++i)
-    absl::SleepFor(absl::Milliseconds(10));
+  std::thread stopper([&] { s_.server->Shutdown(absl::Seconds(5)); });
+  // The server is in its drain delay until the test moves its clock on.
+  drain_clock.BlockUntilWaiters(1);
   EXPECT_EQ(check(""), H::NOT_SERVING);
   EXPECT_EQ(check("kaizen.v1.InferenceService"), H::NOT_SERVING);
   // Still answering while draining.
@@ -649,6 +564,7 @@ TEST_F(PredictE2E, HealthIsNotServingUntilModelsLoadAndWhileDraining) {
   AddTensor(&r, RandomInput(7));
   PredictResponse resp;
   EXPECT_TRUE(Predict(r, &resp).ok());
+  drain_clock.Advance(absl::Seconds(30));
   stopper.join();
 }
 

@@ -20,6 +20,7 @@
 #include "server/store/model_store.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/server_process.h"
+#include "tests/test_util/python.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen {
@@ -31,11 +32,10 @@ using ::testing::HasSubstr;
 class QuarantineE2E : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string cmd =
-        absl::StrCat(KAIZEN_PYTHON, " ", KAIZEN_SOURCE_DIR, "/tests/fixtures/hostile_models.py ",
-                     models_.path(), " /nonexistent");
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    port_ = test_util::TestPort(1);
+    const absl::StatusOr<std::string> written =
+        test_util::RunPythonFixture("hostile_models.py", {models_.path(), "/nonexistent"});
+    ASSERT_TRUE(written.ok()) << written.status();
+    port_ = test_util::FreeLoopbackPort();
   }
 
   // True once the server reports SERVING (its preload is done).

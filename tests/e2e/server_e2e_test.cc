@@ -14,8 +14,9 @@
 #include "server/common/atomic_file.h"
 #include "server/common/sha256.h"
 #include "server/models/torchscript_inspector.h"
-#include "tests/test_util/http_get.h"
+#include "tests/test_util/fashion_mnist.h"
 #include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/server/loopback_server.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen {
@@ -25,7 +26,6 @@ namespace fs = std::filesystem;
 using test_util::ArchiveEntry;
 using test_util::ArchiveKind;
 
-constexpr char kFashionDir[] = "/usr/share/datasets/fashion-mnist";
 
 std::vector<std::string> ListFiles(const std::string& dir) {
   std::vector<std::string> out;
@@ -43,22 +43,14 @@ class ServerE2E : public ::testing::Test {
   void SetUp() override { StartServer(); }
 
   void StartServer(int64_t max_upload_bytes = int64_t{1} << 30, int64_t max_pixels = 25'000'000) {
-    client_.reset();
-    server_.reset();
-    api::KaizenServer::Options o;
-    o.data_dir = data_.path();
-    o.grpc_address = "127.0.0.1:0";
-    o.metrics_host = "127.0.0.1";
-    o.metrics_port = 0;
+    s_ = test_util::LoopbackServer();
+    api::KaizenServer::Options o = test_util::LoopbackOptions(data_.path());
     o.threads = 1;
     o.max_upload_bytes = max_upload_bytes;
     o.max_image_pixels = max_pixels;
-    auto server = api::KaizenServer::Start(o);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->grpc_port()),
-                                   grpc::InsecureChannelCredentials());
-    client_ = std::make_unique<client::KaizenClient>(channel_);
+    auto s = test_util::StartLoopbackServer(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    s_ = *std::move(s);
   }
 
   std::string WriteArchive(const std::string& name, const std::vector<ArchiveEntry>& entries,
@@ -72,7 +64,7 @@ class ServerE2E : public ::testing::Test {
     v1::UploadDatasetHeader h;
     h.set_name(name);
     h.set_format(v1::DATASET_FORMAT_IMAGE_FOLDER);
-    return client_->UploadDataset(h, {archive});
+    return s_.client->UploadDataset(h, {archive});
   }
 
   // Nothing of a failed upload may remain: no temporary file, no blob other
@@ -80,7 +72,7 @@ class ServerE2E : public ::testing::Test {
   void ExpectNoLeftovers(size_t datasets) {
     EXPECT_TRUE(ListFiles(data_.path() + "/tmp").empty());
     EXPECT_EQ(ListFiles(data_.path() + "/datasets").size(), datasets);
-    auto list = client_->ListAllDatasets();
+    auto list = s_.client->ListAllDatasets();
     ASSERT_TRUE(list.ok());
     EXPECT_EQ(static_cast<size_t>(list->datasets_size()), datasets);
   }
@@ -97,18 +89,16 @@ class ServerE2E : public ::testing::Test {
 
   test_util::TempDir data_;
   test_util::TempDir files_;
-  std::unique_ptr<api::KaizenServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<client::KaizenClient> client_;
+  test_util::LoopbackServer s_;
 };
 
 TEST_F(ServerE2E, UploadsFashionMnistTrainingSetWithPerClassCounts) {
   v1::UploadDatasetHeader h;
   h.set_name("fashion-train");
   h.set_format(v1::DATASET_FORMAT_IDX);
-  const std::string images = absl::StrCat(kFashionDir, "/train-images-idx3-ubyte.gz");
-  const std::string labels = absl::StrCat(kFashionDir, "/train-labels-idx1-ubyte.gz");
-  auto d = client_->UploadDataset(h, {images, labels});
+  const std::string images = absl::StrCat(test_util::kFashionDir, "/train-images-idx3-ubyte.gz");
+  const std::string labels = absl::StrCat(test_util::kFashionDir, "/train-labels-idx1-ubyte.gz");
+  auto d = s_.client->UploadDataset(h, {images, labels});
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->num_examples(), 60000);
   ASSERT_EQ(d->classes_size(), 10);
@@ -120,7 +110,7 @@ TEST_F(ServerE2E, UploadsFashionMnistTrainingSetWithPerClassCounts) {
   ASSERT_TRUE(common::ReadFile(labels, &b).ok());
   EXPECT_EQ(d->sha256(), common::Sha256Hex(a + b));
   EXPECT_EQ(d->upload_bytes(), static_cast<int64_t>(a.size() + b.size()));
-  auto got = client_->GetDataset("fashion-train");
+  auto got = s_.client->GetDataset("fashion-train");
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->num_examples(), 60000);
 }
@@ -234,7 +224,7 @@ TEST_F(ServerE2E, HostileUploadsAreRefusedByHeaderChecksAndDecodeBudgets) {
     v1::UploadDatasetHeader h;
     h.set_name(name);
     h.set_format(v1::DATASET_FORMAT_IDX);
-    return client_->UploadDataset(h, {images_path, labels_path});
+    return s_.client->UploadDataset(h, {images_path, labels_path});
   };
   auto idx_header = [](uint32_t n, uint32_t rows, uint32_t cols, const std::string& payload) {
     std::string out("\x00\x00\x08\x03", 4);
@@ -265,7 +255,7 @@ TEST_F(ServerE2E, HostileUploadsAreRefusedByHeaderChecksAndDecodeBudgets) {
 
 // Raw stub: streams that end early, carry a wrong checksum, or lie about sizes.
 TEST_F(ServerE2E, TruncatedStreamsAndWrongChecksumsAreInvalidArgument) {
-  auto stub = v1::DatasetService::NewStub(channel_);
+  auto stub = v1::DatasetService::NewStub(s_.channel);
   const std::string bytes = test_util::MakeArchive(GoodFolder(), ArchiveKind::kTarGz);
   auto send = [&](size_t send_bytes, const std::string* sha, bool trailer) {
     grpc::ClientContext ctx;
@@ -308,12 +298,12 @@ TEST_F(ServerE2E, RestartKeepsDatasetsAndModels) {
   ASSERT_TRUE(UploadFolder("pets", WriteArchive("pets.tgz", GoodFolder())).ok());
   v1::UploadModelHeader mh;
   mh.set_name("r18");
-  ASSERT_TRUE(client_->UploadModel(mh, absl::StrCat(KAIZEN_FIXTURE_DIR, "/resnet18.pt")).ok());
+  ASSERT_TRUE(s_.client->UploadModel(mh, absl::StrCat(KAIZEN_FIXTURE_DIR, "/resnet18.pt")).ok());
   StartServer();
-  auto d = client_->GetDataset("pets");
+  auto d = s_.client->GetDataset("pets");
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->num_examples(), 5);
-  auto m = client_->GetModel("r18");
+  auto m = s_.client->GetModel("r18");
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->parameter_count(), 11689512);
   ExpectNoLeftovers(1);
@@ -332,7 +322,7 @@ TEST_F(ServerE2E, UploadsTorchvisionResnet18AndDetectsItsHead) {
   v1::UploadModelHeader h;
   h.set_name("resnet18");
   h.set_description("torchvision resnet18, random weights");
-  auto m = client_->UploadModel(h, fixture);
+  auto m = s_.client->UploadModel(h, fixture);
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->source(), v1::MODEL_SOURCE_UPLOADED);
   EXPECT_EQ(m->version(), 1);
@@ -345,14 +335,14 @@ TEST_F(ServerE2E, UploadsTorchvisionResnet18AndDetectsItsHead) {
   EXPECT_EQ(m->normalization().mean_size(), 3);
 
   const std::string out = files_.File("downloaded.pt");
-  auto d = client_->DownloadModel("resnet18", 0, out);
+  auto d = s_.client->DownloadModel("resnet18", 0, out);
   ASSERT_TRUE(d.ok()) << d.status();
   std::string original, downloaded;
   ASSERT_TRUE(common::ReadFile(fixture, &original).ok());
   ASSERT_TRUE(common::ReadFile(out, &downloaded).ok());
   EXPECT_EQ(common::Sha256Hex(original), common::Sha256Hex(downloaded));
 
-  EXPECT_EQ(client_->UploadModel(h, fixture).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(s_.client->UploadModel(h, fixture).status().code(), absl::StatusCode::kAlreadyExists);
 }
 
 TEST_F(ServerE2E, BadModelUploadsAreRejectedAndLeaveNothingBehind) {
@@ -360,37 +350,37 @@ TEST_F(ServerE2E, BadModelUploadsAreRejectedAndLeaveNothingBehind) {
   test_util::WriteBinaryFile(garbage, std::string(4096, 'x'));
   v1::UploadModelHeader h;
   h.set_name("garbage");
-  auto m = client_->UploadModel(h, garbage);
+  auto m = s_.client->UploadModel(h, garbage);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << m.status();
   EXPECT_NE(m.status().message().find("garbage.pt"), absl::string_view::npos) << m.status();
 
   h.set_name("r18");
   h.set_head_module("nope");
-  m = client_->UploadModel(h, absl::StrCat(KAIZEN_FIXTURE_DIR, "/resnet18.pt"));
+  m = s_.client->UploadModel(h, absl::StrCat(KAIZEN_FIXTURE_DIR, "/resnet18.pt"));
   EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << m.status();
   EXPECT_NE(m.status().message().find("nope"), absl::string_view::npos) << m.status();
   h.clear_head_module();
   h.add_class_names("only-one");
-  m = client_->UploadModel(h, absl::StrCat(KAIZEN_FIXTURE_DIR, "/resnet18.pt"));
+  m = s_.client->UploadModel(h, absl::StrCat(KAIZEN_FIXTURE_DIR, "/resnet18.pt"));
   EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << m.status();
 
   EXPECT_TRUE(ListFiles(data_.path() + "/tmp").empty());
   EXPECT_TRUE(ListFiles(data_.path() + "/models").empty());
-  EXPECT_EQ(client_->GetModel("r18").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s_.client->GetModel("r18").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(ServerE2E, BuiltinModelsAreListedDownloadableAndUndeletable) {
-  auto list = client_->ListAllModels();
+  auto list = s_.client->ListAllModels();
   ASSERT_TRUE(list.ok()) << list.status();
   std::vector<std::string> builtin;
   for (const auto& m : list->models()) {
     if (m.source() == v1::MODEL_SOURCE_BUILTIN) builtin.push_back(m.name());
   }
   EXPECT_EQ(builtin, (std::vector<std::string>{"cnn-small", "resnet-small"}));
-  EXPECT_EQ(client_->DeleteModel("resnet-small").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s_.client->DeleteModel("resnet-small").code(), absl::StatusCode::kFailedPrecondition);
 
   const std::string out = files_.File("resnet-small.pt");
-  ASSERT_TRUE(client_->DownloadModel("resnet-small", 0, out).ok());
+  ASSERT_TRUE(s_.client->DownloadModel("resnet-small", 0, out).ok());
   auto inspected = models::InspectTorchScriptFile(out, {});
   ASSERT_TRUE(inspected.ok()) << inspected.status();
   EXPECT_EQ(inspected->head().module_path(), "fc");
@@ -405,7 +395,7 @@ TEST_F(ServerE2E, ListsPageThroughDatasets) {
   std::string token;
   int pages = 0;
   do {
-    auto page = client_->ListDatasets(1, token);
+    auto page = s_.client->ListDatasets(1, token);
     ASSERT_TRUE(page.ok()) << page.status();
     for (const auto& d : page->datasets()) names.push_back(d.name());
     token = page->next_page_token();
@@ -413,19 +403,19 @@ TEST_F(ServerE2E, ListsPageThroughDatasets) {
   } while (!token.empty() && pages < 10);
   EXPECT_EQ(names, (std::vector<std::string>{"a", "b", "c"}));
   EXPECT_EQ(pages, 3);
-  EXPECT_EQ(client_->ListDatasets(1, "bogus").status().code(), absl::StatusCode::kInvalidArgument);
-  ASSERT_TRUE(client_->DeleteDataset("b").ok());
-  EXPECT_EQ(client_->DeleteDataset("b").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s_.client->ListDatasets(1, "bogus").status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(s_.client->DeleteDataset("b").ok());
+  EXPECT_EQ(s_.client->DeleteDataset("b").code(), absl::StatusCode::kNotFound);
   ExpectNoLeftovers(2);
 }
 
 TEST_F(ServerE2E, EmptyRequestsAreInvalidArgumentNotFakeSuccess) {
-  auto ft = v1::FineTuneService::NewStub(channel_);
+  auto ft = v1::FineTuneService::NewStub(s_.channel);
   grpc::ClientContext c1;
   v1::Job job;
   EXPECT_EQ(ft->StartFineTune(&c1, v1::StartFineTuneRequest(), &job).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
-  auto inf = v1::InferenceService::NewStub(channel_);
+  auto inf = v1::InferenceService::NewStub(s_.channel);
   grpc::ClientContext c2;
   v1::PredictResponse resp;
   EXPECT_EQ(inf->Predict(&c2, v1::PredictRequest(), &resp).error_code(),
@@ -433,10 +423,10 @@ TEST_F(ServerE2E, EmptyRequestsAreInvalidArgumentNotFakeSuccess) {
 }
 
 TEST_F(ServerE2E, MetricsCountRequestsByMethodAndCode) {
-  ASSERT_TRUE(client_->ListDatasets().ok());
-  EXPECT_FALSE(client_->GetDataset("missing").ok());
-  ASSERT_GT(server_->metrics_port(), 0);
-  const std::string body = test_util::HttpGet(server_->metrics_port(), "/metrics");
+  ASSERT_TRUE(s_.client->ListDatasets().ok());
+  EXPECT_FALSE(s_.client->GetDataset("missing").ok());
+  ASSERT_GT(s_.server->metrics_port(), 0);
+  const std::string body = s_.Metrics();
   // go-grpc-prometheus's names, labels and code spelling.
   const std::string list =
       "grpc_method=\"ListDatasets\",grpc_service=\"kaizen.v1.DatasetService\","
@@ -467,9 +457,9 @@ TEST_F(ServerE2E, MetricsCountRequestsByMethodAndCode) {
 }
 
 TEST_F(ServerE2E, HealthReportsServingForEachService) {
-  for (int i = 0; i < 500 && !server_->ready(); ++i) absl::SleepFor(absl::Milliseconds(10));
-  ASSERT_TRUE(server_->ready());
-  auto health = grpc::health::v1::Health::NewStub(channel_);
+  for (int i = 0; i < 500 && !s_.server->ready(); ++i) absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_TRUE(s_.server->ready());
+  auto health = grpc::health::v1::Health::NewStub(s_.channel);
   for (const char* service : {"", "kaizen.v1.DatasetService", "kaizen.v1.ModelService",
                               "kaizen.v1.FineTuneService", "kaizen.v1.InferenceService"}) {
     grpc::ClientContext ctx;

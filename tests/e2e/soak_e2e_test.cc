@@ -24,6 +24,7 @@
 #include "server/common/atomic_file.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/server_process.h"
+#include "tests/test_util/python.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen {
@@ -66,11 +67,10 @@ std::vector<ArchiveEntry> Folder(int per_class, uint32_t seed) {
 class SoakE2E : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string cmd =
-        absl::StrCat(KAIZEN_PYTHON, " ", KAIZEN_SOURCE_DIR, "/tests/fixtures/hostile_models.py ",
-                     files_.path(), " ", data_.File("kaizen.db"));
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    port_ = test_util::TestPort(2);
+    const absl::StatusOr<std::string> written =
+        test_util::RunPythonFixture("hostile_models.py", {files_.path(), data_.File("kaizen.db")});
+    ASSERT_TRUE(written.ok()) << written.status();
+    port_ = test_util::FreeLoopbackPort();
     server_ = std::make_unique<test_util::ServerProcess>(
         KAIZEN_BINARY_DIR, data_.path(), port_,
         std::vector<std::string>{"--max_batch_size=4", "--model_inspect_cpu_seconds=5"});

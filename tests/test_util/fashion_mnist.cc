@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/datasets/idx_ingestor.h"
+#include "tests/test_util/bytes.h"
 #include "tests/test_util/image_fixtures.h"
 
 namespace kaizen::test_util {
@@ -33,14 +34,9 @@ void WriteFashionSubset(const std::string& which, const std::vector<int>& classe
       if (++taken == per_class) break;
     }
   }
-  auto be32 = [](uint32_t v) {
-    std::string s(4, '\0');
-    for (int i = 0; i < 4; ++i) s[i] = static_cast<char>((v >> (24 - 8 * i)) & 0xff);
-    return s;
-  };
   const uint32_t n = static_cast<uint32_t>(labels.size());
-  WriteBinaryFile(images_path, be32(0x803) + be32(n) + be32(28) + be32(28) + pixels);
-  WriteBinaryFile(labels_path, be32(0x801) + be32(n) + labels);
+  WriteBinaryFile(images_path, BigEndian32(0x803) + BigEndian32(n) + BigEndian32(28) + BigEndian32(28) + pixels);
+  WriteBinaryFile(labels_path, BigEndian32(0x801) + BigEndian32(n) + labels);
 }
 
 }  // namespace kaizen::test_util

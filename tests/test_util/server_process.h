@@ -24,13 +24,16 @@ class ServerProcess {
   pid_t pid() const { return pid_; }
   // Waits for the process to end; returns its wait status.
   int Wait();
+  // Sends `signal` (SIGKILL: a crash) and waits for the process to end;
+  // returns its wait status.
+  int Kill(int signal);
 
  private:
   pid_t pid_ = -1;
 };
 
-// A port in 20000..39999 derived from the process id and `salt`, so that
-// tests running side by side do not collide.
-int TestPort(int salt);
+// A TCP port on 127.0.0.1 that nothing listened on a moment ago (the kernel's
+// pick for port 0), for a server process told its port on the command line.
+int FreeLoopbackPort();
 
 }  // namespace kaizen::test_util

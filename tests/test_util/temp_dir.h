@@ -1,6 +1,7 @@
 // A temporary directory removed (with its contents) when the object dies.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace kaizen::test_util {
@@ -19,5 +20,9 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// How many entries `dir` holds (files and folders, not recursive); 0 when it
+// does not exist.
+size_t CountFiles(const std::string& dir);
 
 }  // namespace kaizen::test_util

@@ -10,12 +10,6 @@
 namespace kaizen::common {
 namespace {
 
-int CountFiles(const std::string& dir) {
-  int n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++n;
-  return n;
-}
-
 TEST(AtomicFileWriter, CommitReplacesTargetAndLeavesNoTemporary) {
   test_util::TempDir dir;
   const std::string path = dir.File("f.bin");
@@ -24,7 +18,7 @@ TEST(AtomicFileWriter, CommitReplacesTargetAndLeavesNoTemporary) {
   std::string got;
   ASSERT_TRUE(ReadFile(path, &got).ok());
   EXPECT_EQ(got, "new contents");
-  EXPECT_EQ(CountFiles(dir.path()), 1);
+  EXPECT_EQ(test_util::CountFiles(dir.path()), 1u);
 }
 
 TEST(AtomicFileWriter, AbandonedWriterKeepsOldFileAndRemovesTemporary) {
@@ -35,12 +29,12 @@ TEST(AtomicFileWriter, AbandonedWriterKeepsOldFileAndRemovesTemporary) {
     AtomicFileWriter w;
     ASSERT_TRUE(AtomicFileWriter::Open(path, &w).ok());
     ASSERT_TRUE(w.Append("half written").ok());
-    EXPECT_EQ(CountFiles(dir.path()), 2);
+    EXPECT_EQ(test_util::CountFiles(dir.path()), 2u);
   }  // destroyed without Commit()
   std::string got;
   ASSERT_TRUE(ReadFile(path, &got).ok());
   EXPECT_EQ(got, "old");
-  EXPECT_EQ(CountFiles(dir.path()), 1);
+  EXPECT_EQ(test_util::CountFiles(dir.path()), 1u);
 }
 
 TEST(AtomicFileWriter, OpenFailsInMissingDirectory) {

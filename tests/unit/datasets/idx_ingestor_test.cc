@@ -10,8 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_util/bytes.h"
+#include "tests/test_util/fashion_mnist.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
 
@@ -21,25 +24,21 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-void AppendBigEndian32(std::string* out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>(v >> shift));
-}
-
 // n images of rows x cols; image i is filled with the value i (so all differ).
 std::string IdxImages(uint32_t n, uint32_t rows, uint32_t cols) {
   std::string out;
-  AppendBigEndian32(&out, 0x00000803);
-  AppendBigEndian32(&out, n);
-  AppendBigEndian32(&out, rows);
-  AppendBigEndian32(&out, cols);
+  test_util::AppendBigEndian32(&out, 0x00000803);
+  test_util::AppendBigEndian32(&out, n);
+  test_util::AppendBigEndian32(&out, rows);
+  test_util::AppendBigEndian32(&out, cols);
   for (uint32_t i = 0; i < n; ++i) out.append(rows * cols, static_cast<char>(i));
   return out;
 }
 
 std::string IdxLabels(const std::vector<uint8_t>& labels) {
   std::string out;
-  AppendBigEndian32(&out, 0x00000801);
-  AppendBigEndian32(&out, static_cast<uint32_t>(labels.size()));
+  test_util::AppendBigEndian32(&out, 0x00000801);
+  test_util::AppendBigEndian32(&out, static_cast<uint32_t>(labels.size()));
   out.append(labels.begin(), labels.end());
   return out;
 }
@@ -209,13 +208,13 @@ TEST_F(IdxIngestTest, RejectsHeaderOverLimitsWithoutReadingData) {
 
   // A header claiming 4 billion images must not allocate anything like that.
   std::string huge;
-  AppendBigEndian32(&huge, 0x00000803);
-  AppendBigEndian32(&huge, 4'000'000);
-  AppendBigEndian32(&huge, 1000);
-  AppendBigEndian32(&huge, 1000);
+  test_util::AppendBigEndian32(&huge, 0x00000803);
+  test_util::AppendBigEndian32(&huge, 4'000'000);
+  test_util::AppendBigEndian32(&huge, 1000);
+  test_util::AppendBigEndian32(&huge, 1000);
   std::string labels;
-  AppendBigEndian32(&labels, 0x00000801);
-  AppendBigEndian32(&labels, 4'000'000);
+  test_util::AppendBigEndian32(&labels, 0x00000801);
+  test_util::AppendBigEndian32(&labels, 4'000'000);
   // Refused by the decode budget from the header alone (4 TB declared by 24
   // bytes), before the labels are read.
   absl::StatusOr<IngestResult> big = Ingest(huge, labels);
@@ -242,7 +241,7 @@ TEST_F(IdxIngestTest, MissingFileIsNotFound) {
 }
 
 TEST(FashionMnistTest, IngestsFashionMnistTrainingSet) {
-  const std::string dir = "/usr/share/datasets/fashion-mnist/";
+  const std::string dir = absl::StrCat(test_util::kFashionDir, "/");
   struct stat st;
   if (::stat((dir + "train-images-idx3-ubyte.gz").c_str(), &st) != 0) {
     GTEST_SKIP() << "Fashion-MNIST is not installed under " << dir;
@@ -276,10 +275,10 @@ TEST(FashionMnistTest, IngestsFashionMnistTrainingSet) {
 // Only a header: n images of rows x cols (big-endian), then `payload`.
 std::string IdxHeader(uint32_t n, uint32_t rows, uint32_t cols, const std::string& payload = "") {
   std::string out;
-  AppendBigEndian32(&out, 0x00000803);
-  AppendBigEndian32(&out, n);
-  AppendBigEndian32(&out, rows);
-  AppendBigEndian32(&out, cols);
+  test_util::AppendBigEndian32(&out, 0x00000803);
+  test_util::AppendBigEndian32(&out, n);
+  test_util::AppendBigEndian32(&out, rows);
+  test_util::AppendBigEndian32(&out, cols);
   return out + payload;
 }
 

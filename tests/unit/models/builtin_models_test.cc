@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "server/models/model_file.h"
 #include "server/models/torchscript_inspector.h"
+#include "tests/test_util/python.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen::models {
@@ -201,11 +202,6 @@ TEST(BuiltinModelsTest, BuiltinIsDeterministicForSeed) {
   }
 }
 
-// False when the interpreter the build found cannot import torch.
-bool PythonHasTorch() {
-  return std::system(KAIZEN_PYTHON " -c 'import torch' >/dev/null 2>&1") == 0;
-}
-
 void WriteFloats(const std::string& path, const at::Tensor& t) {
   at::Tensor c = t.contiguous();
   std::ofstream out(path, std::ios::binary);
@@ -237,7 +233,7 @@ with open(meta_path, "wb") as f:
 )";
 
 TEST(BuiltinModelsTest, BuiltinSavedFileLoadsInPythonWithSameLogits) {
-  if (!PythonHasTorch()) GTEST_SKIP() << KAIZEN_PYTHON << " cannot import torch";
+  if (!test_util::PythonHasTorch()) GTEST_SKIP() << KAIZEN_PYTHON << " cannot import torch";
   test_util::TempDir dir;
   for (const std::string& name : BuiltinModelNames()) {
     SCOPED_TRACE(name);
@@ -255,11 +251,11 @@ TEST(BuiltinModelsTest, BuiltinSavedFileLoadsInPythonWithSameLogits) {
     at::Tensor x = at::randn({2, 3, 32, 32});
     at::Tensor expected = Forward(module, x);
     WriteFloats(dir.File("input.bin"), x);
-    std::ofstream(dir.File("forward.py")) << kPythonForward;
-    const std::string command = absl::StrCat(KAIZEN_PYTHON, " ", dir.File("forward.py"), " ",
-                                             model_path, " ", dir.File("input.bin"), " 2,3,32,32 ",
-                                             dir.File("output.bin"), " ", dir.File("meta.json"));
-    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    const absl::StatusOr<std::string> ran = test_util::RunPythonSource(
+        kPythonForward, dir.File("forward.py"),
+        {model_path, dir.File("input.bin"), "2,3,32,32", dir.File("output.bin"),
+         dir.File("meta.json")});
+    ASSERT_TRUE(ran.ok()) << ran.status();
 
     std::string bytes = ReadAll(dir.File("output.bin"));
     ASSERT_EQ(bytes.size(), expected.numel() * sizeof(float));

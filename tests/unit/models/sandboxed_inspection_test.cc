@@ -8,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/common/atomic_file.h"
+#include "tests/test_util/python.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen::models {
@@ -30,10 +31,9 @@ class SandboxedInspectionTest : public ::testing::Test {
     dir_ = new test_util::TempDir();
     canary_ = dir_->File("canary.db");
     std::ofstream(canary_) << "the catalogue";
-    const std::string cmd =
-        absl::StrCat(KAIZEN_PYTHON, " ", KAIZEN_SOURCE_DIR, "/tests/fixtures/hostile_models.py ",
-                     dir_->path(), " ", canary_);
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const absl::StatusOr<std::string> written =
+        test_util::RunPythonFixture("hostile_models.py", {dir_->path(), canary_});
+    ASSERT_TRUE(written.ok()) << written.status();
   }
   static void TearDownTestSuite() { delete dir_; }
 

@@ -5,6 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "server/models/model_file.h"
+#include "tests/test_util/python.h"
 #include "tests/test_util/temp_dir.h"
 #include "tests/unit/training/training_test_util.h"
 
@@ -20,16 +21,13 @@ torch::Tensor Forward(torch::jit::Module m, const torch::Tensor& x) {
 
 // Loads `path` with Python's torch.jit.load and prints the output shape for zeros.
 std::string PythonOutputShape(const std::string& path) {
-  const std::string out = path + ".py.txt";
-  const std::string cmd = std::string(KAIZEN_PYTHON) + " -c \"import torch; m=torch.jit.load('" +
-                          path + "'); m.eval(); print(list(m(torch.zeros(2,1,28,28)).shape))\" > " +
-                          out + " 2>&1";
-  if (std::system(cmd.c_str()) != 0) return "python failed";
-  FILE* f = std::fopen(out.c_str(), "r");
-  char buf[256] = {0};
-  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
-  std::fclose(f);
-  std::string s(buf, n);
+  absl::StatusOr<std::string> out = test_util::RunPython(
+      {"-c",
+       "import sys, torch; m = torch.jit.load(sys.argv[1]); m.eval(); "
+       "print(list(m(torch.zeros(2, 1, 28, 28)).shape))",
+       path});
+  if (!out.ok()) return out.status().ToString();
+  std::string s = *std::move(out);
   while (!s.empty() && (s.back() == '\n')) s.pop_back();
   return s;
 }
