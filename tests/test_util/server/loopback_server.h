@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/lib/kaizen_client.h"
-#include "kaizen/v1/job.pb.h"
+#include "kaizen/v1/finetune_service.pb.h"
 #include "server/api/server.h"
 
 namespace kaizen::test_util {
