@@ -45,7 +45,7 @@ absl::Status JobEventHub::Subscribe(const std::string& job_id, int64_t after, bo
     ASSIGN_OR_RETURN(std::vector<kaizen::v1::JobEvent> backlog, store_->Events(job_id, after));
     bool ended = job_is_terminal;
     for (const auto& e : backlog) {
-      sink->OnEvent(e);
+      sink->OnReplay(e);
       if (e.event_case() == kaizen::v1::JobEvent::kState && common::IsTerminal(e.state()))
         ended = true;
     }

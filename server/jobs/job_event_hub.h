@@ -22,6 +22,10 @@ class EventSink {
   virtual ~EventSink() = default;
   // Called with the hub's lock held: enqueue and return.
   virtual void OnEvent(const kaizen::v1::JobEvent& event) = 0;
+  // A stored event replayed to a new subscriber, before any live one; same
+  // rules as OnEvent. A sink that bounds how far its watcher may fall behind
+  // live events does not count these: the watcher asked for them.
+  virtual void OnReplay(const kaizen::v1::JobEvent& event) { OnEvent(event); }
   // The job reached a terminal state (after its last event), or the hub is
   // shutting down.
   virtual void OnEnd() = 0;

@@ -71,6 +71,24 @@ TEST_F(JobEventHubTest, SubscriberGetsReplayThenLiveAndEndsAtTerminalState) {
   EXPECT_EQ(hub_->subscriber_count("a"), 0u);
 }
 
+// WatchJob bounds how far a watcher falls behind live events only, so the hub
+// says which events are the replay.
+TEST_F(JobEventHubTest, ReplayedEventsComeThroughOnReplayAndLiveOnesThroughOnEvent) {
+  struct SplittingSink : CollectingSink {
+    void OnReplay(const kaizen::v1::JobEvent& e) override {
+      absl::MutexLock lock(&mu);
+      replayed.push_back(e.sequence());
+    }
+    std::vector<int64_t> replayed;
+  };
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(hub_->Publish("a", Message("old")).ok());
+  auto sink = std::make_shared<SplittingSink>();
+  ASSERT_TRUE(hub_->Subscribe("a", 1, false, sink).ok());
+  ASSERT_TRUE(hub_->Publish("a", Message("new")).ok());
+  EXPECT_EQ(sink->replayed, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(sink->sequences, (std::vector<int64_t>{4}));
+}
+
 TEST_F(JobEventHubTest, SubscribingToAFinishedJobReplaysAndEnds) {
   ASSERT_TRUE(hub_->Publish("a", Message("x")).ok());
   ASSERT_TRUE(hub_->Publish("a", State(kaizen::v1::JOB_STATE_FAILED)).ok());
