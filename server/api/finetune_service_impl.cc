@@ -25,6 +25,7 @@ class WatchSink : public jobs::EventSink {
  public:
   explicit WatchSink(WatchReactor* reactor) : reactor_(reactor) {}
   void OnEvent(const JobEvent& event) override;
+  void OnReplay(const JobEvent& event) override;
   void OnEnd() override;
   void Detach() {
     absl::MutexLock lock(&mu_);
@@ -53,12 +54,17 @@ class WatchReactor : public grpc::ServerWriteReactor<JobEvent> {
 
   absl::Status Authorize(const auth::Authenticator* auth) { return scope_.Authorize(auth); }
 
-  void Enqueue(const JobEvent& event) {
+  // `replayed`: a stored event of the replay that precedes the live ones.
+  void Enqueue(const JobEvent& event, bool replayed) {
     bool start = false;
     {
       absl::MutexLock lock(&mu_);
       if (finishing_ || overflowed_) return;
-      if (queue_.size() >= max_backlog_) {
+      // The replay is what the watcher asked for (the hub has it in memory
+      // already), not how far it fell behind: only live events count, or a
+      // watcher resuming more than max_backlog_ events back could never
+      // catch up (it would get one event per reconnection).
+      if (!replayed && queue_.size() - replayed_queued_ >= max_backlog_) {
         // A slow watcher must not hold memory without bound, nor slow anyone.
         // The queue is only non-empty while a write is in flight, so its
         // completion (OnWriteDone) ends the stream.
@@ -66,6 +72,7 @@ class WatchReactor : public grpc::ServerWriteReactor<JobEvent> {
         return;
       }
       queue_.push_back(event);
+      if (replayed) ++replayed_queued_;
       if (!writing_) start = writing_ = true;
     }
     if (start) StartWrite(&queue_.front());
@@ -105,6 +112,8 @@ class WatchReactor : public grpc::ServerWriteReactor<JobEvent> {
       } else {
         last_written_ = queue_.front().sequence();
         queue_.pop_front();
+        // The replay is at the front of the queue.
+        if (replayed_queued_ > 0) --replayed_queued_;
         if (overflowed_) {
           writing_ = false;
           if (!finishing_) {
@@ -151,12 +160,20 @@ class WatchReactor : public grpc::ServerWriteReactor<JobEvent> {
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
   int64_t last_written_ ABSL_GUARDED_BY(mu_) = 0;
+  // Replayed events still in queue_ (its front).
+  size_t replayed_queued_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 void WatchSink::OnEvent(const JobEvent& event) {
   absl::MutexLock lock(&mu_);
   if (reactor_ == nullptr) return;
-  reactor_->Enqueue(event);
+  reactor_->Enqueue(event, /*replayed=*/false);
+}
+
+void WatchSink::OnReplay(const JobEvent& event) {
+  absl::MutexLock lock(&mu_);
+  if (reactor_ == nullptr) return;
+  reactor_->Enqueue(event, /*replayed=*/true);
 }
 
 void WatchSink::OnEnd() {

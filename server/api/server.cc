@@ -342,7 +342,8 @@ void KaizenServer::CreateServices() {
   s.model_service =
       std::make_unique<ModelServiceImpl>(s.models.get(), s.uploads.get(), s.metrics.get(), auth);
   s.finetune_service = std::make_unique<FineTuneServiceImpl>(
-      s.jobs.get(), s.events.get(), s.metrics.get(), auth, FineTuneServiceImpl::Options{});
+      s.jobs.get(), s.events.get(), s.metrics.get(), auth,
+      FineTuneServiceImpl::Options{options_.max_watcher_backlog});
   s.inference_service =
       std::make_unique<InferenceServiceImpl>(s.predictor.get(), s.metrics.get(), auth);
   s.oip_service = std::make_unique<OipServiceImpl>(s.model_server.get(), s.predictor.get(),

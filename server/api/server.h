@@ -44,6 +44,10 @@ class KaizenServer {
     int threads = 0;
     // See JobManager::Options::max_job_attempts.
     int max_job_attempts = 3;
+    // Events a WatchJob stream may fall behind before it ends with
+    // RESOURCE_EXHAUSTED (FineTuneServiceImpl::Options); not a flag, tests
+    // lower it.
+    size_t max_watcher_backlog = 10000;
     // A queued or resumed job of higher priority pauses the lowest-priority
     // running job when every worker is busy (JobManager::Options::preempt).
     bool preempt = false;

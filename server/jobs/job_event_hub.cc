@@ -9,9 +9,11 @@
 
 namespace kaizen::jobs {
 
-absl::StatusOr<kaizen::v1::JobEvent> JobEventHub::Publish(const std::string& job_id,
-                                                          kaizen::v1::JobEvent event) {
+absl::StatusOr<kaizen::v1::JobEvent> JobEventHub::Publish(
+    const std::string& job_id, kaizen::v1::JobEvent event,
+    const std::function<absl::Status(const kaizen::v1::JobEvent&)>& after_store) {
   std::vector<std::shared_ptr<EventSink>> ended;
+  absl::Status after_store_status;
   {
     absl::MutexLock lock(&mu_);
     auto it = last_sequence_.find(job_id);
@@ -25,6 +27,7 @@ absl::StatusOr<kaizen::v1::JobEvent> JobEventHub::Publish(const std::string& job
         google::protobuf::util::TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(absl::Now()));
     RETURN_IF_ERROR(store_->AppendEvent(event));
     it->second = event.sequence();
+    if (after_store) after_store_status = after_store(event);
     auto sinks = sinks_.find(job_id);
     if (sinks != sinks_.end()) {
       for (const auto& sink : sinks->second) sink->OnEvent(event);
@@ -35,6 +38,7 @@ absl::StatusOr<kaizen::v1::JobEvent> JobEventHub::Publish(const std::string& job
     }
   }
   for (const auto& sink : ended) sink->OnEnd();
+  if (!after_store_status.ok()) return after_store_status;
   return event;
 }
 
@@ -45,7 +49,7 @@ absl::Status JobEventHub::Subscribe(const std::string& job_id, int64_t after, bo
     ASSIGN_OR_RETURN(std::vector<kaizen::v1::JobEvent> backlog, store_->Events(job_id, after));
     bool ended = job_is_terminal;
     for (const auto& e : backlog) {
-      sink->OnEvent(e);
+      sink->OnReplay(e);
       if (e.event_case() == kaizen::v1::JobEvent::kState && common::IsTerminal(e.state()))
         ended = true;
     }

@@ -5,6 +5,7 @@
 // Sinks must not block: each WatchJob stream keeps its own queue.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,10 @@ class EventSink {
   virtual ~EventSink() = default;
   // Called with the hub's lock held: enqueue and return.
   virtual void OnEvent(const kaizen::v1::JobEvent& event) = 0;
+  // A stored event replayed to a new subscriber, before any live one; same
+  // rules as OnEvent. A sink that bounds how far its watcher may fall behind
+  // live events does not count these: the watcher asked for them.
+  virtual void OnReplay(const kaizen::v1::JobEvent& event) { OnEvent(event); }
   // The job reached a terminal state (after its last event), or the hub is
   // shutting down.
   virtual void OnEnd() = 0;
@@ -33,8 +38,13 @@ class JobEventHub {
 
   // Stamps `event` with the next sequence and the time, persists it and
   // dispatches it. A terminal state event ends every subscription of the job.
-  absl::StatusOr<kaizen::v1::JobEvent> Publish(const std::string& job_id,
-                                               kaizen::v1::JobEvent event);
+  // `after_store`, when given, runs with the stored event after it is
+  // persisted and before anyone is told (under the hub's lock, so that a new
+  // subscriber sees both or neither); the event is dispatched even when it
+  // fails, and its error is returned.
+  absl::StatusOr<kaizen::v1::JobEvent> Publish(
+      const std::string& job_id, kaizen::v1::JobEvent event,
+      const std::function<absl::Status(const kaizen::v1::JobEvent&)>& after_store = nullptr);
 
   // Replays the stored events with sequence > `after`, then streams live ones.
   // When `job_is_terminal`, the replay is everything and the sink ends at once.

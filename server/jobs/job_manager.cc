@@ -129,12 +129,23 @@ absl::Status JobManager::Persist(Job* job) {
 absl::Status JobManager::PublishState(Job* job, JobState state) {
   job->set_state(state);
   if (common::IsTerminal(state)) *job->mutable_end_time() = Now();
-  RETURN_IF_ERROR(jobs_->Update(*job));
   JobEvent e;
   e.set_state(state);
-  ASSIGN_OR_RETURN(JobEvent published, events_->Publish(job->id(), std::move(e)));
-  job->set_last_sequence(published.sequence());
-  return jobs_->Update(*job);
+  // The row takes the new state once its event is stored and before any
+  // watcher is told: whoever reads the state (GetJob, or WatchJob deciding
+  // whether a job has ended) finds its event stored, and a watch that ends
+  // at a terminal state is followed by GetJob answering that state.
+  absl::StatusOr<JobEvent> published =
+      events_->Publish(job->id(), std::move(e), [&](const JobEvent& stored) {
+        job->set_last_sequence(stored.sequence());
+        return jobs_->Update(*job);
+      });
+  if (!published.ok()) {
+    // Without its event, the row still records the state.
+    jobs_->Update(*job).IgnoreError();
+    return published.status();
+  }
+  return absl::OkStatus();
 }
 
 void JobManager::PublishMessage(const std::string& job_id, const std::string& message) {

@@ -71,6 +71,54 @@ TEST_F(JobEventHubTest, SubscriberGetsReplayThenLiveAndEndsAtTerminalState) {
   EXPECT_EQ(hub_->subscriber_count("a"), 0u);
 }
 
+// WatchJob bounds how far a watcher falls behind live events only, so the hub
+// says which events are the replay.
+TEST_F(JobEventHubTest, ReplayedEventsComeThroughOnReplayAndLiveOnesThroughOnEvent) {
+  struct SplittingSink : CollectingSink {
+    void OnReplay(const kaizen::v1::JobEvent& e) override {
+      absl::MutexLock lock(&mu);
+      replayed.push_back(e.sequence());
+    }
+    std::vector<int64_t> replayed;
+  };
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(hub_->Publish("a", Message("old")).ok());
+  auto sink = std::make_shared<SplittingSink>();
+  ASSERT_TRUE(hub_->Subscribe("a", 1, false, sink).ok());
+  ASSERT_TRUE(hub_->Publish("a", Message("new")).ok());
+  EXPECT_EQ(sink->replayed, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(sink->sequences, (std::vector<int64_t>{4}));
+}
+
+// JobManager records a job's new state in after_store: stored event first,
+// then the row, then the watchers.
+TEST_F(JobEventHubTest, AfterStoreRunsOnceTheEventIsStoredAndBeforeSinksAreTold) {
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(hub_->Subscribe("a", 0, false, sink).ok());
+  size_t told_before = 99;
+  int64_t stored_before = 0;
+  auto published = hub_->Publish("a", State(kaizen::v1::JOB_STATE_SUCCEEDED),
+                                 [&](const kaizen::v1::JobEvent& e) {
+                                   EXPECT_EQ(e.sequence(), 1);
+                                   told_before = sink->sequences.size();
+                                   stored_before = *jobs_->LastSequence("a");
+                                   return absl::OkStatus();
+                                 });
+  ASSERT_TRUE(published.ok()) << published.status();
+  EXPECT_EQ(told_before, 0u);
+  EXPECT_EQ(stored_before, 1);
+  EXPECT_EQ(sink->sequences, (std::vector<int64_t>{1}));
+  EXPECT_EQ(sink->ends, 1);
+  // Its error is returned; the event is stored and dispatched all the same.
+  auto again = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(hub_->Subscribe("b", 0, false, again).ok());
+  auto failed = hub_->Publish("b", Message("x"), [](const kaizen::v1::JobEvent&) {
+    return absl::InternalError("row not written");
+  });
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(again->sequences, (std::vector<int64_t>{1}));
+  EXPECT_EQ(*jobs_->LastSequence("b"), 1);
+}
+
 TEST_F(JobEventHubTest, SubscribingToAFinishedJobReplaysAndEnds) {
   ASSERT_TRUE(hub_->Publish("a", Message("x")).ok());
   ASSERT_TRUE(hub_->Publish("a", State(kaizen::v1::JOB_STATE_FAILED)).ok());
