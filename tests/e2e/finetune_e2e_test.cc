@@ -23,6 +23,7 @@
 #include "tests/test_util/fashion_mnist.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/python.h"
+#include "tests/test_util/server/job_helpers.h"
 #include "tests/test_util/server/loopback_server.h"
 #include "tests/test_util/server_process.h"
 #include "tests/test_util/temp_dir.h"
@@ -30,6 +31,9 @@
 
 namespace kaizen {
 namespace {
+
+using test_util::ExpectSameHistory;
+using test_util::StatesOf;
 
 using v1::Job;
 using v1::JobEvent;
@@ -69,15 +73,7 @@ class FineTuneE2E : public ::testing::Test {
   static v1::StartFineTuneRequest Request(const std::string& base, const std::string& dataset,
                                           const std::string& output, v1::Strategy strategy,
                                           int epochs) {
-    v1::StartFineTuneRequest r;
-    r.set_base_model(base);
-    r.set_dataset(dataset);
-    r.set_output_model(output);
-    r.set_strategy(strategy);
-    r.mutable_hyperparameters()->set_epochs(epochs);
-    r.mutable_hyperparameters()->set_seed(7);
-    r.mutable_hyperparameters()->mutable_validation()->set_split(0.2);
-    return r;
+    return test_util::FineTuneRequest(base, dataset, output, strategy, epochs);
   }
 
   absl::StatusOr<Job> Start(const v1::StartFineTuneRequest& r) {
@@ -101,18 +97,7 @@ class FineTuneE2E : public ::testing::Test {
   // Collects every event of a job's WatchJob stream until it ends.
   std::vector<JobEvent> Watch(const std::string& id, int64_t after = 0,
                               grpc::Status* status = nullptr) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
-    v1::WatchJobRequest r;
-    r.set_id(id);
-    r.set_after_sequence(after);
-    auto reader = jobs_->WatchJob(&ctx, r);
-    std::vector<JobEvent> out;
-    JobEvent e;
-    while (reader->Read(&e)) out.push_back(e);
-    grpc::Status st = reader->Finish();
-    if (status) *status = st;
-    return out;
+    return test_util::WatchAll(*jobs_, id, after, status);
   }
 
   // The job once it is in one of `states`; a failure of the test (and the
@@ -154,27 +139,6 @@ class FineTuneE2E : public ::testing::Test {
     auto r = Request("resnet-small", "pets", output, v1::STRATEGY_SCRATCH, 4);
     r.mutable_hyperparameters()->set_batch_size(16);
     return r;
-  }
-
-  static void ExpectSameHistory(const Job& uninterrupted, const Job& resumed) {
-    ASSERT_EQ(resumed.history_size(), uninterrupted.history_size());
-    for (int i = 0; i < resumed.history_size(); ++i) {
-      const v1::EpochMetrics& a = resumed.history(i);
-      const v1::EpochMetrics& b = uninterrupted.history(i);
-      EXPECT_EQ(a.epoch(), b.epoch());
-      EXPECT_NEAR(a.train_loss(), b.train_loss(), 1e-6) << "epoch " << b.epoch();
-      EXPECT_NEAR(a.val_loss(), b.val_loss(), 1e-6) << "epoch " << b.epoch();
-      EXPECT_EQ(a.train_accuracy(), b.train_accuracy()) << "epoch " << b.epoch();
-      EXPECT_EQ(a.val_accuracy(), b.val_accuracy()) << "epoch " << b.epoch();
-    }
-  }
-
-  static std::vector<v1::JobState> StatesOf(const std::vector<JobEvent>& events) {
-    std::vector<v1::JobState> out;
-    for (const JobEvent& e : events) {
-      if (e.event_case() == JobEvent::kState) out.push_back(e.state());
-    }
-    return out;
   }
 
   test_util::TempDir data_;

@@ -25,6 +25,7 @@
 #include "kaizen/v1/finetune_service.grpc.pb.h"
 #include "server/api/server.h"
 #include "server/common/job_state.h"
+#include "tests/test_util/server/job_helpers.h"
 #include "tests/test_util/server/loopback_server.h"
 #include "tests/test_util/server_process.h"
 #include "tests/test_util/temp_dir.h"
@@ -32,6 +33,9 @@
 
 namespace kaizen {
 namespace {
+
+using test_util::ExpectSameHistory;
+using test_util::StatesOf;
 
 using v1::Job;
 using v1::JobEvent;
@@ -145,15 +149,7 @@ class JobPromisesE2E : public ::testing::Test {
   static v1::StartFineTuneRequest Request(const std::string& base, const std::string& dataset,
                                           const std::string& output, v1::Strategy strategy,
                                           int epochs) {
-    v1::StartFineTuneRequest r;
-    r.set_base_model(base);
-    r.set_dataset(dataset);
-    r.set_output_model(output);
-    r.set_strategy(strategy);
-    r.mutable_hyperparameters()->set_epochs(epochs);
-    r.mutable_hyperparameters()->set_seed(7);
-    r.mutable_hyperparameters()->mutable_validation()->set_split(0.2);
-    return r;
+    return test_util::FineTuneRequest(base, dataset, output, strategy, epochs);
   }
 
   Job Start(const v1::StartFineTuneRequest& r) {
@@ -187,49 +183,17 @@ class JobPromisesE2E : public ::testing::Test {
   // Collects every event of a job's WatchJob stream until it ends.
   static std::vector<JobEvent> Watch(v1::FineTuneService::Stub* stub, const std::string& id,
                                      int64_t after = 0, grpc::Status* status = nullptr) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
-    v1::WatchJobRequest r;
-    r.set_id(id);
-    r.set_after_sequence(after);
-    auto reader = stub->WatchJob(&ctx, r);
-    std::vector<JobEvent> out;
-    JobEvent e;
-    while (reader->Read(&e)) out.push_back(e);
-    grpc::Status st = reader->Finish();
-    if (status) *status = st;
-    return out;
+    return test_util::WatchAll(*stub, id, after, status);
   }
   std::vector<JobEvent> Watch(const std::string& id, int64_t after = 0,
                               grpc::Status* status = nullptr) {
     return Watch(jobs_.get(), id, after, status);
   }
 
-  static std::vector<v1::JobState> StatesOf(const std::vector<JobEvent>& events) {
-    std::vector<v1::JobState> out;
-    for (const JobEvent& e : events) {
-      if (e.event_case() == JobEvent::kState) out.push_back(e.state());
-    }
-    return out;
-  }
-
   static bool HasMessage(const std::vector<JobEvent>& events, const std::string& text) {
     return std::any_of(events.begin(), events.end(), [&](const JobEvent& e) {
       return e.event_case() == JobEvent::kMessage && absl::StrContains(e.message(), text);
     });
-  }
-
-  static void ExpectSameHistory(const Job& uninterrupted, const Job& resumed) {
-    ASSERT_EQ(resumed.history_size(), uninterrupted.history_size());
-    for (int i = 0; i < resumed.history_size(); ++i) {
-      const v1::EpochMetrics& a = resumed.history(i);
-      const v1::EpochMetrics& b = uninterrupted.history(i);
-      EXPECT_EQ(a.epoch(), b.epoch());
-      EXPECT_NEAR(a.train_loss(), b.train_loss(), 1e-6) << "epoch " << b.epoch();
-      EXPECT_NEAR(a.val_loss(), b.val_loss(), 1e-6) << "epoch " << b.epoch();
-      EXPECT_EQ(a.train_accuracy(), b.train_accuracy()) << "epoch " << b.epoch();
-      EXPECT_EQ(a.val_accuracy(), b.val_accuracy()) << "epoch " << b.epoch();
-    }
   }
 
   static int64_t Millis(const google::protobuf::Timestamp& t) {
