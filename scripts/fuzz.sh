@@ -2,8 +2,10 @@
 # Builds the libFuzzer targets (fuzz/, clang, ASan + UBSan, torch-free) into
 # build-fuzz/ and runs each for a bounded time, one after another.
 #
-# Usage: scripts/fuzz.sh [seconds_per_target] [target...]
-#   seconds_per_target  default 300 (CI's smoke test passes 25)
+# Usage: scripts/fuzz.sh [--build-only | --no-build] [seconds_per_target] [target...]
+#   --build-only        configure and build build-fuzz/, run nothing
+#   --no-build          run the targets of an existing build-fuzz/ as they are
+#   seconds_per_target  default 300 (CI's smoke tests pass 10, one test per target)
 #   target              names from fuzz/CMakeLists.txt; default: all of them
 # Env: KAIZEN_FUZZ_BUILD_DIR (build-fuzz), KAIZEN_JOBS (nproc),
 #      KAIZEN_FUZZ_WORK (a temporary folder: grown corpora, crash files).
@@ -13,25 +15,37 @@
 # the inputs are kept under the work folder (reproduce: <fuzzer> <file>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BUILD=1
+RUN=1
+case "${1:-}" in
+  --build-only) RUN=0; shift ;;
+  --no-build) BUILD=0; shift ;;
+esac
 SECONDS_PER_TARGET="${1:-300}"
 shift || true
 BUILD_DIR="${KAIZEN_FUZZ_BUILD_DIR:-build-fuzz}"
 JOBS="${KAIZEN_JOBS:-$(nproc)}"
 WORK="${KAIZEN_FUZZ_WORK:-$(mktemp -d -t kaizen-fuzz.XXXXXX)}"
 
-if ! command -v clang++ >/dev/null 2>&1; then
-  echo "fuzz: clang++ not found; scripts/setup.sh installs clang" >&2
+if [ "$BUILD" = 1 ]; then
+  if ! command -v clang++ >/dev/null 2>&1; then
+    echo "fuzz: clang++ not found; scripts/setup.sh installs clang" >&2
+    exit 2
+  fi
+  GENERATOR=()
+  if command -v ninja >/dev/null 2>&1; then GENERATOR=(-G Ninja); fi
+  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" "${GENERATOR[@]}" \
+      -DCMAKE_BUILD_TYPE=Release -DKAIZEN_FUZZ=ON -DKAIZEN_BUILD_TESTS=OFF >/dev/null
+  fi
+  build_start=$(date +%s)
+  cmake --build "$BUILD_DIR" -j "$JOBS"
+  echo "fuzz: build done in $(( $(date +%s) - build_start )) s"
+elif [ ! -f "$BUILD_DIR/fuzz_targets.txt" ]; then
+  echo "fuzz: --no-build, but $BUILD_DIR holds no fuzz build (run with --build-only first)" >&2
   exit 2
 fi
-GENERATOR=()
-if command -v ninja >/dev/null 2>&1; then GENERATOR=(-G Ninja); fi
-if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-  CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" "${GENERATOR[@]}" \
-    -DCMAKE_BUILD_TYPE=Release -DKAIZEN_FUZZ=ON -DKAIZEN_BUILD_TESTS=OFF >/dev/null
-fi
-build_start=$(date +%s)
-cmake --build "$BUILD_DIR" -j "$JOBS"
-echo "fuzz: build done in $(( $(date +%s) - build_start )) s"
+[ "$RUN" = 1 ] || exit 0
 
 if [ $# -gt 0 ]; then TARGETS=("$@"); else mapfile -t TARGETS < "$BUILD_DIR/fuzz_targets.txt"; fi
 # Leaks are findings too; UBSan stops at the first report.

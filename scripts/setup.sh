@@ -27,7 +27,7 @@ PACKAGES=(
   # metrics: Debian's Prometheus server and promtool for the tests that scrape
   # a real server, lint /metrics and check the alerting rules (deploy/prometheus)
   prometheus
-  # fuzzing (scripts/fuzz.sh, the fuzz_smoke test): clang with libFuzzer and
+  # fuzzing (scripts/fuzz.sh, the fuzz_build and fuzz_smoke_* tests): clang with libFuzzer and
   # the sanitizer runtimes (a Recommends of clang, so named here)
   clang libclang-rt-14-dev
   # the format check (scripts/check_format.sh, CTest format_check)

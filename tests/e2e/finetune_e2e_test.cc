@@ -38,77 +38,9 @@ using test_util::StatesOf;
 using v1::Job;
 using v1::JobEvent;
 
-class FineTuneE2E : public ::testing::Test {
+class FineTuneE2E : public test_util::JobServerTest {
  protected:
   void SetUp() override { StartServer(); }
-
-  void StartServer(bool preempt = false) {
-    jobs_.reset();
-    s_ = test_util::LoopbackServer();
-    api::KaizenServer::Options o = test_util::LoopbackOptions(data_.path());
-    o.metrics_port = -1;
-    o.preempt = preempt;
-    auto s = test_util::StartLoopbackServer(o);
-    ASSERT_TRUE(s.ok()) << s.status();
-    s_ = *std::move(s);
-    jobs_ = v1::FineTuneService::NewStub(s_.channel);
-  }
-
-  // Connects to a server process (not one of this process's own).
-  void Connect(const std::string& target) {
-    s_.channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
-    s_.client = std::make_unique<client::KaizenClient>(s_.channel);
-    jobs_ = v1::FineTuneService::NewStub(s_.channel);
-  }
-
-  void UploadSubset(const std::string& name, const std::vector<int>& classes, int per_class,
-                    int skip = 0, const std::string& which = "train") {
-    std::vector<std::string> names;
-    for (int c : classes) names.push_back(absl::StrCat("class", c));
-    auto d = test_util::UploadFashionSubset(*s_.client, files_.path(), name, classes, per_class,
-                                            names, skip, which);
-    ASSERT_TRUE(d.ok()) << d.status();
-  }
-
-  static v1::StartFineTuneRequest Request(const std::string& base, const std::string& dataset,
-                                          const std::string& output, v1::Strategy strategy,
-                                          int epochs) {
-    return test_util::FineTuneRequest(base, dataset, output, strategy, epochs);
-  }
-
-  absl::StatusOr<Job> Start(const v1::StartFineTuneRequest& r) {
-    grpc::ClientContext ctx;
-    Job job;
-    grpc::Status st = jobs_->StartFineTune(&ctx, r, &job);
-    if (!st.ok())
-      return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
-    return job;
-  }
-
-  Job GetJob(const std::string& id) {
-    grpc::ClientContext ctx;
-    v1::GetJobRequest r;
-    r.set_id(id);
-    Job job;
-    EXPECT_TRUE(jobs_->GetJob(&ctx, r, &job).ok());
-    return job;
-  }
-
-  // Collects every event of a job's WatchJob stream until it ends.
-  std::vector<JobEvent> Watch(const std::string& id, int64_t after = 0,
-                              grpc::Status* status = nullptr) {
-    return test_util::WatchAll(*jobs_, id, after, status);
-  }
-
-  // The job once it is in one of `states`; a failure of the test (and the
-  // job as it is) when it ends otherwise or takes longer than `timeout`.
-  Job WaitForState(const std::string& id, const std::vector<v1::JobState>& states,
-                   absl::Duration timeout = absl::Minutes(4)) {
-    absl::StatusOr<Job> job = test_util::WaitForJob(*s_.client, id, states, timeout);
-    if (job.ok()) return *job;
-    ADD_FAILURE() << job.status();
-    return GetJob(id);
-  }
 
   // Reads `id`'s events until its first step is reported (the job is
   // RUNNING), keeping the stream open; the caller finishes it.
@@ -140,11 +72,6 @@ class FineTuneE2E : public ::testing::Test {
     r.mutable_hyperparameters()->set_batch_size(16);
     return r;
   }
-
-  test_util::TempDir data_;
-  test_util::TempDir files_;
-  test_util::LoopbackServer s_;
-  std::unique_ptr<v1::FineTuneService::Stub> jobs_;
 };
 
 TEST_F(FineTuneE2E, StartFineTuneValidatesItsRequest) {
@@ -171,7 +98,7 @@ TEST_F(FineTuneE2E, StartFineTuneValidatesItsRequest) {
   bad_lr.mutable_hyperparameters()->set_learning_rate(-1);
   cases.push_back({bad_lr, absl::StatusCode::kInvalidArgument, "learning_rate"});
   for (const Case& c : cases) {
-    absl::StatusOr<Job> job = Start(c.req);
+    absl::StatusOr<Job> job = TryStart(c.req);
     EXPECT_EQ(job.status().code(), c.code) << job.status();
     EXPECT_NE(job.status().message().find(c.needle), absl::string_view::npos) << job.status();
   }
@@ -185,9 +112,9 @@ TEST_F(FineTuneE2E, RepeatedRequestIdReturnsTheSameJob) {
   UploadSubset("pets", {0, 1}, 20);
   auto r = Request("cnn-small", "pets", "out", v1::STRATEGY_SCRATCH, 1);
   r.set_request_id("req-42");
-  auto a = Start(r);
+  auto a = TryStart(r);
   ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Start(r);
+  auto b = TryStart(r);
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ(a->id(), b->id());
   WaitForState(a->id(), {v1::JOB_STATE_SUCCEEDED});
@@ -199,7 +126,7 @@ TEST_F(FineTuneE2E, RepeatedRequestIdReturnsTheSameJob) {
 TEST_F(FineTuneE2E, EveryStrategyRunsOnAFashionMnistSubset) {
   UploadSubset("fm-0-4", {0, 1, 2, 3, 4}, 60);
   UploadSubset("fm-5-9", {5, 6, 7, 8, 9}, 20);
-  auto base = Start(Request("cnn-small", "fm-0-4", "base", v1::STRATEGY_SCRATCH, 2));
+  auto base = TryStart(Request("cnn-small", "fm-0-4", "base", v1::STRATEGY_SCRATCH, 2));
   ASSERT_TRUE(base.ok()) << base.status();
   Job done = WaitForState(base->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
   ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error();
@@ -211,7 +138,7 @@ TEST_F(FineTuneE2E, EveryStrategyRunsOnAFashionMnistSubset) {
     const std::string out = absl::StrCat("t-", v1::Strategy_Name(strategy).substr(9));
     std::string lower;
     for (char c : out) lower += static_cast<char>(c == '_' ? '-' : std::tolower(c));
-    auto job = Start(Request("base", "fm-5-9", lower, strategy, 2));
+    auto job = TryStart(Request("base", "fm-5-9", lower, strategy, 2));
     ASSERT_TRUE(job.ok()) << job.status();
     Job end = WaitForState(job->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
     ASSERT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED)
@@ -228,7 +155,7 @@ TEST_F(FineTuneE2E, EveryStrategyRunsOnAFashionMnistSubset) {
 
 TEST_F(FineTuneE2E, WatchReplaysEveryEventOnceInOrderAndResumes) {
   UploadSubset("pets", {0, 1}, 40);
-  auto job = Start(Request("cnn-small", "pets", "out", v1::STRATEGY_SCRATCH, 2));
+  auto job = TryStart(Request("cnn-small", "pets", "out", v1::STRATEGY_SCRATCH, 2));
   ASSERT_TRUE(job.ok()) << job.status();
   grpc::Status st;
   std::vector<JobEvent> live = Watch(job->id(), 0, &st);
@@ -259,7 +186,7 @@ TEST_F(FineTuneE2E, WatchReplaysEveryEventOnceInOrderAndResumes) {
 TEST_F(FineTuneE2E, FiveHundredWatchersEachSeeTheWholeStream) {
   UploadSubset("pets", {0, 1}, 40);
   auto r = Request("cnn-small", "pets", "out", v1::STRATEGY_SCRATCH, 3);
-  auto job = Start(r);
+  auto job = TryStart(r);
   ASSERT_TRUE(job.ok()) << job.status();
   constexpr int kWatchers = 500;
   std::vector<std::vector<JobEvent>> seen(kWatchers);
@@ -299,13 +226,11 @@ TEST_F(FineTuneE2E, FiveHundredWatchersEachSeeTheWholeStream) {
 
 TEST_F(FineTuneE2E, CancelStopsARunningJobAndKeepsItsCheckpoint) {
   UploadSubset("pets", {0, 1}, 200);
-  auto job = Start(Request("resnet-small", "pets", "out", v1::STRATEGY_SCRATCH, 50));
+  auto job = TryStart(Request("resnet-small", "pets", "out", v1::STRATEGY_SCRATCH, 50));
   ASSERT_TRUE(job.ok()) << job.status();
   // Wait for the first checkpoint, then cancel.
-  const absl::Time deadline = absl::Now() + absl::Minutes(3);
-  while (GetJob(job->id()).latest_version() < 1 && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(100));
-  }
+  ASSERT_TRUE(test_util::WaitUntil([&] { return GetJob(job->id()).latest_version() >= 1; },
+                                   absl::Minutes(3)));
   grpc::ClientContext ctx;
   v1::CancelJobRequest cr;
   cr.set_id(job->id());
@@ -349,12 +274,12 @@ TEST_F(FineTuneE2E, ADivergingJobFailsClearlyAndTheServerCarriesOn) {
   h.set_name("nan-model");
   for (int d : {1, 28, 28}) h.add_input_shape(d);
   ASSERT_TRUE(s_.client->UploadModel(h, model).ok());
-  auto job = Start(Request("nan-model", "pets", "bad", v1::STRATEGY_FULL, 3));
+  auto job = TryStart(Request("nan-model", "pets", "bad", v1::STRATEGY_FULL, 3));
   ASSERT_TRUE(job.ok()) << job.status();
   Job end = WaitForState(job->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
   EXPECT_EQ(end.state(), v1::JOB_STATE_FAILED);
   EXPECT_NE(end.error().find("NaN"), std::string::npos) << end.error();
-  auto good = Start(Request("cnn-small", "pets", "good", v1::STRATEGY_SCRATCH, 1));
+  auto good = TryStart(Request("cnn-small", "pets", "good", v1::STRATEGY_SCRATCH, 1));
   ASSERT_TRUE(good.ok());
   EXPECT_EQ(WaitForState(good->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED}).state(),
             v1::JOB_STATE_SUCCEEDED);
@@ -362,7 +287,7 @@ TEST_F(FineTuneE2E, ADivergingJobFailsClearlyAndTheServerCarriesOn) {
 
 TEST_F(FineTuneE2E, DatasetsAndModelsInUseCannotBeDeleted) {
   UploadSubset("pets", {0, 1}, 200);
-  auto job = Start(Request("resnet-small", "pets", "out", v1::STRATEGY_SCRATCH, 50));
+  auto job = TryStart(Request("resnet-small", "pets", "out", v1::STRATEGY_SCRATCH, 50));
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(s_.client->DeleteDataset("pets").code(), absl::StatusCode::kFailedPrecondition);
   grpc::ClientContext ctx;
@@ -378,7 +303,7 @@ TEST_F(FineTuneE2E, DatasetsAndModelsInUseCannotBeDeleted) {
 // its own and gives the same logits as LibTorch on the same input.
 TEST_F(FineTuneE2E, DownloadedCheckpointMatchesInPython) {
   UploadSubset("pets", {0, 1, 2}, 30);
-  auto job = Start(Request("resnet-small", "pets", "out", v1::STRATEGY_SCRATCH, 1));
+  auto job = TryStart(Request("resnet-small", "pets", "out", v1::STRATEGY_SCRATCH, 1));
   ASSERT_TRUE(job.ok());
   ASSERT_EQ(WaitForState(job->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED}).state(),
             v1::JOB_STATE_SUCCEEDED);
@@ -413,37 +338,32 @@ TEST_F(FineTuneE2E, DownloadedCheckpointMatchesInPython) {
 // kill -9 while a job runs: after a restart the job is requeued, resumes from
 // its last checkpoint and finishes; it never runs twice at once.
 TEST_F(FineTuneE2E, KilledServerResumesTheJobFromItsCheckpoint) {
-  jobs_.reset();
-  s_ = test_util::LoopbackServer();
   test_util::TempDir dir;
   const int port = test_util::FreeLoopbackPort();
-  auto wait_ready = [&] {
-    Connect(absl::StrCat("127.0.0.1:", port));
-    return test_util::WaitUntil([&] { return s_.client->ListDatasets().ok(); });
-  };
   // The process is reaped when the test ends, however it ends.
   auto server = std::make_unique<test_util::ServerProcess>(KAIZEN_BINARY_DIR, dir.path(), port);
-  ASSERT_TRUE(wait_ready());
-  UploadSubset("pets", {0, 1}, 200);
-  auto job = Start(Request("resnet-small", "pets", "out", v1::STRATEGY_SCRATCH, 8));
+  ASSERT_TRUE(Connect(port));
+  // Four epochs are left when the server dies: seconds of margin for the kill.
+  UploadSubset("pets", {0, 1}, 50);
+  auto job = TryStart(Request("resnet-small", "pets", "out", v1::STRATEGY_SCRATCH, 6));
   ASSERT_TRUE(job.ok()) << job.status();
   ASSERT_TRUE(test_util::WaitUntil([&] { return GetJob(job->id()).latest_version() >= 2; },
                                    absl::Minutes(3)));
   server->Kill(SIGKILL);
 
   server = std::make_unique<test_util::ServerProcess>(KAIZEN_BINARY_DIR, dir.path(), port);
-  ASSERT_TRUE(wait_ready());
+  ASSERT_TRUE(Connect(port));
   Job end = WaitForState(job->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
   const std::vector<JobEvent> events = Watch(job->id());
   server.reset();
   ASSERT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED) << end.error();
   EXPECT_EQ(end.attempts(), 2);
-  EXPECT_EQ(end.epoch(), 8);
+  EXPECT_EQ(end.epoch(), 6);
   // Each epoch is reported once in the history: the resumed run continued
   // after the last checkpoint instead of starting over.
   std::vector<int> epochs;
   for (const auto& m : end.history()) epochs.push_back(m.epoch());
-  EXPECT_EQ(epochs, (std::vector<int>{1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(epochs, (std::vector<int>{1, 2, 3, 4, 5, 6}));
   bool resumed = false;
   for (const auto& e : events) {
     resumed |= e.message().find("resuming from checkpoint") != std::string::npos;
@@ -457,14 +377,14 @@ TEST_F(FineTuneE2E, KilledServerResumesTheJobFromItsCheckpoint) {
 // once resumed ends with the per-epoch losses of the same job run straight.
 TEST_F(FineTuneE2E, APausedJobSurvivesARestartAndResumesWithTheSameLosses) {
   UploadSubset("pets", {0, 1}, 60);
-  auto straight = Start(PausableRequest("straight"));
+  auto straight = TryStart(PausableRequest("straight"));
   ASSERT_TRUE(straight.ok()) << straight.status();
   const Job uninterrupted =
       WaitForState(straight->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
   ASSERT_EQ(uninterrupted.state(), v1::JOB_STATE_SUCCEEDED) << uninterrupted.error();
   ASSERT_EQ(uninterrupted.total_steps(), 24);
 
-  auto job = Start(PausableRequest("paused"));
+  auto job = TryStart(PausableRequest("paused"));
   ASSERT_TRUE(job.ok()) << job.status();
   const std::string id = job->id();
   std::unique_ptr<OpenWatch> watch = WatchUntilFirstStep(id);
@@ -545,20 +465,20 @@ TEST_F(FineTuneE2E, APausedJobSurvivesARestartAndResumesWithTheSameLosses) {
 // PAUSED with the reason, back in the queue on its own, runs again once the
 // high one has ended, and ends with the losses of an uninterrupted run.
 TEST_F(FineTuneE2E, APreemptedJobResumesOnItsOwnWithTheSameLosses) {
-  StartServer(/*preempt=*/true);
+  StartServer([](api::KaizenServer::Options& o) { o.preempt = true; });
   UploadSubset("pets", {0, 1}, 60);
-  auto straight = Start(PausableRequest("straight"));
+  auto straight = TryStart(PausableRequest("straight"));
   ASSERT_TRUE(straight.ok()) << straight.status();
   const Job uninterrupted =
       WaitForState(straight->id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
   ASSERT_EQ(uninterrupted.state(), v1::JOB_STATE_SUCCEEDED) << uninterrupted.error();
 
-  auto low = Start(PausableRequest("low"));
+  auto low = TryStart(PausableRequest("low"));
   ASSERT_TRUE(low.ok()) << low.status();
   std::unique_ptr<OpenWatch> watch = WatchUntilFirstStep(low->id());
   auto high_request = Request("cnn-small", "pets", "high", v1::STRATEGY_SCRATCH, 1);
   high_request.set_priority(5);
-  auto high = Start(high_request);
+  auto high = TryStart(high_request);
   ASSERT_TRUE(high.ok()) << high.status();
   watch->ctx.TryCancel();
   watch->reader->Finish();

@@ -106,88 +106,16 @@ std::vector<int64_t> VersionFilesOnDisk(const std::string& data_dir, const std::
   return std::vector<int64_t>(pt.begin(), pt.end());
 }
 
-class JobPromisesE2E : public ::testing::Test {
+class JobPromisesE2E : public test_util::JobServerTest {
  protected:
-  // An in-process server on loopback, with `options` changed by `adjust`.
-  void StartServer(const std::function<void(api::KaizenServer::Options&)>& adjust = nullptr) {
-    jobs_.reset();
-    s_ = test_util::LoopbackServer();
-    api::KaizenServer::Options o = test_util::LoopbackOptions(data_.path());
-    o.metrics_port = -1;
-    if (adjust) adjust(o);
-    auto s = test_util::StartLoopbackServer(o);
-    ASSERT_TRUE(s.ok()) << s.status();
-    s_ = *std::move(s);
-    jobs_ = v1::FineTuneService::NewStub(s_.channel);
-  }
-
-  // Connects to a server process (not one of this process's own) and waits
-  // until it answers.
-  bool Connect(int port) {
-    s_.channel =
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
-    s_.client = std::make_unique<client::KaizenClient>(s_.channel);
-    jobs_ = v1::FineTuneService::NewStub(s_.channel);
-    return test_util::WaitUntil([&] { return s_.client->ListDatasets().ok(); });
-  }
-
   std::string Target() const { return absl::StrCat("127.0.0.1:", s_.server->grpc_port()); }
 
-  // Uploads Fashion-MNIST `classes` as dataset `name`, class names "class<C>"
-  // (or `class_names`).
-  void UploadSubset(const std::string& name, const std::vector<int>& classes, int per_class,
-                    int skip = 0, const std::string& which = "train",
-                    std::vector<std::string> class_names = {}) {
-    if (class_names.empty()) {
-      for (int c : classes) class_names.push_back(absl::StrCat("class", c));
-    }
-    auto d = test_util::UploadFashionSubset(*s_.client, files_.path(), name, classes, per_class,
-                                            class_names, skip, which);
-    ASSERT_TRUE(d.ok()) << d.status();
-  }
-
-  static v1::StartFineTuneRequest Request(const std::string& base, const std::string& dataset,
-                                          const std::string& output, v1::Strategy strategy,
-                                          int epochs) {
-    return test_util::FineTuneRequest(base, dataset, output, strategy, epochs);
-  }
-
-  Job Start(const v1::StartFineTuneRequest& r) {
-    absl::StatusOr<Job> job = s_.client->StartFineTune(r);
-    EXPECT_TRUE(job.ok()) << job.status();
-    return job.ok() ? *job : Job();
-  }
-
-  Job GetJob(const std::string& id) {
-    absl::StatusOr<Job> job = s_.client->GetJob(id);
-    EXPECT_TRUE(job.ok()) << job.status();
-    return job.ok() ? *job : Job();
-  }
-
-  // The job once it is in one of `states`; a failure of the test (and the
-  // job as it is) when it ends otherwise or takes longer than `timeout`.
-  Job WaitForState(const std::string& id, const std::vector<v1::JobState>& states,
-                   absl::Duration timeout = absl::Minutes(4)) {
-    absl::StatusOr<Job> job = test_util::WaitForJob(*s_.client, id, states, timeout);
-    if (job.ok()) return *job;
-    ADD_FAILURE() << job.status();
-    return GetJob(id);
-  }
-
-  Job WaitForSuccess(const std::string& id) {
-    Job end = WaitForState(id, {v1::JOB_STATE_SUCCEEDED});
-    EXPECT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED) << end.error();
-    return end;
-  }
-
-  // Collects every event of a job's WatchJob stream until it ends.
+  // Collects every event of a job's WatchJob stream, through `stub`, until it
+  // ends.
+  using JobServerTest::Watch;
   static std::vector<JobEvent> Watch(v1::FineTuneService::Stub* stub, const std::string& id,
                                      int64_t after = 0, grpc::Status* status = nullptr) {
     return test_util::WatchAll(*stub, id, after, status);
-  }
-  std::vector<JobEvent> Watch(const std::string& id, int64_t after = 0,
-                              grpc::Status* status = nullptr) {
-    return Watch(jobs_.get(), id, after, status);
   }
 
   static bool HasMessage(const std::vector<JobEvent>& events, const std::string& text) {
@@ -199,11 +127,6 @@ class JobPromisesE2E : public ::testing::Test {
   static int64_t Millis(const google::protobuf::Timestamp& t) {
     return google::protobuf::util::TimeUtil::TimestampToMilliseconds(t);
   }
-
-  test_util::TempDir data_;
-  test_util::TempDir files_;
-  test_util::LoopbackServer s_;
-  std::unique_ptr<v1::FineTuneService::Stub> jobs_;
 };
 
 // keep_checkpoints=2 on a run whose best version is its first: the two newest

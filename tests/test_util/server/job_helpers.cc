@@ -4,6 +4,10 @@
 
 #include <chrono>
 
+#include "absl/strings/str_cat.h"
+#include "client/lib/kaizen_client.h"
+#include "tests/test_util/wait.h"
+
 namespace kaizen::test_util {
 
 v1::StartFineTuneRequest FineTuneRequest(const std::string& base, const std::string& dataset,
@@ -55,6 +59,69 @@ void ExpectSameHistory(const v1::Job& uninterrupted, const v1::Job& resumed) {
     EXPECT_EQ(a.train_accuracy(), b.train_accuracy()) << "epoch " << b.epoch();
     EXPECT_EQ(a.val_accuracy(), b.val_accuracy()) << "epoch " << b.epoch();
   }
+}
+
+void JobServerTest::StartServer(const std::function<void(api::KaizenServer::Options&)>& adjust) {
+  jobs_.reset();
+  s_ = LoopbackServer();
+  api::KaizenServer::Options o = LoopbackOptions(data_.path());
+  o.metrics_port = -1;
+  if (adjust) adjust(o);
+  absl::StatusOr<LoopbackServer> s = StartLoopbackServer(o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  s_ = *std::move(s);
+  jobs_ = v1::FineTuneService::NewStub(s_.channel);
+}
+
+bool JobServerTest::Connect(int port) {
+  jobs_.reset();
+  s_ = LoopbackServer();
+  s_.channel =
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+  s_.client = std::make_unique<client::KaizenClient>(s_.channel);
+  jobs_ = v1::FineTuneService::NewStub(s_.channel);
+  return WaitUntil([&] { return s_.client->ListDatasets().ok(); });
+}
+
+void JobServerTest::UploadSubset(const std::string& name, const std::vector<int>& classes,
+                                 int per_class, int skip, const std::string& which,
+                                 std::vector<std::string> class_names) {
+  if (class_names.empty()) {
+    for (int c : classes) class_names.push_back(absl::StrCat("class", c));
+  }
+  absl::StatusOr<v1::Dataset> d = UploadFashionSubset(*s_.client, files_.path(), name, classes,
+                                                      per_class, class_names, skip, which);
+  ASSERT_TRUE(d.ok()) << d.status();
+}
+
+absl::StatusOr<v1::Job> JobServerTest::TryStart(const v1::StartFineTuneRequest& r) {
+  return s_.client->StartFineTune(r);
+}
+
+v1::Job JobServerTest::Start(const v1::StartFineTuneRequest& r) {
+  absl::StatusOr<v1::Job> job = TryStart(r);
+  EXPECT_TRUE(job.ok()) << job.status();
+  return job.ok() ? *job : v1::Job();
+}
+
+v1::Job JobServerTest::GetJob(const std::string& id) {
+  absl::StatusOr<v1::Job> job = s_.client->GetJob(id);
+  EXPECT_TRUE(job.ok()) << job.status();
+  return job.ok() ? *job : v1::Job();
+}
+
+v1::Job JobServerTest::WaitForState(const std::string& id, const std::vector<v1::JobState>& states,
+                                    absl::Duration timeout) {
+  absl::StatusOr<v1::Job> job = WaitForJob(*s_.client, id, states, timeout);
+  if (job.ok()) return *job;
+  ADD_FAILURE() << job.status();
+  return GetJob(id);
+}
+
+v1::Job JobServerTest::WaitForSuccess(const std::string& id) {
+  v1::Job end = WaitForState(id, {v1::JOB_STATE_SUCCEEDED});
+  EXPECT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED) << end.error();
+  return end;
 }
 
 }  // namespace kaizen::test_util
