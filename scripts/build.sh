@@ -6,7 +6,10 @@ BUILD_DIR="${KAIZEN_BUILD_DIR:-build}"
 JOBS="${KAIZEN_JOBS:-$(nproc)}"
 GENERATOR=()
 if command -v ninja >/dev/null 2>&1; then GENERATOR=(-G Ninja); fi
-if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+# Configure when there is no cache, or when an interrupted configure left the
+# cache without the generator's build file.
+if [ ! -f "$BUILD_DIR/CMakeCache.txt" ] ||
+  { [ ${#GENERATOR[@]} -gt 0 ] && [ ! -f "$BUILD_DIR/build.ninja" ]; }; then
   cmake -S . -B "$BUILD_DIR" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release
 fi
 start=$(date +%s)

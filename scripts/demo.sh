@@ -67,12 +67,15 @@ step "Models (built-in architectures are available without an upload)"
 CTL models list
 
 # ---------------------------------------------------------------------------
-# Fine-tuning walk-through: what pretraining buys in the few-shot regime.
+# Fine-tuning walk-through: what pretraining buys in the few-shot regime
+# (5 images per class: the regime where it should pay).
 PRETRAIN_PER_CLASS="${KAIZEN_DEMO_PRETRAIN_PER_CLASS:-1200}"
 PRETRAIN_EPOCHS="${KAIZEN_DEMO_PRETRAIN_EPOCHS:-4}"
 TEST_PER_CLASS="${KAIZEN_DEMO_TEST_PER_CLASS:-200}"
+FEW_PER_CLASS="${KAIZEN_DEMO_FEW_PER_CLASS:-5}"
 SUBSETS=$(mktemp -d)
-/usr/bin/python3 tools/make_fashion_subsets.py "$FASHION" "$SUBSETS" "$PRETRAIN_PER_CLASS" "$TEST_PER_CLASS"
+/usr/bin/python3 tools/make_fashion_subsets.py "$FASHION" "$SUBSETS" "$PRETRAIN_PER_CLASS" \
+  "$TEST_PER_CLASS" "$FEW_PER_CLASS"
 upload_subset() {  # name file-prefix class-names
   if ! CTL datasets get "$1" >/dev/null 2>&1; then
     CTL datasets upload "$1" "$SUBSETS/$2-images" --format=idx --labels="$SUBSETS/$2-labels" \
@@ -83,9 +86,10 @@ upload_subset() {  # name file-prefix class-names
 }
 OLD=t-shirt,trouser,pullover,dress,coat
 NEW=sandal,shirt,sneaker,bag,ankle-boot
-step "Few-shot transfer: classes 0-4 (pretraining) -> classes 5-9 (20 images per class)"
+FEW="fm-new-$FEW_PER_CLASS"
+step "Few-shot transfer: classes 0-4 (pretraining) -> classes 5-9 ($FEW_PER_CLASS images per class)"
 upload_subset fm-old base "$OLD"
-upload_subset fm-new-20 few "$NEW"
+upload_subset "$FEW" few "$NEW"
 upload_subset fm-new-test test "$NEW"
 
 # Runs a job with a live progress bar unless its output model already exists.
@@ -100,20 +104,19 @@ finetune() {  # output base dataset strategy extra...
 }
 step "Pretraining resnet-small with SCRATCH on classes 0-4 ($((PRETRAIN_PER_CLASS * 5)) images, $PRETRAIN_EPOCHS epochs)"
 finetune fm-base resnet-small fm-old scratch --epochs="$PRETRAIN_EPOCHS" --validation_split=0.1 --seed=1
-EVAL="$DATA_DIR/demo-eval"
-mkdir -p "$EVAL"
+# Each job names the test set: once it ends, its final versions are evaluated
+# on it (never trained on, never used to choose) and the result is stored with
+# each version.
 for strategy in feature_extraction fine_tune scratch; do
   base=fm-base; [ "$strategy" = scratch ] && base=resnet-small
-  out="fm-new-${strategy//_/-}"
-  step "$strategy on 100 images of classes 5-9, then Predict on $((TEST_PER_CLASS * 5)) test images"
-  finetune "$out" "$base" fm-new-20 "$strategy" --seed=1
-  # Accuracy of the newest checkpoint, through Predict (batches of PNGs).
-  /usr/bin/python3 tools/eval_accuracy.py --server="$SERVER" --model="$out" \
-    "$SUBSETS/test-images" "$SUBSETS/test-labels" >"$EVAL/$out.json"
-  echo "$out: $(/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.1f%% on %d test images (version %s)" % (100*d["accuracy"], d["images"], d["versions"][-1]))' "$EVAL/$out.json")"
+  out="$FEW-${strategy//_/-}"
+  step "$strategy on $((FEW_PER_CLASS * 5)) images of classes 5-9, evaluated on $((TEST_PER_CLASS * 5)) test images"
+  finetune "$out" "$base" "$FEW" "$strategy" --seed=1 --test_dataset=fm-new-test
 done
+step "Evaluating $FEW-fine-tune on the test set (kaizenctl models evaluate)"
+CTL models evaluate "$FEW-fine-tune" fm-new-test
 
-step "Predict: the newest checkpoint of fm-new-fine-tune on six test images"
+step "Predict: the newest checkpoint of $FEW-fine-tune on six test images"
 SAMPLES=$(mktemp -d)
 /usr/bin/python3 - "$SUBSETS" "$SAMPLES" "$NEW" <<'PYEOF'
 import struct, sys
@@ -125,16 +128,17 @@ for i in range(0, 6 * 157, 157):
     Image.frombytes("L", (28, 28), images[i * 784:(i + 1) * 784]).save(f"{out}/{i:04d}-{names[labels[i]]}.png")
 PYEOF
 KAIZENCTL=$(cd "$BUILD" && pwd)/kaizenctl
-(cd "$SAMPLES" && "$KAIZENCTL" --server="$SERVER" predict fm-new-fine-tune ./*.png --top_k=2)
+(cd "$SAMPLES" && "$KAIZENCTL" --server="$SERVER" predict "$FEW-fine-tune" ./*.png --top_k=2)
 rm -rf "$SAMPLES" "$SUBSETS"
 
 step "Results"
-/usr/bin/python3 - "$BUILD/kaizenctl" "$SERVER" "$EVAL" <<'PYEOF'
+/usr/bin/python3 - "$BUILD/kaizenctl" "$SERVER" <<'PYEOF'
 import json, subprocess, sys
 from datetime import datetime
-import os
-ctl, server, evals = sys.argv[1], sys.argv[2], sys.argv[3]
-jobs = json.loads(subprocess.check_output([ctl, f"--server={server}", "--output=json", "jobs", "list"]))
+ctl, server = sys.argv[1], sys.argv[2]
+def kaizenctl(*args):
+    return json.loads(subprocess.check_output([ctl, f"--server={server}", "--output=json", *args]))
+jobs = kaizenctl("jobs", "list")
 t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
 few_shot = []
 print(f"{'model':<26}{'strategy':<20}{'base':<14}{'dataset':<12}{'epochs':>7}{'accuracy':>10}{'time':>8}{'img/s':>8}")
@@ -142,15 +146,17 @@ for j in sorted(jobs.get("jobs", []), key=lambda j: j["createTime"]):
     if j["state"] != "JOB_STATE_SUCCEEDED": continue
     r, h = j["request"], j["history"]
     acc = h[-1].get("valAccuracy", 0) * 100
-    ev = os.path.join(evals, r["outputModel"] + ".json")
-    if os.path.exists(ev):  # few-shot models: accuracy through Predict
-        acc = json.load(open(ev))["accuracy"] * 100
+    test = None
+    if r.get("testDataset"):  # few-shot models: the stored test-set evaluation
+        latest = kaizenctl("models", "get", f"{r['outputModel']}:{j['latestVersion']}")
+        test = latest.get("testEvaluation")
+        acc = test.get("accuracy", 0) * 100 if test else float("nan")
     secs = (t(j["endTime"]) - t(j["startTime"])).total_seconds()
     ips = sum(e.get("samplesPerSecond", 0) for e in h) / max(1, len(h))
     strategy = r['strategy'].replace('STRATEGY_', '').lower()
     print(f"{r['outputModel']:<26}{strategy:<20}"
           f"{r['baseModel']:<14}{r['dataset']:<12}{len(h):>7}{acc:>9.1f}%{secs:>7.0f}s{ips:>8.0f}")
-    if os.path.exists(ev):
+    if test:
         few_shot.append((strategy, r["dataset"], acc))
 # The verdict comes from this run's own numbers: the best pretrained model
 # against the from-scratch one trained on the same few-shot dataset.
@@ -172,7 +178,8 @@ for dataset in sorted({d for _, d, _ in few_shot}):
               f"are within a point of each other in this run.")
 print("One run, one seed: bench/RESULTS.md has the table over seeds and images per class.")
 PYEOF
-echo "Accuracy: the pretraining job's own held-out 10%; the few-shot jobs' $((TEST_PER_CLASS * 5)) test images of classes 5-9."
+echo "Accuracy: the pretraining job's own held-out 10%; the few-shot jobs' latest version on the $((TEST_PER_CLASS * 5)) test images of classes 5-9 (fm-new-test)."
+
 
 cat <<EOT
 

@@ -87,6 +87,11 @@ ABSL_FLAG(int64_t, decode_ratio_allowance_mb, 64,
           "Decoded MiB always allowed to an upload or request, whatever --max_decode_ratio says.");
 ABSL_FLAG(int, max_report_files, 100,
           "Failed, ignored and duplicate files listed in a dataset report (all are counted).");
+ABSL_FLAG(int, max_concurrent_evaluations, 1,
+          "EvaluateModel calls running at once; more get RESOURCE_EXHAUSTED (jobs' test-set "
+          "evaluations wait for their turn).");
+ABSL_FLAG(int64_t, max_evaluation_examples, 200'000,
+          "Largest dataset (examples) that EvaluateModel or a job's test_dataset evaluates.");
 ABSL_FLAG(int, max_concurrent_uploads, 8,
           "Dataset and model uploads in progress at once; more get RESOURCE_EXHAUSTED.");
 ABSL_FLAG(double, upload_idle_timeout_seconds, 60,
@@ -182,6 +187,9 @@ void LimitsFromFlags(kaizen::api::KaizenServer::Options* options) {
   options->serving.decode_budget = upload_budget;
   options->serving.decode_budget.max_bytes = absl::GetFlag(FLAGS_max_predict_decoded_mb) << 20;
   options->uploads.max_concurrent = std::max(1, absl::GetFlag(FLAGS_max_concurrent_uploads));
+  options->evaluation.max_concurrent = std::max(1, absl::GetFlag(FLAGS_max_concurrent_evaluations));
+  options->evaluation.max_examples =
+      std::max<int64_t>(1, absl::GetFlag(FLAGS_max_evaluation_examples));
   options->uploads.idle_timeout = Seconds(FLAGS_upload_idle_timeout_seconds);
   options->uploads.deadline = Seconds(FLAGS_upload_deadline_seconds);
   options->grpc_max_threads = absl::GetFlag(FLAGS_grpc_max_threads);

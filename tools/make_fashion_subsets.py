@@ -1,10 +1,10 @@
 """Writes the walk-through's Fashion-MNIST subsets as IDX pairs (relabelled 0..4):
 
   base-*  PER_CLASS training images of each of classes 0-4 (pretraining)
-  few-*   20 training images of each of classes 5-9 (few-shot fine-tuning)
+  few-*   FEW_PER_CLASS (20) training images of each of classes 5-9 (few-shot fine-tuning)
   test-*  TEST_PER_CLASS test images of each of classes 5-9 (all 1,000 by default; accuracy)
 
-Usage: make_fashion_subsets.py FASHION_DIR OUT_DIR PER_CLASS [TEST_PER_CLASS]
+Usage: make_fashion_subsets.py FASHION_DIR OUT_DIR PER_CLASS [TEST_PER_CLASS [FEW_PER_CLASS]]
 """
 import gzip
 import struct
@@ -34,11 +34,12 @@ def write(out, name, images, labels, classes, per_class=None):
 
 def main():
     src, out, per_class = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    test_per_class = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    test_per_class = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None
+    few_per_class = int(sys.argv[5]) if len(sys.argv) > 5 else 20
     train, train_labels = load(src, "train")
     test, test_labels = load(src, "t10k")
     write(out, "base", train, train_labels, [0, 1, 2, 3, 4], per_class)
-    write(out, "few", train, train_labels, [5, 6, 7, 8, 9], 20)
+    write(out, "few", train, train_labels, [5, 6, 7, 8, 9], few_per_class)
     write(out, "test", test, test_labels, [5, 6, 7, 8, 9], test_per_class)
 
 

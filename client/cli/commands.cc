@@ -174,6 +174,12 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "Download a model's TorchScript file to OUT (checked against its "
        "SHA-256, written atomically).",
        &Commands::ModelsDownload},
+      {"models", "evaluate", "NAME[:VERSION] DATASET", 2, 2, "[--top_k=N]",
+       "Evaluate a model version (default: the newest) on every image of a "
+       "labelled dataset whose classes are among the model's: accuracy, "
+       "top-k accuracy (--top_k, default 5), mean loss, per-class "
+       "precision, recall and F1, and the confusion matrix.",
+       &Commands::ModelsEvaluate},
       {"finetune", "start", "", 0, 0,
        "--base=MODEL[:V] --dataset=NAME --output_model=NAME "
        "--strategy=feature_extraction|fine_tune|full|scratch|incremental|"
@@ -184,7 +190,7 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "[--warmup_epochs=X] [--label_smoothing=X] "
        "[--early_stopping_patience=N] [--clip_norm=X] [--seed=N] "
        "[--augment=on|off] [--validation_split=X | --validation_dataset=NAME] "
-       "[--head=linear|mlp] [--head_warmup_epochs=N] "
+       "[--test_dataset=NAME] [--head=linear|mlp] [--head_warmup_epochs=N] "
        "[--mixed_precision=off|bf16|fp16] [--priority=N] [--request_id=S] "
        "[--keep_checkpoints=N] [--teacher=MODEL[:V]] [--temperature=X] "
        "[--watch]",
@@ -505,6 +511,15 @@ absl::Status Commands::ModelsDownload(const Args& args) {
   return Print(*model, absl::StrCat("downloaded ", model->name(), " version ", model->version(),
                                     " to ", out_path, " (", FormatBytes(model->size_bytes()),
                                     ", sha256 ", model->sha256(), ")\n"));
+}
+
+absl::Status Commands::ModelsEvaluate(const Args& args) {
+  std::string name;
+  int64_t version = 0;
+  RETURN_IF_ERROR(common::ParseModelRef(args[0], &name, &version));
+  ASSIGN_OR_RETURN(const kaizen::v1::Evaluation evaluation,
+                   client_->EvaluateModel(name, version, args[1], options_.top_k));
+  return Print(evaluation, EvaluationDetails(evaluation));
 }
 
 // --- fine-tuning jobs --------------------------------------------------------

@@ -92,6 +92,7 @@ class Commands {
   absl::Status ModelsGet(const Args& args);
   absl::Status ModelsDelete(const Args& args);
   absl::Status ModelsDownload(const Args& args);
+  absl::Status ModelsEvaluate(const Args& args);
   absl::Status FineTuneStart(const Args& args);
   absl::Status JobsList(const Args& args);
   absl::Status JobsGet(const Args& args);

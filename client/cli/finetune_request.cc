@@ -249,6 +249,7 @@ absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(const FineTuneFla
   request.set_base_model(f.base);
   request.set_dataset(f.dataset);
   request.set_output_model(f.output_model);
+  request.set_test_dataset(f.test_dataset);
   kaizen::v1::Strategy strategy = kaizen::v1::STRATEGY_UNSPECIFIED;
   RETURN_IF_ERROR(ParseChoice("strategy", f.strategy, StrategyChoices(), &strategy));
   request.set_strategy(strategy);

@@ -41,6 +41,7 @@ struct FineTuneFlags {
   std::string augment;
   std::string validation_split;
   std::string validation_dataset;
+  std::string test_dataset;
   std::string head;  // linear|mlp
   std::string head_warmup_epochs;
   std::string mixed_precision;  // off|bf16|fp16

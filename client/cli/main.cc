@@ -92,6 +92,8 @@ ABSL_FLAG(std::string, augment, "", "finetune start: on or off; not given: the s
 ABSL_FLAG(std::string, validation_split, "",
           "finetune start: fraction of the dataset held out, e.g. 0.1");
 ABSL_FLAG(std::string, validation_dataset, "", "finetune start: separate validation dataset");
+ABSL_FLAG(std::string, test_dataset, "",
+          "finetune start: a dataset the final versions are evaluated on (never trained on)");
 ABSL_FLAG(std::string, head_warmup_epochs, "",
           "finetune start: epochs that train the new head alone first");
 ABSL_FLAG(std::string, mixed_precision, "", "finetune start: off, bf16 or fp16");
@@ -110,7 +112,7 @@ ABSL_FLAG(int64_t, after_sequence, 0, "jobs watch: replay only the events after 
 // sees it (see TakeVersionFlag).
 ABSL_FLAG(int32_t, top_k, 0,
           "predict, bench predict: classes per input (0: the server's "
-          "default, 1)");
+          "default, 1); models evaluate: k of the top-k accuracy (0: 5)");
 ABSL_FLAG(std::string, policy, "",
           "predict, bench predict: latest or best (default: the server's, "
           "latest)");
@@ -198,6 +200,7 @@ int main(int argc, char** argv) {
   ft.augment = absl::GetFlag(FLAGS_augment);
   ft.validation_split = absl::GetFlag(FLAGS_validation_split);
   ft.validation_dataset = absl::GetFlag(FLAGS_validation_dataset);
+  ft.test_dataset = absl::GetFlag(FLAGS_test_dataset);
   ft.head = absl::GetFlag(FLAGS_head);
   ft.head_warmup_epochs = absl::GetFlag(FLAGS_head_warmup_epochs);
   ft.mixed_precision = absl::GetFlag(FLAGS_mixed_precision);

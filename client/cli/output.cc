@@ -572,7 +572,48 @@ std::string ModelDetails(const kaizen::v1::Model& m) {
       absl::StrAppendFormat(s, "%s=%.4f", kv.first, kv.second);
     }));
   }
+  if (m.has_test_evaluation()) {
+    const kaizen::v1::Evaluation& e = m.test_evaluation();
+    Field(&out, "test",
+          absl::StrFormat("%s accuracy on %s (%d images; top-%d %s, mean loss %.4f)",
+                          FormatPercent(e.accuracy()), e.dataset(), e.examples(), e.top_k(),
+                          FormatPercent(e.top_k_accuracy()), e.mean_loss()));
+  }
   Field(&out, "created", FormatTime(m.create_time()));
+  return out;
+}
+
+std::string EvaluationDetails(const kaizen::v1::Evaluation& e) {
+  std::string out = absl::StrCat("Model ", e.model(), " (version ", e.version(), ") on dataset ",
+                                 e.dataset(), "\n");
+  Field(&out, "images",
+        absl::StrFormat("%s in %.1f s (%.0f images/s)", FormatCount(e.examples()), e.seconds(),
+                        e.examples_per_second()));
+  Field(&out, "accuracy", FormatPercent(e.accuracy()));
+  Field(&out, absl::StrCat("top-", e.top_k()), FormatPercent(e.top_k_accuracy()));
+  Field(&out, "mean loss", absl::StrFormat("%.4f", e.mean_loss()));
+  Field(&out, "classes", e.class_mapping());
+  out += "\n";
+  Table classes({"CLASS", "IMAGES", "PRECISION", "RECALL", "F1"});
+  for (const kaizen::v1::ClassEvaluation& c : e.classes()) {
+    classes.AddRow({c.name(), FormatCount(c.support()), FormatPercent(c.precision()),
+                    FormatPercent(c.recall()), absl::StrFormat("%.3f", c.f1())});
+  }
+  out += classes.Render();
+  out += "\nConfusion matrix (rows: true class, columns: predicted class)\n";
+  std::vector<std::string> header = {"TRUE \\ PREDICTED"};
+  header.insert(header.end(), e.predicted_classes().begin(), e.predicted_classes().end());
+  Table confusion(std::move(header));
+  const int cols = e.predicted_classes_size();
+  for (int i = 0; i < e.classes_size(); ++i) {
+    std::vector<std::string> row = {e.classes(i).name()};
+    for (int j = 0; j < cols; ++j) {
+      const int index = i * cols + j;
+      row.push_back(index < e.confusion_size() ? absl::StrCat(e.confusion(index)) : "?");
+    }
+    confusion.AddRow(std::move(row));
+  }
+  out += confusion.Render();
   return out;
 }
 

@@ -66,6 +66,9 @@ std::string DatasetTable(const kaizen::v1::ListDatasetsResponse& response);
 std::string DatasetDetails(const kaizen::v1::Dataset& dataset);
 std::string ModelTable(const kaizen::v1::ListModelsResponse& response);
 std::string ModelDetails(const kaizen::v1::Model& model);
+// The summary, the per-class table and the confusion matrix (rows: the
+// dataset's classes, columns: the model's predictions).
+std::string EvaluationDetails(const kaizen::v1::Evaluation& evaluation);
 std::string JobTable(const kaizen::v1::ListJobsResponse& response);
 // Everything about one job: request, state, resolved hyperparameters, the
 // per-epoch history, versions written and the error.

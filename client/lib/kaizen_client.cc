@@ -366,6 +366,22 @@ absl::Status KaizenClient::DeleteModel(const std::string& name, int64_t version)
   return FromGrpcStatus(models_->DeleteModel(&context, request, &response));
 }
 
+absl::StatusOr<kaizen::v1::Evaluation> KaizenClient::EvaluateModel(const std::string& name,
+                                                                   int64_t version,
+                                                                   const std::string& dataset,
+                                                                   int32_t top_k) {
+  kaizen::v1::EvaluateModelRequest request;
+  request.set_name(name);
+  request.set_version(version);
+  request.set_dataset(dataset);
+  request.set_top_k(top_k);
+  kaizen::v1::Evaluation response;
+  grpc::ClientContext context;
+  Prepare(&context);
+  RETURN_IF_ERROR(FromGrpcStatus(models_->EvaluateModel(&context, request, &response)));
+  return response;
+}
+
 absl::StatusOr<kaizen::v1::Model> KaizenClient::DownloadModel(const std::string& name,
                                                               int64_t version,
                                                               const std::string& out_path,

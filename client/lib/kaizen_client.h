@@ -102,6 +102,10 @@ class KaizenClient {
                                                                const std::string& name = "");
   // Version 0 deletes every version.
   absl::Status DeleteModel(const std::string& name, int64_t version = 0);
+  // Version 0 means the newest; top_k 0 means 5.
+  absl::StatusOr<kaizen::v1::Evaluation> EvaluateModel(const std::string& name, int64_t version,
+                                                       const std::string& dataset,
+                                                       int32_t top_k = 0);
   // Writes the model's TorchScript file to `out_path` atomically (temporary
   // file, fsync, rename) after checking the streamed SHA-256; on a mismatch
   // nothing is left at `out_path` and the result is DATA_LOSS.

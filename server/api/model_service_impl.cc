@@ -99,4 +99,16 @@ grpc::Status ModelServiceImpl::DownloadModel(
   return scope.Finish(absl::OkStatus());
 }
 
+grpc::Status ModelServiceImpl::EvaluateModel(grpc::ServerContext* context,
+                                             const kaizen::v1::EvaluateModelRequest* request,
+                                             kaizen::v1::Evaluation* response) {
+  RequestScope scope(metrics_, kService, "EvaluateModel", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
+  scope.set_resource(request->name());
+  absl::StatusOr<kaizen::v1::Evaluation> e =
+      evaluator_->Evaluate(*request, [context] { return context->IsCancelled(); });
+  if (e.ok()) *response = *std::move(e);
+  return scope.Finish(e.status());
+}
+
 }  // namespace kaizen::api

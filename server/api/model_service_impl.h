@@ -6,6 +6,7 @@
 #include "kaizen/v1/model_service.grpc.pb.h"
 #include "server/api/upload_runner.h"
 #include "server/auth/authenticator.h"
+#include "server/jobs/model_evaluator.h"
 #include "server/metrics/metrics.h"
 #include "server/store/model_store.h"
 
@@ -14,9 +15,10 @@ namespace kaizen::api {
 class ModelServiceImpl final : public kaizen::v1::ModelService::WithCallbackMethod_UploadModel<
                                    kaizen::v1::ModelService::Service> {
  public:
-  ModelServiceImpl(store::ModelStore* models, UploadRunner* uploads, metrics::Metrics* metrics,
+  ModelServiceImpl(store::ModelStore* models, jobs::ModelEvaluator* evaluator,
+                   UploadRunner* uploads, metrics::Metrics* metrics,
                    const auth::Authenticator* auth)
-      : models_(models), uploads_(uploads), metrics_(metrics), auth_(auth) {}
+      : models_(models), evaluator_(evaluator), uploads_(uploads), metrics_(metrics), auth_(auth) {}
 
   grpc::ServerReadReactor<kaizen::v1::UploadModelRequest>* UploadModel(
       grpc::CallbackServerContext* context, kaizen::v1::Model* response) override;
@@ -31,9 +33,13 @@ class ModelServiceImpl final : public kaizen::v1::ModelService::WithCallbackMeth
   grpc::Status DownloadModel(
       grpc::ServerContext* context, const kaizen::v1::DownloadModelRequest* request,
       grpc::ServerWriter<kaizen::v1::DownloadModelResponse>* writer) override;
+  grpc::Status EvaluateModel(grpc::ServerContext* context,
+                             const kaizen::v1::EvaluateModelRequest* request,
+                             kaizen::v1::Evaluation* response) override;
 
  private:
   store::ModelStore* models_;
+  jobs::ModelEvaluator* evaluator_;
   UploadRunner* uploads_;
   metrics::Metrics* metrics_;
   const auth::Authenticator* auth_;

@@ -10,6 +10,7 @@
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_credentials_options.h>
 #include <stdlib.h>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <atomic>
@@ -65,6 +66,8 @@ struct KaizenServer::State {
   // Over model_server; before the inference services that call it.
   std::unique_ptr<serving::Predictor> predictor;
   std::unique_ptr<jobs::JobEventHub> events;
+  // Before the jobs and the model service that run evaluations.
+  std::unique_ptr<jobs::ModelEvaluator> evaluator;
   std::unique_ptr<jobs::JobManager> jobs;
   // After the stores its threads write to; before the services and the
   // server whose upload streams use it.
@@ -316,7 +319,11 @@ absl::Status KaizenServer::StartServing(int threads) {
 void KaizenServer::StartJobs(int threads) {
   State& s = *state_;
   s.events = std::make_unique<jobs::JobEventHub>(s.job_store.get());
+  jobs::ModelEvaluator::Options eo = options_.evaluation;
+  eo.device = torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::kCPU;
+  s.evaluator = std::make_unique<jobs::ModelEvaluator>(eo, s.models.get(), s.datasets.get());
   jobs::JobManager::Options jmo;
+  jmo.evaluator = s.evaluator.get();
   jmo.workers = std::max(1, options_.workers);
   jmo.threads_per_worker = std::max(1, threads / jmo.workers);
   jmo.max_job_attempts = options_.max_job_attempts;
@@ -339,8 +346,8 @@ void KaizenServer::CreateServices() {
   const auth::Authenticator* auth = s.auth.get();
   s.dataset_service = std::make_unique<DatasetServiceImpl>(s.datasets.get(), s.uploads.get(),
                                                            s.metrics.get(), auth);
-  s.model_service =
-      std::make_unique<ModelServiceImpl>(s.models.get(), s.uploads.get(), s.metrics.get(), auth);
+  s.model_service = std::make_unique<ModelServiceImpl>(s.models.get(), s.evaluator.get(),
+                                                       s.uploads.get(), s.metrics.get(), auth);
   s.finetune_service = std::make_unique<FineTuneServiceImpl>(
       s.jobs.get(), s.events.get(), s.metrics.get(), auth,
       FineTuneServiceImpl::Options{options_.max_watcher_backlog});

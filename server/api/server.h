@@ -15,6 +15,7 @@
 #include "server/auth/authenticator.h"
 #include "server/auth/tls_files.h"
 #include "server/common/clock.h"
+#include "server/jobs/model_evaluator.h"
 #include "server/metrics/metrics_http_server.h"
 #include "server/models/sandboxed_inspection.h"
 #include "server/serving/model_server.h"
@@ -55,6 +56,9 @@ class KaizenServer {
     int64_t max_upload_bytes = int64_t{4} << 30;
     // Largest TorchScript upload.
     int64_t max_model_bytes = int64_t{2} << 30;
+    // EvaluateModel and jobs' test datasets: evaluations at once and the
+    // largest dataset one reads (its device is the first GPU, else the CPU).
+    jobs::ModelEvaluator::Options evaluation;
     // Largest image accepted, width * height.
     int64_t max_image_pixels = 25'000'000;
     // Most scans in one progressive JPEG (uploads and Predict).

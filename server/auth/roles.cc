@@ -31,6 +31,8 @@ constexpr Rule kRules[] = {
     {"/kaizen.v1.ModelService/GetModel", kModelReaders},
     {"/kaizen.v1.ModelService/ListModels", kModelReaders},
     {"/kaizen.v1.ModelService/DeleteModel", kAdminOnly},
+    // Runs a model over a whole dataset: compute, like a job.
+    {"/kaizen.v1.ModelService/EvaluateModel", kTrainers},
     // The weights themselves: more than metadata, so not for readers or
     // predictors.
     {"/kaizen.v1.ModelService/DownloadModel", kTrainers},

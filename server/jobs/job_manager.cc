@@ -23,6 +23,7 @@
 #include "server/jobs/checkpoint_policy.h"
 #include "server/jobs/job_history.h"
 #include "server/models/builtin_models.h"
+#include "server/training/evaluator.h"
 #include "server/training/hyperparameters.h"
 #include "server/training/resume_state.h"
 #include "server/training/strategy.h"
@@ -258,6 +259,37 @@ absl::Status JobManager::CheckBaseModel(const kaizen::v1::StartFineTuneRequest& 
   return absl::OkStatus();
 }
 
+absl::Status JobManager::CheckTestDataset(const kaizen::v1::StartFineTuneRequest& request,
+                                          const kaizen::v1::Dataset& train) {
+  const std::string& test = request.test_dataset();
+  if (test.empty()) return absl::OkStatus();
+  if (options_.evaluator == nullptr) {
+    return absl::UnimplementedError("test_dataset: this server runs no evaluations");
+  }
+  if (test == request.dataset() || test == request.hyperparameters().validation().dataset()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("test_dataset \"", test, "\" is the job's ",
+                     test == request.dataset() ? "training" : "validation",
+                     " dataset; a test set must be data the job never trains on or chooses with"));
+  }
+  absl::StatusOr<kaizen::v1::Dataset> info = datasets_->Get(test);
+  if (!info.ok()) {
+    return absl::Status(info.status().code(),
+                        absl::StrCat("test_dataset: ", info.status().message()));
+  }
+  std::vector<std::string> train_classes, test_classes;
+  for (const auto& c : train.classes()) train_classes.push_back(c.class_name());
+  for (const auto& c : info->classes()) test_classes.push_back(c.class_name());
+  if (absl::Status mapped = training::MapClasses(test_classes, train_classes,
+                                                 static_cast<int64_t>(train_classes.size()))
+                                .status();
+      !mapped.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("test_dataset \"", test, "\": ", mapped.message()));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<kaizen::v1::Dataset> JobManager::CheckDatasets(
     const kaizen::v1::StartFineTuneRequest& request) {
   if (request.dataset().empty()) return absl::InvalidArgumentError("dataset is empty");
@@ -266,6 +298,7 @@ absl::StatusOr<kaizen::v1::Dataset> JobManager::CheckDatasets(
     return absl::Status(dataset.status().code(),
                         absl::StrCat("dataset: ", dataset.status().message()));
   }
+  RETURN_IF_ERROR(CheckTestDataset(request, *dataset));
   const auto& validation = request.hyperparameters().validation();
   if (validation.source_case() != kaizen::v1::ValidationOptions::kDataset) return dataset;
   absl::StatusOr<kaizen::v1::Dataset> val = datasets_->Get(validation.dataset());
@@ -485,7 +518,7 @@ absl::StatusOr<bool> JobManager::DatasetInUse(const std::string& name) {
                    jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
                                     kaizen::v1::JOB_STATE_PAUSED}));
   for (const Job& j : active) {
-    if (j.request().dataset() == name ||
+    if (j.request().dataset() == name || j.request().test_dataset() == name ||
         j.request().hyperparameters().validation().dataset() == name) {
       return true;
     }
@@ -808,6 +841,48 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
     PublishMessage(job->id(), absl::StrFormat("early stopping after epoch %d: best %s at epoch %d",
                                               result.epochs_completed, result.best_metric_name,
                                               result.best_epoch));
+  }
+  if (*stopped || req.test_dataset().empty()) return absl::OkStatus();
+  absl::Status evaluated = EvaluateOnTestDataset(*job, cb.should_stop);
+  // Stopped by a cancel, pause or shutdown: ends like a stop during
+  // training; a resumed job has no epoch left and evaluates again.
+  if (absl::IsCancelled(evaluated)) {
+    *stopped = true;
+    return absl::OkStatus();
+  }
+  return evaluated;
+}
+
+absl::Status JobManager::EvaluateOnTestDataset(const Job& job,
+                                               const std::function<bool()>& should_stop) {
+  const kaizen::v1::StartFineTuneRequest& req = job.request();
+  std::vector<int64_t> versions = {job.latest_version()};
+  if (job.best_version() > 0 && job.best_version() != job.latest_version()) {
+    versions.push_back(job.best_version());
+  }
+  for (int64_t version : versions) {
+    kaizen::v1::EvaluateModelRequest r;
+    r.set_name(req.output_model());
+    r.set_version(version);
+    r.set_dataset(req.test_dataset());
+    // A job waits for its turn rather than fail for a busy evaluator.
+    absl::StatusOr<kaizen::v1::Evaluation> e =
+        options_.evaluator->Evaluate(r, should_stop, /*wait_for_turn=*/true);
+    if (!e.ok()) {
+      return absl::Status(e.status().code(),
+                          absl::StrCat("evaluating version ", version, " on test dataset \"",
+                                       req.test_dataset(), "\": ", e.status().message()));
+    }
+    RETURN_IF_ERROR(models_->SetTestEvaluation(req.output_model(), version, *e));
+    const char* which = version == job.latest_version()
+                            ? (version == job.best_version() ? "latest and best" : "latest")
+                            : "best";
+    PublishMessage(
+        job.id(),
+        absl::StrFormat("test dataset %s: version %d (%s) %.1f%% accuracy, "
+                        "top-%d %.1f%%, mean loss %.4f on %d images",
+                        req.test_dataset(), version, which, 100 * e->accuracy(), e->top_k(),
+                        100 * e->top_k_accuracy(), e->mean_loss(), e->examples()));
   }
   return absl::OkStatus();
 }

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kaizen/v1/finetune_service.pb.h"
 #include "server/jobs/job_event_hub.h"
+#include "server/jobs/model_evaluator.h"
 #include "server/metrics/metrics.h"
 #include "server/store/dataset_store.h"
 #include "server/store/job_store.h"
@@ -54,6 +55,9 @@ class JobManager {
     // Where training progress, checkpoints and job outcomes are recorded;
     // nullptr records nothing. Must outlive the manager.
     metrics::Metrics* metrics = nullptr;
+    // Evaluates the final versions of jobs that name a test dataset; without
+    // one such jobs are refused.
+    ModelEvaluator* evaluator = nullptr;
     // Tests only: called by Submit after it has checked the job's dataset and
     // models and before it stores the job.
     std::function<void()> after_references_checked;
@@ -121,6 +125,14 @@ class JobManager {
   absl::Status CheckBaseModel(const kaizen::v1::StartFineTuneRequest& request);
   // The training dataset (returned) and a validation dataset exist, with the
   // same class names.
+  // test_dataset: not the training or validation dataset, with classes among
+  // the training dataset's.
+  absl::Status CheckTestDataset(const kaizen::v1::StartFineTuneRequest& request,
+                                const kaizen::v1::Dataset& train);
+  // Evaluates the job's latest and best versions on its test dataset and
+  // stores each result with its version.
+  absl::Status EvaluateOnTestDataset(const kaizen::v1::Job& job,
+                                     const std::function<bool()>& should_stop);
   absl::StatusOr<kaizen::v1::Dataset> CheckDatasets(
       const kaizen::v1::StartFineTuneRequest& request);
   // Reserves the output model's name for the job and stores the job; with a

@@ -253,6 +253,31 @@ absl::StatusOr<std::vector<ModelRow>> MetadataStore::DeleteModel(const std::stri
   return out;
 }
 
+absl::Status MetadataStore::SetTestEvaluation(const std::string& name, int64_t version,
+                                              const kaizen::v1::Evaluation& evaluation) {
+  absl::MutexLock lock(&db_->mutex());
+  SqliteDb::Transaction tx(db_.get());
+  RETURN_IF_ERROR(tx.begin_status());
+  ModelRow row;
+  {
+    ASSIGN_OR_RETURN(Statement st,
+                     db_->Prepare("SELECT proto FROM models WHERE name = ? AND version = ?"));
+    st.Bind(1, name).Bind(2, version);
+    ASSIGN_OR_RETURN(bool found, st.Step());
+    if (!found) {
+      return absl::NotFoundError(absl::StrCat("model \"", name, "\" has no version ", version));
+    }
+    RETURN_IF_ERROR(ParseRow(st.ColumnBlob(0), name, &row.model));
+  }
+  *row.model.mutable_test_evaluation() = evaluation;
+  RETURN_IF_ERROR(common::ValidateRecord(absl::StrCat("model \"", name, "\""), row.model));
+  ASSIGN_OR_RETURN(Statement update,
+                   db_->Prepare("UPDATE models SET proto = ? WHERE name = ? AND version = ?"));
+  RETURN_IF_ERROR(
+      update.BindBlob(1, row.model.SerializeAsString()).Bind(2, name).Bind(3, version).Run());
+  return tx.Commit();
+}
+
 absl::Status MetadataStore::QuarantineModel(const std::string& name, int64_t version,
                                             const std::string& reason) {
   absl::MutexLock lock(&db_->mutex());

@@ -63,6 +63,10 @@ class MetadataStore {
   // Quarantine: model versions that failed or crashed the server while
   // loading for serving, so that they are skipped from then on (also after a
   // restart) instead of retried in a loop. DeleteModel clears them.
+  // Stores `evaluation` as the test_evaluation of one version (NOT_FOUND when
+  // it does not exist).
+  absl::Status SetTestEvaluation(const std::string& name, int64_t version,
+                                 const kaizen::v1::Evaluation& evaluation);
   absl::Status QuarantineModel(const std::string& name, int64_t version, const std::string& reason);
   // Quarantined versions of `name` and why.
   absl::StatusOr<std::map<int64_t, std::string>> QuarantinedVersions(const std::string& name);

@@ -89,6 +89,11 @@ class ModelStore {
   // Loads a version as a TorchScript module on the CPU (built-ins excluded:
   // the trainer creates those for the dataset's shape).
   absl::StatusOr<torch::jit::Module> LoadModule(const std::string& name, int64_t version);
+  // Stores a job's evaluation of one version on its test dataset.
+  absl::Status SetTestEvaluation(const std::string& name, int64_t version,
+                                 const kaizen::v1::Evaluation& evaluation) {
+    return metadata_->SetTestEvaluation(name, version, evaluation);
+  }
   // Records that a version must not be served again (see
   // MetadataStore::QuarantineModel); Get and List report it.
   absl::Status Quarantine(const std::string& name, int64_t version, const std::string& reason);

@@ -440,6 +440,29 @@ assert d["jobId"] == "'"$JOB_ID"'", d.get("jobId")
 assert sorted(d["classNames"]) == ["dark", "light"], d.get("classNames")
 '
 fi
+# Evaluation of the job's model on its 60 images: JSON and the table.
+if run_json "$TMP/eval.json" models evaluate tiny-cnn tiny --top_k=1; then
+  check_json "models evaluate (JSON): every image counted once, accuracy from the confusion matrix" \
+    "$TMP/eval.json" '
+n = int(d["examples"])
+assert n == 60, d
+cols = d["predictedClasses"]
+conf = [int(c) for c in d["confusion"]]
+assert len(conf) == len(d["classes"]) * len(cols) and sum(conf) == n, d
+right = sum(conf[i * len(cols) + cols.index(c["name"])] for i, c in enumerate(d["classes"]))
+assert abs(right / n - d.get("accuracy", 0)) < 1e-9, (right, d.get("accuracy"))
+assert d["topK"] == 1 and d.get("topKAccuracy", 0) == d.get("accuracy", 0), d
+assert sum(int(c["support"]) for c in d["classes"]) == n, d["classes"]
+'
+fi
+if out=$(ctl models evaluate tiny-cnn tiny 2>&1) && [[ $out == *"PRECISION"* &&
+  $out == *"Confusion matrix"* && $out == *"top-2"* ]]; then
+  pass "models evaluate (table) shows the summary, the classes and the confusion matrix"
+else
+  fail "models evaluate tiny-cnn tiny (table): $out"
+fi
+expect_error FAILED_PRECONDITION "evaluate a built-in (random weights)" models evaluate cnn-small tiny
+expect_error NOT_FOUND "evaluate on an unknown dataset" models evaluate tiny-cnn no-such-dataset
 if run_json "$TMP/jobs.json" jobs list --state=succeeded; then
   check_json "jobs list --state=succeeded lists the job" "$TMP/jobs.json" '
 assert "'"$JOB_ID"'" in [j["id"] for j in d["jobs"]], d

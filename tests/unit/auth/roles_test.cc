@@ -15,6 +15,7 @@ TEST(RolesTest, EachRoleGetsExactlyItsMethods) {
                                          "/kaizen.v1.ModelService/GetModel",
                                          "/kaizen.v1.ModelService/ListModels",
                                          "/kaizen.v1.ModelService/DownloadModel",
+                                         "/kaizen.v1.ModelService/EvaluateModel",
                                          "/kaizen.v1.FineTuneService/StartFineTune",
                                          "/kaizen.v1.FineTuneService/GetJob",
                                          "/kaizen.v1.FineTuneService/ListJobs",

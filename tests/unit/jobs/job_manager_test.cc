@@ -3,8 +3,10 @@
 // runs of the smallest built-in model.
 #include "server/jobs/job_manager.h"
 
+#include <algorithm>
 #include <future>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -53,11 +55,13 @@ class JobManagerTest : public ::testing::Test {
                               m->references_mutex());
   }
 
-  void UploadDataset(const std::string& name, int images = 8) {
+  // `images` PNGs, half in class folder `odd`, half in `even`.
+  void UploadDataset(const std::string& name, int images = 8, const std::string& odd = "cats",
+                     const std::string& even = "dogs") {
     std::vector<test_util::ArchiveEntry> entries;
     for (int i = 0; i < images; ++i) {
       entries.push_back(
-          {absl::StrCat(i % 2 ? "cats/" : "dogs/", i, ".png"), test_util::EncodePng(16, 16, 3, i)});
+          {absl::StrCat(i % 2 ? odd : even, "/", i, ".png"), test_util::EncodePng(16, 16, 3, i)});
     }
     const std::string archive = test_util::MakeArchive(entries, test_util::ArchiveKind::kTar);
     kaizen::v1::UploadDatasetHeader h;
@@ -172,6 +176,70 @@ TEST_F(JobManagerTest, AJobOutputHoldsItsNameAgainstUploads) {
   // Cancelling the job frees the name.
   ASSERT_TRUE(manager_->Cancel(job->id()).ok());
   EXPECT_TRUE(models_->BeginUpload(h).ok());
+}
+
+// A job with a test dataset: refused when the test set is its training data
+// or has classes the model will not know; held against deletion while the
+// job lives; once training ends its final versions are evaluated on it and
+// each result is stored with its version.
+TEST_F(JobManagerTest, ATestDatasetIsCheckedHeldAndEvaluatesTheFinalVersions) {
+  ModelEvaluator evaluator(ModelEvaluator::Options{}, models_.get(), datasets_.get());
+  JobManager::Options o;
+  o.evaluator = &evaluator;
+  MakeManager(o);
+  UploadDataset("pets", 16);
+  UploadDataset("pets-test", 8);
+  UploadDataset("birds", 8, "birds", "cats");
+  auto request = [](const std::string& test) {
+    auto r = Request("pets", "out", 2);
+    r.set_test_dataset(test);
+    return r;
+  };
+  auto same = manager_->Submit(request("pets"));
+  EXPECT_EQ(same.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(same.status().message(), HasSubstr("is the job's training dataset"));
+  auto missing = manager_->Submit(request("nope"));
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(), HasSubstr("test_dataset:"));
+  auto birds = manager_->Submit(request("birds"));
+  EXPECT_EQ(birds.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(birds.status().message(), HasSubstr("\"birds\" is not among"));
+
+  absl::StatusOr<Job> job = manager_->Submit(request("pets-test"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(datasets_->Delete("pets-test").code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(manager_->Start().ok());
+  const Job end = WaitForEnd(job->id());
+  ASSERT_EQ(end.state(), kaizen::v1::JOB_STATE_SUCCEEDED) << end.error();
+  std::set<int64_t> evaluated = {end.latest_version(), end.best_version()};
+  for (int64_t version : evaluated) {
+    auto stored = models_->Get("out", version);
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    ASSERT_TRUE(stored->has_test_evaluation()) << "version " << version;
+    const kaizen::v1::Evaluation& e = stored->test_evaluation();
+    EXPECT_EQ(e.model(), "out");
+    EXPECT_EQ(e.version(), version);
+    EXPECT_EQ(e.dataset(), "pets-test");
+    EXPECT_EQ(e.examples(), 8);
+    // What EvaluateModel answers for the same version now.
+    kaizen::v1::EvaluateModelRequest again;
+    again.set_name("out");
+    again.set_version(version);
+    again.set_dataset("pets-test");
+    auto now = evaluator.Evaluate(again, nullptr);
+    ASSERT_TRUE(now.ok()) << now.status();
+    EXPECT_EQ(now->accuracy(), e.accuracy());
+    EXPECT_EQ(std::vector<int64_t>(now->confusion().begin(), now->confusion().end()),
+              std::vector<int64_t>(e.confusion().begin(), e.confusion().end()));
+  }
+  const std::vector<std::string> messages = Messages(job->id());
+  EXPECT_EQ(std::count_if(messages.begin(), messages.end(),
+                          [](const std::string& m) {
+                            return m.rfind("test dataset pets-test: version ", 0) == 0;
+                          }),
+            static_cast<int64_t>(evaluated.size()));
+  // The job has ended: the test set is free to go.
+  EXPECT_TRUE(datasets_->Delete("pets-test").ok());
 }
 
 TEST_F(JobManagerTest, DeletingADatasetCannotSlipBetweenAJobsCheckAndInsert) {

@@ -1,0 +1,100 @@
+#include "server/jobs/model_evaluator.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/common/status_macros.h"
+#include "server/models/builtin_models.h"
+#include "server/training/evaluator.h"
+
+namespace kaizen::jobs {
+
+namespace {
+constexpr int32_t kMaxTopK = 1000;
+}
+
+ModelEvaluator::ModelEvaluator(Options options, store::ModelStore* models,
+                               store::DatasetStore* datasets)
+    : options_(std::move(options)), models_(models), datasets_(datasets) {}
+
+int ModelEvaluator::running() const {
+  absl::MutexLock lock(&mu_);
+  return running_;
+}
+
+bool ModelEvaluator::TakeTurn(bool wait) {
+  absl::MutexLock lock(&mu_);
+  const int limit = std::max(1, options_.max_concurrent);
+  if (!wait && running_ >= limit) return false;
+  const auto has_room = [this, limit]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return running_ < limit;
+  };
+  mu_.Await(absl::Condition(&has_room));
+  ++running_;
+  return true;
+}
+
+void ModelEvaluator::EndTurn() {
+  absl::MutexLock lock(&mu_);
+  --running_;
+}
+
+absl::StatusOr<kaizen::v1::Evaluation> ModelEvaluator::Evaluate(
+    const kaizen::v1::EvaluateModelRequest& request, const std::function<bool()>& should_stop,
+    bool wait_for_turn) {
+  if (request.name().empty()) return absl::InvalidArgumentError("name is empty");
+  if (request.dataset().empty()) return absl::InvalidArgumentError("dataset is empty");
+  if (request.version() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("version is ", request.version(), "; it must be >= 0 (0: the newest)"));
+  }
+  if (request.top_k() < 0 || request.top_k() > kMaxTopK) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_k is ", request.top_k(), "; it must be in [0, ", kMaxTopK, "]"));
+  }
+  if (models::IsBuiltinModel(request.name())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("\"", request.name(),
+                     "\" is a built-in architecture with random weights; evaluate a model a job "
+                     "trained from it"));
+  }
+  absl::StatusOr<kaizen::v1::Model> model = models_->Get(request.name(), request.version());
+  if (!model.ok()) {
+    return absl::Status(model.status().code(), absl::StrCat("name: ", model.status().message()));
+  }
+  absl::StatusOr<kaizen::v1::Dataset> info = datasets_->Get(request.dataset());
+  if (!info.ok()) {
+    return absl::Status(info.status().code(), absl::StrCat("dataset: ", info.status().message()));
+  }
+  if (info->num_examples() > options_.max_examples) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("dataset \"", request.dataset(), "\" has ", info->num_examples(),
+                     " examples; an evaluation reads at most ", options_.max_examples,
+                     " (--max_evaluation_examples)"));
+  }
+  if (!TakeTurn(wait_for_turn)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(options_.max_concurrent,
+                     " evaluations are running already (--max_concurrent_evaluations); retry "
+                     "when one ends"));
+  }
+  absl::Cleanup end_turn = [this] { EndTurn(); };
+  ASSIGN_OR_RETURN(torch::jit::Module module, models_->LoadModule(model->name(), model->version()));
+  ASSIGN_OR_RETURN(datasets::DecodedDataset data, datasets_->Load(request.dataset()));
+  training::EvaluateOptions eo;
+  eo.top_k = request.top_k() == 0 ? 5 : request.top_k();
+  eo.batch_size = options_.batch_size;
+  eo.device = options_.device;
+  eo.should_stop = should_stop;
+  ASSIGN_OR_RETURN(kaizen::v1::Evaluation e,
+                   training::EvaluateClassifier(module, *model, data, eo));
+  e.set_dataset(request.dataset());
+  *e.mutable_create_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+  return e;
+}
+
+}  // namespace kaizen::jobs
