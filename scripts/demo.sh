@@ -141,7 +141,7 @@ def kaizenctl(*args):
 jobs = kaizenctl("jobs", "list")
 t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
 few_shot = []
-print(f"{'model':<26}{'strategy':<20}{'base':<14}{'dataset':<12}{'epochs':>7}{'accuracy':>10}{'time':>8}{'img/s':>8}")
+print(f"{'model':<30}{'strategy':<20}{'base':<14}{'dataset':<12}{'epochs':>7}{'accuracy':>10}{'time':>8}{'img/s':>8}")
 for j in sorted(jobs.get("jobs", []), key=lambda j: j["createTime"]):
     if j["state"] != "JOB_STATE_SUCCEEDED": continue
     r, h = j["request"], j["history"]
@@ -154,7 +154,7 @@ for j in sorted(jobs.get("jobs", []), key=lambda j: j["createTime"]):
     secs = (t(j["endTime"]) - t(j["startTime"])).total_seconds()
     ips = sum(e.get("samplesPerSecond", 0) for e in h) / max(1, len(h))
     strategy = r['strategy'].replace('STRATEGY_', '').lower()
-    print(f"{r['outputModel']:<26}{strategy:<20}"
+    print(f"{r['outputModel']:<30}{strategy:<20}"
           f"{r['baseModel']:<14}{r['dataset']:<12}{len(h):>7}{acc:>9.1f}%{secs:>7.0f}s{ips:>8.0f}")
     if test:
         few_shot.append((strategy, r["dataset"], acc))

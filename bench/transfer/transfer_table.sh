@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # The transfer table, through the service API: pretrain a built-in base with
-# SCRATCH on every Fashion-MNIST training image of classes 0-4, then on 20
-# training images per class of classes 5-9 run SCRATCH, FEATURE_EXTRACTION,
-# FINE_TUNE and FULL with Kaizen's default hyperparameters (only the epochs
-# and the seed are given), 3 seeds each, and report accuracy on the 5,000 test
-# images of classes 5-9 and the training time.
+# SCRATCH on every Fashion-MNIST training image of classes 0-4, then on
+# PER_CLASS (1, 5, 20 and 100) training images per class of classes 5-9 run
+# SCRATCH, FEATURE_EXTRACTION, FINE_TUNE and FULL with Kaizen's default
+# hyperparameters (only the seed is given, and the epochs when EPOCHS is
+# set), 3 seeds each, and report the mean and standard deviation of the
+# accuracy on the 5,000 test images of classes 5-9 and the training time.
 #
-# Accuracy is the final checkpoint's accuracy on the 5,000 test images,
-# measured through Predict (tools/eval_accuracy.py) once each job ends; the
-# jobs train on all 100 images (no validation split) and nothing selects on
-# the test set.
+# Accuracy is the latest version's accuracy on the 5,000 test images: each
+# job names them as its test_dataset, so the server evaluates the version
+# once the job ends (EvaluateModel) and stores the result with it; nothing
+# selects on the test set.
 #
-# Usage: [EPOCHS=30] [PRETRAIN_EPOCHS=default] [SEEDS="1 2 3"] [STRATEGIES=...]
-#        [BASE_MODEL_FILE=base.pt] bench/transfer/transfer_table.sh
+# Usage: [PER_CLASS="1 5 20 100"] [EPOCHS=default] [PRETRAIN_EPOCHS=default]
+#        [SEEDS="1 2 3"] [STRATEGIES=...] [BASE_MODEL_FILE=base.pt]
+#        bench/transfer/transfer_table.sh
 # BASE_MODEL_FILE skips pretraining: a base written by an earlier run
 # (kaizenctl models download base) is uploaded instead.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/common.sh
-EPOCHS="${EPOCHS:-30}"
+EPOCHS="${EPOCHS:-}"
+PER_CLASS="${PER_CLASS:-1 5 20 100}"
 PRETRAIN_EPOCHS="${PRETRAIN_EPOCHS:-}"
 SEEDS="${SEEDS:-1 2 3}"
 STRATEGIES="${STRATEGIES:-scratch feature_extraction fine_tune full}"
@@ -40,7 +43,7 @@ CTL() { "$BUILD/kaizenctl" --server="127.0.0.1:$PORT" "$@"; }
 for _ in $(seq 1 100); do CTL datasets list >/dev/null 2>&1 && break; sleep 0.2; done
 
 # Subsets as IDX pairs, relabelled 0..4.
-$PY - "$WORK" <<'PYEOF'
+$PY - "$WORK" "$PER_CLASS" <<'PYEOF'
 import gzip, struct, sys
 out = sys.argv[1]
 src = "/usr/share/datasets/fashion-mnist"
@@ -58,13 +61,18 @@ def write(name, images, labels, classes, per_class=None):
     print(name, len(lb), "images", file=sys.stderr)
 tr, trl = load("train"); te, tel = load("t10k")
 write("base", tr, trl, [0, 1, 2, 3, 4])
-write("few", tr, trl, [5, 6, 7, 8, 9], per_class=20)
+# Nested subsets: the 5 images per class include the 1, and so on.
+for n in sys.argv[2].split():
+    write(f"few{n}", tr, trl, [5, 6, 7, 8, 9], per_class=int(n))
 write("test", te, tel, [5, 6, 7, 8, 9])
 PYEOF
 OLD=t-shirt,trouser,pullover,dress,coat
 NEW=sandal,shirt,sneaker,bag,ankle-boot
 CTL datasets upload fm-base "$WORK/base-images" --format=idx --labels="$WORK/base-labels" --class_names=$OLD >/dev/null
-CTL datasets upload fm-few "$WORK/few-images" --format=idx --labels="$WORK/few-labels" --class_names=$NEW >/dev/null
+for n in $PER_CLASS; do
+  CTL datasets upload "fm-few$n" "$WORK/few$n-images" --format=idx --labels="$WORK/few$n-labels" \
+    --class_names=$NEW >/dev/null
+done
 CTL datasets upload fm-test "$WORK/test-images" --format=idx --labels="$WORK/test-labels" --class_names=$NEW >/dev/null
 
 job_json() { CTL --output=json jobs get "$1"; }
@@ -97,39 +105,50 @@ printf '# %s commit %s base %s pretrain val %s%% in %ss\n' "$(date -u +%FT%TZ)" 
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
-for seed in $SEEDS; do
-  for strategy in $STRATEGIES; do
-    base=base; [ "$strategy" = scratch ] && base="$BASE_ARCH"
-    out="t-$strategy-$seed"; out=${out//_/-}
-    id=$(run_job "$out" "$strategy" "$base" fm-few --epochs="$EPOCHS" --seed="$seed")
-    acc=$($PY tools/eval_accuracy.py --server="127.0.0.1:$PORT" --model="$out" \
-            "$WORK/test-images" "$WORK/test-labels" | $PY -c 'import json,sys; print(json.load(sys.stdin)["accuracy"])')
-    job_json "$id" | $PY -c '
-import json, sys
+epoch_args=()
+[ -n "$EPOCHS" ] && epoch_args=(--epochs="$EPOCHS")
+for n in $PER_CLASS; do
+  for seed in $SEEDS; do
+    for strategy in $STRATEGIES; do
+      base=base; [ "$strategy" = scratch ] && base="$BASE_ARCH"
+      out="t-$n-$strategy-$seed"; out=${out//_/-}
+      id=$(run_job "$out" "$strategy" "$base" "fm-few$n" "${epoch_args[@]}" --seed="$seed" \
+             --test_dataset=fm-test)
+      job_json "$id" | $PY -c '
+import json, subprocess, sys
 from datetime import datetime
 j = json.load(sys.stdin)
 h = j["history"]
 t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
 secs = (t(j["endTime"]) - t(j["startTime"])).total_seconds()
-print("\t".join([sys.argv[1], sys.argv[2], "%.4f" % float(sys.argv[3]), "%.1f" % secs, str(len(h))]))
-' "$strategy" "$seed" "$acc" >>"$RESULTS"
-    tail -1 "$RESULTS" >&2
-    tail -1 "$RESULTS" >>"$KEEP"
+model = json.loads(subprocess.check_output(sys.argv[4:] + [
+    "--output=json", "models", "get", j["request"]["outputModel"] + ":" + j["latestVersion"]]))
+acc = model["testEvaluation"].get("accuracy", 0)
+print("\t".join([sys.argv[1], sys.argv[2], sys.argv[3], "%.4f" % acc, "%.1f" % secs,
+                 str(len(h)), str(j["resolvedHyperparameters"]["epochs"])]))
+' "$n" "$strategy" "$seed" "$BUILD/kaizenctl" --server="127.0.0.1:$PORT" >>"$RESULTS"
+      tail -1 "$RESULTS" >&2
+      tail -1 "$RESULTS" >>"$KEEP"
+    done
   done
 done
 
-$PY - "$RESULTS" "$EPOCHS" "$pre_acc" "$pre_s" "$BASE_ARCH" <<'PYEOF'
+$PY - "$RESULTS" "${EPOCHS:-default}" "$pre_acc" "$pre_s" "$BASE_ARCH" <<'PYEOF'
 import statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
-print(f"\nTransfer table: Fashion-MNIST classes 0-4 -> 5-9, 20 training images per class, "
-      f"{sys.argv[2]} epochs, {sys.argv[5]}, Kaizen defaults per strategy")
-print(f"base: SCRATCH on 30,000 images of classes 0-4, val accuracy {sys.argv[3]}%, {float(sys.argv[4]):.0f} s\n")
-print(f"{'strategy':<20}{'test acc mean':>14}{'spread':>9}{'per seed':>28}{'train s':>9}")
-for s in ["scratch", "feature_extraction", "fine_tune", "full"]:
-    r = [x for x in rows if x[0] == s]
-    if not r: continue
-    acc = [100 * float(x[2]) for x in r]
-    secs = [float(x[3]) for x in r]
-    print(f"{s:<20}{statistics.mean(acc):>13.1f}%{max(acc)-min(acc):>8.1f}"
-          f"{'  '.join('%.1f' % a for a in acc):>28}{statistics.median(secs):>9.1f}")
+print(f"\nTransfer table: Fashion-MNIST classes 0-4 -> 5-9, accuracy on the 5,000 test images "
+      f"of classes 5-9, epochs {sys.argv[2]}, {sys.argv[5]}, Kaizen defaults per strategy")
+print(f"base: SCRATCH on 30,000 images of classes 0-4, val accuracy {sys.argv[3]}%, "
+      f"{float(sys.argv[4]):.0f} s\n")
+print(f"{'per class':>9}  {'strategy':<20}{'mean':>7}{'std':>6}{'seeds':>6}{'per seed':>24}"
+      f"{'epochs':>8}{'train s':>9}")
+for n in sorted({int(x[0]) for x in rows}):
+    for s in ["scratch", "feature_extraction", "fine_tune", "full"]:
+        r = [x for x in rows if int(x[0]) == n and x[1] == s]
+        if not r: continue
+        acc = [100 * float(x[3]) for x in r]
+        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        print(f"{n:>9}  {s:<20}{statistics.mean(acc):>6.1f}%{sd:>6.1f}{len(acc):>6}"
+              f"{'  '.join('%.1f' % a for a in acc):>24}{r[0][6]:>8}"
+              f"{statistics.median(float(x[4]) for x in r):>9.1f}")
 PYEOF
