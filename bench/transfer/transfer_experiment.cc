@@ -8,7 +8,9 @@
 // strategy and Kaizen's defaults, and reports accuracy on the 5,000 test
 // images of classes 5-9 (mean and spread over seeds) and the time taken.
 // Environment: KAIZEN_EXP_PRETRAIN_EPOCHS (2), KAIZEN_EXP_SEEDS (3),
-// KAIZEN_EXP_EPOCHS (30), KAIZEN_EXP_STRATEGIES ("FE,FT,FULL,SCRATCH"),
+// KAIZEN_EXP_PER_CLASS (20 training images per class),
+// KAIZEN_EXP_EPOCHS (0: the defaults choose, as for a job that leaves epochs
+// unset), KAIZEN_EXP_STRATEGIES ("FE,FT,FULL,SCRATCH"),
 // KAIZEN_EXP_THREADS (2), KAIZEN_EXP_HP (text-format Hyperparameters merged
 // into the few-shot requests), KAIZEN_EXP_TEST_LIMIT (0 = all 5,000 test
 // images), KAIZEN_EXP_DIR (/tmp/kaizen-transfer: caches the
@@ -112,6 +114,8 @@ struct Trained {
   double seconds = 0;
   double first_epoch_seconds = 0;
   double later_epoch_seconds = 0;  // median of epochs 2+
+  kaizen::v1::Hyperparameters resolved;
+  int64_t total_steps = 0;
 };
 
 Trained RunJob(kaizen::v1::Strategy strategy, kaizen::v1::Hyperparameters requested,
@@ -125,8 +129,10 @@ Trained RunJob(kaizen::v1::Strategy strategy, kaizen::v1::Hyperparameters reques
   options.base = base;
   options.base_metadata = base_meta;
   Trained out;
+  out.resolved = *hp;
   std::vector<double> epoch_seconds;
   Callbacks callbacks;
+  callbacks.on_step = [&](const kaizen::v1::StepProgress& p) { out.total_steps = p.total_steps(); };
   callbacks.on_epoch = [&](const kaizen::v1::EpochMetrics& m) {
     epoch_seconds.push_back(m.seconds());
     if (train.records.size() > 10000) {
@@ -169,7 +175,9 @@ void FewShotTransfer() {
   Require(train_all, "reading the Fashion-MNIST training set");
   Require(test_all, "reading the Fashion-MNIST test set");
   const datasets::DecodedDataset pretrain = Classes(train_all->data, 0, 4, 0);
-  const datasets::DecodedDataset few = Classes(train_all->data, 5, 9, 20);
+  const int per_class = EnvInt("KAIZEN_EXP_PER_CLASS", 20);
+  Require(per_class >= 1, "KAIZEN_EXP_PER_CLASS must be >= 1");
+  const datasets::DecodedDataset few = Classes(train_all->data, 5, 9, per_class);
   const datasets::DecodedDataset test =
       Classes(test_all->data, 5, 9, EnvInt("KAIZEN_EXP_TEST_LIMIT", 0) / 5);
   std::printf("pretrain %zu images, few-shot %zu, test %zu\n", pretrain.records.size(),
@@ -205,7 +213,7 @@ void FewShotTransfer() {
   pretrained_meta = *meta;
 
   const int seeds = EnvInt("KAIZEN_EXP_SEEDS", 3);
-  const int epochs = EnvInt("KAIZEN_EXP_EPOCHS", 30);
+  const int epochs = EnvInt("KAIZEN_EXP_EPOCHS", 0);
   const std::map<std::string, kaizen::v1::Strategy> by_name = {
       {"FE", kaizen::v1::STRATEGY_FEATURE_EXTRACTION},
       {"FT", kaizen::v1::STRATEGY_FINE_TUNE},
@@ -222,15 +230,17 @@ void FewShotTransfer() {
       // Overrides for tuning, e.g. KAIZEN_EXP_HP='batch_size: 8 learning_rate: 0.03'.
       Require(google::protobuf::TextFormat::ParseFromString(EnvStr("KAIZEN_EXP_HP", ""), &hp),
               "KAIZEN_EXP_HP is not a text-format Hyperparameters");
-      hp.set_epochs(epochs);
+      if (epochs > 0) hp.set_epochs(epochs);
       hp.set_seed(static_cast<uint64_t>(s));
       Trained t = RunJob(strategy, hp, pretrained, pretrained_meta, few);
       accuracies.push_back(TestAccuracy(t.module, t.metadata, test));
       seconds += t.seconds;
       first += t.first_epoch_seconds;
       later += t.later_epoch_seconds;
-      std::printf("  %s seed %d: %.2f%% (%.1f s)\n", std::string(name).c_str(), s,
-                  100 * accuracies.back(), t.seconds);
+      std::printf("  %s seed %d: %.2f%% (%.1f s; %d epochs, batch %d, %lld steps)\n",
+                  std::string(name).c_str(), s, 100 * accuracies.back(), t.seconds,
+                  t.resolved.epochs(), t.resolved.batch_size(),
+                  static_cast<long long>(t.total_steps));
       std::fflush(stdout);
     }
     double mean = 0;
