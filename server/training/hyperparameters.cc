@@ -82,9 +82,11 @@ Hyperparameters StrategyDefaults(Strategy strategy, int64_t n) {
     case kaizen::v1::STRATEGY_FEATURE_EXTRACTION:
       // Only a linear head on frozen (cached, standardised) features trains,
       // and steps are nearly free. No augmentation, which would force the
-      // backbone to run every step.
+      // backbone to run every step. On standardised features lr 0.02 scored
+      // best on validation images (73.4% at 5 images per class, 88.8% at 20;
+      // 0.01: 72.6 / 88.6, 0.05: 72.4 / 87.8, 0.1: 66.5 / 82.6; 3 seeds).
       if (n < 1000) d.set_batch_size(8);
-      d.set_learning_rate(0.05);
+      d.set_learning_rate(0.02);
       d.mutable_optimizer()->set_weight_decay(1e-4);
       break;
     case kaizen::v1::STRATEGY_FINE_TUNE:
