@@ -64,9 +64,10 @@ constexpr int64_t kRecalibrationImages = 4096;
 // epoch is two steps and a pass after each would cost a third of training.
 constexpr int32_t kRecalibrationsPerRun = 10;
 // A validation split that would leave a class fewer training images than this
-// is not taken: every image counts more for training than for a metric on
-// one or two images per class.
-constexpr int64_t kMinTrainImagesPerClass = 10;
+// is not taken. Below it is the few-shot regime (1-5 images per class, where
+// a 0.2 split leaves 0-4), in which every image counts more for training than
+// for a metric on one image per class; 10 per class at 0.2 keeps 8 and splits.
+constexpr int64_t kMinTrainImagesPerClass = 8;
 // Feature standardisation: a feature whose spread is below this share of the
 // typical feature's (a dead ReLU unit) is scaled like the typical feature
 // rather than blown up.

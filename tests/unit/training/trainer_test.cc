@@ -552,7 +552,7 @@ TEST(TrainerTest, FeatureExtractionConvergesWhateverTheFeatureScale) {
   EXPECT_NEAR(accuracy, result->last.val_accuracy(), 0.051);  // one image of 20 at most
 }
 
-// A validation split that would leave a class fewer than 10 training images
+// A validation split that would leave a class fewer than 8 training images
 // is not taken: the job says so and trains on every image (the checkpoint
 // metric is train_loss, early stopping is off); a split that leaves enough
 // is kept.
@@ -582,7 +582,8 @@ TEST(TrainerTest, TinyDatasetsTrainOnEveryImageInsteadOfSplitting) {
   // All 10 images in one batch: one step per epoch.
   EXPECT_EQ(rec.steps.size(), 3u);
 
-  datasets::DecodedDataset enough = fixtures::SyntheticDataset(2, 15);
+  // 10 per class at 0.2: 8 train, just enough.
+  datasets::DecodedDataset enough = fixtures::SyntheticDataset(2, 10);
   hp.mutable_early_stopping()->set_enabled(false);
   Recorder kept;
   auto split =
