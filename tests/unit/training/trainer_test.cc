@@ -496,6 +496,7 @@ TEST(TrainerTest, FrozenBatchNormKeepsThePretrainedStatistics) {
   ASSERT_TRUE(result.ok()) << result.status();
   // layer3: two blocks of two BatchNorm layers, and the shortcut's.
   EXPECT_EQ(result->batchnorm_recalibrated, 5);
+  ASSERT_FALSE(result->notes.empty());
   EXPECT_THAT(result->notes.back(), HasSubstr("10 frozen layers kept their pretrained statistics"));
   const auto before = fixtures::Snapshot(base.module);
   const auto after = fixtures::Snapshot(rec.checkpoints.back().module);
@@ -542,6 +543,7 @@ TEST(TrainerTest, FeatureExtractionConvergesWhateverTheFeatureScale) {
   EXPECT_LT(rec.steps.front().loss(), 2.0);
   EXPECT_GE(result->last.train_accuracy(), 0.95);
   EXPECT_GE(result->last.val_accuracy(), 0.9);
+  ASSERT_FALSE(result->notes.empty());
   EXPECT_THAT(result->notes.front(), HasSubstr("standardised"));
 
   const Checkpoint& last = rec.checkpoints.back();
