@@ -8,10 +8,15 @@
 // strategy and Kaizen's defaults, and reports accuracy on the 5,000 test
 // images of classes 5-9 (mean and spread over seeds) and the time taken.
 // Environment: KAIZEN_EXP_PRETRAIN_EPOCHS (2), KAIZEN_EXP_SEEDS (3),
-// KAIZEN_EXP_EPOCHS (30), KAIZEN_EXP_STRATEGIES ("FE,FT,FULL,SCRATCH"),
+// KAIZEN_EXP_PER_CLASS (20 training images per class),
+// KAIZEN_EXP_EPOCHS (0: the defaults choose, as for a job that leaves epochs
+// unset), KAIZEN_EXP_STRATEGIES ("FE,FT,FULL,SCRATCH"),
 // KAIZEN_EXP_THREADS (2), KAIZEN_EXP_HP (text-format Hyperparameters merged
 // into the few-shot requests), KAIZEN_EXP_TEST_LIMIT (0 = all 5,000 test
-// images), KAIZEN_EXP_DIR (/tmp/kaizen-transfer: caches the
+// images), KAIZEN_EXP_SCORE_ON ("test"; "validation" scores on training
+// images of classes 5-9 that the few-shot set does not hold, up to
+// KAIZEN_EXP_TEST_LIMIT or 5,000: the set to choose defaults on, so that the
+// test set only ever reports), KAIZEN_EXP_DIR (/tmp/kaizen-transfer: caches the
 // pretrained model).
 #include <sys/stat.h>
 
@@ -67,14 +72,20 @@ double Now() {
 }
 
 // Records of `data` with labels in [lo, hi], relabelled from 0; at most
-// `per_class` of each (the first ones in file order) when > 0.
+// `per_class` of each (the first ones in file order, after the first `skip`
+// of each) when > 0.
 datasets::DecodedDataset Classes(const datasets::DecodedDataset& data, int lo, int hi,
-                                 int per_class) {
+                                 int per_class, int skip = 0) {
   datasets::DecodedDataset out;
   for (int c = lo; c <= hi; ++c) out.class_names.push_back(data.class_names[c]);
   std::map<int, int> taken;
+  std::map<int, int> skipped;
   for (const auto& r : data.records) {
     if (r.label < lo || r.label > hi) continue;
+    if (skipped[r.label] < skip) {
+      ++skipped[r.label];
+      continue;
+    }
     if (per_class > 0 && taken[r.label] >= per_class) continue;
     ++taken[r.label];
     datasets::DecodedDataset::Record copy = r;
@@ -112,6 +123,8 @@ struct Trained {
   double seconds = 0;
   double first_epoch_seconds = 0;
   double later_epoch_seconds = 0;  // median of epochs 2+
+  kaizen::v1::Hyperparameters resolved;
+  int64_t total_steps = 0;
 };
 
 Trained RunJob(kaizen::v1::Strategy strategy, kaizen::v1::Hyperparameters requested,
@@ -125,8 +138,10 @@ Trained RunJob(kaizen::v1::Strategy strategy, kaizen::v1::Hyperparameters reques
   options.base = base;
   options.base_metadata = base_meta;
   Trained out;
+  out.resolved = *hp;
   std::vector<double> epoch_seconds;
   Callbacks callbacks;
+  callbacks.on_step = [&](const kaizen::v1::StepProgress& p) { out.total_steps = p.total_steps(); };
   callbacks.on_epoch = [&](const kaizen::v1::EpochMetrics& m) {
     epoch_seconds.push_back(m.seconds());
     if (train.records.size() > 10000) {
@@ -169,11 +184,20 @@ void FewShotTransfer() {
   Require(train_all, "reading the Fashion-MNIST training set");
   Require(test_all, "reading the Fashion-MNIST test set");
   const datasets::DecodedDataset pretrain = Classes(train_all->data, 0, 4, 0);
-  const datasets::DecodedDataset few = Classes(train_all->data, 5, 9, 20);
+  const int per_class = EnvInt("KAIZEN_EXP_PER_CLASS", 20);
+  Require(per_class >= 1, "KAIZEN_EXP_PER_CLASS must be >= 1");
+  const datasets::DecodedDataset few = Classes(train_all->data, 5, 9, per_class);
+  const std::string score_on = EnvStr("KAIZEN_EXP_SCORE_ON", "test");
+  Require(score_on == "test" || score_on == "validation",
+          "KAIZEN_EXP_SCORE_ON must be \"test\" or \"validation\"");
+  const int score_per_class = EnvInt("KAIZEN_EXP_TEST_LIMIT", 0) / 5;
   const datasets::DecodedDataset test =
-      Classes(test_all->data, 5, 9, EnvInt("KAIZEN_EXP_TEST_LIMIT", 0) / 5);
-  std::printf("pretrain %zu images, few-shot %zu, test %zu\n", pretrain.records.size(),
-              few.records.size(), test.records.size());
+      score_on == "test"
+          ? Classes(test_all->data, 5, 9, score_per_class)
+          : Classes(train_all->data, 5, 9, score_per_class > 0 ? score_per_class : 1000,
+                    /*skip=*/per_class);
+  std::printf("pretrain %zu images, few-shot %zu, scored on %zu %s images\n",
+              pretrain.records.size(), few.records.size(), test.records.size(), score_on.c_str());
 
   // Pretraining (cached on disk between runs).
   const int pretrain_epochs = EnvInt("KAIZEN_EXP_PRETRAIN_EPOCHS", 2);
@@ -205,13 +229,13 @@ void FewShotTransfer() {
   pretrained_meta = *meta;
 
   const int seeds = EnvInt("KAIZEN_EXP_SEEDS", 3);
-  const int epochs = EnvInt("KAIZEN_EXP_EPOCHS", 30);
+  const int epochs = EnvInt("KAIZEN_EXP_EPOCHS", 0);
   const std::map<std::string, kaizen::v1::Strategy> by_name = {
       {"FE", kaizen::v1::STRATEGY_FEATURE_EXTRACTION},
       {"FT", kaizen::v1::STRATEGY_FINE_TUNE},
       {"FULL", kaizen::v1::STRATEGY_FULL},
       {"SCRATCH", kaizen::v1::STRATEGY_SCRATCH}};
-  std::printf("\n%-20s %-28s %s\n", "strategy", "test accuracy (mean, spread)", "seconds/run");
+  std::printf("\n%-20s %-28s %s\n", "strategy", "accuracy (mean, spread)", "seconds/run");
   for (absl::string_view name :
        absl::StrSplit(EnvStr("KAIZEN_EXP_STRATEGIES", "FE,FT,FULL,SCRATCH"), ',')) {
     const kaizen::v1::Strategy strategy = by_name.at(std::string(name));
@@ -222,15 +246,17 @@ void FewShotTransfer() {
       // Overrides for tuning, e.g. KAIZEN_EXP_HP='batch_size: 8 learning_rate: 0.03'.
       Require(google::protobuf::TextFormat::ParseFromString(EnvStr("KAIZEN_EXP_HP", ""), &hp),
               "KAIZEN_EXP_HP is not a text-format Hyperparameters");
-      hp.set_epochs(epochs);
+      if (epochs > 0) hp.set_epochs(epochs);
       hp.set_seed(static_cast<uint64_t>(s));
       Trained t = RunJob(strategy, hp, pretrained, pretrained_meta, few);
       accuracies.push_back(TestAccuracy(t.module, t.metadata, test));
       seconds += t.seconds;
       first += t.first_epoch_seconds;
       later += t.later_epoch_seconds;
-      std::printf("  %s seed %d: %.2f%% (%.1f s)\n", std::string(name).c_str(), s,
-                  100 * accuracies.back(), t.seconds);
+      std::printf("  %s seed %d: %.2f%% (%.1f s; %d epochs, batch %d, %lld steps)\n",
+                  std::string(name).c_str(), s, 100 * accuracies.back(), t.seconds,
+                  t.resolved.epochs(), t.resolved.batch_size(),
+                  static_cast<long long>(t.total_steps));
       std::fflush(stdout);
     }
     double mean = 0;

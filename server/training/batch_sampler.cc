@@ -16,10 +16,31 @@ uint64_t SplitMix64(uint64_t x) {
 
 constexpr uint64_t kShuffleStream = 1;
 
+// Datasets of at least this many preferred batches keep the preferred size.
+constexpr int64_t kEvenBatchesBelow = 20;
+
 }  // namespace
 
 uint64_t DeriveSeed(uint64_t seed, uint64_t stream, uint64_t epoch) {
   return SplitMix64(SplitMix64(SplitMix64(seed) ^ stream) ^ epoch);
+}
+
+int64_t EvenBatchSize(int64_t num_examples, int64_t preferred) {
+  preferred = std::max<int64_t>(1, preferred);
+  if (num_examples < 1) return 1;
+  if (num_examples <= preferred) return num_examples;
+  if (num_examples >= kEvenBatchesBelow * preferred) return preferred;
+  int64_t best = preferred;
+  double best_fill = -1;
+  for (int64_t b = preferred; b >= (preferred + 1) / 2; --b) {
+    const int64_t rest = num_examples % b;
+    const double fill = rest == 0 ? 1.0 : static_cast<double>(rest) / static_cast<double>(b);
+    if (fill > best_fill) {  // strictly: the larger size wins a tie
+      best = b;
+      best_fill = fill;
+    }
+  }
+  return best;
 }
 
 BatchSampler::BatchSampler(int64_t num_examples, int64_t batch_size, double drop_last_fraction,

@@ -26,6 +26,15 @@ class BatchSampler {
   uint64_t seed_;
 };
 
+// The batch size for `num_examples` examples when the caller chose none and
+// `preferred` is the default: `num_examples` itself when they fit in one
+// batch; below 20 preferred batches per epoch, the size in
+// [ceil(preferred / 2), preferred] whose last batch is fullest (25 images at
+// 16 would train on 16 and drop 9, or add a 9-image batch; 13 gives 13 + 12,
+// 100 gives 10 x 10), the larger on a tie; `preferred` otherwise, where the
+// rest is at most a twentieth of an epoch. 1 when num_examples < 1.
+int64_t EvenBatchSize(int64_t num_examples, int64_t preferred);
+
 // A 64-bit seed for stream `stream` of epoch `epoch` of a job seeded `seed`
 // (splitmix64 of the three), so that every epoch's randomness can be
 // recreated on resume without saving generator states.

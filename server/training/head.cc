@@ -206,4 +206,36 @@ def forward(self, x):
   return backbone;
 }
 
+absl::Status FoldInputStandardization(const SplitModel& split, const torch::Tensor& mean,
+                                      const torch::Tensor& std, torch::jit::Module* classifier) {
+  if (!mean.defined() || !std.defined() || mean.dim() != 1 || std.dim() != 1 ||
+      mean.size(0) != split.in_features || std.size(0) != split.in_features) {
+    return absl::InvalidArgumentError(absl::StrCat("the feature standardisation must hold ",
+                                                   split.in_features,
+                                                   " means and standard deviations"));
+  }
+  torch::NoGradGuard no_grad;
+  const torch::Tensor s = std.to(torch::kCPU, torch::kDouble);
+  if (!(s.min().item<double>() > 0)) {
+    return absl::InvalidArgumentError("a feature's standard deviation is not positive");
+  }
+  const std::string path =
+      split.kind == kaizen::v1::HEAD_KIND_MLP ? "head.fc1" : split.identity_path;
+  ASSIGN_OR_RETURN(torch::jit::Module linear, FindSubmodule(*classifier, path));
+  ASSIGN_OR_RETURN(LinearParams p, ReadLinear(linear, path));
+  if (p.weight.size(1) != split.in_features) {
+    return absl::InvalidArgumentError(absl::StrCat("the head '", path, "' takes ", p.weight.size(1),
+                                                   " features, not ", split.in_features));
+  }
+  const torch::Tensor w = p.weight.to(torch::kCPU, torch::kDouble) / s.unsqueeze(0);
+  const torch::Tensor b =
+      p.bias.to(torch::kCPU, torch::kDouble) - w.matmul(mean.to(torch::kCPU, torch::kDouble));
+  const bool requires_grad = p.weight.requires_grad();
+  SetParameter(linear, "weight",
+               w.to(p.weight.device(), p.weight.scalar_type()).set_requires_grad(requires_grad));
+  SetParameter(linear, "bias",
+               b.to(p.bias.device(), p.bias.scalar_type()).set_requires_grad(requires_grad));
+  return absl::OkStatus();
+}
+
 }  // namespace kaizen::training

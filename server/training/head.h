@@ -61,6 +61,14 @@ absl::StatusOr<torch::jit::Module> AssembleClassifier(const SplitModel& split,
 // Where AssembleClassifier puts the head.
 std::string AssembledHeadPath(const SplitModel& split);
 
+// Folds the standardisation that a head was trained behind, (features -
+// mean) / std, into the first Linear of the head of `classifier` (assembled
+// from `split`): W' = W / std, b' = b - W' mean, computed in float64. The
+// classifier then takes the backbone's raw features and needs nothing extra.
+// `mean` and `std` are [in_features], std > 0. InvalidArgument otherwise.
+absl::Status FoldInputStandardization(const SplitModel& split, const torch::Tensor& mean,
+                                      const torch::Tensor& std, torch::jit::Module* classifier);
+
 // Module::deepcopy() clones parameters through autograd (the copies are not
 // leaves, so an optimiser refuses them); this copy re-registers every
 // parameter as a detached leaf with the original's requires_grad.

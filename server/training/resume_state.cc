@@ -10,8 +10,8 @@ namespace {
 
 constexpr char kMagic[4] = {'K', 'Z', 'R', 'S'};
 // 1: epoch boundaries only. 2: adds good_steps and the position within an
-// epoch.
-constexpr uint32_t kVersion = 2;
+// epoch. 3: adds feature_standardization.
+constexpr uint32_t kVersion = 3;
 constexpr uint32_t kFirstVersion = 1;
 
 class Writer {
@@ -85,6 +85,7 @@ std::string EncodeResumeState(const ResumeState& s) {
   w.PutBytes(p.torch_rng);
   w.PutBytes(p.cuda_rng);
   w.PutBytes(p.augment_rng);
+  w.PutBytes(s.feature_standardization);
   return w.Take();
 }
 
@@ -124,6 +125,7 @@ absl::StatusOr<ResumeState> DecodeResumeState(absl::string_view bytes) {
       return bad;
     }
   }
+  if (version >= 3 && !r.GetBytes(&s.feature_standardization)) return bad;
   if (!r.done()) return bad;
   return s;
 }

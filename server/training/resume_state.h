@@ -54,13 +54,20 @@ struct ResumeState {
   // FP16 steps since the loss scale last changed.
   int32_t good_steps = 0;
   EpochPosition position;
+  // FEATURE_EXTRACTION: the standardisation its head trains behind (the
+  // features' mean and std) and the head's own weights before the
+  // standardisation was folded into the checkpoint's module, so that a resume
+  // continues with exactly those numbers. Trainer-defined bytes; empty for
+  // other strategies and for jobs started before version 3.
+  std::string feature_standardization;
 };
 
 // A versioned little-endian binary encoding.
 std::string EncodeResumeState(const ResumeState& state);
 
 // InvalidArgument when `bytes` is not an encoding this version understands.
-// Encodings of the previous version (epoch boundaries only) still decode.
+// Encodings of earlier versions (1: epoch boundaries only; 2: no feature
+// standardisation) still decode.
 absl::StatusOr<ResumeState> DecodeResumeState(absl::string_view bytes);
 
 }  // namespace kaizen::training

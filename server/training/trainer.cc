@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -27,6 +28,7 @@
 #include "server/models/torch_errors.h"
 #include "server/training/augmenter.h"
 #include "server/training/batch_sampler.h"
+#include "server/training/batchnorm_recalibration.h"
 #include "server/training/early_stopping.h"
 #include "server/training/freezing.h"
 #include "server/training/head.h"
@@ -52,6 +54,24 @@ constexpr uint64_t kSplitStream = 6;
 
 // Images per forward pass when caching features or evaluating.
 constexpr int64_t kInferenceBatch = 256;
+// BatchNorm recalibration looks at this many training images at most (evenly
+// spaced through the set): a few thousand pin the statistics down, and on a
+// large dataset the pass stays a small fraction of an epoch.
+constexpr int64_t kRecalibrationImages = 4096;
+// Without validation, BatchNorm statistics are recomputed after the last
+// epoch and after about this many epochs spread through the run, so that the
+// checkpoints served while a job runs are sound too; at 5 images per class an
+// epoch is two steps and a pass after each would cost a third of training.
+constexpr int32_t kRecalibrationsPerRun = 10;
+// A validation split that would leave a class fewer training images than this
+// is not taken. Below it is the few-shot regime (1-5 images per class, where
+// a 0.2 split leaves 0-4), in which every image counts more for training than
+// for a metric on one image per class; 10 per class at 0.2 keeps 8 and splits.
+constexpr int64_t kMinTrainImagesPerClass = 8;
+// Feature standardisation: a feature whose spread is below this share of the
+// typical feature's (a dead ReLU unit) is scaled like the typical feature
+// rather than blown up.
+constexpr double kMinStdShare = 1e-3;
 // FP16 dynamic loss scaling (there is no C++ GradScaler).
 constexpr double kInitialLossScale = 65536.0;
 constexpr int kLossScaleGrowthInterval = 2000;
@@ -156,7 +176,27 @@ class Trainer {
   absl::Status BuildModel();
   absl::Status BuildData();
   absl::Status BuildOptimizer();
+  // The split into training and validation images; a split that would leave
+  // a class too few training images is dropped, with a note.
+  absl::Status SplitValidation(ImageSet all);
   void BuildFeatureCache();
+  // The backbone's features of every image of `set`, in eval mode.
+  torch::Tensor AllFeatures(const ImageSet& set);
+  // FEATURE_EXTRACTION: the mean and std of the training features, which the
+  // head's input is standardised with (and the checkpoint's head folds in).
+  void SetFeatureStandardization(const torch::Tensor& train_features);
+  torch::Tensor HeadInput(const torch::Tensor& features) const;
+  std::string EncodeFeatureStandardization() const;
+  absl::Status RestoreFeatureStandardization(const std::string& bytes);
+  // Recomputes the running statistics of the BatchNorm layers that train this
+  // epoch in `backbone` (the training one, or a checkpoint's copy on
+  // `device`) on the un-augmented training images.
+  absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module backbone,
+                                           const torch::Device& device);
+  // Whether the checkpoint after epoch `epoch` (0-based) gets recalibrated
+  // BatchNorm statistics.
+  bool RecalibratesAfter(int32_t epoch) const;
+  void Note(const std::string& message);
   // Seeds the epoch's generators, freezes what this epoch keeps fixed and
   // builds or drops the feature cache.
   EpochRun StartEpoch(int32_t epoch);
@@ -173,7 +213,9 @@ class Trainer {
   // Evaluates, records the metrics and the best epoch, checkpoints. Returns
   // true when early stopping ends training.
   absl::StatusOr<bool> FinishEpoch(const EpochRun& run, TrainResult* result);
-  kaizen::v1::EpochMetrics EpochMetricsOf(const EpochRun& run);
+  // Recalibrates BatchNorm when this epoch's checkpoint gets sound
+  // statistics (last_recalibrated_), then evaluates.
+  absl::StatusOr<kaizen::v1::EpochMetrics> EpochMetricsOf(const EpochRun& run);
   torch::Tensor Features(const torch::Tensor& unit_images);
   torch::Tensor TrainLogits(const torch::Tensor& idx, bool use_cache, at::Generator& gen);
   Evaluation Evaluate(const ImageSet& set, const torch::Tensor& cached_features);
@@ -182,7 +224,7 @@ class Trainer {
   // Returns false when the step was skipped (FP16 overflow).
   bool BackwardAndStep(const torch::Tensor& loss);
   absl::StatusOr<Checkpoint> MakeCheckpoint(int32_t epochs_completed, int64_t global_step,
-                                            bool is_best);
+                                            bool is_best, int bn_recalibrated);
   // The generators that random operations in a step draw from.
   at::Generator TorchGenerator() const { return at::globalContext().defaultGenerator(at::kCPU); }
   std::optional<at::Generator> CudaGenerator() const {
@@ -220,6 +262,17 @@ class Trainer {
   std::optional<LrSchedule> schedule_;
   torch::Tensor train_features_;  // the feature cache; undefined when stale
   torch::Tensor val_features_;
+  // FEATURE_EXTRACTION standardises the head's input (see
+  // SetFeatureStandardization); a job resumed from a checkpoint written
+  // before it did keeps training as it started.
+  bool standardize_ = false;
+  torch::Tensor feature_mean_;  // [in_features] on device_
+  torch::Tensor feature_std_;
+  // BatchNorm layers of the backbone in training mode this epoch.
+  std::vector<std::string> training_batchnorms_;
+  int64_t batchnorm_layers_ = 0;  // all of them, trained or frozen
+  int last_recalibrated_ = 0;     // by the last epoch's checkpoint
+  std::vector<std::string> notes_;
   int64_t backbone_batches_ = 0;
   int64_t steps_per_epoch_ = 0;
   int64_t total_steps_ = 0;
@@ -314,6 +367,59 @@ absl::Status Trainer::BuildModel() {
     if (trainable_backbone_.count(p.name)) backbone_params_.push_back(p.value);
   }
   for (const torch::Tensor& p : split_.head.parameters(/*recurse=*/true)) head_params_.push_back(p);
+  for (const auto& m : split_.backbone.named_modules()) {
+    if (m.value.hasattr("running_mean") && m.value.attr("running_mean").isTensor()) {
+      ++batchnorm_layers_;
+    }
+  }
+  standardize_ = options_.strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION &&
+                 (!resuming_ || !state_.feature_standardization.empty());
+  if (resuming_ && standardize_) {
+    RETURN_IF_ERROR(RestoreFeatureStandardization(state_.feature_standardization));
+  }
+  return absl::OkStatus();
+}
+
+std::string Trainer::EncodeFeatureStandardization() const {
+  // The head's own parameters by position (archive keys cannot hold the
+  // dots of "fc1.weight"); named_parameters() has a fixed order.
+  torch::serialize::OutputArchive archive;
+  archive.write("mean", feature_mean_.cpu());
+  archive.write("std", feature_std_.cpu());
+  int i = 0;
+  for (const torch::Tensor& p : split_.head.parameters(/*recurse=*/true)) {
+    archive.write(absl::StrCat("head", i++), p.detach().cpu());
+  }
+  std::ostringstream out;
+  archive.save_to(out);
+  return out.str();
+}
+
+absl::Status Trainer::RestoreFeatureStandardization(const std::string& bytes) {
+  try {
+    std::istringstream in(bytes);
+    torch::serialize::InputArchive archive;
+    archive.load_from(in, torch::kCPU);
+    archive.read("mean", feature_mean_);
+    archive.read("std", feature_std_);
+    feature_mean_ = feature_mean_.to(device_);
+    feature_std_ = feature_std_.to(device_);
+    torch::NoGradGuard no_grad;
+    int i = 0;
+    for (torch::Tensor& p : head_params_) {
+      torch::Tensor saved;
+      archive.read(absl::StrCat("head", i++), saved);
+      p.copy_(saved);
+    }
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the resume state's feature standardisation is damaged: ", models::TorchErrorSummary(e)));
+  }
+  if (feature_mean_.dim() != 1 || feature_mean_.size(0) != split_.in_features ||
+      !feature_std_.sizes().equals(feature_mean_.sizes())) {
+    return absl::InvalidArgumentError(
+        "the resume state's feature standardisation does not fit the model's features");
+  }
   return absl::OkStatus();
 }
 
@@ -325,16 +431,7 @@ absl::Status Trainer::BuildData() {
     ASSIGN_OR_RETURN(val_, ConvertDataset(*data_.validation, shape));
     train_ = std::move(all);
   } else if (hp_.validation().split() > 0) {
-    std::vector<int32_t> labels;
-    labels.reserve(data_.train->records.size());
-    for (const auto& r : data_.train->records) labels.push_back(r.label);
-    auto [train_idx, val_idx] =
-        StratifiedSplit(labels, hp_.validation().split(), DeriveSeed(hp_.seed(), kSplitStream, 0));
-    if (train_idx.empty()) {
-      return absl::InvalidArgumentError("validation.split leaves no training images");
-    }
-    train_ = Subset(all, train_idx);
-    if (!val_idx.empty()) val_ = Subset(all, val_idx);
+    RETURN_IF_ERROR(SplitValidation(std::move(all)));
   } else {
     train_ = std::move(all);
   }
@@ -348,6 +445,47 @@ absl::Status Trainer::BuildData() {
   augmenter_.emplace(hp_.augmentation());
   sampler_.emplace(train_.size(), hp_.batch_size(), hp_.drop_last_fraction(), hp_.seed());
   schedule_.emplace(hp_.schedule(), sampler_->batches_per_epoch(), hp_.epochs());
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::SplitValidation(ImageSet all) {
+  std::vector<int32_t> labels;
+  labels.reserve(data_.train->records.size());
+  for (const auto& r : data_.train->records) labels.push_back(r.label);
+  const double split = hp_.validation().split();
+  auto [train_idx, val_idx] =
+      StratifiedSplit(labels, split, DeriveSeed(hp_.seed(), kSplitStream, 0));
+  if (train_idx.empty()) {
+    return absl::InvalidArgumentError("validation.split leaves no training images");
+  }
+  // The fewest training images the split leaves a class that has any.
+  std::vector<int64_t> per_class(num_classes_, 0);
+  for (int64_t i : train_idx) ++per_class[labels[i]];
+  std::vector<int64_t> present(num_classes_, 0);
+  for (int32_t label : labels) ++present[label];
+  int64_t fewest = -1;
+  for (int64_t c = 0; c < num_classes_; ++c) {
+    if (present[c] > 0 && (fewest < 0 || per_class[c] < fewest)) fewest = per_class[c];
+  }
+  if (fewest >= kMinTrainImagesPerClass) {
+    train_ = Subset(all, train_idx);
+    if (!val_idx.empty()) val_ = Subset(all, val_idx);
+    return absl::OkStatus();
+  }
+  const bool early_stopping = hp_.early_stopping().enabled();
+  Note(absl::StrFormat(
+      "validation: a %g split would leave a class %d training images (fewer than %d), so this "
+      "job trains on all %d images without validation%s for its %d epochs (%d optimiser steps); "
+      "the best checkpoint is the one with the lowest train_loss. For a validation metric on "
+      "so little data, upload a separate validation dataset (validation.dataset)",
+      split, fewest, kMinTrainImagesPerClass, all.size(),
+      early_stopping ? " and without early stopping" : "", hp_.epochs(),
+      BatchSampler(all.size(), hp_.batch_size(), hp_.drop_last_fraction(), hp_.seed())
+              .batches_per_epoch() *
+          hp_.epochs()));
+  hp_.mutable_validation()->set_split(0);
+  hp_.mutable_early_stopping()->set_enabled(false);
+  train_ = std::move(all);
   return absl::OkStatus();
 }
 
@@ -372,19 +510,52 @@ torch::Tensor Trainer::Features(const torch::Tensor& unit_images) {
   return split_.backbone.forward({x}).toTensor().to(torch::kFloat);
 }
 
-void Trainer::BuildFeatureCache() {
+torch::Tensor Trainer::AllFeatures(const ImageSet& set) {
   torch::NoGradGuard no_grad;
   split_.backbone.eval();
-  auto run = [&](const ImageSet& set) {
-    std::vector<torch::Tensor> chunks;
-    for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
-      const int64_t n = std::min(kInferenceBatch, set.size() - begin);
-      chunks.push_back(Features(imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n))));
-    }
-    return chunks.empty() ? torch::Tensor() : torch::cat(chunks);
-  };
-  train_features_ = run(train_);
-  val_features_ = val_.size() > 0 ? run(val_) : torch::Tensor();
+  std::vector<torch::Tensor> chunks;
+  for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
+    const int64_t n = std::min(kInferenceBatch, set.size() - begin);
+    chunks.push_back(Features(imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n))));
+  }
+  return chunks.empty() ? torch::Tensor() : torch::cat(chunks);
+}
+
+void Trainer::BuildFeatureCache() {
+  train_features_ = AllFeatures(train_);
+  val_features_ = val_.size() > 0 ? AllFeatures(val_) : torch::Tensor();
+  if (standardize_ && !feature_mean_.defined()) SetFeatureStandardization(train_features_);
+  // The cache holds what the head takes.
+  train_features_ = HeadInput(train_features_);
+  if (val_features_.defined()) val_features_ = HeadInput(val_features_);
+}
+
+void Trainer::SetFeatureStandardization(const torch::Tensor& train_features) {
+  // A linear head on raw features converges only when their scale suits
+  // its learning rate: on a randomly initialised resnet50 the first loss was
+  // 257. Standardised, every feature has unit spread whatever the backbone.
+  torch::NoGradGuard no_grad;
+  const torch::Tensor f = train_features.to(torch::kDouble);
+  const torch::Tensor mean = f.mean(0);
+  torch::Tensor std = f.std(0, /*unbiased=*/false);
+  const double typical = std.mean().item<double>();
+  if (!(typical > 0) || !std::isfinite(typical)) {
+    std = torch::ones_like(std);
+  } else {
+    std = torch::where(std > kMinStdShare * typical, std, torch::full_like(std, typical));
+  }
+  feature_mean_ = mean.to(device_, torch::kFloat);
+  feature_std_ = std.to(device_, torch::kFloat);
+  Note(absl::StrFormat(
+      "FEATURE_EXTRACTION: the head trains on the backbone's features standardised with the mean "
+      "and standard deviation of the %d training images (typical standard deviation %.3g); the "
+      "exported model has that map folded into its head and takes raw features",
+      train_features.size(0), typical));
+}
+
+torch::Tensor Trainer::HeadInput(const torch::Tensor& features) const {
+  if (!standardize_) return features;
+  return (features - feature_mean_) / feature_std_;
 }
 
 torch::Tensor Trainer::TrainLogits(const torch::Tensor& idx, bool use_cache, at::Generator& gen) {
@@ -401,6 +572,7 @@ torch::Tensor Trainer::TrainLogits(const torch::Tensor& idx, bool use_cache, at:
   } else {
     features = Features(x);
   }
+  features = HeadInput(features);
   AutocastScope autocast(amp_, amp_dtype_);
   return split_.head.forward({features}).toTensor();
 }
@@ -419,7 +591,7 @@ Evaluation Trainer::Evaluate(const ImageSet& set, const torch::Tensor& cached_fe
     torch::Tensor features =
         cached_features.defined()
             ? cached_features.narrow(0, begin, n)
-            : Features(imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n)));
+            : HeadInput(Features(imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n))));
     torch::Tensor logits;
     {
       AutocastScope autocast(amp_, amp_dtype_);
@@ -511,9 +683,12 @@ double Trainer::MetricValue(const kaizen::v1::EpochMetrics& m) const {
 }
 
 absl::StatusOr<Checkpoint> Trainer::MakeCheckpoint(int32_t epochs_completed, int64_t global_step,
-                                                   bool is_best) {
+                                                   bool is_best, int bn_recalibrated) {
   Checkpoint cp;
   ASSIGN_OR_RETURN(cp.module, AssembleClassifier(split_, torch::kCPU));
+  if (standardize_) {
+    RETURN_IF_ERROR(FoldInputStandardization(split_, feature_mean_, feature_std_, &cp.module));
+  }
   cp.epoch = epochs_completed;
   cp.is_best = is_best;
   kaizen::v1::Model& m = cp.metadata;
@@ -547,7 +722,9 @@ absl::StatusOr<Checkpoint> Trainer::MakeCheckpoint(int32_t epochs_completed, int
       (*m.mutable_metrics())["val_accuracy"] = last.val_accuracy();
     }
   }
+  (*m.mutable_metrics())["bn_recalibrated"] = bn_recalibrated;
   ResumeState resume = state_;
+  if (standardize_) resume.feature_standardization = EncodeFeatureStandardization();
   resume.epochs_completed = epochs_completed;
   resume.global_step = global_step;
   std::ostringstream out;
@@ -573,6 +750,10 @@ EpochRun Trainer::StartEpoch(int32_t epoch) {
   ApplyRequiresGrad(split_.backbone,
                     backbone_frozen ? std::set<std::string>{} : trainable_backbone_);
   run.use_cache = options_.use_feature_cache && backbone_frozen && !augmenter_->active();
+  if (standardize_ && !feature_mean_.defined() && !run.use_cache) {
+    where_ = absl::StrCat("epoch ", epoch + 1, " feature statistics");
+    SetFeatureStandardization(AllFeatures(train_));
+  }
   if (run.use_cache && !train_features_.defined()) {
     where_ = absl::StrCat("epoch ", epoch + 1, " feature caching");
     BuildFeatureCache();
@@ -581,6 +762,7 @@ EpochRun Trainer::StartEpoch(int32_t epoch) {
     val_features_ = torch::Tensor();
   }
   SetTrainingMode(split_.backbone);
+  training_batchnorms_ = TrainingBatchNormPaths(split_.backbone);
   split_.head.train();
   return run;
 }
@@ -630,9 +812,63 @@ absl::Status Trainer::CheckpointStoppedAt(const EpochRun& run, int64_t batch, in
     pos.cuda_rng = SaveGenerator(*cuda);
   }
   pos.augment_rng = SaveGenerator(run.augment_gen);
-  ASSIGN_OR_RETURN(Checkpoint cp, MakeCheckpoint(run.epoch, global_step, /*is_best=*/false));
+  ASSIGN_OR_RETURN(Checkpoint cp, MakeCheckpoint(run.epoch, global_step, /*is_best=*/false,
+                                                 /*bn_recalibrated=*/0));
+  // The checkpoint's copy gets sound statistics; the training model keeps
+  // its moving averages, so that resuming continues exactly as a run that
+  // never stopped.
+  if (!training_batchnorms_.empty()) {
+    where_ = absl::StrCat("epoch ", run.epoch + 1, " BatchNorm recalibration");
+    torch::jit::Module backbone = split_.kind == kaizen::v1::HEAD_KIND_MLP
+                                      ? cp.module.attr("backbone").toModule()
+                                      : cp.module;
+    ASSIGN_OR_RETURN(const int recalibrated, RecalibrateBatchNorm(backbone, torch::kCPU));
+    (*cp.metadata.mutable_metrics())["bn_recalibrated"] = recalibrated;
+  }
   if (callbacks_.on_checkpoint) RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
   return absl::OkStatus();
+}
+
+bool Trainer::RecalibratesAfter(int32_t epoch) const {
+  // Validation metrics choose the best checkpoint and early stopping: they
+  // need sound statistics every epoch, as does the last checkpoint.
+  if (val_.size() > 0 || epoch + 1 >= hp_.epochs()) return true;
+  const int32_t every =
+      std::max(1, (hp_.epochs() + kRecalibrationsPerRun - 1) / kRecalibrationsPerRun);
+  return (epoch + 1) % every == 0;
+}
+
+absl::StatusOr<int> Trainer::RecalibrateBatchNorm(torch::jit::Module backbone,
+                                                  const torch::Device& device) {
+  const int64_t total = train_.size();
+  const int64_t n = std::min(total, kRecalibrationImages);
+  // One image cannot give a variance for a layer without spatial extent.
+  if (training_batchnorms_.empty() || n < 2) return 0;
+  // Equal batches, so that none is tiny; evenly spaced images when the set
+  // is larger than the sample, so that every class is in it.
+  const int64_t batches = (n + kInferenceBatch - 1) / kInferenceBatch;
+  const bool amp = amp_ && device.is_cuda();
+  auto run_batch = [&](int64_t b) -> int64_t {
+    const int64_t begin = b * n / batches;
+    const int64_t end = (b + 1) * n / batches;
+    std::vector<int64_t> rows;
+    rows.reserve(end - begin);
+    for (int64_t i = begin; i < end; ++i) rows.push_back(i * total / n);
+    const torch::Tensor idx = torch::tensor(rows, torch::kLong).to(train_.images.device());
+    const torch::Tensor x =
+        normalizer_->Normalize(imaging::Normalizer::ToUnit(train_.images.index_select(0, idx)))
+            .to(device);
+    AutocastScope autocast(amp, amp_dtype_);
+    ++backbone_batches_;
+    backbone.forward({x});
+    return end - begin;
+  };
+  return kaizen::training::RecalibrateBatchNorm(backbone, training_batchnorms_, batches, run_batch);
+}
+
+void Trainer::Note(const std::string& message) {
+  notes_.push_back(message);
+  if (callbacks_.on_message) callbacks_.on_message(message);
 }
 
 absl::Status Trainer::Step(const std::vector<int64_t>& batch, int64_t b, int64_t global_step,
@@ -677,8 +913,16 @@ void Trainer::ReportStep(const EpochRun& run, int64_t global_step, double loss_v
   callbacks_.on_step(progress);
 }
 
-kaizen::v1::EpochMetrics Trainer::EpochMetricsOf(const EpochRun& run) {
+absl::StatusOr<kaizen::v1::EpochMetrics> Trainer::EpochMetricsOf(const EpochRun& run) {
   const double train_seconds = Seconds(run.start);
+  last_recalibrated_ = 0;
+  if (!training_batchnorms_.empty() && RecalibratesAfter(run.epoch)) {
+    // In place: the statistics are a function of the weights and the
+    // training images alone, so a resumed run computes the same ones, and a
+    // training step in train mode does not read them.
+    where_ = absl::StrCat("epoch ", run.epoch + 1, " BatchNorm recalibration");
+    ASSIGN_OR_RETURN(last_recalibrated_, RecalibrateBatchNorm(split_.backbone, device_));
+  }
   where_ = absl::StrCat("epoch ", run.epoch + 1, " evaluation");
   kaizen::v1::EpochMetrics metrics;
   metrics.set_epoch(run.epoch + 1);
@@ -704,7 +948,7 @@ kaizen::v1::EpochMetrics Trainer::EpochMetricsOf(const EpochRun& run) {
 
 absl::StatusOr<bool> Trainer::FinishEpoch(const EpochRun& run, TrainResult* result) {
   const int32_t epoch = run.epoch;
-  const kaizen::v1::EpochMetrics metrics = EpochMetricsOf(run);
+  ASSIGN_OR_RETURN(const kaizen::v1::EpochMetrics metrics, EpochMetricsOf(run));
   const bool is_best = RecordCheckpointMetric(MetricValue(metrics), MetricIsMaximised(),
                                               hp_.early_stopping().min_delta(), epoch + 1, &state_);
   state_.history.push_back(metrics);
@@ -713,8 +957,8 @@ absl::StatusOr<bool> Trainer::FinishEpoch(const EpochRun& run, TrainResult* resu
 
   if (callbacks_.on_epoch) callbacks_.on_epoch(metrics);
   where_ = absl::StrCat("epoch ", epoch + 1, " checkpoint");
-  ASSIGN_OR_RETURN(Checkpoint cp,
-                   MakeCheckpoint(epoch + 1, (epoch + 1) * steps_per_epoch_, is_best));
+  ASSIGN_OR_RETURN(Checkpoint cp, MakeCheckpoint(epoch + 1, (epoch + 1) * steps_per_epoch_, is_best,
+                                                 last_recalibrated_));
   if (callbacks_.on_checkpoint) RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
   return PatienceExhausted(hp_.early_stopping(), state_);
 }
@@ -752,6 +996,8 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     if (stopped) {
       result.cancelled = true;
       result.epochs_completed = epoch;
+      result.backbone_forward_batches = backbone_batches_;
+      result.notes = notes_;
       return result;
     }
     ASSIGN_OR_RETURN(const bool patience_exhausted, FinishEpoch(run, &result));
@@ -760,9 +1006,21 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       break;
     }
   }
+  if (last_recalibrated_ > 0) {
+    Note(absl::StrFormat(
+        "BatchNorm: the running statistics of the %d layers that trained were recomputed on %d "
+        "un-augmented training images after the last epoch%s",
+        last_recalibrated_, std::min(train_.size(), kRecalibrationImages),
+        batchnorm_layers_ > last_recalibrated_
+            ? absl::StrFormat("; %d frozen layers kept their pretrained statistics",
+                              batchnorm_layers_ - last_recalibrated_)
+            : ""));
+  }
   result.best_metric = state_.best_metric;
   result.best_epoch = state_.best_epoch;
   result.backbone_forward_batches = backbone_batches_;
+  result.batchnorm_recalibrated = last_recalibrated_;
+  result.notes = notes_;
   return result;
 }
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -38,8 +39,11 @@ struct Checkpoint {
   torch::jit::Module module;
   // input_shape, normalization and architecture of the base; class_names of
   // the dataset; head {module_path, kind, in/out features}; parameter_count;
-  // source FINE_TUNED; metrics "train_loss", "train_accuracy" and, with
-  // validation, "val_loss", "val_accuracy".
+  // source FINE_TUNED; metrics "train_loss", "train_accuracy", with
+  // validation "val_loss", "val_accuracy", and "bn_recalibrated": how many
+  // BatchNorm layers that trained had their running statistics recomputed on
+  // the un-augmented training images for this checkpoint (0: none trained,
+  // or this epoch's checkpoint kept the moving averages of training).
   kaizen::v1::Model metadata;
   int32_t epoch = 0;  // epochs completed
   // Opaque bytes to continue exactly (TrainerOptions::resume_state): from
@@ -60,6 +64,11 @@ struct Callbacks {
   // Checked before every step: true stops training there (cancel, pause or
   // shutdown) after a final checkpoint from which it can resume at that step.
   std::function<bool()> should_stop;
+  // What the trainer decided for the caller to pass on (a job event):
+  // settings it overrode (a validation split too small to keep), how the
+  // head's input was standardised, which BatchNorm statistics it recomputed.
+  // The same lines end up in TrainResult::notes.
+  std::function<void(const std::string&)> on_message;
 };
 
 struct TrainerOptions {
@@ -90,10 +99,15 @@ struct TrainResult {
   std::string best_metric_name;   // "val_accuracy", "val_loss" or "train_loss"
   double best_metric = 0;
   int32_t best_epoch = 0;
-  // Batches the backbone ran forward (training, feature caching and
-  // evaluation), in this call; with the feature cache only the first epoch
-  // runs it.
+  // Batches the backbone ran forward (training, feature caching, feature
+  // statistics, BatchNorm recalibration and evaluation), in this call; with
+  // the feature cache only the first epoch runs it.
   int64_t backbone_forward_batches = 0;
+  // BatchNorm layers recalibrated for the last checkpoint (its
+  // "bn_recalibrated" metric).
+  int batchnorm_recalibrated = 0;
+  // Every line passed to Callbacks::on_message, in order.
+  std::vector<std::string> notes;
 };
 
 // Runs the job. Never throws. Errors: InvalidArgument for unusable data or

@@ -31,5 +31,37 @@ TEST(BatchSamplerTest, ShufflesPerEpochReproducibly) {
   EXPECT_EQ(seen.size(), 50u);
 }
 
+// A batch size chosen for a small dataset divides it without a tiny last
+// batch: no batch is under half the size of the others, and an epoch leaves
+// out no image (or, where no size in range does better, as for 121 images
+// at 8, fewer than half a batch, shuffled anew every epoch).
+TEST(BatchSamplerTest, EvenBatchSizeLeavesNoTinyLastBatch) {
+  EXPECT_EQ(EvenBatchSize(25, 16), 13);  // 13 + 12, not 16 + 9
+  EXPECT_EQ(EvenBatchSize(100, 16), 10);
+  EXPECT_EQ(EvenBatchSize(25, 8), 5);
+  EXPECT_EQ(EvenBatchSize(17, 16), 9);     // 9 + 8
+  EXPECT_EQ(EvenBatchSize(10, 16), 10);    // one batch of everything
+  EXPECT_EQ(EvenBatchSize(64, 16), 16);    // already even: the preferred size
+  EXPECT_EQ(EvenBatchSize(1000, 16), 16);  // many batches: the preferred size
+  EXPECT_EQ(EvenBatchSize(0, 16), 1);
+  int dropped = 0;
+  for (int64_t preferred : {8, 16, 32, 64}) {
+    for (int64_t n = 1; n < 20 * preferred; ++n) {
+      const int64_t b = EvenBatchSize(n, preferred);
+      ASSERT_LE(b, preferred) << n;
+      ASSERT_GE(b, std::min(n, (preferred + 1) / 2)) << n;
+      const BatchSampler sampler(n, b, 0.5, 1);
+      int64_t seen = 0;
+      for (const auto& batch : sampler.EpochBatches(0)) {
+        seen += static_cast<int64_t>(batch.size());
+        EXPECT_GE(2 * static_cast<int64_t>(batch.size()), b) << n << " in batches of " << b;
+      }
+      EXPECT_GE(2 * seen, 2 * n - b) << n << " in batches of " << b;
+      dropped += seen < n ? 1 : 0;
+    }
+  }
+  EXPECT_EQ(dropped, 1);  // 121 at 8
+}
+
 }  // namespace
 }  // namespace kaizen::training

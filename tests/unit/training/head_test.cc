@@ -128,5 +128,42 @@ TEST(HeadTest, MlpHeadWrapsBackbone) {
   EXPECT_EQ(Forward(*plain, x).sizes(), (std::vector<int64_t>{2, 2}));
 }
 
+// A head trained behind a standardisation of its input, folded into the
+// exported classifier, gives the same logits on raw input, for a Linear and
+// an MLP head; a wrong-sized standardisation is refused.
+TEST(HeadTest, FoldsInputStandardizationIntoTheHead) {
+  fixtures::BaseModel base = Builtin("cnn-small", /*classes=*/10);
+  for (auto kind : {kaizen::v1::HEAD_KIND_LINEAR, kaizen::v1::HEAD_KIND_MLP}) {
+    HeadSpec spec;
+    spec.kind = kind;
+    spec.num_classes = 3;
+    spec.hidden_units = 16;
+    auto split = SplitClassifier(base.module, base.metadata, spec, /*keep_head=*/false);
+    ASSERT_TRUE(split.ok()) << split.status();
+    split->backbone.eval();
+    split->head.eval();
+    torch::manual_seed(11);
+    const torch::Tensor mean = torch::randn({128}) * 50;
+    const torch::Tensor std = torch::rand({128}) * 1000 + 0.5;
+    const torch::Tensor x = torch::rand({4, 1, 28, 28});
+    const torch::Tensor expected = Forward(split->head, (Forward(split->backbone, x) - mean) / std);
+
+    auto classifier = AssembleClassifier(*split, torch::kCPU);
+    ASSERT_TRUE(classifier.ok()) << classifier.status();
+    const torch::Tensor unfolded = Forward(*classifier, x);
+    ASSERT_TRUE(FoldInputStandardization(*split, mean, std, &*classifier).ok());
+    const torch::Tensor folded = Forward(*classifier, x);
+    EXPECT_TRUE(torch::allclose(folded, expected, 1e-4, 1e-4))
+        << kaizen::v1::HeadKind_Name(kind) << ": "
+        << (folded - expected).abs().max().item<double>();
+    EXPECT_FALSE(torch::allclose(unfolded, expected, 1e-2, 1e-2)) << "the fold changed nothing";
+
+    auto bad = FoldInputStandardization(*split, mean.narrow(0, 0, 10), std, &*classifier);
+    EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(FoldInputStandardization(*split, mean, torch::zeros({128}), &*classifier).code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
 }  // namespace
 }  // namespace kaizen::training

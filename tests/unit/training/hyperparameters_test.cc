@@ -108,5 +108,77 @@ TEST(HyperparametersTest, RejectsOutOfRangeHyperparameters) {
           .ok());
 }
 
+// Steps, not epochs, are the budget on tiny datasets: 5 images per class x 5
+// classes get an even batch size and at least 300 optimiser steps, with a
+// warm-up over a share of them; explicit epochs or batch size win.
+TEST(HyperparametersTest, BudgetsTinyDatasetsInOptimiserSteps) {
+  kaizen::v1::Hyperparameters none;
+  auto steps = [](const kaizen::v1::Hyperparameters& h, int64_t n) {
+    const int64_t batches = (n + h.batch_size() - 1) / h.batch_size();
+    return batches * h.epochs();
+  };
+  auto ft = ResolveHyperparameters(kaizen::v1::STRATEGY_FINE_TUNE, none, 25);
+  ASSERT_TRUE(ft.ok()) << ft.status();
+  EXPECT_EQ(ft->batch_size(), 13);  // 13 + 12
+  EXPECT_EQ(ft->epochs(), 150);     // 300 steps, not 30 x 2 = 60
+  EXPECT_GE(steps(*ft, 25), 300);
+  // Warm-up over 5% of the steps (15), not one 2-step epoch.
+  EXPECT_DOUBLE_EQ(ft->schedule().warmup_epochs(), 7.5);
+  EXPECT_EQ(ft->schedule().kind(), kaizen::v1::SCHEDULE_COSINE);
+
+  auto fe = ResolveHyperparameters(kaizen::v1::STRATEGY_FEATURE_EXTRACTION, none, 25);
+  ASSERT_TRUE(fe.ok());
+  EXPECT_EQ(fe->batch_size(), 5);
+  EXPECT_EQ(fe->epochs(), 60);
+  EXPECT_EQ(fe->schedule().warmup_epochs(), 0);
+
+  // 20 per class: 10 steps of 10 a epoch, and the epoch default gives more
+  // than the minimum.
+  auto twenty = ResolveHyperparameters(kaizen::v1::STRATEGY_SCRATCH, none, 100);
+  ASSERT_TRUE(twenty.ok());
+  EXPECT_EQ(twenty->batch_size(), 10);
+  EXPECT_EQ(twenty->epochs(), 30);
+  EXPECT_DOUBLE_EQ(twenty->schedule().warmup_epochs(), 1.5);
+
+  // Large datasets keep the epoch defaults, the preferred batch size and one
+  // warm-up epoch.
+  auto big = ResolveHyperparameters(kaizen::v1::STRATEGY_FULL, none, 50000);
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(big->batch_size(), 64);
+  EXPECT_EQ(big->epochs(), 10);
+  EXPECT_DOUBLE_EQ(big->schedule().warmup_epochs(), 1);
+
+  // The caller's epochs win; a batch size of theirs is budgeted around.
+  kaizen::v1::Hyperparameters some;
+  some.set_epochs(30);
+  auto fixed = ResolveHyperparameters(kaizen::v1::STRATEGY_FINE_TUNE, some, 25);
+  ASSERT_TRUE(fixed.ok());
+  EXPECT_EQ(fixed->epochs(), 30);
+  EXPECT_EQ(fixed->batch_size(), 13);
+  some = {};
+  some.set_batch_size(16);
+  auto batch16 = ResolveHyperparameters(kaizen::v1::STRATEGY_FINE_TUNE, some, 25);
+  ASSERT_TRUE(batch16.ok());
+  EXPECT_EQ(batch16->batch_size(), 16);
+  EXPECT_EQ(batch16->epochs(), 150);  // 16 + 9: two steps an epoch
+
+  // A validation split counts only the images left to train on: 100 at 0.5
+  // trains on 50 (batches of 10, 5 a epoch: 60 epochs).
+  some = {};
+  some.mutable_validation()->set_split(0.5);
+  auto split = ResolveHyperparameters(kaizen::v1::STRATEGY_SCRATCH, some, 100);
+  ASSERT_TRUE(split.ok());
+  EXPECT_EQ(split->batch_size(), 10);
+  EXPECT_EQ(split->epochs(), 60);
+
+  // Early stopping's default patience grows with the epochs.
+  some = {};
+  some.mutable_early_stopping()->set_enabled(true);
+  some.mutable_validation()->set_split(0.2);
+  auto patient = ResolveHyperparameters(kaizen::v1::STRATEGY_SCRATCH, some, 25);
+  ASSERT_TRUE(patient.ok());
+  EXPECT_GE(patient->early_stopping().patience(), patient->epochs() / 10);
+}
+
 }  // namespace
 }  // namespace kaizen::training

@@ -32,6 +32,7 @@ TEST(ResumeStateTest, EveryFieldSurvivesARoundTrip) {
   s.position.torch_rng = std::string("\x01\x00\x02", 3);
   s.position.cuda_rng = "cuda";
   s.position.augment_rng = "augment";
+  s.feature_standardization = std::string("mean\0std", 8);
 
   absl::StatusOr<ResumeState> back = DecodeResumeState(EncodeResumeState(s));
   ASSERT_TRUE(back.ok()) << back.status();
@@ -58,6 +59,28 @@ TEST(ResumeStateTest, EveryFieldSurvivesARoundTrip) {
   EXPECT_EQ(back->position.torch_rng, s.position.torch_rng);
   EXPECT_EQ(back->position.cuda_rng, "cuda");
   EXPECT_EQ(back->position.augment_rng, "augment");
+  EXPECT_EQ(back->feature_standardization, s.feature_standardization);
+}
+
+// Version 2 (no feature standardisation): a FEATURE_EXTRACTION job
+// checkpointed before it existed resumes with an empty field, and so keeps
+// training its head on raw features.
+TEST(ResumeStateTest, TheSecondVersionStillDecodes) {
+  ResumeState s;
+  s.epochs_completed = 4;
+  s.position.step = 3;
+  s.position.augment_rng = "augment";
+  std::string v2 = EncodeResumeState(s);
+  // Version 3 ends with the field's 8-byte length (0 here).
+  ASSERT_EQ(v2.substr(v2.size() - 8), std::string(8, '\0'));
+  v2.resize(v2.size() - 8);
+  v2[4] = 2;  // the version, right after the magic
+  absl::StatusOr<ResumeState> back = DecodeResumeState(v2);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->epochs_completed, 4);
+  EXPECT_EQ(back->position.step, 3);
+  EXPECT_EQ(back->position.augment_rng, "augment");
+  EXPECT_TRUE(back->feature_standardization.empty());
 }
 
 // Version 1, as servers before pause/resume wrote it (epoch boundaries only):

@@ -8,6 +8,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/imaging/normalizer.h"
+#include "server/training/head.h"
+#include "server/training/hyperparameters.h"
+#include "server/training/image_set.h"
 #include "tests/unit/training/training_test_util.h"
 
 namespace kaizen::training {
@@ -15,6 +19,7 @@ namespace {
 
 using fixtures::Builtin;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 struct Recorder {
   std::vector<Checkpoint> checkpoints;
@@ -104,7 +109,9 @@ TEST(TrainerTest, FeatureCacheSkipsBackboneAfterFirstEpoch) {
   auto augmented =
       Train(Options(kaizen::v1::STRATEGY_FEATURE_EXTRACTION, base, hp), {&train, nullptr}, {});
   ASSERT_TRUE(augmented.ok());
-  EXPECT_EQ(augmented->backbone_forward_batches, 4 + 1);  // 4 steps + evaluation
+  // The features' statistics (for the head's standardised input), 4 steps,
+  // evaluation.
+  EXPECT_EQ(augmented->backbone_forward_batches, 1 + 4 + 1);
 }
 
 TEST(TrainerTest, SameSeedSameLoss) {
@@ -395,6 +402,198 @@ TEST(TrainerTest, RejectsUnsupportedStrategiesAndData) {
   auto failed = Train(Options(kaizen::v1::STRATEGY_FULL, wrong, hp), {&train, nullptr}, {});
   ASSERT_FALSE(failed.ok());
   EXPECT_THAT(std::string(failed.status().message()), HasSubstr("epoch 1 step 1: "));
+}
+
+// The images of `data` as a checkpoint's module takes them.
+torch::Tensor ModelInput(const datasets::DecodedDataset& data, const kaizen::v1::Model& meta) {
+  auto set = ConvertDataset(data, {meta.input_shape().begin(), meta.input_shape().end()});
+  EXPECT_TRUE(set.ok()) << set.status();
+  imaging::Normalizer normalizer(meta.normalization(), meta.input_shape(0), torch::kCPU);
+  return normalizer.Normalize(imaging::Normalizer::ToUnit(set->images));
+}
+
+torch::Tensor Labels(const datasets::DecodedDataset& data) {
+  std::vector<int64_t> labels;
+  for (const auto& r : data.records) labels.push_back(r.label);
+  return torch::tensor(labels, torch::kLong);
+}
+
+// Eval-mode logits of `module`, or, with `batch_statistics`, the logits with
+// every BatchNorm layer normalising by the statistics of this very batch.
+torch::Tensor Logits(torch::jit::Module module, const torch::Tensor& x, bool batch_statistics) {
+  torch::jit::Module copy = module.deepcopy();
+  copy.eval();
+  if (batch_statistics) {
+    for (const auto& m : copy.named_modules()) {
+      if (m.value.hasattr("running_mean")) {
+        torch::jit::Module bn = m.value;
+        bn.train();
+      }
+    }
+  }
+  torch::NoGradGuard no_grad;
+  return copy.forward({x}).toTensor();
+}
+
+// A from-scratch model trained on augmented images with batches that leave
+// BatchNorm's moving averages behind the weights: the last checkpoint's
+// statistics are recomputed on the un-augmented training images, so in eval
+// mode it gives the logits of normalising the whole training set by its own
+// statistics, and it says how many layers it recalibrated.
+TEST(TrainerTest, BatchNormIsRecalibratedOnTheTrainingImages) {
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 12);
+  auto hp = fixtures::FastHyperparameters(3, /*batch=*/8);
+  hp.set_learning_rate(0.01);
+  hp.mutable_augmentation()->set_enabled(true);
+  hp.mutable_augmentation()->set_random_crop_padding(3);
+  hp.mutable_augmentation()->set_brightness(0.4);
+  Recorder rec;
+  std::vector<std::string> messages;
+  Callbacks callbacks = rec.callbacks();
+  callbacks.on_message = [&](const std::string& m) { messages.push_back(m); };
+  const fixtures::BaseModel base = Builtin("cnn-small");
+  auto result =
+      Train(Options(kaizen::v1::STRATEGY_SCRATCH, base, hp), {&train, nullptr}, callbacks);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->batchnorm_recalibrated, 3);
+  ASSERT_EQ(rec.checkpoints.size(), 3u);
+  const Checkpoint& last = rec.checkpoints.back();
+  EXPECT_EQ(last.metadata.metrics().at("bn_recalibrated"), 3);
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_THAT(messages[0], HasSubstr("running statistics of the 3 layers that trained"));
+  EXPECT_EQ(result->notes, messages);
+
+  const torch::Tensor x = ModelInput(train, last.metadata);
+  const torch::Tensor eval = Logits(last.module, x, /*batch_statistics=*/false);
+  const torch::Tensor batch = Logits(last.module, x, /*batch_statistics=*/true);
+  const double scale = batch.abs().max().item<double>();
+  // Up to the unbiased variance (N-1 rather than N over 24 x 7 x 7 values).
+  EXPECT_LT((eval - batch).abs().max().item<double>(), 2e-3 * std::max(1.0, scale));
+
+  // The same job and seed give the same statistics (a resume recomputes
+  // them identically).
+  Recorder again;
+  ASSERT_TRUE(
+      Train(Options(kaizen::v1::STRATEGY_SCRATCH, base, hp), {&train, nullptr}, again.callbacks())
+          .ok());
+  const auto a = fixtures::Snapshot(last.module);
+  const auto b = fixtures::Snapshot(again.checkpoints.back().module);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second));
+}
+
+// FINE_TUNE trains the top block: only its BatchNorm layers are
+// recalibrated; the frozen ones keep the base's statistics exactly.
+TEST(TrainerTest, FrozenBatchNormKeepsThePretrainedStatistics) {
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 12);
+  auto hp = fixtures::FastHyperparameters(2, /*batch=*/8);
+  hp.set_trainable_blocks(1);
+  hp.set_backbone_lr_multiplier(0.1);
+  const fixtures::BaseModel base = Builtin("resnet-small");
+  Recorder rec;
+  auto result =
+      Train(Options(kaizen::v1::STRATEGY_FINE_TUNE, base, hp), {&train, nullptr}, rec.callbacks());
+  ASSERT_TRUE(result.ok()) << result.status();
+  // layer3: two blocks of two BatchNorm layers, and the shortcut's.
+  EXPECT_EQ(result->batchnorm_recalibrated, 5);
+  ASSERT_FALSE(result->notes.empty());
+  EXPECT_THAT(result->notes.back(), HasSubstr("10 frozen layers kept their pretrained statistics"));
+  const auto before = fixtures::Snapshot(base.module);
+  const auto after = fixtures::Snapshot(rec.checkpoints.back().module);
+  int compared = 0;
+  for (const auto& [name, value] : after) {
+    if (name.find("running_") == std::string::npos || name.rfind("layer3.", 0) == 0) continue;
+    for (const auto& [base_name, base_value] : before) {
+      if (base_name != name) continue;
+      EXPECT_TRUE(torch::equal(value, base_value)) << name;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 20);  // running mean and var of the 10 frozen layers
+}
+
+// A backbone whose features are 1000 times larger than usual (like a
+// randomly initialised torchvision resnet50's): the head trains on
+// standardised features, starts at a sane loss with the default
+// hyperparameters and converges, and the exported model, which has the
+// standardisation folded into its head, scores what the trainer measured.
+TEST(TrainerTest, FeatureExtractionConvergesWhateverTheFeatureScale) {
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 20);
+  datasets::DecodedDataset val = fixtures::SyntheticDataset(2, 10, 28, 1, 2);
+  fixtures::BaseModel base = Builtin("cnn-small");
+  {
+    // Scaling the last BatchNorm's affine map scales the features: ReLU,
+    // max- and average-pooling are positively homogeneous.
+    torch::NoGradGuard no_grad;
+    auto bn = FindSubmodule(base.module, "features.block3.bn");
+    ASSERT_TRUE(bn.ok());
+    bn->attr("weight").toTensor().mul_(1000);
+    bn->attr("bias").toTensor().mul_(1000);
+  }
+  kaizen::v1::Hyperparameters requested;
+  requested.set_seed(3);
+  auto hp = ResolveHyperparameters(kaizen::v1::STRATEGY_FEATURE_EXTRACTION, requested, 40);
+  ASSERT_TRUE(hp.ok()) << hp.status();
+  Recorder rec;
+  auto result = Train(Options(kaizen::v1::STRATEGY_FEATURE_EXTRACTION, base, *hp), {&train, &val},
+                      rec.callbacks());
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_FALSE(rec.steps.empty());
+  // ln 2 = 0.69 for a head that knows nothing; raw features gave hundreds.
+  EXPECT_LT(rec.steps.front().loss(), 2.0);
+  EXPECT_GE(result->last.train_accuracy(), 0.95);
+  EXPECT_GE(result->last.val_accuracy(), 0.9);
+  ASSERT_FALSE(result->notes.empty());
+  EXPECT_THAT(result->notes.front(), HasSubstr("standardised"));
+
+  const Checkpoint& last = rec.checkpoints.back();
+  const torch::Tensor logits = Logits(last.module, ModelInput(val, last.metadata), false);
+  const double loss = torch::nn::functional::cross_entropy(logits, Labels(val)).item<double>();
+  EXPECT_NEAR(loss, result->last.val_loss(), 1e-3 * std::max(1.0, loss));
+  const double accuracy = logits.argmax(1).eq(Labels(val)).to(torch::kDouble).mean().item<double>();
+  EXPECT_NEAR(accuracy, result->last.val_accuracy(), 0.051);  // one image of 20 at most
+}
+
+// A validation split that would leave a class fewer than 8 training images
+// is not taken: the job says so and trains on every image (the checkpoint
+// metric is train_loss, early stopping is off); a split that leaves enough
+// is kept.
+TEST(TrainerTest, TinyDatasetsTrainOnEveryImageInsteadOfSplitting) {
+  datasets::DecodedDataset tiny = fixtures::SyntheticDataset(2, 5);
+  auto hp = fixtures::FastHyperparameters(3, /*batch=*/16);
+  hp.mutable_validation()->set_split(0.2);
+  hp.mutable_early_stopping()->set_enabled(true);
+  hp.mutable_early_stopping()->set_patience(1);
+  Recorder rec;
+  std::vector<std::string> messages;
+  Callbacks callbacks = rec.callbacks();
+  callbacks.on_message = [&](const std::string& m) { messages.push_back(m); };
+  const fixtures::BaseModel base = Builtin("cnn-small");
+  auto result = Train(Options(kaizen::v1::STRATEGY_FULL, base, hp), {&tiny, nullptr}, callbacks);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_FALSE(messages.empty());
+  EXPECT_THAT(messages[0], HasSubstr("a 0.2 split would leave a class 4 training images"));
+  EXPECT_THAT(messages[0],
+              HasSubstr("all 10 images without validation and without early stopping"));
+  EXPECT_EQ(result->best_metric_name, "train_loss");
+  EXPECT_FALSE(result->stopped_early);
+  EXPECT_EQ(result->epochs_completed, 3);
+  ASSERT_EQ(rec.epochs.size(), 3u);
+  EXPECT_EQ(rec.epochs.back().val_accuracy(), 0);
+  EXPECT_FALSE(rec.checkpoints.back().metadata.metrics().contains("val_accuracy"));
+  // All 10 images in one batch: one step per epoch.
+  EXPECT_EQ(rec.steps.size(), 3u);
+
+  // 10 per class at 0.2: 8 train, just enough.
+  datasets::DecodedDataset enough = fixtures::SyntheticDataset(2, 10);
+  hp.mutable_early_stopping()->set_enabled(false);
+  Recorder kept;
+  auto split =
+      Train(Options(kaizen::v1::STRATEGY_FULL, base, hp), {&enough, nullptr}, kept.callbacks());
+  ASSERT_TRUE(split.ok()) << split.status();
+  EXPECT_EQ(split->best_metric_name, "val_accuracy");
+  EXPECT_TRUE(kept.checkpoints.back().metadata.metrics().contains("val_accuracy"));
+  for (const std::string& note : split->notes) EXPECT_THAT(note, Not(HasSubstr("validation")));
 }
 
 }  // namespace
