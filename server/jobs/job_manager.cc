@@ -277,6 +277,9 @@ absl::Status JobManager::CheckTestDataset(const kaizen::v1::StartFineTuneRequest
     return absl::Status(info.status().code(),
                         absl::StrCat("test_dataset: ", info.status().message()));
   }
+  if (absl::Status size = options_.evaluator->CheckSize(test, info->num_examples()); !size.ok()) {
+    return absl::Status(size.code(), absl::StrCat("test_dataset: ", size.message()));
+  }
   std::vector<std::string> train_classes, test_classes;
   for (const auto& c : train.classes()) train_classes.push_back(c.class_name());
   for (const auto& c : info->classes()) test_classes.push_back(c.class_name());
@@ -834,6 +837,10 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   cb.on_step = [&](const kaizen::v1::StepProgress& p) { OnStep(job, p, &throttle); };
   cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { OnEpoch(job, m); };
   cb.on_checkpoint = [&](const training::Checkpoint& c) { return OnCheckpoint(job, c); };
+  // What the trainer decided (a validation split dropped on tiny data, the
+  // head's standardised input, BatchNorm statistics recomputed) is part of
+  // the job's story.
+  cb.on_message = [&](const std::string& m) { PublishMessage(job->id(), m); };
 
   ASSIGN_OR_RETURN(training::TrainResult result, training::Train(opts, data, cb));
   *stopped = result.cancelled;
@@ -865,26 +872,64 @@ absl::Status JobManager::EvaluateOnTestDataset(const Job& job,
     r.set_name(req.output_model());
     r.set_version(version);
     r.set_dataset(req.test_dataset());
-    // A job waits for its turn rather than fail for a busy evaluator.
-    absl::StatusOr<kaizen::v1::Evaluation> e =
-        options_.evaluator->Evaluate(r, should_stop, /*wait_for_turn=*/true);
-    if (!e.ok()) {
-      return absl::Status(e.status().code(),
-                          absl::StrCat("evaluating version ", version, " on test dataset \"",
-                                       req.test_dataset(), "\": ", e.status().message()));
+    // A job waits for its turn rather than fail for a busy evaluator, and
+    // runs on its own device.
+    absl::StatusOr<kaizen::v1::Evaluation> e = options_.evaluator->Evaluate(
+        r, should_stop, /*wait_for_turn=*/true, torch::Device(job.device()));
+    if (absl::IsCancelled(e.status())) return e.status();
+    // The training succeeded and its versions are stored: a test set that
+    // cannot be evaluated is said, not turned into a failed job.
+    std::string stored_as;
+    if (e.ok()) {
+      absl::StatusOr<std::string> stored = StoreTestEvaluation(req.output_model(), version, *e);
+      if (stored.ok()) {
+        stored_as = *stored;
+      } else {
+        e = stored.status();
+      }
     }
-    RETURN_IF_ERROR(models_->SetTestEvaluation(req.output_model(), version, *e));
+    if (!e.ok()) {
+      PublishMessage(job.id(), absl::StrCat("test dataset ", req.test_dataset(), ": version ",
+                                            version, " was not evaluated: ", e.status().message()));
+      continue;
+    }
     const char* which = version == job.latest_version()
                             ? (version == job.best_version() ? "latest and best" : "latest")
                             : "best";
     PublishMessage(
         job.id(),
         absl::StrFormat("test dataset %s: version %d (%s) %.1f%% accuracy, "
-                        "top-%d %.1f%%, mean loss %.4f on %d images",
+                        "top-%d %.1f%%, mean loss %.4f on %d images%s",
                         req.test_dataset(), version, which, 100 * e->accuracy(), e->top_k(),
-                        100 * e->top_k_accuracy(), e->mean_loss(), e->examples()));
+                        100 * e->top_k_accuracy(), e->mean_loss(), e->examples(), stored_as));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> JobManager::StoreTestEvaluation(const std::string& model,
+                                                            int64_t version,
+                                                            kaizen::v1::Evaluation e) {
+  // A record holds at most common::kMaxRecordBytes: with many classes the
+  // confusion matrix, then the per-class rows, give way to the summary.
+  const bool had_confusion = e.confusion_size() > 0;
+  absl::Status st = models_->SetTestEvaluation(model, version, e);
+  if (st.ok()) {
+    return had_confusion ? std::string()
+                         : std::string("; without a confusion matrix (too many classes)");
+  }
+  if (!absl::IsInvalidArgument(st) || (!had_confusion && e.classes_size() == 0)) return st;
+  e.clear_confusion();
+  e.clear_predicted_classes();
+  st = models_->SetTestEvaluation(model, version, e);
+  if (st.ok()) {
+    return std::string("; stored without its confusion matrix (too large for the catalogue)");
+  }
+  if (!absl::IsInvalidArgument(st)) return st;
+  e.clear_classes();
+  RETURN_IF_ERROR(models_->SetTestEvaluation(model, version, e));
+  return std::string(
+      "; stored as a summary only (the per-class figures are too large for "
+      "the catalogue)");
 }
 
 }  // namespace kaizen::jobs

@@ -133,6 +133,11 @@ class JobManager {
   // stores each result with its version.
   absl::Status EvaluateOnTestDataset(const kaizen::v1::Job& job,
                                      const std::function<bool()>& should_stop);
+  // Stores `e` as the test_evaluation of one version, leaving out the
+  // confusion matrix and then the per-class rows when the record would be
+  // too large; returns what was left out, for the job's message.
+  absl::StatusOr<std::string> StoreTestEvaluation(const std::string& model, int64_t version,
+                                                  kaizen::v1::Evaluation e);
   absl::StatusOr<kaizen::v1::Dataset> CheckDatasets(
       const kaizen::v1::StartFineTuneRequest& request);
   // Reserves the output model's name for the job and stores the job; with a

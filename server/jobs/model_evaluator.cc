@@ -26,16 +26,27 @@ int ModelEvaluator::running() const {
   return running_;
 }
 
-bool ModelEvaluator::TakeTurn(bool wait) {
+bool ModelEvaluator::TakeTurn(bool wait, const std::function<bool()>& should_stop, bool* stopped) {
   absl::MutexLock lock(&mu_);
   const int limit = std::max(1, options_.max_concurrent);
   if (!wait && running_ >= limit) return false;
-  const auto has_room = [this, limit]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return running_ < limit;
-  };
-  mu_.Await(absl::Condition(&has_room));
+  const auto has_room = [this, limit]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return running_ < limit; };
+  // A waiting job still answers cancel, pause and shutdown.
+  while (!mu_.AwaitWithTimeout(absl::Condition(&has_room), absl::Milliseconds(100))) {
+    if (should_stop && should_stop()) {
+      *stopped = true;
+      return false;
+    }
+  }
   ++running_;
   return true;
+}
+
+absl::Status ModelEvaluator::CheckSize(const std::string& dataset, int64_t examples) const {
+  if (examples <= options_.max_examples) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "dataset \"", dataset, "\" has ", examples, " examples; an evaluation reads at most ",
+      options_.max_examples, " (--max_evaluation_examples)"));
 }
 
 void ModelEvaluator::EndTurn() {
@@ -45,7 +56,7 @@ void ModelEvaluator::EndTurn() {
 
 absl::StatusOr<kaizen::v1::Evaluation> ModelEvaluator::Evaluate(
     const kaizen::v1::EvaluateModelRequest& request, const std::function<bool()>& should_stop,
-    bool wait_for_turn) {
+    bool wait_for_turn, std::optional<torch::Device> device) {
   if (request.name().empty()) return absl::InvalidArgumentError("name is empty");
   if (request.dataset().empty()) return absl::InvalidArgumentError("dataset is empty");
   if (request.version() < 0) {
@@ -66,21 +77,23 @@ absl::StatusOr<kaizen::v1::Evaluation> ModelEvaluator::Evaluate(
   if (!model.ok()) {
     return absl::Status(model.status().code(), absl::StrCat("name: ", model.status().message()));
   }
+  if (!model->quarantine_reason().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model \"", model->name(), "\" version ", model->version(),
+                     " is quarantined (", model->quarantine_reason(), "); it is not run again"));
+  }
   absl::StatusOr<kaizen::v1::Dataset> info = datasets_->Get(request.dataset());
   if (!info.ok()) {
     return absl::Status(info.status().code(), absl::StrCat("dataset: ", info.status().message()));
   }
-  if (info->num_examples() > options_.max_examples) {
+  RETURN_IF_ERROR(CheckSize(request.dataset(), info->num_examples()));
+  bool stopped = false;
+  if (!TakeTurn(wait_for_turn, should_stop, &stopped)) {
+    if (stopped) return absl::CancelledError("stopped while waiting for a turn to evaluate");
+    const int n = std::max(1, options_.max_concurrent);
     return absl::ResourceExhaustedError(
-        absl::StrCat("dataset \"", request.dataset(), "\" has ", info->num_examples(),
-                     " examples; an evaluation reads at most ", options_.max_examples,
-                     " (--max_evaluation_examples)"));
-  }
-  if (!TakeTurn(wait_for_turn)) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(options_.max_concurrent,
-                     " evaluations are running already (--max_concurrent_evaluations); retry "
-                     "when one ends"));
+        absl::StrCat(n, n == 1 ? " evaluation is" : " evaluations are",
+                     " running already (--max_concurrent_evaluations); retry when one ends"));
   }
   absl::Cleanup end_turn = [this] { EndTurn(); };
   ASSIGN_OR_RETURN(torch::jit::Module module, models_->LoadModule(model->name(), model->version()));
@@ -88,7 +101,7 @@ absl::StatusOr<kaizen::v1::Evaluation> ModelEvaluator::Evaluate(
   training::EvaluateOptions eo;
   eo.top_k = request.top_k() == 0 ? 5 : request.top_k();
   eo.batch_size = options_.batch_size;
-  eo.device = options_.device;
+  eo.device = device.value_or(options_.device);
   eo.should_stop = should_stop;
   ASSIGN_OR_RETURN(kaizen::v1::Evaluation e,
                    training::EvaluateClassifier(module, *model, data, eo));

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -32,21 +33,28 @@ class ModelEvaluator {
   ModelEvaluator(Options options, store::ModelStore* models, store::DatasetStore* datasets);
 
   // Validates `request` (names, version >= 0, top_k in [0, 1000]) and
-  // evaluates. NOT_FOUND for an unknown model, version or dataset;
-  // FAILED_PRECONDITION for a built-in (untrained) model; INVALID_ARGUMENT for
-  // classes that do not match; RESOURCE_EXHAUSTED for a dataset over
-  // max_examples, or, unless `wait_for_turn`, when max_concurrent
-  // evaluations are running; CANCELLED when `should_stop` says so between
-  // batches.
-  absl::StatusOr<kaizen::v1::Evaluation> Evaluate(const kaizen::v1::EvaluateModelRequest& request,
-                                                  const std::function<bool()>& should_stop,
-                                                  bool wait_for_turn = false);
+  // evaluates, on `device` when given, else on Options::device. NOT_FOUND for
+  // an unknown model, version or dataset; FAILED_PRECONDITION for a built-in
+  // (untrained) model or a quarantined version (it crashed or failed to load
+  // for serving); INVALID_ARGUMENT for classes that do not match;
+  // RESOURCE_EXHAUSTED for a dataset over max_examples, or, unless
+  // `wait_for_turn`, when max_concurrent evaluations are running; CANCELLED
+  // when `should_stop` says so while waiting for a turn or between batches.
+  absl::StatusOr<kaizen::v1::Evaluation> Evaluate(
+      const kaizen::v1::EvaluateModelRequest& request, const std::function<bool()>& should_stop,
+      bool wait_for_turn = false, std::optional<torch::Device> device = std::nullopt);
+
+  // RESOURCE_EXHAUSTED, naming the flag, when a dataset of `examples` is
+  // over the limit; checked again by Evaluate.
+  absl::Status CheckSize(const std::string& dataset, int64_t examples) const;
 
   // Evaluations running now.
   int running() const;
 
  private:
-  bool TakeTurn(bool wait);
+  // False when no turn is free (and !wait) or should_stop said stop while
+  // waiting; *stopped tells the two apart.
+  bool TakeTurn(bool wait, const std::function<bool()>& should_stop, bool* stopped);
   void EndTurn();
 
   const Options options_;

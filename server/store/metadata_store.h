@@ -60,13 +60,15 @@ class MetadataStore {
   // version 0: every version. Returns the removed rows; NOT_FOUND if none.
   absl::StatusOr<std::vector<ModelRow>> DeleteModel(const std::string& name, int64_t version);
 
+  // Stores `evaluation` as the test_evaluation of one version (NOT_FOUND when
+  // it does not exist; INVALID_ARGUMENT when the record would exceed
+  // common::kMaxRecordBytes).
+  absl::Status SetTestEvaluation(const std::string& name, int64_t version,
+                                 const kaizen::v1::Evaluation& evaluation);
+
   // Quarantine: model versions that failed or crashed the server while
   // loading for serving, so that they are skipped from then on (also after a
   // restart) instead of retried in a loop. DeleteModel clears them.
-  // Stores `evaluation` as the test_evaluation of one version (NOT_FOUND when
-  // it does not exist).
-  absl::Status SetTestEvaluation(const std::string& name, int64_t version,
-                                 const kaizen::v1::Evaluation& evaluation);
   absl::Status QuarantineModel(const std::string& name, int64_t version, const std::string& reason);
   // Quarantined versions of `name` and why.
   absl::StatusOr<std::map<int64_t, std::string>> QuarantinedVersions(const std::string& name);

@@ -17,6 +17,16 @@
 #include "server/training/image_set.h"
 
 namespace kaizen::training {
+namespace {
+
+// "a, b, c" with at most `limit` names, then "and N more".
+std::string JoinSome(const std::vector<std::string>& names, size_t limit = 20) {
+  if (names.size() <= limit) return absl::StrJoin(names, ", ");
+  return absl::StrCat(absl::StrJoin(names.begin(), names.begin() + limit, ", "), " and ",
+                      names.size() - limit, " more");
+}
+
+}  // namespace
 
 absl::StatusOr<ClassMapping> MapClasses(const std::vector<std::string>& dataset_classes,
                                         const std::vector<std::string>& model_classes,
@@ -25,13 +35,18 @@ absl::StatusOr<ClassMapping> MapClasses(const std::vector<std::string>& dataset_
   ClassMapping mapping;
   if (model_classes.empty()) {
     if (num_model_outputs != n) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the model has no class names and ", num_model_outputs, " outputs; the dataset has ", n,
-          " classes, so they cannot be matched"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the model has no class names and ", num_model_outputs,
+                       " outputs; the dataset has ", n, " classes, so they cannot be matched"));
     }
     for (int64_t i = 0; i < n; ++i) mapping.model_index.push_back(i);
     mapping.description = "by index: the model has no class names";
     return mapping;
+  }
+  if (num_model_outputs > 0 && static_cast<int64_t>(model_classes.size()) != num_model_outputs) {
+    return absl::InvalidArgumentError(absl::StrCat("the model names ", model_classes.size(),
+                                                   " classes but has ", num_model_outputs,
+                                                   " outputs, so its answers cannot be named"));
   }
   if (dataset_classes == model_classes) {
     for (int64_t i = 0; i < n; ++i) mapping.model_index.push_back(i);
@@ -39,7 +54,12 @@ absl::StatusOr<ClassMapping> MapClasses(const std::vector<std::string>& dataset_
     return mapping;
   }
   absl::flat_hash_map<std::string, int64_t> index;
-  for (size_t i = 0; i < model_classes.size(); ++i) index.emplace(model_classes[i], i);
+  for (size_t i = 0; i < model_classes.size(); ++i) {
+    if (!index.emplace(model_classes[i], i).second) {
+      return absl::InvalidArgumentError(absl::StrCat("the model names class \"", model_classes[i],
+                                                     "\" twice, so names cannot be matched"));
+    }
+  }
   std::vector<std::string> unknown;
   std::vector<bool> used(model_classes.size(), false);
   for (const std::string& name : dataset_classes) {
@@ -52,10 +72,10 @@ absl::StatusOr<ClassMapping> MapClasses(const std::vector<std::string>& dataset_
     used[it->second] = true;
   }
   if (!unknown.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the dataset's class", unknown.size() == 1 ? " " : "es ", absl::StrJoin(unknown, ", "),
-        unknown.size() == 1 ? " is" : " are", " not among the model's classes (",
-        absl::StrJoin(model_classes, ", "), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the dataset's class", unknown.size() == 1 ? " " : "es ", JoinSome(unknown),
+                     unknown.size() == 1 ? " is" : " are", " not among the model's classes (",
+                     JoinSome(model_classes), ")"));
   }
   std::vector<std::string> absent;
   for (size_t i = 0; i < model_classes.size(); ++i) {
@@ -64,7 +84,7 @@ absl::StatusOr<ClassMapping> MapClasses(const std::vector<std::string>& dataset_
   mapping.description = "matched by name";
   if (!absent.empty()) {
     absl::StrAppend(&mapping.description, "; the dataset has no examples of the model's class",
-                    absent.size() == 1 ? " " : "es ", absl::StrJoin(absent, ", "));
+                    absent.size() == 1 ? " " : "es ", JoinSome(absent));
   }
   return mapping;
 }
@@ -82,9 +102,9 @@ absl::Status EvaluationAccumulator::Add(const torch::Tensor& logits, const torch
   const auto classes = static_cast<int64_t>(model_classes_.size());
   if (logits.dim() != 2 || logits.size(1) != classes || labels.dim() != 1 ||
       labels.size(0) != logits.size(0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the model answered logits of shape ", c10::str(logits.sizes()), " for ",
-        labels.size(0), " images; expected [", labels.size(0), ", ", classes, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model answered logits of shape ", c10::str(logits.sizes()), " for ",
+                     labels.size(0), " images; expected [", labels.size(0), ", ", classes, "]"));
   }
   const int64_t n = logits.size(0);
   if (n == 0) return absl::OkStatus();
@@ -127,8 +147,10 @@ kaizen::v1::Evaluation EvaluationAccumulator::Finish() const {
   e.set_top_k_accuracy(static_cast<double>(top_k_correct_) / total);
   e.set_mean_loss(loss_sum_ / total);
   e.set_class_mapping(mapping_.description);
-  for (const std::string& name : model_classes_) e.add_predicted_classes(name);
-  for (int64_t v : confusion_) e.add_confusion(v);
+  if (rows * cols <= kMaxConfusionCells) {
+    for (const std::string& name : model_classes_) e.add_predicted_classes(name);
+    for (int64_t v : confusion_) e.add_confusion(v);
+  }
   // Precision of dataset class i: of every example predicted as its model
   // class, the share of class i.
   std::vector<int64_t> predicted_as(cols, 0);
@@ -145,7 +167,8 @@ kaizen::v1::Evaluation EvaluationAccumulator::Finish() const {
     c->set_support(support);
     const double precision =
         predicted_as[j] > 0 ? static_cast<double>(hits) / static_cast<double>(predicted_as[j]) : 0;
-    const double recall = support > 0 ? static_cast<double>(hits) / static_cast<double>(support) : 0;
+    const double recall =
+        support > 0 ? static_cast<double>(hits) / static_cast<double>(support) : 0;
     c->set_precision(precision);
     c->set_recall(recall);
     c->set_f1(precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0);
@@ -165,7 +188,6 @@ absl::StatusOr<kaizen::v1::Evaluation> Run(const torch::jit::Module& module,
     return absl::InvalidArgumentError("the model's metadata has no [C, H, W] input shape");
   }
   const std::vector<int64_t> shape(model.input_shape().begin(), model.input_shape().end());
-  ASSIGN_OR_RETURN(ImageSet set, ConvertDataset(data, shape));
 
   std::vector<std::string> model_classes(model.class_names().begin(), model.class_names().end());
   const int64_t outputs = model.head().out_features();
@@ -182,19 +204,23 @@ absl::StatusOr<kaizen::v1::Evaluation> Run(const torch::jit::Module& module,
   m.eval();
   const imaging::Normalizer normalizer(model.normalization(), shape[0], options.device);
   const int64_t batch = std::max<int64_t>(1, options.batch_size);
-  for (int64_t begin = 0; begin < set.size(); begin += batch) {
+  const auto total = static_cast<int64_t>(data.records.size());
+  // One batch converted at a time: memory stays one batch of the model's
+  // input whatever the dataset's size.
+  for (int64_t begin = 0; begin < total; begin += batch) {
     if (options.should_stop && options.should_stop()) {
-      return absl::CancelledError(absl::StrCat("evaluation stopped after ", begin, " of ",
-                                               set.size(), " examples"));
+      return absl::CancelledError(
+          absl::StrCat("evaluation stopped after ", begin, " of ", total, " examples"));
     }
-    const int64_t n = std::min(batch, set.size() - begin);
-    const torch::Tensor x = normalizer.Normalize(
-        imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n).to(options.device)));
+    const int64_t n = std::min(batch, total - begin);
+    ASSIGN_OR_RETURN(const ImageSet set, ConvertRecords(data, begin, n, shape));
+    const torch::Tensor x =
+        normalizer.Normalize(imaging::Normalizer::ToUnit(set.images.to(options.device)));
     const torch::jit::IValue out = m.forward({x});
     if (!out.isTensor()) {
       return absl::InvalidArgumentError("the model's forward did not return a tensor of logits");
     }
-    RETURN_IF_ERROR(acc.Add(out.toTensor(), set.labels.narrow(0, begin, n)));
+    RETURN_IF_ERROR(acc.Add(out.toTensor(), set.labels));
   }
   kaizen::v1::Evaluation e = acc.Finish();
   e.set_model(model.name());

@@ -25,9 +25,10 @@ struct ClassMapping {
 
 // Matches `dataset_classes` to `model_classes` by name. Every dataset class
 // must be one of the model's (InvalidArgument names those that are not, and
-// the model's); the model may have more. A model without class names
-// (`model_classes` empty) is matched by index when it has exactly
-// `num_model_outputs` == dataset class count outputs.
+// up to 20 of the model's); the model may have more. The model's names must
+// be unique and, when `num_model_outputs` > 0, as many as its outputs. A
+// model without class names (`model_classes` empty) is matched by index when
+// it has exactly `num_model_outputs` == dataset class count outputs.
 absl::StatusOr<ClassMapping> MapClasses(const std::vector<std::string>& dataset_classes,
                                         const std::vector<std::string>& model_classes,
                                         int64_t num_model_outputs);
@@ -46,8 +47,12 @@ class EvaluationAccumulator {
   // out of range.
   absl::Status Add(const torch::Tensor& logits, const torch::Tensor& labels);
 
-  // Everything but model, version, dataset, timings and create_time.
+  // Everything but model, version, dataset, timings and create_time. The
+  // confusion matrix (and predicted_classes) is left out above
+  // kMaxConfusionCells cells, so that the answer stays a few MiB at most.
   kaizen::v1::Evaluation Finish() const;
+
+  static constexpr int64_t kMaxConfusionCells = 1'000'000;
 
  private:
   std::vector<std::string> dataset_classes_;

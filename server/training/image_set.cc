@@ -16,6 +16,11 @@ namespace kaizen::training {
 
 absl::StatusOr<ImageSet> ConvertDataset(const datasets::DecodedDataset& data,
                                         const std::vector<int64_t>& input_shape) {
+  return ConvertRecords(data, 0, static_cast<int64_t>(data.records.size()), input_shape);
+}
+
+absl::StatusOr<ImageSet> ConvertRecords(const datasets::DecodedDataset& data, int64_t begin,
+                                        int64_t count, const std::vector<int64_t>& input_shape) {
   if (input_shape.size() != 3 || input_shape[0] < 1 || input_shape[1] < 1 || input_shape[2] < 1) {
     return absl::InvalidArgumentError("the model's input_shape must be [C, H, W]");
   }
@@ -24,7 +29,12 @@ absl::StatusOr<ImageSet> ConvertDataset(const datasets::DecodedDataset& data,
     return absl::InvalidArgumentError(absl::StrFormat(
         "the model takes %d input channels; only 1 (grayscale) or 3 (RGB) are supported", C));
   }
-  const int64_t n = static_cast<int64_t>(data.records.size());
+  const auto records = static_cast<int64_t>(data.records.size());
+  if (begin < 0 || count < 0 || begin > records || count > records - begin) {
+    return absl::InvalidArgumentError(absl::StrFormat("records %d..%d are out of the dataset's %d",
+                                                      begin, begin + count, records));
+  }
+  const int64_t n = count;
   const int64_t num_classes = static_cast<int64_t>(data.class_names.size());
   ImageSet set;
   set.images = torch::empty({n, C, H, W}, torch::kUInt8);
@@ -32,7 +42,8 @@ absl::StatusOr<ImageSet> ConvertDataset(const datasets::DecodedDataset& data,
   uint8_t* out = set.images.data_ptr<uint8_t>();
   int64_t* labels = set.labels.data_ptr<int64_t>();
   const int64_t plane = H * W;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t i = begin + k;
     const datasets::DecodedDataset::Record& r = data.records[i];
     const int64_t bytes = int64_t{r.height} * r.width * r.channels;
     if (r.height < 1 || r.width < 1 || r.offset < 0 ||
@@ -49,9 +60,9 @@ absl::StatusOr<ImageSet> ConvertDataset(const datasets::DecodedDataset& data,
       return absl::InvalidArgumentError(absl::StrFormat(
           "record %d has label %d; the dataset has %d classes", i, r.label, num_classes));
     }
-    labels[i] = r.label;
+    labels[k] = r.label;
     imaging::ConvertImage(data.pixels.data() + r.offset, r.height, r.width, r.channels, C, H, W,
-                          out + i * C * plane);
+                          out + k * C * plane);
   }
   return set;
 }

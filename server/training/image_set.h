@@ -28,6 +28,10 @@ struct ImageSet {
 // does not fit in `pixels`, an unsupported channel count or a bad label.
 absl::StatusOr<ImageSet> ConvertDataset(const datasets::DecodedDataset& data,
                                         const std::vector<int64_t>& input_shape);
+// The same for the `count` records from `begin` (in range), so that a pass
+// over a large dataset holds one batch of converted images at a time.
+absl::StatusOr<ImageSet> ConvertRecords(const datasets::DecodedDataset& data, int64_t begin,
+                                        int64_t count, const std::vector<int64_t>& input_shape);
 
 // Rows `indices` of `set`.
 ImageSet Subset(const ImageSet& set, const std::vector<int64_t>& indices);

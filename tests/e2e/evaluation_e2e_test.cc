@@ -105,12 +105,24 @@ TEST_F(EvaluationE2E, TheStoredTestResultEvaluateModelAndPredictAgree) {
   EXPECT_EQ(confusion, std::vector<int64_t>(e->confusion().begin(), e->confusion().end()));
 }
 
-TEST_F(EvaluationE2E, RefusalsNameWhatIsWrong) {
+TEST_F(EvaluationE2E, ClassesMatchByNameAndRefusalsNameWhatIsWrong) {
   UploadSubset("train", {0, 1}, 20);
   UploadSubset("other", {0, 5}, 5);
   const v1::Job end =
       WaitForSuccess(Start(Request("cnn-small", "train", "out", v1::STRATEGY_SCRATCH, 1)).id());
   ASSERT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED);
+
+  // The same test images with their classes in the other order: each image
+  // is scored against its own class.
+  UploadSubset("in-order", {0, 1}, 10, 0, "t10k");
+  UploadSubset("swapped", {1, 0}, 10, 0, "t10k", {"class1", "class0"});
+  absl::StatusOr<v1::Evaluation> in_order = s_.client->EvaluateModel("out", 0, "in-order");
+  absl::StatusOr<v1::Evaluation> swapped = s_.client->EvaluateModel("out", 0, "swapped");
+  ASSERT_TRUE(in_order.ok() && swapped.ok()) << in_order.status() << swapped.status();
+  EXPECT_EQ(swapped->class_mapping(), "matched by name");
+  EXPECT_DOUBLE_EQ(swapped->accuracy(), in_order->accuracy());
+  EXPECT_EQ(swapped->classes(0).name(), "class1");
+  EXPECT_DOUBLE_EQ(swapped->classes(0).recall(), in_order->classes(1).recall());
 
   absl::StatusOr<v1::Evaluation> other = s_.client->EvaluateModel("out", 0, "other");
   EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);

@@ -55,13 +55,14 @@ class JobManagerTest : public ::testing::Test {
                               m->references_mutex());
   }
 
-  // `images` PNGs, half in class folder `odd`, half in `even`.
+  // `images` PNGs (pixels from seeds `seed`, `seed` + 1, ...), half in class
+  // folder `odd`, half in `even`.
   void UploadDataset(const std::string& name, int images = 8, const std::string& odd = "cats",
-                     const std::string& even = "dogs") {
+                     const std::string& even = "dogs", uint32_t seed = 0) {
     std::vector<test_util::ArchiveEntry> entries;
     for (int i = 0; i < images; ++i) {
-      entries.push_back(
-          {absl::StrCat(i % 2 ? odd : even, "/", i, ".png"), test_util::EncodePng(16, 16, 3, i)});
+      entries.push_back({absl::StrCat(i % 2 ? odd : even, "/", i, ".png"),
+                         test_util::EncodePng(16, 16, 3, seed + static_cast<uint32_t>(i))});
     }
     const std::string archive = test_util::MakeArchive(entries, test_util::ArchiveKind::kTar);
     kaizen::v1::UploadDatasetHeader h;
@@ -188,8 +189,9 @@ TEST_F(JobManagerTest, ATestDatasetIsCheckedHeldAndEvaluatesTheFinalVersions) {
   o.evaluator = &evaluator;
   MakeManager(o);
   UploadDataset("pets", 16);
-  UploadDataset("pets-test", 8);
+  UploadDataset("pets-test", 8, "cats", "dogs", /*seed=*/1000);  // images pets does not hold
   UploadDataset("birds", 8, "birds", "cats");
+  UploadDataset("many-pets", 40, "cats", "dogs", /*seed=*/2000);
   auto request = [](const std::string& test) {
     auto r = Request("pets", "out", 2);
     r.set_test_dataset(test);
@@ -201,6 +203,18 @@ TEST_F(JobManagerTest, ATestDatasetIsCheckedHeldAndEvaluatesTheFinalVersions) {
   auto missing = manager_->Submit(request("nope"));
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(missing.status().message(), HasSubstr("test_dataset:"));
+  // Over --max_evaluation_examples: refused now, not after training.
+  ModelEvaluator::Options small;
+  small.max_examples = 20;
+  ModelEvaluator small_evaluator(small, models_.get(), datasets_.get());
+  {
+    JobManager::Options so;
+    so.evaluator = &small_evaluator;
+    JobManager strict(so, jobs_.get(), datasets_.get(), models_.get(), events_.get());
+    auto large = strict.Submit(request("many-pets"));
+    EXPECT_EQ(large.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_THAT(large.status().message(), HasSubstr("test_dataset: dataset \"many-pets\" has 40"));
+  }
   auto birds = manager_->Submit(request("birds"));
   EXPECT_EQ(birds.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(birds.status().message(), HasSubstr("\"birds\" is not among"));
@@ -240,6 +254,56 @@ TEST_F(JobManagerTest, ATestDatasetIsCheckedHeldAndEvaluatesTheFinalVersions) {
             static_cast<int64_t>(evaluated.size()));
   // The job has ended: the test set is free to go.
   EXPECT_TRUE(datasets_->Delete("pets-test").ok());
+}
+
+// What the trainer decides reaches the job's events: on 4 images per class a
+// validation split is dropped, and BatchNorm statistics are recomputed at
+// the end.
+// A version that cannot be evaluated (here: quarantined by serving before the
+// job ends) is said in the job's events; the trained job still succeeds.
+TEST_F(JobManagerTest, ATestSetThatCannotBeEvaluatedDoesNotFailATrainedJob) {
+  ModelEvaluator evaluator(ModelEvaluator::Options{}, models_.get(), datasets_.get());
+  JobManager::Options o;
+  o.evaluator = &evaluator;
+  MakeManager(o);
+  UploadDataset("pets", 16);
+  UploadDataset("pets-test", 8, "cats", "dogs", /*seed=*/1000);
+  ASSERT_TRUE(models_->Quarantine("out", 1, "crashed the server while loading").ok());
+  auto r = Request("pets", "out", 1);
+  r.set_test_dataset("pets-test");
+  absl::StatusOr<Job> job = manager_->Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(manager_->Start().ok());
+  const Job end = WaitForEnd(job->id());
+  EXPECT_EQ(end.state(), kaizen::v1::JOB_STATE_SUCCEEDED) << end.error();
+  ASSERT_EQ(end.latest_version(), 1);
+  const std::vector<std::string> messages = Messages(job->id());
+  EXPECT_THAT(messages, ::testing::Contains(HasSubstr(
+                            "test dataset pets-test: version 1 was not evaluated: model \"out\" "
+                            "version 1 is quarantined")));
+  auto stored = models_->Get("out", 1);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_FALSE(stored->has_test_evaluation());
+}
+
+TEST_F(JobManagerTest, TheTrainersDecisionsAreJobEvents) {
+  MakeManager();
+  UploadDataset("pets", 8);
+  auto r = Request("pets", "out", 2);
+  r.mutable_hyperparameters()->mutable_validation()->set_split(0.25);
+  absl::StatusOr<Job> job = manager_->Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(manager_->Start().ok());
+  ASSERT_EQ(WaitForEnd(job->id()).state(), kaizen::v1::JOB_STATE_SUCCEEDED);
+  const std::vector<std::string> messages = Messages(job->id());
+  auto starting = [&](const std::string& prefix) {
+    return std::count_if(messages.begin(), messages.end(),
+                         [&](const std::string& m) { return m.rfind(prefix, 0) == 0; });
+  };
+  EXPECT_EQ(starting("validation: a 0.25 split would leave a class"), 1)
+      << testing::PrintToString(messages);
+  EXPECT_EQ(starting("BatchNorm: the running statistics of the "), 1)
+      << testing::PrintToString(messages);
 }
 
 TEST_F(JobManagerTest, DeletingADatasetCannotSlipBetweenAJobsCheckAndInsert) {

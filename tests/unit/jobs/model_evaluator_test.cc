@@ -3,6 +3,7 @@
 // fields, the limits on size and concurrency, and cancellation.
 #include "server/jobs/model_evaluator.h"
 
+#include <atomic>
 #include <future>
 #include <thread>
 
@@ -169,6 +170,40 @@ TEST_F(ModelEvaluatorTest, OneAtATimeRefusesCallsAndQueuesJobs) {
   EXPECT_TRUE(first.get().ok());
   EXPECT_TRUE(queued.get().ok());
   EXPECT_EQ(evaluator.running(), 0);
+}
+
+TEST_F(ModelEvaluatorTest, AJobWaitingForItsTurnStillStopsWhenAsked) {
+  ModelEvaluator evaluator = MakeEvaluator();
+  absl::Notification inside, release;
+  auto first = std::async(std::launch::async, [&] {
+    return evaluator.Evaluate(Request("cat-lover", "pets"), [&] {
+      if (!inside.HasBeenNotified()) inside.Notify();
+      release.WaitForNotification();
+      return false;
+    });
+  });
+  inside.WaitForNotification();
+  std::atomic<bool> stop{false};
+  auto waiting = std::async(std::launch::async, [&] {
+    return evaluator.Evaluate(
+        Request("cat-lover", "pets"), [&] { return stop.load(); },
+        /*wait_for_turn=*/true);
+  });
+  stop = true;
+  // Ends while the first evaluation still holds the only turn.
+  const absl::StatusOr<kaizen::v1::Evaluation> stopped = waiting.get();
+  EXPECT_EQ(stopped.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(stopped.status().message(), HasSubstr("waiting for a turn"));
+  EXPECT_EQ(evaluator.running(), 1);
+  release.Notify();
+  EXPECT_TRUE(first.get().ok());
+}
+
+TEST_F(ModelEvaluatorTest, AQuarantinedVersionIsNotRunAgain) {
+  ASSERT_TRUE(models_->Quarantine("cat-lover", 1, "crashed the server while loading").ok());
+  auto e = MakeEvaluator().Evaluate(Request("cat-lover", "pets"), nullptr);
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(e.status().message(), HasSubstr("quarantined (crashed the server while loading)"));
 }
 
 TEST_F(ModelEvaluatorTest, ACancelledEvaluationFreesItsTurn) {

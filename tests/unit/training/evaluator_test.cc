@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -24,13 +25,32 @@ TEST(MapClassesTest, IdenticalReorderedAndUnknownClasses) {
   auto subset = MapClasses({"c", "a"}, {"a", "b", "c"}, 3);
   ASSERT_TRUE(subset.ok()) << subset.status();
   EXPECT_THAT(subset->model_index, ElementsAre(2, 0));
-  EXPECT_EQ(subset->description, "matched by name; the dataset has no examples of the model's "
-                                 "class b");
+  EXPECT_EQ(subset->description,
+            "matched by name; the dataset has no examples of the model's "
+            "class b");
 
   auto unknown = MapClasses({"a", "zebra", "yak"}, {"a", "b"}, 2);
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(unknown.status().message(), HasSubstr("\"zebra\", \"yak\" are not among"));
   EXPECT_THAT(unknown.status().message(), HasSubstr("(a, b)"));
+}
+
+TEST(MapClassesTest, RefusesModelNamesThatCannotNameItsOutputs) {
+  auto count = MapClasses({"a"}, {"a", "b"}, 3);
+  EXPECT_EQ(count.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(count.status().message(), HasSubstr("names 2 classes but has 3 outputs"));
+  auto twice = MapClasses({"a"}, {"a", "b", "a"}, 3);
+  EXPECT_EQ(twice.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(twice.status().message(), HasSubstr("class \"a\" twice"));
+}
+
+TEST(MapClassesTest, AnErrorListsAtMostTwentyNames) {
+  std::vector<std::string> model;
+  for (int i = 0; i < 500; ++i) model.push_back(absl::StrCat("class-", i));
+  auto unknown = MapClasses({"zebra"}, model, 500);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("class-19 and 480 more)"));
+  EXPECT_LT(unknown.status().message().size(), 400u);
 }
 
 TEST(MapClassesTest, AModelWithoutNamesMatchesByIndexOnlyWithTheSameCount) {
@@ -83,6 +103,24 @@ TEST(EvaluationAccumulatorTest, CountsConfusionPrecisionRecallTopKAndLoss) {
   EXPECT_NEAR(e.mean_loss(), expected, 1e-5);
 }
 
+TEST(EvaluationAccumulatorTest, LeavesOutAConfusionMatrixOverTheCellLimit) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 1001; ++i) names.push_back(absl::StrCat(i));
+  std::vector<std::string> model(names.begin(), names.end() - 1);
+  model.push_back("extra");  // 1001 x 1001 cells: over the limit
+  model.push_back("more");
+  std::vector<std::string> dataset(names.begin(), names.end() - 1);
+  auto mapping = MapClasses(dataset, model, static_cast<int64_t>(model.size()));
+  ASSERT_TRUE(mapping.ok()) << mapping.status();
+  EvaluationAccumulator acc(dataset, model, *mapping, 1);
+  ASSERT_TRUE(acc.Add(torch::zeros({1, 1002}), torch::tensor({0}, torch::kLong)).ok());
+  const kaizen::v1::Evaluation e = acc.Finish();
+  EXPECT_EQ(e.confusion_size(), 0);
+  EXPECT_EQ(e.predicted_classes_size(), 0);
+  EXPECT_EQ(e.classes_size(), 1000) << "per-class figures stay";
+  EXPECT_EQ(e.examples(), 1);
+}
+
 TEST(EvaluationAccumulatorTest, RefusesLogitsOfTheWrongShapeAndLabelsOutOfRange) {
   auto mapping = MapClasses({"a", "b"}, {"a", "b"}, 2);
   ASSERT_TRUE(mapping.ok());
@@ -132,8 +170,7 @@ datasets::DecodedDataset FlatImages(const std::vector<uint8_t>& levels,
 
 TEST(EvaluateClassifierTest, RunsTheModelOverEveryImageInTheModelsInput) {
   // Five images; the one at 200 labelled dark is an error of the model's.
-  const datasets::DecodedDataset data =
-      FlatImages({10, 20, 200, 230, 250}, {0, 0, 0, 1, 1});
+  const datasets::DecodedDataset data = FlatImages({10, 20, 200, 230, 250}, {0, 0, 0, 1, 1});
   EvaluateOptions o;
   o.batch_size = 2;
   o.top_k = 1;
