@@ -190,7 +190,8 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "[--warmup_epochs=X] [--label_smoothing=X] "
        "[--early_stopping_patience=N] [--clip_norm=X] [--seed=N] "
        "[--augment=on|off] [--validation_split=X | --validation_dataset=NAME] "
-       "[--test_dataset=NAME] [--head=linear|mlp] [--head_warmup_epochs=N] "
+       "[--test_dataset=NAME] [--tune_trials=N [--tune_time_budget=S] [--tune_seed=N] "
+       "[--tune_reduction_factor=N]] [--head=linear|mlp] [--head_warmup_epochs=N] "
        "[--mixed_precision=off|bf16|fp16] [--priority=N] [--request_id=S] "
        "[--keep_checkpoints=N] [--teacher=MODEL[:V]] [--temperature=X] "
        "[--watch]",

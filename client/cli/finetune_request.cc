@@ -237,6 +237,40 @@ absl::Status SetHyperparameters(const FineTuneFlags& f, StartFineTuneRequest* re
   return absl::OkStatus();
 }
 
+absl::Status SetTuning(const FineTuneFlags& f, StartFineTuneRequest* request) {
+  kaizen::v1::TuningOptions* t = request->mutable_tuning();
+  if (!f.tune_trials.empty()) {
+    int32_t v = 0;
+    RETURN_IF_ERROR(
+        ParseInt<int32_t>("tune_trials", f.tune_trials, 1, "an integer from 1 to 64, e.g. 9", &v));
+    t->set_max_trials(v);
+  }
+  if (!f.tune_time_budget.empty()) {
+    int32_t v = 0;
+    RETURN_IF_ERROR(
+        ParseInt<int32_t>("tune_time_budget", f.tune_time_budget, 1, "seconds, e.g. 1800", &v));
+    t->set_time_budget_seconds(v);
+  }
+  if (!f.tune_seed.empty()) {
+    int64_t v = 0;
+    RETURN_IF_ERROR(ParseInt<int64_t>("tune_seed", f.tune_seed, 1, "an integer >= 1", &v));
+    t->set_seed(static_cast<uint64_t>(v));
+  }
+  if (!f.tune_reduction_factor.empty()) {
+    int32_t v = 0;
+    RETURN_IF_ERROR(ParseInt<int32_t>("tune_reduction_factor", f.tune_reduction_factor, 2,
+                                      "an integer from 2 to 10, e.g. 3", &v));
+    t->set_reduction_factor(v);
+  }
+  const bool other = t->time_budget_seconds() != 0 || t->seed() != 0 || t->reduction_factor() != 0;
+  if (t->max_trials() == 0 && other) {
+    return UsageError(
+        "--tune_time_budget, --tune_seed and --tune_reduction_factor need --tune_trials");
+  }
+  if (t->max_trials() == 0) request->clear_tuning();
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(const FineTuneFlags& f) {
@@ -255,6 +289,7 @@ absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(const FineTuneFla
   request.set_strategy(strategy);
   RETURN_IF_ERROR(SetHyperparameters(f, &request));
 
+  RETURN_IF_ERROR(SetTuning(f, &request));
   if (!f.teacher.empty()) {
     request.mutable_distillation()->set_teacher_model(f.teacher);
   }

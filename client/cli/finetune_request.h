@@ -48,6 +48,11 @@ struct FineTuneFlags {
   std::string priority;
   std::string request_id;
   std::string keep_checkpoints;
+  // Tuning (StartFineTuneRequest.tuning): trials, seconds, seed, factor.
+  std::string tune_trials;
+  std::string tune_time_budget;
+  std::string tune_seed;
+  std::string tune_reduction_factor;
   std::string teacher;  // DISTILL: MODEL[:VERSION]
   std::string temperature;
 };

@@ -94,6 +94,13 @@ ABSL_FLAG(std::string, validation_split, "",
 ABSL_FLAG(std::string, validation_dataset, "", "finetune start: separate validation dataset");
 ABSL_FLAG(std::string, test_dataset, "",
           "finetune start: a dataset the final versions are evaluated on (never trained on)");
+ABSL_FLAG(std::string, tune_trials, "",
+          "finetune start: tune first: this many trials (successive halving; 1-64)");
+ABSL_FLAG(std::string, tune_time_budget, "",
+          "finetune start: no tuning trial starts after this many seconds (default 3600)");
+ABSL_FLAG(std::string, tune_seed, "", "finetune start: seeds the tuning search (default: --seed)");
+ABSL_FLAG(std::string, tune_reduction_factor, "",
+          "finetune start: each tuning round keeps 1/N of its trials (default 3)");
 ABSL_FLAG(std::string, head_warmup_epochs, "",
           "finetune start: epochs that train the new head alone first");
 ABSL_FLAG(std::string, mixed_precision, "", "finetune start: off, bf16 or fp16");
@@ -207,6 +214,10 @@ int main(int argc, char** argv) {
   ft.priority = absl::GetFlag(FLAGS_priority);
   ft.request_id = absl::GetFlag(FLAGS_request_id);
   ft.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
+  ft.tune_trials = absl::GetFlag(FLAGS_tune_trials);
+  ft.tune_time_budget = absl::GetFlag(FLAGS_tune_time_budget);
+  ft.tune_seed = absl::GetFlag(FLAGS_tune_seed);
+  ft.tune_reduction_factor = absl::GetFlag(FLAGS_tune_reduction_factor);
   ft.teacher = absl::GetFlag(FLAGS_teacher);
   ft.temperature = absl::GetFlag(FLAGS_temperature);
   options.watch = absl::GetFlag(FLAGS_watch);

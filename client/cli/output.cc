@@ -669,6 +669,37 @@ std::string JobOneLine(const kaizen::v1::Job& job) {
   return out;
 }
 
+namespace {
+
+// Job.tuning: how trials were scored, every trial, and why the winner won.
+void AppendTuning(const kaizen::v1::Job& j, std::string* out) {
+  const kaizen::v1::TuningResult& t = j.tuning();
+  if (j.request().tuning().max_trials() == 0) return;
+  absl::StrAppend(out, "  tuning", t.done() ? "" : " (in progress)", ":\n");
+  if (!t.scoring().empty()) absl::StrAppend(out, "    scored on:  ", t.scoring(), "\n");
+  if (t.searched_size() > 0) {
+    absl::StrAppend(out, "    searched:   ", absl::StrJoin(t.searched(), ", "), "\n");
+  }
+  if (t.trials_size() > 0) {
+    Table trials({"TRIAL", "ROUND", "LR", "BACKBONE X", "BLOCKS", "EPOCHS", "VAL ACC", "VAL LOSS",
+                  "BEST EPOCH", "TIME", "OUTCOME"});
+    for (const kaizen::v1::TuningTrial& x : t.trials()) {
+      const bool failed = absl::StartsWith(x.outcome(), "failed");
+      trials.AddRow(
+          {absl::StrCat(x.trial()), absl::StrCat(x.round()), FormatLr(x.learning_rate()),
+           absl::StrFormat("%.3g", x.backbone_lr_multiplier()), absl::StrCat(x.trainable_blocks()),
+           absl::StrCat(x.epochs()), failed ? "-" : FormatPercent(x.val_accuracy()),
+           failed ? "-" : absl::StrFormat("%.4f", x.val_loss()),
+           failed ? "-" : absl::StrCat(x.best_epoch()), absl::StrFormat("%.1fs", x.seconds()),
+           x.outcome().empty() ? "scored" : x.outcome()});
+    }
+    absl::StrAppend(out, Indent(trials.Render(), 4));
+  }
+  if (!t.reason().empty()) absl::StrAppend(out, "    result:     ", t.reason(), "\n");
+}
+
+}  // namespace
+
 std::string JobDetails(const kaizen::v1::Job& j) {
   const kaizen::v1::StartFineTuneRequest& r = j.request();
   std::string out = absl::StrCat("Job ", j.id(), "\n");
@@ -740,6 +771,7 @@ std::string JobDetails(const kaizen::v1::Job& j) {
     }
     absl::StrAppend(&out, Indent(history.Render(), 4));
   }
+  AppendTuning(j, &out);
   return out;
 }
 

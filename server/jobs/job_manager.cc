@@ -28,6 +28,7 @@
 #include "server/training/resume_state.h"
 #include "server/training/strategy.h"
 #include "server/training/trainer.h"
+#include "server/training/tuner.h"
 
 namespace kaizen::jobs {
 
@@ -54,6 +55,21 @@ JobManager::JobManager(Options options, store::JobStore* jobs, store::DatasetSto
       events_(events) {}
 
 JobManager::~JobManager() { Stop(); }
+
+namespace {
+
+// Where a stopped job continues: its last checkpoint, or, stopped while
+// tuning, the search with its finished trials.
+std::string ResumePoint(const Job& job) {
+  if (job.latest_version() > 0) return absl::StrCat("checkpoint version ", job.latest_version());
+  if (job.tuning().trials_size() > 0) {
+    return absl::StrCat("its tuning search, keeping the ", job.tuning().trials_size(),
+                        " trials it finished");
+  }
+  return "its start";
+}
+
+}  // namespace
 
 absl::Status JobManager::Start() {
   // A crash leaves RUNNING jobs behind: nothing runs them now, so they go back
@@ -85,12 +101,9 @@ absl::Status JobManager::Start() {
       continue;
     }
     if (job.state() == kaizen::v1::JOB_STATE_RUNNING) {
-      PublishMessage(job.id(),
-                     absl::StrCat("the server restarted while this job ran; requeued to "
-                                  "resume from ",
-                                  job.latest_version() > 0
-                                      ? absl::StrCat("checkpoint version ", job.latest_version())
-                                      : std::string("the start")));
+      PublishMessage(job.id(), absl::StrCat("the server restarted while this job ran; requeued to "
+                                            "resume from ",
+                                            ResumePoint(job)));
       RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
     }
     if (job.state() == kaizen::v1::JOB_STATE_PAUSED && !job.preempted_by().empty()) {
@@ -231,6 +244,7 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
     if (existing) return *existing;
   }
   RETURN_IF_ERROR(training::CheckStrategyAvailable(request.strategy()));
+  RETURN_IF_ERROR(training::ValidateTuningOptions(request.tuning()));
   // Workers claim under mu_: none may take the job (nor Pause or Cancel
   // change it) between its insertion and its QUEUED event.
   absl::MutexLock lock(&mu_);
@@ -462,11 +476,8 @@ absl::StatusOr<Job> JobManager::Resume(const std::string& id) {
     }
     return job;
   }
-  PublishMessage(id, job.latest_version() > 0
-                         ? absl::StrCat("resumed by a user; back in the queue to continue from "
-                                        "checkpoint version ",
-                                        job.latest_version())
-                         : std::string("resumed by a user; back in the queue"));
+  PublishMessage(
+      id, absl::StrCat("resumed by a user; back in the queue to continue from ", ResumePoint(job)));
   RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
   wake_.Signal();
   PreemptForQueue();
@@ -603,7 +614,7 @@ JobManager::RunEnd JobManager::StoppedEnd(const Running& running, Job* job) {
   // A pause or a graceful shutdown is not the job's fault: it does not use
   // up one of its --max_job_attempts.
   job->set_attempts(std::max(0, job->attempts() - 1));
-  const std::string checkpoint = absl::StrCat("checkpoint version ", job->latest_version());
+  const std::string checkpoint = ResumePoint(*job);
   if (!running.pause) {
     PublishMessage(job->id(), shutting_down_
                                   ? absl::StrCat("the server is shutting down; the job will "
@@ -823,17 +834,27 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   } else {
     RETURN_IF_ERROR(LoadBaseModel(*job, dataset_info, &opts));
   }
-  ExplainIneffectiveSettings(*job, opts);
-
   training::TrainingData data;
   data.train = &train;
   data.validation = validation ? &*validation : nullptr;
-  ProgressThrottle throttle;
-  throttle.started = absl::Now();
   training::Callbacks cb;
   cb.should_stop = [&] {
     return running->cancel.load() || running->pause.load() || shutting_down_.load();
   };
+  // Tuning comes before the first checkpoint: a job with a version has
+  // finished it.
+  if (req.tuning().max_trials() > 0 && !job->tuning().done() && job->latest_version() == 0) {
+    ASSIGN_OR_RETURN(const bool tuned, TuneJob(job, opts, train, data.validation, cb.should_stop));
+    if (!tuned) {
+      *stopped = true;
+      return absl::OkStatus();
+    }
+    opts.hyperparameters = job->resolved_hyperparameters();
+  }
+  ExplainIneffectiveSettings(*job, opts);
+
+  ProgressThrottle throttle;
+  throttle.started = absl::Now();
   cb.on_step = [&](const kaizen::v1::StepProgress& p) { OnStep(job, p, &throttle); };
   cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { OnEpoch(job, m); };
   cb.on_checkpoint = [&](const training::Checkpoint& c) { return OnCheckpoint(job, c); };
@@ -858,6 +879,72 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
     return absl::OkStatus();
   }
   return evaluated;
+}
+
+absl::StatusOr<bool> JobManager::TuneJob(Job* job, const training::TrainerOptions& opts,
+                                         const datasets::DecodedDataset& train,
+                                         const datasets::DecodedDataset* validation,
+                                         const std::function<bool()>& should_stop) {
+  training::TunerOptions t;
+  t.strategy = opts.strategy;
+  t.requested = job->request().hyperparameters();
+  t.resolved = job->resolved_hyperparameters();
+  t.tuning = job->request().tuning();
+  t.base = opts.base;
+  t.base_metadata = opts.base_metadata;
+  t.device = opts.device;
+  t.done.assign(job->tuning().trials().begin(), job->tuning().trials().end());
+  t.spent = absl::Seconds(job->tuning().seconds());
+  if (!t.done.empty()) {
+    PublishMessage(job->id(), absl::StrCat("tuning continues; the ", t.done.size(),
+                                           " trials finished before the stop are kept"));
+  }
+  training::TunerCallbacks cb;
+  cb.should_stop = should_stop;
+  cb.on_trial = [&](const kaizen::v1::TuningTrial& trial) { RecordTrial(job, trial); };
+  cb.on_message = [&](const std::string& m) { PublishMessage(job->id(), m); };
+  ASSIGN_OR_RETURN(training::TuneOutcome out, training::Tune(t, train, validation, cb));
+  if (out.stopped) {
+    // The finished trials are in job->tuning already; the time counts.
+    job->mutable_tuning()->set_seconds(out.result.seconds());
+    RETURN_IF_ERROR(Persist(job));
+    return false;
+  }
+  *job->mutable_tuning() = std::move(out.result);
+  *job->mutable_resolved_hyperparameters() = out.winner;
+  job->set_total_epochs(out.winner.epochs());
+  RETURN_IF_ERROR(Persist(job));
+  return true;
+}
+
+void JobManager::RecordTrial(Job* job, const kaizen::v1::TuningTrial& trial) {
+  kaizen::v1::TuningResult* tuning = job->mutable_tuning();
+  kaizen::v1::TuningTrial* slot = nullptr;
+  for (kaizen::v1::TuningTrial& t : *tuning->mutable_trials()) {
+    if (t.trial() == trial.trial() && t.round() == trial.round()) slot = &t;
+  }
+  if (slot == nullptr) {
+    slot = tuning->add_trials();
+    // A new result: its line in the job's story.
+    PublishMessage(
+        job->id(),
+        absl::StrFormat("tuning trial %d (round %d): learning rate %.3g, backbone "
+                        "x%.3g, %d trainable blocks, %d epochs: %s",
+                        trial.trial(), trial.round(), trial.learning_rate(),
+                        trial.backbone_lr_multiplier(), trial.trainable_blocks(), trial.epochs(),
+                        trial.outcome().empty()
+                            ? absl::StrFormat("validation accuracy %.1f%%, loss %.4f (best at "
+                                              "epoch %d), %.1f s",
+                                              100 * trial.val_accuracy(), trial.val_loss(),
+                                              trial.best_epoch(), trial.seconds())
+                            : trial.outcome()));
+  }
+  *slot = trial;
+  // GetJob shows the trial at once; a failed write is retried with the next.
+  if (absl::Status st = Persist(job); !st.ok()) {
+    common::LogWarning("cannot record a tuning trial",
+                       {{"job", job->id()}, {"error", st.ToString()}});
+  }
 }
 
 absl::Status JobManager::EvaluateOnTestDataset(const Job& job,

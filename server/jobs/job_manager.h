@@ -171,6 +171,17 @@ class JobManager {
   absl::Status LoadBaseModel(const kaizen::v1::Job& job, const kaizen::v1::Dataset& dataset_info,
                              training::TrainerOptions* opts);
   void ExplainIneffectiveSettings(const kaizen::v1::Job& job, const training::TrainerOptions& opts);
+  // StartFineTuneRequest.tuning: runs the search (training/tuner.h) from
+  // the base in `opts`, keeping the trials of an earlier run that stopped;
+  // records every trial in job->tuning (GetJob) and in events; once it ends,
+  // the winner becomes job->resolved_hyperparameters. False when stopped at
+  // should_stop first.
+  absl::StatusOr<bool> TuneJob(kaizen::v1::Job* job, const training::TrainerOptions& opts,
+                               const datasets::DecodedDataset& train,
+                               const datasets::DecodedDataset* validation,
+                               const std::function<bool()>& should_stop);
+  // Stores one trial in job->tuning, replacing the same trial and round.
+  void RecordTrial(kaizen::v1::Job* job, const kaizen::v1::TuningTrial& trial);
   // Step progress events are published at most every progress_interval.
   struct ProgressThrottle {
     absl::Time started;

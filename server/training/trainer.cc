@@ -798,6 +798,7 @@ absl::StatusOr<bool> Trainer::RunSteps(EpochRun* run) {
 }
 
 absl::Status Trainer::CheckpointStoppedAt(const EpochRun& run, int64_t batch, int64_t global_step) {
+  if (!callbacks_.on_checkpoint) return absl::OkStatus();
   // Everything the remaining steps depend on besides the weights and the
   // optimizer, so that a resume continues with this very step.
   EpochPosition& pos = state_.position;
@@ -956,10 +957,13 @@ absl::StatusOr<bool> Trainer::FinishEpoch(const EpochRun& run, TrainResult* resu
   result->epochs_completed = epoch + 1;
 
   if (callbacks_.on_epoch) callbacks_.on_epoch(metrics);
-  where_ = absl::StrCat("epoch ", epoch + 1, " checkpoint");
-  ASSIGN_OR_RETURN(Checkpoint cp, MakeCheckpoint(epoch + 1, (epoch + 1) * steps_per_epoch_, is_best,
-                                                 last_recalibrated_));
-  if (callbacks_.on_checkpoint) RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
+  // Nobody takes checkpoints (a tuning trial): none is built.
+  if (callbacks_.on_checkpoint) {
+    where_ = absl::StrCat("epoch ", epoch + 1, " checkpoint");
+    ASSIGN_OR_RETURN(Checkpoint cp, MakeCheckpoint(epoch + 1, (epoch + 1) * steps_per_epoch_,
+                                                   is_best, last_recalibrated_));
+    RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
+  }
   return PatienceExhausted(hp_.early_stopping(), state_);
 }
 

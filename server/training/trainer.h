@@ -59,7 +59,8 @@ struct Checkpoint {
 struct Callbacks {
   std::function<void(const kaizen::v1::StepProgress&)> on_step;  // every step
   std::function<void(const kaizen::v1::EpochMetrics&)> on_epoch;
-  // An error aborts training with that status.
+  // An error aborts training with that status. Unset: no checkpoint is
+  // built at all (tuning trials), which saves a copy of the model per epoch.
   std::function<absl::Status(const Checkpoint&)> on_checkpoint;
   // Checked before every step: true stops training there (cancel, pause or
   // shutdown) after a final checkpoint from which it can resume at that step.

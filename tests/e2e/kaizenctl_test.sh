@@ -463,6 +463,26 @@ else
 fi
 expect_error FAILED_PRECONDITION "evaluate a built-in (random weights)" models evaluate cnn-small tiny
 expect_error NOT_FOUND "evaluate on an unknown dataset" models evaluate tiny-cnn no-such-dataset
+
+# Tuning: 3 trials of 2 epochs (one round), scored by a validation split
+# (30 images per class); jobs get shows the trials and why the winner won.
+if out=$(ctl finetune start --base=cnn-small --dataset=tiny --output_model=tiny-tuned \
+  --strategy=scratch --epochs=2 --batch_size=16 --seed=7 --tune_trials=3 --tune_seed=2 \
+  --watch 2>&1) && [[ $out == *"tuning trial 3 (round 1)"* && $out == *"tuning: trial "* ]]; then
+  pass "finetune start --tune_trials: the watch shows each trial and the winner"
+else
+  fail "finetune start --tune_trials: $out"
+fi
+TUNED_ID=$(sed -n 's/^job \([^ ]*\) queued$/\1/p' <<<"$out" | head -n 1)
+if out=$(ctl jobs get "$TUNED_ID" 2>&1) && [[ $out == *"tuning:"* &&
+  $out == *"stratified 20% validation split"* && $out == *"winner"* &&
+  $out == *"result:     trial "* ]]; then
+  pass "jobs get shows the tuning trials, how they were scored and the result"
+else
+  fail "jobs get $TUNED_ID (tuning): $out"
+fi
+expect_error INVALID_ARGUMENT "65 tuning trials" finetune start --base=cnn-small --dataset=tiny \
+  --output_model=tiny-too-many --strategy=scratch --tune_trials=65
 if run_json "$TMP/jobs.json" jobs list --state=succeeded; then
   check_json "jobs list --state=succeeded lists the job" "$TMP/jobs.json" '
 assert "'"$JOB_ID"'" in [j["id"] for j in d["jobs"]], d

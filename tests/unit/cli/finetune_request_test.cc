@@ -153,6 +153,38 @@ TEST(FineTuneRequestTest, DistillationCarriesTeacherAndTemperature) {
   EXPECT_DOUBLE_EQ(r->distillation().temperature(), 4);
 }
 
+TEST(FineTuneRequestTest, TuningFlagsFillTuningOptionsAndNeedTheTrialCount) {
+  FineTuneFlags f = Required();
+  f.tune_trials = "9";
+  f.tune_time_budget = "600";
+  f.tune_seed = "5";
+  f.tune_reduction_factor = "3";
+  absl::StatusOr<kaizen::v1::StartFineTuneRequest> r = BuildStartFineTuneRequest(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->tuning().max_trials(), 9);
+  EXPECT_EQ(r->tuning().time_budget_seconds(), 600);
+  EXPECT_EQ(r->tuning().seed(), 5u);
+  EXPECT_EQ(r->tuning().reduction_factor(), 3);
+  // Without --tune_trials there is no tuning, and its other flags are errors.
+  EXPECT_FALSE(BuildStartFineTuneRequest(Required())->has_tuning());
+  f.tune_trials = "";
+  r = BuildStartFineTuneRequest(f);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(IsUsageError(r.status()));
+  EXPECT_THAT(r.status().message(), HasSubstr("need --tune_trials"));
+  f = Required();
+  for (const char* bad : {"0", "x", "-2"}) {
+    f.tune_trials = bad;
+    r = BuildStartFineTuneRequest(f);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr(absl::StrCat("--tune_trials=", bad, ": expected")));
+  }
+  f.tune_trials = "4";
+  f.tune_reduction_factor = "1";
+  EXPECT_THAT(BuildStartFineTuneRequest(f).status().message(),
+              HasSubstr("--tune_reduction_factor=1: expected"));
+}
+
 TEST(ParseJobStatesTest, TakesShortNamesEnumNamesAndTheAmericanSpelling) {
   absl::StatusOr<std::vector<kaizen::v1::JobState>> s =
       ParseJobStates("queued, JOB_STATE_RUNNING,canceled,Paused");

@@ -77,6 +77,43 @@ TEST(OutputTest, ValidationIsReadFromTheHistoryFirst) {
   EXPECT_FALSE(JobHasValidation(kaizen::v1::Job()));
 }
 
+TEST(OutputTest, JobDetailsListTheTuningTrialsAndTheResult) {
+  kaizen::v1::Job job;
+  job.set_id("ft-1");
+  EXPECT_THAT(JobDetails(job), ::testing::Not(HasSubstr("tuning")));
+  job.mutable_request()->mutable_tuning()->set_max_trials(2);
+  EXPECT_THAT(JobDetails(job), HasSubstr("  tuning (in progress):\n"));
+  kaizen::v1::TuningResult* t = job.mutable_tuning();
+  t->set_scoring("3-fold stratified cross-validation");
+  t->add_searched("learning_rate");
+  kaizen::v1::TuningTrial* a = t->add_trials();
+  a->set_trial(1);
+  a->set_round(1);
+  a->set_learning_rate(0.01);
+  a->set_epochs(30);
+  a->set_val_accuracy(0.8);
+  a->set_val_loss(0.5);
+  a->set_best_epoch(28);
+  a->set_seconds(2.5);
+  a->set_outcome("winner");
+  kaizen::v1::TuningTrial* b = t->add_trials();
+  b->set_trial(2);
+  b->set_round(1);
+  b->set_learning_rate(0.5);
+  b->set_epochs(30);
+  b->set_outcome("failed: loss became NaN");
+  t->set_done(true);
+  t->set_winner(1);
+  t->set_reason("trial 1 won");
+  const std::string text = JobDetails(job);
+  EXPECT_THAT(text, HasSubstr("  tuning:\n    scored on:  3-fold stratified cross-validation\n"
+                              "    searched:   learning_rate\n"));
+  EXPECT_THAT(text, HasSubstr("80.0%"));
+  EXPECT_THAT(text, HasSubstr("winner"));
+  EXPECT_THAT(text, HasSubstr("failed: loss became NaN"));
+  EXPECT_THAT(text, HasSubstr("    result:     trial 1 won\n"));
+}
+
 TEST(OutputTest, PredictionTableNamesInputsByOrder) {
   kaizen::v1::PredictResponse response;
   response.set_version(3);

@@ -1,0 +1,110 @@
+// Automatic tuning for a fine-tuning job (StartFineTuneRequest.tuning): a
+// seeded successive-halving search over the learning rate, the backbone's
+// learning-rate multiplier, the trainable blocks and the epochs, each trial
+// scored on held-out training data, never on a test set. A pure library like
+// the trainer: the caller (JobManager) stores the trials, publishes them as
+// events and runs the final training with the winner.
+//
+// Scoring. A validation dataset named by the request scores every trial,
+// which then trains on all the training data. Otherwise, when every class has
+// at least kMinPerClassForSplit images (or the set holds over 10,000), a
+// stratified 20% split; with 2 to kMinPerClassForSplit - 1 images in the
+// smallest class, stratified k-fold cross-validation (k = min(3, smallest
+// class)); with a class of one image,
+// nothing can be scored and the defaults stand (said in
+// TuningResult.scoring).
+//
+// The search. Trial 1 is the defaults, so the winner is never worse than the
+// defaults on the data that scores it; trials 2..max_trials are sampled
+// (seeded) around them: the learning rate log-uniformly in [default / 10,
+// default * 3], the backbone multiplier (FINE_TUNE, FULL) log-uniformly in
+// [0.01, 1], the trainable blocks (FINE_TUNE) uniformly from 1 to the base's
+// block count. Only what the request leaves unset is searched. Each round
+// keeps the best 1/reduction_factor of its trials (by mean validation
+// accuracy; lower validation loss breaks ties) and gives them
+// reduction_factor times the epochs; the round that starts with at most
+// reduction_factor trials is the last and runs the full epochs, and its best
+// trial wins. When the epochs are searched, the winner's epochs are the
+// share of the full budget at which its mean validation accuracy peaked (the
+// latest epoch within kEpochTolerance of the peak), applied to the budget of
+// the final run on all the data.
+#pragma once
+
+#include <torch/script.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "kaizen/v1/finetune_service.pb.h"
+#include "kaizen/v1/model_service.pb.h"
+#include "server/datasets/dataset_file.h"
+
+namespace kaizen::training {
+
+// The smallest class needs this many images for a 20% split that leaves it
+// 8 to train on; below it, k-fold.
+inline constexpr int kMinPerClassForSplit = 10;
+// Accuracy within this of the peak counts as the peak when choosing epochs.
+inline constexpr double kEpochTolerance = 0.005;
+inline constexpr int kMaxTuningTrials = 64;
+
+struct TunerOptions {
+  kaizen::v1::Strategy strategy = kaizen::v1::STRATEGY_UNSPECIFIED;
+  // As the caller asked (unset fields are searched) and as resolved for the
+  // whole training set (ResolveHyperparameters; the seed is the job's).
+  kaizen::v1::Hyperparameters requested;
+  kaizen::v1::Hyperparameters resolved;
+  kaizen::v1::TuningOptions tuning;
+  // The base the trials start from (never modified) and its metadata.
+  torch::jit::Module base;
+  kaizen::v1::Model base_metadata;
+  torch::Device device = torch::kCPU;
+  // Trials of an earlier run of the same search that stopped (pause,
+  // shutdown): a planned trial with the same number and round is taken from
+  // here instead of trained again. The search is deterministic, so the plan
+  // is the same.
+  std::vector<kaizen::v1::TuningTrial> done;
+  // Time already spent by that earlier run; counts against the budget.
+  absl::Duration spent = absl::ZeroDuration();
+  // Tests: the tuning clock.
+  std::function<absl::Time()> now;
+};
+
+struct TunerCallbacks {
+  // Checked before every training step of every trial: true stops tuning.
+  std::function<bool()> should_stop;
+  // Each trial once its score is known (also trials taken from `done`, with
+  // their outcome updated once a round ends).
+  std::function<void(const kaizen::v1::TuningTrial&)> on_trial;
+  // Decisions in words: the scoring, each round's promotions, the winner.
+  std::function<void(const std::string&)> on_message;
+};
+
+struct TuneOutcome {
+  kaizen::v1::TuningResult result;
+  // Stopped by should_stop before the search ended: `result` holds the trials
+  // finished so far, done is false.
+  bool stopped = false;
+  // When result.done: the hyperparameters of the final run, resolved for the
+  // whole training set (the defaults when no trial could be scored).
+  kaizen::v1::Hyperparameters winner;
+};
+
+// Never throws. InvalidArgument for bad TuningOptions ("tuning.max_trials is
+// 100; it must be in [0, 64]") or a validation dataset whose classes differ;
+// a trial whose settings fail (a loss that became NaN) is recorded as
+// "failed: ..." and the search goes on; other training errors (out of memory)
+// end the search with that status.
+absl::StatusOr<TuneOutcome> Tune(const TunerOptions& options,
+                                 const datasets::DecodedDataset& train,
+                                 const datasets::DecodedDataset* validation,
+                                 const TunerCallbacks& callbacks);
+
+// The checks Tune makes on options.tuning, for StartFineTune to refuse a bad
+// request before it is queued.
+absl::Status ValidateTuningOptions(const kaizen::v1::TuningOptions& tuning);
+
+}  // namespace kaizen::training
