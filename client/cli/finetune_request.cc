@@ -252,9 +252,9 @@ absl::Status SetTuning(const FineTuneFlags& f, StartFineTuneRequest* request) {
     t->set_time_budget_seconds(v);
   }
   if (!f.tune_seed.empty()) {
-    int64_t v = 0;
-    RETURN_IF_ERROR(ParseInt<int64_t>("tune_seed", f.tune_seed, 1, "an integer >= 1", &v));
-    t->set_seed(static_cast<uint64_t>(v));
+    uint64_t v = 0;
+    RETURN_IF_ERROR(ParseInt<uint64_t>("tune_seed", f.tune_seed, 1, "an integer >= 1", &v));
+    t->set_seed(v);
   }
   if (!f.tune_reduction_factor.empty()) {
     int32_t v = 0;

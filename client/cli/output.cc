@@ -675,19 +675,28 @@ namespace {
 void AppendTuning(const kaizen::v1::Job& j, std::string* out) {
   const kaizen::v1::TuningResult& t = j.tuning();
   if (j.request().tuning().max_trials() == 0) return;
-  absl::StrAppend(out, "  tuning", t.done() ? "" : " (in progress)", ":\n");
+  const bool ended =
+      j.state() == kaizen::v1::JOB_STATE_CANCELLED || j.state() == kaizen::v1::JOB_STATE_FAILED;
+  absl::StrAppend(out, "  tuning", t.done() ? "" : (ended ? " (did not finish)" : " (in progress)"),
+                  ":\n");
   if (!t.scoring().empty()) absl::StrAppend(out, "    scored on:  ", t.scoring(), "\n");
   if (t.searched_size() > 0) {
     absl::StrAppend(out, "    searched:   ", absl::StrJoin(t.searched(), ", "), "\n");
   }
+  auto searched = [&t](absl::string_view name) {
+    return std::find(t.searched().begin(), t.searched().end(), name) != t.searched().end();
+  };
   if (t.trials_size() > 0) {
     Table trials({"TRIAL", "ROUND", "LR", "BACKBONE X", "BLOCKS", "EPOCHS", "VAL ACC", "VAL LOSS",
                   "BEST EPOCH", "TIME", "OUTCOME"});
     for (const kaizen::v1::TuningTrial& x : t.trials()) {
       const bool failed = absl::StartsWith(x.outcome(), "failed");
       trials.AddRow(
-          {absl::StrCat(x.trial()), absl::StrCat(x.round()), FormatLr(x.learning_rate()),
-           absl::StrFormat("%.3g", x.backbone_lr_multiplier()), absl::StrCat(x.trainable_blocks()),
+          {absl::StrCat(x.trial()), absl::StrCat(x.round()),
+           searched("learning_rate") ? FormatLr(x.learning_rate()) : "-",
+           searched("backbone_lr_multiplier") ? absl::StrFormat("%.3g", x.backbone_lr_multiplier())
+                                              : "-",
+           searched("trainable_blocks") ? absl::StrCat(x.trainable_blocks()) : "-",
            absl::StrCat(x.epochs()), failed ? "-" : FormatPercent(x.val_accuracy()),
            failed ? "-" : absl::StrFormat("%.4f", x.val_loss()),
            failed ? "-" : absl::StrCat(x.best_epoch()), absl::StrFormat("%.1fs", x.seconds()),

@@ -64,7 +64,7 @@ std::string ResumePoint(const Job& job) {
   if (job.latest_version() > 0) return absl::StrCat("checkpoint version ", job.latest_version());
   if (job.tuning().trials_size() > 0) {
     return absl::StrCat("its tuning search, keeping the ", job.tuning().trials_size(),
-                        " trials it finished");
+                        " trial runs it finished");
   }
   return "its start";
 }
@@ -244,7 +244,8 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
     if (existing) return *existing;
   }
   RETURN_IF_ERROR(training::CheckStrategyAvailable(request.strategy()));
-  RETURN_IF_ERROR(training::ValidateTuningOptions(request.tuning()));
+  RETURN_IF_ERROR(training::ValidateTuningRequest(request.strategy(), request.hyperparameters(),
+                                                  request.tuning()));
   // Workers claim under mu_: none may take the job (nor Pause or Cancel
   // change it) between its insertion and its QUEUED event.
   absl::MutexLock lock(&mu_);
@@ -630,9 +631,12 @@ JobManager::RunEnd JobManager::StoppedEnd(const Running& running, Job* job) {
   job->set_pause_reason(requeue ? absl::StrCat("preempted by job ", running.preempted_by)
                                 : std::string(kPausedByUser));
   job->set_pause_count(job->pause_count() + 1);
-  PublishMessage(job->id(), absl::StrCat(job->pause_reason(), " after step ", job->step(), "/",
-                                         job->total_steps(), "; it continues from ", checkpoint,
-                                         requeue ? " once a worker is free" : " after ResumeJob"));
+  const std::string where = job->total_steps() > 0
+                                ? absl::StrCat(" after step ", job->step(), "/", job->total_steps())
+                                : std::string(" while tuning");
+  PublishMessage(job->id(),
+                 absl::StrCat(job->pause_reason(), where, "; it continues from ", checkpoint,
+                              requeue ? " once a worker is free" : " after ResumeJob"));
   return {kaizen::v1::JOB_STATE_PAUSED, requeue};
 }
 
@@ -897,11 +901,18 @@ absl::StatusOr<bool> JobManager::TuneJob(Job* job, const training::TrainerOption
   t.spent = absl::Seconds(job->tuning().seconds());
   if (!t.done.empty()) {
     PublishMessage(job->id(), absl::StrCat("tuning continues; the ", t.done.size(),
-                                           " trials finished before the stop are kept"));
+                                           " trial runs finished before the stop are kept"));
   }
   training::TunerCallbacks cb;
   cb.should_stop = should_stop;
-  cb.on_trial = [&](const kaizen::v1::TuningTrial& trial) { RecordTrial(job, trial); };
+  cb.on_plan = [&](const kaizen::v1::TuningResult& plan) {
+    job->mutable_tuning()->set_scoring(plan.scoring());
+    *job->mutable_tuning()->mutable_searched() = plan.searched();
+  };
+  cb.on_trial = [&](const kaizen::v1::TuningTrial& trial, absl::Duration elapsed) {
+    job->mutable_tuning()->set_seconds(absl::ToDoubleSeconds(elapsed));
+    RecordTrial(job, trial);
+  };
   cb.on_message = [&](const std::string& m) { PublishMessage(job->id(), m); };
   ASSIGN_OR_RETURN(training::TuneOutcome out, training::Tune(t, train, validation, cb));
   if (out.stopped) {
@@ -928,10 +939,8 @@ void JobManager::RecordTrial(Job* job, const kaizen::v1::TuningTrial& trial) {
     // A new result: its line in the job's story.
     PublishMessage(
         job->id(),
-        absl::StrFormat("tuning trial %d (round %d): learning rate %.3g, backbone "
-                        "x%.3g, %d trainable blocks, %d epochs: %s",
-                        trial.trial(), trial.round(), trial.learning_rate(),
-                        trial.backbone_lr_multiplier(), trial.trainable_blocks(), trial.epochs(),
+        absl::StrFormat("tuning trial %d (round %d): %s: %s", trial.trial(), trial.round(),
+                        training::DescribeTrial(trial, *tuning),
                         trial.outcome().empty()
                             ? absl::StrFormat("validation accuracy %.1f%%, loss %.4f (best at "
                                               "epoch %d), %.1f s",

@@ -8,9 +8,9 @@
 #include <random>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "server/common/status_macros.h"
 #include "server/training/batch_sampler.h"
@@ -41,6 +41,10 @@ struct Config {
   double learning_rate = 0;
   double backbone_lr_multiplier = 0;
   int32_t trainable_blocks = 0;
+  bool operator==(const Config& o) const {
+    return learning_rate == o.learning_rate && backbone_lr_multiplier == o.backbone_lr_multiplier &&
+           trainable_blocks == o.trainable_blocks;
+  }
 };
 
 // Which settings the search varies.
@@ -58,6 +62,10 @@ struct SearchSpace {
     if (epochs) names.push_back("epochs");
     return names;
   }
+  // Settings besides the epochs: without one, every trial is the same.
+  bool VariesSettings() const {
+    return learning_rate || backbone_lr_multiplier || trainable_blocks;
+  }
 };
 
 // One scoring split: train on `train`, score on `val`.
@@ -67,8 +75,8 @@ struct Fold {
 };
 
 struct Scoring {
-  std::string description;   // empty when trials cannot be scored
-  std::string why_not;       // then: why
+  std::string description;  // empty when trials cannot be scored
+  std::string why_not;      // then: why
   std::vector<Fold> folds;
   std::vector<datasets::DecodedDataset> storage;  // the folds' subsets
 };
@@ -190,19 +198,24 @@ absl::StatusOr<Scoring> PlanScoring(const datasets::DecodedDataset& train,
   return s;
 }
 
-SearchSpace SpaceFor(const TunerOptions& o) {
+// What the request leaves to the search, before the base's block count is
+// known.
+SearchSpace RequestedSpace(Strategy st, const Hyperparameters& req) {
   SearchSpace space;
-  const Hyperparameters& req = o.requested;
-  const Strategy st = o.strategy;
   space.learning_rate = req.learning_rate() == 0;
-  space.backbone_lr_multiplier = req.backbone_lr_multiplier() == 0 &&
-                                 (st == kaizen::v1::STRATEGY_FINE_TUNE ||
-                                  st == kaizen::v1::STRATEGY_FULL);
-  space.blocks = static_cast<int32_t>(
-      ListBlocks(o.base, o.base_metadata.head().module_path()).size());
-  space.trainable_blocks = req.trainable_blocks() == 0 && st == kaizen::v1::STRATEGY_FINE_TUNE &&
-                           space.blocks > 1;
+  space.backbone_lr_multiplier =
+      req.backbone_lr_multiplier() == 0 &&
+      (st == kaizen::v1::STRATEGY_FINE_TUNE || st == kaizen::v1::STRATEGY_FULL);
+  space.trainable_blocks = req.trainable_blocks() == 0 && st == kaizen::v1::STRATEGY_FINE_TUNE;
   space.epochs = req.epochs() == 0;
+  return space;
+}
+
+SearchSpace SpaceFor(const TunerOptions& o) {
+  SearchSpace space = RequestedSpace(o.strategy, o.requested);
+  space.blocks =
+      static_cast<int32_t>(ListBlocks(o.base, o.base_metadata.head().module_path()).size());
+  space.trainable_blocks = space.trainable_blocks && space.blocks > 1;
   return space;
 }
 
@@ -217,7 +230,11 @@ std::vector<Config> SampleConfigs(const TunerOptions& o, const SearchSpace& spac
   auto log_uniform = [&](double lo, double hi) {
     return std::exp(std::log(lo) + unit(rng) * (std::log(hi) - std::log(lo)));
   };
-  for (int i = 1; i < n; ++i) {
+  // With only the epochs to search, every trial would be the same.
+  if (!space.VariesSettings()) return configs;
+  // Draws that repeat a configuration are skipped (a search over the blocks
+  // alone has only so many).
+  for (int draw = 0; static_cast<int>(configs.size()) < n && draw < 50 * n; ++draw) {
     Config c = configs.front();
     // Every draw is made whether or not it is used, so that the plan for a
     // given seed does not depend on which settings the request fixed.
@@ -227,10 +244,9 @@ std::vector<Config> SampleConfigs(const TunerOptions& o, const SearchSpace& spac
     if (space.learning_rate) c.learning_rate = lr;
     if (space.backbone_lr_multiplier) c.backbone_lr_multiplier = mult;
     if (space.trainable_blocks) {
-      c.trainable_blocks =
-          1 + std::min(space.blocks - 1, static_cast<int32_t>(u * space.blocks));
+      c.trainable_blocks = 1 + std::min(space.blocks - 1, static_cast<int32_t>(u * space.blocks));
     }
-    configs.push_back(c);
+    if (std::find(configs.begin(), configs.end(), c) == configs.end()) configs.push_back(c);
   }
   return configs;
 }
@@ -243,15 +259,32 @@ std::vector<int> RoundSizes(int n, int eta) {
   return sizes;
 }
 
+// How long a trial trains: the epochs and batch size of every fold, and the
+// share of the full epochs (the last round's) they are.
+struct TrialLength {
+  int32_t epochs = 0;  // 0: the default for the fold's size
+  int32_t batch_size = 0;
+  double share = 1;
+};
+
 // The request's hyperparameters with `config`, for a training set of `n`
-// images scored on a separate set, resolved; `epochs` 0 leaves the default.
+// images scored on a separate set, resolved. A warm-up the request sets
+// shrinks with the trial's share of the epochs.
 absl::StatusOr<Hyperparameters> TrialHyperparameters(const TunerOptions& o, const Config& config,
-                                                     int32_t epochs, int64_t n) {
+                                                     const TrialLength& length, int64_t n) {
   Hyperparameters h = o.requested;
   h.set_learning_rate(config.learning_rate);
   h.set_backbone_lr_multiplier(config.backbone_lr_multiplier);
   h.set_trainable_blocks(config.trainable_blocks);
-  if (epochs > 0) h.set_epochs(epochs);
+  if (length.epochs > 0) h.set_epochs(length.epochs);
+  if (length.epochs > 0 && length.share < 1) {
+    h.set_head_warmup_epochs(
+        std::min(length.epochs - 1,
+                 static_cast<int32_t>(std::floor(h.head_warmup_epochs() * length.share))));
+    h.mutable_schedule()->set_warmup_epochs(
+        std::min(0.9 * length.epochs, h.schedule().warmup_epochs() * length.share));
+  }
+  if (length.batch_size > 0) h.set_batch_size(length.batch_size);
   h.set_seed(o.resolved.seed());
   // The fold's validation images come as a separate dataset.
   h.mutable_validation()->set_dataset("tuning");
@@ -259,20 +292,6 @@ absl::StatusOr<Hyperparameters> TrialHyperparameters(const TunerOptions& o, cons
 }
 
 std::string Percent(double v) { return absl::StrFormat("%.1f%%", 100 * v); }
-
-// The trial's searched settings, in words.
-std::string Describe(const TuningTrial& t, const SearchSpace& space) {
-  std::vector<std::string> parts;
-  if (space.learning_rate) parts.push_back(absl::StrFormat("learning rate %.3g", t.learning_rate()));
-  if (space.backbone_lr_multiplier) {
-    parts.push_back(absl::StrFormat("backbone x%.3g", t.backbone_lr_multiplier()));
-  }
-  if (space.trainable_blocks) {
-    parts.push_back(absl::StrFormat("%d trainable blocks", t.trainable_blocks()));
-  }
-  parts.push_back(absl::StrFormat("%d epochs", t.epochs()));
-  return absl::StrJoin(parts, ", ");
-}
 
 class Search {
  public:
@@ -283,8 +302,7 @@ class Search {
     const int seconds = o.tuning.time_budget_seconds() > 0 ? o.tuning.time_budget_seconds()
                                                            : kDefaultTimeBudgetSeconds;
     budget_ = absl::Seconds(seconds);
-    eta_ = o.tuning.reduction_factor() > 0 ? o.tuning.reduction_factor()
-                                           : kDefaultReductionFactor;
+    eta_ = o.tuning.reduction_factor() > 0 ? o.tuning.reduction_factor() : kDefaultReductionFactor;
     seed_ = o.tuning.seed() != 0 ? o.tuning.seed() : o.resolved.seed();
     for (const TuningTrial& t : o.done) done_[{t.trial(), t.round()}] = t;
   }
@@ -297,10 +315,11 @@ class Search {
     if (cb_.on_message) cb_.on_message(m);
   }
   void Report(const TuningTrial& t) {
-    if (cb_.on_trial) cb_.on_trial(t);
+    if (cb_.on_trial) cb_.on_trial(t, Elapsed());
   }
   // Trains `config` on every fold for `fraction` of the full epochs.
-  absl::StatusOr<std::optional<Score>> Evaluate(const Config& config, int round, int rounds);
+  absl::StatusOr<std::optional<Score>> Evaluate(int number, const Config& config, int round,
+                                                int rounds);
   absl::StatusOr<Hyperparameters> Winner(const TuningTrial& best, int rounds);
 
   const TunerOptions& o_;
@@ -316,24 +335,34 @@ class Search {
   std::map<std::pair<int, int>, TuningTrial> done_;
 };
 
-absl::StatusOr<std::optional<Score>> Search::Evaluate(const Config& config, int round,
+absl::StatusOr<std::optional<Score>> Search::Evaluate(int number, const Config& config, int round,
                                                       int rounds) {
+  Score score;
+  // One length for every fold: the full epochs and batch size of the
+  // largest fold's training set, this round's share of them.
+  const Fold* largest = &scoring_.folds.front();
+  for (const Fold& f : scoring_.folds) {
+    if (f.train->records.size() > largest->train->records.size()) largest = &f;
+  }
+  ASSIGN_OR_RETURN(const Hyperparameters full,
+                   TrialHyperparameters(o_, config, TrialLength{},
+                                        static_cast<int64_t>(largest->train->records.size())));
   const double shrink = std::pow(static_cast<double>(eta_), rounds - round);
+  TrialLength length;
+  length.epochs = std::max(1, static_cast<int32_t>(std::lround(full.epochs() / shrink)));
+  length.batch_size = full.batch_size();
+  length.share = static_cast<double>(length.epochs) / full.epochs();
+  score.epochs = length.epochs;
   std::vector<std::vector<double>> acc;   // per fold, per epoch
   std::vector<std::vector<double>> loss;  // per fold, per epoch
-  Score score;
-  for (size_t f = 0; f < scoring_.folds.size(); ++f) {
-    const Fold& fold = scoring_.folds[f];
-    const int64_t n = static_cast<int64_t>(fold.train->records.size());
-    ASSIGN_OR_RETURN(const Hyperparameters full, TrialHyperparameters(o_, config, 0, n));
-    const int32_t epochs =
-        std::max(1, static_cast<int32_t>(std::lround(full.epochs() / shrink)));
-    absl::StatusOr<Hyperparameters> hp = TrialHyperparameters(o_, config, epochs, n);
+  for (const Fold& fold : scoring_.folds) {
+    absl::StatusOr<Hyperparameters> hp =
+        TrialHyperparameters(o_, config, length, static_cast<int64_t>(fold.train->records.size()));
     if (!hp.ok()) {
       score.failure = std::string(hp.status().message());
       return score;
     }
-    score.epochs = epochs;
+    if (o_.adjust_trial) o_.adjust_trial(number, &*hp);
     TrainerOptions opts;
     opts.strategy = o_.strategy;
     opts.hyperparameters = *hp;
@@ -356,9 +385,8 @@ absl::StatusOr<std::optional<Score>> Search::Evaluate(const Config& config, int 
     }
     if (r->cancelled) return std::optional<Score>();
   }
-  // The mean validation curve over folds (every fold ran the same epochs
-  // but the last, which has fewer images per step; they are aligned by
-  // epoch).
+  // The mean validation curve over the folds; early stopping may have
+  // ended some sooner.
   size_t len = acc.front().size();
   for (const auto& a : acc) len = std::min(len, a.size());
   if (len == 0) {
@@ -379,6 +407,10 @@ absl::StatusOr<std::optional<Score>> Search::Evaluate(const Config& config, int 
       if (mean_acc[e] >= peak - kEpochTolerance) pick = e;
     }
   }
+  if (!std::isfinite(mean_acc[pick]) || !std::isfinite(mean_loss[pick])) {
+    score.failure = "the validation loss is not finite";
+    return score;
+  }
   score.accuracy = mean_acc[pick];
   score.loss = mean_loss[pick];
   score.best_epoch = static_cast<int32_t>(pick + 1);
@@ -391,13 +423,11 @@ absl::StatusOr<Hyperparameters> Search::Winner(const TuningTrial& best, int roun
   if (space_.backbone_lr_multiplier) h.set_backbone_lr_multiplier(best.backbone_lr_multiplier());
   if (space_.trainable_blocks) h.set_trainable_blocks(best.trainable_blocks());
   h.set_seed(o_.resolved.seed());
-  if (space_.epochs) {
-    // The share of the full budget at which the winner peaked, on the
+  if (space_.epochs && best.round() == rounds) {
+    // The share of the full epochs at which the winner peaked, on the
     // whole training set's budget. A winner from an earlier round (the time
-    // ran out) trained a fraction of it.
-    const double share = static_cast<double>(best.best_epoch()) /
-                         (static_cast<double>(best.epochs()) *
-                          std::pow(static_cast<double>(eta_), rounds - best.round()));
+    // ran out) trained a fraction of them: it keeps the default.
+    const double share = static_cast<double>(best.best_epoch()) / best.epochs();
     h.set_epochs(std::max(1, static_cast<int32_t>(std::lround(share * o_.resolved.epochs()))));
   }
   return ResolveHyperparameters(o_.strategy, h, full_n_);
@@ -411,8 +441,9 @@ absl::StatusOr<TuneOutcome> Search::Run() {
   auto finish = [&](TuneOutcome* outcome) {
     outcome->result.set_seconds(absl::ToDoubleSeconds(Elapsed()));
   };
+  result.set_scoring(scoring_.folds.empty() ? scoring_.why_not : scoring_.description);
+  if (cb_.on_plan) cb_.on_plan(result);
   if (scoring_.folds.empty()) {
-    result.set_scoring(scoring_.why_not);
     result.set_reason(scoring_.why_not);
     result.set_done(true);
     out.winner = o_.resolved;
@@ -420,22 +451,29 @@ absl::StatusOr<TuneOutcome> Search::Run() {
     finish(&out);
     return out;
   }
-  result.set_scoring(scoring_.description);
-  const int n = o_.tuning.max_trials();
+  const std::vector<Config> configs = SampleConfigs(o_, space_, o_.tuning.max_trials(), seed_);
+  const int n = static_cast<int>(configs.size());
   const std::vector<int> sizes = RoundSizes(n, eta_);
   const int rounds = static_cast<int>(sizes.size());
-  const std::vector<Config> configs = SampleConfigs(o_, space_, n, seed_);
+  std::string fewer;
+  if (n < o_.tuning.max_trials()) {
+    fewer = space_.VariesSettings()
+                ? absl::StrFormat(" (only %d distinct settings to try)", n)
+                : std::string(" (only the epochs are searched: one trial picks them)");
+  }
   Message(absl::StrFormat(
-      "tuning: %d trials over %s in %d round%s (each keeps the best 1/%d), scored on %s; "
+      "tuning: %d trial%s%s over %s in %d round%s (each keeps the best 1/%d), scored on %s; "
       "time budget %s",
-      n, space_.Names().empty() ? "nothing (the request fixes every searched setting)"
-                                : absl::StrJoin(space_.Names(), ", "),
-      rounds, rounds == 1 ? "" : "s", eta_, scoring_.description, absl::FormatDuration(budget_)));
+      n, n == 1 ? "" : "s", fewer, absl::StrJoin(space_.Names(), ", "), rounds,
+      rounds == 1 ? "" : "s", eta_, scoring_.description, absl::FormatDuration(budget_)));
 
+  // This round's trials in the order they run: by number in round 1, then
+  // best first.
   std::vector<int> alive(static_cast<size_t>(n));
   std::iota(alive.begin(), alive.end(), 1);
   std::vector<TuningTrial> reached;  // the scored trials of the furthest round
   bool out_of_time = false;
+  int last_round = 0;
   for (int round = 1; round <= rounds && !out_of_time; ++round) {
     std::vector<TuningTrial> scored;
     for (int number : alive) {
@@ -449,7 +487,7 @@ absl::StatusOr<TuneOutcome> Search::Run() {
         }
         const Config& c = configs[static_cast<size_t>(number - 1)];
         const absl::Time started = now_();
-        ASSIGN_OR_RETURN(std::optional<Score> s, Evaluate(c, round, rounds));
+        ASSIGN_OR_RETURN(std::optional<Score> s, Evaluate(number, c, round, rounds));
         if (!s) {
           out.stopped = true;
           finish(&out);
@@ -472,18 +510,17 @@ absl::StatusOr<TuneOutcome> Search::Run() {
       if (!absl::StartsWith(t.outcome(), "failed")) scored.push_back(t);
     }
     if (scored.empty()) break;
-    // Best first: accuracy, then lower loss, then the earlier trial.
+    last_round = round;
+    // Best first: accuracy, then lower loss, then the order they ran in.
     std::stable_sort(scored.begin(), scored.end(), [](const TuningTrial& a, const TuningTrial& b) {
       if (a.val_accuracy() != b.val_accuracy()) return a.val_accuracy() > b.val_accuracy();
       return a.val_loss() < b.val_loss();
     });
     reached = scored;
-    const bool last = round == rounds || out_of_time;
-    if (last) break;
+    if (round == rounds || out_of_time) break;
     const size_t keep = std::min(scored.size(), static_cast<size_t>(sizes[round]));
     alive.clear();
     for (size_t i = 0; i < keep; ++i) alive.push_back(scored[i].trial());
-    std::sort(alive.begin(), alive.end());
     // The round's outcomes, on the stored trials too.
     std::vector<std::string> promoted;
     for (auto& t : *result.mutable_trials()) {
@@ -491,13 +528,31 @@ absl::StatusOr<TuneOutcome> Search::Run() {
       const bool up = std::find(alive.begin(), alive.end(), t.trial()) != alive.end();
       t.set_outcome(up ? "promoted" : "eliminated");
       Report(t);
-      if (up) promoted.push_back(absl::StrFormat("%d (%s)", t.trial(), Percent(t.val_accuracy())));
     }
-    Message(absl::StrFormat("tuning round %d of %d: trials %s go on with %dx the epochs; "
-                            "best eliminated %s",
-                            round, rounds, absl::StrJoin(promoted, ", "), eta_,
-                            scored.size() > keep ? Percent(scored[keep].val_accuracy())
-                                                 : std::string("none")));
+    for (int number : alive) {
+      for (const TuningTrial& t : scored) {
+        if (t.trial() == number) {
+          promoted.push_back(absl::StrFormat("%d (%s)", number, Percent(t.val_accuracy())));
+        }
+      }
+    }
+    Message(absl::StrFormat(
+        "tuning round %d of %d: trials %s go on with %dx the epochs; "
+        "best eliminated %s",
+        round, rounds, absl::StrJoin(promoted, ", "), eta_,
+        scored.size() > keep ? Percent(scored[keep].val_accuracy()) : std::string("none")));
+  }
+  if (out_of_time && last_round > 1) {
+    // Promoted into the round the budget cut short, and never run.
+    for (auto& t : *result.mutable_trials()) {
+      if (t.round() != last_round - 1 || t.outcome() != "promoted") continue;
+      bool ran = false;
+      for (const TuningTrial& r : reached) ran = ran || r.trial() == t.trial();
+      if (!ran) {
+        t.set_outcome("promoted; not run, the time budget ended the search");
+        Report(t);
+      }
+    }
   }
   if (reached.empty()) {
     result.set_reason(
@@ -515,32 +570,43 @@ absl::StatusOr<TuneOutcome> Search::Run() {
     t.set_outcome(t.trial() == best.trial() ? "winner" : "finalist");
     Report(t);
   }
-  std::string runner_up = "it was the only trial left";
+  std::string runner_up;
   if (reached.size() > 1) {
-    runner_up = absl::StrFormat("against %s for trial %d, the next best", 
+    runner_up = absl::StrFormat(", against %s for trial %d, the next best",
                                 Percent(reached[1].val_accuracy()), reached[1].trial());
+  } else if (out_of_time) {
+    runner_up = ", the only trial of that round that ran before the time budget ended";
+  } else if (n > 1) {
+    runner_up = ", the only trial of that round that did not fail";
+  } else {
+    runner_up = ", the only trial";
   }
   std::string defaults;
   if (best.trial() != 1) {
     for (const TuningTrial& t : result.trials()) {
-      if (t.trial() == 1) {
+      if (t.trial() == 1 && !absl::StartsWith(t.outcome(), "failed")) {
         defaults = absl::StrFormat("; the defaults (trial 1) reached %s in round %d",
                                    Percent(t.val_accuracy()), t.round());
       }
     }
   }
   std::string epochs;
-  if (space_.epochs) {
+  if (space_.epochs && best.round() == rounds) {
     epochs = absl::StrFormat(
         "; its accuracy peaked at epoch %d of %d, so the final run on all %d images trains %d "
         "epochs",
         best.best_epoch(), best.epochs(), full_n_, out.winner.epochs());
+  } else if (space_.epochs) {
+    epochs = absl::StrFormat(
+        "; it trained %d of the full epochs, so the final run on all %d images trains the "
+        "default %d",
+        best.epochs(), full_n_, out.winner.epochs());
   }
   result.set_winner(best.trial());
   result.set_reason(absl::StrFormat(
-      "trial %d (%s) had the best mean validation accuracy in round %d, %s, %s%s%s%s",
-      best.trial(), Describe(best, space_), best.round(), Percent(best.val_accuracy()), runner_up,
-      defaults, epochs,
+      "trial %d (%s) had the best mean validation accuracy in round %d, %s%s%s%s%s", best.trial(),
+      DescribeTrial(best, result), best.round(), Percent(best.val_accuracy()), runner_up, defaults,
+      epochs,
       out_of_time ? absl::StrFormat("; the time budget (%s) ended the search in round %d",
                                     absl::FormatDuration(budget_), best.round())
                   : std::string()));
@@ -552,30 +618,59 @@ absl::StatusOr<TuneOutcome> Search::Run() {
 
 }  // namespace
 
-absl::Status ValidateTuningOptions(const kaizen::v1::TuningOptions& tuning) {
+absl::Status ValidateTuningRequest(Strategy strategy, const Hyperparameters& requested,
+                                   const kaizen::v1::TuningOptions& tuning) {
   RETURN_IF_ERROR(CheckRange("max_trials", tuning.max_trials(), 0, kMaxTuningTrials));
   RETURN_IF_ERROR(
       CheckRange("time_budget_seconds", tuning.time_budget_seconds(), 0, kMaxTimeBudgetSeconds));
   if (tuning.reduction_factor() != 0) {
     RETURN_IF_ERROR(CheckRange("reduction_factor", tuning.reduction_factor(), 2, 10));
   }
+  const SearchSpace space = RequestedSpace(strategy, requested);
+  if (tuning.max_trials() > 0 && !space.VariesSettings() && !space.epochs) {
+    std::vector<std::string> set = {"learning_rate"};
+    if (strategy == kaizen::v1::STRATEGY_FINE_TUNE || strategy == kaizen::v1::STRATEGY_FULL) {
+      set.push_back("backbone_lr_multiplier");
+    }
+    if (strategy == kaizen::v1::STRATEGY_FINE_TUNE) set.push_back("trainable_blocks");
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tuning: the request sets %s and epochs, every setting tuning searches for %s; leave "
+        "one unset",
+        absl::StrJoin(set, ", "), kaizen::v1::Strategy_Name(strategy)));
+  }
   return absl::OkStatus();
 }
 
-absl::StatusOr<TuneOutcome> Tune(const TunerOptions& options,
-                                 const datasets::DecodedDataset& train,
+std::string DescribeTrial(const TuningTrial& t, const kaizen::v1::TuningResult& plan) {
+  auto searched = [&](absl::string_view name) {
+    return std::find(plan.searched().begin(), plan.searched().end(), name) != plan.searched().end();
+  };
+  std::vector<std::string> parts;
+  if (searched("learning_rate")) {
+    parts.push_back(absl::StrFormat("learning rate %.3g", t.learning_rate()));
+  }
+  if (searched("backbone_lr_multiplier")) {
+    parts.push_back(absl::StrFormat("backbone x%.3g", t.backbone_lr_multiplier()));
+  }
+  if (searched("trainable_blocks")) {
+    parts.push_back(absl::StrFormat("%d trainable blocks", t.trainable_blocks()));
+  }
+  parts.push_back(absl::StrFormat("%d epochs", t.epochs()));
+  return absl::StrJoin(parts, ", ");
+}
+
+absl::StatusOr<TuneOutcome> Tune(const TunerOptions& options, const datasets::DecodedDataset& train,
                                  const datasets::DecodedDataset* validation,
                                  const TunerCallbacks& callbacks) {
   try {
-    RETURN_IF_ERROR(ValidateTuningOptions(options.tuning));
+    RETURN_IF_ERROR(ValidateTuningRequest(options.strategy, options.requested, options.tuning));
     if (options.tuning.max_trials() == 0) {
       return absl::InvalidArgumentError("tuning.max_trials is 0: nothing to tune");
     }
     const uint64_t seed =
         options.tuning.seed() != 0 ? options.tuning.seed() : options.resolved.seed();
-    ASSIGN_OR_RETURN(Scoring scoring,
-                     PlanScoring(train, validation, options.requested.validation().dataset(),
-                                 seed));
+    ASSIGN_OR_RETURN(Scoring scoring, PlanScoring(train, validation,
+                                                  options.requested.validation().dataset(), seed));
     Search search(options, callbacks, std::move(scoring),
                   static_cast<int64_t>(train.records.size()));
     return search.Run();

@@ -14,20 +14,25 @@
 // nothing can be scored and the defaults stand (said in
 // TuningResult.scoring).
 //
-// The search. Trial 1 is the defaults, so the winner is never worse than the
-// defaults on the data that scores it; trials 2..max_trials are sampled
-// (seeded) around them: the learning rate log-uniformly in [default / 10,
-// default * 3], the backbone multiplier (FINE_TUNE, FULL) log-uniformly in
-// [0.01, 1], the trainable blocks (FINE_TUNE) uniformly from 1 to the base's
-// block count. Only what the request leaves unset is searched. Each round
-// keeps the best 1/reduction_factor of its trials (by mean validation
-// accuracy; lower validation loss breaks ties) and gives them
-// reduction_factor times the epochs; the round that starts with at most
-// reduction_factor trials is the last and runs the full epochs, and its best
-// trial wins. When the epochs are searched, the winner's epochs are the
-// share of the full budget at which its mean validation accuracy peaked (the
-// latest epoch within kEpochTolerance of the peak), applied to the budget of
-// the final run on all the data.
+// The search. Trial 1 is the defaults, so the defaults always compete;
+// trials 2..max_trials are sampled (seeded, no two alike) around them: the
+// learning rate log-uniformly in [default / 10, default * 3], the backbone
+// multiplier (FINE_TUNE, FULL) log-uniformly in [0.01, 1], the trainable
+// blocks (FINE_TUNE) uniformly from 1 to the base's block count. Only what
+// the request leaves unset is searched; when that is the epochs alone, one
+// trial runs. Every fold of a trial trains the same epochs and batch size
+// (those of the largest fold), and a warm-up the request sets shrinks with
+// the round's epochs. Each round keeps the best 1/reduction_factor of its
+// trials (by mean validation accuracy; lower validation loss breaks ties)
+// and runs them, best first, with reduction_factor times the epochs; the
+// round that starts with at most reduction_factor trials is the last and
+// runs the full epochs, and its best trial wins. When the time budget ends a
+// round early, its best trial so far wins (the previous round's best ran
+// first). When the epochs are searched and the winner ran the full epochs,
+// its epochs are the share of them at which its mean validation accuracy
+// peaked (the latest epoch within kEpochTolerance of the peak), applied to
+// the budget of the final run on all the data; a winner that ran fewer
+// epochs keeps the default epochs.
 #pragma once
 
 #include <torch/script.h>
@@ -71,14 +76,19 @@ struct TunerOptions {
   absl::Duration spent = absl::ZeroDuration();
   // Tests: the tuning clock.
   std::function<absl::Time()> now;
+  // Tests: changes the resolved settings of trial `trial` before it trains
+  // (e.g. to make it diverge).
+  std::function<void(int trial, kaizen::v1::Hyperparameters*)> adjust_trial;
 };
 
 struct TunerCallbacks {
   // Checked before every training step of every trial: true stops tuning.
   std::function<bool()> should_stop;
-  // Each trial once its score is known (also trials taken from `done`, with
-  // their outcome updated once a round ends).
-  std::function<void(const kaizen::v1::TuningTrial&)> on_trial;
+  // Once the plan is made: TuningResult with `scoring` and `searched` set.
+  std::function<void(const kaizen::v1::TuningResult&)> on_plan;
+  // Each trial once its score is known (and again with its outcome once its
+  // round ends), with the tuning time so far (TunerOptions::spent included).
+  std::function<void(const kaizen::v1::TuningTrial&, absl::Duration elapsed)> on_trial;
   // Decisions in words: the scoring, each round's promotions, the winner.
   std::function<void(const std::string&)> on_message;
 };
@@ -93,18 +103,27 @@ struct TuneOutcome {
   kaizen::v1::Hyperparameters winner;
 };
 
-// Never throws. InvalidArgument for bad TuningOptions ("tuning.max_trials is
-// 100; it must be in [0, 64]") or a validation dataset whose classes differ;
+// Never throws. InvalidArgument for a bad request (ValidateTuningRequest)
+// or a validation dataset whose classes differ;
 // a trial whose settings fail (a loss that became NaN) is recorded as
 // "failed: ..." and the search goes on; other training errors (out of memory)
 // end the search with that status.
-absl::StatusOr<TuneOutcome> Tune(const TunerOptions& options,
-                                 const datasets::DecodedDataset& train,
+absl::StatusOr<TuneOutcome> Tune(const TunerOptions& options, const datasets::DecodedDataset& train,
                                  const datasets::DecodedDataset* validation,
                                  const TunerCallbacks& callbacks);
 
-// The checks Tune makes on options.tuning, for StartFineTune to refuse a bad
-// request before it is queued.
-absl::Status ValidateTuningOptions(const kaizen::v1::TuningOptions& tuning);
+// The checks Tune makes, for StartFineTune to refuse a bad request before it
+// is queued: the ranges of `tuning` ("tuning.max_trials is 100; it must be in
+// [0, 64]"), and, when it asks for trials, at least one setting left for the
+// search ("tuning: the request sets learning_rate and epochs, every setting
+// tuning searches for STRATEGY_SCRATCH; leave one unset").
+// A trial's settings in words, those `plan.searched` names and the epochs:
+// "learning rate 0.0012, 4 trainable blocks, 50 epochs".
+std::string DescribeTrial(const kaizen::v1::TuningTrial& trial,
+                          const kaizen::v1::TuningResult& plan);
+
+absl::Status ValidateTuningRequest(kaizen::v1::Strategy strategy,
+                                   const kaizen::v1::Hyperparameters& requested,
+                                   const kaizen::v1::TuningOptions& tuning);
 
 }  // namespace kaizen::training

@@ -118,10 +118,10 @@ TEST_F(TuningE2E, APauseDuringTheSearchKeepsTheFinishedTrials) {
   }
   const std::vector<std::string> lines = Messages(Watch(id));
   EXPECT_EQ(Count(lines, absl::StrCat("continues from its tuning search, keeping the ", kept,
-                                      " trials it finished")),
+                                      " trial runs it finished")),
             1);
   EXPECT_EQ(Count(lines, absl::StrCat("tuning continues; the ", kept,
-                                      " trials finished before the stop are kept")),
+                                      " trial runs finished before the stop are kept")),
             1);
   // Each trial was trained, and announced, once.
   EXPECT_EQ(Count(lines, "tuning trial "), 14);

@@ -14,25 +14,27 @@
 namespace kaizen::training {
 namespace {
 
+using kaizen::v1::TuningTrial;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using kaizen::v1::TuningTrial;
 
 struct TuneRun {
   absl::StatusOr<TuneOutcome> outcome;
   std::vector<TuningTrial> reported;
   std::vector<std::string> messages;
+  std::vector<absl::Duration> elapsed;
   // Trials reported as soon as they were trained (no outcome yet).
   int trained() const {
-    return static_cast<int>(std::count_if(reported.begin(), reported.end(),
-                                          [](const TuningTrial& t) { return t.outcome().empty(); }));
+    return static_cast<int>(
+        std::count_if(reported.begin(), reported.end(),
+                      [](const TuningTrial& t) { return t.outcome().empty(); }));
   }
 };
 
 // SCRATCH on cnn-small with 4 epochs and batch 8: the search varies the
 // learning rate only, and quickly.
-TunerOptions Options(const kaizen::v1::Hyperparameters& requested, int64_t examples,
-                     int max_trials, int reduction_factor, int image_size = 28) {
+TunerOptions Options(const kaizen::v1::Hyperparameters& requested, int64_t examples, int max_trials,
+                     int reduction_factor, int image_size = 28) {
   TunerOptions o;
   o.strategy = kaizen::v1::STRATEGY_SCRATCH;
   o.requested = requested;
@@ -58,11 +60,14 @@ kaizen::v1::Hyperparameters FixedEpochs() {
 }
 
 TuneRun TuneWith(const TunerOptions& o, const datasets::DecodedDataset& train,
-             const datasets::DecodedDataset* validation = nullptr,
-             std::function<bool(const TuneRun&)> stop = nullptr) {
+                 const datasets::DecodedDataset* validation = nullptr,
+                 std::function<bool(const TuneRun&)> stop = nullptr) {
   TuneRun run;
   TunerCallbacks cb;
-  cb.on_trial = [&](const TuningTrial& t) { run.reported.push_back(t); };
+  cb.on_trial = [&](const TuningTrial& t, absl::Duration elapsed) {
+    run.reported.push_back(t);
+    run.elapsed.push_back(elapsed);
+  };
   cb.on_message = [&](const std::string& m) { run.messages.push_back(m); };
   if (stop) cb.should_stop = [&] { return stop(run); };
   run.outcome = Tune(o, train, validation, cb);
@@ -154,7 +159,7 @@ TEST(TunerTest, ASearchResumedWithItsFinishedTrialsTrainsOnlyTheRest) {
 TEST(TunerTest, StopsWhenAskedAndKeepsTheFinishedTrials) {
   const datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 6);
   const TuneRun run = TuneWith(Options(FixedEpochs(), 12, 4, 2), train, nullptr,
-                           [](const TuneRun& r) { return r.trained() >= 2; });
+                               [](const TuneRun& r) { return r.trained() >= 2; });
   ASSERT_TRUE(run.outcome.ok()) << run.outcome.status();
   EXPECT_TRUE(run.outcome->stopped);
   EXPECT_FALSE(run.outcome->result.done());
@@ -203,31 +208,51 @@ TEST(TunerTest, AClassOfOneImageCannotBeScoredAndTheDefaultsStand) {
   EXPECT_EQ(run.outcome->winner.epochs(), o.resolved.epochs());
 }
 
-TEST(TunerTest, SettingsThatFailAreRecordedAndTheDefaultsStandWhenAllFail) {
+TEST(TunerTest, SettingsThatFailAreRecordedAndTheSearchGoesOn) {
   const datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 6);
-  kaizen::v1::Hyperparameters h = FixedEpochs();
-  // Fine for the final 4 epochs, impossible in the first round's 2.
-  h.set_head_warmup_epochs(3);
-  const TunerOptions o = Options(h, 12, 2, 2);
-  const TuneRun run = TuneWith(o, train);
+  TunerOptions o = Options(FixedEpochs(), 12, 3, 2);
+  // Trial 2 diverges.
+  auto diverge = [](kaizen::v1::Hyperparameters* h) {
+    h->set_learning_rate(1e12);
+    h->mutable_optimizer()->set_kind(kaizen::v1::OPTIMIZER_SGD);
+    h->mutable_schedule()->set_kind(kaizen::v1::SCHEDULE_CONSTANT);
+  };
+  o.adjust_trial = [&](int trial, kaizen::v1::Hyperparameters* h) {
+    if (trial == 2) diverge(h);
+  };
+  TuneRun run = TuneWith(o, train);
   ASSERT_TRUE(run.outcome.ok()) << run.outcome.status();
   const kaizen::v1::TuningResult& r = run.outcome->result;
-  // 2 trials and a factor of 2: one round, at the full 4 epochs: no failure.
-  ASSERT_EQ(r.trials_size(), 2);
+  // 3 trials at 2 epochs, the 2 that did not fail at 4.
+  ASSERT_EQ(r.trials_size(), 5);
+  EXPECT_THAT(r.trials(1).outcome(),
+              ::testing::MatchesRegex("failed: (loss became|the validation loss is not finite).*"));
+  EXPECT_EQ(r.trials(1).epochs(), 2);
+  EXPECT_NE(r.winner(), 2);
   EXPECT_NE(r.winner(), 0);
-  // 3 trials: a first round at 2 epochs, where every trial fails.
-  TunerOptions o3 = Options(h, 12, 3, 2);
-  const TuneRun failing = TuneWith(o3, train);
-  ASSERT_TRUE(failing.outcome.ok()) << failing.outcome.status();
-  const kaizen::v1::TuningResult& f = failing.outcome->result;
-  ASSERT_EQ(f.trials_size(), 3);
-  for (const TuningTrial& t : f.trials()) {
-    EXPECT_THAT(t.outcome(), HasSubstr("failed: hyperparameters.head_warmup_epochs is 3; it must "
-                                       "be less than epochs (2)"));
+
+  // Every trial fails: the defaults stand.
+  o.adjust_trial = [&](int, kaizen::v1::Hyperparameters* h) { diverge(h); };
+  run = TuneWith(o, train);
+  ASSERT_TRUE(run.outcome.ok()) << run.outcome.status();
+  ASSERT_EQ(run.outcome->result.trials_size(), 3);
+  EXPECT_EQ(run.outcome->result.winner(), 0);
+  EXPECT_THAT(run.outcome->result.reason(), HasSubstr("no trial could be scored"));
+  EXPECT_DOUBLE_EQ(run.outcome->winner.learning_rate(), o.resolved.learning_rate());
+}
+
+TEST(TunerTest, ARequestedWarmUpShrinksWithTheRoundsEpochs) {
+  const datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 6);
+  kaizen::v1::Hyperparameters h = FixedEpochs();
+  // Fine for the final 4 epochs; a first round of 2 gets 1.
+  h.set_head_warmup_epochs(3);
+  const TuneRun run = TuneWith(Options(h, 12, 3, 2), train);
+  ASSERT_TRUE(run.outcome.ok()) << run.outcome.status();
+  ASSERT_EQ(run.outcome->result.trials_size(), 5);
+  for (const TuningTrial& t : run.outcome->result.trials()) {
+    EXPECT_THAT(t.outcome(), ::testing::Not(::testing::StartsWith("failed")));
   }
-  EXPECT_EQ(f.winner(), 0);
-  EXPECT_THAT(f.reason(), HasSubstr("no trial could be scored"));
-  EXPECT_DOUBLE_EQ(failing.outcome->winner.learning_rate(), o3.resolved.learning_rate());
+  EXPECT_EQ(run.outcome->winner.head_warmup_epochs(), 3);
 }
 
 TEST(TunerTest, EnoughImagesUseASplitAndTheEpochsFollowTheWinnersPeak) {
@@ -250,12 +275,12 @@ TEST(TunerTest, EnoughImagesUseASplitAndTheEpochsFollowTheWinnersPeak) {
   ASSERT_EQ(w.outcome(), "winner");
   ASSERT_GE(w.best_epoch(), 1);
   ASSERT_LE(w.best_epoch(), w.epochs());
-  const int expected = std::max(
-      1, static_cast<int>(std::lround(static_cast<double>(w.best_epoch()) / w.epochs() *
-                                      o.resolved.epochs())));
+  const int expected =
+      std::max(1, static_cast<int>(std::lround(static_cast<double>(w.best_epoch()) / w.epochs() *
+                                               o.resolved.epochs())));
   EXPECT_EQ(run.outcome->winner.epochs(), expected);
-  EXPECT_THAT(r.reason(), HasSubstr(absl::StrFormat("peaked at epoch %d of %d", w.best_epoch(),
-                                                    w.epochs())));
+  EXPECT_THAT(r.reason(),
+              HasSubstr(absl::StrFormat("peaked at epoch %d of %d", w.best_epoch(), w.epochs())));
 }
 
 TEST(TunerTest, AValidationDatasetScoresEveryTrial) {
@@ -275,19 +300,75 @@ TEST(TunerTest, AValidationDatasetScoresEveryTrial) {
   EXPECT_THAT(bad.outcome.status().message(), HasSubstr("class names differ"));
 }
 
-TEST(TunerTest, BadOptionsAreRefusedWithTheField) {
+TEST(TunerTest, BadRequestsAreRefusedWithTheField) {
+  const auto scratch = kaizen::v1::STRATEGY_SCRATCH;
+  const kaizen::v1::Hyperparameters open;
   kaizen::v1::TuningOptions t;
   t.set_max_trials(65);
-  EXPECT_EQ(ValidateTuningOptions(t).message(), "tuning.max_trials is 65; it must be in [0, 64]");
+  EXPECT_EQ(ValidateTuningRequest(scratch, open, t).message(),
+            "tuning.max_trials is 65; it must be in [0, 64]");
   t.set_max_trials(4);
   t.set_reduction_factor(1);
-  EXPECT_EQ(ValidateTuningOptions(t).message(),
+  EXPECT_EQ(ValidateTuningRequest(scratch, open, t).message(),
             "tuning.reduction_factor is 1; it must be in [2, 10]");
   t.set_reduction_factor(0);
   t.set_time_budget_seconds(-5);
-  EXPECT_THAT(ValidateTuningOptions(t).message(), HasSubstr("tuning.time_budget_seconds is -5"));
+  EXPECT_THAT(ValidateTuningRequest(scratch, open, t).message(),
+              HasSubstr("tuning.time_budget_seconds is -5"));
   t.set_time_budget_seconds(0);
-  EXPECT_TRUE(ValidateTuningOptions(t).ok());
+  EXPECT_TRUE(ValidateTuningRequest(scratch, open, t).ok());
+  // Nothing left to search.
+  kaizen::v1::Hyperparameters fixed;
+  fixed.set_learning_rate(0.01);
+  fixed.set_epochs(5);
+  EXPECT_EQ(ValidateTuningRequest(scratch, fixed, t).message(),
+            "tuning: the request sets learning_rate and epochs, every setting tuning searches for "
+            "STRATEGY_SCRATCH; leave one unset");
+  // FINE_TUNE still has its multiplier and blocks to search.
+  EXPECT_TRUE(ValidateTuningRequest(kaizen::v1::STRATEGY_FINE_TUNE, fixed, t).ok());
+  // Without trials nothing is checked.
+  EXPECT_TRUE(ValidateTuningRequest(scratch, fixed, kaizen::v1::TuningOptions()).ok());
+}
+
+TEST(TunerTest, AWinnerFromARoundTheBudgetCutShortKeepsTheDefaultEpochs) {
+  const datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 10, 12);
+  kaizen::v1::Hyperparameters h;
+  h.set_batch_size(8);
+  h.set_seed(5);
+  h.mutable_augmentation()->set_enabled(false);
+  TunerOptions o = Options(h, 20, /*max_trials=*/3, /*reduction_factor=*/2, /*image_size=*/12);
+  o.tuning.set_time_budget_seconds(1);
+  absl::Time t = absl::UnixEpoch();
+  o.now = [&t] { return t += absl::Seconds(1000); };
+  const TuneRun run = TuneWith(o, train);
+  ASSERT_TRUE(run.outcome.ok()) << run.outcome.status();
+  const kaizen::v1::TuningResult& r = run.outcome->result;
+  ASSERT_EQ(r.trials_size(), 1);
+  EXPECT_EQ(r.trials(0).round(), 1);
+  EXPECT_LT(r.trials(0).epochs(), o.resolved.epochs()) << "round 1 of 2 runs half the epochs";
+  EXPECT_EQ(run.outcome->winner.epochs(), o.resolved.epochs());
+  EXPECT_THAT(r.reason(), HasSubstr("so the final run on all 20 images trains the default"));
+  EXPECT_THAT(r.reason(),
+              HasSubstr("the only trial of that round that ran before the time budget"));
+  // The time so far comes with each trial, so a crash cannot reset it.
+  ASSERT_FALSE(run.elapsed.empty());
+  EXPECT_GE(run.elapsed.front(), absl::Seconds(1000));
+}
+
+TEST(TunerTest, OnlyTheEpochsToSearchRunsOneTrial) {
+  const datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 10, 12);
+  kaizen::v1::Hyperparameters h;
+  h.set_batch_size(8);
+  h.set_seed(5);
+  h.set_learning_rate(3e-3);
+  h.mutable_augmentation()->set_enabled(false);
+  const TuneRun run = TuneWith(Options(h, 20, 9, 3, /*image_size=*/12), train);
+  ASSERT_TRUE(run.outcome.ok()) << run.outcome.status();
+  EXPECT_THAT(run.outcome->result.searched(), ElementsAre("epochs"));
+  ASSERT_EQ(run.outcome->result.trials_size(), 1);
+  EXPECT_EQ(run.outcome->result.trials(0).outcome(), "winner");
+  EXPECT_THAT(run.messages.front(),
+              HasSubstr("1 trial (only the epochs are searched: one trial picks them)"));
 }
 
 }  // namespace
