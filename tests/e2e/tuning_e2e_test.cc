@@ -4,7 +4,9 @@
 // trains with the winner, a pause in the middle of the search keeps the
 // finished trials, and bad options are refused before the job is queued.
 #include <gtest/gtest.h>
+#include <signal.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,6 +15,8 @@
 #include "client/lib/kaizen_client.h"
 #include "gmock/gmock.h"
 #include "tests/test_util/server/job_helpers.h"
+#include "tests/test_util/server_process.h"
+#include "tests/test_util/temp_dir.h"
 #include "tests/test_util/wait.h"
 
 namespace kaizen {
@@ -22,13 +26,10 @@ using ::testing::HasSubstr;
 using v1::Job;
 using v1::JobEvent;
 
-class TuningE2E : public test_util::JobServerTest {
+class TuningE2EBase : public test_util::JobServerTest {
  protected:
-  void SetUp() override {
-    StartServer();
-    // 6 images per class: 3-fold cross-validation scores the trials.
-    UploadSubset("few", {0, 1, 7}, 6);
-  }
+  // 6 images per class: 3-fold cross-validation scores the trials.
+  void UploadFew() { UploadSubset("few", {0, 1, 7}, 6); }
 
   // SCRATCH on cnn-small for 4 epochs: the search varies the learning rate;
   // `trials` trials, each round keeping half.
@@ -55,6 +56,17 @@ class TuningE2E : public test_util::JobServerTest {
     return n;
   }
 };
+
+class TuningE2E : public TuningE2EBase {
+ protected:
+  void SetUp() override {
+    StartServer();
+    UploadFew();
+  }
+};
+
+// A server process of its own, to kill.
+class TuningRestartE2E : public TuningE2EBase {};
 
 TEST_F(TuningE2E, GetJobAndTheEventsShowEveryTrialAndTheFinalRunUsesTheWinner) {
   const Job end = WaitForSuccess(Start(Tuned("tuned", 4)).id());
@@ -140,6 +152,45 @@ TEST_F(TuningE2E, BadTuningOptionsAreRefusedBeforeTheJobIsQueued) {
   absl::StatusOr<v1::ListJobsResponse> listed = s_.client->ListJobs({});
   ASSERT_TRUE(listed.ok()) << listed.status();
   EXPECT_EQ(listed->jobs_size(), 0);
+}
+
+// kill -9 in the middle of the search: after a restart the job keeps the
+// trials it had stored, with their figures and the tuning time, and trains
+// only the rest.
+TEST_F(TuningRestartE2E, AKilledServerResumesTheSearchWithTheTrialsItStored) {
+  test_util::TempDir dir;
+  const int port = test_util::FreeLoopbackPort();
+  auto server = std::make_unique<test_util::ServerProcess>(KAIZEN_BINARY_DIR, dir.path(), port);
+  ASSERT_TRUE(Connect(port));
+  UploadFew();
+  const std::string id = Start(Tuned("killed", 8)).id();
+  ASSERT_TRUE(test_util::WaitUntil([&] { return GetJob(id).tuning().trials_size() >= 2; },
+                                   absl::Minutes(3)));
+  const Job before = GetJob(id);
+  server->Kill(SIGKILL);
+
+  server = std::make_unique<test_util::ServerProcess>(KAIZEN_BINARY_DIR, dir.path(), port);
+  ASSERT_TRUE(Connect(port));
+  const Job end = WaitForState(id, {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
+  const std::vector<std::string> lines = Messages(Watch(id));
+  server.reset();
+  ASSERT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED) << end.error();
+  EXPECT_EQ(end.attempts(), 2);
+  ASSERT_TRUE(end.tuning().done());
+  EXPECT_EQ(end.tuning().trials_size(), 8 + 4 + 2);
+  ASSERT_GE(before.tuning().trials_size(), 2);
+  for (int i = 0; i < before.tuning().trials_size(); ++i) {
+    const v1::TuningTrial& stored = before.tuning().trials(i);
+    const v1::TuningTrial& kept = end.tuning().trials(i);
+    EXPECT_EQ(stored.trial(), kept.trial());
+    EXPECT_EQ(stored.round(), kept.round());
+    EXPECT_DOUBLE_EQ(stored.val_accuracy(), kept.val_accuracy());
+    EXPECT_DOUBLE_EQ(stored.seconds(), kept.seconds());
+  }
+  // The time before the kill counts against the budget.
+  EXPECT_GE(end.tuning().seconds(), before.tuning().seconds());
+  EXPECT_EQ(Count(lines, "requeued to resume from its tuning search, keeping the "), 1);
+  EXPECT_EQ(Count(lines, "trial runs finished before the stop are kept"), 1);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "server/training/tuner.h"
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,24 @@ kaizen::v1::Hyperparameters FixedEpochs() {
   h.set_batch_size(8);
   h.set_seed(11);
   h.mutable_augmentation()->set_horizontal_flip(false);
+  return h;
+}
+
+// A 1-second budget on a clock that leaps 1000 s at every reading: the
+// first trial (the defaults, which always runs) is the last.
+void RunOutOfTimeAfterTheFirstTrial(TunerOptions* o) {
+  o->tuning.set_time_budget_seconds(1);
+  auto t = std::make_shared<absl::Time>(absl::UnixEpoch());
+  o->now = [t] { return *t += absl::Seconds(1000); };
+}
+
+// Settings that leave the epochs to the 300-step budget, on 12x12 images
+// (quick).
+kaizen::v1::Hyperparameters DefaultEpochs() {
+  kaizen::v1::Hyperparameters h;
+  h.set_batch_size(8);
+  h.set_seed(5);
+  h.mutable_augmentation()->set_enabled(false);
   return h;
 }
 
@@ -170,9 +189,7 @@ TEST(TunerTest, StopsWhenAskedAndKeepsTheFinishedTrials) {
 TEST(TunerTest, NoTrialStartsAfterTheTimeBudget) {
   const datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 6);
   TunerOptions o = Options(FixedEpochs(), 12, 4, 2);
-  o.tuning.set_time_budget_seconds(1);
-  absl::Time t = absl::UnixEpoch();
-  o.now = [&t] { return t += absl::Seconds(1000); };
+  RunOutOfTimeAfterTheFirstTrial(&o);
   const TuneRun run = TuneWith(o, train);
   ASSERT_TRUE(run.outcome.ok()) << run.outcome.status();
   const kaizen::v1::TuningResult& r = run.outcome->result;
@@ -256,14 +273,9 @@ TEST(TunerTest, ARequestedWarmUpShrinksWithTheRoundsEpochs) {
 }
 
 TEST(TunerTest, EnoughImagesUseASplitAndTheEpochsFollowTheWinnersPeak) {
-  // 10 per class: a 20% split (2 per class scored). The epochs are left to
-  // the 300-step budget: small images keep that quick.
+  // 10 per class: a 20% split (2 per class scored).
   const datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 10, 12);
-  kaizen::v1::Hyperparameters h;
-  h.set_batch_size(8);
-  h.set_seed(5);
-  h.mutable_augmentation()->set_horizontal_flip(false);
-  const TunerOptions o = Options(h, 20, 2, 2, /*image_size=*/12);
+  const TunerOptions o = Options(DefaultEpochs(), 20, 2, 2, /*image_size=*/12);
   const TuneRun run = TuneWith(o, train);
   ASSERT_TRUE(run.outcome.ok()) << run.outcome.status();
   const kaizen::v1::TuningResult& r = run.outcome->result;
@@ -332,14 +344,9 @@ TEST(TunerTest, BadRequestsAreRefusedWithTheField) {
 
 TEST(TunerTest, AWinnerFromARoundTheBudgetCutShortKeepsTheDefaultEpochs) {
   const datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 10, 12);
-  kaizen::v1::Hyperparameters h;
-  h.set_batch_size(8);
-  h.set_seed(5);
-  h.mutable_augmentation()->set_enabled(false);
-  TunerOptions o = Options(h, 20, /*max_trials=*/3, /*reduction_factor=*/2, /*image_size=*/12);
-  o.tuning.set_time_budget_seconds(1);
-  absl::Time t = absl::UnixEpoch();
-  o.now = [&t] { return t += absl::Seconds(1000); };
+  TunerOptions o =
+      Options(DefaultEpochs(), 20, /*max_trials=*/3, /*reduction_factor=*/2, /*image_size=*/12);
+  RunOutOfTimeAfterTheFirstTrial(&o);
   const TuneRun run = TuneWith(o, train);
   ASSERT_TRUE(run.outcome.ok()) << run.outcome.status();
   const kaizen::v1::TuningResult& r = run.outcome->result;
@@ -357,11 +364,8 @@ TEST(TunerTest, AWinnerFromARoundTheBudgetCutShortKeepsTheDefaultEpochs) {
 
 TEST(TunerTest, OnlyTheEpochsToSearchRunsOneTrial) {
   const datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 10, 12);
-  kaizen::v1::Hyperparameters h;
-  h.set_batch_size(8);
-  h.set_seed(5);
+  kaizen::v1::Hyperparameters h = DefaultEpochs();
   h.set_learning_rate(3e-3);
-  h.mutable_augmentation()->set_enabled(false);
   const TuneRun run = TuneWith(Options(h, 20, 9, 3, /*image_size=*/12), train);
   ASSERT_TRUE(run.outcome.ok()) << run.outcome.status();
   EXPECT_THAT(run.outcome->result.searched(), ElementsAre("epochs"));
