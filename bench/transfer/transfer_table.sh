@@ -122,6 +122,7 @@ import json, sys
 m = json.load(sys.stdin)
 n = m.get("normalization", {})
 print(n.get("mean", [0.0])[0], n.get("std", [1.0])[0], m.get("head", {}).get("modulePath", "fc"))')
+echo "base normalization mean $NORM_MEAN std $NORM_STD, head $HEAD_PATH" >&2
 PT_RESULTS="$WORK/pytorch.tsv"
 : >"$PT_RESULTS"
 if [ "$PYTORCH" != 0 ]; then
