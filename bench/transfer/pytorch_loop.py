@@ -112,7 +112,9 @@ def reinitialise(base, head_path):
 
 
 def augment(x, generator):
-    """Zero-pad by 2, random 28x28 crop, horizontal flip with p=0.5."""
+    """Zero-pad by 2, random 28x28 crop, horizontal flip with p=0.5. Works on
+    the pixels (0..255), before normalisation, so the padding is black like the
+    Fashion-MNIST background (as Kaizen's augmenter does)."""
     n, _, h, w = x.shape
     padded = nn.functional.pad(x, (2, 2, 2, 2))
     dx = torch.randint(0, 5, (n,), generator=generator)
@@ -152,7 +154,7 @@ def main():
     x_train, y_train = load_images(a.train_images, a.train_labels)
     x_test, y_test = load_images(a.test_images, a.test_labels)
     num_classes = int(y_train.max()) + 1
-    norm = lambda u8: (u8.float().div(255.0) - a.mean) / a.std  # noqa: E731
+    norm = lambda px: (px.float().div(255.0) - a.mean) / a.std  # noqa: E731 (pixels 0..255)
 
     base = torch.jit.load(a.base, map_location="cpu")
     if not hasattr(base, "forward_features"):
@@ -214,7 +216,7 @@ def main():
         if order.numel() < batch:  # full batches from reshuffled passes
             order = torch.cat([order, torch.randperm(n, generator=gen)])
         idx, order = order[:batch], order[batch:]
-        xb = augment(norm(x_train[idx]), gen)
+        xb = norm(augment(x_train[idx].float(), gen))
         loss = loss_fn(model(xb), y_train[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
