@@ -12,11 +12,18 @@
 # once the job ends (EvaluateModel) and stores the result with it; nothing
 # selects on the test set.
 #
+# Beside every Kaizen job the same subset, seed and strategy also train with
+# a plain, careful PyTorch loop (bench/transfer/pytorch_loop.py) on the same
+# base (downloaded from the server), scored on the same 5,000 test images;
+# the table puts both means and standard deviations side by side with a
+# verdict per row (issue 14's "done when"). PYTORCH=0 skips the baseline.
+#
 # Usage: [PER_CLASS="1 5 20 100"] [EPOCHS=default] [PRETRAIN_EPOCHS=default]
 #        [SEEDS="1 2 3"] [STRATEGIES=...] [BASE_MODEL_FILE=base.pt]
-#        bench/transfer/transfer_table.sh
+#        [SAVE_BASE_FILE=base.pt] [PYTORCH=1] bench/transfer/transfer_table.sh
 # BASE_MODEL_FILE skips pretraining: a base written by an earlier run
-# (kaizenctl models download base) is uploaded instead.
+# (kaizenctl models download base, or SAVE_BASE_FILE) is uploaded instead.
+# SAVE_BASE_FILE keeps a copy of the base this run used.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/common.sh
@@ -26,11 +33,14 @@ PRETRAIN_EPOCHS="${PRETRAIN_EPOCHS:-}"
 SEEDS="${SEEDS:-1 2 3}"
 STRATEGIES="${STRATEGIES:-scratch feature_extraction fine_tune full}"
 BASE_ARCH="${BASE_ARCH:-resnet-small}"
+PYTORCH="${PYTORCH:-1}"
 PY=/usr/bin/python3
 bench_binaries transfer_table
 # Each finished run is appended here too, so nothing is lost if the run stops.
 KEEP="${TRANSFER_RESULTS:-bench/runs/history/transfer_results.tsv}"
 mkdir -p "$(dirname "$KEEP")"
+KEEP_PT="${TRANSFER_PYTORCH_RESULTS:-bench/runs/history/transfer_pytorch_results.tsv}"
+mkdir -p "$(dirname "$KEEP_PT")"
 
 WORK=$(mktemp -d)
 PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -103,6 +113,25 @@ fi
 printf '# %s commit %s base %s pretrain val %s%% in %ss\n' "$(date -u +%FT%TZ)" \
   "$(bench_commit)" "$BASE_ARCH" "$pre_acc" "$pre_s" >>"$KEEP"
 
+# The base exactly as the server holds it, for the PyTorch loop (and to keep).
+CTL models download base "$WORK/base.pt" >/dev/null
+[ -n "${SAVE_BASE_FILE:-}" ] && cp "$WORK/base.pt" "$SAVE_BASE_FILE"
+# Its input normalisation and head, from its metadata (one channel here).
+read -r NORM_MEAN NORM_STD HEAD_PATH < <(CTL --output=json models get base | $PY -c '
+import json, sys
+m = json.load(sys.stdin)
+n = m.get("normalization", {})
+print(n.get("mean", [0.0])[0], n.get("std", [1.0])[0], m.get("head", {}).get("modulePath", "fc"))')
+echo "base normalization mean $NORM_MEAN std $NORM_STD, head $HEAD_PATH" >&2
+PT_RESULTS="$WORK/pytorch.tsv"
+: >"$PT_RESULTS"
+if [ "$PYTORCH" != 0 ]; then
+  $PY -c 'import torch' || { echo "transfer_table: PYTORCH=1 needs python3-torch" >&2; exit 1; }
+  printf '# %s commit %s base %s pretrain val %s%% mean %s std %s head %s\n' \
+    "$(date -u +%FT%TZ)" "$(bench_commit)" "$BASE_ARCH" "$pre_acc" "$NORM_MEAN" "$NORM_STD" \
+    "$HEAD_PATH" >>"$KEEP_PT"
+fi
+
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 epoch_args=()
@@ -129,26 +158,73 @@ print("\t".join([sys.argv[1], sys.argv[2], sys.argv[3], "%.4f" % acc, "%.1f" % s
 ' "$n" "$strategy" "$seed" "$BUILD/kaizenctl" --server="127.0.0.1:$PORT" >>"$RESULTS"
       tail -1 "$RESULTS" >&2
       tail -1 "$RESULTS" >>"$KEEP"
+      if [ "$PYTORCH" != 0 ]; then
+        # Same subset, seed, strategy, base and test set; one intra-op thread.
+        OMP_NUM_THREADS=1 $PY bench/transfer/pytorch_loop.py --base="$WORK/base.pt" \
+          --train_images="$WORK/few$n-images" --train_labels="$WORK/few$n-labels" \
+          --test_images="$WORK/test-images" --test_labels="$WORK/test-labels" \
+          --strategy="$strategy" --seed="$seed" --mean="$NORM_MEAN" --std="$NORM_STD" \
+          --head="$HEAD_PATH" --threads=1 >"$WORK/$out.pytorch" 2>&1 ||
+          { cat "$WORK/$out.pytorch" >&2; exit 1; }
+        grep '^pytorch_loop_result ' "$WORK/$out.pytorch" | tail -1 | cut -d' ' -f2- | $PY -c '
+import json, sys
+r = json.load(sys.stdin)
+print("\t".join([sys.argv[1], sys.argv[2], sys.argv[3], "%.4f" % r["accuracy"],
+                 "%.1f" % r["train_seconds"], "%.1f" % r["seconds"], str(r["steps"])]))
+' "$n" "$strategy" "$seed" >>"$PT_RESULTS"
+        echo "pytorch: $(tail -1 "$PT_RESULTS")" >&2
+        tail -1 "$PT_RESULTS" >>"$KEEP_PT"
+      fi
     done
   done
 done
 
-$PY - "$RESULTS" "${EPOCHS:-default}" "$pre_acc" "$pre_s" "$BASE_ARCH" <<'PYEOF'
+$PY - "$RESULTS" "${EPOCHS:-default}" "$pre_acc" "$pre_s" "$BASE_ARCH" "$PT_RESULTS" <<'PYEOF'
 import statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
+pt_rows = [l.split("\t") for l in open(sys.argv[6]).read().splitlines()]
 print(f"\nTransfer table: Fashion-MNIST classes 0-4 -> 5-9, accuracy on the 5,000 test images "
       f"of classes 5-9, epochs {sys.argv[2]}, {sys.argv[5]}, Kaizen defaults per strategy")
 print(f"base: SCRATCH on 30,000 images of classes 0-4, val accuracy {sys.argv[3]}%, "
       f"{float(sys.argv[4]):.0f} s\n")
-print(f"{'per class':>9}  {'strategy':<20}{'mean':>7}{'std':>6}{'seeds':>6}{'per seed':>24}"
-      f"{'epochs':>8}{'train s':>9}")
+def stats(r):
+    acc = [100 * float(x[3]) for x in r]
+    return acc, statistics.mean(acc), (statistics.stdev(acc) if len(acc) > 1 else 0.0)
+if not pt_rows:
+    print(f"{'per class':>9}  {'strategy':<20}{'mean':>7}{'std':>6}{'seeds':>6}{'per seed':>24}"
+          f"{'epochs':>8}{'train s':>9}")
+    for n in sorted({int(x[0]) for x in rows}):
+        for s in ["scratch", "feature_extraction", "fine_tune", "full"]:
+            r = [x for x in rows if int(x[0]) == n and x[1] == s]
+            if not r: continue
+            acc, mean, sd = stats(r)
+            print(f"{n:>9}  {s:<20}{mean:>6.1f}%{sd:>6.1f}{len(acc):>6}"
+                  f"{'  '.join('%.1f' % a for a in acc):>24}{r[0][6]:>8}"
+                  f"{statistics.median(float(x[4]) for x in r):>9.1f}")
+    sys.exit(0)
+print("Kaizen: its defaults through the API; PyTorch: bench/transfer/pytorch_loop.py (200 steps,")
+print("AdamW + cosine, same base, subsets, seeds and test set). std: sample standard deviation")
+print("over seeds. diff = Kaizen mean - PyTorch mean. verdict: 'above' when diff >= 0,")
+print("'within 1 std' when -max(Kaizen std, PyTorch std) <= diff < 0, else 'below'.")
+print("train s: medians; Kaizen's is the job's start-to-end time, PyTorch's the training loop alone.\n")
+print(f"{'per class':>9}  {'strategy':<19}{'Kaizen':>7}{'std':>5}{'per seed':>17}{'train s':>8}"
+      f"{'PyTorch':>9}{'std':>5}{'per seed':>17}{'train s':>8}{'diff':>7}  verdict")
+ok = total = 0
 for n in sorted({int(x[0]) for x in rows}):
     for s in ["scratch", "feature_extraction", "fine_tune", "full"]:
         r = [x for x in rows if int(x[0]) == n and x[1] == s]
-        if not r: continue
-        acc = [100 * float(x[3]) for x in r]
-        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        print(f"{n:>9}  {s:<20}{statistics.mean(acc):>6.1f}%{sd:>6.1f}{len(acc):>6}"
-              f"{'  '.join('%.1f' % a for a in acc):>24}{r[0][6]:>8}"
-              f"{statistics.median(float(x[4]) for x in r):>9.1f}")
+        p = [x for x in pt_rows if int(x[0]) == n and x[1] == s]
+        if not r or not p: continue
+        ka, km, ks = stats(r)
+        pa, pm, ps = stats(p)
+        diff = km - pm
+        verdict = ("above" if diff >= 0 else
+                   "within 1 std" if diff >= -max(ks, ps) else "below")
+        total += 1
+        ok += verdict != "below"
+        print(f"{n:>9}  {s:<19}{km:>6.1f}%{ks:>5.1f}{' '.join('%.1f' % a for a in ka):>17}"
+              f"{statistics.median(float(x[4]) for x in r):>8.1f}"
+              f"{pm:>8.1f}%{ps:>5.1f}{' '.join('%.1f' % a for a in pa):>17}"
+              f"{statistics.median(float(x[4]) for x in p):>8.1f}{diff:>+7.1f}  {verdict}")
+print(f"\n{ok} of {total} rows within 1 std of, or above, the PyTorch loop")
 PYEOF
