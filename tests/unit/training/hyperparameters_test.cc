@@ -27,7 +27,8 @@ TEST(HyperparametersTest, ResolvesDefaultsPerStrategy) {
     // 100 images: every one trains.
     EXPECT_EQ(hp->validation().split(), 0);
   }
-  // The frozen backbone's features are cached only without augmentation.
+  // From 50 images up, FEATURE_EXTRACTION caches the frozen backbone's
+  // features, which needs no augmentation.
   EXPECT_FALSE(fe->augmentation().enabled());
   EXPECT_TRUE(ft->augmentation().enabled());
   EXPECT_GT(fe->learning_rate(), ft->learning_rate());
@@ -131,6 +132,21 @@ TEST(HyperparametersTest, BudgetsTinyDatasetsInOptimiserSteps) {
   EXPECT_EQ(fe->batch_size(), 5);
   EXPECT_EQ(fe->epochs(), 60);
   EXPECT_EQ(fe->schedule().warmup_epochs(), 0);
+  // Below 50 images the backbone runs every step on augmented images.
+  EXPECT_TRUE(fe->augmentation().enabled());
+  EXPECT_TRUE(fe->augmentation().horizontal_flip());
+  EXPECT_GT(fe->augmentation().random_crop_padding(), 0);
+  auto fe49 = ResolveHyperparameters(kaizen::v1::STRATEGY_FEATURE_EXTRACTION, none, 49);
+  auto fe50 = ResolveHyperparameters(kaizen::v1::STRATEGY_FEATURE_EXTRACTION, none, 50);
+  ASSERT_TRUE(fe49.ok() && fe50.ok());
+  EXPECT_TRUE(fe49->augmentation().enabled());
+  EXPECT_FALSE(fe50->augmentation().enabled());
+  // An explicit choice wins at any size.
+  kaizen::v1::Hyperparameters off;
+  off.mutable_augmentation()->set_enabled(false);
+  auto fe_off = ResolveHyperparameters(kaizen::v1::STRATEGY_FEATURE_EXTRACTION, off, 25);
+  ASSERT_TRUE(fe_off.ok());
+  EXPECT_FALSE(fe_off->augmentation().enabled());
 
   // 20 per class: 10 steps of 10 a epoch, and the epoch default gives more
   // than the minimum.
