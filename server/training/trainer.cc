@@ -58,11 +58,13 @@ constexpr int64_t kInferenceBatch = 256;
 // spaced through the set): a few thousand pin the statistics down, and on a
 // large dataset the pass stays a small fraction of an epoch.
 constexpr int64_t kRecalibrationImages = 4096;
-// Without validation, BatchNorm statistics are recomputed after the last
-// epoch and after about this many epochs spread through the run, so that the
-// checkpoints served while a job runs are sound too; at 5 images per class an
-// epoch is two steps and a pass after each would cost a third of training.
-constexpr int32_t kRecalibrationsPerRun = 10;
+// Without validation or early stopping, a checkpoint is written (with
+// BatchNorm statistics recomputed) after the last epoch and after about this
+// many epochs spread through the run, so that the versions served while a
+// job runs are sound too. At 1 image per class a run is 300 one-step epochs:
+// a checkpoint after each (a registry version, fsync, a hot swap) and a
+// BatchNorm pass after each would cost more than the training.
+constexpr int32_t kCheckpointsPerRun = 10;
 // A validation split that would leave a class fewer training images than this
 // is not taken. Below it is the few-shot regime (1-5 images per class, where
 // a 0.2 split leaves 0-4), in which every image counts more for training than
@@ -193,9 +195,9 @@ class Trainer {
   // `device`) on the un-augmented training images.
   absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module backbone,
                                            const torch::Device& device);
-  // Whether the checkpoint after epoch `epoch` (0-based) gets recalibrated
-  // BatchNorm statistics.
-  bool RecalibratesAfter(int32_t epoch) const;
+  // Whether epoch `epoch` (0-based) ends with a checkpoint, whose BatchNorm
+  // statistics are recomputed first.
+  bool CheckpointsAfter(int32_t epoch) const;
   void Note(const std::string& message);
   // Seeds the epoch's generators, freezes what this epoch keeps fixed and
   // builds or drops the feature cache.
@@ -830,12 +832,12 @@ absl::Status Trainer::CheckpointStoppedAt(const EpochRun& run, int64_t batch, in
   return absl::OkStatus();
 }
 
-bool Trainer::RecalibratesAfter(int32_t epoch) const {
-  // Validation metrics choose the best checkpoint and early stopping: they
-  // need sound statistics every epoch, as does the last checkpoint.
-  if (val_.size() > 0 || epoch + 1 >= hp_.epochs()) return true;
-  const int32_t every =
-      std::max(1, (hp_.epochs() + kRecalibrationsPerRun - 1) / kRecalibrationsPerRun);
+bool Trainer::CheckpointsAfter(int32_t epoch) const {
+  // Validation metrics choose the best checkpoint and early stopping may end
+  // the run after any epoch: both need a checkpoint with sound statistics
+  // every epoch, as does the last epoch.
+  if (val_.size() > 0 || hp_.early_stopping().enabled() || epoch + 1 >= hp_.epochs()) return true;
+  const int32_t every = std::max(1, (hp_.epochs() + kCheckpointsPerRun - 1) / kCheckpointsPerRun);
   return (epoch + 1) % every == 0;
 }
 
@@ -917,7 +919,7 @@ void Trainer::ReportStep(const EpochRun& run, int64_t global_step, double loss_v
 absl::StatusOr<kaizen::v1::EpochMetrics> Trainer::EpochMetricsOf(const EpochRun& run) {
   const double train_seconds = Seconds(run.start);
   last_recalibrated_ = 0;
-  if (!training_batchnorms_.empty() && RecalibratesAfter(run.epoch)) {
+  if (!training_batchnorms_.empty() && CheckpointsAfter(run.epoch)) {
     // In place: the statistics are a function of the weights and the
     // training images alone, so a resumed run computes the same ones, and a
     // training step in train mode does not read them.
@@ -950,15 +952,19 @@ absl::StatusOr<kaizen::v1::EpochMetrics> Trainer::EpochMetricsOf(const EpochRun&
 absl::StatusOr<bool> Trainer::FinishEpoch(const EpochRun& run, TrainResult* result) {
   const int32_t epoch = run.epoch;
   ASSIGN_OR_RETURN(const kaizen::v1::EpochMetrics metrics, EpochMetricsOf(run));
-  const bool is_best = RecordCheckpointMetric(MetricValue(metrics), MetricIsMaximised(),
-                                              hp_.early_stopping().min_delta(), epoch + 1, &state_);
+  // The best epoch is chosen among those with a checkpoint, so that the best
+  // version always exists.
+  const bool checkpoint = CheckpointsAfter(epoch);
+  const bool is_best =
+      checkpoint && RecordCheckpointMetric(MetricValue(metrics), MetricIsMaximised(),
+                                           hp_.early_stopping().min_delta(), epoch + 1, &state_);
   state_.history.push_back(metrics);
   result->last = metrics;
   result->epochs_completed = epoch + 1;
 
   if (callbacks_.on_epoch) callbacks_.on_epoch(metrics);
   // Nobody takes checkpoints (a tuning trial): none is built.
-  if (callbacks_.on_checkpoint) {
+  if (checkpoint && callbacks_.on_checkpoint) {
     where_ = absl::StrCat("epoch ", epoch + 1, " checkpoint");
     ASSIGN_OR_RETURN(Checkpoint cp, MakeCheckpoint(epoch + 1, (epoch + 1) * steps_per_epoch_,
                                                    is_best, last_recalibrated_));

@@ -2,8 +2,9 @@
 // input, replaces the head, freezes what the strategy keeps fixed, trains
 // with the resolved optimiser, schedule, augmentation and loss, evaluates
 // every epoch and hands a self-contained checkpoint to the caller after each
-// one. A pure library: the caller (the job/worker layer) owns storage,
-// events and threads.
+// one with validation data or early stopping, else after about every tenth
+// of the run and the last. A pure library: the caller (the job/worker layer)
+// owns storage, events and threads.
 #pragma once
 
 #include <torch/script.h>
@@ -31,8 +32,11 @@ struct TrainingData {
   const datasets::DecodedDataset* validation = nullptr;
 };
 
-// Handed to the caller after every epoch, and once more when stopped
-// (should_stop) between two steps.
+// Handed to the caller after every epoch with validation data or early
+// stopping; otherwise after every ceil(epochs / 10)th epoch and the last (a
+// 300-epoch run at 1 image per class writes 10, not 300); and once more when
+// stopped (should_stop) between two steps. A job killed between two
+// checkpoints resumes from the last one and repeats the epochs since.
 struct Checkpoint {
   // Self-contained TorchScript classifier in eval mode on the CPU, new head
   // included; save it with models::SaveModelFile.
@@ -42,8 +46,7 @@ struct Checkpoint {
   // source FINE_TUNED; metrics "train_loss", "train_accuracy", with
   // validation "val_loss", "val_accuracy", and "bn_recalibrated": how many
   // BatchNorm layers that trained had their running statistics recomputed on
-  // the un-augmented training images for this checkpoint (0: none trained,
-  // or this epoch's checkpoint kept the moving averages of training).
+  // the un-augmented training images for this checkpoint (0: none trained).
   kaizen::v1::Model metadata;
   int32_t epoch = 0;  // epochs completed
   // Opaque bytes to continue exactly (TrainerOptions::resume_state): from

@@ -482,6 +482,55 @@ TEST(TrainerTest, BatchNormIsRecalibratedOnTheTrainingImages) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second));
 }
 
+// Without validation or early stopping a long run checkpoints after every
+// ceil(epochs / 10)th epoch and the last, each with recomputed BatchNorm
+// statistics, and its best version is one of them; with validation data
+// every epoch has its checkpoint.
+TEST(TrainerTest, LongRunsWithoutValidationCheckpointAboutTenTimes) {
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 4);
+  auto hp = fixtures::FastHyperparameters(25, /*batch=*/8);
+  Recorder rec;
+  const fixtures::BaseModel base = Builtin("cnn-small");
+  auto result =
+      Train(Options(kaizen::v1::STRATEGY_SCRATCH, base, hp), {&train, nullptr}, rec.callbacks());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(rec.epochs.size(), 25u) << "every epoch still reports";
+  std::vector<int32_t> epochs;
+  for (const Checkpoint& cp : rec.checkpoints) {
+    epochs.push_back(cp.epoch);
+    EXPECT_EQ(cp.metadata.metrics().at("bn_recalibrated"), 3) << "epoch " << cp.epoch;
+  }
+  EXPECT_THAT(epochs, ::testing::ElementsAre(3, 6, 9, 12, 15, 18, 21, 24, 25));
+  EXPECT_THAT(epochs, ::testing::Contains(result->best_epoch));
+  int best = 0;
+  for (const Checkpoint& cp : rec.checkpoints) best += cp.is_best ? 1 : 0;
+  EXPECT_GE(best, 1);
+
+  // A run resumed from the checkpoint of epoch 12 continues on the same
+  // schedule to the same final weights.
+  TrainerOptions o = Options(kaizen::v1::STRATEGY_SCRATCH, base, hp);
+  o.base = rec.checkpoints[3].module;
+  o.base_metadata = rec.checkpoints[3].metadata;
+  o.resume_state = rec.checkpoints[3].resume_state;
+  Recorder resumed;
+  ASSERT_TRUE(Train(o, {&train, nullptr}, resumed.callbacks()).ok());
+  ASSERT_EQ(resumed.checkpoints.size(), 5u);
+  EXPECT_EQ(resumed.checkpoints.front().epoch, 15);
+  const auto a = fixtures::Snapshot(rec.checkpoints.back().module);
+  const auto b = fixtures::Snapshot(resumed.checkpoints.back().module);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second));
+
+  // With validation data, a checkpoint after every epoch.
+  datasets::DecodedDataset val = fixtures::SyntheticDataset(2, 2, 28, 1, 2);
+  hp.set_epochs(12);
+  Recorder validated;
+  ASSERT_TRUE(
+      Train(Options(kaizen::v1::STRATEGY_SCRATCH, base, hp), {&train, &val}, validated.callbacks())
+          .ok());
+  EXPECT_EQ(validated.checkpoints.size(), 12u);
+}
+
 // FINE_TUNE trains the top block: only its BatchNorm layers are
 // recalibrated; the frozen ones keep the base's statistics exactly.
 TEST(TrainerTest, FrozenBatchNormKeepsThePretrainedStatistics) {
