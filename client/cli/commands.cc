@@ -193,13 +193,16 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "[--test_dataset=NAME] [--tune_trials=N [--tune_time_budget=S] [--tune_seed=N] "
        "[--tune_reduction_factor=N]] [--head=linear|mlp] [--head_warmup_epochs=N] "
        "[--mixed_precision=off|bf16|fp16] [--priority=N] [--request_id=S] "
-       "[--keep_checkpoints=N] [--teacher=MODEL[:V]] [--temperature=X] "
+       "[--keep_checkpoints=N] [--teacher=MODEL[:V] [--temperature=X] "
+       "[--distill_alpha=X]] "
        "[--watch]",
        "Queue a fine-tuning job and print its id. Only the options given are "
        "sent; the rest take the strategy's defaults (see 'jobs get'). "
        "--augment=on asks for random crops (padding 4) and horizontal flips, "
        "--augment=off for no augmentation; without --augment the strategy "
-       "decides. --teacher and --temperature are for distill. A repeated "
+       "decides. distill needs --teacher (a trained model with the dataset's "
+       "classes); --temperature (default 4) and --distill_alpha (default 0.7) "
+       "shape its loss. A repeated "
        "--request_id returns the first job instead of a new one. --watch "
        "then follows the job like 'jobs watch'.",
        &Commands::FineTuneStart},

@@ -271,6 +271,31 @@ absl::Status SetTuning(const FineTuneFlags& f, StartFineTuneRequest* request) {
   return absl::OkStatus();
 }
 
+absl::Status SetDistillation(const FineTuneFlags& f, StartFineTuneRequest* request) {
+  kaizen::v1::DistillationOptions d;
+  d.set_teacher_model(f.teacher);
+  if (!f.temperature.empty()) {
+    double v = 0;
+    RETURN_IF_ERROR(ParseDouble(
+        "temperature", f.temperature, [](double x) { return x >= 1 && x <= 100; },
+        "a number from 1 to 100, e.g. 4", &v));
+    d.set_temperature(v);
+  }
+  if (!f.distill_alpha.empty()) {
+    double v = 0;
+    RETURN_IF_ERROR(ParseDouble(
+        "distill_alpha", f.distill_alpha, [](double x) { return x > 0 && x <= 1; },
+        "a number in (0, 1], e.g. 0.7", &v));
+    d.set_alpha(v);
+  }
+  if (d.ByteSizeLong() == 0) return absl::OkStatus();
+  if (request->strategy() != kaizen::v1::STRATEGY_DISTILL) {
+    return UsageError("--teacher, --temperature and --distill_alpha need --strategy=distill");
+  }
+  *request->mutable_distillation() = std::move(d);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(const FineTuneFlags& f) {
@@ -290,15 +315,7 @@ absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(const FineTuneFla
   RETURN_IF_ERROR(SetHyperparameters(f, &request));
 
   RETURN_IF_ERROR(SetTuning(f, &request));
-  if (!f.teacher.empty()) {
-    request.mutable_distillation()->set_teacher_model(f.teacher);
-  }
-  if (!f.temperature.empty()) {
-    double v = 0;
-    RETURN_IF_ERROR(
-        ParseDouble("temperature", f.temperature, Positive, "a number > 0, e.g. 4", &v));
-    request.mutable_distillation()->set_temperature(v);
-  }
+  RETURN_IF_ERROR(SetDistillation(f, &request));
   if (!f.priority.empty()) {
     int32_t v = 0;
     RETURN_IF_ERROR(ParseInt<int32_t>("priority", f.priority, std::numeric_limits<int32_t>::min(),

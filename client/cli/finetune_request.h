@@ -53,8 +53,11 @@ struct FineTuneFlags {
   std::string tune_time_budget;
   std::string tune_seed;
   std::string tune_reduction_factor;
-  std::string teacher;  // DISTILL: MODEL[:VERSION]
+  // DISTILL (StartFineTuneRequest.distillation): the teacher MODEL[:VERSION],
+  // the softmax temperature and the weight of the soft-target loss.
+  std::string teacher;
   std::string temperature;
+  std::string distill_alpha;
 };
 
 // Padding of the random crop that --augment=on asks for (the usual value for

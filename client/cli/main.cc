@@ -110,7 +110,10 @@ ABSL_FLAG(std::string, request_id, "",
 ABSL_FLAG(std::string, keep_checkpoints, "",
           "finetune start: versions kept besides the best and the latest");
 ABSL_FLAG(std::string, teacher, "", "finetune start (distill): teacher model, NAME[:VERSION]");
-ABSL_FLAG(std::string, temperature, "", "finetune start (distill): softmax temperature");
+ABSL_FLAG(std::string, temperature, "",
+          "finetune start (distill): softmax temperature, 1 to 100 (default 4)");
+ABSL_FLAG(std::string, distill_alpha, "",
+          "finetune start (distill): weight of the teacher's soft targets, (0, 1] (default 0.7)");
 ABSL_FLAG(bool, watch, false, "finetune start: follow the job to its end, like jobs watch");
 // jobs list / watch.
 ABSL_FLAG(std::string, state, "", "jobs list: only these states, e.g. queued,running,paused");
@@ -220,6 +223,7 @@ int main(int argc, char** argv) {
   ft.tune_reduction_factor = absl::GetFlag(FLAGS_tune_reduction_factor);
   ft.teacher = absl::GetFlag(FLAGS_teacher);
   ft.temperature = absl::GetFlag(FLAGS_temperature);
+  ft.distill_alpha = absl::GetFlag(FLAGS_distill_alpha);
   options.watch = absl::GetFlag(FLAGS_watch);
   options.states = absl::GetFlag(FLAGS_state);
   options.after_sequence = absl::GetFlag(FLAGS_after_sequence);

@@ -707,6 +707,28 @@ void AppendTuning(const kaizen::v1::Job& j, std::string* out) {
   if (!t.reason().empty()) absl::StrAppend(out, "    result:     ", t.reason(), "\n");
 }
 
+// Job.distillation: teacher and student side by side.
+void AppendDistillation(const kaizen::v1::Job& j, std::string* out) {
+  if (!j.has_distillation() || j.distillation().teacher_model().empty()) return;
+  const kaizen::v1::DistillationResult& d = j.distillation();
+  absl::StrAppend(out, "  distillation:\n");
+  Table table({"MODEL", "PARAMETERS", "VAL ACC", "TEST ACC", "LATENCY"});
+  auto accuracy = [](double v, int64_t n) { return n > 0 ? FormatPercent(v) : std::string("-"); };
+  auto latency = [](double ms) { return ms > 0 ? absl::StrFormat("%.2f ms", ms) : "-"; };
+  table.AddRow({absl::StrCat("teacher ", d.teacher_model(), ":", d.teacher_version()),
+                absl::StrCat(d.teacher_parameter_count()),
+                accuracy(d.teacher_val_accuracy(), d.validation_examples()),
+                accuracy(d.teacher_test_accuracy(), d.test_examples()),
+                latency(d.teacher_latency_ms())});
+  table.AddRow({absl::StrCat("student ", j.request().output_model(),
+                             j.latest_version() > 0 ? absl::StrCat(":", j.latest_version()) : ""),
+                absl::StrCat(d.student_parameter_count()),
+                accuracy(d.student_val_accuracy(), d.validation_examples()),
+                accuracy(d.student_test_accuracy(), d.test_examples()),
+                latency(d.student_latency_ms())});
+  absl::StrAppend(out, Indent(table.Render(), 4));
+}
+
 }  // namespace
 
 std::string JobDetails(const kaizen::v1::Job& j) {
@@ -718,7 +740,13 @@ std::string JobDetails(const kaizen::v1::Job& j) {
   Field(&out, "base model", r.base_model());
   Field(&out, "dataset", r.dataset());
   Field(&out, "output model", r.output_model());
-  if (r.has_distillation() && !r.distillation().teacher_model().empty()) {
+  if (j.has_distillation() && !j.distillation().teacher_model().empty()) {
+    // The version and settings resolved at submission.
+    const kaizen::v1::DistillationResult& d = j.distillation();
+    Field(&out, "teacher",
+          absl::StrCat(d.teacher_model(), ":", d.teacher_version(), " (temperature ",
+                       Number(d.temperature()), ", alpha ", Number(d.alpha()), ")"));
+  } else if (r.has_distillation() && !r.distillation().teacher_model().empty()) {
     std::string teacher = r.distillation().teacher_model();
     if (r.distillation().temperature() > 0) {
       absl::StrAppend(&teacher, " (temperature ", Number(r.distillation().temperature()), ")");
@@ -781,6 +809,7 @@ std::string JobDetails(const kaizen::v1::Job& j) {
     absl::StrAppend(&out, Indent(history.Render(), 4));
   }
   AppendTuning(j, &out);
+  AppendDistillation(j, &out);
   return out;
 }
 

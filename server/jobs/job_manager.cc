@@ -5,11 +5,13 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/common/atomic_file.h"
@@ -24,6 +26,7 @@
 #include "server/jobs/job_history.h"
 #include "server/models/builtin_models.h"
 #include "server/training/evaluator.h"
+#include "server/training/forward_latency.h"
 #include "server/training/hyperparameters.h"
 #include "server/training/resume_state.h"
 #include "server/training/strategy.h"
@@ -246,6 +249,8 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
   RETURN_IF_ERROR(training::CheckStrategyAvailable(request.strategy()));
   RETURN_IF_ERROR(training::ValidateTuningRequest(request.strategy(), request.hyperparameters(),
                                                   request.tuning()));
+  RETURN_IF_ERROR(
+      training::ResolveDistillation(request.strategy(), request.distillation()).status());
   // Workers claim under mu_: none may take the job (nor Pause or Cancel
   // change it) between its insertion and its QUEUED event.
   absl::MutexLock lock(&mu_);
@@ -256,6 +261,16 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
                                  {"base", request.base_model()},
                                  {"dataset", request.dataset()},
                                  {"output", request.output_model()}});
+  if (job.has_distillation() &&
+      job.distillation().student_parameter_count() > job.distillation().teacher_parameter_count()) {
+    const kaizen::v1::DistillationResult& d = job.distillation();
+    PublishMessage(job.id(), absl::StrFormat("warning: the student %s has %d parameters, more than "
+                                             "its teacher %s:%d (%d); distillation usually makes "
+                                             "a smaller model, but the job runs as asked",
+                                             request.base_model(), d.student_parameter_count(),
+                                             d.teacher_model(), d.teacher_version(),
+                                             d.teacher_parameter_count()));
+  }
   wake_.Signal();
   PreemptForQueue();
   return job;
@@ -272,6 +287,89 @@ absl::Status JobManager::CheckBaseModel(const kaizen::v1::StartFineTuneRequest& 
                         absl::StrCat("base_model: ", base_model.status().message()));
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+// The student's parameters with a new head for `classes` classes: a
+// built-in as the trainer creates it for the dataset, a stored model with its
+// linear head resized.
+absl::StatusOr<int64_t> StudentParameters(const kaizen::v1::StartFineTuneRequest& request,
+                                          const kaizen::v1::Dataset& dataset,
+                                          store::ModelStore* models) {
+  std::string base;
+  int64_t version = 0;
+  RETURN_IF_ERROR(common::ParseModelRef(request.base_model(), &base, &version));
+  const int64_t classes = dataset.classes_size();
+  if (models::IsBuiltinModel(base)) {
+    models::BuiltinOptions bo;
+    bo.in_channels = dataset.input_shape(0);
+    bo.input_size = std::max(dataset.input_shape(1), dataset.input_shape(2));
+    bo.num_classes = classes;
+    ASSIGN_OR_RETURN(const kaizen::v1::Model described, models::DescribeBuiltinModel(base, bo));
+    return described.parameter_count();
+  }
+  ASSIGN_OR_RETURN(const kaizen::v1::Model model, models->Get(base, version));
+  const kaizen::v1::ModelHead& head = model.head();
+  int64_t count = model.parameter_count();
+  if (head.kind() != kaizen::v1::HEAD_KIND_MLP && head.in_features() > 0) {
+    count += (classes - head.out_features()) * (head.in_features() + 1);
+  }
+  return count;
+}
+
+}  // namespace
+
+absl::StatusOr<kaizen::v1::DistillationResult> JobManager::CheckTeacher(
+    const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Dataset& dataset) {
+  ASSIGN_OR_RETURN(const kaizen::v1::DistillationOptions options,
+                   training::ResolveDistillation(request.strategy(), request.distillation()));
+  const std::string& ref = options.teacher_model();
+  std::string name;
+  int64_t version = 0;
+  if (absl::Status st = common::ParseModelRef(ref, &name, &version); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("distillation.teacher_model: ", st.message()));
+  }
+  if (models::IsBuiltinModel(name)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("distillation.teacher_model \"", ref,
+                     "\" is a built-in architecture with random weights; a teacher must be a "
+                     "trained model (train one, e.g. with STRATEGY_SCRATCH, first)"));
+  }
+  absl::StatusOr<kaizen::v1::Model> teacher = models_->Get(name, version);
+  if (!teacher.ok()) {
+    return absl::Status(teacher.status().code(),
+                        absl::StrCat("distillation.teacher_model: ", teacher.status().message()));
+  }
+  if (!teacher->quarantine_reason().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("distillation.teacher_model \"", name, ":", teacher->version(),
+                     "\" is quarantined: ", teacher->quarantine_reason()));
+  }
+  std::vector<std::string> dataset_classes;
+  for (const auto& c : dataset.classes()) dataset_classes.push_back(c.class_name());
+  const std::vector<std::string> teacher_classes(teacher->class_names().begin(),
+                                                 teacher->class_names().end());
+  if (teacher_classes != dataset_classes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "distillation.teacher_model \"", name, ":", teacher->version(), "\" predicts the classes [",
+        absl::StrJoin(teacher_classes, ", "), "] but dataset \"", request.dataset(), "\" has [",
+        absl::StrJoin(dataset_classes, ", "),
+        "]; a teacher needs the dataset's class names in the same order"));
+  }
+  kaizen::v1::DistillationResult d;
+  d.set_teacher_model(name);
+  d.set_teacher_version(teacher->version());
+  d.set_temperature(options.temperature());
+  d.set_alpha(options.alpha());
+  d.set_teacher_parameter_count(teacher->parameter_count());
+  absl::StatusOr<int64_t> student = StudentParameters(request, dataset, models_);
+  if (!student.ok()) {
+    return absl::Status(student.status().code(),
+                        absl::StrCat("base_model: ", student.status().message()));
+  }
+  d.set_student_parameter_count(*student);
+  return d;
 }
 
 absl::Status JobManager::CheckTestDataset(const kaizen::v1::StartFineTuneRequest& request,
@@ -365,10 +463,20 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
   RETURN_IF_ERROR(CheckBaseModel(request));
   ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset, CheckDatasets(request));
   RETURN_IF_ERROR(CheckOutputSettings(request));
+  kaizen::v1::DistillationResult distillation;
+  if (request.strategy() == kaizen::v1::STRATEGY_DISTILL) {
+    ASSIGN_OR_RETURN(distillation, CheckTeacher(request, dataset));
+  }
   ASSIGN_OR_RETURN(kaizen::v1::Hyperparameters resolved,
                    training::ResolveHyperparameters(request.strategy(), request.hyperparameters(),
                                                     dataset.num_examples()));
-  return ReserveAndInsert(NewQueuedJob(request, resolved));
+  Job job = NewQueuedJob(request, resolved);
+  // The teacher version is fixed here: a resumed job loads this one even if
+  // a newer version appears meanwhile.
+  if (request.strategy() == kaizen::v1::STRATEGY_DISTILL) {
+    *job.mutable_distillation() = std::move(distillation);
+  }
+  return ReserveAndInsert(std::move(job));
 }
 
 absl::StatusOr<Job> JobManager::Get(const std::string& id) { return jobs_->Get(id); }
@@ -551,6 +659,8 @@ absl::StatusOr<bool> JobManager::ModelInUse(const std::string& name) {
     if (common::ParseModelRef(j.request().base_model(), &base, &v).ok() && base == name)
       return true;
     if (j.request().output_model() == name) return true;
+    // A DISTILL job reloads its teacher whenever it (re)starts.
+    if (j.has_distillation() && j.distillation().teacher_model() == name) return true;
   }
   return false;
 }
@@ -729,6 +839,90 @@ absl::Status JobManager::LoadBaseModel(const Job& job, const kaizen::v1::Dataset
   return absl::OkStatus();
 }
 
+absl::Status JobManager::LoadTeacher(const Job& job, training::TrainerOptions* opts) {
+  const kaizen::v1::DistillationResult& d = job.distillation();
+  if (d.teacher_model().empty() || d.teacher_version() <= 0) {
+    return absl::FailedPreconditionError(
+        "this DISTILL job has no resolved teacher version (it was stored before distillation "
+        "was available); submit it again");
+  }
+  const std::string teacher = absl::StrCat(d.teacher_model(), ":", d.teacher_version());
+  training::TrainerOptions::Distillation distillation;
+  absl::StatusOr<torch::jit::Module> module =
+      models_->LoadModule(d.teacher_model(), d.teacher_version());
+  absl::StatusOr<kaizen::v1::Model> metadata = models_->Get(d.teacher_model(), d.teacher_version());
+  const absl::Status st = module.ok() ? metadata.status() : module.status();
+  if (!st.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the teacher ", teacher, " cannot be loaded: ", st.message()));
+  }
+  distillation.teacher = std::move(*module);
+  distillation.teacher_metadata = std::move(*metadata);
+  distillation.temperature = d.temperature();
+  distillation.alpha = d.alpha();
+  opts->distillation = std::move(distillation);
+  PublishMessage(
+      job.id(),
+      absl::StrFormat("distilling from teacher %s (%d parameters) into %s (%d "
+                      "parameters) at temperature %g, alpha %g%s",
+                      teacher, d.teacher_parameter_count(), job.request().base_model(),
+                      d.student_parameter_count(), d.temperature(), d.alpha(),
+                      job.latest_version() > 0 ? "; the teacher was reloaded to resume" : ""));
+  return absl::OkStatus();
+}
+
+void JobManager::ReportDistillation(Job* job, const training::TrainerOptions& opts,
+                                    const training::TrainResult& result) {
+  kaizen::v1::DistillationResult* d = job->mutable_distillation();
+  const std::string& out = job->request().output_model();
+  std::string line =
+      absl::StrCat("distillation: teacher ", d->teacher_model(), ":", d->teacher_version(),
+                   " vs student ", out, ":", job->latest_version());
+  if (result.validation_examples > 0) {
+    d->set_teacher_val_accuracy(result.teacher_val_accuracy);
+    d->set_student_val_accuracy(result.last.val_accuracy());
+    d->set_validation_examples(result.validation_examples);
+    absl::StrAppendFormat(&line, ": validation accuracy %.1f%% vs %.1f%% on %d images",
+                          100 * d->teacher_val_accuracy(), 100 * d->student_val_accuracy(),
+                          d->validation_examples());
+  }
+  absl::StatusOr<kaizen::v1::Model> student = models_->Get(out, job->latest_version());
+  absl::StatusOr<torch::jit::Module> student_module =
+      models_->LoadModule(out, job->latest_version());
+  if (student.ok()) d->set_student_parameter_count(student->parameter_count());
+  absl::StrAppendFormat(&line, "; %d vs %d parameters (%.2fx)", d->teacher_parameter_count(),
+                        d->student_parameter_count(),
+                        d->student_parameter_count() > 0
+                            ? static_cast<double>(d->teacher_parameter_count()) /
+                                  static_cast<double>(d->student_parameter_count())
+                            : 0.0);
+  absl::StatusOr<training::LatencyComparison> latency =
+      student.ok() && student_module.ok()
+          ? training::CompareForwardLatency(
+                opts.distillation->teacher.clone(),
+                {opts.distillation->teacher_metadata.input_shape().begin(),
+                 opts.distillation->teacher_metadata.input_shape().end()},
+                *student_module, {student->input_shape().begin(), student->input_shape().end()},
+                opts.device)
+          : absl::StatusOr<training::LatencyComparison>(student.ok() ? student_module.status()
+                                                                     : student.status());
+  if (latency.ok()) {
+    d->set_teacher_latency_ms(latency->first_ms);
+    d->set_student_latency_ms(latency->second_ms);
+    absl::StrAppendFormat(&line,
+                          "; one image forward %.2f ms vs %.2f ms (median of %d, side by side "
+                          "on %s)",
+                          latency->first_ms, latency->second_ms, latency->rounds, job->device());
+  } else {
+    absl::StrAppend(&line, "; latency not measured: ", latency.status().message());
+  }
+  PublishMessage(job->id(), line);
+  if (absl::Status st = Persist(job); !st.ok()) {
+    common::LogWarning("cannot record the distillation result",
+                       {{"job", job->id()}, {"error", st.ToString()}});
+  }
+}
+
 void JobManager::ExplainIneffectiveSettings(const Job& job, const training::TrainerOptions& opts) {
   // Say so when a setting cannot have its effect, instead of ignoring it.
   const kaizen::v1::Hyperparameters& hp = opts.hyperparameters;
@@ -740,7 +934,7 @@ void JobManager::ExplainIneffectiveSettings(const Job& job, const training::Trai
   }
   const kaizen::v1::Strategy strategy = job.request().strategy();
   if (job.latest_version() == 0 && models::IsBuiltinModel(opts.base_metadata.name()) &&
-      strategy != kaizen::v1::STRATEGY_SCRATCH) {
+      strategy != kaizen::v1::STRATEGY_SCRATCH && strategy != kaizen::v1::STRATEGY_DISTILL) {
     PublishMessage(job.id(), absl::StrCat("base model ", opts.base_metadata.name(),
                                           " is a randomly initialised built-in: ",
                                           kaizen::v1::Strategy_Name(strategy),
@@ -838,6 +1032,7 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   } else {
     RETURN_IF_ERROR(LoadBaseModel(*job, dataset_info, &opts));
   }
+  if (req.strategy() == kaizen::v1::STRATEGY_DISTILL) RETURN_IF_ERROR(LoadTeacher(*job, &opts));
   training::TrainingData data;
   data.train = &train;
   data.validation = validation ? &*validation : nullptr;
@@ -874,8 +1069,10 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
                                               result.epochs_completed, result.best_metric_name,
                                               result.best_epoch));
   }
-  if (*stopped || req.test_dataset().empty()) return absl::OkStatus();
-  absl::Status evaluated = EvaluateOnTestDataset(*job, cb.should_stop);
+  if (*stopped) return absl::OkStatus();
+  if (opts.distillation) ReportDistillation(job, opts, result);
+  if (req.test_dataset().empty()) return absl::OkStatus();
+  absl::Status evaluated = EvaluateOnTestDataset(job, cb.should_stop);
   // Stopped by a cancel, pause or shutdown: ends like a stop during
   // training; a resumed job has no epoch left and evaluates again.
   if (absl::IsCancelled(evaluated)) {
@@ -897,6 +1094,7 @@ absl::StatusOr<bool> JobManager::TuneJob(Job* job, const training::TrainerOption
   t.base = opts.base;
   t.base_metadata = opts.base_metadata;
   t.device = opts.device;
+  t.distillation = opts.distillation;
   t.done.assign(job->tuning().trials().begin(), job->tuning().trials().end());
   t.spent = absl::Seconds(job->tuning().seconds());
   if (!t.done.empty()) {
@@ -956,9 +1154,12 @@ void JobManager::RecordTrial(Job* job, const kaizen::v1::TuningTrial& trial) {
   }
 }
 
-absl::Status JobManager::EvaluateOnTestDataset(const Job& job,
+absl::Status JobManager::EvaluateOnTestDataset(Job* job_ptr,
                                                const std::function<bool()>& should_stop) {
+  const Job& job = *job_ptr;
   const kaizen::v1::StartFineTuneRequest& req = job.request();
+  // DISTILL: the student's latest version's accuracy, beside the teacher's.
+  std::optional<kaizen::v1::Evaluation> student_latest;
   std::vector<int64_t> versions = {job.latest_version()};
   if (job.best_version() > 0 && job.best_version() != job.latest_version()) {
     versions.push_back(job.best_version());
@@ -989,6 +1190,7 @@ absl::Status JobManager::EvaluateOnTestDataset(const Job& job,
                                             version, " was not evaluated: ", e.status().message()));
       continue;
     }
+    if (version == job.latest_version()) student_latest = *e;
     const char* which = version == job.latest_version()
                             ? (version == job.best_version() ? "latest and best" : "latest")
                             : "best";
@@ -999,7 +1201,38 @@ absl::Status JobManager::EvaluateOnTestDataset(const Job& job,
                         req.test_dataset(), version, which, 100 * e->accuracy(), e->top_k(),
                         100 * e->top_k_accuracy(), e->mean_loss(), e->examples(), stored_as));
   }
-  return absl::OkStatus();
+  if (!job.has_distillation() || !student_latest) return absl::OkStatus();
+  return EvaluateTeacherOnTestDataset(job_ptr, *student_latest, should_stop);
+}
+
+absl::Status JobManager::EvaluateTeacherOnTestDataset(Job* job,
+                                                      const kaizen::v1::Evaluation& student,
+                                                      const std::function<bool()>& should_stop) {
+  kaizen::v1::DistillationResult* d = job->mutable_distillation();
+  const std::string& test = job->request().test_dataset();
+  kaizen::v1::EvaluateModelRequest r;
+  r.set_name(d->teacher_model());
+  r.set_version(d->teacher_version());
+  r.set_dataset(test);
+  absl::StatusOr<kaizen::v1::Evaluation> e = options_.evaluator->Evaluate(
+      r, should_stop, /*wait_for_turn=*/true, torch::Device(job->device()));
+  if (absl::IsCancelled(e.status())) return e.status();
+  if (!e.ok()) {
+    PublishMessage(job->id(), absl::StrCat("test dataset ", test, ": the teacher ",
+                                           d->teacher_model(), ":", d->teacher_version(),
+                                           " was not evaluated: ", e.status().message()));
+    return absl::OkStatus();
+  }
+  d->set_teacher_test_accuracy(e->accuracy());
+  d->set_student_test_accuracy(student.accuracy());
+  d->set_test_examples(student.examples());
+  PublishMessage(job->id(), absl::StrFormat(
+                                "distillation: test dataset %s: teacher %s:%d %.1f%% vs student "
+                                "%s:%d %.1f%% accuracy on %d images",
+                                test, d->teacher_model(), d->teacher_version(), 100 * e->accuracy(),
+                                job->request().output_model(), job->latest_version(),
+                                100 * student.accuracy(), student.examples()));
+  return Persist(job);
 }
 
 absl::StatusOr<std::string> JobManager::StoreTestEvaluation(const std::string& model,

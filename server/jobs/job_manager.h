@@ -28,6 +28,7 @@
 namespace kaizen::training {
 struct Checkpoint;
 struct TrainerOptions;
+struct TrainResult;
 }  // namespace kaizen::training
 
 namespace kaizen::jobs {
@@ -123,6 +124,22 @@ class JobManager {
 
   // The steps of CheckReferencesAndInsert. The base model exists.
   absl::Status CheckBaseModel(const kaizen::v1::StartFineTuneRequest& request);
+  // STRATEGY_DISTILL: the teacher exists, is trained (not a built-in, not
+  // quarantined) and predicts the dataset's classes in order. Returns the
+  // job's DistillationResult as far as submission knows it: the resolved
+  // teacher version, temperature and alpha, and both parameter counts.
+  // NotFound ("distillation.teacher_model: ..."), FailedPrecondition,
+  // InvalidArgument naming both class lists.
+  absl::StatusOr<kaizen::v1::DistillationResult> CheckTeacher(
+      const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Dataset& dataset);
+  // DISTILL: the teacher version the job resolved at submission, loaded for
+  // training (on a resume too).
+  absl::Status LoadTeacher(const kaizen::v1::Job& job, training::TrainerOptions* opts);
+  // DISTILL, once training ends: teacher and student side by side in
+  // job->distillation (validation accuracy, parameters, latency) and an
+  // event.
+  void ReportDistillation(kaizen::v1::Job* job, const training::TrainerOptions& opts,
+                          const training::TrainResult& result);
   // The training dataset (returned) and a validation dataset exist, with the
   // same class names.
   // test_dataset: not the training or validation dataset, with classes among
@@ -131,8 +148,15 @@ class JobManager {
                                 const kaizen::v1::Dataset& train);
   // Evaluates the job's latest and best versions on its test dataset and
   // stores each result with its version.
-  absl::Status EvaluateOnTestDataset(const kaizen::v1::Job& job,
+  // DISTILL: the teacher is evaluated too, and both accuracies go into
+  // job->distillation.
+  absl::Status EvaluateOnTestDataset(kaizen::v1::Job* job,
                                      const std::function<bool()>& should_stop);
+  // DISTILL: the teacher's accuracy on the test dataset beside the
+  // student's (`student`, its latest version's evaluation).
+  absl::Status EvaluateTeacherOnTestDataset(kaizen::v1::Job* job,
+                                            const kaizen::v1::Evaluation& student,
+                                            const std::function<bool()>& should_stop);
   // Stores `e` as the test_evaluation of one version, leaving out the
   // confusion matrix and then the per-class rows when the record would be
   // too large; returns what was left out, for the job's message.

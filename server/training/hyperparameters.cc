@@ -51,20 +51,24 @@ constexpr int64_t kFeatureExtractionAugmentBelow = 50;
 
 std::string Num(double v) { return absl::StrFormat("%g", v); }
 
-absl::Status OutOfRange(absl::string_view field, double value, absl::string_view rule) {
+absl::Status OutOfRange(absl::string_view field, double value, absl::string_view rule,
+                        absl::string_view message = "hyperparameters") {
   return absl::InvalidArgumentError(
-      absl::StrCat("hyperparameters.", field, " is ", Num(value), "; it must be ", rule));
+      absl::StrCat(message, ".", field, " is ", Num(value), "; it must be ", rule));
 }
 
-// Range checks; `lo_open` / `hi_open` make the bound exclusive.
+// Range checks; `lo_open` / `hi_open` make the bound exclusive. `message`
+// names the request field the value is in.
 absl::Status CheckRange(absl::string_view field, double value, double lo, double hi,
-                        bool lo_open = false, bool hi_open = false) {
+                        bool lo_open = false, bool hi_open = false,
+                        absl::string_view message = "hyperparameters") {
   const bool ok = std::isfinite(value) && (lo_open ? value > lo : value >= lo) &&
                   (hi_open ? value < hi : value <= hi);
   if (ok) return absl::OkStatus();
   return OutOfRange(
       field, value,
-      absl::StrCat("in ", lo_open ? "(" : "[", Num(lo), ", ", Num(hi), hi_open ? ")" : "]"));
+      absl::StrCat("in ", lo_open ? "(" : "[", Num(lo), ", ", Num(hi), hi_open ? ")" : "]"),
+      message);
 }
 
 // The defaults of one strategy for a dataset of `n` training examples.
@@ -100,9 +104,15 @@ Hyperparameters StrategyDefaults(Strategy strategy, int64_t n) {
       d.set_learning_rate(0.02);
       d.mutable_optimizer()->set_weight_decay(1e-4);
       break;
+    case kaizen::v1::STRATEGY_DISTILL:
+      // The student learns the task anew from the teacher: every layer
+      // trains at one learning rate, like SCRATCH (a built-in student has
+      // random weights; an uploaded one is only a starting point).
+      d.set_learning_rate(3e-3);
+      d.mutable_schedule()->set_warmup_epochs(1);
+      break;
     case kaizen::v1::STRATEGY_FINE_TUNE:
     case kaizen::v1::STRATEGY_INCREMENTAL:
-    case kaizen::v1::STRATEGY_DISTILL:
       d.set_learning_rate(3e-3);
       d.set_backbone_lr_multiplier(0.1);
       d.set_trainable_blocks(1);
@@ -328,6 +338,27 @@ absl::StatusOr<Hyperparameters> ResolveHyperparameters(Strategy strategy,
   if (h.seed() == 0) h.set_seed(RandomNonZeroSeed());
   RETURN_IF_ERROR(ApplyHeadDefaults(&h));
   return h;
+}
+
+absl::StatusOr<kaizen::v1::DistillationOptions> ResolveDistillation(
+    Strategy strategy, const kaizen::v1::DistillationOptions& requested) {
+  if (strategy != kaizen::v1::STRATEGY_DISTILL) {
+    if (requested.ByteSizeLong() == 0) return requested;
+    return absl::InvalidArgumentError(
+        absl::StrCat("distillation is set but strategy is ", kaizen::v1::Strategy_Name(strategy),
+                     "; distillation options apply to STRATEGY_DISTILL only"));
+  }
+  if (requested.teacher_model().empty()) {
+    return absl::InvalidArgumentError(
+        "distillation.teacher_model is empty; STRATEGY_DISTILL needs a teacher model "
+        "(\"name\" or \"name:version\") with the training dataset's classes");
+  }
+  kaizen::v1::DistillationOptions d = requested;
+  if (d.temperature() == 0) d.set_temperature(kDefaultDistillationTemperature);
+  if (d.alpha() == 0) d.set_alpha(kDefaultDistillationAlpha);
+  RETURN_IF_ERROR(CheckRange("temperature", d.temperature(), 1, 100, false, false, "distillation"));
+  RETURN_IF_ERROR(CheckRange("alpha", d.alpha(), 0, 1, /*lo_open=*/true, false, "distillation"));
+  return d;
 }
 
 }  // namespace kaizen::training

@@ -18,4 +18,20 @@ absl::StatusOr<kaizen::v1::Hyperparameters> ResolveHyperparameters(
     kaizen::v1::Strategy strategy, const kaizen::v1::Hyperparameters& requested,
     int64_t num_train_examples);
 
+// DISTILL's defaults. T = 4 softens a confident teacher enough that the
+// ranks of its wrong classes carry signal (Hinton et al. used 2-20; 4 is the
+// usual choice on 10-class image tasks), and alpha = 0.7 lets those soft
+// targets lead while the labels still correct the teacher's mistakes.
+inline constexpr double kDefaultDistillationTemperature = 4.0;
+inline constexpr double kDefaultDistillationAlpha = 0.7;
+
+// STRATEGY_DISTILL: `requested` with zero temperature and alpha at their
+// defaults. InvalidArgument naming the field for a missing teacher_model
+// ("distillation.teacher_model is empty; ..."), a temperature outside
+// [1, 100] or an alpha outside (0, 1] ("distillation.alpha is 1.5; it must
+// be in (0, 1]"). Other strategies: `requested` when it is empty,
+// InvalidArgument when any distillation option is set.
+absl::StatusOr<kaizen::v1::DistillationOptions> ResolveDistillation(
+    kaizen::v1::Strategy strategy, const kaizen::v1::DistillationOptions& requested);
+
 }  // namespace kaizen::training

@@ -11,4 +11,20 @@ torch::Tensor SmoothedCrossEntropy(const torch::Tensor& logits, const torch::Ten
   return ((1.0 - label_smoothing) * nll + label_smoothing * uniform).mean();
 }
 
+torch::Tensor DistillationLoss(const torch::Tensor& student_logits,
+                               const torch::Tensor& teacher_logits, const torch::Tensor& targets,
+                               double temperature, double alpha, double label_smoothing) {
+  const torch::Tensor student_log_p =
+      torch::log_softmax(student_logits.to(torch::kFloat) / temperature, /*dim=*/1);
+  const torch::Tensor teacher_log_p =
+      torch::log_softmax(teacher_logits.detach().to(torch::kFloat) / temperature, /*dim=*/1);
+  // sum_k p_t (log p_t - log p_s); exp(log p) keeps p_t = 0 terms at 0.
+  const torch::Tensor kl =
+      (teacher_log_p.exp() * (teacher_log_p - student_log_p)).sum(/*dim=*/1).mean();
+  const torch::Tensor soft = kl * (temperature * temperature);
+  if (alpha >= 1) return soft;
+  return alpha * soft +
+         (1.0 - alpha) * SmoothedCrossEntropy(student_logits, targets, label_smoothing);
+}
+
 }  // namespace kaizen::training

@@ -1,5 +1,6 @@
-// The classification loss: cross-entropy with label smoothing, written out so
-// that it behaves the same on every LibTorch version and device.
+// The training losses: cross-entropy with label smoothing, and the
+// distillation loss that mixes it with a teacher's softened outputs. Written
+// out so that they behave the same on every LibTorch version and device.
 #pragma once
 
 #include <torch/script.h>
@@ -11,5 +12,16 @@ namespace kaizen::training {
 // logits [N, K], targets int64 [N].
 torch::Tensor SmoothedCrossEntropy(const torch::Tensor& logits, const torch::Tensor& targets,
                                    double label_smoothing);
+
+// Knowledge distillation (Hinton et al., 2015):
+//   alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+//   + (1 - alpha) * SmoothedCrossEntropy(student, targets, label_smoothing),
+// the KL divergence summed over classes and averaged over the batch. T^2
+// keeps the soft term's gradients at the scale of the label term's whatever
+// the temperature. `teacher_logits` [N, K] carry no gradient (detached here);
+// everything is computed in float32.
+torch::Tensor DistillationLoss(const torch::Tensor& student_logits,
+                               const torch::Tensor& teacher_logits, const torch::Tensor& targets,
+                               double temperature, double alpha, double label_smoothing);
 
 }  // namespace kaizen::training

@@ -7,13 +7,14 @@ namespace kaizen::training {
 absl::Status CheckStrategySpecified(kaizen::v1::Strategy strategy) {
   if (strategy == kaizen::v1::STRATEGY_UNSPECIFIED) {
     return absl::InvalidArgumentError(
-        "strategy is unspecified; choose FEATURE_EXTRACTION, FINE_TUNE, FULL or SCRATCH");
+        "strategy is unspecified; choose FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH or "
+        "DISTILL");
   }
   if (!kaizen::v1::Strategy_IsValid(strategy)) {
     return absl::InvalidArgumentError(
         absl::StrCat("strategy is ", static_cast<int>(strategy),
-                     ", not a known strategy; choose FEATURE_EXTRACTION, FINE_TUNE, FULL or "
-                     "SCRATCH"));
+                     ", not a known strategy; choose FEATURE_EXTRACTION, FINE_TUNE, FULL, "
+                     "SCRATCH or DISTILL"));
   }
   return absl::OkStatus();
 }
@@ -25,12 +26,13 @@ absl::Status CheckStrategyAvailable(kaizen::v1::Strategy strategy) {
     case kaizen::v1::STRATEGY_FINE_TUNE:
     case kaizen::v1::STRATEGY_FULL:
     case kaizen::v1::STRATEGY_SCRATCH:
+    case kaizen::v1::STRATEGY_DISTILL:
       return absl::OkStatus();
     default:
       return absl::UnimplementedError(
           absl::StrCat("strategy ", kaizen::v1::Strategy_Name(strategy),
-                       " is not available yet: it arrives with the incremental/distillation "
-                       "work; FEATURE_EXTRACTION, FINE_TUNE, FULL and SCRATCH are"));
+                       " is not available yet: it arrives with the incremental learning work; "
+                       "FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH and DISTILL are"));
   }
 }
 

@@ -11,10 +11,10 @@ namespace kaizen::training {
 // the enum ("strategy is unspecified; choose FEATURE_EXTRACTION, ...").
 absl::Status CheckStrategySpecified(kaizen::v1::Strategy strategy);
 
-// CheckStrategySpecified, then Unimplemented for the strategies that are
-// defined but not trained yet (INCREMENTAL, DISTILL), naming the strategy:
-// "strategy STRATEGY_DISTILL is not available yet: it arrives with the
-// incremental/distillation work; ...".
+// CheckStrategySpecified, then Unimplemented for the strategy that is
+// defined but not trained yet (INCREMENTAL), naming it: "strategy
+// STRATEGY_INCREMENTAL is not available yet: it arrives with the incremental
+// learning work; ...".
 absl::Status CheckStrategyAvailable(kaizen::v1::Strategy strategy);
 
 }  // namespace kaizen::training

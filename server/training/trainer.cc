@@ -39,6 +39,7 @@
 #include "server/training/parameter_init.h"
 #include "server/training/resume_state.h"
 #include "server/training/strategy.h"
+#include "server/training/teacher.h"
 
 namespace kaizen::training {
 namespace {
@@ -219,7 +220,16 @@ class Trainer {
   // statistics (last_recalibrated_), then evaluates.
   absl::StatusOr<kaizen::v1::EpochMetrics> EpochMetricsOf(const EpochRun& run);
   torch::Tensor Features(const torch::Tensor& unit_images);
-  torch::Tensor TrainLogits(const torch::Tensor& idx, bool use_cache, at::Generator& gen);
+  // The student's logits for training rows `idx` (augmented when
+  // augmentation is on) and, for DISTILL, the teacher's on the same images
+  // in `*teacher_logits`.
+  torch::Tensor TrainLogits(const torch::Tensor& idx, bool use_cache, at::Generator& gen,
+                            torch::Tensor* teacher_logits);
+  // DISTILL: the teacher on the student's input, and its logit cache when
+  // the training images never change (no augmentation).
+  absl::Status BuildTeacher();
+  // DISTILL: the teacher's accuracy on the validation images.
+  double TeacherAccuracy(const ImageSet& set);
   Evaluation Evaluate(const ImageSet& set, const torch::Tensor& cached_features);
   void SetLearningRates(double factor);
   void ClearGradients();
@@ -281,6 +291,9 @@ class Trainer {
   Clock::time_point run_start_;
   int64_t steps_this_run_ = 0;
 
+  std::unique_ptr<Teacher> teacher_;
+  std::optional<TeacherLogitCache> teacher_cache_;
+
   bool amp_ = false;
   bool fp16_ = false;
   at::ScalarType amp_dtype_ = at::kBFloat16;
@@ -299,6 +312,9 @@ absl::Status Trainer::CheckInputs() {
   if (data_.validation != nullptr && data_.validation->class_names != class_names_) {
     return absl::InvalidArgumentError(
         "the validation dataset's class names differ from the training dataset's");
+  }
+  if (options_.strategy == kaizen::v1::STRATEGY_DISTILL && !options_.distillation) {
+    return absl::InvalidArgumentError("STRATEGY_DISTILL needs a teacher model");
   }
   if (options_.base_metadata.input_shape_size() != 3) {
     return absl::InvalidArgumentError("the base model's metadata has no [C, H, W] input_shape");
@@ -450,6 +466,28 @@ absl::Status Trainer::BuildData() {
   return absl::OkStatus();
 }
 
+absl::Status Trainer::BuildTeacher() {
+  if (!options_.distillation) return absl::OkStatus();
+  const TrainerOptions::Distillation& d = *options_.distillation;
+  const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
+                                   base_metadata_.input_shape().end());
+  ASSIGN_OR_RETURN(teacher_,
+                   Teacher::Create(d.teacher, d.teacher_metadata, shape, num_classes_, device_));
+  if (!augmenter_->active()) teacher_cache_.emplace(teacher_.get(), train_.images);
+  return absl::OkStatus();
+}
+
+double Trainer::TeacherAccuracy(const ImageSet& set) {
+  int64_t correct = 0;
+  for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
+    const int64_t n = std::min(kInferenceBatch, set.size() - begin);
+    const torch::Tensor logits =
+        teacher_->Logits(imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n)));
+    correct += logits.argmax(1).eq(set.labels.narrow(0, begin, n)).sum().item<int64_t>();
+  }
+  return set.size() > 0 ? static_cast<double>(correct) / static_cast<double>(set.size()) : 0;
+}
+
 absl::Status Trainer::SplitValidation(ImageSet all) {
   std::vector<int32_t> labels;
   labels.reserve(data_.train->records.size());
@@ -560,13 +598,19 @@ torch::Tensor Trainer::HeadInput(const torch::Tensor& features) const {
   return (features - feature_mean_) / feature_std_;
 }
 
-torch::Tensor Trainer::TrainLogits(const torch::Tensor& idx, bool use_cache, at::Generator& gen) {
+torch::Tensor Trainer::TrainLogits(const torch::Tensor& idx, bool use_cache, at::Generator& gen,
+                                   torch::Tensor* teacher_logits) {
+  // The feature cache implies no augmentation, so the teacher's logits are
+  // cached too.
+  if (teacher_cache_) *teacher_logits = teacher_cache_->Rows(idx);
   if (use_cache) {
     AutocastScope autocast(amp_, amp_dtype_);
     return split_.head.forward({train_features_.index_select(0, idx)}).toTensor();
   }
   torch::Tensor x = imaging::Normalizer::ToUnit(train_.images.index_select(0, idx));
   if (augmenter_->active()) x = augmenter_->Apply(x, gen);
+  // The teacher sees the very images the student does, augmentation and all.
+  if (teacher_ && !teacher_cache_) *teacher_logits = teacher_->Logits(x);
   torch::Tensor features;
   if (backbone_params_.empty() || !backbone_params_[0].requires_grad()) {
     torch::NoGradGuard no_grad;
@@ -881,8 +925,13 @@ absl::Status Trainer::Step(const std::vector<int64_t>& batch, int64_t b, int64_t
   run->lr_now = base_lrs_[0] * factor;
   const torch::Tensor idx = torch::tensor(batch, torch::kLong).to(device_);
   const torch::Tensor labels = train_.labels.index_select(0, idx);
-  const torch::Tensor logits = TrainLogits(idx, run->use_cache, run->augment_gen);
-  const torch::Tensor loss = SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
+  torch::Tensor teacher_logits;
+  const torch::Tensor logits = TrainLogits(idx, run->use_cache, run->augment_gen, &teacher_logits);
+  const torch::Tensor loss =
+      teacher_
+          ? DistillationLoss(logits, teacher_logits, labels, options_.distillation->temperature,
+                             options_.distillation->alpha, hp_.label_smoothing())
+          : SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
   const double loss_value = loss.item<double>();
   if (!std::isfinite(loss_value)) {
     return common::WithCause(
@@ -977,6 +1026,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   RETURN_IF_ERROR(CheckInputs());
   RETURN_IF_ERROR(BuildModel());
   RETURN_IF_ERROR(BuildData());
+  RETURN_IF_ERROR(BuildTeacher());
   RETURN_IF_ERROR(BuildOptimizer());
 
   TrainResult result;
@@ -1007,6 +1057,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       result.cancelled = true;
       result.epochs_completed = epoch;
       result.backbone_forward_batches = backbone_batches_;
+      result.teacher_forward_batches = teacher_ ? teacher_->forward_batches() : 0;
       result.notes = notes_;
       return result;
     }
@@ -1030,6 +1081,12 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   result.best_epoch = state_.best_epoch;
   result.backbone_forward_batches = backbone_batches_;
   result.batchnorm_recalibrated = last_recalibrated_;
+  if (teacher_ && val_.size() > 0) {
+    where_ = "teacher evaluation";
+    result.teacher_val_accuracy = TeacherAccuracy(val_);
+    result.validation_examples = val_.size();
+  }
+  result.teacher_forward_batches = teacher_ ? teacher_->forward_batches() : 0;
   result.notes = notes_;
   return result;
 }

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -89,6 +90,20 @@ struct TrainerOptions {
   // Empty for a fresh start, else Checkpoint::resume_state of the checkpoint
   // whose module is `base`.
   std::string resume_state;
+  // STRATEGY_DISTILL: the teacher, run in inference mode on every training
+  // batch (its logits cached once per image when augmentation is off).
+  struct Distillation {
+    // A trained classifier whose outputs are the training dataset's classes
+    // in order; copied to the device, never modified.
+    torch::jit::Module teacher;
+    // Its input_shape and normalization (the student's batches are adapted
+    // to them); name for messages.
+    kaizen::v1::Model teacher_metadata;
+    // Resolved (ResolveDistillation): see DistillationLoss.
+    double temperature = 4.0;
+    double alpha = 0.7;
+  };
+  std::optional<Distillation> distillation;
   // With a frozen backbone and no augmentation, compute the backbone's
   // features once and train the head on them. Off only to measure what the
   // cache saves (bench/train_bench --no_feature_cache); results are the same.
@@ -112,14 +127,22 @@ struct TrainResult {
   int batchnorm_recalibrated = 0;
   // Every line passed to Callbacks::on_message, in order.
   std::vector<std::string> notes;
+  // STRATEGY_DISTILL, once training ends (not when stopped): the teacher's
+  // accuracy on the validation images the student is scored on
+  // (last.val_accuracy), when there are any (validation_examples > 0).
+  double teacher_val_accuracy = 0;
+  int64_t validation_examples = 0;
+  // Batches the teacher ran forward in this call (training, the logit cache
+  // and its validation accuracy).
+  int64_t teacher_forward_batches = 0;
 };
 
 // Runs the job. Never throws. Errors: InvalidArgument for unusable data or
 // settings and for a loss that became NaN/Inf ("loss became NaN at epoch 2
-// step 7 (learning rate 0.5); lower the learning rate"); Unimplemented for
-// INCREMENTAL and DISTILL; ResourceExhausted when the device runs out of
-// memory; Internal for other LibTorch failures, with "epoch E step S: " in
-// front; the status of on_checkpoint when it fails.
+// step 7 (learning rate 0.5); lower the learning rate") and for a DISTILL job
+// without a usable teacher; Unimplemented for INCREMENTAL; ResourceExhausted when the device runs
+// out of memory; Internal for other LibTorch failures, with "epoch E step S: " in front; the status
+// of on_checkpoint when it fails.
 absl::StatusOr<TrainResult> Train(const TrainerOptions& options, const TrainingData& data,
                                   const Callbacks& callbacks);
 

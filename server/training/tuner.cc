@@ -369,6 +369,7 @@ absl::StatusOr<std::optional<Score>> Search::Evaluate(int number, const Config& 
     opts.base = o_.base;
     opts.base_metadata = o_.base_metadata;
     opts.device = o_.device;
+    opts.distillation = o_.distillation;
     Callbacks cb;
     cb.should_stop = cb_.should_stop;
     acc.emplace_back();

@@ -38,6 +38,7 @@
 #include <torch/script.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,7 @@
 #include "kaizen/v1/finetune_service.pb.h"
 #include "kaizen/v1/model_service.pb.h"
 #include "server/datasets/dataset_file.h"
+#include "server/training/trainer.h"
 
 namespace kaizen::training {
 
@@ -67,6 +69,8 @@ struct TunerOptions {
   torch::jit::Module base;
   kaizen::v1::Model base_metadata;
   torch::Device device = torch::kCPU;
+  // STRATEGY_DISTILL: the teacher every trial distils from.
+  std::optional<TrainerOptions::Distillation> distillation;
   // Trials of an earlier run of the same search that stopped (pause,
   // shutdown): a planned trial with the same number and round is taken from
   // here instead of trained again. The search is deterministic, so the plan

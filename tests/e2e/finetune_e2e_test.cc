@@ -92,8 +92,10 @@ TEST_F(FineTuneE2E, StartFineTuneValidatesItsRequest) {
                    absl::StatusCode::kAlreadyExists, "built-in"});
   cases.push_back({Request("cnn-small", "pets", "out", v1::STRATEGY_UNSPECIFIED, 1),
                    absl::StatusCode::kInvalidArgument, "strategy"});
+  cases.push_back({Request("cnn-small", "pets", "out", v1::STRATEGY_INCREMENTAL, 1),
+                   absl::StatusCode::kUnimplemented, "STRATEGY_INCREMENTAL"});
   cases.push_back({Request("cnn-small", "pets", "out", v1::STRATEGY_DISTILL, 1),
-                   absl::StatusCode::kUnimplemented, "STRATEGY_DISTILL"});
+                   absl::StatusCode::kInvalidArgument, "distillation.teacher_model is empty"});
   auto bad_lr = Request("cnn-small", "pets", "out", v1::STRATEGY_SCRATCH, 1);
   bad_lr.mutable_hyperparameters()->set_learning_rate(-1);
   cases.push_back({bad_lr, absl::StatusCode::kInvalidArgument, "learning_rate"});

@@ -115,6 +115,7 @@ TEST(FineTuneRequestTest, OutOfRangeValuesNameTheFlagAndWhatWasExpected) {
       {&FineTuneFlags::strategy, "magic", "--strategy=magic"},
       {&FineTuneFlags::seed, "-3", "--seed=-3"},
       {&FineTuneFlags::temperature, "0", "--temperature=0"},
+      {&FineTuneFlags::distill_alpha, "0", "--distill_alpha=0"},
       {&FineTuneFlags::keep_checkpoints, "0", "--keep_checkpoints=0"},
   };
   for (const Case& c : cases) {
@@ -151,6 +152,30 @@ TEST(FineTuneRequestTest, DistillationCarriesTeacherAndTemperature) {
   EXPECT_EQ(r->strategy(), kaizen::v1::STRATEGY_DISTILL);
   EXPECT_EQ(r->distillation().teacher_model(), "big:3");
   EXPECT_DOUBLE_EQ(r->distillation().temperature(), 4);
+  // Without --distill_alpha the server's default applies.
+  EXPECT_EQ(r->distillation().alpha(), 0);
+  f.distill_alpha = "0.5";
+  r = BuildStartFineTuneRequest(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_DOUBLE_EQ(r->distillation().alpha(), 0.5);
+}
+
+TEST(FineTuneRequestTest, DistillationFlagsAreCheckedAndNeedTheDistillStrategy) {
+  FineTuneFlags f = Required();
+  f.strategy = "distill";
+  f.teacher = "big";
+  f.distill_alpha = "1.5";
+  absl::StatusOr<kaizen::v1::StartFineTuneRequest> r = BuildStartFineTuneRequest(f);
+  EXPECT_EQ(r.status().message(), "--distill_alpha=1.5: expected a number in (0, 1], e.g. 0.7");
+  f.distill_alpha.clear();
+  f.temperature = "0.5";
+  r = BuildStartFineTuneRequest(f);
+  EXPECT_EQ(r.status().message(), "--temperature=0.5: expected a number from 1 to 100, e.g. 4");
+  f.temperature.clear();
+  f.strategy = "fine_tune";
+  r = BuildStartFineTuneRequest(f);
+  EXPECT_EQ(r.status().message(),
+            "--teacher, --temperature and --distill_alpha need --strategy=distill");
 }
 
 TEST(FineTuneRequestTest, TuningFlagsFillTuningOptionsAndNeedTheTrialCount) {

@@ -114,6 +114,33 @@ TEST(OutputTest, JobDetailsListTheTuningTrialsAndTheResult) {
   EXPECT_THAT(text, HasSubstr("    result:     trial 1 won\n"));
 }
 
+TEST(OutputTest, JobDetailsShowTeacherAndStudentSideBySide) {
+  kaizen::v1::Job job;
+  job.set_id("ft-2");
+  job.mutable_request()->set_output_model("small");
+  job.mutable_request()->mutable_distillation()->set_teacher_model("big");
+  EXPECT_THAT(JobDetails(job), ::testing::Not(HasSubstr("distillation:")));
+  job.set_latest_version(4);
+  kaizen::v1::DistillationResult* d = job.mutable_distillation();
+  d->set_teacher_model("big");
+  d->set_teacher_version(3);
+  d->set_temperature(4);
+  d->set_alpha(0.7);
+  d->set_teacher_parameter_count(1000);
+  d->set_student_parameter_count(250);
+  d->set_teacher_val_accuracy(0.9);
+  d->set_student_val_accuracy(0.875);
+  d->set_validation_examples(200);
+  d->set_teacher_latency_ms(2.5);
+  d->set_student_latency_ms(0.75);
+  const std::string text = JobDetails(job);
+  EXPECT_THAT(text, HasSubstr("teacher:"));
+  EXPECT_THAT(text, HasSubstr("big:3 (temperature 4, alpha 0.7)"));
+  EXPECT_THAT(text, HasSubstr("  distillation:\n"));
+  EXPECT_THAT(text, ::testing::ContainsRegex("teacher big:3 +1000 +90.0% +- +2.50 ms"));
+  EXPECT_THAT(text, ::testing::ContainsRegex("student small:4 +250 +87.5% +- +0.75 ms"));
+}
+
 TEST(OutputTest, PredictionTableNamesInputsByOrder) {
   kaizen::v1::PredictResponse response;
   response.set_version(3);

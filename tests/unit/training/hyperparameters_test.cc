@@ -196,5 +196,55 @@ TEST(HyperparametersTest, BudgetsTinyDatasetsInOptimiserSteps) {
   EXPECT_GE(patient->early_stopping().patience(), patient->epochs() / 10);
 }
 
+TEST(HyperparametersTest, DistillTrainsEveryLayerAtOneRateWithAugmentation) {
+  auto d = ResolveHyperparameters(kaizen::v1::STRATEGY_DISTILL, {}, 100);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_DOUBLE_EQ(d->backbone_lr_multiplier(), 1.0);
+  EXPECT_DOUBLE_EQ(d->learning_rate(), 3e-3);
+  EXPECT_TRUE(d->augmentation().enabled());
+  EXPECT_DOUBLE_EQ(d->label_smoothing(), 0.1);
+}
+
+TEST(HyperparametersTest, ResolvesDistillationDefaultsAndRanges) {
+  kaizen::v1::DistillationOptions o;
+  o.set_teacher_model("big:2");
+  auto d = ResolveDistillation(kaizen::v1::STRATEGY_DISTILL, o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->teacher_model(), "big:2");
+  EXPECT_DOUBLE_EQ(d->temperature(), 4.0);
+  EXPECT_DOUBLE_EQ(d->alpha(), 0.7);
+  o.set_temperature(2);
+  o.set_alpha(1);
+  d = ResolveDistillation(kaizen::v1::STRATEGY_DISTILL, o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_DOUBLE_EQ(d->temperature(), 2);
+  EXPECT_DOUBLE_EQ(d->alpha(), 1);
+
+  auto message = [](const kaizen::v1::DistillationOptions& x, kaizen::v1::Strategy s) {
+    const absl::Status st = ResolveDistillation(s, x).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    return std::string(st.message());
+  };
+  kaizen::v1::DistillationOptions bad = o;
+  bad.set_temperature(0.5);
+  EXPECT_EQ(message(bad, kaizen::v1::STRATEGY_DISTILL),
+            "distillation.temperature is 0.5; it must be in [1, 100]");
+  bad = o;
+  bad.set_alpha(1.5);
+  EXPECT_EQ(message(bad, kaizen::v1::STRATEGY_DISTILL),
+            "distillation.alpha is 1.5; it must be in (0, 1]");
+  bad.set_alpha(-0.2);
+  EXPECT_EQ(message(bad, kaizen::v1::STRATEGY_DISTILL),
+            "distillation.alpha is -0.2; it must be in (0, 1]");
+  bad = o;
+  bad.clear_teacher_model();
+  EXPECT_THAT(message(bad, kaizen::v1::STRATEGY_DISTILL),
+              HasSubstr("distillation.teacher_model is empty"));
+  // Other strategies take no distillation options, and need none.
+  EXPECT_THAT(message(o, kaizen::v1::STRATEGY_FINE_TUNE),
+              HasSubstr("distillation is set but strategy is STRATEGY_FINE_TUNE"));
+  EXPECT_TRUE(ResolveDistillation(kaizen::v1::STRATEGY_FINE_TUNE, {}).ok());
+}
+
 }  // namespace
 }  // namespace kaizen::training

@@ -385,6 +385,72 @@ TEST(TrainerTest, EarlyStoppingStopsAfterPatience) {
   EXPECT_TRUE(rec.checkpoints[result->best_epoch - 1].is_best);
 }
 
+TrainerOptions Distilling(const fixtures::BaseModel& student, const fixtures::BaseModel& teacher,
+                          kaizen::v1::Hyperparameters hp) {
+  TrainerOptions o = Options(kaizen::v1::STRATEGY_DISTILL, student, std::move(hp));
+  TrainerOptions::Distillation d;
+  d.teacher = teacher.module;
+  d.teacher_metadata = teacher.metadata;
+  d.temperature = 4;
+  d.alpha = 0.7;
+  o.distillation = d;
+  return o;
+}
+
+TEST(TrainerTest, DistillRunsTheTeacherOnEveryAugmentedBatchOrOnceWithoutAugmentation) {
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 24, 28, 1, 1);
+  datasets::DecodedDataset val = fixtures::SyntheticDataset(2, 10, 28, 1, 2);
+  const fixtures::BaseModel teacher = Builtin("resnet-small", 2);
+  auto hp = fixtures::FastHyperparameters(2, 16);
+  hp.mutable_augmentation()->set_enabled(false);
+  auto cached = Train(Distilling(Builtin("cnn-small", 2), teacher, hp), {&train, &val}, {});
+  ASSERT_TRUE(cached.ok()) << cached.status();
+  // 48 images in one cache pass, then one pass over the 20 validation images.
+  EXPECT_EQ(cached->teacher_forward_batches, 2);
+  EXPECT_EQ(cached->validation_examples, 20);
+  EXPECT_GE(cached->teacher_val_accuracy, 0);
+  EXPECT_LE(cached->teacher_val_accuracy, 1);
+
+  hp.mutable_augmentation()->set_enabled(true);
+  hp.mutable_augmentation()->set_random_crop_padding(2);
+  auto augmented = Train(Distilling(Builtin("cnn-small", 2), teacher, hp), {&train, &val}, {});
+  ASSERT_TRUE(augmented.ok()) << augmented.status();
+  // Three steps per epoch, each on a freshly augmented batch, plus validation.
+  EXPECT_EQ(augmented->teacher_forward_batches, 2 * 3 + 1);
+  // Both teachers were the same model on the same images.
+  EXPECT_DOUBLE_EQ(augmented->teacher_val_accuracy, cached->teacher_val_accuracy);
+}
+
+TEST(TrainerTest, ADistilledStudentLearnsFromAGoodTeacherAlone) {
+  // A teacher trained on the labels, then a student that sees only its
+  // softened outputs (alpha 1): it must learn the task from them.
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 24, 28, 1, 1);
+  datasets::DecodedDataset val = fixtures::SyntheticDataset(2, 10, 28, 1, 2);
+  Recorder teacher_rec;
+  auto hp = fixtures::FastHyperparameters(4, 16);
+  auto taught = Train(Options(kaizen::v1::STRATEGY_SCRATCH, Builtin("cnn-small", 2), hp),
+                      {&train, &val}, teacher_rec.callbacks());
+  ASSERT_TRUE(taught.ok()) << taught.status();
+  ASSERT_FALSE(teacher_rec.checkpoints.empty());
+  fixtures::BaseModel teacher{teacher_rec.checkpoints.back().module,
+                              teacher_rec.checkpoints.back().metadata};
+  TrainerOptions o = Distilling(Builtin("cnn-small", 2, 28, 1, /*seed=*/9), teacher, hp);
+  o.distillation->alpha = 1.0;
+  auto student = Train(o, {&train, &val}, {});
+  ASSERT_TRUE(student.ok()) << student.status();
+  EXPECT_GE(student->teacher_val_accuracy, 0.9);
+  EXPECT_GE(student->last.val_accuracy(), 0.9);
+}
+
+TEST(TrainerTest, DistillWithoutATeacherIsRefused) {
+  datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 4);
+  auto r = Train(Options(kaizen::v1::STRATEGY_DISTILL, Builtin("cnn-small", 2),
+                         fixtures::FastHyperparameters(1)),
+                 {&train, nullptr}, {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("needs a teacher"));
+}
+
 TEST(TrainerTest, RejectsUnsupportedStrategiesAndData) {
   datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 4);
   const fixtures::BaseModel base = Builtin("cnn-small");
@@ -392,7 +458,7 @@ TEST(TrainerTest, RejectsUnsupportedStrategiesAndData) {
   auto inc = Train(Options(kaizen::v1::STRATEGY_INCREMENTAL, base, hp), {&train, nullptr}, {});
   EXPECT_EQ(inc.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(std::string(inc.status().message()),
-              HasSubstr("arrives with the incremental/distillation work"));
+              HasSubstr("arrives with the incremental learning work"));
   EXPECT_EQ(
       Train(Options(kaizen::v1::STRATEGY_FULL, base, hp), {nullptr, nullptr}, {}).status().code(),
       absl::StatusCode::kInvalidArgument);
