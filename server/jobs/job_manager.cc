@@ -1030,6 +1030,12 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   if (job->latest_version() > 0) {
     RETURN_IF_ERROR(LoadCheckpointToResume(job, &opts));
   } else {
+    // A job that died before its first checkpoint (without validation one
+    // comes every tenth of the run) starts over: the epochs it reported will
+    // run again.
+    job->clear_history();
+    job->set_epoch(0);
+    job->set_step(0);
     RETURN_IF_ERROR(LoadBaseModel(*job, dataset_info, &opts));
   }
   if (req.strategy() == kaizen::v1::STRATEGY_DISTILL) RETURN_IF_ERROR(LoadTeacher(*job, &opts));

@@ -285,6 +285,10 @@ absl::StatusOr<Hyperparameters> TrialHyperparameters(const TunerOptions& o, cons
         std::min(0.9 * length.epochs, h.schedule().warmup_epochs() * length.share));
   }
   if (length.batch_size > 0) h.set_batch_size(length.batch_size);
+  // Augmentation the request leaves unset is the final run's, not what a
+  // fold's smaller size would resolve to (FEATURE_EXTRACTION augments below
+  // 50 images): trials score the settings the final run will use.
+  if (!h.has_augmentation()) *h.mutable_augmentation() = o.resolved.augmentation();
   h.set_seed(o.resolved.seed());
   // The fold's validation images come as a separate dataset.
   h.mutable_validation()->set_dataset("tuning");

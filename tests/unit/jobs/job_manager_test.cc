@@ -378,6 +378,49 @@ TEST_F(JobManagerTest, AJobThatKeepsKillingTheServerEndsFailed) {
   EXPECT_EQ(unlucky->state(), kaizen::v1::JOB_STATE_QUEUED);
 }
 
+// A job that reported epochs but had written no checkpoint when the server
+// died (without validation, checkpoints come about every tenth of the run)
+// starts over at the next start, and forgets the epochs it had reported.
+TEST_F(JobManagerTest, AJobRestartedBeforeItsFirstCheckpointForgetsItsEpochs) {
+  UploadDataset("pets");
+  JobManager::Options idle;
+  idle.workers = 0;
+  MakeManager(idle);
+  ASSERT_TRUE(manager_->Start().ok());
+  absl::StatusOr<Job> submitted = manager_->Submit(Request("pets", "out-early", 3));
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  manager_->Stop();
+  manager_.reset();
+
+  // What the row holds when the server dies during epoch 3 of a run whose
+  // first checkpoint was due after it.
+  absl::StatusOr<Job> row = jobs_->Get(submitted->id());
+  ASSERT_TRUE(row.ok()) << row.status();
+  Job died = *row;
+  died.set_state(kaizen::v1::JOB_STATE_RUNNING);
+  died.set_attempts(1);
+  for (int epoch = 1; epoch <= 2; ++epoch) {
+    kaizen::v1::EpochMetrics* m = died.add_history();
+    m->set_epoch(epoch);
+    m->set_train_loss(99);
+  }
+  died.set_epoch(2);
+  died.set_step(5);
+  ASSERT_EQ(died.latest_version(), 0);
+  ASSERT_TRUE(jobs_->Update(died).ok());
+
+  MakeManager();
+  ASSERT_TRUE(manager_->Start().ok());
+  const Job end = WaitForEnd(submitted->id());
+  ASSERT_EQ(end.state(), kaizen::v1::JOB_STATE_SUCCEEDED) << end.error();
+  ASSERT_EQ(end.history_size(), 3);
+  for (int i = 0; i < end.history_size(); ++i) {
+    EXPECT_EQ(end.history(i).epoch(), i + 1);
+    EXPECT_NE(end.history(i).train_loss(), 99) << "epoch " << i + 1 << " is the dead run's";
+  }
+  EXPECT_EQ(end.epoch(), 3);
+}
+
 using kaizen::v1::JOB_STATE_CANCELLED;
 using kaizen::v1::JOB_STATE_FAILED;
 using kaizen::v1::JOB_STATE_PAUSED;
@@ -415,6 +458,10 @@ kaizen::v1::StartFineTuneRequest ExactRequest(kaizen::v1::Strategy strategy,
     hp->mutable_augmentation()->set_enabled(true);
     hp->mutable_augmentation()->set_random_crop_padding(2);
     hp->mutable_augmentation()->set_horizontal_flip(true);
+  } else {
+    // Explicitly off: FEATURE_EXTRACTION would augment 24 images by default,
+    // and this covers its feature cache.
+    hp->mutable_augmentation()->set_enabled(false);
   }
   if (strategy == kaizen::v1::STRATEGY_FINE_TUNE) hp->set_head_warmup_epochs(1);
   return r;

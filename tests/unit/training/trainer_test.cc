@@ -647,6 +647,8 @@ TEST(TrainerTest, FeatureExtractionConvergesWhateverTheFeatureScale) {
   }
   kaizen::v1::Hyperparameters requested;
   requested.set_seed(3);
+  // The feature cache, which 40 images would not get by default.
+  requested.mutable_augmentation()->set_enabled(false);
   auto hp = ResolveHyperparameters(kaizen::v1::STRATEGY_FEATURE_EXTRACTION, requested, 40);
   ASSERT_TRUE(hp.ok()) << hp.status();
   Recorder rec;
