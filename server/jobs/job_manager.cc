@@ -665,6 +665,19 @@ absl::StatusOr<bool> JobManager::ModelInUse(const std::string& name) {
   return false;
 }
 
+absl::StatusOr<std::vector<int64_t>> JobManager::TeacherVersionsInUse(const std::string& name) {
+  ASSIGN_OR_RETURN(std::vector<Job> active,
+                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
+                                    kaizen::v1::JOB_STATE_PAUSED}));
+  std::vector<int64_t> versions;
+  for (const Job& j : active) {
+    if (j.has_distillation() && j.distillation().teacher_model() == name) {
+      versions.push_back(j.distillation().teacher_version());
+    }
+  }
+  return versions;
+}
+
 absl::StatusOr<std::optional<Job>> JobManager::Claim(const std::string& device) {
   ASSIGN_OR_RETURN(std::optional<Job> next, jobs_->NextQueued());
   if (!next) return next;
@@ -995,7 +1008,7 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
     job->set_best_version(stored.version());
     job->set_best_metric(metric.value);
   }
-  const std::vector<int64_t> keep =
+  std::vector<int64_t> keep =
       VersionsToKeep(stored.versions().empty()
                          ? std::vector<int64_t>{stored.version()}
                          : std::vector<int64_t>(stored.versions().begin(), stored.versions().end()),
@@ -1003,7 +1016,16 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
   // The row that points at the new version is saved before older ones go:
   // a crash in between must not leave the job resuming from a deleted one.
   RETURN_IF_ERROR(Persist(job));
-  RETURN_IF_ERROR(models_->PruneVersions(req.output_model(), keep));
+  {
+    // A DISTILL job reloads the teacher version it resolved at submission
+    // whenever it (re)starts: versions of this model that active jobs teach
+    // from stay. Exclusive, so that no submission resolves a version between
+    // the query and the pruning.
+    absl::WriterMutexLock references(&references_mu_);
+    ASSIGN_OR_RETURN(const std::vector<int64_t> pinned, TeacherVersionsInUse(req.output_model()));
+    keep.insert(keep.end(), pinned.begin(), pinned.end());
+    RETURN_IF_ERROR(models_->PruneVersions(req.output_model(), keep));
+  }
   JobEvent e;
   auto* c = e.mutable_checkpoint();
   c->set_version(stored.version());

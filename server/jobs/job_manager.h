@@ -218,6 +218,9 @@ class JobManager {
   // Stores the checkpoint as a new version, tracks the best version and
   // prunes by the retention policy (checkpoint_policy.h).
   absl::Status OnCheckpoint(kaizen::v1::Job* job, const training::Checkpoint& ckpt);
+  // The versions of model `name` that queued, running or paused DISTILL jobs
+  // resolved as their teacher; checkpoint retention keeps them.
+  absl::StatusOr<std::vector<int64_t>> TeacherVersionsInUse(const std::string& name);
   // With Options::preempt, pauses the running jobs that queued jobs of
   // higher priority should replace, once free workers are accounted for.
   void PreemptForQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -378,6 +378,43 @@ TEST_F(JobManagerTest, AJobThatKeepsKillingTheServerEndsFailed) {
   EXPECT_EQ(unlucky->state(), kaizen::v1::JOB_STATE_QUEUED);
 }
 
+// A DISTILL job queued behind its teacher's job resolves the teacher version
+// that is newest at submission; the teacher job's checkpoint retention keeps
+// that version until the DISTILL job ends, so the job can load it.
+TEST_F(JobManagerTest, CheckpointRetentionKeepsTheTeacherVersionsActiveJobsResolved) {
+  UploadDataset("pets", 24);
+  MakeManager();  // one worker: the DISTILL job waits for the teacher's
+  ASSERT_TRUE(manager_->Start().ok());
+  // 100 epochs without validation: a checkpoint every 10th, one kept.
+  kaizen::v1::StartFineTuneRequest t = Request("pets", "teacher", 100);
+  t.set_keep_checkpoints(1);
+  absl::StatusOr<Job> teacher = manager_->Submit(t);
+  ASSERT_TRUE(teacher.ok()) << teacher.status();
+  for (int i = 0; i < 2400; ++i) {
+    absl::StatusOr<Job> j = manager_->Get(teacher->id());
+    if (j.ok() && j->latest_version() >= 1) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+
+  kaizen::v1::StartFineTuneRequest d = Request("pets", "student", 1);
+  d.set_strategy(kaizen::v1::STRATEGY_DISTILL);
+  d.mutable_distillation()->set_teacher_model("teacher");
+  absl::StatusOr<Job> student = manager_->Submit(d);
+  ASSERT_TRUE(student.ok()) << student.status();
+  const int64_t pinned = student->distillation().teacher_version();
+  ASSERT_GE(pinned, 1);
+
+  const Job taught = WaitForEnd(teacher->id());
+  ASSERT_EQ(taught.state(), kaizen::v1::JOB_STATE_SUCCEEDED) << taught.error();
+  ASSERT_LT(pinned, taught.latest_version())
+      << "the teacher finished before the DISTILL job was submitted: nothing was tested";
+  EXPECT_TRUE(models_->Get("teacher", pinned).ok()) << "retention kept the pinned version";
+
+  const Job end = WaitForEnd(student->id());
+  EXPECT_EQ(end.state(), kaizen::v1::JOB_STATE_SUCCEEDED) << end.error();
+  EXPECT_EQ(end.distillation().teacher_version(), pinned);
+}
+
 // A job that reported epochs but had written no checkpoint when the server
 // died (without validation, checkpoints come about every tenth of the run)
 // starts over at the next start, and forgets the epochs it had reported.
