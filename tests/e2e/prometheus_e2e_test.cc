@@ -314,6 +314,9 @@ TEST_F(PrometheusE2E, PrometheusReadsTrainingAndServingSeriesFromARealServer) {
   r.set_strategy(v1::STRATEGY_SCRATCH);
   r.mutable_hyperparameters()->set_epochs(500);
   r.mutable_hyperparameters()->set_seed(5);
+  // With validation data every epoch has its checkpoint (without, a
+  // 500-epoch run writes one every 50th).
+  r.mutable_hyperparameters()->mutable_validation()->set_split(0.2);
   auto job = client_->StartFineTune(r);
   ASSERT_TRUE(job.ok()) << job.status();
   const std::string id = job->id();
