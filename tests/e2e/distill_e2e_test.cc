@@ -13,7 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/lib/kaizen_client.h"
 #include "gmock/gmock.h"
@@ -50,20 +49,6 @@ class DistillE2EBase : public test_util::JobServerTest {
     v1::StartFineTuneRequest r = Plain(student, output, v1::STRATEGY_DISTILL, epochs);
     r.mutable_distillation()->set_teacher_model(teacher);
     return r;
-  }
-
-  static std::vector<std::string> Messages(const std::vector<JobEvent>& events) {
-    std::vector<std::string> out;
-    for (const JobEvent& e : events) {
-      if (e.event_case() == JobEvent::kMessage) out.push_back(e.message());
-    }
-    return out;
-  }
-
-  static int Count(const std::vector<std::string>& lines, const std::string& part) {
-    int n = 0;
-    for (const std::string& l : lines) n += absl::StrContains(l, part) ? 1 : 0;
-    return n;
   }
 
   int JobCount() {

@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/lib/kaizen_client.h"
 #include "gmock/gmock.h"
@@ -40,20 +39,6 @@ class TuningE2EBase : public test_util::JobServerTest {
     r.mutable_tuning()->set_reduction_factor(2);
     r.mutable_tuning()->set_seed(3);
     return r;
-  }
-
-  static std::vector<std::string> Messages(const std::vector<JobEvent>& events) {
-    std::vector<std::string> out;
-    for (const JobEvent& e : events) {
-      if (e.event_case() == JobEvent::kMessage) out.push_back(e.message());
-    }
-    return out;
-  }
-
-  static int Count(const std::vector<std::string>& lines, const std::string& part) {
-    int n = 0;
-    for (const std::string& l : lines) n += absl::StrContains(l, part) ? 1 : 0;
-    return n;
   }
 };
 

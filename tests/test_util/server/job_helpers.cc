@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/lib/kaizen_client.h"
 #include "tests/test_util/wait.h"
@@ -122,6 +123,20 @@ v1::Job JobServerTest::WaitForSuccess(const std::string& id) {
   v1::Job end = WaitForState(id, {v1::JOB_STATE_SUCCEEDED});
   EXPECT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED) << end.error();
   return end;
+}
+
+std::vector<std::string> JobServerTest::Messages(const std::vector<v1::JobEvent>& events) {
+  std::vector<std::string> out;
+  for (const v1::JobEvent& e : events) {
+    if (e.event_case() == v1::JobEvent::kMessage) out.push_back(e.message());
+  }
+  return out;
+}
+
+int JobServerTest::Count(const std::vector<std::string>& lines, const std::string& part) {
+  int n = 0;
+  for (const std::string& l : lines) n += absl::StrContains(l, part) ? 1 : 0;
+  return n;
 }
 
 }  // namespace kaizen::test_util

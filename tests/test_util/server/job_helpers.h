@@ -85,6 +85,12 @@ class JobServerTest : public ::testing::Test {
     return WatchAll(*jobs_, id, after, status);
   }
 
+  // The text of every message event among `events`, in order.
+  static std::vector<std::string> Messages(const std::vector<v1::JobEvent>& events);
+
+  // How many of `lines` contain `part`.
+  static int Count(const std::vector<std::string>& lines, const std::string& part);
+
   TempDir data_;
   TempDir files_;
   LoopbackServer s_;
