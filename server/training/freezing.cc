@@ -54,7 +54,8 @@ std::vector<std::string> TrainableBackboneParameters(const torch::jit::Module& b
   if (strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION) return names;
   std::vector<std::string> top;
   bool all = true;
-  if (strategy == kaizen::v1::STRATEGY_FINE_TUNE) {
+  // INCREMENTAL continues a fine-tuned model as FINE_TUNE does.
+  if (strategy == kaizen::v1::STRATEGY_FINE_TUNE || strategy == kaizen::v1::STRATEGY_INCREMENTAL) {
     const std::vector<std::string> blocks = ListBlocks(backbone, head_path);
     const size_t k = static_cast<size_t>(std::max(0, trainable_blocks));
     all = k >= blocks.size();

@@ -176,6 +176,31 @@ absl::StatusOr<SplitModel> SplitClassifier(const torch::jit::Module& model,
   return split;
 }
 
+absl::Status GrowHead(const HeadSpec& spec, int64_t num_classes, SplitModel* split) {
+  const bool mlp = split->kind == kaizen::v1::HEAD_KIND_MLP;
+  ASSIGN_OR_RETURN(torch::jit::Module last, FindSubmodule(split->head, mlp ? "fc2" : ""));
+  ASSIGN_OR_RETURN(LinearParams old, ReadLinear(last, mlp ? "head.fc2" : "head"));
+  const int64_t old_classes = old.weight.size(0);
+  if (num_classes < old_classes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the head has ", old_classes, " classes; it cannot grow to ", num_classes));
+  }
+  HeadSpec fresh_spec = spec;
+  fresh_spec.kind = kaizen::v1::HEAD_KIND_LINEAR;
+  fresh_spec.num_classes = num_classes;
+  ASSIGN_OR_RETURN(torch::jit::Module fresh, NewHead(fresh_spec, old.weight.size(1)));
+  torch::NoGradGuard no_grad;
+  const auto opts = old.weight.options();
+  torch::Tensor weight = fresh.attr("weight").toTensor().to(opts).clone();
+  torch::Tensor bias = fresh.attr("bias").toTensor().to(opts).clone();
+  weight.narrow(0, 0, old_classes).copy_(old.weight);
+  bias.narrow(0, 0, old_classes).copy_(old.bias);
+  SetParameter(last, "weight", weight.set_requires_grad(true));
+  SetParameter(last, "bias", bias.set_requires_grad(true));
+  split->num_classes = num_classes;
+  return absl::OkStatus();
+}
+
 std::string AssembledHeadPath(const SplitModel& split) {
   return split.kind == kaizen::v1::HEAD_KIND_MLP ? "head" : split.identity_path;
 }

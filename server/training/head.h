@@ -51,6 +51,13 @@ absl::StatusOr<SplitModel> SplitClassifier(const torch::jit::Module& model,
                                            const kaizen::v1::Model& metadata, const HeadSpec& spec,
                                            bool keep_head);
 
+// INCREMENTAL: grows the last Linear of `split`'s head (the head itself, or
+// an MLP's fc2) to `num_classes` outputs: the old rows of the weight and the
+// old biases are copied bit for bit, the new ones are those a fresh head of
+// `spec` (its seed) would get. InvalidArgument when num_classes is smaller
+// than the head's.
+absl::Status GrowHead(const HeadSpec& spec, int64_t num_classes, SplitModel* split);
+
 // A self-contained classifier from deep copies of `split`, in eval mode, on
 // `device`: for a LINEAR head the backbone with the identity Linear's weight
 // and bias re-registered as the head's (head path = identity_path); for an

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "server/common/status_macros.h"
 #include "server/training/batch_sampler.h"
+#include "server/training/exemplar_memory.h"
 #include "server/training/strategy.h"
 
 namespace kaizen::training {
@@ -359,6 +360,43 @@ absl::StatusOr<kaizen::v1::DistillationOptions> ResolveDistillation(
   RETURN_IF_ERROR(CheckRange("temperature", d.temperature(), 1, 100, false, false, "distillation"));
   RETURN_IF_ERROR(CheckRange("alpha", d.alpha(), 0, 1, /*lo_open=*/true, false, "distillation"));
   return d;
+}
+
+absl::StatusOr<kaizen::v1::IncrementalOptions> ResolveIncremental(
+    Strategy strategy, const kaizen::v1::IncrementalOptions& requested, uint64_t seed) {
+  if (strategy != kaizen::v1::STRATEGY_INCREMENTAL) {
+    if (requested.ByteSizeLong() == 0) return requested;
+    return absl::InvalidArgumentError(
+        absl::StrCat("incremental is set but strategy is ", kaizen::v1::Strategy_Name(strategy),
+                     "; incremental options apply to STRATEGY_INCREMENTAL only"));
+  }
+  kaizen::v1::IncrementalOptions o = requested;
+  if (o.exemplars_per_class() < 0 || o.max_exemplars() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("incremental.",
+                     o.exemplars_per_class() < 0 ? "exemplars_per_class is " : "max_exemplars is ",
+                     o.exemplars_per_class() < 0 ? o.exemplars_per_class() : o.max_exemplars(),
+                     "; it must be >= 0 (0 takes the default)"));
+  }
+  if (!kaizen::v1::ExemplarSelection_IsValid(o.selection())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("incremental.selection is ", static_cast<int>(o.selection()),
+                     "; use EXEMPLAR_SELECTION_HERDING or EXEMPLAR_SELECTION_RANDOM"));
+  }
+  if (o.exemplars_per_class() == 0) o.set_exemplars_per_class(kDefaultExemplarsPerClass);
+  if (o.max_exemplars() == 0) o.set_max_exemplars(kDefaultMaxExemplars);
+  if (o.distillation_weight() == 0) o.set_distillation_weight(kDefaultIncrementalWeight);
+  if (o.temperature() == 0) o.set_temperature(kDefaultIncrementalTemperature);
+  if (o.selection() == kaizen::v1::EXEMPLAR_SELECTION_UNSPECIFIED) {
+    o.set_selection(kaizen::v1::EXEMPLAR_SELECTION_HERDING);
+  }
+  if (o.seed() == 0) o.set_seed(seed);
+  RETURN_IF_ERROR(CheckRange("temperature", o.temperature(), 1, 100, false, false, "incremental"));
+  if (!std::isfinite(o.distillation_weight()) || o.distillation_weight() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("incremental.distillation_weight is ",
+                                                   o.distillation_weight(), "; it must be >= 0"));
+  }
+  return o;
 }
 
 }  // namespace kaizen::training

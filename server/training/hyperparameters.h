@@ -34,4 +34,16 @@ inline constexpr double kDefaultDistillationAlpha = 0.7;
 absl::StatusOr<kaizen::v1::DistillationOptions> ResolveDistillation(
     kaizen::v1::Strategy strategy, const kaizen::v1::DistillationOptions& requested);
 
+inline constexpr double kDefaultIncrementalTemperature = 2.0;
+inline constexpr double kDefaultIncrementalWeight = 1.0;
+
+// STRATEGY_INCREMENTAL: `requested` with its defaults (exemplars_per_class
+// 50, max_exemplars 2000, distillation_weight 1, temperature 2, HERDING, the
+// job's `seed`). InvalidArgument naming the field for a negative count, a
+// temperature outside [1, 100], a negative or non-finite weight or an unknown
+// selection. Other strategies: `requested` when it is empty, InvalidArgument
+// when any incremental option is set.
+absl::StatusOr<kaizen::v1::IncrementalOptions> ResolveIncremental(
+    kaizen::v1::Strategy strategy, const kaizen::v1::IncrementalOptions& requested, uint64_t seed);
+
 }  // namespace kaizen::training

@@ -13,6 +13,12 @@ namespace kaizen::training {
 torch::Tensor SmoothedCrossEntropy(const torch::Tensor& logits, const torch::Tensor& targets,
                                    double label_smoothing);
 
+// T^2 * KL(softmax(teacher / T) || softmax(student / T)), the KL divergence
+// summed over classes and averaged over the batch; teacher_logits are
+// detached. The soft-target term of both losses below.
+torch::Tensor SoftTargetLoss(const torch::Tensor& student_logits,
+                             const torch::Tensor& teacher_logits, double temperature);
+
 // Knowledge distillation (Hinton et al., 2015):
 //   alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 //   + (1 - alpha) * SmoothedCrossEntropy(student, targets, label_smoothing),
@@ -23,5 +29,15 @@ torch::Tensor SmoothedCrossEntropy(const torch::Tensor& logits, const torch::Ten
 torch::Tensor DistillationLoss(const torch::Tensor& student_logits,
                                const torch::Tensor& teacher_logits, const torch::Tensor& targets,
                                double temperature, double alpha, double label_smoothing);
+
+// Learning without forgetting (Li & Hoiem, 2016), the INCREMENTAL loss:
+//   SmoothedCrossEntropy(student, targets over all classes)
+//   + weight * SoftTargetLoss(student[:, :K_old], previous, temperature),
+// where `previous_logits` [N, K_old] are the previous model's outputs on the
+// same batch (its classes are the first K_old of the student's). Undefined
+// previous_logits or weight 0: the cross-entropy alone.
+torch::Tensor IncrementalLoss(const torch::Tensor& student_logits,
+                              const torch::Tensor& previous_logits, const torch::Tensor& targets,
+                              double temperature, double weight, double label_smoothing);
 
 }  // namespace kaizen::training

@@ -7,14 +7,14 @@ namespace kaizen::training {
 absl::Status CheckStrategySpecified(kaizen::v1::Strategy strategy) {
   if (strategy == kaizen::v1::STRATEGY_UNSPECIFIED) {
     return absl::InvalidArgumentError(
-        "strategy is unspecified; choose FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH or "
-        "DISTILL");
+        "strategy is unspecified; choose FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, "
+        "INCREMENTAL or DISTILL");
   }
   if (!kaizen::v1::Strategy_IsValid(strategy)) {
     return absl::InvalidArgumentError(
         absl::StrCat("strategy is ", static_cast<int>(strategy),
                      ", not a known strategy; choose FEATURE_EXTRACTION, FINE_TUNE, FULL, "
-                     "SCRATCH or DISTILL"));
+                     "SCRATCH, INCREMENTAL or DISTILL"));
   }
   return absl::OkStatus();
 }
@@ -27,12 +27,11 @@ absl::Status CheckStrategyAvailable(kaizen::v1::Strategy strategy) {
     case kaizen::v1::STRATEGY_FULL:
     case kaizen::v1::STRATEGY_SCRATCH:
     case kaizen::v1::STRATEGY_DISTILL:
+    case kaizen::v1::STRATEGY_INCREMENTAL:
       return absl::OkStatus();
     default:
-      return absl::UnimplementedError(
-          absl::StrCat("strategy ", kaizen::v1::Strategy_Name(strategy),
-                       " is not available yet: it arrives with the incremental learning work; "
-                       "FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH and DISTILL are"));
+      return absl::UnimplementedError(absl::StrCat("strategy ", kaizen::v1::Strategy_Name(strategy),
+                                                   " is not available on this server"));
   }
 }
 

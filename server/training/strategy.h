@@ -11,10 +11,9 @@ namespace kaizen::training {
 // the enum ("strategy is unspecified; choose FEATURE_EXTRACTION, ...").
 absl::Status CheckStrategySpecified(kaizen::v1::Strategy strategy);
 
-// CheckStrategySpecified, then Unimplemented for the strategy that is
-// defined but not trained yet (INCREMENTAL), naming it: "strategy
-// STRATEGY_INCREMENTAL is not available yet: it arrives with the incremental
-// learning work; ...".
+// CheckStrategySpecified, then Unimplemented for a strategy that is defined
+// but not trained by this server, naming it (none today: every strategy of
+// the enum trains).
 absl::Status CheckStrategyAvailable(kaizen::v1::Strategy strategy);
 
 }  // namespace kaizen::training

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -30,6 +31,7 @@
 #include "server/training/batch_sampler.h"
 #include "server/training/batchnorm_recalibration.h"
 #include "server/training/early_stopping.h"
+#include "server/training/exemplar_memory.h"
 #include "server/training/freezing.h"
 #include "server/training/head.h"
 #include "server/training/image_set.h"
@@ -52,6 +54,7 @@ constexpr uint64_t kAugmentStream = 3;
 constexpr uint64_t kHeadStream = 4;
 constexpr uint64_t kInitStream = 5;
 constexpr uint64_t kSplitStream = 6;
+constexpr uint64_t kExemplarStream = 7;
 
 // Images per forward pass when caching features or evaluating.
 constexpr int64_t kInferenceBatch = 256;
@@ -230,6 +233,16 @@ class Trainer {
   absl::Status BuildTeacher();
   // DISTILL: the teacher's accuracy on the validation images.
   double TeacherAccuracy(const ImageSet& set);
+  // INCREMENTAL with rehearsal: the old memory (replayed with the training
+  // images, class-balanced) and the new one (stored with every checkpoint).
+  absl::Status BuildRehearsal();
+  // INCREMENTAL: the order in which the images of one class (`images`, a
+  // class's rows) become exemplars.
+  std::vector<int64_t> ExemplarOrder(const ImageSet& images, int64_t k, int64_t label);
+  // INCREMENTAL: the previous model's backbone features (the head's input).
+  torch::Tensor PreviousFeatures(const ImageSet& set);
+  // INCREMENTAL: the previous model's accuracy on the validation images.
+  void ScorePrevious(TrainResult* result);
   Evaluation Evaluate(const ImageSet& set, const torch::Tensor& cached_features);
   void SetLearningRates(double factor);
   void ClearGradients();
@@ -293,6 +306,11 @@ class Trainer {
 
   std::unique_ptr<Teacher> teacher_;
   std::optional<TeacherLogitCache> teacher_cache_;
+  // INCREMENTAL.
+  int64_t old_classes_ = 0;
+  std::optional<SplitModel> previous_split_;  // for herding features
+  std::shared_ptr<const datasets::DecodedDataset> next_memory_;
+  int64_t replayed_ = 0;
 
   bool amp_ = false;
   bool fp16_ = false;
@@ -315,6 +333,19 @@ absl::Status Trainer::CheckInputs() {
   }
   if (options_.strategy == kaizen::v1::STRATEGY_DISTILL && !options_.distillation) {
     return absl::InvalidArgumentError("STRATEGY_DISTILL needs a teacher model");
+  }
+  if (options_.strategy == kaizen::v1::STRATEGY_INCREMENTAL) {
+    if (!options_.incremental) {
+      return absl::InvalidArgumentError("STRATEGY_INCREMENTAL needs the previous model");
+    }
+    const auto& prev = options_.incremental->previous_metadata.class_names();
+    old_classes_ = prev.size();
+    if (old_classes_ < 1 || old_classes_ > num_classes_ ||
+        !std::equal(prev.begin(), prev.end(), class_names_.begin())) {
+      return absl::InvalidArgumentError(
+          "the INCREMENTAL training data's class list must start with the previous model's "
+          "classes, in order");
+    }
   }
   if (options_.base_metadata.input_shape_size() != 3) {
     return absl::InvalidArgumentError("the base model's metadata has no [C, H, W] input_shape");
@@ -374,7 +405,17 @@ absl::Status Trainer::BuildModel() {
   spec.hidden_units = hp_.head().hidden_units();
   spec.dropout = hp_.head().dropout();
   spec.seed = DeriveSeed(seed, kHeadStream, 0);
-  ASSIGN_OR_RETURN(split_, SplitClassifier(base, base_metadata_, spec, resuming_));
+  if (options_.strategy == kaizen::v1::STRATEGY_INCREMENTAL) {
+    // The previous model's head is kept and grows; its kind stays.
+    const bool mlp = base.hasattr(kBackboneHeadAttribute) ||
+                     base_metadata_.head().kind() == kaizen::v1::HEAD_KIND_MLP;
+    spec.kind = mlp ? kaizen::v1::HEAD_KIND_MLP : kaizen::v1::HEAD_KIND_LINEAR;
+    if (!resuming_) spec.num_classes = old_classes_;
+    ASSIGN_OR_RETURN(split_, SplitClassifier(base, base_metadata_, spec, /*keep_head=*/true));
+    if (!resuming_) RETURN_IF_ERROR(GrowHead(spec, num_classes_, &split_));
+  } else {
+    ASSIGN_OR_RETURN(split_, SplitClassifier(base, base_metadata_, spec, resuming_));
+  }
   split_.backbone.to(device_);
   split_.head.to(device_);
 
@@ -460,13 +501,197 @@ absl::Status Trainer::BuildData() {
     val_.labels = val_.labels.to(device_);
   }
   normalizer_.emplace(base_metadata_.normalization(), shape[0], device_);
+  RETURN_IF_ERROR(BuildRehearsal());
   augmenter_.emplace(hp_.augmentation());
   sampler_.emplace(train_.size(), hp_.batch_size(), hp_.drop_last_fraction(), hp_.seed());
   schedule_.emplace(hp_.schedule(), sampler_->batches_per_epoch(), hp_.epochs());
   return absl::OkStatus();
 }
 
+torch::Tensor Trainer::PreviousFeatures(const ImageSet& set) {
+  torch::NoGradGuard no_grad;
+  previous_split_->backbone.eval();
+  std::vector<torch::Tensor> chunks;
+  for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
+    const int64_t n = std::min(kInferenceBatch, set.size() - begin);
+    const torch::Tensor x = normalizer_->Normalize(
+        imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n).to(device_)));
+    chunks.push_back(previous_split_->backbone.forward({x}).toTensor().to(torch::kFloat).cpu());
+  }
+  return torch::cat(chunks);
+}
+
+std::vector<int64_t> Trainer::ExemplarOrder(const ImageSet& images, int64_t k, int64_t label) {
+  const kaizen::v1::IncrementalOptions& o = options_.incremental->options;
+  if (o.selection() == kaizen::v1::EXEMPLAR_SELECTION_RANDOM) {
+    return RandomOrder(images.size(), k, DeriveSeed(o.seed(), kExemplarStream, label));
+  }
+  return HerdingOrder(PreviousFeatures(images), k);
+}
+
+// Rows of `set` whose label is `label`.
+std::vector<int64_t> RowsOfClass(const ImageSet& set, int64_t label) {
+  if (set.size() == 0) return {};
+  const torch::Tensor labels = set.labels.cpu();
+  const int64_t* l = labels.data_ptr<int64_t>();
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < set.size(); ++i) {
+    if (l[i] == label) rows.push_back(i);
+  }
+  return rows;
+}
+
+ImageSet Concat(const ImageSet& a, const ImageSet& b) {
+  if (a.size() == 0) return b;
+  if (b.size() == 0) return a;
+  return ImageSet{torch::cat({a.images, b.images.to(a.images.device())}),
+                  torch::cat({a.labels, b.labels.to(a.labels.device())})};
+}
+
+absl::Status Trainer::BuildRehearsal() {
+  if (!options_.incremental || options_.incremental->options.disable_rehearsal()) {
+    return absl::OkStatus();
+  }
+  const TrainerOptions::Incremental& inc = *options_.incremental;
+  const kaizen::v1::IncrementalOptions& o = inc.options;
+  const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
+                                   base_metadata_.input_shape().end());
+  HeadSpec any;
+  any.num_classes = 2;
+  ASSIGN_OR_RETURN(SplitModel prev, SplitClassifier(inc.previous, inc.previous_metadata, any,
+                                                    /*keep_head=*/false));
+  prev.backbone.to(device_);
+  previous_split_ = std::move(prev);
+  const std::vector<std::string> old_names(class_names_.begin(),
+                                           class_names_.begin() + old_classes_);
+
+  // The old memory, in the merged class list.
+  datasets::DecodedDataset old_memory;
+  if (inc.memory != nullptr) {
+    old_memory = ShrinkMemory(*inc.memory, class_names_, std::numeric_limits<int64_t>::max());
+  } else if (inc.memory_source != nullptr) {
+    where_ = "choosing the old classes' exemplars";
+    const int64_t k = ExemplarsPerClass(o.exemplars_per_class(), o.max_exemplars(), old_classes_);
+    old_memory.class_names = class_names_;
+    const datasets::DecodedDataset source =
+        ShrinkMemory(*inc.memory_source, old_names, std::numeric_limits<int64_t>::max());
+    ASSIGN_OR_RETURN(const ImageSet candidates, ConvertDataset(source, shape));
+    for (int64_t c = 0; c < old_classes_; ++c) {
+      const ImageSet of_class = Subset(candidates, RowsOfClass(candidates, c));
+      if (of_class.size() == 0) continue;
+      AppendExemplars(Subset(of_class, ExemplarOrder(of_class, k, c)).images,
+                      static_cast<int32_t>(c), &old_memory);
+    }
+  } else {
+    return absl::InvalidArgumentError(
+        "rehearsal needs the previous model's memory or the images it was trained on");
+  }
+  ImageSet old_set;
+  if (!old_memory.records.empty()) {
+    ASSIGN_OR_RETURN(old_set, ConvertDataset(old_memory, shape));
+  }
+
+  // The next memory: old classes keep a prefix of theirs, the others get
+  // exemplars of the new training images (never validation images).
+  const int64_t per_class =
+      ExemplarsPerClass(o.exemplars_per_class(), o.max_exemplars(), num_classes_);
+  auto next = std::make_shared<datasets::DecodedDataset>();
+  if (inc.resume_memory != nullptr) {
+    *next = ShrinkMemory(*inc.resume_memory, class_names_, per_class);
+  } else {
+    where_ = "choosing the new classes' exemplars";
+    *next = ShrinkMemory(old_memory, class_names_, per_class);
+    const std::vector<int64_t> kept = MemoryClassCounts(*next);
+    for (int64_t c = 0; c < num_classes_; ++c) {
+      if (kept[c] > 0) continue;
+      const ImageSet of_class = Subset(train_, RowsOfClass(train_, c));
+      if (of_class.size() == 0) continue;
+      AppendExemplars(Subset(of_class, ExemplarOrder(of_class, per_class, c)).images,
+                      static_cast<int32_t>(c), next.get());
+    }
+  }
+  next_memory_ = std::move(next);
+
+  // Replay, class-balanced: each class of the old memory is repeated (in
+  // turn) up to the mean number of training images of the new data's
+  // classes, so that an old class weighs about as much per epoch as a new.
+  std::vector<int64_t> new_counts(num_classes_, 0);
+  {
+    const torch::Tensor labels = train_.labels.cpu();
+    const int64_t* l = labels.data_ptr<int64_t>();
+    for (int64_t i = 0; i < train_.size(); ++i) ++new_counts[l[i]];
+  }
+  int64_t present = 0, total = 0;
+  for (int64_t n : new_counts) {
+    if (n > 0) ++present;
+    total += n;
+  }
+  const int64_t target = present > 0 ? (total + present - 1) / present : 0;
+  std::vector<int64_t> replay;
+  for (int64_t c = 0; c < num_classes_; ++c) {
+    const std::vector<int64_t> rows = RowsOfClass(old_set, c);
+    if (rows.empty()) continue;
+    const int64_t reps = std::max<int64_t>(static_cast<int64_t>(rows.size()), target);
+    for (int64_t i = 0; i < reps; ++i) replay.push_back(rows[i % rows.size()]);
+  }
+  replayed_ = static_cast<int64_t>(replay.size());
+  if (!replay.empty()) {
+    const ImageSet replay_set = Subset(old_set, replay);
+    train_ = Concat(train_, ImageSet{replay_set.images.to(device_), replay_set.labels.to(device_)});
+  }
+  Note(absl::StrFormat(
+      "rehearsal: %d exemplars of %d old classes replayed as %d training images per epoch "
+      "(each class repeated to %d, the mean of the new data's classes) beside %d new images; "
+      "%d exemplars (at most %d per class) are stored with each version",
+      old_set.size(), old_classes_, replayed_, target, train_.size() - replayed_,
+      next_memory_->records.size(), per_class));
+  return absl::OkStatus();
+}
+
+void Trainer::ScorePrevious(TrainResult* result) {
+  if (!options_.incremental || val_.size() == 0) return;
+  const TrainerOptions::Incremental& inc = *options_.incremental;
+  const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
+                                   base_metadata_.input_shape().end());
+  absl::StatusOr<std::unique_ptr<Teacher>> prev =
+      teacher_ ? absl::StatusOr<std::unique_ptr<Teacher>>(nullptr)
+               : Teacher::Create(inc.previous, inc.previous_metadata, shape, old_classes_, device_);
+  if (!prev.ok()) return;
+  Teacher* model = teacher_ ? teacher_.get() : prev->get();
+  int64_t correct[2] = {0, 0}, seen[2] = {0, 0};
+  for (int64_t begin = 0; begin < val_.size(); begin += kInferenceBatch) {
+    const int64_t n = std::min(kInferenceBatch, val_.size() - begin);
+    const torch::Tensor pred =
+        model->Logits(imaging::Normalizer::ToUnit(val_.images.narrow(0, begin, n))).argmax(1).cpu();
+    const torch::Tensor labels = val_.labels.narrow(0, begin, n).cpu();
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t label = labels[i].item<int64_t>();
+      const int which = label < old_classes_ ? 0 : 1;
+      ++seen[which];
+      if (pred[i].item<int64_t>() == label) ++correct[which];
+    }
+  }
+  auto ratio = [](int64_t a, int64_t b) {
+    return b > 0 ? static_cast<double>(a) / static_cast<double>(b) : 0.0;
+  };
+  TrainResult::Incremental& r = result->incremental;
+  r.old_examples = seen[0];
+  r.new_examples = seen[1];
+  r.old_accuracy_before = ratio(correct[0], seen[0]);
+  r.new_accuracy_before = ratio(correct[1], seen[1]);
+  r.all_accuracy_before = ratio(correct[0] + correct[1], seen[0] + seen[1]);
+}
+
 absl::Status Trainer::BuildTeacher() {
+  if (options_.incremental && !options_.incremental->options.disable_distillation()) {
+    const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
+                                     base_metadata_.input_shape().end());
+    ASSIGN_OR_RETURN(teacher_, Teacher::Create(options_.incremental->previous,
+                                               options_.incremental->previous_metadata, shape,
+                                               old_classes_, device_));
+    if (!augmenter_->active()) teacher_cache_.emplace(teacher_.get(), train_.images);
+    return absl::OkStatus();
+  }
   if (!options_.distillation) return absl::OkStatus();
   const TrainerOptions::Distillation& d = *options_.distillation;
   const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
@@ -737,6 +962,7 @@ absl::StatusOr<Checkpoint> Trainer::MakeCheckpoint(int32_t epochs_completed, int
   }
   cp.epoch = epochs_completed;
   cp.is_best = is_best;
+  cp.exemplars = next_memory_;
   kaizen::v1::Model& m = cp.metadata;
   m = base_metadata_;
   m.clear_version();
@@ -928,7 +1154,11 @@ absl::Status Trainer::Step(const std::vector<int64_t>& batch, int64_t b, int64_t
   torch::Tensor teacher_logits;
   const torch::Tensor logits = TrainLogits(idx, run->use_cache, run->augment_gen, &teacher_logits);
   const torch::Tensor loss =
-      teacher_
+      options_.incremental
+          ? IncrementalLoss(
+                logits, teacher_logits, labels, options_.incremental->options.temperature(),
+                options_.incremental->options.distillation_weight(), hp_.label_smoothing())
+      : teacher_
           ? DistillationLoss(logits, teacher_logits, labels, options_.distillation->temperature,
                              options_.distillation->alpha, hp_.label_smoothing())
           : SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
@@ -987,11 +1217,21 @@ absl::StatusOr<kaizen::v1::EpochMetrics> Trainer::EpochMetricsOf(const EpochRun&
     const Evaluation e = Evaluate(val_, run.use_cache ? val_features_ : torch::Tensor());
     metrics.set_val_loss(e.loss);
     metrics.set_val_accuracy(e.accuracy);
+    int64_t correct[2] = {0, 0}, seen[2] = {0, 0};
     for (int64_t c = 0; c < num_classes_; ++c) {
       if (e.total[c] > 0) {
         (*metrics.mutable_per_class_accuracy())[class_names_[c]] =
             static_cast<double>(e.correct[c]) / static_cast<double>(e.total[c]);
       }
+      const int which = c < old_classes_ ? 0 : 1;
+      correct[which] += e.correct[c];
+      seen[which] += e.total[c];
+    }
+    if (options_.incremental) {
+      metrics.set_old_class_examples(seen[0]);
+      metrics.set_new_class_examples(seen[1]);
+      if (seen[0] > 0) metrics.set_old_class_accuracy(static_cast<double>(correct[0]) / seen[0]);
+      if (seen[1] > 0) metrics.set_new_class_accuracy(static_cast<double>(correct[1]) / seen[1]);
     }
   }
   metrics.set_seconds(Seconds(run.start));
@@ -1081,7 +1321,12 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   result.best_epoch = state_.best_epoch;
   result.backbone_forward_batches = backbone_batches_;
   result.batchnorm_recalibrated = last_recalibrated_;
-  if (teacher_ && val_.size() > 0) {
+  if (options_.incremental) {
+    where_ = "previous model evaluation";
+    ScorePrevious(&result);
+    result.incremental.memory = next_memory_;
+    result.incremental.replayed = replayed_;
+  } else if (teacher_ && val_.size() > 0) {
     where_ = "teacher evaluation";
     result.teacher_val_accuracy = TeacherAccuracy(val_);
     result.validation_examples = val_.size();
@@ -1092,6 +1337,15 @@ absl::StatusOr<TrainResult> Trainer::Run() {
 }
 
 }  // namespace
+
+std::vector<std::string> MergeClassNames(const std::vector<std::string>& previous,
+                                         const std::vector<std::string>& dataset) {
+  std::vector<std::string> merged = previous;
+  for (const std::string& name : dataset) {
+    if (std::find(merged.begin(), merged.end(), name) == merged.end()) merged.push_back(name);
+  }
+  return merged;
+}
 
 absl::StatusOr<TrainResult> Train(const TrainerOptions& options, const TrainingData& data,
                                   const Callbacks& callbacks) {

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,6 +56,10 @@ struct Checkpoint {
   // step where training stopped (the losses on the CPU are those of a run
   // that never stopped).
   std::string resume_state;
+  // STRATEGY_INCREMENTAL with rehearsal: the memory to store beside this
+  // version (the merged classes, bounded), the same for every checkpoint of
+  // a job.
+  std::shared_ptr<const datasets::DecodedDataset> exemplars;
   // Best so far by the checkpoint metric: val_accuracy (or val_loss when
   // early stopping watches it); train_loss without validation.
   bool is_best = false;
@@ -104,6 +109,28 @@ struct TrainerOptions {
     double alpha = 0.7;
   };
   std::optional<Distillation> distillation;
+  // STRATEGY_INCREMENTAL: the data's class list is the merged one (the
+  // previous model's classes first, in order; see MergeClassNames).
+  struct Incremental {
+    // The base version, copied to the device and never modified: the
+    // distillation target on the old classes, and the features that herding
+    // chooses exemplars by. Its head grows into the new model's when the job
+    // starts (not when it resumes).
+    torch::jit::Module previous;
+    kaizen::v1::Model previous_metadata;  // with its class_names
+    // Resolved (ResolveIncremental).
+    kaizen::v1::IncrementalOptions options;
+    // Rehearsal: the base version's memory (any class names; those of the
+    // merged list are replayed), or, for a base without one, the images the
+    // base was trained on to choose it from (herding or random per class on
+    // the old classes); both may be null when rehearsal is off. With
+    // `resume_memory` (the memory stored with the checkpoint being resumed)
+    // the new memory is not chosen again but taken from it.
+    const datasets::DecodedDataset* memory = nullptr;
+    const datasets::DecodedDataset* memory_source = nullptr;
+    const datasets::DecodedDataset* resume_memory = nullptr;
+  };
+  std::optional<Incremental> incremental;
   // With a frozen backbone and no augmentation, compute the backbone's
   // features once and train the head on them. Off only to measure what the
   // cache saves (bench/train_bench --no_feature_cache); results are the same.
@@ -135,12 +162,32 @@ struct TrainResult {
   // Batches the teacher ran forward in this call (training, the logit cache
   // and its validation accuracy).
   int64_t teacher_forward_batches = 0;
+  // STRATEGY_INCREMENTAL, once training ends: the previous model's accuracy
+  // on the validation images, over the old classes, the new and all (its
+  // prediction is one of the old classes), with the counts; and the new
+  // memory (null without rehearsal) and the number of exemplars replayed.
+  struct Incremental {
+    int64_t old_examples = 0;
+    int64_t new_examples = 0;
+    double old_accuracy_before = 0;
+    double new_accuracy_before = 0;
+    double all_accuracy_before = 0;
+    std::shared_ptr<const datasets::DecodedDataset> memory;
+    int64_t replayed = 0;
+  };
+  Incremental incremental;
 };
+
+// The INCREMENTAL class list: `previous` in order, then the names of
+// `dataset` that `previous` lacks, in dataset order.
+std::vector<std::string> MergeClassNames(const std::vector<std::string>& previous,
+                                         const std::vector<std::string>& dataset);
 
 // Runs the job. Never throws. Errors: InvalidArgument for unusable data or
 // settings and for a loss that became NaN/Inf ("loss became NaN at epoch 2
 // step 7 (learning rate 0.5); lower the learning rate") and for a DISTILL job
-// without a usable teacher; Unimplemented for INCREMENTAL; ResourceExhausted when the device runs
+// without a usable teacher or an INCREMENTAL job whose data's class list does not start with
+// the previous model's; ResourceExhausted when the device runs
 // out of memory; Internal for other LibTorch failures, with "epoch E step S: " in front; the status
 // of on_checkpoint when it fails.
 absl::StatusOr<TrainResult> Train(const TrainerOptions& options, const TrainingData& data,

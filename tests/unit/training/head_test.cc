@@ -165,5 +165,71 @@ TEST(HeadTest, FoldsInputStandardizationIntoTheHead) {
   }
 }
 
+// INCREMENTAL: a trained classifier's head grows; the old rows and biases
+// are copied bit for bit and the new ones are a fresh head's.
+TEST(HeadTest, GrowHeadKeepsOldRowsBitForBit) {
+  for (const kaizen::v1::HeadKind kind :
+       {kaizen::v1::HEAD_KIND_LINEAR, kaizen::v1::HEAD_KIND_MLP}) {
+    SCOPED_TRACE(kaizen::v1::HeadKind_Name(kind));
+    // A 5-class classifier as a job writes it.
+    fixtures::BaseModel base = Builtin("cnn-small", /*classes=*/10);
+    HeadSpec spec;
+    spec.kind = kind;
+    spec.num_classes = 5;
+    spec.seed = 11;
+    auto trained = SplitClassifier(base.module, base.metadata, spec, /*keep_head=*/false);
+    ASSERT_TRUE(trained.ok()) << trained.status();
+    auto classifier = AssembleClassifier(*trained, torch::kCPU);
+    ASSERT_TRUE(classifier.ok()) << classifier.status();
+    kaizen::v1::Model meta = base.metadata;
+    meta.mutable_head()->set_module_path(AssembledHeadPath(*trained));
+    meta.mutable_head()->set_kind(kind);
+
+    auto split = SplitClassifier(*classifier, meta, spec, /*keep_head=*/true);
+    ASSERT_TRUE(split.ok()) << split.status();
+    const std::string last = kind == kaizen::v1::HEAD_KIND_MLP ? "fc2" : "";
+    auto old_linear = FindSubmodule(split->head, last);
+    ASSERT_TRUE(old_linear.ok());
+    const torch::Tensor old_w = old_linear->attr("weight").toTensor().clone();
+    const torch::Tensor old_b = old_linear->attr("bias").toTensor().clone();
+    torch::Tensor fc1_w;
+    if (kind == kaizen::v1::HEAD_KIND_MLP) {
+      fc1_w = split->head.attr("fc1").toModule().attr("weight").toTensor().clone();
+    }
+
+    HeadSpec grow = spec;
+    grow.seed = 12;
+    ASSERT_TRUE(GrowHead(grow, 8, &*split).ok());
+    EXPECT_EQ(split->num_classes, 8);
+    auto grown = FindSubmodule(split->head, last);
+    ASSERT_TRUE(grown.ok());
+    const torch::Tensor w = grown->attr("weight").toTensor();
+    const torch::Tensor b = grown->attr("bias").toTensor();
+    ASSERT_EQ(w.sizes(), (std::vector<int64_t>{8, old_w.size(1)}));
+    EXPECT_TRUE(torch::equal(w.narrow(0, 0, 5), old_w));
+    EXPECT_TRUE(torch::equal(b.narrow(0, 0, 5), old_b));
+    EXPECT_TRUE(w.requires_grad());
+    if (fc1_w.defined()) {
+      EXPECT_TRUE(
+          torch::equal(split->head.attr("fc1").toModule().attr("weight").toTensor(), fc1_w));
+    }
+    // The new rows are those of a fresh head with the same seed.
+    HeadSpec fresh_spec = grow;
+    fresh_spec.kind = kaizen::v1::HEAD_KIND_LINEAR;
+    fresh_spec.num_classes = 8;
+    auto fresh = NewHead(fresh_spec, old_w.size(1));
+    ASSERT_TRUE(fresh.ok());
+    EXPECT_TRUE(torch::equal(w.narrow(0, 5, 3), fresh->attr("weight").toTensor().narrow(0, 5, 3)));
+    // The grown model still gives the old logits on the old classes.
+    auto assembled = AssembleClassifier(*split, torch::kCPU);
+    ASSERT_TRUE(assembled.ok()) << assembled.status();
+    const torch::Tensor x = torch::rand({3, 1, 28, 28});
+    classifier->eval();
+    EXPECT_TRUE(torch::allclose(Forward(*assembled, x).narrow(1, 0, 5), Forward(*classifier, x),
+                                1e-6, 1e-6));
+    EXPECT_FALSE(GrowHead(grow, 4, &*split).ok());
+  }
+}
+
 }  // namespace
 }  // namespace kaizen::training

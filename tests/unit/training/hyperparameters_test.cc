@@ -246,5 +246,38 @@ TEST(HyperparametersTest, ResolvesDistillationDefaultsAndRanges) {
   EXPECT_TRUE(ResolveDistillation(kaizen::v1::STRATEGY_FINE_TUNE, {}).ok());
 }
 
+TEST(HyperparametersTest, ResolvesIncrementalDefaultsAndRanges) {
+  auto o = ResolveIncremental(kaizen::v1::STRATEGY_INCREMENTAL, {}, 99);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->exemplars_per_class(), 50);
+  EXPECT_EQ(o->max_exemplars(), 2000);
+  EXPECT_EQ(o->distillation_weight(), 1.0);
+  EXPECT_EQ(o->temperature(), 2.0);
+  EXPECT_EQ(o->selection(), kaizen::v1::EXEMPLAR_SELECTION_HERDING);
+  EXPECT_EQ(o->seed(), 99u);
+  EXPECT_FALSE(o->disable_rehearsal());
+  kaizen::v1::IncrementalOptions x;
+  x.set_temperature(200);
+  EXPECT_THAT(
+      std::string(ResolveIncremental(kaizen::v1::STRATEGY_INCREMENTAL, x, 1).status().message()),
+      HasSubstr("incremental.temperature"));
+  x.Clear();
+  x.set_exemplars_per_class(-1);
+  EXPECT_EQ(ResolveIncremental(kaizen::v1::STRATEGY_INCREMENTAL, x, 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  x.Clear();
+  x.set_distillation_weight(-0.5);
+  EXPECT_THAT(
+      std::string(ResolveIncremental(kaizen::v1::STRATEGY_INCREMENTAL, x, 1).status().message()),
+      HasSubstr("incremental.distillation_weight"));
+  // Other strategies: refused when set, fine when empty.
+  x.Clear();
+  x.set_disable_rehearsal(true);
+  const absl::Status st = ResolveIncremental(kaizen::v1::STRATEGY_FINE_TUNE, x, 1).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("STRATEGY_INCREMENTAL only"));
+  EXPECT_TRUE(ResolveIncremental(kaizen::v1::STRATEGY_FINE_TUNE, {}, 1).ok());
+}
+
 }  // namespace
 }  // namespace kaizen::training

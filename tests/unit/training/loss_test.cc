@@ -75,5 +75,31 @@ TEST(LossTest, DistillationGradientIsTemperatureTimesTheSoftDifference) {
   EXPECT_FALSE(teacher.grad().defined());
 }
 
+TEST(LossTest, IncrementalLossIsCrossEntropyPlusDistillationOnOldClasses) {
+  // Two old classes and one new; the previous model saw only the old two.
+  const torch::Tensor student = torch::tensor({{0.5f, 0.0f, 1.0f}, {1.0f, -1.0f, 0.0f}});
+  const torch::Tensor previous = torch::tensor({{2.0f, 0.0f}, {0.0f, 1.0f}});
+  const torch::Tensor targets = torch::tensor({2, 0}, torch::kLong);
+  const double t = 2.0, w = 0.5;
+  // By hand: the KL of the softened old-class distributions, per row.
+  double kl = 0;
+  for (int row = 0; row < 2; ++row) {
+    const auto [p0, p1] = Soft(previous[row][0].item<double>(), previous[row][1].item<double>(), t);
+    const auto [q0, q1] = Soft(student[row][0].item<double>(), student[row][1].item<double>(), t);
+    kl += p0 * std::log(p0 / q0) + p1 * std::log(p1 / q1);
+  }
+  kl /= 2;
+  const double ce = SmoothedCrossEntropy(student, targets, 0.1).item<double>();
+  EXPECT_NEAR(IncrementalLoss(student, previous, targets, t, w, 0.1).item<double>(),
+              ce + w * t * t * kl, 1e-5);
+  // Without the previous logits, or at weight 0: the cross-entropy alone.
+  EXPECT_NEAR(IncrementalLoss(student, torch::Tensor(), targets, t, w, 0.1).item<double>(), ce,
+              1e-6);
+  EXPECT_NEAR(IncrementalLoss(student, previous, targets, t, 0, 0.1).item<double>(), ce, 1e-6);
+  // The distillation term reuses DISTILL's soft-target loss.
+  EXPECT_NEAR(SoftTargetLoss(student.narrow(1, 0, 2), previous, t).item<double>(), t * t * kl,
+              1e-5);
+}
+
 }  // namespace
 }  // namespace kaizen::training

@@ -13,19 +13,11 @@ using ::testing::HasSubstr;
 TEST(StrategyTest, TheFiveTrainedStrategiesAreAvailable) {
   for (kaizen::v1::Strategy s :
        {kaizen::v1::STRATEGY_FEATURE_EXTRACTION, kaizen::v1::STRATEGY_FINE_TUNE,
-        kaizen::v1::STRATEGY_FULL, kaizen::v1::STRATEGY_SCRATCH, kaizen::v1::STRATEGY_DISTILL}) {
+        kaizen::v1::STRATEGY_FULL, kaizen::v1::STRATEGY_SCRATCH, kaizen::v1::STRATEGY_DISTILL,
+        kaizen::v1::STRATEGY_INCREMENTAL}) {
     EXPECT_TRUE(CheckStrategyAvailable(s).ok()) << kaizen::v1::Strategy_Name(s);
     EXPECT_TRUE(CheckStrategySpecified(s).ok()) << kaizen::v1::Strategy_Name(s);
   }
-}
-
-TEST(StrategyTest, IncrementalIsUnimplementedByName) {
-  const absl::Status st = CheckStrategyAvailable(kaizen::v1::STRATEGY_INCREMENTAL);
-  EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(st.message()), HasSubstr("STRATEGY_INCREMENTAL"));
-  EXPECT_THAT(std::string(st.message()), HasSubstr("arrives with the incremental learning work"));
-  // Defined, so its defaults resolve.
-  EXPECT_TRUE(CheckStrategySpecified(kaizen::v1::STRATEGY_INCREMENTAL).ok());
 }
 
 TEST(StrategyTest, UnspecifiedAndUnknownAreInvalidArguments) {

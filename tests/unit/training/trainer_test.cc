@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/imaging/normalizer.h"
+#include "server/training/exemplar_memory.h"
 #include "server/training/head.h"
 #include "server/training/hyperparameters.h"
 #include "server/training/image_set.h"
@@ -455,10 +456,10 @@ TEST(TrainerTest, RejectsUnsupportedStrategiesAndData) {
   datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 4);
   const fixtures::BaseModel base = Builtin("cnn-small");
   auto hp = fixtures::FastHyperparameters(1);
+  // INCREMENTAL without its previous model.
   auto inc = Train(Options(kaizen::v1::STRATEGY_INCREMENTAL, base, hp), {&train, nullptr}, {});
-  EXPECT_EQ(inc.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(inc.status().message()),
-              HasSubstr("arrives with the incremental learning work"));
+  EXPECT_EQ(inc.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(inc.status().message()), HasSubstr("needs the previous model"));
   EXPECT_EQ(
       Train(Options(kaizen::v1::STRATEGY_FULL, base, hp), {nullptr, nullptr}, {}).status().code(),
       absl::StatusCode::kInvalidArgument);
@@ -711,6 +712,72 @@ TEST(TrainerTest, TinyDatasetsTrainOnEveryImageInsteadOfSplitting) {
   EXPECT_EQ(split->best_metric_name, "val_accuracy");
   EXPECT_TRUE(kept.checkpoints.back().metadata.metrics().contains("val_accuracy"));
   for (const std::string& note : split->notes) EXPECT_THAT(note, Not(HasSubstr("validation")));
+}
+
+// INCREMENTAL: a 2-class model learns 2 more classes; the memory holds the
+// old classes' exemplars chosen from the base's images and the new ones',
+// bounded, the same on every run with the seed.
+TEST(TrainerTest, IncrementalGrowsTheClassListAndStoresABoundedMemory) {
+  const datasets::DecodedDataset all = fixtures::SyntheticDataset(4, 12);
+  const datasets::DecodedDataset old_data = ShrinkMemory(all, {"class0", "class1"}, 1000);
+  datasets::DecodedDataset new_data = ShrinkMemory(all, {"class2", "class3"}, 1000);
+  auto hp = fixtures::FastHyperparameters(2, /*batch=*/8);
+  Recorder base_rec;
+  auto base_run = Train(Options(kaizen::v1::STRATEGY_FULL, Builtin("cnn-small", 2), hp),
+                        {&old_data, nullptr}, base_rec.callbacks());
+  ASSERT_TRUE(base_run.ok()) << base_run.status();
+  ASSERT_FALSE(base_rec.checkpoints.empty());
+  const Checkpoint& base = base_rec.checkpoints.back();
+
+  const std::vector<std::string> merged =
+      MergeClassNames({"class0", "class1"}, {"class3", "class2", "class0"});
+  EXPECT_EQ(merged, (std::vector<std::string>{"class0", "class1", "class3", "class2"}));
+  new_data =
+      ShrinkMemory(new_data, MergeClassNames({"class0", "class1"}, new_data.class_names), 1000);
+
+  auto run = [&](Recorder* rec) {
+    TrainerOptions o;
+    o.strategy = kaizen::v1::STRATEGY_INCREMENTAL;
+    o.hyperparameters = hp;
+    o.hyperparameters.mutable_validation()->set_split(0.25);
+    o.base = base.module;
+    o.base_metadata = base.metadata;
+    TrainerOptions::Incremental inc;
+    inc.previous = base.module;
+    inc.previous_metadata = base.metadata;
+    auto resolved = ResolveIncremental(kaizen::v1::STRATEGY_INCREMENTAL, {}, 5);
+    EXPECT_TRUE(resolved.ok());
+    inc.options = *resolved;
+    inc.options.set_exemplars_per_class(3);
+    inc.memory_source = &old_data;
+    o.incremental = inc;
+    return Train(o, {&new_data, nullptr}, rec->callbacks());
+  };
+  Recorder rec;
+  auto result = run(&rec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_FALSE(rec.checkpoints.empty());
+  const Checkpoint& cp = rec.checkpoints.back();
+  EXPECT_EQ(
+      std::vector<std::string>(cp.metadata.class_names().begin(), cp.metadata.class_names().end()),
+      (std::vector<std::string>{"class0", "class1", "class2", "class3"}));
+  EXPECT_EQ(cp.metadata.head().out_features(), 4);
+  ASSERT_NE(cp.exemplars, nullptr);
+  EXPECT_EQ(MemoryClassCounts(*cp.exemplars), (std::vector<int64_t>{3, 3, 3, 3}));
+  EXPECT_EQ(cp.exemplars->records[0].height, 28);
+  // Old classes replayed class-balanced: each up to the new classes' mean.
+  EXPECT_GT(result->incremental.replayed, 6);
+  // Validation holds only new-data images: old classes are unmeasured there.
+  ASSERT_FALSE(rec.epochs.empty());
+  EXPECT_EQ(rec.epochs.back().old_class_examples(), 0);
+  EXPECT_GT(rec.epochs.back().new_class_examples(), 0);
+  EXPECT_EQ(result->incremental.old_examples, 0);
+  EXPECT_EQ(result->incremental.new_accuracy_before, 0);  // it cannot name them
+  // The same memory again with the same seed (what a resumed job rebuilds).
+  Recorder again;
+  ASSERT_TRUE(run(&again).ok());
+  ASSERT_NE(again.checkpoints.back().exemplars, nullptr);
+  EXPECT_EQ(again.checkpoints.back().exemplars->pixels, cp.exemplars->pixels);
 }
 
 }  // namespace
