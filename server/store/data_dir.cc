@@ -40,6 +40,7 @@ absl::StatusOr<int> SweepOrphanFiles(const std::string& data_dir, MetadataStore&
       std::string rel = fs::relative(it->path(), data_dir).string();
       // A checkpoint's resume state lives and dies with its model file.
       if (absl::EndsWith(rel, ".resume")) rel.resize(rel.size() - 7);
+      if (absl::EndsWith(rel, ".exemplars")) rel.resize(rel.size() - 10);
       if (live.contains(rel)) continue;
       std::error_code rm;
       if (fs::remove(it->path(), rm)) {

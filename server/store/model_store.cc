@@ -292,13 +292,15 @@ absl::Status ModelStore::RemoveFiles(const std::vector<ModelRow>& rows) {
     std::error_code ec;
     std::filesystem::remove(options_.data_dir + "/" + r.file, ec);
     std::filesystem::remove(options_.data_dir + "/" + r.file + ".resume", ec);
+    std::filesystem::remove(options_.data_dir + "/" + r.file + ".exemplars", ec);
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<Model> ModelStore::AddVersion(const std::string& name,
                                              const torch::jit::Module& module, Model metadata,
-                                             absl::string_view resume_state) {
+                                             absl::string_view resume_state,
+                                             const datasets::DecodedDataset* exemplars) {
   RETURN_IF_ERROR(common::ValidateName("model name", name));
   if (models::IsBuiltinModel(name)) {
     return absl::FailedPreconditionError(absl::StrCat("\"", name, "\" is a built-in model"));
@@ -320,10 +322,19 @@ absl::StatusOr<Model> ModelStore::AddVersion(const std::string& name,
   const std::string path = options_.data_dir + "/" + row.file;
   // Resume state first: a version row never exists without it.
   RETURN_IF_ERROR(common::WriteFileAtomically(path + ".resume", resume_state));
+  if (exemplars != nullptr) {
+    if (absl::StatusOr<int64_t> written =
+            datasets::WriteDatasetFile(path + ".exemplars", *exemplars);
+        !written.ok()) {
+      std::remove((path + ".resume").c_str());
+      return written.status();
+    }
+  }
   Model embedded = metadata;
   embedded.clear_versions();
   if (absl::Status st = models::SaveModelFile(module, embedded, path); !st.ok()) {
     std::remove((path + ".resume").c_str());
+    std::remove((path + ".exemplars").c_str());
     return st;
   }
   std::string bytes;
@@ -334,6 +345,7 @@ absl::StatusOr<Model> ModelStore::AddVersion(const std::string& name,
   if (absl::Status st = metadata_->InsertModel(row); !st.ok()) {
     std::remove(path.c_str());
     std::remove((path + ".resume").c_str());
+    std::remove((path + ".exemplars").c_str());
     return st;
   }
   RETURN_IF_ERROR(FillVersions(&metadata));
@@ -350,6 +362,23 @@ absl::StatusOr<std::string> ModelStore::ReadResumeState(const std::string& name,
         absl::StrCat("model \"", name, "\" version ", version, " has no resume state"));
   }
   return state;
+}
+
+absl::StatusOr<datasets::DecodedDataset> ModelStore::ReadExemplars(const std::string& name,
+                                                                   int64_t version) {
+  ASSIGN_OR_RETURN(ModelRow row, metadata_->GetModel(name, version));
+  absl::StatusOr<datasets::DecodedDataset> memory =
+      datasets::ReadDatasetFile(options_.data_dir + "/" + row.file + ".exemplars");
+  if (absl::IsNotFound(memory.status())) {
+    return absl::NotFoundError(absl::StrCat("model \"", name, "\" version ", row.model.version(),
+                                            " has no rehearsal memory"));
+  }
+  if (!memory.ok()) {
+    return absl::Status(memory.status().code(),
+                        absl::StrCat("the rehearsal memory of model \"", name, "\" version ",
+                                     row.model.version(), ": ", memory.status().message()));
+  }
+  return memory;
 }
 
 absl::StatusOr<torch::jit::Module> ModelStore::LoadModule(const std::string& name,

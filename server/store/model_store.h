@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "kaizen/v1/model_service.pb.h"
+#include "server/datasets/dataset_file.h"
 #include "server/models/sandboxed_inspection.h"
 #include "server/store/metadata_store.h"
 #include "server/store/upload_receiver.h"
@@ -78,12 +79,17 @@ class ModelStore {
 
   // Adds the next version of the fine-tuned model `name` (created on first
   // use): the TorchScript file with `metadata` embedded, and beside it
-  // (`<file>.resume`) the opaque state a job needs to resume. Returns the
-  // stored model with its version.
+  // (`<file>.resume`) the opaque state a job needs to resume and, when given,
+  // (`<file>.exemplars`, a dataset file written atomically) the rehearsal
+  // memory of an INCREMENTAL job. Returns the stored model with its version.
   absl::StatusOr<kaizen::v1::Model> AddVersion(const std::string& name,
                                                const torch::jit::Module& module,
                                                kaizen::v1::Model metadata,
-                                               absl::string_view resume_state);
+                                               absl::string_view resume_state,
+                                               const datasets::DecodedDataset* exemplars = nullptr);
+  // The rehearsal memory stored with a version (NOT_FOUND when it has none;
+  // DATA_LOSS when the file is damaged).
+  absl::StatusOr<datasets::DecodedDataset> ReadExemplars(const std::string& name, int64_t version);
   // The resume state saved with a version (NOT_FOUND when it has none).
   absl::StatusOr<std::string> ReadResumeState(const std::string& name, int64_t version);
   // Loads a version as a TorchScript module on the CPU (built-ins excluded:

@@ -2,6 +2,7 @@
 
 #include <torch/script.h>
 
+#include <filesystem>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -53,6 +54,60 @@ TEST(ModelStoreTest, ListPagesStopAtTheByteLimit) {
   } while (!request.page_token().empty());
   EXPECT_GE(pages, 2);
   EXPECT_EQ(seen.size(), 8u + 2u);  // and the two built-ins
+}
+
+// INCREMENTAL: the rehearsal memory lives and dies with its version.
+TEST(ModelStoreTest, StoresTheRehearsalMemoryBesideAVersion) {
+  test_util::TempDir dir;
+  ASSERT_TRUE(PrepareDataDir(dir.path()).ok());
+  auto metadata = MetadataStore::Open(dir.path() + "/kaizen.db");
+  ASSERT_TRUE(metadata.ok()) << metadata.status();
+  ModelStore::Options o;
+  o.data_dir = dir.path();
+  ModelStore models(o, metadata->get());
+  datasets::DecodedDataset memory;
+  memory.class_names = {"a", "b"};
+  for (int i = 0; i < 3; ++i) {
+    datasets::DecodedDataset::Record r;
+    r.label = i % 2;
+    r.height = 2;
+    r.width = 2;
+    r.channels = 1;
+    r.offset = static_cast<int64_t>(memory.pixels.size());
+    for (int p = 0; p < 4; ++p) memory.pixels.push_back(static_cast<uint8_t>(10 * i + p));
+    memory.records.push_back(r);
+  }
+  kaizen::v1::Model meta;
+  meta.add_class_names("a");
+  meta.add_class_names("b");
+  auto v1 = models.AddVersion("inc", TinyClassifier(2), meta, "state", &memory);
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  auto v2 = models.AddVersion("inc", TinyClassifier(2), meta, "state");
+  ASSERT_TRUE(v2.ok()) << v2.status();
+
+  auto back = models.ReadExemplars("inc", 1);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->class_names, memory.class_names);
+  EXPECT_EQ(back->pixels, memory.pixels);
+  ASSERT_EQ(back->records.size(), 3u);
+  EXPECT_EQ(back->records[1].label, 1);
+  // A version written without one has none.
+  EXPECT_EQ(models.ReadExemplars("inc", 2).status().code(), absl::StatusCode::kNotFound);
+  // No temporary file is left beside the version, and pruning removes the
+  // memory with it.
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path() + "/models/inc")) {
+    EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
+    ++files;
+  }
+  EXPECT_EQ(files, 5);  // two models, two resume states, one memory
+  ASSERT_TRUE(models.PruneVersions("inc", {2}).ok());
+  files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path() + "/models/inc")) {
+    EXPECT_EQ(e.path().string().find(".exemplars"), std::string::npos) << e.path();
+    ++files;
+  }
+  EXPECT_EQ(files, 2);
 }
 
 }  // namespace
