@@ -5,6 +5,8 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <optional>
 #include <set>
 
@@ -26,6 +28,7 @@
 #include "server/jobs/job_history.h"
 #include "server/models/builtin_models.h"
 #include "server/training/evaluator.h"
+#include "server/training/exemplar_memory.h"
 #include "server/training/forward_latency.h"
 #include "server/training/hyperparameters.h"
 #include "server/training/resume_state.h"
@@ -251,6 +254,13 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
                                                   request.tuning()));
   RETURN_IF_ERROR(
       training::ResolveDistillation(request.strategy(), request.distillation()).status());
+  RETURN_IF_ERROR(
+      training::ResolveIncremental(request.strategy(), request.incremental(), 1).status());
+  if (request.strategy() == kaizen::v1::STRATEGY_INCREMENTAL && request.tuning().max_trials() > 0) {
+    return absl::InvalidArgumentError(
+        "tuning.max_trials is set but STRATEGY_INCREMENTAL does not tune: its trials would be "
+        "scored on the new classes alone; set the hyperparameters, or tune a FINE_TUNE job");
+  }
   // Workers claim under mu_: none may take the job (nor Pause or Cancel
   // change it) between its insertion and its QUEUED event.
   absl::MutexLock lock(&mu_);
@@ -373,7 +383,7 @@ absl::StatusOr<kaizen::v1::DistillationResult> JobManager::CheckTeacher(
 }
 
 absl::Status JobManager::CheckTestDataset(const kaizen::v1::StartFineTuneRequest& request,
-                                          const kaizen::v1::Dataset& train) {
+                                          const std::vector<std::string>& train_classes) {
   const std::string& test = request.test_dataset();
   if (test.empty()) return absl::OkStatus();
   if (options_.evaluator == nullptr) {
@@ -393,8 +403,7 @@ absl::Status JobManager::CheckTestDataset(const kaizen::v1::StartFineTuneRequest
   if (absl::Status size = options_.evaluator->CheckSize(test, info->num_examples()); !size.ok()) {
     return absl::Status(size.code(), absl::StrCat("test_dataset: ", size.message()));
   }
-  std::vector<std::string> train_classes, test_classes;
-  for (const auto& c : train.classes()) train_classes.push_back(c.class_name());
+  std::vector<std::string> test_classes;
   for (const auto& c : info->classes()) test_classes.push_back(c.class_name());
   if (absl::Status mapped = training::MapClasses(test_classes, train_classes,
                                                  static_cast<int64_t>(train_classes.size()))
@@ -407,14 +416,18 @@ absl::Status JobManager::CheckTestDataset(const kaizen::v1::StartFineTuneRequest
 }
 
 absl::StatusOr<kaizen::v1::Dataset> JobManager::CheckDatasets(
-    const kaizen::v1::StartFineTuneRequest& request) {
+    const kaizen::v1::StartFineTuneRequest& request, const std::vector<std::string>& old_classes) {
   if (request.dataset().empty()) return absl::InvalidArgumentError("dataset is empty");
   absl::StatusOr<kaizen::v1::Dataset> dataset = datasets_->Get(request.dataset());
   if (!dataset.ok()) {
     return absl::Status(dataset.status().code(),
                         absl::StrCat("dataset: ", dataset.status().message()));
   }
-  RETURN_IF_ERROR(CheckTestDataset(request, *dataset));
+  std::vector<std::string> dataset_classes;
+  for (const auto& c : dataset->classes()) dataset_classes.push_back(c.class_name());
+  RETURN_IF_ERROR(CheckTestDataset(
+      request, old_classes.empty() ? dataset_classes
+                                   : training::MergeClassNames(old_classes, dataset_classes)));
   const auto& validation = request.hyperparameters().validation();
   if (validation.source_case() != kaizen::v1::ValidationOptions::kDataset) return dataset;
   absl::StatusOr<kaizen::v1::Dataset> val = datasets_->Get(validation.dataset());
@@ -438,7 +451,9 @@ absl::StatusOr<Job> JobManager::ReserveAndInsert(Job job) {
   // One name registry for uploads and job outputs: neither can take a name
   // the other holds or that exists.
   if (absl::Status st =
-          models_->ReserveName(request.output_model(), absl::StrCat("job ", job.id()));
+          models_->ReserveName(request.output_model(), absl::StrCat("job ", job.id()),
+                               /*may_exist=*/job.has_incremental() &&
+                                   job.incremental().base_model() == request.output_model());
       !st.ok()) {
     return absl::Status(st.code(), absl::StrCat("output_model: ", st.message()));
   }
@@ -461,7 +476,14 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
   // pointing at nothing: deletions wait for this hold to end.
   absl::ReaderMutexLock references(&references_mu_);
   RETURN_IF_ERROR(CheckBaseModel(request));
-  ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset, CheckDatasets(request));
+  const bool incremental = request.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
+  kaizen::v1::IncrementalResult inc;
+  if (incremental) {
+    ASSIGN_OR_RETURN(inc, CheckIncrementalBase(request, 1));
+  }
+  ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset,
+                   CheckDatasets(request, std::vector<std::string>(inc.old_classes().begin(),
+                                                                   inc.old_classes().end())));
   RETURN_IF_ERROR(CheckOutputSettings(request));
   kaizen::v1::DistillationResult distillation;
   if (request.strategy() == kaizen::v1::STRATEGY_DISTILL) {
@@ -475,6 +497,25 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
   // a newer version appears meanwhile.
   if (request.strategy() == kaizen::v1::STRATEGY_DISTILL) {
     *job.mutable_distillation() = std::move(distillation);
+  }
+  // Likewise the base version of an INCREMENTAL job.
+  if (incremental) {
+    ASSIGN_OR_RETURN(
+        const kaizen::v1::IncrementalOptions o,
+        training::ResolveIncremental(request.strategy(), request.incremental(), resolved.seed()));
+    inc.set_rehearsal(!o.disable_rehearsal());
+    inc.set_distillation(!o.disable_distillation());
+    inc.set_temperature(o.temperature());
+    inc.set_distillation_weight(o.distillation_weight());
+    inc.set_exemplars_per_class(o.exemplars_per_class());
+    inc.set_max_exemplars(o.max_exemplars());
+    inc.set_selection(o.selection());
+    const std::vector<std::string> old(inc.old_classes().begin(), inc.old_classes().end());
+    std::vector<std::string> dataset_classes;
+    for (const auto& c : dataset.classes()) dataset_classes.push_back(c.class_name());
+    const std::vector<std::string> merged = training::MergeClassNames(old, dataset_classes);
+    for (size_t i = old.size(); i < merged.size(); ++i) inc.add_new_classes(merged[i]);
+    *job.mutable_incremental() = std::move(inc);
   }
   return ReserveAndInsert(std::move(job));
 }
@@ -645,6 +686,9 @@ absl::StatusOr<bool> JobManager::DatasetInUse(const std::string& name) {
         j.request().hyperparameters().validation().dataset() == name) {
       return true;
     }
+    for (const std::string& previous : j.request().incremental().previous_datasets()) {
+      if (previous == name) return true;
+    }
   }
   return false;
 }
@@ -673,6 +717,11 @@ absl::StatusOr<std::vector<int64_t>> JobManager::TeacherVersionsInUse(const std:
   for (const Job& j : active) {
     if (j.has_distillation() && j.distillation().teacher_model() == name) {
       versions.push_back(j.distillation().teacher_version());
+    }
+    // An INCREMENTAL job reloads its base version whenever it (re)starts, and
+    // may write its versions to the very model the base belongs to.
+    if (j.has_incremental() && j.incremental().base_model() == name) {
+      versions.push_back(j.incremental().base_version());
     }
   }
   return versions;
@@ -998,7 +1047,8 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
                                     ckpt.epoch));
   const absl::Time write_start = absl::Now();
   ASSIGN_OR_RETURN(kaizen::v1::Model stored,
-                   models_->AddVersion(req.output_model(), ckpt.module, meta, ckpt.resume_state));
+                   models_->AddVersion(req.output_model(), ckpt.module, meta, ckpt.resume_state,
+                                       ckpt.exemplars.get()));
   if (options_.metrics) {
     options_.metrics->CheckpointWritten(*job, absl::ToDoubleSeconds(absl::Now() - write_start));
   }
@@ -1018,9 +1068,9 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
   RETURN_IF_ERROR(Persist(job));
   {
     // A DISTILL job reloads the teacher version it resolved at submission
-    // whenever it (re)starts: versions of this model that active jobs teach
-    // from stay. Exclusive, so that no submission resolves a version between
-    // the query and the pruning.
+    // whenever it (re)starts, an INCREMENTAL job its base version: versions
+    // of this model that active jobs teach from or continue stay. Exclusive, so that no submission
+    // resolves a version between the query and the pruning.
     absl::WriterMutexLock references(&references_mu_);
     ASSIGN_OR_RETURN(const std::vector<int64_t> pinned, TeacherVersionsInUse(req.output_model()));
     keep.insert(keep.end(), pinned.begin(), pinned.end());
@@ -1049,8 +1099,13 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   opts.strategy = req.strategy();
   opts.hyperparameters = job->resolved_hyperparameters();
   opts.device = torch::Device(job->device());
+  const bool incremental = req.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
   if (job->latest_version() > 0) {
     RETURN_IF_ERROR(LoadCheckpointToResume(job, &opts));
+  } else if (incremental) {
+    job->clear_history();
+    job->set_epoch(0);
+    job->set_step(0);
   } else {
     // A job that died before its first checkpoint (without validation one
     // comes every tenth of the run) starts over: the epochs it reported will
@@ -1061,6 +1116,11 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
     RETURN_IF_ERROR(LoadBaseModel(*job, dataset_info, &opts));
   }
   if (req.strategy() == kaizen::v1::STRATEGY_DISTILL) RETURN_IF_ERROR(LoadTeacher(*job, &opts));
+  IncrementalData memories;
+  if (incremental) {
+    RETURN_IF_ERROR(
+        LoadIncremental(job, job->latest_version() > 0, &opts, &train, &validation, &memories));
+  }
   training::TrainingData data;
   data.train = &train;
   data.validation = validation ? &*validation : nullptr;
@@ -1099,6 +1159,7 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   }
   if (*stopped) return absl::OkStatus();
   if (opts.distillation) ReportDistillation(job, opts, result);
+  if (incremental) ReportIncremental(job, result);
   if (req.test_dataset().empty()) return absl::OkStatus();
   absl::Status evaluated = EvaluateOnTestDataset(job, cb.should_stop);
   // Stopped by a cancel, pause or shutdown: ends like a stop during
@@ -1229,7 +1290,11 @@ absl::Status JobManager::EvaluateOnTestDataset(Job* job_ptr,
                         req.test_dataset(), version, which, 100 * e->accuracy(), e->top_k(),
                         100 * e->top_k_accuracy(), e->mean_loss(), e->examples(), stored_as));
   }
-  if (!job.has_distillation() || !student_latest) return absl::OkStatus();
+  if (!student_latest) return absl::OkStatus();
+  if (job.has_incremental()) {
+    return EvaluateIncrementalOnTestDataset(job_ptr, *student_latest, should_stop);
+  }
+  if (!job.has_distillation()) return absl::OkStatus();
   return EvaluateTeacherOnTestDataset(job_ptr, *student_latest, should_stop);
 }
 
@@ -1287,6 +1352,281 @@ absl::StatusOr<std::string> JobManager::StoreTestEvaluation(const std::string& m
   return std::string(
       "; stored as a summary only (the per-class figures are too large for "
       "the catalogue)");
+}
+
+absl::StatusOr<std::vector<std::string>> JobManager::PreviousDatasets(
+    const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Model& base) {
+  const auto& named = request.incremental().previous_datasets();
+  if (!named.empty()) {
+    for (const std::string& name : named) {
+      absl::StatusOr<kaizen::v1::Dataset> info = datasets_->Get(name);
+      if (!info.ok()) {
+        return absl::Status(info.status().code(), absl::StrCat("incremental.previous_datasets: ",
+                                                               info.status().message()));
+      }
+    }
+    return std::vector<std::string>(named.begin(), named.end());
+  }
+  if (base.job_id().empty()) {
+    return absl::NotFoundError("no job that trained it is recorded");
+  }
+  absl::StatusOr<Job> trained_by = jobs_->Get(base.job_id());
+  if (!trained_by.ok()) {
+    return absl::NotFoundError(
+        absl::StrCat("the job that trained it, ", base.job_id(), ", is no longer recorded"));
+  }
+  const std::string& dataset = trained_by->request().dataset();
+  if (!datasets_->Get(dataset).ok()) {
+    return absl::NotFoundError(
+        absl::StrCat("the dataset it was trained on, \"", dataset, "\", is gone"));
+  }
+  return std::vector<std::string>{dataset};
+}
+
+absl::StatusOr<kaizen::v1::IncrementalResult> JobManager::CheckIncrementalBase(
+    const kaizen::v1::StartFineTuneRequest& request, uint64_t seed) {
+  std::string name;
+  int64_t version = 0;
+  RETURN_IF_ERROR(common::ParseModelRef(request.base_model(), &name, &version));
+  if (models::IsBuiltinModel(name)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "base_model \"", name,
+        "\" is a built-in architecture with random weights and has no class names; "
+        "STRATEGY_INCREMENTAL continues a fine-tuned model, or one uploaded with class_names"));
+  }
+  ASSIGN_OR_RETURN(const kaizen::v1::Model base, models_->Get(name, version));
+  const std::string ref = absl::StrCat(name, ":", base.version());
+  if (!base.quarantine_reason().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("base_model \"", ref, "\" is quarantined: ", base.quarantine_reason()));
+  }
+  if (base.class_names().empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "base_model \"", ref,
+        "\" has no class names; STRATEGY_INCREMENTAL continues a model with a class list (a "
+        "fine-tuned model, or one uploaded with class_names)"));
+  }
+  ASSIGN_OR_RETURN(const kaizen::v1::IncrementalOptions o,
+                   training::ResolveIncremental(request.strategy(), request.incremental(), seed));
+  kaizen::v1::IncrementalResult inc;
+  inc.set_base_model(name);
+  inc.set_base_version(base.version());
+  *inc.mutable_old_classes() = base.class_names();
+  if (o.disable_rehearsal()) {
+    inc.set_memory_source("none (rehearsal off)");
+    return inc;
+  }
+  absl::StatusOr<datasets::DecodedDataset> memory = models_->ReadExemplars(name, base.version());
+  if (memory.ok()) {
+    inc.set_memory_source(absl::StrCat("the memory of ", ref));
+    return inc;
+  }
+  if (!absl::IsNotFound(memory.status())) return memory.status();
+  absl::StatusOr<std::vector<std::string>> previous = PreviousDatasets(request, base);
+  if (absl::IsNotFound(previous.status()) && request.incremental().previous_datasets().empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "base_model \"", ref,
+        "\" has no rehearsal memory (no INCREMENTAL job wrote it) and its training images cannot "
+        "be found: ",
+        previous.status().message(),
+        "; name the datasets it was trained on in incremental.previous_datasets, or set "
+        "incremental.disable_rehearsal"));
+  }
+  if (!previous.ok()) return previous.status();
+  inc.set_memory_source(absl::StrCat("datasets ", absl::StrJoin(*previous, ", ")));
+  return inc;
+}
+
+absl::Status JobManager::LoadIncremental(Job* job, bool resuming, training::TrainerOptions* opts,
+                                         datasets::DecodedDataset* train,
+                                         std::optional<datasets::DecodedDataset>* validation,
+                                         IncrementalData* memories) {
+  const kaizen::v1::IncrementalResult& inc = job->incremental();
+  const std::string ref = absl::StrCat(inc.base_model(), ":", inc.base_version());
+  if (inc.base_model().empty() || inc.base_version() <= 0) {
+    return absl::FailedPreconditionError(
+        "this INCREMENTAL job has no resolved base version; submit it again");
+  }
+  training::TrainerOptions::Incremental o;
+  absl::StatusOr<torch::jit::Module> module =
+      models_->LoadModule(inc.base_model(), inc.base_version());
+  absl::StatusOr<kaizen::v1::Model> metadata = models_->Get(inc.base_model(), inc.base_version());
+  if (!module.ok() || !metadata.ok()) {
+    const absl::Status st = module.ok() ? metadata.status() : module.status();
+    return absl::Status(st.code(),
+                        absl::StrCat("the base ", ref, " cannot be loaded: ", st.message()));
+  }
+  o.previous = std::move(*module);
+  o.previous_metadata = std::move(*metadata);
+  if (!resuming) {
+    opts->base = o.previous;
+    opts->base_metadata = o.previous_metadata;
+  }
+  ASSIGN_OR_RETURN(o.options, training::ResolveIncremental(job->request().strategy(),
+                                                           job->request().incremental(),
+                                                           job->resolved_hyperparameters().seed()));
+  const std::vector<std::string> old(inc.old_classes().begin(), inc.old_classes().end());
+  const std::vector<std::string> merged = training::MergeClassNames(old, train->class_names);
+  constexpr int64_t kAll = std::numeric_limits<int64_t>::max();
+  *train = training::ShrinkMemory(*train, merged, kAll);
+  if (*validation) **validation = training::ShrinkMemory(**validation, merged, kAll);
+  if (!o.options.disable_rehearsal()) {
+    absl::StatusOr<datasets::DecodedDataset> memory =
+        models_->ReadExemplars(inc.base_model(), inc.base_version());
+    if (memory.ok()) {
+      memories->memory = std::move(*memory);
+      o.memory = &*memories->memory;
+    } else if (absl::IsNotFound(memory.status())) {
+      absl::StatusOr<std::vector<std::string>> previous =
+          PreviousDatasets(job->request(), o.previous_metadata);
+      if (!previous.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the base ", ref, " has no rehearsal memory and its training images cannot be found: ",
+            previous.status().message(),
+            "; name them in incremental.previous_datasets, or set incremental.disable_rehearsal"));
+      }
+      datasets::DecodedDataset source;
+      source.class_names = old;
+      for (const std::string& name : *previous) {
+        ASSIGN_OR_RETURN(const datasets::DecodedDataset d, datasets_->Load(name));
+        training::AppendByName(d, kAll, &source);
+      }
+      memories->memory_source = std::move(source);
+      o.memory_source = &*memories->memory_source;
+    } else {
+      return memory.status();
+    }
+    if (resuming) {
+      absl::StatusOr<datasets::DecodedDataset> stored =
+          models_->ReadExemplars(job->request().output_model(), job->latest_version());
+      if (stored.ok()) {
+        memories->resume_memory = std::move(*stored);
+        o.resume_memory = &*memories->resume_memory;
+      }
+    }
+  }
+  PublishMessage(
+      job->id(),
+      absl::StrFormat(
+          "incremental: continuing %s (%d classes) with %d new classes [%s]; "
+          "rehearsal %s, distillation %s%s",
+          ref, old.size(), merged.size() - old.size(),
+          absl::StrJoin(merged.begin() + old.size(), merged.end(), ", "),
+          o.options.disable_rehearsal()
+              ? std::string("off")
+              : absl::StrFormat(
+                    "on (%d exemplars per class at most, %s; old classes "
+                    "from %s)",
+                    training::ExemplarsPerClass(o.options.exemplars_per_class(),
+                                                o.options.max_exemplars(), merged.size()),
+                    kaizen::v1::ExemplarSelection_Name(o.options.selection()), inc.memory_source()),
+          o.options.disable_distillation()
+              ? std::string("off")
+              : absl::StrFormat("on (T %g, weight %g)", o.options.temperature(),
+                                o.options.distillation_weight()),
+          resuming ? "; the base was reloaded to resume" : ""));
+  opts->incremental = std::move(o);
+  return absl::OkStatus();
+}
+
+void JobManager::ReportIncremental(Job* job, const training::TrainResult& result) {
+  kaizen::v1::IncrementalResult* r = job->mutable_incremental();
+  const training::TrainResult::Incremental& t = result.incremental;
+  r->set_memory_size(t.memory ? static_cast<int64_t>(t.memory->records.size()) : 0);
+  if (t.old_examples + t.new_examples > 0) {
+    r->set_evaluated_on("validation images");
+    r->set_old_examples(t.old_examples);
+    r->set_new_examples(t.new_examples);
+    r->set_old_accuracy_before(t.old_accuracy_before);
+    r->set_new_accuracy_before(t.new_accuracy_before);
+    r->set_all_accuracy_before(t.all_accuracy_before);
+    r->set_old_accuracy_after(result.last.old_class_accuracy());
+    r->set_new_accuracy_after(result.last.new_class_accuracy());
+    r->set_all_accuracy_after(result.last.val_accuracy());
+    r->set_forgetting(t.old_examples > 0 ? r->old_accuracy_before() - r->old_accuracy_after() : 0);
+    PublishMessage(
+        job->id(),
+        absl::StrFormat(
+            "incremental: on the validation images, %s:%d before -> version %d after: "
+            "old classes %s, new classes %.1f%% -> %.1f%% (%d), all %.1f%% -> %.1f%%; "
+            "%d exemplars stored with each version",
+            r->base_model(), r->base_version(), job->latest_version(),
+            t.old_examples > 0
+                ? absl::StrFormat("%.1f%% -> %.1f%% (%d images, forgetting %.1f "
+                                  "points)",
+                                  100 * r->old_accuracy_before(), 100 * r->old_accuracy_after(),
+                                  t.old_examples, 100 * r->forgetting())
+                : std::string("unmeasured (the new data has none of them; name a "
+                              "test_dataset)"),
+            100 * r->new_accuracy_before(), 100 * r->new_accuracy_after(), t.new_examples,
+            100 * r->all_accuracy_before(), 100 * r->all_accuracy_after(), r->memory_size()));
+  }
+  if (absl::Status st = Persist(job); !st.ok()) {
+    common::LogWarning("cannot record the incremental result",
+                       {{"job", job->id()}, {"error", st.ToString()}});
+  }
+}
+
+absl::Status JobManager::EvaluateIncrementalOnTestDataset(
+    Job* job, const kaizen::v1::Evaluation& latest, const std::function<bool()>& should_stop) {
+  kaizen::v1::IncrementalResult* r = job->mutable_incremental();
+  const std::string& test = job->request().test_dataset();
+  const std::vector<std::string> old(r->old_classes().begin(), r->old_classes().end());
+  // The base predicts its own classes only: it is scored on the test images
+  // of those (each counted wrong on the others, which it cannot name).
+  absl::StatusOr<kaizen::v1::Evaluation> before = [&]() -> absl::StatusOr<kaizen::v1::Evaluation> {
+    ASSIGN_OR_RETURN(const datasets::DecodedDataset data, datasets_->Load(test));
+    const datasets::DecodedDataset old_images =
+        training::ShrinkMemory(data, old, std::numeric_limits<int64_t>::max());
+    if (old_images.records.empty()) {
+      return absl::FailedPreconditionError("it has none of the base's classes");
+    }
+    ASSIGN_OR_RETURN(const torch::jit::Module module,
+                     models_->LoadModule(r->base_model(), r->base_version()));
+    ASSIGN_OR_RETURN(const kaizen::v1::Model metadata,
+                     models_->Get(r->base_model(), r->base_version()));
+    training::EvaluateOptions eo;
+    eo.device = torch::Device(job->device());
+    eo.should_stop = should_stop;
+    return training::EvaluateClassifier(module, metadata, old_images, eo);
+  }();
+  if (absl::IsCancelled(before.status())) return before.status();
+  if (!before.ok()) {
+    PublishMessage(job->id(), absl::StrCat("incremental: test dataset ", test, ": the base ",
+                                           r->base_model(), ":", r->base_version(),
+                                           " was not evaluated: ", before.status().message()));
+    return absl::OkStatus();
+  }
+  // The latest version, by class: recall * support images right.
+  double correct[2] = {0, 0};
+  int64_t seen[2] = {0, 0};
+  for (const kaizen::v1::ClassEvaluation& c : latest.classes()) {
+    const int which = std::find(old.begin(), old.end(), c.name()) != old.end() ? 0 : 1;
+    seen[which] += c.support();
+    correct[which] += std::round(c.recall() * static_cast<double>(c.support()));
+  }
+  auto ratio = [](double a, int64_t b) { return b > 0 ? a / static_cast<double>(b) : 0.0; };
+  const double base_correct = before->accuracy() * static_cast<double>(before->examples());
+  r->set_evaluated_on(absl::StrCat("test dataset ", test));
+  r->set_old_examples(seen[0]);
+  r->set_new_examples(seen[1]);
+  r->set_old_accuracy_before(before->accuracy());
+  r->set_new_accuracy_before(0);
+  r->set_all_accuracy_before(ratio(base_correct, seen[0] + seen[1]));
+  r->set_old_accuracy_after(ratio(correct[0], seen[0]));
+  r->set_new_accuracy_after(ratio(correct[1], seen[1]));
+  r->set_all_accuracy_after(latest.accuracy());
+  r->set_forgetting(r->old_accuracy_before() - r->old_accuracy_after());
+  PublishMessage(job->id(),
+                 absl::StrFormat("incremental: test dataset %s: %s:%d before -> version %d after: "
+                                 "old classes %.1f%% -> %.1f%% (%d images, forgetting %.1f "
+                                 "points), new classes %.1f%% -> %.1f%% (%d), all %.1f%% -> %.1f%%",
+                                 test, r->base_model(), r->base_version(), job->latest_version(),
+                                 100 * r->old_accuracy_before(), 100 * r->old_accuracy_after(),
+                                 seen[0], 100 * r->forgetting(), 100 * r->new_accuracy_before(),
+                                 100 * r->new_accuracy_after(), seen[1],
+                                 100 * r->all_accuracy_before(), 100 * r->all_accuracy_after()));
+  return Persist(job);
 }
 
 }  // namespace kaizen::jobs

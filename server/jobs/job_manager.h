@@ -145,7 +145,7 @@ class JobManager {
   // test_dataset: not the training or validation dataset, with classes among
   // the training dataset's.
   absl::Status CheckTestDataset(const kaizen::v1::StartFineTuneRequest& request,
-                                const kaizen::v1::Dataset& train);
+                                const std::vector<std::string>& train_classes);
   // Evaluates the job's latest and best versions on its test dataset and
   // stores each result with its version.
   // DISTILL: the teacher is evaluated too, and both accuracies go into
@@ -162,8 +162,43 @@ class JobManager {
   // too large; returns what was left out, for the job's message.
   absl::StatusOr<std::string> StoreTestEvaluation(const std::string& model, int64_t version,
                                                   kaizen::v1::Evaluation e);
-  absl::StatusOr<kaizen::v1::Dataset> CheckDatasets(
-      const kaizen::v1::StartFineTuneRequest& request);
+  // `old_classes`: for INCREMENTAL, the base's classes (the job's class list
+  // is them merged with the dataset's), else empty.
+  absl::StatusOr<kaizen::v1::Dataset> CheckDatasets(const kaizen::v1::StartFineTuneRequest& request,
+                                                    const std::vector<std::string>& old_classes);
+  // INCREMENTAL: resolves base_model to a version (pinned for the job's
+  // life), which must have class names (FAILED_PRECONDITION naming it
+  // otherwise, and for a base without a rehearsal memory whose training
+  // images cannot be found while rehearsal is on); the settings resolved
+  // with `seed`.
+  absl::StatusOr<kaizen::v1::IncrementalResult> CheckIncrementalBase(
+      const kaizen::v1::StartFineTuneRequest& request, uint64_t seed);
+  // INCREMENTAL: the images the base was trained on, to choose its
+  // exemplars from when it has no memory: incremental.previous_datasets, else
+  // the dataset of the job that wrote the base version. NOT_FOUND (the
+  // caller words the FAILED_PRECONDITION) when neither is there.
+  absl::StatusOr<std::vector<std::string>> PreviousDatasets(
+      const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Model& base);
+  // INCREMENTAL: the pinned base version (as `opts->base` on a first run),
+  // the data relabelled to the merged class list, and the memories.
+  struct IncrementalData {
+    std::optional<datasets::DecodedDataset> memory;
+    std::optional<datasets::DecodedDataset> memory_source;
+    std::optional<datasets::DecodedDataset> resume_memory;
+  };
+  absl::Status LoadIncremental(kaizen::v1::Job* job, bool resuming, training::TrainerOptions* opts,
+                               datasets::DecodedDataset* train,
+                               std::optional<datasets::DecodedDataset>* validation,
+                               IncrementalData* memories);
+  // INCREMENTAL, once training ends: accuracy before and after on the old,
+  // new and all classes (validation images), into job->incremental.
+  void ReportIncremental(kaizen::v1::Job* job, const training::TrainResult& result);
+  // INCREMENTAL with test_dataset: the same on the test dataset, the base
+  // scored on its old-class images (`latest`: the latest version's
+  // evaluation).
+  absl::Status EvaluateIncrementalOnTestDataset(kaizen::v1::Job* job,
+                                                const kaizen::v1::Evaluation& latest,
+                                                const std::function<bool()>& should_stop);
   // Reserves the output model's name for the job and stores the job; with a
   // request_id that lost a race, the job that won.
   absl::StatusOr<kaizen::v1::Job> ReserveAndInsert(kaizen::v1::Job job);
@@ -219,7 +254,8 @@ class JobManager {
   // prunes by the retention policy (checkpoint_policy.h).
   absl::Status OnCheckpoint(kaizen::v1::Job* job, const training::Checkpoint& ckpt);
   // The versions of model `name` that queued, running or paused DISTILL jobs
-  // resolved as their teacher; checkpoint retention keeps them.
+  // resolved as their teacher, or INCREMENTAL jobs as their base; checkpoint
+  // retention keeps them.
   absl::StatusOr<std::vector<int64_t>> TeacherVersionsInUse(const std::string& name);
   // With Options::preempt, pauses the running jobs that queued jobs of
   // higher priority should replace, once free workers are accounted for.
