@@ -195,6 +195,8 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "[--mixed_precision=off|bf16|fp16] [--priority=N] [--request_id=S] "
        "[--keep_checkpoints=N] [--teacher=MODEL[:V] [--temperature=X] "
        "[--distill_alpha=X]] "
+       "[--exemplars_per_class=N] [--max_exemplars=N] [--exemplar_selection=herding|random] "
+       "[--previous_datasets=A,B] [--distill_weight=X] [--no_rehearsal] [--no_distillation] "
        "[--watch]",
        "Queue a fine-tuning job and print its id. Only the options given are "
        "sent; the rest take the strategy's defaults (see 'jobs get'). "
@@ -202,7 +204,12 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "--augment=off for no augmentation; without --augment the strategy "
        "decides. distill needs --teacher (a trained model with the dataset's "
        "classes); --temperature (default 4) and --distill_alpha (default 0.7) "
-       "shape its loss. A repeated "
+       "shape its loss. incremental continues --base (a model with class names; "
+       "--output_model may be its own name) on new data and classes, replaying "
+       "--exemplars_per_class (default 50, --max_exemplars 2000 in all) exemplars "
+       "and distilling the base on the old classes (--temperature default 2, "
+       "--distill_weight default 1); --no_rehearsal and --no_distillation turn "
+       "either off. A repeated "
        "--request_id returns the first job instead of a new one. --watch "
        "then follows the job like 'jobs watch'.",
        &Commands::FineTuneStart},

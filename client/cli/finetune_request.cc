@@ -289,10 +289,67 @@ absl::Status SetDistillation(const FineTuneFlags& f, StartFineTuneRequest* reque
     d.set_alpha(v);
   }
   if (d.ByteSizeLong() == 0) return absl::OkStatus();
+  if (request->strategy() == kaizen::v1::STRATEGY_INCREMENTAL && f.teacher.empty() &&
+      f.distill_alpha.empty()) {
+    // --temperature is INCREMENTAL's too (SetIncremental).
+    return absl::OkStatus();
+  }
   if (request->strategy() != kaizen::v1::STRATEGY_DISTILL) {
     return UsageError("--teacher, --temperature and --distill_alpha need --strategy=distill");
   }
   *request->mutable_distillation() = std::move(d);
+  return absl::OkStatus();
+}
+
+absl::Status SetIncremental(const FineTuneFlags& f, StartFineTuneRequest* request) {
+  kaizen::v1::IncrementalOptions o;
+  if (!f.exemplars_per_class.empty()) {
+    int32_t v = 0;
+    RETURN_IF_ERROR(ParseInt<int32_t>("exemplars_per_class", f.exemplars_per_class, 1,
+                                      "a positive integer, e.g. 50", &v));
+    o.set_exemplars_per_class(v);
+  }
+  if (!f.max_exemplars.empty()) {
+    int32_t v = 0;
+    RETURN_IF_ERROR(ParseInt<int32_t>("max_exemplars", f.max_exemplars, 1,
+                                      "a positive integer, e.g. 2000", &v));
+    o.set_max_exemplars(v);
+  }
+  if (!f.exemplar_selection.empty()) {
+    static const Choices<kaizen::v1::ExemplarSelection> kSelections = {
+        {"herding", kaizen::v1::EXEMPLAR_SELECTION_HERDING},
+        {"random", kaizen::v1::EXEMPLAR_SELECTION_RANDOM}};
+    kaizen::v1::ExemplarSelection v = kaizen::v1::EXEMPLAR_SELECTION_UNSPECIFIED;
+    RETURN_IF_ERROR(ParseChoice("exemplar_selection", f.exemplar_selection, kSelections, &v));
+    o.set_selection(v);
+  }
+  for (absl::string_view name : absl::StrSplit(f.previous_datasets, ',', absl::SkipWhitespace())) {
+    o.add_previous_datasets(std::string(absl::StripAsciiWhitespace(name)));
+  }
+  if (!f.distill_weight.empty()) {
+    double v = 0;
+    RETURN_IF_ERROR(ParseDouble(
+        "distill_weight", f.distill_weight, [](double x) { return x > 0; },
+        "a number > 0, e.g. 1 (--no_distillation turns it off)", &v));
+    o.set_distillation_weight(v);
+  }
+  o.set_disable_rehearsal(f.no_rehearsal);
+  o.set_disable_distillation(f.no_distillation);
+  const bool incremental = request->strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
+  if (incremental && !f.temperature.empty()) {
+    double v = 0;
+    RETURN_IF_ERROR(ParseDouble(
+        "temperature", f.temperature, [](double x) { return x >= 1 && x <= 100; },
+        "a number from 1 to 100, e.g. 2", &v));
+    o.set_temperature(v);
+  }
+  if (o.ByteSizeLong() == 0) return absl::OkStatus();
+  if (!incremental) {
+    return UsageError(
+        "--exemplars_per_class, --max_exemplars, --exemplar_selection, --previous_datasets, "
+        "--distill_weight, --no_rehearsal and --no_distillation need --strategy=incremental");
+  }
+  *request->mutable_incremental() = std::move(o);
   return absl::OkStatus();
 }
 
@@ -316,6 +373,7 @@ absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(const FineTuneFla
 
   RETURN_IF_ERROR(SetTuning(f, &request));
   RETURN_IF_ERROR(SetDistillation(f, &request));
+  RETURN_IF_ERROR(SetIncremental(f, &request));
   if (!f.priority.empty()) {
     int32_t v = 0;
     RETURN_IF_ERROR(ParseInt<int32_t>("priority", f.priority, std::numeric_limits<int32_t>::min(),

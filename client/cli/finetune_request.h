@@ -56,8 +56,18 @@ struct FineTuneFlags {
   // DISTILL (StartFineTuneRequest.distillation): the teacher MODEL[:VERSION],
   // the softmax temperature and the weight of the soft-target loss.
   std::string teacher;
-  std::string temperature;
+  std::string temperature;  // also INCREMENTAL's distillation temperature
   std::string distill_alpha;
+  // INCREMENTAL (StartFineTuneRequest.incremental): exemplars per class and
+  // in all, herding|random, comma-separated previous datasets, the weight of
+  // the distillation term, and the two protections switched off.
+  std::string exemplars_per_class;
+  std::string max_exemplars;
+  std::string exemplar_selection;
+  std::string previous_datasets;
+  std::string distill_weight;
+  bool no_rehearsal = false;
+  bool no_distillation = false;
 };
 
 // Padding of the random crop that --augment=on asks for (the usual value for

@@ -111,9 +111,25 @@ ABSL_FLAG(std::string, keep_checkpoints, "",
           "finetune start: versions kept besides the best and the latest");
 ABSL_FLAG(std::string, teacher, "", "finetune start (distill): teacher model, NAME[:VERSION]");
 ABSL_FLAG(std::string, temperature, "",
-          "finetune start (distill): softmax temperature, 1 to 100 (default 4)");
+          "finetune start (distill, incremental): softmax temperature, 1 to 100 (default 4 for "
+          "distill, 2 for incremental)");
 ABSL_FLAG(std::string, distill_alpha, "",
           "finetune start (distill): weight of the teacher's soft targets, (0, 1] (default 0.7)");
+ABSL_FLAG(std::string, exemplars_per_class, "",
+          "finetune start (incremental): rehearsal exemplars kept per class (default 50)");
+ABSL_FLAG(std::string, max_exemplars, "",
+          "finetune start (incremental): rehearsal exemplars kept in all (default 2000)");
+ABSL_FLAG(std::string, exemplar_selection, "",
+          "finetune start (incremental): herding (default) or random");
+ABSL_FLAG(std::string, previous_datasets, "",
+          "finetune start (incremental): comma-separated datasets the base was trained on, for a "
+          "base without a rehearsal memory (default: its job's dataset)");
+ABSL_FLAG(std::string, distill_weight, "",
+          "finetune start (incremental): weight of the distillation loss on old classes "
+          "(default 1)");
+ABSL_FLAG(bool, no_rehearsal, false, "finetune start (incremental): no rehearsal memory");
+ABSL_FLAG(bool, no_distillation, false,
+          "finetune start (incremental): no distillation from the previous model");
 ABSL_FLAG(bool, watch, false, "finetune start: follow the job to its end, like jobs watch");
 // jobs list / watch.
 ABSL_FLAG(std::string, state, "", "jobs list: only these states, e.g. queued,running,paused");
@@ -224,6 +240,13 @@ int main(int argc, char** argv) {
   ft.teacher = absl::GetFlag(FLAGS_teacher);
   ft.temperature = absl::GetFlag(FLAGS_temperature);
   ft.distill_alpha = absl::GetFlag(FLAGS_distill_alpha);
+  ft.exemplars_per_class = absl::GetFlag(FLAGS_exemplars_per_class);
+  ft.max_exemplars = absl::GetFlag(FLAGS_max_exemplars);
+  ft.exemplar_selection = absl::GetFlag(FLAGS_exemplar_selection);
+  ft.previous_datasets = absl::GetFlag(FLAGS_previous_datasets);
+  ft.distill_weight = absl::GetFlag(FLAGS_distill_weight);
+  ft.no_rehearsal = absl::GetFlag(FLAGS_no_rehearsal);
+  ft.no_distillation = absl::GetFlag(FLAGS_no_distillation);
   options.watch = absl::GetFlag(FLAGS_watch);
   options.states = absl::GetFlag(FLAGS_state);
   options.after_sequence = absl::GetFlag(FLAGS_after_sequence);

@@ -729,6 +729,55 @@ void AppendDistillation(const kaizen::v1::Job& j, std::string* out) {
   absl::StrAppend(out, Indent(table.Render(), 4));
 }
 
+// Job.incremental: the base and, once measured, before and after.
+void AppendIncremental(const kaizen::v1::Job& j, std::string* out) {
+  if (!j.has_incremental() || j.incremental().base_model().empty()) return;
+  const kaizen::v1::IncrementalResult& r = j.incremental();
+  absl::StrAppend(out, "  incremental:\n");
+  absl::StrAppend(out, "    base:          ", r.base_model(), ":", r.base_version(), " (",
+                  r.old_classes_size(), " classes) + ", r.new_classes_size(), " new classes",
+                  r.new_classes_size() > 0
+                      ? absl::StrCat(" [", absl::StrJoin(r.new_classes(), ", "), "]")
+                      : std::string(),
+                  "\n");
+  absl::StrAppend(
+      out, "    rehearsal:     ",
+      r.rehearsal()
+          ? absl::StrCat(
+                "on, ", r.exemplars_per_class(), " exemplars per class (", r.max_exemplars(),
+                " in all), ",
+                r.selection() == kaizen::v1::EXEMPLAR_SELECTION_RANDOM ? "random" : "herding",
+                "; old classes from ", r.memory_source(),
+                r.memory_size() > 0
+                    ? absl::StrCat("; ", r.memory_size(), " stored with each version")
+                    : std::string())
+          : std::string("off"),
+      "\n");
+  absl::StrAppend(out, "    distillation:  ",
+                  r.distillation() ? absl::StrCat("on, temperature ", Number(r.temperature()),
+                                                  ", weight ", Number(r.distillation_weight()))
+                                   : std::string("off"),
+                  "\n");
+  if (r.evaluated_on().empty()) return;
+  absl::StrAppend(out, "    evaluated on:  ", r.evaluated_on(), "\n");
+  Table table({"CLASSES", "IMAGES", "BEFORE", "AFTER"});
+  auto acc = [](double v, int64_t n) { return n > 0 ? FormatPercent(v) : std::string("-"); };
+  table.AddRow({"old", absl::StrCat(r.old_examples()),
+                acc(r.old_accuracy_before(), r.old_examples()),
+                acc(r.old_accuracy_after(), r.old_examples())});
+  table.AddRow({"new", absl::StrCat(r.new_examples()),
+                acc(r.new_accuracy_before(), r.new_examples()),
+                acc(r.new_accuracy_after(), r.new_examples())});
+  const int64_t all = r.old_examples() + r.new_examples();
+  table.AddRow({"all", absl::StrCat(all), acc(r.all_accuracy_before(), all),
+                acc(r.all_accuracy_after(), all)});
+  absl::StrAppend(out, Indent(table.Render(), 4));
+  if (r.old_examples() > 0) {
+    absl::StrAppend(out, "    forgetting:    ", absl::StrFormat("%.1f", 100 * r.forgetting()),
+                    " points of old-class accuracy\n");
+  }
+}
+
 }  // namespace
 
 std::string JobDetails(const kaizen::v1::Job& j) {
@@ -810,6 +859,7 @@ std::string JobDetails(const kaizen::v1::Job& j) {
   }
   AppendTuning(j, &out);
   AppendDistillation(j, &out);
+  AppendIncremental(j, &out);
   return out;
 }
 

@@ -178,6 +178,46 @@ TEST(FineTuneRequestTest, DistillationFlagsAreCheckedAndNeedTheDistillStrategy) 
             "--teacher, --temperature and --distill_alpha need --strategy=distill");
 }
 
+TEST(FineTuneRequestTest, IncrementalFlagsFillIncrementalOptions) {
+  FineTuneFlags f = Required();
+  f.strategy = "incremental";
+  f.exemplars_per_class = "20";
+  f.max_exemplars = "500";
+  f.exemplar_selection = "random";
+  f.previous_datasets = "a, b";
+  f.temperature = "3";
+  f.distill_weight = "0.5";
+  absl::StatusOr<kaizen::v1::StartFineTuneRequest> r = BuildStartFineTuneRequest(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const kaizen::v1::IncrementalOptions& o = r->incremental();
+  EXPECT_EQ(o.exemplars_per_class(), 20);
+  EXPECT_EQ(o.max_exemplars(), 500);
+  EXPECT_EQ(o.selection(), kaizen::v1::EXEMPLAR_SELECTION_RANDOM);
+  ASSERT_EQ(o.previous_datasets_size(), 2);
+  EXPECT_EQ(o.previous_datasets(1), "b");
+  EXPECT_DOUBLE_EQ(o.temperature(), 3);
+  EXPECT_DOUBLE_EQ(o.distillation_weight(), 0.5);
+  EXPECT_FALSE(o.disable_rehearsal());
+  // --temperature is INCREMENTAL's here, not a distillation option.
+  EXPECT_FALSE(r->has_distillation());
+
+  FineTuneFlags off = Required();
+  off.strategy = "incremental";
+  off.no_rehearsal = true;
+  off.no_distillation = true;
+  r = BuildStartFineTuneRequest(off);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->incremental().disable_rehearsal());
+  EXPECT_TRUE(r->incremental().disable_distillation());
+
+  off.strategy = "fine_tune";
+  r = BuildStartFineTuneRequest(off);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("need --strategy=incremental"));
+  f.exemplar_selection = "best";
+  r = BuildStartFineTuneRequest(f);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("--exemplar_selection=best"));
+}
+
 TEST(FineTuneRequestTest, TuningFlagsFillTuningOptionsAndNeedTheTrialCount) {
   FineTuneFlags f = Required();
   f.tune_trials = "9";

@@ -141,6 +141,46 @@ TEST(OutputTest, JobDetailsShowTeacherAndStudentSideBySide) {
   EXPECT_THAT(text, ::testing::ContainsRegex("student small:4 +250 +87.5% +- +0.75 ms"));
 }
 
+TEST(OutputTest, JobDetailsShowIncrementalBeforeAndAfter) {
+  kaizen::v1::Job job;
+  job.set_id("ft-3");
+  kaizen::v1::IncrementalResult* r = job.mutable_incremental();
+  r->set_base_model("fm");
+  r->set_base_version(2);
+  r->add_old_classes("a");
+  r->add_old_classes("b");
+  r->add_new_classes("c");
+  r->set_rehearsal(true);
+  r->set_exemplars_per_class(50);
+  r->set_max_exemplars(2000);
+  r->set_memory_source("datasets old");
+  r->set_memory_size(150);
+  r->set_distillation(true);
+  r->set_temperature(2);
+  r->set_distillation_weight(1);
+  std::string text = JobDetails(job);
+  EXPECT_THAT(text, HasSubstr("  incremental:\n"));
+  EXPECT_THAT(text, HasSubstr("fm:2 (2 classes) + 1 new classes [c]"));
+  EXPECT_THAT(text, HasSubstr("on, 50 exemplars per class (2000 in all), herding; old classes "
+                              "from datasets old; 150 stored with each version"));
+  EXPECT_THAT(text, HasSubstr("on, temperature 2, weight 1"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("forgetting")));
+  r->set_evaluated_on("test dataset t");
+  r->set_old_examples(100);
+  r->set_new_examples(50);
+  r->set_old_accuracy_before(0.8);
+  r->set_old_accuracy_after(0.7);
+  r->set_new_accuracy_after(0.9);
+  r->set_all_accuracy_before(0.5);
+  r->set_all_accuracy_after(0.75);
+  r->set_forgetting(0.1);
+  text = JobDetails(job);
+  EXPECT_THAT(text, ::testing::ContainsRegex("old +100 +80.0% +70.0%"));
+  EXPECT_THAT(text, ::testing::ContainsRegex("new +50 +0.0% +90.0%"));
+  EXPECT_THAT(text, ::testing::ContainsRegex("all +150 +50.0% +75.0%"));
+  EXPECT_THAT(text, HasSubstr("forgetting:    10.0 points"));
+}
+
 TEST(OutputTest, PredictionTableNamesInputsByOrder) {
   kaizen::v1::PredictResponse response;
   response.set_version(3);
