@@ -92,8 +92,9 @@ TEST_F(FineTuneE2E, StartFineTuneValidatesItsRequest) {
                    absl::StatusCode::kAlreadyExists, "built-in"});
   cases.push_back({Request("cnn-small", "pets", "out", v1::STRATEGY_UNSPECIFIED, 1),
                    absl::StatusCode::kInvalidArgument, "strategy"});
+  // A built-in has no class list to continue.
   cases.push_back({Request("cnn-small", "pets", "out", v1::STRATEGY_INCREMENTAL, 1),
-                   absl::StatusCode::kUnimplemented, "STRATEGY_INCREMENTAL"});
+                   absl::StatusCode::kFailedPrecondition, "has no class names"});
   cases.push_back({Request("cnn-small", "pets", "out", v1::STRATEGY_DISTILL, 1),
                    absl::StatusCode::kInvalidArgument, "distillation.teacher_model is empty"});
   auto bad_lr = Request("cnn-small", "pets", "out", v1::STRATEGY_SCRATCH, 1);
