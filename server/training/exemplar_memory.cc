@@ -18,9 +18,9 @@ int64_t ExemplarsPerClass(int64_t per_class, int64_t max_total, int64_t num_clas
 
 std::vector<int64_t> HerdingOrder(const torch::Tensor& features, int64_t k) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor f = torch::nn::functional::normalize(
-      features.to(torch::kCPU, torch::kDouble),
-      torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
+  const torch::Tensor f =
+      torch::nn::functional::normalize(features.to(torch::kCPU, torch::kDouble),
+                                       torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
   const int64_t n = f.size(0);
   k = std::min(k, n);
   std::vector<int64_t> picked;
@@ -69,7 +69,8 @@ void AppendByName(const datasets::DecodedDataset& from, int64_t per_class,
   std::vector<int32_t> label_of(from.class_names.size(), -1);
   for (size_t c = 0; c < from.class_names.size(); ++c) {
     const auto it = std::find(to->class_names.begin(), to->class_names.end(), from.class_names[c]);
-    if (it != to->class_names.end()) label_of[c] = static_cast<int32_t>(it - to->class_names.begin());
+    if (it != to->class_names.end())
+      label_of[c] = static_cast<int32_t>(it - to->class_names.begin());
   }
   for (const auto& r : from.records) {
     if (r.label < 0 || static_cast<size_t>(r.label) >= label_of.size()) continue;
@@ -88,7 +89,8 @@ void AppendByName(const datasets::DecodedDataset& from, int64_t per_class,
 
 void AppendExemplars(const torch::Tensor& images, int32_t label, datasets::DecodedDataset* memory) {
   // NCHW -> NHWC, the dataset file's layout.
-  const torch::Tensor hwc = images.to(torch::kCPU, torch::kUInt8).permute({0, 2, 3, 1}).contiguous();
+  const torch::Tensor hwc =
+      images.to(torch::kCPU, torch::kUInt8).permute({0, 2, 3, 1}).contiguous();
   const int64_t n = hwc.size(0);
   const int64_t bytes = n > 0 ? hwc.numel() / n : 0;
   const uint8_t* p = hwc.data_ptr<uint8_t>();

@@ -415,6 +415,40 @@ TEST_F(JobManagerTest, CheckpointRetentionKeepsTheTeacherVersionsActiveJobsResol
   EXPECT_EQ(end.distillation().teacher_version(), pinned);
 }
 
+// An INCREMENTAL job that continues its own model, keeping one checkpoint:
+// the base version it pinned at submission outlives the retention of the
+// versions it writes on top of it, and each of those carries its memory.
+TEST_F(JobManagerTest, CheckpointRetentionKeepsTheBaseVersionOfAnIncrementalJob) {
+  UploadDataset("pets", 24);
+  MakeManager();
+  ASSERT_TRUE(manager_->Start().ok());
+  absl::StatusOr<Job> base = manager_->Submit(Request("pets", "fm", 2));
+  ASSERT_TRUE(base.ok()) << base.status();
+  const Job trained = WaitForEnd(base->id());
+  ASSERT_EQ(trained.state(), kaizen::v1::JOB_STATE_SUCCEEDED) << trained.error();
+
+  kaizen::v1::StartFineTuneRequest inc = Request("pets", "fm", 12);
+  inc.set_strategy(kaizen::v1::STRATEGY_INCREMENTAL);
+  inc.set_base_model("fm");
+  inc.set_keep_checkpoints(1);
+  inc.mutable_incremental()->set_exemplars_per_class(3);
+  absl::StatusOr<Job> job = manager_->Submit(inc);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->incremental().base_version(), trained.latest_version());
+  EXPECT_EQ(job->incremental().memory_source(), "datasets pets");
+  const Job end = WaitForEnd(job->id());
+  ASSERT_EQ(end.state(), kaizen::v1::JOB_STATE_SUCCEEDED) << end.error();
+  EXPECT_GT(end.latest_version(), trained.latest_version() + 1);
+  EXPECT_TRUE(models_->Get("fm", trained.latest_version()).ok()) << "retention kept the base";
+  absl::StatusOr<datasets::DecodedDataset> memory =
+      models_->ReadExemplars("fm", end.latest_version());
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  EXPECT_EQ(memory->records.size(), 6u);  // 3 per class of 2
+  EXPECT_EQ(end.incremental().memory_size(), 6);
+  EXPECT_EQ(models_->ReadExemplars("fm", trained.latest_version()).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 // A job that reported epochs but had written no checkpoint when the server
 // died (without validation, checkpoints come about every tenth of the run)
 // starts over at the next start, and forgets the epochs it had reported.
