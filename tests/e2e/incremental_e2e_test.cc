@@ -62,7 +62,8 @@ class IncrementalE2EBase : public test_util::JobServerTest {
   // cnn-small from scratch on `dataset` into `output`.
   static v1::StartFineTuneRequest Base(const std::string& dataset, const std::string& output,
                                        int epochs) {
-    v1::StartFineTuneRequest r = Request("cnn-small", dataset, output, v1::STRATEGY_SCRATCH, epochs);
+    v1::StartFineTuneRequest r =
+        Request("cnn-small", dataset, output, v1::STRATEGY_SCRATCH, epochs);
     r.mutable_hyperparameters()->set_batch_size(16);
     return r;
   }
@@ -96,8 +97,8 @@ TEST_F(IncrementalE2E, ThreeStepsGrowTheModelAndTheProtectionsReduceForgetting) 
   // +5-7 into the same model, protected; and into another, unprotected.
   v1::StartFineTuneRequest on = Incremental("fm", "mid", "fm", 6);
   on.set_test_dataset("test8");
-  v1::StartFineTuneRequest off = Incremental(absl::StrCat("fm:", base.latest_version()), "mid",
-                                             "fm-off", 6);
+  v1::StartFineTuneRequest off =
+      Incremental(absl::StrCat("fm:", base.latest_version()), "mid", "fm-off", 6);
   off.set_test_dataset("test8");
   off.mutable_incremental()->set_disable_rehearsal(true);
   off.mutable_incremental()->set_disable_distillation(true);
@@ -231,8 +232,8 @@ TEST_F(IncrementalE2E, BadRequestsGetPreciseStatuses) {
                    "incremental.temperature is 0.5; it must be in [1, 100]"});
   v1::StartFineTuneRequest tuned = Incremental("small", "new", "x", 1);
   tuned.mutable_tuning()->set_max_trials(4);
-  cases.push_back({tuned, absl::StatusCode::kInvalidArgument,
-                   "STRATEGY_INCREMENTAL does not tune"});
+  cases.push_back(
+      {tuned, absl::StatusCode::kInvalidArgument, "STRATEGY_INCREMENTAL does not tune"});
   for (const Case& c : cases) {
     absl::StatusOr<Job> job = TryStart(c.request);
     EXPECT_EQ(job.status().code(), c.code) << job.status();
