@@ -59,6 +59,13 @@ std::string FormatEpochLine(const kaizen::v1::EpochMetrics& m) {
   if (EpochIsValidated(m)) {
     absl::StrAppendFormat(&line, " | val loss %.4f acc %s", m.val_loss(),
                           FormatPercent(m.val_accuracy()));
+    // INCREMENTAL: the base's classes and the added ones apart.
+    if (m.old_class_examples() > 0) {
+      absl::StrAppend(&line, " (old classes ", FormatPercent(m.old_class_accuracy()), ")");
+    }
+    if (m.new_class_examples() > 0) {
+      absl::StrAppend(&line, " (new classes ", FormatPercent(m.new_class_accuracy()), ")");
+    }
   }
   absl::StrAppendFormat(&line, " | %.1fs", m.seconds());
   return line;

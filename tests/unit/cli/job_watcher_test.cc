@@ -38,6 +38,13 @@ TEST(JobWatcherFormatTest, EpochLinesShowValidationOnlyWhenThereIsSome) {
   m.set_val_accuracy(0.849);
   EXPECT_EQ(FormatEpochLine(m),
             "epoch 3: train loss 0.4100 acc 86.2% | val loss 0.4500 acc 84.9% | 12.3s");
+  m.set_old_class_examples(10);
+  m.set_old_class_accuracy(0.9);
+  m.set_new_class_examples(5);
+  m.set_new_class_accuracy(0.75);
+  EXPECT_EQ(FormatEpochLine(m),
+            "epoch 3: train loss 0.4100 acc 86.2% | val loss 0.4500 acc 84.9% (old classes 90.0%) "
+            "(new classes 75.0%) | 12.3s");
 }
 
 TEST(JobWatcherFormatTest, CheckpointLinesNameTheMetricOrTheEpoch) {
