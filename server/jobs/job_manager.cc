@@ -478,8 +478,9 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
   RETURN_IF_ERROR(CheckBaseModel(request));
   const bool incremental = request.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
   kaizen::v1::IncrementalResult inc;
+  std::vector<std::string> previous_datasets;
   if (incremental) {
-    ASSIGN_OR_RETURN(inc, CheckIncrementalBase(request, 1));
+    ASSIGN_OR_RETURN(inc, CheckIncrementalBase(request, 1, &previous_datasets));
   }
   ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset,
                    CheckDatasets(request, std::vector<std::string>(inc.old_classes().begin(),
@@ -516,6 +517,11 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
     const std::vector<std::string> merged = training::MergeClassNames(old, dataset_classes);
     for (size_t i = old.size(); i < merged.size(); ++i) inc.add_new_classes(merged[i]);
     *job.mutable_incremental() = std::move(inc);
+    // The datasets the exemplars come from, when found through the base's
+    // job, are written into the request: deleting them waits for the job
+    // (DatasetInUse), and a restarted job reads the same ones.
+    auto* named = job.mutable_request()->mutable_incremental()->mutable_previous_datasets();
+    if (named->empty()) named->Assign(previous_datasets.begin(), previous_datasets.end());
   }
   return ReserveAndInsert(std::move(job));
 }
@@ -1058,11 +1064,27 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
     job->set_best_version(stored.version());
     job->set_best_metric(metric.value);
   }
-  std::vector<int64_t> keep =
-      VersionsToKeep(stored.versions().empty()
-                         ? std::vector<int64_t>{stored.version()}
-                         : std::vector<int64_t>(stored.versions().begin(), stored.versions().end()),
-                     RetentionFor(req.keep_checkpoints(), job->best_version()));
+  std::vector<int64_t> versions =
+      stored.versions().empty()
+          ? std::vector<int64_t>{stored.version()}
+          : std::vector<int64_t>(stored.versions().begin(), stored.versions().end());
+  // An INCREMENTAL job may continue its base's own model: retention applies
+  // to the versions this job wrote, never to those of earlier jobs.
+  std::vector<int64_t> others;
+  if (req.strategy() == kaizen::v1::STRATEGY_INCREMENTAL) {
+    std::vector<int64_t> own;
+    for (int64_t v : versions) {
+      absl::StatusOr<kaizen::v1::Model> m = v == stored.version()
+                                                ? absl::StatusOr<kaizen::v1::Model>(stored)
+                                                : models_->Get(req.output_model(), v);
+      if (!m.ok() && !absl::IsNotFound(m.status())) return m.status();
+      (m.ok() && m->job_id() != job->id() ? others : own).push_back(v);
+    }
+    versions = std::move(own);
+  }
+  std::vector<int64_t> keep = VersionsToKeep(
+      std::move(versions), RetentionFor(req.keep_checkpoints(), job->best_version()));
+  keep.insert(keep.end(), others.begin(), others.end());
   // The row that points at the new version is saved before older ones go:
   // a crash in between must not leave the job resuming from a deleted one.
   RETURN_IF_ERROR(Persist(job));
@@ -1384,7 +1406,9 @@ absl::StatusOr<std::vector<std::string>> JobManager::PreviousDatasets(
 }
 
 absl::StatusOr<kaizen::v1::IncrementalResult> JobManager::CheckIncrementalBase(
-    const kaizen::v1::StartFineTuneRequest& request, uint64_t seed) {
+    const kaizen::v1::StartFineTuneRequest& request, uint64_t seed,
+    std::vector<std::string>* previous_datasets) {
+  previous_datasets->clear();
   std::string name;
   int64_t version = 0;
   RETURN_IF_ERROR(common::ParseModelRef(request.base_model(), &name, &version));
@@ -1416,12 +1440,11 @@ absl::StatusOr<kaizen::v1::IncrementalResult> JobManager::CheckIncrementalBase(
     inc.set_memory_source("none (rehearsal off)");
     return inc;
   }
-  absl::StatusOr<datasets::DecodedDataset> memory = models_->ReadExemplars(name, base.version());
-  if (memory.ok()) {
+  ASSIGN_OR_RETURN(const bool has_memory, models_->HasExemplars(name, base.version()));
+  if (has_memory) {
     inc.set_memory_source(absl::StrCat("the memory of ", ref));
     return inc;
   }
-  if (!absl::IsNotFound(memory.status())) return memory.status();
   absl::StatusOr<std::vector<std::string>> previous = PreviousDatasets(request, base);
   if (absl::IsNotFound(previous.status()) && request.incremental().previous_datasets().empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -1433,7 +1456,19 @@ absl::StatusOr<kaizen::v1::IncrementalResult> JobManager::CheckIncrementalBase(
         "incremental.disable_rehearsal"));
   }
   if (!previous.ok()) return previous.status();
+  for (const std::string& d : *previous) {
+    const char* field = d == request.dataset()        ? "dataset"
+                        : d == request.test_dataset() ? "test_dataset"
+                                                      : nullptr;
+    if (field == nullptr) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the old classes' exemplars would be chosen from \"", d, "\", which is also the job's ",
+        field, ": its images would be replayed as training images",
+        std::string(field) == "dataset" ? " and its validation images with them" : "",
+        "; name the datasets ", ref, " was trained on in incremental.previous_datasets"));
+  }
   inc.set_memory_source(absl::StrCat("datasets ", absl::StrJoin(*previous, ", ")));
+  *previous_datasets = std::move(*previous);
   return inc;
 }
 

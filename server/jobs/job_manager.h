@@ -170,9 +170,13 @@ class JobManager {
   // life), which must have class names (FAILED_PRECONDITION naming it
   // otherwise, and for a base without a rehearsal memory whose training
   // images cannot be found while rehearsal is on); the settings resolved
-  // with `seed`.
+  // with `seed`. `previous_datasets`: the datasets the old classes'
+  // exemplars will be chosen from (empty when the base has a memory or
+  // rehearsal is off); none may be the job's dataset or test_dataset
+  // (INVALID_ARGUMENT: their images would be replayed as training images).
   absl::StatusOr<kaizen::v1::IncrementalResult> CheckIncrementalBase(
-      const kaizen::v1::StartFineTuneRequest& request, uint64_t seed);
+      const kaizen::v1::StartFineTuneRequest& request, uint64_t seed,
+      std::vector<std::string>* previous_datasets);
   // INCREMENTAL: the images the base was trained on, to choose its
   // exemplars from when it has no memory: incremental.previous_datasets, else
   // the dataset of the job that wrote the base version. NOT_FOUND (the

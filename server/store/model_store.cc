@@ -381,6 +381,19 @@ absl::StatusOr<datasets::DecodedDataset> ModelStore::ReadExemplars(const std::st
   return memory;
 }
 
+absl::StatusOr<bool> ModelStore::HasExemplars(const std::string& name, int64_t version) {
+  ASSIGN_OR_RETURN(ModelRow row, metadata_->GetModel(name, version));
+  std::error_code ec;
+  const bool exists =
+      std::filesystem::exists(options_.data_dir + "/" + row.file + ".exemplars", ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot check the rehearsal memory of model \"", name,
+                                            "\" version ", row.model.version(), ": ",
+                                            ec.message()));
+  }
+  return exists;
+}
+
 absl::StatusOr<torch::jit::Module> ModelStore::LoadModule(const std::string& name,
                                                           int64_t version) {
   ASSIGN_OR_RETURN(ModelRow row, metadata_->GetModel(name, version));

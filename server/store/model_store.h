@@ -90,6 +90,8 @@ class ModelStore {
   // The rehearsal memory stored with a version (NOT_FOUND when it has none;
   // DATA_LOSS when the file is damaged).
   absl::StatusOr<datasets::DecodedDataset> ReadExemplars(const std::string& name, int64_t version);
+  // Whether a version has a rehearsal memory, without reading it (a stat).
+  absl::StatusOr<bool> HasExemplars(const std::string& name, int64_t version);
   // The resume state saved with a version (NOT_FOUND when it has none).
   absl::StatusOr<std::string> ReadResumeState(const std::string& name, int64_t version);
   // Loads a version as a TorchScript module on the CPU (built-ins excluded:

@@ -41,6 +41,9 @@ std::vector<int64_t> HerdingOrder(const torch::Tensor& features, int64_t k) {
         best_d = d[i];
       }
     }
+    // Non-finite features (NaN distances everywhere): the first unused
+    // image, so that the order stays total.
+    if (best < 0) best = std::find(used.begin(), used.end(), false) - used.begin();
     used[best] = true;
     picked.push_back(best);
     sum += f[best];

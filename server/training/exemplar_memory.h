@@ -21,6 +21,9 @@ namespace kaizen::training {
 // whole memory.
 inline constexpr int32_t kDefaultExemplarsPerClass = 50;
 inline constexpr int32_t kDefaultMaxExemplars = 2000;
+// Upper bounds on IncrementalOptions.exemplars_per_class and max_exemplars.
+inline constexpr int32_t kMaxExemplarsPerClass = 10000;
+inline constexpr int32_t kMaxExemplarsInAll = 100000;
 
 // min(per_class, max_total / num_classes), at least 1.
 int64_t ExemplarsPerClass(int64_t per_class, int64_t max_total, int64_t num_classes);

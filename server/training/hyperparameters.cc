@@ -392,6 +392,12 @@ absl::StatusOr<kaizen::v1::IncrementalOptions> ResolveIncremental(
   }
   if (o.seed() == 0) o.set_seed(seed);
   RETURN_IF_ERROR(CheckRange("temperature", o.temperature(), 1, 100, false, false, "incremental"));
+  // Bounds on what the memory may cost: herding runs k passes over a class's
+  // images, and the memory is written with every version.
+  RETURN_IF_ERROR(CheckRange("exemplars_per_class", o.exemplars_per_class(), 1,
+                             kMaxExemplarsPerClass, false, false, "incremental"));
+  RETURN_IF_ERROR(CheckRange("max_exemplars", o.max_exemplars(), 1, kMaxExemplarsInAll, false,
+                             false, "incremental"));
   if (!std::isfinite(o.distillation_weight()) || o.distillation_weight() < 0) {
     return absl::InvalidArgumentError(absl::StrCat("incremental.distillation_weight is ",
                                                    o.distillation_weight(), "; it must be >= 0"));

@@ -22,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "server/common/failure_cause.h"
 #include "server/common/status_macros.h"
 #include "server/imaging/normalizer.h"
@@ -626,13 +627,30 @@ absl::Status Trainer::BuildRehearsal() {
     if (n > 0) ++present;
     total += n;
   }
-  const int64_t target = present > 0 ? (total + present - 1) / present : 0;
+  int64_t target = present > 0 ? (total + present - 1) / present : 0;
+  // The copies are real images: all together they are at most as many as
+  // the new training images (many old classes and few new ones would
+  // otherwise multiply the training set), so balance gives way there.
+  int64_t memory_classes = 0;
+  for (int64_t c = 0; c < num_classes_; ++c)
+    memory_classes += RowsOfClass(old_set, c).empty() ? 0 : 1;
+  if (memory_classes > 0) target = std::min(target, std::max<int64_t>(1, total / memory_classes));
   std::vector<int64_t> replay;
+  std::vector<std::string> uncovered;
   for (int64_t c = 0; c < num_classes_; ++c) {
     const std::vector<int64_t> rows = RowsOfClass(old_set, c);
-    if (rows.empty()) continue;
+    if (rows.empty()) {
+      if (c < old_classes_) uncovered.push_back(class_names_[c]);
+      continue;
+    }
     const int64_t reps = std::max<int64_t>(static_cast<int64_t>(rows.size()), target);
     for (int64_t i = 0; i < reps; ++i) replay.push_back(rows[i % rows.size()]);
+  }
+  if (!uncovered.empty()) {
+    Note(absl::StrCat("rehearsal: no exemplars of the old class",
+                      uncovered.size() > 1 ? "es " : " ", absl::StrJoin(uncovered, ", "),
+                      " (the previous datasets hold no images of them); they are protected by "
+                      "distillation alone, if it is on"));
   }
   replayed_ = static_cast<int64_t>(replay.size());
   if (!replay.empty()) {
@@ -641,7 +659,8 @@ absl::Status Trainer::BuildRehearsal() {
   }
   Note(absl::StrFormat(
       "rehearsal: %d exemplars of %d old classes replayed as %d training images per epoch "
-      "(each class repeated to %d, the mean of the new data's classes) beside %d new images; "
+      "(each class repeated to %d: the mean of the new data's classes, all old classes together "
+      "at most as many as the new images) beside %d new images; "
       "%d exemplars (at most %d per class) are stored with each version",
       old_set.size(), old_classes_, replayed_, target, train_.size() - replayed_,
       next_memory_->records.size(), per_class));

@@ -420,26 +420,47 @@ TEST_F(JobManagerTest, CheckpointRetentionKeepsTheTeacherVersionsActiveJobsResol
 // versions it writes on top of it, and each of those carries its memory.
 TEST_F(JobManagerTest, CheckpointRetentionKeepsTheBaseVersionOfAnIncrementalJob) {
   UploadDataset("pets", 24);
+  UploadDataset("more-pets", 24, "cats", "dogs", /*seed=*/100);
   MakeManager();
   ASSERT_TRUE(manager_->Start().ok());
   absl::StatusOr<Job> base = manager_->Submit(Request("pets", "fm", 2));
   ASSERT_TRUE(base.ok()) << base.status();
   const Job trained = WaitForEnd(base->id());
   ASSERT_EQ(trained.state(), kaizen::v1::JOB_STATE_SUCCEEDED) << trained.error();
+  ASSERT_EQ(trained.latest_version(), 2);
 
-  kaizen::v1::StartFineTuneRequest inc = Request("pets", "fm", 12);
+  kaizen::v1::StartFineTuneRequest inc = Request("more-pets", "fm", 12);
   inc.set_strategy(kaizen::v1::STRATEGY_INCREMENTAL);
   inc.set_base_model("fm");
   inc.set_keep_checkpoints(1);
   inc.mutable_incremental()->set_exemplars_per_class(3);
+  // The exemplars may not come from the job's own dataset or test set: their
+  // images would be replayed as training images.
+  for (const char* field : {"dataset", "test_dataset"}) {
+    kaizen::v1::StartFineTuneRequest bad = inc;
+    if (std::string(field) == "dataset") bad.set_dataset("pets");
+    if (std::string(field) == "test_dataset") bad.set_test_dataset("pets");
+    absl::StatusOr<Job> refused = manager_->Submit(bad);
+    ASSERT_FALSE(refused.ok()) << field;
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_THAT(std::string(refused.status().message()),
+                HasSubstr(absl::StrCat("\"pets\", which is also the job's ", field)));
+  }
   absl::StatusOr<Job> job = manager_->Submit(inc);
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->incremental().base_version(), trained.latest_version());
   EXPECT_EQ(job->incremental().memory_source(), "datasets pets");
+  // The dataset found through the base's job is written into the request,
+  // so that it cannot be deleted while the job needs it.
+  ASSERT_EQ(job->request().incremental().previous_datasets_size(), 1);
+  EXPECT_EQ(job->request().incremental().previous_datasets(0), "pets");
   const Job end = WaitForEnd(job->id());
   ASSERT_EQ(end.state(), kaizen::v1::JOB_STATE_SUCCEEDED) << end.error();
   EXPECT_GT(end.latest_version(), trained.latest_version() + 1);
   EXPECT_TRUE(models_->Get("fm", trained.latest_version()).ok()) << "retention kept the base";
+  // keep_checkpoints applies to the versions this job wrote, not to the
+  // base job's older one.
+  EXPECT_TRUE(models_->Get("fm", 1).ok()) << "the base job's version 1 was pruned";
   absl::StatusOr<datasets::DecodedDataset> memory =
       models_->ReadExemplars("fm", end.latest_version());
   ASSERT_TRUE(memory.ok()) << memory.status();

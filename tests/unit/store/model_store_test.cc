@@ -93,6 +93,13 @@ TEST(ModelStoreTest, StoresTheRehearsalMemoryBesideAVersion) {
   EXPECT_EQ(back->records[1].label, 1);
   // A version written without one has none.
   EXPECT_EQ(models.ReadExemplars("inc", 2).status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<bool> has = models.HasExemplars("inc", 1);
+  ASSERT_TRUE(has.ok()) << has.status();
+  EXPECT_TRUE(*has);
+  has = models.HasExemplars("inc", 2);
+  ASSERT_TRUE(has.ok()) << has.status();
+  EXPECT_FALSE(*has);
+  EXPECT_EQ(models.HasExemplars("inc", 9).status().code(), absl::StatusCode::kNotFound);
   // No temporary file is left beside the version, and pruning removes the
   // memory with it.
   int files = 0;

@@ -2,6 +2,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/training/exemplar_memory.h"
 
 namespace kaizen::training {
 namespace {
@@ -265,6 +266,16 @@ TEST(HyperparametersTest, ResolvesIncrementalDefaultsAndRanges) {
   x.set_exemplars_per_class(-1);
   EXPECT_EQ(ResolveIncremental(kaizen::v1::STRATEGY_INCREMENTAL, x, 1).status().code(),
             absl::StatusCode::kInvalidArgument);
+  // Bounded: the memory's cost grows with both.
+  x.set_exemplars_per_class(kMaxExemplarsPerClass + 1);
+  EXPECT_THAT(
+      std::string(ResolveIncremental(kaizen::v1::STRATEGY_INCREMENTAL, x, 1).status().message()),
+      HasSubstr("incremental.exemplars_per_class is 10001"));
+  x.Clear();
+  x.set_max_exemplars(kMaxExemplarsInAll + 1);
+  EXPECT_THAT(
+      std::string(ResolveIncremental(kaizen::v1::STRATEGY_INCREMENTAL, x, 1).status().message()),
+      HasSubstr("incremental.max_exemplars is 100001"));
   x.Clear();
   x.set_distillation_weight(-0.5);
   EXPECT_THAT(
