@@ -73,9 +73,11 @@ PRETRAIN_PER_CLASS="${KAIZEN_DEMO_PRETRAIN_PER_CLASS:-1200}"
 PRETRAIN_EPOCHS="${KAIZEN_DEMO_PRETRAIN_EPOCHS:-4}"
 TEST_PER_CLASS="${KAIZEN_DEMO_TEST_PER_CLASS:-200}"
 FEW_PER_CLASS="${KAIZEN_DEMO_FEW_PER_CLASS:-5}"
+INCREMENT_PER_CLASS="${KAIZEN_DEMO_INCREMENT_PER_CLASS:-100}"
+DISTILL_EPOCHS="${KAIZEN_DEMO_DISTILL_EPOCHS:-3}"
 SUBSETS=$(mktemp -d)
 /usr/bin/python3 tools/make_fashion_subsets.py "$FASHION" "$SUBSETS" "$PRETRAIN_PER_CLASS" \
-  "$TEST_PER_CLASS" "$FEW_PER_CLASS"
+  "$TEST_PER_CLASS" "$FEW_PER_CLASS" "$INCREMENT_PER_CLASS"
 upload_subset() {  # name file-prefix class-names
   if ! CTL datasets get "$1" >/dev/null 2>&1; then
     CTL datasets upload "$1" "$SUBSETS/$2-images" --format=idx --labels="$SUBSETS/$2-labels" \
@@ -116,6 +118,38 @@ done
 step "Evaluating $FEW-fine-tune on the test set (kaizenctl models evaluate)"
 CTL models evaluate "$FEW-fine-tune" fm-new-test
 
+# The newest job that wrote model $1.
+job_for() {
+  CTL --output=json jobs list | /usr/bin/python3 -c '
+import json, sys
+jobs = [j for j in json.load(sys.stdin).get("jobs", []) if j["request"]["outputModel"] == sys.argv[1]]
+print(max(jobs, key=lambda j: j["createTime"])["id"])' "$1"
+}
+# The part of `kaizenctl jobs get` from the line starting with $2 on.
+job_section() { CTL jobs get "$(job_for "$1")" | sed -n "/^  $2:/,\$p"; }
+
+# Incremental learning: the pretrained base learns the five other classes
+# and is scored on all ten, with and without its protections against
+# forgetting (a rehearsal memory of the old classes, chosen from fm-old,
+# and distillation from the base's outputs).
+step "Incremental learning: fm-base (classes 0-4) + classes 5-9 from $INCREMENT_PER_CLASS images each, evaluated on all 10 classes"
+upload_subset fm-new-increment new "$NEW"
+upload_subset fm-all-test alltest "$OLD,$NEW"
+finetune fm-base-increment fm-base fm-new-increment incremental --seed=1 --test_dataset=fm-all-test
+job_section fm-base-increment incremental
+step "The same increment without rehearsal or distillation (plain fine-tuning on the new data)"
+finetune fm-base-increment-plain fm-base fm-new-increment incremental --seed=1 \
+  --no_rehearsal --no_distillation --test_dataset=fm-all-test
+job_section fm-base-increment-plain incremental
+
+# Distillation: the pretrained resnet-small teaches the smaller cnn-small the
+# classes it knows; the job reports both side by side.
+step "Distillation: fm-base (resnet-small) teaches cnn-small on classes 0-4 ($DISTILL_EPOCHS epochs)"
+upload_subset fm-old-test oldtest "$OLD"
+finetune fm-base-student cnn-small fm-old distill --teacher=fm-base --epochs="$DISTILL_EPOCHS" \
+  --seed=1 --test_dataset=fm-old-test
+job_section fm-base-student distillation
+
 step "Predict: the newest checkpoint of $FEW-fine-tune on six test images"
 SAMPLES=$(mktemp -d)
 /usr/bin/python3 - "$SUBSETS" "$SAMPLES" "$NEW" <<'PYEOF'
@@ -141,7 +175,7 @@ def kaizenctl(*args):
 jobs = kaizenctl("jobs", "list")
 t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
 few_shot = []
-print(f"{'model':<30}{'strategy':<20}{'base':<14}{'dataset':<12}{'epochs':>7}{'accuracy':>10}{'time':>8}{'img/s':>8}")
+print(f"{'model':<30}{'strategy':<20}{'base':<14}{'dataset':<18}{'epochs':>7}{'accuracy':>10}{'time':>8}{'img/s':>8}")
 for j in sorted(jobs.get("jobs", []), key=lambda j: j["createTime"]):
     if j["state"] != "JOB_STATE_SUCCEEDED": continue
     r, h = j["request"], j["history"]
@@ -155,7 +189,7 @@ for j in sorted(jobs.get("jobs", []), key=lambda j: j["createTime"]):
     ips = sum(e.get("samplesPerSecond", 0) for e in h) / max(1, len(h))
     strategy = r['strategy'].replace('STRATEGY_', '').lower()
     print(f"{r['outputModel']:<30}{strategy:<20}"
-          f"{r['baseModel']:<14}{r['dataset']:<12}{len(h):>7}{acc:>9.1f}%{secs:>7.0f}s{ips:>8.0f}")
+          f"{r['baseModel']:<14}{r['dataset']:<18}{len(h):>7}{acc:>9.1f}%{secs:>7.0f}s{ips:>8.0f}")
     if test:
         few_shot.append((strategy, r["dataset"], acc))
 # The verdict comes from this run's own numbers: the best pretrained model
@@ -176,9 +210,36 @@ for dataset in sorted({d for _, d, _ in few_shot}):
     else:
         print(f"On {dataset}, pretrained ({how}, {best:.1f}%) and from scratch ({scratch[0]:.1f}%) "
               f"are within a point of each other in this run.")
+# Incremental learning and distillation: what this run's jobs measured.
+done = {j["request"]["outputModel"]: j for j in jobs.get("jobs", [])
+        if j["state"] == "JOB_STATE_SUCCEEDED"}
+pct = lambda r, k: 100 * float(r.get(k, 0))
+inc = {m: done[m].get("incremental", {}) for m in ("fm-base-increment", "fm-base-increment-plain")
+       if m in done and done[m].get("incremental", {}).get("oldExamples")}
+for m, r in inc.items():
+    print(f"{m}: all 10 classes {pct(r, 'allAccuracyAfter'):.1f}%; old classes "
+          f"{pct(r, 'oldAccuracyBefore'):.1f}% -> {pct(r, 'oldAccuracyAfter'):.1f}% "
+          f"(forgetting {pct(r, 'forgetting'):.1f} points); new classes {pct(r, 'newAccuracyAfter'):.1f}%.")
+if len(inc) == 2:
+    kept, plain = pct(inc["fm-base-increment"], "forgetting"), pct(inc["fm-base-increment-plain"], "forgetting")
+    if plain - kept >= 1.0:
+        print(f"Rehearsal and distillation cut forgetting from {plain:.1f} to {kept:.1f} points in this run.")
+    else:
+        print(f"Rehearsal and distillation did not cut forgetting in this run ({kept:.1f} points "
+              f"against {plain:.1f} without them).")
+d = done.get("fm-base-student", {}).get("distillation", {})
+if d.get("testExamples"):
+    t, s = pct(d, "teacherTestAccuracy"), pct(d, "studentTestAccuracy")
+    tp, sp = int(d.get("teacherParameterCount", 0)), int(d.get("studentParameterCount", 0))
+    tl, sl = float(d.get("teacherLatencyMs", 0)), float(d.get("studentLatencyMs", 0))
+    line = (f"fm-base-student (cnn-small, {sp:,} parameters, {sp / max(1, tp):.2f} of the teacher's) "
+            f"reached {s:.1f}% against the teacher's {t:.1f}% ({100 * s / max(t, 1e-9):.0f}% of it)")
+    if tl > 0 and sl > 0:
+        line += f"; one image's forward pass takes {sl:.2f} ms against {tl:.2f} ms"
+    print(line + ".")
 print("One run, one seed: bench/RESULTS.md has the table over seeds and images per class.")
 PYEOF
-echo "Accuracy: the pretraining job's own held-out 10%; the few-shot jobs' latest version on the $((TEST_PER_CLASS * 5)) test images of classes 5-9 (fm-new-test)."
+echo "Accuracy: the pretraining job's own held-out 10%; every other job's latest version on its test set: the few-shot jobs' on the $((TEST_PER_CLASS * 5)) test images of classes 5-9 (fm-new-test), the increments' on the $((TEST_PER_CLASS * 10)) of all 10 classes (fm-all-test), the student's on the $((TEST_PER_CLASS * 5)) of classes 0-4 (fm-old-test)."
 
 
 cat <<EOT

@@ -3,8 +3,12 @@
   base-*  PER_CLASS training images of each of classes 0-4 (pretraining)
   few-*   FEW_PER_CLASS (20) training images of each of classes 5-9 (few-shot fine-tuning)
   test-*  TEST_PER_CLASS test images of each of classes 5-9 (all 1,000 by default; accuracy)
+  new-*   NEW_PER_CLASS (100) training images of each of classes 5-9 (an increment)
+  oldtest-*  TEST_PER_CLASS test images of each of classes 0-4 (relabelled 0..4)
+  alltest-*  TEST_PER_CLASS test images of each of classes 0-9 (labels 0..9)
 
-Usage: make_fashion_subsets.py FASHION_DIR OUT_DIR PER_CLASS [TEST_PER_CLASS [FEW_PER_CLASS]]
+Usage: make_fashion_subsets.py FASHION_DIR OUT_DIR PER_CLASS [TEST_PER_CLASS [FEW_PER_CLASS
+       [NEW_PER_CLASS]]]
 """
 import gzip
 import struct
@@ -36,11 +40,15 @@ def main():
     src, out, per_class = sys.argv[1], sys.argv[2], int(sys.argv[3])
     test_per_class = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None
     few_per_class = int(sys.argv[5]) if len(sys.argv) > 5 else 20
+    new_per_class = int(sys.argv[6]) if len(sys.argv) > 6 else 100
     train, train_labels = load(src, "train")
     test, test_labels = load(src, "t10k")
     write(out, "base", train, train_labels, [0, 1, 2, 3, 4], per_class)
     write(out, "few", train, train_labels, [5, 6, 7, 8, 9], few_per_class)
     write(out, "test", test, test_labels, [5, 6, 7, 8, 9], test_per_class)
+    write(out, "new", train, train_labels, [5, 6, 7, 8, 9], new_per_class)
+    write(out, "oldtest", test, test_labels, [0, 1, 2, 3, 4], test_per_class)
+    write(out, "alltest", test, test_labels, list(range(10)), test_per_class)
 
 
 if __name__ == "__main__":
