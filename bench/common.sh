@@ -24,3 +24,20 @@ bench_binaries() {
     [ -x "$BUILD/$b" ] || { echo "$1: $BUILD/$b is missing" >&2; exit 1; }
   done
 }
+
+# bench_server: starts $BUILD/kaizen-server (bench_binaries first) with its
+# data in a new temporary folder WORK, on a free loopback port PORT, without
+# metrics, and waits until it answers; on exit it stops the server and
+# removes WORK. CTL runs kaizenctl against it.
+bench_server() {
+  WORK=$(mktemp -d)
+  PORT=$(/usr/bin/python3 -c \
+    'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$BUILD/kaizen-server" --data_dir="$WORK/data" --host=127.0.0.1 --grpc_port="$PORT" \
+    --metrics_port=-1 --threads="$(nproc)" --preload_models=false >"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  trap 'kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+  local _
+  for _ in $(seq 1 100); do CTL datasets list >/dev/null 2>&1 && break; sleep 0.2; done
+}
+CTL() { "$BUILD/kaizenctl" --server="127.0.0.1:$PORT" "$@"; }

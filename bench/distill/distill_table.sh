@@ -39,14 +39,7 @@ bench_binaries distill_table
 KEEP="${DISTILL_RESULTS:-bench/runs/history/distill_results.tsv}"
 mkdir -p "$(dirname "$KEEP")"
 
-WORK=$(mktemp -d)
-PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$BUILD/kaizen-server" --data_dir="$WORK/data" --host=127.0.0.1 --grpc_port="$PORT" \
-  --metrics_port=-1 --threads="$(nproc)" --preload_models=false >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-trap 'kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null; rm -rf "$WORK"' EXIT
-CTL() { "$BUILD/kaizenctl" --server="127.0.0.1:$PORT" "$@"; }
-for _ in $(seq 1 100); do CTL datasets list >/dev/null 2>&1 && break; sleep 0.2; done
+bench_server
 
 $PY - "$WORK" "$TRAIN_PER_CLASS" "$TEST_PER_CLASS" <<'PYEOF'
 import gzip, struct, sys
