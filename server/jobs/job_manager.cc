@@ -1440,6 +1440,16 @@ absl::StatusOr<kaizen::v1::IncrementalResult> JobManager::CheckIncrementalBase(
     inc.set_memory_source("none (rehearsal off)");
     return inc;
   }
+  // The memory keeps at least one exemplar of every class of the merged list.
+  ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset, datasets_->Get(request.dataset()));
+  std::set<std::string> merged(base.class_names().begin(), base.class_names().end());
+  for (const kaizen::v1::ClassCount& c : dataset.classes()) merged.insert(c.class_name());
+  if (o.max_exemplars() < static_cast<int64_t>(merged.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "incremental.max_exemplars ", o.max_exemplars(), " is fewer than the ", merged.size(),
+        " classes of ", ref, " and dataset \"", request.dataset(),
+        "\" together; the rehearsal memory keeps at least one exemplar of every class"));
+  }
   ASSIGN_OR_RETURN(const bool has_memory, models_->HasExemplars(name, base.version()));
   if (has_memory) {
     inc.set_memory_source(absl::StrCat("the memory of ", ref));

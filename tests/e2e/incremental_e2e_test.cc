@@ -230,6 +230,12 @@ TEST_F(IncrementalE2E, BadRequestsGetPreciseStatuses) {
   hot.mutable_incremental()->set_temperature(0.5);
   cases.push_back({hot, absl::StatusCode::kInvalidArgument,
                    "incremental.temperature is 0.5; it must be in [1, 100]"});
+  v1::StartFineTuneRequest tiny_memory = Incremental("small", "new", "x", 1);
+  tiny_memory.mutable_incremental()->set_max_exemplars(2);
+  cases.push_back({tiny_memory, absl::StatusCode::kInvalidArgument,
+                   "incremental.max_exemplars 2 is fewer than the 3 classes of small:1 and "
+                   "dataset \"new\" together; the rehearsal memory keeps at least one exemplar "
+                   "of every class"});
   v1::StartFineTuneRequest tuned = Incremental("small", "new", "x", 1);
   tuned.mutable_tuning()->set_max_trials(4);
   cases.push_back(
