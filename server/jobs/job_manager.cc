@@ -526,7 +526,25 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
   return ReserveAndInsert(std::move(job));
 }
 
-absl::StatusOr<Job> JobManager::Get(const std::string& id) { return jobs_->Get(id); }
+absl::StatusOr<Job> JobManager::Get(const std::string& id) {
+  ASSIGN_OR_RETURN(Job job, jobs_->Get(id));
+  absl::MutexLock lock(&mu_);
+  OverlayProgress(&job);
+  return job;
+}
+
+void JobManager::OverlayProgress(Job* job) {
+  if (job->state() != kaizen::v1::JOB_STATE_RUNNING) return;
+  const auto it = running_.find(job->id());
+  if (it == running_.end()) return;
+  const kaizen::v1::StepProgress& p = it->second->progress;
+  // Nothing yet in this run, or a stored row that is newer (an epoch end
+  // written after the step).
+  if (p.total_steps() == 0 || p.step() < job->step()) return;
+  job->set_step(p.step());
+  job->set_total_steps(p.total_steps());
+  job->set_epoch(p.epoch());
+}
 
 absl::StatusOr<kaizen::v1::ListJobsResponse> JobManager::List(
     const kaizen::v1::ListJobsRequest& request) {
@@ -542,6 +560,10 @@ absl::StatusOr<kaizen::v1::ListJobsResponse> JobManager::List(
   // One extra row tells whether another page exists.
   ASSIGN_OR_RETURN(auto rows, jobs_->List(states, before, page.limit + 1));
   using Row = std::pair<int64_t, Job>;
+  {
+    absl::MutexLock lock(&mu_);
+    for (Row& row : rows) OverlayProgress(&row.second);
+  }
   kaizen::v1::ListJobsResponse out;
   ASSIGN_OR_RETURN(*out.mutable_next_page_token(),
                    common::FillPage(
@@ -1011,10 +1033,15 @@ void JobManager::ExplainIneffectiveSettings(const Job& job, const training::Trai
   }
 }
 
-void JobManager::OnStep(Job* job, const kaizen::v1::StepProgress& p, ProgressThrottle* throttle) {
+void JobManager::OnStep(Job* job, Running* running, const kaizen::v1::StepProgress& p,
+                        ProgressThrottle* throttle) {
   job->set_step(p.step());
   job->set_total_steps(p.total_steps());
   job->set_epoch(p.epoch());
+  {
+    absl::MutexLock lock(&mu_);
+    running->progress = p;
+  }
   if (options_.after_step) options_.after_step(job->id(), p.step());
   if (throttle->first_step < 0) throttle->first_step = p.step();
   if (options_.metrics) options_.metrics->TrainingStep(*job, p);
@@ -1164,7 +1191,7 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
 
   ProgressThrottle throttle;
   throttle.started = absl::Now();
-  cb.on_step = [&](const kaizen::v1::StepProgress& p) { OnStep(job, p, &throttle); };
+  cb.on_step = [&](const kaizen::v1::StepProgress& p) { OnStep(job, running, p, &throttle); };
   cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { OnEpoch(job, m); };
   cb.on_checkpoint = [&](const training::Checkpoint& c) { return OnCheckpoint(job, c); };
   // What the trainer decided (a validation split dropped on tiny data, the

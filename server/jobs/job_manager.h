@@ -120,7 +120,14 @@ class JobManager {
     int64_t create_millis = 0;
     // Non-empty while `pause` is a preemption: the job that takes the worker.
     std::string preempted_by;
+    // The latest step: the stored row is written at epoch ends, so GetJob
+    // and ListJobs take the step, total steps and epoch from here while the
+    // job runs.
+    kaizen::v1::StepProgress progress;
   };
+  // Replaces a running job's stored step, total steps and epoch with its
+  // latest step's (mu_ held).
+  void OverlayProgress(kaizen::v1::Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The steps of CheckReferencesAndInsert. The base model exists.
   absl::Status CheckBaseModel(const kaizen::v1::StartFineTuneRequest& request);
@@ -252,7 +259,8 @@ class JobManager {
     int64_t first_step = -1;  // the first step of this run
   };
   // The trainer's callbacks for one job (Execute).
-  void OnStep(kaizen::v1::Job* job, const kaizen::v1::StepProgress& p, ProgressThrottle* throttle);
+  void OnStep(kaizen::v1::Job* job, Running* running, const kaizen::v1::StepProgress& p,
+              ProgressThrottle* throttle);
   void OnEpoch(kaizen::v1::Job* job, const kaizen::v1::EpochMetrics& m);
   // Stores the checkpoint as a new version, tracks the best version and
   // prunes by the retention policy (checkpoint_policy.h).

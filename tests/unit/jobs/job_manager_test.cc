@@ -643,6 +643,41 @@ TEST_F(JobManagerTest, APausedQueuedJobKeepsItsPlaceAndHoldsWhatItUses) {
   EXPECT_TRUE(datasets_->Delete("pets").ok());
 }
 
+// The stored row is written at epoch ends; GetJob and ListJobs show the
+// step a running job is at, so a long first epoch does not read "step 0".
+TEST_F(JobManagerTest, GetAndListShowARunningJobsLatestStep) {
+  UploadDataset("pets", 24);
+  std::vector<Job> seen;  // Get, then List, at step 3 of epoch 1
+  JobManager::Options o;
+  o.after_step = [&](const std::string& id, int64_t step) {
+    if (step != 3) return;
+    absl::StatusOr<Job> got = manager_->Get(id);
+    ASSERT_TRUE(got.ok()) << got.status();
+    seen.push_back(*got);
+    kaizen::v1::ListJobsRequest list;
+    list.add_states(JOB_STATE_RUNNING);
+    absl::StatusOr<kaizen::v1::ListJobsResponse> listed = manager_->List(list);
+    ASSERT_TRUE(listed.ok()) << listed.status();
+    ASSERT_EQ(listed->jobs_size(), 1);
+    seen.push_back(listed->jobs(0));
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(ExactRequest(kaizen::v1::STRATEGY_FULL, "out"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(manager_->Start().ok());
+  const Job end = WaitForEnd(job->id());
+  ASSERT_EQ(end.state(), JOB_STATE_SUCCEEDED) << end.error();
+  ASSERT_EQ(seen.size(), 2u);
+  for (const Job& j : seen) {
+    EXPECT_EQ(j.state(), JOB_STATE_RUNNING);
+    EXPECT_EQ(j.step(), 3);
+    EXPECT_EQ(j.total_steps(), 15);
+    EXPECT_EQ(j.epoch(), 1);
+  }
+  // Once the job ends, the stored row is what they show.
+  EXPECT_EQ(manager_->Get(job->id())->step(), 15);
+}
+
 // The same job, once straight through and once paused in the middle of an
 // epoch and resumed, for every strategy: the per-epoch metrics must match.
 // The checkpoint goes through the model store's files, as in production.
