@@ -737,7 +737,7 @@ absl::StatusOr<bool> JobManager::ModelInUse(const std::string& name) {
   return false;
 }
 
-absl::StatusOr<std::vector<int64_t>> JobManager::TeacherVersionsInUse(const std::string& name) {
+absl::StatusOr<std::vector<int64_t>> JobManager::PinnedVersionsInUse(const std::string& name) {
   ASSIGN_OR_RETURN(std::vector<Job> active,
                    jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
                                     kaizen::v1::JOB_STATE_PAUSED}));
@@ -929,6 +929,21 @@ absl::Status JobManager::LoadBaseModel(const Job& job, const kaizen::v1::Dataset
   return absl::OkStatus();
 }
 
+absl::Status JobManager::LoadPinned(absl::string_view role, const std::string& name,
+                                    int64_t version, torch::jit::Module* module,
+                                    kaizen::v1::Model* metadata) {
+  absl::StatusOr<torch::jit::Module> loaded = models_->LoadModule(name, version);
+  absl::StatusOr<kaizen::v1::Model> got = models_->Get(name, version);
+  const absl::Status st = loaded.ok() ? got.status() : loaded.status();
+  if (!st.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ", role, " ", name, ":", version, " cannot be loaded: ", st.message()));
+  }
+  *module = std::move(*loaded);
+  *metadata = std::move(*got);
+  return absl::OkStatus();
+}
+
 absl::Status JobManager::LoadTeacher(const Job& job, training::TrainerOptions* opts) {
   const kaizen::v1::DistillationResult& d = job.distillation();
   if (d.teacher_model().empty() || d.teacher_version() <= 0) {
@@ -938,16 +953,8 @@ absl::Status JobManager::LoadTeacher(const Job& job, training::TrainerOptions* o
   }
   const std::string teacher = absl::StrCat(d.teacher_model(), ":", d.teacher_version());
   training::TrainerOptions::Distillation distillation;
-  absl::StatusOr<torch::jit::Module> module =
-      models_->LoadModule(d.teacher_model(), d.teacher_version());
-  absl::StatusOr<kaizen::v1::Model> metadata = models_->Get(d.teacher_model(), d.teacher_version());
-  const absl::Status st = module.ok() ? metadata.status() : module.status();
-  if (!st.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the teacher ", teacher, " cannot be loaded: ", st.message()));
-  }
-  distillation.teacher = std::move(*module);
-  distillation.teacher_metadata = std::move(*metadata);
+  RETURN_IF_ERROR(LoadPinned("teacher", d.teacher_model(), d.teacher_version(),
+                             &distillation.teacher, &distillation.teacher_metadata));
   distillation.temperature = d.temperature();
   distillation.alpha = d.alpha();
   opts->distillation = std::move(distillation);
@@ -1121,7 +1128,7 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
     // of this model that active jobs teach from or continue stay. Exclusive, so that no submission
     // resolves a version between the query and the pruning.
     absl::WriterMutexLock references(&references_mu_);
-    ASSIGN_OR_RETURN(const std::vector<int64_t> pinned, TeacherVersionsInUse(req.output_model()));
+    ASSIGN_OR_RETURN(const std::vector<int64_t> pinned, PinnedVersionsInUse(req.output_model()));
     keep.insert(keep.end(), pinned.begin(), pinned.end());
     RETURN_IF_ERROR(models_->PruneVersions(req.output_model(), keep));
   }
@@ -1520,16 +1527,8 @@ absl::Status JobManager::LoadIncremental(Job* job, bool resuming, training::Trai
         "this INCREMENTAL job has no resolved base version; submit it again");
   }
   training::TrainerOptions::Incremental o;
-  absl::StatusOr<torch::jit::Module> module =
-      models_->LoadModule(inc.base_model(), inc.base_version());
-  absl::StatusOr<kaizen::v1::Model> metadata = models_->Get(inc.base_model(), inc.base_version());
-  if (!module.ok() || !metadata.ok()) {
-    const absl::Status st = module.ok() ? metadata.status() : module.status();
-    return absl::Status(st.code(),
-                        absl::StrCat("the base ", ref, " cannot be loaded: ", st.message()));
-  }
-  o.previous = std::move(*module);
-  o.previous_metadata = std::move(*metadata);
+  RETURN_IF_ERROR(
+      LoadPinned("base", inc.base_model(), inc.base_version(), &o.previous, &o.previous_metadata));
   if (!resuming) {
     opts->base = o.previous;
     opts->base_metadata = o.previous_metadata;

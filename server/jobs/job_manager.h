@@ -142,6 +142,10 @@ class JobManager {
   // DISTILL: the teacher version the job resolved at submission, loaded for
   // training (on a resume too).
   absl::Status LoadTeacher(const kaizen::v1::Job& job, training::TrainerOptions* opts);
+  // Loads a version a job pinned at submission (a DISTILL teacher, an
+  // INCREMENTAL base); FailedPrecondition naming `role` when it cannot be.
+  absl::Status LoadPinned(absl::string_view role, const std::string& name, int64_t version,
+                          torch::jit::Module* module, kaizen::v1::Model* metadata);
   // DISTILL, once training ends: teacher and student side by side in
   // job->distillation (validation accuracy, parameters, latency) and an
   // event.
@@ -268,7 +272,7 @@ class JobManager {
   // The versions of model `name` that queued, running or paused DISTILL jobs
   // resolved as their teacher, or INCREMENTAL jobs as their base; checkpoint
   // retention keeps them.
-  absl::StatusOr<std::vector<int64_t>> TeacherVersionsInUse(const std::string& name);
+  absl::StatusOr<std::vector<int64_t>> PinnedVersionsInUse(const std::string& name);
   // With Options::preempt, pauses the running jobs that queued jobs of
   // higher priority should replace, once free workers are accounted for.
   void PreemptForQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
