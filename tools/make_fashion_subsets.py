@@ -9,6 +9,8 @@
 
 Usage: make_fashion_subsets.py FASHION_DIR OUT_DIR PER_CLASS [TEST_PER_CLASS [FEW_PER_CLASS
        [NEW_PER_CLASS]]]
+
+The benchmark runners import load() and write() for their own subsets.
 """
 import gzip
 import struct
@@ -16,6 +18,7 @@ import sys
 
 
 def load(src, which):
+    """The images (784 bytes each, row-major) and labels of a split: "train" or "t10k"."""
     with gzip.open(f"{src}/{which}-images-idx3-ubyte.gz") as f:
         images = f.read()[16:]
     with gzip.open(f"{src}/{which}-labels-idx1-ubyte.gz") as f:
@@ -24,6 +27,8 @@ def load(src, which):
 
 
 def write(out, name, images, labels, classes, per_class=None):
+    """Writes OUT/NAME-images and OUT/NAME-labels: the first PER_CLASS (all when None) images of
+    each of CLASSES, labelled by their index in CLASSES; returns how many."""
     pixels, kept, taken = bytearray(), bytearray(), {c: 0 for c in classes}
     for i, label in enumerate(labels):
         if label in taken and (per_class is None or taken[label] < per_class):
@@ -34,6 +39,7 @@ def write(out, name, images, labels, classes, per_class=None):
         f.write(struct.pack(">IIII", 0x803, len(kept), 28, 28) + pixels)
     with open(f"{out}/{name}-labels", "wb") as f:
         f.write(struct.pack(">II", 0x801, len(kept)) + kept)
+    return len(kept)
 
 
 def main():

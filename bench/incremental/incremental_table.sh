@@ -37,25 +37,16 @@ bench_server
 
 # IDX subsets; labels index the class list given at upload.
 $PY - "$WORK" "$OLD_PER_CLASS" "$NEW_PER_CLASS" "$TEST_PER_CLASS" <<'PYEOF'
-import gzip, struct, sys
-out, old_n, new_n, test_n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+import sys
+sys.path.insert(0, "tools")
+from make_fashion_subsets import load, write
 src = "/usr/share/datasets/fashion-mnist"
-def load(which):
-    with gzip.open(f"{src}/{which}-images-idx3-ubyte.gz") as f: images = f.read()[16:]
-    with gzip.open(f"{src}/{which}-labels-idx1-ubyte.gz") as f: labels = f.read()[8:]
-    return images, labels
-def write(name, images, labels, classes, per_class):
-    px, lb, taken = bytearray(), bytearray(), {c: 0 for c in classes}
-    for i, l in enumerate(labels):
-        if l in taken and taken[l] < per_class:
-            px += images[i*784:(i+1)*784]; lb.append(classes.index(l)); taken[l] += 1
-    with open(f"{out}/{name}-images", "wb") as f: f.write(struct.pack(">IIII", 0x803, len(lb), 28, 28) + px)
-    with open(f"{out}/{name}-labels", "wb") as f: f.write(struct.pack(">II", 0x801, len(lb)) + lb)
-    print(name, len(lb), "images", file=sys.stderr)
-tr, trl = load("train"); te, tel = load("t10k")
-write("old", tr, trl, [0, 1, 2, 3, 4], old_n)
-write("new", tr, trl, [5, 6, 7, 8, 9], new_n)
-write("test", te, tel, list(range(10)), test_n)
+out, old_n, new_n, test_n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+tr, trl = load(src, "train"); te, tel = load(src, "t10k")
+for name, images, labels, classes, n in [("old", tr, trl, [0, 1, 2, 3, 4], old_n),
+                                         ("new", tr, trl, [5, 6, 7, 8, 9], new_n),
+                                         ("test", te, tel, list(range(10)), test_n)]:
+    print(name, write(out, name, images, labels, classes, n), "images", file=sys.stderr)
 PYEOF
 OLD=t-shirt,trouser,pullover,dress,coat
 NEW=sandal,shirt,sneaker,bag,ankle-boot

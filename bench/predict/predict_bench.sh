@@ -95,26 +95,20 @@ wait_for kaizen-server "$SERVER_PID" CTL --timeout=5s datasets list
 
 # A balanced subset of the training images, and a few test images as PNGs.
 $PY - "$WORK" "$TRAIN_IMAGES" <<'PYEOF'
-import gzip, os, struct, sys
+import os
+import sys
+sys.path.insert(0, "tools")
+from make_fashion_subsets import load, write
+src = "/usr/share/datasets/fashion-mnist"
 from PIL import Image
 out, n = sys.argv[1], int(sys.argv[2])
-src = "/usr/share/datasets/fashion-mnist"
-def load(which):
-    with gzip.open(f"{src}/{which}-images-idx3-ubyte.gz") as f: images = f.read()[16:]
-    with gzip.open(f"{src}/{which}-labels-idx1-ubyte.gz") as f: labels = f.read()[8:]
-    return images, labels
-images, labels = load("train")
-per_class, taken, px, lb = n // 10, [0] * 10, bytearray(), bytearray()
-for i, l in enumerate(labels):
-    if taken[l] < per_class:
-        px += images[i*784:(i+1)*784]; lb.append(l); taken[l] += 1
-with open(f"{out}/train-images", "wb") as f: f.write(struct.pack(">IIII", 0x803, len(lb), 28, 28) + px)
-with open(f"{out}/train-labels", "wb") as f: f.write(struct.pack(">II", 0x801, len(lb)) + lb)
-test, test_labels = load("t10k")
+images, labels = load(src, "train")
+kept = write(out, "train", images, labels, list(range(10)), n // 10)
+test, test_labels = load(src, "t10k")
 os.makedirs(f"{out}/test")
 for i in range(16):
     Image.frombytes("L", (28, 28), test[i*784:(i+1)*784]).save(f"{out}/test/{i:02d}-label{test_labels[i]}.png")
-print(f"subset: {len(lb)} training images", file=sys.stderr)
+print(f"subset: {kept} training images", file=sys.stderr)
 PYEOF
 CLASSES=t-shirt,trouser,pullover,dress,coat,sandal,shirt,sneaker,bag,ankle-boot
 CTL datasets upload fm-serve "$WORK/train-images" --format=idx --labels="$WORK/train-labels" \

@@ -46,27 +46,18 @@ bench_server
 
 # Subsets as IDX pairs, relabelled 0..4.
 $PY - "$WORK" "$PER_CLASS" <<'PYEOF'
-import gzip, struct, sys
-out = sys.argv[1]
+import sys
+sys.path.insert(0, "tools")
+from make_fashion_subsets import load, write
 src = "/usr/share/datasets/fashion-mnist"
-def load(which):
-    with gzip.open(f"{src}/{which}-images-idx3-ubyte.gz") as f: images = f.read()[16:]
-    with gzip.open(f"{src}/{which}-labels-idx1-ubyte.gz") as f: labels = f.read()[8:]
-    return images, labels
-def write(name, images, labels, classes, per_class=None):
-    px, lb, taken = bytearray(), bytearray(), {c: 0 for c in classes}
-    for i, l in enumerate(labels):
-        if l in taken and (per_class is None or taken[l] < per_class):
-            px += images[i*784:(i+1)*784]; lb.append(classes.index(l)); taken[l] += 1
-    with open(f"{out}/{name}-images", "wb") as f: f.write(struct.pack(">IIII", 0x803, len(lb), 28, 28) + px)
-    with open(f"{out}/{name}-labels", "wb") as f: f.write(struct.pack(">II", 0x801, len(lb)) + lb)
-    print(name, len(lb), "images", file=sys.stderr)
-tr, trl = load("train"); te, tel = load("t10k")
-write("base", tr, trl, [0, 1, 2, 3, 4])
+out = sys.argv[1]
+tr, trl = load(src, "train"); te, tel = load(src, "t10k")
+print("base", write(out, "base", tr, trl, [0, 1, 2, 3, 4]), "images", file=sys.stderr)
 # Nested subsets: the 5 images per class include the 1, and so on.
 for n in sys.argv[2].split():
-    write(f"few{n}", tr, trl, [5, 6, 7, 8, 9], per_class=int(n))
-write("test", te, tel, [5, 6, 7, 8, 9])
+    print(f"few{n}", write(out, f"few{n}", tr, trl, [5, 6, 7, 8, 9], int(n)), "images",
+          file=sys.stderr)
+print("test", write(out, "test", te, tel, [5, 6, 7, 8, 9]), "images", file=sys.stderr)
 PYEOF
 OLD=t-shirt,trouser,pullover,dress,coat
 NEW=sandal,shirt,sneaker,bag,ankle-boot
