@@ -330,49 +330,56 @@ absl::StatusOr<int64_t> StudentParameters(const kaizen::v1::StartFineTuneRequest
 
 }  // namespace
 
+absl::StatusOr<kaizen::v1::Model> JobManager::TrainedModel(absl::string_view field,
+                                                           const std::string& ref,
+                                                           absl::string_view builtin_advice) {
+  std::string name;
+  int64_t version = 0;
+  if (absl::Status st = common::ParseModelRef(ref, &name, &version); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat(field, ": ", st.message()));
+  }
+  if (models::IsBuiltinModel(name)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        field, " \"", ref, "\" is a built-in architecture with random weights", builtin_advice));
+  }
+  absl::StatusOr<kaizen::v1::Model> model = models_->Get(name, version);
+  if (!model.ok()) {
+    return absl::Status(model.status().code(), absl::StrCat(field, ": ", model.status().message()));
+  }
+  if (!model->quarantine_reason().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(field, " \"", name, ":", model->version(),
+                     "\" is quarantined: ", model->quarantine_reason()));
+  }
+  return model;
+}
+
 absl::StatusOr<kaizen::v1::DistillationResult> JobManager::CheckTeacher(
     const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Dataset& dataset) {
   ASSIGN_OR_RETURN(const kaizen::v1::DistillationOptions options,
                    training::ResolveDistillation(request.strategy(), request.distillation()));
-  const std::string& ref = options.teacher_model();
-  std::string name;
-  int64_t version = 0;
-  if (absl::Status st = common::ParseModelRef(ref, &name, &version); !st.ok()) {
-    return absl::Status(st.code(), absl::StrCat("distillation.teacher_model: ", st.message()));
-  }
-  if (models::IsBuiltinModel(name)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("distillation.teacher_model \"", ref,
-                     "\" is a built-in architecture with random weights; a teacher must be a "
-                     "trained model (train one, e.g. with STRATEGY_SCRATCH, first)"));
-  }
-  absl::StatusOr<kaizen::v1::Model> teacher = models_->Get(name, version);
-  if (!teacher.ok()) {
-    return absl::Status(teacher.status().code(),
-                        absl::StrCat("distillation.teacher_model: ", teacher.status().message()));
-  }
-  if (!teacher->quarantine_reason().empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("distillation.teacher_model \"", name, ":", teacher->version(),
-                     "\" is quarantined: ", teacher->quarantine_reason()));
-  }
+  ASSIGN_OR_RETURN(const kaizen::v1::Model teacher,
+                   TrainedModel("distillation.teacher_model", options.teacher_model(),
+                                "; a teacher must be a trained model (train one, e.g. with "
+                                "STRATEGY_SCRATCH, first)"));
+  const std::string& name = teacher.name();
   std::vector<std::string> dataset_classes;
   for (const auto& c : dataset.classes()) dataset_classes.push_back(c.class_name());
-  const std::vector<std::string> teacher_classes(teacher->class_names().begin(),
-                                                 teacher->class_names().end());
+  const std::vector<std::string> teacher_classes(teacher.class_names().begin(),
+                                                 teacher.class_names().end());
   if (teacher_classes != dataset_classes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "distillation.teacher_model \"", name, ":", teacher->version(), "\" predicts the classes [",
+        "distillation.teacher_model \"", name, ":", teacher.version(), "\" predicts the classes [",
         absl::StrJoin(teacher_classes, ", "), "] but dataset \"", request.dataset(), "\" has [",
         absl::StrJoin(dataset_classes, ", "),
         "]; a teacher needs the dataset's class names in the same order"));
   }
   kaizen::v1::DistillationResult d;
   d.set_teacher_model(name);
-  d.set_teacher_version(teacher->version());
+  d.set_teacher_version(teacher.version());
   d.set_temperature(options.temperature());
   d.set_alpha(options.alpha());
-  d.set_teacher_parameter_count(teacher->parameter_count());
+  d.set_teacher_parameter_count(teacher.parameter_count());
   absl::StatusOr<int64_t> student = StudentParameters(request, dataset, models_);
   if (!student.ok()) {
     return absl::Status(student.status().code(),
@@ -1443,21 +1450,12 @@ absl::StatusOr<kaizen::v1::IncrementalResult> JobManager::CheckIncrementalBase(
     const kaizen::v1::StartFineTuneRequest& request, uint64_t seed,
     std::vector<std::string>* previous_datasets) {
   previous_datasets->clear();
-  std::string name;
-  int64_t version = 0;
-  RETURN_IF_ERROR(common::ParseModelRef(request.base_model(), &name, &version));
-  if (models::IsBuiltinModel(name)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "base_model \"", name,
-        "\" is a built-in architecture with random weights and has no class names; "
-        "STRATEGY_INCREMENTAL continues a fine-tuned model, or one uploaded with class_names"));
-  }
-  ASSIGN_OR_RETURN(const kaizen::v1::Model base, models_->Get(name, version));
+  ASSIGN_OR_RETURN(const kaizen::v1::Model base,
+                   TrainedModel("base_model", request.base_model(),
+                                " and has no class names; STRATEGY_INCREMENTAL continues a "
+                                "fine-tuned model, or one uploaded with class_names"));
+  const std::string& name = base.name();
   const std::string ref = absl::StrCat(name, ":", base.version());
-  if (!base.quarantine_reason().empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("base_model \"", ref, "\" is quarantined: ", base.quarantine_reason()));
-  }
   if (base.class_names().empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "base_model \"", ref,

@@ -131,6 +131,12 @@ class JobManager {
 
   // The steps of CheckReferencesAndInsert. The base model exists.
   absl::Status CheckBaseModel(const kaizen::v1::StartFineTuneRequest& request);
+  // The stored version `ref` names for `field` (e.g. "base_model"): a parse
+  // or lookup error prefixed with the field; FailedPrecondition for a
+  // built-in architecture (random weights; `builtin_advice` ends the message)
+  // or a quarantined version.
+  absl::StatusOr<kaizen::v1::Model> TrainedModel(absl::string_view field, const std::string& ref,
+                                                 absl::string_view builtin_advice);
   // STRATEGY_DISTILL: the teacher exists, is trained (not a built-in, not
   // quarantined) and predicts the dataset's classes in order. Returns the
   // job's DistillationResult as far as submission knows it: the resolved

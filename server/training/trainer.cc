@@ -702,21 +702,25 @@ void Trainer::ScorePrevious(TrainResult* result) {
 }
 
 absl::Status Trainer::BuildTeacher() {
+  // INCREMENTAL distils from the previous version on its old classes, DISTILL
+  // from the teacher on all of them: one teacher either way.
+  const torch::jit::Module* module = nullptr;
+  const kaizen::v1::Model* metadata = nullptr;
+  int64_t classes = 0;
   if (options_.incremental && !options_.incremental->options.disable_distillation()) {
-    const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
-                                     base_metadata_.input_shape().end());
-    ASSIGN_OR_RETURN(teacher_, Teacher::Create(options_.incremental->previous,
-                                               options_.incremental->previous_metadata, shape,
-                                               old_classes_, device_));
-    if (!augmenter_->active()) teacher_cache_.emplace(teacher_.get(), train_.images);
+    module = &options_.incremental->previous;
+    metadata = &options_.incremental->previous_metadata;
+    classes = old_classes_;
+  } else if (options_.distillation) {
+    module = &options_.distillation->teacher;
+    metadata = &options_.distillation->teacher_metadata;
+    classes = num_classes_;
+  } else {
     return absl::OkStatus();
   }
-  if (!options_.distillation) return absl::OkStatus();
-  const TrainerOptions::Distillation& d = *options_.distillation;
   const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
                                    base_metadata_.input_shape().end());
-  ASSIGN_OR_RETURN(teacher_,
-                   Teacher::Create(d.teacher, d.teacher_metadata, shape, num_classes_, device_));
+  ASSIGN_OR_RETURN(teacher_, Teacher::Create(*module, *metadata, shape, classes, device_));
   if (!augmenter_->active()) teacher_cache_.emplace(teacher_.get(), train_.images);
   return absl::OkStatus();
 }
