@@ -43,7 +43,7 @@ RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq 
       libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
       libabsl-dev prometheus-cpp-dev \
       libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev \
-      libseccomp-dev \
+      libseccomp-dev libboost-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 

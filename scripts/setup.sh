@@ -18,6 +18,8 @@ PACKAGES=(
   libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev
   # the model sandbox (seccomp filter of kaizen-model-inspector)
   libseccomp-dev
+  # the JSON API over HTTP (server/http): Boost.Beast and Boost.Asio, header-only
+  libboost-dev
   # TLS tests make a CA and certificates with the openssl command
   openssl
   # data and test fixtures

@@ -106,6 +106,15 @@ ABSL_FLAG(double, metrics_request_timeout_seconds, 5,
 ABSL_FLAG(int, metrics_max_connections, 16,
           "/metrics connections served at once; more wait in the listen backlog.");
 ABSL_FLAG(int, shutdown_grace_seconds, 30, "How long SIGTERM waits for calls in flight.");
+ABSL_FLAG(int, http_port, -1,
+          "Port of the JSON API over HTTP (POST /api/<package.Service>/<Method>), on the gRPC "
+          "host; -1 = off, 0 = a free port.");
+ABSL_FLAG(int, http_threads, 1, "Threads serving the HTTP connections.");
+ABSL_FLAG(int, http_max_connections, 256, "HTTP connections open at once; more get 503.");
+ABSL_FLAG(
+    double, http_request_timeout_seconds, 30,
+    "An HTTP request (headers and body) must arrive within this long, or the connection closes.");
+ABSL_FLAG(int64_t, http_max_body_mb, 16, "Largest HTTP request body, in MiB (413 beyond).");
 ABSL_FLAG(double, drain_seconds, 5,
           "On SIGTERM, how long health reports NOT_SERVING while calls are still answered, "
           "before the server stops accepting them.");
@@ -224,6 +233,13 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
   options.grpc_address = absl::StrCat(host, ":", absl::GetFlag(FLAGS_grpc_port));
   options.metrics_host = host;
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.http.host = host;
+  options.http.port = absl::GetFlag(FLAGS_http_port);
+  options.http.threads = absl::GetFlag(FLAGS_http_threads);
+  options.http.max_connections = absl::GetFlag(FLAGS_http_max_connections);
+  options.http.request_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_request_timeout_seconds));
+  options.http.max_body_bytes =
+      static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_http_max_body_mb))) << 20;
   options.workers = absl::GetFlag(FLAGS_workers);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.max_job_attempts = std::max(1, absl::GetFlag(FLAGS_max_job_attempts));

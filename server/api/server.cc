@@ -34,6 +34,7 @@
 #include "server/auth/tls_mirror.h"
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
+#include "server/http/api_handler.h"
 #include "server/jobs/job_event_hub.h"
 #include "server/jobs/job_manager.h"
 #include "server/metrics/metrics.h"
@@ -81,6 +82,10 @@ struct KaizenServer::State {
   // Plaintext, health only (Options::health_port).
   std::unique_ptr<HealthOnlyService> health_only;
   std::unique_ptr<grpc::Server> health_server;
+  // The JSON API: a client of `server` (its in-process channel), stopped
+  // before it.
+  std::unique_ptr<http::ApiHandler> http_api;
+  std::unique_ptr<http::HttpServer> http_server;
   // Preloads models, then flips health to SERVING.
   std::thread ready_thread;
   std::atomic<bool> ready{false};
@@ -219,6 +224,7 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   self->CreateServices();
   RETURN_IF_ERROR(self->Listen(std::move(credentials)));
   RETURN_IF_ERROR(self->ListenForHealth());
+  RETURN_IF_ERROR(self->ListenHttp());
   self->SetHealth(false);
   RETURN_IF_ERROR(self->StartBackground());
   common::LogInfo("kaizen-server listening", {{"grpc_address", o.grpc_address},
@@ -228,6 +234,7 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
                                               {"tokens", self->state_->auth->token_count()},
                                               {"reflection", o.reflection},
                                               {"health_port", self->health_port_},
+                                              {"http_port", self->http_port()},
                                               {"metrics_port", self->metrics_port()},
                                               {"data_dir", o.data_dir},
                                               {"intra_op_threads", threads},
@@ -243,7 +250,12 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> KaizenServer::SetUpSecu
   security.tokens = !o.tokens_file.empty();
   security.client_certificates = security.tls && !o.tls.client_ca.empty();
   security.insecure = o.insecure;
-  for (const std::string& host : {auth::HostOfAddress(o.grpc_address), o.metrics_host}) {
+  if (o.http.port >= 0 && security.tls) {
+    return absl::FailedPreconditionError(
+        "the HTTP API does not serve TLS yet; with --tls_cert set, leave --http_port off");
+  }
+  for (const std::string& host : {auth::HostOfAddress(o.grpc_address), o.metrics_host,
+                                  o.http.port >= 0 ? o.http.host : std::string("127.0.0.1")}) {
     RETURN_IF_ERROR(auth::ChooseListenHost(host, security).status());
   }
   RETURN_IF_ERROR(auth::CheckTlsFiles(o.tls));
@@ -450,6 +462,34 @@ bool KaizenServer::ready() const { return state_->ready.load(); }
 
 store::ModelStore* KaizenServer::model_store() { return state_->models.get(); }
 
+int KaizenServer::http_port() const {
+  return state_->http_server ? state_->http_server->port() : 0;
+}
+
+absl::Status KaizenServer::ListenHttp() {
+  const Options& o = options_;
+  if (o.http.port < 0) return absl::OkStatus();
+  State& s = *state_;
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(o.max_message_bytes);
+  args.SetMaxSendMessageSize(o.max_message_bytes);
+  // Without tokens only loopback names: no DNS rebinding to a server that
+  // trusts every caller.
+  std::vector<std::string> allowed_hosts;
+  if (!s.auth->enabled() && auth::IsLoopbackHost(o.http.host)) {
+    allowed_hosts = {"127.0.0.1", "localhost", "::1", o.http.host};
+  }
+  s.http_api = std::make_unique<http::ApiHandler>(s.server->InProcessChannel(args),
+                                                  o.http_call_timeout, std::move(allowed_hosts));
+  http::ApiHandler* api = s.http_api.get();
+  ASSIGN_OR_RETURN(s.http_server,
+                   http::HttpServer::Start(o.http, [api](http::HttpServer::Request request,
+                                                         http::HttpServer::Respond respond) {
+                     api->Handle(std::move(request), std::move(respond));
+                   }));
+  return absl::OkStatus();
+}
+
 int KaizenServer::metrics_port() const { return state_->metrics ? state_->metrics->port() : 0; }
 
 void KaizenServer::Shutdown(absl::Duration grace) {
@@ -471,6 +511,8 @@ void KaizenServer::Shutdown(absl::Duration grace) {
     options_.drain_clock->AwaitWithDeadline(&drain_mu_, absl::Condition(&never),
                                             options_.drain_clock->Now() + options_.drain_delay);
   }
+  // No new HTTP calls; those in flight end with the gRPC calls they made.
+  if (state_->http_server) state_->http_server->Stop();
   // Running jobs checkpoint and go back to the queue; watchers' streams end.
   state_->jobs->Stop();
   state_->events->CloseAll();

@@ -15,6 +15,7 @@
 #include "server/auth/authenticator.h"
 #include "server/auth/tls_files.h"
 #include "server/common/clock.h"
+#include "server/http/http_server.h"
 #include "server/jobs/model_evaluator.h"
 #include "server/metrics/metrics_http_server.h"
 #include "server/models/sandboxed_inspection.h"
@@ -28,6 +29,11 @@ namespace kaizen::api {
 
 class KaizenServer {
  public:
+  static http::HttpServer::Options DefaultHttp() {
+    http::HttpServer::Options o;
+    o.port = -1;
+    return o;
+  }
   struct Options {
     // Where the catalogue and every blob live.
     std::string data_dir = "./kaizen-data";
@@ -103,6 +109,12 @@ class KaizenServer {
     // On Shutdown, how long health reports NOT_SERVING while calls are still
     // served, so that load balancers and probes stop sending traffic first.
     absl::Duration drain_delay = absl::ZeroDuration();
+    // The JSON API over HTTP (server/http/api_handler.h): `http.port` -1 (the
+    // default) turns it off, 0 picks a free port (see http_port()). Its host
+    // is checked like the gRPC host (loopback unless tokens, or insecure).
+    http::HttpServer::Options http = DefaultHttp();
+    // Deadline of each API call made over HTTP.
+    absl::Duration http_call_timeout = absl::Minutes(10);
     // Times the drain delay; tests give a FakeClock and end the drain when
     // they have looked at the draining server.
     common::Clock* drain_clock = common::Clock::Real();
@@ -114,6 +126,8 @@ class KaizenServer {
   ~KaizenServer();
 
   int grpc_port() const { return grpc_port_; }
+  // The JSON API's HTTP port, or 0 without one.
+  int http_port() const;
   // The health-only port, or 0 without one.
   int health_port() const { return health_port_; }
   int metrics_port() const;
@@ -153,6 +167,7 @@ class KaizenServer {
   void CreateServices();
   absl::Status Listen(std::shared_ptr<grpc::ServerCredentials> credentials);
   absl::Status ListenForHealth();
+  absl::Status ListenHttp();
   // Job metrics, the job workers, TLS rotation and the ready thread.
   absl::Status StartBackground();
 

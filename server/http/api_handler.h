@@ -1,0 +1,53 @@
+// The JSON API over HTTP: each POST /api/<full gRPC method name> becomes the
+// same gRPC call, made in-process on the server's own channel
+// (grpc::Server::InProcessChannel) with the request's bearer token as its
+// "authorization" metadata. So the services check the token and the role,
+// log and count the call exactly as for a gRPC client, and answer with the
+// same statuses (http_status.h maps them to HTTP codes).
+#pragma once
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "server/http/http_server.h"
+#include "server/http/json_gateway.h"
+
+namespace kaizen::http {
+
+class ApiHandler {
+ public:
+  // `call_timeout`: the deadline of each call (an evaluation of a large
+  // dataset is the longest). `allowed_hosts`: when not empty, the only Host
+  // header names (without the port) answered; the rest get 403. A server
+  // without tokens passes its loopback names, so that a web page cannot
+  // reach it through DNS rebinding (a name of the attacker's that resolves
+  // to 127.0.0.1).
+  ApiHandler(std::shared_ptr<grpc::Channel> channel, absl::Duration call_timeout,
+             std::vector<std::string> allowed_hosts = {});
+
+  // POST with a JSON body (Content-Type application/json, even when empty:
+  // a cross-site page cannot send that without the browser asking first) to
+  // a route of JsonGateway: the method's answer as JSON, or its error as
+  // {"code","status","message"} with the mapped HTTP status. 404 for an
+  // unknown route, 405 for another verb, 415 for another content type, 400
+  // for a body that is not the request type in proto3 JSON or an
+  // Authorization header that is not printable ASCII, 403 for a Host not
+  // allowed.
+  void Handle(HttpServer::Request request, HttpServer::Respond respond);
+
+  const JsonGateway& gateway() const { return gateway_; }
+
+ private:
+  JsonGateway gateway_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<grpc::GenericStub> stub_;
+  absl::Duration call_timeout_;
+  std::vector<std::string> allowed_hosts_;
+};
+
+}  // namespace kaizen::http

@@ -1,0 +1,322 @@
+#include "server/http/http_server.h"
+
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "server/http/http_status.h"
+
+namespace kaizen::http {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+namespace {
+
+// Sent with every answer. The console loads nothing from elsewhere and runs
+// no inline script; API answers are never cached.
+void AddSecurityHeaders(bhttp::response<bhttp::string_body>* r) {
+  r->set("Content-Security-Policy",
+         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+         "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+         "form-action 'self'");
+  r->set("X-Content-Type-Options", "nosniff");
+  r->set("Referrer-Policy", "no-referrer");
+  r->set(bhttp::field::cache_control, "no-store");
+}
+
+// The API's error shape (http_status.h) for what the server refuses itself.
+std::string ErrorBody(int status, absl::string_view message) {
+  return ErrorJson(status == 400   ? grpc::StatusCode::INVALID_ARGUMENT
+                   : status == 503 ? grpc::StatusCode::UNAVAILABLE
+                                   : grpc::StatusCode::RESOURCE_EXHAUSTED,
+                   message);
+}
+
+class Session;
+
+// What the server and its connections share. A connection keeps it (and so
+// the io_context its socket belongs to) alive as long as it lives.
+struct Shared {
+  HttpServer::Options options;
+  HttpServer::Handler handler;
+  std::shared_ptr<net::io_context> ioc;
+  std::atomic<int> open{0};
+  std::atomic<bool> stopped{false};
+  absl::Mutex mu;
+  // Every connection, to close them on Stop().
+  std::set<std::weak_ptr<Session>, std::owner_less<std::weak_ptr<Session>>> sessions
+      ABSL_GUARDED_BY(mu);
+  // Connections waiting for their handler's answer: nothing else holds them
+  // then. Stop() lets them go; a late answer finds none and is dropped.
+  std::set<std::shared_ptr<Session>> waiting ABSL_GUARDED_BY(mu);
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, std::shared_ptr<Shared> shared)
+      : shared_(std::move(shared)), stream_(std::move(socket)) {
+    ++shared_->open;
+  }
+  ~Session() {
+    --shared_->open;
+    absl::MutexLock lock(&shared_->mu);
+    shared_->sessions.erase(weak_from_this());  // expired, but still names this one
+  }
+
+  void Run(bool over_limit) {
+    bool stopped;
+    {
+      // Under the lock Stop() sets `stopped` with: a connection accepted as
+      // it stops is either in its list or sees the flag.
+      absl::MutexLock lock(&shared_->mu);
+      stopped = shared_->stopped;
+      if (!stopped) shared_->sessions.insert(weak_from_this());
+    }
+    if (stopped) return Shutdown();
+    if (over_limit) {
+      HttpServer::Response r;
+      r.status = 503;
+      r.body = ErrorBody(503, "too many connections; try again later");
+      net::dispatch(stream_.get_executor(),
+                    [self = shared_from_this(), r = std::move(r)]() mutable {
+                      self->Write(std::move(r), /*keep_alive=*/false, 11);
+                    });
+      return;
+    }
+    net::dispatch(stream_.get_executor(),
+                  beast::bind_front_handler(&Session::Read, shared_from_this()));
+  }
+
+  // Closes the connection (on its executor).
+  void Shutdown() {
+    net::post(stream_.get_executor(), [self = shared_from_this()] { self->Close(); });
+  }
+
+ private:
+  void Read() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(shared_->options.max_header_bytes));
+    parser_->body_limit(shared_->options.max_body_bytes);
+    stream_.expires_after(
+        std::chrono::nanoseconds(absl::ToInt64Nanoseconds(shared_->options.request_timeout)));
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      beast::bind_front_handler(&Session::OnRead, shared_from_this()));
+  }
+
+  void OnRead(beast::error_code ec, std::size_t) {
+    if (ec == bhttp::error::end_of_stream || shared_->stopped) return Close();
+    if (ec) {
+      int status = 400;
+      std::string why = absl::StrCat("the request is not valid HTTP/1.1: ", ec.message());
+      // A timeout has closed the socket already (beast::tcp_stream): no answer.
+      if (ec == beast::error::timeout) return Close();
+      if (ec == bhttp::error::header_limit) {
+        status = 431;
+        why = absl::StrCat("the request headers are larger than ",
+                           shared_->options.max_header_bytes, " bytes");
+      } else if (ec == bhttp::error::body_limit) {
+        status = 413;
+        why = absl::StrCat("the request body is larger than ", shared_->options.max_body_bytes,
+                           " bytes");
+      } else if (ec == net::error::eof || ec == net::error::connection_reset ||
+                 ec == net::error::operation_aborted) {
+        return Close();
+      }
+      HttpServer::Response r;
+      r.status = status;
+      r.body = ErrorBody(status, why);
+      return Write(std::move(r), /*keep_alive=*/false, 11);
+    }
+    bhttp::request<bhttp::string_body> req = parser_->release();
+    keep_alive_ = req.keep_alive();
+    version_ = req.version();
+    HttpServer::Request request;
+    request.method = std::string(req.method_string());
+    request.target = std::string(req.target());
+    request.authorization = std::string(req[bhttp::field::authorization]);
+    request.content_type = std::string(req[bhttp::field::content_type]);
+    request.host = std::string(req[bhttp::field::host]);
+    request.body = std::move(req.body());
+    // The handler may take long (an evaluation); the deadline is for reading.
+    stream_.expires_never();
+    {
+      absl::MutexLock lock(&shared_->mu);
+      if (shared_->stopped) return Close();
+      shared_->waiting.insert(shared_from_this());
+    }
+    std::weak_ptr<Session> weak = weak_from_this();
+    shared_->handler(std::move(request), [weak](HttpServer::Response r) {
+      if (std::shared_ptr<Session> self = weak.lock()) self->Answer(std::move(r));
+    });
+  }
+
+  // The answer to the request being handled, from any thread.
+  void Answer(HttpServer::Response r) {
+    std::shared_ptr<Session> self;
+    {
+      absl::MutexLock lock(&shared_->mu);
+      auto it = shared_->waiting.find(shared_from_this());
+      if (it == shared_->waiting.end()) return;  // answered already, or stopping
+      self = *it;
+      shared_->waiting.erase(it);
+    }
+    net::post(stream_.get_executor(), [self, r = std::move(r)]() mutable {
+      self->Write(std::move(r), self->keep_alive_, self->version_);
+    });
+  }
+
+  void Write(HttpServer::Response r, bool keep_alive, unsigned version) {
+    auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
+        static_cast<bhttp::status>(r.status), version);
+    res->set(bhttp::field::server, "kaizen");
+    res->set(bhttp::field::content_type, r.content_type);
+    AddSecurityHeaders(res.get());
+    for (const auto& [name, value] : r.headers) res->set(name, value);
+    // Beast refuses a body with a status that has none (prepare_payload throws).
+    if (r.status >= 200 && r.status != 204 && r.status != 304) res->body() = std::move(r.body);
+    res->keep_alive(keep_alive && !shared_->stopped);
+    res->prepare_payload();
+    stream_.expires_after(
+        std::chrono::nanoseconds(absl::ToInt64Nanoseconds(shared_->options.request_timeout)));
+    bhttp::async_write(stream_, *res,
+                       [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
+                         if (ec || !res->keep_alive()) return self->Close();
+                         self->Read();
+                       });
+  }
+
+  void Close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.close();
+  }
+
+  // Declared first, destroyed last: the socket needs the io_context.
+  std::shared_ptr<Shared> shared_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  bool keep_alive_ = false;
+  unsigned version_ = 11;
+};
+
+}  // namespace
+
+struct HttpServer::Impl {
+  std::shared_ptr<Shared> shared = std::make_shared<Shared>();
+  std::optional<tcp::acceptor> acceptor;
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+  std::vector<std::thread> threads;
+  int port = 0;
+  absl::Mutex stop_mu;
+
+  void Accept() {
+    acceptor->async_accept(
+        net::make_strand(*shared->ioc), [this](beast::error_code ec, tcp::socket socket) {
+          if (shared->stopped || !acceptor->is_open()) return;
+          if (ec) {
+            // Out of file descriptors, say: try again shortly, not in a loop.
+            auto timer = std::make_shared<net::steady_timer>(acceptor->get_executor(),
+                                                             std::chrono::milliseconds(100));
+            timer->async_wait([this, timer](beast::error_code) { Accept(); });
+            return;
+          }
+          const bool over_limit = shared->open.load() >= shared->options.max_connections;
+          std::make_shared<Session>(std::move(socket), shared)->Run(over_limit);
+          Accept();
+        });
+  }
+};
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options, Handler handler) {
+  if (options.port < 0 || options.port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTP port ", options.port, " is not in [0, 65535]"));
+  }
+  if (options.request_timeout <= absl::ZeroDuration() || options.max_connections < 1 ||
+      options.max_body_bytes < 1 || options.max_header_bytes < 1) {
+    return absl::InvalidArgumentError(
+        "the HTTP request timeout, connection limit and size limits must be positive");
+  }
+  auto impl = std::make_unique<Impl>();
+  Shared& shared = *impl->shared;
+  shared.options = std::move(options);
+  shared.options.threads = std::max(1, shared.options.threads);
+  shared.handler = std::move(handler);
+  shared.ioc = std::make_shared<net::io_context>(shared.options.threads);
+  impl->acceptor.emplace(net::make_strand(*shared.ioc));
+  beast::error_code ec;
+  const net::ip::address address = net::ip::make_address(shared.options.host, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTP host \"", shared.options.host, "\" is not an IP address"));
+  }
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(shared.options.port));
+  impl->acceptor->open(endpoint.protocol(), ec);
+  if (!ec) impl->acceptor->set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor->bind(endpoint, ec);
+  if (!ec) impl->acceptor->listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for HTTP on ", shared.options.host,
+                                               ":", shared.options.port, ": ", ec.message()));
+  }
+  impl->port = impl->acceptor->local_endpoint().port();
+  impl->work.emplace(shared.ioc->get_executor());
+  impl->Accept();
+  for (int i = 0; i < shared.options.threads; ++i) {
+    impl->threads.emplace_back([ioc = shared.ioc] { ioc->run(); });
+  }
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+}
+
+HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+int HttpServer::port() const { return impl_->port; }
+
+void HttpServer::Stop() {
+  absl::MutexLock stopping(&impl_->stop_mu);  // a second Stop() waits for the first
+  Shared& shared = *impl_->shared;
+  {
+    absl::MutexLock lock(&shared.mu);
+    if (shared.stopped) return;
+    shared.stopped = true;
+  }
+  net::post(impl_->acceptor->get_executor(), [impl = impl_.get()] {
+    beast::error_code ignored;
+    impl->acceptor->close(ignored);
+  });
+  std::set<std::shared_ptr<Session>> waiting;
+  std::vector<std::shared_ptr<Session>> open;
+  {
+    absl::MutexLock lock(&shared.mu);
+    for (const std::weak_ptr<Session>& weak : shared.sessions) {
+      if (std::shared_ptr<Session> s = weak.lock()) open.push_back(std::move(s));
+    }
+    waiting.swap(shared.waiting);
+  }
+  // Outside the lock: a connection's destructor takes it.
+  for (const std::shared_ptr<Session>& s : open) s->Shutdown();
+  open.clear();
+  // Every socket is closing: the threads run out of work and return.
+  impl_->work.reset();
+  for (std::thread& t : impl_->threads) t.join();
+  impl_->threads.clear();
+  waiting.clear();
+}
+
+}  // namespace kaizen::http

@@ -1,0 +1,71 @@
+// An HTTP/1.1 server on Boost.Beast (asynchronous, on threads of its own):
+// it reads each request within limits (header bytes, body bytes, a deadline
+// for the whole request), hands it to a handler that may answer later from
+// any thread, and writes the answer with the console's security headers.
+// Connections beyond `max_connections` get 503 and are closed. It parses no
+// HTTP itself: Beast does.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace kaizen::http {
+
+class HttpServer {
+ public:
+  struct Options {
+    // Listen address; port 0 picks a free one (see port()).
+    std::string host = "127.0.0.1";
+    int port = 0;
+    // Threads running the connections (--http_threads); at least 1.
+    int threads = 1;
+    // Connections open at once (--http_max_connections).
+    int max_connections = 256;
+    // The whole request, headers and body, must arrive within this long
+    // (--http_request_timeout_seconds), and an answer must be taken within
+    // it; otherwise the connection is closed.
+    absl::Duration request_timeout = absl::Seconds(30);
+    // Largest request header block and body (431 / 413).
+    size_t max_header_bytes = 16 << 10;
+    size_t max_body_bytes = 16 << 20;
+  };
+
+  struct Request {
+    std::string method;  // "GET", "POST", ...
+    std::string target;  // path and query, as sent
+    std::string authorization;
+    std::string content_type;
+    std::string host;  // the Host header
+    std::string body;
+  };
+  struct Response {
+    int status = 200;
+    std::string content_type = "application/json";
+    std::string body;
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  // Answers exactly once, from any thread.
+  using Respond = std::function<void(Response)>;
+  using Handler = std::function<void(Request, Respond)>;
+
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(Options options, Handler handler);
+  ~HttpServer();
+
+  int port() const;
+  // Stops accepting, closes every connection and joins the threads; answers
+  // that arrive later are dropped. Idempotent.
+  void Stop();
+
+ private:
+  struct Impl;
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kaizen::http

@@ -1,0 +1,112 @@
+#include "server/http/json_gateway.h"
+
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/message.h"
+#include "google/protobuf/util/json_util.h"
+#include "kaizen/v1/dataset_service.pb.h"
+#include "kaizen/v1/finetune_service.pb.h"
+#include "kaizen/v1/inference_service.pb.h"
+#include "kaizen/v1/model_service.pb.h"
+
+namespace kaizen::http {
+namespace {
+
+std::unique_ptr<google::protobuf::Message> NewMessage(const google::protobuf::Descriptor* type) {
+  const google::protobuf::Message* prototype =
+      google::protobuf::MessageFactory::generated_factory()->GetPrototype(type);
+  return std::unique_ptr<google::protobuf::Message>(prototype ? prototype->New() : nullptr);
+}
+
+}  // namespace
+
+JsonGateway::JsonGateway(const std::vector<std::string>& services) {
+  const google::protobuf::DescriptorPool* pool = google::protobuf::DescriptorPool::generated_pool();
+  for (const std::string& name : services) {
+    const google::protobuf::ServiceDescriptor* service = pool->FindServiceByName(name);
+    if (service == nullptr) continue;
+    for (int i = 0; i < service->method_count(); ++i) {
+      const google::protobuf::MethodDescriptor* m = service->method(i);
+      if (m->client_streaming() || m->server_streaming()) continue;
+      Method method;
+      method.full_name = absl::StrCat("/", service->full_name(), "/", m->name());
+      method.request = m->input_type();
+      method.response = m->output_type();
+      routes_.emplace(absl::StrCat(kPrefix, method.full_name), std::move(method));
+    }
+  }
+}
+
+std::vector<std::string> JsonGateway::V1Services() {
+  // Named by the generated code, which also links each file's descriptors
+  // into the pool (a binary that uses no message of a file would lack them).
+  std::vector<std::string> services;
+  for (const google::protobuf::FileDescriptor* file :
+       {v1::GetDatasetRequest::descriptor()->file(), v1::GetModelRequest::descriptor()->file(),
+        v1::GetJobRequest::descriptor()->file(), v1::PredictRequest::descriptor()->file()}) {
+    for (int i = 0; i < file->service_count(); ++i) {
+      services.push_back(file->service(i)->full_name());
+    }
+  }
+  return services;
+}
+
+const JsonGateway::Method* JsonGateway::Find(absl::string_view path) const {
+  path = path.substr(0, path.find('?'));
+  auto it = routes_.find(path);
+  return it == routes_.end() ? nullptr : &it->second;
+}
+
+std::vector<std::string> JsonGateway::Routes() const {
+  std::vector<std::string> routes;
+  for (const auto& [route, method] : routes_) routes.push_back(route);
+  return routes;
+}
+
+absl::StatusOr<std::string> JsonGateway::RequestBytes(const Method& method,
+                                                      absl::string_view json) {
+  std::unique_ptr<google::protobuf::Message> request = NewMessage(method.request);
+  if (request == nullptr) {
+    return absl::InternalError(absl::StrCat("no generated type for ", method.request->full_name()));
+  }
+  if (json.find_first_not_of(" \t\r\n") != absl::string_view::npos) {
+    google::protobuf::util::JsonParseOptions options;
+    options.ignore_unknown_fields = false;
+    const auto status = google::protobuf::util::JsonStringToMessage(
+        google::protobuf::StringPiece(json.data(), json.size()), request.get(), options);
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the body is not a ", method.request->full_name(),
+                       " in proto3 JSON: ", status.message().ToString()));
+    }
+  }
+  std::string bytes;
+  if (!request->SerializeToString(&bytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the ", method.request->full_name(), " cannot be serialised"));
+  }
+  return bytes;
+}
+
+absl::StatusOr<std::string> JsonGateway::ResponseJson(const Method& method,
+                                                      absl::string_view bytes) {
+  std::unique_ptr<google::protobuf::Message> response = NewMessage(method.response);
+  if (response == nullptr ||
+      !response->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::InternalError(absl::StrCat("the answer of ", method.full_name, " is not a ",
+                                            method.response->full_name()));
+  }
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  std::string json;
+  const auto status = google::protobuf::util::MessageToJsonString(*response, &json, options);
+  if (!status.ok()) {
+    return absl::InternalError(
+        absl::StrCat("the answer of ", method.full_name,
+                     " cannot be printed as JSON: ", status.message().ToString()));
+  }
+  return json;
+}
+
+}  // namespace kaizen::http

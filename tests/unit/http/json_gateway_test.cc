@@ -1,0 +1,75 @@
+#include "server/http/json_gateway.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "kaizen/v1/dataset_service.pb.h"
+#include "kaizen/v1/finetune_service.pb.h"
+
+namespace kaizen::http {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(JsonGatewayTest, RoutesEveryUnaryMethodAndNoStream) {
+  const JsonGateway gateway(JsonGateway::V1Services());
+  const std::vector<std::string> routes = gateway.Routes();
+  EXPECT_THAT(routes, ::testing::Contains("/api/kaizen.v1.FineTuneService/StartFineTune"));
+  EXPECT_THAT(routes, ::testing::Contains("/api/kaizen.v1.InferenceService/Predict"));
+  EXPECT_THAT(routes,
+              ::testing::Not(::testing::Contains("/api/kaizen.v1.FineTuneService/WatchJob")));
+  EXPECT_THAT(routes,
+              ::testing::Not(::testing::Contains("/api/kaizen.v1.DatasetService/UploadDataset")));
+  const JsonGateway::Method* get = gateway.Find("/api/kaizen.v1.FineTuneService/GetJob?x=1");
+  ASSERT_NE(get, nullptr);
+  EXPECT_EQ(get->full_name, "/kaizen.v1.FineTuneService/GetJob");
+  EXPECT_EQ(get->request->full_name(), "kaizen.v1.GetJobRequest");
+  EXPECT_EQ(gateway.Find("/api/kaizen.v1.FineTuneService/Nope"), nullptr);
+  EXPECT_EQ(gateway.Find("/kaizen.v1.FineTuneService/GetJob"), nullptr);
+  EXPECT_TRUE(JsonGateway({"no.such.Service"}).Routes().empty());
+}
+
+TEST(JsonGatewayTest, RequestJsonBecomesTheWireBytesOfTheRequest) {
+  const JsonGateway gateway(JsonGateway::V1Services());
+  const JsonGateway::Method* get = gateway.Find("/api/kaizen.v1.DatasetService/GetDataset");
+  ASSERT_NE(get, nullptr);
+  absl::StatusOr<std::string> bytes = JsonGateway::RequestBytes(*get, R"({"name": "shoes"})");
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  v1::GetDatasetRequest parsed;
+  ASSERT_TRUE(parsed.ParseFromString(*bytes));
+  EXPECT_EQ(parsed.name(), "shoes");
+
+  // An empty body is the empty request.
+  bytes = JsonGateway::RequestBytes(*get, " \n");
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_TRUE(bytes->empty());
+
+  for (const char* bad : {R"({"nmae": "x"})", R"({"name": 3})", "{", "[1]", R"("x")"}) {
+    absl::StatusOr<std::string> refused = JsonGateway::RequestBytes(*get, bad);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(refused.status().message(), HasSubstr("kaizen.v1.GetDatasetRequest")) << bad;
+  }
+  absl::StatusOr<std::string> unknown = JsonGateway::RequestBytes(*get, R"({"nmae": "x"})");
+  EXPECT_THAT(unknown.status().message(), HasSubstr("nmae"));
+}
+
+TEST(JsonGatewayTest, AnswersPrintAsProto3Json) {
+  const JsonGateway gateway(JsonGateway::V1Services());
+  const JsonGateway::Method* get = gateway.Find("/api/kaizen.v1.FineTuneService/GetJob");
+  ASSERT_NE(get, nullptr);
+  v1::Job job;
+  job.set_id("job-1");
+  job.set_state(v1::JOB_STATE_RUNNING);
+  absl::StatusOr<std::string> json = JsonGateway::ResponseJson(*get, job.SerializeAsString());
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_THAT(*json, HasSubstr(R"("id":"job-1")"));
+  EXPECT_THAT(*json, HasSubstr(R"("state":"JOB_STATE_RUNNING")"));
+  // Unset scalars are printed too, so that a page need not know defaults.
+  EXPECT_THAT(*json, HasSubstr(R"("latestVersion":"0")"));
+
+  absl::StatusOr<std::string> garbage = JsonGateway::ResponseJson(*get, "\xff\xff\xff");
+  EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInternal);
+}
+
+}  // namespace
+}  // namespace kaizen::http
