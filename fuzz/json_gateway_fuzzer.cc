@@ -1,0 +1,68 @@
+// The JSON gateway of the HTTP API (server/http/json_gateway): a request body
+// from any browser or script becomes a v1 request's wire bytes, and a
+// service's answer becomes proto3 JSON. Input: a selector byte, then the
+// bytes. The selector's upper bits pick one of the routes (every unary v1
+// method); its low bit the direction.
+// Even: the bytes are a request body. When the gateway accepts it, its wire
+// bytes must parse as the method's request type.
+// Odd: the bytes are an answer's wire bytes. When the gateway prints them,
+// the JSON must parse back (unknown fields refused) into the answer type and
+// print again to the same JSON: what the console reads is what was sent.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fuzz/fuzz_util.h"
+#include "google/protobuf/message.h"
+#include "server/http/json_gateway.h"
+
+namespace {
+
+using kaizen::http::JsonGateway;
+
+const JsonGateway& Gateway() {
+  static const JsonGateway* gateway = new JsonGateway(JsonGateway::V1Services());
+  return *gateway;
+}
+
+const std::vector<std::string>& Routes() {
+  static const std::vector<std::string>* routes = new std::vector<std::string>(Gateway().Routes());
+  return *routes;
+}
+
+std::unique_ptr<google::protobuf::Message> New(const google::protobuf::Descriptor* type) {
+  return std::unique_ptr<google::protobuf::Message>(
+      google::protobuf::MessageFactory::generated_factory()->GetPrototype(type)->New());
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  kaizen::fuzz::Check(!Routes().empty());
+  const JsonGateway::Method* method = Gateway().Find(Routes()[(data[0] >> 1) % Routes().size()]);
+  kaizen::fuzz::Check(method != nullptr);
+  const absl::string_view bytes(reinterpret_cast<const char*>(data + 1), size - 1);
+  if (data[0] % 2 == 0) {
+    auto wire = JsonGateway::RequestBytes(*method, bytes);
+    if (!wire.ok()) {
+      kaizen::fuzz::Check(wire.status().code() == absl::StatusCode::kInvalidArgument);
+      return 0;
+    }
+    auto request = New(method->request);
+    kaizen::fuzz::Check(request->ParseFromString(*wire));
+    return 0;
+  }
+  auto json = JsonGateway::ResponseJson(*method, bytes);
+  if (!json.ok()) return 0;
+  // The printed JSON is a valid request body of the same shape: reuse the
+  // request parser on a method whose request is the answer's type.
+  JsonGateway::Method echo = *method;
+  echo.request = method->response;
+  auto reparsed = JsonGateway::RequestBytes(echo, *json);
+  kaizen::fuzz::Check(reparsed.ok());
+  auto again = JsonGateway::ResponseJson(*method, *reparsed);
+  kaizen::fuzz::Check(again.ok() && *again == *json);
+  return 0;
+}
