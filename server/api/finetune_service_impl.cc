@@ -7,6 +7,7 @@
 #include "server/api/request_scope.h"
 #include "server/common/job_state.h"
 #include "server/common/logging.h"
+#include "server/http/stream_call.h"
 
 namespace kaizen::api {
 
@@ -266,6 +267,10 @@ grpc::ServerWriteReactor<JobEvent>* FineTuneServiceImpl::WatchJob(
     reactor->FinishWith(job.status());
     return reactor;
   }
+  // Accepted: the watcher learns it now, not at the first event (which may
+  // be far off); the HTTP API answers 200 on it (server/http/stream_call.h).
+  context->AddInitialMetadata(http::StreamCall::kAcceptedKey, "open");
+  reactor->StartSendInitialMetadata();
   absl::Status st = events_->Subscribe(request->id(), request->after_sequence(),
                                        common::IsTerminal(job->state()), reactor->sink());
   if (!st.ok()) reactor->FinishWith(st);

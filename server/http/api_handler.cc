@@ -11,33 +11,16 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "server/http/http_status.h"
+#include "server/http/stream_call.h"
 
 namespace kaizen::http {
 namespace {
-
-HttpServer::Response Error(grpc::StatusCode code, absl::string_view message, int http_status = 0) {
-  HttpServer::Response r;
-  r.status = http_status > 0 ? http_status : HttpStatusFor(code);
-  r.body = ErrorJson(code, message);
-  if (r.status == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer");
-  return r;
-}
 
 bool PrintableAscii(absl::string_view s) {
   for (char c : s) {
     if (c < 0x20 || c > 0x7e) return false;
   }
   return true;
-}
-
-std::string Bytes(const grpc::ByteBuffer& buffer) {
-  std::vector<grpc::Slice> slices;
-  std::string bytes;
-  if (!buffer.Dump(&slices).ok()) return bytes;
-  for (const grpc::Slice& s : slices) {
-    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  }
-  return bytes;
 }
 
 // "example.com" of "example.com:8080", "::1" of "[::1]:8080".
@@ -66,41 +49,47 @@ void ApiHandler::Handle(HttpServer::Request request, HttpServer::Respond respond
   if (!allowed_hosts_.empty()) {
     const absl::string_view name = HostName(request.host);
     if (std::find(allowed_hosts_.begin(), allowed_hosts_.end(), name) == allowed_hosts_.end()) {
-      return respond(Error(grpc::StatusCode::PERMISSION_DENIED,
-                           absl::StrCat("this server has no tokens and answers only to ",
-                                        absl::StrJoin(allowed_hosts_, ", "), ", not to Host \"",
-                                        absl::CHexEscape(name), "\"")));
+      return respond(ErrorAnswer(grpc::StatusCode::PERMISSION_DENIED,
+                                 absl::StrCat("this server has no tokens and answers only to ",
+                                              absl::StrJoin(allowed_hosts_, ", "),
+                                              ", not to Host \"", absl::CHexEscape(name), "\"")));
     }
   }
   const absl::string_view path =
       absl::string_view(request.target).substr(0, request.target.find('?'));
   const JsonGateway::Method* method = gateway_.Find(path);
   if (method == nullptr) {
-    return respond(Error(grpc::StatusCode::NOT_FOUND,
-                         absl::StrCat("no API route ", path, "; the routes are POST ",
-                                      JsonGateway::kPrefix, "/<package.Service>/<Method>"),
-                         404));
+    return respond(ErrorAnswer(grpc::StatusCode::NOT_FOUND,
+                               absl::StrCat("no API route ", path, "; the routes are POST ",
+                                            JsonGateway::kPrefix, "/<package.Service>/<Method>"),
+                               404));
   }
   if (request.method != "POST") {
-    HttpServer::Response r = Error(grpc::StatusCode::UNIMPLEMENTED,
-                                   absl::StrCat(path, " takes POST, not ", request.method), 405);
+    HttpServer::Response r =
+        ErrorAnswer(grpc::StatusCode::UNIMPLEMENTED,
+                    absl::StrCat(path, " takes POST, not ", request.method), 405);
     r.headers.emplace_back("Allow", "POST");
     return respond(std::move(r));
   }
   const absl::string_view type = request.content_type;
   if (!absl::StartsWithIgnoreCase(type, "application/json")) {
-    return respond(Error(grpc::StatusCode::INVALID_ARGUMENT,
-                         absl::StrCat("the body must be application/json (proto3 JSON of ",
-                                      method->request->full_name(), "), not \"", type, "\""),
-                         415));
+    return respond(ErrorAnswer(grpc::StatusCode::INVALID_ARGUMENT,
+                               absl::StrCat("the body must be application/json (proto3 JSON of ",
+                                            method->request->full_name(), "), not \"", type, "\""),
+                               415));
   }
   if (!PrintableAscii(request.authorization)) {
-    return respond(Error(grpc::StatusCode::UNAUTHENTICATED,
-                         "the Authorization header is not printable ASCII", 400));
+    return respond(ErrorAnswer(grpc::StatusCode::UNAUTHENTICATED,
+                               "the Authorization header is not printable ASCII", 400));
   }
-  absl::StatusOr<std::string> bytes = JsonGateway::RequestBytes(*method, request.body);
+  absl::StatusOr<std::string> bytes = JsonGateway::RequestBytes(
+      *method, request.body, method->server_streaming ? request.last_event_id : "");
   if (!bytes.ok()) {
-    return respond(Error(grpc::StatusCode::INVALID_ARGUMENT, bytes.status().message()));
+    return respond(ErrorAnswer(grpc::StatusCode::INVALID_ARGUMENT, bytes.status().message()));
+  }
+  if (method->server_streaming) {
+    return StreamCall::Start(stub_.get(), *method, *bytes, request.authorization,
+                             std::move(respond));
   }
   auto call = std::make_shared<Call>();
   grpc::Slice slice(*bytes);
@@ -114,11 +103,12 @@ void ApiHandler::Handle(HttpServer::Request request, HttpServer::Respond respond
       &call->context, method->full_name, grpc::StubOptions(), &call->request, &call->response,
       [call, method = *method, respond = std::move(respond)](grpc::Status status) {
         if (!status.ok()) {
-          return respond(Error(status.error_code(), status.error_message()));
+          return respond(ErrorAnswer(status.error_code(), status.error_message()));
         }
-        absl::StatusOr<std::string> json = JsonGateway::ResponseJson(method, Bytes(call->response));
+        absl::StatusOr<std::string> json =
+            JsonGateway::ResponseJson(method, BufferBytes(call->response));
         if (!json.ok()) {
-          return respond(Error(grpc::StatusCode::INTERNAL, json.status().message()));
+          return respond(ErrorAnswer(grpc::StatusCode::INTERNAL, json.status().message()));
         }
         HttpServer::Response r;
         r.body = std::move(*json);

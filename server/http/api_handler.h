@@ -33,7 +33,9 @@ class ApiHandler {
   // POST with a JSON body (Content-Type application/json, even when empty:
   // a cross-site page cannot send that without the browser asking first) to
   // a route of JsonGateway: the method's answer as JSON, or its error as
-  // {"code","status","message"} with the mapped HTTP status. 404 for an
+  // {"code","status","message"} with the mapped HTTP status. A
+  // server-streaming method (WatchJob) answers with Server-Sent Events
+  // (stream_call.h); its Last-Event-ID header sets after_sequence. 404 for an
   // unknown route, 405 for another verb, 415 for another content type, 400
   // for a body that is not the request type in proto3 JSON or an
   // Authorization header that is not printable ASCII, 403 for a Host not

@@ -5,8 +5,10 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <deque>
 #include <optional>
 #include <set>
 #include <thread>
@@ -27,7 +29,8 @@ namespace {
 
 // Sent with every answer. The console loads nothing from elsewhere and runs
 // no inline script; API answers are never cached.
-void AddSecurityHeaders(bhttp::response<bhttp::string_body>* r) {
+template <typename Body>
+void AddSecurityHeaders(bhttp::response<Body>* r) {
   r->set("Content-Security-Policy",
          "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
          "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
@@ -110,8 +113,7 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(shared_->options.max_header_bytes));
     parser_->body_limit(shared_->options.max_body_bytes);
-    stream_.expires_after(
-        std::chrono::nanoseconds(absl::ToInt64Nanoseconds(shared_->options.request_timeout)));
+    ExpireAfterTimeout();
     bhttp::async_read(stream_, buffer_, *parser_,
                       beast::bind_front_handler(&Session::OnRead, shared_from_this()));
   }
@@ -149,6 +151,7 @@ class Session : public std::enable_shared_from_this<Session> {
     request.authorization = std::string(req[bhttp::field::authorization]);
     request.content_type = std::string(req[bhttp::field::content_type]);
     request.host = std::string(req[bhttp::field::host]);
+    request.last_event_id = std::string(req["Last-Event-ID"]);
     request.body = std::move(req.body());
     // The handler may take long (an evaluation); the deadline is for reading.
     stream_.expires_never();
@@ -159,7 +162,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     std::weak_ptr<Session> weak = weak_from_this();
     shared_->handler(std::move(request), [weak](HttpServer::Response r) {
-      if (std::shared_ptr<Session> self = weak.lock()) self->Answer(std::move(r));
+      if (std::shared_ptr<Session> self = weak.lock()) return self->Answer(std::move(r));
+      if (r.stream) r.stream->Cancel();
     });
   }
 
@@ -169,13 +173,117 @@ class Session : public std::enable_shared_from_this<Session> {
     {
       absl::MutexLock lock(&shared_->mu);
       auto it = shared_->waiting.find(shared_from_this());
-      if (it == shared_->waiting.end()) return;  // answered already, or stopping
-      self = *it;
-      shared_->waiting.erase(it);
+      if (it != shared_->waiting.end()) {
+        self = *it;
+        shared_->waiting.erase(it);
+      }
+    }
+    if (self == nullptr) {  // answered already, or stopping
+      if (r.stream) r.stream->Cancel();
+      return;
     }
     net::post(stream_.get_executor(), [self, r = std::move(r)]() mutable {
+      if (r.stream) return self->StartStream(std::move(r));
       self->Write(std::move(r), self->keep_alive_, self->version_);
     });
+  }
+
+  // A streamed answer: the head, then one chunk per piece of the stream, one
+  // write at a time; keep-alive bytes when idle; the last chunk and close at
+  // its end. Every step runs on the connection's strand.
+  void StartStream(HttpServer::Response r) {
+    source_ = std::move(r.stream);
+    keepalive_ = std::move(r.keepalive);
+    if (shared_->options.stream_send_buffer_bytes > 0) {
+      beast::error_code ignored;
+      stream_.socket().set_option(
+          net::socket_base::send_buffer_size(shared_->options.stream_send_buffer_bytes), ignored);
+    }
+    auto res = std::make_shared<bhttp::response<bhttp::empty_body>>(
+        static_cast<bhttp::status>(r.status), version_);
+    res->set(bhttp::field::server, "kaizen");
+    res->set(bhttp::field::content_type, r.content_type);
+    AddSecurityHeaders(res.get());
+    for (const auto& [name, value] : r.headers) res->set(name, value);
+    res->chunked(true);
+    res->keep_alive(false);
+    auto serializer = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
+    ExpireAfterTimeout();
+    bhttp::async_write_header(
+        stream_, *serializer,
+        [self = shared_from_this(), res, serializer](beast::error_code ec, std::size_t) {
+          if (ec) return self->Close();
+          self->stream_.expires_never();
+          self->WatchForHangUp();
+          self->ArmKeepalive();
+          self->Pull();
+        });
+  }
+
+  // The client sends nothing more on a streamed answer's connection: any
+  // byte, end of file or error from it closes the stream (without this, a
+  // client that left is noticed only at a write).
+  void WatchForHangUp() {
+    stream_.socket().async_read_some(
+        net::buffer(hangup_byte_),
+        [self = shared_from_this()](beast::error_code, std::size_t) { self->Close(); });
+  }
+
+  void ArmKeepalive() {
+    if (keepalive_.empty() || closed_) return;
+    if (!keepalive_timer_) keepalive_timer_.emplace(stream_.get_executor());
+    keepalive_timer_->expires_after(std::chrono::nanoseconds(
+        absl::ToInt64Nanoseconds(shared_->options.stream_keepalive_interval)));
+    keepalive_timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || self->closed_) return;
+      if (!self->writing_ && self->outbox_.empty()) {
+        self->outbox_.push_back(Piece{std::make_shared<std::string>(self->keepalive_), false});
+        self->Flush();
+      }
+      self->ArmKeepalive();
+    });
+  }
+
+  void Pull() {
+    if (closed_) return;
+    std::weak_ptr<Session> weak = weak_from_this();
+    source_->Next([weak](std::optional<std::string> piece) {
+      std::shared_ptr<Session> self = weak.lock();
+      if (self == nullptr) return;
+      net::post(self->stream_.get_executor(), [self, piece = std::move(piece)]() mutable {
+        if (self->closed_) return;
+        const bool last = !piece.has_value();
+        self->outbox_.push_back(
+            Piece{std::make_shared<std::string>(last ? std::string() : std::move(*piece)), last,
+                  /*pulled=*/true});
+        self->Flush();
+      });
+    });
+  }
+
+  void Flush() {
+    if (writing_ || outbox_.empty() || closed_) return;
+    Piece piece = std::move(outbox_.front());
+    outbox_.pop_front();
+    writing_ = true;
+    auto done = [self = shared_from_this(), piece](beast::error_code ec, std::size_t) {
+      self->writing_ = false;
+      if (ec || piece.last) return self->Close();
+      self->stream_.expires_never();
+      if (piece.pulled) self->Pull();
+      self->Flush();
+    };
+    ExpireAfterTimeout();
+    if (piece.last) {
+      net::async_write(stream_, bhttp::make_chunk_last(), std::move(done));
+    } else {
+      net::async_write(stream_, bhttp::make_chunk(net::buffer(*piece.bytes)), std::move(done));
+    }
+  }
+
+  void ExpireAfterTimeout() {
+    stream_.expires_after(
+        std::chrono::nanoseconds(absl::ToInt64Nanoseconds(shared_->options.request_timeout)));
   }
 
   void Write(HttpServer::Response r, bool keep_alive, unsigned version) {
@@ -189,8 +297,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (r.status >= 200 && r.status != 204 && r.status != 304) res->body() = std::move(r.body);
     res->keep_alive(keep_alive && !shared_->stopped);
     res->prepare_payload();
-    stream_.expires_after(
-        std::chrono::nanoseconds(absl::ToInt64Nanoseconds(shared_->options.request_timeout)));
+    ExpireAfterTimeout();
     bhttp::async_write(stream_, *res,
                        [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
                          if (ec || !res->keep_alive()) return self->Close();
@@ -199,6 +306,10 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Close() {
+    if (closed_) return;
+    closed_ = true;
+    if (keepalive_timer_) keepalive_timer_->cancel();
+    if (source_) source_->Cancel();
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     stream_.close();
@@ -211,6 +322,20 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   bool keep_alive_ = false;
   unsigned version_ = 11;
+  bool closed_ = false;
+
+  // A streamed answer's state (on the strand).
+  struct Piece {
+    std::shared_ptr<std::string> bytes;
+    bool last = false;    // the final, empty chunk
+    bool pulled = false;  // from the stream (not keep-alive): ask for the next once written
+  };
+  std::shared_ptr<HttpServer::Stream> source_;
+  std::string keepalive_;
+  std::optional<net::steady_timer> keepalive_timer_;
+  std::deque<Piece> outbox_;  // at most a piece and a keep-alive
+  bool writing_ = false;
+  char hangup_byte_[1];
 };
 
 }  // namespace

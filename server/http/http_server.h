@@ -2,12 +2,16 @@
 // it reads each request within limits (header bytes, body bytes, a deadline
 // for the whole request), hands it to a handler that may answer later from
 // any thread, and writes the answer with the console's security headers.
+// An answer may also be a stream (Server-Sent Events): its body is sent in
+// chunks, each asked for only when the previous one is on the socket, so a
+// slow client holds back its producer and nothing piles up here.
 // Connections beyond `max_connections` get 503 and are closed. It parses no
 // HTTP itself: Beast does.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,6 +38,28 @@ class HttpServer {
     // Largest request header block and body (431 / 413).
     size_t max_header_bytes = 16 << 10;
     size_t max_body_bytes = 16 << 20;
+    // A stream with nothing to send for this long sends its keep-alive
+    // bytes (an SSE comment): proxies keep the connection, and a client that
+    // went away is noticed.
+    absl::Duration stream_keepalive_interval = absl::Seconds(15);
+    // The kernel's send buffer of a streamed answer's socket (SO_SNDBUF);
+    // 0 leaves the kernel's own, which may grow to megabytes per stream.
+    // Smaller makes a slow client hold back its stream sooner.
+    int stream_send_buffer_bytes = 0;
+  };
+
+  // The body of a streamed answer, produced piece by piece.
+  class Stream {
+   public:
+    virtual ~Stream() = default;
+    // Asks for the next piece. `deliver` is called once, from any thread,
+    // with its bytes, or with nullopt when the stream has ended. The server
+    // asks again only after writing the piece.
+    virtual void Next(std::function<void(std::optional<std::string>)> deliver) = 0;
+    // The connection is closing (the client left, a write timed out, the
+    // server stops): stop producing. Called at most once, from any thread;
+    // a `deliver` after it is ignored.
+    virtual void Cancel() = 0;
   };
 
   struct Request {
@@ -41,7 +67,8 @@ class HttpServer {
     std::string target;  // path and query, as sent
     std::string authorization;
     std::string content_type;
-    std::string host;  // the Host header
+    std::string host;           // the Host header
+    std::string last_event_id;  // the Last-Event-ID header (SSE reconnection)
     std::string body;
   };
   struct Response {
@@ -49,8 +76,14 @@ class HttpServer {
     std::string content_type = "application/json";
     std::string body;
     std::vector<std::pair<std::string, std::string>> headers;
+    // When set, `body` is ignored: the answer is sent with chunked transfer
+    // encoding from this stream's pieces, `keepalive` written whenever it
+    // is idle for the interval, and the connection closed at its end.
+    std::shared_ptr<Stream> stream;
+    std::string keepalive;
   };
-  // Answers exactly once, from any thread.
+  // Answers exactly once, from any thread. A streamed answer that finds its
+  // connection gone has its stream cancelled.
   using Respond = std::function<void(Response)>;
   using Handler = std::function<void(Request, Respond)>;
 

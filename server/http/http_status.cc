@@ -72,4 +72,13 @@ std::string ErrorJson(grpc::StatusCode code, absl::string_view message) {
   return json;
 }
 
+HttpServer::Response ErrorAnswer(grpc::StatusCode code, absl::string_view message,
+                                 int http_status) {
+  HttpServer::Response r;
+  r.status = http_status > 0 ? http_status : HttpStatusFor(code);
+  r.body = ErrorJson(code, message);
+  if (r.status == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return r;
+}
+
 }  // namespace kaizen::http

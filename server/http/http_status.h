@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "server/http/http_server.h"
 
 namespace kaizen::http {
 
@@ -19,6 +20,11 @@ int HttpStatusFor(grpc::StatusCode code);
 // {"code":5,"status":"NOT_FOUND","message":"..."}: the gRPC code as a number
 // and by name, and the message, escaped by protobuf's JSON printer.
 std::string ErrorJson(grpc::StatusCode code, absl::string_view message);
+
+// An error answer: the status's HTTP code (or `http_status` when positive)
+// and ErrorJson; 401 carries `WWW-Authenticate: Bearer`.
+HttpServer::Response ErrorAnswer(grpc::StatusCode code, absl::string_view message,
+                                 int http_status = 0);
 
 // "NOT_FOUND" for 5; "UNKNOWN_CODE" outside 0..16.
 absl::string_view StatusCodeName(grpc::StatusCode code);

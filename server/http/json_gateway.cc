@@ -1,7 +1,11 @@
 #include "server/http/json_gateway.h"
 
+#include <climits>
+#include <cstdint>
 #include <memory>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/util/json_util.h"
@@ -9,6 +13,7 @@
 #include "kaizen/v1/finetune_service.pb.h"
 #include "kaizen/v1/inference_service.pb.h"
 #include "kaizen/v1/model_service.pb.h"
+#include "server/common/status_macros.h"
 
 namespace kaizen::http {
 namespace {
@@ -28,8 +33,9 @@ JsonGateway::JsonGateway(const std::vector<std::string>& services) {
     if (service == nullptr) continue;
     for (int i = 0; i < service->method_count(); ++i) {
       const google::protobuf::MethodDescriptor* m = service->method(i);
-      if (m->client_streaming() || m->server_streaming()) continue;
+      if (m->client_streaming()) continue;
       Method method;
+      method.server_streaming = m->server_streaming();
       method.full_name = absl::StrCat("/", service->full_name(), "/", m->name());
       method.request = m->input_type();
       method.response = m->output_type();
@@ -64,8 +70,8 @@ std::vector<std::string> JsonGateway::Routes() const {
   return routes;
 }
 
-absl::StatusOr<std::string> JsonGateway::RequestBytes(const Method& method,
-                                                      absl::string_view json) {
+absl::StatusOr<std::string> JsonGateway::RequestBytes(const Method& method, absl::string_view json,
+                                                      absl::string_view last_event_id) {
   std::unique_ptr<google::protobuf::Message> request = NewMessage(method.request);
   if (request == nullptr) {
     return absl::InternalError(absl::StrCat("no generated type for ", method.request->full_name()));
@@ -81,6 +87,25 @@ absl::StatusOr<std::string> JsonGateway::RequestBytes(const Method& method,
                        " in proto3 JSON: ", status.message().ToString()));
     }
   }
+  if (!last_event_id.empty()) {
+    const google::protobuf::FieldDescriptor* after =
+        method.request->FindFieldByName("after_sequence");
+    int64_t sequence = 0;
+    if (after == nullptr || after->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_INT64 ||
+        after->is_repeated()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Last-Event-ID is only for a stream that resumes after a sequence; ",
+                       method.request->full_name(), " has no after_sequence"));
+    }
+    if (last_event_id.size() > 19 ||
+        last_event_id.find_first_not_of("0123456789") != absl::string_view::npos ||
+        !absl::SimpleAtoi(last_event_id, &sequence)) {
+      return absl::InvalidArgumentError(absl::StrCat("Last-Event-ID \"",
+                                                     absl::CHexEscape(last_event_id.substr(0, 32)),
+                                                     "\" is not a sequence number"));
+    }
+    request->GetReflection()->SetInt64(request.get(), after, sequence);
+  }
   std::string bytes;
   if (!request->SerializeToString(&bytes)) {
     return absl::InvalidArgumentError(
@@ -89,24 +114,64 @@ absl::StatusOr<std::string> JsonGateway::RequestBytes(const Method& method,
   return bytes;
 }
 
-absl::StatusOr<std::string> JsonGateway::ResponseJson(const Method& method,
-                                                      absl::string_view bytes) {
+namespace {
+
+absl::StatusOr<std::unique_ptr<google::protobuf::Message>> ParseResponse(
+    const JsonGateway::Method& method, absl::string_view bytes) {
   std::unique_ptr<google::protobuf::Message> response = NewMessage(method.response);
-  if (response == nullptr ||
+  if (response == nullptr || bytes.size() > static_cast<size_t>(INT_MAX) ||
       !response->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return absl::InternalError(absl::StrCat("the answer of ", method.full_name, " is not a ",
                                             method.response->full_name()));
   }
+  return response;
+}
+
+absl::StatusOr<std::string> PrintJson(const JsonGateway::Method& method,
+                                      const google::protobuf::Message& response) {
   google::protobuf::util::JsonPrintOptions options;
   options.always_print_primitive_fields = true;
   std::string json;
-  const auto status = google::protobuf::util::MessageToJsonString(*response, &json, options);
+  const auto status = google::protobuf::util::MessageToJsonString(response, &json, options);
   if (!status.ok()) {
     return absl::InternalError(
         absl::StrCat("the answer of ", method.full_name,
                      " cannot be printed as JSON: ", status.message().ToString()));
   }
   return json;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> JsonGateway::ResponseJson(const Method& method,
+                                                      absl::string_view bytes) {
+  ASSIGN_OR_RETURN(std::unique_ptr<google::protobuf::Message> response,
+                   ParseResponse(method, bytes));
+  return PrintJson(method, *response);
+}
+
+absl::StatusOr<std::string> JsonGateway::EventFrame(const Method& method, absl::string_view bytes) {
+  ASSIGN_OR_RETURN(std::unique_ptr<google::protobuf::Message> message,
+                   ParseResponse(method, bytes));
+  ASSIGN_OR_RETURN(std::string json, PrintJson(method, *message));
+  const google::protobuf::Reflection* reflection = message->GetReflection();
+  std::string frame;
+  const google::protobuf::FieldDescriptor* sequence = method.response->FindFieldByName("sequence");
+  if (sequence != nullptr && !sequence->is_repeated() &&
+      sequence->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_INT64 &&
+      reflection->GetInt64(*message, sequence) != 0) {
+    absl::StrAppend(&frame, "id: ", reflection->GetInt64(*message, sequence), "\n");
+  }
+  std::string event = "message";
+  if (const google::protobuf::OneofDescriptor* oneof = method.response->FindOneofByName("event")) {
+    if (const google::protobuf::FieldDescriptor* set =
+            reflection->GetOneofFieldDescriptor(*message, oneof)) {
+      event = set->name();
+    }
+  }
+  // The printer writes no line breaks (strings escape theirs): one data line.
+  absl::StrAppend(&frame, "event: ", event, "\ndata: ", json, "\n\n");
+  return frame;
 }
 
 }  // namespace kaizen::http

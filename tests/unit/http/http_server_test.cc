@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/synchronization/notification.h"
 #include "tests/test_util/http_client.h"
@@ -154,6 +157,145 @@ TEST(HttpServerTest, RefusesAHostThatIsNotAnAddress) {
   absl::StatusOr<std::unique_ptr<HttpServer>> s =
       HttpServer::Start(o, [](HttpServer::Request, HttpServer::Respond respond) { respond({}); });
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A stream of scripted pieces, each delivered `delay` after it is asked for
+// (from a thread of its own, as a gRPC callback would), that records how it
+// was driven.
+class ScriptedStream : public HttpServer::Stream {
+ public:
+  ScriptedStream(std::vector<std::string> pieces, absl::Duration delay, bool end = true)
+      : pieces_(std::move(pieces)), delay_(delay), end_(end) {}
+  ~ScriptedStream() override {
+    for (std::thread& t : threads_) t.join();
+  }
+
+  void Next(std::function<void(std::optional<std::string>)> deliver) override {
+    absl::MutexLock lock(&mu_);
+    if (asked_ != delivered_) overlapping_ = true;  // asked again before delivering
+    ++asked_;
+    if (next_ == pieces_.size() && !end_) return;  // never delivers: an idle stream
+    std::optional<std::string> piece;
+    if (next_ < pieces_.size()) piece = pieces_[next_++];
+    threads_.emplace_back([this, piece, deliver = std::move(deliver)] {
+      absl::SleepFor(delay_);
+      {
+        absl::MutexLock lock(&mu_);
+        ++delivered_;
+      }
+      deliver(piece);
+    });
+  }
+  void Cancel() override {
+    absl::MutexLock lock(&mu_);
+    ++cancels_;
+    if (!cancelled_.HasBeenNotified()) cancelled_.Notify();
+  }
+
+  bool WaitCancelled(absl::Duration d) { return cancelled_.WaitForNotificationWithTimeout(d); }
+  int cancels() {
+    absl::MutexLock lock(&mu_);
+    return cancels_;
+  }
+  bool overlapping() {
+    absl::MutexLock lock(&mu_);
+    return overlapping_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> pieces_;
+  absl::Duration delay_;
+  bool end_;
+  size_t next_ ABSL_GUARDED_BY(mu_) = 0;
+  int asked_ ABSL_GUARDED_BY(mu_) = 0;
+  int delivered_ ABSL_GUARDED_BY(mu_) = 0;
+  bool overlapping_ ABSL_GUARDED_BY(mu_) = false;
+  int cancels_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Notification cancelled_;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+};
+
+HttpServer::Handler Streaming(std::shared_ptr<ScriptedStream> stream) {
+  return [stream](HttpServer::Request, HttpServer::Respond respond) {
+    HttpServer::Response r;
+    r.content_type = "text/event-stream";
+    r.stream = stream;
+    r.keepalive = ": ka\n\n";
+    respond(std::move(r));
+  };
+}
+
+TEST(HttpServerTest, StreamsPiecesInOrderWithKeepalivesWhenIdleThenEnds) {
+  auto stream = std::make_shared<ScriptedStream>(
+      std::vector<std::string>{"id: 1\ndata: a\n\n", "id: 2\ndata: b\n\n", "data: c\n\n"},
+      absl::Milliseconds(250));
+  HttpServer::Options o;
+  o.stream_keepalive_interval = absl::Milliseconds(60);
+  auto server = StartOrDie(o, Streaming(stream));
+  ASSERT_NE(server, nullptr);
+  test_util::SseStream sse(server->port(), "/s", "{}");
+  ASSERT_EQ(sse.status(), 200) << sse.error();
+  EXPECT_EQ(sse.headers().at("content-type"), "text/event-stream");
+  EXPECT_EQ(sse.headers().at("transfer-encoding"), "chunked");
+  EXPECT_THAT(sse.headers().at("content-security-policy"), HasSubstr("default-src 'self'"));
+  std::vector<std::string> got;
+  while (auto e = sse.Next()) got.push_back(e->id + "/" + e->data);
+  EXPECT_EQ(sse.error(), "");
+  EXPECT_THAT(got, ::testing::ElementsAre("1/a", "2/b", "/c"));
+  // 250 ms per piece against a 60 ms interval: keep-alives in between.
+  EXPECT_GE(sse.comments(), 3);
+  EXPECT_FALSE(stream->overlapping());
+}
+
+TEST(HttpServerTest, AClientThatHangsUpCancelsItsStreamAtOnce) {
+  auto stream = std::make_shared<ScriptedStream>(std::vector<std::string>{"data: a\n\n"},
+                                                 absl::ZeroDuration(), /*end=*/false);
+  HttpServer::Options o;
+  o.stream_keepalive_interval = absl::Hours(1);  // no write would notice
+  auto server = StartOrDie(o, Streaming(stream));
+  ASSERT_NE(server, nullptr);
+  test_util::SseStream sse(server->port(), "/s", "{}");
+  ASSERT_EQ(sse.status(), 200) << sse.error();
+  ASSERT_TRUE(sse.Next().has_value());
+  sse.Close();
+  EXPECT_TRUE(stream->WaitCancelled(absl::Seconds(10)));
+  EXPECT_EQ(stream->cancels(), 1);
+}
+
+TEST(HttpServerTest, StopClosesOpenStreamsAndCancelsThem) {
+  auto stream = std::make_shared<ScriptedStream>(std::vector<std::string>{}, absl::ZeroDuration(),
+                                                 /*end=*/false);
+  auto server = StartOrDie({}, Streaming(stream));
+  ASSERT_NE(server, nullptr);
+  test_util::SseStream sse(server->port(), "/s", "{}");
+  ASSERT_EQ(sse.status(), 200) << sse.error();
+  server->Stop();
+  EXPECT_TRUE(stream->WaitCancelled(absl::Seconds(10)));
+  EXPECT_FALSE(sse.Next(std::chrono::seconds(10)).has_value());
+}
+
+TEST(HttpServerTest, AStreamedAnswerForAConnectionThatIsGoneIsCancelled) {
+  auto stream = std::make_shared<ScriptedStream>(std::vector<std::string>{}, absl::ZeroDuration(),
+                                                 /*end=*/false);
+  absl::Notification asked;
+  HttpServer::Respond later;
+  absl::Mutex mu;
+  auto server = StartOrDie({}, [&](HttpServer::Request, HttpServer::Respond respond) {
+    absl::MutexLock lock(&mu);
+    later = std::move(respond);
+    asked.Notify();
+  });
+  ASSERT_NE(server, nullptr);
+  std::thread client([&] { test_util::HttpRequest(server->port(), "POST", "/s", "{}"); });
+  ASSERT_TRUE(asked.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  server->Stop();
+  client.join();
+  HttpServer::Response r;
+  r.stream = stream;
+  absl::MutexLock lock(&mu);
+  later(std::move(r));
+  EXPECT_TRUE(stream->WaitCancelled(absl::Seconds(1)));
 }
 
 }  // namespace

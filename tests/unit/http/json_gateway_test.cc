@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "kaizen/v1/dataset_service.pb.h"
 #include "kaizen/v1/finetune_service.pb.h"
 
@@ -11,13 +13,14 @@ namespace {
 
 using ::testing::HasSubstr;
 
-TEST(JsonGatewayTest, RoutesEveryUnaryMethodAndNoStream) {
+TEST(JsonGatewayTest, RoutesUnaryAndServerStreamingMethodsButNoUpload) {
   const JsonGateway gateway(JsonGateway::V1Services());
   const std::vector<std::string> routes = gateway.Routes();
   EXPECT_THAT(routes, ::testing::Contains("/api/kaizen.v1.FineTuneService/StartFineTune"));
   EXPECT_THAT(routes, ::testing::Contains("/api/kaizen.v1.InferenceService/Predict"));
-  EXPECT_THAT(routes,
-              ::testing::Not(::testing::Contains("/api/kaizen.v1.FineTuneService/WatchJob")));
+  EXPECT_THAT(routes, ::testing::Contains("/api/kaizen.v1.FineTuneService/WatchJob"));
+  EXPECT_TRUE(gateway.Find("/api/kaizen.v1.FineTuneService/WatchJob")->server_streaming);
+  EXPECT_FALSE(gateway.Find("/api/kaizen.v1.FineTuneService/GetJob")->server_streaming);
   EXPECT_THAT(routes,
               ::testing::Not(::testing::Contains("/api/kaizen.v1.DatasetService/UploadDataset")));
   const JsonGateway::Method* get = gateway.Find("/api/kaizen.v1.FineTuneService/GetJob?x=1");
@@ -69,6 +72,53 @@ TEST(JsonGatewayTest, AnswersPrintAsProto3Json) {
 
   absl::StatusOr<std::string> garbage = JsonGateway::ResponseJson(*get, "\xff\xff\xff");
   EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInternal);
+}
+
+TEST(JsonGatewayTest, LastEventIdSetsAfterSequenceOfAResumableStreamOnly) {
+  const JsonGateway gateway(JsonGateway::V1Services());
+  const JsonGateway::Method* watch = gateway.Find("/api/kaizen.v1.FineTuneService/WatchJob");
+  ASSERT_NE(watch, nullptr);
+  absl::StatusOr<std::string> bytes =
+      JsonGateway::RequestBytes(*watch, R"({"id":"job-1","afterSequence":"3"})", "17");
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  v1::WatchJobRequest parsed;
+  ASSERT_TRUE(parsed.ParseFromString(*bytes));
+  EXPECT_EQ(parsed.id(), "job-1");
+  EXPECT_EQ(parsed.after_sequence(), 17);  // the header wins: it is where the client got to
+
+  for (const char* bad : {"-1", "1e3", " 5", "99999999999999999999", "12x"}) {
+    absl::StatusOr<std::string> refused = JsonGateway::RequestBytes(*watch, "{}", bad);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(refused.status().message(), HasSubstr("not a sequence number")) << bad;
+  }
+  const JsonGateway::Method* get = gateway.Find("/api/kaizen.v1.FineTuneService/GetJob");
+  EXPECT_THAT(JsonGateway::RequestBytes(*get, "{}", "3").status().message(),
+              HasSubstr("has no after_sequence"));
+}
+
+TEST(JsonGatewayTest, AStreamMessageIsOneServerSentEventNamedByItsOneof) {
+  const JsonGateway gateway(JsonGateway::V1Services());
+  const JsonGateway::Method* watch = gateway.Find("/api/kaizen.v1.FineTuneService/WatchJob");
+  ASSERT_NE(watch, nullptr);
+  v1::JobEvent event;
+  event.set_job_id("job-1");
+  event.set_sequence(42);
+  event.mutable_epoch_summary()->set_epoch(3);
+  absl::StatusOr<std::string> frame = JsonGateway::EventFrame(*watch, event.SerializeAsString());
+  ASSERT_TRUE(frame.ok()) << frame.status();
+  EXPECT_THAT(*frame, ::testing::StartsWith("id: 42\nevent: epoch_summary\ndata: {"));
+  EXPECT_THAT(*frame, ::testing::EndsWith("}\n\n"));
+  EXPECT_THAT(*frame, HasSubstr(R"("epochSummary":{)"));
+
+  // A message with a line break in a string stays on one data line.
+  event.set_message("line one\nline two");
+  frame = JsonGateway::EventFrame(*watch, event.SerializeAsString());
+  ASSERT_TRUE(frame.ok()) << frame.status();
+  EXPECT_THAT(*frame, HasSubstr("event: message\n"));
+  EXPECT_EQ(std::count(frame->begin(), frame->end(), '\n'), 4);
+
+  EXPECT_EQ(JsonGateway::EventFrame(*watch, "\xff\xff").status().code(),
+            absl::StatusCode::kInternal);
 }
 
 }  // namespace

@@ -1,0 +1,92 @@
+// A server-streaming gRPC call (WatchJob) made in-process and served as
+// Server-Sent Events (http_server.h's Stream). It reads the next message only
+// when the HTTP side asks for the next piece, that is once the previous
+// frame is on the socket; in-process gRPC completes the service's write only
+// when it is read, so a slow browser backs up the service's own per-watcher
+// queue, whose bound ends the stream (RESOURCE_EXHAUSTED, an `error` event)
+// as for a slow gRPC watcher. No thread waits for any of it.
+#pragma once
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "server/http/http_server.h"
+#include "server/http/json_gateway.h"
+
+namespace kaizen::http {
+
+// The bytes of a gRPC message buffer, in one string.
+std::string BufferBytes(const grpc::ByteBuffer& buffer);
+
+class StreamCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
+                   public HttpServer::Stream,
+                   public std::enable_shared_from_this<StreamCall> {
+ public:
+  // What the SSE answer starts with: the client's reconnection delay.
+  static constexpr char kPreamble[] = "retry: 3000\n\n";
+  // Written when the stream is idle (an SSE comment).
+  static constexpr char kKeepalive[] = ": keep-alive\n\n";
+
+  // The initial metadata key by which a service says it accepted a stream
+  // (WatchJob sends it once subscribed): the 200 goes out at once, not at the
+  // first message, which may be far off. A gRPC refusal is trailers-only, so
+  // an empty initial metadata cannot tell them apart.
+  static constexpr char kAcceptedKey[] = "kaizen-stream";
+
+  // Calls `method` with `request` (its wire bytes) and the caller's
+  // Authorization header. `respond` gets, once: the 200 text/event-stream
+  // answer streaming from this call when the service accepts it (says so in
+  // its initial metadata, or sends a first message), or the service's
+  // refusal (not found, permission denied, ...) as an error answer.
+  // The stream ends with an event `end` (the service closed it: data is
+  // {"code":0,...}; the job ended, or the server is stopping, so a client
+  // that has not seen a final state reconnects) or `error` (data is the
+  // status as the API's error JSON, e.g. RESOURCE_EXHAUSTED for a client too
+  // far behind).
+  static void Start(grpc::GenericStub* stub, const JsonGateway::Method& method,
+                    const std::string& request, const std::string& authorization,
+                    HttpServer::Respond respond);
+
+  void Next(std::function<void(std::optional<std::string>)> deliver) override;
+  void Cancel() override;
+
+  void OnReadInitialMetadataDone(bool ok) override;
+  void OnReadDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  StreamCall(JsonGateway::Method method, HttpServer::Respond respond);
+  // Ends the hold taken at the start, once: the call may finish after it.
+  void ReleaseHold();
+  // The 200 text/event-stream answer streaming from this call.
+  void AnswerWithStream();
+
+  const JsonGateway::Method method_;
+  grpc::ClientContext context_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer read_;
+  HttpServer::Respond respond_;
+  // This call holds itself from its start until gRPC is done with it.
+  std::shared_ptr<StreamCall> self_;
+
+  absl::Mutex mu_;
+  bool answered_ ABSL_GUARDED_BY(mu_) = false;
+  bool holding_ ABSL_GUARDED_BY(mu_) = true;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_over_ ABSL_GUARDED_BY(mu_) = false;
+  bool preamble_sent_ ABSL_GUARDED_BY(mu_) = false;
+  // A first message read before answering (a service that does not say it
+  // accepted), sent after the preamble.
+  std::optional<std::string> stashed_ ABSL_GUARDED_BY(mu_);
+  std::optional<grpc::Status> status_ ABSL_GUARDED_BY(mu_);
+  bool final_sent_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void(std::optional<std::string>)> pending_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kaizen::http
