@@ -3,16 +3,22 @@
 // service's answer becomes proto3 JSON. Input: a selector byte, then the
 // bytes. The selector's upper bits pick one of the routes (every unary v1
 // method); its low bit the direction.
-// Even: the bytes are a request body. When the gateway accepts it, its wire
-// bytes must parse as the method's request type.
+// Even: the bytes are a request body, their first line a Last-Event-ID
+// header when the selector's second bit is set. When the gateway accepts
+// them, the wire bytes must parse as the method's request type.
 // Odd: the bytes are an answer's wire bytes. When the gateway prints them,
 // the JSON must parse back (unknown fields refused) into the answer type and
-// print again to the same JSON: what the console reads is what was sent.
+// print again to the same JSON: what the console reads is what was sent. As
+// a Server-Sent Event (any route's answer type), it must be one frame: an
+// optional id line, an event line, one data line, a blank line.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "fuzz/fuzz_util.h"
 #include "google/protobuf/message.h"
 #include "server/http/json_gateway.h"
@@ -43,9 +49,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   kaizen::fuzz::Check(!Routes().empty());
   const JsonGateway::Method* method = Gateway().Find(Routes()[(data[0] >> 1) % Routes().size()]);
   kaizen::fuzz::Check(method != nullptr);
-  const absl::string_view bytes(reinterpret_cast<const char*>(data + 1), size - 1);
+  absl::string_view bytes(reinterpret_cast<const char*>(data + 1), size - 1);
   if (data[0] % 2 == 0) {
-    auto wire = JsonGateway::RequestBytes(*method, bytes);
+    absl::string_view last_event_id;
+    if (data[0] & 2) {
+      const size_t line = std::min(bytes.find('\n'), bytes.size());
+      last_event_id = bytes.substr(0, line);
+      bytes.remove_prefix(std::min(line + 1, bytes.size()));
+    }
+    auto wire = JsonGateway::RequestBytes(*method, bytes, last_event_id);
     if (!wire.ok()) {
       kaizen::fuzz::Check(wire.status().code() == absl::StatusCode::kInvalidArgument);
       return 0;
@@ -55,7 +67,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   auto json = JsonGateway::ResponseJson(*method, bytes);
+  auto frame = JsonGateway::EventFrame(*method, bytes);
+  kaizen::fuzz::Check(json.ok() == frame.ok());
   if (!json.ok()) return 0;
+  const size_t lines = std::count(frame->begin(), frame->end(), '\n');
+  kaizen::fuzz::Check(lines == 3 || lines == 4);
+  kaizen::fuzz::Check(absl::EndsWith(*frame, absl::StrCat("\ndata: ", *json, "\n\n")));
   // The printed JSON is a valid request body of the same shape: reuse the
   // request parser on a method whose request is the answer's type.
   JsonGateway::Method echo = *method;

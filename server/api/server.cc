@@ -479,8 +479,9 @@ absl::Status KaizenServer::ListenHttp() {
   if (!s.auth->enabled() && auth::IsLoopbackHost(o.http.host)) {
     allowed_hosts = {"127.0.0.1", "localhost", "::1", o.http.host};
   }
-  s.http_api = std::make_unique<http::ApiHandler>(s.server->InProcessChannel(args),
-                                                  o.http_call_timeout, std::move(allowed_hosts));
+  s.http_api =
+      std::make_unique<http::ApiHandler>(s.server->InProcessChannel(args), o.http_call_timeout,
+                                         std::move(allowed_hosts), s.auth.get());
   http::ApiHandler* api = s.http_api.get();
   ASSIGN_OR_RETURN(s.http_server,
                    http::HttpServer::Start(o.http, [api](http::HttpServer::Request request,

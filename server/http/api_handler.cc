@@ -10,6 +10,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "server/http/http_status.h"
 #include "server/http/stream_call.h"
 
@@ -38,12 +40,13 @@ struct Call {
 }  // namespace
 
 ApiHandler::ApiHandler(std::shared_ptr<grpc::Channel> channel, absl::Duration call_timeout,
-                       std::vector<std::string> allowed_hosts)
+                       std::vector<std::string> allowed_hosts, const auth::Authenticator* auth)
     : gateway_(JsonGateway::V1Services()),
       channel_(std::move(channel)),
       stub_(std::make_unique<grpc::GenericStub>(channel_)),
       call_timeout_(call_timeout),
-      allowed_hosts_(std::move(allowed_hosts)) {}
+      allowed_hosts_(std::move(allowed_hosts)),
+      auth_(auth) {}
 
 void ApiHandler::Handle(HttpServer::Request request, HttpServer::Respond respond) {
   if (!allowed_hosts_.empty()) {
@@ -57,6 +60,7 @@ void ApiHandler::Handle(HttpServer::Request request, HttpServer::Respond respond
   }
   const absl::string_view path =
       absl::string_view(request.target).substr(0, request.target.find('?'));
+  if (path == kSessionPath) return Session(request, respond);
   const JsonGateway::Method* method = gateway_.Find(path);
   if (method == nullptr) {
     return respond(ErrorAnswer(grpc::StatusCode::NOT_FOUND,
@@ -114,6 +118,50 @@ void ApiHandler::Handle(HttpServer::Request request, HttpServer::Respond respond
         r.body = std::move(*json);
         respond(std::move(r));
       });
+}
+
+void ApiHandler::Session(const HttpServer::Request& request,
+                         const HttpServer::Respond& respond) const {
+  if (request.method != "GET") {
+    HttpServer::Response r =
+        ErrorAnswer(grpc::StatusCode::UNIMPLEMENTED,
+                    absl::StrCat(kSessionPath, " takes GET, not ", request.method), 405);
+    r.headers.emplace_back("Allow", "GET");
+    return respond(std::move(r));
+  }
+  if (!PrintableAscii(request.authorization)) {
+    return respond(ErrorAnswer(grpc::StatusCode::UNAUTHENTICATED,
+                               "the Authorization header is not printable ASCII", 400));
+  }
+  const bool tokens = auth_ != nullptr && auth_->enabled();
+  auth::Caller caller;
+  if (tokens) {
+    std::optional<absl::string_view> header;
+    if (!request.authorization.empty()) header = request.authorization;
+    absl::StatusOr<auth::Caller> identified = auth_->Identify(header);
+    if (!identified.ok()) {
+      return respond(ErrorAnswer(static_cast<grpc::StatusCode>(identified.status().code()),
+                                 identified.status().message()));
+    }
+    caller = *std::move(identified);
+  }
+  google::protobuf::Struct body;
+  auto& fields = *body.mutable_fields();
+  fields["caller"].set_string_value(caller.name);
+  fields["role"].set_string_value(std::string(auth::RoleName(caller.role)));
+  fields["tokensRequired"].set_bool_value(tokens);
+  auto& methods = *fields["methods"].mutable_list_value();
+  for (const std::string& route : gateway_.Routes()) {
+    const JsonGateway::Method* method = gateway_.Find(route);
+    if (!tokens || auth_->Permit(caller, method->full_name).ok()) {
+      methods.add_values()->set_string_value(route);
+    }
+  }
+  HttpServer::Response r;
+  if (!google::protobuf::util::MessageToJsonString(body, &r.body).ok()) {
+    return respond(ErrorAnswer(grpc::StatusCode::INTERNAL, "the session could not be printed"));
+  }
+  respond(std::move(r));
 }
 
 }  // namespace kaizen::http

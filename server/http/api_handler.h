@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "server/auth/authenticator.h"
 #include "server/http/http_server.h"
 #include "server/http/json_gateway.h"
 
@@ -27,15 +28,20 @@ class ApiHandler {
   // without tokens passes its loopback names, so that a web page cannot
   // reach it through DNS rebinding (a name of the attacker's that resolves
   // to 127.0.0.1).
+  // `auth` (not owned, may be null: no tokens) answers GET /api/session.
   ApiHandler(std::shared_ptr<grpc::Channel> channel, absl::Duration call_timeout,
-             std::vector<std::string> allowed_hosts = {});
+             std::vector<std::string> allowed_hosts = {},
+             const auth::Authenticator* auth = nullptr);
 
   // POST with a JSON body (Content-Type application/json, even when empty:
   // a cross-site page cannot send that without the browser asking first) to
   // a route of JsonGateway: the method's answer as JSON, or its error as
   // {"code","status","message"} with the mapped HTTP status. A
   // server-streaming method (WatchJob) answers with Server-Sent Events
-  // (stream_call.h); its Last-Event-ID header sets after_sequence. 404 for an
+  // (stream_call.h); its Last-Event-ID header sets after_sequence.
+  // GET /api/session says who the Authorization header names and what they
+  // may call: {"caller","role","tokensRequired","methods":[routes...]}, so
+  // that a page shows only the buttons that work (401 for an unknown token). 404 for an
   // unknown route, 405 for another verb, 415 for another content type, 400
   // for a body that is not the request type in proto3 JSON or an
   // Authorization header that is not printable ASCII, 403 for a Host not
@@ -44,12 +50,18 @@ class ApiHandler {
 
   const JsonGateway& gateway() const { return gateway_; }
 
+  // The path of the session route.
+  static constexpr absl::string_view kSessionPath = "/api/session";
+
  private:
+  void Session(const HttpServer::Request& request, const HttpServer::Respond& respond) const;
+
   JsonGateway gateway_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::GenericStub> stub_;
   absl::Duration call_timeout_;
   std::vector<std::string> allowed_hosts_;
+  const auth::Authenticator* auth_;
 };
 
 }  // namespace kaizen::http

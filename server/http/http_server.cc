@@ -183,6 +183,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     net::post(stream_.get_executor(), [self, r = std::move(r)]() mutable {
+      if (r.stream && self->closed_) return r.stream->Cancel();  // Stop() got here first
       if (r.stream) return self->StartStream(std::move(r));
       self->Write(std::move(r), self->keep_alive_, self->version_);
     });
@@ -205,7 +206,9 @@ class Session : public std::enable_shared_from_this<Session> {
     res->set(bhttp::field::content_type, r.content_type);
     AddSecurityHeaders(res.get());
     for (const auto& [name, value] : r.headers) res->set(name, value);
-    res->chunked(true);
+    // HTTP/1.0 has no chunks: its body ends where the connection does.
+    chunked_ = version_ >= 11;
+    res->chunked(chunked_);
     res->keep_alive(false);
     auto serializer = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
     ExpireAfterTimeout();
@@ -232,11 +235,21 @@ class Session : public std::enable_shared_from_this<Session> {
   void ArmKeepalive() {
     if (keepalive_.empty() || closed_) return;
     if (!keepalive_timer_) keepalive_timer_.emplace(stream_.get_executor());
-    keepalive_timer_->expires_after(std::chrono::nanoseconds(
-        absl::ToInt64Nanoseconds(shared_->options.stream_keepalive_interval)));
+    // Due when the stream has been idle for the interval: after the last write.
+    const auto interval = std::chrono::nanoseconds(
+        absl::ToInt64Nanoseconds(shared_->options.stream_keepalive_interval));
+    // While a write is pending (a slow client) there is nothing to add.
+    const auto idle = std::chrono::steady_clock::now() - last_write_;
+    keepalive_timer_->expires_after(writing_ || !outbox_.empty()
+                                        ? std::chrono::steady_clock::duration(interval)
+                                        : std::max<std::chrono::steady_clock::duration>(
+                                              interval - idle, std::chrono::milliseconds(1)));
     keepalive_timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
       if (ec || self->closed_) return;
-      if (!self->writing_ && self->outbox_.empty()) {
+      const auto idle = std::chrono::steady_clock::now() - self->last_write_;
+      if (!self->writing_ && self->outbox_.empty() &&
+          idle >= std::chrono::nanoseconds(
+                      absl::ToInt64Nanoseconds(self->shared_->options.stream_keepalive_interval))) {
         self->outbox_.push_back(Piece{std::make_shared<std::string>(self->keepalive_), false});
         self->Flush();
       }
@@ -249,7 +262,9 @@ class Session : public std::enable_shared_from_this<Session> {
     std::weak_ptr<Session> weak = weak_from_this();
     source_->Next([weak](std::optional<std::string> piece) {
       std::shared_ptr<Session> self = weak.lock();
-      if (self == nullptr) return;
+      // Once stopped, the threads may be gone: a handler posted then would
+      // never run and would keep the session (and the io_context) forever.
+      if (self == nullptr || self->shared_->stopped) return;
       net::post(self->stream_.get_executor(), [self, piece = std::move(piece)]() mutable {
         if (self->closed_) return;
         const bool last = !piece.has_value();
@@ -268,13 +283,16 @@ class Session : public std::enable_shared_from_this<Session> {
     writing_ = true;
     auto done = [self = shared_from_this(), piece](beast::error_code ec, std::size_t) {
       self->writing_ = false;
+      self->last_write_ = std::chrono::steady_clock::now();
       if (ec || piece.last) return self->Close();
       self->stream_.expires_never();
       if (piece.pulled) self->Pull();
       self->Flush();
     };
     ExpireAfterTimeout();
-    if (piece.last) {
+    if (!chunked_) {
+      net::async_write(stream_, net::buffer(*piece.bytes), std::move(done));
+    } else if (piece.last) {
       net::async_write(stream_, bhttp::make_chunk_last(), std::move(done));
     } else {
       net::async_write(stream_, bhttp::make_chunk(net::buffer(*piece.bytes)), std::move(done));
@@ -335,6 +353,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<net::steady_timer> keepalive_timer_;
   std::deque<Piece> outbox_;  // at most a piece and a keep-alive
   bool writing_ = false;
+  bool chunked_ = true;
+  std::chrono::steady_clock::time_point last_write_ = std::chrono::steady_clock::now();
   char hangup_byte_[1];
 };
 

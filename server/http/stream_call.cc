@@ -22,10 +22,10 @@ namespace {
 
 std::string FinalFrame(const grpc::Status& status) {
   if (status.ok()) {
-    return absl::StrCat("event: end\ndata: ",
+    return absl::StrCat("event: stream_end\ndata: ",
                         ErrorJson(grpc::StatusCode::OK, "the service closed the stream"), "\n\n");
   }
-  return absl::StrCat("event: error\ndata: ",
+  return absl::StrCat("event: stream_error\ndata: ",
                       ErrorJson(status.error_code(), status.error_message()), "\n\n");
 }
 
@@ -126,8 +126,8 @@ void StreamCall::OnReadDone(bool ok) {
       } else {
         // Cannot happen with the service's own messages; end the stream.
         final_sent_ = reads_over_ = true;
-        frame = FinalFrame(grpc::Status(grpc::StatusCode::INTERNAL,
-                                        std::string(event.status().message())));
+        frame = FinalFrame(
+            grpc::Status(grpc::StatusCode::INTERNAL, std::string(event.status().message())));
       }
       if (!answered_) {
         // The first message of a stream not yet answered: it is accepted.
@@ -145,7 +145,8 @@ void StreamCall::OnReadDone(bool ok) {
   bool over;
   {
     absl::MutexLock lock(&mu_);
-    over = final_sent_;
+    // Cancelled while this read was in flight: nobody will ask for more.
+    over = final_sent_ || cancelled_;
   }
   if (over) {
     context_.TryCancel();
@@ -188,7 +189,8 @@ void StreamCall::Cancel() {
   {
     absl::MutexLock lock(&mu_);
     pending_ = nullptr;
-    // A read in flight ends (cancelled) and releases the hold itself.
+    cancelled_ = true;
+    // A read in flight ends (cancelled or not) and releases the hold itself.
     release = holding_ && !reading_;
   }
   context_.TryCancel();

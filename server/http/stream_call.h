@@ -44,11 +44,12 @@ class StreamCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBu
   // answer streaming from this call when the service accepts it (says so in
   // its initial metadata, or sends a first message), or the service's
   // refusal (not found, permission denied, ...) as an error answer.
-  // The stream ends with an event `end` (the service closed it: data is
-  // {"code":0,...}; the job ended, or the server is stopping, so a client
-  // that has not seen a final state reconnects) or `error` (data is the
-  // status as the API's error JSON, e.g. RESOURCE_EXHAUSTED for a client too
-  // far behind).
+  // The stream ends with an event `stream_end` (the service closed it:
+  // data is {"code":0,...}; the job ended, or the server is stopping, so a
+  // client that has not seen a final state reconnects) or `stream_error`
+  // (data is the status as the API's error JSON, e.g. RESOURCE_EXHAUSTED for
+  // a client too far behind). Not `end`/`error`: a message's own event name
+  // may be `error` (a JobEvent's error field).
   static void Start(grpc::GenericStub* stub, const JsonGateway::Method& method,
                     const std::string& request, const std::string& authorization,
                     HttpServer::Respond respond);
@@ -86,6 +87,7 @@ class StreamCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBu
   std::optional<std::string> stashed_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> status_ ABSL_GUARDED_BY(mu_);
   bool final_sent_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void(std::optional<std::string>)> pending_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <string>
@@ -14,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/descriptor.h"
+#include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "server/auth/roles.h"
@@ -234,6 +236,63 @@ TEST_F(HttpApiE2E, TokensAndRolesApplyAsOnTheGrpcPort) {
     }
     EXPECT_NE(a.status, 401) << method;
   }
+}
+
+// GET /api/session: who the token names and the routes its role may call.
+std::vector<std::string> SessionRoutes(const HttpAnswer& a) {
+  google::protobuf::Struct session = FromJson<google::protobuf::Struct>(a.body);
+  std::vector<std::string> routes;
+  for (const auto& v : session.fields().at("methods").list_value().values()) {
+    routes.push_back(v.string_value());
+  }
+  return routes;
+}
+
+TEST_F(HttpApiE2E, TheSessionSaysWhoCallsAndWhichRoutesTheirRoleMayCall) {
+  Start(/*tokens=*/true);
+  const auto get = [&](const std::string& token) {
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (!token.empty()) headers.emplace_back("Authorization", absl::StrCat("Bearer ", token));
+    return test_util::HttpRequest(port_, "GET", "/api/session", "", headers);
+  };
+  EXPECT_EQ(get("").status, 401);
+  EXPECT_EQ(get("forged-token").status, 401);
+  EXPECT_EQ(test_util::HttpRequest(port_, "POST", "/api/session", "{}",
+                                   {{"Content-Type", "application/json"}})
+                .status,
+            405);
+
+  const HttpAnswer reader = get(kReader);
+  ASSERT_EQ(reader.status, 200) << reader.body;
+  EXPECT_EQ(Header(reader, "cache-control"), "no-store");
+  EXPECT_THAT(reader.body, HasSubstr(R"("caller":"console-reader")"));
+  EXPECT_THAT(reader.body, HasSubstr(R"("role":"reader")"));
+  EXPECT_THAT(reader.body, HasSubstr(R"("tokensRequired":true)"));
+  const std::vector<std::string> readable = SessionRoutes(reader);
+  EXPECT_THAT(readable, ::testing::Contains("/api/kaizen.v1.FineTuneService/WatchJob"));
+  // Exactly the routes roles.cc lets a reader call, and each one answers.
+  for (const std::string& method : UnaryV1Methods()) {
+    const bool listed = std::count(readable.begin(), readable.end(), "/api" + method) > 0;
+    EXPECT_EQ(listed, auth::RoleAllows(auth::Role::kReader, method)) << method;
+    if (!listed) {
+      EXPECT_EQ(PostJson(port_, "/api" + method, "{}", kReader).status, 403) << method;
+    }
+  }
+  EXPECT_THAT(readable, Not(::testing::Contains("/api/kaizen.v1.FineTuneService/StartFineTune")));
+
+  const HttpAnswer admin = get(kAdmin);
+  ASSERT_EQ(admin.status, 200) << admin.body;
+  EXPECT_THAT(admin.body, HasSubstr(R"("role":"admin")"));
+  EXPECT_EQ(SessionRoutes(admin).size(), UnaryV1Methods().size() + 2);  // and the two streams
+}
+
+TEST_F(HttpApiE2E, WithoutTokensTheSessionIsAnAdminWithEveryRoute) {
+  Start(/*tokens=*/false);
+  const HttpAnswer a = test_util::HttpRequest(port_, "GET", "/api/session");
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_THAT(a.body, HasSubstr(R"("tokensRequired":false)"));
+  EXPECT_THAT(a.body, HasSubstr(R"("role":"admin")"));
+  EXPECT_THAT(SessionRoutes(a), ::testing::Contains("/api/kaizen.v1.DatasetService/DeleteDataset"));
 }
 
 TEST_F(HttpApiE2E, ConnectionsBeyondTheLimitGet503) {

@@ -39,12 +39,13 @@ constexpr char kWatch[] = "/api/kaizen.v1.FineTuneService/WatchJob";
 
 std::string WatchBody(const std::string& id) { return absl::StrCat(R"({"id":")", id, R"("})"); }
 
-// The events of a stream until its end; the final `end`/`error` frame in
+// The events of a stream until its end; the final `stream_end` or
+// `stream_error` frame in
 // `*last`.
 std::vector<SseEvent> ReadAll(SseStream& sse, SseEvent* last) {
   std::vector<SseEvent> events;
   while (std::optional<SseEvent> e = sse.Next(std::chrono::seconds(240))) {
-    if (e->event == "end" || e->event == "error") {
+    if (e->event == "stream_end" || e->event == "stream_error") {
       *last = *e;
       continue;
     }
@@ -67,8 +68,7 @@ void ExpectSameEvents(const std::vector<SseEvent>& sse, const std::vector<JobEve
   for (size_t i = 0; i < sse.size(); ++i) {
     const JobEvent& want = grpc[i];
     EXPECT_EQ(sse[i].id, absl::StrCat(want.sequence())) << i;
-    EXPECT_EQ(sse[i].event,
-              want.GetDescriptor()->FindFieldByNumber(want.event_case())->name())
+    EXPECT_EQ(sse[i].event, want.GetDescriptor()->FindFieldByNumber(want.event_case())->name())
         << i;
     EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(Parse(sse[i]), want))
         << sse[i].data;
@@ -101,7 +101,7 @@ TEST_F(HttpSseE2E, WatchJobOverSseIsTheGrpcStreamAndResumesAfterLastEventId) {
   SseEvent last;
   const std::vector<SseEvent> got = ReadAll(live, &last);
   EXPECT_EQ(live.error(), "");
-  EXPECT_EQ(last.event, "end");
+  EXPECT_EQ(last.event, "stream_end");
   EXPECT_THAT(last.data, HasSubstr(R"("code":0)"));
 
   const std::vector<JobEvent> want = Watch(job.id());
@@ -117,7 +117,7 @@ TEST_F(HttpSseE2E, WatchJobOverSseIsTheGrpcStreamAndResumesAfterLastEventId) {
   ExpectSameEvents(rest, Watch(job.id(), k));
   ASSERT_FALSE(rest.empty());
   EXPECT_EQ(rest.front().id, absl::StrCat(k + 1));
-  EXPECT_EQ(last.event, "end");
+  EXPECT_EQ(last.event, "stream_end");
 }
 
 TEST_F(HttpSseE2E, RefusalsBeforeTheStreamAreHttpErrors) {
@@ -161,10 +161,9 @@ int StalledStream(int port, const std::string& id) {
     return -1;
   }
   const std::string body = WatchBody(id);
-  const std::string request =
-      absl::StrCat("POST ", kWatch, " HTTP/1.1\r\nHost: 127.0.0.1\r\n",
-                   "Content-Type: application/json\r\nContent-Length: ", body.size(), "\r\n\r\n",
-                   body);
+  const std::string request = absl::StrCat(
+      "POST ", kWatch, " HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+      "Content-Type: application/json\r\nContent-Length: ", body.size(), "\r\n\r\n", body);
   if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
     close(fd);
     return -1;
@@ -214,12 +213,12 @@ TEST_F(HttpSseE2E, AStalledBrowserSlowsNeitherTheJobNorAnotherStream) {
   const v1::Job end = WaitForSuccess(job.id());
   // The healthy stream has every event of the job and its end.
   ExpectSameEvents(got, Watch(job.id()));
-  EXPECT_EQ(last.event, "end");
+  EXPECT_EQ(last.event, "stream_end");
   EXPECT_EQ(got.back().id, absl::StrCat(end.last_sequence()));
 
   // The stalled one fell behind by more than the service's bound on a
   // watcher's backlog: once read, it has a prefix of the events and then an
-  // `error` event naming the sequence to resume after.
+  // `stream_error` event naming the sequence to resume after.
   const std::string raw = Drain(stalled);
   close(stalled);
   size_t ids = 0;
@@ -227,8 +226,8 @@ TEST_F(HttpSseE2E, AStalledBrowserSlowsNeitherTheJobNorAnotherStream) {
   std::cout << "the job made " << end.last_sequence() << " events; the stalled stream got " << ids
             << " of them, then its end\n";
   EXPECT_LT(ids, static_cast<size_t>(end.last_sequence()));
-  EXPECT_EQ(raw.find("event: end"), std::string::npos);
-  EXPECT_THAT(raw, HasSubstr("event: error"));
+  EXPECT_EQ(raw.find("event: stream_end"), std::string::npos);
+  EXPECT_THAT(raw, HasSubstr("event: stream_error"));
   EXPECT_THAT(raw, HasSubstr("RESOURCE_EXHAUSTED"));
   EXPECT_THAT(raw, HasSubstr(absl::StrCat("fell more than ", kBacklog, " events behind")));
 }
@@ -275,9 +274,8 @@ TEST_F(HttpSseE2E, TwoHundredStreamsOnOneJobHoldNoThreadEachAndAllGetTheSameEven
   const int64_t threads_all = ProcStatus(server.pid(), "Threads:");
   const int64_t rss_all = ProcStatus(server.pid(), "VmRSS:");
   std::cout << "server threads: " << threads_one << " with 1 stream, " << threads_all << " with "
-            << kStreams << "; resident memory " << rss_one << " KiB, then " << rss_all
-            << " KiB (+" << (rss_all - rss_one) / static_cast<double>(kStreams - 1)
-            << " KiB a stream)\n";
+            << kStreams << "; resident memory " << rss_one << " KiB, then " << rss_all << " KiB (+"
+            << (rss_all - rss_one) / static_cast<double>(kStreams - 1) << " KiB a stream)\n";
   // No thread per stream: the streams are callbacks on the HTTP thread and
   // gRPC's pool.
   EXPECT_LE(threads_all - threads_one, 8);
@@ -289,7 +287,7 @@ TEST_F(HttpSseE2E, TwoHundredStreamsOnOneJobHoldNoThreadEachAndAllGetTheSameEven
   for (int i = 0; i < kStreams; ++i) {
     SseEvent last;
     const std::vector<SseEvent> got = ReadAll(*streams[i], &last);
-    ASSERT_EQ(last.event, "end") << i << ": " << streams[i]->error();
+    ASSERT_EQ(last.event, "stream_end") << i << ": " << streams[i]->error();
     ExpectSameEvents(got, want);
     if (::testing::Test::HasFailure()) {
       ADD_FAILURE() << "stream " << i;

@@ -298,5 +298,24 @@ TEST(HttpServerTest, AStreamedAnswerForAConnectionThatIsGoneIsCancelled) {
   EXPECT_TRUE(stream->WaitCancelled(absl::Seconds(1)));
 }
 
+TEST(HttpServerTest, AnHttp10ClientGetsTheStreamUnchunkedAndEndedByTheClose) {
+  auto stream = std::make_shared<ScriptedStream>(
+      std::vector<std::string>{"data: a\n\n", "data: b\n\n"}, absl::ZeroDuration());
+  auto server = StartOrDie({}, Streaming(stream));
+  ASSERT_NE(server, nullptr);
+  const int fd = test_util::ConnectLoopback(server->port());
+  ASSERT_GE(fd, 0);
+  const std::string request = "POST /s HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}";
+  ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  std::string all;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) all.append(buf, static_cast<size_t>(n));
+  close(fd);
+  EXPECT_THAT(all, ::testing::StartsWith("HTTP/1.0 200"));
+  EXPECT_THAT(all, ::testing::Not(HasSubstr("chunked")));
+  EXPECT_THAT(all, ::testing::EndsWith("\r\n\r\ndata: a\n\ndata: b\n\n"));
+}
+
 }  // namespace
 }  // namespace kaizen::http
