@@ -40,6 +40,18 @@ void AddSecurityHeaders(bhttp::response<Body>* r) {
   r->set(bhttp::field::cache_control, "no-store");
 }
 
+// A response head: status, the server's name, the content type, the
+// security headers and the handler's own headers.
+template <typename Body>
+std::shared_ptr<bhttp::response<Body>> Head(const HttpServer::Response& r, unsigned version) {
+  auto res = std::make_shared<bhttp::response<Body>>(static_cast<bhttp::status>(r.status), version);
+  res->set(bhttp::field::server, "kaizen");
+  res->set(bhttp::field::content_type, r.content_type);
+  AddSecurityHeaders(res.get());
+  for (const auto& [name, value] : r.headers) res->set(name, value);
+  return res;
+}
+
 // The API's error shape (http_status.h) for what the server refuses itself.
 std::string ErrorBody(int status, absl::string_view message) {
   return ErrorJson(status == 400   ? grpc::StatusCode::INVALID_ARGUMENT
@@ -200,12 +212,7 @@ class Session : public std::enable_shared_from_this<Session> {
       stream_.socket().set_option(
           net::socket_base::send_buffer_size(shared_->options.stream_send_buffer_bytes), ignored);
     }
-    auto res = std::make_shared<bhttp::response<bhttp::empty_body>>(
-        static_cast<bhttp::status>(r.status), version_);
-    res->set(bhttp::field::server, "kaizen");
-    res->set(bhttp::field::content_type, r.content_type);
-    AddSecurityHeaders(res.get());
-    for (const auto& [name, value] : r.headers) res->set(name, value);
+    auto res = Head<bhttp::empty_body>(r, version_);
     // HTTP/1.0 has no chunks: its body ends where the connection does.
     chunked_ = version_ >= 11;
     res->chunked(chunked_);
@@ -305,12 +312,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Write(HttpServer::Response r, bool keep_alive, unsigned version) {
-    auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
-        static_cast<bhttp::status>(r.status), version);
-    res->set(bhttp::field::server, "kaizen");
-    res->set(bhttp::field::content_type, r.content_type);
-    AddSecurityHeaders(res.get());
-    for (const auto& [name, value] : r.headers) res->set(name, value);
+    auto res = Head<bhttp::string_body>(r, version);
     // Beast refuses a body with a status that has none (prepare_payload throws).
     if (r.status >= 200 && r.status != 204 && r.status != 304) res->body() = std::move(r.body);
     res->keep_alive(keep_alive && !shared_->stopped);

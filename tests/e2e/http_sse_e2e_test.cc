@@ -192,14 +192,8 @@ TEST_F(HttpSseE2E, AStalledBrowserSlowsNeitherTheJobNorAnotherStream) {
     // Little for the kernel to hold, so that the stall reaches the service.
     o.http.stream_send_buffer_bytes = 4096;
   });
-  // Long class names make every epoch summary over a kilobyte.
-  std::vector<int> classes;
-  std::vector<std::string> names;
-  for (int c = 0; c < 10; ++c) {
-    classes.push_back(c);
-    names.push_back(absl::StrCat("class ", c, " ", std::string(100, 'a' + c)));
-  }
-  UploadSubset("ten", classes, 10, 0, "train", names);
+  UploadSubset("ten", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 10, 0, "train",
+               test_util::LongClassNames(10));
   auto r = Request("cnn-small", "ten", "out", v1::STRATEGY_SCRATCH, 40);
   r.mutable_hyperparameters()->set_batch_size(40);
   const v1::Job job = Start(r);

@@ -199,13 +199,8 @@ TEST_F(JobPromisesE2E, AWatcherFarBehindEndsWithResourceExhaustedAndResumes) {
   StartServer([](api::KaizenServer::Options& o) { o.max_watcher_backlog = kLimit; });
   // Ten classes with long names make every epoch summary over a kilobyte, so
   // that what gRPC buffers for the stalled watcher is a small part of it.
-  std::vector<int> classes;
-  std::vector<std::string> names;
-  for (int c = 0; c < 10; ++c) {
-    classes.push_back(c);
-    names.push_back(absl::StrCat("class ", c, " ", std::string(100, 'a' + c)));
-  }
-  UploadSubset("ten", classes, 10, 0, "train", names);
+  UploadSubset("ten", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 10, 0, "train",
+               test_util::LongClassNames(10));
   constexpr int kEpochs = 50;
   auto r = Request("cnn-small", "ten", "out", v1::STRATEGY_SCRATCH, kEpochs);
   r.mutable_hyperparameters()->set_batch_size(40);

@@ -41,6 +41,14 @@ std::vector<v1::JobEvent> WatchAll(v1::FineTuneService::Stub& stub, const std::s
   return out;
 }
 
+std::vector<std::string> LongClassNames(int count) {
+  std::vector<std::string> names;
+  for (int c = 0; c < count; ++c) {
+    names.push_back(absl::StrCat("class ", c, " ", std::string(100, static_cast<char>('a' + c))));
+  }
+  return names;
+}
+
 std::vector<v1::JobState> StatesOf(const std::vector<v1::JobEvent>& events) {
   std::vector<v1::JobState> out;
   for (const v1::JobEvent& e : events) {

@@ -32,6 +32,10 @@ v1::StartFineTuneRequest FineTuneRequest(const std::string& base, const std::str
 std::vector<v1::JobEvent> WatchAll(v1::FineTuneService::Stub& stub, const std::string& id,
                                    int64_t after = 0, grpc::Status* status = nullptr);
 
+// `count` class names over 100 characters long ("class 0 aaa…"), which make
+// every epoch summary event over a kilobyte.
+std::vector<std::string> LongClassNames(int count);
+
 // The states among `events`, in order.
 std::vector<v1::JobState> StatesOf(const std::vector<v1::JobEvent>& events);
 
