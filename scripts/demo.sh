@@ -13,6 +13,7 @@ BUILD="${KAIZEN_BUILD_DIR:-build}"
 DATA_DIR="${KAIZEN_DATA_DIR:-$ROOT/kaizen-data}"
 PORT="${KAIZEN_PORT:-50051}"
 METRICS_PORT="${KAIZEN_METRICS_PORT:-9464}"
+HTTP_PORT="${KAIZEN_HTTP_PORT:-8080}"
 SERVER="127.0.0.1:$PORT"
 CTL() { "$BUILD/kaizenctl" --server="$SERVER" "$@"; }
 FASHION=/usr/share/datasets/fashion-mnist
@@ -22,10 +23,10 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 if CTL datasets list >/dev/null 2>&1; then
   step "kaizen-server already answers on $SERVER; using it"
 else
-  step "Starting kaizen-server (data in $DATA_DIR, gRPC :$PORT, metrics :$METRICS_PORT)"
+  step "Starting kaizen-server (data in $DATA_DIR, gRPC :$PORT, metrics :$METRICS_PORT, web console :$HTTP_PORT)"
   mkdir -p "$DATA_DIR"
   OMP_WAIT_POLICY=PASSIVE nohup "$BUILD/kaizen-server" --data_dir="$DATA_DIR" --grpc_port="$PORT" \
-    --metrics_port="$METRICS_PORT" >"$DATA_DIR/server.log" 2>&1 &
+    --metrics_port="$METRICS_PORT" --http_port="$HTTP_PORT" >"$DATA_DIR/server.log" 2>&1 &
   echo $! >"$DATA_DIR/server.pid"
   for _ in $(seq 1 60); do
     CTL datasets list >/dev/null 2>&1 && break
@@ -244,7 +245,8 @@ echo "Accuracy: the pretraining job's own held-out 10%; every other job's latest
 
 cat <<EOT
 
-kaizen-server is running: gRPC on $SERVER, Prometheus metrics on http://127.0.0.1:$METRICS_PORT/metrics
+kaizen-server is running: gRPC on $SERVER, Prometheus metrics on http://127.0.0.1:$METRICS_PORT/metrics,
+the web console (jobs, curves, models, datasets, predictions) on http://127.0.0.1:$HTTP_PORT/
 Data directory: $DATA_DIR (log: $DATA_DIR/server.log)
 Go on with:   $BUILD/kaizenctl --server=$SERVER datasets get fashion-train
 Stop it with: kill \$(cat $DATA_DIR/server.pid)

@@ -34,6 +34,9 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # the format check (scripts/check_format.sh, CTest format_check)
   clang-format
+  # the web console's browser tests (tests/console): Debian's Chromium, driven
+  # by playwright-core, and fonts for its screenshots
+  chromium fonts-liberation
 )
 
 missing=()
@@ -60,4 +63,26 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "setup: all Debian packages present"
+fi
+
+# The web console (console/): its npm packages at the versions of
+# package-lock.json (once per lock file) and its build into console/dist,
+# which kaizen-server serves (--console_dir). Only the npm registry is
+# reached; a failure here leaves the API working and "/" saying why.
+console_dir="$(cd "$(dirname "$0")/.." && pwd)/console"
+stamp="$console_dir/node_modules/.kaizen-lock.sha256"
+lock_hash=$(sha256sum "$console_dir/package-lock.json" | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$lock_hash" ]]; then
+  echo "setup: npm ci in console/"
+  (cd "$console_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$lock_hash" >"$stamp"
+fi
+stale=""
+if [[ -f $console_dir/dist/index.html ]]; then
+  stale=$(find "$console_dir/src" "$console_dir/public" "$console_dir/index.html" "$console_dir/vite.config.js" \
+    "$console_dir/package-lock.json" -type f -newer "$console_dir/dist/index.html" | head -1)
+fi
+if [[ ! -f $console_dir/dist/index.html || -n $stale ]]; then
+  echo "setup: building the web console (vite) into console/dist"
+  (cd "$console_dir" && npm run build --silent >/dev/null)
 fi

@@ -115,6 +115,9 @@ ABSL_FLAG(
     double, http_request_timeout_seconds, 30,
     "An HTTP request (headers and body) must arrive within this long, or the connection closes.");
 ABSL_FLAG(int64_t, http_max_body_mb, 16, "Largest HTTP request body, in MiB (413 beyond).");
+ABSL_FLAG(std::string, console_dir, KAIZEN_CONSOLE_DIR,
+          "The built web console (console/dist), served at / on --http_port; without one, / "
+          "says how to build it.");
 ABSL_FLAG(double, drain_seconds, 5,
           "On SIGTERM, how long health reports NOT_SERVING while calls are still answered, "
           "before the server stops accepting them.");
@@ -240,6 +243,7 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
   options.http.request_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_request_timeout_seconds));
   options.http.max_body_bytes =
       static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_http_max_body_mb))) << 20;
+  options.console_dir = absl::GetFlag(FLAGS_console_dir);
   options.workers = absl::GetFlag(FLAGS_workers);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.max_job_attempts = std::max(1, absl::GetFlag(FLAGS_max_job_attempts));

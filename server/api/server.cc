@@ -17,8 +17,10 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "google/protobuf/util/time_util.h"
@@ -35,6 +37,7 @@
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
 #include "server/http/api_handler.h"
+#include "server/http/console_assets.h"
 #include "server/jobs/job_event_hub.h"
 #include "server/jobs/job_manager.h"
 #include "server/metrics/metrics.h"
@@ -85,6 +88,8 @@ struct KaizenServer::State {
   // The JSON API: a client of `server` (its in-process channel), stopped
   // before it.
   std::unique_ptr<http::ApiHandler> http_api;
+  std::optional<http::ConsoleAssets> console;
+  std::string console_missing;  // why there is no console, when there is none
   std::unique_ptr<http::HttpServer> http_server;
   // Preloads models, then flips health to SERVING.
   std::thread ready_thread;
@@ -482,12 +487,25 @@ absl::Status KaizenServer::ListenHttp() {
   s.http_api =
       std::make_unique<http::ApiHandler>(s.server->InProcessChannel(args), o.http_call_timeout,
                                          std::move(allowed_hosts), s.auth.get());
-  http::ApiHandler* api = s.http_api.get();
-  ASSIGN_OR_RETURN(s.http_server,
-                   http::HttpServer::Start(o.http, [api](http::HttpServer::Request request,
-                                                         http::HttpServer::Respond respond) {
-                     api->Handle(std::move(request), std::move(respond));
-                   }));
+  absl::StatusOr<http::ConsoleAssets> console = http::ConsoleAssets::Load(o.console_dir);
+  if (console.ok()) {
+    s.console = *std::move(console);
+  } else {
+    s.console_missing = std::string(console.status().message());
+    common::LogWarning("web console not served",
+                       {{"console_dir", o.console_dir}, {"why", s.console_missing}});
+  }
+  ASSIGN_OR_RETURN(
+      s.http_server,
+      http::HttpServer::Start(o.http, [&s, dir = o.console_dir](http::HttpServer::Request request,
+                                                                http::HttpServer::Respond respond) {
+        const absl::string_view path = request.target;
+        if (path == http::JsonGateway::kPrefix || absl::StartsWith(path, "/api/")) {
+          return s.http_api->Handle(std::move(request), std::move(respond));
+        }
+        if (s.console) return respond(s.console->Serve(request));
+        respond(http::ConsoleNotBuilt(dir, s.console_missing));
+      }));
   return absl::OkStatus();
 }
 

@@ -115,6 +115,9 @@ class KaizenServer {
     http::HttpServer::Options http = DefaultHttp();
     // Deadline of each API call made over HTTP.
     absl::Duration http_call_timeout = absl::Minutes(10);
+    // The built web console (console/dist), served at "/" on the HTTP port
+    // (server/http/console_assets.h); without one "/" says how to build it.
+    std::string console_dir;
     // Times the drain delay; tests give a FakeClock and end the drain when
     // they have looked at the draining server.
     common::Clock* drain_clock = common::Clock::Real();

@@ -1,0 +1,184 @@
+// The JSON API over HTTP (README: "The JSON API over HTTP"): every call is
+// POST /api/<package.Service>/<Method> with the request in proto3 JSON. The
+// bearer token lives in this tab's sessionStorage and travels only in the
+// Authorization header, never in a URL.
+
+const TOKEN_KEY = 'kaizen.token';
+
+export function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || '';
+}
+
+export function setToken(value) {
+  if (value) sessionStorage.setItem(TOKEN_KEY, value);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+function headers(extra = {}) {
+  const h = { ...extra };
+  if (token()) h.Authorization = `Bearer ${token()}`;
+  return h;
+}
+
+// An error answer of the API: {code, status, message} and the HTTP status.
+export class ApiError extends Error {
+  constructor(httpStatus, body) {
+    super(body.message || `HTTP ${httpStatus}`);
+    this.httpStatus = httpStatus;
+    this.code = body.code;
+    this.status = body.status;
+  }
+}
+
+async function answer(response) {
+  const text = await response.text();
+  let body = {};
+  try {
+    body = text ? JSON.parse(text) : {};
+  } catch {
+    body = { message: text };
+  }
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
+// Calls `method` ("kaizen.v1.FineTuneService/GetJob") with `request`.
+export async function call(method, request = {}) {
+  const response = await fetch(`/api/${method}`, {
+    method: 'POST',
+    headers: headers({ 'Content-Type': 'application/json' }),
+    body: JSON.stringify(request),
+  });
+  return answer(response);
+}
+
+// Who the token names and which routes their role may call.
+export async function session() {
+  return answer(await fetch('/api/session', { headers: headers() }));
+}
+
+// Follows a job's events (Server-Sent Events read with fetch, since
+// EventSource cannot send the Authorization header). `onEvent(name, data)`
+// gets each event; on a dropped connection (or one silent for longer than
+// three keep-alives) it reconnects with the last id it saw (Last-Event-ID),
+// so no event is seen twice or missed. When the server ends the stream,
+// `onEnd(null)` decides: false reconnects (the job is not over: the server
+// was stopping), anything else stops. A refusal ends it with `onEnd(error)`.
+// Returns a function that stops it.
+export function watchJob(id, afterSequence, onEvent, onEnd) {
+  let last = afterSequence;
+  let stopped = false;
+  let attempt = null; // the AbortController of the connection open now
+  let wake = null; // ends the wait between attempts
+  const stop = () => {
+    stopped = true;
+    attempt?.abort();
+    wake?.();
+  };
+  const deliver = (name, data) => {
+    try {
+      onEvent(name, data);
+    } catch (e) {
+      // A drawing bug must not drop the stream nor replay the event.
+      setTimeout(() => {
+        throw e;
+      });
+    }
+  };
+  (async () => {
+    let delay = 1000;
+    while (!stopped) {
+      let finished = false;
+      const controller = new AbortController();
+      attempt = controller;
+      let watchdog = 0;
+      const quiet = () => {
+        clearTimeout(watchdog);
+        watchdog = setTimeout(() => controller.abort(), 45000);
+      };
+      let reader = null;
+      try {
+        quiet();
+        const response = await fetch('/api/kaizen.v1.FineTuneService/WatchJob', {
+          method: 'POST',
+          headers: headers({
+            'Content-Type': 'application/json',
+            Accept: 'text/event-stream',
+            'Last-Event-ID': String(last),
+          }),
+          body: JSON.stringify({ id }),
+          signal: controller.signal,
+        });
+        if (!response.ok) {
+          const error = await answer(response).catch((e) => e);
+          // A server restarting answers 5xx for a moment: try again.
+          if (response.status < 500) {
+            onEnd?.(error);
+            return;
+          }
+        } else {
+          reader = response.body.getReader();
+          const decoder = new TextDecoder();
+          let buffered = '';
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            quiet();
+            delay = 1000;
+            buffered += decoder.decode(value, { stream: true });
+            let end;
+            while ((end = buffered.indexOf('\n\n')) >= 0) {
+              const frame = buffered.slice(0, end);
+              buffered = buffered.slice(end + 2);
+              const event = parseFrame(frame);
+              if (!event) continue;
+              if (event.name === 'stream_end') {
+                finished = true;
+              } else if (event.name === 'stream_error') {
+                const data = JSON.parse(event.data);
+                // Too far behind: resume after the last event seen.
+                if (data.status !== 'RESOURCE_EXHAUSTED') {
+                  onEnd?.(new ApiError(0, data));
+                  return;
+                }
+              } else {
+                if (event.id) last = Number(event.id);
+                deliver(event.name, JSON.parse(event.data));
+              }
+            }
+          }
+        }
+      } catch {
+        // Dropped, silent too long, or stopped: the loop decides.
+      } finally {
+        clearTimeout(watchdog);
+        reader?.cancel().catch(() => {});
+      }
+      if (stopped) return;
+      if (finished && (await onEnd?.(null)) !== false) return;
+      await new Promise((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, delay);
+      });
+      delay = Math.min(delay * 2, 15000);
+    }
+  })();
+  return stop;
+}
+
+function parseFrame(frame) {
+  const event = { name: 'message', data: '' };
+  let any = false;
+  for (const line of frame.split('\n')) {
+    if (line.startsWith(':')) continue;
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+    if (field === 'id') event.id = value;
+    else if (field === 'event') event.name = value;
+    else if (field === 'data') event.data += (event.data ? '\n' : '') + value;
+    else continue;
+    any = true;
+  }
+  return any && event.data ? event : null;
+}

@@ -1,0 +1,138 @@
+// Jobs: a live table (state, progress, ETA, samples/s), refreshed every two
+// seconds, and a form that starts a fine-tune.
+import { call } from '../api.js';
+import { allowed } from '../main.js';
+import { clear, duration, errorBox, h, number, table } from '../dom.js';
+
+const FINAL = new Set(['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED']);
+const STRATEGIES = [
+  'STRATEGY_FEATURE_EXTRACTION',
+  'STRATEGY_FINE_TUNE',
+  'STRATEGY_FULL',
+  'STRATEGY_SCRATCH',
+  'STRATEGY_INCREMENTAL',
+  'STRATEGY_DISTILL',
+];
+
+export function stateName(state) {
+  return String(state || '').replace('JOB_STATE_', '').toLowerCase();
+}
+
+export function isFinal(state) {
+  return FINAL.has(state);
+}
+
+// Progress as a share of the job's steps (or epochs before the first step).
+export function progressOf(job) {
+  const steps = Number(job.totalSteps);
+  if (steps > 0) return Math.min(1, Number(job.step) / steps);
+  return job.totalEpochs > 0 ? Math.min(1, job.epoch / job.totalEpochs) : 0;
+}
+
+// The time left from the time spent so far and the share done.
+export function etaSeconds(job) {
+  if (job.state !== 'JOB_STATE_RUNNING' || !job.startTime) return NaN;
+  const done = progressOf(job);
+  const spent = (Date.now() - Date.parse(job.startTime)) / 1000;
+  return done > 0.01 ? (spent * (1 - done)) / done : NaN;
+}
+
+function progressBar(share) {
+  const bar = h('span', { class: 'bar-fill' });
+  bar.style.width = `${(100 * share).toFixed(1)}%`;
+  return h('span', { class: 'bar', title: `${(100 * share).toFixed(1)}%` }, bar);
+}
+
+function row(job) {
+  const last = job.history?.[job.history.length - 1];
+  return h(
+    'tr',
+    { dataset: { job: job.id, state: stateName(job.state) } },
+    h('td', {}, h('a', { href: `#/jobs/${encodeURIComponent(job.id)}` }, job.id)),
+    h('td', {}, h('span', { class: `state ${stateName(job.state)}` }, stateName(job.state))),
+    h('td', {}, String(job.request?.strategy || '').replace('STRATEGY_', '').toLowerCase()),
+    h('td', {}, `${job.request?.baseModel || ''} → ${job.request?.outputModel || ''}`),
+    h('td', {}, job.request?.dataset || ''),
+    h('td', {}, progressBar(progressOf(job)), ` ${job.epoch}/${job.totalEpochs}`),
+    h('td', {}, duration(etaSeconds(job))),
+    h('td', {}, last ? number(last.samplesPerSecond, 0) : ''),
+  );
+}
+
+function startForm(section, datasets, models) {
+  const status = h('p', { class: 'muted' });
+  const form = h(
+    'form',
+    { class: 'start', dataset: { mutates: '' } },
+    h('h2', {}, 'Start a fine-tune'),
+    h('label', {}, 'Dataset ', h('select', { name: 'dataset', required: true },
+      datasets.map((d) => h('option', { value: d.name }, d.name)))),
+    h('label', {}, 'Base model ', h('select', { name: 'base', required: true },
+      models.map((m) => h('option', { value: m.name }, m.name)))),
+    h('label', {}, 'Strategy ', h('select', { name: 'strategy' },
+      STRATEGIES.map((s) => h('option', { value: s }, s.replace('STRATEGY_', '').toLowerCase())))),
+    h('label', {}, 'Epochs ', h('input', { name: 'epochs', type: 'number', min: 0, placeholder: 'default' })),
+    h('label', {}, 'Output model ', h('input', { name: 'output', required: true, placeholder: 'name' })),
+    h('button', { type: 'submit' }, 'Start'),
+    status,
+    h('p', { class: 'muted' },
+      'Fields left empty take the strategy’s defaults for this dataset; the job page shows what they resolved to.'),
+  );
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const f = new FormData(form);
+    const request = {
+      dataset: f.get('dataset'),
+      baseModel: f.get('base'),
+      strategy: f.get('strategy'),
+      outputModel: f.get('output'),
+    };
+    if (f.get('epochs')) request.hyperparameters = { epochs: Number(f.get('epochs')) };
+    try {
+      const job = await call('kaizen.v1.FineTuneService/StartFineTune', request);
+      location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
+    } catch (e) {
+      clear(status).append(errorBox(e));
+    }
+  });
+  return form;
+}
+
+export async function jobsPage(section) {
+  const body = h('div');
+  section.append(h('h1', {}, 'Jobs'), body);
+  let timer = 0;
+  let stopped = false;
+  const refresh = async () => {
+    try {
+      const { jobs = [] } = await call('kaizen.v1.FineTuneService/ListJobs', { pageSize: 100 });
+      clear(body).append(
+        jobs.length
+          ? table(['job', 'state', 'strategy', 'model', 'dataset', 'progress', 'ETA', 'samples/s'],
+            jobs.map(row))
+          : h('p', { class: 'muted' }, 'No jobs yet.'),
+      );
+    } catch (e) {
+      clear(body).append(errorBox(e));
+    }
+    if (!stopped) timer = setTimeout(refresh, 2000);
+  };
+  await refresh();
+  if (allowed('kaizen.v1.FineTuneService/StartFineTune')) {
+    try {
+      const [{ datasets = [] }, { models = [] }] = await Promise.all([
+        call('kaizen.v1.DatasetService/ListDatasets', {}),
+        call('kaizen.v1.ModelService/ListModels', {}),
+      ]);
+      section.append(startForm(section, datasets, models));
+    } catch (e) {
+      section.append(errorBox(e));
+    }
+  }
+  return {
+    stop: () => {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}
