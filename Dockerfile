@@ -87,6 +87,19 @@ RUN mkdir -p /opt/cuda-runtime \
         | xargs -r cp -L -t /opt/cuda-runtime; \
     fi
 
+# The web console (console/): built with Debian's Node.js and the npm
+# packages its lock file names; the server serves the files from
+# /usr/share/kaizen/console (--console_dir) on --http_port.
+FROM debian:12 AS console
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      nodejs npm ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /console
+COPY console/package.json console/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY console/ ./
+RUN npm run build
+
 # What both flavours run with.
 FROM debian:12 AS runtime-base
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -111,6 +124,7 @@ ENV LD_LIBRARY_PATH=/opt/libtorch/lib:/opt/cuda-runtime \
 FROM runtime-${FLAVOR}
 COPY --from=build /src/build/kaizen-server /src/build/kaizen-model-inspector /src/build/kaizenctl \
      /usr/local/bin/
+COPY --from=console /console/dist /usr/share/kaizen/console
 RUN groupadd --system --gid 10001 kaizen \
  && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home kaizen \
  && mkdir -p /data && chown 10001:10001 /data
@@ -119,7 +133,9 @@ USER 10001:10001
 # driver keep under $HOME land on /tmp (a tmpfs or emptyDir).
 ENV OMP_WAIT_POLICY=PASSIVE HOME=/tmp
 VOLUME /data
-# gRPC, Prometheus /metrics, and the plaintext health port (--health_port) the
-# Kubernetes manifests use for the kubelet's probes.
-EXPOSE 50051 9464 8081
-ENTRYPOINT ["/usr/local/bin/kaizen-server", "--data_dir=/data"]
+# gRPC, Prometheus /metrics, the plaintext health port (--health_port) the
+# Kubernetes manifests use for the kubelet's probes, and the web console and
+# JSON API (off unless --http_port=8080 is passed).
+EXPOSE 50051 9464 8081 8080
+ENTRYPOINT ["/usr/local/bin/kaizen-server", "--data_dir=/data", \
+            "--console_dir=/usr/share/kaizen/console"]

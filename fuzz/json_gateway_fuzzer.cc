@@ -11,6 +11,9 @@
 // print again to the same JSON: what the console reads is what was sent. As
 // a Server-Sent Event (any route's answer type), it must be one frame: an
 // optional id line, an event line, one data line, a blank line.
+// Uploads: an even input is also a Kaizen-Upload-Header, whose message must
+// parse with the header set. Downloads: an odd input is also a piece of the
+// file, parsed exactly when the answer prints.
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -42,6 +45,23 @@ std::unique_ptr<google::protobuf::Message> New(const google::protobuf::Descripto
       google::protobuf::MessageFactory::generated_factory()->GetPrototype(type)->New());
 }
 
+// protobuf's JSON parser reads the printer's "-0" (a double's negative
+// zero) as 0: the one value whose sign does not survive the round trip.
+std::string WithoutNegativeZeros(std::string json) {
+  for (size_t at = 0; (at = json.find("-0", at)) != std::string::npos;) {
+    const bool value_start =
+        at > 0 && (json[at - 1] == ':' || json[at - 1] == '[' || json[at - 1] == ',');
+    const bool value_end =
+        at + 2 < json.size() && (json[at + 2] == ',' || json[at + 2] == ']' || json[at + 2] == '}');
+    if (value_start && value_end) {
+      json.erase(at, 1);
+    } else {
+      at += 2;
+    }
+  }
+  return json;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -64,11 +84,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     auto request = New(method->request);
     kaizen::fuzz::Check(request->ParseFromString(*wire));
+    if (method->kind == JsonGateway::Method::Kind::kUpload) {
+      auto header = JsonGateway::UploadHeaderBytes(*method, bytes);
+      if (!header.ok()) {
+        kaizen::fuzz::Check(header.status().code() == absl::StatusCode::kInvalidArgument);
+        return 0;
+      }
+      kaizen::fuzz::Check(request->ParseFromString(*header));
+      const google::protobuf::FieldDescriptor* field = method->request->FindFieldByName("header");
+      kaizen::fuzz::Check(request->GetReflection()->HasField(*request, field));
+    }
     return 0;
   }
   auto json = JsonGateway::ResponseJson(*method, bytes);
   auto frame = JsonGateway::EventFrame(*method, bytes);
   kaizen::fuzz::Check(json.ok() == frame.ok());
+  if (method->kind == JsonGateway::Method::Kind::kDownload) {
+    auto piece = JsonGateway::ParseDownloadPiece(*method, bytes);
+    // The same parse as the answer's (which may still fail to print, e.g.
+    // a string that is not UTF-8).
+    kaizen::fuzz::Check(!json.ok() || piece.ok());
+    kaizen::fuzz::Check(!piece.ok() || piece->chunk.empty() || piece->sha256.empty());
+  }
   if (!json.ok()) return 0;
   const size_t lines = std::count(frame->begin(), frame->end(), '\n');
   kaizen::fuzz::Check(lines == 3 || lines == 4);
@@ -80,6 +117,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto reparsed = JsonGateway::RequestBytes(echo, *json);
   kaizen::fuzz::Check(reparsed.ok());
   auto again = JsonGateway::ResponseJson(*method, *reparsed);
-  kaizen::fuzz::Check(again.ok() && *again == *json);
+  kaizen::fuzz::Check(again.ok() && WithoutNegativeZeros(*again) == WithoutNegativeZeros(*json));
   return 0;
 }

@@ -243,6 +243,11 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
   options.http.request_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_request_timeout_seconds));
   options.http.max_body_bytes =
       static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_http_max_body_mb))) << 20;
+  // An upload's body over HTTP is the file: the service's own limits bound it.
+  options.http.max_streamed_body_bytes =
+      static_cast<uint64_t>(std::max<int64_t>(
+          {1, absl::GetFlag(FLAGS_max_upload_mb), absl::GetFlag(FLAGS_max_model_mb)}))
+      << 20;
   options.console_dir = absl::GetFlag(FLAGS_console_dir);
   options.workers = absl::GetFlag(FLAGS_workers);
   options.threads = absl::GetFlag(FLAGS_threads);

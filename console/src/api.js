@@ -182,3 +182,59 @@ function parseFrame(frame) {
   }
   return any && event.data ? event : null;
 }
+
+// JSON escapes every character outside printable ASCII, so that the text can
+// travel in an HTTP header (Kaizen-Upload-Header).
+function asciiJson(value) {
+  return JSON.stringify(value).replace(/[^\x20-\x7e]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+// Uploads `blob` as the one part of an upload (`method`:
+// "kaizen.v1.DatasetService/UploadDataset" or ".../ModelService/UploadModel")
+// with `header` (its header message, proto3 JSON; parts are filled in).
+// XMLHttpRequest, not fetch: only it reports upload progress, to
+// `onProgress(sentBytes, totalBytes)`. Resolves to the stored message.
+export function upload(method, header, blob, fileName, onProgress) {
+  const full = { ...header, parts: [{ fileName, sizeBytes: String(blob.size) }] };
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', `/api/${method}`);
+    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    xhr.setRequestHeader('Kaizen-Upload-Header', asciiJson(full));
+    if (token()) xhr.setRequestHeader('Authorization', `Bearer ${token()}`);
+    xhr.upload.onprogress = (e) => onProgress?.(e.loaded, e.lengthComputable ? e.total : blob.size);
+    xhr.onload = () => {
+      let body = {};
+      try {
+        body = xhr.responseText ? JSON.parse(xhr.responseText) : {};
+      } catch {
+        body = { message: xhr.responseText };
+      }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+      else reject(new ApiError(xhr.status, body));
+    };
+    xhr.onerror = () => reject(new ApiError(0, { message: 'the upload was cut off (network error)' }));
+    xhr.send(blob);
+  });
+}
+
+// Downloads a model version's TorchScript file and hands it to the browser
+// as `fileName`. The answer is cut short (a network error here) when the
+// server's checksum of the file does not match.
+export async function downloadModel(name, version, fileName) {
+  const response = await fetch('/api/kaizen.v1.ModelService/DownloadModel', {
+    method: 'POST',
+    headers: headers({ 'Content-Type': 'application/json' }),
+    body: JSON.stringify({ name, version: String(version) }),
+  });
+  if (!response.ok) await answer(response);
+  const url = URL.createObjectURL(await response.blob());
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = fileName;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}

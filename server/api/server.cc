@@ -495,17 +495,21 @@ absl::Status KaizenServer::ListenHttp() {
     common::LogWarning("web console not served",
                        {{"console_dir", o.console_dir}, {"why", s.console_missing}});
   }
-  ASSIGN_OR_RETURN(
-      s.http_server,
-      http::HttpServer::Start(o.http, [&s, dir = o.console_dir](http::HttpServer::Request request,
-                                                                http::HttpServer::Respond respond) {
-        const absl::string_view path = request.target;
-        if (path == http::JsonGateway::kPrefix || absl::StartsWith(path, "/api/")) {
-          return s.http_api->Handle(std::move(request), std::move(respond));
-        }
-        if (s.console) return respond(s.console->Serve(request));
-        respond(http::ConsoleNotBuilt(dir, s.console_missing));
-      }));
+  http::HttpServer::Options http_options = o.http;
+  http_options.streams_body = [&s](const http::HttpServer::Request& head) {
+    return s.http_api->StreamsBody(head);
+  };
+  ASSIGN_OR_RETURN(s.http_server,
+                   http::HttpServer::Start(http_options, [&s, dir = o.console_dir](
+                                                             http::HttpServer::Request request,
+                                                             http::HttpServer::Respond respond) {
+                     const absl::string_view path = request.target;
+                     if (path == http::JsonGateway::kPrefix || absl::StartsWith(path, "/api/")) {
+                       return s.http_api->Handle(std::move(request), std::move(respond));
+                     }
+                     if (s.console) return respond(s.console->Serve(request));
+                     respond(http::ConsoleNotBuilt(dir, s.console_missing));
+                   }));
   return absl::OkStatus();
 }
 

@@ -14,6 +14,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "server/http/http_status.h"
 #include "server/http/stream_call.h"
+#include "server/http/upload_call.h"
 
 namespace kaizen::http {
 namespace {
@@ -75,6 +76,13 @@ void ApiHandler::Handle(HttpServer::Request request, HttpServer::Respond respond
     r.headers.emplace_back("Allow", "POST");
     return respond(std::move(r));
   }
+  if (!PrintableAscii(request.authorization)) {
+    return respond(ErrorAnswer(grpc::StatusCode::UNAUTHENTICATED,
+                               "the Authorization header is not printable ASCII", 400));
+  }
+  if (method->kind == JsonGateway::Method::Kind::kUpload) {
+    return Upload(*method, std::move(request), std::move(respond));
+  }
   const absl::string_view type = request.content_type;
   if (!absl::StartsWithIgnoreCase(type, "application/json")) {
     return respond(ErrorAnswer(grpc::StatusCode::INVALID_ARGUMENT,
@@ -82,16 +90,13 @@ void ApiHandler::Handle(HttpServer::Request request, HttpServer::Respond respond
                                             method->request->full_name(), "), not \"", type, "\""),
                                415));
   }
-  if (!PrintableAscii(request.authorization)) {
-    return respond(ErrorAnswer(grpc::StatusCode::UNAUTHENTICATED,
-                               "the Authorization header is not printable ASCII", 400));
-  }
   absl::StatusOr<std::string> bytes = JsonGateway::RequestBytes(
-      *method, request.body, method->server_streaming ? request.last_event_id : "");
+      *method, request.body,
+      method->kind == JsonGateway::Method::Kind::kEvents ? request.last_event_id : "");
   if (!bytes.ok()) {
     return respond(ErrorAnswer(grpc::StatusCode::INVALID_ARGUMENT, bytes.status().message()));
   }
-  if (method->server_streaming) {
+  if (method->kind != JsonGateway::Method::Kind::kUnary) {
     return StreamCall::Start(stub_.get(), *method, *bytes, request.authorization,
                              std::move(respond));
   }
@@ -118,6 +123,41 @@ void ApiHandler::Handle(HttpServer::Request request, HttpServer::Respond respond
         r.body = std::move(*json);
         respond(std::move(r));
       });
+}
+
+bool ApiHandler::StreamsBody(const HttpServer::Request& head) const {
+  const JsonGateway::Method* method = gateway_.Find(head.target);
+  return head.method == "POST" && method != nullptr &&
+         method->kind == JsonGateway::Method::Kind::kUpload;
+}
+
+void ApiHandler::Upload(const JsonGateway::Method& method, HttpServer::Request request,
+                        HttpServer::Respond respond) {
+  if (!absl::StartsWithIgnoreCase(request.content_type, "application/octet-stream")) {
+    return respond(ErrorAnswer(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("an upload's body is the file's bytes, application/octet-stream, not \"",
+                     absl::CHexEscape(request.content_type), "\""),
+        415));
+  }
+  if (request.upload_header.empty() || !PrintableAscii(request.upload_header)) {
+    return respond(ErrorAnswer(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("an upload needs the ", JsonGateway::kUploadHeader, " header: the ",
+                     method.request->FindFieldByName("header")->message_type()->full_name(),
+                     " in proto3 JSON, printable ASCII (escape other characters as \\uXXXX)")));
+  }
+  if (request.body_reader == nullptr) {
+    return respond(
+        ErrorAnswer(grpc::StatusCode::INTERNAL, "this HTTP server does not stream request bodies"));
+  }
+  absl::StatusOr<std::string> header =
+      JsonGateway::UploadHeaderBytes(method, request.upload_header);
+  if (!header.ok()) {
+    return respond(ErrorAnswer(grpc::StatusCode::INVALID_ARGUMENT, header.status().message()));
+  }
+  UploadCall::Start(stub_.get(), method, *std::move(header), std::move(request.body_reader),
+                    request.authorization, std::move(respond));
 }
 
 void ApiHandler::Session(const HttpServer::Request& request,

@@ -39,6 +39,15 @@ class ApiHandler {
   // {"code","status","message"} with the mapped HTTP status. A
   // server-streaming method (WatchJob) answers with Server-Sent Events
   // (stream_call.h); its Last-Event-ID header sets after_sequence.
+  // An upload route (UploadDataset, UploadModel) takes POST with
+  // Content-Type application/octet-stream, the header message's proto3 JSON
+  // in the Kaizen-Upload-Header header (printable ASCII: other characters
+  // escaped as \uXXXX) and the file's bytes as the body, read piece by
+  // piece (upload_call.h; StreamsBody says which requests): the uploaded
+  // message as JSON, 400 without the header, 413 for a body over the
+  // server's limit. A cross-site page cannot send that custom header
+  // without the browser asking first. A download route (DownloadModel)
+  // answers with the file's bytes (application/octet-stream).
   // GET /api/session says who the Authorization header names and what they
   // may call: {"caller","role","tokensRequired","methods":[routes...]}, so
   // that a page shows only the buttons that work (401 for an unknown token). 404 for an
@@ -50,11 +59,17 @@ class ApiHandler {
 
   const JsonGateway& gateway() const { return gateway_; }
 
+  // Whether `head` is an upload, whose body the handler reads itself
+  // (HttpServer::Options::streams_body).
+  bool StreamsBody(const HttpServer::Request& head) const;
+
   // The path of the session route.
   static constexpr absl::string_view kSessionPath = "/api/session";
 
  private:
   void Session(const HttpServer::Request& request, const HttpServer::Respond& respond) const;
+  void Upload(const JsonGateway::Method& method, HttpServer::Request request,
+              HttpServer::Respond respond);
 
   JsonGateway gateway_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -9,13 +9,17 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <deque>
+#include <limits>
 #include <optional>
 #include <set>
 #include <thread>
+#include <utility>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "server/http/http_status.h"
 
 namespace kaizen::http {
@@ -122,49 +126,84 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   void Read() {
-    parser_.emplace();
-    parser_->header_limit(static_cast<std::uint32_t>(shared_->options.max_header_bytes));
-    parser_->body_limit(shared_->options.max_body_bytes);
+    head_parser_.emplace();
+    head_parser_->header_limit(static_cast<std::uint32_t>(shared_->options.max_header_bytes));
+    // Which body limit applies is known after the head (OnHeader).
+    head_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     ExpireAfterTimeout();
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      beast::bind_front_handler(&Session::OnRead, shared_from_this()));
+    bhttp::async_read_header(stream_, buffer_, *head_parser_,
+                             beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
   }
 
-  void OnRead(beast::error_code ec, std::size_t) {
+  // A request that could not be read: the answer (none after a timeout or
+  // a hang-up) and the close.
+  void Refuse(beast::error_code ec, uint64_t body_limit) {
     if (ec == bhttp::error::end_of_stream || shared_->stopped) return Close();
-    if (ec) {
-      int status = 400;
-      std::string why = absl::StrCat("the request is not valid HTTP/1.1: ", ec.message());
-      // A timeout has closed the socket already (beast::tcp_stream): no answer.
-      if (ec == beast::error::timeout) return Close();
-      if (ec == bhttp::error::header_limit) {
-        status = 431;
-        why = absl::StrCat("the request headers are larger than ",
-                           shared_->options.max_header_bytes, " bytes");
-      } else if (ec == bhttp::error::body_limit) {
-        status = 413;
-        why = absl::StrCat("the request body is larger than ", shared_->options.max_body_bytes,
-                           " bytes");
-      } else if (ec == net::error::eof || ec == net::error::connection_reset ||
-                 ec == net::error::operation_aborted) {
-        return Close();
-      }
-      HttpServer::Response r;
-      r.status = status;
-      r.body = ErrorBody(status, why);
-      return Write(std::move(r), /*keep_alive=*/false, 11);
+    int status = 400;
+    std::string why = absl::StrCat("the request is not valid HTTP/1.1: ", ec.message());
+    // A timeout has closed the socket already (beast::tcp_stream): no answer.
+    if (ec == beast::error::timeout) return Close();
+    if (ec == bhttp::error::header_limit) {
+      status = 431;
+      why = absl::StrCat("the request headers are larger than ", shared_->options.max_header_bytes,
+                         " bytes");
+    } else if (ec == bhttp::error::body_limit) {
+      status = 413;
+      why = absl::StrCat("the request body is larger than ", body_limit, " bytes");
+    } else if (ec == net::error::eof || ec == net::error::connection_reset ||
+               ec == net::error::operation_aborted) {
+      return Close();
     }
-    bhttp::request<bhttp::string_body> req = parser_->release();
-    keep_alive_ = req.keep_alive();
-    version_ = req.version();
+    HttpServer::Response r;
+    r.status = status;
+    r.body = ErrorBody(status, why);
+    Write(std::move(r), /*keep_alive=*/false, 11);
+  }
+
+  void OnHeader(beast::error_code ec, std::size_t) {
+    if (ec) return Refuse(ec, shared_->options.max_body_bytes);
+    const auto& head = head_parser_->get();
     HttpServer::Request request;
-    request.method = std::string(req.method_string());
-    request.target = std::string(req.target());
-    request.authorization = std::string(req[bhttp::field::authorization]);
-    request.content_type = std::string(req[bhttp::field::content_type]);
-    request.host = std::string(req[bhttp::field::host]);
-    request.last_event_id = std::string(req["Last-Event-ID"]);
-    request.body = std::move(req.body());
+    request.method = std::string(head.method_string());
+    request.target = std::string(head.target());
+    request.authorization = std::string(head[bhttp::field::authorization]);
+    request.content_type = std::string(head[bhttp::field::content_type]);
+    request.host = std::string(head[bhttp::field::host]);
+    request.last_event_id = std::string(head["Last-Event-ID"]);
+    request.upload_header = std::string(head["Kaizen-Upload-Header"]);
+    keep_alive_ = head.keep_alive();
+    version_ = head.version();
+    const bool streamed = shared_->options.streams_body && shared_->options.streams_body(request);
+    const uint64_t limit =
+        streamed ? shared_->options.max_streamed_body_bytes : shared_->options.max_body_bytes;
+    // The parser checks a declared length against its limit as it reads the
+    // head, and a chunked body as it comes (after the limit is set below).
+    if (head_parser_->content_length().value_or(0) > limit) {
+      return Refuse(bhttp::error::body_limit, limit);
+    }
+    if (streamed) {
+      // The handler reads the body; the connection ends with its answer.
+      keep_alive_ = false;
+      body_parser_.emplace(std::move(*head_parser_));
+      body_parser_->body_limit(shared_->options.max_streamed_body_bytes);
+      request.body_reader = std::make_shared<Reader>(weak_from_this());
+      return Dispatch(std::move(request));
+    }
+    if (head_parser_->is_done()) return Dispatch(std::move(request));  // no body
+    parser_.emplace(std::move(*head_parser_));
+    parser_->body_limit(shared_->options.max_body_bytes);
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      [self = shared_from_this(), request = std::move(request)](
+                          beast::error_code ec, std::size_t) mutable {
+                        if (ec) return self->Refuse(ec, self->shared_->options.max_body_bytes);
+                        request.body = std::move(self->parser_->get().body());
+                        self->Dispatch(std::move(request));
+                      });
+  }
+
+  // Hands the request to the handler.
+  void Dispatch(HttpServer::Request request) {
+    if (shared_->stopped) return Close();
     // The handler may take long (an evaluation); the deadline is for reading.
     stream_.expires_never();
     {
@@ -177,6 +216,76 @@ class Session : public std::enable_shared_from_this<Session> {
       if (std::shared_ptr<Session> self = weak.lock()) return self->Answer(std::move(r));
       if (r.stream) r.stream->Cancel();
     });
+  }
+
+  // A request body read by its handler, one piece per Read, on the
+  // connection's strand.
+  class Reader : public HttpServer::BodyReader {
+   public:
+    explicit Reader(std::weak_ptr<Session> session) : session_(std::move(session)) {}
+    void Read(Deliver deliver) override {
+      std::shared_ptr<Session> self = session_.lock();
+      // Once stopped, the threads may be gone (see Pull).
+      if (self == nullptr || self->shared_->stopped) {
+        return deliver(absl::CancelledError("the HTTP server is stopping"));
+      }
+      // Delivers once, even when the server stops before the read runs.
+      auto once = std::make_shared<Once>(std::move(deliver));
+      net::post(self->stream_.get_executor(),
+                [self, once] { self->ReadPiece(std::exchange(once->deliver, nullptr)); });
+    }
+
+   private:
+    struct Once {
+      explicit Once(Deliver d) : deliver(std::move(d)) {}
+      ~Once() {
+        if (deliver) deliver(absl::CancelledError("the HTTP server stopped"));
+      }
+      Deliver deliver;
+    };
+    std::weak_ptr<Session> session_;
+  };
+
+  void ReadPiece(HttpServer::BodyReader::Deliver deliver) {
+    if (closed_) return deliver(absl::CancelledError("the connection is closed"));
+    if (body_parser_->is_done()) return deliver(std::nullopt);
+    piece_.resize(shared_->options.body_piece_bytes);
+    body_parser_->get().body().data = piece_.data();
+    body_parser_->get().body().size = piece_.size();
+    ExpireAfterTimeout();
+    bhttp::async_read(stream_, buffer_, *body_parser_,
+                      [self = shared_from_this(), deliver = std::move(deliver)](
+                          beast::error_code ec, std::size_t) mutable {
+                        if (ec == bhttp::error::need_buffer) ec = {};  // the piece is full
+                        if (ec) {
+                          const absl::Status why = self->BodyError(ec);
+                          self->Close();
+                          return deliver(why);
+                        }
+                        self->stream_.expires_never();
+                        const size_t got =
+                            self->piece_.size() - self->body_parser_->get().body().size;
+                        if (got == 0) return self->ReadPiece(std::move(deliver));
+                        deliver(std::string(self->piece_.data(), got));
+                      });
+  }
+
+  absl::Status BodyError(beast::error_code ec) const {
+    if (ec == bhttp::error::body_limit) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the request body is larger than ", shared_->options.max_streamed_body_bytes, " bytes"));
+    }
+    if (ec == beast::error::timeout) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("no part of the request body came for ",
+                       absl::FormatDuration(shared_->options.request_timeout)));
+    }
+    if (ec == net::error::eof || ec == bhttp::error::partial_message ||
+        ec == net::error::connection_reset || ec == net::error::operation_aborted) {
+      return absl::CancelledError("the client closed the connection before the whole body came");
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("the request body is not valid HTTP/1.1: ", ec.message()));
   }
 
   // The answer to the request being handled, from any thread.
@@ -275,6 +384,8 @@ class Session : public std::enable_shared_from_this<Session> {
       net::post(self->stream_.get_executor(), [self, piece = std::move(piece)]() mutable {
         if (self->closed_) return;
         const bool last = !piece.has_value();
+        // Broken off: no final chunk, so that the client sees it incomplete.
+        if (last && self->source_->Failed()) return self->Close();
         self->outbox_.push_back(
             Piece{std::make_shared<std::string>(last ? std::string() : std::move(*piece)), last,
                   /*pulled=*/true});
@@ -320,10 +431,39 @@ class Session : public std::enable_shared_from_this<Session> {
     ExpireAfterTimeout();
     bhttp::async_write(stream_, *res,
                        [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
+                         if (!ec && self->body_parser_ && !self->body_parser_->is_done()) {
+                           return self->Linger();
+                         }
                          if (ec || !res->keep_alive()) return self->Close();
                          self->Read();
                        });
   }
+
+  // An answer given before the handler read the whole body (an upload
+  // refused at its header): closing now, with bytes unread, would reset the
+  // connection and could destroy the answer before the client reads it. So
+  // stop sending, and read and drop what the client still sends, for a
+  // little while, before closing.
+  void Linger() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(kLinger);
+    piece_.resize(16 << 10);
+    DropUnread(0);
+  }
+
+  void DropUnread(size_t dropped) {
+    if (closed_ || dropped >= kLingerBytes) return Close();
+    stream_.async_read_some(
+        net::buffer(piece_.data(), piece_.size()),
+        [self = shared_from_this(), dropped](beast::error_code ec, std::size_t n) {
+          if (ec) return self->Close();
+          self->DropUnread(dropped + n);
+        });
+  }
+
+  static constexpr std::chrono::seconds kLinger{2};
+  static constexpr size_t kLingerBytes = 64 << 20;
 
   void Close() {
     if (closed_) return;
@@ -339,7 +479,11 @@ class Session : public std::enable_shared_from_this<Session> {
   std::shared_ptr<Shared> shared_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::empty_body>> head_parser_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  // A body the handler reads (Reader), and the piece being read.
+  std::optional<bhttp::request_parser<bhttp::buffer_body>> body_parser_;
+  std::string piece_;
   bool keep_alive_ = false;
   unsigned version_ = 11;
   bool closed_ = false;
@@ -394,7 +538,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options, H
         absl::StrCat("HTTP port ", options.port, " is not in [0, 65535]"));
   }
   if (options.request_timeout <= absl::ZeroDuration() || options.max_connections < 1 ||
-      options.max_body_bytes < 1 || options.max_header_bytes < 1) {
+      options.max_body_bytes < 1 || options.max_header_bytes < 1 ||
+      options.max_streamed_body_bytes < 1 || options.body_piece_bytes < 1) {
     return absl::InvalidArgumentError(
         "the HTTP request timeout, connection limit and size limits must be positive");
   }

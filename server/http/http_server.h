@@ -9,6 +9,7 @@
 // HTTP itself: Beast does.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -16,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
@@ -23,6 +25,7 @@ namespace kaizen::http {
 
 class HttpServer {
  public:
+  struct Request;
   struct Options {
     // Listen address; port 0 picks a free one (see port()).
     std::string host = "127.0.0.1";
@@ -46,6 +49,28 @@ class HttpServer {
     // 0 leaves the kernel's own, which may grow to megabytes per stream.
     // Smaller makes a slow client hold back its stream sooner.
     int stream_send_buffer_bytes = 0;
+    // Whether the handler reads a request's body itself, piece by piece
+    // (an upload), given the request without it: then the body may be up
+    // to max_streamed_body_bytes, each piece of it must arrive within
+    // request_timeout, and the connection closes after the answer.
+    std::function<bool(const Request& head)> streams_body;
+    uint64_t max_streamed_body_bytes = uint64_t{4} << 30;
+    // The size of each piece read (the last may be shorter).
+    size_t body_piece_bytes = 256 << 10;
+  };
+
+  // The body of a request the handler reads itself (Options::streams_body).
+  class BodyReader {
+   public:
+    virtual ~BodyReader() = default;
+    // Reads the next piece. `deliver` is called once, from the server's
+    // threads: with its bytes (not empty), with nullopt at the end of the
+    // body, or with why it cannot be read: RESOURCE_EXHAUSTED (larger than
+    // allowed), INVALID_ARGUMENT (not valid HTTP), DEADLINE_EXCEEDED (a piece
+    // took longer than the request timeout), CANCELLED (the client left, the
+    // server stops). One read at a time.
+    using Deliver = std::function<void(absl::StatusOr<std::optional<std::string>>)>;
+    virtual void Read(Deliver deliver) = 0;
   };
 
   // The body of a streamed answer, produced piece by piece.
@@ -60,6 +85,10 @@ class HttpServer {
     // server stops): stop producing. Called at most once, from any thread;
     // a `deliver` after it is ignored.
     virtual void Cancel() = 0;
+    // Asked when the stream has ended (nullopt): whether it broke off (a
+    // download whose source failed). The connection is then closed without
+    // the final chunk, so that the client sees an incomplete answer.
+    virtual bool Failed() const { return false; }
   };
 
   struct Request {
@@ -69,7 +98,10 @@ class HttpServer {
     std::string content_type;
     std::string host;           // the Host header
     std::string last_event_id;  // the Last-Event-ID header (SSE reconnection)
+    std::string upload_header;  // the Kaizen-Upload-Header header (an upload's header message)
     std::string body;
+    // Instead of `body`, when Options::streams_body chose this request.
+    std::shared_ptr<BodyReader> body_reader;
   };
   struct Response {
     int status = 200;

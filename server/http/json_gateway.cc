@@ -24,6 +24,32 @@ std::unique_ptr<google::protobuf::Message> NewMessage(const google::protobuf::De
   return std::unique_ptr<google::protobuf::Message>(prototype ? prototype->New() : nullptr);
 }
 
+// A oneof "payload" with `chunk` bytes and a `sha256` string: the shape of
+// the uploads' requests and the download's answers.
+bool IsByteStream(const google::protobuf::Descriptor* type) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::OneofDescriptor* payload = type->FindOneofByName("payload");
+  const FieldDescriptor* chunk = type->FindFieldByName("chunk");
+  const FieldDescriptor* sha256 = type->FindFieldByName("sha256");
+  return payload != nullptr && chunk != nullptr && sha256 != nullptr &&
+         chunk->containing_oneof() == payload && sha256->containing_oneof() == payload &&
+         chunk->type() == FieldDescriptor::TYPE_BYTES &&
+         sha256->type() == FieldDescriptor::TYPE_STRING;
+}
+
+bool IsUpload(const google::protobuf::Descriptor* type) {
+  const google::protobuf::FieldDescriptor* header = type->FindFieldByName("header");
+  return IsByteStream(type) && header != nullptr &&
+         header->containing_oneof() == type->FindOneofByName("payload") &&
+         header->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE;
+}
+
+std::string SerializeOrEmpty(const google::protobuf::Message& message) {
+  std::string bytes;
+  message.SerializeToString(&bytes);
+  return bytes;
+}
+
 }  // namespace
 
 JsonGateway::JsonGateway(const std::vector<std::string>& services) {
@@ -33,9 +59,14 @@ JsonGateway::JsonGateway(const std::vector<std::string>& services) {
     if (service == nullptr) continue;
     for (int i = 0; i < service->method_count(); ++i) {
       const google::protobuf::MethodDescriptor* m = service->method(i);
-      if (m->client_streaming()) continue;
       Method method;
-      method.server_streaming = m->server_streaming();
+      if (m->client_streaming()) {
+        if (m->server_streaming() || !IsUpload(m->input_type())) continue;
+        method.kind = Method::Kind::kUpload;
+      } else if (m->server_streaming()) {
+        method.kind =
+            IsByteStream(m->output_type()) ? Method::Kind::kDownload : Method::Kind::kEvents;
+      }
       method.full_name = absl::StrCat("/", service->full_name(), "/", m->name());
       method.request = m->input_type();
       method.response = m->output_type();
@@ -172,6 +203,56 @@ absl::StatusOr<std::string> JsonGateway::EventFrame(const Method& method, absl::
   // The printer writes no line breaks (strings escape theirs): one data line.
   absl::StrAppend(&frame, "event: ", event, "\ndata: ", json, "\n\n");
   return frame;
+}
+
+absl::StatusOr<std::string> JsonGateway::UploadHeaderBytes(const Method& method,
+                                                           absl::string_view json) {
+  std::unique_ptr<google::protobuf::Message> request = NewMessage(method.request);
+  const google::protobuf::FieldDescriptor* field = method.request->FindFieldByName("header");
+  if (request == nullptr || field == nullptr) {
+    return absl::InternalError(absl::StrCat(method.full_name, " is not an upload"));
+  }
+  google::protobuf::Message* header =
+      request->GetReflection()->MutableMessage(request.get(), field);
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  const auto status = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(json.data(), json.size()), header, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the ", kUploadHeader, " header is not a ", field->message_type()->full_name(),
+                     " in proto3 JSON: ", status.message().ToString()));
+  }
+  return SerializeOrEmpty(*request);
+}
+
+std::string JsonGateway::UploadChunkBytes(const Method& method, absl::string_view bytes) {
+  std::unique_ptr<google::protobuf::Message> request = NewMessage(method.request);
+  request->GetReflection()->SetString(request.get(), method.request->FindFieldByName("chunk"),
+                                      std::string(bytes));
+  return SerializeOrEmpty(*request);
+}
+
+std::string JsonGateway::UploadTrailerBytes(const Method& method, absl::string_view hex) {
+  std::unique_ptr<google::protobuf::Message> request = NewMessage(method.request);
+  request->GetReflection()->SetString(request.get(), method.request->FindFieldByName("sha256"),
+                                      std::string(hex));
+  return SerializeOrEmpty(*request);
+}
+
+absl::StatusOr<JsonGateway::DownloadPiece> JsonGateway::ParseDownloadPiece(
+    const Method& method, absl::string_view bytes) {
+  ASSIGN_OR_RETURN(std::unique_ptr<google::protobuf::Message> message,
+                   ParseResponse(method, bytes));
+  const google::protobuf::Reflection* reflection = message->GetReflection();
+  DownloadPiece piece;
+  const google::protobuf::FieldDescriptor* set =
+      reflection->GetOneofFieldDescriptor(*message, method.response->FindOneofByName("payload"));
+  if (set != nullptr && set->name() == "chunk") piece.chunk = reflection->GetString(*message, set);
+  if (set != nullptr && set->name() == "sha256") {
+    piece.sha256 = reflection->GetString(*message, set);
+  }
+  return piece;
 }
 
 }  // namespace kaizen::http

@@ -1,7 +1,8 @@
-// The JSON face of the v1 API. Every unary and server-streaming method of
-// the kaizen.v1 services gets the route "/api/<full gRPC method name>" (e.g.
+// The JSON face of the v1 API. Every method of the kaizen.v1 services gets
+// the route "/api/<full gRPC method name>" (e.g.
 // "/api/kaizen.v1.FineTuneService/GetJob"; a stream's messages become
-// Server-Sent Events), and requests and answers convert
+// Server-Sent Events, an upload's body is its bytes and a download's answer
+// is the file's bytes: see Method::Kind), and requests and answers convert
 // between the proto3 JSON mapping and the wire format with protobuf's own
 // JSON utilities: the generated descriptors are the only schema, so a new RPC
 // is routed without code here (and, like every method, is open to the roles
@@ -25,16 +26,42 @@ class JsonGateway {
     std::string full_name;
     const google::protobuf::Descriptor* request = nullptr;
     const google::protobuf::Descriptor* response = nullptr;
-    // Answers with a stream of messages (WatchJob): sent as Server-Sent Events.
-    bool server_streaming = false;
+    enum class Kind {
+      // A JSON request, a JSON answer.
+      kUnary,
+      // A JSON request; the stream of messages (WatchJob) as Server-Sent
+      // Events.
+      kEvents,
+      // A byte stream in (UploadDataset, UploadModel: a client stream of a
+      // oneof `header` message, `chunk` bytes and a `sha256` trailer): the
+      // header's proto3 JSON in the request header kUploadHeader, the HTTP
+      // body the chunks' bytes; the server adds the trailer.
+      kUpload,
+      // A byte stream out (DownloadModel: a server stream whose oneof has
+      // `chunk` bytes and a `sha256` trailer): the answer is the chunks'
+      // bytes, checked against the trailer.
+      kDownload,
+    };
+    Kind kind = Kind::kUnary;
+  };
+
+  // The request header that carries an upload's header message.
+  static constexpr absl::string_view kUploadHeader = "Kaizen-Upload-Header";
+
+  // One message of a download stream: its chunk's bytes, or its trailer,
+  // or neither (a message that describes the file, such as the model).
+  struct DownloadPiece {
+    std::string chunk;
+    std::string sha256;
   };
 
   // "/api" + Method::full_name.
   static constexpr absl::string_view kPrefix = "/api";
 
-  // The routes of every unary and server-streaming method of `services`
-  // (client streams, the uploads, take bytes and have none) (full service names,
-  // e.g. "kaizen.v1.ModelService"), from the generated descriptor pool.
+  // The routes of the methods of `services` (full service names, e.g.
+  // "kaizen.v1.ModelService"), from the generated descriptor pool: every
+  // unary and server-streaming method, and the client streams that are
+  // uploads (a bidirectional stream, or another client stream, has none).
   explicit JsonGateway(const std::vector<std::string>& services);
   // The v1 services: dataset, model, fine-tune, inference (not the Open
   // Inference Protocol, which has a REST form of its own).
@@ -65,6 +92,18 @@ class JsonGateway {
   //   data: <its proto3 JSON, on one line>
   // and a blank line. INTERNAL when the bytes do not parse.
   static absl::StatusOr<std::string> EventFrame(const Method& method, absl::string_view bytes);
+
+  // An upload's first message, with its header from the header's proto3
+  // JSON (INVALID_ARGUMENT naming the type and what the parser found).
+  static absl::StatusOr<std::string> UploadHeaderBytes(const Method& method,
+                                                       absl::string_view json);
+  // An upload message with `chunk` set to `bytes`, or with the `sha256`
+  // trailer set to `hex`.
+  static std::string UploadChunkBytes(const Method& method, absl::string_view bytes);
+  static std::string UploadTrailerBytes(const Method& method, absl::string_view hex);
+  // A download message's piece; INTERNAL when the bytes do not parse.
+  static absl::StatusOr<DownloadPiece> ParseDownloadPiece(const Method& method,
+                                                          absl::string_view bytes);
 
  private:
   std::map<std::string, Method, std::less<>> routes_;

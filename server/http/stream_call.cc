@@ -20,7 +20,8 @@ std::string BufferBytes(const grpc::ByteBuffer& buffer) {
 
 namespace {
 
-std::string FinalFrame(const grpc::Status& status) {
+std::optional<std::string> FinalFrame(bool bytes, const grpc::Status& status) {
+  if (bytes) return std::nullopt;  // a download ends with its last chunk; Failed() tells how
   if (status.ok()) {
     return absl::StrCat("event: stream_end\ndata: ",
                         ErrorJson(grpc::StatusCode::OK, "the service closed the stream"), "\n\n");
@@ -32,7 +33,14 @@ std::string FinalFrame(const grpc::Status& status) {
 }  // namespace
 
 StreamCall::StreamCall(JsonGateway::Method method, HttpServer::Respond respond)
-    : method_(std::move(method)), respond_(std::move(respond)) {}
+    : method_(std::move(method)),
+      bytes_(method_.kind == JsonGateway::Method::Kind::kDownload),
+      respond_(std::move(respond)) {
+  if (bytes_) {
+    absl::MutexLock lock(&mu_);
+    preamble_sent_ = true;  // a file has none
+  }
+}
 
 void StreamCall::Start(grpc::GenericStub* stub, const JsonGateway::Method& method,
                        const std::string& request, const std::string& authorization,
@@ -76,11 +84,58 @@ void StreamCall::OnReadInitialMetadataDone(bool ok) {
 
 void StreamCall::AnswerWithStream() {
   HttpServer::Response r;
-  r.content_type = "text/event-stream";
-  r.headers.emplace_back("X-Accel-Buffering", "no");  // a proxy must not hold events back
   r.stream = shared_from_this();
-  r.keepalive = kKeepalive;
+  if (bytes_) {
+    r.content_type = "application/octet-stream";
+    r.headers.emplace_back("Content-Disposition", "attachment");
+  } else {
+    r.content_type = "text/event-stream";
+    r.headers.emplace_back("X-Accel-Buffering", "no");  // a proxy must not hold events back
+    r.keepalive = kKeepalive;
+  }
   respond_(std::move(r));
+}
+
+bool StreamCall::Failed() const {
+  absl::MutexLock lock(&mu_);
+  return bytes_ && (!status_.has_value() || !status_->ok() || !verified_);
+}
+
+std::optional<std::string> StreamCall::Frame(absl::string_view message) {
+  if (!bytes_) {
+    absl::StatusOr<std::string> event = JsonGateway::EventFrame(method_, message);
+    if (event.ok()) return *std::move(event);
+    // Cannot happen with the service's own messages; end the stream.
+    final_sent_ = reads_over_ = true;
+    return FinalFrame(
+        false, grpc::Status(grpc::StatusCode::INTERNAL, std::string(event.status().message())));
+  }
+  absl::StatusOr<JsonGateway::DownloadPiece> piece =
+      JsonGateway::ParseDownloadPiece(method_, message);
+  if (piece.ok() && !piece->chunk.empty()) {
+    if (trailer_seen_) piece = absl::InternalError("a chunk after the checksum");
+    if (piece.ok()) {
+      hash_.Update(piece->chunk);
+      return std::move(piece->chunk);
+    }
+  }
+  if (piece.ok() && !piece->sha256.empty()) {
+    if (trailer_seen_) {
+      piece = absl::InternalError("a second checksum");
+    } else {
+      trailer_seen_ = true;
+      verified_ = hash_.HexDigest() == piece->sha256;
+      if (verified_) return std::string();
+      piece = absl::DataLossError("the file's bytes do not match its checksum");
+    }
+  }
+  if (!piece.ok()) {
+    // The answer is cut short: the client sees an incomplete download.
+    verified_ = false;
+    final_sent_ = reads_over_ = true;
+    return std::nullopt;
+  }
+  return std::string();  // a message about the file (the model): nothing to send
 }
 
 void StreamCall::Next(std::function<void(std::optional<std::string>)> deliver) {
@@ -99,7 +154,7 @@ void StreamCall::Next(std::function<void(std::optional<std::string>)> deliver) {
       now = std::nullopt;
     } else if (reads_over_ && status_.has_value()) {
       final_sent_ = true;
-      now = FinalFrame(*status_);
+      now = FinalFrame(bytes_, *status_);
     } else {
       pending_ = std::move(deliver);
       answer_now = false;
@@ -112,27 +167,22 @@ void StreamCall::Next(std::function<void(std::optional<std::string>)> deliver) {
 
 void StreamCall::OnReadDone(bool ok) {
   std::function<void(std::optional<std::string>)> deliver;
-  std::string frame;
-  bool first = false;
+  std::optional<std::string> frame;
+  bool first = false, again = false;
   {
     absl::MutexLock lock(&mu_);
     reading_ = false;
     if (!ok) {
       reads_over_ = true;  // OnDone answers, or delivers the last frame to pending_
     } else {
-      absl::StatusOr<std::string> event = JsonGateway::EventFrame(method_, BufferBytes(read_));
-      if (event.ok()) {
-        frame = *std::move(event);
-      } else {
-        // Cannot happen with the service's own messages; end the stream.
-        final_sent_ = reads_over_ = true;
-        frame = FinalFrame(
-            grpc::Status(grpc::StatusCode::INTERNAL, std::string(event.status().message())));
-      }
+      frame = Frame(BufferBytes(read_));
+      const bool nothing = frame.has_value() && frame->empty();
       if (!answered_) {
         // The first message of a stream not yet answered: it is accepted.
         answered_ = first = true;
-        stashed_ = std::move(frame);
+        if (!nothing) stashed_ = std::move(frame);
+      } else if (nothing && !cancelled_) {
+        again = reading_ = true;  // nothing to send yet: read on for the waiting Next
       } else {
         deliver = std::move(pending_);
         pending_ = nullptr;
@@ -141,6 +191,7 @@ void StreamCall::OnReadDone(bool ok) {
   }
   if (!ok) return ReleaseHold();
   if (first) AnswerWithStream();
+  if (again) return StartRead(&read_);
   if (deliver) deliver(std::move(frame));
   bool over;
   {
@@ -156,7 +207,7 @@ void StreamCall::OnReadDone(bool ok) {
 
 void StreamCall::OnDone(const grpc::Status& status) {
   std::function<void(std::optional<std::string>)> deliver;
-  std::string frame;
+  std::optional<std::string> frame;
   bool refuse = false, empty = false;
   std::shared_ptr<StreamCall> self;
   {
@@ -169,7 +220,7 @@ void StreamCall::OnDone(const grpc::Status& status) {
       (status.ok() ? empty : refuse) = true;
     } else if (pending_ && !final_sent_) {
       final_sent_ = true;
-      frame = FinalFrame(status);
+      frame = FinalFrame(bytes_, status);
       deliver = std::move(pending_);
       pending_ = nullptr;
     }

@@ -1,5 +1,8 @@
-// A server-streaming gRPC call (WatchJob) made in-process and served as
-// Server-Sent Events (http_server.h's Stream). It reads the next message only
+// A server-streaming gRPC call made in-process and served as a streamed
+// HTTP answer (http_server.h's Stream): Server-Sent Events for a stream of
+// events (WatchJob), the file's bytes for a download (DownloadModel: each
+// chunk as it comes, checked against the trailer's SHA-256 at the end; a
+// mismatch or an error cuts the answer short). It reads the next message only
 // when the HTTP side asks for the next piece, that is once the previous
 // frame is on the socket; in-process gRPC completes the service's write only
 // when it is read, so a slow browser backs up the service's own per-watcher
@@ -16,6 +19,7 @@
 #include <string>
 
 #include "absl/synchronization/mutex.h"
+#include "server/common/sha256.h"
 #include "server/http/http_server.h"
 #include "server/http/json_gateway.h"
 
@@ -56,6 +60,7 @@ class StreamCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBu
 
   void Next(std::function<void(std::optional<std::string>)> deliver) override;
   void Cancel() override;
+  bool Failed() const override;
 
   void OnReadInitialMetadataDone(bool ok) override;
   void OnReadDone(bool ok) override;
@@ -65,10 +70,15 @@ class StreamCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBu
   StreamCall(JsonGateway::Method method, HttpServer::Respond respond);
   // Ends the hold taken at the start, once: the call may finish after it.
   void ReleaseHold();
-  // The 200 text/event-stream answer streaming from this call.
+  // The 200 answer streaming from this call.
   void AnswerWithStream();
+  // What a message sends: its event, or its chunk's bytes (empty: nothing,
+  // nullopt: the end).
+  std::optional<std::string> Frame(absl::string_view message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const JsonGateway::Method method_;
+  // A download (the file's bytes), not events.
+  const bool bytes_;
   grpc::ClientContext context_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer read_;
@@ -76,7 +86,12 @@ class StreamCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBu
   // This call holds itself from its start until gRPC is done with it.
   std::shared_ptr<StreamCall> self_;
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
+  // A download's checksum of the chunks so far, and whether the trailer
+  // came and matched.
+  common::Sha256 hash_ ABSL_GUARDED_BY(mu_);
+  bool trailer_seen_ ABSL_GUARDED_BY(mu_) = false;
+  bool verified_ ABSL_GUARDED_BY(mu_) = false;
   bool answered_ ABSL_GUARDED_BY(mu_) = false;
   bool holding_ ABSL_GUARDED_BY(mu_) = true;
   bool reading_ ABSL_GUARDED_BY(mu_) = false;

@@ -2,10 +2,13 @@
 // playwright-core) against a real kaizen-server with tokens and a training
 // job: the curve gains points as epochs finish, a reload mid-job neither
 // duplicates nor loses one, a prediction in the playground equals
-// kaizenctl's, and a reader sees no button that changes anything while the
-// API refuses them a mutation. Run by run.sh, which prepares the data.
+// kaizenctl's, a folder and an archive upload with a progress bar, a model
+// downloads as the same file as kaizenctl's and uploads again, and a
+// reader sees no button that changes anything while the API refuses them a
+// mutation. Run by run.sh, which prepares the data.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -242,6 +245,74 @@ test('a prediction in the playground equals kaizenctl predict', LIMIT, guard(asy
   assert.equal(await page.$$eval('[data-dataset="shoes"] .bar-row', (rows) => rows.length), 5);
   await page.screenshot({ path: path.join(shots, 'datasets.png'), fullPage: true });
   assert.deepEqual(errors, []);
+}));
+
+const sha256 = (file) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+
+test('a folder and an archive upload with a progress bar; a model downloads and uploads again', LIMIT, guard(async () => {
+  assert.ok(jobId, 'needs the trained model of the first test');
+  const errors = [];
+  const page = await openPage(admin, errors);
+  await show(page, '#/datasets', 'datasets');
+  const form = 'form[data-upload="kaizen.v1.DatasetService/UploadDataset"]';
+
+  // A folder, packed into a tar by the page.
+  await page.fill(`${form} input[name=name]`, 'pets');
+  await page.setInputFiles(`${form} input[name=folder]`, path.join(work, 'folder', 'pets'));
+  await page.click(`${form} [data-upload=submit]`);
+  await page.waitForSelector('[data-dataset="pets"]', { timeout: 120_000 });
+  const pets = await api('DatasetService/GetDataset', { name: 'pets' });
+  assert.equal(Number(pets.numExamples), 8);
+  assert.deepEqual(pets.classes.map((c) => [c.className, Number(c.count)]), [['boot', 4], ['sandal', 4]]);
+  assert.deepEqual(pets.report.failedFiles.map((f) => f.path), ['pets/sandal/broken.png']);
+  assert.equal(await page.$$eval('[data-dataset="pets"] .bar-row', (rows) => rows.length), 2);
+  assert.match(await page.textContent('[data-dataset="pets"]'), /broken\.png/);
+
+  // An archive, with the bar full at the end.
+  await page.fill(`${form} input[name=name]`, 'pets-archive');
+  await page.setInputFiles(`${form} input[name=file]`, path.join(work, 'pets.tar.gz'));
+  await page.click(`${form} [data-upload=submit]`);
+  await page.waitForSelector('[data-dataset="pets-archive"]', { timeout: 120_000 });
+  const archived = await api('DatasetService/GetDataset', { name: 'pets-archive' });
+  assert.equal(archived.sha256, sha256(path.join(work, 'pets.tar.gz')));
+  assert.equal(Number(archived.numExamples), 8);
+  await page.screenshot({ path: path.join(shots, 'datasets-upload.png'), fullPage: true });
+
+  // The same archive again: the service's refusal, shown on the form.
+  await page.fill(`${form} input[name=name]`, 'pets');
+  await page.setInputFiles(`${form} input[name=file]`, path.join(work, 'pets.tar.gz'));
+  await page.click(`${form} [data-upload=submit]`);
+  await page.waitForSelector(`${form} .error`);
+  assert.match(await page.textContent(`${form} .error`), /ALREADY_EXISTS/);
+  assert.equal(await page.$eval(`${form} [data-upload=progress]`, (p) => p.value), 1);
+
+  // The newest version of the job's model downloads as kaizenctl's file...
+  await show(page, '#/models', 'models');
+  await page.click('[data-model="shoes-model"] a');
+  await page.waitForSelector('.detail [data-download]');
+  const version = await page.$eval('.detail tr[data-version]:last-child', (tr) => tr.dataset.version);
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.click(`.detail [data-download="${version}"]`),
+  ]);
+  assert.equal(download.suggestedFilename(), `shoes-model-v${version}.pt`);
+  const saved = path.join(work, 'browser.pt');
+  await download.saveAs(saved);
+  const cli = path.join(work, 'cli.pt');
+  ctl(['models', 'download', `shoes-model:${version}`, cli]);
+  assert.equal(sha256(saved), sha256(cli));
+
+  // ... which uploads again as a model of its own.
+  const models = 'form[data-upload="kaizen.v1.ModelService/UploadModel"]';
+  await page.fill(`${models} input[name=name]`, 'shoes-copy');
+  await page.setInputFiles(`${models} input[name=file]`, saved);
+  await page.click(`${models} [data-upload=submit]`);
+  await page.waitForSelector('[data-model="shoes-copy"]', { timeout: 120_000 });
+  const copy = await api('ModelService/GetModel', { name: 'shoes-copy' });
+  assert.equal(copy.source, 'MODEL_SOURCE_UPLOADED');
+  assert.equal(copy.sha256, sha256(saved));
+  // The browser logs the refused upload's 409; nothing else.
+  assert.deepEqual(errors.map((e) => (/status of 409 .*UploadDataset/.test(e) ? '409' : e)), ['409']);
 }));
 
 test('a reader sees no button that changes anything, and the API refuses them one', LIMIT, guard(async () => {

@@ -42,7 +42,20 @@ with gzip.open(f"{sys.argv[1]}/t10k-labels-idx1-ubyte.gz") as f:
     labels = f.read()[8:]
 i = labels.index(9)  # the first ankle boot of the test split
 Image.frombytes("L", (28, 28), images[i * 784:(i + 1) * 784]).save(sys.argv[2])
+# A folder of class folders for the browser's uploads: four test images of
+# each of two classes, and one file that is not an image.
+import os
+root = os.path.join(os.path.dirname(sys.argv[2]), "folder", "pets")
+for label, name in ((5, "sandal"), (9, "boot")):
+    os.makedirs(os.path.join(root, name))
+    picks = [k for k, l in enumerate(labels) if l == label][:4]
+    for n, k in enumerate(picks):
+        Image.frombytes("L", (28, 28), images[k * 784:(k + 1) * 784]).save(
+            os.path.join(root, name, f"{n}.png"))
+with open(os.path.join(root, "sandal", "broken.png"), "wb") as f:
+    f.write(b"not a png")
 PY
+tar -czf "$work/pets.tar.gz" -C "$work/folder" pets
 
 export KAIZEN_SERVER="$BIN_DIR/kaizen-server" KAIZENCTL="$BIN_DIR/kaizenctl"
 export KAIZEN_CONSOLE_DIR="$CONSOLE_DIR" KAIZEN_CHROMIUM="$CHROMIUM" KAIZEN_WORK="$work"

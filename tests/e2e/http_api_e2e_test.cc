@@ -110,12 +110,13 @@ TEST_F(HttpApiE2E, EveryUnaryMethodIsRoutedAndReachesItsService) {
     EXPECT_EQ(a.headers.count("content-security-policy"), 1u) << method;
     EXPECT_EQ(Header(a, "x-content-type-options"), "nosniff") << method;
   }
-  // WatchJob is a route too (Server-Sent Events, http_sse_e2e_test.cc); the
-  // uploads, which take bytes, are not.
+  // The streams are routes too (http_sse_e2e_test.cc, http_upload_e2e_test.cc):
+  // an upload takes bytes, not JSON.
   EXPECT_THAT(PostJson(port_, "/api/kaizen.v1.FineTuneService/WatchJob", "{}").body,
               Not(HasSubstr("no API route")));
-  EXPECT_THAT(PostJson(port_, "/api/kaizen.v1.DatasetService/UploadDataset", "{}").body,
-              HasSubstr("no API route"));
+  const HttpAnswer upload = PostJson(port_, "/api/kaizen.v1.DatasetService/UploadDataset", "{}");
+  EXPECT_EQ(upload.status, 415) << upload.body;
+  EXPECT_THAT(upload.body, HasSubstr("application/octet-stream"));
 }
 
 TEST_F(HttpApiE2E, AnswersAreTheProto3JsonOfTheGrpcAnswers) {
@@ -283,7 +284,8 @@ TEST_F(HttpApiE2E, TheSessionSaysWhoCallsAndWhichRoutesTheirRoleMayCall) {
   const HttpAnswer admin = get(kAdmin);
   ASSERT_EQ(admin.status, 200) << admin.body;
   EXPECT_THAT(admin.body, HasSubstr(R"("role":"admin")"));
-  EXPECT_EQ(SessionRoutes(admin).size(), UnaryV1Methods().size() + 2);  // and the two streams
+  // And the four streams: WatchJob, DownloadModel and the two uploads.
+  EXPECT_EQ(SessionRoutes(admin).size(), UnaryV1Methods().size() + 4);
 }
 
 TEST_F(HttpApiE2E, WithoutTokensTheSessionIsAnAdminWithEveryRoute) {

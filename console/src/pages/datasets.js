@@ -1,7 +1,10 @@
 // Datasets: counts per class as bars, and each upload's report (files that
-// failed and why, duplicates, ignored files, warnings).
+// failed and why, duplicates, ignored files, warnings); a form that uploads
+// an archive or a folder with a progress bar.
 import { call } from '../api.js';
-import { errorBox, h } from '../dom.js';
+import { clear, errorBox, h } from '../dom.js';
+import { allowed } from '../main.js';
+import { uploadForm } from '../upload_form.js';
 
 function classBars(dataset) {
   const classes = dataset.classes || [];
@@ -41,9 +44,19 @@ function report(r = {}) {
 
 export async function datasetsPage(section) {
   section.append(h('h1', {}, 'Datasets'));
+  if (allowed('kaizen.v1.DatasetService/UploadDataset')) {
+    section.append(uploadForm({
+      method: 'kaizen.v1.DatasetService/UploadDataset',
+      title: 'Upload an image folder',
+      accept: '.tar,.tgz,.gz,.bz2,.xz,.zip',
+      folders: true,
+      fields: [h('input', { type: 'hidden', dataset: { header: 'format' }, value: 'DATASET_FORMAT_IMAGE_FOLDER' })],
+      onDone: () => datasetsPage(clear(section)),
+    }));
+  }
   try {
     const { datasets = [] } = await call('kaizen.v1.DatasetService/ListDatasets', {});
-    if (!datasets.length) section.append(h('p', { class: 'muted' }, 'No datasets yet (kaizenctl datasets upload).'));
+    if (!datasets.length) section.append(h('p', { class: 'muted' }, 'No datasets yet: upload an archive or a folder of class folders above, or use kaizenctl datasets upload.'));
     for (const d of datasets) {
       section.append(h('article', { class: 'card', dataset: { dataset: d.name } },
         h('h2', {}, d.name),

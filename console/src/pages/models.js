@@ -1,7 +1,9 @@
 // Models: each model's newest version with its metrics; a model's versions,
 // and its test evaluation with the confusion matrix as a heat map.
-import { call } from '../api.js';
+import { call, downloadModel } from '../api.js';
 import { clear, errorBox, h, number, percent, shade, table } from '../dom.js';
+import { allowed } from '../main.js';
+import { uploadForm } from '../upload_form.js';
 
 function bytes(n) {
   const v = Number(n);
@@ -42,6 +44,23 @@ function evaluationView(e) {
     confusionMatrix(e) || '');
 }
 
+// Saves the version's TorchScript file as NAME-vVERSION.pt.
+function downloadButton(name, version) {
+  const button = h('button', { dataset: { download: version } }, 'Download');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    button.nextSibling?.remove();
+    try {
+      await downloadModel(name, version, `${name}-v${version}.pt`);
+    } catch (e) {
+      button.after(errorBox(e));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
 let detailLoads = 0;
 
 async function details(name, into) {
@@ -55,10 +74,11 @@ async function details(name, into) {
       h('h2', {}, name),
       h('p', {}, `${newest.architecture}, ${Number(newest.parameterCount).toLocaleString()} parameters,`,
         ` ${(newest.classNames || []).length} classes: ${(newest.classNames || []).join(', ')}`),
-      table(['version', 'job', 'metrics', 'size', ''], models.map((m) => h('tr', {},
+      table(['version', 'job', 'metrics', 'size', '', ''], models.map((m) => h('tr', { dataset: { version: m.version } },
         h('td', {}, m.version), h('td', {}, m.jobId ? h('a', { href: `#/jobs/${m.jobId}` }, m.jobId) : ''),
         h('td', {}, metrics(m)), h('td', {}, bytes(m.sizeBytes)),
-        h('td', {}, m.version === newest.bestVersion ? h('span', { class: 'tag' }, 'best') : '')))),
+        h('td', {}, m.version === newest.bestVersion ? h('span', { class: 'tag' }, 'best') : ''),
+        h('td', {}, allowed('kaizen.v1.ModelService/DownloadModel') ? downloadButton(name, m.version) : '')))),
       newest.testEvaluation?.examples > 0
         ? h('div', {}, h('h3', {}, 'Evaluation'), evaluationView(newest.testEvaluation))
         : h('p', { class: 'muted' }, 'No test evaluation (start a job with a test dataset).'),
@@ -71,7 +91,17 @@ async function details(name, into) {
 export async function modelsPage(section) {
   const list = h('div');
   const detail = h('div', { class: 'detail' });
-  section.append(h('h1', {}, 'Models'), list, detail);
+  section.append(h('h1', {}, 'Models'));
+  if (allowed('kaizen.v1.ModelService/UploadModel')) {
+    section.append(uploadForm({
+      method: 'kaizen.v1.ModelService/UploadModel',
+      title: 'Upload a TorchScript model',
+      accept: '.pt,.pth,.zip',
+      folders: false,
+      onDone: () => modelsPage(clear(section)),
+    }));
+  }
+  section.append(list, detail);
   try {
     const { models = [] } = await call('kaizen.v1.ModelService/ListModels', {});
     list.append(models.length

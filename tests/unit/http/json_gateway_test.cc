@@ -7,22 +7,26 @@
 
 #include "kaizen/v1/dataset_service.pb.h"
 #include "kaizen/v1/finetune_service.pb.h"
+#include "kaizen/v1/model_service.pb.h"
 
 namespace kaizen::http {
 namespace {
 
 using ::testing::HasSubstr;
 
-TEST(JsonGatewayTest, RoutesUnaryAndServerStreamingMethodsButNoUpload) {
+TEST(JsonGatewayTest, RoutesEveryMethodByItsKind) {
   const JsonGateway gateway(JsonGateway::V1Services());
   const std::vector<std::string> routes = gateway.Routes();
   EXPECT_THAT(routes, ::testing::Contains("/api/kaizen.v1.FineTuneService/StartFineTune"));
   EXPECT_THAT(routes, ::testing::Contains("/api/kaizen.v1.InferenceService/Predict"));
   EXPECT_THAT(routes, ::testing::Contains("/api/kaizen.v1.FineTuneService/WatchJob"));
-  EXPECT_TRUE(gateway.Find("/api/kaizen.v1.FineTuneService/WatchJob")->server_streaming);
-  EXPECT_FALSE(gateway.Find("/api/kaizen.v1.FineTuneService/GetJob")->server_streaming);
-  EXPECT_THAT(routes,
-              ::testing::Not(::testing::Contains("/api/kaizen.v1.DatasetService/UploadDataset")));
+  using Kind = JsonGateway::Method::Kind;
+  EXPECT_EQ(gateway.Find("/api/kaizen.v1.FineTuneService/WatchJob")->kind, Kind::kEvents);
+  EXPECT_EQ(gateway.Find("/api/kaizen.v1.FineTuneService/GetJob")->kind, Kind::kUnary);
+  EXPECT_EQ(gateway.Find("/api/kaizen.v1.ModelService/DownloadModel")->kind, Kind::kDownload);
+  EXPECT_EQ(gateway.Find("/api/kaizen.v1.DatasetService/UploadDataset")->kind, Kind::kUpload);
+  EXPECT_EQ(gateway.Find("/api/kaizen.v1.ModelService/UploadModel")->kind, Kind::kUpload);
+  EXPECT_THAT(routes, ::testing::Contains("/api/kaizen.v1.DatasetService/UploadDataset"));
   const JsonGateway::Method* get = gateway.Find("/api/kaizen.v1.FineTuneService/GetJob?x=1");
   ASSERT_NE(get, nullptr);
   EXPECT_EQ(get->full_name, "/kaizen.v1.FineTuneService/GetJob");
@@ -30,6 +34,55 @@ TEST(JsonGatewayTest, RoutesUnaryAndServerStreamingMethodsButNoUpload) {
   EXPECT_EQ(gateway.Find("/api/kaizen.v1.FineTuneService/Nope"), nullptr);
   EXPECT_EQ(gateway.Find("/kaizen.v1.FineTuneService/GetJob"), nullptr);
   EXPECT_TRUE(JsonGateway({"no.such.Service"}).Routes().empty());
+}
+
+TEST(JsonGatewayTest, UploadMessagesCarryTheHeaderTheChunksAndTheTrailer) {
+  const JsonGateway gateway(JsonGateway::V1Services());
+  const JsonGateway::Method* upload = gateway.Find("/api/kaizen.v1.DatasetService/UploadDataset");
+  ASSERT_NE(upload, nullptr);
+  absl::StatusOr<std::string> header = JsonGateway::UploadHeaderBytes(
+      *upload, R"({"name":"shoes","format":"DATASET_FORMAT_IMAGE_FOLDER",)"
+               R"("parts":[{"fileName":"shoes.tar","sizeBytes":"3"}]})");
+  ASSERT_TRUE(header.ok()) << header.status();
+  v1::UploadDatasetRequest parsed;
+  ASSERT_TRUE(parsed.ParseFromString(*header));
+  ASSERT_TRUE(parsed.has_header());
+  EXPECT_EQ(parsed.header().name(), "shoes");
+  EXPECT_EQ(parsed.header().parts(0).size_bytes(), 3);
+
+  ASSERT_TRUE(
+      parsed.ParseFromString(JsonGateway::UploadChunkBytes(*upload, std::string("a\0b", 3))));
+  EXPECT_EQ(parsed.chunk(), std::string("a\0b", 3));
+  ASSERT_TRUE(parsed.ParseFromString(JsonGateway::UploadTrailerBytes(*upload, "abc123")));
+  EXPECT_EQ(parsed.sha256(), "abc123");
+
+  for (const char* bad : {R"({"nmae":"x"})", "{", R"({"format":"NOPE"})", "[]"}) {
+    absl::StatusOr<std::string> refused = JsonGateway::UploadHeaderBytes(*upload, bad);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(refused.status().message(), HasSubstr("Kaizen-Upload-Header")) << bad;
+    EXPECT_THAT(refused.status().message(), HasSubstr("kaizen.v1.UploadDatasetHeader")) << bad;
+  }
+}
+
+TEST(JsonGatewayTest, DownloadPiecesAreTheChunksAndTheTrailer) {
+  const JsonGateway gateway(JsonGateway::V1Services());
+  const JsonGateway::Method* download = gateway.Find("/api/kaizen.v1.ModelService/DownloadModel");
+  ASSERT_NE(download, nullptr);
+  v1::DownloadModelResponse message;
+  message.mutable_model()->set_name("m");
+  absl::StatusOr<JsonGateway::DownloadPiece> piece =
+      JsonGateway::ParseDownloadPiece(*download, message.SerializeAsString());
+  ASSERT_TRUE(piece.ok()) << piece.status();
+  EXPECT_TRUE(piece->chunk.empty() && piece->sha256.empty());
+  message.set_chunk(std::string("x\0y", 3));
+  piece = JsonGateway::ParseDownloadPiece(*download, message.SerializeAsString());
+  EXPECT_EQ(piece->chunk, std::string("x\0y", 3));
+  message.set_sha256("ff");
+  piece = JsonGateway::ParseDownloadPiece(*download, message.SerializeAsString());
+  EXPECT_TRUE(piece->chunk.empty());
+  EXPECT_EQ(piece->sha256, "ff");
+  EXPECT_EQ(JsonGateway::ParseDownloadPiece(*download, "\xff\xff").status().code(),
+            absl::StatusCode::kInternal);
 }
 
 TEST(JsonGatewayTest, RequestJsonBecomesTheWireBytesOfTheRequest) {

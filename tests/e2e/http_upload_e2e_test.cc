@@ -1,0 +1,245 @@
+// Uploads and downloads over the HTTP API (server/http/upload_call.h,
+// stream_call.h) on a real server: an image-folder archive and a
+// TorchScript model uploaded as the body's bytes become the same dataset and
+// model as over gRPC; a model downloads as its file; refusals are precise
+// HTTP errors; a client that is too large, too slow or leaves mid-upload
+// leaves nothing behind and the server goes on.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "server/auth/token_file.h"
+#include "server/common/sha256.h"
+#include "tests/test_util/http_client.h"
+#include "tests/test_util/http_get.h"
+#include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/server/job_helpers.h"
+#include "tests/test_util/wait.h"
+
+namespace kaizen {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kUploadDataset[] = "/api/kaizen.v1.DatasetService/UploadDataset";
+constexpr char kUploadModel[] = "/api/kaizen.v1.ModelService/UploadModel";
+constexpr char kDownloadModel[] = "/api/kaizen.v1.ModelService/DownloadModel";
+
+// Two classes of six distinct PNGs each, as a tar.gz image folder.
+std::string ImageFolderArchive() {
+  std::vector<test_util::ArchiveEntry> entries;
+  for (const char* label : {"boots", "sandals"}) {
+    for (uint32_t i = 0; i < 6; ++i) {
+      const uint32_t seed = i + (label[0] == 'b' ? 0 : 100);
+      entries.push_back(
+          {absl::StrCat("shoes/", label, "/", i, ".png"), test_util::EncodePng(16, 16, 3, seed)});
+    }
+  }
+  return test_util::MakeArchive(entries, test_util::ArchiveKind::kTarGz);
+}
+
+std::string DatasetHeader(const std::string& name, size_t bytes) {
+  return absl::StrCat(R"({"name":")", name,
+                      R"(","format":"DATASET_FORMAT_IMAGE_FOLDER","description":"caf\u00e9",)",
+                      R"("parts":[{"fileName":"shoes.tar.gz","sizeBytes":")", bytes, R"("}]})");
+}
+
+test_util::HttpAnswer Upload(int port, const std::string& route, const std::string& header,
+                             const std::string& body, const std::string& token = "") {
+  std::vector<std::pair<std::string, std::string>> headers = {
+      {"Content-Type", "application/octet-stream"}, {"Kaizen-Upload-Header", header}};
+  if (!token.empty()) headers.emplace_back("Authorization", "Bearer " + token);
+  return test_util::HttpRequest(port, "POST", route, body, headers);
+}
+
+template <typename Message>
+Message ParseJson(const std::string& json) {
+  Message m;
+  const auto status = google::protobuf::util::JsonStringToMessage(json, &m);
+  EXPECT_TRUE(status.ok()) << status.ToString() << ": " << json;
+  return m;
+}
+
+class HttpUploadE2E : public test_util::JobServerTest {
+ protected:
+  void StartWithHttp(const std::function<void(api::KaizenServer::Options&)>& adjust = nullptr) {
+    StartServer([&](api::KaizenServer::Options& o) {
+      o.http.port = 0;
+      o.http.body_piece_bytes = 4096;  // many pieces even for small files
+      if (adjust) adjust(o);
+    });
+    port_ = s_.server->http_port();
+    ASSERT_GT(port_, 0);
+  }
+
+  // The datasets the server lists, asked over HTTP.
+  int DatasetCount(const std::string& token = "") {
+    const test_util::HttpAnswer a =
+        test_util::PostJson(port_, "/api/kaizen.v1.DatasetService/ListDatasets", "{}", token);
+    EXPECT_EQ(a.status, 200) << a.body;
+    return a.status == 200 ? ParseJson<v1::ListDatasetsResponse>(a.body).datasets_size() : -1;
+  }
+
+  int port_ = 0;
+};
+
+TEST_F(HttpUploadE2E, ArchiveAndModelUploadAsOverGrpcAndTheModelDownloadsAsItsFile) {
+  StartWithHttp();
+  const std::string archive = ImageFolderArchive();
+  ASSERT_FALSE(archive.empty());
+  test_util::HttpAnswer a =
+      Upload(port_, kUploadDataset, DatasetHeader("shoes", archive.size()), archive);
+  ASSERT_EQ(a.status, 200) << a.error << a.body;
+  const v1::Dataset uploaded = ParseJson<v1::Dataset>(a.body);
+  EXPECT_EQ(uploaded.num_examples(), 12);
+  EXPECT_EQ(uploaded.description(), "caf\xc3\xa9");
+  EXPECT_EQ(uploaded.sha256(), common::Sha256Hex(archive));
+  ASSERT_EQ(uploaded.classes_size(), 2);
+  EXPECT_EQ(uploaded.classes(1).class_name(), "sandals");
+  auto stored = s_.client->GetDataset("shoes");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(uploaded, *stored));
+
+  // The name is taken now: the service's refusal, as an HTTP status.
+  a = Upload(port_, kUploadDataset, DatasetHeader("shoes", archive.size()), archive);
+  EXPECT_EQ(a.status, 409) << a.body;
+  EXPECT_THAT(a.body, HasSubstr("ALREADY_EXISTS"));
+
+  // A built-in model (freshly initialised at each download) downloads as a
+  // TorchScript file...
+  a = test_util::PostJson(port_, kDownloadModel, R"({"name":"resnet-small"})");
+  ASSERT_EQ(a.status, 200) << a.error << a.body;
+  EXPECT_EQ(a.headers["content-type"], "application/octet-stream");
+  EXPECT_EQ(a.headers["content-disposition"], "attachment");
+  const std::string file = a.body;
+  ASSERT_GT(file.size(), 4096u);
+
+  // That file uploads as a model of its own, inspected as over gRPC.
+  a = Upload(port_, kUploadModel,
+             absl::StrCat(R"({"name":"small-copy","parts":[{"fileName":"small.pt","sizeBytes":")",
+                          file.size(), R"("}]})"),
+             file);
+  ASSERT_EQ(a.status, 200) << a.error << a.body;
+  const v1::Model model = ParseJson<v1::Model>(a.body);
+  EXPECT_EQ(model.source(), v1::MODEL_SOURCE_UPLOADED);
+  EXPECT_EQ(model.head().module_path(), "fc");
+  auto got = s_.client->GetModel("small-copy");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(model, *got));
+  // ... and a stored one downloads as the same bytes as over gRPC.
+  a = test_util::PostJson(port_, kDownloadModel, R"({"name":"small-copy","version":"1"})");
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_EQ(common::Sha256Hex(a.body), common::Sha256Hex(file));
+  const std::string grpc_file = files_.File("small-copy.pt");
+  ASSERT_TRUE(s_.client->DownloadModel("small-copy", 1, grpc_file).ok());
+  EXPECT_EQ(common::Sha256Hex(test_util::ReadBinaryFile(grpc_file)), common::Sha256Hex(file));
+
+  a = test_util::PostJson(port_, kDownloadModel, R"({"name":"no-such-model"})");
+  EXPECT_EQ(a.status, 404) << a.body;
+  EXPECT_EQ(a.headers["content-type"], "application/json");
+}
+
+TEST_F(HttpUploadE2E, RefusalsArePreciseAndLeaveNothingBehind) {
+  const std::string tokens = files_.File("tokens");
+  {
+    std::ofstream out(tokens);
+    out << auth::TokenFileLine("dash", auth::Role::kReader, "reader-secret-9") << "\n"
+        << auth::TokenFileLine("ci", auth::Role::kTrainer, "trainer-secret-9") << "\n";
+  }
+  StartWithHttp([&](api::KaizenServer::Options& o) {
+    o.tokens_file = tokens;
+    o.http.max_streamed_body_bytes = 64 << 10;
+  });
+  const std::string archive = ImageFolderArchive();
+  const std::string header = DatasetHeader("shoes", archive.size());
+
+  test_util::HttpAnswer a = Upload(port_, kUploadDataset, header, archive, "reader-secret-9");
+  EXPECT_EQ(a.status, 403) << a.error << a.body;
+  EXPECT_THAT(a.body, HasSubstr("PERMISSION_DENIED"));
+  a = Upload(port_, kUploadDataset, header, archive);
+  EXPECT_EQ(a.status, 401) << a.body;
+
+  a = test_util::HttpRequest(
+      port_, "POST", kUploadDataset, archive,
+      {{"Content-Type", "application/octet-stream"}, {"Authorization", "Bearer trainer-secret-9"}});
+  EXPECT_EQ(a.status, 400) << a.body;
+  EXPECT_THAT(a.body, HasSubstr("Kaizen-Upload-Header"));
+  a = test_util::HttpRequest(port_, "POST", kUploadDataset, archive,
+                             {{"Content-Type", "application/json"},
+                              {"Kaizen-Upload-Header", header},
+                              {"Authorization", "Bearer trainer-secret-9"}});
+  EXPECT_EQ(a.status, 415) << a.body;
+  a = Upload(port_, kUploadDataset, R"({"name":"shoes","parts":"x"})", archive, "trainer-secret-9");
+  EXPECT_EQ(a.status, 400) << a.body;
+  EXPECT_THAT(a.body, HasSubstr("kaizen.v1.UploadDatasetHeader"));
+
+  // The header says more bytes than the body has: the service finds the
+  // stream short.
+  a = Upload(port_, kUploadDataset, DatasetHeader("shoes", archive.size() + 10), archive,
+             "trainer-secret-9");
+  EXPECT_EQ(a.status, 400) << a.body;
+  EXPECT_THAT(a.body, HasSubstr("INVALID_ARGUMENT"));
+
+  // A body over the limit: 413 from its declared length.
+  const std::string big(100 << 10, 'x');
+  a = Upload(port_, kUploadDataset, DatasetHeader("big", big.size()), big, "trainer-secret-9");
+  EXPECT_EQ(a.status, 413) << a.body;
+  EXPECT_THAT(a.body, HasSubstr("65536 bytes"));
+  EXPECT_EQ(DatasetCount("reader-secret-9"), 0);
+
+  // A client that sends half the body and leaves: the upload is dropped.
+  const int fd = test_util::ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  const std::string head = absl::StrCat(
+      "POST ", kUploadDataset,
+      " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer trainer-secret-9\r\n"
+      "Content-Type: application/octet-stream\r\nKaizen-Upload-Header: ",
+      header, "\r\nContent-Length: ", archive.size(), "\r\n\r\n", archive.substr(0, 2000));
+  ASSERT_EQ(write(fd, head.data(), head.size()), static_cast<ssize_t>(head.size()));
+  absl::SleepFor(absl::Milliseconds(300));
+  close(fd);
+
+  // The whole archive afterwards: the name was never taken.
+  EXPECT_TRUE(test_util::WaitUntil(
+      [&] {
+        return Upload(port_, kUploadDataset, header, archive, "trainer-secret-9").status == 200;
+      },
+      absl::Seconds(20)));
+  EXPECT_EQ(DatasetCount("reader-secret-9"), 1);
+}
+
+TEST_F(HttpUploadE2E, AStalledBodyTimesOutAndIsDropped) {
+  StartWithHttp([](api::KaizenServer::Options& o) { o.http.request_timeout = absl::Seconds(1); });
+  const std::string archive = ImageFolderArchive();
+  const int fd = test_util::ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  const std::string head =
+      absl::StrCat("POST ", kUploadDataset,
+                   " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+                   "Kaizen-Upload-Header: ",
+                   DatasetHeader("shoes", archive.size()), "\r\nContent-Length: ", archive.size(),
+                   "\r\n\r\n", archive.substr(0, 100));
+  ASSERT_EQ(write(fd, head.data(), head.size()), static_cast<ssize_t>(head.size()));
+  // Nothing more: within about the timeout the server gives up, closing the
+  // connection, and the service drops the upload.
+  std::string answer;
+  char buf[4096];
+  const absl::Time start = absl::Now();
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) answer.append(buf, static_cast<size_t>(n));
+  close(fd);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+  EXPECT_TRUE(test_util::WaitUntil([&] { return DatasetCount() == 0; }, absl::Seconds(5)));
+  const test_util::HttpAnswer a =
+      Upload(port_, kUploadDataset, DatasetHeader("shoes", archive.size()), archive);
+  EXPECT_EQ(a.status, 200) << a.error << a.body;
+}
+
+}  // namespace
+}  // namespace kaizen
