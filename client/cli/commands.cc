@@ -197,8 +197,10 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "[--distill_alpha=X]] "
        "[--exemplars_per_class=N] [--max_exemplars=N] [--exemplar_selection=herding|random] "
        "[--previous_datasets=A,B] [--distill_weight=X] [--no_rehearsal] [--no_distillation] "
-       "[--watch]",
-       "Queue a fine-tuning job and print its id. Only the options given are "
+       "[--watch | --dry_run]",
+       "Queue a fine-tuning job and print its id. --dry_run only checks the "
+       "request and prints the job it would queue, its resolved "
+       "hyperparameters included (--output_model may be left out). Only the options given are "
        "sent; the rest take the strategy's defaults (see 'jobs get'). "
        "--augment=on asks for random crops (padding 4) and horizontal flips, "
        "--augment=off for no augmentation; without --augment the strategy "
@@ -538,7 +540,13 @@ absl::Status Commands::ModelsEvaluate(const Args& args) {
 absl::Status Commands::FineTuneStart(const Args&) {
   ASSIGN_OR_RETURN(const kaizen::v1::StartFineTuneRequest request,
                    BuildStartFineTuneRequest(options_.finetune));
+  if (options_.watch && request.validate_only()) {
+    return UsageError("--dry_run queues no job to --watch");
+  }
   ASSIGN_OR_RETURN(const kaizen::v1::Job job, client_->StartFineTune(request));
+  if (request.validate_only()) {
+    return Print(job, absl::StrCat("dry run: the server would queue this job\n", JobDetails(job)));
+  }
   // "job ft-1a2b3c queued" and what it will do.
   const std::string text =
       absl::StrCat("job ", job.id(), " ", JobStateName(job.state()), "\n  ", JobOneLine(job), "\n");

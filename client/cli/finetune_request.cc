@@ -358,7 +358,7 @@ absl::Status SetIncremental(const FineTuneFlags& f, StartFineTuneRequest* reques
 absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(const FineTuneFlags& f) {
   RETURN_IF_ERROR(Require("base", f.base, "cnn-small"));
   RETURN_IF_ERROR(Require("dataset", f.dataset, "photos"));
-  RETURN_IF_ERROR(Require("output_model", f.output_model, "photos-cnn"));
+  if (!f.dry_run) RETURN_IF_ERROR(Require("output_model", f.output_model, "photos-cnn"));
   RETURN_IF_ERROR(Require("strategy", f.strategy, "fine_tune"));
 
   StartFineTuneRequest request;
@@ -366,6 +366,7 @@ absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(const FineTuneFla
   request.set_dataset(f.dataset);
   request.set_output_model(f.output_model);
   request.set_test_dataset(f.test_dataset);
+  request.set_validate_only(f.dry_run);
   kaizen::v1::Strategy strategy = kaizen::v1::STRATEGY_UNSPECIFIED;
   RETURN_IF_ERROR(ParseChoice("strategy", f.strategy, StrategyChoices(), &strategy));
   request.set_strategy(strategy);

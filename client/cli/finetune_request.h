@@ -48,6 +48,9 @@ struct FineTuneFlags {
   std::string priority;
   std::string request_id;
   std::string keep_checkpoints;
+  // validate_only: show the job (resolved hyperparameters) without queuing
+  // it; --output_model may then be left out.
+  bool dry_run = false;
   // Tuning (StartFineTuneRequest.tuning): trials, seconds, seed, factor.
   std::string tune_trials;
   std::string tune_time_budget;

@@ -131,6 +131,9 @@ ABSL_FLAG(bool, no_rehearsal, false, "finetune start (incremental): no rehearsal
 ABSL_FLAG(bool, no_distillation, false,
           "finetune start (incremental): no distillation from the previous model");
 ABSL_FLAG(bool, watch, false, "finetune start: follow the job to its end, like jobs watch");
+ABSL_FLAG(bool, dry_run, false,
+          "finetune start: check the request and print the job it would queue (the resolved "
+          "hyperparameters) without queuing it");
 // jobs list / watch.
 ABSL_FLAG(std::string, state, "", "jobs list: only these states, e.g. queued,running,paused");
 ABSL_FLAG(int64_t, after_sequence, 0, "jobs watch: replay only the events after this sequence");
@@ -232,6 +235,7 @@ int main(int argc, char** argv) {
   ft.mixed_precision = absl::GetFlag(FLAGS_mixed_precision);
   ft.priority = absl::GetFlag(FLAGS_priority);
   ft.request_id = absl::GetFlag(FLAGS_request_id);
+  ft.dry_run = absl::GetFlag(FLAGS_dry_run);
   ft.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
   ft.tune_trials = absl::GetFlag(FLAGS_tune_trials);
   ft.tune_time_budget = absl::GetFlag(FLAGS_tune_time_budget);

@@ -93,7 +93,20 @@ grpc::Status ModelServiceImpl::DownloadModel(
     sent += n;
   }
   if (in.bad()) return scope.Finish(absl::InternalError("read error while streaming the model"));
-  msg.set_sha256(hasher.HexDigest());
+  // The trailer lets the client check the transfer; the file itself is
+  // checked against what was recorded when it was stored, so that a file
+  // damaged on disk is not handed out as good (the client sees the error,
+  // with no trailer, instead).
+  const std::string digest = hasher.HexDigest();
+  const kaizen::v1::Model& model = file->model();
+  if ((!model.sha256().empty() && digest != model.sha256()) ||
+      (model.size_bytes() > 0 && sent != model.size_bytes())) {
+    return scope.Finish(absl::DataLossError(
+        absl::StrCat("the stored file of model \"", model.name(), "\" version ", model.version(),
+                     " is damaged: ", sent, " bytes with SHA-256 ", digest, ", recorded ",
+                     model.size_bytes(), " bytes with SHA-256 ", model.sha256())));
+  }
+  msg.set_sha256(digest);
   writer->Write(msg);
   metrics_->AddDownloadBytes(sent);
   return scope.Finish(absl::OkStatus());

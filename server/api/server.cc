@@ -534,13 +534,17 @@ void KaizenServer::Shutdown(absl::Duration grace) {
     options_.drain_clock->AwaitWithDeadline(&drain_mu_, absl::Condition(&never),
                                             options_.drain_clock->Now() + options_.drain_delay);
   }
-  // No new HTTP calls; those in flight end with the gRPC calls they made.
-  if (state_->http_server) state_->http_server->Stop();
+  // No new HTTP connections; the calls of those open (an upload, say) get
+  // the same grace as gRPC's.
+  if (state_->http_server) state_->http_server->StopAccepting();
   // Running jobs checkpoint and go back to the queue; watchers' streams end.
   state_->jobs->Stop();
   state_->events->CloseAll();
   // Calls in flight (Predict included) finish on the running batchers.
   state_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  // Then the HTTP connections go (an answer not yet on its socket is
+  // dropped).
+  if (state_->http_server) state_->http_server->Stop();
   if (state_->health_server) state_->health_server->Shutdown(absl::ToChronoTime(absl::Now()));
   state_->model_server->Stop();
   if (state_->ready_thread.joinable()) state_->ready_thread.join();

@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/common/logging.h"
 #include "server/http/http_status.h"
 
 namespace kaizen::http {
@@ -154,6 +155,7 @@ class Session : public std::enable_shared_from_this<Session> {
                ec == net::error::operation_aborted) {
       return Close();
     }
+    linger_ = true;  // the rest of the request may be on its way
     HttpServer::Response r;
     r.status = status;
     r.body = ErrorBody(status, why);
@@ -173,6 +175,20 @@ class Session : public std::enable_shared_from_this<Session> {
     request.upload_header = std::string(head["Kaizen-Upload-Header"]);
     keep_alive_ = head.keep_alive();
     version_ = head.version();
+    if (head.count(bhttp::field::host) > 1) {
+      return RefuseWith(400, "the request has more than one Host header");
+    }
+    // Beast decodes chunked framing only; another coding would be stored as
+    // it came.
+    if (head_parser_->chunked() &&
+        !beast::iequals(head[bhttp::field::transfer_encoding], "chunked")) {
+      return RefuseWith(501, absl::StrCat("Transfer-Encoding \"",
+                                          std::string(head[bhttp::field::transfer_encoding]),
+                                          "\" is not supported; send chunked or a Content-Length"));
+    }
+    expect_continue_ = beast::iequals(head[bhttp::field::expect], "100-continue");
+    head_fields_ = static_cast<size_t>(std::distance(head.begin(), head.end()));
+    framing_ = 0;
     const bool streamed = shared_->options.streams_body && shared_->options.streams_body(request);
     const uint64_t limit =
         streamed ? shared_->options.max_streamed_body_bytes : shared_->options.max_body_bytes;
@@ -192,13 +208,68 @@ class Session : public std::enable_shared_from_this<Session> {
     if (head_parser_->is_done()) return Dispatch(std::move(request));  // no body
     parser_.emplace(std::move(*head_parser_));
     parser_->body_limit(shared_->options.max_body_bytes);
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = shared_from_this(), request = std::move(request)](
-                          beast::error_code ec, std::size_t) mutable {
-                        if (ec) return self->Refuse(ec, self->shared_->options.max_body_bytes);
-                        request.body = std::move(self->parser_->get().body());
-                        self->Dispatch(std::move(request));
-                      });
+    auto pending = std::make_shared<HttpServer::Request>(std::move(request));
+    Continue([self = shared_from_this(), pending] { self->ReadBody(pending); });
+  }
+
+  // Reads the rest of a whole body, a buffer at a time: each read must bring
+  // something within the request timeout (the whole request must arrive
+  // within it too), and the framing is checked as it comes.
+  void ReadBody(std::shared_ptr<HttpServer::Request> request) {
+    bhttp::async_read_some(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this(), request](beast::error_code ec, std::size_t n) {
+          if (ec) return self->Refuse(ec, self->shared_->options.max_body_bytes);
+          if (absl::Status framing =
+                  self->CheckFraming(n, self->parser_->get().body().size(), self->parser_->get());
+              !framing.ok()) {
+            return self->RefuseWith(400, framing.message());
+          }
+          if (!self->parser_->is_done()) return self->ReadBody(request);
+          request->body = std::move(self->parser_->get().body());
+          self->Dispatch(std::move(*request));
+        });
+  }
+
+  // A chunked body's framing (chunk sizes, extensions, trailer fields) is
+  // read into memory beside the body: it may add at most kFramingBytes and
+  // an eighth of the body, and at most kMaxTrailerFields fields. `consumed`:
+  // bytes the parser took in the last read; `body`: the body's bytes so far.
+  template <typename Message>
+  absl::Status CheckFraming(size_t consumed, uint64_t body, const Message& message) {
+    framing_ += consumed;
+    if (framing_ > body + kFramingBytes + body / 8) {
+      return absl::InvalidArgumentError(
+          "the request's chunked framing (chunk extensions, trailers) is too large for its body");
+    }
+    if (static_cast<size_t>(std::distance(message.begin(), message.end())) >
+        head_fields_ + kMaxTrailerFields) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the request has more than ", kMaxTrailerFields, " trailer fields"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Answers "100 Continue" first when the client waits for it before its
+  // body, then reads on.
+  void Continue(std::function<void()> then) {
+    if (!expect_continue_) return then();
+    expect_continue_ = false;
+    net::async_write(
+        stream_, net::buffer(kContinue, sizeof(kContinue) - 1),
+        [self = shared_from_this(), then = std::move(then)](beast::error_code ec, std::size_t) {
+          if (ec) return self->Close();
+          then();
+        });
+  }
+
+  // The server's own refusal of a request with `status`.
+  void RefuseWith(int status, absl::string_view why) {
+    linger_ = true;
+    HttpServer::Response r;
+    r.status = status;
+    r.body = ErrorBody(status, why);
+    Write(std::move(r), /*keep_alive=*/false, version_);
   }
 
   // Hands the request to the handler.
@@ -249,25 +320,49 @@ class Session : public std::enable_shared_from_this<Session> {
   void ReadPiece(HttpServer::BodyReader::Deliver deliver) {
     if (closed_) return deliver(absl::CancelledError("the connection is closed"));
     if (body_parser_->is_done()) return deliver(std::nullopt);
+    if (expect_continue_) {
+      return Continue([self = shared_from_this(), deliver = std::move(deliver)]() mutable {
+        self->ReadPiece(std::move(deliver));
+      });
+    }
     piece_.resize(shared_->options.body_piece_bytes);
-    body_parser_->get().body().data = piece_.data();
-    body_parser_->get().body().size = piece_.size();
+    FillPiece(0, std::move(deliver));
+  }
+
+  // Reads into piece_ from `filled` on until it is full or the body ends,
+  // one buffer at a time: each read must bring something within the request
+  // timeout (a slow client is fine, a silent one is not).
+  void FillPiece(size_t filled, HttpServer::BodyReader::Deliver deliver) {
+    body_parser_->get().body().data = piece_.data() + filled;
+    body_parser_->get().body().size = piece_.size() - filled;
     ExpireAfterTimeout();
-    bhttp::async_read(stream_, buffer_, *body_parser_,
-                      [self = shared_from_this(), deliver = std::move(deliver)](
-                          beast::error_code ec, std::size_t) mutable {
-                        if (ec == bhttp::error::need_buffer) ec = {};  // the piece is full
-                        if (ec) {
-                          const absl::Status why = self->BodyError(ec);
-                          self->Close();
-                          return deliver(why);
-                        }
-                        self->stream_.expires_never();
-                        const size_t got =
-                            self->piece_.size() - self->body_parser_->get().body().size;
-                        if (got == 0) return self->ReadPiece(std::move(deliver));
-                        deliver(std::string(self->piece_.data(), got));
-                      });
+    bhttp::async_read_some(
+        stream_, buffer_, *body_parser_,
+        [self = shared_from_this(), filled, deliver = std::move(deliver)](beast::error_code ec,
+                                                                          std::size_t n) mutable {
+          if (ec == bhttp::error::need_buffer) ec = {};  // the piece is full
+          self->stream_.expires_never();
+          const size_t got = self->piece_.size() - filled - self->body_parser_->get().body().size;
+          self->body_read_ += got;
+          absl::Status why;
+          if (ec) {
+            why = self->BodyError(ec);
+          } else {
+            why = self->CheckFraming(n, self->body_read_, self->body_parser_->get());
+          }
+          if (!why.ok()) {
+            // The socket is gone after a timeout or a hang-up; otherwise the
+            // handler answers (400, 413) and the connection closes after it.
+            if (ec == beast::error::timeout || absl::IsCancelled(why)) self->Close();
+            return deliver(why);
+          }
+          const size_t now = filled + got;
+          if (now < self->piece_.size() && !self->body_parser_->is_done()) {
+            return self->FillPiece(now, std::move(deliver));
+          }
+          if (now == 0) return deliver(std::nullopt);
+          deliver(std::string(self->piece_.data(), now));
+        });
   }
 
   absl::Status BodyError(beast::error_code ec) const {
@@ -277,7 +372,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (ec == beast::error::timeout) {
       return absl::DeadlineExceededError(
-          absl::StrCat("no part of the request body came for ",
+          absl::StrCat("no byte of the request body came for ",
                        absl::FormatDuration(shared_->options.request_timeout)));
     }
     if (ec == net::error::eof || ec == bhttp::error::partial_message ||
@@ -429,14 +524,14 @@ class Session : public std::enable_shared_from_this<Session> {
     res->keep_alive(keep_alive && !shared_->stopped);
     res->prepare_payload();
     ExpireAfterTimeout();
-    bhttp::async_write(stream_, *res,
-                       [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
-                         if (!ec && self->body_parser_ && !self->body_parser_->is_done()) {
-                           return self->Linger();
-                         }
-                         if (ec || !res->keep_alive()) return self->Close();
-                         self->Read();
-                       });
+    bhttp::async_write(
+        stream_, *res, [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
+          if (!ec && (self->linger_ || (self->body_parser_ && !self->body_parser_->is_done()))) {
+            return self->Linger();
+          }
+          if (ec || !res->keep_alive()) return self->Close();
+          self->Read();
+        });
   }
 
   // An answer given before the handler read the whole body (an upload
@@ -478,12 +573,30 @@ class Session : public std::enable_shared_from_this<Session> {
   // Declared first, destroyed last: the socket needs the io_context.
   std::shared_ptr<Shared> shared_;
   beast::tcp_stream stream_;
-  beast::flat_buffer buffer_;
+  // At most kReadBufferBytes: a line (a header, a chunk's size and
+  // extensions, a trailer field) that does not fit is refused (400), so no
+  // single field reaches Beast's 64 KiB limit on a field (which it throws
+  // for).
+  beast::flat_buffer buffer_{kReadBufferBytes};
   std::optional<bhttp::request_parser<bhttp::empty_body>> head_parser_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   // A body the handler reads (Reader), and the piece being read.
   std::optional<bhttp::request_parser<bhttp::buffer_body>> body_parser_;
   std::string piece_;
+  uint64_t body_read_ = 0;  // of body_parser_'s body
+  bool expect_continue_ = false;
+  // The answer went out before the whole request came in: read and drop
+  // the rest before closing (Linger).
+  bool linger_ = false;
+  // The request's fields at its head, and the bytes of its body's framing
+  // so far (CheckFraming).
+  size_t head_fields_ = 0;
+  uint64_t framing_ = 0;
+
+  static constexpr size_t kReadBufferBytes = 64 << 10;
+  static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  static constexpr uint64_t kFramingBytes = 64 << 10;
+  static constexpr size_t kMaxTrailerFields = 16;
   bool keep_alive_ = false;
   unsigned version_ = 11;
   bool closed_ = false;
@@ -539,9 +652,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options, H
   }
   if (options.request_timeout <= absl::ZeroDuration() || options.max_connections < 1 ||
       options.max_body_bytes < 1 || options.max_header_bytes < 1 ||
+      options.max_header_bytes > HttpServer::kMaxHeaderBytes ||
       options.max_streamed_body_bytes < 1 || options.body_piece_bytes < 1) {
     return absl::InvalidArgumentError(
-        "the HTTP request timeout, connection limit and size limits must be positive");
+        "the HTTP request timeout, connection limit and size limits must be positive, and the "
+        "header limit at most 32 KiB");
   }
   auto impl = std::make_unique<Impl>();
   Shared& shared = *impl->shared;
@@ -569,7 +684,18 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options, H
   impl->work.emplace(shared.ioc->get_executor());
   impl->Accept();
   for (int i = 0; i < shared.options.threads; ++i) {
-    impl->threads.emplace_back([ioc = shared.ioc] { ioc->run(); });
+    impl->threads.emplace_back([ioc = shared.ioc] {
+      // A handler that throws (a bug, or a Beast limit not foreseen) costs
+      // its connection, not the process.
+      for (;;) {
+        try {
+          ioc->run();
+          return;
+        } catch (const std::exception& e) {
+          common::LogError("an HTTP connection failed", {{"error", e.what()}});
+        }
+      }
+    });
   }
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }
@@ -577,6 +703,13 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options, H
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::StopAccepting() {
+  net::post(impl_->acceptor->get_executor(), [impl = impl_.get()] {
+    beast::error_code ignored;
+    impl->acceptor->close(ignored);
+  });
+}
 
 int HttpServer::port() const { return impl_->port; }
 

@@ -26,6 +26,10 @@ namespace kaizen::http {
 class HttpServer {
  public:
   struct Request;
+  // The largest header block a server may allow: every line it reads (a
+  // header, a chunk's size and extensions, a trailer field) must fit in its
+  // 64 KiB read buffer.
+  static constexpr size_t kMaxHeaderBytes = 32 << 10;
   struct Options {
     // Listen address; port 0 picks a free one (see port()).
     std::string host = "127.0.0.1";
@@ -38,7 +42,8 @@ class HttpServer {
     // (--http_request_timeout_seconds), and an answer must be taken within
     // it; otherwise the connection is closed.
     absl::Duration request_timeout = absl::Seconds(30);
-    // Largest request header block and body (431 / 413).
+    // Largest request header block (431; at most kMaxHeaderBytes) and body
+    // (413).
     size_t max_header_bytes = 16 << 10;
     size_t max_body_bytes = 16 << 20;
     // A stream with nothing to send for this long sends its keep-alive
@@ -123,6 +128,9 @@ class HttpServer {
   ~HttpServer();
 
   int port() const;
+  // Stops accepting new connections; those open go on (a draining server
+  // lets their calls finish before Stop).
+  void StopAccepting();
   // Stops accepting, closes every connection and joins the threads; answers
   // that arrive later are dropped. Idempotent.
   void Stop();

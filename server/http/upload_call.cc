@@ -45,19 +45,26 @@ void UploadCall::Start(grpc::GenericStub* stub, const JsonGateway::Method& metho
   // Writes start from the HTTP side (a piece of the body read), outside any
   // reaction: the hold keeps the call from finishing until writing is over.
   call->AddHold();
+  {
+    absl::MutexLock lock(&call->mu_);
+    call->writing_ = true;
+  }
   call->StartWrite(&call->write_);
   call->StartRead(&call->response_);
   call->StartCall();
 }
 
 void UploadCall::OnWriteDone(bool ok) {
-  // Not ok: the service ended the call (it refused the upload); OnDone says why.
-  if (!ok) return StopWriting();
-  bool trailer;
+  bool trailer, done;
   {
     absl::MutexLock lock(&mu_);
+    writing_ = false;
     trailer = trailer_written_;
+    done = service_done_;
   }
+  // Not ok, or done: the service ended the call (it refused the upload);
+  // OnDone says why.
+  if (!ok || done) return StopWriting();
   if (trailer) {
     StartWritesDone();
     return StopWriting();
@@ -66,15 +73,18 @@ void UploadCall::OnWriteDone(bool ok) {
 }
 
 void UploadCall::ReadBody() {
-  // The hold keeps this call until OnBody: OnDone cannot come before.
-  body_->Read(
-      [this](absl::StatusOr<std::optional<std::string>> piece) { OnBody(std::move(piece)); });
+  // The piece may come after the service ended the call (and OnDone): it
+  // keeps this call alive, and is dropped.
+  body_->Read([self = self_](absl::StatusOr<std::optional<std::string>> piece) {
+    self->OnBody(std::move(piece));
+  });
 }
 
 void UploadCall::OnBody(absl::StatusOr<std::optional<std::string>> piece) {
   if (!piece.ok()) {
     {
       absl::MutexLock lock(&mu_);
+      if (writing_over_) return;
       body_error_ = piece.status();
     }
     context_.TryCancel();  // the service drops what it has
@@ -83,6 +93,8 @@ void UploadCall::OnBody(absl::StatusOr<std::optional<std::string>> piece) {
   std::string message;
   {
     absl::MutexLock lock(&mu_);
+    if (writing_over_) return;  // the service has answered already
+    writing_ = true;
     if (piece->has_value()) {
       hash_.Update(**piece);
       message = JsonGateway::UploadChunkBytes(method_, **piece);
@@ -105,7 +117,19 @@ void UploadCall::StopWriting() {
 }
 
 void UploadCall::OnReadDone(bool) {
-  // The answer, read into response_ (or none: OnDone has the status).
+  // The service has ended the call: with its answer (in response_), or
+  // with an error (in OnDone), such as a refusal at the header while the
+  // client is still sending. Waiting for a piece of the body then would
+  // hold the answer back until the client has sent it all: stop writing
+  // now (a write in flight stops at its end).
+  bool stop;
+  {
+    absl::MutexLock lock(&mu_);
+    service_done_ = true;
+    stop = !writing_ && !writing_over_;
+    if (stop) writing_over_ = true;
+  }
+  if (stop) RemoveHold();
 }
 
 void UploadCall::OnDone(const grpc::Status& status) {

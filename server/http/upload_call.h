@@ -52,14 +52,19 @@ class UploadCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBu
   grpc::ClientContext context_;
   grpc::ByteBuffer write_;
   grpc::ByteBuffer response_;
-  // Holds itself until gRPC is done with it.
+  // Holds itself until gRPC is done with it (a body read in flight holds
+  // it too).
   std::shared_ptr<UploadCall> self_;
 
   absl::Mutex mu_;
   common::Sha256 hash_ ABSL_GUARDED_BY(mu_);
   bool trailer_written_ ABSL_GUARDED_BY(mu_) = false;
+  // A write is in flight.
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  // The service has ended the call (OnReadDone).
+  bool service_done_ ABSL_GUARDED_BY(mu_) = false;
+  // Nothing more will be written: the start's hold is released.
   bool writing_over_ ABSL_GUARDED_BY(mu_) = false;
-  bool answered_ ABSL_GUARDED_BY(mu_) = false;
   // Why the body could not be read, when it could not.
   absl::Status body_error_ ABSL_GUARDED_BY(mu_);
 };

@@ -217,7 +217,10 @@ absl::Status ValidateStates(const google::protobuf::RepeatedField<int>& states) 
 }
 
 absl::Status CheckOutputSettings(const kaizen::v1::StartFineTuneRequest& request) {
-  RETURN_IF_ERROR(common::ValidateName("output_model", request.output_model()));
+  // A preview (validate_only) may leave the output unnamed.
+  if (!(request.validate_only() && request.output_model().empty())) {
+    RETURN_IF_ERROR(common::ValidateName("output_model", request.output_model()));
+  }
   if (models::IsBuiltinModel(request.output_model())) {
     return absl::AlreadyExistsError(
         absl::StrCat("output_model \"", request.output_model(), "\" is a built-in model"));
@@ -245,7 +248,7 @@ Job NewQueuedJob(const kaizen::v1::StartFineTuneRequest& request,
 
 absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& request) {
   RETURN_IF_ERROR(ValidateRequestText(request));
-  if (!request.request_id().empty()) {
+  if (!request.request_id().empty() && !request.validate_only()) {
     ASSIGN_OR_RETURN(std::optional<Job> existing, jobs_->FindByRequestId(request.request_id()));
     if (existing) return *existing;
   }
@@ -265,6 +268,7 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
   // change it) between its insertion and its QUEUED event.
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job job, CheckReferencesAndInsert(request));
+  if (request.validate_only()) return job;
   RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
   common::LogInfo("job queued", {{"job", job.id()},
                                  {"strategy", kaizen::v1::Strategy_Name(request.strategy())},
@@ -530,7 +534,26 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
     auto* named = job.mutable_request()->mutable_incremental()->mutable_previous_datasets();
     if (named->empty()) named->Assign(previous_datasets.begin(), previous_datasets.end());
   }
+  if (request.validate_only()) return Preview(std::move(job));
   return ReserveAndInsert(std::move(job));
+}
+
+absl::StatusOr<Job> JobManager::Preview(Job job) {
+  const std::string& output = job.request().output_model();
+  if (!output.empty()) {
+    // Whether the name is free, as ReserveAndInsert would find it; not kept.
+    if (absl::Status st = models_->ReserveName(
+            output, "a validate_only request",
+            /*may_exist=*/job.has_incremental() && job.incremental().base_model() == output);
+        !st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("output_model: ", st.message()));
+    }
+    models_->ReleaseName(output);
+  }
+  job.clear_id();
+  job.clear_state();
+  job.clear_create_time();
+  return job;
 }
 
 absl::StatusOr<Job> JobManager::Get(const std::string& id) {

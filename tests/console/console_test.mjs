@@ -249,10 +249,33 @@ test('a prediction in the playground equals kaizenctl predict', LIMIT, guard(asy
 
 const sha256 = (file) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
-test('a folder and an archive upload with a progress bar; a model downloads and uploads again', LIMIT, guard(async () => {
+test('the start form shows the defaults; a folder and an archive upload with a progress bar; a model downloads and uploads again', LIMIT, guard(async () => {
   assert.ok(jobId, 'needs the trained model of the first test');
   const errors = [];
   const page = await openPage(admin, errors);
+
+  // The start form shows each strategy's defaults for the dataset, as the
+  // server resolves them (validate_only), and queues nothing.
+  const jobsBefore = (await api('FineTuneService/ListJobs', {})).jobs.length;
+  await page.waitForSelector('form.start [data-defaults] [data-hyperparameter=epochs]');
+  await page.selectOption('form.start select[name=dataset]', 'shoes');
+  await page.selectOption('form.start select[name=base]', 'cnn-small');
+  const shownFor = async (strategy) => {
+    await page.selectOption('form.start select[name=strategy]', strategy);
+    const want = (await api('FineTuneService/StartFineTune', {
+      baseModel: 'cnn-small', dataset: 'shoes', strategy, validateOnly: true,
+    })).resolvedHyperparameters;
+    await until(`the ${strategy} defaults`, async () => await page.textContent(
+      'form.start [data-hyperparameter=learningRate] td:last-child') === String(want.learningRate));
+    assert.equal(await page.textContent('form.start [data-hyperparameter=epochs] td:last-child'), String(want.epochs));
+    return want;
+  };
+  const scratch = await shownFor('STRATEGY_SCRATCH');
+  const full = await shownFor('STRATEGY_FULL');
+  assert.notEqual(scratch.learningRate, full.learningRate, 'the strategies have different defaults');
+  await page.screenshot({ path: path.join(shots, 'start-defaults.png'), fullPage: true });
+  assert.equal((await api('FineTuneService/ListJobs', {})).jobs.length, jobsBefore);
+
   await show(page, '#/datasets', 'datasets');
   const form = 'form[data-upload="kaizen.v1.DatasetService/UploadDataset"]';
 

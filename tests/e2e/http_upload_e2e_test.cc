@@ -5,8 +5,11 @@
 // HTTP errors; a client that is too large, too slow or leaves mid-upload
 // leaves nothing behind and the server goes on.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -144,6 +147,24 @@ TEST_F(HttpUploadE2E, ArchiveAndModelUploadAsOverGrpcAndTheModelDownloadsAsItsFi
   a = test_util::PostJson(port_, kDownloadModel, R"({"name":"no-such-model"})");
   EXPECT_EQ(a.status, 404) << a.body;
   EXPECT_EQ(a.headers["content-type"], "application/json");
+
+  // A stored file damaged on disk is not handed out as good: gRPC gets
+  // DATA_LOSS, HTTP an answer cut short (no final chunk).
+  std::string stored_file;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(data_.path() + "/models")) {
+    if (e.path().string().find("small-copy") != std::string::npos &&
+        e.path().extension() == ".pt") {
+      stored_file = e.path().string();
+    }
+  }
+  ASSERT_FALSE(stored_file.empty());
+  std::string damaged = test_util::ReadBinaryFile(stored_file);
+  damaged[damaged.size() / 2] ^= 0x5a;
+  test_util::WriteBinaryFile(stored_file, damaged);
+  EXPECT_EQ(s_.client->DownloadModel("small-copy", 1, files_.File("damaged.pt")).status().code(),
+            absl::StatusCode::kDataLoss);
+  a = test_util::PostJson(port_, kDownloadModel, R"({"name":"small-copy"})");
+  EXPECT_EQ(a.status, 0) << "a damaged file came as a whole answer: " << a.body.size() << " bytes";
 }
 
 TEST_F(HttpUploadE2E, RefusalsArePreciseAndLeaveNothingBehind) {
@@ -213,6 +234,79 @@ TEST_F(HttpUploadE2E, RefusalsArePreciseAndLeaveNothingBehind) {
       },
       absl::Seconds(20)));
   EXPECT_EQ(DatasetCount("reader-secret-9"), 1);
+}
+
+// Writes `bytes` to `fd`, false when the connection is gone.
+bool Send(int fd, const std::string& bytes) {
+  return send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+}
+
+// Everything the server sends until it closes, or `limit` passes; when
+// its first bytes came in `*first`.
+std::string ReadUntilClosed(int fd, absl::Duration limit, absl::Time* first = nullptr) {
+  timeval tv{static_cast<time_t>(absl::ToInt64Seconds(limit)), 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::string all;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) {
+    if (all.empty() && first != nullptr) *first = absl::Now();
+    all.append(buf, static_cast<size_t>(n));
+  }
+  return all;
+}
+
+std::string UploadHead(const std::string& header, const std::string& length_or_chunked) {
+  return absl::StrCat("POST ", kUploadDataset,
+                      " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+                      "Kaizen-Upload-Header: ",
+                      header, "\r\n", length_or_chunked, "\r\n\r\n");
+}
+
+TEST_F(HttpUploadE2E, RefusalsComeWhileTheClientIsStillSendingAndSlowClientsAreServed) {
+  StartWithHttp([](api::KaizenServer::Options& o) { o.http.request_timeout = absl::Seconds(1); });
+  const std::string archive = ImageFolderArchive();
+  ASSERT_EQ(Upload(port_, kUploadDataset, DatasetHeader("shoes", archive.size()), archive).status,
+            200);
+
+  // The name is taken: the 409 comes after the first bytes, not after the
+  // 10 MB the client announced.
+  int fd = test_util::ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(Send(fd, UploadHead(DatasetHeader("shoes", 10'000'000), "Content-Length: 10000000") +
+                           std::string(1000, 'x')));
+  absl::Time start = absl::Now();
+  absl::Time first = absl::InfiniteFuture();
+  std::string answer = ReadUntilClosed(fd, absl::Seconds(10), &first);
+  close(fd);
+  EXPECT_THAT(answer, ::testing::StartsWith("HTTP/1.1 409")) << answer;
+  EXPECT_LT(first - start, absl::Milliseconds(900));
+
+  // Broken chunked framing mid-upload: 400, and nothing stored.
+  fd = test_util::ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(
+      Send(fd, UploadHead(DatasetHeader("broken", archive.size()), "Transfer-Encoding: chunked") +
+                   "10\r\n0123456789abcdef\r\nzz\r\n"));
+  answer = ReadUntilClosed(fd, absl::Seconds(10));
+  close(fd);
+  EXPECT_THAT(answer, ::testing::StartsWith("HTTP/1.1 400")) << answer;
+
+  // A slow client (about 5 KB/s, each piece within the 1 s timeout)
+  // takes longer than the timeout in all and is served.
+  fd = test_util::ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  start = absl::Now();
+  ASSERT_TRUE(Send(fd, UploadHead(DatasetHeader("slow", archive.size()),
+                                  absl::StrCat("Content-Length: ", archive.size()))));
+  for (size_t at = 0; at < archive.size(); at += 1500) {
+    absl::SleepFor(absl::Milliseconds(300));
+    ASSERT_TRUE(Send(fd, archive.substr(at, 1500)));
+  }
+  answer = ReadUntilClosed(fd, absl::Seconds(10));
+  close(fd);
+  EXPECT_THAT(answer, ::testing::StartsWith("HTTP/1.1 200")) << answer;
+  EXPECT_GT(absl::Now() - start, absl::Seconds(1));
+  EXPECT_EQ(DatasetCount(), 2);  // shoes and slow
 }
 
 TEST_F(HttpUploadE2E, AStalledBodyTimesOutAndIsDropped) {

@@ -391,6 +391,18 @@ download_and_compare after-restart
 # A 2-epoch scratch run of cnn-small on 60 tiny images, followed to its end.
 ctl datasets upload tiny "$TMP/tiny" >/dev/null 2>"$TMP/tiny.err" ||
   die "datasets upload tiny failed: $(cat "$TMP/tiny.err")"
+# --dry_run: the job the server would queue, its defaults resolved, and no job.
+if run_json "$TMP/dry.json" finetune start --base=cnn-small --dataset=tiny --strategy=scratch \
+  --batch_size=16 --dry_run; then
+  check_json "finetune start --dry_run shows the resolved job and queues none" "$TMP/dry.json" '
+assert d.get("id", "") == "", d
+h = d["resolvedHyperparameters"]
+assert h["epochs"] > 0 and h["batchSize"] == 16 and h["learningRate"] > 0, h
+'
+fi
+if run_json "$TMP/dry-jobs.json" jobs list; then
+  check_json "--dry_run left no job" "$TMP/dry-jobs.json" 'assert not d.get("jobs"), d'
+fi
 rc=0
 ctl finetune start --base=cnn-small --dataset=tiny --output_model=tiny-cnn \
   --strategy=scratch --epochs=2 --batch_size=16 --seed=7 --watch \

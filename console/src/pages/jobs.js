@@ -59,8 +59,36 @@ function row(job) {
   );
 }
 
+// Rows "name: value" of a resolved message (nested fields dotted), for the
+// defaults table.
+function flatten(object, prefix = '') {
+  const rows = [];
+  for (const [key, value] of Object.entries(object || {}).sort()) {
+    const name = prefix + key;
+    if (value && typeof value === 'object' && !Array.isArray(value)) rows.push(...flatten(value, `${name}.`));
+    else rows.push([name, Array.isArray(value) ? value.join(', ') : String(value)]);
+  }
+  return rows;
+}
+
+// The form's request; `preview` asks only for the checks and the job it
+// would queue (validate_only).
+function startRequest(form, preview) {
+  const f = new FormData(form);
+  const request = {
+    dataset: f.get('dataset'),
+    baseModel: f.get('base'),
+    strategy: f.get('strategy'),
+    outputModel: f.get('output'),
+    validateOnly: preview,
+  };
+  if (f.get('epochs')) request.hyperparameters = { epochs: Number(f.get('epochs')) };
+  return request;
+}
+
 function startForm(section, datasets, models) {
   const status = h('p', { class: 'muted' });
+  const defaults = h('div', { class: 'defaults', dataset: { defaults: '' } });
   const form = h(
     'form',
     { class: 'start', dataset: { mutates: '' } },
@@ -76,25 +104,43 @@ function startForm(section, datasets, models) {
     h('button', { type: 'submit' }, 'Start'),
     status,
     h('p', { class: 'muted' },
-      'Fields left empty take the strategy’s defaults for this dataset; the job page shows what they resolved to.'),
+      'Fields left empty take the strategy’s defaults for this dataset, shown below as the server resolves them.'),
+    defaults,
   );
+  // The server's resolution of the form as it stands: each strategy's
+  // defaults for the chosen dataset and base (and why it would be refused).
+  let asked = 0;
+  const preview = async () => {
+    const mine = ++asked;
+    try {
+      const job = await call('kaizen.v1.FineTuneService/StartFineTune', startRequest(form, true));
+      if (mine !== asked) return;
+      const rows = flatten(job.resolvedHyperparameters);
+      form.querySelector('[name=epochs]').placeholder = `default ${job.resolvedHyperparameters?.epochs ?? ''}`;
+      clear(defaults).append(h('h3', {}, 'Resolved hyperparameters'),
+        table(['hyperparameter', 'value'], rows.map(([k, v]) => h('tr', { dataset: { hyperparameter: k } },
+          h('td', {}, k), h('td', {}, v)))));
+    } catch (e) {
+      if (mine === asked) clear(defaults).append(errorBox(e));
+    }
+  };
+  let timer = 0;
+  const soon = () => {
+    clearTimeout(timer);
+    timer = setTimeout(preview, 250);
+  };
+  form.addEventListener('change', soon);
+  form.addEventListener('input', soon);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
-    const f = new FormData(form);
-    const request = {
-      dataset: f.get('dataset'),
-      baseModel: f.get('base'),
-      strategy: f.get('strategy'),
-      outputModel: f.get('output'),
-    };
-    if (f.get('epochs')) request.hyperparameters = { epochs: Number(f.get('epochs')) };
     try {
-      const job = await call('kaizen.v1.FineTuneService/StartFineTune', request);
+      const job = await call('kaizen.v1.FineTuneService/StartFineTune', startRequest(form, false));
       location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
     } catch (e) {
       clear(status).append(errorBox(e));
     }
   });
+  if (datasets.length && models.length) preview();
   return form;
 }
 

@@ -46,6 +46,17 @@ TEST(FineTuneRequestTest, EachMissingRequiredFlagIsAUsageErrorWithAnExample) {
   }
 }
 
+TEST(FineTuneRequestTest, ADryRunAsksForValidationOnlyAndNeedsNoOutputName) {
+  FineTuneFlags f = Required();
+  f.output_model = "";
+  f.dry_run = true;
+  absl::StatusOr<kaizen::v1::StartFineTuneRequest> r = BuildStartFineTuneRequest(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->validate_only());
+  EXPECT_EQ(r->output_model(), "");
+  EXPECT_FALSE(BuildStartFineTuneRequest(Required())->validate_only());
+}
+
 TEST(FineTuneRequestTest, NumbersAndChoicesLandInTheirFields) {
   FineTuneFlags f = Required();
   f.strategy = "Feature-Extraction";  // case and '-' do not matter

@@ -2,6 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -10,7 +12,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "tests/test_util/http_client.h"
 #include "tests/test_util/http_get.h"
 
@@ -315,6 +319,98 @@ TEST(HttpServerTest, AnHttp10ClientGetsTheStreamUnchunkedAndEndedByTheClose) {
   EXPECT_THAT(all, ::testing::StartsWith("HTTP/1.0 200"));
   EXPECT_THAT(all, ::testing::Not(HasSubstr("chunked")));
   EXPECT_THAT(all, ::testing::EndsWith("\r\n\r\ndata: a\n\ndata: b\n\n"));
+}
+
+// Sends `request` on a new connection and reads until the server closes it
+// (or `limit` passes): everything it answered.
+std::string Exchange(int port, const std::string& request,
+                     absl::Duration limit = absl::Seconds(20)) {
+  const int fd = test_util::ConnectLoopback(port);
+  if (fd < 0) return "connect failed";
+  timeval tv{static_cast<time_t>(absl::ToInt64Seconds(limit)), 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  size_t sent = 0;
+  while (sent < request.size()) {
+    const ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the server may refuse before it has read everything
+    sent += static_cast<size_t>(n);
+  }
+  std::string all;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) all.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return all;
+}
+
+HttpServer::Handler BodyLength() {
+  return [](HttpServer::Request r, HttpServer::Respond respond) {
+    HttpServer::Response a;
+    a.content_type = "text/plain";
+    a.body = absl::StrCat("got ", r.body.size());
+    respond(std::move(a));
+  };
+}
+
+TEST(HttpServerTest, ChunkedFramingIsBoundedAndNeverTakesTheServerDown) {
+  HttpServer::Options o;
+  o.max_body_bytes = 1 << 20;
+  auto server = StartOrDie(o, BodyLength());
+  ASSERT_NE(server, nullptr);
+  const std::string head = "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+  // Ordinary extensions and trailers are fine.
+  EXPECT_THAT(Exchange(server->port(), head + "2;ext=1\r\n{}\r\n0\r\nX-T: t\r\n\r\n"),
+              HasSubstr("got 2"));
+  // A trailer field over Beast's 64 KiB field limit (which it throws for).
+  EXPECT_THAT(Exchange(server->port(),
+                       head + "2\r\n{}\r\n0\r\nX-T: " + std::string(66000, 'a') + "\r\n\r\n"),
+              ::testing::StartsWith("HTTP/1.1 400"));
+  // Many trailer fields, each small.
+  std::string trailers;
+  for (int i = 0; i < 40; ++i)
+    absl::StrAppend(&trailers, "X-", i, ": ", std::string(100, 'b'), "\r\n");
+  EXPECT_THAT(Exchange(server->port(), head + "2\r\n{}\r\n0\r\n" + trailers + "\r\n"),
+              HasSubstr("trailer fields"));
+  // A chunk extension larger than the read buffer, and framing far larger
+  // than its body.
+  EXPECT_THAT(
+      Exchange(server->port(), head + "2;e=" + std::string(100000, 'c') + "\r\n{}\r\n0\r\n\r\n"),
+      ::testing::StartsWith("HTTP/1.1 400"));
+  std::string many;
+  for (int i = 0; i < 200; ++i) absl::StrAppend(&many, "1;e=", std::string(1000, 'd'), "\r\nx\r\n");
+  EXPECT_THAT(Exchange(server->port(), head + many + "0\r\n\r\n"), HasSubstr("framing"));
+  // Other codings, and two Host headers.
+  EXPECT_THAT(Exchange(server->port(),
+                       "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, "
+                       "chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"),
+              ::testing::StartsWith("HTTP/1.1 501"));
+  EXPECT_THAT(Exchange(server->port(),
+                       "POST /x HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 2\r\n\r\n{}"),
+              ::testing::StartsWith("HTTP/1.1 400"));
+  // Still serving.
+  EXPECT_EQ(test_util::HttpRequest(server->port(), "POST", "/", "abc").body, "got 3");
+}
+
+TEST(HttpServerTest, AClientThatExpectsContinueGetsItBeforeSendingItsBody) {
+  auto server = StartOrDie({}, BodyLength());
+  ASSERT_NE(server, nullptr);
+  const int fd = test_util::ConnectLoopback(server->port());
+  ASSERT_GE(fd, 0);
+  const std::string head =
+      "POST /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n"
+      "Connection: close\r\n\r\n";
+  ASSERT_EQ(write(fd, head.data(), head.size()), static_cast<ssize_t>(head.size()));
+  char buf[4096];
+  const ssize_t first = read(fd, buf, sizeof(buf));
+  ASSERT_GT(first, 0);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(first)), "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_EQ(write(fd, "abc", 3), 3);
+  std::string all;
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) all.append(buf, static_cast<size_t>(n));
+  close(fd);
+  EXPECT_THAT(all, ::testing::StartsWith("HTTP/1.1 200"));
+  EXPECT_THAT(all, ::testing::EndsWith("got 3"));
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "server/common/sha256.h"
 #include "server/store/data_dir.h"
@@ -177,6 +178,58 @@ TEST_F(JobManagerTest, AJobOutputHoldsItsNameAgainstUploads) {
   // Cancelling the job frees the name.
   ASSERT_TRUE(manager_->Cancel(job->id()).ok());
   EXPECT_TRUE(models_->BeginUpload(h).ok());
+}
+
+// validate_only: the same checks and resolution as a real start, and
+// nothing queued, reserved or recorded.
+TEST_F(JobManagerTest, AValidateOnlyRequestAnswersTheJobItWouldQueueAndQueuesNothing) {
+  MakeManager();  // not started: a real job stays queued
+  UploadDataset("pets", 40);
+  kaizen::v1::StartFineTuneRequest preview = Request("pets", "", /*epochs=*/0);
+  preview.set_strategy(kaizen::v1::STRATEGY_FINE_TUNE);
+  preview.mutable_hyperparameters()->clear_batch_size();
+  preview.set_validate_only(true);
+  preview.set_request_id("once");
+  absl::StatusOr<Job> shown = manager_->Submit(preview);
+  ASSERT_TRUE(shown.ok()) << shown.status();
+  EXPECT_EQ(shown->id(), "");
+  EXPECT_EQ(shown->state(), kaizen::v1::JOB_STATE_UNSPECIFIED);
+  EXPECT_FALSE(shown->has_create_time());
+  EXPECT_GT(shown->resolved_hyperparameters().epochs(), 0);
+  EXPECT_GT(shown->resolved_hyperparameters().learning_rate(), 0);
+  auto listed = manager_->List({});
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->jobs_size(), 0);
+
+  // The real job, with the same request_id, resolves the same: the preview
+  // recorded neither the id nor the name.
+  kaizen::v1::StartFineTuneRequest real = preview;
+  real.set_validate_only(false);
+  real.set_output_model("pets-model");
+  absl::StatusOr<Job> queued = manager_->Submit(real);
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  EXPECT_NE(queued->id(), "");
+  // The same resolution, but for the seed each job draws when none is given.
+  kaizen::v1::Hyperparameters a = queued->resolved_hyperparameters();
+  kaizen::v1::Hyperparameters b = shown->resolved_hyperparameters();
+  EXPECT_NE(a.seed(), 0);
+  EXPECT_NE(b.seed(), 0);
+  a.clear_seed();
+  b.clear_seed();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(a, b)) << a.DebugString() << "\n"
+                                                                        << b.DebugString();
+
+  // Refusals are those of a real start: a name now held, a missing dataset,
+  // an empty output outside a preview.
+  preview.set_output_model("pets-model");
+  EXPECT_EQ(manager_->Submit(preview).status().code(), absl::StatusCode::kAlreadyExists);
+  preview.set_output_model("");
+  preview.set_dataset("nope");
+  EXPECT_EQ(manager_->Submit(preview).status().code(), absl::StatusCode::kNotFound);
+  real.set_output_model("");
+  real.set_request_id("");
+  EXPECT_EQ(manager_->Submit(real).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(NameIsHeld("free-name"));
 }
 
 // A job with a test dataset: refused when the test set is its training data
