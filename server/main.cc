@@ -113,7 +113,8 @@ ABSL_FLAG(int, http_threads, 1, "Threads serving the HTTP connections.");
 ABSL_FLAG(int, http_max_connections, 256, "HTTP connections open at once; more get 503.");
 ABSL_FLAG(
     double, http_request_timeout_seconds, 30,
-    "An HTTP request (headers and body) must arrive within this long, or the connection closes.");
+    "An HTTP request (headers and body) must arrive within this long, or the connection closes; "
+    "an upload's body, which may be large, must only never fall silent for this long.");
 ABSL_FLAG(int64_t, http_max_body_mb, 16, "Largest HTTP request body, in MiB (413 beyond).");
 ABSL_FLAG(std::string, console_dir, KAIZEN_CONSOLE_DIR,
           "The built web console (console/dist), served at / on --http_port; without one, / "

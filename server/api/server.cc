@@ -255,10 +255,6 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> KaizenServer::SetUpSecu
   security.tokens = !o.tokens_file.empty();
   security.client_certificates = security.tls && !o.tls.client_ca.empty();
   security.insecure = o.insecure;
-  if (o.http.port >= 0 && security.tls) {
-    return absl::FailedPreconditionError(
-        "the HTTP API does not serve TLS yet; with --tls_cert set, leave --http_port off");
-  }
   for (const std::string& host : {auth::HostOfAddress(o.grpc_address), o.metrics_host,
                                   o.http.port >= 0 ? o.http.host : std::string("127.0.0.1")}) {
     RETURN_IF_ERROR(auth::ChooseListenHost(host, security).status());
@@ -443,6 +439,11 @@ absl::Status KaizenServer::StartBackground() {
                            {{"error", refreshed.status().ToString()}});
         } else if (*refreshed) {
           common::LogInfo("TLS files reloaded");
+          if (s.http_server) {
+            if (absl::Status http = s.http_server->ReloadTls(); !http.ok()) {
+              common::LogError("HTTPS keeps its previous TLS files", {{"error", http.ToString()}});
+            }
+          }
         }
       }
     });
@@ -496,6 +497,13 @@ absl::Status KaizenServer::ListenHttp() {
                        {{"console_dir", o.console_dir}, {"why", s.console_missing}});
   }
   http::HttpServer::Options http_options = o.http;
+  if (s.tls_mirror) {
+    // HTTPS from the same files as gRPC (and client certificates when gRPC
+    // asks for them), reloaded with them.
+    http_options.tls_cert = s.tls_mirror->mirrored().cert;
+    http_options.tls_key = s.tls_mirror->mirrored().key;
+    http_options.tls_client_ca = s.tls_mirror->mirrored().client_ca;
+  }
   http_options.streams_body = [&s](const http::HttpServer::Request& head) {
     return s.http_api->StreamsBody(head);
   };

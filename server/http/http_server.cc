@@ -8,19 +8,24 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <deque>
 #include <limits>
 #include <optional>
 #include <set>
 #include <thread>
+#include <type_traits>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/common/logging.h"
+#include "server/common/status_macros.h"
 #include "server/http/http_status.h"
 
 namespace kaizen::http {
@@ -28,6 +33,7 @@ namespace kaizen::http {
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 namespace net = boost::asio;
+namespace ssl = boost::asio::ssl;
 using tcp = net::ip::tcp;
 
 namespace {
@@ -60,12 +66,19 @@ std::shared_ptr<bhttp::response<Body>> Head(const HttpServer::Response& r, unsig
 // The API's error shape (http_status.h) for what the server refuses itself.
 std::string ErrorBody(int status, absl::string_view message) {
   return ErrorJson(status == 400   ? grpc::StatusCode::INVALID_ARGUMENT
+                   : status == 501 ? grpc::StatusCode::UNIMPLEMENTED
                    : status == 503 ? grpc::StatusCode::UNAVAILABLE
                                    : grpc::StatusCode::RESOURCE_EXHAUSTED,
                    message);
 }
 
-class Session;
+// A connection, plain or TLS (Session<Stream>), as the server keeps it.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  // Closes the connection (on its executor).
+  virtual void Shutdown() = 0;
+};
 
 // What the server and its connections share. A connection keeps it (and so
 // the io_context its socket belongs to) alive as long as it lives.
@@ -77,23 +90,48 @@ struct Shared {
   std::atomic<bool> stopped{false};
   absl::Mutex mu;
   // Every connection, to close them on Stop().
-  std::set<std::weak_ptr<Session>, std::owner_less<std::weak_ptr<Session>>> sessions
+  std::set<std::weak_ptr<Connection>, std::owner_less<std::weak_ptr<Connection>>> sessions
       ABSL_GUARDED_BY(mu);
   // Connections waiting for their handler's answer: nothing else holds them
   // then. Stop() lets them go; a late answer finds none and is dropped.
-  std::set<std::shared_ptr<Session>> waiting ABSL_GUARDED_BY(mu);
+  std::set<std::shared_ptr<Connection>> waiting ABSL_GUARDED_BY(mu);
+  // With TLS: the context new connections take (ReloadTls replaces it).
+  std::shared_ptr<ssl::context> tls ABSL_GUARDED_BY(mu);
 };
 
-class Session : public std::enable_shared_from_this<Session> {
+// The TCP layer of a plain or TLS stream.
+template <typename Stream>
+beast::tcp_stream& Tcp(Stream& stream) {
+  return beast::get_lowest_layer(stream);
+}
+
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+template <typename Stream>
+Stream MakeStream(tcp::socket socket, ssl::context* tls) {
+  if constexpr (std::is_same_v<Stream, TlsStream>) {
+    return Stream(std::move(socket), *tls);
+  } else {
+    return Stream(std::move(socket));
+  }
+}
+
+// One connection: beast::tcp_stream, or beast::ssl_stream over one.
+template <typename Stream>
+class Session : public Connection, public std::enable_shared_from_this<Session<Stream>> {
  public:
-  Session(tcp::socket socket, std::shared_ptr<Shared> shared)
-      : shared_(std::move(shared)), stream_(std::move(socket)) {
+  // `tls`: the context of a TLS stream, kept as long as it (null for a
+  // plain one).
+  Session(tcp::socket socket, std::shared_ptr<Shared> shared, std::shared_ptr<ssl::context> tls)
+      : shared_(std::move(shared)),
+        tls_(std::move(tls)),
+        stream_(MakeStream<Stream>(std::move(socket), tls_.get())) {
     ++shared_->open;
   }
-  ~Session() {
+  ~Session() override {
     --shared_->open;
     absl::MutexLock lock(&shared_->mu);
-    shared_->sessions.erase(weak_from_this());  // expired, but still names this one
+    shared_->sessions.erase(this->weak_from_this());  // expired, but still names this one
   }
 
   void Run(bool over_limit) {
@@ -103,7 +141,7 @@ class Session : public std::enable_shared_from_this<Session> {
       // it stops is either in its list or sees the flag.
       absl::MutexLock lock(&shared_->mu);
       stopped = shared_->stopped;
-      if (!stopped) shared_->sessions.insert(weak_from_this());
+      if (!stopped) shared_->sessions.insert(this->weak_from_this());
     }
     if (stopped) return Shutdown();
     if (over_limit) {
@@ -111,18 +149,29 @@ class Session : public std::enable_shared_from_this<Session> {
       r.status = 503;
       r.body = ErrorBody(503, "too many connections; try again later");
       net::dispatch(stream_.get_executor(),
-                    [self = shared_from_this(), r = std::move(r)]() mutable {
+                    [self = this->shared_from_this(), r = std::move(r)]() mutable {
                       self->Write(std::move(r), /*keep_alive=*/false, 11);
                     });
       return;
     }
-    net::dispatch(stream_.get_executor(),
-                  beast::bind_front_handler(&Session::Read, shared_from_this()));
+    if constexpr (std::is_same_v<Stream, TlsStream>) {
+      net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+        self->ExpireAfterTimeout();
+        self->stream_.async_handshake(ssl::stream_base::server, [self](beast::error_code ec) {
+          // Not TLS, a certificate refused, or too slow.
+          if (ec) return self->Close();
+          self->Read();
+        });
+      });
+    } else {
+      net::dispatch(stream_.get_executor(),
+                    beast::bind_front_handler(&Session::Read, this->shared_from_this()));
+    }
   }
 
   // Closes the connection (on its executor).
-  void Shutdown() {
-    net::post(stream_.get_executor(), [self = shared_from_this()] { self->Close(); });
+  void Shutdown() override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->Close(); });
   }
 
  private:
@@ -132,8 +181,9 @@ class Session : public std::enable_shared_from_this<Session> {
     // Which body limit applies is known after the head (OnHeader).
     head_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     ExpireAfterTimeout();
-    bhttp::async_read_header(stream_, buffer_, *head_parser_,
-                             beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
+    bhttp::async_read_header(
+        stream_, buffer_, *head_parser_,
+        beast::bind_front_handler(&Session::OnHeader, this->shared_from_this()));
   }
 
   // A request that could not be read: the answer (none after a timeout or
@@ -178,15 +228,23 @@ class Session : public std::enable_shared_from_this<Session> {
     if (head.count(bhttp::field::host) > 1) {
       return RefuseWith(400, "the request has more than one Host header");
     }
-    // Beast decodes chunked framing only; another coding would be stored as
-    // it came.
-    if (head_parser_->chunked() &&
-        !beast::iequals(head[bhttp::field::transfer_encoding], "chunked")) {
-      return RefuseWith(501, absl::StrCat("Transfer-Encoding \"",
-                                          std::string(head[bhttp::field::transfer_encoding]),
-                                          "\" is not supported; send chunked or a Content-Length"));
+    // Beast decodes chunked framing only: another coding would be stored as
+    // it came, and a body whose last coding is not chunked has no length a
+    // proxy in front would agree on (request smuggling). So exactly one
+    // Transfer-Encoding, "chunked", or none.
+    if (head.count(bhttp::field::transfer_encoding) > 0 &&
+        (head.count(bhttp::field::transfer_encoding) > 1 ||
+         !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(absl::string_view(
+                                     head[bhttp::field::transfer_encoding].data(),
+                                     head[bhttp::field::transfer_encoding].size())),
+                                 "chunked"))) {
+      return RefuseWith(
+          head_parser_->chunked() ? 501 : 400,
+          absl::StrCat("Transfer-Encoding \"", std::string(head[bhttp::field::transfer_encoding]),
+                       "\" is not supported; send chunked or a Content-Length"));
     }
-    expect_continue_ = beast::iequals(head[bhttp::field::expect], "100-continue");
+    // HTTP/1.0 has no 100 Continue: its client sends the body anyway.
+    expect_continue_ = version_ >= 11 && beast::iequals(head[bhttp::field::expect], "100-continue");
     head_fields_ = static_cast<size_t>(std::distance(head.begin(), head.end()));
     framing_ = 0;
     const bool streamed = shared_->options.streams_body && shared_->options.streams_body(request);
@@ -202,14 +260,14 @@ class Session : public std::enable_shared_from_this<Session> {
       keep_alive_ = false;
       body_parser_.emplace(std::move(*head_parser_));
       body_parser_->body_limit(shared_->options.max_streamed_body_bytes);
-      request.body_reader = std::make_shared<Reader>(weak_from_this());
+      request.body_reader = std::make_shared<Reader>(this->weak_from_this());
       return Dispatch(std::move(request));
     }
     if (head_parser_->is_done()) return Dispatch(std::move(request));  // no body
     parser_.emplace(std::move(*head_parser_));
     parser_->body_limit(shared_->options.max_body_bytes);
     auto pending = std::make_shared<HttpServer::Request>(std::move(request));
-    Continue([self = shared_from_this(), pending] { self->ReadBody(pending); });
+    Continue([self = this->shared_from_this(), pending] { self->ReadBody(pending); });
   }
 
   // Reads the rest of a whole body, a buffer at a time: each read must bring
@@ -218,7 +276,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void ReadBody(std::shared_ptr<HttpServer::Request> request) {
     bhttp::async_read_some(
         stream_, buffer_, *parser_,
-        [self = shared_from_this(), request](beast::error_code ec, std::size_t n) {
+        [self = this->shared_from_this(), request](beast::error_code ec, std::size_t n) {
           if (ec) return self->Refuse(ec, self->shared_->options.max_body_bytes);
           if (absl::Status framing =
                   self->CheckFraming(n, self->parser_->get().body().size(), self->parser_->get());
@@ -255,12 +313,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void Continue(std::function<void()> then) {
     if (!expect_continue_) return then();
     expect_continue_ = false;
-    net::async_write(
-        stream_, net::buffer(kContinue, sizeof(kContinue) - 1),
-        [self = shared_from_this(), then = std::move(then)](beast::error_code ec, std::size_t) {
-          if (ec) return self->Close();
-          then();
-        });
+    net::async_write(stream_, net::buffer(kContinue, sizeof(kContinue) - 1),
+                     [self = this->shared_from_this(), then = std::move(then)](beast::error_code ec,
+                                                                               std::size_t) {
+                       if (ec) return self->Close();
+                       then();
+                     });
   }
 
   // The server's own refusal of a request with `status`.
@@ -276,13 +334,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void Dispatch(HttpServer::Request request) {
     if (shared_->stopped) return Close();
     // The handler may take long (an evaluation); the deadline is for reading.
-    stream_.expires_never();
+    Tcp(stream_).expires_never();
     {
       absl::MutexLock lock(&shared_->mu);
       if (shared_->stopped) return Close();
-      shared_->waiting.insert(shared_from_this());
+      shared_->waiting.insert(this->shared_from_this());
     }
-    std::weak_ptr<Session> weak = weak_from_this();
+    std::weak_ptr<Session> weak = this->weak_from_this();
     shared_->handler(std::move(request), [weak](HttpServer::Response r) {
       if (std::shared_ptr<Session> self = weak.lock()) return self->Answer(std::move(r));
       if (r.stream) r.stream->Cancel();
@@ -321,7 +379,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return deliver(absl::CancelledError("the connection is closed"));
     if (body_parser_->is_done()) return deliver(std::nullopt);
     if (expect_continue_) {
-      return Continue([self = shared_from_this(), deliver = std::move(deliver)]() mutable {
+      return Continue([self = this->shared_from_this(), deliver = std::move(deliver)]() mutable {
         self->ReadPiece(std::move(deliver));
       });
     }
@@ -338,10 +396,10 @@ class Session : public std::enable_shared_from_this<Session> {
     ExpireAfterTimeout();
     bhttp::async_read_some(
         stream_, buffer_, *body_parser_,
-        [self = shared_from_this(), filled, deliver = std::move(deliver)](beast::error_code ec,
-                                                                          std::size_t n) mutable {
+        [self = this->shared_from_this(), filled, deliver = std::move(deliver)](
+            beast::error_code ec, std::size_t n) mutable {
           if (ec == bhttp::error::need_buffer) ec = {};  // the piece is full
-          self->stream_.expires_never();
+          Tcp(self->stream_).expires_never();
           const size_t got = self->piece_.size() - filled - self->body_parser_->get().body().size;
           self->body_read_ += got;
           absl::Status why;
@@ -388,9 +446,10 @@ class Session : public std::enable_shared_from_this<Session> {
     std::shared_ptr<Session> self;
     {
       absl::MutexLock lock(&shared_->mu);
-      auto it = shared_->waiting.find(shared_from_this());
+      auto it =
+          shared_->waiting.find(std::static_pointer_cast<Connection>(this->shared_from_this()));
       if (it != shared_->waiting.end()) {
-        self = *it;
+        self = std::static_pointer_cast<Session>(*it);
         shared_->waiting.erase(it);
       }
     }
@@ -413,7 +472,7 @@ class Session : public std::enable_shared_from_this<Session> {
     keepalive_ = std::move(r.keepalive);
     if (shared_->options.stream_send_buffer_bytes > 0) {
       beast::error_code ignored;
-      stream_.socket().set_option(
+      Tcp(stream_).socket().set_option(
           net::socket_base::send_buffer_size(shared_->options.stream_send_buffer_bytes), ignored);
     }
     auto res = Head<bhttp::empty_body>(r, version_);
@@ -425,9 +484,9 @@ class Session : public std::enable_shared_from_this<Session> {
     ExpireAfterTimeout();
     bhttp::async_write_header(
         stream_, *serializer,
-        [self = shared_from_this(), res, serializer](beast::error_code ec, std::size_t) {
+        [self = this->shared_from_this(), res, serializer](beast::error_code ec, std::size_t) {
           if (ec) return self->Close();
-          self->stream_.expires_never();
+          Tcp(self->stream_).expires_never();
           self->WatchForHangUp();
           self->ArmKeepalive();
           self->Pull();
@@ -438,9 +497,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // byte, end of file or error from it closes the stream (without this, a
   // client that left is noticed only at a write).
   void WatchForHangUp() {
-    stream_.socket().async_read_some(
+    stream_.async_read_some(
         net::buffer(hangup_byte_),
-        [self = shared_from_this()](beast::error_code, std::size_t) { self->Close(); });
+        [self = this->shared_from_this()](beast::error_code, std::size_t) { self->Close(); });
   }
 
   void ArmKeepalive() {
@@ -455,7 +514,7 @@ class Session : public std::enable_shared_from_this<Session> {
                                         ? std::chrono::steady_clock::duration(interval)
                                         : std::max<std::chrono::steady_clock::duration>(
                                               interval - idle, std::chrono::milliseconds(1)));
-    keepalive_timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
+    keepalive_timer_->async_wait([self = this->shared_from_this()](beast::error_code ec) {
       if (ec || self->closed_) return;
       const auto idle = std::chrono::steady_clock::now() - self->last_write_;
       if (!self->writing_ && self->outbox_.empty() &&
@@ -470,7 +529,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Pull() {
     if (closed_) return;
-    std::weak_ptr<Session> weak = weak_from_this();
+    std::weak_ptr<Session> weak = this->weak_from_this();
     source_->Next([weak](std::optional<std::string> piece) {
       std::shared_ptr<Session> self = weak.lock();
       // Once stopped, the threads may be gone: a handler posted then would
@@ -494,11 +553,11 @@ class Session : public std::enable_shared_from_this<Session> {
     Piece piece = std::move(outbox_.front());
     outbox_.pop_front();
     writing_ = true;
-    auto done = [self = shared_from_this(), piece](beast::error_code ec, std::size_t) {
+    auto done = [self = this->shared_from_this(), piece](beast::error_code ec, std::size_t) {
       self->writing_ = false;
       self->last_write_ = std::chrono::steady_clock::now();
       if (ec || piece.last) return self->Close();
-      self->stream_.expires_never();
+      Tcp(self->stream_).expires_never();
       if (piece.pulled) self->Pull();
       self->Flush();
     };
@@ -513,7 +572,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void ExpireAfterTimeout() {
-    stream_.expires_after(
+    Tcp(stream_).expires_after(
         std::chrono::nanoseconds(absl::ToInt64Nanoseconds(shared_->options.request_timeout)));
   }
 
@@ -525,7 +584,7 @@ class Session : public std::enable_shared_from_this<Session> {
     res->prepare_payload();
     ExpireAfterTimeout();
     bhttp::async_write(
-        stream_, *res, [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
+        stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, std::size_t) {
           if (!ec && (self->linger_ || (self->body_parser_ && !self->body_parser_->is_done()))) {
             return self->Linger();
           }
@@ -541,8 +600,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // little while, before closing.
   void Linger() {
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.expires_after(kLinger);
+    Tcp(stream_).socket().shutdown(tcp::socket::shutdown_send, ignored);
+    Tcp(stream_).expires_after(kLinger);
     piece_.resize(16 << 10);
     DropUnread(0);
   }
@@ -551,7 +610,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_ || dropped >= kLingerBytes) return Close();
     stream_.async_read_some(
         net::buffer(piece_.data(), piece_.size()),
-        [self = shared_from_this(), dropped](beast::error_code ec, std::size_t n) {
+        [self = this->shared_from_this(), dropped](beast::error_code ec, std::size_t n) {
           if (ec) return self->Close();
           self->DropUnread(dropped + n);
         });
@@ -566,13 +625,14 @@ class Session : public std::enable_shared_from_this<Session> {
     if (keepalive_timer_) keepalive_timer_->cancel();
     if (source_) source_->Cancel();
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.close();
+    Tcp(stream_).socket().shutdown(tcp::socket::shutdown_send, ignored);
+    Tcp(stream_).close();
   }
 
   // Declared first, destroyed last: the socket needs the io_context.
   std::shared_ptr<Shared> shared_;
-  beast::tcp_stream stream_;
+  std::shared_ptr<ssl::context> tls_;  // of a TLS stream, which refers to it
+  Stream stream_;
   // At most kReadBufferBytes: a line (a header, a chunk's size and
   // extensions, a trailer field) that does not fit is refused (400), so no
   // single field reaches Beast's 64 KiB limit on a field (which it throws
@@ -617,6 +677,33 @@ class Session : public std::enable_shared_from_this<Session> {
   char hangup_byte_[1];
 };
 
+// A server context from the files of `o` (TLS 1.2 or later).
+absl::StatusOr<std::shared_ptr<ssl::context>> TlsContext(const HttpServer::Options& o) {
+  auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
+  context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                       ssl::context::single_dh_use);
+  beast::error_code ec;
+  context->use_certificate_chain_file(o.tls_cert, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTP TLS certificate ", o.tls_cert, ": ", ec.message()));
+  }
+  context->use_private_key_file(o.tls_key, ssl::context::pem, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(absl::StrCat("HTTP TLS key ", o.tls_key, ": ", ec.message()));
+  }
+  if (!o.tls_client_ca.empty()) {
+    context->load_verify_file(o.tls_client_ca, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("HTTP TLS client CA ", o.tls_client_ca, ": ", ec.message()));
+    }
+    context->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+  }
+  return context;
+}
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -639,7 +726,18 @@ struct HttpServer::Impl {
             return;
           }
           const bool over_limit = shared->open.load() >= shared->options.max_connections;
-          std::make_shared<Session>(std::move(socket), shared)->Run(over_limit);
+          std::shared_ptr<ssl::context> tls;
+          {
+            absl::MutexLock lock(&shared->mu);
+            tls = shared->tls;
+          }
+          if (tls) {
+            std::make_shared<Session<TlsStream>>(std::move(socket), shared, std::move(tls))
+                ->Run(over_limit);
+          } else {
+            std::make_shared<Session<beast::tcp_stream>>(std::move(socket), shared, nullptr)
+                ->Run(over_limit);
+          }
           Accept();
         });
   }
@@ -658,8 +756,21 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options, H
         "the HTTP request timeout, connection limit and size limits must be positive, and the "
         "header limit at most 32 KiB");
   }
+  if (options.tls_cert.empty() != options.tls_key.empty() ||
+      (options.tls_cert.empty() && !options.tls_client_ca.empty())) {
+    return absl::InvalidArgumentError(
+        "HTTP TLS needs both a certificate and a key (and a client CA only with them)");
+  }
+  std::shared_ptr<ssl::context> tls;
+  if (!options.tls_cert.empty()) {
+    ASSIGN_OR_RETURN(tls, TlsContext(options));
+  }
   auto impl = std::make_unique<Impl>();
   Shared& shared = *impl->shared;
+  {
+    absl::MutexLock lock(&shared.mu);
+    shared.tls = std::move(tls);
+  }
   shared.options = std::move(options);
   shared.options.threads = std::max(1, shared.options.threads);
   shared.handler = std::move(handler);
@@ -713,6 +824,17 @@ void HttpServer::StopAccepting() {
 
 int HttpServer::port() const { return impl_->port; }
 
+absl::Status HttpServer::ReloadTls() {
+  Shared& shared = *impl_->shared;
+  if (shared.options.tls_cert.empty()) {
+    return absl::FailedPreconditionError("this HTTP server has no TLS");
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<ssl::context> tls, TlsContext(shared.options));
+  absl::MutexLock lock(&shared.mu);
+  shared.tls = std::move(tls);
+  return absl::OkStatus();
+}
+
 void HttpServer::Stop() {
   absl::MutexLock stopping(&impl_->stop_mu);  // a second Stop() waits for the first
   Shared& shared = *impl_->shared;
@@ -725,17 +847,17 @@ void HttpServer::Stop() {
     beast::error_code ignored;
     impl->acceptor->close(ignored);
   });
-  std::set<std::shared_ptr<Session>> waiting;
-  std::vector<std::shared_ptr<Session>> open;
+  std::set<std::shared_ptr<Connection>> waiting;
+  std::vector<std::shared_ptr<Connection>> open;
   {
     absl::MutexLock lock(&shared.mu);
-    for (const std::weak_ptr<Session>& weak : shared.sessions) {
-      if (std::shared_ptr<Session> s = weak.lock()) open.push_back(std::move(s));
+    for (const std::weak_ptr<Connection>& weak : shared.sessions) {
+      if (std::shared_ptr<Connection> s = weak.lock()) open.push_back(std::move(s));
     }
     waiting.swap(shared.waiting);
   }
   // Outside the lock: a connection's destructor takes it.
-  for (const std::shared_ptr<Session>& s : open) s->Shutdown();
+  for (const std::shared_ptr<Connection>& s : open) s->Shutdown();
   open.clear();
   // Every socket is closing: the threads run out of work and return.
   impl_->work.reset();

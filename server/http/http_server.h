@@ -6,7 +6,7 @@
 // chunks, each asked for only when the previous one is on the socket, so a
 // slow client holds back its producer and nothing piles up here.
 // Connections beyond `max_connections` get 503 and are closed. It parses no
-// HTTP itself: Beast does.
+// HTTP itself: Beast does, and OpenSSL (through Asio) does TLS when it is on.
 #pragma once
 
 #include <cstdint>
@@ -62,6 +62,12 @@ class HttpServer {
     uint64_t max_streamed_body_bytes = uint64_t{4} << 30;
     // The size of each piece read (the last may be shorter).
     size_t body_piece_bytes = 256 << 10;
+    // HTTPS (TLS 1.2 or later) with this PEM certificate chain and key; with
+    // `tls_client_ca` too, only clients with a certificate it signed
+    // connect. Empty: plain HTTP.
+    std::string tls_cert;
+    std::string tls_key;
+    std::string tls_client_ca;
   };
 
   // The body of a request the handler reads itself (Options::streams_body).
@@ -128,6 +134,9 @@ class HttpServer {
   ~HttpServer();
 
   int port() const;
+  // Reads the TLS files again: connections accepted from now on use them
+  // (open ones keep theirs). The old ones stay on an error.
+  absl::Status ReloadTls();
   // Stops accepting new connections; those open go on (a draining server
   // lets their calls finish before Stop).
   void StopAccepting();

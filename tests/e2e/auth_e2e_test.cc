@@ -27,6 +27,8 @@
 #include "server/api/server.h"
 #include "server/auth/roles.h"
 #include "server/auth/token_file.h"
+#include "tests/test_util/http_client.h"
+#include "tests/test_util/python.h"
 #include "tests/test_util/server_process.h"
 #include "tests/test_util/temp_dir.h"
 #include "tests/test_util/test_certs.h"
@@ -138,6 +140,28 @@ std::vector<std::string> AllMethods() {
   return out;
 }
 
+// GET /api/session over HTTPS with Python's http.client, trusting only `ca`
+// (and with a client certificate when given): "STATUS BODY" or "ERROR ...".
+std::string HttpsSession(int port, const ClientTls& tls, const std::string& token) {
+  absl::StatusOr<std::string> out =
+      test_util::RunPython({"-c", R"(
+import http.client, ssl, sys
+port, ca, cert, key, token = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=ca)
+if cert:
+    ctx.load_cert_chain(cert, key)
+try:
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=20)
+    c.request("GET", "/api/session", headers={"Authorization": "Bearer " + token})
+    r = c.getresponse()
+    print(r.status, r.read().decode(), end="")
+except Exception as e:
+    print("ERROR", type(e).__name__, e, end="")
+)",
+                            std::to_string(port), tls.ca, tls.cert, tls.key, token});
+  return out.ok() ? *out : "python: " + out.status().ToString();
+}
+
 class AuthE2E : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -152,8 +176,9 @@ class AuthE2E : public ::testing::Test {
     WriteTokens(tokens_file_, tokens);
   }
 
-  void Start(bool mutual_tls, bool reflection = false) {
+  void Start(bool mutual_tls, bool reflection = false, bool http = false) {
     api::KaizenServer::Options o;
+    if (http) o.http.port = 0;
     o.data_dir = data_.path();
     o.grpc_address = "127.0.0.1:0";
     o.metrics_host = "127.0.0.1";
@@ -211,6 +236,23 @@ TEST_F(AuthE2E, MutualTlsAcceptsOurClientCertificateAndRefusesOthers) {
     grpc::Status s = CallRaw(MakeChannel(port, r.tls).get(), list, admin);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << r.what << ": " << s.error_message();
   }
+}
+
+TEST_F(AuthE2E, TheHttpApiServesHttpsWithTheSameCertificatesAndClientCertificates) {
+  Start(/*mutual_tls=*/true, /*reflection=*/false, /*http=*/true);
+  const int port = server_->http_port();
+  ASSERT_GT(port, 0);
+  const std::string admin = kTokens.at(auth::Role::kAdmin);
+  const std::string good = HttpsSession(port, GoodClient(), admin);
+  EXPECT_THAT(good, ::testing::StartsWith("200 "));
+  EXPECT_THAT(good, HasSubstr(R"("role":"admin")"));
+  EXPECT_THAT(HttpsSession(port, {certs_.ca_cert, "", ""}, admin), ::testing::StartsWith("ERROR"));
+  EXPECT_THAT(HttpsSession(
+                  port, {certs_.ca_cert, certs_.other_client_cert, certs_.other_client_key}, admin),
+              ::testing::StartsWith("ERROR"));
+  EXPECT_THAT(HttpsSession(port, GoodClient(), "wrong-token"), ::testing::StartsWith("401 "));
+  // No plaintext answer on the HTTPS port.
+  EXPECT_EQ(test_util::HttpRequest(port, "GET", "/api/session").status, 0);
 }
 
 TEST_F(AuthE2E, ServerOnlyTlsNeedsNoClientCertificate) {
@@ -334,6 +376,7 @@ TEST_F(AuthE2E, RotatedCertificatesApplyAndABrokenRotationKeepsTheOldOnes) {
   o.tokens_file = tokens_file_;
   o.tls = {cert, key, ""};
   o.tls_reload_seconds = 1;
+  o.http.port = 0;  // HTTPS rotates with gRPC
   absl::StatusOr<std::unique_ptr<api::KaizenServer>> server = api::KaizenServer::Start(o);
   ASSERT_TRUE(server.ok()) << server.status();
   const int port = (*server)->grpc_port();
@@ -362,6 +405,10 @@ TEST_F(AuthE2E, RotatedCertificatesApplyAndABrokenRotationKeepsTheOldOnes) {
   }
   EXPECT_TRUE(works_with(certs_.other_ca_cert));
   EXPECT_FALSE(works_with(certs_.ca_cert));
+  const int http = (*server)->http_port();
+  EXPECT_THAT(HttpsSession(http, {certs_.other_ca_cert, "", ""}, admin),
+              ::testing::StartsWith("200 "));
+  EXPECT_THAT(HttpsSession(http, {certs_.ca_cert, "", ""}, admin), ::testing::StartsWith("ERROR"));
 }
 
 TEST_F(AuthE2E, BadTlsFilesStopStartUpNamingTheFile) {

@@ -17,6 +17,10 @@
 #include "absl/time/time.h"
 #include "tests/test_util/http_client.h"
 #include "tests/test_util/http_get.h"
+#include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/python.h"
+#include "tests/test_util/temp_dir.h"
+#include "tests/test_util/test_certs.h"
 
 namespace kaizen::http {
 namespace {
@@ -387,6 +391,17 @@ TEST(HttpServerTest, ChunkedFramingIsBoundedAndNeverTakesTheServerDown) {
   EXPECT_THAT(Exchange(server->port(),
                        "POST /x HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 2\r\n\r\n{}"),
               ::testing::StartsWith("HTTP/1.1 400"));
+  // A coding that is not chunked: no length to agree on, so no second
+  // request smuggled in what would be its body.
+  for (const char* te : {"xchunked", "identity", "chunked, chunked", "gzip;chunked"}) {
+    const std::string answer = Exchange(
+        server->port(), absl::StrCat("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ", te,
+                                     "\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\n\r\n"));
+    EXPECT_THAT(answer, ::testing::AnyOf(::testing::StartsWith("HTTP/1.1 400"),
+                                         ::testing::StartsWith("HTTP/1.1 501")))
+        << te;
+    EXPECT_EQ(answer.find("HTTP/1.1", 1), std::string::npos) << te << ": " << answer;
+  }
   // Still serving.
   EXPECT_EQ(test_util::HttpRequest(server->port(), "POST", "/", "abc").body, "got 3");
 }
@@ -411,6 +426,93 @@ TEST(HttpServerTest, AClientThatExpectsContinueGetsItBeforeSendingItsBody) {
   close(fd);
   EXPECT_THAT(all, ::testing::StartsWith("HTTP/1.1 200"));
   EXPECT_THAT(all, ::testing::EndsWith("got 3"));
+}
+
+// An HTTPS POST of "hello" by Python's http.client trusting only `ca` (and
+// with a client certificate when given): "STATUS BODY", or "ERROR ...".
+std::string HttpsPost(int port, const std::string& ca, const std::string& cert = "",
+                      const std::string& key = "") {
+  absl::StatusOr<std::string> out = test_util::RunPython({"-c", R"(
+import http.client, ssl, sys
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+if cert:
+    ctx.load_cert_chain(cert, key)
+try:
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=20)
+    c.request("POST", "/tls", body="hello")
+    r = c.getresponse()
+    print(r.status, r.read().decode(), end="")
+except Exception as e:
+    print("ERROR", type(e).__name__, e, end="")
+)",
+                                                          std::to_string(port), ca, cert, key});
+  return out.ok() ? *out : "python: " + out.status().ToString();
+}
+
+HttpServer::Handler SecureEcho() {
+  return [](HttpServer::Request r, HttpServer::Respond respond) {
+    HttpServer::Response a;
+    a.content_type = "text/plain";
+    a.body = "secure " + r.body;
+    respond(std::move(a));
+  };
+}
+
+TEST(HttpServerTest, ServesTlsAndReloadsItsCertificate) {
+  test_util::TempDir dir;
+  absl::StatusOr<test_util::TestCerts> certs = test_util::MakeTestCerts(dir.path());
+  ASSERT_TRUE(certs.ok()) << certs.status();
+  HttpServer::Options o;
+  o.tls_cert = dir.path() + "/http.crt";
+  o.tls_key = dir.path() + "/http.key";
+  test_util::WriteBinaryFile(o.tls_cert, test_util::ReadText(certs->server_cert));
+  test_util::WriteBinaryFile(o.tls_key, test_util::ReadText(certs->server_key));
+  auto server = StartOrDie(o, SecureEcho());
+  ASSERT_NE(server, nullptr);
+  const int port = server->port();
+  EXPECT_EQ(HttpsPost(port, certs->ca_cert), "200 secure hello");
+  // Plain HTTP gets no answer from a TLS port.
+  EXPECT_EQ(test_util::HttpRequest(port, "POST", "/", "x").status, 0);
+  // A client that trusts only the other CA refuses this certificate...
+  EXPECT_THAT(HttpsPost(port, certs->other_ca_cert), HasSubstr("ERROR"));
+  // ... until the files are rotated to one of the other CA and reloaded.
+  test_util::WriteBinaryFile(o.tls_cert, test_util::ReadText(certs->other_server_cert));
+  test_util::WriteBinaryFile(o.tls_key, test_util::ReadText(certs->other_server_key));
+  ASSERT_TRUE(server->ReloadTls().ok());
+  EXPECT_EQ(HttpsPost(port, certs->other_ca_cert), "200 secure hello");
+  // A broken rotation is refused and the last good files stay in force.
+  test_util::WriteBinaryFile(o.tls_key, "not a key");
+  EXPECT_EQ(server->ReloadTls().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(HttpsPost(port, certs->other_ca_cert), "200 secure hello");
+}
+
+TEST(HttpServerTest, WithAClientCaOnlyClientsWithItsCertificatesConnect) {
+  test_util::TempDir dir;
+  absl::StatusOr<test_util::TestCerts> certs = test_util::MakeTestCerts(dir.path());
+  ASSERT_TRUE(certs.ok()) << certs.status();
+  HttpServer::Options o;
+  o.tls_cert = certs->server_cert;
+  o.tls_key = certs->server_key;
+  o.tls_client_ca = certs->ca_cert;
+  auto server = StartOrDie(o, SecureEcho());
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(HttpsPost(server->port(), certs->ca_cert, certs->client_cert, certs->client_key),
+            "200 secure hello");
+  EXPECT_THAT(HttpsPost(server->port(), certs->ca_cert), HasSubstr("ERROR"));
+  EXPECT_THAT(
+      HttpsPost(server->port(), certs->ca_cert, certs->other_client_cert, certs->other_client_key),
+      HasSubstr("ERROR"));
+
+  // Half a TLS configuration is refused at start.
+  HttpServer::Options half;
+  half.tls_cert = certs->server_cert;
+  EXPECT_EQ(HttpServer::Start(half, SecureEcho()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  HttpServer::Options bad = o;
+  bad.tls_key = certs->other_server_key;  // not the certificate's key
+  EXPECT_EQ(HttpServer::Start(bad, SecureEcho()).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
