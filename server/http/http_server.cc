@@ -145,6 +145,8 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     }
     if (stopped) return Shutdown();
     if (over_limit) {
+      // A TLS client could not read a 503 before its handshake: just close.
+      if constexpr (std::is_same_v<Stream, TlsStream>) return Shutdown();
       HttpServer::Response r;
       r.status = 503;
       r.body = ErrorBody(503, "too many connections; try again later");
@@ -176,6 +178,9 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
 
  private:
   void Read() {
+    // A new request on a kept-alive connection: nothing of the last one's.
+    answering_ = false;
+    linger_after_read_ = false;
     head_parser_.emplace();
     head_parser_->header_limit(static_cast<std::uint32_t>(shared_->options.max_header_bytes));
     // Which body limit applies is known after the head (OnHeader).
@@ -274,6 +279,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   // something within the request timeout (the whole request must arrive
   // within it too), and the framing is checked as it comes.
   void ReadBody(std::shared_ptr<HttpServer::Request> request) {
+    if (closed_) return;
     bhttp::async_read_some(
         stream_, buffer_, *parser_,
         [self = this->shared_from_this(), request](beast::error_code ec, std::size_t n) {
@@ -310,13 +316,26 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
 
   // Answers "100 Continue" first when the client waits for it before its
   // body, then reads on.
+  // Not once the request is answered (an upload refused at its header).
+  // One write at a time: an answer that comes meanwhile waits for it
+  // (Write). `then` runs in any case (it sees a closed connection).
   void Continue(std::function<void()> then) {
-    if (!expect_continue_) return then();
+    if (!expect_continue_ || answering_) {
+      expect_continue_ = false;
+      return then();
+    }
     expect_continue_ = false;
+    continue_pending_ = true;
     net::async_write(stream_, net::buffer(kContinue, sizeof(kContinue) - 1),
                      [self = this->shared_from_this(), then = std::move(then)](beast::error_code ec,
                                                                                std::size_t) {
-                       if (ec) return self->Close();
+                       self->continue_pending_ = false;
+                       if (ec) self->Close();
+                       if (self->deferred_answer_) {
+                         std::function<void()> answer = std::move(self->deferred_answer_);
+                         self->deferred_answer_ = nullptr;
+                         if (!ec) answer();
+                       }
                        then();
                      });
   }
@@ -377,6 +396,9 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
 
   void ReadPiece(HttpServer::BodyReader::Deliver deliver) {
     if (closed_) return deliver(absl::CancelledError("the connection is closed"));
+    if (answering_) {
+      return deliver(absl::CancelledError("the request was answered before its body was read"));
+    }
     if (body_parser_->is_done()) return deliver(std::nullopt);
     if (expect_continue_) {
       return Continue([self = this->shared_from_this(), deliver = std::move(deliver)]() mutable {
@@ -394,10 +416,19 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     body_parser_->get().body().data = piece_.data() + filled;
     body_parser_->get().body().size = piece_.size() - filled;
     ExpireAfterTimeout();
+    body_read_pending_ = true;
     bhttp::async_read_some(
         stream_, buffer_, *body_parser_,
         [self = this->shared_from_this(), filled, deliver = std::move(deliver)](
             beast::error_code ec, std::size_t n) mutable {
+          self->body_read_pending_ = false;
+          if (self->answering_) {
+            // Answered meanwhile: the answer's write left the lingering to
+            // this read's end (one read at a time).
+            if (self->linger_after_read_) self->Linger();
+            return deliver(
+                absl::CancelledError("the request was answered before its body was read"));
+          }
           if (ec == bhttp::error::need_buffer) ec = {};  // the piece is full
           Tcp(self->stream_).expires_never();
           const size_t got = self->piece_.size() - filled - self->body_parser_->get().body().size;
@@ -577,6 +608,13 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   }
 
   void Write(HttpServer::Response r, bool keep_alive, unsigned version) {
+    answering_ = true;
+    if (continue_pending_) {
+      // One write at a time: after the 100 Continue (Continue).
+      deferred_answer_ = [self = this->shared_from_this(), r = std::move(r), keep_alive,
+                          version]() mutable { self->Write(std::move(r), keep_alive, version); };
+      return;
+    }
     auto res = Head<bhttp::string_body>(r, version);
     // Beast refuses a body with a status that has none (prepare_payload throws).
     if (r.status >= 200 && r.status != 204 && r.status != 304) res->body() = std::move(r.body);
@@ -586,6 +624,14 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     bhttp::async_write(
         stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, std::size_t) {
           if (!ec && (self->linger_ || (self->body_parser_ && !self->body_parser_->is_done()))) {
+            // A body read in flight lingers at its end: one read at a time.
+            if (self->body_read_pending_) {
+              self->linger_after_read_ = true;
+              beast::error_code ignored;
+              Tcp(self->stream_).socket().shutdown(tcp::socket::shutdown_send, ignored);
+              Tcp(self->stream_).expires_after(kLinger);
+              return;
+            }
             return self->Linger();
           }
           if (ec || !res->keep_alive()) return self->Close();
@@ -645,6 +691,15 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   std::string piece_;
   uint64_t body_read_ = 0;  // of body_parser_'s body
   bool expect_continue_ = false;
+  // One read and one write at a time on the stream: a body read in flight
+  // (FillPiece), a 100 Continue being written, the answer begun (no more
+  // body reads), an answer waiting for the 100 to be written, and a linger
+  // left to the body read's end.
+  bool body_read_pending_ = false;
+  bool continue_pending_ = false;
+  bool answering_ = false;
+  std::function<void()> deferred_answer_;
+  bool linger_after_read_ = false;
   // The answer went out before the whole request came in: read and drop
   // the rest before closing (Linger).
   bool linger_ = false;

@@ -540,15 +540,16 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
 
 absl::StatusOr<Job> JobManager::Preview(Job job) {
   const std::string& output = job.request().output_model();
-  if (!output.empty()) {
-    // Whether the name is free, as ReserveAndInsert would find it; not kept.
-    if (absl::Status st = models_->ReserveName(
-            output, "a validate_only request",
-            /*may_exist=*/job.has_incremental() && job.incremental().base_model() == output);
-        !st.ok()) {
-      return absl::Status(st.code(), absl::StrCat("output_model: ", st.message()));
+  // Whether a stored model has the name already. Not by reserving it, which
+  // would make a real start or upload of that name fail meanwhile; a name
+  // held by an upload or job in progress is found by the real start.
+  if (!output.empty() && !(job.has_incremental() && job.incremental().base_model() == output)) {
+    absl::StatusOr<kaizen::v1::Model> existing = models_->Get(output, 0);
+    if (existing.ok()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("output_model: model \"", output, "\" already exists"));
     }
-    models_->ReleaseName(output);
+    if (!absl::IsNotFound(existing.status())) return existing.status();
   }
   job.clear_id();
   job.clear_state();

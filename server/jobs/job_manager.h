@@ -223,8 +223,8 @@ class JobManager {
   // Reserves the output model's name for the job and stores the job; with a
   // request_id that lost a race, the job that won.
   absl::StatusOr<kaizen::v1::Job> ReserveAndInsert(kaizen::v1::Job job);
-  // A validate_only request's answer: the checked job, its output name found
-  // free (and not kept), without id, state or create time.
+  // A validate_only request's answer: the checked job (its output name not
+  // that of a stored model), without id, state or create time.
   absl::StatusOr<kaizen::v1::Job> Preview(kaizen::v1::Job job);
 
   void WorkerLoop(int worker_index);

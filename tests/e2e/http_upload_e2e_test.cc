@@ -281,6 +281,16 @@ TEST_F(HttpUploadE2E, RefusalsComeWhileTheClientIsStillSendingAndSlowClientsAreS
   EXPECT_THAT(answer, ::testing::StartsWith("HTTP/1.1 409")) << answer;
   EXPECT_LT(first - start, absl::Milliseconds(900));
 
+  // The same with Expect: 100-continue and no body sent: the 409 comes
+  // (after a 100 Continue or without one), and the connection closes.
+  fd = test_util::ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(Send(fd, UploadHead(DatasetHeader("shoes", 10'000'000),
+                                  "Content-Length: 10000000\r\nExpect: 100-continue")));
+  answer = ReadUntilClosed(fd, absl::Seconds(10));
+  close(fd);
+  EXPECT_THAT(answer, HasSubstr("HTTP/1.1 409")) << answer;
+
   // Broken chunked framing mid-upload: 400, and nothing stored.
   fd = test_util::ConnectLoopback(port_);
   ASSERT_GE(fd, 0);

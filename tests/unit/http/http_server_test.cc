@@ -515,5 +515,57 @@ TEST(HttpServerTest, WithAClientCaOnlyClientsWithItsCertificatesConnect) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(HttpServerTest, AStreamedBodyAfterAnotherRequestOnTheSameConnectionIsRead) {
+  HttpServer::Options o;
+  o.streams_body = [](const HttpServer::Request& head) { return head.target == "/up"; };
+  o.body_piece_bytes = 4;
+  auto server = StartOrDie(o, [](HttpServer::Request r, HttpServer::Respond respond) {
+    if (r.body_reader == nullptr) {
+      HttpServer::Response a;
+      a.body = absl::StrCat("whole ", r.body.size());
+      return respond(std::move(a));
+    }
+    // Reads every piece, then answers with the total.
+    auto total = std::make_shared<size_t>(0);
+    auto next = std::make_shared<std::function<void()>>();
+    *next = [reader = r.body_reader, respond, total, next] {
+      reader->Read([respond, total, next](absl::StatusOr<std::optional<std::string>> piece) {
+        HttpServer::Response a;
+        if (!piece.ok()) {
+          a.body = std::string(piece.status().message());
+        } else if (piece->has_value()) {
+          *total += (*piece)->size();
+          return (*next)();
+        } else {
+          a.body = absl::StrCat("streamed ", *total);
+        }
+        *next = nullptr;
+        respond(std::move(a));
+      });
+    };
+    (*next)();
+  });
+  ASSERT_NE(server, nullptr);
+  const int fd = test_util::ConnectLoopback(server->port());
+  ASSERT_GE(fd, 0);
+  const std::string first = "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+  ASSERT_EQ(send(fd, first.data(), first.size(), MSG_NOSIGNAL), static_cast<ssize_t>(first.size()));
+  std::string all;
+  char buf[4096];
+  while (all.find("whole 3") == std::string::npos) {
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    ASSERT_GT(n, 0) << all;
+    all.append(buf, static_cast<size_t>(n));
+  }
+  const std::string second = "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789";
+  ASSERT_EQ(send(fd, second.data(), second.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(second.size()));
+  all.clear();
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) all.append(buf, static_cast<size_t>(n));
+  close(fd);
+  EXPECT_THAT(all, HasSubstr("streamed 10"));
+}
+
 }  // namespace
 }  // namespace kaizen::http

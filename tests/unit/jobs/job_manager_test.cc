@@ -219,10 +219,15 @@ TEST_F(JobManagerTest, AValidateOnlyRequestAnswersTheJobItWouldQueueAndQueuesNot
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(a, b)) << a.DebugString() << "\n"
                                                                         << b.DebugString();
 
-  // Refusals are those of a real start: a name now held, a missing dataset,
+  // Refusals are those of a real start: a taken name, a missing dataset,
   // an empty output outside a preview.
-  preview.set_output_model("pets-model");
+  preview.set_output_model("cnn-small");  // a built-in model's name
   EXPECT_EQ(manager_->Submit(preview).status().code(), absl::StatusCode::kAlreadyExists);
+  // A name held by a queued job is found by the real start only; the
+  // preview does not touch the job's hold on it.
+  preview.set_output_model("pets-model");
+  EXPECT_TRUE(manager_->Submit(preview).ok());
+  EXPECT_TRUE(NameIsHeld("pets-model"));
   preview.set_output_model("");
   preview.set_dataset("nope");
   EXPECT_EQ(manager_->Submit(preview).status().code(), absl::StatusCode::kNotFound);
