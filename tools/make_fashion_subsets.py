@@ -13,6 +13,7 @@ Usage: make_fashion_subsets.py FASHION_DIR OUT_DIR PER_CLASS [TEST_PER_CLASS [FE
 The benchmark runners import load() and write() for their own subsets.
 """
 import gzip
+import random
 import struct
 import sys
 
@@ -26,20 +27,41 @@ def load(src, which):
     return images, labels
 
 
-def write(out, name, images, labels, classes, per_class=None):
-    """Writes OUT/NAME-images and OUT/NAME-labels: the first PER_CLASS (all when None) images of
-    each of CLASSES, labelled by their index in CLASSES; returns how many."""
-    pixels, kept, taken = bytearray(), bytearray(), {c: 0 for c in classes}
-    for i, label in enumerate(labels):
-        if label in taken and (per_class is None or taken[label] < per_class):
-            pixels += images[i * 784:(i + 1) * 784]
-            kept.append(classes.index(label))
-            taken[label] += 1
+def _write_idx(out, name, images, labels, indices, classes):
+    """Writes the images at INDICES (in that order) as OUT/NAME-images and OUT/NAME-labels,
+    labelled by their index in CLASSES; returns how many."""
+    pixels, kept = bytearray(), bytearray()
+    for i in indices:
+        pixels += images[i * 784:(i + 1) * 784]
+        kept.append(classes.index(labels[i]))
     with open(f"{out}/{name}-images", "wb") as f:
         f.write(struct.pack(">IIII", 0x803, len(kept), 28, 28) + pixels)
     with open(f"{out}/{name}-labels", "wb") as f:
         f.write(struct.pack(">II", 0x801, len(kept)) + kept)
     return len(kept)
+
+
+def write(out, name, images, labels, classes, per_class=None):
+    """Writes OUT/NAME-images and OUT/NAME-labels: the first PER_CLASS (all when None) images of
+    each of CLASSES, labelled by their index in CLASSES; returns how many."""
+    indices, taken = [], {c: 0 for c in classes}
+    for i, label in enumerate(labels):
+        if label in taken and (per_class is None or taken[label] < per_class):
+            indices.append(i)
+            taken[label] += 1
+    return _write_idx(out, name, images, labels, indices, classes)
+
+
+def write_drawn(out, name, images, labels, classes, per_class, seed):
+    """Like write(), but PER_CLASS images of each class drawn at random by SEED: each class's
+    images are shuffled once by SEED and the first PER_CLASS taken, so for one seed the sets
+    are nested (the 5 images per class hold the 1, and so on); kept in file order."""
+    chosen = []
+    for c in classes:
+        pool = [i for i, label in enumerate(labels) if label == c]
+        random.Random(seed * 1000 + c).shuffle(pool)
+        chosen += pool[:per_class]
+    return _write_idx(out, name, images, labels, sorted(chosen), classes)
 
 
 def main():
