@@ -21,8 +21,9 @@
 # The training images: with SUBSETS=drawn (the default) each seed draws its own
 # PER_CLASS images of each class at random (nested: a seed's 5 per class hold
 # its 1), so the seeds' spread includes which images a user happens to have;
-# at 1 image per class that is most of it (issue 14: on validation images, 20
-# drawn sets of one image per class scored 30-62% with the same settings).
+# at 1 image per class that is most of it (bench/transfer/fe_head_sets.py: with
+# the same FEATURE_EXTRACTION settings, 20 drawn sets of one image per class
+# scored from 31% to 61% on the same validation images).
 # SUBSETS=first takes the first PER_CLASS of each class in file order for
 # every seed (the table before 2026-12-02), so seeds only vary training.
 #
