@@ -3,7 +3,7 @@
 
 Small versions of what the tests build: JPEG/PNG images in the variants the
 decoder handles, image-folder archives (tar, tar.gz, tar.xz, zip), IDX pairs
-(plain and gzip), a .kds file and OIP tensors. Run with Debian's interpreter
+(plain and gzip), a .kds file, a .krf record file and OIP tensors. Run with Debian's interpreter
 (it needs PIL): /usr/bin/python3 fuzz/make_corpus.py
 """
 import gzip
@@ -119,6 +119,25 @@ def kds():
     write("kds_reader", "small.kds", body + struct.pack("<I", zlib.crc32(body)))
 
 
+def krf():
+    """A record file (server/datasets/record_file.h): a raw 2x2 grey record and a
+    4-byte "encoded" one, two classes."""
+    page = 4096
+    records = [(1, 2, 2, 1, 0, bytes([1, 2, 3, 4])), (0, 1, 1, 3, 2, b"\x89PNG")]
+    body = b"KZRF" + struct.pack("<I", 1) + bytes(page - 8)
+    entries = b""
+    for label, h, w, c, encoding, data in records:
+        entries += struct.pack("<QQiiiiII", len(body), len(data), label, h, w, c, encoding,
+                               zlib.crc32(data))
+        body += data
+    body += bytes(-len(body) % page)
+    index = b"".join(struct.pack("<I", len(n)) + n for n in [b"cats", b"dogs"]) + entries
+    trailer = b"KZRF" + struct.pack("<IQQQIII", 1, len(body), len(index), len(records), 2,
+                                    zlib.crc32(index), 0)
+    write("record_file_reader", "small.krf", body + index + trailer +
+          struct.pack("<I", zlib.crc32(trailer)))
+
+
 def oip():
     elements = [b"\xff\xd8\xffjpeg", b"\x89PNG\r\n\x1a\n", b""]
     raw = b"".join(struct.pack("<I", len(e)) + e for e in elements)
@@ -135,4 +154,5 @@ if __name__ == "__main__":
     archives(images())
     idx()
     kds()
+    krf()
     oip()

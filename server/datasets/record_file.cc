@@ -1,0 +1,349 @@
+#include "server/datasets/record_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/checked_math.h"
+#include "server/common/status_macros.h"
+
+namespace kaizen::datasets {
+namespace {
+
+constexpr char kMagic[4] = {'K', 'Z', 'R', 'F'};
+constexpr uint32_t kVersion = 1;
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kEntryBytes = 8 + 8 + 4 * 4 + 4 + 4;  // one index entry: 40
+constexpr uint64_t kTrailerBytes = 48;
+
+void PutU32(std::string* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+void PutU64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+uint32_t GetU32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+uint64_t GetU64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+uint32_t Crc32(const void* data, uint64_t size) {
+  return static_cast<uint32_t>(crc32_z(0, static_cast<const Bytef*>(data), size));
+}
+
+// height * width * channels, or nullopt when it overflows.
+std::optional<int64_t> PixelBytes(int32_t height, int32_t width, int32_t channels) {
+  const std::optional<int64_t> area = common::CheckedMul(height, width);
+  return area.has_value() ? common::CheckedMul(*area, channels) : std::nullopt;
+}
+
+// Why a record's fields are not valid, or "" when they are; the checks the
+// writer and the reader share.
+std::string RecordProblem(int32_t label, int32_t height, int32_t width, int32_t channels,
+                          uint32_t encoding, uint64_t size) {
+  if (label < 0) return absl::StrCat("negative label ", label);
+  if (height <= 0 || width <= 0 || channels < 1 || channels > 4) {
+    return absl::StrCat("bad shape ", height, "x", width, "x", channels);
+  }
+  const std::optional<int64_t> pixels = PixelBytes(height, width, channels);
+  if (!pixels.has_value()) {
+    return absl::StrCat("shape ", height, "x", width, "x", channels, " overflows a 64-bit size");
+  }
+  switch (static_cast<RecordEncoding>(encoding)) {
+    case RecordEncoding::kRaw:
+      if (size != static_cast<uint64_t>(*pixels)) {
+        return absl::StrCat("raw record of ", size, " bytes for a ", height, "x", width, "x",
+                            channels, " image (", *pixels, " bytes)");
+      }
+      return "";
+    case RecordEncoding::kJpeg:
+    case RecordEncoding::kPng:
+      if (size == 0) return "empty encoded record";
+      return "";
+  }
+  return absl::StrCat("unknown encoding ", encoding);
+}
+
+uint64_t PadToPage(uint64_t n) { return (kPage - n % kPage) % kPage; }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RecordFileWriter>> RecordFileWriter::Create(
+    const std::string& path) {
+  std::unique_ptr<RecordFileWriter> w(new RecordFileWriter());
+  RETURN_IF_ERROR(common::AtomicFileWriter::Open(path, &w->file_));
+  std::string header(kMagic, sizeof(kMagic));
+  PutU32(&header, kVersion);
+  header.resize(kPage, '\0');
+  RETURN_IF_ERROR(w->file_.Append(header));
+  return w;
+}
+
+absl::StatusOr<uint64_t> RecordFileWriter::Append(int32_t label, int32_t height, int32_t width,
+                                                  int32_t channels, RecordEncoding encoding,
+                                                  absl::Span<const uint8_t> bytes) {
+  if (done_) return absl::FailedPreconditionError("the record file is already finished");
+  const std::string problem =
+      RecordProblem(label, height, width, channels, static_cast<uint32_t>(encoding), bytes.size());
+  if (!problem.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("record ", index_.size(), ": ", problem));
+  }
+  RecordInfo info;
+  info.offset = static_cast<uint64_t>(file_.bytes_written());
+  info.size = bytes.size();
+  info.label = label;
+  info.height = height;
+  info.width = width;
+  info.channels = channels;
+  info.encoding = encoding;
+  info.crc = Crc32(bytes.data(), bytes.size());
+  RETURN_IF_ERROR(file_.Append(bytes.data(), bytes.size()));
+  index_.push_back(info);
+  return index_.size() - 1;
+}
+
+absl::StatusOr<int64_t> RecordFileWriter::Finish(const std::vector<std::string>& class_names) {
+  if (done_) return absl::FailedPreconditionError("the record file is already finished");
+  done_ = true;
+  for (size_t i = 0; i < index_.size(); ++i) {
+    if (static_cast<size_t>(index_[i].label) >= class_names.size()) {
+      file_.Abandon();
+      return absl::InvalidArgumentError(absl::StrCat("record ", i, ": label ", index_[i].label,
+                                                     " has no class name (", class_names.size(),
+                                                     " classes)"));
+    }
+  }
+  const uint64_t index_offset =
+      static_cast<uint64_t>(file_.bytes_written()) + PadToPage(file_.bytes_written());
+  std::string index(index_offset - static_cast<uint64_t>(file_.bytes_written()), '\0');
+  const size_t index_start = index.size();
+  for (const std::string& name : class_names) {
+    PutU32(&index, static_cast<uint32_t>(name.size()));
+    index.append(name);
+  }
+  for (const RecordInfo& r : index_) {
+    PutU64(&index, r.offset);
+    PutU64(&index, r.size);
+    PutU32(&index, static_cast<uint32_t>(r.label));
+    PutU32(&index, static_cast<uint32_t>(r.height));
+    PutU32(&index, static_cast<uint32_t>(r.width));
+    PutU32(&index, static_cast<uint32_t>(r.channels));
+    PutU32(&index, static_cast<uint32_t>(r.encoding));
+    PutU32(&index, r.crc);
+  }
+  const uint64_t index_bytes = index.size() - index_start;
+  const uint32_t index_crc = Crc32(index.data() + index_start, index_bytes);
+  std::string trailer(kMagic, sizeof(kMagic));
+  PutU32(&trailer, kVersion);
+  PutU64(&trailer, index_offset);
+  PutU64(&trailer, index_bytes);
+  PutU64(&trailer, index_.size());
+  PutU32(&trailer, static_cast<uint32_t>(class_names.size()));
+  PutU32(&trailer, index_crc);
+  PutU32(&trailer, 0);
+  PutU32(&trailer, Crc32(trailer.data(), trailer.size()));
+  RETURN_IF_ERROR(file_.Append(index));
+  RETURN_IF_ERROR(file_.Append(trailer));
+  const int64_t written = file_.bytes_written();
+  RETURN_IF_ERROR(file_.Commit());
+  return written;
+}
+
+RecordFile::~RecordFile() {
+  if (map_ != nullptr) ::munmap(const_cast<uint8_t*>(map_), map_bytes_);
+}
+
+absl::StatusOr<std::unique_ptr<RecordFile>> RecordFile::Open(const std::string& path,
+                                                             const RecordFileLimits& limits) {
+  std::unique_ptr<RecordFile> f(new RecordFile());
+  f->path_ = path;
+  auto damaged = [&](const std::string& why) {
+    return absl::DataLossError(absl::StrCat(path, ": damaged record file: ", why));
+  };
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": no such record file"));
+    return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(err)));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return absl::InternalError(absl::StrCat("cannot stat ", path, ": ", std::strerror(err)));
+  }
+  const uint64_t file_bytes = static_cast<uint64_t>(st.st_size);
+  if (file_bytes < kPage + kTrailerBytes) {
+    ::close(fd);
+    return damaged(absl::StrCat("only ", file_bytes, " bytes"));
+  }
+  void* map = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int map_errno = errno;
+  ::close(fd);
+  if (map == MAP_FAILED) {
+    return absl::InternalError(absl::StrCat("cannot map ", path, ": ", std::strerror(map_errno)));
+  }
+  f->map_ = static_cast<const uint8_t*>(map);
+  f->map_bytes_ = file_bytes;
+  const uint8_t* base = f->map_;
+
+  if (std::memcmp(base, kMagic, sizeof(kMagic)) != 0) {
+    return absl::DataLossError(absl::StrCat(path, ": not a Kaizen record file (bad magic)"));
+  }
+  if (GetU32(base + 4) != kVersion) {
+    return absl::DataLossError(absl::StrCat(path, ": unsupported record file version ",
+                                            GetU32(base + 4), " (expected ", kVersion, ")"));
+  }
+  const uint8_t* t = base + file_bytes - kTrailerBytes;
+  if (std::memcmp(t, kMagic, sizeof(kMagic)) != 0 || GetU32(t + 4) != kVersion) {
+    return damaged("no trailer (the file was cut short?)");
+  }
+  if (GetU32(t + 44) != Crc32(t, 44)) return damaged("trailer checksum mismatch");
+  const uint64_t index_offset = GetU64(t + 8);
+  const uint64_t index_bytes = GetU64(t + 16);
+  const uint64_t num_records = GetU64(t + 24);
+  const uint32_t num_classes = GetU32(t + 32);
+  const uint32_t index_crc = GetU32(t + 36);
+  const uint64_t index_room = file_bytes - kTrailerBytes;
+  if (index_offset < kPage || index_offset % kPage != 0 || index_offset > index_room ||
+      index_bytes > index_room - index_offset) {
+    return damaged(
+        absl::StrCat("index at ", index_offset, " (", index_bytes, " bytes) outside the file"));
+  }
+  if (num_records > limits.max_records) {
+    return damaged(
+        absl::StrCat(num_records, " records, more than the limit of ", limits.max_records));
+  }
+  if (num_classes > limits.max_classes) {
+    return damaged(
+        absl::StrCat(num_classes, " classes, more than the limit of ", limits.max_classes));
+  }
+  const uint8_t* index = base + index_offset;
+  if (Crc32(index, index_bytes) != index_crc) return damaged("index checksum mismatch");
+
+  // Class names, then exactly num_records entries.
+  uint64_t at = 0;
+  f->class_names_.reserve(num_classes);
+  for (uint32_t c = 0; c < num_classes; ++c) {
+    if (index_bytes - at < 4) return damaged(absl::StrCat("class name ", c, " cut short"));
+    const uint32_t length = GetU32(index + at);
+    at += 4;
+    if (length > limits.max_class_name_bytes || length > index_bytes - at) {
+      return damaged(absl::StrCat("class name ", c, " of ", length, " bytes"));
+    }
+    f->class_names_.emplace_back(reinterpret_cast<const char*>(index + at), length);
+    at += length;
+  }
+  if ((index_bytes - at) / kEntryBytes != num_records || (index_bytes - at) % kEntryBytes != 0) {
+    return damaged(
+        absl::StrCat("an index of ", index_bytes - at, " bytes for ", num_records, " records"));
+  }
+  f->records_.resize(num_records);
+  for (uint64_t i = 0; i < num_records; ++i, at += kEntryBytes) {
+    const uint8_t* e = index + at;
+    RecordInfo& r = f->records_[i];
+    r.offset = GetU64(e);
+    r.size = GetU64(e + 8);
+    r.label = static_cast<int32_t>(GetU32(e + 16));
+    r.height = static_cast<int32_t>(GetU32(e + 20));
+    r.width = static_cast<int32_t>(GetU32(e + 24));
+    r.channels = static_cast<int32_t>(GetU32(e + 28));
+    const uint32_t encoding = GetU32(e + 32);
+    r.encoding = static_cast<RecordEncoding>(encoding);
+    r.crc = GetU32(e + 36);
+    std::string problem = RecordProblem(r.label, r.height, r.width, r.channels, encoding, r.size);
+    if (problem.empty() && static_cast<uint64_t>(r.label) >= num_classes) {
+      problem = absl::StrCat("label ", r.label, " has no class name (", num_classes, " classes)");
+    }
+    if (problem.empty() && r.size > limits.max_record_bytes) {
+      problem = absl::StrCat(r.size, " bytes, more than the limit of ", limits.max_record_bytes);
+    }
+    if (problem.empty() &&
+        (r.offset < kPage || r.offset > index_offset || r.size > index_offset - r.offset)) {
+      problem = absl::StrCat("bytes at ", r.offset, " (", r.size, ") outside the records");
+    }
+    if (!problem.empty()) return damaged(absl::StrCat("record ", i, ": ", problem));
+  }
+  return f;
+}
+
+absl::StatusOr<absl::Span<const uint8_t>> RecordFile::Read(uint64_t i) const {
+  if (i >= records_.size()) {
+    return absl::OutOfRangeError(
+        absl::StrCat(path_, ": record ", i, " of ", records_.size(), " does not exist"));
+  }
+  const RecordInfo& r = records_[i];
+  absl::Span<const uint8_t> bytes(map_ + r.offset, r.size);
+  if (Crc32(bytes.data(), bytes.size()) != r.crc) {
+    return absl::DataLossError(
+        absl::StrCat(path_, ": damaged record file: record ", i, " checksum mismatch"));
+  }
+  return bytes;
+}
+
+absl::StatusOr<DecodedDataset> RecordFile::ReadAllRaw() const {
+  DecodedDataset out;
+  out.class_names = class_names_;
+  uint64_t total = 0;
+  for (uint64_t i = 0; i < records_.size(); ++i) {
+    if (records_[i].encoding != RecordEncoding::kRaw) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path_, ": record ", i, " is encoded; only raw records read without a decoder"));
+    }
+    total += records_[i].size;  // each within the file, so the sum is too
+  }
+  out.pixels.reserve(total);
+  out.records.reserve(records_.size());
+  for (uint64_t i = 0; i < records_.size(); ++i) {
+    ASSIGN_OR_RETURN(const absl::Span<const uint8_t> bytes, Read(i));
+    const RecordInfo& r = records_[i];
+    DecodedDataset::Record rec;
+    rec.label = r.label;
+    rec.height = r.height;
+    rec.width = r.width;
+    rec.channels = r.channels;
+    rec.offset = static_cast<int64_t>(out.pixels.size());
+    out.pixels.insert(out.pixels.end(), bytes.begin(), bytes.end());
+    out.records.push_back(rec);
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> WriteRawRecordFile(const std::string& path, const DecodedDataset& data) {
+  ASSIGN_OR_RETURN(std::unique_ptr<RecordFileWriter> writer, RecordFileWriter::Create(path));
+  for (size_t i = 0; i < data.records.size(); ++i) {
+    const DecodedDataset::Record& r = data.records[i];
+    const std::optional<int64_t> bytes = PixelBytes(r.height, r.width, r.channels);
+    if (!bytes.has_value() || r.offset < 0 ||
+        static_cast<uint64_t>(r.offset) > data.pixels.size() ||
+        static_cast<uint64_t>(*bytes) > data.pixels.size() - static_cast<uint64_t>(r.offset)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("record ", i, ": its pixels lie outside the dataset's"));
+    }
+    RETURN_IF_ERROR(writer
+                        ->Append(r.label, r.height, r.width, r.channels, RecordEncoding::kRaw,
+                                 absl::MakeConstSpan(data.pixels.data() + r.offset,
+                                                     static_cast<size_t>(*bytes)))
+                        .status());
+  }
+  return writer->Finish(data.class_names);
+}
+
+}  // namespace kaizen::datasets

@@ -1,0 +1,143 @@
+// The record file (.krf): a dataset's images as stored records that a loader
+// reads by index from a memory map, without holding the dataset in memory.
+// Each record is either the image's encoded bytes as uploaded (JPEG, PNG) or
+// raw HWC uint8 pixels (for raw sources such as IDX, and tiny images), with
+// its label and decoded shape in an index. It is the store issue 17 asks
+// for: datasets larger than memory.
+//
+// Layout (integers little-endian; kPage = 4096):
+//   [0, kPage)                 "KZRF", u32 version (1), zeros: the header page
+//   [kPage, index_offset)      the records' bytes, back to back
+//   [index_offset, +index_bytes)   page-aligned index:
+//       num_classes x { u32 length, bytes }                      class names
+//       num_records x { u64 offset, u64 size, i32 label, i32 height,
+//                       i32 width, i32 channels, u32 encoding, u32 crc }
+//   zeros up to the trailer
+//   the last 48 bytes, the trailer:
+//       "KZRF", u32 version, u64 index_offset, u64 index_bytes,
+//       u64 num_records, u32 num_classes, u32 index CRC-32,
+//       u32 reserved (0), u32 CRC-32 of the 44 bytes before it
+// A record's `crc` is the CRC-32 (zlib) of its bytes, checked when it is
+// read, so a damaged record is found without reading the whole file.
+//
+// The writer streams: records are appended as they arrive (an upload never
+// holds the dataset in memory) and the index and trailer are written at the
+// end; the file appears at its path only when it is complete (temporary
+// file, fsync, rename).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "server/common/atomic_file.h"
+#include "server/datasets/dataset_file.h"
+
+namespace kaizen::datasets {
+
+enum class RecordEncoding : uint32_t {
+  kRaw = 0,   // height * width * channels bytes of HWC uint8 pixels
+  kJpeg = 1,  // a JPEG file as uploaded
+  kPng = 2,   // a PNG file as uploaded
+};
+
+// What one record is, as the index holds it.
+struct RecordInfo {
+  uint64_t offset = 0;  // in the file
+  uint64_t size = 0;    // bytes
+  int32_t label = 0;
+  int32_t height = 0;  // the decoded image's shape
+  int32_t width = 0;
+  int32_t channels = 0;
+  RecordEncoding encoding = RecordEncoding::kRaw;
+  uint32_t crc = 0;
+};
+
+// Bounds on what a record file may declare. The server writes these files,
+// but a damaged disk or a copied file must give DataLoss, never a huge
+// allocation or a read outside the map.
+struct RecordFileLimits {
+  uint64_t max_records = uint64_t{1} << 28;
+  uint32_t max_classes = 100'000;
+  uint32_t max_class_name_bytes = 4096;
+  uint64_t max_record_bytes = uint64_t{1} << 30;
+};
+
+class RecordFileWriter {
+ public:
+  // Starts `path` (a temporary file beside it until Finish()).
+  static absl::StatusOr<std::unique_ptr<RecordFileWriter>> Create(const std::string& path);
+  // Drops the temporary file unless Finish() succeeded.
+  ~RecordFileWriter() = default;
+  RecordFileWriter(const RecordFileWriter&) = delete;
+  RecordFileWriter& operator=(const RecordFileWriter&) = delete;
+
+  // Appends one record; returns its index. InvalidArgument for a bad shape,
+  // a negative label, or raw bytes that are not height * width * channels.
+  absl::StatusOr<uint64_t> Append(int32_t label, int32_t height, int32_t width, int32_t channels,
+                                  RecordEncoding encoding, absl::Span<const uint8_t> bytes);
+  // Writes the index and the trailer and moves the file into place. Returns
+  // the file's size. InvalidArgument when a record's label has no class
+  // name. The writer is done either way.
+  absl::StatusOr<int64_t> Finish(const std::vector<std::string>& class_names);
+
+  uint64_t num_records() const { return index_.size(); }
+  // Bytes written so far (records and the header page).
+  int64_t bytes_written() const { return file_.bytes_written(); }
+
+ private:
+  RecordFileWriter() = default;
+
+  common::AtomicFileWriter file_;
+  std::vector<RecordInfo> index_;
+  bool done_ = false;
+};
+
+// A record file, memory-mapped read-only. The index is checked when the file
+// is opened; each record's bytes are checked against its CRC when read.
+// Thread-safe: every method is const.
+class RecordFile {
+ public:
+  // NotFound when `path` does not exist; DataLoss when it is damaged or
+  // declares more than `limits` allow.
+  static absl::StatusOr<std::unique_ptr<RecordFile>> Open(const std::string& path,
+                                                          const RecordFileLimits& limits = {});
+  ~RecordFile();
+  RecordFile(const RecordFile&) = delete;
+  RecordFile& operator=(const RecordFile&) = delete;
+
+  uint64_t size() const { return records_.size(); }
+  const std::vector<std::string>& class_names() const { return class_names_; }
+  const RecordInfo& info(uint64_t i) const { return records_[i]; }
+  const std::string& path() const { return path_; }
+  // The file's size in bytes.
+  uint64_t file_bytes() const { return map_bytes_; }
+
+  // Record `i`'s bytes, valid while this RecordFile lives. OutOfRange for an
+  // index past the end; DataLoss when the bytes do not match their CRC.
+  absl::StatusOr<absl::Span<const uint8_t>> Read(uint64_t i) const;
+
+  // Every record in memory as a DecodedDataset; FailedPrecondition when a
+  // record is encoded (decoding is the loader's job, not the file's).
+  absl::StatusOr<DecodedDataset> ReadAllRaw() const;
+
+ private:
+  RecordFile() = default;
+
+  std::string path_;
+  const uint8_t* map_ = nullptr;
+  uint64_t map_bytes_ = 0;
+  std::vector<std::string> class_names_;
+  std::vector<RecordInfo> records_;
+};
+
+// Writes `data` (raw pixels) as a record file: the migration of a .kds
+// dataset. Returns the file's size.
+absl::StatusOr<int64_t> WriteRawRecordFile(const std::string& path, const DecodedDataset& data);
+
+}  // namespace kaizen::datasets

@@ -1,0 +1,300 @@
+#include "server/datasets/record_file.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/datasets/image_decoder.h"
+#include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace kaizen::datasets {
+namespace {
+
+using ::testing::HasSubstr;
+
+absl::Span<const uint8_t> Bytes(const std::string& s) {
+  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+
+std::string AsString(absl::Span<const uint8_t> bytes) {
+  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+int64_t FileSize(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? st.st_size : -1;
+}
+
+std::vector<std::string> FilesIn(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return names;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(d);
+  return names;
+}
+
+// A file of a JPEG, a PNG and a raw 2x3 RGB image in three classes.
+struct Written {
+  std::string path;
+  std::string jpeg;
+  std::string png;
+  std::string raw;
+};
+
+Written WriteMixed(const test_util::TempDir& dir) {
+  Written w;
+  w.path = dir.File("data.krf");
+  w.jpeg = test_util::EncodeJpeg(16, 12, 3, 7);
+  w.png = test_util::EncodePng(5, 4, 1, 9);
+  for (int i = 0; i < 18; ++i) w.raw.push_back(static_cast<char>(i * 11));
+  auto writer = RecordFileWriter::Create(w.path);
+  EXPECT_TRUE(writer.ok()) << writer.status();
+  EXPECT_EQ(*(*writer)->Append(2, 12, 16, 3, RecordEncoding::kJpeg, Bytes(w.jpeg)), 0u);
+  EXPECT_EQ(*(*writer)->Append(0, 4, 5, 1, RecordEncoding::kPng, Bytes(w.png)), 1u);
+  EXPECT_EQ(*(*writer)->Append(1, 2, 3, 3, RecordEncoding::kRaw, Bytes(w.raw)), 2u);
+  const absl::StatusOr<int64_t> size = (*writer)->Finish({"cats", "dogs", "émus"});
+  EXPECT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(*size, FileSize(w.path));
+  return w;
+}
+
+TEST(RecordFileTest, RoundTripsEncodedAndRawRecordsByIndex) {
+  test_util::TempDir dir;
+  const Written w = WriteMixed(dir);
+  auto file = RecordFile::Open(w.path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->class_names(), (std::vector<std::string>{"cats", "dogs", "émus"}));
+  ASSERT_EQ((*file)->size(), 3u);
+
+  // Read out of order, as a shuffled loader does.
+  for (uint64_t i : {2u, 0u, 1u}) {
+    auto bytes = (*file)->Read(i);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    EXPECT_EQ(AsString(*bytes), i == 0 ? w.jpeg : (i == 1 ? w.png : w.raw)) << i;
+  }
+  const RecordInfo& jpeg = (*file)->info(0);
+  EXPECT_EQ(jpeg.encoding, RecordEncoding::kJpeg);
+  EXPECT_EQ(jpeg.label, 2);
+  EXPECT_EQ(jpeg.height, 12);
+  EXPECT_EQ(jpeg.width, 16);
+  EXPECT_EQ(jpeg.channels, 3);
+  EXPECT_EQ((*file)->info(1).encoding, RecordEncoding::kPng);
+  EXPECT_EQ((*file)->info(2).encoding, RecordEncoding::kRaw);
+
+  // The stored JPEG is the uploaded file itself: it still decodes.
+  auto decoded = DecodeImage(AsString(*(*file)->Read(0)), int64_t{1} << 20);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->width, 16);
+  EXPECT_EQ(decoded->height, 12);
+
+  EXPECT_EQ((*file)->Read(3).status().code(), absl::StatusCode::kOutOfRange);
+}
+
+TEST(RecordFileTest, RecordsStartAfterAHeaderPageAndTheIndexIsPageAligned) {
+  test_util::TempDir dir;
+  const Written w = WriteMixed(dir);
+  auto file = RecordFile::Open(w.path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->info(0).offset, 4096u);
+  EXPECT_EQ((*file)->info(1).offset, 4096u + w.jpeg.size());
+  const std::string bytes = test_util::ReadBinaryFile(w.path);
+  EXPECT_EQ(bytes.substr(0, 4), "KZRF");
+  EXPECT_EQ(bytes.substr(bytes.size() - 48, 4), "KZRF");
+  // The stored bytes are the records' plus at most two pages and the index.
+  const size_t payload = w.jpeg.size() + w.png.size() + w.raw.size();
+  EXPECT_LE(bytes.size(), payload + 2 * 4096 + 3 * 40 + 64);
+}
+
+TEST(RecordFileTest, WriterRefusesBadRecordsAndLabelsWithoutClassNames) {
+  test_util::TempDir dir;
+  auto writer = RecordFileWriter::Create(dir.File("bad.krf"));
+  ASSERT_TRUE(writer.ok());
+  const std::string four(4, 'x');
+  EXPECT_THAT((*writer)->Append(0, 2, 3, 3, RecordEncoding::kRaw, Bytes(four)).status().message(),
+              HasSubstr("raw record of 4 bytes for a 2x3x3 image (18 bytes)"));
+  EXPECT_THAT((*writer)->Append(0, 0, 3, 3, RecordEncoding::kJpeg, Bytes(four)).status().message(),
+              HasSubstr("bad shape 0x3x3"));
+  EXPECT_THAT((*writer)->Append(-1, 1, 1, 1, RecordEncoding::kRaw, Bytes("x")).status().message(),
+              HasSubstr("negative label"));
+  EXPECT_THAT((*writer)->Append(0, 1, 1, 1, RecordEncoding::kJpeg, Bytes("")).status().message(),
+              HasSubstr("empty encoded record"));
+  EXPECT_THAT((*writer)
+                  ->Append(0, INT32_MAX, INT32_MAX, 4, RecordEncoding::kJpeg, Bytes(four))
+                  .status()
+                  .message(),
+              HasSubstr("overflows"));
+  ASSERT_TRUE((*writer)->Append(5, 1, 1, 1, RecordEncoding::kRaw, Bytes("x")).ok());
+  const auto finished = (*writer)->Finish({"a", "b"});
+  EXPECT_EQ(finished.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(finished.status().message(), HasSubstr("label 5 has no class name (2 classes)"));
+  // Nothing is left behind: no file, no temporary.
+  EXPECT_TRUE(FilesIn(dir.path()).empty());
+  EXPECT_EQ((*writer)->Finish({"a"}).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(RecordFileTest, AnUnfinishedWriterLeavesNothing) {
+  test_util::TempDir dir;
+  {
+    auto writer = RecordFileWriter::Create(dir.File("cut.krf"));
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)->Append(0, 1, 1, 1, RecordEncoding::kRaw, Bytes("x")).ok());
+    EXPECT_FALSE(FilesIn(dir.path()).empty());  // the temporary, while it writes
+  }
+  EXPECT_TRUE(FilesIn(dir.path()).empty());
+  EXPECT_EQ(RecordFile::Open(dir.File("cut.krf")).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(RecordFileTest, EveryFlippedByteIsDataLossNeverACrash) {
+  test_util::TempDir dir;
+  const Written w = WriteMixed(dir);
+  const std::string good = test_util::ReadBinaryFile(w.path);
+  const std::string path = dir.File("flipped.krf");
+  // Every byte of the header page's magic, the records, the index and the
+  // trailer (the zero padding is not covered by a checksum).
+  auto file = RecordFile::Open(w.path);
+  ASSERT_TRUE(file.ok());
+  std::vector<size_t> positions = {0, 3, 4};
+  const size_t records_end = 4096 + w.jpeg.size() + w.png.size() + w.raw.size();
+  const size_t index_offset = (records_end + 4095) / 4096 * 4096;
+  for (size_t i = 4096; i < good.size(); ++i) {
+    if (i < records_end || i >= index_offset) positions.push_back(i);
+  }
+  int detected_at_open = 0, detected_at_read = 0;
+  for (size_t pos : positions) {
+    std::string bad = good;
+    bad[pos] = static_cast<char>(bad[pos] ^ 0x5a);
+    test_util::WriteBinaryFile(path, bad);
+    auto opened = RecordFile::Open(path);
+    if (!opened.ok()) {
+      EXPECT_EQ(opened.status().code(), absl::StatusCode::kDataLoss) << pos;
+      ++detected_at_open;
+      continue;
+    }
+    bool read_failed = false;
+    for (uint64_t i = 0; i < (*opened)->size(); ++i) {
+      const auto bytes = (*opened)->Read(i);
+      if (!bytes.ok()) {
+        EXPECT_EQ(bytes.status().code(), absl::StatusCode::kDataLoss) << pos;
+        EXPECT_THAT(bytes.status().message(), HasSubstr("checksum mismatch"));
+        read_failed = true;
+      }
+    }
+    EXPECT_TRUE(read_failed) << "a flipped byte at " << pos << " went unnoticed";
+    ++detected_at_read;
+  }
+  // Record bytes are found when read; the rest when the file opens.
+  EXPECT_EQ(detected_at_read, static_cast<int>(w.jpeg.size() + w.png.size() + w.raw.size()));
+  EXPECT_GT(detected_at_open, 100);
+}
+
+TEST(RecordFileTest, TruncatedFilesAndOtherFilesAreDataLoss) {
+  test_util::TempDir dir;
+  const Written w = WriteMixed(dir);
+  const std::string good = test_util::ReadBinaryFile(w.path);
+  const std::string path = dir.File("cut.krf");
+  for (size_t keep : {size_t{0}, size_t{10}, size_t{4096}, good.size() / 2, good.size() - 1}) {
+    test_util::WriteBinaryFile(path, good.substr(0, keep));
+    const auto opened = RecordFile::Open(path);
+    EXPECT_EQ(opened.status().code(), absl::StatusCode::kDataLoss) << keep;
+  }
+  test_util::WriteBinaryFile(path, "KZDS" + std::string(8000, '\0'));
+  EXPECT_THAT(RecordFile::Open(path).status().message(), HasSubstr("not a Kaizen record file"));
+}
+
+TEST(RecordFileTest, LimitsBoundWhatAFileMayDeclare) {
+  test_util::TempDir dir;
+  const Written w = WriteMixed(dir);
+  RecordFileLimits few_records;
+  few_records.max_records = 2;
+  EXPECT_THAT(RecordFile::Open(w.path, few_records).status().message(),
+              HasSubstr("3 records, more than the limit of 2"));
+  RecordFileLimits few_classes;
+  few_classes.max_classes = 2;
+  EXPECT_THAT(RecordFile::Open(w.path, few_classes).status().message(),
+              HasSubstr("3 classes, more than the limit of 2"));
+  RecordFileLimits short_names;
+  short_names.max_class_name_bytes = 3;
+  EXPECT_THAT(RecordFile::Open(w.path, short_names).status().message(),
+              HasSubstr("class name 0 of 4 bytes"));
+  RecordFileLimits small_records;
+  small_records.max_record_bytes = 100;
+  EXPECT_THAT(RecordFile::Open(w.path, small_records).status().message(),
+              HasSubstr("more than the limit of 100"));
+}
+
+TEST(RecordFileTest, MigratesADecodedDatasetAndReadsItBack) {
+  test_util::TempDir dir;
+  DecodedDataset data;
+  data.class_names = {"a", "b"};
+  data.records.push_back({1, 2, 2, 1, 0});
+  data.records.push_back({0, 1, 3, 3, 4});
+  for (int i = 0; i < 13; ++i) data.pixels.push_back(static_cast<uint8_t>(200 - i));
+  const std::string path = dir.File("migrated.krf");
+  const auto size = WriteRawRecordFile(path, data);
+  ASSERT_TRUE(size.ok()) << size.status();
+  auto file = RecordFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const auto back = (*file)->ReadAllRaw();
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->class_names, data.class_names);
+  EXPECT_EQ(back->pixels, data.pixels);
+  ASSERT_EQ(back->records.size(), 2u);
+  EXPECT_EQ(back->records[1].label, 0);
+  EXPECT_EQ(back->records[1].offset, 4);
+  EXPECT_EQ(back->records[1].channels, 3);
+
+  // A record whose pixels lie outside the dataset's is refused, and so is an
+  // encoded file read as raw.
+  data.records.push_back({0, 2, 2, 1, 12});
+  EXPECT_THAT(WriteRawRecordFile(dir.File("bad.krf"), data).status().message(),
+              HasSubstr("record 2: its pixels lie outside"));
+  const Written w = WriteMixed(dir);
+  EXPECT_EQ((*RecordFile::Open(w.path))->ReadAllRaw().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+// fuzz/make_corpus.py writes its seed from the layout in record_file.h, in
+// Python: the writer must produce the same bytes, and the reader read them.
+TEST(RecordFileTest, TheLayoutMatchesAnIndependentWriter) {
+  test_util::TempDir dir;
+  const std::string path = dir.File("same.krf");
+  auto writer = RecordFileWriter::Create(path);
+  ASSERT_TRUE(writer.ok());
+  const std::string raw = {1, 2, 3, 4};
+  ASSERT_TRUE((*writer)->Append(1, 2, 2, 1, RecordEncoding::kRaw, Bytes(raw)).ok());
+  ASSERT_TRUE((*writer)->Append(0, 1, 1, 3, RecordEncoding::kPng, Bytes("\x89PNG")).ok());
+  ASSERT_TRUE((*writer)->Finish({"cats", "dogs"}).ok());
+  const std::string seed =
+      std::string(KAIZEN_SOURCE_DIR) + "/fuzz/corpus/record_file_reader/small.krf";
+  EXPECT_EQ(test_util::ReadBinaryFile(path), test_util::ReadBinaryFile(seed));
+  auto file = RecordFile::Open(seed);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(AsString(*(*file)->Read(1)), "\x89PNG");
+}
+
+TEST(RecordFileTest, AnEmptyDatasetRoundTrips) {
+  test_util::TempDir dir;
+  const std::string path = dir.File("empty.krf");
+  auto writer = RecordFileWriter::Create(path);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Finish({}).ok());
+  auto file = RecordFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->size(), 0u);
+  EXPECT_TRUE((*file)->class_names().empty());
+}
+
+}  // namespace
+}  // namespace kaizen::datasets
