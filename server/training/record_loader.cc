@@ -1,0 +1,157 @@
+#include "server/training/record_loader.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/common/status_macros.h"
+#include "server/imaging/image_convert.h"
+
+namespace kaizen::training {
+
+absl::StatusOr<std::unique_ptr<RecordLoader>> RecordLoader::Create(
+    std::shared_ptr<const datasets::RecordFile> file, std::vector<int64_t> records,
+    Options options) {
+  const std::vector<int64_t>& shape = options.input_shape;
+  if (shape.size() != 3 || (shape[0] != 1 && shape[0] != 3) || shape[1] < 1 || shape[2] < 1) {
+    return absl::InvalidArgumentError(
+        "the model's input_shape must be [C, H, W] with 1 or 3 channels");
+  }
+  if (options.batch_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch_size is ", options.batch_size, "; it must be at least 1"));
+  }
+  for (int64_t r : records) {
+    if (r < 0 || static_cast<uint64_t>(r) >= file->size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("record ", r, " is not in ", file->path(), " (", file->size(), " records)"));
+    }
+  }
+  options.threads = std::max(1, options.threads);
+  options.prefetch_batches = std::max(1, options.prefetch_batches);
+  return std::unique_ptr<RecordLoader>(
+      new RecordLoader(std::move(file), std::move(records), std::move(options)));
+}
+
+RecordLoader::RecordLoader(std::shared_ptr<const datasets::RecordFile> file,
+                           std::vector<int64_t> records, Options options)
+    : file_(std::move(file)),
+      records_(std::move(records)),
+      options_(std::move(options)),
+      sampler_(static_cast<int64_t>(records_.size()), options_.batch_size,
+               options_.drop_last_fraction, options_.seed) {
+  for (int i = 0; i < options_.threads; ++i) workers_.emplace_back([this] { Worker(); });
+}
+
+RecordLoader::~RecordLoader() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (std::thread& t : workers_) t.join();
+}
+
+std::vector<std::vector<int64_t>> RecordLoader::EpochRecords(int32_t epoch) const {
+  std::vector<std::vector<int64_t>> batches = sampler_.EpochBatches(epoch);
+  for (std::vector<int64_t>& batch : batches) {
+    for (int64_t& i : batch) i = records_[i];
+  }
+  return batches;
+}
+
+void RecordLoader::StartEpoch(int32_t epoch) {
+  std::vector<std::vector<int64_t>> batches = EpochRecords(epoch);
+  absl::MutexLock lock(&mu_);
+  ++generation_;
+  batches_ = std::move(batches);
+  next_to_load_ = 0;
+  next_to_return_ = 0;
+  ready_.clear();
+}
+
+void RecordLoader::Worker() {
+  while (true) {
+    size_t k;
+    uint64_t generation;
+    std::vector<int64_t> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      // Work when a batch is due and within the prefetch window.
+      mu_.Await(absl::Condition(
+          +[](RecordLoader* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+            return self->stopping_ ||
+                   (self->next_to_load_ < self->batches_.size() &&
+                    self->next_to_load_ < self->next_to_return_ +
+                                              static_cast<size_t>(self->options_.prefetch_batches));
+          },
+          this));
+      if (stopping_) return;
+      k = next_to_load_++;
+      generation = generation_;
+      batch = batches_[k];
+    }
+    absl::StatusOr<ImageSet> loaded = Load(batch);
+    absl::MutexLock lock(&mu_);
+    if (generation == generation_) ready_.emplace(k, std::move(loaded));
+  }
+}
+
+absl::StatusOr<std::optional<ImageSet>> RecordLoader::Next() {
+  absl::MutexLock lock(&mu_);
+  if (next_to_return_ >= batches_.size()) return std::optional<ImageSet>();
+  mu_.Await(absl::Condition(
+      +[](RecordLoader* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+        return self->ready_.count(self->next_to_return_) > 0;
+      },
+      this));
+  auto it = ready_.find(next_to_return_);
+  absl::StatusOr<ImageSet> batch = std::move(it->second);
+  ready_.erase(it);
+  ++next_to_return_;
+  if (!batch.ok()) {
+    // The epoch ends at a bad record: no more loads, nothing more returned.
+    ++generation_;
+    next_to_load_ = next_to_return_ = batches_.size();
+    ready_.clear();
+    return batch.status();
+  }
+  return std::optional<ImageSet>(*std::move(batch));
+}
+
+absl::StatusOr<ImageSet> RecordLoader::Load(const std::vector<int64_t>& batch) const {
+  const int64_t C = options_.input_shape[0], H = options_.input_shape[1],
+                W = options_.input_shape[2];
+  const auto n = static_cast<int64_t>(batch.size());
+  ImageSet set;
+  set.images = torch::empty({n, C, H, W}, torch::kUInt8);
+  set.labels = torch::empty({n}, torch::kLong);
+  uint8_t* out = set.images.data_ptr<uint8_t>();
+  int64_t* labels = set.labels.data_ptr<int64_t>();
+  for (int64_t k = 0; k < n; ++k) {
+    const uint64_t i = static_cast<uint64_t>(batch[k]);
+    const datasets::RecordInfo& info = file_->info(i);
+    ASSIGN_OR_RETURN(const absl::Span<const uint8_t> bytes, file_->Read(i));
+    labels[k] = info.label;
+    uint8_t* dst = out + k * C * H * W;
+    if (info.encoding == datasets::RecordEncoding::kRaw) {
+      imaging::ConvertImage(bytes.data(), info.height, info.width, info.channels, C, H, W, dst);
+      continue;
+    }
+    absl::StatusOr<datasets::Image> image = datasets::DecodeImage(
+        absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+        options_.decode_limits);
+    if (!image.ok()) {
+      return absl::Status(image.status().code(), absl::StrCat(file_->path(), ": record ", i, ": ",
+                                                              image.status().message()));
+    }
+    imaging::ConvertImage(image->pixels.data(), image->height, image->width, image->channels, C, H,
+                          W, dst);
+  }
+  return set;
+}
+
+}  // namespace kaizen::training
