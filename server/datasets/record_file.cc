@@ -6,9 +6,11 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -86,8 +88,9 @@ uint64_t PadToPage(uint64_t n) { return (kPage - n % kPage) % kPage; }
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RecordFileWriter>> RecordFileWriter::Create(
-    const std::string& path) {
+    const std::string& path, const RecordFileLimits& limits) {
   std::unique_ptr<RecordFileWriter> w(new RecordFileWriter());
+  w->limits_ = limits;
   RETURN_IF_ERROR(common::AtomicFileWriter::Open(path, &w->file_));
   std::string header(kMagic, sizeof(kMagic));
   PutU32(&header, kVersion);
@@ -105,6 +108,15 @@ absl::StatusOr<uint64_t> RecordFileWriter::Append(int32_t label, int32_t height,
   if (!problem.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("record ", index_.size(), ": ", problem));
   }
+  if (index_.size() >= limits_.max_records) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "more than ", limits_.max_records, " records; the limit is ", limits_.max_records));
+  }
+  if (bytes.size() > limits_.max_record_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("record ", index_.size(), " is ", bytes.size(),
+                                                     " bytes; the limit is ",
+                                                     limits_.max_record_bytes));
+  }
   RecordInfo info;
   info.offset = static_cast<uint64_t>(file_.bytes_written());
   info.size = bytes.size();
@@ -114,7 +126,12 @@ absl::StatusOr<uint64_t> RecordFileWriter::Append(int32_t label, int32_t height,
   info.channels = channels;
   info.encoding = encoding;
   info.crc = Crc32(bytes.data(), bytes.size());
-  RETURN_IF_ERROR(file_.Append(bytes.data(), bytes.size()));
+  if (absl::Status written = file_.Append(bytes.data(), bytes.size()); !written.ok()) {
+    // Part of the record may be in the file: nothing after it could be trusted.
+    done_ = true;
+    file_.Abandon();
+    return written;
+  }
   index_.push_back(info);
   return index_.size() - 1;
 }
@@ -122,6 +139,19 @@ absl::StatusOr<uint64_t> RecordFileWriter::Append(int32_t label, int32_t height,
 absl::StatusOr<int64_t> RecordFileWriter::Finish(const std::vector<std::string>& class_names) {
   if (done_) return absl::FailedPreconditionError("the record file is already finished");
   done_ = true;
+  if (class_names.size() > limits_.max_classes) {
+    file_.Abandon();
+    return absl::ResourceExhaustedError(
+        absl::StrCat(class_names.size(), " classes; the limit is ", limits_.max_classes));
+  }
+  for (size_t c = 0; c < class_names.size(); ++c) {
+    if (class_names[c].size() > limits_.max_class_name_bytes) {
+      file_.Abandon();
+      return absl::ResourceExhaustedError(
+          absl::StrCat("class name ", c, " is ", class_names[c].size(), " bytes; the limit is ",
+                       limits_.max_class_name_bytes));
+    }
+  }
   for (size_t i = 0; i < index_.size(); ++i) {
     if (static_cast<size_t>(index_[i].label) >= class_names.size()) {
       file_.Abandon();
@@ -221,6 +251,7 @@ absl::StatusOr<std::unique_ptr<RecordFile>> RecordFile::Open(const std::string& 
   const uint64_t num_records = GetU64(t + 24);
   const uint32_t num_classes = GetU32(t + 32);
   const uint32_t index_crc = GetU32(t + 36);
+  if (GetU32(t + 40) != 0) return damaged("the trailer's reserved field is not zero");
   const uint64_t index_room = file_bytes - kTrailerBytes;
   if (index_offset < kPage || index_offset % kPage != 0 || index_offset > index_room ||
       index_bytes > index_room - index_offset) {
@@ -281,6 +312,18 @@ absl::StatusOr<std::unique_ptr<RecordFile>> RecordFile::Open(const std::string& 
     }
     if (!problem.empty()) return damaged(absl::StrCat("record ", i, ": ", problem));
   }
+  // No two records share a byte, so the records' bytes together are within
+  // the file's: a small index cannot make many records of one big one.
+  std::vector<std::pair<uint64_t, uint64_t>> spans;  // offset, size
+  spans.reserve(f->records_.size());
+  for (const RecordInfo& r : f->records_) spans.emplace_back(r.offset, r.size);
+  std::sort(spans.begin(), spans.end());
+  for (size_t k = 1; k < spans.size(); ++k) {
+    if (spans[k].first - spans[k - 1].first < spans[k - 1].second) {
+      return damaged(
+          absl::StrCat("records at ", spans[k - 1].first, " and ", spans[k].first, " overlap"));
+    }
+  }
   return f;
 }
 
@@ -307,7 +350,7 @@ absl::StatusOr<DecodedDataset> RecordFile::ReadAllRaw() const {
       return absl::FailedPreconditionError(absl::StrCat(
           path_, ": record ", i, " is encoded; only raw records read without a decoder"));
     }
-    total += records_[i].size;  // each within the file, so the sum is too
+    total += records_[i].size;  // disjoint spans of the file (Open), so the sum is too
   }
   out.pixels.reserve(total);
   out.records.reserve(records_.size());

@@ -7,13 +7,15 @@
 //
 // Layout (integers little-endian; kPage = 4096):
 //   [0, kPage)                 "KZRF", u32 version (1), zeros: the header page
-//   [kPage, index_offset)      the records' bytes, back to back
+//   [kPage, index_offset)      the records' bytes: each record in one piece,
+//                              no two sharing a byte (the writer puts them
+//                              back to back; the index may list them in any
+//                              order), zeros up to the page boundary
 //   [index_offset, +index_bytes)   page-aligned index:
 //       num_classes x { u32 length, bytes }                      class names
 //       num_records x { u64 offset, u64 size, i32 label, i32 height,
 //                       i32 width, i32 channels, u32 encoding, u32 crc }
-//   zeros up to the trailer
-//   the last 48 bytes, the trailer:
+//   the last 48 bytes, right after the index, the trailer:
 //       "KZRF", u32 version, u64 index_offset, u64 index_bytes,
 //       u64 num_records, u32 num_classes, u32 index CRC-32,
 //       u32 reserved (0), u32 CRC-32 of the 44 bytes before it
@@ -24,6 +26,10 @@
 // holds the dataset in memory) and the index and trailer are written at the
 // end; the file appears at its path only when it is complete (temporary
 // file, fsync, rename).
+//
+// The reader maps the file: it relies on the store never changing a file
+// after it is renamed into place (a file truncated underneath the map, or a
+// disk error while a mapped page is read, raises SIGBUS rather than a status).
 #pragma once
 
 #include <cstddef>
@@ -70,20 +76,25 @@ struct RecordFileLimits {
 
 class RecordFileWriter {
  public:
-  // Starts `path` (a temporary file beside it until Finish()).
-  static absl::StatusOr<std::unique_ptr<RecordFileWriter>> Create(const std::string& path);
+  // Starts `path` (a temporary file beside it until Finish()). The writer
+  // refuses what `limits` would make the reader refuse.
+  static absl::StatusOr<std::unique_ptr<RecordFileWriter>> Create(
+      const std::string& path, const RecordFileLimits& limits = {});
   // Drops the temporary file unless Finish() succeeded.
   ~RecordFileWriter() = default;
   RecordFileWriter(const RecordFileWriter&) = delete;
   RecordFileWriter& operator=(const RecordFileWriter&) = delete;
 
   // Appends one record; returns its index. InvalidArgument for a bad shape,
-  // a negative label, or raw bytes that are not height * width * channels.
+  // a negative label, or raw bytes that are not height * width * channels;
+  // ResourceExhausted past the limits. A failed write (a full disk) ends the
+  // writer: the temporary file is dropped and Finish() refuses.
   absl::StatusOr<uint64_t> Append(int32_t label, int32_t height, int32_t width, int32_t channels,
                                   RecordEncoding encoding, absl::Span<const uint8_t> bytes);
   // Writes the index and the trailer and moves the file into place. Returns
   // the file's size. InvalidArgument when a record's label has no class
-  // name. The writer is done either way.
+  // name, ResourceExhausted past the class limits. The writer is done
+  // either way.
   absl::StatusOr<int64_t> Finish(const std::vector<std::string>& class_names);
 
   uint64_t num_records() const { return index_.size(); }
@@ -93,6 +104,7 @@ class RecordFileWriter {
  private:
   RecordFileWriter() = default;
 
+  RecordFileLimits limits_;
   common::AtomicFileWriter file_;
   std::vector<RecordInfo> index_;
   bool done_ = false;

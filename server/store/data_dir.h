@@ -1,7 +1,7 @@
 // Layout of the data directory and its start-up hygiene:
 //   kaizen.db        the SQLite catalogue (WAL)
 //   tmp/             uploads in progress; emptied at start-up
-//   datasets/*.kds   decoded dataset stores
+//   datasets/*.krf   dataset record files (*.kds: decoded stores written before them, still read)
 //   models/NAME/*.pt model versions
 #pragma once
 

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
@@ -14,6 +15,7 @@
 #include "server/common/text_limits.h"
 #include "server/datasets/archive_ingestor.h"
 #include "server/datasets/idx_ingestor.h"
+#include "server/datasets/record_file.h"
 
 namespace kaizen::store {
 
@@ -125,9 +127,9 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
   RETURN_IF_ERROR(CheckIngestedText(&*ingested));
 
   const std::string rel =
-      absl::StrCat("datasets/", header_.name(), "-", common::RandomHex(4), ".kds");
+      absl::StrCat("datasets/", header_.name(), "-", common::RandomHex(4), ".krf");
   const std::string path = store_->options_.data_dir + "/" + rel;
-  ASSIGN_OR_RETURN(int64_t stored, datasets::WriteDatasetFile(path, ingested->data));
+  ASSIGN_OR_RETURN(int64_t stored, datasets::WriteRawRecordFile(path, ingested->data));
 
   DatasetRow row;
   row.file = rel;
@@ -202,7 +204,11 @@ absl::Status DatasetStore::Delete(const std::string& name) {
 
 absl::StatusOr<datasets::DecodedDataset> DatasetStore::Load(const std::string& name) {
   ASSIGN_OR_RETURN(DatasetRow row, metadata_->GetDataset(name));
-  return datasets::ReadDatasetFile(options_.data_dir + "/" + row.file);
+  const std::string path = options_.data_dir + "/" + row.file;
+  // Data directories from before the record file keep their .kds files.
+  if (absl::EndsWith(row.file, ".kds")) return datasets::ReadDatasetFile(path);
+  ASSIGN_OR_RETURN(std::unique_ptr<datasets::RecordFile> file, datasets::RecordFile::Open(path));
+  return file->ReadAllRaw();
 }
 
 }  // namespace kaizen::store

@@ -63,7 +63,9 @@ class DatasetStore {
   absl::StatusOr<kaizen::v1::ListDatasetsResponse> List(int page_size,
                                                         const std::string& page_token);
   absl::Status Delete(const std::string& name);
-  // Reads the decoded images and labels (for training).
+  // Reads the decoded images and labels (for training): from the dataset's
+  // record file (.krf, datasets/record_file.h), or from the .kds file of a
+  // data directory written before record files.
   absl::StatusOr<datasets::DecodedDataset> Load(const std::string& name);
 
   // Answers whether a queued or running job uses a name; Delete refuses

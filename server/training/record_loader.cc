@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <exception>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -94,7 +95,13 @@ void RecordLoader::Worker() {
       generation = generation_;
       batch = batches_[k];
     }
-    absl::StatusOr<ImageSet> loaded = Load(batch);
+    absl::StatusOr<ImageSet> loaded = absl::InternalError("not loaded");
+    try {
+      loaded = Load(batch);
+    } catch (const std::exception& e) {  // out of memory in torch or the decoder
+      loaded = absl::ResourceExhaustedError(
+          absl::StrCat(file_->path(), ": loading batch ", k, ": ", e.what()));
+    }
     absl::MutexLock lock(&mu_);
     if (generation == generation_) ready_.emplace(k, std::move(loaded));
   }

@@ -6,6 +6,8 @@
 // number of batches ahead of the trainer. Memory is the prefetched batches,
 // not the dataset: a dataset larger than RAM streams from disk (the page
 // cache holds what the kernel can).
+//
+// One thread consumes (StartEpoch, Next); the workers are the loader's own.
 #pragma once
 
 #include <torch/script.h>
@@ -60,7 +62,8 @@ class RecordLoader {
   void StartEpoch(int32_t epoch);
   // The epoch's next batch (uint8 [B, C, H, W] and labels), or nullopt after
   // its last. DataLoss for a damaged record, InvalidArgument (naming the
-  // record) for one that does not decode; the epoch ends there.
+  // record) for one that does not decode, ResourceExhausted when memory ran
+  // out; the epoch ends there.
   absl::StatusOr<std::optional<ImageSet>> Next();
 
   // Record indices (into the file) of each batch of `epoch`, in order.

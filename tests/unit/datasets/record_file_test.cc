@@ -5,6 +5,7 @@
 #include <zlib.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -211,6 +212,91 @@ TEST(RecordFileTest, TruncatedFilesAndOtherFilesAreDataLoss) {
   }
   test_util::WriteBinaryFile(path, "KZDS" + std::string(8000, '\0'));
   EXPECT_THAT(RecordFile::Open(path).status().message(), HasSubstr("not a Kaizen record file"));
+}
+
+// Rewrites the index of the file at `path` with `edit` applied to its bytes
+// and recomputes the index and trailer checksums, as a hostile file would.
+void EditIndex(const std::string& path, const std::function<void(std::string*)>& edit) {
+  std::string bytes = test_util::ReadBinaryFile(path);
+  auto u64 = [&](size_t at) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(bytes[at + i]);
+    return v;
+  };
+  auto put32 = [&](size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) bytes[at + i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  };
+  const size_t t = bytes.size() - 48;
+  const size_t index_offset = u64(t + 8), index_bytes = u64(t + 16);
+  std::string index = bytes.substr(index_offset, index_bytes);
+  edit(&index);
+  ASSERT_EQ(index.size(), index_bytes);
+  bytes.replace(index_offset, index_bytes, index);
+  put32(t + 36, static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(index.data()),
+                                            static_cast<uInt>(index.size()))));
+  put32(t + 44,
+        static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(bytes.data() + t), 44)));
+  test_util::WriteBinaryFile(path, bytes);
+}
+
+TEST(RecordFileTest, RecordsThatShareBytesAreDataLoss) {
+  // Many index entries naming one record would let a small file claim far
+  // more bytes than it holds (a review found a 2.7 MB file asking ReadAllRaw
+  // for 4 GiB).
+  test_util::TempDir dir;
+  const std::string path = dir.File("alias.krf");
+  auto writer = RecordFileWriter::Create(path);
+  ASSERT_TRUE(writer.ok());
+  const std::string raw(64, 'r');
+  ASSERT_TRUE((*writer)->Append(0, 8, 8, 1, RecordEncoding::kRaw, Bytes(raw)).ok());
+  ASSERT_TRUE((*writer)->Append(0, 8, 8, 1, RecordEncoding::kRaw, Bytes(raw)).ok());
+  ASSERT_TRUE((*writer)->Finish({"a"}).ok());
+  ASSERT_TRUE(RecordFile::Open(path).ok());
+  // Entry 1 (after the class name "a": 5 bytes) gets entry 0's offset.
+  EditIndex(path, [](std::string* index) { index->replace(5 + 40, 8, index->substr(5, 8)); });
+  const auto opened = RecordFile::Open(path);
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(opened.status().message(), HasSubstr("overlap"));
+}
+
+TEST(RecordFileTest, ANonZeroReservedFieldIsDataLoss) {
+  test_util::TempDir dir;
+  const Written w = WriteMixed(dir);
+  std::string bytes = test_util::ReadBinaryFile(w.path);
+  const size_t t = bytes.size() - 48;
+  bytes[t + 40] = 1;
+  const uint32_t crc =
+      static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(bytes.data() + t), 44));
+  for (int i = 0; i < 4; ++i) bytes[t + 44 + i] = static_cast<char>((crc >> (8 * i)) & 0xff);
+  test_util::WriteBinaryFile(w.path, bytes);
+  EXPECT_THAT(RecordFile::Open(w.path).status().message(), HasSubstr("reserved field"));
+}
+
+TEST(RecordFileTest, TheWriterRefusesWhatTheReaderWould) {
+  test_util::TempDir dir;
+  RecordFileLimits limits;
+  limits.max_records = 2;
+  limits.max_record_bytes = 10;
+  limits.max_classes = 1;
+  limits.max_class_name_bytes = 3;
+  auto writer = RecordFileWriter::Create(dir.File("limited.krf"), limits);
+  ASSERT_TRUE(writer.ok());
+  EXPECT_EQ((*writer)
+                ->Append(0, 4, 4, 1, RecordEncoding::kRaw, Bytes(std::string(16, 'x')))
+                .status()
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE((*writer)->Append(0, 1, 1, 1, RecordEncoding::kRaw, Bytes("x")).ok());
+  ASSERT_TRUE((*writer)->Append(0, 1, 1, 1, RecordEncoding::kRaw, Bytes("y")).ok());
+  EXPECT_THAT((*writer)->Append(0, 1, 1, 1, RecordEncoding::kRaw, Bytes("z")).status().message(),
+              HasSubstr("more than 2 records"));
+  EXPECT_THAT((*writer)->Finish({"long"}).status().message(),
+              HasSubstr("class name 0 is 4 bytes; the limit is 3"));
+  EXPECT_TRUE(FilesIn(dir.path()).empty());
+
+  auto too_many = RecordFileWriter::Create(dir.File("classes.krf"), limits);
+  ASSERT_TRUE(too_many.ok());
+  EXPECT_EQ((*too_many)->Finish({"a", "b"}).status().code(), absl::StatusCode::kResourceExhausted);
 }
 
 TEST(RecordFileTest, LimitsBoundWhatAFileMayDeclare) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "server/common/sha256.h"
+#include "server/datasets/dataset_file.h"
 #include "server/store/data_dir.h"
 #include "server/store/metadata_store.h"
 #include "tests/test_util/image_fixtures.h"
@@ -94,6 +95,40 @@ TEST_F(DatasetStoreTest, AnUploadIsDecodedStoredAndCatalogued) {
   ASSERT_TRUE(list.ok()) << list.status();
   ASSERT_EQ(list->datasets_size(), 1);
   EXPECT_EQ(list->datasets(0).name(), "pets");
+}
+
+TEST_F(DatasetStoreTest, UploadsAreRecordFilesAndOlderKdsDatasetsStillLoad) {
+  const std::string archive = PhotosArchive();
+  ASSERT_TRUE(Upload("pets", archive, common::Sha256Hex(archive)).ok());
+  const fs::path stored = fs::directory_iterator(dir_.File("datasets"))->path();
+  EXPECT_EQ(stored.extension(), ".krf");
+  EXPECT_EQ(test_util::ReadBinaryFile(stored.string()).substr(0, 4), "KZRF");
+  absl::StatusOr<datasets::DecodedDataset> loaded = store_->Load("pets");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+
+  // A data directory written before record files: its catalogue row names a
+  // .kds file, which loads as it always did.
+  DatasetRow old;
+  old.file = "datasets/old-0000.kds";
+  old.dataset.set_name("old");
+  old.dataset.set_num_examples(static_cast<int64_t>(loaded->records.size()));
+  ASSERT_TRUE(datasets::WriteDatasetFile(dir_.File(old.file), *loaded).ok());
+  ASSERT_TRUE(metadata_->InsertDataset(old).ok());
+  absl::StatusOr<datasets::DecodedDataset> from_kds = store_->Load("old");
+  ASSERT_TRUE(from_kds.ok()) << from_kds.status();
+  EXPECT_EQ(from_kds->class_names, loaded->class_names);
+  EXPECT_EQ(from_kds->pixels, loaded->pixels);
+  ASSERT_EQ(from_kds->records.size(), loaded->records.size());
+  for (size_t i = 0; i < loaded->records.size(); ++i) {
+    EXPECT_EQ(from_kds->records[i].label, loaded->records[i].label);
+    EXPECT_EQ(from_kds->records[i].offset, loaded->records[i].offset);
+  }
+
+  // A damaged record file is DataLoss, not a crash or a partial dataset.
+  std::string bytes = test_util::ReadBinaryFile(stored.string());
+  bytes[4096 + 10] = static_cast<char>(bytes[4096 + 10] ^ 1);
+  test_util::WriteBinaryFile(stored.string(), bytes);
+  EXPECT_EQ(store_->Load("pets").status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST_F(DatasetStoreTest, AChecksumMismatchLeavesNothingAndFreesTheName) {
