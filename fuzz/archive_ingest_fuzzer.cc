@@ -1,9 +1,13 @@
 // The image-folder upload path: libarchive (tar, gzip/bzip2/xz, zip), path
-// checks, the decode budget, image decoding and the summary.
+// checks, the decode budget, image decoding, the record file it writes and
+// the summary.
 #include <cstdint>
+#include <cstdio>
+#include <string>
 
 #include "fuzz/fuzz_util.h"
 #include "server/datasets/archive_ingestor.h"
+#include "server/datasets/record_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static kaizen::fuzz::MemFile file("archive");
@@ -14,15 +18,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   options.max_listed = 8;
   options.budget.max_bytes = int64_t{64} << 20;
   options.budget.ratio_allowance_bytes = int64_t{4} << 20;
-  const auto result = kaizen::datasets::IngestImageFolderArchive(file.path(), "fuzz", options);
-  if (!result.ok()) return 0;
-  const kaizen::datasets::DecodedDataset& d = result->data;
-  kaizen::fuzz::Check(d.class_names.size() >= 2);
-  for (const auto& r : d.records) {
-    kaizen::fuzz::Check(r.label >= 0 && static_cast<size_t>(r.label) < d.class_names.size());
-    const int64_t bytes = int64_t{r.height} * r.width * r.channels;
-    kaizen::fuzz::Check(r.offset >= 0 && r.offset + bytes <= static_cast<int64_t>(d.pixels.size()));
+  static const std::string record_path = kaizen::fuzz::ScratchDir() + "/dataset.krf";
+  const auto summary =
+      kaizen::datasets::IngestImageFolderArchive(file.path(), "fuzz", options, record_path);
+  if (!summary.ok()) return 0;
+  // What was stored reads back, decodes to the shapes its index declares, and
+  // matches the summary.
+  const auto stored = kaizen::datasets::RecordFile::Open(record_path);
+  kaizen::fuzz::Check(stored.ok());
+  const auto d = (*stored)->ReadAll();
+  kaizen::fuzz::Check(d.ok());
+  std::remove(record_path.c_str());
+  kaizen::fuzz::Check(d->class_names.size() >= 2);
+  kaizen::fuzz::Check(static_cast<int64_t>(d->records.size()) == summary->num_examples());
+  kaizen::fuzz::Check(static_cast<int>(d->class_names.size()) == summary->classes_size());
+  for (const auto& r : d->records) {
+    kaizen::fuzz::Check(r.label >= 0 && static_cast<size_t>(r.label) < d->class_names.size());
   }
-  kaizen::fuzz::Check(result->summary.report().ignored_files_size() <= options.max_listed);
+  kaizen::fuzz::Check(summary->report().ignored_files_size() <= options.max_listed);
   return 0;
 }

@@ -38,6 +38,22 @@ class MemFile {
   std::string path_;
 };
 
+// A directory of this process's own for code under test that writes files
+// by path (temporary file, then rename); created on first use. The caller
+// removes what it writes; the empty directory is removed at exit.
+inline const std::string& ScratchDir() {
+  static const std::string* dir = [] {
+    const char* base = std::getenv("TMPDIR");
+    std::string pattern =
+        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/kaizen-fuzz-XXXXXX";
+    if (mkdtemp(pattern.data()) == nullptr) std::abort();
+    auto* made = new std::string(pattern);
+    std::atexit([] { rmdir(ScratchDir().c_str()); });
+    return made;
+  }();
+  return *dir;
+}
+
 // Aborts (a finding) when an invariant of a successful result does not hold.
 inline void Check(bool ok) {
   if (!ok) std::abort();

@@ -54,6 +54,9 @@ ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0 means one per core.");
 ABSL_FLAG(int64_t, max_upload_mb, 4096, "Largest dataset upload, in MiB.");
 ABSL_FLAG(int64_t, max_model_mb, 2048, "Largest model upload, in MiB.");
 ABSL_FLAG(int64_t, max_image_pixels, 25'000'000, "Largest image accepted (width * height).");
+ABSL_FLAG(int64_t, max_dataset_memory_mb, 16384,
+          "Most decoded pixels, in MiB, a job or an evaluation holds a stored dataset in memory "
+          "as; a larger one fails with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(std::string, model_inspector, "",
           "The kaizen-model-inspector binary that checks uploaded models in a sandbox; "
           "empty = beside kaizen-server.");
@@ -76,8 +79,11 @@ ABSL_FLAG(int32_t, model_max_pickle_depth, 200,
 ABSL_FLAG(int, max_jpeg_scans, 100,
           "Most scans in one progressive JPEG (uploads and Predict); each scan is another pass "
           "over the image.");
-ABSL_FLAG(int64_t, max_decoded_mb, 8192,
-          "Most bytes one dataset upload may decode (decompressed layers and pixels), in MiB.");
+ABSL_FLAG(int64_t, max_decoded_mb, 65536,
+          "Most bytes one dataset upload may decode (decompressed layers and pixels), in MiB. "
+          "Image folders stream into the store, so this bounds decoding time, not memory; an "
+          "IDX upload, held in memory while it is ingested, is also held to "
+          "--max_dataset_memory_mb.");
 ABSL_FLAG(int64_t, max_predict_decoded_mb, 1024,
           "Most bytes the images of one Predict / ModelInfer request may decode, in MiB.");
 ABSL_FLAG(double, max_decode_ratio, 200,
@@ -191,6 +197,7 @@ void LimitsFromFlags(kaizen::api::KaizenServer::Options* options) {
   options->max_upload_bytes = absl::GetFlag(FLAGS_max_upload_mb) << 20;
   options->max_model_bytes = absl::GetFlag(FLAGS_max_model_mb) << 20;
   options->max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  options->max_loaded_dataset_bytes = absl::GetFlag(FLAGS_max_dataset_memory_mb) << 20;
   options->max_jpeg_scans = std::max(1, absl::GetFlag(FLAGS_max_jpeg_scans));
   options->max_report_files = std::max(0, absl::GetFlag(FLAGS_max_report_files));
   kaizen::datasets::DecodeBudget::Options& upload_budget = options->upload_decode_budget;

@@ -28,6 +28,11 @@
 
 ABSL_FLAG(std::string, folder, "", "Image folder: class_name/*.jpg|jpeg|png.");
 ABSL_FLAG(std::string, record_file, "/tmp/kaizen-loader-bench.krf", "The record file to write.");
+ABSL_FLAG(std::string, existing_record_file, "",
+          "Read this record file (e.g. one the server stored) instead of writing one from "
+          "--folder; it is left in place.");
+ABSL_FLAG(int64_t, max_images, 0,
+          "Load only this many records, evenly spread over the file (0 = all).");
 ABSL_FLAG(int, size, 224, "Output height and width (3 channels).");
 ABSL_FLAG(int, batch_size, 32, "Batch size.");
 ABSL_FLAG(int, epochs, 2, "Epochs per thread count.");
@@ -95,22 +100,30 @@ int64_t WriteRecords(const std::string& folder, const std::string& path, int64_t
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const std::string folder = absl::GetFlag(FLAGS_folder);
-  if (folder.empty()) Fail("--folder is required");
+  const std::string existing = absl::GetFlag(FLAGS_existing_record_file);
+  if (folder.empty() == existing.empty()) {
+    Fail("give exactly one of --folder and --existing_record_file");
+  }
   at::set_num_threads(1);
-  const std::string path = absl::GetFlag(FLAGS_record_file);
+  const std::string path = existing.empty() ? absl::GetFlag(FLAGS_record_file) : existing;
   int64_t images = 0;
-  const int64_t input_bytes = WriteRecords(folder, path, &images);
+  const int64_t input_bytes = existing.empty() ? WriteRecords(folder, path, &images) : 0;
   auto opened = kaizen::datasets::RecordFile::Open(path);
   if (!opened.ok()) Fail(opened.status().ToString());
   std::shared_ptr<const kaizen::datasets::RecordFile> file(std::move(*opened));
-  std::printf(
-      "{\"what\":\"store\",\"images\":%lld,\"image_bytes\":%lld,\"record_file_bytes\":%llu,"
-      "\"ratio\":%.4f}\n",
-      static_cast<long long>(images), static_cast<long long>(input_bytes),  // NOLINT
-      static_cast<unsigned long long>(file->file_bytes()),                  // NOLINT
-      static_cast<double>(file->file_bytes()) / static_cast<double>(input_bytes));
-  std::vector<int64_t> all(static_cast<size_t>(images));
-  for (int64_t i = 0; i < images; ++i) all[static_cast<size_t>(i)] = i;
+  if (existing.empty()) {
+    std::printf(
+        "{\"what\":\"store\",\"images\":%lld,\"image_bytes\":%lld,\"record_file_bytes\":%llu,"
+        "\"ratio\":%.4f}\n",
+        static_cast<long long>(images), static_cast<long long>(input_bytes),  // NOLINT
+        static_cast<unsigned long long>(file->file_bytes()),                  // NOLINT
+        static_cast<double>(file->file_bytes()) / static_cast<double>(input_bytes));
+  }
+  const auto total = static_cast<int64_t>(file->size());
+  const int64_t max_images = absl::GetFlag(FLAGS_max_images);
+  const int64_t count = max_images > 0 && max_images < total ? max_images : total;
+  std::vector<int64_t> all(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) all[static_cast<size_t>(i)] = i * total / count;
   for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_threads), ',')) {
     kaizen::training::RecordLoader::Options o;
     const int size = absl::GetFlag(FLAGS_size);
@@ -141,6 +154,6 @@ int main(int argc, char** argv) {
         static_cast<double>(PeakRssKb()) / 1024.0);
     std::fflush(stdout);
   }
-  std::remove(path.c_str());
+  if (existing.empty()) std::remove(path.c_str());
   return 0;
 }

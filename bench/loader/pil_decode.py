@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """PIL's decode rate on an image folder: every file opened, decoded, converted to RGB and
 resized (bilinear) to SIZE x SIZE uint8, as torchvision's ImageFolder + Resize would, for
-EPOCHS passes with each process count. One JSON line per process count.
+EPOCHS passes with each process count. One JSON line per process count. With --max_images K,
+only K files evenly spread over the sorted list (the same images as kaizen_loader_bench
+--max_images K on the folder's record file, whose records are in the same order).
 
-Usage: pil_decode.py FOLDER [--size 224] [--epochs 2] [--processes 1,2]
+Usage: pil_decode.py FOLDER [--size 224] [--epochs 2] [--processes 1,2] [--max_images K]
 """
 import argparse
 import json
@@ -27,8 +29,11 @@ def main():
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--processes", default="1,2")
+    p.add_argument("--max_images", type=int, default=0)
     a = p.parse_args()
     files = sorted(os.path.join(root, f) for root, _, names in os.walk(a.folder) for f in names)
+    if 0 < a.max_images < len(files):
+        files = [files[i * len(files) // a.max_images] for i in range(a.max_images)]
     work = [(f, a.size) for f in files]
     for n in (int(x) for x in a.processes.split(",")):
         start = time.perf_counter()

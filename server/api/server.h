@@ -65,6 +65,9 @@ class KaizenServer {
     // EvaluateModel and jobs' test datasets: evaluations at once and the
     // largest dataset one reads (its device is the first GPU, else the CPU).
     jobs::ModelEvaluator::Options evaluation;
+    // Most decoded pixel bytes a job or an evaluation holds a dataset in
+    // memory as (a stored JPEG folder decodes to about 10x its size).
+    int64_t max_loaded_dataset_bytes = int64_t{16} << 30;
     // Largest image accepted, width * height.
     int64_t max_image_pixels = 25'000'000;
     // Most scans in one progressive JPEG (uploads and Predict).

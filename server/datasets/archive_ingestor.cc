@@ -23,6 +23,7 @@
 #include "server/common/status_macros.h"
 #include "server/datasets/image_decoder.h"
 #include "server/datasets/ingest_report.h"
+#include "server/datasets/record_file.h"
 
 namespace kaizen::datasets {
 namespace {
@@ -46,7 +47,14 @@ bool HasImageExtension(absl::string_view file_name) {
 struct Candidate {
   std::string path;  // as in the archive, without "./" components
   std::vector<std::string> parts;
-  absl::StatusOr<Image> image;
+  // OK when the image decoded and is in the record file; else why not.
+  absl::Status status;
+  // When it is: its record, decoded shape and ImageDigest().
+  uint64_t record = 0;
+  int32_t height = 0;
+  int32_t width = 0;
+  int32_t channels = 0;
+  std::string digest;
 };
 
 // Zip archives start with a local file header, or with the end of central
@@ -104,12 +112,15 @@ class ArchiveIngestor {
         ignored_(options.max_listed),
         budget_(options.budget, 0) {}
 
-  absl::StatusOr<IngestResult> Run(const std::string& archive_path);
+  absl::StatusOr<v1::Dataset> Run(const std::string& archive_path, const std::string& record_path);
 
  private:
   absl::Status ReadEntries(archive* a);
   // Reads the current entry's bytes; a per-entry problem goes into `image`.
   absl::Status ReadCandidate(archive* a, archive_entry* entry, Candidate* candidate);
+  // Appends a decoded candidate to the record file: its bytes as uploaded,
+  // or its pixels when those are no larger (tiny images).
+  absl::Status Store(absl::string_view bytes, const Image& image, Candidate* candidate);
   // Moves past the current entry's data without keeping it. Inside a
   // compressed stream the data must still be decompressed to reach the next
   // header, so it is read block by block and charged to the budget (a
@@ -131,12 +142,9 @@ class ArchiveIngestor {
   absl::StatusOr<Classes> GroupByClass(v1::DatasetReport* report);
   // Warns about dropped class folders; an error for fewer than two classes.
   absl::Status CheckClasses(const Classes& classes, v1::DatasetReport* report) const;
-  // Moves the images into `data`, label by label; `record_paths` names them.
-  absl::Status Concatenate(const Classes& classes, DecodedDataset* data,
-                           std::vector<const std::string*>* record_paths);
   // Warnings and lists for failed and ignored entries.
   void ReportLeftOut(int64_t failed, v1::DatasetReport* report) const;
-  absl::StatusOr<IngestResult> Assemble();
+  absl::StatusOr<v1::Dataset> Assemble();
   absl::Status Error(absl::string_view message) const {
     return absl::InvalidArgumentError(absl::StrCat(display_name_, ": ", message));
   }
@@ -145,6 +153,7 @@ class ArchiveIngestor {
   const IngestOptions options_;
   int64_t num_entries_ = 0;
   std::vector<Candidate> candidates_;
+  std::unique_ptr<RecordFileWriter> writer_;
   IgnoredList ignored_;
   DecodeBudget budget_;
   // Whether a decompression filter sits under the archive format, and how
@@ -159,7 +168,8 @@ class ArchiveIngestor {
   int64_t decoded_at_depth_[4] = {0, 0, 0, 0};
 };
 
-absl::StatusOr<IngestResult> ArchiveIngestor::Run(const std::string& archive_path) {
+absl::StatusOr<v1::Dataset> ArchiveIngestor::Run(const std::string& archive_path,
+                                                 const std::string& record_path) {
   struct stat st;
   if (::stat(archive_path.c_str(), &st) != 0) {
     return absl::NotFoundError(
@@ -198,6 +208,7 @@ absl::StatusOr<IngestResult> ArchiveIngestor::Run(const std::string& archive_pat
   for (int i = 0; i < archive_filter_count(a.get()); ++i) {
     if (archive_filter_code(a.get(), i) != ARCHIVE_FILTER_NONE) compressed_ = true;
   }
+  ASSIGN_OR_RETURN(writer_, RecordFileWriter::Create(record_path));
   RETURN_IF_ERROR(ReadEntries(a.get()));
   a.reset();
   if (num_entries_ == 0) return Error("the archive is empty");
@@ -285,9 +296,11 @@ absl::Status ArchiveIngestor::ReadEntries(archive* a) {
       RETURN_IF_ERROR(SkipEntry(a, path));
       continue;
     }
-    Candidate candidate{path, std::move(parts), absl::UnknownError("not read")};
+    Candidate candidate;
+    candidate.path = path;
+    candidate.parts = std::move(parts);
     RETURN_IF_ERROR(ReadCandidate(a, entry, &candidate));
-    if (candidate.image.ok()) {
+    if (candidate.status.ok()) {
       const int64_t decoded = ++decoded_at_depth_[candidate.parts.size()];
       // Once the top-level layout is settled enough to know which depth is
       // used, more images than allowed cannot become fewer.
@@ -312,7 +325,7 @@ absl::Status ArchiveIngestor::ReadCandidate(archive* a, archive_entry* entry,
                                                      max_file_bytes, " bytes are not accepted"));
   };
   if (archive_entry_size_is_set(entry) && archive_entry_size(entry) > max_file_bytes) {
-    candidate->image = too_large(archive_entry_size(entry));
+    candidate->status = too_large(archive_entry_size(entry));
     return SkipEntry(a, candidate->path);
   }
   std::string bytes;
@@ -327,7 +340,7 @@ absl::Status ArchiveIngestor::ReadCandidate(archive* a, archive_entry* entry,
       }
       // The archive is intact but this entry cannot be read (e.g. encrypted
       // or an unsupported zip compression method).
-      candidate->image =
+      candidate->status =
           absl::InvalidArgumentError(absl::StrCat("cannot extract: ", ArchiveError(a)));
       return absl::OkStatus();
     }
@@ -337,7 +350,7 @@ absl::Status ArchiveIngestor::ReadCandidate(archive* a, archive_entry* entry,
                                                             " (inflated)"))
                            : absl::OkStatus());
     if (static_cast<int64_t>(bytes.size()) + n > max_file_bytes) {
-      candidate->image = too_large(static_cast<int64_t>(bytes.size()) + n);
+      candidate->status = too_large(static_cast<int64_t>(bytes.size()) + n);
       return SkipEntry(a, candidate->path);
     }
     bytes.append(chunk, static_cast<size_t>(n));
@@ -346,11 +359,44 @@ absl::Status ArchiveIngestor::ReadCandidate(archive* a, archive_entry* entry,
   limits.max_pixels = options_.max_image_pixels;
   limits.max_jpeg_scans = options_.max_jpeg_scans;
   limits.budget = &budget_;
-  candidate->image = DecodeImage(bytes, limits);
+  absl::StatusOr<Image> image = DecodeImage(bytes, limits);
   if (budget_.exhausted()) {
-    return absl::ResourceExhaustedError(absl::StrCat(display_name_, ": ", candidate->path, ": ",
-                                                     candidate->image.status().message()));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(display_name_, ": ", candidate->path, ": ", image.status().message()));
   }
+  if (!image.ok()) {
+    candidate->status = image.status();
+    return absl::OkStatus();
+  }
+  return Store(bytes, *image, candidate);
+}
+
+absl::Status ArchiveIngestor::Store(absl::string_view bytes, const Image& image,
+                                    Candidate* candidate) {
+  const bool raw = image.pixels.size() <= bytes.size();
+  RecordEncoding encoding = RecordEncoding::kRaw;
+  if (!raw) {
+    encoding = SniffImageFormat(bytes) == ImageFormat::kJpeg ? RecordEncoding::kJpeg
+                                                             : RecordEncoding::kPng;
+  }
+  const absl::Span<const uint8_t> stored =
+      raw ? absl::MakeConstSpan(image.pixels)
+          : absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  // The label is known only when every class folder has been seen; Finish()
+  // gives the real one.
+  absl::StatusOr<uint64_t> record =
+      writer_->Append(0, image.height, image.width, image.channels, encoding, stored);
+  if (!record.ok()) {
+    return absl::Status(record.status().code(),
+                        absl::StrCat(display_name_, ": ", candidate->path,
+                                     ": cannot store the image: ", record.status().message()));
+  }
+  candidate->record = *record;
+  candidate->height = image.height;
+  candidate->width = image.width;
+  candidate->channels = image.channels;
+  candidate->digest = ImageDigest(image.height, image.width, image.channels, image.pixels);
+  candidate->status = absl::OkStatus();
   return absl::OkStatus();
 }
 
@@ -375,11 +421,11 @@ absl::StatusOr<ArchiveIngestor::Classes> ArchiveIngestor::GroupByClass(v1::Datas
       continue;
     }
     const std::string& class_name = c.parts[class_depth - 2];
-    if (c.image.ok()) {
+    if (c.status.ok()) {
       classes.images[class_name].push_back(index);
       continue;
     }
-    const absl::Status& status = c.image.status();
+    const absl::Status& status = c.status;
     if (absl::IsFailedPrecondition(status) || absl::IsResourceExhausted(status)) {
       return Error(absl::StrCat(c.path, ": ", status.message()));
     }
@@ -428,35 +474,6 @@ absl::Status ArchiveIngestor::CheckClasses(const Classes& classes,
   return absl::OkStatus();
 }
 
-absl::Status ArchiveIngestor::Concatenate(const Classes& classes, DecodedDataset* data,
-                                          std::vector<const std::string*>* record_paths) {
-  int64_t total_images = 0;
-  size_t total_bytes = 0;
-  for (const auto& [class_name, indices] : classes.images) {
-    total_images += static_cast<int64_t>(indices.size());
-    for (size_t index : indices) total_bytes += candidates_[index].image->pixels.size();
-  }
-  if (total_images > options_.max_examples) {
-    return Error(absl::StrCat(total_images, " images; the limit is ", options_.max_examples));
-  }
-  data->records.reserve(total_images);
-  data->pixels.reserve(total_bytes);
-  record_paths->reserve(total_images);
-  for (const auto& [class_name, indices] : classes.images) {
-    const auto label = static_cast<int32_t>(data->class_names.size());
-    data->class_names.push_back(class_name);
-    for (size_t index : indices) {
-      Image& image = *candidates_[index].image;
-      data->records.push_back({label, image.height, image.width, image.channels,
-                               static_cast<int64_t>(data->pixels.size())});
-      data->pixels.insert(data->pixels.end(), image.pixels.begin(), image.pixels.end());
-      image.pixels = std::vector<uint8_t>();  // keep the peak near one copy
-      record_paths->push_back(&candidates_[index].path);
-    }
-  }
-  return absl::OkStatus();
-}
-
 void ArchiveIngestor::ReportLeftOut(int64_t failed, v1::DatasetReport* report) const {
   if (failed > 0) {
     report->add_warnings(absl::StrCat(
@@ -472,29 +489,60 @@ void ArchiveIngestor::ReportLeftOut(int64_t failed, v1::DatasetReport* report) c
   }
 }
 
-absl::StatusOr<IngestResult> ArchiveIngestor::Assemble() {
-  v1::DatasetReport report;
-  ASSIGN_OR_RETURN(const Classes classes, GroupByClass(&report));
-  RETURN_IF_ERROR(CheckClasses(classes, &report));
-  IngestResult result;
-  std::vector<const std::string*> record_paths;
-  RETURN_IF_ERROR(Concatenate(classes, &result.data, &record_paths));
-  ReportLeftOut(classes.failed, &report);
-  *result.summary.mutable_report() = std::move(report);
-  ReportDuplicates(
-      result.data, [&](size_t i) { return *record_paths[i]; }, options_.max_listed,
-      result.summary.mutable_report());
-  SummarizeDataset(result.data, &result.summary);
-  return result;
+absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble() {
+  v1::Dataset summary;
+  v1::DatasetReport* report = summary.mutable_report();
+  ASSIGN_OR_RETURN(const Classes classes, GroupByClass(report));
+  RETURN_IF_ERROR(CheckClasses(classes, report));
+  int64_t total_images = 0;
+  for (const auto& [class_name, indices] : classes.images) {
+    total_images += static_cast<int64_t>(indices.size());
+  }
+  if (total_images > options_.max_examples) {
+    return Error(absl::StrCat(total_images, " images; the limit is ", options_.max_examples));
+  }
+  // The dataset's records: label by label, each class in path order.
+  std::vector<std::string> class_names;
+  std::vector<RecordPick> picks;
+  std::vector<DecodedDataset::Record> records;
+  std::vector<std::string> digests;
+  std::vector<const std::string*> paths;
+  picks.reserve(total_images);
+  records.reserve(total_images);
+  digests.reserve(total_images);
+  paths.reserve(total_images);
+  for (const auto& [class_name, indices] : classes.images) {
+    const auto label = static_cast<int32_t>(class_names.size());
+    class_names.push_back(class_name);
+    for (size_t index : indices) {
+      Candidate& c = candidates_[index];
+      picks.push_back({c.record, label});
+      records.push_back({label, c.height, c.width, c.channels, 0});
+      digests.push_back(std::move(c.digest));
+      paths.push_back(&c.path);
+    }
+  }
+  ReportLeftOut(classes.failed, report);
+  ReportDuplicateDigests(
+      digests, [&](size_t i) { return *paths[i]; }, options_.max_listed, report);
+  SummarizeDataset(class_names, records, &summary);
+  absl::StatusOr<int64_t> stored = writer_->Finish(class_names, picks);
+  if (!stored.ok()) {
+    return absl::Status(stored.status().code(),
+                        absl::StrCat(display_name_, ": cannot store: ", stored.status().message()));
+  }
+  summary.set_stored_bytes(*stored);
+  return summary;
 }
 
 }  // namespace
 
-absl::StatusOr<IngestResult> IngestImageFolderArchive(const std::string& archive_path,
-                                                      const std::string& display_name,
-                                                      const IngestOptions& options) {
+absl::StatusOr<v1::Dataset> IngestImageFolderArchive(const std::string& archive_path,
+                                                     const std::string& display_name,
+                                                     const IngestOptions& options,
+                                                     const std::string& record_path) {
   ArchiveIngestor ingestor(display_name, options);
-  return ingestor.Run(archive_path);
+  return ingestor.Run(archive_path, record_path);
 }
 
 }  // namespace kaizen::datasets

@@ -1,5 +1,5 @@
-// The limits every dataset upload is ingested under, and what ingestion
-// hands back (archive_ingestor.h, idx_ingestor.h).
+// The limits every dataset upload is ingested under (archive_ingestor.h,
+// idx_ingestor.h), and what IDX ingestion hands back.
 #pragma once
 
 #include <cstdint>

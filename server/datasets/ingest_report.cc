@@ -7,10 +7,12 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/common/sha256.h"
 
 namespace kaizen::datasets {
 namespace {
@@ -40,21 +42,20 @@ struct RecordEq {
   }
 };
 
-}  // namespace
-
-void ReportDuplicates(const DecodedDataset& data, const std::function<std::string(size_t)>& name,
-                      int max_listed, v1::DatasetReport* report) {
-  absl::flat_hash_set<uint32_t, RecordHash, RecordEq> seen(data.records.size(), RecordHash{&data},
-                                                           RecordEq{&data});
+// Fills the report from `first_equal(i)`: the first earlier record equal to
+// record i, or -1 when there is none (the first of its kind).
+void ReportFound(size_t n, const std::function<int64_t(size_t)>& first_equal,
+                 const std::function<std::string(size_t)>& name, int max_listed,
+                 v1::DatasetReport* report) {
   int64_t count = 0;
-  for (size_t i = 0; i < data.records.size(); ++i) {
-    const auto [it, inserted] = seen.insert(static_cast<uint32_t>(i));
-    if (inserted) continue;
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t first = first_equal(i);
+    if (first < 0) continue;
     ++count;
     if (report->duplicates_size() < max_listed) {
       v1::DatasetReport::Duplicate* dup = report->add_duplicates();
       dup->set_path(name(i));
-      dup->set_duplicate_of(name(*it));
+      dup->set_duplicate_of(name(static_cast<size_t>(first)));
     }
   }
   report->set_duplicate_count(count);
@@ -65,12 +66,55 @@ void ReportDuplicates(const DecodedDataset& data, const std::function<std::strin
   }
 }
 
+}  // namespace
+
+void ReportDuplicates(const DecodedDataset& data, const std::function<std::string(size_t)>& name,
+                      int max_listed, v1::DatasetReport* report) {
+  absl::flat_hash_set<uint32_t, RecordHash, RecordEq> seen(data.records.size(), RecordHash{&data},
+                                                           RecordEq{&data});
+  ReportFound(
+      data.records.size(),
+      [&](size_t i) -> int64_t {
+        const auto [it, inserted] = seen.insert(static_cast<uint32_t>(i));
+        return inserted ? -1 : int64_t{*it};
+      },
+      name, max_listed, report);
+}
+
+void ReportDuplicateDigests(absl::Span<const std::string> digests,
+                            const std::function<std::string(size_t)>& name, int max_listed,
+                            v1::DatasetReport* report) {
+  absl::flat_hash_map<absl::string_view, size_t> first;
+  first.reserve(digests.size());
+  ReportFound(
+      digests.size(),
+      [&](size_t i) -> int64_t {
+        const auto [it, inserted] = first.emplace(digests[i], i);
+        return inserted ? -1 : static_cast<int64_t>(it->second);
+      },
+      name, max_listed, report);
+}
+
+std::string ImageDigest(int32_t height, int32_t width, int32_t channels,
+                        absl::Span<const uint8_t> pixels) {
+  common::Sha256 hasher;
+  const int32_t shape[3] = {height, width, channels};
+  hasher.Update(shape, sizeof(shape));
+  hasher.Update(pixels.data(), pixels.size());
+  return hasher.HexDigest();
+}
+
 void SummarizeDataset(const DecodedDataset& data, v1::Dataset* summary) {
-  summary->set_num_examples(static_cast<int64_t>(data.records.size()));
-  std::vector<int64_t> counts(data.class_names.size(), 0);
+  SummarizeDataset(data.class_names, data.records, summary);
+}
+
+void SummarizeDataset(const std::vector<std::string>& class_names,
+                      absl::Span<const DecodedDataset::Record> records, v1::Dataset* summary) {
+  summary->set_num_examples(static_cast<int64_t>(records.size()));
+  std::vector<int64_t> counts(class_names.size(), 0);
   std::map<std::tuple<int32_t, int32_t, int32_t>, int64_t> sizes;  // (H, W, C)
   int32_t max_channels = 0;
-  for (const DecodedDataset::Record& r : data.records) {
+  for (const DecodedDataset::Record& r : records) {
     ++counts[r.label];
     ++sizes[{r.height, r.width, r.channels}];
     max_channels = std::max(max_channels, r.channels);
@@ -81,11 +125,11 @@ void SummarizeDataset(const DecodedDataset& data, v1::Dataset* summary) {
   for (size_t label = 0; label < counts.size(); ++label) {
     v1::ClassCount* c = summary->add_classes();
     c->set_label(static_cast<int32_t>(label));
-    c->set_class_name(data.class_names[label]);
+    c->set_class_name(class_names[label]);
     c->set_count(counts[label]);
     if (counts[label] == 0) {
-      report->add_warnings(absl::StrCat("class '", data.class_names[label], "' (label ", label,
-                                        ") has no examples"));
+      report->add_warnings(
+          absl::StrCat("class '", class_names[label], "' (label ", label, ") has no examples"));
       continue;
     }
     if (largest < 0 || counts[label] > counts[largest]) largest = static_cast<int>(label);
@@ -98,8 +142,7 @@ void SummarizeDataset(const DecodedDataset& data, v1::Dataset* summary) {
       report->add_warnings(absl::StrFormat(
           "class imbalance: '%s' has %d examples but '%s' has only %d (ratio %.1f); consider "
           "collecting more of the small classes or weighting them",
-          data.class_names[largest], counts[largest], data.class_names[smallest], counts[smallest],
-          ratio));
+          class_names[largest], counts[largest], class_names[smallest], counts[smallest], ratio));
     }
   }
 
@@ -125,7 +168,7 @@ void SummarizeDataset(const DecodedDataset& data, v1::Dataset* summary) {
     }
     report->add_warnings(absl::StrCat(
         "images come in ", sizes.size(), " different sizes (HxWxC); the most common is ",
-        best->first.first, "x", best->first.second, " (", best->second, " of ", data.records.size(),
+        best->first.first, "x", best->first.second, " (", best->second, " of ", records.size(),
         " images); training resizes every image to the model's input"));
   }
 }

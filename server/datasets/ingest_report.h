@@ -6,7 +6,9 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <vector>
 
+#include "absl/types/span.h"
 #include "kaizen/v1/dataset_service.pb.h"
 #include "server/datasets/dataset_file.h"
 
@@ -23,11 +25,25 @@ inline constexpr int kMaxListedSizes = 20;
 void ReportDuplicates(const DecodedDataset& data, const std::function<std::string(size_t)>& name,
                       int max_listed, v1::DatasetReport* report);
 
+// The same for records whose pixels are no longer in memory: `digests[i]` is
+// ImageDigest() of record i, and equal digests count as equal images.
+void ReportDuplicateDigests(absl::Span<const std::string> digests,
+                            const std::function<std::string(size_t)>& name, int max_listed,
+                            v1::DatasetReport* report);
+
+// SHA-256 (hex) of a decoded image's shape and pixels.
+std::string ImageDigest(int32_t height, int32_t width, int32_t channels,
+                        absl::Span<const uint8_t> pixels);
+
 // Fills num_examples, classes (ordered by label), input_shape [C, H, W] (the
 // most common height x width, ties to the smaller, with the most channels
 // any image has) and the report's imbalance ratio, image sizes and warnings
 // (empty classes, imbalance, mixed sizes). `data` must hold at least one
 // record.
 void SummarizeDataset(const DecodedDataset& data, v1::Dataset* summary);
+// The same from the records' labels and shapes alone (their offsets and the
+// pixels are not read).
+void SummarizeDataset(const std::vector<std::string>& class_names,
+                      absl::Span<const DecodedDataset::Record> records, v1::Dataset* summary);
 
 }  // namespace kaizen::datasets

@@ -137,6 +137,13 @@ absl::StatusOr<uint64_t> RecordFileWriter::Append(int32_t label, int32_t height,
 }
 
 absl::StatusOr<int64_t> RecordFileWriter::Finish(const std::vector<std::string>& class_names) {
+  std::vector<RecordPick> all(index_.size());
+  for (size_t i = 0; i < index_.size(); ++i) all[i] = {i, index_[i].label};
+  return Finish(class_names, all);
+}
+
+absl::StatusOr<int64_t> RecordFileWriter::Finish(const std::vector<std::string>& class_names,
+                                                 absl::Span<const RecordPick> picks) {
   if (done_) return absl::FailedPreconditionError("the record file is already finished");
   done_ = true;
   if (class_names.size() > limits_.max_classes) {
@@ -152,13 +159,27 @@ absl::StatusOr<int64_t> RecordFileWriter::Finish(const std::vector<std::string>&
                        limits_.max_class_name_bytes));
     }
   }
-  for (size_t i = 0; i < index_.size(); ++i) {
-    if (static_cast<size_t>(index_[i].label) >= class_names.size()) {
-      file_.Abandon();
-      return absl::InvalidArgumentError(absl::StrCat("record ", i, ": label ", index_[i].label,
-                                                     " has no class name (", class_names.size(),
-                                                     " classes)"));
+  std::vector<bool> picked(index_.size(), false);
+  std::vector<RecordInfo> records;
+  records.reserve(picks.size());
+  for (size_t i = 0; i < picks.size(); ++i) {
+    const RecordPick& pick = picks[i];
+    std::string problem;
+    if (pick.record >= index_.size()) {
+      problem = absl::StrCat("picks record ", pick.record, " of ", index_.size());
+    } else if (picked[pick.record]) {
+      problem = absl::StrCat("picks record ", pick.record, " twice");
+    } else if (pick.label < 0 || static_cast<size_t>(pick.label) >= class_names.size()) {
+      problem = absl::StrCat("label ", pick.label, " has no class name (", class_names.size(),
+                             " classes)");
     }
+    if (!problem.empty()) {
+      file_.Abandon();
+      return absl::InvalidArgumentError(absl::StrCat("record ", i, ": ", problem));
+    }
+    picked[pick.record] = true;
+    records.push_back(index_[pick.record]);
+    records.back().label = pick.label;
   }
   const uint64_t index_offset =
       static_cast<uint64_t>(file_.bytes_written()) + PadToPage(file_.bytes_written());
@@ -168,7 +189,7 @@ absl::StatusOr<int64_t> RecordFileWriter::Finish(const std::vector<std::string>&
     PutU32(&index, static_cast<uint32_t>(name.size()));
     index.append(name);
   }
-  for (const RecordInfo& r : index_) {
+  for (const RecordInfo& r : records) {
     PutU64(&index, r.offset);
     PutU64(&index, r.size);
     PutU32(&index, static_cast<uint32_t>(r.label));
@@ -184,7 +205,7 @@ absl::StatusOr<int64_t> RecordFileWriter::Finish(const std::vector<std::string>&
   PutU32(&trailer, kVersion);
   PutU64(&trailer, index_offset);
   PutU64(&trailer, index_bytes);
-  PutU64(&trailer, index_.size());
+  PutU64(&trailer, records.size());
   PutU32(&trailer, static_cast<uint32_t>(class_names.size()));
   PutU32(&trailer, index_crc);
   PutU32(&trailer, 0);
@@ -341,16 +362,20 @@ absl::StatusOr<absl::Span<const uint8_t>> RecordFile::Read(uint64_t i) const {
   return bytes;
 }
 
-absl::StatusOr<DecodedDataset> RecordFile::ReadAllRaw() const {
+absl::StatusOr<DecodedDataset> RecordFile::ReadAll(const DecodeLimits& limits,
+                                                   uint64_t max_decoded_bytes) const {
   DecodedDataset out;
   out.class_names = class_names_;
+  // Open() checked each record's shape, so each product fits; the sum is
+  // checked against the budget as it grows, so it cannot wrap.
   uint64_t total = 0;
-  for (uint64_t i = 0; i < records_.size(); ++i) {
-    if (records_[i].encoding != RecordEncoding::kRaw) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          path_, ": record ", i, " is encoded; only raw records read without a decoder"));
+  for (const RecordInfo& r : records_) {
+    total += static_cast<uint64_t>(*PixelBytes(r.height, r.width, r.channels));
+    if (total > max_decoded_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(path_, ": the dataset's ", records_.size(), " images decode to more than ",
+                       max_decoded_bytes, " bytes, the limit for a dataset held in memory"));
     }
-    total += records_[i].size;  // disjoint spans of the file (Open), so the sum is too
   }
   out.pixels.reserve(total);
   out.records.reserve(records_.size());
@@ -363,7 +388,28 @@ absl::StatusOr<DecodedDataset> RecordFile::ReadAllRaw() const {
     rec.width = r.width;
     rec.channels = r.channels;
     rec.offset = static_cast<int64_t>(out.pixels.size());
-    out.pixels.insert(out.pixels.end(), bytes.begin(), bytes.end());
+    if (r.encoding == RecordEncoding::kRaw) {
+      out.pixels.insert(out.pixels.end(), bytes.begin(), bytes.end());
+      out.records.push_back(rec);
+      continue;
+    }
+    // No image may decode larger than its index entry says.
+    DecodeLimits record_limits = limits;
+    record_limits.max_pixels = int64_t{r.height} * r.width;
+    absl::StatusOr<Image> image =
+        DecodeImage(absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+                    record_limits);
+    if (!image.ok()) {
+      return absl::Status(image.status().code(),
+                          absl::StrCat(path_, ": record ", i, ": ", image.status().message()));
+    }
+    if (image->height != r.height || image->width != r.width || image->channels != r.channels) {
+      return absl::DataLossError(absl::StrCat(path_, ": damaged record file: record ", i,
+                                              " decodes to ", image->height, "x", image->width, "x",
+                                              image->channels, " but its index entry says ",
+                                              r.height, "x", r.width, "x", r.channels));
+    }
+    out.pixels.insert(out.pixels.end(), image->pixels.begin(), image->pixels.end());
     out.records.push_back(rec);
   }
   return out;

@@ -43,6 +43,7 @@
 #include "absl/types/span.h"
 #include "server/common/atomic_file.h"
 #include "server/datasets/dataset_file.h"
+#include "server/datasets/image_decoder.h"
 
 namespace kaizen::datasets {
 
@@ -50,6 +51,13 @@ enum class RecordEncoding : uint32_t {
   kRaw = 0,   // height * width * channels bytes of HWC uint8 pixels
   kJpeg = 1,  // a JPEG file as uploaded
   kPng = 2,   // a PNG file as uploaded
+};
+
+// One record of the finished file's index: which appended record, and its
+// label there (see RecordFileWriter::Finish).
+struct RecordPick {
+  uint64_t record = 0;
+  int32_t label = 0;
 };
 
 // What one record is, as the index holds it.
@@ -96,6 +104,14 @@ class RecordFileWriter {
   // name, ResourceExhausted past the class limits. The writer is done
   // either way.
   absl::StatusOr<int64_t> Finish(const std::vector<std::string>& class_names);
+  // The same, but the index lists only `picks`, in their order, with their
+  // labels: a writer that appends records before it knows their labels or
+  // which of them the dataset keeps (an archive's class folders are known
+  // only at its end). Records not picked stay in the file as unused bytes.
+  // InvalidArgument for a pick of a record that was not appended, or of one
+  // record twice.
+  absl::StatusOr<int64_t> Finish(const std::vector<std::string>& class_names,
+                                 absl::Span<const RecordPick> picks);
 
   uint64_t num_records() const { return index_.size(); }
   // Bytes written so far (records and the header page).
@@ -134,9 +150,12 @@ class RecordFile {
   // index past the end; DataLoss when the bytes do not match their CRC.
   absl::StatusOr<absl::Span<const uint8_t>> Read(uint64_t i) const;
 
-  // Every record in memory as a DecodedDataset; FailedPrecondition when a
-  // record is encoded (decoding is the loader's job, not the file's).
-  absl::StatusOr<DecodedDataset> ReadAllRaw() const;
+  // Every record in memory as a DecodedDataset, encoded records decoded
+  // under `limits` (each with its index entry's pixel count as max_pixels). ResourceExhausted,
+  // before anything is decoded, when the decoded pixels would pass `max_decoded_bytes`; DataLoss
+  // when a record does not decode to the shape its index entry says.
+  absl::StatusOr<DecodedDataset> ReadAll(const DecodeLimits& limits = {},
+                                         uint64_t max_decoded_bytes = uint64_t{1} << 36) const;
 
  private:
   RecordFile() = default;

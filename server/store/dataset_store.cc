@@ -1,5 +1,7 @@
 #include "server/store/dataset_store.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 
@@ -28,19 +30,18 @@ namespace {
 // back by every Get and List: they must be printable UTF-8 of bounded size.
 // Report entries are file paths from the archive, kept for information, so
 // bytes that are not UTF-8 are replaced rather than refused.
-absl::Status CheckIngestedText(datasets::IngestResult* ingested) {
-  const std::vector<std::string>& names = ingested->data.class_names;
-  RETURN_IF_ERROR(
-      common::ValidateCount("class folders", static_cast<int>(names.size()), common::kMaxClasses));
-  for (size_t i = 0; i < names.size(); ++i) {
-    absl::Status st = common::ValidateClassName("class name", names[i]);
+absl::Status CheckIngestedText(Dataset* summary) {
+  const int num_classes = summary->classes_size();
+  RETURN_IF_ERROR(common::ValidateCount("class folders", num_classes, common::kMaxClasses));
+  for (int i = 0; i < num_classes; ++i) {
+    absl::Status st = common::ValidateClassName("class name", summary->classes(i).class_name());
     if (!st.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("class folder ", i + 1, " of ", names.size(), ": ", st.message(),
+          absl::StrCat("class folder ", i + 1, " of ", num_classes, ": ", st.message(),
                        "; rename the folder (class names are folder names)"));
     }
   }
-  kaizen::v1::DatasetReport* report = ingested->summary.mutable_report();
+  kaizen::v1::DatasetReport* report = summary->mutable_report();
   for (auto& f : *report->mutable_failed_files()) {
     f.set_path(common::SanitizeUtf8(f.path()));
     f.set_reason(common::SanitizeUtf8(f.reason()));
@@ -52,6 +53,21 @@ absl::Status CheckIngestedText(datasets::IngestResult* ingested) {
   for (std::string& path : *report->mutable_ignored_files()) path = common::SanitizeUtf8(path);
   for (std::string& w : *report->mutable_warnings()) w = common::SanitizeUtf8(w);
   return absl::OkStatus();
+}
+
+// IDX images are raw pixels: they are stored as raw records.
+absl::StatusOr<Dataset> IngestIdxRecords(const std::vector<std::string>& paths,
+                                         const std::vector<std::string>& names,
+                                         const kaizen::v1::UploadDatasetHeader& header,
+                                         const datasets::IngestOptions& options,
+                                         const std::string& record_path) {
+  ASSIGN_OR_RETURN(datasets::IngestResult ingested,
+                   datasets::IngestIdx(paths[0], paths[1],
+                                       {header.class_names().begin(), header.class_names().end()},
+                                       names[0], names[1], options));
+  ASSIGN_OR_RETURN(const int64_t stored, datasets::WriteRawRecordFile(record_path, ingested.data));
+  ingested.summary.set_stored_bytes(stored);
+  return std::move(ingested.summary);
 }
 
 }  // namespace
@@ -115,32 +131,35 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
   io.max_jpeg_scans = store_->options_.max_jpeg_scans;
   io.max_listed = store_->options_.max_report_files;
   io.budget = store_->options_.decode_budget;
+  // An IDX upload is held in memory while it is ingested; an image folder
+  // streams into its record file.
+  if (header_.format() == kaizen::v1::DATASET_FORMAT_IDX) {
+    io.budget.max_bytes = std::min(io.budget.max_bytes, store_->options_.max_loaded_bytes);
+  }
   const auto& paths = receiver_.part_paths();
   const auto& names = receiver_.part_names();
-  absl::StatusOr<datasets::IngestResult> ingested =
-      header_.format() == kaizen::v1::DATASET_FORMAT_IDX
-          ? datasets::IngestIdx(paths[0], paths[1],
-                                {header_.class_names().begin(), header_.class_names().end()},
-                                names[0], names[1], io)
-          : datasets::IngestImageFolderArchive(paths[0], names[0], io);
-  RETURN_IF_ERROR(ingested.status());
-  RETURN_IF_ERROR(CheckIngestedText(&*ingested));
-
   const std::string rel =
       absl::StrCat("datasets/", header_.name(), "-", common::RandomHex(4), ".krf");
   const std::string path = store_->options_.data_dir + "/" + rel;
-  ASSIGN_OR_RETURN(int64_t stored, datasets::WriteRawRecordFile(path, ingested->data));
+  absl::StatusOr<Dataset> ingested =
+      header_.format() == kaizen::v1::DATASET_FORMAT_IDX
+          ? IngestIdxRecords(paths, names, header_, io, path)
+          : datasets::IngestImageFolderArchive(paths[0], names[0], io, path);
+  RETURN_IF_ERROR(ingested.status());
+  if (absl::Status st = CheckIngestedText(&*ingested); !st.ok()) {
+    std::remove(path.c_str());
+    return st;
+  }
 
   DatasetRow row;
   row.file = rel;
   Dataset& d = row.dataset;
-  d = std::move(ingested->summary);
+  d = *std::move(ingested);
   d.set_name(header_.name());
   d.set_description(header_.description());
   d.set_format(header_.format());
   d.set_upload_bytes(receiver_.total_bytes());
   d.set_sha256(receiver_.sha256());
-  d.set_stored_bytes(stored);
   *d.mutable_create_time() =
       google::protobuf::util::TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(absl::Now()));
   if (absl::Status st = store_->metadata_->InsertDataset(row); !st.ok()) {
@@ -208,7 +227,9 @@ absl::StatusOr<datasets::DecodedDataset> DatasetStore::Load(const std::string& n
   // Data directories from before the record file keep their .kds files.
   if (absl::EndsWith(row.file, ".kds")) return datasets::ReadDatasetFile(path);
   ASSIGN_OR_RETURN(std::unique_ptr<datasets::RecordFile> file, datasets::RecordFile::Open(path));
-  return file->ReadAllRaw();
+  datasets::DecodeLimits limits;
+  limits.max_jpeg_scans = options_.max_jpeg_scans;
+  return file->ReadAll(limits, static_cast<uint64_t>(options_.max_loaded_bytes));
 }
 
 }  // namespace kaizen::store

@@ -33,6 +33,8 @@ class DatasetStore {
     int max_report_files = 100;
     // Decoded bytes one upload may produce (decompression and pixels).
     datasets::DecodeBudget::Options decode_budget;
+    // Most decoded pixel bytes Load() holds a dataset in memory as.
+    int64_t max_loaded_bytes = int64_t{16} << 30;
   };
 
   // One upload in progress. Destroying it without a successful Finish()

@@ -5,12 +5,20 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/datasets/dataset_file.h"
+#include "server/datasets/image_decoder.h"
+#include "server/datasets/record_file.h"
+#include "tests/test_util/archive_ingest.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
 
@@ -31,7 +39,7 @@ class ArchiveIngestTest : public ::testing::Test {
                                       const IngestOptions& options = {}) {
     const std::string path = dir_.File("upload.bin");
     test_util::WriteBinaryFile(path, archive_bytes);
-    return IngestImageFolderArchive(path, "photos.tgz", options);
+    return test_util::IngestArchiveAndRead(path, "photos.tgz", options, dir_.File("stored.krf"));
   }
   absl::StatusOr<IngestResult> Ingest(const std::vector<ArchiveEntry>& entries,
                                       const IngestOptions& options = {}) {
@@ -368,22 +376,122 @@ TEST_F(ArchiveIngestTest, ReportsMixedImageSizes) {
   EXPECT_EQ(result->data.records[3].width, 20);
 }
 
-TEST_F(ArchiveIngestTest, IngestedDataSurvivesTheDatasetFile) {
+TEST_F(ArchiveIngestTest, StoresFilesAsUploadedAndTinyImagesAsPixels) {
+  const std::string jpeg = EncodeJpeg(128, 96, 3, 1);  // 36,864 bytes as pixels
+  const std::string png = EncodePng(128, 96, 3, 2);
+  const std::string tiny = EncodePng(4, 4, 3, 3);  // 48 bytes as pixels
+  ASSERT_LT(jpeg.size(), 128u * 96 * 3);
+  ASSERT_GT(tiny.size(), 4u * 4 * 3);
   absl::StatusOr<IngestResult> result = Ingest({
-      {"cats/a.png", EncodePng(8, 6, 3, 1)},
-      {"dogs/b.jpg", EncodeJpeg(8, 6, 1, 2)},
+      {"cats/a.jpg", jpeg},
+      {"cats/b.png", png},
+      {"dogs/c.png", tiny},
   });
   ASSERT_TRUE(result.ok()) << result.status();
-  ASSERT_TRUE(WriteDatasetFile(dir_.File("store"), result->data).ok());
-  absl::StatusOr<DecodedDataset> read = ReadDatasetFile(dir_.File("store"));
-  ASSERT_TRUE(read.ok()) << read.status();
-  EXPECT_EQ(read->class_names, result->data.class_names);
-  EXPECT_EQ(read->pixels, result->data.pixels);
+  absl::StatusOr<std::unique_ptr<RecordFile>> file = RecordFile::Open(dir_.File("stored.krf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ((*file)->size(), 3u);
+  EXPECT_EQ(result->summary.stored_bytes(), static_cast<int64_t>((*file)->file_bytes()));
+
+  // The JPEG is its uploaded bytes; the PNG too unless its pixels are no
+  // larger; the tiny PNG is its pixels.
+  auto stored = [&](uint64_t i) {
+    const absl::StatusOr<absl::Span<const uint8_t>> bytes = (*file)->Read(i);
+    EXPECT_TRUE(bytes.ok()) << bytes.status();
+    return bytes.ok() ? std::string(bytes->begin(), bytes->end()) : std::string();
+  };
+  EXPECT_EQ((*file)->info(0).encoding, RecordEncoding::kJpeg);
+  EXPECT_EQ(stored(0), jpeg);
+  if (png.size() < 128u * 96 * 3) {
+    EXPECT_EQ((*file)->info(1).encoding, RecordEncoding::kPng);
+    EXPECT_EQ(stored(1), png);
+  } else {
+    EXPECT_EQ((*file)->info(1).encoding, RecordEncoding::kRaw);
+  }
+  EXPECT_EQ((*file)->info(2).encoding, RecordEncoding::kRaw);
+  const std::vector<uint8_t> tiny_pixels = test_util::MakePixels(4, 4, 3, 3);
+  EXPECT_EQ(stored(2), std::string(tiny_pixels.begin(), tiny_pixels.end()));
+
+  // Read back, every record decodes to what the upload decoded to.
+  const DecodedDataset& data = result->data;
+  ASSERT_EQ(data.records.size(), 3u);
+  const std::string files[] = {jpeg, png, tiny};
+  for (size_t i = 0; i < 3; ++i) {
+    absl::StatusOr<Image> want = DecodeImage(files[i], 1 << 20);
+    ASSERT_TRUE(want.ok()) << want.status();
+    const DecodedDataset::Record& r = data.records[i];
+    ASSERT_EQ(r.height * r.width * r.channels, static_cast<int>(want->pixels.size()));
+    EXPECT_EQ(std::vector<uint8_t>(data.pixels.begin() + r.offset,
+                                   data.pixels.begin() + r.offset + want->pixels.size()),
+              want->pixels)
+        << "record " << i;
+  }
+}
+
+// A /proc/self/status field in bytes: VmHWM (the peak resident set) or VmRSS.
+int64_t StatusBytes(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;
+  }
+  return -1;
+}
+
+// Images stream from the archive into the record file: ingesting 1,200
+// images that decode to 369 MB raises the peak RSS by far less than that.
+TEST_F(ArchiveIngestTest, IngestsInBoundedMemory) {
+  constexpr int kImages = 1200;
+  constexpr int kSide = 320;
+  constexpr int64_t kDecoded = int64_t{kImages} * kSide * kSide * 3;
+  constexpr int64_t kBound = 64 << 20;
+  {
+    std::vector<ArchiveEntry> entries;
+    const std::string jpeg[2] = {EncodeJpeg(kSide, kSide, 3, 1, 75),
+                                 EncodeJpeg(kSide, kSide, 3, 2, 75)};
+    for (int i = 0; i < kImages; ++i) {
+      entries.push_back({absl::StrCat(i % 2 == 0 ? "cats/" : "dogs/", i, ".jpg"), jpeg[i % 2]});
+    }
+    test_util::WriteBinaryFile(dir_.File("upload.bin"),
+                               test_util::MakeArchive(entries, ArchiveKind::kTar));
+  }
+  // Resets VmHWM to the current RSS (Linux clear_refs "5").
+  {
+    std::ofstream clear("/proc/self/clear_refs");
+    clear << "5";
+    clear.close();
+    ASSERT_TRUE(clear.good()) << "cannot reset the peak RSS through /proc/self/clear_refs";
+  }
+  const int64_t before = StatusBytes("VmHWM");
+  ASSERT_LT(before - StatusBytes("VmRSS"), 1 << 20) << "the peak RSS was not reset";
+  const absl::StatusOr<v1::Dataset> summary = IngestImageFolderArchive(
+      dir_.File("upload.bin"), "big.tar", IngestOptions{}, dir_.File("big.krf"));
+  const int64_t growth = StatusBytes("VmHWM") - before;
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->num_examples(), kImages);
+  EXPECT_EQ(summary->report().duplicate_count(), kImages - 2);
+  EXPECT_LT(growth, kBound) << "decoded bytes: " << kDecoded;
+  std::printf("ingested %d images (%lld decoded bytes); peak RSS grew by %lld bytes\n", kImages,
+              static_cast<long long>(kDecoded), static_cast<long long>(growth));  // NOLINT
+}
+
+TEST_F(ArchiveIngestTest, FailedIngestLeavesNoFile) {
+  absl::StatusOr<IngestResult> result = Ingest({
+      {"cats/a.jpg", EncodeJpeg(64, 64, 3, 1)},
+      {"cats/b.jpg", EncodeJpeg(64, 64, 3, 2)},
+  });
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  std::vector<std::string> left;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_.path())) {
+    left.push_back(entry.path().filename().string());
+  }
+  EXPECT_THAT(left, ElementsAre("upload.bin"));
 }
 
 TEST_F(ArchiveIngestTest, MissingArchiveIsNotFound) {
-  EXPECT_TRUE(
-      absl::IsNotFound(IngestImageFolderArchive(dir_.File("nope.tgz"), "nope.tgz", {}).status()));
+  EXPECT_TRUE(absl::IsNotFound(
+      IngestImageFolderArchive(dir_.File("nope.tgz"), "nope.tgz", {}, dir_.File("nope.krf"))
+          .status()));
 }
 
 TEST_F(ArchiveIngestTest, OnlyInProcessCompressionFiltersAreAccepted) {

@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "server/datasets/archive_ingestor.h"
 #include "server/datasets/image_decoder.h"
+#include "tests/test_util/archive_ingest.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
 
@@ -92,7 +93,7 @@ class ArchiveBudgetTest : public ::testing::Test {
                                       const IngestOptions& options) {
     const std::string path = dir_.File("upload.bin");
     test_util::WriteBinaryFile(path, test_util::MakeArchive(entries, kind));
-    return IngestImageFolderArchive(path, "photos.tgz", options);
+    return test_util::IngestArchiveAndRead(path, "photos.tgz", options, dir_.File("stored.krf"));
   }
   std::vector<ArchiveEntry> ImagesAnd(const ArchiveEntry& extra) {
     return {{"cats/1.png", test_util::EncodePng(8, 8, 3, 1)},

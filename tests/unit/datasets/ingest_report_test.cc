@@ -41,6 +41,35 @@ TEST(IngestReportTest, FindsExactDuplicatesOnly) {
   EXPECT_THAT(report.warnings(0), HasSubstr("2 images are exact duplicates"));
 }
 
+// The digests of the same images find the same duplicates, and an image's
+// digest covers its shape as well as its bytes.
+TEST(IngestReportTest, DigestsFindTheSameDuplicates) {
+  DecodedDataset d;
+  d.class_names = {"a", "b"};
+  Add(&d, 0, 2, 2, 1, 7);
+  Add(&d, 1, 2, 2, 1, 7);
+  Add(&d, 1, 2, 2, 1, 8);
+  Add(&d, 0, 1, 4, 1, 7);
+  Add(&d, 0, 2, 2, 1, 7);
+  std::vector<std::string> digests;
+  for (const DecodedDataset::Record& r : d.records) {
+    digests.push_back(
+        ImageDigest(r.height, r.width, r.channels,
+                    absl::MakeConstSpan(d.pixels.data() + r.offset,
+                                        static_cast<size_t>(r.height * r.width * r.channels))));
+  }
+  EXPECT_NE(digests[0], digests[3]);
+  v1::DatasetReport by_pixels;
+  ReportDuplicates(d, Name, 100, &by_pixels);
+  v1::DatasetReport by_digest;
+  ReportDuplicateDigests(digests, Name, 1, &by_digest);
+  EXPECT_EQ(by_digest.duplicate_count(), 2);
+  ASSERT_EQ(by_digest.duplicates_size(), 1);
+  EXPECT_EQ(by_digest.duplicates(0).path(), by_pixels.duplicates(0).path());
+  EXPECT_EQ(by_digest.duplicates(0).duplicate_of(), "img0");
+  EXPECT_THAT(by_digest.warnings(), ElementsAre(by_pixels.warnings(0)));
+}
+
 TEST(IngestReportTest, ListsAtMostMaxListedDuplicatesButCountsAll) {
   DecodedDataset d;
   d.class_names = {"a", "b"};

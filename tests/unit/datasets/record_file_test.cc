@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -332,7 +333,7 @@ TEST(RecordFileTest, MigratesADecodedDatasetAndReadsItBack) {
   ASSERT_TRUE(size.ok()) << size.status();
   auto file = RecordFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();
-  const auto back = (*file)->ReadAllRaw();
+  const auto back = (*file)->ReadAll();
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->class_names, data.class_names);
   EXPECT_EQ(back->pixels, data.pixels);
@@ -341,14 +342,109 @@ TEST(RecordFileTest, MigratesADecodedDatasetAndReadsItBack) {
   EXPECT_EQ(back->records[1].offset, 4);
   EXPECT_EQ(back->records[1].channels, 3);
 
-  // A record whose pixels lie outside the dataset's is refused, and so is an
-  // encoded file read as raw.
+  // A record whose pixels lie outside the dataset's is refused.
   data.records.push_back({0, 2, 2, 1, 12});
   EXPECT_THAT(WriteRawRecordFile(dir.File("bad.krf"), data).status().message(),
               HasSubstr("record 2: its pixels lie outside"));
+}
+
+TEST(RecordFileTest, ReadAllDecodesEncodedRecords) {
+  test_util::TempDir dir;
   const Written w = WriteMixed(dir);
-  EXPECT_EQ((*RecordFile::Open(w.path))->ReadAllRaw().status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  auto file = RecordFile::Open(w.path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const auto all = (*file)->ReadAll();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->records.size(), 3u);
+  const std::vector<uint8_t> jpeg = DecodeImage(w.jpeg, 1 << 20)->pixels;
+  const std::vector<uint8_t> png = DecodeImage(w.png, 1 << 20)->pixels;
+  std::vector<uint8_t> want = jpeg;
+  want.insert(want.end(), png.begin(), png.end());
+  want.insert(want.end(), w.raw.begin(), w.raw.end());
+  EXPECT_EQ(all->pixels, want);
+  EXPECT_EQ(all->records[1].offset, static_cast<int64_t>(jpeg.size()));
+  EXPECT_EQ(all->records[2].offset, static_cast<int64_t>(jpeg.size() + png.size()));
+  EXPECT_EQ(all->records[0].label, 2);
+
+  // 16x12x3 + 5x4 + 18 = 614 bytes decoded: a budget of 613 refuses before
+  // decoding anything.
+  const auto over = (*file)->ReadAll({}, 613);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(over.status().message(), HasSubstr("3 images decode to more than 613 bytes"));
+  EXPECT_TRUE((*file)->ReadAll({}, 614).ok());
+}
+
+TEST(RecordFileTest, ARecordThatDecodesToAnotherShapeIsDataLoss) {
+  test_util::TempDir dir;
+  const std::string jpeg = test_util::EncodeJpeg(16, 12, 3, 7);
+  const std::string path = dir.File("lying.krf");
+  {
+    auto writer = RecordFileWriter::Create(path);
+    ASSERT_TRUE(writer.ok());
+    // Fewer channels than the image has; then more pixels than it has,
+    // which the decoder refuses from the header.
+    ASSERT_TRUE((*writer)->Append(0, 12, 16, 1, RecordEncoding::kJpeg, Bytes(jpeg)).ok());
+    ASSERT_TRUE((*writer)->Finish({"a"}).ok());
+  }
+  auto file = RecordFile::Open(path);
+  ASSERT_TRUE(file.ok());
+  const auto all = (*file)->ReadAll();
+  EXPECT_EQ(all.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(all.status().message(),
+              HasSubstr("record 0 decodes to 12x16x3 but its index entry says 12x16x1"));
+
+  const std::string small = dir.File("small.krf");
+  {
+    auto writer = RecordFileWriter::Create(small);
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)->Append(0, 6, 8, 3, RecordEncoding::kJpeg, Bytes(jpeg)).ok());
+    ASSERT_TRUE((*writer)->Finish({"a"}).ok());
+  }
+  const auto refused = (*RecordFile::Open(small))->ReadAll();
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(), HasSubstr("record 0"));
+}
+
+TEST(RecordFileTest, FinishWithPicksListsThemInTheirOrderWithTheirLabels) {
+  test_util::TempDir dir;
+  const std::string path = dir.File("picked.krf");
+  auto writer = RecordFileWriter::Create(path);
+  ASSERT_TRUE(writer.ok());
+  for (int i = 0; i < 4; ++i) {
+    const std::string pixels(6, static_cast<char>('a' + i));
+    ASSERT_TRUE((*writer)->Append(0, 2, 3, 1, RecordEncoding::kRaw, Bytes(pixels)).ok());
+  }
+  const std::vector<RecordPick> picks = {{3, 1}, {0, 0}, {2, 1}};  // record 1 is left out
+  ASSERT_TRUE((*writer)->Finish({"x", "y"}, picks).ok());
+  auto file = RecordFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ((*file)->size(), 3u);
+  EXPECT_EQ(AsString(*(*file)->Read(0)), "dddddd");
+  EXPECT_EQ((*file)->info(0).label, 1);
+  EXPECT_EQ(AsString(*(*file)->Read(1)), "aaaaaa");
+  EXPECT_EQ((*file)->info(1).label, 0);
+  EXPECT_EQ(AsString(*(*file)->Read(2)), "cccccc");
+  EXPECT_EQ((*file)->info(2).label, 1);
+}
+
+TEST(RecordFileTest, FinishRefusesBadPicksAndLeavesNoFile) {
+  const std::vector<std::pair<std::vector<RecordPick>, std::string>> cases = {
+      {{{0, 0}, {2, 0}}, "record 1: picks record 2 of 2"},
+      {{{1, 0}, {1, 1}}, "record 1: picks record 1 twice"},
+      {{{0, 0}, {1, 2}}, "record 1: label 2 has no class name (2 classes)"},
+      {{{0, -1}}, "record 0: label -1 has no class name"},
+  };
+  for (const auto& [picks, message] : cases) {
+    test_util::TempDir dir;
+    auto writer = RecordFileWriter::Create(dir.File("bad.krf"));
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)->Append(0, 1, 1, 1, RecordEncoding::kRaw, Bytes("a")).ok());
+    ASSERT_TRUE((*writer)->Append(0, 1, 1, 1, RecordEncoding::kRaw, Bytes("b")).ok());
+    const absl::StatusOr<int64_t> done = (*writer)->Finish({"x", "y"}, picks);
+    EXPECT_EQ(done.status().code(), absl::StatusCode::kInvalidArgument) << message;
+    EXPECT_THAT(done.status().message(), HasSubstr(message));
+    EXPECT_TRUE(FilesIn(dir.path()).empty()) << message;
+  }
 }
 
 // fuzz/make_corpus.py writes its seed from the layout in record_file.h, in
