@@ -13,6 +13,7 @@
 #include "server/common/atomic_file.h"
 #include "server/common/checked_math.h"
 #include "server/common/status_macros.h"
+#include "server/datasets/little_endian.h"
 
 namespace kaizen::datasets {
 namespace {
@@ -21,26 +22,6 @@ constexpr char kMagic[4] = {'K', 'Z', 'D', 'S'};
 constexpr uint32_t kVersion = 1;
 constexpr size_t kFixedHeaderBytes = 4 + 4 + 4 + 8 + 8;
 constexpr size_t kRecordBytes = 4 * 4 + 8;
-
-void PutU32(std::string* out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-void PutU64(std::string* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-uint32_t GetU32(const unsigned char* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-
-uint64_t GetU64(const unsigned char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
 
 uint32_t Crc32(uint32_t crc, const void* data, size_t size) {
   return static_cast<uint32_t>(crc32_z(crc, static_cast<const Bytef*>(data), size));

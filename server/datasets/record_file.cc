@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/checked_math.h"
 #include "server/common/status_macros.h"
+#include "server/datasets/little_endian.h"
 
 namespace kaizen::datasets {
 namespace {
@@ -25,26 +26,6 @@ constexpr uint32_t kVersion = 1;
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kEntryBytes = 8 + 8 + 4 * 4 + 4 + 4;  // one index entry: 40
 constexpr uint64_t kTrailerBytes = 48;
-
-void PutU32(std::string* out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-void PutU64(std::string* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-uint32_t GetU32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-
-uint64_t GetU64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
 
 uint32_t Crc32(const void* data, uint64_t size) {
   return static_cast<uint32_t>(crc32_z(0, static_cast<const Bytef*>(data), size));

@@ -134,8 +134,9 @@ absl::StatusOr<ImageSet> RecordLoader::Load(const std::vector<int64_t>& batch) c
                 W = options_.input_shape[2];
   const auto n = static_cast<int64_t>(batch.size());
   ImageSet set;
-  set.images = torch::empty({n, C, H, W}, torch::kUInt8);
-  set.labels = torch::empty({n}, torch::kLong);
+  const bool pin = options_.pin_memory && torch::cuda::is_available();
+  set.images = torch::empty({n, C, H, W}, torch::TensorOptions(torch::kUInt8).pinned_memory(pin));
+  set.labels = torch::empty({n}, torch::TensorOptions(torch::kLong).pinned_memory(pin));
   uint8_t* out = set.images.data_ptr<uint8_t>();
   int64_t* labels = set.labels.data_ptr<int64_t>();
   for (int64_t k = 0; k < n; ++k) {

@@ -42,6 +42,10 @@ class RecordLoader {
     int prefetch_batches = 4;
     // What decoding one record may cost.
     datasets::DecodeLimits decode_limits;
+    // Batches in page-locked (pinned) host memory, so that copying them to
+    // a GPU with non_blocking=true overlaps the next step; ignored where no
+    // GPU is available (pinning needs the CUDA runtime).
+    bool pin_memory = false;
   };
 
   // A loader over records `records` of `file` (e.g. a training split; each

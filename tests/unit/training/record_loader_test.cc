@@ -129,6 +129,34 @@ TEST(RecordLoaderTest, ConvertsAsTheInMemoryPipelineDoes) {
   }
 }
 
+// Batches are pinned when asked and a GPU can pin them; on a machine without
+// one the option is ignored and the batches are the same.
+TEST(RecordLoaderTest, PinnedBatchesWhereAGpuIsPresent) {
+  test_util::TempDir dir;
+  datasets::DecodedDataset same;
+  auto file = RawFile(dir, 8, &same);
+  std::vector<int64_t> all(8);
+  for (int64_t i = 0; i < 8; ++i) all[i] = i;
+  std::vector<ImageSet> got[2];
+  for (const bool pin : {false, true}) {
+    RecordLoader::Options o = GreyOptions(4);
+    o.pin_memory = pin;
+    auto loader = RecordLoader::Create(file, all, o);
+    ASSERT_TRUE(loader.ok());
+    (*loader)->StartEpoch(0);
+    got[pin] = Drain(**loader);
+    ASSERT_EQ(got[pin].size(), 2u);
+    for (const ImageSet& batch : got[pin]) {
+      EXPECT_EQ(batch.images.is_pinned(), pin && torch::cuda::is_available());
+      EXPECT_EQ(batch.labels.is_pinned(), pin && torch::cuda::is_available());
+    }
+  }
+  for (size_t b = 0; b < 2; ++b) {
+    EXPECT_TRUE(torch::equal(got[0][b].images, got[1][b].images));
+    EXPECT_TRUE(torch::equal(got[0][b].labels, got[1][b].labels));
+  }
+}
+
 TEST(RecordLoaderTest, EncodedRecordsMatchServingPreprocessing) {
   test_util::TempDir dir;
   const std::string path = dir.File("mixed.krf");
