@@ -21,7 +21,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string record_path = kaizen::fuzz::ScratchDir() + "/dataset.krf";
   const auto summary =
       kaizen::datasets::IngestImageFolderArchive(file.path(), "fuzz", options, record_path);
-  if (!summary.ok()) return 0;
+  if (!summary.ok()) {
+    // A failed ingest leaves nothing behind: no record file, no temporary.
+    kaizen::fuzz::Check(kaizen::fuzz::IsEmptyDir(kaizen::fuzz::ScratchDir()));
+    return 0;
+  }
   // What was stored reads back, decodes to the shapes its index declares, and
   // matches the summary.
   const auto stored = kaizen::datasets::RecordFile::Open(record_path);

@@ -3,6 +3,7 @@
 // /proc/self/fd, reused across iterations instead of touching the disk.
 #pragma once
 
+#include <dirent.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -52,6 +53,19 @@ inline const std::string& ScratchDir() {
     return made;
   }();
   return *dir;
+}
+
+// Whether `dir` holds no entry besides "." and "..".
+inline bool IsEmptyDir(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return false;
+  bool empty = true;
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") empty = false;
+  }
+  closedir(d);
+  return empty;
 }
 
 // Aborts (a finding) when an invariant of a successful result does not hold.

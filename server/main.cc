@@ -54,6 +54,9 @@ ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0 means one per core.");
 ABSL_FLAG(int64_t, max_upload_mb, 4096, "Largest dataset upload, in MiB.");
 ABSL_FLAG(int64_t, max_model_mb, 2048, "Largest model upload, in MiB.");
 ABSL_FLAG(int64_t, max_image_pixels, 25'000'000, "Largest image accepted (width * height).");
+ABSL_FLAG(int64_t, max_dataset_examples, 5'000'000,
+          "Most images in one uploaded dataset; for an image folder, most image files, "
+          "decodable or not (each costs a few hundred bytes until the upload ends).");
 ABSL_FLAG(int64_t, max_dataset_memory_mb, 16384,
           "Most decoded pixels, in MiB, a job or an evaluation holds a stored dataset in memory "
           "as; a larger one fails with RESOURCE_EXHAUSTED.");
@@ -197,7 +200,10 @@ void LimitsFromFlags(kaizen::api::KaizenServer::Options* options) {
   options->max_upload_bytes = absl::GetFlag(FLAGS_max_upload_mb) << 20;
   options->max_model_bytes = absl::GetFlag(FLAGS_max_model_mb) << 20;
   options->max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
-  options->max_loaded_dataset_bytes = absl::GetFlag(FLAGS_max_dataset_memory_mb) << 20;
+  options->max_dataset_examples = std::max<int64_t>(1, absl::GetFlag(FLAGS_max_dataset_examples));
+  // At least 1 MiB, at most 8 TiB (so that the shift cannot overflow).
+  options->max_loaded_dataset_bytes =
+      std::clamp<int64_t>(absl::GetFlag(FLAGS_max_dataset_memory_mb), 1, int64_t{1} << 23) << 20;
   options->max_jpeg_scans = std::max(1, absl::GetFlag(FLAGS_max_jpeg_scans));
   options->max_report_files = std::max(0, absl::GetFlag(FLAGS_max_report_files));
   kaizen::datasets::DecodeBudget::Options& upload_budget = options->upload_decode_budget;

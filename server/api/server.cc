@@ -293,6 +293,7 @@ absl::StatusOr<int> KaizenServer::OpenStores() {
   dso.max_report_files = o.max_report_files;
   dso.decode_budget = o.upload_decode_budget;
   dso.max_loaded_bytes = o.max_loaded_dataset_bytes;
+  dso.max_examples = o.max_dataset_examples;
   s.datasets = std::make_unique<store::DatasetStore>(dso, s.metadata.get());
   store::ModelStore::Options mso;
   mso.data_dir = o.data_dir;

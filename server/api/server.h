@@ -65,6 +65,8 @@ class KaizenServer {
     // EvaluateModel and jobs' test datasets: evaluations at once and the
     // largest dataset one reads (its device is the first GPU, else the CPU).
     jobs::ModelEvaluator::Options evaluation;
+    // Most images in one uploaded dataset.
+    int64_t max_dataset_examples = 5'000'000;
     // Most decoded pixel bytes a job or an evaluation holds a dataset in
     // memory as (a stored JPEG folder decodes to about 10x its size).
     int64_t max_loaded_dataset_bytes = int64_t{16} << 30;

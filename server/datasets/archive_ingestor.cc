@@ -44,18 +44,36 @@ bool HasImageExtension(absl::string_view file_name) {
 
 // An image file that may belong to a class folder: at depth 2 (class/file) or
 // 3 (top/class/file, if the single top-level folder gets stripped).
+// Kept for every image file until the end of the archive, so it is small:
+// an archive of millions of images holds this much per image, not the image.
 struct Candidate {
-  std::string path;  // as in the archive, without "./" components
-  std::vector<std::string> parts;
+  // As in the archive, without "./" components: 2 or 3 components
+  // (depth) joined by '/'.
+  std::string path;
+  int depth = 0;
   // OK when the image decoded and is in the record file; else why not.
   absl::Status status;
-  // When it is: its record, decoded shape and ImageDigest().
+  // When it is: its record, stored bytes, decoded shape and ImageDigest().
   uint64_t record = 0;
+  uint64_t stored_bytes = 0;
   int32_t height = 0;
   int32_t width = 0;
   int32_t channels = 0;
   std::string digest;
 };
+
+// Component `i` of a candidate's path.
+absl::string_view PathComponent(const Candidate& c, int i) {
+  absl::string_view rest = c.path;
+  for (; i > 0; --i) rest.remove_prefix(rest.find('/') + 1);
+  return rest.substr(0, rest.find('/'));
+}
+
+// Unused record bytes (images outside the class folders) above this share of
+// the used ones, and above kCompactMinBytes, are dropped by compacting the
+// record file.
+constexpr double kCompactShare = 0.05;
+constexpr uint64_t kCompactMinBytes = uint64_t{16} << 20;
 
 // Zip archives start with a local file header, or with the end of central
 // directory record when they are empty.
@@ -144,7 +162,7 @@ class ArchiveIngestor {
   absl::Status CheckClasses(const Classes& classes, v1::DatasetReport* report) const;
   // Warnings and lists for failed and ignored entries.
   void ReportLeftOut(int64_t failed, v1::DatasetReport* report) const;
-  absl::StatusOr<v1::Dataset> Assemble();
+  absl::StatusOr<v1::Dataset> Assemble(const std::string& record_path);
   absl::Status Error(absl::string_view message) const {
     return absl::InvalidArgumentError(absl::StrCat(display_name_, ": ", message));
   }
@@ -212,7 +230,7 @@ absl::StatusOr<v1::Dataset> ArchiveIngestor::Run(const std::string& archive_path
   RETURN_IF_ERROR(ReadEntries(a.get()));
   a.reset();
   if (num_entries_ == 0) return Error("the archive is empty");
-  return Assemble();
+  return Assemble(record_path);
 }
 
 absl::Status ArchiveIngestor::ChargeFilters(archive* a, absl::string_view path) {
@@ -261,8 +279,9 @@ absl::Status ArchiveIngestor::ReadEntries(archive* a) {
     last_path = raw_path;
     const bool is_dir = archive_entry_filetype(entry) == AE_IFDIR;
 
-    // Path checks. Nothing is ever written to disk, but an absolute or ".."
-    // path is a sign of a malicious or broken archive and is never used.
+    // Path checks. No path is ever used to write (images go into the record
+    // file), but an absolute or ".." path is a sign of a malicious or broken
+    // archive and is never used.
     std::vector<std::string> parts;
     bool unsafe = raw_path.empty() || raw_path[0] == '/' || raw_path[0] == '\\' ||
                   (raw_path.size() >= 2 && raw_path[1] == ':');
@@ -296,15 +315,20 @@ absl::Status ArchiveIngestor::ReadEntries(archive* a) {
       RETURN_IF_ERROR(SkipEntry(a, path));
       continue;
     }
+    // Every image file costs a Candidate until the end, decoded or not.
+    if (static_cast<int64_t>(candidates_.size()) >= options_.max_examples) {
+      return Error(absl::StrCat("more than ", options_.max_examples, " image files; the limit is ",
+                                options_.max_examples, " images"));
+    }
     Candidate candidate;
     candidate.path = path;
-    candidate.parts = std::move(parts);
+    candidate.depth = static_cast<int>(parts.size());
     RETURN_IF_ERROR(ReadCandidate(a, entry, &candidate));
     if (candidate.status.ok()) {
-      const int64_t decoded = ++decoded_at_depth_[candidate.parts.size()];
+      const int64_t decoded = ++decoded_at_depth_[candidate.depth];
       // Once the top-level layout is settled enough to know which depth is
       // used, more images than allowed cannot become fewer.
-      const bool depth_in_use = (candidate.parts.size() == 2) != single_top_;
+      const bool depth_in_use = (candidate.depth == 2) != single_top_;
       if (decoded > options_.max_examples && depth_in_use) {
         return Error(absl::StrCat("more than ", options_.max_examples, " images; the limit is ",
                                   options_.max_examples));
@@ -392,6 +416,7 @@ absl::Status ArchiveIngestor::Store(absl::string_view bytes, const Image& image,
                                      ": cannot store the image: ", record.status().message()));
   }
   candidate->record = *record;
+  candidate->stored_bytes = stored.size();
   candidate->height = image.height;
   candidate->width = image.width;
   candidate->channels = image.channels;
@@ -403,10 +428,9 @@ absl::Status ArchiveIngestor::Store(absl::string_view bytes, const Image& image,
 absl::StatusOr<ArchiveIngestor::Classes> ArchiveIngestor::GroupByClass(v1::DatasetReport* report) {
   // Strip the single top-level folder only when images sit one level below
   // it; an archive of just "cats/*.jpg" is one class, not zero.
-  const bool strip =
-      single_top_ && std::any_of(candidates_.begin(), candidates_.end(),
-                                 [](const Candidate& c) { return c.parts.size() == 3; });
-  const size_t class_depth = strip ? 3 : 2;
+  const bool strip = single_top_ && std::any_of(candidates_.begin(), candidates_.end(),
+                                                [](const Candidate& c) { return c.depth == 3; });
+  const int class_depth = strip ? 3 : 2;
 
   std::vector<size_t> order(candidates_.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -416,11 +440,11 @@ absl::StatusOr<ArchiveIngestor::Classes> ArchiveIngestor::GroupByClass(v1::Datas
   Classes classes;
   for (size_t index : order) {
     Candidate& c = candidates_[index];
-    if (c.parts.size() != class_depth) {
+    if (c.depth != class_depth) {
       ignored_.Add(c.path);
       continue;
     }
-    const std::string& class_name = c.parts[class_depth - 2];
+    const std::string class_name(PathComponent(c, class_depth - 2));
     if (c.status.ok()) {
       classes.images[class_name].push_back(index);
       continue;
@@ -489,7 +513,7 @@ void ArchiveIngestor::ReportLeftOut(int64_t failed, v1::DatasetReport* report) c
   }
 }
 
-absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble() {
+absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble(const std::string& record_path) {
   v1::Dataset summary;
   v1::DatasetReport* report = summary.mutable_report();
   ASSIGN_OR_RETURN(const Classes classes, GroupByClass(report));
@@ -511,6 +535,8 @@ absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble() {
   records.reserve(total_images);
   digests.reserve(total_images);
   paths.reserve(total_images);
+  uint64_t decoded_bytes = 0;  // each term < 2^32 * 4, at most 5e6 of them: no overflow
+  uint64_t used_bytes = 0;
   for (const auto& [class_name, indices] : classes.images) {
     const auto label = static_cast<int32_t>(class_names.size());
     class_names.push_back(class_name);
@@ -520,13 +546,34 @@ absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble() {
       records.push_back({label, c.height, c.width, c.channels, 0});
       digests.push_back(std::move(c.digest));
       paths.push_back(&c.path);
+      decoded_bytes += static_cast<uint64_t>(c.height) * c.width * c.channels;
+      used_bytes += c.stored_bytes;
     }
   }
+  if (options_.max_dataset_decoded_bytes > 0 &&
+      decoded_bytes > static_cast<uint64_t>(options_.max_dataset_decoded_bytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(display_name_, ": the ", total_images, " images decode to ", decoded_bytes,
+                     " bytes; a job holds at most ", options_.max_dataset_decoded_bytes,
+                     " bytes of a dataset in memory (the server's --max_dataset_memory_mb)"));
+  }
+  uint64_t unused_bytes = 0;
+  for (const Candidate& c : candidates_) {
+    if (c.status.ok()) unused_bytes += c.stored_bytes;
+  }
+  unused_bytes -= used_bytes;
   ReportLeftOut(classes.failed, report);
   ReportDuplicateDigests(
       digests, [&](size_t i) { return *paths[i]; }, options_.max_listed, report);
   SummarizeDataset(class_names, records, &summary);
   absl::StatusOr<int64_t> stored = writer_->Finish(class_names, picks);
+  // Images outside the class folders were stored as they came; a file that
+  // would keep many of their bytes is rewritten without them.
+  if (stored.ok() && unused_bytes > kCompactMinBytes &&
+      static_cast<double>(unused_bytes) > kCompactShare * static_cast<double>(used_bytes)) {
+    stored = CompactRecordFile(record_path);
+    if (!stored.ok()) std::remove(record_path.c_str());
+  }
   if (!stored.ok()) {
     return absl::Status(stored.status().code(),
                         absl::StrCat(display_name_, ": cannot store: ", stored.status().message()));

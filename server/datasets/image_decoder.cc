@@ -401,7 +401,12 @@ DecodeOutcome DecodePngGuarded(PngDecoder* d, const DecodeLimits& limits, Image*
   if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(d->png);
   if (color_type == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(d->png);
   if (bit_depth == 16) png_set_strip_16(d->png);
-  if ((color_type & PNG_COLOR_MASK_ALPHA) != 0) png_set_strip_alpha(d->png);
+  // Transparency as an alpha channel, or as a tRNS chunk (which expanding a
+  // palette turns into one), is dropped.
+  if ((color_type & PNG_COLOR_MASK_ALPHA) != 0 ||
+      png_get_valid(d->png, d->info, PNG_INFO_tRNS) != 0) {
+    png_set_strip_alpha(d->png);
+  }
   const int passes = png_set_interlace_handling(d->png);
   png_read_update_info(d->png, d->info);
 

@@ -13,8 +13,13 @@ namespace kaizen::datasets {
 struct IngestOptions {
   // Largest image accepted, width * height.
   int64_t max_image_pixels = 25'000'000;
-  // Most images accepted in one dataset.
+  // Most images accepted in one dataset (for an image folder: most image
+  // files, decoded or not).
   int64_t max_examples = 5'000'000;
+  // Image folders: most bytes the dataset's images may decode to, all
+  // together, so that nothing is stored that a job could not hold in memory
+  // (0: no limit).
+  int64_t max_dataset_decoded_bytes = 0;
   // Cap on listed failed files / duplicates / ignored files in the report
   // (all are counted; only this many are kept in memory and listed).
   int max_listed = 100;

@@ -10,7 +10,9 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -343,14 +345,42 @@ absl::StatusOr<absl::Span<const uint8_t>> RecordFile::Read(uint64_t i) const {
   return bytes;
 }
 
+absl::Status RecordFile::DecodeInto(uint64_t i, const DecodeLimits& limits, uint8_t* out) const {
+  ASSIGN_OR_RETURN(const absl::Span<const uint8_t> bytes, Read(i));
+  const RecordInfo& r = records_[i];
+  if (r.encoding == RecordEncoding::kRaw) {
+    std::memcpy(out, bytes.data(), bytes.size());
+    return absl::OkStatus();
+  }
+  // No image may decode larger than its index entry says.
+  DecodeLimits record_limits = limits;
+  record_limits.max_pixels = int64_t{r.height} * r.width;
+  absl::StatusOr<Image> image = DecodeImage(
+      absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), record_limits);
+  if (!image.ok()) {
+    return absl::Status(image.status().code(),
+                        absl::StrCat(path_, ": record ", i, ": ", image.status().message()));
+  }
+  if (image->height != r.height || image->width != r.width || image->channels != r.channels) {
+    return absl::DataLossError(absl::StrCat(path_, ": damaged record file: record ", i,
+                                            " decodes to ", image->height, "x", image->width, "x",
+                                            image->channels, " but its index entry says ", r.height,
+                                            "x", r.width, "x", r.channels));
+  }
+  std::memcpy(out, image->pixels.data(), image->pixels.size());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<DecodedDataset> RecordFile::ReadAll(const DecodeLimits& limits,
-                                                   uint64_t max_decoded_bytes) const {
+                                                   uint64_t max_decoded_bytes, int threads) const {
   DecodedDataset out;
   out.class_names = class_names_;
+  out.records.reserve(records_.size());
   // Open() checked each record's shape, so each product fits; the sum is
   // checked against the budget as it grows, so it cannot wrap.
   uint64_t total = 0;
   for (const RecordInfo& r : records_) {
+    out.records.push_back({r.label, r.height, r.width, r.channels, static_cast<int64_t>(total)});
     total += static_cast<uint64_t>(*PixelBytes(r.height, r.width, r.channels));
     if (total > max_decoded_bytes) {
       return absl::ResourceExhaustedError(
@@ -358,42 +388,39 @@ absl::StatusOr<DecodedDataset> RecordFile::ReadAll(const DecodeLimits& limits,
                        max_decoded_bytes, " bytes, the limit for a dataset held in memory"));
     }
   }
-  out.pixels.reserve(total);
-  out.records.reserve(records_.size());
-  for (uint64_t i = 0; i < records_.size(); ++i) {
-    ASSIGN_OR_RETURN(const absl::Span<const uint8_t> bytes, Read(i));
-    const RecordInfo& r = records_[i];
-    DecodedDataset::Record rec;
-    rec.label = r.label;
-    rec.height = r.height;
-    rec.width = r.width;
-    rec.channels = r.channels;
-    rec.offset = static_cast<int64_t>(out.pixels.size());
-    if (r.encoding == RecordEncoding::kRaw) {
-      out.pixels.insert(out.pixels.end(), bytes.begin(), bytes.end());
-      out.records.push_back(rec);
-      continue;
+  out.pixels.resize(total);
+  // Each thread decodes a contiguous share of the records into their own
+  // bytes of `pixels`; the error of the first failing record is returned.
+  // A budget is not shared between threads.
+  const uint64_t n = records_.size();
+  const auto workers = static_cast<uint64_t>(
+      std::clamp<int64_t>(limits.budget != nullptr ? 1 : threads, 1, std::max<int64_t>(1, n)));
+  std::vector<absl::Status> failed(workers);
+  auto decode_share = [&](uint64_t w) {
+    for (uint64_t i = w * n / workers; i < (w + 1) * n / workers; ++i) {
+      failed[w] = DecodeInto(i, limits, out.pixels.data() + out.records[i].offset);
+      if (!failed[w].ok()) return;
     }
-    // No image may decode larger than its index entry says.
-    DecodeLimits record_limits = limits;
-    record_limits.max_pixels = int64_t{r.height} * r.width;
-    absl::StatusOr<Image> image =
-        DecodeImage(absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
-                    record_limits);
-    if (!image.ok()) {
-      return absl::Status(image.status().code(),
-                          absl::StrCat(path_, ": record ", i, ": ", image.status().message()));
-    }
-    if (image->height != r.height || image->width != r.width || image->channels != r.channels) {
-      return absl::DataLossError(absl::StrCat(path_, ": damaged record file: record ", i,
-                                              " decodes to ", image->height, "x", image->width, "x",
-                                              image->channels, " but its index entry says ",
-                                              r.height, "x", r.width, "x", r.channels));
-    }
-    out.pixels.insert(out.pixels.end(), image->pixels.begin(), image->pixels.end());
-    out.records.push_back(rec);
-  }
+  };
+  std::vector<std::thread> pool;
+  for (uint64_t w = 1; w < workers; ++w) pool.emplace_back(decode_share, w);
+  decode_share(0);
+  for (std::thread& t : pool) t.join();
+  for (const absl::Status& st : failed) RETURN_IF_ERROR(st);
   return out;
+}
+
+absl::StatusOr<int64_t> CompactRecordFile(const std::string& path) {
+  ASSIGN_OR_RETURN(const std::unique_ptr<RecordFile> old, RecordFile::Open(path));
+  ASSIGN_OR_RETURN(std::unique_ptr<RecordFileWriter> writer, RecordFileWriter::Create(path));
+  for (uint64_t i = 0; i < old->size(); ++i) {
+    ASSIGN_OR_RETURN(const absl::Span<const uint8_t> bytes, old->Read(i));
+    const RecordInfo& r = old->info(i);
+    RETURN_IF_ERROR(
+        writer->Append(r.label, r.height, r.width, r.channels, r.encoding, bytes).status());
+  }
+  // The old file stays mapped until `old` goes; the rename replaces its name.
+  return writer->Finish(old->class_names());
 }
 
 absl::StatusOr<int64_t> WriteRawRecordFile(const std::string& path, const DecodedDataset& data) {

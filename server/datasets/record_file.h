@@ -151,14 +151,20 @@ class RecordFile {
   absl::StatusOr<absl::Span<const uint8_t>> Read(uint64_t i) const;
 
   // Every record in memory as a DecodedDataset, encoded records decoded
-  // under `limits` (each with its index entry's pixel count as max_pixels). ResourceExhausted,
-  // before anything is decoded, when the decoded pixels would pass `max_decoded_bytes`; DataLoss
-  // when a record does not decode to the shape its index entry says.
+  // under `limits` (each with its index entry's pixel count as max_pixels)
+  // on `threads` threads (one when limits.budget is set: a budget is not
+  // shared). ResourceExhausted, before anything is decoded, when the decoded
+  // pixels would pass `max_decoded_bytes`; DataLoss when a record does not
+  // decode to the shape its index entry says. Errors name the first failing
+  // record.
   absl::StatusOr<DecodedDataset> ReadAll(const DecodeLimits& limits = {},
-                                         uint64_t max_decoded_bytes = uint64_t{1} << 36) const;
+                                         uint64_t max_decoded_bytes = uint64_t{1} << 36,
+                                         int threads = 1) const;
 
  private:
   RecordFile() = default;
+  // Decodes record `i` into `out` (its height * width * channels bytes).
+  absl::Status DecodeInto(uint64_t i, const DecodeLimits& limits, uint8_t* out) const;
 
   std::string path_;
   const uint8_t* map_ = nullptr;
@@ -166,6 +172,11 @@ class RecordFile {
   std::vector<std::string> class_names_;
   std::vector<RecordInfo> records_;
 };
+
+// Rewrites the record file at `path` with only the records its index lists,
+// back to back in index order (dropping bytes no record uses), atomically.
+// Returns the new size.
+absl::StatusOr<int64_t> CompactRecordFile(const std::string& path);
 
 // Writes `data` (raw pixels) as a record file: the migration of a .kds
 // dataset. Returns the file's size.

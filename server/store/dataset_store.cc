@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <optional>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -131,6 +133,8 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
   io.max_jpeg_scans = store_->options_.max_jpeg_scans;
   io.max_listed = store_->options_.max_report_files;
   io.budget = store_->options_.decode_budget;
+  io.max_dataset_decoded_bytes = store_->options_.max_loaded_bytes;
+  io.max_examples = store_->options_.max_examples;
   // An IDX upload is held in memory while it is ingested; an image folder
   // streams into its record file.
   if (header_.format() == kaizen::v1::DATASET_FORMAT_IDX) {
@@ -145,10 +149,12 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
       header_.format() == kaizen::v1::DATASET_FORMAT_IDX
           ? IngestIdxRecords(paths, names, header_, io, path)
           : datasets::IngestImageFolderArchive(paths[0], names[0], io, path);
-  RETURN_IF_ERROR(ingested.status());
-  if (absl::Status st = CheckIngestedText(&*ingested); !st.ok()) {
+  absl::Status checked = ingested.ok() ? CheckIngestedText(&*ingested) : ingested.status();
+  if (!checked.ok()) {
+    // A file renamed into place whose directory could not be synced, or
+    // whose text is refused, must not stay.
     std::remove(path.c_str());
-    return st;
+    return checked;
   }
 
   DatasetRow row;
@@ -227,9 +233,14 @@ absl::StatusOr<datasets::DecodedDataset> DatasetStore::Load(const std::string& n
   // Data directories from before the record file keep their .kds files.
   if (absl::EndsWith(row.file, ".kds")) return datasets::ReadDatasetFile(path);
   ASSIGN_OR_RETURN(std::unique_ptr<datasets::RecordFile> file, datasets::RecordFile::Open(path));
+  // The server stored these images after decoding them once under the
+  // upload limits, and each record's pixel count is its index entry's: a
+  // scan limit lowered since must not make a stored dataset unreadable.
   datasets::DecodeLimits limits;
-  limits.max_jpeg_scans = options_.max_jpeg_scans;
-  return file->ReadAll(limits, static_cast<uint64_t>(options_.max_loaded_bytes));
+  limits.max_jpeg_scans = std::numeric_limits<int>::max();
+  // A job starts by loading its data: every core decodes.
+  return file->ReadAll(limits, static_cast<uint64_t>(options_.max_loaded_bytes),
+                       static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 }
 
 }  // namespace kaizen::store

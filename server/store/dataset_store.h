@@ -33,6 +33,9 @@ class DatasetStore {
     int max_report_files = 100;
     // Decoded bytes one upload may produce (decompression and pixels).
     datasets::DecodeBudget::Options decode_budget;
+    // Most images in one dataset (for an image folder: image files, decoded
+    // or not).
+    int64_t max_examples = 5'000'000;
     // Most decoded pixel bytes Load() holds a dataset in memory as.
     int64_t max_loaded_bytes = int64_t{16} << 30;
   };

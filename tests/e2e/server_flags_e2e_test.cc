@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -141,6 +142,44 @@ TEST_F(ServerFlagsE2E, MaxModelMbRefusesLargerUploadsAndKeepsNothing) {
   ok.set_name("small");
   auto taken = client_->UploadModel(ok, small);
   EXPECT_TRUE(taken.ok()) << taken.status();
+}
+
+// --max_dataset_memory_mb and --max_dataset_examples reach image-folder
+// uploads: a folder a job could not hold, or with more image files than
+// allowed, is refused and nothing is stored; within the limits it is stored.
+TEST_F(ServerFlagsE2E, DatasetSizeFlagsBoundImageFolderUploads) {
+  StartProcess({"--max_dataset_memory_mb=1", "--max_dataset_examples=3"});
+  auto upload = [&](const std::string& name, const std::vector<test_util::ArchiveEntry>& entries) {
+    const std::string path = files_.File(name + ".tar");
+    test_util::WriteBinaryFile(path, test_util::MakeArchive(entries, test_util::ArchiveKind::kTar));
+    v1::UploadDatasetHeader h;
+    h.set_name(name);
+    h.set_format(v1::DATASET_FORMAT_IMAGE_FOLDER);
+    return client_->UploadDataset(h, {path});
+  };
+  // 2 x 512 x 512 x 3 = 1.5 MiB decoded.
+  auto big = upload("big", {{"a/1.jpg", test_util::EncodeJpeg(512, 512, 3, 1)},
+                            {"b/1.jpg", test_util::EncodeJpeg(512, 512, 3, 2)}});
+  ASSERT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();
+  EXPECT_NE(big.status().message().find("--max_dataset_memory_mb"), std::string::npos)
+      << big.status();
+  auto many = upload("many", {{"a/1.jpg", test_util::EncodeJpeg(8, 8, 3, 1)},
+                              {"a/2.jpg", test_util::EncodeJpeg(8, 8, 3, 2)},
+                              {"b/1.jpg", test_util::EncodeJpeg(8, 8, 3, 3)},
+                              {"b/2.jpg", "not an image"}});
+  ASSERT_EQ(many.status().code(), absl::StatusCode::kInvalidArgument) << many.status();
+  EXPECT_NE(many.status().message().find("more than 3 image files"), std::string::npos)
+      << many.status();
+  auto fits = upload("fits", {{"a/1.jpg", test_util::EncodeJpeg(256, 256, 3, 1)},
+                              {"b/1.jpg", test_util::EncodeJpeg(256, 256, 3, 2)}});
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  auto listed = client_->ListAllDatasets();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  std::vector<std::string> names;
+  for (const auto& d : listed->datasets()) names.push_back(d.name());
+  EXPECT_EQ(std::count(names.begin(), names.end(), "big"), 0);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "many"), 0);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "fits"), 1);
 }
 
 // The request log: one JSON object per line for each call, with the fields

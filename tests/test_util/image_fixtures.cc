@@ -166,13 +166,19 @@ std::string InsertExifOrientation(const std::string& jpeg, int orientation, bool
 }
 
 std::string EncodePng(int width, int height, int channels, uint32_t seed) {
+  return EncodePngPixels(MakePixels(width, height, channels, seed), width, height, channels);
+}
+
+std::string EncodePngPixels(const std::vector<uint8_t>& pixels, int width, int height,
+                            int channels) {
   static constexpr int kColorTypes[] = {PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA,
                                         PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA};
-  if (channels < 1 || channels > 4) {
-    ADD_FAILURE() << "EncodePng: channels must be 1..4, got " << channels;
+  if (channels < 1 || channels > 4 ||
+      pixels.size() != static_cast<size_t>(width) * height * channels) {
+    ADD_FAILURE() << "EncodePngPixels: " << pixels.size() << " bytes for " << width << "x" << height
+                  << "x" << channels << " (channels must be 1..4)";
     return "";
   }
-  const std::vector<uint8_t> pixels = MakePixels(width, height, channels, seed);
   std::string out;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, PngFatal, nullptr);
   png_infop info = png_create_info_struct(png);

@@ -35,6 +35,9 @@ std::string InsertExifOrientation(const std::string& jpeg, int orientation,
 // Lossless PNG of MakePixels(width, height, channels, seed); channels 1 (grey),
 // 2 (grey + alpha), 3 (RGB) or 4 (RGBA).
 std::string EncodePng(int width, int height, int channels, uint32_t seed);
+// The same for given pixels (row-major, width * height * channels bytes).
+std::string EncodePngPixels(const std::vector<uint8_t>& pixels, int width, int height,
+                            int channels);
 
 // A valid grey progressive JPEG with 64 * levels scans (levels 1..11): each
 // coefficient in a band of its own, refined in `levels` steps. Real encoders

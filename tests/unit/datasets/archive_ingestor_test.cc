@@ -344,6 +344,65 @@ TEST_F(ArchiveIngestTest, RejectsMoreExamplesThanAllowed) {
   EXPECT_THAT(std::string(result.status().message()), HasSubstr("the limit is 3"));
 }
 
+// Files that fail to decode cost bookkeeping until the end too: they count.
+TEST_F(ArchiveIngestTest, CountsUndecodableFilesAgainstTheLimit) {
+  IngestOptions options;
+  options.max_examples = 3;
+  absl::StatusOr<IngestResult> result = Ingest(
+      {
+          {"cats/a.png", EncodePng(4, 4, 3, 1)},
+          {"dogs/b.png", EncodePng(4, 4, 3, 2)},
+          {"dogs/c.jpg", "not a jpeg"},
+          {"dogs/d.jpg", "not a jpeg"},
+      },
+      options);
+  ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_THAT(std::string(result.status().message()),
+              HasSubstr("more than 3 image files; the limit is 3 images"));
+}
+
+TEST_F(ArchiveIngestTest, RefusesADatasetAJobCouldNotHold) {
+  IngestOptions options;
+  options.max_dataset_decoded_bytes = 2 * 64 * 64 * 3 - 1;
+  absl::StatusOr<IngestResult> result =
+      Ingest({{"cats/a.jpg", EncodeJpeg(64, 64, 3, 1)}, {"dogs/b.jpg", EncodeJpeg(64, 64, 3, 2)}},
+             options);
+  ASSERT_TRUE(absl::IsResourceExhausted(result.status())) << result.status();
+  EXPECT_THAT(std::string(result.status().message()),
+              HasSubstr("the 2 images decode to 24576 bytes; a job holds at most 24575"));
+  EXPECT_FALSE(std::filesystem::exists(dir_.File("stored.krf")));
+  options.max_dataset_decoded_bytes = 2 * 64 * 64 * 3;
+  EXPECT_TRUE(
+      Ingest({{"cats/a.jpg", EncodeJpeg(64, 64, 3, 1)}, {"dogs/b.jpg", EncodeJpeg(64, 64, 3, 2)}},
+             options)
+          .ok());
+}
+
+// Images outside the class folders are stored as they stream in (the layout
+// is known only at the end); many of their bytes are compacted away.
+TEST_F(ArchiveIngestTest, CompactsAwayImagesOutsideTheClassFolders) {
+  std::vector<ArchiveEntry> entries = {{"top/cats/a.png", EncodePng(4, 4, 3, 1)},
+                                       {"top/dogs/b.png", EncodePng(4, 4, 3, 2)}};
+  // 2-level paths under the top folder are not class images once the top
+  // folder is stripped: 24 noisy PNGs of ~1 MB each.
+  for (int i = 0; i < 24; ++i) {
+    std::vector<uint8_t> noise(600 * 600 * 3);
+    uint32_t state = 99 + i;
+    for (uint8_t& v : noise)
+      v = static_cast<uint8_t>((state = state * 1664525u + 1013904223u) >> 24);
+    entries.push_back(
+        {absl::StrCat("top/stray", i, ".png"), test_util::EncodePngPixels(noise, 600, 600, 3)});
+  }
+  absl::StatusOr<IngestResult> result = Ingest(entries);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->summary.num_examples(), 2);
+  EXPECT_EQ(result->summary.report().ignored_files_size(), 24);
+  EXPECT_LT(result->summary.stored_bytes(), 3 * 4096);  // header, records, index, trailer
+  EXPECT_EQ(result->summary.stored_bytes(),
+            static_cast<int64_t>(std::filesystem::file_size(dir_.File("stored.krf"))));
+  ASSERT_EQ(result->data.records.size(), 2u);
+}
+
 TEST_F(ArchiveIngestTest, ReportsImbalance) {
   std::vector<ArchiveEntry> entries = {{"cats/0.png", EncodePng(4, 4, 3, 0)},
                                        {"cats/1.png", EncodePng(4, 4, 3, 1)}};

@@ -191,6 +191,41 @@ TEST(ImageDecoderTest, DecodesPngWithAlphaToRgb) {
   EXPECT_EQ(grey->pixels.size(), 20u);
 }
 
+// A 2x1 PNG of colour type `color_type` (3: palette, 0: grey) whose rows are
+// `row` (one byte a pixel), with a PLTE of red and blue for the palette, and
+// a tRNS chunk: the way optimisers write small transparent images.
+std::string PngWithTrns(int color_type, const std::string& row, const std::string& trns) {
+  std::string ihdr;
+  test_util::AppendBigEndian32(&ihdr, 2);
+  test_util::AppendBigEndian32(&ihdr, 1);
+  ihdr +=
+      std::string(1, '\x08') + std::string(1, static_cast<char>(color_type)) + std::string(3, '\0');
+  const std::string raw = std::string(1, '\0') + row;  // filter type 0
+  uLongf packed_size = compressBound(raw.size());
+  std::string packed(packed_size, '\0');
+  EXPECT_EQ(compress(reinterpret_cast<Bytef*>(packed.data()), &packed_size,
+                     reinterpret_cast<const Bytef*>(raw.data()), raw.size()),
+            Z_OK);
+  packed.resize(packed_size);
+  std::string png = std::string("\x89PNG\r\n\x1A\n", 8) + PngChunk("IHDR", ihdr);
+  if (color_type == 3) png += PngChunk("PLTE", std::string("\xFF\x00\x00\x00\x00\xFF", 6));
+  return png + PngChunk("tRNS", trns) + PngChunk("IDAT", packed) + PngChunk("IEND", "");
+}
+
+TEST(ImageDecoderTest, DropsTransparencyGivenAsATrnsChunk) {
+  absl::StatusOr<Image> palette =
+      DecodeImage(PngWithTrns(3, std::string("\x00\x01", 2), std::string("\x00", 1)), kLimit);
+  ASSERT_TRUE(palette.ok()) << palette.status();
+  EXPECT_EQ(palette->channels, 3);
+  EXPECT_EQ(palette->pixels, (std::vector<uint8_t>{255, 0, 0, 0, 0, 255}));
+
+  absl::StatusOr<Image> grey =
+      DecodeImage(PngWithTrns(0, std::string("\x07\x80", 2), std::string("\x00\x07", 2)), kLimit);
+  ASSERT_TRUE(grey.ok()) << grey.status();
+  EXPECT_EQ(grey->channels, 1);
+  EXPECT_EQ(grey->pixels, (std::vector<uint8_t>{7, 128}));
+}
+
 TEST(ImageDecoderTest, ConvertsCmykJpegToRgb) {
   const uint8_t red_in_adobe_cmyk[4] = {255, 0, 0, 255};  // inverted: no cyan ink, no black
   absl::StatusOr<Image> image = DecodeImage(EncodeCmykJpeg(16, 16, red_in_adobe_cmyk), kLimit);

@@ -374,6 +374,52 @@ TEST(RecordFileTest, ReadAllDecodesEncodedRecords) {
   EXPECT_TRUE((*file)->ReadAll({}, 614).ok());
 }
 
+TEST(RecordFileTest, ReadAllOnSeveralThreadsGivesTheSameDataAndTheFirstError) {
+  test_util::TempDir dir;
+  const std::string path = dir.File("many.krf");
+  std::vector<std::string> jpegs;
+  {
+    auto writer = RecordFileWriter::Create(path);
+    ASSERT_TRUE(writer.ok());
+    for (int i = 0; i < 9; ++i) {
+      jpegs.push_back(test_util::EncodeJpeg(16 + i, 12, 3, i));
+      ASSERT_TRUE(
+          (*writer)->Append(i % 2, 12, 16 + i, 3, RecordEncoding::kJpeg, Bytes(jpegs.back())).ok());
+    }
+    ASSERT_TRUE((*writer)->Finish({"a", "b"}).ok());
+  }
+  auto file = RecordFile::Open(path);
+  ASSERT_TRUE(file.ok());
+  const auto one = (*file)->ReadAll({}, uint64_t{1} << 30, 1);
+  ASSERT_TRUE(one.ok()) << one.status();
+  for (int threads : {2, 3, 16}) {
+    const auto many = (*file)->ReadAll({}, uint64_t{1} << 30, threads);
+    ASSERT_TRUE(many.ok()) << many.status();
+    EXPECT_EQ(many->pixels, one->pixels) << threads;
+    ASSERT_EQ(many->records.size(), 9u);
+    EXPECT_EQ(many->records[8].offset, one->records[8].offset);
+  }
+
+  // Records 4 and 7 claim a shape their JPEG does not have: with the work
+  // split over threads, the error still names record 4.
+  const std::string bad = dir.File("bad.krf");
+  {
+    auto writer = RecordFileWriter::Create(bad);
+    ASSERT_TRUE(writer.ok());
+    for (int i = 0; i < 9; ++i) {
+      const int channels = i == 4 || i == 7 ? 1 : 3;
+      ASSERT_TRUE(
+          (*writer)->Append(0, 12, 16 + i, channels, RecordEncoding::kJpeg, Bytes(jpegs[i])).ok());
+    }
+    ASSERT_TRUE((*writer)->Finish({"a"}).ok());
+  }
+  for (int threads : {1, 2, 3}) {
+    const auto failed = (*RecordFile::Open(bad))->ReadAll({}, uint64_t{1} << 30, threads);
+    EXPECT_EQ(failed.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(failed.status().message(), HasSubstr("record 4 decodes to")) << threads;
+  }
+}
+
 TEST(RecordFileTest, ARecordThatDecodesToAnotherShapeIsDataLoss) {
   test_util::TempDir dir;
   const std::string jpeg = test_util::EncodeJpeg(16, 12, 3, 7);
@@ -425,6 +471,34 @@ TEST(RecordFileTest, FinishWithPicksListsThemInTheirOrderWithTheirLabels) {
   EXPECT_EQ((*file)->info(1).label, 0);
   EXPECT_EQ(AsString(*(*file)->Read(2)), "cccccc");
   EXPECT_EQ((*file)->info(2).label, 1);
+}
+
+TEST(RecordFileTest, CompactingKeepsTheIndexedRecordsAndDropsTheRest) {
+  test_util::TempDir dir;
+  const std::string path = dir.File("gappy.krf");
+  auto writer = RecordFileWriter::Create(path);
+  ASSERT_TRUE(writer.ok());
+  for (int i = 0; i < 4; ++i) {
+    const std::string pixels(5000, static_cast<char>('a' + i));
+    ASSERT_TRUE((*writer)->Append(0, 50, 100, 1, RecordEncoding::kRaw, Bytes(pixels)).ok());
+  }
+  const std::vector<RecordPick> picks = {{3, 1}, {1, 0}};
+  const absl::StatusOr<int64_t> gappy = (*writer)->Finish({"x", "y"}, picks);
+  ASSERT_TRUE(gappy.ok());
+  const absl::StatusOr<int64_t> compact = CompactRecordFile(path);
+  ASSERT_TRUE(compact.ok()) << compact.status();
+  EXPECT_EQ(*compact, FileSize(path));
+  EXPECT_LE(*compact, *gappy - 8192);  // two unused 5,000-byte records, page-padded
+  auto file = RecordFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ((*file)->size(), 2u);
+  EXPECT_EQ((*file)->class_names(), (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(AsString(*(*file)->Read(0)), std::string(5000, 'd'));
+  EXPECT_EQ((*file)->info(0).label, 1);
+  EXPECT_EQ(AsString(*(*file)->Read(1)), std::string(5000, 'b'));
+  EXPECT_EQ((*file)->info(1).label, 0);
+  EXPECT_EQ(FilesIn(dir.path()), (std::vector<std::string>{"gappy.krf"}));
+  EXPECT_TRUE(absl::IsNotFound(CompactRecordFile(dir.File("missing.krf")).status()));
 }
 
 TEST(RecordFileTest, FinishRefusesBadPicksAndLeavesNoFile) {
