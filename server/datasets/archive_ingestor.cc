@@ -75,6 +75,10 @@ absl::string_view PathComponent(const Candidate& c, int i) {
 constexpr double kCompactShare = 0.05;
 constexpr uint64_t kCompactMinBytes = uint64_t{16} << 20;
 
+// Entries with longer paths are ignored (listed cut to this length): every
+// image file's path is kept until the end of the archive.
+constexpr size_t kMaxPathBytes = 4096;
+
 // Zip archives start with a local file header, or with the end of central
 // directory record when they are empty.
 bool LooksLikeZip(const std::string& path) {
@@ -275,9 +279,17 @@ absl::Status ArchiveIngestor::ReadEntries(archive* a) {
     RETURN_IF_ERROR(ChargeFilters(a, last_path));
     const char* raw = archive_entry_pathname(entry);
     if (raw == nullptr) raw = archive_entry_pathname_utf8(entry);
-    const std::string raw_path = raw != nullptr ? raw : "";
-    last_path = raw_path;
+    std::string raw_path = raw != nullptr ? raw : "";
     const bool is_dir = archive_entry_filetype(entry) == AE_IFDIR;
+    if (raw_path.size() > kMaxPathBytes) {
+      raw_path.resize(kMaxPathBytes);
+      last_path = raw_path;
+      if (!is_dir)
+        ignored_.Add(absl::StrCat(raw_path, "... (path over ", kMaxPathBytes, " bytes)"));
+      RETURN_IF_ERROR(SkipEntry(a, raw_path));
+      continue;
+    }
+    last_path = raw_path;
 
     // Path checks. No path is ever used to write (images go into the record
     // file), but an absolute or ".." path is a sign of a malicious or broken
@@ -535,7 +547,8 @@ absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble(const std::string& record_
   records.reserve(total_images);
   digests.reserve(total_images);
   paths.reserve(total_images);
-  uint64_t decoded_bytes = 0;  // each term < 2^32 * 4, at most 5e6 of them: no overflow
+  // Each term was decoded and charged to the decode budget: the sum fits.
+  uint64_t decoded_bytes = 0;
   uint64_t used_bytes = 0;
   for (const auto& [class_name, indices] : classes.images) {
     const auto label = static_cast<int32_t>(class_names.size());
@@ -571,8 +584,17 @@ absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble(const std::string& record_
   // would keep many of their bytes is rewritten without them.
   if (stored.ok() && unused_bytes > kCompactMinBytes &&
       static_cast<double>(unused_bytes) > kCompactShare * static_cast<double>(used_bytes)) {
-    stored = CompactRecordFile(record_path);
-    if (!stored.ok()) std::remove(record_path.c_str());
+    // A compaction that fails (a full disk: it needs a second copy) leaves
+    // the complete file as it was.
+    const absl::StatusOr<int64_t> compacted = CompactRecordFile(record_path);
+    if (compacted.ok()) {
+      stored = compacted;
+    } else {
+      report->add_warnings(absl::StrCat("the stored file keeps ", unused_bytes,
+                                        " bytes of images outside the class folders (compacting "
+                                        "it failed: ",
+                                        compacted.status().message(), ")"));
+    }
   }
   if (!stored.ok()) {
     return absl::Status(stored.status().code(),

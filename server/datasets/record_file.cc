@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -396,15 +398,30 @@ absl::StatusOr<DecodedDataset> RecordFile::ReadAll(const DecodeLimits& limits,
   const auto workers = static_cast<uint64_t>(
       std::clamp<int64_t>(limits.budget != nullptr ? 1 : threads, 1, std::max<int64_t>(1, n)));
   std::vector<absl::Status> failed(workers);
+  // Decodes share `w`; an exception (out of memory) ends it as an error, so
+  // it never escapes a thread.
   auto decode_share = [&](uint64_t w) {
     for (uint64_t i = w * n / workers; i < (w + 1) * n / workers; ++i) {
-      failed[w] = DecodeInto(i, limits, out.pixels.data() + out.records[i].offset);
+      try {
+        failed[w] = DecodeInto(i, limits, out.pixels.data() + out.records[i].offset);
+      } catch (const std::exception& e) {
+        failed[w] = absl::ResourceExhaustedError(
+            absl::StrCat(path_, ": record ", i, ": cannot decode: ", e.what()));
+      }
       if (!failed[w].ok()) return;
     }
   };
+  // Shares whose thread cannot be started run on this one.
   std::vector<std::thread> pool;
-  for (uint64_t w = 1; w < workers; ++w) pool.emplace_back(decode_share, w);
-  decode_share(0);
+  std::vector<uint64_t> here = {0};
+  for (uint64_t w = 1; w < workers; ++w) {
+    try {
+      pool.emplace_back(decode_share, w);
+    } catch (const std::system_error&) {
+      here.push_back(w);
+    }
+  }
+  for (uint64_t w : here) decode_share(w);
   for (std::thread& t : pool) t.join();
   for (const absl::Status& st : failed) RETURN_IF_ERROR(st);
   return out;

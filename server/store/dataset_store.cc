@@ -28,6 +28,9 @@ using kaizen::v1::DatasetFormat;
 
 namespace {
 
+// Most threads that decode a dataset being loaded.
+constexpr unsigned kLoadThreads = 4;
+
 // Class names come from folder names (or the header, for IDX) and are sent
 // back by every Get and List: they must be printable UTF-8 of bounded size.
 // Report entries are file paths from the archive, kept for information, so
@@ -238,9 +241,11 @@ absl::StatusOr<datasets::DecodedDataset> DatasetStore::Load(const std::string& n
   // scan limit lowered since must not make a stored dataset unreadable.
   datasets::DecodeLimits limits;
   limits.max_jpeg_scans = std::numeric_limits<int>::max();
-  // A job starts by loading its data: every core decodes.
-  return file->ReadAll(limits, static_cast<uint64_t>(options_.max_loaded_bytes),
-                       static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  // A job starts by loading its data: up to kLoadThreads cores decode (each
+  // holds one decoded image besides the dataset).
+  return file->ReadAll(
+      limits, static_cast<uint64_t>(options_.max_loaded_bytes),
+      static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, kLoadThreads)));
 }
 
 }  // namespace kaizen::store
