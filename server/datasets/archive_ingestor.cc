@@ -186,8 +186,8 @@ class ArchiveIngestor {
   // Whether every usable entry shares one first path component, and which.
   bool single_top_ = true;
   std::string top_;
-  // Decoded images per depth, to stop early on a huge archive.
-  int64_t decoded_at_depth_[4] = {0, 0, 0, 0};
+  // Bytes appended to the record file, used by the dataset or not.
+  uint64_t appended_bytes_ = 0;
 };
 
 absl::StatusOr<v1::Dataset> ArchiveIngestor::Run(const std::string& archive_path,
@@ -336,16 +336,6 @@ absl::Status ArchiveIngestor::ReadEntries(archive* a) {
     candidate.path = path;
     candidate.depth = static_cast<int>(parts.size());
     RETURN_IF_ERROR(ReadCandidate(a, entry, &candidate));
-    if (candidate.status.ok()) {
-      const int64_t decoded = ++decoded_at_depth_[candidate.depth];
-      // Once the top-level layout is settled enough to know which depth is
-      // used, more images than allowed cannot become fewer.
-      const bool depth_in_use = (candidate.depth == 2) != single_top_;
-      if (decoded > options_.max_examples && depth_in_use) {
-        return Error(absl::StrCat("more than ", options_.max_examples, " images; the limit is ",
-                                  options_.max_examples));
-      }
-    }
     candidates_.push_back(std::move(candidate));
   }
   return absl::OkStatus();
@@ -429,6 +419,7 @@ absl::Status ArchiveIngestor::Store(absl::string_view bytes, const Image& image,
   }
   candidate->record = *record;
   candidate->stored_bytes = stored.size();
+  appended_bytes_ += stored.size();
   candidate->height = image.height;
   candidate->width = image.width;
   candidate->channels = image.channels;
@@ -534,9 +525,6 @@ absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble(const std::string& record_
   for (const auto& [class_name, indices] : classes.images) {
     total_images += static_cast<int64_t>(indices.size());
   }
-  if (total_images > options_.max_examples) {
-    return Error(absl::StrCat(total_images, " images; the limit is ", options_.max_examples));
-  }
   // The dataset's records: label by label, each class in path order.
   std::vector<std::string> class_names;
   std::vector<RecordPick> picks;
@@ -570,11 +558,7 @@ absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble(const std::string& record_
                      " bytes; a job holds at most ", options_.max_dataset_decoded_bytes,
                      " bytes of a dataset in memory (the server's --max_dataset_memory_mb)"));
   }
-  uint64_t unused_bytes = 0;
-  for (const Candidate& c : candidates_) {
-    if (c.status.ok()) unused_bytes += c.stored_bytes;
-  }
-  unused_bytes -= used_bytes;
+  const uint64_t unused_bytes = appended_bytes_ - used_bytes;
   ReportLeftOut(classes.failed, report);
   ReportDuplicateDigests(
       digests, [&](size_t i) { return *paths[i]; }, options_.max_listed, report);
