@@ -60,6 +60,16 @@ ABSL_FLAG(int64_t, max_dataset_examples, 5'000'000,
 ABSL_FLAG(int64_t, max_dataset_memory_mb, 16384,
           "Most decoded pixels, in MiB, a job or an evaluation holds a stored dataset in memory "
           "as; a larger one fails with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_job_image_memory_mb, 2048,
+          "Most MiB of images, converted to the model's input size, a fine-tuning job holds in "
+          "memory (training and validation images together); a larger dataset streams from its "
+          "record file every epoch, so a job's memory does not grow with its dataset. "
+          "STRATEGY_INCREMENTAL and tuning trials hold their data in memory.");
+ABSL_FLAG(int, loader_threads, 2,
+          "Threads that decode a streamed dataset's images for each job, apart from the "
+          "training threads.");
+ABSL_FLAG(int, prefetch_batches, 4,
+          "Batches a streamed dataset is decoded ahead of training, at most.");
 ABSL_FLAG(std::string, model_inspector, "",
           "The kaizen-model-inspector binary that checks uploaded models in a sandbox; "
           "empty = beside kaizen-server.");
@@ -205,6 +215,10 @@ void LimitsFromFlags(kaizen::api::KaizenServer::Options* options) {
   options->max_loaded_dataset_bytes =
       std::clamp<int64_t>(absl::GetFlag(FLAGS_max_dataset_memory_mb), 1, int64_t{1} << 23) << 20;
   options->max_jpeg_scans = std::max(1, absl::GetFlag(FLAGS_max_jpeg_scans));
+  options->job_data.max_image_memory_bytes =
+      std::clamp<int64_t>(absl::GetFlag(FLAGS_max_job_image_memory_mb), 0, int64_t{1} << 23) << 20;
+  options->job_data.loader_threads = std::clamp(absl::GetFlag(FLAGS_loader_threads), 1, 64);
+  options->job_data.prefetch_batches = std::clamp(absl::GetFlag(FLAGS_prefetch_batches), 1, 64);
   options->max_report_files = std::max(0, absl::GetFlag(FLAGS_max_report_files));
   kaizen::datasets::DecodeBudget::Options& upload_budget = options->upload_decode_budget;
   upload_budget.max_bytes = absl::GetFlag(FLAGS_max_decoded_mb) << 20;

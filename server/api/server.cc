@@ -344,6 +344,7 @@ void KaizenServer::StartJobs(int threads) {
   jmo.max_job_attempts = options_.max_job_attempts;
   jmo.preempt = options_.preempt;
   jmo.metrics = s.metrics.get();
+  jmo.data = options_.job_data;
   s.jobs = std::make_unique<jobs::JobManager>(jmo, s.job_store.get(), s.datasets.get(),
                                               s.models.get(), s.events.get());
   jobs::JobManager* job_manager = s.jobs.get();

@@ -16,6 +16,7 @@
 #include "server/auth/tls_files.h"
 #include "server/common/clock.h"
 #include "server/http/http_server.h"
+#include "server/jobs/job_manager.h"
 #include "server/jobs/model_evaluator.h"
 #include "server/metrics/metrics_http_server.h"
 #include "server/models/sandboxed_inspection.h"
@@ -70,6 +71,9 @@ class KaizenServer {
     // Most decoded pixel bytes a job or an evaluation holds a dataset in
     // memory as (a stored JPEG folder decodes to about 10x its size).
     int64_t max_loaded_dataset_bytes = int64_t{16} << 30;
+    // How a job reads its record-file datasets (--max_job_image_memory_mb,
+    // --loader_threads, --prefetch_batches).
+    jobs::JobDataOptions job_data;
     // Largest image accepted, width * height.
     int64_t max_image_pixels = 25'000'000;
     // Most scans in one progressive JPEG (uploads and Predict).

@@ -536,7 +536,6 @@ absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble(const std::string& record_
   digests.reserve(total_images);
   paths.reserve(total_images);
   // Each term was decoded and charged to the decode budget: the sum fits.
-  uint64_t decoded_bytes = 0;
   uint64_t used_bytes = 0;
   for (const auto& [class_name, indices] : classes.images) {
     const auto label = static_cast<int32_t>(class_names.size());
@@ -547,16 +546,8 @@ absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble(const std::string& record_
       records.push_back({label, c.height, c.width, c.channels, 0});
       digests.push_back(std::move(c.digest));
       paths.push_back(&c.path);
-      decoded_bytes += static_cast<uint64_t>(c.height) * c.width * c.channels;
       used_bytes += c.stored_bytes;
     }
-  }
-  if (options_.max_dataset_decoded_bytes > 0 &&
-      decoded_bytes > static_cast<uint64_t>(options_.max_dataset_decoded_bytes)) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(display_name_, ": the ", total_images, " images decode to ", decoded_bytes,
-                     " bytes; a job holds at most ", options_.max_dataset_decoded_bytes,
-                     " bytes of a dataset in memory (the server's --max_dataset_memory_mb)"));
   }
   const uint64_t unused_bytes = appended_bytes_ - used_bytes;
   ReportLeftOut(classes.failed, report);

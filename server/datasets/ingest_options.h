@@ -16,10 +16,6 @@ struct IngestOptions {
   // Most images accepted in one dataset (for an image folder: most image
   // files, decoded or not).
   int64_t max_examples = 5'000'000;
-  // Image folders: most bytes the dataset's images may decode to, all
-  // together, so that nothing is stored that a job could not hold in memory
-  // (0: no limit).
-  int64_t max_dataset_decoded_bytes = 0;
   // Cap on listed failed files / duplicates / ignored files in the report
   // (all are counted; only this many are kept in memory and listed).
   int max_listed = 100;

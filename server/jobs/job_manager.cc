@@ -1175,10 +1175,30 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
 
 absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   const kaizen::v1::StartFineTuneRequest& req = job->request();
-  ASSIGN_OR_RETURN(datasets::DecodedDataset train, datasets_->Load(req.dataset()));
+  const bool incremental = req.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
+  const std::string& validation_name = req.hyperparameters().validation().dataset();
+  // Tuning comes before the first checkpoint: a job with a version has
+  // finished it.
+  const bool tuning =
+      req.tuning().max_trials() > 0 && !job->tuning().done() && job->latest_version() == 0;
+  // Record files are read by the trainer itself, in memory or streamed (see
+  // JobDataOptions). INCREMENTAL (which merges class lists and memories) and
+  // tuning trials take decoded datasets, as do .kds data directories.
+  training::TrainingData data;
+  if (!incremental && !tuning) {
+    ASSIGN_OR_RETURN(data.train_file, datasets_->OpenRecordFile(req.dataset()));
+    if (data.train_file != nullptr && !validation_name.empty()) {
+      ASSIGN_OR_RETURN(data.validation_file, datasets_->OpenRecordFile(validation_name));
+      if (data.validation_file == nullptr) data.train_file = nullptr;
+    }
+  }
+  datasets::DecodedDataset train;
   std::optional<datasets::DecodedDataset> validation;
-  if (!req.hyperparameters().validation().dataset().empty()) {
-    ASSIGN_OR_RETURN(validation, datasets_->Load(req.hyperparameters().validation().dataset()));
+  if (data.train_file == nullptr) {
+    ASSIGN_OR_RETURN(train, datasets_->Load(req.dataset()));
+    if (!validation_name.empty()) {
+      ASSIGN_OR_RETURN(validation, datasets_->Load(validation_name));
+    }
   }
   ASSIGN_OR_RETURN(kaizen::v1::Dataset dataset_info, datasets_->Get(req.dataset()));
 
@@ -1186,7 +1206,14 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   opts.strategy = req.strategy();
   opts.hyperparameters = job->resolved_hyperparameters();
   opts.device = torch::Device(job->device());
-  const bool incremental = req.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
+  opts.max_image_memory_bytes = options_.data.max_image_memory_bytes;
+  opts.loader_threads = options_.data.loader_threads;
+  opts.prefetch_batches = options_.data.prefetch_batches;
+  // Stored records were decoded once under the upload limits; each is held
+  // to its index entry's pixel count, and a scan limit lowered since must
+  // not make stored data unreadable (as DatasetStore::Load).
+  opts.decode_limits.max_pixels = std::numeric_limits<int64_t>::max();
+  opts.decode_limits.max_jpeg_scans = std::numeric_limits<int>::max();
   if (job->latest_version() > 0) {
     RETURN_IF_ERROR(LoadCheckpointToResume(job, &opts));
   } else if (incremental) {
@@ -1208,16 +1235,15 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
     RETURN_IF_ERROR(
         LoadIncremental(job, job->latest_version() > 0, &opts, &train, &validation, &memories));
   }
-  training::TrainingData data;
-  data.train = &train;
-  data.validation = validation ? &*validation : nullptr;
+  if (data.train_file == nullptr) {
+    data.train = &train;
+    data.validation = validation ? &*validation : nullptr;
+  }
   training::Callbacks cb;
   cb.should_stop = [&] {
     return running->cancel.load() || running->pause.load() || shutting_down_.load();
   };
-  // Tuning comes before the first checkpoint: a job with a version has
-  // finished it.
-  if (req.tuning().max_trials() > 0 && !job->tuning().done() && job->latest_version() == 0) {
+  if (tuning) {
     ASSIGN_OR_RETURN(const bool tuned, TuneJob(job, opts, train, data.validation, cb.should_stop));
     if (!tuned) {
       *stopped = true;

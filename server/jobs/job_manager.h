@@ -33,6 +33,15 @@ struct TrainResult;
 
 namespace kaizen::jobs {
 
+// How a job reads a dataset stored as a record file
+// (training::TrainerOptions): converted into memory up to
+// max_image_memory_bytes, streamed from disk beyond.
+struct JobDataOptions {
+  int64_t max_image_memory_bytes = int64_t{2} << 30;
+  int loader_threads = 2;
+  int prefetch_batches = 4;
+};
+
 class JobManager {
  public:
   struct Options {
@@ -56,6 +65,7 @@ class JobManager {
     // Where training progress, checkpoints and job outcomes are recorded;
     // nullptr records nothing. Must outlive the manager.
     metrics::Metrics* metrics = nullptr;
+    JobDataOptions data;
     // Evaluates the final versions of jobs that name a test dataset; without
     // one such jobs are refused.
     ModelEvaluator* evaluator = nullptr;

@@ -136,7 +136,6 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
   io.max_jpeg_scans = store_->options_.max_jpeg_scans;
   io.max_listed = store_->options_.max_report_files;
   io.budget = store_->options_.decode_budget;
-  io.max_dataset_decoded_bytes = store_->options_.max_loaded_bytes;
   io.max_examples = store_->options_.max_examples;
   // An IDX upload is held in memory while it is ingested; an image folder
   // streams into its record file.
@@ -228,6 +227,15 @@ absl::Status DatasetStore::Delete(const std::string& name) {
   std::filesystem::remove(options_.data_dir + "/" + row.file, ec);
   common::LogInfo("dataset deleted", {{"dataset", name}});
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const datasets::RecordFile>> DatasetStore::OpenRecordFile(
+    const std::string& name) {
+  ASSIGN_OR_RETURN(DatasetRow row, metadata_->GetDataset(name));
+  if (absl::EndsWith(row.file, ".kds")) return nullptr;
+  ASSIGN_OR_RETURN(std::unique_ptr<datasets::RecordFile> file,
+                   datasets::RecordFile::Open(options_.data_dir + "/" + row.file));
+  return std::shared_ptr<const datasets::RecordFile>(std::move(file));
 }
 
 absl::StatusOr<datasets::DecodedDataset> DatasetStore::Load(const std::string& name) {

@@ -13,6 +13,7 @@
 #include "kaizen/v1/dataset_service.pb.h"
 #include "server/datasets/dataset_file.h"
 #include "server/datasets/decode_budget.h"
+#include "server/datasets/record_file.h"
 #include "server/store/metadata_store.h"
 #include "server/store/upload_receiver.h"
 
@@ -72,6 +73,10 @@ class DatasetStore {
   // record file (.krf, datasets/record_file.h), or from the .kds file of a
   // data directory written before record files.
   absl::StatusOr<datasets::DecodedDataset> Load(const std::string& name);
+  // The dataset's record file, memory-mapped (for jobs that stream it), or
+  // nullptr for a .kds data directory, which only Load reads.
+  absl::StatusOr<std::shared_ptr<const datasets::RecordFile>> OpenRecordFile(
+      const std::string& name);
 
   // Answers whether a queued or running job uses a name; Delete refuses
   // (FAILED_PRECONDITION) while it does.

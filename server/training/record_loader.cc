@@ -64,8 +64,12 @@ std::vector<std::vector<int64_t>> RecordLoader::EpochRecords(int32_t epoch) cons
   return batches;
 }
 
-void RecordLoader::StartEpoch(int32_t epoch) {
-  std::vector<std::vector<int64_t>> batches = EpochRecords(epoch);
+void RecordLoader::StartEpoch(int32_t epoch) { Start(sampler_.EpochBatches(epoch)); }
+
+void RecordLoader::Start(std::vector<std::vector<int64_t>> batches) {
+  for (std::vector<int64_t>& batch : batches) {
+    for (int64_t& i : batch) i = records_.at(static_cast<size_t>(i));
+  }
   absl::MutexLock lock(&mu_);
   ++generation_;
   batches_ = std::move(batches);
@@ -149,12 +153,24 @@ absl::StatusOr<ImageSet> RecordLoader::Load(const std::vector<int64_t>& batch) c
       imaging::ConvertImage(bytes.data(), info.height, info.width, info.channels, C, H, W, dst);
       continue;
     }
+    // A record decodes to the shape its index entry gives, and to no more
+    // pixels than that.
+    datasets::DecodeLimits limits = options_.decode_limits;
+    limits.max_pixels = std::min<int64_t>(
+        limits.max_pixels, static_cast<int64_t>(info.height) * static_cast<int64_t>(info.width));
     absl::StatusOr<datasets::Image> image = datasets::DecodeImage(
-        absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
-        options_.decode_limits);
+        absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), limits);
     if (!image.ok()) {
       return absl::Status(image.status().code(), absl::StrCat(file_->path(), ": record ", i, ": ",
                                                               image.status().message()));
+    }
+    if (image->height != static_cast<int>(info.height) ||
+        image->width != static_cast<int>(info.width) ||
+        image->channels != static_cast<int>(info.channels)) {
+      return absl::DataLossError(absl::StrFormat(
+          "%s: record %d decodes to %dx%dx%d, not the %dx%dx%d its index entry gives",
+          file_->path(), i, image->height, image->width, image->channels, info.height, info.width,
+          info.channels));
     }
     imaging::ConvertImage(image->pixels.data(), image->height, image->width, image->channels, C, H,
                           W, dst);

@@ -59,12 +59,18 @@ class RecordLoader {
   RecordLoader& operator=(const RecordLoader&) = delete;
 
   int64_t batches_per_epoch() const { return sampler_.batches_per_epoch(); }
+  int64_t size() const { return static_cast<int64_t>(records_.size()); }
 
   // Starts epoch `epoch` (0-based): its order is BatchSampler's for the
   // seed and epoch, so a resumed job sees the same batches. Abandons the
-  // epoch in progress.
+  // pass in progress.
   void StartEpoch(int32_t epoch);
-  // The epoch's next batch (uint8 [B, C, H, W] and labels), or nullopt after
+  // Starts a pass over `batches` in order instead, each a list of positions
+  // in `records` (in range: the caller's own rows), e.g. an evaluation in
+  // sequential ranges or the rest of an epoch being resumed. Abandons the
+  // pass in progress.
+  void Start(std::vector<std::vector<int64_t>> batches);
+  // The pass's next batch (uint8 [B, C, H, W] and labels), or nullopt after
   // its last. DataLoss for a damaged record, InvalidArgument (naming the
   // record) for one that does not decode, ResourceExhausted when memory ran
   // out; the epoch ends there.
@@ -87,7 +93,7 @@ class RecordLoader {
   const BatchSampler sampler_;
 
   absl::Mutex mu_;
-  // The epoch being served; a worker's result for an older one is dropped.
+  // The pass being served; a worker's result for an older one is dropped.
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::vector<int64_t>> batches_ ABSL_GUARDED_BY(mu_);
   size_t next_to_load_ ABSL_GUARDED_BY(mu_) = 0;

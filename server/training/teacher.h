@@ -60,6 +60,9 @@ class TeacherLogitCache {
   // `images`: uint8 [N, C, H, W] at the student's input shape (kept by
   // reference count, not copied). `teacher` must outlive the cache.
   TeacherLogitCache(Teacher* teacher, torch::Tensor images, int64_t batch_size = 256);
+  // Logits the caller computed (float32 [N, K]), e.g. over streamed images.
+  explicit TeacherLogitCache(torch::Tensor logits)
+      : teacher_(nullptr), batch_size_(1), logits_(std::move(logits)) {}
 
   // The cached logits of rows `indices` (int64 [B] on the images' device).
   torch::Tensor Rows(const torch::Tensor& indices);

@@ -12,6 +12,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -36,6 +37,7 @@
 #include "server/training/freezing.h"
 #include "server/training/head.h"
 #include "server/training/image_set.h"
+#include "server/training/image_source.h"
 #include "server/training/loss.h"
 #include "server/training/lr_schedule.h"
 #include "server/training/optimizer_factory.h"
@@ -182,13 +184,19 @@ class Trainer {
   absl::Status CheckInputs();
   absl::Status BuildModel();
   absl::Status BuildData();
+  // Record-file data: the sources for training rows `train_rows` (and
+  // validation rows `val_rows`) of the training file, in memory or streamed.
+  absl::Status BuildRecordSources(const std::vector<int64_t>& shape,
+                                  std::vector<int64_t> train_rows, std::vector<int64_t> val_rows);
   absl::Status BuildOptimizer();
-  // The split into training and validation images; a split that would leave
-  // a class too few training images is dropped, with a note.
-  absl::Status SplitValidation(ImageSet all);
+  // The split of rows with `labels` into training and validation rows; a
+  // split that would leave a class too few training images is dropped, with
+  // a note (all rows train).
+  absl::Status SplitValidation(const std::vector<int32_t>& labels, std::vector<int64_t>* train_rows,
+                               std::vector<int64_t>* val_rows);
   void BuildFeatureCache();
   // The backbone's features of every image of `set`, in eval mode.
-  torch::Tensor AllFeatures(const ImageSet& set);
+  torch::Tensor AllFeatures(ImageSource& set);
   // FEATURE_EXTRACTION: the mean and std of the training features, which the
   // head's input is standardised with (and the checkpoint's head folds in).
   void SetFeatureStandardization(const torch::Tensor& train_features);
@@ -227,13 +235,13 @@ class Trainer {
   // The student's logits for training rows `idx` (augmented when
   // augmentation is on) and, for DISTILL, the teacher's on the same images
   // in `*teacher_logits`.
-  torch::Tensor TrainLogits(const torch::Tensor& idx, bool use_cache, at::Generator& gen,
-                            torch::Tensor* teacher_logits);
+  torch::Tensor TrainLogits(const std::vector<int64_t>& batch, const torch::Tensor& idx,
+                            bool use_cache, at::Generator& gen, torch::Tensor* teacher_logits);
   // DISTILL: the teacher on the student's input, and its logit cache when
   // the training images never change (no augmentation).
   absl::Status BuildTeacher();
   // DISTILL: the teacher's accuracy on the validation images.
-  double TeacherAccuracy(const ImageSet& set);
+  double TeacherAccuracy(ImageSource& set);
   // INCREMENTAL with rehearsal: the old memory (replayed with the training
   // images, class-balanced) and the new one (stored with every checkpoint).
   absl::Status BuildRehearsal();
@@ -244,7 +252,7 @@ class Trainer {
   torch::Tensor PreviousFeatures(const ImageSet& set);
   // INCREMENTAL: the previous model's accuracy on the validation images.
   void ScorePrevious(TrainResult* result);
-  Evaluation Evaluate(const ImageSet& set, const torch::Tensor& cached_features);
+  Evaluation Evaluate(ImageSource& set, const torch::Tensor& cached_features);
   void SetLearningRates(double factor);
   void ClearGradients();
   // Returns false when the step was skipped (FP16 overflow).
@@ -280,8 +288,8 @@ class Trainer {
   std::vector<double> base_lrs_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
 
-  ImageSet train_;
-  ImageSet val_;
+  ImageSource train_;
+  ImageSource val_;
   std::optional<imaging::Normalizer> normalizer_;
   std::optional<Augmenter> augmenter_;
   std::optional<BatchSampler> sampler_;
@@ -320,15 +328,19 @@ class Trainer {
 
 absl::Status Trainer::CheckInputs() {
   RETURN_IF_ERROR(CheckStrategyAvailable(options_.strategy));
-  if (data_.train == nullptr || data_.train->records.empty()) {
+  const bool in_memory = data_.train != nullptr;
+  if (in_memory ? data_.train->records.empty()
+                : data_.train_file == nullptr || data_.train_file->size() == 0) {
     return absl::InvalidArgumentError("the training dataset has no images");
   }
-  class_names_ = data_.train->class_names;
+  class_names_ = in_memory ? data_.train->class_names : data_.train_file->class_names();
   num_classes_ = static_cast<int64_t>(class_names_.size());
   if (num_classes_ < 2) {
     return absl::InvalidArgumentError("the training dataset needs at least two classes");
   }
-  if (data_.validation != nullptr && data_.validation->class_names != class_names_) {
+  if ((data_.validation != nullptr && data_.validation->class_names != class_names_) ||
+      (!in_memory && data_.validation_file != nullptr &&
+       data_.validation_file->class_names() != class_names_)) {
     return absl::InvalidArgumentError(
         "the validation dataset's class names differ from the training dataset's");
   }
@@ -355,7 +367,8 @@ absl::Status Trainer::CheckInputs() {
     return absl::InvalidArgumentError(
         "hyperparameters must be resolved (epochs, batch_size, learning_rate > 0)");
   }
-  const bool has_validation = data_.validation != nullptr || hp_.validation().split() > 0;
+  const bool has_validation = data_.validation != nullptr || data_.validation_file != nullptr ||
+                              hp_.validation().split() > 0;
   if (hp_.early_stopping().enabled() && !has_validation) {
     return absl::InvalidArgumentError(
         "hyperparameters.early_stopping needs validation data: set validation.split or "
@@ -486,26 +499,88 @@ absl::Status Trainer::RestoreFeatureStandardization(const std::string& bytes) {
 absl::Status Trainer::BuildData() {
   const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
                                    base_metadata_.input_shape().end());
-  ASSIGN_OR_RETURN(ImageSet all, ConvertDataset(*data_.train, shape));
-  if (data_.validation != nullptr) {
-    ASSIGN_OR_RETURN(val_, ConvertDataset(*data_.validation, shape));
-    train_ = std::move(all);
-  } else if (hp_.validation().split() > 0) {
-    RETURN_IF_ERROR(SplitValidation(std::move(all)));
+  std::vector<int32_t> labels;
+  if (data_.train != nullptr) {
+    labels.reserve(data_.train->records.size());
+    for (const auto& r : data_.train->records) labels.push_back(r.label);
   } else {
-    train_ = std::move(all);
+    labels.reserve(data_.train_file->size());
+    for (uint64_t i = 0; i < data_.train_file->size(); ++i) {
+      labels.push_back(data_.train_file->info(i).label);
+    }
   }
-  train_.images = train_.images.to(device_);
-  train_.labels = train_.labels.to(device_);
-  if (val_.size() > 0) {
-    val_.images = val_.images.to(device_);
-    val_.labels = val_.labels.to(device_);
+  std::vector<int64_t> train_rows(labels.size()), val_rows;
+  std::iota(train_rows.begin(), train_rows.end(), 0);
+  const bool separate_validation = data_.validation != nullptr || data_.validation_file != nullptr;
+  if (!separate_validation && hp_.validation().split() > 0) {
+    RETURN_IF_ERROR(SplitValidation(labels, &train_rows, &val_rows));
+  }
+  if (data_.train != nullptr) {
+    ASSIGN_OR_RETURN(ImageSet all, ConvertDataset(*data_.train, shape));
+    ImageSet val;
+    if (data_.validation != nullptr) {
+      ASSIGN_OR_RETURN(val, ConvertDataset(*data_.validation, shape));
+    } else if (!val_rows.empty()) {
+      val = Subset(all, val_rows);
+    }
+    ImageSet train = train_rows.size() == labels.size() ? std::move(all) : Subset(all, train_rows);
+    train_ = ImageSource(std::move(train), device_);
+    val_ = ImageSource(std::move(val), device_);
+  } else {
+    RETURN_IF_ERROR(BuildRecordSources(shape, std::move(train_rows), std::move(val_rows)));
   }
   normalizer_.emplace(base_metadata_.normalization(), shape[0], device_);
   RETURN_IF_ERROR(BuildRehearsal());
   augmenter_.emplace(hp_.augmentation());
   sampler_.emplace(train_.size(), hp_.batch_size(), hp_.drop_last_fraction(), hp_.seed());
   schedule_.emplace(hp_.schedule(), sampler_->batches_per_epoch(), hp_.epochs());
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::BuildRecordSources(const std::vector<int64_t>& shape,
+                                         std::vector<int64_t> train_rows,
+                                         std::vector<int64_t> val_rows) {
+  std::shared_ptr<const datasets::RecordFile> val_file = data_.train_file;
+  if (data_.validation_file != nullptr) {
+    val_file = data_.validation_file;
+    val_rows.resize(data_.validation_file->size());
+    std::iota(val_rows.begin(), val_rows.end(), 0);
+  }
+  // Far below any overflow: record counts are capped at 2^28 and the shape
+  // at what a model file may declare.
+  const int64_t per_image = shape[0] * shape[1] * shape[2];
+  const auto images = static_cast<int64_t>(train_rows.size() + val_rows.size());
+  const bool stream = per_image * images > options_.max_image_memory_bytes;
+  if (stream && options_.incremental) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "STRATEGY_INCREMENTAL holds its images in memory: the %d images convert to %d MiB at the "
+        "model's input %dx%dx%d, more than the %d MiB a job may hold "
+        "(--max_job_image_memory_mb)",
+        images, per_image * images >> 20, shape[0], shape[1], shape[2],
+        options_.max_image_memory_bytes >> 20));
+  }
+  RecordLoader::Options loader;
+  loader.input_shape = shape;
+  loader.batch_size = hp_.batch_size();
+  loader.drop_last_fraction = hp_.drop_last_fraction();
+  loader.seed = hp_.seed();
+  loader.threads = options_.loader_threads;
+  loader.prefetch_batches = options_.prefetch_batches;
+  loader.decode_limits = options_.decode_limits;
+  const auto make = stream ? &ImageSource::Streamed : &ImageSource::Load;
+  ASSIGN_OR_RETURN(train_, make(data_.train_file, std::move(train_rows), loader, device_));
+  if (!val_rows.empty()) {
+    ASSIGN_OR_RETURN(val_, make(val_file, std::move(val_rows), loader, device_));
+  }
+  if (stream) {
+    Note(absl::StrFormat(
+        "data: the %d images convert to %d MiB at the model's input %dx%dx%d, more than the %d "
+        "MiB a job may hold (--max_job_image_memory_mb), so they stream from the dataset's record "
+        "file, decoded on %d threads up to %d batches ahead of training",
+        images, per_image * images >> 20, shape[0], shape[1], shape[2],
+        options_.max_image_memory_bytes >> 20, std::max(1, options_.loader_threads),
+        std::max(1, options_.prefetch_batches)));
+  }
   return absl::OkStatus();
 }
 
@@ -605,7 +680,8 @@ absl::Status Trainer::BuildRehearsal() {
     const std::vector<int64_t> kept = MemoryClassCounts(*next);
     for (int64_t c = 0; c < num_classes_; ++c) {
       if (kept[c] > 0) continue;
-      const ImageSet of_class = Subset(train_, RowsOfClass(train_, c));
+      const ImageSet& train = *train_.in_memory();
+      const ImageSet of_class = Subset(train, RowsOfClass(train, c));
       if (of_class.size() == 0) continue;
       AppendExemplars(Subset(of_class, ExemplarOrder(of_class, per_class, c)).images,
                       static_cast<int32_t>(c), next.get());
@@ -618,7 +694,7 @@ absl::Status Trainer::BuildRehearsal() {
   // classes, so that an old class weighs about as much per epoch as a new.
   std::vector<int64_t> new_counts(num_classes_, 0);
   {
-    const torch::Tensor labels = train_.labels.cpu();
+    const torch::Tensor labels = train_.labels().cpu();
     const int64_t* l = labels.data_ptr<int64_t>();
     for (int64_t i = 0; i < train_.size(); ++i) ++new_counts[l[i]];
   }
@@ -655,7 +731,8 @@ absl::Status Trainer::BuildRehearsal() {
   replayed_ = static_cast<int64_t>(replay.size());
   if (!replay.empty()) {
     const ImageSet replay_set = Subset(old_set, replay);
-    train_ = Concat(train_, ImageSet{replay_set.images.to(device_), replay_set.labels.to(device_)});
+    train_.Reset(Concat(*train_.in_memory(),
+                        ImageSet{replay_set.images.to(device_), replay_set.labels.to(device_)}));
   }
   Note(absl::StrFormat(
       "rehearsal: %d exemplars of %d old classes replayed as %d training images per epoch "
@@ -678,11 +755,12 @@ void Trainer::ScorePrevious(TrainResult* result) {
   if (!prev.ok()) return;
   Teacher* model = teacher_ ? teacher_.get() : prev->get();
   int64_t correct[2] = {0, 0}, seen[2] = {0, 0};
+  val_.BeginRanges(kInferenceBatch);
   for (int64_t begin = 0; begin < val_.size(); begin += kInferenceBatch) {
     const int64_t n = std::min(kInferenceBatch, val_.size() - begin);
     const torch::Tensor pred =
-        model->Logits(imaging::Normalizer::ToUnit(val_.images.narrow(0, begin, n))).argmax(1).cpu();
-    const torch::Tensor labels = val_.labels.narrow(0, begin, n).cpu();
+        model->Logits(imaging::Normalizer::ToUnit(val_.Range(begin, n))).argmax(1).cpu();
+    const torch::Tensor labels = val_.labels().narrow(0, begin, n).cpu();
     for (int64_t i = 0; i < n; ++i) {
       const int64_t label = labels[i].item<int64_t>();
       const int which = label < old_classes_ ? 0 : 1;
@@ -721,25 +799,37 @@ absl::Status Trainer::BuildTeacher() {
   const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
                                    base_metadata_.input_shape().end());
   ASSIGN_OR_RETURN(teacher_, Teacher::Create(*module, *metadata, shape, classes, device_));
-  if (!augmenter_->active()) teacher_cache_.emplace(teacher_.get(), train_.images);
+  if (augmenter_->active()) return absl::OkStatus();
+  if (!train_.streamed()) {
+    teacher_cache_.emplace(teacher_.get(), train_.in_memory()->images);
+    return absl::OkStatus();
+  }
+  // Streamed: one pass now, rather than a decode of every image per epoch.
+  where_ = "teacher logit caching";
+  std::vector<torch::Tensor> chunks;
+  train_.BeginRanges(kInferenceBatch);
+  for (int64_t begin = 0; begin < train_.size(); begin += kInferenceBatch) {
+    const int64_t n = std::min(kInferenceBatch, train_.size() - begin);
+    chunks.push_back(teacher_->Logits(imaging::Normalizer::ToUnit(train_.Range(begin, n))));
+  }
+  teacher_cache_.emplace(torch::cat(chunks));
   return absl::OkStatus();
 }
 
-double Trainer::TeacherAccuracy(const ImageSet& set) {
+double Trainer::TeacherAccuracy(ImageSource& set) {
   int64_t correct = 0;
+  set.BeginRanges(kInferenceBatch);
   for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
     const int64_t n = std::min(kInferenceBatch, set.size() - begin);
-    const torch::Tensor logits =
-        teacher_->Logits(imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n)));
-    correct += logits.argmax(1).eq(set.labels.narrow(0, begin, n)).sum().item<int64_t>();
+    const torch::Tensor logits = teacher_->Logits(imaging::Normalizer::ToUnit(set.Range(begin, n)));
+    correct += logits.argmax(1).eq(set.labels().narrow(0, begin, n)).sum().item<int64_t>();
   }
   return set.size() > 0 ? static_cast<double>(correct) / static_cast<double>(set.size()) : 0;
 }
 
-absl::Status Trainer::SplitValidation(ImageSet all) {
-  std::vector<int32_t> labels;
-  labels.reserve(data_.train->records.size());
-  for (const auto& r : data_.train->records) labels.push_back(r.label);
+absl::Status Trainer::SplitValidation(const std::vector<int32_t>& labels,
+                                      std::vector<int64_t>* train_rows,
+                                      std::vector<int64_t>* val_rows) {
   const double split = hp_.validation().split();
   auto [train_idx, val_idx] =
       StratifiedSplit(labels, split, DeriveSeed(hp_.seed(), kSplitStream, 0));
@@ -756,24 +846,24 @@ absl::Status Trainer::SplitValidation(ImageSet all) {
     if (present[c] > 0 && (fewest < 0 || per_class[c] < fewest)) fewest = per_class[c];
   }
   if (fewest >= kMinTrainImagesPerClass) {
-    train_ = Subset(all, train_idx);
-    if (!val_idx.empty()) val_ = Subset(all, val_idx);
+    *train_rows = std::move(train_idx);
+    *val_rows = std::move(val_idx);
     return absl::OkStatus();
   }
   const bool early_stopping = hp_.early_stopping().enabled();
+  const auto all = static_cast<int64_t>(labels.size());
   Note(absl::StrFormat(
       "validation: a %g split would leave a class %d training images (fewer than %d), so this "
       "job trains on all %d images without validation%s for its %d epochs (%d optimiser steps); "
       "the best checkpoint is the one with the lowest train_loss. For a validation metric on "
       "so little data, upload a separate validation dataset (validation.dataset)",
-      split, fewest, kMinTrainImagesPerClass, all.size(),
+      split, fewest, kMinTrainImagesPerClass, all,
       early_stopping ? " and without early stopping" : "", hp_.epochs(),
-      BatchSampler(all.size(), hp_.batch_size(), hp_.drop_last_fraction(), hp_.seed())
+      BatchSampler(all, hp_.batch_size(), hp_.drop_last_fraction(), hp_.seed())
               .batches_per_epoch() *
           hp_.epochs()));
   hp_.mutable_validation()->set_split(0);
   hp_.mutable_early_stopping()->set_enabled(false);
-  train_ = std::move(all);
   return absl::OkStatus();
 }
 
@@ -798,13 +888,14 @@ torch::Tensor Trainer::Features(const torch::Tensor& unit_images) {
   return split_.backbone.forward({x}).toTensor().to(torch::kFloat);
 }
 
-torch::Tensor Trainer::AllFeatures(const ImageSet& set) {
+torch::Tensor Trainer::AllFeatures(ImageSource& set) {
   torch::NoGradGuard no_grad;
   split_.backbone.eval();
   std::vector<torch::Tensor> chunks;
+  set.BeginRanges(kInferenceBatch);
   for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
     const int64_t n = std::min(kInferenceBatch, set.size() - begin);
-    chunks.push_back(Features(imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n))));
+    chunks.push_back(Features(imaging::Normalizer::ToUnit(set.Range(begin, n))));
   }
   return chunks.empty() ? torch::Tensor() : torch::cat(chunks);
 }
@@ -846,7 +937,8 @@ torch::Tensor Trainer::HeadInput(const torch::Tensor& features) const {
   return (features - feature_mean_) / feature_std_;
 }
 
-torch::Tensor Trainer::TrainLogits(const torch::Tensor& idx, bool use_cache, at::Generator& gen,
+torch::Tensor Trainer::TrainLogits(const std::vector<int64_t>& batch, const torch::Tensor& idx,
+                                   bool use_cache, at::Generator& gen,
                                    torch::Tensor* teacher_logits) {
   // The feature cache implies no augmentation, so the teacher's logits are
   // cached too.
@@ -855,7 +947,7 @@ torch::Tensor Trainer::TrainLogits(const torch::Tensor& idx, bool use_cache, at:
     AutocastScope autocast(amp_, amp_dtype_);
     return split_.head.forward({train_features_.index_select(0, idx)}).toTensor();
   }
-  torch::Tensor x = imaging::Normalizer::ToUnit(train_.images.index_select(0, idx));
+  torch::Tensor x = imaging::Normalizer::ToUnit(train_.Rows(batch));
   if (augmenter_->active()) x = augmenter_->Apply(x, gen);
   // The teacher sees the very images the student does, augmentation and all.
   if (teacher_ && !teacher_cache_) *teacher_logits = teacher_->Logits(x);
@@ -871,7 +963,7 @@ torch::Tensor Trainer::TrainLogits(const torch::Tensor& idx, bool use_cache, at:
   return split_.head.forward({features}).toTensor();
 }
 
-Evaluation Trainer::Evaluate(const ImageSet& set, const torch::Tensor& cached_features) {
+Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_features) {
   torch::NoGradGuard no_grad;
   split_.backbone.eval();
   split_.head.eval();
@@ -880,23 +972,24 @@ Evaluation Trainer::Evaluate(const ImageSet& set, const torch::Tensor& cached_fe
   e.total.assign(num_classes_, 0);
   double loss_sum = 0;
   std::vector<torch::Tensor> predictions;
+  if (!cached_features.defined()) set.BeginRanges(kInferenceBatch);
   for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
     const int64_t n = std::min(kInferenceBatch, set.size() - begin);
     torch::Tensor features =
         cached_features.defined()
             ? cached_features.narrow(0, begin, n)
-            : HeadInput(Features(imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n))));
+            : HeadInput(Features(imaging::Normalizer::ToUnit(set.Range(begin, n))));
     torch::Tensor logits;
     {
       AutocastScope autocast(amp_, amp_dtype_);
       logits = split_.head.forward({features}).toTensor();
     }
-    loss_sum += SmoothedCrossEntropy(logits, set.labels.narrow(0, begin, n), 0.0).item<double>() *
+    loss_sum += SmoothedCrossEntropy(logits, set.labels().narrow(0, begin, n), 0.0).item<double>() *
                 static_cast<double>(n);
     predictions.push_back(logits.argmax(1));
   }
   const torch::Tensor pred = torch::cat(predictions).cpu();
-  const torch::Tensor labels = set.labels.cpu();
+  const torch::Tensor labels = set.labels().cpu();
   const int64_t* p = pred.data_ptr<int64_t>();
   const int64_t* l = labels.data_ptr<int64_t>();
   int64_t correct = 0;
@@ -1080,6 +1173,9 @@ void Trainer::ResumeWithinEpoch(const EpochPosition& at, EpochRun* run) {
 
 absl::StatusOr<bool> Trainer::RunSteps(EpochRun* run) {
   const std::vector<std::vector<int64_t>> batches = sampler_->EpochBatches(run->epoch);
+  if (!run->use_cache) {
+    train_.Begin({batches.begin() + run->first_batch, batches.end()});
+  }
   for (int64_t b = run->first_batch; b < static_cast<int64_t>(batches.size()); ++b) {
     const int64_t global_step = run->epoch * steps_per_epoch_ + b;
     where_ = absl::StrCat("epoch ", run->epoch + 1, " step ", b + 1);
@@ -1144,20 +1240,28 @@ absl::StatusOr<int> Trainer::RecalibrateBatchNorm(torch::jit::Module backbone,
   // is larger than the sample, so that every class is in it.
   const int64_t batches = (n + kInferenceBatch - 1) / kInferenceBatch;
   const bool amp = amp_ && device.is_cuda();
+  std::vector<std::vector<int64_t>> rows(batches);
+  for (int64_t b = 0; b < batches; ++b) {
+    for (int64_t i = b * n / batches; i < (b + 1) * n / batches; ++i) {
+      rows[b].push_back(i * total / n);
+    }
+  }
+  // Batch 0 runs twice (see RecalibrateBatchNorm), read once.
+  train_.Begin(rows);
+  torch::Tensor first;
   auto run_batch = [&](int64_t b) -> int64_t {
-    const int64_t begin = b * n / batches;
-    const int64_t end = (b + 1) * n / batches;
-    std::vector<int64_t> rows;
-    rows.reserve(end - begin);
-    for (int64_t i = begin; i < end; ++i) rows.push_back(i * total / n);
-    const torch::Tensor idx = torch::tensor(rows, torch::kLong).to(train_.images.device());
-    const torch::Tensor x =
-        normalizer_->Normalize(imaging::Normalizer::ToUnit(train_.images.index_select(0, idx)))
-            .to(device);
+    torch::Tensor images;
+    if (b == 0 && first.defined()) {
+      images = first;
+    } else {
+      images = train_.Rows(rows[b]);
+      if (b == 0) first = images;
+    }
+    const torch::Tensor x = normalizer_->Normalize(imaging::Normalizer::ToUnit(images)).to(device);
     AutocastScope autocast(amp, amp_dtype_);
     ++backbone_batches_;
     backbone.forward({x});
-    return end - begin;
+    return static_cast<int64_t>(rows[b].size());
   };
   return kaizen::training::RecalibrateBatchNorm(backbone, training_batchnorms_, batches, run_batch);
 }
@@ -1173,9 +1277,10 @@ absl::Status Trainer::Step(const std::vector<int64_t>& batch, int64_t b, int64_t
   SetLearningRates(factor);
   run->lr_now = base_lrs_[0] * factor;
   const torch::Tensor idx = torch::tensor(batch, torch::kLong).to(device_);
-  const torch::Tensor labels = train_.labels.index_select(0, idx);
+  const torch::Tensor labels = train_.labels().index_select(0, idx);
   torch::Tensor teacher_logits;
-  const torch::Tensor logits = TrainLogits(idx, run->use_cache, run->augment_gen, &teacher_logits);
+  const torch::Tensor logits =
+      TrainLogits(batch, idx, run->use_cache, run->augment_gen, &teacher_logits);
   const torch::Tensor loss =
       options_.incremental
           ? IncrementalLoss(
@@ -1375,6 +1480,9 @@ absl::StatusOr<TrainResult> Train(const TrainerOptions& options, const TrainingD
   Trainer trainer(options, data, callbacks);
   try {
     return trainer.Run();
+  } catch (const ImageSourceError& e) {
+    return absl::Status(e.status().code(),
+                        absl::StrCat(trainer.where(), ": ", e.status().message()));
   } catch (const std::exception& e) {
     const std::string summary = models::TorchErrorSummary(e);
     const std::string message = absl::StrCat(trainer.where(), ": ", summary);

@@ -21,17 +21,24 @@
 #include "kaizen/v1/finetune_service.pb.h"
 #include "kaizen/v1/model_service.pb.h"
 #include "server/datasets/dataset_file.h"
+#include "server/datasets/image_decoder.h"
+#include "server/datasets/record_file.h"
 
 namespace kaizen::training {
 
-// Decoded datasets, any image sizes and 1 or 3 channels; the caller keeps
-// them alive during Train().
+// The datasets, any image sizes and 1 or 3 channels: decoded in memory
+// (`train`, `validation`; the caller keeps them alive during Train()), or as
+// record files (`train_file`, `validation_file`, used when `train` is null),
+// which the trainer converts into memory when they fit
+// TrainerOptions::max_image_memory_bytes and streams from disk otherwise.
 struct TrainingData {
   const datasets::DecodedDataset* train = nullptr;
   // A separate validation dataset with the same class names, or nullptr to
   // hold out hyperparameters.validation.split of `train` (stratified, seeded;
   // 0 means no validation).
   const datasets::DecodedDataset* validation = nullptr;
+  std::shared_ptr<const datasets::RecordFile> train_file;
+  std::shared_ptr<const datasets::RecordFile> validation_file;
 };
 
 // Handed to the caller after every epoch with validation data or early
@@ -135,6 +142,18 @@ struct TrainerOptions {
   // features once and train the head on them. Off only to measure what the
   // cache saves (bench/train_bench --no_feature_cache); results are the same.
   bool use_feature_cache = true;
+  // Record-file data (TrainingData::train_file): the most bytes of images,
+  // converted to the model's input, held in memory (training and validation
+  // together). A dataset that converts to more streams from its record file
+  // every epoch, decoded `loader_threads` ahead by `prefetch_batches`
+  // batches, so that the job's memory does not grow with its dataset.
+  // STRATEGY_INCREMENTAL needs its images in memory (InvalidArgument beyond).
+  int64_t max_image_memory_bytes = int64_t{2} << 30;
+  int loader_threads = 2;
+  int prefetch_batches = 4;
+  // What decoding one stored record may cost (each is also held to its index
+  // entry's pixel count).
+  datasets::DecodeLimits decode_limits;
 };
 
 struct TrainResult {

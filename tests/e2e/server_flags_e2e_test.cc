@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/lib/kaizen_client.h"
 #include "google/protobuf/struct.pb.h"
@@ -144,11 +145,14 @@ TEST_F(ServerFlagsE2E, MaxModelMbRefusesLargerUploadsAndKeepsNothing) {
   EXPECT_TRUE(taken.ok()) << taken.status();
 }
 
-// --max_dataset_memory_mb and --max_dataset_examples reach image-folder
-// uploads: a folder a job could not hold, or with more image files than
-// allowed, is refused and nothing is stored; within the limits it is stored.
-TEST_F(ServerFlagsE2E, DatasetSizeFlagsBoundImageFolderUploads) {
-  StartProcess({"--max_dataset_memory_mb=1", "--max_dataset_examples=3"});
+// --max_dataset_examples bounds image-folder uploads; a folder that decodes
+// to more than --max_dataset_memory_mb is still stored (uploads stream to
+// disk), and a job whose images exceed --max_job_image_memory_mb streams
+// them from the record file: upload -> FINE_TUNE -> Predict never holds the
+// dataset in memory.
+TEST_F(ServerFlagsE2E, UploadsAreBoundedAndJobsStreamWhatTheyMayNotHold) {
+  StartProcess({"--max_dataset_memory_mb=1", "--max_dataset_examples=4",
+                "--max_job_image_memory_mb=0", "--loader_threads=2", "--prefetch_batches=2"});
   auto upload = [&](const std::string& name, const std::vector<test_util::ArchiveEntry>& entries) {
     const std::string path = files_.File(name + ".tar");
     test_util::WriteBinaryFile(path, test_util::MakeArchive(entries, test_util::ArchiveKind::kTar));
@@ -157,29 +161,60 @@ TEST_F(ServerFlagsE2E, DatasetSizeFlagsBoundImageFolderUploads) {
     h.set_format(v1::DATASET_FORMAT_IMAGE_FOLDER);
     return client_->UploadDataset(h, {path});
   };
-  // 2 x 512 x 512 x 3 = 1.5 MiB decoded.
-  auto big = upload("big", {{"a/1.jpg", test_util::EncodeJpeg(512, 512, 3, 1)},
-                            {"b/1.jpg", test_util::EncodeJpeg(512, 512, 3, 2)}});
-  ASSERT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();
-  EXPECT_NE(big.status().message().find("--max_dataset_memory_mb"), std::string::npos)
-      << big.status();
   auto many = upload("many", {{"a/1.jpg", test_util::EncodeJpeg(8, 8, 3, 1)},
                               {"a/2.jpg", test_util::EncodeJpeg(8, 8, 3, 2)},
-                              {"b/1.jpg", test_util::EncodeJpeg(8, 8, 3, 3)},
+                              {"a/3.jpg", test_util::EncodeJpeg(8, 8, 3, 3)},
+                              {"b/1.jpg", test_util::EncodeJpeg(8, 8, 3, 4)},
                               {"b/2.jpg", "not an image"}});
   ASSERT_EQ(many.status().code(), absl::StatusCode::kInvalidArgument) << many.status();
-  EXPECT_NE(many.status().message().find("more than 3 image files"), std::string::npos)
+  EXPECT_NE(many.status().message().find("more than 4 image files"), std::string::npos)
       << many.status();
-  auto fits = upload("fits", {{"a/1.jpg", test_util::EncodeJpeg(256, 256, 3, 1)},
-                              {"b/1.jpg", test_util::EncodeJpeg(256, 256, 3, 2)}});
-  ASSERT_TRUE(fits.ok()) << fits.status();
+  // 4 x 384 x 384 x 3 = 1.7 MiB decoded, over --max_dataset_memory_mb.
+  auto big = upload("big", {{"a/1.jpg", test_util::EncodeJpeg(384, 384, 3, 1)},
+                            {"a/2.jpg", test_util::EncodeJpeg(384, 384, 3, 2)},
+                            {"b/1.jpg", test_util::EncodeJpeg(384, 384, 3, 3)},
+                            {"b/2.jpg", test_util::EncodeJpeg(384, 384, 3, 4)}});
+  ASSERT_TRUE(big.ok()) << big.status();
   auto listed = client_->ListAllDatasets();
   ASSERT_TRUE(listed.ok()) << listed.status();
   std::vector<std::string> names;
   for (const auto& d : listed->datasets()) names.push_back(d.name());
-  EXPECT_EQ(std::count(names.begin(), names.end(), "big"), 0);
   EXPECT_EQ(std::count(names.begin(), names.end(), "many"), 0);
-  EXPECT_EQ(std::count(names.begin(), names.end(), "fits"), 1);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "big"), 1);
+
+  v1::StartFineTuneRequest req;
+  req.set_base_model(test_util::kShoesModel);
+  req.set_dataset("big");
+  req.set_output_model("big-tuned");
+  req.set_strategy(v1::STRATEGY_FINE_TUNE);
+  req.mutable_hyperparameters()->set_epochs(2);
+  req.mutable_hyperparameters()->set_batch_size(2);
+  auto job = client_->StartFineTune(req);
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::vector<std::string> messages;
+  const absl::Status watched = client_->WatchJob(job->id(), 0, [&](const v1::JobEvent& e) {
+    if (e.event_case() == v1::JobEvent::kMessage) messages.push_back(e.message());
+  });
+  ASSERT_TRUE(watched.ok()) << watched;
+  auto done = client_->GetJob(job->id());
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED) << done->error() << Log();
+  EXPECT_EQ(std::count_if(messages.begin(), messages.end(),
+                          [](const std::string& m) {
+                            return m.find("stream from the dataset's record file") !=
+                                   std::string::npos;
+                          }),
+            1)
+      << absl::StrJoin(messages, "\n");
+  v1::PredictRequest predict;
+  predict.set_model("big-tuned");
+  predict.add_inputs()->set_encoded_image(test_util::EncodeJpeg(384, 384, 3, 2));
+  auto answer = client_->Predict(predict, absl::Seconds(60));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  ASSERT_EQ(answer->predictions_size(), 1);
+  ASSERT_GT(answer->predictions(0).classes_size(), 0);
+  EXPECT_TRUE(answer->predictions(0).classes(0).label() == "a" ||
+              answer->predictions(0).classes(0).label() == "b");
 }
 
 // The request log: one JSON object per line for each call, with the fields

@@ -377,27 +377,6 @@ TEST_F(ArchiveIngestTest, CountsUndecodableFilesAgainstTheLimit) {
               HasSubstr("more than 3 image files; the limit is 3 images"));
 }
 
-TEST_F(ArchiveIngestTest, RefusesADatasetAJobCouldNotHold) {
-  IngestOptions options;
-  options.max_dataset_decoded_bytes = 2 * 64 * 64 * 3 - 1;
-  absl::StatusOr<IngestResult> result =
-      Ingest({{"cats/a.jpg", EncodeJpeg(64, 64, 3, 1)}, {"dogs/b.jpg", EncodeJpeg(64, 64, 3, 2)}},
-             options);
-  ASSERT_TRUE(absl::IsResourceExhausted(result.status())) << result.status();
-  EXPECT_THAT(std::string(result.status().message()),
-              HasSubstr("the 2 images decode to 24576 bytes; a job holds at most 24575"));
-  std::vector<std::string> left;
-  for (const auto& entry : std::filesystem::directory_iterator(dir_.path())) {
-    left.push_back(entry.path().filename().string());
-  }
-  EXPECT_THAT(left, ElementsAre("upload.bin"));  // no record file, no temporary
-  options.max_dataset_decoded_bytes = 2 * 64 * 64 * 3;
-  EXPECT_TRUE(
-      Ingest({{"cats/a.jpg", EncodeJpeg(64, 64, 3, 1)}, {"dogs/b.jpg", EncodeJpeg(64, 64, 3, 2)}},
-             options)
-          .ok());
-}
-
 // Images outside the class folders are stored as they stream in (the layout
 // is known only at the end); many of their bytes are compacted away.
 TEST_F(ArchiveIngestTest, CompactsAwayImagesOutsideTheClassFolders) {

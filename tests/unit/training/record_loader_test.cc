@@ -108,6 +108,64 @@ TEST(RecordLoaderTest, EveryRecordOncePerEpochInTheSeededOrder) {
   EXPECT_NE((*reseeded)->EpochRecords(1), (*loader)->EpochRecords(1));
 }
 
+TEST(RecordLoaderTest, APassOverGivenBatchesReturnsThemInOrder) {
+  test_util::TempDir dir;
+  datasets::DecodedDataset same;
+  auto file = RawFile(dir, 30, &same);
+  // Rows are positions in the loader's records: row k is record 29 - k.
+  std::vector<int64_t> reversed;
+  for (int64_t i = 29; i >= 0; --i) reversed.push_back(i);
+  auto loader = RecordLoader::Create(file, reversed, GreyOptions(8));
+  ASSERT_TRUE(loader.ok()) << loader.status();
+  const std::vector<std::vector<int64_t>> rows = {{0, 1, 2}, {29}, {5, 5, 7, 3}};
+  // A pass started over an epoch in progress replaces it.
+  (*loader)->StartEpoch(0);
+  (*loader)->Start(rows);
+  const std::vector<ImageSet> batches = Drain(**loader);
+  ASSERT_EQ(batches.size(), rows.size());
+  for (size_t b = 0; b < rows.size(); ++b) {
+    ASSERT_EQ(batches[b].size(), static_cast<int64_t>(rows[b].size()));
+    for (size_t k = 0; k < rows[b].size(); ++k) {
+      const int64_t record = 29 - rows[b][k];
+      EXPECT_EQ(batches[b].images[k].max().item<int>(), record);
+      EXPECT_EQ(batches[b].labels[k].item<int64_t>(), record % 3);
+    }
+  }
+}
+
+TEST(RecordLoaderTest, ARecordThatDecodesToAnotherShapeThanItsIndexSaysIsDataLoss) {
+  test_util::TempDir dir;
+  const std::string path = dir.File("shape.krf");
+  {
+    auto writer = datasets::RecordFileWriter::Create(path);
+    ASSERT_TRUE(writer.ok());
+    // A 8x8 JPEG indexed as 8x6 (fewer pixels), and one indexed as 16x16.
+    const std::string jpeg = test_util::EncodeJpeg(8, 8, 3, 1);
+    ASSERT_TRUE((*writer)->Append(0, 8, 6, 3, datasets::RecordEncoding::kJpeg, Bytes(jpeg)).ok());
+    ASSERT_TRUE((*writer)->Append(0, 16, 16, 3, datasets::RecordEncoding::kJpeg, Bytes(jpeg)).ok());
+    ASSERT_TRUE((*writer)->Finish({"x"}).ok());
+  }
+  auto opened = datasets::RecordFile::Open(path);
+  ASSERT_TRUE(opened.ok());
+  std::shared_ptr<const datasets::RecordFile> file(std::move(*opened));
+  RecordLoader::Options o;
+  o.input_shape = {3, 8, 8};
+  o.batch_size = 1;
+  auto loader = RecordLoader::Create(file, {0, 1}, o);
+  ASSERT_TRUE(loader.ok());
+  (*loader)->Start({{0}});
+  auto first = (*loader)->Next();
+  ASSERT_FALSE(first.ok());
+  // More pixels than the index entry's are refused before the decode.
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kResourceExhausted) << first.status();
+  EXPECT_THAT(std::string(first.status().message()), HasSubstr("record 0"));
+  (*loader)->Start({{1}});
+  auto second = (*loader)->Next();
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kDataLoss) << second.status();
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr("not the 16x16x3"));
+}
+
 TEST(RecordLoaderTest, ConvertsAsTheInMemoryPipelineDoes) {
   test_util::TempDir dir;
   datasets::DecodedDataset same;
