@@ -58,8 +58,9 @@ ABSL_FLAG(int64_t, max_dataset_examples, 5'000'000,
           "Most images in one uploaded dataset; for an image folder, most image files, "
           "decodable or not (each costs a few hundred bytes until the upload ends).");
 ABSL_FLAG(int64_t, max_dataset_memory_mb, 16384,
-          "Most decoded pixels, in MiB, a job or an evaluation holds a stored dataset in memory "
-          "as; a larger one fails with RESOURCE_EXHAUSTED.");
+          "Most decoded pixels, in MiB, an INCREMENTAL or tuning job or an evaluation holds a "
+          "stored dataset in memory as; a larger one fails them with RESOURCE_EXHAUSTED (other "
+          "jobs stream what exceeds --max_job_image_memory_mb).");
 ABSL_FLAG(int64_t, max_job_image_memory_mb, 2048,
           "Most MiB of images, converted to the model's input size, a fine-tuning job holds in "
           "memory (training and validation images together); a larger dataset streams from its "

@@ -251,9 +251,16 @@ absl::StatusOr<datasets::DecodedDataset> DatasetStore::Load(const std::string& n
   limits.max_jpeg_scans = std::numeric_limits<int>::max();
   // A job starts by loading its data: up to kLoadThreads cores decode (each
   // holds one decoded image besides the dataset).
-  return file->ReadAll(
+  absl::StatusOr<datasets::DecodedDataset> loaded = file->ReadAll(
       limits, static_cast<uint64_t>(options_.max_loaded_bytes),
       static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, kLoadThreads)));
+  if (absl::IsResourceExhausted(loaded.status())) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "dataset '", name, "': ", loaded.status().message(),
+        "; INCREMENTAL and tuning jobs and evaluations hold a dataset in memory, up to the "
+        "server's --max_dataset_memory_mb (other jobs stream it)"));
+  }
+  return loaded;
 }
 
 }  // namespace kaizen::store

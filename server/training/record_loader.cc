@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <system_error>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -34,8 +35,23 @@ absl::StatusOr<std::unique_ptr<RecordLoader>> RecordLoader::Create(
   }
   options.threads = std::max(1, options.threads);
   options.prefetch_batches = std::max(1, options.prefetch_batches);
-  return std::unique_ptr<RecordLoader>(
+  const int threads = options.threads;
+  std::unique_ptr<RecordLoader> loader(
       new RecordLoader(std::move(file), std::move(records), std::move(options)));
+  // A thread that cannot start (the process is at its limit) leaves the
+  // loader with those that did; none is an error, not a crash.
+  for (int i = 0; i < threads; ++i) {
+    try {
+      loader->workers_.emplace_back([raw = loader.get()] { raw->Worker(); });
+    } catch (const std::system_error& e) {
+      if (loader->workers_.empty()) {
+        return absl::ResourceExhaustedError(absl::StrCat("cannot start a thread to decode ",
+                                                         loader->file_->path(), ": ", e.what()));
+      }
+      break;
+    }
+  }
+  return loader;
 }
 
 RecordLoader::RecordLoader(std::shared_ptr<const datasets::RecordFile> file,
@@ -44,9 +60,7 @@ RecordLoader::RecordLoader(std::shared_ptr<const datasets::RecordFile> file,
       records_(std::move(records)),
       options_(std::move(options)),
       sampler_(static_cast<int64_t>(records_.size()), options_.batch_size,
-               options_.drop_last_fraction, options_.seed) {
-  for (int i = 0; i < options_.threads; ++i) workers_.emplace_back([this] { Worker(); });
-}
+               options_.drop_last_fraction, options_.seed) {}
 
 RecordLoader::~RecordLoader() {
   {
@@ -67,10 +81,22 @@ std::vector<std::vector<int64_t>> RecordLoader::EpochRecords(int32_t epoch) cons
 void RecordLoader::StartEpoch(int32_t epoch) { Start(sampler_.EpochBatches(epoch)); }
 
 void RecordLoader::Start(std::vector<std::vector<int64_t>> batches) {
+  size_t largest = 1;
   for (std::vector<int64_t>& batch : batches) {
     for (int64_t& i : batch) i = records_.at(static_cast<size_t>(i));
+    largest = std::max(largest, batch.size());
+  }
+  size_t window = static_cast<size_t>(options_.prefetch_batches);
+  if (options_.max_prefetch_bytes > 0) {
+    const std::vector<int64_t>& shape = options_.input_shape;
+    const uint64_t batch_bytes = static_cast<uint64_t>(largest) * static_cast<uint64_t>(shape[0]) *
+                                 static_cast<uint64_t>(shape[1]) * static_cast<uint64_t>(shape[2]);
+    window = std::clamp<size_t>(
+        static_cast<size_t>(static_cast<uint64_t>(options_.max_prefetch_bytes) / batch_bytes), 1,
+        window);
   }
   absl::MutexLock lock(&mu_);
+  window_ = window;
   ++generation_;
   batches_ = std::move(batches);
   next_to_load_ = 0;
@@ -88,10 +114,8 @@ void RecordLoader::Worker() {
       // Work when a batch is due and within the prefetch window.
       mu_.Await(absl::Condition(
           +[](RecordLoader* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-            return self->stopping_ ||
-                   (self->next_to_load_ < self->batches_.size() &&
-                    self->next_to_load_ < self->next_to_return_ +
-                                              static_cast<size_t>(self->options_.prefetch_batches));
+            return self->stopping_ || (self->next_to_load_ < self->batches_.size() &&
+                                       self->next_to_load_ < self->next_to_return_ + self->window_);
           },
           this));
       if (stopping_) return;
@@ -161,8 +185,8 @@ absl::StatusOr<ImageSet> RecordLoader::Load(const std::vector<int64_t>& batch) c
     absl::StatusOr<datasets::Image> image = datasets::DecodeImage(
         absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), limits);
     if (!image.ok()) {
-      return absl::Status(image.status().code(), absl::StrCat(file_->path(), ": record ", i, ": ",
-                                                              image.status().message()));
+      return absl::DataLossError(absl::StrCat(
+          file_->path(), ": record ", i, " does not decode as stored: ", image.status().message()));
     }
     if (image->height != static_cast<int>(info.height) ||
         image->width != static_cast<int>(info.width) ||

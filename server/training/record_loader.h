@@ -38,8 +38,11 @@ class RecordLoader {
     uint64_t seed = 1;
     // Decoding threads (at least 1).
     int threads = 2;
-    // Batches decoded ahead of the trainer at most (at least 1).
+    // Batches decoded ahead of the trainer at most (at least 1), and fewer
+    // when they would hold more than max_prefetch_bytes of images (0: no
+    // byte cap; at least one batch either way).
     int prefetch_batches = 4;
+    int64_t max_prefetch_bytes = 0;
     // What decoding one record may cost.
     datasets::DecodeLimits decode_limits;
     // Batches in page-locked (pinned) host memory, so that copying them to
@@ -49,7 +52,9 @@ class RecordLoader {
   };
 
   // A loader over records `records` of `file` (e.g. a training split; each
-  // in range). InvalidArgument for a bad shape, batch size or record index.
+  // in range). InvalidArgument for a bad shape, batch size or record index;
+  // ResourceExhausted when not one decoding thread can start (fewer than
+  // asked is enough).
   static absl::StatusOr<std::unique_ptr<RecordLoader>> Create(
       std::shared_ptr<const datasets::RecordFile> file, std::vector<int64_t> records,
       Options options);
@@ -71,9 +76,10 @@ class RecordLoader {
   // pass in progress.
   void Start(std::vector<std::vector<int64_t>> batches);
   // The pass's next batch (uint8 [B, C, H, W] and labels), or nullopt after
-  // its last. DataLoss for a damaged record, InvalidArgument (naming the
-  // record) for one that does not decode, ResourceExhausted when memory ran
-  // out; the epoch ends there.
+  // its last. DataLoss (naming the record) for a damaged record: a CRC
+  // mismatch, or bytes that do not decode, or not to the shape its index
+  // entry gives (the server checked every record when it stored it);
+  // ResourceExhausted when memory ran out. The pass ends there.
   absl::StatusOr<std::optional<ImageSet>> Next();
 
   // Record indices (into the file) of each batch of `epoch`, in order.
@@ -98,6 +104,8 @@ class RecordLoader {
   std::vector<std::vector<int64_t>> batches_ ABSL_GUARDED_BY(mu_);
   size_t next_to_load_ ABSL_GUARDED_BY(mu_) = 0;
   size_t next_to_return_ ABSL_GUARDED_BY(mu_) = 0;
+  // Batches loaded or loading ahead of next_to_return_, at most.
+  size_t window_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<size_t, absl::StatusOr<ImageSet>> ready_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;

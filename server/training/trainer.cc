@@ -65,6 +65,8 @@ constexpr int64_t kInferenceBatch = 256;
 // spaced through the set): a few thousand pin the statistics down, and on a
 // large dataset the pass stays a small fraction of an epoch.
 constexpr int64_t kRecalibrationImages = 4096;
+// Streamed data: the most bytes of images decoded ahead of their use.
+constexpr int64_t kMaxPrefetchBytes = int64_t{256} << 20;
 // Without validation or early stopping, a checkpoint is written (with
 // BatchNorm statistics recomputed) after the last epoch and after about this
 // many epochs spread through the run, so that the versions served while a
@@ -329,6 +331,11 @@ class Trainer {
 absl::Status Trainer::CheckInputs() {
   RETURN_IF_ERROR(CheckStrategyAvailable(options_.strategy));
   const bool in_memory = data_.train != nullptr;
+  if ((in_memory && (data_.train_file != nullptr || data_.validation_file != nullptr)) ||
+      (!in_memory && data_.validation != nullptr)) {
+    return absl::InvalidArgumentError(
+        "the training and validation data must both be decoded datasets or both record files");
+  }
   if (in_memory ? data_.train->records.empty()
                 : data_.train_file == nullptr || data_.train_file->size() == 0) {
     return absl::InvalidArgumentError("the training dataset has no images");
@@ -546,18 +553,19 @@ absl::Status Trainer::BuildRecordSources(const std::vector<int64_t>& shape,
     val_rows.resize(data_.validation_file->size());
     std::iota(val_rows.begin(), val_rows.end(), 0);
   }
-  // Far below any overflow: record counts are capped at 2^28 and the shape
-  // at what a model file may declare.
-  const int64_t per_image = shape[0] * shape[1] * shape[2];
+  // In doubles: a model may declare any input shape.
+  const double per_image =
+      static_cast<double>(shape[0]) * static_cast<double>(shape[1]) * static_cast<double>(shape[2]);
   const auto images = static_cast<int64_t>(train_rows.size() + val_rows.size());
-  const bool stream = per_image * images > options_.max_image_memory_bytes;
+  const double mib = per_image * static_cast<double>(images) / (1 << 20);
+  const bool stream = per_image * static_cast<double>(images) >
+                      static_cast<double>(options_.max_image_memory_bytes);
   if (stream && options_.incremental) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "STRATEGY_INCREMENTAL holds its images in memory: the %d images convert to %d MiB at the "
-        "model's input %dx%dx%d, more than the %d MiB a job may hold "
+        "STRATEGY_INCREMENTAL holds its images in memory: the %d images convert to %.0f MiB at "
+        "the model's input %dx%dx%d, more than the %d MiB a job may hold "
         "(--max_job_image_memory_mb)",
-        images, per_image * images >> 20, shape[0], shape[1], shape[2],
-        options_.max_image_memory_bytes >> 20));
+        images, mib, shape[0], shape[1], shape[2], options_.max_image_memory_bytes >> 20));
   }
   RecordLoader::Options loader;
   loader.input_shape = shape;
@@ -567,6 +575,9 @@ absl::Status Trainer::BuildRecordSources(const std::vector<int64_t>& shape,
   loader.threads = options_.loader_threads;
   loader.prefetch_batches = options_.prefetch_batches;
   loader.decode_limits = options_.decode_limits;
+  // The batches decoded ahead (evaluation reads kInferenceBatch images at a
+  // time) stay within this many bytes, at least one batch.
+  loader.max_prefetch_bytes = kMaxPrefetchBytes;
   const auto make = stream ? &ImageSource::Streamed : &ImageSource::Load;
   ASSIGN_OR_RETURN(train_, make(data_.train_file, std::move(train_rows), loader, device_));
   if (!val_rows.empty()) {
@@ -574,12 +585,11 @@ absl::Status Trainer::BuildRecordSources(const std::vector<int64_t>& shape,
   }
   if (stream) {
     Note(absl::StrFormat(
-        "data: the %d images convert to %d MiB at the model's input %dx%dx%d, more than the %d "
+        "data: the %d images convert to %.0f MiB at the model's input %dx%dx%d, more than the %d "
         "MiB a job may hold (--max_job_image_memory_mb), so they stream from the dataset's record "
         "file, decoded on %d threads up to %d batches ahead of training",
-        images, per_image * images >> 20, shape[0], shape[1], shape[2],
-        options_.max_image_memory_bytes >> 20, std::max(1, options_.loader_threads),
-        std::max(1, options_.prefetch_batches)));
+        images, mib, shape[0], shape[1], shape[2], options_.max_image_memory_bytes >> 20,
+        std::max(1, options_.loader_threads), std::max(1, options_.prefetch_batches)));
   }
   return absl::OkStatus();
 }

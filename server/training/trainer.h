@@ -145,8 +145,10 @@ struct TrainerOptions {
   // Record-file data (TrainingData::train_file): the most bytes of images,
   // converted to the model's input, held in memory (training and validation
   // together). A dataset that converts to more streams from its record file
-  // every epoch, decoded `loader_threads` ahead by `prefetch_batches`
-  // batches, so that the job's memory does not grow with its dataset.
+  // every epoch, decoded on `loader_threads` threads at most
+  // `prefetch_batches` batches (and 256 MiB) ahead, so that the job's memory
+  // does not grow with its dataset (the feature cache of FEATURE_EXTRACTION
+  // and a DISTILL teacher's logit cache, a few floats per image, do).
   // STRATEGY_INCREMENTAL needs its images in memory (InvalidArgument beyond).
   int64_t max_image_memory_bytes = int64_t{2} << 30;
   int loader_threads = 2;

@@ -96,6 +96,7 @@ TEST_F(ImageSourceTest, BadRecordsAndIndicesArePreciseErrors) {
   std::shared_ptr<const datasets::RecordFile> bad(std::move(*opened));
   auto loaded = ImageSource::Load(bad, {0}, options_, torch::kCPU);
   ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(loaded.status().message()), ::testing::HasSubstr("record 0"));
   auto streamed = ImageSource::Streamed(bad, {0}, options_, torch::kCPU);
   ASSERT_TRUE(streamed.ok());

@@ -4,15 +4,18 @@
 #include <cmath>
 #include <iostream>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/datasets/record_file.h"
 #include "server/imaging/normalizer.h"
 #include "server/training/exemplar_memory.h"
 #include "server/training/head.h"
 #include "server/training/hyperparameters.h"
 #include "server/training/image_set.h"
+#include "tests/test_util/temp_dir.h"
 #include "tests/unit/training/training_test_util.h"
 
 namespace kaizen::training {
@@ -187,11 +190,30 @@ TEST(TrainerTest, ResumeMatchesUninterruptedRun) {
 // global generator (the MLP head's dropout), the optimizer's moments, the
 // warm-up and cosine schedule, the epoch's running sums and, for
 // FEATURE_EXTRACTION, the feature cache that is rebuilt on resume.
-class PauseResumeTest : public ::testing::TestWithParam<kaizen::v1::Strategy> {};
+class PauseResumeTest : public ::testing::TestWithParam<std::tuple<kaizen::v1::Strategy, bool>> {};
 
 TEST_P(PauseResumeTest, PausedMidEpochContinuesWithTheSameLosses) {
-  const kaizen::v1::Strategy strategy = GetParam();
+  const kaizen::v1::Strategy strategy = std::get<0>(GetParam());
+  const bool streamed = std::get<1>(GetParam());
   datasets::DecodedDataset train = fixtures::SyntheticDataset(2, 20);
+  // Streamed from a record file (a budget of 0 bytes), the stop's
+  // checkpoint recalibrates BatchNorm in the middle of the epoch's pass and
+  // the resumed run starts its pass at the stopped step.
+  test_util::TempDir dir;
+  TrainingData data{&train, nullptr};
+  if (streamed) {
+    ASSERT_TRUE(datasets::WriteRawRecordFile(dir.File("train.krf"), train).ok());
+    auto file = datasets::RecordFile::Open(dir.File("train.krf"));
+    ASSERT_TRUE(file.ok()) << file.status();
+    data = TrainingData{};
+    data.train_file = std::move(*file);
+  }
+  auto options = [&](kaizen::v1::Strategy s, const fixtures::BaseModel& b,
+                     const kaizen::v1::Hyperparameters& h) {
+    TrainerOptions o = Options(s, b, h);
+    o.max_image_memory_bytes = streamed ? 0 : o.max_image_memory_bytes;
+    return o;
+  };
   auto hp = fixtures::FastHyperparameters(3, /*batch=*/8);
   hp.mutable_optimizer()->set_kind(kaizen::v1::OPTIMIZER_ADAMW);
   hp.mutable_optimizer()->set_weight_decay(0.01);
@@ -212,7 +234,7 @@ TEST_P(PauseResumeTest, PausedMidEpochContinuesWithTheSameLosses) {
   const fixtures::BaseModel base = Builtin("resnet-small");
 
   Recorder straight;
-  auto whole = Train(Options(strategy, base, hp), {&train, nullptr}, straight.callbacks());
+  auto whole = Train(options(strategy, base, hp), data, straight.callbacks());
   ASSERT_TRUE(whole.ok()) << whole.status();
   // 32 training images in batches of 8: 4 steps per epoch, 12 in all.
   ASSERT_EQ(straight.steps.size(), 12u);
@@ -224,7 +246,7 @@ TEST_P(PauseResumeTest, PausedMidEpochContinuesWithTheSameLosses) {
   std::vector<kaizen::v1::EpochMetrics> epochs;
   std::optional<Checkpoint> from;
   for (int64_t stop_after : {2, 6, 8, 12}) {
-    TrainerOptions o = Options(strategy, base, hp);
+    TrainerOptions o = options(strategy, base, hp);
     if (from) {
       o.base = from->module;
       o.base_metadata = from->metadata;
@@ -236,7 +258,7 @@ TEST_P(PauseResumeTest, PausedMidEpochContinuesWithTheSameLosses) {
     c.should_stop = [&part, done_before, stop_after] {
       return done_before + static_cast<int64_t>(part.steps.size()) >= stop_after;
     };
-    auto result = Train(o, {&train, nullptr}, c);
+    auto result = Train(o, data, c);
     ASSERT_TRUE(result.ok()) << result.status();
     ASSERT_FALSE(part.steps.empty());
     EXPECT_EQ(part.steps.front().step(), done_before + 1) << "resumed at the wrong step";
@@ -288,17 +310,21 @@ TEST_P(PauseResumeTest, PausedMidEpochContinuesWithTheSameLosses) {
     EXPECT_LE(diff, 1e-6) << resumed_weights[i].first;
     worst = std::max(worst, diff);
   }
-  std::cout << kaizen::v1::Strategy_Name(strategy)
+  std::cout << kaizen::v1::Strategy_Name(strategy) << (streamed ? " streamed" : "")
             << ": largest difference from the uninterrupted run (losses, weights): " << worst
             << "\n";
 }
 
 INSTANTIATE_TEST_SUITE_P(
     EveryStrategy, PauseResumeTest,
-    ::testing::Values(kaizen::v1::STRATEGY_FEATURE_EXTRACTION, kaizen::v1::STRATEGY_FINE_TUNE,
-                      kaizen::v1::STRATEGY_FULL, kaizen::v1::STRATEGY_SCRATCH),
-    [](const ::testing::TestParamInfo<kaizen::v1::Strategy>& info) {
-      return kaizen::v1::Strategy_Name(info.param).substr(9);  // without "STRATEGY_"
+    ::testing::Combine(::testing::Values(kaizen::v1::STRATEGY_FEATURE_EXTRACTION,
+                                         kaizen::v1::STRATEGY_FINE_TUNE, kaizen::v1::STRATEGY_FULL,
+                                         kaizen::v1::STRATEGY_SCRATCH),
+                       ::testing::Bool()),
+    [](const ::testing::TestParamInfo<std::tuple<kaizen::v1::Strategy, bool>>& info) {
+      // Without "STRATEGY_".
+      return kaizen::v1::Strategy_Name(std::get<0>(info.param)).substr(9) +
+             (std::get<1>(info.param) ? "_streamed" : "");
     });
 
 // A checkpoint that stands at a step its epoch no longer has (the batch size
