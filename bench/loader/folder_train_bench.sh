@@ -5,7 +5,9 @@
 # default budget) -- against PyTorch's ImageFolder + DataLoader with 0 and 2
 # workers (bench/loader/folder_train_pytorch.py), side by side, one epoch
 # each, torchvision resnet18 TorchScript (tests/fixtures/export_resnet18.py,
-# random weights), batch 32, Adam lr 1e-3, no augmentation, no validation:
+# random weights), batch 32, Adam lr 1e-3, no augmentation (Kaizen holds
+# out its default validation split, evaluated after the epoch, outside the
+# images/s but inside the peak RSS):
 #   FINE_TUNE            layer4 and a new head train (trainable_blocks=1)
 #   FEATURE_EXTRACTION   only the head trains (Kaizen caches the backbone's
 #                        features in the epoch; PyTorch runs it every step)
@@ -17,7 +19,10 @@
 # for each run. PyTorch's is the epoch's images / seconds and the peak RSS of
 # the process and of its largest worker (ru_maxrss).
 # A second streamed FINE_TUNE on a tenth of the folder shows whether the
-# job's memory grows with its dataset.
+# job's memory grows with its dataset. Last, the input pipelines alone (no
+# model): bench/kaizen_loader_bench on the stored record file, 2 threads,
+# against the DataLoader with 0 and 2 workers (images/s, peak RSS of the
+# whole process, workers included).
 #
 # Usage: [N=2000] [THREADS=$(nproc)] [KAIZEN_BIN_DIR=build] bench/loader/folder_train_bench.sh
 # Smoke: N=60 KAIZEN_BIN_DIR=build bench/loader/folder_train_bench.sh
@@ -30,6 +35,7 @@ PY=/usr/bin/python3
 FASHION=/usr/share/datasets/fashion-mnist
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 bench_binaries folder_train_bench
+[[ -x $BUILD/bench/kaizen_loader_bench ]] || { echo "folder_train_bench: $BUILD/bench/kaizen_loader_bench is missing" >&2; exit 1; }
 MODEL="${KAIZEN_FIXTURE_DIR:-${KAIZEN_BUILD_DIR:-build}/tests/fixtures}/resnet18.pt"
 if [ ! -f "$MODEL" ]; then
   MODEL=$(mktemp -d)/resnet18.pt
@@ -74,7 +80,7 @@ kaizen_run() {
   CTL --output=json finetune start --base=r18 --dataset="$dataset" --output_model="out-$label" \
     --strategy="$strategy" --epochs=1 --batch_size=32 --trainable_blocks=1 --lr=0.001 \
     --backbone_lr_multiplier=1 --optimizer=adam --schedule=constant --augment=off \
-    --validation_split=0 --seed=1 --watch >"$WORK/watch.jsonl" 2>"$WORK/watch.err" ||
+    --seed=1 --watch >"$WORK/watch.jsonl" 2>"$WORK/watch.err" ||
     { cat "$WORK/watch.err" >&2; exit 1; }
   id=$($PY -c 'import json, sys
 for line in open(sys.argv[1]):
@@ -103,6 +109,14 @@ for strategy in fine_tune feature_extraction; do
   done
 done
 kaizen_run "streamed-small-fine_tune" small fine_tune --max_job_image_memory_mb=0 --loader_threads=2
+# The input pipelines alone, no model: Kaizen's RecordLoader on the stored
+# record file (2 threads) against the DataLoader (0 and 2 workers).
+"$BUILD/bench/kaizen_loader_bench" --existing_record_file="$(ls "$WORK"/data/datasets/big-*.krf)" \
+  --size=224 --epochs=1 --threads=2 --batch_size=32 | grep '"what":"kaizen"' >>"$WORK/runs.jsonl"
+for w in 0 2; do
+  $PY bench/loader/folder_train_pytorch.py --model="$MODEL" --folder="$WORK/folder" \
+    --strategy=loader_only --workers="$w" --threads="$THREADS" >>"$WORK/runs.jsonl"
+done
 
 N=$N SMALL=$SMALL THREADS=$THREADS COMMIT=$(bench_commit) $PY - "$WORK/runs.jsonl" <<'PYEOF'
 import json, os, sys
@@ -111,7 +125,7 @@ runs = [json.loads(l) for l in open(sys.argv[1])]
 print(f"\nFolder training benchmark, commit {e['COMMIT']}, {os.cpu_count()} cores, "
       f"{e['THREADS']} compute threads, {int(e['N']):,} JPEGs at 224x224, resnet18, batch 32, 1 epoch")
 for strategy in ("fine_tune", "feature_extraction"):
-    rows = [r for r in runs if r["strategy"] == strategy]
+    rows = [r for r in runs if r.get("strategy") == strategy]
     k = {r["label"]: r for r in rows if r["what"] == "kaizen"}
     p = {r["workers"]: r for r in rows if r["what"] == "pytorch"}
     streamed = k[f"streamed-{strategy}"]
@@ -125,8 +139,17 @@ for strategy in ("fine_tune", "feature_extraction"):
     line("Kaizen in memory (job's growth)", m["images_per_s"], m["rss_growth_mb"])
     for w in sorted(p):
         line(f"PyTorch DataLoader, {w} workers", p[w]["images_per_s"], p[w]["total_rss_mb"])
-small = next(r for r in runs if r["label"] == "streamed-small-fine_tune")
-big = next(r for r in runs if r["label"] == "streamed-fine_tune")
+print("\nINPUT PIPELINE ALONE (decode + resize to 224x224, batches of 32, no model)")
+print(f"{'pipeline':<34} {'img/s':>7} {'peak RSS MB':>12} {'img/s ratio':>12} {'RSS ratio':>10}")
+kl = next(r for r in runs if r["what"] == "kaizen" and "threads" in r)
+print(f"{'Kaizen RecordLoader, 2 threads':<34} {kl['images_per_s']:>7.1f} {kl['peak_rss_mb']:>12.0f} "
+      f"{1:>12.2f} {1:>10.2f}")
+for r in sorted((r for r in runs if r.get("strategy") == "loader_only"), key=lambda r: r["workers"]):
+    print(f"{'PyTorch DataLoader, %d workers' % r['workers']:<34} {r['images_per_s']:>7.1f} "
+          f"{r['total_rss_mb']:>12.0f} {r['images_per_s'] / kl['images_per_s']:>12.2f} "
+          f"{r['total_rss_mb'] / kl['peak_rss_mb']:>10.2f}")
+small = next(r for r in runs if r.get("label") == "streamed-small-fine_tune")
+big = next(r for r in runs if r.get("label") == "streamed-fine_tune")
 print(f"\nstreamed FINE_TUNE job's peak RSS growth: {small['rss_growth_mb']:.0f} MB on "
       f"{int(e['SMALL']):,} images, {big['rss_growth_mb']:.0f} MB on {int(e['N']):,} "
       f"({big['rss_growth_mb'] / max(small['rss_growth_mb'], 1):.2f}x for "

@@ -11,6 +11,8 @@ linear head for the folder's classes:
                        trainable_blocks=1); the rest is frozen in eval mode
   feature_extraction   only the head trains; the backbone runs in eval mode
                        under no_grad (no feature cache: the textbook loop)
+  loader_only          no model: the input pipeline alone, batches drawn and
+                       dropped (to set beside Kaizen's loader_bench)
 
 Prints one JSON line: images, seconds (the epoch, first batch included),
 images_per_s, and the peak RSS in MB of the main process and of the largest
@@ -35,7 +37,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
     p.add_argument("--folder", required=True)
-    p.add_argument("--strategy", choices=["fine_tune", "feature_extraction"], required=True)
+    p.add_argument("--strategy", choices=["fine_tune", "feature_extraction", "loader_only"],
+                   required=True)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch_size", type=int, default=32)
@@ -51,6 +54,13 @@ def main():
     data = torchvision.datasets.ImageFolder(a.folder, transform=tf)
     loader = DataLoader(data, batch_size=a.batch_size, shuffle=True, num_workers=a.workers,
                         persistent_workers=False)
+    if a.strategy == "loader_only":
+        images = 0
+        start = time.perf_counter()
+        for x, _ in loader:
+            images += x.shape[0]
+        report(a, images, time.perf_counter() - start)
+        return
     model = torch.jit.load(a.model)
     in_features = model.fc.weight.shape[1]
     head = torch.nn.Linear(in_features, len(data.classes))
@@ -88,7 +98,10 @@ def main():
         loss.backward()
         opt.step()
         images += x.shape[0]
-    seconds = time.perf_counter() - start
+    report(a, images, time.perf_counter() - start)
+
+
+def report(a, images, seconds):
     main_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({

@@ -59,8 +59,13 @@ constexpr uint64_t kInitStream = 5;
 constexpr uint64_t kSplitStream = 6;
 constexpr uint64_t kExemplarStream = 7;
 
-// Images per forward pass when caching features or evaluating.
+// Images per forward pass when caching features, evaluating or
+// recalibrating BatchNorm: up to kInferenceBatch, fewer for large inputs so
+// that a pass's input stays within kInferenceInputBytes of floats (at
+// 224x224 RGB, 55 images: a resnet's activations for 256 would take GBs).
 constexpr int64_t kInferenceBatch = 256;
+constexpr int64_t kMinInferenceBatch = 16;
+constexpr int64_t kInferenceInputBytes = int64_t{32} << 20;
 // BatchNorm recalibration looks at this many training images at most (evenly
 // spaced through the set): a few thousand pin the statistics down, and on a
 // large dataset the pass stays a small fraction of an epoch.
@@ -292,6 +297,7 @@ class Trainer {
 
   ImageSource train_;
   ImageSource val_;
+  int64_t inference_batch_ = kInferenceBatch;  // see kInferenceInputBytes
   std::optional<imaging::Normalizer> normalizer_;
   std::optional<Augmenter> augmenter_;
   std::optional<BatchSampler> sampler_;
@@ -506,6 +512,11 @@ absl::Status Trainer::RestoreFeatureStandardization(const std::string& bytes) {
 absl::Status Trainer::BuildData() {
   const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
                                    base_metadata_.input_shape().end());
+  const double input_bytes = 4.0 * static_cast<double>(shape[0]) * static_cast<double>(shape[1]) *
+                             static_cast<double>(shape[2]);
+  inference_batch_ = static_cast<int64_t>(
+      std::clamp(static_cast<double>(kInferenceInputBytes) / input_bytes,
+                 static_cast<double>(kMinInferenceBatch), static_cast<double>(kInferenceBatch)));
   std::vector<int32_t> labels;
   if (data_.train != nullptr) {
     labels.reserve(data_.train->records.size());
@@ -575,7 +586,7 @@ absl::Status Trainer::BuildRecordSources(const std::vector<int64_t>& shape,
   loader.threads = options_.loader_threads;
   loader.prefetch_batches = options_.prefetch_batches;
   loader.decode_limits = options_.decode_limits;
-  // The batches decoded ahead (evaluation reads kInferenceBatch images at a
+  // The batches decoded ahead (evaluation reads inference_batch_ images at a
   // time) stay within this many bytes, at least one batch.
   loader.max_prefetch_bytes = kMaxPrefetchBytes;
   const auto make = stream ? &ImageSource::Streamed : &ImageSource::Load;
@@ -598,8 +609,8 @@ torch::Tensor Trainer::PreviousFeatures(const ImageSet& set) {
   torch::NoGradGuard no_grad;
   previous_split_->backbone.eval();
   std::vector<torch::Tensor> chunks;
-  for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
-    const int64_t n = std::min(kInferenceBatch, set.size() - begin);
+  for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
+    const int64_t n = std::min(inference_batch_, set.size() - begin);
     const torch::Tensor x = normalizer_->Normalize(
         imaging::Normalizer::ToUnit(set.images.narrow(0, begin, n).to(device_)));
     chunks.push_back(previous_split_->backbone.forward({x}).toTensor().to(torch::kFloat).cpu());
@@ -765,9 +776,9 @@ void Trainer::ScorePrevious(TrainResult* result) {
   if (!prev.ok()) return;
   Teacher* model = teacher_ ? teacher_.get() : prev->get();
   int64_t correct[2] = {0, 0}, seen[2] = {0, 0};
-  val_.BeginRanges(kInferenceBatch);
-  for (int64_t begin = 0; begin < val_.size(); begin += kInferenceBatch) {
-    const int64_t n = std::min(kInferenceBatch, val_.size() - begin);
+  val_.BeginRanges(inference_batch_);
+  for (int64_t begin = 0; begin < val_.size(); begin += inference_batch_) {
+    const int64_t n = std::min(inference_batch_, val_.size() - begin);
     const torch::Tensor pred =
         model->Logits(imaging::Normalizer::ToUnit(val_.Range(begin, n))).argmax(1).cpu();
     const torch::Tensor labels = val_.labels().narrow(0, begin, n).cpu();
@@ -811,15 +822,15 @@ absl::Status Trainer::BuildTeacher() {
   ASSIGN_OR_RETURN(teacher_, Teacher::Create(*module, *metadata, shape, classes, device_));
   if (augmenter_->active()) return absl::OkStatus();
   if (!train_.streamed()) {
-    teacher_cache_.emplace(teacher_.get(), train_.in_memory()->images);
+    teacher_cache_.emplace(teacher_.get(), train_.in_memory()->images, inference_batch_);
     return absl::OkStatus();
   }
   // Streamed: one pass now, rather than a decode of every image per epoch.
   where_ = "teacher logit caching";
   std::vector<torch::Tensor> chunks;
-  train_.BeginRanges(kInferenceBatch);
-  for (int64_t begin = 0; begin < train_.size(); begin += kInferenceBatch) {
-    const int64_t n = std::min(kInferenceBatch, train_.size() - begin);
+  train_.BeginRanges(inference_batch_);
+  for (int64_t begin = 0; begin < train_.size(); begin += inference_batch_) {
+    const int64_t n = std::min(inference_batch_, train_.size() - begin);
     chunks.push_back(teacher_->Logits(imaging::Normalizer::ToUnit(train_.Range(begin, n))));
   }
   teacher_cache_.emplace(torch::cat(chunks));
@@ -828,9 +839,9 @@ absl::Status Trainer::BuildTeacher() {
 
 double Trainer::TeacherAccuracy(ImageSource& set) {
   int64_t correct = 0;
-  set.BeginRanges(kInferenceBatch);
-  for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
-    const int64_t n = std::min(kInferenceBatch, set.size() - begin);
+  set.BeginRanges(inference_batch_);
+  for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
+    const int64_t n = std::min(inference_batch_, set.size() - begin);
     const torch::Tensor logits = teacher_->Logits(imaging::Normalizer::ToUnit(set.Range(begin, n)));
     correct += logits.argmax(1).eq(set.labels().narrow(0, begin, n)).sum().item<int64_t>();
   }
@@ -902,9 +913,9 @@ torch::Tensor Trainer::AllFeatures(ImageSource& set) {
   torch::NoGradGuard no_grad;
   split_.backbone.eval();
   std::vector<torch::Tensor> chunks;
-  set.BeginRanges(kInferenceBatch);
-  for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
-    const int64_t n = std::min(kInferenceBatch, set.size() - begin);
+  set.BeginRanges(inference_batch_);
+  for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
+    const int64_t n = std::min(inference_batch_, set.size() - begin);
     chunks.push_back(Features(imaging::Normalizer::ToUnit(set.Range(begin, n))));
   }
   return chunks.empty() ? torch::Tensor() : torch::cat(chunks);
@@ -982,9 +993,9 @@ Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_featu
   e.total.assign(num_classes_, 0);
   double loss_sum = 0;
   std::vector<torch::Tensor> predictions;
-  if (!cached_features.defined()) set.BeginRanges(kInferenceBatch);
-  for (int64_t begin = 0; begin < set.size(); begin += kInferenceBatch) {
-    const int64_t n = std::min(kInferenceBatch, set.size() - begin);
+  if (!cached_features.defined()) set.BeginRanges(inference_batch_);
+  for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
+    const int64_t n = std::min(inference_batch_, set.size() - begin);
     torch::Tensor features =
         cached_features.defined()
             ? cached_features.narrow(0, begin, n)
@@ -1248,7 +1259,7 @@ absl::StatusOr<int> Trainer::RecalibrateBatchNorm(torch::jit::Module backbone,
   if (training_batchnorms_.empty() || n < 2) return 0;
   // Equal batches, so that none is tiny; evenly spaced images when the set
   // is larger than the sample, so that every class is in it.
-  const int64_t batches = (n + kInferenceBatch - 1) / kInferenceBatch;
+  const int64_t batches = (n + inference_batch_ - 1) / inference_batch_;
   const bool amp = amp_ && device.is_cuda();
   std::vector<std::vector<int64_t>> rows(batches);
   for (int64_t b = 0; b < batches; ++b) {
