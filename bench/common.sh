@@ -28,13 +28,15 @@ bench_binaries() {
 # bench_server: starts $BUILD/kaizen-server (bench_binaries first) with its
 # data in a new temporary folder WORK, on a free loopback port PORT, without
 # metrics, and waits until it answers; on exit it stops the server and
-# removes WORK. CTL runs kaizenctl against it.
+# removes WORK. CTL runs kaizenctl against it. $BENCH_SERVER_FLAGS (split on
+# spaces) are added to the server's flags.
 bench_server() {
   WORK=$(mktemp -d)
   PORT=$(/usr/bin/python3 -c \
     'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$BUILD/kaizen-server" --data_dir="$WORK/data" --host=127.0.0.1 --grpc_port="$PORT" \
-    --metrics_port=-1 --threads="$(nproc)" --preload_models=false >"$WORK/server.log" 2>&1 &
+    --metrics_port=-1 --threads="$(nproc)" --preload_models=false ${BENCH_SERVER_FLAGS:-} \
+    >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   trap 'kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null; rm -rf "$WORK"' EXIT
   local _

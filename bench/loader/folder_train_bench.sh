@@ -24,7 +24,8 @@
 # against the DataLoader with 0 and 2 workers (images/s, peak RSS of the
 # whole process, workers included).
 #
-# Usage: [N=2000] [THREADS=$(nproc)] [KAIZEN_BIN_DIR=build] bench/loader/folder_train_bench.sh
+# Usage: [N=2000] [THREADS=$(nproc)] [STRATEGIES="fine_tune feature_extraction"]
+#        [KAIZEN_BIN_DIR=build] bench/loader/folder_train_bench.sh
 # Smoke: N=60 KAIZEN_BIN_DIR=build bench/loader/folder_train_bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -100,7 +101,8 @@ PYEOF
   stop_server
 }
 
-for strategy in fine_tune feature_extraction; do
+STRATEGIES=${STRATEGIES:-fine_tune feature_extraction}
+for strategy in $STRATEGIES; do
   kaizen_run "streamed-$strategy" big "$strategy" --max_job_image_memory_mb=0 --loader_threads=2
   kaizen_run "memory-$strategy" big "$strategy"
   for w in 0 2; do
@@ -108,7 +110,8 @@ for strategy in fine_tune feature_extraction; do
       --strategy="$strategy" --workers="$w" --threads="$THREADS" >>"$WORK/runs.jsonl"
   done
 done
-kaizen_run "streamed-small-fine_tune" small fine_tune --max_job_image_memory_mb=0 --loader_threads=2
+SMALL_STRATEGY=$(echo "$STRATEGIES" | cut -d' ' -f1)
+kaizen_run "streamed-small-$SMALL_STRATEGY" small "$SMALL_STRATEGY" --max_job_image_memory_mb=0 --loader_threads=2
 # The input pipelines alone, no model: Kaizen's RecordLoader on the stored
 # record file (2 threads) against the DataLoader (0 and 2 workers).
 "$BUILD/bench/kaizen_loader_bench" --existing_record_file="$(ls "$WORK"/data/datasets/big-*.krf)" \
@@ -118,13 +121,13 @@ for w in 0 2; do
     --strategy=loader_only --workers="$w" --threads="$THREADS" >>"$WORK/runs.jsonl"
 done
 
-N=$N SMALL=$SMALL THREADS=$THREADS COMMIT=$(bench_commit) $PY - "$WORK/runs.jsonl" <<'PYEOF'
+N=$N SMALL=$SMALL THREADS=$THREADS STRATEGIES=$STRATEGIES COMMIT=$(bench_commit) $PY - "$WORK/runs.jsonl" <<'PYEOF'
 import json, os, sys
 e = os.environ
 runs = [json.loads(l) for l in open(sys.argv[1])]
 print(f"\nFolder training benchmark, commit {e['COMMIT']}, {os.cpu_count()} cores, "
       f"{e['THREADS']} compute threads, {int(e['N']):,} JPEGs at 224x224, resnet18, batch 32, 1 epoch")
-for strategy in ("fine_tune", "feature_extraction"):
+for strategy in e["STRATEGIES"].split():
     rows = [r for r in runs if r.get("strategy") == strategy]
     k = {r["label"]: r for r in rows if r["what"] == "kaizen"}
     p = {r["workers"]: r for r in rows if r["what"] == "pytorch"}
@@ -148,9 +151,10 @@ for r in sorted((r for r in runs if r.get("strategy") == "loader_only"), key=lam
     print(f"{'PyTorch DataLoader, %d workers' % r['workers']:<34} {r['images_per_s']:>7.1f} "
           f"{r['total_rss_mb']:>12.0f} {r['images_per_s'] / kl['images_per_s']:>12.2f} "
           f"{r['total_rss_mb'] / kl['peak_rss_mb']:>10.2f}")
-small = next(r for r in runs if r.get("label") == "streamed-small-fine_tune")
-big = next(r for r in runs if r.get("label") == "streamed-fine_tune")
-print(f"\nstreamed FINE_TUNE job's peak RSS growth: {small['rss_growth_mb']:.0f} MB on "
+first = e["STRATEGIES"].split()[0]
+small = next(r for r in runs if r.get("label") == f"streamed-small-{first}")
+big = next(r for r in runs if r.get("label") == f"streamed-{first}")
+print(f"\nstreamed {first.upper()} job's peak RSS growth: {small['rss_growth_mb']:.0f} MB on "
       f"{int(e['SMALL']):,} images, {big['rss_growth_mb']:.0f} MB on {int(e['N']):,} "
       f"({big['rss_growth_mb'] / max(small['rss_growth_mb'], 1):.2f}x for "
       f"{int(e['N']) / int(e['SMALL']):.0f}x the data)")

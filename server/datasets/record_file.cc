@@ -347,6 +347,17 @@ absl::StatusOr<absl::Span<const uint8_t>> RecordFile::Read(uint64_t i) const {
   return bytes;
 }
 
+void RecordFile::Release(uint64_t i) const {
+  if (i >= records_.size()) return;
+  static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const RecordInfo& r = records_[i];
+  const uint64_t begin = r.offset / page * page;
+  const uint64_t end = std::min(map_bytes_, (r.offset + r.size + page - 1) / page * page);
+  if (end <= begin) return;
+  // Advice only: a failure leaves the pages resident, nothing worse.
+  (void)::madvise(const_cast<uint8_t*>(map_) + begin, end - begin, MADV_DONTNEED);
+}
+
 absl::Status RecordFile::DecodeInto(uint64_t i, const DecodeLimits& limits, uint8_t* out) const {
   ASSIGN_OR_RETURN(const absl::Span<const uint8_t> bytes, Read(i));
   const RecordInfo& r = records_[i];

@@ -173,6 +173,13 @@ absl::StatusOr<ImageSet> RecordLoader::Load(const std::vector<int64_t>& batch) c
     ASSIGN_OR_RETURN(const absl::Span<const uint8_t> bytes, file_->Read(i));
     labels[k] = info.label;
     uint8_t* dst = out + k * C * H * W;
+    // The file's pages leave the resident set once read: an epoch over a
+    // file larger than memory must not grow the process to its size.
+    struct ReleaseRecord {
+      const datasets::RecordFile& file;
+      uint64_t i;
+      ~ReleaseRecord() { file.Release(i); }
+    } release{*file_, i};
     if (info.encoding == datasets::RecordEncoding::kRaw) {
       imaging::ConvertImage(bytes.data(), info.height, info.width, info.channels, C, H, W, dst);
       continue;

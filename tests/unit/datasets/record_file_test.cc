@@ -5,6 +5,7 @@
 #include <zlib.h>
 
 #include <cstdint>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -319,6 +320,51 @@ TEST(RecordFileTest, LimitsBoundWhatAFileMayDeclare) {
   small_records.max_record_bytes = 100;
   EXPECT_THAT(RecordFile::Open(w.path, small_records).status().message(),
               HasSubstr("more than the limit of 100"));
+}
+
+// The resident mapped-file bytes of this process (RssFile), in bytes.
+int64_t RssFileBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("RssFile:", 0) == 0) return std::stoll(line.substr(8)) * 1024;
+  }
+  return -1;
+}
+
+// Reading maps a record's pages into the process; Release drops them again,
+// so that a pass over a file larger than memory does not grow the RSS to
+// the file's size. The bytes stay readable.
+TEST(RecordFileTest, ReleasedRecordsLeaveTheResidentSet) {
+  test_util::TempDir dir;
+  const std::string path = dir.File("big.krf");
+  constexpr int kRecords = 64;
+  constexpr int kSide = 256;  // 192 KiB raw RGB records: 12 MiB in all
+  {
+    auto writer = RecordFileWriter::Create(path);
+    ASSERT_TRUE(writer.ok());
+    for (int i = 0; i < kRecords; ++i) {
+      const std::vector<uint8_t> pixels = test_util::MakePixels(kSide, kSide, 3, i);
+      ASSERT_TRUE((*writer)->Append(i % 2, kSide, kSide, 3, RecordEncoding::kRaw, pixels).ok());
+    }
+    ASSERT_TRUE((*writer)->Finish({"a", "b"}).ok());
+  }
+  auto file = RecordFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const int64_t before = RssFileBytes();
+  for (uint64_t i = 0; i < kRecords; ++i) ASSERT_TRUE((*file)->Read(i).ok());  // CRCs read it all
+  const int64_t read = RssFileBytes();
+  for (uint64_t i = 0; i < kRecords; ++i) (*file)->Release(i);
+  (*file)->Release(kRecords);  // out of range: nothing
+  const int64_t released = RssFileBytes();
+  const int64_t file_bytes = int64_t{kRecords} * kSide * kSide * 3;
+  EXPECT_GT(read - before, file_bytes * 9 / 10) << "reading maps the records in";
+  EXPECT_LT(released - before, file_bytes / 10) << "releasing drops them";
+  // Still readable, with the right bytes.
+  auto again = (*file)->Read(5);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(std::vector<uint8_t>(again->begin(), again->end()),
+            test_util::MakePixels(kSide, kSide, 3, 5));
 }
 
 TEST(RecordFileTest, MigratesADecodedDatasetAndReadsItBack) {

@@ -312,10 +312,10 @@ int64_t PeakGrowth(std::shared_ptr<const datasets::RecordFile> file, int64_t bud
 // converting the larger dataset into memory grows by about all of it, which
 // shows that the measurement can fail.
 TEST(TrainerStreamingTest, AStreamedJobsMemoryStaysFlatAsItsDatasetGrows) {
-  // Large blocks come from mmap and go back to the system when freed, so
+  // Blocks from 64 KiB up come from mmap and go back to the system when freed, so
   // that one run's freed memory does not hide the next one's.
-  mallopt(M_MMAP_THRESHOLD, 4 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_MMAP_THRESHOLD, 64 << 10);
+  mallopt(M_TRIM_THRESHOLD, 128 << 10);
   test_util::TempDir dir;
   const auto small = JpegRecords(dir, "small.krf", 600);
   const auto large = JpegRecords(dir, "large.krf", 6000);
