@@ -349,10 +349,13 @@ absl::StatusOr<absl::Span<const uint8_t>> RecordFile::Read(uint64_t i) const {
 
 void RecordFile::Release(uint64_t i) const {
   if (i >= records_.size()) return;
-  static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  // A page fault maps the cached pages of its whole aligned 64 KiB block
+  // (the kernel's fault-around), not only the record's: the block is
+  // released too, or a random-order pass would leave its neighbours mapped.
+  constexpr uint64_t kBlock = uint64_t{64} << 10;
   const RecordInfo& r = records_[i];
-  const uint64_t begin = r.offset / page * page;
-  const uint64_t end = std::min(map_bytes_, (r.offset + r.size + page - 1) / page * page);
+  const uint64_t begin = r.offset / kBlock * kBlock;
+  const uint64_t end = std::min(map_bytes_, (r.offset + r.size + kBlock - 1) / kBlock * kBlock);
   if (end <= begin) return;
   // Advice only: a failure leaves the pages resident, nothing worse.
   (void)::madvise(const_cast<uint8_t*>(map_) + begin, end - begin, MADV_DONTNEED);

@@ -149,9 +149,10 @@ class RecordFile {
   // Record `i`'s bytes, valid while this RecordFile lives. OutOfRange for an
   // index past the end; DataLoss when the bytes do not match their CRC.
   absl::StatusOr<absl::Span<const uint8_t>> Read(uint64_t i) const;
-  // Drops the pages record `i` spans from this process's resident memory
-  // (they stay in the page cache, and a later Read faults them back in;
-  // pages shared with neighbouring records too, which is only a refault).
+  // Drops the pages record `i` spans, rounded out to 64 KiB blocks, from
+  // this process's resident memory (they stay in the page cache, and a later
+  // Read faults them back in; pages of neighbouring records too, which is
+  // only a refault).
   // Mapped file pages count in a process's RSS: a reader that streams a
   // file larger than memory releases each record once it is decoded, so
   // that its RSS does not grow to the file's size. Out of range: nothing.
