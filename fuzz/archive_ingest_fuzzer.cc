@@ -1,6 +1,8 @@
 // The image-folder upload path: libarchive (tar, gzip/bzip2/xz, zip), path
 // checks, the decode budget, image decoding, the record file it writes and
-// the summary.
+// the summary; inputs of odd size run under a stored-resolution cap, so the
+// downscale and re-encoding are fuzzed too.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -18,6 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   options.max_listed = 8;
   options.budget.max_bytes = int64_t{64} << 20;
   options.budget.ratio_allowance_bytes = int64_t{4} << 20;
+  options.max_stored_shorter_side = size % 2 == 1 ? 24 : 0;
   static const std::string record_path = kaizen::fuzz::ScratchDir() + "/dataset.krf";
   const auto summary =
       kaizen::datasets::IngestImageFolderArchive(file.path(), "fuzz", options, record_path);
@@ -38,6 +41,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   kaizen::fuzz::Check(static_cast<int>(d->class_names.size()) == summary->classes_size());
   for (const auto& r : d->records) {
     kaizen::fuzz::Check(r.label >= 0 && static_cast<size_t>(r.label) < d->class_names.size());
+    kaizen::fuzz::Check(options.max_stored_shorter_side == 0 ||
+                        std::min(r.height, r.width) <= options.max_stored_shorter_side);
   }
   kaizen::fuzz::Check(summary->report().ignored_files_size() <= options.max_listed);
   return 0;

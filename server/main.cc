@@ -93,6 +93,13 @@ ABSL_FLAG(int32_t, model_max_pickle_depth, 200,
 ABSL_FLAG(int, max_jpeg_scans, 100,
           "Most scans in one progressive JPEG (uploads and Predict); each scan is another pass "
           "over the image.");
+ABSL_FLAG(int32_t, max_stored_shorter_side, 0,
+          "Store image-folder images whose shorter side is longer than this downscaled to it "
+          "(area averaging; JPEGs re-encoded as JPEG, PNGs as PNG), to save disk and decoding "
+          "when the originals are much larger than any model's input; an upload's header may set "
+          "its own. 0 stores every image as uploaded.");
+ABSL_FLAG(int, stored_jpeg_quality, 90,
+          "Quality (1-100) of the JPEGs --max_stored_shorter_side re-encodes.");
 ABSL_FLAG(int64_t, max_decoded_mb, 65536,
           "Most bytes one dataset upload may decode (decompressed layers and pixels), in MiB. "
           "Image folders stream into the store, so this bounds decoding time, not memory; an "
@@ -216,6 +223,8 @@ void LimitsFromFlags(kaizen::api::KaizenServer::Options* options) {
   options->max_loaded_dataset_bytes =
       std::clamp<int64_t>(absl::GetFlag(FLAGS_max_dataset_memory_mb), 1, int64_t{1} << 23) << 20;
   options->max_jpeg_scans = std::max(1, absl::GetFlag(FLAGS_max_jpeg_scans));
+  options->max_stored_shorter_side = std::max(0, absl::GetFlag(FLAGS_max_stored_shorter_side));
+  options->stored_jpeg_quality = std::clamp(absl::GetFlag(FLAGS_stored_jpeg_quality), 1, 100);
   options->job_data.max_image_memory_bytes =
       std::clamp<int64_t>(absl::GetFlag(FLAGS_max_job_image_memory_mb), 0, int64_t{1} << 23) << 20;
   options->job_data.loader_threads = std::clamp(absl::GetFlag(FLAGS_loader_threads), 1, 64);

@@ -142,13 +142,14 @@ const std::vector<Commands::Spec>& Commands::Specs() {
   static const auto* specs = new std::vector<Spec>{
       {"datasets", "upload", "NAME PATH", 2, 2,
        "[--format=auto|folder|idx] [--labels=FILE] [--class_names=a,b,c] "
-       "[--description=TEXT]",
+       "[--description=TEXT] [--max_stored_shorter_side=PIXELS]",
        "Upload a dataset. PATH is a folder of class folders (archived on the "
        "fly), an archive of one (.tar, .tar.gz, .tgz, .zip, .tar.bz2, "
        ".tar.xz), or an IDX images file (*-images-idx3-ubyte[.gz]) whose "
        "labels file (*-labels-idx1-ubyte[.gz]) is found beside it unless "
        "--labels is given. --class_names (IDX) names labels 0..N-1; "
-       "@FILE reads one name a line.",
+       "@FILE reads one name a line. --max_stored_shorter_side (folders) "
+       "stores larger images downscaled to that shorter side.",
        &Commands::DatasetsUpload},
       {"datasets", "list", "", 0, 0, "", "List all datasets.", &Commands::DatasetsList},
       {"datasets", "get", "NAME", 1, 1, "",
@@ -400,6 +401,7 @@ absl::Status Commands::DatasetsUpload(const Args& args) {
   header.set_name(name);
   header.set_format(source.format);
   header.set_description(options_.description);
+  header.set_max_stored_shorter_side(options_.max_stored_shorter_side);
   ASSIGN_OR_RETURN(const std::vector<std::string> class_names,
                    ResolveClassNames(options_.class_names));
   for (const std::string& class_name : class_names) {

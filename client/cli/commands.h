@@ -26,6 +26,8 @@ struct CommandOptions {
   // datasets upload: "auto", "folder" or "idx", and the IDX labels file.
   std::string dataset_format = "auto";
   std::string labels;
+  // Image folders: the stored-resolution cap (0: the server's).
+  int32_t max_stored_shorter_side = 0;
   // Both uploads.
   std::vector<std::string> class_names;
   std::string description;

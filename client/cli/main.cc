@@ -47,6 +47,9 @@ ABSL_FLAG(std::string, format, "auto", "datasets upload: auto, folder or idx");
 ABSL_FLAG(std::string, labels, "",
           "datasets upload (IDX): the labels file; default: found beside the "
           "images file");
+ABSL_FLAG(int32_t, max_stored_shorter_side, 0,
+          "datasets upload (folders): store images whose shorter side is longer downscaled to "
+          "it; 0: the server's --max_stored_shorter_side");
 // Both uploads.
 ABSL_FLAG(std::vector<std::string>, class_names, {}, "class names a,b,c (or @FILE, one a line)");
 ABSL_FLAG(std::string, description, "", "free-text description");
@@ -199,6 +202,7 @@ int main(int argc, char** argv) {
   options.show_progress = kaizen::cli::ProgressBar::StderrIsTerminal();
   options.dataset_format = absl::GetFlag(FLAGS_format);
   options.labels = absl::GetFlag(FLAGS_labels);
+  options.max_stored_shorter_side = absl::GetFlag(FLAGS_max_stored_shorter_side);
   options.class_names = absl::GetFlag(FLAGS_class_names);
   options.description = absl::GetFlag(FLAGS_description);
   options.input_shape = absl::GetFlag(FLAGS_input_shape);

@@ -60,6 +60,11 @@ std::string ReportDetails(const kaizen::v1::DatasetReport& report) {
   if (report.image_sizes_size() > 0) {
     absl::StrAppend(&out, "image sizes: ", absl::StrJoin(report.image_sizes(), ", "), "\n");
   }
+  if (report.max_stored_shorter_side() > 0) {
+    absl::StrAppend(&out, "stored resolution: shorter side at most ",
+                    report.max_stored_shorter_side(), " pixels (", report.downscaled_images(),
+                    " images downscaled)\n");
+  }
   if (report.imbalance_ratio() > 0) {
     absl::StrAppendFormat(&out, "imbalance ratio: %.2f\n", report.imbalance_ratio());
   }

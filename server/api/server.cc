@@ -290,6 +290,8 @@ absl::StatusOr<int> KaizenServer::OpenStores() {
   dso.max_upload_bytes = o.max_upload_bytes;
   dso.max_image_pixels = o.max_image_pixels;
   dso.max_jpeg_scans = o.max_jpeg_scans;
+  dso.max_stored_shorter_side = o.max_stored_shorter_side;
+  dso.stored_jpeg_quality = o.stored_jpeg_quality;
   dso.max_report_files = o.max_report_files;
   dso.decode_budget = o.upload_decode_budget;
   dso.max_loaded_bytes = o.max_loaded_dataset_bytes;

@@ -80,6 +80,10 @@ class KaizenServer {
     int max_jpeg_scans = 100;
     // Failed / ignored / duplicate files listed in a dataset report.
     int max_report_files = 100;
+    // The stored-resolution cap of image-folder uploads (0: none) and the
+    // JPEG quality it re-encodes at (DatasetStore::Options).
+    int32_t max_stored_shorter_side = 0;
+    int stored_jpeg_quality = 90;
     // Decoded bytes one dataset upload may produce (decompression layers and
     // pixels); the Predict budget is serving.decode_budget.
     datasets::DecodeBudget::Options upload_decode_budget;

@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "server/common/status_macros.h"
 #include "server/datasets/image_decoder.h"
+#include "server/datasets/image_encoder.h"
 #include "server/datasets/ingest_report.h"
 #include "server/datasets/record_file.h"
 
@@ -60,6 +61,8 @@ struct Candidate {
   int32_t width = 0;
   int32_t channels = 0;
   std::string digest;
+  // Stored downscaled, under the stored-resolution cap.
+  bool downscaled = false;
 };
 
 // Component `i` of a candidate's path.
@@ -399,30 +402,48 @@ absl::Status ArchiveIngestor::ReadCandidate(archive* a, archive_entry* entry,
 
 absl::Status ArchiveIngestor::Store(absl::string_view bytes, const Image& image,
                                     Candidate* candidate) {
-  const bool raw = image.pixels.size() <= bytes.size();
-  RecordEncoding encoding = RecordEncoding::kRaw;
-  if (!raw) {
-    encoding = SniffImageFormat(bytes) == ImageFormat::kJpeg ? RecordEncoding::kJpeg
-                                                             : RecordEncoding::kPng;
+  const auto fail = [&](const absl::Status& status) {
+    return absl::Status(status.code(),
+                        absl::StrCat(display_name_, ": ", candidate->path,
+                                     ": cannot store the image: ", status.message()));
+  };
+  // Above the stored-resolution cap the image is stored downscaled, encoded
+  // again in its own format (a PNG stays lossless).
+  const bool jpeg = SniffImageFormat(bytes) == ImageFormat::kJpeg;
+  const ImageSize capped = CappedSize(image.height, image.width, options_.max_stored_shorter_side);
+  const bool downscale = capped.height != image.height || capped.width != image.width;
+  Image small;
+  std::string encoded;
+  if (downscale) {
+    small = AreaDownscale(image, capped.height, capped.width);
+    absl::StatusOr<std::string> again =
+        jpeg ? EncodeJpeg(small, options_.stored_jpeg_quality) : EncodePng(small);
+    if (!again.ok()) return fail(again.status());
+    encoded = *std::move(again);
+    bytes = encoded;
   }
+  const Image& kept = downscale ? small : image;
+  // Raw pixels when they are no larger than the encoded file (tiny images).
+  const bool raw = kept.pixels.size() <= bytes.size();
+  const RecordEncoding encoding = raw    ? RecordEncoding::kRaw
+                                  : jpeg ? RecordEncoding::kJpeg
+                                         : RecordEncoding::kPng;
   const absl::Span<const uint8_t> stored =
-      raw ? absl::MakeConstSpan(image.pixels)
+      raw ? absl::MakeConstSpan(kept.pixels)
           : absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   // The label is known only when every class folder has been seen; Finish()
   // gives the real one.
   absl::StatusOr<uint64_t> record =
-      writer_->Append(0, image.height, image.width, image.channels, encoding, stored);
-  if (!record.ok()) {
-    return absl::Status(record.status().code(),
-                        absl::StrCat(display_name_, ": ", candidate->path,
-                                     ": cannot store the image: ", record.status().message()));
-  }
+      writer_->Append(0, kept.height, kept.width, kept.channels, encoding, stored);
+  if (!record.ok()) return fail(record.status());
   candidate->record = *record;
   candidate->stored_bytes = stored.size();
   appended_bytes_ += stored.size();
-  candidate->height = image.height;
-  candidate->width = image.width;
-  candidate->channels = image.channels;
+  candidate->height = kept.height;
+  candidate->width = kept.width;
+  candidate->channels = kept.channels;
+  candidate->downscaled = downscale;
+  // Duplicates are found on the pixels as uploaded.
   candidate->digest = ImageDigest(image.height, image.width, image.channels, image.pixels);
   candidate->status = absl::OkStatus();
   return absl::OkStatus();
@@ -537,6 +558,7 @@ absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble(const std::string& record_
   paths.reserve(total_images);
   // Each term was decoded and charged to the decode budget: the sum fits.
   uint64_t used_bytes = 0;
+  int64_t downscaled = 0;
   for (const auto& [class_name, indices] : classes.images) {
     const auto label = static_cast<int32_t>(class_names.size());
     class_names.push_back(class_name);
@@ -547,8 +569,11 @@ absl::StatusOr<v1::Dataset> ArchiveIngestor::Assemble(const std::string& record_
       digests.push_back(std::move(c.digest));
       paths.push_back(&c.path);
       used_bytes += c.stored_bytes;
+      downscaled += c.downscaled ? 1 : 0;
     }
   }
+  report->set_max_stored_shorter_side(options_.max_stored_shorter_side);
+  report->set_downscaled_images(downscaled);
   const uint64_t unused_bytes = appended_bytes_ - used_bytes;
   ReportLeftOut(classes.failed, report);
   ReportDuplicateDigests(

@@ -21,6 +21,12 @@ struct IngestOptions {
   int max_listed = 100;
   // Most scans in one progressive JPEG (see DecodeLimits).
   int max_jpeg_scans = 100;
+  // The stored-resolution cap: an image-folder image whose shorter side is
+  // longer is stored downscaled to it (area averaging) and encoded again, a
+  // JPEG at `stored_jpeg_quality`, a PNG as PNG. 0 stores every image as
+  // uploaded. IDX images are stored as sent.
+  int32_t max_stored_shorter_side = 0;
+  int stored_jpeg_quality = 90;
   // Decoded bytes one upload may produce: decompression layers (gzip, bzip2,
   // xz, zip members), IDX payloads and decoded pixels. The ratio is taken
   // to the size of the uploaded files.

@@ -99,6 +99,16 @@ absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> DatasetStore::BeginUpload(
           absl::StrCat("header.format is ", kaizen::v1::DatasetFormat_Name(header.format()),
                        "; use DATASET_FORMAT_IMAGE_FOLDER or DATASET_FORMAT_IDX"));
   }
+  if (header.max_stored_shorter_side() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("header.max_stored_shorter_side is ", header.max_stored_shorter_side(),
+                     "; it must be 0 (the server's default) or a side in pixels"));
+  }
+  if (header.max_stored_shorter_side() > 0 && parts != 1) {
+    return absl::InvalidArgumentError(
+        "header.max_stored_shorter_side applies to DATASET_FORMAT_IMAGE_FOLDER only; IDX images "
+        "are stored as sent");
+  }
   ASSIGN_OR_RETURN(bool exists, metadata_->DatasetExists(header.name()));
   if (exists) {
     return absl::AlreadyExistsError(absl::StrCat("dataset \"", header.name(), "\" already exists"));
@@ -137,6 +147,10 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
   io.max_listed = store_->options_.max_report_files;
   io.budget = store_->options_.decode_budget;
   io.max_examples = store_->options_.max_examples;
+  io.max_stored_shorter_side = header_.max_stored_shorter_side() > 0
+                                   ? header_.max_stored_shorter_side()
+                                   : store_->options_.max_stored_shorter_side;
+  io.stored_jpeg_quality = store_->options_.stored_jpeg_quality;
   // An IDX upload is held in memory while it is ingested; an image folder
   // streams into its record file.
   if (header_.format() == kaizen::v1::DATASET_FORMAT_IDX) {

@@ -32,6 +32,11 @@ class DatasetStore {
     int max_jpeg_scans = 100;
     // Failed / ignored / duplicate files listed in a report (all are counted).
     int max_report_files = 100;
+    // The stored-resolution cap for image folders whose upload header does
+    // not set one (see IngestOptions); 0: stored as uploaded.
+    int32_t max_stored_shorter_side = 0;
+    // Quality of the JPEGs the cap re-encodes (1..100).
+    int stored_jpeg_quality = 90;
     // Decoded bytes one upload may produce (decompression and pixels).
     datasets::DecodeBudget::Options decode_budget;
     // Most images in one dataset (for an image folder: image files, decoded

@@ -294,6 +294,23 @@ assert any(p.endswith(".DS_Store") for p in ignored), ignored
 assert any(p.endswith(".hidden.png") for p in ignored), ignored
 '
 fi
+# The same folder under a stored-resolution cap: 32x32 images stored 16x16.
+if run_json "$TMP/photos16.json" datasets upload photos-16 "$TMP/photos" \
+  --max_stored_shorter_side=16; then
+  check_json "photos-16: stored downscaled, and the report says so" "$TMP/photos16.json" '
+assert [int(x) for x in d["inputShape"]] == [3, 16, 16], d["inputShape"]
+report = d["report"]
+assert int(report["maxStoredShorterSide"]) == 16, report
+assert int(report["downscaledImages"]) == int(d["numExamples"]) == 13, report
+'
+  if out=$(ctl datasets get photos-16 2>&1) &&
+    [[ $out == *"stored resolution: shorter side at most 16 pixels (13 images downscaled)"* ]]; then
+    pass "datasets get shows the stored resolution"
+  else
+    fail "datasets get photos-16 lacks the stored resolution: $out"
+  fi
+  ctl datasets delete photos-16 >/dev/null || fail "datasets delete photos-16"
+fi
 if out=$(ctl datasets get photos 2>&1); then
   if [[ $out == *"broken.jpg"* && $out == *"zz_copy.png"* && $out == *"dogs"* ]]; then
     pass "datasets get (table) shows classes and the report"

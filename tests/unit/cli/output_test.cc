@@ -207,5 +207,16 @@ TEST(OutputTest, JsonUsesTheProto3MappingOnOneLineForJsonLines) {
   EXPECT_GT(std::count(pretty->begin(), pretty->end(), '\n'), 1);
 }
 
+TEST(OutputTest, DatasetDetailsSayWhenImagesWereStoredDownscaled) {
+  kaizen::v1::Dataset dataset;
+  dataset.set_name("photos");
+  EXPECT_THAT(DatasetDetails(dataset), ::testing::Not(HasSubstr("stored resolution")));
+  dataset.mutable_report()->set_max_stored_shorter_side(256);
+  dataset.mutable_report()->set_downscaled_images(1234);
+  EXPECT_THAT(
+      DatasetDetails(dataset),
+      HasSubstr("stored resolution: shorter side at most 256 pixels (1234 images downscaled)"));
+}
+
 }  // namespace
 }  // namespace kaizen::cli

@@ -6,6 +6,7 @@
 #include <archive_entry.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "server/datasets/dataset_file.h"
 #include "server/datasets/image_decoder.h"
+#include "server/datasets/image_encoder.h"
 #include "server/datasets/record_file.h"
 #include "tests/test_util/archive_ingest.h"
 #include "tests/test_util/image_fixtures.h"
@@ -484,6 +486,72 @@ TEST_F(ArchiveIngestTest, StoresFilesAsUploadedAndTinyImagesAsPixels) {
               want->pixels)
         << "record " << i;
   }
+}
+
+TEST_F(ArchiveIngestTest, StoresImagesAboveTheResolutionCapDownscaledAndSaysSo) {
+  const std::string jpeg = EncodeJpeg(400, 300, 3, 1);  // width x height
+  const std::string png = EncodePng(200, 600, 3, 2);
+  const std::string small = EncodeJpeg(64, 48, 3, 3);
+  const std::vector<ArchiveEntry> entries = {
+      {"cats/a.jpg", jpeg}, {"cats/b.png", png}, {"dogs/c.jpg", small}};
+  IngestOptions capped;
+  capped.max_stored_shorter_side = 120;
+  absl::StatusOr<IngestResult> result = Ingest(entries, capped);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const v1::DatasetReport& report = result->summary.report();
+  EXPECT_EQ(report.max_stored_shorter_side(), 120);
+  EXPECT_EQ(report.downscaled_images(), 2);
+  absl::StatusOr<std::unique_ptr<RecordFile>> file = RecordFile::Open(dir_.File("stored.krf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ((*file)->size(), 3u);
+
+  // Each format is kept: the JPEG re-encoded as a JPEG, the PNG as a PNG;
+  // the image under the cap is its uploaded bytes.
+  const RecordInfo& a = (*file)->info(0);
+  EXPECT_EQ(a.encoding, RecordEncoding::kJpeg);
+  EXPECT_EQ(a.height, 120);
+  EXPECT_EQ(a.width, 160);
+  const RecordInfo& b = (*file)->info(1);
+  EXPECT_NE(b.encoding, RecordEncoding::kJpeg);  // a PNG, or raw pixels if no larger
+  EXPECT_EQ(b.height, 360);
+  EXPECT_EQ(b.width, 120);
+  const absl::StatusOr<absl::Span<const uint8_t>> c = (*file)->Read(2);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(std::string(c->begin(), c->end()), small);
+
+  // The PNG stays lossless: its record is exactly the area-downscaled source.
+  const absl::StatusOr<Image> png_source = DecodeImage(png, 1 << 20);
+  ASSERT_TRUE(png_source.ok()) << png_source.status();
+  const DecodedDataset::Record& r = result->data.records[1];
+  const Image want = AreaDownscale(*png_source, 360, 120);
+  EXPECT_EQ(std::vector<uint8_t>(result->data.pixels.begin() + r.offset,
+                                 result->data.pixels.begin() + r.offset + want.pixels.size()),
+            want.pixels);
+  // The JPEG is close to the downscaled source.
+  const absl::StatusOr<Image> jpeg_source = DecodeImage(jpeg, 1 << 20);
+  ASSERT_TRUE(jpeg_source.ok()) << jpeg_source.status();
+  const Image jpeg_want = AreaDownscale(*jpeg_source, 120, 160);
+  const DecodedDataset::Record& ra = result->data.records[0];
+  double error = 0;
+  for (size_t i = 0; i < jpeg_want.pixels.size(); ++i) {
+    error += std::abs(static_cast<int>(result->data.pixels[ra.offset + i]) -
+                      static_cast<int>(jpeg_want.pixels[i]));
+  }
+  EXPECT_LT(error / static_cast<double>(jpeg_want.pixels.size()), 4.0);
+  // The summary's shapes are the stored ones.
+  EXPECT_EQ(result->data.records[0].height, 120);
+
+  // Without the cap the same upload stores every file as it came, and more
+  // bytes.
+  test_util::TempDir other;
+  const std::string path = other.File("upload.bin");
+  test_util::WriteBinaryFile(path, test_util::MakeArchive(entries, ArchiveKind::kTarGz));
+  absl::StatusOr<IngestResult> uncapped =
+      test_util::IngestArchiveAndRead(path, "photos.tgz", {}, other.File("stored.krf"));
+  ASSERT_TRUE(uncapped.ok()) << uncapped.status();
+  EXPECT_EQ(uncapped->summary.report().max_stored_shorter_side(), 0);
+  EXPECT_EQ(uncapped->summary.report().downscaled_images(), 0);
+  EXPECT_GT(uncapped->summary.stored_bytes(), result->summary.stored_bytes());
 }
 
 // A /proc/self/status field in bytes: VmHWM (the peak resident set) or VmRSS.

@@ -172,6 +172,58 @@ TEST_F(DatasetStoreTest, BadHeadersNameTheField) {
   EXPECT_EQ(store_->BeginUpload(h).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(DatasetStoreTest, TheStoredResolutionCapComesFromTheHeaderOrTheServerAndIsRecorded) {
+  const std::string archive = PhotosArchive();  // 16x16 PNGs
+  auto upload = [&](DatasetStore* store, const std::string& name, int32_t cap) {
+    kaizen::v1::UploadDatasetHeader h = Header(name, archive);
+    h.set_max_stored_shorter_side(cap);
+    absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> up = store->BeginUpload(h);
+    if (!up.ok()) return absl::StatusOr<kaizen::v1::Dataset>(up.status());
+    if (absl::Status st = (*up)->Append(archive); !st.ok()) {
+      return absl::StatusOr<kaizen::v1::Dataset>(st);
+    }
+    return (*up)->Finish(common::Sha256Hex(archive));
+  };
+  // The header's cap, recorded with the dataset.
+  ASSERT_TRUE(upload(store_.get(), "small", 8).ok());
+  absl::StatusOr<kaizen::v1::Dataset> got = store_->Get("small");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->report().max_stored_shorter_side(), 8);
+  EXPECT_EQ(got->report().downscaled_images(), 6);
+  EXPECT_THAT(got->input_shape(), ::testing::ElementsAre(3, 8, 8));
+  absl::StatusOr<datasets::DecodedDataset> loaded = store_->Load("small");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->records[0].height, 8);
+  // The server's cap when the header sets none.
+  DatasetStore::Options o;
+  o.data_dir = dir_.path();
+  o.max_stored_shorter_side = 12;
+  DatasetStore capped(o, metadata_.get());
+  absl::StatusOr<kaizen::v1::Dataset> twelve = upload(&capped, "twelve", 0);
+  ASSERT_TRUE(twelve.ok()) << twelve.status();
+  EXPECT_EQ(twelve->report().max_stored_shorter_side(), 12);
+  EXPECT_THAT(twelve->input_shape(), ::testing::ElementsAre(3, 12, 12));
+  // Without either, images are stored as uploaded.
+  absl::StatusOr<kaizen::v1::Dataset> plain = upload(store_.get(), "plain", 0);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->report().max_stored_shorter_side(), 0);
+  EXPECT_THAT(plain->input_shape(), ::testing::ElementsAre(3, 16, 16));
+
+  // A negative cap, or one on an IDX upload, is refused by name.
+  absl::StatusOr<kaizen::v1::Dataset> negative = upload(store_.get(), "negative", -1);
+  EXPECT_EQ(negative.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(negative.status().message(), HasSubstr("header.max_stored_shorter_side"));
+  kaizen::v1::UploadDatasetHeader idx;
+  idx.set_name("digits");
+  idx.set_format(kaizen::v1::DATASET_FORMAT_IDX);
+  idx.add_parts()->set_size_bytes(16);
+  idx.add_parts()->set_size_bytes(8);
+  idx.set_max_stored_shorter_side(8);
+  const absl::Status idx_status = store_->BeginUpload(idx).status();
+  EXPECT_EQ(idx_status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(idx_status.message(), HasSubstr("IMAGE_FOLDER only"));
+}
+
 TEST_F(DatasetStoreTest, DeleteWaitsForJobsThenRemovesRowAndFile) {
   const std::string archive = PhotosArchive();
   ASSERT_TRUE(Upload("pets", archive, common::Sha256Hex(archive)).ok());
