@@ -361,12 +361,14 @@ void RecordFile::Release(uint64_t i) const {
   (void)::madvise(const_cast<uint8_t*>(map_) + begin, end - begin, MADV_DONTNEED);
 }
 
-absl::Status RecordFile::DecodeInto(uint64_t i, const DecodeLimits& limits, uint8_t* out) const {
+absl::StatusOr<RecordFile::Pixels> RecordFile::Decode(uint64_t i,
+                                                      const DecodeLimits& limits) const {
   ASSIGN_OR_RETURN(const absl::Span<const uint8_t> bytes, Read(i));
   const RecordInfo& r = records_[i];
+  Pixels out;
   if (r.encoding == RecordEncoding::kRaw) {
-    std::memcpy(out, bytes.data(), bytes.size());
-    return absl::OkStatus();
+    out.raw_ = bytes.data();
+    return out;
   }
   // No image may decode larger than its index entry says.
   DecodeLimits record_limits = limits;
@@ -374,8 +376,12 @@ absl::Status RecordFile::DecodeInto(uint64_t i, const DecodeLimits& limits, uint
   absl::StatusOr<Image> image = DecodeImage(
       absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), record_limits);
   if (!image.ok()) {
-    return absl::Status(image.status().code(),
-                        absl::StrCat(path_, ": record ", i, ": ", image.status().message()));
+    // The store wrote only images that decoded: a record that no longer
+    // does is damage, unless the caller's budget ran out.
+    const bool budget = limits.budget != nullptr && limits.budget->exhausted();
+    return absl::Status(budget ? absl::StatusCode::kResourceExhausted : absl::StatusCode::kDataLoss,
+                        absl::StrCat(path_, ": record ", i,
+                                     " does not decode as stored: ", image.status().message()));
   }
   if (image->height != r.height || image->width != r.width || image->channels != r.channels) {
     return absl::DataLossError(absl::StrCat(path_, ": damaged record file: record ", i,
@@ -383,8 +389,8 @@ absl::Status RecordFile::DecodeInto(uint64_t i, const DecodeLimits& limits, uint
                                             image->channels, " but its index entry says ", r.height,
                                             "x", r.width, "x", r.channels));
   }
-  std::memcpy(out, image->pixels.data(), image->pixels.size());
-  return absl::OkStatus();
+  out.decoded_ = *std::move(image);
+  return out;
 }
 
 absl::StatusOr<DecodedDataset> RecordFile::ReadAll(const DecodeLimits& limits,
@@ -417,7 +423,15 @@ absl::StatusOr<DecodedDataset> RecordFile::ReadAll(const DecodeLimits& limits,
   auto decode_share = [&](uint64_t w) {
     for (uint64_t i = w * n / workers; i < (w + 1) * n / workers; ++i) {
       try {
-        failed[w] = DecodeInto(i, limits, out.pixels.data() + out.records[i].offset);
+        absl::StatusOr<Pixels> pixels = Decode(i, limits);
+        if (pixels.ok()) {
+          const DecodedDataset::Record& r = out.records[i];
+          std::memcpy(out.pixels.data() + r.offset, pixels->data(),
+                      static_cast<size_t>(r.height) * r.width * r.channels);
+        }
+        // The decoded dataset is what stays in memory, not the file too.
+        Release(i);
+        failed[w] = pixels.status();
       } catch (const std::exception& e) {
         failed[w] = absl::ResourceExhaustedError(
             absl::StrCat(path_, ": record ", i, ": cannot decode: ", e.what()));

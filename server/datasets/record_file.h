@@ -158,12 +158,30 @@ class RecordFile {
   // that its RSS does not grow to the file's size. Out of range: nothing.
   void Release(uint64_t i) const;
 
+  // Record `i`'s pixels, row-major HWC uint8 of its index entry's shape: a
+  // raw record's mapped bytes (valid while this RecordFile lives), or an
+  // encoded record decoded under `limits` with its index entry's pixel count
+  // as max_pixels (the store decoded it once at upload under the limits of
+  // the day; a limit lowered since must not make it unreadable). DataLoss when the bytes fail their
+  // CRC, do not decode, or decode to another shape than the entry's (the error names the record);
+  // ResourceExhausted when limits.budget cannot pay for the decode; OutOfRange past the end.
+  class Pixels {
+   public:
+    const uint8_t* data() const { return decoded_.pixels.empty() ? raw_ : decoded_.pixels.data(); }
+
+   private:
+    friend class RecordFile;
+    const uint8_t* raw_ = nullptr;
+    Image decoded_;
+  };
+  absl::StatusOr<Pixels> Decode(uint64_t i, const DecodeLimits& limits) const;
+
   // Every record in memory as a DecodedDataset, encoded records decoded
   // under `limits` (each with its index entry's pixel count as max_pixels)
   // on `threads` threads (one when limits.budget is set: a budget is not
   // shared). ResourceExhausted, before anything is decoded, when the decoded
-  // pixels would pass `max_decoded_bytes`; DataLoss when a record does not
-  // decode to the shape its index entry says. Errors name the first failing
+  // pixels would pass `max_decoded_bytes`; Decode()'s errors for a record
+  // (each record's mapped pages are released once it is copied). Errors name the first failing
   // record.
   absl::StatusOr<DecodedDataset> ReadAll(const DecodeLimits& limits = {},
                                          uint64_t max_decoded_bytes = uint64_t{1} << 36,
@@ -171,8 +189,6 @@ class RecordFile {
 
  private:
   RecordFile() = default;
-  // Decodes record `i` into `out` (its height * width * channels bytes).
-  absl::Status DecodeInto(uint64_t i, const DecodeLimits& limits, uint8_t* out) const;
 
   std::string path_;
   const uint8_t* map_ = nullptr;

@@ -170,7 +170,6 @@ absl::StatusOr<ImageSet> RecordLoader::Load(const std::vector<int64_t>& batch) c
   for (int64_t k = 0; k < n; ++k) {
     const uint64_t i = static_cast<uint64_t>(batch[k]);
     const datasets::RecordInfo& info = file_->info(i);
-    ASSIGN_OR_RETURN(const absl::Span<const uint8_t> bytes, file_->Read(i));
     labels[k] = info.label;
     uint8_t* dst = out + k * C * H * W;
     // The file's pages leave the resident set once read: an epoch over a
@@ -180,31 +179,9 @@ absl::StatusOr<ImageSet> RecordLoader::Load(const std::vector<int64_t>& batch) c
       uint64_t i;
       ~ReleaseRecord() { file.Release(i); }
     } release{*file_, i};
-    if (info.encoding == datasets::RecordEncoding::kRaw) {
-      imaging::ConvertImage(bytes.data(), info.height, info.width, info.channels, C, H, W, dst);
-      continue;
-    }
-    // A record decodes to the shape its index entry gives, and to no more
-    // pixels than that.
-    datasets::DecodeLimits limits = options_.decode_limits;
-    limits.max_pixels = std::min<int64_t>(
-        limits.max_pixels, static_cast<int64_t>(info.height) * static_cast<int64_t>(info.width));
-    absl::StatusOr<datasets::Image> image = datasets::DecodeImage(
-        absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), limits);
-    if (!image.ok()) {
-      return absl::DataLossError(absl::StrCat(
-          file_->path(), ": record ", i, " does not decode as stored: ", image.status().message()));
-    }
-    if (image->height != static_cast<int>(info.height) ||
-        image->width != static_cast<int>(info.width) ||
-        image->channels != static_cast<int>(info.channels)) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s: record %d decodes to %dx%dx%d, not the %dx%dx%d its index entry gives",
-          file_->path(), i, image->height, image->width, image->channels, info.height, info.width,
-          info.channels));
-    }
-    imaging::ConvertImage(image->pixels.data(), image->height, image->width, image->channels, C, H,
-                          W, dst);
+    ASSIGN_OR_RETURN(const datasets::RecordFile::Pixels pixels,
+                     file_->Decode(i, options_.decode_limits));
+    imaging::ConvertImage(pixels.data(), info.height, info.width, info.channels, C, H, W, dst);
   }
   return set;
 }

@@ -493,8 +493,8 @@ TEST(RecordFileTest, ARecordThatDecodesToAnotherShapeIsDataLoss) {
     ASSERT_TRUE((*writer)->Finish({"a"}).ok());
   }
   const auto refused = (*RecordFile::Open(small))->ReadAll();
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(refused.status().message(), HasSubstr("record 0"));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(refused.status().message(), HasSubstr("record 0 does not decode as stored"));
 }
 
 TEST(RecordFileTest, FinishWithPicksListsThemInTheirOrderWithTheirLabels) {

@@ -174,7 +174,8 @@ TEST(RecordLoaderTest, ARecordThatDecodesToAnotherShapeThanItsIndexSaysIsDataLos
   auto second = (*loader)->Next();
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kDataLoss) << second.status();
-  EXPECT_THAT(std::string(second.status().message()), HasSubstr("not the 16x16x3"));
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr("record 1 decodes to 8x8x3 but its index entry says 16x16x3"));
 }
 
 TEST(RecordLoaderTest, ConvertsAsTheInMemoryPipelineDoes) {
