@@ -62,10 +62,13 @@ constexpr uint64_t kExemplarStream = 7;
 // Images per forward pass when caching features, evaluating or
 // recalibrating BatchNorm: up to kInferenceBatch, fewer for large inputs so
 // that a pass's input stays within kInferenceInputBytes of floats (at
-// 224x224 RGB, 55 images: a resnet's activations for 256 would take GBs).
+// 224x224 RGB, 20 images: a resnet's activations for 256 would take GBs).
+// Large batches of large images are slower, not only larger: torchvision's
+// resnet18 at 224x224 on 2 cores (eval, no grad) ran 67-69 images/s at
+// batches of 8 to 24, 58 at 32, 53 at 48-55 and 44 at 64 (bench/RESULTS.md).
 constexpr int64_t kInferenceBatch = 256;
 constexpr int64_t kMinInferenceBatch = 16;
-constexpr int64_t kInferenceInputBytes = int64_t{32} << 20;
+constexpr int64_t kInferenceInputBytes = int64_t{12} << 20;
 // BatchNorm recalibration looks at this many training images at most (evenly
 // spaced through the set): a few thousand pin the statistics down, and on a
 // large dataset the pass stays a small fraction of an epoch.
