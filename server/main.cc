@@ -69,6 +69,11 @@ ABSL_FLAG(int64_t, max_job_image_memory_mb, 2048,
 ABSL_FLAG(int, loader_threads, 2,
           "Threads that decode a streamed dataset's images for each job, apart from the "
           "training threads.");
+ABSL_FLAG(int64_t, max_prefix_cache_mb, 1024,
+          "FINE_TUNE without augmentation computes the frozen layers below the first trainable "
+          "block once per image and runs only the layers above at each step; their outputs for "
+          "a job's images may take this many MiB (more: every step runs the whole model). 0 "
+          "turns the cache off.");
 ABSL_FLAG(int, prefetch_batches, 4,
           "Batches a streamed dataset is decoded ahead of training, at most.");
 ABSL_FLAG(std::string, model_inspector, "",
@@ -229,6 +234,8 @@ void LimitsFromFlags(kaizen::api::KaizenServer::Options* options) {
       std::clamp<int64_t>(absl::GetFlag(FLAGS_max_job_image_memory_mb), 0, int64_t{1} << 23) << 20;
   options->job_data.loader_threads = std::clamp(absl::GetFlag(FLAGS_loader_threads), 1, 64);
   options->job_data.prefetch_batches = std::clamp(absl::GetFlag(FLAGS_prefetch_batches), 1, 64);
+  options->job_data.max_prefix_cache_bytes =
+      std::max<int64_t>(0, absl::GetFlag(FLAGS_max_prefix_cache_mb)) << 20;
   options->max_report_files = std::max(0, absl::GetFlag(FLAGS_max_report_files));
   kaizen::datasets::DecodeBudget::Options& upload_budget = options->upload_decode_budget;
   upload_budget.max_bytes = absl::GetFlag(FLAGS_max_decoded_mb) << 20;

@@ -43,6 +43,10 @@ ABSL_FLAG(bool, no_feature_cache, false,
           "Turn off the trainer's feature cache (FEATURE_EXTRACTION; "
           "TrainerOptions::use_feature_cache), so that it runs the frozen backbone on every "
           "batch of every epoch.");
+ABSL_FLAG(int64_t, max_prefix_cache_mb, 1024,
+          "The FINE_TUNE frozen-prefix cache's budget (TrainerOptions::max_prefix_cache_bytes); "
+          "0 runs the whole model at every step.");
+ABSL_FLAG(int, trainable_blocks, 0, "FINE_TUNE: the top blocks that train (0: the default).");
 ABSL_FLAG(std::string, model, "resnet-small", "Built-in architecture: resnet-small | cnn-small");
 ABSL_FLAG(int, images, 6000, "Training images: the first N of Fashion-MNIST's training set.");
 ABSL_FLAG(int, epochs, 3, "Epochs.");
@@ -306,6 +310,7 @@ absl::Status Run() {
   requested.mutable_validation()->set_split(0.0);                    // no validation: training only
   kaizen::v1::Augmentation* aug = requested.mutable_augmentation();  // set: taken as given
   aug->set_enabled(false);
+  requested.set_trainable_blocks(absl::GetFlag(FLAGS_trainable_blocks));
   const bool no_cache = absl::GetFlag(FLAGS_no_feature_cache);
   ASSIGN_OR_RETURN(kaizen::v1::Hyperparameters hp,
                    training::ResolveHyperparameters(strategy, requested, images));
@@ -351,6 +356,7 @@ absl::Status Run() {
   options.base = base;
   options.base_metadata = metadata;
   options.use_feature_cache = !no_cache;
+  options.max_prefix_cache_bytes = absl::GetFlag(FLAGS_max_prefix_cache_mb) << 20;
   training::TrainingData training_data;
   training_data.train = &data;
   training::Callbacks callbacks;

@@ -1209,6 +1209,7 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   opts.max_image_memory_bytes = options_.data.max_image_memory_bytes;
   opts.loader_threads = options_.data.loader_threads;
   opts.prefetch_batches = options_.data.prefetch_batches;
+  opts.max_prefix_cache_bytes = options_.data.max_prefix_cache_bytes;
   // Stored records were decoded once under the upload limits; each is held
   // to its index entry's pixel count, and a scan limit lowered since must
   // not make stored data unreadable (as DatasetStore::Load).

@@ -40,6 +40,8 @@ struct JobDataOptions {
   int64_t max_image_memory_bytes = int64_t{2} << 30;
   int loader_threads = 2;
   int prefetch_batches = 4;
+  // The FINE_TUNE frozen-prefix cache's budget (TrainerOptions); 0: off.
+  int64_t max_prefix_cache_bytes = int64_t{1} << 30;
 };
 
 class JobManager {

@@ -34,6 +34,7 @@
 #include "server/training/batchnorm_recalibration.h"
 #include "server/training/early_stopping.h"
 #include "server/training/exemplar_memory.h"
+#include "server/training/forward_cut.h"
 #include "server/training/freezing.h"
 #include "server/training/head.h"
 #include "server/training/image_set.h"
@@ -160,6 +161,7 @@ class AutocastScope {
 struct EpochRun {
   int32_t epoch = 0;  // counted from 0
   bool use_cache = false;
+  bool use_prefix = false;  // the frozen-prefix cache (UsePrefixCache)
   int64_t first_batch = 0;  // > 0 when resuming within the epoch
   double loss_sum = 0;
   int64_t correct = 0;
@@ -205,6 +207,11 @@ class Trainer {
   absl::Status SplitValidation(const std::vector<int32_t>& labels, std::vector<int64_t>* train_rows,
                                std::vector<int64_t>* val_rows);
   void BuildFeatureCache();
+  // Whether this epoch can run from the frozen-prefix cache; builds it the
+  // first time it can (TrainerOptions::max_prefix_cache_bytes).
+  bool UsePrefixCache();
+  // cut_->Prefix of every image of `set`, on the CPU.
+  torch::Tensor AllPrefixes(ImageSource& set);
   // The backbone's features of every image of `set`, in eval mode.
   torch::Tensor AllFeatures(ImageSource& set);
   // FEATURE_EXTRACTION: the mean and std of the training features, which the
@@ -216,8 +223,10 @@ class Trainer {
   // Recomputes the running statistics of the BatchNorm layers that train this
   // epoch in `backbone` (the training one, or a checkpoint's copy on
   // `device`) on the un-augmented training images.
+  // With `use_prefix` (the training backbone itself) from the frozen-prefix
+  // cache.
   absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module backbone,
-                                           const torch::Device& device);
+                                           const torch::Device& device, bool use_prefix = false);
   // Whether epoch `epoch` (0-based) ends with a checkpoint, whose BatchNorm
   // statistics are recomputed first.
   bool CheckpointsAfter(int32_t epoch) const;
@@ -246,7 +255,8 @@ class Trainer {
   // augmentation is on) and, for DISTILL, the teacher's on the same images
   // in `*teacher_logits`.
   torch::Tensor TrainLogits(const std::vector<int64_t>& batch, const torch::Tensor& idx,
-                            bool use_cache, at::Generator& gen, torch::Tensor* teacher_logits);
+                            bool use_cache, bool use_prefix, at::Generator& gen,
+                            torch::Tensor* teacher_logits);
   // DISTILL: the teacher on the student's input, and its logit cache when
   // the training images never change (no augmentation).
   absl::Status BuildTeacher();
@@ -262,7 +272,8 @@ class Trainer {
   torch::Tensor PreviousFeatures(const ImageSet& set);
   // INCREMENTAL: the previous model's accuracy on the validation images.
   void ScorePrevious(TrainResult* result);
-  Evaluation Evaluate(ImageSource& set, const torch::Tensor& cached_features);
+  Evaluation Evaluate(ImageSource& set, const torch::Tensor& cached_features,
+                      const torch::Tensor& cached_prefixes = torch::Tensor());
   void SetLearningRates(double factor);
   void ClearGradients();
   // Returns false when the step was skipped (FP16 overflow).
@@ -307,6 +318,12 @@ class Trainer {
   std::optional<LrSchedule> schedule_;
   torch::Tensor train_features_;  // the feature cache; undefined when stale
   torch::Tensor val_features_;
+  // The frozen-prefix cache: the backbone cut before its first trainable
+  // block, and the prefix's output for every image (CPU).
+  std::optional<ForwardCut> cut_;
+  torch::Tensor train_prefixes_;
+  torch::Tensor val_prefixes_;
+  bool prefix_decided_ = false;
   // FEATURE_EXTRACTION standardises the head's input (see
   // SetFeatureStandardization); a job resumed from a checkpoint written
   // before it did keeps training as it started.
@@ -962,7 +979,7 @@ torch::Tensor Trainer::HeadInput(const torch::Tensor& features) const {
 }
 
 torch::Tensor Trainer::TrainLogits(const std::vector<int64_t>& batch, const torch::Tensor& idx,
-                                   bool use_cache, at::Generator& gen,
+                                   bool use_cache, bool use_prefix, at::Generator& gen,
                                    torch::Tensor* teacher_logits) {
   // The feature cache implies no augmentation, so the teacher's logits are
   // cached too.
@@ -970,6 +987,14 @@ torch::Tensor Trainer::TrainLogits(const std::vector<int64_t>& batch, const torc
   if (use_cache) {
     AutocastScope autocast(amp_, amp_dtype_);
     return split_.head.forward({train_features_.index_select(0, idx)}).toTensor();
+  }
+  if (use_prefix) {
+    // The frozen layers' output for these images, then the rest of the
+    // backbone, which trains.
+    const torch::Tensor prefixes = train_prefixes_.index_select(0, idx.cpu()).to(device_);
+    const torch::Tensor features = HeadInput(cut_->Suffix(prefixes));
+    AutocastScope autocast(amp_, amp_dtype_);
+    return split_.head.forward({features}).toTensor();
   }
   torch::Tensor x = imaging::Normalizer::ToUnit(train_.Rows(batch));
   if (augmenter_->active()) x = augmenter_->Apply(x, gen);
@@ -987,7 +1012,8 @@ torch::Tensor Trainer::TrainLogits(const std::vector<int64_t>& batch, const torc
   return split_.head.forward({features}).toTensor();
 }
 
-Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_features) {
+Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_features,
+                             const torch::Tensor& cached_prefixes) {
   torch::NoGradGuard no_grad;
   split_.backbone.eval();
   split_.head.eval();
@@ -996,12 +1022,15 @@ Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_featu
   e.total.assign(num_classes_, 0);
   double loss_sum = 0;
   std::vector<torch::Tensor> predictions;
-  if (!cached_features.defined()) set.BeginRanges(inference_batch_);
+  if (!cached_features.defined() && !cached_prefixes.defined()) set.BeginRanges(inference_batch_);
   for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
     const int64_t n = std::min(inference_batch_, set.size() - begin);
     torch::Tensor features =
-        cached_features.defined()
-            ? cached_features.narrow(0, begin, n)
+        cached_features.defined() ? cached_features.narrow(0, begin, n)
+        : cached_prefixes.defined()
+            // A copy: layers may work in place on their input.
+            ? HeadInput(cut_->Suffix(cached_prefixes.narrow(0, begin, n).to(
+                  device_, /*non_blocking=*/false, /*copy=*/true)))
             : HeadInput(Features(imaging::Normalizer::ToUnit(set.Range(begin, n))));
     torch::Tensor logits;
     {
@@ -1176,7 +1205,85 @@ EpochRun Trainer::StartEpoch(int32_t epoch) {
   SetTrainingMode(split_.backbone);
   training_batchnorms_ = TrainingBatchNormPaths(split_.backbone);
   split_.head.train();
+  if (!run.use_cache && !backbone_frozen && !augmenter_->active()) {
+    where_ = absl::StrCat("epoch ", epoch + 1, " frozen-prefix caching");
+    run.use_prefix = UsePrefixCache();
+  }
   return run;
+}
+
+bool Trainer::UsePrefixCache() {
+  if (cut_.has_value()) return true;
+  if (prefix_decided_) return false;
+  prefix_decided_ = true;
+  if (options_.max_prefix_cache_bytes <= 0 || amp_) return false;
+  // The lowest block that trains; below it everything is frozen.
+  const std::vector<std::string> blocks = ListBlocks(split_.backbone, split_.identity_path);
+  std::string first;
+  for (const std::string& block : blocks) {
+    const bool trains =
+        std::any_of(trainable_backbone_.begin(), trainable_backbone_.end(),
+                    [&](const std::string& name) { return absl::StartsWith(name, block + "."); });
+    if (trains) {
+      first = block;
+      break;
+    }
+  }
+  if (first.empty() || first == blocks.front()) return false;
+  absl::StatusOr<ForwardCut> cut = ForwardCut::Before(split_.backbone, first);
+  if (!cut.ok()) {
+    Note(absl::StrCat("every step runs the whole backbone (no frozen-prefix cache): ",
+                      cut.status().message()));
+    return false;
+  }
+  for (const std::string& path : cut->prefix_modules()) {
+    absl::StatusOr<torch::jit::Module> module = FindSubmodule(split_.backbone, path);
+    if (!module.ok() || !BehavesAsInEval(*module)) {
+      Note(absl::StrCat("every step runs the whole backbone (no frozen-prefix cache): '", path,
+                        "', below the first trainable block '", first,
+                        "', behaves differently in training mode"));
+      return false;
+    }
+  }
+  // The size of one image's prefix output, from a blank image.
+  const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
+                                   base_metadata_.input_shape().end());
+  int64_t per_image = 0;
+  {
+    torch::NoGradGuard no_grad;
+    per_image = cut->Prefix(torch::zeros({1, shape[0], shape[1], shape[2]}, device_)).nbytes();
+  }
+  const double bytes =
+      static_cast<double>(per_image) * static_cast<double>(train_.size() + val_.size());
+  if (bytes > static_cast<double>(options_.max_prefix_cache_bytes)) {
+    Note(absl::StrFormat(
+        "every step runs the whole backbone: the frozen layers' output below '%s' for %d images "
+        "would take %.0f MiB, over the server's --max_prefix_cache_mb (%d)",
+        first, train_.size() + val_.size(), bytes / 1048576.0,
+        options_.max_prefix_cache_bytes >> 20));
+    return false;
+  }
+  cut_ = *std::move(cut);
+  train_prefixes_ = AllPrefixes(train_);
+  val_prefixes_ = val_.size() > 0 ? AllPrefixes(val_) : torch::Tensor();
+  Note(absl::StrFormat(
+      "the frozen layers below '%s' ran once for the %d images (%.0f MiB of their output kept); "
+      "each step runs '%s' and above",
+      first, train_.size() + val_.size(), bytes / 1048576.0, first));
+  return true;
+}
+
+torch::Tensor Trainer::AllPrefixes(ImageSource& set) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> chunks;
+  set.BeginRanges(inference_batch_);
+  for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
+    const int64_t n = std::min(inference_batch_, set.size() - begin);
+    const torch::Tensor x =
+        normalizer_->Normalize(imaging::Normalizer::ToUnit(set.Range(begin, n)));
+    chunks.push_back(cut_->Prefix(x).cpu());
+  }
+  return chunks.empty() ? torch::Tensor() : torch::cat(chunks);
 }
 
 void Trainer::ResumeWithinEpoch(const EpochPosition& at, EpochRun* run) {
@@ -1197,7 +1304,7 @@ void Trainer::ResumeWithinEpoch(const EpochPosition& at, EpochRun* run) {
 
 absl::StatusOr<bool> Trainer::RunSteps(EpochRun* run) {
   const std::vector<std::vector<int64_t>> batches = sampler_->EpochBatches(run->epoch);
-  if (!run->use_cache) {
+  if (!run->use_cache && !run->use_prefix) {
     train_.Begin({batches.begin() + run->first_batch, batches.end()});
   }
   for (int64_t b = run->first_batch; b < static_cast<int64_t>(batches.size()); ++b) {
@@ -1255,7 +1362,7 @@ bool Trainer::CheckpointsAfter(int32_t epoch) const {
 }
 
 absl::StatusOr<int> Trainer::RecalibrateBatchNorm(torch::jit::Module backbone,
-                                                  const torch::Device& device) {
+                                                  const torch::Device& device, bool use_prefix) {
   const int64_t total = train_.size();
   const int64_t n = std::min(total, kRecalibrationImages);
   // One image cannot give a variance for a layer without spatial extent.
@@ -1269,6 +1376,15 @@ absl::StatusOr<int> Trainer::RecalibrateBatchNorm(torch::jit::Module backbone,
     for (int64_t i = b * n / batches; i < (b + 1) * n / batches; ++i) {
       rows[b].push_back(i * total / n);
     }
+  }
+  if (use_prefix) {
+    auto run_prefixes = [&](int64_t b) -> int64_t {
+      const torch::Tensor index = torch::tensor(rows[b], torch::kLong);
+      cut_->Suffix(train_prefixes_.index_select(0, index).to(device));
+      return static_cast<int64_t>(rows[b].size());
+    };
+    return kaizen::training::RecalibrateBatchNorm(backbone, training_batchnorms_, batches,
+                                                  run_prefixes);
   }
   // Batch 0 runs twice (see RecalibrateBatchNorm), read once.
   train_.Begin(rows);
@@ -1304,7 +1420,7 @@ absl::Status Trainer::Step(const std::vector<int64_t>& batch, int64_t b, int64_t
   const torch::Tensor labels = train_.labels().index_select(0, idx);
   torch::Tensor teacher_logits;
   const torch::Tensor logits =
-      TrainLogits(batch, idx, run->use_cache, run->augment_gen, &teacher_logits);
+      TrainLogits(batch, idx, run->use_cache, run->use_prefix, run->augment_gen, &teacher_logits);
   const torch::Tensor loss =
       options_.incremental
           ? IncrementalLoss(
@@ -1355,7 +1471,8 @@ absl::StatusOr<kaizen::v1::EpochMetrics> Trainer::EpochMetricsOf(const EpochRun&
     // training images alone, so a resumed run computes the same ones, and a
     // training step in train mode does not read them.
     where_ = absl::StrCat("epoch ", run.epoch + 1, " BatchNorm recalibration");
-    ASSIGN_OR_RETURN(last_recalibrated_, RecalibrateBatchNorm(split_.backbone, device_));
+    ASSIGN_OR_RETURN(last_recalibrated_,
+                     RecalibrateBatchNorm(split_.backbone, device_, run.use_prefix));
   }
   where_ = absl::StrCat("epoch ", run.epoch + 1, " evaluation");
   kaizen::v1::EpochMetrics metrics;
@@ -1366,7 +1483,8 @@ absl::StatusOr<kaizen::v1::EpochMetrics> Trainer::EpochMetricsOf(const EpochRun&
   metrics.set_learning_rate(run.lr_now);
   metrics.set_samples_per_second(train_seconds > 0 ? seen / train_seconds : 0);
   if (val_.size() > 0) {
-    const Evaluation e = Evaluate(val_, run.use_cache ? val_features_ : torch::Tensor());
+    const Evaluation e = Evaluate(val_, run.use_cache ? val_features_ : torch::Tensor(),
+                                  run.use_prefix ? val_prefixes_ : torch::Tensor());
     metrics.set_val_loss(e.loss);
     metrics.set_val_accuracy(e.accuracy);
     int64_t correct[2] = {0, 0}, seen[2] = {0, 0};

@@ -142,6 +142,14 @@ struct TrainerOptions {
   // features once and train the head on them. Off only to measure what the
   // cache saves (bench/train_bench --no_feature_cache); results are the same.
   bool use_feature_cache = true;
+  // FINE_TUNE (and INCREMENTAL) without augmentation: the frozen layers
+  // below the first trainable block give the same output for an image at
+  // every step, so it is computed once for every training and validation
+  // image (ForwardCut) and each step, evaluation and BatchNorm
+  // recalibration runs only the layers from that block on. At most this
+  // many bytes of those outputs; beyond, or for a model whose forward cannot
+  // be cut there (a note says why), every step runs the whole model. 0: off.
+  int64_t max_prefix_cache_bytes = int64_t{1} << 30;
   // Record-file data (TrainingData::train_file): the most bytes of images,
   // converted to the model's input, held in memory (training and validation
   // together). A dataset that converts to more streams from its record file

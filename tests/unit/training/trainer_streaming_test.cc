@@ -1,7 +1,8 @@
 // The trainer on record files: converted into memory when they fit the
 // job's image budget, streamed through the RecordLoader when they do not.
 // Both must train exactly as the decoded in-memory dataset does, and a
-// streamed job's memory must not grow with its dataset.
+// streamed job's memory must not grow with its dataset. Also the
+// frozen-prefix cache, in memory and streamed.
 #include <malloc.h>
 
 #include <fstream>
@@ -166,6 +167,66 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
+bool Noted(const TrainResult& r, const std::string& text) {
+  for (const std::string& note : r.notes) {
+    if (absl::StrContains(note, text)) return true;
+  }
+  return false;
+}
+
+// FINE_TUNE without augmentation runs the frozen layers below its first
+// trainable block once per image (the frozen-prefix cache) and only the rest
+// at each step, in memory and streamed: the same losses, validation metrics,
+// BatchNorm statistics and weights as running the whole model every step.
+TEST(TrainerPrefixCacheTest, FineTuneFromTheFrozenPrefixTrainsAsTheWholeModelDoes) {
+  test_util::TempDir dir;
+  const datasets::DecodedDataset data = fixtures::SyntheticDataset(3, 20, 28, 1, 5);
+  auto hp = fixtures::FastHyperparameters(3, 8);
+  hp.set_learning_rate(0.01);
+  hp.mutable_validation()->set_split(0.25);
+  hp.set_trainable_blocks(1);
+  for (const std::string name : {"resnet-small", "cnn-small"}) {
+    SCOPED_TRACE(name);
+    const fixtures::BaseModel base = Builtin(name);
+    TrainerOptions options = Options(kaizen::v1::STRATEGY_FINE_TUNE, base, hp);
+    options.max_prefix_cache_bytes = 0;
+    const Outcome whole = TrainOnce(options, {&data, nullptr});
+    options.max_prefix_cache_bytes = int64_t{1} << 30;
+    const Outcome cached = TrainOnce(options, {&data, nullptr});
+    TrainingData from_file;
+    from_file.train_file = RawRecords(dir, name + ".krf", data);
+    options.max_image_memory_bytes = 0;
+    const Outcome streamed = TrainOnce(options, from_file);
+    ExpectSameTraining(whole, cached);
+    ExpectSameTraining(whole, streamed);
+    ASSERT_TRUE(whole.result.ok() && cached.result.ok() && streamed.result.ok());
+    EXPECT_FALSE(Noted(*whole.result, "ran once"));
+    EXPECT_TRUE(Noted(*cached.result, "ran once for the 60 images"));
+    EXPECT_TRUE(Noted(*streamed.result, "ran once for the 60 images"));
+    EXPECT_TRUE(Streamed(*streamed.result));
+  }
+}
+
+TEST(TrainerPrefixCacheTest, AugmentationOrTooSmallABudgetRunsTheWholeModel) {
+  const datasets::DecodedDataset data = fixtures::SyntheticDataset(3, 10, 28, 1, 5);
+  auto hp = fixtures::FastHyperparameters(1, 8);
+  hp.set_trainable_blocks(1);
+  const fixtures::BaseModel base = Builtin("resnet-small");
+  TrainerOptions options = Options(kaizen::v1::STRATEGY_FINE_TUNE, base, hp);
+  options.max_prefix_cache_bytes = 1024;
+  const Outcome small = TrainOnce(options, {&data, nullptr});
+  ASSERT_TRUE(small.result.ok()) << small.result.status();
+  EXPECT_TRUE(Noted(*small.result, "over the server's --max_prefix_cache_mb"));
+  EXPECT_FALSE(Noted(*small.result, "ran once"));
+  options.max_prefix_cache_bytes = int64_t{1} << 30;
+  hp.mutable_augmentation()->set_enabled(true);
+  hp.mutable_augmentation()->set_horizontal_flip(true);
+  options.hyperparameters = hp;
+  const Outcome augmented = TrainOnce(options, {&data, nullptr});
+  ASSERT_TRUE(augmented.result.ok()) << augmented.result.status();
+  EXPECT_FALSE(Noted(*augmented.result, "ran once"));
+}
+
 TEST(TrainerStreamingTest, ASeparateValidationFileAndATeacherStreamToo) {
   test_util::TempDir dir;
   const datasets::DecodedDataset train = fixtures::SyntheticDataset(3, 16, 28, 1, 8);
@@ -295,6 +356,9 @@ int64_t PeakGrowth(std::shared_ptr<const datasets::RecordFile> file, int64_t bud
   TrainerOptions options =
       Options(kaizen::v1::STRATEGY_FINE_TUNE, base, fixtures::FastHyperparameters(1, 64));
   options.max_image_memory_bytes = budget;
+  // The frozen-prefix cache holds a few KiB per image by design (bounded by
+  // its own budget); this test is about the images.
+  options.max_prefix_cache_bytes = 0;
   TrainingData data;
   data.train_file = std::move(file);
   const int64_t before = RssAnonBytes();
