@@ -228,10 +228,10 @@ absl::StatusOr<ForwardCut> ForwardCut::Before(const torch::jit::Module& module,
       cut.prefix_modules_.push_back(*path);
     }
   }
-  cut.prefix_ = std::make_shared<torch::jit::GraphFunction>(
-      absl::StrCat("forward_before_", child), std::move(prefix), nullptr);
-  cut.suffix_ = std::make_shared<torch::jit::GraphFunction>(
-      absl::StrCat("forward_from_", child), std::move(suffix), nullptr);
+  cut.prefix_ = std::make_shared<torch::jit::GraphFunction>(absl::StrCat("forward_before_", child),
+                                                            std::move(prefix), nullptr);
+  cut.suffix_ = std::make_shared<torch::jit::GraphFunction>(absl::StrCat("forward_from_", child),
+                                                            std::move(suffix), nullptr);
   return cut;
 }
 

@@ -225,8 +225,8 @@ class Trainer {
   // `device`) on the un-augmented training images.
   // With `use_prefix` (the training backbone itself) from the frozen-prefix
   // cache.
-  absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module backbone,
-                                           const torch::Device& device, bool use_prefix = false);
+  absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module backbone, const torch::Device& device,
+                                           bool use_prefix = false);
   // Whether epoch `epoch` (0-based) ends with a checkpoint, whose BatchNorm
   // statistics are recomputed first.
   bool CheckpointsAfter(int32_t epoch) const;
@@ -1029,8 +1029,8 @@ Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_featu
         cached_features.defined() ? cached_features.narrow(0, begin, n)
         : cached_prefixes.defined()
             // A copy: layers may work in place on their input.
-            ? HeadInput(cut_->Suffix(cached_prefixes.narrow(0, begin, n).to(
-                  device_, /*non_blocking=*/false, /*copy=*/true)))
+            ? HeadInput(cut_->Suffix(cached_prefixes.narrow(0, begin, n)
+                                         .to(device_, /*non_blocking=*/false, /*copy=*/true)))
             : HeadInput(Features(imaging::Normalizer::ToUnit(set.Range(begin, n))));
     torch::Tensor logits;
     {

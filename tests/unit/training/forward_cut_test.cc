@@ -132,8 +132,7 @@ TEST(ForwardCutTest, AChildCalledTwiceConditionallyOrNeverIsRefused) {
 def forward(self, x):
     return self.c.forward(self.b.forward(self.b.forward(torch.relu(self.a.forward(x)))))
 )");
-  EXPECT_THAT(std::string(ForwardCut::Before(twice, "b").status().message()),
-              HasSubstr("2 times"));
+  EXPECT_THAT(std::string(ForwardCut::Before(twice, "b").status().message()), HasSubstr("2 times"));
   torch::jit::Module conditional = Chain(R"(
 def forward(self, x):
     h = torch.relu(self.a.forward(x))
