@@ -1298,6 +1298,7 @@ absl::StatusOr<bool> JobManager::TuneJob(Job* job, const training::TrainerOption
   t.base_metadata = opts.base_metadata;
   t.device = opts.device;
   t.distillation = opts.distillation;
+  t.max_prefix_cache_bytes = opts.max_prefix_cache_bytes;
   t.done.assign(job->tuning().trials().begin(), job->tuning().trials().end());
   t.spent = absl::Seconds(job->tuning().seconds());
   if (!t.done.empty()) {

@@ -5,6 +5,7 @@
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
 #include <algorithm>
+#include <functional>
 #include <optional>
 #include <utility>
 
@@ -217,17 +218,26 @@ absl::StatusOr<ForwardCut> ForwardCut::Before(const torch::jit::Module& module,
   cut.module_ = module;
   // Modules the prefix calls, and those whose `training` flag it reads
   // itself ("" for the module).
-  for (const Node* node : prefix->nodes()) {
-    const bool reads_mode =
-        node->kind() == c10::prim::GetAttr && node->s(c10::attr::name) == "training";
-    if (node->kind() != c10::prim::CallMethod && !reads_mode) continue;
-    const std::optional<std::string> path = PathFromSelf(*prefix, node->input(0));
-    if (path && (reads_mode || !path->empty()) &&
-        std::find(cut.prefix_modules_.begin(), cut.prefix_modules_.end(), *path) ==
-            cut.prefix_modules_.end()) {
-      cut.prefix_modules_.push_back(*path);
+  // Nested blocks (conditionals, loops) included; a call on a module that
+  // is not an attribute path from self cannot be checked, so is refused.
+  bool untraced = false;
+  const std::function<void(const torch::jit::Block*)> collect = [&](const torch::jit::Block* b) {
+    for (const Node* node : b->nodes()) {
+      for (const torch::jit::Block* nested : node->blocks()) collect(nested);
+      const bool reads_mode =
+          node->kind() == c10::prim::GetAttr && node->s(c10::attr::name) == "training";
+      if (node->kind() != c10::prim::CallMethod && !reads_mode) continue;
+      const std::optional<std::string> path = PathFromSelf(*prefix, node->input(0));
+      if (!path) untraced = true;
+      if (path && (reads_mode || !path->empty()) &&
+          std::find(cut.prefix_modules_.begin(), cut.prefix_modules_.end(), *path) ==
+              cut.prefix_modules_.end()) {
+        cut.prefix_modules_.push_back(*path);
+      }
     }
-  }
+  };
+  collect(prefix->block());
+  if (untraced) return refuse("the layers below it call a module that is not an attribute of self");
   cut.prefix_ = std::make_shared<torch::jit::GraphFunction>(absl::StrCat("forward_before_", child),
                                                             std::move(prefix), nullptr);
   cut.suffix_ = std::make_shared<torch::jit::GraphFunction>(absl::StrCat("forward_from_", child),

@@ -210,6 +210,8 @@ class Trainer {
   // Whether this epoch can run from the frozen-prefix cache; builds it the
   // first time it can (TrainerOptions::max_prefix_cache_bytes).
   bool UsePrefixCache();
+  // UsePrefixCache's work, which may throw.
+  bool BuildPrefixCache();
   // cut_->Prefix of every image of `set`, on the CPU.
   torch::Tensor AllPrefixes(ImageSource& set);
   // The backbone's features of every image of `set`, in eval mode.
@@ -992,7 +994,7 @@ torch::Tensor Trainer::TrainLogits(const std::vector<int64_t>& batch, const torc
     // The frozen layers' output for these images, then the rest of the
     // backbone, which trains.
     const torch::Tensor prefixes = train_prefixes_.index_select(0, idx.cpu()).to(device_);
-    const torch::Tensor features = HeadInput(cut_->Suffix(prefixes));
+    const torch::Tensor features = HeadInput(cut_->Suffix(prefixes).to(torch::kFloat));
     AutocastScope autocast(amp_, amp_dtype_);
     return split_.head.forward({features}).toTensor();
   }
@@ -1030,7 +1032,8 @@ Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_featu
         : cached_prefixes.defined()
             // A copy: layers may work in place on their input.
             ? HeadInput(cut_->Suffix(cached_prefixes.narrow(0, begin, n)
-                                         .to(device_, /*non_blocking=*/false, /*copy=*/true)))
+                                         .to(device_, /*non_blocking=*/false, /*copy=*/true))
+                            .to(torch::kFloat))
             : HeadInput(Features(imaging::Normalizer::ToUnit(set.Range(begin, n))));
     torch::Tensor logits;
     {
@@ -1216,7 +1219,32 @@ bool Trainer::UsePrefixCache() {
   if (cut_.has_value()) return true;
   if (prefix_decided_) return false;
   prefix_decided_ = true;
-  if (options_.max_prefix_cache_bytes <= 0 || amp_) return false;
+  if (options_.max_prefix_cache_bytes <= 0) return false;
+  if (amp_) {
+    Note(
+        "every step runs the whole backbone: the frozen-prefix cache is off under mixed "
+        "precision");
+    return false;
+  }
+  try {
+    return BuildPrefixCache();
+  } catch (const ImageSourceError&) {
+    throw;  // the data's fault, not the cut's: the job reports it
+  } catch (const std::exception& e) {
+    cut_.reset();
+    train_prefixes_ = torch::Tensor();
+    val_prefixes_ = torch::Tensor();
+    Note(absl::StrCat("every step runs the whole backbone (no frozen-prefix cache): ",
+                      models::TorchErrorSummary(e)));
+    return false;
+  }
+}
+
+bool Trainer::BuildPrefixCache() {
+  const auto no_cache = [&](const std::string& why) {
+    Note(absl::StrCat("every step runs the whole backbone (no frozen-prefix cache): ", why));
+    return false;
+  };
   // The lowest block that trains; below it everything is frozen.
   const std::vector<std::string> blocks = ListBlocks(split_.backbone, split_.identity_path);
   std::string first;
@@ -1231,37 +1259,48 @@ bool Trainer::UsePrefixCache() {
   }
   if (first.empty() || first == blocks.front()) return false;
   absl::StatusOr<ForwardCut> cut = ForwardCut::Before(split_.backbone, first);
-  if (!cut.ok()) {
-    Note(absl::StrCat("every step runs the whole backbone (no frozen-prefix cache): ",
-                      cut.status().message()));
-    return false;
-  }
+  if (!cut.ok()) return no_cache(std::string(cut.status().message()));
   for (const std::string& path : cut->prefix_modules()) {
     absl::StatusOr<torch::jit::Module> module = FindSubmodule(split_.backbone, path);
     if (!module.ok() || !BehavesAsInEval(*module)) {
-      Note(absl::StrCat("every step runs the whole backbone (no frozen-prefix cache): '", path,
-                        "', below the first trainable block '", first,
-                        "', behaves differently in training mode"));
-      return false;
+      return no_cache(absl::StrCat("'", path, "', below the first trainable block '", first,
+                                   "', behaves differently in training mode"));
     }
   }
-  // The size of one image's prefix output, from a blank image.
+  // A probe on two random images: the prefix must hold no trainable weight
+  // (its output needs no gradient), give the same output when run again
+  // (no randomness) and the same output for an image alone as in a batch
+  // (no batch statistics), as a cache of it assumes.
   const std::vector<int64_t> shape(base_metadata_.input_shape().begin(),
                                    base_metadata_.input_shape().end());
-  int64_t per_image = 0;
+  torch::Tensor probe_out;
   {
+    torch::AutoGradMode grad(true);
+    at::Generator gen = at::detail::createCPUGenerator(/*seed_in=*/20261202);
+    const torch::Tensor x =
+        torch::randn({2, shape[0], shape[1], shape[2]}, gen, torch::kFloat).to(device_);
+    probe_out = cut->Prefix(x);
+    if (probe_out.requires_grad()) {
+      return no_cache(absl::StrCat("the layers below '", first, "' hold trainable weights"));
+    }
     torch::NoGradGuard no_grad;
-    per_image = cut->Prefix(torch::zeros({1, shape[0], shape[1], shape[2]}, device_)).nbytes();
+    const torch::Tensor again = cut->Prefix(x);
+    const torch::Tensor alone = cut->Prefix(x.narrow(0, 0, 1));
+    if (!torch::equal(again, probe_out) ||
+        !torch::allclose(alone, probe_out.narrow(0, 0, 1), /*rtol=*/1e-4, /*atol=*/1e-5)) {
+      return no_cache(absl::StrCat("the layers below '", first,
+                                   "' are random or depend on the rest of the batch"));
+    }
   }
+  const int64_t per_image = probe_out.nbytes() / 2;
   const double bytes =
       static_cast<double>(per_image) * static_cast<double>(train_.size() + val_.size());
   if (bytes > static_cast<double>(options_.max_prefix_cache_bytes)) {
-    Note(absl::StrFormat(
-        "every step runs the whole backbone: the frozen layers' output below '%s' for %d images "
-        "would take %.0f MiB, over the server's --max_prefix_cache_mb (%d)",
+    return no_cache(absl::StrFormat(
+        "the frozen layers' output below '%s' for %d images would take %.0f MiB, over the "
+        "server's --max_prefix_cache_mb (%d)",
         first, train_.size() + val_.size(), bytes / 1048576.0,
         options_.max_prefix_cache_bytes >> 20));
-    return false;
   }
   cut_ = *std::move(cut);
   train_prefixes_ = AllPrefixes(train_);
@@ -1275,15 +1314,23 @@ bool Trainer::UsePrefixCache() {
 
 torch::Tensor Trainer::AllPrefixes(ImageSource& set) {
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> chunks;
+  // Filled in place, chunk by chunk: never the chunks and their
+  // concatenation at once.
+  torch::Tensor all;
   set.BeginRanges(inference_batch_);
   for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
     const int64_t n = std::min(inference_batch_, set.size() - begin);
     const torch::Tensor x =
         normalizer_->Normalize(imaging::Normalizer::ToUnit(set.Range(begin, n)));
-    chunks.push_back(cut_->Prefix(x).cpu());
+    const torch::Tensor out = cut_->Prefix(x);
+    if (!all.defined()) {
+      std::vector<int64_t> sizes = out.sizes().vec();
+      sizes[0] = set.size();
+      all = torch::empty(sizes, out.options().device(torch::kCPU));
+    }
+    all.narrow(0, begin, n).copy_(out);
   }
-  return chunks.empty() ? torch::Tensor() : torch::cat(chunks);
+  return all;
 }
 
 void Trainer::ResumeWithinEpoch(const EpochPosition& at, EpochRun* run) {

@@ -374,6 +374,7 @@ absl::StatusOr<std::optional<Score>> Search::Evaluate(int number, const Config& 
     opts.base_metadata = o_.base_metadata;
     opts.device = o_.device;
     opts.distillation = o_.distillation;
+    opts.max_prefix_cache_bytes = o_.max_prefix_cache_bytes;
     Callbacks cb;
     cb.should_stop = cb_.should_stop;
     acc.emplace_back();

@@ -71,6 +71,8 @@ struct TunerOptions {
   torch::Device device = torch::kCPU;
   // STRATEGY_DISTILL: the teacher every trial distils from.
   std::optional<TrainerOptions::Distillation> distillation;
+  // As TrainerOptions::max_prefix_cache_bytes, for every trial.
+  int64_t max_prefix_cache_bytes = TrainerOptions{}.max_prefix_cache_bytes;
   // Trials of an earlier run of the same search that stopped (pause,
   // shutdown): a planned trial with the same number and round is taken from
   // here instead of trained again. The search is deterministic, so the plan

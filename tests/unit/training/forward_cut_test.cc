@@ -127,6 +127,23 @@ def forward(self, x):
   EXPECT_TRUE(torch::allclose(cut->Suffix(cut->Prefix(x)), residual.forward({x}).toTensor()));
 }
 
+// A module the prefix calls only inside a conditional is named too, so that
+// the trainer checks it like the rest.
+TEST(ForwardCutTest, ThePrefixNamesModulesCalledInsideConditionals) {
+  torch::jit::Module m = Chain(R"(
+def forward(self, x):
+    h = self.a.forward(x)
+    if bool(h.sum() > 0.0):
+        h = torch.relu(h)
+    else:
+        h = self.b.forward(torch.relu(h))
+    return self.c.forward(h)
+)");
+  absl::StatusOr<ForwardCut> cut = ForwardCut::Before(m, "c");
+  ASSERT_TRUE(cut.ok()) << cut.status();
+  EXPECT_THAT(cut->prefix_modules(), ElementsAre("a", "b"));
+}
+
 TEST(ForwardCutTest, AChildCalledTwiceConditionallyOrNeverIsRefused) {
   torch::jit::Module twice = Chain(R"(
 def forward(self, x):

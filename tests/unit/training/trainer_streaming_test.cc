@@ -227,6 +227,56 @@ TEST(TrainerPrefixCacheTest, AugmentationOrTooSmallABudgetRunsTheWholeModel) {
   EXPECT_FALSE(Noted(*augmented.result, "ran once"));
 }
 
+// Three blocks and a Linear head named like the built-ins' (fc); `a_code`
+// is the first block's forward, over its 3x3 convolution `w`.
+fixtures::BaseModel ThreeBlocks(const std::string& a_code, int64_t classes) {
+  fixtures::BaseModel base = Builtin("cnn-small", classes);
+  torch::manual_seed(7);
+  const auto conv = [](const std::string& name, int64_t in, const std::string& code) {
+    torch::jit::Module m(c10::QualifiedName("__torch__.test.Conv" + name));
+    m.register_parameter("w", torch::randn({4, in, 3, 3}) * 0.3, false);
+    m.define("def forward(self, x):\n    return " + code + "\n");
+    return m;
+  };
+  torch::jit::Module net(c10::QualifiedName("__torch__.test.ThreeBlocks" + a_code.substr(0, 5)));
+  net.register_module("a", conv("A" + a_code.substr(0, 5), 1, a_code));
+  net.register_module("b", conv("B", 4, "torch.relu(torch.conv2d(x, self.w, None, 1, 1))"));
+  net.register_module("c", conv("C", 4, "torch.relu(torch.conv2d(x, self.w, None, 1, 1))"));
+  torch::jit::Module fc(c10::QualifiedName("__torch__.test.Fc"));
+  fc.register_parameter("weight", torch::randn({classes, 4}) * 0.3, false);
+  fc.register_parameter("bias", torch::zeros({classes}), false);
+  fc.define("def forward(self, x):\n    return torch.linear(x, self.weight, self.bias)\n");
+  net.register_module("fc", fc);
+  net.define(R"(
+def forward(self, x):
+    return self.fc.forward(self.c.forward(self.b.forward(self.a.forward(x))).mean([2, 3]))
+)");
+  base.module = net;
+  base.metadata.mutable_head()->set_in_features(4);
+  return base;
+}
+
+// The cache is kept only for a prefix that gives each image one output:
+// frozen layers that are random, or whose output depends on the rest of the
+// batch, make every step run the whole backbone, with a note saying why.
+TEST(TrainerPrefixCacheTest, ARandomOrBatchDependentFrozenPrefixRunsTheWholeModel) {
+  const datasets::DecodedDataset data = fixtures::SyntheticDataset(3, 8, 28, 1, 5);
+  auto hp = fixtures::FastHyperparameters(1, 8);
+  hp.set_trainable_blocks(1);
+  for (const auto& [a_code, cached] : std::vector<std::pair<std::string, bool>>{
+           {"torch.relu(torch.conv2d(x, self.w, None, 1, 1))", true},
+           {"torch.dropout(torch.conv2d(x, self.w, None, 1, 1), 0.5, True)", false},
+           {"torch.conv2d(x - x.mean(), self.w, None, 1, 1)", false}}) {
+    SCOPED_TRACE(a_code);
+    TrainerOptions options = Options(kaizen::v1::STRATEGY_FINE_TUNE, ThreeBlocks(a_code, 3), hp);
+    options.max_prefix_cache_bytes = int64_t{1} << 30;
+    const Outcome run = TrainOnce(options, {&data, nullptr});
+    ASSERT_TRUE(run.result.ok()) << run.result.status();
+    EXPECT_EQ(Noted(*run.result, "ran once for the 24 images"), cached);
+    EXPECT_EQ(Noted(*run.result, "are random or depend on the rest of the batch"), !cached);
+  }
+}
+
 TEST(TrainerStreamingTest, ASeparateValidationFileAndATeacherStreamToo) {
   test_util::TempDir dir;
   const datasets::DecodedDataset train = fixtures::SyntheticDataset(3, 16, 28, 1, 8);
