@@ -163,6 +163,9 @@ ABSL_FLAG(int, max_request_inputs, 256, "Most inputs in one Predict request.");
 ABSL_FLAG(int, inference_threads, 0, "Intra-op threads per model executor; 0 = --threads.");
 ABSL_FLAG(bool, preload_models, true,
           "Load every stored model before reporting SERVING (otherwise on first use).");
+ABSL_FLAG(double, reload_idle_after_s, 300,
+          "A model without a Predict for this long is not reloaded at every version a job "
+          "writes: its next request loads the newest (or the job's end does); 0 = always.");
 ABSL_FLAG(std::string, serving_config, "",
           "JSON file with per-model serving settings (policy, batching); see README.");
 ABSL_FLAG(bool, optimize_for_inference, true,
@@ -263,6 +266,8 @@ absl::Status ServingFromFlags(kaizen::serving::ModelServer::Options* serving) {
   serving->max_request_inputs = std::max(1, absl::GetFlag(FLAGS_max_request_inputs));
   serving->threads = absl::GetFlag(FLAGS_inference_threads);
   serving->preload = absl::GetFlag(FLAGS_preload_models);
+  serving->reload_idle_after = absl::Milliseconds(
+      static_cast<int64_t>(std::max(0.0, absl::GetFlag(FLAGS_reload_idle_after_s)) * 1000));
   serving->device = absl::GetFlag(FLAGS_serving_device);
   serving->optimize = absl::GetFlag(FLAGS_optimize_for_inference);
   const std::string path = absl::GetFlag(FLAGS_serving_config);

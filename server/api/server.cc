@@ -347,6 +347,9 @@ void KaizenServer::StartJobs(int threads) {
   jmo.preempt = options_.preempt;
   jmo.metrics = s.metrics.get();
   jmo.data = options_.job_data;
+  if (serving::ModelServer* model_server = s.model_server.get()) {
+    jmo.output_done = [model_server](const std::string& name) { model_server->Warm(name); };
+  }
   s.jobs = std::make_unique<jobs::JobManager>(jmo, s.job_store.get(), s.datasets.get(),
                                               s.models.get(), s.events.get());
   jobs::JobManager* job_manager = s.jobs.get();

@@ -904,7 +904,10 @@ void JobManager::RunJob(Job job, Running* running) {
                {"state", kaizen::v1::JobState_Name(end)},
                {"seconds", absl::ToDoubleSeconds(absl::Now() - start)},
                {"error", job.error()}});
-  if (common::IsTerminal(end)) models_->ReleaseName(job.request().output_model());
+  if (common::IsTerminal(end)) {
+    models_->ReleaseName(job.request().output_model());
+    if (options_.output_done) options_.output_done(job.request().output_model());
+  }
   running_.erase(job.id());
   wake_.SignalAll();
   if (requeue || end == kaizen::v1::JOB_STATE_QUEUED) PreemptForQueue();

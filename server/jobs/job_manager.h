@@ -71,6 +71,9 @@ class JobManager {
     // Evaluates the final versions of jobs that name a test dataset; without
     // one such jobs are refused.
     ModelEvaluator* evaluator = nullptr;
+    // Called with a job's output model once the job has ended (succeeded,
+    // failed or cancelled): serving loads its newest version then.
+    std::function<void(const std::string& model)> output_done;
     // Tests only: called by Submit after it has checked the job's dataset and
     // models and before it stores the job.
     std::function<void()> after_references_checked;

@@ -214,7 +214,8 @@ void Metrics::AddTransferAndServingMetrics() {
   queued_ = &AddGauge("kaizen_inference_queue_requests",
                       "Inference requests waiting in the serving queue, by model.");
   model_loads_ = &AddCounter("kaizen_model_loads_total",
-                             "Model versions loaded for serving, by model and result.");
+                             "Model versions loaded for serving, by model and result (ok, failed, "
+                             "deferred: written while the model was idle).");
   serving_version_ =
       &AddGauge("kaizen_model_serving_version", "The version of each model answering by default.");
 }
@@ -399,6 +400,10 @@ void Metrics::ModelLoaded(absl::string_view model, bool ok) {
   prometheus::Counter& failed_count =
       model_loads_->Add({{"model", std::string(model)}, {"result", "failed"}});
   (ok ? ok_count : failed_count).Increment();
+}
+
+void Metrics::ModelLoadDeferred(absl::string_view model) {
+  model_loads_->Add({{"model", std::string(model)}, {"result", "deferred"}}).Increment();
 }
 
 void Metrics::SetServingVersion(absl::string_view model, int64_t version) {

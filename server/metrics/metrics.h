@@ -112,6 +112,9 @@ class Metrics {
   // kaizen_model_loads_total{model, result="ok"|"failed"}; both results of
   // a model exist from its first load on.
   void ModelLoaded(absl::string_view model, bool ok);
+  // kaizen_model_loads_total{model, result="deferred"}: a version written
+  // while the model was idle, left for its next request.
+  void ModelLoadDeferred(absl::string_view model);
   // kaizen_model_serving_version{model}: the version answering by default.
   void SetServingVersion(absl::string_view model, int64_t version);
 

@@ -79,6 +79,12 @@ struct ModelServer::Entry {
   // version's number out again).
   uint64_t generation = 0;
   std::map<int64_t, uint64_t> deleted_at;
+  // The last request's time, and whether the catalogue has a newer latest
+  // (best) version than the one loaded, left for the next request because
+  // the model was idle (Options::reload_idle_after).
+  absl::Time last_request = absl::InfinitePast();
+  bool stale_latest = false;
+  bool stale_best = false;
 
   bool DeletedSince(int64_t version, uint64_t since) const {
     auto it = deleted_at.find(version);
@@ -146,7 +152,7 @@ absl::Status ModelServer::Preload() {
         if (stopping_) return absl::CancelledError("stopped while preloading");
       }
       absl::StatusOr<std::shared_ptr<const LoadedModel>> r =
-          Acquire(m.name(), 0, kaizen::v1::VERSION_POLICY_UNSPECIFIED);
+          Resolve(m.name(), 0, kaizen::v1::VERSION_POLICY_UNSPECIFIED, /*request=*/false);
       r.ok() ? ++loaded : ++failed;
     }
     request.set_page_token(page->next_page_token());
@@ -214,6 +220,13 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::LoadVersion(cons
 absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::Acquire(const std::string& name,
                                                                         int64_t version,
                                                                         VersionPolicy policy) {
+  return Resolve(name, version, policy, /*request=*/true);
+}
+
+absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::Resolve(const std::string& name,
+                                                                        int64_t version,
+                                                                        VersionPolicy policy,
+                                                                        bool request) {
   if (version < 0) {
     return absl::InvalidArgumentError(absl::StrCat("version is ", version, "; it must be >= 0"));
   }
@@ -230,8 +243,12 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::Acquire(const st
     if (stopping_) return absl::UnavailableError("the server is shutting down");
     auto it = entries_.find(name);
     if (it != entries_.end()) {
-      const Entry& e = *it->second;
-      if (auto m = Lookup(e.loaded, e.latest, e.best, version, best)) return m;
+      Entry& e = *it->second;
+      if (request) e.last_request = options_.clock->Now();
+      const bool stale = version == 0 && (best ? e.stale_best : e.stale_latest);
+      if (!stale) {
+        if (auto m = Lookup(e.loaded, e.latest, e.best, version, best)) return m;
+      }
     }
   }
   // Not loaded. The catalogue says whether the model exists (so unknown
@@ -241,7 +258,19 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::Acquire(const st
     return absl::FailedPreconditionError(absl::StrCat("\"", name, "\" is a built-in architecture"));
   }
   const int64_t target = version > 0 ? version : PickServableVersion(model, best);
-  return LoadForRequest(name, version, best, target);
+  absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded =
+      LoadForRequest(name, version, best, target, request);
+  if (!loaded.ok() && version == 0) {
+    // A stale model's newest version that does not load (it is quarantined
+    // now) never replaces the good one still loaded: that one answers.
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(name);
+    if (it != entries_.end()) {
+      const Entry& e = *it->second;
+      if (auto m = Lookup(e.loaded, e.latest, e.best, version, best)) return m;
+    }
+  }
+  return loaded;
 }
 
 std::pair<std::shared_ptr<ModelServer::Entry>, uint64_t> ModelServer::EntryFor(
@@ -253,15 +282,25 @@ std::pair<std::shared_ptr<ModelServer::Entry>, uint64_t> ModelServer::EntryFor(
 }
 
 absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::LoadForRequest(
-    const std::string& name, int64_t version, bool best, int64_t target) {
+    const std::string& name, int64_t version, bool best, int64_t target, bool request) {
   auto [entry, generation] = EntryFor(name);
+  if (request) {
+    absl::MutexLock lock(&mu_);
+    entry->last_request = options_.clock->Now();
+  }
   // Loaded once: concurrent first requests wait for the first one's load.
   absl::MutexLock load_lock(&entry->load_mu);
   {
     absl::MutexLock lock(&mu_);
-    if (auto m = Lookup(entry->loaded, entry->latest, entry->best, version, best)) return m;
+    const bool stale = version == 0 && (best ? entry->stale_best : entry->stale_latest);
+    if (!stale) {
+      if (auto m = Lookup(entry->loaded, entry->latest, entry->best, version, best)) return m;
+    }
     auto it = entry->loaded.find(target);
-    if (it != entry->loaded.end()) return it->second;
+    if (it != entry->loaded.end()) {
+      if (version == 0) InstallForPolicy(name, *entry, target, best);
+      return it->second;
+    }
   }
   ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> loaded, LoadVersion(name, target));
   absl::MutexLock lock(&mu_);
@@ -271,16 +310,22 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::LoadForRequest(
     return loaded;
   }
   entry->loaded[target] = loaded;
-  if (version == 0) {
-    // Only move forward: the background loader may have installed a newer one.
-    if (best) {
-      entry->best = std::max(entry->best, target);
-    } else {
-      entry->latest = std::max(entry->latest, target);
-      if (metrics_) metrics_->SetServingVersion(name, entry->latest);
-    }
-  }
+  if (version == 0) InstallForPolicy(name, *entry, target, best);
   return loaded;
+}
+
+void ModelServer::InstallForPolicy(const std::string& name, Entry& entry, int64_t target,
+                                   bool best) {
+  // Only move forward: the background loader may have installed a newer one.
+  if (best) {
+    entry.best = std::max(entry.best, target);
+    entry.stale_best = false;
+  } else {
+    entry.latest = std::max(entry.latest, target);
+    entry.stale_latest = false;
+    if (metrics_) metrics_->SetServingVersion(name, entry.latest);
+  }
+  ReleaseOldVersions(entry);
 }
 
 absl::StatusOr<torch::Tensor> ModelServer::Infer(const std::shared_ptr<const LoadedModel>& model,
@@ -321,6 +366,16 @@ void ModelServer::OnVersionAdded(const Model& model) {
   pending_.push_back(model);
 }
 
+void ModelServer::Warm(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  if (!options_.preload && !entries_.contains(name)) return;
+  kaizen::v1::Model model;
+  model.set_name(name);
+  forced_.insert(name);
+  pending_.push_back(std::move(model));
+}
+
 void ModelServer::OnVersionDeleted(const std::string& name, int64_t version) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(name);
@@ -334,10 +389,11 @@ void ModelServer::OnVersionDeleted(const std::string& name, int64_t version) {
 
 void ModelServer::LoaderLoop() {
   Model next;
-  while (NextPending(&next)) SwapIn(next.name());
+  bool forced = false;
+  while (NextPending(&next, &forced)) SwapIn(next.name(), forced);
 }
 
-bool ModelServer::NextPending(Model* next) {
+bool ModelServer::NextPending(Model* next, bool* forced) {
   absl::MutexLock lock(&mu_);
   while (true) {
     mu_.Await(absl::Condition(
@@ -352,13 +408,28 @@ bool ModelServer::NextPending(Model* next) {
     // the newest (the catalogue is asked for the current latest and best).
     if (std::none_of(pending_.begin(), pending_.end(),
                      [&](const Model& m) { return m.name() == next->name(); })) {
+      *forced = forced_.erase(next->name()) > 0;
       return true;
     }
   }
 }
 
-void ModelServer::SwapIn(const std::string& name) {
+void ModelServer::SwapIn(const std::string& name, bool forced) {
+  // Warm() comes for any name whose writer let it go, uploads that failed
+  // included: no entry for a name the catalogue does not have.
+  if (forced && !store_->Get(name, 0).ok()) return;
   auto [entry, generation] = EntryFor(name);  // before the catalogue is read
+  if (!forced && options_.reload_idle_after > absl::ZeroDuration()) {
+    absl::MutexLock lock(&mu_);
+    const absl::Duration idle = options_.clock->Now() - entry->last_request;
+    if (idle >= options_.reload_idle_after) {
+      // Nobody is asking: the cores stay with training. The next request
+      // loads what the catalogue then says.
+      entry->stale_latest = entry->stale_best = true;
+      if (metrics_) metrics_->ModelLoadDeferred(name);
+      return;
+    }
+  }
   absl::StatusOr<Model> current = store_->Get(name, 0);
   if (!current.ok()) return;  // deleted meanwhile
   const int64_t latest = PickServableVersion(*current, false);
@@ -379,8 +450,14 @@ void ModelServer::SwapIn(const std::string& name) {
   }
   absl::MutexLock lock(&mu_);
   const int64_t old_latest = entry->latest;
-  if (entry->loaded.count(latest) && latest > entry->latest) entry->latest = latest;
-  if (entry->loaded.count(best)) entry->best = best;
+  if (entry->loaded.count(latest)) {
+    if (latest > entry->latest) entry->latest = latest;
+    entry->stale_latest = false;
+  }
+  if (entry->loaded.count(best)) {
+    entry->best = best;
+    entry->stale_best = false;
+  }
   ReleaseOldVersions(*entry);
   if (entry->latest != old_latest) {
     if (metrics_) metrics_->SetServingVersion(name, entry->latest);

@@ -7,9 +7,12 @@
 //   first use (and at start-up, see Options::preload) and kept loaded.
 // - Hot swaps: when a job writes a new version (ModelStore's version
 //   listener), a background loader loads it, warms it up and then swaps it in
-//   atomically. Requests already holding the old version finish on it; the
-//   old module is freed when its last request ends. A version that fails to
-//   load never replaces a good one: the failure is logged and counted.
+//   atomically; several waiting for one model collapse into the newest. A
+//   model nobody has asked for in Options::reload_idle_after is not reloaded
+//   at each version: its next request loads the newest one (and waits for
+//   it), or Warm() does once the writer is done. Requests already holding the old version finish on
+//   it; the old module is freed when its last request ends. A version that fails to load never
+//   replaces a good one: the failure is logged and counted.
 // - Batching: concurrent requests for the same model version are merged into
 //   one forward pass of up to max_batch_size inputs, waiting at most
 //   max_queue_delay for the batch to fill. Each model has one executor thread
@@ -32,6 +35,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -81,6 +85,10 @@ class ModelServer {
     // Load the serving version of every stored (uploaded or fine-tuned)
     // model before Start() returns.
     bool preload = true;
+    // A model without a request for this long is not loaded when a version is
+    // written (only on its next request or Warm()); zero loads every version
+    // at once.
+    absl::Duration reload_idle_after = absl::Minutes(5);
     std::map<std::string, ServingConfig> models;
     // Device for every serving module; CUDA device 0 when available.
     std::string device;  // "" = auto, "cpu", "cuda:0", ...
@@ -156,6 +164,10 @@ class ModelServer {
   // Called by the store when a version is written (the loader picks it up)
   // or deleted (dropped from serving; requests holding it finish).
   void OnVersionAdded(const kaizen::v1::Model& model);
+  // Has the background loader load `name`'s serving versions even if it is
+  // idle: its writer (a job, an upload) is done. Ignored for a model never
+  // asked for when the server does not preload.
+  void Warm(const std::string& name);
   void OnVersionDeleted(const std::string& name, int64_t version);
 
  private:
@@ -173,17 +185,28 @@ class ModelServer {
       ABSL_LOCKS_EXCLUDED(mu_);
   // Loads `target` for a request that Acquire() could not answer from what
   // is loaded, and installs it unless it was deleted meanwhile.
+  // As Acquire; `request` (false when preloading) marks the model as in use.
+  absl::StatusOr<std::shared_ptr<const LoadedModel>> Resolve(const std::string& name,
+                                                             int64_t version,
+                                                             kaizen::v1::VersionPolicy policy,
+                                                             bool request);
   absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadForRequest(const std::string& name,
                                                                     int64_t version, bool best,
-                                                                    int64_t target);
+                                                                    int64_t target, bool request);
+  // Makes `target`, loaded, what `entry` serves by policy (LATEST or BEST),
+  // never moving backwards.
+  void InstallForPolicy(const std::string& name, Entry& entry, int64_t target, bool best)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadVersion(const std::string& name,
                                                                  int64_t version);
   void LoaderLoop();
   // Takes the next version the loader should act on; false when stopping.
-  bool NextPending(kaizen::v1::Model* next) ABSL_LOCKS_EXCLUDED(mu_);
+  // `forced` when Warm() asked for it.
+  bool NextPending(kaizen::v1::Model* next, bool* forced) ABSL_LOCKS_EXCLUDED(mu_);
   // Loads the catalogue's latest and best versions of `name` and swaps them
-  // in; a version that fails to load leaves the old one serving.
-  void SwapIn(const std::string& name);
+  // in; a version that fails to load leaves the old one serving. Unless
+  // `forced`, an idle model is only marked stale (see reload_idle_after).
+  void SwapIn(const std::string& name, bool forced);
   // Releases the loaded versions other than the latest, the best and the
   // newest few others.
   static void ReleaseOldVersions(Entry& entry);
@@ -201,6 +224,8 @@ class ModelServer {
   absl::flat_hash_map<std::string, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
   // Versions waiting for the background loader, in arrival order.
   std::vector<kaizen::v1::Model> pending_ ABSL_GUARDED_BY(mu_);
+  // Names in pending_ that Warm() asked for.
+  absl::flat_hash_set<std::string> forced_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread loader_;
   absl::Mutex stop_mu_;

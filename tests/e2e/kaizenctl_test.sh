@@ -399,7 +399,10 @@ before = json.load(open("'"$TMP"'/models-before.json"))
 uploaded = [m for m in d["models"] if m["source"] != "MODEL_SOURCE_BUILTIN"]
 assert [m["name"] for m in uploaded] == ["r18"], [m["name"] for m in d["models"]]
 assert int(uploaded[0]["parameterCount"]) == 11689512, uploaded[0]
-assert d == before, "models changed across the restart"
+changed = {k: (before_m.get(k), after_m.get(k))
+           for before_m, after_m in zip(before["models"], d["models"])
+           for k in set(before_m) | set(after_m) if before_m.get(k) != after_m.get(k)}
+assert d == before, ("models changed across the restart", changed)
 '
 fi
 download_and_compare after-restart

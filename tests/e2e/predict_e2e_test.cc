@@ -410,6 +410,13 @@ TEST_F(PredictE2E, AVersionThatFailsToLoadNeverReplacesAGoodOne) {
   auto m = s_.client->GetModel(kModel);
   ASSERT_TRUE(m.ok());
   const int64_t good = m->latest_version();
+  // In use, so that the versions written are loaded as they come (an idle
+  // model would wait for its next request).
+  PredictRequest r;
+  r.set_model(kModel);
+  AddTensor(&r, RandomInput(6));
+  PredictResponse resp;
+  ASSERT_TRUE(Predict(r, &resp).ok());
   // A checkpoint whose forward() does not return [N, classes].
   torch::jit::Module broken("Broken");
   broken.define("def forward(self, x):\n  return (x, x)\n");
@@ -419,10 +426,6 @@ TEST_F(PredictE2E, AVersionThatFailsToLoadNeverReplacesAGoodOne) {
   ASSERT_TRUE(added.ok()) << added.status();
   const std::string failed_sample = "kaizen_model_loads_total{model=\"shoes\",result=\"failed\"}";
   EXPECT_TRUE(AwaitMetric(failed_sample, 1));
-  PredictRequest r;
-  r.set_model(kModel);
-  AddTensor(&r, RandomInput(6));
-  PredictResponse resp;
   ASSERT_TRUE(Predict(r, &resp).ok());
   EXPECT_EQ(resp.version(), good);
 

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -362,6 +363,26 @@ TEST_F(JobManagerTest, TheTrainersDecisionsAreJobEvents) {
       << testing::PrintToString(messages);
   EXPECT_EQ(starting("BatchNorm: the running statistics of the "), 1)
       << testing::PrintToString(messages);
+}
+
+// Serving hears of a job's output model once the job has ended, so that it
+// loads the newest version even if nobody asked for the model meanwhile.
+TEST_F(JobManagerTest, AnEndedJobHandsItsOutputModelToServing) {
+  absl::Notification done;
+  std::string done_for;
+  JobManager::Options o;
+  o.output_done = [&](const std::string& model) {
+    done_for = model;
+    done.Notify();
+  };
+  MakeManager(o);
+  UploadDataset("pets", 8);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", 1));
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(manager_->Start().ok());
+  ASSERT_EQ(WaitForEnd(job->id()).state(), kaizen::v1::JOB_STATE_SUCCEEDED);
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_EQ(done_for, "out");
 }
 
 TEST_F(JobManagerTest, DeletingADatasetCannotSlipBetweenAJobsCheckAndInsert) {

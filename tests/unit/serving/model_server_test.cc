@@ -14,6 +14,7 @@
 #include "server/store/data_dir.h"
 #include "server/store/metadata_store.h"
 #include "server/store/model_store.h"
+#include "tests/test_util/fake_clock.h"
 #include "tests/test_util/temp_dir.h"
 #include "tests/unit/serving/serving_test_util.h"
 
@@ -101,9 +102,13 @@ class ModelServerTest : public ::testing::Test {
   void TearDown() override { server_.reset(); }
 
   // Creates and starts the server under test.
-  void StartServer(bool preload) {
+  // `reload_idle_after` zero: every version loads as it is written.
+  void StartServer(bool preload, absl::Duration reload_idle_after = absl::ZeroDuration(),
+                   common::Clock* clock = common::Clock::Real()) {
     ModelServer::Options o;
     o.preload = preload;
+    o.reload_idle_after = reload_idle_after;
+    o.clock = clock;
     o.device = "cpu";
     o.loader = loader_.AsLoader();
     auto server = ModelServer::Create(std::move(o), models_.get(), nullptr);
@@ -123,6 +128,7 @@ class ModelServerTest : public ::testing::Test {
   // here is asked for only after them.
   void DrainLoader() {
     const int64_t v = AddVersion("sentinel");
+    server_->Warm("sentinel");  // loaded even when idle
     loader_.AwaitLoad("sentinel", v);
   }
 
@@ -188,6 +194,59 @@ TEST_F(ModelServerTest, ANewVersionIsSwappedInWhileRequestsHoldingTheOldOneFinis
   // The request that held version 1 still runs on it.
   EXPECT_EQ((*old)->version(), 1);
   EXPECT_TRUE((*old)->Predict(torch::rand({1, 1, 2, 2})).ok());
+}
+
+// While nobody asks for a model, the versions a job writes are not loaded:
+// the next request loads the newest (and waits for it), as does Warm() once
+// the writer is done; a model in use is swapped as before.
+TEST_F(ModelServerTest, AnIdleModelLoadsOnItsNextRequestOrWhenWarmedNotAtEachVersion) {
+  test_util::FakeClock clock;
+  AddVersion("shoes");
+  StartServer(/*preload=*/true, absl::Minutes(5), &clock);
+  EXPECT_EQ(loader_.loads(), 1);  // preloading is not a request
+  AddVersion("shoes");
+  AddVersion("shoes");
+  DrainLoader();
+  EXPECT_EQ(loader_.loads(), 2);         // the sentinel only
+  EXPECT_EQ(ServedVersion("shoes"), 3);  // loaded by the request itself
+  EXPECT_EQ(loader_.loads(), 3);
+  EXPECT_EQ(ServedVersion("shoes", 1), 1);  // still loaded
+
+  // In use: swapped in by the background loader, as before.
+  AddVersion("shoes");
+  DrainLoader();
+  int loads = loader_.loads();
+  EXPECT_EQ(ServedVersion("shoes"), 4);
+  EXPECT_EQ(loader_.loads(), loads);
+
+  // Idle again; the writer's end warms it.
+  clock.Advance(absl::Minutes(5));
+  AddVersion("shoes");
+  DrainLoader();
+  loads = loader_.loads();
+  server_->Warm("shoes");
+  DrainLoader();
+  EXPECT_EQ(loader_.loads(), loads + 2);  // shoes 5 and the sentinel
+  EXPECT_EQ(ServedVersion("shoes"), 5);
+  EXPECT_EQ(loader_.loads(), loads + 2);
+
+  // A newest version that fails to load when a request asks for it: the one
+  // loaded still answers, and the broken one is quarantined.
+  clock.Advance(absl::Minutes(5));
+  loader_.Fail(6);
+  AddVersion("shoes");
+  DrainLoader();
+  EXPECT_EQ(ServedVersion("shoes"), 5);
+  EXPECT_FALSE(models_->Get("shoes", 6)->quarantine_reason().empty());
+  EXPECT_EQ(ServedVersion("shoes"), 5);
+
+  // A name the catalogue does not have is not warmed into an entry.
+  server_->Warm("never-stored");
+  DrainLoader();
+  EXPECT_EQ(server_->LoadedVersions().count("never-stored"), 0);
+  EXPECT_EQ(
+      server_->Acquire("never-stored", 0, kaizen::v1::VERSION_POLICY_UNSPECIFIED).status().code(),
+      absl::StatusCode::kNotFound);
 }
 
 TEST_F(ModelServerTest, AVersionThatFailsToLoadNeverReplacesAGoodOneAndIsQuarantined) {
