@@ -69,6 +69,9 @@ ABSL_FLAG(int64_t, max_job_image_memory_mb, 2048,
 ABSL_FLAG(int, loader_threads, 2,
           "Threads that decode a streamed dataset's images for each job, apart from the "
           "training threads.");
+ABSL_FLAG(bool, channels_last_training, false,
+          "Train in the channels_last memory format: faster convolutions (1.09x-1.38x measured), "
+          "but a resumed job no longer repeats an uninterrupted one to the bit.");
 ABSL_FLAG(int64_t, max_prefix_cache_mb, 1024,
           "FINE_TUNE without augmentation computes the frozen layers below the first trainable "
           "block once per image and runs only the layers above at each step; their outputs for "
@@ -239,6 +242,7 @@ void LimitsFromFlags(kaizen::api::KaizenServer::Options* options) {
   options->job_data.prefetch_batches = std::clamp(absl::GetFlag(FLAGS_prefetch_batches), 1, 64);
   options->job_data.max_prefix_cache_bytes =
       std::max<int64_t>(0, absl::GetFlag(FLAGS_max_prefix_cache_mb)) << 20;
+  options->job_data.channels_last = absl::GetFlag(FLAGS_channels_last_training);
   options->max_report_files = std::max(0, absl::GetFlag(FLAGS_max_report_files));
   kaizen::datasets::DecodeBudget::Options& upload_budget = options->upload_decode_budget;
   upload_budget.max_bytes = absl::GetFlag(FLAGS_max_decoded_mb) << 20;

@@ -12,7 +12,10 @@
 # model each server logged; then it asks the default server for a
 # prediction, which must be answered by the job's last version.
 #
-# Usage: [IMAGES=1000] [EPOCHS=8] [REPEATS=3] [BASE=resnet-small]
+# BASE_FILE (a TorchScript classifier, e.g. build/tests/fixtures/resnet18.pt)
+# is uploaded to both servers as the base instead of a built-in.
+#
+# Usage: [IMAGES=1000] [EPOCHS=8] [REPEATS=3] [BASE=resnet-small] [BASE_FILE=F.pt]
 #        [KAIZEN_BIN_DIR=DIR] bench/predict/reload_bench.sh
 # Smoke: IMAGES=100 EPOCHS=2 REPEATS=1 bench/predict/reload_bench.sh
 set -euo pipefail
@@ -22,6 +25,7 @@ IMAGES=${IMAGES:-1000}
 EPOCHS=${EPOCHS:-8}
 REPEATS=${REPEATS:-3}
 BASE=${BASE:-resnet-small}
+BASE_FILE=${BASE_FILE:-}
 PY=/usr/bin/python3
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 bench_binaries reload_bench
@@ -68,7 +72,10 @@ PYEOF
 for mode in always idle; do
   ctl "$mode" datasets upload fm "$WORK/train-images" --format=idx \
     --labels="$WORK/train-labels" >/dev/null
+  if [ -n "$BASE_FILE" ]; then ctl "$mode" models upload base "$BASE_FILE" >/dev/null; fi
 done
+BASE_LABEL=$BASE
+if [ -n "$BASE_FILE" ]; then BASE=base; BASE_LABEL=$(basename "$BASE_FILE"); fi
 
 : >"$WORK/jobs.txt"
 run_job() {  # MODE ROUND
@@ -103,7 +110,7 @@ served=$(ctl idle --output=json predict m1 "$WORK/grey.png" | $PY -c '
 import json, sys
 print(json.load(sys.stdin)["version"])')
 
-COMMIT=$(bench_commit) $PY - "$WORK/jobs.txt" "$WORK" "$IMAGES" "$EPOCHS" "$BASE" "$last" "$served" <<'PYEOF'
+COMMIT=$(bench_commit) $PY - "$WORK/jobs.txt" "$WORK" "$IMAGES" "$EPOCHS" "$BASE_LABEL" "$last" "$served" <<'PYEOF'
 import os, statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 work, images, epochs, base, last, served = sys.argv[2:8]

@@ -12,8 +12,8 @@ does) it times, in both memory formats, interleaved round by round:
          training batch, every parameter training (FULL), and with only the
          last block and the head training (FINE_TUNE-like, when --fine_tune
          names the block);
-  infer: eval forward without gradients at batch 1 and at the serving
-         batch limit (32).
+  infer: the module as serving runs it (frozen, optimize_for_inference,
+         inference mode) at batch 1 and at the serving batch limit (32).
 
 It prints the median seconds per call over ROUNDS rounds and the ratio
 contiguous / channels_last (> 1: channels_last is faster).
@@ -78,11 +78,16 @@ def probe(name, path, shape, block, args):
                     p.requires_grad_(trains(n))
                 results.setdefault((case, label), []).append(timed(fn, args.seconds))
             m.eval()
-            with torch.no_grad():
+            for p in m.parameters():
+                p.requires_grad_(False)
+            # As serving runs it: frozen, optimize_for_inference (CPU),
+            # inference mode.
+            served = torch.jit.optimize_for_inference(torch.jit.freeze(m))
+            with torch.inference_mode():
                 for batch in (1, args.serve_batch):
                     xi = torch.rand(batch, *shape).contiguous(memory_format=fmt)
                     results.setdefault((f"infer batch {batch}", label), []).append(
-                        timed(lambda: m(xi), args.seconds))
+                        timed(lambda: served(xi), args.seconds))
     cases = sorted({c for c, _ in results}, key=lambda c: (not c.startswith("train"), c))
     for case in cases:
         a = statistics.median(results[(case, "contiguous")])

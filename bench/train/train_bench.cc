@@ -39,6 +39,9 @@
 #include "server/training/trainer.h"
 
 ABSL_FLAG(std::string, strategy, "full", "full | fine_tune | feature_extraction");
+ABSL_FLAG(bool, channels_last, false,
+          "The backbone's convolutions and image batches in the channels_last memory format "
+          "(TrainerOptions::channels_last).");
 ABSL_FLAG(bool, no_feature_cache, false,
           "Turn off the trainer's feature cache (FEATURE_EXTRACTION; "
           "TrainerOptions::use_feature_cache), so that it runs the frozen backbone on every "
@@ -356,6 +359,7 @@ absl::Status Run() {
   options.base = base;
   options.base_metadata = metadata;
   options.use_feature_cache = !no_cache;
+  options.channels_last = absl::GetFlag(FLAGS_channels_last);
   options.max_prefix_cache_bytes = absl::GetFlag(FLAGS_max_prefix_cache_mb) << 20;
   training::TrainingData training_data;
   training_data.train = &data;

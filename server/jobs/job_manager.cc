@@ -1213,6 +1213,7 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   opts.loader_threads = options_.data.loader_threads;
   opts.prefetch_batches = options_.data.prefetch_batches;
   opts.max_prefix_cache_bytes = options_.data.max_prefix_cache_bytes;
+  opts.channels_last = options_.data.channels_last;
   // Stored records were decoded once under the upload limits; each is held
   // to its index entry's pixel count, and a scan limit lowered since must
   // not make stored data unreadable (as DatasetStore::Load).
@@ -1302,6 +1303,7 @@ absl::StatusOr<bool> JobManager::TuneJob(Job* job, const training::TrainerOption
   t.device = opts.device;
   t.distillation = opts.distillation;
   t.max_prefix_cache_bytes = opts.max_prefix_cache_bytes;
+  t.channels_last = opts.channels_last;
   t.done.assign(job->tuning().trials().begin(), job->tuning().trials().end());
   t.spent = absl::Seconds(job->tuning().seconds());
   if (!t.done.empty()) {

@@ -42,6 +42,8 @@ struct JobDataOptions {
   int prefetch_batches = 4;
   // The FINE_TUNE frozen-prefix cache's budget (TrainerOptions); 0: off.
   int64_t max_prefix_cache_bytes = int64_t{1} << 30;
+  // Train in the channels_last memory format (TrainerOptions).
+  bool channels_last = false;
 };
 
 class JobManager {

@@ -253,6 +253,8 @@ class Trainer {
   // statistics (last_recalibrated_), then evaluates.
   absl::StatusOr<kaizen::v1::EpochMetrics> EpochMetricsOf(const EpochRun& run);
   torch::Tensor Features(const torch::Tensor& unit_images);
+  // `x` in the memory format the backbone runs in (channels_last).
+  torch::Tensor ModelInput(const torch::Tensor& x) const;
   // The student's logits for training rows `idx` (augmented when
   // augmentation is on) and, for DISTILL, the teacher's on the same images
   // in `*teacher_logits`.
@@ -467,6 +469,12 @@ absl::Status Trainer::BuildModel() {
   }
   split_.backbone.to(device_);
   split_.head.to(device_);
+  if (options_.channels_last) {
+    torch::NoGradGuard no_grad;
+    for (torch::Tensor p : split_.backbone.parameters(/*recurse=*/true)) {
+      if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+    }
+  }
 
   const std::vector<std::string> names = TrainableBackboneParameters(
       split_.backbone, split_.identity_path, options_.strategy, hp_.trainable_blocks());
@@ -924,8 +932,13 @@ absl::Status Trainer::BuildOptimizer() {
   return absl::OkStatus();
 }
 
+torch::Tensor Trainer::ModelInput(const torch::Tensor& x) const {
+  if (!options_.channels_last || x.dim() != 4) return x;
+  return x.contiguous(torch::MemoryFormat::ChannelsLast);
+}
+
 torch::Tensor Trainer::Features(const torch::Tensor& unit_images) {
-  const torch::Tensor x = normalizer_->Normalize(unit_images);
+  const torch::Tensor x = ModelInput(normalizer_->Normalize(unit_images));
   AutocastScope autocast(amp_, amp_dtype_);
   ++backbone_batches_;
   return split_.backbone.forward({x}).toTensor().to(torch::kFloat);
@@ -993,7 +1006,8 @@ torch::Tensor Trainer::TrainLogits(const std::vector<int64_t>& batch, const torc
   if (use_prefix) {
     // The frozen layers' output for these images, then the rest of the
     // backbone, which trains.
-    const torch::Tensor prefixes = train_prefixes_.index_select(0, idx.cpu()).to(device_);
+    const torch::Tensor prefixes =
+        ModelInput(train_prefixes_.index_select(0, idx.cpu()).to(device_));
     const torch::Tensor features = HeadInput(cut_->Suffix(prefixes).to(torch::kFloat));
     AutocastScope autocast(amp_, amp_dtype_);
     return split_.head.forward({features}).toTensor();
@@ -1031,8 +1045,9 @@ Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_featu
         cached_features.defined() ? cached_features.narrow(0, begin, n)
         : cached_prefixes.defined()
             // A copy: layers may work in place on their input.
-            ? HeadInput(cut_->Suffix(cached_prefixes.narrow(0, begin, n)
-                                         .to(device_, /*non_blocking=*/false, /*copy=*/true))
+            ? HeadInput(cut_->Suffix(ModelInput(cached_prefixes.narrow(0, begin, n)
+                                                    .to(device_, /*non_blocking=*/false,
+                                                        /*copy=*/true)))
                             .to(torch::kFloat))
             : HeadInput(Features(imaging::Normalizer::ToUnit(set.Range(begin, n))));
     torch::Tensor logits;
@@ -1321,7 +1336,7 @@ torch::Tensor Trainer::AllPrefixes(ImageSource& set) {
   for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
     const int64_t n = std::min(inference_batch_, set.size() - begin);
     const torch::Tensor x =
-        normalizer_->Normalize(imaging::Normalizer::ToUnit(set.Range(begin, n)));
+        ModelInput(normalizer_->Normalize(imaging::Normalizer::ToUnit(set.Range(begin, n))));
     const torch::Tensor out = cut_->Prefix(x);
     if (!all.defined()) {
       std::vector<int64_t> sizes = out.sizes().vec();

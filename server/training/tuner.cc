@@ -375,6 +375,7 @@ absl::StatusOr<std::optional<Score>> Search::Evaluate(int number, const Config& 
     opts.device = o_.device;
     opts.distillation = o_.distillation;
     opts.max_prefix_cache_bytes = o_.max_prefix_cache_bytes;
+    opts.channels_last = o_.channels_last;
     Callbacks cb;
     cb.should_stop = cb_.should_stop;
     acc.emplace_back();

@@ -73,6 +73,7 @@ struct TunerOptions {
   std::optional<TrainerOptions::Distillation> distillation;
   // As TrainerOptions::max_prefix_cache_bytes, for every trial.
   int64_t max_prefix_cache_bytes = TrainerOptions{}.max_prefix_cache_bytes;
+  bool channels_last = TrainerOptions{}.channels_last;
   // Trials of an earlier run of the same search that stopped (pause,
   // shutdown): a planned trial with the same number and round is taken from
   // here instead of trained again. The search is deterministic, so the plan

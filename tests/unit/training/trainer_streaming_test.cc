@@ -277,6 +277,48 @@ TEST(TrainerPrefixCacheTest, ARandomOrBatchDependentFrozenPrefixRunsTheWholeMode
   }
 }
 
+// channels_last runs the same model with other kernels: the same first loss
+// to float rounding, then losses within 1% as rounding differences grow over
+// the steps, for FULL and for FINE_TUNE from the frozen-prefix cache; the
+// checkpoints answer plain input alike.
+TEST(TrainerMemoryFormatTest, ChannelsLastTrainsTheSameModel) {
+  const datasets::DecodedDataset data = fixtures::SyntheticDataset(3, 12, 28, 1, 5);
+  auto hp = fixtures::FastHyperparameters(2, 8);
+  hp.set_learning_rate(0.01);
+  hp.mutable_validation()->set_split(0.25);
+  hp.set_trainable_blocks(1);
+  const fixtures::BaseModel base = Builtin("resnet-small");
+  for (const kaizen::v1::Strategy strategy :
+       {kaizen::v1::STRATEGY_FULL, kaizen::v1::STRATEGY_FINE_TUNE}) {
+    SCOPED_TRACE(kaizen::v1::Strategy_Name(strategy));
+    TrainerOptions options = Options(strategy, base, hp);
+    const Outcome plain = TrainOnce(options, {&data, nullptr});
+    options.channels_last = true;
+    const Outcome nhwc = TrainOnce(options, {&data, nullptr});
+    ASSERT_TRUE(plain.result.ok() && nhwc.result.ok());
+    ASSERT_EQ(plain.step_losses.size(), nhwc.step_losses.size());
+    // The first step computes the same loss to float rounding; later steps
+    // train on weights that rounding has moved a little (SGD amplifies it).
+    ASSERT_FALSE(plain.step_losses.empty());
+    EXPECT_NEAR(plain.step_losses[0], nhwc.step_losses[0], 1e-5);
+    for (size_t i = 0; i < plain.step_losses.size(); ++i) {
+      EXPECT_NEAR(plain.step_losses[i], nhwc.step_losses[i], 0.01 * plain.step_losses[i] + 1e-3)
+          << "step " << i + 1;
+    }
+    ASSERT_FALSE(nhwc.checkpoints.empty());
+    torch::jit::Module a = plain.checkpoints.back().module;
+    torch::jit::Module b = nhwc.checkpoints.back().module;
+    a.eval();
+    b.eval();
+    torch::NoGradGuard no_grad;
+    const torch::Tensor x = torch::rand({4, 1, 28, 28});
+    const torch::Tensor la = a.forward({x}).toTensor();
+    const torch::Tensor lb = b.forward({x}).toTensor();
+    EXPECT_LT((la - lb).abs().max().item<double>(), 0.05 * la.abs().max().item<double>());
+    EXPECT_TRUE(torch::equal(la.argmax(1), lb.argmax(1)));
+  }
+}
+
 TEST(TrainerStreamingTest, ASeparateValidationFileAndATeacherStreamToo) {
   test_util::TempDir dir;
   const datasets::DecodedDataset train = fixtures::SyntheticDataset(3, 16, 28, 1, 8);
