@@ -14,15 +14,21 @@
 #   4. end to end            bench/e2e/e2e_folder_bench.sh (image folder: Kaizen vs ImageFolder+DataLoader)
 #   5. serving               bench/predict/predict_bench.sh   (concurrency 1/8/32/128, batching on/off,
 #                                                     vs a grpcio + torch server), per model
+#   6. frozen-prefix cache   bench/train/prefix_cache_bench.sh (FINE_TUNE, cache off vs on)
+#   7. memory format         bench/train/memory_format_bench.sh (channels_last vs contiguous)
+#   8. idle reloads          bench/predict/reload_bench.sh    (every version loaded vs idle models not)
 #
 # Usage: bench/run_suite.sh
 # Settings (environment; each benchmark's own settings also apply, see its header):
-#   SUITE="ceiling upload train e2e predict"   which benchmarks, in this order
+#   SUITE="ceiling upload train e2e predict prefix memformat reload"   which benchmarks, in this order
 #   SERVING_MODELS="resnet-small"              built-in architectures served ("resnet-small cnn-small")
 #   TRAIN_REPEATS=3  TRAIN_EPOCHS=4            training-throughput rounds and epochs (FULL, FINE_TUNE)
 #   E2E_R=2  E2E_EPOCHS=5  E2E_PER_CLASS=200  E2E_WORKERS="0 2"
 #   PREDICT_R=3  PREDICT_D=10                  serving rounds and measured seconds per run
 #   UPLOAD_R=5  CEILING_ROUNDS=3
+#   PREFIX_IMAGES=6000  PREFIX_EPOCHS=3  PREFIX_REPEATS=3
+#   MEMFORMAT_IMAGES=6000  MEMFORMAT_EPOCHS=3  MEMFORMAT_REPEATS=2
+#   RELOAD_IMAGES=1000  RELOAD_EPOCHS=8  RELOAD_REPEATS=3
 #   SUITE_RESULTS=bench/RESULTS.md             ("" = write no section)
 #   SUITE_OUT=bench/runs/<run id>              raw outputs
 #   PLOT_DIR=                                  all PNG plots in this folder instead of
@@ -33,13 +39,14 @@
 #                                              bench/kaizen_train_bench: used as it
 #                                              is, with no set-up and no build
 #                                              (the smoke test runs the tree under test)
-# It takes about 22 minutes on 2 cores (1,301 s on 2026-11-23). See bench/README.md.
+# It takes about 22 minutes on 2 cores for the first five (1,301 s on 2026-11-23) and about
+# 8 more for the last three (142, 246 and 96 s measured alone). See bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
 ROOT=$(pwd)
 
-SUITE=${SUITE:-ceiling upload train e2e predict}
+SUITE=${SUITE:-ceiling upload train e2e predict prefix memformat reload}
 SERVING_MODELS=${SERVING_MODELS:-resnet-small}
 BUILD=${KAIZEN_BIN_DIR:-${KAIZEN_BUILD_DIR:-build}}
 SUITE_RESULTS=${SUITE_RESULTS-bench/RESULTS.md}
@@ -115,8 +122,18 @@ for bench in $SUITE; do
         $PY bench/predict/predict_plot.py "${PREDICT_RESULTS:-bench/runs/history/predict_results.jsonl}" \
           --out "$(plot predict "predict_${arch//-/_}")" >&2 || true
       done ;;
+    prefix)
+      step prefix env KAIZEN_BIN_DIR="$BUILD" IMAGES="${PREFIX_IMAGES:-6000}" \
+        EPOCHS="${PREFIX_EPOCHS:-3}" REPEATS="${PREFIX_REPEATS:-3}" bench/train/prefix_cache_bench.sh ;;
+    memformat)
+      step memformat env KAIZEN_BIN_DIR="$BUILD" IMAGES="${MEMFORMAT_IMAGES:-6000}" \
+        EPOCHS="${MEMFORMAT_EPOCHS:-3}" REPEATS="${MEMFORMAT_REPEATS:-2}" \
+        bench/train/memory_format_bench.sh ;;
+    reload)
+      step reload env KAIZEN_BIN_DIR="$BUILD" IMAGES="${RELOAD_IMAGES:-1000}" \
+        EPOCHS="${RELOAD_EPOCHS:-8}" REPEATS="${RELOAD_REPEATS:-3}" bench/predict/reload_bench.sh ;;
     *)
-      echo "suite: unknown benchmark '$bench' (ceiling upload train e2e predict)" >&2
+      echo "suite: unknown benchmark '$bench' (ceiling upload train e2e predict prefix memformat reload)" >&2
       exit 2 ;;
   esac
 done

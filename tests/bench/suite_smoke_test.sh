@@ -4,7 +4,8 @@
 # writes redirected to a temporary folder. It checks that every step ran and
 # exited 0, that the section it wrote holds each benchmark's figures (FULL,
 # FINE_TUNE and FEATURE_EXTRACTION rows, the three servers at each
-# concurrency, the three uploads, the ceiling, both e2e runners), that the
+# concurrency, the three uploads, the ceiling, both e2e runners, the prefix
+# cache, memory format and idle-reload ratios), that the
 # section was inserted at the marker of an existing results file without
 # losing what was there, and that the plots exist. The figures themselves are
 # meaningless at this size; bench/run_suite.sh with its defaults makes real ones.
@@ -41,12 +42,15 @@ printf '# Results\n\nintro line\n\n%s\n\n## an older section\n\nolder text\n' "$
     E2E_R=1 E2E_EPOCHS=2 E2E_PER_CLASS=10 E2E_WORKERS=0 E2E_RESULTS=$TMP/e2e.jsonl \
     PREDICT_R=1 PREDICT_D=1 WARMUP=0.5 CONCURRENCY="1 4" TRAIN_IMAGES=200 \
     PREDICT_RESULTS=$TMP/predict.jsonl \
+    PREFIX_IMAGES=256 PREFIX_EPOCHS=2 PREFIX_REPEATS=1 \
+    MEMFORMAT_IMAGES=256 MEMFORMAT_EPOCHS=2 MEMFORMAT_REPEATS=1 \
+    RELOAD_IMAGES=100 RELOAD_EPOCHS=2 RELOAD_REPEATS=1 \
     bash bench/run_suite.sh
 ) >"$TMP/out.txt" 2>&1 || fail "bench/run_suite.sh exited $?"
 
 section=$TMP/runs/section.md
 [[ -s $section ]] || fail "no section.md"
-for step in ceiling upload train e2e predict-resnet-small; do
+for step in ceiling upload train e2e predict-resnet-small prefix memformat reload; do
   grep -q "^| $step | [0-9]* | 0 |$" "$section" || fail "step $step missing or failed in the timings table"
   [[ -s $TMP/runs/$step.txt ]] || fail "no summary for $step"
 done
@@ -67,6 +71,10 @@ expect 'FINE_TUNE C\+\+/Python = [0-9.]+x' "the FINE_TUNE ratio"
 expect 'Cache speed-up per epoch' "the cache speed-up"
 expect '^kaizen +[0-9.]+ ' "the Kaizen e2e row"
 expect '^pytorch-w0 +[0-9.]+ ' "the PyTorch e2e row"
+expect '^off / on: epoch 1 [0-9.]+x, later epochs [0-9.]+x' "the frozen-prefix cache ratios"
+expect '^fine_tune +[0-9.]+ +[0-9.]+ +[0-9.]+x' "the channels_last FINE_TUNE row"
+expect '^job time, always / idle: [0-9.]+x' "the idle-reload ratio"
+expect '^first request after the job: version ([0-9]+) \(the job.s last: [0-9]+\)$' "the version served after the job"
 for c in 1 4; do
   for mode in 'kaizen  batching on' 'kaizen  batching off' 'python  one at a time'; do
     expect "^$mode +$c +[0-9.]+ " "the serving row '$mode' at concurrency $c"
