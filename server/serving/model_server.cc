@@ -86,6 +86,15 @@ struct ModelServer::Entry {
   bool stale_latest = false;
   bool stale_best = false;
 
+  // What answers `version` (> 0 pins it) or, by policy, the latest or best
+  // one; null when that is not loaded, or when it is stale and
+  // `allow_stale` is false.
+  std::shared_ptr<const LoadedModel> Serving(int64_t version, bool by_best,
+                                             bool allow_stale) const {
+    if (!allow_stale && version == 0 && (by_best ? stale_best : stale_latest)) return nullptr;
+    return Lookup(loaded, latest, best, version, by_best);
+  }
+
   bool DeletedSince(int64_t version, uint64_t since) const {
     auto it = deleted_at.find(version);
     return it != deleted_at.end() && it->second > since;
@@ -245,10 +254,7 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::Resolve(const st
     if (it != entries_.end()) {
       Entry& e = *it->second;
       if (request) e.last_request = options_.clock->Now();
-      const bool stale = version == 0 && (best ? e.stale_best : e.stale_latest);
-      if (!stale) {
-        if (auto m = Lookup(e.loaded, e.latest, e.best, version, best)) return m;
-      }
+      if (auto m = e.Serving(version, best, /*allow_stale=*/false)) return m;
     }
   }
   // Not loaded. The catalogue says whether the model exists (so unknown
@@ -266,8 +272,7 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::Resolve(const st
     absl::MutexLock lock(&mu_);
     auto it = entries_.find(name);
     if (it != entries_.end()) {
-      const Entry& e = *it->second;
-      if (auto m = Lookup(e.loaded, e.latest, e.best, version, best)) return m;
+      if (auto m = it->second->Serving(version, best, /*allow_stale=*/true)) return m;
     }
   }
   return loaded;
@@ -284,18 +289,12 @@ std::pair<std::shared_ptr<ModelServer::Entry>, uint64_t> ModelServer::EntryFor(
 absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::LoadForRequest(
     const std::string& name, int64_t version, bool best, int64_t target, bool request) {
   auto [entry, generation] = EntryFor(name);
-  if (request) {
-    absl::MutexLock lock(&mu_);
-    entry->last_request = options_.clock->Now();
-  }
   // Loaded once: concurrent first requests wait for the first one's load.
   absl::MutexLock load_lock(&entry->load_mu);
   {
     absl::MutexLock lock(&mu_);
-    const bool stale = version == 0 && (best ? entry->stale_best : entry->stale_latest);
-    if (!stale) {
-      if (auto m = Lookup(entry->loaded, entry->latest, entry->best, version, best)) return m;
-    }
+    if (request) entry->last_request = options_.clock->Now();  // a new entry's first
+    if (auto m = entry->Serving(version, best, /*allow_stale=*/false)) return m;
     auto it = entry->loaded.find(target);
     if (it != entry->loaded.end()) {
       if (version == 0) InstallForPolicy(name, *entry, target, best);
@@ -415,8 +414,8 @@ bool ModelServer::NextPending(Model* next, bool* forced) {
 }
 
 void ModelServer::SwapIn(const std::string& name, bool forced) {
-  // Warm() comes for any name whose writer let it go, uploads that failed
-  // included: no entry for a name the catalogue does not have.
+  // Warm() comes for every job's output when the job ends, one that wrote
+  // no version included: no entry for a name the catalogue does not have.
   if (forced && !store_->Get(name, 0).ok()) return;
   auto [entry, generation] = EntryFor(name);  // before the catalogue is read
   if (!forced && options_.reload_idle_after > absl::ZeroDuration()) {

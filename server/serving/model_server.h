@@ -10,9 +10,10 @@
 //   atomically; several waiting for one model collapse into the newest. A
 //   model nobody has asked for in Options::reload_idle_after is not reloaded
 //   at each version: its next request loads the newest one (and waits for
-//   it), or Warm() does once the writer is done. Requests already holding the old version finish on
-//   it; the old module is freed when its last request ends. A version that fails to load never
-//   replaces a good one: the failure is logged and counted.
+//   it), or Warm() does once the job writing it ends. Requests already
+//   holding the old version finish on it; the old module is freed when its
+//   last request ends. A version that fails to load never replaces a good
+//   one: the failure is logged and counted.
 // - Batching: concurrent requests for the same model version are merged into
 //   one forward pass of up to max_batch_size inputs, waiting at most
 //   max_queue_delay for the batch to fill. Each model has one executor thread
@@ -165,8 +166,8 @@ class ModelServer {
   // or deleted (dropped from serving; requests holding it finish).
   void OnVersionAdded(const kaizen::v1::Model& model);
   // Has the background loader load `name`'s serving versions even if it is
-  // idle: its writer (a job, an upload) is done. Ignored for a model never
-  // asked for when the server does not preload.
+  // idle: the job writing it has ended. Ignored for a model never asked for
+  // when the server does not preload.
   void Warm(const std::string& name);
   void OnVersionDeleted(const std::string& name, int64_t version);
 
@@ -183,13 +184,13 @@ class ModelServer {
   // now (see Entry::generation).
   std::pair<std::shared_ptr<Entry>, uint64_t> EntryFor(const std::string& name)
       ABSL_LOCKS_EXCLUDED(mu_);
-  // Loads `target` for a request that Acquire() could not answer from what
-  // is loaded, and installs it unless it was deleted meanwhile.
   // As Acquire; `request` (false when preloading) marks the model as in use.
   absl::StatusOr<std::shared_ptr<const LoadedModel>> Resolve(const std::string& name,
                                                              int64_t version,
                                                              kaizen::v1::VersionPolicy policy,
                                                              bool request);
+  // Loads `target` for a request that Acquire() could not answer from what
+  // is loaded, and installs it unless it was deleted meanwhile.
   absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadForRequest(const std::string& name,
                                                                     int64_t version, bool best,
                                                                     int64_t target, bool request);

@@ -308,6 +308,22 @@ TEST(TrainerMemoryFormatTest, ChannelsLastTrainsTheSameModel) {
     ASSERT_FALSE(nhwc.checkpoints.empty());
     torch::jit::Module a = plain.checkpoints.back().module;
     torch::jit::Module b = nhwc.checkpoints.back().module;
+    // The option took effect: convolutions with several input channels are
+    // laid out channels-last in its checkpoint, not in the other.
+    int layouts_checked = 0;
+    const auto plain_params = a.named_parameters();
+    auto in_plain = plain_params.begin();
+    for (const auto& p : b.named_parameters()) {
+      const torch::Tensor wa = (*in_plain++).value;
+      if (p.value.dim() != 4 || p.value.size(1) < 2 || p.value.size(2) * p.value.size(3) < 2) {
+        continue;  // one input channel or 1x1: both layouts have the same strides
+      }
+      EXPECT_TRUE(wa.is_contiguous()) << p.name;
+      EXPECT_FALSE(p.value.is_contiguous()) << p.name;
+      EXPECT_TRUE(p.value.is_contiguous(torch::MemoryFormat::ChannelsLast)) << p.name;
+      ++layouts_checked;
+    }
+    EXPECT_GT(layouts_checked, 0);
     a.eval();
     b.eval();
     torch::NoGradGuard no_grad;
