@@ -163,7 +163,12 @@ ABSL_FLAG(double, max_queue_delay_ms, 2, "Longest a Predict request waits for a 
 ABSL_FLAG(int, max_queue_size, 1024,
           "Requests waiting per model; more fail at once with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int, max_request_inputs, 256, "Most inputs in one Predict request.");
-ABSL_FLAG(int, inference_threads, 0, "Intra-op threads per model executor; 0 = --threads.");
+ABSL_FLAG(int, inference_instances, 0,
+          "Executor instances per served model, each running one batch at a time; 0 = one per "
+          "--threads core on the CPU (one on a GPU), or --threads / --inference_threads.");
+ABSL_FLAG(int, inference_threads, 0,
+          "Intra-op threads of each executor instance; 0 = 1 on the CPU (--threads on a GPU), "
+          "or --threads / --inference_instances.");
 ABSL_FLAG(bool, preload_models, true,
           "Load every stored model before reporting SERVING (otherwise on first use).");
 ABSL_FLAG(double, reload_idle_after_s, 300,
@@ -268,7 +273,8 @@ absl::Status ServingFromFlags(kaizen::serving::ModelServer::Options* serving) {
       static_cast<int64_t>(std::max(0.0, absl::GetFlag(FLAGS_max_queue_delay_ms)) * 1000));
   serving->max_queue_size = std::max(1, absl::GetFlag(FLAGS_max_queue_size));
   serving->max_request_inputs = std::max(1, absl::GetFlag(FLAGS_max_request_inputs));
-  serving->threads = absl::GetFlag(FLAGS_inference_threads);
+  serving->instances = std::max(0, absl::GetFlag(FLAGS_inference_instances));
+  serving->threads_per_instance = std::max(0, absl::GetFlag(FLAGS_inference_threads));
   serving->preload = absl::GetFlag(FLAGS_preload_models);
   serving->reload_idle_after = absl::Milliseconds(
       static_cast<int64_t>(std::max(0.0, absl::GetFlag(FLAGS_reload_idle_after_s)) * 1000));

@@ -319,7 +319,15 @@ absl::Status KaizenServer::StartServing(int threads) {
   serving::ModelServer::Options serving = options_.serving;
   serving.max_image_pixels = options_.max_image_pixels;
   serving.max_jpeg_scans = options_.max_jpeg_scans;
-  if (serving.threads <= 0) serving.threads = threads;
+  const bool gpu = serving.device.rfind("cuda", 0) == 0 ||
+                   (serving.device.empty() && torch::cuda::is_available());
+  const serving::Instances instances =
+      serving::ResolveInstances(serving.instances, serving.threads_per_instance, threads, gpu);
+  serving.instances = instances.instances;
+  serving.threads_per_instance = instances.threads_per_instance;
+  common::LogInfo("model executors", {{"instances_per_model", serving.instances},
+                                      {"threads_per_instance", serving.threads_per_instance},
+                                      {"gpu", gpu}});
   ASSIGN_OR_RETURN(s.model_server,
                    serving::ModelServer::Create(serving, s.models.get(), s.metrics.get()));
   serving::ModelServer* model_server = s.model_server.get();

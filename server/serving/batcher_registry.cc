@@ -20,7 +20,8 @@ ModelBatcher* BatcherRegistry::Get(const std::string& name) {
     o.max_batch_size = c.max_batch_size;
     o.max_queue_delay = c.max_queue_delay;
     o.max_queue_size = c.max_queue_size;
-    o.threads = options_.threads;
+    o.instances = c.instances;
+    o.threads = c.threads_per_instance;
     o.clock = options_.clock;
     if (options_.before_forward) {
       o.before_forward = [hook = options_.before_forward, name] { hook(name); };

@@ -24,11 +24,10 @@ namespace kaizen::serving {
 class BatcherRegistry {
  public:
   struct Options {
-    // Per-model settings; what a model leaves unset comes from `defaults`.
+    // Per-model settings (batching, instances, threads); what a model leaves
+    // unset comes from `defaults`.
     std::map<std::string, ServingConfig> models;
     ServingConfig defaults;
-    // Intra-op threads of each executor; 0 keeps LibTorch's default.
-    int threads = 0;
     // Given to every batcher (batch delays, deadlines).
     common::Clock* clock = common::Clock::Real();
     // Given to every batcher (see ModelBatcher::Options::before_forward).

@@ -42,7 +42,10 @@ absl::Status ModelBatcher::CancelledError() {
 }
 
 ModelBatcher::ModelBatcher(Options options, metrics::Metrics* metrics)
-    : options_(std::move(options)), metrics_(metrics), executor_([this] { Loop(); }) {}
+    : options_(std::move(options)), instances_(std::max(1, options_.instances)), metrics_(metrics) {
+  executors_.reserve(instances_);
+  for (int i = 0; i < instances_; ++i) executors_.emplace_back([this] { Loop(); });
+}
 
 ModelBatcher::~ModelBatcher() { Stop(); }
 
@@ -51,7 +54,9 @@ void ModelBatcher::Stop() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  if (executor_.joinable()) executor_.join();
+  for (std::thread& executor : executors_) {
+    if (executor.joinable()) executor.join();
+  }
 }
 
 absl::StatusOr<torch::Tensor> ModelBatcher::Run(std::shared_ptr<const LoadedModel> model,
@@ -165,9 +170,11 @@ std::vector<ModelBatcher::Request*> ModelBatcher::TakeBatch() {
   }
   queued_inputs_ -= inputs;
   PublishQueueLength();
-  // Requests left behind or merged: callers overlap, so the next batch is
-  // worth waiting for. Updated again when this batch ends.
-  concurrent_ = batch.size() > 1 || !queue_.empty();
+  ++busy_;
+  // Requests merged or left behind while every instance is busy: callers
+  // outnumber the instances, so the next batch is worth waiting for. Updated
+  // again when this batch ends.
+  concurrent_ = (batch.size() > 1 || !queue_.empty()) && busy_ >= instances_;
   return batch;
 }
 
@@ -231,11 +238,17 @@ absl::StatusOr<torch::Tensor> ModelBatcher::Forward(const std::vector<Request*>&
 void ModelBatcher::Execute(std::vector<Request*> batch) {
   const absl::Time now = options_.clock->Now();
   const std::vector<Request*> live = DropStale(batch, now);
-  if (live.empty()) return;
+  if (live.empty()) {
+    absl::MutexLock lock(&mu_);
+    --busy_;
+    return;
+  }
   const absl::StatusOr<torch::Tensor> probs = Forward(live, now);
   absl::MutexLock lock(&mu_);
-  // Requests that arrived during the forward pass mean overlapping callers.
-  if (!queue_.empty()) concurrent_ = true;
+  // Requests that arrived while every instance computed mean more callers
+  // than instances.
+  if (!queue_.empty() && busy_ >= instances_) concurrent_ = true;
+  --busy_;
   int64_t offset = 0;
   for (Request* r : live) {
     const int64_t n = r->inputs.size(0);

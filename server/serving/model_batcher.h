@@ -1,8 +1,13 @@
-// The dynamic batcher of one model: a bounded queue of requests and one
-// executor thread that merges requests for the same loaded version into a
-// single forward pass of up to max_batch_size inputs, waiting at most
-// max_queue_delay (from the oldest request's arrival) for a batch to fill.
-// A lone caller (no overlap with other requests lately) is not made to wait.
+// The dynamic batcher of one model: a bounded queue of requests and
+// `instances` executor threads (Triton's instance_group), each of which takes
+// the next batch off the queue and runs it while the others take theirs. A
+// batch merges requests for the same loaded version into a single forward
+// pass of up to max_batch_size inputs, waiting at most max_queue_delay (from
+// the oldest request's arrival) for it to fill. A lone caller (no overlap
+// with other requests lately) is not made to wait. The instances share the
+// version's module: LoadedModel::Predict is safe to call from several
+// threads, and a frozen module's weights are read-only, so a copy per
+// instance would only multiply memory and load time.
 #pragma once
 
 #include <torch/script.h>
@@ -12,6 +17,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -41,7 +47,9 @@ class ModelBatcher {
     int max_batch_size = 32;
     absl::Duration max_queue_delay = absl::Milliseconds(2);
     int max_queue_size = 1024;
-    // Intra-op threads of the executor; 0 keeps LibTorch's default.
+    // Executor threads taking batches off the one queue (at least 1).
+    int instances = 1;
+    // Intra-op threads of each executor; 0 keeps LibTorch's default.
     int threads = 0;
     // Times the batch delay, request deadlines and the queue's waits.
     common::Clock* clock = common::Clock::Real();
@@ -58,7 +66,7 @@ class ModelBatcher {
   absl::StatusOr<torch::Tensor> Run(std::shared_ptr<const LoadedModel> model, torch::Tensor inputs,
                                     const InferOptions& options);
 
-  // Fails every queued request with UNAVAILABLE and joins the executor.
+  // Fails every queued request with UNAVAILABLE and joins the executors.
   void Stop();
 
  private:
@@ -89,15 +97,19 @@ class ModelBatcher {
   void PublishQueueLength() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
+  const int instances_;  // executors, at least 1
   metrics::Metrics* metrics_;
   absl::Mutex mu_;
   std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);
   int64_t queued_inputs_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  // Whether callers overlapped recently (a batch merged several requests, or
-  // requests queued up while one ran); only then does a batch wait to fill.
+  // Whether callers outnumbered the instances recently (requests queued up
+  // while every instance ran a batch); only then does a batch wait to fill.
+  // Callers no more than the instances are served at once, one per instance.
   bool concurrent_ ABSL_GUARDED_BY(mu_) = true;
-  std::thread executor_;
+  // Executors between taking a batch and completing it.
+  int busy_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::thread> executors_;
 };
 
 }  // namespace kaizen::serving

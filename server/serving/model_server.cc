@@ -50,6 +50,8 @@ ServingConfig Defaults(const ModelServer::Options& o) {
   c.max_batch_size = o.max_batch_size;
   c.max_queue_delay = o.max_queue_delay;
   c.max_queue_size = o.max_queue_size;
+  c.instances = std::max(1, o.instances);
+  c.threads_per_instance = o.threads_per_instance;
   return c;
 }
 
@@ -57,7 +59,6 @@ BatcherRegistry::Options RegistryOptions(const ModelServer::Options& o) {
   BatcherRegistry::Options r;
   r.models = o.models;
   r.defaults = Defaults(o);
-  r.threads = o.threads;
   r.clock = o.clock;
   r.before_forward = o.before_forward;
   return r;

@@ -16,9 +16,10 @@
 //   one: the failure is logged and counted.
 // - Batching: concurrent requests for the same model version are merged into
 //   one forward pass of up to max_batch_size inputs, waiting at most
-//   max_queue_delay for the batch to fill. Each model has one executor thread
-//   and a bounded queue: a request that finds it full fails at once with
-//   RESOURCE_EXHAUSTED. Requests whose deadline has passed, or whose caller
+//   max_queue_delay for the batch to fill. Each model has a bounded queue
+//   feeding `instances` executor threads, each running one batch at a time on
+//   the same immutable module: a request that finds the queue full fails at
+//   once with RESOURCE_EXHAUSTED. Requests whose deadline has passed, or whose caller
 //   went away, are dropped before compute.
 // Per-model settings come from serving_config.h; versions are loaded through
 // a ModelLoader (model_loader.h), which tests replace.
@@ -78,8 +79,11 @@ class ModelServer {
     // Decoded bytes the images of one Predict / ModelInfer request may
     // produce: 1 GiB at most, and the upload ratio beyond 64 MiB.
     datasets::DecodeBudget::Options decode_budget{/*max_bytes=*/int64_t{1} << 30};
-    // Intra-op threads of each model's executor; 0 means one per core.
-    int threads = 0;
+    // Executor instances per model, fed from its one queue, and the intra-op
+    // threads of each (see ResolveInstances in serving_config.h; the server
+    // fills them). Per-model overrides in `models`.
+    int instances = 0;             // 0 = 1
+    int threads_per_instance = 0;  // 0 keeps LibTorch's default
     // Freeze each loaded version and, on the CPU, apply
     // torch::jit::optimize_for_inference (see LoadedModel::Load).
     bool optimize = true;

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
@@ -35,7 +36,17 @@ absl::StatusOr<std::map<std::string, ServingConfig>> ParseServingConfig(absl::st
       return absl::InvalidArgumentError(absl::StrCat(
           where, ".maxQueueDelayMs is ", m.max_queue_delay_ms(), "; it must be 0..10000"));
     }
+    if (m.instances() < 0 || m.instances() > 64) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".instances is ", m.instances(), "; it must be 1..64"));
+    }
+    if (m.threads_per_instance() < 0 || m.threads_per_instance() > 256) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ".threadsPerInstance is ", m.threads_per_instance(), "; it must be 1..256"));
+    }
     ServingConfig c;
+    c.instances = m.instances();
+    c.threads_per_instance = m.threads_per_instance();
     c.policy = m.policy();
     c.max_batch_size = m.max_batch_size();
     c.max_queue_size = m.max_queue_size();
@@ -57,7 +68,28 @@ ServingConfig EffectiveServingConfig(const std::map<std::string, ServingConfig>&
   if (c.max_batch_size <= 0) c.max_batch_size = defaults.max_batch_size;
   if (c.max_queue_size <= 0) c.max_queue_size = defaults.max_queue_size;
   if (!c.has_max_queue_delay) c.max_queue_delay = defaults.max_queue_delay;
+  if (c.instances <= 0) c.instances = defaults.instances;
+  if (c.threads_per_instance <= 0) c.threads_per_instance = defaults.threads_per_instance;
   return c;
+}
+
+Instances ResolveInstances(int instances, int threads_per_instance, int cores, bool gpu) {
+  cores = std::max(1, cores);
+  Instances out;
+  if (instances <= 0 && threads_per_instance <= 0) {
+    out.instances = gpu ? 1 : cores;
+    out.threads_per_instance = gpu ? cores : 1;
+  } else if (instances <= 0) {
+    out.threads_per_instance = threads_per_instance;
+    out.instances = std::max(1, cores / threads_per_instance);
+  } else if (threads_per_instance <= 0) {
+    out.instances = instances;
+    out.threads_per_instance = std::max(1, cores / instances);
+  } else {
+    out.instances = instances;
+    out.threads_per_instance = threads_per_instance;
+  }
+  return out;
 }
 
 }  // namespace kaizen::serving

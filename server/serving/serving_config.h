@@ -22,7 +22,23 @@ struct ServingConfig {
   absl::Duration max_queue_delay = absl::ZeroDuration();
   bool has_max_queue_delay = false;
   int max_queue_size = 0;
+  // Executor instances, each running one batch at a time on its own thread.
+  int instances = 0;
+  // Intra-op threads of each instance.
+  int threads_per_instance = 0;
 };
+
+// The server-wide instance count and threads per instance when the operator
+// sets neither, one or both: on the CPU, one single-threaded instance per
+// core (measured in bench/predict/instances_bench.sh: a batch of one costs
+// less on one thread than on two, and two instances overlap); on a GPU one
+// instance with every core. A value the operator gives is kept; the other
+// fills the cores. `cores` is the server's intra-op thread budget.
+struct Instances {
+  int instances = 1;
+  int threads_per_instance = 1;
+};
+Instances ResolveInstances(int instances, int threads_per_instance, int cores, bool gpu);
 
 // Parses a serving config file (proto3 JSON of kaizen.v1.ServingConfigFile).
 // InvalidArgument naming `what` (the file) and what is wrong.
@@ -31,7 +47,8 @@ absl::StatusOr<std::map<std::string, ServingConfig>> ParseServingConfig(absl::st
 
 // The settings model `name` is served with: its entry in `models` where set,
 // `defaults` (max_batch_size, max_queue_delay, max_queue_size) otherwise, and
-// the LATEST policy when neither names one.
+// the LATEST policy when neither names one. `defaults` must set every field
+// but the policy.
 ServingConfig EffectiveServingConfig(const std::map<std::string, ServingConfig>& models,
                                      const std::string& name, const ServingConfig& defaults);
 

@@ -5,7 +5,7 @@
 # exited 0, that the section it wrote holds each benchmark's figures (FULL,
 # FINE_TUNE and FEATURE_EXTRACTION rows, the three servers at each
 # concurrency, the three uploads, the ceiling, both e2e runners, the prefix
-# cache, memory format and idle-reload ratios), that the
+# cache, memory format and idle-reload ratios, the model-instance ratios), that the
 # section was inserted at the marker of an existing results file without
 # losing what was there, and that the plots exist. The figures themselves are
 # meaningless at this size; bench/run_suite.sh with its defaults makes real ones.
@@ -45,12 +45,14 @@ printf '# Results\n\nintro line\n\n%s\n\n## an older section\n\nolder text\n' "$
     PREFIX_IMAGES=256 PREFIX_EPOCHS=2 PREFIX_REPEATS=1 \
     MEMFORMAT_IMAGES=256 MEMFORMAT_EPOCHS=2 MEMFORMAT_REPEATS=1 \
     RELOAD_IMAGES=100 RELOAD_EPOCHS=2 RELOAD_REPEATS=1 \
+    INSTANCES_R=1 INSTANCES_D=1 INSTANCES_WARMUP=0 INSTANCES_CONCURRENCY="1 4" \
+    INSTANCES_TRAIN_IMAGES=100 INSTANCES_ARCH=cnn-small INSTANCES_RESULTS=$TMP/instances.jsonl \
     bash bench/run_suite.sh
 ) >"$TMP/out.txt" 2>&1 || fail "bench/run_suite.sh exited $?"
 
 section=$TMP/runs/section.md
 [[ -s $section ]] || fail "no section.md"
-for step in ceiling upload train e2e predict-resnet-small prefix memformat reload; do
+for step in ceiling upload train e2e predict-resnet-small prefix memformat reload instances; do
   grep -q "^| $step | [0-9]* | 0 |$" "$section" || fail "step $step missing or failed in the timings table"
   [[ -s $TMP/runs/$step.txt ]] || fail "no summary for $step"
 done
@@ -74,6 +76,7 @@ expect '^pytorch-w0 +[0-9.]+ ' "the PyTorch e2e row"
 expect '^off / on: epoch 1 [0-9.]+x, later epochs [0-9.]+x' "the frozen-prefix cache ratios"
 expect '^fine_tune +[0-9.]+ +[0-9.]+ +[0-9.]+x' "the channels_last FINE_TUNE row"
 expect '^job time, always / idle: [0-9.]+x' "the idle-reload ratio"
+expect '^2x1 +4 +[0-9.]+ +[0-9.]+ +[0-9.]+$' "the 2-instance ratio row at concurrency 4"
 expect '^first request after the job: version ([0-9]+) \(the job.s last: [0-9]+\)$' "the version served after the job"
 for c in 1 4; do
   for mode in 'kaizen  batching on' 'kaizen  batching off' 'python  one at a time'; do

@@ -462,6 +462,8 @@ TEST_F(PredictE2E, QueueFullDeadlineAndCancellationAreNotComputed) {
   ExecutorGate gate;
   api::KaizenServer::Options o = Options();
   o.serving.max_queue_size = 2;
+  // One executor, held by the gate: every later request waits in the queue.
+  o.serving.instances = 1;
   o.serving.before_forward = [&gate](const std::string& model) { gate.BeforeForward(model); };
   StartServer(o);
   PredictRequest one;

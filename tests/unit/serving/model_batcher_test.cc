@@ -58,8 +58,13 @@ class Watchdog {
 class BatcherTest : public ::testing::Test {
  protected:
   std::unique_ptr<ModelBatcher> Batcher(int max_batch, absl::Duration delay, int max_queue = 64,
-                                        common::Clock* clock = common::Clock::Real()) {
+                                        common::Clock* clock = common::Clock::Real(),
+                                        int instances = 1,
+                                        std::function<void()> before_forward = nullptr) {
     ModelBatcher::Options o;
+    o.instances = instances;
+    o.threads = 1;
+    o.before_forward = std::move(before_forward);
     o.model_name = "tiny";
     o.max_batch_size = max_batch;
     o.max_queue_delay = delay;
@@ -113,6 +118,39 @@ TEST_F(BatcherTest, ALoneCallerDoesNotWaitForABatchToFill) {
   const absl::Time start = clock_.Now();
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(batcher->Run(model, x, InferOptions{}).ok());
   EXPECT_LT(clock_.Now() - start, absl::Milliseconds(300));
+}
+
+TEST_F(BatcherTest, InstancesRunBatchesAtTheSameTimeFromOneQueue) {
+  auto model = TinyModel(dir_, 1, 1.0, {1, 4});
+  // The forward passes go in groups of `instances`: each waits until its
+  // whole group has started, which only happens if that many run at once.
+  for (const int instances : {1, 2, 3}) {
+    SCOPED_TRACE(absl::StrCat(instances, " instance(s)"));
+    absl::Mutex mu;
+    int started = 0;
+    int timed_out = 0;
+    auto batcher = Batcher(1, absl::ZeroDuration(), 64, common::Clock::Real(), instances, [&] {
+      absl::MutexLock lock(&mu);
+      const int group_end = (started / instances + 1) * instances;
+      ++started;
+      auto group_started = [&] { return started >= group_end; };
+      if (!mu.AwaitWithTimeout(absl::Condition(&group_started), absl::Seconds(20))) ++timed_out;
+    });
+    std::vector<std::thread> callers;
+    std::atomic<int> ok{0};
+    for (int i = 0; i < 3 * instances; ++i) {
+      callers.emplace_back([&] {
+        const auto r = batcher->Run(model, torch::rand({1, 1, 2, 2}), InferOptions{});
+        if (r.ok() && r->size(0) == 1) ++ok;
+      });
+    }
+    for (auto& t : callers) t.join();
+    EXPECT_EQ(ok.load(), 3 * instances);
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(started, 3 * instances);
+    EXPECT_EQ(timed_out, 0);
+    batcher->Stop();
+  }
 }
 
 TEST_F(BatcherTest, RequestsForDifferentVersionsAreNeverMerged) {
