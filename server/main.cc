@@ -163,9 +163,10 @@ ABSL_FLAG(double, max_queue_delay_ms, 2, "Longest a Predict request waits for a 
 ABSL_FLAG(int, max_queue_size, 1024,
           "Requests waiting per model; more fail at once with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int, max_request_inputs, 256, "Most inputs in one Predict request.");
-ABSL_FLAG(int, inference_instances, 0,
-          "Executor instances per served model, each running one batch at a time; 0 = one per "
-          "--threads core on the CPU (one on a GPU), or --threads / --inference_threads.");
+ABSL_FLAG(
+    int, inference_instances, 0,
+    "Executor instances per served model, each running one batch at a time; 0 = one per "
+    "--threads core on the CPU (one on a GPU), or --threads / --inference_threads; at most 64.");
 ABSL_FLAG(int, inference_threads, 0,
           "Intra-op threads of each executor instance; 0 = 1 on the CPU (--threads on a GPU), "
           "or --threads / --inference_instances.");

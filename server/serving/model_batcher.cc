@@ -1,6 +1,9 @@
 #include "server/serving/model_batcher.h"
 
 #include <ATen/Parallel.h>
+#if AT_PARALLEL_OPENMP
+#include <omp.h>
+#endif
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -44,7 +47,13 @@ absl::Status ModelBatcher::CancelledError() {
 ModelBatcher::ModelBatcher(Options options, metrics::Metrics* metrics)
     : options_(std::move(options)), instances_(std::max(1, options_.instances)), metrics_(metrics) {
   executors_.reserve(instances_);
-  for (int i = 0; i < instances_; ++i) executors_.emplace_back([this] { Loop(); });
+  try {
+    for (int i = 0; i < instances_; ++i) executors_.emplace_back([this] { Loop(); });
+  } catch (...) {
+    // Out of threads: join the ones started rather than terminate.
+    Stop();
+    throw;
+  }
 }
 
 ModelBatcher::~ModelBatcher() { Stop(); }
@@ -111,8 +120,23 @@ absl::StatusOr<torch::Tensor> ModelBatcher::AwaitResult(Request* request) {
   return std::move(request->result);
 }
 
+namespace {
+// Sets the intra-op threads of the calling thread only. at::set_num_threads
+// would also change ATen's process default, which every thread started later
+// (gRPC handlers evaluating a model, loaders) takes on its first parallel op;
+// and a count set before that lazy start-up would be overwritten by it.
+void SetThisThreadsIntraOpThreads(int threads) {
+  at::internal::lazy_init_num_threads();
+#if AT_PARALLEL_OPENMP
+  omp_set_num_threads(threads);
+#else
+  at::set_num_threads(threads);
+#endif
+}
+}  // namespace
+
 void ModelBatcher::Loop() {
-  if (options_.threads > 0) at::set_num_threads(options_.threads);
+  if (options_.threads > 0) SetThisThreadsIntraOpThreads(options_.threads);
   c10::InferenceMode guard;
   while (true) {
     std::vector<Request*> batch = NextBatch();
@@ -249,13 +273,21 @@ void ModelBatcher::Execute(std::vector<Request*> batch) {
   // than instances.
   if (!queue_.empty() && busy_ >= instances_) concurrent_ = true;
   --busy_;
+  int64_t rows = 0;
+  for (Request* r : live) rows += r->inputs.size(0);
+  absl::StatusOr<torch::Tensor> checked = probs;
+  if (checked.ok() && (checked->dim() != 2 || checked->size(0) != rows)) {
+    checked = absl::InternalError(absl::StrCat("model \"", options_.model_name, "\" returned ",
+                                               checked->dim() == 0 ? 0 : checked->size(0),
+                                               " rows for a batch of ", rows, " inputs"));
+  }
   int64_t offset = 0;
   for (Request* r : live) {
     const int64_t n = r->inputs.size(0);
-    if (probs.ok()) {
-      r->Complete(probs->narrow(0, offset, n));
+    if (checked.ok()) {
+      r->Complete(checked->narrow(0, offset, n));
     } else {
-      r->Complete(probs.status());
+      r->Complete(checked.status());
     }
     offset += n;
   }

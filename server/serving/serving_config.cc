@@ -36,13 +36,14 @@ absl::StatusOr<std::map<std::string, ServingConfig>> ParseServingConfig(absl::st
       return absl::InvalidArgumentError(absl::StrCat(
           where, ".maxQueueDelayMs is ", m.max_queue_delay_ms(), "; it must be 0..10000"));
     }
-    if (m.instances() < 0 || m.instances() > 64) {
+    if (m.instances() < 0 || m.instances() > kMaxInstances) {
       return absl::InvalidArgumentError(
-          absl::StrCat(where, ".instances is ", m.instances(), "; it must be 1..64"));
+          absl::StrCat(where, ".instances is ", m.instances(), "; it must be 1..", kMaxInstances));
     }
-    if (m.threads_per_instance() < 0 || m.threads_per_instance() > 256) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ".threadsPerInstance is ", m.threads_per_instance(), "; it must be 1..256"));
+    if (m.threads_per_instance() < 0 || m.threads_per_instance() > kMaxThreadsPerInstance) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ".threadsPerInstance is ",
+                                                     m.threads_per_instance(), "; it must be 1..",
+                                                     kMaxThreadsPerInstance));
     }
     ServingConfig c;
     c.instances = m.instances();
@@ -89,6 +90,8 @@ Instances ResolveInstances(int instances, int threads_per_instance, int cores, b
     out.instances = instances;
     out.threads_per_instance = threads_per_instance;
   }
+  out.instances = std::min(out.instances, kMaxInstances);
+  out.threads_per_instance = std::min(out.threads_per_instance, kMaxThreadsPerInstance);
   return out;
 }
 

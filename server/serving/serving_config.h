@@ -33,7 +33,10 @@ struct ServingConfig {
 // core (measured in bench/predict/instances_bench.sh: a batch of one costs
 // less on one thread than on two, and two instances overlap); on a GPU one
 // instance with every core. A value the operator gives is kept; the other
-// fills the cores. `cores` is the server's intra-op thread budget.
+// fills the cores; neither exceeds kMaxInstances / kMaxThreadsPerInstance.
+// `cores` is the server's intra-op thread budget.
+inline constexpr int kMaxInstances = 64;
+inline constexpr int kMaxThreadsPerInstance = 256;
 struct Instances {
   int instances = 1;
   int threads_per_instance = 1;

@@ -63,7 +63,6 @@ class BatcherTest : public ::testing::Test {
                                         std::function<void()> before_forward = nullptr) {
     ModelBatcher::Options o;
     o.instances = instances;
-    o.threads = 1;
     o.before_forward = std::move(before_forward);
     o.model_name = "tiny";
     o.max_batch_size = max_batch;
@@ -151,6 +150,46 @@ TEST_F(BatcherTest, InstancesRunBatchesAtTheSameTimeFromOneQueue) {
     EXPECT_EQ(timed_out, 0);
     batcher->Stop();
   }
+}
+
+TEST_F(BatcherTest, EachExecutorRunsOnItsOwnThreadCountAndLeavesTheProcessDefault) {
+  auto model = TinyModel(dir_, 1, 1.0, {1, 4});
+  auto on_new_thread = [] {
+    int n = 0;
+    std::thread([&] { n = at::get_num_threads(); }).join();
+    return n;
+  };
+  const int before = at::get_num_threads();
+  at::set_num_threads(3);
+  ASSERT_EQ(on_new_thread(), 3);
+  for (const int threads : {1, 2}) {
+    SCOPED_TRACE(absl::StrCat(threads, " thread(s)"));
+    absl::Mutex mu;
+    std::vector<int> seen;
+    ModelBatcher::Options o;
+    o.model_name = "tiny";
+    o.max_batch_size = 1;
+    o.instances = 2;
+    o.threads = threads;
+    o.before_forward = [&] {
+      absl::MutexLock lock(&mu);
+      seen.push_back(at::get_num_threads());
+    };
+    ModelBatcher batcher(o, metrics_.get());
+    std::vector<std::thread> callers;
+    for (int i = 0; i < 8; ++i) {
+      callers.emplace_back([&] {
+        EXPECT_TRUE(batcher.Run(model, torch::rand({1, 1, 2, 2}), InferOptions{}).ok());
+      });
+    }
+    for (auto& t : callers) t.join();
+    batcher.Stop();
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(seen, std::vector<int>(8, threads));
+    // Threads started later still take the process default.
+    EXPECT_EQ(on_new_thread(), 3);
+  }
+  at::set_num_threads(before);
 }
 
 TEST_F(BatcherTest, RequestsForDifferentVersionsAreNeverMerged) {

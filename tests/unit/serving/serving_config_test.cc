@@ -91,6 +91,9 @@ TEST(ServingConfigTest, InstancesFillTheCoresWithWhatTheOperatorLeftOpen) {
   // Both set: kept as given, even oversubscribed.
   EXPECT_TRUE(is(ResolveInstances(3, 3, 2, false), 3, 3));
   EXPECT_TRUE(is(ResolveInstances(0, 0, 0, false), 1, 1));
+  // Never beyond the limits a serving config may give.
+  EXPECT_TRUE(is(ResolveInstances(0, 0, 128, false), 64, 1));
+  EXPECT_TRUE(is(ResolveInstances(1, 1000, 8, false), 1, 256));
 }
 
 }  // namespace
