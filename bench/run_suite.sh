@@ -57,7 +57,7 @@ PY=/usr/bin/python3
 
 if [[ -z ${KAIZEN_BIN_DIR:-} ]]; then
   bash scripts/setup.sh
-  bash scripts/build.sh kaizen-server kaizenctl kaizen_train_bench
+  bash scripts/build.sh kaizen-server kaizenctl kaizen_train_bench kaizen_ingest_stages_bench
 fi
 for b in kaizen-server kaizenctl bench/kaizen_train_bench; do
   [[ -x $BUILD/$b ]] || { echo "run_suite: $BUILD/$b is missing" >&2; exit 1; }

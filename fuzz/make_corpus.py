@@ -106,6 +106,19 @@ def idx():
                                             labels_file([0, 1])))
 
 
+def gzip_members():
+    # The first byte picks the read size; then one member, two members (with
+    # a stored block and a named header), and a plain file.
+    data = bytes((i // 784 + (i % 7) * 3) % 256 for i in range(20000))
+    write("gzip_reader", "one_member", b"\x05" + gzip.compress(data, mtime=0))
+    named = io.BytesIO()
+    with gzip.GzipFile(filename="images", mode="wb", fileobj=named, mtime=0, compresslevel=0) as g:
+        g.write(data[:3000])
+    write("gzip_reader", "two_members",
+          b"\x00" + gzip.compress(data[:9000], compresslevel=9, mtime=0) + named.getvalue())
+    write("gzip_reader", "plain", b"\x10" + data[:2000])
+
+
 def kds():
     names = [b"cats", b"dogs"]
     records = [(0, 2, 2, 1, 0), (1, 1, 2, 3, 4)]
@@ -153,6 +166,7 @@ def oip():
 if __name__ == "__main__":
     archives(images())
     idx()
+    gzip_members()
     kds()
     krf()
     oip()

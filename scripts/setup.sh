@@ -15,7 +15,7 @@ PACKAGES=(
   # Abseil, Prometheus client, tests
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
   # storage and decoding
-  libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev
+  libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev libisal-dev
   # the model sandbox (seccomp filter of kaizen-model-inspector)
   libseccomp-dev
   # the JSON API over HTTP (server/http): Boost.Beast and Boost.Asio, header-only

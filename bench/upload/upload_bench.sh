@@ -17,6 +17,9 @@
 # ("dataset stored", "ingest_seconds": decode, validate, write the .kds file,
 # catalogue row); ingest share = ingest seconds / client wall seconds. It prints
 # medians over rounds and appends one JSON line per upload to $UPLOAD_RESULTS.
+# Then, when the build has it, bench/kaizen_ingest_stages_bench times each
+# stage of the IDX ingest alone (SHA-256, gunzip by zlib and by ISA-L, the
+# CRCs, decode + report, the store, and both overlapped) over R rounds.
 #
 # Usage: bench/upload/upload_bench.sh
 # Settings (environment):
@@ -195,3 +198,12 @@ print("\nwall: the kaizenctl process (connect, archive for the folder, stream, s
       "\nrpc: the server's UploadDataset duration; ingest: decode + store after the last byte.")
 PYEOF
 [ -z "$RESULTS" ] || echo "raw results appended to $RESULTS (run_id $RUN_ID)" >&2
+
+# Where the IDX ingest's time goes, stage by stage, in one process on the same
+# files (bench/upload/ingest_stages_bench.cc): zlib beside ISA-L, the store.
+STAGES_BENCH="$BUILD/bench/kaizen_ingest_stages_bench"
+if [[ " $KINDS " == *" idx "* && -x $STAGES_BENCH ]]; then
+  echo
+  "$STAGES_BENCH" --images="$FASHION/train-images-idx3-ubyte.gz" \
+    --labels="$FASHION/train-labels-idx1-ubyte.gz" --rounds="$R" --out_dir="$WORK"
+fi

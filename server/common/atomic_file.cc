@@ -26,12 +26,19 @@ std::string RandomHex(int bytes) {
   return absl::BytesToHexString(raw);
 }
 
-absl::Status AtomicFileWriter::Open(const std::string& path, AtomicFileWriter* writer) {
+absl::Status AtomicFileWriter::Open(const std::string& path, AtomicFileWriter* writer,
+                                    size_t buffer_bytes) {
   AtomicFileWriter w;
   w.path_ = path;
   w.tmp_path_ = absl::StrCat(path, ".tmp-", RandomHex(6));
   w.file_ = std::fopen(w.tmp_path_.c_str(), "wbx");
   if (w.file_ == nullptr) return ErrnoStatus("cannot create", w.tmp_path_);
+  if (buffer_bytes > 0) {
+    w.buffer_ = std::make_unique<char[]>(buffer_bytes);
+    if (std::setvbuf(w.file_, w.buffer_.get(), _IOFBF, buffer_bytes) != 0) {
+      return ErrnoStatus("cannot set the write buffer of", w.tmp_path_);
+    }
+  }
   *writer = std::move(w);
   return absl::OkStatus();
 }
@@ -44,6 +51,7 @@ AtomicFileWriter& AtomicFileWriter::operator=(AtomicFileWriter&& other) noexcept
     path_ = std::move(other.path_);
     tmp_path_ = std::move(other.tmp_path_);
     file_ = other.file_;
+    buffer_ = std::move(other.buffer_);
     bytes_written_ = other.bytes_written_;
     other.file_ = nullptr;
     other.tmp_path_.clear();

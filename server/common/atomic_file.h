@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -13,8 +14,11 @@ namespace kaizen::common {
 
 class AtomicFileWriter {
  public:
-  // Opens `<path>.tmp-<random>` for writing.
-  static absl::Status Open(const std::string& path, AtomicFileWriter* writer);
+  // Opens `<path>.tmp-<random>` for writing. `buffer_bytes` > 0 gives the
+  // stream a buffer of that size (a large file written in small pieces: one
+  // write(2) per buffer instead of per 4 KiB); 0 keeps stdio's default.
+  static absl::Status Open(const std::string& path, AtomicFileWriter* writer,
+                           size_t buffer_bytes = 0);
 
   AtomicFileWriter() = default;
   AtomicFileWriter(AtomicFileWriter&& other) noexcept;
@@ -36,6 +40,7 @@ class AtomicFileWriter {
   std::string path_;
   std::string tmp_path_;
   FILE* file_ = nullptr;
+  std::unique_ptr<char[]> buffer_;  // the stream's buffer, when Open was given a size
   int64_t bytes_written_ = 0;
 };
 

@@ -1,7 +1,5 @@
 #include "server/datasets/dataset_file.h"
 
-#include <zlib.h>
-
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +11,7 @@
 #include "server/common/atomic_file.h"
 #include "server/common/checked_math.h"
 #include "server/common/status_macros.h"
+#include "server/datasets/crc32.h"
 #include "server/datasets/little_endian.h"
 
 namespace kaizen::datasets {
@@ -22,10 +21,6 @@ constexpr char kMagic[4] = {'K', 'Z', 'D', 'S'};
 constexpr uint32_t kVersion = 1;
 constexpr size_t kFixedHeaderBytes = 4 + 4 + 4 + 8 + 8;
 constexpr size_t kRecordBytes = 4 * 4 + 8;
-
-uint32_t Crc32(uint32_t crc, const void* data, size_t size) {
-  return static_cast<uint32_t>(crc32_z(crc, static_cast<const Bytef*>(data), size));
-}
 
 // height * width * channels, or -1 when that overflows: the shape comes from
 // the file, and a wrapped product could pass the bounds check below.

@@ -1,7 +1,6 @@
 #include "server/datasets/idx_ingestor.h"
 
 #include <sys/stat.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <climits>
@@ -9,6 +8,8 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <system_error>
+#include <thread>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -17,37 +18,12 @@
 #include "absl/strings/str_format.h"
 #include "server/common/checked_math.h"
 #include "server/common/status_macros.h"
+#include "server/datasets/gzip_reader.h"
 #include "server/datasets/ingest_report.h"
+#include "server/datasets/record_file.h"
 
 namespace kaizen::datasets {
 namespace {
-
-struct GzCloser {
-  void operator()(gzFile_s* f) const { gzclose(f); }
-};
-using GzFile = std::unique_ptr<gzFile_s, GzCloser>;
-
-// Reads up to `size` bytes; returns how many were read. A gzip stream that
-// ends early counts as a short read (the caller reports truncation); other
-// gzip damage is an error.
-absl::StatusOr<size_t> GzReadFully(gzFile file, void* out, size_t size,
-                                   const std::string& display_name) {
-  size_t got = 0;
-  while (got < size) {
-    const auto want = static_cast<unsigned>(std::min<size_t>(size - got, size_t{1} << 24));
-    const int n = gzread(file, static_cast<char*>(out) + got, want);
-    if (n < 0) {
-      int errnum = 0;
-      const char* message = gzerror(file, &errnum);
-      if (errnum == Z_BUF_ERROR) break;  // "unexpected end of file"
-      return absl::InvalidArgumentError(absl::StrCat(display_name, ": corrupt gzip data (",
-                                                     message != nullptr ? message : "", ")"));
-    }
-    if (n == 0) break;
-    got += static_cast<size_t>(n);
-  }
-  return got;
-}
 
 // Largest IDX image side. JPEG stops at 65500 too; anything larger is a
 // corrupt or hostile header, refused before its products are formed.
@@ -59,18 +35,13 @@ uint32_t BigEndian32(const unsigned char* p) {
 
 // Opens an IDX file of unsigned bytes with `rank` dimensions and reads its
 // header. `what` names the expected content for messages ("images").
-absl::StatusOr<GzFile> OpenIdx(const std::string& path, const std::string& display_name, int rank,
-                               absl::string_view what, std::vector<uint32_t>* dims) {
-  GzFile file(gzopen(path.c_str(), "rb"));
-  if (file == nullptr) {
-    const int err = errno;
-    const std::string message =
-        absl::StrCat(display_name, ": cannot open ", path, ": ", std::strerror(err));
-    return err == ENOENT ? absl::NotFoundError(message) : absl::InternalError(message);
-  }
-  gzbuffer(file.get(), 1 << 18);
+absl::StatusOr<std::unique_ptr<GzipReader>> OpenIdx(const std::string& path,
+                                                    const std::string& display_name, int rank,
+                                                    absl::string_view what,
+                                                    std::vector<uint32_t>* dims) {
+  ASSIGN_OR_RETURN(std::unique_ptr<GzipReader> file, GzipReader::Open(path, display_name));
   unsigned char header[4 * 4];
-  ASSIGN_OR_RETURN(const size_t got, GzReadFully(file.get(), header, 4, display_name));
+  ASSIGN_OR_RETURN(const size_t got, file->Read(header, 4));
   const uint32_t expected = 0x00000800u | static_cast<uint32_t>(rank);
   const char* kind = rank == 3 ? "idx3-ubyte images" : "idx1-ubyte labels";
   if (got < 4) {
@@ -88,8 +59,7 @@ absl::StatusOr<GzFile> OpenIdx(const std::string& path, const std::string& displ
         absl::StrFormat("%s: not an IDX %s file: magic number is 0x%08x, expected 0x%08x (%s)%s",
                         display_name, what, magic, expected, kind, hint));
   }
-  ASSIGN_OR_RETURN(const size_t got_dims,
-                   GzReadFully(file.get(), header, 4 * static_cast<size_t>(rank), display_name));
+  ASSIGN_OR_RETURN(const size_t got_dims, file->Read(header, 4 * static_cast<size_t>(rank)));
   if (got_dims < 4 * static_cast<size_t>(rank)) {
     return absl::InvalidArgumentError(
         absl::StrCat(display_name, ": truncated: the IDX header ends early"));
@@ -109,7 +79,7 @@ absl::StatusOr<GzFile> OpenIdx(const std::string& path, const std::string& displ
 // Reads exactly `size` payload bytes and checks that nothing follows.
 // `describe_truncation(n)` renders the message for a file holding only n.
 absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
-    gzFile file, uint64_t size, const std::string& display_name,
+    GzipReader& file, uint64_t size, const std::string& display_name,
     const std::function<std::string(uint64_t)>& describe_truncation) {
   // Grown as data arrives, so that a header lying about its size cannot make
   // us allocate memory the file does not fill.
@@ -120,8 +90,7 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
   while (got < size) {
     const uint64_t want = std::min(size - got, kStep);
     data.resize(static_cast<size_t>(got + want));
-    ASSIGN_OR_RETURN(const size_t n,
-                     GzReadFully(file, data.data() + got, static_cast<size_t>(want), display_name));
+    ASSIGN_OR_RETURN(const size_t n, file.Read(data.data() + got, static_cast<size_t>(want)));
     got += n;
     if (n < want) {
       return absl::InvalidArgumentError(
@@ -129,11 +98,17 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
     }
   }
   char extra[1];
-  ASSIGN_OR_RETURN(const size_t trailing, GzReadFully(file, extra, sizeof(extra), display_name));
+  ASSIGN_OR_RETURN(const size_t trailing, file.Read(extra, sizeof(extra)));
   if (trailing > 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(display_name, ": the file holds more data than its header describes (", size,
                      " bytes); the header is wrong or the file is not IDX"));
+  }
+  if (!file.Ended()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(display_name,
+                     ": truncated: the gzip data ends before its trailer (the "
+                     "CRC-32 and length that close it)"));
   }
   return data;
 }
@@ -218,7 +193,8 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
                                        const std::vector<std::string>& class_names,
                                        const std::string& images_display_name,
                                        const std::string& labels_display_name,
-                                       const IngestOptions& options) {
+                                       const IngestOptions& options,
+                                       const std::string& record_path) {
   {
     absl::flat_hash_set<absl::string_view> names;
     for (const std::string& name : class_names) {
@@ -230,10 +206,10 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
   }
 
   std::vector<uint32_t> image_dims;
-  ASSIGN_OR_RETURN(GzFile images,
+  ASSIGN_OR_RETURN(std::unique_ptr<GzipReader> images,
                    OpenIdx(images_path, images_display_name, 3, "images", &image_dims));
   std::vector<uint32_t> label_dims;
-  ASSIGN_OR_RETURN(GzFile labels,
+  ASSIGN_OR_RETURN(std::unique_ptr<GzipReader> labels,
                    OpenIdx(labels_path, labels_display_name, 1, "labels", &label_dims));
   const uint64_t num_images = image_dims[0];
   const uint64_t rows = image_dims[1];
@@ -248,7 +224,7 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
                    " images of ", rows, "x", cols, " pixels")));
 
   ASSIGN_OR_RETURN(std::vector<uint8_t> label_bytes,
-                   ReadIdxPayload(labels.get(), num_images, labels_display_name, [&](uint64_t got) {
+                   ReadIdxPayload(*labels, num_images, labels_display_name, [&](uint64_t got) {
                      return absl::StrCat("header says ", num_images, " labels but only ", got,
                                          " bytes of label data");
                    }));
@@ -259,7 +235,7 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
                    CheckIdxLabels(label_bytes, num_classes_given, labels_display_name));
 
   ASSIGN_OR_RETURN(std::vector<uint8_t> pixels,
-                   ReadIdxPayload(images.get(), static_cast<uint64_t>(payload_bytes),
+                   ReadIdxPayload(*images, static_cast<uint64_t>(payload_bytes),
                                   images_display_name, [&](uint64_t got) {
                                     return absl::StrCat("header says ", num_images, " images of ",
                                                         rows, "x", cols, " but only ", got,
@@ -282,10 +258,31 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
     data.records[i] = {label_bytes[i], static_cast<int32_t>(rows), static_cast<int32_t>(cols), 1,
                        static_cast<int64_t>(i) * image_bytes};
   }
+
+  // The record file is written on a second thread while this one looks for
+  // duplicates: both only read the decoded data.
+  absl::StatusOr<int64_t> stored = absl::CancelledError("not stored");  // set below
+  std::thread storing;
+  if (!record_path.empty()) {
+    try {
+      storing = std::thread([&] { stored = WriteRawRecordFile(record_path, data); });
+    } catch (const std::system_error&) {
+      // No second thread: the file is written after the report.
+    }
+  }
   ReportDuplicates(
       data, [&](size_t i) { return absl::StrCat(images_display_name, "[", i, "]"); },
       options.max_listed, result.summary.mutable_report());
   SummarizeDataset(data, &result.summary);
+  if (storing.joinable()) {
+    storing.join();
+  } else if (!record_path.empty()) {
+    stored = WriteRawRecordFile(record_path, data);
+  }
+  if (!record_path.empty()) {
+    RETURN_IF_ERROR(stored.status());
+    result.summary.set_stored_bytes(*stored);
+  }
   return result;
 }
 

@@ -18,11 +18,17 @@ namespace kaizen::datasets {
 // (and the header field, for a dimension over its bound or sizes whose
 // product overflows); ResourceExhausted when the payload the header declares
 // passes the decode budget, before anything is read or allocated.
+//
+// With `record_path`, the images are also stored there as a record file
+// (summary.stored_bytes set), written on a second thread while this one
+// looks for duplicate images; nothing is written unless decoding and every
+// check succeeded.
 absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
                                        const std::string& labels_path,
                                        const std::vector<std::string>& class_names,
                                        const std::string& images_display_name,
                                        const std::string& labels_display_name,
-                                       const IngestOptions& options);
+                                       const IngestOptions& options,
+                                       const std::string& record_path = "");
 
 }  // namespace kaizen::datasets

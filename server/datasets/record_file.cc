@@ -4,7 +4,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -20,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/checked_math.h"
 #include "server/common/status_macros.h"
+#include "server/datasets/crc32.h"
 #include "server/datasets/little_endian.h"
 
 namespace kaizen::datasets {
@@ -32,7 +32,7 @@ constexpr uint64_t kEntryBytes = 8 + 8 + 4 * 4 + 4 + 4;  // one index entry: 40
 constexpr uint64_t kTrailerBytes = 48;
 
 uint32_t Crc32(const void* data, uint64_t size) {
-  return static_cast<uint32_t>(crc32_z(0, static_cast<const Bytef*>(data), size));
+  return datasets::Crc32(0, data, static_cast<size_t>(size));
 }
 
 // height * width * channels, or nullopt when it overflows.
@@ -76,7 +76,8 @@ absl::StatusOr<std::unique_ptr<RecordFileWriter>> RecordFileWriter::Create(
     const std::string& path, const RecordFileLimits& limits) {
   std::unique_ptr<RecordFileWriter> w(new RecordFileWriter());
   w->limits_ = limits;
-  RETURN_IF_ERROR(common::AtomicFileWriter::Open(path, &w->file_));
+  // Records are small (a 28x28 image is 784 bytes): one write(2) per MiB.
+  RETURN_IF_ERROR(common::AtomicFileWriter::Open(path, &w->file_, size_t{1} << 20));
   std::string header(kMagic, sizeof(kMagic));
   PutU32(&header, kVersion);
   header.resize(kPage, '\0');

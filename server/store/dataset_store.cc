@@ -69,9 +69,7 @@ absl::StatusOr<Dataset> IngestIdxRecords(const std::vector<std::string>& paths,
   ASSIGN_OR_RETURN(datasets::IngestResult ingested,
                    datasets::IngestIdx(paths[0], paths[1],
                                        {header.class_names().begin(), header.class_names().end()},
-                                       names[0], names[1], options));
-  ASSIGN_OR_RETURN(const int64_t stored, datasets::WriteRawRecordFile(record_path, ingested.data));
-  ingested.summary.set_stored_bytes(stored);
+                                       names[0], names[1], options, record_path));
   return std::move(ingested.summary);
 }
 

@@ -37,6 +37,37 @@ TEST(AtomicFileWriter, AbandonedWriterKeepsOldFileAndRemovesTemporary) {
   EXPECT_EQ(test_util::CountFiles(dir.path()), 1u);
 }
 
+TEST(AtomicFileWriter, AGivenBufferHoldsSmallWritesAndMovesWithTheWriter) {
+  test_util::TempDir dir;
+  const std::string path = dir.File("records.bin");
+  AtomicFileWriter first;
+  ASSERT_TRUE(AtomicFileWriter::Open(path, &first, 64 << 10).ok());
+  std::string expected;
+  for (int i = 0; i < 40; ++i) {
+    const std::string piece(784, static_cast<char>('a' + i % 26));
+    ASSERT_TRUE(first.Append(piece).ok());
+    expected += piece;
+  }
+  // 31,360 bytes are still in the 64 KiB buffer: the temporary file is empty.
+  std::string tmp;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    tmp = entry.path().string();
+  }
+  ASSERT_NE(tmp.find("records.bin.tmp-"), std::string::npos) << tmp;
+  EXPECT_EQ(std::filesystem::file_size(tmp), 0u);
+
+  AtomicFileWriter second = std::move(first);  // the buffer goes with the stream
+  const std::string big(200'000, 'z');
+  ASSERT_TRUE(second.Append(big).ok());
+  expected += big;
+  EXPECT_EQ(second.bytes_written(), static_cast<int64_t>(expected.size()));
+  ASSERT_TRUE(second.Commit().ok());
+  std::string got;
+  ASSERT_TRUE(ReadFile(path, &got).ok());
+  EXPECT_TRUE(got == expected);
+  EXPECT_EQ(test_util::CountFiles(dir.path()), 1u);
+}
+
 TEST(AtomicFileWriter, OpenFailsInMissingDirectory) {
   AtomicFileWriter w;
   absl::Status st = AtomicFileWriter::Open("/nonexistent-dir-kaizen/x", &w);

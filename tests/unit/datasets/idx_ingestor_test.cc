@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/datasets/record_file.h"
 #include "tests/test_util/bytes.h"
 #include "tests/test_util/fashion_mnist.h"
 #include "tests/test_util/image_fixtures.h"
@@ -158,6 +159,77 @@ TEST_F(IdxIngestTest, RejectsTruncatedIdx) {
 
   absl::StatusOr<IngestResult> labels = Ingest(IdxImages(5, 4, 4), IdxLabels({0, 1}).substr(0, 9));
   ASSERT_TRUE(absl::IsInvalidArgument(labels.status())) << labels.status();
+}
+
+TEST_F(IdxIngestTest, AGzipStreamMustEndWithItsTrailer) {
+  // The payload is complete but the CRC-32 and length that close the gzip
+  // member are missing: the file is cut, even though every pixel arrived.
+  WriteGzipFile(dir_.File("i.gz"), IdxImages(50, 28, 28));
+  std::string gz = test_util::ReadBinaryFile(dir_.File("i.gz"));
+  test_util::WriteBinaryFile(dir_.File("i.gz"), gz.substr(0, gz.size() - 8));
+  test_util::WriteBinaryFile(dir_.File("labels"), IdxLabels(AlternatingLabels(50)));
+  absl::StatusOr<IngestResult> cut =
+      IngestIdx(dir_.File("i.gz"), dir_.File("labels"), {}, "i.gz", "labels", {});
+  ASSERT_TRUE(absl::IsInvalidArgument(cut.status())) << cut.status();
+  EXPECT_EQ(cut.status().message(),
+            "i.gz: truncated: the gzip data ends before its trailer (the CRC-32 and length that "
+            "close it)");
+}
+
+TEST_F(IdxIngestTest, ReadsAFileOfSeveralGzipMembers) {
+  // gzip -c header-and-half other-half > images.gz: two members, one stream.
+  const std::string images = IdxImages(6, 5, 5);
+  const size_t half = images.size() / 2;
+  WriteGzipFile(dir_.File("a.gz"), images.substr(0, half));
+  WriteGzipFile(dir_.File("b.gz"), images.substr(half));
+  test_util::WriteBinaryFile(dir_.File("i.gz"), test_util::ReadBinaryFile(dir_.File("a.gz")) +
+                                                    test_util::ReadBinaryFile(dir_.File("b.gz")));
+  test_util::WriteBinaryFile(dir_.File("labels"), IdxLabels(AlternatingLabels(6)));
+  absl::StatusOr<IngestResult> result =
+      IngestIdx(dir_.File("i.gz"), dir_.File("labels"), {}, "i.gz", "labels", {});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->data.pixels.size(), 150u);
+  EXPECT_EQ(result->data.pixels[149], 5);
+}
+
+TEST_F(IdxIngestTest, StoresTheRecordFileAsTheSequentialWriterWould) {
+  WriteGzipFile(dir_.File("i.gz"), IdxImages(12'000, 28, 28));
+  test_util::WriteBinaryFile(dir_.File("labels"), IdxLabels(AlternatingLabels(12'000)));
+  const std::string stored_path = dir_.File("stored.krf");
+  absl::StatusOr<IngestResult> result =
+      IngestIdx(dir_.File("i.gz"), dir_.File("labels"), {}, "i.gz", "labels", {}, stored_path);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_TRUE(WriteRawRecordFile(dir_.File("sequential.krf"), result->data).ok());
+  const std::string stored = test_util::ReadBinaryFile(stored_path);
+  EXPECT_EQ(result->summary.stored_bytes(), static_cast<int64_t>(stored.size()));
+  EXPECT_TRUE(stored == test_util::ReadBinaryFile(dir_.File("sequential.krf")))
+      << "the record file written beside the report differs from the one written alone";
+  EXPECT_EQ(result->summary.report().duplicate_count(), 12'000 - 256);
+}
+
+TEST_F(IdxIngestTest, LeavesNoRecordFileWhenDecodingFailsAfterTheLastPixel) {
+  // Every image decodes; the file then fails a check (trailing data, a cut
+  // gzip trailer), so nothing may be stored.
+  const std::string labels = IdxLabels(AlternatingLabels(3000));
+  WriteGzipFile(dir_.File("i.gz"), IdxImages(3000, 28, 28) + "extra");
+  const std::string trailing = test_util::ReadBinaryFile(dir_.File("i.gz"));
+  WriteGzipFile(dir_.File("i.gz"), IdxImages(3000, 28, 28));
+  const std::string whole = test_util::ReadBinaryFile(dir_.File("i.gz"));
+  for (const std::string& images :
+       {trailing, whole.substr(0, whole.size() - 4), whole.substr(0, whole.size() / 2)}) {
+    test_util::WriteBinaryFile(dir_.File("i.gz"), images);
+    test_util::WriteBinaryFile(dir_.File("labels"), labels);
+    absl::StatusOr<IngestResult> result = IngestIdx(dir_.File("i.gz"), dir_.File("labels"), {},
+                                                    "i.gz", "labels", {}, dir_.File("out.krf"));
+    ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+    EXPECT_EQ(test_util::CountFiles(dir_.path()), 2u) << "a record file or its temporary stayed";
+  }
+  // A record file that cannot be created fails the ingest with its reason.
+  test_util::WriteBinaryFile(dir_.File("i.gz"), whole);
+  absl::StatusOr<IngestResult> unwritable = IngestIdx(
+      dir_.File("i.gz"), dir_.File("labels"), {}, "i.gz", "labels", {}, dir_.File("no/out.krf"));
+  ASSERT_FALSE(unwritable.ok());
+  EXPECT_THAT(std::string(unwritable.status().message()), HasSubstr("cannot create"));
 }
 
 TEST_F(IdxIngestTest, RejectsTrailingData) {
