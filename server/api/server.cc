@@ -319,8 +319,9 @@ absl::Status KaizenServer::StartServing(int threads) {
   serving::ModelServer::Options serving = options_.serving;
   serving.max_image_pixels = options_.max_image_pixels;
   serving.max_jpeg_scans = options_.max_jpeg_scans;
-  const bool gpu = serving.device.rfind("cuda", 0) == 0 ||
-                   (serving.device.empty() && torch::cuda::is_available());
+  // The same resolution ModelServer::Create makes: instances depend on it.
+  ASSIGN_OR_RETURN(const torch::Device device, serving::ResolveServingDevice(serving.device));
+  const bool gpu = !device.is_cpu();
   const serving::Instances instances =
       serving::ResolveInstances(serving.instances, serving.threads_per_instance, threads, gpu);
   serving.instances = instances.instances;

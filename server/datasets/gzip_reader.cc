@@ -67,6 +67,7 @@ absl::StatusOr<std::unique_ptr<GzipReader>> GzipReader::Open(const std::string& 
     reader->state_ = std::make_unique<inflate_state>();
     isal_inflate_init(reader->state_.get());
     reader->state_->crc_flag = ISAL_GZIP;
+    reader->header_ = std::make_unique<isal_gzip_header>();
     reader->state_->next_in = reader->in_.data();
     reader->state_->avail_in = static_cast<uint32_t>(n);
   } else {
@@ -109,26 +110,66 @@ absl::StatusOr<size_t> GzipReader::Read(void* out, size_t size) {
 absl::StatusOr<size_t> GzipReader::Inflate(unsigned char* out, size_t size) {
   size_t got = 0;
   while (got < size) {
-    if (member_done_) {
-      // Another member may follow (gzip -c a b > c writes two).
+    if (phase_ == Phase::kMemberStart) {
+      // The first member, or another after one ended (gzip -c a b > c writes
+      // two): its fixed first bytes are checked here, RFC 1952's rules that
+      // ISA-L leaves out (reserved flag bits must be zero).
+      while (state_->avail_in < 4) {
+        ASSIGN_OR_RETURN(const bool more, Refill());
+        if (!more) break;
+      }
+      const uint8_t* p = state_->next_in;
+      const uint32_t n = state_->avail_in;
+      if (n == 0 && members_ > 0) {
+        ended_cleanly_ = true;
+        return got;
+      }
+      if (n > 0 && (p[0] != 0x1f || (n > 1 && p[1] != 0x8b))) {
+        return Corrupt(DescribeInflateError(ISAL_INVALID_WRAPPER, members_));
+      }
+      if (n < 4) {
+        ended_cleanly_ = false;  // cut inside the member's first bytes
+        return got;
+      }
+      if (p[2] != 8) return Corrupt(DescribeInflateError(ISAL_UNSUPPORTED_METHOD, members_));
+      if ((p[3] & 0xe0) != 0) {
+        return Corrupt("corrupt gzip data (the header sets reserved flag bits)");
+      }
+      if (members_ > 0) {
+        isal_inflate_reset(state_.get());  // keeps next_in / avail_in
+        state_->crc_flag = ISAL_GZIP;
+      }
+      isal_gzip_header_init(header_.get());
+      phase_ = Phase::kHeader;
+      continue;
+    }
+    if (phase_ == Phase::kHeader) {
+      // Parsed here with one header record for the whole member: isal_inflate
+      // would start a fresh one on each call, and a header split across two
+      // reads would then fail its CRC-16 (FHCRC).
       if (state_->avail_in == 0) {
         ASSIGN_OR_RETURN(const bool more, Refill());
         if (!more) {
-          ended_cleanly_ = true;
+          ended_cleanly_ = false;
           return got;
         }
       }
-      if (state_->avail_in < 2) RETURN_IF_ERROR(Refill().status());
-      const bool magic =
-          state_->next_in[0] == 0x1f && (state_->avail_in < 2 || state_->next_in[1] == 0x8b);
-      if (!magic) return Corrupt(DescribeInflateError(ISAL_INVALID_WRAPPER, members_));
-      const uint8_t* next_in = state_->next_in;
-      const uint32_t avail_in = state_->avail_in;
-      isal_inflate_reset(state_.get());
-      state_->crc_flag = ISAL_GZIP;
-      state_->next_in = const_cast<uint8_t*>(next_in);
-      state_->avail_in = avail_in;
-      member_done_ = false;
+      const uint32_t avail_in_before = state_->avail_in;
+      const int rc = isal_read_gzip_header(state_.get(), header_.get());
+      if (rc == ISAL_INCORRECT_CHECKSUM) {
+        return Corrupt("corrupt gzip data (the header's CRC-16 does not match the header)");
+      }
+      if (rc < 0) return Corrupt(DescribeInflateError(rc, members_));
+      if (rc == ISAL_DECOMP_OK) {
+        phase_ = Phase::kBody;
+      } else if (state_->avail_in == avail_in_before) {
+        ASSIGN_OR_RETURN(const bool more, Refill());
+        if (!more) {
+          ended_cleanly_ = false;  // the header's end is missing
+          return got;
+        }
+      }
+      continue;
     }
     if (state_->avail_in == 0) RETURN_IF_ERROR(Refill().status());
     const uint32_t want = static_cast<uint32_t>(std::min<size_t>(size - got, UINT32_MAX));
@@ -140,8 +181,8 @@ absl::StatusOr<size_t> GzipReader::Inflate(unsigned char* out, size_t size) {
     got += produced;
     if (rc < 0) return Corrupt(DescribeInflateError(rc, members_));
     if (state_->block_state == ISAL_BLOCK_FINISH) {
-      member_done_ = true;
       ++members_;
+      phase_ = Phase::kMemberStart;
       continue;
     }
     if (produced == 0 && state_->avail_in == avail_in_before) {

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 
 struct inflate_state;
+struct isal_gzip_header;
 
 namespace kaizen::datasets {
 
@@ -49,11 +50,16 @@ class GzipReader {
   std::FILE* file_;
   std::string display_name_;
   std::vector<unsigned char> in_;
+  // Where the gzip stream is: at a member's first bytes, in its header, or
+  // in its deflate data (the trailer is checked by isal_inflate).
+  enum class Phase { kMemberStart, kHeader, kBody };
+
   std::unique_ptr<inflate_state> state_;  // null for a plain file
-  size_t plain_pos_ = 0;                  // a plain file's bytes buffered while sniffing
+  std::unique_ptr<isal_gzip_header> header_;
+  Phase phase_ = Phase::kMemberStart;
+  size_t plain_pos_ = 0;  // a plain file's bytes buffered while sniffing
   size_t plain_end_ = 0;
   bool at_eof_ = false;
-  bool member_done_ = false;
   bool ended_cleanly_ = false;
   int64_t members_ = 0;
 };

@@ -12,6 +12,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -262,14 +263,25 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
   // The record file is written on a second thread while this one looks for
   // duplicates: both only read the decoded data.
   absl::StatusOr<int64_t> stored = absl::CancelledError("not stored");  // set below
+  const auto store = [&] {
+    try {
+      stored = WriteRawRecordFile(record_path, data);
+    } catch (const std::exception& e) {  // e.g. std::bad_alloc: a status, not std::terminate
+      stored = absl::InternalError(absl::StrCat("cannot write ", record_path, ": ", e.what()));
+    }
+  };
   std::thread storing;
   if (!record_path.empty()) {
     try {
-      storing = std::thread([&] { stored = WriteRawRecordFile(record_path, data); });
+      storing = std::thread(store);
     } catch (const std::system_error&) {
       // No second thread: the file is written after the report.
     }
   }
+  // Joined on every way out, an exception from the report included.
+  absl::Cleanup join_storing = [&storing] {
+    if (storing.joinable()) storing.join();
+  };
   ReportDuplicates(
       data, [&](size_t i) { return absl::StrCat(images_display_name, "[", i, "]"); },
       options.max_listed, result.summary.mutable_report());
@@ -277,7 +289,7 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
   if (storing.joinable()) {
     storing.join();
   } else if (!record_path.empty()) {
-    stored = WriteRawRecordFile(record_path, data);
+    store();
   }
   if (!record_path.empty()) {
     RETURN_IF_ERROR(stored.status());

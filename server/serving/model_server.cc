@@ -105,20 +105,23 @@ struct ModelServer::Entry {
   absl::Mutex load_mu;
 };
 
+absl::StatusOr<torch::Device> ResolveServingDevice(const std::string& device) {
+  if (device.empty()) {
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                       : torch::Device(torch::kCPU);
+  }
+  try {
+    return torch::Device(device);
+  } catch (const std::exception&) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("serving device \"", device, "\" is not a device (cpu, cuda, cuda:1, ...)"));
+  }
+}
+
 absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Create(Options options,
                                                                  store::ModelStore* models,
                                                                  metrics::Metrics* metrics) {
-  torch::Device device(torch::kCPU);
-  if (options.device.empty()) {
-    if (torch::cuda::is_available()) device = torch::Device(torch::kCUDA, 0);
-  } else {
-    try {
-      device = torch::Device(options.device);
-    } catch (const std::exception&) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "serving device \"", options.device, "\" is not a device (cpu, cuda, cuda:1, ...)"));
-    }
-  }
+  ASSIGN_OR_RETURN(const torch::Device device, ResolveServingDevice(options.device));
   std::unique_ptr<ModelServer> server(new ModelServer(std::move(options), models, metrics, device));
   // Started only once the server is whole.
   server->loader_ = std::thread([s = server.get()] { s->LoaderLoop(); });

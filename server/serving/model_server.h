@@ -62,6 +62,11 @@ class ModelStore;
 
 namespace kaizen::serving {
 
+// The device that serving runs on for Options::device: "" = CUDA device 0
+// when one is available, else the CPU; otherwise the named device.
+// InvalidArgument when the name is not a device.
+absl::StatusOr<torch::Device> ResolveServingDevice(const std::string& device);
+
 class ModelServer {
  public:
   struct Options {

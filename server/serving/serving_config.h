@@ -28,6 +28,10 @@ struct ServingConfig {
   int threads_per_instance = 0;
 };
 
+// Bounds on executor instances per model and intra-op threads per instance.
+inline constexpr int kMaxInstances = 64;
+inline constexpr int kMaxThreadsPerInstance = 256;
+
 // The server-wide instance count and threads per instance when the operator
 // sets neither, one or both: on the CPU, one single-threaded instance per
 // core (measured in bench/predict/instances_bench.sh: a batch of one costs
@@ -35,8 +39,6 @@ struct ServingConfig {
 // instance with every core. A value the operator gives is kept; the other
 // fills the cores; neither exceeds kMaxInstances / kMaxThreadsPerInstance.
 // `cores` is the server's intra-op thread budget.
-inline constexpr int kMaxInstances = 64;
-inline constexpr int kMaxThreadsPerInstance = 256;
 struct Instances {
   int instances = 1;
   int threads_per_instance = 1;
@@ -49,9 +51,9 @@ absl::StatusOr<std::map<std::string, ServingConfig>> ParseServingConfig(absl::st
                                                                         absl::string_view what);
 
 // The settings model `name` is served with: its entry in `models` where set,
-// `defaults` (max_batch_size, max_queue_delay, max_queue_size) otherwise, and
-// the LATEST policy when neither names one. `defaults` must set every field
-// but the policy.
+// `defaults` (policy, max_batch_size, max_queue_delay, max_queue_size,
+// instances, threads_per_instance) otherwise, and the LATEST policy when
+// neither names one. `defaults` must set every field but the policy.
 ServingConfig EffectiveServingConfig(const std::map<std::string, ServingConfig>& models,
                                      const std::string& name, const ServingConfig& defaults);
 

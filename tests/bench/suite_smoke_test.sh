@@ -47,12 +47,13 @@ printf '# Results\n\nintro line\n\n%s\n\n## an older section\n\nolder text\n' "$
     RELOAD_IMAGES=100 RELOAD_EPOCHS=2 RELOAD_REPEATS=1 \
     INSTANCES_R=1 INSTANCES_D=1 INSTANCES_WARMUP=0 INSTANCES_CONCURRENCY="1 4" \
     INSTANCES_TRAIN_IMAGES=100 INSTANCES_ARCH=cnn-small INSTANCES_RESULTS=$TMP/instances.jsonl \
+    BATCHSHAPE_ROUNDS=1 BATCHSHAPE_MAX=3 BATCHSHAPE_MIN_SECONDS=0.01 BATCHSHAPE_MODELS=cnn-small \
     bash bench/run_suite.sh
 ) >"$TMP/out.txt" 2>&1 || fail "bench/run_suite.sh exited $?"
 
 section=$TMP/runs/section.md
 [[ -s $section ]] || fail "no section.md"
-for step in ceiling upload train e2e predict-resnet-small prefix memformat reload instances; do
+for step in ceiling upload train e2e predict-resnet-small prefix memformat reload instances batchshape; do
   grep -q "^| $step | [0-9]* | 0 |$" "$section" || fail "step $step missing or failed in the timings table"
   [[ -s $TMP/runs/$step.txt ]] || fail "no summary for $step"
 done
@@ -78,6 +79,8 @@ expect '^off / on: epoch 1 [0-9.]+x, later epochs [0-9.]+x' "the frozen-prefix c
 expect '^fine_tune +[0-9.]+ +[0-9.]+ +[0-9.]+x' "the channels_last FINE_TUNE row"
 expect '^job time, always / idle: [0-9.]+x' "the idle-reload ratio"
 expect '^2x1 +4 +[0-9.]+ +[0-9.]+ +[0-9.]+$' "the 2-instance ratio row at concurrency 4"
+expect '^ +3 +[0-9.]+ +[0-9.]+ +3 +1[.]00 ' "the batch-shape row of the largest size"
+expect '^verdict cnn-small 1t: ' "the batch-shape verdict"
 expect '^first request after the job: version ([0-9]+) \(the job.s last: [0-9]+\)$' "the version served after the job"
 for c in 1 4; do
   for mode in 'kaizen  batching on' 'kaizen  batching off' 'python  one at a time'; do

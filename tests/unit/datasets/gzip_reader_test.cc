@@ -43,6 +43,41 @@ std::string ImageLikeBytes(size_t n, unsigned seed) {
   return out;
 }
 
+// Raw deflate of `data` (no wrapper).
+std::string Deflate(const std::string& data) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&z, data.size()), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+void AppendLittleEndian32(std::string* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+
+// One gzip member written field by field (RFC 1952): FLG as given, a file
+// name when FNAME is set, the header's CRC-16 when FHCRC is set.
+std::string Member(const std::string& data, uint8_t flags, const std::string& name = "") {
+  std::string m = {'\x1f', '\x8b', '\x08', static_cast<char>(flags), 0, 0, 0, 0, 0, '\x03'};
+  if (flags & 0x08) m += name + std::string(1, '\0');
+  if (flags & 0x02) {
+    const uLong crc = crc32(0, reinterpret_cast<const Bytef*>(m.data()), m.size());
+    m.push_back(static_cast<char>(crc & 0xff));
+    m.push_back(static_cast<char>((crc >> 8) & 0xff));
+  }
+  m += Deflate(data);
+  AppendLittleEndian32(&m, crc32(0, reinterpret_cast<const Bytef*>(data.data()), data.size()));
+  AppendLittleEndian32(&m, static_cast<uint32_t>(data.size()));
+  return m;
+}
+
 class GzipReaderTest : public ::testing::Test {
  protected:
   // Reads the whole file in pieces of `piece` bytes.
@@ -107,6 +142,45 @@ TEST_F(GzipReaderTest, ReadsEveryMemberOfAConcatenation) {
   absl::StatusOr<std::string> read = ReadAll(Gzip(a) + Gzip(b) + Gzip(""));
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_TRUE(*read == a + b);
+}
+
+TEST_F(GzipReaderTest, AHeaderWithItsCrcSplitAcrossTwoReadsOfTheFile) {
+  // The reader takes the file 256 KiB at a time. The second member's header
+  // (with FNAME and its CRC-16, FHCRC) starts `before` bytes ahead of that
+  // boundary, so it arrives in two reads; its CRC must still cover it whole.
+  constexpr size_t kBuffer = size_t{256} << 10;
+  const std::string first = ImageLikeBytes(5000, 6);
+  const std::string second = "the member after the boundary";
+  const std::string probe = Member(first, 0x08, "x");
+  for (size_t before : {size_t{1}, size_t{2}, size_t{5}, size_t{11}, size_t{20}}) {
+    SCOPED_TRACE(before);
+    // A file name long enough that the first member ends `before` bytes
+    // short of the boundary.
+    const std::string name(kBuffer - before - (probe.size() - 1), 'n');
+    const std::string file = Member(first, 0x08, name) + Member(second, 0x08 | 0x02, "second");
+    ASSERT_EQ(file.find("\x1f\x8b", kBuffer - before), kBuffer - before);
+    bool ended = false;
+    absl::StatusOr<std::string> read = ReadAll(file, 4096, &ended);
+    ASSERT_TRUE(read.ok()) << read.status();
+    EXPECT_TRUE(*read == first + second);
+    EXPECT_TRUE(ended);
+  }
+}
+
+TEST_F(GzipReaderTest, HeaderDamageIsNamed) {
+  absl::StatusOr<std::string> reserved = ReadAll(Member("data", 0x20));
+  ASSERT_TRUE(absl::IsInvalidArgument(reserved.status())) << reserved.status();
+  EXPECT_THAT(reserved.status().message(), HasSubstr("f.gz: corrupt gzip data (the header sets "
+                                                     "reserved flag bits)"));
+  std::string bad_hcrc = Member("data", 0x02);
+  bad_hcrc[10] ^= 0x01;  // the CRC-16 right after the 10 fixed bytes
+  absl::StatusOr<std::string> hcrc = ReadAll(bad_hcrc);
+  ASSERT_TRUE(absl::IsInvalidArgument(hcrc.status())) << hcrc.status();
+  EXPECT_THAT(hcrc.status().message(), HasSubstr("the header's CRC-16 does not match"));
+  // The same member with its CRC-16 intact reads.
+  absl::StatusOr<std::string> good = ReadAll(Member("data", 0x02 | 0x08, "name"));
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_EQ(*good, "data");
 }
 
 TEST_F(GzipReaderTest, ACutStreamReadsShortAndSaysItDidNotEnd) {

@@ -155,6 +155,25 @@ TEST_F(ModelServerTest, CreateRejectsAnUnknownDevice) {
             "serving device \"abacus:7\" is not a device (cpu, cuda, cuda:1, ...)");
 }
 
+TEST(ResolveServingDevice, AutoPicksTheFirstGpuElseTheCpuAndNamesAreParsed) {
+  // The server sizes executor instances from this and ModelServer::Create
+  // serves on it: both must agree, so both call it.
+  absl::StatusOr<torch::Device> automatic = ResolveServingDevice("");
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  EXPECT_EQ(*automatic, torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                                    : torch::Device(torch::kCPU));
+  absl::StatusOr<torch::Device> cpu = ResolveServingDevice("cpu");
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_TRUE(cpu->is_cpu());
+  absl::StatusOr<torch::Device> second_gpu = ResolveServingDevice("cuda:1");
+  ASSERT_TRUE(second_gpu.ok()) << second_gpu.status();
+  EXPECT_TRUE(second_gpu->is_cuda());
+  EXPECT_EQ(second_gpu->index(), 1);
+  EXPECT_EQ(ResolveServingDevice("abacus:7").status(),
+            absl::InvalidArgumentError(
+                "serving device \"abacus:7\" is not a device (cpu, cuda, cuda:1, ...)"));
+}
+
 TEST_F(ModelServerTest, AVersionIsLoadedOnceOnFirstUseAndThenServedFromMemory) {
   AddVersion("shoes");
   AddVersion("shoes");
