@@ -2,9 +2,10 @@
 # Model instances (issue 18, item 1), side by side in one kaizen-server: the
 # same trained checkpoint uploaded under one name per CONFIG, each name given
 # its own executor instances and intra-op threads in a --serving_config
-# ("AxB" = A instances of B threads each). `kaizenctl bench predict` drives
-# each name in turn, R rounds per concurrency (the order rotates every
-# round), D measured seconds after WARMUP. It prints medians over rounds
+# ("AxB" = A instances of B threads each; "AxBbN" also caps its batches at
+# N, maxBatchSize, instead of the server's --max_batch_size). `kaizenctl
+# bench predict` drives each name in turn, R rounds per concurrency (the
+# order rotates every round), D measured seconds after WARMUP. It prints medians over rounds
 # (req/s, p50, p99) and the medians of per-round ratios against the first
 # CONFIG, and appends every run as one JSON line to $INSTANCES_RESULTS.
 #
@@ -34,10 +35,12 @@ $PY - "$CONFIG_FILE" "${CONFIGS[@]}" <<'PYEOF'
 import json, re, sys
 models = {}
 for c in sys.argv[2:]:
-    m = re.fullmatch(r"(\d+)x(\d+)", c)
+    m = re.fullmatch(r"(\d+)x(\d+)(?:b(\d+))?", c)
     if not m:
-        sys.exit(f"instances_bench: CONFIGS entry {c!r} is not INSTANCESxTHREADS")
+        sys.exit(f"instances_bench: CONFIGS entry {c!r} is not INSTANCESxTHREADS[bMAXBATCH]")
     models[f"inst-{c}"] = {"instances": int(m[1]), "threadsPerInstance": int(m[2])}
+    if m[3]:
+        models[f"inst-{c}"]["maxBatchSize"] = int(m[3])
 json.dump({"models": models}, open(sys.argv[1], "w"))
 PYEOF
 BENCH_SERVER_FLAGS="--serving_config=$CONFIG_FILE"
