@@ -2,8 +2,9 @@
 // gzip(1) and zlib write them) or plain, decompressing with ISA-L's igzip
 // (about 1.7x zlib's inflate here, CRC-32 checked with the carry-less multiply
 // instructions; bench/RESULTS.md). Every member's CRC-32 and length trailer is
-// verified; bytes after the last member that do not start another one, and a
-// member whose end is missing, are errors naming the file.
+// verified; damage, and bytes after the last member that do not start
+// another one, are errors naming the file. A stream cut short reads short,
+// and Ended() says so.
 #pragma once
 
 #include <cstdio>

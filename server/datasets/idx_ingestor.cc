@@ -282,15 +282,13 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
   absl::Cleanup join_storing = [&storing] {
     if (storing.joinable()) storing.join();
   };
+  const bool stored_beside = storing.joinable();
   ReportDuplicates(
       data, [&](size_t i) { return absl::StrCat(images_display_name, "[", i, "]"); },
       options.max_listed, result.summary.mutable_report());
   SummarizeDataset(data, &result.summary);
-  if (storing.joinable()) {
-    storing.join();
-  } else if (!record_path.empty()) {
-    store();
-  }
+  std::move(join_storing).Invoke();
+  if (!stored_beside && !record_path.empty()) store();
   if (!record_path.empty()) {
     RETURN_IF_ERROR(stored.status());
     result.summary.set_stored_bytes(*stored);

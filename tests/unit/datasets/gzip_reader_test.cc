@@ -18,10 +18,11 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// gzip of `data` by zlib at `level` (one member).
-std::string Gzip(const std::string& data, int level = Z_DEFAULT_COMPRESSION) {
+// `data` deflated by zlib at `level`: window_bits 16 + 15 writes one gzip
+// member, -15 raw deflate without a wrapper.
+std::string Compress(const std::string& data, int level, int window_bits) {
   z_stream z{};
-  EXPECT_EQ(deflateInit2(&z, level, Z_DEFLATED, 16 + 15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  EXPECT_EQ(deflateInit2(&z, level, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY), Z_OK);
   std::string out(deflateBound(&z, data.size()), '\0');
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
   z.avail_in = static_cast<uInt>(data.size());
@@ -31,6 +32,10 @@ std::string Gzip(const std::string& data, int level = Z_DEFAULT_COMPRESSION) {
   out.resize(z.total_out);
   deflateEnd(&z);
   return out;
+}
+
+std::string Gzip(const std::string& data, int level = Z_DEFAULT_COMPRESSION) {
+  return Compress(data, level, 16 + 15);
 }
 
 // Bytes that compress like pixels: runs and noise.
@@ -40,21 +45,6 @@ std::string ImageLikeBytes(size_t n, unsigned seed) {
   for (size_t i = 0; i < n; ++i) {
     out[i] = (i / 97) % 3 == 0 ? static_cast<char>(rng() % 256) : static_cast<char>(i / 784);
   }
-  return out;
-}
-
-// Raw deflate of `data` (no wrapper).
-std::string Deflate(const std::string& data) {
-  z_stream z{};
-  EXPECT_EQ(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string out(deflateBound(&z, data.size()), '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  z.avail_in = static_cast<uInt>(data.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
-  out.resize(z.total_out);
-  deflateEnd(&z);
   return out;
 }
 
@@ -72,7 +62,7 @@ std::string Member(const std::string& data, uint8_t flags, const std::string& na
     m.push_back(static_cast<char>(crc & 0xff));
     m.push_back(static_cast<char>((crc >> 8) & 0xff));
   }
-  m += Deflate(data);
+  m += Compress(data, 6, -15);
   AppendLittleEndian32(&m, crc32(0, reinterpret_cast<const Bytef*>(data.data()), data.size()));
   AppendLittleEndian32(&m, static_cast<uint32_t>(data.size()));
   return m;
