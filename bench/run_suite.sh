@@ -19,10 +19,12 @@
 #   8. idle reloads          bench/predict/reload_bench.sh    (every version loaded vs idle models not)
 #   9. model instances       bench/predict/instances_bench.sh (1 executor of 2 threads vs 2 of 1 vs 1 of 1)
 #  10. batch shapes          bench/predict/batch_shape_bench.sh (every batch size 1..32: does padding pay?)
+#  11. time to accuracy      bench/e2e/time_to_accuracy.sh (FEATURE_EXTRACTION and FINE_TUNE: Kaizen vs
+#                                                     the textbook ImageFolder+DataLoader+Adam script)
 #
 # Usage: bench/run_suite.sh
 # Settings (environment; each benchmark's own settings also apply, see its header):
-#   SUITE="ceiling upload train e2e predict prefix memformat reload instances batchshape"   which benchmarks, in this order
+#   SUITE="ceiling upload train e2e predict prefix memformat reload instances batchshape tta"   which benchmarks, in this order
 #   SERVING_MODELS="resnet-small"              built-in architectures served ("resnet-small cnn-small")
 #   TRAIN_REPEATS=3  TRAIN_EPOCHS=4            training-throughput rounds and epochs (FULL, FINE_TUNE)
 #   E2E_R=2  E2E_EPOCHS=5  E2E_PER_CLASS=200  E2E_WORKERS="0 2"
@@ -33,6 +35,8 @@
 #   RELOAD_IMAGES=1000  RELOAD_EPOCHS=8  RELOAD_REPEATS=3
 #   INSTANCES_R=3  INSTANCES_D=8  INSTANCES_CONCURRENCY="1 2 4 8 32"  INSTANCES_CONFIGS="1x2 2x1 1x1"
 #   BATCHSHAPE_ROUNDS=3  BATCHSHAPE_MAX=32  BATCHSHAPE_MODELS="resnet-small cnn-small resnet18"
+#   TTA_R=2  TTA_PER_CLASS=200  TTA_EPOCHS=10  TTA_WORKERS="2"  TTA_TEST_PER_CLASS=1000
+#   TTA_PRETRAIN_PER_CLASS=2000  TTA_PRETRAIN_EPOCHS=2
 #   SUITE_RESULTS=bench/RESULTS.md             ("" = write no section)
 #   SUITE_OUT=bench/runs/<run id>              raw outputs
 #   PLOT_DIR=                                  all PNG plots in this folder instead of
@@ -50,7 +54,7 @@ cd "$(dirname "$0")/.."
 source bench/common.sh
 ROOT=$(pwd)
 
-SUITE=${SUITE:-ceiling upload train e2e predict prefix memformat reload instances batchshape}
+SUITE=${SUITE:-ceiling upload train e2e predict prefix memformat reload instances batchshape tta}
 SERVING_MODELS=${SERVING_MODELS:-resnet-small}
 BUILD=${KAIZEN_BIN_DIR:-${KAIZEN_BUILD_DIR:-build}}
 SUITE_RESULTS=${SUITE_RESULTS-bench/RESULTS.md}
@@ -146,8 +150,13 @@ for bench in $SUITE; do
         MAX_BATCH="${BATCHSHAPE_MAX:-32}" MIN_SECONDS="${BATCHSHAPE_MIN_SECONDS:-0.05}" \
         MODELS="${BATCHSHAPE_MODELS:-resnet-small cnn-small resnet18}" \
         bench/predict/batch_shape_bench.sh ;;
+    tta)
+      step tta env KAIZEN_BIN_DIR="$BUILD" R="${TTA_R:-2}" PER_CLASS="${TTA_PER_CLASS:-200}" \
+        EPOCHS="${TTA_EPOCHS:-10}" WORKERS="${TTA_WORKERS:-2}" \
+        TEST_PER_CLASS="${TTA_TEST_PER_CLASS:-1000}" PRETRAIN_PER_CLASS="${TTA_PRETRAIN_PER_CLASS:-2000}" \
+        PRETRAIN_EPOCHS="${TTA_PRETRAIN_EPOCHS:-2}" bench/e2e/time_to_accuracy.sh ;;
     *)
-      echo "suite: unknown benchmark '$bench' (ceiling upload train e2e predict prefix memformat reload instances batchshape)" >&2
+      echo "suite: unknown benchmark '$bench' (ceiling upload train e2e predict prefix memformat reload instances batchshape tta)" >&2
       exit 2 ;;
   esac
 done

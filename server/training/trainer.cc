@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -76,6 +77,14 @@ constexpr int64_t kInferenceInputBytes = int64_t{12} << 20;
 constexpr int64_t kRecalibrationImages = 4096;
 // Streamed data: the most bytes of images decoded ahead of their use.
 constexpr int64_t kMaxPrefetchBytes = int64_t{256} << 20;
+
+// Thrown between two chunks of a whole-dataset pass at the start of an epoch
+// (feature statistics, the feature cache, the frozen-prefix cache) when
+// should_stop asks to stop: on 50,000 images at 224x224 such a pass takes
+// minutes, and a cancel, pause or shutdown should not wait for it.
+// StartEpoch catches it. Not a std::exception, so that no handler of a
+// pass's own failures (UsePrefixCache falls back on those) takes it for one.
+struct PassStopped {};
 // Without validation or early stopping, a checkpoint is written (with
 // BatchNorm statistics recomputed) after the last epoch and after about this
 // many epochs spread through the run, so that the versions served while a
@@ -162,6 +171,9 @@ struct EpochRun {
   int32_t epoch = 0;  // counted from 0
   bool use_cache = false;
   bool use_prefix = false;  // the frozen-prefix cache (UsePrefixCache)
+  // should_stop asked to stop during the epoch's opening passes: the epoch
+  // stops before its first step (RunSteps).
+  bool stopped_before_steps = false;
   int64_t first_batch = 0;  // > 0 when resuming within the epoch
   double loss_sum = 0;
   int64_t correct = 0;
@@ -236,6 +248,9 @@ class Trainer {
   // Seeds the epoch's generators, freezes what this epoch keeps fixed and
   // builds or drops the feature cache.
   EpochRun StartEpoch(int32_t epoch);
+  // Between two chunks of a whole-dataset pass: throws PassStopped when
+  // should_stop asks to stop while StartEpoch runs its opening passes.
+  void StopPoint() const;
   // Continues `run` at the step where a checkpoint taken between two steps
   // stopped, with the sums and the random generators as they were.
   void ResumeWithinEpoch(const EpochPosition& at, EpochRun* run);
@@ -328,6 +343,8 @@ class Trainer {
   torch::Tensor train_prefixes_;
   torch::Tensor val_prefixes_;
   bool prefix_decided_ = false;
+  // StartEpoch's opening passes may stop at StopPoint.
+  bool passes_may_stop_ = false;
   // FEATURE_EXTRACTION standardises the head's input (see
   // SetFeatureStandardization); a job resumed from a checkpoint written
   // before it did keeps training as it started.
@@ -499,9 +516,11 @@ absl::Status Trainer::BuildModel() {
 std::string Trainer::EncodeFeatureStandardization() const {
   // The head's own parameters by position (archive keys cannot hold the
   // dots of "fc1.weight"); named_parameters() has a fixed order.
+  // A stop during the first epoch's feature pass leaves no statistics yet:
+  // empty tensors, and the resumed job computes them.
   torch::serialize::OutputArchive archive;
-  archive.write("mean", feature_mean_.cpu());
-  archive.write("std", feature_std_.cpu());
+  archive.write("mean", feature_mean_.defined() ? feature_mean_.cpu() : torch::empty({0}));
+  archive.write("std", feature_std_.defined() ? feature_std_.cpu() : torch::empty({0}));
   int i = 0;
   for (const torch::Tensor& p : split_.head.parameters(/*recurse=*/true)) {
     archive.write(absl::StrCat("head", i++), p.detach().cpu());
@@ -518,8 +537,13 @@ absl::Status Trainer::RestoreFeatureStandardization(const std::string& bytes) {
     archive.load_from(in, torch::kCPU);
     archive.read("mean", feature_mean_);
     archive.read("std", feature_std_);
-    feature_mean_ = feature_mean_.to(device_);
-    feature_std_ = feature_std_.to(device_);
+    if (feature_mean_.numel() == 0) {  // not computed yet (EncodeFeatureStandardization)
+      feature_mean_ = torch::Tensor();
+      feature_std_ = torch::Tensor();
+    } else {
+      feature_mean_ = feature_mean_.to(device_);
+      feature_std_ = feature_std_.to(device_);
+    }
     torch::NoGradGuard no_grad;
     int i = 0;
     for (torch::Tensor& p : head_params_) {
@@ -531,8 +555,9 @@ absl::Status Trainer::RestoreFeatureStandardization(const std::string& bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the resume state's feature standardisation is damaged: ", models::TorchErrorSummary(e)));
   }
-  if (feature_mean_.dim() != 1 || feature_mean_.size(0) != split_.in_features ||
-      !feature_std_.sizes().equals(feature_mean_.sizes())) {
+  if (feature_mean_.defined() &&
+      (feature_mean_.dim() != 1 || feature_mean_.size(0) != split_.in_features ||
+       !feature_std_.sizes().equals(feature_mean_.sizes()))) {
     return absl::InvalidArgumentError(
         "the resume state's feature standardisation does not fit the model's features");
   }
@@ -950,6 +975,7 @@ torch::Tensor Trainer::AllFeatures(ImageSource& set) {
   std::vector<torch::Tensor> chunks;
   set.BeginRanges(inference_batch_);
   for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
+    StopPoint();
     const int64_t n = std::min(inference_batch_, set.size() - begin);
     chunks.push_back(Features(imaging::Normalizer::ToUnit(set.Range(begin, n))));
   }
@@ -1144,7 +1170,9 @@ absl::StatusOr<Checkpoint> Trainer::MakeCheckpoint(int32_t epochs_completed, int
                                                    bool is_best, int bn_recalibrated) {
   Checkpoint cp;
   ASSIGN_OR_RETURN(cp.module, AssembleClassifier(split_, torch::kCPU));
-  if (standardize_) {
+  // Without statistics yet (stopped during the first feature pass) the head
+  // has not trained: there is nothing to fold.
+  if (standardize_ && feature_mean_.defined()) {
     RETURN_IF_ERROR(FoldInputStandardization(split_, feature_mean_, feature_std_, &cp.module));
   }
   cp.epoch = epochs_completed;
@@ -1209,25 +1237,43 @@ EpochRun Trainer::StartEpoch(int32_t epoch) {
   ApplyRequiresGrad(split_.backbone,
                     backbone_frozen ? std::set<std::string>{} : trainable_backbone_);
   run.use_cache = options_.use_feature_cache && backbone_frozen && !augmenter_->active();
-  if (standardize_ && !feature_mean_.defined() && !run.use_cache) {
-    where_ = absl::StrCat("epoch ", epoch + 1, " feature statistics");
-    SetFeatureStandardization(AllFeatures(train_));
-  }
-  if (run.use_cache && !train_features_.defined()) {
-    where_ = absl::StrCat("epoch ", epoch + 1, " feature caching");
-    BuildFeatureCache();
-  } else if (!run.use_cache) {
+  passes_may_stop_ = true;
+  const absl::Cleanup passes_end = [this] { passes_may_stop_ = false; };
+  try {
+    if (standardize_ && !feature_mean_.defined() && !run.use_cache) {
+      where_ = absl::StrCat("epoch ", epoch + 1, " feature statistics");
+      SetFeatureStandardization(AllFeatures(train_));
+    }
+    if (run.use_cache && !train_features_.defined()) {
+      where_ = absl::StrCat("epoch ", epoch + 1, " feature caching");
+      BuildFeatureCache();
+    } else if (!run.use_cache) {
+      train_features_ = torch::Tensor();
+      val_features_ = torch::Tensor();
+    }
+    SetTrainingMode(split_.backbone);
+    training_batchnorms_ = TrainingBatchNormPaths(split_.backbone);
+    split_.head.train();
+    if (!run.use_cache && !backbone_frozen && !augmenter_->active()) {
+      where_ = absl::StrCat("epoch ", epoch + 1, " frozen-prefix caching");
+      run.use_prefix = UsePrefixCache();
+    }
+  } catch (const PassStopped&) {
+    // Nothing half-built stays: the caches are as if never started (a
+    // resumed job builds them again).
     train_features_ = torch::Tensor();
     val_features_ = torch::Tensor();
-  }
-  SetTrainingMode(split_.backbone);
-  training_batchnorms_ = TrainingBatchNormPaths(split_.backbone);
-  split_.head.train();
-  if (!run.use_cache && !backbone_frozen && !augmenter_->active()) {
-    where_ = absl::StrCat("epoch ", epoch + 1, " frozen-prefix caching");
-    run.use_prefix = UsePrefixCache();
+    cut_.reset();
+    train_prefixes_ = torch::Tensor();
+    val_prefixes_ = torch::Tensor();
+    prefix_decided_ = false;
+    run.stopped_before_steps = true;
   }
   return run;
+}
+
+void Trainer::StopPoint() const {
+  if (passes_may_stop_ && callbacks_.should_stop && callbacks_.should_stop()) throw PassStopped{};
 }
 
 bool Trainer::UsePrefixCache() {
@@ -1334,6 +1380,7 @@ torch::Tensor Trainer::AllPrefixes(ImageSource& set) {
   torch::Tensor all;
   set.BeginRanges(inference_batch_);
   for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
+    StopPoint();
     const int64_t n = std::min(inference_batch_, set.size() - begin);
     const torch::Tensor x =
         ModelInput(normalizer_->Normalize(imaging::Normalizer::ToUnit(set.Range(begin, n))));
@@ -1365,6 +1412,12 @@ void Trainer::ResumeWithinEpoch(const EpochPosition& at, EpochRun* run) {
 }
 
 absl::StatusOr<bool> Trainer::RunSteps(EpochRun* run) {
+  if (run->stopped_before_steps) {
+    where_ = absl::StrCat("epoch ", run->epoch + 1, " step ", run->first_batch + 1);
+    RETURN_IF_ERROR(CheckpointStoppedAt(*run, run->first_batch,
+                                        run->epoch * steps_per_epoch_ + run->first_batch));
+    return true;
+  }
   const std::vector<std::vector<int64_t>> batches = sampler_->EpochBatches(run->epoch);
   if (!run->use_cache && !run->use_prefix) {
     train_.Begin({batches.begin() + run->first_batch, batches.end()});

@@ -5,7 +5,8 @@
 # exited 0, that the section it wrote holds each benchmark's figures (FULL,
 # FINE_TUNE and FEATURE_EXTRACTION rows, the three servers at each
 # concurrency, the three uploads, the ceiling, both e2e runners, the prefix
-# cache, memory format and idle-reload ratios, the model-instance ratios), that the
+# cache, memory format and idle-reload ratios, the model-instance ratios, the
+# time-to-accuracy ratios), that the
 # section was inserted at the marker of an existing results file without
 # losing what was there, and that the plots exist. The figures themselves are
 # meaningless at this size; bench/run_suite.sh with its defaults makes real ones.
@@ -48,12 +49,14 @@ printf '# Results\n\nintro line\n\n%s\n\n## an older section\n\nolder text\n' "$
     INSTANCES_R=1 INSTANCES_D=1 INSTANCES_WARMUP=0 INSTANCES_CONCURRENCY="1 4" \
     INSTANCES_TRAIN_IMAGES=100 INSTANCES_ARCH=cnn-small INSTANCES_RESULTS=$TMP/instances.jsonl \
     BATCHSHAPE_ROUNDS=1 BATCHSHAPE_MAX=3 BATCHSHAPE_MIN_SECONDS=0.01 BATCHSHAPE_MODELS=cnn-small \
+    TTA_R=1 TTA_PER_CLASS=10 TTA_EPOCHS=2 TTA_WORKERS=0 TTA_TEST_PER_CLASS=20 \
+    TTA_PRETRAIN_PER_CLASS=20 TTA_PRETRAIN_EPOCHS=1 TTA_RESULTS=$TMP/tta.jsonl \
     bash bench/run_suite.sh
 ) >"$TMP/out.txt" 2>&1 || fail "bench/run_suite.sh exited $?"
 
 section=$TMP/runs/section.md
 [[ -s $section ]] || fail "no section.md"
-for step in ceiling upload train e2e predict-resnet-small prefix memformat reload instances batchshape; do
+for step in ceiling upload train e2e predict-resnet-small prefix memformat reload instances batchshape tta; do
   grep -q "^| $step | [0-9]* | 0 |$" "$section" || fail "step $step missing or failed in the timings table"
   [[ -s $TMP/runs/$step.txt ]] || fail "no summary for $step"
 done
@@ -81,6 +84,10 @@ expect '^job time, always / idle: [0-9.]+x' "the idle-reload ratio"
 expect '^2x1 +4 +[0-9.]+ +[0-9.]+ +[0-9.]+$' "the 2-instance ratio row at concurrency 4"
 expect '^ +3 +[0-9.]+ +[0-9.]+ +3 +1[.]00 ' "the batch-shape row of the largest size"
 expect '^verdict cnn-small 1t: ' "the batch-shape verdict"
+expect '^time to accuracy, pytorch-w0 / kaizen: [0-9.]+x \(rounds: [0-9.]+\); goal >= 3.0x: (met|not met)$' \
+  "the FEATURE_EXTRACTION time-to-accuracy ratio"
+expect '^time to accuracy, pytorch-w0 / kaizen: [0-9.]+x \(rounds: [0-9.]+\); goal >= 1.5x: (met|not met)$' \
+  "the FINE_TUNE time-to-accuracy ratio"
 expect '^first request after the job: version ([0-9]+) \(the job.s last: [0-9]+\)$' "the version served after the job"
 for c in 1 4; do
   for mode in 'kaizen  batching on' 'kaizen  batching off' 'python  one at a time'; do

@@ -6,12 +6,14 @@
 #include <malloc.h>
 
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/datasets/record_file.h"
@@ -51,9 +53,11 @@ struct Outcome {
   std::vector<Checkpoint> checkpoints;
 };
 
-Outcome TrainOnce(const TrainerOptions& options, const TrainingData& data) {
+Outcome TrainOnce(const TrainerOptions& options, const TrainingData& data,
+                  std::function<bool()> should_stop = nullptr) {
   Outcome run;
   Callbacks cb;
+  cb.should_stop = std::move(should_stop);
   cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { run.epochs.push_back(m); };
   cb.on_step = [&](const kaizen::v1::StepProgress& p) { run.step_losses.push_back(p.loss()); };
   cb.on_checkpoint = [&](const Checkpoint& c) {
@@ -204,6 +208,63 @@ TEST(TrainerPrefixCacheTest, FineTuneFromTheFrozenPrefixTrainsAsTheWholeModelDoe
     EXPECT_TRUE(Noted(*cached.result, "ran once for the 60 images"));
     EXPECT_TRUE(Noted(*streamed.result, "ran once for the 60 images"));
     EXPECT_TRUE(Streamed(*streamed.result));
+  }
+}
+
+// A stop asked for during an epoch's opening pass over the dataset (the
+// FEATURE_EXTRACTION feature cache, the FINE_TUNE frozen-prefix cache) ends
+// that pass between two of its chunks, not after it, in memory and streamed:
+// the job checkpoints before its first step, and resuming from that
+// checkpoint trains as a run that never stopped.
+TEST(TrainerStopTest, AStopDuringAnOpeningPassEndsItBetweenTwoChunks) {
+  test_util::TempDir dir;
+  // 600 images of 28x28: the passes take 256 at a time, 3 chunks.
+  const datasets::DecodedDataset data = fixtures::SyntheticDataset(2, 300, 28, 1, 5);
+  auto hp = fixtures::FastHyperparameters(2, 64);
+  hp.set_learning_rate(0.01);
+  hp.set_trainable_blocks(1);
+  const fixtures::BaseModel base = Builtin("resnet-small");
+  for (const kaizen::v1::Strategy strategy :
+       {kaizen::v1::STRATEGY_FEATURE_EXTRACTION, kaizen::v1::STRATEGY_FINE_TUNE}) {
+    for (const bool streamed : {false, true}) {
+      SCOPED_TRACE(kaizen::v1::Strategy_Name(strategy) + (streamed ? " streamed" : ""));
+      TrainerOptions options = Options(strategy, base, hp);
+      options.max_prefix_cache_bytes = int64_t{1} << 30;
+      TrainingData input{&data, nullptr};
+      if (streamed) {
+        input = TrainingData();
+        input.train_file = RawRecords(dir, absl::StrCat(static_cast<int>(strategy), ".krf"), data);
+        options.max_image_memory_bytes = 0;
+      }
+      const Outcome straight = TrainOnce(options, input);
+      ASSERT_TRUE(straight.result.ok()) << straight.result.status();
+
+      int checks = 0;  // the second check, after the pass's first chunk, stops
+      const Outcome stopped = TrainOnce(options, input, [&checks] { return ++checks >= 2; });
+      ASSERT_TRUE(stopped.result.ok()) << stopped.result.status();
+      EXPECT_EQ(checks, 2);
+      EXPECT_TRUE(stopped.result->cancelled);
+      EXPECT_EQ(stopped.result->epochs_completed, 0);
+      EXPECT_TRUE(stopped.step_losses.empty());
+      EXPECT_FALSE(Noted(*stopped.result, "ran once"));
+      if (strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION) {
+        EXPECT_EQ(stopped.result->backbone_forward_batches, 1) << "the pass went on";
+      }
+      ASSERT_EQ(stopped.checkpoints.size(), 1u);
+      const Checkpoint& cp = stopped.checkpoints.front();
+      EXPECT_EQ(cp.epoch, 0);
+      EXPECT_FALSE(cp.resume_state.empty());
+
+      TrainerOptions again = options;
+      again.base = cp.module;
+      again.base_metadata = cp.metadata;
+      again.resume_state = cp.resume_state;
+      const Outcome resumed = TrainOnce(again, input);
+      ExpectSameTraining(straight, resumed);
+      if (strategy == kaizen::v1::STRATEGY_FINE_TUNE) {
+        EXPECT_TRUE(Noted(*resumed.result, "ran once for the 600 images"));
+      }
+    }
   }
 }
 

@@ -157,9 +157,10 @@ TEST(TrainerTest, ResumeMatchesUninterruptedRun) {
 
     // Two epochs, then a "crash": the checkpoint after epoch 2 is all that is left.
     Recorder first;
-    int steps = 0;
     Callbacks crash = first.callbacks();
-    crash.should_stop = [&] { return steps++ >= 4; };  // 2 steps per epoch
+    // 2 steps per epoch: stop before the fifth (should_stop is also asked
+    // during passes, so count steps, not calls).
+    crash.should_stop = [&first] { return first.steps.size() >= 4; };
     auto part = Train(Options(strategy, base, hp), {&train, nullptr}, crash);
     ASSERT_TRUE(part.ok()) << part.status();
     ASSERT_GE(first.checkpoints.size(), 2u);
