@@ -26,7 +26,10 @@ def main():
     p.add_argument("--split", choices=["t10k", "train"], default="t10k")
     p.add_argument("--classes", default=",".join(str(c) for c in range(10)))
     a = p.parse_args()
-    wanted = sorted({int(c) for c in a.classes.split(",")})
+    try:
+        wanted = sorted({int(c) for c in a.classes.split(",")})
+    except ValueError:
+        p.error(f"--classes takes labels 0..9, comma-separated, not '{a.classes}'")
     if not wanted or any(c < 0 or c > 9 for c in wanted):
         p.error("--classes takes labels 0..9")
     with gzip.open(os.path.join(a.fashion_dir, f"{a.split}-images-idx3-ubyte.gz")) as f:

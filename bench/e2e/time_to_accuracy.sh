@@ -28,12 +28,13 @@
 #                 dataset build included), each epoch's model scored on the test
 #                 folder with the clock stopped.
 #   kaizen-noaug  (KAIZEN_VARIANTS=noaug) as kaizen, with --augment=off.
-# The target of a (strategy, round) is the lowest of the runners' best test
-# accuracies, so every runner reaches it; a runner's time to accuracy is the
-# time of its first model at or above the target. It prints, per strategy,
-# the medians over rounds of the best accuracy and of the time to the target
-# and the median of per-round ratios PyTorch / Kaizen (> 1: Kaizen is faster)
-# against the goals (FEATURE_EXTRACTION >= 3x, FINE_TUNE >= 1.5x), and
+# Each Kaizen runner is compared with each PyTorch runner round by round
+# (bench/e2e/tta_summary.py): the target is the lower of the two runners' best
+# test accuracies, so both reach it; a runner's time to accuracy is the time
+# of its first model at or above the target. It prints, per strategy and
+# pair, the medians over rounds of the target and of both times and the
+# median of per-round ratios PyTorch / Kaizen (> 1: Kaizen is faster) against
+# the goals (FEATURE_EXTRACTION >= 3x, FINE_TUNE >= 1.5x), and
 # appends one JSON line per run to $TTA_RESULTS with the date, commit and
 # machine.
 #
@@ -96,11 +97,11 @@ if [ -n "${BASE_MODEL_FILE:-}" ]; then
   CTL models upload base "$BASE_MODEL_FILE" >/dev/null
   PRETRAIN="uploaded $BASE_MODEL_FILE"
 else
-  $PY - "$WORK" "$PRETRAIN_PER_CLASS" <<'PYEOF'
+  $PY - "$WORK" "$PRETRAIN_PER_CLASS" "$FASHION_DIR" <<'PYEOF'
 import sys
 sys.path.insert(0, "tools")
 from make_fashion_subsets import load, write
-tr, trl = load("/usr/share/datasets/fashion-mnist", "train")
+tr, trl = load(sys.argv[3], "train")
 print("pretraining images:", write(sys.argv[1], "pre", tr, trl, [0, 1, 2, 3, 4], int(sys.argv[2])),
       file=sys.stderr)
 PYEOF
@@ -137,8 +138,11 @@ import json, os
 e = os.environ
 points = []
 for line in open(e["POINTS"]):
-    epoch, t, acc = line.split()
-    points.append({"epoch": int(epoch), "t": float(t), "test_accuracy": float(acc)})
+    try:  # a model that could not be scored leaves a short line (and rc 1)
+        epoch, t, acc = line.split()
+        points.append({"epoch": int(epoch), "t": float(t), "test_accuracy": float(acc)})
+    except ValueError:
+        pass
 extra = {}
 if os.path.exists(e["WORK"] + "/extra.json"):
     extra = json.load(open(e["WORK"] + "/extra.json"))
@@ -165,8 +169,9 @@ print("  round %d  %-18s %-12s total %6.1f s  %d models, best test accuracy %.4f
 run_kaizen() {  # RUNNER STRATEGY ROUND SEED [FLAGS...]
   local runner=$1 strategy=$2 round=$3 seed=$4 rc=0 t0 t2
   shift 4
-  local ds="tta-train-$round-${strategy//_/-}" out="tta-$round-${strategy//_/-}"
-  rm -f "$WORK/watch.txt" "$WORK/points.txt" "$WORK/extra.json"
+  local ds="tta-$runner-$round-${strategy//_/-}" out="tta-$runner-$round-${strategy//_/-}-out"
+  rm -f "$WORK/watch.txt" "$WORK/points.txt" "$WORK/extra.json" "$WORK/upload.log" \
+    "$WORK/watch.err"
   t0=$(now)
   CTL datasets upload "$ds" "$WORK/train" >"$WORK/upload.log" 2>&1 || rc=$?
   local t1; t1=$(now)
@@ -206,20 +211,26 @@ PYEOF
 }
 
 run_pytorch() {  # WORKERS STRATEGY ROUND SEED
-  local workers=$1 strategy=$2 round=$3 seed=$4 rc=0 t0 t2
+  local workers=$1 strategy=$2 round=$3 seed=$4 rc=0 t0
   rm -f "$WORK/extra.json"
   t0=$(now)
   $PY bench/e2e/tta_pytorch.py --model="$WORK/base.pt" --train_folder="$WORK/train" \
     --test_folder="$WORK/test" --strategy="$strategy" --epochs="$EPOCHS" --workers="$workers" \
     --seed="$seed" >"$WORK/pt.jsonl" 2>"$WORK/pt.err" || { rc=$?; cat "$WORK/pt.err" >&2; }
-  t2=$(now)
   # The script's clock starts at its first line and stops while it scores;
-  # the interpreter's start-up before that line is added back from our clock.
-  $PY - "$WORK/pt.jsonl" "$(echo "$t2 - $t0" | bc)" "$WORK/points.txt" <<'PYEOF' >"$WORK/total.txt"
+  # the interpreter's start-up before that line (from our clock to its
+  # first line's wall time) is added to every point.
+  $PY - "$WORK/pt.jsonl" "$t0" "$WORK/points.txt" <<'PYEOF' >"$WORK/total.txt"
 import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
+rows = []
+for line in open(sys.argv[1]):
+    try:
+        rows.append(json.loads(line))
+    except ValueError:  # a line cut short by a crash
+        pass
+setup = next((r for r in rows if r["event"] == "setup"), None)
 done = next((r for r in rows if r["event"] == "done"), None)
-offset = float(sys.argv[2]) - (done["t"] + done["eval_seconds"]) if done else 0.0
+offset = setup["process_start_wall"] - float(sys.argv[2]) if setup else 0.0
 with open(sys.argv[3], "w") as out:
     for r in rows:
         if r["event"] == "epoch":

@@ -20,7 +20,8 @@ After every epoch the model is scored on --test_folder. That scoring is not
 part of the time: the clock "t" (seconds since the process started, imports
 and dataset build included) stops while it runs.
 
-Prints JSON lines: {"event": "setup", ...}, one {"event": "epoch", "epoch",
+Prints JSON lines: {"event": "setup", "process_start_wall" (time.time() at
+its first line), ...}, one {"event": "epoch", "epoch",
 "t", "train_loss", "train_accuracy", "test_accuracy", "eval_seconds"} per
 epoch, then {"event": "done", "t", "eval_seconds" (all the scoring)}.
 """
@@ -28,6 +29,7 @@ epoch, then {"event": "done", "t", "eval_seconds" (all the scoring)}.
 import time
 
 T_PROCESS = time.perf_counter()  # as early as possible: imports count
+T_WALL = time.time()  # the same moment on the wall clock, for the caller
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -127,7 +129,8 @@ def main():
                                 {"params": block.parameters(), "lr": 1e-4}])
         trainable = "head + " + name
 
-    print(json.dumps({"event": "setup", "import_seconds": T_IMPORTED - T_PROCESS,
+    print(json.dumps({"event": "setup", "process_start_wall": T_WALL,
+                      "import_seconds": T_IMPORTED - T_PROCESS,
                       "train_images": len(train_set), "test_images": len(test_set),
                       "classes": train_set.classes, "strategy": args.strategy,
                       "trainable": trainable, "epochs": args.epochs, "workers": args.workers,

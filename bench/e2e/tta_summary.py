@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """Summarises bench/e2e/time_to_accuracy.sh's runs (its JSON lines).
 
-For each strategy and round the target is the lowest of the runners' best test
-accuracies, so every runner reaches it; a runner's time to accuracy is the time
-of its first model at or above the target. Prints per strategy the medians over
-rounds of the best accuracy, the target and the time to it, and the median of
-the per-round ratios PyTorch / Kaizen for every Kaizen runner, with the verdict
-against the issue's goal for Kaizen's defaults (`kaizen`).
+Each comparison is one Kaizen runner against one PyTorch runner, round by
+round: the target of a round is the lower of the two runners' best test
+accuracies, so both reach it, and a runner's time to accuracy is the time of
+its first model at or above it. Prints per strategy each runner's median best
+accuracy and time for all epochs, then per pair the medians of the target and
+of both times, and the median of the per-round ratios PyTorch / Kaizen, with
+the verdict against the issue's goal for Kaizen's defaults (`kaizen`).
 
 Usage: tta_summary.py RUNS.jsonl
 """
@@ -25,27 +26,28 @@ def time_to(points, target):
     return None
 
 
-def summarise(rows):
-    """{strategy: {"rounds": {round: {"target", runner: {"best", "tta", "total"}}}}}."""
+def best(run):
+    return max(p["test_accuracy"] for p in run["points"])
+
+
+def rounds_by_strategy(rows):
+    """{strategy: {round: {runner: run}}} of the runs that ended well."""
     out = {}
     for r in rows:
-        if r["rc"] != 0 or not r["points"]:
-            continue
-        s = out.setdefault(r["strategy"], {})
-        s.setdefault(r["round"], {})[r["runner"]] = r
-    table = {}
-    for strategy, rounds in out.items():
-        table[strategy] = {}
-        for rnd, runners in rounds.items():
-            if "kaizen" not in runners or len(runners) < 2:
-                continue
-            best = {n: max(p["test_accuracy"] for p in r["points"]) for n, r in runners.items()}
-            target = min(best.values())
-            table[strategy][rnd] = {"target": target, "runners": {
-                n: {"best": best[n], "tta": time_to(r["points"], target),
-                    "total": r["total_seconds"], "epochs": len(r["points"])}
-                for n, r in runners.items()}}
-    return table
+        if r["rc"] == 0 and r["points"]:
+            out.setdefault(r["strategy"], {}).setdefault(r["round"], {})[r["runner"]] = r
+    return out
+
+
+def compare(rounds, ours, theirs):
+    """Per round with both runners: (target, our time, their time)."""
+    out = []
+    for runners in rounds.values():
+        if ours in runners and theirs in runners:
+            target = min(best(runners[ours]), best(runners[theirs]))
+            out.append((target, time_to(runners[ours]["points"], target),
+                        time_to(runners[theirs]["points"], target)))
+    return out
 
 
 def main():
@@ -60,34 +62,29 @@ def main():
     print(f"machine: {first['nproc']} x {first['cpu_model']}; commit {first['commit']}; "
           f"torch {first['torch']}; OMP_WAIT_POLICY={first['omp_wait_policy']}; load "
           f"{' '.join(map(str, first['loadavg']))} .. {' '.join(map(str, rows[-1]['loadavg']))}")
-    failed = [r for r in rows if r["rc"] != 0]
-    table = summarise(rows)
-    for strategy, rounds in table.items():
-        if not rounds:
-            continue
-        runners = list(dict.fromkeys(n for rnd in rounds.values() for n in rnd["runners"]))
-        print(f"\n#### {strategy.upper()}: medians over {len(rounds)} round(s), target = the lower "
-              f"best accuracy of the round (median {100 * med([v['target'] for v in rounds.values()]):.2f}%)\n")
-        print(f"{'runner':<14}{'best acc %':>11}{'to target s':>13}{'all epochs s':>14}")
+    for strategy, rounds in rounds_by_strategy(rows).items():
+        runners = list(dict.fromkeys(n for rnd in rounds.values() for n in rnd))
+        print(f"\n#### {strategy.upper()}: medians over {len(rounds)} round(s)\n")
+        print(f"{'runner':<14}{'best acc %':>11}{'all epochs s':>14}")
         for n in runners:
-            v = [rnd["runners"][n] for rnd in rounds.values() if n in rnd["runners"]]
-            print(f"{n:<14}{100 * med([x['best'] for x in v]):>11.2f}"
-                  f"{med([x['tta'] for x in v if x['tta'] is not None]):>13.1f}"
-                  f"{med([x['total'] for x in v]):>14.1f}")
+            runs = [rnd[n] for rnd in rounds.values() if n in rnd]
+            print(f"{n:<14}{100 * med([best(r) for r in runs]):>11.2f}"
+                  f"{med([r['total_seconds'] for r in runs]):>14.1f}")
         goal = GOALS.get(strategy, 1.0)
-        ours = [n for n in runners if n.startswith("kaizen")]
         for theirs in [n for n in runners if not n.startswith("kaizen")]:
-            for k in ours:
-                ratios = [rnd["runners"][theirs]["tta"] / rnd["runners"][k]["tta"]
-                          for rnd in rounds.values()
-                          if theirs in rnd["runners"] and k in rnd["runners"]
-                          and rnd["runners"][k]["tta"] and rnd["runners"][theirs]["tta"]]
+            for ours in [n for n in runners if n.startswith("kaizen")]:
+                pairs = compare(rounds, ours, theirs)
+                ratios = [t / o for _, o, t in pairs if o and t]
                 ratio = med(ratios)
-                per_round = " ".join(f"{x:.2f}" for x in ratios)
                 verdict = (f"; goal >= {goal}x: {'met' if ratio >= goal else 'not met'}"
-                           if k == "kaizen" else "")
-                print(f"\ntime to accuracy, {theirs} / {k}: {ratio:.2f}x (rounds: {per_round})"
-                      f"{verdict}")
+                           if ours == "kaizen" else "")
+                print(f"\n{ours} against {theirs}: target (the lower best) "
+                      f"{100 * med([p[0] for p in pairs]):.2f}%, reached in "
+                      f"{med([p[1] for p in pairs if p[1] is not None]):.1f} s and "
+                      f"{med([p[2] for p in pairs if p[2] is not None]):.1f} s")
+                print(f"time to accuracy, {theirs} / {ours}: {ratio:.2f}x (rounds: "
+                      f"{' '.join(f'{x:.2f}' for x in ratios)}){verdict}")
+    failed = [r for r in rows if r["rc"] != 0]
     if failed:
         print(f"\n{len(failed)} run(s) failed: " +
               ", ".join(f"{r['strategy']} {r['runner']} round {r['round']}" for r in failed))

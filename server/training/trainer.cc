@@ -538,6 +538,11 @@ absl::Status Trainer::RestoreFeatureStandardization(const std::string& bytes) {
     archive.read("mean", feature_mean_);
     archive.read("std", feature_std_);
     if (feature_mean_.numel() == 0) {  // not computed yet (EncodeFeatureStandardization)
+      if (feature_std_.numel() != 0 || state_.global_step != 0) {
+        return absl::InvalidArgumentError(
+            "the resume state's feature standardisation is damaged: no means, but standard "
+            "deviations or training steps");
+      }
       feature_mean_ = torch::Tensor();
       feature_std_ = torch::Tensor();
     } else {
@@ -1740,6 +1745,9 @@ absl::StatusOr<TrainResult> Train(const TrainerOptions& options, const TrainingD
   } catch (const ImageSourceError& e) {
     return absl::Status(e.status().code(),
                         absl::StrCat(trainer.where(), ": ", e.status().message()));
+  } catch (const PassStopped&) {  // StartEpoch catches it; never the server's end
+    return absl::InternalError(
+        absl::StrCat(trainer.where(), ": a stop escaped the pass that should have ended it"));
   } catch (const std::exception& e) {
     const std::string summary = models::TorchErrorSummary(e);
     const std::string message = absl::StrCat(trainer.where(), ": ", summary);

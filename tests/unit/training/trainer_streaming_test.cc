@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "server/datasets/record_file.h"
 #include "server/training/image_source.h"
+#include "server/training/resume_state.h"
 #include "server/training/trainer.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
@@ -260,6 +261,18 @@ TEST(TrainerStopTest, AStopDuringAnOpeningPassEndsItBetweenTwoChunks) {
       again.base_metadata = cp.metadata;
       again.resume_state = cp.resume_state;
       const Outcome resumed = TrainOnce(again, input);
+      if (strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION && !streamed) {
+        // "No statistics yet" holds only before the first step.
+        auto state = DecodeResumeState(cp.resume_state);
+        ASSERT_TRUE(state.ok()) << state.status();
+        state->global_step = 3;
+        TrainerOptions damaged = again;
+        damaged.resume_state = EncodeResumeState(*state);
+        const Outcome refused = TrainOnce(damaged, input);
+        ASSERT_FALSE(refused.result.ok());
+        EXPECT_THAT(std::string(refused.result.status().message()),
+                    HasSubstr("feature standardisation is damaged"));
+      }
       ExpectSameTraining(straight, resumed);
       if (strategy == kaizen::v1::STRATEGY_FINE_TUNE) {
         EXPECT_TRUE(Noted(*resumed.result, "ran once for the 600 images"));
