@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <type_traits>
@@ -13,6 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "kaizen/internal/sentencepiece_model.pb.h"
+#include "server/common/status_macros.h"
 #include "server/common/utf8.h"
 #include "server/text/sentencepiece_shim/sentencepiece_shim.h"
 
@@ -29,6 +32,7 @@ struct Shim {
   decltype(&kaizen_spm_describe) describe = nullptr;
   decltype(&kaizen_spm_piece) piece = nullptr;
   decltype(&kaizen_spm_train) train = nullptr;
+  decltype(&kaizen_spm_reference_model) reference_model = nullptr;
 };
 
 std::vector<std::string> Candidates() {
@@ -73,7 +77,8 @@ absl::StatusOr<Shim> OpenShim() {
   };
   if (!bind(&shim.load, "kaizen_spm_load") || !bind(&shim.free, "kaizen_spm_free") ||
       !bind(&shim.encode, "kaizen_spm_encode") || !bind(&shim.describe, "kaizen_spm_describe") ||
-      !bind(&shim.piece, "kaizen_spm_piece") || !bind(&shim.train, "kaizen_spm_train")) {
+      !bind(&shim.piece, "kaizen_spm_piece") || !bind(&shim.train, "kaizen_spm_train") ||
+      !bind(&shim.reference_model, "kaizen_spm_reference_model")) {
     return absl::FailedPreconditionError(
         "libkaizen_sentencepiece.so lacks an entry point: it is not this build's");
   }
@@ -91,6 +96,63 @@ const absl::StatusOr<Shim>& TheShim() {
 absl::Mutex& ShimMutex() {
   static absl::Mutex* mu = new absl::Mutex();
   return *mu;
+}
+
+// The normalization rules SentencePiece builds in; a model's character map
+// must be one of theirs (or none).
+constexpr const char* kRules[] = {"nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity"};
+
+// The character maps SentencePiece builds for kRules, each read from a small
+// model it trains in memory; computed once. Caller holds ShimMutex().
+absl::StatusOr<std::vector<std::string>> ReferenceCharsmaps(const Shim& shim) {
+  static auto* maps =
+      new absl::StatusOr<std::vector<std::string>>(absl::UnknownError("not computed"));
+  static bool computed = false;
+  if (computed) return *maps;
+  computed = true;
+  std::vector<std::string> out;
+  for (const char* rule : kRules) {
+    std::string model;
+    char error[kErrorBytes] = {};
+    const auto sink = [](void* context, const char* bytes, size_t n) {
+      static_cast<std::string*>(context)->assign(bytes, n);
+    };
+    kaizen::internal::SentencePieceModelNormalizers parsed;
+    if (shim.reference_model(rule, sink, &model, error, sizeof(error)) != 0 ||
+        !parsed.ParseFromString(model)) {
+      *maps = absl::InternalError(
+          absl::StrCat("SentencePiece's own normalizer for '", rule, "': ", error));
+      return *maps;
+    }
+    out.push_back(parsed.normalizer_spec().precompiled_charsmap());
+  }
+  *maps = std::move(out);
+  return *maps;
+}
+
+// InvalidArgument unless every character map in `model` is empty or one
+// SentencePiece builds itself: the library reads the map without checking
+// it (a mutated map made its normalizer read out of bounds).
+absl::Status CheckNormalizers(const Shim& shim, std::string_view model) {
+  kaizen::internal::SentencePieceModelNormalizers parsed;
+  if (!parsed.ParseFromArray(model.data(), static_cast<int>(model.size()))) {
+    return absl::InvalidArgumentError(
+        "not a SentencePiece model: the bytes are not a serialized ModelProto");
+  }
+  ASSIGN_OR_RETURN(const std::vector<std::string>& known, ReferenceCharsmaps(shim));
+  for (const auto& [which, spec] :
+       {std::pair<const char*, const kaizen::internal::SentencePieceNormalizer*>{
+            "normalizer", &parsed.normalizer_spec()},
+        {"denormalizer", &parsed.denormalizer_spec()}}) {
+    const std::string& map = spec->precompiled_charsmap();
+    if (map.empty() || std::find(known.begin(), known.end(), map) != known.end()) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the SentencePiece model's ", which, " (rule '", common::SanitizeUtf8(spec->name()),
+        "') carries a character map of ", map.size(),
+        " bytes that SentencePiece does not build for any of its rules (nmt_nfkc, nfkc, "
+        "nmt_nfkc_cf, nfkc_cf, identity); custom maps are refused"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -111,6 +173,7 @@ absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::
   void* processor = nullptr;
   {
     absl::MutexLock lock(&ShimMutex());
+    RETURN_IF_ERROR(CheckNormalizers(*shim, model_bytes));
     processor = shim->load(model_bytes.data(), model_bytes.size(), error, sizeof(error));
   }
   if (processor == nullptr) {

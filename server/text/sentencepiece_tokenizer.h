@@ -9,13 +9,12 @@
 // $KAIZEN_SENTENCEPIECE_LIBRARY, beside the running executable, then in the
 // build tree.
 //
-// NOT YET SAFE FOR UPLOADED MODELS (why this is on a branch): the fuzz
-// target (fuzz/sentencepiece_tokenizer_fuzzer.cc) found, within 29 runs, a
-// read out of bounds in SentencePiece 0.1.97's normalizer
-// (Normalizer::NormalizePrefix -> strlen) on a model whose precompiled
-// character map was mutated. Before a model from the network is loaded, its
-// normalizer must be pinned to one SentencePiece builds itself (or the
-// tokenizer must run in the sandboxed inspector process).
+// The library trusts a model's precompiled character map: the fuzz target
+// (fuzz/sentencepiece_tokenizer_fuzzer.cc) found, within 29 runs, a read out
+// of bounds in SentencePiece 0.1.97's normalizer (Normalizer::NormalizePrefix
+// -> strlen) on a mutated map. So Load pins the maps first: each must be empty
+// or one SentencePiece builds itself for one of its named rules (read once
+// from small models it trains in memory).
 //
 // Both the model bytes and the texts come from the network: the model is
 // bounded in size before it is parsed, a text in bytes, and a text must be
@@ -45,8 +44,9 @@ struct TokenizerLimits {
 class SentencePieceTokenizer {
  public:
   // Parses a serialized ModelProto. InvalidArgument when it is over
-  // `limits.max_model_bytes`, or is not a model SentencePiece can run (its
-  // message says why).
+  // `limits.max_model_bytes`, carries a character map SentencePiece does not
+  // build itself, or is not a model SentencePiece can run (its message says
+  // why).
   // FailedPrecondition when libkaizen_sentencepiece.so cannot be loaded.
   static absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> Load(
       std::string_view model_bytes, const TokenizerLimits& limits = {});

@@ -20,9 +20,24 @@
 #include <exception>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace {
+
+// A few lines, from memory, for kaizen_spm_reference_model.
+class Lines : public sentencepiece::SentenceIterator {
+ public:
+  explicit Lines(std::vector<std::string> lines) : lines_(std::move(lines)) {}
+  bool done() const override { return next_ >= lines_.size(); }
+  void Next() override { ++next_; }
+  const std::string& value() const override { return lines_[next_]; }
+  sentencepiece::util::Status status() const override { return {}; }
+
+ private:
+  std::vector<std::string> lines_;
+  size_t next_ = 0;
+};
 
 void Fill(char* error, size_t error_size, const std::string& message) {
   if (error == nullptr || error_size == 0) return;
@@ -97,6 +112,28 @@ int kaizen_spm_train(const char* flags, char* error, size_t error_size) {
       Fill(error, error_size, status.ToString());
       return 1;
     }
+    return 0;
+  } catch (const std::exception& e) {
+    Fill(error, error_size, e.what());
+    return 1;
+  }
+}
+
+int kaizen_spm_reference_model(const char* rule, kaizen_spm_byte_sink sink, void* context,
+                               char* error, size_t error_size) {
+  try {
+    Lines lines({"a reference model for the normalizer", "of one rule"});
+    std::string model;
+    const auto status = sentencepiece::SentencePieceTrainer::Train(
+        std::string("--model_type=char --hard_vocab_limit=false --vocab_size=100 "
+                    "--minloglevel=2 --normalization_rule_name=") +
+            rule,
+        &lines, &model);
+    if (!status.ok()) {
+      Fill(error, error_size, status.ToString());
+      return 1;
+    }
+    sink(context, model.data(), model.size());
     return 0;
   } catch (const std::exception& e) {
     Fill(error, error_size, e.what());

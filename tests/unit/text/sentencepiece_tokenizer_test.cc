@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kaizen/internal/sentencepiece_model.pb.h"
 #include "tests/test_util/python.h"
 #include "tests/test_util/temp_dir.h"
 
@@ -215,6 +216,35 @@ TEST_F(SentencePieceTokenizerTest, BadTrainingFlagsAreAnError) {
   const absl::Status trained = TrainSentencePieceModel("--input=/nonexistent --model_prefix=x");
   EXPECT_EQ(trained.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(trained.message()), HasSubstr("SentencePiece training: "));
+}
+
+// The library reads a model's character map unchecked (a mutated map made it
+// read out of bounds): a map SentencePiece does not build itself is refused
+// before the library sees it; the maps it builds load.
+TEST_F(SentencePieceTokenizerTest, RefusesACharacterMapSentencePieceDoesNotBuild) {
+  kaizen::internal::SentencePieceModelNormalizers parsed;
+  ASSERT_TRUE(parsed.ParseFromString(*model_));
+  const std::string& map = parsed.normalizer_spec().precompiled_charsmap();
+  ASSERT_GT(map.size(), 1000u) << "the default rule (nmt_nfkc) carries a map";
+  const size_t at = model_->find(map);
+  ASSERT_NE(at, std::string::npos);
+  std::string mutated = *model_;
+  mutated[at + map.size() / 2] ^= 0x55;  // same length: still a well-formed ModelProto
+  auto refused = SentencePieceTokenizer::Load(mutated);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("normalizer (rule 'nmt_nfkc') carries a character map of"));
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("custom maps are refused"));
+  for (const char* rule : {"nfkc", "identity", "nmt_nfkc_cf"}) {
+    const std::string prefix = dir_->File(rule);
+    ASSERT_TRUE(TrainSentencePieceModel(
+                    absl::StrCat("--input=", dir_->File("train.txt"), " --model_prefix=", prefix,
+                                 " --vocab_size=500 --normalization_rule_name=", rule,
+                                 " --input_sentence_size=2000 --minloglevel=2"))
+                    .ok());
+    EXPECT_TRUE(SentencePieceTokenizer::Load(ReadFile(prefix + ".model")).ok()) << rule;
+  }
 }
 
 TEST_F(SentencePieceTokenizerTest, RefusesBytesThatAreNotAModel) {
