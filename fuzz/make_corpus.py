@@ -3,8 +3,9 @@
 
 Small versions of what the tests build: JPEG/PNG images in the variants the
 decoder handles, image-folder archives (tar, tar.gz, tar.xz, zip), IDX pairs
-(plain and gzip), a .kds file, a .krf record file and OIP tensors. Run with Debian's interpreter
-(it needs PIL): /usr/bin/python3 fuzz/make_corpus.py
+(plain and gzip), a .kds file, a .krf record file, OIP tensors and a small SentencePiece
+model with texts. Run with Debian's interpreter (it needs PIL and python3-sentencepiece):
+/usr/bin/python3 fuzz/make_corpus.py
 """
 import gzip
 import io
@@ -163,7 +164,34 @@ def oip():
           struct.pack("<4q", 1, 1, 2, 2) + chw + values)
 
 
+def sentencepiece_models():
+    """Small unigram models (python3-sentencepiece's trainer) with texts:
+    4-byte little-endian model length, the model, the text. One model keeps
+    the default NFKC normaliser (its precompiled character map is most of
+    its 238 KB); the others normalise nothing and stay small."""
+    import sentencepiece as spm
+    lines = ["the quick brown fox jumps over the lazy dog",
+             "a small model for the fuzzer, trained on a few lines of text",
+             "caf\u00e9 na\u00efve \u65e5\u672c\u8a9e \u0420\u0443\u0441 12345"] * 20
+
+    def model(rule):
+        out = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=out,
+                                       vocab_size=48, model_type="unigram",
+                                       character_coverage=1.0, normalization_rule_name=rule,
+                                       minloglevel=2)
+        return out.getvalue()
+
+    nfkc, identity = model("nmt_nfkc"), model("identity")
+    for name, m, text in [("nfkc_unicode", nfkc, "na\u00efve \u65e5\u672c \uff21".encode()),
+                          ("ascii", identity, b"the lazy fox"),
+                          ("empty", identity, b""),
+                          ("invalid_utf8", identity, b"ab\xffcd")]:
+        write("sentencepiece_tokenizer", name, struct.pack("<I", len(m)) + m + text)
+
+
 if __name__ == "__main__":
+    sentencepiece_models()
     archives(images())
     idx()
     gzip_members()

@@ -16,6 +16,8 @@ PACKAGES=(
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
   # storage and decoding
   libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev libisal-dev
+  # text: SentencePiece tokenisation
+  libsentencepiece-dev
   # the model sandbox (seccomp filter of kaizen-model-inspector)
   libseccomp-dev
   # the JSON API over HTTP (server/http): Boost.Beast and Boost.Asio, header-only
@@ -24,6 +26,8 @@ PACKAGES=(
   openssl
   # data and test fixtures
   dataset-fashion-mnist python3-torch python3-torchvision python3-numpy python3-pil bc
+  # text fixtures: WordNet's glosses, and Python's sentencepiece as the tokenizer's reference
+  wordnet-base python3-sentencepiece
   # benchmarks: the grpcio baseline server, accuracy through Predict, plots
   python3-grpcio python3-matplotlib
   # metrics: Debian's Prometheus server and promtool for the tests that scrape

@@ -10,48 +10,6 @@
 namespace kaizen::common {
 namespace {
 
-constexpr char32_t kInvalid = 0xFFFFFFFF;
-
-// Decodes one code point at text[*i] and advances *i; kInvalid (advancing by
-// one byte) when the bytes there are not well-formed UTF-8.
-char32_t NextCodePoint(absl::string_view text, size_t* i) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(text[*i + k]); };
-  const unsigned char c = b(0);
-  size_t len;
-  char32_t cp;
-  char32_t min;
-  if (c < 0x80) {
-    ++*i;
-    return c;
-  } else if ((c & 0xE0) == 0xC0) {
-    len = 2, cp = c & 0x1F, min = 0x80;
-  } else if ((c & 0xF0) == 0xE0) {
-    len = 3, cp = c & 0x0F, min = 0x800;
-  } else if ((c & 0xF8) == 0xF0) {
-    len = 4, cp = c & 0x07, min = 0x10000;
-  } else {
-    ++*i;
-    return kInvalid;
-  }
-  if (*i + len > text.size()) {
-    ++*i;
-    return kInvalid;
-  }
-  for (size_t k = 1; k < len; ++k) {
-    if ((b(k) & 0xC0) != 0x80) {
-      ++*i;
-      return kInvalid;
-    }
-    cp = (cp << 6) | (b(k) & 0x3F);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-    ++*i;
-    return kInvalid;
-  }
-  *i += len;
-  return cp;
-}
-
 bool IsControl(char32_t cp) {
   return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029;
 }
@@ -61,7 +19,7 @@ absl::Status CheckText(absl::string_view field, absl::string_view text, bool all
   for (size_t i = 0; i < text.size();) {
     const size_t at = i;
     const char32_t cp = NextCodePoint(text, &i);
-    if (cp == kInvalid) {
+    if (cp == kInvalidCodePoint) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s \"%s\" is not valid UTF-8 (byte %d is 0x%02x); use UTF-8 text", field,
           absl::CHexEscape(text.substr(0, 64)), at + 1, static_cast<unsigned char>(text[at])));
@@ -113,27 +71,6 @@ std::string FindInvalidUtf8(const google::protobuf::Message& m, const std::strin
 }
 
 }  // namespace
-
-bool IsValidUtf8(absl::string_view text) {
-  for (size_t i = 0; i < text.size();) {
-    if (NextCodePoint(text, &i) == kInvalid) return false;
-  }
-  return true;
-}
-
-std::string SanitizeUtf8(absl::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size();) {
-    const size_t at = i;
-    if (NextCodePoint(text, &i) == kInvalid) {
-      out.append("\xEF\xBF\xBD");  // U+FFFD
-    } else {
-      out.append(text.data() + at, i - at);
-    }
-  }
-  return out;
-}
 
 absl::Status ValidateClassName(absl::string_view field, absl::string_view name) {
   if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " is empty"));

@@ -6,12 +6,14 @@
 // is stored; the messages name the field and the limit.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
+#include "server/common/utf8.h"  // IsValidUtf8 and friends, for the callers of these checks
 
 namespace kaizen::common {
 
@@ -29,15 +31,6 @@ inline constexpr size_t kMaxTokenBytes = 256;
 inline constexpr size_t kMaxRecordBytes = 1 << 20;
 // A List page stops adding records once it holds this many bytes.
 inline constexpr size_t kMaxPageBytes = 4 << 20;
-
-// True when `text` is well-formed UTF-8 (no overlong forms, no surrogates,
-// nothing above U+10FFFF).
-bool IsValidUtf8(absl::string_view text);
-
-// `text` with every byte that is not part of well-formed UTF-8 replaced by
-// U+FFFD, for informational strings (file paths in reports) that are kept
-// rather than refused.
-std::string SanitizeUtf8(absl::string_view text);
 
 // A class name: 1..kMaxClassNameBytes bytes of valid UTF-8 with no control
 // characters (C0, DEL, C1, line or paragraph separators). INVALID_ARGUMENT
