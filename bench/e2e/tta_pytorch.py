@@ -39,35 +39,15 @@ import sys  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
-from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
+# The new head over the base's features, and the backbone's blocks as
+# Kaizen counts them: the same as the transfer table's PyTorch loop.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "transfer"))
+from pytorch_loop import Classifier, blocks  # noqa: E402
+
 T_IMPORTED = time.perf_counter()
-
-
-class Classifier(nn.Module):
-    """The pretrained backbone and a new linear head."""
-
-    def __init__(self, base, in_features, num_classes):
-        super().__init__()
-        self.base = base
-        self.head = nn.Linear(in_features, num_classes)
-
-    def forward(self, x):
-        return self.head(self.base.forward_features(x))
-
-
-def top_block(base, head_path):
-    """The last top-level child holding parameters outside the head; a lone
-    container is replaced by its children."""
-    def with_params(module, prefix):
-        return [(prefix + name, child) for name, child in module.named_children()
-                if prefix + name != head_path and any(True for _ in child.parameters())]
-    found = with_params(base, "")
-    if len(found) == 1:
-        found = with_params(found[0][1], found[0][0] + ".")
-    return found[-1]
 
 
 def main():
@@ -122,7 +102,7 @@ def main():
         opt = torch.optim.Adam(model.head.parameters(), lr=1e-3)
         trainable = "head"
     else:
-        name, block = top_block(base, head_path)
+        name, block = blocks(base, head_path)[-1]
         for t in block.parameters():
             t.requires_grad_(True)
         opt = torch.optim.Adam([{"params": model.head.parameters(), "lr": 1e-3},
