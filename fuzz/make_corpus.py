@@ -190,7 +190,31 @@ def sentencepiece_models():
         write("sentencepiece_tokenizer", name, struct.pack("<I", len(m)) + m + text)
 
 
+def text_tables():
+    # The first byte: the format (mod 3: CSV, TSV, JSON Lines) and the split.
+    csv = (b'text,label\r\n"one, ""two""",a\r\n"multi\nline",b\r\n'
+           b'bad \xff,a\nthree,fields,here\n"open')
+    tsv = b'\xef\xbb\xbflabel\ttext\nx\tt\tab\n\ny\t"q\tq"\n'
+    jsonl = (b'{"text": "caf\\u00e9", "label": 3}\n{"text": 1, "label": "a"}\n  \n'
+             b'{"text": "n\\u0000", "label": "b"}\n[[[[[[[[[[]]]]]]]]]]\n{"label": 2.5}')
+    write("text_table", "csv", bytes([3 * 40]) + csv)
+    write("text_table", "tsv", bytes([1 + 3 * 10]) + tsv)
+    write("text_table", "jsonl", bytes([2 + 3 * 70]) + jsonl)
+
+
+def wordpiece():
+    # 2-byte vocabulary length, the vocabulary, one byte of options, the text.
+    vocab = "[UNK]\n[CLS]\nthe\ncat\n##s\nun\n##aff\n##able\n!\ncafe\n\u65e5\n".encode()
+    for name, flags, text in [("bert", 0b11111, "The cats unaffable! Caf\u00e9 \u65e5\u672c"),
+                              ("cased_raw", 0b00000, "MiXeD \x01 ctrl\u200b \u0130stanbul"),
+                              ("short_words", 0b00111111, "unaffable supercalifragilistic")]:
+        write("wordpiece_tokenizer", name,
+              struct.pack("<H", len(vocab)) + vocab + bytes([flags]) + text.encode())
+
+
 if __name__ == "__main__":
+    wordpiece()
+    text_tables()
     sentencepiece_models()
     archives(images())
     idx()

@@ -16,8 +16,8 @@ PACKAGES=(
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
   # storage and decoding
   libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev libisal-dev
-  # text: SentencePiece tokenisation
-  libsentencepiece-dev
+  # text: SentencePiece tokenisation, and Unicode data for WordPiece's normalisation
+  libsentencepiece-dev libutf8proc-dev
   # the model sandbox (seccomp filter of kaizen-model-inspector)
   libseccomp-dev
   # the JSON API over HTTP (server/http): Boost.Beast and Boost.Asio, header-only
@@ -69,18 +69,24 @@ else
   echo "setup: all Debian packages present"
 fi
 
-# The web console (console/): its npm packages at the versions of
-# package-lock.json (once per lock file) and its build into console/dist,
-# which kaizen-server serves (--console_dir). Only the npm registry is
-# reached; a failure here leaves the API working and "/" saying why.
-console_dir="$(cd "$(dirname "$0")/.." && pwd)/console"
-stamp="$console_dir/node_modules/.kaizen-lock.sha256"
-lock_hash=$(sha256sum "$console_dir/package-lock.json" | cut -d' ' -f1)
-if [[ ! -f $stamp || $(cat "$stamp") != "$lock_hash" ]]; then
-  echo "setup: npm ci in console/"
-  (cd "$console_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  echo "$lock_hash" >"$stamp"
-fi
+# npm packages at the versions of each package-lock.json, once per lock
+# file: the web console's (console/), and Hugging Face's tokenizers, the
+# reference the WordPiece tokenizer's tests compare with
+# (tests/fixtures/wordpiece_reference/). Only the npm registry is reached.
+root_dir="$(cd "$(dirname "$0")/.." && pwd)"
+for npm_dir in console tests/fixtures/wordpiece_reference; do
+  stamp="$root_dir/$npm_dir/node_modules/.kaizen-lock.sha256"
+  lock_hash=$(sha256sum "$root_dir/$npm_dir/package-lock.json" | cut -d' ' -f1)
+  if [[ ! -f $stamp || $(cat "$stamp") != "$lock_hash" ]]; then
+    echo "setup: npm ci in $npm_dir/"
+    (cd "$root_dir/$npm_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$lock_hash" >"$stamp"
+  fi
+done
+
+# The web console's build into console/dist, which kaizen-server serves
+# (--console_dir). A failure here leaves the API working and "/" saying why.
+console_dir="$root_dir/console"
 stale=""
 if [[ -f $console_dir/dist/index.html ]]; then
   stale=$(find "$console_dir/src" "$console_dir/public" "$console_dir/index.html" "$console_dir/vite.config.js" \

@@ -56,7 +56,11 @@ ABSL_FLAG(int64_t, max_model_mb, 2048, "Largest model upload, in MiB.");
 ABSL_FLAG(int64_t, max_image_pixels, 25'000'000, "Largest image accepted (width * height).");
 ABSL_FLAG(int64_t, max_dataset_examples, 5'000'000,
           "Most images in one uploaded dataset; for an image folder, most image files, "
-          "decodable or not (each costs a few hundred bytes until the upload ends).");
+          "decodable or not (each costs a few hundred bytes until the upload ends); for a text "
+          "table, most usable rows.");
+ABSL_FLAG(int64_t, max_text_row_bytes, 1 << 20,
+          "Text dataset uploads: most bytes in one row (a CSV/TSV record, a JSON line); longer "
+          "rows are kept out and listed in the report with their line numbers.");
 ABSL_FLAG(int64_t, max_dataset_memory_mb, 16384,
           "Most decoded pixels, in MiB, an INCREMENTAL or tuning job or an evaluation holds a "
           "stored dataset in memory as; a larger one fails them with RESOURCE_EXHAUSTED (other "
@@ -236,6 +240,7 @@ void LimitsFromFlags(kaizen::api::KaizenServer::Options* options) {
   options->max_model_bytes = absl::GetFlag(FLAGS_max_model_mb) << 20;
   options->max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   options->max_dataset_examples = std::max<int64_t>(1, absl::GetFlag(FLAGS_max_dataset_examples));
+  options->max_text_row_bytes = std::max<int64_t>(1, absl::GetFlag(FLAGS_max_text_row_bytes));
   // At least 1 MiB, at most 8 TiB (so that the shift cannot overflow).
   options->max_loaded_dataset_bytes =
       std::clamp<int64_t>(absl::GetFlag(FLAGS_max_dataset_memory_mb), 1, int64_t{1} << 23) << 20;

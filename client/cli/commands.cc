@@ -141,13 +141,17 @@ Commands::Commands(client::KaizenClient* client, CommandOptions options, std::os
 const std::vector<Commands::Spec>& Commands::Specs() {
   static const auto* specs = new std::vector<Spec>{
       {"datasets", "upload", "NAME PATH", 2, 2,
-       "[--format=auto|folder|idx] [--labels=FILE] [--class_names=a,b,c] "
-       "[--description=TEXT] [--max_stored_shorter_side=PIXELS]",
+       "[--format=auto|folder|idx|csv|tsv|jsonl] [--labels=FILE] [--class_names=a,b,c] "
+       "[--text_field=NAME] [--label_field=NAME] [--description=TEXT] "
+       "[--max_stored_shorter_side=PIXELS]",
        "Upload a dataset. PATH is a folder of class folders (archived on the "
        "fly), an archive of one (.tar, .tar.gz, .tgz, .zip, .tar.bz2, "
-       ".tar.xz), or an IDX images file (*-images-idx3-ubyte[.gz]) whose "
+       ".tar.xz), an IDX images file (*-images-idx3-ubyte[.gz]) whose "
        "labels file (*-labels-idx1-ubyte[.gz]) is found beside it unless "
-       "--labels is given. --class_names (IDX) names labels 0..N-1; "
+       "--labels is given, or a table of labelled text (.csv, .tsv, .jsonl, "
+       ".ndjson, each optionally .gz) whose --text_field and --label_field "
+       "columns (default text and label) hold the text and its class. "
+       "--class_names (IDX, text) names the classes, in label order; "
        "@FILE reads one name a line. --max_stored_shorter_side (folders) "
        "stores larger images downscaled to that shorter side.",
        &Commands::DatasetsUpload},
@@ -402,6 +406,8 @@ absl::Status Commands::DatasetsUpload(const Args& args) {
   header.set_format(source.format);
   header.set_description(options_.description);
   header.set_max_stored_shorter_side(options_.max_stored_shorter_side);
+  header.set_text_field(options_.text_field);
+  header.set_label_field(options_.label_field);
   ASSIGN_OR_RETURN(const std::vector<std::string> class_names,
                    ResolveClassNames(options_.class_names));
   for (const std::string& class_name : class_names) {

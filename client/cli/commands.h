@@ -26,6 +26,10 @@ struct CommandOptions {
   // datasets upload: "auto", "folder" or "idx", and the IDX labels file.
   std::string dataset_format = "auto";
   std::string labels;
+  // datasets upload, text tables: the text and label columns ("": the
+  // server's defaults, text and label).
+  std::string text_field;
+  std::string label_field;
   // Image folders: the stored-resolution cap (0: the server's).
   int32_t max_stored_shorter_side = 0;
   // Both uploads.

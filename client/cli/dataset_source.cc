@@ -2,6 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <optional>
+#include <utility>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -57,6 +60,25 @@ absl::StatusOr<std::string> FindLabelsFile(const std::string& images) {
                                           " and ", second, "; pass --labels=FILE"));
 }
 
+// The text format `format` names, or that `path`'s name shows under "auto"
+// (.csv, .tsv, .jsonl, .ndjson, each optionally .gz).
+std::optional<kaizen::v1::DatasetFormat> TextFormat(const std::string& path,
+                                                    const std::string& format) {
+  static const std::pair<const char*, kaizen::v1::DatasetFormat> kFormats[] = {
+      {"csv", kaizen::v1::DATASET_FORMAT_TEXT_CSV},
+      {"tsv", kaizen::v1::DATASET_FORMAT_TEXT_TSV},
+      {"jsonl", kaizen::v1::DATASET_FORMAT_TEXT_JSONL},
+      {"ndjson", kaizen::v1::DATASET_FORMAT_TEXT_JSONL}};
+  std::string name = absl::AsciiStrToLower(BaseName(path));
+  if (absl::EndsWith(name, ".gz")) name.resize(name.size() - 3);
+  for (const auto& [ext, value] : kFormats) {
+    if (format == ext || (format == "auto" && absl::EndsWith(name, absl::StrCat(".", ext)))) {
+      return value;
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 bool IsArchiveName(const std::string& path) {
@@ -71,8 +93,10 @@ bool IsArchiveName(const std::string& path) {
 absl::StatusOr<DatasetSource> ResolveDatasetSource(const std::string& path,
                                                    const std::string& format,
                                                    const std::string& labels) {
-  if (format != "auto" && format != "folder" && format != "idx") {
-    return UsageError(absl::StrCat("--format must be auto, folder or idx, not \"", format, "\""));
+  const std::optional<kaizen::v1::DatasetFormat> text = TextFormat(path, format);
+  if (format != "auto" && format != "folder" && format != "idx" && !text.has_value()) {
+    return UsageError(absl::StrCat("--format must be auto, folder, idx, csv, tsv or jsonl, not \"",
+                                   format, "\""));
   }
   bool is_dir = false;
   if (!Exists(path, &is_dir)) {
@@ -80,6 +104,9 @@ absl::StatusOr<DatasetSource> ResolveDatasetSource(const std::string& path,
   }
   DatasetSource source;
   if (is_dir) {
+    if (text.has_value()) {
+      return UsageError(absl::StrCat("--format=", format, " needs a file, not the folder ", path));
+    }
     if (format == "idx") {
       return UsageError(
           absl::StrCat("--format=idx needs the images file (*-images-idx3-ubyte[.gz]), not "
@@ -112,6 +139,11 @@ absl::StatusOr<DatasetSource> ResolveDatasetSource(const std::string& path,
   if (!labels.empty()) {
     return UsageError("--labels is only for IDX uploads");
   }
+  if (text.has_value()) {
+    source.format = *text;
+    source.files = {path};
+    return source;
+  }
   if (format == "folder" || IsArchiveName(path)) {
     source.format = kaizen::v1::DATASET_FORMAT_IMAGE_FOLDER;
     source.files = {path};
@@ -119,8 +151,9 @@ absl::StatusOr<DatasetSource> ResolveDatasetSource(const std::string& path,
   }
   return UsageError(
       absl::StrCat("cannot tell the format of ", path,
-                   " from its name; pass --format=folder for an archive of class folders "
-                   "or --format=idx for an IDX images file"));
+                   " from its name; pass --format=folder for an archive of class folders, "
+                   "--format=idx for an IDX images file, or --format=csv, tsv or jsonl for "
+                   "a table of labelled text"));
 }
 
 }  // namespace kaizen::cli

@@ -18,7 +18,9 @@ struct DatasetSource {
   std::vector<std::string> files;
 };
 
-// `format` is "auto", "folder" or "idx"; `labels` is the --labels flag (IDX
+// `format` is "auto", "folder", "idx", "csv", "tsv" or "jsonl" (under
+// "auto", a name ending in .csv, .tsv, .jsonl or .ndjson, optionally .gz,
+// is a text table); `labels` is the --labels flag (IDX
 // only; by default the labels file is found beside the images file by
 // replacing "images-idx3" with "labels-idx1", with or without ".gz").
 absl::StatusOr<DatasetSource> ResolveDatasetSource(const std::string& path,

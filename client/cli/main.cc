@@ -43,7 +43,13 @@ ABSL_FLAG(std::string, output, "table",
 ABSL_FLAG(absl::Duration, timeout, absl::InfiniteDuration(),
           "deadline of each call, e.g. 30s or 10m; inf for none");
 // datasets upload.
-ABSL_FLAG(std::string, format, "auto", "datasets upload: auto, folder or idx");
+ABSL_FLAG(std::string, format, "auto",
+          "datasets upload: auto, folder, idx, csv, tsv or jsonl (auto: from the path)");
+ABSL_FLAG(std::string, text_field, "",
+          "datasets upload (csv, tsv, jsonl): the column or field holding the text; default text");
+ABSL_FLAG(std::string, label_field, "",
+          "datasets upload (csv, tsv, jsonl): the column or field holding the label; default "
+          "label");
 ABSL_FLAG(std::string, labels, "",
           "datasets upload (IDX): the labels file; default: found beside the "
           "images file");
@@ -202,6 +208,8 @@ int main(int argc, char** argv) {
   options.show_progress = kaizen::cli::ProgressBar::StderrIsTerminal();
   options.dataset_format = absl::GetFlag(FLAGS_format);
   options.labels = absl::GetFlag(FLAGS_labels);
+  options.text_field = absl::GetFlag(FLAGS_text_field);
+  options.label_field = absl::GetFlag(FLAGS_label_field);
   options.max_stored_shorter_side = absl::GetFlag(FLAGS_max_stored_shorter_side);
   options.class_names = absl::GetFlag(FLAGS_class_names);
   options.description = absl::GetFlag(FLAGS_description);

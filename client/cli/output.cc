@@ -34,7 +34,12 @@ std::string Indent(const std::string& text, int spaces) {
 std::string ReportDetails(const kaizen::v1::DatasetReport& report) {
   std::string out;
   if (report.failed_files_size() > 0) {
-    absl::StrAppend(&out, "failed files (", report.failed_files_size(), ", left out):\n");
+    absl::StrAppend(&out, report.has_text() ? "rows kept out (" : "failed files (",
+                    report.failed_files_size(),
+                    report.has_text() && report.text().rejected_rows() > report.failed_files_size()
+                        ? absl::StrCat(" of ", report.text().rejected_rows(), " listed")
+                        : "",
+                    report.has_text() ? "):\n" : ", left out):\n");
     for (const auto& failed : report.failed_files()) {
       absl::StrAppend(&out, "  ", failed.path(), ": ", failed.reason(), "\n");
     }
@@ -56,6 +61,15 @@ std::string ReportDetails(const kaizen::v1::DatasetReport& report) {
     for (const std::string& ignored : report.ignored_files()) {
       absl::StrAppend(&out, "  ", ignored, "\n");
     }
+  }
+  if (report.has_text()) {
+    const kaizen::v1::TextReport& t = report.text();
+    absl::StrAppend(&out, "text: column '", t.text_field(), "', label '", t.label_field(), "'; ",
+                    t.rows_read(), " rows read, ", t.rejected_rows(), " kept out, ", t.empty_rows(),
+                    " empty, ", t.blank_lines(), " blank lines\n");
+    absl::StrAppend(&out, "text length (code points): min ", t.length_min(), ", median ",
+                    t.length_p50(), ", p90 ", t.length_p90(), ", p99 ", t.length_p99(), ", max ",
+                    t.length_max(), "; ", FormatBytes(t.text_bytes()), " of text\n");
   }
   if (report.image_sizes_size() > 0) {
     absl::StrAppend(&out, "image sizes: ", absl::StrJoin(report.image_sizes(), ", "), "\n");
@@ -419,6 +433,12 @@ std::string DatasetFormatName(kaizen::v1::DatasetFormat format) {
       return "image-folder";
     case kaizen::v1::DATASET_FORMAT_IDX:
       return "idx";
+    case kaizen::v1::DATASET_FORMAT_TEXT_CSV:
+      return "text-csv";
+    case kaizen::v1::DATASET_FORMAT_TEXT_TSV:
+      return "text-tsv";
+    case kaizen::v1::DATASET_FORMAT_TEXT_JSONL:
+      return "text-jsonl";
     default:
       return "unspecified";
   }
@@ -506,7 +526,7 @@ std::string DatasetDetails(const kaizen::v1::Dataset& d) {
   if (!d.description().empty()) Field(&out, "description", d.description());
   Field(&out, "format", DatasetFormatName(d.format()));
   Field(&out, "examples", absl::StrCat(d.num_examples()));
-  Field(&out, "input shape", FormatShape(d.input_shape()));
+  if (d.input_shape_size() > 0) Field(&out, "input shape", FormatShape(d.input_shape()));
   Field(&out, "uploaded", absl::StrCat(FormatBytes(d.upload_bytes()), ", sha256 ", d.sha256()));
   Field(&out, "stored", FormatBytes(d.stored_bytes()));
   Field(&out, "created", FormatTime(d.create_time()));

@@ -296,6 +296,7 @@ absl::StatusOr<int> KaizenServer::OpenStores() {
   dso.decode_budget = o.upload_decode_budget;
   dso.max_loaded_bytes = o.max_loaded_dataset_bytes;
   dso.max_examples = o.max_dataset_examples;
+  dso.max_text_row_bytes = o.max_text_row_bytes;
   s.datasets = std::make_unique<store::DatasetStore>(dso, s.metadata.get());
   store::ModelStore::Options mso;
   mso.data_dir = o.data_dir;

@@ -68,6 +68,8 @@ class KaizenServer {
     jobs::ModelEvaluator::Options evaluation;
     // Most images in one uploaded dataset.
     int64_t max_dataset_examples = 5'000'000;
+    // Text dataset uploads: most bytes in one row.
+    int64_t max_text_row_bytes = int64_t{1} << 20;
     // Most decoded pixel bytes a job or an evaluation holds a dataset in
     // memory as (a stored JPEG folder decodes to about 10x its size).
     int64_t max_loaded_dataset_bytes = int64_t{16} << 30;

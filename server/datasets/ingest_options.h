@@ -27,6 +27,9 @@ struct IngestOptions {
   // uploaded. IDX images are stored as sent.
   int32_t max_stored_shorter_side = 0;
   int stored_jpeg_quality = 90;
+  // Text tables: most bytes in one row (one JSON line); longer rows are kept
+  // out and listed.
+  int64_t max_text_row_bytes = int64_t{1} << 20;
   // Decoded bytes one upload may produce: decompression layers (gzip, bzip2,
   // xz, zip members), IDX payloads and decoded pixels. The ratio is taken
   // to the size of the uploaded files.

@@ -108,17 +108,8 @@ void SummarizeDataset(const DecodedDataset& data, v1::Dataset* summary) {
   SummarizeDataset(data.class_names, data.records, summary);
 }
 
-void SummarizeDataset(const std::vector<std::string>& class_names,
-                      absl::Span<const DecodedDataset::Record> records, v1::Dataset* summary) {
-  summary->set_num_examples(static_cast<int64_t>(records.size()));
-  std::vector<int64_t> counts(class_names.size(), 0);
-  std::map<std::tuple<int32_t, int32_t, int32_t>, int64_t> sizes;  // (H, W, C)
-  int32_t max_channels = 0;
-  for (const DecodedDataset::Record& r : records) {
-    ++counts[r.label];
-    ++sizes[{r.height, r.width, r.channels}];
-    max_channels = std::max(max_channels, r.channels);
-  }
+void SummarizeClasses(const std::vector<std::string>& class_names,
+                      const std::vector<int64_t>& counts, v1::Dataset* summary) {
   v1::DatasetReport* report = summary->mutable_report();
   int largest = -1;
   int smallest = -1;
@@ -145,6 +136,21 @@ void SummarizeDataset(const std::vector<std::string>& class_names,
           class_names[largest], counts[largest], class_names[smallest], counts[smallest], ratio));
     }
   }
+}
+
+void SummarizeDataset(const std::vector<std::string>& class_names,
+                      absl::Span<const DecodedDataset::Record> records, v1::Dataset* summary) {
+  summary->set_num_examples(static_cast<int64_t>(records.size()));
+  std::vector<int64_t> counts(class_names.size(), 0);
+  std::map<std::tuple<int32_t, int32_t, int32_t>, int64_t> sizes;  // (H, W, C)
+  int32_t max_channels = 0;
+  for (const DecodedDataset::Record& r : records) {
+    ++counts[r.label];
+    ++sizes[{r.height, r.width, r.channels}];
+    max_channels = std::max(max_channels, r.channels);
+  }
+  SummarizeClasses(class_names, counts, summary);
+  v1::DatasetReport* report = summary->mutable_report();
 
   // The input shape is the most common height x width (ties: the smaller),
   // with as many channels as the richest image, since grey converts to RGB

@@ -35,6 +35,11 @@ void ReportDuplicateDigests(absl::Span<const std::string> digests,
 std::string ImageDigest(int32_t height, int32_t width, int32_t channels,
                         absl::Span<const uint8_t> pixels);
 
+// Fills classes (ordered by label) from the count of each label, and the
+// report's imbalance ratio and warnings (empty classes, imbalance).
+void SummarizeClasses(const std::vector<std::string>& class_names,
+                      const std::vector<int64_t>& counts, v1::Dataset* summary);
+
 // Fills num_examples, classes (ordered by label), input_shape [C, H, W] (the
 // most common height x width, ties to the smaller, with the most channels
 // any image has) and the report's imbalance ratio, image sizes and warnings

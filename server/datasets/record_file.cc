@@ -21,6 +21,7 @@
 #include "server/common/status_macros.h"
 #include "server/datasets/crc32.h"
 #include "server/datasets/little_endian.h"
+#include "zlib.h"
 
 namespace kaizen::datasets {
 namespace {
@@ -63,6 +64,18 @@ std::string RecordProblem(int32_t label, int32_t height, int32_t width, int32_t 
     case RecordEncoding::kJpeg:
     case RecordEncoding::kPng:
       if (size == 0) return "empty encoded record";
+      return "";
+    case RecordEncoding::kText:
+    case RecordEncoding::kTextDeflate:
+      if (height != 1 || channels != 1) {
+        return absl::StrCat("text record of shape ", height, "x", width, "x", channels,
+                            "; text records are 1xNx1");
+      }
+      if (encoding == static_cast<uint32_t>(RecordEncoding::kText) &&
+          size != static_cast<uint64_t>(width)) {
+        return absl::StrCat("text record of ", size, " bytes whose index entry says ", width);
+      }
+      if (size == 0) return "empty text record";
       return "";
   }
   return absl::StrCat("unknown encoding ", encoding);
@@ -120,6 +133,44 @@ absl::StatusOr<uint64_t> RecordFileWriter::Append(int32_t label, int32_t height,
   }
   index_.push_back(info);
   return index_.size() - 1;
+}
+
+absl::StatusOr<uint64_t> RecordFileWriter::AppendText(int32_t label, absl::string_view utf8) {
+  if (utf8.empty() || utf8.size() > static_cast<size_t>(INT32_MAX)) {
+    return absl::InvalidArgumentError(absl::StrCat("record ", index_.size(), ": a text of ",
+                                                   utf8.size(),
+                                                   " bytes; a text record holds 1 byte to 2 GiB"));
+  }
+  const auto width = static_cast<int32_t>(utf8.size());
+  const auto* plain = reinterpret_cast<const uint8_t*>(utf8.data());
+  // Raw deflate, no header: short texts (a sentence) gain little, and a
+  // zlib header would eat that.
+  std::string packed(deflateBound(nullptr, static_cast<uLong>(utf8.size())) + 16, '\0');
+  if (deflater_ == nullptr) {
+    auto* z = new z_stream{};
+    if (deflateInit2(z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
+        Z_OK) {
+      delete z;
+      return absl::ResourceExhaustedError("zlib: cannot start deflating");
+    }
+    deflater_ = std::shared_ptr<void>(z, [](void* p) {
+      deflateEnd(static_cast<z_stream*>(p));
+      delete static_cast<z_stream*>(p);
+    });
+  }
+  auto& z = *static_cast<z_stream*>(deflater_.get());
+  deflateReset(&z);
+  z.next_in = const_cast<Bytef*>(plain);
+  z.avail_in = static_cast<uInt>(utf8.size());
+  z.next_out = reinterpret_cast<Bytef*>(packed.data());
+  z.avail_out = static_cast<uInt>(packed.size());
+  const int rc = deflate(&z, Z_FINISH);
+  const size_t packed_size = packed.size() - z.avail_out;
+  if (rc == Z_STREAM_END && packed_size < utf8.size()) {
+    return Append(label, 1, width, 1, RecordEncoding::kTextDeflate,
+                  {reinterpret_cast<const uint8_t*>(packed.data()), packed_size});
+  }
+  return Append(label, 1, width, 1, RecordEncoding::kText, {plain, utf8.size()});
 }
 
 absl::StatusOr<int64_t> RecordFileWriter::Finish(const std::vector<std::string>& class_names) {
@@ -348,6 +399,36 @@ absl::StatusOr<absl::Span<const uint8_t>> RecordFile::Read(uint64_t i) const {
   return bytes;
 }
 
+absl::StatusOr<std::string> RecordFile::ReadText(uint64_t i) const {
+  ASSIGN_OR_RETURN(const absl::Span<const uint8_t> bytes, Read(i));
+  const RecordInfo& r = records_[i];
+  if (r.encoding == RecordEncoding::kText) {
+    return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  }
+  if (r.encoding != RecordEncoding::kTextDeflate) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path_, ": record ", i, " is an image, not a text"));
+  }
+  // The index entry's width bounds the output: a record cannot inflate past it.
+  std::string text(static_cast<size_t>(r.width), '\0');
+  z_stream z{};
+  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) {
+    return absl::ResourceExhaustedError("zlib: cannot start inflating");
+  }
+  z.next_in = const_cast<Bytef*>(bytes.data());
+  z.avail_in = static_cast<uInt>(bytes.size());
+  z.next_out = reinterpret_cast<Bytef*>(text.data());
+  z.avail_out = static_cast<uInt>(text.size());
+  const int rc = inflate(&z, Z_FINISH);
+  const bool whole = rc == Z_STREAM_END && z.avail_out == 0 && z.avail_in == 0;
+  inflateEnd(&z);
+  if (!whole) {
+    return absl::DataLossError(absl::StrCat(path_, ": damaged record file: text record ", i,
+                                            " does not inflate to its ", r.width, " bytes"));
+  }
+  return text;
+}
+
 void RecordFile::Release(uint64_t i) const {
   if (i >= records_.size()) return;
   // A page fault maps the cached pages of its whole aligned 64 KiB block
@@ -366,6 +447,10 @@ absl::StatusOr<RecordFile::Pixels> RecordFile::Decode(uint64_t i,
                                                       const DecodeLimits& limits) const {
   ASSIGN_OR_RETURN(const absl::Span<const uint8_t> bytes, Read(i));
   const RecordInfo& r = records_[i];
+  if (IsTextEncoding(r.encoding)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path_, ": record ", i, " is a text, not an image"));
+  }
   Pixels out;
   if (r.encoding == RecordEncoding::kRaw) {
     out.raw_ = bytes.data();

@@ -1,8 +1,9 @@
 // The record file (.krf): a dataset's images as stored records that a loader
 // reads by index from a memory map, without holding the dataset in memory.
-// Each record is either the image's encoded bytes as uploaded (JPEG, PNG) or
-// raw HWC uint8 pixels (for raw sources such as IDX, and tiny images), with
-// its label and decoded shape in an index. It is the store issue 17 asks
+// Each record is either the image's encoded bytes as uploaded (JPEG, PNG),
+// raw HWC uint8 pixels (for raw sources such as IDX, and tiny images), or a
+// text (UTF-8, plain or deflated), with its label and decoded shape in an
+// index. It is the store issue 17 asks
 // for: datasets larger than memory.
 //
 // Layout (integers little-endian; kPage = 4096):
@@ -51,7 +52,14 @@ enum class RecordEncoding : uint32_t {
   kRaw = 0,   // height * width * channels bytes of HWC uint8 pixels
   kJpeg = 1,  // a JPEG file as uploaded
   kPng = 2,   // a PNG file as uploaded
+  // Text records: height 1, channels 1, width the text's UTF-8 bytes.
+  kText = 3,         // the UTF-8 bytes
+  kTextDeflate = 4,  // the UTF-8 bytes as raw deflate (RFC 1951)
 };
+
+inline bool IsTextEncoding(RecordEncoding e) {
+  return e == RecordEncoding::kText || e == RecordEncoding::kTextDeflate;
+}
 
 // One record of the finished file's index: which appended record, and its
 // label there (see RecordFileWriter::Finish).
@@ -99,6 +107,9 @@ class RecordFileWriter {
   // writer: the temporary file is dropped and Finish() refuses.
   absl::StatusOr<uint64_t> Append(int32_t label, int32_t height, int32_t width, int32_t channels,
                                   RecordEncoding encoding, absl::Span<const uint8_t> bytes);
+  // Appends a text (UTF-8, not empty, shorter than 2 GiB) as one record:
+  // deflated when that makes it smaller, as is otherwise. Returns its index.
+  absl::StatusOr<uint64_t> AppendText(int32_t label, absl::string_view utf8);
   // Writes the index and the trailer and moves the file into place. Returns
   // the file's size. InvalidArgument when a record's label has no class
   // name, ResourceExhausted past the class limits. The writer is done
@@ -122,6 +133,8 @@ class RecordFileWriter {
 
   RecordFileLimits limits_;
   common::AtomicFileWriter file_;
+  // AppendText's deflate state, made on first use and reset per text.
+  std::shared_ptr<void> deflater_;
   std::vector<RecordInfo> index_;
   bool done_ = false;
 };
@@ -174,7 +187,13 @@ class RecordFile {
     const uint8_t* raw_ = nullptr;
     Image decoded_;
   };
+  // FailedPrecondition for a text record.
   absl::StatusOr<Pixels> Decode(uint64_t i, const DecodeLimits& limits) const;
+
+  // Text record `i` as UTF-8. DataLoss when its bytes fail their CRC or do
+  // not inflate to exactly the index entry's width; FailedPrecondition for
+  // an image record; OutOfRange past the end.
+  absl::StatusOr<std::string> ReadText(uint64_t i) const;
 
   // Every record in memory as a DecodedDataset, encoded records decoded
   // under `limits` (each with its index entry's pixel count as max_pixels)

@@ -411,6 +411,7 @@ absl::Status JobManager::CheckTestDataset(const kaizen::v1::StartFineTuneRequest
     return absl::Status(info.status().code(),
                         absl::StrCat("test_dataset: ", info.status().message()));
   }
+  RETURN_IF_ERROR(store::RequireImageDataset(*info, "test_dataset"));
   if (absl::Status size = options_.evaluator->CheckSize(test, info->num_examples()); !size.ok()) {
     return absl::Status(size.code(), absl::StrCat("test_dataset: ", size.message()));
   }
@@ -434,6 +435,7 @@ absl::StatusOr<kaizen::v1::Dataset> JobManager::CheckDatasets(
     return absl::Status(dataset.status().code(),
                         absl::StrCat("dataset: ", dataset.status().message()));
   }
+  RETURN_IF_ERROR(store::RequireImageDataset(*dataset, "dataset"));
   std::vector<std::string> dataset_classes;
   for (const auto& c : dataset->classes()) dataset_classes.push_back(c.class_name());
   RETURN_IF_ERROR(CheckTestDataset(
@@ -446,6 +448,7 @@ absl::StatusOr<kaizen::v1::Dataset> JobManager::CheckDatasets(
     return absl::Status(val.status().code(), absl::StrCat("hyperparameters.validation.dataset: ",
                                                           val.status().message()));
   }
+  RETURN_IF_ERROR(store::RequireImageDataset(*val, "hyperparameters.validation.dataset"));
   std::vector<std::string> a, b;
   for (const auto& c : dataset->classes()) a.push_back(c.class_name());
   for (const auto& c : val->classes()) b.push_back(c.class_name());
@@ -1484,6 +1487,7 @@ absl::StatusOr<std::vector<std::string>> JobManager::PreviousDatasets(
         return absl::Status(info.status().code(), absl::StrCat("incremental.previous_datasets: ",
                                                                info.status().message()));
       }
+      RETURN_IF_ERROR(store::RequireImageDataset(*info, "incremental.previous_datasets"));
     }
     return std::vector<std::string>(named.begin(), named.end());
   }

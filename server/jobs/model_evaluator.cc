@@ -86,6 +86,7 @@ absl::StatusOr<kaizen::v1::Evaluation> ModelEvaluator::Evaluate(
   if (!info.ok()) {
     return absl::Status(info.status().code(), absl::StrCat("dataset: ", info.status().message()));
   }
+  RETURN_IF_ERROR(store::RequireImageDataset(*info, "dataset"));
   RETURN_IF_ERROR(CheckSize(request.dataset(), info->num_examples()));
   bool stopped = false;
   if (!TakeTurn(wait_for_turn, should_stop, &stopped)) {

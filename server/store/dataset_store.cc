@@ -6,6 +6,8 @@
 #include <limits>
 #include <optional>
 #include <thread>
+#include <tuple>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -20,6 +22,7 @@
 #include "server/datasets/archive_ingestor.h"
 #include "server/datasets/idx_ingestor.h"
 #include "server/datasets/record_file.h"
+#include "server/datasets/text_ingestor.h"
 
 namespace kaizen::store {
 
@@ -73,7 +76,59 @@ absl::StatusOr<Dataset> IngestIdxRecords(const std::vector<std::string>& paths,
   return std::move(ingested.summary);
 }
 
+// The table layout a text format names.
+std::optional<datasets::TextTableFormat> TextFormat(DatasetFormat format) {
+  switch (format) {
+    case kaizen::v1::DATASET_FORMAT_TEXT_CSV:
+      return datasets::TextTableFormat::kCsv;
+    case kaizen::v1::DATASET_FORMAT_TEXT_TSV:
+      return datasets::TextTableFormat::kTsv;
+    case kaizen::v1::DATASET_FORMAT_TEXT_JSONL:
+      return datasets::TextTableFormat::kJsonLines;
+    default:
+      return std::nullopt;
+  }
+}
+
+absl::Status CheckTextFields(const kaizen::v1::UploadDatasetHeader& header) {
+  const bool text = TextFormat(header.format()).has_value();
+  for (const auto& [field, value] : {std::pair{"header.text_field", &header.text_field()},
+                                     std::pair{"header.label_field", &header.label_field()}}) {
+    if (value->empty()) continue;
+    if (!text) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field,
+                       " applies to the text formats only (DATASET_FORMAT_TEXT_CSV, "
+                       "_TSV, _JSONL)"));
+    }
+    RETURN_IF_ERROR(common::ValidateClassName(field, *value));
+  }
+  if (text && TextFields(header).first == TextFields(header).second) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("header.text_field and header.label_field are both '",
+                     TextFields(header).first, "'; the text and the label need two columns"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+std::pair<std::string, std::string> TextFields(const kaizen::v1::UploadDatasetHeader& header) {
+  return {header.text_field().empty() ? "text" : header.text_field(),
+          header.label_field().empty() ? "label" : header.label_field()};
+}
+
+bool IsTextDataset(const kaizen::v1::Dataset& dataset) {
+  return TextFormat(dataset.format()).has_value();
+}
+
+absl::Status RequireImageDataset(const kaizen::v1::Dataset& dataset, absl::string_view field) {
+  if (!IsTextDataset(dataset)) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      field, ": dataset \"", dataset.name(),
+      "\" holds text; training, tuning and evaluation read image datasets only in this "
+      "version (text fine-tuning is not built yet)"));
+}
 
 DatasetStore::DatasetStore(Options options, MetadataStore* metadata)
     : options_(std::move(options)), metadata_(metadata) {}
@@ -92,17 +147,25 @@ absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> DatasetStore::BeginUpload(
     case kaizen::v1::DATASET_FORMAT_IDX:
       parts = 2;
       break;
+    case kaizen::v1::DATASET_FORMAT_TEXT_CSV:
+    case kaizen::v1::DATASET_FORMAT_TEXT_TSV:
+    case kaizen::v1::DATASET_FORMAT_TEXT_JSONL:
+      parts = 1;
+      break;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("header.format is ", kaizen::v1::DatasetFormat_Name(header.format()),
-                       "; use DATASET_FORMAT_IMAGE_FOLDER or DATASET_FORMAT_IDX"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "header.format is ", kaizen::v1::DatasetFormat_Name(header.format()),
+          "; use DATASET_FORMAT_IMAGE_FOLDER, DATASET_FORMAT_IDX or DATASET_FORMAT_TEXT_CSV, "
+          "_TSV or _JSONL"));
   }
+  RETURN_IF_ERROR(CheckTextFields(header));
   if (header.max_stored_shorter_side() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("header.max_stored_shorter_side is ", header.max_stored_shorter_side(),
                      "; it must be 0 (the server's default) or a side in pixels"));
   }
-  if (header.max_stored_shorter_side() > 0 && parts != 1) {
+  if (header.max_stored_shorter_side() > 0 &&
+      header.format() != kaizen::v1::DATASET_FORMAT_IMAGE_FOLDER) {
     return absl::InvalidArgumentError(
         "header.max_stored_shorter_side applies to DATASET_FORMAT_IMAGE_FOLDER only; IDX images "
         "are stored as sent");
@@ -149,6 +212,7 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
                                    ? header_.max_stored_shorter_side()
                                    : store_->options_.max_stored_shorter_side;
   io.stored_jpeg_quality = store_->options_.stored_jpeg_quality;
+  io.max_text_row_bytes = store_->options_.max_text_row_bytes;
   // An IDX upload is held in memory while it is ingested; an image folder
   // streams into its record file.
   if (header_.format() == kaizen::v1::DATASET_FORMAT_IDX) {
@@ -159,10 +223,23 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
   const std::string rel =
       absl::StrCat("datasets/", header_.name(), "-", common::RandomHex(4), ".krf");
   const std::string path = store_->options_.data_dir + "/" + rel;
-  absl::StatusOr<Dataset> ingested =
-      header_.format() == kaizen::v1::DATASET_FORMAT_IDX
-          ? IngestIdxRecords(paths, names, header_, io, path)
-          : datasets::IngestImageFolderArchive(paths[0], names[0], io, path);
+  absl::StatusOr<Dataset> ingested;
+  if (const auto text_format = TextFormat(header_.format()); text_format.has_value()) {
+    datasets::TextTableOptions table;
+    table.format = *text_format;
+    std::tie(table.text_field, table.label_field) = TextFields(header_);
+    ingested = datasets::IngestTextTable(
+        paths[0], names[0], table, {header_.class_names().begin(), header_.class_names().end()}, io,
+        path);
+    if (ingested.ok()) {
+      ingested->mutable_report()->mutable_text()->set_text_field(table.text_field);
+      ingested->mutable_report()->mutable_text()->set_label_field(table.label_field);
+    }
+  } else if (header_.format() == kaizen::v1::DATASET_FORMAT_IDX) {
+    ingested = IngestIdxRecords(paths, names, header_, io, path);
+  } else {
+    ingested = datasets::IngestImageFolderArchive(paths[0], names[0], io, path);
+  }
   absl::Status checked = ingested.ok() ? CheckIngestedText(&*ingested) : ingested.status();
   if (!checked.ok()) {
     // A file renamed into place whose directory could not be synced, or
@@ -244,6 +321,7 @@ absl::Status DatasetStore::Delete(const std::string& name) {
 absl::StatusOr<std::shared_ptr<const datasets::RecordFile>> DatasetStore::OpenRecordFile(
     const std::string& name) {
   ASSIGN_OR_RETURN(DatasetRow row, metadata_->GetDataset(name));
+  RETURN_IF_ERROR(RequireImageDataset(row.dataset, "dataset"));
   if (absl::EndsWith(row.file, ".kds")) return nullptr;
   ASSIGN_OR_RETURN(std::unique_ptr<datasets::RecordFile> file,
                    datasets::RecordFile::Open(options_.data_dir + "/" + row.file));
@@ -252,6 +330,7 @@ absl::StatusOr<std::shared_ptr<const datasets::RecordFile>> DatasetStore::OpenRe
 
 absl::StatusOr<datasets::DecodedDataset> DatasetStore::Load(const std::string& name) {
   ASSIGN_OR_RETURN(DatasetRow row, metadata_->GetDataset(name));
+  RETURN_IF_ERROR(RequireImageDataset(row.dataset, "dataset"));
   const std::string path = options_.data_dir + "/" + row.file;
   // Data directories from before the record file keep their .kds files.
   if (absl::EndsWith(row.file, ".kds")) return datasets::ReadDatasetFile(path);

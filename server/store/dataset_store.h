@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
@@ -18,6 +19,15 @@
 #include "server/store/upload_receiver.h"
 
 namespace kaizen::store {
+
+// The text and label column names a text upload uses (its header's, or
+// "text" and "label").
+std::pair<std::string, std::string> TextFields(const kaizen::v1::UploadDatasetHeader& header);
+// Whether a dataset holds text (one of the DATASET_FORMAT_TEXT_* formats).
+bool IsTextDataset(const kaizen::v1::Dataset& dataset);
+// FailedPrecondition naming `field` when the dataset holds text: the
+// training, tuning and evaluation paths read images only.
+absl::Status RequireImageDataset(const kaizen::v1::Dataset& dataset, absl::string_view field);
 
 class DatasetStore {
  public:
@@ -42,6 +52,8 @@ class DatasetStore {
     // Most images in one dataset (for an image folder: image files, decoded
     // or not).
     int64_t max_examples = 5'000'000;
+    // Text tables: most bytes in one row.
+    int64_t max_text_row_bytes = int64_t{1} << 20;
     // Most decoded pixel bytes Load() holds a dataset in memory as.
     int64_t max_loaded_bytes = int64_t{16} << 30;
   };

@@ -321,6 +321,36 @@ else
   fail "datasets get photos failed: $out"
 fi
 
+# Labelled text: a gzip CSV (format from the name), its columns named by
+# flags, one row not UTF-8 kept out with its line; the upload is deleted again
+# so that the list below holds the image datasets.
+printf 'id,review,stars\n1,"great, really",5\n2,dull,1\n3,bad \377 bytes,1\n4,"fine\nfilm",5\n' |
+  gzip -c >"$TMP/reviews.csv.gz"
+if run_json "$TMP/reviews.json" datasets upload reviews "$TMP/reviews.csv.gz" \
+  --text_field=review --label_field=stars; then
+  check_json "reviews: a text dataset with a row kept out at line 4" "$TMP/reviews.json" '
+assert d["format"] == "DATASET_FORMAT_TEXT_CSV", d["format"]
+assert int(d["numExamples"]) == 3, d
+assert [c["className"] for c in d["classes"]] == ["1", "5"], d["classes"]
+report = d["report"]
+assert report["failedFiles"][0]["path"] == "reviews.csv.gz line 4", report
+assert "not UTF-8" in report["failedFiles"][0]["reason"], report
+assert report["text"]["textField"] == "review", report
+'
+  if out=$(ctl datasets get reviews 2>&1) && [[ $out == *"text-csv"* ]] &&
+    [[ $out == *"rows kept out (1)"* && $out == *"text length (code points)"* ]]; then
+    pass "datasets get shows a text dataset's report"
+  else
+    fail "datasets get reviews lacks the text report: $out"
+  fi
+  expect_error FAILED_PRECONDITION "fine-tune on a text dataset" finetune start --base=cnn-small \
+    --dataset=reviews --output_model=never --strategy=scratch
+  ctl datasets delete reviews >/dev/null || fail "datasets delete reviews"
+fi
+printf 'review,stars\ngood,5\n' >"$TMP/nocolumn.csv"
+expect_error INVALID_ARGUMENT "text table without the text column" datasets upload nocol \
+  "$TMP/nocolumn.csv"
+
 # --- what users get wrong ---------------------------------------------------
 expect_error INVALID_ARGUMENT "bad dataset name" datasets upload ../evil "$TMP/photos"
 expect_error ALREADY_EXISTS "duplicate dataset name" datasets upload photos "$TMP/photos"

@@ -17,8 +17,12 @@ extern char** environ;
 namespace kaizen::test_util {
 
 absl::StatusOr<std::string> RunPython(const std::vector<std::string>& args) {
-  std::vector<std::string> argv_strings = {KAIZEN_PYTHON};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<std::string> argv = {KAIZEN_PYTHON};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunProgram(argv);
+}
+
+absl::StatusOr<std::string> RunProgram(std::vector<std::string> argv_strings) {
   std::vector<char*> argv;
   for (std::string& a : argv_strings) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -31,7 +35,7 @@ absl::StatusOr<std::string> RunPython(const std::vector<std::string>& args) {
   posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
   posix_spawn_file_actions_addclose(&actions, out[0]);
   pid_t pid = -1;
-  const int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  const int spawned = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   close(out[1]);
   if (spawned != 0) {
@@ -64,9 +68,13 @@ absl::StatusOr<std::string> RunPythonSource(const std::string& source,
   return RunPython(all);
 }
 
+std::string FixturePath(const std::string& name) {
+  return absl::StrCat(KAIZEN_SOURCE_DIR, "/tests/fixtures/", name);
+}
+
 absl::StatusOr<std::string> RunPythonFixture(const std::string& name,
                                              const std::vector<std::string>& args) {
-  std::vector<std::string> all = {absl::StrCat(KAIZEN_SOURCE_DIR, "/tests/fixtures/", name)};
+  std::vector<std::string> all = {FixturePath(name)};
   all.insert(all.end(), args.begin(), args.end());
   return RunPython(all);
 }

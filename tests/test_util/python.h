@@ -15,6 +15,13 @@ namespace kaizen::test_util {
 // exits with a status other than 0 (the message has the status and output).
 absl::StatusOr<std::string> RunPython(const std::vector<std::string>& args);
 
+// Runs argv[0] (a path, or a name looked up in PATH) with the rest of `argv`,
+// as RunPython does.
+absl::StatusOr<std::string> RunProgram(std::vector<std::string> argv);
+
+// The path of tests/fixtures/<name> in the source tree.
+std::string FixturePath(const std::string& name);
+
 // Writes `source` to `script_path` and runs it with `args`.
 absl::StatusOr<std::string> RunPythonSource(const std::string& source,
                                             const std::string& script_path,

@@ -16,28 +16,18 @@
 #include "kaizen/internal/sentencepiece_model.pb.h"
 #include "tests/test_util/python.h"
 #include "tests/test_util/temp_dir.h"
+#include "tests/test_util/wordnet.h"
 
 namespace kaizen::text {
 namespace {
 
 using ::testing::HasSubstr;
 
-// WordNet's glosses (Debian's wordnet-base): every synset line of the four
-// data files ends with " | " and its gloss, definitions and quoted examples.
+// WordNet's glosses (Debian's wordnet-base), without their categories.
 std::vector<std::string> WordNetGlosses() {
   std::vector<std::string> glosses;
-  for (const char* part : {"noun", "verb", "adj", "adv"}) {
-    std::ifstream in(absl::StrCat("/usr/share/wordnet/data.", part));
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.rfind("  ", 0) == 0) continue;  // the licence header
-      const size_t bar = line.find(" | ");
-      if (bar == std::string::npos) continue;
-      std::string gloss = line.substr(bar + 3);
-      while (!gloss.empty() && (gloss.back() == ' ' || gloss.back() == '\r')) gloss.pop_back();
-      glosses.push_back(std::move(gloss));
-    }
-  }
+  for (test_util::WordNetGloss& g : test_util::WordNetGlosses())
+    glosses.push_back(std::move(g.gloss));
   return glosses;
 }
 
