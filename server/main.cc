@@ -60,7 +60,7 @@ ABSL_FLAG(int64_t, max_dataset_examples, 5'000'000,
           "table, most usable rows.");
 ABSL_FLAG(int64_t, max_text_row_bytes, 1 << 20,
           "Text dataset uploads: most bytes in one row (a CSV/TSV record, a JSON line); longer "
-          "rows are kept out and listed in the report with their line numbers.");
+          "rows are kept out and listed in the report with their line numbers. At most 64 MiB.");
 ABSL_FLAG(int64_t, max_dataset_memory_mb, 16384,
           "Most decoded pixels, in MiB, an INCREMENTAL or tuning job or an evaluation holds a "
           "stored dataset in memory as; a larger one fails them with RESOURCE_EXHAUSTED (other "
@@ -240,7 +240,10 @@ void LimitsFromFlags(kaizen::api::KaizenServer::Options* options) {
   options->max_model_bytes = absl::GetFlag(FLAGS_max_model_mb) << 20;
   options->max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   options->max_dataset_examples = std::max<int64_t>(1, absl::GetFlag(FLAGS_max_dataset_examples));
-  options->max_text_row_bytes = std::max<int64_t>(1, absl::GetFlag(FLAGS_max_text_row_bytes));
+  // At most 64 MiB: a row is held whole, and a JSON line's parse costs a
+  // few times its size.
+  options->max_text_row_bytes =
+      std::clamp<int64_t>(absl::GetFlag(FLAGS_max_text_row_bytes), 1, int64_t{64} << 20);
   // At least 1 MiB, at most 8 TiB (so that the shift cannot overflow).
   options->max_loaded_dataset_bytes =
       std::clamp<int64_t>(absl::GetFlag(FLAGS_max_dataset_memory_mb), 1, int64_t{1} << 23) << 20;

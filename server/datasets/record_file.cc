@@ -145,7 +145,6 @@ absl::StatusOr<uint64_t> RecordFileWriter::AppendText(int32_t label, absl::strin
   const auto* plain = reinterpret_cast<const uint8_t*>(utf8.data());
   // Raw deflate, no header: short texts (a sentence) gain little, and a
   // zlib header would eat that.
-  std::string packed(deflateBound(nullptr, static_cast<uLong>(utf8.size())) + 16, '\0');
   if (deflater_ == nullptr) {
     auto* z = new z_stream{};
     if (deflateInit2(z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
@@ -160,6 +159,7 @@ absl::StatusOr<uint64_t> RecordFileWriter::AppendText(int32_t label, absl::strin
   }
   auto& z = *static_cast<z_stream*>(deflater_.get());
   deflateReset(&z);
+  std::string packed(deflateBound(&z, static_cast<uLong>(utf8.size())), '\0');
   z.next_in = const_cast<Bytef*>(plain);
   z.avail_in = static_cast<uInt>(utf8.size());
   z.next_out = reinterpret_cast<Bytef*>(packed.data());
@@ -409,7 +409,12 @@ absl::StatusOr<std::string> RecordFile::ReadText(uint64_t i) const {
     return absl::FailedPreconditionError(
         absl::StrCat(path_, ": record ", i, " is an image, not a text"));
   }
-  // The index entry's width bounds the output: a record cannot inflate past it.
+  // The index entry's width bounds the output: a record cannot inflate past
+  // it, and deflate cannot make it more than 1032 times the record's size.
+  if (static_cast<uint64_t>(r.width) > 1032 * r.size + 64) {
+    return absl::DataLossError(absl::StrCat(path_, ": damaged record file: text record ", i, " of ",
+                                            r.size, " bytes claims ", r.width));
+  }
   std::string text(static_cast<size_t>(r.width), '\0');
   z_stream z{};
   if (inflateInit2(&z, -MAX_WBITS) != Z_OK) {

@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/numeric/int128.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/sha256.h"
@@ -80,8 +83,8 @@ class TextIngestion {
     if (fixed_classes_) {
       const auto it = given_.find(row.label);
       if (it == given_.end()) {
-        return Rejection(
-            {row.line, absl::StrCat("label '", row.label, "' is not one of header.class_names")});
+        return Rejection({row.line, absl::StrCat("label ", QuoteForMessage(row.label),
+                                                 " is not one of header.class_names")});
       }
       label = it->second;
     } else {
@@ -89,13 +92,16 @@ class TextIngestion {
       if (it != given_.end()) {
         label = it->second;
       } else {
-        if (absl::Status st = common::ValidateClassName("label", row.label); !st.ok()) {
+        if (absl::Status st = common::ValidateClassName(
+                absl::StrCat("label ", QuoteForMessage(row.label)), row.label);
+            !st.ok()) {
           return Rejection({row.line, std::string(st.message())});
         }
         if (names_.size() >= static_cast<size_t>(common::kMaxClasses)) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              display_name_, " line ", row.line, ": label '", row.label, "' would be class ",
-              names_.size() + 1, "; at most ", common::kMaxClasses, " classes are accepted"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(display_name_, " line ", row.line, ": label ",
+                           QuoteForMessage(row.label), " would be class ", names_.size() + 1,
+                           "; at most ", common::kMaxClasses, " classes are accepted"));
         }
         label = static_cast<int32_t>(names_.size());
         given_.emplace(row.label, label);
@@ -110,7 +116,12 @@ class TextIngestion {
     // Duplicates are found by a 128-bit prefix of the text's SHA-256.
     common::Sha256 hasher;
     hasher.Update(row.text.data(), row.text.size());
-    const std::string key = hasher.HexDigest().substr(0, 32);
+    const std::string prefix = absl::HexStringToBytes(hasher.HexDigest().substr(0, 32));
+    uint64_t high = 0;
+    uint64_t low = 0;
+    std::memcpy(&high, prefix.data(), 8);
+    std::memcpy(&low, prefix.data() + 8, 8);
+    const absl::uint128 key = absl::MakeUint128(high, low);
     const auto [first, inserted] = first_seen_.emplace(key, std::make_pair(row.line, label));
     if (!inserted) {
       ++duplicates_;
@@ -225,7 +236,8 @@ class TextIngestion {
   bool fixed_classes_ = false;
   absl::flat_hash_map<std::string, int32_t> given_;  // label -> provisional label
   std::vector<std::string> names_;                   // by provisional label
-  absl::flat_hash_map<std::string, std::pair<int64_t, int32_t>> first_seen_;  // line, label
+  // By a 128-bit prefix of the text's SHA-256: the first line and label.
+  absl::flat_hash_map<absl::uint128, std::pair<int64_t, int32_t>> first_seen_;
   std::vector<RecordPick> picks_;
   std::vector<int64_t> lengths_;
   v1::DatasetReport report_;

@@ -20,27 +20,33 @@ constexpr char kBom[] = "\xEF\xBB\xBF";
 // Integers a JSON number label may be: exactly representable as a double.
 constexpr double kMaxIntegerLabel = 9007199254740992.0;  // 2^53
 
-// Why `value` (the field `what`, starting on `line`) cannot be used, or ""
-// when it is valid UTF-8 without NUL. Names the line of the bad byte when
-// the field spans several.
-std::string FieldProblem(absl::string_view what, absl::string_view value, int64_t line) {
+// Why `value` (the field `what` as it is in the file, starting on
+// `field_line`) cannot be used, or "" when it is valid UTF-8 without NUL.
+// Names the line of the bad byte when it is not the row's, `row_line`.
+std::string FieldProblem(absl::string_view what, absl::string_view value, int64_t field_line,
+                         int64_t row_line) {
   const int64_t bad = common::FirstInvalidUtf8Byte(value);
   const size_t nul = value.find('\0');
   if (bad < 0 && nul == absl::string_view::npos) return "";
   const size_t at = bad >= 0 ? static_cast<size_t>(bad) : nul;
   const int64_t bad_line =
-      line + std::count(value.begin(), value.begin() + static_cast<std::ptrdiff_t>(at), '\n');
+      field_line + std::count(value.begin(), value.begin() + static_cast<std::ptrdiff_t>(at), '\n');
   std::string where = absl::StrCat(what, ", byte ", at + 1);
-  if (bad_line != line) absl::StrAppend(&where, " (on line ", bad_line, ")");
+  if (bad_line != row_line) absl::StrAppend(&where, " (on line ", bad_line, ")");
   if (bad < 0) return absl::StrCat(where, ": a NUL character; text may not contain NUL");
   return absl::StrFormat("%s: 0x%02x is not UTF-8; save the file as UTF-8", where,
                          static_cast<unsigned char>(value[at]));
 }
 
-// The deepest nesting of arrays and objects in a JSON text, strings skipped.
-int JsonDepth(absl::string_view json) {
+// Why a JSON line may not go to the parser, or "": its nesting and its
+// number of values (each costs the parser's Struct far more than its bytes)
+// over the limits, brackets that close what was not opened, or a quote the
+// parser would accept but JSON does not (protobuf's parser takes 'strings').
+// Strings are skipped.
+std::string JsonShapeProblem(absl::string_view json, int max_depth, int64_t max_values) {
   int depth = 0;
   int deepest = 0;
+  int64_t values = 1;
   bool in_string = false;
   bool escaped = false;
   for (const char c : json) {
@@ -59,10 +65,22 @@ int JsonDepth(absl::string_view json) {
     } else if (c == '[' || c == '{') {
       deepest = std::max(deepest, ++depth);
     } else if (c == ']' || c == '}') {
-      --depth;
+      if (--depth < 0) return "not JSON: a bracket closes what was not opened";
+    } else if (c == ',' || c == ':') {
+      ++values;
+    } else if (c == '\'') {
+      return "not JSON: strings and names must be in double quotes";
     }
   }
-  return deepest;
+  if (deepest > max_depth) {
+    return absl::StrCat("JSON nested ", deepest, " deep; at most ", max_depth,
+                        " levels are accepted");
+  }
+  if (values > max_values) {
+    return absl::StrCat("JSON of more than ", max_values, " values; at most ", max_values,
+                        " are accepted on one line");
+  }
+  return "";
 }
 
 const char* KindName(const google::protobuf::Value& v) {
@@ -85,6 +103,15 @@ const char* KindName(const google::protobuf::Value& v) {
 }
 
 }  // namespace
+
+std::string QuoteForMessage(absl::string_view value, size_t max_bytes) {
+  if (value.size() <= max_bytes) return absl::StrCat("'", common::SanitizeUtf8(value), "'");
+  size_t cut = max_bytes;
+  // Back to the start of a character, so that the cut stays UTF-8.
+  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
+  return absl::StrCat("'", common::SanitizeUtf8(value.substr(0, cut)), "...' (", value.size(),
+                      " bytes)");
+}
 
 TextTableReader::TextTableReader(TextTableOptions options, std::string display_name, RowSink on_row,
                                  RejectionSink on_rejection)
@@ -158,9 +185,12 @@ absl::Status TextTableReader::FeedCsv(char c) {
   if (pending_cr_) {
     pending_cr_ = false;
     if (c != '\n') {
-      // A carriage return not before a line feed is part of the text.
-      if (!row_started_) StartRow();
-      CountRowByte();
+      // A carriage return not before a line feed is part of the text (it
+      // was counted as it came, unless it began the row).
+      if (!row_started_) {
+        StartRow();
+        CountRowByte();
+      }
       if (state_ == CsvState::kQuoteInQuoted && problem_.empty()) {
         problem_ = absl::StrCat("field ", num_fields_ + 1, ": text after its closing quote");
       }
@@ -280,10 +310,10 @@ absl::Status TextTableReader::EndCsvRecord() {
   const auto text_at = static_cast<size_t>(text_column_);
   const auto label_at = static_cast<size_t>(label_column_);
   std::string problem = FieldProblem(absl::StrCat("column '", options_.text_field, "'"),
-                                     fields_[text_at], field_lines_[text_at]);
+                                     fields_[text_at], field_lines_[text_at], row_line_);
   if (problem.empty()) {
     problem = FieldProblem(absl::StrCat("column '", options_.label_field, "'"), fields_[label_at],
-                           field_lines_[label_at]);
+                           field_lines_[label_at], row_line_);
   }
   if (!problem.empty()) return Reject(std::move(problem));
   if (fields_[label_at].empty()) {
@@ -306,8 +336,15 @@ absl::Status TextTableReader::TakeHeader(int64_t num_fields) {
   }
   if (!problem_.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", problem_));
   for (size_t i = 0; i < fields_.size(); ++i) {
-    std::string problem = FieldProblem(absl::StrCat("column ", i + 1), fields_[i], row_line_);
+    std::string problem =
+        FieldProblem(absl::StrCat("column ", i + 1), fields_[i], field_lines_[i], row_line_);
     if (!problem.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", problem));
+    if (fields_[i].find('\r') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where,
+          ": a carriage return without a line feed after it; lines that end in CR alone "
+          "(old Mac files) are not read: convert them to LF or CRLF"));
+    }
   }
   const auto find = [&](const std::string& name, const char* flag, int* column) {
     for (size_t i = 0; i < fields_.size(); ++i) {
@@ -322,7 +359,7 @@ absl::Status TextTableReader::TakeHeader(int64_t num_fields) {
     if (*column < 0) {
       std::vector<std::string> shown;
       for (size_t i = 0; i < fields_.size() && i < 20; ++i) {
-        shown.push_back(absl::StrCat("'", fields_[i], "'"));
+        shown.push_back(QuoteForMessage(fields_[i]));
       }
       if (fields_.size() > 20) shown.push_back("...");
       return absl::InvalidArgumentError(
@@ -366,12 +403,14 @@ absl::Status TextTableReader::EndJsonLine() {
     return Reject(absl::StrCat("the line is longer than ", options_.max_row_bytes,
                                " bytes, the limit (--max_text_row_bytes)"));
   }
-  if (std::string problem = FieldProblem("the line", field_, row_line_); !problem.empty()) {
+  if (std::string problem = FieldProblem("the line", field_, row_line_, row_line_);
+      !problem.empty()) {
     return Reject(std::move(problem));
   }
-  if (const int depth = JsonDepth(field_); depth > options_.max_json_depth) {
-    return Reject(absl::StrCat("JSON nested ", depth, " deep; at most ", options_.max_json_depth,
-                               " levels are accepted"));
+  if (std::string problem =
+          JsonShapeProblem(field_, options_.max_json_depth, options_.max_json_values);
+      !problem.empty()) {
+    return Reject(std::move(problem));
   }
   google::protobuf::Struct object;
   google::protobuf::util::JsonParseOptions parse;
@@ -381,7 +420,8 @@ absl::Status TextTableReader::EndJsonLine() {
       !st.ok()) {
     // The parser's message goes on with the line and a caret under the error.
     const std::string message = st.message().ToString();
-    return Reject(absl::StrCat("not a JSON object: ", message.substr(0, message.find('\n'))));
+    return Reject(absl::StrCat("not a JSON object: ",
+                               message.substr(0, std::min<size_t>(message.find('\n'), 200))));
   }
   const auto& fields = object.fields();
   const auto text = fields.find(options_.text_field);
@@ -402,9 +442,15 @@ absl::Status TextTableReader::EndJsonLine() {
     row.label = label->second.string_value();
   } else if (label->second.kind_case() == google::protobuf::Value::kNumberValue) {
     const double v = label->second.number_value();
-    if (!(std::fabs(v) < kMaxIntegerLabel) || v != std::floor(v)) {
-      return Reject(absl::StrCat("field '", options_.label_field, "' is ", v,
-                                 "; a number label must be an integer"));
+    if (v != std::floor(v)) {
+      return Reject(absl::StrFormat("field '%s' is %.17g; a number label must be an integer",
+                                    options_.label_field, v));
+    }
+    if (!(std::fabs(v) < kMaxIntegerLabel)) {
+      return Reject(absl::StrFormat(
+          "field '%s' is %.17g, beyond the integers JSON numbers hold exactly (2^53); give it "
+          "as a string",
+          options_.label_field, v));
     }
     row.label = absl::StrCat(static_cast<int64_t>(v));
   } else {
@@ -415,18 +461,28 @@ absl::Status TextTableReader::EndJsonLine() {
     return Reject(absl::StrCat("field '", options_.label_field, "' is empty: no label"));
   }
   row.text = text->second.string_value();
-  // Escapes (\u0000, a lone surrogate) can make what the checked line did not hold.
-  std::string problem =
-      FieldProblem(absl::StrCat("field '", options_.text_field, "'"), row.text, row_line_);
-  if (problem.empty()) {
-    problem =
-        FieldProblem(absl::StrCat("field '", options_.label_field, "'"), row.label, row_line_);
+  // Escapes (\u0000, a lone surrogate) can make what the checked line did not
+  // hold; offsets in the decoded value would not be the file's.
+  for (const auto& [name, value] :
+       {std::pair{&options_.text_field, &row.text}, std::pair{&options_.label_field, &row.label}}) {
+    if (value->find('\0') != std::string::npos || !common::IsValidUtf8(*value)) {
+      return Reject(absl::StrCat("field '", *name,
+                                 "': a \\u escape makes a NUL character or a lone surrogate, "
+                                 "which text may not hold"));
+    }
   }
-  if (!problem.empty()) return Reject(std::move(problem));
   return on_row_(std::move(row));
 }
 
 absl::Status TextTableReader::Reject(std::string reason) {
+  // Reasons are stored in the dataset's report: bounded, whatever they quote.
+  constexpr size_t kMaxReasonBytes = 400;
+  if (reason.size() > kMaxReasonBytes) {
+    size_t cut = kMaxReasonBytes;
+    while (cut > 0 && (static_cast<unsigned char>(reason[cut]) & 0xC0) == 0x80) --cut;
+    reason.resize(cut);
+    reason += "...";
+  }
   return on_rejection_(TextTableRejection{row_line_, std::move(reason)});
 }
 

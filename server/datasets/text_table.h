@@ -34,9 +34,16 @@ struct TextTableOptions {
   int64_t max_row_bytes = int64_t{1} << 20;
   // Most columns a CSV or TSV header may name.
   int max_columns = 1024;
-  // Deepest nesting of arrays and objects in a JSON line.
+  // Deepest nesting of arrays and objects in a JSON line, and most values in
+  // one (protobuf's parser holds each in a Struct of ~60 bytes or more).
   int max_json_depth = 32;
+  int64_t max_json_values = 4096;
 };
+
+// `value` for an error message or a report, whatever its size: in quotes,
+// at most `max_bytes` of it (cut at a character) followed by "..." and its
+// size; bytes that are not UTF-8 replaced.
+std::string QuoteForMessage(absl::string_view value, size_t max_bytes = 64);
 
 // One usable row. `line` is the 1-based line the row starts on.
 struct TextTableRow {

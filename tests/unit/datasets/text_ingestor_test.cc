@@ -165,6 +165,7 @@ TEST_F(TextIngestorTest, GzipJsonLinesAndGivenClassNames) {
   EXPECT_EQ(d->classes(2).count(), 0);
   ASSERT_EQ(d->report().failed_files_size(), 1);
   EXPECT_EQ(d->report().failed_files(0).path(), "reviews.csv line 3");
+  EXPECT_EQ(d->report().duplicate_count(), 0);
   EXPECT_THAT(d->report().failed_files(0).reason(),
               HasSubstr("label 'duck' is not one of header.class_names"));
 
@@ -175,6 +176,19 @@ TEST_F(TextIngestorTest, GzipJsonLinesAndGivenClassNames) {
   EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(d.status().message()), HasSubstr("truncated"));
   EXPECT_FALSE(std::filesystem::exists(records_));
+}
+
+// A label of a megabyte on each of 100 rows costs the report 64 bytes a row.
+TEST_F(TextIngestorTest, HugeLabelsAreQuotedShortInTheReport) {
+  std::string csv = "text,label\nfine,a\nalso,b\n";
+  for (int i = 0; i < 100; ++i) absl::StrAppend(&csv, "t", i, ",", std::string(1 << 20, 'L'), "\n");
+  IngestOptions options;
+  options.max_text_row_bytes = 2 << 20;
+  absl::StatusOr<v1::Dataset> d = Ingest(csv, TextTableFormat::kCsv, {"a", "b"}, options);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->report().failed_files_size(), 100);
+  EXPECT_THAT(d->report().failed_files(0).reason(), HasSubstr("...' (1048576 bytes)"));
+  EXPECT_LT(d->ByteSizeLong(), 64u << 10);
 }
 
 TEST_F(TextIngestorTest, TablesThatMakeNoDatasetAreRefusedAndLeaveNothing) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -199,6 +200,49 @@ TEST(TextTableTest, JsonLinesTakeStringTextsAndStringOrIntegerLabels) {
   for (const TextTableRejection& rejected : r.rejected) {
     EXPECT_EQ(rejected.reason.find('\n'), std::string::npos) << "one line: " << rejected.reason;
   }
+}
+
+// What a hostile review found: each is kept out (or refused) with a reason
+// that says what is wrong, where, and in bounded words.
+TEST(TextTableTest, EdgeCasesGetPreciseBoundedReasons) {
+  // The bad byte of a field that starts on a later line than its row.
+  Read r = ReadTable("text,label\n\"a\nb\",x\xff\n", Csv());
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_THAT(r.rejected, ElementsAre(RejectedAt(2, "column 'label', byte 2 (on line 3)")));
+
+  // A lone CR counts once toward the row limit: this row is 10 bytes.
+  TextTableOptions ten;
+  ten.max_row_bytes = 10;
+  r = ReadTable("text,label\nabcde\rfg,x\n", ten);
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_THAT(r.rows, ElementsAre(RowIs(2, "abcde\rfg", "x")));
+
+  // Lines that end in CR alone.
+  r = ReadTable("text,label\rhi,pos\rbye,neg\r", Csv());
+  EXPECT_THAT(std::string(r.status.message()), HasSubstr("lines that end in CR alone"));
+
+  // A header column of a megabyte is named in 64 bytes.
+  TextTableOptions roomy;
+  roomy.max_row_bytes = 4 << 20;
+  r = ReadTable(absl::StrCat(std::string(1 << 20, 'h'), ",label\n"), roomy);
+  EXPECT_THAT(std::string(r.status.message()), HasSubstr("...' (1048576 bytes)"));
+  EXPECT_LT(r.status.message().size(), 400u);
+
+  const Read j = ReadTable(absl::StrCat("{'text': 'a', 'label': 'x'}\n",                      // 1
+                                        "]]]{\"text\": \"a\", \"label\": \"x\"}\n",           // 2
+                                        "{\"text\": \"a\", \"label\": 12345678901234567}\n",  // 3
+                                        "{\"text\": \"a\", \"label\": \"x\", \"v\": [1]}\n",  // 4
+                                        "{\"text\": \"a\", \"label\": \"x\", \"v\": [",
+                                        absl::StrJoin(std::vector<int>(5000, 1), ","), "]}\n",  // 5
+                                        "{\"text\": \"a\\nb\\u0000\", \"label\": \"x\"}\n"),    // 6
+                           Jsonl());
+  ASSERT_TRUE(j.status.ok()) << j.status;
+  EXPECT_THAT(j.rows, ElementsAre(RowIs(4, "a", "x")));
+  EXPECT_THAT(j.rejected, ElementsAre(RejectedAt(1, "strings and names must be in double quotes"),
+                                      RejectedAt(2, "a bracket closes what was not opened"),
+                                      RejectedAt(3, "12345678901234568, beyond the integers"),
+                                      RejectedAt(5, "JSON of more than 4096 values"),
+                                      RejectedAt(6, "a \\u escape makes a NUL character")));
 }
 
 TEST(TextTableTest, ALongJsonLineIsKeptOutWithoutBeingHeld) {
