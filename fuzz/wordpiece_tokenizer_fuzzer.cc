@@ -25,7 +25,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_tokens = 4096;
   auto tokenizer = kaizen::text::WordPieceTokenizer::Create(vocab, options, limits);
   if (!tokenizer.ok()) return 0;
-  const std::vector<int32_t> ids = (*tokenizer)->Encode(text);
+  const auto encoded = (*tokenizer)->Encode(text);
+  if (!encoded.ok()) return 0;
+  const std::vector<int32_t>& ids = *encoded;
   for (const int32_t id : ids) {
     kaizen::fuzz::Check(id >= 0 && id < (*tokenizer)->vocab_size());
   }

@@ -30,6 +30,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "server/text/sequences.h"
 
 namespace kaizen::text {
 
@@ -41,7 +42,7 @@ struct TokenizerLimits {
   int64_t max_text_bytes = int64_t{64} << 10;
 };
 
-class SentencePieceTokenizer {
+class SentencePieceTokenizer : public Tokenizer {
  public:
   // Parses a serialized ModelProto. InvalidArgument when it is over
   // `limits.max_model_bytes`, carries a character map SentencePiece does not
@@ -50,7 +51,7 @@ class SentencePieceTokenizer {
   // FailedPrecondition when libkaizen_sentencepiece.so cannot be loaded.
   static absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> Load(
       std::string_view model_bytes, const TokenizerLimits& limits = {});
-  ~SentencePieceTokenizer();
+  ~SentencePieceTokenizer() override;
   SentencePieceTokenizer(const SentencePieceTokenizer&) = delete;
   SentencePieceTokenizer& operator=(const SentencePieceTokenizer&) = delete;
 
@@ -59,12 +60,12 @@ class SentencePieceTokenizer {
   // applies). InvalidArgument naming the byte offset for invalid UTF-8, or
   // the limit for a text over it. Safe to call from several threads; calls
   // into the library take turns (one process-wide lock).
-  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text) const;
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text) const override;
 
   // The piece of an id (for reports and tests); empty when out of range.
   std::string Piece(int32_t id) const;
 
-  int32_t vocab_size() const;
+  int32_t vocab_size() const override;
   // -1 when the model has none.
   int32_t unk_id() const;
   int32_t bos_id() const;

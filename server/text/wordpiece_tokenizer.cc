@@ -175,6 +175,7 @@ absl::StatusOr<std::unique_ptr<WordPieceTokenizer>> WordPieceTokenizer::Create(
   }
   std::unique_ptr<WordPieceTokenizer> t(new WordPieceTokenizer());
   t->options_ = std::move(options);
+  t->max_text_bytes_ = limits.max_text_bytes;
   if (!vocab_txt.empty() && vocab_txt.back() == '\n') vocab_txt.remove_suffix(1);
   int64_t line = 0;
   for (absl::string_view token : absl::StrSplit(vocab_txt, '\n')) {
@@ -322,9 +323,14 @@ void WordPieceTokenizer::EncodeWord(const std::u32string& word, std::vector<int3
   }
 }
 
-std::vector<int32_t> WordPieceTokenizer::Encode(absl::string_view utf8) const {
+absl::StatusOr<std::vector<int32_t>> WordPieceTokenizer::Encode(std::string_view utf8) const {
+  if (static_cast<int64_t>(utf8.size()) > max_text_bytes_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the text is ", utf8.size(), " bytes; the tokenizer's limit is ", max_text_bytes_));
+  }
   std::vector<int32_t> ids;
-  for (const std::u32string& word : Words(utf8)) EncodeWord(word, &ids, nullptr);
+  for (const std::u32string& word : Words(absl::string_view(utf8.data(), utf8.size())))
+    EncodeWord(word, &ids, nullptr);
   return ids;
 }
 

@@ -37,6 +37,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/text/sequences.h"
 
 namespace kaizen::text {
 
@@ -78,9 +79,11 @@ struct WordPieceLimits {
   int64_t max_vocab_bytes = int64_t{16} << 20;
   int64_t max_tokens = 1'000'000;
   int64_t max_token_bytes = 200;
+  // One text.
+  int64_t max_text_bytes = int64_t{64} << 10;
 };
 
-class WordPieceTokenizer {
+class WordPieceTokenizer : public Tokenizer {
  public:
   // InvalidArgument (naming the line) for a vocabulary that is not UTF-8,
   // has a token over the limit, lacks the unknown token, or for options out
@@ -89,8 +92,9 @@ class WordPieceTokenizer {
   static absl::StatusOr<std::unique_ptr<WordPieceTokenizer>> Create(
       absl::string_view vocab_txt, WordPieceOptions options, const WordPieceLimits& limits = {});
 
-  // The ids of `utf8` (bytes that are not UTF-8 count as U+FFFD). Thread-safe.
-  std::vector<int32_t> Encode(absl::string_view utf8) const;
+  // The ids of `utf8` (bytes that are not UTF-8 count as U+FFFD).
+  // InvalidArgument for a text over limits.max_text_bytes. Thread-safe.
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view utf8) const override;
   // The tokens of the same ids.
   std::vector<std::string> Tokenize(absl::string_view utf8) const;
   // The words after normalisation and splitting, joined by single spaces.
@@ -100,7 +104,7 @@ class WordPieceTokenizer {
   int32_t Id(absl::string_view token) const;
   int32_t unk_id() const { return unk_id_; }
   // One more than the largest id.
-  int32_t vocab_size() const { return vocab_size_; }
+  int32_t vocab_size() const override { return vocab_size_; }
 
  private:
   WordPieceTokenizer() = default;
@@ -111,6 +115,7 @@ class WordPieceTokenizer {
                   std::vector<std::string>* pieces) const;
 
   WordPieceOptions options_;
+  int64_t max_text_bytes_ = 0;
   absl::flat_hash_map<std::string, int32_t> vocab_;
   std::vector<std::string> tokens_;  // by id
   int32_t unk_id_ = 0;
