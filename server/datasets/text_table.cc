@@ -102,15 +102,21 @@ const char* KindName(const google::protobuf::Value& v) {
   }
 }
 
+// The length of `s`'s longest prefix of at most `max_bytes` that does not
+// end inside a character.
+size_t CutAtCharacter(absl::string_view s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return s.size();
+  size_t cut = max_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+  return cut;
+}
+
 }  // namespace
 
 std::string QuoteForMessage(absl::string_view value, size_t max_bytes) {
   if (value.size() <= max_bytes) return absl::StrCat("'", common::SanitizeUtf8(value), "'");
-  size_t cut = max_bytes;
-  // Back to the start of a character, so that the cut stays UTF-8.
-  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
-  return absl::StrCat("'", common::SanitizeUtf8(value.substr(0, cut)), "...' (", value.size(),
-                      " bytes)");
+  return absl::StrCat("'", common::SanitizeUtf8(value.substr(0, CutAtCharacter(value, max_bytes))),
+                      "...' (", value.size(), " bytes)");
 }
 
 TextTableReader::TextTableReader(TextTableOptions options, std::string display_name, RowSink on_row,
@@ -181,6 +187,21 @@ void TextTableReader::Append(char c) {
   if (!oversize_) field_.push_back(c);
 }
 
+bool TextTableReader::EndsField(char c, bool at_separator) {
+  return at_separator || c == '\n' || c == '\r';
+}
+
+// Outside quotes: a separator ends the field, a line feed the row too, and a
+// carriage return waits for the next byte (CRLF, or part of the text).
+absl::Status TextTableReader::EndFieldAt(char c) {
+  if (c == '\r') {
+    pending_cr_ = true;
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(EndCsvField());
+  return c == '\n' ? EndCsvRecord() : absl::OkStatus();
+}
+
 absl::Status TextTableReader::FeedCsv(char c) {
   if (pending_cr_) {
     pending_cr_ = false;
@@ -217,26 +238,16 @@ absl::Status TextTableReader::FeedCsv(char c) {
       if (c == '"') {
         state_ = CsvState::kQuoted;
         quote_line_ = line_;
-      } else if (at_separator) {
-        RETURN_IF_ERROR(EndCsvField());
-      } else if (c == '\n') {
-        RETURN_IF_ERROR(EndCsvField());
-        RETURN_IF_ERROR(EndCsvRecord());
-      } else if (c == '\r') {
-        pending_cr_ = true;
+      } else if (EndsField(c, at_separator)) {
+        RETURN_IF_ERROR(EndFieldAt(c));
       } else {
         Append(c);
         state_ = CsvState::kUnquoted;
       }
       break;
     case CsvState::kUnquoted:
-      if (at_separator) {
-        RETURN_IF_ERROR(EndCsvField());
-      } else if (c == '\n') {
-        RETURN_IF_ERROR(EndCsvField());
-        RETURN_IF_ERROR(EndCsvRecord());
-      } else if (c == '\r') {
-        pending_cr_ = true;
+      if (EndsField(c, at_separator)) {
+        RETURN_IF_ERROR(EndFieldAt(c));
       } else {
         Append(c);
       }
@@ -252,13 +263,8 @@ absl::Status TextTableReader::FeedCsv(char c) {
       if (c == '"') {
         Append('"');
         state_ = CsvState::kQuoted;
-      } else if (at_separator) {
-        RETURN_IF_ERROR(EndCsvField());
-      } else if (c == '\n') {
-        RETURN_IF_ERROR(EndCsvField());
-        RETURN_IF_ERROR(EndCsvRecord());
-      } else if (c == '\r') {
-        pending_cr_ = true;
+      } else if (EndsField(c, at_separator)) {
+        RETURN_IF_ERROR(EndFieldAt(c));
       } else {
         if (problem_.empty()) {
           problem_ = absl::StrCat("field ", num_fields_ + 1,
@@ -478,9 +484,7 @@ absl::Status TextTableReader::Reject(std::string reason) {
   // Reasons are stored in the dataset's report: bounded, whatever they quote.
   constexpr size_t kMaxReasonBytes = 400;
   if (reason.size() > kMaxReasonBytes) {
-    size_t cut = kMaxReasonBytes;
-    while (cut > 0 && (static_cast<unsigned char>(reason[cut]) & 0xC0) == 0x80) --cut;
-    reason.resize(cut);
+    reason.resize(CutAtCharacter(reason, kMaxReasonBytes));
     reason += "...";
   }
   return on_rejection_(TextTableRejection{row_line_, std::move(reason)});

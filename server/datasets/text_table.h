@@ -86,6 +86,10 @@ class TextTableReader {
 
  private:
   absl::Status FeedCsv(char c);
+  // Whether `c`, outside quotes, ends a field (a separator, LF or CR), and
+  // what it then does.
+  static bool EndsField(char c, bool at_separator);
+  absl::Status EndFieldAt(char c);
   absl::Status FeedJsonLine(char c);
   absl::Status EndCsvField();
   absl::Status EndCsvRecord();

@@ -3,7 +3,6 @@
 // numbers; files refused with the line that broke them; text datasets kept
 // out of the image-only training paths.
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include <filesystem>
 #include <map>
@@ -19,25 +18,12 @@
 #include "tests/test_util/server/loopback_server.h"
 #include "tests/test_util/temp_dir.h"
 #include "tests/test_util/wordnet.h"
+#include "tests/test_util/zip_builder.h"
 
 namespace kaizen {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string Gzip(const std::string& data) {
-  z_stream z{};
-  deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
-  std::string out(deflateBound(&z, data.size()) + 64, '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  z.avail_in = static_cast<uInt>(data.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  deflate(&z, Z_FINISH);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
 
 std::string CsvField(const std::string& s) {
   return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\"", "\"\""}}), "\"");
@@ -124,7 +110,7 @@ TEST_F(TextDatasetE2E, WordNetGlossesUploadAsCsvTsvAndJsonLines) {
   EXPECT_GT(d->report().text().length_p50(), 10);
   EXPECT_GT(d->stored_bytes(), d->report().text().text_bytes() / 2);
 
-  d = Upload("glosses-tsv", v1::DATASET_FORMAT_TEXT_TSV, Gzip(tsv), "glosses.tsv.gz");
+  d = Upload("glosses-tsv", v1::DATASET_FORMAT_TEXT_TSV, test_util::Gzip(tsv), "glosses.tsv.gz");
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->num_examples(), 900);
   EXPECT_EQ(d->format(), v1::DATASET_FORMAT_TEXT_TSV);

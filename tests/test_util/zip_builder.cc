@@ -14,9 +14,10 @@ void Put32(std::string* s, uint32_t v) {
   Put16(s, v >> 16);
 }
 
-std::string Deflate(const std::string& data) {
+// Raw deflate (window_bits -15) or gzip (15 + 16) of `data`.
+std::string Compress(const std::string& data, int level, int window_bits) {
   z_stream z{};
-  deflateInit2(&z, 9, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+  deflateInit2(&z, level, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY);
   std::string out(deflateBound(&z, data.size()), '\0');
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
   z.avail_in = static_cast<uInt>(data.size());
@@ -28,7 +29,11 @@ std::string Deflate(const std::string& data) {
   return out;
 }
 
+std::string Deflate(const std::string& data) { return Compress(data, 9, -MAX_WBITS); }
+
 }  // namespace
+
+std::string Gzip(const std::string& data) { return Compress(data, 6, MAX_WBITS + 16); }
 
 std::string MakeZip(const std::vector<ZipEntry>& entries) {
   std::string body, dir;

@@ -18,4 +18,7 @@ struct ZipEntry {
 
 std::string MakeZip(const std::vector<ZipEntry>& entries);
 
+// `data` as one gzip member (level 6).
+std::string Gzip(const std::string& data);
+
 }  // namespace kaizen::test_util

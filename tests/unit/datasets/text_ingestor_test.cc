@@ -2,8 +2,6 @@
 // files of text records, and their reports.
 #include "server/datasets/text_ingestor.h"
 
-#include <zlib.h>
-
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -17,26 +15,13 @@
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
 #include "tests/test_util/wordnet.h"
+#include "tests/test_util/zip_builder.h"
 
 namespace kaizen::datasets {
 namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-std::string Gzip(const std::string& data) {
-  z_stream z{};
-  deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
-  std::string out(deflateBound(&z, data.size()) + 64, '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  z.avail_in = static_cast<uInt>(data.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  deflate(&z, Z_FINISH);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
 
 class TextIngestorTest : public ::testing::Test {
  protected:
@@ -158,7 +143,7 @@ TEST_F(TextIngestorTest, GzipJsonLinesAndGivenClassNames) {
       "{\"text\": \"barks\", \"label\": \"dog\"}\n"
       "{\"text\": \"quacks\", \"label\": \"duck\"}\n";
   absl::StatusOr<v1::Dataset> d =
-      Ingest(Gzip(jsonl), TextTableFormat::kJsonLines, {"dog", "cat", "bird"});
+      Ingest(test_util::Gzip(jsonl), TextTableFormat::kJsonLines, {"dog", "cat", "bird"});
   ASSERT_TRUE(d.ok()) << d.status();
   ASSERT_EQ(d->classes_size(), 3);
   EXPECT_EQ(d->classes(0).class_name(), "dog");
@@ -171,7 +156,7 @@ TEST_F(TextIngestorTest, GzipJsonLinesAndGivenClassNames) {
 
   // A gzip stream cut short is refused, and leaves no record file.
   std::filesystem::remove(records_);
-  const std::string gz = Gzip(jsonl);
+  const std::string gz = test_util::Gzip(jsonl);
   d = Ingest(gz.substr(0, gz.size() - 6), TextTableFormat::kJsonLines);
   EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(d.status().message()), HasSubstr("truncated"));
