@@ -123,8 +123,10 @@ ENV LD_LIBRARY_PATH=/opt/libtorch/lib:/opt/cuda-runtime \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 FROM runtime-${FLAVOR}
+# libkaizen_sentencepiece.so goes beside the binaries, where the tokenizer
+# loader looks for it (server/text/sentencepiece_tokenizer.h).
 COPY --from=build /src/build/kaizen-server /src/build/kaizen-model-inspector /src/build/kaizenctl \
-     /usr/local/bin/
+     /src/build/libkaizen_sentencepiece.so /usr/local/bin/
 COPY --from=console /console/dist /usr/share/kaizen/console
 RUN groupadd --system --gid 10001 kaizen \
  && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home kaizen \

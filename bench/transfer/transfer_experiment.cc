@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "bench/experiment_env.h"
 #include "google/protobuf/text_format.h"
 #include "server/datasets/idx_ingestor.h"
 #include "server/imaging/normalizer.h"
@@ -45,22 +46,11 @@ namespace {
 
 constexpr char kFashion[] = "/usr/share/datasets/fashion-mnist/";
 
-int EnvInt(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
-}
-
-std::string EnvStr(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? v : fallback;
-}
+using bench::EnvInt;
+using bench::EnvStr;
 
 // Ends the experiment with `what` when `ok` is false.
-void Require(bool ok, const std::string& what) {
-  if (ok) return;
-  std::cerr << "transfer experiment: " << what << "\n";
-  std::exit(1);
-}
+void Require(bool ok, const std::string& what) { bench::Require(ok, "transfer experiment", what); }
 
 template <typename T>
 void Require(const absl::StatusOr<T>& v, const std::string& what) {

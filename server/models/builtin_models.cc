@@ -1,7 +1,5 @@
 #include "server/models/builtin_models.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include <cmath>
 #include <exception>
 #include <memory>
@@ -10,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/models/module_builder.h"
 
 namespace kaizen::models {
 namespace {
@@ -79,35 +78,18 @@ int64_t CnnSmallParams(const BuiltinOptions& o) {
   return n + kFeatureWidth * o.num_classes + o.num_classes;
 }
 
-// Builds the modules of one model. Every module gets its own class type in
-// one CompilationUnit (names are mangled on collision), so each can bake its
-// hyper-parameters (stride, padding, pooling) into its TorchScript source.
-class Builder {
+// Builds the modules of one image model (module_builder.h has the parts
+// every built-in shares).
+class Builder : public ModuleBuilder {
  public:
-  explicit Builder(uint64_t seed)
-      : cu_(std::make_shared<torch::jit::CompilationUnit>()),
-        generator_(at::make_generator<at::CPUGeneratorImpl>(seed)) {}
-
-  torch::jit::Module NewModule(absl::string_view class_name) {
-    torch::jit::Module m(c10::QualifiedName(absl::StrCat("__torch__.kaizen.models.", class_name)),
-                         cu_, /*shouldMangle=*/true);
-    // Module::train()/eval() set this attribute on every submodule.
-    m.register_attribute("training", c10::BoolType::get(), true);
-    return m;
-  }
-
-  // Parameters registered from C++ start with requires_grad=false.
-  static void AddParameter(torch::jit::Module& m, const std::string& name, at::Tensor value) {
-    m.register_parameter(name, value.set_requires_grad(true),
-                         /*is_buffer=*/false);
-  }
+  using ModuleBuilder::ModuleBuilder;
 
   torch::jit::Module Conv(int64_t in, int64_t out, int64_t kernel, int64_t stride,
                           int64_t padding) {
     torch::jit::Module m = NewModule("Conv2d");
     // Kaiming normal, fan_out, ReLU gain: torchvision's ResNet init.
     const double std = std::sqrt(2.0 / static_cast<double>(out * kernel * kernel));
-    AddParameter(m, "weight", at::empty({out, in, kernel, kernel}).normal_(0.0, std, generator_));
+    AddParameter(m, "weight", at::empty({out, in, kernel, kernel}).normal_(0.0, std, generator()));
     m.define(absl::StrFormat(R"(
 def forward(self, x):
     return torch.conv2d(x, self.weight, None, [%d, %d], [%d, %d])
@@ -130,21 +112,6 @@ def forward(self, x):
         self.num_batches_tracked.add_(1)
     return torch.batch_norm(x, self.weight, self.bias, self.running_mean,
                             self.running_var, self.training, 0.1, 1e-5, True)
-)");
-    return m;
-  }
-
-  // The class name ends in "Linear" so that head detection finds it.
-  torch::jit::Module Linear(int64_t in, int64_t out) {
-    torch::jit::Module m = NewModule("Linear");
-    // torch.nn.Linear's default: kaiming_uniform(a=sqrt(5)) for the weight,
-    // which is U(-1/sqrt(in), 1/sqrt(in)), and the same range for the bias.
-    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-    AddParameter(m, "weight", at::empty({out, in}).uniform_(-bound, bound, generator_));
-    AddParameter(m, "bias", at::empty({out}).uniform_(-bound, bound, generator_));
-    m.define(R"(
-def forward(self, x):
-    return torch.linear(x, self.weight, self.bias)
 )");
     return m;
   }
@@ -257,10 +224,6 @@ def forward(self, x):
 )");
     return root;
   }
-
- private:
-  std::shared_ptr<torch::jit::CompilationUnit> cu_;
-  at::Generator generator_;
 };
 
 }  // namespace

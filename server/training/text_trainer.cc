@@ -1,0 +1,407 @@
+#include "server/training/text_trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/common/status_macros.h"
+#include "server/models/text_encoder.h"
+#include "server/text/sequences.h"
+#include "server/training/batch_sampler.h"
+#include "server/training/freezing.h"
+#include "server/training/head.h"
+#include "server/training/loss.h"
+#include "server/training/lr_schedule.h"
+#include "server/training/optimizer_factory.h"
+#include "server/training/parameter_init.h"
+
+namespace kaizen::training {
+namespace {
+
+using kaizen::v1::Strategy;
+
+// Seed streams (DeriveSeed) of a text job.
+constexpr uint64_t kInitStream = 1;
+constexpr uint64_t kHeadStream = 2;
+constexpr uint64_t kOrderStream = 3;
+
+absl::Status CheckExamples(const TextExamples& examples, int64_t num_classes,
+                           absl::string_view which) {
+  if (examples.sequences.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("the ", which, " examples are empty"));
+  }
+  if (examples.sequences.size() != examples.labels.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the %s examples have %d sequences but %d labels", which,
+                        examples.sequences.size(), examples.labels.size()));
+  }
+  for (size_t i = 0; i < examples.labels.size(); ++i) {
+    if (examples.sequences[i].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(which, " sequence ", i, " is empty"));
+    }
+    if (examples.labels[i] < 0 || examples.labels[i] >= num_classes) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s label %d of sequence %d is outside [0, %d)", which,
+                          examples.labels[i], i, num_classes));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckFitsEncoder(const TextExamples& examples, const models::TextEncoderOptions& shape,
+                              absl::string_view which) {
+  for (size_t i = 0; i < examples.sequences.size(); ++i) {
+    const std::vector<int32_t>& s = examples.sequences[i];
+    if (static_cast<int64_t>(s.size()) > shape.max_length) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s sequence %d has %d tokens; the encoder takes at most %d", which, i,
+                          s.size(), shape.max_length));
+    }
+    for (int32_t id : s) {
+      if (id < 0 || id >= shape.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s sequence %d holds id %d, outside the encoder's vocabulary [0, %d)",
+                            which, i, id, shape.vocab_size));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The sequences at `order[begin, end)`.
+std::vector<std::vector<int32_t>> Rows(const std::vector<std::vector<int32_t>>& sequences,
+                                       const std::vector<int64_t>& order, size_t begin,
+                                       size_t end) {
+  std::vector<std::vector<int32_t>> rows;
+  rows.reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) rows.push_back(sequences[order[i]]);
+  return rows;
+}
+
+torch::Tensor Labels(const std::vector<int64_t>& labels, const std::vector<int64_t>& order,
+                     size_t begin, size_t end) {
+  std::vector<int64_t> picked;
+  picked.reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) picked.push_back(labels[order[i]]);
+  return torch::tensor(picked, torch::kLong);
+}
+
+std::vector<int64_t> Identity(size_t n) {
+  std::vector<int64_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(i);
+  return order;
+}
+
+// forward() of `module` (no grad; the caller sets the mode) on every
+// sequence, in batches of `batch_size`: [N, outputs], float32 on the
+// module's device.
+torch::Tensor ForwardAll(torch::jit::Module& module,
+                         const std::vector<std::vector<int32_t>>& sequences, int32_t pad_id,
+                         int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  const torch::Device device = ModuleDevice(module);
+  const std::vector<int64_t> order = Identity(sequences.size());
+  std::vector<torch::Tensor> parts;
+  for (size_t begin = 0; begin < order.size(); begin += batch_size) {
+    const size_t end = std::min(order.size(), begin + static_cast<size_t>(batch_size));
+    auto [ids, mask] = PadSequences(Rows(sequences, order, begin, end), pad_id, device);
+    parts.push_back(module.forward({ids, mask}).toTensor().to(torch::kFloat));
+  }
+  return torch::cat(parts);
+}
+
+class TextRun {
+ public:
+  TextRun(const TextTrainerOptions& options, const TextExamples& train,
+          const TextExamples* validation)
+      : o_(options), hp_(options.hyperparameters), train_(train), validation_(validation) {}
+
+  absl::StatusOr<TextTrainResult> Run() {
+    RETURN_IF_ERROR(BuildModel());
+    device_ = ModuleDevice(split_.backbone);
+    BuildOptimizer();
+    if (o_.strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION) {
+      // The encoder is frozen and in eval mode: its features never change.
+      train_features_ = ForwardAll(split_.backbone, train_.sequences, o_.pad_id, 64);
+    }
+    at::Generator order_gen =
+        at::make_generator<at::CPUGeneratorImpl>(DeriveSeed(hp_.seed(), kOrderStream, 0));
+    std::vector<int32_t> lengths;
+    for (const auto& s : train_.sequences) lengths.push_back(static_cast<int32_t>(s.size()));
+    for (int32_t epoch = 1; epoch <= hp_.epochs() && !result_.stopped; ++epoch) {
+      const auto started = std::chrono::steady_clock::now();
+      std::vector<int64_t> order = text::LengthBucketedOrder(
+          lengths, hp_.batch_size(), DeriveSeed(hp_.seed(), kOrderStream, epoch));
+      double loss_sum = 0;
+      int64_t correct = 0, seen = 0;
+      for (size_t begin = 0; begin < order.size(); begin += hp_.batch_size()) {
+        if (o_.should_stop && o_.should_stop()) {
+          result_.stopped = true;
+          break;
+        }
+        const size_t end = std::min(order.size(), begin + static_cast<size_t>(hp_.batch_size()));
+        const torch::Tensor labels = Labels(train_.labels, order, begin, end).to(device_);
+        const double factor = schedule_->Factor(step_++);
+        for (size_t g = 0; g < base_lrs_.size(); ++g) {
+          SetLearningRate(optimizer_->param_groups()[g], base_lrs_[g] * factor);
+        }
+        optimizer_->zero_grad();
+        torch::Tensor logits = Logits(order, begin, end);
+        torch::Tensor loss = SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
+        loss.backward();
+        if (hp_.gradient_clip_norm() > 0) {
+          torch::nn::utils::clip_grad_norm_(trainable_, hp_.gradient_clip_norm());
+        }
+        optimizer_->step();
+        const int64_t n = static_cast<int64_t>(end - begin);
+        loss_sum += loss.item<double>() * static_cast<double>(n);
+        correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+        seen += n;
+      }
+      if (result_.stopped || seen == 0) break;  // a partial epoch is not reported
+      kaizen::v1::EpochMetrics metrics;
+      metrics.set_epoch(epoch);
+      metrics.set_train_loss(loss_sum / static_cast<double>(seen));
+      metrics.set_train_accuracy(static_cast<double>(correct) / static_cast<double>(seen));
+      metrics.set_learning_rate(base_lrs_[0] * schedule_->Factor(std::max<int64_t>(0, step_ - 1)));
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      metrics.set_seconds(seconds);
+      if (seconds > 0) metrics.set_samples_per_second(static_cast<double>(seen) / seconds);
+      if (validation_ != nullptr) Validate(&metrics);
+      result_.epochs.push_back(metrics);
+      if (o_.on_epoch) o_.on_epoch(metrics);
+    }
+    ASSIGN_OR_RETURN(result_.classifier, AssembleClassifier(split_, torch::kCPU));
+    result_.head_path = AssembledHeadPath(split_);
+    return std::move(result_);
+  }
+
+ private:
+  absl::Status BuildModel() {
+    torch::jit::Module base = o_.base;
+    kaizen::v1::Model metadata = o_.base_metadata;
+    if (o_.strategy == kaizen::v1::STRATEGY_SCRATCH) {
+      const uint64_t seed = DeriveSeed(hp_.seed(), kInitStream, 0);
+      if (absl::StatusOr<models::TextEncoderOptions> built = models::TextEncoderOptionsOf(base);
+          built.ok()) {
+        built->seed = seed;
+        ASSIGN_OR_RETURN(base, models::CreateTextEncoder(*built));
+        metadata.mutable_head()->set_module_path("fc");
+      } else {
+        base = DeepCopyModule(base);
+        ReinitializeParameters(base, seed);
+      }
+    }
+    HeadSpec spec;
+    spec.kind = kaizen::v1::HEAD_KIND_LINEAR;  // checked by TrainTextClassifier
+    spec.num_classes = o_.num_classes;
+    spec.seed = DeriveSeed(hp_.seed(), kHeadStream, 0);
+    ASSIGN_OR_RETURN(split_, SplitClassifier(base, metadata, spec, /*keep_head=*/false));
+    const std::vector<std::string> names = TrainableBackboneParameters(
+        split_.backbone, split_.identity_path, o_.strategy, hp_.trainable_blocks());
+    const std::set<std::string> trainable(names.begin(), names.end());
+    ApplyRequiresGrad(split_.backbone, trainable);
+    SetTrainingMode(split_.backbone);
+    split_.head.train();
+    for (const auto& p : split_.backbone.named_parameters(/*recurse=*/true)) {
+      if (trainable.count(p.name)) backbone_params_.push_back(p.value);
+    }
+    for (const torch::Tensor& p : split_.head.parameters(/*recurse=*/true)) {
+      head_params_.push_back(p);
+    }
+    trainable_ = head_params_;
+    trainable_.insert(trainable_.end(), backbone_params_.begin(), backbone_params_.end());
+    for (const torch::Tensor& p : trainable_) result_.trainable_parameters += p.numel();
+    return absl::OkStatus();
+  }
+
+  void BuildOptimizer() {
+    const std::vector<ParamGroup> groups =
+        MakeParamGroups(o_.strategy, hp_, head_params_, backbone_params_);
+    for (const ParamGroup& g : groups) base_lrs_.push_back(g.lr);
+    optimizer_ = MakeOptimizer(hp_.optimizer(), groups);
+    const int64_t steps_per_epoch =
+        (static_cast<int64_t>(train_.sequences.size()) + hp_.batch_size() - 1) / hp_.batch_size();
+    schedule_ = std::make_unique<LrSchedule>(hp_.schedule(), steps_per_epoch, hp_.epochs());
+  }
+
+  static void SetLearningRate(torch::optim::OptimizerParamGroup& group, double lr) {
+    torch::optim::OptimizerOptions& options = group.options();
+    options.set_lr(lr);
+  }
+
+  torch::Tensor Logits(const std::vector<int64_t>& order, size_t begin, size_t end) {
+    if (train_features_.defined()) {
+      std::vector<int64_t> rows(order.begin() + begin, order.begin() + end);
+      const torch::Tensor index = torch::tensor(rows, torch::kLong).to(device_);
+      return split_.head.forward({train_features_.index_select(0, index)}).toTensor();
+    }
+    auto [ids, mask] = PadSequences(Rows(train_.sequences, order, begin, end), o_.pad_id, device_);
+    torch::Tensor features = split_.backbone.forward({ids, mask}).toTensor();
+    return split_.head.forward({features}).toTensor();
+  }
+
+  void Validate(kaizen::v1::EpochMetrics* metrics) {
+    const bool backbone_training = split_.backbone.is_training();
+    split_.backbone.eval();
+    split_.head.eval();
+    torch::Tensor logits;
+    {
+      torch::NoGradGuard no_grad;
+      const torch::Tensor features =
+          ForwardAll(split_.backbone, validation_->sequences, o_.pad_id, 64);
+      logits = split_.head.forward({features}).toTensor();
+    }
+    const torch::Tensor labels = torch::tensor(validation_->labels, torch::kLong).to(device_);
+    metrics->set_val_loss(SmoothedCrossEntropy(logits, labels, 0.0).item<double>());
+    metrics->set_val_accuracy(logits.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>());
+    if (backbone_training) SetTrainingMode(split_.backbone);
+    split_.head.train();
+  }
+
+  const TextTrainerOptions& o_;
+  const kaizen::v1::Hyperparameters& hp_;
+  const TextExamples& train_;
+  const TextExamples* validation_;
+  SplitModel split_;
+  std::vector<torch::Tensor> head_params_, backbone_params_, trainable_;
+  std::vector<double> base_lrs_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<LrSchedule> schedule_;
+  torch::Tensor train_features_;
+  torch::Device device_ = torch::kCPU;
+  int64_t step_ = 0;
+  TextTrainResult result_;
+};
+
+}  // namespace
+
+kaizen::v1::Hyperparameters DefaultTextHyperparameters(Strategy strategy, int32_t epochs,
+                                                       int32_t batch_size) {
+  kaizen::v1::Hyperparameters hp;
+  hp.set_epochs(epochs);
+  hp.set_batch_size(batch_size);
+  kaizen::v1::OptimizerOptions* optimizer = hp.mutable_optimizer();
+  optimizer->set_kind(kaizen::v1::OPTIMIZER_ADAMW);
+  optimizer->set_weight_decay(0.01);
+  optimizer->set_beta1(0.9);
+  optimizer->set_beta2(0.999);
+  kaizen::v1::ScheduleOptions* schedule = hp.mutable_schedule();
+  schedule->set_kind(kaizen::v1::SCHEDULE_COSINE);
+  schedule->set_warmup_epochs(0.1 * epochs);
+  hp.set_gradient_clip_norm(1.0);
+  hp.mutable_head()->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
+  switch (strategy) {
+    case kaizen::v1::STRATEGY_FEATURE_EXTRACTION:
+      hp.set_learning_rate(1e-2);
+      break;
+    case kaizen::v1::STRATEGY_FINE_TUNE:
+      hp.set_trainable_blocks(1);
+      [[fallthrough]];
+    case kaizen::v1::STRATEGY_FULL:
+      hp.set_learning_rate(1e-3);
+      hp.set_backbone_lr_multiplier(0.1);
+      break;
+    default:
+      hp.set_learning_rate(1e-3);
+      hp.set_backbone_lr_multiplier(1.0);
+      break;
+  }
+  return hp;
+}
+
+torch::Device ModuleDevice(const torch::jit::Module& module) {
+  for (const torch::Tensor& p : module.parameters(/*recurse=*/true)) return p.device();
+  return torch::kCPU;
+}
+
+std::pair<torch::Tensor, torch::Tensor> PadSequences(const std::vector<std::vector<int32_t>>& rows,
+                                                     int32_t pad_id, const torch::Device& device) {
+  text::PaddedBatch padded = text::PadToLongest(rows, pad_id);
+  const std::vector<int64_t> shape = {padded.rows, padded.length};
+  torch::Tensor ids =
+      torch::from_blob(padded.input_ids.data(), shape, torch::kInt).to(torch::kLong);
+  torch::Tensor mask =
+      torch::from_blob(padded.attention_mask.data(), shape, torch::kUInt8).to(torch::kLong);
+  return {ids.to(device), mask.to(device)};
+}
+
+absl::StatusOr<TextTrainResult> TrainTextClassifier(const TextTrainerOptions& options,
+                                                    const TextExamples& train,
+                                                    const TextExamples* validation) {
+  switch (options.strategy) {
+    case kaizen::v1::STRATEGY_FEATURE_EXTRACTION:
+    case kaizen::v1::STRATEGY_FINE_TUNE:
+    case kaizen::v1::STRATEGY_FULL:
+    case kaizen::v1::STRATEGY_SCRATCH:
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "text classifiers train with FEATURE_EXTRACTION, FINE_TUNE, FULL or SCRATCH, not ",
+          kaizen::v1::Strategy_Name(options.strategy)));
+  }
+  if (options.num_classes < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a classifier needs at least 2 classes, got ", options.num_classes));
+  }
+  const kaizen::v1::Hyperparameters& hp = options.hyperparameters;
+  if (hp.epochs() < 1 || hp.batch_size() < 1 || !(hp.learning_rate() > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("epochs, batch_size and learning_rate must be positive; got ", hp.epochs(),
+                     ", ", hp.batch_size(), ", ", hp.learning_rate()));
+  }
+  if (hp.head().kind() == kaizen::v1::HEAD_KIND_MLP) {
+    return absl::InvalidArgumentError(
+        "hyperparameters.head.kind is HEAD_KIND_MLP; text classifiers take a LINEAR head");
+  }
+  RETURN_IF_ERROR(CheckExamples(train, options.num_classes, "training"));
+  if (validation != nullptr && validation->sequences.empty()) validation = nullptr;
+  if (validation != nullptr) {
+    RETURN_IF_ERROR(CheckExamples(*validation, options.num_classes, "validation"));
+  }
+  if (absl::StatusOr<models::TextEncoderOptions> shape = models::TextEncoderOptionsOf(options.base);
+      shape.ok()) {
+    RETURN_IF_ERROR(CheckFitsEncoder(train, *shape, "training"));
+    if (validation != nullptr) RETURN_IF_ERROR(CheckFitsEncoder(*validation, *shape, "validation"));
+  }
+  try {
+    return TextRun(options, train, validation).Run();
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("training the text classifier failed: ", e.what()));
+  }
+}
+
+absl::StatusOr<TextPredictions> PredictText(torch::jit::Module& classifier,
+                                            const std::vector<std::vector<int32_t>>& sequences,
+                                            int32_t pad_id, int64_t batch_size) {
+  if (sequences.empty()) return absl::InvalidArgumentError("no sequence to predict");
+  if (batch_size < 1) return absl::InvalidArgumentError("batch_size must be at least 1");
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    if (sequences[i].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " is empty"));
+    }
+  }
+  try {
+    classifier.eval();
+    TextPredictions predictions;
+    predictions.logits = ForwardAll(classifier, sequences, pad_id, batch_size).cpu();
+    const torch::Tensor best = predictions.logits.argmax(1);
+    predictions.classes.assign(best.data_ptr<int64_t>(), best.data_ptr<int64_t>() + best.numel());
+    return predictions;
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("predicting failed: ", e.what()));
+  }
+}
+
+}  // namespace kaizen::training

@@ -1,0 +1,107 @@
+// Trains a text classifier (issue 20): a text encoder (transformer-small, or
+// any TorchScript encoder whose forward(input_ids, attention_mask) ends in a
+// Linear head) gets a new head for a dataset's classes and learns with one
+// of the strategies:
+//   FEATURE_EXTRACTION  the encoder frozen; its pooled features computed
+//                       once (in eval mode) and cached, the head trained on
+//                       the cache
+//   FINE_TUNE           the top `trainable_blocks` blocks (layers, then the
+//                       embeddings) train at learning_rate *
+//                       backbone_lr_multiplier, the head at learning_rate
+//   FULL                every parameter, the encoder at the smaller rate
+//   SCRATCH             transformer-small rebuilt fresh (any other encoder
+//                       re-initialised), every parameter at learning_rate
+// with the same pieces as the image trainer: head.h splits and reassembles
+// the classifier, freezing.h picks the blocks, optimizer_factory.h and
+// lr_schedule.h the optimiser and schedule, loss.h the loss. Batches are
+// padded to their longest row, in length-bucketed order.
+#pragma once
+
+#include <torch/script.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kaizen/v1/finetune_service.pb.h"
+#include "kaizen/v1/model_service.pb.h"
+
+namespace kaizen::training {
+
+// Labelled token sequences, each framed (text::FrameSequence), none empty.
+struct TextExamples {
+  std::vector<std::vector<int32_t>> sequences;
+  std::vector<int64_t> labels;  // 0..num_classes-1, one per sequence
+};
+
+// A text strategy's defaults: AdamW (weight decay 0.01), cosine schedule
+// with a tenth of the epochs warming up, gradient clipping at 1, a linear
+// head; FEATURE_EXTRACTION lr 1e-2 (the head alone, on cached features),
+// FINE_TUNE (top 1 block) and FULL lr 1e-3 with the encoder at 0.1 of it,
+// SCRATCH lr 1e-3. `epochs` and `batch_size` as given.
+kaizen::v1::Hyperparameters DefaultTextHyperparameters(kaizen::v1::Strategy strategy,
+                                                       int32_t epochs, int32_t batch_size);
+
+struct TextTrainerOptions {
+  // FEATURE_EXTRACTION, FINE_TUNE, FULL or SCRATCH.
+  kaizen::v1::Strategy strategy = kaizen::v1::STRATEGY_UNSPECIFIED;
+  // Complete (DefaultTextHyperparameters, or ResolveHyperparameters): the
+  // optimizer and schedule kinds set. A zero seed is used as it is.
+  kaizen::v1::Hyperparameters hyperparameters;
+  // The encoder (never modified: training works on a copy) and its metadata
+  // (head.module_path; "fc" for transformer-small).
+  torch::jit::Module base;
+  kaizen::v1::Model base_metadata;
+  int64_t num_classes = 2;
+  // What padding positions hold.
+  int32_t pad_id = 0;
+  // After each epoch (validation figures when there is validation data).
+  std::function<void(const kaizen::v1::EpochMetrics&)> on_epoch;
+  // Checked before every step: true ends training there.
+  std::function<bool()> should_stop;
+};
+
+struct TextTrainResult {
+  // The classifier after the last epoch: forward(input_ids, attention_mask)
+  // -> logits [N, num_classes], in eval mode on the CPU, head at
+  // `head_path`.
+  torch::jit::Module classifier;
+  std::string head_path;
+  std::vector<kaizen::v1::EpochMetrics> epochs;
+  int64_t trainable_parameters = 0;  // the head's included
+  bool stopped = false;
+};
+
+// Training runs on the device of the base's parameters. An empty validation
+// set counts as none. InvalidArgument naming the problem: another
+// strategy, no example, a label outside [0, num_classes), fewer than 2
+// classes, an epoch count, batch size or learning rate that is not
+// positive, an MLP head (text classifiers take a LINEAR head), a base whose
+// head is not a Linear, and, for a transformer-small base, an id outside its
+// vocabulary or a sequence longer than its max_length.
+absl::StatusOr<TextTrainResult> TrainTextClassifier(const TextTrainerOptions& options,
+                                                    const TextExamples& train,
+                                                    const TextExamples* validation = nullptr);
+
+// The device of `module`'s first parameter (the CPU when it has none).
+torch::Device ModuleDevice(const torch::jit::Module& module);
+
+// `rows` (each non-empty) padded with `pad_id` to the longest of them:
+// input_ids and attention_mask, int64 [rows, longest], on `device`.
+std::pair<torch::Tensor, torch::Tensor> PadSequences(const std::vector<std::vector<int32_t>>& rows,
+                                                     int32_t pad_id, const torch::Device& device);
+
+// Predicted class and the logits of each sequence, in eval mode, batches of
+// `batch_size` padded to their longest.
+struct TextPredictions {
+  std::vector<int64_t> classes;
+  torch::Tensor logits;  // [N, num_classes], float32, CPU
+};
+absl::StatusOr<TextPredictions> PredictText(torch::jit::Module& classifier,
+                                            const std::vector<std::vector<int32_t>>& sequences,
+                                            int32_t pad_id, int64_t batch_size = 64);
+
+}  // namespace kaizen::training
