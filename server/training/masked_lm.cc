@@ -22,18 +22,7 @@ namespace {
 absl::Status CheckSequences(const std::vector<std::vector<int32_t>>& sequences,
                             int64_t vocab_size) {
   if (sequences.empty()) return absl::InvalidArgumentError("no sequence to train on");
-  for (size_t i = 0; i < sequences.size(); ++i) {
-    if (sequences[i].empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " is empty"));
-    }
-    for (int32_t id : sequences[i]) {
-      if (id < 0 || id >= vocab_size) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "sequence %d holds id %d, outside the vocabulary [0, %d)", i, id, vocab_size));
-      }
-    }
-  }
-  return absl::OkStatus();
+  return CheckTokenSequences(sequences, vocab_size, /*max_length=*/0, "");
 }
 
 // The sequences at order[begin, end) padded to their longest, as int64
@@ -70,13 +59,7 @@ absl::Status CheckModelFits(const torch::jit::Module& model, int64_t vocab_size,
   if (embeddings.hasattr("position_embeddings") &&
       embeddings.attr("position_embeddings").isTensor()) {
     const int64_t positions = embeddings.attr("position_embeddings").toTensor().size(0);
-    for (size_t i = 0; i < sequences.size(); ++i) {
-      if (static_cast<int64_t>(sequences[i].size()) > positions) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("sequence %d has %d tokens; the encoder takes at most %d", i,
-                            sequences[i].size(), positions));
-      }
-    }
+    return CheckTokenSequences(sequences, /*vocab_size=*/0, positions, "");
   }
   return absl::OkStatus();
 }

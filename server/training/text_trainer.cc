@@ -59,22 +59,8 @@ absl::Status CheckExamples(const TextExamples& examples, int64_t num_classes,
 
 absl::Status CheckFitsEncoder(const TextExamples& examples, const models::TextEncoderOptions& shape,
                               absl::string_view which) {
-  for (size_t i = 0; i < examples.sequences.size(); ++i) {
-    const std::vector<int32_t>& s = examples.sequences[i];
-    if (static_cast<int64_t>(s.size()) > shape.max_length) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s sequence %d has %d tokens; the encoder takes at most %d", which, i,
-                          s.size(), shape.max_length));
-    }
-    for (int32_t id : s) {
-      if (id < 0 || id >= shape.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("%s sequence %d holds id %d, outside the encoder's vocabulary [0, %d)",
-                            which, i, id, shape.vocab_size));
-      }
-    }
-  }
-  return absl::OkStatus();
+  return CheckTokenSequences(examples.sequences, shape.vocab_size, shape.max_length, which,
+                             "the encoder's vocabulary");
 }
 
 // The sequences at `order[begin, end)`.
@@ -320,6 +306,31 @@ kaizen::v1::Hyperparameters DefaultTextHyperparameters(Strategy strategy, int32_
   return hp;
 }
 
+absl::Status CheckTokenSequences(const std::vector<std::vector<int32_t>>& sequences,
+                                 int64_t vocab_size, int64_t max_length, absl::string_view what,
+                                 absl::string_view vocabulary) {
+  const std::string prefix = what.empty() ? "" : absl::StrCat(what, " ");
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    const std::vector<int32_t>& s = sequences[i];
+    if (s.empty())
+      return absl::InvalidArgumentError(absl::StrCat(prefix, "sequence ", i, " is empty"));
+    if (max_length > 0 && static_cast<int64_t>(s.size()) > max_length) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%ssequence %d has %d tokens; the encoder takes at most %d", prefix, i,
+                          s.size(), max_length));
+    }
+    if (vocab_size <= 0) continue;
+    for (int32_t id : s) {
+      if (id < 0 || id >= vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%ssequence %d holds id %d, outside %s [0, %d)", prefix, i, id,
+                            vocabulary, vocab_size));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 torch::Device ModuleDevice(const torch::jit::Module& module) {
   for (const torch::Tensor& p : module.parameters(/*recurse=*/true)) return p.device();
   return torch::kCPU;
@@ -387,11 +398,7 @@ absl::StatusOr<TextPredictions> PredictText(torch::jit::Module& classifier,
                                             int32_t pad_id, int64_t batch_size) {
   if (sequences.empty()) return absl::InvalidArgumentError("no sequence to predict");
   if (batch_size < 1) return absl::InvalidArgumentError("batch_size must be at least 1");
-  for (size_t i = 0; i < sequences.size(); ++i) {
-    if (sequences[i].empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " is empty"));
-    }
-  }
+  RETURN_IF_ERROR(CheckTokenSequences(sequences, /*vocab_size=*/0, /*max_length=*/0, ""));
   try {
     classifier.eval();
     TextPredictions predictions;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "kaizen/v1/finetune_service.pb.h"
 #include "kaizen/v1/model_service.pb.h"
 
@@ -85,6 +86,14 @@ struct TextTrainResult {
 absl::StatusOr<TextTrainResult> TrainTextClassifier(const TextTrainerOptions& options,
                                                     const TextExamples& train,
                                                     const TextExamples* validation = nullptr);
+
+// InvalidArgument naming the first sequence ("<what> sequence N"; `what` may
+// be empty) that is empty, has more than `max_length` tokens (when
+// max_length > 0), or holds an id outside [0, vocab_size) (when
+// vocab_size > 0; `vocabulary` says whose, e.g. "the encoder's vocabulary").
+absl::Status CheckTokenSequences(const std::vector<std::vector<int32_t>>& sequences,
+                                 int64_t vocab_size, int64_t max_length, absl::string_view what,
+                                 absl::string_view vocabulary = "the vocabulary");
 
 // The device of `module`'s first parameter (the CPU when it has none).
 torch::Device ModuleDevice(const torch::jit::Module& module);
