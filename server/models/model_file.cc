@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/atomic_file.h"
+#include "server/common/sha256.h"
 #include "server/common/status_macros.h"
 #include "server/models/torch_errors.h"
 
@@ -40,11 +41,30 @@ std::string DirectoryOf(const std::string& path) {
 }  // namespace
 
 absl::Status SaveModelFile(const torch::jit::Module& module, const kaizen::v1::Model& metadata,
-                           const std::string& path) {
+                           const std::string& path, std::string_view tokenizer) {
+  if (metadata.has_text_input() != !tokenizer.empty()) {
+    return absl::InvalidArgumentError(
+        metadata.has_text_input()
+            ? absl::StrCat("text model ", path, " needs its tokenizer file")
+            : absl::StrCat("model ", path,
+                           " is not a text model (no text_input) but was given a "
+                           "tokenizer file"));
+  }
+  if (metadata.has_text_input()) {
+    const std::string digest =
+        common::Sha256Hex(absl::string_view(tokenizer.data(), tokenizer.size()));
+    if (digest != metadata.text_input().tokenizer_sha256()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the tokenizer file's SHA-256 is ", digest, " but text_input.tokenizer_sha256 says '",
+          metadata.text_input().tokenizer_sha256(), "'"));
+    }
+  }
   ASSIGN_OR_RETURN(std::string json, ModelToMetadataJson(metadata));
   const std::string tmp = absl::StrCat(path, ".tmp-", common::RandomHex(8));
   torch::jit::ExtraFilesMap extra_files;
   extra_files.emplace(std::string(kMetadataFileName), std::move(json));
+  if (!tokenizer.empty())
+    extra_files.emplace(std::string(kTokenizerFileName), std::string(tokenizer));
   try {
     module.save(tmp, extra_files);
   } catch (const std::exception& e) {

@@ -1,15 +1,20 @@
 #include "server/models/model_metadata.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <exception>
 #include <tuple>
+#include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/models/torch_errors.h"
+#include "server/sandbox/zip_directory.h"
 
 namespace kaizen::models {
 
@@ -61,6 +66,40 @@ absl::StatusOr<kaizen::v1::Model> ReadModelMetadata(const std::string& path) {
         absl::StrCat("not a TorchScript file: ", path, ": ", TorchErrorSummary(e)));
   }
   return ModelFromMetadataJson(json);
+}
+
+absl::StatusOr<std::string> ReadModelTokenizer(const std::string& path, int64_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat("no such model file: ", path));
+  absl::Cleanup close_fd = [fd] { ::close(fd); };
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+  }
+  // The archive's directory through the checked reader: the member's size is
+  // known (and bounded) before a byte of it is read.
+  const sandbox::ReadAt read = sandbox::ReadFromFile(fd);
+  absl::StatusOr<std::vector<sandbox::ZipMember>> members =
+      sandbox::ReadZipDirectory(static_cast<uint64_t>(st.st_size), read, sandbox::ZipLimits{});
+  if (!members.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a TorchScript file: ", path, ": ", members.status().message()));
+  }
+  // TorchScript names members "<archive>/extra/<name>".
+  const std::string suffix = absl::StrCat("/extra/", kTokenizerFileName);
+  for (const sandbox::ZipMember& m : *members) {
+    const size_t slash = m.name.find('/');
+    if (slash == std::string::npos || m.name.compare(slash, std::string::npos, suffix) != 0) {
+      continue;
+    }
+    if (m.uncompressed_size > static_cast<uint64_t>(max_bytes)) {
+      return absl::ResourceExhaustedError(absl::StrCat(path, ": its ", kTokenizerFileName, " is ",
+                                                       m.uncompressed_size,
+                                                       " bytes, over the limit of ", max_bytes));
+    }
+    return sandbox::ReadZipMember(m, read, max_bytes);
+  }
+  return absl::NotFoundError(absl::StrCat(path, " has no ", kTokenizerFileName));
 }
 
 }  // namespace kaizen::models

@@ -3,6 +3,7 @@
 // the caller knowing anything about torch.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -15,6 +16,11 @@ namespace kaizen::models {
 // torch.jit.load(f, _extra_files={"kaizen.json": ""})).
 inline constexpr absl::string_view kMetadataFileName = "kaizen.json";
 
+// Name of the extra file that carries a text model's tokenizer (a
+// SentencePiece model or a WordPiece vocabulary; Model.text_input says which
+// and holds its SHA-256).
+inline constexpr absl::string_view kTokenizerFileName = "kaizen_tokenizer";
+
 // Proto3 JSON of `model`.
 absl::StatusOr<std::string> ModelToMetadataJson(const kaizen::v1::Model& model);
 
@@ -26,5 +32,12 @@ absl::StatusOr<kaizen::v1::Model> ModelFromMetadataJson(absl::string_view json);
 // NOT_FOUND if the file or its kaizen.json is missing; INVALID_ARGUMENT if
 // the file is not a TorchScript archive or the JSON does not parse.
 absl::StatusOr<kaizen::v1::Model> ReadModelMetadata(const std::string& path);
+
+// Reads the kaizen_tokenizer file of a TorchScript file without loading the
+// module. NOT_FOUND if the file or its tokenizer is missing;
+// RESOURCE_EXHAUSTED over `max_bytes` (checked on the archive's record size
+// before anything is read); INVALID_ARGUMENT if the file is not a
+// TorchScript archive.
+absl::StatusOr<std::string> ReadModelTokenizer(const std::string& path, int64_t max_bytes);
 
 }  // namespace kaizen::models

@@ -61,16 +61,7 @@ absl::Status PrecheckTorchScriptFile(const std::string& path, const TorchScriptL
     ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
   }
-  const ReadAt read = [fd](uint64_t offset, size_t size, char* out) -> absl::Status {
-    size_t done = 0;
-    while (done < size) {
-      const ssize_t n = ::pread(fd, out + done, size - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return absl::DataLossError("short read of the model file");
-      done += static_cast<size_t>(n);
-    }
-    return absl::OkStatus();
-  };
+  const ReadAt read = ReadFromFile(fd);
   absl::Status result = PrecheckTorchScriptArchive(static_cast<uint64_t>(st.st_size), read, limits);
   ::close(fd);
   return result;

@@ -1,8 +1,10 @@
 #include "server/sandbox/zip_directory.h"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -311,6 +313,19 @@ absl::StatusOr<std::string> ReadZipMember(const ZipMember& member, const ReadAt&
       crc32(0L, reinterpret_cast<const Bytef*>(out.data()), static_cast<uInt>(out.size()));
   if (crc != member.crc32) return Invalid(absl::StrCat("member \"", shown, "\" fails its CRC-32"));
   return out;
+}
+
+ReadAt ReadFromFile(int fd) {
+  return [fd](uint64_t offset, size_t size, char* out) -> absl::Status {
+    size_t done = 0;
+    while (done < size) {
+      const ssize_t n = ::pread(fd, out + done, size - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return absl::DataLossError("short read of the archive");
+      done += static_cast<size_t>(n);
+    }
+    return absl::OkStatus();
+  };
 }
 
 ReadAt ReadFromMemory(absl::string_view bytes) {

@@ -59,4 +59,8 @@ absl::StatusOr<std::string> ReadZipMember(const ZipMember& member, const ReadAt&
 // A ReadAt over bytes in memory (fuzzing, tests); `bytes` must outlive it.
 ReadAt ReadFromMemory(absl::string_view bytes);
 
+// A ReadAt over an open file (pread, retried on EINTR; a short read is
+// DATA_LOSS); `fd` must stay open while it is used.
+ReadAt ReadFromFile(int fd);
+
 }  // namespace kaizen::sandbox
