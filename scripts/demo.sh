@@ -151,6 +151,43 @@ finetune fm-base-student cnn-small fm-old distill --teacher=fm-base --epochs="$D
   --seed=1 --test_dataset=fm-old-test
 job_section fm-base-student distillation
 
+# ---------------------------------------------------------------------------
+# Text: the same question for text classification. transformer-small learns
+# 30 WordNet categories from their glosses (SCRATCH, with a SentencePiece
+# tokenizer trained on those glosses), then 8 other categories from
+# $TEXT_FEW_PER_CLASS glosses each, against the same architecture and
+# tokenizer from fresh weights (SCRATCH from gl-base).
+TEXT_PRETRAIN_PER_CLASS="${KAIZEN_DEMO_TEXT_PRETRAIN_PER_CLASS:-400}"
+TEXT_FEW_PER_CLASS="${KAIZEN_DEMO_TEXT_FEW_PER_CLASS:-20}"
+TEXT_TEST_PER_CLASS="${KAIZEN_DEMO_TEXT_TEST_PER_CLASS:-100}"
+TEXT_FEW_EPOCHS="${KAIZEN_DEMO_TEXT_FEW_EPOCHS:-40}"
+TEXTS=$(mktemp -d)
+/usr/bin/python3 tools/make_wordnet_text_sets.py "$TEXTS" "$TEXT_PRETRAIN_PER_CLASS" \
+  "$TEXT_FEW_PER_CLASS" "$TEXT_TEST_PER_CLASS"
+upload_text() {  # name csv
+  CTL datasets get "$1" >/dev/null 2>&1 || CTL datasets upload "$1" "$TEXTS/$2" >/dev/null
+  echo "dataset $1: $(CTL --output=json datasets get "$1" | /usr/bin/python3 -c \
+    'import json,sys; print(json.load(sys.stdin)["numExamples"])') texts"
+}
+GL_FEW="gl-few-$TEXT_FEW_PER_CLASS"
+step "Text: WordNet glosses labelled by category (Debian's wordnet-base)"
+upload_text gl-pretrain pretrain.csv
+upload_text gl-pretrain-val pretrain-val.csv
+upload_text "$GL_FEW" few.csv
+upload_text gl-test test.csv
+step "Pretraining transformer-small with SCRATCH on 30 categories (a tokenizer trained on their glosses first)"
+finetune gl-base transformer-small gl-pretrain scratch --epochs=2 --max_length=64 --seed=1 \
+  --validation_dataset=gl-pretrain-val
+for strategy in feature_extraction full scratch; do
+  step "$strategy from gl-base on $((TEXT_FEW_PER_CLASS * 8)) glosses of 8 other categories, evaluated on $((TEXT_TEST_PER_CLASS * 8)) test glosses"
+  finetune "$GL_FEW-${strategy//_/-}" gl-base "$GL_FEW" "$strategy" --epochs="$TEXT_FEW_EPOCHS" \
+    --seed=1 --test_dataset=gl-test
+done
+rm -rf "$TEXTS"
+step "Predict with texts: $GL_FEW-full"
+CTL predict "$GL_FEW-full" --texts "a large wild cat with a tawny coat" "to travel on foot over a long distance" \
+  "the part of the leg between the knee and the ankle" --top_k=2
+
 step "Predict: the newest checkpoint of $FEW-fine-tune on six test images"
 SAMPLES=$(mktemp -d)
 /usr/bin/python3 - "$SUBSETS" "$SAMPLES" "$NEW" <<'PYEOF'
@@ -240,7 +277,7 @@ if d.get("testExamples"):
     print(line + ".")
 print("One run, one seed: bench/RESULTS.md has the table over seeds and images per class.")
 PYEOF
-echo "Accuracy: the pretraining job's own held-out 10%; every other job's latest version on its test set: the few-shot jobs' on the $((TEST_PER_CLASS * 5)) test images of classes 5-9 (fm-new-test), the increments' on the $((TEST_PER_CLASS * 10)) of all 10 classes (fm-all-test), the student's on the $((TEST_PER_CLASS * 5)) of classes 0-4 (fm-old-test)."
+echo "Accuracy: the pretraining jobs' own validation data (fm-base: a held-out 10%; gl-base: gl-pretrain-val); every other job's latest version on its test set: the few-shot jobs' on the $((TEST_PER_CLASS * 5)) test images of classes 5-9 (fm-new-test) or the $((TEXT_TEST_PER_CLASS * 8)) test glosses (gl-test), the increments' on the $((TEST_PER_CLASS * 10)) of all 10 classes (fm-all-test), the student's on the $((TEST_PER_CLASS * 5)) of classes 0-4 (fm-old-test)."
 
 
 cat <<EOT

@@ -188,7 +188,7 @@ const std::vector<Commands::Spec>& Commands::Specs() {
       {"finetune", "start", "", 0, 0,
        "--base=MODEL[:V] --dataset=NAME --output_model=NAME "
        "--strategy=feature_extraction|fine_tune|full|scratch|incremental|"
-       "distill [--epochs=N] [--batch_size=N] [--lr=X] "
+       "distill|masked_lm [--max_length=N] [--vocab_size=N] [--epochs=N] [--batch_size=N] [--lr=X] "
        "[--backbone_lr_multiplier=X] [--trainable_blocks=N] "
        "[--optimizer=sgd|adam|adamw] [--momentum=X] [--nesterov] "
        "[--weight_decay=X] [--schedule=constant|step|cosine] "
@@ -250,15 +250,17 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "resumes after that event. With --output=json: JSON Lines, one "
        "JobEvent per line. Exits 0 only when the job succeeds.",
        &Commands::JobsWatch},
-      {"predict", "", "MODEL[:VERSION] FILE...", 2, -1,
-       "[--top_k=N] [--version=V] [--policy=latest|best]",
+      {"predict", "", "MODEL[:VERSION] FILE...|TEXT...", 2, -1,
+       "[--texts] [--top_k=N] [--version=V] [--policy=latest|best]",
        "Classify JPEG/PNG files with a model: one request with every FILE as "
        "an encoded image (the server accepts 256 per request by default), "
        "resized and normalised by the server as the model's metadata says. "
        "Prints the top --top_k classes (default 1) of each file and the "
        "version that answered: a pinned --version (or MODEL:VERSION), else "
        "the newest (--policy=latest, the default) or the best by validation "
-       "metric (--policy=best). --output=json prints the PredictResponse.",
+       "metric (--policy=best). With --texts, each argument after MODEL is "
+       "a text for a text model, tokenised by the server with the model's "
+       "own tokenizer. --output=json prints the PredictResponse.",
        &Commands::Predict},
       {"bench", "predict", "MODEL[:VERSION]", 1, 1,
        "[--concurrency=C] [--duration=S] [--warmup=S] [--batching=on|off] "
@@ -754,7 +756,11 @@ absl::Status Commands::Predict(const Args& args) {
   ASSIGN_OR_RETURN(kaizen::v1::PredictRequest request, BasePredictRequest(args[0]));
   const Args files(args.begin() + 1, args.end());
   for (const std::string& file : files) {
-    ASSIGN_OR_RETURN(*request.add_inputs()->mutable_encoded_image(), ReadRegularFile(file));
+    if (options_.texts) {
+      request.add_inputs()->set_text(file);
+    } else {
+      ASSIGN_OR_RETURN(*request.add_inputs()->mutable_encoded_image(), ReadRegularFile(file));
+    }
   }
   ASSIGN_OR_RETURN(const kaizen::v1::PredictResponse response, client_->Predict(request));
   return Print(response, PredictionTable(response, files));

@@ -57,6 +57,8 @@ struct CommandOptions {
   int64_t version = 0;
   std::string policy;
   int32_t top_k = 0;
+  // predict: the arguments are texts, not files.
+  bool texts = false;
   // bench predict: calls in flight, measured and warm-up time ("10", "2.5",
   // or a duration such as "500ms"), "on" or "off", an image to send instead
   // of random tensors, and inputs per call. --input_shape (above) gives the

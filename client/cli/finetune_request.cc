@@ -90,6 +90,7 @@ const Choices<kaizen::v1::Strategy>& StrategyChoices() {
       {"scratch", kaizen::v1::STRATEGY_SCRATCH},
       {"incremental", kaizen::v1::STRATEGY_INCREMENTAL},
       {"distill", kaizen::v1::STRATEGY_DISTILL},
+      {"masked_lm", kaizen::v1::STRATEGY_MASKED_LM},
   };
   return *choices;
 }
@@ -186,6 +187,16 @@ absl::Status SetHyperparameters(const FineTuneFlags& f, StartFineTuneRequest* re
     uint64_t v = 0;
     RETURN_IF_ERROR(ParseInt<uint64_t>("seed", f.seed, 0, "a non-negative integer", &v));
     hp()->set_seed(v);
+  }
+  if (!f.max_length.empty()) {
+    int32_t v = 0;
+    RETURN_IF_ERROR(ParseInt<int32_t>("max_length", f.max_length, 1, "a positive integer", &v));
+    hp()->mutable_text()->set_max_length(v);
+  }
+  if (!f.vocab_size.empty()) {
+    int32_t v = 0;
+    RETURN_IF_ERROR(ParseInt<int32_t>("vocab_size", f.vocab_size, 1, "a positive integer", &v));
+    hp()->mutable_text()->set_vocab_size(v);
   }
   if (!f.augment.empty()) {
     bool on = false;

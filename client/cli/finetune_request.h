@@ -35,6 +35,10 @@ struct FineTuneFlags {
   std::string early_stopping_patience;
   std::string clip_norm;
   std::string seed;
+  // Text datasets (Hyperparameters.text): ids per text; a new encoder's
+  // tokenizer pieces.
+  std::string max_length;
+  std::string vocab_size;
   // on: augmentation with kAugmentCropPadding and horizontal flips; off: an
   // augmentation message with enabled=false. Not given: no augmentation
   // message at all, so the strategy's default applies.

@@ -76,7 +76,12 @@ ABSL_FLAG(std::string, output_model, "",
           "finetune start: model the checkpoints become versions of");
 ABSL_FLAG(std::string, strategy, "",
           "finetune start: feature_extraction, fine_tune, full, scratch, "
-          "incremental or distill");
+          "incremental, distill or masked_lm (text)");
+ABSL_FLAG(std::string, max_length, "",
+          "finetune start, text datasets: ids per text (default: the model's, 128 new)");
+ABSL_FLAG(std::string, vocab_size, "",
+          "finetune start, text datasets building transformer-small: tokenizer pieces "
+          "(default 4000)");
 ABSL_FLAG(std::string, epochs, "", "finetune start: number of epochs");
 ABSL_FLAG(std::string, batch_size, "", "finetune start: batch size");
 ABSL_FLAG(std::string, lr, "", "finetune start: learning rate");
@@ -151,6 +156,8 @@ ABSL_FLAG(int64_t, after_sequence, 0, "jobs watch: replay only the events after 
 ABSL_FLAG(int32_t, top_k, 0,
           "predict, bench predict: classes per input (0: the server's "
           "default, 1); models evaluate: k of the top-k accuracy (0: 5)");
+ABSL_FLAG(bool, texts, false,
+          "predict: the arguments after MODEL are texts to classify, not image files");
 ABSL_FLAG(std::string, policy, "",
           "predict, bench predict: latest or best (default: the server's, "
           "latest)");
@@ -238,6 +245,8 @@ int main(int argc, char** argv) {
   ft.early_stopping_patience = absl::GetFlag(FLAGS_early_stopping_patience);
   ft.clip_norm = absl::GetFlag(FLAGS_clip_norm);
   ft.seed = absl::GetFlag(FLAGS_seed);
+  ft.max_length = absl::GetFlag(FLAGS_max_length);
+  ft.vocab_size = absl::GetFlag(FLAGS_vocab_size);
   ft.augment = absl::GetFlag(FLAGS_augment);
   ft.validation_split = absl::GetFlag(FLAGS_validation_split);
   ft.validation_dataset = absl::GetFlag(FLAGS_validation_dataset);
@@ -269,6 +278,7 @@ int main(int argc, char** argv) {
   options.version = model_version;
   options.policy = absl::GetFlag(FLAGS_policy);
   options.top_k = absl::GetFlag(FLAGS_top_k);
+  options.texts = absl::GetFlag(FLAGS_texts);
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   options.duration = absl::GetFlag(FLAGS_duration);
   options.warmup = absl::GetFlag(FLAGS_warmup);

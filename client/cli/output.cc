@@ -471,6 +471,8 @@ std::string StrategyName(kaizen::v1::Strategy strategy) {
       return "incremental";
     case kaizen::v1::STRATEGY_DISTILL:
       return "distill";
+    case kaizen::v1::STRATEGY_MASKED_LM:
+      return "masked_lm";
     default:
       return "unspecified";
   }

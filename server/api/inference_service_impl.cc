@@ -47,6 +47,9 @@ std::vector<serving::ModelInput> ModelInputs(const kaizen::v1::PredictRequest& r
       out.shape.assign(in.tensor().shape().begin(), in.tensor().shape().end());
       out.values = absl::MakeConstSpan(in.tensor().values().data(), in.tensor().values_size());
       out.single = true;
+    } else if (in.data_case() == kaizen::v1::PredictInput::kText) {
+      out.kind = serving::ModelInput::Kind::kText;
+      out.text = in.text();
     }
   }
   return inputs;

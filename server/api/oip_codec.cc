@@ -102,7 +102,7 @@ absl::StatusOr<std::vector<absl::string_view>> BytesElements(const ModelInferReq
   return elements;
 }
 
-// BYTES [N] of encoded images -> N image inputs, "input \"x\"[i]".
+// BYTES [N] of encoded images (or texts, for a text model) -> N inputs, "input \"x\"[i]".
 absl::Status DecodeBytes(const ModelInferRequest& request, int max_inputs, OipInputs* out) {
   ASSIGN_OR_RETURN(std::vector<absl::string_view> elements, BytesElements(request, max_inputs));
   const std::string what = InputWhat(request.inputs(0));
@@ -110,6 +110,7 @@ absl::Status DecodeBytes(const ModelInferRequest& request, int max_inputs, OipIn
   for (size_t i = 0; i < elements.size(); ++i) {
     serving::ModelInput in;
     in.kind = serving::ModelInput::Kind::kEncodedImage;
+    in.bytes_element = true;
     in.what = absl::StrCat(what, "[", i, "]");
     in.encoded_image = elements[i];
     out->inputs.push_back(std::move(in));

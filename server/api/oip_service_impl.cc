@@ -40,6 +40,12 @@ absl::Status Infer(const serving::Predictor& predictor, grpc::ServerContext* con
   ASSIGN_OR_RETURN(
       std::shared_ptr<const serving::LoadedModel> model,
       predictor.Acquire(request.model_name(), version, kaizen::v1::VERSION_POLICY_UNSPECIFIED));
+  if (model->is_text() && request.inputs(0).datatype() != kOipBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input \"", request.inputs(0).name(), "\": model \"", request.model_name(),
+        "\" is a text model; send its texts as a BYTES tensor [N] of UTF-8 strings, not ",
+        request.inputs(0).datatype()));
+  }
   ASSIGN_OR_RETURN(OipInputs inputs, DecodeOipInputs(request, model->input_shape(),
                                                      predictor.options().max_request_inputs));
   ASSIGN_OR_RETURN(torch::Tensor probabilities,
@@ -115,9 +121,14 @@ grpc::Status OipServiceImpl::ModelMetadata(grpc::ServerContext* context,
 
   inference::ModelMetadataResponse::TensorMetadata* input = response->add_inputs();
   input->set_name(kOipInputName);
-  input->set_datatype(kOipFp32);
   input->add_shape(-1);
-  for (int64_t d : (*model)->input_shape()) input->add_shape(d);
+  if ((*model)->is_text()) {
+    // One UTF-8 text per element.
+    input->set_datatype(kOipBytes);
+  } else {
+    input->set_datatype(kOipFp32);
+    for (int64_t d : (*model)->input_shape()) input->add_shape(d);
+  }
   inference::ModelMetadataResponse::TensorMetadata* output = response->add_outputs();
   output->set_name(kOipOutputName);
   output->set_datatype(kOipFp32);

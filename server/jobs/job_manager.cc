@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <optional>
 #include <set>
@@ -26,7 +27,10 @@
 #include "server/common/text_limits.h"
 #include "server/jobs/checkpoint_policy.h"
 #include "server/jobs/job_history.h"
+#include "server/jobs/text_job.h"
 #include "server/models/builtin_models.h"
+#include "server/models/model_metadata.h"
+#include "server/models/text_encoder.h"
 #include "server/training/evaluator.h"
 #include "server/training/exemplar_memory.h"
 #include "server/training/forward_latency.h"
@@ -221,7 +225,8 @@ absl::Status CheckOutputSettings(const kaizen::v1::StartFineTuneRequest& request
   if (!(request.validate_only() && request.output_model().empty())) {
     RETURN_IF_ERROR(common::ValidateName("output_model", request.output_model()));
   }
-  if (models::IsBuiltinModel(request.output_model())) {
+  if (models::IsBuiltinModel(request.output_model()) ||
+      request.output_model() == models::kTransformerSmall) {
     return absl::AlreadyExistsError(
         absl::StrCat("output_model \"", request.output_model(), "\" is a built-in model"));
   }
@@ -244,14 +249,9 @@ Job NewQueuedJob(const kaizen::v1::StartFineTuneRequest& request,
   return job;
 }
 
-}  // namespace
-
-absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& request) {
-  RETURN_IF_ERROR(ValidateRequestText(request));
-  if (!request.request_id().empty() && !request.validate_only()) {
-    ASSIGN_OR_RETURN(std::optional<Job> existing, jobs_->FindByRequestId(request.request_id()));
-    if (existing) return *existing;
-  }
+// The request checks an image job makes before its references: a strategy
+// this build trains, tuning, distillation and incremental options.
+absl::Status CheckImageRequest(const kaizen::v1::StartFineTuneRequest& request) {
   RETURN_IF_ERROR(training::CheckStrategyAvailable(request.strategy()));
   RETURN_IF_ERROR(training::ValidateTuningRequest(request.strategy(), request.hyperparameters(),
                                                   request.tuning()));
@@ -264,10 +264,34 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
         "tuning.max_trials is set but STRATEGY_INCREMENTAL does not tune: its trials would be "
         "scored on the new classes alone; set the hyperparameters, or tune a FINE_TUNE job");
   }
+  if (request.hyperparameters().has_text()) {
+    return absl::InvalidArgumentError(
+        "hyperparameters.text is set but the dataset is not a text dataset");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& request) {
+  RETURN_IF_ERROR(ValidateRequestText(request));
+  if (!request.request_id().empty() && !request.validate_only()) {
+    ASSIGN_OR_RETURN(std::optional<Job> existing, jobs_->FindByRequestId(request.request_id()));
+    if (existing) return *existing;
+  }
+  // A text dataset takes the text path (text_job.h); anything else, a
+  // missing dataset included, the image path, which says what is wrong.
+  std::optional<kaizen::v1::Dataset> text_dataset;
+  if (absl::StatusOr<kaizen::v1::Dataset> d = datasets_->Get(request.dataset());
+      d.ok() && store::IsTextDataset(*d)) {
+    text_dataset = *std::move(d);
+  }
+  if (!text_dataset) RETURN_IF_ERROR(CheckImageRequest(request));
   // Workers claim under mu_: none may take the job (nor Pause or Cancel
   // change it) between its insertion and its QUEUED event.
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Job job, CheckReferencesAndInsert(request));
+  ASSIGN_OR_RETURN(Job job, text_dataset ? CheckTextReferencesAndInsert(request, *text_dataset)
+                                         : CheckReferencesAndInsert(request));
   if (request.validate_only()) return job;
   RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
   common::LogInfo("job queued", {{"job", job.id()},
@@ -367,6 +391,11 @@ absl::StatusOr<kaizen::v1::DistillationResult> JobManager::CheckTeacher(
                                 "; a teacher must be a trained model (train one, e.g. with "
                                 "STRATEGY_SCRATCH, first)"));
   const std::string& name = teacher.name();
+  if (teacher.has_text_input()) {
+    return absl::InvalidArgumentError(absl::StrCat("distillation.teacher_model \"", name,
+                                                   "\" is a text model; it cannot teach from "
+                                                   "images"));
+  }
   std::vector<std::string> dataset_classes;
   for (const auto& c : dataset.classes()) dataset_classes.push_back(c.class_name());
   const std::vector<std::string> teacher_classes(teacher.class_names().begin(),
@@ -489,7 +518,22 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
   // A dataset or model deleted after this point would leave a queued job
   // pointing at nothing: deletions wait for this hold to end.
   absl::ReaderMutexLock references(&references_mu_);
+  if (BuildsNewTextEncoder(request)) {
+    return absl::InvalidArgumentError(absl::StrCat("base_model ", models::kTransformerSmall,
+                                                   " is a text encoder and dataset \"",
+                                                   request.dataset(), "\" is not a text dataset"));
+  }
   RETURN_IF_ERROR(CheckBaseModel(request));
+  std::string base_name;
+  int64_t base_version = 0;
+  if (common::ParseModelRef(request.base_model(), &base_name, &base_version).ok()) {
+    if (absl::StatusOr<kaizen::v1::Model> base = models_->Get(base_name, base_version);
+        base.ok() && base->has_text_input()) {
+      return absl::InvalidArgumentError(absl::StrCat("base_model \"", request.base_model(),
+                                                     "\" is a text model and dataset \"",
+                                                     request.dataset(), "\" holds images"));
+    }
+  }
   const bool incremental = request.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
   kaizen::v1::IncrementalResult inc;
   std::vector<std::string> previous_datasets;
@@ -537,6 +581,98 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
     auto* named = job.mutable_request()->mutable_incremental()->mutable_previous_datasets();
     if (named->empty()) named->Assign(previous_datasets.begin(), previous_datasets.end());
   }
+  if (request.validate_only()) return Preview(std::move(job));
+  return ReserveAndInsert(std::move(job));
+}
+
+absl::Status JobManager::CheckTextDataset(absl::string_view field, const std::string& name,
+                                          const std::vector<std::string>& classes,
+                                          bool same_order) {
+  absl::StatusOr<kaizen::v1::Dataset> info = datasets_->Get(name);
+  if (!info.ok()) {
+    return absl::Status(info.status().code(), absl::StrCat(field, ": ", info.status().message()));
+  }
+  if (!store::IsTextDataset(*info)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " \"", name, "\" holds images; a text job validates and tests on text datasets"));
+  }
+  std::vector<std::string> own;
+  for (const auto& c : info->classes()) own.push_back(c.class_name());
+  if (same_order ? own != classes
+                 : !training::MapClasses(own, classes, static_cast<int64_t>(classes.size())).ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " \"", name, "\" has classes [", absl::StrJoin(own, ", "),
+                     "]; the job's are [", absl::StrJoin(classes, ", "), "]",
+                     same_order ? " (the same names in the same order are needed)" : ""));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Job> JobManager::CheckTextReferencesAndInsert(
+    const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Dataset& dataset) {
+  absl::ReaderMutexLock references(&references_mu_);
+  // Read again under the hold: the dataset may have been deleted (or
+  // replaced by images) since Submit looked.
+  absl::StatusOr<kaizen::v1::Dataset> now = datasets_->Get(request.dataset());
+  if (!now.ok()) {
+    return absl::Status(now.status().code(), absl::StrCat("dataset: ", now.status().message()));
+  }
+  if (!store::IsTextDataset(*now) ||
+      now->create_time().seconds() != dataset.create_time().seconds() ||
+      now->create_time().nanos() != dataset.create_time().nanos()) {
+    return absl::AbortedError(absl::StrCat("dataset \"", request.dataset(),
+                                           "\" changed while the job was submitted; "
+                                           "submit it again"));
+  }
+  std::optional<kaizen::v1::Model> base;
+  if (!BuildsNewTextEncoder(request)) {
+    RETURN_IF_ERROR(CheckBaseModel(request));
+    std::string name;
+    int64_t version = 0;
+    RETURN_IF_ERROR(common::ParseModelRef(request.base_model(), &name, &version));
+    if (models::IsBuiltinModel(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("base_model ", name, " is an image architecture and dataset \"",
+                       request.dataset(), "\" holds text; use ", models::kTransformerSmall,
+                       " (SCRATCH or MASKED_LM) or a stored text model"));
+    }
+    ASSIGN_OR_RETURN(base, TrainedModel("base_model", request.base_model(),
+                                        "; text jobs start from a stored text model, or from "
+                                        "transformer-small with SCRATCH or MASKED_LM"));
+  }
+  RETURN_IF_ERROR(CheckTextJob(request, base ? &*base : nullptr));
+  std::vector<std::string> classes;
+  for (const auto& c : dataset.classes()) classes.push_back(c.class_name());
+  const std::string& validation = request.hyperparameters().validation().dataset();
+  const std::string& test = request.test_dataset();
+  if (!validation.empty()) {
+    if (validation == request.dataset()) {
+      return absl::InvalidArgumentError(absl::StrCat("hyperparameters.validation.dataset \"",
+                                                     validation, "\" is the training dataset"));
+    }
+    RETURN_IF_ERROR(
+        CheckTextDataset("hyperparameters.validation.dataset", validation, classes, true));
+  }
+  if (!test.empty()) {
+    if (request.strategy() == kaizen::v1::STRATEGY_MASKED_LM) {
+      return absl::InvalidArgumentError(
+          "test_dataset is set but STRATEGY_MASKED_LM trains no classifier to test; measure its "
+          "encoder by fine-tuning it");
+    }
+    if (test == request.dataset() || test == validation) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "test_dataset \"", test, "\" is the job's ",
+          test == request.dataset() ? "training" : "validation",
+          " dataset; a test set must be data the job never trains on or chooses with"));
+    }
+    RETURN_IF_ERROR(CheckTextDataset("test_dataset", test, classes, false));
+  }
+  RETURN_IF_ERROR(CheckOutputSettings(request));
+  if (request.output_model() == models::kTransformerSmall) {
+    return absl::InvalidArgumentError(absl::StrCat("output_model \"", request.output_model(),
+                                                   "\" is a built-in architecture's name"));
+  }
+  Job job = NewQueuedJob(request, ResolveTextHyperparameters(request, base ? &*base : nullptr));
   if (request.validate_only()) return Preview(std::move(job));
   return ReserveAndInsert(std::move(job));
 }
@@ -865,9 +1001,12 @@ JobManager::RunEnd JobManager::StoppedEnd(const Running& running, Job* job) {
   job->set_pause_reason(requeue ? absl::StrCat("preempted by job ", running.preempted_by)
                                 : std::string(kPausedByUser));
   job->set_pause_count(job->pause_count() + 1);
-  const std::string where = job->total_steps() > 0
-                                ? absl::StrCat(" after step ", job->step(), "/", job->total_steps())
-                                : std::string(" while tuning");
+  // Text jobs report epochs, not steps.
+  const std::string where =
+      job->total_steps() > 0 ? absl::StrCat(" after step ", job->step(), "/", job->total_steps())
+      : job->request().tuning().max_trials() > 0
+          ? std::string(" while tuning")
+          : absl::StrCat(" after epoch ", job->epoch(), "/", job->total_epochs());
   PublishMessage(job->id(),
                  absl::StrCat(job->pause_reason(), where, "; it continues from ", checkpoint,
                               requeue ? " once a worker is free" : " after ResumeJob"));
@@ -1125,7 +1264,7 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
   const absl::Time write_start = absl::Now();
   ASSIGN_OR_RETURN(kaizen::v1::Model stored,
                    models_->AddVersion(req.output_model(), ckpt.module, meta, ckpt.resume_state,
-                                       ckpt.exemplars.get()));
+                                       ckpt.exemplars.get(), ckpt.tokenizer));
   if (options_.metrics) {
     options_.metrics->CheckpointWritten(*job, absl::ToDoubleSeconds(absl::Now() - write_start));
   }
@@ -1181,6 +1320,8 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
 
 absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   const kaizen::v1::StartFineTuneRequest& req = job->request();
+  ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset, datasets_->Get(req.dataset()));
+  if (store::IsTextDataset(dataset)) return ExecuteText(job, running, stopped);
   const bool incremental = req.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
   const std::string& validation_name = req.hyperparameters().validation().dataset();
   // Tuning comes before the first checkpoint: a job with a version has
@@ -1206,7 +1347,7 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
       ASSIGN_OR_RETURN(validation, datasets_->Load(validation_name));
     }
   }
-  ASSIGN_OR_RETURN(kaizen::v1::Dataset dataset_info, datasets_->Get(req.dataset()));
+  const kaizen::v1::Dataset& dataset_info = dataset;
 
   training::TrainerOptions opts;
   opts.strategy = req.strategy();
@@ -1290,6 +1431,108 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
     return absl::OkStatus();
   }
   return evaluated;
+}
+
+absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) {
+  const kaizen::v1::StartFineTuneRequest& req = job->request();
+  const std::function<bool()> should_stop = [&] {
+    return running->cancel.load() || running->pause.load() || shutting_down_.load();
+  };
+  // The version is written when training ends: a job that has one stopped
+  // at its test evaluation and does only that.
+  if (job->latest_version() == 0) {
+    job->clear_history();
+    job->set_epoch(0);
+    job->set_step(0);
+    TextJobInputs in;
+    in.strategy = req.strategy();
+    in.hyperparameters = job->resolved_hyperparameters();
+    in.device = torch::Device(job->device());
+    in.scratch_dir = std::filesystem::temp_directory_path().string();
+    ASSIGN_OR_RETURN(std::shared_ptr<const datasets::RecordFile> train,
+                     datasets_->OpenTextRecordFile(req.dataset()));
+    ASSIGN_OR_RETURN(in.train, ReadTextRecords(*train));
+    const std::string& validation_name = req.hyperparameters().validation().dataset();
+    if (!validation_name.empty()) {
+      ASSIGN_OR_RETURN(std::shared_ptr<const datasets::RecordFile> val,
+                       datasets_->OpenTextRecordFile(validation_name));
+      ASSIGN_OR_RETURN(in.validation, ReadTextRecords(*val));
+    }
+    if (!BuildsNewTextEncoder(req)) {
+      std::string base;
+      int64_t version = 0;
+      RETURN_IF_ERROR(common::ParseModelRef(req.base_model(), &base, &version));
+      ASSIGN_OR_RETURN(in.base_metadata, models_->Get(base, version));
+      ASSIGN_OR_RETURN(in.base, models_->LoadModule(base, in.base_metadata.version()));
+      ASSIGN_OR_RETURN(in.base_tokenizer, models_->ReadTokenizer(base, in.base_metadata.version()));
+    }
+    in.should_stop = should_stop;
+    in.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { OnEpoch(job, m); };
+    in.on_message = [&](const std::string& m) { PublishMessage(job->id(), m); };
+    ASSIGN_OR_RETURN(TextJobOutput out, RunTextJob(in));
+    *stopped = out.stopped;
+    if (*stopped) return absl::OkStatus();
+    training::Checkpoint ckpt;
+    ckpt.module = out.module;
+    ckpt.metadata = std::move(out.metadata);
+    ckpt.metadata.set_source(kaizen::v1::MODEL_SOURCE_FINE_TUNED);
+    ckpt.epoch = out.epochs_completed;
+    ckpt.is_best = true;
+    ckpt.tokenizer = std::move(out.tokenizer);
+    RETURN_IF_ERROR(OnCheckpoint(job, ckpt));
+  }
+  if (req.test_dataset().empty()) return absl::OkStatus();
+  absl::Status evaluated = EvaluateTextOnTestDataset(job, should_stop);
+  if (absl::IsCancelled(evaluated)) {
+    *stopped = true;
+    return absl::OkStatus();
+  }
+  return evaluated;
+}
+
+absl::Status JobManager::EvaluateTextOnTestDataset(Job* job,
+                                                   const std::function<bool()>& should_stop) {
+  const kaizen::v1::StartFineTuneRequest& req = job->request();
+  const int64_t version = job->latest_version();
+  // The training succeeded and its version is stored: a test set that cannot
+  // be read or evaluated is said, not turned into a failed job.
+  const auto evaluate = [&]() -> absl::StatusOr<kaizen::v1::Evaluation> {
+    ASSIGN_OR_RETURN(const kaizen::v1::Model model, models_->Get(req.output_model(), version));
+    ASSIGN_OR_RETURN(torch::jit::Module module, models_->LoadModule(req.output_model(), version));
+    ASSIGN_OR_RETURN(const std::string tokenizer,
+                     models_->ReadTokenizer(req.output_model(), version));
+    ASSIGN_OR_RETURN(std::shared_ptr<const datasets::RecordFile> file,
+                     datasets_->OpenTextRecordFile(req.test_dataset()));
+    ASSIGN_OR_RETURN(const LabelledTexts test, ReadTextRecords(*file));
+    module.to(torch::Device(job->device()));
+    return EvaluateTextClassifier(module, model, tokenizer, test,
+                                  job->resolved_hyperparameters().batch_size(), should_stop);
+  };
+  absl::StatusOr<kaizen::v1::Evaluation> e = evaluate();
+  if (absl::IsCancelled(e.status())) return e.status();
+  std::string stored_as;
+  if (e.ok()) {
+    e->set_dataset(req.test_dataset());
+    *e->mutable_create_time() = Now();
+    absl::StatusOr<std::string> stored = StoreTestEvaluation(req.output_model(), version, *e);
+    if (stored.ok()) {
+      stored_as = *stored;
+    } else {
+      e = stored.status();
+    }
+  }
+  if (!e.ok()) {
+    PublishMessage(job->id(), absl::StrCat("test dataset ", req.test_dataset(), ": version ",
+                                           version, " was not evaluated: ", e.status().message()));
+    return absl::OkStatus();
+  }
+  PublishMessage(
+      job->id(),
+      absl::StrFormat("test dataset %s: version %d %.1f%% accuracy, top-%d %.1f%%, "
+                      "mean loss %.4f on %d texts%s",
+                      req.test_dataset(), version, 100 * e->accuracy(), e->top_k(),
+                      100 * e->top_k_accuracy(), e->mean_loss(), e->examples(), stored_as));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> JobManager::TuneJob(Job* job, const training::TrainerOptions& opts,

@@ -146,6 +146,16 @@ class JobManager {
   // latest step's (mu_ held).
   void OverlayProgress(kaizen::v1::Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // CheckReferencesAndInsert for a job whose dataset holds text (text_job.h):
+  // the base (a stored text model, or transformer-small for a job that builds
+  // one), the validation and test datasets (text, the same classes), the
+  // output settings.
+  absl::StatusOr<kaizen::v1::Job> CheckTextReferencesAndInsert(
+      const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Dataset& dataset);
+  // A text dataset named by `field` that exists, holds text and has
+  // `classes` (all of them in order when `same_order`, else among them).
+  absl::Status CheckTextDataset(absl::string_view field, const std::string& name,
+                                const std::vector<std::string>& classes, bool same_order);
   // The steps of CheckReferencesAndInsert. The base model exists.
   absl::Status CheckBaseModel(const kaizen::v1::StartFineTuneRequest& request);
   // The stored version `ref` names for `field` (e.g. "base_model"): a parse
@@ -264,6 +274,12 @@ class JobManager {
   // `*stopped`: training stopped before its end at should_stop (cancel,
   // pause or shutdown) after writing a checkpoint.
   absl::Status Execute(kaizen::v1::Job* job, Running* running, bool* stopped);
+  // Execute for a text job (text_job.h). It writes one version, when
+  // training ends; stopped before then, it starts over when it resumes.
+  absl::Status ExecuteText(kaizen::v1::Job* job, Running* running, bool* stopped);
+  // The text job's new version on its test dataset, stored with the version.
+  absl::Status EvaluateTextOnTestDataset(kaizen::v1::Job* job,
+                                         const std::function<bool()>& should_stop);
   // The model and optimiser state of the job's last checkpoint; forgets the
   // history of the epochs that will run again.
   absl::Status LoadCheckpointToResume(kaizen::v1::Job* job, training::TrainerOptions* opts);

@@ -77,6 +77,13 @@ absl::StatusOr<kaizen::v1::Evaluation> ModelEvaluator::Evaluate(
   if (!model.ok()) {
     return absl::Status(model.status().code(), absl::StrCat("name: ", model.status().message()));
   }
+  if (model->has_text_input()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model \"", model->name(),
+                     "\" is a text model; EvaluateModel evaluates image "
+                     "models in this version (a text job evaluates its model on its "
+                     "test_dataset)"));
+  }
   if (!model->quarantine_reason().empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("model \"", model->name(), "\" version ", model->version(),

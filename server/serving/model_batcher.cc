@@ -245,7 +245,7 @@ absl::StatusOr<torch::Tensor> ModelBatcher::Forward(const std::vector<Request*>&
   std::vector<torch::Tensor> inputs;
   for (Request* r : live) inputs.push_back(r->inputs);
   try {
-    const torch::Tensor x = inputs.size() == 1 ? inputs[0] : torch::cat(inputs);
+    const torch::Tensor x = JoinBatches(inputs);
     if (metrics_) {
       metrics_->ObserveBatch(options_.model_name, x.size(0),
                              absl::ToDoubleSeconds(now - live.front()->enqueued));

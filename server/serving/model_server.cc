@@ -334,7 +334,8 @@ void ModelServer::InstallForPolicy(const std::string& name, Entry& entry, int64_
 absl::StatusOr<torch::Tensor> ModelServer::Infer(const std::shared_ptr<const LoadedModel>& model,
                                                  torch::Tensor inputs,
                                                  const InferOptions& options) {
-  const int64_t n = inputs.dim() == 4 ? inputs.size(0) : 0;
+  // Images [N, C, H, W]; a text model's ids [N, T].
+  const int64_t n = inputs.dim() == (model->is_text() ? 2 : 4) ? inputs.size(0) : 0;
   if (n < 1) return absl::InvalidArgumentError("the batch is empty; send at least one input");
   ModelBatcher* batcher = batchers_.Get(model->name());
   if (batcher == nullptr) return absl::UnavailableError("the server is shutting down");

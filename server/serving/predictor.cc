@@ -51,6 +51,31 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> Predictor::Acquire(
   return models_->Acquire(name, version, policy);
 }
 
+absl::StatusOr<std::vector<torch::Tensor>> Predictor::PreprocessText(
+    const LoadedModel& model, absl::Span<const ModelInput> inputs) const {
+  std::vector<torch::Tensor> rows;
+  rows.reserve(inputs.size());
+  for (const ModelInput& in : inputs) {
+    absl::string_view text;
+    if (in.kind == ModelInput::Kind::kText) {
+      text = in.text;
+    } else if (in.kind == ModelInput::Kind::kEncodedImage && in.bytes_element) {
+      text = in.encoded_image;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          in.what, ": model \"", model.name(), "\" version ", model.version(),
+          " is a text model; send the text (Predict: inputs[i].text; the Open Inference "
+          "Protocol: a BYTES tensor of UTF-8 texts)"));
+    }
+    absl::StatusOr<torch::Tensor> ids = model.EncodeText(text);
+    if (!ids.ok()) {
+      return absl::Status(ids.status().code(), absl::StrCat(in.what, ": ", ids.status().message()));
+    }
+    rows.push_back(*std::move(ids));
+  }
+  return rows;
+}
+
 absl::StatusOr<std::vector<torch::Tensor>> Predictor::Preprocess(
     const LoadedModel& model, absl::Span<const ModelInput> inputs, const InferOptions& call) const {
   int64_t encoded_bytes = 0;
@@ -68,6 +93,10 @@ absl::StatusOr<std::vector<torch::Tensor>> Predictor::Preprocess(
   batches.reserve(inputs.size());
   for (const ModelInput& in : inputs) {
     switch (in.kind) {
+      case ModelInput::Kind::kText:
+        return absl::InvalidArgumentError(
+            absl::StrCat(in.what, ": model \"", model.name(), "\" version ", model.version(),
+                         " takes images; a text goes to a text model"));
       case ModelInput::Kind::kEncodedImage: {
         ASSIGN_OR_RETURN(torch::Tensor x,
                          decoder.Decode(in.encoded_image, model.metadata(), in.what));
@@ -92,10 +121,12 @@ absl::StatusOr<torch::Tensor> Predictor::Predict(const std::shared_ptr<const Loa
                                                  const InferOptions& call) const {
   if (inputs.empty())
     return absl::InvalidArgumentError("the batch is empty; send at least one input");
-  ASSIGN_OR_RETURN(std::vector<torch::Tensor> batches, Preprocess(*model, inputs, call));
+  ASSIGN_OR_RETURN(std::vector<torch::Tensor> batches, model->is_text()
+                                                           ? PreprocessText(*model, inputs)
+                                                           : Preprocess(*model, inputs, call));
   torch::Tensor batch;
   try {
-    batch = batches.size() == 1 ? std::move(batches[0]) : torch::cat(batches);
+    batch = JoinBatches(batches);
   } catch (const c10::Error& e) {
     return absl::InternalError(
         absl::StrCat("cannot batch the preprocessed inputs: ", e.what_without_backtrace()));

@@ -33,12 +33,18 @@ struct ModelInput {
     kNone,          // the protocol's input held no data
     kEncodedImage,  // one JPEG or PNG image
     kTensor,        // float values of shape [C, H, W] or [N, C, H, W]
+    kText,          // one text (UTF-8), for text models
   };
   Kind kind = Kind::kNone;
   // Names the input at the start of messages: "inputs[3]", "input \"x\"[2]".
   std::string what;
   // kEncodedImage: the encoded bytes.
   absl::string_view encoded_image;
+  // kEncodedImage: an element of a protocol's BYTES tensor (the Open
+  // Inference Protocol), which a text model reads as UTF-8 text.
+  bool bytes_element = false;
+  // kText: the text.
+  absl::string_view text;
   // kTensor: the shape and its row-major values.
   std::vector<int64_t> shape;
   absl::Span<const float> values;
@@ -78,9 +84,10 @@ class Predictor {
       const std::string& name, int64_t version, kaizen::v1::VersionPolicy policy) const;
 
   // Preprocesses `inputs` for `model` (images decoded under the limits,
-  // tensors checked against its [C, H, W]) into one batch, in order, and runs
-  // it. Returns probabilities [N, classes]. InvalidArgument / FailedPrecondition
-  // / ResourceExhausted naming the input, DeadlineExceeded or Cancelled when
+  // tensors checked against its [C, H, W]; for a text model, texts tokenised
+  // as it was trained, each batch padded to its longest text) into one
+  // batch, in order, and runs it. Returns probabilities [N, classes]. InvalidArgument /
+  // FailedPrecondition / ResourceExhausted naming the input, DeadlineExceeded or Cancelled when
   // `call`'s deadline passes or its caller goes away (before each image and
   // before compute), ResourceExhausted when the model's queue is full.
   absl::StatusOr<torch::Tensor> Predict(const std::shared_ptr<const LoadedModel>& model,
@@ -92,6 +99,11 @@ class Predictor {
   absl::StatusOr<std::vector<torch::Tensor>> Preprocess(const LoadedModel& model,
                                                         absl::Span<const ModelInput> inputs,
                                                         const InferOptions& call) const;
+
+  // A text model's inputs tokenised, each int64 [1, length] (see
+  // LoadedModel::EncodeText).
+  absl::StatusOr<std::vector<torch::Tensor>> PreprocessText(
+      const LoadedModel& model, absl::Span<const ModelInput> inputs) const;
 
   ModelServer* models_;
   Options options_;

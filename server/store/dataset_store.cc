@@ -126,8 +126,8 @@ absl::Status RequireImageDataset(const kaizen::v1::Dataset& dataset, absl::strin
   if (!IsTextDataset(dataset)) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
       field, ": dataset \"", dataset.name(),
-      "\" holds text; training, tuning and evaluation read image datasets only in this "
-      "version (text fine-tuning is not built yet)"));
+      "\" holds text, and this path reads image datasets only (a text job trains on a text "
+      "dataset with a text model, and tests with its test_dataset)"));
 }
 
 DatasetStore::DatasetStore(Options options, MetadataStore* metadata)
@@ -323,6 +323,18 @@ absl::StatusOr<std::shared_ptr<const datasets::RecordFile>> DatasetStore::OpenRe
   ASSIGN_OR_RETURN(DatasetRow row, metadata_->GetDataset(name));
   RETURN_IF_ERROR(RequireImageDataset(row.dataset, "dataset"));
   if (absl::EndsWith(row.file, ".kds")) return nullptr;
+  ASSIGN_OR_RETURN(std::unique_ptr<datasets::RecordFile> file,
+                   datasets::RecordFile::Open(options_.data_dir + "/" + row.file));
+  return std::shared_ptr<const datasets::RecordFile>(std::move(file));
+}
+
+absl::StatusOr<std::shared_ptr<const datasets::RecordFile>> DatasetStore::OpenTextRecordFile(
+    const std::string& name) {
+  ASSIGN_OR_RETURN(DatasetRow row, metadata_->GetDataset(name));
+  if (!IsTextDataset(row.dataset)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("dataset \"", name, "\" holds images, not text"));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<datasets::RecordFile> file,
                    datasets::RecordFile::Open(options_.data_dir + "/" + row.file));
   return std::shared_ptr<const datasets::RecordFile>(std::move(file));

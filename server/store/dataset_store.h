@@ -25,8 +25,8 @@ namespace kaizen::store {
 std::pair<std::string, std::string> TextFields(const kaizen::v1::UploadDatasetHeader& header);
 // Whether a dataset holds text (one of the DATASET_FORMAT_TEXT_* formats).
 bool IsTextDataset(const kaizen::v1::Dataset& dataset);
-// FailedPrecondition naming `field` when the dataset holds text: the
-// training, tuning and evaluation paths read images only.
+// FailedPrecondition naming `field` when the dataset holds text: the image
+// training paths (a job's image datasets, EvaluateModel) read images only.
 absl::Status RequireImageDataset(const kaizen::v1::Dataset& dataset, absl::string_view field);
 
 class DatasetStore {
@@ -93,6 +93,9 @@ class DatasetStore {
   // The dataset's record file, memory-mapped (for jobs that stream it), or
   // nullptr for a .kds data directory, which only Load reads.
   absl::StatusOr<std::shared_ptr<const datasets::RecordFile>> OpenRecordFile(
+      const std::string& name);
+  // A text dataset's record file (FailedPrecondition for an image dataset).
+  absl::StatusOr<std::shared_ptr<const datasets::RecordFile>> OpenTextRecordFile(
       const std::string& name);
 
   // Answers whether a queued or running job uses a name; Delete refuses

@@ -18,6 +18,8 @@
 #include "server/common/text_limits.h"
 #include "server/models/builtin_models.h"
 #include "server/models/model_file.h"
+#include "server/models/model_metadata.h"
+#include "server/models/text_encoder.h"
 #include "server/models/torch_errors.h"
 
 namespace kaizen::store {
@@ -39,7 +41,7 @@ ModelStore::File::~File() {
 absl::StatusOr<std::unique_ptr<ModelStore::Upload>> ModelStore::BeginUpload(
     const kaizen::v1::UploadModelHeader& header) {
   RETURN_IF_ERROR(common::ValidateName("model name", header.name()));
-  if (models::IsBuiltinModel(header.name())) {
+  if (models::IsBuiltinModel(header.name()) || header.name() == models::kTransformerSmall) {
     return absl::AlreadyExistsError(
         absl::StrCat("model \"", header.name(), "\" already exists (it is a built-in model)"));
   }
@@ -300,7 +302,8 @@ absl::Status ModelStore::RemoveFiles(const std::vector<ModelRow>& rows) {
 absl::StatusOr<Model> ModelStore::AddVersion(const std::string& name,
                                              const torch::jit::Module& module, Model metadata,
                                              absl::string_view resume_state,
-                                             const datasets::DecodedDataset* exemplars) {
+                                             const datasets::DecodedDataset* exemplars,
+                                             std::string_view tokenizer) {
   RETURN_IF_ERROR(common::ValidateName("model name", name));
   if (models::IsBuiltinModel(name)) {
     return absl::FailedPreconditionError(absl::StrCat("\"", name, "\" is a built-in model"));
@@ -332,7 +335,7 @@ absl::StatusOr<Model> ModelStore::AddVersion(const std::string& name,
   }
   Model embedded = metadata;
   embedded.clear_versions();
-  if (absl::Status st = models::SaveModelFile(module, embedded, path); !st.ok()) {
+  if (absl::Status st = models::SaveModelFile(module, embedded, path, tokenizer); !st.ok()) {
     std::remove((path + ".resume").c_str());
     std::remove((path + ".exemplars").c_str());
     return st;
@@ -405,6 +408,21 @@ absl::StatusOr<torch::jit::Module> ModelStore::LoadModule(const std::string& nam
                                             row.model.version(), ": ",
                                             models::TorchErrorSummary(e)));
   }
+}
+
+absl::StatusOr<std::string> ModelStore::ReadTokenizer(const std::string& name, int64_t version) {
+  ASSIGN_OR_RETURN(ModelRow row, metadata_->GetModel(name, version));
+  if (!row.model.has_text_input()) {
+    return absl::NotFoundError(absl::StrCat("model \"", name, "\" version ", row.model.version(),
+                                            " is not a text model; it carries no tokenizer"));
+  }
+  absl::StatusOr<std::string> tokenizer =
+      models::ReadModelTokenizer(options_.data_dir + "/" + row.file, options_.max_model_bytes);
+  if (!tokenizer.ok()) {
+    return absl::DataLossError(absl::StrCat("model \"", name, "\" version ", row.model.version(),
+                                            ": ", tokenizer.status().message()));
+  }
+  return tokenizer;
 }
 
 absl::Status ModelStore::PruneVersions(const std::string& name, const std::vector<int64_t>& keep) {

@@ -86,7 +86,11 @@ class ModelStore {
                                                const torch::jit::Module& module,
                                                kaizen::v1::Model metadata,
                                                absl::string_view resume_state,
-                                               const datasets::DecodedDataset* exemplars = nullptr);
+                                               const datasets::DecodedDataset* exemplars = nullptr,
+                                               std::string_view tokenizer = {});
+  // The tokenizer file a text model's version carries (NotFound for a model
+  // without text_input; DataLoss when the file is damaged).
+  absl::StatusOr<std::string> ReadTokenizer(const std::string& name, int64_t version);
   // The rehearsal memory stored with a version (NOT_FOUND when it has none;
   // DATA_LOSS when the file is damaged).
   absl::StatusOr<datasets::DecodedDataset> ReadExemplars(const std::string& name, int64_t version);

@@ -142,8 +142,8 @@ Hyperparameters StrategyDefaults(Strategy strategy, int64_t n) {
 #define KAIZEN_DEFAULT(msg, field, value) \
   if ((msg)->field() == 0) (msg)->set_##field(value)
 
-// Ranges of what the caller asked for, before defaults hide a bad value
-// (zero always means "the default").
+}  // namespace
+
 absl::Status CheckRequestedRanges(const Hyperparameters& r) {
   auto positive = [](absl::string_view field, double v, double hi) -> absl::Status {
     if (v == 0) return absl::OkStatus();
@@ -194,6 +194,8 @@ absl::Status CheckRequestedRanges(const Hyperparameters& r) {
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 // The optimizer's own defaults, and the strategy's only when the caller chose
 // no optimizer.

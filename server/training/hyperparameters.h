@@ -18,6 +18,11 @@ absl::StatusOr<kaizen::v1::Hyperparameters> ResolveHyperparameters(
     kaizen::v1::Strategy strategy, const kaizen::v1::Hyperparameters& requested,
     int64_t num_train_examples);
 
+// The ranges of what a caller asked for, before defaults hide a bad value
+// (zero always means "the default"); unknown enum values. InvalidArgument
+// naming the field.
+absl::Status CheckRequestedRanges(const kaizen::v1::Hyperparameters& requested);
+
 // DISTILL's defaults. T = 4 softens a confident teacher enough that the
 // ranks of its wrong classes carry signal (Hinton et al. used 2-20; 4 is the
 // usual choice on 10-class image tasks), and alpha = 0.7 lets those soft

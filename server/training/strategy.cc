@@ -14,7 +14,7 @@ absl::Status CheckStrategySpecified(kaizen::v1::Strategy strategy) {
     return absl::InvalidArgumentError(
         absl::StrCat("strategy is ", static_cast<int>(strategy),
                      ", not a known strategy; choose FEATURE_EXTRACTION, FINE_TUNE, FULL, "
-                     "SCRATCH, INCREMENTAL or DISTILL"));
+                     "SCRATCH, INCREMENTAL, DISTILL or MASKED_LM"));
   }
   return absl::OkStatus();
 }
@@ -29,6 +29,10 @@ absl::Status CheckStrategyAvailable(kaizen::v1::Strategy strategy) {
     case kaizen::v1::STRATEGY_DISTILL:
     case kaizen::v1::STRATEGY_INCREMENTAL:
       return absl::OkStatus();
+    case kaizen::v1::STRATEGY_MASKED_LM:
+      return absl::InvalidArgumentError(
+          "STRATEGY_MASKED_LM pretrains a text encoder and needs a text dataset "
+          "(DATASET_FORMAT_TEXT_*)");
     default:
       return absl::UnimplementedError(absl::StrCat("strategy ", kaizen::v1::Strategy_Name(strategy),
                                                    " is not available on this server"));

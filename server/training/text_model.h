@@ -55,7 +55,11 @@ class TextModelInput {
                                              const TextModelLimits& limits = {});
 
   // The ids of `text` framed and cut to max_length (text::FrameSequence).
-  // InvalidArgument for a text the tokenizer refuses (over the size limit).
+  // A text over limits.max_text_bytes is first cut there at a character
+  // boundary (its start kept, or its end with keep_end): max_length ids
+  // come from far fewer bytes, so training and serving see the same ids
+  // and no text is refused for its length. InvalidArgument for a text the
+  // tokenizer refuses (not UTF-8).
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text) const;
 
   const text::Tokenizer& tokenizer() const { return *tokenizer_; }
@@ -64,9 +68,14 @@ class TextModelInput {
 
  private:
   std::shared_ptr<const text::Tokenizer> tokenizer_;
+  int64_t max_text_bytes_ = 0;
   text::SequenceOptions sequence_;
   kaizen::v1::TextInput input_;
 };
+
+// `text` cut to at most `max_bytes` bytes without splitting a UTF-8
+// character: its start, or with `keep_end` its end.
+std::string_view CutText(std::string_view text, int64_t max_bytes, bool keep_end);
 
 // The metadata of a transformer-small built with `options` whose input is
 // `input`: source BUILTIN, version 1, architecture transformer-small, head

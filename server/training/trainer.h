@@ -67,6 +67,9 @@ struct Checkpoint {
   // version (the merged classes, bounded), the same for every checkpoint of
   // a job.
   std::shared_ptr<const datasets::DecodedDataset> exemplars;
+  // A text model's tokenizer file (metadata.text_input set), stored in the
+  // model file (models::SaveModelFile).
+  std::string tokenizer;
   // Best so far by the checkpoint metric: val_accuracy (or val_loss when
   // early stopping watches it); train_loss without validation.
   bool is_best = false;

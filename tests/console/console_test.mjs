@@ -247,6 +247,42 @@ test('a prediction in the playground equals kaizenctl predict', LIMIT, guard(asy
   assert.deepEqual(errors, []);
 }));
 
+test('a text model trained with kaizenctl answers the same in the playground as kaizenctl predict --texts', LIMIT, guard(async () => {
+  // Two classes of short sentences; a transformer-small trained from
+  // scratch with a tokenizer trained on them (issue 20).
+  const animals = ['cat', 'dog', 'horse', 'cow', 'goat', 'sheep', 'mouse', 'fox'];
+  const verbs = ['run', 'walk', 'jump', 'swim', 'climb', 'crawl', 'fly', 'dance'];
+  let csv = 'text,label\n';
+  for (let i = 0; i < 64; i++) {
+    csv += `"the ${animals[i % 8]} is a small animal number ${i}",animal\n`;
+    csv += `"to ${verbs[i % 8]} quickly from place ${i} to another",motion\n`;
+  }
+  fs.writeFileSync(path.join(work, 'sentences.csv'), csv);
+  ctl(['datasets', 'upload', 'sentences', path.join(work, 'sentences.csv')]);
+  const started = JSON.parse(ctl(['--output=json', 'finetune', 'start', '--base=transformer-small',
+    '--dataset=sentences', '--output_model=sentences-model', '--strategy=scratch', '--epochs=3',
+    '--vocab_size=120', '--max_length=24', '--seed=1']));
+  ctl(['jobs', 'watch', started.id]);
+  const texts = ['the fox is a small animal', 'to swim quickly to another place'];
+  const cli = JSON.parse(ctl(['--output=json', 'predict', 'sentences-model', '--texts', ...texts, '--top_k=2']));
+
+  const errors = [];
+  const page = await openPage(admin, errors);
+  await show(page, '#/predict', 'predict');
+  await page.waitForSelector('select[name=model] option[value="sentences-model"]', { state: 'attached' });
+  await page.selectOption('select[name=model]', 'sentences-model');
+  await page.fill('textarea[name=texts]', texts.join('\n'));
+  await page.fill('input[name=topk]', '2');
+  await page.click('form.predict button[type=submit]');
+  await page.waitForSelector('figure.prediction.text li, .results .error');
+  assert.equal(await page.$('.results .error'), null, await page.textContent('.results'));
+  const shown = await page.$$eval('figure.prediction.text', (figures) =>
+    figures.map((f) => [...f.querySelectorAll('li')].map((li) => li.dataset.label)));
+  assert.deepEqual(shown, cli.predictions.map((p) => p.classes.map((c) => c.label)));
+  await page.screenshot({ path: path.join(shots, 'predict-text.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+}));
+
 const sha256 = (file) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
 test('the start form shows the defaults; a folder and an archive upload with a progress bar; a model downloads and uploads again', LIMIT, guard(async () => {

@@ -343,7 +343,7 @@ assert report["text"]["textField"] == "review", report
   else
     fail "datasets get reviews lacks the text report: $out"
   fi
-  expect_error FAILED_PRECONDITION "fine-tune on a text dataset" finetune start --base=cnn-small \
+  expect_error INVALID_ARGUMENT "an image architecture on a text dataset" finetune start --base=cnn-small \
     --dataset=reviews --output_model=never --strategy=scratch
   ctl datasets delete reviews >/dev/null || fail "datasets delete reviews"
 fi

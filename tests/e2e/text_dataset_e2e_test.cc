@@ -183,9 +183,10 @@ TEST_F(TextDatasetE2E, ImageOnlyPathsRefuseATextDatasetByName) {
   req.set_output_model("out");
   req.set_strategy(v1::STRATEGY_SCRATCH);
   absl::StatusOr<v1::Job> job = s_.client->StartFineTune(req);
-  EXPECT_EQ(job.status().code(), absl::StatusCode::kFailedPrecondition) << job.status();
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kInvalidArgument) << job.status();
   EXPECT_THAT(std::string(job.status().message()),
-              HasSubstr("dataset: dataset \"glosses\" holds text"));
+              HasSubstr("base_model cnn-small is an image architecture and dataset \"glosses\" "
+                        "holds text"));
 
   absl::StatusOr<v1::Evaluation> e = s_.client->EvaluateModel("cnn-small", 0, "glosses");
   EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition) << e.status();

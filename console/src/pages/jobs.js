@@ -13,6 +13,18 @@ const STRATEGIES = [
   'STRATEGY_INCREMENTAL',
   'STRATEGY_DISTILL',
 ];
+// Text datasets train text models: the built-in transformer-small (SCRATCH
+// or MASKED_LM, with a tokenizer trained on the dataset) or a stored model
+// that carries a tokenizer (textInput).
+const TEXT_STRATEGIES = [
+  'STRATEGY_FEATURE_EXTRACTION',
+  'STRATEGY_FINE_TUNE',
+  'STRATEGY_FULL',
+  'STRATEGY_SCRATCH',
+  'STRATEGY_MASKED_LM',
+];
+const TEXT_ENCODER = 'transformer-small';
+const isText = (dataset) => String(dataset?.format || '').startsWith('DATASET_FORMAT_TEXT_');
 
 export function stateName(state) {
   return String(state || '').replace('JOB_STATE_', '').toLowerCase();
@@ -95,10 +107,8 @@ function startForm(section, datasets, models) {
     h('h2', {}, 'Start a fine-tune'),
     h('label', {}, 'Dataset ', h('select', { name: 'dataset', required: true },
       datasets.map((d) => h('option', { value: d.name }, d.name)))),
-    h('label', {}, 'Base model ', h('select', { name: 'base', required: true },
-      models.map((m) => h('option', { value: m.name }, m.name)))),
-    h('label', {}, 'Strategy ', h('select', { name: 'strategy' },
-      STRATEGIES.map((s) => h('option', { value: s }, s.replace('STRATEGY_', '').toLowerCase())))),
+    h('label', {}, 'Base model ', h('select', { name: 'base', required: true })),
+    h('label', {}, 'Strategy ', h('select', { name: 'strategy' })),
     h('label', {}, 'Epochs ', h('input', { name: 'epochs', type: 'number', min: 0, placeholder: 'default' })),
     h('label', {}, 'Output model ', h('input', { name: 'output', required: true, placeholder: 'name' })),
     h('button', { type: 'submit' }, 'Start'),
@@ -107,6 +117,30 @@ function startForm(section, datasets, models) {
       'Fields left empty take the strategy’s defaults for this dataset, shown below as the server resolves them.'),
     defaults,
   );
+  // The base models and strategies that fit the chosen dataset's kind.
+  const fit = () => {
+    const text = isText(datasets.find((d) => d.name === form.querySelector('[name=dataset]').value));
+    const base = form.querySelector('[name=base]');
+    const strategy = form.querySelector('[name=strategy]');
+    const names = text
+      ? [TEXT_ENCODER, ...models.filter((m) => m.textInput).map((m) => m.name)]
+      : models.filter((m) => !m.textInput).map((m) => m.name);
+    const strategies = text ? TEXT_STRATEGIES : STRATEGIES;
+    const keepBase = names.includes(base.value) ? base.value : names[0];
+    const keepStrategy = strategies.includes(strategy.value) ? strategy.value : null;
+    clear(base).append(...names.map((n) => h('option', { value: n }, n)));
+    clear(strategy).append(...strategies.map((s) => h('option', { value: s }, s.replace('STRATEGY_', '').toLowerCase())));
+    base.value = keepBase;
+    strategy.value = keepStrategy || (text ? 'STRATEGY_SCRATCH' : strategies[0]);
+  };
+  fit();
+  form.querySelector('[name=dataset]').addEventListener('change', fit);
+  form.querySelector('[name=base]').addEventListener('change', () => {
+    // transformer-small has no weights yet: it builds a new encoder.
+    const strategy = form.querySelector('[name=strategy]');
+    if (form.querySelector('[name=base]').value === TEXT_ENCODER
+      && !['STRATEGY_SCRATCH', 'STRATEGY_MASKED_LM'].includes(strategy.value)) strategy.value = 'STRATEGY_SCRATCH';
+  });
   // The server's resolution of the form as it stands: each strategy's
   // defaults for the chosen dataset and base (and why it would be refused).
   let asked = 0;

@@ -1,5 +1,6 @@
-// The predict playground: drop or pick images, see the top-k labels and
-// probabilities from the newest (or a chosen) version of a model.
+// The predict playground: drop or pick images, or type texts for a text
+// model (one per line), and see the top-k labels and probabilities from the
+// newest (or a chosen) version of a model.
 import { call } from '../api.js';
 import { clear, errorBox, h, percent } from '../dom.js';
 
@@ -19,9 +20,11 @@ export async function predictPage(section) {
   const topK = h('input', { name: 'topk', type: 'number', min: 1, max: 20, value: 3 });
   const files = h('input', { name: 'images', type: 'file', accept: 'image/*', multiple: true });
   const drop = h('div', { class: 'drop' }, 'Drop images here, or pick them: ', files);
+  const texts = h('textarea', { name: 'texts', rows: 4, cols: 60, placeholder: 'One text per line (text models)' });
   const form = h('form', { class: 'predict' },
     h('label', {}, 'Model ', model), h('label', {}, 'Version ', version),
-    h('label', {}, 'Top k ', topK), drop, h('button', { type: 'submit' }, 'Predict'));
+    h('label', {}, 'Top k ', topK), drop, h('label', {}, 'Texts ', texts),
+    h('button', { type: 'submit' }, 'Predict'));
   section.append(h('h1', {}, 'Predict'), form, results);
   try {
     const { models = [] } = await call('kaizen.v1.ModelService/ListModels', {});
@@ -29,23 +32,39 @@ export async function predictPage(section) {
   } catch (e) {
     section.append(errorBox(e));
   }
+  const ranked = (prediction) => h('ol', {}, (prediction?.classes || []).map((c) =>
+    h('li', { dataset: { label: c.label } }, `${c.label} `, h('span', { class: 'muted' }, percent(c.probability)))));
+  const ask = async (inputs) => {
+    const request = { model: model.value, inputs, topK: Number(topK.value) || 3 };
+    if (version.value) request.version = version.value;
+    return call('kaizen.v1.InferenceService/Predict', request);
+  };
+  const predictTexts = async (lines) => {
+    clear(results).append(h('p', { class: 'muted' }, 'Predicting…'));
+    try {
+      const answer = await ask(lines.map((text) => ({ text })));
+      clear(results).append(
+        h('p', {}, `${answer.model} version ${answer.version}`),
+        ...lines.map((text, i) => h('figure', { class: 'prediction text' },
+          h('figcaption', {}, h('q', {}, text), ranked(answer.predictions[i])))),
+      );
+    } catch (e) {
+      clear(results).append(errorBox(e));
+    }
+  };
   const predict = async (chosen) => {
     if (!chosen.length) return;
     clear(results).append(h('p', { class: 'muted' }, 'Predicting…'));
     try {
       const inputs = await Promise.all(chosen.map(async (f) => ({ encodedImage: base64(await f.arrayBuffer()) })));
-      const request = { model: model.value, inputs, topK: Number(topK.value) || 3 };
-      if (version.value) request.version = version.value;
-      const answer = await call('kaizen.v1.InferenceService/Predict', request);
+      const answer = await ask(inputs);
       clear(results).append(
         h('p', {}, `${answer.model} version ${answer.version}`),
         ...chosen.map((f, i) => {
           const url = URL.createObjectURL(f);
           return h('figure', { class: 'prediction', dataset: { image: f.name } },
             h('img', { src: url, alt: f.name, onload: () => URL.revokeObjectURL(url) }),
-            h('figcaption', {}, h('strong', {}, f.name),
-              h('ol', {}, (answer.predictions[i]?.classes || []).map((c) =>
-                h('li', { dataset: { label: c.label } }, `${c.label} `, h('span', { class: 'muted' }, percent(c.probability)))))));
+            h('figcaption', {}, h('strong', {}, f.name), ranked(answer.predictions[i])));
         }),
       );
     } catch (e) {
@@ -54,7 +73,9 @@ export async function predictPage(section) {
   };
   form.addEventListener('submit', (e) => {
     e.preventDefault();
-    predict([...files.files]);
+    const lines = texts.value.split('\n').map((t) => t.trim()).filter((t) => t);
+    if (lines.length) predictTexts(lines);
+    else predict([...files.files]);
   });
   drop.addEventListener('dragover', (e) => e.preventDefault());
   drop.addEventListener('drop', (e) => {

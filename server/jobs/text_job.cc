@@ -1,0 +1,513 @@
+#include "server/jobs/text_job.h"
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/clock.h"
+#include "server/common/sha256.h"
+#include "server/common/status_macros.h"
+#include "server/text/sentencepiece_tokenizer.h"
+#include "server/training/evaluator.h"
+#include "server/training/hyperparameters.h"
+#include "server/training/masked_lm.h"
+#include "server/training/text_model.h"
+#include "server/training/text_trainer.h"
+
+namespace kaizen::jobs {
+namespace {
+
+using kaizen::v1::Strategy;
+
+// TrainTextTokenizer's ids.
+constexpr int32_t kBosId = 1;
+constexpr int32_t kEosId = 2;
+constexpr int32_t kPadId = 3;
+constexpr int32_t kMaskId = 4;
+
+constexpr int32_t kDefaultEpochs = 10;
+constexpr int32_t kDefaultBatchSize = 32;
+constexpr int32_t kDefaultMaxLength = 128;
+constexpr int32_t kDefaultVocabSize = 4000;
+// What a job's tokenizer is trained on: SentencePiece holds a process-wide
+// lock while it trains (every SentencePiece Encode waits), so the sample is
+// bounded (a few seconds on 100,000 glosses).
+constexpr int kMaxTokenizerSentences = 100000;
+constexpr int kMaxTokenizerSentenceBytes = 16384;
+
+bool IsTextStrategy(Strategy s) {
+  return s == kaizen::v1::STRATEGY_FEATURE_EXTRACTION || s == kaizen::v1::STRATEGY_FINE_TUNE ||
+         s == kaizen::v1::STRATEGY_FULL || s == kaizen::v1::STRATEGY_SCRATCH ||
+         s == kaizen::v1::STRATEGY_MASKED_LM;
+}
+
+absl::Status CheckRange(absl::string_view field, int64_t value, int64_t lo, int64_t hi) {
+  if (value != 0 && (value < lo || value > hi)) {
+    return absl::InvalidArgumentError(absl::StrCat("hyperparameters.text.", field, " is ", value,
+                                                   "; it must be 0 (the default) or in [", lo, ", ",
+                                                   hi, "]"));
+  }
+  return absl::OkStatus();
+}
+
+// Every row of `texts` through `input`; InvalidArgument naming the row.
+absl::StatusOr<training::TextExamples> Encode(const training::TextModelInput& input,
+                                              const LabelledTexts& texts, absl::string_view what) {
+  training::TextExamples out;
+  out.sequences.reserve(texts.texts.size());
+  for (size_t i = 0; i < texts.texts.size(); ++i) {
+    absl::StatusOr<std::vector<int32_t>> ids = input.Encode(texts.texts[i]);
+    if (!ids.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " text ", i + 1, ": ", ids.status().message()));
+    }
+    out.sequences.push_back(*std::move(ids));
+  }
+  out.labels = texts.labels;
+  return out;
+}
+
+int64_t CountParameters(const torch::jit::Module& module) {
+  int64_t n = 0;
+  for (const torch::Tensor& p : module.parameters(/*recurse=*/true)) n += p.numel();
+  return n;
+}
+
+models::TextEncoderOptions NewEncoderOptions(const kaizen::v1::TextOptions& text, int32_t vocab,
+                                             int64_t classes, uint64_t seed) {
+  models::TextEncoderOptions o;
+  o.vocab_size = vocab;
+  o.max_length = text.max_length();
+  o.hidden_size = text.hidden_size();
+  o.num_layers = text.num_layers();
+  o.num_heads = text.num_heads();
+  o.intermediate_size = 4 * o.hidden_size;
+  o.pooling = training::FromProto(text.pooling());
+  o.num_classes = classes;
+  o.seed = seed;
+  return o;
+}
+
+}  // namespace
+
+absl::StatusOr<LabelledTexts> ReadTextRecords(const datasets::RecordFile& file) {
+  LabelledTexts out;
+  out.class_names = file.class_names();
+  out.texts.reserve(file.size());
+  out.labels.reserve(file.size());
+  for (uint64_t i = 0; i < file.size(); ++i) {
+    ASSIGN_OR_RETURN(std::string text, file.ReadText(i));
+    out.texts.push_back(std::move(text));
+    out.labels.push_back(file.info(i).label);
+    file.Release(i);
+  }
+  return out;
+}
+
+bool BuildsNewTextEncoder(const kaizen::v1::StartFineTuneRequest& request) {
+  return request.base_model() == models::kTransformerSmall;
+}
+
+absl::Status CheckTextJob(const kaizen::v1::StartFineTuneRequest& request,
+                          const kaizen::v1::Model* base) {
+  const Strategy strategy = request.strategy();
+  if (!IsTextStrategy(strategy)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dataset \"", request.dataset(),
+                     "\" holds text; text jobs run FEATURE_EXTRACTION, "
+                     "FINE_TUNE, FULL, SCRATCH or MASKED_LM, not ",
+                     kaizen::v1::Strategy_Name(strategy),
+                     " (INCREMENTAL and DISTILL read image datasets only in this version)"));
+  }
+  if (base == nullptr && strategy != kaizen::v1::STRATEGY_SCRATCH &&
+      strategy != kaizen::v1::STRATEGY_MASKED_LM) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "base_model ", models::kTransformerSmall,
+        " has neither weights nor a tokenizer: ", kaizen::v1::Strategy_Name(strategy),
+        " needs a pretrained text model (one a MASKED_LM job wrote, or an earlier text job's); "
+        "use STRATEGY_SCRATCH or STRATEGY_MASKED_LM to build one"));
+  }
+  if (base != nullptr && !base->has_text_input()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("base_model \"", request.base_model(), "\" is an image model and dataset \"",
+                     request.dataset(), "\" holds text; use a text model (with a tokenizer), or ",
+                     models::kTransformerSmall, " with STRATEGY_SCRATCH or STRATEGY_MASKED_LM"));
+  }
+  if (request.tuning().max_trials() > 0) {
+    return absl::InvalidArgumentError(
+        "tuning.max_trials is set but text jobs do not tune in this version; set the "
+        "hyperparameters");
+  }
+  if (request.has_distillation() || request.has_incremental()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        request.has_distillation() ? "distillation" : "incremental",
+        " is set, but text jobs neither distil nor learn incrementally in this version"));
+  }
+  const kaizen::v1::Hyperparameters& hp = request.hyperparameters();
+  RETURN_IF_ERROR(training::CheckRequestedRanges(hp));
+  const std::pair<bool, const char*> image_only[] = {
+      {hp.has_augmentation(), "augmentation"},
+      {hp.mixed_precision() == kaizen::v1::MIXED_PRECISION_BF16 ||
+           hp.mixed_precision() == kaizen::v1::MIXED_PRECISION_FP16,
+       "mixed_precision"},
+      {hp.head().kind() == kaizen::v1::HEAD_KIND_MLP, "head.kind HEAD_KIND_MLP"},
+      {hp.head_warmup_epochs() != 0, "head_warmup_epochs"},
+      {hp.drop_last_fraction() != 0, "drop_last_fraction"},
+      {hp.validation().source_case() == kaizen::v1::ValidationOptions::kSplit,
+       "validation.split (name a validation dataset)"},
+      {hp.has_early_stopping(), "early_stopping"},
+      {hp.label_smoothing() != 0, "label_smoothing"},
+  };
+  for (const auto& [set, field] : image_only) {
+    if (set) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("hyperparameters.", field, " does not apply to text jobs in this version"));
+    }
+  }
+  if (hp.epochs() < 0 || hp.batch_size() < 0 || hp.learning_rate() < 0) {
+    return absl::InvalidArgumentError(
+        "hyperparameters.epochs, batch_size and learning_rate must not be negative");
+  }
+  const kaizen::v1::TextOptions& t = hp.text();
+  if (!kaizen::v1::TextPooling_IsValid(t.pooling())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hyperparameters.text.pooling is ", t.pooling(), ", not a known pooling"));
+  }
+  RETURN_IF_ERROR(CheckRange("max_length", t.max_length(), 4, 4096));
+  RETURN_IF_ERROR(CheckRange("vocab_size", t.vocab_size(), 16, 100000));
+  RETURN_IF_ERROR(CheckRange("hidden_size", t.hidden_size(), 8, 2048));
+  RETURN_IF_ERROR(CheckRange("num_layers", t.num_layers(), 1, 48));
+  RETURN_IF_ERROR(CheckRange("num_heads", t.num_heads(), 1, 64));
+  if (!(t.mask_probability() >= 0 && t.mask_probability() < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("hyperparameters.text.mask_probability is ",
+                                                   t.mask_probability(), "; it must be in [0, 1)"));
+  }
+  if (t.mask_probability() != 0 && strategy != kaizen::v1::STRATEGY_MASKED_LM) {
+    return absl::InvalidArgumentError(
+        "hyperparameters.text.mask_probability applies to STRATEGY_MASKED_LM only");
+  }
+  const bool shape_set = t.vocab_size() != 0 || t.hidden_size() != 0 || t.num_layers() != 0 ||
+                         t.num_heads() != 0 || t.pooling() != kaizen::v1::TEXT_POOLING_UNSPECIFIED;
+  if (base != nullptr && shape_set) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hyperparameters.text.vocab_size, hidden_size, num_layers, num_heads and pooling shape a "
+        "new encoder; base_model \"",
+        request.base_model(), "\" has its own (use ", models::kTransformerSmall, " to build one)"));
+  }
+  if (strategy == kaizen::v1::STRATEGY_MASKED_LM && base != nullptr &&
+      base->text_input().mask_id() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "base_model \"", request.base_model(),
+        "\"'s tokenizer has no mask id (text_input.mask_id); masked-language modelling needs one"));
+  }
+  if (base != nullptr && t.max_length() > base->text_input().max_length()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hyperparameters.text.max_length ", t.max_length(), " is over base_model \"",
+                     request.base_model(), "\"'s ", base->text_input().max_length(), " positions"));
+  }
+  if (base == nullptr) {
+    const int32_t hidden = t.hidden_size() != 0 ? t.hidden_size() : 128;
+    const int32_t heads = t.num_heads() != 0 ? t.num_heads() : 4;
+    if (hidden % heads != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("hyperparameters.text.hidden_size ", hidden,
+                                                     " is not a multiple of num_heads ", heads));
+    }
+  }
+  return absl::OkStatus();
+}
+
+kaizen::v1::Hyperparameters ResolveTextHyperparameters(
+    const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Model* base) {
+  const kaizen::v1::Hyperparameters& req = request.hyperparameters();
+  const int32_t epochs = req.epochs() > 0 ? req.epochs() : kDefaultEpochs;
+  const int32_t batch = req.batch_size() > 0 ? req.batch_size() : kDefaultBatchSize;
+  const bool mlm = request.strategy() == kaizen::v1::STRATEGY_MASKED_LM;
+  kaizen::v1::Hyperparameters hp = training::DefaultTextHyperparameters(
+      mlm ? kaizen::v1::STRATEGY_SCRATCH : request.strategy(), epochs, batch);
+  if (mlm) hp.set_learning_rate(5e-4);
+  if (req.learning_rate() > 0) hp.set_learning_rate(req.learning_rate());
+  if (req.backbone_lr_multiplier() > 0) hp.set_backbone_lr_multiplier(req.backbone_lr_multiplier());
+  if (req.trainable_blocks() > 0) hp.set_trainable_blocks(req.trainable_blocks());
+  if (req.optimizer().kind() != kaizen::v1::OPTIMIZER_UNSPECIFIED) {
+    *hp.mutable_optimizer() = req.optimizer();
+  }
+  if (req.schedule().kind() != kaizen::v1::SCHEDULE_UNSPECIFIED) {
+    *hp.mutable_schedule() = req.schedule();
+  }
+  if (req.gradient_clip_norm() > 0) hp.set_gradient_clip_norm(req.gradient_clip_norm());
+  hp.set_seed(req.seed());
+  *hp.mutable_validation() = req.validation();
+  kaizen::v1::TextOptions* t = hp.mutable_text();
+  *t = req.text();
+  if (t->max_length() == 0) {
+    t->set_max_length(base != nullptr ? base->text_input().max_length() : kDefaultMaxLength);
+  }
+  if (base == nullptr) {
+    if (t->vocab_size() == 0) t->set_vocab_size(kDefaultVocabSize);
+    if (t->hidden_size() == 0) t->set_hidden_size(128);
+    if (t->num_layers() == 0) t->set_num_layers(2);
+    if (t->num_heads() == 0) t->set_num_heads(4);
+    if (t->pooling() == kaizen::v1::TEXT_POOLING_UNSPECIFIED) {
+      t->set_pooling(kaizen::v1::TEXT_POOLING_FIRST_TOKEN);
+    }
+  }
+  if (mlm && t->mask_probability() == 0) t->set_mask_probability(0.15);
+  return hp;
+}
+
+absl::StatusOr<TrainedTokenizer> TrainTextTokenizer(const std::vector<std::string>& texts,
+                                                    int32_t vocab_size, int32_t max_length,
+                                                    const std::string& scratch_dir) {
+  std::string pattern = (std::filesystem::path(scratch_dir) / "tokenizer-XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    return absl::InternalError(
+        absl::StrCat("cannot make a folder for the tokenizer under ", scratch_dir));
+  }
+  const std::filesystem::path dir = pattern;
+  struct Remove {
+    std::filesystem::path dir;
+    ~Remove() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } remove{dir};
+  const std::string corpus = (dir / "corpus.txt").string();
+  {
+    std::ofstream out(corpus, std::ios::binary);
+    for (const std::string& t : texts) {
+      const std::string_view cut = training::CutText(t, kMaxTokenizerSentenceBytes, false);
+      out << absl::StrReplaceAll(absl::string_view(cut.data(), cut.size()),
+                                 {{"\r", " "}, {"\n", " "}})
+          << '\n';
+    }
+    if (!out.flush()) return absl::InternalError(absl::StrCat("cannot write ", corpus));
+  }
+  // --hard_vocab_limit=false: a small dataset gets fewer pieces instead of
+  // an error. Up to kMaxTokenizerSentences texts, every one is read (no
+  // sampling), and one thread makes the pieces a function of the texts; a
+  // larger dataset is sampled. Texts up to kMaxTokenizerSentenceBytes count.
+  absl::Status trained = text::TrainSentencePieceModel(absl::StrCat(
+      "--input=", corpus, " --model_prefix=", (dir / "spm").string(), " --vocab_size=", vocab_size,
+      " --model_type=unigram --character_coverage=1.0 --hard_vocab_limit=false --unk_id=0",
+      " --bos_id=", kBosId, " --eos_id=", kEosId, " --pad_id=", kPadId,
+      " --user_defined_symbols=[MASK] --minloglevel=2 --num_threads=1", " --input_sentence_size=",
+      kMaxTokenizerSentences, " --max_sentence_length=", kMaxTokenizerSentenceBytes));
+  if (!trained.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "training a SentencePiece tokenizer on the dataset's texts failed: ", trained.message()));
+  }
+  std::ifstream in(dir / "spm.model", std::ios::binary);
+  TrainedTokenizer out;
+  out.model_file.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  ASSIGN_OR_RETURN(std::unique_ptr<text::SentencePieceTokenizer> loaded,
+                   text::SentencePieceTokenizer::Load(out.model_file));
+  kaizen::v1::TextInput& input = out.input;
+  input.set_tokenizer(kaizen::v1::TOKENIZER_KIND_SENTENCEPIECE);
+  input.set_tokenizer_sha256(common::Sha256Hex(out.model_file));
+  input.set_vocab_size(loaded->vocab_size());
+  input.set_max_length(max_length);
+  input.set_first_id(kBosId);
+  input.set_last_id(kEosId);
+  input.set_pad_id(kPadId);
+  input.set_mask_id(loaded->Piece(kMaskId) == "[MASK]" ? kMaskId : -1);
+  input.set_pooling(kaizen::v1::TEXT_POOLING_FIRST_TOKEN);
+  return out;
+}
+
+namespace {
+
+// The encoder a job starts from, its metadata, tokenizer and TextInput.
+struct StartingPoint {
+  torch::jit::Module module;
+  kaizen::v1::Model metadata;
+  std::string tokenizer;
+};
+
+absl::StatusOr<StartingPoint> Start(const TextJobInputs& in) {
+  const kaizen::v1::TextOptions& t = in.hyperparameters.text();
+  StartingPoint s;
+  if (in.base.has_value()) {
+    s.module = in.base->clone();
+    s.tokenizer = in.base_tokenizer;
+    // What describes the base's architecture and input stays; what its own
+    // training measured or the catalogue added does not.
+    kaizen::v1::Model& m = s.metadata;
+    m.set_architecture(in.base_metadata.architecture());
+    *m.mutable_head() = in.base_metadata.head();
+    *m.mutable_class_names() = in.base_metadata.class_names();
+    m.set_parameter_count(in.base_metadata.parameter_count());
+    *m.mutable_text_input() = in.base_metadata.text_input();
+    m.mutable_text_input()->set_max_length(t.max_length());
+    return s;
+  }
+  if (in.on_message) {
+    in.on_message(absl::StrCat("training a SentencePiece tokenizer (at most ", t.vocab_size(),
+                               " pieces) on ", in.train.texts.size(), " training texts"));
+  }
+  ASSIGN_OR_RETURN(TrainedTokenizer tok, TrainTextTokenizer(in.train.texts, t.vocab_size(),
+                                                            t.max_length(), in.scratch_dir));
+  if (in.on_message) {
+    in.on_message(absl::StrCat("the tokenizer has ", tok.input.vocab_size(), " pieces"));
+  }
+  const models::TextEncoderOptions options = NewEncoderOptions(
+      t, tok.input.vocab_size(), static_cast<int64_t>(in.train.class_names.size()),
+      in.hyperparameters.seed());
+  ASSIGN_OR_RETURN(s.module, models::CreateTextEncoder(options));
+  ASSIGN_OR_RETURN(s.metadata, training::DescribeTextEncoder(options, tok.input));
+  for (const std::string& c : in.train.class_names) s.metadata.add_class_names(c);
+  s.tokenizer = std::move(tok.model_file);
+  return s;
+}
+
+absl::StatusOr<TextJobOutput> RunMaskedLm(const TextJobInputs& in, StartingPoint start,
+                                          const training::TextExamples& train,
+                                          const training::TextExamples* validation) {
+  const kaizen::v1::Hyperparameters& hp = in.hyperparameters;
+  const kaizen::v1::TextInput& input = start.metadata.text_input();
+  if (input.mask_id() < 0) {
+    return absl::InvalidArgumentError(
+        "the tokenizer has no mask id (text_input.mask_id); masked-language modelling needs one");
+  }
+  training::PretrainOptions o;
+  o.epochs = hp.epochs();
+  o.batch_size = hp.batch_size();
+  o.learning_rate = hp.learning_rate();
+  o.weight_decay = hp.optimizer().weight_decay();
+  o.masking.mask_probability = hp.text().mask_probability();
+  o.masking.mask_id = input.mask_id();
+  o.masking.vocab_size = input.vocab_size();
+  if (input.first_id() >= 0) o.masking.never_mask.push_back(input.first_id());
+  if (input.last_id() >= 0) o.masking.never_mask.push_back(input.last_id());
+  o.pad_id = input.pad_id();
+  o.seed = hp.seed();
+  o.should_stop = in.should_stop;
+  TextJobOutput out;
+  o.on_epoch = [&](int32_t epoch, double loss) {
+    out.epochs_completed = epoch;
+    kaizen::v1::EpochMetrics m;
+    m.set_epoch(epoch);
+    m.set_train_loss(loss);
+    if (in.on_epoch) in.on_epoch(m);
+  };
+  start.module.to(in.device);
+  ASSIGN_OR_RETURN(torch::jit::Module mlm,
+                   models::CreateMaskedLanguageModel(start.module, hp.seed()));
+  ASSIGN_OR_RETURN(const training::PretrainResult result,
+                   training::PretrainMaskedLanguageModel(mlm, train.sequences, o));
+  out.stopped = result.stopped;
+  start.module.to(torch::kCPU);
+  start.module.eval();
+  out.module = start.module;
+  out.metadata = std::move(start.metadata);
+  if (!result.epoch_losses.empty()) {
+    (*out.metadata.mutable_metrics())["masked_lm_loss"] = result.epoch_losses.back();
+    (*out.metadata.mutable_metrics())["train_loss"] = result.epoch_losses.back();
+  }
+  if (validation != nullptr && !out.stopped) {
+    mlm.to(torch::kCPU);
+    ASSIGN_OR_RETURN(const double val,
+                     training::EvaluateMaskedLanguageModel(mlm, validation->sequences, o.masking,
+                                                           o.pad_id, o.batch_size, hp.seed()));
+    (*out.metadata.mutable_metrics())["val_masked_lm_loss"] = val;
+    if (in.on_message) {
+      in.on_message(absl::StrFormat("masked-language-model loss on the %d validation texts: %.4f",
+                                    validation->sequences.size(), val));
+    }
+  }
+  out.tokenizer = std::move(start.tokenizer);
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
+  ASSIGN_OR_RETURN(StartingPoint start, Start(in));
+  ASSIGN_OR_RETURN(const training::TextModelInput input,
+                   training::TextModelInput::Load(start.metadata.text_input(), start.tokenizer));
+  ASSIGN_OR_RETURN(const training::TextExamples train, Encode(input, in.train, "training"));
+  std::optional<training::TextExamples> validation;
+  if (in.validation.has_value()) {
+    ASSIGN_OR_RETURN(validation, Encode(input, *in.validation, "validation"));
+  }
+  const training::TextExamples* val = validation ? &*validation : nullptr;
+  if (in.strategy == kaizen::v1::STRATEGY_MASKED_LM) {
+    return RunMaskedLm(in, std::move(start), train, val);
+  }
+  training::TextTrainerOptions o;
+  o.strategy = in.strategy;
+  o.hyperparameters = in.hyperparameters;
+  o.base = start.module;
+  o.base.to(in.device);
+  o.base_metadata = start.metadata;
+  o.num_classes = static_cast<int64_t>(in.train.class_names.size());
+  o.pad_id = start.metadata.text_input().pad_id();
+  o.on_epoch = in.on_epoch;
+  o.should_stop = in.should_stop;
+  ASSIGN_OR_RETURN(training::TextTrainResult result, training::TrainTextClassifier(o, train, val));
+  TextJobOutput out;
+  out.stopped = result.stopped;
+  out.epochs_completed = static_cast<int32_t>(result.epochs.size());
+  out.module = result.classifier;
+  out.metadata = std::move(start.metadata);
+  out.metadata.clear_class_names();
+  for (const std::string& c : in.train.class_names) out.metadata.add_class_names(c);
+  kaizen::v1::ModelHead* head = out.metadata.mutable_head();
+  head->set_module_path(result.head_path);
+  head->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
+  head->set_out_features(o.num_classes);
+  out.metadata.set_parameter_count(CountParameters(out.module));
+  if (!result.epochs.empty()) {
+    const kaizen::v1::EpochMetrics& last = result.epochs.back();
+    auto& metrics = *out.metadata.mutable_metrics();
+    metrics["train_loss"] = last.train_loss();
+    metrics["train_accuracy"] = last.train_accuracy();
+    if (val != nullptr) {
+      metrics["val_loss"] = last.val_loss();
+      metrics["val_accuracy"] = last.val_accuracy();
+    }
+  }
+  out.tokenizer = std::move(start.tokenizer);
+  return out;
+}
+
+absl::StatusOr<kaizen::v1::Evaluation> EvaluateTextClassifier(
+    torch::jit::Module& module, const kaizen::v1::Model& model, const std::string& tokenizer,
+    const LabelledTexts& test, int64_t batch_size, const std::function<bool()>& should_stop) {
+  ASSIGN_OR_RETURN(const training::TextModelInput input,
+                   training::TextModelInput::Load(model.text_input(), tokenizer));
+  ASSIGN_OR_RETURN(const training::TextExamples examples, Encode(input, test, "test"));
+  const std::vector<std::string> model_classes(model.class_names().begin(),
+                                               model.class_names().end());
+  const int64_t outputs = model.head().out_features();
+  ASSIGN_OR_RETURN(training::ClassMapping mapping,
+                   training::MapClasses(test.class_names, model_classes, outputs));
+  training::EvaluationAccumulator acc(test.class_names, model_classes, std::move(mapping), 5);
+  const absl::Time start = absl::Now();
+  for (size_t begin = 0; begin < examples.sequences.size();
+       begin += static_cast<size_t>(batch_size)) {
+    if (should_stop && should_stop()) return absl::CancelledError("the evaluation was stopped");
+    const size_t end = std::min(examples.sequences.size(), begin + static_cast<size_t>(batch_size));
+    const std::vector<std::vector<int32_t>> rows(examples.sequences.begin() + begin,
+                                                 examples.sequences.begin() + end);
+    ASSIGN_OR_RETURN(const training::TextPredictions p,
+                     training::PredictText(module, rows, input.input().pad_id(), batch_size));
+    std::vector<int64_t> labels(examples.labels.begin() + begin, examples.labels.begin() + end);
+    RETURN_IF_ERROR(acc.Add(p.logits, torch::tensor(labels, torch::kLong)));
+  }
+  kaizen::v1::Evaluation e = acc.Finish();
+  e.set_model(model.name());
+  e.set_version(model.version());
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  e.set_seconds(seconds);
+  if (seconds > 0) e.set_examples_per_second(static_cast<double>(e.examples()) / seconds);
+  return e;
+}
+
+}  // namespace kaizen::jobs

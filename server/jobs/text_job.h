@@ -1,0 +1,115 @@
+// Fine-tuning jobs on text datasets (issue 20): what StartFineTune checks
+// for them and what a worker runs. The image path (training::Train) reads
+// pixels; a text job tokenises its dataset's texts with the tokenizer its
+// model carries (or, building a new encoder, one it trains on its own
+// training texts), trains with training::TrainTextClassifier or
+// PretrainMaskedLanguageModel, and ends with one version that carries its
+// tokenizer, so that Predict turns texts into ids exactly as training did.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kaizen/v1/finetune_service.pb.h"
+#include "kaizen/v1/model_service.pb.h"
+#include "server/datasets/record_file.h"
+#include "server/models/text_encoder.h"
+
+namespace kaizen::jobs {
+
+// A text dataset's rows in record order.
+struct LabelledTexts {
+  std::vector<std::string> texts;
+  std::vector<int64_t> labels;
+  std::vector<std::string> class_names;
+};
+
+// Every text record of `file`. DataLoss naming the record when one fails its
+// CRC; FailedPrecondition when the file holds images.
+absl::StatusOr<LabelledTexts> ReadTextRecords(const datasets::RecordFile& file);
+
+// Whether a job with `base_model` builds a new encoder: transformer-small,
+// which is not stored (it has neither weights nor a tokenizer until a job
+// trains them).
+bool BuildsNewTextEncoder(const kaizen::v1::StartFineTuneRequest& request);
+
+// The checks StartFineTune makes on a job whose dataset holds text, before
+// anything is stored. `base` is the stored base model, or nullptr when the
+// job builds a new encoder. InvalidArgument naming the field: a strategy
+// other than FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH and MASKED_LM
+// (INCREMENTAL and DISTILL read images only in this version), a new encoder
+// for anything but SCRATCH or MASKED_LM, a base without text_input (an
+// image model), tuning, an image-only hyperparameter (augmentation, mixed
+// precision, an MLP head, head warm-up, drop_last_fraction, a validation
+// split), text options out of range.
+absl::Status CheckTextJob(const kaizen::v1::StartFineTuneRequest& request,
+                          const kaizen::v1::Model* base);
+
+// The hyperparameters a text job runs with: DefaultTextHyperparameters
+// (MASKED_LM: lr 5e-4, warm-up then linear decay) for 10 epochs of 32,
+// every field the request sets taking its place; text options completed
+// with their defaults (max_length from `base` when given).
+kaizen::v1::Hyperparameters ResolveTextHyperparameters(
+    const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Model* base);
+
+// SentencePiece's unigram model trained on `texts` (line breaks made
+// spaces), at most `vocab_size` pieces: unk 0, BOS 1, EOS 2, padding 3 and
+// [MASK] 4 (user-defined), and the TextInput that frames with them to
+// `max_length`. Written and read in a private folder under `scratch_dir`,
+// removed afterwards. The same texts give the same pieces. InvalidArgument when the library refuses
+// the texts.
+struct TrainedTokenizer {
+  std::string model_file;
+  kaizen::v1::TextInput input;
+};
+absl::StatusOr<TrainedTokenizer> TrainTextTokenizer(const std::vector<std::string>& texts,
+                                                    int32_t vocab_size, int32_t max_length,
+                                                    const std::string& scratch_dir);
+
+struct TextJobInputs {
+  kaizen::v1::Strategy strategy = kaizen::v1::STRATEGY_UNSPECIFIED;
+  // ResolveTextHyperparameters's.
+  kaizen::v1::Hyperparameters hyperparameters;
+  // The stored base (module on the CPU, its metadata and tokenizer file);
+  // unset when the job builds a new transformer-small.
+  std::optional<torch::jit::Module> base;
+  kaizen::v1::Model base_metadata;
+  std::string base_tokenizer;
+  LabelledTexts train;
+  std::optional<LabelledTexts> validation;
+  // Where a new tokenizer is trained.
+  std::string scratch_dir;
+  torch::Device device = torch::kCPU;
+  std::function<bool()> should_stop;
+  std::function<void(const kaizen::v1::EpochMetrics&)> on_epoch;
+  std::function<void(const std::string&)> on_message;
+};
+
+struct TextJobOutput {
+  torch::jit::Module module;   // CPU, eval mode
+  kaizen::v1::Model metadata;  // text_input, head, classes, parameter_count, metrics
+  std::string tokenizer;       // the file the model carries
+  int32_t epochs_completed = 0;
+  bool stopped = false;
+};
+
+// Runs the job: tokenises the texts (texts the tokenizer refuses are named
+// by row), builds or copies the encoder, trains, and describes the result.
+// MASKED_LM's output is the encoder with a head for the dataset's classes,
+// untrained, and metrics masked_lm_loss (and val_masked_lm_loss with
+// validation texts).
+absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& inputs);
+
+// `module`'s accuracy, per-class figures and confusion on `test` (classes
+// matched to `model`'s by name), batches of `batch_size` padded to their
+// longest. Cancelled when should_stop.
+absl::StatusOr<kaizen::v1::Evaluation> EvaluateTextClassifier(
+    torch::jit::Module& module, const kaizen::v1::Model& model, const std::string& tokenizer,
+    const LabelledTexts& test, int64_t batch_size, const std::function<bool()>& should_stop);
+
+}  // namespace kaizen::jobs

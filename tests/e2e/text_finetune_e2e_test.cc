@@ -1,0 +1,296 @@
+// Text classification end to end through the real server on a loopback
+// port (issue 20): WordNet glosses uploaded as CSV, a transformer-small
+// trained from scratch (its SentencePiece tokenizer trained on the training
+// texts), masked-language-model pretraining, FEATURE_EXTRACTION and
+// FINE_TUNE from stored text models, the test set evaluated by the job, and
+// Predict / the Open Inference Protocol answering texts with the model's
+// own tokenizer.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "client/lib/kaizen_client.h"
+#include "gmock/gmock.h"
+#include "inference/grpc_service.grpc.pb.h"
+#include "server/api/server.h"
+#include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/server/loopback_server.h"
+#include "tests/test_util/temp_dir.h"
+#include "tests/test_util/wordnet.h"
+
+namespace kaizen {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int kTrainPerClass = 120;
+constexpr int kTestPerClass = 40;
+const char* const kCategories[] = {"noun.animal", "noun.food", "verb.motion"};
+
+std::string CsvField(const std::string& s) {
+  return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\"", "\"\""}}), "\"");
+}
+
+class TextFineTuneE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::map<std::string, int> taken;
+    suite_ = new Suite;
+    for (test_util::WordNetGloss& g : test_util::WordNetGlosses()) {
+      bool wanted = false;
+      for (const char* c : kCategories) wanted |= g.category == c;
+      if (!wanted) continue;
+      const int n = taken[g.category]++;
+      if (n < kTrainPerClass) {
+        suite_->train.push_back(std::move(g));
+      } else if (n < kTrainPerClass + kTestPerClass) {
+        suite_->test.push_back(std::move(g));
+      }
+    }
+  }
+  static void TearDownTestSuite() { delete suite_; }
+
+  void SetUp() override {
+    ASSERT_EQ(suite_->train.size(), 3u * kTrainPerClass) << "wordnet-base is not installed";
+    api::KaizenServer::Options o = test_util::LoopbackOptions(data_.path());
+    auto s = test_util::StartLoopbackServer(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    s_ = *std::move(s);
+    ASSERT_TRUE(Upload("train", suite_->train).ok());
+    ASSERT_TRUE(Upload("test", suite_->test).ok());
+  }
+
+  absl::StatusOr<v1::Dataset> Upload(const std::string& name,
+                                     const std::vector<test_util::WordNetGloss>& rows) {
+    std::string csv = "text,label\n";
+    for (const auto& g : rows) absl::StrAppend(&csv, CsvField(g.gloss), ",", g.category, "\n");
+    const std::string path = files_.File(name + ".csv");
+    test_util::WriteBinaryFile(path, csv);
+    v1::UploadDatasetHeader h;
+    h.set_name(name);
+    h.set_format(v1::DATASET_FORMAT_TEXT_CSV);
+    return s_.client->UploadDataset(h, {path});
+  }
+
+  static v1::StartFineTuneRequest Request(const std::string& base, const std::string& output,
+                                          v1::Strategy strategy, int epochs) {
+    v1::StartFineTuneRequest r;
+    r.set_base_model(base);
+    r.set_dataset("train");
+    r.set_output_model(output);
+    r.set_strategy(strategy);
+    v1::Hyperparameters* hp = r.mutable_hyperparameters();
+    hp->set_epochs(epochs);
+    hp->set_batch_size(16);
+    hp->set_seed(5);
+    v1::TextOptions* t = hp->mutable_text();
+    if (base == "transformer-small") {
+      t->set_vocab_size(600);
+      t->set_hidden_size(64);
+      t->set_num_layers(1);
+    }
+    t->set_max_length(48);
+    return r;
+  }
+
+  absl::StatusOr<v1::Job> Run(const v1::StartFineTuneRequest& r) {
+    absl::StatusOr<v1::Job> job = s_.client->StartFineTune(r);
+    if (!job.ok()) return job.status();
+    return test_util::WaitForJob(*s_.client, job->id(), {v1::JOB_STATE_SUCCEEDED});
+  }
+
+  absl::StatusOr<v1::PredictResponse> PredictTexts(
+      const std::string& model, const std::vector<test_util::WordNetGloss>& rows) {
+    v1::PredictRequest r;
+    r.set_model(model);
+    for (const auto& g : rows) r.add_inputs()->set_text(g.gloss);
+    return s_.client->Predict(r);
+  }
+
+  struct Suite {
+    std::vector<test_util::WordNetGloss> train, test;
+  };
+  static Suite* suite_;
+  test_util::TempDir data_;
+  test_util::TempDir files_;
+  test_util::LoopbackServer s_;
+};
+
+TextFineTuneE2E::Suite* TextFineTuneE2E::suite_ = nullptr;
+
+TEST_F(TextFineTuneE2E, ScratchTrainsATokenizerAndAClassifierThatPredictServesAsTrained) {
+  v1::StartFineTuneRequest r = Request("transformer-small", "glosses", v1::STRATEGY_SCRATCH, 8);
+  r.set_test_dataset("test");
+  r.mutable_hyperparameters()->set_learning_rate(2e-3);
+  absl::StatusOr<v1::Job> job = Run(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->latest_version(), 1);
+  ASSERT_EQ(job->history_size(), 8);
+
+  absl::StatusOr<v1::Model> model = s_.client->GetModel("glosses", 1);
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_TRUE(model->has_text_input());
+  EXPECT_EQ(model->text_input().tokenizer(), v1::TOKENIZER_KIND_SENTENCEPIECE);
+  EXPECT_EQ(model->text_input().max_length(), 48);
+  EXPECT_GT(model->text_input().vocab_size(), 100);
+  EXPECT_LE(model->text_input().vocab_size(), 600);
+  EXPECT_EQ(model->text_input().tokenizer_sha256().size(), 64u);
+  ASSERT_EQ(model->class_names_size(), 3);
+  EXPECT_EQ(model->class_names(2), "verb.motion");
+  ASSERT_TRUE(model->has_test_evaluation());
+  const v1::Evaluation& e = model->test_evaluation();
+  EXPECT_EQ(e.examples(), 3 * kTestPerClass);
+  // Three classes: chance is 1/3.
+  EXPECT_GT(e.accuracy(), 0.6) << "held-out accuracy after 8 epochs from scratch";
+
+  // Predict tokenises with the tokenizer the model carries: on the test
+  // texts it agrees with the job's own evaluation of them.
+  absl::StatusOr<v1::PredictResponse> p = PredictTexts("glosses", suite_->test);
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(p->predictions_size(), 3 * kTestPerClass);
+  EXPECT_EQ(p->version(), 1);
+  int correct = 0;
+  for (int i = 0; i < p->predictions_size(); ++i) {
+    correct += p->predictions(i).classes(0).label() == suite_->test[i].category;
+  }
+  EXPECT_NEAR(static_cast<double>(correct) / p->predictions_size(), e.accuracy(), 1.5 / 120);
+
+  // One text alone gets the answer it got in a padded batch.
+  absl::StatusOr<v1::PredictResponse> one = PredictTexts("glosses", {suite_->test[7]});
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->predictions(0).classes(0).label(), p->predictions(7).classes(0).label());
+  EXPECT_NEAR(one->predictions(0).classes(0).probability(),
+              p->predictions(7).classes(0).probability(), 1e-4);
+
+  // An image sent to a text model is refused by name.
+  v1::PredictRequest image;
+  image.set_model("glosses");
+  image.add_inputs()->set_text("a small dog");
+  image.add_inputs()->set_encoded_image("\x89PNG");
+  absl::StatusOr<v1::PredictResponse> refused = s_.client->Predict(image);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("inputs[1]: model \"glosses\" version 1 is a text model"));
+
+  // EvaluateModel reads image datasets: a text model is refused by name.
+  absl::StatusOr<v1::Evaluation> evaluated = s_.client->EvaluateModel("glosses", 0, "test");
+  EXPECT_EQ(evaluated.status().code(), absl::StatusCode::kInvalidArgument) << evaluated.status();
+  EXPECT_THAT(std::string(evaluated.status().message()), HasSubstr("is a text model"));
+
+  // The Open Inference Protocol: BYTES in, probabilities out.
+  auto oip = inference::GRPCInferenceService::NewStub(s_.channel);
+  {
+    grpc::ClientContext ctx;
+    inference::ModelMetadataRequest mr;
+    mr.set_name("glosses");
+    inference::ModelMetadataResponse meta;
+    ASSERT_TRUE(oip->ModelMetadata(&ctx, mr, &meta).ok());
+    ASSERT_EQ(meta.inputs_size(), 1);
+    EXPECT_EQ(meta.inputs(0).datatype(), "BYTES");
+  }
+  inference::ModelInferRequest ir;
+  ir.set_model_name("glosses");
+  auto* in = ir.add_inputs();
+  in->set_name("input");
+  in->set_datatype("BYTES");
+  in->add_shape(2);
+  in->mutable_contents()->add_bytes_contents(suite_->test[0].gloss);
+  in->mutable_contents()->add_bytes_contents(suite_->test[7].gloss);
+  grpc::ClientContext ctx;
+  inference::ModelInferResponse out;
+  const grpc::Status st = oip->ModelInfer(&ctx, ir, &out);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(out.outputs_size(), 1);
+  EXPECT_EQ(out.outputs(0).shape(0), 2);
+  EXPECT_EQ(out.outputs(0).shape(1), 3);
+  ASSERT_EQ(out.raw_output_contents_size(), 1);
+  const float* probs = reinterpret_cast<const float*>(out.raw_output_contents(0).data());
+  EXPECT_NEAR(probs[3 + 0] + probs[3 + 1] + probs[3 + 2], 1.0, 1e-4);
+  float best = 0;
+  for (int c = 0; c < 3; ++c) best = std::max(best, probs[3 + c]);
+  EXPECT_NEAR(best, p->predictions(7).classes(0).probability(), 1e-4);
+}
+
+TEST_F(TextFineTuneE2E, MaskedLmPretrainsAnEncoderThatFeatureExtractionAndFineTuneStartFrom) {
+  v1::StartFineTuneRequest mlm = Request("transformer-small", "encoder", v1::STRATEGY_MASKED_LM, 2);
+  absl::StatusOr<v1::Job> pretrained = Run(mlm);
+  ASSERT_TRUE(pretrained.ok()) << pretrained.status();
+  absl::StatusOr<v1::Model> encoder = s_.client->GetModel("encoder", 0);
+  ASSERT_TRUE(encoder.ok()) << encoder.status();
+  ASSERT_TRUE(encoder->has_text_input());
+  EXPECT_GE(encoder->text_input().mask_id(), 0);
+  ASSERT_EQ(encoder->metrics().count("masked_lm_loss"), 1u);
+  EXPECT_GT(encoder->metrics().at("masked_lm_loss"), 0);
+  EXPECT_EQ(pretrained->history_size(), 2);
+
+  for (const v1::Strategy strategy : {v1::STRATEGY_FEATURE_EXTRACTION, v1::STRATEGY_FINE_TUNE}) {
+    v1::StartFineTuneRequest r =
+        Request("encoder", absl::StrCat("clf-", static_cast<int>(strategy)), strategy, 2);
+    r.set_test_dataset("test");
+    absl::StatusOr<v1::Job> job = Run(r);
+    ASSERT_TRUE(job.ok()) << v1::Strategy_Name(strategy) << ": " << job.status();
+    absl::StatusOr<v1::Model> clf = s_.client->GetModel(r.output_model(), 0);
+    ASSERT_TRUE(clf.ok()) << clf.status();
+    // The classifier carries the encoder's tokenizer.
+    EXPECT_EQ(clf->text_input().tokenizer_sha256(), encoder->text_input().tokenizer_sha256());
+    EXPECT_EQ(clf->test_evaluation().examples(), 3 * kTestPerClass);
+    absl::StatusOr<v1::PredictResponse> p = PredictTexts(r.output_model(), {suite_->test[0]});
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->predictions_size(), 1);
+  }
+}
+
+TEST_F(TextFineTuneE2E, TextJobsThatCannotRunAreRefusedByField) {
+  struct Case {
+    v1::StartFineTuneRequest request;
+    std::string message;
+  };
+  std::vector<Case> cases;
+  cases.push_back({Request("transformer-small", "o", v1::STRATEGY_FEATURE_EXTRACTION, 1),
+                   "base_model transformer-small has neither weights nor a tokenizer"});
+  cases.push_back({Request("transformer-small", "o", v1::STRATEGY_INCREMENTAL, 1),
+                   "INCREMENTAL and DISTILL read image datasets only"});
+  {
+    v1::StartFineTuneRequest r = Request("transformer-small", "o", v1::STRATEGY_SCRATCH, 1);
+    r.mutable_hyperparameters()->mutable_text()->set_vocab_size(5);
+    cases.push_back({r, "hyperparameters.text.vocab_size is 5"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("transformer-small", "o", v1::STRATEGY_SCRATCH, 1);
+    r.mutable_hyperparameters()->mutable_augmentation()->set_enabled(true);
+    cases.push_back({r, "hyperparameters.augmentation does not apply to text jobs"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("transformer-small", "o", v1::STRATEGY_SCRATCH, 1);
+    r.set_test_dataset("train");
+    cases.push_back({r, "test_dataset \"train\" is the job's training dataset"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("transformer-small", "o", v1::STRATEGY_MASKED_LM, 1);
+    r.set_test_dataset("test");
+    cases.push_back({r, "STRATEGY_MASKED_LM trains no classifier to test"});
+  }
+  for (const Case& c : cases) {
+    absl::StatusOr<v1::Job> job = s_.client->StartFineTune(c.request);
+    EXPECT_EQ(job.status().code(), absl::StatusCode::kInvalidArgument) << job.status();
+    EXPECT_THAT(std::string(job.status().message()), HasSubstr(c.message));
+  }
+  // The built-in encoder's name is not an output's.
+  absl::StatusOr<v1::Job> taken = s_.client->StartFineTune(
+      Request("transformer-small", "transformer-small", v1::STRATEGY_SCRATCH, 1));
+  EXPECT_EQ(taken.status().code(), absl::StatusCode::kAlreadyExists) << taken.status();
+  // MASKED_LM on an image dataset.
+  v1::StartFineTuneRequest r = Request("cnn-small", "o", v1::STRATEGY_MASKED_LM, 1);
+  r.set_dataset("no-such-images");
+  absl::StatusOr<v1::Job> job = s_.client->StartFineTune(r);
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kInvalidArgument) << job.status();
+  EXPECT_THAT(std::string(job.status().message()), HasSubstr("needs a text dataset"));
+}
+
+}  // namespace
+}  // namespace kaizen

@@ -1,0 +1,318 @@
+#include "server/jobs/text_job.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <limits>
+#include <map>
+
+#include "gmock/gmock.h"
+#include "server/common/sha256.h"
+#include "server/text/sentencepiece_tokenizer.h"
+#include "tests/test_util/temp_dir.h"
+#include "tests/test_util/wordnet.h"
+
+namespace kaizen::jobs {
+namespace {
+
+using ::testing::HasSubstr;
+
+// `per_class` glosses of each of three categories, skipping the first `skip`.
+LabelledTexts Glosses(int per_class, int skip = 0) {
+  const std::vector<std::string> classes = {"noun.animal", "noun.food", "verb.motion"};
+  LabelledTexts out;
+  out.class_names = classes;
+  std::map<std::string, int> seen;
+  for (const test_util::WordNetGloss& g : test_util::WordNetGlosses()) {
+    for (size_t c = 0; c < classes.size(); ++c) {
+      if (g.category != classes[c]) continue;
+      const int n = seen[g.category]++;
+      if (n < skip || n >= skip + per_class) continue;
+      out.texts.push_back(g.gloss);
+      out.labels.push_back(static_cast<int64_t>(c));
+    }
+  }
+  return out;
+}
+
+v1::StartFineTuneRequest Request(const std::string& base, v1::Strategy strategy) {
+  v1::StartFineTuneRequest r;
+  r.set_base_model(base);
+  r.set_dataset("texts");
+  r.set_output_model("out");
+  r.set_strategy(strategy);
+  return r;
+}
+
+v1::Model TextModel(int32_t max_length) {
+  v1::Model m;
+  m.set_name("enc");
+  m.mutable_text_input()->set_max_length(max_length);
+  return m;
+}
+
+TEST(ReadTextRecordsTest, ReadsEveryTextWithItsLabelInOrder) {
+  test_util::TempDir dir;
+  const std::string path = dir.File("texts.rec");
+  auto writer = datasets::RecordFileWriter::Create(path);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  ASSERT_TRUE((*writer)->AppendText(1, "a dog, barking").ok());
+  ASSERT_TRUE((*writer)->AppendText(0, std::string(3000, 'x') + " long enough to deflate").ok());
+  ASSERT_TRUE((*writer)->Finish({"food", "animal"}).ok());
+  auto file = datasets::RecordFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<LabelledTexts> texts = ReadTextRecords(**file);
+  ASSERT_TRUE(texts.ok()) << texts.status();
+  EXPECT_EQ(texts->class_names, (std::vector<std::string>{"food", "animal"}));
+  ASSERT_EQ(texts->texts.size(), 2u);
+  EXPECT_EQ(texts->texts[0], "a dog, barking");
+  EXPECT_EQ(texts->texts[1].size(), 3023u);
+  EXPECT_EQ(texts->labels, (std::vector<int64_t>{1, 0}));
+}
+
+TEST(CheckTextJobTest, RefusesWhatATextJobCannotRunNamingTheField) {
+  const v1::Model enc = TextModel(64);
+  v1::Model image;
+  image.set_name("resnet");
+  struct Case {
+    v1::StartFineTuneRequest request;
+    const v1::Model* base;
+    std::string message;
+  };
+  std::vector<Case> cases;
+  cases.push_back({Request("transformer-small", v1::STRATEGY_DISTILL), nullptr,
+                   "not STRATEGY_DISTILL (INCREMENTAL and DISTILL read image datasets only"});
+  cases.push_back({Request("transformer-small", v1::STRATEGY_FINE_TUNE), nullptr,
+                   "has neither weights nor a tokenizer"});
+  cases.push_back({Request("resnet", v1::STRATEGY_FULL), &image, "is an image model"});
+  {
+    v1::StartFineTuneRequest r = Request("enc", v1::STRATEGY_FULL);
+    r.mutable_hyperparameters()->mutable_text()->set_max_length(65);
+    cases.push_back({r, &enc, "max_length 65 is over base_model \"enc\"'s 64 positions"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("enc", v1::STRATEGY_FULL);
+    r.mutable_hyperparameters()->mutable_text()->set_hidden_size(64);
+    cases.push_back({r, &enc, "shape a new encoder"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("transformer-small", v1::STRATEGY_SCRATCH);
+    r.mutable_hyperparameters()->mutable_text()->set_hidden_size(66);
+    cases.push_back({r, nullptr, "hidden_size 66 is not a multiple of num_heads 4"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("transformer-small", v1::STRATEGY_SCRATCH);
+    r.mutable_hyperparameters()->mutable_text()->set_mask_probability(0.2);
+    cases.push_back({r, nullptr, "mask_probability applies to STRATEGY_MASKED_LM only"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("transformer-small", v1::STRATEGY_MASKED_LM);
+    r.mutable_hyperparameters()->mutable_text()->set_mask_probability(1.0);
+    cases.push_back({r, nullptr, "mask_probability is 1; it must be in [0, 1)"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("enc", v1::STRATEGY_FEATURE_EXTRACTION);
+    r.mutable_hyperparameters()->mutable_validation()->set_split(0.1);
+    cases.push_back({r, &enc, "validation.split (name a validation dataset) does not apply"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("enc", v1::STRATEGY_FEATURE_EXTRACTION);
+    r.mutable_tuning()->set_max_trials(4);
+    cases.push_back({r, &enc, "text jobs do not tune"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("transformer-small", v1::STRATEGY_SCRATCH);
+    r.mutable_hyperparameters()->mutable_text()->set_num_layers(49);
+    cases.push_back({r, nullptr, "hyperparameters.text.num_layers is 49"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("enc", v1::STRATEGY_FULL);
+    r.mutable_hyperparameters()->set_learning_rate(std::numeric_limits<double>::infinity());
+    cases.push_back({r, &enc, "hyperparameters.learning_rate is inf"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("transformer-small", v1::STRATEGY_SCRATCH);
+    r.mutable_hyperparameters()->mutable_text()->set_pooling(static_cast<v1::TextPooling>(99));
+    cases.push_back({r, nullptr, "hyperparameters.text.pooling is 99, not a known pooling"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("enc", v1::STRATEGY_FULL);
+    r.mutable_distillation()->set_teacher_model("t");
+    cases.push_back({r, &enc, "distillation is set, but text jobs neither distil"});
+  }
+  v1::Model no_mask = enc;  // outlives `cases`' pointer to it
+  no_mask.mutable_text_input()->set_mask_id(-1);
+  {
+    cases.push_back(
+        {Request("enc", v1::STRATEGY_MASKED_LM), &no_mask, "\"enc\"'s tokenizer has no mask id"});
+  }
+  for (const Case& c : cases) {
+    const absl::Status st = CheckTextJob(c.request, c.base);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.message;
+    EXPECT_THAT(std::string(st.message()), HasSubstr(c.message));
+  }
+  EXPECT_TRUE(CheckTextJob(Request("enc", v1::STRATEGY_FINE_TUNE), &enc).ok());
+  EXPECT_TRUE(CheckTextJob(Request("transformer-small", v1::STRATEGY_MASKED_LM), nullptr).ok());
+}
+
+TEST(ResolveTextHyperparametersTest, DefaultsThenWhatTheRequestSets) {
+  v1::StartFineTuneRequest r = Request("transformer-small", v1::STRATEGY_SCRATCH);
+  v1::Hyperparameters hp = ResolveTextHyperparameters(r, nullptr);
+  EXPECT_EQ(hp.epochs(), 10);
+  EXPECT_EQ(hp.batch_size(), 32);
+  EXPECT_DOUBLE_EQ(hp.learning_rate(), 1e-3);
+  EXPECT_EQ(hp.optimizer().kind(), v1::OPTIMIZER_ADAMW);
+  EXPECT_EQ(hp.text().max_length(), 128);
+  EXPECT_EQ(hp.text().vocab_size(), 4000);
+  EXPECT_EQ(hp.text().hidden_size(), 128);
+  EXPECT_EQ(hp.text().num_layers(), 2);
+  EXPECT_EQ(hp.text().pooling(), v1::TEXT_POOLING_FIRST_TOKEN);
+  EXPECT_DOUBLE_EQ(hp.text().mask_probability(), 0);
+
+  r = Request("enc", v1::STRATEGY_FINE_TUNE);
+  r.mutable_hyperparameters()->set_learning_rate(3e-4);
+  r.mutable_hyperparameters()->set_trainable_blocks(2);
+  r.mutable_hyperparameters()->set_epochs(3);
+  const v1::Model enc = TextModel(64);
+  hp = ResolveTextHyperparameters(r, &enc);
+  EXPECT_DOUBLE_EQ(hp.learning_rate(), 3e-4);
+  EXPECT_DOUBLE_EQ(hp.backbone_lr_multiplier(), 0.1);
+  EXPECT_EQ(hp.trainable_blocks(), 2);
+  EXPECT_EQ(hp.epochs(), 3);
+  EXPECT_EQ(hp.text().max_length(), 64);
+  EXPECT_EQ(hp.text().vocab_size(), 0);  // the base's tokenizer
+
+  hp = ResolveTextHyperparameters(Request("transformer-small", v1::STRATEGY_MASKED_LM), nullptr);
+  EXPECT_DOUBLE_EQ(hp.learning_rate(), 5e-4);
+  EXPECT_DOUBLE_EQ(hp.text().mask_probability(), 0.15);
+}
+
+TEST(TrainTextTokenizerTest, TrainsSentencePieceWithTheFramingIdsAndLeavesNothingBehind) {
+  test_util::TempDir scratch;
+  const LabelledTexts texts = Glosses(100);
+  ASSERT_EQ(texts.texts.size(), 300u) << "wordnet-base is not installed";
+  absl::StatusOr<TrainedTokenizer> tok = TrainTextTokenizer(texts.texts, 400, 40, scratch.path());
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ(tok->input.tokenizer(), v1::TOKENIZER_KIND_SENTENCEPIECE);
+  EXPECT_EQ(tok->input.tokenizer_sha256(), common::Sha256Hex(tok->model_file));
+  EXPECT_GT(tok->input.vocab_size(), 100);
+  EXPECT_LE(tok->input.vocab_size(), 400);
+  EXPECT_EQ(tok->input.first_id(), 1);
+  EXPECT_EQ(tok->input.last_id(), 2);
+  EXPECT_EQ(tok->input.pad_id(), 3);
+  EXPECT_EQ(tok->input.mask_id(), 4);
+  EXPECT_EQ(tok->input.max_length(), 40);
+  auto loaded = text::SentencePieceTokenizer::Load(tok->model_file);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)->Piece(4), "[MASK]");
+  EXPECT_TRUE(std::filesystem::is_empty(scratch.path()));
+
+  // The same texts give the same pieces (the file also records the
+  // folder it was trained in).
+  absl::StatusOr<TrainedTokenizer> again = TrainTextTokenizer(texts.texts, 400, 40, scratch.path());
+  ASSERT_TRUE(again.ok());
+  auto reloaded = text::SentencePieceTokenizer::Load(again->model_file);
+  ASSERT_TRUE(reloaded.ok());
+  ASSERT_EQ((*reloaded)->vocab_size(), (*loaded)->vocab_size());
+  for (int32_t id = 0; id < (*loaded)->vocab_size(); ++id) {
+    ASSERT_EQ((*reloaded)->Piece(id), (*loaded)->Piece(id)) << id;
+  }
+
+  // A dataset too small for the pieces asked for gets fewer.
+  absl::StatusOr<TrainedTokenizer> small =
+      TrainTextTokenizer({"a cat", "a dog", "the cat sat"}, 5000, 16, scratch.path());
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_LT(small->input.vocab_size(), 100);
+}
+
+TEST(RunTextJobTest, ScratchBuildsAClassifierThatCarriesItsTokenizerAndIsEvaluatedByName) {
+  test_util::TempDir scratch;
+  TextJobInputs in;
+  in.strategy = v1::STRATEGY_SCRATCH;
+  v1::StartFineTuneRequest r = Request("transformer-small", v1::STRATEGY_SCRATCH);
+  v1::Hyperparameters* hp = r.mutable_hyperparameters();
+  hp->set_epochs(3);
+  hp->set_batch_size(16);
+  hp->set_learning_rate(2e-3);
+  hp->mutable_text()->set_vocab_size(400);
+  hp->mutable_text()->set_hidden_size(32);
+  hp->mutable_text()->set_num_layers(1);
+  hp->mutable_text()->set_max_length(40);
+  in.hyperparameters = ResolveTextHyperparameters(r, nullptr);
+  in.train = Glosses(80);
+  ASSERT_EQ(in.train.texts.size(), 240u) << "wordnet-base is not installed";
+  in.validation = Glosses(20, 80);
+  in.scratch_dir = scratch.path();
+  std::vector<std::string> messages;
+  std::vector<int> epochs;
+  in.on_message = [&](const std::string& m) { messages.push_back(m); };
+  in.on_epoch = [&](const v1::EpochMetrics& m) { epochs.push_back(m.epoch()); };
+  absl::StatusOr<TextJobOutput> out = RunTextJob(in);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_FALSE(out->stopped);
+  EXPECT_EQ(out->epochs_completed, 3);
+  EXPECT_EQ(epochs, (std::vector<int>{1, 2, 3}));
+  ASSERT_FALSE(messages.empty());
+  EXPECT_THAT(messages[0], HasSubstr("training a SentencePiece tokenizer (at most 400 pieces)"));
+  const v1::Model& meta = out->metadata;
+  EXPECT_EQ(meta.text_input().tokenizer_sha256(), common::Sha256Hex(out->tokenizer));
+  EXPECT_EQ(meta.class_names_size(), 3);
+  EXPECT_EQ(meta.head().out_features(), 3);
+  EXPECT_EQ(meta.metrics().count("val_accuracy"), 1u);
+  EXPECT_GT(meta.parameter_count(), 0);
+
+  // Evaluated on texts whose classes come in another order: matched by name.
+  LabelledTexts test = Glosses(20, 100);
+  test.class_names = {"verb.motion", "noun.animal", "noun.food"};
+  for (int64_t& l : test.labels) l = (l + 1) % 3;
+  v1::Model named = meta;
+  named.set_name("m");
+  named.set_version(1);
+  absl::StatusOr<v1::Evaluation> e =
+      EvaluateTextClassifier(out->module, named, out->tokenizer, test, 16, nullptr);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->examples(), 60);
+  EXPECT_EQ(e->model(), "m");
+  EXPECT_GE(e->accuracy(), 0.0);
+  ASSERT_EQ(e->classes_size(), 3);
+  EXPECT_EQ(e->classes(0).name(), "verb.motion");
+  EXPECT_EQ(e->classes(0).support(), 20);
+
+  // Stopping ends the evaluation with Cancelled.
+  e = EvaluateTextClassifier(out->module, named, out->tokenizer, test, 16, [] { return true; });
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST(RunTextJobTest, MaskedLmTrainsTheEncoderAndAStopEndsTheRun) {
+  test_util::TempDir scratch;
+  TextJobInputs in;
+  in.strategy = v1::STRATEGY_MASKED_LM;
+  v1::StartFineTuneRequest r = Request("transformer-small", v1::STRATEGY_MASKED_LM);
+  v1::Hyperparameters* hp = r.mutable_hyperparameters();
+  hp->set_epochs(2);
+  hp->set_batch_size(16);
+  hp->mutable_text()->set_vocab_size(300);
+  hp->mutable_text()->set_hidden_size(32);
+  hp->mutable_text()->set_num_layers(1);
+  hp->mutable_text()->set_max_length(32);
+  in.hyperparameters = ResolveTextHyperparameters(r, nullptr);
+  in.train = Glosses(60);
+  in.validation = Glosses(10, 60);
+  in.scratch_dir = scratch.path();
+  absl::StatusOr<TextJobOutput> out = RunTextJob(in);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->epochs_completed, 2);
+  EXPECT_EQ(out->metadata.metrics().count("masked_lm_loss"), 1u);
+  EXPECT_EQ(out->metadata.metrics().count("val_masked_lm_loss"), 1u);
+  EXPECT_EQ(out->metadata.text_input().mask_id(), 4);
+  EXPECT_EQ(out->metadata.head().out_features(), 3);
+
+  int calls = 0;
+  in.should_stop = [&] { return ++calls > 3; };
+  out = RunTextJob(in);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(out->stopped);
+}
+
+}  // namespace
+}  // namespace kaizen::jobs
