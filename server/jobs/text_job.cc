@@ -38,7 +38,7 @@ constexpr int32_t kDefaultMaxLength = 128;
 constexpr int32_t kDefaultVocabSize = 4000;
 // What a job's tokenizer is trained on: SentencePiece holds a process-wide
 // lock while it trains (every SentencePiece Encode waits), so the sample is
-// bounded (a few seconds on 100,000 glosses).
+// bounded (the time it takes on 100,000 texts is not measured yet).
 constexpr int kMaxTokenizerSentences = 100000;
 constexpr int kMaxTokenizerSentenceBytes = 16384;
 
