@@ -188,6 +188,17 @@ def sentencepiece_models():
                           ("empty", identity, b""),
                           ("invalid_utf8", identity, b"ab\xffcd")]:
         write("sentencepiece_tokenizer", name, struct.pack("<I", len(m)) + m + text)
+    # text_model_input: the model, one byte of options (bit 0 keeps the end;
+    # the rest is max_length - 3), then texts one per line; some over the
+    # fuzzer's 64-byte cut with a multi-byte character where it falls.
+    long = "\u00e9" * 40
+    for name, options, texts in [("batch", 0b1010, ["the lazy fox", "", "caf\u00e9 " * 3]),
+                                 ("cut_start", 0b0110, [long, "x" + long]),
+                                 ("cut_end", 0b0111, [long + "x", "\u65e5\u672c" * 30])]:
+        write("text_model_input", name, struct.pack("<I", len(identity)) + identity +
+              bytes([options]) + "\n".join(texts).encode())
+    write("text_model_input", "invalid_utf8", struct.pack("<I", len(identity)) + identity +
+          bytes([20]) + b"ok\nab\xffcd\n\xc3")
 
 
 def text_tables():

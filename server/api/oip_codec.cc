@@ -77,8 +77,9 @@ absl::StatusOr<std::vector<absl::string_view>> BytesElements(const ModelInferReq
   const std::string what = InputWhat(input);
   const std::string given = common::ShapeText(input.shape());
   if (input.shape_size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " has shape ", given, "; expected [N] (",
-                                                   kOipBytes, ", N encoded JPEG or PNG images)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " has shape ", given, "; expected [N] (", kOipBytes,
+                     ", N encoded JPEG or PNG images, or N UTF-8 texts for a text model)"));
   }
   const int64_t n = input.shape(0);
   RETURN_IF_ERROR(common::CheckOipBatchSize(n, max_inputs, what, given));

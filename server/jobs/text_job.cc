@@ -282,7 +282,7 @@ absl::StatusOr<TrainedTokenizer> TrainTextTokenizer(const std::vector<std::strin
   {
     std::ofstream out(corpus, std::ios::binary);
     for (const std::string& t : texts) {
-      const std::string_view cut = training::CutText(t, kMaxTokenizerSentenceBytes, false);
+      const std::string_view cut = text::CutText(t, kMaxTokenizerSentenceBytes, false);
       out << absl::StrReplaceAll(absl::string_view(cut.data(), cut.size()),
                                  {{"\r", " "}, {"\n", " "}})
           << '\n';

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 #include <random>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 
@@ -19,6 +20,23 @@ absl::Status ValidateSequenceOptions(const SequenceOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat("pad_id is ", options.pad_id));
   }
   return absl::OkStatus();
+}
+
+std::string_view CutText(std::string_view text, int64_t max_bytes, bool keep_end) {
+  if (max_bytes < 0 || static_cast<int64_t>(text.size()) <= max_bytes) return text;
+  const auto continuation = [&](size_t i) {
+    return (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80;
+  };
+  // A UTF-8 character has at most 3 continuation bytes: a longer run is not
+  // UTF-8 and is left where it is, for the tokenizer to refuse.
+  if (keep_end) {
+    size_t begin = text.size() - static_cast<size_t>(max_bytes);
+    for (int step = 0; step < 3 && begin < text.size() && continuation(begin); ++step) ++begin;
+    return text.substr(begin);
+  }
+  size_t end = static_cast<size_t>(max_bytes);
+  for (int step = 0; step < 3 && end > 0 && continuation(end); ++step) --end;
+  return text.substr(0, end);
 }
 
 std::vector<int32_t> FrameSequence(absl::Span<const int32_t> ids, const SequenceOptions& options) {

@@ -28,6 +28,13 @@ class Tokenizer {
   virtual int32_t vocab_size() const = 0;
 };
 
+// `text` cut to at most `max_bytes` bytes without splitting a UTF-8
+// character: its start, or with `keep_end` its end. A negative `max_bytes`
+// keeps all of it. At most 3 bytes past the budget are given up; a longer
+// run of continuation bytes is not UTF-8 and stays for the tokenizer to
+// refuse.
+std::string_view CutText(std::string_view text, int64_t max_bytes, bool keep_end);
+
 // How a text becomes one model input.
 struct SequenceOptions {
   // Tokens per sequence, special tokens included; longer texts are cut.

@@ -150,24 +150,9 @@ absl::StatusOr<TextModelInput> TextModelInput::Load(const kaizen::v1::TextInput&
   return result;
 }
 
-std::string_view CutText(std::string_view text, int64_t max_bytes, bool keep_end) {
-  if (max_bytes < 0 || static_cast<int64_t>(text.size()) <= max_bytes) return text;
-  const auto continuation = [&](size_t i) {
-    return (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80;
-  };
-  if (keep_end) {
-    size_t begin = text.size() - static_cast<size_t>(max_bytes);
-    while (begin < text.size() && continuation(begin)) ++begin;
-    return text.substr(begin);
-  }
-  size_t end = static_cast<size_t>(max_bytes);
-  while (end > 0 && continuation(end)) --end;
-  return text.substr(0, end);
-}
-
 absl::StatusOr<std::vector<int32_t>> TextModelInput::Encode(std::string_view text) const {
   ASSIGN_OR_RETURN(std::vector<int32_t> ids,
-                   tokenizer_->Encode(CutText(text, max_text_bytes_, input_.keep_end())));
+                   tokenizer_->Encode(text::CutText(text, max_text_bytes_, input_.keep_end())));
   return text::FrameSequence(ids, sequence_);
 }
 

@@ -73,10 +73,6 @@ class TextModelInput {
   kaizen::v1::TextInput input_;
 };
 
-// `text` cut to at most `max_bytes` bytes without splitting a UTF-8
-// character: its start, or with `keep_end` its end.
-std::string_view CutText(std::string_view text, int64_t max_bytes, bool keep_end);
-
 // The metadata of a transformer-small built with `options` whose input is
 // `input`: source BUILTIN, version 1, architecture transformer-small, head
 // "fc" (LINEAR, hidden_size -> num_classes), parameter_count, text_input

@@ -7,9 +7,11 @@
 // own tokenizer.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -214,6 +216,43 @@ TEST_F(TextFineTuneE2E, ScratchTrainsATokenizerAndAClassifierThatPredictServesAs
   float best = 0;
   for (int c = 0; c < 3; ++c) best = std::max(best, probs[3 + c]);
   EXPECT_NEAR(best, p->predictions(7).classes(0).probability(), 1e-4);
+
+  // Hostile BYTES: each refused by the element and what is wrong with it.
+  const auto infer = [&](std::vector<std::string> texts, int64_t shape) {
+    inference::ModelInferRequest r;
+    r.set_model_name("glosses");
+    auto* t = r.add_inputs();
+    t->set_name("input");
+    t->set_datatype("BYTES");
+    t->add_shape(shape);
+    for (std::string& text : texts) t->mutable_contents()->add_bytes_contents(std::move(text));
+    grpc::ClientContext c;
+    inference::ModelInferResponse response;
+    const grpc::Status status = oip->ModelInfer(&c, r, &response);
+    return std::make_pair(status, response);
+  };
+  auto [not_utf8, unused] = infer({"a small dog", "caf\xc3 au lait"}, 2);
+  EXPECT_EQ(not_utf8.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(not_utf8.error_message(),
+              HasSubstr("input \"input\"[1]: the text is not valid UTF-8 at byte 3 (of 12)"));
+  auto [short_contents, unused2] = infer({"a small dog"}, 2);
+  EXPECT_EQ(short_contents.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(short_contents.error_message(), HasSubstr("holds 1 elements; shape [2] needs 2"));
+  // A megabyte of text is cut (to 64 KiB, then to max_length ids), not
+  // refused: it gets the answer of its first 4 KiB.
+  std::string huge = suite_->test[7].gloss + " ";
+  while (huge.size() < (1 << 20)) huge += "and so on ";
+  const std::string start = huge.substr(0, 4096);
+  auto [cut, cut_response] = infer({huge, start}, 2);
+  ASSERT_TRUE(cut.ok()) << cut.error_message();
+  ASSERT_EQ(cut_response.raw_output_contents_size(), 1);
+  const float* cut_probs =
+      reinterpret_cast<const float*>(cut_response.raw_output_contents(0).data());
+  for (int c = 0; c < 3; ++c) EXPECT_NEAR(cut_probs[c], cut_probs[3 + c], 1e-5);
+  // The server still answers after all of that.
+  absl::StatusOr<v1::PredictResponse> after = PredictTexts("glosses", {suite_->test[7]});
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->predictions(0).classes(0).label(), p->predictions(7).classes(0).label());
 }
 
 TEST_F(TextFineTuneE2E, MaskedLmPretrainsAnEncoderThatFeatureExtractionAndFineTuneStartFrom) {

@@ -103,5 +103,25 @@ TEST(SequencesTest, BucketingCutsThePaddingOfRealTexts) {
   EXPECT_LT(bucketed, shuffled / 4);
 }
 
+TEST(CutTextTest, CutsAtACharacterBoundaryKeepingTheStartOrTheEnd) {
+  const std::string text =
+      "ab\xc3\xa9"
+      "cd";  // "abécd": é is two bytes
+  EXPECT_EQ(CutText(text, 10, false), text);
+  EXPECT_EQ(CutText(text, 4, false), "ab\xc3\xa9");
+  EXPECT_EQ(CutText(text, 3, false), "ab");  // never half of é
+  EXPECT_EQ(CutText(text, 3, true), "cd");   // é would need 4 bytes
+  EXPECT_EQ(CutText(text, 4, true),
+            "\xc3\xa9"
+            "cd");
+  EXPECT_EQ(CutText(text, 0, false), "");
+  EXPECT_EQ(CutText(text, -1, true), text);
+  // Not UTF-8: a run of continuation bytes is not skipped past, so the
+  // tokenizer still sees (and refuses) what is left of it.
+  const std::string invalid = "a" + std::string(8, '\x80');
+  EXPECT_EQ(CutText(invalid, 6, false), "a\x80\x80");
+  EXPECT_EQ(CutText(invalid, 6, true), "\x80\x80\x80");
+}
+
 }  // namespace
 }  // namespace kaizen::text

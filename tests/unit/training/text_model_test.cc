@@ -175,19 +175,5 @@ TEST(TextModelInputTest, PoolingConvertsBothWays) {
   EXPECT_EQ(ToProto(models::TextPooling::kFirstToken), kaizen::v1::TEXT_POOLING_FIRST_TOKEN);
 }
 
-TEST(CutTextTest, CutsAtACharacterBoundaryKeepingTheStartOrTheEnd) {
-  const std::string text =
-      "ab\xc3\xa9"
-      "cd";  // "abécd": é is two bytes
-  EXPECT_EQ(CutText(text, 10, false), text);
-  EXPECT_EQ(CutText(text, 4, false), "ab\xc3\xa9");
-  EXPECT_EQ(CutText(text, 3, false), "ab");  // never half of é
-  EXPECT_EQ(CutText(text, 3, true), "cd");   // é would need 4 bytes
-  EXPECT_EQ(CutText(text, 4, true),
-            "\xc3\xa9"
-            "cd");
-  EXPECT_EQ(CutText(text, 0, false), "");
-}
-
 }  // namespace
 }  // namespace kaizen::training
