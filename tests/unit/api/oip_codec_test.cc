@@ -199,7 +199,7 @@ TEST(OipCodec, DecodesBytesFromRawAndTypedContentsAsOneImageEach) {
 TEST(OipCodec, RefusesBytesOfAnotherShapeCountOrLayout) {
   EXPECT_EQ(Message(DecodeOipInputs(Request("BYTES", {1, 1}), kChw, 4).status()),
             "input \"input\" has shape [1, 1]; expected [N] (BYTES, N encoded JPEG or PNG "
-            "images)");
+            "images, or N UTF-8 texts for a text model)");
   EXPECT_EQ(Message(DecodeOipInputs(Request("BYTES", {5}), kChw, 4).status()),
             "input \"input\" has shape [5]: 5 inputs; at most 4 are accepted in one request");
   EXPECT_EQ(DecodeOipInputs(Request("BYTES", {0}), kChw, 4).status().code(),
