@@ -61,11 +61,8 @@ def write(path, rows):
         w.writerows(rows)
 
 
-def main():
-    out, pretrain_n, few_n, test_n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    by_category = glosses()
-    if not by_category:
-        sys.exit("wordnet-base is not installed (/usr/share/wordnet/data.noun)")
+def pretrain_sets(by_category, pretrain_n):
+    """Group A: (pretrain, pretrain_val) rows, pretrain_n and 20 glosses per category."""
     pretrain, pretrain_val = [], []
     for category, texts in sorted(by_category.items()):
         if category in GROUP_B or len(texts) < MIN_PRETRAIN_GLOSSES:
@@ -74,6 +71,20 @@ def main():
         val = set(chosen[1::max(1, len(chosen) // 20)][:20])
         pretrain += [(t, category) for t in chosen if t not in val][:pretrain_n]
         pretrain_val += [(t, category) for t in sorted(val)]
+    return pretrain, pretrain_val
+
+
+def load_glosses():
+    by_category = glosses()
+    if not by_category:
+        sys.exit("wordnet-base is not installed (/usr/share/wordnet/data.noun)")
+    return by_category
+
+
+def main():
+    out, pretrain_n, few_n, test_n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    by_category = load_glosses()
+    pretrain, pretrain_val = pretrain_sets(by_category, pretrain_n)
     few, test = [], []
     for category in GROUP_B:
         chosen = spread(by_category[category], few_n + test_n)

@@ -668,10 +668,6 @@ absl::StatusOr<Job> JobManager::CheckTextReferencesAndInsert(
     RETURN_IF_ERROR(CheckTextDataset("test_dataset", test, classes, false));
   }
   RETURN_IF_ERROR(CheckOutputSettings(request));
-  if (request.output_model() == models::kTransformerSmall) {
-    return absl::InvalidArgumentError(absl::StrCat("output_model \"", request.output_model(),
-                                                   "\" is a built-in architecture's name"));
-  }
   Job job = NewQueuedJob(request, ResolveTextHyperparameters(request, base ? &*base : nullptr));
   if (request.validate_only()) return Preview(std::move(job));
   return ReserveAndInsert(std::move(job));
@@ -1510,22 +1506,19 @@ absl::Status JobManager::EvaluateTextOnTestDataset(Job* job,
   };
   absl::StatusOr<kaizen::v1::Evaluation> e = evaluate();
   if (absl::IsCancelled(e.status())) return e.status();
-  std::string stored_as;
   if (e.ok()) {
     e->set_dataset(req.test_dataset());
     *e->mutable_create_time() = Now();
-    absl::StatusOr<std::string> stored = StoreTestEvaluation(req.output_model(), version, *e);
-    if (stored.ok()) {
-      stored_as = *stored;
-    } else {
-      e = stored.status();
-    }
   }
-  if (!e.ok()) {
-    PublishMessage(job->id(), absl::StrCat("test dataset ", req.test_dataset(), ": version ",
-                                           version, " was not evaluated: ", e.status().message()));
+  const absl::StatusOr<std::string> stored =
+      e.ok() ? StoreTestEvaluation(req.output_model(), version, *e) : e.status();
+  if (!stored.ok()) {
+    PublishMessage(job->id(),
+                   absl::StrCat("test dataset ", req.test_dataset(), ": version ", version,
+                                " was not evaluated: ", stored.status().message()));
     return absl::OkStatus();
   }
+  const std::string& stored_as = *stored;
   PublishMessage(
       job->id(),
       absl::StrFormat("test dataset %s: version %d %.1f%% accuracy, top-%d %.1f%%, "
@@ -1631,20 +1624,15 @@ absl::Status JobManager::EvaluateOnTestDataset(Job* job_ptr,
     if (absl::IsCancelled(e.status())) return e.status();
     // The training succeeded and its versions are stored: a test set that
     // cannot be evaluated is said, not turned into a failed job.
-    std::string stored_as;
-    if (e.ok()) {
-      absl::StatusOr<std::string> stored = StoreTestEvaluation(req.output_model(), version, *e);
-      if (stored.ok()) {
-        stored_as = *stored;
-      } else {
-        e = stored.status();
-      }
-    }
-    if (!e.ok()) {
-      PublishMessage(job.id(), absl::StrCat("test dataset ", req.test_dataset(), ": version ",
-                                            version, " was not evaluated: ", e.status().message()));
+    const absl::StatusOr<std::string> stored =
+        e.ok() ? StoreTestEvaluation(req.output_model(), version, *e) : e.status();
+    if (!stored.ok()) {
+      PublishMessage(job.id(),
+                     absl::StrCat("test dataset ", req.test_dataset(), ": version ", version,
+                                  " was not evaluated: ", stored.status().message()));
       continue;
     }
+    const std::string& stored_as = *stored;
     if (version == job.latest_version()) student_latest = *e;
     const char* which = version == job.latest_version()
                             ? (version == job.best_version() ? "latest and best" : "latest")
