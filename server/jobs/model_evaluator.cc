@@ -1,6 +1,8 @@
 #include "server/jobs/model_evaluator.h"
 
 #include <algorithm>
+#include <memory>
+#include <string>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -8,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/common/status_macros.h"
+#include "server/jobs/text_job.h"
 #include "server/models/builtin_models.h"
 #include "server/training/evaluator.h"
 
@@ -77,13 +80,6 @@ absl::StatusOr<kaizen::v1::Evaluation> ModelEvaluator::Evaluate(
   if (!model.ok()) {
     return absl::Status(model.status().code(), absl::StrCat("name: ", model.status().message()));
   }
-  if (model->has_text_input()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model \"", model->name(),
-                     "\" is a text model; EvaluateModel evaluates image "
-                     "models in this version (a text job evaluates its model on its "
-                     "test_dataset)"));
-  }
   if (!model->quarantine_reason().empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("model \"", model->name(), "\" version ", model->version(),
@@ -93,7 +89,12 @@ absl::StatusOr<kaizen::v1::Evaluation> ModelEvaluator::Evaluate(
   if (!info.ok()) {
     return absl::Status(info.status().code(), absl::StrCat("dataset: ", info.status().message()));
   }
-  RETURN_IF_ERROR(store::RequireImageDataset(*info, "dataset"));
+  const bool text = model->has_text_input();
+  if (text != store::IsTextDataset(*info)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model \"", model->name(), "\" is ", text ? "a text model" : "an image model",
+                     " and dataset \"", request.dataset(), "\" holds ", text ? "images" : "text"));
+  }
   RETURN_IF_ERROR(CheckSize(request.dataset(), info->num_examples()));
   bool stopped = false;
   if (!TakeTurn(wait_for_turn, should_stop, &stopped)) {
@@ -105,14 +106,27 @@ absl::StatusOr<kaizen::v1::Evaluation> ModelEvaluator::Evaluate(
   }
   absl::Cleanup end_turn = [this] { EndTurn(); };
   ASSIGN_OR_RETURN(torch::jit::Module module, models_->LoadModule(model->name(), model->version()));
-  ASSIGN_OR_RETURN(datasets::DecodedDataset data, datasets_->Load(request.dataset()));
-  training::EvaluateOptions eo;
-  eo.top_k = request.top_k() == 0 ? 5 : request.top_k();
-  eo.batch_size = options_.batch_size;
-  eo.device = device.value_or(options_.device);
-  eo.should_stop = should_stop;
-  ASSIGN_OR_RETURN(kaizen::v1::Evaluation e,
-                   training::EvaluateClassifier(module, *model, data, eo));
+  const int32_t top_k = request.top_k() == 0 ? 5 : request.top_k();
+  const torch::Device on = device.value_or(options_.device);
+  kaizen::v1::Evaluation e;
+  if (text) {
+    ASSIGN_OR_RETURN(const std::string tokenizer,
+                     models_->ReadTokenizer(model->name(), model->version()));
+    ASSIGN_OR_RETURN(std::shared_ptr<const datasets::RecordFile> file,
+                     datasets_->OpenTextRecordFile(request.dataset()));
+    ASSIGN_OR_RETURN(const LabelledTexts texts, ReadTextRecords(*file));
+    module.to(on);
+    ASSIGN_OR_RETURN(e, EvaluateTextClassifier(module, *model, tokenizer, texts,
+                                               options_.batch_size, should_stop, top_k));
+  } else {
+    ASSIGN_OR_RETURN(datasets::DecodedDataset data, datasets_->Load(request.dataset()));
+    training::EvaluateOptions eo;
+    eo.top_k = top_k;
+    eo.batch_size = options_.batch_size;
+    eo.device = on;
+    eo.should_stop = should_stop;
+    ASSIGN_OR_RETURN(e, training::EvaluateClassifier(module, *model, data, eo));
+  }
   e.set_dataset(request.dataset());
   *e.mutable_create_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
   return e;

@@ -479,7 +479,8 @@ absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
 
 absl::StatusOr<kaizen::v1::Evaluation> EvaluateTextClassifier(
     torch::jit::Module& module, const kaizen::v1::Model& model, const std::string& tokenizer,
-    const LabelledTexts& test, int64_t batch_size, const std::function<bool()>& should_stop) {
+    const LabelledTexts& test, int64_t batch_size, const std::function<bool()>& should_stop,
+    int32_t top_k) {
   ASSIGN_OR_RETURN(const training::TextModelInput input,
                    training::TextModelInput::Load(model.text_input(), tokenizer));
   ASSIGN_OR_RETURN(const training::TextExamples examples, Encode(input, test, "test"));
@@ -488,7 +489,7 @@ absl::StatusOr<kaizen::v1::Evaluation> EvaluateTextClassifier(
   const int64_t outputs = model.head().out_features();
   ASSIGN_OR_RETURN(training::ClassMapping mapping,
                    training::MapClasses(test.class_names, model_classes, outputs));
-  training::EvaluationAccumulator acc(test.class_names, model_classes, std::move(mapping), 5);
+  training::EvaluationAccumulator acc(test.class_names, model_classes, std::move(mapping), top_k);
   const absl::Time start = absl::Now();
   for (size_t begin = 0; begin < examples.sequences.size();
        begin += static_cast<size_t>(batch_size)) {

@@ -105,11 +105,12 @@ struct TextJobOutput {
 // validation texts).
 absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& inputs);
 
-// `module`'s accuracy, per-class figures and confusion on `test` (classes
-// matched to `model`'s by name), batches of `batch_size` padded to their
-// longest. Cancelled when should_stop.
+// `module`'s accuracy, top-`top_k` accuracy, per-class figures and confusion
+// on `test` (classes matched to `model`'s by name), batches of `batch_size`
+// padded to their longest. Cancelled when should_stop.
 absl::StatusOr<kaizen::v1::Evaluation> EvaluateTextClassifier(
     torch::jit::Module& module, const kaizen::v1::Model& model, const std::string& tokenizer,
-    const LabelledTexts& test, int64_t batch_size, const std::function<bool()>& should_stop);
+    const LabelledTexts& test, int64_t batch_size, const std::function<bool()>& should_stop,
+    int32_t top_k = 5);
 
 }  // namespace kaizen::jobs

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <iterator>
 #include <new>
+#include <optional>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -20,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kaizen/internal/model_inspection.pb.h"
+#include "server/models/sandboxed_inspection.h"
 #include "server/models/torchscript_inspector.h"
 #include "server/sandbox/child_limits.h"
 #include "server/sandbox/torchscript_precheck.h"
@@ -55,7 +57,8 @@ kaizen::sandbox::TorchScriptLimits LimitsFrom(const kaizen::internal::InspectMod
   return l;
 }
 
-absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& input) {
+absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& input,
+                                          std::optional<kaizen::models::UploadedEncoder>* encoder) {
   kaizen::internal::InspectModelRequest request;
   if (!request.ParseFromString(input)) {
     return absl::InternalError("the inspector could not parse its request");
@@ -65,7 +68,7 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& input) {
   if (!precheck.ok()) return precheck;
   at::set_num_threads(1);
   torch::jit::setPrintHandler([](const std::string&) {});
-  return kaizen::models::InspectTorchScriptFile(request.path(), OptionsFrom(request));
+  return kaizen::models::InspectTorchScriptFile(request.path(), OptionsFrom(request), encoder);
 }
 
 bool WriteAll(int fd, const std::string& bytes) {
@@ -99,6 +102,7 @@ int main(int argc, char** argv) {
   limits.cpu_seconds = absl::GetFlag(FLAGS_cpu_seconds);
   kaizen::internal::InspectModelResponse response;
   absl::StatusOr<kaizen::v1::Model> model;
+  std::optional<kaizen::models::UploadedEncoder> encoder;
   if (absl::Status confined = kaizen::sandbox::ConfineCurrentProcess(limits, answer_fd);
       !confined.ok()) {
     // Fail closed: nothing runs unconfined.
@@ -106,7 +110,7 @@ int main(int argc, char** argv) {
         absl::StrCat("the model sandbox could not be set up: ", confined.message()));
   } else {
     try {
-      model = Inspect(input);
+      model = Inspect(input, &encoder);
     } catch (const std::bad_alloc&) {
       model = absl::InvalidArgumentError(absl::StrCat("the model needs more memory than the ",
                                                       limits.memory_bytes >> 20,
@@ -115,6 +119,9 @@ int main(int argc, char** argv) {
   }
   if (model.ok()) {
     *response.mutable_model() = *std::move(model);
+    if (encoder.has_value()) {
+      *response.mutable_text_encoder() = kaizen::models::EncoderOutputToProto(*encoder);
+    }
   } else {
     response.set_error_code(static_cast<int>(model.status().code()));
     response.set_error_message(std::string(model.status().message()));

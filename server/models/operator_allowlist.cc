@@ -11,7 +11,9 @@ namespace {
 // Sorted. Generated from torchvision 0.14's classifiers (resnet, mobilenet,
 // efficientnet, vgg, densenet, squeezenet, shufflenet, regnet, mnasnet,
 // alexnet, googlenet, inception, convnext, vit, swin) scripted and saved,
-// plus Kaizen's built-ins and common pure tensor operators.
+// plus Kaizen's built-ins, the text encoders a traced Hugging Face BERT
+// needs (rsub, new_ones, scaled_dot_product_attention) and common pure
+// tensor operators.
 constexpr const char* kAllowed[] = {
     "aten::Bool",
     "aten::Float",
@@ -169,6 +171,7 @@ constexpr const char* kAllowed[] = {
     "aten::narrow",
     "aten::ne",
     "aten::neg",
+    "aten::new_ones",
     "aten::new_zeros",
     "aten::norm",
     "aten::normalize",
@@ -194,6 +197,8 @@ constexpr const char* kAllowed[] = {
     "aten::roll",
     "aten::round",
     "aten::rsqrt",
+    "aten::rsub",
+    "aten::scaled_dot_product_attention",
     "aten::select",
     "aten::selu",
     "aten::sigmoid",

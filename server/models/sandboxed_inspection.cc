@@ -52,9 +52,45 @@ std::string DefaultInspectorPath() {
   return (self.parent_path() / "kaizen-model-inspector").string();
 }
 
+kaizen::internal::TextEncoderOutput EncoderOutputToProto(const UploadedEncoder& encoder) {
+  using Proto = kaizen::internal::TextEncoderOutput;
+  Proto p;
+  switch (encoder.output) {
+    case EncoderOutput::kHiddenStates:
+      p.set_kind(Proto::KIND_HIDDEN_STATES);
+      break;
+    case EncoderOutput::kTupleHiddenStates:
+      p.set_kind(Proto::KIND_TUPLE_HIDDEN_STATES);
+      break;
+    case EncoderOutput::kPooled:
+      p.set_kind(Proto::KIND_POOLED);
+      break;
+  }
+  p.set_hidden_size(encoder.hidden_size);
+  return p;
+}
+
+std::optional<UploadedEncoder> EncoderOutputFromProto(
+    const kaizen::internal::TextEncoderOutput& proto) {
+  using Proto = kaizen::internal::TextEncoderOutput;
+  if (proto.hidden_size() < 1) return std::nullopt;
+  switch (proto.kind()) {
+    case Proto::KIND_HIDDEN_STATES:
+      return UploadedEncoder{EncoderOutput::kHiddenStates, proto.hidden_size()};
+    case Proto::KIND_TUPLE_HIDDEN_STATES:
+      return UploadedEncoder{EncoderOutput::kTupleHiddenStates, proto.hidden_size()};
+    case Proto::KIND_POOLED:
+      return UploadedEncoder{EncoderOutput::kPooled, proto.hidden_size()};
+    default:
+      return std::nullopt;
+  }
+}
+
 absl::StatusOr<kaizen::v1::Model> InspectInSandbox(const std::string& path,
                                                    const kaizen::v1::UploadModelHeader& header,
-                                                   const SandboxOptions& options) {
+                                                   const SandboxOptions& options,
+                                                   std::optional<UploadedEncoder>* encoder) {
+  if (encoder != nullptr) encoder->reset();
   kaizen::internal::InspectModelRequest request;
   request.set_path(std::filesystem::absolute(path).string());
   *request.mutable_header() = header;
@@ -89,6 +125,13 @@ absl::StatusOr<kaizen::v1::Model> InspectInSandbox(const std::string& path,
                         response.error_message());
   }
   if (!response.has_model()) return ExplainFailure(*result, options);
+  if (response.has_text_encoder()) {
+    std::optional<UploadedEncoder> e = EncoderOutputFromProto(response.text_encoder());
+    if (!e.has_value()) {
+      return absl::InternalError("the inspector described the text encoder's output wrongly");
+    }
+    if (encoder != nullptr) *encoder = e;
+  }
   return response.model();
 }
 

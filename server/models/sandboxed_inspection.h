@@ -8,12 +8,15 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "kaizen/internal/model_inspection.pb.h"
 #include "kaizen/v1/model_service.pb.h"
+#include "server/models/text_encoder.h"
 
 namespace kaizen::models {
 
@@ -44,9 +47,17 @@ struct SandboxOptions {
 // input_shape, normalization, class_names and head_module applied. A model
 // that is refused, crashes the inspector, hits a limit or the deadline is
 // INVALID_ARGUMENT with the reason; a missing inspector binary is INTERNAL.
-absl::StatusOr<kaizen::v1::Model> InspectInSandbox(const std::string& path,
-                                                   const kaizen::v1::UploadModelHeader& header,
-                                                   const SandboxOptions& options);
+// A text encoder without a head comes back with `encoder` (when not null)
+// saying how its output reads (torchscript_inspector.h).
+absl::StatusOr<kaizen::v1::Model> InspectInSandbox(
+    const std::string& path, const kaizen::v1::UploadModelHeader& header,
+    const SandboxOptions& options, std::optional<UploadedEncoder>* encoder = nullptr);
+
+// Between models::UploadedEncoder and the inspector's answer.
+kaizen::internal::TextEncoderOutput EncoderOutputToProto(const UploadedEncoder& encoder);
+// std::nullopt for a kind that is unset or unknown, or a hidden size below 1.
+std::optional<UploadedEncoder> EncoderOutputFromProto(
+    const kaizen::internal::TextEncoderOutput& proto);
 
 // kaizen-model-inspector beside /proc/self/exe.
 std::string DefaultInspectorPath();

@@ -1,5 +1,7 @@
 #include "server/models/text_encoder.h"
 
+#include <torch/csrc/autograd/autograd.h>
+
 #include <cmath>
 #include <exception>
 #include <map>
@@ -7,8 +9,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "server/models/module_builder.h"
 
 namespace kaizen::models {
@@ -248,6 +252,162 @@ absl::StatusOr<TextEncoderOptions> TextEncoderOptionsOf(const torch::jit::Module
   o.num_classes = fc.toModule().attr("weight").toTensor().size(0);
   if (absl::Status s = ValidateTextEncoderOptions(o); !s.ok()) return not_ours;
   return o;
+}
+
+namespace {
+
+bool HasParameters(const torch::jit::Module& m) {
+  for (const auto& p : m.named_parameters(/*recurse=*/true)) {
+    (void)p;
+    return true;
+  }
+  return false;
+}
+
+// A ModuleList or Sequential of layers: two or more children, all numbered.
+bool IsNumberedList(const torch::jit::Module& m) {
+  size_t children = 0;
+  for (const auto& child : m.named_children()) {
+    if (child.name.empty() || child.name.find_first_not_of("0123456789") != std::string::npos) {
+      return false;
+    }
+    ++children;
+  }
+  return children >= 2;
+}
+
+bool HoldsNumberedList(const torch::jit::Module& m) {
+  for (const auto& child : m.named_children()) {
+    if (IsNumberedList(child.value) || HoldsNumberedList(child.value)) return true;
+  }
+  return false;
+}
+
+// The blocks under `m` (named from `prefix`), bottom to top in the order the
+// module lists its children: each child with parameters, a numbered list's
+// layers one by one.
+void ListEncoderBlocks(const torch::jit::Module& m, const std::string& prefix,
+                       std::vector<std::string>* out) {
+  for (const auto& child : m.named_children()) {
+    if (!HasParameters(child.value)) continue;
+    const std::string name = absl::StrCat(prefix, ".", child.name);
+    if (IsNumberedList(child.value)) {
+      for (const auto& layer : child.value.named_children()) {
+        if (HasParameters(layer.value)) out->push_back(absl::StrCat(name, ".", layer.name));
+      }
+    } else if (HoldsNumberedList(child.value)) {
+      ListEncoderBlocks(child.value, name, out);
+    } else {
+      out->push_back(name);
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<torch::jit::Module> WrapTextEncoder(const torch::jit::Module& encoder,
+                                                   const UploadedEncoder& shape,
+                                                   TextPooling pooling, int64_t num_classes,
+                                                   uint64_t seed, const at::Tensor& probe_ids) {
+  if (shape.hidden_size < 1 || num_classes < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("a text encoder's hidden size (",
+                                                   shape.hidden_size, ") and class count (",
+                                                   num_classes, ") must be positive"));
+  }
+  if (probe_ids.dim() != 2 || probe_ids.size(0) < 1 || probe_ids.size(1) < 1) {
+    return absl::InvalidArgumentError("the probe ids must be [N, T] with N, T >= 1");
+  }
+  try {
+    ModuleBuilder builder(seed);
+    torch::jit::Module root = builder.NewModule("UploadedTextClassifier");
+    root.register_module("encoder", encoder);
+    root.register_module("fc", builder.Linear(shape.hidden_size, num_classes));
+    if (shape.output == EncoderOutput::kPooled) {
+      root.define(R"(
+def forward_features(self, input_ids, attention_mask):
+    return self.encoder.forward(input_ids, attention_mask)
+)");
+    } else {
+      root.define(shape.output == EncoderOutput::kHiddenStates ? R"(
+def forward_hidden(self, input_ids, attention_mask):
+    return self.encoder.forward(input_ids, attention_mask)
+)"
+                                                               : R"(
+def forward_hidden(self, input_ids, attention_mask):
+    return self.encoder.forward(input_ids, attention_mask)[0]
+)");
+      root.define(pooling == TextPooling::kFirstToken ? R"(
+def forward_features(self, input_ids, attention_mask):
+    return self.forward_hidden(input_ids, attention_mask).select(1, 0)
+)"
+                                                      : R"(
+def forward_features(self, input_ids, attention_mask):
+    h = self.forward_hidden(input_ids, attention_mask)
+    m = attention_mask.to(h.dtype).unsqueeze(2)
+    return torch.sum(h * m, [1]) / torch.clamp_min(torch.sum(m, [1]), 1.0)
+)");
+    }
+    root.define(R"(
+def forward(self, input_ids, attention_mask):
+    return self.fc.forward(self.forward_features(input_ids, attention_mask))
+)");
+    // The blocks whose parameters the features depend on.
+    std::vector<std::string> candidates;
+    ListEncoderBlocks(encoder, "encoder", &candidates);
+    std::vector<at::Tensor> params;
+    std::vector<std::string> names;
+    for (const auto& p : root.named_parameters(/*recurse=*/true)) {
+      if (!p.value.is_floating_point()) continue;
+      names.push_back(p.name);
+      params.push_back(p.value);
+    }
+    std::vector<bool> had_grad(params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      had_grad[i] = params[i].requires_grad();
+      params[i].set_requires_grad(true);
+    }
+    root.eval();
+    const at::Tensor mask = at::ones_like(probe_ids);
+    at::Tensor features = root.get_method("forward_features")({probe_ids, mask}).toTensor();
+    if (features.dim() != 2 || features.size(0) != probe_ids.size(0) ||
+        features.size(1) != shape.hidden_size) {
+      for (size_t i = 0; i < params.size(); ++i) params[i].set_requires_grad(had_grad[i]);
+      return absl::InvalidArgumentError(
+          absl::StrCat("the encoder's features are [", absl::StrJoin(features.sizes(), ","),
+                       "], not [", probe_ids.size(0), ",", shape.hidden_size, "]"));
+    }
+    std::vector<at::Tensor> grads =
+        torch::autograd::grad({features.sum()}, params, /*grad_outputs=*/{},
+                              /*retain_graph=*/false, /*create_graph=*/false,
+                              /*allow_unused=*/true);
+    bool learns = false;
+    for (size_t i = 0; i < params.size(); ++i) {
+      learns = learns || (absl::StartsWith(names[i], "encoder.") && grads[i].defined() &&
+                          grads[i].abs().sum().item<double>() > 0);
+    }
+    c10::List<std::string> blocks;
+    for (const std::string& block : candidates) {
+      for (size_t i = 0; i < params.size(); ++i) {
+        if ((names[i] == block || absl::StartsWith(names[i], absl::StrCat(block, "."))) &&
+            grads[i].defined() && grads[i].abs().sum().item<double>() > 0) {
+          blocks.push_back(block);
+          break;
+        }
+      }
+    }
+    for (size_t i = 0; i < params.size(); ++i) params[i].set_requires_grad(had_grad[i]);
+    if (!learns) {
+      return absl::InvalidArgumentError(
+          "no parameter of the encoder gets a gradient from its output: there is nothing to "
+          "fine-tune (saved with torch.no_grad or detached?)");
+    }
+    root.register_attribute(std::string(kBlocksAttribute), c10::ListType::ofStrings(), blocks);
+    root.train();
+    return root;
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("wrapping the text encoder with a classification head failed: ", e.what()));
+  }
 }
 
 absl::StatusOr<torch::jit::Module> CreateMaskedLanguageModel(const torch::jit::Module& encoder,

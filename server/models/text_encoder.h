@@ -91,6 +91,42 @@ absl::StatusOr<torch::jit::Module> CreateTextEncoder(const TextEncoderOptions& o
 // 0). InvalidArgument when it is not a CreateTextEncoder module.
 absl::StatusOr<TextEncoderOptions> TextEncoderOptionsOf(const torch::jit::Module& module);
 
+// How an uploaded text encoder's forward(input_ids, attention_mask) answers
+// (the sandboxed inspection finds out, torchscript_inspector.h).
+enum class EncoderOutput {
+  kHiddenStates,       // a tensor [N, T, hidden]
+  kTupleHiddenStates,  // a tuple whose first element is [N, T, hidden] (a
+                       // traced Hugging Face BERT: last_hidden_state, pooler_output)
+  kPooled,             // a tensor [N, hidden]: one vector per text, pooled already
+};
+
+struct UploadedEncoder {
+  EncoderOutput output = EncoderOutput::kHiddenStates;
+  int64_t hidden_size = 0;
+};
+
+// The attribute WrapTextEncoder leaves on its module: the dotted paths of
+// the encoder's blocks, bottom to top, that "fine-tune the top N blocks"
+// counts (training/freezing.h reads it).
+inline constexpr absl::string_view kBlocksAttribute = "kaizen_blocks";
+
+// An uploaded text encoder made into a classifier with the interface of
+// CreateTextEncoder's module: submodule `encoder` is `encoder` itself (not
+// a copy), `fc` a new Linear [num_classes, hidden_size] (torch.nn.Linear's
+// init, seeded), and the methods forward_hidden (not for kPooled),
+// forward_features (the first token's state or the masked mean, by
+// `pooling`; kPooled's vector as it is) and forward. Its blocks
+// (kBlocksAttribute) are the encoder's top-level children with parameters,
+// a numbered list of layers (a ModuleList such as BERT's encoder.layer)
+// counted layer by layer; a block whose parameters get no gradient from the
+// features on `probe_ids` (BERT's pooler, when the hidden states are read)
+// is left out. InvalidArgument when the wrapper cannot be built or run on
+// the probe ([N, T] ids, a mask of ones).
+absl::StatusOr<torch::jit::Module> WrapTextEncoder(const torch::jit::Module& encoder,
+                                                   const UploadedEncoder& shape,
+                                                   TextPooling pooling, int64_t num_classes,
+                                                   uint64_t seed, const at::Tensor& probe_ids);
+
 // A module for masked-language-model pretraining of `encoder` (one with
 // forward_hidden and a 2-D parameter embeddings.word_embeddings, as
 // CreateTextEncoder builds): submodule `encoder` is `encoder` itself, not a copy, so training

@@ -2,16 +2,19 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <exception>
 #include <optional>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "server/common/sha256.h"
 #include "server/common/status_macros.h"
 #include "server/models/model_metadata.h"
 #include "server/models/operator_allowlist.h"
@@ -293,7 +296,183 @@ absl::Status CheckLogits(const c10::IValue& output, const Head& head, int64_t cl
   return absl::OkStatus();
 }
 
-absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path, const InspectOptions& options) {
+// The largest tokenizer file a text model may carry.
+constexpr int64_t kMaxTokenizerBytes = int64_t{16} << 20;
+// Tokens per probe row.
+constexpr int64_t kTextProbeLength = 16;
+
+// Probe ids [rows, T]: row r holds T - r % T ids of the vocabulary (framed by
+// first_id and last_id when the model has them), the rest padding, so that
+// a batch has rows of several lengths as serving's do.
+struct TextProbe {
+  at::Tensor ids;
+  at::Tensor mask;
+};
+TextProbe MakeTextProbe(const kaizen::v1::TextInput& in, int64_t rows) {
+  const int64_t length = std::min<int64_t>(kTextProbeLength, in.max_length());
+  TextProbe p{at::full({rows, length}, static_cast<int64_t>(in.pad_id()), at::kLong),
+              at::zeros({rows, length}, at::kLong)};
+  auto ids = p.ids.accessor<int64_t, 2>();
+  auto mask = p.mask.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t used = std::max<int64_t>(1, length - r % length);
+    for (int64_t t = 0; t < used; ++t) {
+      int64_t id = 1 + (r * 31 + t * 7919) % (in.vocab_size() - 1);
+      if (t == 0 && in.first_id() >= 0) id = in.first_id();
+      if (t == used - 1 && used > 1 && in.last_id() >= 0) id = in.last_id();
+      ids[r][t] = id;
+      mask[r][t] = 1;
+    }
+  }
+  return p;
+}
+
+std::string Describe(const c10::IValue& v) {
+  if (v.isTensor()) return absl::StrCat("a tensor ", ShapeString(v.toTensor().sizes()));
+  if (v.isTuple()) {
+    std::vector<std::string> parts;
+    for (const c10::IValue& e : v.toTupleRef().elements()) parts.push_back(Describe(e));
+    return absl::StrCat("a tuple (", absl::StrJoin(parts, ", "), ")");
+  }
+  return absl::StrCat("a ", v.tagKind());
+}
+
+absl::StatusOr<c10::IValue> ForwardText(torch::jit::Module& module, const TextProbe& probe) {
+  try {
+    at::NoGradGuard no_grad;
+    return module.forward({probe.ids, probe.mask});
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("forward(input_ids, attention_mask) on ids ",
+                                                   ShapeString(probe.ids.sizes()),
+                                                   " (int64) failed: ", TorchErrorSummary(e)));
+  }
+}
+
+// What a bare encoder's output is, from its answer to `rows` probe rows of
+// `length` tokens.
+absl::StatusOr<UploadedEncoder> ReadEncoderOutput(const c10::IValue& out, int64_t rows,
+                                                  int64_t length) {
+  const auto hidden = [&](const c10::IValue& v) {
+    return v.isTensor() && v.toTensor().dim() == 3 && v.toTensor().size(0) == rows &&
+           v.toTensor().size(1) == length && v.toTensor().size(2) > 0 &&
+           v.toTensor().is_floating_point();
+  };
+  if (hidden(out)) return UploadedEncoder{EncoderOutput::kHiddenStates, out.toTensor().size(2)};
+  if (out.isTuple() && !out.toTupleRef().elements().empty() &&
+      hidden(out.toTupleRef().elements()[0])) {
+    return UploadedEncoder{EncoderOutput::kTupleHiddenStates,
+                           out.toTupleRef().elements()[0].toTensor().size(2)};
+  }
+  if (out.isTensor() && out.toTensor().dim() == 2 && out.toTensor().size(0) == rows &&
+      out.toTensor().size(1) > 0 && out.toTensor().is_floating_point()) {
+    return UploadedEncoder{EncoderOutput::kPooled, out.toTensor().size(1)};
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "for input_ids [", rows, ",", length, "] the text encoder returns ", Describe(out),
+      "; it must return hidden states [", rows, ",", length,
+      ",hidden], a tuple whose first "
+      "element they are (as a traced Hugging Face BERT does), or one vector per text [",
+      rows, ",hidden]; a text classifier names its head (head_module or kaizen.json)"));
+}
+
+// A text model: kaizen.json has text_input and the file carries the
+// tokenizer it names. With a head (named by the uploader or kaizen.json) it
+// is a classifier whose forward(input_ids, attention_mask) gives [N, K];
+// without one, an encoder, whose output `encoder` describes for the server
+// to put a head on (text_encoder.h).
+absl::StatusOr<kaizen::v1::Model> InspectText(const std::string& path, torch::jit::Module& module,
+                                              const kaizen::v1::Model& meta,
+                                              const InspectOptions& options,
+                                              std::optional<UploadedEncoder>* encoder) {
+  const kaizen::v1::TextInput& in = meta.text_input();
+  if (in.vocab_size() < 2 || in.vocab_size() > 1'000'000) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kaizen.json text_input.vocab_size is ", in.vocab_size(), "; it must be in [2, 1000000]"));
+  }
+  if (in.max_length() < 2 || in.max_length() > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat("kaizen.json text_input.max_length is ",
+                                                   in.max_length(), "; it must be in [2, 4096]"));
+  }
+  struct Id {
+    const char* field;
+    int32_t id;
+    int32_t lowest;  // -1: "none" is allowed
+  };
+  for (const Id& f : {Id{"pad_id", in.pad_id(), 0}, Id{"first_id", in.first_id(), -1},
+                      Id{"last_id", in.last_id(), -1}}) {
+    if (f.id < f.lowest || f.id >= in.vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("kaizen.json text_input.", f.field, " is ",
+                                                     f.id, "; it must be in [", f.lowest, ", ",
+                                                     in.vocab_size(), ")"));
+    }
+  }
+  absl::StatusOr<std::string> tokenizer = ReadModelTokenizer(path, kMaxTokenizerBytes);
+  if (!tokenizer.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kaizen.json has text_input, so the file must carry its tokenizer as the extra file ",
+        kTokenizerFileName, ": ", tokenizer.status().message()));
+  }
+  if (const std::string digest = common::Sha256Hex(*tokenizer); digest != in.tokenizer_sha256()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the ", kTokenizerFileName, " file's SHA-256 is ", digest,
+                     " but kaizen.json text_input.tokenizer_sha256 says '",
+                     absl::CHexEscape(in.tokenizer_sha256()), "'"));
+  }
+  kaizen::v1::Model model;
+  model.set_architecture(!meta.architecture().empty() ? meta.architecture()
+                                                      : CleanTypeName(module));
+  model.set_description(meta.description());
+  *model.mutable_text_input() = in;
+  ASSIGN_OR_RETURN(const int64_t parameter_count, CountParameters(module));
+  model.set_parameter_count(parameter_count);
+  module.eval();
+  const TextProbe one = MakeTextProbe(in, 1);
+  ASSIGN_OR_RETURN(c10::IValue output, ForwardText(module, one));
+  const int64_t batch = std::max<int64_t>(2, options.batch_size);
+  const TextProbe many = MakeTextProbe(in, batch);
+  std::string head_path = options.head_module;
+  if (head_path.empty()) head_path = meta.head().module_path();
+  if (head_path.empty()) {
+    if (!options.class_names.empty() || meta.class_names_size() > 0) {
+      return absl::InvalidArgumentError(
+          "class_names are given but the text model names no head (head_module or kaizen.json "
+          "head.module_path): an encoder gets a new head, and its classes come from the dataset "
+          "of the job that fine-tunes it");
+    }
+    ASSIGN_OR_RETURN(const UploadedEncoder shape, ReadEncoderOutput(output, 1, one.ids.size(1)));
+    ASSIGN_OR_RETURN(c10::IValue batched, ForwardText(module, many));
+    ASSIGN_OR_RETURN(const UploadedEncoder again,
+                     ReadEncoderOutput(batched, batch, many.ids.size(1)));
+    if (again.output != shape.output || again.hidden_size != shape.hidden_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the text encoder answers one text with ", Describe(output), " but ", batch,
+                       " (serving's largest batch) with ", Describe(batched)));
+    }
+    if (encoder != nullptr) *encoder = shape;
+    return model;
+  }
+  ASSIGN_OR_RETURN(Head head, FindHead(module, head_path));
+  const int64_t classes = head.weight.size(0);
+  ASSIGN_OR_RETURN(std::vector<std::string> class_names, ClassNames(options, &meta, classes));
+  RETURN_IF_ERROR(CheckLogits(output, head, classes));
+  ASSIGN_OR_RETURN(c10::IValue batched, ForwardText(module, many));
+  if (!batched.isTensor() || batched.toTensor().dim() != 2 || batched.toTensor().size(0) != batch ||
+      batched.toTensor().size(1) != classes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at batch size ", batch, " (serving's largest batch) the model returns ",
+                     Describe(batched), "; expected [", batch, ",", classes, "]"));
+  }
+  for (std::string& name : class_names) model.add_class_names(std::move(name));
+  kaizen::v1::ModelHead* model_head = model.mutable_head();
+  model_head->set_module_path(head.path);
+  model_head->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
+  model_head->set_in_features(head.weight.size(1));
+  model_head->set_out_features(classes);
+  return model;
+}
+
+absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path, const InspectOptions& options,
+                                          std::optional<UploadedEncoder>* encoder) {
   if (!options.input_shape.empty()) {
     RETURN_IF_ERROR(ValidateShape(options.input_shape, options));
   }
@@ -303,6 +482,14 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path, const Inspect
   // Before any of the file's code runs.
   if (options.check_operators) {
     RETURN_IF_ERROR(CheckOperators(module, options.extra_operators));
+  }
+  if (meta != nullptr && meta->has_text_input()) {
+    if (!options.input_shape.empty() || !options.mean.empty() || !options.std.empty()) {
+      return absl::InvalidArgumentError(
+          "input_shape and normalization describe images; this is a text model (kaizen.json has "
+          "text_input)");
+    }
+    return InspectText(path, module, *meta, options, encoder);
   }
 
   kaizen::v1::Model model;
@@ -341,11 +528,13 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path, const Inspect
 }  // namespace
 
 absl::StatusOr<kaizen::v1::Model> InspectTorchScriptFile(const std::string& path,
-                                                         const InspectOptions& options) {
+                                                         const InspectOptions& options,
+                                                         std::optional<UploadedEncoder>* encoder) {
+  if (encoder != nullptr) encoder->reset();
   // Torch calls are wrapped where they happen; this is the last line of
   // defence so that no exception crosses into the API layer.
   try {
-    return Inspect(path, options);
+    return Inspect(path, options, encoder);
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("inspecting TorchScript file failed: ", TorchErrorSummary(e)));

@@ -5,11 +5,13 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "kaizen/v1/model_service.pb.h"
+#include "server/models/text_encoder.h"
 
 namespace kaizen::models {
 
@@ -49,7 +51,18 @@ struct InspectOptions {
 // Every failure is INVALID_ARGUMENT with the reason, except a missing file
 // (NOT_FOUND). It runs the file's code: uploads go through
 // InspectInSandbox (sandboxed_inspection.h), never through this directly.
-absl::StatusOr<kaizen::v1::Model> InspectTorchScriptFile(const std::string& path,
-                                                         const InspectOptions& options);
+//
+// A text model (kaizen.json has text_input, and the file carries the
+// tokenizer it names as the extra file kaizen_tokenizer with that SHA-256)
+// is run on int64 input_ids and an attention_mask, one text and then
+// options.batch_size texts of several lengths. With a head (options.head_module
+// or kaizen.json's) it must give [N, K] logits like an image classifier, and
+// the model gets text_input, head and class_names. Without one it is an
+// encoder: `encoder` (when not null) says how its output reads, and the
+// model has text_input but no head; the server puts one on
+// (WrapTextEncoder). input_shape and normalization are refused for text.
+absl::StatusOr<kaizen::v1::Model> InspectTorchScriptFile(
+    const std::string& path, const InspectOptions& options,
+    std::optional<UploadedEncoder>* encoder = nullptr);
 
 }  // namespace kaizen::models

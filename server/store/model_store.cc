@@ -1,8 +1,11 @@
 #include "server/store/model_store.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <optional>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -19,6 +22,7 @@
 #include "server/models/builtin_models.h"
 #include "server/models/model_file.h"
 #include "server/models/model_metadata.h"
+#include "server/models/sandboxed_inspection.h"
 #include "server/models/text_encoder.h"
 #include "server/models/torch_errors.h"
 
@@ -87,11 +91,87 @@ void ModelStore::ReleaseName(const std::string& name) {
 
 ModelStore::Upload::~Upload() { store_->ReleaseName(header_.name()); }
 
+namespace {
+
+// The largest tokenizer a text model carries (as training::TextModelLimits).
+constexpr int64_t kMaxTokenizerBytes = int64_t{16} << 20;
+// Classes of the head put on an uploaded text encoder until a job fits it to
+// a dataset's.
+constexpr int64_t kEncoderHeadClasses = 2;
+
+absl::Status HashFile(const std::string& path, std::string* sha256, int64_t* size) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return absl::InternalError(absl::StrCat("cannot read ", path));
+  common::Sha256 hash;
+  std::vector<char> buf(1 << 20);
+  int64_t total = 0;
+  for (size_t n; (n = std::fread(buf.data(), 1, buf.size(), f)) > 0;) {
+    hash.Update(buf.data(), n);
+    total += static_cast<int64_t>(n);
+  }
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) return absl::InternalError(absl::StrCat("reading ", path, " failed"));
+  *sha256 = hash.HexDigest();
+  *size = total;
+  return absl::OkStatus();
+}
+
+// An uploaded text encoder (inspected in the sandbox: its operators are on
+// the allow-list, it runs on int64 ids and a mask) with a head put on
+// (WrapTextEncoder), written over `path` with its metadata and tokenizer.
+// `model` gets the head and the new parameter count, size and SHA-256.
+absl::Status PutHeadOnEncoder(const std::string& path, const models::UploadedEncoder& encoder,
+                              Model* model) {
+  ASSIGN_OR_RETURN(std::string tokenizer, models::ReadModelTokenizer(path, kMaxTokenizerBytes));
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, torch::kCPU);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("loading the text encoder failed: ", models::TorchErrorSummary(e)));
+  }
+  kaizen::v1::TextInput* in = model->mutable_text_input();
+  if (in->pooling() == kaizen::v1::TEXT_POOLING_UNSPECIFIED) {
+    in->set_pooling(kaizen::v1::TEXT_POOLING_FIRST_TOKEN);
+  }
+  // Two texts' worth of ordinary ids: enough for the gradient check.
+  const int64_t length = std::min<int64_t>(8, in->max_length());
+  const at::Tensor probe =
+      at::arange(2 * length, at::kLong).remainder(in->vocab_size() - 1).add(1).view({2, length});
+  ASSIGN_OR_RETURN(torch::jit::Module wrapped,
+                   models::WrapTextEncoder(module, encoder,
+                                           in->pooling() == kaizen::v1::TEXT_POOLING_MASKED_MEAN
+                                               ? models::TextPooling::kMaskedMean
+                                               : models::TextPooling::kFirstToken,
+                                           kEncoderHeadClasses, /*seed=*/0, probe));
+  kaizen::v1::ModelHead* head = model->mutable_head();
+  head->set_module_path("fc");
+  head->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
+  head->set_in_features(encoder.hidden_size);
+  head->set_out_features(kEncoderHeadClasses);
+  int64_t parameters = 0;
+  for (const at::Tensor& p : wrapped.parameters()) parameters += p.numel();
+  model->set_parameter_count(parameters);
+  const std::string written = absl::StrCat(path, ".head");
+  RETURN_IF_ERROR(models::SaveModelFile(wrapped, *model, written, tokenizer));
+  RETURN_IF_ERROR(common::DurableRename(written, path));
+  std::string sha256;
+  int64_t size = 0;
+  RETURN_IF_ERROR(HashFile(path, &sha256, &size));
+  model->set_sha256(sha256);
+  model->set_size_bytes(size);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
   RETURN_IF_ERROR(receiver_.Finish(sha256_hex));
   const std::string& tmp = receiver_.part_paths()[0];
+  std::optional<models::UploadedEncoder> encoder;
   absl::StatusOr<Model> inspected =
-      models::InspectInSandbox(tmp, header_, store_->options_.sandbox);
+      models::InspectInSandbox(tmp, header_, store_->options_.sandbox, &encoder);
   if (!inspected.ok()) {
     return absl::Status(inspected.status().code(), absl::StrCat(receiver_.part_names()[0], ": ",
                                                                 inspected.status().message()));
@@ -113,6 +193,12 @@ absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
   model.set_sha256(receiver_.sha256());
   *model.mutable_create_time() =
       google::protobuf::util::TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(absl::Now()));
+  if (encoder.has_value()) {
+    if (absl::Status headed = PutHeadOnEncoder(tmp, *encoder, &model); !headed.ok()) {
+      return absl::Status(headed.code(),
+                          absl::StrCat(receiver_.part_names()[0], ": ", headed.message()));
+    }
+  }
 
   const std::string dir_rel = absl::StrCat("models/", header_.name());
   std::error_code ec;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/models/text_encoder.h"
 
 namespace kaizen::training {
 namespace {
@@ -33,6 +34,15 @@ std::vector<std::string> ChildrenWithParameters(const torch::jit::Module& m,
 
 std::vector<std::string> ListBlocks(const torch::jit::Module& backbone,
                                     const std::string& head_path) {
+  // An uploaded text encoder's wrapper names its blocks (text_encoder.h).
+  const std::string listed(models::kBlocksAttribute);
+  if (backbone.hasattr(listed) && backbone.attr(listed).isList()) {
+    std::vector<std::string> blocks;
+    for (const c10::IValue& v : backbone.attr(listed).toListRef()) {
+      if (v.isString() && !Within(v.toStringRef(), head_path)) blocks.push_back(v.toStringRef());
+    }
+    if (!blocks.empty()) return blocks;
+  }
   std::vector<std::string> blocks = ChildrenWithParameters(backbone, "", head_path);
   while (blocks.size() == 1) {
     torch::jit::Module only = backbone;

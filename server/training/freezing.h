@@ -16,7 +16,9 @@ namespace kaizen::training {
 // The blocks of a backbone, bottom to top: its top-level children that hold
 // parameters outside `head_path` (for torchvision's resnet18: conv1, bn1,
 // layer1..layer4; for resnet-small: stem, layer1..layer3). A lone container
-// (cnn-small's `features`) is replaced by its own children.
+// (cnn-small's `features`) is replaced by its own children. A module that
+// names its blocks in models::kBlocksAttribute (an uploaded text encoder's
+// wrapper) has those.
 std::vector<std::string> ListBlocks(const torch::jit::Module& backbone,
                                     const std::string& head_path);
 

@@ -6,6 +6,7 @@
 // Predict / the Open Inference Protocol answering texts with the model's
 // own tokenizer.
 #include <gtest/gtest.h>
+#include <torch/script.h>
 
 #include <algorithm>
 #include <chrono>
@@ -14,12 +15,15 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "client/lib/kaizen_client.h"
 #include "gmock/gmock.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/api/server.h"
+#include "server/common/sha256.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/server/loopback_server.h"
 #include "tests/test_util/temp_dir.h"
@@ -179,10 +183,29 @@ TEST_F(TextFineTuneE2E, ScratchTrainsATokenizerAndAClassifierThatPredictServesAs
   EXPECT_THAT(std::string(refused.status().message()),
               HasSubstr("inputs[1]: model \"glosses\" version 1 is a text model"));
 
-  // EvaluateModel reads image datasets: a text model is refused by name.
-  absl::StatusOr<v1::Evaluation> evaluated = s_.client->EvaluateModel("glosses", 0, "test");
-  EXPECT_EQ(evaluated.status().code(), absl::StatusCode::kInvalidArgument) << evaluated.status();
-  EXPECT_THAT(std::string(evaluated.status().message()), HasSubstr("is a text model"));
+  // EvaluateModel on the same texts gives the job's own evaluation.
+  absl::StatusOr<v1::Evaluation> evaluated = s_.client->EvaluateModel("glosses", 0, "test", 2);
+  ASSERT_TRUE(evaluated.ok()) << evaluated.status();
+  EXPECT_EQ(evaluated->examples(), e.examples());
+  EXPECT_DOUBLE_EQ(evaluated->accuracy(), e.accuracy());
+  EXPECT_EQ(evaluated->top_k(), 2);
+  EXPECT_GE(evaluated->top_k_accuracy(), evaluated->accuracy());
+  EXPECT_EQ(evaluated->dataset(), "test");
+  ASSERT_EQ(evaluated->classes_size(), 3);
+  // An image dataset for a text model is refused by name.
+  v1::UploadDatasetHeader images;
+  images.set_name("images");
+  images.set_format(v1::DATASET_FORMAT_IMAGE_FOLDER);
+  const std::string folder = files_.File("images.tar.gz");
+  test_util::WriteBinaryFile(
+      folder, test_util::MakeArchive({{"a/1.png", test_util::EncodePng(16, 16, 3, 1)},
+                                      {"b/2.png", test_util::EncodePng(16, 16, 3, 2)}},
+                                     test_util::ArchiveKind::kTarGz));
+  ASSERT_TRUE(s_.client->UploadDataset(images, {folder}).ok());
+  absl::StatusOr<v1::Evaluation> mixed = s_.client->EvaluateModel("glosses", 0, "images");
+  EXPECT_EQ(mixed.status().code(), absl::StatusCode::kInvalidArgument) << mixed.status();
+  EXPECT_THAT(std::string(mixed.status().message()),
+              HasSubstr("model \"glosses\" is a text model and dataset \"images\" holds images"));
 
   // The Open Inference Protocol: BYTES in, probabilities out.
   auto oip = inference::GRPCInferenceService::NewStub(s_.channel);
@@ -281,6 +304,89 @@ TEST_F(TextFineTuneE2E, MaskedLmPretrainsAnEncoderThatFeatureExtractionAndFineTu
     absl::StatusOr<v1::PredictResponse> p = PredictTexts(r.output_model(), {suite_->test[0]});
     ASSERT_TRUE(p.ok()) << p.status();
     EXPECT_EQ(p->predictions_size(), 1);
+  }
+}
+
+std::map<std::string, at::Tensor> Parameters(const std::string& path) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : torch::jit::load(path).named_parameters(/*recurse=*/true)) {
+    out.emplace(p.name, p.value.detach().clone());
+  }
+  return out;
+}
+
+// tools/package_text_encoder.py --tiny_bert: a BERT-shaped encoder traced in
+// Python, returning (hidden states, pooled) as a traced Hugging Face BertModel
+// does, packaged with a WordPiece vocabulary of tiny_bert_texts.csv's words.
+TEST_F(TextFineTuneE2E, AnUploadedTracedEncoderGetsAHeadFineTunesAndServes) {
+  v1::UploadModelHeader h;
+  h.set_name("bert");
+  absl::StatusOr<v1::Model> bert = s_.client->UploadModel(h, KAIZEN_FIXTURE_DIR "/tiny_bert.pt");
+  ASSERT_TRUE(bert.ok()) << bert.status();
+  EXPECT_EQ(bert->architecture(), "tiny-bert");
+  ASSERT_TRUE(bert->has_text_input());
+  EXPECT_EQ(bert->text_input().tokenizer(), v1::TOKENIZER_KIND_WORDPIECE);
+  EXPECT_EQ(bert->text_input().pooling(), v1::TEXT_POOLING_FIRST_TOKEN);
+  EXPECT_EQ(bert->head().module_path(), "fc");
+  EXPECT_EQ(bert->head().in_features(), 32);
+  // The stored file is the encoder with its head; its size and digest are
+  // the stored file's.
+  const std::string downloaded = files_.File("bert.pt");
+  ASSERT_TRUE(s_.client->DownloadModel("bert", 0, downloaded).ok());
+  const std::string bytes = test_util::ReadBinaryFile(downloaded);
+  EXPECT_EQ(static_cast<int64_t>(bytes.size()), bert->size_bytes());
+  EXPECT_EQ(common::Sha256Hex(bytes), bert->sha256());
+
+  const std::string csv_path = KAIZEN_SOURCE_DIR "/tests/fixtures/tiny_bert_texts.csv";
+  std::vector<std::pair<std::string, std::string>> rows;  // text, label
+  for (absl::string_view line :
+       absl::StrSplit(test_util::ReadBinaryFile(csv_path), '\n', absl::SkipEmpty())) {
+    const size_t comma = line.rfind(',');
+    if (line == "text,label" || comma == absl::string_view::npos) continue;
+    rows.emplace_back(std::string(line.substr(0, comma)), std::string(line.substr(comma + 1)));
+  }
+  ASSERT_EQ(rows.size(), 20u);
+  v1::UploadDatasetHeader d;
+  d.set_name("vehicles");
+  d.set_format(v1::DATASET_FORMAT_TEXT_CSV);
+  ASSERT_TRUE(s_.client->UploadDataset(d, {csv_path}).ok());
+  for (const v1::Strategy strategy : {v1::STRATEGY_FEATURE_EXTRACTION, v1::STRATEGY_FINE_TUNE}) {
+    v1::StartFineTuneRequest r =
+        Request("bert", absl::StrCat("bert-", static_cast<int>(strategy)), strategy, 30);
+    r.set_dataset("vehicles");
+    r.mutable_hyperparameters()->mutable_text()->set_max_length(32);
+    r.mutable_hyperparameters()->set_batch_size(4);
+    absl::StatusOr<v1::Job> job = Run(r);
+    ASSERT_TRUE(job.ok()) << v1::Strategy_Name(strategy) << ": " << job.status();
+    // FINE_TUNE trains the top block (the last encoder layer) beside the
+    // head; FEATURE_EXTRACTION only the head.
+    const std::string trained = files_.File(r.output_model() + ".pt");
+    ASSERT_TRUE(s_.client->DownloadModel(r.output_model(), 0, trained).ok());
+    const std::map<std::string, at::Tensor> before = Parameters(downloaded);
+    const std::map<std::string, at::Tensor> after = Parameters(trained);
+    ASSERT_EQ(before.size(), after.size());
+    for (const auto& [name, value] : before) {
+      const bool moved = !at::equal(value, after.at(name));
+      const bool should_move =
+          absl::StartsWith(name, "fc.") || (strategy == v1::STRATEGY_FINE_TUNE &&
+                                            absl::StartsWith(name, "encoder.encoder.layer.1."));
+      EXPECT_EQ(moved, should_move) << v1::Strategy_Name(strategy) << ": " << name;
+    }
+    // 20 training texts of 2 classes: the training accuracy climbs from chance.
+    EXPECT_GE(job->history(job->history_size() - 1).train_accuracy(), 0.8) << job->DebugString();
+    // Predict tokenises as training did: it scores the training texts as
+    // the last epoch did.
+    v1::PredictRequest p;
+    p.set_model(r.output_model());
+    for (const auto& [text, label] : rows) p.add_inputs()->set_text(text);
+    absl::StatusOr<v1::PredictResponse> answer = s_.client->Predict(p);
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    ASSERT_EQ(answer->predictions_size(), static_cast<int>(rows.size()));
+    int correct = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      correct += answer->predictions(static_cast<int>(i)).classes(0).label() == rows[i].second;
+    }
+    EXPECT_GE(correct, 16) << "of " << rows.size();
   }
 }
 

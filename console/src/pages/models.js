@@ -33,9 +33,9 @@ export function confusionMatrix(evaluation) {
     })));
 }
 
-function evaluationView(e) {
+function evaluationView(e, text) {
   return h('div', { class: 'evaluation' },
-    h('p', {}, `Test accuracy ${percent(e.accuracy, 2)} on ${e.examples} images of “${e.dataset}”`,
+    h('p', {}, `Test accuracy ${percent(e.accuracy, 2)} on ${e.examples} ${text ? 'texts' : 'images'} of “${e.dataset}”`,
       e.topK > 1 ? `, top-${e.topK} ${percent(e.topKAccuracy, 2)}` : '',
       `, mean loss ${number(e.meanLoss)}`),
     table(['class', 'support', 'precision', 'recall', 'F1'], (e.classes || []).map((c) => h('tr', {},
@@ -80,7 +80,7 @@ async function details(name, into) {
         h('td', {}, m.version === newest.bestVersion ? h('span', { class: 'tag' }, 'best') : ''),
         h('td', {}, allowed('kaizen.v1.ModelService/DownloadModel') ? downloadButton(name, m.version) : '')))),
       newest.testEvaluation?.examples > 0
-        ? h('div', {}, h('h3', {}, 'Evaluation'), evaluationView(newest.testEvaluation))
+        ? h('div', {}, h('h3', {}, 'Evaluation'), evaluationView(newest.testEvaluation, Boolean(newest.textInput)))
         : h('p', { class: 'muted' }, 'No test evaluation (start a job with a test dataset).'),
     );
   } catch (e) {

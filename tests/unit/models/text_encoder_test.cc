@@ -246,5 +246,85 @@ TEST(MaskedLanguageModelTest, RefusesAModelWithoutWordEmbeddings) {
   EXPECT_THAT(mlm.status().message(), HasSubstr("embeddings.word_embeddings"));
 }
 
+// tools/package_text_encoder.py --tiny_bert: a BERT-shaped encoder traced in
+// Python (embeddings, encoder.layer.0..1, an unused-by-us pooler) returning
+// (hidden states [N, T, 32], pooled [N, 32]); 22 vocabulary ids.
+torch::jit::Module TinyBert() { return torch::jit::load(KAIZEN_FIXTURE_DIR "/tiny_bert.pt"); }
+
+at::Tensor Probe() { return at::arange(2, 12, torch::kLong).view({2, 5}); }
+
+TEST(WrapTextEncoderTest, PutsAHeadOnATracedBert) {
+  torch::jit::Module bert = TinyBert();
+  absl::StatusOr<torch::jit::Module> m = WrapTextEncoder(
+      bert, {EncoderOutput::kTupleHiddenStates, 32}, TextPooling::kFirstToken, 3, 7, Probe());
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto [ids, mask] = Padded({4, 7}, 7, 1);
+  ids = ids.remainder(22);
+  m->eval();
+  EXPECT_EQ(Call(*m, "forward", ids, mask).sizes(), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(Call(*m, "forward_hidden", ids, mask).sizes(), (std::vector<int64_t>{2, 7, 32}));
+  // First-token pooling: the features are the hidden state at position 0.
+  EXPECT_TRUE(at::allclose(Call(*m, "forward_features", ids, mask),
+                           Call(*m, "forward_hidden", ids, mask).select(1, 0)));
+  EXPECT_EQ(m->attr("fc").toModule().attr("weight").toTensor().sizes(),
+            (std::vector<int64_t>{3, 32}));
+  // The pooler's output is not read, so it is no block to fine-tune.
+  std::vector<std::string> blocks;
+  for (const c10::IValue& b : m->attr(std::string(kBlocksAttribute)).toListRef()) {
+    blocks.push_back(b.toStringRef());
+  }
+  EXPECT_EQ(blocks, (std::vector<std::string>{"encoder.embeddings", "encoder.encoder.layer.0",
+                                              "encoder.encoder.layer.1"}));
+  // Saved and loaded, it computes the same.
+  std::stringstream saved;
+  m->save(saved);
+  torch::jit::Module loaded = torch::jit::load(saved);
+  loaded.eval();
+  EXPECT_TRUE(at::allclose(Call(loaded, "forward", ids, mask), Call(*m, "forward", ids, mask)));
+}
+
+TEST(WrapTextEncoderTest, MaskedMeanLeavesPaddingOut) {
+  absl::StatusOr<torch::jit::Module> m = WrapTextEncoder(
+      TinyBert(), {EncoderOutput::kTupleHiddenStates, 32}, TextPooling::kMaskedMean, 2, 7, Probe());
+  ASSERT_TRUE(m.ok()) << m.status();
+  m->eval();
+  const at::Tensor ids = torch::tensor(std::vector<int64_t>{2, 9, 10, 3, 0, 0}).view({1, 6});
+  const at::Tensor mask = torch::tensor(std::vector<int64_t>{1, 1, 1, 1, 0, 0}).view({1, 6});
+  const at::Tensor padded = Call(*m, "forward_features", ids, mask);
+  const at::Tensor hidden = Call(*m, "forward_hidden", ids, mask);
+  EXPECT_TRUE(at::allclose(padded, hidden.narrow(1, 0, 4).mean(1), 1e-5, 1e-6));
+  const at::Tensor unpadded =
+      Call(*m, "forward_features", ids.narrow(1, 0, 4), mask.narrow(1, 0, 4));
+  EXPECT_TRUE(at::allclose(padded, unpadded, 1e-4, 1e-5));
+}
+
+TEST(WrapTextEncoderTest, PooledOutputIsTheFeatures) {
+  // An encoder that returns one vector per text: the mean of its embeddings.
+  torch::jit::Module enc(c10::QualifiedName("__torch__.test.Pooled"),
+                         std::make_shared<torch::jit::CompilationUnit>());
+  enc.register_attribute("training", c10::BoolType::get(), true);
+  enc.register_parameter("table", at::randn({22, 8}).set_requires_grad(true), false);
+  enc.define(R"(
+def forward(self, input_ids, attention_mask):
+    return torch.embedding(self.table, input_ids).mean(1)
+)");
+  absl::StatusOr<torch::jit::Module> m =
+      WrapTextEncoder(enc, {EncoderOutput::kPooled, 8}, TextPooling::kFirstToken, 4, 1, Probe());
+  ASSERT_TRUE(m.ok()) << m.status();
+  m->eval();
+  const at::Tensor ids = Probe();
+  EXPECT_EQ(Call(*m, "forward", ids, at::ones_like(ids)).sizes(), (std::vector<int64_t>{2, 4}));
+  EXPECT_FALSE(m->find_method("forward_hidden").has_value());
+  // An encoder without children lists no blocks (it is one block).
+  EXPECT_TRUE(m->attr(std::string(kBlocksAttribute)).toListRef().empty());
+}
+
+TEST(WrapTextEncoderTest, AWrongHiddenSizeOrANonFloatOutputIsRefused) {
+  absl::StatusOr<torch::jit::Module> m = WrapTextEncoder(
+      TinyBert(), {EncoderOutput::kTupleHiddenStates, 16}, TextPooling::kFirstToken, 2, 7, Probe());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(m.status().message(), HasSubstr("not [2,16]"));
+}
+
 }  // namespace
 }  // namespace kaizen::models

@@ -3,13 +3,17 @@
 #include <torch/script.h>
 
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/common/sha256.h"
 #include "server/models/builtin_models.h"
 #include "server/models/model_file.h"
+#include "server/models/model_metadata.h"
+#include "server/models/text_encoder.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen::models {
@@ -242,6 +246,155 @@ TEST(TorchScriptInspectorTest, InspectReadsEmbeddedMetadata) {
   EXPECT_EQ(model->head().module_path(), "fc");
   EXPECT_EQ(model->head().out_features(), 3);
   EXPECT_EQ(model->parameter_count(), meta->parameter_count());
+}
+
+// Text models: kaizen.json's text_input and the tokenizer file it names.
+constexpr char kVocab[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\nsat\n";
+
+kaizen::v1::TextInput WordPieceInput(const std::string& tokenizer, int32_t vocab_size) {
+  kaizen::v1::TextInput in;
+  in.set_tokenizer(kaizen::v1::TOKENIZER_KIND_WORDPIECE);
+  in.set_tokenizer_sha256(common::Sha256Hex(tokenizer));
+  in.set_vocab_size(vocab_size);
+  in.set_max_length(16);
+  in.set_first_id(2);
+  in.set_last_id(3);
+  in.set_pad_id(0);
+  in.set_mask_id(4);
+  return in;
+}
+
+// Saves `module` with kaizen.json and, when not empty, the tokenizer.
+std::string SaveText(const torch::jit::Module& module, const kaizen::v1::Model& meta,
+                     const std::string& tokenizer, const std::string& path) {
+  absl::StatusOr<std::string> json = ModelToMetadataJson(meta);
+  EXPECT_TRUE(json.ok());
+  torch::jit::ExtraFilesMap extra{{"kaizen.json", *json}};
+  if (!tokenizer.empty()) extra.emplace("kaizen_tokenizer", tokenizer);
+  module.save(path, extra);
+  return path;
+}
+
+// An encoder returning what `body` computes from its embeddings `x` [N, T, 8].
+torch::jit::Module Encoder(const std::string& body) {
+  torch::jit::Module m = NewModule("Encoder");
+  m.register_parameter("table", at::randn({8, 8}), false);
+  m.define(
+      "def forward(self, input_ids, attention_mask):\n"
+      "    x = torch.embedding(self.table, input_ids)\n"
+      "    return " +
+      body + "\n");
+  return m;
+}
+
+TEST(TorchScriptInspectorTest, ATracedBertIsAnEncoderThatNeedsAHead) {
+  std::optional<UploadedEncoder> encoder;
+  absl::StatusOr<kaizen::v1::Model> model =
+      InspectTorchScriptFile(KAIZEN_FIXTURE_DIR "/tiny_bert.pt", {}, &encoder);
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_TRUE(encoder.has_value());
+  EXPECT_EQ(encoder->output, EncoderOutput::kTupleHiddenStates);
+  EXPECT_EQ(encoder->hidden_size, 32);
+  EXPECT_EQ(model->architecture(), "tiny-bert");
+  EXPECT_TRUE(model->has_text_input());
+  EXPECT_EQ(model->text_input().tokenizer(), kaizen::v1::TOKENIZER_KIND_WORDPIECE);
+  EXPECT_EQ(model->text_input().max_length(), 32);
+  EXPECT_TRUE(model->head().module_path().empty());
+  EXPECT_TRUE(model->input_shape().empty());
+  EXPECT_GT(model->parameter_count(), 0);
+}
+
+TEST(TorchScriptInspectorTest, HiddenStatesOrAPooledVectorAreEncodersToo) {
+  test_util::TempDir dir;
+  kaizen::v1::Model meta;
+  *meta.mutable_text_input() = WordPieceInput(kVocab, 8);
+  std::optional<UploadedEncoder> encoder;
+  ASSERT_TRUE(
+      InspectTorchScriptFile(SaveText(Encoder("x"), meta, kVocab, dir.File("h.pt")), {}, &encoder)
+          .ok());
+  ASSERT_TRUE(encoder.has_value());
+  EXPECT_EQ(encoder->output, EncoderOutput::kHiddenStates);
+  EXPECT_EQ(encoder->hidden_size, 8);
+  ASSERT_TRUE(InspectTorchScriptFile(SaveText(Encoder("x.mean(1)"), meta, kVocab, dir.File("p.pt")),
+                                     {}, &encoder)
+                  .ok());
+  ASSERT_TRUE(encoder.has_value());
+  EXPECT_EQ(encoder->output, EncoderOutput::kPooled);
+}
+
+TEST(TorchScriptInspectorTest, AKaizenTextClassifierKeepsItsHead) {
+  test_util::TempDir dir;
+  TextEncoderOptions o;
+  o.vocab_size = 8;
+  o.max_length = 16;
+  o.hidden_size = 16;
+  o.num_layers = 1;
+  o.num_heads = 2;
+  o.intermediate_size = 32;
+  o.num_classes = 3;
+  absl::StatusOr<torch::jit::Module> m = CreateTextEncoder(o);
+  ASSERT_TRUE(m.ok());
+  kaizen::v1::Model meta;
+  meta.set_architecture("transformer-small");
+  *meta.mutable_text_input() = WordPieceInput(kVocab, 8);
+  meta.mutable_head()->set_module_path("fc");
+  for (const char* c : {"a", "b", "c"}) meta.add_class_names(c);
+  const std::string path = dir.File("c.pt");
+  ASSERT_TRUE(SaveModelFile(*m, meta, path, kVocab).ok());
+  std::optional<UploadedEncoder> encoder;
+  absl::StatusOr<kaizen::v1::Model> model = InspectTorchScriptFile(path, {}, &encoder);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_FALSE(encoder.has_value());
+  EXPECT_EQ(model->head().module_path(), "fc");
+  EXPECT_EQ(model->head().out_features(), 3);
+  EXPECT_EQ(model->class_names_size(), 3);
+  EXPECT_EQ(model->text_input().vocab_size(), 8);
+}
+
+TEST(TorchScriptInspectorTest, ATextModelsTokenizerMustBeTheOneItNames) {
+  test_util::TempDir dir;
+  kaizen::v1::Model meta;
+  *meta.mutable_text_input() = WordPieceInput(kVocab, 8);
+  absl::StatusOr<kaizen::v1::Model> missing =
+      InspectTorchScriptFile(SaveText(Encoder("x"), meta, "", dir.File("a.pt")), {});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(missing.status().message(), HasSubstr("must carry its tokenizer"));
+  absl::StatusOr<kaizen::v1::Model> other =
+      InspectTorchScriptFile(SaveText(Encoder("x"), meta, "[PAD]\nother\n", dir.File("b.pt")), {});
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(other.status().message(), HasSubstr("SHA-256"));
+}
+
+TEST(TorchScriptInspectorTest, TextModelsAreRefusedWithReasons) {
+  test_util::TempDir dir;
+  kaizen::v1::Model meta;
+  *meta.mutable_text_input() = WordPieceInput(kVocab, 8);
+  // An output that is neither hidden states nor one vector per text.
+  absl::StatusOr<kaizen::v1::Model> scalar =
+      InspectTorchScriptFile(SaveText(Encoder("x.sum()"), meta, kVocab, dir.File("s.pt")), {});
+  EXPECT_EQ(scalar.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(scalar.status().message(), HasSubstr("it must return hidden states"));
+  // An encoder has no classes of its own.
+  InspectOptions named;
+  named.class_names = {"a", "b"};
+  absl::StatusOr<kaizen::v1::Model> classes =
+      InspectTorchScriptFile(SaveText(Encoder("x"), meta, kVocab, dir.File("c.pt")), named);
+  EXPECT_THAT(classes.status().message(), HasSubstr("names no head"));
+  // Image options make no sense for text.
+  InspectOptions image;
+  image.input_shape = {3, 32, 32};
+  EXPECT_THAT(InspectTorchScriptFile(dir.File("c.pt"), image).status().message(),
+              HasSubstr("this is a text model"));
+  // Ids the vocabulary does not have.
+  meta.mutable_text_input()->set_pad_id(8);
+  absl::StatusOr<kaizen::v1::Model> pad =
+      InspectTorchScriptFile(SaveText(Encoder("x"), meta, kVocab, dir.File("d.pt")), {});
+  EXPECT_THAT(pad.status().message(), HasSubstr("text_input.pad_id is 8"));
+  // A forward that fails on ids and a mask says so.
+  meta.mutable_text_input()->set_pad_id(0);
+  absl::StatusOr<kaizen::v1::Model> fails = InspectTorchScriptFile(
+      SaveText(Encoder("x + attention_mask.view([-1, 3, 3])"), meta, kVocab, dir.File("e.pt")), {});
+  EXPECT_THAT(fails.status().message(), HasSubstr("forward(input_ids, attention_mask)"));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "server/models/text_encoder.h"
 #include "server/training/head.h"
 #include "server/training/trainer.h"
 #include "tests/unit/training/training_test_util.h"
@@ -19,6 +20,26 @@ bool StartsWithAny(const std::string& name, std::initializer_list<const char*> p
     if (absl::StartsWith(name, p)) return true;
   }
   return false;
+}
+
+TEST(FreezingTest, AModuleThatNamesItsBlocksHasThose) {
+  // As WrapTextEncoder leaves them on an uploaded text encoder.
+  torch::jit::Module m(c10::QualifiedName("__torch__.test.Named"),
+                       std::make_shared<torch::jit::CompilationUnit>());
+  m.register_attribute("training", c10::BoolType::get(), true);
+  for (const char* name : {"a", "b", "fc"}) {
+    torch::jit::Module child(c10::QualifiedName(std::string("__torch__.test.C") + name),
+                             std::make_shared<torch::jit::CompilationUnit>());
+    child.register_attribute("training", c10::BoolType::get(), true);
+    child.register_parameter("w", torch::ones({2}), false);
+    m.register_module(name, child);
+  }
+  EXPECT_EQ(ListBlocks(m, "fc"), (std::vector<std::string>{"a", "b"}));
+  m.register_attribute(std::string(models::kBlocksAttribute), c10::ListType::ofStrings(),
+                       c10::List<std::string>({"b", "fc"}));
+  EXPECT_EQ(ListBlocks(m, "fc"), (std::vector<std::string>{"b"}));
+  const auto names = TrainableBackboneParameters(m, "fc", kaizen::v1::STRATEGY_FINE_TUNE, 1);
+  EXPECT_EQ(names, (std::vector<std::string>{"b.w"}));
 }
 
 TEST(FreezingTest, ListsTopLevelBlocks) {
