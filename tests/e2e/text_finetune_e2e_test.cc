@@ -326,7 +326,7 @@ TEST_F(TextFineTuneE2E, AnUploadedTracedEncoderGetsAHeadFineTunesAndServes) {
   EXPECT_EQ(bert->architecture(), "tiny-bert");
   ASSERT_TRUE(bert->has_text_input());
   EXPECT_EQ(bert->text_input().tokenizer(), v1::TOKENIZER_KIND_WORDPIECE);
-  EXPECT_EQ(bert->text_input().pooling(), v1::TEXT_POOLING_FIRST_TOKEN);
+  EXPECT_EQ(bert->text_input().pooling(), v1::TEXT_POOLING_MASKED_MEAN);
   EXPECT_EQ(bert->head().module_path(), "fc");
   EXPECT_EQ(bert->head().in_features(), 32);
   // The stored file is the encoder with its head; its size and digest are
@@ -356,6 +356,8 @@ TEST_F(TextFineTuneE2E, AnUploadedTracedEncoderGetsAHeadFineTunesAndServes) {
     r.set_dataset("vehicles");
     r.mutable_hyperparameters()->mutable_text()->set_max_length(32);
     r.mutable_hyperparameters()->set_batch_size(4);
+    // 150 steps: FINE_TUNE's default 1e-3 is for larger sets.
+    r.mutable_hyperparameters()->set_learning_rate(0.01);
     absl::StatusOr<v1::Job> job = Run(r);
     ASSERT_TRUE(job.ok()) << v1::Strategy_Name(strategy) << ": " << job.status();
     // FINE_TUNE trains the top block (the last encoder layer) beside the
