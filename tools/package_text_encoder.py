@@ -157,7 +157,11 @@ def main():
             sys.exit("give --traced and --tokenizer (or --tiny_bert)")
         module = torch.jit.load(a.traced, map_location="cpu")
         tokenizer = open(a.tokenizer, "rb").read()
-        tokens = tokenizer.decode("utf-8").splitlines() if a.kind == "wordpiece" else None
+        # One token a line, as the server reads vocab.txt: split on "\n" only
+        # (str.splitlines would split on other characters too), trailing
+        # white space trimmed, a final newline ending the last line.
+        tokens = ([t.rstrip() for t in tokenizer.decode("utf-8").removesuffix("\n").split("\n")]
+                  if a.kind == "wordpiece" else None)
 
     text_input = {
         "tokenizerSha256": hashlib.sha256(tokenizer).hexdigest(),

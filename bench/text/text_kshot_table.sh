@@ -44,6 +44,9 @@ STEPS="${STEPS:-200}"
 MAX_LENGTH="${MAX_LENGTH:-64}"
 BATCH=16
 PY=/usr/bin/python3
+for v in PRETRAIN_PER_CLASS PRETRAIN_EPOCHS MLM_EPOCHS TEST_PER_CLASS STEPS MAX_LENGTH; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "text_kshot_table: $v must be a positive integer" >&2; exit 2; }
+done
 bench_binaries text_kshot_table
 KEEP="${TEXT_KSHOT_RESULTS:-bench/runs/history/text_kshot_results.tsv}"
 mkdir -p "$(dirname "$KEEP")"

@@ -1,6 +1,7 @@
 #include "server/jobs/model_evaluator.h"
 
 #include <algorithm>
+#include <exception>
 #include <memory>
 #include <string>
 #include <utility>
@@ -12,6 +13,7 @@
 #include "server/common/status_macros.h"
 #include "server/jobs/text_job.h"
 #include "server/models/builtin_models.h"
+#include "server/models/torch_errors.h"
 #include "server/training/evaluator.h"
 
 namespace kaizen::jobs {
@@ -115,7 +117,13 @@ absl::StatusOr<kaizen::v1::Evaluation> ModelEvaluator::Evaluate(
     ASSIGN_OR_RETURN(std::shared_ptr<const datasets::RecordFile> file,
                      datasets_->OpenTextRecordFile(request.dataset()));
     ASSIGN_OR_RETURN(const LabelledTexts texts, ReadTextRecords(*file));
-    module.to(on);
+    try {
+      module.to(on);
+    } catch (const std::exception& err) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("moving model \"", model->name(), "\" to ", on.str(),
+                       " failed: ", models::TorchErrorSummary(err)));
+    }
     ASSIGN_OR_RETURN(e, EvaluateTextClassifier(module, *model, tokenizer, texts,
                                                options_.batch_size, should_stop, top_k));
   } else {

@@ -484,11 +484,14 @@ absl::StatusOr<kaizen::v1::Evaluation> EvaluateTextClassifier(
   ASSIGN_OR_RETURN(const training::TextModelInput input,
                    training::TextModelInput::Load(model.text_input(), tokenizer));
   ASSIGN_OR_RETURN(const training::TextExamples examples, Encode(input, test, "test"));
-  const std::vector<std::string> model_classes(model.class_names().begin(),
-                                               model.class_names().end());
+  std::vector<std::string> model_classes(model.class_names().begin(), model.class_names().end());
   const int64_t outputs = model.head().out_features();
   ASSIGN_OR_RETURN(training::ClassMapping mapping,
                    training::MapClasses(test.class_names, model_classes, outputs));
+  if (model_classes.empty()) {
+    // Matched by index (MapClasses): the columns are the output indices.
+    for (int64_t i = 0; i < outputs; ++i) model_classes.push_back(absl::StrCat(i));
+  }
   training::EvaluationAccumulator acc(test.class_names, model_classes, std::move(mapping), top_k);
   const absl::Time start = absl::Now();
   for (size_t begin = 0; begin < examples.sequences.size();

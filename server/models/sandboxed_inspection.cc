@@ -67,20 +67,27 @@ kaizen::internal::TextEncoderOutput EncoderOutputToProto(const UploadedEncoder& 
       break;
   }
   p.set_hidden_size(encoder.hidden_size);
+  for (const std::string& b : encoder.blocks) p.add_blocks(b);
   return p;
 }
 
 std::optional<UploadedEncoder> EncoderOutputFromProto(
     const kaizen::internal::TextEncoderOutput& proto) {
   using Proto = kaizen::internal::TextEncoderOutput;
-  if (proto.hidden_size() < 1) return std::nullopt;
+  if (proto.hidden_size() < 1 || proto.hidden_size() > kMaxUploadedHiddenSize) return std::nullopt;
+  UploadedEncoder e;
+  e.hidden_size = proto.hidden_size();
+  e.blocks.assign(proto.blocks().begin(), proto.blocks().end());
   switch (proto.kind()) {
     case Proto::KIND_HIDDEN_STATES:
-      return UploadedEncoder{EncoderOutput::kHiddenStates, proto.hidden_size()};
+      e.output = EncoderOutput::kHiddenStates;
+      return e;
     case Proto::KIND_TUPLE_HIDDEN_STATES:
-      return UploadedEncoder{EncoderOutput::kTupleHiddenStates, proto.hidden_size()};
+      e.output = EncoderOutput::kTupleHiddenStates;
+      return e;
     case Proto::KIND_POOLED:
-      return UploadedEncoder{EncoderOutput::kPooled, proto.hidden_size()};
+      e.output = EncoderOutput::kPooled;
+      return e;
     default:
       return std::nullopt;
   }
@@ -127,7 +134,8 @@ absl::StatusOr<kaizen::v1::Model> InspectInSandbox(const std::string& path,
   if (!response.has_model()) return ExplainFailure(*result, options);
   if (response.has_text_encoder()) {
     std::optional<UploadedEncoder> e = EncoderOutputFromProto(response.text_encoder());
-    if (!e.has_value()) {
+    if (!e.has_value() || !response.model().has_text_input() ||
+        !response.model().head().module_path().empty()) {
       return absl::InternalError("the inspector described the text encoder's output wrongly");
     }
     if (encoder != nullptr) *encoder = e;

@@ -55,7 +55,8 @@ absl::StatusOr<kaizen::v1::Model> InspectInSandbox(
 
 // Between models::UploadedEncoder and the inspector's answer.
 kaizen::internal::TextEncoderOutput EncoderOutputToProto(const UploadedEncoder& encoder);
-// std::nullopt for a kind that is unset or unknown, or a hidden size below 1.
+// std::nullopt for a kind that is unset or unknown, or a hidden size outside
+// [1, kMaxUploadedHiddenSize].
 std::optional<UploadedEncoder> EncoderOutputFromProto(
     const kaizen::internal::TextEncoderOutput& proto);
 

@@ -1,5 +1,6 @@
 #include "server/models/text_encoder.h"
 
+#include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cmath>
@@ -9,11 +10,14 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "server/models/module_builder.h"
+#include "server/models/torch_errors.h"
 
 namespace kaizen::models {
 namespace {
@@ -30,6 +34,21 @@ std::string FloatLiteral(double v) {
   std::string s = absl::StrFormat("%.17g", v);
   if (s.find_first_of(".eE") == std::string::npos) s += ".0";
   return s;
+}
+
+// forward_features from forward_hidden: the first token's state, or the
+// mean over the positions the mask keeps.
+const char* PoolingSource(TextPooling pooling) {
+  return pooling == TextPooling::kFirstToken ? R"(
+def forward_features(self, input_ids, attention_mask):
+    return self.forward_hidden(input_ids, attention_mask).select(1, 0)
+)"
+                                             : R"(
+def forward_features(self, input_ids, attention_mask):
+    h = self.forward_hidden(input_ids, attention_mask)
+    m = attention_mask.to(h.dtype).unsqueeze(2)
+    return torch.sum(h * m, [1]) / torch.clamp_min(torch.sum(m, [1]), 1.0)
+)";
 }
 
 absl::Status OutOfRange(absl::string_view name, int64_t lo, int64_t hi, int64_t got) {
@@ -73,16 +92,7 @@ def forward_hidden(self, input_ids, attention_mask):
     }
     root.register_attribute("text_dropout", c10::FloatType::get(), o_.dropout);
     root.define(hidden);
-    root.define(o_.pooling == TextPooling::kFirstToken ? R"(
-def forward_features(self, input_ids, attention_mask):
-    return self.forward_hidden(input_ids, attention_mask).select(1, 0)
-)"
-                                                       : R"(
-def forward_features(self, input_ids, attention_mask):
-    h = self.forward_hidden(input_ids, attention_mask)
-    m = attention_mask.to(h.dtype).unsqueeze(2)
-    return torch.sum(h * m, [1]) / torch.clamp_min(torch.sum(m, [1]), 1.0)
-)");
+    root.define(PoolingSource(o_.pooling));
     root.define(R"(
 def forward(self, input_ids, attention_mask):
     return self.fc.forward(self.forward_features(input_ids, attention_mask))
@@ -308,14 +318,11 @@ void ListEncoderBlocks(const torch::jit::Module& m, const std::string& prefix,
 absl::StatusOr<torch::jit::Module> WrapTextEncoder(const torch::jit::Module& encoder,
                                                    const UploadedEncoder& shape,
                                                    TextPooling pooling, int64_t num_classes,
-                                                   uint64_t seed, const at::Tensor& probe_ids) {
-  if (shape.hidden_size < 1 || num_classes < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("a text encoder's hidden size (",
-                                                   shape.hidden_size, ") and class count (",
-                                                   num_classes, ") must be positive"));
-  }
-  if (probe_ids.dim() != 2 || probe_ids.size(0) < 1 || probe_ids.size(1) < 1) {
-    return absl::InvalidArgumentError("the probe ids must be [N, T] with N, T >= 1");
+                                                   uint64_t seed) {
+  if (shape.hidden_size < 1 || shape.hidden_size > kMaxUploadedHiddenSize || num_classes < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a text encoder's hidden size (", shape.hidden_size, ") must be in [1, ",
+                     kMaxUploadedHiddenSize, "] and its class count (", num_classes, ") positive"));
   }
   try {
     ModuleBuilder builder(seed);
@@ -336,77 +343,112 @@ def forward_hidden(self, input_ids, attention_mask):
 def forward_hidden(self, input_ids, attention_mask):
     return self.encoder.forward(input_ids, attention_mask)[0]
 )");
-      root.define(pooling == TextPooling::kFirstToken ? R"(
-def forward_features(self, input_ids, attention_mask):
-    return self.forward_hidden(input_ids, attention_mask).select(1, 0)
-)"
-                                                      : R"(
-def forward_features(self, input_ids, attention_mask):
-    h = self.forward_hidden(input_ids, attention_mask)
-    m = attention_mask.to(h.dtype).unsqueeze(2)
-    return torch.sum(h * m, [1]) / torch.clamp_min(torch.sum(m, [1]), 1.0)
-)");
+      root.define(PoolingSource(pooling));
     }
     root.define(R"(
 def forward(self, input_ids, attention_mask):
     return self.fc.forward(self.forward_features(input_ids, attention_mask))
 )");
-    // The blocks whose parameters the features depend on.
+    c10::List<std::string> blocks;
+    for (const std::string& block : shape.blocks) {
+      bool found = false;
+      for (const auto& m : root.named_modules()) {
+        if (m.name == block && m.name != "fc" && !absl::StartsWith(m.name, "fc.") &&
+            HasParameters(m.value)) {
+          found = true;
+          break;
+        }
+      }
+      if (!found) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("block \"", absl::CHexEscape(block),
+                         "\" is no submodule of the encoder with parameters"));
+      }
+      blocks.push_back(block);
+    }
+    root.register_attribute(std::string(kBlocksAttribute), c10::ListType::ofStrings(), blocks);
+    root.train();
+    return root;
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "wrapping the text encoder with a classification head failed: ", TorchErrorSummary(e)));
+  }
+}
+
+absl::StatusOr<std::vector<std::string>> FindEncoderBlocks(torch::jit::Module& wrapped,
+                                                           int64_t hidden_size,
+                                                           const at::Tensor& ids,
+                                                           const at::Tensor& mask) {
+  if (!wrapped.hasattr("encoder") || !wrapped.attr("encoder").isModule() ||
+      !wrapped.find_method("forward_features")) {
+    return absl::InvalidArgumentError("not a module WrapTextEncoder built");
+  }
+  try {
     std::vector<std::string> candidates;
-    ListEncoderBlocks(encoder, "encoder", &candidates);
+    ListEncoderBlocks(wrapped.attr("encoder").toModule(), "encoder", &candidates);
     std::vector<at::Tensor> params;
     std::vector<std::string> names;
-    for (const auto& p : root.named_parameters(/*recurse=*/true)) {
-      if (!p.value.is_floating_point()) continue;
+    for (const auto& p : wrapped.named_parameters(/*recurse=*/true)) {
+      if (!absl::StartsWith(p.name, "encoder.") || !p.value.is_floating_point()) continue;
       names.push_back(p.name);
       params.push_back(p.value);
+    }
+    if (params.empty()) {
+      return absl::InvalidArgumentError("the encoder has no floating-point parameters to train");
     }
     std::vector<bool> had_grad(params.size());
     for (size_t i = 0; i < params.size(); ++i) {
       had_grad[i] = params[i].requires_grad();
       params[i].set_requires_grad(true);
     }
-    root.eval();
-    const at::Tensor mask = at::ones_like(probe_ids);
-    at::Tensor features = root.get_method("forward_features")({probe_ids, mask}).toTensor();
-    if (features.dim() != 2 || features.size(0) != probe_ids.size(0) ||
-        features.size(1) != shape.hidden_size) {
+    absl::Cleanup restore = [&] {
       for (size_t i = 0; i < params.size(); ++i) params[i].set_requires_grad(had_grad[i]);
-      return absl::InvalidArgumentError(
-          absl::StrCat("the encoder's features are [", absl::StrJoin(features.sizes(), ","),
-                       "], not [", probe_ids.size(0), ",", shape.hidden_size, "]"));
+    };
+    c10::AutoGradMode grad_mode(true);
+    wrapped.eval();
+    const c10::IValue out = wrapped.get_method("forward_features")({ids, mask});
+    if (!out.isTensor() || out.toTensor().dim() != 2 || out.toTensor().size(0) != ids.size(0) ||
+        out.toTensor().size(1) != hidden_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the encoder's features are ",
+          out.isTensor() ? absl::StrCat("[", absl::StrJoin(out.toTensor().sizes(), ","), "]")
+                         : out.tagKind(),
+          ", not [", ids.size(0), ",", hidden_size, "]"));
     }
-    std::vector<at::Tensor> grads =
+    const at::Tensor features = out.toTensor();
+    if (!features.requires_grad()) {
+      return absl::InvalidArgumentError(
+          "the encoder's output does not depend on its parameters (detached, or saved under "
+          "torch.no_grad): there is nothing to fine-tune");
+    }
+    const std::vector<at::Tensor> grads =
         torch::autograd::grad({features.sum()}, params, /*grad_outputs=*/{},
                               /*retain_graph=*/false, /*create_graph=*/false,
                               /*allow_unused=*/true);
-    bool learns = false;
+    std::vector<bool> learns(params.size());
+    bool any = false;
     for (size_t i = 0; i < params.size(); ++i) {
-      learns = learns || (absl::StartsWith(names[i], "encoder.") && grads[i].defined() &&
-                          grads[i].abs().sum().item<double>() > 0);
+      learns[i] = grads[i].defined() && grads[i].abs().sum().item<double>() > 0;
+      any = any || learns[i];
     }
-    c10::List<std::string> blocks;
+    if (!any) {
+      return absl::InvalidArgumentError(
+          "no parameter of the encoder gets a gradient from its output: there is nothing to "
+          "fine-tune");
+    }
+    std::vector<std::string> blocks;
     for (const std::string& block : candidates) {
       for (size_t i = 0; i < params.size(); ++i) {
-        if ((names[i] == block || absl::StartsWith(names[i], absl::StrCat(block, "."))) &&
-            grads[i].defined() && grads[i].abs().sum().item<double>() > 0) {
+        if (learns[i] && (names[i] == block || absl::StartsWith(names[i], block + "."))) {
           blocks.push_back(block);
           break;
         }
       }
     }
-    for (size_t i = 0; i < params.size(); ++i) params[i].set_requires_grad(had_grad[i]);
-    if (!learns) {
-      return absl::InvalidArgumentError(
-          "no parameter of the encoder gets a gradient from its output: there is nothing to "
-          "fine-tune (saved with torch.no_grad or detached?)");
-    }
-    root.register_attribute(std::string(kBlocksAttribute), c10::ListType::ofStrings(), blocks);
-    root.train();
-    return root;
+    return blocks;
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("wrapping the text encoder with a classification head failed: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "running the text encoder's features backwards failed: ", TorchErrorSummary(e)));
   }
 }
 

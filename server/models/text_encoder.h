@@ -35,6 +35,8 @@
 #include <torch/script.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -103,6 +105,9 @@ enum class EncoderOutput {
 struct UploadedEncoder {
   EncoderOutput output = EncoderOutput::kHiddenStates;
   int64_t hidden_size = 0;
+  // The encoder's blocks, bottom to top, as FindEncoderBlocks found them:
+  // dotted paths in the wrapper ("encoder.embeddings", ...).
+  std::vector<std::string> blocks;
 };
 
 // The attribute WrapTextEncoder leaves on its module: the dotted paths of
@@ -110,22 +115,35 @@ struct UploadedEncoder {
 // counts (training/freezing.h reads it).
 inline constexpr absl::string_view kBlocksAttribute = "kaizen_blocks";
 
+// The largest hidden size WrapTextEncoder accepts.
+inline constexpr int64_t kMaxUploadedHiddenSize = 65536;
+
 // An uploaded text encoder made into a classifier with the interface of
 // CreateTextEncoder's module: submodule `encoder` is `encoder` itself (not
 // a copy), `fc` a new Linear [num_classes, hidden_size] (torch.nn.Linear's
 // init, seeded), and the methods forward_hidden (not for kPooled),
 // forward_features (the first token's state or the masked mean, by
-// `pooling`; kPooled's vector as it is) and forward. Its blocks
-// (kBlocksAttribute) are the encoder's top-level children with parameters,
-// a numbered list of layers (a ModuleList such as BERT's encoder.layer)
-// counted layer by layer; a block whose parameters get no gradient from the
-// features on `probe_ids` (BERT's pooler, when the hidden states are read)
-// is left out. InvalidArgument when the wrapper cannot be built or run on
-// the probe ([N, T] ids, a mask of ones).
+// `pooling`; kPooled's vector as it is) and forward. shape.blocks become
+// its kBlocksAttribute; each must be a submodule with parameters. Nothing
+// of the encoder runs here: the methods are compiled, not called.
+// InvalidArgument when the wrapper cannot be built.
 absl::StatusOr<torch::jit::Module> WrapTextEncoder(const torch::jit::Module& encoder,
                                                    const UploadedEncoder& shape,
                                                    TextPooling pooling, int64_t num_classes,
-                                                   uint64_t seed, const at::Tensor& probe_ids);
+                                                   uint64_t seed);
+
+// Runs WrapTextEncoder's module on `ids` and `mask` ([N, T]) and finds the
+// encoder's blocks, bottom to top: its top-level children with parameters,
+// a numbered list of layers (a ModuleList such as BERT's encoder.layer)
+// counted layer by layer, leaving out a block whose parameters get no
+// gradient from the features (BERT's pooler, when the hidden states are
+// read). It runs the encoder's code: the sandboxed inspector calls it.
+// InvalidArgument when the features are not [N, hidden_size] or no
+// parameter of the encoder gets a gradient from them.
+absl::StatusOr<std::vector<std::string>> FindEncoderBlocks(torch::jit::Module& wrapped,
+                                                           int64_t hidden_size,
+                                                           const at::Tensor& ids,
+                                                           const at::Tensor& mask);
 
 // A module for masked-language-model pretraining of `encoder` (one with
 // forward_hidden and a 2-D parameter embeddings.word_embeddings, as

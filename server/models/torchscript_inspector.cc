@@ -296,20 +296,32 @@ absl::Status CheckLogits(const c10::IValue& output, const Head& head, int64_t cl
   return absl::OkStatus();
 }
 
+// The classifier's head and class names (one per output) into `model`.
+void FillHead(const Head& head, std::vector<std::string> class_names, kaizen::v1::Model* model) {
+  for (std::string& name : class_names) model->add_class_names(std::move(name));
+  kaizen::v1::ModelHead* model_head = model->mutable_head();
+  model_head->set_module_path(head.path);
+  model_head->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
+  model_head->set_in_features(head.weight.size(1));
+  model_head->set_out_features(head.weight.size(0));
+}
+
 // The largest tokenizer file a text model may carry.
 constexpr int64_t kMaxTokenizerBytes = int64_t{16} << 20;
-// Tokens per probe row.
+// Tokens per row of the batched probe (the first probe is one text of
+// max_length tokens).
 constexpr int64_t kTextProbeLength = 16;
 
-// Probe ids [rows, T]: row r holds T - r % T ids of the vocabulary (framed by
+// Probe ids [rows, length]: row r holds length - r % length ids (framed by
 // first_id and last_id when the model has them), the rest padding, so that
-// a batch has rows of several lengths as serving's do.
+// a batch has rows of several lengths as serving's do. Row 0 holds the
+// vocabulary's last id and mask_id too, so an encoder with fewer embedding
+// rows than text_input says fails here rather than in a job.
 struct TextProbe {
   at::Tensor ids;
   at::Tensor mask;
 };
-TextProbe MakeTextProbe(const kaizen::v1::TextInput& in, int64_t rows) {
-  const int64_t length = std::min<int64_t>(kTextProbeLength, in.max_length());
+TextProbe MakeTextProbe(const kaizen::v1::TextInput& in, int64_t rows, int64_t length) {
   TextProbe p{at::full({rows, length}, static_cast<int64_t>(in.pad_id()), at::kLong),
               at::zeros({rows, length}, at::kLong)};
   auto ids = p.ids.accessor<int64_t, 2>();
@@ -317,7 +329,9 @@ TextProbe MakeTextProbe(const kaizen::v1::TextInput& in, int64_t rows) {
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t used = std::max<int64_t>(1, length - r % length);
     for (int64_t t = 0; t < used; ++t) {
-      int64_t id = 1 + (r * 31 + t * 7919) % (in.vocab_size() - 1);
+      int64_t id = (r * 31 + t * 7919) % in.vocab_size();
+      if (r == 0 && t == 1) id = in.vocab_size() - 1;
+      if (r == 0 && t == 2 && in.mask_id() >= 0) id = in.mask_id();
       if (t == 0 && in.first_id() >= 0) id = in.first_id();
       if (t == used - 1 && used > 1 && in.last_id() >= 0) id = in.last_id();
       ids[r][t] = id;
@@ -399,12 +413,25 @@ absl::StatusOr<kaizen::v1::Model> InspectText(const std::string& path, torch::ji
     int32_t lowest;  // -1: "none" is allowed
   };
   for (const Id& f : {Id{"pad_id", in.pad_id(), 0}, Id{"first_id", in.first_id(), -1},
-                      Id{"last_id", in.last_id(), -1}}) {
+                      Id{"last_id", in.last_id(), -1}, Id{"mask_id", in.mask_id(), -1}}) {
     if (f.id < f.lowest || f.id >= in.vocab_size()) {
       return absl::InvalidArgumentError(absl::StrCat("kaizen.json text_input.", f.field, " is ",
                                                      f.id, "; it must be in [", f.lowest, ", ",
                                                      in.vocab_size(), ")"));
     }
+  }
+  if (in.tokenizer() != kaizen::v1::TOKENIZER_KIND_SENTENCEPIECE &&
+      in.tokenizer() != kaizen::v1::TOKENIZER_KIND_WORDPIECE) {
+    return absl::InvalidArgumentError(
+        "kaizen.json text_input.tokenizer must be TOKENIZER_KIND_SENTENCEPIECE or "
+        "TOKENIZER_KIND_WORDPIECE");
+  }
+  if (in.pooling() != kaizen::v1::TEXT_POOLING_UNSPECIFIED &&
+      in.pooling() != kaizen::v1::TEXT_POOLING_FIRST_TOKEN &&
+      in.pooling() != kaizen::v1::TEXT_POOLING_MASKED_MEAN) {
+    return absl::InvalidArgumentError(
+        "kaizen.json text_input.pooling must be TEXT_POOLING_FIRST_TOKEN or "
+        "TEXT_POOLING_MASKED_MEAN (or unset: the first token)");
   }
   absl::StatusOr<std::string> tokenizer = ReadModelTokenizer(path, kMaxTokenizerBytes);
   if (!tokenizer.ok()) {
@@ -423,13 +450,20 @@ absl::StatusOr<kaizen::v1::Model> InspectText(const std::string& path, torch::ji
                                                       : CleanTypeName(module));
   model.set_description(meta.description());
   *model.mutable_text_input() = in;
+  if (in.pooling() == kaizen::v1::TEXT_POOLING_UNSPECIFIED) {
+    model.mutable_text_input()->set_pooling(kaizen::v1::TEXT_POOLING_FIRST_TOKEN);
+  }
   ASSIGN_OR_RETURN(const int64_t parameter_count, CountParameters(module));
   model.set_parameter_count(parameter_count);
   module.eval();
-  const TextProbe one = MakeTextProbe(in, 1);
+  // One text as long as text_input allows, then a batch of shorter texts of
+  // several lengths: a length of their own, so that [N, T] per-token
+  // outputs are not mistaken for one vector per text.
+  const TextProbe one = MakeTextProbe(in, 1, in.max_length());
   ASSIGN_OR_RETURN(c10::IValue output, ForwardText(module, one));
   const int64_t batch = std::max<int64_t>(2, options.batch_size);
-  const TextProbe many = MakeTextProbe(in, batch);
+  const TextProbe many =
+      MakeTextProbe(in, batch, std::min<int64_t>(kTextProbeLength, in.max_length() - 1));
   std::string head_path = options.head_module;
   if (head_path.empty()) head_path = meta.head().module_path();
   if (head_path.empty()) {
@@ -448,7 +482,18 @@ absl::StatusOr<kaizen::v1::Model> InspectText(const std::string& path, torch::ji
           absl::StrCat("the text encoder answers one text with ", Describe(output), " but ", batch,
                        " (serving's largest batch) with ", Describe(batched)));
     }
-    if (encoder != nullptr) *encoder = shape;
+    // The head the server will put on, and the blocks a FINE_TUNE job
+    // counts: found here, where the encoder's backward pass may run.
+    UploadedEncoder described = shape;
+    ASSIGN_OR_RETURN(torch::jit::Module wrapped,
+                     WrapTextEncoder(module, shape,
+                                     in.pooling() == kaizen::v1::TEXT_POOLING_MASKED_MEAN
+                                         ? TextPooling::kMaskedMean
+                                         : TextPooling::kFirstToken,
+                                     2, /*seed=*/0));
+    ASSIGN_OR_RETURN(described.blocks,
+                     FindEncoderBlocks(wrapped, shape.hidden_size, many.ids, many.mask));
+    if (encoder != nullptr) *encoder = std::move(described);
     return model;
   }
   ASSIGN_OR_RETURN(Head head, FindHead(module, head_path));
@@ -462,12 +507,7 @@ absl::StatusOr<kaizen::v1::Model> InspectText(const std::string& path, torch::ji
         absl::StrCat("at batch size ", batch, " (serving's largest batch) the model returns ",
                      Describe(batched), "; expected [", batch, ",", classes, "]"));
   }
-  for (std::string& name : class_names) model.add_class_names(std::move(name));
-  kaizen::v1::ModelHead* model_head = model.mutable_head();
-  model_head->set_module_path(head.path);
-  model_head->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
-  model_head->set_in_features(head.weight.size(1));
-  model_head->set_out_features(classes);
+  FillHead(head, std::move(class_names), &model);
   return model;
 }
 
@@ -516,12 +556,7 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& path, const Inspect
   }
   model.mutable_input_shape()->Assign(input_shape.begin(), input_shape.end());
   RETURN_IF_ERROR(FillNormalization(options, meta, input_shape[0], &model));
-  for (std::string& name : class_names) model.add_class_names(std::move(name));
-  kaizen::v1::ModelHead* model_head = model.mutable_head();
-  model_head->set_module_path(head.path);
-  model_head->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
-  model_head->set_in_features(head.weight.size(1));
-  model_head->set_out_features(classes);
+  FillHead(head, std::move(class_names), &model);
   return model;
 }
 

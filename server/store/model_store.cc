@@ -117,12 +117,14 @@ absl::Status HashFile(const std::string& path, std::string* sha256, int64_t* siz
   return absl::OkStatus();
 }
 
-// An uploaded text encoder (inspected in the sandbox: its operators are on
-// the allow-list, it runs on int64 ids and a mask) with a head put on
-// (WrapTextEncoder), written over `path` with its metadata and tokenizer.
-// `model` gets the head and the new parameter count, size and SHA-256.
+// An uploaded text encoder with a head put on (WrapTextEncoder), written
+// over `path` with its metadata and tokenizer. The sandboxed inspector
+// accepted the file (allow-listed operators, runs on ids and a mask,
+// backward included) and described its output and blocks; here the file is
+// loaded and the wrapper compiled, and nothing of the encoder runs. `model`
+// gets the head and the new parameter count, size and SHA-256.
 absl::Status PutHeadOnEncoder(const std::string& path, const models::UploadedEncoder& encoder,
-                              Model* model) {
+                              int64_t max_bytes, Model* model) {
   ASSIGN_OR_RETURN(std::string tokenizer, models::ReadModelTokenizer(path, kMaxTokenizerBytes));
   torch::jit::Module module;
   try {
@@ -131,20 +133,13 @@ absl::Status PutHeadOnEncoder(const std::string& path, const models::UploadedEnc
     return absl::InvalidArgumentError(
         absl::StrCat("loading the text encoder failed: ", models::TorchErrorSummary(e)));
   }
-  kaizen::v1::TextInput* in = model->mutable_text_input();
-  if (in->pooling() == kaizen::v1::TEXT_POOLING_UNSPECIFIED) {
-    in->set_pooling(kaizen::v1::TEXT_POOLING_FIRST_TOKEN);
-  }
-  // Two texts' worth of ordinary ids: enough for the gradient check.
-  const int64_t length = std::min<int64_t>(8, in->max_length());
-  const at::Tensor probe =
-      at::arange(2 * length, at::kLong).remainder(in->vocab_size() - 1).add(1).view({2, length});
-  ASSIGN_OR_RETURN(torch::jit::Module wrapped,
-                   models::WrapTextEncoder(module, encoder,
-                                           in->pooling() == kaizen::v1::TEXT_POOLING_MASKED_MEAN
-                                               ? models::TextPooling::kMaskedMean
-                                               : models::TextPooling::kFirstToken,
-                                           kEncoderHeadClasses, /*seed=*/0, probe));
+  ASSIGN_OR_RETURN(
+      torch::jit::Module wrapped,
+      models::WrapTextEncoder(module, encoder,
+                              model->text_input().pooling() == kaizen::v1::TEXT_POOLING_MASKED_MEAN
+                                  ? models::TextPooling::kMaskedMean
+                                  : models::TextPooling::kFirstToken,
+                              kEncoderHeadClasses, /*seed=*/0));
   kaizen::v1::ModelHead* head = model->mutable_head();
   head->set_module_path("fc");
   head->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
@@ -153,12 +148,19 @@ absl::Status PutHeadOnEncoder(const std::string& path, const models::UploadedEnc
   int64_t parameters = 0;
   for (const at::Tensor& p : wrapped.parameters()) parameters += p.numel();
   model->set_parameter_count(parameters);
-  const std::string written = absl::StrCat(path, ".head");
-  RETURN_IF_ERROR(models::SaveModelFile(wrapped, *model, written, tokenizer));
-  RETURN_IF_ERROR(common::DurableRename(written, path));
+  // The embedded copy describes the file it is in: no size or digest of
+  // the upload's.
+  model->clear_sha256();
+  model->set_size_bytes(0);
+  RETURN_IF_ERROR(models::SaveModelFile(wrapped, *model, path, tokenizer));
   std::string sha256;
   int64_t size = 0;
   RETURN_IF_ERROR(HashFile(path, &sha256, &size));
+  if (size > max_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("the encoder with its head is ", size,
+                                                     " bytes, over the ", max_bytes,
+                                                     " bytes a model may have (--max_model_mb)"));
+  }
   model->set_sha256(sha256);
   model->set_size_bytes(size);
   return absl::OkStatus();
@@ -194,7 +196,9 @@ absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
   *model.mutable_create_time() =
       google::protobuf::util::TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(absl::Now()));
   if (encoder.has_value()) {
-    if (absl::Status headed = PutHeadOnEncoder(tmp, *encoder, &model); !headed.ok()) {
+    if (absl::Status headed =
+            PutHeadOnEncoder(tmp, *encoder, store_->options_.max_model_bytes, &model);
+        !headed.ok()) {
       return absl::Status(headed.code(),
                           absl::StrCat(receiver_.part_names()[0], ": ", headed.message()));
     }

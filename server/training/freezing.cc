@@ -1,6 +1,7 @@
 #include "server/training/freezing.h"
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -35,11 +36,25 @@ std::vector<std::string> ChildrenWithParameters(const torch::jit::Module& m,
 std::vector<std::string> ListBlocks(const torch::jit::Module& backbone,
                                     const std::string& head_path) {
   // An uploaded text encoder's wrapper names its blocks (text_encoder.h).
+  // The attribute comes with the file: only names of submodules with
+  // parameters outside the head count.
   const std::string listed(models::kBlocksAttribute);
   if (backbone.hasattr(listed) && backbone.attr(listed).isList()) {
+    std::set<std::string> with_parameters;
+    for (const auto& m : backbone.named_modules()) {
+      for (const auto& p : m.value.named_parameters(/*recurse=*/true)) {
+        if (!Within(m.name.empty() ? p.name : absl::StrCat(m.name, ".", p.name), head_path)) {
+          with_parameters.insert(m.name);
+          break;
+        }
+      }
+    }
     std::vector<std::string> blocks;
     for (const c10::IValue& v : backbone.attr(listed).toListRef()) {
-      if (v.isString() && !Within(v.toStringRef(), head_path)) blocks.push_back(v.toStringRef());
+      if (v.isString() && !v.toStringRef().empty() && !Within(v.toStringRef(), head_path) &&
+          with_parameters.count(v.toStringRef()) > 0) {
+        blocks.push_back(v.toStringRef());
+      }
     }
     if (!blocks.empty()) return blocks;
   }

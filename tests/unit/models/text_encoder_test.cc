@@ -253,11 +253,31 @@ torch::jit::Module TinyBert() { return torch::jit::load(KAIZEN_FIXTURE_DIR "/tin
 
 at::Tensor Probe() { return at::arange(2, 12, torch::kLong).view({2, 5}); }
 
+std::vector<std::string> Blocks(const torch::jit::Module& m) {
+  std::vector<std::string> out;
+  for (const c10::IValue& b : m.attr(std::string(kBlocksAttribute)).toListRef()) {
+    out.push_back(b.toStringRef());
+  }
+  return out;
+}
+
 TEST(WrapTextEncoderTest, PutsAHeadOnATracedBert) {
   torch::jit::Module bert = TinyBert();
-  absl::StatusOr<torch::jit::Module> m = WrapTextEncoder(
-      bert, {EncoderOutput::kTupleHiddenStates, 32}, TextPooling::kFirstToken, 3, 7, Probe());
+  UploadedEncoder shape{EncoderOutput::kTupleHiddenStates, 32, {}};
+  absl::StatusOr<torch::jit::Module> m =
+      WrapTextEncoder(bert, shape, TextPooling::kFirstToken, 3, 7);
   ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE(Blocks(*m).empty());
+  // The pooler's output is not read, so it is no block to fine-tune.
+  absl::StatusOr<std::vector<std::string>> blocks =
+      FindEncoderBlocks(*m, 32, Probe(), at::ones_like(Probe()));
+  ASSERT_TRUE(blocks.ok()) << blocks.status();
+  EXPECT_EQ(*blocks, (std::vector<std::string>{"encoder.embeddings", "encoder.encoder.layer.0",
+                                               "encoder.encoder.layer.1"}));
+  shape.blocks = *blocks;
+  m = WrapTextEncoder(bert, shape, TextPooling::kFirstToken, 3, 7);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(Blocks(*m), *blocks);
   auto [ids, mask] = Padded({4, 7}, 7, 1);
   ids = ids.remainder(22);
   m->eval();
@@ -268,24 +288,21 @@ TEST(WrapTextEncoderTest, PutsAHeadOnATracedBert) {
                            Call(*m, "forward_hidden", ids, mask).select(1, 0)));
   EXPECT_EQ(m->attr("fc").toModule().attr("weight").toTensor().sizes(),
             (std::vector<int64_t>{3, 32}));
-  // The pooler's output is not read, so it is no block to fine-tune.
-  std::vector<std::string> blocks;
-  for (const c10::IValue& b : m->attr(std::string(kBlocksAttribute)).toListRef()) {
-    blocks.push_back(b.toStringRef());
-  }
-  EXPECT_EQ(blocks, (std::vector<std::string>{"encoder.embeddings", "encoder.encoder.layer.0",
-                                              "encoder.encoder.layer.1"}));
   // Saved and loaded, it computes the same.
   std::stringstream saved;
   m->save(saved);
   torch::jit::Module loaded = torch::jit::load(saved);
   loaded.eval();
   EXPECT_TRUE(at::allclose(Call(loaded, "forward", ids, mask), Call(*m, "forward", ids, mask)));
+  // Blocks the encoder does not have are refused.
+  shape.blocks = {"encoder.nothing"};
+  EXPECT_THAT(WrapTextEncoder(bert, shape, TextPooling::kFirstToken, 3, 7).status().message(),
+              HasSubstr("\"encoder.nothing\" is no submodule"));
 }
 
 TEST(WrapTextEncoderTest, MaskedMeanLeavesPaddingOut) {
   absl::StatusOr<torch::jit::Module> m = WrapTextEncoder(
-      TinyBert(), {EncoderOutput::kTupleHiddenStates, 32}, TextPooling::kMaskedMean, 2, 7, Probe());
+      TinyBert(), {EncoderOutput::kTupleHiddenStates, 32, {}}, TextPooling::kMaskedMean, 2, 7);
   ASSERT_TRUE(m.ok()) << m.status();
   m->eval();
   const at::Tensor ids = torch::tensor(std::vector<int64_t>{2, 9, 10, 3, 0, 0}).view({1, 6});
@@ -298,32 +315,55 @@ TEST(WrapTextEncoderTest, MaskedMeanLeavesPaddingOut) {
   EXPECT_TRUE(at::allclose(padded, unpadded, 1e-4, 1e-5));
 }
 
-TEST(WrapTextEncoderTest, PooledOutputIsTheFeatures) {
-  // An encoder that returns one vector per text: the mean of its embeddings.
+torch::jit::Module PooledEncoder(bool detached) {
+  // One vector per text: the mean of its embeddings.
   torch::jit::Module enc(c10::QualifiedName("__torch__.test.Pooled"),
                          std::make_shared<torch::jit::CompilationUnit>());
   enc.register_attribute("training", c10::BoolType::get(), true);
   enc.register_parameter("table", at::randn({22, 8}).set_requires_grad(true), false);
-  enc.define(R"(
+  enc.define(detached ? R"(
+def forward(self, input_ids, attention_mask):
+    return torch.embedding(self.table, input_ids).mean(1).detach()
+)"
+                      : R"(
 def forward(self, input_ids, attention_mask):
     return torch.embedding(self.table, input_ids).mean(1)
 )");
-  absl::StatusOr<torch::jit::Module> m =
-      WrapTextEncoder(enc, {EncoderOutput::kPooled, 8}, TextPooling::kFirstToken, 4, 1, Probe());
-  ASSERT_TRUE(m.ok()) << m.status();
-  m->eval();
-  const at::Tensor ids = Probe();
-  EXPECT_EQ(Call(*m, "forward", ids, at::ones_like(ids)).sizes(), (std::vector<int64_t>{2, 4}));
-  EXPECT_FALSE(m->find_method("forward_hidden").has_value());
-  // An encoder without children lists no blocks (it is one block).
-  EXPECT_TRUE(m->attr(std::string(kBlocksAttribute)).toListRef().empty());
+  return enc;
 }
 
-TEST(WrapTextEncoderTest, AWrongHiddenSizeOrANonFloatOutputIsRefused) {
+TEST(WrapTextEncoderTest, PooledOutputIsTheFeatures) {
   absl::StatusOr<torch::jit::Module> m = WrapTextEncoder(
-      TinyBert(), {EncoderOutput::kTupleHiddenStates, 16}, TextPooling::kFirstToken, 2, 7, Probe());
-  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(m.status().message(), HasSubstr("not [2,16]"));
+      PooledEncoder(false), {EncoderOutput::kPooled, 8, {}}, TextPooling::kFirstToken, 4, 1);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const at::Tensor ids = Probe();
+  // An encoder without children lists no blocks (it is one block).
+  absl::StatusOr<std::vector<std::string>> blocks =
+      FindEncoderBlocks(*m, 8, ids, at::ones_like(ids));
+  ASSERT_TRUE(blocks.ok()) << blocks.status();
+  EXPECT_TRUE(blocks->empty());
+  m->eval();
+  EXPECT_EQ(Call(*m, "forward", ids, at::ones_like(ids)).sizes(), (std::vector<int64_t>{2, 4}));
+  EXPECT_FALSE(m->find_method("forward_hidden").has_value());
+}
+
+TEST(WrapTextEncoderTest, FeaturesOfAnotherWidthOrWithoutGradientsAreRefused) {
+  const at::Tensor ids = Probe();
+  absl::StatusOr<torch::jit::Module> m = WrapTextEncoder(
+      TinyBert(), {EncoderOutput::kTupleHiddenStates, 16, {}}, TextPooling::kFirstToken, 2, 7);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_THAT(FindEncoderBlocks(*m, 16, ids, at::ones_like(ids)).status().message(),
+              HasSubstr("not [2,16]"));
+  m = WrapTextEncoder(PooledEncoder(true), {EncoderOutput::kPooled, 8, {}},
+                      TextPooling::kFirstToken, 2, 7);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_THAT(FindEncoderBlocks(*m, 8, ids, at::ones_like(ids)).status().message(),
+              HasSubstr("nothing to fine-tune"));
+  EXPECT_EQ(
+      WrapTextEncoder(TinyBert(), {EncoderOutput::kPooled, 0, {}}, TextPooling::kFirstToken, 2, 7)
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -295,6 +295,10 @@ TEST(TorchScriptInspectorTest, ATracedBertIsAnEncoderThatNeedsAHead) {
   ASSERT_TRUE(encoder.has_value());
   EXPECT_EQ(encoder->output, EncoderOutput::kTupleHiddenStates);
   EXPECT_EQ(encoder->hidden_size, 32);
+  // The pooler's output is not read: it is no block.
+  EXPECT_EQ(encoder->blocks,
+            (std::vector<std::string>{"encoder.embeddings", "encoder.encoder.layer.0",
+                                      "encoder.encoder.layer.1"}));
   EXPECT_EQ(model->architecture(), "tiny-bert");
   EXPECT_TRUE(model->has_text_input());
   EXPECT_EQ(model->text_input().tokenizer(), kaizen::v1::TOKENIZER_KIND_WORDPIECE);
@@ -385,6 +389,12 @@ TEST(TorchScriptInspectorTest, TextModelsAreRefusedWithReasons) {
   image.input_shape = {3, 32, 32};
   EXPECT_THAT(InspectTorchScriptFile(dir.File("c.pt"), image).status().message(),
               HasSubstr("this is a text model"));
+  // An encoder with fewer embedding rows than the vocabulary it declares.
+  meta.mutable_text_input()->set_vocab_size(9);
+  absl::StatusOr<kaizen::v1::Model> rows =
+      InspectTorchScriptFile(SaveText(Encoder("x"), meta, kVocab, dir.File("r.pt")), {});
+  EXPECT_THAT(rows.status().message(), HasSubstr("forward(input_ids, attention_mask)"));
+  meta.mutable_text_input()->set_vocab_size(8);
   // Ids the vocabulary does not have.
   meta.mutable_text_input()->set_pad_id(8);
   absl::StatusOr<kaizen::v1::Model> pad =

@@ -36,8 +36,8 @@ TEST(FreezingTest, AModuleThatNamesItsBlocksHasThose) {
   }
   EXPECT_EQ(ListBlocks(m, "fc"), (std::vector<std::string>{"a", "b"}));
   m.register_attribute(std::string(models::kBlocksAttribute), c10::ListType::ofStrings(),
-                       c10::List<std::string>({"b", "a", "fc"}));
-  // Its order, bottom to top; the head is no block.
+                       c10::List<std::string>({"b", "zz", "a", "fc"}));
+  // Its order, bottom to top; the head and names of no submodule are no blocks.
   EXPECT_EQ(ListBlocks(m, "fc"), (std::vector<std::string>{"b", "a"}));
   const auto names = TrainableBackboneParameters(m, "fc", kaizen::v1::STRATEGY_FINE_TUNE, 1);
   EXPECT_EQ(names, (std::vector<std::string>{"a.w"}));
