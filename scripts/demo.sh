@@ -213,7 +213,7 @@ def kaizenctl(*args):
 jobs = kaizenctl("jobs", "list")
 t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
 few_shot = []
-print(f"{'model':<30}{'strategy':<20}{'base':<14}{'dataset':<18}{'epochs':>7}{'accuracy':>10}{'time':>8}{'img/s':>8}")
+print(f"{'model':<30}{'strategy':<20}{'base':<19}{'dataset':<18}{'epochs':>7}{'accuracy':>10}{'time':>8}{'img/s':>8}")
 for j in sorted(jobs.get("jobs", []), key=lambda j: j["createTime"]):
     if j["state"] != "JOB_STATE_SUCCEEDED": continue
     r, h = j["request"], j["history"]
@@ -227,7 +227,7 @@ for j in sorted(jobs.get("jobs", []), key=lambda j: j["createTime"]):
     ips = sum(e.get("samplesPerSecond", 0) for e in h) / max(1, len(h))
     strategy = r['strategy'].replace('STRATEGY_', '').lower()
     print(f"{r['outputModel']:<30}{strategy:<20}"
-          f"{r['baseModel']:<14}{r['dataset']:<18}{len(h):>7}{acc:>9.1f}%{secs:>7.0f}s{ips:>8.0f}")
+          f"{r['baseModel']:<19}{r['dataset']:<18}{len(h):>7}{acc:>9.1f}%{secs:>7.0f}s{ips:>8.0f}")
     if test:
         few_shot.append((strategy, r["dataset"], acc))
 # The verdict comes from this run's own numbers: the best pretrained model
