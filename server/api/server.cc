@@ -47,6 +47,7 @@
 #include "server/store/job_store.h"
 #include "server/store/metadata_store.h"
 #include "server/store/model_store.h"
+#include "server/training/text_model.h"
 
 namespace kaizen::api {
 
@@ -310,6 +311,11 @@ absl::StatusOr<int> KaizenServer::OpenStores() {
     mso.sandbox.serving_batch_size =
         std::max<int64_t>(mso.sandbox.serving_batch_size, config.max_batch_size);
   }
+  // An uploaded text model's tokenizer is parsed as training and serving
+  // will parse it, so that a bad one is refused at upload.
+  mso.check_text_input = [](const kaizen::v1::TextInput& input, std::string_view tokenizer) {
+    return training::TextModelInput::Load(input, tokenizer).status();
+  };
   s.models = std::make_unique<store::ModelStore>(mso, s.metadata.get());
   ASSIGN_OR_RETURN(s.job_store, store::JobStore::Open(s.metadata->db()));
   return orphans;

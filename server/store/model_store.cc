@@ -195,6 +195,17 @@ absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
   model.set_sha256(receiver_.sha256());
   *model.mutable_create_time() =
       google::protobuf::util::TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(absl::Now()));
+  if (model.has_text_input() && store_->options_.check_text_input) {
+    absl::StatusOr<std::string> tokenizer = models::ReadModelTokenizer(tmp, kMaxTokenizerBytes);
+    absl::Status checked = tokenizer.status();
+    if (checked.ok()) checked = store_->options_.check_text_input(model.text_input(), *tokenizer);
+    if (!checked.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(receiver_.part_names()[0],
+                                                     ": kaizen.json text_input and its "
+                                                     "tokenizer: ",
+                                                     checked.message()));
+    }
+  }
   if (encoder.has_value()) {
     if (absl::Status headed =
             PutHeadOnEncoder(tmp, *encoder, store_->options_.max_model_bytes, &model);

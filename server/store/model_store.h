@@ -30,6 +30,11 @@ class ModelStore {
     int64_t max_model_bytes = int64_t{2} << 30;
     // The sandbox uploaded files are inspected in.
     models::SandboxOptions sandbox;
+    // Checks an accepted text model's input and tokenizer file (the server
+    // passes training::TextModelInput::Load); an error refuses the upload
+    // with its message. Unset: not checked at upload.
+    std::function<absl::Status(const kaizen::v1::TextInput&, std::string_view tokenizer)>
+        check_text_input;
   };
 
   class Upload {

@@ -24,6 +24,7 @@
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/api/server.h"
 #include "server/common/sha256.h"
+#include "server/models/model_metadata.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/server/loopback_server.h"
 #include "tests/test_util/temp_dir.h"
@@ -390,6 +391,33 @@ TEST_F(TextFineTuneE2E, AnUploadedTracedEncoderGetsAHeadFineTunesAndServes) {
     }
     EXPECT_GE(correct, 16) << "of " << rows.size();
   }
+}
+
+// The tokenizer is parsed at upload as training and Predict parse it: one
+// whose vocabulary disagrees with kaizen.json is refused then, by name.
+TEST_F(TextFineTuneE2E, AnUploadWhoseTokenizerDisagreesWithItsMetadataIsRefused) {
+  torch::jit::ExtraFilesMap extra{{"kaizen.json", ""}, {"kaizen_tokenizer", ""}};
+  torch::jit::Module bert =
+      torch::jit::load(KAIZEN_FIXTURE_DIR "/tiny_bert.pt", torch::kCPU, extra);
+  absl::StatusOr<v1::Model> meta = models::ModelFromMetadataJson(extra["kaizen.json"]);
+  ASSERT_TRUE(meta.ok()) << meta.status();
+  const int32_t ids = meta->text_input().vocab_size();
+  // One id fewer than the vocabulary has: the encoder still runs on every
+  // id below it, so only the tokenizer check can tell.
+  meta->mutable_text_input()->set_vocab_size(ids - 1);
+  absl::StatusOr<std::string> json = models::ModelToMetadataJson(*meta);
+  ASSERT_TRUE(json.ok());
+  extra["kaizen.json"] = *json;
+  const std::string path = files_.File("short.pt");
+  bert.save(path, extra);
+  v1::UploadModelHeader h;
+  h.set_name("short");
+  absl::StatusOr<v1::Model> refused = s_.client->UploadModel(h, path);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr(absl::StrCat("the tokenizer has ", ids,
+                                     " ids but text_input.vocab_size is ", ids - 1)));
+  EXPECT_EQ(s_.client->GetModel("short", 0).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(TextFineTuneE2E, TextJobsThatCannotRunAreRefusedByField) {
