@@ -12,6 +12,7 @@
 #include "absl/strings/strip.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "server/common/logging.h"
 #include "server/http/http_status.h"
 #include "server/http/stream_call.h"
 #include "server/http/upload_call.h"
@@ -33,6 +34,8 @@ absl::string_view HostName(absl::string_view host) {
 }
 
 struct Call {
+  // First: released after the context, which holds the channel.
+  CallTracker::Token token;
   grpc::ClientContext context;
   grpc::ByteBuffer request;
   grpc::ByteBuffer response;
@@ -48,6 +51,14 @@ ApiHandler::ApiHandler(std::shared_ptr<grpc::Channel> channel, absl::Duration ca
       call_timeout_(call_timeout),
       allowed_hosts_(std::move(allowed_hosts)),
       auth_(auth) {}
+
+ApiHandler::~ApiHandler() {
+  // The server has stopped (every call is cancelled, or done): the last
+  // calls' objects go within moments, on gRPC's threads.
+  if (!calls_.WaitIdle(kCallsGoneTimeout)) {
+    common::LogWarning("HTTP API calls still under way at its end", {{"calls", calls_.live()}});
+  }
+}
 
 void ApiHandler::Handle(HttpServer::Request request, HttpServer::Respond respond) {
   if (!allowed_hosts_.empty()) {
@@ -98,9 +109,10 @@ void ApiHandler::Handle(HttpServer::Request request, HttpServer::Respond respond
   }
   if (method->kind != JsonGateway::Method::Kind::kUnary) {
     return StreamCall::Start(stub_.get(), *method, *bytes, request.authorization,
-                             std::move(respond));
+                             std::move(respond), calls_.Enter());
   }
   auto call = std::make_shared<Call>();
+  call->token = calls_.Enter();
   grpc::Slice slice(*bytes);
   call->request = grpc::ByteBuffer(&slice, 1);
   if (!request.authorization.empty()) {
@@ -157,7 +169,7 @@ void ApiHandler::Upload(const JsonGateway::Method& method, HttpServer::Request r
     return respond(ErrorAnswer(grpc::StatusCode::INVALID_ARGUMENT, header.status().message()));
   }
   UploadCall::Start(stub_.get(), method, *std::move(header), std::move(request.body_reader),
-                    request.authorization, std::move(respond));
+                    request.authorization, std::move(respond), calls_.Enter());
 }
 
 void ApiHandler::Session(const HttpServer::Request& request,

@@ -15,6 +15,7 @@
 
 #include "absl/time/time.h"
 #include "server/auth/authenticator.h"
+#include "server/http/call_tracker.h"
 #include "server/http/http_server.h"
 #include "server/http/json_gateway.h"
 
@@ -32,6 +33,15 @@ class ApiHandler {
   ApiHandler(std::shared_ptr<grpc::Channel> channel, absl::Duration call_timeout,
              std::vector<std::string> allowed_hosts = {},
              const auth::Authenticator* auth = nullptr);
+  // Waits (up to kCallsGoneTimeout) until the objects of the calls it made
+  // are gone: the owner destroys it after stopping the server and the HTTP
+  // server, so that no call's last reference to the channel drops on a
+  // gRPC thread as the process exits (call_tracker.h).
+  ~ApiHandler();
+  ApiHandler(const ApiHandler&) = delete;
+  ApiHandler& operator=(const ApiHandler&) = delete;
+
+  static constexpr absl::Duration kCallsGoneTimeout = absl::Seconds(30);
 
   // POST with a JSON body (Content-Type application/json, even when empty:
   // a cross-site page cannot send that without the browser asking first) to
@@ -77,6 +87,7 @@ class ApiHandler {
   absl::Duration call_timeout_;
   std::vector<std::string> allowed_hosts_;
   const auth::Authenticator* auth_;
+  CallTracker calls_;
 };
 
 }  // namespace kaizen::http

@@ -32,8 +32,10 @@ std::optional<std::string> FinalFrame(bool bytes, const grpc::Status& status) {
 
 }  // namespace
 
-StreamCall::StreamCall(JsonGateway::Method method, HttpServer::Respond respond)
-    : method_(std::move(method)),
+StreamCall::StreamCall(JsonGateway::Method method, HttpServer::Respond respond,
+                       CallTracker::Token token)
+    : token_(std::move(token)),
+      method_(std::move(method)),
       bytes_(method_.kind == JsonGateway::Method::Kind::kDownload),
       respond_(std::move(respond)) {
   if (bytes_) {
@@ -44,8 +46,8 @@ StreamCall::StreamCall(JsonGateway::Method method, HttpServer::Respond respond)
 
 void StreamCall::Start(grpc::GenericStub* stub, const JsonGateway::Method& method,
                        const std::string& request, const std::string& authorization,
-                       HttpServer::Respond respond) {
-  std::shared_ptr<StreamCall> call(new StreamCall(method, std::move(respond)));
+                       HttpServer::Respond respond, CallTracker::Token token) {
+  std::shared_ptr<StreamCall> call(new StreamCall(method, std::move(respond), std::move(token)));
   call->self_ = call;
   grpc::Slice slice(request);
   call->request_ = grpc::ByteBuffer(&slice, 1);

@@ -20,6 +20,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "server/common/sha256.h"
+#include "server/http/call_tracker.h"
 #include "server/http/http_server.h"
 #include "server/http/json_gateway.h"
 
@@ -54,9 +55,10 @@ class StreamCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBu
   // (data is the status as the API's error JSON, e.g. RESOURCE_EXHAUSTED for
   // a client too far behind). Not `end`/`error`: a message's own event name
   // may be `error` (a JobEvent's error field).
+  // `token` counts the call as under way until its object is destroyed.
   static void Start(grpc::GenericStub* stub, const JsonGateway::Method& method,
                     const std::string& request, const std::string& authorization,
-                    HttpServer::Respond respond);
+                    HttpServer::Respond respond, CallTracker::Token token);
 
   void Next(std::function<void(std::optional<std::string>)> deliver) override;
   void Cancel() override;
@@ -67,7 +69,7 @@ class StreamCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBu
   void OnDone(const grpc::Status& status) override;
 
  private:
-  StreamCall(JsonGateway::Method method, HttpServer::Respond respond);
+  StreamCall(JsonGateway::Method method, HttpServer::Respond respond, CallTracker::Token token);
   // Ends the hold taken at the start, once: the call may finish after it.
   void ReleaseHold();
   // The 200 answer streaming from this call.
@@ -76,6 +78,9 @@ class StreamCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBu
   // nullopt: the end).
   std::optional<std::string> Frame(absl::string_view message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // First: released after every other member (the context, which holds
+  // the channel).
+  CallTracker::Token token_;
   const JsonGateway::Method method_;
   // A download (the file's bytes), not events.
   const bool bytes_;

@@ -30,13 +30,18 @@ grpc::ByteBuffer Buffer(std::string bytes) {
 }  // namespace
 
 UploadCall::UploadCall(JsonGateway::Method method, std::shared_ptr<HttpServer::BodyReader> body,
-                       HttpServer::Respond respond)
-    : method_(std::move(method)), body_(std::move(body)), respond_(std::move(respond)) {}
+                       HttpServer::Respond respond, CallTracker::Token token)
+    : token_(std::move(token)),
+      method_(std::move(method)),
+      body_(std::move(body)),
+      respond_(std::move(respond)) {}
 
 void UploadCall::Start(grpc::GenericStub* stub, const JsonGateway::Method& method,
                        std::string header, std::shared_ptr<HttpServer::BodyReader> body,
-                       const std::string& authorization, HttpServer::Respond respond) {
-  std::shared_ptr<UploadCall> call(new UploadCall(method, std::move(body), std::move(respond)));
+                       const std::string& authorization, HttpServer::Respond respond,
+                       CallTracker::Token token) {
+  std::shared_ptr<UploadCall> call(
+      new UploadCall(method, std::move(body), std::move(respond), std::move(token)));
   call->self_ = call;
   call->write_ = Buffer(std::move(header));
   if (!authorization.empty()) call->context_.AddMetadata("authorization", authorization);

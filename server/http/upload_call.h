@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "server/common/sha256.h"
+#include "server/http/call_tracker.h"
 #include "server/http/http_server.h"
 #include "server/http/json_gateway.h"
 
@@ -28,10 +29,11 @@ class UploadCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBu
   // Calls `method` (Kind::kUpload) with `header` (the wire bytes of its
   // first message) and the bytes of `body`. `respond` gets, once, the
   // service's answer as JSON, its error, or why the body could not be read
-  // (413 larger than allowed, 408 too slow, 400 not valid HTTP).
+  // (413 larger than allowed, 408 too slow, 400 not valid HTTP). `token`
+  // counts the call as under way until its object is destroyed.
   static void Start(grpc::GenericStub* stub, const JsonGateway::Method& method, std::string header,
                     std::shared_ptr<HttpServer::BodyReader> body, const std::string& authorization,
-                    HttpServer::Respond respond);
+                    HttpServer::Respond respond, CallTracker::Token token);
 
   void OnWriteDone(bool ok) override;
   void OnReadDone(bool ok) override;
@@ -39,13 +41,16 @@ class UploadCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBu
 
  private:
   UploadCall(JsonGateway::Method method, std::shared_ptr<HttpServer::BodyReader> body,
-             HttpServer::Respond respond);
+             HttpServer::Respond respond, CallTracker::Token token);
   // Asks for the next piece of the body, and writes it.
   void ReadBody();
   void OnBody(absl::StatusOr<std::optional<std::string>> piece);
   // The service will be sent nothing more: the hold taken at the start ends.
   void StopWriting();
 
+  // First: released after every other member (the context, which holds
+  // the channel).
+  CallTracker::Token token_;
   const JsonGateway::Method method_;
   std::shared_ptr<HttpServer::BodyReader> body_;
   HttpServer::Respond respond_;
