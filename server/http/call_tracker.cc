@@ -5,7 +5,7 @@
 namespace kaizen::http {
 namespace {
 
-bool IsZero(const int* n) { return *n == 0; }
+bool IsZero(int* n) { return *n == 0; }
 
 }  // namespace
 
