@@ -391,10 +391,12 @@ absl::StatusOr<kaizen::v1::DistillationResult> JobManager::CheckTeacher(
                                 "; a teacher must be a trained model (train one, e.g. with "
                                 "STRATEGY_SCRATCH, first)"));
   const std::string& name = teacher.name();
-  if (teacher.has_text_input()) {
-    return absl::InvalidArgumentError(absl::StrCat("distillation.teacher_model \"", name,
-                                                   "\" is a text model; it cannot teach from "
-                                                   "images"));
+  const bool text = store::IsTextDataset(dataset);
+  if (teacher.has_text_input() != text) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("distillation.teacher_model \"", name, "\" is ", text ? "an image" : "a text",
+                     " model; it cannot teach from ", text ? "texts" : "images", " (dataset \"",
+                     request.dataset(), "\")"));
   }
   std::vector<std::string> dataset_classes;
   for (const auto& c : dataset.classes()) dataset_classes.push_back(c.class_name());
@@ -413,6 +415,9 @@ absl::StatusOr<kaizen::v1::DistillationResult> JobManager::CheckTeacher(
   d.set_temperature(options.temperature());
   d.set_alpha(options.alpha());
   d.set_teacher_parameter_count(teacher.parameter_count());
+  // A new text encoder's size depends on the tokenizer the job trains: it
+  // is counted when training ends.
+  if (text && BuildsNewTextEncoder(request)) return d;
   absl::StatusOr<int64_t> student = StudentParameters(request, dataset, models_);
   if (!student.ok()) {
     return absl::Status(student.status().code(),
@@ -668,7 +673,15 @@ absl::StatusOr<Job> JobManager::CheckTextReferencesAndInsert(
     RETURN_IF_ERROR(CheckTextDataset("test_dataset", test, classes, false));
   }
   RETURN_IF_ERROR(CheckOutputSettings(request));
+  kaizen::v1::DistillationResult distillation;
+  if (request.strategy() == kaizen::v1::STRATEGY_DISTILL) {
+    ASSIGN_OR_RETURN(distillation, CheckTeacher(request, dataset));
+  }
   Job job = NewQueuedJob(request, ResolveTextHyperparameters(request, base ? &*base : nullptr));
+  // The teacher version is fixed here, as for images.
+  if (request.strategy() == kaizen::v1::STRATEGY_DISTILL) {
+    *job.mutable_distillation() = std::move(distillation);
+  }
   if (request.validate_only()) return Preview(std::move(job));
   return ReserveAndInsert(std::move(job));
 }
@@ -1462,12 +1475,22 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
       ASSIGN_OR_RETURN(in.base, models_->LoadModule(base, in.base_metadata.version()));
       ASSIGN_OR_RETURN(in.base_tokenizer, models_->ReadTokenizer(base, in.base_metadata.version()));
     }
+    if (req.strategy() == kaizen::v1::STRATEGY_DISTILL) {
+      RETURN_IF_ERROR(LoadTextTeacher(*job, &in));
+    }
     in.should_stop = should_stop;
     in.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { OnEpoch(job, m); };
     in.on_message = [&](const std::string& m) { PublishMessage(job->id(), m); };
     ASSIGN_OR_RETURN(TextJobOutput out, RunTextJob(in));
     *stopped = out.stopped;
     if (*stopped) return absl::OkStatus();
+    if (job->has_distillation()) {
+      kaizen::v1::DistillationResult* d = job->mutable_distillation();
+      d->set_student_parameter_count(out.metadata.parameter_count());
+      d->set_teacher_val_accuracy(out.teacher_val_accuracy);
+      d->set_student_val_accuracy(out.student_val_accuracy);
+      d->set_validation_examples(out.validation_examples);
+    }
     training::Checkpoint ckpt;
     ckpt.module = out.module;
     ckpt.metadata = std::move(out.metadata);
@@ -1476,6 +1499,7 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
     ckpt.is_best = true;
     ckpt.tokenizer = std::move(out.tokenizer);
     RETURN_IF_ERROR(OnCheckpoint(job, ckpt));
+    if (job->has_distillation()) ReportTextDistillation(job);
   }
   if (req.test_dataset().empty()) return absl::OkStatus();
   absl::Status evaluated = EvaluateTextOnTestDataset(job, should_stop);
@@ -1525,7 +1549,60 @@ absl::Status JobManager::EvaluateTextOnTestDataset(Job* job,
                       "mean loss %.4f on %d texts%s",
                       req.test_dataset(), version, 100 * e->accuracy(), e->top_k(),
                       100 * e->top_k_accuracy(), e->mean_loss(), e->examples(), stored_as));
+  if (!job->has_distillation()) return absl::OkStatus();
+  return EvaluateTeacherOnTestDataset(job, *e, should_stop, "texts");
+}
+
+absl::Status JobManager::LoadTextTeacher(const Job& job, TextJobInputs* in) {
+  const kaizen::v1::DistillationResult& d = job.distillation();
+  if (d.teacher_model().empty() || d.teacher_version() <= 0) {
+    return absl::FailedPreconditionError(
+        "this DISTILL job has no resolved teacher version; submit it again");
+  }
+  TextJobInputs::Teacher teacher;
+  RETURN_IF_ERROR(LoadPinned("teacher", d.teacher_model(), d.teacher_version(), &teacher.module,
+                             &teacher.metadata));
+  absl::StatusOr<std::string> tokenizer =
+      models_->ReadTokenizer(d.teacher_model(), d.teacher_version());
+  if (!tokenizer.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the teacher ", d.teacher_model(), ":", d.teacher_version(),
+                     "'s tokenizer cannot be read: ", tokenizer.status().message()));
+  }
+  teacher.tokenizer = *std::move(tokenizer);
+  teacher.temperature = d.temperature();
+  teacher.alpha = d.alpha();
+  in->teacher = std::move(teacher);
+  PublishMessage(
+      job.id(), absl::StrFormat("distilling from teacher %s:%d (%d parameters) into %s at "
+                                "temperature %g, alpha %g; the teacher's logits on the training "
+                                "texts are computed once, with its own tokenizer",
+                                d.teacher_model(), d.teacher_version(), d.teacher_parameter_count(),
+                                job.request().base_model(), d.temperature(), d.alpha()));
   return absl::OkStatus();
+}
+
+void JobManager::ReportTextDistillation(Job* job) {
+  const kaizen::v1::DistillationResult& d = job->distillation();
+  std::string line =
+      absl::StrCat("distillation: teacher ", d.teacher_model(), ":", d.teacher_version(),
+                   " vs student ", job->request().output_model(), ":", job->latest_version());
+  if (d.validation_examples() > 0) {
+    absl::StrAppendFormat(&line, ": validation accuracy %.1f%% vs %.1f%% on %d texts",
+                          100 * d.teacher_val_accuracy(), 100 * d.student_val_accuracy(),
+                          d.validation_examples());
+  }
+  absl::StrAppendFormat(&line, "; %d vs %d parameters (%.2fx)", d.teacher_parameter_count(),
+                        d.student_parameter_count(),
+                        d.student_parameter_count() > 0
+                            ? static_cast<double>(d.teacher_parameter_count()) /
+                                  static_cast<double>(d.student_parameter_count())
+                            : 0.0);
+  PublishMessage(job->id(), line);
+  if (absl::Status st = Persist(job); !st.ok()) {
+    common::LogWarning("cannot record the distillation result",
+                       {{"job", job->id()}, {"error", st.ToString()}});
+  }
 }
 
 absl::StatusOr<bool> JobManager::TuneJob(Job* job, const training::TrainerOptions& opts,
@@ -1654,7 +1731,8 @@ absl::Status JobManager::EvaluateOnTestDataset(Job* job_ptr,
 
 absl::Status JobManager::EvaluateTeacherOnTestDataset(Job* job,
                                                       const kaizen::v1::Evaluation& student,
-                                                      const std::function<bool()>& should_stop) {
+                                                      const std::function<bool()>& should_stop,
+                                                      absl::string_view examples) {
   kaizen::v1::DistillationResult* d = job->mutable_distillation();
   const std::string& test = job->request().test_dataset();
   kaizen::v1::EvaluateModelRequest r;
@@ -1675,10 +1753,10 @@ absl::Status JobManager::EvaluateTeacherOnTestDataset(Job* job,
   d->set_test_examples(student.examples());
   PublishMessage(job->id(), absl::StrFormat(
                                 "distillation: test dataset %s: teacher %s:%d %.1f%% vs student "
-                                "%s:%d %.1f%% accuracy on %d images",
+                                "%s:%d %.1f%% accuracy on %d %s",
                                 test, d->teacher_model(), d->teacher_version(), 100 * e->accuracy(),
                                 job->request().output_model(), job->latest_version(),
-                                100 * student.accuracy(), student.examples()));
+                                100 * student.accuracy(), student.examples(), examples));
   return Persist(job);
 }
 

@@ -33,6 +33,8 @@ struct TrainResult;
 
 namespace kaizen::jobs {
 
+struct TextJobInputs;
+
 // How a job reads a dataset stored as a record file
 // (training::TrainerOptions): converted into memory up to
 // max_image_memory_bytes, streamed from disk beyond.
@@ -197,10 +199,12 @@ class JobManager {
   absl::Status EvaluateOnTestDataset(kaizen::v1::Job* job,
                                      const std::function<bool()>& should_stop);
   // DISTILL: the teacher's accuracy on the test dataset beside the
-  // student's (`student`, its latest version's evaluation).
+  // student's (`student`, its latest version's evaluation); `examples` names
+  // what the test set holds, in the job's event.
   absl::Status EvaluateTeacherOnTestDataset(kaizen::v1::Job* job,
                                             const kaizen::v1::Evaluation& student,
-                                            const std::function<bool()>& should_stop);
+                                            const std::function<bool()>& should_stop,
+                                            absl::string_view examples = "images");
   // Stores `e` as the test_evaluation of one version, leaving out the
   // confusion matrix and then the per-class rows when the record would be
   // too large; returns what was left out, for the job's message.
@@ -277,9 +281,16 @@ class JobManager {
   // Execute for a text job (text_job.h). It writes one version, when
   // training ends; stopped before then, it starts over when it resumes.
   absl::Status ExecuteText(kaizen::v1::Job* job, Running* running, bool* stopped);
-  // The text job's new version on its test dataset, stored with the version.
+  // The text job's new version on its test dataset, stored with the version
+  // (DISTILL: the teacher's beside it, EvaluateTeacherOnTestDataset).
   absl::Status EvaluateTextOnTestDataset(kaizen::v1::Job* job,
                                          const std::function<bool()>& should_stop);
+  // A text DISTILL job's pinned teacher, with its tokenizer, into `in`.
+  absl::Status LoadTextTeacher(const kaizen::v1::Job& job, TextJobInputs* in);
+  // A text DISTILL job's result once its version is stored: teacher and
+  // student side by side (validation accuracy, parameters) in an event, and
+  // persisted with the job.
+  void ReportTextDistillation(kaizen::v1::Job* job);
   // The model and optimiser state of the job's last checkpoint; forgets the
   // history of the epochs that will run again.
   absl::Status LoadCheckpointToResume(kaizen::v1::Job* job, training::TrainerOptions* opts);

@@ -45,7 +45,7 @@ constexpr int kMaxTokenizerSentenceBytes = 16384;
 bool IsTextStrategy(Strategy s) {
   return s == kaizen::v1::STRATEGY_FEATURE_EXTRACTION || s == kaizen::v1::STRATEGY_FINE_TUNE ||
          s == kaizen::v1::STRATEGY_FULL || s == kaizen::v1::STRATEGY_SCRATCH ||
-         s == kaizen::v1::STRATEGY_MASKED_LM;
+         s == kaizen::v1::STRATEGY_DISTILL || s == kaizen::v1::STRATEGY_MASKED_LM;
 }
 
 absl::Status CheckRange(absl::string_view field, int64_t value, int64_t lo, int64_t hi) {
@@ -122,17 +122,18 @@ absl::Status CheckTextJob(const kaizen::v1::StartFineTuneRequest& request,
     return absl::InvalidArgumentError(
         absl::StrCat("dataset \"", request.dataset(),
                      "\" holds text; text jobs run FEATURE_EXTRACTION, "
-                     "FINE_TUNE, FULL, SCRATCH or MASKED_LM, not ",
+                     "FINE_TUNE, FULL, SCRATCH, DISTILL or MASKED_LM, not ",
                      kaizen::v1::Strategy_Name(strategy),
-                     " (INCREMENTAL and DISTILL read image datasets only in this version)"));
+                     " (INCREMENTAL reads image datasets only in this version)"));
   }
+  RETURN_IF_ERROR(training::ResolveDistillation(strategy, request.distillation()).status());
   if (base == nullptr && strategy != kaizen::v1::STRATEGY_SCRATCH &&
-      strategy != kaizen::v1::STRATEGY_MASKED_LM) {
+      strategy != kaizen::v1::STRATEGY_DISTILL && strategy != kaizen::v1::STRATEGY_MASKED_LM) {
     return absl::InvalidArgumentError(absl::StrCat(
         "base_model ", models::kTransformerSmall,
         " has neither weights nor a tokenizer: ", kaizen::v1::Strategy_Name(strategy),
         " needs a pretrained text model (one a MASKED_LM job wrote, or an earlier text job's); "
-        "use STRATEGY_SCRATCH or STRATEGY_MASKED_LM to build one"));
+        "use STRATEGY_SCRATCH, STRATEGY_DISTILL or STRATEGY_MASKED_LM to build one"));
   }
   if (base != nullptr && !base->has_text_input()) {
     return absl::InvalidArgumentError(
@@ -145,10 +146,9 @@ absl::Status CheckTextJob(const kaizen::v1::StartFineTuneRequest& request,
         "tuning.max_trials is set but text jobs do not tune in this version; set the "
         "hyperparameters");
   }
-  if (request.has_distillation() || request.has_incremental()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        request.has_distillation() ? "distillation" : "incremental",
-        " is set, but text jobs neither distil nor learn incrementally in this version"));
+  if (request.has_incremental()) {
+    return absl::InvalidArgumentError(
+        "incremental is set, but text jobs do not learn incrementally in this version");
   }
   const kaizen::v1::Hyperparameters& hp = request.hyperparameters();
   RETURN_IF_ERROR(training::CheckRequestedRanges(hp));
@@ -425,6 +425,27 @@ absl::StatusOr<TextJobOutput> RunMaskedLm(const TextJobInputs& in, StartingPoint
   return out;
 }
 
+// The teacher's logits on `texts`, tokenised with its own tokenizer, in
+// eval mode on `device`: [N, its classes], float32 on the CPU.
+absl::StatusOr<torch::Tensor> TeacherLogits(const TextJobInputs::Teacher& teacher,
+                                            const LabelledTexts& texts, const torch::Device& device,
+                                            int64_t batch_size, absl::string_view what) {
+  ASSIGN_OR_RETURN(
+      const training::TextModelInput input,
+      training::TextModelInput::Load(teacher.metadata.text_input(), teacher.tokenizer));
+  absl::StatusOr<training::TextExamples> examples = Encode(input, texts, what);
+  if (!examples.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the teacher's tokenizer: ", examples.status().message()));
+  }
+  torch::jit::Module module = teacher.module.clone();
+  module.to(device);
+  ASSIGN_OR_RETURN(
+      training::TextPredictions p,
+      training::PredictText(module, examples->sequences, input.input().pad_id(), batch_size));
+  return p.logits;
+}
+
 }  // namespace
 
 absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
@@ -450,8 +471,25 @@ absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
   o.pad_id = start.metadata.text_input().pad_id();
   o.on_epoch = in.on_epoch;
   o.should_stop = in.should_stop;
-  ASSIGN_OR_RETURN(training::TextTrainResult result, training::TrainTextClassifier(o, train, val));
   TextJobOutput out;
+  if (in.teacher.has_value()) {
+    const int64_t batch = in.hyperparameters.batch_size();
+    training::TextTrainerOptions::Distillation d;
+    d.temperature = in.teacher->temperature;
+    d.alpha = in.teacher->alpha;
+    ASSIGN_OR_RETURN(d.teacher_logits,
+                     TeacherLogits(*in.teacher, in.train, in.device, batch, "training"));
+    o.distillation = std::move(d);
+    if (val != nullptr) {
+      ASSIGN_OR_RETURN(const torch::Tensor logits,
+                       TeacherLogits(*in.teacher, *in.validation, in.device, batch, "validation"));
+      const torch::Tensor labels = torch::tensor(val->labels, torch::kLong);
+      out.teacher_val_accuracy =
+          logits.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>();
+      out.validation_examples = static_cast<int64_t>(val->labels.size());
+    }
+  }
+  ASSIGN_OR_RETURN(training::TextTrainResult result, training::TrainTextClassifier(o, train, val));
   out.stopped = result.stopped;
   out.epochs_completed = static_cast<int32_t>(result.epochs.size());
   out.module = result.classifier;
@@ -471,6 +509,7 @@ absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
     if (val != nullptr) {
       metrics["val_loss"] = last.val_loss();
       metrics["val_accuracy"] = last.val_accuracy();
+      out.student_val_accuracy = last.val_accuracy();
     }
   }
   out.tokenizer = std::move(start.tokenizer);

@@ -41,10 +41,11 @@ bool BuildsNewTextEncoder(const kaizen::v1::StartFineTuneRequest& request);
 // The checks StartFineTune makes on a job whose dataset holds text, before
 // anything is stored. `base` is the stored base model, or nullptr when the
 // job builds a new encoder. InvalidArgument naming the field: a strategy
-// other than FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH and MASKED_LM
-// (INCREMENTAL and DISTILL read images only in this version), a new encoder
-// for anything but SCRATCH or MASKED_LM, a base without text_input (an
-// image model), tuning, an image-only hyperparameter (augmentation, mixed
+// other than FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, DISTILL and
+// MASKED_LM (INCREMENTAL reads images only in this version), distillation
+// options that ResolveDistillation refuses, a new encoder for anything but
+// SCRATCH, DISTILL or MASKED_LM, a base without text_input (an image
+// model), tuning, an image-only hyperparameter (augmentation, mixed
 // precision, an MLP head, head warm-up, drop_last_fraction, a validation
 // split), text options out of range.
 absl::Status CheckTextJob(const kaizen::v1::StartFineTuneRequest& request,
@@ -88,6 +89,18 @@ struct TextJobInputs {
   std::function<bool()> should_stop;
   std::function<void(const kaizen::v1::EpochMetrics&)> on_epoch;
   std::function<void(const std::string&)> on_message;
+  // DISTILL: the teacher (a text classifier with the dataset's classes in
+  // the same order; on the CPU), its metadata and tokenizer, and the
+  // distillation's temperature and alpha. Its logits on the training texts
+  // (tokenised with its own tokenizer) are computed once, in eval mode.
+  struct Teacher {
+    torch::jit::Module module;
+    kaizen::v1::Model metadata;
+    std::string tokenizer;
+    double temperature = 4;
+    double alpha = 0.7;
+  };
+  std::optional<Teacher> teacher;
 };
 
 struct TextJobOutput {
@@ -96,10 +109,17 @@ struct TextJobOutput {
   std::string tokenizer;       // the file the model carries
   int32_t epochs_completed = 0;
   bool stopped = false;
+  // DISTILL with validation texts: the teacher's accuracy on them and the
+  // student's after the last epoch (validation_examples 0 without).
+  double teacher_val_accuracy = 0;
+  double student_val_accuracy = 0;
+  int64_t validation_examples = 0;
 };
 
 // Runs the job: tokenises the texts (texts the tokenizer refuses are named
 // by row), builds or copies the encoder, trains, and describes the result.
+// DISTILL builds or copies the student as SCRATCH or FULL would, and trains
+// every parameter on the teacher's softened logits and the labels.
 // MASKED_LM's output is the encoder with a head for the dataset's classes,
 // untrained, and metrics masked_lm_loss (and val_masked_lm_loss with
 // validation texts).

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "server/common/status_macros.h"
 #include "server/models/text_encoder.h"
 #include "server/text/sequences.h"
@@ -119,6 +120,9 @@ class TextRun {
       // The encoder is frozen and in eval mode: its features never change.
       train_features_ = ForwardAll(split_.backbone, train_.sequences, o_.pad_id, 64);
     }
+    if (o_.distillation) {
+      teacher_logits_ = o_.distillation->teacher_logits.to(torch::kFloat).to(device_);
+    }
     at::Generator order_gen =
         at::make_generator<at::CPUGeneratorImpl>(DeriveSeed(hp_.seed(), kOrderStream, 0));
     std::vector<int32_t> lengths;
@@ -142,7 +146,11 @@ class TextRun {
         }
         optimizer_->zero_grad();
         torch::Tensor logits = Logits(order, begin, end);
-        torch::Tensor loss = SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
+        torch::Tensor loss = teacher_logits_.defined()
+                                 ? DistillationLoss(logits, TeacherLogits(order, begin, end),
+                                                    labels, o_.distillation->temperature,
+                                                    o_.distillation->alpha, hp_.label_smoothing())
+                                 : SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
         loss.backward();
         if (hp_.gradient_clip_norm() > 0) {
           torch::nn::utils::clip_grad_norm_(trainable_, hp_.gradient_clip_norm());
@@ -237,6 +245,11 @@ class TextRun {
     return split_.head.forward({features}).toTensor();
   }
 
+  torch::Tensor TeacherLogits(const std::vector<int64_t>& order, size_t begin, size_t end) {
+    std::vector<int64_t> rows(order.begin() + begin, order.begin() + end);
+    return teacher_logits_.index_select(0, torch::tensor(rows, torch::kLong).to(device_));
+  }
+
   void Validate(kaizen::v1::EpochMetrics* metrics) {
     const bool backbone_training = split_.backbone.is_training();
     split_.backbone.eval();
@@ -265,6 +278,7 @@ class TextRun {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
   torch::Tensor train_features_;
+  torch::Tensor teacher_logits_;  // DISTILL's, on the device
   torch::Device device_ = torch::kCPU;
   int64_t step_ = 0;
   TextTrainResult result_;
@@ -355,15 +369,33 @@ absl::StatusOr<TextTrainResult> TrainTextClassifier(const TextTrainerOptions& op
     case kaizen::v1::STRATEGY_FINE_TUNE:
     case kaizen::v1::STRATEGY_FULL:
     case kaizen::v1::STRATEGY_SCRATCH:
+    case kaizen::v1::STRATEGY_DISTILL:
       break;
     default:
       return absl::InvalidArgumentError(absl::StrCat(
-          "text classifiers train with FEATURE_EXTRACTION, FINE_TUNE, FULL or SCRATCH, not ",
+          "text classifiers train with FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH or DISTILL, "
+          "not ",
           kaizen::v1::Strategy_Name(options.strategy)));
   }
   if (options.num_classes < 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("a classifier needs at least 2 classes, got ", options.num_classes));
+  }
+  const bool distill = options.strategy == kaizen::v1::STRATEGY_DISTILL;
+  if (distill != options.distillation.has_value()) {
+    return absl::InvalidArgumentError(distill ? "STRATEGY_DISTILL needs the teacher's logits"
+                                              : "teacher logits are given but the strategy is not "
+                                                "STRATEGY_DISTILL");
+  }
+  if (distill) {
+    const torch::Tensor& t = options.distillation->teacher_logits;
+    if (!t.defined() || t.dim() != 2 || t.size(0) != static_cast<int64_t>(train.sequences.size()) ||
+        t.size(1) != options.num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the teacher's logits must be [", train.sequences.size(), ", ", options.num_classes,
+          "] (one row per training example, one column per class), not ",
+          t.defined() ? absl::StrCat("[", absl::StrJoin(t.sizes(), ", "), "]") : "none"));
+    }
   }
   const kaizen::v1::Hyperparameters& hp = options.hyperparameters;
   if (hp.epochs() < 1 || hp.batch_size() < 1 || !(hp.learning_rate() > 0)) {

@@ -11,6 +11,11 @@
 //   FULL                every parameter, the encoder at the smaller rate
 //   SCRATCH             transformer-small rebuilt fresh (any other encoder
 //                       re-initialised), every parameter at learning_rate
+//   DISTILL             every parameter of the given student, at
+//                       learning_rate * backbone_lr_multiplier below the
+//                       head, on loss.h's DistillationLoss against a
+//                       teacher's logits (computed by the caller, with the
+//                       teacher's own tokenizer)
 // with the same pieces as the image trainer: head.h splits and reassembles
 // the classifier, freezing.h picks the blocks, optimizer_factory.h and
 // lr_schedule.h the optimiser and schedule, loss.h the loss. Batches are
@@ -21,6 +26,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -47,7 +53,7 @@ kaizen::v1::Hyperparameters DefaultTextHyperparameters(kaizen::v1::Strategy stra
                                                        int32_t epochs, int32_t batch_size);
 
 struct TextTrainerOptions {
-  // FEATURE_EXTRACTION, FINE_TUNE, FULL or SCRATCH.
+  // FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH or DISTILL.
   kaizen::v1::Strategy strategy = kaizen::v1::STRATEGY_UNSPECIFIED;
   // Complete (DefaultTextHyperparameters, or ResolveHyperparameters): the
   // optimizer and schedule kinds set. A zero seed is used as it is.
@@ -63,6 +69,15 @@ struct TextTrainerOptions {
   std::function<void(const kaizen::v1::EpochMetrics&)> on_epoch;
   // Checked before every step: true ends training there.
   std::function<bool()> should_stop;
+  // DISTILL's soft targets: the teacher's logits on each training example
+  // (row i for sequence i), [N, num_classes], and DistillationLoss's
+  // temperature and alpha. Set exactly when the strategy is DISTILL.
+  struct Distillation {
+    torch::Tensor teacher_logits;
+    double temperature = 4;
+    double alpha = 0.7;
+  };
+  std::optional<Distillation> distillation;
 };
 
 struct TextTrainResult {
@@ -78,7 +93,8 @@ struct TextTrainResult {
 
 // Training runs on the device of the base's parameters. An empty validation
 // set counts as none. InvalidArgument naming the problem: another
-// strategy, no example, a label outside [0, num_classes), fewer than 2
+// strategy, DISTILL without teacher logits of [N, num_classes] (or logits
+// with another strategy), no example, a label outside [0, num_classes), fewer than 2
 // classes, an epoch count, batch size or learning rate that is not
 // positive, an MLP head (text classifiers take a LINEAR head), a base whose
 // head is not a Linear, and, for a transformer-small base, an id outside its
