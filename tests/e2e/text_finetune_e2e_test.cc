@@ -420,6 +420,82 @@ TEST_F(TextFineTuneE2E, AnUploadWhoseTokenizerDisagreesWithItsMetadataIsRefused)
   EXPECT_EQ(s_.client->GetModel("short", 0).status().code(), absl::StatusCode::kNotFound);
 }
 
+// DISTILL on text: a stored text classifier teaches a new, narrower
+// transformer-small. The teacher reads the texts with its own tokenizer, the
+// student with the one the job trains; the job pins the teacher's version
+// and reports both side by side on validation and test texts.
+TEST_F(TextFineTuneE2E, DistillTeachesANarrowerEncoderFromAStoredTextClassifier) {
+  std::vector<test_util::WordNetGloss> validation, held_out;
+  for (size_t i = 0; i < suite_->test.size(); ++i) {
+    (i % 2 == 0 ? validation : held_out).push_back(suite_->test[i]);
+  }
+  ASSERT_TRUE(Upload("val", validation).ok());
+  ASSERT_TRUE(Upload("held", held_out).ok());
+  v1::StartFineTuneRequest t = Request("transformer-small", "teacher", v1::STRATEGY_SCRATCH, 8);
+  t.mutable_hyperparameters()->set_learning_rate(2e-3);
+  t.mutable_hyperparameters()->mutable_text()->set_num_layers(2);
+  ASSERT_TRUE(Run(t).ok());
+
+  v1::StartFineTuneRequest r = Request("transformer-small", "student", v1::STRATEGY_DISTILL, 8);
+  r.mutable_hyperparameters()->set_learning_rate(2e-3);
+  r.mutable_hyperparameters()->mutable_text()->set_hidden_size(32);
+  r.mutable_hyperparameters()->mutable_validation()->set_dataset("val");
+  r.set_test_dataset("held");
+  r.mutable_distillation()->set_teacher_model("teacher");
+  r.mutable_distillation()->set_temperature(2);
+  absl::StatusOr<v1::Job> job = Run(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const v1::DistillationResult& d = job->distillation();
+  EXPECT_EQ(d.teacher_model(), "teacher");
+  EXPECT_EQ(d.teacher_version(), 1);
+  EXPECT_EQ(d.temperature(), 2);
+  EXPECT_EQ(d.alpha(), 0.7);  // the default
+  absl::StatusOr<v1::Model> teacher = s_.client->GetModel("teacher", 1);
+  absl::StatusOr<v1::Model> student = s_.client->GetModel("student", 1);
+  ASSERT_TRUE(teacher.ok() && student.ok()) << teacher.status() << student.status();
+  EXPECT_EQ(d.teacher_parameter_count(), teacher->parameter_count());
+  EXPECT_EQ(d.student_parameter_count(), student->parameter_count());
+  EXPECT_LT(2 * student->parameter_count(), teacher->parameter_count());
+  // The student carries its own tokenizer, not the teacher's.
+  EXPECT_NE(student->text_input().tokenizer_sha256(), teacher->text_input().tokenizer_sha256());
+  std::cout << "distilled: validation " << d.teacher_val_accuracy() << " (teacher) vs "
+            << d.student_val_accuracy() << " (student); test " << d.teacher_test_accuracy()
+            << " vs " << d.student_test_accuracy() << "; parameters " << d.teacher_parameter_count()
+            << " vs " << d.student_parameter_count() << "\n";
+  EXPECT_EQ(d.validation_examples(), static_cast<int64_t>(validation.size()));
+  EXPECT_EQ(d.student_val_accuracy(), job->history(7).val_accuracy());
+  EXPECT_GT(d.teacher_val_accuracy(), 0.5);  // three classes: chance is 1/3
+  EXPECT_GT(d.student_val_accuracy(), 0.5);
+  ASSERT_TRUE(student->has_test_evaluation());
+  EXPECT_EQ(d.test_examples(), static_cast<int64_t>(held_out.size()));
+  EXPECT_EQ(d.student_test_accuracy(), student->test_evaluation().accuracy());
+  EXPECT_GT(d.teacher_test_accuracy(), 0.5);
+  absl::StatusOr<v1::PredictResponse> p = PredictTexts("student", held_out);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->predictions_size(), static_cast<int>(held_out.size()));
+
+  // A teacher that is not there, or that predicts other classes.
+  v1::StartFineTuneRequest missing = r;
+  missing.set_output_model("o");
+  missing.mutable_distillation()->set_teacher_model("nope");
+  EXPECT_EQ(s_.client->StartFineTune(missing).status().code(), absl::StatusCode::kNotFound);
+  std::vector<test_util::WordNetGloss> two;
+  for (const auto& g : suite_->train) {
+    if (g.category != "verb.motion") two.push_back(g);
+  }
+  ASSERT_TRUE(Upload("two", two).ok());
+  v1::StartFineTuneRequest other = r;
+  other.set_output_model("o");
+  other.set_dataset("two");
+  other.clear_test_dataset();
+  other.mutable_hyperparameters()->clear_validation();
+  absl::StatusOr<v1::Job> refused = s_.client->StartFineTune(other);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("predicts the classes [noun.animal, noun.food, verb.motion] but dataset "
+                        "\"two\" has [noun.animal, noun.food]"));
+}
+
 TEST_F(TextFineTuneE2E, TextJobsThatCannotRunAreRefusedByField) {
   struct Case {
     v1::StartFineTuneRequest request;
@@ -429,7 +505,7 @@ TEST_F(TextFineTuneE2E, TextJobsThatCannotRunAreRefusedByField) {
   cases.push_back({Request("transformer-small", "o", v1::STRATEGY_FEATURE_EXTRACTION, 1),
                    "base_model transformer-small has neither weights nor a tokenizer"});
   cases.push_back({Request("transformer-small", "o", v1::STRATEGY_INCREMENTAL, 1),
-                   "INCREMENTAL and DISTILL read image datasets only"});
+                   "INCREMENTAL reads image datasets only"});
   {
     v1::StartFineTuneRequest r = Request("transformer-small", "o", v1::STRATEGY_SCRATCH, 1);
     r.mutable_hyperparameters()->mutable_text()->set_vocab_size(5);

@@ -80,8 +80,10 @@ TEST(CheckTextJobTest, RefusesWhatATextJobCannotRunNamingTheField) {
     std::string message;
   };
   std::vector<Case> cases;
+  cases.push_back({Request("enc", v1::STRATEGY_INCREMENTAL), &enc,
+                   "not STRATEGY_INCREMENTAL (INCREMENTAL reads image datasets only"});
   cases.push_back({Request("transformer-small", v1::STRATEGY_DISTILL), nullptr,
-                   "not STRATEGY_DISTILL (INCREMENTAL and DISTILL read image datasets only"});
+                   "distillation.teacher_model is empty; STRATEGY_DISTILL needs a teacher"});
   cases.push_back({Request("transformer-small", v1::STRATEGY_FINE_TUNE), nullptr,
                    "has neither weights nor a tokenizer"});
   cases.push_back({Request("resnet", v1::STRATEGY_FULL), &image, "is an image model"});
@@ -138,7 +140,15 @@ TEST(CheckTextJobTest, RefusesWhatATextJobCannotRunNamingTheField) {
   {
     v1::StartFineTuneRequest r = Request("enc", v1::STRATEGY_FULL);
     r.mutable_distillation()->set_teacher_model("t");
-    cases.push_back({r, &enc, "distillation is set, but text jobs neither distil"});
+    cases.push_back({r, &enc,
+                     "distillation is set but strategy is STRATEGY_FULL; distillation options "
+                     "apply to STRATEGY_DISTILL only"});
+  }
+  {
+    v1::StartFineTuneRequest r = Request("enc", v1::STRATEGY_DISTILL);
+    r.mutable_distillation()->set_teacher_model("t");
+    r.mutable_distillation()->set_alpha(1.5);
+    cases.push_back({r, &enc, "distillation.alpha is 1.5"});
   }
   v1::Model no_mask = enc;  // outlives `cases`' pointer to it
   no_mask.mutable_text_input()->set_mask_id(-1);
@@ -153,6 +163,16 @@ TEST(CheckTextJobTest, RefusesWhatATextJobCannotRunNamingTheField) {
   }
   EXPECT_TRUE(CheckTextJob(Request("enc", v1::STRATEGY_FINE_TUNE), &enc).ok());
   EXPECT_TRUE(CheckTextJob(Request("transformer-small", v1::STRATEGY_MASKED_LM), nullptr).ok());
+  // A DISTILL student: a new, smaller encoder (shaped by the text options),
+  // or a stored text model.
+  v1::StartFineTuneRequest small = Request("transformer-small", v1::STRATEGY_DISTILL);
+  small.mutable_distillation()->set_teacher_model("t");
+  small.mutable_hyperparameters()->mutable_text()->set_hidden_size(32);
+  small.mutable_hyperparameters()->mutable_text()->set_num_layers(1);
+  EXPECT_TRUE(CheckTextJob(small, nullptr).ok()) << CheckTextJob(small, nullptr);
+  v1::StartFineTuneRequest stored = Request("enc", v1::STRATEGY_DISTILL);
+  stored.mutable_distillation()->set_teacher_model("t");
+  EXPECT_TRUE(CheckTextJob(stored, &enc).ok()) << CheckTextJob(stored, &enc);
 }
 
 TEST(ResolveTextHyperparametersTest, DefaultsThenWhatTheRequestSets) {

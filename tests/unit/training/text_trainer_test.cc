@@ -193,6 +193,39 @@ TEST(TextTrainerTest, ReportsValidationEveryEpochAndPredicts) {
   EXPECT_EQ(p->logits.sizes(), (std::vector<int64_t>{60, 3}));
 }
 
+// DISTILL learns from the teacher's logits: with labels that are noise and a
+// teacher that knows the class token, the student finds the classes; SCRATCH
+// on the same noisy labels does not.
+TEST(TextTrainerTest, DistillLearnsTheTeachersAnswersWhereTheLabelsAreNoise) {
+  TextExamples train = Synthetic(240, 4);
+  const TextExamples validation = Synthetic(60, 5);
+  const torch::Tensor truth = torch::tensor(train.labels, torch::kLong);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  for (int64_t& label : train.labels) {
+    label = at::randint(0, 3, {1}, gen, torch::TensorOptions(torch::kLong)).item<int64_t>();
+  }
+  TextTrainerOptions d = Options(kaizen::v1::STRATEGY_DISTILL, 8);
+  d.distillation.emplace();
+  d.distillation->teacher_logits = 5.0 * torch::one_hot(truth, 3).to(torch::kFloat);
+  d.distillation->temperature = 2;
+  d.distillation->alpha = 0.9;
+  absl::StatusOr<TextTrainResult> distilled = TrainTextClassifier(d, train, &validation);
+  ASSERT_TRUE(distilled.ok()) << distilled.status();
+  absl::StatusOr<TextTrainResult> noisy =
+      TrainTextClassifier(Options(kaizen::v1::STRATEGY_SCRATCH, 8), train, &validation);
+  ASSERT_TRUE(noisy.ok()) << noisy.status();
+  const double student = distilled->epochs.back().val_accuracy();
+  const double scratch = noisy->epochs.back().val_accuracy();
+  std::cout << "validation accuracy: distilled " << student << ", scratch on the noisy labels "
+            << scratch << "\n";
+  EXPECT_GT(student, 0.8);
+  EXPECT_LT(scratch, 0.6);
+  // Every parameter trains.
+  for (const auto& [name, changed] : Changed(d.base, distilled->classifier)) {
+    EXPECT_TRUE(changed) << name;
+  }
+}
+
 TEST(TextTrainerTest, StopsWhenAsked) {
   TextTrainerOptions o = Options(kaizen::v1::STRATEGY_FULL, 3);
   int calls = 0;
@@ -210,7 +243,17 @@ TEST(TextTrainerTest, BadInputIsNamed) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(r.status().message(), HasSubstr("training label 3 of sequence 4 is outside [0, 3)"));
   auto distill = TrainTextClassifier(Options(kaizen::v1::STRATEGY_DISTILL), Synthetic(10, 7));
-  EXPECT_THAT(distill.status().message(), HasSubstr("not STRATEGY_DISTILL"));
+  EXPECT_THAT(distill.status().message(), HasSubstr("STRATEGY_DISTILL needs the teacher's logits"));
+  TextTrainerOptions wrong_logits = Options(kaizen::v1::STRATEGY_DISTILL);
+  wrong_logits.distillation.emplace();
+  wrong_logits.distillation->teacher_logits = torch::zeros({10, 4});
+  EXPECT_THAT(TrainTextClassifier(wrong_logits, Synthetic(10, 7)).status().message(),
+              HasSubstr("the teacher's logits must be [10, 3] (one row per training example, one "
+                        "column per class), not [10, 4]"));
+  TextTrainerOptions logits_without_distill = Options(kaizen::v1::STRATEGY_FULL);
+  logits_without_distill.distillation.emplace();
+  EXPECT_THAT(TrainTextClassifier(logits_without_distill, Synthetic(10, 7)).status().message(),
+              HasSubstr("teacher logits are given but the strategy is not STRATEGY_DISTILL"));
   TextTrainerOptions one = Options(kaizen::v1::STRATEGY_FULL);
   one.num_classes = 1;
   EXPECT_THAT(TrainTextClassifier(one, Synthetic(10, 7)).status().message(),
