@@ -763,7 +763,7 @@ absl::Status Commands::Predict(const Args& args) {
     }
   }
   ASSIGN_OR_RETURN(const kaizen::v1::PredictResponse response, client_->Predict(request));
-  return Print(response, PredictionTable(response, files));
+  return Print(response, PredictionTable(response, files, options_.texts));
 }
 
 absl::Status Commands::BenchPredict(const Args& args) {

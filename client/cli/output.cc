@@ -890,13 +890,29 @@ std::string JobDetails(const kaizen::v1::Job& j) {
   return out;
 }
 
+namespace {
+
+// A text on one line of a table: control characters as spaces, cut to
+// `width` bytes (not within a UTF-8 character) with "..." after it.
+std::string TableText(absl::string_view text, size_t width) {
+  std::string line;
+  for (char c : text) line.push_back(static_cast<unsigned char>(c) < 0x20 ? ' ' : c);
+  if (line.size() <= width) return line;
+  size_t cut = width;
+  while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
+  line.resize(cut);
+  return line + "...";
+}
+
+}  // namespace
+
 std::string PredictionTable(const kaizen::v1::PredictResponse& response,
-                            const std::vector<std::string>& names) {
-  Table table({"FILE", "RANK", "LABEL", "INDEX", "PROBABILITY", "VERSION"});
+                            const std::vector<std::string>& names, bool texts) {
+  Table table({texts ? "TEXT" : "FILE", "RANK", "LABEL", "INDEX", "PROBABILITY", "VERSION"});
   const std::string version = absl::StrCat(response.version());
   for (int i = 0; i < response.predictions_size(); ++i) {
-    const std::string name =
-        i < static_cast<int>(names.size()) ? names[i] : absl::StrCat("input ", i);
+    std::string name = i < static_cast<int>(names.size()) ? names[i] : absl::StrCat("input ", i);
+    if (texts && i < static_cast<int>(names.size())) name = TableText(name, kPredictionTextWidth);
     const kaizen::v1::Prediction& prediction = response.predictions(i);
     for (int rank = 0; rank < prediction.classes_size(); ++rank) {
       const kaizen::v1::ClassScore& score = prediction.classes(rank);

@@ -77,7 +77,11 @@ std::string JobDetails(const kaizen::v1::Job& job);
 std::string JobOneLine(const kaizen::v1::Job& job);
 // One row per class of each prediction: FILE (from `names`, by input
 // order), RANK, LABEL, INDEX, PROBABILITY and the VERSION that answered.
+// With `texts`, the first column is TEXT: each text on one line (line
+// breaks and tabs as spaces), cut to kPredictionTextWidth bytes at a
+// character boundary with "..." after it.
+inline constexpr size_t kPredictionTextWidth = 40;
 std::string PredictionTable(const kaizen::v1::PredictResponse& response,
-                            const std::vector<std::string>& names);
+                            const std::vector<std::string>& names, bool texts = false);
 
 }  // namespace kaizen::cli

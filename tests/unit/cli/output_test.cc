@@ -194,6 +194,23 @@ TEST(OutputTest, PredictionTableNamesInputsByOrder) {
   EXPECT_THAT(table, HasSubstr("input 1  1     -      2      0.0000       3\n"));
 }
 
+TEST(OutputTest, PredictionTableShowsTextsOnOneLineCutAtACharacter) {
+  kaizen::v1::PredictResponse response;
+  response.set_version(2);
+  for (int i = 0; i < 2; ++i) {
+    kaizen::v1::ClassScore* score = response.add_predictions()->add_classes();
+    score->set_label("noun.food");
+    score->set_probability(0.5);
+  }
+  // 39 bytes, then a 2-byte character across the 40-byte cut.
+  const std::string long_text = std::string(39, 'a') + "\xc3\xa9 and more";
+  const std::string table = PredictionTable(response, {"a\tb\nc", long_text}, /*texts=*/true);
+  EXPECT_THAT(table, HasSubstr("TEXT"));
+  EXPECT_THAT(table, ::testing::Not(HasSubstr("FILE")));
+  EXPECT_THAT(table, HasSubstr("a b c "));
+  EXPECT_THAT(table, HasSubstr(std::string(39, 'a') + "... "));
+}
+
 TEST(OutputTest, JsonUsesTheProto3MappingOnOneLineForJsonLines) {
   kaizen::v1::PredictResponse response;
   response.set_version(7);
