@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -426,10 +427,12 @@ absl::StatusOr<TextJobOutput> RunMaskedLm(const TextJobInputs& in, StartingPoint
 }
 
 // The teacher's logits on `texts`, tokenised with its own tokenizer, in
-// eval mode on `device`: [N, its classes], float32 on the CPU.
+// eval mode on `device`: [N, its classes], float32 on the CPU. Cancelled
+// when `should_stop` says so between two chunks of batches.
 absl::StatusOr<torch::Tensor> TeacherLogits(const TextJobInputs::Teacher& teacher,
                                             const LabelledTexts& texts, const torch::Device& device,
-                                            int64_t batch_size, absl::string_view what) {
+                                            int64_t batch_size, absl::string_view what,
+                                            const std::function<bool()>& should_stop) {
   ASSIGN_OR_RETURN(
       const training::TextModelInput input,
       training::TextModelInput::Load(teacher.metadata.text_input(), teacher.tokenizer));
@@ -440,10 +443,20 @@ absl::StatusOr<torch::Tensor> TeacherLogits(const TextJobInputs::Teacher& teache
   }
   torch::jit::Module module = teacher.module.clone();
   module.to(device);
-  ASSIGN_OR_RETURN(
-      training::TextPredictions p,
-      training::PredictText(module, examples->sequences, input.input().pad_id(), batch_size));
-  return p.logits;
+  // In chunks of 8 batches, so that a pause or a shutdown waits for one
+  // chunk, not for the whole dataset.
+  const size_t chunk = 8 * static_cast<size_t>(std::max<int64_t>(1, batch_size));
+  const std::vector<std::vector<int32_t>>& all = examples->sequences;
+  std::vector<torch::Tensor> parts;
+  for (size_t begin = 0; begin < all.size(); begin += chunk) {
+    if (should_stop && should_stop()) return absl::CancelledError("stopped");
+    const size_t end = std::min(all.size(), begin + chunk);
+    const std::vector<std::vector<int32_t>> rows(all.begin() + begin, all.begin() + end);
+    ASSIGN_OR_RETURN(training::TextPredictions p,
+                     training::PredictText(module, rows, input.input().pad_id(), batch_size));
+    parts.push_back(std::move(p.logits));
+  }
+  return torch::cat(parts);
 }
 
 }  // namespace
@@ -477,17 +490,27 @@ absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
     training::TextTrainerOptions::Distillation d;
     d.temperature = in.teacher->temperature;
     d.alpha = in.teacher->alpha;
-    ASSIGN_OR_RETURN(d.teacher_logits,
-                     TeacherLogits(*in.teacher, in.train, in.device, batch, "training"));
-    o.distillation = std::move(d);
-    if (val != nullptr) {
-      ASSIGN_OR_RETURN(const torch::Tensor logits,
-                       TeacherLogits(*in.teacher, *in.validation, in.device, batch, "validation"));
-      const torch::Tensor labels = torch::tensor(val->labels, torch::kLong);
-      out.teacher_val_accuracy =
-          logits.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>();
-      out.validation_examples = static_cast<int64_t>(val->labels.size());
+    absl::StatusOr<torch::Tensor> logits =
+        TeacherLogits(*in.teacher, in.train, in.device, batch, "training", in.should_stop);
+    if (val != nullptr && logits.ok()) {
+      absl::StatusOr<torch::Tensor> val_logits = TeacherLogits(
+          *in.teacher, *in.validation, in.device, batch, "validation", in.should_stop);
+      if (val_logits.ok()) {
+        const torch::Tensor labels = torch::tensor(val->labels, torch::kLong);
+        out.teacher_val_accuracy =
+            val_logits->argmax(1).eq(labels).to(torch::kDouble).mean().item<double>();
+        out.validation_examples = static_cast<int64_t>(val->labels.size());
+      } else {
+        logits = val_logits.status();
+      }
     }
+    if (absl::IsCancelled(logits.status())) {
+      out.stopped = true;  // before training began: nothing to keep
+      return out;
+    }
+    RETURN_IF_ERROR(logits.status());
+    d.teacher_logits = *std::move(logits);
+    o.distillation = std::move(d);
   }
   ASSIGN_OR_RETURN(training::TextTrainResult result, training::TrainTextClassifier(o, train, val));
   out.stopped = result.stopped;

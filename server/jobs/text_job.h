@@ -92,7 +92,8 @@ struct TextJobInputs {
   // DISTILL: the teacher (a text classifier with the dataset's classes in
   // the same order; on the CPU), its metadata and tokenizer, and the
   // distillation's temperature and alpha. Its logits on the training texts
-  // (tokenised with its own tokenizer) are computed once, in eval mode.
+  // (tokenised with its own tokenizer) are computed once, in eval mode; a
+  // stop during that pass ends the run (stopped) before training.
   struct Teacher {
     torch::jit::Module module;
     kaizen::v1::Model metadata;

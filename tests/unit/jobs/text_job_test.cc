@@ -303,6 +303,62 @@ TEST(RunTextJobTest, ScratchBuildsAClassifierThatCarriesItsTokenizerAndIsEvaluat
   EXPECT_EQ(e.status().code(), absl::StatusCode::kCancelled);
 }
 
+// DISTILL: the teacher reads the texts with its own tokenizer (here one
+// trained on other texts than the student's), its accuracy on the
+// validation texts is reported beside the student's, and a stop during the
+// teacher's pass ends the run before training.
+TEST(RunTextJobTest, DistillUsesTheTeachersTokenizerAndAStopInItsPassEndsTheRun) {
+  test_util::TempDir scratch;
+  auto inputs = [&](v1::Strategy strategy, int32_t hidden, int first) {
+    TextJobInputs in;
+    in.strategy = strategy;
+    v1::StartFineTuneRequest r = Request("transformer-small", strategy);
+    v1::Hyperparameters* hp = r.mutable_hyperparameters();
+    hp->set_epochs(3);
+    hp->set_batch_size(16);
+    hp->set_learning_rate(2e-3);
+    hp->mutable_text()->set_vocab_size(400);
+    hp->mutable_text()->set_hidden_size(hidden);
+    hp->mutable_text()->set_num_layers(1);
+    hp->mutable_text()->set_max_length(40);
+    in.hyperparameters = ResolveTextHyperparameters(r, nullptr);
+    in.train = Glosses(80, first);
+    in.validation = Glosses(20, 100);
+    in.scratch_dir = scratch.path();
+    return in;
+  };
+  absl::StatusOr<TextJobOutput> teacher = RunTextJob(inputs(v1::STRATEGY_SCRATCH, 32, 0));
+  ASSERT_TRUE(teacher.ok()) << teacher.status();
+
+  TextJobInputs in = inputs(v1::STRATEGY_DISTILL, 16, 20);  // other texts: another tokenizer
+  in.teacher.emplace();
+  in.teacher->module = teacher->module;
+  in.teacher->metadata = teacher->metadata;
+  in.teacher->tokenizer = teacher->tokenizer;
+  in.teacher->temperature = 2;
+  absl::StatusOr<TextJobOutput> student = RunTextJob(in);
+  ASSERT_TRUE(student.ok()) << student.status();
+  EXPECT_FALSE(student->stopped);
+  EXPECT_EQ(student->epochs_completed, 3);
+  EXPECT_NE(student->tokenizer, teacher->tokenizer);
+  EXPECT_LT(student->metadata.parameter_count(), teacher->metadata.parameter_count());
+  EXPECT_EQ(student->validation_examples, 60);
+  EXPECT_EQ(student->student_val_accuracy, student->metadata.metrics().at("val_accuracy"));
+  // The teacher's reported accuracy is its own evaluation of those texts.
+  v1::Model named = teacher->metadata;
+  named.set_name("t");
+  absl::StatusOr<v1::Evaluation> e = EvaluateTextClassifier(
+      teacher->module, named, teacher->tokenizer, *in.validation, 16, nullptr);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_NEAR(student->teacher_val_accuracy, e->accuracy(), 1e-9);
+
+  in.should_stop = [] { return true; };
+  student = RunTextJob(in);
+  ASSERT_TRUE(student.ok()) << student.status();
+  EXPECT_TRUE(student->stopped);
+  EXPECT_EQ(student->epochs_completed, 0);
+}
+
 TEST(RunTextJobTest, MaskedLmTrainsTheEncoderAndAStopEndsTheRun) {
   test_util::TempDir scratch;
   TextJobInputs in;
