@@ -1447,13 +1447,25 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
   const std::function<bool()> should_stop = [&] {
     return running->cancel.load() || running->pause.load() || shutting_down_.load();
   };
-  // The version is written when training ends: a job that has one stopped
-  // at its test evaluation and does only that.
-  if (job->latest_version() == 0) {
+  const bool mlm = req.strategy() == kaizen::v1::STRATEGY_MASKED_LM;
+  TextJobInputs in;
+  // A classifier's job writes a version after each epoch, with what it
+  // needs to continue from there; MASKED_LM writes its one version when
+  // training ends. A job whose training is over stopped at its test
+  // evaluation and does only that.
+  bool trained = false;
+  if (job->latest_version() > 0) {
+    if (mlm) {
+      trained = true;
+    } else {
+      RETURN_IF_ERROR(LoadTextCheckpointToResume(job, &in, &trained));
+    }
+  } else {
     job->clear_history();
     job->set_epoch(0);
     job->set_step(0);
-    TextJobInputs in;
+  }
+  if (!trained) {
     in.strategy = req.strategy();
     in.hyperparameters = job->resolved_hyperparameters();
     in.device = torch::Device(job->device());
@@ -1467,7 +1479,7 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
                        datasets_->OpenTextRecordFile(validation_name));
       ASSIGN_OR_RETURN(in.validation, ReadTextRecords(*val));
     }
-    if (!BuildsNewTextEncoder(req)) {
+    if (!BuildsNewTextEncoder(req) && !in.resume.has_value()) {
       std::string base;
       int64_t version = 0;
       RETURN_IF_ERROR(common::ParseModelRef(req.base_model(), &base, &version));
@@ -1481,25 +1493,39 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
     in.should_stop = should_stop;
     in.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { OnEpoch(job, m); };
     in.on_message = [&](const std::string& m) { PublishMessage(job->id(), m); };
+    const auto store = [&](torch::jit::Module module, kaizen::v1::Model metadata,
+                           std::string tokenizer, int32_t epoch, bool is_best,
+                           std::string resume_state) {
+      training::Checkpoint ckpt;
+      ckpt.module = std::move(module);
+      ckpt.metadata = std::move(metadata);
+      ckpt.metadata.set_source(kaizen::v1::MODEL_SOURCE_FINE_TUNED);
+      ckpt.epoch = epoch;
+      ckpt.is_best = is_best;
+      ckpt.tokenizer = std::move(tokenizer);
+      ckpt.resume_state = std::move(resume_state);
+      return OnCheckpoint(job, ckpt);
+    };
+    if (!mlm) {
+      in.on_checkpoint = [&](const TextJobCheckpoint& c) {
+        return store(c.module, c.metadata, *c.tokenizer, c.epoch, c.is_best, c.resume_state);
+      };
+    }
     ASSIGN_OR_RETURN(TextJobOutput out, RunTextJob(in));
     *stopped = out.stopped;
     if (*stopped) return absl::OkStatus();
+    if (mlm) {
+      RETURN_IF_ERROR(store(out.module, std::move(out.metadata), std::move(out.tokenizer),
+                            out.epochs_completed, /*is_best=*/true, ""));
+    }
     if (job->has_distillation()) {
       kaizen::v1::DistillationResult* d = job->mutable_distillation();
       d->set_student_parameter_count(out.metadata.parameter_count());
       d->set_teacher_val_accuracy(out.teacher_val_accuracy);
       d->set_student_val_accuracy(out.student_val_accuracy);
       d->set_validation_examples(out.validation_examples);
+      ReportTextDistillation(job);
     }
-    training::Checkpoint ckpt;
-    ckpt.module = out.module;
-    ckpt.metadata = std::move(out.metadata);
-    ckpt.metadata.set_source(kaizen::v1::MODEL_SOURCE_FINE_TUNED);
-    ckpt.epoch = out.epochs_completed;
-    ckpt.is_best = true;
-    ckpt.tokenizer = std::move(out.tokenizer);
-    RETURN_IF_ERROR(OnCheckpoint(job, ckpt));
-    if (job->has_distillation()) ReportTextDistillation(job);
   }
   if (req.test_dataset().empty()) return absl::OkStatus();
   absl::Status evaluated = EvaluateTextOnTestDataset(job, should_stop);
@@ -1508,6 +1534,37 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
     return absl::OkStatus();
   }
   return evaluated;
+}
+
+absl::Status JobManager::LoadTextCheckpointToResume(Job* job, TextJobInputs* in, bool* trained) {
+  const std::string& out = job->request().output_model();
+  const int64_t version = job->latest_version();
+  absl::StatusOr<std::string> bytes = models_->ReadResumeState(out, version);
+  if (absl::IsNotFound(bytes.status())) {
+    *trained = true;  // written when training ended, by a server before per-epoch checkpoints
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(bytes.status());
+  ASSIGN_OR_RETURN(const training::ResumeState state, training::DecodeResumeState(*bytes));
+  if (state.epochs_completed >= job->resolved_hyperparameters().epochs()) {
+    *trained = true;
+    return absl::OkStatus();
+  }
+  TextJobInputs::Resume resume;
+  ASSIGN_OR_RETURN(resume.module, models_->LoadModule(out, version));
+  ASSIGN_OR_RETURN(resume.metadata, models_->Get(out, version));
+  ASSIGN_OR_RETURN(resume.tokenizer, models_->ReadTokenizer(out, version));
+  resume.state = *std::move(bytes);
+  in->resume = std::move(resume);
+  // Epochs after the checkpoint will run again: forget what they reported.
+  auto* history = job->mutable_history();
+  while (!history->empty() && history->rbegin()->epoch() > state.epochs_completed) {
+    history->RemoveLast();
+  }
+  job->set_epoch(state.epochs_completed);
+  PublishMessage(job->id(), absl::StrCat("resuming from checkpoint version ", version, " (epoch ",
+                                         state.epochs_completed, ")"));
+  return absl::OkStatus();
 }
 
 absl::Status JobManager::EvaluateTextOnTestDataset(Job* job,

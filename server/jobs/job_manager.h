@@ -278,9 +278,15 @@ class JobManager {
   // `*stopped`: training stopped before its end at should_stop (cancel,
   // pause or shutdown) after writing a checkpoint.
   absl::Status Execute(kaizen::v1::Job* job, Running* running, bool* stopped);
-  // Execute for a text job (text_job.h). It writes one version, when
-  // training ends; stopped before then, it starts over when it resumes.
+  // Execute for a text job (text_job.h). A classifier's job writes a
+  // version after each epoch and continues from the latest when it
+  // resumes (the epoch under way when it stopped runs again); MASKED_LM
+  // writes one version when training ends, and starts over.
   absl::Status ExecuteText(kaizen::v1::Job* job, Running* running, bool* stopped);
+  // A text job with a version: `*trained` when its training is over (the
+  // version's resume state says all epochs ran, or it has none); otherwise
+  // in->resume from that version, and the job's history cut back to it.
+  absl::Status LoadTextCheckpointToResume(kaizen::v1::Job* job, TextJobInputs* in, bool* trained);
   // The text job's new version on its test dataset, stored with the version
   // (DISTILL: the teacher's beside it, EvaluateTeacherOnTestDataset).
   absl::Status EvaluateTextOnTestDataset(kaizen::v1::Job* job,

@@ -334,6 +334,12 @@ struct StartingPoint {
 absl::StatusOr<StartingPoint> Start(const TextJobInputs& in) {
   const kaizen::v1::TextOptions& t = in.hyperparameters.text();
   StartingPoint s;
+  if (in.resume.has_value() && in.strategy != kaizen::v1::STRATEGY_MASKED_LM) {
+    s.module = in.resume->module.clone();
+    s.metadata = in.resume->metadata;
+    s.tokenizer = in.resume->tokenizer;
+    return s;
+  }
   if (in.base.has_value()) {
     s.module = in.base->clone();
     s.tokenizer = in.base_tokenizer;
@@ -426,6 +432,43 @@ absl::StatusOr<TextJobOutput> RunMaskedLm(const TextJobInputs& in, StartingPoint
   return out;
 }
 
+// What a classifier's version says of itself: what `start` (the starting
+// point's metadata, or a resumed checkpoint's) says of the architecture and
+// text input, the dataset's classes, the new head, its size and the figures
+// of its last epoch (none: no figures).
+kaizen::v1::Model DescribeClassifier(const kaizen::v1::Model& start,
+                                     const std::vector<std::string>& classes,
+                                     const std::string& head_path, const torch::jit::Module& module,
+                                     const kaizen::v1::EpochMetrics* last, bool validated) {
+  kaizen::v1::Model m = start;
+  for (auto clear :
+       {&kaizen::v1::Model::clear_name, &kaizen::v1::Model::clear_version,
+        &kaizen::v1::Model::clear_size_bytes, &kaizen::v1::Model::clear_sha256,
+        &kaizen::v1::Model::clear_create_time, &kaizen::v1::Model::clear_job_id,
+        &kaizen::v1::Model::clear_metrics, &kaizen::v1::Model::clear_versions,
+        &kaizen::v1::Model::clear_latest_version, &kaizen::v1::Model::clear_best_version,
+        &kaizen::v1::Model::clear_quarantine_reason, &kaizen::v1::Model::clear_quarantined_versions,
+        &kaizen::v1::Model::clear_test_evaluation, &kaizen::v1::Model::clear_class_names}) {
+    (m.*clear)();
+  }
+  for (const std::string& c : classes) m.add_class_names(c);
+  kaizen::v1::ModelHead* head = m.mutable_head();
+  head->set_module_path(head_path);
+  head->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
+  head->set_out_features(static_cast<int64_t>(classes.size()));
+  m.set_parameter_count(CountParameters(module));
+  if (last != nullptr) {
+    auto& metrics = *m.mutable_metrics();
+    metrics["train_loss"] = last->train_loss();
+    metrics["train_accuracy"] = last->train_accuracy();
+    if (validated) {
+      metrics["val_loss"] = last->val_loss();
+      metrics["val_accuracy"] = last->val_accuracy();
+    }
+  }
+  return m;
+}
+
 // The teacher's logits on `texts`, tokenised with its own tokenizer, in
 // eval mode on `device`: [N, its classes], float32 on the CPU. Cancelled
 // when `should_stop` says so between two chunks of batches.
@@ -484,6 +527,21 @@ absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
   o.pad_id = start.metadata.text_input().pad_id();
   o.on_epoch = in.on_epoch;
   o.should_stop = in.should_stop;
+  if (in.resume.has_value()) o.resume_state = in.resume->state;
+  const std::vector<std::string>& classes = in.train.class_names;
+  if (in.on_checkpoint) {
+    o.on_checkpoint = [&](const training::TextTrainerOptions::Checkpoint& c) {
+      TextJobCheckpoint out;
+      out.module = c.classifier;
+      out.metadata = DescribeClassifier(start.metadata, classes, c.head_path, c.classifier,
+                                        &c.metrics, val != nullptr);
+      out.tokenizer = &start.tokenizer;
+      out.epoch = c.epoch;
+      out.is_best = c.is_best;
+      out.resume_state = c.resume_state;
+      return in.on_checkpoint(out);
+    };
+  }
   TextJobOutput out;
   if (in.teacher.has_value()) {
     const int64_t batch = in.hyperparameters.batch_size();
@@ -516,25 +574,10 @@ absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
   out.stopped = result.stopped;
   out.epochs_completed = static_cast<int32_t>(result.epochs.size());
   out.module = result.classifier;
-  out.metadata = std::move(start.metadata);
-  out.metadata.clear_class_names();
-  for (const std::string& c : in.train.class_names) out.metadata.add_class_names(c);
-  kaizen::v1::ModelHead* head = out.metadata.mutable_head();
-  head->set_module_path(result.head_path);
-  head->set_kind(kaizen::v1::HEAD_KIND_LINEAR);
-  head->set_out_features(o.num_classes);
-  out.metadata.set_parameter_count(CountParameters(out.module));
-  if (!result.epochs.empty()) {
-    const kaizen::v1::EpochMetrics& last = result.epochs.back();
-    auto& metrics = *out.metadata.mutable_metrics();
-    metrics["train_loss"] = last.train_loss();
-    metrics["train_accuracy"] = last.train_accuracy();
-    if (val != nullptr) {
-      metrics["val_loss"] = last.val_loss();
-      metrics["val_accuracy"] = last.val_accuracy();
-      out.student_val_accuracy = last.val_accuracy();
-    }
-  }
+  const kaizen::v1::EpochMetrics* last = result.epochs.empty() ? nullptr : &result.epochs.back();
+  out.metadata = DescribeClassifier(start.metadata, classes, result.head_path, out.module, last,
+                                    val != nullptr);
+  if (last != nullptr && val != nullptr) out.student_val_accuracy = last->val_accuracy();
   out.tokenizer = std::move(start.tokenizer);
   return out;
 }

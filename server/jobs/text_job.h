@@ -72,6 +72,16 @@ absl::StatusOr<TrainedTokenizer> TrainTextTokenizer(const std::vector<std::strin
                                                     int32_t vocab_size, int32_t max_length,
                                                     const std::string& scratch_dir);
 
+// A classifier's version, as a text job writes one after each epoch.
+struct TextJobCheckpoint {
+  torch::jit::Module module;               // CPU, eval mode
+  kaizen::v1::Model metadata;              // as TextJobOutput's, with the epoch's figures
+  const std::string* tokenizer = nullptr;  // the file the model carries
+  int32_t epoch = 0;                       // counted from 1
+  bool is_best = false;                    // training::TextTrainerOptions::Checkpoint's
+  std::string resume_state;                // to continue from it (TextJobInputs::resume)
+};
+
 struct TextJobInputs {
   kaizen::v1::Strategy strategy = kaizen::v1::STRATEGY_UNSPECIFIED;
   // ResolveTextHyperparameters's.
@@ -102,13 +112,29 @@ struct TextJobInputs {
     double alpha = 0.7;
   };
   std::optional<Teacher> teacher;
+  // A classifier's training (not MASKED_LM's) continues from a checkpoint
+  // of an earlier run of the same job: its version's module, metadata,
+  // tokenizer and resume bytes. Nothing is built before it (no tokenizer is
+  // trained); `base` is not used.
+  struct Resume {
+    torch::jit::Module module;
+    kaizen::v1::Model metadata;
+    std::string tokenizer;
+    std::string state;
+  };
+  std::optional<Resume> resume;
+  // After each epoch of a classifier's training (MASKED_LM writes its one
+  // version at the end). An error ends the run with it.
+  std::function<absl::Status(const TextJobCheckpoint&)> on_checkpoint;
 };
 
 struct TextJobOutput {
-  torch::jit::Module module;   // CPU, eval mode
-  kaizen::v1::Model metadata;  // text_input, head, classes, parameter_count, metrics
-  std::string tokenizer;       // the file the model carries
-  int32_t epochs_completed = 0;
+  // After the last epoch (a classifier with on_checkpoint set has had it
+  // handed out as the last checkpoint too).
+  torch::jit::Module module;     // CPU, eval mode
+  kaizen::v1::Model metadata;    // text_input, head, classes, parameter_count, metrics
+  std::string tokenizer;         // the file the model carries
+  int32_t epochs_completed = 0;  // a resumed run's earlier epochs included
   bool stopped = false;
   // DISTILL with validation texts: the teacher's accuracy on them and the
   // student's after the last epoch (validation_examples 0 without).

@@ -8,6 +8,7 @@
 #include <exception>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <utility>
 
@@ -18,12 +19,14 @@
 #include "server/models/text_encoder.h"
 #include "server/text/sequences.h"
 #include "server/training/batch_sampler.h"
+#include "server/training/early_stopping.h"
 #include "server/training/freezing.h"
 #include "server/training/head.h"
 #include "server/training/loss.h"
 #include "server/training/lr_schedule.h"
 #include "server/training/optimizer_factory.h"
 #include "server/training/parameter_init.h"
+#include "server/training/resume_state.h"
 
 namespace kaizen::training {
 namespace {
@@ -34,6 +37,8 @@ using kaizen::v1::Strategy;
 constexpr uint64_t kInitStream = 1;
 constexpr uint64_t kHeadStream = 2;
 constexpr uint64_t kOrderStream = 3;
+// LibTorch's default generator (dropout), reseeded at each epoch.
+constexpr uint64_t kTorchStream = 4;
 
 absl::Status CheckExamples(const TextExamples& examples, int64_t num_classes,
                            absl::string_view which) {
@@ -113,6 +118,10 @@ class TextRun {
       : o_(options), hp_(options.hyperparameters), train_(train), validation_(validation) {}
 
   absl::StatusOr<TextTrainResult> Run() {
+    if (!o_.resume_state.empty()) {
+      ASSIGN_OR_RETURN(state_, DecodeResumeState(o_.resume_state));
+      step_ = state_.global_step;
+    }
     RETURN_IF_ERROR(BuildModel());
     device_ = ModuleDevice(split_.backbone);
     BuildOptimizer();
@@ -127,8 +136,10 @@ class TextRun {
         at::make_generator<at::CPUGeneratorImpl>(DeriveSeed(hp_.seed(), kOrderStream, 0));
     std::vector<int32_t> lengths;
     for (const auto& s : train_.sequences) lengths.push_back(static_cast<int32_t>(s.size()));
-    for (int32_t epoch = 1; epoch <= hp_.epochs() && !result_.stopped; ++epoch) {
+    for (int32_t epoch = state_.epochs_completed + 1; epoch <= hp_.epochs() && !result_.stopped;
+         ++epoch) {
       const auto started = std::chrono::steady_clock::now();
+      torch::manual_seed(DeriveSeed(hp_.seed(), kTorchStream, epoch));
       std::vector<int64_t> order = text::LengthBucketedOrder(
           lengths, hp_.batch_size(), DeriveSeed(hp_.seed(), kOrderStream, epoch));
       double loss_sum = 0;
@@ -172,19 +183,45 @@ class TextRun {
       metrics.set_seconds(seconds);
       if (seconds > 0) metrics.set_samples_per_second(static_cast<double>(seen) / seconds);
       if (validation_ != nullptr) Validate(&metrics);
-      result_.epochs.push_back(metrics);
+      const bool maximise = validation_ != nullptr;
+      const bool is_best = RecordCheckpointMetric(
+          maximise ? metrics.val_accuracy() : metrics.train_loss(), maximise, 0.0, epoch, &state_);
+      state_.history.push_back(metrics);
+      state_.epochs_completed = epoch;
+      state_.global_step = step_;
       if (o_.on_epoch) o_.on_epoch(metrics);
+      if (o_.on_checkpoint) RETURN_IF_ERROR(WriteCheckpoint(epoch, is_best));
     }
     ASSIGN_OR_RETURN(result_.classifier, AssembleClassifier(split_, torch::kCPU));
     result_.head_path = AssembledHeadPath(split_);
+    result_.epochs = state_.history;
     return std::move(result_);
   }
 
  private:
+  absl::Status WriteCheckpoint(int32_t epoch, bool is_best) {
+    TextTrainerOptions::Checkpoint c;
+    ASSIGN_OR_RETURN(c.classifier, AssembleClassifier(split_, torch::kCPU));
+    c.classifier.eval();
+    c.head_path = AssembledHeadPath(split_);
+    c.epoch = epoch;
+    c.metrics = state_.history.back();
+    c.is_best = is_best;
+    ResumeState state = state_;
+    std::ostringstream out;
+    torch::serialize::OutputArchive archive;
+    optimizer_->save(archive);
+    archive.save_to(out);
+    state.optimizer = out.str();
+    c.resume_state = EncodeResumeState(state);
+    return o_.on_checkpoint(c);
+  }
+
   absl::Status BuildModel() {
     torch::jit::Module base = o_.base;
     kaizen::v1::Model metadata = o_.base_metadata;
-    if (o_.strategy == kaizen::v1::STRATEGY_SCRATCH) {
+    const bool resuming = !o_.resume_state.empty();
+    if (o_.strategy == kaizen::v1::STRATEGY_SCRATCH && !resuming) {
       const uint64_t seed = DeriveSeed(hp_.seed(), kInitStream, 0);
       if (absl::StatusOr<models::TextEncoderOptions> built = models::TextEncoderOptionsOf(base);
           built.ok()) {
@@ -200,7 +237,7 @@ class TextRun {
     spec.kind = kaizen::v1::HEAD_KIND_LINEAR;  // checked by TrainTextClassifier
     spec.num_classes = o_.num_classes;
     spec.seed = DeriveSeed(hp_.seed(), kHeadStream, 0);
-    ASSIGN_OR_RETURN(split_, SplitClassifier(base, metadata, spec, /*keep_head=*/false));
+    ASSIGN_OR_RETURN(split_, SplitClassifier(base, metadata, spec, /*keep_head=*/resuming));
     const std::vector<std::string> names = TrainableBackboneParameters(
         split_.backbone, split_.identity_path, o_.strategy, hp_.trainable_blocks());
     const std::set<std::string> trainable(names.begin(), names.end());
@@ -224,6 +261,12 @@ class TextRun {
         MakeParamGroups(o_.strategy, hp_, head_params_, backbone_params_);
     for (const ParamGroup& g : groups) base_lrs_.push_back(g.lr);
     optimizer_ = MakeOptimizer(hp_.optimizer(), groups);
+    if (!state_.optimizer.empty()) {
+      std::istringstream in(state_.optimizer);
+      torch::serialize::InputArchive archive;
+      archive.load_from(in, device_);
+      optimizer_->load(archive);
+    }
     const int64_t steps_per_epoch =
         (static_cast<int64_t>(train_.sequences.size()) + hp_.batch_size() - 1) / hp_.batch_size();
     schedule_ = std::make_unique<LrSchedule>(hp_.schedule(), steps_per_epoch, hp_.epochs());
@@ -281,6 +324,9 @@ class TextRun {
   torch::Tensor teacher_logits_;  // DISTILL's, on the device
   torch::Device device_ = torch::kCPU;
   int64_t step_ = 0;
+  // Epochs completed, the history, the best so far; a resumed run's from its
+  // checkpoint.
+  ResumeState state_;
   TextTrainResult result_;
 };
 

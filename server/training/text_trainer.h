@@ -19,7 +19,11 @@
 // with the same pieces as the image trainer: head.h splits and reassembles
 // the classifier, freezing.h picks the blocks, optimizer_factory.h and
 // lr_schedule.h the optimiser and schedule, loss.h the loss. Batches are
-// padded to their longest row, in length-bucketed order.
+// padded to their longest row, in length-bucketed order. After each epoch
+// it hands out a checkpoint (the classifier and resume_state.h's bytes), and
+// a run given one continues from that epoch boundary exactly: the order of
+// each epoch's batches and its dropout draws are functions of (seed,
+// epoch), and the optimiser's state comes with the checkpoint.
 #pragma once
 
 #include <torch/script.h>
@@ -67,8 +71,27 @@ struct TextTrainerOptions {
   int32_t pad_id = 0;
   // After each epoch (validation figures when there is validation data).
   std::function<void(const kaizen::v1::EpochMetrics&)> on_epoch;
-  // Checked before every step: true ends training there.
+  // Checked before every step: true ends training there (the epoch under
+  // way is not finished; a resumed run repeats it).
   std::function<bool()> should_stop;
+  // After each epoch: the classifier so far (CPU, eval mode), its head's
+  // path, the epoch (counted from 1) and its figures, whether it is the best so far
+  // (val_accuracy, or train_loss without validation; ties are not) and the
+  // bytes to continue from it (`resume`). An error ends training with it.
+  struct Checkpoint {
+    torch::jit::Module classifier;
+    std::string head_path;
+    int32_t epoch = 0;
+    kaizen::v1::EpochMetrics metrics;  // the epoch's
+    bool is_best = false;
+    std::string resume_state;
+  };
+  std::function<absl::Status(const Checkpoint&)> on_checkpoint;
+  // Continues from a checkpoint: `base` is then its classifier (head
+  // included, as many outputs as num_classes), `base_metadata` its metadata,
+  // and `resume_state` its bytes. Nothing is rebuilt or re-initialised
+  // (SCRATCH included); epochs after the checkpoint's run.
+  std::string resume_state;
   // DISTILL's soft targets: the teacher's logits on each training example
   // (row i for sequence i), [N, num_classes], and DistillationLoss's
   // temperature and alpha. Set exactly when the strategy is DISTILL.
@@ -86,6 +109,7 @@ struct TextTrainResult {
   // `head_path`.
   torch::jit::Module classifier;
   std::string head_path;
+  // Every epoch's figures, those before a resumed checkpoint included.
   std::vector<kaizen::v1::EpochMetrics> epochs;
   int64_t trainable_parameters = 0;  // the head's included
   bool stopped = false;
@@ -97,7 +121,8 @@ struct TextTrainResult {
 // with another strategy), no example, a label outside [0, num_classes), fewer than 2
 // classes, an epoch count, batch size or learning rate that is not
 // positive, an MLP head (text classifiers take a LINEAR head), a base whose
-// head is not a Linear, and, for a transformer-small base, an id outside its
+// head is not a Linear, resume bytes that do not decode or whose classifier
+// has another number of outputs, and, for a transformer-small base, an id outside its
 // vocabulary or a sequence longer than its max_length.
 absl::StatusOr<TextTrainResult> TrainTextClassifier(const TextTrainerOptions& options,
                                                     const TextExamples& train,

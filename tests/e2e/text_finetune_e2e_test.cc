@@ -136,10 +136,11 @@ TEST_F(TextFineTuneE2E, ScratchTrainsATokenizerAndAClassifierThatPredictServesAs
   r.mutable_hyperparameters()->set_learning_rate(2e-3);
   absl::StatusOr<v1::Job> job = Run(r);
   ASSERT_TRUE(job.ok()) << job.status();
-  EXPECT_EQ(job->latest_version(), 1);
+  // A version after each epoch.
+  EXPECT_EQ(job->latest_version(), 8);
   ASSERT_EQ(job->history_size(), 8);
 
-  absl::StatusOr<v1::Model> model = s_.client->GetModel("glosses", 1);
+  absl::StatusOr<v1::Model> model = s_.client->GetModel("glosses", 8);
   ASSERT_TRUE(model.ok()) << model.status();
   ASSERT_TRUE(model->has_text_input());
   EXPECT_EQ(model->text_input().tokenizer(), v1::TOKENIZER_KIND_SENTENCEPIECE);
@@ -160,7 +161,7 @@ TEST_F(TextFineTuneE2E, ScratchTrainsATokenizerAndAClassifierThatPredictServesAs
   absl::StatusOr<v1::PredictResponse> p = PredictTexts("glosses", suite_->test);
   ASSERT_TRUE(p.ok()) << p.status();
   ASSERT_EQ(p->predictions_size(), 3 * kTestPerClass);
-  EXPECT_EQ(p->version(), 1);
+  EXPECT_EQ(p->version(), 8);
   int correct = 0;
   for (int i = 0; i < p->predictions_size(); ++i) {
     correct += p->predictions(i).classes(0).label() == suite_->test[i].category;
@@ -182,7 +183,7 @@ TEST_F(TextFineTuneE2E, ScratchTrainsATokenizerAndAClassifierThatPredictServesAs
   absl::StatusOr<v1::PredictResponse> refused = s_.client->Predict(image);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(refused.status().message()),
-              HasSubstr("inputs[1]: model \"glosses\" version 1 is a text model"));
+              HasSubstr("inputs[1]: model \"glosses\" version 8 is a text model"));
 
   // EvaluateModel on the same texts gives the job's own evaluation.
   absl::StatusOr<v1::Evaluation> evaluated = s_.client->EvaluateModel("glosses", 0, "test", 2);
@@ -447,11 +448,11 @@ TEST_F(TextFineTuneE2E, DistillTeachesANarrowerEncoderFromAStoredTextClassifier)
   ASSERT_TRUE(job.ok()) << job.status();
   const v1::DistillationResult& d = job->distillation();
   EXPECT_EQ(d.teacher_model(), "teacher");
-  EXPECT_EQ(d.teacher_version(), 1);
+  EXPECT_EQ(d.teacher_version(), 8);  // the teacher job's last epoch
   EXPECT_EQ(d.temperature(), 2);
   EXPECT_EQ(d.alpha(), 0.7);  // the default
-  absl::StatusOr<v1::Model> teacher = s_.client->GetModel("teacher", 1);
-  absl::StatusOr<v1::Model> student = s_.client->GetModel("student", 1);
+  absl::StatusOr<v1::Model> teacher = s_.client->GetModel("teacher", 8);
+  absl::StatusOr<v1::Model> student = s_.client->GetModel("student", 0);
   ASSERT_TRUE(teacher.ok() && student.ok()) << teacher.status() << student.status();
   EXPECT_EQ(d.teacher_parameter_count(), teacher->parameter_count());
   EXPECT_EQ(d.student_parameter_count(), student->parameter_count());
@@ -494,6 +495,60 @@ TEST_F(TextFineTuneE2E, DistillTeachesANarrowerEncoderFromAStoredTextClassifier)
   EXPECT_THAT(std::string(refused.status().message()),
               HasSubstr("predicts the classes [noun.animal, noun.food, verb.motion] but dataset "
                         "\"two\" has [noun.animal, noun.food]"));
+}
+
+// A text classifier's job writes a version after each epoch; paused midway,
+// it resumes from its latest version (the epoch under way runs again), and
+// its epochs have the losses of a run that never stopped.
+TEST_F(TextFineTuneE2E, APausedTextJobResumesFromItsLastEpochWithTheSameLosses) {
+  constexpr int kEpochs = 12;
+  v1::StartFineTuneRequest r =
+      Request("transformer-small", "straight", v1::STRATEGY_SCRATCH, kEpochs);
+  r.mutable_hyperparameters()->set_learning_rate(2e-3);
+  absl::StatusOr<v1::Job> straight = Run(r);
+  ASSERT_TRUE(straight.ok()) << straight.status();
+  ASSERT_EQ(straight->history_size(), kEpochs);
+
+  r.set_output_model("paused");
+  absl::StatusOr<v1::Job> started = s_.client->StartFineTune(r);
+  ASSERT_TRUE(started.ok()) << started.status();
+  const std::string id = started->id();
+  const absl::Time deadline = absl::Now() + absl::Minutes(4);
+  while (absl::Now() < deadline) {
+    absl::StatusOr<v1::Job> now = s_.client->GetJob(id);
+    ASSERT_TRUE(now.ok()) << now.status();
+    if (now->latest_version() >= 2) break;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  ASSERT_TRUE(s_.client->PauseJob(id).ok());
+  absl::StatusOr<v1::Job> paused = test_util::WaitForJob(*s_.client, id, {v1::JOB_STATE_PAUSED});
+  ASSERT_TRUE(paused.ok()) << paused.status();
+  const int64_t at = paused->latest_version();
+  ASSERT_GE(at, 2);
+  ASSERT_LT(at, kEpochs) << "the job finished before the pause";
+  // One version per finished epoch; the epoch under way is not kept.
+  EXPECT_EQ(paused->history_size(), at);
+
+  ASSERT_TRUE(s_.client->ResumeJob(id).ok());
+  absl::StatusOr<v1::Job> done = test_util::WaitForJob(*s_.client, id, {v1::JOB_STATE_SUCCEEDED});
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->latest_version(), kEpochs);
+  ASSERT_EQ(done->history_size(), kEpochs);
+  for (int e = 0; e < kEpochs; ++e) {
+    EXPECT_NEAR(done->history(e).train_loss(), straight->history(e).train_loss(), 1e-5)
+        << "epoch " << e + 1 << " (paused after " << at << ")";
+  }
+  // The same model: the same answers.
+  const std::vector<test_util::WordNetGloss> some(suite_->test.begin(), suite_->test.begin() + 10);
+  absl::StatusOr<v1::PredictResponse> a = PredictTexts("straight", some);
+  absl::StatusOr<v1::PredictResponse> b = PredictTexts("paused", some);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(a->predictions(i).classes(0).label(), b->predictions(i).classes(0).label()) << i;
+    EXPECT_NEAR(a->predictions(i).classes(0).probability(),
+                b->predictions(i).classes(0).probability(), 1e-4)
+        << i;
+  }
 }
 
 TEST_F(TextFineTuneE2E, TextJobsThatCannotRunAreRefusedByField) {

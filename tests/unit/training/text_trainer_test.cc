@@ -226,6 +226,48 @@ TEST(TextTrainerTest, DistillLearnsTheTeachersAnswersWhereTheLabelsAreNoise) {
   }
 }
 
+// A checkpoint after each epoch; a run given one continues from that epoch
+// with the losses of a run that never stopped.
+TEST(TextTrainerTest, ACheckpointedRunResumesWithTheSameLosses) {
+  const TextExamples train = Synthetic(96, 8);
+  const TextExamples validation = Synthetic(30, 9);
+  TextTrainerOptions o = Options(kaizen::v1::STRATEGY_SCRATCH, 4);
+  std::vector<TextTrainerOptions::Checkpoint> checkpoints;
+  o.on_checkpoint = [&](const TextTrainerOptions::Checkpoint& c) {
+    checkpoints.push_back(c);
+    return absl::OkStatus();
+  };
+  absl::StatusOr<TextTrainResult> straight = TrainTextClassifier(o, train, &validation);
+  ASSERT_TRUE(straight.ok()) << straight.status();
+  ASSERT_EQ(checkpoints.size(), 4u);
+  EXPECT_EQ(checkpoints[1].epoch, 2);
+  EXPECT_EQ(checkpoints[1].metrics.epoch(), 2);
+  EXPECT_TRUE(checkpoints[0].is_best);  // the first always is
+
+  TextTrainerOptions resumed = Options(kaizen::v1::STRATEGY_SCRATCH, 4);
+  resumed.base = checkpoints[1].classifier;
+  resumed.base_metadata.mutable_head()->set_module_path(checkpoints[1].head_path);
+  resumed.resume_state = checkpoints[1].resume_state;
+  std::vector<int32_t> ran;
+  resumed.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { ran.push_back(m.epoch()); };
+  absl::StatusOr<TextTrainResult> r = TrainTextClassifier(resumed, train, &validation);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(ran, (std::vector<int32_t>{3, 4}));
+  ASSERT_EQ(r->epochs.size(), 4u);  // the checkpoint's two, then two more
+  for (size_t e = 0; e < 4; ++e) {
+    EXPECT_NEAR(r->epochs[e].train_loss(), straight->epochs[e].train_loss(), 1e-5) << e;
+    EXPECT_NEAR(r->epochs[e].val_accuracy(), straight->epochs[e].val_accuracy(), 1e-9) << e;
+  }
+
+  TextTrainerOptions garbled = resumed;
+  garbled.resume_state = "not a resume state";
+  EXPECT_EQ(TrainTextClassifier(garbled, train).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  TextTrainerOptions other_classes = resumed;
+  other_classes.num_classes = 4;
+  EXPECT_FALSE(TrainTextClassifier(other_classes, Synthetic(12, 8)).ok());
+}
+
 TEST(TextTrainerTest, StopsWhenAsked) {
   TextTrainerOptions o = Options(kaizen::v1::STRATEGY_FULL, 3);
   int calls = 0;
