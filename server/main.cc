@@ -92,6 +92,16 @@ ABSL_FLAG(int64_t, model_inspect_cpu_seconds, 120,
           "CPU-time limit of the sandboxed model inspector.");
 ABSL_FLAG(int64_t, model_inspect_timeout_seconds, 180,
           "Wall-clock limit of one model inspection; the inspector is killed after it.");
+ABSL_FLAG(std::string, tokenizer_trainer, "",
+          "The kaizen-tokenizer-trainer binary in which text jobs train their SentencePiece "
+          "tokenizers, in a sandbox; empty = beside kaizen-server.");
+ABSL_FLAG(int64_t, tokenizer_train_memory_mb, 4096,
+          "Address-space limit of a text job's sandboxed tokenizer training, in MiB.");
+ABSL_FLAG(int64_t, tokenizer_train_cpu_seconds, 600,
+          "CPU-time limit of a text job's sandboxed tokenizer training.");
+ABSL_FLAG(int64_t, tokenizer_train_timeout_seconds, 900,
+          "Wall-clock limit of a text job's tokenizer training; the trainer is killed after it "
+          "and the job fails.");
 ABSL_FLAG(std::vector<std::string>, model_extra_operators, {},
           "TorchScript operators accepted in uploaded models beyond the built-in allow-list "
           "(comma-separated, e.g. aten::erfinv).");
@@ -234,6 +244,14 @@ void SandboxFromFlags(kaizen::models::SandboxOptions* sandbox) {
   sandbox->max_pickle_depth = absl::GetFlag(FLAGS_model_max_pickle_depth);
 }
 
+// Text jobs' sandboxed tokenizer training.
+void TokenizerSandboxFromFlags(kaizen::jobs::TokenizerSandbox* sandbox) {
+  sandbox->trainer_path = absl::GetFlag(FLAGS_tokenizer_trainer);
+  sandbox->memory_bytes = absl::GetFlag(FLAGS_tokenizer_train_memory_mb) << 20;
+  sandbox->cpu_seconds = absl::GetFlag(FLAGS_tokenizer_train_cpu_seconds);
+  sandbox->timeout = absl::Seconds(absl::GetFlag(FLAGS_tokenizer_train_timeout_seconds));
+}
+
 // Upload, decode, connection and metrics-endpoint budgets.
 void LimitsFromFlags(kaizen::api::KaizenServer::Options* options) {
   options->max_upload_bytes = absl::GetFlag(FLAGS_max_upload_mb) << 20;
@@ -324,6 +342,7 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
   options.preempt = absl::GetFlag(FLAGS_preempt);
   options.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
   SandboxFromFlags(&options.model_sandbox);
+  TokenizerSandboxFromFlags(&options.tokenizer_sandbox);
   LimitsFromFlags(&options);
   if (absl::Status serving = ServingFromFlags(&options.serving); !serving.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("bad --serving_config: ", serving.message()));

@@ -363,6 +363,7 @@ void KaizenServer::StartJobs(int threads) {
   jmo.preempt = options_.preempt;
   jmo.metrics = s.metrics.get();
   jmo.data = options_.job_data;
+  jmo.tokenizer_sandbox = options_.tokenizer_sandbox;
   if (serving::ModelServer* model_server = s.model_server.get()) {
     jmo.output_done = [model_server](const std::string& name) { model_server->Warm(name); };
   }

@@ -95,6 +95,8 @@ class KaizenServer {
     // allow-list); its max_image_pixels and serving_batch_size follow the
     // settings here.
     models::SandboxOptions model_sandbox;
+    // Text jobs' tokenizer training (kaizen-tokenizer-trainer).
+    jobs::TokenizerSandbox tokenizer_sandbox;
     // Upload streams: how many at once, idle timeout, deadline.
     UploadRunner::Options uploads;
     // Most threads gRPC's synchronous server may run (a grpc::ResourceQuota),

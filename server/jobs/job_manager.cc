@@ -1469,7 +1469,7 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
     in.strategy = req.strategy();
     in.hyperparameters = job->resolved_hyperparameters();
     in.device = torch::Device(job->device());
-    in.scratch_dir = std::filesystem::temp_directory_path().string();
+    in.tokenizer_sandbox = options_.tokenizer_sandbox;
     ASSIGN_OR_RETURN(std::shared_ptr<const datasets::RecordFile> train,
                      datasets_->OpenTextRecordFile(req.dataset()));
     ASSIGN_OR_RETURN(in.train, ReadTextRecords(*train));

@@ -20,6 +20,7 @@
 #include "kaizen/v1/finetune_service.pb.h"
 #include "server/jobs/job_event_hub.h"
 #include "server/jobs/model_evaluator.h"
+#include "server/jobs/tokenizer_sandbox.h"
 #include "server/metrics/metrics.h"
 #include "server/store/dataset_store.h"
 #include "server/store/job_store.h"
@@ -72,6 +73,8 @@ class JobManager {
     // nullptr records nothing. Must outlive the manager.
     metrics::Metrics* metrics = nullptr;
     JobDataOptions data;
+    // Where and within what text jobs train their tokenizers.
+    TokenizerSandbox tokenizer_sandbox;
     // Evaluates the final versions of jobs that name a test dataset; without
     // one such jobs are refused.
     ModelEvaluator* evaluator = nullptr;

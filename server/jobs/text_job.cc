@@ -1,20 +1,18 @@
 #include "server/jobs/text_job.h"
 
-#include <stdlib.h>
-
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <system_error>
+#include <csignal>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "server/common/sha256.h"
 #include "server/common/status_macros.h"
+#include "server/sandbox/subprocess.h"
 #include "server/text/sentencepiece_tokenizer.h"
 #include "server/training/evaluator.h"
 #include "server/training/hyperparameters.h"
@@ -37,11 +35,13 @@ constexpr int32_t kDefaultEpochs = 10;
 constexpr int32_t kDefaultBatchSize = 32;
 constexpr int32_t kDefaultMaxLength = 128;
 constexpr int32_t kDefaultVocabSize = 4000;
-// What a job's tokenizer is trained on: SentencePiece holds a process-wide
-// lock while it trains (every SentencePiece Encode waits), so the sample is
-// bounded (the time it takes on 100,000 texts is not measured yet).
-constexpr int kMaxTokenizerSentences = 100000;
-constexpr int kMaxTokenizerSentenceBytes = 16384;
+// What a job's tokenizer is trained on (TrainTextTokenizer).
+constexpr size_t kMaxTokenizerSentences = 100000;
+constexpr size_t kMaxTokenizerSentenceBytes = 16384;
+constexpr size_t kMaxTokenizerCorpusBytes = size_t{256} << 20;
+// A model the trainer writes back is refused beyond this (a 100,000-piece
+// model is about 2 MiB).
+constexpr size_t kMaxTokenizerModelBytes = size_t{64} << 20;
 
 bool IsTextStrategy(Strategy s) {
   return s == kaizen::v1::STRATEGY_FEATURE_EXTRACTION || s == kaizen::v1::STRATEGY_FINE_TUNE ||
@@ -263,50 +263,93 @@ kaizen::v1::Hyperparameters ResolveTextHyperparameters(
   return hp;
 }
 
+namespace {
+
+// The trainer's input: one text per line, an even stride through `texts`
+// when they are more than kMaxTokenizerSentences, each cut to
+// kMaxTokenizerSentenceBytes, up to kMaxTokenizerCorpusBytes in all.
+std::string TokenizerCorpus(const std::vector<std::string>& texts) {
+  const size_t stride = texts.size() <= kMaxTokenizerSentences
+                            ? 1
+                            : (texts.size() + kMaxTokenizerSentences - 1) / kMaxTokenizerSentences;
+  std::string corpus;
+  for (size_t i = 0; i < texts.size(); i += stride) {
+    const std::string_view cut = text::CutText(texts[i], kMaxTokenizerSentenceBytes, false);
+    if (corpus.size() + cut.size() + 1 > kMaxTokenizerCorpusBytes) break;
+    absl::StrAppend(
+        &corpus,
+        absl::StrReplaceAll(absl::string_view(cut.data(), cut.size()), {{"\r", " "}, {"\n", " "}}),
+        "\n");
+  }
+  return corpus;
+}
+
+// Why the trainer gave no model, as the job's error.
+absl::Status TrainerFailure(const sandbox::SubprocessResult& r, const TokenizerSandbox& box) {
+  constexpr int kTrainingFailed = 1;  // tokenizer_trainer_main.cc's exit codes
+  constexpr int kOutOfMemory = 3;
+  // The trainer's reason is its last line (SentencePiece logs the command
+  // it runs first).
+  absl::string_view said = absl::StripAsciiWhitespace(r.stderr_bytes);
+  said = said.substr(said.rfind('\n') == absl::string_view::npos ? 0 : said.rfind('\n') + 1);
+  said = said.substr(0, 1000);
+  // What running out of address space looks like from inside: an
+  // allocation, or a thread's stack, that could not be had.
+  const bool no_memory = absl::StrContains(said, "bad_alloc") ||
+                         absl::StrContains(said, "Resource temporarily unavailable") ||
+                         absl::StrContains(said, "Cannot allocate memory");
+  if (r.timed_out) {
+    return absl::ResourceExhaustedError(absl::StrCat("training the tokenizer took longer than ",
+                                                     absl::FormatDuration(box.timeout),
+                                                     " (--tokenizer_train_timeout_seconds)"));
+  }
+  if (r.term_signal == SIGXCPU || r.term_signal == SIGKILL) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("training the tokenizer used more than its ", box.cpu_seconds,
+                     " CPU seconds (--tokenizer_train_cpu_seconds): ", sandbox::DescribeEnd(r)));
+  }
+  if (r.exit_code == kOutOfMemory || (r.exit_code == kTrainingFailed && no_memory)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("training the tokenizer needs more memory than the ", box.memory_bytes >> 20,
+                     " MiB allowed (--tokenizer_train_memory_mb): ", said));
+  }
+  if (r.exit_code == kTrainingFailed) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("training a SentencePiece tokenizer on the dataset's texts failed: ", said));
+  }
+  return absl::InternalError(absl::StrCat("the tokenizer trainer ", sandbox::DescribeEnd(r),
+                                          said.empty() ? "" : ": ", said));
+}
+
+}  // namespace
+
 absl::StatusOr<TrainedTokenizer> TrainTextTokenizer(const std::vector<std::string>& texts,
                                                     int32_t vocab_size, int32_t max_length,
-                                                    const std::string& scratch_dir) {
-  std::string pattern = (std::filesystem::path(scratch_dir) / "tokenizer-XXXXXX").string();
-  if (::mkdtemp(pattern.data()) == nullptr) {
-    return absl::InternalError(
-        absl::StrCat("cannot make a folder for the tokenizer under ", scratch_dir));
-  }
-  const std::filesystem::path dir = pattern;
-  struct Remove {
-    std::filesystem::path dir;
-    ~Remove() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } remove{dir};
-  const std::string corpus = (dir / "corpus.txt").string();
-  {
-    std::ofstream out(corpus, std::ios::binary);
-    for (const std::string& t : texts) {
-      const std::string_view cut = text::CutText(t, kMaxTokenizerSentenceBytes, false);
-      out << absl::StrReplaceAll(absl::string_view(cut.data(), cut.size()),
-                                 {{"\r", " "}, {"\n", " "}})
-          << '\n';
-    }
-    if (!out.flush()) return absl::InternalError(absl::StrCat("cannot write ", corpus));
-  }
+                                                    const TokenizerSandbox& box) {
   // --hard_vocab_limit=false: a small dataset gets fewer pieces instead of
-  // an error. Up to kMaxTokenizerSentences texts, every one is read (no
-  // sampling), and one thread makes the pieces a function of the texts; a
-  // larger dataset is sampled. Texts up to kMaxTokenizerSentenceBytes count.
-  absl::Status trained = text::TrainSentencePieceModel(absl::StrCat(
-      "--input=", corpus, " --model_prefix=", (dir / "spm").string(), " --vocab_size=", vocab_size,
-      " --model_type=unigram --character_coverage=1.0 --hard_vocab_limit=false --unk_id=0",
-      " --bos_id=", kBosId, " --eos_id=", kEosId, " --pad_id=", kPadId,
-      " --user_defined_symbols=[MASK] --minloglevel=2 --num_threads=1", " --input_sentence_size=",
-      kMaxTokenizerSentences, " --max_sentence_length=", kMaxTokenizerSentenceBytes));
-  if (!trained.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "training a SentencePiece tokenizer on the dataset's texts failed: ", trained.message()));
-  }
-  std::ifstream in(dir / "spm.model", std::ios::binary);
+  // an error. Every text sent is read (no sampling), and one thread makes
+  // the pieces a function of the texts.
+  sandbox::SubprocessOptions run;
+  run.binary = box.trainer_path.empty() ? sandbox::BesideThisExecutable("kaizen-tokenizer-trainer")
+                                        : box.trainer_path;
+  run.args = {
+      absl::StrCat("--spm_flags=--vocab_size=", vocab_size,
+                   " --model_type=unigram --character_coverage=1.0 --hard_vocab_limit=false",
+                   " --unk_id=0 --bos_id=", kBosId, " --eos_id=", kEosId, " --pad_id=", kPadId,
+                   " --user_defined_symbols=[MASK] --minloglevel=2 --num_threads=1",
+                   " --input_sentence_size=", kMaxTokenizerSentences,
+                   " --max_sentence_length=", kMaxTokenizerSentenceBytes),
+      absl::StrCat("--memory_bytes=", box.memory_bytes),
+      absl::StrCat("--cpu_seconds=", box.cpu_seconds)};
+  run.input = TokenizerCorpus(texts);
+  run.timeout = box.timeout;
+  run.max_stdout_bytes = kMaxTokenizerModelBytes;
+  ASSIGN_OR_RETURN(const sandbox::SubprocessResult result, sandbox::RunSubprocess(run));
+  if (result.exit_code != 0 || result.output_too_large) return TrainerFailure(result, box);
   TrainedTokenizer out;
-  out.model_file.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  out.model_file = result.stdout_bytes;
+  out.cost = absl::StrFormat("%.1f s, %d MiB peak", absl::ToDoubleSeconds(result.wall),
+                             result.max_rss_bytes >> 20);
   ASSIGN_OR_RETURN(std::unique_ptr<text::SentencePieceTokenizer> loaded,
                    text::SentencePieceTokenizer::Load(out.model_file));
   kaizen::v1::TextInput& input = out.input;
@@ -359,9 +402,10 @@ absl::StatusOr<StartingPoint> Start(const TextJobInputs& in) {
                                " pieces) on ", in.train.texts.size(), " training texts"));
   }
   ASSIGN_OR_RETURN(TrainedTokenizer tok, TrainTextTokenizer(in.train.texts, t.vocab_size(),
-                                                            t.max_length(), in.scratch_dir));
+                                                            t.max_length(), in.tokenizer_sandbox));
   if (in.on_message) {
-    in.on_message(absl::StrCat("the tokenizer has ", tok.input.vocab_size(), " pieces"));
+    in.on_message(absl::StrCat("the tokenizer has ", tok.input.vocab_size(), " pieces (trained in ",
+                               tok.cost, ", in a sandboxed process)"));
   }
   const models::TextEncoderOptions options = NewEncoderOptions(
       t, tok.input.vocab_size(), static_cast<int64_t>(in.train.class_names.size()),

@@ -18,6 +18,7 @@
 #include "kaizen/v1/finetune_service.pb.h"
 #include "kaizen/v1/model_service.pb.h"
 #include "server/datasets/record_file.h"
+#include "server/jobs/tokenizer_sandbox.h"
 #include "server/models/text_encoder.h"
 
 namespace kaizen::jobs {
@@ -61,16 +62,20 @@ kaizen::v1::Hyperparameters ResolveTextHyperparameters(
 // SentencePiece's unigram model trained on `texts` (line breaks made
 // spaces), at most `vocab_size` pieces: unk 0, BOS 1, EOS 2, padding 3 and
 // [MASK] 4 (user-defined), and the TextInput that frames with them to
-// `max_length`. Written and read in a private folder under `scratch_dir`,
-// removed afterwards. The same texts give the same pieces. InvalidArgument when the library refuses
-// the texts.
+// `max_length`. Trained in `sandbox`'s process, on at most 100,000 texts
+// (an even stride through a larger dataset) of at most 16 KiB each and
+// 256 MiB in all; the same texts give the same pieces. InvalidArgument when
+// the library refuses the texts; ResourceExhausted naming the flag when
+// the trainer runs past a limit; Internal when it cannot be started.
 struct TrainedTokenizer {
   std::string model_file;
   kaizen::v1::TextInput input;
+  // How the trainer ran: "12.3 s, 210 MiB peak".
+  std::string cost;
 };
 absl::StatusOr<TrainedTokenizer> TrainTextTokenizer(const std::vector<std::string>& texts,
                                                     int32_t vocab_size, int32_t max_length,
-                                                    const std::string& scratch_dir);
+                                                    const TokenizerSandbox& sandbox);
 
 // A classifier's version, as a text job writes one after each epoch.
 struct TextJobCheckpoint {
@@ -94,7 +99,7 @@ struct TextJobInputs {
   LabelledTexts train;
   std::optional<LabelledTexts> validation;
   // Where a new tokenizer is trained.
-  std::string scratch_dir;
+  TokenizerSandbox tokenizer_sandbox;
   torch::Device device = torch::kCPU;
   std::function<bool()> should_stop;
   std::function<void(const kaizen::v1::EpochMetrics&)> on_epoch;

@@ -47,9 +47,7 @@ absl::Status ExplainFailure(const sandbox::SubprocessResult& r, const SandboxOpt
 }  // namespace
 
 std::string DefaultInspectorPath() {
-  std::error_code ec;
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return (self.parent_path() / "kaizen-model-inspector").string();
+  return sandbox::BesideThisExecutable("kaizen-model-inspector");
 }
 
 kaizen::internal::TextEncoderOutput EncoderOutputToProto(const UploadedEncoder& encoder) {

@@ -11,6 +11,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -181,6 +183,12 @@ absl::StatusOr<SubprocessResult> RunSubprocess(const SubprocessOptions& options)
   Reap(*pid, &result);
   result.wall = absl::Now() - start;
   return result;
+}
+
+std::string BesideThisExecutable(const std::string& name) {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return (self.parent_path() / name).string();
 }
 
 std::string DescribeEnd(const SubprocessResult& result) {

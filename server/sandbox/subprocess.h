@@ -49,6 +49,11 @@ struct SubprocessResult {
 // otherwise the result, whatever the child did.
 absl::StatusOr<SubprocessResult> RunSubprocess(const SubprocessOptions& options);
 
+// The helper binary `name` in the running executable's folder (where the
+// build and the image put kaizen-model-inspector and
+// kaizen-tokenizer-trainer beside kaizen-server).
+std::string BesideThisExecutable(const std::string& name);
+
 // "exited with code 3", "killed by signal 9 (Killed)", "timed out after 5s".
 std::string DescribeEnd(const SubprocessResult& result);
 

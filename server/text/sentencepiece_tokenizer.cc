@@ -32,6 +32,7 @@ struct Shim {
   decltype(&kaizen_spm_describe) describe = nullptr;
   decltype(&kaizen_spm_piece) piece = nullptr;
   decltype(&kaizen_spm_train) train = nullptr;
+  decltype(&kaizen_spm_train_lines) train_lines = nullptr;
   decltype(&kaizen_spm_reference_model) reference_model = nullptr;
 };
 
@@ -78,6 +79,7 @@ absl::StatusOr<Shim> OpenShim() {
   if (!bind(&shim.load, "kaizen_spm_load") || !bind(&shim.free, "kaizen_spm_free") ||
       !bind(&shim.encode, "kaizen_spm_encode") || !bind(&shim.describe, "kaizen_spm_describe") ||
       !bind(&shim.piece, "kaizen_spm_piece") || !bind(&shim.train, "kaizen_spm_train") ||
+      !bind(&shim.train_lines, "kaizen_spm_train_lines") ||
       !bind(&shim.reference_model, "kaizen_spm_reference_model")) {
     return absl::FailedPreconditionError(
         "libkaizen_sentencepiece.so lacks an entry point: it is not this build's");
@@ -249,5 +251,24 @@ absl::Status TrainSentencePieceModel(const std::string& flags) {
   }
   return absl::OkStatus();
 }
+
+absl::StatusOr<std::string> TrainSentencePieceModelOnLines(const std::string& flags,
+                                                           absl::string_view corpus) {
+  const absl::StatusOr<Shim>& shim = TheShim();
+  if (!shim.ok()) return shim.status();
+  char error[kErrorBytes] = {};
+  std::string model;
+  const auto sink = [](void* context, const char* bytes, size_t n) {
+    static_cast<std::string*>(context)->assign(bytes, n);
+  };
+  absl::MutexLock lock(&ShimMutex());
+  if (shim->train_lines(flags.c_str(), corpus.data(), corpus.size(), sink, &model, error,
+                        sizeof(error)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("SentencePiece training: ", error));
+  }
+  return model;
+}
+
+absl::Status LoadSentencePieceLibrary() { return TheShim().status(); }
 
 }  // namespace kaizen::text

@@ -30,6 +30,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "server/text/sequences.h"
 
 namespace kaizen::text {
@@ -83,6 +84,18 @@ class SentencePieceTokenizer : public Tokenizer {
 // Trains a SentencePiece model with spm_train's flags (e.g. "--input=F
 // --model_prefix=P --vocab_size=N"), through the same library.
 absl::Status TrainSentencePieceModel(const std::string& flags);
+
+// The same on the lines of `corpus` ('\n'-separated), in memory: `flags`
+// has no --input or --model_prefix, nothing is read or written, and the
+// serialized model comes back. It holds the lock every SentencePiece call
+// takes while it trains: the server runs it in kaizen-tokenizer-trainer, a
+// process of its own (server/jobs/tokenizer_training.h).
+absl::StatusOr<std::string> TrainSentencePieceModelOnLines(const std::string& flags,
+                                                           absl::string_view corpus);
+
+// Loads libkaizen_sentencepiece.so now (it is loaded on first use
+// otherwise): a sandboxed process does so before it confines itself.
+absl::Status LoadSentencePieceLibrary();
 
 }  // namespace kaizen::text
 

@@ -440,6 +440,9 @@ TEST_F(TextFineTuneE2E, DistillTeachesANarrowerEncoderFromAStoredTextClassifier)
   v1::StartFineTuneRequest r = Request("transformer-small", "student", v1::STRATEGY_DISTILL, 8);
   r.mutable_hyperparameters()->set_learning_rate(2e-3);
   r.mutable_hyperparameters()->mutable_text()->set_hidden_size(32);
+  // Fewer pieces than the teacher's: the same texts and size would train
+  // the same tokenizer, byte for byte.
+  r.mutable_hyperparameters()->mutable_text()->set_vocab_size(400);
   r.mutable_hyperparameters()->mutable_validation()->set_dataset("val");
   r.set_test_dataset("held");
   r.mutable_distillation()->set_teacher_model("teacher");
@@ -549,6 +552,33 @@ TEST_F(TextFineTuneE2E, APausedTextJobResumesFromItsLastEpochWithTheSameLosses) 
                 b->predictions(i).classes(0).probability(), 1e-4)
         << i;
   }
+}
+
+// The tokenizer trains in kaizen-tokenizer-trainer under the server's
+// limits: one it runs past fails that job with the flag to raise, and the
+// server and what it stores carry on.
+TEST_F(TextFineTuneE2E, ATokenizerTrainingPastItsMemoryLimitFailsOnlyItsJob) {
+  test_util::TempDir data;
+  api::KaizenServer::Options o = test_util::LoopbackOptions(data.path());
+  o.tokenizer_sandbox.memory_bytes = int64_t{1} << 20;
+  auto limited = test_util::StartLoopbackServer(o);
+  ASSERT_TRUE(limited.ok()) << limited.status();
+  s_ = *std::move(limited);
+  ASSERT_TRUE(Upload("train", suite_->train).ok());
+
+  absl::StatusOr<v1::Job> job =
+      s_.client->StartFineTune(Request("transformer-small", "o", v1::STRATEGY_SCRATCH, 2));
+  ASSERT_TRUE(job.ok()) << job.status();
+  absl::StatusOr<v1::Job> end =
+      test_util::WaitForJob(*s_.client, job->id(), {v1::JOB_STATE_FAILED});
+  ASSERT_TRUE(end.ok()) << end.status();
+  EXPECT_THAT(end->error(), HasSubstr("training the tokenizer needs more memory than the 1 MiB "
+                                      "allowed (--tokenizer_train_memory_mb)"));
+  EXPECT_EQ(end->latest_version(), 0);
+  EXPECT_EQ(s_.client->GetModel("o", 0).status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<v1::Dataset> still = s_.client->GetDataset("train");
+  ASSERT_TRUE(still.ok()) << still.status();
+  EXPECT_EQ(still->num_examples(), static_cast<int64_t>(suite_->train.size()));
 }
 
 TEST_F(TextFineTuneE2E, TextJobsThatCannotRunAreRefusedByField) {

@@ -25,7 +25,7 @@
 
 namespace {
 
-// A few lines, from memory, for kaizen_spm_reference_model.
+// Lines from memory, for the trainers that take no file.
 class Lines : public sentencepiece::SentenceIterator {
  public:
   explicit Lines(std::vector<std::string> lines) : lines_(std::move(lines)) {}
@@ -112,6 +112,33 @@ int kaizen_spm_train(const char* flags, char* error, size_t error_size) {
       Fill(error, error_size, status.ToString());
       return 1;
     }
+    return 0;
+  } catch (const std::exception& e) {
+    Fill(error, error_size, e.what());
+    return 1;
+  }
+}
+
+int kaizen_spm_train_lines(const char* flags, const char* corpus, size_t size,
+                           kaizen_spm_byte_sink sink, void* context, char* error,
+                           size_t error_size) {
+  try {
+    std::vector<std::string> lines;
+    std::string_view rest(corpus, size);
+    while (!rest.empty()) {
+      const size_t end = std::min(rest.find('\n'), rest.size());
+      lines.emplace_back(rest.substr(0, end));
+      rest.remove_prefix(std::min(end + 1, rest.size()));
+    }
+    Lines iterator(std::move(lines));
+    std::string model;
+    const auto status =
+        sentencepiece::SentencePieceTrainer::Train(std::string_view(flags), &iterator, &model);
+    if (!status.ok()) {
+      Fill(error, error_size, status.ToString());
+      return 1;
+    }
+    sink(context, model.data(), model.size());
     return 0;
   } catch (const std::exception& e) {
     Fill(error, error_size, e.what());

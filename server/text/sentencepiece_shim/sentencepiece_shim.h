@@ -26,6 +26,13 @@ void kaizen_spm_piece(const void* processor, int id, kaizen_spm_byte_sink sink, 
 // SentencePieceTrainer::Train with spm_train's flags; 0, or nonzero with
 // `error` filled.
 int kaizen_spm_train(const char* flags, char* error, size_t error_size);
+// SentencePieceTrainer::Train with spm_train's flags (no --input, no
+// --model_prefix) on the lines of `corpus` ('\n'-separated), in memory:
+// nothing is read or written but the serialized ModelProto, through `sink`.
+// 0, or nonzero with `error` filled.
+int kaizen_spm_train_lines(const char* flags, const char* corpus, size_t size,
+                           kaizen_spm_byte_sink sink, void* context, char* error,
+                           size_t error_size);
 // A small character model trained in memory with the normalization rule
 // `rule` (e.g. "nmt_nfkc"), its serialized ModelProto through `sink`: the
 // character map SentencePiece itself builds for that rule is in it. 0, or

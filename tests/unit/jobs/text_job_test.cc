@@ -207,11 +207,10 @@ TEST(ResolveTextHyperparametersTest, DefaultsThenWhatTheRequestSets) {
   EXPECT_DOUBLE_EQ(hp.text().mask_probability(), 0.15);
 }
 
-TEST(TrainTextTokenizerTest, TrainsSentencePieceWithTheFramingIdsAndLeavesNothingBehind) {
-  test_util::TempDir scratch;
+TEST(TrainTextTokenizerTest, TrainsSentencePieceInItsOwnProcessWithTheFramingIds) {
   const LabelledTexts texts = Glosses(100);
   ASSERT_EQ(texts.texts.size(), 300u) << "wordnet-base is not installed";
-  absl::StatusOr<TrainedTokenizer> tok = TrainTextTokenizer(texts.texts, 400, 40, scratch.path());
+  absl::StatusOr<TrainedTokenizer> tok = TrainTextTokenizer(texts.texts, 400, 40, {});
   ASSERT_TRUE(tok.ok()) << tok.status();
   EXPECT_EQ(tok->input.tokenizer(), v1::TOKENIZER_KIND_SENTENCEPIECE);
   EXPECT_EQ(tok->input.tokenizer_sha256(), common::Sha256Hex(tok->model_file));
@@ -222,31 +221,54 @@ TEST(TrainTextTokenizerTest, TrainsSentencePieceWithTheFramingIdsAndLeavesNothin
   EXPECT_EQ(tok->input.pad_id(), 3);
   EXPECT_EQ(tok->input.mask_id(), 4);
   EXPECT_EQ(tok->input.max_length(), 40);
+  EXPECT_THAT(tok->cost, testing::MatchesRegex("[0-9.]+ s, [0-9]+ MiB peak"));
   auto loaded = text::SentencePieceTokenizer::Load(tok->model_file);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ((*loaded)->Piece(4), "[MASK]");
-  EXPECT_TRUE(std::filesystem::is_empty(scratch.path()));
 
-  // The same texts give the same pieces (the file also records the
-  // folder it was trained in).
-  absl::StatusOr<TrainedTokenizer> again = TrainTextTokenizer(texts.texts, 400, 40, scratch.path());
-  ASSERT_TRUE(again.ok());
-  auto reloaded = text::SentencePieceTokenizer::Load(again->model_file);
-  ASSERT_TRUE(reloaded.ok());
-  ASSERT_EQ((*reloaded)->vocab_size(), (*loaded)->vocab_size());
-  for (int32_t id = 0; id < (*loaded)->vocab_size(); ++id) {
-    ASSERT_EQ((*reloaded)->Piece(id), (*loaded)->Piece(id)) << id;
-  }
+  // The same texts give the same model, byte for byte.
+  absl::StatusOr<TrainedTokenizer> again = TrainTextTokenizer(texts.texts, 400, 40, {});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->model_file, tok->model_file);
 
   // A dataset too small for the pieces asked for gets fewer.
   absl::StatusOr<TrainedTokenizer> small =
-      TrainTextTokenizer({"a cat", "a dog", "the cat sat"}, 5000, 16, scratch.path());
+      TrainTextTokenizer({"a cat", "a dog", "the cat sat"}, 5000, 16, {});
   ASSERT_TRUE(small.ok()) << small.status();
   EXPECT_LT(small->input.vocab_size(), 100);
 }
 
+// The trainer's limits end it, and say which flag to raise; what the
+// library refuses is the data's fault; a missing trainer is the server's.
+TEST(TrainTextTokenizerTest, LimitsAndFailuresArePreciseErrors) {
+  const LabelledTexts texts = Glosses(100);
+  ASSERT_EQ(texts.texts.size(), 300u) << "wordnet-base is not installed";
+  TokenizerSandbox box;
+  box.timeout = absl::Milliseconds(1);
+  absl::StatusOr<TrainedTokenizer> slow = TrainTextTokenizer(texts.texts, 400, 40, box);
+  EXPECT_EQ(slow.status().code(), absl::StatusCode::kResourceExhausted) << slow.status();
+  EXPECT_THAT(std::string(slow.status().message()),
+              HasSubstr("longer than 1ms (--tokenizer_train_timeout_seconds)"));
+
+  box = TokenizerSandbox();
+  box.memory_bytes = int64_t{1} << 20;
+  absl::StatusOr<TrainedTokenizer> big = TrainTextTokenizer(texts.texts, 400, 40, box);
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();
+  EXPECT_THAT(std::string(big.status().message()),
+              HasSubstr("more memory than the 1 MiB allowed (--tokenizer_train_memory_mb)"));
+
+  absl::StatusOr<TrainedTokenizer> none = TrainTextTokenizer({}, 400, 40, {});
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument) << none.status();
+  EXPECT_THAT(std::string(none.status().message()),
+              HasSubstr("training a SentencePiece tokenizer on the dataset's texts failed: "));
+
+  box = TokenizerSandbox();
+  box.trainer_path = "/nonexistent/kaizen-tokenizer-trainer";
+  absl::StatusOr<TrainedTokenizer> missing = TrainTextTokenizer(texts.texts, 400, 40, box);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInternal) << missing.status();
+}
+
 TEST(RunTextJobTest, ScratchBuildsAClassifierThatCarriesItsTokenizerAndIsEvaluatedByName) {
-  test_util::TempDir scratch;
   TextJobInputs in;
   in.strategy = v1::STRATEGY_SCRATCH;
   v1::StartFineTuneRequest r = Request("transformer-small", v1::STRATEGY_SCRATCH);
@@ -262,7 +284,6 @@ TEST(RunTextJobTest, ScratchBuildsAClassifierThatCarriesItsTokenizerAndIsEvaluat
   in.train = Glosses(80);
   ASSERT_EQ(in.train.texts.size(), 240u) << "wordnet-base is not installed";
   in.validation = Glosses(20, 80);
-  in.scratch_dir = scratch.path();
   std::vector<std::string> messages;
   std::vector<int> epochs;
   in.on_message = [&](const std::string& m) { messages.push_back(m); };
@@ -308,7 +329,6 @@ TEST(RunTextJobTest, ScratchBuildsAClassifierThatCarriesItsTokenizerAndIsEvaluat
 // validation texts is reported beside the student's, and a stop during the
 // teacher's pass ends the run before training.
 TEST(RunTextJobTest, DistillUsesTheTeachersTokenizerAndAStopInItsPassEndsTheRun) {
-  test_util::TempDir scratch;
   auto inputs = [&](v1::Strategy strategy, int32_t hidden, int first) {
     TextJobInputs in;
     in.strategy = strategy;
@@ -324,7 +344,6 @@ TEST(RunTextJobTest, DistillUsesTheTeachersTokenizerAndAStopInItsPassEndsTheRun)
     in.hyperparameters = ResolveTextHyperparameters(r, nullptr);
     in.train = Glosses(80, first);
     in.validation = Glosses(20, 100);
-    in.scratch_dir = scratch.path();
     return in;
   };
   absl::StatusOr<TextJobOutput> teacher = RunTextJob(inputs(v1::STRATEGY_SCRATCH, 32, 0));
@@ -360,7 +379,6 @@ TEST(RunTextJobTest, DistillUsesTheTeachersTokenizerAndAStopInItsPassEndsTheRun)
 }
 
 TEST(RunTextJobTest, MaskedLmTrainsTheEncoderAndAStopEndsTheRun) {
-  test_util::TempDir scratch;
   TextJobInputs in;
   in.strategy = v1::STRATEGY_MASKED_LM;
   v1::StartFineTuneRequest r = Request("transformer-small", v1::STRATEGY_MASKED_LM);
@@ -374,7 +392,6 @@ TEST(RunTextJobTest, MaskedLmTrainsTheEncoderAndAStopEndsTheRun) {
   in.hyperparameters = ResolveTextHyperparameters(r, nullptr);
   in.train = Glosses(60);
   in.validation = Glosses(10, 60);
-  in.scratch_dir = scratch.path();
   absl::StatusOr<TextJobOutput> out = RunTextJob(in);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(out->epochs_completed, 2);

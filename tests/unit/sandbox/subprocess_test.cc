@@ -1,6 +1,7 @@
 #include "server/sandbox/subprocess.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -77,6 +78,14 @@ TEST(SubprocessTest, MissingBinaryIsAnError) {
   } else {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);
   }
+}
+
+TEST(SubprocessTest, HelpersAreFoundBesideTheRunningExecutable) {
+  // The test binary sits in the build folder, beside the helpers.
+  const std::string inspector = BesideThisExecutable("kaizen-model-inspector");
+  EXPECT_EQ(inspector, std::string(KAIZEN_BINARY_DIR) + "/kaizen-model-inspector");
+  EXPECT_EQ(::access(inspector.c_str(), X_OK), 0) << inspector;
+  EXPECT_EQ(::access(BesideThisExecutable("kaizen-tokenizer-trainer").c_str(), X_OK), 0);
 }
 
 }  // namespace
