@@ -1153,31 +1153,63 @@ absl::Status JobManager::LoadTeacher(const Job& job, training::TrainerOptions* o
   return absl::OkStatus();
 }
 
+namespace {
+
+// A DISTILL job's report: teacher against student, on the validation
+// `examples` ("images", "texts"), in size, and (rounds > 0) in the time of
+// one forward pass, or why that was not measured.
+std::string DistillationLine(const Job& job, absl::string_view examples, int rounds,
+                             absl::string_view latency_note) {
+  const kaizen::v1::DistillationResult& d = job.distillation();
+  std::string line =
+      absl::StrCat("distillation: teacher ", d.teacher_model(), ":", d.teacher_version(),
+                   " vs student ", job.request().output_model(), ":", job.latest_version());
+  if (d.validation_examples() > 0) {
+    absl::StrAppendFormat(&line, ": validation accuracy %.1f%% vs %.1f%% on %d %s",
+                          100 * d.teacher_val_accuracy(), 100 * d.student_val_accuracy(),
+                          d.validation_examples(), examples);
+  }
+  absl::StrAppendFormat(&line, "; %d vs %d parameters (%.2fx)", d.teacher_parameter_count(),
+                        d.student_parameter_count(),
+                        d.student_parameter_count() > 0
+                            ? static_cast<double>(d.teacher_parameter_count()) /
+                                  static_cast<double>(d.student_parameter_count())
+                            : 0.0);
+  if (rounds > 0) {
+    absl::StrAppendFormat(&line,
+                          "; one %s forward %.2f ms vs %.2f ms (median of %d, side by side on "
+                          "%s%s)",
+                          examples == "images" ? "image" : "text", d.teacher_latency_ms(),
+                          d.student_latency_ms(), rounds, job.device(), latency_note);
+  } else {
+    absl::StrAppend(&line, "; latency not measured: ", latency_note);
+  }
+  return line;
+}
+
+}  // namespace
+
+void JobManager::PublishDistillation(Job* job, const std::string& line) {
+  PublishMessage(job->id(), line);
+  if (absl::Status st = Persist(job); !st.ok()) {
+    common::LogWarning("cannot record the distillation result",
+                       {{"job", job->id()}, {"error", st.ToString()}});
+  }
+}
+
 void JobManager::ReportDistillation(Job* job, const training::TrainerOptions& opts,
                                     const training::TrainResult& result) {
   kaizen::v1::DistillationResult* d = job->mutable_distillation();
   const std::string& out = job->request().output_model();
-  std::string line =
-      absl::StrCat("distillation: teacher ", d->teacher_model(), ":", d->teacher_version(),
-                   " vs student ", out, ":", job->latest_version());
   if (result.validation_examples > 0) {
     d->set_teacher_val_accuracy(result.teacher_val_accuracy);
     d->set_student_val_accuracy(result.last.val_accuracy());
     d->set_validation_examples(result.validation_examples);
-    absl::StrAppendFormat(&line, ": validation accuracy %.1f%% vs %.1f%% on %d images",
-                          100 * d->teacher_val_accuracy(), 100 * d->student_val_accuracy(),
-                          d->validation_examples());
   }
   absl::StatusOr<kaizen::v1::Model> student = models_->Get(out, job->latest_version());
   absl::StatusOr<torch::jit::Module> student_module =
       models_->LoadModule(out, job->latest_version());
   if (student.ok()) d->set_student_parameter_count(student->parameter_count());
-  absl::StrAppendFormat(&line, "; %d vs %d parameters (%.2fx)", d->teacher_parameter_count(),
-                        d->student_parameter_count(),
-                        d->student_parameter_count() > 0
-                            ? static_cast<double>(d->teacher_parameter_count()) /
-                                  static_cast<double>(d->student_parameter_count())
-                            : 0.0);
   absl::StatusOr<training::LatencyComparison> latency =
       student.ok() && student_module.ok()
           ? training::CompareForwardLatency(
@@ -1191,18 +1223,9 @@ void JobManager::ReportDistillation(Job* job, const training::TrainerOptions& op
   if (latency.ok()) {
     d->set_teacher_latency_ms(latency->first_ms);
     d->set_student_latency_ms(latency->second_ms);
-    absl::StrAppendFormat(&line,
-                          "; one image forward %.2f ms vs %.2f ms (median of %d, side by side "
-                          "on %s)",
-                          latency->first_ms, latency->second_ms, latency->rounds, job->device());
-  } else {
-    absl::StrAppend(&line, "; latency not measured: ", latency.status().message());
   }
-  PublishMessage(job->id(), line);
-  if (absl::Status st = Persist(job); !st.ok()) {
-    common::LogWarning("cannot record the distillation result",
-                       {{"job", job->id()}, {"error", st.ToString()}});
-  }
+  PublishDistillation(job, DistillationLine(*job, "images", latency.ok() ? latency->rounds : 0,
+                                            latency.ok() ? "" : latency.status().message()));
 }
 
 void JobManager::ExplainIneffectiveSettings(const Job& job, const training::TrainerOptions& opts) {
@@ -1518,14 +1541,7 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
       RETURN_IF_ERROR(store(out.module, std::move(out.metadata), std::move(out.tokenizer),
                             out.epochs_completed, /*is_best=*/true, ""));
     }
-    if (job->has_distillation()) {
-      kaizen::v1::DistillationResult* d = job->mutable_distillation();
-      d->set_student_parameter_count(out.metadata.parameter_count());
-      d->set_teacher_val_accuracy(out.teacher_val_accuracy);
-      d->set_student_val_accuracy(out.student_val_accuracy);
-      d->set_validation_examples(out.validation_examples);
-      ReportTextDistillation(job);
-    }
+    if (job->has_distillation()) ReportTextDistillation(job, out);
   }
   if (req.test_dataset().empty()) return absl::OkStatus();
   absl::Status evaluated = EvaluateTextOnTestDataset(job, should_stop);
@@ -1639,27 +1655,20 @@ absl::Status JobManager::LoadTextTeacher(const Job& job, TextJobInputs* in) {
   return absl::OkStatus();
 }
 
-void JobManager::ReportTextDistillation(Job* job) {
-  const kaizen::v1::DistillationResult& d = job->distillation();
-  std::string line =
-      absl::StrCat("distillation: teacher ", d.teacher_model(), ":", d.teacher_version(),
-                   " vs student ", job->request().output_model(), ":", job->latest_version());
-  if (d.validation_examples() > 0) {
-    absl::StrAppendFormat(&line, ": validation accuracy %.1f%% vs %.1f%% on %d texts",
-                          100 * d.teacher_val_accuracy(), 100 * d.student_val_accuracy(),
-                          d.validation_examples());
-  }
-  absl::StrAppendFormat(&line, "; %d vs %d parameters (%.2fx)", d.teacher_parameter_count(),
-                        d.student_parameter_count(),
-                        d.student_parameter_count() > 0
-                            ? static_cast<double>(d.teacher_parameter_count()) /
-                                  static_cast<double>(d.student_parameter_count())
-                            : 0.0);
-  PublishMessage(job->id(), line);
-  if (absl::Status st = Persist(job); !st.ok()) {
-    common::LogWarning("cannot record the distillation result",
-                       {{"job", job->id()}, {"error", st.ToString()}});
-  }
+void JobManager::ReportTextDistillation(Job* job, const TextJobOutput& out) {
+  kaizen::v1::DistillationResult* d = job->mutable_distillation();
+  d->set_student_parameter_count(out.metadata.parameter_count());
+  d->set_teacher_val_accuracy(out.teacher_val_accuracy);
+  d->set_student_val_accuracy(out.student_val_accuracy);
+  d->set_validation_examples(out.validation_examples);
+  d->set_teacher_latency_ms(out.teacher_latency_ms);
+  d->set_student_latency_ms(out.student_latency_ms);
+  PublishDistillation(
+      job, DistillationLine(*job, "texts", out.latency_rounds,
+                            out.latency_rounds > 0
+                                ? absl::StrCat(", a text of ", out.teacher_latency_tokens, " vs ",
+                                               out.student_latency_tokens, " tokens")
+                                : out.latency_error));
 }
 
 absl::StatusOr<bool> JobManager::TuneJob(Job* job, const training::TrainerOptions& opts,

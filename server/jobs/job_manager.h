@@ -35,6 +35,7 @@ struct TrainResult;
 namespace kaizen::jobs {
 
 struct TextJobInputs;
+struct TextJobOutput;
 
 // How a job reads a dataset stored as a record file
 // (training::TrainerOptions): converted into memory up to
@@ -297,9 +298,12 @@ class JobManager {
   // A text DISTILL job's pinned teacher, with its tokenizer, into `in`.
   absl::Status LoadTextTeacher(const kaizen::v1::Job& job, TextJobInputs* in);
   // A text DISTILL job's result once its version is stored: teacher and
-  // student side by side (validation accuracy, parameters) in an event, and
-  // persisted with the job.
-  void ReportTextDistillation(kaizen::v1::Job* job);
+  // student side by side (validation accuracy, parameters, the time of one
+  // text's forward pass) into job->distillation, in an event, and persisted
+  // with the job.
+  void ReportTextDistillation(kaizen::v1::Job* job, const TextJobOutput& out);
+  // A DISTILL job's report line as an event, and the job persisted.
+  void PublishDistillation(kaizen::v1::Job* job, const std::string& line);
   // The model and optimiser state of the job's last checkpoint; forgets the
   // history of the epochs that will run again.
   absl::Status LoadCheckpointToResume(kaizen::v1::Job* job, training::TrainerOptions* opts);

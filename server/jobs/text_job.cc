@@ -15,6 +15,7 @@
 #include "server/sandbox/subprocess.h"
 #include "server/text/sentencepiece_tokenizer.h"
 #include "server/training/evaluator.h"
+#include "server/training/forward_latency.h"
 #include "server/training/hyperparameters.h"
 #include "server/training/masked_lm.h"
 #include "server/training/text_model.h"
@@ -546,6 +547,42 @@ absl::StatusOr<torch::Tensor> TeacherLogits(const TextJobInputs::Teacher& teache
   return torch::cat(parts);
 }
 
+// DISTILL: teacher and student side by side on one text, the training text
+// whose student ids are of median length, each tokenised by its own model
+// (TextJobOutput's latency fields).
+absl::Status MeasureLatency(const TextJobInputs::Teacher& teacher,
+                            const std::vector<std::string>& texts,
+                            const training::TextExamples& student_ids, torch::jit::Module student,
+                            int32_t student_pad_id, const torch::Device& device,
+                            TextJobOutput* out) {
+  if (student_ids.sequences.empty()) return absl::InvalidArgumentError("no training text");
+  std::vector<size_t> by_length(student_ids.sequences.size());
+  for (size_t i = 0; i < by_length.size(); ++i) by_length[i] = i;
+  const auto middle = by_length.begin() + static_cast<std::ptrdiff_t>(by_length.size() / 2);
+  std::nth_element(by_length.begin(), middle, by_length.end(), [&](size_t a, size_t b) {
+    return student_ids.sequences[a].size() < student_ids.sequences[b].size();
+  });
+  const size_t pick = *middle;
+  ASSIGN_OR_RETURN(
+      const training::TextModelInput teacher_input,
+      training::TextModelInput::Load(teacher.metadata.text_input(), teacher.tokenizer));
+  ASSIGN_OR_RETURN(const std::vector<int32_t> teacher_ids, teacher_input.Encode(texts[pick]));
+  const auto [t_ids, t_mask] =
+      training::PadSequences({teacher_ids}, teacher_input.input().pad_id(), torch::kCPU);
+  const auto [s_ids, s_mask] =
+      training::PadSequences({student_ids.sequences[pick]}, student_pad_id, torch::kCPU);
+  ASSIGN_OR_RETURN(
+      const training::LatencyComparison c,
+      training::CompareForwardLatencyOnInputs(teacher.module.clone(), {t_ids, t_mask},
+                                              student.clone(), {s_ids, s_mask}, device));
+  out->teacher_latency_ms = c.first_ms;
+  out->student_latency_ms = c.second_ms;
+  out->latency_rounds = c.rounds;
+  out->teacher_latency_tokens = static_cast<int64_t>(teacher_ids.size());
+  out->student_latency_tokens = static_cast<int64_t>(student_ids.sequences[pick].size());
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
@@ -622,6 +659,14 @@ absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
   out.metadata = DescribeClassifier(start.metadata, classes, result.head_path, out.module, last,
                                     val != nullptr);
   if (last != nullptr && val != nullptr) out.student_val_accuracy = last->val_accuracy();
+  if (in.teacher.has_value() && !out.stopped) {
+    if (absl::Status measured =
+            MeasureLatency(*in.teacher, in.train.texts, train, out.module,
+                           start.metadata.text_input().pad_id(), in.device, &out);
+        !measured.ok()) {
+      out.latency_error = std::string(measured.message());
+    }
+  }
   out.tokenizer = std::move(start.tokenizer);
   return out;
 }

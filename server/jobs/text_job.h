@@ -144,6 +144,16 @@ struct TextJobOutput {
   // DISTILL with validation texts: the teacher's accuracy on them and the
   // student's after the last epoch (validation_examples 0 without).
   double teacher_val_accuracy = 0;
+  // DISTILL: the median time of a forward pass of one text (the training
+  // text of median length, tokenised by each model's own tokenizer), side
+  // by side on the job's device (training/forward_latency.h); rounds 0 and
+  // latency_error set when it could not be measured.
+  double teacher_latency_ms = 0;
+  double student_latency_ms = 0;
+  int32_t latency_rounds = 0;
+  int64_t teacher_latency_tokens = 0;
+  int64_t student_latency_tokens = 0;
+  std::string latency_error;
   double student_val_accuracy = 0;
   int64_t validation_examples = 0;
 };

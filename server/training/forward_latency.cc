@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "server/models/torch_errors.h"
@@ -26,6 +27,15 @@ absl::StatusOr<LatencyComparison> CompareForwardLatency(
   if (first_shape.size() != 3 || second_shape.size() != 3) {
     return absl::InvalidArgumentError("latency: both models need a [C, H, W] input shape");
   }
+  return CompareForwardLatencyOnInputs(
+      std::move(first), {torch::zeros({1, first_shape[0], first_shape[1], first_shape[2]})},
+      std::move(second), {torch::zeros({1, second_shape[0], second_shape[1], second_shape[2]})},
+      device, rounds, warmup);
+}
+
+absl::StatusOr<LatencyComparison> CompareForwardLatencyOnInputs(
+    torch::jit::Module first, std::vector<torch::Tensor> first_inputs, torch::jit::Module second,
+    std::vector<torch::Tensor> second_inputs, const torch::Device& device, int rounds, int warmup) {
   if (rounds < 1) return absl::InvalidArgumentError("latency: rounds must be >= 1");
   const char* which = "the first model";
   try {
@@ -34,16 +44,18 @@ absl::StatusOr<LatencyComparison> CompareForwardLatency(
     second.eval();
     second.to(device);
     c10::InferenceMode inference;
-    const auto options = torch::TensorOptions().device(device);
-    const torch::Tensor x1 =
-        torch::zeros({1, first_shape[0], first_shape[1], first_shape[2]}, options);
-    const torch::Tensor x2 =
-        torch::zeros({1, second_shape[0], second_shape[1], second_shape[2]}, options);
+    const auto on_device = [&](const std::vector<torch::Tensor>& inputs) {
+      std::vector<c10::IValue> out;
+      for (const torch::Tensor& t : inputs) out.emplace_back(t.to(device));
+      return out;
+    };
+    const std::vector<c10::IValue> x1 = on_device(first_inputs);
+    const std::vector<c10::IValue> x2 = on_device(second_inputs);
     // One pass, timed; CUDA work is waited for so that the time is the
     // model's and not the launch's.
-    auto timed = [&](torch::jit::Module& m, const torch::Tensor& x) {
+    auto timed = [&](torch::jit::Module& m, const std::vector<c10::IValue>& x) {
       const auto start = std::chrono::steady_clock::now();
-      torch::Tensor out = m.forward({x}).toTensor();
+      torch::Tensor out = m.forward(x).toTensor();
       if (device.is_cuda()) out.cpu();
       return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
           .count();

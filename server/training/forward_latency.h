@@ -1,7 +1,8 @@
-// Measures what one image costs two models side by side: the median time of
-// a batch-1 forward pass of each, taken alternately so that a noisy, shared
-// machine slows both alike (a timing means something here only as a ratio
-// taken in one run). A DISTILL job reports its teacher's and its student's.
+// Measures what one input (an image, a text) costs two models side by side:
+// the median time of a batch-1 forward pass of each, taken alternately so
+// that a noisy, shared machine slows both alike (a timing means something
+// here only as a ratio taken in one run). A DISTILL job reports its
+// teacher's and its student's.
 #pragma once
 
 #include <torch/script.h>
@@ -30,5 +31,14 @@ absl::StatusOr<LatencyComparison> CompareForwardLatency(torch::jit::Module first
                                                         const std::vector<int64_t>& second_shape,
                                                         const torch::Device& device,
                                                         int rounds = 30, int warmup = 3);
+
+// The same with each model's own inputs (CPU tensors, moved to `device`),
+// e.g. a text's input_ids and attention_mask as each model's tokenizer
+// makes them. InvalidArgument for rounds < 1 or a LibTorch failure, naming
+// which model failed.
+absl::StatusOr<LatencyComparison> CompareForwardLatencyOnInputs(
+    torch::jit::Module first, std::vector<torch::Tensor> first_inputs, torch::jit::Module second,
+    std::vector<torch::Tensor> second_inputs, const torch::Device& device, int rounds = 30,
+    int warmup = 3);
 
 }  // namespace kaizen::training

@@ -465,7 +465,11 @@ TEST_F(TextFineTuneE2E, DistillTeachesANarrowerEncoderFromAStoredTextClassifier)
   std::cout << "distilled: validation " << d.teacher_val_accuracy() << " (teacher) vs "
             << d.student_val_accuracy() << " (student); test " << d.teacher_test_accuracy()
             << " vs " << d.student_test_accuracy() << "; parameters " << d.teacher_parameter_count()
-            << " vs " << d.student_parameter_count() << "\n";
+            << " vs " << d.student_parameter_count() << "; one text " << d.teacher_latency_ms()
+            << " ms vs " << d.student_latency_ms() << " ms\n";
+  // One text's forward pass, each model with its own tokenizer.
+  EXPECT_GT(d.teacher_latency_ms(), 0);
+  EXPECT_GT(d.student_latency_ms(), 0);
   EXPECT_EQ(d.validation_examples(), static_cast<int64_t>(validation.size()));
   EXPECT_EQ(d.student_val_accuracy(), job->history(7).val_accuracy());
   EXPECT_GT(d.teacher_val_accuracy(), 0.5);  // three classes: chance is 1/3

@@ -362,6 +362,12 @@ TEST(RunTextJobTest, DistillUsesTheTeachersTokenizerAndAStopInItsPassEndsTheRun)
   EXPECT_NE(student->tokenizer, teacher->tokenizer);
   EXPECT_LT(student->metadata.parameter_count(), teacher->metadata.parameter_count());
   EXPECT_EQ(student->validation_examples, 60);
+  // One text side by side, each model with its own tokenizer.
+  EXPECT_EQ(student->latency_rounds, 30) << student->latency_error;
+  EXPECT_GT(student->teacher_latency_ms, 0);
+  EXPECT_GT(student->student_latency_ms, 0);
+  EXPECT_GT(student->teacher_latency_tokens, 2);  // the framing ids and at least one piece
+  EXPECT_GT(student->student_latency_tokens, 2);
   EXPECT_EQ(student->student_val_accuracy, student->metadata.metrics().at("val_accuracy"));
   // The teacher's reported accuracy is its own evaluation of those texts.
   v1::Model named = teacher->metadata;

@@ -37,5 +37,21 @@ TEST(ForwardLatencyTest, RefusesBadShapesAndRoundsAndNamesTheFailingModel) {
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("the second model failed"));
 }
 
+// Each model's own inputs (a text model's ids and mask, say); the wrong
+// ones name the model.
+TEST(ForwardLatencyTest, TakesEachModelsOwnInputs) {
+  const fixtures::BaseModel m = fixtures::Builtin("cnn-small", 10);
+  auto c = CompareForwardLatencyOnInputs(m.module, {torch::zeros({1, 1, 28, 28})}, m.module.clone(),
+                                         {torch::ones({1, 1, 28, 28})}, torch::kCPU, 3, 1);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rounds, 3);
+  EXPECT_GT(c->first_ms, 0);
+  EXPECT_GT(c->second_ms, 0);
+  auto bad = CompareForwardLatencyOnInputs(m.module, {torch::zeros({1, 2, 28, 28})}, m.module,
+                                           {torch::zeros({1, 1, 28, 28})}, torch::kCPU, 3, 1);
+  ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("the first model failed"));
+}
+
 }  // namespace
 }  // namespace kaizen::training
