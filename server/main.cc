@@ -18,6 +18,7 @@
 #include "server/common/atomic_file.h"
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
+#include "server/sandbox/subprocess.h"
 
 ABSL_FLAG(std::string, data_dir, "./kaizen-data", "Directory for the catalogue and all blobs.");
 ABSL_FLAG(std::string, host, "",
@@ -102,6 +103,10 @@ ABSL_FLAG(int64_t, tokenizer_train_cpu_seconds, 600,
 ABSL_FLAG(int64_t, tokenizer_train_timeout_seconds, 900,
           "Wall-clock limit of a text job's tokenizer training; the trainer is killed after it "
           "and the job fails.");
+ABSL_FLAG(bool, dumpable, false,
+          "Leave the server dumpable (core dumps, a debugger of the same user). Off: the "
+          "sandboxed helpers, which run as the same user, cannot read its memory or "
+          "environment through /proc.");
 ABSL_FLAG(std::vector<std::string>, model_extra_operators, {},
           "TorchScript operators accepted in uploaded models beyond the built-in allow-list "
           "(comma-separated, e.g. aten::erfinv).");
@@ -341,6 +346,28 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
   options.max_job_attempts = std::max(1, absl::GetFlag(FLAGS_max_job_attempts));
   options.preempt = absl::GetFlag(FLAGS_preempt);
   options.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
+  // The sandboxes' limits become rlimits and a deadline: a value that is
+  // not positive would mean no limit, a huge one an overflow.
+  struct Bound {
+    const char* flag;
+    int64_t value;
+    int64_t most;
+  };
+  for (const Bound& b :
+       {Bound{"model_inspect_memory_mb", absl::GetFlag(FLAGS_model_inspect_memory_mb), 1 << 20},
+        Bound{"model_inspect_cpu_seconds", absl::GetFlag(FLAGS_model_inspect_cpu_seconds), 86400},
+        Bound{"model_inspect_timeout_seconds", absl::GetFlag(FLAGS_model_inspect_timeout_seconds),
+              86400},
+        Bound{"tokenizer_train_memory_mb", absl::GetFlag(FLAGS_tokenizer_train_memory_mb), 1 << 20},
+        Bound{"tokenizer_train_cpu_seconds", absl::GetFlag(FLAGS_tokenizer_train_cpu_seconds),
+              86400},
+        Bound{"tokenizer_train_timeout_seconds",
+              absl::GetFlag(FLAGS_tokenizer_train_timeout_seconds), 86400}}) {
+    if (b.value < 1 || b.value > b.most) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", b.flag, " is ", b.value, "; it must be in [1, ", b.most, "]"));
+    }
+  }
   SandboxFromFlags(&options.model_sandbox);
   TokenizerSandboxFromFlags(&options.tokenizer_sandbox);
   LimitsFromFlags(&options);
@@ -355,6 +382,12 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Kaizen fine-tuning and inference server.");
   absl::ParseCommandLine(argc, argv);
+  if (!absl::GetFlag(FLAGS_dumpable)) {
+    if (absl::Status st = kaizen::sandbox::MakeUndumpable(); !st.ok()) {
+      kaizen::common::LogError("cannot start", {{"error", st.ToString()}});
+      return 1;
+    }
+  }
 
   // Block SIGINT/SIGTERM/SIGHUP in every thread; one thread waits for them.
   sigset_t signals;

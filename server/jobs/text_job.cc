@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "server/common/sha256.h"
 #include "server/common/status_macros.h"
@@ -266,16 +267,16 @@ kaizen::v1::Hyperparameters ResolveTextHyperparameters(
 
 namespace {
 
-// The trainer's input: one text per line, an even stride through `texts`
+// The trainer's input: one text per line, spread evenly through `texts`
 // when they are more than kMaxTokenizerSentences, each cut to
 // kMaxTokenizerSentenceBytes, up to kMaxTokenizerCorpusBytes in all.
 std::string TokenizerCorpus(const std::vector<std::string>& texts) {
-  const size_t stride = texts.size() <= kMaxTokenizerSentences
-                            ? 1
-                            : (texts.size() + kMaxTokenizerSentences - 1) / kMaxTokenizerSentences;
+  // Texts j * n / k for j < k: evenly spread, k of them.
+  const size_t n = texts.size();
+  const size_t k = std::min(n, kMaxTokenizerSentences);
   std::string corpus;
-  for (size_t i = 0; i < texts.size(); i += stride) {
-    const std::string_view cut = text::CutText(texts[i], kMaxTokenizerSentenceBytes, false);
+  for (size_t j = 0; j < k; ++j) {
+    const std::string_view cut = text::CutText(texts[j * n / k], kMaxTokenizerSentenceBytes, false);
     if (corpus.size() + cut.size() + 1 > kMaxTokenizerCorpusBytes) break;
     absl::StrAppend(
         &corpus,
@@ -289,32 +290,47 @@ std::string TokenizerCorpus(const std::vector<std::string>& texts) {
 absl::Status TrainerFailure(const sandbox::SubprocessResult& r, const TokenizerSandbox& box) {
   constexpr int kTrainingFailed = 1;  // tokenizer_trainer_main.cc's exit codes
   constexpr int kOutOfMemory = 3;
+  constexpr int kLibraryCheckFailed = 255;  // SentencePiece's own CHECK failures
   // The trainer's reason is its last line (SentencePiece logs the command
-  // it runs first).
+  // it runs first; an uncaught exception ends "what():  ...").
   absl::string_view said = absl::StripAsciiWhitespace(r.stderr_bytes);
-  said = said.substr(said.rfind('\n') == absl::string_view::npos ? 0 : said.rfind('\n') + 1);
-  said = said.substr(0, 1000);
-  // What running out of address space looks like from inside: an
-  // allocation, or a thread's stack, that could not be had.
-  const bool no_memory = absl::StrContains(said, "bad_alloc") ||
-                         absl::StrContains(said, "Resource temporarily unavailable") ||
-                         absl::StrContains(said, "Cannot allocate memory");
+  if (const size_t nl = said.rfind('\n'); nl != absl::string_view::npos) {
+    said.remove_prefix(nl + 1);
+  }
+  said = absl::StripAsciiWhitespace(absl::StripPrefix(absl::StripAsciiWhitespace(said), "what():"));
+  const std::string_view cut =
+      text::CutText(std::string_view(said.data(), said.size()), 1000, false);
+  said = absl::string_view(cut.data(), cut.size());
+  if (r.output_too_large) {
+    return absl::InternalError(
+        absl::StrCat("the tokenizer trainer wrote more than it may: ", sandbox::DescribeEnd(r)));
+  }
   if (r.timed_out) {
     return absl::ResourceExhaustedError(absl::StrCat("training the tokenizer took longer than ",
                                                      absl::FormatDuration(box.timeout),
                                                      " (--tokenizer_train_timeout_seconds)"));
   }
-  if (r.term_signal == SIGXCPU || r.term_signal == SIGKILL) {
+  if (r.term_signal == SIGXCPU ||
+      (r.term_signal == SIGKILL && r.cpu_seconds >= static_cast<double>(box.cpu_seconds))) {
     return absl::ResourceExhaustedError(
         absl::StrCat("training the tokenizer used more than its ", box.cpu_seconds,
                      " CPU seconds (--tokenizer_train_cpu_seconds): ", sandbox::DescribeEnd(r)));
   }
-  if (r.exit_code == kOutOfMemory || (r.exit_code == kTrainingFailed && no_memory)) {
+  // Running out of address space, seen from inside: an allocation, a
+  // thread's stack or SentencePiece's suffix array that could not be had
+  // (reported as an error, an uncaught std::bad_alloc, or a failed CHECK).
+  const bool no_memory = absl::StrContains(said, "bad_alloc") ||
+                         absl::StrContains(said, "Resource temporarily unavailable") ||
+                         absl::StrContains(said, "Cannot allocate memory") ||
+                         absl::StrContains(r.stderr_bytes, "esaxx");
+  const bool library_failed = r.exit_code == kTrainingFailed ||
+                              r.exit_code == kLibraryCheckFailed || r.term_signal == SIGABRT;
+  if (r.exit_code == kOutOfMemory || (library_failed && no_memory)) {
     return absl::ResourceExhaustedError(
         absl::StrCat("training the tokenizer needs more memory than the ", box.memory_bytes >> 20,
                      " MiB allowed (--tokenizer_train_memory_mb): ", said));
   }
-  if (r.exit_code == kTrainingFailed) {
+  if (library_failed) {
     return absl::InvalidArgumentError(
         absl::StrCat("training a SentencePiece tokenizer on the dataset's texts failed: ", said));
   }

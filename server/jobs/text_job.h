@@ -63,7 +63,7 @@ kaizen::v1::Hyperparameters ResolveTextHyperparameters(
 // spaces), at most `vocab_size` pieces: unk 0, BOS 1, EOS 2, padding 3 and
 // [MASK] 4 (user-defined), and the TextInput that frames with them to
 // `max_length`. Trained in `sandbox`'s process, on at most 100,000 texts
-// (an even stride through a larger dataset) of at most 16 KiB each and
+// (spread evenly through a larger dataset) of at most 16 KiB each and
 // 256 MiB in all; the same texts give the same pieces. InvalidArgument when
 // the library refuses the texts; ResourceExhausted naming the flag when
 // the trainer runs past a limit; Internal when it cannot be started.

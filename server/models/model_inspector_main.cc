@@ -71,16 +71,6 @@ absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& input,
   return kaizen::models::InspectTorchScriptFile(request.path(), OptionsFrom(request), encoder);
 }
 
-bool WriteAll(int fd, const std::string& bytes) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -126,5 +116,5 @@ int main(int argc, char** argv) {
     response.set_error_code(static_cast<int>(model.status().code()));
     response.set_error_message(std::string(model.status().message()));
   }
-  return WriteAll(answer_fd, response.SerializeAsString()) ? 0 : 5;
+  return kaizen::sandbox::WriteAll(answer_fd, response.SerializeAsString()) ? 0 : 5;
 }

@@ -1,6 +1,7 @@
 #include "server/sandbox/child_limits.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -124,7 +125,24 @@ constexpr const char* kDenied[] = {
     "settimeofday",
     "clock_settime",
     "adjtimex",
+    // A new session or group would escape the kill of the process group.
+    "setsid",
+    "setpgid",
+    // Objects that outlive the process.
+    "shmget",
+    "shmat",
+    "msgget",
+    "semget",
+    "mq_open",
+    // Another process's priority.
+    "setpriority",
+    "ioprio_set",
 };
+
+// Syscalls newer than some libseccomp releases know by name, denied by
+// number (the same on every architecture since Linux 5.1's unified table):
+// fchmodat2, lsm_set_self_attr, setxattrat, removexattrat, open_tree_attr.
+constexpr int kDeniedByNumber[] = {452, 460, 463, 466, 467};
 
 absl::Status Rule(scmp_filter_ctx ctx, uint32_t action, const char* name, unsigned count,
                   const scmp_arg_cmp* args) {
@@ -154,6 +172,30 @@ absl::Status InstallFilter() {
     if (st.ok()) st = Rule(ctx, SCMP_ACT_ERRNO(EACCES), "open", 1, &open_flags);
     if (st.ok()) st = Rule(ctx, SCMP_ACT_ERRNO(EACCES), "openat", 1, &openat_flags);
   }
+  for (int nr : kDeniedByNumber) {
+    if (!st.ok()) break;
+    const int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0, nullptr);
+    if (rc != 0 && rc != -EDOM && rc != -EEXIST) {
+      st = absl::InternalError(absl::StrCat("seccomp rule for syscall ", nr, ": ", strerror(-rc)));
+    }
+  }
+  // New threads, not new processes: clone without CLONE_THREAD is a fork
+  // (fork and vfork are denied above). clone3's flags sit in a struct a
+  // filter cannot read, so it says ENOSYS and the C library falls back to
+  // clone for its threads.
+  const scmp_arg_cmp not_a_thread =
+      SCMP_A0(SCMP_CMP_MASKED_EQ, static_cast<scmp_datum_t>(CLONE_THREAD), 0);
+  if (st.ok()) st = Rule(ctx, SCMP_ACT_ERRNO(EPERM), "clone", 1, &not_a_thread);
+  if (st.ok()) st = Rule(ctx, SCMP_ACT_ERRNO(ENOSYS), "clone3", 0, nullptr);
+  // Limits of this process only (glibc's setrlimit passes pid 0).
+  const scmp_arg_cmp other_pid = SCMP_A0(SCMP_CMP_NE, 0);
+  if (st.ok()) st = Rule(ctx, SCMP_ACT_ERRNO(EPERM), "prlimit64", 1, &other_pid);
+  // No signal-driven I/O aimed at another process (F_SETOWN with F_SETSIG
+  // would deliver any signal to it).
+  for (int cmd : {F_SETOWN, F_SETOWN_EX, F_SETSIG}) {
+    const scmp_arg_cmp command = SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd));
+    if (st.ok()) st = Rule(ctx, SCMP_ACT_ERRNO(EPERM), "fcntl", 1, &command);
+  }
   // Signals only to this process (abort() raises SIGABRT with tgkill).
   const scmp_arg_cmp other_process = SCMP_A0(SCMP_CMP_NE, static_cast<scmp_datum_t>(::getpid()));
   if (st.ok()) st = Rule(ctx, SCMP_ACT_ERRNO(EPERM), "tgkill", 1, &other_process);
@@ -181,6 +223,17 @@ absl::Status ConfineCurrentProcess(const ChildLimits& limits, int keep_fd) {
   if (st.ok()) st = SetLimit(RLIMIT_CORE, "RLIMIT_CORE", 0, 0);
   if (st.ok()) st = InstallFilter();
   return st;
+}
+
+bool WriteAll(int fd, absl::string_view bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
 }
 
 }  // namespace kaizen::sandbox

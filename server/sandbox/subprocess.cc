@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -183,6 +184,13 @@ absl::StatusOr<SubprocessResult> RunSubprocess(const SubprocessOptions& options)
   Reap(*pid, &result);
   result.wall = absl::Now() - start;
   return result;
+}
+
+absl::Status MakeUndumpable() {
+  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    return absl::InternalError(absl::StrCat("prctl(PR_SET_DUMPABLE, 0): ", strerror(errno)));
+  }
+  return absl::OkStatus();
 }
 
 std::string BesideThisExecutable(const std::string& name) {

@@ -49,6 +49,14 @@ struct SubprocessResult {
 // otherwise the result, whatever the child did.
 absl::StatusOr<SubprocessResult> RunSubprocess(const SubprocessOptions& options);
 
+// Makes this process non-dumpable (prctl PR_SET_DUMPABLE 0): its /proc
+// files that reveal memory or environment (mem, environ, maps, ...) and
+// ptrace need CAP_SYS_PTRACE, so a helper it starts, which runs as the same
+// user, cannot read its secrets even if code in the helper is taken over.
+// No core dumps either. Inherited by threads, not by helpers (exec resets
+// it).
+absl::Status MakeUndumpable();
+
 // The helper binary `name` in the running executable's folder (where the
 // build and the image put kaizen-model-inspector and
 // kaizen-tokenizer-trainer beside kaizen-server).

@@ -8,6 +8,8 @@
 // and its memory grows with the corpus: here neither touches the server.
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <iostream>
 #include <new>
 #include <string>
@@ -31,16 +33,6 @@ constexpr int kTrainingFailed = 1;
 constexpr int kSetupFailed = 2;
 constexpr int kOutOfMemory = 3;
 
-bool WriteAll(int fd, const std::string& bytes) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,7 +54,14 @@ int main(int argc, char** argv) {
   try {
     std::string corpus;
     char buf[64 << 10];
-    for (ssize_t n; (n = ::read(0, buf, sizeof(buf))) > 0;) {
+    for (;;) {
+      const ssize_t n = ::read(0, buf, sizeof(buf));
+      if (n == 0) break;
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        std::cerr << "cannot read the corpus: " << std::strerror(errno);
+        return kSetupFailed;
+      }
       corpus.append(buf, static_cast<size_t>(n));
     }
     absl::StatusOr<std::string> model =
@@ -71,7 +70,7 @@ int main(int argc, char** argv) {
       std::cerr << model.status().message();
       return kTrainingFailed;
     }
-    return WriteAll(1, *model) ? 0 : kSetupFailed;
+    return kaizen::sandbox::WriteAll(1, *model) ? 0 : kSetupFailed;
   } catch (const std::bad_alloc&) {
     std::cerr << "out of memory";
     return kOutOfMemory;

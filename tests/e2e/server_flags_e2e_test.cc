@@ -124,6 +124,21 @@ TEST_F(ServerFlagsE2E, ABadServingConfigFileStopsTheServerSayingWhy) {
   EXPECT_NE(Log().find(config), std::string::npos) << Log();
 }
 
+// A sandbox limit that would mean no limit, or overflow, stops the server.
+TEST_F(ServerFlagsE2E, SandboxLimitsOutOfRangeStopTheServerSayingWhich) {
+  for (const std::string& flag : {std::string("--tokenizer_train_memory_mb=0"),
+                                  std::string("--tokenizer_train_timeout_seconds=-5"),
+                                  std::string("--model_inspect_memory_mb=99999999999")}) {
+    test_util::ServerProcess process(KAIZEN_BINARY_DIR, data_.path(), test_util::FreeLoopbackPort(),
+                                     {flag});
+    const int status = process.Wait();
+    ASSERT_TRUE(WIFEXITED(status)) << flag << ": " << status;
+    EXPECT_EQ(WEXITSTATUS(status), 2) << flag;
+    const std::string name = flag.substr(0, flag.find('='));
+    EXPECT_NE(Log().find(name + " is "), std::string::npos) << flag << ": " << Log();
+  }
+}
+
 TEST_F(ServerFlagsE2E, MaxModelMbRefusesLargerUploadsAndKeepsNothing) {
   StartProcess({"--max_model_mb=1"});
   v1::UploadModelHeader big;

@@ -257,6 +257,23 @@ TEST(TrainTextTokenizerTest, LimitsAndFailuresArePreciseErrors) {
   EXPECT_THAT(std::string(big.status().message()),
               HasSubstr("more memory than the 1 MiB allowed (--tokenizer_train_memory_mb)"));
 
+  // Between too little to start and enough, the library fails in many ways
+  // (a thread that cannot start, a failed check, an uncaught bad_alloc):
+  // each is the memory limit.
+  int short_of_memory = 0;
+  for (int64_t mib : {20, 24, 28, 32}) {
+    box = TokenizerSandbox();
+    box.memory_bytes = mib << 20;
+    absl::StatusOr<TrainedTokenizer> tight = TrainTextTokenizer(texts.texts, 400, 40, box);
+    if (tight.ok()) continue;
+    ++short_of_memory;
+    EXPECT_EQ(tight.status().code(), absl::StatusCode::kResourceExhausted)
+        << mib << " MiB: " << tight.status();
+    EXPECT_THAT(std::string(tight.status().message()),
+                HasSubstr(absl::StrCat("more memory than the ", mib, " MiB allowed")));
+  }
+  EXPECT_GT(short_of_memory, 0);
+
   absl::StatusOr<TrainedTokenizer> none = TrainTextTokenizer({}, 400, 40, {});
   EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument) << none.status();
   EXPECT_THAT(std::string(none.status().message()),

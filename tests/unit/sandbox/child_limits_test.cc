@@ -2,7 +2,11 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ipc.h>
+#include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +14,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "tests/test_util/temp_dir.h"
@@ -89,6 +94,51 @@ TEST_F(ChildLimitsTest, NoSocketsExecOrSignalsToOthers) {
   EXPECT_EQ(InConfinedChild([]() -> int { abort(); }), 100 + SIGABRT);
 }
 
+// No process outlives the child or reaches its parent: no fork by clone,
+// no new session, no IPC object, no change to the parent's limits or
+// priority, no signal-driven I/O aimed at it; threads still start.
+TEST_F(ChildLimitsTest, NoNewProcessesSessionsOrIpcAndNothingAimedAtTheParent) {
+  const auto refused = [](long rc) { return rc < 0 && (errno == EPERM || errno == EACCES); };
+  EXPECT_EQ(InConfinedChild([&] {
+              const long pid = syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+              if (pid == 0) _exit(0);
+              return refused(pid) ? 0 : 1;
+            }),
+            0);
+  EXPECT_EQ(InConfinedChild([&] { return refused(setsid()) ? 0 : 1; }), 0);
+  EXPECT_EQ(InConfinedChild([&] { return refused(setpgid(0, 0)) ? 0 : 1; }), 0);
+  EXPECT_EQ(
+      InConfinedChild([&] { return refused(shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600)) ? 0 : 1; }),
+      0);
+  EXPECT_EQ(InConfinedChild([&] {
+              const struct rlimit tiny = {7, 7};
+              return refused(prlimit(getppid(), RLIMIT_NOFILE, &tiny, nullptr)) ? 0 : 1;
+            }),
+            0);
+  EXPECT_EQ(InConfinedChild([&] {
+              return refused(setpriority(PRIO_PROCESS, static_cast<id_t>(getppid()), 19)) ? 0 : 1;
+            }),
+            0);
+  EXPECT_EQ(InConfinedChild([&] { return refused(fcntl(2, F_SETOWN, getppid())) ? 0 : 1; }), 0);
+  EXPECT_EQ(InConfinedChild([&] { return refused(fcntl(2, F_SETSIG, SIGKILL)) ? 0 : 1; }), 0);
+  // fchmodat2 (452), which older libseccomp releases do not know by name.
+  const std::string file = path_;
+  EXPECT_EQ(InConfinedChild(
+                [&] { return refused(syscall(452, AT_FDCWD, file.c_str(), 0777, 0)) ? 0 : 1; }),
+            0);
+  // This process's own limits still change; threads still start.
+  EXPECT_EQ(InConfinedChild([] {
+              struct rlimit l;
+              getrlimit(RLIMIT_NOFILE, &l);
+              if (setrlimit(RLIMIT_NOFILE, &l) != 0) return 1;
+              int ran = 0;
+              std::thread t([&] { ran = 1; });
+              t.join();
+              return ran == 1 ? 0 : 2;
+            }),
+            0);
+}
+
 TEST_F(ChildLimitsTest, MemoryAndFileLimitsHold) {
   ChildLimits limits;
   limits.memory_bytes = int64_t{512} << 20;
@@ -98,6 +148,27 @@ TEST_F(ChildLimitsTest, MemoryAndFileLimitsHold) {
   ASSERT_GE(fd, 3);
   EXPECT_EQ(InConfinedChild([fd] { return fcntl(fd, F_GETFD) < 0 ? 0 : 1; }), 0);
   close(fd);
+}
+
+// A helper's answer larger than a pipe holds arrives whole once the reader
+// drains it; a closed descriptor is a failure.
+TEST(WriteAllTest, WritesEverythingThroughAPipeAndFailsOnAClosedOne) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const std::string answer(1 << 20, 'k');
+  std::string read_back;
+  std::thread reader([&] {
+    char buf[4096];
+    for (ssize_t n; (n = read(fds[0], buf, sizeof(buf))) > 0;) {
+      read_back.append(buf, static_cast<size_t>(n));
+    }
+  });
+  EXPECT_TRUE(WriteAll(fds[1], answer));
+  close(fds[1]);
+  reader.join();
+  close(fds[0]);
+  EXPECT_EQ(read_back, answer);
+  EXPECT_FALSE(WriteAll(fds[1], "late"));
 }
 
 }  // namespace

@@ -1,8 +1,12 @@
 #include "server/sandbox/subprocess.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -86,6 +90,48 @@ TEST(SubprocessTest, HelpersAreFoundBesideTheRunningExecutable) {
   EXPECT_EQ(inspector, std::string(KAIZEN_BINARY_DIR) + "/kaizen-model-inspector");
   EXPECT_EQ(::access(inspector.c_str(), X_OK), 0) << inspector;
   EXPECT_EQ(::access(BesideThisExecutable("kaizen-tokenizer-trainer").c_str(), X_OK), 0);
+}
+
+// A process of the same user, as a helper is, reads another's environment
+// only while that one is dumpable.
+TEST(SubprocessTest, AnUndumpableProcessHidesItsEnvironmentFromItsOwnUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to drop both processes to one other user";
+  constexpr uid_t kNobody = 65534;
+  for (const bool undumpable : {false, true}) {
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const pid_t target = ::fork();
+    if (target == 0) {
+      if (::setresgid(kNobody, kNobody, kNobody) != 0 ||
+          ::setresuid(kNobody, kNobody, kNobody) != 0)
+        _exit(2);
+      // setuid makes a process undumpable; PR_SET_DUMPABLE 1 undoes that
+      // for the control case.
+      ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+      if (undumpable && !MakeUndumpable().ok()) _exit(3);
+      (void)!::write(ready[1], "r", 1);
+      ::pause();
+      _exit(0);
+    }
+    char byte;
+    ASSERT_EQ(::read(ready[0], &byte, 1), 1);
+    const pid_t reader = ::fork();
+    if (reader == 0) {
+      if (::setresgid(kNobody, kNobody, kNobody) != 0 ||
+          ::setresuid(kNobody, kNobody, kNobody) != 0)
+        _exit(2);
+      const int fd = ::open(absl::StrCat("/proc/", target, "/environ").c_str(), O_RDONLY);
+      _exit(fd >= 0 ? 0 : (errno == EACCES ? 1 : 4));
+    }
+    int status = 0;
+    ::waitpid(reader, &status, 0);
+    ::kill(target, SIGKILL);
+    ::waitpid(target, nullptr, 0);
+    ::close(ready[0]);
+    ::close(ready[1]);
+    ASSERT_TRUE(WIFEXITED(status)) << status;
+    EXPECT_EQ(WEXITSTATUS(status), undumpable ? 1 : 0) << (undumpable ? "undumpable" : "dumpable");
+  }
 }
 
 }  // namespace
