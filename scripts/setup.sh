@@ -18,7 +18,8 @@ PACKAGES=(
   libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev libisal-dev
   # text: SentencePiece tokenisation, and Unicode data for WordPiece's normalisation
   libsentencepiece-dev libutf8proc-dev
-  # the model sandbox (seccomp filter of kaizen-model-inspector)
+  # the helpers' sandbox (seccomp filter of kaizen-model-inspector and
+  # kaizen-tokenizer-trainer)
   libseccomp-dev
   # the JSON API over HTTP (server/http): Boost.Beast and Boost.Asio, header-only
   libboost-dev
