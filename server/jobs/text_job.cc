@@ -361,7 +361,7 @@ absl::StatusOr<TrainedTokenizer> TrainTextTokenizer(const std::vector<std::strin
   run.input = TokenizerCorpus(texts);
   run.timeout = box.timeout;
   run.max_stdout_bytes = kMaxTokenizerModelBytes;
-  ASSIGN_OR_RETURN(const sandbox::SubprocessResult result, sandbox::RunSubprocess(run));
+  ASSIGN_OR_RETURN(const sandbox::SubprocessResult result, sandbox::RunSubprocess(std::move(run)));
   if (result.exit_code != 0 || result.output_too_large) return TrainerFailure(result, box);
   TrainedTokenizer out;
   out.model_file = result.stdout_bytes;

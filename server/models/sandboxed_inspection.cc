@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -115,7 +116,7 @@ absl::StatusOr<kaizen::v1::Model> InspectInSandbox(const std::string& path,
   run.env = {"OMP_NUM_THREADS=1", "OMP_WAIT_POLICY=PASSIVE", "OPENBLAS_NUM_THREADS=1"};
   run.input = request.SerializeAsString();
   run.timeout = options.timeout;
-  absl::StatusOr<sandbox::SubprocessResult> result = sandbox::RunSubprocess(run);
+  absl::StatusOr<sandbox::SubprocessResult> result = sandbox::RunSubprocess(std::move(run));
   if (!result.ok()) return result.status();
   common::LogInfo("model inspected in sandbox", {{"ms", absl::ToInt64Milliseconds(result->wall)},
                                                  {"cpu_seconds", result->cpu_seconds},

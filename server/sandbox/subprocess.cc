@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <string>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
@@ -125,8 +126,9 @@ void Reap(pid_t pid, SubprocessResult* result) {
 
 }  // namespace
 
-absl::StatusOr<SubprocessResult> RunSubprocess(const SubprocessOptions& options) {
+absl::StatusOr<SubprocessResult> RunSubprocess(SubprocessOptions options) {
   absl::StatusOr<int> input = InputFd(options.input);
+  std::string().swap(options.input);
   if (!input.ok()) return input.status();
   Fd in_fd(*input);
   int out_pipe[2], err_pipe[2];

@@ -46,8 +46,10 @@ struct SubprocessResult {
 };
 
 // INTERNAL when the child cannot be started (missing binary, no memory);
-// otherwise the result, whatever the child did.
-absl::StatusOr<SubprocessResult> RunSubprocess(const SubprocessOptions& options);
+// otherwise the result, whatever the child did. `options.input` is released
+// once it is in the memfd, so a large input is not held twice while the
+// child runs (pass it with std::move).
+absl::StatusOr<SubprocessResult> RunSubprocess(SubprocessOptions options);
 
 // Makes this process non-dumpable (prctl PR_SET_DUMPABLE 0): its /proc
 // files that reveal memory or environment (mem, environ, maps, ...) and
