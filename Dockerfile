@@ -1,4 +1,4 @@
-# Kaizen server image (kaizen-server, kaizen-model-inspector, kaizen-tokenizer-trainer, kaizenctl), in
+# Kaizen server image (kaizen-server, kaizen-model-inspector, kaizen-tokenizer-trainer, kaizen-worker, kaizenctl), in
 # two flavours chosen with --build-arg FLAVOR:
 #
 #   cpu (default): Debian 12 with Debian's LibTorch 1.13, the build the tests
@@ -43,7 +43,7 @@ RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq 
       libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
       libabsl-dev prometheus-cpp-dev \
       libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev libisal-dev \
-      libsentencepiece-dev libutf8proc-dev libseccomp-dev libboost-dev \
+      libsentencepiece-dev libutf8proc-dev libseccomp-dev libboost-dev libgloo-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 
@@ -76,13 +76,13 @@ FROM build-${FLAVOR} AS build
 COPY . .
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKAIZEN_BUILD_TESTS=OFF \
       -DKAIZEN_BUILD_BENCH=OFF ${KAIZEN_CMAKE_ARGS} \
- && cmake --build build --target kaizen-server kaizen-model-inspector kaizen-tokenizer-trainer kaizenctl
+ && cmake --build build --target kaizen-server kaizen-model-inspector kaizen-tokenizer-trainer kaizen-worker kaizenctl
 # The CUDA toolkit libraries the binaries link directly (cudart, nvrtc, ...;
 # LibTorch's own copies carry other names), for the runtime image. libcuda.so.1
 # is not among them: the NVIDIA container runtime mounts the driver's.
 RUN mkdir -p /opt/cuda-runtime \
  && if [ -d /usr/local/cuda ]; then \
-      ldd build/kaizen-server build/kaizen-model-inspector build/kaizen-tokenizer-trainer build/kaizenctl \
+      ldd build/kaizen-server build/kaizen-model-inspector build/kaizen-tokenizer-trainer build/kaizen-worker build/kaizenctl \
         | awk '$3 ~ "^/usr/local/cuda/" {print $3}' | sort -u \
         | xargs -r cp -L -t /opt/cuda-runtime; \
     fi
@@ -126,7 +126,7 @@ FROM runtime-${FLAVOR}
 # libkaizen_sentencepiece.so goes beside the binaries, where the tokenizer
 # loader looks for it (server/text/sentencepiece_tokenizer.h).
 COPY --from=build /src/build/kaizen-server /src/build/kaizen-model-inspector \
-     /src/build/kaizen-tokenizer-trainer /src/build/kaizenctl \
+     /src/build/kaizen-tokenizer-trainer /src/build/kaizen-worker /src/build/kaizenctl \
      /src/build/libkaizen_sentencepiece.so /usr/local/bin/
 COPY --from=console /console/dist /usr/share/kaizen/console
 RUN groupadd --system --gid 10001 kaizen \

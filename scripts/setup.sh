@@ -18,6 +18,8 @@ PACKAGES=(
   libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev libisal-dev
   # text: SentencePiece tokenisation, and Unicode data for WordPiece's normalisation
   libsentencepiece-dev libutf8proc-dev
+  # data-parallel training: Gloo's headers for LibTorch's ProcessGroupGloo
+  libgloo-dev
   # the helpers' sandbox (seccomp filter of kaizen-model-inspector and
   # kaizen-tokenizer-trainer)
   libseccomp-dev

@@ -103,6 +103,16 @@ ABSL_FLAG(int64_t, tokenizer_train_cpu_seconds, 600,
 ABSL_FLAG(int64_t, tokenizer_train_timeout_seconds, 900,
           "Wall-clock limit of a text job's tokenizer training; the trainer is killed after it "
           "and the job fails.");
+ABSL_FLAG(std::string, worker_binary, "",
+          "The kaizen-worker binary that runs ranks 1..W-1 of data-parallel jobs; empty = "
+          "beside kaizen-server.");
+ABSL_FLAG(int, default_world_size, 1,
+          "Processes per job for jobs that ask for none (world_size 0) and can run data "
+          "parallel (image FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH without tuning).");
+ABSL_FLAG(int, max_world_size, 8, "The most processes one data-parallel job may ask for.");
+ABSL_FLAG(int64_t, distributed_timeout_seconds, 300,
+          "A data-parallel job's ranks wait this long for the group to form, for any "
+          "collective, and for the workers to exit; a rank that fails ends the job within it.");
 ABSL_FLAG(bool, dumpable, false,
           "Leave the server dumpable (core dumps, a debugger of the same user). Off: the "
           "sandboxed helpers, which run as the same user, cannot read its memory or "
@@ -362,7 +372,12 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
         Bound{"tokenizer_train_cpu_seconds", absl::GetFlag(FLAGS_tokenizer_train_cpu_seconds),
               86400},
         Bound{"tokenizer_train_timeout_seconds",
-              absl::GetFlag(FLAGS_tokenizer_train_timeout_seconds), 86400}}) {
+              absl::GetFlag(FLAGS_tokenizer_train_timeout_seconds), 86400},
+        Bound{"max_world_size", absl::GetFlag(FLAGS_max_world_size), 1024},
+        Bound{"default_world_size", absl::GetFlag(FLAGS_default_world_size),
+              absl::GetFlag(FLAGS_max_world_size)},
+        Bound{"distributed_timeout_seconds", absl::GetFlag(FLAGS_distributed_timeout_seconds),
+              86400}}) {
     if (b.value < 1 || b.value > b.most) {
       return absl::InvalidArgumentError(
           absl::StrCat("--", b.flag, " is ", b.value, "; it must be in [1, ", b.most, "]"));
@@ -370,6 +385,10 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
   }
   SandboxFromFlags(&options.model_sandbox);
   TokenizerSandboxFromFlags(&options.tokenizer_sandbox);
+  options.data_parallel.worker_path = absl::GetFlag(FLAGS_worker_binary);
+  options.data_parallel.default_world_size = absl::GetFlag(FLAGS_default_world_size);
+  options.data_parallel.max_world_size = absl::GetFlag(FLAGS_max_world_size);
+  options.data_parallel.timeout = absl::Seconds(absl::GetFlag(FLAGS_distributed_timeout_seconds));
   LimitsFromFlags(&options);
   if (absl::Status serving = ServingFromFlags(&options.serving); !serving.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("bad --serving_config: ", serving.message()));

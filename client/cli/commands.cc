@@ -198,7 +198,7 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "[--test_dataset=NAME] [--tune_trials=N [--tune_time_budget=S] [--tune_seed=N] "
        "[--tune_reduction_factor=N]] [--head=linear|mlp] [--head_warmup_epochs=N] "
        "[--mixed_precision=off|bf16|fp16] [--priority=N] [--request_id=S] "
-       "[--keep_checkpoints=N] [--teacher=MODEL[:V] [--temperature=X] "
+       "[--keep_checkpoints=N] [--world_size=W] [--teacher=MODEL[:V] [--temperature=X] "
        "[--distill_alpha=X]] "
        "[--exemplars_per_class=N] [--max_exemplars=N] [--exemplar_selection=herding|random] "
        "[--previous_datasets=A,B] [--distill_weight=X] [--no_rehearsal] [--no_distillation] "

@@ -399,6 +399,11 @@ absl::StatusOr<StartFineTuneRequest> BuildStartFineTuneRequest(const FineTuneFla
         ParseInt<int32_t>("keep_checkpoints", f.keep_checkpoints, 1, "a positive integer", &v));
     request.set_keep_checkpoints(v);
   }
+  if (!f.world_size.empty()) {
+    int32_t v = 0;
+    RETURN_IF_ERROR(ParseInt<int32_t>("world_size", f.world_size, 1, "a positive integer", &v));
+    request.set_world_size(v);
+  }
   return request;
 }
 

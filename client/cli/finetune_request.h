@@ -52,6 +52,7 @@ struct FineTuneFlags {
   std::string priority;
   std::string request_id;
   std::string keep_checkpoints;
+  std::string world_size;
   // validate_only: show the job (resolved hyperparameters) without queuing
   // it; --output_model may then be left out.
   bool dry_run = false;

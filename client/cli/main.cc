@@ -123,6 +123,8 @@ ABSL_FLAG(std::string, request_id, "",
           "finetune start: idempotency key; a repeat returns the first job");
 ABSL_FLAG(std::string, keep_checkpoints, "",
           "finetune start: versions kept besides the best and the latest");
+ABSL_FLAG(std::string, world_size, "",
+          "finetune start: train as this many processes, data parallel (default: the server's)");
 ABSL_FLAG(std::string, teacher, "", "finetune start (distill): teacher model, NAME[:VERSION]");
 ABSL_FLAG(std::string, temperature, "",
           "finetune start (distill, incremental): softmax temperature, 1 to 100 (default 4 for "
@@ -258,6 +260,7 @@ int main(int argc, char** argv) {
   ft.request_id = absl::GetFlag(FLAGS_request_id);
   ft.dry_run = absl::GetFlag(FLAGS_dry_run);
   ft.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
+  ft.world_size = absl::GetFlag(FLAGS_world_size);
   ft.tune_trials = absl::GetFlag(FLAGS_tune_trials);
   ft.tune_time_budget = absl::GetFlag(FLAGS_tune_time_budget);
   ft.tune_seed = absl::GetFlag(FLAGS_tune_seed);

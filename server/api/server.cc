@@ -364,6 +364,9 @@ void KaizenServer::StartJobs(int threads) {
   jmo.metrics = s.metrics.get();
   jmo.data = options_.job_data;
   jmo.tokenizer_sandbox = options_.tokenizer_sandbox;
+  jmo.data_parallel = options_.data_parallel;
+  if (jmo.data_parallel.scratch_dir.empty())
+    jmo.data_parallel.scratch_dir = options_.data_dir + "/tmp";
   if (serving::ModelServer* model_server = s.model_server.get()) {
     jmo.output_done = [model_server](const std::string& name) { model_server->Warm(name); };
   }

@@ -97,6 +97,9 @@ class KaizenServer {
     models::SandboxOptions model_sandbox;
     // Text jobs' tokenizer training (kaizen-tokenizer-trainer).
     jobs::TokenizerSandbox tokenizer_sandbox;
+    // Data-parallel jobs' worker processes (kaizen-worker); an empty
+    // scratch_dir means <data_dir>/tmp.
+    jobs::DataParallelOptions data_parallel;
     // Upload streams: how many at once, idle timeout, deadline.
     UploadRunner::Options uploads;
     // Most threads gRPC's synchronous server may run (a grpc::ResourceQuota),

@@ -5,6 +5,7 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -238,8 +239,9 @@ absl::Status CheckOutputSettings(const kaizen::v1::StartFineTuneRequest& request
 }
 
 Job NewQueuedJob(const kaizen::v1::StartFineTuneRequest& request,
-                 const kaizen::v1::Hyperparameters& resolved) {
+                 const kaizen::v1::Hyperparameters& resolved, int world_size) {
   Job job;
+  job.set_world_size(world_size);
   job.set_id(absl::StrCat("ft-", common::RandomHex(6)));
   *job.mutable_request() = request;
   *job.mutable_resolved_hyperparameters() = resolved;
@@ -556,7 +558,9 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
   ASSIGN_OR_RETURN(kaizen::v1::Hyperparameters resolved,
                    training::ResolveHyperparameters(request.strategy(), request.hyperparameters(),
                                                     dataset.num_examples()));
-  Job job = NewQueuedJob(request, resolved);
+  ASSIGN_OR_RETURN(const int world_size,
+                   ResolveWorldSize(request, /*text=*/false, options_.data_parallel));
+  Job job = NewQueuedJob(request, resolved, world_size);
   // The teacher version is fixed here: a resumed job loads this one even if
   // a newer version appears meanwhile.
   if (request.strategy() == kaizen::v1::STRATEGY_DISTILL) {
@@ -677,7 +681,10 @@ absl::StatusOr<Job> JobManager::CheckTextReferencesAndInsert(
   if (request.strategy() == kaizen::v1::STRATEGY_DISTILL) {
     ASSIGN_OR_RETURN(distillation, CheckTeacher(request, dataset));
   }
-  Job job = NewQueuedJob(request, ResolveTextHyperparameters(request, base ? &*base : nullptr));
+  ASSIGN_OR_RETURN(const int world_size,
+                   ResolveWorldSize(request, /*text=*/true, options_.data_parallel));
+  Job job = NewQueuedJob(request, ResolveTextHyperparameters(request, base ? &*base : nullptr),
+                         world_size);
   // The teacher version is fixed here, as for images.
   if (request.strategy() == kaizen::v1::STRATEGY_DISTILL) {
     *job.mutable_distillation() = std::move(distillation);
@@ -1350,6 +1357,43 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
   return events_->Publish(job->id(), std::move(e)).status();
 }
 
+absl::StatusOr<training::TrainResult> JobManager::TrainOnWorldSize(
+    const Job& job, training::TrainerOptions opts, const training::TrainingData& data,
+    const training::Callbacks& cb) {
+  const int world_size = std::max(1, job.world_size());
+  if (world_size == 1) return training::Train(opts, data, cb);
+  ASSIGN_OR_RETURN(std::unique_ptr<LocalDataParallel> dp,
+                   LocalDataParallel::Start(options_.data_parallel, absl::StrCat("dp-", job.id()),
+                                            world_size, options_.threads_per_worker, opts, data));
+  PublishMessage(job.id(),
+                 absl::StrFormat("data parallel: %d processes (rank 0 in the server, %d "
+                                 "kaizen-worker processes) with %d intra-op thread(s) each, "
+                                 "Gloo on loopback; each global batch of %d is split between "
+                                 "them and the gradients are summed once per step",
+                                 world_size, world_size - 1, options_.threads_per_worker,
+                                 opts.hyperparameters.batch_size()));
+  opts.group = dp->group();
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<training::TrainResult> result = training::Train(opts, data, cb);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const absl::Status workers = dp->Finish();
+  if (!result.ok()) {
+    if (workers.ok()) return result.status();
+    return absl::Status(result.status().code(),
+                        absl::StrCat(result.status().message(), "; ", workers.message()));
+  }
+  RETURN_IF_ERROR(workers);
+  PublishMessage(
+      job.id(),
+      absl::StrFormat("data parallel: rank 0 spent %.1f s of %.1f s (%.0f%%) "
+                      "in %d collectives",
+                      dp->group()->collective_seconds(), seconds,
+                      seconds > 0 ? 100 * dp->group()->collective_seconds() / seconds : 0.0,
+                      dp->group()->collectives()));
+  return result;
+}
+
 absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   const kaizen::v1::StartFineTuneRequest& req = job->request();
   ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset, datasets_->Get(req.dataset()));
@@ -1444,7 +1488,7 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   // the job's story.
   cb.on_message = [&](const std::string& m) { PublishMessage(job->id(), m); };
 
-  ASSIGN_OR_RETURN(training::TrainResult result, training::Train(opts, data, cb));
+  ASSIGN_OR_RETURN(training::TrainResult result, TrainOnWorldSize(*job, opts, data, cb));
   *stopped = result.cancelled;
   if (result.stopped_early) {
     PublishMessage(job->id(), absl::StrFormat("early stopping after epoch %d: best %s at epoch %d",

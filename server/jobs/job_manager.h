@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "kaizen/v1/finetune_service.pb.h"
+#include "server/jobs/data_parallel.h"
 #include "server/jobs/job_event_hub.h"
 #include "server/jobs/model_evaluator.h"
 #include "server/jobs/tokenizer_sandbox.h"
@@ -76,6 +77,8 @@ class JobManager {
     JobDataOptions data;
     // Where and within what text jobs train their tokenizers.
     TokenizerSandbox tokenizer_sandbox;
+    // Jobs with a world_size above 1: their worker processes and limits.
+    DataParallelOptions data_parallel;
     // Evaluates the final versions of jobs that name a test dataset; without
     // one such jobs are refused.
     ModelEvaluator* evaluator = nullptr;
@@ -287,6 +290,12 @@ class JobManager {
   // resumes (the epoch under way when it stopped runs again); MASKED_LM
   // writes one version when training ends, and starts over.
   absl::Status ExecuteText(kaizen::v1::Job* job, Running* running, bool* stopped);
+  // Train() in this thread, as rank 0 of job.world_size() processes when
+  // that is above 1 (LocalDataParallel).
+  absl::StatusOr<training::TrainResult> TrainOnWorldSize(const kaizen::v1::Job& job,
+                                                         training::TrainerOptions opts,
+                                                         const training::TrainingData& data,
+                                                         const training::Callbacks& cb);
   // A text job with a version: `*trained` when its training is over (the
   // version's resume state says all epochs ran, or it has none); otherwise
   // in->resume from that version, and the job's history cut back to it.

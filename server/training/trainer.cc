@@ -60,6 +60,7 @@ constexpr uint64_t kHeadStream = 4;
 constexpr uint64_t kInitStream = 5;
 constexpr uint64_t kSplitStream = 6;
 constexpr uint64_t kExemplarStream = 7;
+constexpr uint64_t kRankStream = 8;
 
 // Images per forward pass when caching features, evaluating or
 // recalibrating BatchNorm: up to kInferenceBatch, fewer for large inputs so
@@ -258,8 +259,17 @@ class Trainer {
   // a checkpoint that resumes at that step).
   absl::StatusOr<bool> RunSteps(EpochRun* run);
   absl::Status CheckpointStoppedAt(const EpochRun& run, int64_t batch, int64_t global_step);
-  absl::Status Step(const std::vector<int64_t>& batch, int64_t b, int64_t global_step,
-                    EpochRun* run);
+  // One update on `batch`, this rank's share of a global batch of
+  // `global_size` examples (the whole batch without a group).
+  absl::Status Step(const std::vector<int64_t>& batch, int64_t global_size, int64_t b,
+                    int64_t global_step, EpochRun* run);
+  // Data parallel: every rank's parameters and buffers become rank 0's.
+  absl::Status SynchronizeModel(bool parameters);
+  // Data parallel: true on every rank when rank 0's `flag` is.
+  absl::StatusOr<bool> RankZeroSays(bool flag);
+  // The seed of this rank's random stream (rank 0's is the seed itself, so
+  // that one process trains as before).
+  uint64_t RankSeed(uint64_t stream, uint64_t epoch) const;
   void ReportStep(const EpochRun& run, int64_t global_step, double loss_value);
   // Evaluates, records the metrics and the best epoch, checkpoints. Returns
   // true when early stopping ends training.
@@ -295,8 +305,11 @@ class Trainer {
                       const torch::Tensor& cached_prefixes = torch::Tensor());
   void SetLearningRates(double factor);
   void ClearGradients();
-  // Returns false when the step was skipped (FP16 overflow).
-  bool BackwardAndStep(const torch::Tensor& loss);
+  // Returns false when the step was skipped (FP16 overflow). With a group,
+  // the gradients are summed over the ranks, each weighted by `share` (its
+  // examples / the global batch's); an undefined `loss` (no examples on this
+  // rank) contributes zeros.
+  absl::StatusOr<bool> BackwardAndStep(const torch::Tensor& loss, double share = 1.0);
   absl::StatusOr<Checkpoint> MakeCheckpoint(int32_t epochs_completed, int64_t global_step,
                                             bool is_best, int bn_recalibrated);
   // The generators that random operations in a step draw from.
@@ -397,6 +410,9 @@ absl::Status Trainer::CheckInputs() {
        data_.validation_file->class_names() != class_names_)) {
     return absl::InvalidArgumentError(
         "the validation dataset's class names differ from the training dataset's");
+  }
+  if (options_.group != nullptr && options_.strategy == kaizen::v1::STRATEGY_INCREMENTAL) {
+    return absl::InvalidArgumentError("STRATEGY_INCREMENTAL trains in one process only");
   }
   if (options_.strategy == kaizen::v1::STRATEGY_DISTILL && !options_.distillation) {
     return absl::InvalidArgumentError("STRATEGY_DISTILL needs a teacher model");
@@ -959,7 +975,31 @@ absl::Status Trainer::BuildOptimizer() {
     archive.load_from(in, device_);
     optimizer_->load(archive);
   }
-  return absl::OkStatus();
+  return SynchronizeModel(/*parameters=*/true);
+}
+
+absl::Status Trainer::SynchronizeModel(bool parameters) {
+  if (options_.group == nullptr) return absl::OkStatus();
+  std::vector<torch::Tensor> tensors;
+  for (const torch::jit::Module* m : {&split_.backbone, &split_.head}) {
+    if (parameters) {
+      for (const torch::Tensor& p : m->parameters()) tensors.push_back(p.detach());
+    }
+    for (const torch::Tensor& b : m->buffers()) tensors.push_back(b);
+  }
+  torch::NoGradGuard no_grad;
+  return options_.group->Broadcast(tensors, 0);
+}
+
+absl::StatusOr<bool> Trainer::RankZeroSays(bool flag) {
+  if (options_.group == nullptr) return flag;
+  return options_.group->Any(options_.group->rank() == 0 && flag);
+}
+
+uint64_t Trainer::RankSeed(uint64_t stream, uint64_t epoch) const {
+  const uint64_t seed = DeriveSeed(hp_.seed(), stream, epoch);
+  const int rank = options_.group != nullptr ? options_.group->rank() : 0;
+  return rank == 0 ? seed : DeriveSeed(seed, kRankStream, static_cast<uint64_t>(rank));
 }
 
 torch::Tensor Trainer::ModelInput(const torch::Tensor& x) const {
@@ -1122,19 +1162,24 @@ void Trainer::ClearGradients() {
   }
 }
 
-bool Trainer::BackwardAndStep(const torch::Tensor& loss) {
+absl::StatusOr<bool> Trainer::BackwardAndStep(const torch::Tensor& loss, double share) {
   ClearGradients();
   std::vector<torch::Tensor> with_grad;
-  if (fp16_) {
+  if (!loss.defined()) {
+    // No examples on this rank: its part of the sum is zeros.
+  } else if (fp16_) {
     (loss * state_.loss_scale).backward();
   } else {
     loss.backward();
   }
   for (auto& group : optimizer_->param_groups()) {
     for (torch::Tensor& p : group.params()) {
-      if (p.grad().defined()) with_grad.push_back(p);
+      if (p.grad().defined() || (options_.group != nullptr && p.requires_grad())) {
+        with_grad.push_back(p);
+      }
     }
   }
+  if (options_.group != nullptr) RETURN_IF_ERROR(options_.group->ReduceGradients(with_grad, share));
   if (fp16_) {
     bool finite = true;
     for (torch::Tensor& p : with_grad) {
@@ -1233,16 +1278,16 @@ EpochRun Trainer::StartEpoch(int32_t epoch) {
   EpochRun run;
   run.epoch = epoch;
   run.start = Clock::now();
-  torch::manual_seed(DeriveSeed(hp_.seed(), kTorchStream, epoch));
-  run.augment_gen =
-      at::make_generator<at::CPUGeneratorImpl>(DeriveSeed(hp_.seed(), kAugmentStream, epoch));
+  torch::manual_seed(RankSeed(kTorchStream, epoch));
+  run.augment_gen = at::make_generator<at::CPUGeneratorImpl>(RankSeed(kAugmentStream, epoch));
 
   const bool backbone_frozen = options_.strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION ||
                                epoch < hp_.head_warmup_epochs() || trainable_backbone_.empty();
   ApplyRequiresGrad(split_.backbone,
                     backbone_frozen ? std::set<std::string>{} : trainable_backbone_);
   run.use_cache = options_.use_feature_cache && backbone_frozen && !augmenter_->active();
-  passes_may_stop_ = true;
+  // A group stops only where its ranks agree, between two steps.
+  passes_may_stop_ = options_.group == nullptr;
   const absl::Cleanup passes_end = [this] { passes_may_stop_ = false; };
   try {
     if (standardize_ && !feature_mean_.defined() && !run.use_cache) {
@@ -1423,18 +1468,33 @@ absl::StatusOr<bool> Trainer::RunSteps(EpochRun* run) {
                                         run->epoch * steps_per_epoch_ + run->first_batch));
     return true;
   }
-  const std::vector<std::vector<int64_t>> batches = sampler_->EpochBatches(run->epoch);
+  std::vector<std::vector<int64_t>> batches = sampler_->EpochBatches(run->epoch);
+  std::vector<int64_t> global_sizes;
+  for (std::vector<int64_t>& batch : batches) {
+    global_sizes.push_back(static_cast<int64_t>(batch.size()));
+    if (options_.group != nullptr) {
+      batch =
+          distributed::ShardOfBatch(batch, options_.group->rank(), options_.group->world_size());
+    }
+  }
   if (!run->use_cache && !run->use_prefix) {
-    train_.Begin({batches.begin() + run->first_batch, batches.end()});
+    // A rank with no share of a (last, short) batch loads nothing for it.
+    std::vector<std::vector<int64_t>> to_load;
+    for (size_t b = static_cast<size_t>(run->first_batch); b < batches.size(); ++b) {
+      if (!batches[b].empty()) to_load.push_back(batches[b]);
+    }
+    train_.Begin(std::move(to_load));
   }
   for (int64_t b = run->first_batch; b < static_cast<int64_t>(batches.size()); ++b) {
     const int64_t global_step = run->epoch * steps_per_epoch_ + b;
     where_ = absl::StrCat("epoch ", run->epoch + 1, " step ", b + 1);
-    if (callbacks_.should_stop && callbacks_.should_stop()) {
+    ASSIGN_OR_RETURN(const bool stop,
+                     RankZeroSays(callbacks_.should_stop && callbacks_.should_stop()));
+    if (stop) {
       RETURN_IF_ERROR(CheckpointStoppedAt(*run, b, global_step));
       return true;
     }
-    RETURN_IF_ERROR(Step(batches[b], b, global_step, run));
+    RETURN_IF_ERROR(Step(batches[b], global_sizes[b], b, global_step, run));
   }
   return false;
 }
@@ -1531,26 +1591,43 @@ void Trainer::Note(const std::string& message) {
   if (callbacks_.on_message) callbacks_.on_message(message);
 }
 
-absl::Status Trainer::Step(const std::vector<int64_t>& batch, int64_t b, int64_t global_step,
-                           EpochRun* run) {
+absl::Status Trainer::Step(const std::vector<int64_t>& batch, int64_t global_size, int64_t b,
+                           int64_t global_step, EpochRun* run) {
   const double factor = schedule_->Factor(global_step);
   SetLearningRates(factor);
   run->lr_now = base_lrs_[0] * factor;
-  const torch::Tensor idx = torch::tensor(batch, torch::kLong).to(device_);
-  const torch::Tensor labels = train_.labels().index_select(0, idx);
-  torch::Tensor teacher_logits;
-  const torch::Tensor logits =
-      TrainLogits(batch, idx, run->use_cache, run->use_prefix, run->augment_gen, &teacher_logits);
-  const torch::Tensor loss =
-      options_.incremental
-          ? IncrementalLoss(
-                logits, teacher_logits, labels, options_.incremental->options.temperature(),
-                options_.incremental->options.distillation_weight(), hp_.label_smoothing())
-      : teacher_
-          ? DistillationLoss(logits, teacher_logits, labels, options_.distillation->temperature,
-                             options_.distillation->alpha, hp_.label_smoothing())
-          : SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
-  const double loss_value = loss.item<double>();
+  const int64_t n = static_cast<int64_t>(batch.size());
+  torch::Tensor loss;
+  double loss_value = 0;  // the batch's mean
+  double loss_sum = 0;
+  int64_t correct = 0;
+  if (n > 0) {
+    const torch::Tensor idx = torch::tensor(batch, torch::kLong).to(device_);
+    const torch::Tensor labels = train_.labels().index_select(0, idx);
+    torch::Tensor teacher_logits;
+    const torch::Tensor logits =
+        TrainLogits(batch, idx, run->use_cache, run->use_prefix, run->augment_gen, &teacher_logits);
+    loss = options_.incremental
+               ? IncrementalLoss(
+                     logits, teacher_logits, labels, options_.incremental->options.temperature(),
+                     options_.incremental->options.distillation_weight(), hp_.label_smoothing())
+           : teacher_ ? DistillationLoss(logits, teacher_logits, labels,
+                                         options_.distillation->temperature,
+                                         options_.distillation->alpha, hp_.label_smoothing())
+                      : SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
+    loss_value = loss.item<double>();
+    loss_sum = loss_value * static_cast<double>(n);
+    correct = logits.argmax(1).eq(labels).sum().item<int64_t>();
+  }
+  if (options_.group != nullptr) {
+    // The global batch's loss and accuracy, the same on every rank, so that
+    // every rank takes the same decisions from them.
+    torch::Tensor sums = torch::tensor({loss_sum, static_cast<double>(correct)}, torch::kDouble);
+    RETURN_IF_ERROR(options_.group->Sum({sums}));
+    loss_sum = sums[0].item<double>();
+    correct = static_cast<int64_t>(std::llround(sums[1].item<double>()));
+    loss_value = loss_sum / static_cast<double>(global_size);
+  }
   if (!std::isfinite(loss_value)) {
     return common::WithCause(
         absl::InvalidArgumentError(absl::StrFormat(
@@ -1558,12 +1635,21 @@ absl::Status Trainer::Step(const std::vector<int64_t>& batch, int64_t b, int64_t
             std::isnan(loss_value) ? "NaN" : "Inf", run->epoch + 1, b + 1, run->lr_now)),
         common::kCauseDiverged);
   }
-  BackwardAndStep(loss);
-  const int64_t n = idx.size(0);
-  run->loss_sum += loss_value * static_cast<double>(n);
-  run->correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
-  run->seen += n;
+  RETURN_IF_ERROR(
+      BackwardAndStep(loss, static_cast<double>(n) / static_cast<double>(global_size)).status());
+  run->loss_sum += loss_sum;
+  run->correct += correct;
+  run->seen += global_size;
   ++steps_this_run_;
+  if (callbacks_.after_update) {
+    std::vector<torch::Tensor> trainable;
+    for (auto& group : optimizer_->param_groups()) {
+      for (const torch::Tensor& p : group.params()) {
+        if (p.requires_grad()) trainable.push_back(p);
+      }
+    }
+    callbacks_.after_update(global_step + 1, trainable);
+  }
   ReportStep(*run, global_step, loss_value);
   return absl::OkStatus();
 }
@@ -1586,6 +1672,8 @@ void Trainer::ReportStep(const EpochRun& run, int64_t global_step, double loss_v
 absl::StatusOr<kaizen::v1::EpochMetrics> Trainer::EpochMetricsOf(const EpochRun& run) {
   const double train_seconds = Seconds(run.start);
   last_recalibrated_ = 0;
+  // Every rank evaluates (and recalibrates) the same model: rank 0's.
+  RETURN_IF_ERROR(SynchronizeModel(/*parameters=*/false));
   if (!training_batchnorms_.empty() && CheckpointsAfter(run.epoch)) {
     // In place: the statistics are a function of the weights and the
     // training images alone, so a resumed run computes the same ones, and a
@@ -1649,7 +1737,7 @@ absl::StatusOr<bool> Trainer::FinishEpoch(const EpochRun& run, TrainResult* resu
                                                    is_best, last_recalibrated_));
     RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
   }
-  return PatienceExhausted(hp_.early_stopping(), state_);
+  return RankZeroSays(PatienceExhausted(hp_.early_stopping(), state_));
 }
 
 absl::StatusOr<TrainResult> Trainer::Run() {

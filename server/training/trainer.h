@@ -23,6 +23,7 @@
 #include "server/datasets/dataset_file.h"
 #include "server/datasets/image_decoder.h"
 #include "server/datasets/record_file.h"
+#include "server/distributed/group.h"
 
 namespace kaizen::training {
 
@@ -89,6 +90,10 @@ struct Callbacks {
   // head's input was standardised, which BatchNorm statistics it recomputed.
   // The same lines end up in TrainResult::notes.
   std::function<void(const std::string&)> on_message;
+  // After every optimizer update: the step (1-based over the run) and the
+  // parameters that train, as they now are (checks that data-parallel ranks
+  // agree).
+  std::function<void(int64_t step, const std::vector<torch::Tensor>& trainable)> after_update;
 };
 
 struct TrainerOptions {
@@ -175,6 +180,23 @@ struct TrainerOptions {
   // What decoding one stored record may cost (each is also held to its index
   // entry's pixel count).
   datasets::DecodeLimits decode_limits;
+  // Data-parallel training: this process is one rank of `group` (null:
+  // alone). Every rank runs Train() with the same options and data. Each
+  // global batch of hyperparameters.batch_size is split between the ranks
+  // (ShardOfBatch; a streamed dataset decodes only its rank's share); the
+  // gradients are weighted by each rank's share and summed once per step in
+  // buckets, so the update is the global batch's, and the parameters stay
+  // equal on every rank bit for bit (rank 0's are broadcast at the start).
+  // BatchNorm normalises with each rank's own batch statistics; rank 0's
+  // running statistics are broadcast before each epoch's evaluation. Losses
+  // and accuracies are the global batch's. A stop is agreed between the
+  // ranks before each step (rank 0's should_stop decides), so is early
+  // stopping (rank 0's metrics); a rank whose peer fails gets an
+  // Unavailable status from its next collective. Dropout and augmentation
+  // draws differ between ranks (their seeds are derived from the rank).
+  // The callbacks of ranks other than 0 should not write checkpoints.
+  // Not for STRATEGY_INCREMENTAL (InvalidArgument).
+  distributed::Group* group = nullptr;
 };
 
 struct TrainResult {

@@ -74,6 +74,7 @@ TEST(FineTuneRequestTest, NumbersAndChoicesLandInTheirFields) {
   f.mixed_precision = "bf16";
   f.priority = "-5";
   f.keep_checkpoints = "2";
+  f.world_size = "2";
   absl::StatusOr<kaizen::v1::StartFineTuneRequest> r = BuildStartFineTuneRequest(f);
   ASSERT_TRUE(r.ok()) << r.status();
   const kaizen::v1::Hyperparameters& hp = r->hyperparameters();
@@ -93,6 +94,7 @@ TEST(FineTuneRequestTest, NumbersAndChoicesLandInTheirFields) {
   EXPECT_EQ(hp.mixed_precision(), kaizen::v1::MIXED_PRECISION_BF16);
   EXPECT_EQ(r->priority(), -5);
   EXPECT_EQ(r->keep_checkpoints(), 2);
+  EXPECT_EQ(r->world_size(), 2);
 }
 
 TEST(FineTuneRequestTest, AugmentOnAndOffAreBothExplicit) {

@@ -1,0 +1,242 @@
+#include "server/distributed/group.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "server/common/status_macros.h"
+#include "server/models/torch_errors.h"
+
+namespace kaizen::distributed {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::chrono::milliseconds Millis(absl::Duration d) {
+  return std::chrono::milliseconds(absl::ToInt64Milliseconds(d));
+}
+
+absl::StatusOr<int> IntVariable(const std::function<const char*(const char*)>& getenv,
+                                const char* name, int lo, int hi) {
+  const char* value = getenv(name);
+  int parsed = 0;
+  if (value == nullptr || !absl::SimpleAtoi(value, &parsed) || parsed < lo || parsed > hi) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s=%s: expected an integer in [%d, %d]",
+                                                      name, value ? value : "(unset)", lo, hi));
+  }
+  return parsed;
+}
+
+bool IsLoopback(absl::string_view host) {
+  return host == "localhost" || absl::StartsWith(host, "127.") || host == "::1";
+}
+
+// The interface Gloo listens on: GLOO_SOCKET_IFNAME as in torch.distributed,
+// the loopback for a group on one machine, else the one this host's name
+// resolves to (a pod's IP in Kubernetes).
+std::shared_ptr<gloo::transport::Device> GlooDevice(const std::string& master_addr) {
+  if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {
+    return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
+  }
+  if (IsLoopback(master_addr)) return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  return c10d::ProcessGroupGloo::createDefaultDevice();
+}
+
+// Gloo reduces contiguous CPU tensors: others travel through a staging copy
+// that is written back after the collective.
+struct Staged {
+  explicit Staged(const std::vector<torch::Tensor>& tensors) : original(tensors) {
+    for (const torch::Tensor& t : tensors) {
+      host.push_back(t.is_cpu() && t.is_contiguous() ? t : t.to(torch::kCPU).contiguous());
+    }
+  }
+  void WriteBack() {
+    for (size_t i = 0; i < original.size(); ++i) {
+      if (!host[i].is_same(original[i])) original[i].copy_(host[i]);
+    }
+  }
+  std::vector<torch::Tensor> original;
+  std::vector<at::Tensor> host;
+};
+
+}  // namespace
+
+absl::StatusOr<Rendezvous> RendezvousFromEnvironment(
+    const std::function<const char*(const char*)>& getenv, absl::Duration timeout) {
+  Rendezvous r;
+  r.timeout = timeout;
+  const char* names[] = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"};
+  int set = 0;
+  for (const char* name : names) set += getenv(name) != nullptr ? 1 : 0;
+  if (set == 0) return r;
+  if (set != 4) {
+    std::string missing;
+    for (const char* name : names) {
+      if (getenv(name) == nullptr) absl::StrAppend(&missing, missing.empty() ? "" : ", ", name);
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a distributed worker needs MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK; missing ",
+        missing));
+  }
+  r.master_addr = getenv("MASTER_ADDR");
+  if (r.master_addr.empty() || r.master_addr.size() > 253) {
+    return absl::InvalidArgumentError("MASTER_ADDR must be a host name or address");
+  }
+  ASSIGN_OR_RETURN(r.master_port, IntVariable(getenv, "MASTER_PORT", 1, 65535));
+  ASSIGN_OR_RETURN(r.world_size, IntVariable(getenv, "WORLD_SIZE", 1, 1024));
+  ASSIGN_OR_RETURN(r.rank, IntVariable(getenv, "RANK", 0, r.world_size - 1));
+  return r;
+}
+
+struct Group::State {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+};
+
+Group::Group(int rank, int world_size, absl::Duration timeout, std::unique_ptr<State> state)
+    : rank_(rank), world_size_(world_size), timeout_(timeout), state_(std::move(state)) {}
+
+Group::~Group() = default;
+
+absl::StatusOr<std::unique_ptr<Group>> Group::Join(
+    const Rendezvous& r, const std::function<absl::Status(int)>& on_listening) {
+  if (r.world_size < 1 || r.rank < 0 || r.rank >= r.world_size) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("rank %d is not in a group of %d", r.rank, r.world_size));
+  }
+  if (r.master_port < 0 || r.master_port > 65535 || (r.rank != 0 && r.master_port == 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("bad master port ", r.master_port));
+  }
+  auto state = std::make_unique<State>();
+  try {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<uint16_t>(r.master_port);
+    so.isServer = r.rank == 0;
+    so.numWorkers = r.world_size;
+    so.waitWorkers = false;
+    so.timeout = Millis(r.timeout);
+    state->store = c10::make_intrusive<c10d::TCPStore>(r.master_addr, so);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrFormat("rank %d of %d could not %s the rendezvous store at %s:%d: %s", r.rank,
+                        r.world_size, r.rank == 0 ? "serve" : "reach", r.master_addr, r.master_port,
+                        models::TorchErrorSummary(e)));
+  }
+  if (r.rank == 0 && on_listening) RETURN_IF_ERROR(on_listening(state->store->getPort()));
+  try {
+    auto options = c10d::ProcessGroupGloo::Options::create(Millis(r.timeout));
+    options->devices.push_back(GlooDevice(r.master_addr));
+    options->threads = 1;
+    state->gloo =
+        c10::make_intrusive<c10d::ProcessGroupGloo>(state->store, r.rank, r.world_size, options);
+  } catch (const std::exception& e) {
+    return absl::DeadlineExceededError(
+        absl::StrFormat("rank %d of %d: the group did not form within %s (via %s:%d): %s", r.rank,
+                        r.world_size, absl::FormatDuration(r.timeout), r.master_addr,
+                        state->store->getPort(), models::TorchErrorSummary(e)));
+  }
+  return std::unique_ptr<Group>(new Group(r.rank, r.world_size, r.timeout, std::move(state)));
+}
+
+absl::Status Group::Run(const char* what, const std::function<void()>& collective) {
+  const Clock::time_point start = Clock::now();
+  try {
+    collective();
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrFormat(
+        "rank %d of %d: %s failed (another rank stopped or timed out after %s): %s", rank_,
+        world_size_, what, absl::FormatDuration(timeout_), models::TorchErrorSummary(e)));
+  }
+  collective_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
+  ++collectives_;
+  return absl::OkStatus();
+}
+
+absl::Status Group::Broadcast(const std::vector<torch::Tensor>& tensors, int root) {
+  if (world_size_ == 1) return absl::OkStatus();
+  Staged staged(tensors);
+  RETURN_IF_ERROR(Run("broadcast", [&] {
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    for (const at::Tensor& t : staged.host) {
+      std::vector<at::Tensor> one{t};
+      state_->gloo->broadcast(one, options)->wait();
+    }
+  }));
+  staged.WriteBack();
+  return absl::OkStatus();
+}
+
+absl::Status Group::Sum(const std::vector<torch::Tensor>& tensors) {
+  if (world_size_ == 1) return absl::OkStatus();
+  Staged staged(tensors);
+  RETURN_IF_ERROR(Run("all-reduce", [&] {
+    // One collective per tensor: Gloo reduces a list as the copies of one
+    // tensor on several devices.
+    for (const at::Tensor& t : staged.host) {
+      std::vector<at::Tensor> one{t};
+      state_->gloo->allreduce(one)->wait();
+    }
+  }));
+  staged.WriteBack();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Group::Any(bool flag) {
+  torch::Tensor t = torch::full({1}, flag ? 1 : 0, torch::kInt32);
+  RETURN_IF_ERROR(Sum({t}));
+  return t.item<int32_t>() > 0;
+}
+
+absl::Status Group::ReduceGradients(const std::vector<torch::Tensor>& parameters, double weight,
+                                    int64_t bucket_bytes) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> grads;
+  grads.reserve(parameters.size());
+  for (const torch::Tensor& p : parameters) {
+    if (!p.grad().defined()) const_cast<torch::Tensor&>(p).mutable_grad() = torch::zeros_like(p);
+    grads.push_back(p.grad());
+  }
+  size_t begin = 0;
+  while (begin < grads.size()) {
+    // One bucket: consecutive gradients of one dtype, at least one.
+    size_t end = begin;
+    int64_t bytes = 0;
+    while (end < grads.size() && grads[end].scalar_type() == grads[begin].scalar_type() &&
+           (end == begin || bytes + grads[end].nbytes() <= static_cast<size_t>(bucket_bytes))) {
+      bytes += static_cast<int64_t>(grads[end].nbytes());
+      ++end;
+    }
+    std::vector<torch::Tensor> flat;
+    for (size_t i = begin; i < end; ++i) flat.push_back(grads[i].reshape({-1}));
+    torch::Tensor bucket = torch::cat(flat);
+    if (weight != 1.0) bucket.mul_(weight);
+    if (world_size_ > 1) RETURN_IF_ERROR(Sum({bucket}));
+    int64_t offset = 0;
+    for (size_t i = begin; i < end; ++i) {
+      const int64_t n = grads[i].numel();
+      grads[i].copy_(bucket.narrow(0, offset, n).view_as(grads[i]));
+      offset += n;
+    }
+    begin = end;
+  }
+  return absl::OkStatus();
+}
+
+std::vector<int64_t> ShardOfBatch(const std::vector<int64_t>& batch, int rank, int world_size) {
+  std::vector<int64_t> shard;
+  for (size_t i = static_cast<size_t>(rank); i < batch.size();
+       i += static_cast<size_t>(world_size)) {
+    shard.push_back(batch[i]);
+  }
+  return shard;
+}
+
+}  // namespace kaizen::distributed

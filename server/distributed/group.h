@@ -1,0 +1,91 @@
+// A data-parallel group of training processes on PyTorch's own c10d: ranks
+// meet through a TCPStore (rank 0 serves it) and reduce over
+// ProcessGroupGloo on CPUs. Every collective has the group's timeout, and a
+// rank that dies closes its connections, so the others fail promptly with a
+// status naming the collective instead of hanging. The launch contract is
+// Kubeflow PyTorchJob's: MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK.
+#pragma once
+
+#include <torch/script.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace kaizen::distributed {
+
+struct Rendezvous {
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;
+  int world_size = 1;
+  int rank = 0;
+  // Meeting the others and every collective after.
+  absl::Duration timeout = absl::Seconds(300);
+};
+
+// The PyTorchJob variables read through `getenv` (a parameter for tests):
+// all four or none (none: a group of one). Precise errors name the variable.
+absl::StatusOr<Rendezvous> RendezvousFromEnvironment(
+    const std::function<const char*(const char*)>& getenv, absl::Duration timeout);
+
+// Gradients are reduced in buckets of at most this many bytes (DDP's 25 MiB).
+inline constexpr int64_t kDefaultBucketBytes = int64_t{25} << 20;
+
+class Group {
+ public:
+  // Blocks until all `world_size` ranks have joined or the timeout passes.
+  // Rank 0 serves the rendezvous store on master_port (0: any free port) and
+  // tells `on_listening` the port before it waits for the others, so that a
+  // launcher can start them.
+  static absl::StatusOr<std::unique_ptr<Group>> Join(
+      const Rendezvous& rendezvous,
+      const std::function<absl::Status(int port)>& on_listening = nullptr);
+  ~Group();
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+
+  // Every rank's tensors (contiguous, CPU) become rank `root`'s, in place.
+  absl::Status Broadcast(const std::vector<torch::Tensor>& tensors, int root = 0);
+  // Element-wise sums over the ranks, in place (contiguous, CPU).
+  absl::Status Sum(const std::vector<torch::Tensor>& tensors);
+  // True on every rank when `flag` is true on any.
+  absl::StatusOr<bool> Any(bool flag);
+  // Each rank's gradients of `parameters` are scaled by its `weight` and
+  // summed over the ranks, in place, flattened into buckets of at most
+  // `bucket_bytes` (one collective each). With weight = local examples /
+  // global examples the result is the gradient of the global batch's mean
+  // loss. A parameter without a gradient counts as zeros (and gets them), so
+  // that every rank sends the same layout.
+  absl::Status ReduceGradients(const std::vector<torch::Tensor>& parameters, double weight,
+                               int64_t bucket_bytes = kDefaultBucketBytes);
+
+  // Wall time spent in collectives since Join, and how many ran.
+  double collective_seconds() const { return collective_seconds_; }
+  int64_t collectives() const { return collectives_; }
+
+ private:
+  struct State;
+  Group(int rank, int world_size, absl::Duration timeout, std::unique_ptr<State> state);
+  absl::Status Run(const char* what, const std::function<void()>& collective);
+
+  int rank_;
+  int world_size_;
+  absl::Duration timeout_;
+  std::unique_ptr<State> state_;
+  double collective_seconds_ = 0;
+  int64_t collectives_ = 0;
+};
+
+// The examples of a global batch that rank `rank` of `world_size` trains on:
+// positions rank, rank + world_size, ... (every example exactly once across
+// the ranks; sizes differ by at most one).
+std::vector<int64_t> ShardOfBatch(const std::vector<int64_t>& batch, int rank, int world_size);
+
+}  // namespace kaizen::distributed

@@ -1,0 +1,88 @@
+// Local launch of a data-parallel job: rank 0 trains in the server's job
+// thread, ranks 1..W-1 are kaizen-worker processes beside it
+// (training_worker.h) that meet it on a loopback port, each with the job's
+// intra-op thread count. The workers read the same TrainingWorkerSpec: the
+// job's model (or checkpoint) and resume state written to a scratch folder,
+// and the datasets' record files where they are stored.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "kaizen/v1/finetune_service.pb.h"
+#include "server/distributed/group.h"
+#include "server/training/trainer.h"
+
+namespace kaizen::jobs {
+
+struct DataParallelOptions {
+  // The worker binary; empty: kaizen-worker beside the running executable.
+  std::string worker_path;
+  // Used for requests with world_size 0 that can run data parallel
+  // (DataParallelRefusal is empty for them); others run in one process.
+  int default_world_size = 1;
+  // Requests above it are refused.
+  int max_world_size = 8;
+  // Forming the group, every collective, and a worker's exit after training.
+  absl::Duration timeout = absl::Seconds(300);
+  // Each job's spec, model and worker logs go into a folder here, removed
+  // when the job's run ends.
+  std::string scratch_dir;
+};
+
+// Why `request` cannot run as several processes ("" when it can): text
+// datasets, INCREMENTAL and DISTILL (their extra models stay in one
+// process), tuning.
+std::string DataParallelRefusal(const kaizen::v1::StartFineTuneRequest& request, bool text);
+
+// The processes a request asks for: its world_size, else the default where
+// the request can run data parallel, else 1. InvalidArgument when it asks for
+// more than max_world_size, or for more than one where it cannot.
+absl::StatusOr<int> ResolveWorldSize(const kaizen::v1::StartFineTuneRequest& request, bool text,
+                                     const DataParallelOptions& options);
+
+class LocalDataParallel {
+ public:
+  // Writes the spec for `opts` and `data` (record files) into a new folder
+  // `scratch_dir`/`name`, serves the rendezvous on a free loopback port,
+  // starts W-1 workers (`threads` intra-op threads each, dying with this
+  // process) and waits until the group has formed. `extra_worker_args` go on
+  // every worker's command line.
+  static absl::StatusOr<std::unique_ptr<LocalDataParallel>> Start(
+      const DataParallelOptions& options, const std::string& name, int world_size, int threads,
+      const training::TrainerOptions& opts, const training::TrainingData& data,
+      const std::vector<std::string>& extra_worker_args = {});
+  // Kills the workers still running and removes the folder.
+  ~LocalDataParallel();
+  LocalDataParallel(const LocalDataParallel&) = delete;
+  LocalDataParallel& operator=(const LocalDataParallel&) = delete;
+
+  // Rank 0's group: TrainerOptions::group of the job's own Train().
+  distributed::Group* group() const { return group_.get(); }
+  // The process of rank 1..W-1 (-1 once Finish has reaped it).
+  pid_t worker_pid(int rank) const { return workers_.at(static_cast<size_t>(rank) - 1); }
+  // The folder the workers write their reports into (WorkerReportPath).
+  const std::string& output_dir() const { return dir_; }
+  // After rank 0's training ends: waits for the workers (at most the
+  // timeout, then kills them). OK when every worker exited 0, else which
+  // rank ended how, with the last line of its log.
+  absl::Status Finish();
+
+ private:
+  LocalDataParallel() = default;
+  absl::Status StartWorker(int rank, int port, int world_size, int threads,
+                           const std::vector<std::string>& extra_args);
+
+  DataParallelOptions options_;
+  std::string dir_;
+  std::vector<pid_t> workers_;  // rank i + 1
+  std::unique_ptr<distributed::Group> group_;
+};
+
+}  // namespace kaizen::jobs

@@ -1,0 +1,176 @@
+#include "server/jobs/training_worker.h"
+
+#include <ATen/Parallel.h>
+#include <google/protobuf/util/json_util.h>
+#include <torch/script.h>
+
+#include <chrono>
+#include <memory>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/common/atomic_file.h"
+#include "server/common/sha256.h"
+#include "server/common/status_macros.h"
+#include "server/datasets/record_file.h"
+#include "server/models/model_file.h"
+#include "server/models/model_metadata.h"
+#include "server/models/torch_errors.h"
+#include "server/training/trainer.h"
+
+namespace kaizen::jobs {
+namespace {
+
+using kaizen::internal::TrainingWorkerReport;
+using kaizen::internal::TrainingWorkerSpec;
+
+// Specs are small; anything larger is not one.
+constexpr int64_t kMaxJsonBytes = int64_t{1} << 20;
+
+template <typename Message>
+absl::StatusOr<Message> ReadJson(const std::string& path, const char* what) {
+  std::string json;
+  RETURN_IF_ERROR(common::ReadFile(path, &json));
+  if (static_cast<int64_t>(json.size()) > kMaxJsonBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s %s is %d bytes; at most %d", what, path, json.size(), kMaxJsonBytes));
+  }
+  Message message;
+  const auto st = google::protobuf::util::JsonStringToMessage(json, &message);
+  if (!st.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " ", path, " is not valid: ", st.message().as_string()));
+  }
+  return message;
+}
+
+template <typename Message>
+absl::Status WriteJson(const Message& message, const std::string& path) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  const auto st = google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!st.ok()) return absl::InternalError(st.message().as_string());
+  return common::WriteFileAtomically(path, json);
+}
+
+std::string Resolve(const std::string& dir, const std::string& path) {
+  if (path.empty() || absl::StartsWith(path, "/") || dir.empty()) return path;
+  return absl::StrCat(dir, "/", path);
+}
+
+std::string Digest(const std::vector<torch::Tensor>& parameters) {
+  common::Sha256 sha;
+  for (const torch::Tensor& p : parameters) {
+    const torch::Tensor host = p.detach().to(torch::kCPU).contiguous();
+    sha.Update(host.data_ptr(), host.nbytes());
+  }
+  return sha.HexDigest();
+}
+
+}  // namespace
+
+absl::StatusOr<TrainingWorkerSpec> ReadTrainingWorkerSpec(const std::string& path) {
+  ASSIGN_OR_RETURN(TrainingWorkerSpec spec, ReadJson<TrainingWorkerSpec>(path, "worker spec"));
+  if (spec.base_model().empty() || spec.train_records().empty() || spec.output_dir().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker spec ", path, " needs base_model, train_records and output_dir"));
+  }
+  if (spec.timeout_seconds() < 0 || spec.threads() < 0 || spec.loader_threads() < 0 ||
+      spec.max_image_memory_bytes() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("worker spec ", path,
+                                                   ": timeout_seconds, threads, loader_threads and "
+                                                   "max_image_memory_bytes must not be negative"));
+  }
+  return spec;
+}
+
+absl::Status WriteTrainingWorkerSpec(const TrainingWorkerSpec& spec, const std::string& path) {
+  return WriteJson(spec, path);
+}
+
+absl::StatusOr<TrainingWorkerReport> ReadTrainingWorkerReport(const std::string& path) {
+  return ReadJson<TrainingWorkerReport>(path, "worker report");
+}
+
+std::string CheckpointModelPath(const std::string& output_dir, int epoch) {
+  return absl::StrFormat("%s/epoch-%d.pt", output_dir, epoch);
+}
+std::string CheckpointResumePath(const std::string& output_dir, int epoch) {
+  return absl::StrFormat("%s/epoch-%d.resume", output_dir, epoch);
+}
+std::string WorkerReportPath(const std::string& output_dir, int rank) {
+  return absl::StrFormat("%s/rank-%d.json", output_dir, rank);
+}
+
+absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec& spec,
+                                                       const std::string& spec_dir,
+                                                       distributed::Group* group,
+                                                       const TrainingWorkerOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  const int rank = group != nullptr ? group->rank() : 0;
+  const std::string output_dir = Resolve(spec_dir, spec.output_dir());
+  if (spec.threads() > 0) at::set_num_threads(spec.threads());
+
+  training::TrainerOptions opts;
+  opts.strategy = spec.strategy();
+  opts.hyperparameters = spec.hyperparameters();
+  opts.group = group;
+  if (spec.max_image_memory_bytes() > 0)
+    opts.max_image_memory_bytes = spec.max_image_memory_bytes();
+  if (spec.loader_threads() > 0) opts.loader_threads = spec.loader_threads();
+  // The records were checked when they were stored (as JobManager::Execute).
+  opts.decode_limits.max_pixels = std::numeric_limits<int64_t>::max();
+  opts.decode_limits.max_jpeg_scans = std::numeric_limits<int>::max();
+  const std::string model_path = Resolve(spec_dir, spec.base_model());
+  ASSIGN_OR_RETURN(opts.base_metadata, models::ReadModelMetadata(model_path));
+  try {
+    opts.base = torch::jit::load(model_path, torch::kCPU);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot load ", model_path, ": ", models::TorchErrorSummary(e)));
+  }
+  if (!spec.resume_state().empty()) {
+    RETURN_IF_ERROR(common::ReadFile(Resolve(spec_dir, spec.resume_state()), &opts.resume_state));
+  }
+  training::TrainingData data;
+  ASSIGN_OR_RETURN(data.train_file,
+                   datasets::RecordFile::Open(Resolve(spec_dir, spec.train_records())));
+  if (!spec.validation_records().empty()) {
+    ASSIGN_OR_RETURN(data.validation_file,
+                     datasets::RecordFile::Open(Resolve(spec_dir, spec.validation_records())));
+  }
+
+  TrainingWorkerReport report;
+  report.set_rank(rank);
+  report.set_world_size(group != nullptr ? group->world_size() : 1);
+  training::Callbacks cb;
+  cb.should_stop = options.should_stop;
+  cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { *report.add_epochs() = m; };
+  cb.after_update = [&](int64_t step, const std::vector<torch::Tensor>& trainable) {
+    report.set_steps(step);
+    if (options.record_digests) report.add_step_digests(Digest(trainable));
+  };
+  if (rank == 0) {
+    cb.on_checkpoint = [&](const training::Checkpoint& cp) -> absl::Status {
+      RETURN_IF_ERROR(
+          models::SaveModelFile(cp.module, cp.metadata, CheckpointModelPath(output_dir, cp.epoch)));
+      return common::WriteFileAtomically(CheckpointResumePath(output_dir, cp.epoch),
+                                         cp.resume_state);
+    };
+  }
+  ASSIGN_OR_RETURN(const training::TrainResult result, training::Train(opts, data, cb));
+  report.set_epochs_completed(result.epochs_completed);
+  report.set_stopped_early(result.stopped_early);
+  report.set_seconds(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  if (group != nullptr) {
+    report.set_collective_seconds(group->collective_seconds());
+    report.set_collectives(group->collectives());
+  }
+  RETURN_IF_ERROR(WriteJson(report, WorkerReportPath(output_dir, rank)));
+  return report;
+}
+
+}  // namespace kaizen::jobs

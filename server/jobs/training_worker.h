@@ -1,0 +1,46 @@
+// One rank of a data-parallel training job (distributed::Group): what
+// kaizen-worker runs, from a TrainingWorkerSpec that names a model file and
+// record files. Every rank trains the same options on its share of each
+// batch; rank 0 writes a model file and the resume state per checkpoint into
+// the spec's output_dir; every rank writes its report there
+// (rank-<RANK>.json).
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kaizen/internal/training_worker.pb.h"
+#include "server/distributed/group.h"
+
+namespace kaizen::jobs {
+
+// Specs and reports are proto3 JSON (a PyTorchJob's pods read the spec from
+// a shared volume). Precise errors name the file and what is wrong.
+absl::StatusOr<kaizen::internal::TrainingWorkerSpec> ReadTrainingWorkerSpec(
+    const std::string& path);
+absl::Status WriteTrainingWorkerSpec(const kaizen::internal::TrainingWorkerSpec& spec,
+                                     const std::string& path);
+absl::StatusOr<kaizen::internal::TrainingWorkerReport> ReadTrainingWorkerReport(
+    const std::string& path);
+
+// The files rank 0 writes for the checkpoint after `epoch` epochs.
+std::string CheckpointModelPath(const std::string& output_dir, int epoch);
+std::string CheckpointResumePath(const std::string& output_dir, int epoch);
+std::string WorkerReportPath(const std::string& output_dir, int rank);
+
+struct TrainingWorkerOptions {
+  // Fill TrainingWorkerReport::step_digests (hashes every update).
+  bool record_digests = false;
+  // Checked by rank 0 before every step (the group agrees to stop there).
+  std::function<bool()> should_stop;
+};
+
+// Trains rank `group->rank()` (null group: one process) of the job that
+// `spec` describes; relative paths in it are taken from `spec_dir`. The
+// report is also written to WorkerReportPath when training succeeds.
+absl::StatusOr<kaizen::internal::TrainingWorkerReport> RunTrainingWorker(
+    const kaizen::internal::TrainingWorkerSpec& spec, const std::string& spec_dir,
+    distributed::Group* group, const TrainingWorkerOptions& options);
+
+}  // namespace kaizen::jobs

@@ -1,0 +1,163 @@
+#include "server/distributed/group.h"
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "absl/time/clock.h"
+
+namespace kaizen::distributed {
+namespace {
+
+// Two ranks as two threads of this process, meeting on a loopback port that
+// rank 0 picks; `body` runs on each with its group.
+template <typename Body>
+void RunTwoRanks(absl::Duration timeout, Body body) {
+  std::promise<int> port;
+  Rendezvous r0;
+  r0.world_size = 2;
+  r0.timeout = timeout;
+  std::thread rank1([&] {
+    Rendezvous r1 = r0;
+    r1.rank = 1;
+    r1.master_port = port.get_future().get();
+    absl::StatusOr<std::unique_ptr<Group>> g = Group::Join(r1);
+    ASSERT_TRUE(g.ok()) << g.status();
+    body(**g);
+  });
+  absl::StatusOr<std::unique_ptr<Group>> g = Group::Join(r0, [&](int p) {
+    port.set_value(p);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(g.ok()) << g.status();
+  body(**g);
+  rank1.join();
+}
+
+TEST(GroupTest, ReducedGradientsAreTheGlobalBatchMeanOnEveryRankBitForBit) {
+  // Rank r holds gradient (r + 1) * g and trains on 3 - r of 5 examples:
+  // weights 3/5 and 2/5 give 3/5 g + 2/5 (2 g) = 7/5 g.
+  torch::manual_seed(1);
+  const torch::Tensor g = torch::randn({1000, 37});
+  const torch::Tensor h = torch::randn({5});
+  std::map<int, std::vector<torch::Tensor>> reduced;
+  std::mutex mu;
+  RunTwoRanks(absl::Seconds(30), [&](Group& group) {
+    torch::Tensor a = torch::zeros({1000, 37}, torch::requires_grad());
+    torch::Tensor b = torch::zeros({5}, torch::requires_grad());
+    torch::Tensor c = torch::zeros({3}, torch::requires_grad());  // no gradient: zeros
+    a.mutable_grad() = g * (group.rank() + 1);
+    b.mutable_grad() = h * (group.rank() + 1);
+    const double weight = (3.0 - group.rank()) / 5.0;
+    // A bucket smaller than `a` alone: three buckets, one per tensor.
+    ASSERT_TRUE(group.ReduceGradients({a, b, c}, weight, 1024).ok());
+    std::lock_guard<std::mutex> lock(mu);
+    reduced[group.rank()] = {a.grad(), b.grad(), c.grad()};
+  });
+  ASSERT_EQ(reduced.size(), 2u);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(torch::equal(reduced[0][i], reduced[1][i])) << i;
+  EXPECT_TRUE(torch::allclose(reduced[0][0], g * 1.4, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(reduced[0][1], h * 1.4, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::equal(reduced[0][2], torch::zeros({3})));
+}
+
+TEST(GroupTest, BroadcastSumAndAnyAgreeOnEveryRank) {
+  std::map<int, std::vector<double>> seen;
+  std::mutex mu;
+  RunTwoRanks(absl::Seconds(30), [&](Group& group) {
+    torch::Tensor weights = torch::full({4}, group.rank() == 0 ? 2.5 : -1.0);
+    ASSERT_TRUE(group.Broadcast({weights}).ok());
+    torch::Tensor counts = torch::full({2}, group.rank() + 1.0, torch::kDouble);
+    ASSERT_TRUE(group.Sum({counts}).ok());
+    absl::StatusOr<bool> any = group.Any(group.rank() == 1);
+    absl::StatusOr<bool> none = group.Any(false);
+    ASSERT_TRUE(any.ok() && none.ok());
+    std::lock_guard<std::mutex> lock(mu);
+    seen[group.rank()] = {weights[3].item<double>(), counts[1].item<double>(), *any ? 1.0 : 0.0,
+                          *none ? 1.0 : 0.0};
+    EXPECT_EQ(group.collectives(), 4);
+  });
+  for (int rank : {0, 1}) EXPECT_EQ(seen[rank], (std::vector<double>{2.5, 3.0, 1.0, 0.0})) << rank;
+}
+
+TEST(GroupTest, ARankThatLeavesFailsTheOthersCollectivePromptly) {
+  std::map<int, absl::Status> status;
+  std::map<int, absl::Duration> took;
+  std::mutex mu;
+  RunTwoRanks(absl::Seconds(20), [&](Group& group) {
+    // Rank 1 leaves the group (its destructor closes its connections);
+    // rank 0's next collective fails and names itself.
+    if (group.rank() == 1) return;
+    const absl::Time start = absl::Now();
+    torch::Tensor t = torch::ones({8});
+    absl::Status s = absl::OkStatus();
+    for (int i = 0; i < 50 && s.ok(); ++i) s = group.Sum({t});
+    std::lock_guard<std::mutex> lock(mu);
+    status[0] = s;
+    took[0] = absl::Now() - start;
+  });
+  EXPECT_EQ(status[0].code(), absl::StatusCode::kUnavailable) << status[0];
+  EXPECT_NE(status[0].message().find("rank 0 of 2: all-reduce failed"), std::string::npos)
+      << status[0];
+  EXPECT_LT(took[0], absl::Seconds(20));
+}
+
+TEST(GroupTest, AGroupThatNeverFormsTimesOut) {
+  Rendezvous r;
+  r.world_size = 2;
+  r.timeout = absl::Seconds(2);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::unique_ptr<Group>> g = Group::Join(r);
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kDeadlineExceeded) << g.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+}
+
+TEST(GroupTest, TheEnvironmentContractIsAllOrNothingAndChecked) {
+  std::map<std::string, std::string> env;
+  auto getenv = [&](const char* name) -> const char* {
+    auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  absl::StatusOr<Rendezvous> none = RendezvousFromEnvironment(getenv, absl::Seconds(5));
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->world_size, 1);
+
+  env = {{"MASTER_ADDR", "kaizen-job-master-0"},
+         {"MASTER_PORT", "23456"},
+         {"WORLD_SIZE", "4"},
+         {"RANK", "3"}};
+  absl::StatusOr<Rendezvous> r = RendezvousFromEnvironment(getenv, absl::Seconds(5));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->master_addr, "kaizen-job-master-0");
+  EXPECT_EQ(r->master_port, 23456);
+  EXPECT_EQ(r->world_size, 4);
+  EXPECT_EQ(r->rank, 3);
+
+  env["RANK"] = "4";
+  EXPECT_NE(RendezvousFromEnvironment(getenv, absl::Seconds(5)).status().message().find("RANK=4"),
+            std::string::npos);
+  env["RANK"] = "0";
+  env["MASTER_PORT"] = "70000";
+  EXPECT_EQ(RendezvousFromEnvironment(getenv, absl::Seconds(5)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  env.erase("MASTER_PORT");
+  EXPECT_NE(RendezvousFromEnvironment(getenv, absl::Seconds(5))
+                .status()
+                .message()
+                .find("missing MASTER_PORT"),
+            std::string::npos);
+}
+
+TEST(GroupTest, ShardsCoverEveryExampleOnce) {
+  const std::vector<int64_t> batch = {9, 4, 7, 1, 3};
+  EXPECT_EQ(ShardOfBatch(batch, 0, 2), (std::vector<int64_t>{9, 7, 3}));
+  EXPECT_EQ(ShardOfBatch(batch, 1, 2), (std::vector<int64_t>{4, 1}));
+  EXPECT_EQ(ShardOfBatch(batch, 0, 1), batch);
+  EXPECT_TRUE(ShardOfBatch({5}, 1, 2).empty());
+}
+
+}  // namespace
+}  // namespace kaizen::distributed

@@ -1,0 +1,156 @@
+#include "server/jobs/data_parallel.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "server/common/sha256.h"
+#include "server/datasets/record_file.h"
+#include "server/jobs/training_worker.h"
+#include "tests/test_util/temp_dir.h"
+#include "tests/unit/training/training_test_util.h"
+
+namespace kaizen::jobs {
+namespace {
+
+DataParallelOptions Options(const test_util::TempDir& dir) {
+  DataParallelOptions o;
+  o.worker_path = std::string(KAIZEN_BINARY_DIR) + "/kaizen-worker";
+  o.timeout = absl::Seconds(20);
+  o.scratch_dir = dir.path();
+  return o;
+}
+
+TEST(DataParallelTest, RankZeroInThisProcessTrainsWithAWorkerProcessInLockstep) {
+  test_util::TempDir dir;
+  const datasets::DecodedDataset images = training::fixtures::SyntheticDataset(4, 24);
+  ASSERT_TRUE(datasets::WriteRawRecordFile(dir.File("train.krec"), images).ok());
+  training::TrainingData data;
+  absl::StatusOr<std::unique_ptr<datasets::RecordFile>> file =
+      datasets::RecordFile::Open(dir.File("train.krec"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  data.train_file = std::move(*file);
+  const training::fixtures::BaseModel base = training::fixtures::Builtin("cnn-small", 4);
+  training::TrainerOptions opts;
+  opts.strategy = kaizen::v1::STRATEGY_FINE_TUNE;
+  opts.hyperparameters = training::fixtures::FastHyperparameters(2, 16);
+  opts.base = base.module;
+  opts.base_metadata = base.metadata;
+
+  absl::StatusOr<std::unique_ptr<LocalDataParallel>> dp =
+      LocalDataParallel::Start(Options(dir), "job", 2, 1, opts, data, {"--record_digests"});
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  const std::string folder = (*dp)->output_dir();
+  opts.group = (*dp)->group();
+  std::vector<std::string> digests;
+  training::Callbacks cb;
+  cb.after_update = [&](int64_t, const std::vector<torch::Tensor>& trainable) {
+    common::Sha256 sha;
+    for (const torch::Tensor& p : trainable) {
+      const torch::Tensor host = p.detach().contiguous();
+      sha.Update(host.data_ptr(), host.nbytes());
+    }
+    digests.push_back(sha.HexDigest());
+  };
+  absl::StatusOr<training::TrainResult> result = training::Train(opts, data, cb);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_TRUE((*dp)->Finish().ok());
+  absl::StatusOr<kaizen::internal::TrainingWorkerReport> rank1 =
+      ReadTrainingWorkerReport(WorkerReportPath(folder, 1));
+  ASSERT_TRUE(rank1.ok()) << rank1.status();
+  EXPECT_EQ(rank1->epochs_completed(), 2);
+  ASSERT_EQ(rank1->step_digests_size(), static_cast<int>(digests.size()));
+  ASSERT_EQ(digests.size(), 12u);  // 96 images, global batches of 16, 2 epochs
+  for (size_t s = 0; s < digests.size(); ++s) {
+    EXPECT_EQ(rank1->step_digests(static_cast<int>(s)), digests[s]) << "after update " << s + 1;
+  }
+  // The scratch folder goes with the launcher.
+  dp->reset();
+  EXPECT_EQ(test_util::CountFiles(folder), 0u);
+}
+
+TEST(DataParallelTest, AWorkerKilledMidRunFailsRankZeroPromptlyAndIsNamed) {
+  test_util::TempDir dir;
+  const datasets::DecodedDataset images = training::fixtures::SyntheticDataset(4, 24);
+  ASSERT_TRUE(datasets::WriteRawRecordFile(dir.File("train.krec"), images).ok());
+  training::TrainingData data;
+  data.train_file = *datasets::RecordFile::Open(dir.File("train.krec"));
+  const training::fixtures::BaseModel base = training::fixtures::Builtin("cnn-small", 4);
+  training::TrainerOptions opts;
+  opts.strategy = kaizen::v1::STRATEGY_FULL;
+  opts.hyperparameters = training::fixtures::FastHyperparameters(50, 16);
+  opts.base = base.module;
+  opts.base_metadata = base.metadata;
+  absl::StatusOr<std::unique_ptr<LocalDataParallel>> dp =
+      LocalDataParallel::Start(Options(dir), "job", 2, 1, opts, data);
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  opts.group = (*dp)->group();
+  training::Callbacks cb;
+  absl::Time killed;
+  cb.after_update = [&](int64_t step, const std::vector<torch::Tensor>&) {
+    if (step != 3) return;
+    ASSERT_EQ(kill((*dp)->worker_pid(1), SIGKILL), 0);
+    killed = absl::Now();
+  };
+  absl::StatusOr<training::TrainResult> result = training::Train(opts, data, cb);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+  EXPECT_NE(result.status().message().find("rank 0 of 2"), std::string::npos) << result.status();
+  EXPECT_LT(absl::Now() - killed, absl::Seconds(20));
+  const absl::Status workers = (*dp)->Finish();
+  EXPECT_EQ(workers.message(), "rank 1 was killed by signal 9");
+}
+
+TEST(DataParallelTest, WorldSizesAreResolvedAndRefusedPrecisely) {
+  DataParallelOptions o;
+  o.max_world_size = 4;
+  o.default_world_size = 2;
+  kaizen::v1::StartFineTuneRequest r;
+  r.set_strategy(kaizen::v1::STRATEGY_FINE_TUNE);
+  EXPECT_EQ(*ResolveWorldSize(r, false, o), 2);  // the default
+  r.set_world_size(3);
+  EXPECT_EQ(*ResolveWorldSize(r, false, o), 3);
+  r.set_world_size(5);
+  EXPECT_NE(ResolveWorldSize(r, false, o).status().message().find("1 to 4 processes"),
+            std::string::npos);
+  r.set_world_size(2);
+  EXPECT_NE(ResolveWorldSize(r, true, o).status().message().find("text jobs train in one process"),
+            std::string::npos);
+  r.set_strategy(kaizen::v1::STRATEGY_INCREMENTAL);
+  EXPECT_EQ(ResolveWorldSize(r, false, o).status().code(), absl::StatusCode::kInvalidArgument);
+  r.set_world_size(0);
+  EXPECT_EQ(*ResolveWorldSize(r, false, o), 1);  // the default does not apply
+  r.set_strategy(kaizen::v1::STRATEGY_FULL);
+  r.mutable_tuning()->set_max_trials(4);
+  EXPECT_EQ(*ResolveWorldSize(r, false, o), 1);
+  r.set_world_size(2);
+  EXPECT_NE(ResolveWorldSize(r, false, o).status().message().find("tuning"), std::string::npos);
+}
+
+TEST(DataParallelTest, DatasetsOutsideRecordFilesAndAMissingWorkerAreRefused) {
+  test_util::TempDir dir;
+  const datasets::DecodedDataset images = training::fixtures::SyntheticDataset(2, 4);
+  training::TrainingData in_memory;
+  in_memory.train = &images;
+  training::TrainerOptions opts;
+  EXPECT_EQ(LocalDataParallel::Start(Options(dir), "job", 2, 1, opts, in_memory).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  ASSERT_TRUE(datasets::WriteRawRecordFile(dir.File("train.krec"), images).ok());
+  training::TrainingData data;
+  data.train_file = *datasets::RecordFile::Open(dir.File("train.krec"));
+  const training::fixtures::BaseModel base = training::fixtures::Builtin("cnn-small", 2);
+  opts.base = base.module;
+  opts.base_metadata = base.metadata;
+  DataParallelOptions missing = Options(dir);
+  missing.worker_path = dir.File("no-such-worker");
+  absl::StatusOr<std::unique_ptr<LocalDataParallel>> dp =
+      LocalDataParallel::Start(missing, "job", 2, 1, opts, data);
+  EXPECT_EQ(dp.status().code(), absl::StatusCode::kFailedPrecondition) << dp.status();
+  EXPECT_NE(dp.status().message().find("--worker_binary"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kaizen::jobs

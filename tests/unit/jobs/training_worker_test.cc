@@ -1,0 +1,235 @@
+#include "server/jobs/training_worker.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/atomic_file.h"
+#include "server/datasets/record_file.h"
+#include "server/models/model_file.h"
+#include "tests/test_util/server_process.h"
+#include "tests/test_util/temp_dir.h"
+#include "tests/unit/training/training_test_util.h"
+
+extern char** environ;
+
+namespace kaizen::jobs {
+namespace {
+
+using kaizen::internal::TrainingWorkerReport;
+using kaizen::internal::TrainingWorkerSpec;
+
+// A job on a synthetic 4-class dataset with the built-in cnn-small (BatchNorm
+// included), everything in `dir`.
+TrainingWorkerSpec WriteJob(const test_util::TempDir& dir, int epochs, int per_class) {
+  const datasets::DecodedDataset data = training::fixtures::SyntheticDataset(4, per_class);
+  EXPECT_TRUE(datasets::WriteRawRecordFile(dir.File("train.krec"), data).ok());
+  const training::fixtures::BaseModel base = training::fixtures::Builtin("cnn-small", 4);
+  EXPECT_TRUE(models::SaveModelFile(base.module, base.metadata, dir.File("base.pt")).ok());
+  TrainingWorkerSpec spec;
+  spec.set_strategy(kaizen::v1::STRATEGY_FULL);
+  *spec.mutable_hyperparameters() = training::fixtures::FastHyperparameters(epochs, 32);
+  spec.mutable_hyperparameters()->set_drop_last_fraction(0);
+  spec.set_base_model("base.pt");  // relative to the spec's folder
+  spec.set_train_records("train.krec");
+  spec.set_timeout_seconds(10);
+  spec.set_threads(1);
+  return spec;
+}
+
+// Writes `spec` with its own output folder `name` and returns the spec path.
+std::string WriteSpec(const test_util::TempDir& dir, TrainingWorkerSpec spec,
+                      const std::string& name) {
+  spec.set_output_dir(name);
+  EXPECT_EQ(mkdir(dir.File(name).c_str(), 0755), 0);
+  const std::string path = dir.File(name + ".json");
+  EXPECT_TRUE(WriteTrainingWorkerSpec(spec, path).ok());
+  return path;
+}
+
+// kaizen-worker as rank `rank` of `world` (no group when world is 0), its
+// stderr into `log`.
+pid_t StartWorker(const std::string& spec, int world, int rank, int port, const std::string& log) {
+  const std::string binary = std::string(KAIZEN_BINARY_DIR) + "/kaizen-worker";
+  std::vector<std::string> args = {binary, "--spec=" + spec, "--record_digests"};
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  if (world > 0) {
+    env.push_back("MASTER_ADDR=127.0.0.1");
+    env.push_back(absl::StrCat("MASTER_PORT=", port));
+    env.push_back(absl::StrCat("WORLD_SIZE=", world));
+    env.push_back(absl::StrCat("RANK=", rank));
+  }
+  std::vector<char*> argv, envp;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = -1;
+  EXPECT_EQ(posix_spawn(&pid, binary.c_str(), &actions, nullptr, argv.data(), envp.data()), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+int ExitCode(pid_t pid) {
+  int status = 0;
+  EXPECT_EQ(waitpid(pid, &status, 0), pid);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string Log(const std::string& path) {
+  std::string text;
+  (void)common::ReadFile(path, &text);
+  return text;
+}
+
+struct SideBySide {
+  TrainingWorkerReport rank0, rank1, alone;
+};
+
+// The job with W=2 Gloo ranks, then in one process, side by side.
+SideBySide RunTwoRanksAndOne(const test_util::TempDir& dir, const TrainingWorkerSpec& spec) {
+  const std::string one = WriteSpec(dir, spec, "one");
+  const std::string two = WriteSpec(dir, spec, "two");
+  const int port = test_util::FreeLoopbackPort();
+  const pid_t r0 = StartWorker(two, 2, 0, port, dir.File("r0.log"));
+  const pid_t r1 = StartWorker(two, 2, 1, port, dir.File("r1.log"));
+  EXPECT_EQ(ExitCode(r0), 0) << Log(dir.File("r0.log"));
+  EXPECT_EQ(ExitCode(r1), 0) << Log(dir.File("r1.log"));
+  EXPECT_EQ(ExitCode(StartWorker(one, 0, 0, 0, dir.File("one.log"))), 0)
+      << Log(dir.File("one.log"));
+  SideBySide reports;
+  for (auto [report, path] : {std::pair{&reports.rank0, WorkerReportPath(dir.File("two"), 0)},
+                              std::pair{&reports.rank1, WorkerReportPath(dir.File("two"), 1)},
+                              std::pair{&reports.alone, WorkerReportPath(dir.File("one"), 0)}}) {
+    absl::StatusOr<TrainingWorkerReport> read = ReadTrainingWorkerReport(path);
+    EXPECT_TRUE(read.ok()) << read.status();
+    if (read.ok()) *report = *read;
+  }
+  return reports;
+}
+
+TEST(TrainingWorkerTest, TwoGlooRanksStayIdenticalAndTrainAsOneProcessWithTheSameGlobalBatch) {
+  test_util::TempDir dir;
+  const SideBySide r = RunTwoRanksAndOne(dir, WriteJob(dir, /*epochs=*/3, /*per_class=*/40));
+  // 160 images in global batches of 32: 5 steps per epoch on every rank.
+  ASSERT_EQ(r.rank0.steps(), 15);
+  ASSERT_EQ(r.rank1.steps(), 15);
+  ASSERT_EQ(r.rank0.step_digests_size(), 15);
+  for (int s = 0; s < 15; ++s) {
+    EXPECT_EQ(r.rank0.step_digests(s), r.rank1.step_digests(s)) << "after update " << s + 1;
+  }
+  // The same global batches and updates, but BatchNorm normalises each
+  // rank's half batch with its own statistics (measured: within 4%).
+  ASSERT_EQ(r.rank0.epochs_size(), 3);
+  ASSERT_EQ(r.alone.epochs_size(), 3);
+  for (int e = 0; e < 3; ++e) {
+    std::cout << "FULL epoch " << e + 1 << " train loss: W=2 " << r.rank0.epochs(e).train_loss()
+              << ", one process " << r.alone.epochs(e).train_loss() << "\n";
+    EXPECT_NEAR(r.rank0.epochs(e).train_loss(), r.alone.epochs(e).train_loss(),
+                0.1 * r.alone.epochs(e).train_loss())
+        << "epoch " << e + 1;
+    EXPECT_DOUBLE_EQ(r.rank0.epochs(e).train_loss(), r.rank1.epochs(e).train_loss());
+  }
+  EXPECT_LT(r.rank0.epochs(2).train_loss(), r.rank0.epochs(0).train_loss());
+  // Three collectives per step (stop, loss, one gradient bucket) and more.
+  EXPECT_GE(r.rank0.collectives(), 45);
+  EXPECT_GT(r.rank0.collective_seconds(), 0);
+
+  // Rank 0 alone wrote checkpoints; rank 1 only its report.
+  std::string bytes;
+  EXPECT_TRUE(common::ReadFile(CheckpointModelPath(dir.File("two"), 3), &bytes).ok());
+  EXPECT_TRUE(common::ReadFile(CheckpointResumePath(dir.File("two"), 3), &bytes).ok());
+  EXPECT_EQ(test_util::CountFiles(dir.File("two")), 2u * 3 + 2);
+}
+
+TEST(TrainingWorkerTest, WithoutBatchStatisticsTwoRanksMatchOneProcessToRounding) {
+  // FEATURE_EXTRACTION: the backbone (BatchNorm too) is frozen, so the only
+  // difference left is the order in which the gradient sums are added.
+  test_util::TempDir dir;
+  TrainingWorkerSpec spec = WriteJob(dir, /*epochs=*/3, /*per_class=*/40);
+  spec.set_strategy(kaizen::v1::STRATEGY_FEATURE_EXTRACTION);
+  const SideBySide r = RunTwoRanksAndOne(dir, spec);
+  ASSERT_EQ(r.rank0.epochs_size(), 3);
+  ASSERT_EQ(r.alone.epochs_size(), 3);
+  for (int e = 0; e < 3; ++e) {
+    std::cout << "FEATURE_EXTRACTION epoch " << e + 1 << " train loss: W=2 "
+              << r.rank0.epochs(e).train_loss() << ", one process "
+              << r.alone.epochs(e).train_loss() << "\n";
+    EXPECT_NEAR(r.rank0.epochs(e).train_loss(), r.alone.epochs(e).train_loss(),
+                1e-4 * r.alone.epochs(e).train_loss())
+        << "epoch " << e + 1;
+    EXPECT_EQ(r.rank0.epochs(e).train_accuracy(), r.alone.epochs(e).train_accuracy());
+  }
+  for (int s = 0; s < r.rank0.step_digests_size(); ++s) {
+    EXPECT_EQ(r.rank0.step_digests(s), r.rank1.step_digests(s)) << "after update " << s + 1;
+  }
+}
+
+TEST(TrainingWorkerTest, KillingOneRankFailsTheOtherWithinTheTimeout) {
+  test_util::TempDir dir;
+  const TrainingWorkerSpec spec = WriteJob(dir, /*epochs=*/200, /*per_class=*/40);
+  const std::string path = WriteSpec(dir, spec, "out");
+  const int port = test_util::FreeLoopbackPort();
+  const pid_t r0 = StartWorker(path, 2, 0, port, dir.File("r0.log"));
+  const pid_t r1 = StartWorker(path, 2, 1, port, dir.File("r1.log"));
+  // Until rank 0 has written a checkpoint: the group trains.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::string model;
+  while (!common::ReadFile(CheckpointResumePath(dir.File("out"), 20), &model).ok() &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(kill(r1, SIGKILL), 0);
+  const auto killed = std::chrono::steady_clock::now();
+  EXPECT_EQ(ExitCode(r1), 128 + SIGKILL);
+  EXPECT_EQ(ExitCode(r0), 1);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  EXPECT_LT(seconds, spec.timeout_seconds() + 5.0);
+  const std::string log = Log(dir.File("r0.log"));
+  EXPECT_NE(log.find("kaizen-worker rank 0: UNAVAILABLE: rank 0 of 2"), std::string::npos) << log;
+}
+
+TEST(TrainingWorkerTest, ABadSpecOrEnvironmentIsRefusedWithTheReason) {
+  test_util::TempDir dir;
+  ASSERT_TRUE(
+      common::WriteFileAtomically(dir.File("bad.json"), "{\"strategy\": 7, \"x\": 1}").ok());
+  EXPECT_EQ(ReadTrainingWorkerSpec(dir.File("bad.json")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(common::WriteFileAtomically(dir.File("empty.json"), "{}").ok());
+  EXPECT_NE(ReadTrainingWorkerSpec(dir.File("empty.json"))
+                .status()
+                .message()
+                .find("needs base_model, train_records and output_dir"),
+            std::string::npos);
+
+  const TrainingWorkerSpec spec = WriteJob(dir, 1, 4);
+  const std::string path = WriteSpec(dir, spec, "out");
+  // WORLD_SIZE without the rest of the contract.
+  setenv("WORLD_SIZE", "2", 1);
+  const pid_t pid = StartWorker(path, 0, 0, 0, dir.File("w.log"));
+  unsetenv("WORLD_SIZE");
+  EXPECT_EQ(ExitCode(pid), 2);
+  EXPECT_NE(Log(dir.File("w.log")).find("missing MASTER_ADDR, MASTER_PORT, RANK"),
+            std::string::npos)
+      << Log(dir.File("w.log"));
+}
+
+}  // namespace
+}  // namespace kaizen::jobs
