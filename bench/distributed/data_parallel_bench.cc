@@ -1,9 +1,11 @@
 // Data-parallel scaling on this machine: the same job (built-in model,
 // synthetic images, the same global batch) as 1 kaizen-worker process and as
-// W Gloo ranks on loopback, each rank with --threads intra-op threads,
+// W Gloo ranks on loopback, each rank with --threads intra-op threads, and
+// as 1 process with W x --threads threads (the cores the W ranks use),
 // alternating, `repeats` rounds. Prints per round and the medians: training
-// images/s (epochs after the first), the W/1 ratio, and rank 0's share of
-// wall time in collectives. Markdown on stdout.
+// images/s (epochs after the first), the W/1 ratio, rank 0's share of wall
+// time in collectives, and the W ranks against one process on their cores.
+// Markdown on stdout.
 //
 //   kaizen_data_parallel_bench --worker=build/kaizen-worker --world_size=2
 #include <fcntl.h>
@@ -86,9 +88,10 @@ struct Run {
 
 // One run of `world` ranks; exits the program on failure.
 Run RunOnce(const std::string& dir, const kaizen::internal::TrainingWorkerSpec& base, int world,
-            int round) {
-  const std::string name = absl::StrCat("w", world, "-r", round);
+            int round, int threads) {
+  const std::string name = absl::StrCat("w", world, "-t", threads, "-r", round);
   kaizen::internal::TrainingWorkerSpec spec = base;
+  spec.set_threads(threads);
   spec.set_output_dir(name);
   std::filesystem::create_directories(dir + "/" + name);
   const std::string spec_path = dir + "/" + name + ".json";
@@ -202,32 +205,37 @@ int main(int argc, char** argv) {
   hp.set_drop_last_fraction(0.5);
   spec.set_base_model(dir + "/base.pt");
   spec.set_train_records(dir + "/train.krec");
-  spec.set_threads(absl::GetFlag(FLAGS_threads));
   spec.set_timeout_seconds(120);
 
-  std::vector<double> one, many, share;
+  const int threads = absl::GetFlag(FLAGS_threads);
+  std::vector<double> one, many, share, wide;
   std::printf(
       "| round | 1 process (img/s) | %d ranks (img/s) | ratio | all-reduce share | "
-      "final loss 1 / %d |\n|---|---|---|---|---|---|\n",
-      world, world);
+      "final loss 1 / %d | 1 process, %d threads (img/s) | %d ranks / it |\n"
+      "|---|---|---|---|---|---|---|---|\n",
+      world, world, threads * world, world);
   for (int round = 0; round < absl::GetFlag(FLAGS_repeats); ++round) {
-    const Run a = RunOnce(dir, spec, 1, round);
-    const Run b = RunOnce(dir, spec, world, round);
+    const Run a = RunOnce(dir, spec, 1, round, threads);
+    const Run b = RunOnce(dir, spec, world, round, threads);
+    const Run c = RunOnce(dir, spec, 1, round, threads * world);
     one.push_back(a.images_per_second);
     many.push_back(b.images_per_second);
     share.push_back(b.collective_share);
-    std::printf("| %d | %.0f | %.0f | %.2fx | %.1f%% | %.4f / %.4f |\n", round + 1,
+    wide.push_back(c.images_per_second);
+    std::printf("| %d | %.0f | %.0f | %.2fx | %.1f%% | %.4f / %.4f | %.0f | %.2fx |\n", round + 1,
                 a.images_per_second, b.images_per_second, b.images_per_second / a.images_per_second,
-                100 * b.collective_share, a.final_loss, b.final_loss);
+                100 * b.collective_share, a.final_loss, b.final_loss, c.images_per_second,
+                b.images_per_second / c.images_per_second);
     std::fflush(stdout);
   }
   std::printf(
       "\n%s %s, %d images 28x28, global batch %d, %d thread(s) per rank: median "
       "%.0f img/s in 1 process, %.0f img/s in %d ranks, scaling %.2fx (ideal %dx); "
-      "rank 0 in collectives %.1f%% of its wall time\n",
+      "rank 0 in collectives %.1f%% of its wall time; 1 process with %d threads "
+      "%.0f img/s (%d ranks / it: %.2fx)\n",
       absl::GetFlag(FLAGS_strategy).c_str(), model.c_str(), images, absl::GetFlag(FLAGS_batch),
-      absl::GetFlag(FLAGS_threads), Median(one), Median(many), world, Median(many) / Median(one),
-      world, 100 * Median(share));
+      threads, Median(one), Median(many), world, Median(many) / Median(one), world,
+      100 * Median(share), threads * world, Median(wide), world, Median(many) / Median(wide));
   if (absl::GetFlag(FLAGS_work_dir).empty()) std::filesystem::remove_all(dir);
   return 0;
 }
