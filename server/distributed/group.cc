@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <utility>
@@ -41,7 +42,9 @@ bool IsLoopback(absl::string_view host) {
 // The interface Gloo listens on: GLOO_SOCKET_IFNAME as in torch.distributed,
 // the loopback for a group on one machine, else the one this host's name
 // resolves to (a pod's IP in Kubernetes).
-std::shared_ptr<gloo::transport::Device> GlooDevice(const std::string& master_addr) {
+std::shared_ptr<gloo::transport::Device> GlooDevice(const Rendezvous& r) {
+  if (!r.store_file.empty()) return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  const std::string& master_addr = r.master_addr;
   if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {
     return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
   }
@@ -96,7 +99,8 @@ absl::StatusOr<Rendezvous> RendezvousFromEnvironment(
 }
 
 struct Group::State {
-  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::Store> store;
+  int port = 0;  // the TCPStore's (rank 0: the one it serves)
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
 };
 
@@ -111,36 +115,51 @@ absl::StatusOr<std::unique_ptr<Group>> Group::Join(
     return absl::InvalidArgumentError(
         absl::StrFormat("rank %d is not in a group of %d", r.rank, r.world_size));
   }
-  if (r.master_port < 0 || r.master_port > 65535 || (r.rank != 0 && r.master_port == 0)) {
+  const bool file = !r.store_file.empty();
+  if (!file &&
+      (r.master_port < 0 || r.master_port > 65535 || (r.rank != 0 && r.master_port == 0))) {
     return absl::InvalidArgumentError(absl::StrCat("bad master port ", r.master_port));
   }
   auto state = std::make_unique<State>();
+  std::string where = file ? r.store_file : absl::StrCat(r.master_addr, ":", r.master_port);
   try {
-    c10d::TCPStoreOptions so;
-    so.port = static_cast<uint16_t>(r.master_port);
-    so.isServer = r.rank == 0;
-    so.numWorkers = r.world_size;
-    so.waitWorkers = false;
-    so.timeout = Millis(r.timeout);
-    state->store = c10::make_intrusive<c10d::TCPStore>(r.master_addr, so);
+    if (file) {
+      state->store = c10::make_intrusive<c10d::FileStore>(r.store_file, r.world_size);
+      state->store->setTimeout(Millis(r.timeout));
+    } else {
+      c10d::TCPStoreOptions so;
+      so.port = static_cast<uint16_t>(r.master_port);
+      so.isServer = r.rank == 0;
+      so.numWorkers = r.world_size;
+      so.waitWorkers = false;
+      so.timeout = Millis(r.timeout);
+      auto tcp = c10::make_intrusive<c10d::TCPStore>(r.master_addr, so);
+      state->port = tcp->getPort();
+      where = absl::StrCat(r.master_addr, ":", state->port);
+      state->store = tcp;
+    }
   } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrFormat("rank %d of %d could not %s the rendezvous store at %s:%d: %s", r.rank,
-                        r.world_size, r.rank == 0 ? "serve" : "reach", r.master_addr, r.master_port,
-                        models::TorchErrorSummary(e)));
+    return absl::UnavailableError(absl::StrFormat(
+        "rank %d of %d could not %s the rendezvous store %s: %s", r.rank, r.world_size,
+        r.rank == 0 ? "open" : "reach", where, models::TorchErrorSummary(e)));
   }
-  if (r.rank == 0 && on_listening) RETURN_IF_ERROR(on_listening(state->store->getPort()));
+  if (r.rank == 0 && on_listening) RETURN_IF_ERROR(on_listening(state->port));
   try {
     auto options = c10d::ProcessGroupGloo::Options::create(Millis(r.timeout));
-    options->devices.push_back(GlooDevice(r.master_addr));
+    options->devices.push_back(GlooDevice(r));
     options->threads = 1;
     state->gloo =
         c10::make_intrusive<c10d::ProcessGroupGloo>(state->store, r.rank, r.world_size, options);
   } catch (const std::exception& e) {
-    return absl::DeadlineExceededError(
-        absl::StrFormat("rank %d of %d: the group did not form within %s (via %s:%d): %s", r.rank,
-                        r.world_size, absl::FormatDuration(r.timeout), r.master_addr,
-                        state->store->getPort(), models::TorchErrorSummary(e)));
+    const std::string summary = models::TorchErrorSummary(e);
+    const bool timed_out =
+        absl::StrContains(summary, "imeout") || absl::StrContains(summary, "imed out");
+    return absl::Status(
+        timed_out ? absl::StatusCode::kDeadlineExceeded : absl::StatusCode::kUnavailable,
+        absl::StrFormat("rank %d of %d: the group did not form%s (via %s): %s", r.rank,
+                        r.world_size,
+                        timed_out ? absl::StrCat(" within ", absl::FormatDuration(r.timeout)) : "",
+                        where, summary));
   }
   return std::unique_ptr<Group>(new Group(r.rank, r.world_size, r.timeout, std::move(state)));
 }

@@ -21,6 +21,12 @@
 namespace kaizen::distributed {
 
 struct Rendezvous {
+  // Where the ranks meet: c10d's TCPStore at master_addr:master_port (rank 0
+  // serves it, on every interface), or, when `store_file` is set, a FileStore
+  // at that path: a group on one machine (the server's own launch), where
+  // nothing listens for the rendezvous and Gloo uses the loopback interface
+  // whatever GLOO_SOCKET_IFNAME says.
+  std::string store_file;
   std::string master_addr = "127.0.0.1";
   int master_port = 0;
   int world_size = 1;
@@ -41,8 +47,8 @@ class Group {
  public:
   // Blocks until all `world_size` ranks have joined or the timeout passes.
   // Rank 0 serves the rendezvous store on master_port (0: any free port) and
-  // tells `on_listening` the port before it waits for the others, so that a
-  // launcher can start them.
+  // tells `on_listening` the port (0 with a store file) before it waits for
+  // the others, so that a launcher can start them.
   static absl::StatusOr<std::unique_ptr<Group>> Join(
       const Rendezvous& rendezvous,
       const std::function<absl::Status(int port)>& on_listening = nullptr);

@@ -86,6 +86,10 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
         "a data-parallel job needs its datasets in record files (datasets stored in the old "
         ".kds format train in one process: set world_size 1)");
   }
+  if (!opts.device.is_cpu()) {
+    return absl::FailedPreconditionError(
+        "data-parallel jobs train on CPUs (Gloo); this job's device is not the CPU");
+  }
   std::unique_ptr<LocalDataParallel> dp(new LocalDataParallel());
   dp->options_ = options;
   std::error_code ec;
@@ -93,7 +97,7 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
   dp->dir_ = std::filesystem::absolute(absl::StrCat(options.scratch_dir, "/", name), ec).string();
   std::filesystem::remove_all(dp->dir_, ec);
   std::filesystem::create_directories(dp->dir_, ec);
-  if (ec) {
+  if (ec || chmod(dp->dir_.c_str(), 0700) != 0) {
     return absl::InternalError(absl::StrCat("cannot create ", dp->dir_, ": ", ec.message()));
   }
   kaizen::internal::TrainingWorkerSpec spec;
@@ -115,43 +119,61 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
   spec.set_threads(threads);
   spec.set_max_image_memory_bytes(opts.max_image_memory_bytes);
   spec.set_loader_threads(opts.loader_threads);
+  spec.set_prefetch_batches(opts.prefetch_batches);
+  spec.set_max_prefix_cache_bytes(opts.max_prefix_cache_bytes);
+  spec.set_channels_last(opts.channels_last);
   RETURN_IF_ERROR(WriteTrainingWorkerSpec(spec, dp->dir_ + "/spec.json"));
 
+  // The ranks meet through a file in the job's private folder: nothing
+  // listens for the rendezvous, and Gloo's pairs use the loopback.
   distributed::Rendezvous r;
+  r.store_file = dp->dir_ + "/store";
   r.world_size = world_size;
   r.timeout = options.timeout;
   LocalDataParallel* self = dp.get();
-  ASSIGN_OR_RETURN(
-      dp->group_, distributed::Group::Join(r, [&](int port) -> absl::Status {
+  absl::StatusOr<std::unique_ptr<distributed::Group>> group =
+      distributed::Group::Join(r, [&](int) -> absl::Status {
         for (int rank = 1; rank < world_size; ++rank) {
-          RETURN_IF_ERROR(self->StartWorker(rank, port, world_size, threads, extra_worker_args));
+          RETURN_IF_ERROR(self->StartWorker(rank, world_size, threads, extra_worker_args));
         }
         return absl::OkStatus();
-      }));
+      });
+  if (!group.ok()) {
+    // A worker that failed before the group formed says why.
+    const absl::Status workers =
+        dp->Reap(std::chrono::steady_clock::now() + std::chrono::seconds(1),
+                 /*kill_late_quietly=*/true);
+    if (workers.ok()) return group.status();
+    return absl::Status(group.status().code(),
+                        absl::StrCat(group.status().message(), "; ", workers.message()));
+  }
+  dp->group_ = *std::move(group);
   return dp;
 }
 
-absl::Status LocalDataParallel::StartWorker(int rank, int port, int world_size, int threads,
+absl::Status LocalDataParallel::StartWorker(int rank, int world_size, int threads,
                                             const std::vector<std::string>& extra_args) {
   const std::string binary = options_.worker_path.empty()
                                  ? sandbox::BesideThisExecutable("kaizen-worker")
                                  : options_.worker_path;
-  std::vector<std::string> args = {binary, "--spec=" + dir_ + "/spec.json", "--exit_with_parent"};
+  std::vector<std::string> args = {binary,
+                                   "--spec=" + dir_ + "/spec.json",
+                                   "--store_file=" + dir_ + "/store",
+                                   absl::StrCat("--rank=", rank),
+                                   absl::StrCat("--world_size=", world_size),
+                                   absl::StrCat("--parent_pid=", getpid())};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
+  // The server's environment, less what would point the worker elsewhere.
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     const absl::string_view var(*e);
-    if (absl::StartsWith(var, "MASTER_ADDR=") || absl::StartsWith(var, "MASTER_PORT=") ||
-        absl::StartsWith(var, "WORLD_SIZE=") || absl::StartsWith(var, "RANK=") ||
-        absl::StartsWith(var, "OMP_NUM_THREADS=")) {
-      continue;
+    bool drop = false;
+    for (absl::string_view prefix :
+         {"MASTER_ADDR=", "MASTER_PORT=", "WORLD_SIZE=", "RANK=", "GLOO_", "OMP_NUM_THREADS="}) {
+      drop = drop || absl::StartsWith(var, prefix);
     }
-    env.emplace_back(var);
+    if (!drop) env.emplace_back(var);
   }
-  env.push_back("MASTER_ADDR=127.0.0.1");
-  env.push_back(absl::StrCat("MASTER_PORT=", port));
-  env.push_back(absl::StrCat("WORLD_SIZE=", world_size));
-  env.push_back(absl::StrCat("RANK=", rank));
   env.push_back(absl::StrCat("OMP_NUM_THREADS=", threads));
   std::vector<char*> argv, envp;
   for (std::string& a : args) argv.push_back(a.data());
@@ -161,11 +183,25 @@ absl::Status LocalDataParallel::StartWorker(int rank, int port, int world_size, 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   const std::string log = LogPath(dir_, rank);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  // The server blocks its shutdown signals in every thread; the worker gets
+  // none blocked, the default actions, and a process group of its own.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
   pid_t pid = -1;
-  const int rc = posix_spawn(&pid, binary.c_str(), &actions, nullptr, argv.data(), envp.data());
+  const int rc = posix_spawn(&pid, binary.c_str(), &actions, &attr, argv.data(), envp.data());
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
     return absl::FailedPreconditionError(absl::StrCat("cannot start the data-parallel worker ",
@@ -177,10 +213,32 @@ absl::Status LocalDataParallel::StartWorker(int rank, int port, int world_size, 
 }
 
 absl::Status LocalDataParallel::Finish() {
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::seconds(absl::ToInt64Seconds(options_.timeout));
+  return Reap(std::chrono::steady_clock::now() +
+                  std::chrono::seconds(absl::ToInt64Seconds(options_.timeout)),
+              /*kill_late_quietly=*/false);
+}
+
+absl::Status LocalDataParallel::Abort() {
+  // Those that had already ended say how; the others are killed silently.
+  return Reap(std::chrono::steady_clock::now(), /*kill_late_quietly=*/true);
+}
+
+std::string LocalDataParallel::Describe(int rank, int status) const {
+  if (WIFSIGNALED(status)) {
+    return absl::StrFormat("rank %d was killed by signal %d", rank, WTERMSIG(status));
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+    return absl::StrFormat("rank %d exited with status %d: %s", rank, WEXITSTATUS(status),
+                           LastLine(LogPath(dir_, rank)));
+  }
+  return "";
+}
+
+absl::Status LocalDataParallel::Reap(std::chrono::steady_clock::time_point deadline,
+                                     bool kill_late_quietly) {
   std::vector<std::string> failures;
   for (size_t i = 0; i < workers_.size(); ++i) {
+    if (workers_[i] <= 0) continue;
     const int rank = static_cast<int>(i) + 1;
     int status = 0;
     pid_t done = 0;
@@ -191,31 +249,23 @@ absl::Status LocalDataParallel::Finish() {
     if (done == 0) {
       kill(workers_[i], SIGKILL);
       waitpid(workers_[i], &status, 0);
-      failures.push_back(absl::StrFormat("rank %d did not exit within %s and was killed", rank,
-                                         absl::FormatDuration(options_.timeout)));
+      if (!kill_late_quietly) {
+        failures.push_back(absl::StrFormat("rank %d did not exit in time and was killed", rank));
+      }
     } else if (done < 0) {
       failures.push_back(absl::StrFormat("rank %d: %s", rank, strerror(errno)));
-    } else if (WIFSIGNALED(status)) {
-      failures.push_back(
-          absl::StrFormat("rank %d was killed by signal %d", rank, WTERMSIG(status)));
-    } else if (WEXITSTATUS(status) != 0) {
-      failures.push_back(absl::StrFormat("rank %d exited with status %d: %s", rank,
-                                         WEXITSTATUS(status), LastLine(LogPath(dir_, rank))));
+    } else if (std::string what = Describe(rank, status); !what.empty()) {
+      failures.push_back(std::move(what));
     }
     workers_[i] = -1;
   }
+  group_.reset();
   if (failures.empty()) return absl::OkStatus();
   return absl::UnavailableError(absl::StrJoin(failures, "; "));
 }
 
 LocalDataParallel::~LocalDataParallel() {
-  for (pid_t pid : workers_) {
-    if (pid <= 0) continue;
-    kill(pid, SIGKILL);
-    int status = 0;
-    waitpid(pid, &status, 0);
-  }
-  group_.reset();
+  (void)Abort();
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
 }

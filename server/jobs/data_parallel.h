@@ -1,13 +1,15 @@
 // Local launch of a data-parallel job: rank 0 trains in the server's job
 // thread, ranks 1..W-1 are kaizen-worker processes beside it
-// (training_worker.h) that meet it on a loopback port, each with the job's
-// intra-op thread count. The workers read the same TrainingWorkerSpec: the
+// (training_worker.h) that meet it through a FileStore in the job's private
+// scratch folder and reduce over the loopback, each with the job's intra-op
+// thread count. The workers read the same TrainingWorkerSpec: the
 // job's model (or checkpoint) and resume state written to a scratch folder,
 // and the datasets' record files where they are stored.
 #pragma once
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -70,14 +72,24 @@ class LocalDataParallel {
   // The folder the workers write their reports into (WorkerReportPath).
   const std::string& output_dir() const { return dir_; }
   // After rank 0's training ends: waits for the workers (at most the
-  // timeout, then kills them). OK when every worker exited 0, else which
-  // rank ended how, with the last line of its log.
+  // timeout, then kills them) and closes the group. OK when every worker
+  // exited 0, else which rank ended how, with the last line of its log.
   absl::Status Finish();
+  // After rank 0's training failed: the workers, which would wait in their
+  // next collective until the timeout, are killed now and the group closed.
+  // Returns how those that had already ended did (a rank that failed
+  // first), as Finish.
+  absl::Status Abort();
 
  private:
   LocalDataParallel() = default;
-  absl::Status StartWorker(int rank, int port, int world_size, int threads,
+  absl::Status StartWorker(int rank, int world_size, int threads,
                            const std::vector<std::string>& extra_args);
+  // Waits for the workers not yet reaped until `deadline`, then kills them
+  // (saying so unless `kill_late_quietly`), and closes the group.
+  absl::Status Reap(std::chrono::steady_clock::time_point deadline, bool kill_late_quietly);
+  // How rank `rank` ended by its wait status; "" for a clean exit.
+  std::string Describe(int rank, int status) const;
 
   DataParallelOptions options_;
   std::string dir_;

@@ -1362,6 +1362,17 @@ absl::StatusOr<training::TrainResult> JobManager::TrainOnWorldSize(
     const training::Callbacks& cb) {
   const int world_size = std::max(1, job.world_size());
   if (world_size == 1) return training::Train(opts, data, cb);
+  // --default_world_size applies where the job can run data parallel; a
+  // job that asked for it is told why not (LocalDataParallel::Start).
+  if (job.request().world_size() == 0 && (data.train_file == nullptr || !opts.device.is_cpu())) {
+    PublishMessage(job.id(), absl::StrFormat("the server's default of %d processes does not apply "
+                                             "(%s): the job trains in one process",
+                                             world_size,
+                                             data.train_file == nullptr
+                                                 ? "its datasets are not in record files"
+                                                 : "data-parallel jobs train on CPUs"));
+    return training::Train(opts, data, cb);
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<LocalDataParallel> dp,
                    LocalDataParallel::Start(options_.data_parallel, absl::StrCat("dp-", job.id()),
                                             world_size, options_.threads_per_worker, opts, data));
@@ -1377,20 +1388,34 @@ absl::StatusOr<training::TrainResult> JobManager::TrainOnWorldSize(
   absl::StatusOr<training::TrainResult> result = training::Train(opts, data, cb);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const absl::Status workers = dp->Finish();
+  const double in_collectives = dp->group()->collective_seconds();
+  const int64_t collectives = dp->group()->collectives();
   if (!result.ok()) {
-    if (workers.ok()) return result.status();
-    return absl::Status(result.status().code(),
-                        absl::StrCat(result.status().message(), "; ", workers.message()));
+    // The workers would wait in their next collective until the timeout. A
+    // worker that failed first (the cause of rank 0's failed collective)
+    // is named after rank 0's error; the error's cause payloads stay.
+    const absl::Status workers = dp->Abort();
+    absl::Status failed = result.status();
+    if (!workers.ok()) {
+      absl::Status joined(failed.code(), absl::StrCat(failed.message(), "; ", workers.message()));
+      failed.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
+        joined.SetPayload(url, payload);
+      });
+      failed = joined;
+    }
+    return failed;
   }
-  RETURN_IF_ERROR(workers);
-  PublishMessage(
-      job.id(),
-      absl::StrFormat("data parallel: rank 0 spent %.1f s of %.1f s (%.0f%%) "
-                      "in %d collectives",
-                      dp->group()->collective_seconds(), seconds,
-                      seconds > 0 ? 100 * dp->group()->collective_seconds() / seconds : 0.0,
-                      dp->group()->collectives()));
+  if (const absl::Status workers = dp->Finish(); !workers.ok()) {
+    // Rank 0 finished and wrote every version: the job stands.
+    PublishMessage(job.id(), absl::StrCat("warning: a data-parallel worker did not end cleanly "
+                                          "after training: ",
+                                          workers.message()));
+  }
+  PublishMessage(job.id(),
+                 absl::StrFormat("data parallel: rank 0 spent %.1f s of %.1f s (%.0f%%) "
+                                 "in %d collectives",
+                                 in_collectives, seconds,
+                                 seconds > 0 ? 100 * in_collectives / seconds : 0.0, collectives));
   return result;
 }
 

@@ -120,6 +120,10 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
   if (spec.max_image_memory_bytes() > 0)
     opts.max_image_memory_bytes = spec.max_image_memory_bytes();
   if (spec.loader_threads() > 0) opts.loader_threads = spec.loader_threads();
+  if (spec.prefetch_batches() > 0) opts.prefetch_batches = spec.prefetch_batches();
+  if (spec.has_max_prefix_cache_bytes())
+    opts.max_prefix_cache_bytes = spec.max_prefix_cache_bytes();
+  opts.channels_last = spec.channels_last();
   // The records were checked when they were stored (as JobManager::Execute).
   opts.decode_limits.max_pixels = std::numeric_limits<int64_t>::max();
   opts.decode_limits.max_jpeg_scans = std::numeric_limits<int>::max();

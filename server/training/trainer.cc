@@ -61,6 +61,7 @@ constexpr uint64_t kInitStream = 5;
 constexpr uint64_t kSplitStream = 6;
 constexpr uint64_t kExemplarStream = 7;
 constexpr uint64_t kRankStream = 8;
+constexpr uint64_t kResumeStream = 9;
 
 // Images per forward pass when caching features, evaluating or
 // recalibrating BatchNorm: up to kInferenceBatch, fewer for large inputs so
@@ -1454,6 +1455,15 @@ void Trainer::ResumeWithinEpoch(const EpochPosition& at, EpochRun* run) {
   run->lr_now = at.learning_rate;
   run->start -=
       std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(at.seconds));
+  if (options_.group != nullptr && options_.group->rank() > 0) {
+    // The checkpoint holds rank 0's generators; this rank draws from its own
+    // streams, restarted at this step.
+    torch::manual_seed(DeriveSeed(RankSeed(kTorchStream, run->epoch), kResumeStream,
+                                  static_cast<uint64_t>(at.step)));
+    run->augment_gen = at::make_generator<at::CPUGeneratorImpl>(DeriveSeed(
+        RankSeed(kAugmentStream, run->epoch), kResumeStream, static_cast<uint64_t>(at.step)));
+    return;
+  }
   RestoreGenerator(TorchGenerator(), at.torch_rng);
   if (std::optional<at::Generator> cuda = CudaGenerator(); cuda && !at.cuda_rng.empty()) {
     RestoreGenerator(*cuda, at.cuda_rng);

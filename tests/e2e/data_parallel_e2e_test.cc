@@ -1,13 +1,19 @@
 // End-to-end tests of data-parallel jobs (StartFineTuneRequest.world_size):
 // a real server on loopback runs a Fashion-MNIST job as rank 0 beside a
 // kaizen-worker process (Gloo over loopback), writes versions that Predict
-// serves, pauses and resumes the group from a checkpoint, and refuses what
-// cannot run data parallel with precise statuses.
+// serves, pauses and resumes the group from a checkpoint, fails promptly
+// and precisely when a worker is killed, and refuses what cannot run data
+// parallel with precise statuses.
 #include <gtest/gtest.h>
+#include <signal.h>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "client/lib/kaizen_client.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/server/job_helpers.h"
@@ -74,6 +80,47 @@ TEST_F(DataParallelE2E, APausedGroupResumesFromItsCheckpointAsAGroup) {
   EXPECT_EQ(end.history_size(), 30);
   const std::vector<std::string> messages = Messages(Watch(job.id()));
   EXPECT_EQ(Count(messages, "data parallel: 2 processes"), 2) << "once per run of the group";
+}
+
+// The kaizen-worker process whose command line names `job_id`'s folder.
+pid_t WorkerOf(const std::string& job_id) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find("kaizen-worker") != std::string::npos &&
+        cmdline.find("dp-" + job_id) != std::string::npos) {
+      return static_cast<pid_t>(std::stol(pid));
+    }
+  }
+  return -1;
+}
+
+TEST_F(DataParallelE2E, KillingAWorkerFailsTheJobPromptlyWithBothSidesAndKeepsItsVersions) {
+  UploadSubset("train", {0, 1, 7}, 40);
+  const Job job = Start(TwoRanks("killed", 200));
+  Job now = job;
+  for (int i = 0; i < 600 && now.latest_version() == 0 && now.state() != v1::JOB_STATE_FAILED;
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    now = GetJob(job.id());
+  }
+  ASSERT_GE(now.latest_version(), 1) << now.error();
+  const pid_t worker = WorkerOf(job.id());
+  ASSERT_GT(worker, 0);
+  ASSERT_EQ(kill(worker, SIGKILL), 0);
+  const absl::Time killed = absl::Now();
+  const Job failed =
+      WaitForState(job.id(), {v1::JOB_STATE_FAILED, v1::JOB_STATE_SUCCEEDED}, absl::Minutes(2));
+  EXPECT_LT(absl::Now() - killed, absl::Seconds(30)) << "well within the 300 s timeout";
+  ASSERT_EQ(failed.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(failed.error().find("rank 0 of 2"), std::string::npos) << failed.error();
+  EXPECT_NE(failed.error().find("rank 1 was killed by signal 9"), std::string::npos)
+      << failed.error();
+  // What the group wrote before stays.
+  EXPECT_TRUE(s_.client->GetModel("killed", now.latest_version()).ok());
+  EXPECT_EQ(WorkerOf(job.id()), -1);
 }
 
 TEST_F(DataParallelE2E, WhatCannotRunDataParallelIsRefusedPrecisely) {

@@ -2,11 +2,13 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <string>
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "server/common/atomic_file.h"
 #include "server/common/sha256.h"
 #include "server/datasets/record_file.h"
 #include "server/jobs/training_worker.h"
@@ -99,7 +101,8 @@ TEST(DataParallelTest, AWorkerKilledMidRunFailsRankZeroPromptlyAndIsNamed) {
   EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
   EXPECT_NE(result.status().message().find("rank 0 of 2"), std::string::npos) << result.status();
   EXPECT_LT(absl::Now() - killed, absl::Seconds(20));
-  const absl::Status workers = (*dp)->Finish();
+  // As the job manager does: the worker that ended first is named.
+  const absl::Status workers = (*dp)->Abort();
   EXPECT_EQ(workers.message(), "rank 1 was killed by signal 9");
 }
 
@@ -150,6 +153,48 @@ TEST(DataParallelTest, DatasetsOutsideRecordFilesAndAMissingWorkerAreRefused) {
       LocalDataParallel::Start(missing, "job", 2, 1, opts, data);
   EXPECT_EQ(dp.status().code(), absl::StatusCode::kFailedPrecondition) << dp.status();
   EXPECT_NE(dp.status().message().find("--worker_binary"), std::string::npos);
+
+  // A worker that fails before the group forms (here: a spec path it cannot
+  // read, from a wrapper script) is named with its reason, and rank 0 does
+  // not wait out the timeout for it... beyond the group's own timeout.
+  DataParallelOptions failing = Options(dir);
+  failing.timeout = absl::Seconds(3);
+  failing.worker_path = dir.File("failing-worker.sh");
+  ASSERT_TRUE(common::WriteFileAtomically(failing.worker_path,
+                                          "#!/bin/sh\necho 'kaizen-worker: no spec here' >&2\n"
+                                          "exit 2\n")
+                  .ok());
+  ASSERT_EQ(chmod(failing.worker_path.c_str(), 0755), 0);
+  dp = LocalDataParallel::Start(failing, "job2", 2, 1, opts, data);
+  EXPECT_FALSE(dp.ok());
+  EXPECT_NE(dp.status().message().find("rank 1 exited with status 2: kaizen-worker: no spec here"),
+            std::string::npos)
+      << dp.status();
+}
+
+TEST(DataParallelTest, TheScratchFolderIsPrivateAndNothingListensForTheRendezvous) {
+  test_util::TempDir dir;
+  const datasets::DecodedDataset images = training::fixtures::SyntheticDataset(2, 8);
+  ASSERT_TRUE(datasets::WriteRawRecordFile(dir.File("train.krec"), images).ok());
+  training::TrainingData data;
+  data.train_file = *datasets::RecordFile::Open(dir.File("train.krec"));
+  const training::fixtures::BaseModel base = training::fixtures::Builtin("cnn-small", 2);
+  training::TrainerOptions opts;
+  opts.strategy = kaizen::v1::STRATEGY_FULL;
+  opts.hyperparameters = training::fixtures::FastHyperparameters(1, 8);
+  opts.base = base.module;
+  opts.base_metadata = base.metadata;
+  absl::StatusOr<std::unique_ptr<LocalDataParallel>> dp =
+      LocalDataParallel::Start(Options(dir), "job", 2, 1, opts, data);
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  struct stat st;
+  ASSERT_EQ(stat((*dp)->output_dir().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  // The rendezvous is a file there, not a port.
+  EXPECT_EQ(stat(((*dp)->output_dir() + "/store").c_str(), &st), 0);
+  opts.group = (*dp)->group();
+  ASSERT_TRUE(training::Train(opts, data, {}).ok());
+  EXPECT_TRUE((*dp)->Finish().ok());
 }
 
 }  // namespace
