@@ -8,9 +8,6 @@
 // Markdown on stdout.
 //
 //   kaizen_data_parallel_bench --worker=build/kaizen-worker --world_size=2
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,6 +27,7 @@
 #include "server/jobs/training_worker.h"
 #include "server/models/builtin_models.h"
 #include "server/models/model_file.h"
+#include "server/sandbox/subprocess.h"
 
 ABSL_FLAG(std::string, worker, "build/kaizen-worker", "The kaizen-worker binary.");
 ABSL_FLAG(std::string, model, "resnet-small", "Built-in architecture.");
@@ -50,7 +48,6 @@ using kaizen::internal::TrainingWorkerReport;
 
 pid_t Spawn(const std::string& worker, const std::string& spec, int world, int rank, int port,
             const std::string& log) {
-  std::vector<std::string> args = {worker, "--spec=" + spec};
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
   if (world > 1) {
@@ -59,22 +56,12 @@ pid_t Spawn(const std::string& worker, const std::string& spec, int world, int r
     env.push_back(absl::StrCat("WORLD_SIZE=", world));
     env.push_back(absl::StrCat("RANK=", rank));
   }
-  std::vector<char*> argv, envp;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, worker.c_str(), &actions, nullptr, argv.data(), envp.data()) != 0) {
-    std::perror("posix_spawn");
+  absl::StatusOr<pid_t> pid = kaizen::sandbox::StartProcess(worker, {"--spec=" + spec}, env, log);
+  if (!pid.ok()) {
+    std::fprintf(stderr, "%s\n", pid.status().ToString().c_str());
     std::exit(1);
   }
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
+  return *pid;
 }
 
 int FreePort(int round) { return 29500 + (getpid() % 2000) + round; }

@@ -1,8 +1,6 @@
 #include "server/jobs/data_parallel.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,6 +34,9 @@ std::string LastLine(const std::string& path) {
   std::vector<absl::string_view> lines = absl::StrSplit(text, '\n', absl::SkipWhitespace());
   return lines.empty() ? "" : std::string(lines.back().substr(0, 500));
 }
+
+// How long Abort waits for workers that are already ending.
+constexpr std::chrono::milliseconds kAbortGrace(1000);
 
 std::string LogPath(const std::string& dir, int rank) {
   return absl::StrFormat("%s/rank-%d.log", dir, rank);
@@ -156,10 +157,8 @@ absl::Status LocalDataParallel::StartWorker(int rank, int world_size, int thread
   const std::string binary = options_.worker_path.empty()
                                  ? sandbox::BesideThisExecutable("kaizen-worker")
                                  : options_.worker_path;
-  std::vector<std::string> args = {binary,
-                                   "--spec=" + dir_ + "/spec.json",
-                                   "--store_file=" + dir_ + "/store",
-                                   absl::StrCat("--rank=", rank),
+  std::vector<std::string> args = {"--spec=" + dir_ + "/spec.json",
+                                   "--store_file=" + dir_ + "/store", absl::StrCat("--rank=", rank),
                                    absl::StrCat("--world_size=", world_size),
                                    absl::StrCat("--parent_pid=", getpid())};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
@@ -175,40 +174,13 @@ absl::Status LocalDataParallel::StartWorker(int rank, int world_size, int thread
     if (!drop) env.emplace_back(var);
   }
   env.push_back(absl::StrCat("OMP_NUM_THREADS=", threads));
-  std::vector<char*> argv, envp;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  const std::string log = LogPath(dir_, rank);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  // The server blocks its shutdown signals in every thread; the worker gets
-  // none blocked, the default actions, and a process group of its own.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, binary.c_str(), &actions, &attr, argv.data(), envp.data());
-  posix_spawnattr_destroy(&attr);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot start the data-parallel worker ",
-                                                      binary, ": ", strerror(rc),
-                                                      " (set --worker_binary)"));
+  absl::StatusOr<pid_t> pid = sandbox::StartProcess(binary, args, env, LogPath(dir_, rank));
+  if (!pid.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot start the data-parallel worker: ", pid.status().message(),
+                     " (set --worker_binary)"));
   }
-  workers_.push_back(pid);
+  workers_.push_back(*pid);
   return absl::OkStatus();
 }
 
@@ -219,8 +191,10 @@ absl::Status LocalDataParallel::Finish() {
 }
 
 absl::Status LocalDataParallel::Abort() {
-  // Those that had already ended say how; the others are killed silently.
-  return Reap(std::chrono::steady_clock::now(), /*kill_late_quietly=*/true);
+  // Those that have ended, or are ending (a dead peer's sockets close
+  // before its exit status can be collected), say how; the others, waiting
+  // in a collective, are killed silently after a grace period.
+  return Reap(std::chrono::steady_clock::now() + kAbortGrace, /*kill_late_quietly=*/true);
 }
 
 std::string LocalDataParallel::Describe(int rank, int status) const {

@@ -76,9 +76,9 @@ class LocalDataParallel {
   // exited 0, else which rank ended how, with the last line of its log.
   absl::Status Finish();
   // After rank 0's training failed: the workers, which would wait in their
-  // next collective until the timeout, are killed now and the group closed.
-  // Returns how those that had already ended did (a rank that failed
-  // first), as Finish.
+  // next collective until the timeout, are killed within a second and the
+  // group closed. Returns how those that had ended by then did (a rank that
+  // failed first), as Finish.
   absl::Status Abort();
 
  private:

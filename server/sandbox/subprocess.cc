@@ -188,6 +188,28 @@ absl::StatusOr<SubprocessResult> RunSubprocess(SubprocessOptions options) {
   return result;
 }
 
+absl::StatusOr<pid_t> StartProcess(const std::string& binary, const std::vector<std::string>& args,
+                                   const std::vector<std::string>& env,
+                                   const std::string& stderr_path) {
+  const int null_in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const int null_out = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  const int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  absl::StatusOr<pid_t> pid = absl::InternalError(
+      absl::StrCat("cannot open /dev/null or ", stderr_path, ": ", strerror(errno)));
+  if (null_in >= 0 && null_out >= 0 && err >= 0) {
+    SubprocessOptions options;
+    options.binary = binary;
+    options.args = args;
+    options.env = env;
+    pid = Spawn(options, null_in, null_out, err);
+    if (!pid.ok()) pid = absl::FailedPreconditionError(pid.status().message());
+  }
+  for (int fd : {null_in, null_out, err}) {
+    if (fd >= 0) ::close(fd);
+  }
+  return pid;
+}
+
 absl::Status MakeUndumpable() {
   if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
     return absl::InternalError(absl::StrCat("prctl(PR_SET_DUMPABLE, 0): ", strerror(errno)));

@@ -6,6 +6,8 @@
 // group.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -63,6 +65,16 @@ absl::Status MakeUndumpable();
 // build and the image put kaizen-model-inspector and
 // kaizen-tokenizer-trainer beside kaizen-server).
 std::string BesideThisExecutable(const std::string& name);
+
+// Starts `binary` with `args` (argv[1...]) and `env` ("NAME=value", nothing
+// else of the parent's) in the background, set up as RunSubprocess's
+// children are (default signal handling, its own process group), with stdin
+// and stdout on /dev/null and stderr into `stderr_path` (created 0600,
+// truncated). Returns its pid, for the caller to wait for; FailedPrecondition
+// naming the binary when it cannot be started.
+absl::StatusOr<pid_t> StartProcess(const std::string& binary, const std::vector<std::string>& args,
+                                   const std::vector<std::string>& env,
+                                   const std::string& stderr_path);
 
 // "exited with code 3", "killed by signal 9 (Killed)", "timed out after 5s".
 std::string DescribeEnd(const SubprocessResult& result);

@@ -35,6 +35,17 @@ class DataParallelE2E : public test_util::JobServerTest {
     r.set_keep_checkpoints(10);
     return r;
   }
+
+  // The job once it has written a version (or failed, or a minute passed).
+  Job WaitForAVersion(const std::string& id) {
+    Job now = GetJob(id);
+    for (int i = 0; i < 600 && now.latest_version() == 0 && now.state() != v1::JOB_STATE_FAILED;
+         ++i) {
+      absl::SleepFor(absl::Milliseconds(100));
+      now = GetJob(id);
+    }
+    return now;
+  }
 };
 
 TEST_F(DataParallelE2E, ATwoProcessJobTrainsCheckpointsAndServes) {
@@ -62,12 +73,7 @@ TEST_F(DataParallelE2E, APausedGroupResumesFromItsCheckpointAsAGroup) {
   UploadSubset("train", {0, 1, 7}, 40);
   const Job job = Start(TwoRanks("paused", 30));
   // Once the group has trained (a version exists), pause it.
-  Job now = job;
-  for (int i = 0; i < 600 && now.latest_version() == 0 && now.state() != v1::JOB_STATE_FAILED;
-       ++i) {
-    absl::SleepFor(absl::Milliseconds(100));
-    now = GetJob(job.id());
-  }
+  const Job now = WaitForAVersion(job.id());
   ASSERT_GE(now.latest_version(), 1) << now.error();
   ASSERT_TRUE(s_.client->PauseJob(job.id()).ok());
   const Job paused =
@@ -100,12 +106,7 @@ pid_t WorkerOf(const std::string& job_id) {
 TEST_F(DataParallelE2E, KillingAWorkerFailsTheJobPromptlyWithBothSidesAndKeepsItsVersions) {
   UploadSubset("train", {0, 1, 7}, 40);
   const Job job = Start(TwoRanks("killed", 200));
-  Job now = job;
-  for (int i = 0; i < 600 && now.latest_version() == 0 && now.state() != v1::JOB_STATE_FAILED;
-       ++i) {
-    absl::SleepFor(absl::Milliseconds(100));
-    now = GetJob(job.id());
-  }
+  const Job now = WaitForAVersion(job.id());
   ASSERT_GE(now.latest_version(), 1) << now.error();
   const pid_t worker = WorkerOf(job.id());
   ASSERT_GT(worker, 0);

@@ -26,22 +26,33 @@ DataParallelOptions Options(const test_util::TempDir& dir) {
   return o;
 }
 
-TEST(DataParallelTest, RankZeroInThisProcessTrainsWithAWorkerProcessInLockstep) {
-  test_util::TempDir dir;
-  const datasets::DecodedDataset images = training::fixtures::SyntheticDataset(4, 24);
-  ASSERT_TRUE(datasets::WriteRawRecordFile(dir.File("train.krec"), images).ok());
+// A job on `classes` x `per_class` synthetic images in a record file in
+// `dir`, from a fresh cnn-small.
+struct Job {
   training::TrainingData data;
+  training::TrainerOptions opts;
+};
+
+Job MakeJob(const test_util::TempDir& dir, int classes, int per_class,
+            kaizen::v1::Strategy strategy, int epochs, int batch) {
+  Job job;
+  const datasets::DecodedDataset images = training::fixtures::SyntheticDataset(classes, per_class);
+  EXPECT_TRUE(datasets::WriteRawRecordFile(dir.File("train.krec"), images).ok());
   absl::StatusOr<std::unique_ptr<datasets::RecordFile>> file =
       datasets::RecordFile::Open(dir.File("train.krec"));
-  ASSERT_TRUE(file.ok()) << file.status();
-  data.train_file = std::move(*file);
-  const training::fixtures::BaseModel base = training::fixtures::Builtin("cnn-small", 4);
-  training::TrainerOptions opts;
-  opts.strategy = kaizen::v1::STRATEGY_FINE_TUNE;
-  opts.hyperparameters = training::fixtures::FastHyperparameters(2, 16);
-  opts.base = base.module;
-  opts.base_metadata = base.metadata;
+  EXPECT_TRUE(file.ok()) << file.status();
+  if (file.ok()) job.data.train_file = *std::move(file);
+  const training::fixtures::BaseModel base = training::fixtures::Builtin("cnn-small", classes);
+  job.opts.strategy = strategy;
+  job.opts.hyperparameters = training::fixtures::FastHyperparameters(epochs, batch);
+  job.opts.base = base.module;
+  job.opts.base_metadata = base.metadata;
+  return job;
+}
 
+TEST(DataParallelTest, RankZeroInThisProcessTrainsWithAWorkerProcessInLockstep) {
+  test_util::TempDir dir;
+  auto [data, opts] = MakeJob(dir, 4, 24, kaizen::v1::STRATEGY_FINE_TUNE, 2, 16);
   absl::StatusOr<std::unique_ptr<LocalDataParallel>> dp =
       LocalDataParallel::Start(Options(dir), "job", 2, 1, opts, data, {"--record_digests"});
   ASSERT_TRUE(dp.ok()) << dp.status();
@@ -76,16 +87,7 @@ TEST(DataParallelTest, RankZeroInThisProcessTrainsWithAWorkerProcessInLockstep) 
 
 TEST(DataParallelTest, AWorkerKilledMidRunFailsRankZeroPromptlyAndIsNamed) {
   test_util::TempDir dir;
-  const datasets::DecodedDataset images = training::fixtures::SyntheticDataset(4, 24);
-  ASSERT_TRUE(datasets::WriteRawRecordFile(dir.File("train.krec"), images).ok());
-  training::TrainingData data;
-  data.train_file = *datasets::RecordFile::Open(dir.File("train.krec"));
-  const training::fixtures::BaseModel base = training::fixtures::Builtin("cnn-small", 4);
-  training::TrainerOptions opts;
-  opts.strategy = kaizen::v1::STRATEGY_FULL;
-  opts.hyperparameters = training::fixtures::FastHyperparameters(50, 16);
-  opts.base = base.module;
-  opts.base_metadata = base.metadata;
+  auto [data, opts] = MakeJob(dir, 4, 24, kaizen::v1::STRATEGY_FULL, 50, 16);
   absl::StatusOr<std::unique_ptr<LocalDataParallel>> dp =
       LocalDataParallel::Start(Options(dir), "job", 2, 1, opts, data);
   ASSERT_TRUE(dp.ok()) << dp.status();
@@ -134,19 +136,13 @@ TEST(DataParallelTest, WorldSizesAreResolvedAndRefusedPrecisely) {
 
 TEST(DataParallelTest, DatasetsOutsideRecordFilesAndAMissingWorkerAreRefused) {
   test_util::TempDir dir;
+  auto [data, opts] = MakeJob(dir, 2, 4, kaizen::v1::STRATEGY_FULL, 1, 8);
   const datasets::DecodedDataset images = training::fixtures::SyntheticDataset(2, 4);
   training::TrainingData in_memory;
   in_memory.train = &images;
-  training::TrainerOptions opts;
   EXPECT_EQ(LocalDataParallel::Start(Options(dir), "job", 2, 1, opts, in_memory).status().code(),
             absl::StatusCode::kFailedPrecondition);
 
-  ASSERT_TRUE(datasets::WriteRawRecordFile(dir.File("train.krec"), images).ok());
-  training::TrainingData data;
-  data.train_file = *datasets::RecordFile::Open(dir.File("train.krec"));
-  const training::fixtures::BaseModel base = training::fixtures::Builtin("cnn-small", 2);
-  opts.base = base.module;
-  opts.base_metadata = base.metadata;
   DataParallelOptions missing = Options(dir);
   missing.worker_path = dir.File("no-such-worker");
   absl::StatusOr<std::unique_ptr<LocalDataParallel>> dp =
@@ -154,9 +150,8 @@ TEST(DataParallelTest, DatasetsOutsideRecordFilesAndAMissingWorkerAreRefused) {
   EXPECT_EQ(dp.status().code(), absl::StatusCode::kFailedPrecondition) << dp.status();
   EXPECT_NE(dp.status().message().find("--worker_binary"), std::string::npos);
 
-  // A worker that fails before the group forms (here: a spec path it cannot
-  // read, from a wrapper script) is named with its reason, and rank 0 does
-  // not wait out the timeout for it... beyond the group's own timeout.
+  // A worker that fails before the group forms is named with its reason
+  // once the group's timeout has passed.
   DataParallelOptions failing = Options(dir);
   failing.timeout = absl::Seconds(3);
   failing.worker_path = dir.File("failing-worker.sh");
@@ -174,16 +169,7 @@ TEST(DataParallelTest, DatasetsOutsideRecordFilesAndAMissingWorkerAreRefused) {
 
 TEST(DataParallelTest, TheScratchFolderIsPrivateAndNothingListensForTheRendezvous) {
   test_util::TempDir dir;
-  const datasets::DecodedDataset images = training::fixtures::SyntheticDataset(2, 8);
-  ASSERT_TRUE(datasets::WriteRawRecordFile(dir.File("train.krec"), images).ok());
-  training::TrainingData data;
-  data.train_file = *datasets::RecordFile::Open(dir.File("train.krec"));
-  const training::fixtures::BaseModel base = training::fixtures::Builtin("cnn-small", 2);
-  training::TrainerOptions opts;
-  opts.strategy = kaizen::v1::STRATEGY_FULL;
-  opts.hyperparameters = training::fixtures::FastHyperparameters(1, 8);
-  opts.base = base.module;
-  opts.base_metadata = base.metadata;
+  auto [data, opts] = MakeJob(dir, 2, 8, kaizen::v1::STRATEGY_FULL, 1, 8);
   absl::StatusOr<std::unique_ptr<LocalDataParallel>> dp =
       LocalDataParallel::Start(Options(dir), "job", 2, 1, opts, data);
   ASSERT_TRUE(dp.ok()) << dp.status();

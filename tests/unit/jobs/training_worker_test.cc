@@ -1,9 +1,7 @@
 #include "server/jobs/training_worker.h"
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +16,7 @@
 #include "server/common/atomic_file.h"
 #include "server/datasets/record_file.h"
 #include "server/models/model_file.h"
+#include "server/sandbox/subprocess.h"
 #include "tests/test_util/server_process.h"
 #include "tests/test_util/temp_dir.h"
 #include "tests/unit/training/training_test_util.h"
@@ -61,8 +60,6 @@ std::string WriteSpec(const test_util::TempDir& dir, TrainingWorkerSpec spec,
 // kaizen-worker as rank `rank` of `world` (no group when world is 0), its
 // stderr into `log`.
 pid_t StartWorker(const std::string& spec, int world, int rank, int port, const std::string& log) {
-  const std::string binary = std::string(KAIZEN_BINARY_DIR) + "/kaizen-worker";
-  std::vector<std::string> args = {binary, "--spec=" + spec, "--record_digests"};
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
   if (world > 0) {
@@ -71,19 +68,11 @@ pid_t StartWorker(const std::string& spec, int world, int rank, int port, const 
     env.push_back(absl::StrCat("WORLD_SIZE=", world));
     env.push_back(absl::StrCat("RANK=", rank));
   }
-  std::vector<char*> argv, envp;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = -1;
-  EXPECT_EQ(posix_spawn(&pid, binary.c_str(), &actions, nullptr, argv.data(), envp.data()), 0);
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
+  absl::StatusOr<pid_t> pid =
+      sandbox::StartProcess(std::string(KAIZEN_BINARY_DIR) + "/kaizen-worker",
+                            {"--spec=" + spec, "--record_digests"}, env, log);
+  EXPECT_TRUE(pid.ok()) << pid.status();
+  return pid.ok() ? *pid : -1;
 }
 
 int ExitCode(pid_t pid) {

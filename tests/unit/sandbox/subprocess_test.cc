@@ -35,6 +35,34 @@ TEST(SubprocessTest, PassesInputAndCollectsOutputAndExitCode) {
   EXPECT_EQ(DescribeEnd(*r), "exited with code 3");
 }
 
+TEST(SubprocessTest, AStartedProcessRunsInTheBackgroundWithItsStderrInAFile) {
+  char dir_template[] = "/tmp/kaizen-start-XXXXXX";
+  const std::string dir = mkdtemp(dir_template);
+  const std::string log = dir + "/child.log";
+  // Its own process group, nothing blocked, stdin empty, only its env.
+  absl::StatusOr<pid_t> pid = StartProcess(
+      "/bin/sh", {"-c", "read x; echo \"[$x][$ONLY][$(cut -d' ' -f5 /proc/$$/stat)]\" >&2; exit 3"},
+      {"ONLY=this", "PATH=/usr/bin:/bin"}, log);
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  int status = 0;
+  ASSERT_EQ(waitpid(*pid, &status, 0), *pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 3);
+  std::string text;
+  FILE* f = fopen(log.c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  char buf[256];
+  while (fgets(buf, sizeof(buf), f) != nullptr) text += buf;
+  fclose(f);
+  EXPECT_EQ(text, absl::StrCat("[][this][", *pid, "]\n"));
+
+  absl::StatusOr<pid_t> missing = StartProcess(dir + "/no-such-binary", {}, {}, log);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(missing.status().message(), HasSubstr("no-such-binary"));
+  unlink(log.c_str());
+  rmdir(dir.c_str());
+}
+
 TEST(SubprocessTest, PassesOnlyTheGivenEnvironment) {
   setenv("KAIZEN_SECRET_FOR_TEST", "token", 1);
   SubprocessOptions o = Shell("echo \"[$KAIZEN_SECRET_FOR_TEST][$ONLY]\"");
