@@ -356,8 +356,9 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
   options.max_job_attempts = std::max(1, absl::GetFlag(FLAGS_max_job_attempts));
   options.preempt = absl::GetFlag(FLAGS_preempt);
   options.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
-  // The sandboxes' limits become rlimits and a deadline: a value that is
-  // not positive would mean no limit, a huge one an overflow.
+  // The sandboxes' limits become rlimits and a deadline, the data-parallel
+  // settings process counts and a deadline: a value that is not positive
+  // would mean no limit, a huge one an overflow.
   struct Bound {
     const char* flag;
     int64_t value;

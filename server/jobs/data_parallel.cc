@@ -16,7 +16,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "server/common/atomic_file.h"
 #include "server/common/status_macros.h"
 #include "server/jobs/training_worker.h"
@@ -101,9 +100,7 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
   if (ec || chmod(dp->dir_.c_str(), 0700) != 0) {
     return absl::InternalError(absl::StrCat("cannot create ", dp->dir_, ": ", ec.message()));
   }
-  kaizen::internal::TrainingWorkerSpec spec;
-  spec.set_strategy(opts.strategy);
-  *spec.mutable_hyperparameters() = opts.hyperparameters;
+  kaizen::internal::TrainingWorkerSpec spec = SpecOfTrainerSettings(opts);
   RETURN_IF_ERROR(models::SaveModelFile(opts.base, opts.base_metadata, dp->dir_ + "/base.pt"));
   spec.set_base_model("base.pt");
   if (!opts.resume_state.empty()) {
@@ -118,11 +115,6 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
   spec.set_output_dir(".");
   spec.set_timeout_seconds(static_cast<int32_t>(absl::ToInt64Seconds(options.timeout)));
   spec.set_threads(threads);
-  spec.set_max_image_memory_bytes(opts.max_image_memory_bytes);
-  spec.set_loader_threads(opts.loader_threads);
-  spec.set_prefetch_batches(opts.prefetch_batches);
-  spec.set_max_prefix_cache_bytes(opts.max_prefix_cache_bytes);
-  spec.set_channels_last(opts.channels_last);
   RETURN_IF_ERROR(WriteTrainingWorkerSpec(spec, dp->dir_ + "/spec.json"));
 
   // The ranks meet through a file in the job's private folder: nothing

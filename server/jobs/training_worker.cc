@@ -104,6 +104,32 @@ std::string WorkerReportPath(const std::string& output_dir, int rank) {
   return absl::StrFormat("%s/rank-%d.json", output_dir, rank);
 }
 
+TrainingWorkerSpec SpecOfTrainerSettings(const training::TrainerOptions& opts) {
+  TrainingWorkerSpec spec;
+  spec.set_strategy(opts.strategy);
+  *spec.mutable_hyperparameters() = opts.hyperparameters;
+  spec.set_max_image_memory_bytes(opts.max_image_memory_bytes);
+  spec.set_loader_threads(opts.loader_threads);
+  spec.set_prefetch_batches(opts.prefetch_batches);
+  spec.set_max_prefix_cache_bytes(opts.max_prefix_cache_bytes);
+  spec.set_channels_last(opts.channels_last);
+  return spec;
+}
+
+void ApplySpecTrainerSettings(const TrainingWorkerSpec& spec, training::TrainerOptions* opts) {
+  opts->strategy = spec.strategy();
+  opts->hyperparameters = spec.hyperparameters();
+  if (spec.max_image_memory_bytes() > 0) {
+    opts->max_image_memory_bytes = spec.max_image_memory_bytes();
+  }
+  if (spec.loader_threads() > 0) opts->loader_threads = spec.loader_threads();
+  if (spec.prefetch_batches() > 0) opts->prefetch_batches = spec.prefetch_batches();
+  if (spec.has_max_prefix_cache_bytes()) {
+    opts->max_prefix_cache_bytes = spec.max_prefix_cache_bytes();
+  }
+  opts->channels_last = spec.channels_last();
+}
+
 absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec& spec,
                                                        const std::string& spec_dir,
                                                        distributed::Group* group,
@@ -114,16 +140,8 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
   if (spec.threads() > 0) at::set_num_threads(spec.threads());
 
   training::TrainerOptions opts;
-  opts.strategy = spec.strategy();
-  opts.hyperparameters = spec.hyperparameters();
+  ApplySpecTrainerSettings(spec, &opts);
   opts.group = group;
-  if (spec.max_image_memory_bytes() > 0)
-    opts.max_image_memory_bytes = spec.max_image_memory_bytes();
-  if (spec.loader_threads() > 0) opts.loader_threads = spec.loader_threads();
-  if (spec.prefetch_batches() > 0) opts.prefetch_batches = spec.prefetch_batches();
-  if (spec.has_max_prefix_cache_bytes())
-    opts.max_prefix_cache_bytes = spec.max_prefix_cache_bytes();
-  opts.channels_last = spec.channels_last();
   // The records were checked when they were stored (as JobManager::Execute).
   opts.decode_limits.max_pixels = std::numeric_limits<int64_t>::max();
   opts.decode_limits.max_jpeg_scans = std::numeric_limits<int>::max();

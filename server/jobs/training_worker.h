@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "kaizen/internal/training_worker.pb.h"
 #include "server/distributed/group.h"
+#include "server/training/trainer.h"
 
 namespace kaizen::jobs {
 
@@ -28,6 +29,14 @@ absl::StatusOr<kaizen::internal::TrainingWorkerReport> ReadTrainingWorkerReport(
 std::string CheckpointModelPath(const std::string& output_dir, int epoch);
 std::string CheckpointResumePath(const std::string& output_dir, int epoch);
 std::string WorkerReportPath(const std::string& output_dir, int rank);
+
+// The trainer's settings a spec carries (strategy, resolved
+// hyperparameters, image budget and loader, prefix cache, memory format), in
+// both directions: what the server writes for its workers is what a worker
+// trains with. Paths, threads and the timeout are the caller's.
+kaizen::internal::TrainingWorkerSpec SpecOfTrainerSettings(const training::TrainerOptions& opts);
+void ApplySpecTrainerSettings(const kaizen::internal::TrainingWorkerSpec& spec,
+                              training::TrainerOptions* opts);
 
 struct TrainingWorkerOptions {
   // Fill TrainingWorkerReport::step_digests (hashes every update).

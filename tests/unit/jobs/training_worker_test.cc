@@ -195,6 +195,35 @@ TEST(TrainingWorkerTest, KillingOneRankFailsTheOtherWithinTheTimeout) {
   EXPECT_NE(log.find("kaizen-worker rank 0: UNAVAILABLE: rank 0 of 2"), std::string::npos) << log;
 }
 
+TEST(TrainingWorkerTest, TheTrainerSettingsASpecCarriesComeBackAsTheyWent) {
+  training::TrainerOptions sent;
+  sent.strategy = kaizen::v1::STRATEGY_FINE_TUNE;
+  sent.hyperparameters = training::fixtures::FastHyperparameters(7, 24);
+  sent.max_image_memory_bytes = 123 << 20;
+  sent.loader_threads = 3;
+  sent.prefetch_batches = 9;
+  sent.max_prefix_cache_bytes = 0;  // no cache: not the default
+  sent.channels_last = true;
+  // Through the JSON a worker reads.
+  test_util::TempDir dir;
+  TrainingWorkerSpec spec = SpecOfTrainerSettings(sent);
+  spec.set_base_model("base.pt");
+  spec.set_train_records("train.krf");
+  spec.set_output_dir("out");
+  ASSERT_TRUE(WriteTrainingWorkerSpec(spec, dir.File("spec.json")).ok());
+  absl::StatusOr<TrainingWorkerSpec> read = ReadTrainingWorkerSpec(dir.File("spec.json"));
+  ASSERT_TRUE(read.ok()) << read.status();
+  training::TrainerOptions got;
+  ApplySpecTrainerSettings(*read, &got);
+  EXPECT_EQ(got.strategy, sent.strategy);
+  EXPECT_EQ(got.hyperparameters.SerializeAsString(), sent.hyperparameters.SerializeAsString());
+  EXPECT_EQ(got.max_image_memory_bytes, sent.max_image_memory_bytes);
+  EXPECT_EQ(got.loader_threads, 3);
+  EXPECT_EQ(got.prefetch_batches, 9);
+  EXPECT_EQ(got.max_prefix_cache_bytes, 0);
+  EXPECT_TRUE(got.channels_last);
+}
+
 TEST(TrainingWorkerTest, ABadSpecOrEnvironmentIsRefusedWithTheReason) {
   test_util::TempDir dir;
   ASSERT_TRUE(
