@@ -43,7 +43,7 @@ RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq 
       libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
       libabsl-dev prometheus-cpp-dev \
       libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev libisal-dev \
-      libsentencepiece-dev libutf8proc-dev libseccomp-dev libboost-dev libgloo-dev \
+      libsentencepiece-dev libutf8proc-dev libseccomp-dev libboost-dev libgloo-dev libpq-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 
@@ -104,7 +104,7 @@ RUN npm run build
 FROM debian:12 AS runtime-base
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       libgrpc++1.51 libprotobuf32 libabsl20220623 \
-      libprometheus-cpp-pull1.0 libprometheus-cpp-core1.0 libsqlite3-0 libarchive13 \
+      libprometheus-cpp-pull1.0 libprometheus-cpp-core1.0 libsqlite3-0 libpq5 libarchive13 \
       libjpeg62-turbo libexif12 libpng16-16 libssl3 zlib1g libisal2 libsentencepiece0 libutf8proc2 \
       libseccomp2 ca-certificates \
  && rm -rf /var/lib/apt/lists/*

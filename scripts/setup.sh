@@ -18,6 +18,9 @@ PACKAGES=(
   libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev libisal-dev
   # text: SentencePiece tokenisation, and Unicode data for WordPiece's normalisation
   libsentencepiece-dev libutf8proc-dev
+  # the catalogue on PostgreSQL (several API replicas): libpq, and the server
+  # the tests start (tests/postgres/postgres.sh)
+  libpq-dev postgresql
   # data-parallel training: Gloo's headers for LibTorch's ProcessGroupGloo
   libgloo-dev
   # the helpers' sandbox (seccomp filter of kaizen-model-inspector and

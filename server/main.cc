@@ -19,8 +19,20 @@
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
 #include "server/sandbox/subprocess.h"
+#include "server/store/database.h"
 
 ABSL_FLAG(std::string, data_dir, "./kaizen-data", "Directory for the catalogue and all blobs.");
+ABSL_FLAG(std::string, database, "",
+          "The catalogue: empty = the SQLite file <data_dir>/kaizen.db (one server), or a libpq "
+          "URL postgresql://USER@HOST:PORT/DB for several replicas sharing one PostgreSQL "
+          "database and one --data_dir on shared storage. Default from $KAIZEN_DATABASE_URL; "
+          "keep the password out of the URL (libpq reads $PGPASSWORD or ~/.pgpass).");
+ABSL_FLAG(std::string, replica_id, "",
+          "This replica's name in job leases (empty: <host name>-<pid>).");
+ABSL_FLAG(int, job_lease_seconds, 30,
+          "With --database=postgresql://...: a job whose replica has not renewed its lease for "
+          "this long (it died) is taken over by another replica and resumed from its last "
+          "checkpoint. Leases are renewed every third of this.");
 ABSL_FLAG(std::string, host, "",
           "Address to listen on (gRPC, health and metrics). Empty: 127.0.0.1 when neither TLS "
           "nor tokens are configured, else 0.0.0.0.");
@@ -335,6 +347,21 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
   kaizen::api::KaizenServer::Options options;
   ASSIGN_OR_RETURN(const std::string host, SecurityFromFlags(&options));
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.database = absl::GetFlag(FLAGS_database);
+  if (const char* env = std::getenv("KAIZEN_DATABASE_URL"); options.database.empty() && env) {
+    options.database = env;
+  }
+  if (!options.database.empty() && !kaizen::store::Database::IsPostgresUrl(options.database)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--database must be a postgresql:// or postgres:// URL (the SQLite catalogue is "
+        "<data_dir>/kaizen.db and needs no flag); got \"",
+        options.database, "\""));
+  }
+  options.replica_id = absl::GetFlag(FLAGS_replica_id);
+  if (absl::GetFlag(FLAGS_job_lease_seconds) < 1) {
+    return absl::InvalidArgumentError("--job_lease_seconds must be at least 1");
+  }
+  options.job_lease = absl::Seconds(absl::GetFlag(FLAGS_job_lease_seconds));
   options.grpc_address = absl::StrCat(host, ":", absl::GetFlag(FLAGS_grpc_port));
   options.metrics_host = host;
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);

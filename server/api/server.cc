@@ -11,10 +11,12 @@
 #include <grpcpp/security/tls_credentials_options.h>
 #include <stdlib.h>
 #include <torch/cuda.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -277,12 +279,27 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> KaizenServer::SetUpSecu
   return credentials;
 }
 
+bool KaizenServer::shared_database() const {
+  return store::Database::IsPostgresUrl(options_.database);
+}
+
+std::string KaizenServer::ReplicaId() const {
+  if (!options_.replica_id.empty()) return options_.replica_id;
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "kaizen");
+  return absl::StrCat(host, "-", getpid());
+}
+
 absl::StatusOr<int> KaizenServer::OpenStores() {
   const Options& o = options_;
   State& s = *state_;
-  RETURN_IF_ERROR(store::PrepareDataDir(o.data_dir));
-  ASSIGN_OR_RETURN(s.metadata, store::MetadataStore::Open(o.data_dir + "/kaizen.db"));
-  ASSIGN_OR_RETURN(const int orphans, store::SweepOrphanFiles(o.data_dir, *s.metadata));
+  // Replicas sharing the data directory: what another one is writing now is
+  // young; a day-old left-over is nobody's.
+  const absl::Duration min_age = shared_database() ? absl::Hours(24) : absl::ZeroDuration();
+  RETURN_IF_ERROR(store::PrepareDataDir(o.data_dir, min_age));
+  ASSIGN_OR_RETURN(s.metadata, store::MetadataStore::Open(
+                                   o.database.empty() ? o.data_dir + "/kaizen.db" : o.database));
+  ASSIGN_OR_RETURN(const int orphans, store::SweepOrphanFiles(o.data_dir, *s.metadata, min_age));
   ASSIGN_OR_RETURN(s.metrics,
                    metrics::Metrics::Create(o.metrics_host, o.metrics_port, o.metrics_http));
 
@@ -325,6 +342,7 @@ absl::Status KaizenServer::StartServing(int threads) {
   State& s = *state_;
   serving::ModelServer::Options serving = options_.serving;
   serving.max_image_pixels = options_.max_image_pixels;
+  serving.quarantine_interrupted_loads = !shared_database();
   serving.max_jpeg_scans = options_.max_jpeg_scans;
   // The same resolution ModelServer::Create makes: instances depend on it.
   ASSIGN_OR_RETURN(const torch::Device device, serving::ResolveServingDevice(serving.device));
@@ -367,6 +385,17 @@ void KaizenServer::StartJobs(int threads) {
   jmo.data_parallel = options_.data_parallel;
   if (jmo.data_parallel.scratch_dir.empty())
     jmo.data_parallel.scratch_dir = options_.data_dir + "/tmp";
+  jmo.shared_database = shared_database();
+  jmo.replica_id = ReplicaId();
+  jmo.job_lease = options_.job_lease;
+  if (jmo.shared_database) {
+    store::ModelStore* models = s.models.get();
+    jmo.on_replica_tick = [models] {
+      if (absl::Status st = models->AnnounceNewVersions(); !st.ok()) {
+        common::LogError("cannot read other replicas' model versions", {{"error", st.ToString()}});
+      }
+    };
+  }
   if (serving::ModelServer* model_server = s.model_server.get()) {
     jmo.output_done = [model_server](const std::string& name) { model_server->Warm(name); };
   }

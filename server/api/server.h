@@ -38,6 +38,15 @@ class KaizenServer {
   struct Options {
     // Where the catalogue and every blob live.
     std::string data_dir = "./kaizen-data";
+    // The catalogue: empty means the SQLite file <data_dir>/kaizen.db; a
+    // postgresql:// URL puts it in PostgreSQL, which several replicas (each
+    // with the same data_dir on shared storage) may use at once.
+    std::string database;
+    // Several replicas: this one's name in job leases (default: the host
+    // name, a pod's name in Kubernetes) and how long a lease lasts
+    // unrenewed (JobManager::Options).
+    std::string replica_id;
+    absl::Duration job_lease = absl::Seconds(30);
     // gRPC listen address; port 0 picks a free port (see grpc_port()).
     // Off loopback, a port without TLS and tokens or client certificates
     // needs `insecure` (auth::ChooseListenHost).
@@ -185,6 +194,10 @@ class KaizenServer {
   // The data directory, catalogue, metrics and stores; returns how many
   // orphan files the sweep removed.
   absl::StatusOr<int> OpenStores();
+  // Whether other replicas may share the catalogue (a PostgreSQL database).
+  bool shared_database() const;
+  // Options::replica_id, or <host name>-<pid>.
+  std::string ReplicaId() const;
   absl::Status StartServing(int threads);
   void StartJobs(int threads);
   void CreateServices();

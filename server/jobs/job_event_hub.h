@@ -3,6 +3,11 @@
 // watcher's replay from the store and its live registration happen under the
 // same lock, so every watcher sees each event after its cursor exactly once.
 // Sinks must not block: each WatchJob stream keeps its own queue.
+//
+// With several replicas on one database, another replica's events reach this
+// one's watchers through PollStore(), and each watcher keeps its own cursor,
+// so an event is still delivered once, in sequence order, whichever replica
+// wrote it.
 #pragma once
 
 #include <functional>
@@ -52,17 +57,31 @@ class JobEventHub {
                          std::shared_ptr<EventSink> sink);
   void Unsubscribe(const std::string& job_id, const EventSink* sink);
 
+  // Delivers the stored events that other replicas wrote since each watcher's
+  // cursor (ending the watches of jobs that reached a terminal state).
+  absl::Status PollStore();
+
   // Ends every subscription (server shutdown).
   void CloseAll();
 
   size_t subscriber_count(const std::string& job_id);
 
  private:
+  struct Watcher {
+    std::shared_ptr<EventSink> sink;
+    int64_t cursor = 0;  // the last sequence it was given
+  };
+  // Gives `job_id`'s watchers the stored events after the smallest cursor up
+  // to `upto` (0: all), then `latest` if given; true when one of them was a
+  // terminal state, which ends the watches (moved to `ended`).
+  absl::Status Deliver(const std::string& job_id, const kaizen::v1::JobEvent* latest,
+                       std::vector<std::shared_ptr<EventSink>>* ended)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   store::JobStore* store_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, int64_t> last_sequence_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::vector<std::shared_ptr<EventSink>>> sinks_
-      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::vector<Watcher>> sinks_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kaizen::jobs

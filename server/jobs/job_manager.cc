@@ -82,10 +82,31 @@ std::string ResumePoint(const Job& job) {
 
 }  // namespace
 
+absl::Status JobManager::FailAfterAttempts(Job* job, absl::string_view what) {
+  job->set_error(absl::StrCat(what, " ", job->attempts(),
+                              " times while this job ran (a crash or a kill, not a graceful "
+                              "shutdown); giving up after --max_job_attempts=",
+                              options_.max_job_attempts));
+  JobEvent e;
+  e.set_error(job->error());
+  events_->Publish(job->id(), std::move(e)).IgnoreError();
+  RETURN_IF_ERROR(PublishState(job, kaizen::v1::JOB_STATE_FAILED));
+  if (options_.metrics) {
+    options_.metrics->JobRunEnded(
+        *job, common::WithCause(absl::AbortedError(job->error()), common::kCauseAttemptsExhausted));
+  }
+  models_->ReleaseName(job->request().output_model());
+  common::LogWarning("job failed after its attempts",
+                     {{"job", job->id()}, {"error", job->error()}});
+  return absl::OkStatus();
+}
+
 absl::Status JobManager::Start() {
   // A crash leaves RUNNING jobs behind: nothing runs them now, so they go back
   // to the queue and resume from their last checkpoint. PAUSED jobs stay
-  // paused until ResumeJob.
+  // paused until ResumeJob. With a shared database, a RUNNING job may be
+  // another replica's: it is taken over only once its lease runs out
+  // (ClaimOrphan).
   ASSIGN_OR_RETURN(std::vector<Job> active,
                    jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
                                     kaizen::v1::JOB_STATE_PAUSED}));
@@ -93,22 +114,10 @@ absl::Status JobManager::Start() {
     // Output names of jobs that will run again stay theirs.
     models_->ReserveName(job.request().output_model(), absl::StrCat("job ", job.id()), true)
         .IgnoreError();
+    if (options_.shared_database) continue;
     if (job.state() == kaizen::v1::JOB_STATE_RUNNING &&
         job.attempts() >= options_.max_job_attempts) {
-      job.set_error(absl::StrCat("the server stopped ", job.attempts(),
-                                 " times while this job ran (a crash or a kill, not a graceful "
-                                 "shutdown); giving up after --max_job_attempts=",
-                                 options_.max_job_attempts));
-      JobEvent e;
-      e.set_error(job.error());
-      events_->Publish(job.id(), std::move(e)).IgnoreError();
-      RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_FAILED));
-      if (options_.metrics) {
-        options_.metrics->JobRunEnded(job, common::WithCause(absl::AbortedError(job.error()),
-                                                             common::kCauseAttemptsExhausted));
-      }
-      models_->ReleaseName(job.request().output_model());
-      common::LogWarning("job failed at start-up", {{"job", job.id()}, {"error", job.error()}});
+      RETURN_IF_ERROR(FailAfterAttempts(&job, "the server stopped"));
       continue;
     }
     if (job.state() == kaizen::v1::JOB_STATE_RUNNING) {
@@ -126,9 +135,11 @@ absl::Status JobManager::Start() {
   for (int i = 0; i < options_.workers; ++i) {
     workers_.emplace_back([this, i] { WorkerLoop(i); });
   }
+  if (options_.shared_database) replica_thread_ = std::thread([this] { ReplicaLoop(); });
   common::LogInfo("job workers started",
                   {{"workers", options_.workers},
                    {"threads_per_worker", options_.threads_per_worker},
+                   {"replica", options_.shared_database ? options_.replica_id : "lone server"},
                    {"requeued_or_queued", static_cast<int64_t>(active.size())}});
   return absl::OkStatus();
 }
@@ -143,6 +154,59 @@ void JobManager::Stop() {
   shutting_down_ = true;
   for (std::thread& t : workers_) t.join();
   workers_.clear();
+  if (replica_thread_.joinable()) replica_thread_.join();
+}
+
+void JobManager::ReplicaLoop() {
+  // Renewing three times per lease leaves two renewals of slack; other
+  // replicas' events reach this one's watchers within a second.
+  const absl::Duration renew_every = std::max(absl::Milliseconds(100), options_.job_lease / 3);
+  const absl::Duration poll_every = std::min(absl::Seconds(1), renew_every);
+  absl::Time next_renewal = absl::InfinitePast();
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    const bool renew = absl::Now() >= next_renewal;
+    if (renew) next_renewal = absl::Now() + renew_every;
+    mu_.Unlock();
+    ReplicaTick(renew);
+    mu_.Lock();
+    wake_.WaitWithTimeout(&mu_, poll_every);
+  }
+}
+
+void JobManager::ReplicaTick(bool renew) {
+  const int64_t now = absl::ToUnixMillis(absl::Now());
+  const int64_t lease = absl::ToInt64Milliseconds(options_.job_lease);
+  if (renew) {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> ids;
+    for (const auto& [id, running] : running_) ids.push_back(id);
+    absl::StatusOr<std::map<std::string, store::JobStore::LeaseState>> leases =
+        jobs_->RenewLeases(options_.replica_id, ids, now, lease);
+    if (!leases.ok()) {
+      common::LogError("cannot renew job leases", {{"error", leases.status().ToString()}});
+    } else {
+      for (const auto& [id, state] : *leases) {
+        auto it = running_.find(id);
+        if (it == running_.end()) continue;
+        Running* running = it->second;
+        if (!state.held) {
+          if (!running->lost.exchange(true)) {
+            common::LogWarning("another replica took this job over; stopping it here",
+                               {{"job", id}, {"replica", options_.replica_id}});
+          }
+        } else if (state.request == "cancel" && !running->cancel.exchange(true)) {
+          PublishMessage(id, "cancellation requested; stopping after the current step");
+        } else if (state.request == "pause") {
+          RequestPause(running);
+        }
+      }
+    }
+  }
+  if (absl::Status st = events_->PollStore(); !st.ok()) {
+    common::LogError("cannot read other replicas' job events", {{"error", st.ToString()}});
+  }
+  if (renew && options_.on_replica_tick) options_.on_replica_tick();
 }
 
 absl::Status JobManager::Persist(Job* job) {
@@ -777,6 +841,18 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
     PublishMessage(id, "cancellation requested; stopping after the current step");
     return job;
   }
+  if (job.state() == kaizen::v1::JOB_STATE_RUNNING && options_.shared_database) {
+    // Another replica runs it: the request waits on its lease. A job whose
+    // replica died (no live lease) is cancelled here.
+    ASSIGN_OR_RETURN(std::optional<std::string> holder,
+                     jobs_->RequestOfLeaseHolder(id, "cancel", absl::ToUnixMillis(absl::Now())));
+    if (holder) {
+      PublishMessage(id,
+                     absl::StrCat("cancellation requested through replica ", options_.replica_id,
+                                  "; replica ", *holder, " stops the job after its current step"));
+      return job;
+    }
+  }
   RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_CANCELLED));
   models_->ReleaseName(job.request().output_model());
   return job;
@@ -793,19 +869,20 @@ absl::StatusOr<Job> JobManager::Pause(const std::string& id) {
   if (job.state() == kaizen::v1::JOB_STATE_PAUSED) return job;
   auto it = running_.find(id);
   if (it != running_.end()) {
-    Running* running = it->second;
-    const bool requested = running->pause.load() && running->preempted_by.empty();
-    // A user's pause outlasts a preemption: the job stays PAUSED.
-    running->preempted_by.clear();
-    // The trainer checks this before every step and writes a checkpoint.
-    running->pause = true;
-    if (!requested) {
-      PublishMessage(id,
-                     "pause requested; the job pauses after the current step, once its "
-                     "checkpoint is written");
-    }
+    RequestPause(it->second);
     job.set_pause_reason(kPausedByUser);
     return job;
+  }
+  if (job.state() == kaizen::v1::JOB_STATE_RUNNING && options_.shared_database) {
+    ASSIGN_OR_RETURN(std::optional<std::string> holder,
+                     jobs_->RequestOfLeaseHolder(id, "pause", absl::ToUnixMillis(absl::Now())));
+    if (holder) {
+      PublishMessage(
+          id, absl::StrCat("pause requested through replica ", options_.replica_id, "; replica ",
+                           *holder, " pauses the job after its current step"));
+      job.set_pause_reason(kPausedByUser);
+      return job;
+    }
   }
   if (job.state() != kaizen::v1::JOB_STATE_QUEUED) {
     // Claims and ends of jobs happen under mu_, so a stored RUNNING job is
@@ -820,6 +897,19 @@ absl::StatusOr<Job> JobManager::Pause(const std::string& id) {
   PublishMessage(id, absl::StrCat(kPausedByUser, " while queued"));
   RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_PAUSED));
   return job;
+}
+
+void JobManager::RequestPause(Running* running) {
+  const bool requested = running->pause.load() && running->preempted_by.empty();
+  // A user's pause outlasts a preemption: the job stays PAUSED.
+  running->preempted_by.clear();
+  // The trainer checks this before every step and writes a checkpoint.
+  running->pause = true;
+  if (!requested) {
+    PublishMessage(running->job_id,
+                   "pause requested; the job pauses after the current step, once its "
+                   "checkpoint is written");
+  }
 }
 
 absl::StatusOr<Job> JobManager::Resume(const std::string& id) {
@@ -941,9 +1031,39 @@ absl::StatusOr<std::vector<int64_t>> JobManager::PinnedVersionsInUse(const std::
   return versions;
 }
 
+absl::StatusOr<std::optional<Job>> JobManager::ClaimOrphan() {
+  std::string previous;
+  ASSIGN_OR_RETURN(std::optional<Job> orphan,
+                   jobs_->ClaimExpired(options_.replica_id, absl::ToUnixMillis(absl::Now()),
+                                       absl::ToInt64Milliseconds(options_.job_lease), &previous));
+  if (!orphan) return orphan;
+  if (orphan->attempts() >= options_.max_job_attempts) {
+    RETURN_IF_ERROR(
+        FailAfterAttempts(&*orphan, absl::StrCat("replicas (lastly ", previous, ") stopped")));
+    jobs_->ReleaseLease(orphan->id(), options_.replica_id).IgnoreError();
+    return std::optional<Job>();
+  }
+  PublishMessage(orphan->id(),
+                 absl::StrCat("replica ", previous.empty() ? "(unknown)" : previous,
+                              " stopped renewing its lease on this job; replica ",
+                              options_.replica_id, " takes it over from ", ResumePoint(*orphan)));
+  return orphan;
+}
+
 absl::StatusOr<std::optional<Job>> JobManager::Claim(const std::string& device) {
-  ASSIGN_OR_RETURN(std::optional<Job> next, jobs_->NextQueued());
+  const int64_t now = absl::ToUnixMillis(absl::Now());
+  std::optional<Job> next;
+  if (options_.shared_database) {
+    ASSIGN_OR_RETURN(next, ClaimOrphan());
+  }
+  if (!next) {
+    ASSIGN_OR_RETURN(next, jobs_->ClaimNext(options_.replica_id, now,
+                                            absl::ToInt64Milliseconds(options_.job_lease)));
+  }
   if (!next) return next;
+  if (options_.shared_database) {
+    PublishMessage(next->id(), absl::StrCat("replica ", options_.replica_id, " runs this job"));
+  }
   next->set_attempts(next->attempts() + 1);
   if (!next->has_start_time()) *next->mutable_start_time() = Now();
   next->set_device(device);
@@ -1042,6 +1162,13 @@ void JobManager::RunJob(Job job, Running* running) {
   // The end state is decided and stored under mu_, so that Cancel, Pause and
   // Resume see either the running job or its stored end, never a mix.
   absl::MutexLock lock(&mu_);
+  if (running->lost) {
+    // The replica that took the job over records its progress from now on.
+    common::LogWarning("job stopped: another replica holds it now", {{"job", job.id()}});
+    running_.erase(job.id());
+    wake_.SignalAll();
+    return;
+  }
   const RunEnd ended = DecideEnd(st, stopped, *running, &job);
   const JobState end = ended.state;
   const bool requeue = ended.requeue;
@@ -1057,6 +1184,9 @@ void JobManager::RunJob(Job job, Running* running) {
                        {{"job", job.id()}, {"error", ps.ToString()}});
     }
   }
+  // Only now that its row no longer says RUNNING: a RUNNING job without a
+  // lease is another replica's to take over.
+  jobs_->ReleaseLease(job.id(), options_.replica_id).IgnoreError();
   common::Log(st.ok() ? common::LogLevel::kInfo : common::LogLevel::kWarning, "job ended",
               {{"job", job.id()},
                {"state", kaizen::v1::JobState_Name(end)},
@@ -1491,7 +1621,8 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   }
   training::Callbacks cb;
   cb.should_stop = [&] {
-    return running->cancel.load() || running->pause.load() || shutting_down_.load();
+    return running->cancel.load() || running->pause.load() || running->lost.load() ||
+           shutting_down_.load();
   };
   if (tuning) {
     ASSIGN_OR_RETURN(const bool tuned, TuneJob(job, opts, train, data.validation, cb.should_stop));
@@ -1537,7 +1668,8 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
 absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) {
   const kaizen::v1::StartFineTuneRequest& req = job->request();
   const std::function<bool()> should_stop = [&] {
-    return running->cancel.load() || running->pause.load() || shutting_down_.load();
+    return running->cancel.load() || running->pause.load() || running->lost.load() ||
+           shutting_down_.load();
   };
   const bool mlm = req.strategy() == kaizen::v1::STRATEGY_MASKED_LM;
   TextJobInputs in;

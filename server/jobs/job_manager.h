@@ -85,6 +85,17 @@ class JobManager {
     // Called with a job's output model once the job has ended (succeeded,
     // failed or cancelled): serving loads its newest version then.
     std::function<void(const std::string& model)> output_done;
+    // Several replicas on one database (server --database=postgresql://…):
+    // the replica's name in job leases (see JobStore::ClaimNext), how long a
+    // lease lasts unrenewed (a dead replica's job is taken over after it),
+    // and whether other replicas share the database. A lone server (SQLite)
+    // requeues what a crash left RUNNING at start-up instead.
+    bool shared_database = false;
+    std::string replica_id = "local";
+    absl::Duration job_lease = absl::Seconds(30);
+    // Shared database only: called after each lease renewal, for the other
+    // chores that follow what other replicas wrote (new model versions).
+    std::function<void()> on_replica_tick;
     // Tests only: called by Submit after it has checked the job's dataset and
     // models and before it stores the job.
     std::function<void()> after_references_checked;
@@ -136,6 +147,9 @@ class JobManager {
   // A job a worker has claimed; lives on the worker's stack while it runs.
   struct Running {
     std::atomic<bool> cancel{false};
+    // Another replica took the job over (this one stopped renewing its lease
+    // in time): stop and record nothing.
+    std::atomic<bool> lost{false};
     // Checkpoint after the current step and free the worker (PauseJob or a
     // preemption).
     std::atomic<bool> pause{false};
@@ -352,6 +366,19 @@ class JobManager {
   // higher priority should replace, once free workers are accounted for.
   void PreemptForQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PublishState(kaizen::v1::Job* job, kaizen::v1::JobState state);
+  // Fails a job that has used up --max_job_attempts (mu_ held or at start).
+  absl::Status FailAfterAttempts(kaizen::v1::Job* job, absl::string_view what);
+  // Claims a job whose replica died (shared database): nullopt when none, or
+  // when the one found had used up its attempts and was failed instead.
+  absl::StatusOr<std::optional<kaizen::v1::Job>> ClaimOrphan() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Shared database: every job_lease / 3 renews this replica's leases,
+  // passes on cancel and pause requests made through other replicas, notices
+  // jobs taken over and runs on_replica_tick; every second delivers other
+  // replicas' events to this one's watchers.
+  void ReplicaLoop();
+  void ReplicaTick(bool renew);
+  // Asks a RUNNING job held by this replica to pause (mu_ held).
+  void RequestPause(Running* running) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Persist(kaizen::v1::Job* job);
   void PublishMessage(const std::string& job_id, const std::string& message);
 
@@ -368,6 +395,7 @@ class JobManager {
   absl::Mutex references_mu_;
   std::atomic<bool> shutting_down_{false};
   std::vector<std::thread> workers_;
+  std::thread replica_thread_;
 };
 
 }  // namespace kaizen::jobs

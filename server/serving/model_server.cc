@@ -141,9 +141,12 @@ ModelServer::~ModelServer() { Stop(); }
 
 absl::Status ModelServer::Start() {
   // Versions a dead server was loading are not tried again.
-  ASSIGN_OR_RETURN(int interrupted, store_->QuarantineInterruptedLoads());
-  if (interrupted > 0) {
-    common::LogWarning("versions quarantined after an interrupted load", {{"count", interrupted}});
+  if (options_.quarantine_interrupted_loads) {
+    ASSIGN_OR_RETURN(int interrupted, store_->QuarantineInterruptedLoads());
+    if (interrupted > 0) {
+      common::LogWarning("versions quarantined after an interrupted load",
+                         {{"count", interrupted}});
+    }
   }
   if (options_.before_preload) options_.before_preload();
   if (options_.preload) RETURN_IF_ERROR(Preload());

@@ -1,5 +1,6 @@
 #include "server/store/data_dir.h"
 
+#include <chrono>
 #include <filesystem>
 
 #include "absl/container/flat_hash_set.h"
@@ -12,7 +13,20 @@ namespace kaizen::store {
 
 namespace fs = std::filesystem;
 
-absl::Status PrepareDataDir(const std::string& data_dir) {
+namespace {
+
+bool YoungerThan(const fs::path& path, absl::Duration min_age) {
+  if (min_age <= absl::ZeroDuration()) return false;
+  std::error_code ec;
+  const fs::file_time_type written = fs::last_write_time(path, ec);
+  if (ec) return true;  // vanished or unreadable: leave it alone
+  const auto age = fs::file_time_type::clock::now() - written;
+  return absl::FromChrono(std::chrono::duration_cast<std::chrono::nanoseconds>(age)) < min_age;
+}
+
+}  // namespace
+
+absl::Status PrepareDataDir(const std::string& data_dir, absl::Duration min_age) {
   std::error_code ec;
   for (const char* sub : {"", "/tmp", "/datasets", "/models"}) {
     fs::create_directories(data_dir + sub, ec);
@@ -22,12 +36,13 @@ absl::Status PrepareDataDir(const std::string& data_dir) {
     }
   }
   for (const fs::directory_entry& e : fs::directory_iterator(data_dir + "/tmp", ec)) {
-    fs::remove_all(e.path(), ec);
+    if (!YoungerThan(e.path(), min_age)) fs::remove_all(e.path(), ec);
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> SweepOrphanFiles(const std::string& data_dir, MetadataStore& metadata) {
+absl::StatusOr<int> SweepOrphanFiles(const std::string& data_dir, MetadataStore& metadata,
+                                     absl::Duration min_age) {
   ASSIGN_OR_RETURN(std::vector<std::string> files, metadata.AllFiles());
   absl::flat_hash_set<std::string> live(files.begin(), files.end());
   int removed = 0;
@@ -41,7 +56,7 @@ absl::StatusOr<int> SweepOrphanFiles(const std::string& data_dir, MetadataStore&
       // A checkpoint's resume state lives and dies with its model file.
       if (absl::EndsWith(rel, ".resume")) rel.resize(rel.size() - 7);
       if (absl::EndsWith(rel, ".exemplars")) rel.resize(rel.size() - 10);
-      if (live.contains(rel)) continue;
+      if (live.contains(rel) || YoungerThan(it->path(), min_age)) continue;
       std::error_code rm;
       if (fs::remove(it->path(), rm)) {
         ++removed;

@@ -24,7 +24,18 @@ CREATE TABLE IF NOT EXISTS job_events (
   proto    BLOB NOT NULL,
   PRIMARY KEY (job_id, sequence)
 );
+CREATE TABLE IF NOT EXISTS job_leases (
+  job_id     TEXT PRIMARY KEY,
+  owner      TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL,
+  request    TEXT NOT NULL DEFAULT ''
+);
 )sql";
+
+constexpr char kUpsertLease[] =
+    "INSERT INTO job_leases(job_id, owner, expires_ms, request) VALUES(?1, ?2, ?3, '') "
+    "ON CONFLICT(job_id) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms, "
+    "request = ''";
 
 absl::StatusOr<kaizen::v1::Job> ParseJob(const std::string& bytes) {
   kaizen::v1::Job job;
@@ -40,15 +51,40 @@ std::string StateList(const std::vector<kaizen::v1::JobState>& states) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(SqliteDb* db) {
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(Database* db) {
   std::unique_ptr<JobStore> store(new JobStore(db));
   absl::MutexLock lock(&db->mutex());
-  RETURN_IF_ERROR(db->Exec(kSchema));
+  Database::Transaction tx(db);
+  RETURN_IF_ERROR(tx.begin_status());
+  RETURN_IF_ERROR(db->Exec(db->DdlFor(kSchema)));
+  RETURN_IF_ERROR(tx.Commit());
   return store;
 }
 
 absl::Status JobStore::Insert(const kaizen::v1::Job& job) {
   absl::MutexLock lock(&db_->mutex());
+  // The write lock makes MAX(seq) + 1 unique with several writers, and the
+  // output model of an active job the job's alone across replicas (each
+  // replica also reserves it in memory, ModelStore::ReserveName).
+  Database::Transaction tx(db_);
+  RETURN_IF_ERROR(tx.begin_status());
+  if (!job.request().output_model().empty()) {
+    ASSIGN_OR_RETURN(Statement active,
+                     db_->Prepare("SELECT proto FROM jobs WHERE state IN (?, ?, ?)"));
+    active.Bind(1, static_cast<int64_t>(kaizen::v1::JOB_STATE_QUEUED))
+        .Bind(2, static_cast<int64_t>(kaizen::v1::JOB_STATE_RUNNING))
+        .Bind(3, static_cast<int64_t>(kaizen::v1::JOB_STATE_PAUSED));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, active.Step());
+      if (!row) break;
+      ASSIGN_OR_RETURN(kaizen::v1::Job other, ParseJob(active.ColumnBlob(0)));
+      if (other.request().output_model() == job.request().output_model()) {
+        return absl::AlreadyExistsError(absl::StrCat("output_model: model \"",
+                                                     job.request().output_model(),
+                                                     "\" is being written by job ", other.id()));
+      }
+    }
+  }
   ASSIGN_OR_RETURN(
       Statement st,
       db_->Prepare("INSERT INTO jobs(id, seq, state, priority, request_id, proto) VALUES("
@@ -58,7 +94,8 @@ absl::Status JobStore::Insert(const kaizen::v1::Job& job) {
       .Bind(3, static_cast<int64_t>(job.request().priority()));
   if (!job.request().request_id().empty()) st.Bind(4, job.request().request_id());
   st.BindBlob(5, job.SerializeAsString());
-  return st.Run();
+  RETURN_IF_ERROR(st.Run());
+  return tx.Commit();
 }
 
 absl::Status JobStore::Update(const kaizen::v1::Job& job) {
@@ -199,6 +236,101 @@ absl::StatusOr<int64_t> JobStore::LastSequence(const std::string& job_id) {
   st.Bind(1, job_id);
   ASSIGN_OR_RETURN(bool row, st.Step());
   return row ? st.ColumnInt(0) : 0;
+}
+
+absl::StatusOr<std::optional<kaizen::v1::Job>> JobStore::ClaimNext(const std::string& owner,
+                                                                   int64_t now_ms,
+                                                                   int64_t lease_ms) {
+  absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_);
+  RETURN_IF_ERROR(tx.begin_status());
+  ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT proto FROM jobs WHERE state = ? "
+                                               "ORDER BY priority DESC, seq LIMIT 1"));
+  sel.Bind(1, static_cast<int64_t>(kaizen::v1::JOB_STATE_QUEUED));
+  ASSIGN_OR_RETURN(bool row, sel.Step());
+  if (!row) return std::optional<kaizen::v1::Job>();
+  ASSIGN_OR_RETURN(kaizen::v1::Job job, ParseJob(sel.ColumnBlob(0)));
+  ASSIGN_OR_RETURN(Statement mark, db_->Prepare("UPDATE jobs SET state = ?2 WHERE id = ?1"));
+  RETURN_IF_ERROR(
+      mark.Bind(1, job.id()).Bind(2, static_cast<int64_t>(kaizen::v1::JOB_STATE_RUNNING)).Run());
+  ASSIGN_OR_RETURN(Statement lease, db_->Prepare(kUpsertLease));
+  RETURN_IF_ERROR(lease.Bind(1, job.id()).Bind(2, owner).Bind(3, now_ms + lease_ms).Run());
+  RETURN_IF_ERROR(tx.Commit());
+  return std::optional<kaizen::v1::Job>(std::move(job));
+}
+
+absl::StatusOr<std::optional<kaizen::v1::Job>> JobStore::ClaimExpired(const std::string& owner,
+                                                                      int64_t now_ms,
+                                                                      int64_t lease_ms,
+                                                                      std::string* previous_owner) {
+  absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_);
+  RETURN_IF_ERROR(tx.begin_status());
+  ASSIGN_OR_RETURN(Statement sel,
+                   db_->Prepare("SELECT j.proto, COALESCE(l.owner, '') FROM jobs j "
+                                "LEFT JOIN job_leases l ON l.job_id = j.id "
+                                "WHERE j.state = ?1 AND (l.job_id IS NULL OR l.expires_ms < ?2) "
+                                "ORDER BY j.priority DESC, j.seq LIMIT 1"));
+  sel.Bind(1, static_cast<int64_t>(kaizen::v1::JOB_STATE_RUNNING)).Bind(2, now_ms);
+  ASSIGN_OR_RETURN(bool row, sel.Step());
+  if (!row) return std::optional<kaizen::v1::Job>();
+  ASSIGN_OR_RETURN(kaizen::v1::Job job, ParseJob(sel.ColumnBlob(0)));
+  if (previous_owner) *previous_owner = sel.ColumnText(1);
+  ASSIGN_OR_RETURN(Statement lease, db_->Prepare(kUpsertLease));
+  RETURN_IF_ERROR(lease.Bind(1, job.id()).Bind(2, owner).Bind(3, now_ms + lease_ms).Run());
+  RETURN_IF_ERROR(tx.Commit());
+  return std::optional<kaizen::v1::Job>(std::move(job));
+}
+
+absl::StatusOr<std::map<std::string, JobStore::LeaseState>> JobStore::RenewLeases(
+    const std::string& owner, const std::vector<std::string>& job_ids, int64_t now_ms,
+    int64_t lease_ms) {
+  std::map<std::string, LeaseState> out;
+  if (job_ids.empty()) return out;
+  absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_);
+  RETURN_IF_ERROR(tx.begin_status());
+  for (const std::string& id : job_ids) {
+    ASSIGN_OR_RETURN(Statement sel,
+                     db_->Prepare("SELECT owner, request FROM job_leases WHERE job_id = ?"));
+    sel.Bind(1, id);
+    ASSIGN_OR_RETURN(bool row, sel.Step());
+    LeaseState& state = out[id];
+    if (!row || sel.ColumnText(0) != owner) continue;
+    state.held = true;
+    state.request = sel.ColumnText(1);
+    ASSIGN_OR_RETURN(
+        Statement renew,
+        db_->Prepare("UPDATE job_leases SET expires_ms = ?2, request = '' WHERE job_id = ?1"));
+    RETURN_IF_ERROR(renew.Bind(1, id).Bind(2, now_ms + lease_ms).Run());
+  }
+  RETURN_IF_ERROR(tx.Commit());
+  return out;
+}
+
+absl::Status JobStore::ReleaseLease(const std::string& job_id, const std::string& owner) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare("DELETE FROM job_leases WHERE job_id = ? AND owner = ?"));
+  return st.Bind(1, job_id).Bind(2, owner).Run();
+}
+
+absl::StatusOr<std::optional<std::string>> JobStore::RequestOfLeaseHolder(
+    const std::string& job_id, const std::string& request, int64_t now_ms) {
+  absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_);
+  RETURN_IF_ERROR(tx.begin_status());
+  ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT owner FROM job_leases "
+                                               "WHERE job_id = ? AND expires_ms >= ?"));
+  sel.Bind(1, job_id).Bind(2, now_ms);
+  ASSIGN_OR_RETURN(bool row, sel.Step());
+  if (!row) return std::optional<std::string>();
+  std::string holder = sel.ColumnText(0);
+  ASSIGN_OR_RETURN(Statement set,
+                   db_->Prepare("UPDATE job_leases SET request = ?2 WHERE job_id = ?1"));
+  RETURN_IF_ERROR(set.Bind(1, job_id).Bind(2, request).Run());
+  RETURN_IF_ERROR(tx.Commit());
+  return std::optional<std::string>(std::move(holder));
 }
 
 }  // namespace kaizen::store

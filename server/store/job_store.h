@@ -1,5 +1,5 @@
-// Durable fine-tuning jobs and their event logs, in the catalogue's SQLite
-// database. The queue order (priority, then age) is a query over this table,
+// Durable fine-tuning jobs and their event logs, in the catalogue's database
+// (SQLite or PostgreSQL). The queue order (priority, then age) is a query over this table,
 // so a restart loses nothing: jobs that were RUNNING are requeued and resume
 // from their last checkpoint.
 #pragma once
@@ -11,14 +11,14 @@
 
 #include "absl/status/statusor.h"
 #include "kaizen/v1/finetune_service.pb.h"
-#include "server/store/sqlite_db.h"
+#include "server/store/database.h"
 
 namespace kaizen::store {
 
 class JobStore {
  public:
   // Creates the tables if needed. `db` must outlive the store.
-  static absl::StatusOr<std::unique_ptr<JobStore>> Open(SqliteDb* db);
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(Database* db);
 
   // ALREADY_EXISTS when the id or a non-empty request_id is taken.
   absl::Status Insert(const kaizen::v1::Job& job);
@@ -51,9 +51,39 @@ class JobStore {
                                                            int64_t after);
   absl::StatusOr<int64_t> LastSequence(const std::string& job_id);
 
+  // Leases, for several replicas on one database: the replica that claims a
+  // job leases it until `now_ms + lease_ms` and renews the lease while it
+  // runs the job; a job whose lease runs out (its replica died) is claimed by
+  // another. Each claim is one write transaction, so a job is claimed once.
+  //
+  // The next QUEUED job (highest priority, then oldest), marked RUNNING and
+  // leased to `owner`; the returned proto still says QUEUED.
+  absl::StatusOr<std::optional<kaizen::v1::Job>> ClaimNext(const std::string& owner, int64_t now_ms,
+                                                           int64_t lease_ms);
+  // A RUNNING job whose lease expired before `now_ms` (or that has none),
+  // leased to `owner` instead; `previous_owner` gets the replica that held it.
+  absl::StatusOr<std::optional<kaizen::v1::Job>> ClaimExpired(const std::string& owner,
+                                                              int64_t now_ms, int64_t lease_ms,
+                                                              std::string* previous_owner);
+  struct LeaseState {
+    bool held = false;    // false: another replica took the job over
+    std::string request;  // "cancel" or "pause" asked through another replica
+  };
+  // Extends the leases `owner` holds on `job_ids` and reports each one's state.
+  absl::StatusOr<std::map<std::string, LeaseState>> RenewLeases(
+      const std::string& owner, const std::vector<std::string>& job_ids, int64_t now_ms,
+      int64_t lease_ms);
+  // Gives up `owner`'s lease on a job that stopped running.
+  absl::Status ReleaseLease(const std::string& job_id, const std::string& owner);
+  // Leaves `request` for the replica holding a live lease on `job_id` and
+  // returns that replica; nullopt when no live lease exists.
+  absl::StatusOr<std::optional<std::string>> RequestOfLeaseHolder(const std::string& job_id,
+                                                                  const std::string& request,
+                                                                  int64_t now_ms);
+
  private:
-  explicit JobStore(SqliteDb* db) : db_(db) {}
-  SqliteDb* db_;
+  explicit JobStore(Database* db) : db_(db) {}
+  Database* db_;
 };
 
 }  // namespace kaizen::store

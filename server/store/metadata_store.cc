@@ -43,8 +43,8 @@ absl::Status ParseRow(const std::string& bytes, absl::string_view what, Proto* o
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::string& db_path) {
-  ASSIGN_OR_RETURN(std::unique_ptr<SqliteDb> db, SqliteDb::Open(db_path));
+absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::string& database) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Database> db, Database::Open(database));
   std::unique_ptr<MetadataStore> store(new MetadataStore(std::move(db)));
   RETURN_IF_ERROR(store->CreateSchema());
   return store;
@@ -52,7 +52,11 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::st
 
 absl::Status MetadataStore::CreateSchema() {
   absl::MutexLock lock(&db_->mutex());
-  return db_->Exec(kSchema);
+  // Under the write lock: replicas starting together create it once.
+  Database::Transaction tx(db_.get());
+  RETURN_IF_ERROR(tx.begin_status());
+  RETURN_IF_ERROR(db_->Exec(db_->DdlFor(kSchema)));
+  return tx.Commit();
 }
 
 absl::Status MetadataStore::InsertDataset(const DatasetRow& row) {
@@ -113,7 +117,7 @@ absl::StatusOr<std::vector<DatasetRow>> MetadataStore::ListDatasets(const std::s
 
 absl::StatusOr<DatasetRow> MetadataStore::DeleteDataset(const std::string& name) {
   absl::MutexLock lock(&db_->mutex());
-  SqliteDb::Transaction tx(db_.get());
+  Database::Transaction tx(db_.get());
   RETURN_IF_ERROR(tx.begin_status());
   ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT file, proto FROM datasets WHERE name = ?"));
   sel.Bind(1, name);
@@ -220,7 +224,7 @@ absl::StatusOr<std::vector<ModelRow>> MetadataStore::ListModels(const std::strin
 absl::StatusOr<std::vector<ModelRow>> MetadataStore::DeleteModel(const std::string& name,
                                                                  int64_t version) {
   absl::MutexLock lock(&db_->mutex());
-  SqliteDb::Transaction tx(db_.get());
+  Database::Transaction tx(db_.get());
   RETURN_IF_ERROR(tx.begin_status());
   const char* where = version > 0 ? " WHERE name = ?1 AND version = ?2" : " WHERE name = ?1";
   ASSIGN_OR_RETURN(Statement sel, db_->Prepare(absl::StrCat("SELECT file, proto FROM models", where,
@@ -256,7 +260,7 @@ absl::StatusOr<std::vector<ModelRow>> MetadataStore::DeleteModel(const std::stri
 absl::Status MetadataStore::SetTestEvaluation(const std::string& name, int64_t version,
                                               const kaizen::v1::Evaluation& evaluation) {
   absl::MutexLock lock(&db_->mutex());
-  SqliteDb::Transaction tx(db_.get());
+  Database::Transaction tx(db_.get());
   RETURN_IF_ERROR(tx.begin_status());
   ModelRow row;
   {
@@ -281,8 +285,10 @@ absl::Status MetadataStore::SetTestEvaluation(const std::string& name, int64_t v
 absl::Status MetadataStore::QuarantineModel(const std::string& name, int64_t version,
                                             const std::string& reason) {
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT OR REPLACE INTO model_quarantine(name, "
-                                              "version, reason) VALUES(?, ?, ?)"));
+  ASSIGN_OR_RETURN(
+      Statement st,
+      db_->Prepare("INSERT INTO model_quarantine(name, version, reason) VALUES(?, ?, ?) "
+                   "ON CONFLICT(name, version) DO UPDATE SET reason = excluded.reason"));
   return st.Bind(1, name).Bind(2, version).Bind(3, reason).Run();
 }
 
@@ -303,8 +309,8 @@ absl::StatusOr<std::map<int64_t, std::string>> MetadataStore::QuarantinedVersion
 
 absl::Status MetadataStore::MarkLoading(const std::string& name, int64_t version) {
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT OR REPLACE INTO model_loading(name, "
-                                              "version) VALUES(?, ?)"));
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT INTO model_loading(name, version) "
+                                              "VALUES(?, ?) ON CONFLICT DO NOTHING"));
   return st.Bind(1, name).Bind(2, version).Run();
 }
 
@@ -317,7 +323,7 @@ absl::Status MetadataStore::ClearLoading(const std::string& name, int64_t versio
 
 absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> MetadataStore::TakeLoadingMarkers() {
   absl::MutexLock lock(&db_->mutex());
-  SqliteDb::Transaction tx(db_.get());
+  Database::Transaction tx(db_.get());
   RETURN_IF_ERROR(tx.begin_status());
   ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT name, version FROM model_loading"));
   std::vector<std::pair<std::string, int64_t>> out;

@@ -1,4 +1,4 @@
-// The catalogue of datasets and model versions in SQLite. Each row keeps the
+// The catalogue of datasets and model versions in SQL (SQLite or PostgreSQL). Each row keeps the
 // resource's proto (the API's view of it) next to the relative path of the
 // blob file that holds its data. Rows and files are kept consistent by the
 // stores above this class: files are committed before rows are inserted and
@@ -15,7 +15,7 @@
 #include "absl/status/statusor.h"
 #include "kaizen/v1/dataset_service.pb.h"
 #include "kaizen/v1/model_service.pb.h"
-#include "server/store/sqlite_db.h"
+#include "server/store/database.h"
 
 namespace kaizen::store {
 
@@ -31,8 +31,9 @@ struct ModelRow {
 
 class MetadataStore {
  public:
-  // Opens or creates the database file and its schema.
-  static absl::StatusOr<std::unique_ptr<MetadataStore>> Open(const std::string& db_path);
+  // Opens the database (an SQLite file, created if needed, or a PostgreSQL
+  // URL; see Database::Open) and creates its schema if needed.
+  static absl::StatusOr<std::unique_ptr<MetadataStore>> Open(const std::string& database);
 
   // ALREADY_EXISTS when the name is taken.
   absl::Status InsertDataset(const DatasetRow& row);
@@ -79,17 +80,17 @@ class MetadataStore {
   // Removes and returns every marker left behind.
   absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> TakeLoadingMarkers();
 
-  // The connection, shared with the JobStore (one database file).
-  SqliteDb* db() { return db_.get(); }
+  // The connection, shared with the JobStore (one database).
+  Database* db() { return db_.get(); }
 
   // Every blob path referenced by a row, for sweeping orphan files.
   absl::StatusOr<std::vector<std::string>> AllFiles();
 
  private:
-  explicit MetadataStore(std::unique_ptr<SqliteDb> db) : db_(std::move(db)) {}
+  explicit MetadataStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
   absl::Status CreateSchema();
 
-  std::unique_ptr<SqliteDb> db_;
+  std::unique_ptr<Database> db_;
 };
 
 }  // namespace kaizen::store

@@ -453,8 +453,47 @@ absl::StatusOr<Model> ModelStore::AddVersion(const std::string& name,
     return st;
   }
   RETURN_IF_ERROR(FillVersions(&metadata));
+  {
+    absl::MutexLock lock(&announced_mu_);
+    int64_t& seen = announced_[metadata.name()];
+    seen = std::max(seen, metadata.version());
+  }
   if (listener_.added) listener_.added(metadata);
   return metadata;
+}
+
+absl::Status ModelStore::AnnounceNewVersions() {
+  std::vector<kaizen::v1::Model> news;
+  {
+    absl::MutexLock lock(&announced_mu_);
+    std::string after_name;
+    int64_t after_version = 0;
+    constexpr int kPage = 500;
+    while (true) {
+      ASSIGN_OR_RETURN(std::vector<ModelRow> page,
+                       metadata_->ListModels(after_name, after_version, kPage,
+                                             /*latest_only=*/true, ""));
+      if (!page.empty()) {
+        after_name = page.back().model.name();
+        after_version = page.back().model.version();
+      }
+      for (ModelRow& row : page) {
+        auto [it, inserted] = announced_.try_emplace(row.model.name(), row.model.version());
+        if (!inserted && it->second >= row.model.version()) continue;
+        it->second = row.model.version();
+        if (announced_once_) news.push_back(std::move(row.model));
+      }
+      if (page.size() < static_cast<size_t>(kPage)) break;
+    }
+    announced_once_ = true;
+  }
+  for (kaizen::v1::Model& model : news) {
+    RETURN_IF_ERROR(FillVersions(&model));
+    common::LogInfo("a new model version written by another replica",
+                    {{"model", model.name()}, {"version", model.version()}});
+    if (listener_.added) listener_.added(model);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ModelStore::ReadResumeState(const std::string& name, int64_t version) {

@@ -150,6 +150,11 @@ class ModelStore {
   };
   void set_listener(Listener listener) { listener_ = std::move(listener); }
 
+  // Several replicas on one database: tells the listener about the newest
+  // version of each model when another replica wrote it since the last call
+  // (the first call only takes note of what exists).
+  absl::Status AnnounceNewVersions();
+
   int64_t max_model_bytes() const { return options_.max_model_bytes; }
 
  private:
@@ -166,6 +171,10 @@ class ModelStore {
   absl::flat_hash_map<std::string, std::string> reserved_ ABSL_GUARDED_BY(mu_);
   // Serialises AddVersion so that version numbers are handed out once.
   absl::Mutex version_mu_;
+  // The newest version of each model the listener was told about.
+  absl::Mutex announced_mu_;
+  absl::flat_hash_map<std::string, int64_t> announced_ ABSL_GUARDED_BY(announced_mu_);
+  bool announced_once_ ABSL_GUARDED_BY(announced_mu_) = false;
 };
 
 }  // namespace kaizen::store

@@ -3,52 +3,52 @@
 #include "absl/strings/str_cat.h"
 
 namespace kaizen::store {
+namespace {
+
+class SqliteStatement : public Statement::Impl {
+ public:
+  SqliteStatement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  ~SqliteStatement() override { sqlite3_finalize(stmt_); }
+
+  void Bind(int index, int64_t value) override { sqlite3_bind_int64(stmt_, index, value); }
+  void BindText(int index, absl::string_view text) override {
+    sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+  }
+  void BindBlob(int index, absl::string_view bytes) override {
+    sqlite3_bind_blob(stmt_, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  }
+
+  absl::StatusOr<bool> Step() override {
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return SqliteStatus(db_, rc, absl::StrCat("sqlite step (", sqlite3_sql(stmt_), ")"));
+  }
+
+  int64_t ColumnInt(int col) const override { return sqlite3_column_int64(stmt_, col); }
+  std::string ColumnText(int col) const override {
+    const unsigned char* p = sqlite3_column_text(stmt_, col);
+    return p ? std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(stmt_, col))
+             : std::string();
+  }
+  std::string ColumnBlob(int col) const override {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    return p ? std::string(static_cast<const char*>(p), sqlite3_column_bytes(stmt_, col))
+             : std::string();
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+};
+
+}  // namespace
 
 absl::Status SqliteStatus(sqlite3* db, int rc, absl::string_view context) {
   const std::string msg = absl::StrCat(context, ": ", sqlite3_errmsg(db));
   if ((rc & 0xff) == SQLITE_CONSTRAINT) return absl::AlreadyExistsError(msg);
   if ((rc & 0xff) == SQLITE_BUSY) return absl::UnavailableError(msg);
   return absl::InternalError(msg);
-}
-
-Statement& Statement::Bind(int index, int64_t value) {
-  sqlite3_bind_int64(stmt_, index, value);
-  return *this;
-}
-
-Statement& Statement::Bind(int index, absl::string_view text) {
-  sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
-  return *this;
-}
-
-Statement& Statement::BindBlob(int index, absl::string_view bytes) {
-  sqlite3_bind_blob(stmt_, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
-  return *this;
-}
-
-absl::StatusOr<bool> Statement::Step() {
-  const int rc = sqlite3_step(stmt_);
-  if (rc == SQLITE_ROW) return true;
-  if (rc == SQLITE_DONE) return false;
-  return SqliteStatus(db_, rc, absl::StrCat("sqlite step (", sqlite3_sql(stmt_), ")"));
-}
-
-absl::Status Statement::Run() {
-  absl::StatusOr<bool> row = Step();
-  if (!row.ok()) return row.status();
-  return absl::OkStatus();
-}
-
-std::string Statement::ColumnText(int col) const {
-  const unsigned char* p = sqlite3_column_text(stmt_, col);
-  return p ? std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(stmt_, col))
-           : std::string();
-}
-
-std::string Statement::ColumnBlob(int col) const {
-  const void* p = sqlite3_column_blob(stmt_, col);
-  return p ? std::string(static_cast<const char*>(p), sqlite3_column_bytes(stmt_, col))
-           : std::string();
 }
 
 absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path) {
@@ -90,22 +90,7 @@ absl::StatusOr<Statement> SqliteDb::Prepare(absl::string_view sql) {
   sqlite3_stmt* stmt = nullptr;
   const int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
   if (rc != SQLITE_OK) return SqliteStatus(db_, rc, absl::StrCat("prepare ", sql));
-  return Statement(db_, stmt);
-}
-
-SqliteDb::Transaction::Transaction(SqliteDb* db) : db_(db) {
-  begin_ = db_->Exec("BEGIN IMMEDIATE");
-  done_ = !begin_.ok();
-}
-
-SqliteDb::Transaction::~Transaction() {
-  if (!done_) db_->Exec("ROLLBACK").IgnoreError();
-}
-
-absl::Status SqliteDb::Transaction::Commit() {
-  if (!begin_.ok()) return begin_;
-  done_ = true;
-  return db_->Exec("COMMIT");
+  return Statement(std::make_unique<SqliteStatement>(db_, stmt));
 }
 
 }  // namespace kaizen::store

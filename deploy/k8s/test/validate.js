@@ -19,9 +19,11 @@
 //
 // Usage: node validate.js --readme=README.md [--dockerfile=Dockerfile]
 //                         [--self-test] NAME=FILE.yaml ...
-// NAME is the kustomization's name (base, gpu, tls, gpu-tls): overlays whose
-// name contains "tls" must serve TLS with tokens, those containing "gpu" must
-// request a GPU. --self-test first feeds deliberately broken copies of the
+// NAME is the kustomization's name (base, gpu, tls, gpu-tls, replicas):
+// overlays whose name contains "tls" must serve TLS with tokens, those
+// containing "gpu" must request a GPU, those containing "replicas" must run
+// several replicas on PostgreSQL and a ReadWriteMany volume (the others: one
+// replica, Recreate). --self-test first feeds deliberately broken copies of the
 // rendered objects through the same checks and fails unless each is caught.
 "use strict";
 
@@ -261,10 +263,22 @@ function checkConsistency(name, objects, ctx) {
     return p;
   }
 
-  // The Deployment itself.
-  if (spec.replicas !== 1) p.push(`replicas is ${spec.replicas}; the SQLite catalogue needs exactly 1`);
-  if (!spec.strategy || spec.strategy.type !== "Recreate") {
-    p.push("strategy must be Recreate (two pods must never share the data volume)");
+  // The Deployment itself: one replica on SQLite, or (overlays named
+  // "replicas") several on PostgreSQL and a volume they can all mount.
+  const replicated = name.includes("replicas");
+  if (!replicated) {
+    if (spec.replicas !== 1) p.push(`replicas is ${spec.replicas}; the SQLite catalogue needs exactly 1`);
+    if (!spec.strategy || spec.strategy.type !== "Recreate") {
+      p.push("strategy must be Recreate (two pods must never share the data volume)");
+    }
+  } else {
+    if (!(spec.replicas >= 2)) p.push(`a replicas overlay runs ${spec.replicas} replica(s), not several`);
+    for (const pvc of pvcs) {
+      const modes = (pvc.spec || {}).accessModes || [];
+      if (!modes.includes("ReadWriteMany")) {
+        p.push(`PVC ${pvc.metadata.name} is ${modes.join(",")}; replicas share it: ReadWriteMany`);
+      }
+    }
   }
   if (!labelsMatch((spec.selector || {}).matchLabels, podLabels)) {
     p.push("Deployment selector does not match the pod template's labels");
@@ -304,6 +318,38 @@ function checkConsistency(name, objects, ctx) {
     if (!action || resolvePort(action.port) === undefined) {
       p.push(`livenessProbe port ${action && action.port} is not a container port`);
     }
+  }
+
+  // Several replicas: the catalogue in PostgreSQL (--database or
+  // $KAIZEN_DATABASE_URL from a Secret, never a password in the manifest)
+  // and a name per replica for the job leases.
+  if (replicated) {
+    const env = new Map((c.env || []).map((e) => [e.name, e]));
+    const fromSecret = (n) => env.has(n) && ((env.get(n).valueFrom || {}).secretKeyRef || null);
+    const db = flags.get("database");
+    if (typeof db === "string") {
+      if (!/^postgres(ql)?:\/\//.test(db)) p.push(`--database=${db} is not a postgresql:// URL`);
+      if (/:\/\/[^/@]*:[^/@]*@/.test(db)) p.push("--database carries a password; use $PGPASSWORD from a Secret");
+    } else if (!fromSecret("KAIZEN_DATABASE_URL")) {
+      p.push("a replicas overlay needs --database or KAIZEN_DATABASE_URL from a Secret");
+    }
+    const id = flags.get("replica_id");
+    if (typeof id !== "string" || !id.includes("$(")) {
+      p.push("a replicas overlay needs --replica_id from the pod (e.g. $(POD_NAME)), unique per replica");
+    } else {
+      for (const m of id.matchAll(/\$\(([A-Z_]+)\)/g)) {
+        if (!env.has(m[1])) p.push(`--replica_id uses $(${m[1]}), which the container's env does not define`);
+      }
+    }
+    for (const e of c.env || []) {
+      const ref = (e.valueFrom || {}).secretKeyRef;
+      if (!ref) continue;
+      const keys = ctx.secrets.get(ref.name);
+      if (!keys) p.push(`env ${e.name} reads Secret ${ref.name}, which the README does not tell operators to create`);
+      else if (!keys.has(ref.key)) p.push(`env ${e.name} reads key ${ref.key} of Secret ${ref.name}, which the README does not create`);
+    }
+  } else if (flags.has("database") || flags.has("replica_id")) {
+    p.push("--database/--replica_id in an overlay not named replicas (one replica keeps SQLite)");
   }
 
   // Graceful shutdown.
@@ -556,6 +602,16 @@ function selfTest(rendered, ctx) {
      (o) => { find(o, "Deployment").spec.template.spec.volumes.find((v) => v.secret).secret.secretName = "kaizen-certs"; }],
     ["no GPU in gpu", "gpu", "consistency",
      (o) => { delete container(o).resources.limits["nvidia.com/gpu"]; }],
+    ["one replica in replicas", "replicas", "consistency",
+     (o) => { find(o, "Deployment").spec.replicas = 1; }],
+    ["a ReadWriteOnce volume in replicas", "replicas", "consistency",
+     (o) => { find(o, "PersistentVolumeClaim").spec.accessModes = ["ReadWriteOnce"]; }],
+    ["no database in replicas", "replicas", "consistency",
+     (o) => { container(o).env = container(o).env.filter((e) => e.name !== "KAIZEN_DATABASE_URL"); }],
+    ["the same replica_id for every pod", "replicas", "consistency",
+     (o) => { const a = container(o).args; a[a.findIndex((x) => x.startsWith("--replica_id="))] = "--replica_id=kaizen"; }],
+    ["two replicas in base", "base", "consistency",
+     (o) => { find(o, "Deployment").spec.replicas = 2; }],
   ];
   let failed = 0;
   for (const [what, overlay, layer, mutate] of cases) {
@@ -610,8 +666,15 @@ function main() {
   for (const [name, objects] of rendered) {
     const problems = validate(name, objects, ctx);
     for (const o of objects) {
-      for (const v of (((o.spec || {}).template || {}).spec || {}).volumes || []) {
+      const podSpec = ((o.spec || {}).template || {}).spec || {};
+      for (const v of podSpec.volumes || []) {
         if (v.secret) referenced.add(v.secret.secretName);
+      }
+      for (const c of podSpec.containers || []) {
+        for (const e of c.env || []) {
+          const ref = (e.valueFrom || {}).secretKeyRef;
+          if (ref) referenced.add(ref.name);
+        }
       }
     }
     if (problems.length) {

@@ -157,5 +157,29 @@ TEST_F(JobEventHubTest, UnsubscribedSinksReceiveNothing) {
   EXPECT_TRUE(sink->sequences.empty());
 }
 
+// Two replicas on one database: each has its own hub over the same tables.
+// Events the other replica writes reach this one's watchers through
+// PollStore, once each and in order, interleaved with this replica's own.
+TEST_F(JobEventHubTest, AnotherReplicasEventsReachWatchersOnceAndInOrder) {
+  JobEventHub other(jobs_.get());
+  ASSERT_TRUE(hub_->Publish("a", Message("here")).ok());  // 1
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(hub_->Subscribe("a", 0, false, sink).ok());
+  ASSERT_TRUE(other.Publish("a", Message("there")).ok());  // 2, written elsewhere
+  ASSERT_TRUE(other.Publish("a", Message("there")).ok());  // 3
+  // This hub's cached sequence is stale: it numbers after the stored events,
+  // and hands its watcher 2 and 3 before its own 4.
+  EXPECT_EQ(hub_->Publish("a", Message("here again"))->sequence(), 4);
+  EXPECT_EQ(sink->sequences, (std::vector<int64_t>{1, 2, 3, 4}));
+  ASSERT_TRUE(hub_->PollStore().ok());  // nothing new: nothing twice
+  EXPECT_EQ(sink->sequences, (std::vector<int64_t>{1, 2, 3, 4}));
+  ASSERT_TRUE(other.Publish("a", State(kaizen::v1::JOB_STATE_SUCCEEDED)).ok());  // 5
+  EXPECT_EQ(sink->ends, 0);
+  ASSERT_TRUE(hub_->PollStore().ok());
+  EXPECT_EQ(sink->sequences, (std::vector<int64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(sink->ends, 1);
+  EXPECT_EQ(hub_->subscriber_count("a"), 0u);
+}
+
 }  // namespace
 }  // namespace kaizen::jobs

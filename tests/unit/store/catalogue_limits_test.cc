@@ -4,14 +4,28 @@
 #include "server/common/text_limits.h"
 #include "server/store/dataset_store.h"
 #include "server/store/metadata_store.h"
+#include "tests/test_util/postgres.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen::store {
 namespace {
 
-TEST(CatalogueLimits, RowThatIsNotUtf8IsRefusedSoListKeepsWorking) {
+// The same limits on both engines.
+class CatalogueLimits : public ::testing::TestWithParam<test_util::Engine> {
+ protected:
+  std::unique_ptr<MetadataStore> Open() {
+    absl::StatusOr<std::string> target = test_util::CatalogueFor(GetParam(), dir.File("k.db"));
+    EXPECT_TRUE(target.ok()) << target.status();
+    auto store = MetadataStore::Open(target.ok() ? *target : "");
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
   test_util::TempDir dir;
-  auto store = *MetadataStore::Open(dir.File("k.db"));
+};
+
+TEST_P(CatalogueLimits, RowThatIsNotUtf8IsRefusedSoListKeepsWorking) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
   // E.g. class names from a model file's own metadata.
   ModelRow bad;
   bad.file = "models/m/v1.pt";
@@ -26,9 +40,9 @@ TEST(CatalogueLimits, RowThatIsNotUtf8IsRefusedSoListKeepsWorking) {
   EXPECT_TRUE(list->empty());
 }
 
-TEST(CatalogueLimits, DatasetPagesEndAtTheByteBudget) {
-  test_util::TempDir dir;
-  auto metadata = *MetadataStore::Open(dir.File("k.db"));
+TEST_P(CatalogueLimits, DatasetPagesEndAtTheByteBudget) {
+  auto metadata = Open();
+  ASSERT_NE(metadata, nullptr);
   // Ten records of ~700 KB each (the most classes, the longest names): a
   // page of all of them would be ~7 MB.
   constexpr int kRows = 10;
@@ -59,6 +73,11 @@ TEST(CatalogueLimits, DatasetPagesEndAtTheByteBudget) {
   EXPECT_EQ(seen, kRows);
   EXPECT_GT(pages, 1);
 }
+
+INSTANTIATE_TEST_SUITE_P(Engines, CatalogueLimits,
+                         ::testing::Values(test_util::Engine::kSqlite,
+                                           test_util::Engine::kPostgres),
+                         [](const auto& info) { return test_util::EngineName(info.param); });
 
 }  // namespace
 }  // namespace kaizen::store

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -73,6 +74,32 @@ TEST(DataDirTest, SweepRemovesOnlyFilesNoRowReferences) {
   EXPECT_FALSE(fs::exists(root + "/models/m/2.pt"));
   EXPECT_FALSE(fs::exists(root + "/models/m/2.pt.resume"));
   EXPECT_TRUE(fs::exists(root + "/kaizen.db"));  // outside datasets/ and models/
+}
+
+// Several replicas share the data directory: at start-up one leaves alone
+// what is younger than the age given (another replica's upload in progress,
+// a version whose row is about to be inserted) and cleans up the rest.
+TEST(DataDirTest, WithAMinimumAgeOnlyOldLeftOversAreRemoved) {
+  test_util::TempDir dir;
+  const std::string root = dir.path();
+  ASSERT_TRUE(PrepareDataDir(root).ok());
+  Touch(root + "/tmp/young-upload/part");
+  Touch(root + "/tmp/old-upload");
+  Touch(root + "/models/m/young.pt");
+  Touch(root + "/models/m/old.pt");
+  const auto two_days_ago = fs::file_time_type::clock::now() - std::chrono::hours(48);
+  fs::last_write_time(root + "/tmp/old-upload", two_days_ago);
+  fs::last_write_time(root + "/models/m/old.pt", two_days_ago);
+  ASSERT_TRUE(PrepareDataDir(root, absl::Hours(24)).ok());
+  EXPECT_TRUE(fs::exists(root + "/tmp/young-upload/part"));
+  EXPECT_FALSE(fs::exists(root + "/tmp/old-upload"));
+  auto metadata = MetadataStore::Open(root + "/kaizen.db");
+  ASSERT_TRUE(metadata.ok()) << metadata.status();
+  absl::StatusOr<int> removed = SweepOrphanFiles(root, **metadata, absl::Hours(24));
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 1);
+  EXPECT_TRUE(fs::exists(root + "/models/m/young.pt"));
+  EXPECT_FALSE(fs::exists(root + "/models/m/old.pt"));
 }
 
 }  // namespace

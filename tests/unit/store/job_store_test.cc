@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+#include <thread>
+
 #include "server/store/metadata_store.h"
+#include "tests/test_util/postgres.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen::store {
@@ -17,18 +21,23 @@ kaizen::v1::Job MakeJob(const std::string& id, int priority, const std::string& 
   return j;
 }
 
-class JobStoreTest : public ::testing::Test {
+// The same suite on both engines.
+class JobStoreTest : public ::testing::TestWithParam<test_util::Engine> {
  protected:
   void SetUp() override {
-    meta_ = *MetadataStore::Open(dir_.File("k.db"));
+    absl::StatusOr<std::string> target = test_util::CatalogueFor(GetParam(), dir_.File("k.db"));
+    ASSERT_TRUE(target.ok()) << target.status();
+    target_ = *target;
+    meta_ = *MetadataStore::Open(target_);
     jobs_ = *JobStore::Open(meta_->db());
   }
   test_util::TempDir dir_;
+  std::string target_;
   std::unique_ptr<MetadataStore> meta_;
   std::unique_ptr<JobStore> jobs_;
 };
 
-TEST_F(JobStoreTest, QueueOrdersByPriorityThenAge) {
+TEST_P(JobStoreTest, QueueOrdersByPriorityThenAge) {
   ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0)).ok());
   ASSERT_TRUE(jobs_->Insert(MakeJob("b", 5)).ok());
   ASSERT_TRUE(jobs_->Insert(MakeJob("c", 5)).ok());
@@ -45,18 +54,18 @@ TEST_F(JobStoreTest, QueueOrdersByPriorityThenAge) {
   EXPECT_EQ(order, (std::vector<std::string>{"b", "c", "a", "d"}));
 }
 
-TEST_F(JobStoreTest, QueueSurvivesReopen) {
+TEST_P(JobStoreTest, QueueSurvivesReopen) {
   ASSERT_TRUE(jobs_->Insert(MakeJob("a", 1)).ok());
   jobs_.reset();
   meta_.reset();
-  meta_ = *MetadataStore::Open(dir_.File("k.db"));
+  meta_ = *MetadataStore::Open(target_);
   jobs_ = *JobStore::Open(meta_->db());
   auto next = jobs_->NextQueued();
   ASSERT_TRUE(next.ok() && *next);
   EXPECT_EQ((*next)->id(), "a");
 }
 
-TEST_F(JobStoreTest, RequestIdIsUniqueAndFindable) {
+TEST_P(JobStoreTest, RequestIdIsUniqueAndFindable) {
   ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0, "req-1")).ok());
   EXPECT_EQ(jobs_->Insert(MakeJob("b", 0, "req-1")).code(), absl::StatusCode::kAlreadyExists);
   ASSERT_TRUE(jobs_->Insert(MakeJob("c", 0)).ok());
@@ -67,7 +76,7 @@ TEST_F(JobStoreTest, RequestIdIsUniqueAndFindable) {
   EXPECT_FALSE(*jobs_->FindByRequestId("req-2"));
 }
 
-TEST_F(JobStoreTest, ListsNewestFirstWithStateFilterAndCursor) {
+TEST_P(JobStoreTest, ListsNewestFirstWithStateFilterAndCursor) {
   for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(jobs_->Insert(MakeJob(id, 0)).ok());
   auto b = *jobs_->Get("b");
   b.set_state(kaizen::v1::JOB_STATE_SUCCEEDED);
@@ -83,7 +92,7 @@ TEST_F(JobStoreTest, ListsNewestFirstWithStateFilterAndCursor) {
   EXPECT_EQ(queued[1].second.id(), "a");
 }
 
-TEST_F(JobStoreTest, EventsAreOrderedAndSequencesUnique) {
+TEST_P(JobStoreTest, EventsAreOrderedAndSequencesUnique) {
   ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0)).ok());
   for (int i = 1; i <= 5; ++i) {
     kaizen::v1::JobEvent e;
@@ -102,6 +111,128 @@ TEST_F(JobStoreTest, EventsAreOrderedAndSequencesUnique) {
   EXPECT_EQ(*jobs_->LastSequence("a"), 5);
   EXPECT_EQ(*jobs_->LastSequence("zzz"), 0);
 }
+
+TEST_P(JobStoreTest, SummarisesStatesAndTheOldestQueuedJob) {
+  auto first = MakeJob("a", 0);
+  first.mutable_create_time()->set_seconds(100);
+  ASSERT_TRUE(jobs_->Insert(first).ok());
+  auto second = MakeJob("b", 0);
+  second.mutable_create_time()->set_seconds(200);
+  ASSERT_TRUE(jobs_->Insert(second).ok());
+  first.set_state(kaizen::v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(jobs_->Update(first).ok());
+  auto summary = *jobs_->SummarizeStates();
+  EXPECT_EQ(summary.jobs_by_state[kaizen::v1::JOB_STATE_RUNNING], 1);
+  EXPECT_EQ(summary.jobs_by_state[kaizen::v1::JOB_STATE_QUEUED], 1);
+  ASSERT_TRUE(summary.oldest_queued_create_time.has_value());
+  EXPECT_EQ(summary.oldest_queued_create_time->seconds(), 200);
+  auto running = *jobs_->InStates({kaizen::v1::JOB_STATE_RUNNING});
+  ASSERT_EQ(running.size(), 1u);
+  EXPECT_EQ(running[0].id(), "a");
+}
+
+// Two replicas submitting at once: every job gets its own creation sequence
+// (the page cursor), so none is lost or listed twice.
+TEST_P(JobStoreTest, ConcurrentSubmissionsFromTwoConnectionsGetDistinctSequences) {
+  if (GetParam() == test_util::Engine::kSqlite) GTEST_SKIP() << "one SQLite file, one server";
+  auto other_meta = *MetadataStore::Open(target_);
+  auto other_jobs = *JobStore::Open(other_meta->db());
+  constexpr int kEach = 30;
+  auto submit = [](JobStore* store, const std::string& prefix, std::vector<absl::Status>* out) {
+    for (int i = 0; i < kEach; ++i)
+      out->push_back(store->Insert(MakeJob(prefix + std::to_string(i), 0)));
+  };
+  std::vector<absl::Status> a, b;
+  std::thread ta(submit, jobs_.get(), "a", &a);
+  std::thread tb(submit, other_jobs.get(), "b", &b);
+  ta.join();
+  tb.join();
+  for (const auto& s : a) EXPECT_TRUE(s.ok()) << s;
+  for (const auto& s : b) EXPECT_TRUE(s.ok()) << s;
+  auto all = *jobs_->List({}, 0, 1000);
+  ASSERT_EQ(all.size(), 2u * kEach);
+  std::set<int64_t> seqs;
+  for (const auto& [seq, job] : all) seqs.insert(seq);
+  EXPECT_EQ(seqs.size(), 2u * kEach);
+}
+
+// Replicas reserve output names in memory; the catalogue refuses a second
+// active job writing the same model whichever replica submits it.
+TEST_P(JobStoreTest, AnActiveJobsOutputModelIsItsAlone) {
+  auto first = MakeJob("a", 0);
+  first.mutable_request()->set_output_model("out");
+  ASSERT_TRUE(jobs_->Insert(first).ok());
+  auto second = MakeJob("b", 0);
+  second.mutable_request()->set_output_model("out");
+  absl::Status refused = jobs_->Insert(second);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kAlreadyExists) << refused;
+  EXPECT_NE(refused.message().find("being written by job a"), absl::string_view::npos) << refused;
+  first.set_state(kaizen::v1::JOB_STATE_SUCCEEDED);
+  ASSERT_TRUE(jobs_->Update(first).ok());
+  EXPECT_TRUE(jobs_->Insert(second).ok());
+}
+
+// Two replicas claiming from one queue at once: every job is claimed once.
+TEST_P(JobStoreTest, ConcurrentClaimsTakeEachJobExactlyOnce) {
+  if (GetParam() == test_util::Engine::kSqlite) GTEST_SKIP() << "one SQLite file, one server";
+  constexpr int kJobs = 40;
+  for (int i = 0; i < kJobs; ++i) ASSERT_TRUE(jobs_->Insert(MakeJob(std::to_string(i), 0)).ok());
+  auto other_meta = *MetadataStore::Open(target_);
+  auto other_jobs = *JobStore::Open(other_meta->db());
+  auto claim_all = [](JobStore* store, const std::string& owner, std::vector<std::string>* got) {
+    while (true) {
+      auto next = store->ClaimNext(owner, 1000, 30000);
+      ASSERT_TRUE(next.ok()) << next.status();
+      if (!*next) return;
+      got->push_back((*next)->id());
+    }
+  };
+  std::vector<std::string> a, b;
+  std::thread ta(claim_all, jobs_.get(), "replica-a", &a);
+  std::thread tb(claim_all, other_jobs.get(), "replica-b", &b);
+  ta.join();
+  tb.join();
+  std::set<std::string> all(a.begin(), a.end());
+  all.insert(b.begin(), b.end());
+  EXPECT_EQ(a.size() + b.size(), static_cast<size_t>(kJobs));
+  EXPECT_EQ(all.size(), static_cast<size_t>(kJobs));
+  EXPECT_TRUE(jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED})->empty());
+}
+
+TEST_P(JobStoreTest, AnExpiredLeaseIsTakenOverAndTheOldHolderLearnsItLostIt) {
+  ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0)).ok());
+  ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 5000)->has_value());
+  std::string previous;
+  // Live until 6000: nobody takes it.
+  EXPECT_FALSE(jobs_->ClaimExpired("replica-b", 5999, 5000, &previous)->has_value());
+  auto renewed = *jobs_->RenewLeases("replica-a", {"a"}, 5000, 5000);  // until 10000
+  EXPECT_TRUE(renewed["a"].held);
+  EXPECT_FALSE(jobs_->ClaimExpired("replica-b", 9000, 5000, &previous)->has_value());
+  auto taken = jobs_->ClaimExpired("replica-b", 10001, 5000, &previous);
+  ASSERT_TRUE(taken.ok() && taken->has_value()) << taken.status();
+  EXPECT_EQ((*taken)->id(), "a");
+  EXPECT_EQ(previous, "replica-a");
+  EXPECT_FALSE((*jobs_->RenewLeases("replica-a", {"a"}, 10002, 5000))["a"].held);
+  EXPECT_TRUE((*jobs_->RenewLeases("replica-b", {"a"}, 10002, 5000))["a"].held);
+}
+
+TEST_P(JobStoreTest, ARequestReachesTheLiveLeaseHolderOnly) {
+  ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0)).ok());
+  EXPECT_FALSE(jobs_->RequestOfLeaseHolder("a", "cancel", 0)->has_value());  // queued
+  ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 5000)->has_value());
+  auto holder = jobs_->RequestOfLeaseHolder("a", "cancel", 2000);
+  ASSERT_TRUE(holder.ok() && holder->has_value());
+  EXPECT_EQ(**holder, "replica-a");
+  EXPECT_EQ((*jobs_->RenewLeases("replica-a", {"a"}, 3000, 5000))["a"].request, "cancel");
+  EXPECT_FALSE(jobs_->RequestOfLeaseHolder("a", "pause", 9000)->has_value());  // expired
+  ASSERT_TRUE(jobs_->ReleaseLease("a", "replica-a").ok());
+  EXPECT_FALSE((*jobs_->RenewLeases("replica-a", {"a"}, 3000, 5000))["a"].held);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, JobStoreTest,
+                         ::testing::Values(test_util::Engine::kSqlite,
+                                           test_util::Engine::kPostgres),
+                         [](const auto& info) { return test_util::EngineName(info.param); });
 
 }  // namespace
 }  // namespace kaizen::store

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/test_util/postgres.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen::store {
@@ -24,15 +25,26 @@ ModelRow Model(const std::string& name, int64_t version, double acc = -1) {
   return r;
 }
 
-TEST(MetadataStore, DatasetsPersistAcrossReopen) {
-  test_util::TempDir dir;
+// The same suite on both engines.
+class MetadataStoreTest : public ::testing::TestWithParam<test_util::Engine> {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::string> target = test_util::CatalogueFor(GetParam(), dir_.File("k.db"));
+    ASSERT_TRUE(target.ok()) << target.status();
+    target_ = *target;
+  }
+  test_util::TempDir dir_;
+  std::string target_;
+};
+
+TEST_P(MetadataStoreTest, DatasetsPersistAcrossReopen) {
   {
-    auto store = MetadataStore::Open(dir.File("k.db"));
+    auto store = MetadataStore::Open(target_);
     ASSERT_TRUE(store.ok()) << store.status();
     ASSERT_TRUE((*store)->InsertDataset(Dataset("b", 2)).ok());
     ASSERT_TRUE((*store)->InsertDataset(Dataset("a", 1)).ok());
   }
-  auto store = MetadataStore::Open(dir.File("k.db"));
+  auto store = MetadataStore::Open(target_);
   ASSERT_TRUE(store.ok());
   auto got = (*store)->GetDataset("b");
   ASSERT_TRUE(got.ok());
@@ -44,18 +56,16 @@ TEST(MetadataStore, DatasetsPersistAcrossReopen) {
   EXPECT_EQ((*list)[0].dataset.name(), "a");
 }
 
-TEST(MetadataStore, DuplicateDatasetIsAlreadyExists) {
-  test_util::TempDir dir;
-  auto store = *MetadataStore::Open(dir.File("k.db"));
+TEST_P(MetadataStoreTest, DuplicateDatasetIsAlreadyExists) {
+  auto store = *MetadataStore::Open(target_);
   ASSERT_TRUE(store->InsertDataset(Dataset("a", 1)).ok());
   absl::Status st = store->InsertDataset(Dataset("a", 5));
   EXPECT_EQ(st.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(store->GetDataset("a")->dataset.num_examples(), 1);
 }
 
-TEST(MetadataStore, DeleteReturnsRowAndMissingIsNotFound) {
-  test_util::TempDir dir;
-  auto store = *MetadataStore::Open(dir.File("k.db"));
+TEST_P(MetadataStoreTest, DeleteReturnsRowAndMissingIsNotFound) {
+  auto store = *MetadataStore::Open(target_);
   ASSERT_TRUE(store->InsertDataset(Dataset("a", 1)).ok());
   auto removed = store->DeleteDataset("a");
   ASSERT_TRUE(removed.ok());
@@ -64,9 +74,8 @@ TEST(MetadataStore, DeleteReturnsRowAndMissingIsNotFound) {
   EXPECT_EQ(store->DeleteDataset("a").status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST(MetadataStore, ListsDatasetsAfterCursor) {
-  test_util::TempDir dir;
-  auto store = *MetadataStore::Open(dir.File("k.db"));
+TEST_P(MetadataStoreTest, ListsDatasetsAfterCursor) {
+  auto store = *MetadataStore::Open(target_);
   for (const char* n : {"c", "a", "d", "b"}) ASSERT_TRUE(store->InsertDataset(Dataset(n, 1)).ok());
   auto page = store->ListDatasets("b", 2);
   ASSERT_TRUE(page.ok());
@@ -75,9 +84,8 @@ TEST(MetadataStore, ListsDatasetsAfterCursor) {
   EXPECT_EQ((*page)[1].dataset.name(), "d");
 }
 
-TEST(MetadataStore, ModelVersionsLatestAndDeletion) {
-  test_util::TempDir dir;
-  auto store = *MetadataStore::Open(dir.File("k.db"));
+TEST_P(MetadataStoreTest, ModelVersionsLatestAndDeletion) {
+  auto store = *MetadataStore::Open(target_);
   ASSERT_TRUE(store->InsertModel(Model("m", 1)).ok());
   ASSERT_TRUE(store->InsertModel(Model("m", 2)).ok());
   ASSERT_TRUE(store->InsertModel(Model("z", 1)).ok());
@@ -104,6 +112,79 @@ TEST(MetadataStore, ModelVersionsLatestAndDeletion) {
   EXPECT_FALSE(*store->ModelExists("m"));
   EXPECT_EQ(store->AllFiles()->size(), 1u);
 }
+
+TEST_P(MetadataStoreTest, ListsOneModelAndOnlyTheNewestVersions) {
+  auto store = *MetadataStore::Open(target_);
+  for (const auto& [name, version] : std::vector<std::pair<std::string, int64_t>>{
+           {"a", 1}, {"a", 2}, {"a", 3}, {"b", 1}, {"c", 1}, {"c", 2}}) {
+    ASSERT_TRUE(store->InsertModel(Model(name, version)).ok());
+  }
+  auto only_a = *store->ListModels("", 0, 10, /*latest_only=*/false, "a");
+  ASSERT_EQ(only_a.size(), 3u);
+  EXPECT_EQ(only_a[2].model.version(), 3);
+  auto newest = *store->ListModels("a", 3, 10, /*latest_only=*/true, "");
+  ASSERT_EQ(newest.size(), 2u);
+  EXPECT_EQ(newest[0].model.name(), "b");
+  EXPECT_EQ(newest[1].model.name(), "c");
+  EXPECT_EQ(newest[1].model.version(), 2);
+  auto page = *store->ListModels("", 0, 2, /*latest_only=*/false, "");
+  ASSERT_EQ(page.size(), 2u);
+  EXPECT_EQ(page[1].model.version(), 2);
+}
+
+TEST_P(MetadataStoreTest, TestEvaluationIsStoredOnTheVersion) {
+  auto store = *MetadataStore::Open(target_);
+  ASSERT_TRUE(store->InsertModel(Model("m", 1, 0.5)).ok());
+  kaizen::v1::Evaluation e;
+  e.set_accuracy(0.75);
+  ASSERT_TRUE(store->SetTestEvaluation("m", 1, e).ok());
+  EXPECT_DOUBLE_EQ(store->GetModel("m", 1)->model.test_evaluation().accuracy(), 0.75);
+  EXPECT_DOUBLE_EQ(store->GetModel("m", 1)->model.metrics().at("val_accuracy"), 0.5);
+  EXPECT_EQ(store->SetTestEvaluation("m", 2, e).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_P(MetadataStoreTest, QuarantineAndLoadingMarkersOutliveReopeningAndGoWithTheVersion) {
+  {
+    auto store = *MetadataStore::Open(target_);
+    ASSERT_TRUE(store->InsertModel(Model("m", 1)).ok());
+    ASSERT_TRUE(store->InsertModel(Model("m", 2)).ok());
+    ASSERT_TRUE(store->QuarantineModel("m", 1, "first").ok());
+    ASSERT_TRUE(store->QuarantineModel("m", 1, "crashed the server").ok());  // replaces
+    ASSERT_TRUE(store->MarkLoading("m", 2).ok());
+    ASSERT_TRUE(store->MarkLoading("m", 2).ok());  // idempotent
+  }
+  auto store = *MetadataStore::Open(target_);
+  auto quarantined = *store->QuarantinedVersions("m");
+  ASSERT_EQ(quarantined.size(), 1u);
+  EXPECT_EQ(quarantined[1], "crashed the server");
+  auto markers = *store->TakeLoadingMarkers();
+  ASSERT_EQ(markers.size(), 1u);
+  EXPECT_EQ(markers[0], (std::pair<std::string, int64_t>("m", 2)));
+  EXPECT_TRUE(store->TakeLoadingMarkers()->empty());
+  ASSERT_TRUE(store->MarkLoading("m", 2).ok());
+  ASSERT_TRUE(store->ClearLoading("m", 2).ok());
+  EXPECT_TRUE(store->TakeLoadingMarkers()->empty());
+  ASSERT_TRUE(store->DeleteModel("m", 1).ok());
+  EXPECT_TRUE(store->QuarantinedVersions("m")->empty());
+}
+
+// Two stores on one database (two replicas): a name taken by one is taken for
+// the other, and each sees the other's rows.
+TEST_P(MetadataStoreTest, TwoConnectionsShareOneCatalogue) {
+  if (GetParam() == test_util::Engine::kSqlite) GTEST_SKIP() << "one SQLite file, one server";
+  auto first = *MetadataStore::Open(target_);
+  auto second = *MetadataStore::Open(target_);
+  ASSERT_TRUE(first->InsertDataset(Dataset("shared", 3)).ok());
+  EXPECT_EQ(second->InsertDataset(Dataset("shared", 4)).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(second->GetDataset("shared")->dataset.num_examples(), 3);
+  ASSERT_TRUE(second->InsertModel(Model("m", 1)).ok());
+  EXPECT_EQ(first->GetModel("m", 0)->model.version(), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, MetadataStoreTest,
+                         ::testing::Values(test_util::Engine::kSqlite,
+                                           test_util::Engine::kPostgres),
+                         [](const auto& info) { return test_util::EngineName(info.param); });
 
 }  // namespace
 }  // namespace kaizen::store

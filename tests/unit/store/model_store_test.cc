@@ -117,5 +117,48 @@ TEST(ModelStoreTest, StoresTheRehearsalMemoryBesideAVersion) {
   EXPECT_EQ(files, 2);
 }
 
+// Another replica (a second connection to the catalogue) writes versions:
+// AnnounceNewVersions tells the listener about each model's newest one once,
+// and not about this store's own versions, which AddVersion announced.
+TEST(ModelStoreTest, AnnouncesTheNewestVersionsAnotherReplicaWrote) {
+  test_util::TempDir dir;
+  ASSERT_TRUE(PrepareDataDir(dir.path()).ok());
+  auto metadata = MetadataStore::Open(dir.path() + "/kaizen.db");
+  auto elsewhere = MetadataStore::Open(dir.path() + "/kaizen.db");
+  ASSERT_TRUE(metadata.ok() && elsewhere.ok());
+  ModelStore::Options o;
+  o.data_dir = dir.path();
+  ModelStore models(o, metadata->get());
+  std::vector<std::pair<std::string, int64_t>> told;
+  ModelStore::Listener listener;
+  listener.added = [&](const kaizen::v1::Model& m) { told.emplace_back(m.name(), m.version()); };
+  models.set_listener(listener);
+  auto write_elsewhere = [&](const std::string& name, int64_t version) {
+    ModelRow row;
+    row.file = absl::StrCat("models/", name, "/v", version, ".pt");
+    row.model.set_name(name);
+    row.model.set_version(version);
+    ASSERT_TRUE((*elsewhere)->InsertModel(row).ok());
+  };
+  write_elsewhere("before", 1);
+  ASSERT_TRUE(models.AnnounceNewVersions().ok());  // takes note only
+  EXPECT_TRUE(told.empty());
+  write_elsewhere("m", 1);
+  write_elsewhere("m", 2);
+  write_elsewhere("before", 2);
+  ASSERT_TRUE(models.AnnounceNewVersions().ok());
+  EXPECT_EQ(told, (std::vector<std::pair<std::string, int64_t>>{{"before", 2}, {"m", 2}}));
+  told.clear();
+  ASSERT_TRUE(models.AnnounceNewVersions().ok());
+  EXPECT_TRUE(told.empty());
+  kaizen::v1::Model meta;
+  meta.add_class_names("a");
+  meta.add_class_names("b");
+  ASSERT_TRUE(models.AddVersion("own", TinyClassifier(2), meta, "").ok());
+  ASSERT_EQ(told.size(), 1u);  // by AddVersion
+  ASSERT_TRUE(models.AnnounceNewVersions().ok());
+  EXPECT_EQ(told.size(), 1u);
+}
+
 }  // namespace
 }  // namespace kaizen::store
