@@ -20,6 +20,7 @@
 #include "server/common/status_macros.h"
 #include "server/sandbox/subprocess.h"
 #include "server/store/database.h"
+#include "server/store/postgres_db.h"
 
 ABSL_FLAG(std::string, data_dir, "./kaizen-data", "Directory for the catalogue and all blobs.");
 ABSL_FLAG(std::string, database, "",
@@ -355,7 +356,7 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
     return absl::InvalidArgumentError(absl::StrCat(
         "--database must be a postgresql:// or postgres:// URL (the SQLite catalogue is "
         "<data_dir>/kaizen.db and needs no flag); got \"",
-        options.database, "\""));
+        kaizen::store::RedactDatabaseUrl(options.database), "\""));
   }
   options.replica_id = absl::GetFlag(FLAGS_replica_id);
   if (absl::GetFlag(FLAGS_job_lease_seconds) < 1) {

@@ -67,9 +67,9 @@ absl::StatusOr<kaizen::v1::JobEvent> JobEventHub::Publish(
     *event.mutable_time() =
         google::protobuf::util::TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(absl::Now()));
     absl::Status appended = store_->AppendEvent(event);
-    if (absl::IsAlreadyExists(appended)) {
-      // Another replica wrote this job's events since (a takeover): number
-      // after the stored ones.
+    // Another replica wrote this job's events since (a takeover, a cancel
+    // through it): number after the stored ones, a few times if it races on.
+    for (int attempt = 0; attempt < 5 && absl::IsAlreadyExists(appended); ++attempt) {
       ASSIGN_OR_RETURN(int64_t last, store_->LastSequence(job_id));
       event.set_sequence(last + 1);
       appended = store_->AppendEvent(event);

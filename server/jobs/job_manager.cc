@@ -110,6 +110,15 @@ absl::Status JobManager::Start() {
   ASSIGN_OR_RETURN(std::vector<Job> active,
                    jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
                                     kaizen::v1::JOB_STATE_PAUSED}));
+  if (!options_.shared_database) {
+    // A crash between a job's insertion and its QUEUED event leaves the row
+    // held (JobStore::Insert): it joins the queue now.
+    ASSIGN_OR_RETURN(std::vector<Job> held, jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED}));
+    for (Job& job : held) {
+      RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
+      active.push_back(std::move(job));
+    }
+  }
   for (Job& job : active) {
     // Output names of jobs that will run again stay theirs.
     models_->ReserveName(job.request().output_model(), absl::StrCat("job ", job.id()), true)
@@ -154,6 +163,13 @@ void JobManager::Stop() {
   shutting_down_ = true;
   for (std::thread& t : workers_) t.join();
   workers_.clear();
+  // Leases are renewed until the last job has checkpointed and gone back to
+  // the queue: none is taken over while it winds down.
+  {
+    absl::MutexLock lock(&mu_);
+    replica_stopping_ = true;
+    wake_.SignalAll();
+  }
   if (replica_thread_.joinable()) replica_thread_.join();
 }
 
@@ -164,7 +180,7 @@ void JobManager::ReplicaLoop() {
   const absl::Duration poll_every = std::min(absl::Seconds(1), renew_every);
   absl::Time next_renewal = absl::InfinitePast();
   absl::MutexLock lock(&mu_);
-  while (!stopping_) {
+  while (!replica_stopping_) {
     const bool renew = absl::Now() >= next_renewal;
     if (renew) next_renewal = absl::Now() + renew_every;
     mu_.Unlock();
@@ -178,11 +194,16 @@ void JobManager::ReplicaTick(bool renew) {
   const int64_t now = absl::ToUnixMillis(absl::Now());
   const int64_t lease = absl::ToInt64Milliseconds(options_.job_lease);
   if (renew) {
-    absl::MutexLock lock(&mu_);
     std::vector<std::string> ids;
-    for (const auto& [id, running] : running_) ids.push_back(id);
+    {
+      absl::MutexLock lock(&mu_);
+      for (const auto& [id, running] : running_) ids.push_back(id);
+    }
+    // Not under mu_: the database may be slow or away, and every API call
+    // and claim takes mu_.
     absl::StatusOr<std::map<std::string, store::JobStore::LeaseState>> leases =
         jobs_->RenewLeases(options_.replica_id, ids, now, lease);
+    absl::MutexLock lock(&mu_);
     if (!leases.ok()) {
       common::LogError("cannot renew job leases", {{"error", leases.status().ToString()}});
     } else {
@@ -572,7 +593,9 @@ absl::StatusOr<Job> JobManager::ReserveAndInsert(Job job) {
     return absl::Status(st.code(), absl::StrCat("output_model: ", st.message()));
   }
   if (options_.after_references_checked) options_.after_references_checked();
-  if (absl::Status st = jobs_->Insert(job); !st.ok()) {
+  // Held until Submit's QUEUED event writes the row's state: no replica may
+  // claim it in between (JobStore::Insert).
+  if (absl::Status st = jobs_->Insert(job, /*held=*/true); !st.ok()) {
     models_->ReleaseName(request.output_model());
     if (absl::IsAlreadyExists(st) && !request.request_id().empty()) {
       // Lost a race with the same request_id: answer with the winner.
@@ -853,6 +876,16 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
       return job;
     }
   }
+  if (job.state() == kaizen::v1::JOB_STATE_QUEUED || job.state() == kaizen::v1::JOB_STATE_PAUSED) {
+    // Atomically, so that another replica's claim either came first (the
+    // job runs there: ask again) or cannot follow.
+    ASSIGN_OR_RETURN(const bool moved,
+                     jobs_->TransitionState(id, job.state(), kaizen::v1::JOB_STATE_CANCELLED));
+    if (!moved) {
+      return absl::UnavailableError(
+          absl::StrCat("job ", id, " was claimed by a replica while being cancelled; try again"));
+    }
+  }
   RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_CANCELLED));
   models_->ReleaseName(job.request().output_model());
   return job;
@@ -890,6 +923,12 @@ absl::StatusOr<Job> JobManager::Pause(const std::string& id) {
     return absl::UnavailableError(absl::StrCat("job ", id, " is ",
                                                kaizen::v1::JobState_Name(job.state()),
                                                " but no worker holds it yet; try again"));
+  }
+  ASSIGN_OR_RETURN(const bool moved, jobs_->TransitionState(id, kaizen::v1::JOB_STATE_QUEUED,
+                                                            kaizen::v1::JOB_STATE_PAUSED));
+  if (!moved) {
+    return absl::UnavailableError(
+        absl::StrCat("job ", id, " was claimed by a replica while being paused; try again"));
   }
   job.set_pause_reason(kPausedByUser);
   job.clear_preempted_by();
@@ -983,7 +1022,8 @@ void JobManager::PreemptForQueue() {
 
 absl::StatusOr<bool> JobManager::DatasetInUse(const std::string& name) {
   ASSIGN_OR_RETURN(std::vector<Job> active,
-                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
+                   jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED,  // held, being submitted
+                                    kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
                                     kaizen::v1::JOB_STATE_PAUSED}));
   for (const Job& j : active) {
     if (j.request().dataset() == name || j.request().test_dataset() == name ||
@@ -999,7 +1039,8 @@ absl::StatusOr<bool> JobManager::DatasetInUse(const std::string& name) {
 
 absl::StatusOr<bool> JobManager::ModelInUse(const std::string& name) {
   ASSIGN_OR_RETURN(std::vector<Job> active,
-                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
+                   jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED,  // held, being submitted
+                                    kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
                                     kaizen::v1::JOB_STATE_PAUSED}));
   for (const Job& j : active) {
     std::string base;
@@ -1015,7 +1056,8 @@ absl::StatusOr<bool> JobManager::ModelInUse(const std::string& name) {
 
 absl::StatusOr<std::vector<int64_t>> JobManager::PinnedVersionsInUse(const std::string& name) {
   ASSIGN_OR_RETURN(std::vector<Job> active,
-                   jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
+                   jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED,  // held, being submitted
+                                    kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
                                     kaizen::v1::JOB_STATE_PAUSED}));
   std::vector<int64_t> versions;
   for (const Job& j : active) {
@@ -1033,9 +1075,12 @@ absl::StatusOr<std::vector<int64_t>> JobManager::PinnedVersionsInUse(const std::
 
 absl::StatusOr<std::optional<Job>> JobManager::ClaimOrphan() {
   std::string previous;
-  ASSIGN_OR_RETURN(std::optional<Job> orphan,
-                   jobs_->ClaimExpired(options_.replica_id, absl::ToUnixMillis(absl::Now()),
-                                       absl::ToInt64Milliseconds(options_.job_lease), &previous));
+  std::vector<std::string> mine;
+  for (const auto& [id, running] : running_) mine.push_back(id);
+  ASSIGN_OR_RETURN(
+      std::optional<Job> orphan,
+      jobs_->ClaimExpired(options_.replica_id, absl::ToUnixMillis(absl::Now()),
+                          absl::ToInt64Milliseconds(options_.job_lease), mine, &previous));
   if (!orphan) return orphan;
   if (orphan->attempts() >= options_.max_job_attempts) {
     RETURN_IF_ERROR(
@@ -1162,6 +1207,17 @@ void JobManager::RunJob(Job job, Running* running) {
   // The end state is decided and stored under mu_, so that Cancel, Pause and
   // Resume see either the running job or its stored end, never a mix.
   absl::MutexLock lock(&mu_);
+  if (options_.shared_database && !running->lost) {
+    // Fenced: the end is recorded only while this replica still holds the
+    // job's lease and nobody ended the job meanwhile (a cancel through a
+    // replica that found the lease expired).
+    absl::StatusOr<std::map<std::string, store::JobStore::LeaseState>> lease =
+        jobs_->RenewLeases(options_.replica_id, {job.id()}, absl::ToUnixMillis(absl::Now()),
+                           absl::ToInt64Milliseconds(options_.job_lease));
+    absl::StatusOr<Job> stored = jobs_->Get(job.id());
+    if (lease.ok() && !(*lease)[job.id()].held) running->lost = true;
+    if (stored.ok() && common::IsTerminal(stored->state())) running->lost = true;
+  }
   if (running->lost) {
     // The replica that took the job over records its progress from now on.
     common::LogWarning("job stopped: another replica holds it now", {{"job", job.id()}});

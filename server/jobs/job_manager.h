@@ -391,6 +391,8 @@ class JobManager {
   absl::Mutex mu_;
   absl::CondVar wake_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Set once the workers have stopped: the replica thread ends.
+  bool replica_stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, Running*> running_ ABSL_GUARDED_BY(mu_);
   absl::Mutex references_mu_;
   std::atomic<bool> shutting_down_{false};

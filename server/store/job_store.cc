@@ -1,5 +1,7 @@
 #include "server/store/job_store.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/common/status_macros.h"
@@ -34,8 +36,7 @@ CREATE TABLE IF NOT EXISTS job_leases (
 
 constexpr char kUpsertLease[] =
     "INSERT INTO job_leases(job_id, owner, expires_ms, request) VALUES(?1, ?2, ?3, '') "
-    "ON CONFLICT(job_id) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms, "
-    "request = ''";
+    "ON CONFLICT(job_id) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms";
 
 absl::StatusOr<kaizen::v1::Job> ParseJob(const std::string& bytes) {
   kaizen::v1::Job job;
@@ -61,7 +62,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(Database* db) {
   return store;
 }
 
-absl::Status JobStore::Insert(const kaizen::v1::Job& job) {
+absl::Status JobStore::Insert(const kaizen::v1::Job& job, bool held) {
   absl::MutexLock lock(&db_->mutex());
   // The write lock makes MAX(seq) + 1 unique with several writers, and the
   // output model of an active job the job's alone across replicas (each
@@ -90,7 +91,7 @@ absl::Status JobStore::Insert(const kaizen::v1::Job& job) {
       db_->Prepare("INSERT INTO jobs(id, seq, state, priority, request_id, proto) VALUES("
                    "?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5)"));
   st.Bind(1, job.id())
-      .Bind(2, static_cast<int64_t>(job.state()))
+      .Bind(2, static_cast<int64_t>(held ? kaizen::v1::JOB_STATE_UNSPECIFIED : job.state()))
       .Bind(3, static_cast<int64_t>(job.request().priority()));
   if (!job.request().request_id().empty()) st.Bind(4, job.request().request_id());
   st.BindBlob(5, job.SerializeAsString());
@@ -259,10 +260,9 @@ absl::StatusOr<std::optional<kaizen::v1::Job>> JobStore::ClaimNext(const std::st
   return std::optional<kaizen::v1::Job>(std::move(job));
 }
 
-absl::StatusOr<std::optional<kaizen::v1::Job>> JobStore::ClaimExpired(const std::string& owner,
-                                                                      int64_t now_ms,
-                                                                      int64_t lease_ms,
-                                                                      std::string* previous_owner) {
+absl::StatusOr<std::optional<kaizen::v1::Job>> JobStore::ClaimExpired(
+    const std::string& owner, int64_t now_ms, int64_t lease_ms,
+    const std::vector<std::string>& exclude, std::string* previous_owner) {
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_);
   RETURN_IF_ERROR(tx.begin_status());
@@ -270,12 +270,18 @@ absl::StatusOr<std::optional<kaizen::v1::Job>> JobStore::ClaimExpired(const std:
                    db_->Prepare("SELECT j.proto, COALESCE(l.owner, '') FROM jobs j "
                                 "LEFT JOIN job_leases l ON l.job_id = j.id "
                                 "WHERE j.state = ?1 AND (l.job_id IS NULL OR l.expires_ms < ?2) "
-                                "ORDER BY j.priority DESC, j.seq LIMIT 1"));
+                                "ORDER BY j.priority DESC, j.seq"));
   sel.Bind(1, static_cast<int64_t>(kaizen::v1::JOB_STATE_RUNNING)).Bind(2, now_ms);
-  ASSIGN_OR_RETURN(bool row, sel.Step());
-  if (!row) return std::optional<kaizen::v1::Job>();
-  ASSIGN_OR_RETURN(kaizen::v1::Job job, ParseJob(sel.ColumnBlob(0)));
-  if (previous_owner) *previous_owner = sel.ColumnText(1);
+  std::optional<kaizen::v1::Job> found;
+  while (!found) {
+    ASSIGN_OR_RETURN(bool row, sel.Step());
+    if (!row) return std::optional<kaizen::v1::Job>();
+    ASSIGN_OR_RETURN(kaizen::v1::Job job, ParseJob(sel.ColumnBlob(0)));
+    if (std::find(exclude.begin(), exclude.end(), job.id()) != exclude.end()) continue;
+    if (previous_owner) *previous_owner = sel.ColumnText(1);
+    found = std::move(job);
+  }
+  kaizen::v1::Job job = *std::move(found);
   ASSIGN_OR_RETURN(Statement lease, db_->Prepare(kUpsertLease));
   RETURN_IF_ERROR(lease.Bind(1, job.id()).Bind(2, owner).Bind(3, now_ms + lease_ms).Run());
   RETURN_IF_ERROR(tx.Commit());
@@ -291,12 +297,14 @@ absl::StatusOr<std::map<std::string, JobStore::LeaseState>> JobStore::RenewLease
   Database::Transaction tx(db_);
   RETURN_IF_ERROR(tx.begin_status());
   for (const std::string& id : job_ids) {
-    ASSIGN_OR_RETURN(Statement sel,
-                     db_->Prepare("SELECT owner, request FROM job_leases WHERE job_id = ?"));
+    ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT owner, request, expires_ms "
+                                                 "FROM job_leases WHERE job_id = ?"));
     sel.Bind(1, id);
     ASSIGN_OR_RETURN(bool row, sel.Step());
     LeaseState& state = out[id];
-    if (!row || sel.ColumnText(0) != owner) continue;
+    // An expired lease is not renewed: another replica may be taking the
+    // job over already.
+    if (!row || sel.ColumnText(0) != owner || sel.ColumnInt(2) < now_ms) continue;
     state.held = true;
     state.request = sel.ColumnText(1);
     ASSIGN_OR_RETURN(
@@ -306,6 +314,21 @@ absl::StatusOr<std::map<std::string, JobStore::LeaseState>> JobStore::RenewLease
   }
   RETURN_IF_ERROR(tx.Commit());
   return out;
+}
+
+absl::StatusOr<bool> JobStore::TransitionState(const std::string& job_id, kaizen::v1::JobState from,
+                                               kaizen::v1::JobState to) {
+  absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_);
+  RETURN_IF_ERROR(tx.begin_status());
+  ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT state FROM jobs WHERE id = ?"));
+  sel.Bind(1, job_id);
+  ASSIGN_OR_RETURN(bool row, sel.Step());
+  if (!row || sel.ColumnInt(0) != static_cast<int64_t>(from)) return false;
+  ASSIGN_OR_RETURN(Statement set, db_->Prepare("UPDATE jobs SET state = ?2 WHERE id = ?1"));
+  RETURN_IF_ERROR(set.Bind(1, job_id).Bind(2, static_cast<int64_t>(to)).Run());
+  RETURN_IF_ERROR(tx.Commit());
+  return true;
 }
 
 absl::Status JobStore::ReleaseLease(const std::string& job_id, const std::string& owner) {

@@ -20,8 +20,11 @@ class JobStore {
   // Creates the tables if needed. `db` must outlive the store.
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(Database* db);
 
-  // ALREADY_EXISTS when the id or a non-empty request_id is taken.
-  absl::Status Insert(const kaizen::v1::Job& job);
+  // ALREADY_EXISTS when the id or a non-empty request_id is taken. A `held`
+  // row is nobody's to claim (its state column is UNSPECIFIED) until the
+  // first Update writes the job's state: a replica claiming between the
+  // insertion and the job's QUEUED event would be overwritten by that event.
+  absl::Status Insert(const kaizen::v1::Job& job, bool held = false);
   // Replaces the stored job (state, progress, history...).
   absl::Status Update(const kaizen::v1::Job& job);
   absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
@@ -61,18 +64,27 @@ class JobStore {
   absl::StatusOr<std::optional<kaizen::v1::Job>> ClaimNext(const std::string& owner, int64_t now_ms,
                                                            int64_t lease_ms);
   // A RUNNING job whose lease expired before `now_ms` (or that has none),
-  // leased to `owner` instead; `previous_owner` gets the replica that held it.
-  absl::StatusOr<std::optional<kaizen::v1::Job>> ClaimExpired(const std::string& owner,
-                                                              int64_t now_ms, int64_t lease_ms,
-                                                              std::string* previous_owner);
+  // other than those in `exclude` (the ones this replica still runs), leased
+  // to `owner` instead; `previous_owner` gets the replica that held it. A
+  // cancel or pause left on the old lease stays for the new holder.
+  absl::StatusOr<std::optional<kaizen::v1::Job>> ClaimExpired(
+      const std::string& owner, int64_t now_ms, int64_t lease_ms,
+      const std::vector<std::string>& exclude, std::string* previous_owner);
   struct LeaseState {
     bool held = false;    // false: another replica took the job over
     std::string request;  // "cancel" or "pause" asked through another replica
   };
-  // Extends the leases `owner` holds on `job_ids` and reports each one's state.
+  // Extends the leases `owner` holds on `job_ids` and reports each one's
+  // state; a lease that has expired counts as lost (another replica may be
+  // taking the job over), so its holder stops the job.
   absl::StatusOr<std::map<std::string, LeaseState>> RenewLeases(
       const std::string& owner, const std::vector<std::string>& job_ids, int64_t now_ms,
       int64_t lease_ms);
+  // Moves the job's state column from `from` to `to` in one write
+  // transaction; false (nothing changed) when it is not in `from`, e.g. a
+  // QUEUED job another replica has just claimed.
+  absl::StatusOr<bool> TransitionState(const std::string& job_id, kaizen::v1::JobState from,
+                                       kaizen::v1::JobState to);
   // Gives up `owner`'s lease on a job that stopped running.
   absl::Status ReleaseLease(const std::string& job_id, const std::string& owner);
   // Leaves `request` for the replica holding a live lease on `job_id` and

@@ -162,18 +162,25 @@ std::string PostgresPlaceholders(absl::string_view sql, int* max_index) {
 }
 
 std::string RedactDatabaseUrl(absl::string_view url) {
-  // scheme://user:password@host… → scheme://user:***@host…
-  const size_t scheme = url.find("://");
-  if (scheme == absl::string_view::npos) return std::string(url);
-  const size_t start = scheme + 3;
-  const size_t at = url.find('@', start);
-  const size_t slash = url.find('/', start);
-  if (at == absl::string_view::npos || (slash != absl::string_view::npos && slash < at)) {
-    return std::string(url);
+  // scheme://user:password@host…?…password=…  → *** for both; the last '@'
+  // before the query ends the user part (a password may hold '/' or '@').
+  std::string out(url);
+  const size_t scheme = out.find("://");
+  if (scheme != std::string::npos) {
+    const size_t start = scheme + 3;
+    const size_t query = out.find('?', start);
+    const size_t at = out.rfind('@', query == std::string::npos ? std::string::npos : query);
+    if (at != std::string::npos && at > start) {
+      const size_t colon = out.find(':', start);
+      if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, "***");
+    }
   }
-  const size_t colon = url.find(':', start);
-  if (colon == absl::string_view::npos || colon > at) return std::string(url);
-  return absl::StrCat(url.substr(0, colon + 1), "***", url.substr(at));
+  for (size_t p = out.find("password="); p != std::string::npos; p = out.find("password=", p + 1)) {
+    const size_t value = p + 9;
+    const size_t end = out.find_first_of("& ", value);
+    out.replace(value, (end == std::string::npos ? out.size() : end) - value, "***");
+  }
+  return out;
 }
 
 absl::Status PostgresStatus(const PGresult* result, PGconn* conn, absl::string_view context) {

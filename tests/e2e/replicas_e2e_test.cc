@@ -78,30 +78,47 @@ class ReplicasE2E : public test_util::JobServerTest {
     return answer.ok() ? answer->version() : -1;
   }
 
+  // Replicas a and b over one catalogue and data directory, with a
+  // resnet-small job of `epochs` writing model `output` that has written its
+  // first version; `runner` runs it, `other` does not.
+  struct TwoReplicasAndAJob {
+    std::map<std::string, int> ports;
+    std::map<std::string, std::unique_ptr<test_util::ServerProcess>> replicas;
+    Job job;
+    std::string runner, other;
+  };
+  void StartTwoReplicasAndAJob(const std::string& output, int epochs, TwoReplicasAndAJob* out) {
+    for (const std::string name : {"a", "b"}) {
+      out->replicas[name] = StartReplica(name, &out->ports[name]);
+    }
+    ASSERT_TRUE(Connect(out->ports["a"]));
+    UploadSubset("pets", {0, 1}, 50);
+    out->job = Start(Request("resnet-small", "pets", output, v1::STRATEGY_SCRATCH, epochs));
+    ASSERT_TRUE(test_util::WaitUntil([&] { return GetJob(out->job.id()).latest_version() >= 1; },
+                                     absl::Minutes(3)));
+    out->runner = RunnerSoFar(out->job.id());
+    ASSERT_TRUE(out->runner == "a" || out->runner == "b") << out->runner;
+    out->other = out->runner == "a" ? "b" : "a";
+  }
+
   std::string url_;
 };
 
 TEST_F(ReplicasE2E, AKilledReplicasJobIsResumedByTheOtherAndWatchedThroughIt) {
-  std::map<std::string, int> ports;
-  std::map<std::string, std::unique_ptr<test_util::ServerProcess>> replicas;
-  for (const std::string name : {"a", "b"}) replicas[name] = StartReplica(name, &ports[name]);
-  ASSERT_TRUE(Connect(ports["a"]));
-  UploadSubset("pets", {0, 1}, 50);
-  const Job job = Start(Request("resnet-small", "pets", "out", v1::STRATEGY_SCRATCH, 12));
-  ASSERT_TRUE(test_util::WaitUntil([&] { return GetJob(job.id()).latest_version() >= 1; },
-                                   absl::Minutes(3)));
+  TwoReplicasAndAJob t;
+  ASSERT_NO_FATAL_FAILURE(StartTwoReplicasAndAJob("out", 12, &t));
+  const Job& job = t.job;
+  const std::string& runner = t.runner;
+  const std::string& other = t.other;
   // Whichever replica claimed the job is killed with epochs left to run.
-  const std::string runner = RunnerSoFar(job.id());
-  ASSERT_TRUE(runner == "a" || runner == "b") << runner;
-  const std::string other = runner == "a" ? "b" : "a";
   const Job before = GetJob(job.id());
   ASSERT_EQ(before.state(), v1::JOB_STATE_RUNNING);
   ASSERT_LT(before.epoch(), 10);
-  replicas[runner]->Kill(SIGKILL);
+  t.replicas[runner]->Kill(SIGKILL);
 
   // The other replica takes the job over once the 3 s lease runs out, and
   // finishes it; its events and answers come through it.
-  ASSERT_TRUE(Connect(ports[other]));
+  ASSERT_TRUE(Connect(t.ports[other]));
   const Job end = WaitForState(job.id(), {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED});
   ASSERT_EQ(end.state(), v1::JOB_STATE_SUCCEEDED) << end.error();
   EXPECT_EQ(end.attempts(), 2);
@@ -170,18 +187,12 @@ TEST_F(ReplicasE2E, JobsSubmittedThroughBothAreClaimedOnceAndServedByEither) {
 // request waits on the job's lease until its replica acts on it, and the
 // watcher gets every event, the other replica's included, up to CANCELLED.
 TEST_F(ReplicasE2E, AJobIsWatchedAndCancelledThroughTheReplicaThatDoesNotRunIt) {
-  std::map<std::string, int> ports;
-  std::map<std::string, std::unique_ptr<test_util::ServerProcess>> replicas;
-  for (const std::string name : {"a", "b"}) replicas[name] = StartReplica(name, &ports[name]);
-  ASSERT_TRUE(Connect(ports["a"]));
-  UploadSubset("pets", {0, 1}, 50);
-  const Job job = Start(Request("resnet-small", "pets", "long", v1::STRATEGY_SCRATCH, 40));
-  ASSERT_TRUE(test_util::WaitUntil([&] { return GetJob(job.id()).latest_version() >= 1; },
-                                   absl::Minutes(3)));
-  const std::string runner = RunnerSoFar(job.id());
-  ASSERT_TRUE(runner == "a" || runner == "b") << runner;
-  const std::string other = runner == "a" ? "b" : "a";
-  ASSERT_TRUE(Connect(ports[other]));
+  TwoReplicasAndAJob t;
+  ASSERT_NO_FATAL_FAILURE(StartTwoReplicasAndAJob("long", 40, &t));
+  const Job& job = t.job;
+  const std::string& runner = t.runner;
+  const std::string& other = t.other;
+  ASSERT_TRUE(Connect(t.ports[other]));
   std::vector<JobEvent> watched;
   std::thread watcher([&] { watched = Watch(job.id()); });
   grpc::ClientContext ctx;
@@ -211,26 +222,18 @@ TEST_F(ReplicasE2E, AJobIsWatchedAndCancelledThroughTheReplicaThatDoesNotRunIt) 
 // new versions from the shared catalogue) instead of staying on the one it
 // loaded.
 TEST_F(ReplicasE2E, TheOtherReplicaSwapsInTheVersionsAJobWrites) {
-  int port_a = 0, port_b = 0;
-  auto a = StartReplica("a", &port_a);
-  auto b = StartReplica("b", &port_b);
-  ASSERT_TRUE(Connect(port_a));
-  UploadSubset("pets", {0, 1}, 50);
-  const Job job = Start(Request("resnet-small", "pets", "swap", v1::STRATEGY_SCRATCH, 10));
-  ASSERT_TRUE(test_util::WaitUntil([&] { return GetJob(job.id()).latest_version() >= 1; },
-                                   absl::Minutes(3)));
-  for (const int port : {port_a, port_b}) {
+  TwoReplicasAndAJob t;
+  ASSERT_NO_FATAL_FAILURE(StartTwoReplicasAndAJob("swap", 10, &t));
+  for (const auto& [name, port] : t.ports) {
     ASSERT_TRUE(Connect(port));
-    EXPECT_GE(PredictVersion("swap"), 1) << "port " << port;
+    EXPECT_GE(PredictVersion("swap"), 1) << "replica " << name;
   }
-  ASSERT_EQ(GetJob(job.id()).state(), v1::JOB_STATE_RUNNING) << "the job ended too soon";
-  const Job end = WaitForSuccess(job.id());
-  const std::string runner = Runner(MessagesOf(job.id()));
-  ASSERT_TRUE(runner == "a" || runner == "b") << runner;
-  ASSERT_TRUE(Connect(runner == "a" ? port_b : port_a));
+  ASSERT_EQ(GetJob(t.job.id()).state(), v1::JOB_STATE_RUNNING) << "the job ended too soon";
+  const Job end = WaitForSuccess(t.job.id());
+  ASSERT_TRUE(Connect(t.ports[t.other]));
   EXPECT_TRUE(test_util::WaitUntil([&] { return PredictVersion("swap") == end.latest_version(); },
                                    absl::Seconds(60)))
-      << "the replica that did not run the job still answers with version "
+      << "replica " << t.other << ", which did not run the job, still answers with version "
       << PredictVersion("swap") << ", not " << end.latest_version();
 }
 

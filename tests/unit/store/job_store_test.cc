@@ -204,11 +204,11 @@ TEST_P(JobStoreTest, AnExpiredLeaseIsTakenOverAndTheOldHolderLearnsItLostIt) {
   ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 5000)->has_value());
   std::string previous;
   // Live until 6000: nobody takes it.
-  EXPECT_FALSE(jobs_->ClaimExpired("replica-b", 5999, 5000, &previous)->has_value());
+  EXPECT_FALSE(jobs_->ClaimExpired("replica-b", 5999, 5000, {}, &previous)->has_value());
   auto renewed = *jobs_->RenewLeases("replica-a", {"a"}, 5000, 5000);  // until 10000
   EXPECT_TRUE(renewed["a"].held);
-  EXPECT_FALSE(jobs_->ClaimExpired("replica-b", 9000, 5000, &previous)->has_value());
-  auto taken = jobs_->ClaimExpired("replica-b", 10001, 5000, &previous);
+  EXPECT_FALSE(jobs_->ClaimExpired("replica-b", 9000, 5000, {}, &previous)->has_value());
+  auto taken = jobs_->ClaimExpired("replica-b", 10001, 5000, {}, &previous);
   ASSERT_TRUE(taken.ok() && taken->has_value()) << taken.status();
   EXPECT_EQ((*taken)->id(), "a");
   EXPECT_EQ(previous, "replica-a");
@@ -227,6 +227,49 @@ TEST_P(JobStoreTest, ARequestReachesTheLiveLeaseHolderOnly) {
   EXPECT_FALSE(jobs_->RequestOfLeaseHolder("a", "pause", 9000)->has_value());  // expired
   ASSERT_TRUE(jobs_->ReleaseLease("a", "replica-a").ok());
   EXPECT_FALSE((*jobs_->RenewLeases("replica-a", {"a"}, 3000, 5000))["a"].held);
+}
+
+// A job inserted held is nobody's to claim until its first Update (its
+// QUEUED event): another replica cannot claim it in between and be
+// overwritten by that event.
+TEST_P(JobStoreTest, AHeldJobIsClaimableOnlyOnceItsStateIsWritten) {
+  ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0), /*held=*/true).ok());
+  EXPECT_FALSE(jobs_->ClaimNext("replica-b", 1000, 5000)->has_value());
+  EXPECT_EQ(jobs_->Get("a")->state(), kaizen::v1::JOB_STATE_QUEUED);  // the proto as submitted
+  ASSERT_TRUE(jobs_->Update(*jobs_->Get("a")).ok());
+  EXPECT_TRUE(jobs_->ClaimNext("replica-b", 1000, 5000)->has_value());
+}
+
+TEST_P(JobStoreTest, ATakeoverSkipsJobsTheReplicaStillRunsAndKeepsPendingRequests) {
+  for (const char* id : {"a", "b"}) ASSERT_TRUE(jobs_->Insert(MakeJob(id, 0)).ok());
+  ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 1000)->has_value());  // a, until 2000
+  ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 1000)->has_value());  // b
+  ASSERT_TRUE(jobs_->RequestOfLeaseHolder("b", "cancel", 1500)->has_value());
+  // Expired: not renewed, so replica-a learns it lost them.
+  EXPECT_FALSE((*jobs_->RenewLeases("replica-a", {"a", "b"}, 2500, 1000))["a"].held);
+  std::string previous;
+  // replica-a itself still runs "a": it may only take "b".
+  auto taken = jobs_->ClaimExpired("replica-a", 2500, 1000, {"a"}, &previous);
+  ASSERT_TRUE(taken.ok() && taken->has_value()) << taken.status();
+  EXPECT_EQ((*taken)->id(), "b");
+  auto other = jobs_->ClaimExpired("replica-b", 2500, 1000, {}, &previous);
+  ASSERT_TRUE(other.ok() && other->has_value());
+  EXPECT_EQ((*other)->id(), "a");
+  // The cancel left for b's old holder reaches its new one.
+  EXPECT_EQ((*jobs_->RenewLeases("replica-a", {"b"}, 2600, 1000))["b"].request, "cancel");
+}
+
+TEST_P(JobStoreTest, AStateMovesOnlyFromTheStateItIsIn) {
+  ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0)).ok());
+  ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 5000)->has_value());
+  // Cancelling it as a QUEUED job loses to the claim.
+  EXPECT_FALSE(
+      *jobs_->TransitionState("a", kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_CANCELLED));
+  EXPECT_TRUE(
+      *jobs_->TransitionState("a", kaizen::v1::JOB_STATE_RUNNING, kaizen::v1::JOB_STATE_CANCELLED));
+  EXPECT_FALSE(jobs_->ClaimNext("replica-b", 1000, 5000)->has_value());
+  EXPECT_FALSE(*jobs_->TransitionState("missing", kaizen::v1::JOB_STATE_QUEUED,
+                                       kaizen::v1::JOB_STATE_CANCELLED));
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, JobStoreTest,

@@ -24,6 +24,10 @@ TEST(PostgresDbTest, PasswordsAreRedactedFromUrls) {
             "postgresql://kaizen:***@db:5432/kaizen");
   EXPECT_EQ(RedactDatabaseUrl("postgresql://kaizen@db/kaizen"), "postgresql://kaizen@db/kaizen");
   EXPECT_EQ(RedactDatabaseUrl("postgresql:///kaizen?host=/tmp"), "postgresql:///kaizen?host=/tmp");
+  EXPECT_EQ(RedactDatabaseUrl("postgresql://u:pa/ss@db/k"), "postgresql://u:***@db/k");
+  EXPECT_EQ(RedactDatabaseUrl("postgresql://db/k?user=u&password=s3cret&sslmode=require"),
+            "postgresql://db/k?user=u&password=***&sslmode=require");
+  EXPECT_EQ(RedactDatabaseUrl("jdbc:postgresql://u:s3cret@db/k"), "jdbc:postgresql://u:***@db/k");
 }
 
 TEST(PostgresDbTest, AnUnreachableServerIsUnavailableWithoutThePassword) {
