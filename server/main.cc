@@ -18,6 +18,7 @@
 #include "server/common/atomic_file.h"
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
+#include "server/sandbox/child_limits.h"
 #include "server/sandbox/subprocess.h"
 #include "server/store/database.h"
 #include "server/store/postgres_db.h"
@@ -130,6 +131,10 @@ ABSL_FLAG(bool, dumpable, false,
           "Leave the server dumpable (core dumps, a debugger of the same user). Off: the "
           "sandboxed helpers, which run as the same user, cannot read its memory or "
           "environment through /proc.");
+ABSL_FLAG(bool, require_landlock, false,
+          "Refuse to start on a kernel without Landlock (Linux 5.13+, enabled at boot). Without "
+          "it, the sandboxed helpers (model inspection, tokenizer training) can read every file "
+          "the server's user can; with it, only the system's libraries and their own input.");
 ABSL_FLAG(std::vector<std::string>, model_extra_operators, {},
           "TorchScript operators accepted in uploaded models beyond the built-in allow-list "
           "(comma-separated, e.g. aten::erfinv).");
@@ -435,6 +440,19 @@ int main(int argc, char** argv) {
       kaizen::common::LogError("cannot start", {{"error", st.ToString()}});
       return 1;
     }
+  }
+  if (const int abi = kaizen::sandbox::LandlockAbi(); abi > 0) {
+    kaizen::common::LogInfo("sandboxed helpers read only the system's files and their input",
+                            {{"landlock_abi", static_cast<int64_t>(abi)}});
+  } else if (absl::GetFlag(FLAGS_require_landlock)) {
+    kaizen::common::LogError(
+        "cannot start", {{"error", "this kernel has no Landlock and --require_landlock is set"}});
+    return 1;
+  } else {
+    kaizen::common::LogWarning(
+        "this kernel has no Landlock: sandboxed helpers can read every file the server's user can "
+        "(set --require_landlock to refuse to start)",
+        {});
   }
 
   // Block SIGINT/SIGTERM/SIGHUP in every thread; one thread waits for them.

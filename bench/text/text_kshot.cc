@@ -196,8 +196,10 @@ int Main() {
     o.masking.never_mask = {test_util::kGlossBos, test_util::kGlossEos};
     o.pad_id = test_util::kGlossPad;
     o.seed = 9;
-    o.on_epoch = [](int32_t epoch, double loss) {
-      std::cerr << absl::StrFormat("  MLM epoch %d: loss %.3f\n", epoch, loss);
+    o.on_epoch = [](const PretrainEpoch& e) {
+      std::cerr << absl::StrFormat("  MLM epoch %d: loss %.3f\n", e.metrics.epoch(),
+                                   e.metrics.train_loss());
+      return absl::OkStatus();
     };
     Must(PretrainMaskedLanguageModel(mlm, pretrain_seqs, o), "MLM pretraining");
   }

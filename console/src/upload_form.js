@@ -64,7 +64,10 @@ export function uploadForm({ method, title, accept, folders, onDone, fields }) {
         throw new Error('choose a file' + (folder ? ' or a folder' : ''));
       }
       const header = { name: name.value, description: description.value };
-      for (const input of form.querySelectorAll('[data-header]')) header[input.dataset.header] = input.value;
+      // An empty optional field leaves the header's default.
+      for (const input of form.querySelectorAll('[data-header]')) {
+        if (input.value !== '') header[input.dataset.header] = input.value;
+      }
       bar.hidden = false;
       bar.value = 0;
       const stored = await upload(method, header, blob, fileName, (sent, total) => {

@@ -391,8 +391,8 @@ void KaizenServer::StartJobs(int threads) {
   if (jmo.shared_database) {
     store::ModelStore* models = s.models.get();
     jmo.on_replica_tick = [models] {
-      if (absl::Status st = models->AnnounceNewVersions(); !st.ok()) {
-        common::LogError("cannot read other replicas' model versions", {{"error", st.ToString()}});
+      if (absl::Status st = models->AnnounceOtherReplicasChanges(); !st.ok()) {
+        common::LogError("cannot read other replicas' model changes", {{"error", st.ToString()}});
       }
     };
   }

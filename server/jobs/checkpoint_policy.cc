@@ -25,9 +25,13 @@ std::vector<int64_t> VersionsToKeep(std::vector<int64_t> versions, const Retenti
 }
 
 CheckpointMetric CheckpointMetricOf(const google::protobuf::Map<std::string, double>& metrics) {
-  // Jobs without validation are judged by their training loss.
+  // Classifiers with validation are judged by their validation accuracy,
+  // MASKED_LM jobs with validation by their held-out loss, jobs without
+  // validation by their training loss.
   CheckpointMetric m;
-  m.name = metrics.count("val_accuracy") > 0 ? "val_accuracy" : "train_loss";
+  m.name = metrics.count("val_accuracy") > 0         ? "val_accuracy"
+           : metrics.count("val_masked_lm_loss") > 0 ? "val_masked_lm_loss"
+                                                     : "train_loss";
   const auto it = metrics.find(m.name);
   m.value = it != metrics.end() ? it->second : 0.0;
   return m;

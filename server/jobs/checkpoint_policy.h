@@ -33,7 +33,8 @@ RetentionPolicy RetentionFor(int32_t keep_checkpoints, int64_t best_version);
 std::vector<int64_t> VersionsToKeep(std::vector<int64_t> versions, const RetentionPolicy& policy);
 
 // The metric a checkpoint is judged by, from the metrics of its stored
-// version: val_accuracy with validation, else train_loss (0 when missing).
+// version: val_accuracy for a classifier with validation, val_masked_lm_loss
+// for a MASKED_LM job with validation, else train_loss (0 when missing).
 struct CheckpointMetric {
   std::string name;
   double value = 0;

@@ -1727,19 +1727,13 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
     return running->cancel.load() || running->pause.load() || running->lost.load() ||
            shutting_down_.load();
   };
-  const bool mlm = req.strategy() == kaizen::v1::STRATEGY_MASKED_LM;
   TextJobInputs in;
-  // A classifier's job writes a version after each epoch, with what it
-  // needs to continue from there; MASKED_LM writes its one version when
-  // training ends. A job whose training is over stopped at its test
+  // A text job writes a version after each epoch, with what it needs to
+  // continue from there. A job whose training is over stopped at its test
   // evaluation and does only that.
   bool trained = false;
   if (job->latest_version() > 0) {
-    if (mlm) {
-      trained = true;
-    } else {
-      RETURN_IF_ERROR(LoadTextCheckpointToResume(job, &in, &trained));
-    }
+    RETURN_IF_ERROR(LoadTextCheckpointToResume(job, &in, &trained));
   } else {
     job->clear_history();
     job->set_epoch(0);
@@ -1773,31 +1767,20 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
     in.should_stop = should_stop;
     in.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { OnEpoch(job, m); };
     in.on_message = [&](const std::string& m) { PublishMessage(job->id(), m); };
-    const auto store = [&](torch::jit::Module module, kaizen::v1::Model metadata,
-                           std::string tokenizer, int32_t epoch, bool is_best,
-                           std::string resume_state) {
+    in.on_checkpoint = [&](const TextJobCheckpoint& c) {
       training::Checkpoint ckpt;
-      ckpt.module = std::move(module);
-      ckpt.metadata = std::move(metadata);
+      ckpt.module = c.module;
+      ckpt.metadata = c.metadata;
       ckpt.metadata.set_source(kaizen::v1::MODEL_SOURCE_FINE_TUNED);
-      ckpt.epoch = epoch;
-      ckpt.is_best = is_best;
-      ckpt.tokenizer = std::move(tokenizer);
-      ckpt.resume_state = std::move(resume_state);
+      ckpt.epoch = c.epoch;
+      ckpt.is_best = c.is_best;
+      ckpt.tokenizer = *c.tokenizer;
+      ckpt.resume_state = c.resume_state;
       return OnCheckpoint(job, ckpt);
     };
-    if (!mlm) {
-      in.on_checkpoint = [&](const TextJobCheckpoint& c) {
-        return store(c.module, c.metadata, *c.tokenizer, c.epoch, c.is_best, c.resume_state);
-      };
-    }
     ASSIGN_OR_RETURN(TextJobOutput out, RunTextJob(in));
     *stopped = out.stopped;
     if (*stopped) return absl::OkStatus();
-    if (mlm) {
-      RETURN_IF_ERROR(store(out.module, std::move(out.metadata), std::move(out.tokenizer),
-                            out.epochs_completed, /*is_best=*/true, ""));
-    }
     if (job->has_distillation()) ReportTextDistillation(job, out);
   }
   if (req.test_dataset().empty()) return absl::OkStatus();

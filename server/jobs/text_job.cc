@@ -394,7 +394,7 @@ struct StartingPoint {
 absl::StatusOr<StartingPoint> Start(const TextJobInputs& in) {
   const kaizen::v1::TextOptions& t = in.hyperparameters.text();
   StartingPoint s;
-  if (in.resume.has_value() && in.strategy != kaizen::v1::STRATEGY_MASKED_LM) {
+  if (in.resume.has_value()) {
     s.module = in.resume->module.clone();
     s.metadata = in.resume->metadata;
     s.tokenizer = in.resume->tokenizer;
@@ -434,6 +434,26 @@ absl::StatusOr<StartingPoint> Start(const TextJobInputs& in) {
   return s;
 }
 
+// `start` without what describes one stored version of it (name, version,
+// size, digests, dates, metrics, catalogue lists): what a new version
+// written from it starts from.
+kaizen::v1::Model WithoutVersionFields(kaizen::v1::Model m) {
+  for (auto clear :
+       {&kaizen::v1::Model::clear_name, &kaizen::v1::Model::clear_version,
+        &kaizen::v1::Model::clear_size_bytes, &kaizen::v1::Model::clear_sha256,
+        &kaizen::v1::Model::clear_create_time, &kaizen::v1::Model::clear_job_id,
+        &kaizen::v1::Model::clear_metrics, &kaizen::v1::Model::clear_versions,
+        &kaizen::v1::Model::clear_latest_version, &kaizen::v1::Model::clear_best_version,
+        &kaizen::v1::Model::clear_quarantine_reason, &kaizen::v1::Model::clear_quarantined_versions,
+        &kaizen::v1::Model::clear_test_evaluation}) {
+    (m.*clear)();
+  }
+  return m;
+}
+
+// MASKED_LM: pretrains the starting point's encoder; after each epoch hands
+// out the encoder (CPU, eval mode) as a checkpoint with its figures and the
+// bytes that continue the run; a resumed run continues from in.resume's.
 absl::StatusOr<TextJobOutput> RunMaskedLm(const TextJobInputs& in, StartingPoint start,
                                           const training::TextExamples& train,
                                           const training::TextExamples* validation) {
@@ -456,39 +476,53 @@ absl::StatusOr<TextJobOutput> RunMaskedLm(const TextJobInputs& in, StartingPoint
   o.pad_id = input.pad_id();
   o.seed = hp.seed();
   o.should_stop = in.should_stop;
-  TextJobOutput out;
-  o.on_epoch = [&](int32_t epoch, double loss) {
-    out.epochs_completed = epoch;
-    kaizen::v1::EpochMetrics m;
-    m.set_epoch(epoch);
-    m.set_train_loss(loss);
-    if (in.on_epoch) in.on_epoch(m);
-  };
+  if (in.resume.has_value()) o.resume = in.resume->state;
   start.module.to(in.device);
   ASSIGN_OR_RETURN(torch::jit::Module mlm,
                    models::CreateMaskedLanguageModel(start.module, hp.seed()));
+  if (validation != nullptr) {
+    // The same positions every epoch (one seed), so epochs compare.
+    o.validation_loss = [&] {
+      return training::EvaluateMaskedLanguageModel(mlm, validation->sequences, o.masking, o.pad_id,
+                                                   o.batch_size, hp.seed());
+    };
+  }
+  const kaizen::v1::Model described = WithoutVersionFields(start.metadata);
+  const auto describe = [&](const kaizen::v1::EpochMetrics& m) {
+    kaizen::v1::Model out = described;
+    auto& metrics = *out.mutable_metrics();
+    metrics["masked_lm_loss"] = m.train_loss();
+    metrics["train_loss"] = m.train_loss();
+    if (validation != nullptr) metrics["val_masked_lm_loss"] = m.val_loss();
+    return out;
+  };
+  TextJobOutput out;
+  o.on_epoch = [&](const training::PretrainEpoch& e) {
+    out.epochs_completed = e.metrics.epoch();
+    out.metadata = describe(e.metrics);
+    if (in.on_epoch) in.on_epoch(e.metrics);
+    if (!in.on_checkpoint) return absl::OkStatus();
+    TextJobCheckpoint c;
+    {
+      torch::NoGradGuard no_grad;  // a copy of the weights, not of their graph
+      c.module = start.module.clone();
+    }
+    c.module.to(torch::kCPU);
+    c.module.eval();
+    c.metadata = out.metadata;
+    c.tokenizer = &start.tokenizer;
+    c.epoch = e.metrics.epoch();
+    c.is_best = e.is_best;
+    c.resume_state = e.resume_state;
+    return in.on_checkpoint(c);
+  };
   ASSIGN_OR_RETURN(const training::PretrainResult result,
                    training::PretrainMaskedLanguageModel(mlm, train.sequences, o));
   out.stopped = result.stopped;
   start.module.to(torch::kCPU);
   start.module.eval();
   out.module = start.module;
-  out.metadata = std::move(start.metadata);
-  if (!result.epoch_losses.empty()) {
-    (*out.metadata.mutable_metrics())["masked_lm_loss"] = result.epoch_losses.back();
-    (*out.metadata.mutable_metrics())["train_loss"] = result.epoch_losses.back();
-  }
-  if (validation != nullptr && !out.stopped) {
-    mlm.to(torch::kCPU);
-    ASSIGN_OR_RETURN(const double val,
-                     training::EvaluateMaskedLanguageModel(mlm, validation->sequences, o.masking,
-                                                           o.pad_id, o.batch_size, hp.seed()));
-    (*out.metadata.mutable_metrics())["val_masked_lm_loss"] = val;
-    if (in.on_message) {
-      in.on_message(absl::StrFormat("masked-language-model loss on the %d validation texts: %.4f",
-                                    validation->sequences.size(), val));
-    }
-  }
+  if (out.epochs_completed == 0) out.metadata = described;  // stopped before an epoch ended
   out.tokenizer = std::move(start.tokenizer);
   return out;
 }
@@ -501,17 +535,8 @@ kaizen::v1::Model DescribeClassifier(const kaizen::v1::Model& start,
                                      const std::vector<std::string>& classes,
                                      const std::string& head_path, const torch::jit::Module& module,
                                      const kaizen::v1::EpochMetrics* last, bool validated) {
-  kaizen::v1::Model m = start;
-  for (auto clear :
-       {&kaizen::v1::Model::clear_name, &kaizen::v1::Model::clear_version,
-        &kaizen::v1::Model::clear_size_bytes, &kaizen::v1::Model::clear_sha256,
-        &kaizen::v1::Model::clear_create_time, &kaizen::v1::Model::clear_job_id,
-        &kaizen::v1::Model::clear_metrics, &kaizen::v1::Model::clear_versions,
-        &kaizen::v1::Model::clear_latest_version, &kaizen::v1::Model::clear_best_version,
-        &kaizen::v1::Model::clear_quarantine_reason, &kaizen::v1::Model::clear_quarantined_versions,
-        &kaizen::v1::Model::clear_test_evaluation, &kaizen::v1::Model::clear_class_names}) {
-    (m.*clear)();
-  }
+  kaizen::v1::Model m = WithoutVersionFields(start);
+  m.clear_class_names();
   for (const std::string& c : classes) m.add_class_names(c);
   kaizen::v1::ModelHead* head = m.mutable_head();
   head->set_module_path(head_path);

@@ -77,13 +77,15 @@ absl::StatusOr<TrainedTokenizer> TrainTextTokenizer(const std::vector<std::strin
                                                     int32_t vocab_size, int32_t max_length,
                                                     const TokenizerSandbox& sandbox);
 
-// A classifier's version, as a text job writes one after each epoch.
+// A version, as a text job writes one after each epoch (a MASKED_LM job's is
+// the encoder it pretrains, with metrics masked_lm_loss and, with
+// validation texts, val_masked_lm_loss).
 struct TextJobCheckpoint {
   torch::jit::Module module;               // CPU, eval mode
   kaizen::v1::Model metadata;              // as TextJobOutput's, with the epoch's figures
   const std::string* tokenizer = nullptr;  // the file the model carries
   int32_t epoch = 0;                       // counted from 1
-  bool is_best = false;                    // training::TextTrainerOptions::Checkpoint's
+  bool is_best = false;                    // TextTrainerOptions::Checkpoint's, or PretrainEpoch's
   std::string resume_state;                // to continue from it (TextJobInputs::resume)
 };
 
@@ -117,10 +119,9 @@ struct TextJobInputs {
     double alpha = 0.7;
   };
   std::optional<Teacher> teacher;
-  // A classifier's training (not MASKED_LM's) continues from a checkpoint
-  // of an earlier run of the same job: its version's module, metadata,
-  // tokenizer and resume bytes. Nothing is built before it (no tokenizer is
-  // trained); `base` is not used.
+  // The training continues from a checkpoint of an earlier run of the same
+  // job: its version's module, metadata, tokenizer and resume bytes. Nothing
+  // is built before it (no tokenizer is trained); `base` is not used.
   struct Resume {
     torch::jit::Module module;
     kaizen::v1::Model metadata;
@@ -128,14 +129,13 @@ struct TextJobInputs {
     std::string state;
   };
   std::optional<Resume> resume;
-  // After each epoch of a classifier's training (MASKED_LM writes its one
-  // version at the end). An error ends the run with it.
+  // After each epoch. An error ends the run with it.
   std::function<absl::Status(const TextJobCheckpoint&)> on_checkpoint;
 };
 
 struct TextJobOutput {
-  // After the last epoch (a classifier with on_checkpoint set has had it
-  // handed out as the last checkpoint too).
+  // After the last epoch (with on_checkpoint set, it was handed out as the
+  // last checkpoint too).
   torch::jit::Module module;     // CPU, eval mode
   kaizen::v1::Model metadata;    // text_input, head, classes, parameter_count, metrics
   std::string tokenizer;         // the file the model carries

@@ -57,12 +57,8 @@ kaizen::sandbox::TorchScriptLimits LimitsFrom(const kaizen::internal::InspectMod
   return l;
 }
 
-absl::StatusOr<kaizen::v1::Model> Inspect(const std::string& input,
+absl::StatusOr<kaizen::v1::Model> Inspect(const kaizen::internal::InspectModelRequest& request,
                                           std::optional<kaizen::models::UploadedEncoder>* encoder) {
-  kaizen::internal::InspectModelRequest request;
-  if (!request.ParseFromString(input)) {
-    return absl::InternalError("the inspector could not parse its request");
-  }
   const absl::Status precheck =
       kaizen::sandbox::PrecheckTorchScriptFile(request.path(), LimitsFrom(request));
   if (!precheck.ok()) return precheck;
@@ -87,20 +83,27 @@ int main(int argc, char** argv) {
   const int null_fd = ::open("/dev/null", O_WRONLY);
   if (answer_fd < 0 || null_fd < 0 || ::dup2(null_fd, 1) < 0) return 4;
   ::close(null_fd);
+  // The request is the server's; the file it names is the untrusted part,
+  // and the only one this process may read besides the system's.
+  kaizen::internal::InspectModelRequest request;
   kaizen::sandbox::ChildLimits limits;
   limits.memory_bytes = absl::GetFlag(FLAGS_memory_bytes);
   limits.cpu_seconds = absl::GetFlag(FLAGS_cpu_seconds);
   kaizen::internal::InspectModelResponse response;
   absl::StatusOr<kaizen::v1::Model> model;
   std::optional<kaizen::models::UploadedEncoder> encoder;
-  if (absl::Status confined = kaizen::sandbox::ConfineCurrentProcess(limits, answer_fd);
-      !confined.ok()) {
+  const bool parsed = request.ParseFromString(input);
+  if (parsed) limits.readable = {request.path()};
+  if (!parsed) {
+    model = absl::InternalError("the inspector could not parse its request");
+  } else if (absl::Status confined = kaizen::sandbox::ConfineCurrentProcess(limits, answer_fd);
+             !confined.ok()) {
     // Fail closed: nothing runs unconfined.
     model = absl::InternalError(
         absl::StrCat("the model sandbox could not be set up: ", confined.message()));
   } else {
     try {
-      model = Inspect(input, &encoder);
+      model = Inspect(request, &encoder);
     } catch (const std::bad_alloc&) {
       model = absl::InvalidArgumentError(absl::StrCat("the model needs more memory than the ",
                                                       limits.memory_bytes >> 20,

@@ -1,9 +1,13 @@
 #include "server/sandbox/child_limits.h"
 
 #include <fcntl.h>
+#include <linux/landlock.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -208,7 +212,83 @@ absl::Status InstallFilter() {
   return st;
 }
 
+// Landlock's file-system rights of ABI 1, all handled by the rule set, so
+// that whatever a rule does not grant is denied.
+constexpr uint64_t kLandlockAbi1Rights =
+    LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_READ_FILE |
+    LANDLOCK_ACCESS_FS_READ_DIR | LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |
+    LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR | LANDLOCK_ACCESS_FS_MAKE_REG |
+    LANDLOCK_ACCESS_FS_MAKE_SOCK | LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |
+    LANDLOCK_ACCESS_FS_MAKE_SYM;
+// Linking or renaming across directories (ABI 2) and truncating (ABI 3).
+constexpr uint64_t kLandlockReferRight = uint64_t{1} << 13;
+constexpr uint64_t kLandlockTruncateRight = uint64_t{1} << 14;
+
+// Grants reading beneath `path` (a directory: its files and listings; a
+// file: its content) in `ruleset`. A missing path is NotFound.
+absl::Status AllowReading(int ruleset, const std::string& path) {
+  const int fd = ::open(path.c_str(), O_PATH | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::Status(
+        errno == ENOENT ? absl::StatusCode::kNotFound : absl::StatusCode::kInternal,
+        absl::StrCat("cannot open ", path, " for a Landlock rule: ", strerror(errno)));
+  }
+  struct stat st = {};
+  landlock_path_beneath_attr rule = {};
+  rule.parent_fd = fd;
+  rule.allowed_access = LANDLOCK_ACCESS_FS_READ_FILE;
+  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    rule.allowed_access |= LANDLOCK_ACCESS_FS_READ_DIR;
+  }
+  const long rc = ::syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &rule, 0);
+  const int error = errno;
+  ::close(fd);
+  if (rc != 0) {
+    return absl::InternalError(absl::StrCat("landlock_add_rule(", path, "): ", strerror(error)));
+  }
+  return absl::OkStatus();
+}
+
+// Landlock: reading kSystemReadable and `readable`, nothing else (see
+// ConfineCurrentProcess). Nothing to do on a kernel without Landlock.
+absl::Status RestrictFileAccess(const std::vector<std::string>& readable) {
+  const int abi = LandlockAbi();
+  if (abi < 1) return absl::OkStatus();
+  landlock_ruleset_attr attr = {};
+  attr.handled_access_fs = kLandlockAbi1Rights;
+  if (abi >= 2) attr.handled_access_fs |= kLandlockReferRight;
+  if (abi >= 3) attr.handled_access_fs |= kLandlockTruncateRight;
+  const long ruleset = ::syscall(SYS_landlock_create_ruleset, &attr, sizeof(attr), 0);
+  if (ruleset < 0) {
+    return absl::InternalError(absl::StrCat("landlock_create_ruleset: ", strerror(errno)));
+  }
+  const int fd = static_cast<int>(ruleset);
+  absl::Status st;
+  for (const char* path : kSystemReadable) {
+    if (!st.ok()) break;
+    st = AllowReading(fd, path);
+    if (absl::IsNotFound(st)) st = absl::OkStatus();  // not on this system
+  }
+  for (const std::string& path : readable) {
+    if (st.ok()) st = AllowReading(fd, path);
+  }
+  if (st.ok() && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    st = absl::InternalError(absl::StrCat("PR_SET_NO_NEW_PRIVS: ", strerror(errno)));
+  }
+  if (st.ok() && ::syscall(SYS_landlock_restrict_self, fd, 0) != 0) {
+    st = absl::InternalError(absl::StrCat("landlock_restrict_self: ", strerror(errno)));
+  }
+  ::close(fd);
+  return st;
+}
+
 }  // namespace
+
+int LandlockAbi() {
+  const long abi =
+      ::syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
+  return abi > 0 ? static_cast<int>(abi) : 0;
+}
 
 absl::Status ConfineCurrentProcess(const ChildLimits& limits, int keep_fd) {
   if (keep_fd > 3) ::close_range(3, static_cast<unsigned>(keep_fd) - 1, 0);
@@ -221,6 +301,7 @@ absl::Status ConfineCurrentProcess(const ChildLimits& limits, int keep_fd) {
   if (st.ok()) st = SetLimit(RLIMIT_NOFILE, "RLIMIT_NOFILE", files, files);
   if (st.ok()) st = SetLimit(RLIMIT_FSIZE, "RLIMIT_FSIZE", 0, 0);
   if (st.ok()) st = SetLimit(RLIMIT_CORE, "RLIMIT_CORE", 0, 0);
+  if (st.ok()) st = RestrictFileAccess(limits.readable);
   if (st.ok()) st = InstallFilter();
   return st;
 }

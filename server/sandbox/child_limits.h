@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -19,7 +21,36 @@ struct ChildLimits {
   int64_t cpu_seconds = 120;
   // RLIMIT_NOFILE.
   int64_t open_files = 64;
+  // Files and directories the helper may read besides the system's
+  // (kSystemReadable), under Landlock. Each must exist.
+  std::vector<std::string> readable;
 };
+
+// What every confined helper may read under Landlock: the system's
+// libraries and shared data, its own /proc entries, CPU and memory facts,
+// and the harmless devices. Paths this system lacks are skipped.
+inline constexpr const char* kSystemReadable[] = {
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/libx32",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/proc/self",
+    "/proc/cpuinfo",
+    "/proc/meminfo",
+    "/sys/devices/system/cpu",
+    "/sys/fs/cgroup",
+    "/dev/null",
+    "/dev/zero",
+    "/dev/urandom",
+    "/dev/random",
+};
+
+// The Landlock ABI version the running kernel offers; 0 when it has none
+// (older than Linux 5.13, or Landlock not enabled at boot).
+int LandlockAbi();
 
 // Closes every descriptor above 2 but `keep_fd` (-1: none), sets the limits (plus no core dumps and
 // no file growth: RLIMIT_FSIZE 0), and installs a seccomp filter under which
@@ -29,10 +60,13 @@ struct ChildLimits {
 // session or process group, SysV or POSIX IPC objects, and changes to
 // another process's limits, priority or signal-driven I/O (F_SETOWN,
 // F_SETSIG) fail with EACCES or EPERM; clone3 says ENOSYS, so that threads
-// are made with clone (LibTorch needs them). Irreversible for the calling
-// process. Not covered: reading what the user may read (/proc of the
-// parent included); the helpers' parent should run them as another user
-// where that matters.
+// are made with clone (LibTorch needs them). Where the kernel has Landlock
+// (LandlockAbi() > 0), a Landlock rule set then limits what the process may
+// open to reading kSystemReadable and limits.readable: the data directory,
+// TLS keys, token files and the parent's /proc entries are out of reach
+// (EACCES), and nothing may be executed, written, created, removed, linked
+// or renamed. Without Landlock (logged by the server at start-up) reads
+// stay as open as the user's. Irreversible for the calling process.
 absl::Status ConfineCurrentProcess(const ChildLimits& limits, int keep_fd = -1);
 
 // Writes all of `bytes` to `fd` (a helper's answer), retrying short writes

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -391,6 +392,13 @@ absl::Status ModelStore::Delete(const std::string& name, int64_t version) {
 absl::Status ModelStore::RemoveFiles(const std::vector<ModelRow>& rows) {
   // Rows are gone first; a crash here leaves orphans for the start-up sweep.
   for (const ModelRow& r : rows) {
+    {
+      absl::MutexLock lock(&announced_mu_);
+      if (auto it = known_.find(r.model.name()); it != known_.end()) {
+        it->second.erase(r.model.version());
+        if (it->second.empty()) known_.erase(it);
+      }
+    }
     if (listener_.deleted) listener_.deleted(r.model.name(), r.model.version());
     std::error_code ec;
     std::filesystem::remove(options_.data_dir + "/" + r.file, ec);
@@ -455,39 +463,71 @@ absl::StatusOr<Model> ModelStore::AddVersion(const std::string& name,
   RETURN_IF_ERROR(FillVersions(&metadata));
   {
     absl::MutexLock lock(&announced_mu_);
-    int64_t& seen = announced_[metadata.name()];
-    seen = std::max(seen, metadata.version());
+    known_[metadata.name()][metadata.version()] = metadata.sha256();
   }
   if (listener_.added) listener_.added(metadata);
   return metadata;
 }
 
-absl::Status ModelStore::AnnounceNewVersions() {
-  std::vector<kaizen::v1::Model> news;
+absl::Status ModelStore::AnnounceOtherReplicasChanges() {
+  std::vector<std::pair<std::string, int64_t>> deleted;
+  std::vector<kaizen::v1::Model> added;
   {
     absl::MutexLock lock(&announced_mu_);
+    KnownVersions now;
+    std::map<std::string, kaizen::v1::Model> newest;  // told in name order
     std::string after_name;
     int64_t after_version = 0;
     constexpr int kPage = 500;
     while (true) {
       ASSIGN_OR_RETURN(std::vector<ModelRow> page,
                        metadata_->ListModels(after_name, after_version, kPage,
-                                             /*latest_only=*/true, ""));
+                                             /*latest_only=*/false, ""));
       if (!page.empty()) {
         after_name = page.back().model.name();
         after_version = page.back().model.version();
       }
       for (ModelRow& row : page) {
-        auto [it, inserted] = announced_.try_emplace(row.model.name(), row.model.version());
-        if (!inserted && it->second >= row.model.version()) continue;
-        it->second = row.model.version();
-        if (announced_once_) news.push_back(std::move(row.model));
+        const std::string& name = row.model.name();
+        now[name][row.model.version()] = row.model.sha256();
+        kaizen::v1::Model& top = newest[name];
+        if (row.model.version() >= top.version()) top = std::move(row.model);
       }
       if (page.size() < static_cast<size_t>(kPage)) break;
     }
+    if (announced_once_) {
+      for (const auto& [name, versions] : known_) {
+        const auto still = now.find(name);
+        for (const auto& [version, sha256] : versions) {
+          if (still == now.end()) {
+            deleted.emplace_back(name, version);
+            continue;
+          }
+          const auto it = still->second.find(version);
+          if (it == still->second.end() || it->second != sha256)
+            deleted.emplace_back(name, version);
+        }
+      }
+      for (auto& [name, model] : newest) {
+        const auto before = known_.find(name);
+        const bool told = before != known_.end() && !before->second.empty() &&
+                          before->second.rbegin()->first == model.version() &&
+                          before->second.rbegin()->second == model.sha256();
+        const bool older = before != known_.end() && !before->second.empty() &&
+                           before->second.rbegin()->first > model.version();
+        if (!told && !older) added.push_back(std::move(model));
+      }
+    }
+    known_ = std::move(now);
     announced_once_ = true;
   }
-  for (kaizen::v1::Model& model : news) {
+  std::sort(deleted.begin(), deleted.end());
+  for (const auto& [name, version] : deleted) {
+    common::LogInfo("a model version deleted by another replica",
+                    {{"model", name}, {"version", version}});
+    if (listener_.deleted) listener_.deleted(name, version);
+  }
+  for (kaizen::v1::Model& model : added) {
     RETURN_IF_ERROR(FillVersions(&model));
     common::LogInfo("a new model version written by another replica",
                     {{"model", model.name()}, {"version", model.version()}});

@@ -7,6 +7,7 @@
 #include <torch/script.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -150,10 +151,14 @@ class ModelStore {
   };
   void set_listener(Listener listener) { listener_ = std::move(listener); }
 
-  // Several replicas on one database: tells the listener about the newest
-  // version of each model when another replica wrote it since the last call
-  // (the first call only takes note of what exists).
-  absl::Status AnnounceNewVersions();
+  // Several replicas on one database: tells the listener what other
+  // replicas changed in the catalogue since the last call (the first call
+  // only takes note of what exists): every version they deleted (gone, or
+  // its number reused by a version with other bytes), then the newest
+  // version of each model they wrote. This store's own writes and deletions
+  // were told when they happened and are not told again. Reads every
+  // version's row; keeps each version's number and digest.
+  absl::Status AnnounceOtherReplicasChanges();
 
   int64_t max_model_bytes() const { return options_.max_model_bytes; }
 
@@ -173,7 +178,10 @@ class ModelStore {
   absl::Mutex version_mu_;
   // The newest version of each model the listener was told about.
   absl::Mutex announced_mu_;
-  absl::flat_hash_map<std::string, int64_t> announced_ ABSL_GUARDED_BY(announced_mu_);
+  // Every stored version's digest by model and version, as last read or
+  // written by this store (AnnounceOtherReplicasChanges).
+  using KnownVersions = absl::flat_hash_map<std::string, std::map<int64_t, std::string>>;
+  KnownVersions known_ ABSL_GUARDED_BY(announced_mu_);
   bool announced_once_ ABSL_GUARDED_BY(announced_mu_) = false;
 };
 

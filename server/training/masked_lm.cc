@@ -8,12 +8,16 @@
 #include <exception>
 #include <memory>
 #include <numeric>
+#include <sstream>
 #include <string>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/text/sequences.h"
+#include "server/training/batch_sampler.h"
+#include "server/training/resume_state.h"
 #include "server/training/text_trainer.h"
 
 namespace kaizen::training {
@@ -61,6 +65,60 @@ absl::Status CheckModelFits(const torch::jit::Module& model, int64_t vocab_size,
     const int64_t positions = embeddings.attr("position_embeddings").toTensor().size(0);
     return CheckTokenSequences(sequences, /*vocab_size=*/0, positions, "");
   }
+  return absl::OkStatus();
+}
+
+// Seed streams (DeriveSeed), each reseeded at every epoch: LibTorch's
+// default generator (dropout) and the masking.
+constexpr uint64_t kTorchStream = 1;
+constexpr uint64_t kMaskStream = 2;
+
+// The wrapper's parameters outside its encoder (the prediction head), in
+// named_parameters() order, which is fixed.
+std::vector<torch::jit::Named<torch::Tensor>> HeadParameters(const torch::jit::Module& model) {
+  std::vector<torch::jit::Named<torch::Tensor>> head;
+  for (const auto& p : model.named_parameters(/*recurse=*/true)) {
+    if (!absl::StartsWith(p.name, "encoder.")) head.push_back(p);
+  }
+  return head;
+}
+
+// The head's parameters by position (archive keys cannot hold the dots of
+// "dense.weight"), on the CPU.
+std::string SaveHead(const torch::jit::Module& model) {
+  torch::serialize::OutputArchive archive;
+  int i = 0;
+  for (const auto& p : HeadParameters(model)) {
+    archive.write(absl::StrCat("p", i++), p.value.detach().cpu());
+  }
+  std::ostringstream out;
+  archive.save_to(out);
+  return out.str();
+}
+
+// SaveHead's bytes back into `model`'s head; InvalidArgument when their
+// count or shapes differ. Throws (a LibTorch error) when they do not parse.
+absl::Status RestoreHead(torch::jit::Module& model, const std::string& bytes) {
+  std::istringstream in(bytes);
+  torch::serialize::InputArchive archive;
+  archive.load_from(in, torch::kCPU);
+  const std::vector<torch::jit::Named<torch::Tensor>> head = HeadParameters(model);
+  std::vector<torch::Tensor> saved(head.size());
+  for (size_t i = 0; i < head.size(); ++i) {
+    if (!archive.try_read(absl::StrCat("p", i), saved[i]) ||
+        saved[i].sizes() != head[i].value.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the resume state's masked-language-model head does not fit the model (parameter ",
+          head[i].name, ")"));
+    }
+  }
+  torch::Tensor extra;
+  if (archive.try_read(absl::StrCat("p", head.size()), extra)) {
+    return absl::InvalidArgumentError(
+        "the resume state's masked-language-model head has more parameters than the model's");
+  }
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < head.size(); ++i) head[i].value.copy_(saved[i]);
   return absl::OkStatus();
 }
 
@@ -145,6 +203,22 @@ absl::StatusOr<PretrainResult> PretrainMaskedLanguageModel(
         options.epochs, ", ", options.batch_size, ", ", options.learning_rate, ", ",
         options.weight_decay, ", ", options.warmup_share));
   }
+  ResumeState state;
+  state.seed = options.seed;
+  if (!options.resume.empty()) {
+    absl::StatusOr<ResumeState> decoded = DecodeResumeState(options.resume);
+    if (!decoded.ok()) return decoded.status();
+    state = *std::move(decoded);
+    if (state.seed != options.seed || state.epochs_completed < 1 ||
+        state.epochs_completed >= options.epochs || state.masked_lm_head.empty() ||
+        state.history.size() != static_cast<size_t>(state.epochs_completed)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the resume state does not continue this run: it is after epoch %d of seed %d with %d "
+          "epochs of history and %s head; this run has %d epochs and seed %d",
+          state.epochs_completed, state.seed, state.history.size(),
+          state.masked_lm_head.empty() ? "no" : "a", options.epochs, options.seed));
+    }
+  }
   const torch::Device device = ModuleDevice(model);
   std::vector<int32_t> lengths;
   lengths.reserve(sequences.size());
@@ -155,13 +229,22 @@ absl::StatusOr<PretrainResult> PretrainMaskedLanguageModel(
   const int64_t warmup = std::max<int64_t>(
       1, static_cast<int64_t>(std::llround(options.warmup_share * static_cast<double>(total))));
 
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   PretrainResult result;
+  result.steps = state.global_step;
+  for (const kaizen::v1::EpochMetrics& m : state.history) {
+    result.epoch_losses.push_back(m.train_loss());
+  }
   try {
+    if (!state.masked_lm_head.empty()) {
+      if (absl::Status s = RestoreHead(model, state.masked_lm_head); !s.ok()) return s;
+    }
     // BERT leaves biases and LayerNorm weights (every 1-D parameter) out of
     // weight decay.
     std::vector<torch::Tensor> decayed, plain;
-    for (const torch::Tensor& p : model.parameters(/*recurse=*/true)) {
+    for (torch::Tensor p : model.parameters(/*recurse=*/true)) {
+      // A module cloned while gradients were on holds results of clone(),
+      // not leaves; the optimizer takes leaves only.
+      if (!p.is_leaf()) p.detach_();
       p.requires_grad_(true);
       (p.dim() > 1 ? decayed : plain).push_back(p);
     }
@@ -177,10 +260,20 @@ absl::StatusOr<PretrainResult> PretrainMaskedLanguageModel(
                             torch::optim::AdamWOptions(options.learning_rate).weight_decay(0)));
     torch::optim::AdamW optimizer(std::move(groups),
                                   torch::optim::AdamWOptions(options.learning_rate));
+    if (!state.optimizer.empty()) {
+      std::istringstream in(state.optimizer);
+      torch::serialize::InputArchive archive;
+      archive.load_from(in, device);
+      optimizer.load(archive);
+    }
     model.train();
-    for (int32_t epoch = 1; epoch <= options.epochs; ++epoch) {
-      const std::vector<int64_t> order = text::LengthBucketedOrder(
-          lengths, options.batch_size, options.seed + static_cast<uint64_t>(epoch));
+    for (int32_t epoch = state.epochs_completed + 1; epoch <= options.epochs; ++epoch) {
+      const auto e = static_cast<uint64_t>(epoch);
+      torch::manual_seed(DeriveSeed(options.seed, kTorchStream, e));
+      at::Generator generator =
+          at::make_generator<at::CPUGeneratorImpl>(DeriveSeed(options.seed, kMaskStream, e));
+      const std::vector<int64_t> order =
+          text::LengthBucketedOrder(lengths, options.batch_size, options.seed + e);
       double loss_sum = 0;
       int64_t predicted = 0;
       for (size_t begin = 0; begin < order.size(); begin += options.batch_size) {
@@ -214,7 +307,36 @@ absl::StatusOr<PretrainResult> PretrainMaskedLanguageModel(
             "no sequence holds a token to predict (only framing tokens or never_mask ids)");
       }
       result.epoch_losses.push_back(loss_sum / static_cast<double>(predicted));
-      if (options.on_epoch) options.on_epoch(epoch, result.epoch_losses.back());
+      PretrainEpoch done;
+      done.metrics.set_epoch(epoch);
+      done.metrics.set_train_loss(result.epoch_losses.back());
+      if (options.validation_loss) {
+        absl::StatusOr<double> val = options.validation_loss();
+        model.train();
+        if (!val.ok()) return val.status();
+        done.metrics.set_val_loss(*val);
+      }
+      const double metric =
+          options.validation_loss ? done.metrics.val_loss() : done.metrics.train_loss();
+      done.is_best = !state.has_best || metric < state.best_metric;
+      if (done.is_best) {
+        state.has_best = true;
+        state.best_metric = metric;
+        state.best_epoch = epoch;
+      }
+      state.epochs_completed = epoch;
+      state.global_step = result.steps;
+      state.history.push_back(done.metrics);
+      if (options.on_epoch) {
+        std::ostringstream saved;
+        torch::serialize::OutputArchive archive;
+        optimizer.save(archive);
+        archive.save_to(saved);
+        state.optimizer = saved.str();
+        state.masked_lm_head = SaveHead(model);
+        done.resume_state = EncodeResumeState(state);
+        if (absl::Status s = options.on_epoch(done); !s.ok()) return s;
+      }
     }
   } catch (const std::exception& e) {
     return absl::InternalError(

@@ -10,10 +10,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kaizen/v1/finetune_service.pb.h"
 
 namespace kaizen::training {
 
@@ -56,6 +58,21 @@ MaskedBatch MaskTokens(const torch::Tensor& input_ids, const torch::Tensor& atte
 // labels [N, T], computed in float32.
 torch::Tensor MaskedLanguageModelLoss(const torch::Tensor& logits, const torch::Tensor& labels);
 
+// What PretrainMaskedLanguageModel hands out after each epoch.
+struct PretrainEpoch {
+  // epoch (1-based), train_loss (the mean over the predicted positions) and,
+  // when PretrainOptions::validation_loss is set, val_loss.
+  kaizen::v1::EpochMetrics metrics;
+  // The lowest val_loss so far (train_loss without validation), counting
+  // the epochs before a resume.
+  bool is_best = false;
+  // resume_state.h's bytes that continue the run after this epoch, given
+  // the model's encoder as it is now: the step count, history, best so far,
+  // the optimizer's state and the prediction head's weights (the encoder's
+  // are the caller's to keep, as the checkpoint's module).
+  std::string resume_state;
+};
+
 struct PretrainOptions {
   int32_t epochs = 3;
   int64_t batch_size = 32;
@@ -68,17 +85,29 @@ struct PretrainOptions {
   MaskingOptions masking;
   // What padding positions hold.
   int64_t pad_id = 0;
-  // Seeds the epoch orders and the masking.
+  // Seeds the epoch orders, the masking and LibTorch's default generator
+  // (dropout), each reseeded at the start of every epoch from (seed, epoch),
+  // so that a run resumed after epoch E continues as if it had not stopped.
   uint64_t seed = 0;
-  // Checked before every step: true stops there.
+  // Checked before every step: true stops there (the epoch under way is not
+  // kept; a resume repeats it).
   std::function<bool()> should_stop;
-  // After every epoch: its 1-based number and mean training loss.
-  std::function<void(int32_t, double)> on_epoch;
+  // After every epoch, in eval mode: the model's masked-language-model loss
+  // on held-out texts (EvaluateMaskedLanguageModel). Unset: no val_loss.
+  std::function<absl::StatusOr<double>()> validation_loss;
+  // After every epoch. An error ends training with it.
+  std::function<absl::Status(const PretrainEpoch&)> on_epoch;
+  // A PretrainEpoch's resume_state: the run continues after that epoch. The
+  // model's encoder must hold the weights it had then (the checkpoint's);
+  // the head, optimizer and counters come from the bytes. Empty: from the
+  // start.
+  std::string resume;
 };
 
 struct PretrainResult {
+  // Every epoch's train loss, those before a resume included.
   std::vector<double> epoch_losses;
-  int64_t steps = 0;
+  int64_t steps = 0;  // optimizer steps, those before a resume included
   bool stopped = false;
 };
 
@@ -89,7 +118,8 @@ struct PretrainResult {
 // of framing tokens alone) is skipped; the epoch loss is the mean over the
 // predicted positions. InvalidArgument for bad options, no sequence, an id
 // outside [0, vocab_size), a vocab_size other than the encoder's, a sequence
-// longer than its positions, or nothing to predict at all.
+// longer than its positions, nothing to predict at all, or resume bytes that
+// do not decode, have another seed, no epoch left or a head of other shapes.
 absl::StatusOr<PretrainResult> PretrainMaskedLanguageModel(
     torch::jit::Module& model, const std::vector<std::vector<int32_t>>& sequences,
     const PretrainOptions& options);

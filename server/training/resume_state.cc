@@ -11,7 +11,7 @@ namespace {
 constexpr char kMagic[4] = {'K', 'Z', 'R', 'S'};
 // 1: epoch boundaries only. 2: adds good_steps and the position within an
 // epoch. 3: adds feature_standardization.
-constexpr uint32_t kVersion = 3;
+constexpr uint32_t kVersion = 4;
 constexpr uint32_t kFirstVersion = 1;
 
 class Writer {
@@ -86,6 +86,7 @@ std::string EncodeResumeState(const ResumeState& s) {
   w.PutBytes(p.cuda_rng);
   w.PutBytes(p.augment_rng);
   w.PutBytes(s.feature_standardization);
+  w.PutBytes(s.masked_lm_head);
   return w.Take();
 }
 
@@ -126,6 +127,7 @@ absl::StatusOr<ResumeState> DecodeResumeState(absl::string_view bytes) {
     }
   }
   if (version >= 3 && !r.GetBytes(&s.feature_standardization)) return bad;
+  if (version >= 4 && !r.GetBytes(&s.masked_lm_head)) return bad;
   if (!r.done()) return bad;
   return s;
 }

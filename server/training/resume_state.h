@@ -60,6 +60,11 @@ struct ResumeState {
   // continues with exactly those numbers. Trainer-defined bytes; empty for
   // other strategies and for jobs started before version 3.
   std::string feature_standardization;
+  // MASKED_LM: the prediction head's parameters (everything of the
+  // pretraining wrapper but its encoder, whose weights are the checkpoint's
+  // module), as a LibTorch archive. Empty for other strategies and for
+  // states before version 4.
+  std::string masked_lm_head;
 };
 
 // A versioned little-endian binary encoding.
@@ -67,7 +72,7 @@ std::string EncodeResumeState(const ResumeState& state);
 
 // InvalidArgument when `bytes` is not an encoding this version understands.
 // Encodings of earlier versions (1: epoch boundaries only; 2: no feature
-// standardisation) still decode.
+// standardisation; 3: no masked-language-model head) still decode.
 absl::StatusOr<ResumeState> DecodeResumeState(absl::string_view bytes);
 
 }  // namespace kaizen::training

@@ -327,14 +327,27 @@ test('the start form shows the defaults; a folder and an archive upload with a p
   assert.equal(await page.$$eval('[data-dataset="pets"] .bar-row', (rows) => rows.length), 2);
   assert.match(await page.textContent('[data-dataset="pets"]'), /broken\.png/);
 
-  // An archive, with the bar full at the end.
+  // A text dataset's card counts texts.
+  assert.match(await page.textContent('[data-dataset="sentences"]'), /128 texts, 2 classes/);
+  // No cap asked for: the server's default (none here) and no line for it.
+  assert.equal(Number(pets.report.maxStoredShorterSide || 0), 0);
+  assert.equal(await page.$$eval('[data-dataset="pets"] [data-stored-cap]', (p) => p.length), 0);
+
+  // An archive stored under a cap on the shorter side (its 28×28 images
+  // stored at 16×16), with the bar full at the end.
   await page.fill(`${form} input[name=name]`, 'pets-archive');
+  await page.fill(`${form} input[name=maxStoredShorterSide]`, '16');
   await page.setInputFiles(`${form} input[name=file]`, path.join(work, 'pets.tar.gz'));
   await page.click(`${form} [data-upload=submit]`);
   await page.waitForSelector('[data-dataset="pets-archive"]', { timeout: 120_000 });
   const archived = await api('DatasetService/GetDataset', { name: 'pets-archive' });
   assert.equal(archived.sha256, sha256(path.join(work, 'pets.tar.gz')));
   assert.equal(Number(archived.numExamples), 8);
+  assert.equal(Number(archived.report.maxStoredShorterSide), 16);
+  assert.equal(Number(archived.report.downscaledImages), 8);
+  assert.match(await page.textContent('[data-dataset="pets-archive"] [data-stored-cap="16"]'),
+    /at most 16 px on the shorter side: 8 images downscaled/);
+  await page.fill(`${form} input[name=maxStoredShorterSide]`, '');
   await page.screenshot({ path: path.join(shots, 'datasets-upload.png'), fullPage: true });
 
   // The same archive again: the service's refusal, shown on the form.

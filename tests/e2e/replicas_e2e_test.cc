@@ -220,7 +220,7 @@ TEST_F(ReplicasE2E, AJobIsWatchedAndCancelledThroughTheReplicaThatDoesNotRunIt) 
 // A model both replicas serve while a job writes its versions: the replica
 // that does not run the job swaps in the versions the other writes (it reads
 // new versions from the shared catalogue) instead of staying on the one it
-// loaded.
+// loaded, and stops serving versions deleted through the other replica.
 TEST_F(ReplicasE2E, TheOtherReplicaSwapsInTheVersionsAJobWrites) {
   TwoReplicasAndAJob t;
   ASSERT_NO_FATAL_FAILURE(StartTwoReplicasAndAJob("swap", 10, &t));
@@ -235,6 +235,26 @@ TEST_F(ReplicasE2E, TheOtherReplicaSwapsInTheVersionsAJobWrites) {
                                    absl::Seconds(60)))
       << "replica " << t.other << ", which did not run the job, still answers with version "
       << PredictVersion("swap") << ", not " << end.latest_version();
+
+  // The newest version deleted through the runner: the other replica falls
+  // back to the newest that is left; the whole model deleted: it answers
+  // NOT_FOUND instead of serving what it had loaded.
+  ASSERT_TRUE(Connect(t.ports[t.runner]));
+  ASSERT_TRUE(s_.client->DeleteModel("swap", end.latest_version()).ok());
+  absl::StatusOr<v1::Model> left = s_.client->GetModel("swap", 0);
+  ASSERT_TRUE(left.ok()) << left.status();
+  ASSERT_LT(left->version(), end.latest_version());
+  ASSERT_TRUE(Connect(t.ports[t.other]));
+  EXPECT_TRUE(test_util::WaitUntil([&] { return PredictVersion("swap") == left->version(); },
+                                   absl::Seconds(60)))
+      << "replica " << t.other << " answers with version " << PredictVersion("swap")
+      << " after version " << end.latest_version() << " was deleted through " << t.runner;
+  ASSERT_TRUE(Connect(t.ports[t.runner]));
+  ASSERT_TRUE(s_.client->DeleteModel("swap").ok());
+  ASSERT_TRUE(Connect(t.ports[t.other]));
+  EXPECT_TRUE(test_util::WaitUntil([&] { return PredictVersion("swap") == -1; }, absl::Seconds(60)))
+      << "replica " << t.other << " still serves version " << PredictVersion("swap")
+      << " of a deleted model";
 }
 
 }  // namespace

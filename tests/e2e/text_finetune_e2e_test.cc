@@ -111,6 +111,30 @@ class TextFineTuneE2E : public ::testing::Test {
     return test_util::WaitForJob(*s_.client, job->id(), {v1::JOB_STATE_SUCCEEDED});
   }
 
+  // Starts `r`, pauses it as soon as it has written `versions` versions
+  // (polling every 2 ms) and waits until it is PAUSED: the paused job.
+  void StartAndPauseAfter(const v1::StartFineTuneRequest& r, int64_t versions, v1::Job* paused) {
+    absl::StatusOr<v1::Job> started = s_.client->StartFineTune(r);
+    ASSERT_TRUE(started.ok()) << started.status();
+    const std::string id = started->id();
+    const absl::Time deadline = absl::Now() + absl::Minutes(4);
+    while (absl::Now() < deadline) {
+      absl::StatusOr<v1::Job> now = s_.client->GetJob(id);
+      ASSERT_TRUE(now.ok()) << now.status();
+      if (now->latest_version() >= versions) break;
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    ASSERT_TRUE(s_.client->PauseJob(id).ok());
+    absl::StatusOr<v1::Job> done = test_util::WaitForJob(*s_.client, id, {v1::JOB_STATE_PAUSED});
+    ASSERT_TRUE(done.ok()) << done.status();
+    *paused = *std::move(done);
+    ASSERT_GE(paused->latest_version(), versions);
+    ASSERT_LT(paused->latest_version(), r.hyperparameters().epochs())
+        << "the job finished before the pause";
+    // One version per finished epoch; the epoch under way is not kept.
+    EXPECT_EQ(paused->history_size(), paused->latest_version());
+  }
+
   absl::StatusOr<v1::PredictResponse> PredictTexts(
       const std::string& model, const std::vector<test_util::WordNetGloss>& rows) {
     v1::PredictRequest r;
@@ -280,17 +304,35 @@ TEST_F(TextFineTuneE2E, ScratchTrainsATokenizerAndAClassifierThatPredictServesAs
   EXPECT_EQ(after->predictions(0).classes(0).label(), p->predictions(7).classes(0).label());
 }
 
+// A MASKED_LM job writes the encoder after each epoch; paused midway it
+// resumes from its latest version; the encoder starts classifiers.
 TEST_F(TextFineTuneE2E, MaskedLmPretrainsAnEncoderThatFeatureExtractionAndFineTuneStartFrom) {
-  v1::StartFineTuneRequest mlm = Request("transformer-small", "encoder", v1::STRATEGY_MASKED_LM, 2);
-  absl::StatusOr<v1::Job> pretrained = Run(mlm);
+  constexpr int kEpochs = 10;
+  v1::StartFineTuneRequest mlm =
+      Request("transformer-small", "encoder", v1::STRATEGY_MASKED_LM, kEpochs);
+  v1::Job paused;
+  ASSERT_NO_FATAL_FAILURE(StartAndPauseAfter(mlm, 1, &paused));
+  const std::string id = paused.id();
+  const int64_t at = paused.latest_version();
+  absl::StatusOr<v1::Model> partial = s_.client->GetModel("encoder", at);
+  ASSERT_TRUE(partial.ok()) << partial.status();
+  EXPECT_EQ(partial->metrics().at("epoch"), at);
+
+  ASSERT_TRUE(s_.client->ResumeJob(id).ok());
+  absl::StatusOr<v1::Job> pretrained =
+      test_util::WaitForJob(*s_.client, id, {v1::JOB_STATE_SUCCEEDED});
   ASSERT_TRUE(pretrained.ok()) << pretrained.status();
+  EXPECT_EQ(pretrained->latest_version(), kEpochs) << "continued, not started again";
+  ASSERT_EQ(pretrained->history_size(), kEpochs);
+  for (int e = 0; e < kEpochs; ++e) EXPECT_EQ(pretrained->history(e).epoch(), e + 1);
   absl::StatusOr<v1::Model> encoder = s_.client->GetModel("encoder", 0);
   ASSERT_TRUE(encoder.ok()) << encoder.status();
   ASSERT_TRUE(encoder->has_text_input());
   EXPECT_GE(encoder->text_input().mask_id(), 0);
+  EXPECT_EQ(encoder->text_input().tokenizer_sha256(), partial->text_input().tokenizer_sha256());
   ASSERT_EQ(encoder->metrics().count("masked_lm_loss"), 1u);
   EXPECT_GT(encoder->metrics().at("masked_lm_loss"), 0);
-  EXPECT_EQ(pretrained->history_size(), 2);
+  EXPECT_LT(encoder->metrics().at("masked_lm_loss"), pretrained->history(0).train_loss());
 
   for (const v1::Strategy strategy : {v1::STRATEGY_FEATURE_EXTRACTION, v1::STRATEGY_FINE_TUNE}) {
     v1::StartFineTuneRequest r =
@@ -517,24 +559,10 @@ TEST_F(TextFineTuneE2E, APausedTextJobResumesFromItsLastEpochWithTheSameLosses) 
   ASSERT_EQ(straight->history_size(), kEpochs);
 
   r.set_output_model("paused");
-  absl::StatusOr<v1::Job> started = s_.client->StartFineTune(r);
-  ASSERT_TRUE(started.ok()) << started.status();
-  const std::string id = started->id();
-  const absl::Time deadline = absl::Now() + absl::Minutes(4);
-  while (absl::Now() < deadline) {
-    absl::StatusOr<v1::Job> now = s_.client->GetJob(id);
-    ASSERT_TRUE(now.ok()) << now.status();
-    if (now->latest_version() >= 2) break;
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  ASSERT_TRUE(s_.client->PauseJob(id).ok());
-  absl::StatusOr<v1::Job> paused = test_util::WaitForJob(*s_.client, id, {v1::JOB_STATE_PAUSED});
-  ASSERT_TRUE(paused.ok()) << paused.status();
-  const int64_t at = paused->latest_version();
-  ASSERT_GE(at, 2);
-  ASSERT_LT(at, kEpochs) << "the job finished before the pause";
-  // One version per finished epoch; the epoch under way is not kept.
-  EXPECT_EQ(paused->history_size(), at);
+  v1::Job paused;
+  ASSERT_NO_FATAL_FAILURE(StartAndPauseAfter(r, 2, &paused));
+  const std::string id = paused.id();
+  const int64_t at = paused.latest_version();
 
   ASSERT_TRUE(s_.client->ResumeJob(id).ok());
   absl::StatusOr<v1::Job> done = test_util::WaitForJob(*s_.client, id, {v1::JOB_STATE_SUCCEEDED});

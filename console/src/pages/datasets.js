@@ -50,7 +50,14 @@ export async function datasetsPage(section) {
       title: 'Upload an image folder',
       accept: '.tar,.tgz,.gz,.bz2,.xz,.zip',
       folders: true,
-      fields: [h('input', { type: 'hidden', dataset: { header: 'format' }, value: 'DATASET_FORMAT_IMAGE_FOLDER' })],
+      fields: [
+        h('input', { type: 'hidden', dataset: { header: 'format' }, value: 'DATASET_FORMAT_IMAGE_FOLDER' }),
+        // Empty: the server's --max_stored_shorter_side.
+        h('label', { title: 'Images whose shorter side is longer are stored downscaled to it; empty: the server\'s default' },
+          'store at most ',
+          h('input', { type: 'number', name: 'maxStoredShorterSide', min: 1, max: 65535, step: 1, placeholder: 'any', dataset: { header: 'maxStoredShorterSide' } }),
+          ' px on the shorter side'),
+      ],
       onDone: () => datasetsPage(clear(section)),
     }));
   }
@@ -60,9 +67,14 @@ export async function datasetsPage(section) {
     for (const d of datasets) {
       section.append(h('article', { class: 'card', dataset: { dataset: d.name } },
         h('h2', {}, d.name),
-        h('p', {}, `${Number(d.numExamples).toLocaleString()} images, ${(d.classes || []).length} classes,`,
+        h('p', {}, `${Number(d.numExamples).toLocaleString()} ${String(d.format || '').includes('TEXT') ? 'texts' : 'images'}, ${(d.classes || []).length} classes,`,
           ` ${String(d.format || '').replace('DATASET_FORMAT_', '').toLowerCase()}`,
           Number(d.report?.imbalanceRatio) > 0 ? `, imbalance ${Number(d.report.imbalanceRatio).toFixed(2)}` : ''),
+        Number(d.report?.maxStoredShorterSide) > 0
+          ? h('p', { class: 'muted', dataset: { storedCap: d.report.maxStoredShorterSide } },
+            `Stored at most ${d.report.maxStoredShorterSide} px on the shorter side:`,
+            ` ${Number(d.report.downscaledImages || 0).toLocaleString()} images downscaled.`)
+          : '',
         classBars(d), h('h3', {}, 'Upload report'), report(d.report)));
     }
   } catch (e) {

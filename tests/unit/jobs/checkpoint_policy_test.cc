@@ -58,6 +58,16 @@ TEST(CheckpointPolicyTest, TrainingLossJudgesWithoutValidation) {
   EXPECT_EQ(CheckpointMetricOf({}).value, 0.0);
 }
 
+TEST(CheckpointPolicyTest, HeldOutLossJudgesMaskedLanguageModelling) {
+  google::protobuf::Map<std::string, double> metrics;
+  metrics["train_loss"] = 5.5;
+  metrics["masked_lm_loss"] = 5.5;
+  metrics["val_masked_lm_loss"] = 6.25;
+  const CheckpointMetric m = CheckpointMetricOf(metrics);
+  EXPECT_EQ(m.name, "val_masked_lm_loss");
+  EXPECT_EQ(m.value, 6.25);
+}
+
 TEST(CheckpointPolicyTest, FirstCheckpointIsAlwaysTheBestVersion) {
   EXPECT_TRUE(BecomesBestVersion(false, 0));
   EXPECT_TRUE(BecomesBestVersion(true, 3));

@@ -5,6 +5,9 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "server/common/sha256.h"
@@ -415,6 +418,13 @@ TEST(RunTextJobTest, MaskedLmTrainsTheEncoderAndAStopEndsTheRun) {
   in.hyperparameters = ResolveTextHyperparameters(r, nullptr);
   in.train = Glosses(60);
   in.validation = Glosses(10, 60);
+  std::vector<TextJobCheckpoint> checkpoints;
+  std::vector<std::string> tokenizers;
+  in.on_checkpoint = [&](const TextJobCheckpoint& c) {
+    checkpoints.push_back(c);
+    tokenizers.push_back(*c.tokenizer);
+    return absl::OkStatus();
+  };
   absl::StatusOr<TextJobOutput> out = RunTextJob(in);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(out->epochs_completed, 2);
@@ -422,6 +432,34 @@ TEST(RunTextJobTest, MaskedLmTrainsTheEncoderAndAStopEndsTheRun) {
   EXPECT_EQ(out->metadata.metrics().count("val_masked_lm_loss"), 1u);
   EXPECT_EQ(out->metadata.text_input().mask_id(), 4);
   EXPECT_EQ(out->metadata.head().out_features(), 3);
+
+  // A version per epoch: the encoder, its figures and the bytes to go on.
+  ASSERT_EQ(checkpoints.size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(checkpoints[i].epoch, i + 1);
+    EXPECT_FALSE(checkpoints[i].resume_state.empty());
+    EXPECT_EQ(tokenizers[i], out->tokenizer);
+    EXPECT_EQ(checkpoints[i].metadata.metrics().count("val_masked_lm_loss"), 1u);
+  }
+  EXPECT_TRUE(checkpoints[0].is_best);
+  const double last_loss = out->metadata.metrics().at("masked_lm_loss");
+  EXPECT_EQ(checkpoints[1].metadata.metrics().at("masked_lm_loss"), last_loss);
+
+  // Resumed from the first version, the second epoch is the same again.
+  TextJobInputs again = in;
+  again.on_checkpoint = nullptr;
+  TextJobInputs::Resume resume;
+  resume.module = checkpoints[0].module;
+  resume.metadata = checkpoints[0].metadata;
+  resume.tokenizer = tokenizers[0];
+  resume.state = checkpoints[0].resume_state;
+  again.resume = std::move(resume);
+  absl::StatusOr<TextJobOutput> resumed = RunTextJob(again);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->epochs_completed, 2);
+  EXPECT_NEAR(resumed->metadata.metrics().at("masked_lm_loss"), last_loss, 1e-6);
+  EXPECT_NEAR(resumed->metadata.metrics().at("val_masked_lm_loss"),
+              out->metadata.metrics().at("val_masked_lm_loss"), 1e-6);
 
   int calls = 0;
   in.should_stop = [&] { return ++calls > 3; };

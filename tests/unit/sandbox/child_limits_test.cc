@@ -48,13 +48,61 @@ class ChildLimitsTest : public ::testing::Test {
   std::string path_;
 };
 
+// Reading a file: 0 when it reads, errno when open fails.
+int ReadError(const std::string& path) {
+  char buf[8];
+  const int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) return errno;
+  const ssize_t n = read(fd, buf, sizeof(buf));
+  close(fd);
+  return n >= 0 ? 0 : 200;
+}
+
 TEST_F(ChildLimitsTest, ReadsStillWork) {
-  EXPECT_EQ(InConfinedChild([&] {
-              char buf[8];
-              const int fd = open(path_.c_str(), O_RDONLY);
-              return fd >= 0 && read(fd, buf, 8) == 8 ? 0 : 1;
-            }),
-            0);
+  ChildLimits limits;
+  limits.readable = {path_};
+  EXPECT_EQ(InConfinedChild([&] { return ReadError(path_); }, limits), 0);
+  // The system's files stay readable.
+  EXPECT_EQ(InConfinedChild([&] { return ReadError("/etc/ld.so.cache"); }), 0);
+  EXPECT_EQ(InConfinedChild([&] { return ReadError("/proc/self/status"); }), 0);
+}
+
+// Under Landlock the helper reads the system's files and what it was given,
+// nothing else: not the data directory beside its input, not /etc's other
+// files (TLS keys, tokens), not its parent's /proc entries, and it cannot
+// list what it may not read.
+TEST_F(ChildLimitsTest, LandlockLimitsReadsToTheSystemAndTheGivenPaths) {
+  if (LandlockAbi() < 1) {
+    GTEST_SKIP() << "this kernel has no Landlock; ConfineCurrentProcess leaves reads open";
+  }
+  const std::string other = dir_.path() + "/tls.key";
+  {
+    const int fd = open(other.c_str(), O_WRONLY | O_CREAT, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "secret", 6), 6);
+    close(fd);
+  }
+  ChildLimits limits;
+  limits.readable = {path_};
+  EXPECT_EQ(InConfinedChild([&] { return ReadError(other); }, limits), EACCES);
+  EXPECT_EQ(InConfinedChild([&] { return ReadError(path_); }, limits), 0);
+  EXPECT_EQ(InConfinedChild([&] { return ReadError(path_); }), EACCES) << "not given";
+  EXPECT_EQ(InConfinedChild([&] { return ReadError("/etc/passwd"); }), EACCES);
+  const std::string parent = "/proc/" + std::to_string(getpid()) + "/cmdline";
+  EXPECT_EQ(InConfinedChild([&] { return ReadError(parent); }), EACCES);
+  EXPECT_EQ(InConfinedChild(
+                [&] {
+                  const int fd = open(dir_.path().c_str(), O_RDONLY | O_DIRECTORY);
+                  return fd < 0 ? errno : 0;
+                },
+                limits),
+            EACCES);
+  // A directory given: everything beneath it.
+  limits.readable = {dir_.path()};
+  EXPECT_EQ(InConfinedChild([&] { return ReadError(other); }, limits), 0);
+  // A path that does not exist cannot be given: the helper fails closed.
+  limits.readable = {dir_.path() + "/missing"};
+  EXPECT_EQ(InConfinedChild([] { return 0; }, limits), 99);
 }
 
 TEST_F(ChildLimitsTest, WritesRemovalsAndRenamesAreRefused) {

@@ -117,10 +117,12 @@ TEST(ModelStoreTest, StoresTheRehearsalMemoryBesideAVersion) {
   EXPECT_EQ(files, 2);
 }
 
-// Another replica (a second connection to the catalogue) writes versions:
-// AnnounceNewVersions tells the listener about each model's newest one once,
-// and not about this store's own versions, which AddVersion announced.
-TEST(ModelStoreTest, AnnouncesTheNewestVersionsAnotherReplicaWrote) {
+// Another replica (a second connection to the catalogue) writes and deletes
+// versions: AnnounceOtherReplicasChanges tells the listener about each
+// model's newest one once, about every version it deleted (or whose number
+// it reused for other bytes), and not about this store's own writes and
+// deletions, which were told when they happened.
+TEST(ModelStoreTest, AnnouncesWhatAnotherReplicaWroteAndDeleted) {
   test_util::TempDir dir;
   ASSERT_TRUE(PrepareDataDir(dir.path()).ok());
   auto metadata = MetadataStore::Open(dir.path() + "/kaizen.db");
@@ -129,35 +131,69 @@ TEST(ModelStoreTest, AnnouncesTheNewestVersionsAnotherReplicaWrote) {
   ModelStore::Options o;
   o.data_dir = dir.path();
   ModelStore models(o, metadata->get());
-  std::vector<std::pair<std::string, int64_t>> told;
+  using Told = std::vector<std::pair<std::string, int64_t>>;
+  Told added, deleted;
   ModelStore::Listener listener;
-  listener.added = [&](const kaizen::v1::Model& m) { told.emplace_back(m.name(), m.version()); };
+  listener.added = [&](const kaizen::v1::Model& m) { added.emplace_back(m.name(), m.version()); };
+  listener.deleted = [&](const std::string& name, int64_t version) {
+    deleted.emplace_back(name, version);
+  };
   models.set_listener(listener);
-  auto write_elsewhere = [&](const std::string& name, int64_t version) {
+  auto write_elsewhere = [&](const std::string& name, int64_t version,
+                             const std::string& sha256 = "aa") {
     ModelRow row;
     row.file = absl::StrCat("models/", name, "/v", version, ".pt");
     row.model.set_name(name);
     row.model.set_version(version);
+    row.model.set_sha256(sha256);
     ASSERT_TRUE((*elsewhere)->InsertModel(row).ok());
   };
+  auto delete_elsewhere = [&](const std::string& name, int64_t version) {
+    ASSERT_TRUE((*elsewhere)->DeleteModel(name, version).ok());
+  };
   write_elsewhere("before", 1);
-  ASSERT_TRUE(models.AnnounceNewVersions().ok());  // takes note only
-  EXPECT_TRUE(told.empty());
+  ASSERT_TRUE(models.AnnounceOtherReplicasChanges().ok());  // takes note only
+  EXPECT_TRUE(added.empty());
   write_elsewhere("m", 1);
   write_elsewhere("m", 2);
   write_elsewhere("before", 2);
-  ASSERT_TRUE(models.AnnounceNewVersions().ok());
-  EXPECT_EQ(told, (std::vector<std::pair<std::string, int64_t>>{{"before", 2}, {"m", 2}}));
-  told.clear();
-  ASSERT_TRUE(models.AnnounceNewVersions().ok());
-  EXPECT_TRUE(told.empty());
+  ASSERT_TRUE(models.AnnounceOtherReplicasChanges().ok());
+  EXPECT_EQ(added, (Told{{"before", 2}, {"m", 2}}));
+  EXPECT_TRUE(deleted.empty());
+  added.clear();
+  ASSERT_TRUE(models.AnnounceOtherReplicasChanges().ok());
+  EXPECT_TRUE(added.empty());
+
   kaizen::v1::Model meta;
   meta.add_class_names("a");
   meta.add_class_names("b");
   ASSERT_TRUE(models.AddVersion("own", TinyClassifier(2), meta, "").ok());
-  ASSERT_EQ(told.size(), 1u);  // by AddVersion
-  ASSERT_TRUE(models.AnnounceNewVersions().ok());
-  EXPECT_EQ(told.size(), 1u);
+  ASSERT_TRUE(models.AddVersion("own", TinyClassifier(2), meta, "").ok());
+  ASSERT_EQ(added.size(), 2u);  // by AddVersion
+  ASSERT_TRUE(models.AnnounceOtherReplicasChanges().ok());
+  EXPECT_EQ(added.size(), 2u);
+  ASSERT_TRUE(models.Delete("own", 2).ok());
+  ASSERT_EQ(deleted, (Told{{"own", 2}}));  // by Delete
+  deleted.clear();
+  added.clear();
+  ASSERT_TRUE(models.AnnounceOtherReplicasChanges().ok());
+  EXPECT_TRUE(deleted.empty());
+  EXPECT_TRUE(added.empty());
+
+  // Deleted elsewhere: the newest version of one model, a whole model, and
+  // a version number reused for other bytes.
+  delete_elsewhere("m", 2);
+  delete_elsewhere("before", 0);
+  delete_elsewhere("own", 1);
+  write_elsewhere("own", 1, "bb");
+  ASSERT_TRUE(models.AnnounceOtherReplicasChanges().ok());
+  EXPECT_EQ(deleted, (Told{{"before", 1}, {"before", 2}, {"m", 2}, {"own", 1}}));
+  EXPECT_EQ(added, (Told{{"own", 1}}));
+  deleted.clear();
+  added.clear();
+  ASSERT_TRUE(models.AnnounceOtherReplicasChanges().ok());
+  EXPECT_TRUE(deleted.empty());
+  EXPECT_TRUE(added.empty());
 }
 
 }  // namespace

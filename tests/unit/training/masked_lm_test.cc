@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <map>
@@ -170,7 +171,9 @@ class PretrainTest : public ::testing::Test {
     return o;
   }
 
-  torch::jit::Module Model() const {
+  // A new encoder (always the same weights) in a wrapper whose head is
+  // drawn from `head_seed`.
+  torch::jit::Module Model(uint64_t head_seed = 0) const {
     models::TextEncoderOptions e;
     e.vocab_size = vocab_;
     e.max_length = 48;
@@ -180,7 +183,7 @@ class PretrainTest : public ::testing::Test {
     e.intermediate_size = 128;
     auto encoder = models::CreateTextEncoder(e);
     EXPECT_TRUE(encoder.ok()) << encoder.status();
-    auto mlm = models::CreateMaskedLanguageModel(*encoder, 0);
+    auto mlm = models::CreateMaskedLanguageModel(*encoder, head_seed);
     EXPECT_TRUE(mlm.ok()) << mlm.status();
     return *mlm;
   }
@@ -222,7 +225,12 @@ TEST_F(PretrainTest, LearnsToPredictMaskedTokensFromTheirContext) {
   ASSERT_TRUE(before.ok()) << before.status();
   std::vector<int32_t> epochs_seen;
   PretrainOptions with_callback = options;
-  with_callback.on_epoch = [&](int32_t epoch, double) { epochs_seen.push_back(epoch); };
+  std::vector<bool> best;
+  with_callback.on_epoch = [&](const PretrainEpoch& e) {
+    epochs_seen.push_back(e.metrics.epoch());
+    best.push_back(e.is_best);
+    return absl::OkStatus();
+  };
   auto result = PretrainMaskedLanguageModel(mlm, train_, with_callback);
   ASSERT_TRUE(result.ok()) << result.status();
   auto after = EvaluateMaskedLanguageModel(mlm, held_out_, all_masked, options.pad_id, 64, 1);
@@ -233,6 +241,16 @@ TEST_F(PretrainTest, LearnsToPredictMaskedTokensFromTheirContext) {
   for (double l : result->epoch_losses) std::cout << " " << l;
   std::cout << "\n";
   EXPECT_EQ(epochs_seen, (std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+  // Without validation the training loss judges; the first epoch is the
+  // best so far by definition.
+  ASSERT_EQ(best.size(), 8u);
+  EXPECT_TRUE(best[0]);
+  for (size_t i = 1; i < best.size(); ++i) {
+    EXPECT_EQ(best[i], result->epoch_losses[i] <
+                           *std::min_element(result->epoch_losses.begin(),
+                                             result->epoch_losses.begin() + static_cast<long>(i)))
+        << "epoch " << i + 1;
+  }
   EXPECT_EQ(result->steps, 8 * ((6000 + 31) / 32));
   EXPECT_FALSE(result->stopped);
   EXPECT_LT(result->epoch_losses.back(), result->epoch_losses.front());
@@ -250,6 +268,155 @@ TEST_F(PretrainTest, StopsWhenAsked) {
   EXPECT_TRUE(result->stopped);
   EXPECT_EQ(result->steps, 3);
   EXPECT_TRUE(result->epoch_losses.empty());
+}
+
+std::map<std::string, at::Tensor> Parameters(const torch::jit::Module& module) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) {
+    out.emplace(p.name, p.value.detach().clone());
+  }
+  return out;
+}
+
+// A run stopped during its second epoch and resumed from its first epoch's
+// checkpoint (the encoder's weights as they were then, in a wrapper whose
+// head starts elsewhere: the bytes carry the head) has the losses,
+// validation losses and final weights of a run that never stopped.
+TEST_F(PretrainTest, AResumeAfterAnEpochContinuesAsIfTheRunHadNotStopped) {
+  const std::vector<std::vector<int32_t>> train(train_.begin(), train_.begin() + 640);
+  const std::vector<std::vector<int32_t>> held_out(held_out_.begin(), held_out_.begin() + 128);
+  PretrainOptions o = Options();
+  o.epochs = 3;
+  const auto validate = [&](torch::jit::Module& mlm) {
+    return [&mlm, &o, &held_out]() {
+      return EvaluateMaskedLanguageModel(mlm, held_out, o.masking, o.pad_id, 64, 9);
+    };
+  };
+
+  torch::jit::Module straight = Model();
+  PretrainOptions straight_options = o;
+  straight_options.validation_loss = validate(straight);
+  std::vector<PretrainEpoch> straight_epochs;
+  straight_options.on_epoch = [&](const PretrainEpoch& e) {
+    straight_epochs.push_back(e);
+    return absl::OkStatus();
+  };
+  auto full = PretrainMaskedLanguageModel(straight, train, straight_options);
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_EQ(straight_epochs.size(), 3u);
+  for (const PretrainEpoch& e : straight_epochs) {
+    EXPECT_GT(e.metrics.val_loss(), 0) << e.metrics.epoch();
+    EXPECT_FALSE(e.resume_state.empty());
+  }
+
+  // Stopped 5 steps into epoch 2; what epoch 1 handed out is kept.
+  torch::jit::Module interrupted = Model();
+  PretrainOptions first = o;
+  first.validation_loss = validate(interrupted);
+  std::string state;
+  torch::jit::Module encoder_at_1;
+  first.on_epoch = [&](const PretrainEpoch& e) {
+    state = e.resume_state;
+    encoder_at_1 = interrupted.attr("encoder").toModule().clone();
+    return absl::OkStatus();
+  };
+  const int64_t steps_per_epoch = (640 + 31) / 32;
+  int64_t checks = 0;
+  first.should_stop = [&] { return ++checks > steps_per_epoch + 5; };
+  auto stopped = PretrainMaskedLanguageModel(interrupted, train, first);
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  ASSERT_TRUE(stopped->stopped);
+  ASSERT_EQ(stopped->epoch_losses.size(), 1u);
+  ASSERT_FALSE(state.empty());
+
+  auto resumed_model = models::CreateMaskedLanguageModel(encoder_at_1, /*seed=*/77);
+  ASSERT_TRUE(resumed_model.ok()) << resumed_model.status();
+  PretrainOptions second = o;
+  second.resume = state;
+  second.validation_loss = validate(*resumed_model);
+  std::vector<PretrainEpoch> resumed_epochs;
+  second.on_epoch = [&](const PretrainEpoch& e) {
+    resumed_epochs.push_back(e);
+    return absl::OkStatus();
+  };
+  auto resumed = PretrainMaskedLanguageModel(*resumed_model, train, second);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_FALSE(resumed->stopped);
+  EXPECT_EQ(resumed->steps, full->steps);
+  ASSERT_EQ(resumed->epoch_losses.size(), 3u) << "the epoch before the resume included";
+  ASSERT_EQ(resumed_epochs.size(), 2u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_NEAR(resumed->epoch_losses[i], full->epoch_losses[i], 1e-6) << "epoch " << i + 1;
+  }
+  for (size_t i = 0; i < 2; ++i) {
+    const PretrainEpoch& a = straight_epochs[i + 1];
+    const PretrainEpoch& b = resumed_epochs[i];
+    EXPECT_EQ(b.metrics.epoch(), a.metrics.epoch());
+    EXPECT_NEAR(b.metrics.val_loss(), a.metrics.val_loss(), 1e-6) << a.metrics.epoch();
+    EXPECT_EQ(b.is_best, a.is_best) << a.metrics.epoch();
+  }
+  const auto want = Parameters(straight);
+  const auto got = Parameters(*resumed_model);
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [name, value] : want) {
+    ASSERT_EQ(got.count(name), 1u) << name;
+    // Absolute 1e-5: attention's key biases get no gradient but rounding
+    // (softmax ignores a shift), which AdamW turns into steps of ~1e-6.
+    EXPECT_TRUE(torch::allclose(got.at(name), value, 1e-4, 1e-5))
+        << name << ": largest difference " << (got.at(name) - value).abs().max().item<double>()
+        << ", largest value " << value.abs().max().item<double>();
+  }
+}
+
+TEST_F(PretrainTest, ResumeBytesOfAnotherRunAreRefused) {
+  const std::vector<std::vector<int32_t>> train(train_.begin(), train_.begin() + 64);
+  PretrainOptions o = Options();
+  o.epochs = 2;
+  std::string state;
+  o.on_epoch = [&](const PretrainEpoch& e) {
+    if (e.metrics.epoch() == 1) state = e.resume_state;
+    return absl::OkStatus();
+  };
+  torch::jit::Module mlm = Model();
+  ASSERT_TRUE(PretrainMaskedLanguageModel(mlm, train, o).ok());
+  ASSERT_FALSE(state.empty());
+
+  PretrainOptions again = Options();
+  again.epochs = 2;
+  again.resume = state;
+  again.seed = 5;
+  EXPECT_THAT(PretrainMaskedLanguageModel(mlm, train, again).status().message(),
+              HasSubstr("does not continue this run: it is after epoch 1 of seed 0"));
+  again.seed = 0;
+  again.epochs = 1;  // nothing left to run
+  EXPECT_EQ(PretrainMaskedLanguageModel(mlm, train, again).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  again.epochs = 2;
+  again.resume = "garbage";
+  EXPECT_THAT(PretrainMaskedLanguageModel(mlm, train, again).status().message(),
+              HasSubstr("damaged or truncated"));
+  // A head of other shapes: a wrapper around a narrower encoder.
+  models::TextEncoderOptions e;
+  e.vocab_size = vocab_;
+  e.max_length = 48;
+  e.hidden_size = 32;
+  e.num_heads = 4;
+  e.num_layers = 1;
+  e.intermediate_size = 64;
+  auto narrow = models::CreateTextEncoder(e);
+  ASSERT_TRUE(narrow.ok());
+  auto other = models::CreateMaskedLanguageModel(*narrow, 0);
+  ASSERT_TRUE(other.ok());
+  again.resume = state;
+  EXPECT_THAT(PretrainMaskedLanguageModel(*other, train, again).status().message(),
+              HasSubstr("head does not fit the model"));
+  // An error from on_epoch ends the run with it.
+  PretrainOptions failing = Options();
+  failing.epochs = 2;
+  failing.on_epoch = [](const PretrainEpoch&) { return absl::DataLossError("disk full"); };
+  torch::jit::Module fresh = Model();
+  auto failed = PretrainMaskedLanguageModel(fresh, train, failing);
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST_F(PretrainTest, RefusesIdsOutsideTheVocabularyAndBadOptions) {

@@ -33,6 +33,7 @@ TEST(ResumeStateTest, EveryFieldSurvivesARoundTrip) {
   s.position.cuda_rng = "cuda";
   s.position.augment_rng = "augment";
   s.feature_standardization = std::string("mean\0std", 8);
+  s.masked_lm_head = std::string("head\0weights", 12);
 
   absl::StatusOr<ResumeState> back = DecodeResumeState(EncodeResumeState(s));
   ASSERT_TRUE(back.ok()) << back.status();
@@ -60,6 +61,26 @@ TEST(ResumeStateTest, EveryFieldSurvivesARoundTrip) {
   EXPECT_EQ(back->position.cuda_rng, "cuda");
   EXPECT_EQ(back->position.augment_rng, "augment");
   EXPECT_EQ(back->feature_standardization, s.feature_standardization);
+  EXPECT_EQ(back->masked_lm_head, s.masked_lm_head);
+}
+
+// Version 3 (no masked-language-model head): every job it checkpointed
+// resumes, none of them a MASKED_LM one (they wrote no checkpoint before
+// version 4).
+TEST(ResumeStateTest, TheThirdVersionStillDecodes) {
+  ResumeState s;
+  s.epochs_completed = 2;
+  s.feature_standardization = "standardisation";
+  std::string v3 = EncodeResumeState(s);
+  // Version 4 ends with the head's 8-byte length (0 here).
+  ASSERT_EQ(v3.substr(v3.size() - 8), std::string(8, '\0'));
+  v3.resize(v3.size() - 8);
+  v3[4] = 3;  // the version, right after the magic
+  absl::StatusOr<ResumeState> back = DecodeResumeState(v3);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->epochs_completed, 2);
+  EXPECT_EQ(back->feature_standardization, "standardisation");
+  EXPECT_TRUE(back->masked_lm_head.empty());
 }
 
 // Version 2 (no feature standardisation): a FEATURE_EXTRACTION job
@@ -71,9 +92,9 @@ TEST(ResumeStateTest, TheSecondVersionStillDecodes) {
   s.position.step = 3;
   s.position.augment_rng = "augment";
   std::string v2 = EncodeResumeState(s);
-  // Version 3 ends with the field's 8-byte length (0 here).
-  ASSERT_EQ(v2.substr(v2.size() - 8), std::string(8, '\0'));
-  v2.resize(v2.size() - 8);
+  // Versions 3 and 4 end with their fields' 8-byte lengths (0 here).
+  ASSERT_EQ(v2.substr(v2.size() - 16), std::string(16, '\0'));
+  v2.resize(v2.size() - 16);
   v2[4] = 2;  // the version, right after the magic
   absl::StatusOr<ResumeState> back = DecodeResumeState(v2);
   ASSERT_TRUE(back.ok()) << back.status();
