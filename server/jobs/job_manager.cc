@@ -1796,8 +1796,11 @@ absl::Status JobManager::LoadTextCheckpointToResume(Job* job, TextJobInputs* in,
   const std::string& out = job->request().output_model();
   const int64_t version = job->latest_version();
   absl::StatusOr<std::string> bytes = models_->ReadResumeState(out, version);
-  if (absl::IsNotFound(bytes.status())) {
-    *trained = true;  // written when training ended, by a server before per-epoch checkpoints
+  // No state, or an empty one: the version was written when training ended,
+  // by a server before per-epoch checkpoints (a MASKED_LM job's until
+  // resume state version 4).
+  if (absl::IsNotFound(bytes.status()) || (bytes.ok() && bytes->empty())) {
+    *trained = true;
     return absl::OkStatus();
   }
   RETURN_IF_ERROR(bytes.status());

@@ -484,7 +484,7 @@ absl::StatusOr<TextJobOutput> RunMaskedLm(const TextJobInputs& in, StartingPoint
     // The same positions every epoch (one seed), so epochs compare.
     o.validation_loss = [&] {
       return training::EvaluateMaskedLanguageModel(mlm, validation->sequences, o.masking, o.pad_id,
-                                                   o.batch_size, hp.seed());
+                                                   o.batch_size, hp.seed(), in.should_stop);
     };
   }
   const kaizen::v1::Model described = WithoutVersionFields(start.metadata);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -282,6 +283,19 @@ absl::Status RestrictFileAccess(const std::vector<std::string>& readable) {
   return st;
 }
 
+// The process's thread count from /proc/self/status; 0 when unreadable.
+int64_t ThreadCount() {
+  const int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[4096];
+  const ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char* line = std::strstr(buf, "\nThreads:");
+  return line == nullptr ? 0 : std::strtoll(line + 9, nullptr, 10);
+}
+
 }  // namespace
 
 int LandlockAbi() {
@@ -291,6 +305,14 @@ int LandlockAbi() {
 }
 
 absl::Status ConfineCurrentProcess(const ChildLimits& limits, int keep_fd) {
+  // Landlock and seccomp confine the calling thread and the threads it
+  // starts afterwards, not threads that already run.
+  if (const int64_t threads = ThreadCount(); threads != 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the process has ", threads,
+        " threads (or none could be counted); confinement reaches only threads started after it, "
+        "so it must come before any other thread"));
+  }
   if (keep_fd > 3) ::close_range(3, static_cast<unsigned>(keep_fd) - 1, 0);
   ::close_range(keep_fd >= 3 ? static_cast<unsigned>(keep_fd) + 1 : 3, ~0U, 0);
   const rlim_t memory = static_cast<rlim_t>(limits.memory_bytes);

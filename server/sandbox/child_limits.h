@@ -41,7 +41,6 @@ inline constexpr const char* kSystemReadable[] = {
     "/proc/cpuinfo",
     "/proc/meminfo",
     "/sys/devices/system/cpu",
-    "/sys/fs/cgroup",
     "/dev/null",
     "/dev/zero",
     "/dev/urandom",
@@ -52,7 +51,9 @@ inline constexpr const char* kSystemReadable[] = {
 // (older than Linux 5.13, or Landlock not enabled at boot).
 int LandlockAbi();
 
-// Closes every descriptor above 2 but `keep_fd` (-1: none), sets the limits (plus no core dumps and
+// FailedPrecondition unless the calling process has one thread (what follows
+// would not reach threads already running). Then closes every descriptor
+// above 2 but `keep_fd` (-1: none), sets the limits (plus no core dumps and
 // no file growth: RLIMIT_FSIZE 0), and installs a seccomp filter under which
 // any open for writing, creating, removing, renaming or changing a file, any
 // socket, exec, ptrace, mount or namespace change, any signal to another

@@ -1,6 +1,7 @@
 #include "server/store/model_store.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -229,6 +230,7 @@ absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
     std::remove(path.c_str());
     return st;
   }
+  store_->NoteLocalChange(model.name(), model.version(), model.sha256());
   common::LogInfo("model stored", {{"model", model.name()},
                                    {"parameters", model.parameter_count()},
                                    {"head", model.head().module_path()},
@@ -273,19 +275,28 @@ absl::Status ModelStore::FillVersions(Model* model) {
   ASSIGN_OR_RETURN(std::vector<ModelRow> rows,
                    metadata_->ListModels("", 0, 1 << 30, false, model->name()));
   model->clear_versions();
-  int64_t best = 0;
+  // The best version: the highest val_accuracy; without one, the lowest
+  // val_masked_lm_loss (a MASKED_LM job's encoders); else the latest.
+  int64_t best = 0, best_by_loss = 0;
   double best_acc = -1;
+  double best_loss = 0;
   for (const ModelRow& r : rows) {
     model->add_versions(r.model.version());
-    auto it = r.model.metrics().find("val_accuracy");
-    if (it != r.model.metrics().end() && it->second > best_acc) {
+    const auto& metrics = r.model.metrics();
+    if (auto it = metrics.find("val_accuracy"); it != metrics.end() && it->second > best_acc) {
       best_acc = it->second;
       best = r.model.version();
+    }
+    if (auto it = metrics.find("val_masked_lm_loss");
+        it != metrics.end() && !std::isnan(it->second) &&
+        (best_by_loss == 0 || it->second < best_loss)) {
+      best_loss = it->second;
+      best_by_loss = r.model.version();
     }
   }
   const int64_t latest = rows.empty() ? model->version() : rows.back().model.version();
   model->set_latest_version(latest);
-  model->set_best_version(best > 0 ? best : latest);
+  model->set_best_version(best > 0 ? best : best_by_loss > 0 ? best_by_loss : latest);
   ASSIGN_OR_RETURN(auto quarantined, metadata_->QuarantinedVersions(model->name()));
   model->clear_quarantined_versions();
   model->clear_quarantine_reason();
@@ -392,13 +403,7 @@ absl::Status ModelStore::Delete(const std::string& name, int64_t version) {
 absl::Status ModelStore::RemoveFiles(const std::vector<ModelRow>& rows) {
   // Rows are gone first; a crash here leaves orphans for the start-up sweep.
   for (const ModelRow& r : rows) {
-    {
-      absl::MutexLock lock(&announced_mu_);
-      if (auto it = known_.find(r.model.name()); it != known_.end()) {
-        it->second.erase(r.model.version());
-        if (it->second.empty()) known_.erase(it);
-      }
-    }
+    NoteLocalChange(r.model.name(), r.model.version(), std::nullopt);
     if (listener_.deleted) listener_.deleted(r.model.name(), r.model.version());
     std::error_code ec;
     std::filesystem::remove(options_.data_dir + "/" + r.file, ec);
@@ -461,76 +466,116 @@ absl::StatusOr<Model> ModelStore::AddVersion(const std::string& name,
     return st;
   }
   RETURN_IF_ERROR(FillVersions(&metadata));
-  {
-    absl::MutexLock lock(&announced_mu_);
-    known_[metadata.name()][metadata.version()] = metadata.sha256();
-  }
+  NoteLocalChange(metadata.name(), metadata.version(), metadata.sha256());
   if (listener_.added) listener_.added(metadata);
   return metadata;
 }
 
+void ModelStore::NoteLocalChange(const std::string& name, int64_t version,
+                                 std::optional<std::string> sha256) {
+  absl::MutexLock lock(&announced_mu_);
+  if (sha256.has_value()) {
+    known_[name][version] = *std::move(sha256);
+  } else if (auto it = known_.find(name); it != known_.end()) {
+    it->second.erase(version);
+    if (it->second.empty()) known_.erase(it);
+  }
+  if (scanning_) touched_.emplace_back(name, version);
+}
+
 absl::Status ModelStore::AnnounceOtherReplicasChanges() {
+  absl::MutexLock scan(&scan_mu_);
+  {
+    absl::MutexLock lock(&announced_mu_);
+    scanning_ = true;
+    touched_.clear();
+  }
+  // Every stored version, read without announced_mu_: AddVersion and Delete
+  // go on meanwhile and note what they change.
+  KnownVersions now;
+  std::map<std::string, kaizen::v1::Model> newest;  // told in name order
+  std::string after_name;
+  int64_t after_version = 0;
+  constexpr int kPage = 500;
+  absl::Status listed;
+  while (listed.ok()) {
+    absl::StatusOr<std::vector<ModelRow>> page =
+        metadata_->ListModels(after_name, after_version, kPage, /*latest_only=*/false, "");
+    if (!page.ok()) {
+      listed = page.status();
+      break;
+    }
+    if (!page->empty()) {
+      after_name = page->back().model.name();
+      after_version = page->back().model.version();
+    }
+    for (ModelRow& row : *page) {
+      const std::string& name = row.model.name();
+      now[name][row.model.version()] = row.model.sha256();
+      kaizen::v1::Model& top = newest[name];
+      if (row.model.version() >= top.version()) top = std::move(row.model);
+    }
+    if (page->size() < static_cast<size_t>(kPage)) break;
+  }
+
   std::vector<std::pair<std::string, int64_t>> deleted;
   std::vector<kaizen::v1::Model> added;
   {
     absl::MutexLock lock(&announced_mu_);
-    KnownVersions now;
-    std::map<std::string, kaizen::v1::Model> newest;  // told in name order
-    std::string after_name;
-    int64_t after_version = 0;
-    constexpr int kPage = 500;
-    while (true) {
-      ASSIGN_OR_RETURN(std::vector<ModelRow> page,
-                       metadata_->ListModels(after_name, after_version, kPage,
-                                             /*latest_only=*/false, ""));
-      if (!page.empty()) {
-        after_name = page.back().model.name();
-        after_version = page.back().model.version();
+    scanning_ = false;
+    if (!listed.ok()) return listed;
+    // What this store changed during the scan is as known_ says, whatever
+    // the scan saw.
+    for (const auto& [name, version] : touched_) {
+      const auto mine = known_.find(name);
+      if (mine != known_.end() && mine->second.count(version) > 0) {
+        now[name][version] = mine->second.at(version);
+      } else if (auto it = now.find(name); it != now.end()) {
+        it->second.erase(version);
+        if (it->second.empty()) now.erase(it);
       }
-      for (ModelRow& row : page) {
-        const std::string& name = row.model.name();
-        now[name][row.model.version()] = row.model.sha256();
-        kaizen::v1::Model& top = newest[name];
-        if (row.model.version() >= top.version()) top = std::move(row.model);
-      }
-      if (page.size() < static_cast<size_t>(kPage)) break;
     }
+    touched_.clear();
     if (announced_once_) {
       for (const auto& [name, versions] : known_) {
         const auto still = now.find(name);
         for (const auto& [version, sha256] : versions) {
-          if (still == now.end()) {
-            deleted.emplace_back(name, version);
-            continue;
-          }
-          const auto it = still->second.find(version);
-          if (it == still->second.end() || it->second != sha256)
-            deleted.emplace_back(name, version);
+          const bool kept = still != now.end() && still->second.count(version) > 0 &&
+                            still->second.at(version) == sha256;
+          if (!kept) deleted.emplace_back(name, version);
         }
       }
+      // A model's newest version is new unless this store already knew
+      // that version with those bytes (a number reused after deletions,
+      // even below an older maximum, is new).
       for (auto& [name, model] : newest) {
+        const auto still = now.find(name);
+        if (still == now.end() || still->second.count(model.version()) == 0) continue;
         const auto before = known_.find(name);
-        const bool told = before != known_.end() && !before->second.empty() &&
-                          before->second.rbegin()->first == model.version() &&
-                          before->second.rbegin()->second == model.sha256();
-        const bool older = before != known_.end() && !before->second.empty() &&
-                           before->second.rbegin()->first > model.version();
-        if (!told && !older) added.push_back(std::move(model));
+        const bool told = before != known_.end() && before->second.count(model.version()) > 0 &&
+                          before->second.at(model.version()) == model.sha256();
+        if (!told) added.push_back(std::move(model));
       }
     }
     known_ = std::move(now);
     announced_once_ = true;
   }
   std::sort(deleted.begin(), deleted.end());
+  if (!deleted.empty() || !added.empty()) {
+    common::LogInfo("model versions changed by another replica",
+                    {{"deleted", static_cast<int64_t>(deleted.size())},
+                     {"added", static_cast<int64_t>(added.size())}});
+  }
   for (const auto& [name, version] : deleted) {
-    common::LogInfo("a model version deleted by another replica",
-                    {{"model", name}, {"version", version}});
     if (listener_.deleted) listener_.deleted(name, version);
   }
   for (kaizen::v1::Model& model : added) {
-    RETURN_IF_ERROR(FillVersions(&model));
-    common::LogInfo("a new model version written by another replica",
-                    {{"model", model.name()}, {"version", model.version()}});
+    if (absl::Status st = FillVersions(&model); !st.ok()) {
+      common::LogError(
+          "cannot describe a version another replica wrote",
+          {{"model", model.name()}, {"version", model.version()}, {"error", st.ToString()}});
+      continue;
+    }
     if (listener_.added) listener_.added(model);
   }
   return absl::OkStatus();

@@ -9,7 +9,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -157,7 +160,9 @@ class ModelStore {
   // its number reused by a version with other bytes), then the newest
   // version of each model they wrote. This store's own writes and deletions
   // were told when they happened and are not told again. Reads every
-  // version's row; keeps each version's number and digest.
+  // version's row (without blocking this store's writes); keeps each
+  // version's number and digest. One failed listener call is logged and the
+  // others are still made.
   absl::Status AnnounceOtherReplicasChanges();
 
   int64_t max_model_bytes() const { return options_.max_model_bytes; }
@@ -176,13 +181,21 @@ class ModelStore {
   absl::flat_hash_map<std::string, std::string> reserved_ ABSL_GUARDED_BY(mu_);
   // Serialises AddVersion so that version numbers are handed out once.
   absl::Mutex version_mu_;
-  // The newest version of each model the listener was told about.
+  // What AnnounceOtherReplicasChanges compares the catalogue with: every
+  // stored version's digest by model and version, as last read or written
+  // or deleted by this store. One scan at a time (scan_mu_); the catalogue
+  // is read without announced_mu_, and versions this store writes or
+  // deletes meanwhile are noted in touched_ so that the scan does not take
+  // them for another replica's.
+  absl::Mutex scan_mu_;
   absl::Mutex announced_mu_;
-  // Every stored version's digest by model and version, as last read or
-  // written by this store (AnnounceOtherReplicasChanges).
   using KnownVersions = absl::flat_hash_map<std::string, std::map<int64_t, std::string>>;
   KnownVersions known_ ABSL_GUARDED_BY(announced_mu_);
   bool announced_once_ ABSL_GUARDED_BY(announced_mu_) = false;
+  bool scanning_ ABSL_GUARDED_BY(announced_mu_) = false;
+  std::vector<std::pair<std::string, int64_t>> touched_ ABSL_GUARDED_BY(announced_mu_);
+  // This store wrote (sha256 set) or deleted (nullopt) a version.
+  void NoteLocalChange(const std::string& name, int64_t version, std::optional<std::string> sha256);
 };
 
 }  // namespace kaizen::store

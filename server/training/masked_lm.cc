@@ -313,12 +313,19 @@ absl::StatusOr<PretrainResult> PretrainMaskedLanguageModel(
       if (options.validation_loss) {
         absl::StatusOr<double> val = options.validation_loss();
         model.train();
+        if (absl::IsCancelled(val.status())) {
+          result.stopped = true;
+          result.epoch_losses.pop_back();  // the epoch is not kept
+          return result;
+        }
         if (!val.ok()) return val.status();
         done.metrics.set_val_loss(*val);
       }
       const double metric =
           options.validation_loss ? done.metrics.val_loss() : done.metrics.train_loss();
-      done.is_best = !state.has_best || metric < state.best_metric;
+      // A NaN is never the best, nor kept as the one to beat.
+      done.is_best = !std::isnan(metric) && (!state.has_best || std::isnan(state.best_metric) ||
+                                             metric < state.best_metric);
       if (done.is_best) {
         state.has_best = true;
         state.best_metric = metric;
@@ -347,7 +354,8 @@ absl::StatusOr<PretrainResult> PretrainMaskedLanguageModel(
 
 absl::StatusOr<double> EvaluateMaskedLanguageModel(
     torch::jit::Module& model, const std::vector<std::vector<int32_t>>& sequences,
-    const MaskingOptions& masking, int64_t pad_id, int64_t batch_size, uint64_t seed) {
+    const MaskingOptions& masking, int64_t pad_id, int64_t batch_size, uint64_t seed,
+    const std::function<bool()>& should_stop) {
   if (absl::Status s = ValidateMaskingOptions(masking); !s.ok()) return s;
   if (absl::Status s = CheckSequences(sequences, masking.vocab_size); !s.ok()) return s;
   if (absl::Status s = CheckModelFits(model, masking.vocab_size, sequences); !s.ok()) return s;
@@ -363,6 +371,10 @@ absl::StatusOr<double> EvaluateMaskedLanguageModel(
     model.eval();
     torch::NoGradGuard no_grad;
     for (size_t begin = 0; begin < order.size(); begin += batch_size) {
+      if (should_stop && should_stop()) {
+        model.train(was_training);
+        return absl::CancelledError("the masked-language-model evaluation was stopped");
+      }
       const size_t end = std::min(order.size(), begin + static_cast<size_t>(batch_size));
       auto [ids, mask] = Batch(sequences, order, begin, end, pad_id, device);
       MaskedBatch masked = MaskTokens(ids, mask, masking, generator);

@@ -94,6 +94,7 @@ struct PretrainOptions {
   std::function<bool()> should_stop;
   // After every epoch, in eval mode: the model's masked-language-model loss
   // on held-out texts (EvaluateMaskedLanguageModel). Unset: no val_loss.
+  // Cancelled stops the run as should_stop does (the epoch is not kept).
   std::function<absl::StatusOr<double>()> validation_loss;
   // After every epoch. An error ends training with it.
   std::function<absl::Status(const PretrainEpoch&)> on_epoch;
@@ -126,9 +127,11 @@ absl::StatusOr<PretrainResult> PretrainMaskedLanguageModel(
 
 // The model's mean masked-language-model loss on `sequences` in eval mode,
 // with masking drawn from `seed` (the same seed chooses the same positions,
-// so two models compare on the same predictions).
+// so two models compare on the same predictions). Cancelled when
+// `should_stop` says so between two batches.
 absl::StatusOr<double> EvaluateMaskedLanguageModel(
     torch::jit::Module& model, const std::vector<std::vector<int32_t>>& sequences,
-    const MaskingOptions& masking, int64_t pad_id, int64_t batch_size, uint64_t seed);
+    const MaskingOptions& masking, int64_t pad_id, int64_t batch_size, uint64_t seed,
+    const std::function<bool()>& should_stop = nullptr);
 
 }  // namespace kaizen::training

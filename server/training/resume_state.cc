@@ -61,7 +61,11 @@ class Reader {
 std::string EncodeResumeState(const ResumeState& s) {
   Writer w;
   for (char c : kMagic) w.Put(c);
-  w.Put(kVersion);
+  // Without a masked-language-model head, version 3: replicas of the
+  // previous release still read the states of every other job during a
+  // rolling upgrade.
+  const uint32_t version = s.masked_lm_head.empty() ? 3 : kVersion;
+  w.Put(version);
   w.Put(s.epochs_completed);
   w.Put(s.global_step);
   w.Put(s.seed);
@@ -86,7 +90,7 @@ std::string EncodeResumeState(const ResumeState& s) {
   w.PutBytes(p.cuda_rng);
   w.PutBytes(p.augment_rng);
   w.PutBytes(s.feature_standardization);
-  w.PutBytes(s.masked_lm_head);
+  if (version >= 4) w.PutBytes(s.masked_lm_head);
   return w.Take();
 }
 

@@ -67,7 +67,8 @@ struct ResumeState {
   std::string masked_lm_head;
 };
 
-// A versioned little-endian binary encoding.
+// A versioned little-endian binary encoding: version 4 with a
+// masked_lm_head, else version 3 (which the previous release reads).
 std::string EncodeResumeState(const ResumeState& state);
 
 // InvalidArgument when `bytes` is not an encoding this version understands.

@@ -75,8 +75,11 @@ class ReplicasE2E : public test_util::JobServerTest {
     r.set_model(model);
     r.add_inputs()->set_encoded_image(test_util::EncodePng(28, 28, 1, 3));
     absl::StatusOr<v1::PredictResponse> answer = s_.client->Predict(r, absl::Seconds(60));
-    return answer.ok() ? answer->version() : -1;
+    if (answer.ok()) return answer->version();
+    return absl::IsNotFound(answer.status()) ? kNoSuchModel : -2;
   }
+  // PredictVersion's answer when Predict says NOT_FOUND (-2: another error).
+  static constexpr int64_t kNoSuchModel = -1;
 
   // Replicas a and b over one catalogue and data directory, with a
   // resnet-small job of `epochs` writing model `output` that has written its
@@ -252,7 +255,8 @@ TEST_F(ReplicasE2E, TheOtherReplicaSwapsInTheVersionsAJobWrites) {
   ASSERT_TRUE(Connect(t.ports[t.runner]));
   ASSERT_TRUE(s_.client->DeleteModel("swap").ok());
   ASSERT_TRUE(Connect(t.ports[t.other]));
-  EXPECT_TRUE(test_util::WaitUntil([&] { return PredictVersion("swap") == -1; }, absl::Seconds(60)))
+  EXPECT_TRUE(test_util::WaitUntil([&] { return PredictVersion("swap") == kNoSuchModel; },
+                                   absl::Seconds(60)))
       << "replica " << t.other << " still serves version " << PredictVersion("swap")
       << " of a deleted model";
 }

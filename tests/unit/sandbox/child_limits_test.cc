@@ -12,6 +12,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <thread>
@@ -185,6 +186,31 @@ TEST_F(ChildLimitsTest, NoNewProcessesSessionsOrIpcAndNothingAimedAtTheParent) {
               return ran == 1 ? 0 : 2;
             }),
             0);
+}
+
+// A process that already runs a second thread is not confined: the filter
+// and the rule set would not reach that thread.
+TEST_F(ChildLimitsTest, AProcessWithASecondThreadIsRefused) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::thread([] { pause(); }).detach();
+    while (true) {
+      // Wait until the thread shows in /proc/self/status.
+      char buf[4096] = {};
+      const int fd = open("/proc/self/status", O_RDONLY);
+      const ssize_t n = read(fd, buf, sizeof(buf) - 1);
+      close(fd);
+      if (n > 0 && strstr(buf, "\nThreads:\t2") != nullptr) break;
+    }
+    const absl::Status st = ConfineCurrentProcess({});
+    _exit(absl::IsFailedPrecondition(st) && st.message().find("has 2 threads") != std::string::npos
+              ? 0
+              : 1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 TEST_F(ChildLimitsTest, MemoryAndFileLimitsHold) {

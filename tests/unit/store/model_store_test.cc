@@ -117,6 +117,41 @@ TEST(ModelStoreTest, StoresTheRehearsalMemoryBesideAVersion) {
   EXPECT_EQ(files, 2);
 }
 
+// A model's best version: the highest val_accuracy, else (MASKED_LM
+// encoders) the lowest val_masked_lm_loss, else the latest.
+TEST(ModelStoreTest, TheBestVersionIsChosenByValidationAccuracyThenHeldOutLoss) {
+  test_util::TempDir dir;
+  ASSERT_TRUE(PrepareDataDir(dir.path()).ok());
+  auto metadata = MetadataStore::Open(dir.path() + "/kaizen.db");
+  ASSERT_TRUE(metadata.ok());
+  ModelStore::Options o;
+  o.data_dir = dir.path();
+  ModelStore models(o, metadata->get());
+  auto add = [&](const std::string& name, const char* metric, double value) {
+    kaizen::v1::Model meta;
+    meta.add_class_names("a");
+    meta.add_class_names("b");
+    if (metric != nullptr) (*meta.mutable_metrics())[metric] = value;
+    ASSERT_TRUE(models.AddVersion(name, TinyClassifier(2), meta, "").ok());
+  };
+  add("enc", "val_masked_lm_loss", 5.0);
+  add("enc", "val_masked_lm_loss", 4.0);
+  add("enc", "val_masked_lm_loss", 4.5);
+  add("clf", "val_accuracy", 0.5);
+  add("clf", "val_accuracy", 0.9);
+  add("clf", "val_accuracy", 0.7);
+  add("plain", nullptr, 0);
+  add("plain", nullptr, 0);
+  auto best = [&](const std::string& name) {
+    absl::StatusOr<kaizen::v1::Model> m = models.Get(name, 0);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return m.ok() ? m->best_version() : -1;
+  };
+  EXPECT_EQ(best("enc"), 2);
+  EXPECT_EQ(best("clf"), 2);
+  EXPECT_EQ(best("plain"), 2);
+}
+
 // Another replica (a second connection to the catalogue) writes and deletes
 // versions: AnnounceOtherReplicasChanges tells the listener about each
 // model's newest one once, about every version it deleted (or whose number
@@ -193,6 +228,27 @@ TEST(ModelStoreTest, AnnouncesWhatAnotherReplicaWroteAndDeleted) {
   added.clear();
   ASSERT_TRUE(models.AnnounceOtherReplicasChanges().ok());
   EXPECT_TRUE(deleted.empty());
+  EXPECT_TRUE(added.empty());
+
+  // A number reused below the old newest: versions 2 and 3 deleted, a new 2.
+  write_elsewhere("r", 1);
+  write_elsewhere("r", 2);
+  write_elsewhere("r", 3);
+  ASSERT_TRUE(models.AnnounceOtherReplicasChanges().ok());
+  EXPECT_EQ(added, (Told{{"r", 3}}));
+  added.clear();
+  delete_elsewhere("r", 2);
+  delete_elsewhere("r", 3);
+  write_elsewhere("r", 2, "cc");
+  ASSERT_TRUE(models.AnnounceOtherReplicasChanges().ok());
+  EXPECT_EQ(deleted, (Told{{"r", 2}, {"r", 3}}));
+  EXPECT_EQ(added, (Told{{"r", 2}}));
+  // Only the newest version deleted: the one left was known, nothing to add.
+  deleted.clear();
+  added.clear();
+  delete_elsewhere("r", 2);
+  ASSERT_TRUE(models.AnnounceOtherReplicasChanges().ok());
+  EXPECT_EQ(deleted, (Told{{"r", 2}}));
   EXPECT_TRUE(added.empty());
 }
 

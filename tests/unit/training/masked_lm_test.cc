@@ -268,6 +268,27 @@ TEST_F(PretrainTest, StopsWhenAsked) {
   EXPECT_TRUE(result->stopped);
   EXPECT_EQ(result->steps, 3);
   EXPECT_TRUE(result->epoch_losses.empty());
+
+  // A stop during the held-out pass: the epoch is not kept or handed out.
+  const std::vector<std::vector<int32_t>> few(train_.begin(), train_.begin() + 64);
+  const std::vector<std::vector<int32_t>> held_out(held_out_.begin(), held_out_.begin() + 64);
+  PretrainOptions validated = Options();
+  int64_t batches = 0;
+  const std::function<bool()> stop_in_validation = [&] { return ++batches > 1; };
+  validated.validation_loss = [&] {
+    return EvaluateMaskedLanguageModel(mlm, held_out, validated.masking, validated.pad_id, 16, 3,
+                                       stop_in_validation);
+  };
+  int handed_out = 0;
+  validated.on_epoch = [&](const PretrainEpoch&) {
+    ++handed_out;
+    return absl::OkStatus();
+  };
+  result = PretrainMaskedLanguageModel(mlm, few, validated);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->stopped);
+  EXPECT_TRUE(result->epoch_losses.empty());
+  EXPECT_EQ(handed_out, 0);
 }
 
 std::map<std::string, at::Tensor> Parameters(const torch::jit::Module& module) {

@@ -64,23 +64,29 @@ TEST(ResumeStateTest, EveryFieldSurvivesARoundTrip) {
   EXPECT_EQ(back->masked_lm_head, s.masked_lm_head);
 }
 
-// Version 3 (no masked-language-model head): every job it checkpointed
-// resumes, none of them a MASKED_LM one (they wrote no checkpoint before
-// version 4).
-TEST(ResumeStateTest, TheThirdVersionStillDecodes) {
+// A state without a masked-language-model head is written as version 3,
+// which the previous release reads (a replica not yet upgraded can take
+// over any job but a MASKED_LM one); with a head, as version 4, which ends
+// with it.
+TEST(ResumeStateTest, OnlyAMaskedLanguageModelsStateNeedsTheFourthVersion) {
   ResumeState s;
   s.epochs_completed = 2;
   s.feature_standardization = "standardisation";
-  std::string v3 = EncodeResumeState(s);
-  // Version 4 ends with the head's 8-byte length (0 here).
-  ASSERT_EQ(v3.substr(v3.size() - 8), std::string(8, '\0'));
-  v3.resize(v3.size() - 8);
-  v3[4] = 3;  // the version, right after the magic
+  const std::string v3 = EncodeResumeState(s);
+  EXPECT_EQ(v3[4], 3) << "the version, right after the magic";
   absl::StatusOr<ResumeState> back = DecodeResumeState(v3);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->epochs_completed, 2);
   EXPECT_EQ(back->feature_standardization, "standardisation");
   EXPECT_TRUE(back->masked_lm_head.empty());
+
+  s.masked_lm_head = "head";
+  const std::string v4 = EncodeResumeState(s);
+  EXPECT_EQ(v4[4], 4);
+  EXPECT_EQ(v4.size(), v3.size() + 8 + 4) << "the head's length and bytes";
+  // Version 3 bytes that carry more are damaged.
+  std::string longer = v3 + std::string(8, '\0');
+  EXPECT_FALSE(DecodeResumeState(longer).ok());
 }
 
 // Version 2 (no feature standardisation): a FEATURE_EXTRACTION job
@@ -92,9 +98,9 @@ TEST(ResumeStateTest, TheSecondVersionStillDecodes) {
   s.position.step = 3;
   s.position.augment_rng = "augment";
   std::string v2 = EncodeResumeState(s);
-  // Versions 3 and 4 end with their fields' 8-byte lengths (0 here).
-  ASSERT_EQ(v2.substr(v2.size() - 16), std::string(16, '\0'));
-  v2.resize(v2.size() - 16);
+  // Version 3 ends with the field's 8-byte length (0 here).
+  ASSERT_EQ(v2.substr(v2.size() - 8), std::string(8, '\0'));
+  v2.resize(v2.size() - 8);
   v2[4] = 2;  // the version, right after the magic
   absl::StatusOr<ResumeState> back = DecodeResumeState(v2);
   ASSERT_TRUE(back.ok()) << back.status();
