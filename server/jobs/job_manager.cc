@@ -655,30 +655,41 @@ absl::StatusOr<Job> JobManager::CheckReferencesAndInsert(
   }
   // Likewise the base version of an INCREMENTAL job.
   if (incremental) {
-    ASSIGN_OR_RETURN(
-        const kaizen::v1::IncrementalOptions o,
-        training::ResolveIncremental(request.strategy(), request.incremental(), resolved.seed()));
-    inc.set_rehearsal(!o.disable_rehearsal());
-    inc.set_distillation(!o.disable_distillation());
-    inc.set_temperature(o.temperature());
-    inc.set_distillation_weight(o.distillation_weight());
-    inc.set_exemplars_per_class(o.exemplars_per_class());
-    inc.set_max_exemplars(o.max_exemplars());
-    inc.set_selection(o.selection());
-    const std::vector<std::string> old(inc.old_classes().begin(), inc.old_classes().end());
-    std::vector<std::string> dataset_classes;
-    for (const auto& c : dataset.classes()) dataset_classes.push_back(c.class_name());
-    const std::vector<std::string> merged = training::MergeClassNames(old, dataset_classes);
-    for (size_t i = old.size(); i < merged.size(); ++i) inc.add_new_classes(merged[i]);
-    *job.mutable_incremental() = std::move(inc);
-    // The datasets the exemplars come from, when found through the base's
-    // job, are written into the request: deleting them waits for the job
-    // (DatasetInUse), and a restarted job reads the same ones.
-    auto* named = job.mutable_request()->mutable_incremental()->mutable_previous_datasets();
-    if (named->empty()) named->Assign(previous_datasets.begin(), previous_datasets.end());
+    RETURN_IF_ERROR(
+        RecordIncremental(std::move(inc), dataset, previous_datasets, /*text=*/false, &job));
   }
   if (request.validate_only()) return Preview(std::move(job));
   return ReserveAndInsert(std::move(job));
+}
+
+absl::Status JobManager::RecordIncremental(kaizen::v1::IncrementalResult inc,
+                                           const kaizen::v1::Dataset& dataset,
+                                           const std::vector<std::string>& previous_datasets,
+                                           bool text, Job* job) {
+  const kaizen::v1::StartFineTuneRequest& request = job->request();
+  ASSIGN_OR_RETURN(const kaizen::v1::IncrementalOptions o,
+                   training::ResolveIncremental(request.strategy(), request.incremental(),
+                                                job->resolved_hyperparameters().seed()));
+  inc.set_rehearsal(!o.disable_rehearsal());
+  inc.set_distillation(!o.disable_distillation());
+  inc.set_temperature(o.temperature());
+  inc.set_distillation_weight(o.distillation_weight());
+  inc.set_exemplars_per_class(o.exemplars_per_class());
+  inc.set_max_exemplars(o.max_exemplars());
+  // Text exemplars are chosen at random (CheckTextJob refuses herding).
+  inc.set_selection(text ? kaizen::v1::EXEMPLAR_SELECTION_RANDOM : o.selection());
+  const std::vector<std::string> old(inc.old_classes().begin(), inc.old_classes().end());
+  std::vector<std::string> dataset_classes;
+  for (const auto& c : dataset.classes()) dataset_classes.push_back(c.class_name());
+  const std::vector<std::string> merged = training::MergeClassNames(old, dataset_classes);
+  for (size_t i = old.size(); i < merged.size(); ++i) inc.add_new_classes(merged[i]);
+  *job->mutable_incremental() = std::move(inc);
+  // The datasets the exemplars come from, when found through the base's
+  // job, are written into the request: deleting them waits for the job
+  // (DatasetInUse), and a restarted job reads the same ones.
+  auto* named = job->mutable_request()->mutable_incremental()->mutable_previous_datasets();
+  if (named->empty()) named->Assign(previous_datasets.begin(), previous_datasets.end());
+  return absl::OkStatus();
 }
 
 absl::Status JobManager::CheckTextDataset(absl::string_view field, const std::string& name,
@@ -739,6 +750,17 @@ absl::StatusOr<Job> JobManager::CheckTextReferencesAndInsert(
   RETURN_IF_ERROR(CheckTextJob(request, base ? &*base : nullptr));
   std::vector<std::string> classes;
   for (const auto& c : dataset.classes()) classes.push_back(c.class_name());
+  const bool incremental = request.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
+  kaizen::v1::IncrementalResult inc;
+  std::vector<std::string> previous_datasets;
+  // What a test set is matched against: the dataset's classes, or an
+  // INCREMENTAL job's merged ones.
+  std::vector<std::string> tested = classes;
+  if (incremental) {
+    ASSIGN_OR_RETURN(inc, CheckIncrementalBase(request, 1, &previous_datasets, /*text=*/true));
+    tested = training::MergeClassNames(
+        std::vector<std::string>(inc.old_classes().begin(), inc.old_classes().end()), classes);
+  }
   const std::string& validation = request.hyperparameters().validation().dataset();
   const std::string& test = request.test_dataset();
   if (!validation.empty()) {
@@ -761,7 +783,7 @@ absl::StatusOr<Job> JobManager::CheckTextReferencesAndInsert(
           test == request.dataset() ? "training" : "validation",
           " dataset; a test set must be data the job never trains on or chooses with"));
     }
-    RETURN_IF_ERROR(CheckTextDataset("test_dataset", test, classes, false));
+    RETURN_IF_ERROR(CheckTextDataset("test_dataset", test, tested, false));
   }
   RETURN_IF_ERROR(CheckOutputSettings(request));
   kaizen::v1::DistillationResult distillation;
@@ -772,9 +794,14 @@ absl::StatusOr<Job> JobManager::CheckTextReferencesAndInsert(
                    ResolveWorldSize(request, /*text=*/true, options_.data_parallel));
   Job job = NewQueuedJob(request, ResolveTextHyperparameters(request, base ? &*base : nullptr),
                          world_size);
-  // The teacher version is fixed here, as for images.
+  // The teacher version is fixed here, as for images, and an INCREMENTAL
+  // job's base version.
   if (request.strategy() == kaizen::v1::STRATEGY_DISTILL) {
     *job.mutable_distillation() = std::move(distillation);
+  }
+  if (incremental) {
+    RETURN_IF_ERROR(
+        RecordIncremental(std::move(inc), dataset, previous_datasets, /*text=*/true, &job));
   }
   if (request.validate_only()) return Preview(std::move(job));
   return ReserveAndInsert(std::move(job));
@@ -1753,7 +1780,9 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
                        datasets_->OpenTextRecordFile(validation_name));
       ASSIGN_OR_RETURN(in.validation, ReadTextRecords(*val));
     }
-    if (!BuildsNewTextEncoder(req) && !in.resume.has_value()) {
+    if (job->has_incremental()) {
+      RETURN_IF_ERROR(LoadTextIncremental(job, &in));
+    } else if (!BuildsNewTextEncoder(req) && !in.resume.has_value()) {
       std::string base;
       int64_t version = 0;
       RETURN_IF_ERROR(common::ParseModelRef(req.base_model(), &base, &version));
@@ -1782,6 +1811,7 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
     *stopped = out.stopped;
     if (*stopped) return absl::OkStatus();
     if (job->has_distillation()) ReportTextDistillation(job, out);
+    if (job->has_incremental()) ReportTextIncremental(job, in, out, should_stop);
   }
   if (req.test_dataset().empty()) return absl::OkStatus();
   absl::Status evaluated = EvaluateTextOnTestDataset(job, should_stop);
@@ -1790,6 +1820,198 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
     return absl::OkStatus();
   }
   return evaluated;
+}
+
+namespace {
+
+// `texts` relabelled to `classes` by name (each of its classes is one of
+// them), with `classes` as its class list.
+absl::Status RelabelTexts(const std::vector<std::string>& classes, absl::string_view what,
+                          LabelledTexts* texts) {
+  std::vector<int64_t> index;
+  for (const std::string& name : texts->class_names) {
+    const auto it = std::find(classes.begin(), classes.end(), name);
+    if (it == classes.end()) {
+      return absl::FailedPreconditionError(absl::StrCat(what, " class \"", name,
+                                                        "\" is not one of the job's classes [",
+                                                        absl::StrJoin(classes, ", "), "]"));
+    }
+    index.push_back(it - classes.begin());
+  }
+  for (int64_t& label : texts->labels) label = index[static_cast<size_t>(label)];
+  texts->class_names = classes;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status JobManager::LoadTextIncremental(Job* job, TextJobInputs* in) {
+  const kaizen::v1::IncrementalResult& inc = job->incremental();
+  const std::string ref = absl::StrCat(inc.base_model(), ":", inc.base_version());
+  TextJobInputs::Incremental previous;
+  ASSIGN_OR_RETURN(previous.previous_metadata, models_->Get(inc.base_model(), inc.base_version()));
+  ASSIGN_OR_RETURN(previous.previous, models_->LoadModule(inc.base_model(), inc.base_version()));
+  ASSIGN_OR_RETURN(previous.previous_tokenizer,
+                   models_->ReadTokenizer(inc.base_model(), inc.base_version()));
+  previous.temperature = inc.temperature();
+  previous.weight = inc.distillation() ? inc.distillation_weight() : 0.0;
+  if (!in->resume.has_value()) {
+    in->base = previous.previous;
+    in->base_metadata = previous.previous_metadata;
+    in->base_tokenizer = previous.previous_tokenizer;
+  }
+  std::vector<std::string> merged(inc.old_classes().begin(), inc.old_classes().end());
+  merged.insert(merged.end(), inc.new_classes().begin(), inc.new_classes().end());
+  RETURN_IF_ERROR(RelabelTexts(merged, "dataset", &in->train));
+  if (in->validation.has_value()) {
+    RETURN_IF_ERROR(RelabelTexts(merged, "validation dataset", &*in->validation));
+  }
+  in->incremental = std::move(previous);
+  const size_t new_texts = in->train.texts.size();
+  std::string replayed = "no rehearsal";
+  if (inc.rehearsal()) {
+    // Each old class's exemplars: up to `per_class` of its texts in the
+    // previous datasets, a seeded random choice (the same at every run of
+    // the job, so nothing needs storing).
+    ASSIGN_OR_RETURN(
+        const kaizen::v1::IncrementalOptions o,
+        training::ResolveIncremental(job->request().strategy(), job->request().incremental(),
+                                     job->resolved_hyperparameters().seed()));
+    const int64_t per_class = training::ExemplarsPerClass(
+        inc.exemplars_per_class(), inc.max_exemplars(), static_cast<int64_t>(merged.size()));
+    std::vector<std::vector<std::string>> pool(static_cast<size_t>(inc.old_classes_size()));
+    for (const std::string& name : job->request().incremental().previous_datasets()) {
+      ASSIGN_OR_RETURN(std::shared_ptr<const datasets::RecordFile> file,
+                       datasets_->OpenTextRecordFile(name));
+      ASSIGN_OR_RETURN(LabelledTexts previous_texts, ReadTextRecords(*file));
+      for (size_t i = 0; i < previous_texts.texts.size(); ++i) {
+        const std::string& cls =
+            previous_texts.class_names[static_cast<size_t>(previous_texts.labels[i])];
+        const auto it = std::find(inc.old_classes().begin(), inc.old_classes().end(), cls);
+        if (it == inc.old_classes().end()) continue;
+        pool[static_cast<size_t>(it - inc.old_classes().begin())].push_back(
+            std::move(previous_texts.texts[i]));
+      }
+    }
+    // Class-balanced replay: each old class's exemplars repeated in turn up
+    // to the mean number of new texts per class the dataset brings, all old
+    // classes together at most as many as the new texts.
+    const int64_t new_classes_present = static_cast<int64_t>(
+        std::set<int64_t>(in->train.labels.begin(), in->train.labels.end()).size());
+    int64_t with_exemplars = 0;
+    for (const auto& p : pool) with_exemplars += p.empty() ? 0 : 1;
+    const int64_t quota =
+        with_exemplars == 0
+            ? 0
+            : std::max<int64_t>(
+                  1, std::min<int64_t>(static_cast<int64_t>(new_texts) /
+                                           std::max<int64_t>(1, new_classes_present),
+                                       static_cast<int64_t>(new_texts) / with_exemplars));
+    int64_t exemplars = 0;
+    std::vector<std::string> without;
+    for (size_t c = 0; c < pool.size(); ++c) {
+      if (pool[c].empty()) {
+        without.push_back(inc.old_classes(static_cast<int>(c)));
+        continue;
+      }
+      const std::vector<int64_t> chosen = training::RandomOrder(
+          static_cast<int64_t>(pool[c].size()), per_class, o.seed() + static_cast<uint64_t>(c));
+      exemplars += static_cast<int64_t>(chosen.size());
+      for (int64_t r = 0; r < quota; ++r) {
+        in->train.texts.push_back(
+            pool[c][static_cast<size_t>(chosen[static_cast<size_t>(r) % chosen.size()])]);
+        in->train.labels.push_back(static_cast<int64_t>(c));
+      }
+    }
+    replayed = absl::StrFormat(
+        "%d exemplars of %d old classes chosen at random from %s, replayed as %d texts per epoch",
+        exemplars, with_exemplars,
+        absl::StrJoin(job->request().incremental().previous_datasets(), ", "),
+        in->train.texts.size() - new_texts);
+    if (!without.empty()) {
+      absl::StrAppend(&replayed, "; no exemplars of [", absl::StrJoin(without, ", "),
+                      "] (only distillation protects them)");
+    }
+  }
+  PublishMessage(job->id(),
+                 absl::StrFormat("incremental: continuing %s (%d classes) with %d new classes "
+                                 "[%s] on %d new texts; %s; distillation %s",
+                                 ref, inc.old_classes_size(), inc.new_classes_size(),
+                                 absl::StrJoin(inc.new_classes(), ", "), new_texts, replayed,
+                                 inc.distillation()
+                                     ? absl::StrFormat("weight %g at temperature %g",
+                                                       inc.distillation_weight(), inc.temperature())
+                                     : std::string("off")));
+  return absl::OkStatus();
+}
+
+void JobManager::ReportTextIncremental(Job* job, const TextJobInputs& in, const TextJobOutput& out,
+                                       const std::function<bool()>& should_stop) {
+  kaizen::v1::IncrementalResult* r = job->mutable_incremental();
+  const std::vector<std::string> old(r->old_classes().begin(), r->old_classes().end());
+  // The test dataset when the job names one (its classes may be any of the
+  // merged ones), else the validation texts.
+  std::optional<LabelledTexts> texts;
+  std::string on;
+  if (!job->request().test_dataset().empty()) {
+    absl::StatusOr<std::shared_ptr<const datasets::RecordFile>> file =
+        datasets_->OpenTextRecordFile(job->request().test_dataset());
+    absl::StatusOr<LabelledTexts> read =
+        file.ok() ? ReadTextRecords(**file) : absl::StatusOr<LabelledTexts>(file.status());
+    if (!read.ok()) {
+      PublishMessage(job->id(), absl::StrCat("incremental: cannot read the test dataset: ",
+                                             read.status().message()));
+      return;
+    }
+    texts = *std::move(read);
+    on = absl::StrCat("test dataset ", job->request().test_dataset());
+  } else if (in.validation.has_value()) {
+    texts = *in.validation;
+    on = "validation texts";
+  } else {
+    return;
+  }
+  const int64_t batch = job->resolved_hyperparameters().batch_size();
+  torch::jit::Module before_module = in.incremental->previous;  // a handle: the same module
+  absl::StatusOr<OldAndNewAccuracy> before = ClassifierOldAndNewAccuracy(
+      before_module, in.incremental->previous_metadata, in.incremental->previous_tokenizer, *texts,
+      old, batch, should_stop);
+  torch::jit::Module after_module = out.module;
+  absl::StatusOr<OldAndNewAccuracy> after = ClassifierOldAndNewAccuracy(
+      after_module, out.metadata, out.tokenizer, *texts, old, batch, should_stop);
+  if (!before.ok() || !after.ok()) {
+    PublishMessage(job->id(),
+                   absl::StrCat("incremental: cannot measure old- and new-class accuracy: ",
+                                (!before.ok() ? before.status() : after.status()).message()));
+    return;
+  }
+  r->set_evaluated_on(on);
+  r->set_old_examples(after->old_examples);
+  r->set_new_examples(after->new_examples);
+  r->set_old_accuracy_before(before->old_accuracy);
+  r->set_new_accuracy_before(before->new_accuracy);
+  r->set_all_accuracy_before(before->all_accuracy);
+  r->set_old_accuracy_after(after->old_accuracy);
+  r->set_new_accuracy_after(after->new_accuracy);
+  r->set_all_accuracy_after(after->all_accuracy);
+  r->set_forgetting(after->old_examples > 0 ? before->old_accuracy - after->old_accuracy : 0);
+  PublishMessage(
+      job->id(),
+      absl::StrFormat(
+          "incremental: on the %s, %s:%d before -> version %d after: old classes %s, new classes "
+          "%.1f%% -> %.1f%% (%d texts), all %.1f%% -> %.1f%%",
+          on, r->base_model(), r->base_version(), job->latest_version(),
+          after->old_examples > 0
+              ? absl::StrFormat("%.1f%% -> %.1f%% (%d texts, forgetting %.1f points)",
+                                100 * r->old_accuracy_before(), 100 * r->old_accuracy_after(),
+                                after->old_examples, 100 * r->forgetting())
+              : std::string("unmeasured (none of their texts; name a test_dataset)"),
+          100 * r->new_accuracy_before(), 100 * r->new_accuracy_after(), after->new_examples,
+          100 * r->all_accuracy_before(), 100 * r->all_accuracy_after()));
+  if (absl::Status st = Persist(job); !st.ok()) {
+    common::LogWarning("cannot record the incremental result",
+                       {{"job", job->id()}, {"error", st.ToString()}});
+  }
 }
 
 absl::Status JobManager::LoadTextCheckpointToResume(Job* job, TextJobInputs* in, bool* trained) {
@@ -2096,7 +2318,7 @@ absl::StatusOr<std::string> JobManager::StoreTestEvaluation(const std::string& m
 }
 
 absl::StatusOr<std::vector<std::string>> JobManager::PreviousDatasets(
-    const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Model& base) {
+    const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Model& base, bool text) {
   const auto& named = request.incremental().previous_datasets();
   if (!named.empty()) {
     for (const std::string& name : named) {
@@ -2105,7 +2327,15 @@ absl::StatusOr<std::vector<std::string>> JobManager::PreviousDatasets(
         return absl::Status(info.status().code(), absl::StrCat("incremental.previous_datasets: ",
                                                                info.status().message()));
       }
-      RETURN_IF_ERROR(store::RequireImageDataset(*info, "incremental.previous_datasets"));
+      if (text && !store::IsTextDataset(*info)) {
+        return absl::InvalidArgumentError(absl::StrCat("incremental.previous_datasets: dataset \"",
+                                                       name,
+                                                       "\" holds images; a text job's exemplars "
+                                                       "come from text datasets"));
+      }
+      if (!text) {
+        RETURN_IF_ERROR(store::RequireImageDataset(*info, "incremental.previous_datasets"));
+      }
     }
     return std::vector<std::string>(named.begin(), named.end());
   }
@@ -2127,7 +2357,7 @@ absl::StatusOr<std::vector<std::string>> JobManager::PreviousDatasets(
 
 absl::StatusOr<kaizen::v1::IncrementalResult> JobManager::CheckIncrementalBase(
     const kaizen::v1::StartFineTuneRequest& request, uint64_t seed,
-    std::vector<std::string>* previous_datasets) {
+    std::vector<std::string>* previous_datasets, bool text) {
   previous_datasets->clear();
   ASSIGN_OR_RETURN(const kaizen::v1::Model base,
                    TrainedModel("base_model", request.base_model(),
@@ -2161,17 +2391,20 @@ absl::StatusOr<kaizen::v1::IncrementalResult> JobManager::CheckIncrementalBase(
         " classes of ", ref, " and dataset \"", request.dataset(),
         "\" together; the rehearsal memory keeps at least one exemplar of every class"));
   }
-  ASSIGN_OR_RETURN(const bool has_memory, models_->HasExemplars(name, base.version()));
-  if (has_memory) {
-    inc.set_memory_source(absl::StrCat("the memory of ", ref));
-    return inc;
+  if (!text) {
+    ASSIGN_OR_RETURN(const bool has_memory, models_->HasExemplars(name, base.version()));
+    if (has_memory) {
+      inc.set_memory_source(absl::StrCat("the memory of ", ref));
+      return inc;
+    }
   }
-  absl::StatusOr<std::vector<std::string>> previous = PreviousDatasets(request, base);
+  absl::StatusOr<std::vector<std::string>> previous = PreviousDatasets(request, base, text);
   if (absl::IsNotFound(previous.status()) && request.incremental().previous_datasets().empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "base_model \"", ref,
-        "\" has no rehearsal memory (no INCREMENTAL job wrote it) and its training images cannot "
-        "be found: ",
+        text ? "\"'s training texts cannot be found: "
+             : "\" has no rehearsal memory (no INCREMENTAL job wrote it) and its training images "
+               "cannot be found: ",
         previous.status().message(),
         "; name the datasets it was trained on in incremental.previous_datasets, or set "
         "incremental.disable_rehearsal"));
@@ -2184,8 +2417,9 @@ absl::StatusOr<kaizen::v1::IncrementalResult> JobManager::CheckIncrementalBase(
     if (field == nullptr) continue;
     return absl::InvalidArgumentError(absl::StrCat(
         "the old classes' exemplars would be chosen from \"", d, "\", which is also the job's ",
-        field, ": its images would be replayed as training images",
-        std::string(field) == "dataset" ? " and its validation images with them" : "",
+        field, ": its ", text ? "texts" : "images", " would be replayed as training ",
+        text ? "texts" : "images",
+        std::string(field) == "dataset" && !text ? " and its validation images with them" : "",
         "; name the datasets ", ref, " was trained on in incremental.previous_datasets"));
   }
   inc.set_memory_source(absl::StrCat("datasets ", absl::StrJoin(*previous, ", ")));
@@ -2226,7 +2460,7 @@ absl::Status JobManager::LoadIncremental(Job* job, bool resuming, training::Trai
       o.memory = &*memories->memory;
     } else if (absl::IsNotFound(memory.status())) {
       absl::StatusOr<std::vector<std::string>> previous =
-          PreviousDatasets(job->request(), o.previous_metadata);
+          PreviousDatasets(job->request(), o.previous_metadata, /*text=*/false);
       if (!previous.ok()) {
         return absl::FailedPreconditionError(absl::StrCat(
             "the base ", ref, " has no rehearsal memory and its training images cannot be found: ",

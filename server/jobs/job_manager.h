@@ -243,15 +243,25 @@ class JobManager {
   // exemplars will be chosen from (empty when the base has a memory or
   // rehearsal is off); none may be the job's dataset or test_dataset
   // (INVALID_ARGUMENT: their images would be replayed as training images).
+  // `text`: a text job's (its base a text classifier, its previous
+  // datasets text datasets, and no stored memory: text exemplars are chosen
+  // from the previous datasets at each run).
   absl::StatusOr<kaizen::v1::IncrementalResult> CheckIncrementalBase(
       const kaizen::v1::StartFineTuneRequest& request, uint64_t seed,
-      std::vector<std::string>* previous_datasets);
+      std::vector<std::string>* previous_datasets, bool text = false);
+  // INCREMENTAL at submission: the checked `inc` completed with the resolved
+  // settings and the new classes into job->incremental, and the datasets the
+  // exemplars come from written into the job's request.
+  absl::Status RecordIncremental(kaizen::v1::IncrementalResult inc,
+                                 const kaizen::v1::Dataset& dataset,
+                                 const std::vector<std::string>& previous_datasets, bool text,
+                                 kaizen::v1::Job* job);
   // INCREMENTAL: the images the base was trained on, to choose its
   // exemplars from when it has no memory: incremental.previous_datasets, else
   // the dataset of the job that wrote the base version. NOT_FOUND (the
   // caller words the FAILED_PRECONDITION) when neither is there.
   absl::StatusOr<std::vector<std::string>> PreviousDatasets(
-      const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Model& base);
+      const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Model& base, bool text);
   // INCREMENTAL: the pinned base version (as `opts->base` on a first run),
   // the data relabelled to the merged class list, and the memories.
   struct IncrementalData {
@@ -299,10 +309,9 @@ class JobManager {
   // `*stopped`: training stopped before its end at should_stop (cancel,
   // pause or shutdown) after writing a checkpoint.
   absl::Status Execute(kaizen::v1::Job* job, Running* running, bool* stopped);
-  // Execute for a text job (text_job.h). A classifier's job writes a
-  // version after each epoch and continues from the latest when it
-  // resumes (the epoch under way when it stopped runs again); MASKED_LM
-  // writes one version when training ends, and starts over.
+  // Execute for a text job (text_job.h). It writes a version after each
+  // epoch and continues from the latest when it resumes (the epoch under
+  // way when it stopped runs again).
   absl::Status ExecuteText(kaizen::v1::Job* job, Running* running, bool* stopped);
   // Train() in this thread, as rank 0 of job.world_size() processes when
   // that is above 1 (LocalDataParallel).
@@ -320,6 +329,17 @@ class JobManager {
                                          const std::function<bool()>& should_stop);
   // A text DISTILL job's pinned teacher, with its tokenizer, into `in`.
   absl::Status LoadTextTeacher(const kaizen::v1::Job& job, TextJobInputs* in);
+  // A text INCREMENTAL job: the pinned base version (as in->base too on a
+  // first run), the texts relabelled to the merged classes, and the old
+  // classes' exemplars chosen at random from the previous datasets and
+  // replayed beside the new texts (in->train).
+  absl::Status LoadTextIncremental(kaizen::v1::Job* job, TextJobInputs* in);
+  // A text INCREMENTAL job once trained: accuracy on the old, new and all
+  // classes before (the base) and after (`out`), on the test dataset when
+  // the job names one, else on the validation texts; into job->incremental
+  // and an event.
+  void ReportTextIncremental(kaizen::v1::Job* job, const TextJobInputs& in,
+                             const TextJobOutput& out, const std::function<bool()>& should_stop);
   // A text DISTILL job's result once its version is stored: teacher and
   // student side by side (validation accuracy, parameters, the time of one
   // text's forward pass) into job->distillation, in an event, and persisted

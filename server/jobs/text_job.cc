@@ -48,7 +48,8 @@ constexpr size_t kMaxTokenizerModelBytes = size_t{64} << 20;
 bool IsTextStrategy(Strategy s) {
   return s == kaizen::v1::STRATEGY_FEATURE_EXTRACTION || s == kaizen::v1::STRATEGY_FINE_TUNE ||
          s == kaizen::v1::STRATEGY_FULL || s == kaizen::v1::STRATEGY_SCRATCH ||
-         s == kaizen::v1::STRATEGY_DISTILL || s == kaizen::v1::STRATEGY_MASKED_LM;
+         s == kaizen::v1::STRATEGY_DISTILL || s == kaizen::v1::STRATEGY_MASKED_LM ||
+         s == kaizen::v1::STRATEGY_INCREMENTAL;
 }
 
 absl::Status CheckRange(absl::string_view field, int64_t value, int64_t lo, int64_t hi) {
@@ -125,9 +126,8 @@ absl::Status CheckTextJob(const kaizen::v1::StartFineTuneRequest& request,
     return absl::InvalidArgumentError(
         absl::StrCat("dataset \"", request.dataset(),
                      "\" holds text; text jobs run FEATURE_EXTRACTION, "
-                     "FINE_TUNE, FULL, SCRATCH, DISTILL or MASKED_LM, not ",
-                     kaizen::v1::Strategy_Name(strategy),
-                     " (INCREMENTAL reads image datasets only in this version)"));
+                     "FINE_TUNE, FULL, SCRATCH, DISTILL, INCREMENTAL or MASKED_LM, not ",
+                     kaizen::v1::Strategy_Name(strategy)));
   }
   RETURN_IF_ERROR(training::ResolveDistillation(strategy, request.distillation()).status());
   if (base == nullptr && strategy != kaizen::v1::STRATEGY_SCRATCH &&
@@ -149,9 +149,18 @@ absl::Status CheckTextJob(const kaizen::v1::StartFineTuneRequest& request,
         "tuning.max_trials is set but text jobs do not tune in this version; set the "
         "hyperparameters");
   }
-  if (request.has_incremental()) {
-    return absl::InvalidArgumentError(
-        "incremental is set, but text jobs do not learn incrementally in this version");
+  if (strategy == kaizen::v1::STRATEGY_INCREMENTAL) {
+    if (base == nullptr || base->class_names().empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "base_model \"", request.base_model(),
+          "\" has no class names; STRATEGY_INCREMENTAL continues a text classifier (one a text "
+          "job wrote, or an uploaded one with class_names)"));
+    }
+    if (request.incremental().selection() == kaizen::v1::EXEMPLAR_SELECTION_HERDING) {
+      return absl::InvalidArgumentError(
+          "incremental.selection EXEMPLAR_SELECTION_HERDING applies to image jobs; text jobs "
+          "choose their exemplars at random (EXEMPLAR_SELECTION_RANDOM, the default for text)");
+    }
   }
   const kaizen::v1::Hyperparameters& hp = request.hyperparameters();
   RETURN_IF_ERROR(training::CheckRequestedRanges(hp));
@@ -692,6 +701,27 @@ absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
     d.teacher_logits = *std::move(logits);
     o.distillation = std::move(d);
   }
+  if (in.incremental.has_value()) {
+    const TextJobInputs::Incremental& inc = *in.incremental;
+    const TextJobInputs::Teacher previous{inc.previous, inc.previous_metadata,
+                                          inc.previous_tokenizer, inc.temperature, inc.weight};
+    absl::StatusOr<torch::Tensor> logits = TeacherLogits(
+        previous, in.train, in.device, in.hyperparameters.batch_size(), "training", in.should_stop);
+    if (absl::IsCancelled(logits.status())) {
+      out.stopped = true;  // before training began: nothing to keep
+      return out;
+    }
+    if (!logits.ok()) {
+      return absl::Status(logits.status().code(),
+                          absl::StrCat("the previous classifier's outputs on the training texts: ",
+                                       logits.status().message()));
+    }
+    training::TextTrainerOptions::Incremental i;
+    i.previous_logits = *std::move(logits);
+    i.temperature = inc.temperature;
+    i.weight = inc.weight;
+    o.incremental = std::move(i);
+  }
   ASSIGN_OR_RETURN(training::TextTrainResult result, training::TrainTextClassifier(o, train, val));
   out.stopped = result.stopped;
   out.epochs_completed = static_cast<int32_t>(result.epochs.size());
@@ -710,6 +740,49 @@ absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
   }
   out.tokenizer = std::move(start.tokenizer);
   return out;
+}
+
+absl::StatusOr<OldAndNewAccuracy> ClassifierOldAndNewAccuracy(
+    torch::jit::Module& module, const kaizen::v1::Model& model, const std::string& tokenizer,
+    const LabelledTexts& texts, const std::vector<std::string>& old_classes, int64_t batch_size,
+    const std::function<bool()>& should_stop) {
+  ASSIGN_OR_RETURN(const training::TextModelInput input,
+                   training::TextModelInput::Load(model.text_input(), tokenizer));
+  ASSIGN_OR_RETURN(const training::TextExamples examples, Encode(input, texts, "evaluation"));
+  if (examples.sequences.empty()) return absl::InvalidArgumentError("no text to measure on");
+  module.eval();
+  int64_t old_right = 0, new_right = 0;
+  OldAndNewAccuracy a;
+  const size_t step = static_cast<size_t>(std::max<int64_t>(1, batch_size));
+  for (size_t begin = 0; begin < examples.sequences.size(); begin += step) {
+    if (should_stop && should_stop()) return absl::CancelledError("stopped");
+    const size_t end = std::min(examples.sequences.size(), begin + step);
+    const std::vector<std::vector<int32_t>> rows(examples.sequences.begin() + begin,
+                                                 examples.sequences.begin() + end);
+    ASSIGN_OR_RETURN(const training::TextPredictions p,
+                     training::PredictText(module, rows, input.input().pad_id(), batch_size));
+    const torch::Tensor predicted = p.logits.argmax(1).to(torch::kCPU);
+    for (size_t i = begin; i < end; ++i) {
+      const std::string& truth = texts.class_names[static_cast<size_t>(examples.labels[i])];
+      const int64_t k = predicted[static_cast<int64_t>(i - begin)].item<int64_t>();
+      const bool right =
+          k >= 0 && k < model.class_names_size() && model.class_names(static_cast<int>(k)) == truth;
+      if (std::find(old_classes.begin(), old_classes.end(), truth) != old_classes.end()) {
+        ++a.old_examples;
+        old_right += right ? 1 : 0;
+      } else {
+        ++a.new_examples;
+        new_right += right ? 1 : 0;
+      }
+    }
+  }
+  const auto share = [](int64_t right, int64_t n) {
+    return n > 0 ? static_cast<double>(right) / static_cast<double>(n) : 0.0;
+  };
+  a.old_accuracy = share(old_right, a.old_examples);
+  a.new_accuracy = share(new_right, a.new_examples);
+  a.all_accuracy = share(old_right + new_right, a.old_examples + a.new_examples);
+  return a;
 }
 
 absl::StatusOr<kaizen::v1::Evaluation> EvaluateTextClassifier(

@@ -119,6 +119,19 @@ struct TextJobInputs {
     double alpha = 0.7;
   };
   std::optional<Teacher> teacher;
+  // INCREMENTAL: the previous classifier (module on the CPU, metadata,
+  // tokenizer; also `base` unless the run resumes), whose classes come first
+  // in train.class_names, and IncrementalLoss's temperature and weight (0:
+  // no distillation). Its logits on the training texts are computed once, in
+  // eval mode; a stop during that pass ends the run (stopped).
+  struct Incremental {
+    torch::jit::Module previous;
+    kaizen::v1::Model previous_metadata;
+    std::string previous_tokenizer;
+    double temperature = 2;
+    double weight = 1;
+  };
+  std::optional<Incremental> incremental;
   // The training continues from a checkpoint of an earlier run of the same
   // job: its version's module, metadata, tokenizer and resume bytes. Nothing
   // is built before it (no tokenizer is trained); `base` is not used.
@@ -162,10 +175,27 @@ struct TextJobOutput {
 // by row), builds or copies the encoder, trains, and describes the result.
 // DISTILL builds or copies the student as SCRATCH or FULL would, and trains
 // every parameter on the teacher's softened logits and the labels.
+// INCREMENTAL continues the previous classifier with its head grown to the
+// merged classes, on the new texts and the replayed ones (both in `train`).
 // MASKED_LM's output is the encoder with a head for the dataset's classes,
 // untrained, and metrics masked_lm_loss (and val_masked_lm_loss with
 // validation texts).
 absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& inputs);
+
+// INCREMENTAL's figures: a classifier's accuracy on the texts of
+// `old_classes`, on the others, and on all, matched by class name (a text
+// whose class the classifier lacks counts as wrong).
+struct OldAndNewAccuracy {
+  int64_t old_examples = 0;
+  int64_t new_examples = 0;
+  double old_accuracy = 0;
+  double new_accuracy = 0;
+  double all_accuracy = 0;
+};
+absl::StatusOr<OldAndNewAccuracy> ClassifierOldAndNewAccuracy(
+    torch::jit::Module& module, const kaizen::v1::Model& model, const std::string& tokenizer,
+    const LabelledTexts& texts, const std::vector<std::string>& old_classes, int64_t batch_size,
+    const std::function<bool()>& should_stop);
 
 // `module`'s accuracy, top-`top_k` accuracy, per-class figures and confusion
 // on `test` (classes matched to `model`'s by name), batches of `batch_size`

@@ -132,6 +132,9 @@ class TextRun {
     if (o_.distillation) {
       teacher_logits_ = o_.distillation->teacher_logits.to(torch::kFloat).to(device_);
     }
+    if (o_.incremental) {
+      previous_logits_ = o_.incremental->previous_logits.to(torch::kFloat).to(device_);
+    }
     at::Generator order_gen =
         at::make_generator<at::CPUGeneratorImpl>(DeriveSeed(hp_.seed(), kOrderStream, 0));
     std::vector<int32_t> lengths;
@@ -157,11 +160,16 @@ class TextRun {
         }
         optimizer_->zero_grad();
         torch::Tensor logits = Logits(order, begin, end);
-        torch::Tensor loss = teacher_logits_.defined()
-                                 ? DistillationLoss(logits, TeacherLogits(order, begin, end),
-                                                    labels, o_.distillation->temperature,
-                                                    o_.distillation->alpha, hp_.label_smoothing())
-                                 : SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
+        torch::Tensor loss =
+            teacher_logits_.defined()
+                ? DistillationLoss(logits, SelectRows(teacher_logits_, order, begin, end), labels,
+                                   o_.distillation->temperature, o_.distillation->alpha,
+                                   hp_.label_smoothing())
+            : previous_logits_.defined()
+                ? IncrementalLoss(logits, SelectRows(previous_logits_, order, begin, end), labels,
+                                  o_.incremental->temperature, o_.incremental->weight,
+                                  hp_.label_smoothing())
+                : SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
         loss.backward();
         if (hp_.gradient_clip_norm() > 0) {
           torch::nn::utils::clip_grad_norm_(trainable_, hp_.gradient_clip_norm());
@@ -237,7 +245,14 @@ class TextRun {
     spec.kind = kaizen::v1::HEAD_KIND_LINEAR;  // checked by TrainTextClassifier
     spec.num_classes = o_.num_classes;
     spec.seed = DeriveSeed(hp_.seed(), kHeadStream, 0);
-    ASSIGN_OR_RETURN(split_, SplitClassifier(base, metadata, spec, /*keep_head=*/resuming));
+    // INCREMENTAL keeps the previous classifier's head and grows it (a
+    // resumed run's is grown already).
+    const bool incremental = o_.strategy == kaizen::v1::STRATEGY_INCREMENTAL;
+    HeadSpec kept = spec;
+    if (incremental && !resuming) kept.num_classes = o_.incremental->previous_logits.size(1);
+    ASSIGN_OR_RETURN(split_,
+                     SplitClassifier(base, metadata, kept, /*keep_head=*/resuming || incremental));
+    if (incremental && !resuming) RETURN_IF_ERROR(GrowHead(spec, o_.num_classes, &split_));
     const std::vector<std::string> names = TrainableBackboneParameters(
         split_.backbone, split_.identity_path, o_.strategy, hp_.trainable_blocks());
     const std::set<std::string> trainable(names.begin(), names.end());
@@ -288,9 +303,11 @@ class TextRun {
     return split_.head.forward({features}).toTensor();
   }
 
-  torch::Tensor TeacherLogits(const std::vector<int64_t>& order, size_t begin, size_t end) {
+  // Rows order[begin, end) of `all` (per-example logits on the device).
+  torch::Tensor SelectRows(const torch::Tensor& all, const std::vector<int64_t>& order,
+                           size_t begin, size_t end) {
     std::vector<int64_t> rows(order.begin() + begin, order.begin() + end);
-    return teacher_logits_.index_select(0, torch::tensor(rows, torch::kLong).to(device_));
+    return all.index_select(0, torch::tensor(rows, torch::kLong).to(device_));
   }
 
   void Validate(kaizen::v1::EpochMetrics* metrics) {
@@ -321,7 +338,8 @@ class TextRun {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
   torch::Tensor train_features_;
-  torch::Tensor teacher_logits_;  // DISTILL's, on the device
+  torch::Tensor teacher_logits_;   // DISTILL's, on the device
+  torch::Tensor previous_logits_;  // INCREMENTAL's, on the device
   torch::Device device_ = torch::kCPU;
   int64_t step_ = 0;
   // Epochs completed, the history, the best so far; a resumed run's from its
@@ -352,6 +370,7 @@ kaizen::v1::Hyperparameters DefaultTextHyperparameters(Strategy strategy, int32_
       hp.set_learning_rate(1e-2);
       break;
     case kaizen::v1::STRATEGY_FINE_TUNE:
+    case kaizen::v1::STRATEGY_INCREMENTAL:  // continues a classifier as FINE_TUNE does
       hp.set_trainable_blocks(1);
       [[fallthrough]];
     case kaizen::v1::STRATEGY_FULL:
@@ -416,12 +435,29 @@ absl::StatusOr<TextTrainResult> TrainTextClassifier(const TextTrainerOptions& op
     case kaizen::v1::STRATEGY_FULL:
     case kaizen::v1::STRATEGY_SCRATCH:
     case kaizen::v1::STRATEGY_DISTILL:
+    case kaizen::v1::STRATEGY_INCREMENTAL:
       break;
     default:
       return absl::InvalidArgumentError(absl::StrCat(
-          "text classifiers train with FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH or DISTILL, "
-          "not ",
+          "text classifiers train with FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, DISTILL or "
+          "INCREMENTAL, not ",
           kaizen::v1::Strategy_Name(options.strategy)));
+  }
+  const bool incremental = options.strategy == kaizen::v1::STRATEGY_INCREMENTAL;
+  if (incremental != options.incremental.has_value()) {
+    return absl::InvalidArgumentError(
+        incremental ? "STRATEGY_INCREMENTAL needs the previous classifier's logits"
+                    : "previous logits are given but the strategy is not STRATEGY_INCREMENTAL");
+  }
+  if (incremental) {
+    const torch::Tensor& p = options.incremental->previous_logits;
+    if (!p.defined() || p.dim() != 2 || p.size(0) != static_cast<int64_t>(train.sequences.size()) ||
+        p.size(1) < 2 || p.size(1) > options.num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the previous classifier's logits must be [", train.sequences.size(),
+          ", K] with 2 <= K <= ", options.num_classes, ", not ",
+          p.defined() ? absl::StrCat("[", absl::StrJoin(p.sizes(), ", "), "]") : "none"));
+    }
   }
   if (options.num_classes < 2) {
     return absl::InvalidArgumentError(

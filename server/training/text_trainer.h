@@ -51,13 +51,14 @@ struct TextExamples {
 // A text strategy's defaults: AdamW (weight decay 0.01), cosine schedule
 // with a tenth of the epochs warming up, gradient clipping at 1, a linear
 // head; FEATURE_EXTRACTION lr 1e-2 (the head alone, on cached features),
-// FINE_TUNE (top 1 block) and FULL lr 1e-3 with the encoder at 0.1 of it,
+// FINE_TUNE and INCREMENTAL (top 1 block) and FULL lr 1e-3 with the
+// encoder at 0.1 of it,
 // SCRATCH lr 1e-3. `epochs` and `batch_size` as given.
 kaizen::v1::Hyperparameters DefaultTextHyperparameters(kaizen::v1::Strategy strategy,
                                                        int32_t epochs, int32_t batch_size);
 
 struct TextTrainerOptions {
-  // FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH or DISTILL.
+  // FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, DISTILL or INCREMENTAL.
   kaizen::v1::Strategy strategy = kaizen::v1::STRATEGY_UNSPECIFIED;
   // Complete (DefaultTextHyperparameters, or ResolveHyperparameters): the
   // optimizer and schedule kinds set. A zero seed is used as it is.
@@ -101,6 +102,19 @@ struct TextTrainerOptions {
     double alpha = 0.7;
   };
   std::optional<Distillation> distillation;
+  // INCREMENTAL: `base` is the previous classifier; its head (a Linear)
+  // grows to num_classes outputs, its rows kept bit for bit (GrowHead), and
+  // the loss is IncrementalLoss against `previous_logits`: the previous
+  // classifier's outputs on each training example (row i for sequence i,
+  // [N, its classes], which are the first classes here), with `temperature`
+  // and `weight` (0: the cross-entropy alone). Set exactly when the
+  // strategy is INCREMENTAL. The encoder trains as FINE_TUNE's.
+  struct Incremental {
+    torch::Tensor previous_logits;
+    double temperature = 2;
+    double weight = 1;
+  };
+  std::optional<Incremental> incremental;
 };
 
 struct TextTrainResult {
@@ -118,12 +132,12 @@ struct TextTrainResult {
 // Training runs on the device of the base's parameters. An empty validation
 // set counts as none. InvalidArgument naming the problem: another
 // strategy, DISTILL without teacher logits of [N, num_classes] (or logits
-// with another strategy), no example, a label outside [0, num_classes), fewer than 2
-// classes, an epoch count, batch size or learning rate that is not
-// positive, an MLP head (text classifiers take a LINEAR head), a base whose
-// head is not a Linear, resume bytes that do not decode or whose classifier
-// has another number of outputs, and, for a transformer-small base, an id outside its
-// vocabulary or a sequence longer than its max_length.
+// with another strategy), INCREMENTAL without previous logits of [N, K] with
+// 2 <= K <= num_classes (or with another strategy), no example, a label outside [0, num_classes),
+// fewer than 2 classes, an epoch count, batch size or learning rate that is not positive, an MLP
+// head (text classifiers take a LINEAR head), a base whose head is not a Linear, resume bytes that
+// do not decode or whose classifier has another number of outputs, and, for a transformer-small
+// base, an id outside its vocabulary or a sequence longer than its max_length.
 absl::StatusOr<TextTrainResult> TrainTextClassifier(const TextTrainerOptions& options,
                                                     const TextExamples& train,
                                                     const TextExamples* validation = nullptr);

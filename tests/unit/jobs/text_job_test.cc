@@ -83,8 +83,16 @@ TEST(CheckTextJobTest, RefusesWhatATextJobCannotRunNamingTheField) {
     std::string message;
   };
   std::vector<Case> cases;
-  cases.push_back({Request("enc", v1::STRATEGY_INCREMENTAL), &enc,
-                   "not STRATEGY_INCREMENTAL (INCREMENTAL reads image datasets only"});
+  v1::Model classifier = enc;  // outlives `cases`' pointer to it
+  classifier.add_class_names("a");
+  classifier.add_class_names("b");
+  {
+    v1::StartFineTuneRequest r = Request("enc", v1::STRATEGY_INCREMENTAL);
+    r.mutable_incremental()->set_selection(v1::EXEMPLAR_SELECTION_HERDING);
+    cases.push_back({r, &classifier, "text jobs choose their exemplars at random"});
+  }
+  cases.push_back({Request("transformer-small", v1::STRATEGY_INCREMENTAL), nullptr,
+                   "STRATEGY_INCREMENTAL needs a pretrained text model"});
   cases.push_back({Request("transformer-small", v1::STRATEGY_DISTILL), nullptr,
                    "distillation.teacher_model is empty; STRATEGY_DISTILL needs a teacher"});
   cases.push_back({Request("transformer-small", v1::STRATEGY_FINE_TUNE), nullptr,
@@ -165,6 +173,11 @@ TEST(CheckTextJobTest, RefusesWhatATextJobCannotRunNamingTheField) {
     EXPECT_THAT(std::string(st.message()), HasSubstr(c.message));
   }
   EXPECT_TRUE(CheckTextJob(Request("enc", v1::STRATEGY_FINE_TUNE), &enc).ok());
+  // INCREMENTAL continues a classifier: a base without classes is refused.
+  const absl::Status no_classes = CheckTextJob(Request("enc", v1::STRATEGY_INCREMENTAL), &enc);
+  EXPECT_EQ(no_classes.code(), absl::StatusCode::kFailedPrecondition) << no_classes;
+  EXPECT_THAT(std::string(no_classes.message()), HasSubstr("\"enc\" has no class names"));
+  EXPECT_TRUE(CheckTextJob(Request("enc", v1::STRATEGY_INCREMENTAL), &classifier).ok());
   EXPECT_TRUE(CheckTextJob(Request("transformer-small", v1::STRATEGY_MASKED_LM), nullptr).ok());
   // A DISTILL student: a new, smaller encoder (shaped by the text options),
   // or a stored text model.

@@ -226,6 +226,101 @@ TEST(TextTrainerTest, DistillLearnsTheTeachersAnswersWhereTheLabelsAreNoise) {
   }
 }
 
+// The examples of `e` whose label is in [lo, hi).
+TextExamples Classes(const TextExamples& e, int64_t lo, int64_t hi) {
+  TextExamples out;
+  for (size_t i = 0; i < e.labels.size(); ++i) {
+    if (e.labels[i] < lo || e.labels[i] >= hi) continue;
+    out.sequences.push_back(e.sequences[i]);
+    out.labels.push_back(e.labels[i]);
+  }
+  return out;
+}
+
+// KL(softmax(previous / T) || softmax(student[:, :K] / T)) averaged over rows,
+// K = previous's columns: how far a student's old-class answers moved.
+double OldClassDrift(const torch::Tensor& previous, const torch::Tensor& student, double t) {
+  const int64_t k = previous.size(1);
+  const torch::Tensor p = torch::softmax(previous / t, 1);
+  const torch::Tensor log_q = torch::log_softmax(student.narrow(1, 0, k) / t, 1);
+  return (p * (p.log() - log_q)).sum(1).mean().item<double>();
+}
+
+// INCREMENTAL: a classifier of classes 0 and 1 continues on class 2's texts
+// and replayed exemplars of the old classes. Its head grows with the old
+// rows kept (a run at a negligible learning rate answers as the previous
+// classifier on the old classes), and the distillation term holds the old
+// classes' answers near the previous classifier's: with weight 5 they move
+// less than with weight 0 (the cross-entropy alone).
+TEST(TextTrainerTest, IncrementalGrowsTheHeadAndDistillationHoldsTheOldAnswers) {
+  TextTrainerOptions first = Options(kaizen::v1::STRATEGY_SCRATCH, 12);
+  first.hyperparameters.set_learning_rate(5e-3);
+  first.num_classes = 2;
+  absl::StatusOr<TextTrainResult> previous =
+      TrainTextClassifier(first, Classes(Synthetic(240, 21), 0, 2));
+  ASSERT_TRUE(previous.ok()) << previous.status();
+  kaizen::v1::Model previous_metadata = Metadata();
+  previous_metadata.mutable_head()->set_module_path(previous->head_path);
+
+  // The new class's 100 texts and 8 exemplars of each old class, replayed
+  // class-balanced as a job does.
+  TextExamples train = Classes(Synthetic(300, 22), 2, 3);
+  const TextExamples exemplars = Classes(Synthetic(24, 23), 0, 2);
+  ASSERT_EQ(exemplars.labels.size(), 16u);
+  for (int repeat = 0; repeat < 6; ++repeat) {
+    train.sequences.insert(train.sequences.end(), exemplars.sequences.begin(),
+                           exemplars.sequences.end());
+    train.labels.insert(train.labels.end(), exemplars.labels.begin(), exemplars.labels.end());
+  }
+  absl::StatusOr<TextPredictions> before = PredictText(previous->classifier, train.sequences, kPad);
+  ASSERT_TRUE(before.ok()) << before.status();
+
+  TextTrainerOptions inc = Options(kaizen::v1::STRATEGY_INCREMENTAL, 8);
+  inc.hyperparameters.set_learning_rate(5e-3);
+  inc.hyperparameters.set_trainable_blocks(3);
+  inc.base = previous->classifier;
+  inc.base_metadata = previous_metadata;
+  inc.incremental.emplace();
+  inc.incremental->previous_logits = before->logits;
+
+  TextTrainerOptions still = inc;
+  still.hyperparameters.set_epochs(1);
+  still.hyperparameters.set_learning_rate(1e-12);
+  absl::StatusOr<TextTrainResult> grown = TrainTextClassifier(still, train);
+  ASSERT_TRUE(grown.ok()) << grown.status();
+  absl::StatusOr<TextPredictions> same = PredictText(grown->classifier, train.sequences, kPad);
+  ASSERT_TRUE(same.ok()) << same.status();
+  ASSERT_EQ(same->logits.size(1), 3);
+  EXPECT_TRUE(torch::allclose(same->logits.narrow(1, 0, 2), before->logits, 1e-4, 1e-4))
+      << "the old classes' logits changed before any training";
+
+  std::map<double, double> drift;
+  for (const double weight : {0.0, 5.0}) {
+    TextTrainerOptions run = inc;
+    run.incremental->weight = weight;
+    absl::StatusOr<TextTrainResult> learned = TrainTextClassifier(run, train);
+    ASSERT_TRUE(learned.ok()) << learned.status();
+    EXPECT_LT(learned->epochs.back().train_loss(), learned->epochs.front().train_loss());
+    absl::StatusOr<TextPredictions> after = PredictText(learned->classifier, train.sequences, kPad);
+    ASSERT_TRUE(after.ok()) << after.status();
+    ASSERT_EQ(after->logits.size(1), 3);
+    drift[weight] = OldClassDrift(before->logits, after->logits, run.incremental->temperature);
+  }
+  std::cout << "old classes' answers moved (KL at T=2): weight 0 " << drift[0.0] << ", weight 5 "
+            << drift[5.0] << "\n";
+  EXPECT_LT(drift[5.0], drift[0.0]);
+
+  // The previous logits must match the training examples and strategy.
+  TextTrainerOptions wrong = inc;
+  wrong.incremental->previous_logits = torch::zeros({3, 2});
+  EXPECT_THAT(TrainTextClassifier(wrong, train).status().message(),
+              HasSubstr("the previous classifier's logits must be ["));
+  TextTrainerOptions missing = inc;
+  missing.incremental.reset();
+  EXPECT_THAT(TrainTextClassifier(missing, train).status().message(),
+              HasSubstr("STRATEGY_INCREMENTAL needs the previous classifier's logits"));
+}
+
 // A checkpoint after each epoch; a run given one continues from that epoch
 // with the losses of a run that never stopped.
 TEST(TextTrainerTest, ACheckpointedRunResumesWithTheSameLosses) {
