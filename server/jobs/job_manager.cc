@@ -190,6 +190,73 @@ void JobManager::ReplicaLoop() {
   }
 }
 
+void JobManager::ApplyLeaseRequest(const std::string& id, Running* running,
+                                   const std::string& request) {
+  if (request == "cancel" && !running->cancel.exchange(true)) {
+    PublishMessage(id, "cancellation requested; stopping after the current step");
+  } else if (request == "pause") {
+    RequestPause(running);
+  }
+}
+
+void JobManager::ApplyLateRequest(Job* job, const std::string& request) {
+  if (request != "cancel" && request != "pause") return;
+  const std::string id = job->id();
+  const bool cancel = request == "cancel";
+  // A few tries: a resume or a cancel through another replica may move the
+  // job between reading it and changing it.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (attempt > 0) {
+      absl::StatusOr<Job> now = jobs_->Get(id);
+      if (!now.ok()) break;
+      *job = *std::move(now);
+    }
+    if (common::IsTerminal(job->state())) {
+      PublishMessage(id, absl::StrCat("the ", request,
+                                      " asked through another replica came after the job had "
+                                      "ended ",
+                                      kaizen::v1::JobState_Name(job->state())));
+      return;
+    }
+    if (!cancel && job->state() == kaizen::v1::JOB_STATE_PAUSED && job->preempted_by().empty()) {
+      return;  // already paused by a user
+    }
+    if (job->state() == kaizen::v1::JOB_STATE_RUNNING) {
+      // Claimed by a replica since: the request waits on its lease.
+      absl::StatusOr<std::optional<std::string>> holder =
+          jobs_->RequestOfLeaseHolder(id, request, absl::ToUnixMillis(absl::Now()));
+      if (holder.ok() && holder->has_value()) return;
+      continue;
+    }
+    const JobState from = job->state();
+    const JobState to = cancel ? kaizen::v1::JOB_STATE_CANCELLED : kaizen::v1::JOB_STATE_PAUSED;
+    absl::StatusOr<bool> moved = jobs_->TransitionState(id, from, to);
+    if (!moved.ok()) break;
+    if (!*moved) {
+      // A claim leases the job in the same transaction that marks it RUNNING.
+      absl::StatusOr<std::optional<std::string>> holder =
+          jobs_->RequestOfLeaseHolder(id, request, absl::ToUnixMillis(absl::Now()));
+      if (holder.ok() && holder->has_value()) return;
+      continue;
+    }
+    if (!cancel) {
+      job->set_pause_reason(kPausedByUser);
+      job->clear_preempted_by();
+      job->set_pause_count(job->pause_count() + 1);
+    }
+    PublishMessage(id, absl::StrCat("the ", cancel ? "cancellation" : "pause",
+                                    " asked through another replica reached the job as its run "
+                                    "ended; ",
+                                    cancel ? "cancelled" : "it continues after ResumeJob"));
+    if (absl::Status st = PublishState(job, to); !st.ok()) {
+      common::LogError("cannot record job state", {{"job", id}, {"error", st.ToString()}});
+    }
+    return;
+  }
+  common::LogWarning("a request through another replica could not be applied",
+                     {{"job", id}, {"request", request}});
+}
+
 void JobManager::ReplicaTick(bool renew) {
   const int64_t now = absl::ToUnixMillis(absl::Now());
   const int64_t lease = absl::ToInt64Milliseconds(options_.job_lease);
@@ -216,10 +283,8 @@ void JobManager::ReplicaTick(bool renew) {
             common::LogWarning("another replica took this job over; stopping it here",
                                {{"job", id}, {"replica", options_.replica_id}});
           }
-        } else if (state.request == "cancel" && !running->cancel.exchange(true)) {
-          PublishMessage(id, "cancellation requested; stopping after the current step");
-        } else if (state.request == "pause") {
-          RequestPause(running);
+        } else {
+          ApplyLeaseRequest(id, running, state.request);
         }
       }
     }
@@ -256,6 +321,28 @@ absl::Status JobManager::PublishState(Job* job, JobState state) {
     return published.status();
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> JobManager::PublishStateIf(Job* job, JobState state, JobState from) {
+  // A row already moved gets no event (a move between this check and the
+  // write below still does).
+  ASSIGN_OR_RETURN(const bool in_from, jobs_->TransitionState(job->id(), from, from));
+  if (!in_from) return false;
+  Job next = *job;
+  next.set_state(state);
+  JobEvent e;
+  e.set_state(state);
+  bool moved = false;
+  // As PublishState, with the row written only while it is in `from`.
+  ASSIGN_OR_RETURN(JobEvent stored,
+                   events_->Publish(job->id(), std::move(e), [&](const JobEvent& event) {
+                     next.set_last_sequence(event.sequence());
+                     ASSIGN_OR_RETURN(moved, jobs_->UpdateIf(next, from));
+                     return absl::OkStatus();
+                   }));
+  (void)stored;
+  if (moved) *job = std::move(next);
+  return moved;
 }
 
 void JobManager::PublishMessage(const std::string& job_id, const std::string& message) {
@@ -926,6 +1013,12 @@ absl::StatusOr<Job> JobManager::Pause(const std::string& id) {
         absl::StrCat("job ", id, " already ended in state ", kaizen::v1::JobState_Name(job.state()),
                      "; only a queued or running job can be paused"));
   }
+  if (job.state() == kaizen::v1::JOB_STATE_PAUSED && !job.preempted_by().empty()) {
+    // Between its preemption and its requeue (a moment, or until a lease
+    // runs out if its replica died): the requeue would undo a pause now.
+    return absl::UnavailableError(
+        absl::StrCat("job ", id, " was preempted and is being requeued; try again"));
+  }
   if (job.state() == kaizen::v1::JOB_STATE_PAUSED) return job;
   auto it = running_.find(id);
   if (it != running_.end()) {
@@ -998,7 +1091,13 @@ absl::StatusOr<Job> JobManager::Resume(const std::string& id) {
   }
   PublishMessage(
       id, absl::StrCat("resumed by a user; back in the queue to continue from ", ResumePoint(job)));
-  RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
+  // Conditional: a cancel through another replica may have come first.
+  ASSIGN_OR_RETURN(const bool moved, PublishStateIf(&job, kaizen::v1::JOB_STATE_QUEUED,
+                                                    kaizen::v1::JOB_STATE_PAUSED));
+  if (!moved) {
+    return absl::UnavailableError(
+        absl::StrCat("job ", id, " changed state while being resumed; try again"));
+  }
   wake_.Signal();
   PreemptForQueue();
   return job;
@@ -1109,10 +1208,38 @@ absl::StatusOr<std::optional<Job>> JobManager::ClaimOrphan() {
       jobs_->ClaimExpired(options_.replica_id, absl::ToUnixMillis(absl::Now()),
                           absl::ToInt64Milliseconds(options_.job_lease), mine, &previous));
   if (!orphan) return orphan;
+  if (orphan->state() == kaizen::v1::JOB_STATE_PAUSED) {
+    // Its replica died between recording the pause and releasing the lease:
+    // a preempted job goes back to the queue (unless it was cancelled
+    // meanwhile), one a user paused stays paused; a request left on the
+    // lease applies either way.
+    if (!orphan->preempted_by().empty()) {
+      const std::string reason = orphan->pause_reason();
+      ASSIGN_OR_RETURN(const bool moved, PublishStateIf(&*orphan, kaizen::v1::JOB_STATE_QUEUED,
+                                                        kaizen::v1::JOB_STATE_PAUSED));
+      if (moved) {
+        PublishMessage(
+            orphan->id(),
+            absl::StrCat("replica ", previous.empty() ? "(unknown)" : previous,
+                         " stopped between pausing this job (", reason,
+                         ") and requeueing it; replica ", options_.replica_id, " requeued it"));
+      } else {
+        ASSIGN_OR_RETURN(*orphan, jobs_->Get(orphan->id()));
+      }
+    }
+    ASSIGN_OR_RETURN(const std::string late,
+                     jobs_->ReleaseLease(orphan->id(), options_.replica_id));
+    ApplyLateRequest(&*orphan, late);
+    if (common::IsTerminal(orphan->state())) {
+      models_->ReleaseName(orphan->request().output_model());
+      if (options_.output_done) options_.output_done(orphan->request().output_model());
+    }
+    return std::optional<Job>();
+  }
   if (orphan->attempts() >= options_.max_job_attempts) {
     RETURN_IF_ERROR(
         FailAfterAttempts(&*orphan, absl::StrCat("replicas (lastly ", previous, ") stopped")));
-    jobs_->ReleaseLease(orphan->id(), options_.replica_id).IgnoreError();
+    jobs_->ReleaseLease(orphan->id(), options_.replica_id).status().IgnoreError();
     return std::optional<Job>();
   }
   PublishMessage(orphan->id(),
@@ -1225,6 +1352,7 @@ void JobManager::RunJob(Job job, Running* running) {
   const absl::Time start = absl::Now();
   if (options_.metrics) options_.metrics->JobRunStarted(job);
   bool stopped = false;
+  std::string left_request;
   absl::Status st;
   try {
     st = Execute(&job, running, &stopped);
@@ -1242,7 +1370,15 @@ void JobManager::RunJob(Job job, Running* running) {
         jobs_->RenewLeases(options_.replica_id, {job.id()}, absl::ToUnixMillis(absl::Now()),
                            absl::ToInt64Milliseconds(options_.job_lease));
     absl::StatusOr<Job> stored = jobs_->Get(job.id());
-    if (lease.ok() && !(*lease)[job.id()].held) running->lost = true;
+    if (lease.ok()) {
+      const store::JobStore::LeaseState& state = (*lease)[job.id()];
+      if (!state.held) running->lost = true;
+      // A request left since the last renewal reaches a run that stopped as
+      // if it had come before; one that reaches a run that finished or
+      // failed comes too late (ApplyLateRequest says so).
+      if (state.held && stopped) ApplyLeaseRequest(job.id(), running, state.request);
+      if (state.held && !stopped) left_request = state.request;
+    }
     if (stored.ok() && common::IsTerminal(stored->state())) running->lost = true;
   }
   if (running->lost) {
@@ -1259,23 +1395,41 @@ void JobManager::RunJob(Job job, Running* running) {
     common::LogError("cannot record job state", {{"job", job.id()}, {"error", ps.ToString()}});
   }
   if (options_.metrics) options_.metrics->JobRunEnded(job, st);
+  if (options_.before_lease_release) options_.before_lease_release(job.id());
   // A preempted job is paused, not lost: it goes back to its place in the
-  // queue at once.
+  // queue at once, unless another replica cancelled the PAUSED job meanwhile.
+  bool keep_lease = false;
   if (requeue) {
-    if (absl::Status ps = PublishState(&job, kaizen::v1::JOB_STATE_QUEUED); !ps.ok()) {
+    absl::StatusOr<bool> moved =
+        PublishStateIf(&job, kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_PAUSED);
+    if (!moved.ok()) {
+      // The lease stays and runs out: another replica (or this one) finds
+      // the job PAUSED under an expired lease and requeues it then.
       common::LogError("cannot requeue a preempted job",
-                       {{"job", job.id()}, {"error", ps.ToString()}});
+                       {{"job", job.id()}, {"error", moved.status().ToString()}});
+      keep_lease = true;
+    } else if (!*moved) {
+      if (absl::StatusOr<Job> now = jobs_->Get(job.id()); now.ok()) job = *std::move(now);
+      PublishMessage(job.id(), absl::StrCat("not requeued: the job became ",
+                                            kaizen::v1::JobState_Name(job.state()),
+                                            " through another replica"));
     }
   }
   // Only now that its row no longer says RUNNING: a RUNNING job without a
-  // lease is another replica's to take over.
-  jobs_->ReleaseLease(job.id(), options_.replica_id).IgnoreError();
+  // lease is another replica's to take over. A request another replica left
+  // on the lease after the end was decided applies to the job as it is now.
+  if (!keep_lease) {
+    absl::StatusOr<std::string> late = jobs_->ReleaseLease(job.id(), options_.replica_id);
+    if (late.ok() && *late == "cancel") left_request = *late;
+    if (late.ok() && left_request.empty()) left_request = *late;
+    if (options_.shared_database) ApplyLateRequest(&job, left_request);
+  }
   common::Log(st.ok() ? common::LogLevel::kInfo : common::LogLevel::kWarning, "job ended",
               {{"job", job.id()},
                {"state", kaizen::v1::JobState_Name(end)},
                {"seconds", absl::ToDoubleSeconds(absl::Now() - start)},
                {"error", job.error()}});
-  if (common::IsTerminal(end)) {
+  if (common::IsTerminal(job.state())) {
     models_->ReleaseName(job.request().output_model());
     if (options_.output_done) options_.output_done(job.request().output_model());
   }

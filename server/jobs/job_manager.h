@@ -102,6 +102,10 @@ class JobManager {
     // Tests only: called by a worker after each training step with the job's
     // id and step (counted from 1 over the whole job).
     std::function<void(const std::string& job_id, int64_t step)> after_step;
+    // Tests only (shared database): called with mu_ held once a run's end
+    // state is stored and before its lease is released, the window in which
+    // another replica may still leave a request on the lease.
+    std::function<void(const std::string& job_id)> before_lease_release;
   };
 
   JobManager(Options options, store::JobStore* jobs, store::DatasetStore* datasets,
@@ -386,10 +390,17 @@ class JobManager {
   // higher priority should replace, once free workers are accounted for.
   void PreemptForQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PublishState(kaizen::v1::Job* job, kaizen::v1::JobState state);
+  // PublishState into a claimable state (QUEUED): the row (state and proto
+  // together) changes only while its state is `from`; false, and `job`
+  // unchanged, when another replica moved it first (no event then, unless
+  // the move came between the check and the write).
+  absl::StatusOr<bool> PublishStateIf(kaizen::v1::Job* job, kaizen::v1::JobState state,
+                                      kaizen::v1::JobState from);
   // Fails a job that has used up --max_job_attempts (mu_ held or at start).
   absl::Status FailAfterAttempts(kaizen::v1::Job* job, absl::string_view what);
-  // Claims a job whose replica died (shared database): nullopt when none, or
-  // when the one found had used up its attempts and was failed instead.
+  // Claims a job whose replica died (shared database): nullopt when none,
+  // when the one found had used up its attempts and was failed instead, or
+  // when it was a preempted job left PAUSED, which goes back to the queue.
   absl::StatusOr<std::optional<kaizen::v1::Job>> ClaimOrphan() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Shared database: every job_lease / 3 renews this replica's leases,
   // passes on cancel and pause requests made through other replicas, notices
@@ -399,6 +410,17 @@ class JobManager {
   void ReplicaTick(bool renew);
   // Asks a RUNNING job held by this replica to pause (mu_ held).
   void RequestPause(Running* running) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A cancel or pause that another replica left on the lease of a job this
+  // one runs: passed to the run like a local request.
+  void ApplyLeaseRequest(const std::string& id, Running* running, const std::string& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One that reached the lease after the run had ended, or that reached a
+  // run that had already finished: a QUEUED or PAUSED job is cancelled or
+  // paused here (the caller releases the output name of a cancelled one); if
+  // another replica claimed it meanwhile, the request is left on that
+  // replica's lease; an ended job gets a message that it came too late.
+  void ApplyLateRequest(kaizen::v1::Job* job, const std::string& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Persist(kaizen::v1::Job* job);
   void PublishMessage(const std::string& job_id, const std::string& message);
 

@@ -111,6 +111,26 @@ absl::Status JobStore::Update(const kaizen::v1::Job& job) {
       .Run();
 }
 
+absl::StatusOr<bool> JobStore::UpdateIf(const kaizen::v1::Job& job, kaizen::v1::JobState from) {
+  absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_);
+  RETURN_IF_ERROR(tx.begin_status());
+  ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT state FROM jobs WHERE id = ?"));
+  sel.Bind(1, job.id());
+  ASSIGN_OR_RETURN(bool row, sel.Step());
+  if (!row || sel.ColumnInt(0) != static_cast<int64_t>(from)) return false;
+  ASSIGN_OR_RETURN(
+      Statement st,
+      db_->Prepare("UPDATE jobs SET state = ?2, priority = ?3, proto = ?4 WHERE id = ?1"));
+  RETURN_IF_ERROR(st.Bind(1, job.id())
+                      .Bind(2, static_cast<int64_t>(job.state()))
+                      .Bind(3, static_cast<int64_t>(job.request().priority()))
+                      .BindBlob(4, job.SerializeAsString())
+                      .Run());
+  RETURN_IF_ERROR(tx.Commit());
+  return true;
+}
+
 absl::StatusOr<kaizen::v1::Job> JobStore::Get(const std::string& id) {
   absl::MutexLock lock(&db_->mutex());
   ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT proto FROM jobs WHERE id = ?"));
@@ -266,26 +286,33 @@ absl::StatusOr<std::optional<kaizen::v1::Job>> JobStore::ClaimExpired(
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_);
   RETURN_IF_ERROR(tx.begin_status());
+  // A PAUSED job keeps its lease only between its holder recording the
+  // pause and releasing the lease: an expired one means the holder died in
+  // between.
   ASSIGN_OR_RETURN(Statement sel,
-                   db_->Prepare("SELECT j.proto, COALESCE(l.owner, '') FROM jobs j "
+                   db_->Prepare("SELECT j.proto, COALESCE(l.owner, ''), j.state FROM jobs j "
                                 "LEFT JOIN job_leases l ON l.job_id = j.id "
-                                "WHERE j.state = ?1 AND (l.job_id IS NULL OR l.expires_ms < ?2) "
+                                "WHERE (j.state = ?1 AND (l.job_id IS NULL OR l.expires_ms < ?2)) "
+                                "OR (j.state = ?3 AND l.expires_ms < ?2) "
                                 "ORDER BY j.priority DESC, j.seq"));
-  sel.Bind(1, static_cast<int64_t>(kaizen::v1::JOB_STATE_RUNNING)).Bind(2, now_ms);
+  sel.Bind(1, static_cast<int64_t>(kaizen::v1::JOB_STATE_RUNNING))
+      .Bind(2, now_ms)
+      .Bind(3, static_cast<int64_t>(kaizen::v1::JOB_STATE_PAUSED));
   std::optional<kaizen::v1::Job> found;
   while (!found) {
     ASSIGN_OR_RETURN(bool row, sel.Step());
-    if (!row) return std::optional<kaizen::v1::Job>();
+    if (!row) return found;
     ASSIGN_OR_RETURN(kaizen::v1::Job job, ParseJob(sel.ColumnBlob(0)));
     if (std::find(exclude.begin(), exclude.end(), job.id()) != exclude.end()) continue;
     if (previous_owner) *previous_owner = sel.ColumnText(1);
+    // The column decides: the proto may lag behind a conditional change.
+    job.set_state(static_cast<kaizen::v1::JobState>(sel.ColumnInt(2)));
     found = std::move(job);
   }
-  kaizen::v1::Job job = *std::move(found);
   ASSIGN_OR_RETURN(Statement lease, db_->Prepare(kUpsertLease));
-  RETURN_IF_ERROR(lease.Bind(1, job.id()).Bind(2, owner).Bind(3, now_ms + lease_ms).Run());
+  RETURN_IF_ERROR(lease.Bind(1, found->id()).Bind(2, owner).Bind(3, now_ms + lease_ms).Run());
   RETURN_IF_ERROR(tx.Commit());
-  return std::optional<kaizen::v1::Job>(std::move(job));
+  return found;
 }
 
 absl::StatusOr<std::map<std::string, JobStore::LeaseState>> JobStore::RenewLeases(
@@ -331,11 +358,21 @@ absl::StatusOr<bool> JobStore::TransitionState(const std::string& job_id, kaizen
   return true;
 }
 
-absl::Status JobStore::ReleaseLease(const std::string& job_id, const std::string& owner) {
+absl::StatusOr<std::string> JobStore::ReleaseLease(const std::string& job_id,
+                                                   const std::string& owner) {
   absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_);
+  RETURN_IF_ERROR(tx.begin_status());
+  ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT request FROM job_leases "
+                                               "WHERE job_id = ? AND owner = ?"));
+  sel.Bind(1, job_id).Bind(2, owner);
+  ASSIGN_OR_RETURN(bool row, sel.Step());
+  std::string request = row ? sel.ColumnText(0) : std::string();
   ASSIGN_OR_RETURN(Statement st,
                    db_->Prepare("DELETE FROM job_leases WHERE job_id = ? AND owner = ?"));
-  return st.Bind(1, job_id).Bind(2, owner).Run();
+  RETURN_IF_ERROR(st.Bind(1, job_id).Bind(2, owner).Run());
+  RETURN_IF_ERROR(tx.Commit());
+  return request;
 }
 
 absl::StatusOr<std::optional<std::string>> JobStore::RequestOfLeaseHolder(

@@ -27,6 +27,11 @@ class JobStore {
   absl::Status Insert(const kaizen::v1::Job& job, bool held = false);
   // Replaces the stored job (state, progress, history...).
   absl::Status Update(const kaizen::v1::Job& job);
+  // Update, in one write transaction, only while the stored state column is
+  // `from`; false (nothing written) otherwise. For moves into a claimable
+  // state: the row's state and proto change together, so a claim that
+  // follows cannot be overwritten.
+  absl::StatusOr<bool> UpdateIf(const kaizen::v1::Job& job, kaizen::v1::JobState from);
   absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
   absl::StatusOr<std::optional<kaizen::v1::Job>> FindByRequestId(const std::string& request_id);
   // Jobs with their creation sequence (the page cursor), newest first;
@@ -66,7 +71,11 @@ class JobStore {
   // A RUNNING job whose lease expired before `now_ms` (or that has none),
   // other than those in `exclude` (the ones this replica still runs), leased
   // to `owner` instead; `previous_owner` gets the replica that held it. A
-  // cancel or pause left on the old lease stays for the new holder.
+  // cancel or pause left on the old lease stays for the new holder. A PAUSED
+  // job with an expired lease (its replica died between recording the pause
+  // and releasing the lease, e.g. before requeueing a preempted job) is
+  // claimed the same way and returned PAUSED, for the new holder to requeue
+  // or leave paused and to release.
   absl::StatusOr<std::optional<kaizen::v1::Job>> ClaimExpired(
       const std::string& owner, int64_t now_ms, int64_t lease_ms,
       const std::vector<std::string>& exclude, std::string* previous_owner);
@@ -85,8 +94,9 @@ class JobStore {
   // QUEUED job another replica has just claimed.
   absl::StatusOr<bool> TransitionState(const std::string& job_id, kaizen::v1::JobState from,
                                        kaizen::v1::JobState to);
-  // Gives up `owner`'s lease on a job that stopped running.
-  absl::Status ReleaseLease(const std::string& job_id, const std::string& owner);
+  // Gives up `owner`'s lease on a job that stopped running and returns the
+  // request ("cancel", "pause" or "") left on it since the last renewal.
+  absl::StatusOr<std::string> ReleaseLease(const std::string& job_id, const std::string& owner);
   // Leaves `request` for the replica holding a live lease on `job_id` and
   // returns that replica; nullopt when no live lease exists.
   absl::StatusOr<std::optional<std::string>> RequestOfLeaseHolder(const std::string& job_id,

@@ -1030,5 +1030,160 @@ TEST_F(JobManagerTest, OnlyAStrictlyHigherPriorityPreemptsAndOnlyWithTheOption) 
   }
 }
 
+// Replicas on one database (here one SQLite file, and the store's calls of
+// another replica made directly): what a replica leaves between deciding a
+// run's end and releasing the job's lease is not lost.
+JobManager::Options ReplicaOptions(const std::string& replica) {
+  JobManager::Options o;
+  o.shared_database = true;
+  o.replica_id = replica;
+  // Long enough that no renewal comes between the steps of these runs'
+  // requests and their ends.
+  o.job_lease = absl::Seconds(60);
+  return o;
+}
+
+// The replica died after recording the preemption and before requeueing the
+// job: another replica puts it back in the queue and it runs.
+TEST_F(JobManagerTest, APreemptedJobWhoseReplicaDiedBeforeRequeueingItRunsAgain) {
+  UploadDataset("pets");
+  MakeManager(ReplicaOptions("b"));
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  const int64_t long_ago = absl::ToUnixMillis(absl::Now()) - 120000;
+  ASSERT_TRUE(jobs_->ClaimNext("a", long_ago, 1000)->has_value());
+  Job paused = *jobs_->Get(job->id());
+  paused.set_state(JOB_STATE_PAUSED);
+  paused.set_preempted_by("urgent");
+  paused.set_pause_reason("preempted by job urgent");
+  ASSERT_TRUE(jobs_->Update(paused).ok());
+
+  // A pause now would be undone by the requeue: try again.
+  absl::StatusOr<Job> pause = manager_->Pause(job->id());
+  EXPECT_EQ(pause.status().code(), absl::StatusCode::kUnavailable) << pause.status();
+  EXPECT_THAT(pause.status().message(), HasSubstr("was preempted and is being requeued"));
+
+  ASSERT_TRUE(manager_->Start().ok());
+  const Job end = WaitForEnd(job->id());
+  EXPECT_EQ(end.state(), JOB_STATE_SUCCEEDED) << end.error();
+  EXPECT_THAT(Messages(job->id()),
+              ::testing::Contains("replica a stopped between pausing this job (preempted by job "
+                                  "urgent) and requeueing it; replica b requeued it"));
+  const StateList states = States(job->id());
+  ASSERT_GE(states.size(), 3u);
+  EXPECT_EQ(StateList(states.end() - 3, states.end()),
+            (StateList{JOB_STATE_QUEUED, JOB_STATE_RUNNING, JOB_STATE_SUCCEEDED}));
+}
+
+// A cancel another replica left on the lease after this one's last renewal
+// reaches a run that stopped (paused here) when its end is decided.
+TEST_F(JobManagerTest, ACancelLeftOnTheLeaseJustBeforeARunStopsCancelsIt) {
+  UploadDataset("pets");
+  std::string id;
+  JobManager::Options o = ReplicaOptions("a");
+  o.after_step = [&](const std::string& job_id, int64_t step) {
+    if (job_id != id || step != 1) return;
+    auto holder = jobs_->RequestOfLeaseHolder(job_id, "cancel", absl::ToUnixMillis(absl::Now()));
+    ASSERT_TRUE(holder.ok() && holder->has_value());
+    ASSERT_TRUE(manager_->Pause(job_id).ok());
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/3));
+  ASSERT_TRUE(job.ok()) << job.status();
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  EXPECT_EQ(WaitForEnd(id).state(), JOB_STATE_CANCELLED);
+  EXPECT_THAT(Messages(id),
+              ::testing::Contains("cancellation requested; stopping after the current step"));
+}
+
+// One that reaches a run that had finished comes too late and says so.
+TEST_F(JobManagerTest, ACancelLeftOnTheLeaseOfAFinishedRunComesTooLate) {
+  UploadDataset("pets");
+  JobManager::Options o = ReplicaOptions("a");
+  o.before_lease_release = [&](const std::string& job_id) {
+    auto holder = jobs_->RequestOfLeaseHolder(job_id, "cancel", absl::ToUnixMillis(absl::Now()));
+    ASSERT_TRUE(holder.ok() && holder->has_value());
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(manager_->Start().ok());
+  EXPECT_EQ(WaitForEnd(job->id()).state(), JOB_STATE_SUCCEEDED);
+  EXPECT_THAT(Messages(job->id()),
+              ::testing::Contains("the cancel asked through another replica came after the job "
+                                  "had ended JOB_STATE_SUCCEEDED"));
+}
+
+// A cancel left on the lease after the run's end (PAUSED here) was decided
+// and before the lease is released: the paused job is cancelled.
+TEST_F(JobManagerTest, ACancelLeftOnTheLeaseAfterTheRunEndedCancelsThePausedJob) {
+  UploadDataset("pets");
+  std::string id;
+  JobManager::Options o = ReplicaOptions("a");
+  o.after_step = [&](const std::string& job_id, int64_t step) {
+    if (job_id == id && step == 1) ASSERT_TRUE(manager_->Pause(job_id).ok());
+  };
+  o.before_lease_release = [&](const std::string& job_id) {
+    ASSERT_EQ(jobs_->Get(job_id)->state(), JOB_STATE_PAUSED);
+    auto holder = jobs_->RequestOfLeaseHolder(job_id, "cancel", absl::ToUnixMillis(absl::Now()));
+    ASSERT_TRUE(holder.ok() && holder->has_value());
+    EXPECT_EQ(**holder, "a");
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/3));
+  ASSERT_TRUE(job.ok()) << job.status();
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  EXPECT_EQ(WaitForEnd(id).state(), JOB_STATE_CANCELLED);
+  EXPECT_EQ(States(id), (StateList{JOB_STATE_QUEUED, JOB_STATE_RUNNING, JOB_STATE_PAUSED,
+                                   JOB_STATE_CANCELLED}));
+  EXPECT_THAT(Messages(id), ::testing::Contains("the cancellation asked through another replica "
+                                                "reached the job as its run ended; cancelled"));
+}
+
+// Another replica cancels a preempted job in the moment it is PAUSED, before
+// its replica requeues it: the cancel stands and the job never runs again.
+TEST_F(JobManagerTest, ACancelOfAPreemptedJobBeforeItsRequeueStands) {
+  UploadDataset("pets", 24);
+  std::string low_id, high_id;
+  JobManager::Options o = ReplicaOptions("a");
+  o.preempt = true;
+  o.after_step = [&](const std::string& job_id, int64_t step) {
+    if (job_id != low_id || step != 1 || !high_id.empty()) return;
+    kaizen::v1::StartFineTuneRequest r = Request("pets", "high");
+    r.set_priority(5);
+    absl::StatusOr<Job> high = manager_->Submit(r);
+    ASSERT_TRUE(high.ok()) << high.status();
+    high_id = high->id();
+  };
+  o.before_lease_release = [&](const std::string& job_id) {
+    if (job_id != low_id) return;
+    // What CancelJob through another replica does: the conditional change,
+    // then the row.
+    Job job = *jobs_->Get(job_id);
+    ASSERT_EQ(job.state(), JOB_STATE_PAUSED);
+    ASSERT_TRUE(*jobs_->TransitionState(job_id, JOB_STATE_PAUSED, JOB_STATE_CANCELLED));
+    job.set_state(JOB_STATE_CANCELLED);
+    ASSERT_TRUE(jobs_->Update(job).ok());
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> low = manager_->Submit(Request("pets", "low", /*epochs=*/3));
+  ASSERT_TRUE(low.ok()) << low.status();
+  low_id = low->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  ASSERT_FALSE(WaitForState(low_id, {JOB_STATE_CANCELLED}).id().empty());
+  ASSERT_FALSE(high_id.empty());
+  EXPECT_EQ(WaitForEnd(high_id).state(), JOB_STATE_SUCCEEDED);
+  manager_->Stop();
+  EXPECT_EQ(jobs_->Get(low_id)->state(), JOB_STATE_CANCELLED);
+  // No QUEUED (nor RUNNING) after the PAUSED: the cancel's own CANCELLED
+  // event is the other replica's to write.
+  EXPECT_EQ(States(low_id), (StateList{JOB_STATE_QUEUED, JOB_STATE_RUNNING, JOB_STATE_PAUSED}));
+  EXPECT_THAT(Messages(low_id),
+              ::testing::Contains("not requeued: the job became JOB_STATE_CANCELLED through "
+                                  "another replica"));
+}
+
 }  // namespace
 }  // namespace kaizen::jobs

@@ -259,6 +259,69 @@ TEST_P(JobStoreTest, ATakeoverSkipsJobsTheReplicaStillRunsAndKeepsPendingRequest
   EXPECT_EQ((*jobs_->RenewLeases("replica-a", {"b"}, 2600, 1000))["b"].request, "cancel");
 }
 
+// A job whose holder recorded it PAUSED but died before releasing its lease
+// (before requeueing it, for a preempted one): it is taken over, still
+// PAUSED, with what was asked through other replicas; one whose holder
+// released the lease is not.
+TEST_P(JobStoreTest, APausedJobLeftUnderAnExpiredLeaseIsTakenOver) {
+  for (const char* id : {"preempted", "user", "released"}) {
+    ASSERT_TRUE(jobs_->Insert(MakeJob(id, 0)).ok());
+    ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 1000)->has_value());  // until 2000
+    kaizen::v1::Job job = *jobs_->Get(id);
+    job.set_state(kaizen::v1::JOB_STATE_PAUSED);
+    if (std::string(id) != "user") job.set_preempted_by("urgent");
+    ASSERT_TRUE(jobs_->Update(job).ok());
+  }
+  ASSERT_TRUE(jobs_->RequestOfLeaseHolder("user", "cancel", 1500)->has_value());
+  ASSERT_TRUE(jobs_->ReleaseLease("released", "replica-a").ok());
+  std::string previous;
+  EXPECT_FALSE(jobs_->ClaimExpired("replica-b", 1999, 1000, {}, &previous)->has_value());
+  std::vector<std::string> taken;
+  while (true) {
+    auto next = jobs_->ClaimExpired("replica-b", 2500, 1000, {}, &previous);
+    ASSERT_TRUE(next.ok()) << next.status();
+    if (!next->has_value()) break;
+    EXPECT_EQ((*next)->state(), kaizen::v1::JOB_STATE_PAUSED);
+    EXPECT_EQ(previous, "replica-a");
+    taken.push_back((*next)->id());
+  }
+  EXPECT_EQ(taken, (std::vector<std::string>{"preempted", "user"}));
+  EXPECT_TRUE((*jobs_->RenewLeases("replica-b", {"preempted"}, 2600, 1000))["preempted"].held);
+  EXPECT_EQ(*jobs_->ReleaseLease("user", "replica-b"), "cancel");
+}
+
+// A conditional update writes the whole row only from the state expected.
+TEST_P(JobStoreTest, AConditionalUpdateWritesOnlyFromTheStateExpected) {
+  ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0)).ok());
+  kaizen::v1::Job job = *jobs_->Get("a");
+  job.set_state(kaizen::v1::JOB_STATE_PAUSED);
+  job.set_preempted_by("urgent");
+  EXPECT_FALSE(*jobs_->UpdateIf(job, kaizen::v1::JOB_STATE_RUNNING));
+  EXPECT_EQ(jobs_->Get("a")->state(), kaizen::v1::JOB_STATE_QUEUED);
+  EXPECT_TRUE(*jobs_->UpdateIf(job, kaizen::v1::JOB_STATE_QUEUED));
+  EXPECT_EQ(jobs_->Get("a")->preempted_by(), "urgent");
+  // The state column moved with the proto: a claim no longer finds it.
+  EXPECT_FALSE(jobs_->ClaimNext("replica-a", 1000, 1000)->has_value());
+  EXPECT_FALSE(*jobs_->UpdateIf(job, kaizen::v1::JOB_STATE_QUEUED));
+}
+
+// A request left on a lease after its holder's last renewal comes back when
+// the holder releases it, so that the end of a run does not drop it.
+TEST_P(JobStoreTest, ReleasingALeaseHandsBackTheRequestLeftOnIt) {
+  for (const char* id : {"a", "b"}) {
+    ASSERT_TRUE(jobs_->Insert(MakeJob(id, 0)).ok());
+    ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 5000)->has_value());
+  }
+  ASSERT_TRUE(jobs_->RequestOfLeaseHolder("a", "cancel", 2000)->has_value());
+  ASSERT_TRUE(jobs_->RequestOfLeaseHolder("b", "pause", 2000)->has_value());
+  EXPECT_EQ((*jobs_->RenewLeases("replica-a", {"b"}, 2100, 5000))["b"].request, "pause");
+  // Another replica's lease is not released, and hands back nothing.
+  EXPECT_EQ(*jobs_->ReleaseLease("a", "replica-b"), "");
+  EXPECT_EQ(*jobs_->ReleaseLease("a", "replica-a"), "cancel");
+  EXPECT_EQ(*jobs_->ReleaseLease("a", "replica-a"), "");  // gone
+  EXPECT_EQ(*jobs_->ReleaseLease("b", "replica-a"), "");  // taken by the renewal
+}
+
 TEST_P(JobStoreTest, AStateMovesOnlyFromTheStateItIsIn) {
   ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0)).ok());
   ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 5000)->has_value());
