@@ -408,6 +408,8 @@ void KaizenServer::StartJobs(int threads) {
   s.models->set_in_use_check(
       [job_manager](const std::string& n) { return job_manager->ModelInUse(n); },
       job_manager->references_mutex());
+  s.models->set_output_check(
+      [job_manager](const std::string& n) { return job_manager->JobWritingModel(n); });
 }
 
 void KaizenServer::CreateServices() {

@@ -1180,6 +1180,17 @@ absl::StatusOr<bool> JobManager::ModelInUse(const std::string& name) {
   return false;
 }
 
+absl::StatusOr<std::optional<std::string>> JobManager::JobWritingModel(const std::string& name) {
+  ASSIGN_OR_RETURN(std::vector<Job> active,
+                   jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED,  // held, being submitted
+                                    kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
+                                    kaizen::v1::JOB_STATE_PAUSED}));
+  for (const Job& j : active) {
+    if (j.request().output_model() == name) return std::optional<std::string>(j.id());
+  }
+  return std::optional<std::string>();
+}
+
 absl::StatusOr<std::vector<int64_t>> JobManager::PinnedVersionsInUse(const std::string& name) {
   ASSIGN_OR_RETURN(std::vector<Job> active,
                    jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED,  // held, being submitted

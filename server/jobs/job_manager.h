@@ -141,6 +141,9 @@ class JobManager {
   // Whether a QUEUED, RUNNING or PAUSED job reads the dataset / uses the
   // model.
   absl::StatusOr<bool> DatasetInUse(const std::string& name);
+  // The active job (held, QUEUED, RUNNING or PAUSED, submitted through any
+  // replica) whose output model is `name`, if any.
+  absl::StatusOr<std::optional<std::string>> JobWritingModel(const std::string& name);
   absl::StatusOr<bool> ModelInUse(const std::string& name);
 
   // Submit holds this shared from checking a job's references to storing the

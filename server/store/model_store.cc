@@ -59,6 +59,10 @@ absl::StatusOr<std::unique_ptr<ModelStore::Upload>> ModelStore::BeginUpload(
         "header.input_shape has ", header.input_shape_size(), " values; expected [C, H, W]"));
   }
   RETURN_IF_ERROR(ReserveName(header.name(), "an upload in progress"));
+  if (absl::Status written = CheckNoJobWrites(header.name()); !written.ok()) {
+    ReleaseName(header.name());
+    return written;
+  }
   UploadReceiver::Options ro;
   ro.tmp_dir = options_.data_dir + "/tmp";
   ro.max_bytes = options_.max_model_bytes;
@@ -84,6 +88,14 @@ absl::Status ModelStore::ReserveName(const std::string& name, const std::string&
   }
   reserved_.emplace(name, owner);
   return absl::OkStatus();
+}
+
+absl::Status ModelStore::CheckNoJobWrites(const std::string& name) {
+  if (!output_check_) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::optional<std::string> job, output_check_(name));
+  if (!job) return absl::OkStatus();
+  return absl::AlreadyExistsError(absl::StrCat("model \"", name, "\" is being written by job ",
+                                               *job, " (it may run on another replica)"));
 }
 
 void ModelStore::ReleaseName(const std::string& name) {
@@ -172,6 +184,8 @@ absl::Status PutHeadOnEncoder(const std::string& path, const models::UploadedEnc
 
 absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
   RETURN_IF_ERROR(receiver_.Finish(sha256_hex));
+  // A job submitted through another replica since the upload began.
+  RETURN_IF_ERROR(store_->CheckNoJobWrites(header_.name()));
   const std::string& tmp = receiver_.part_paths()[0];
   std::optional<models::UploadedEncoder> encoder;
   absl::StatusOr<Model> inspected =

@@ -137,6 +137,14 @@ class ModelStore {
     references_ = references;
   }
 
+  // The active job (on any replica: it reads the shared job table) whose
+  // output is a model name, if any. An upload is refused while one exists:
+  // checked when it begins and again when it finishes, since another
+  // replica's job does not hold the name in this store's reservations.
+  using OutputCheck =
+      std::function<absl::StatusOr<std::optional<std::string>>(const std::string& name)>;
+  void set_output_check(OutputCheck check) { output_check_ = std::move(check); }
+
   // Reserves a model name for `owner` ("an upload", "job ft-..."), so that an
   // upload and a fine-tuning job's output can never take the same name.
   // ALREADY_EXISTS when another owner holds it or, unless `may_exist`, when
@@ -174,6 +182,9 @@ class ModelStore {
   Options options_;
   MetadataStore* metadata_;
   InUseCheck in_use_;
+  OutputCheck output_check_;
+  // ALREADY_EXISTS naming the job when output_check_ finds one writing `name`.
+  absl::Status CheckNoJobWrites(const std::string& name);
   absl::Mutex* references_ = nullptr;
   Listener listener_;
   absl::Mutex mu_;

@@ -55,6 +55,7 @@ class JobManagerTest : public ::testing::Test {
                                 m->references_mutex());
     models_->set_in_use_check([m](const std::string& n) { return m->ModelInUse(n); },
                               m->references_mutex());
+    models_->set_output_check([m](const std::string& n) { return m->JobWritingModel(n); });
   }
 
   // `images` PNGs (pixels from seeds `seed`, `seed` + 1, ...), half in class
@@ -178,6 +179,47 @@ TEST_F(JobManagerTest, AJobOutputHoldsItsNameAgainstUploads) {
   EXPECT_THAT(upload.status().message(), HasSubstr(job->id()));
   // Cancelling the job frees the name.
   ASSERT_TRUE(manager_->Cancel(job->id()).ok());
+  EXPECT_TRUE(models_->BeginUpload(h).ok());
+}
+
+// A job submitted through another replica (its row written straight into
+// the shared table here) is not in this replica's name reservations: the
+// upload is refused by the job table, when it begins and when it finishes.
+TEST_F(JobManagerTest, AJobOfAnotherReplicaHoldsItsOutputNameAgainstUploads) {
+  MakeManager();
+  auto other_replicas_job = [&](const std::string& id, const std::string& output) {
+    Job job;
+    job.set_id(id);
+    job.set_state(kaizen::v1::JOB_STATE_QUEUED);
+    job.mutable_request()->set_output_model(output);
+    return jobs_->Insert(job);
+  };
+  ASSERT_TRUE(other_replicas_job("ft-other", "theirs").ok());
+  kaizen::v1::UploadModelHeader h;
+  h.set_name("theirs");
+  h.add_parts()->set_size_bytes(10);
+  auto refused = models_->BeginUpload(h);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("model \"theirs\" is being written by job ft-other"));
+
+  h.set_name("later");
+  auto upload = models_->BeginUpload(h);
+  ASSERT_TRUE(upload.ok()) << upload.status();
+  const std::string bytes = "0123456789";
+  ASSERT_TRUE((*upload)->Append(bytes).ok());
+  ASSERT_TRUE(other_replicas_job("ft-later", "later").ok());
+  auto finished = (*upload)->Finish(common::Sha256Hex(bytes));
+  ASSERT_FALSE(finished.ok());
+  EXPECT_EQ(finished.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(finished.status().message(), HasSubstr("being written by job ft-later"));
+
+  // Once the other replica's job has ended the name is free.
+  Job ended = *jobs_->Get("ft-other");
+  ended.set_state(kaizen::v1::JOB_STATE_CANCELLED);
+  ASSERT_TRUE(jobs_->Update(ended).ok());
+  h.set_name("theirs");
   EXPECT_TRUE(models_->BeginUpload(h).ok());
 }
 
