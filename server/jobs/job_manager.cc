@@ -221,19 +221,16 @@ void JobManager::ApplyLateRequest(Job* job, const std::string& request) {
     if (!cancel && job->state() == kaizen::v1::JOB_STATE_PAUSED && job->preempted_by().empty()) {
       return;  // already paused by a user
     }
-    if (job->state() == kaizen::v1::JOB_STATE_RUNNING) {
-      // Claimed by a replica since: the request waits on its lease.
-      absl::StatusOr<std::optional<std::string>> holder =
-          jobs_->RequestOfLeaseHolder(id, request, absl::ToUnixMillis(absl::Now()));
-      if (holder.ok() && holder->has_value()) return;
-      continue;
-    }
-    const JobState from = job->state();
     const JobState to = cancel ? kaizen::v1::JOB_STATE_CANCELLED : kaizen::v1::JOB_STATE_PAUSED;
-    absl::StatusOr<bool> moved = jobs_->TransitionState(id, from, to);
-    if (!moved.ok()) break;
-    if (!*moved) {
-      // A claim leases the job in the same transaction that marks it RUNNING.
+    bool moved = false;
+    if (job->state() != kaizen::v1::JOB_STATE_RUNNING) {
+      absl::StatusOr<bool> changed = jobs_->TransitionState(id, job->state(), to);
+      if (!changed.ok()) break;
+      moved = *changed;
+    }
+    if (!moved) {
+      // Claimed by a replica since (a claim leases the job in the same
+      // transaction that marks it RUNNING): the request waits on its lease.
       absl::StatusOr<std::optional<std::string>> holder =
           jobs_->RequestOfLeaseHolder(id, request, absl::ToUnixMillis(absl::Now()));
       if (holder.ok() && holder->has_value()) return;
@@ -1146,11 +1143,14 @@ void JobManager::PreemptForQueue() {
   }
 }
 
+absl::StatusOr<std::vector<Job>> JobManager::ActiveJobs() {
+  return jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED,  // held, being submitted
+                          kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
+                          kaizen::v1::JOB_STATE_PAUSED});
+}
+
 absl::StatusOr<bool> JobManager::DatasetInUse(const std::string& name) {
-  ASSIGN_OR_RETURN(std::vector<Job> active,
-                   jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED,  // held, being submitted
-                                    kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
-                                    kaizen::v1::JOB_STATE_PAUSED}));
+  ASSIGN_OR_RETURN(std::vector<Job> active, ActiveJobs());
   for (const Job& j : active) {
     if (j.request().dataset() == name || j.request().test_dataset() == name ||
         j.request().hyperparameters().validation().dataset() == name) {
@@ -1164,10 +1164,7 @@ absl::StatusOr<bool> JobManager::DatasetInUse(const std::string& name) {
 }
 
 absl::StatusOr<bool> JobManager::ModelInUse(const std::string& name) {
-  ASSIGN_OR_RETURN(std::vector<Job> active,
-                   jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED,  // held, being submitted
-                                    kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
-                                    kaizen::v1::JOB_STATE_PAUSED}));
+  ASSIGN_OR_RETURN(std::vector<Job> active, ActiveJobs());
   for (const Job& j : active) {
     std::string base;
     int64_t v = 0;
@@ -1181,10 +1178,7 @@ absl::StatusOr<bool> JobManager::ModelInUse(const std::string& name) {
 }
 
 absl::StatusOr<std::optional<std::string>> JobManager::JobWritingModel(const std::string& name) {
-  ASSIGN_OR_RETURN(std::vector<Job> active,
-                   jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED,  // held, being submitted
-                                    kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
-                                    kaizen::v1::JOB_STATE_PAUSED}));
+  ASSIGN_OR_RETURN(std::vector<Job> active, ActiveJobs());
   for (const Job& j : active) {
     if (j.request().output_model() == name) return std::optional<std::string>(j.id());
   }
@@ -1192,10 +1186,7 @@ absl::StatusOr<std::optional<std::string>> JobManager::JobWritingModel(const std
 }
 
 absl::StatusOr<std::vector<int64_t>> JobManager::PinnedVersionsInUse(const std::string& name) {
-  ASSIGN_OR_RETURN(std::vector<Job> active,
-                   jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED,  // held, being submitted
-                                    kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
-                                    kaizen::v1::JOB_STATE_PAUSED}));
+  ASSIGN_OR_RETURN(std::vector<Job> active, ActiveJobs());
   std::vector<int64_t> versions;
   for (const Job& j : active) {
     if (j.has_distillation() && j.distillation().teacher_model() == name) {
@@ -1241,10 +1232,7 @@ absl::StatusOr<std::optional<Job>> JobManager::ClaimOrphan() {
     ASSIGN_OR_RETURN(const std::string late,
                      jobs_->ReleaseLease(orphan->id(), options_.replica_id));
     ApplyLateRequest(&*orphan, late);
-    if (common::IsTerminal(orphan->state())) {
-      models_->ReleaseName(orphan->request().output_model());
-      if (options_.output_done) options_.output_done(orphan->request().output_model());
-    }
+    if (common::IsTerminal(orphan->state())) OutputEnded(*orphan);
     return std::optional<Job>();
   }
   if (orphan->attempts() >= options_.max_job_attempts) {
@@ -1359,6 +1347,11 @@ JobManager::RunEnd JobManager::StoppedEnd(const Running& running, Job* job) {
   return {kaizen::v1::JOB_STATE_PAUSED, requeue};
 }
 
+void JobManager::OutputEnded(const Job& job) {
+  models_->ReleaseName(job.request().output_model());
+  if (options_.output_done) options_.output_done(job.request().output_model());
+}
+
 void JobManager::RunJob(Job job, Running* running) {
   const absl::Time start = absl::Now();
   if (options_.metrics) options_.metrics->JobRunStarted(job);
@@ -1440,10 +1433,7 @@ void JobManager::RunJob(Job job, Running* running) {
                {"state", kaizen::v1::JobState_Name(end)},
                {"seconds", absl::ToDoubleSeconds(absl::Now() - start)},
                {"error", job.error()}});
-  if (common::IsTerminal(job.state())) {
-    models_->ReleaseName(job.request().output_model());
-    if (options_.output_done) options_.output_done(job.request().output_model());
-  }
+  if (common::IsTerminal(job.state())) OutputEnded(job);
   running_.erase(job.id());
   wake_.SignalAll();
   if (requeue || end == kaizen::v1::JOB_STATE_QUEUED) PreemptForQueue();

@@ -141,6 +141,8 @@ class JobManager {
   // Whether a QUEUED, RUNNING or PAUSED job reads the dataset / uses the
   // model.
   absl::StatusOr<bool> DatasetInUse(const std::string& name);
+  // Jobs held (being submitted), QUEUED, RUNNING or PAUSED, of every replica.
+  absl::StatusOr<std::vector<kaizen::v1::Job>> ActiveJobs();
   // The active job (held, QUEUED, RUNNING or PAUSED, submitted through any
   // replica) whose output model is `name`, if any.
   absl::StatusOr<std::optional<std::string>> JobWritingModel(const std::string& name);
@@ -411,6 +413,9 @@ class JobManager {
   // replicas' events to this one's watchers.
   void ReplicaLoop();
   void ReplicaTick(bool renew);
+  // An ended job's output name is free again and serving loads its newest
+  // version.
+  void OutputEnded(const kaizen::v1::Job& job);
   // Asks a RUNNING job held by this replica to pause (mu_ held).
   void RequestPause(Running* running) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A cancel or pause that another replica left on the lease of a job this

@@ -99,8 +99,7 @@ absl::Status JobStore::Insert(const kaizen::v1::Job& job, bool held) {
   return tx.Commit();
 }
 
-absl::Status JobStore::Update(const kaizen::v1::Job& job) {
-  absl::MutexLock lock(&db_->mutex());
+absl::Status JobStore::WriteRow(const kaizen::v1::Job& job) {
   ASSIGN_OR_RETURN(
       Statement st,
       db_->Prepare("UPDATE jobs SET state = ?2, priority = ?3, proto = ?4 WHERE id = ?1"));
@@ -111,22 +110,25 @@ absl::Status JobStore::Update(const kaizen::v1::Job& job) {
       .Run();
 }
 
+absl::StatusOr<bool> JobStore::StateIs(const std::string& job_id, kaizen::v1::JobState state) {
+  ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT state FROM jobs WHERE id = ?"));
+  sel.Bind(1, job_id);
+  ASSIGN_OR_RETURN(bool row, sel.Step());
+  return row && sel.ColumnInt(0) == static_cast<int64_t>(state);
+}
+
+absl::Status JobStore::Update(const kaizen::v1::Job& job) {
+  absl::MutexLock lock(&db_->mutex());
+  return WriteRow(job);
+}
+
 absl::StatusOr<bool> JobStore::UpdateIf(const kaizen::v1::Job& job, kaizen::v1::JobState from) {
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_);
   RETURN_IF_ERROR(tx.begin_status());
-  ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT state FROM jobs WHERE id = ?"));
-  sel.Bind(1, job.id());
-  ASSIGN_OR_RETURN(bool row, sel.Step());
-  if (!row || sel.ColumnInt(0) != static_cast<int64_t>(from)) return false;
-  ASSIGN_OR_RETURN(
-      Statement st,
-      db_->Prepare("UPDATE jobs SET state = ?2, priority = ?3, proto = ?4 WHERE id = ?1"));
-  RETURN_IF_ERROR(st.Bind(1, job.id())
-                      .Bind(2, static_cast<int64_t>(job.state()))
-                      .Bind(3, static_cast<int64_t>(job.request().priority()))
-                      .BindBlob(4, job.SerializeAsString())
-                      .Run());
+  ASSIGN_OR_RETURN(const bool in_from, StateIs(job.id(), from));
+  if (!in_from) return false;
+  RETURN_IF_ERROR(WriteRow(job));
   RETURN_IF_ERROR(tx.Commit());
   return true;
 }
@@ -348,10 +350,8 @@ absl::StatusOr<bool> JobStore::TransitionState(const std::string& job_id, kaizen
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_);
   RETURN_IF_ERROR(tx.begin_status());
-  ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT state FROM jobs WHERE id = ?"));
-  sel.Bind(1, job_id);
-  ASSIGN_OR_RETURN(bool row, sel.Step());
-  if (!row || sel.ColumnInt(0) != static_cast<int64_t>(from)) return false;
+  ASSIGN_OR_RETURN(const bool in_from, StateIs(job_id, from));
+  if (!in_from) return false;
   ASSIGN_OR_RETURN(Statement set, db_->Prepare("UPDATE jobs SET state = ?2 WHERE id = ?1"));
   RETURN_IF_ERROR(set.Bind(1, job_id).Bind(2, static_cast<int64_t>(to)).Run());
   RETURN_IF_ERROR(tx.Commit());

@@ -105,6 +105,10 @@ class JobStore {
 
  private:
   explicit JobStore(Database* db) : db_(db) {}
+  // With the database's mutex held: writes the row's state, priority and
+  // proto; whether the row's state column is `state`.
+  absl::Status WriteRow(const kaizen::v1::Job& job);
+  absl::StatusOr<bool> StateIs(const std::string& job_id, kaizen::v1::JobState state);
   Database* db_;
 };
 
