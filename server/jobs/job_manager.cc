@@ -276,10 +276,7 @@ void JobManager::ReplicaTick(bool renew) {
         if (it == running_.end()) continue;
         Running* running = it->second;
         if (!state.held) {
-          if (!running->lost.exchange(true)) {
-            common::LogWarning("another replica took this job over; stopping it here",
-                               {{"job", id}, {"replica", options_.replica_id}});
-          }
+          MarkLost(id);
         } else {
           ApplyLeaseRequest(id, running, state.request);
         }
@@ -292,10 +289,42 @@ void JobManager::ReplicaTick(bool renew) {
   if (renew && options_.on_replica_tick) options_.on_replica_tick();
 }
 
+void JobManager::MarkLost(const std::string& job_id) {
+  auto it = running_.find(job_id);
+  if (it == running_.end() || it->second->lost.exchange(true)) return;
+  common::LogWarning("another replica took this job over; stopping it here",
+                     {{"job", job_id}, {"replica", options_.replica_id}});
+}
+
 absl::Status JobManager::Persist(Job* job) {
   ASSIGN_OR_RETURN(int64_t last, jobs_->LastSequence(job->id()));
   job->set_last_sequence(last);
-  return jobs_->Update(*job);
+  if (!options_.shared_database) return jobs_->Update(*job);
+  ASSIGN_OR_RETURN(const bool held, jobs_->UpdateIfLeased(*job, options_.replica_id,
+                                                          absl::ToUnixMillis(absl::Now())));
+  if (held) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  MarkLost(job->id());
+  return absl::AbortedError(
+      absl::StrCat("job ", job->id(), " is no longer leased to this replica: not recorded"));
+}
+
+absl::Status JobManager::FenceRun(const std::string& job_id) {
+  if (!options_.shared_database) return absl::OkStatus();
+  ASSIGN_OR_RETURN(auto leases, jobs_->RenewLeases(options_.replica_id, {job_id},
+                                                   absl::ToUnixMillis(absl::Now()),
+                                                   absl::ToInt64Milliseconds(options_.job_lease)));
+  const store::JobStore::LeaseState& state = leases[job_id];
+  absl::MutexLock lock(&mu_);
+  if (!state.held) {
+    MarkLost(job_id);
+    return absl::AbortedError(
+        absl::StrCat("job ", job_id, " is no longer leased to this replica: not recorded"));
+  }
+  if (auto it = running_.find(job_id); it != running_.end()) {
+    ApplyLeaseRequest(job_id, it->second, state.request);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status JobManager::PublishState(Job* job, JobState state) {
@@ -1635,6 +1664,8 @@ void JobManager::OnStep(Job* job, Running* running, const kaizen::v1::StepProgre
   if (options_.after_step) options_.after_step(job->id(), p.step());
   if (throttle->first_step < 0) throttle->first_step = p.step();
   if (options_.metrics) options_.metrics->TrainingStep(*job, p);
+  // A run another replica took over reports nothing more.
+  if (running->lost) return;
   const absl::Time now = absl::Now();
   if (now - throttle->last_published < options_.progress_interval && p.step() != p.total_steps()) {
     return;
@@ -1651,6 +1682,9 @@ void JobManager::OnStep(Job* job, Running* running, const kaizen::v1::StepProgre
 }
 
 void JobManager::OnEpoch(Job* job, const kaizen::v1::EpochMetrics& m) {
+  // A replica that lost the job reports no more epochs (nor can it record
+  // this one: Persist is fenced the same way).
+  if (absl::IsAborted(FenceRun(job->id()))) return;
   job->set_epoch(m.epoch());
   AppendEpochToHistory(m, job);
   if (options_.metrics) options_.metrics->EpochCompleted(*job);
@@ -1668,10 +1702,15 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
   meta.set_description(absl::StrCat(kaizen::v1::Strategy_Name(req.strategy()), " of ",
                                     req.base_model(), " on ", req.dataset(), ", epoch ",
                                     ckpt.epoch));
+  // A replica that stalled past its lease writes no version: the one that
+  // took the job over writes them now. The renewal gives the write a whole
+  // lease; the row's fenced update below catches a stall longer than that.
+  RETURN_IF_ERROR(FenceRun(job->id()));
   const absl::Time write_start = absl::Now();
   ASSIGN_OR_RETURN(kaizen::v1::Model stored,
                    models_->AddVersion(req.output_model(), ckpt.module, meta, ckpt.resume_state,
                                        ckpt.exemplars.get(), ckpt.tokenizer));
+  if (options_.after_version_written) options_.after_version_written(job->id(), stored.version());
   if (options_.metrics) {
     options_.metrics->CheckpointWritten(*job, absl::ToDoubleSeconds(absl::Now() - write_start));
   }
@@ -1704,7 +1743,17 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
   keep.insert(keep.end(), others.begin(), others.end());
   // The row that points at the new version is saved before older ones go:
   // a crash in between must not leave the job resuming from a deleted one.
-  RETURN_IF_ERROR(Persist(job));
+  if (absl::Status persisted = Persist(job); !persisted.ok()) {
+    if (absl::IsAborted(persisted)) {
+      // Lost meanwhile: the version is withdrawn, the taker's stay.
+      if (absl::Status removed = models_->RemoveVersion(req.output_model(), stored.version());
+          !removed.ok()) {
+        common::LogError("cannot withdraw the version of a job taken over",
+                         {{"job", job->id()}, {"error", removed.ToString()}});
+      }
+    }
+    return persisted;
+  }
   {
     // A DISTILL job reloads the teacher version it resolved at submission
     // whenever it (re)starts, an INCREMENTAL job its base version: versions
@@ -1713,7 +1762,7 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
     absl::WriterMutexLock references(&references_mu_);
     ASSIGN_OR_RETURN(const std::vector<int64_t> pinned, PinnedVersionsInUse(req.output_model()));
     keep.insert(keep.end(), pinned.begin(), pinned.end());
-    RETURN_IF_ERROR(models_->PruneVersions(req.output_model(), keep));
+    RETURN_IF_ERROR(models_->PruneVersions(req.output_model(), keep, stored.version()));
   }
   JobEvent e;
   auto* c = e.mutable_checkpoint();

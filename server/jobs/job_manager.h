@@ -106,6 +106,9 @@ class JobManager {
     // state is stored and before its lease is released, the window in which
     // another replica may still leave a request on the lease.
     std::function<void(const std::string& job_id)> before_lease_release;
+    // Tests only (shared database): called once a checkpoint's version is
+    // stored and before the job's row is made to point at it.
+    std::function<void(const std::string& job_id, int64_t version)> after_version_written;
   };
 
   JobManager(Options options, store::JobStore* jobs, store::DatasetStore* datasets,
@@ -429,7 +432,17 @@ class JobManager {
   // replica's lease; an ended job gets a message that it came too late.
   void ApplyLateRequest(kaizen::v1::Job* job, const std::string& request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Persist(kaizen::v1::Job* job);
+  // Stores a running job's row. With a shared database, only while this
+  // replica holds the job's lease (JobStore::UpdateIfLeased): ABORTED, and
+  // the run marked lost, once another replica may have taken it over.
+  absl::Status Persist(kaizen::v1::Job* job) ABSL_LOCKS_EXCLUDED(mu_);
+  // Shared database: renews the lease of a job this replica runs before a
+  // write that must not come from a replica that lost it (a checkpoint's
+  // version); ABORTED, and the run marked lost, when it is gone. A request
+  // left on the lease reaches the run as at a renewal.
+  absl::Status FenceRun(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // The run of `job_id` here stops and records nothing more (mu_ held).
+  void MarkLost(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishMessage(const std::string& job_id, const std::string& message);
 
   Options options_;

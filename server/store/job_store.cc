@@ -133,6 +133,21 @@ absl::StatusOr<bool> JobStore::UpdateIf(const kaizen::v1::Job& job, kaizen::v1::
   return true;
 }
 
+absl::StatusOr<bool> JobStore::UpdateIfLeased(const kaizen::v1::Job& job, const std::string& owner,
+                                              int64_t now_ms) {
+  absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_);
+  RETURN_IF_ERROR(tx.begin_status());
+  ASSIGN_OR_RETURN(Statement sel,
+                   db_->Prepare("SELECT owner, expires_ms FROM job_leases WHERE job_id = ?"));
+  sel.Bind(1, job.id());
+  ASSIGN_OR_RETURN(bool row, sel.Step());
+  if (!row || sel.ColumnText(0) != owner || sel.ColumnInt(1) < now_ms) return false;
+  RETURN_IF_ERROR(WriteRow(job));
+  RETURN_IF_ERROR(tx.Commit());
+  return true;
+}
+
 absl::StatusOr<kaizen::v1::Job> JobStore::Get(const std::string& id) {
   absl::MutexLock lock(&db_->mutex());
   ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT proto FROM jobs WHERE id = ?"));

@@ -32,6 +32,13 @@ class JobStore {
   // state: the row's state and proto change together, so a claim that
   // follows cannot be overwritten.
   absl::StatusOr<bool> UpdateIf(const kaizen::v1::Job& job, kaizen::v1::JobState from);
+  // Update, in one write transaction, only while `owner` holds a live lease
+  // on the job at `now_ms`; false (nothing written) once the lease expired or
+  // another replica took it. Every write a replica makes to a job it runs
+  // goes through here, so a replica that stalled past its lease cannot
+  // overwrite the progress of the one that took the job over.
+  absl::StatusOr<bool> UpdateIfLeased(const kaizen::v1::Job& job, const std::string& owner,
+                                      int64_t now_ms);
   absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
   absl::StatusOr<std::optional<kaizen::v1::Job>> FindByRequestId(const std::string& request_id);
   // Jobs with their creation sequence (the page cursor), newest first;

@@ -664,14 +664,22 @@ absl::StatusOr<std::string> ModelStore::ReadTokenizer(const std::string& name, i
   return tokenizer;
 }
 
-absl::Status ModelStore::PruneVersions(const std::string& name, const std::vector<int64_t>& keep) {
+absl::Status ModelStore::PruneVersions(const std::string& name, const std::vector<int64_t>& keep,
+                                       int64_t newest_considered) {
   ASSIGN_OR_RETURN(std::vector<int64_t> versions, metadata_->ModelVersions(name));
   for (int64_t v : versions) {
-    if (std::find(keep.begin(), keep.end(), v) != keep.end()) continue;
-    ASSIGN_OR_RETURN(std::vector<ModelRow> removed, metadata_->DeleteModel(name, v));
-    RETURN_IF_ERROR(RemoveFiles(removed));
+    if (v > newest_considered || std::find(keep.begin(), keep.end(), v) != keep.end()) continue;
+    RETURN_IF_ERROR(RemoveVersion(name, v));
   }
   return absl::OkStatus();
+}
+
+absl::Status ModelStore::RemoveVersion(const std::string& name, int64_t version) {
+  if (version <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("no version of \"", name, "\" named"));
+  }
+  ASSIGN_OR_RETURN(std::vector<ModelRow> removed, metadata_->DeleteModel(name, version));
+  return RemoveFiles(removed);
 }
 
 absl::StatusOr<ModelStore::File> ModelStore::OpenFile(const std::string& name, int64_t version) {

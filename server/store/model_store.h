@@ -124,8 +124,14 @@ class ModelStore {
   // Quarantines every version whose loading marker a dead server left
   // behind; returns how many.
   absl::StatusOr<int> QuarantineInterruptedLoads();
-  // Deletes versions of `name` that are not in `keep`.
-  absl::Status PruneVersions(const std::string& name, const std::vector<int64_t>& keep);
+  // Deletes versions of `name` up to `newest_considered` that are not in
+  // `keep`; newer ones (written since by another replica that took the job
+  // over) stay.
+  absl::Status PruneVersions(const std::string& name, const std::vector<int64_t>& keep,
+                             int64_t newest_considered);
+  // Deletes one version a job has just written, without Delete's in-use
+  // check: the job's own run withdrawing a checkpoint it may not record.
+  absl::Status RemoveVersion(const std::string& name, int64_t version);
 
   // Answers whether a queued or running job uses a name; Delete refuses
   // (FAILED_PRECONDITION) while it does. Delete holds `references` (when

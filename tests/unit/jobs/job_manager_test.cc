@@ -1227,5 +1227,84 @@ TEST_F(JobManagerTest, ACancelOfAPreemptedJobBeforeItsRequeueStands) {
                                   "another replica"));
 }
 
+// Replica "b" takes over a job of this replica ("a"), as if "a" had stalled
+// past its lease: b claims it with a clock past a's lease and writes its own
+// row, which carries `marker` in its device field.
+void TakeOver(store::JobStore* jobs, const std::string& id, const std::string& marker) {
+  const int64_t later = absl::ToUnixMillis(absl::Now()) + 120000;
+  std::string previous;
+  auto taken = jobs->ClaimExpired("b", later, 60000, {}, &previous);
+  ASSERT_TRUE(taken.ok() && taken->has_value()) << taken.status();
+  ASSERT_EQ((*taken)->id(), id);
+  EXPECT_EQ(previous, "a");
+  Job row = *jobs->Get(id);
+  row.set_device(marker);
+  ASSERT_TRUE(*jobs->UpdateIfLeased(row, "b", later));
+}
+
+// What a replica stalled past its lease does once it wakes is not recorded:
+// its epoch, its checkpoint and its row writes are refused, so the replica
+// that took the job over owns the row and the model.
+TEST_F(JobManagerTest, AReplicaThatLostTheLeaseMidEpochRecordsNothingMore) {
+  UploadDataset("pets");
+  std::string id;
+  JobManager::Options o = ReplicaOptions("a");
+  o.after_step = [&](const std::string& job_id, int64_t step) {
+    if (job_id == id && step == 1) TakeOver(jobs_.get(), job_id, "taken by b");
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/3));
+  ASSERT_TRUE(job.ok()) << job.status();
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  // One worker: the next job runs once a's run of the first has stopped.
+  absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next"));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(WaitForEnd(next->id()).state(), JOB_STATE_SUCCEEDED);
+
+  const Job row = *jobs_->Get(id);
+  EXPECT_EQ(row.device(), "taken by b");
+  EXPECT_EQ(row.state(), JOB_STATE_RUNNING);
+  EXPECT_EQ(row.latest_version(), 0);
+  EXPECT_TRUE(row.history().empty());
+  EXPECT_EQ(models_->Get("out", 0).status().code(), absl::StatusCode::kNotFound);
+  auto events = jobs_->Events(id, 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  for (const kaizen::v1::JobEvent& e : *events) {
+    EXPECT_FALSE(e.has_epoch_summary()) << e.DebugString();
+    EXPECT_FALSE(e.has_checkpoint()) << e.DebugString();
+  }
+}
+
+// The lease is lost between writing a checkpoint's version and pointing the
+// row at it: the version is withdrawn, the row stays the taker's.
+TEST_F(JobManagerTest, AVersionWrittenAsTheLeaseWasLostIsWithdrawn) {
+  UploadDataset("pets");
+  std::string id;
+  std::vector<int64_t> written;
+  JobManager::Options o = ReplicaOptions("a");
+  o.after_version_written = [&](const std::string& job_id, int64_t version) {
+    written.push_back(version);
+    if (job_id == id && written.size() == 2) TakeOver(jobs_.get(), job_id, "taken by b");
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/3));
+  ASSERT_TRUE(job.ok()) << job.status();
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next"));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(WaitForEnd(next->id()).state(), JOB_STATE_SUCCEEDED);
+
+  ASSERT_EQ(written, (std::vector<int64_t>{1, 2, 1}));  // out 1, out 2, next 1
+  const Job row = *jobs_->Get(id);
+  EXPECT_EQ(row.device(), "taken by b");
+  EXPECT_EQ(row.latest_version(), 1);  // as a recorded it before losing the lease
+  absl::StatusOr<kaizen::v1::Model> out = models_->Get("out", 0);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(std::vector<int64_t>(out->versions().begin(), out->versions().end()),
+            (std::vector<int64_t>{1}));
+}
+
 }  // namespace
 }  // namespace kaizen::jobs

@@ -305,6 +305,31 @@ TEST_P(JobStoreTest, AConditionalUpdateWritesOnlyFromTheStateExpected) {
   EXPECT_FALSE(*jobs_->UpdateIf(job, kaizen::v1::JOB_STATE_QUEUED));
 }
 
+// A replica writes the row of a job it runs only while its lease is live:
+// once the lease ran out, and after another replica took the job over, its
+// writes are refused and the taker's row stays.
+TEST_P(JobStoreTest, ALeasedUpdateWritesOnlyWhileTheLeaseIsHeld) {
+  ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0)).ok());
+  kaizen::v1::Job job = *jobs_->Get("a");
+  job.set_state(kaizen::v1::JOB_STATE_RUNNING);
+  job.set_step(1);
+  EXPECT_FALSE(*jobs_->UpdateIfLeased(job, "replica-a", 1000));         // queued: nobody's
+  ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 5000)->has_value());  // until 6000
+  EXPECT_TRUE(*jobs_->UpdateIfLeased(job, "replica-a", 6000));
+  EXPECT_EQ(jobs_->Get("a")->step(), 1);
+  job.set_step(2);
+  EXPECT_FALSE(*jobs_->UpdateIfLeased(job, "replica-b", 2000));  // not b's
+  EXPECT_FALSE(*jobs_->UpdateIfLeased(job, "replica-a", 6001));  // expired
+  std::string previous;
+  ASSERT_TRUE(jobs_->ClaimExpired("replica-b", 6001, 5000, {}, &previous)->has_value());
+  kaizen::v1::Job taker = *jobs_->Get("a");
+  taker.set_step(7);
+  EXPECT_TRUE(*jobs_->UpdateIfLeased(taker, "replica-b", 7000));
+  // The old holder, whatever its clock says, writes nothing now.
+  EXPECT_FALSE(*jobs_->UpdateIfLeased(job, "replica-a", 2000));
+  EXPECT_EQ(jobs_->Get("a")->step(), 7);
+}
+
 // A request left on a lease after its holder's last renewal comes back when
 // the holder releases it, so that the end of a run does not drop it.
 TEST_P(JobStoreTest, ReleasingALeaseHandsBackTheRequestLeftOnIt) {

@@ -108,7 +108,7 @@ TEST(ModelStoreTest, StoresTheRehearsalMemoryBesideAVersion) {
     ++files;
   }
   EXPECT_EQ(files, 5);  // two models, two resume states, one memory
-  ASSERT_TRUE(models.PruneVersions("inc", {2}).ok());
+  ASSERT_TRUE(models.PruneVersions("inc", {2}, 2).ok());
   files = 0;
   for (const auto& e : std::filesystem::directory_iterator(dir.path() + "/models/inc")) {
     EXPECT_EQ(e.path().string().find(".exemplars"), std::string::npos) << e.path();
@@ -150,6 +150,40 @@ TEST(ModelStoreTest, TheBestVersionIsChosenByValidationAccuracyThenHeldOutLoss) 
   EXPECT_EQ(best("enc"), 2);
   EXPECT_EQ(best("clf"), 2);
   EXPECT_EQ(best("plain"), 2);
+}
+
+// Retention prunes only up to the version the job has just written: newer
+// versions (another replica's, that took the job over meanwhile) stay. A
+// run that may not record its version withdraws that one alone.
+TEST(ModelStoreTest, PruningLeavesVersionsNewerThanTheOneConsidered) {
+  test_util::TempDir dir;
+  ASSERT_TRUE(PrepareDataDir(dir.path()).ok());
+  auto metadata = MetadataStore::Open(dir.path() + "/kaizen.db");
+  ASSERT_TRUE(metadata.ok());
+  ModelStore::Options o;
+  o.data_dir = dir.path();
+  ModelStore models(o, metadata->get());
+  kaizen::v1::Model meta;
+  meta.add_class_names("a");
+  meta.add_class_names("b");
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(models.AddVersion("out", TinyClassifier(2), meta, "state").ok());
+  }
+  auto versions = [&] {
+    absl::StatusOr<kaizen::v1::Model> m = models.Get("out", 0);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return m.ok() ? std::vector<int64_t>(m->versions().begin(), m->versions().end())
+                  : std::vector<int64_t>{};
+  };
+  ASSERT_TRUE(models.PruneVersions("out", {3}, 3).ok());
+  EXPECT_EQ(versions(), (std::vector<int64_t>{3, 4, 5}));
+  ASSERT_TRUE(models.RemoveVersion("out", 4).ok());
+  EXPECT_EQ(versions(), (std::vector<int64_t>{3, 5}));
+  for (const auto& e : std::filesystem::directory_iterator(dir.path() + "/models/out")) {
+    EXPECT_NE(e.path().filename().string().rfind("v4-", 0), 0u) << e.path();
+  }
+  EXPECT_EQ(models.RemoveVersion("out", 4).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(models.RemoveVersion("out", 0).code(), absl::StatusCode::kInvalidArgument);
 }
 
 // Another replica (a second connection to the catalogue) writes and deletes
