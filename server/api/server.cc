@@ -134,7 +134,8 @@ constexpr const char* kServices[] = {"kaizen.v1.DatasetService", "kaizen.v1.Mode
 
 // Refreshes kaizen_jobs{state} and the queue gauges from the catalogue at
 // every scrape.
-void RefreshJobMetrics(store::JobStore* jobs, metrics::Metrics* metrics) {
+void RefreshJobMetrics(const std::string& catalogue, store::JobStore* jobs,
+                       metrics::Metrics* metrics) {
   absl::StatusOr<store::JobStore::StateSummary> summary = jobs->SummarizeStates();
   if (!summary.ok()) {
     common::LogWarning("cannot count jobs for /metrics", {{"error", summary.status().ToString()}});
@@ -147,7 +148,7 @@ void RefreshJobMetrics(store::JobStore* jobs, metrics::Metrics* metrics) {
             *summary->oldest_queued_create_time));
     oldest_age = absl::ToDoubleSeconds(absl::Now() - created);
   }
-  metrics->SetJobCounts(summary->jobs_by_state, oldest_age);
+  metrics->SetJobCounts(catalogue, summary->jobs_by_state, oldest_age);
 }
 
 // gRPC's sync server needs a few threads of its own (pollers) before it can
@@ -484,7 +485,9 @@ absl::Status KaizenServer::StartBackground() {
   {
     store::JobStore* job_store = s.job_store.get();
     metrics::Metrics* m = s.metrics.get();
-    m->SetCollectHook([job_store, m] { RefreshJobMetrics(job_store, m); });
+    m->SetCollectHook([catalogue = s.metadata->catalogue_id(), job_store, m] {
+      RefreshJobMetrics(catalogue, job_store, m);
+    });
   }
   RETURN_IF_ERROR(s.jobs->Start());
   if (s.tls_mirror) {

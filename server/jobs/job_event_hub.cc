@@ -53,6 +53,27 @@ absl::Status JobEventHub::Deliver(const std::string& job_id, const kaizen::v1::J
 absl::StatusOr<kaizen::v1::JobEvent> JobEventHub::Publish(
     const std::string& job_id, kaizen::v1::JobEvent event,
     const std::function<absl::Status(const kaizen::v1::JobEvent&)>& after_store) {
+  ASSIGN_OR_RETURN(std::optional<kaizen::v1::JobEvent> stored,
+                   Store(
+                       job_id, std::move(event),
+                       [this](const kaizen::v1::JobEvent& e) -> absl::StatusOr<bool> {
+                         RETURN_IF_ERROR(store_->AppendEvent(e));
+                         return true;
+                       },
+                       after_store));
+  return *std::move(stored);
+}
+
+absl::StatusOr<std::optional<kaizen::v1::JobEvent>> JobEventHub::PublishIf(
+    const std::string& job_id, kaizen::v1::JobEvent event,
+    const std::function<absl::StatusOr<bool>(const kaizen::v1::JobEvent&)>& store_event) {
+  return Store(job_id, std::move(event), store_event, nullptr);
+}
+
+absl::StatusOr<std::optional<kaizen::v1::JobEvent>> JobEventHub::Store(
+    const std::string& job_id, kaizen::v1::JobEvent event,
+    const std::function<absl::StatusOr<bool>(const kaizen::v1::JobEvent&)>& store_event,
+    const std::function<absl::Status(const kaizen::v1::JobEvent&)>& after_store) {
   std::vector<std::shared_ptr<EventSink>> ended;
   absl::Status after_store_status;
   {
@@ -66,15 +87,16 @@ absl::StatusOr<kaizen::v1::JobEvent> JobEventHub::Publish(
     event.set_sequence(it->second + 1);
     *event.mutable_time() =
         google::protobuf::util::TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(absl::Now()));
-    absl::Status appended = store_->AppendEvent(event);
+    absl::StatusOr<bool> appended = store_event(event);
     // Another replica wrote this job's events since (a takeover, a cancel
     // through it): number after the stored ones, a few times if it races on.
-    for (int attempt = 0; attempt < 5 && absl::IsAlreadyExists(appended); ++attempt) {
+    for (int attempt = 0; attempt < 5 && absl::IsAlreadyExists(appended.status()); ++attempt) {
       ASSIGN_OR_RETURN(int64_t last, store_->LastSequence(job_id));
       event.set_sequence(last + 1);
-      appended = store_->AppendEvent(event);
+      appended = store_event(event);
     }
-    RETURN_IF_ERROR(appended);
+    RETURN_IF_ERROR(appended.status());
+    if (!*appended) return std::nullopt;
     it->second = event.sequence();
     if (after_store) after_store_status = after_store(event);
     if (absl::Status st = Deliver(job_id, &event, &ended); !st.ok()) {

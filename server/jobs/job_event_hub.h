@@ -12,6 +12,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,15 @@ class JobEventHub {
       const std::string& job_id, kaizen::v1::JobEvent event,
       const std::function<absl::Status(const kaizen::v1::JobEvent&)>& after_store = nullptr);
 
+  // Publish for an event that is stored together with a conditional write:
+  // `store_event` stores the numbered event itself (in one transaction with
+  // its write, e.g. JobStore::AppendEventIf) or declines (false), in which
+  // case nothing is stored or told, its sequence is not used, and nullopt
+  // comes back.
+  absl::StatusOr<std::optional<kaizen::v1::JobEvent>> PublishIf(
+      const std::string& job_id, kaizen::v1::JobEvent event,
+      const std::function<absl::StatusOr<bool>(const kaizen::v1::JobEvent&)>& store_event);
+
   // Replays the stored events with sequence > `after`, then streams live ones.
   // When `job_is_terminal`, the replay is everything and the sink ends at once.
   absl::Status Subscribe(const std::string& job_id, int64_t after, bool job_is_terminal,
@@ -77,6 +87,14 @@ class JobEventHub {
   absl::Status Deliver(const std::string& job_id, const kaizen::v1::JobEvent* latest,
                        std::vector<std::shared_ptr<EventSink>>* ended)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Both Publish forms: numbers the event after the last stored one (again
+  // when another replica took that number meanwhile), stores it through
+  // `store_event`, runs `after_store`, tells the watchers.
+  absl::StatusOr<std::optional<kaizen::v1::JobEvent>> Store(
+      const std::string& job_id, kaizen::v1::JobEvent event,
+      const std::function<absl::StatusOr<bool>(const kaizen::v1::JobEvent&)>& store_event,
+      const std::function<absl::Status(const kaizen::v1::JobEvent&)>& after_store);
 
   store::JobStore* store_;
   absl::Mutex mu_;

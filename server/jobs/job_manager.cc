@@ -296,6 +296,39 @@ void JobManager::MarkLost(const std::string& job_id) {
                      {{"job", job_id}, {"replica", options_.replica_id}});
 }
 
+bool JobManager::RunLost(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = running_.find(job_id);
+  return it != running_.end() && it->second->lost;
+}
+
+void JobManager::WithdrawUnrecordedVersions(const Job& job) {
+  const std::string& name = job.request().output_model();
+  absl::StatusOr<kaizen::v1::Model> model = models_->Get(name, 0);
+  if (!model.ok()) return;  // none written yet, or said by the run itself
+  // Exclusive, as when pruning: no submission pins a version meanwhile.
+  absl::WriterMutexLock references(&references_mu_);
+  absl::StatusOr<std::vector<int64_t>> pinned = PinnedVersionsInUse(name);
+  for (const int64_t v : model->versions()) {
+    if (v <= job.latest_version()) continue;
+    if (!pinned.ok() || std::find(pinned->begin(), pinned->end(), v) != pinned->end()) {
+      continue;
+    }
+    absl::StatusOr<kaizen::v1::Model> version = models_->Get(name, v);
+    if (!version.ok() || version->job_id() != job.id()) continue;
+    absl::Status removed = models_->RemoveVersion(name, v);
+    if (!removed.ok() && !absl::IsNotFound(removed)) {
+      common::LogError(
+          "cannot withdraw an unrecorded version",
+          {{"job", job.id()}, {"model", name}, {"version", v}, {"error", removed.ToString()}});
+      continue;
+    }
+    PublishMessage(job.id(), absl::StrCat("withdrew version ", v, " of ", name,
+                                          ": an earlier run of this job wrote it and stopped "
+                                          "before recording it"));
+  }
+}
+
 absl::Status JobManager::Persist(Job* job) {
   ASSIGN_OR_RETURN(int64_t last, jobs_->LastSequence(job->id()));
   job->set_last_sequence(last);
@@ -350,25 +383,22 @@ absl::Status JobManager::PublishState(Job* job, JobState state) {
 }
 
 absl::StatusOr<bool> JobManager::PublishStateIf(Job* job, JobState state, JobState from) {
-  // A row already moved gets no event (a move between this check and the
-  // write below still does).
-  ASSIGN_OR_RETURN(const bool in_from, jobs_->TransitionState(job->id(), from, from));
-  if (!in_from) return false;
   Job next = *job;
   next.set_state(state);
   JobEvent e;
   e.set_state(state);
-  bool moved = false;
-  // As PublishState, with the row written only while it is in `from`.
-  ASSIGN_OR_RETURN(JobEvent stored,
-                   events_->Publish(job->id(), std::move(e), [&](const JobEvent& event) {
-                     next.set_last_sequence(event.sequence());
-                     ASSIGN_OR_RETURN(moved, jobs_->UpdateIf(next, from));
-                     return absl::OkStatus();
-                   }));
-  (void)stored;
-  if (moved) *job = std::move(next);
-  return moved;
+  // As PublishState, with the event and the row written together and only
+  // while the row is in `from`: a row another replica moved meanwhile gets
+  // neither.
+  ASSIGN_OR_RETURN(std::optional<JobEvent> stored,
+                   events_->PublishIf(job->id(), std::move(e),
+                                      [&](const JobEvent& event) -> absl::StatusOr<bool> {
+                                        next.set_last_sequence(event.sequence());
+                                        return jobs_->AppendEventIf(event, next, from);
+                                      }));
+  if (!stored.has_value()) return false;
+  *job = std::move(next);
+  return true;
 }
 
 void JobManager::PublishMessage(const std::string& job_id, const std::string& message) {
@@ -1387,6 +1417,7 @@ void JobManager::RunJob(Job job, Running* running) {
   bool stopped = false;
   std::string left_request;
   absl::Status st;
+  WithdrawUnrecordedVersions(job);
   try {
     st = Execute(&job, running, &stopped);
   } catch (const std::exception& e) {
@@ -1684,7 +1715,8 @@ void JobManager::OnStep(Job* job, Running* running, const kaizen::v1::StepProgre
 void JobManager::OnEpoch(Job* job, const kaizen::v1::EpochMetrics& m) {
   // A replica that lost the job reports no more epochs (nor can it record
   // this one: Persist is fenced the same way).
-  if (absl::IsAborted(FenceRun(job->id()))) return;
+  FenceRun(job->id()).IgnoreError();
+  if (RunLost(job->id())) return;
   job->set_epoch(m.epoch());
   AppendEpochToHistory(m, job);
   if (options_.metrics) options_.metrics->EpochCompleted(*job);
@@ -1744,10 +1776,12 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
   // The row that points at the new version is saved before older ones go:
   // a crash in between must not leave the job resuming from a deleted one.
   if (absl::Status persisted = Persist(job); !persisted.ok()) {
-    if (absl::IsAborted(persisted)) {
-      // Lost meanwhile: the version is withdrawn, the taker's stay.
+    if (RunLost(job->id())) {
+      // Lost meanwhile: the version is withdrawn, the taker's stay. (Were
+      // this replica killed first, the taker's next run withdraws it:
+      // WithdrawUnrecordedVersions.)
       if (absl::Status removed = models_->RemoveVersion(req.output_model(), stored.version());
-          !removed.ok()) {
+          !removed.ok() && !absl::IsNotFound(removed)) {
         common::LogError("cannot withdraw the version of a job taken over",
                          {{"job", job->id()}, {"error", removed.ToString()}});
       }

@@ -400,8 +400,8 @@ class JobManager {
   absl::Status PublishState(kaizen::v1::Job* job, kaizen::v1::JobState state);
   // PublishState into a claimable state (QUEUED): the row (state and proto
   // together) changes only while its state is `from`; false, and `job`
-  // unchanged, when another replica moved it first (no event then, unless
-  // the move came between the check and the write).
+  // unchanged, when another replica moved it first (no event then: the
+  // event and the row are one transaction, JobStore::AppendEventIf).
   absl::StatusOr<bool> PublishStateIf(kaizen::v1::Job* job, kaizen::v1::JobState state,
                                       kaizen::v1::JobState from);
   // Fails a job that has used up --max_job_attempts (mu_ held or at start).
@@ -443,6 +443,14 @@ class JobManager {
   absl::Status FenceRun(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
   // The run of `job_id` here stops and records nothing more (mu_ held).
   void MarkLost(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the run of `job_id` here was found to have lost its lease.
+  bool RunLost(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Before a run: versions of the job's output that this job wrote and its
+  // row does not record (newer than its latest_version) were left by a run
+  // that stopped between writing and recording one (its replica lost the
+  // lease, was killed, or the server crashed): they are withdrawn, unless an
+  // active job pins one, so that the output holds only what the job records.
+  void WithdrawUnrecordedVersions(const kaizen::v1::Job& job) ABSL_LOCKS_EXCLUDED(mu_);
   void PublishMessage(const std::string& job_id, const std::string& message);
 
   Options options_;

@@ -222,16 +222,14 @@ void Metrics::AddTransferAndServingMetrics() {
 
 // Jobs and training.
 void Metrics::AddJobMetrics() {
-  jobs_ = &AddGauge("kaizen_jobs", "Fine-tuning jobs in the catalogue, by state.");
-  for (JobState s : EnumValues<JobState>(kaizen::v1::JobState_descriptor())) {
-    jobs_->Add({{"state", JobStateLabel(s)}});
-  }
-  queue_depth_ =
-      &AddGauge("kaizen_job_queue_depth", "Fine-tuning jobs waiting to run (QUEUED).").Add({});
-  queue_oldest_age_ =
-      &AddGauge("kaizen_job_queue_oldest_age_seconds",
-                "Seconds since the oldest queued job was created; 0 with an empty queue.")
-           .Add({});
+  // Their series (labelled with the catalogue) appear at the first
+  // SetJobCounts, which the server's collection hook calls before each scrape.
+  jobs_ = &AddGauge("kaizen_jobs", "Fine-tuning jobs in the catalogue, by catalogue and state.");
+  queue_depth_ = &AddGauge("kaizen_job_queue_depth",
+                           "Fine-tuning jobs waiting to run (QUEUED), by catalogue.");
+  queue_oldest_age_ = &AddGauge("kaizen_job_queue_oldest_age_seconds",
+                                "Seconds since the catalogue's oldest queued job was created; 0 "
+                                "with an empty queue.");
   job_seconds_ = &AddHistogram("kaizen_job_duration_seconds",
                                "Seconds from a job's first start to its end, by strategy and "
                                "final state.");
@@ -470,17 +468,21 @@ void Metrics::JobRunEnded(const Job& job, const absl::Status& status) {
   }
 }
 
-void Metrics::SetJobCounts(const std::map<JobState, int64_t>& jobs_by_state,
+void Metrics::SetJobCounts(const std::string& catalogue,
+                           const std::map<JobState, int64_t>& jobs_by_state,
                            double oldest_queued_age_seconds) {
+  const std::map<std::string, std::string> labels = {{"catalogue", catalogue}};
   // Every state the enum has, so that a new one appears without an edit here.
   for (JobState s : EnumValues<JobState>(kaizen::v1::JobState_descriptor())) {
     auto it = jobs_by_state.find(s);
-    jobs_->Add({{"state", JobStateLabel(s)}})
-        .Set(it == jobs_by_state.end() ? 0.0 : static_cast<double>(it->second));
+    std::map<std::string, std::string> with_state = labels;
+    with_state["state"] = JobStateLabel(s);
+    jobs_->Add(with_state).Set(it == jobs_by_state.end() ? 0.0 : static_cast<double>(it->second));
   }
   auto queued = jobs_by_state.find(kaizen::v1::JOB_STATE_QUEUED);
-  queue_depth_->Set(queued == jobs_by_state.end() ? 0.0 : static_cast<double>(queued->second));
-  queue_oldest_age_->Set(std::max(0.0, oldest_queued_age_seconds));
+  queue_depth_->Add(labels).Set(
+      queued == jobs_by_state.end() ? 0.0 : static_cast<double>(queued->second));
+  queue_oldest_age_->Add(labels).Set(std::max(0.0, oldest_queued_age_seconds));
 }
 
 void Metrics::SetCollectHook(std::function<void()> hook) {

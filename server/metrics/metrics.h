@@ -136,7 +136,11 @@ class Metrics {
   // kaizen_jobs{state} for every JobState (zero for states absent from
   // `jobs_by_state`), kaizen_job_queue_depth and
   // kaizen_job_queue_oldest_age_seconds (0 with an empty queue).
-  void SetJobCounts(const std::map<kaizen::v1::JobState, int64_t>& jobs_by_state,
+  // Each is labelled `catalogue` (MetadataStore::catalogue_id): replicas on
+  // one database report the same numbers under the same catalogue, so
+  // dashboards take the max per catalogue before summing.
+  void SetJobCounts(const std::string& catalogue,
+                    const std::map<kaizen::v1::JobState, int64_t>& jobs_by_state,
                     double oldest_queued_age_seconds);
 
   // Runs before every collection (each scrape), on the HTTP server's thread,
@@ -203,8 +207,8 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* serving_version_;
 
   prometheus::Family<prometheus::Gauge>* jobs_;
-  prometheus::Gauge* queue_depth_;
-  prometheus::Gauge* queue_oldest_age_;
+  prometheus::Family<prometheus::Gauge>* queue_depth_;
+  prometheus::Family<prometheus::Gauge>* queue_oldest_age_;
   prometheus::Family<prometheus::Histogram>* job_seconds_;
   prometheus::Family<prometheus::Counter>* job_failures_;
   prometheus::Counter* job_resumes_;

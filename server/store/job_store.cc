@@ -238,12 +238,30 @@ absl::StatusOr<JobStore::StateSummary> JobStore::SummarizeStates() {
 
 absl::Status JobStore::AppendEvent(const kaizen::v1::JobEvent& event) {
   absl::MutexLock lock(&db_->mutex());
+  return InsertEvent(event);
+}
+
+absl::Status JobStore::InsertEvent(const kaizen::v1::JobEvent& event) {
   ASSIGN_OR_RETURN(Statement st,
                    db_->Prepare("INSERT INTO job_events(job_id, sequence, proto) VALUES(?, ?, ?)"));
   return st.Bind(1, event.job_id())
       .Bind(2, event.sequence())
       .BindBlob(3, event.SerializeAsString())
       .Run();
+}
+
+absl::StatusOr<bool> JobStore::AppendEventIf(const kaizen::v1::JobEvent& event,
+                                             const kaizen::v1::Job& job,
+                                             kaizen::v1::JobState from) {
+  absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_);
+  RETURN_IF_ERROR(tx.begin_status());
+  ASSIGN_OR_RETURN(const bool in_from, StateIs(job.id(), from));
+  if (!in_from) return false;
+  RETURN_IF_ERROR(InsertEvent(event));
+  RETURN_IF_ERROR(WriteRow(job));
+  RETURN_IF_ERROR(tx.Commit());
+  return true;
 }
 
 absl::StatusOr<std::vector<kaizen::v1::JobEvent>> JobStore::Events(const std::string& job_id,

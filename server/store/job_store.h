@@ -39,6 +39,11 @@ class JobStore {
   // overwrite the progress of the one that took the job over.
   absl::StatusOr<bool> UpdateIfLeased(const kaizen::v1::Job& job, const std::string& owner,
                                       int64_t now_ms);
+  // Stores `event` and writes `job`'s row together, in one write
+  // transaction, only while the row's state column is `from`; false (neither
+  // written) otherwise. ALREADY_EXISTS when the event's sequence is taken.
+  absl::StatusOr<bool> AppendEventIf(const kaizen::v1::JobEvent& event, const kaizen::v1::Job& job,
+                                     kaizen::v1::JobState from);
   absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
   absl::StatusOr<std::optional<kaizen::v1::Job>> FindByRequestId(const std::string& request_id);
   // Jobs with their creation sequence (the page cursor), newest first;
@@ -115,6 +120,7 @@ class JobStore {
   // With the database's mutex held: writes the row's state, priority and
   // proto; whether the row's state column is `state`.
   absl::Status WriteRow(const kaizen::v1::Job& job);
+  absl::Status InsertEvent(const kaizen::v1::JobEvent& event);
   absl::StatusOr<bool> StateIs(const std::string& job_id, kaizen::v1::JobState state);
   Database* db_;
 };

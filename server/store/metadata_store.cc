@@ -1,6 +1,7 @@
 #include "server/store/metadata_store.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/common/atomic_file.h"
 #include "server/common/status_macros.h"
 #include "server/common/text_limits.h"
 
@@ -31,6 +32,9 @@ CREATE TABLE IF NOT EXISTS model_loading (
   version INTEGER NOT NULL,
   PRIMARY KEY (name, version)
 );
+CREATE TABLE IF NOT EXISTS catalogue (
+  id TEXT PRIMARY KEY
+);
 )sql";
 
 template <typename Proto>
@@ -56,6 +60,16 @@ absl::Status MetadataStore::CreateSchema() {
   Database::Transaction tx(db_.get());
   RETURN_IF_ERROR(tx.begin_status());
   RETURN_IF_ERROR(db_->Exec(db_->DdlFor(kSchema)));
+  {
+    ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT id FROM catalogue"));
+    ASSIGN_OR_RETURN(bool row, sel.Step());
+    if (row) catalogue_id_ = sel.ColumnText(0);
+  }
+  if (catalogue_id_.empty()) {
+    catalogue_id_ = common::RandomHex(8);
+    ASSIGN_OR_RETURN(Statement insert, db_->Prepare("INSERT INTO catalogue(id) VALUES(?)"));
+    RETURN_IF_ERROR(insert.Bind(1, catalogue_id_).Run());
+  }
   return tx.Commit();
 }
 

@@ -86,11 +86,19 @@ class MetadataStore {
   // Every blob path referenced by a row, for sweeping orphan files.
   absl::StatusOr<std::vector<std::string>> AllFiles();
 
+  // The catalogue's name: random, made when the database is first opened
+  // and the same for every replica that shares it (the `catalogue` label of
+  // the catalogue-wide metrics, so that dashboards count each catalogue's
+  // jobs once however many replicas report them).
+  const std::string& catalogue_id() const { return catalogue_id_; }
+
  private:
   explicit MetadataStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  // Creates the tables and the catalogue's name where they are missing.
   absl::Status CreateSchema();
 
   std::unique_ptr<Database> db_;
+  std::string catalogue_id_;
 };
 
 }  // namespace kaizen::store

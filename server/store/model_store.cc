@@ -669,7 +669,8 @@ absl::Status ModelStore::PruneVersions(const std::string& name, const std::vecto
   ASSIGN_OR_RETURN(std::vector<int64_t> versions, metadata_->ModelVersions(name));
   for (int64_t v : versions) {
     if (v > newest_considered || std::find(keep.begin(), keep.end(), v) != keep.end()) continue;
-    RETURN_IF_ERROR(RemoveVersion(name, v));
+    // Gone meanwhile (withdrawn by the replica that wrote it) is as good.
+    if (absl::Status st = RemoveVersion(name, v); !st.ok() && !absl::IsNotFound(st)) return st;
   }
   return absl::OkStatus();
 }

@@ -334,6 +334,11 @@ TEST_F(PrometheusE2E, PrometheusReadsTrainingAndServingSeriesFromARealServer) {
   EXPECT_GT(prom.Scalar("kaizen_training_samples_per_second" + of_job), 0);
   EXPECT_GE(prom.Scalar("kaizen_training_epoch" + of_job), 1);
   EXPECT_EQ(prom.Scalar("kaizen_jobs{state=\"running\"}"), 1);
+  // What the dashboard asks: each catalogue counted once, however many
+  // replicas report it.
+  EXPECT_EQ(prom.Scalar("sum by (state) (max by (catalogue, state) "
+                        "(kaizen_jobs{state=\"running\",catalogue=~\"[0-9a-f]{16}\"}))"),
+            1);
   EXPECT_EQ(prom.Scalar("kaizen_job_queue_depth"), 0);
   EXPECT_GE(prom.Scalar("kaizen_checkpoints_written_total"), 1);
   const std::string training_scrape = Scrape();

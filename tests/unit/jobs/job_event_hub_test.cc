@@ -119,6 +119,42 @@ TEST_F(JobEventHubTest, AfterStoreRunsOnceTheEventIsStoredAndBeforeSinksAreTold)
   EXPECT_EQ(*jobs_->LastSequence("b"), 1);
 }
 
+// An event stored with a conditional write (PublishIf + AppendEventIf): a
+// row that is no longer in the state expected gets neither the event nor
+// the write, no watcher hears of it and its sequence is not used up.
+TEST_F(JobEventHubTest, AConditionalEventIsStoredAndToldOnlyWithItsWrite) {
+  kaizen::v1::Job job;
+  job.set_id("a");
+  job.set_state(kaizen::v1::JOB_STATE_PAUSED);
+  ASSERT_TRUE(jobs_->Insert(job).ok());
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(hub_->Subscribe("a", 0, false, sink).ok());
+  ASSERT_EQ(hub_->Publish("a", Message("paused"))->sequence(), 1);
+  kaizen::v1::Job queued = job;
+  queued.set_state(kaizen::v1::JOB_STATE_QUEUED);
+  auto requeue = [&](kaizen::v1::JobState from) {
+    return hub_->PublishIf("a", State(kaizen::v1::JOB_STATE_QUEUED),
+                           [&](const kaizen::v1::JobEvent& e) -> absl::StatusOr<bool> {
+                             queued.set_last_sequence(e.sequence());
+                             return jobs_->AppendEventIf(e, queued, from);
+                           });
+  };
+  auto declined = requeue(kaizen::v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(declined.ok()) << declined.status();
+  EXPECT_FALSE(declined->has_value());
+  EXPECT_EQ(*jobs_->LastSequence("a"), 1);
+  EXPECT_EQ(jobs_->Get("a")->state(), kaizen::v1::JOB_STATE_PAUSED);
+  EXPECT_EQ(sink->sequences, (std::vector<int64_t>{1}));
+
+  auto moved = requeue(kaizen::v1::JOB_STATE_PAUSED);
+  ASSERT_TRUE(moved.ok() && moved->has_value()) << moved.status();
+  EXPECT_EQ((*moved)->sequence(), 2);
+  EXPECT_EQ(jobs_->Get("a")->state(), kaizen::v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(jobs_->Get("a")->last_sequence(), 2);
+  EXPECT_EQ(sink->sequences, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(hub_->Publish("a", Message("next"))->sequence(), 3);
+}
+
 TEST_F(JobEventHubTest, SubscribingToAFinishedJobReplaysAndEnds) {
   ASSERT_TRUE(hub_->Publish("a", Message("x")).ok());
   ASSERT_TRUE(hub_->Publish("a", State(kaizen::v1::JOB_STATE_FAILED)).ok());

@@ -16,6 +16,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "server/common/sha256.h"
+#include "server/models/builtin_models.h"
 #include "server/store/data_dir.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
@@ -1304,6 +1305,42 @@ TEST_F(JobManagerTest, AVersionWrittenAsTheLeaseWasLostIsWithdrawn) {
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(std::vector<int64_t>(out->versions().begin(), out->versions().end()),
             (std::vector<int64_t>{1}));
+}
+
+// A replica killed between writing a checkpoint's version and recording it
+// leaves the version behind: the job's next run (here on replica b, after
+// the takeover) withdraws it and the output holds only what the job records.
+TEST_F(JobManagerTest, AVersionLeftUnrecordedIsWithdrawnWhenTheJobRunsAgain) {
+  UploadDataset("pets");
+  MakeManager(ReplicaOptions("b"));
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  const int64_t long_ago = absl::ToUnixMillis(absl::Now()) - 120000;
+  ASSERT_TRUE(jobs_->ClaimNext("a", long_ago, 1000)->has_value());
+  absl::StatusOr<torch::jit::Module> module =
+      models::CreateBuiltinModel("cnn-small", models::BuiltinOptions{});
+  ASSERT_TRUE(module.ok()) << module.status();
+  kaizen::v1::Model meta;
+  meta.set_job_id(job->id());
+  meta.add_class_names("cats");
+  meta.add_class_names("dogs");
+  meta.set_description("left behind by replica a");
+  ASSERT_EQ(models_->AddVersion("out", *module, meta, "")->version(), 1);
+
+  ASSERT_TRUE(manager_->Start().ok());
+  const Job end = WaitForEnd(job->id());
+  EXPECT_EQ(end.state(), JOB_STATE_SUCCEEDED) << end.error();
+  // The number is free again: the run's own epoch takes it.
+  EXPECT_EQ(end.latest_version(), 1);
+  absl::StatusOr<kaizen::v1::Model> out = models_->Get("out", 0);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(std::vector<int64_t>(out->versions().begin(), out->versions().end()),
+            (std::vector<int64_t>{1}));
+  EXPECT_NE(out->description(), "left behind by replica a");
+  EXPECT_EQ(out->job_id(), job->id());
+  EXPECT_THAT(Messages(job->id()),
+              ::testing::Contains("withdrew version 1 of out: an earlier run of this job wrote "
+                                  "it and stopped before recording it"));
 }
 
 }  // namespace

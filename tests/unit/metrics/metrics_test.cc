@@ -214,22 +214,32 @@ TEST(MetricsTest, RunningJobsHaveProgressSeriesThatGoWhenTheyEnd) {
   }
 }
 
-TEST(MetricsTest, JobsByStateCoverEveryStateOfTheEnum) {
+// Every state of the enum, under the catalogue's name: two catalogues (two
+// servers, or a server whose database was replaced) are told apart.
+TEST(MetricsTest, JobsByStateCoverEveryStateOfTheEnumUnderTheCatalogue) {
   auto m = NewMetrics();
-  m->SetJobCounts({{kaizen::v1::JOB_STATE_QUEUED, 3}, {kaizen::v1::JOB_STATE_SUCCEEDED, 7}}, 42.5);
+  m->SetJobCounts("c1", {{kaizen::v1::JOB_STATE_QUEUED, 3}, {kaizen::v1::JOB_STATE_SUCCEEDED, 7}},
+                  42.5);
+  m->SetJobCounts("c2", {{kaizen::v1::JOB_STATE_QUEUED, 1}}, 5);
   const std::string body = Scrape(*m);
-  EXPECT_EQ(Sample(body, "kaizen_jobs{state=\"queued\"}"), 3);
-  EXPECT_EQ(Sample(body, "kaizen_jobs{state=\"succeeded\"}"), 7);
-  EXPECT_EQ(Sample(body, "kaizen_job_queue_depth"), 3);
-  EXPECT_EQ(Sample(body, "kaizen_job_queue_oldest_age_seconds"), 42.5);
+  EXPECT_EQ(Sample(body, "kaizen_jobs{catalogue=\"c1\",state=\"queued\"}"), 3);
+  EXPECT_EQ(Sample(body, "kaizen_jobs{catalogue=\"c1\",state=\"succeeded\"}"), 7);
+  EXPECT_EQ(Sample(body, "kaizen_jobs{catalogue=\"c2\",state=\"queued\"}"), 1);
+  EXPECT_EQ(Sample(body, "kaizen_jobs{catalogue=\"c2\",state=\"succeeded\"}"), 0);
+  EXPECT_EQ(Sample(body, "kaizen_job_queue_depth{catalogue=\"c1\"}"), 3);
+  EXPECT_EQ(Sample(body, "kaizen_job_queue_depth{catalogue=\"c2\"}"), 1);
+  EXPECT_EQ(Sample(body, "kaizen_job_queue_oldest_age_seconds{catalogue=\"c1\"}"), 42.5);
   const google::protobuf::EnumDescriptor* states = kaizen::v1::JobState_descriptor();
   for (int i = 0; i < states->value_count(); ++i) {
     const auto state = static_cast<kaizen::v1::JobState>(states->value(i)->number());
     if (state == kaizen::v1::JOB_STATE_UNSPECIFIED) continue;
-    EXPECT_FALSE(std::isnan(Sample(body, "kaizen_jobs{state=\"" + JobStateLabel(state) + "\"}")))
+    EXPECT_FALSE(std::isnan(
+        Sample(body, "kaizen_jobs{catalogue=\"c1\",state=\"" + JobStateLabel(state) + "\"}")))
         << states->value(i)->name();
   }
   EXPECT_THAT(body, Not(HasSubstr("state=\"unspecified\"")));
+  // Nothing unlabelled is left from before the first count.
+  EXPECT_THAT(body, Not(HasSubstr("\nkaizen_job_queue_depth ")));
 }
 
 TEST(MetricsTest, EachCollectionRefreshesTheProcessAndRunsTheHook) {
@@ -353,7 +363,7 @@ TEST(MetricsTest, PromtoolAcceptsTheExposition) {
   m->SetServingVersion("pets", 3);
   m->AddUploadBytes("dataset", 100);
   m->AddDownloadBytes(10);
-  m->SetJobCounts({{kaizen::v1::JOB_STATE_RUNNING, 1}}, 0);
+  m->SetJobCounts("c1", {{kaizen::v1::JOB_STATE_RUNNING, 1}}, 0);
   test_util::TempDir dir;
   const std::string path = dir.File("scrape.txt");
   {

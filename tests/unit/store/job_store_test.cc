@@ -330,6 +330,29 @@ TEST_P(JobStoreTest, ALeasedUpdateWritesOnlyWhileTheLeaseIsHeld) {
   EXPECT_EQ(jobs_->Get("a")->step(), 7);
 }
 
+// An event and a row written together only from the state expected; a
+// sequence already taken fails the pair (ALREADY_EXISTS) and writes neither.
+TEST_P(JobStoreTest, AConditionalEventIsWrittenWithItsRowOrNotAtAll) {
+  ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0)).ok());
+  kaizen::v1::Job job = *jobs_->Get("a");
+  job.set_state(kaizen::v1::JOB_STATE_PAUSED);
+  kaizen::v1::JobEvent e;
+  e.set_job_id("a");
+  e.set_sequence(1);
+  e.set_state(kaizen::v1::JOB_STATE_PAUSED);
+  EXPECT_FALSE(*jobs_->AppendEventIf(e, job, kaizen::v1::JOB_STATE_RUNNING));
+  EXPECT_EQ(*jobs_->LastSequence("a"), 0);
+  EXPECT_EQ(jobs_->Get("a")->state(), kaizen::v1::JOB_STATE_QUEUED);
+  EXPECT_TRUE(*jobs_->AppendEventIf(e, job, kaizen::v1::JOB_STATE_QUEUED));
+  EXPECT_EQ(*jobs_->LastSequence("a"), 1);
+  EXPECT_EQ(jobs_->Get("a")->state(), kaizen::v1::JOB_STATE_PAUSED);
+  kaizen::v1::Job again = job;
+  again.set_pause_reason("second");
+  EXPECT_EQ(jobs_->AppendEventIf(e, again, kaizen::v1::JOB_STATE_PAUSED).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(jobs_->Get("a")->pause_reason(), "");
+}
+
 // A request left on a lease after its holder's last renewal comes back when
 // the holder releases it, so that the end of a run does not drop it.
 TEST_P(JobStoreTest, ReleasingALeaseHandsBackTheRequestLeftOnIt) {

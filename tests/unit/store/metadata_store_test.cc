@@ -181,6 +181,24 @@ TEST_P(MetadataStoreTest, TwoConnectionsShareOneCatalogue) {
   EXPECT_EQ(first->GetModel("m", 0)->model.version(), 1);
 }
 
+// The catalogue's name is made once and read back by every later opening
+// (a restart, another replica); another database has another.
+TEST_P(MetadataStoreTest, TheCatalogueKeepsOneNameAcrossOpenings) {
+  std::string name;
+  {
+    auto first = *MetadataStore::Open(target_);
+    name = first->catalogue_id();
+    auto second = *MetadataStore::Open(target_);
+    EXPECT_EQ(second->catalogue_id(), name);
+  }
+  EXPECT_EQ(name.size(), 16u);
+  EXPECT_EQ(name.find_first_not_of("0123456789abcdef"), std::string::npos) << name;
+  EXPECT_EQ((*MetadataStore::Open(target_))->catalogue_id(), name);
+  absl::StatusOr<std::string> other = test_util::CatalogueFor(GetParam(), dir_.File("other.db"));
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_NE((*MetadataStore::Open(*other))->catalogue_id(), name);
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, MetadataStoreTest,
                          ::testing::Values(test_util::Engine::kSqlite,
                                            test_util::Engine::kPostgres),
