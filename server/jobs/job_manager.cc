@@ -303,6 +303,9 @@ bool JobManager::RunLost(const std::string& job_id) {
 }
 
 void JobManager::WithdrawUnrecordedVersions(const Job& job) {
+  // Only while this replica holds the job: one that stalled since claiming
+  // it must not touch what the job's new holder writes.
+  if (absl::Status fenced = FenceRun(job.id()); !fenced.ok() || RunLost(job.id())) return;
   const std::string& name = job.request().output_model();
   absl::StatusOr<kaizen::v1::Model> model = models_->Get(name, 0);
   if (!model.ok()) return;  // none written yet, or said by the run itself
@@ -316,7 +319,7 @@ void JobManager::WithdrawUnrecordedVersions(const Job& job) {
     }
     absl::StatusOr<kaizen::v1::Model> version = models_->Get(name, v);
     if (!version.ok() || version->job_id() != job.id()) continue;
-    absl::Status removed = models_->RemoveVersion(name, v);
+    absl::Status removed = models_->RemoveVersion(name, v, version->sha256());
     if (!removed.ok() && !absl::IsNotFound(removed)) {
       common::LogError(
           "cannot withdraw an unrecorded version",
@@ -1780,7 +1783,8 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
       // Lost meanwhile: the version is withdrawn, the taker's stay. (Were
       // this replica killed first, the taker's next run withdraws it:
       // WithdrawUnrecordedVersions.)
-      if (absl::Status removed = models_->RemoveVersion(req.output_model(), stored.version());
+      if (absl::Status removed =
+              models_->RemoveVersion(req.output_model(), stored.version(), stored.sha256());
           !removed.ok() && !absl::IsNotFound(removed)) {
         common::LogError("cannot withdraw the version of a job taken over",
                          {{"job", job->id()}, {"error", removed.ToString()}});

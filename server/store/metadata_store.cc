@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS model_loading (
   PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS catalogue (
-  id TEXT PRIMARY KEY
+  one INTEGER PRIMARY KEY CHECK (one = 1),
+  id  TEXT NOT NULL
 );
 )sql";
 
@@ -67,7 +68,8 @@ absl::Status MetadataStore::CreateSchema() {
   }
   if (catalogue_id_.empty()) {
     catalogue_id_ = common::RandomHex(8);
-    ASSIGN_OR_RETURN(Statement insert, db_->Prepare("INSERT INTO catalogue(id) VALUES(?)"));
+    // One row at most (the key is 1): replicas agree on the name.
+    ASSIGN_OR_RETURN(Statement insert, db_->Prepare("INSERT INTO catalogue(one, id) VALUES(1, ?)"));
     RETURN_IF_ERROR(insert.Bind(1, catalogue_id_).Run());
   }
   return tx.Commit();
@@ -236,7 +238,8 @@ absl::StatusOr<std::vector<ModelRow>> MetadataStore::ListModels(const std::strin
 }
 
 absl::StatusOr<std::vector<ModelRow>> MetadataStore::DeleteModel(const std::string& name,
-                                                                 int64_t version) {
+                                                                 int64_t version,
+                                                                 absl::string_view only_sha256) {
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_.get());
   RETURN_IF_ERROR(tx.begin_status());
@@ -258,6 +261,10 @@ absl::StatusOr<std::vector<ModelRow>> MetadataStore::DeleteModel(const std::stri
     return absl::NotFoundError(version > 0
                                    ? absl::StrCat("model \"", name, "\" has no version ", version)
                                    : absl::StrCat("model \"", name, "\" not found"));
+  }
+  if (!only_sha256.empty() && (version <= 0 || out[0].model.sha256() != only_sha256)) {
+    return absl::NotFoundError(absl::StrCat("version ", version, " of model \"", name,
+                                            "\" is no longer the file with SHA-256 ", only_sha256));
   }
   // A version number can be handed out again after a deletion: its
   // quarantine goes with it.

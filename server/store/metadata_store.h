@@ -59,7 +59,12 @@ class MetadataStore {
                                                    int64_t after_version, int limit,
                                                    bool latest_only, const std::string& only_name);
   // version 0: every version. Returns the removed rows; NOT_FOUND if none.
-  absl::StatusOr<std::vector<ModelRow>> DeleteModel(const std::string& name, int64_t version);
+  // With `only_sha256`, one version and only while it is still the file with
+  // that digest (NOT_FOUND otherwise): a number is handed out again once its
+  // version is deleted, so a version is withdrawn by its bytes, not its
+  // number.
+  absl::StatusOr<std::vector<ModelRow>> DeleteModel(const std::string& name, int64_t version,
+                                                    absl::string_view only_sha256 = {});
 
   // Stores `evaluation` as the test_evaluation of one version (NOT_FOUND when
   // it does not exist; INVALID_ARGUMENT when the record would exceed

@@ -675,11 +675,13 @@ absl::Status ModelStore::PruneVersions(const std::string& name, const std::vecto
   return absl::OkStatus();
 }
 
-absl::Status ModelStore::RemoveVersion(const std::string& name, int64_t version) {
+absl::Status ModelStore::RemoveVersion(const std::string& name, int64_t version,
+                                       absl::string_view only_sha256) {
   if (version <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("no version of \"", name, "\" named"));
   }
-  ASSIGN_OR_RETURN(std::vector<ModelRow> removed, metadata_->DeleteModel(name, version));
+  ASSIGN_OR_RETURN(std::vector<ModelRow> removed,
+                   metadata_->DeleteModel(name, version, only_sha256));
   return RemoveFiles(removed);
 }
 

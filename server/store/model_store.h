@@ -129,9 +129,13 @@ class ModelStore {
   // over) stay.
   absl::Status PruneVersions(const std::string& name, const std::vector<int64_t>& keep,
                              int64_t newest_considered);
-  // Deletes one version a job has just written, without Delete's in-use
-  // check: the job's own run withdrawing a checkpoint it may not record.
-  absl::Status RemoveVersion(const std::string& name, int64_t version);
+  // Deletes one version without Delete's in-use check (a job's run pruning
+  // or withdrawing its own checkpoints). With `only_sha256`, only while the
+  // version is still those bytes (NOT_FOUND otherwise): numbers are handed
+  // out again after a deletion, so another replica's version of the same
+  // number stays.
+  absl::Status RemoveVersion(const std::string& name, int64_t version,
+                             absl::string_view only_sha256 = {});
 
   // Answers whether a queued or running job uses a name; Delete refuses
   // (FAILED_PRECONDITION) while it does. Delete holds `references` (when

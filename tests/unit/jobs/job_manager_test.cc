@@ -1307,6 +1307,52 @@ TEST_F(JobManagerTest, AVersionWrittenAsTheLeaseWasLostIsWithdrawn) {
             (std::vector<int64_t>{1}));
 }
 
+// The number of a withdrawn version is handed out again: here replica b,
+// having taken the job over while a stalled after writing version 2,
+// withdraws a's version 2 and writes and records its own version 2. When a
+// wakes, its withdrawal (by the bytes it wrote, not the number) leaves b's.
+TEST_F(JobManagerTest, AStalledReplicasWithdrawalLeavesTheTakersVersionOfTheSameNumber) {
+  UploadDataset("pets");
+  std::string id;
+  JobManager::Options o = ReplicaOptions("a");
+  o.after_version_written = [&](const std::string& job_id, int64_t version) {
+    if (job_id != id || version != 2) return;
+    TakeOver(jobs_.get(), job_id, "taken by b");
+    const std::string a_sha = models_->Get("out", 2)->sha256();
+    ASSERT_TRUE(models_->RemoveVersion("out", 2, a_sha).ok());
+    absl::StatusOr<torch::jit::Module> module =
+        models::CreateBuiltinModel("cnn-small", models::BuiltinOptions{});
+    ASSERT_TRUE(module.ok()) << module.status();
+    kaizen::v1::Model meta;
+    meta.set_job_id(job_id);
+    meta.add_class_names("cats");
+    meta.add_class_names("dogs");
+    meta.set_description("replica b's epoch 2");
+    absl::StatusOr<kaizen::v1::Model> b_version = models_->AddVersion("out", *module, meta, "");
+    ASSERT_TRUE(b_version.ok()) << b_version.status();
+    ASSERT_EQ(b_version->version(), 2);
+    ASSERT_NE(b_version->sha256(), a_sha);
+    Job row = *jobs_->Get(job_id);
+    row.set_latest_version(2);
+    ASSERT_TRUE(*jobs_->UpdateIfLeased(row, "b", absl::ToUnixMillis(absl::Now()) + 120000));
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/3));
+  ASSERT_TRUE(job.ok()) << job.status();
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next"));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(WaitForEnd(next->id()).state(), JOB_STATE_SUCCEEDED);
+
+  EXPECT_EQ(jobs_->Get(id)->latest_version(), 2);
+  absl::StatusOr<kaizen::v1::Model> out = models_->Get("out", 0);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(std::vector<int64_t>(out->versions().begin(), out->versions().end()),
+            (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(models_->Get("out", 2)->description(), "replica b's epoch 2");
+}
+
 // A replica killed between writing a checkpoint's version and recording it
 // leaves the version behind: the job's next run (here on replica b, after
 // the takeover) withdraws it and the output holds only what the job records.

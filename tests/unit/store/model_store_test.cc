@@ -177,6 +177,16 @@ TEST(ModelStoreTest, PruningLeavesVersionsNewerThanTheOneConsidered) {
   };
   ASSERT_TRUE(models.PruneVersions("out", {3}, 3).ok());
   EXPECT_EQ(versions(), (std::vector<int64_t>{3, 4, 5}));
+  // By its bytes: a version whose number was handed out again stays.
+  const std::string five = models.Get("out", 5)->sha256();
+  ASSERT_TRUE(models.RemoveVersion("out", 5, five).ok());
+  absl::StatusOr<kaizen::v1::Model> again = models.AddVersion("out", TinyClassifier(3), meta, "");
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_EQ(again->version(), 5);
+  ASSERT_NE(again->sha256(), five);
+  EXPECT_EQ(models.RemoveVersion("out", 5, five).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(versions(), (std::vector<int64_t>{3, 4, 5}));
+  // By number alone.
   ASSERT_TRUE(models.RemoveVersion("out", 4).ok());
   EXPECT_EQ(versions(), (std::vector<int64_t>{3, 5}));
   for (const auto& e : std::filesystem::directory_iterator(dir.path() + "/models/out")) {
