@@ -27,6 +27,18 @@ namespace {
 using kaizen::v1::Job;
 using ::testing::HasSubstr;
 
+// A replica's options for the tests of replicas on one database (one
+// SQLite file; the other replica's calls are made on the store directly).
+JobManager::Options ReplicaOptions(const std::string& replica) {
+  JobManager::Options o;
+  o.shared_database = true;
+  o.replica_id = replica;
+  // Long enough that no renewal comes between the steps of these runs'
+  // requests and their ends.
+  o.job_lease = absl::Seconds(60);
+  return o;
+}
+
 class JobManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -131,6 +143,49 @@ class JobManagerTest : public ::testing::Test {
       if (e.event_case() == kaizen::v1::JobEvent::kMessage) out.push_back(e.message());
     }
     return out;
+  }
+
+  // With `o` (replica hooks that read `*id`): a 3-epoch job into "out",
+  // then a 1-epoch one; with one worker, the second ends only after the
+  // run of the first has stopped.
+  void RunAJobThenAnother(const JobManager::Options& o, std::string* id) {
+    MakeManager(o);
+    absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/3));
+    ASSERT_TRUE(job.ok()) << job.status();
+    *id = job->id();
+    ASSERT_TRUE(manager_->Start().ok());
+    absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next"));
+    ASSERT_TRUE(next.ok()) << next.status();
+    EXPECT_EQ(WaitForEnd(next->id()).state(), kaizen::v1::JOB_STATE_SUCCEEDED);
+  }
+
+  // This replica is "b" (not started yet); a one-epoch job into "out" was
+  // claimed by replica "a", whose lease ran out long ago.
+  absl::StatusOr<Job> JobOfADeadReplica() {
+    MakeManager(ReplicaOptions("b"));
+    absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out"));
+    if (!job.ok()) return job.status();
+    const int64_t long_ago = absl::ToUnixMillis(absl::Now()) - 120000;
+    absl::StatusOr<std::optional<Job>> claimed = jobs_->ClaimNext("a", long_ago, 1000);
+    if (!claimed.ok()) return claimed.status();
+    if (!claimed->has_value()) return absl::InternalError("replica a claimed nothing");
+    return job;
+  }
+
+  // A cnn-small version of "out" as job `job_id` would write it.
+  kaizen::v1::Model AddOutVersion(const std::string& job_id, const std::string& description) {
+    absl::StatusOr<torch::jit::Module> module =
+        models::CreateBuiltinModel("cnn-small", models::BuiltinOptions{});
+    EXPECT_TRUE(module.ok()) << module.status();
+    kaizen::v1::Model meta;
+    meta.set_job_id(job_id);
+    meta.add_class_names("cats");
+    meta.add_class_names("dogs");
+    meta.set_description(description);
+    absl::StatusOr<kaizen::v1::Model> added =
+        module.ok() ? models_->AddVersion("out", *module, meta, "") : module.status();
+    EXPECT_TRUE(added.ok()) << added.status();
+    return added.ok() ? *added : kaizen::v1::Model();
   }
 
   bool NameIsHeld(const std::string& name) {
@@ -1075,26 +1130,15 @@ TEST_F(JobManagerTest, OnlyAStrictlyHigherPriorityPreemptsAndOnlyWithTheOption) 
 
 // Replicas on one database (here one SQLite file, and the store's calls of
 // another replica made directly): what a replica leaves between deciding a
-// run's end and releasing the job's lease is not lost.
-JobManager::Options ReplicaOptions(const std::string& replica) {
-  JobManager::Options o;
-  o.shared_database = true;
-  o.replica_id = replica;
-  // Long enough that no renewal comes between the steps of these runs'
-  // requests and their ends.
-  o.job_lease = absl::Seconds(60);
-  return o;
-}
+// run's end and releasing the job's lease is not lost, and what a replica
+// that lost the lease writes is not recorded.
 
 // The replica died after recording the preemption and before requeueing the
 // job: another replica puts it back in the queue and it runs.
 TEST_F(JobManagerTest, APreemptedJobWhoseReplicaDiedBeforeRequeueingItRunsAgain) {
   UploadDataset("pets");
-  MakeManager(ReplicaOptions("b"));
-  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out"));
+  absl::StatusOr<Job> job = JobOfADeadReplica();
   ASSERT_TRUE(job.ok()) << job.status();
-  const int64_t long_ago = absl::ToUnixMillis(absl::Now()) - 120000;
-  ASSERT_TRUE(jobs_->ClaimNext("a", long_ago, 1000)->has_value());
   Job paused = *jobs_->Get(job->id());
   paused.set_state(JOB_STATE_PAUSED);
   paused.set_preempted_by("urgent");
@@ -1253,15 +1297,7 @@ TEST_F(JobManagerTest, AReplicaThatLostTheLeaseMidEpochRecordsNothingMore) {
   o.after_step = [&](const std::string& job_id, int64_t step) {
     if (job_id == id && step == 1) TakeOver(jobs_.get(), job_id, "taken by b");
   };
-  MakeManager(o);
-  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/3));
-  ASSERT_TRUE(job.ok()) << job.status();
-  id = job->id();
-  ASSERT_TRUE(manager_->Start().ok());
-  // One worker: the next job runs once a's run of the first has stopped.
-  absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next"));
-  ASSERT_TRUE(next.ok()) << next.status();
-  EXPECT_EQ(WaitForEnd(next->id()).state(), JOB_STATE_SUCCEEDED);
+  RunAJobThenAnother(o, &id);
 
   const Job row = *jobs_->Get(id);
   EXPECT_EQ(row.device(), "taken by b");
@@ -1288,14 +1324,7 @@ TEST_F(JobManagerTest, AVersionWrittenAsTheLeaseWasLostIsWithdrawn) {
     written.push_back(version);
     if (job_id == id && written.size() == 2) TakeOver(jobs_.get(), job_id, "taken by b");
   };
-  MakeManager(o);
-  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/3));
-  ASSERT_TRUE(job.ok()) << job.status();
-  id = job->id();
-  ASSERT_TRUE(manager_->Start().ok());
-  absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next"));
-  ASSERT_TRUE(next.ok()) << next.status();
-  EXPECT_EQ(WaitForEnd(next->id()).state(), JOB_STATE_SUCCEEDED);
+  RunAJobThenAnother(o, &id);
 
   ASSERT_EQ(written, (std::vector<int64_t>{1, 2, 1}));  // out 1, out 2, next 1
   const Job row = *jobs_->Get(id);
@@ -1320,30 +1349,14 @@ TEST_F(JobManagerTest, AStalledReplicasWithdrawalLeavesTheTakersVersionOfTheSame
     TakeOver(jobs_.get(), job_id, "taken by b");
     const std::string a_sha = models_->Get("out", 2)->sha256();
     ASSERT_TRUE(models_->RemoveVersion("out", 2, a_sha).ok());
-    absl::StatusOr<torch::jit::Module> module =
-        models::CreateBuiltinModel("cnn-small", models::BuiltinOptions{});
-    ASSERT_TRUE(module.ok()) << module.status();
-    kaizen::v1::Model meta;
-    meta.set_job_id(job_id);
-    meta.add_class_names("cats");
-    meta.add_class_names("dogs");
-    meta.set_description("replica b's epoch 2");
-    absl::StatusOr<kaizen::v1::Model> b_version = models_->AddVersion("out", *module, meta, "");
-    ASSERT_TRUE(b_version.ok()) << b_version.status();
-    ASSERT_EQ(b_version->version(), 2);
-    ASSERT_NE(b_version->sha256(), a_sha);
+    const kaizen::v1::Model b_version = AddOutVersion(job_id, "replica b's epoch 2");
+    ASSERT_EQ(b_version.version(), 2);
+    ASSERT_NE(b_version.sha256(), a_sha);
     Job row = *jobs_->Get(job_id);
     row.set_latest_version(2);
     ASSERT_TRUE(*jobs_->UpdateIfLeased(row, "b", absl::ToUnixMillis(absl::Now()) + 120000));
   };
-  MakeManager(o);
-  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/3));
-  ASSERT_TRUE(job.ok()) << job.status();
-  id = job->id();
-  ASSERT_TRUE(manager_->Start().ok());
-  absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next"));
-  ASSERT_TRUE(next.ok()) << next.status();
-  EXPECT_EQ(WaitForEnd(next->id()).state(), JOB_STATE_SUCCEEDED);
+  RunAJobThenAnother(o, &id);
 
   EXPECT_EQ(jobs_->Get(id)->latest_version(), 2);
   absl::StatusOr<kaizen::v1::Model> out = models_->Get("out", 0);
@@ -1358,20 +1371,9 @@ TEST_F(JobManagerTest, AStalledReplicasWithdrawalLeavesTheTakersVersionOfTheSame
 // the takeover) withdraws it and the output holds only what the job records.
 TEST_F(JobManagerTest, AVersionLeftUnrecordedIsWithdrawnWhenTheJobRunsAgain) {
   UploadDataset("pets");
-  MakeManager(ReplicaOptions("b"));
-  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out"));
+  absl::StatusOr<Job> job = JobOfADeadReplica();
   ASSERT_TRUE(job.ok()) << job.status();
-  const int64_t long_ago = absl::ToUnixMillis(absl::Now()) - 120000;
-  ASSERT_TRUE(jobs_->ClaimNext("a", long_ago, 1000)->has_value());
-  absl::StatusOr<torch::jit::Module> module =
-      models::CreateBuiltinModel("cnn-small", models::BuiltinOptions{});
-  ASSERT_TRUE(module.ok()) << module.status();
-  kaizen::v1::Model meta;
-  meta.set_job_id(job->id());
-  meta.add_class_names("cats");
-  meta.add_class_names("dogs");
-  meta.set_description("left behind by replica a");
-  ASSERT_EQ(models_->AddVersion("out", *module, meta, "")->version(), 1);
+  ASSERT_EQ(AddOutVersion(job->id(), "left behind by replica a").version(), 1);
 
   ASSERT_TRUE(manager_->Start().ok());
   const Job end = WaitForEnd(job->id());
