@@ -49,6 +49,15 @@ constexpr int32_t kMinPatience = 5;
 // (5 images) and +4.6 at 5 (25), but -0.3 at 10 (50) and +0.6 at 20 (100),
 // inside the seeds' spread, for 10-30x the training time.
 constexpr int64_t kFeatureExtractionAugmentBelow = 50;
+// FINE_TUNE likewise: from this many training images up it trains without
+// augmentation, so the frozen layers below its trainable blocks run once per
+// image (the frozen-prefix cache). Scored on validation images (the same
+// experiment, 2026-12-05, bench/RESULTS.md): without augmentation +0.9
+// points at 10 images per class (50), +0.9 at 20, +0.6 at 50, -0.1 at 100
+// and +1.0 at 500, ahead for 3 of 3 seeds at every size but 100 (1 of 3);
+// with it +1.6 at 5 (25 images, 3 of 3 seeds), and at 1 the seeds' spread
+// (8-13 points) decides.
+constexpr int64_t kFineTuneAugmentBelow = 50;
 
 std::string Num(double v) { return absl::StrFormat("%g", v); }
 
@@ -130,7 +139,11 @@ Hyperparameters StrategyDefaults(Strategy strategy, int64_t n) {
       d.mutable_schedule()->set_warmup_epochs(1);
       break;
   }
-  if (strategy != kaizen::v1::STRATEGY_FEATURE_EXTRACTION || n < kFeatureExtractionAugmentBelow) {
+  const bool augment = strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION
+                           ? n < kFeatureExtractionAugmentBelow
+                       : strategy == kaizen::v1::STRATEGY_FINE_TUNE ? n < kFineTuneAugmentBelow
+                                                                    : true;
+  if (augment) {
     aug->set_enabled(true);
     aug->set_random_crop_padding(2);
     aug->set_horizontal_flip(true);

@@ -29,9 +29,12 @@ TEST(HyperparametersTest, ResolvesDefaultsPerStrategy) {
     EXPECT_EQ(hp->validation().split(), 0);
   }
   // From 50 images up, FEATURE_EXTRACTION caches the frozen backbone's
-  // features, which needs no augmentation.
+  // features and FINE_TUNE its frozen layers' outputs, which needs no
+  // augmentation; the other strategies augment.
   EXPECT_FALSE(fe->augmentation().enabled());
-  EXPECT_TRUE(ft->augmentation().enabled());
+  EXPECT_FALSE(ft->augmentation().enabled());
+  EXPECT_TRUE(full->augmentation().enabled());
+  EXPECT_TRUE(scratch->augmentation().enabled());
   EXPECT_GT(fe->learning_rate(), ft->learning_rate());
   EXPECT_EQ(ft->trainable_blocks(), 1);
   EXPECT_LT(ft->backbone_lr_multiplier(), 1.0);
@@ -142,6 +145,19 @@ TEST(HyperparametersTest, BudgetsTinyDatasetsInOptimiserSteps) {
   ASSERT_TRUE(fe49.ok() && fe50.ok());
   EXPECT_TRUE(fe49->augmentation().enabled());
   EXPECT_FALSE(fe50->augmentation().enabled());
+  auto ft49 = ResolveHyperparameters(kaizen::v1::STRATEGY_FINE_TUNE, none, 49);
+  auto ft50 = ResolveHyperparameters(kaizen::v1::STRATEGY_FINE_TUNE, none, 50);
+  auto incremental50 = ResolveHyperparameters(kaizen::v1::STRATEGY_INCREMENTAL, none, 50);
+  ASSERT_TRUE(ft49.ok() && ft50.ok() && incremental50.ok());
+  EXPECT_TRUE(ft49->augmentation().enabled());
+  EXPECT_GT(ft49->augmentation().random_crop_padding(), 0);
+  EXPECT_FALSE(ft50->augmentation().enabled());
+  EXPECT_TRUE(incremental50->augmentation().enabled());  // not measured: as before
+  kaizen::v1::Hyperparameters on;
+  on.mutable_augmentation()->set_enabled(true);
+  auto ft_on = ResolveHyperparameters(kaizen::v1::STRATEGY_FINE_TUNE, on, 5000);
+  ASSERT_TRUE(ft_on.ok());
+  EXPECT_TRUE(ft_on->augmentation().enabled());
   // An explicit choice wins at any size.
   kaizen::v1::Hyperparameters off;
   off.mutable_augmentation()->set_enabled(false);
