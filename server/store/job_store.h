@@ -34,8 +34,8 @@ class JobStore {
   absl::StatusOr<bool> UpdateIf(const kaizen::v1::Job& job, kaizen::v1::JobState from);
   // Update, in one write transaction, only while `owner` holds a live lease
   // on the job at `now_ms`; false (nothing written) once the lease expired or
-  // another replica took it. Every write a replica makes to a job it runs
-  // goes through here, so a replica that stalled past its lease cannot
+  // another replica took it. A running job's row is written through here
+  // (JobManager::Persist), so a replica that stalled past its lease cannot
   // overwrite the progress of the one that took the job over.
   absl::StatusOr<bool> UpdateIfLeased(const kaizen::v1::Job& job, const std::string& owner,
                                       int64_t now_ms);
@@ -118,7 +118,7 @@ class JobStore {
  private:
   explicit JobStore(Database* db) : db_(db) {}
   // With the database's mutex held: writes the row's state, priority and
-  // proto; whether the row's state column is `state`.
+  // proto; stores an event; whether the row's state column is `state`.
   absl::Status WriteRow(const kaizen::v1::Job& job);
   absl::Status InsertEvent(const kaizen::v1::JobEvent& event);
   absl::StatusOr<bool> StateIs(const std::string& job_id, kaizen::v1::JobState state);
