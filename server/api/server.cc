@@ -230,6 +230,8 @@ absl::StatusOr<std::unique_ptr<KaizenServer>> KaizenServer::Start(Options option
   ASSIGN_OR_RETURN(const int orphans, self->OpenStores());
   RETURN_IF_ERROR(self->StartServing(threads));
   self->StartJobs(threads);
+  // Before any request compares a job's lease with the time.
+  RETURN_IF_ERROR(self->state_->jobs->ReadLeaseClock());
   self->CreateServices();
   RETURN_IF_ERROR(self->Listen(std::move(credentials)));
   RETURN_IF_ERROR(self->ListenForHealth());

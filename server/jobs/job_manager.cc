@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <optional>
@@ -95,7 +96,7 @@ absl::Status JobManager::FailAfterAttempts(Job* job, absl::string_view what) {
     options_.metrics->JobRunEnded(
         *job, common::WithCause(absl::AbortedError(job->error()), common::kCauseAttemptsExhausted));
   }
-  models_->ReleaseName(job->request().output_model());
+  OutputEnded(*job);
   common::LogWarning("job failed after its attempts",
                      {{"job", job->id()}, {"error", job->error()}});
   return absl::OkStatus();
@@ -107,6 +108,7 @@ absl::Status JobManager::Start() {
   // paused until ResumeJob. With a shared database, a RUNNING job may be
   // another replica's: it is taken over only once its lease runs out
   // (ClaimOrphan).
+  if (!lease_clock_read_) RETURN_IF_ERROR(ReadLeaseClock());
   ASSIGN_OR_RETURN(std::vector<Job> active,
                    jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
                                     kaizen::v1::JOB_STATE_PAUSED}));
@@ -232,7 +234,7 @@ void JobManager::ApplyLateRequest(Job* job, const std::string& request) {
       // Claimed by a replica since (a claim leases the job in the same
       // transaction that marks it RUNNING): the request waits on its lease.
       absl::StatusOr<std::optional<std::string>> holder =
-          jobs_->RequestOfLeaseHolder(id, request, absl::ToUnixMillis(absl::Now()));
+          jobs_->RequestOfLeaseHolder(id, request, LeaseNowMs());
       if (holder.ok() && holder->has_value()) return;
       continue;
     }
@@ -255,9 +257,11 @@ void JobManager::ApplyLateRequest(Job* job, const std::string& request) {
 }
 
 void JobManager::ReplicaTick(bool renew) {
-  const int64_t now = absl::ToUnixMillis(absl::Now());
-  const int64_t lease = absl::ToInt64Milliseconds(options_.job_lease);
   if (renew) {
+    if (absl::Status read = RefreshLeaseClock(); !read.ok()) {
+      common::LogWarning("the database's clock was not read; leases follow the last reading",
+                         {{"error", read.ToString()}});
+    }
     std::vector<std::string> ids;
     {
       absl::MutexLock lock(&mu_);
@@ -265,6 +269,9 @@ void JobManager::ReplicaTick(bool renew) {
     }
     // Not under mu_: the database may be slow or away, and every API call
     // and claim takes mu_.
+    if (options_.before_lease_renewal) options_.before_lease_renewal();
+    const int64_t now = LeaseNowMs();
+    const int64_t lease = absl::ToInt64Milliseconds(options_.job_lease);
     absl::StatusOr<std::map<std::string, store::JobStore::LeaseState>> leases =
         jobs_->RenewLeases(options_.replica_id, ids, now, lease);
     absl::MutexLock lock(&mu_);
@@ -278,6 +285,7 @@ void JobManager::ReplicaTick(bool renew) {
         if (!state.held) {
           MarkLost(id);
         } else {
+          LeaseHeld(running, now, lease);
           ApplyLeaseRequest(id, running, state.request);
         }
       }
@@ -302,24 +310,89 @@ bool JobManager::RunLost(const std::string& job_id) {
   return it != running_.end() && it->second->lost;
 }
 
+int64_t JobManager::LeaseNowMs() const {
+  return absl::ToUnixMillis(options_.clock()) + lease_clock_offset_ms_;
+}
+
+absl::Status JobManager::RefreshLeaseClock() {
+  if (!options_.shared_database) return absl::OkStatus();
+  const absl::Time sent = options_.clock();
+  absl::StatusOr<int64_t> database = jobs_->DatabaseMillis();
+  const absl::Time received = options_.clock();
+  if (!database.ok()) return database.status();
+  if (received - sent > absl::Seconds(1)) {
+    return absl::UnavailableError(absl::StrCat("reading the database's clock took ",
+                                               absl::FormatDuration(received - sent),
+                                               " (over 1s): too uncertain to keep"));
+  }
+  const int64_t middle = absl::ToUnixMillis(sent + (received - sent) / 2);
+  const int64_t offset = *database - middle;
+  const int64_t previous = lease_clock_offset_ms_.exchange(offset);
+  lease_clock_read_ = true;
+  if (std::abs(offset - previous) > 1000) {
+    common::LogWarning(
+        "this replica's clock disagrees with the database's; leases follow the "
+        "database's",
+        {{"replica", options_.replica_id}, {"offset_ms", offset}});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobManager::ReadLeaseClock() {
+  absl::Status read = RefreshLeaseClock();
+  for (int attempt = 1; attempt < 5 && !read.ok(); ++attempt) {
+    absl::SleepFor(absl::Milliseconds(200));
+    read = RefreshLeaseClock();
+  }
+  if (read.ok()) return read;
+  return absl::UnavailableError(
+      absl::StrCat("cannot read the database's clock, which times job leases: ", read.message()));
+}
+
+bool JobManager::Reports(const Running& running) const {
+  return !running.lost && LeaseNowMs() < running.leased_until_ms;
+}
+
+void JobManager::LeaseHeld(Running* running, int64_t now_ms, int64_t lease_ms) {
+  // Renewals that cross (a tick's and a fenced write's) never shorten it.
+  const int64_t until = now_ms + lease_ms;
+  int64_t seen = running->leased_until_ms;
+  while (until > seen && !running->leased_until_ms.compare_exchange_weak(seen, until)) {
+  }
+}
+
 void JobManager::WithdrawUnrecordedVersions(const Job& job) {
-  // Only while this replica holds the job: one that stalled since claiming
-  // it must not touch what the job's new holder writes.
-  if (absl::Status fenced = FenceRun(job.id()); !fenced.ok() || RunLost(job.id())) return;
   const std::string& name = job.request().output_model();
   absl::StatusOr<kaizen::v1::Model> model = models_->Get(name, 0);
   if (!model.ok()) return;  // none written yet, or said by the run itself
+  if (model->version() <= job.latest_version()) {
+    return;  // the usual case: nothing newer than what the job records
+  }
+  const std::vector<int64_t> versions =
+      model->versions().empty()
+          ? std::vector<int64_t>{model->version()}
+          : std::vector<int64_t>(model->versions().begin(), model->versions().end());
+  // What the row records, if another replica recorded more meanwhile.
+  absl::StatusOr<Job> stored = jobs_->Get(job.id());
+  if (!stored.ok()) return;
+  const int64_t recorded = std::max(job.latest_version(), stored->latest_version());
+  // The job's own versions among the newer ones (an INCREMENTAL job may
+  // write into its base's model, whose other versions are not its own).
+  std::vector<kaizen::v1::Model> candidates;
+  for (const int64_t v : versions) {
+    if (v <= recorded) continue;
+    absl::StatusOr<kaizen::v1::Model> version = models_->Get(name, v);
+    if (version.ok() && version->job_id() == job.id()) candidates.push_back(*std::move(version));
+  }
+  if (candidates.empty()) return;
   // Exclusive, as when pruning: no submission pins a version meanwhile.
   absl::WriterMutexLock references(&references_mu_);
   absl::StatusOr<std::vector<int64_t>> pinned = PinnedVersionsInUse(name);
-  for (const int64_t v : model->versions()) {
-    if (v <= job.latest_version()) continue;
-    if (!pinned.ok() || std::find(pinned->begin(), pinned->end(), v) != pinned->end()) {
-      continue;
-    }
-    absl::StatusOr<kaizen::v1::Model> version = models_->Get(name, v);
-    if (!version.ok() || version->job_id() != job.id()) continue;
-    absl::Status removed = models_->RemoveVersion(name, v, version->sha256());
+  if (!pinned.ok()) return;
+  for (const kaizen::v1::Model& version : candidates) {
+    const int64_t v = version.version();
+    if (std::find(pinned->begin(), pinned->end(), v) != pinned->end()) continue;
+    absl::Status removed = models_->RemoveVersion(name, v, version.sha256());
     if (!removed.ok() && !absl::IsNotFound(removed)) {
       common::LogError(
           "cannot withdraw an unrecorded version",
@@ -336,8 +409,7 @@ absl::Status JobManager::Persist(Job* job) {
   ASSIGN_OR_RETURN(int64_t last, jobs_->LastSequence(job->id()));
   job->set_last_sequence(last);
   if (!options_.shared_database) return jobs_->Update(*job);
-  ASSIGN_OR_RETURN(const bool held, jobs_->UpdateIfLeased(*job, options_.replica_id,
-                                                          absl::ToUnixMillis(absl::Now())));
+  ASSIGN_OR_RETURN(const bool held, jobs_->UpdateIfLeased(*job, options_.replica_id, LeaseNowMs()));
   if (held) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
   MarkLost(job->id());
@@ -347,9 +419,9 @@ absl::Status JobManager::Persist(Job* job) {
 
 absl::Status JobManager::FenceRun(const std::string& job_id) {
   if (!options_.shared_database) return absl::OkStatus();
-  ASSIGN_OR_RETURN(auto leases, jobs_->RenewLeases(options_.replica_id, {job_id},
-                                                   absl::ToUnixMillis(absl::Now()),
-                                                   absl::ToInt64Milliseconds(options_.job_lease)));
+  const int64_t now = LeaseNowMs();
+  const int64_t lease = absl::ToInt64Milliseconds(options_.job_lease);
+  ASSIGN_OR_RETURN(auto leases, jobs_->RenewLeases(options_.replica_id, {job_id}, now, lease));
   const store::JobStore::LeaseState& state = leases[job_id];
   absl::MutexLock lock(&mu_);
   if (!state.held) {
@@ -358,12 +430,17 @@ absl::Status JobManager::FenceRun(const std::string& job_id) {
         absl::StrCat("job ", job_id, " is no longer leased to this replica: not recorded"));
   }
   if (auto it = running_.find(job_id); it != running_.end()) {
+    LeaseHeld(it->second, now, lease);
     ApplyLeaseRequest(job_id, it->second, state.request);
   }
   return absl::OkStatus();
 }
 
 absl::Status JobManager::PublishState(Job* job, JobState state) {
+  // A job that ends runs no more: its output keeps only what its row
+  // records, and watchers hear of any withdrawal before the end, which
+  // closes their streams.
+  if (common::IsTerminal(state)) WithdrawUnrecordedVersions(*job);
   job->set_state(state);
   if (common::IsTerminal(state)) *job->mutable_end_time() = Now();
   JobEvent e;
@@ -1041,7 +1118,7 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
     // Another replica runs it: the request waits on its lease. A job whose
     // replica died (no live lease) is cancelled here.
     ASSIGN_OR_RETURN(std::optional<std::string> holder,
-                     jobs_->RequestOfLeaseHolder(id, "cancel", absl::ToUnixMillis(absl::Now())));
+                     jobs_->RequestOfLeaseHolder(id, "cancel", LeaseNowMs()));
     if (holder) {
       PublishMessage(id,
                      absl::StrCat("cancellation requested through replica ", options_.replica_id,
@@ -1060,7 +1137,7 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
     }
   }
   RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_CANCELLED));
-  models_->ReleaseName(job.request().output_model());
+  OutputEnded(job);
   return job;
 }
 
@@ -1087,7 +1164,7 @@ absl::StatusOr<Job> JobManager::Pause(const std::string& id) {
   }
   if (job.state() == kaizen::v1::JOB_STATE_RUNNING && options_.shared_database) {
     ASSIGN_OR_RETURN(std::optional<std::string> holder,
-                     jobs_->RequestOfLeaseHolder(id, "pause", absl::ToUnixMillis(absl::Now())));
+                     jobs_->RequestOfLeaseHolder(id, "pause", LeaseNowMs()));
     if (holder) {
       PublishMessage(
           id, absl::StrCat("pause requested through replica ", options_.replica_id, "; replica ",
@@ -1259,6 +1336,13 @@ absl::StatusOr<std::vector<int64_t>> JobManager::PinnedVersionsInUse(const std::
     if (j.has_incremental() && j.incremental().base_model() == name) {
       versions.push_back(j.incremental().base_version());
     }
+    // Any job loads the version its base_model names when it (re)starts.
+    std::string base;
+    int64_t version = 0;
+    if (common::ParseModelRef(j.request().base_model(), &base, &version).ok() && base == name &&
+        version > 0) {
+      versions.push_back(version);
+    }
   }
   return versions;
 }
@@ -1269,7 +1353,7 @@ absl::StatusOr<std::optional<Job>> JobManager::ClaimOrphan() {
   for (const auto& [id, running] : running_) mine.push_back(id);
   ASSIGN_OR_RETURN(
       std::optional<Job> orphan,
-      jobs_->ClaimExpired(options_.replica_id, absl::ToUnixMillis(absl::Now()),
+      jobs_->ClaimExpired(options_.replica_id, LeaseNowMs(),
                           absl::ToInt64Milliseconds(options_.job_lease), mine, &previous));
   if (!orphan) return orphan;
   if (orphan->state() == kaizen::v1::JOB_STATE_PAUSED) {
@@ -1311,7 +1395,7 @@ absl::StatusOr<std::optional<Job>> JobManager::ClaimOrphan() {
 }
 
 absl::StatusOr<std::optional<Job>> JobManager::Claim(const std::string& device) {
-  const int64_t now = absl::ToUnixMillis(absl::Now());
+  const int64_t now = LeaseNowMs();
   std::optional<Job> next;
   if (options_.shared_database) {
     ASSIGN_OR_RETURN(next, ClaimOrphan());
@@ -1343,6 +1427,9 @@ void JobManager::WorkerLoop(int worker_index) {
     {
       absl::MutexLock lock(&mu_);
       while (!stopping_) {
+        // No later than the claim's own clock: the lease it takes lasts at
+        // least job_lease from here.
+        const int64_t claim_ms = LeaseNowMs();
         absl::StatusOr<std::optional<Job>> claimed = Claim(device);
         if (!claimed.ok()) {
           common::LogError("cannot claim a job", {{"error", claimed.status().ToString()}});
@@ -1352,6 +1439,10 @@ void JobManager::WorkerLoop(int worker_index) {
           running.priority = job->request().priority();
           running.create_millis =
               google::protobuf::util::TimeUtil::TimestampToMilliseconds(job->create_time());
+          if (options_.shared_database) {
+            // The first bound (a lone server's runs have none).
+            running.leased_until_ms = claim_ms + absl::ToInt64Milliseconds(options_.job_lease);
+          }
           running_[job->id()] = &running;
           break;
         }
@@ -1420,7 +1511,9 @@ void JobManager::RunJob(Job job, Running* running) {
   bool stopped = false;
   std::string left_request;
   absl::Status st;
-  WithdrawUnrecordedVersions(job);
+  // Only while this replica holds the job: one that stalled since claiming
+  // it must not touch what the job's new holder writes.
+  if (FenceRun(job.id()).ok() && !RunLost(job.id())) WithdrawUnrecordedVersions(job);
   try {
     st = Execute(&job, running, &stopped);
   } catch (const std::exception& e) {
@@ -1434,10 +1527,18 @@ void JobManager::RunJob(Job job, Running* running) {
     // job's lease and nobody ended the job meanwhile (a cancel through a
     // replica that found the lease expired).
     absl::StatusOr<std::map<std::string, store::JobStore::LeaseState>> lease =
-        jobs_->RenewLeases(options_.replica_id, {job.id()}, absl::ToUnixMillis(absl::Now()),
+        jobs_->RenewLeases(options_.replica_id, {job.id()}, LeaseNowMs(),
                            absl::ToInt64Milliseconds(options_.job_lease));
     absl::StatusOr<Job> stored = jobs_->Get(job.id());
-    if (lease.ok()) {
+    if (!lease.ok()) {
+      // Unconfirmed, so nothing is recorded: the lease runs out and a
+      // replica (this one too) takes the job over from its last checkpoint.
+      common::LogError(
+          "cannot confirm the job's lease at the end of its run; it will be taken "
+          "over from its last checkpoint",
+          {{"job", job.id()}, {"error", lease.status().ToString()}});
+      running->lost = true;
+    } else {
       const store::JobStore::LeaseState& state = (*lease)[job.id()];
       if (!state.held) running->lost = true;
       // A request left since the last renewal reaches a run that stopped as
@@ -1691,15 +1792,16 @@ void JobManager::OnStep(Job* job, Running* running, const kaizen::v1::StepProgre
   job->set_step(p.step());
   job->set_total_steps(p.total_steps());
   job->set_epoch(p.epoch());
-  {
+  if (Reports(*running)) {
     absl::MutexLock lock(&mu_);
     running->progress = p;
   }
   if (options_.after_step) options_.after_step(job->id(), p.step());
   if (throttle->first_step < 0) throttle->first_step = p.step();
   if (options_.metrics) options_.metrics->TrainingStep(*job, p);
-  // A run another replica took over reports nothing more.
-  if (running->lost) return;
+  // A run another replica took over, or one whose lease ran out while its
+  // replica stalled (it is taken over, or will be), reports nothing more.
+  if (!Reports(*running)) return;
   const absl::Time now = absl::Now();
   if (now - throttle->last_published < options_.progress_interval && p.step() != p.total_steps()) {
     return;
@@ -1950,7 +2052,8 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
            shutting_down_.load();
   };
   if (tuning) {
-    ASSIGN_OR_RETURN(const bool tuned, TuneJob(job, opts, train, data.validation, cb.should_stop));
+    ASSIGN_OR_RETURN(const bool tuned,
+                     TuneJob(job, *running, opts, train, data.validation, cb.should_stop));
     if (!tuned) {
       *stopped = true;
       return absl::OkStatus();
@@ -1967,7 +2070,9 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   // What the trainer decided (a validation split dropped on tiny data, the
   // head's standardised input, BatchNorm statistics recomputed) is part of
   // the job's story.
-  cb.on_message = [&](const std::string& m) { PublishMessage(job->id(), m); };
+  cb.on_message = [&](const std::string& m) {
+    if (Reports(*running)) PublishMessage(job->id(), m);
+  };
 
   ASSIGN_OR_RETURN(training::TrainResult result, TrainOnWorldSize(*job, opts, data, cb));
   *stopped = result.cancelled;
@@ -2037,7 +2142,9 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
     }
     in.should_stop = should_stop;
     in.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { OnEpoch(job, m); };
-    in.on_message = [&](const std::string& m) { PublishMessage(job->id(), m); };
+    in.on_message = [&](const std::string& m) {
+      if (Reports(*running)) PublishMessage(job->id(), m);
+    };
     in.on_checkpoint = [&](const TextJobCheckpoint& c) {
       training::Checkpoint ckpt;
       ckpt.module = c.module;
@@ -2315,8 +2422,9 @@ absl::Status JobManager::EvaluateTextOnTestDataset(Job* job,
     *e->mutable_create_time() = Now();
   }
   const absl::StatusOr<std::string> stored =
-      e.ok() ? StoreTestEvaluation(req.output_model(), version, *e) : e.status();
+      e.ok() ? StoreTestEvaluation(*job, version, *e) : e.status();
   if (!stored.ok()) {
+    if (RunLost(job->id())) return stored.status();
     PublishMessage(job->id(),
                    absl::StrCat("test dataset ", req.test_dataset(), ": version ", version,
                                 " was not evaluated: ", stored.status().message()));
@@ -2378,7 +2486,8 @@ void JobManager::ReportTextDistillation(Job* job, const TextJobOutput& out) {
                                 : out.latency_error));
 }
 
-absl::StatusOr<bool> JobManager::TuneJob(Job* job, const training::TrainerOptions& opts,
+absl::StatusOr<bool> JobManager::TuneJob(Job* job, const Running& running,
+                                         const training::TrainerOptions& opts,
                                          const datasets::DecodedDataset& train,
                                          const datasets::DecodedDataset* validation,
                                          const std::function<bool()>& should_stop) {
@@ -2395,7 +2504,7 @@ absl::StatusOr<bool> JobManager::TuneJob(Job* job, const training::TrainerOption
   t.channels_last = opts.channels_last;
   t.done.assign(job->tuning().trials().begin(), job->tuning().trials().end());
   t.spent = absl::Seconds(job->tuning().seconds());
-  if (!t.done.empty()) {
+  if (!t.done.empty() && Reports(running)) {
     PublishMessage(job->id(), absl::StrCat("tuning continues; the ", t.done.size(),
                                            " trial runs finished before the stop are kept"));
   }
@@ -2407,9 +2516,11 @@ absl::StatusOr<bool> JobManager::TuneJob(Job* job, const training::TrainerOption
   };
   cb.on_trial = [&](const kaizen::v1::TuningTrial& trial, absl::Duration elapsed) {
     job->mutable_tuning()->set_seconds(absl::ToDoubleSeconds(elapsed));
-    RecordTrial(job, trial);
+    RecordTrial(job, running, trial);
   };
-  cb.on_message = [&](const std::string& m) { PublishMessage(job->id(), m); };
+  cb.on_message = [&](const std::string& m) {
+    if (Reports(running)) PublishMessage(job->id(), m);
+  };
   ASSIGN_OR_RETURN(training::TuneOutcome out, training::Tune(t, train, validation, cb));
   if (out.stopped) {
     // The finished trials are in job->tuning already; the time counts.
@@ -2424,15 +2535,18 @@ absl::StatusOr<bool> JobManager::TuneJob(Job* job, const training::TrainerOption
   return true;
 }
 
-void JobManager::RecordTrial(Job* job, const kaizen::v1::TuningTrial& trial) {
+void JobManager::RecordTrial(Job* job, const Running& running,
+                             const kaizen::v1::TuningTrial& trial) {
   kaizen::v1::TuningResult* tuning = job->mutable_tuning();
   kaizen::v1::TuningTrial* slot = nullptr;
   for (kaizen::v1::TuningTrial& t : *tuning->mutable_trials()) {
     if (t.trial() == trial.trial() && t.round() == trial.round()) slot = &t;
   }
-  if (slot == nullptr) {
-    slot = tuning->add_trials();
-    // A new result: its line in the job's story.
+  // A new result is a line in the job's story, unless the run's lease has
+  // run out (nothing of it is recorded then).
+  const bool is_new = slot == nullptr;
+  if (is_new) slot = tuning->add_trials();
+  if (is_new && Reports(running)) {
     PublishMessage(
         job->id(),
         absl::StrFormat("tuning trial %d (round %d): %s: %s", trial.trial(), trial.round(),
@@ -2475,8 +2589,9 @@ absl::Status JobManager::EvaluateOnTestDataset(Job* job_ptr,
     // The training succeeded and its versions are stored: a test set that
     // cannot be evaluated is said, not turned into a failed job.
     const absl::StatusOr<std::string> stored =
-        e.ok() ? StoreTestEvaluation(req.output_model(), version, *e) : e.status();
+        e.ok() ? StoreTestEvaluation(job, version, *e) : e.status();
     if (!stored.ok()) {
+      if (RunLost(job.id())) return stored.status();
       PublishMessage(job.id(),
                      absl::StrCat("test dataset ", req.test_dataset(), ": version ", version,
                                   " was not evaluated: ", stored.status().message()));
@@ -2533,9 +2648,13 @@ absl::Status JobManager::EvaluateTeacherOnTestDataset(Job* job,
   return Persist(job);
 }
 
-absl::StatusOr<std::string> JobManager::StoreTestEvaluation(const std::string& model,
-                                                            int64_t version,
+absl::StatusOr<std::string> JobManager::StoreTestEvaluation(const Job& job, int64_t version,
                                                             kaizen::v1::Evaluation e) {
+  if (options_.before_test_evaluation_stored) {
+    options_.before_test_evaluation_stored(job.id(), version);
+  }
+  RETURN_IF_ERROR(FenceRun(job.id()));
+  const std::string& model = job.request().output_model();
   // A record holds at most common::kMaxRecordBytes: with many classes the
   // confusion matrix, then the per-class rows, give way to the summary.
   const bool had_confusion = e.confusion_size() > 0;

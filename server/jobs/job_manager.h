@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -93,6 +94,10 @@ class JobManager {
     bool shared_database = false;
     std::string replica_id = "local";
     absl::Duration job_lease = absl::Seconds(30);
+    // This machine's clock; tests give a replica one that is off. With a
+    // shared database leases are timed by the database's clock instead
+    // (LeaseNowMs): this one only measures the time between readings of it.
+    std::function<absl::Time()> clock = [] { return absl::Now(); };
     // Shared database only: called after each lease renewal, for the other
     // chores that follow what other replicas wrote (new model versions).
     std::function<void()> on_replica_tick;
@@ -109,14 +114,28 @@ class JobManager {
     // Tests only (shared database): called once a checkpoint's version is
     // stored and before the job's row is made to point at it.
     std::function<void(const std::string& job_id, int64_t version)> after_version_written;
+    // Tests only (shared database): called by the replica thread before each
+    // renewal of its leases; a test that blocks here plays a replica whose
+    // database calls hang.
+    std::function<void()> before_lease_renewal;
+    // Tests only: called before a job's test evaluation of one version is
+    // stored.
+    std::function<void(const std::string& job_id, int64_t version)> before_test_evaluation_stored;
   };
 
   JobManager(Options options, store::JobStore* jobs, store::DatasetStore* datasets,
              store::ModelStore* models, JobEventHub* events);
   ~JobManager();
 
-  // Requeues jobs a crash left RUNNING and starts the workers.
+  // Requeues jobs a crash left RUNNING and starts the workers. With a shared
+  // database, first reads the database's clock (ReadLeaseClock) unless a
+  // reading was kept already.
   absl::Status Start();
+  // Shared database: reads the database's clock, by which leases are timed,
+  // up to 5 times 200 ms apart; UNAVAILABLE if no reading could be kept. The
+  // server calls it before it listens, so that no request compares leases by
+  // this machine's clock. OK at once for a lone server.
+  absl::Status ReadLeaseClock();
   // Stops the workers: running jobs checkpoint and go back to QUEUED, to
   // resume on the next start.
   void Stop();
@@ -162,6 +181,11 @@ class JobManager {
     // Another replica took the job over (this one stopped renewing its lease
     // in time): stop and record nothing.
     std::atomic<bool> lost{false};
+    // Shared database: when the lease runs out unless renewed (LeaseNowMs
+    // taken just before its latest renewal, plus the lease). An expired lease
+    // is never renewed (JobStore::RenewLeases), so past this the run records
+    // nothing more and reports nothing more (Reports).
+    std::atomic<int64_t> leased_until_ms{std::numeric_limits<int64_t>::max()};
     // Checkpoint after the current step and free the worker (PauseJob or a
     // preemption).
     std::atomic<bool> pause{false};
@@ -238,10 +262,13 @@ class JobManager {
                                             const kaizen::v1::Evaluation& student,
                                             const std::function<bool()>& should_stop,
                                             absl::string_view examples = "images");
-  // Stores `e` as the test_evaluation of one version, leaving out the
-  // confusion matrix and then the per-class rows when the record would be
-  // too large; returns what was left out, for the job's message.
-  absl::StatusOr<std::string> StoreTestEvaluation(const std::string& model, int64_t version,
+  // Stores `e` as the test_evaluation of one version of `job`'s output,
+  // leaving out the confusion matrix and then the per-class rows when the
+  // record would be too large; returns what was left out, for the job's
+  // message. Fenced like a checkpoint (FenceRun): ABORTED, and nothing
+  // stored, once the run has lost its lease, since the job's new holder may
+  // have written a version of the same number.
+  absl::StatusOr<std::string> StoreTestEvaluation(const kaizen::v1::Job& job, int64_t version,
                                                   kaizen::v1::Evaluation e);
   // `old_classes`: for INCREMENTAL, the base's classes (the job's class list
   // is them merged with the dataset's), else empty.
@@ -370,13 +397,16 @@ class JobManager {
   // the base in `opts`, keeping the trials of an earlier run that stopped;
   // records every trial in job->tuning (GetJob) and in events; once it ends,
   // the winner becomes job->resolved_hyperparameters. False when stopped at
-  // should_stop first.
-  absl::StatusOr<bool> TuneJob(kaizen::v1::Job* job, const training::TrainerOptions& opts,
+  // should_stop first. `running`: the run, whose messages stop with its
+  // lease (Reports).
+  absl::StatusOr<bool> TuneJob(kaizen::v1::Job* job, const Running& running,
+                               const training::TrainerOptions& opts,
                                const datasets::DecodedDataset& train,
                                const datasets::DecodedDataset* validation,
                                const std::function<bool()>& should_stop);
   // Stores one trial in job->tuning, replacing the same trial and round.
-  void RecordTrial(kaizen::v1::Job* job, const kaizen::v1::TuningTrial& trial);
+  void RecordTrial(kaizen::v1::Job* job, const Running& running,
+                   const kaizen::v1::TuningTrial& trial);
   // Step progress events are published at most every progress_interval.
   struct ProgressThrottle {
     absl::Time started;
@@ -391,12 +421,15 @@ class JobManager {
   // prunes by the retention policy (checkpoint_policy.h).
   absl::Status OnCheckpoint(kaizen::v1::Job* job, const training::Checkpoint& ckpt);
   // The versions of model `name` that queued, running or paused DISTILL jobs
-  // resolved as their teacher, or INCREMENTAL jobs as their base; checkpoint
-  // retention keeps them.
+  // resolved as their teacher, INCREMENTAL jobs as their base, or any job
+  // names as its base_model (`name:N`); checkpoint retention and the
+  // withdrawal of unrecorded versions keep them.
   absl::StatusOr<std::vector<int64_t>> PinnedVersionsInUse(const std::string& name);
   // With Options::preempt, pauses the running jobs that queued jobs of
   // higher priority should replace, once free workers are accounted for.
   void PreemptForQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores `state` as the job's event and row; an end state only once the
+  // job's unrecorded versions are withdrawn (WithdrawUnrecordedVersions).
   absl::Status PublishState(kaizen::v1::Job* job, kaizen::v1::JobState state);
   // PublishState into a claimable state (QUEUED): the row (state and proto
   // together) changes only while its state is `from`; false, and `job`
@@ -443,17 +476,40 @@ class JobManager {
   absl::Status FenceRun(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
   // The run of `job_id` here stops and records nothing more (mu_ held).
   void MarkLost(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Now by the clock leases are timed by: with a shared database the
+  // database's (this machine's clock plus the offset last measured by
+  // RefreshLeaseClock), so that replicas whose clocks disagree agree on when
+  // a lease ends; this machine's for a lone server.
+  int64_t LeaseNowMs() const;
+  // Reads the database's clock and keeps its offset from this machine's,
+  // taken at the middle of the round trip (off by at most half of it); a
+  // reading whose round trip took over a second is refused, not kept.
+  // Shared database only (OK otherwise): at start and every lease renewal.
+  absl::Status RefreshLeaseClock();
   // Whether the run of `job_id` here was found to have lost its lease.
   bool RunLost(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
-  // Before a run: versions of the job's output that this job wrote and its
-  // row does not record (newer than its latest_version) were left by a run
-  // that stopped between writing and recording one (its replica lost the
-  // lease, was killed, or the server crashed): they are withdrawn, unless an
-  // active job pins one, so that the output holds only what the job records.
-  void WithdrawUnrecordedVersions(const kaizen::v1::Job& job) ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether a run still tells watchers of its progress: not once it is lost,
+  // nor once its lease has run out here (a replica stalled past its lease
+  // learns it was taken over only at its next renewal or fenced write).
+  bool Reports(const Running& running) const;
+  // Notes a lease of `running` held at `now_ms` for another `lease_ms`.
+  static void LeaseHeld(Running* running, int64_t now_ms, int64_t lease_ms);
+  // Versions of the job's output that this job wrote and its row does not
+  // record (newer than its latest_version) were left by a run that stopped
+  // between writing and recording one (its replica lost the lease, was
+  // killed, or the server crashed): they are withdrawn, unless an active job
+  // pins one, so that the output holds only what the job records. Called
+  // before a run (once the caller has renewed the lease: a replica that
+  // stalled since claiming the job must not touch what its new holder
+  // writes) and before a job's end state is published (PublishState), since
+  // nothing runs it again.
+  void WithdrawUnrecordedVersions(const kaizen::v1::Job& job);
   void PublishMessage(const std::string& job_id, const std::string& message);
 
   Options options_;
+  // The database's clock less this machine's, in ms (RefreshLeaseClock).
+  std::atomic<int64_t> lease_clock_offset_ms_{0};
+  std::atomic<bool> lease_clock_read_{false};  // a reading was kept
   store::JobStore* jobs_;
   store::DatasetStore* datasets_;
   store::ModelStore* models_;

@@ -371,7 +371,10 @@ absl::StatusOr<std::map<std::string, JobStore::LeaseState>> JobStore::RenewLease
     state.request = sel.ColumnText(1);
     ASSIGN_OR_RETURN(
         Statement renew,
-        db_->Prepare("UPDATE job_leases SET expires_ms = ?2, request = '' WHERE job_id = ?1"));
+        // Never shortened: a renewal that waited for the lock behind a later
+        // one keeps the later expiry.
+        db_->Prepare("UPDATE job_leases SET expires_ms = CASE WHEN expires_ms > ?2 THEN expires_ms "
+                     "ELSE ?2 END, request = '' WHERE job_id = ?1"));
     RETURN_IF_ERROR(renew.Bind(1, id).Bind(2, now_ms + lease_ms).Run());
   }
   RETURN_IF_ERROR(tx.Commit());
@@ -424,6 +427,19 @@ absl::StatusOr<std::optional<std::string>> JobStore::RequestOfLeaseHolder(
   RETURN_IF_ERROR(set.Bind(1, job_id).Bind(2, request).Run());
   RETURN_IF_ERROR(tx.Commit());
   return std::optional<std::string>(std::move(holder));
+}
+
+absl::StatusOr<int64_t> JobStore::DatabaseMillis() {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(
+      Statement st,
+      db_->Prepare(
+          db_->kind() == DatabaseKind::kPostgres
+              ? "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT)"
+              : "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"));
+  ASSIGN_OR_RETURN(const bool row, st.Step());
+  if (!row) return absl::InternalError("the database did not tell its time");
+  return st.ColumnInt(0);
 }
 
 }  // namespace kaizen::store

@@ -114,6 +114,11 @@ class JobStore {
   absl::StatusOr<std::optional<std::string>> RequestOfLeaseHolder(const std::string& job_id,
                                                                   const std::string& request,
                                                                   int64_t now_ms);
+  // The database's clock, in Unix milliseconds: PostgreSQL's
+  // clock_timestamp() on its server, SQLite's 'now' (this process's clock).
+  // Replicas time their leases by it (JobManager), not by their own clocks,
+  // so that replicas whose clocks disagree still agree on when a lease ends.
+  absl::StatusOr<int64_t> DatabaseMillis();
 
  private:
   explicit JobStore(Database* db) : db_(db) {}

@@ -4,6 +4,7 @@
 #include "server/jobs/job_manager.h"
 
 #include <algorithm>
+#include <atomic>
 #include <future>
 #include <mutex>
 #include <set>
@@ -1389,6 +1390,198 @@ TEST_F(JobManagerTest, AVersionLeftUnrecordedIsWithdrawnWhenTheJobRunsAgain) {
   EXPECT_THAT(Messages(job->id()),
               ::testing::Contains("withdrew version 1 of out: an earlier run of this job wrote "
                                   "it and stopped before recording it"));
+}
+
+// A job that will not run again withdraws what its last run left
+// unrecorded when it ends: here replica a recorded version 1, wrote version 2
+// and died; the job, cancelled through replica b, keeps only version 1.
+TEST_F(JobManagerTest, AVersionLeftUnrecordedIsWithdrawnWhenTheJobIsCancelledInstead) {
+  UploadDataset("pets");
+  absl::StatusOr<Job> job = JobOfADeadReplica();
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(AddOutVersion(job->id(), "recorded by replica a").version(), 1);
+  Job row = *jobs_->Get(job->id());
+  row.set_state(JOB_STATE_RUNNING);  // as replica a's run recorded it
+  row.set_latest_version(1);
+  ASSERT_TRUE(jobs_->Update(row).ok());
+  ASSERT_EQ(AddOutVersion(job->id(), "left behind by replica a").version(), 2);
+
+  absl::StatusOr<Job> cancelled = manager_->Cancel(job->id());
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(jobs_->Get(job->id())->state(), JOB_STATE_CANCELLED);
+  absl::StatusOr<kaizen::v1::Model> out = models_->Get("out", 0);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(std::vector<int64_t>(out->versions().begin(), out->versions().end()),
+            (std::vector<int64_t>{1}));
+  EXPECT_EQ(out->description(), "recorded by replica a");
+  // Said before the end, which closes every watcher's stream.
+  auto events = jobs_->Events(job->id(), 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_FALSE(events->empty());
+  EXPECT_EQ(events->back().state(), JOB_STATE_CANCELLED);
+  EXPECT_EQ(events->at(events->size() - 2).message(),
+            "withdrew version 2 of out: an earlier run of this job wrote it and stopped before "
+            "recording it");
+}
+
+// A version another active job names as its base stays, recorded or not:
+// here job 2 was submitted to fine-tune out:1, which job 1's dead replica
+// wrote and never recorded, before job 1 was cancelled.
+TEST_F(JobManagerTest, AnUnrecordedVersionAnotherJobStartsFromIsKept) {
+  UploadDataset("pets");
+  absl::StatusOr<Job> job = JobOfADeadReplica();
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(AddOutVersion(job->id(), "left behind by replica a").version(), 1);
+  Job row = *jobs_->Get(job->id());
+  row.set_state(JOB_STATE_RUNNING);  // as replica a's run recorded it
+  ASSERT_TRUE(jobs_->Update(row).ok());
+  kaizen::v1::StartFineTuneRequest r = Request("pets", "from-out");
+  r.set_strategy(kaizen::v1::STRATEGY_FINE_TUNE);
+  r.set_base_model("out:1");
+  absl::StatusOr<Job> second = manager_->Submit(r);
+  ASSERT_TRUE(second.ok()) << second.status();
+
+  absl::StatusOr<Job> cancelled = manager_->Cancel(job->id());
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_TRUE(models_->Get("out", 1).ok());
+  EXPECT_THAT(Messages(job->id()), ::testing::Not(::testing::Contains(HasSubstr("withdrew"))));
+}
+
+// The same for a lone server: a job whose runs kept killing the server ends
+// FAILED at start-up, and the version its last run wrote before the crash,
+// never recorded, goes with it.
+TEST_F(JobManagerTest, AJobFailedAfterItsAttemptsKeepsOnlyWhatItRecorded) {
+  UploadDataset("pets");
+  Job j;
+  j.set_id("ft-poison");
+  *j.mutable_request() = Request("pets", "out");
+  j.set_state(JOB_STATE_RUNNING);
+  j.set_attempts(3);
+  ASSERT_TRUE(jobs_->Insert(j).ok());
+  ASSERT_EQ(AddOutVersion("ft-poison", "written before the crash").version(), 1);
+  JobManager::Options o;
+  o.workers = 0;
+  MakeManager(o);
+  ASSERT_TRUE(manager_->Start().ok());
+
+  EXPECT_EQ(jobs_->Get("ft-poison")->state(), JOB_STATE_FAILED);
+  EXPECT_EQ(models_->Get("out", 1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Messages("ft-poison"), ::testing::Contains(HasSubstr("withdrew version 1 of out")));
+}
+
+// A replica whose database calls hang (here its lease renewals) learns that
+// it lost a job only when a renewal or a fenced write gets through. Once its
+// lease has run out by its own clock, its run reports no more progress:
+// watchers are not shown steps that nothing will record.
+TEST_F(JobManagerTest, ARunWhoseLeaseRanOutReportsNoMoreProgress) {
+  UploadDataset("pets");
+  std::string id;
+  std::atomic<bool> stall{false};
+  JobManager::Options o = ReplicaOptions("a");
+  // Renewals every second; margins of seconds for a loaded machine.
+  o.job_lease = absl::Seconds(3);
+  o.progress_interval = absl::ZeroDuration();
+  o.max_job_attempts = 1;  // the job, once orphaned, is failed, not run again
+  o.before_lease_renewal = [&] {
+    if (stall.exchange(false)) absl::SleepFor(absl::Seconds(10));
+  };
+  o.after_step = [&](const std::string& job_id, int64_t step) {
+    if (job_id != id || step != 2) return;
+    stall = true;
+    absl::SleepFor(absl::Seconds(6));  // the lease runs out meanwhile
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/3));
+  ASSERT_TRUE(job.ok()) << job.status();
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  EXPECT_EQ(WaitForEnd(id).state(), JOB_STATE_FAILED);
+
+  std::vector<int64_t> steps;
+  auto events = jobs_->Events(id, 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  for (const kaizen::v1::JobEvent& e : *events) {
+    if (e.has_progress()) steps.push_back(e.progress().step());
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{1}));
+}
+
+// A replica that lost the job after training stores no test evaluation: the
+// job's new holder may have written a version of the same number meanwhile.
+TEST_F(JobManagerTest, AReplicaThatLostTheLeaseStoresNoTestEvaluation) {
+  ModelEvaluator evaluator(ModelEvaluator::Options{}, models_.get(), datasets_.get());
+  UploadDataset("pets", 16);
+  UploadDataset("pets-test", 8, "cats", "dogs", /*seed=*/1000);
+  std::string id;
+  JobManager::Options o = ReplicaOptions("a");
+  o.evaluator = &evaluator;
+  o.before_test_evaluation_stored = [&](const std::string& job_id, int64_t) {
+    if (job_id == id) TakeOver(jobs_.get(), job_id, "taken by b");
+  };
+  MakeManager(o);
+  kaizen::v1::StartFineTuneRequest r = Request("pets", "out", /*epochs=*/2);
+  r.set_test_dataset("pets-test");
+  absl::StatusOr<Job> job = manager_->Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  // One worker: the next job ends only after the first one's run stopped.
+  absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next"));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(WaitForEnd(next->id()).state(), JOB_STATE_SUCCEEDED);
+
+  const Job row = *jobs_->Get(id);
+  EXPECT_EQ(row.device(), "taken by b");
+  absl::StatusOr<kaizen::v1::Model> out = models_->Get("out", 0);
+  ASSERT_TRUE(out.ok()) << out.status();
+  for (const int64_t v : out->versions()) {
+    EXPECT_FALSE(models_->Get("out", v)->has_test_evaluation()) << "version " << v;
+  }
+  for (const std::string& m : Messages(id)) {
+    EXPECT_THAT(m, ::testing::Not(HasSubstr("test dataset pets-test"))) << m;
+  }
+}
+
+// Leases are timed by the database's clock, not the replicas': replica b,
+// whose clock runs 10 minutes ahead, leaves alone the job replica a holds
+// under a live lease, and runs its own jobs under leases that last.
+TEST_F(JobManagerTest, AReplicaWhoseClockRunsAheadTakesNoLiveJobOver) {
+  UploadDataset("pets");
+  JobManager::Options o = ReplicaOptions("b");
+  o.clock = [] { return absl::Now() + absl::Minutes(10); };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(jobs_->ClaimNext("a", absl::ToUnixMillis(absl::Now()), 60000)->has_value());
+  absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next", /*epochs=*/2));
+  ASSERT_TRUE(next.ok()) << next.status();
+
+  ASSERT_TRUE(manager_->Start().ok());
+  EXPECT_EQ(WaitForEnd(next->id()).state(), JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(jobs_->Get(job->id())->attempts(), 0);  // b never ran it
+  absl::StatusOr<std::optional<std::string>> holder =
+      jobs_->RequestOfLeaseHolder(job->id(), "", absl::ToUnixMillis(absl::Now()));
+  ASSERT_TRUE(holder.ok()) << holder.status();
+  EXPECT_EQ(holder->value_or("none"), "a");
+  EXPECT_THAT(Messages(job->id()), ::testing::Not(::testing::Contains(HasSubstr("takes it over"))));
+}
+
+// And replica b, whose clock runs 10 minutes behind, still takes over the job
+// of replica a, whose lease ran out two minutes ago.
+TEST_F(JobManagerTest, AReplicaWhoseClockRunsBehindStillTakesOverADeadReplicasJob) {
+  UploadDataset("pets");
+  absl::StatusOr<Job> job = JobOfADeadReplica();
+  ASSERT_TRUE(job.ok()) << job.status();
+  JobManager::Options o = ReplicaOptions("b");
+  o.clock = [] { return absl::Now() - absl::Minutes(10); };
+  MakeManager(o);
+
+  ASSERT_TRUE(manager_->Start().ok());
+  const Job end = WaitForEnd(job->id());
+  EXPECT_EQ(end.state(), JOB_STATE_SUCCEEDED) << end.error();
+  EXPECT_THAT(Messages(job->id()),
+              ::testing::Contains(HasSubstr("replica a stopped renewing its lease on this job; "
+                                            "replica b takes it over")));
 }
 
 }  // namespace

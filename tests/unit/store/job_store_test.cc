@@ -370,6 +370,21 @@ TEST_P(JobStoreTest, ReleasingALeaseHandsBackTheRequestLeftOnIt) {
   EXPECT_EQ(*jobs_->ReleaseLease("b", "replica-a"), "");  // taken by the renewal
 }
 
+// Replicas time leases by the database's clock. Here the database runs on
+// this machine (SQLite in the process, PostgreSQL on loopback), so its clock
+// is this machine's, read in milliseconds.
+TEST_P(JobStoreTest, TheDatabaseTellsItsTimeInMilliseconds) {
+  const int64_t before = absl::ToUnixMillis(absl::Now());
+  absl::StatusOr<int64_t> database = jobs_->DatabaseMillis();
+  const int64_t after = absl::ToUnixMillis(absl::Now());
+  ASSERT_TRUE(database.ok()) << database.status();
+  // julianday() rounding on SQLite can put it a millisecond either way.
+  EXPECT_GE(*database, before - 2);
+  EXPECT_LE(*database, after + 2);
+  absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_GE(*jobs_->DatabaseMillis() - *database, 18);  // not seconds
+}
+
 TEST_P(JobStoreTest, AStateMovesOnlyFromTheStateItIsIn) {
   ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0)).ok());
   ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 5000)->has_value());
