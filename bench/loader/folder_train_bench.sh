@@ -17,12 +17,17 @@
 # feature pass, not the checkpoint); its memory is the server's peak RSS
 # (VmHWM) during the job above its RSS before it, in a server started afresh
 # for each run. PyTorch's is the epoch's images / seconds and the peak RSS of
-# the process and of its largest worker (ru_maxrss).
+# the process and of its largest worker (ru_maxrss), and the PSS (shared pages
+# counted once) of the process and its workers together that the epoch added
+# to the process's before it (sampled every 50 ms), the figure to set beside
+# the Kaizen job's growth.
 # A second streamed FINE_TUNE on a tenth of the folder shows whether the
 # job's memory grows with its dataset. Last, the input pipelines alone (no
 # model): bench/kaizen_loader_bench on the stored record file, 2 threads,
 # against the DataLoader with 0 and 2 workers (images/s, peak RSS of the
-# whole process, workers included).
+# whole process, workers included; and what each pipeline added to its
+# process's PSS: PSS at its peak less PSS just before it started, with
+# LibTorch, or torch and torchvision, already loaded on either side).
 #
 # Usage: [N=2000] [THREADS=$(nproc)] [STRATEGIES="fine_tune feature_extraction"]
 #        [KAIZEN_BIN_DIR=build] bench/loader/folder_train_bench.sh
@@ -133,24 +138,33 @@ for strategy in e["STRATEGIES"].split():
     p = {r["workers"]: r for r in rows if r["what"] == "pytorch"}
     streamed = k[f"streamed-{strategy}"]
     print(f"\n{strategy.upper()}")
-    print(f"{'pipeline':<34} {'img/s':>7} {'peak RSS MB':>12} {'img/s ratio':>12} {'RSS ratio':>10}")
-    def line(name, ips, rss):
-        print(f"{name:<34} {ips:>7.1f} {rss:>12.0f} {ips / streamed['images_per_s']:>12.2f} "
-              f"{rss / max(streamed['rss_growth_mb'], 1):>10.2f}")
-    line("Kaizen streamed (job's growth)", streamed["images_per_s"], streamed["rss_growth_mb"])
+    print(f"{'pipeline':<34} {'img/s':>7} {'peak RSS MB':>12} {'added MB':>9} "
+          f"{'img/s ratio':>12} {'RSS ratio':>10} {'added ratio':>12}")
+    def line(name, ips, rss, added):
+        print(f"{name:<34} {ips:>7.1f} {rss:>12.0f} {added:>9.0f} "
+              f"{ips / streamed['images_per_s']:>12.2f} "
+              f"{rss / max(streamed['rss_growth_mb'], 1):>10.2f} "
+              f"{added / max(streamed['rss_growth_mb'], 1):>12.2f}")
+    line("Kaizen streamed (job's growth)", streamed["images_per_s"], streamed["rss_growth_mb"],
+         streamed["rss_growth_mb"])
     m = k[f"memory-{strategy}"]
-    line("Kaizen in memory (job's growth)", m["images_per_s"], m["rss_growth_mb"])
+    line("Kaizen in memory (job's growth)", m["images_per_s"], m["rss_growth_mb"],
+         m["rss_growth_mb"])
     for w in sorted(p):
-        line(f"PyTorch DataLoader, {w} workers", p[w]["images_per_s"], p[w]["total_rss_mb"])
+        line(f"PyTorch DataLoader, {w} workers", p[w]["images_per_s"], p[w]["total_rss_mb"],
+             p[w]["pss_growth_mb"])
 print("\nINPUT PIPELINE ALONE (decode + resize to 224x224, batches of 32, no model)")
-print(f"{'pipeline':<34} {'img/s':>7} {'peak RSS MB':>12} {'img/s ratio':>12} {'RSS ratio':>10}")
+print(f"{'pipeline':<34} {'img/s':>7} {'peak RSS MB':>12} {'PSS before':>11} {'PSS peak':>9} "
+      f"{'added MB':>9} {'img/s ratio':>12} {'RSS ratio':>10} {'added ratio':>12}")
 kl = next(r for r in runs if r["what"] == "kaizen" and "threads" in r)
-print(f"{'Kaizen RecordLoader, 2 threads':<34} {kl['images_per_s']:>7.1f} {kl['peak_rss_mb']:>12.0f} "
-      f"{1:>12.2f} {1:>10.2f}")
+def pipeline(name, r, rss):
+    print(f"{name:<34} {r['images_per_s']:>7.1f} {rss:>12.0f} {r['pss_baseline_mb']:>11.0f} "
+          f"{r['pss_peak_mb']:>9.0f} {r['pss_growth_mb']:>9.1f} "
+          f"{r['images_per_s'] / kl['images_per_s']:>12.2f} {rss / kl['peak_rss_mb']:>10.2f} "
+          f"{r['pss_growth_mb'] / max(kl['pss_growth_mb'], 0.1):>12.2f}")
+pipeline("Kaizen RecordLoader, 2 threads", kl, kl["peak_rss_mb"])
 for r in sorted((r for r in runs if r.get("strategy") == "loader_only"), key=lambda r: r["workers"]):
-    print(f"{'PyTorch DataLoader, %d workers' % r['workers']:<34} {r['images_per_s']:>7.1f} "
-          f"{r['total_rss_mb']:>12.0f} {r['images_per_s'] / kl['images_per_s']:>12.2f} "
-          f"{r['total_rss_mb'] / kl['peak_rss_mb']:>10.2f}")
+    pipeline("PyTorch DataLoader, %d workers" % r["workers"], r, r["total_rss_mb"])
 first = e["STRATEGIES"].split()[0]
 small = next(r for r in runs if r.get("label") == f"streamed-small-{first}")
 big = next(r for r in runs if r.get("label") == f"streamed-{first}")
@@ -159,5 +173,6 @@ print(f"\nstreamed {first.upper()} job's peak RSS growth: {small['rss_growth_mb'
       f"({big['rss_growth_mb'] / max(small['rss_growth_mb'], 1):.2f}x for "
       f"{int(e['N']) / int(e['SMALL']):.0f}x the data)")
 print("(ratios: against Kaizen streamed; PyTorch's RSS is the whole process with its workers, "
-      "Kaizen's the job's growth of the server's)")
+      "Kaizen's the job's growth of the server's; 'added': what the run added to its process, "
+      "PyTorch's as PSS with its workers, shared pages counted once)")
 PYEOF

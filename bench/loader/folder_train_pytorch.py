@@ -18,13 +18,22 @@ Prints one JSON line: images, seconds (the epoch, first batch included),
 images_per_s, and the peak RSS in MB of the main process and of the largest
 worker (ru_maxrss of RUSAGE_SELF and RUSAGE_CHILDREN), with their total for
 `workers` workers (an upper bound: workers share pages with the parent).
+Also the proportional set size (PSS, /proc/PID/smaps_rollup: a page shared
+by n processes counts 1/n in each) of the process and its workers together,
+sampled every 50 ms: just before the epoch starts (torch imported, the
+dataset indexed and, for the training strategies, the model loaded) and at
+its peak during the epoch; their difference is the memory the epoch's input
+pipeline (and training) added, workers included and shared pages counted
+once.
 
 Run it with /usr/bin/python3 (Debian's torch and torchvision).
 """
 
 import argparse
 import json
+import os
 import resource
+import threading
 import time
 
 import torch
@@ -55,11 +64,12 @@ def main():
     loader = DataLoader(data, batch_size=a.batch_size, shuffle=True, num_workers=a.workers,
                         persistent_workers=False)
     if a.strategy == "loader_only":
+        pss = PssSampler()
         images = 0
         start = time.perf_counter()
         for x, _ in loader:
             images += x.shape[0]
-        report(a, images, time.perf_counter() - start)
+        report(a, images, time.perf_counter() - start, pss)
         return
     model = torch.jit.load(a.model)
     in_features = model.fc.weight.shape[1]
@@ -81,6 +91,7 @@ def main():
         x = model.layer4(x)
         return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)
 
+    pss = PssSampler()
     images = 0
     start = time.perf_counter()
     for x, y in loader:
@@ -98,17 +109,70 @@ def main():
         loss.backward()
         opt.step()
         images += x.shape[0]
-    report(a, images, time.perf_counter() - start)
+    report(a, images, time.perf_counter() - start, pss)
 
 
-def report(a, images, seconds):
+def pss_kb(pid):
+    """The PSS of one process in kB, 0 once it has gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid):
+    """The processes `pid` started (the DataLoader's workers), over all its threads."""
+    out = set()
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.update(int(c) for c in f.read().split())
+    except OSError:
+        pass
+    return out
+
+
+class PssSampler:
+    """This process's PSS and its workers' together: now (the baseline) and
+    the largest sum seen every 50 ms from now until stop()."""
+
+    def __init__(self):
+        self.baseline_kb = self.total_kb()
+        self.peak_kb = self.baseline_kb
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def total_kb():
+        me = os.getpid()
+        return pss_kb(me) + sum(pss_kb(c) for c in children(me))
+
+    def _run(self):
+        while not self._done.wait(0.05):
+            self.peak_kb = max(self.peak_kb, self.total_kb())
+
+    def stop(self):
+        self._done.set()
+        self._thread.join()
+        self.peak_kb = max(self.peak_kb, self.total_kb())
+
+
+def report(a, images, seconds, pss):
+    pss.stop()
     main_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({
         "what": "pytorch", "strategy": a.strategy, "workers": a.workers, "images": images,
         "seconds": seconds, "images_per_s": images / seconds, "main_rss_mb": main_mb,
         "worker_rss_mb": child_mb if a.workers else 0,
-        "total_rss_mb": main_mb + (a.workers * child_mb if a.workers else 0)}))
+        "total_rss_mb": main_mb + (a.workers * child_mb if a.workers else 0),
+        "pss_baseline_mb": pss.baseline_kb / 1024, "pss_peak_mb": pss.peak_kb / 1024,
+        "pss_growth_mb": (pss.peak_kb - pss.baseline_kb) / 1024}))
 
 
 if __name__ == "__main__":

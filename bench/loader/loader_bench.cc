@@ -3,12 +3,16 @@
 // files as they are (datasets/record_file.h; not timed), then
 // training::RecordLoader reads, decodes and converts every record to
 // --size x --size RGB for --epochs epochs with each --threads count. One
-// JSON line per thread count: images/s, images/s per thread, peak RSS.
+// JSON line per thread count: images/s, images/s per thread, peak RSS, and
+// the process's proportional set size (PSS) just before the loader starts
+// and at its peak while it runs (sampled every 50 ms), as
+// folder_train_pytorch.py measures the DataLoader with its workers.
 // bench/loader/loader_bench.sh runs it beside PIL on the same files.
 #include <sys/resource.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -53,6 +58,54 @@ long PeakRssKb() {  // NOLINT(runtime/int): getrusage's type
   getrusage(RUSAGE_SELF, &usage);
   return usage.ru_maxrss;
 }
+
+// This process's PSS in kB (/proc/self/smaps_rollup).
+int64_t PssKb() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Pss:", 0) == 0) return std::stoll(line.substr(4));
+  }
+  return 0;
+}
+
+// The PSS now (the baseline) and the largest seen every 50 ms until the
+// sampler is destroyed or Peak() is read.
+class PssSampler {
+ public:
+  PssSampler() : baseline_kb_(PssKb()), peak_kb_(baseline_kb_) {
+    thread_ = std::thread([this] {
+      while (!done_) {
+        Note();
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+  }
+  ~PssSampler() { Stop(); }
+  int64_t baseline_kb() const { return baseline_kb_; }
+  int64_t Peak() {
+    Stop();
+    return peak_kb_;
+  }
+
+ private:
+  void Note() {
+    const int64_t now = PssKb();
+    int64_t seen = peak_kb_;
+    while (now > seen && !peak_kb_.compare_exchange_weak(seen, now)) {
+    }
+  }
+  void Stop() {
+    if (!thread_.joinable()) return;
+    done_ = true;
+    thread_.join();
+    Note();
+  }
+  const int64_t baseline_kb_;
+  std::atomic<int64_t> peak_kb_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
 
 // Writes every image of the folder as an encoded record; returns the bytes
 // of the image files.
@@ -131,6 +184,7 @@ int main(int argc, char** argv) {
     o.batch_size = absl::GetFlag(FLAGS_batch_size);
     o.drop_last_fraction = 0;
     o.threads = std::stoi(std::string(t));
+    PssSampler pss;
     auto loader = kaizen::training::RecordLoader::Create(file, all, o);
     if (!loader.ok()) Fail(loader.status().ToString());
     int64_t loaded = 0;
@@ -146,12 +200,16 @@ int main(int argc, char** argv) {
     }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const int64_t pss_peak_kb = pss.Peak();
     std::printf(
         "{\"what\":\"kaizen\",\"threads\":%d,\"images\":%lld,\"seconds\":%.3f,"
-        "\"images_per_s\":%.1f,\"per_thread\":%.1f,\"peak_rss_mb\":%.1f}\n",
+        "\"images_per_s\":%.1f,\"per_thread\":%.1f,\"peak_rss_mb\":%.1f,"
+        "\"pss_baseline_mb\":%.1f,\"pss_peak_mb\":%.1f,\"pss_growth_mb\":%.1f}\n",
         o.threads, static_cast<long long>(loaded), seconds,  // NOLINT
         static_cast<double>(loaded) / seconds, static_cast<double>(loaded) / seconds / o.threads,
-        static_cast<double>(PeakRssKb()) / 1024.0);
+        static_cast<double>(PeakRssKb()) / 1024.0, static_cast<double>(pss.baseline_kb()) / 1024.0,
+        static_cast<double>(pss_peak_kb) / 1024.0,
+        static_cast<double>(pss_peak_kb - pss.baseline_kb()) / 1024.0);
     std::fflush(stdout);
   }
   if (existing.empty()) std::remove(path.c_str());
