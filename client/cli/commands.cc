@@ -243,6 +243,21 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "from the step where it stopped, with the losses of a run that never "
        "paused.",
        &Commands::JobsResume},
+      {"jobs", "export", "ID", 1, 1,
+       "[--world_size=W] [--from_checkpoint] [--threads=N] [--worker_image=REF] "
+       "[--volume_claim=NAME]",
+       "Export a job to run as a Kubeflow PyTorchJob of kaizen-worker pods: "
+       "the server writes the job's starting model, settings and links to "
+       "its record files into exports/<folder> of its data directory, and "
+       "this prints the manifest (kubectl apply -f) that mounts that folder "
+       "of --volume_claim (default kaizen-data, ReadWriteMany) in "
+       "--world_size pods (default: the job's), each requesting --threads "
+       "CPUs (default 4) of image --worker_image (default kaizen). "
+       "--from_checkpoint continues from the job's newest checkpoint. Rank 0 "
+       "writes out/epoch-<N>.pt there, for 'models upload'. The job itself "
+       "is unchanged; image FEATURE_EXTRACTION, FINE_TUNE, FULL and SCRATCH "
+       "jobs only.",
+       &Commands::JobsExport},
       {"jobs", "watch", "ID", 1, 1, "[--after_sequence=N]",
        "Follow a job to its end: a live progress bar (when stderr is a "
        "terminal) and a line per epoch, checkpoint, message and error, then "
@@ -654,6 +669,25 @@ absl::Status Commands::JobsWatch(const Args& args) {
     return UsageError("--after_sequence must be >= 0");
   }
   return Watch(args[0], options_.after_sequence, nullptr);
+}
+
+absl::Status Commands::JobsExport(const Args& args) {
+  kaizen::v1::ExportJobRequest request;
+  request.set_id(args[0]);
+  if (!options_.finetune.world_size.empty()) {
+    int32_t world_size = 0;
+    if (!absl::SimpleAtoi(options_.finetune.world_size, &world_size) || world_size < 1) {
+      return UsageError("--world_size must be a positive integer");
+    }
+    request.set_world_size(world_size);
+  }
+  if (options_.threads < 0) return UsageError("--threads must be >= 1");
+  request.set_threads(options_.threads);
+  request.set_from_checkpoint(options_.from_checkpoint);
+  request.set_image(options_.worker_image);
+  request.set_volume_claim(options_.volume_claim);
+  ASSIGN_OR_RETURN(const kaizen::v1::ExportJobResponse exported, client_->ExportJob(request));
+  return Print(exported, exported.manifest());
 }
 
 absl::Status Commands::Watch(const std::string& id, int64_t after_sequence,

@@ -51,6 +51,11 @@ struct CommandOptions {
   std::string states;
   // jobs watch: replay the events after this sequence.
   int64_t after_sequence = 0;
+  // jobs export (--world_size is finetune.world_size).
+  bool from_checkpoint = false;
+  int32_t threads = 0;
+  std::string worker_image;
+  std::string volume_claim;
   // predict and bench predict: a pinned version (0: none; NAME:VERSION pins
   // too), "latest" or "best" (empty: the server's default), and the classes
   // returned per input (0: the server's default, 1).
@@ -108,6 +113,7 @@ class Commands {
   absl::Status JobsPause(const Args& args);
   absl::Status JobsResume(const Args& args);
   absl::Status JobsWatch(const Args& args);
+  absl::Status JobsExport(const Args& args);
   absl::Status Predict(const Args& args);
   absl::Status BenchPredict(const Args& args);
   absl::Status TokensAdd(const Args& args);

@@ -153,6 +153,14 @@ ABSL_FLAG(bool, dry_run, false,
 // jobs list / watch.
 ABSL_FLAG(std::string, state, "", "jobs list: only these states, e.g. queued,running,paused");
 ABSL_FLAG(int64_t, after_sequence, 0, "jobs watch: replay only the events after this sequence");
+// jobs export (and --world_size).
+ABSL_FLAG(bool, from_checkpoint, false,
+          "jobs export: continue from the job's newest checkpoint, not its base model");
+ABSL_FLAG(int32_t, threads, 0, "jobs export: intra-op threads (and CPUs requested) per pod (4)");
+ABSL_FLAG(std::string, worker_image, "", "jobs export: the pods' image (default kaizen)");
+ABSL_FLAG(std::string, volume_claim, "",
+          "jobs export: the PersistentVolumeClaim of the server's data directory (default "
+          "kaizen-data)");
 // predict / bench predict. --version=V is taken out of argv before Abseil
 // sees it (see TakeVersionFlag).
 ABSL_FLAG(int32_t, top_k, 0,
@@ -278,6 +286,10 @@ int main(int argc, char** argv) {
   options.watch = absl::GetFlag(FLAGS_watch);
   options.states = absl::GetFlag(FLAGS_state);
   options.after_sequence = absl::GetFlag(FLAGS_after_sequence);
+  options.from_checkpoint = absl::GetFlag(FLAGS_from_checkpoint);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.worker_image = absl::GetFlag(FLAGS_worker_image);
+  options.volume_claim = absl::GetFlag(FLAGS_volume_claim);
   options.version = model_version;
   options.policy = absl::GetFlag(FLAGS_policy);
   options.top_k = absl::GetFlag(FLAGS_top_k);

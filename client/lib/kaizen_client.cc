@@ -537,6 +537,15 @@ absl::StatusOr<kaizen::v1::Job> KaizenClient::ResumeJob(const std::string& id) {
   return response;
 }
 
+absl::StatusOr<kaizen::v1::ExportJobResponse> KaizenClient::ExportJob(
+    const kaizen::v1::ExportJobRequest& request) {
+  kaizen::v1::ExportJobResponse response;
+  grpc::ClientContext context;
+  Prepare(&context);
+  RETURN_IF_ERROR(FromGrpcStatus(jobs_->ExportJob(&context, request, &response)));
+  return response;
+}
+
 absl::Status KaizenClient::WatchJob(const std::string& id, int64_t after_sequence,
                                     const JobEventCallback& on_event) {
   kaizen::v1::WatchJobRequest request;

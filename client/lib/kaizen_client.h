@@ -133,6 +133,9 @@ class KaizenClient {
   absl::StatusOr<kaizen::v1::Job> PauseJob(const std::string& id);
   // Puts a PAUSED job back in the queue at its place (QUEUED).
   absl::StatusOr<kaizen::v1::Job> ResumeJob(const std::string& id);
+  // Exports the job as a PyTorchJob (see FineTuneService.ExportJob).
+  absl::StatusOr<kaizen::v1::ExportJobResponse> ExportJob(
+      const kaizen::v1::ExportJobRequest& request);
   // Streams the job's events after `after_sequence` (0: from the first) to
   // `on_event` and blocks until the stream ends, which the server does after
   // the terminal state. Returns the stream's final status. To resume after a

@@ -249,6 +249,17 @@ grpc::Status FineTuneServiceImpl::ResumeJob(grpc::ServerContext* context,
   return scope.Finish(job.status());
 }
 
+grpc::Status FineTuneServiceImpl::ExportJob(grpc::ServerContext* context,
+                                            const kaizen::v1::ExportJobRequest* request,
+                                            kaizen::v1::ExportJobResponse* response) {
+  RequestScope scope(metrics_, kService, "ExportJob", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
+  scope.set_resource(request->id());
+  absl::StatusOr<kaizen::v1::ExportJobResponse> exported = jobs_->Export(*request);
+  if (exported.ok()) *response = *std::move(exported);
+  return scope.Finish(exported.status());
+}
+
 grpc::ServerWriteReactor<JobEvent>* FineTuneServiceImpl::WatchJob(
     grpc::CallbackServerContext* context, const kaizen::v1::WatchJobRequest* request) {
   auto* reactor =

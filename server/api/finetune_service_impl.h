@@ -37,6 +37,8 @@ class FineTuneServiceImpl final : public kaizen::v1::FineTuneService::WithCallba
                         kaizen::v1::Job* response) override;
   grpc::Status ResumeJob(grpc::ServerContext* context, const kaizen::v1::ResumeJobRequest* request,
                          kaizen::v1::Job* response) override;
+  grpc::Status ExportJob(grpc::ServerContext* context, const kaizen::v1::ExportJobRequest* request,
+                         kaizen::v1::ExportJobResponse* response) override;
   grpc::ServerWriteReactor<kaizen::v1::JobEvent>* WatchJob(
       grpc::CallbackServerContext* context, const kaizen::v1::WatchJobRequest* request) override;
 

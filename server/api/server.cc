@@ -388,6 +388,7 @@ void KaizenServer::StartJobs(int threads) {
   jmo.data_parallel = options_.data_parallel;
   if (jmo.data_parallel.scratch_dir.empty())
     jmo.data_parallel.scratch_dir = options_.data_dir + "/tmp";
+  jmo.export_dir = options_.data_dir + "/exports";
   jmo.shared_database = shared_database();
   jmo.replica_id = ReplicaId();
   jmo.job_lease = options_.job_lease;

@@ -42,6 +42,8 @@ constexpr Rule kRules[] = {
     {"/kaizen.v1.FineTuneService/CancelJob", kTrainers},
     {"/kaizen.v1.FineTuneService/PauseJob", kTrainers},
     {"/kaizen.v1.FineTuneService/ResumeJob", kTrainers},
+    // Writes the job's model and settings to the data volume for pods.
+    {"/kaizen.v1.FineTuneService/ExportJob", kTrainers},
     {"/kaizen.v1.FineTuneService/WatchJob", kReaders},
     {"/kaizen.v1.InferenceService/Predict", kPredictors},
     {"/inference.GRPCInferenceService/ServerLive", kModelReaders},

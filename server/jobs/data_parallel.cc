@@ -77,6 +77,48 @@ absl::StatusOr<int> ResolveWorldSize(const kaizen::v1::StartFineTuneRequest& req
   return refusal.empty() ? std::min(options.default_world_size, options.max_world_size) : 1;
 }
 
+absl::Status WriteTrainingFolder(const std::string& dir, const training::TrainerOptions& opts,
+                                 const training::TrainingData& data,
+                                 const TrainingFolderLayout& layout) {
+  kaizen::internal::TrainingWorkerSpec spec = SpecOfTrainerSettings(opts);
+  RETURN_IF_ERROR(models::SaveModelFile(opts.base, opts.base_metadata, dir + "/base.pt"));
+  spec.set_base_model("base.pt");
+  if (!opts.resume_state.empty()) {
+    RETURN_IF_ERROR(common::WriteFileAtomically(dir + "/resume", opts.resume_state));
+    spec.set_resume_state("resume");
+  }
+  // A record file as the spec names it: its absolute path, or a link in the
+  // folder named after its role.
+  const auto place = [&](const datasets::RecordFile& file,
+                         const std::string& role) -> absl::StatusOr<std::string> {
+    std::error_code ec;
+    const std::filesystem::path stored = std::filesystem::absolute(file.path(), ec);
+    if (ec) return absl::InternalError(absl::StrCat("cannot resolve ", file.path()));
+    if (!layout.link_records) return stored.string();
+    const std::string name = role + stored.extension().string();
+    std::filesystem::create_hard_link(stored, dir + "/" + name, ec);
+    if (ec) {
+      ec.clear();
+      std::filesystem::copy_file(stored, dir + "/" + name, ec);
+    }
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("cannot link or copy ", stored.string(), " into ", dir, ": ", ec.message()));
+    }
+    return name;
+  };
+  ASSIGN_OR_RETURN(const std::string train, place(*data.train_file, "train"));
+  spec.set_train_records(train);
+  if (data.validation_file != nullptr) {
+    ASSIGN_OR_RETURN(const std::string validation, place(*data.validation_file, "validation"));
+    spec.set_validation_records(validation);
+  }
+  spec.set_output_dir(layout.output_dir);
+  spec.set_timeout_seconds(layout.timeout_seconds);
+  spec.set_threads(layout.threads);
+  return WriteTrainingWorkerSpec(spec, dir + "/spec.json");
+}
+
 absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
     const DataParallelOptions& options, const std::string& name, int world_size, int threads,
     const training::TrainerOptions& opts, const training::TrainingData& data,
@@ -100,22 +142,10 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
   if (ec || chmod(dp->dir_.c_str(), 0700) != 0) {
     return absl::InternalError(absl::StrCat("cannot create ", dp->dir_, ": ", ec.message()));
   }
-  kaizen::internal::TrainingWorkerSpec spec = SpecOfTrainerSettings(opts);
-  RETURN_IF_ERROR(models::SaveModelFile(opts.base, opts.base_metadata, dp->dir_ + "/base.pt"));
-  spec.set_base_model("base.pt");
-  if (!opts.resume_state.empty()) {
-    RETURN_IF_ERROR(common::WriteFileAtomically(dp->dir_ + "/resume", opts.resume_state));
-    spec.set_resume_state("resume");
-  }
-  spec.set_train_records(std::filesystem::absolute(data.train_file->path(), ec).string());
-  if (data.validation_file != nullptr) {
-    spec.set_validation_records(
-        std::filesystem::absolute(data.validation_file->path(), ec).string());
-  }
-  spec.set_output_dir(".");
-  spec.set_timeout_seconds(static_cast<int32_t>(absl::ToInt64Seconds(options.timeout)));
-  spec.set_threads(threads);
-  RETURN_IF_ERROR(WriteTrainingWorkerSpec(spec, dp->dir_ + "/spec.json"));
+  TrainingFolderLayout layout;
+  layout.timeout_seconds = static_cast<int>(absl::ToInt64Seconds(options.timeout));
+  layout.threads = threads;
+  RETURN_IF_ERROR(WriteTrainingFolder(dp->dir_, opts, data, layout));
 
   // The ranks meet through a file in the job's private folder: nothing
   // listens for the rendezvous, and Gloo's pairs use the loopback.

@@ -49,6 +49,25 @@ std::string DataParallelRefusal(const kaizen::v1::StartFineTuneRequest& request,
 absl::StatusOr<int> ResolveWorldSize(const kaizen::v1::StartFineTuneRequest& request, bool text,
                                      const DataParallelOptions& options);
 
+// How WriteTrainingFolder lays out what the ranks read.
+struct TrainingFolderLayout {
+  int timeout_seconds = 300;
+  int threads = 1;
+  // Hard links to the record files inside the folder (copies across file
+  // systems), so that the folder stands alone (an export); else their
+  // absolute paths where they are stored (a local run).
+  bool link_records = false;
+  // Where rank 0 writes its model files, relative to the folder.
+  std::string output_dir = ".";
+};
+
+// Writes into `dir` (which exists) what every rank of `opts` on `data`
+// (record files) reads: spec.json, the starting model as base.pt and the
+// resume state as resume when `opts` has one.
+absl::Status WriteTrainingFolder(const std::string& dir, const training::TrainerOptions& opts,
+                                 const training::TrainingData& data,
+                                 const TrainingFolderLayout& layout);
+
 class LocalDataParallel {
  public:
   // Writes the spec for `opts` and `data` (record files) into a new folder

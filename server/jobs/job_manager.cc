@@ -28,6 +28,7 @@
 #include "server/common/status_macros.h"
 #include "server/common/text_limits.h"
 #include "server/jobs/checkpoint_policy.h"
+#include "server/jobs/job_export.h"
 #include "server/jobs/job_history.h"
 #include "server/jobs/text_job.h"
 #include "server/models/builtin_models.h"
@@ -1239,6 +1240,100 @@ absl::StatusOr<Job> JobManager::Resume(const std::string& id) {
   return job;
 }
 
+absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::Export(
+    const kaizen::v1::ExportJobRequest& request) {
+  if (options_.export_dir.empty()) {
+    return absl::FailedPreconditionError("this server has no folder for exports");
+  }
+  ASSIGN_OR_RETURN(Job job, jobs_->Get(request.id()));
+  // The pods train on CPUs (Gloo); a job not yet run has no device.
+  job.set_device("cpu");
+  ASSIGN_OR_RETURN(const PyTorchJobShape shape, ResolvePyTorchJobShape(request, job.world_size()));
+  const kaizen::v1::StartFineTuneRequest& req = job.request();
+  // Deletions of the datasets and models it reads wait for the export.
+  absl::ReaderMutexLock references(&references_mu_);
+  ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset, datasets_->Get(req.dataset()));
+  // A job whose tuning is done trains with the hyperparameters it chose.
+  kaizen::v1::StartFineTuneRequest as_run = req;
+  if (job.tuning().done()) as_run.clear_tuning();
+  if (const std::string refusal = DataParallelRefusal(as_run, store::IsTextDataset(dataset));
+      !refusal.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job.id(), " cannot be exported to a PyTorchJob: ", refusal,
+                     req.tuning().max_trials() > 0 ? " (export it once its trials are done)" : ""));
+  }
+  training::TrainingData data;
+  ASSIGN_OR_RETURN(data.train_file, datasets_->OpenRecordFile(req.dataset()));
+  const std::string& validation_name = req.hyperparameters().validation().dataset();
+  if (data.train_file != nullptr && !validation_name.empty()) {
+    ASSIGN_OR_RETURN(data.validation_file, datasets_->OpenRecordFile(validation_name));
+    if (data.validation_file == nullptr) data.train_file = nullptr;
+  }
+  if (data.train_file == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job.id(),
+                     " cannot be exported to a PyTorchJob: its datasets are "
+                     "stored in the old .kds format, not in record files (upload them again)"));
+  }
+  training::TrainerOptions opts = TrainerOptionsOf(job);
+  std::string starts_from = req.base_model();
+  if (request.from_checkpoint()) {
+    if (job.latest_version() == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("from_checkpoint: job ", job.id(), " has written no checkpoint yet"));
+    }
+    const std::string& out = req.output_model();
+    ASSIGN_OR_RETURN(opts.base, models_->LoadModule(out, job.latest_version()));
+    ASSIGN_OR_RETURN(opts.base_metadata, models_->Get(out, job.latest_version()));
+    ASSIGN_OR_RETURN(opts.resume_state, models_->ReadResumeState(out, job.latest_version()));
+    starts_from = absl::StrCat(out, ":", job.latest_version());
+  } else {
+    RETURN_IF_ERROR(LoadBaseModel(job, dataset, &opts));
+  }
+
+  // Written whole in the scratch folder, then moved to a name of its own:
+  // a PyTorchJob still running from an earlier export keeps its folder.
+  const std::string folder = absl::StrCat(job.id(), "-", common::RandomHex(3));
+  const std::string staging = absl::StrCat(options_.data_parallel.scratch_dir, "/export-", folder);
+  const std::string final_dir = absl::StrCat(options_.export_dir, "/", folder);
+  std::error_code ec;
+  std::filesystem::create_directories(staging + "/out", ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", staging, ": ", ec.message()));
+  TrainingFolderLayout layout;
+  layout.timeout_seconds = static_cast<int>(absl::ToInt64Seconds(options_.data_parallel.timeout));
+  layout.threads = shape.threads;
+  layout.link_records = true;
+  layout.output_dir = "out";
+  absl::Status written = WriteTrainingFolder(staging, opts, data, layout);
+  if (written.ok()) {
+    std::filesystem::create_directories(options_.export_dir, ec);
+    written = ec ? absl::InternalError(
+                       absl::StrCat("cannot create ", options_.export_dir, ": ", ec.message()))
+                 : common::DurableRename(staging, final_dir);
+  }
+  if (!written.ok()) {
+    std::filesystem::remove_all(staging, ec);
+    return written;
+  }
+
+  PyTorchJobSubject subject;
+  subject.job_id = job.id();
+  subject.folder = folder;
+  subject.strategy = kaizen::v1::Strategy_Name(req.strategy());
+  subject.starts_from = starts_from;
+  kaizen::v1::ExportJobResponse response;
+  response.set_directory("exports/" + folder);
+  response.set_manifest(PyTorchJobManifest(shape, subject));
+  auto* plan = response.mutable_plan();
+  plan->set_strategy(req.strategy());
+  *plan->mutable_hyperparameters() = opts.hyperparameters;
+  plan->set_world_size(shape.world_size);
+  plan->set_starts_from(starts_from);
+  plan->set_output_folder(absl::StrCat("exports/", folder, "/out"));
+  common::LogInfo("job exported", {{"job", job.id()}, {"directory", response.directory()}});
+  return response;
+}
+
 void JobManager::PreemptForQueue() {
   // A shutdown stops every job anyway; they resume at the next start.
   if (!options_.preempt || shutting_down_) return;
@@ -1976,6 +2071,24 @@ absl::StatusOr<training::TrainResult> JobManager::TrainOnWorldSize(
   return result;
 }
 
+training::TrainerOptions JobManager::TrainerOptionsOf(const Job& job) const {
+  training::TrainerOptions opts;
+  opts.strategy = job.request().strategy();
+  opts.hyperparameters = job.resolved_hyperparameters();
+  opts.device = torch::Device(job.device());
+  opts.max_image_memory_bytes = options_.data.max_image_memory_bytes;
+  opts.loader_threads = options_.data.loader_threads;
+  opts.prefetch_batches = options_.data.prefetch_batches;
+  opts.max_prefix_cache_bytes = options_.data.max_prefix_cache_bytes;
+  opts.channels_last = options_.data.channels_last;
+  // Stored records were decoded once under the upload limits; each is held
+  // to its index entry's pixel count, and a scan limit lowered since must
+  // not make stored data unreadable (as DatasetStore::Load).
+  opts.decode_limits.max_pixels = std::numeric_limits<int64_t>::max();
+  opts.decode_limits.max_jpeg_scans = std::numeric_limits<int>::max();
+  return opts;
+}
+
 absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   const kaizen::v1::StartFineTuneRequest& req = job->request();
   ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset, datasets_->Get(req.dataset()));
@@ -2007,20 +2120,7 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   }
   const kaizen::v1::Dataset& dataset_info = dataset;
 
-  training::TrainerOptions opts;
-  opts.strategy = req.strategy();
-  opts.hyperparameters = job->resolved_hyperparameters();
-  opts.device = torch::Device(job->device());
-  opts.max_image_memory_bytes = options_.data.max_image_memory_bytes;
-  opts.loader_threads = options_.data.loader_threads;
-  opts.prefetch_batches = options_.data.prefetch_batches;
-  opts.max_prefix_cache_bytes = options_.data.max_prefix_cache_bytes;
-  opts.channels_last = options_.data.channels_last;
-  // Stored records were decoded once under the upload limits; each is held
-  // to its index entry's pixel count, and a scan limit lowered since must
-  // not make stored data unreadable (as DatasetStore::Load).
-  opts.decode_limits.max_pixels = std::numeric_limits<int64_t>::max();
-  opts.decode_limits.max_jpeg_scans = std::numeric_limits<int>::max();
+  training::TrainerOptions opts = TrainerOptionsOf(*job);
   if (job->latest_version() > 0) {
     RETURN_IF_ERROR(LoadCheckpointToResume(job, &opts));
   } else if (incremental) {

@@ -80,6 +80,10 @@ class JobManager {
     TokenizerSandbox tokenizer_sandbox;
     // Jobs with a world_size above 1: their worker processes and limits.
     DataParallelOptions data_parallel;
+    // <data_dir>/exports: where ExportJob writes its folders (written first
+    // into data_parallel.scratch_dir, on the same file system); empty:
+    // ExportJob is refused.
+    std::string export_dir;
     // Evaluates the final versions of jobs that name a test dataset; without
     // one such jobs are refused.
     ModelEvaluator* evaluator = nullptr;
@@ -159,6 +163,9 @@ class JobManager {
   // jobs are returned as they are (a user's pause that has not taken effect
   // yet is withdrawn). FailedPrecondition for a job that has ended.
   absl::StatusOr<kaizen::v1::Job> Resume(const std::string& id);
+  // FineTuneService.ExportJob: writes the job's folder for a PyTorchJob into
+  // Options::export_dir and returns the manifest (job_export.h).
+  absl::StatusOr<kaizen::v1::ExportJobResponse> Export(const kaizen::v1::ExportJobRequest& request);
 
   // Whether a QUEUED, RUNNING or PAUSED job reads the dataset / uses the
   // model.
@@ -348,6 +355,9 @@ class JobManager {
   // `*stopped`: training stopped before its end at should_stop (cancel,
   // pause or shutdown) after writing a checkpoint.
   absl::Status Execute(kaizen::v1::Job* job, Running* running, bool* stopped);
+  // The trainer's settings for `job` from its resolved hyperparameters and
+  // the server's data options, without a model.
+  training::TrainerOptions TrainerOptionsOf(const kaizen::v1::Job& job) const;
   // Execute for a text job (text_job.h). It writes a version after each
   // epoch and continues from the latest when it resumes (the epoch under
   // way when it stopped runs again).

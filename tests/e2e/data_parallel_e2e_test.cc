@@ -3,9 +3,12 @@
 // kaizen-worker process (Gloo over loopback), writes versions that Predict
 // serves, pauses and resumes the group from a checkpoint, fails promptly
 // and precisely when a worker is killed, and refuses what cannot run data
-// parallel with precise statuses.
+// parallel with precise statuses. An exported job (ExportJob) runs as its
+// PyTorchJob's pods would, and trains as the server did.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <filesystem>
 #include <fstream>
@@ -13,10 +16,15 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/lib/kaizen_client.h"
+#include "server/common/atomic_file.h"
+#include "server/jobs/training_worker.h"
+#include "server/sandbox/subprocess.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/server/job_helpers.h"
+#include "tests/test_util/server_process.h"
 
 namespace kaizen {
 namespace {
@@ -139,6 +147,170 @@ TEST_F(DataParallelE2E, WhatCannotRunDataParallelIsRefusedPrecisely) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(refused.status().message().find("tuning trials run in one process"), std::string::npos)
       << refused.status();
+}
+
+// kaizen-worker as the training operator starts it in a pod of an exported
+// PyTorchJob: the manifest's command with its /job mount at `folder`, and
+// the environment the operator sets. Returns the exit code.
+pid_t StartPod(const std::string& folder, int world, int rank, int port, const std::string& log) {
+  std::vector<std::string> env = {"PATH=/usr/bin:/bin", "MASTER_ADDR=127.0.0.1",
+                                  absl::StrCat("MASTER_PORT=", port),
+                                  absl::StrCat("WORLD_SIZE=", world), absl::StrCat("RANK=", rank)};
+  absl::StatusOr<pid_t> pid =
+      sandbox::StartProcess(std::string(KAIZEN_BINARY_DIR) + "/kaizen-worker",
+                            {"--spec=" + folder + "/spec.json"}, env, log);
+  EXPECT_TRUE(pid.ok()) << pid.status();
+  return pid.ok() ? *pid : -1;
+}
+
+int ExitCode(pid_t pid) {
+  int status = 0;
+  if (pid <= 0 || waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string FileText(const std::string& path) {
+  std::string text;
+  (void)common::ReadFile(path, &text);
+  return text;
+}
+
+TEST_F(DataParallelE2E, AnExportedJobTrainsInItsPodsAsTheServerDidAndItsModelUploadsBack) {
+  UploadSubset("train", {0, 1, 7}, 40);
+  const Job done = WaitForSuccess(Start(TwoRanks("served", 2)).id());
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error();
+
+  v1::ExportJobRequest request;
+  request.set_id(done.id());
+  request.set_threads(2);  // as each rank of the server's run (--threads 2, one worker)
+  request.set_volume_claim("team-data");
+  absl::StatusOr<v1::ExportJobResponse> exported = s_.client->ExportJob(request);
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  ASSERT_EQ(exported->directory().rfind("exports/" + done.id() + "-", 0), 0)
+      << exported->directory();
+  EXPECT_EQ(exported->plan().world_size(), 2) << "the job's own";
+  EXPECT_EQ(exported->plan().strategy(), v1::STRATEGY_SCRATCH);
+  EXPECT_EQ(exported->plan().starts_from(), "cnn-small");
+  EXPECT_EQ(exported->plan().hyperparameters().epochs(), 2);
+  EXPECT_EQ(exported->plan().output_folder(), exported->directory() + "/out");
+  const std::string& manifest = exported->manifest();
+  const std::string folder = exported->directory().substr(std::string("exports/").size());
+  for (const std::string& part :
+       {std::string("kind: PyTorchJob"), "name: kaizen-" + folder,
+        std::string("    Master:\n      replicas: 1\n"),
+        std::string("    Worker:\n      replicas: 1\n"),
+        std::string(R"(command: ["kaizen-worker", "--spec=/job/spec.json"])"),
+        "subPath: " + exported->directory(), std::string(R"(claimName: "team-data")"),
+        std::string(R"(cpu: "2")")}) {
+    EXPECT_NE(manifest.find(part), std::string::npos) << part << "\n" << manifest;
+  }
+
+  // The folder stands alone: the record file is linked, not referred to.
+  const std::string dir = data_.File(exported->directory());
+  struct stat linked {};
+  ASSERT_EQ(stat((dir + "/train.krf").c_str(), &linked), 0);
+  EXPECT_GE(linked.st_nlink, 2u);
+  // The pods, as the operator starts them.
+  const int port = test_util::FreeLoopbackPort();
+  const pid_t rank0 = StartPod(dir, 2, 0, port, files_.File("rank0.log"));
+  const pid_t rank1 = StartPod(dir, 2, 1, port, files_.File("rank1.log"));
+  ASSERT_EQ(ExitCode(rank0), 0) << FileText(files_.File("rank0.log"));
+  ASSERT_EQ(ExitCode(rank1), 0) << FileText(files_.File("rank1.log"));
+  absl::StatusOr<internal::TrainingWorkerReport> report =
+      jobs::ReadTrainingWorkerReport(jobs::WorkerReportPath(dir + "/out", 0));
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->epochs_size(), done.history_size());
+  for (int e = 0; e < report->epochs_size(); ++e) {
+    std::cout << "epoch " << e + 1 << " train loss: exported " << report->epochs(e).train_loss()
+              << ", the server's run " << done.history(e).train_loss() << "\n";
+    EXPECT_NEAR(report->epochs(e).train_loss(), done.history(e).train_loss(),
+                1e-4 * done.history(e).train_loss())
+        << "epoch " << e + 1;
+  }
+
+  // Rank 0's model file goes back into the registry and serves.
+  v1::UploadModelHeader header;
+  header.set_name("from-pods");
+  absl::StatusOr<v1::Model> uploaded =
+      s_.client->UploadModel(header, jobs::CheckpointModelPath(dir + "/out", 2));
+  ASSERT_TRUE(uploaded.ok()) << uploaded.status();
+  v1::PredictRequest r;
+  r.set_model("from-pods");
+  r.add_inputs()->set_encoded_image(test_util::EncodePng(28, 28, 1, 3));
+  absl::StatusOr<v1::PredictResponse> answer = s_.client->Predict(r);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->predictions_size(), 1);
+
+  // A second export is a folder of its own: pods of the first keep theirs.
+  absl::StatusOr<v1::ExportJobResponse> again = s_.client->ExportJob(request);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_NE(again->directory(), exported->directory());
+  EXPECT_TRUE(std::filesystem::exists(dir + "/out/epoch-2.pt"));
+
+  // From the newest checkpoint: its model and resume state; the group
+  // finds no epoch left to train.
+  request.set_from_checkpoint(true);
+  request.set_world_size(1);
+  absl::StatusOr<v1::ExportJobResponse> resumed = s_.client->ExportJob(request);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->plan().starts_from(), absl::StrCat("served:", done.latest_version()));
+  EXPECT_EQ(resumed->manifest().find("Worker:"), std::string::npos) << "a Master alone";
+  EXPECT_TRUE(std::filesystem::exists(data_.File(resumed->directory()) + "/resume"));
+}
+
+TEST_F(DataParallelE2E, WhatCannotBeExportedIsRefusedPrecisely) {
+  UploadSubset("train", {0, 1}, 10);
+  // The one worker is busy with `busy`, so the others stay queued.
+  const Job busy = Start(TwoRanks("busy", 500));
+  const Job queued = Start(TwoRanks("queued", 1));
+  v1::StartFineTuneRequest tuned = Request("cnn-small", "train", "tuned", v1::STRATEGY_SCRATCH, 1);
+  tuned.mutable_tuning()->set_max_trials(2);
+  const Job tuning = Start(tuned);
+
+  const auto refusal = [&](v1::ExportJobRequest r) { return s_.client->ExportJob(r).status(); };
+  v1::ExportJobRequest r;
+  r.set_id("ft-000000000000");
+  EXPECT_EQ(refusal(r).code(), absl::StatusCode::kNotFound);
+  r.set_id(queued.id());
+  r.set_from_checkpoint(true);
+  absl::Status st = refusal(r);
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("has written no checkpoint yet"), std::string::npos) << st;
+  r.set_from_checkpoint(false);
+  r.set_world_size(2000);
+  st = refusal(r);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("world_size is 2000; an export runs 1 to 1024"), std::string::npos)
+      << st;
+  r.set_world_size(0);
+  r.set_image("kaizen\n    command: [sh]");
+  st = refusal(r);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("image: not an image reference"), std::string::npos) << st;
+  r.clear_image();
+  r.set_volume_claim("Team_Data");
+  st = refusal(r);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("volume_claim: not a PersistentVolumeClaim name"), std::string::npos)
+      << st;
+  r.clear_volume_claim();
+  r.set_id(tuning.id());
+  st = refusal(r);
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("cannot be exported to a PyTorchJob: tuning trials run in one "
+                              "process (export it once its trials are done)"),
+            std::string::npos)
+      << st;
+  // A queued job exports as it will run; nothing is left in the scratch
+  // folder of refused ones.
+  r.set_id(queued.id());
+  EXPECT_TRUE(s_.client->ExportJob(r).ok());
+  int staging = 0;
+  for (const auto& e : std::filesystem::directory_iterator(data_.File("tmp"))) {
+    staging += e.path().filename().string().rfind("export-", 0) == 0;
+  }
+  EXPECT_EQ(staging, 0);
+  for (const Job& j : {busy, queued, tuning}) (void)s_.client->CancelJob(j.id());
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ TEST(RolesTest, EachRoleGetsExactlyItsMethods) {
                                          "/kaizen.v1.FineTuneService/CancelJob",
                                          "/kaizen.v1.FineTuneService/PauseJob",
                                          "/kaizen.v1.FineTuneService/ResumeJob",
+                                         "/kaizen.v1.FineTuneService/ExportJob",
                                          "/kaizen.v1.FineTuneService/WatchJob",
                                          "/inference.GRPCInferenceService/ServerLive",
                                          "/inference.GRPCInferenceService/ServerReady",

@@ -1,0 +1,169 @@
+#include "server/jobs/job_export.h"
+
+#include <algorithm>
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace kaizen::jobs {
+namespace {
+
+bool IsImageReference(const std::string& image) {
+  if (image.empty() || image.size() > 255) return false;
+  for (const char c : image) {
+    if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != '-' && c != '/' && c != ':' &&
+        c != '@') {
+      return false;
+    }
+  }
+  return absl::ascii_isalnum(image.front());
+}
+
+// A DNS-1123 subdomain, as Kubernetes requires of object names.
+bool IsDnsSubdomain(const std::string& name) {
+  if (name.empty() || name.size() > 253) return false;
+  for (const char c : name) {
+    if (!absl::ascii_islower(c) && !absl::ascii_isdigit(c) && c != '-' && c != '.') return false;
+  }
+  const auto alnum = [](char c) { return absl::ascii_islower(c) || absl::ascii_isdigit(c); };
+  return alnum(name.front()) && alnum(name.back());
+}
+
+// `text` for a YAML comment: printable ASCII only.
+std::string CommentSafe(const std::string& text) {
+  std::string out = text;
+  for (char& c : out) {
+    if (!absl::ascii_isprint(c)) c = '?';
+  }
+  return out;
+}
+
+// One replica type's pod template, under its replica type's key.
+std::string PodTemplate(const PyTorchJobShape& shape, const PyTorchJobSubject& subject) {
+  return absl::StrFormat(R"(      template:
+        metadata:
+          labels:
+            app.kubernetes.io/name: kaizen-worker
+            kaizen.dev/job: %s
+        spec:
+          automountServiceAccountToken: false
+          securityContext:
+            runAsNonRoot: true
+            runAsUser: 10001
+            runAsGroup: 10001
+            fsGroup: 10001
+            seccompProfile:
+              type: RuntimeDefault
+          containers:
+            # The operator looks for the container named "pytorch".
+            - name: pytorch
+              image: "%s"
+              command: ["kaizen-worker", "--spec=/job/spec.json"]
+              env:
+                - name: OMP_WAIT_POLICY
+                  value: PASSIVE
+                - name: HOME
+                  value: /tmp
+                - name: GLOO_SOCKET_IFNAME
+                  value: eth0
+              resources:
+                requests:
+                  cpu: "%d"
+              securityContext:
+                allowPrivilegeEscalation: false
+                readOnlyRootFilesystem: true
+                capabilities:
+                  drop: ["ALL"]
+              volumeMounts:
+                - name: job
+                  mountPath: /job
+                  subPath: exports/%s
+                - name: tmp
+                  mountPath: /tmp
+          volumes:
+            - name: job
+              persistentVolumeClaim:
+                claimName: "%s"
+            - name: tmp
+              emptyDir: {}
+)",
+                         subject.job_id, shape.image, shape.threads, subject.folder,
+                         shape.volume_claim);
+}
+
+}  // namespace
+
+absl::StatusOr<PyTorchJobShape> ResolvePyTorchJobShape(const kaizen::v1::ExportJobRequest& request,
+                                                       int job_world_size) {
+  PyTorchJobShape shape;
+  shape.world_size = request.world_size() > 0 ? request.world_size() : std::max(1, job_world_size);
+  if (request.world_size() < 0 || shape.world_size > kMaxExportWorldSize) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("world_size is %d; an export runs 1 to %d processes", shape.world_size,
+                        kMaxExportWorldSize));
+  }
+  if (request.threads() < 0 || request.threads() > kMaxExportThreads) {
+    return absl::InvalidArgumentError(absl::StrFormat("threads is %d; each process runs 1 to %d",
+                                                      request.threads(), kMaxExportThreads));
+  }
+  if (request.threads() > 0) shape.threads = request.threads();
+  if (!request.image().empty()) {
+    if (!IsImageReference(request.image())) {
+      return absl::InvalidArgumentError(
+          "image: not an image reference (at most 255 letters, digits and ._-/:@, starting with "
+          "a letter or digit)");
+    }
+    shape.image = request.image();
+  }
+  if (!request.volume_claim().empty()) {
+    if (!IsDnsSubdomain(request.volume_claim())) {
+      return absl::InvalidArgumentError(
+          "volume_claim: not a PersistentVolumeClaim name (a DNS-1123 subdomain: at most 253 "
+          "lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)");
+    }
+    shape.volume_claim = request.volume_claim();
+  }
+  return shape;
+}
+
+std::string PyTorchJobManifest(const PyTorchJobShape& shape, const PyTorchJobSubject& subject) {
+  std::string out = absl::StrFormat(
+      R"(# Kaizen job %s exported as a Kubeflow PyTorchJob (kubeflow.org/v1, the
+# training operator): %s from %s in %d process(es).
+# Every pod runs kaizen-worker on /job/spec.json, /job being the folder
+#   exports/%s
+# of the volume claim %s: the job's starting model, its settings and
+# links to its record files. Rank 0 writes /job/out/epoch-<N>.pt (a Kaizen
+# model file for `kaizenctl models upload`), every rank /job/out/rank-<R>.json.
+# A rank that fails fails its peers' collectives within the spec's timeout,
+# and restartPolicy OnFailure restarts the group.
+apiVersion: kubeflow.org/v1
+kind: PyTorchJob
+metadata:
+  name: kaizen-%s
+  labels:
+    app.kubernetes.io/name: kaizen-worker
+    kaizen.dev/job: %s
+spec:
+  pytorchReplicaSpecs:
+    Master:
+      replicas: 1
+      restartPolicy: OnFailure
+)",
+      subject.job_id, CommentSafe(subject.strategy), CommentSafe(subject.starts_from),
+      shape.world_size, subject.folder, shape.volume_claim, subject.folder, subject.job_id);
+  absl::StrAppend(&out, PodTemplate(shape, subject));
+  if (shape.world_size > 1) {
+    absl::StrAppendFormat(&out, R"(    Worker:
+      replicas: %d
+      restartPolicy: OnFailure
+)",
+                          shape.world_size - 1);
+    absl::StrAppend(&out, PodTemplate(shape, subject));
+  }
+  return out;
+}
+
+}  // namespace kaizen::jobs

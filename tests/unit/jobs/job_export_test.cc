@@ -1,0 +1,131 @@
+#include "server/jobs/job_export.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+
+namespace kaizen::jobs {
+namespace {
+
+PyTorchJobSubject Subject() {
+  PyTorchJobSubject s;
+  s.job_id = "ft-0123456789ab";
+  s.folder = "ft-0123456789ab-a1b2c3";
+  s.strategy = "STRATEGY_FULL";
+  s.starts_from = "resnet:3";
+  return s;
+}
+
+TEST(JobExportTest, UnsetFieldsTakeTheDefaultsAndTheJobsWorldSize) {
+  absl::StatusOr<PyTorchJobShape> shape = ResolvePyTorchJobShape({}, /*job_world_size=*/3);
+  ASSERT_TRUE(shape.ok()) << shape.status();
+  EXPECT_EQ(shape->world_size, 3);
+  EXPECT_EQ(shape->threads, 4);
+  EXPECT_EQ(shape->image, "kaizen");
+  EXPECT_EQ(shape->volume_claim, "kaizen-data");
+  shape = ResolvePyTorchJobShape({}, /*job_world_size=*/0);
+  ASSERT_TRUE(shape.ok());
+  EXPECT_EQ(shape->world_size, 1);
+
+  kaizen::v1::ExportJobRequest r;
+  r.set_world_size(16);
+  r.set_threads(8);
+  r.set_image("registry.example.com:5000/ml/kaizen@sha256:abc");
+  r.set_volume_claim("team.data-1");
+  shape = ResolvePyTorchJobShape(r, 2);
+  ASSERT_TRUE(shape.ok()) << shape.status();
+  EXPECT_EQ(shape->world_size, 16);
+  EXPECT_EQ(shape->threads, 8);
+  EXPECT_EQ(shape->image, r.image());
+  EXPECT_EQ(shape->volume_claim, r.volume_claim());
+}
+
+TEST(JobExportTest, FieldsOutOfRangeAreRefusedByName) {
+  const auto message = [](const kaizen::v1::ExportJobRequest& r) {
+    absl::StatusOr<PyTorchJobShape> shape = ResolvePyTorchJobShape(r, 1);
+    EXPECT_EQ(shape.status().code(), absl::StatusCode::kInvalidArgument);
+    return std::string(shape.status().message());
+  };
+  kaizen::v1::ExportJobRequest r;
+  r.set_world_size(1025);
+  EXPECT_EQ(message(r), "world_size is 1025; an export runs 1 to 1024 processes");
+  r.set_world_size(-1);
+  EXPECT_EQ(message(r).rfind("world_size is", 0), 0u);
+  r.clear_world_size();
+  r.set_threads(257);
+  EXPECT_EQ(message(r), "threads is 257; each process runs 1 to 256");
+  r.clear_threads();
+  // Whatever could end the quoted scalar or start a new line of YAML.
+  for (const std::string& image :
+       {std::string("kaizen\"\n  x: y"), std::string("a b"), std::string("-leading"),
+        std::string(256, 'a'), std::string("kai\0zen", 7)}) {
+    r.set_image(image);
+    EXPECT_EQ(message(r).rfind("image: not an image reference", 0), 0u) << image;
+  }
+  r.clear_image();
+  for (const std::string& claim :
+       {std::string("Upper"), std::string("under_score"), std::string("-x"), std::string("x-"),
+        std::string(254, 'a'), std::string("a\"b")}) {
+    r.set_volume_claim(claim);
+    EXPECT_EQ(message(r).rfind("volume_claim: not a PersistentVolumeClaim name", 0), 0u) << claim;
+  }
+}
+
+TEST(JobExportTest, TheManifestHasAMasterAndWorldSizeMinusOneWorkersOnTheJobsFolder) {
+  PyTorchJobShape shape;
+  shape.world_size = 4;
+  shape.threads = 6;
+  shape.image = "registry.local/kaizen:2";
+  shape.volume_claim = "shared";
+  const std::string m = PyTorchJobManifest(shape, Subject());
+  for (const std::string& part :
+       {"apiVersion: kubeflow.org/v1\nkind: PyTorchJob\n",
+        "  name: kaizen-ft-0123456789ab-a1b2c3\n",
+        "# training operator): STRATEGY_FULL from resnet:3 in 4 process(es).\n",
+        "    Master:\n      replicas: 1\n      restartPolicy: OnFailure\n      template:\n",
+        "    Worker:\n      replicas: 3\n      restartPolicy: OnFailure\n      template:\n",
+        "            - name: pytorch\n              image: \"registry.local/kaizen:2\"\n",
+        "              command: [\"kaizen-worker\", \"--spec=/job/spec.json\"]\n",
+        "                  cpu: \"6\"\n",
+        "                  mountPath: /job\n                  subPath: "
+        "exports/ft-0123456789ab-a1b2c3\n",
+        "                claimName: \"shared\"\n",
+        "            kaizen.dev/job: ft-0123456789ab\n"}) {
+    EXPECT_NE(m.find(part), std::string::npos) << part << "\n--- in ---\n" << m;
+  }
+  // Both pod templates are the same, and the YAML is indented by spaces in
+  // steps of two.
+  const size_t master = m.find("    Master:"), worker = m.find("    Worker:");
+  ASSERT_NE(worker, std::string::npos);
+  const std::string master_pod =
+      m.substr(m.find("      template:", master), worker - m.find("      template:", master));
+  const std::string worker_pod = m.substr(m.find("      template:", worker));
+  EXPECT_EQ(master_pod, worker_pod);
+  for (const absl::string_view line : absl::StrSplit(m, '\n')) {
+    EXPECT_EQ(line.find('\t'), absl::string_view::npos) << line;
+    const size_t indent = line.find_first_not_of(' ');
+    if (indent != absl::string_view::npos) EXPECT_EQ(indent % 2, 0u) << line;
+  }
+}
+
+TEST(JobExportTest, AOneProcessJobHasAMasterAlone) {
+  PyTorchJobShape shape;
+  shape.world_size = 1;
+  const std::string m = PyTorchJobManifest(shape, Subject());
+  EXPECT_NE(m.find("    Master:\n      replicas: 1\n"), std::string::npos);
+  EXPECT_EQ(m.find("Worker:"), std::string::npos) << m;
+}
+
+TEST(JobExportTest, WhatTheHeaderCommentQuotesStaysInTheComment) {
+  PyTorchJobSubject subject = Subject();
+  subject.starts_from = "evil\nkind: Secret";
+  const std::string m = PyTorchJobManifest(PyTorchJobShape(), subject);
+  EXPECT_EQ(m.find("\nkind: Secret"), std::string::npos);
+  EXPECT_NE(m.find("evil?kind: Secret"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kaizen::jobs
