@@ -249,14 +249,15 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "Export a job to run as a Kubeflow PyTorchJob of kaizen-worker pods: "
        "the server writes the job's starting model, settings and links to "
        "its record files into exports/<folder> of its data directory, and "
-       "this prints the manifest (kubectl apply -f) that mounts that folder "
-       "of --volume_claim (default kaizen-data, ReadWriteMany) in "
-       "--world_size pods (default: the job's), each requesting --threads "
-       "CPUs (default 4) of image --worker_image (default kaizen). "
-       "--from_checkpoint continues from the job's newest checkpoint. Rank 0 "
-       "writes out/epoch-<N>.pt there, for 'models upload'. The job itself "
-       "is unchanged; image FEATURE_EXTRACTION, FINE_TUNE, FULL and SCRATCH "
-       "jobs only.",
+       "this prints the manifest (kubectl apply -f): a PyTorchJob that "
+       "mounts that folder of --volume_claim (default kaizen-data; "
+       "ReadWriteMany for pods on several nodes) in --world_size pods "
+       "(default: the job's), each requesting --threads CPUs (default 4) of "
+       "image --worker_image (default kaizen), and a NetworkPolicy that "
+       "confines them to each other. --from_checkpoint continues from the "
+       "job's newest checkpoint. Rank 0 writes out/epoch-<N>.pt there, for "
+       "'models upload'. The job itself is unchanged; image "
+       "FEATURE_EXTRACTION, FINE_TUNE, FULL and SCRATCH jobs only.",
        &Commands::JobsExport},
       {"jobs", "watch", "ID", 1, 1, "[--after_sequence=N]",
        "Follow a job to its end: a live progress bar (when stderr is a "

@@ -78,7 +78,6 @@ absl::StatusOr<int> ResolveWorldSize(const kaizen::v1::StartFineTuneRequest& req
 }
 
 absl::Status WriteTrainingFolder(const std::string& dir, const training::TrainerOptions& opts,
-                                 const training::TrainingData& data,
                                  const TrainingFolderLayout& layout) {
   kaizen::internal::TrainingWorkerSpec spec = SpecOfTrainerSettings(opts);
   RETURN_IF_ERROR(models::SaveModelFile(opts.base, opts.base_metadata, dir + "/base.pt"));
@@ -87,36 +86,28 @@ absl::Status WriteTrainingFolder(const std::string& dir, const training::Trainer
     RETURN_IF_ERROR(common::WriteFileAtomically(dir + "/resume", opts.resume_state));
     spec.set_resume_state("resume");
   }
-  // A record file as the spec names it: its absolute path, or a link in the
-  // folder named after its role.
-  const auto place = [&](const datasets::RecordFile& file,
-                         const std::string& role) -> absl::StatusOr<std::string> {
-    std::error_code ec;
-    const std::filesystem::path stored = std::filesystem::absolute(file.path(), ec);
-    if (ec) return absl::InternalError(absl::StrCat("cannot resolve ", file.path()));
-    if (!layout.link_records) return stored.string();
-    const std::string name = role + stored.extension().string();
-    std::filesystem::create_hard_link(stored, dir + "/" + name, ec);
-    if (ec) {
-      ec.clear();
-      std::filesystem::copy_file(stored, dir + "/" + name, ec);
-    }
-    if (ec) {
-      return absl::InternalError(
-          absl::StrCat("cannot link or copy ", stored.string(), " into ", dir, ": ", ec.message()));
-    }
-    return name;
-  };
-  ASSIGN_OR_RETURN(const std::string train, place(*data.train_file, "train"));
-  spec.set_train_records(train);
-  if (data.validation_file != nullptr) {
-    ASSIGN_OR_RETURN(const std::string validation, place(*data.validation_file, "validation"));
-    spec.set_validation_records(validation);
-  }
+  spec.set_train_records(layout.train_records);
+  spec.set_validation_records(layout.validation_records);
   spec.set_output_dir(layout.output_dir);
   spec.set_timeout_seconds(layout.timeout_seconds);
   spec.set_threads(layout.threads);
   return WriteTrainingWorkerSpec(spec, dir + "/spec.json");
+}
+
+absl::StatusOr<std::string> LinkIntoFolder(const std::string& dir, const std::string& file,
+                                           const std::string& role) {
+  const std::string name = role + std::filesystem::path(file).extension().string();
+  std::error_code ec;
+  std::filesystem::create_hard_link(file, dir + "/" + name, ec);
+  if (ec) {
+    ec.clear();
+    std::filesystem::copy_file(file, dir + "/" + name, ec);
+  }
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot link or copy ", file, " into ", dir, ": ", ec.message()));
+  }
+  return name;
 }
 
 absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
@@ -145,7 +136,12 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
   TrainingFolderLayout layout;
   layout.timeout_seconds = static_cast<int>(absl::ToInt64Seconds(options.timeout));
   layout.threads = threads;
-  RETURN_IF_ERROR(WriteTrainingFolder(dp->dir_, opts, data, layout));
+  layout.train_records = std::filesystem::absolute(data.train_file->path(), ec).string();
+  if (data.validation_file != nullptr) {
+    layout.validation_records =
+        std::filesystem::absolute(data.validation_file->path(), ec).string();
+  }
+  RETURN_IF_ERROR(WriteTrainingFolder(dp->dir_, opts, layout));
 
   // The ranks meet through a file in the job's private folder: nothing
   // listens for the rendezvous, and Gloo's pairs use the loopback.

@@ -49,24 +49,29 @@ std::string DataParallelRefusal(const kaizen::v1::StartFineTuneRequest& request,
 absl::StatusOr<int> ResolveWorldSize(const kaizen::v1::StartFineTuneRequest& request, bool text,
                                      const DataParallelOptions& options);
 
-// How WriteTrainingFolder lays out what the ranks read.
+// What WriteTrainingFolder puts in the spec besides the trainer's settings.
 struct TrainingFolderLayout {
   int timeout_seconds = 300;
   int threads = 1;
-  // Hard links to the record files inside the folder (copies across file
-  // systems), so that the folder stands alone (an export); else their
-  // absolute paths where they are stored (a local run).
-  bool link_records = false;
+  // The record files as the ranks find them: absolute paths where they are
+  // stored (a local run), or names of links in the folder (an export, see
+  // LinkIntoFolder). No validation records: "".
+  std::string train_records;
+  std::string validation_records;
   // Where rank 0 writes its model files, relative to the folder.
   std::string output_dir = ".";
 };
 
-// Writes into `dir` (which exists) what every rank of `opts` on `data`
-// (record files) reads: spec.json, the starting model as base.pt and the
-// resume state as resume when `opts` has one.
+// Writes into `dir` (which exists) what every rank of `opts` reads:
+// spec.json, the starting model as base.pt and the resume state as resume
+// when `opts` has one.
 absl::Status WriteTrainingFolder(const std::string& dir, const training::TrainerOptions& opts,
-                                 const training::TrainingData& data,
                                  const TrainingFolderLayout& layout);
+
+// Hard-links `file` into `dir` as `role` plus its extension (a copy across
+// file systems), so that the folder stands alone; returns that name.
+absl::StatusOr<std::string> LinkIntoFolder(const std::string& dir, const std::string& file,
+                                           const std::string& role);
 
 class LocalDataParallel {
  public:

@@ -47,6 +47,7 @@ std::string PodTemplate(const PyTorchJobShape& shape, const PyTorchJobSubject& s
           labels:
             app.kubernetes.io/name: kaizen-worker
             kaizen.dev/job: %s
+            kaizen.dev/export: %s
         spec:
           automountServiceAccountToken: false
           securityContext:
@@ -54,6 +55,7 @@ std::string PodTemplate(const PyTorchJobShape& shape, const PyTorchJobSubject& s
             runAsUser: 10001
             runAsGroup: 10001
             fsGroup: 10001
+            fsGroupChangePolicy: OnRootMismatch
             seccompProfile:
               type: RuntimeDefault
           containers:
@@ -80,6 +82,10 @@ std::string PodTemplate(const PyTorchJobShape& shape, const PyTorchJobSubject& s
                 - name: job
                   mountPath: /job
                   subPath: exports/%s
+                  readOnly: true
+                - name: job
+                  mountPath: /job/out
+                  subPath: exports/%s/out
                 - name: tmp
                   mountPath: /tmp
           volumes:
@@ -89,8 +95,8 @@ std::string PodTemplate(const PyTorchJobShape& shape, const PyTorchJobSubject& s
             - name: tmp
               emptyDir: {}
 )",
-                         subject.job_id, shape.image, shape.threads, subject.folder,
-                         shape.volume_claim);
+                         subject.job_id, subject.folder, shape.image, shape.threads, subject.folder,
+                         subject.folder, shape.volume_claim);
 }
 
 }  // namespace
@@ -98,12 +104,13 @@ std::string PodTemplate(const PyTorchJobShape& shape, const PyTorchJobSubject& s
 absl::StatusOr<PyTorchJobShape> ResolvePyTorchJobShape(const kaizen::v1::ExportJobRequest& request,
                                                        int job_world_size) {
   PyTorchJobShape shape;
-  shape.world_size = request.world_size() > 0 ? request.world_size() : std::max(1, job_world_size);
-  if (request.world_size() < 0 || shape.world_size > kMaxExportWorldSize) {
+  if (request.world_size() < 0 || request.world_size() > kMaxExportWorldSize) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("world_size is %d; an export runs 1 to %d processes", shape.world_size,
+        absl::StrFormat("world_size is %d; an export runs 1 to %d processes", request.world_size(),
                         kMaxExportWorldSize));
   }
+  shape.world_size = request.world_size() > 0 ? request.world_size()
+                                              : std::clamp(job_world_size, 1, kMaxExportWorldSize);
   if (request.threads() < 0 || request.threads() > kMaxExportThreads) {
     return absl::InvalidArgumentError(absl::StrFormat("threads is %d; each process runs 1 to %d",
                                                       request.threads(), kMaxExportThreads));
@@ -134,11 +141,13 @@ std::string PyTorchJobManifest(const PyTorchJobShape& shape, const PyTorchJobSub
 # training operator): %s from %s in %d process(es).
 # Every pod runs kaizen-worker on /job/spec.json, /job being the folder
 #   exports/%s
-# of the volume claim %s: the job's starting model, its settings and
-# links to its record files. Rank 0 writes /job/out/epoch-<N>.pt (a Kaizen
-# model file for `kaizenctl models upload`), every rank /job/out/rank-<R>.json.
-# A rank that fails fails its peers' collectives within the spec's timeout,
-# and restartPolicy OnFailure restarts the group.
+# of the volume claim %s (ReadWriteMany for pods on several nodes),
+# read-only: the job's starting model, its settings and links to its record
+# files. Rank 0 writes /job/out/epoch-<N>.pt (a Kaizen model file for
+# `kaizenctl models upload`), every rank /job/out/rank-<R>.json. A rank that
+# fails fails its peers' collectives within the spec's timeout; the operator
+# restarts the group up to backoffLimit times. The NetworkPolicy after the
+# job confines the pods to each other.
 apiVersion: kubeflow.org/v1
 kind: PyTorchJob
 metadata:
@@ -147,13 +156,16 @@ metadata:
     app.kubernetes.io/name: kaizen-worker
     kaizen.dev/job: %s
 spec:
+  runPolicy:
+    backoffLimit: %d
   pytorchReplicaSpecs:
     Master:
       replicas: 1
       restartPolicy: OnFailure
 )",
       subject.job_id, CommentSafe(subject.strategy), CommentSafe(subject.starts_from),
-      shape.world_size, subject.folder, shape.volume_claim, subject.folder, subject.job_id);
+      shape.world_size, subject.folder, shape.volume_claim, subject.folder, subject.job_id,
+      subject.max_restarts);
   absl::StrAppend(&out, PodTemplate(shape, subject));
   if (shape.world_size > 1) {
     absl::StrAppendFormat(&out, R"(    Worker:
@@ -163,6 +175,39 @@ spec:
                           shape.world_size - 1);
     absl::StrAppend(&out, PodTemplate(shape, subject));
   }
+  absl::StrAppendFormat(&out, R"(---
+# The export's pods reach each other (the rendezvous on the Master, Gloo's
+# pairs) and DNS, and nothing else: not the Kaizen API in their namespace.
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: kaizen-%s
+  labels:
+    app.kubernetes.io/name: kaizen-worker
+    kaizen.dev/job: %s
+spec:
+  podSelector:
+    matchLabels:
+      kaizen.dev/export: %s
+  policyTypes: ["Ingress", "Egress"]
+  ingress:
+    - from:
+        - podSelector:
+            matchLabels:
+              kaizen.dev/export: %s
+  egress:
+    - to:
+        - podSelector:
+            matchLabels:
+              kaizen.dev/export: %s
+    - ports:
+        - protocol: UDP
+          port: 53
+        - protocol: TCP
+          port: 53
+)",
+                        subject.folder, subject.job_id, subject.folder, subject.folder,
+                        subject.folder);
   return out;
 }
 

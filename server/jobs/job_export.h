@@ -40,15 +40,22 @@ struct PyTorchJobSubject {
   // For the manifest's header comment.
   std::string strategy;
   std::string starts_from;
+  // The group's restarts before the operator marks it failed (runPolicy's
+  // backoffLimit), as the server's --max_job_attempts allows its own runs.
+  int max_restarts = 2;
 };
 
-// The PyTorchJob (kubeflow.org/v1) of `shape`: one Master and world_size - 1
-// Workers, each a "pytorch" container running
+// Two YAML documents. The PyTorchJob (kubeflow.org/v1) of `shape`: one
+// Master and world_size - 1 Workers, each a "pytorch" container running
 // `kaizen-worker --spec=/job/spec.json` with the claim's exports/<folder>
-// mounted at /job (and nothing else of the volume), `threads` CPUs
+// mounted read-only at /job and its out/ writable at /job/out (nothing else
+// of the volume: the record files are links to the server's), `threads` CPUs
 // requested, and the server's pod hardening (non-root, read-only root, no
-// capabilities). The training operator sets MASTER_ADDR, MASTER_PORT,
-// WORLD_SIZE and RANK.
+// capabilities, no recursive ownership change of the volume). The training
+// operator sets MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK. Then a
+// NetworkPolicy that lets the export's pods reach each other and DNS only:
+// not the server's API, nor anything else in the namespace, which the pods
+// share with the claim.
 std::string PyTorchJobManifest(const PyTorchJobShape& shape, const PyTorchJobSubject& subject);
 
 }  // namespace kaizen::jobs

@@ -1115,16 +1115,31 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
     PublishMessage(id, "cancellation requested; stopping after the current step");
     return job;
   }
+  bool leased_here = false;
   if (job.state() == kaizen::v1::JOB_STATE_RUNNING && options_.shared_database) {
     // Another replica runs it: the request waits on its lease. A job whose
-    // replica died (no live lease) is cancelled here.
-    ASSIGN_OR_RETURN(std::optional<std::string> holder,
-                     jobs_->RequestOfLeaseHolder(id, "cancel", LeaseNowMs()));
-    if (holder) {
-      PublishMessage(id,
-                     absl::StrCat("cancellation requested through replica ", options_.replica_id,
-                                  "; replica ", *holder, " stops the job after its current step"));
-      return job;
+    // replica died (no live lease) is leased here first, so that no replica
+    // takes it over while it is cancelled; one that did just before gets
+    // the request instead.
+    for (int attempt = 0; attempt < 3 && !leased_here; ++attempt) {
+      ASSIGN_OR_RETURN(std::optional<std::string> holder,
+                       jobs_->RequestOfLeaseHolder(id, "cancel", LeaseNowMs()));
+      if (holder) {
+        PublishMessage(
+            id, absl::StrCat("cancellation requested through replica ", options_.replica_id,
+                             "; replica ", *holder, " stops the job after its current step"));
+        return job;
+      }
+      if (options_.before_taking_a_dead_replicas_job) {
+        options_.before_taking_a_dead_replicas_job(id);
+      }
+      ASSIGN_OR_RETURN(leased_here,
+                       jobs_->TakeLeaseOfDeadJob(id, options_.replica_id, LeaseNowMs(),
+                                                 absl::ToInt64Milliseconds(options_.job_lease)));
+    }
+    if (!leased_here) {
+      return absl::UnavailableError(
+          absl::StrCat("job ", id, " changed hands while being cancelled; try again"));
     }
   }
   if (job.state() == kaizen::v1::JOB_STATE_QUEUED || job.state() == kaizen::v1::JOB_STATE_PAUSED) {
@@ -1137,7 +1152,16 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
           absl::StrCat("job ", id, " was claimed by a replica while being cancelled; try again"));
     }
   }
-  RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_CANCELLED));
+  const absl::Status ended = PublishState(&job, kaizen::v1::JOB_STATE_CANCELLED);
+  if (leased_here) {
+    if (absl::StatusOr<std::string> released = jobs_->ReleaseLease(id, options_.replica_id);
+        !released.ok()) {
+      // It runs out on its own; the job has ended and nobody claims it.
+      common::LogWarning("cannot release a cancelled job's lease",
+                         {{"job", id}, {"error", released.status().ToString()}});
+    }
+  }
+  RETURN_IF_ERROR(ended);
   OutputEnded(job);
   return job;
 }
@@ -1245,82 +1269,132 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::Export(
   if (options_.export_dir.empty()) {
     return absl::FailedPreconditionError("this server has no folder for exports");
   }
-  ASSIGN_OR_RETURN(Job job, jobs_->Get(request.id()));
-  // The pods train on CPUs (Gloo); a job not yet run has no device.
-  job.set_device("cpu");
-  ASSIGN_OR_RETURN(const PyTorchJobShape shape, ResolvePyTorchJobShape(request, job.world_size()));
-  const kaizen::v1::StartFineTuneRequest& req = job.request();
-  // Deletions of the datasets and models it reads wait for the export.
-  absl::ReaderMutexLock references(&references_mu_);
-  ASSIGN_OR_RETURN(const kaizen::v1::Dataset dataset, datasets_->Get(req.dataset()));
-  // A job whose tuning is done trains with the hyperparameters it chose.
-  kaizen::v1::StartFineTuneRequest as_run = req;
-  if (job.tuning().done()) as_run.clear_tuning();
-  if (const std::string refusal = DataParallelRefusal(as_run, store::IsTextDataset(dataset));
-      !refusal.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", job.id(), " cannot be exported to a PyTorchJob: ", refusal,
-                     req.tuning().max_trials() > 0 ? " (export it once its trials are done)" : ""));
-  }
-  training::TrainingData data;
-  ASSIGN_OR_RETURN(data.train_file, datasets_->OpenRecordFile(req.dataset()));
-  const std::string& validation_name = req.hyperparameters().validation().dataset();
-  if (data.train_file != nullptr && !validation_name.empty()) {
-    ASSIGN_OR_RETURN(data.validation_file, datasets_->OpenRecordFile(validation_name));
-    if (data.validation_file == nullptr) data.train_file = nullptr;
-  }
-  if (data.train_file == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", job.id(),
-                     " cannot be exported to a PyTorchJob: its datasets are "
-                     "stored in the old .kds format, not in record files (upload them again)"));
-  }
-  training::TrainerOptions opts = TrainerOptionsOf(job);
-  std::string starts_from = req.base_model();
-  if (request.from_checkpoint()) {
-    if (job.latest_version() == 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("from_checkpoint: job ", job.id(), " has written no checkpoint yet"));
-    }
-    const std::string& out = req.output_model();
-    ASSIGN_OR_RETURN(opts.base, models_->LoadModule(out, job.latest_version()));
-    ASSIGN_OR_RETURN(opts.base_metadata, models_->Get(out, job.latest_version()));
-    ASSIGN_OR_RETURN(opts.resume_state, models_->ReadResumeState(out, job.latest_version()));
-    starts_from = absl::StrCat(out, ":", job.latest_version());
-  } else {
-    RETURN_IF_ERROR(LoadBaseModel(job, dataset, &opts));
-  }
-
-  // Written whole in the scratch folder, then moved to a name of its own:
-  // a PyTorchJob still running from an earlier export keeps its folder.
-  const std::string folder = absl::StrCat(job.id(), "-", common::RandomHex(3));
+  // The id names folders: the stored job's, not the request's.
+  ASSIGN_OR_RETURN(const Job stored, jobs_->Get(request.id()));
+  // A folder of its own, staged in the scratch folder and then renamed into
+  // place: pods still running from an earlier export keep theirs.
+  const std::string folder = absl::StrCat(stored.id(), "-", common::RandomHex(3));
   const std::string staging = absl::StrCat(options_.data_parallel.scratch_dir, "/export-", folder);
-  const std::string final_dir = absl::StrCat(options_.export_dir, "/", folder);
   std::error_code ec;
-  std::filesystem::create_directories(staging + "/out", ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", staging, ": ", ec.message()));
+  absl::StatusOr<kaizen::v1::ExportJobResponse> exported = ExportInto(request, folder, staging);
+  if (!exported.ok()) std::filesystem::remove_all(staging, ec);
+  return exported;
+}
+
+absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::ExportInto(
+    const kaizen::v1::ExportJobRequest& request, const std::string& folder,
+    const std::string& staging) {
+  training::TrainerOptions opts;
   TrainingFolderLayout layout;
+  Job job;
+  PyTorchJobShape shape;
+  std::string starts_from;
+  {
+    // What the export reads is read, and its record files linked, while
+    // no dataset or model can be deleted here; the slow writes come after.
+    absl::ReaderMutexLock references(&references_mu_);
+    ASSIGN_OR_RETURN(job, jobs_->Get(request.id()));
+    ASSIGN_OR_RETURN(shape, ResolvePyTorchJobShape(request, job.world_size()));
+    const kaizen::v1::StartFineTuneRequest& req = job.request();
+    const auto refused = [&](absl::string_view why) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", job.id(), " cannot be exported to a PyTorchJob: ", why));
+    };
+    absl::StatusOr<kaizen::v1::Dataset> dataset = datasets_->Get(req.dataset());
+    if (absl::IsNotFound(dataset.status())) {
+      return refused(absl::StrCat("its dataset \"", req.dataset(), "\" no longer exists"));
+    }
+    RETURN_IF_ERROR(dataset.status());
+    // A job whose tuning is done trains with the hyperparameters it chose.
+    kaizen::v1::StartFineTuneRequest as_run = req;
+    if (job.tuning().done()) as_run.clear_tuning();
+    if (const std::string why = DataParallelRefusal(as_run, store::IsTextDataset(*dataset));
+        !why.empty()) {
+      return refused(as_run.tuning().max_trials() > 0 && DataParallelRefusal(req, false) == why
+                         ? absl::StrCat(why, " (export it once its trials are done)")
+                         : why);
+    }
+    training::TrainingData data;
+    ASSIGN_OR_RETURN(data.train_file, datasets_->OpenRecordFile(req.dataset()));
+    const std::string& validation_name = req.hyperparameters().validation().dataset();
+    if (data.train_file != nullptr && !validation_name.empty()) {
+      absl::StatusOr<std::shared_ptr<const datasets::RecordFile>> validation =
+          datasets_->OpenRecordFile(validation_name);
+      if (absl::IsNotFound(validation.status())) {
+        return refused(
+            absl::StrCat("its validation dataset \"", validation_name, "\" no longer exists"));
+      }
+      RETURN_IF_ERROR(validation.status());
+      data.validation_file = *std::move(validation);
+      if (data.validation_file == nullptr) data.train_file = nullptr;
+    }
+    if (data.train_file == nullptr) {
+      return refused(
+          "its datasets are stored in the old .kds format, not in record files (upload them "
+          "again)");
+    }
+    // The pods train on CPUs (Gloo); a job not yet run has no device.
+    job.set_device("cpu");
+    opts = TrainerOptionsOf(job);
+    if (request.from_checkpoint()) {
+      if (job.latest_version() == 0) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("from_checkpoint: job ", job.id(), " has written no checkpoint yet"));
+      }
+      const std::string& out = req.output_model();
+      starts_from = absl::StrCat(out, ":", job.latest_version());
+      absl::StatusOr<torch::jit::Module> loaded = models_->LoadModule(out, job.latest_version());
+      if (absl::IsNotFound(loaded.status())) {
+        // Retention of another replica's run removed it since the row was read.
+        return absl::AbortedError(absl::StrCat("from_checkpoint: checkpoint ", starts_from,
+                                               " was replaced meanwhile; export again"));
+      }
+      RETURN_IF_ERROR(loaded.status());
+      opts.base = *std::move(loaded);
+      ASSIGN_OR_RETURN(opts.base_metadata, models_->Get(out, job.latest_version()));
+      ASSIGN_OR_RETURN(opts.resume_state, models_->ReadResumeState(out, job.latest_version()));
+    } else {
+      absl::Status loaded = LoadBaseModel(job, *dataset, &opts);
+      if (absl::IsNotFound(loaded)) {
+        return refused(absl::StrCat("its base model ", req.base_model(), " no longer exists"));
+      }
+      RETURN_IF_ERROR(loaded);
+      // Unpinned, the base is its newest version now, as for a run that
+      // starts now: say which.
+      starts_from =
+          models::IsBuiltinModel(req.base_model())
+              ? req.base_model()
+              : absl::StrCat(opts.base_metadata.name(), ":", opts.base_metadata.version());
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(staging + "/out", ec);
+    if (ec) return absl::InternalError(absl::StrCat("cannot create ", staging, ": ", ec.message()));
+    ASSIGN_OR_RETURN(layout.train_records,
+                     LinkIntoFolder(staging, data.train_file->path(), "train"));
+    if (data.validation_file != nullptr) {
+      ASSIGN_OR_RETURN(layout.validation_records,
+                       LinkIntoFolder(staging, data.validation_file->path(), "validation"));
+    }
+  }
   layout.timeout_seconds = static_cast<int>(absl::ToInt64Seconds(options_.data_parallel.timeout));
   layout.threads = shape.threads;
-  layout.link_records = true;
   layout.output_dir = "out";
-  absl::Status written = WriteTrainingFolder(staging, opts, data, layout);
-  if (written.ok()) {
-    std::filesystem::create_directories(options_.export_dir, ec);
-    written = ec ? absl::InternalError(
-                       absl::StrCat("cannot create ", options_.export_dir, ": ", ec.message()))
-                 : common::DurableRename(staging, final_dir);
+  RETURN_IF_ERROR(WriteTrainingFolder(staging, opts, layout));
+  std::error_code ec;
+  std::filesystem::create_directories(options_.export_dir, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot create ", options_.export_dir, ": ", ec.message()));
   }
-  if (!written.ok()) {
-    std::filesystem::remove_all(staging, ec);
-    return written;
-  }
+  RETURN_IF_ERROR(common::DurableRename(staging, absl::StrCat(options_.export_dir, "/", folder)));
 
+  const kaizen::v1::StartFineTuneRequest& req = job.request();
   PyTorchJobSubject subject;
   subject.job_id = job.id();
   subject.folder = folder;
   subject.strategy = kaizen::v1::Strategy_Name(req.strategy());
   subject.starts_from = starts_from;
+  subject.max_restarts = std::max(0, options_.max_job_attempts - 1);
   kaizen::v1::ExportJobResponse response;
   response.set_directory("exports/" + folder);
   response.set_manifest(PyTorchJobManifest(shape, subject));

@@ -122,6 +122,9 @@ class JobManager {
     // renewal of its leases; a test that blocks here plays a replica whose
     // database calls hang.
     std::function<void()> before_lease_renewal;
+    // Tests only (shared database): called by Cancel once it has found no
+    // live lease on a RUNNING job and before it leases the job to end it.
+    std::function<void(const std::string& job_id)> before_taking_a_dead_replicas_job;
     // Tests only: called before a job's test evaluation of one version is
     // stored.
     std::function<void(const std::string& job_id, int64_t version)> before_test_evaluation_stored;
@@ -358,6 +361,11 @@ class JobManager {
   // The trainer's settings for `job` from its resolved hyperparameters and
   // the server's data options, without a model.
   training::TrainerOptions TrainerOptionsOf(const kaizen::v1::Job& job) const;
+  // Export's work: stages the job's folder in `staging` (which the caller
+  // removes on failure) and renames it to export_dir/`folder`.
+  absl::StatusOr<kaizen::v1::ExportJobResponse> ExportInto(
+      const kaizen::v1::ExportJobRequest& request, const std::string& folder,
+      const std::string& staging);
   // Execute for a text job (text_job.h). It writes a version after each
   // epoch and continues from the latest when it resumes (the epoch under
   // way when it stopped runs again).

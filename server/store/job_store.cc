@@ -429,6 +429,27 @@ absl::StatusOr<std::optional<std::string>> JobStore::RequestOfLeaseHolder(
   return std::optional<std::string>(std::move(holder));
 }
 
+absl::StatusOr<bool> JobStore::TakeLeaseOfDeadJob(const std::string& job_id,
+                                                  const std::string& owner, int64_t now_ms,
+                                                  int64_t lease_ms) {
+  absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_);
+  RETURN_IF_ERROR(tx.begin_status());
+  // The same condition as ClaimExpired's, in the same kind of transaction:
+  // of a takeover and this, whichever comes second finds a live lease.
+  ASSIGN_OR_RETURN(Statement sel,
+                   db_->Prepare("SELECT 1 FROM jobs j LEFT JOIN job_leases l ON l.job_id = j.id "
+                                "WHERE j.id = ?1 AND j.state = ?2 "
+                                "AND (l.job_id IS NULL OR l.expires_ms < ?3)"));
+  sel.Bind(1, job_id).Bind(2, static_cast<int64_t>(kaizen::v1::JOB_STATE_RUNNING)).Bind(3, now_ms);
+  ASSIGN_OR_RETURN(const bool dead, sel.Step());
+  if (!dead) return false;
+  ASSIGN_OR_RETURN(Statement lease, db_->Prepare(kUpsertLease));
+  RETURN_IF_ERROR(lease.Bind(1, job_id).Bind(2, owner).Bind(3, now_ms + lease_ms).Run());
+  RETURN_IF_ERROR(tx.Commit());
+  return true;
+}
+
 absl::StatusOr<int64_t> JobStore::DatabaseMillis() {
   absl::MutexLock lock(&db_->mutex());
   ASSIGN_OR_RETURN(

@@ -114,6 +114,13 @@ class JobStore {
   absl::StatusOr<std::optional<std::string>> RequestOfLeaseHolder(const std::string& job_id,
                                                                   const std::string& request,
                                                                   int64_t now_ms);
+  // Leases a RUNNING job whose lease expired before `now_ms` (or that has
+  // none: its replica died) to `owner` until `now_ms + lease_ms`, so that no
+  // other replica takes it over while `owner` ends it; false (nothing
+  // changed) when the job is not RUNNING or a live lease holds it, e.g. a
+  // replica that has just taken it over.
+  absl::StatusOr<bool> TakeLeaseOfDeadJob(const std::string& job_id, const std::string& owner,
+                                          int64_t now_ms, int64_t lease_ms);
   // The database's clock, in Unix milliseconds: PostgreSQL's
   // clock_timestamp() on its server, SQLite's 'now' (this process's clock).
   // Replicas time their leases by it (JobManager), not by their own clocks,

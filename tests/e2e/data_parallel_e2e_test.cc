@@ -200,7 +200,8 @@ TEST_F(DataParallelE2E, AnExportedJobTrainsInItsPodsAsTheServerDidAndItsModelUpl
         std::string("    Master:\n      replicas: 1\n"),
         std::string("    Worker:\n      replicas: 1\n"),
         std::string(R"(command: ["kaizen-worker", "--spec=/job/spec.json"])"),
-        "subPath: " + exported->directory(), std::string(R"(claimName: "team-data")"),
+        "subPath: " + exported->directory() + "\n", "subPath: " + exported->directory() + "/out\n",
+        std::string(R"(claimName: "team-data")"), std::string("kind: NetworkPolicy"),
         std::string(R"(cpu: "2")")}) {
     EXPECT_NE(manifest.find(part), std::string::npos) << part << "\n" << manifest;
   }
@@ -247,15 +248,39 @@ TEST_F(DataParallelE2E, AnExportedJobTrainsInItsPodsAsTheServerDidAndItsModelUpl
   EXPECT_NE(again->directory(), exported->directory());
   EXPECT_TRUE(std::filesystem::exists(dir + "/out/epoch-2.pt"));
 
-  // From the newest checkpoint: its model and resume state; the group
-  // finds no epoch left to train.
+  // From the newest checkpoint: its model and resume state. The job had
+  // finished, so its one pod finds no epoch left to train.
   request.set_from_checkpoint(true);
   request.set_world_size(1);
   absl::StatusOr<v1::ExportJobResponse> resumed = s_.client->ExportJob(request);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(resumed->plan().starts_from(), absl::StrCat("served:", done.latest_version()));
   EXPECT_EQ(resumed->manifest().find("Worker:"), std::string::npos) << "a Master alone";
-  EXPECT_TRUE(std::filesystem::exists(data_.File(resumed->directory()) + "/resume"));
+  const std::string resumed_dir = data_.File(resumed->directory());
+  EXPECT_TRUE(std::filesystem::exists(resumed_dir + "/resume"));
+  ASSERT_EQ(ExitCode(StartPod(resumed_dir, 1, 0, test_util::FreeLoopbackPort(),
+                              files_.File("resumed.log"))),
+            0)
+      << FileText(files_.File("resumed.log"));
+  absl::StatusOr<internal::TrainingWorkerReport> after =
+      jobs::ReadTrainingWorkerReport(jobs::WorkerReportPath(resumed_dir + "/out", 0));
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->epochs_completed(), 2);
+  EXPECT_EQ(after->steps(), 0);
+  EXPECT_FALSE(std::filesystem::exists(jobs::CheckpointModelPath(resumed_dir + "/out", 3)));
+
+  // The dataset deleted: earlier exports keep their records (links); a new
+  // export is refused with the reason.
+  const auto size = std::filesystem::file_size(dir + "/train.krf");
+  ASSERT_TRUE(s_.client->DeleteDataset("train").ok());
+  EXPECT_EQ(std::filesystem::file_size(dir + "/train.krf"), size);
+  request.set_from_checkpoint(false);
+  const absl::Status gone = s_.client->ExportJob(request).status();
+  EXPECT_EQ(gone.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(gone.message().find("cannot be exported to a PyTorchJob: its dataset \"train\" no "
+                                "longer exists"),
+            std::string::npos)
+      << gone;
 }
 
 TEST_F(DataParallelE2E, WhatCannotBeExportedIsRefusedPrecisely) {
@@ -301,8 +326,8 @@ TEST_F(DataParallelE2E, WhatCannotBeExportedIsRefusedPrecisely) {
                               "process (export it once its trials are done)"),
             std::string::npos)
       << st;
-  // A queued job exports as it will run; nothing is left in the scratch
-  // folder of refused ones.
+  // A queued job exports as it will run; no export leaves anything in the
+  // scratch folder.
   r.set_id(queued.id());
   EXPECT_TRUE(s_.client->ExportJob(r).ok());
   int staging = 0;

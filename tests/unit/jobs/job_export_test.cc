@@ -53,7 +53,7 @@ TEST(JobExportTest, FieldsOutOfRangeAreRefusedByName) {
   r.set_world_size(1025);
   EXPECT_EQ(message(r), "world_size is 1025; an export runs 1 to 1024 processes");
   r.set_world_size(-1);
-  EXPECT_EQ(message(r).rfind("world_size is", 0), 0u);
+  EXPECT_EQ(message(r), "world_size is -1; an export runs 1 to 1024 processes");
   r.clear_world_size();
   r.set_threads(257);
   EXPECT_EQ(message(r), "threads is 257; each process runs 1 to 256");
@@ -91,7 +91,12 @@ TEST(JobExportTest, TheManifestHasAMasterAndWorldSizeMinusOneWorkersOnTheJobsFol
         "              command: [\"kaizen-worker\", \"--spec=/job/spec.json\"]\n",
         "                  cpu: \"6\"\n",
         "                  mountPath: /job\n                  subPath: "
-        "exports/ft-0123456789ab-a1b2c3\n",
+        "exports/ft-0123456789ab-a1b2c3\n                  readOnly: true\n",
+        "                  mountPath: /job/out\n                  subPath: "
+        "exports/ft-0123456789ab-a1b2c3/out\n",
+        "            fsGroupChangePolicy: OnRootMismatch\n",
+        "spec:\n  runPolicy:\n    backoffLimit: 2\n  pytorchReplicaSpecs:\n",
+        "            kaizen.dev/export: ft-0123456789ab-a1b2c3\n",
         "                claimName: \"shared\"\n",
         "            kaizen.dev/job: ft-0123456789ab\n"}) {
     EXPECT_NE(m.find(part), std::string::npos) << part << "\n--- in ---\n" << m;
@@ -102,8 +107,24 @@ TEST(JobExportTest, TheManifestHasAMasterAndWorldSizeMinusOneWorkersOnTheJobsFol
   ASSERT_NE(worker, std::string::npos);
   const std::string master_pod =
       m.substr(m.find("      template:", master), worker - m.find("      template:", master));
-  const std::string worker_pod = m.substr(m.find("      template:", worker));
+  const size_t worker_template = m.find("      template:", worker);
+  const size_t policy = m.find("---\n");
+  ASSERT_NE(policy, std::string::npos);
+  const std::string worker_pod = m.substr(worker_template, policy - worker_template);
   EXPECT_EQ(master_pod, worker_pod);
+  // Then the NetworkPolicy: the export's pods reach each other and DNS only.
+  const std::string p = m.substr(policy);
+  for (const std::string& part :
+       {"kind: NetworkPolicy\n", "  name: kaizen-ft-0123456789ab-a1b2c3\n",
+        "  podSelector:\n    matchLabels:\n      kaizen.dev/export: ft-0123456789ab-a1b2c3\n",
+        "  policyTypes: [\"Ingress\", \"Egress\"]\n",
+        "  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n"
+        "              kaizen.dev/export: ft-0123456789ab-a1b2c3\n",
+        "  egress:\n    - to:\n        - podSelector:\n            matchLabels:\n"
+        "              kaizen.dev/export: ft-0123456789ab-a1b2c3\n",
+        "    - ports:\n        - protocol: UDP\n          port: 53\n"}) {
+    EXPECT_NE(p.find(part), std::string::npos) << part << "\n--- in ---\n" << p;
+  }
   for (const absl::string_view line : absl::StrSplit(m, '\n')) {
     EXPECT_EQ(line.find('\t'), absl::string_view::npos) << line;
     const size_t indent = line.find_first_not_of(' ');

@@ -162,8 +162,8 @@ class JobManagerTest : public ::testing::Test {
 
   // This replica is "b" (not started yet); a one-epoch job into "out" was
   // claimed by replica "a", whose lease ran out long ago.
-  absl::StatusOr<Job> JobOfADeadReplica() {
-    MakeManager(ReplicaOptions("b"));
+  absl::StatusOr<Job> JobOfADeadReplica(JobManager::Options b = ReplicaOptions("b")) {
+    MakeManager(std::move(b));
     absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out"));
     if (!job.ok()) return job.status();
     const int64_t long_ago = absl::ToUnixMillis(absl::Now()) - 120000;
@@ -1409,6 +1409,9 @@ TEST_F(JobManagerTest, AVersionLeftUnrecordedIsWithdrawnWhenTheJobIsCancelledIns
   absl::StatusOr<Job> cancelled = manager_->Cancel(job->id());
   ASSERT_TRUE(cancelled.ok()) << cancelled.status();
   EXPECT_EQ(jobs_->Get(job->id())->state(), JOB_STATE_CANCELLED);
+  // The lease b took to end it is given back.
+  EXPECT_FALSE(jobs_->RequestOfLeaseHolder(job->id(), "pause", absl::ToUnixMillis(absl::Now()))
+                   ->has_value());
   absl::StatusOr<kaizen::v1::Model> out = models_->Get("out", 0);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(std::vector<int64_t>(out->versions().begin(), out->versions().end()),
@@ -1422,6 +1425,38 @@ TEST_F(JobManagerTest, AVersionLeftUnrecordedIsWithdrawnWhenTheJobIsCancelledIns
   EXPECT_EQ(events->at(events->size() - 2).message(),
             "withdrew version 2 of out: an earlier run of this job wrote it and stopped before "
             "recording it");
+}
+
+// Replica c takes the dead replica's job over between b's cancel finding
+// no live lease and b ending the job: the job stays c's and RUNNING, and
+// the cancel is left on c's lease like any cancel of a live replica's job.
+TEST_F(JobManagerTest, ACancelRacingATakeoverOfADeadReplicasJobBecomesARequestToTheTaker) {
+  UploadDataset("pets");
+  bool taken = false;
+  JobManager::Options b = ReplicaOptions("b");
+  b.before_taking_a_dead_replicas_job = [&](const std::string&) {
+    if (taken) return;
+    absl::StatusOr<std::optional<Job>> c =
+        jobs_->ClaimExpired("c", absl::ToUnixMillis(absl::Now()), 60000, {}, nullptr);
+    taken = c.ok() && c->has_value();
+  };
+  absl::StatusOr<Job> job = JobOfADeadReplica(std::move(b));
+  ASSERT_TRUE(job.ok()) << job.status();
+  Job row = *jobs_->Get(job->id());
+  row.set_state(JOB_STATE_RUNNING);  // as replica a's run recorded it
+  ASSERT_TRUE(jobs_->Update(row).ok());
+
+  absl::StatusOr<Job> answer = manager_->Cancel(job->id());
+  ASSERT_TRUE(taken);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->state(), JOB_STATE_RUNNING);
+  EXPECT_EQ(jobs_->Get(job->id())->state(), JOB_STATE_RUNNING);
+  auto lease = (*jobs_->RenewLeases("c", {job->id()}, absl::ToUnixMillis(absl::Now()), 60000));
+  EXPECT_TRUE(lease[job->id()].held);
+  EXPECT_EQ(lease[job->id()].request, "cancel");
+  auto events = jobs_->Events(job->id(), 0);
+  ASSERT_TRUE(events.ok() && !events->empty());
+  EXPECT_THAT(events->back().message(), HasSubstr("replica c stops the job"));
 }
 
 // A version another active job names as its base stays, recorded or not:

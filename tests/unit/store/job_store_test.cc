@@ -229,6 +229,19 @@ TEST_P(JobStoreTest, ARequestReachesTheLiveLeaseHolderOnly) {
   EXPECT_FALSE((*jobs_->RenewLeases("replica-a", {"a"}, 3000, 5000))["a"].held);
 }
 
+TEST_P(JobStoreTest, OnlyADeadReplicasRunningJobIsLeasedToEndIt) {
+  ASSERT_TRUE(jobs_->Insert(MakeJob("a", 0)).ok());
+  EXPECT_FALSE(*jobs_->TakeLeaseOfDeadJob("a", "replica-b", 1000, 5000)) << "queued";
+  ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 5000)->has_value());  // until 6000
+  EXPECT_FALSE(*jobs_->TakeLeaseOfDeadJob("a", "replica-b", 5999, 5000)) << "live";
+  ASSERT_TRUE(*jobs_->TakeLeaseOfDeadJob("a", "replica-b", 6001, 5000));  // until 11001
+  // Neither a takeover nor another replica's cancel follows.
+  EXPECT_FALSE(jobs_->ClaimExpired("replica-c", 6002, 5000, {}, nullptr)->has_value());
+  EXPECT_FALSE(*jobs_->TakeLeaseOfDeadJob("a", "replica-c", 6002, 5000));
+  EXPECT_FALSE((*jobs_->RenewLeases("replica-a", {"a"}, 6003, 5000))["a"].held);
+  EXPECT_TRUE((*jobs_->RenewLeases("replica-b", {"a"}, 6003, 5000))["a"].held);
+}
+
 // A job inserted held is nobody's to claim until its first Update (its
 // QUEUED event): another replica cannot claim it in between and be
 // overwritten by that event.
