@@ -99,6 +99,28 @@ std::string PodTemplate(const PyTorchJobShape& shape, const PyTorchJobSubject& s
                          subject.folder, shape.volume_claim);
 }
 
+// Both objects' metadata.
+std::string ObjectMetadata(const PyTorchJobSubject& subject) {
+  return absl::StrFormat(R"(metadata:
+  name: kaizen-%s
+  labels:
+    app.kubernetes.io/name: kaizen-worker
+    kaizen.dev/job: %s
+)",
+                         subject.folder, subject.job_id);
+}
+
+// One replica type of the PyTorchJob: its count and pod template.
+std::string ReplicaSpec(absl::string_view type, int replicas, const PyTorchJobShape& shape,
+                        const PyTorchJobSubject& subject) {
+  return absl::StrCat(absl::StrFormat(R"(    %s:
+      replicas: %d
+      restartPolicy: OnFailure
+)",
+                                      type, replicas),
+                      PodTemplate(shape, subject));
+}
+
 }  // namespace
 
 absl::StatusOr<PyTorchJobShape> ResolvePyTorchJobShape(const kaizen::v1::ExportJobRequest& request,
@@ -150,42 +172,24 @@ std::string PyTorchJobManifest(const PyTorchJobShape& shape, const PyTorchJobSub
 # job confines the pods to each other.
 apiVersion: kubeflow.org/v1
 kind: PyTorchJob
-metadata:
-  name: kaizen-%s
-  labels:
-    app.kubernetes.io/name: kaizen-worker
-    kaizen.dev/job: %s
-spec:
+%sspec:
   runPolicy:
     backoffLimit: %d
   pytorchReplicaSpecs:
-    Master:
-      replicas: 1
-      restartPolicy: OnFailure
 )",
       subject.job_id, CommentSafe(subject.strategy), CommentSafe(subject.starts_from),
-      shape.world_size, subject.folder, shape.volume_claim, subject.folder, subject.job_id,
+      shape.world_size, subject.folder, shape.volume_claim, ObjectMetadata(subject),
       subject.max_restarts);
-  absl::StrAppend(&out, PodTemplate(shape, subject));
+  absl::StrAppend(&out, ReplicaSpec("Master", 1, shape, subject));
   if (shape.world_size > 1) {
-    absl::StrAppendFormat(&out, R"(    Worker:
-      replicas: %d
-      restartPolicy: OnFailure
-)",
-                          shape.world_size - 1);
-    absl::StrAppend(&out, PodTemplate(shape, subject));
+    absl::StrAppend(&out, ReplicaSpec("Worker", shape.world_size - 1, shape, subject));
   }
   absl::StrAppendFormat(&out, R"(---
 # The export's pods reach each other (the rendezvous on the Master, Gloo's
 # pairs) and DNS, and nothing else: not the Kaizen API in their namespace.
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata:
-  name: kaizen-%s
-  labels:
-    app.kubernetes.io/name: kaizen-worker
-    kaizen.dev/job: %s
-spec:
+%sspec:
   podSelector:
     matchLabels:
       kaizen.dev/export: %s
@@ -206,8 +210,7 @@ spec:
         - protocol: TCP
           port: 53
 )",
-                        subject.folder, subject.job_id, subject.folder, subject.folder,
-                        subject.folder);
+                        ObjectMetadata(subject), subject.folder, subject.folder, subject.folder);
   return out;
 }
 

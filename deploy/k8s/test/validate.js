@@ -23,8 +23,11 @@
 // overlays whose name contains "tls" must serve TLS with tokens, those
 // containing "gpu" must request a GPU, those containing "replicas" must run
 // several replicas on PostgreSQL and a ReadWriteMany volume (the others: one
-// replica, Recreate). --self-test first feeds deliberately broken copies of the
-// rendered objects through the same checks and fails unless each is caught.
+// replica, Recreate). NAME "export" is a job exported to a PyTorchJob
+// (ExportJob's manifest): its replica types are checked as PodTemplates,
+// with the export's own consistency checks (checkExport). --self-test first
+// feeds deliberately broken copies of the rendered objects through the same
+// checks and fails unless each is caught.
 "use strict";
 
 const fs = require("fs");
@@ -44,6 +47,31 @@ function loadObjects(file) {
     if (obj !== null && obj !== undefined) objects.push(obj);
   }
   return objects;
+}
+
+// A PyTorchJob (kubeflow.org/v1, a CRD with no model here) as what the
+// layers can check: one PodTemplate per replica type, named
+// <job>-<Master|Worker> and labelled kaizen.dev/replicas with its count.
+// Everything else passes through.
+function splitPyTorchJobs(objects) {
+  const out = [];
+  for (const o of objects) {
+    if (!o || o.kind !== "PyTorchJob") {
+      out.push(o);
+      continue;
+    }
+    if (o.apiVersion !== "kubeflow.org/v1") out.push({kind: "PyTorchJob", apiVersion: o.apiVersion});
+    const specs = (o.spec || {}).pytorchReplicaSpecs || {};
+    for (const [type, r] of Object.entries(specs)) {
+      out.push({
+        apiVersion: "v1",
+        kind: "PodTemplate",
+        metadata: {name: `${o.metadata.name}-${type}`, labels: {"kaizen.dev/replicas": String(r.replicas)}},
+        template: r.template,
+      });
+    }
+  }
+  return out;
 }
 
 function objectName(obj) {
@@ -236,7 +264,69 @@ function intFlag(flags, name, problems) {
   return Number(v);
 }
 
+// An exported job (ExportJob's manifest, split by splitPyTorchJobs): a
+// Master and optional Workers running kaizen-worker on the read-only export
+// folder with out/ writable, the pod hardening, and a NetworkPolicy that
+// confines exactly those pods to each other.
+function checkExport(objects) {
+  const p = [];
+  const templates = objects.filter((o) => o && o.kind === "PodTemplate");
+  const netpols = objects.filter((o) => o && o.kind === "NetworkPolicy");
+  const master = templates.find((t) => t.metadata.name.endsWith("-Master"));
+  if (!master) p.push("no Master replica");
+  else if (master.metadata.labels["kaizen.dev/replicas"] !== "1") p.push("the Master is not one pod");
+  if (netpols.length !== 1) p.push(`expected one NetworkPolicy, found ${netpols.length}`);
+  const ns = (netpols[0] || {}).spec || {};
+  const selector = (ns.podSelector || {}).matchLabels;
+  for (const t of templates) {
+    const name = t.metadata.name;
+    const labels = ((t.template || {}).metadata || {}).labels || {};
+    const spec = (t.template || {}).spec || {};
+    const c = (spec.containers || []).find((x) => x.name === "pytorch");
+    if (!c) {
+      p.push(`${name}: no container named pytorch (the operator looks for it)`);
+      continue;
+    }
+    if (JSON.stringify(c.command) !== JSON.stringify(["kaizen-worker", "--spec=/job/spec.json"])) {
+      p.push(`${name}: the command is not kaizen-worker --spec=/job/spec.json`);
+    }
+    const mounts = c.volumeMounts || [];
+    const job = mounts.find((m) => m.mountPath === "/job");
+    const out = mounts.find((m) => m.mountPath === "/job/out");
+    if (!job || job.readOnly !== true) p.push(`${name}: /job is not mounted read-only`);
+    if (!out || out.readOnly || !job || out.subPath !== `${job.subPath}/out`) {
+      p.push(`${name}: /job/out is not the export's out/, writable`);
+    }
+    const volumes = new Set((spec.volumes || []).map((v) => v.name));
+    for (const m of mounts) {
+      if (!volumes.has(m.name)) p.push(`${name}: mount ${m.mountPath} has no volume ${m.name}`);
+    }
+    const psc = spec.securityContext || {};
+    if (psc.runAsNonRoot !== true || psc.fsGroupChangePolicy !== "OnRootMismatch") {
+      p.push(`${name}: not non-root, or the shared volume would be chowned recursively`);
+    }
+    const sc = c.securityContext || {};
+    if (sc.readOnlyRootFilesystem !== true || sc.allowPrivilegeEscalation !== false) {
+      p.push(`${name}: the container is not hardened`);
+    }
+    if (!labelsMatch(selector, labels)) p.push(`${name}: the NetworkPolicy does not select its pods`);
+  }
+  const peers = (rules, key) =>
+    (rules || []).some((r) => (r[key] || []).some((x) => labelsMatch((x.podSelector || {}).matchLabels, selector)));
+  if (!peers(ns.ingress, "from")) p.push("NetworkPolicy: the pods cannot reach each other");
+  if (!(ns.policyTypes || []).includes("Egress")) p.push("NetworkPolicy: egress is not confined");
+  for (const r of ns.egress || []) {
+    const dnsOnly = (r.ports || []).length > 0 && r.ports.every((x) => x.port === 53);
+    if (!r.to && !dnsOnly) p.push("NetworkPolicy: egress beyond the job and DNS");
+    for (const x of r.to || []) {
+      if (!labelsMatch((x.podSelector || {}).matchLabels, selector)) p.push("NetworkPolicy: egress beyond the job's pods");
+    }
+  }
+  return p;
+}
+
 function checkConsistency(name, objects, ctx) {
+  if (name === "export") return checkExport(objects);
   const secretsDoc = ctx.secrets;
   const p = [];
   const byKind = (kind) => objects.filter((o) => o && o.kind === kind);
@@ -612,6 +702,14 @@ function selfTest(rendered, ctx) {
      (o) => { const a = container(o).args; a[a.findIndex((x) => x.startsWith("--replica_id="))] = "--replica_id=kaizen"; }],
     ["two replicas in base", "base", "consistency",
      (o) => { find(o, "Deployment").spec.replicas = 2; }],
+    ["an export's folder writable", "export", "consistency",
+     (o) => { delete find(o, "PodTemplate").template.spec.containers[0].volumeMounts[0].readOnly; }],
+    ["an export's NetworkPolicy open to all egress", "export", "consistency",
+     (o) => { find(o, "NetworkPolicy").spec.egress.push({}); }],
+    ["an export's pods outside its NetworkPolicy", "export", "consistency",
+     (o) => { find(o, "NetworkPolicy").spec.podSelector.matchLabels["kaizen.dev/export"] = "other"; }],
+    ["a misspelt field in an export's pod", "export", "types",
+     (o) => { find(o, "PodTemplate").template.spec.securityContext.fsGroupChangePolicyy = "Always"; }],
   ];
   let failed = 0;
   for (const [what, overlay, layer, mutate] of cases) {
@@ -643,7 +741,9 @@ function main() {
     else if (arg === "--self-test") runSelfTest = true;
     else if (/^[a-z0-9-]+=/.test(arg)) {
       const eq = arg.indexOf("=");
-      rendered.set(arg.slice(0, eq), loadObjects(arg.slice(eq + 1)));
+      const name = arg.slice(0, eq);
+      const objects = loadObjects(arg.slice(eq + 1));
+      rendered.set(name, name === "export" ? splitPyTorchJobs(objects) : objects);
     } else {
       console.error(`validate.js: unknown argument ${arg}`);
       return 2;

@@ -77,6 +77,10 @@ for dir in "$k8s/base" "$k8s"/overlays/*/; do
   rendered+=("$name=$work/$name.yaml")
 done
 
+# A job exported to a PyTorchJob: the example in deploy/pytorchjob is what
+# ExportJob writes (JobExportTest.TheExampleInDeployIsWhatAnExportWrites).
+rendered+=("export=$root/deploy/pytorchjob/exported.yaml")
+
 node "$here/validate.js" --readme="$root/README.md" --dockerfile="$root/Dockerfile" --self-test \
   "${rendered[@]}"
 echo "k8s test: passed"

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "server/common/atomic_file.h"
 
 namespace kaizen::jobs {
 namespace {
@@ -129,6 +130,25 @@ TEST(JobExportTest, TheManifestHasAMasterAndWorldSizeMinusOneWorkersOnTheJobsFol
     EXPECT_EQ(line.find('\t'), absl::string_view::npos) << line;
     const size_t indent = line.find_first_not_of(' ');
     if (indent != absl::string_view::npos) EXPECT_EQ(indent % 2, 0u) << line;
+  }
+}
+
+// deploy/pytorchjob/exported.yaml, which the manifest test
+// (deploy/k8s/test) checks against Kubernetes' schemas and field names, is
+// this exactly. To refresh it, copy the file this test writes on failure.
+TEST(JobExportTest, TheExampleInDeployIsWhatAnExportWrites) {
+  PyTorchJobShape shape;
+  shape.world_size = 4;
+  PyTorchJobSubject subject = Subject();
+  subject.strategy = "STRATEGY_FINE_TUNE";
+  subject.starts_from = "resnet-small";
+  const std::string manifest = PyTorchJobManifest(shape, subject);
+  const std::string example = std::string(KAIZEN_SOURCE_DIR) + "/deploy/pytorchjob/exported.yaml";
+  std::string stored;
+  if (!common::ReadFile(example, &stored).ok() || stored != manifest) {
+    const std::string fresh = ::testing::TempDir() + "exported.yaml";
+    ASSERT_TRUE(common::WriteFileAtomically(fresh, manifest).ok());
+    FAIL() << example << " is not what an export writes now: see " << fresh;
   }
 }
 
