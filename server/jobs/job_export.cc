@@ -168,25 +168,12 @@ std::string PyTorchJobManifest(const PyTorchJobShape& shape, const PyTorchJobSub
 # files. Rank 0 writes /job/out/epoch-<N>.pt (a Kaizen model file for
 # `kaizenctl models upload`), every rank /job/out/rank-<R>.json. A rank that
 # fails fails its peers' collectives within the spec's timeout; the operator
-# restarts the group up to backoffLimit times. The NetworkPolicy after the
-# job confines the pods to each other.
-apiVersion: kubeflow.org/v1
-kind: PyTorchJob
-%sspec:
-  runPolicy:
-    backoffLimit: %d
-  pytorchReplicaSpecs:
-)",
-      subject.job_id, CommentSafe(subject.strategy), CommentSafe(subject.starts_from),
-      shape.world_size, subject.folder, shape.volume_claim, ObjectMetadata(subject),
-      subject.max_restarts);
-  absl::StrAppend(&out, ReplicaSpec("Master", 1, shape, subject));
-  if (shape.world_size > 1) {
-    absl::StrAppend(&out, ReplicaSpec("Worker", shape.world_size - 1, shape, subject));
-  }
-  absl::StrAppendFormat(&out, R"(---
-# The export's pods reach each other (the rendezvous on the Master, Gloo's
-# pairs) and DNS, and nothing else: not the Kaizen API in their namespace.
+# restarts the group up to backoffLimit times.
+#
+# First the NetworkPolicy, so that it holds before any pod starts: the
+# export's pods reach each other (the rendezvous on the Master, Gloo's
+# pairs) and port 53 (DNS), and nothing else, not the Kaizen API in their
+# namespace.
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 %sspec:
@@ -209,8 +196,21 @@ kind: NetworkPolicy
           port: 53
         - protocol: TCP
           port: 53
+---
+apiVersion: kubeflow.org/v1
+kind: PyTorchJob
+%sspec:
+  runPolicy:
+    backoffLimit: %d
+  pytorchReplicaSpecs:
 )",
-                        ObjectMetadata(subject), subject.folder, subject.folder, subject.folder);
+      subject.job_id, CommentSafe(subject.strategy), CommentSafe(subject.starts_from),
+      shape.world_size, subject.folder, shape.volume_claim, ObjectMetadata(subject), subject.folder,
+      subject.folder, subject.folder, ObjectMetadata(subject), subject.max_restarts);
+  absl::StrAppend(&out, ReplicaSpec("Master", 1, shape, subject));
+  if (shape.world_size > 1) {
+    absl::StrAppend(&out, ReplicaSpec("Worker", shape.world_size - 1, shape, subject));
+  }
   return out;
 }
 

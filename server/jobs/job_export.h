@@ -45,17 +45,17 @@ struct PyTorchJobSubject {
   int max_restarts = 2;
 };
 
-// Two YAML documents. The PyTorchJob (kubeflow.org/v1) of `shape`: one
-// Master and world_size - 1 Workers, each a "pytorch" container running
+// Two YAML documents. First a NetworkPolicy that lets the export's pods
+// reach each other and port 53 (DNS) only: not the server's API, nor
+// anything else in the namespace, which the pods share with the claim. Then
+// the PyTorchJob (kubeflow.org/v1) of `shape`: one Master and
+// world_size - 1 Workers, each a "pytorch" container running
 // `kaizen-worker --spec=/job/spec.json` with the claim's exports/<folder>
 // mounted read-only at /job and its out/ writable at /job/out (nothing else
 // of the volume: the record files are links to the server's), `threads` CPUs
 // requested, and the server's pod hardening (non-root, read-only root, no
 // capabilities, no recursive ownership change of the volume). The training
-// operator sets MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK. Then a
-// NetworkPolicy that lets the export's pods reach each other and DNS only:
-// not the server's API, nor anything else in the namespace, which the pods
-// share with the claim.
+// operator sets MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK.
 std::string PyTorchJobManifest(const PyTorchJobShape& shape, const PyTorchJobSubject& subject);
 
 }  // namespace kaizen::jobs

@@ -1141,6 +1141,8 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
       return absl::UnavailableError(
           absl::StrCat("job ", id, " changed hands while being cancelled; try again"));
     }
+    // The row as the dead replica left it, now that nobody else writes it.
+    ASSIGN_OR_RETURN(job, jobs_->Get(id));
   }
   if (job.state() == kaizen::v1::JOB_STATE_QUEUED || job.state() == kaizen::v1::JOB_STATE_PAUSED) {
     // Atomically, so that another replica's claim either came first (the
@@ -1152,8 +1154,23 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
           absl::StrCat("job ", id, " was claimed by a replica while being cancelled; try again"));
     }
   }
-  const absl::Status ended = PublishState(&job, kaizen::v1::JOB_STATE_CANCELLED);
   if (leased_here) {
+    // Still held right before the end is written (the lease is not renewed
+    // meanwhile: the job is not one of this replica's runs).
+    ASSIGN_OR_RETURN(auto leases,
+                     jobs_->RenewLeases(options_.replica_id, {id}, LeaseNowMs(),
+                                        absl::ToInt64Milliseconds(options_.job_lease)));
+    if (!leases[id].held) {
+      return absl::UnavailableError(
+          absl::StrCat("job ", id, " changed hands while being cancelled; try again"));
+    }
+  }
+  const absl::Status ended = PublishState(&job, kaizen::v1::JOB_STATE_CANCELLED);
+  if (leased_here && !ended.ok()) {
+    // Not ended: the lease runs out with the cancel on it, for whichever
+    // replica takes the job over next, rather than freeing it to run on.
+    (void)jobs_->RequestOfLeaseHolder(id, "cancel", LeaseNowMs());
+  } else if (leased_here) {
     if (absl::StatusOr<std::string> released = jobs_->ReleaseLease(id, options_.replica_id);
         !released.ok()) {
       // It runs out on its own; the job has ended and nobody claims it.
@@ -1281,6 +1298,14 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::Export(
   return exported;
 }
 
+absl::Status JobManager::LoadCheckpointForExport(const Job& job, training::TrainerOptions* opts) {
+  const std::string& out = job.request().output_model();
+  ASSIGN_OR_RETURN(opts->base_metadata, models_->Get(out, job.latest_version()));
+  ASSIGN_OR_RETURN(opts->base, models_->LoadModule(out, job.latest_version()));
+  ASSIGN_OR_RETURN(opts->resume_state, models_->ReadResumeState(out, job.latest_version()));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::ExportInto(
     const kaizen::v1::ExportJobRequest& request, const std::string& folder,
     const std::string& staging) {
@@ -1343,16 +1368,19 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::ExportInto(
       }
       const std::string& out = req.output_model();
       starts_from = absl::StrCat(out, ":", job.latest_version());
-      absl::StatusOr<torch::jit::Module> loaded = models_->LoadModule(out, job.latest_version());
-      if (absl::IsNotFound(loaded.status())) {
-        // Retention of another replica's run removed it since the row was read.
-        return absl::AbortedError(absl::StrCat("from_checkpoint: checkpoint ", starts_from,
-                                               " was replaced meanwhile; export again"));
+      absl::Status loaded = LoadCheckpointForExport(job, &opts);
+      if (absl::IsNotFound(loaded)) {
+        // Replaced by a newer checkpoint of the job's run (on another
+        // replica) since the row was read, or deleted with its model.
+        ASSIGN_OR_RETURN(const Job now, jobs_->Get(job.id()));
+        if (now.latest_version() != job.latest_version()) {
+          return absl::AbortedError(absl::StrCat("from_checkpoint: checkpoint ", starts_from,
+                                                 " was replaced meanwhile; export again"));
+        }
+        return absl::FailedPreconditionError(absl::StrCat(
+            "from_checkpoint: checkpoint ", starts_from, " no longer exists: ", loaded.message()));
       }
-      RETURN_IF_ERROR(loaded.status());
-      opts.base = *std::move(loaded);
-      ASSIGN_OR_RETURN(opts.base_metadata, models_->Get(out, job.latest_version()));
-      ASSIGN_OR_RETURN(opts.resume_state, models_->ReadResumeState(out, job.latest_version()));
+      RETURN_IF_ERROR(loaded);
     } else {
       absl::Status loaded = LoadBaseModel(job, *dataset, &opts);
       if (absl::IsNotFound(loaded)) {
@@ -1807,8 +1835,10 @@ absl::Status JobManager::LoadBaseModel(const Job& job, const kaizen::v1::Dataset
   int64_t version = 0;
   RETURN_IF_ERROR(common::ParseModelRef(job.request().base_model(), &base, &version));
   if (!models::IsBuiltinModel(base)) {
-    ASSIGN_OR_RETURN(opts->base, models_->LoadModule(base, version));
+    // The version first: an unpinned base uploaded to meanwhile must not
+    // pair one version's weights with the next one's metadata.
     ASSIGN_OR_RETURN(opts->base_metadata, models_->Get(base, version));
+    ASSIGN_OR_RETURN(opts->base, models_->LoadModule(base, opts->base_metadata.version()));
     return absl::OkStatus();
   }
   models::BuiltinOptions bo;

@@ -326,15 +326,25 @@ TEST_F(DataParallelE2E, WhatCannotBeExportedIsRefusedPrecisely) {
                               "process (export it once its trials are done)"),
             std::string::npos)
       << st;
-  // A queued job exports as it will run; no export leaves anything in the
-  // scratch folder.
+  // An export that fails after its folder was staged (exports/ cannot be
+  // created: a file is in the way) leaves nothing in the scratch folder.
+  const auto staged = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(data_.File("tmp"))) {
+      n += e.path().filename().string().rfind("export-", 0) == 0;
+    }
+    return n;
+  };
+  ASSERT_TRUE(common::WriteFileAtomically(data_.File("exports"), "in the way").ok());
   r.set_id(queued.id());
+  st = refusal(r);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInternal) << st;
+  EXPECT_NE(st.message().find("exports"), std::string::npos) << st;
+  EXPECT_EQ(staged(), 0);
+  // A queued job exports as it will run.
+  ASSERT_TRUE(std::filesystem::remove(data_.File("exports")));
   EXPECT_TRUE(s_.client->ExportJob(r).ok());
-  int staging = 0;
-  for (const auto& e : std::filesystem::directory_iterator(data_.File("tmp"))) {
-    staging += e.path().filename().string().rfind("export-", 0) == 0;
-  }
-  EXPECT_EQ(staging, 0);
+  EXPECT_EQ(staged(), 0);
   for (const Job& j : {busy, queued, tuning}) (void)s_.client->CancelJob(j.id());
 }
 

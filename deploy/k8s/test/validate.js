@@ -264,63 +264,87 @@ function intFlag(flags, name, problems) {
   return Number(v);
 }
 
-// An exported job (ExportJob's manifest, split by splitPyTorchJobs): a
-// Master and optional Workers running kaizen-worker on the read-only export
-// folder with out/ writable, the pod hardening, and a NetworkPolicy that
-// confines exactly those pods to each other.
+// An exported job (ExportJob's manifest, split by splitPyTorchJobs), held
+// to exactly what ExportJob writes where it matters: one Master and
+// optional Workers, each one "pytorch" container running kaizen-worker with
+// the export's folder of one claim read-only at /job, its out/ writable at
+// /job/out and an emptyDir at /tmp (no other mount, volume, container or
+// token), hardened; and the NetworkPolicy that selects exactly the export's
+// pods and lets them reach each other and port 53, nothing else.
+function canonical(x) {
+  if (Array.isArray(x)) return `[${x.map(canonical).join(",")}]`;
+  if (x && typeof x === "object") {
+    return `{${Object.keys(x).sort().map((k) => `${JSON.stringify(k)}:${canonical(x[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(x);
+}
+
 function checkExport(objects) {
   const p = [];
+  const same = (a, b) => canonical(a) === canonical(b);
   const templates = objects.filter((o) => o && o.kind === "PodTemplate");
   const netpols = objects.filter((o) => o && o.kind === "NetworkPolicy");
   const master = templates.find((t) => t.metadata.name.endsWith("-Master"));
   if (!master) p.push("no Master replica");
   else if (master.metadata.labels["kaizen.dev/replicas"] !== "1") p.push("the Master is not one pod");
   if (netpols.length !== 1) p.push(`expected one NetworkPolicy, found ${netpols.length}`);
-  const ns = (netpols[0] || {}).spec || {};
-  const selector = (ns.podSelector || {}).matchLabels;
+  const folders = new Set();
+  const claims = new Set();
   for (const t of templates) {
     const name = t.metadata.name;
+    if (!/-(Master|Worker)$/.test(name) || !(Number(t.metadata.labels["kaizen.dev/replicas"]) >= 1)) {
+      p.push(`${name}: not a Master or Worker replica type with at least one pod`);
+    }
     const labels = ((t.template || {}).metadata || {}).labels || {};
     const spec = (t.template || {}).spec || {};
-    const c = (spec.containers || []).find((x) => x.name === "pytorch");
-    if (!c) {
-      p.push(`${name}: no container named pytorch (the operator looks for it)`);
-      continue;
+    const containers = spec.containers || [];
+    const c = containers[0] || {};
+    if (containers.length !== 1 || c.name !== "pytorch" || (spec.initContainers || []).length) {
+      p.push(`${name}: not exactly one container, named pytorch (the operator looks for it)`);
     }
-    if (JSON.stringify(c.command) !== JSON.stringify(["kaizen-worker", "--spec=/job/spec.json"])) {
+    if (!same(c.command, ["kaizen-worker", "--spec=/job/spec.json"])) {
       p.push(`${name}: the command is not kaizen-worker --spec=/job/spec.json`);
     }
-    const mounts = c.volumeMounts || [];
-    const job = mounts.find((m) => m.mountPath === "/job");
-    const out = mounts.find((m) => m.mountPath === "/job/out");
-    if (!job || job.readOnly !== true) p.push(`${name}: /job is not mounted read-only`);
-    if (!out || out.readOnly || !job || out.subPath !== `${job.subPath}/out`) {
-      p.push(`${name}: /job/out is not the export's out/, writable`);
+    const jobMount = (c.volumeMounts || []).find((m) => m.mountPath === "/job") || {};
+    const folder = String(jobMount.subPath || "").replace(/^exports\//, "");
+    folders.add(folder);
+    if (!/^ft-[0-9a-f]+-[0-9a-f]{6}$/.test(folder)) p.push(`${name}: /job is not an export's folder`);
+    if (labels["kaizen.dev/export"] !== folder) p.push(`${name}: its pods are not labelled with the export`);
+    if (!same(c.volumeMounts, [
+      {name: "job", mountPath: "/job", subPath: `exports/${folder}`, readOnly: true},
+      {name: "job", mountPath: "/job/out", subPath: `exports/${folder}/out`},
+      {name: "tmp", mountPath: "/tmp"},
+    ])) {
+      p.push(`${name}: mounts other than the folder read-only at /job, its out/ at /job/out and /tmp`);
     }
-    const volumes = new Set((spec.volumes || []).map((v) => v.name));
-    for (const m of mounts) {
-      if (!volumes.has(m.name)) p.push(`${name}: mount ${m.mountPath} has no volume ${m.name}`);
+    const vols = spec.volumes || [];
+    const claim = ((vols[0] || {}).persistentVolumeClaim || {}).claimName;
+    claims.add(claim);
+    if (!same(vols, [{name: "job", persistentVolumeClaim: {claimName: claim}}, {name: "tmp", emptyDir: {}}])) {
+      p.push(`${name}: volumes other than the claim and an emptyDir`);
     }
     const psc = spec.securityContext || {};
-    if (psc.runAsNonRoot !== true || psc.fsGroupChangePolicy !== "OnRootMismatch") {
-      p.push(`${name}: not non-root, or the shared volume would be chowned recursively`);
+    if (spec.automountServiceAccountToken !== false || psc.runAsNonRoot !== true ||
+        psc.fsGroupChangePolicy !== "OnRootMismatch") {
+      p.push(`${name}: a service account token, root, or a recursive chown of the shared volume`);
     }
     const sc = c.securityContext || {};
-    if (sc.readOnlyRootFilesystem !== true || sc.allowPrivilegeEscalation !== false) {
+    if (sc.readOnlyRootFilesystem !== true || sc.allowPrivilegeEscalation !== false ||
+        !same(sc.capabilities, {drop: ["ALL"]})) {
       p.push(`${name}: the container is not hardened`);
     }
-    if (!labelsMatch(selector, labels)) p.push(`${name}: the NetworkPolicy does not select its pods`);
   }
-  const peers = (rules, key) =>
-    (rules || []).some((r) => (r[key] || []).some((x) => labelsMatch((x.podSelector || {}).matchLabels, selector)));
-  if (!peers(ns.ingress, "from")) p.push("NetworkPolicy: the pods cannot reach each other");
-  if (!(ns.policyTypes || []).includes("Egress")) p.push("NetworkPolicy: egress is not confined");
-  for (const r of ns.egress || []) {
-    const dnsOnly = (r.ports || []).length > 0 && r.ports.every((x) => x.port === 53);
-    if (!r.to && !dnsOnly) p.push("NetworkPolicy: egress beyond the job and DNS");
-    for (const x of r.to || []) {
-      if (!labelsMatch((x.podSelector || {}).matchLabels, selector)) p.push("NetworkPolicy: egress beyond the job's pods");
-    }
+  if (folders.size !== 1 || claims.size !== 1) p.push("the replica types mount different folders or claims");
+  const folder = [...folders][0];
+  const own = {podSelector: {matchLabels: {"kaizen.dev/export": folder}}};
+  const expected = {
+    podSelector: own.podSelector,
+    policyTypes: ["Ingress", "Egress"],
+    ingress: [{from: [own]}],
+    egress: [{to: [own]}, {ports: [{protocol: "UDP", port: 53}, {protocol: "TCP", port: 53}]}],
+  };
+  if (netpols[0] && !same(netpols[0].spec, expected)) {
+    p.push("NetworkPolicy: not exactly the export's pods to each other and port 53");
   }
   return p;
 }
@@ -708,6 +732,12 @@ function selfTest(rendered, ctx) {
      (o) => { find(o, "NetworkPolicy").spec.egress.push({}); }],
     ["an export's pods outside its NetworkPolicy", "export", "consistency",
      (o) => { find(o, "NetworkPolicy").spec.podSelector.matchLabels["kaizen.dev/export"] = "other"; }],
+    ["an export's egress to any address (to: [])", "export", "consistency",
+     (o) => { find(o, "NetworkPolicy").spec.egress[0].to = []; }],
+    ["an export's ingress unconfined", "export", "consistency",
+     (o) => { find(o, "NetworkPolicy").spec.policyTypes = ["Egress"]; }],
+    ["the whole claim mounted in an export's pod", "export", "consistency",
+     (o) => { find(o, "PodTemplate").template.spec.containers[0].volumeMounts.push({name: "job", mountPath: "/data"}); }],
     ["a misspelt field in an export's pod", "export", "types",
      (o) => { find(o, "PodTemplate").template.spec.securityContext.fsGroupChangePolicyy = "Always"; }],
   ];

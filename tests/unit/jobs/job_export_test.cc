@@ -108,13 +108,14 @@ TEST(JobExportTest, TheManifestHasAMasterAndWorldSizeMinusOneWorkersOnTheJobsFol
   ASSERT_NE(worker, std::string::npos);
   const std::string master_pod =
       m.substr(m.find("      template:", master), worker - m.find("      template:", master));
-  const size_t worker_template = m.find("      template:", worker);
-  const size_t policy = m.find("---\n");
-  ASSERT_NE(policy, std::string::npos);
-  const std::string worker_pod = m.substr(worker_template, policy - worker_template);
+  const std::string worker_pod = m.substr(m.find("      template:", worker));
   EXPECT_EQ(master_pod, worker_pod);
-  // Then the NetworkPolicy: the export's pods reach each other and DNS only.
-  const std::string p = m.substr(policy);
+  // The NetworkPolicy comes first, so that it holds before any pod starts:
+  // the export's pods reach each other and DNS only.
+  const size_t policy = m.find("kind: NetworkPolicy\n");
+  ASSERT_NE(m.find("---\napiVersion: kubeflow.org/v1\nkind: PyTorchJob\n"), std::string::npos);
+  ASSERT_LT(policy, m.find("kind: PyTorchJob"));
+  const std::string p = m.substr(policy, m.find("---\n") - policy);
   for (const std::string& part :
        {"kind: NetworkPolicy\n", "  name: kaizen-ft-0123456789ab-a1b2c3\n",
         "  podSelector:\n    matchLabels:\n      kaizen.dev/export: ft-0123456789ab-a1b2c3\n",
