@@ -1298,7 +1298,7 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::Export(
   return exported;
 }
 
-absl::Status JobManager::LoadCheckpointForExport(const Job& job, training::TrainerOptions* opts) {
+absl::Status JobManager::LoadCheckpoint(const Job& job, training::TrainerOptions* opts) {
   const std::string& out = job.request().output_model();
   ASSIGN_OR_RETURN(opts->base_metadata, models_->Get(out, job.latest_version()));
   ASSIGN_OR_RETURN(opts->base, models_->LoadModule(out, job.latest_version()));
@@ -1368,7 +1368,7 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::ExportInto(
       }
       const std::string& out = req.output_model();
       starts_from = absl::StrCat(out, ":", job.latest_version());
-      absl::Status loaded = LoadCheckpointForExport(job, &opts);
+      absl::Status loaded = LoadCheckpoint(job, &opts);
       if (absl::IsNotFound(loaded)) {
         // Replaced by a newer checkpoint of the job's run (on another
         // replica) since the row was read, or deleted with its model.
@@ -1802,10 +1802,7 @@ void JobManager::RunJob(Job job, Running* running) {
 
 absl::Status JobManager::LoadCheckpointToResume(Job* job, training::TrainerOptions* opts) {
   // The last checkpoint is both the model and the optimiser state.
-  const std::string& out = job->request().output_model();
-  ASSIGN_OR_RETURN(opts->base, models_->LoadModule(out, job->latest_version()));
-  ASSIGN_OR_RETURN(opts->base_metadata, models_->Get(out, job->latest_version()));
-  ASSIGN_OR_RETURN(opts->resume_state, models_->ReadResumeState(out, job->latest_version()));
+  RETURN_IF_ERROR(LoadCheckpoint(*job, opts));
   // Epochs after the checkpoint will run again: forget what they reported.
   const auto epoch_it = opts->base_metadata.metrics().find("epoch");
   const int checkpoint_epoch =

@@ -361,8 +361,10 @@ class JobManager {
   // The trainer's settings for `job` from its resolved hyperparameters and
   // the server's data options, without a model.
   training::TrainerOptions TrainerOptionsOf(const kaizen::v1::Job& job) const;
-  // The job's newest checkpoint as the starting point of an export.
-  absl::Status LoadCheckpointForExport(const kaizen::v1::Job& job, training::TrainerOptions* opts);
+  // The job's newest checkpoint (model, metadata and resume state) into
+  // `opts`: the starting point of a resumed run (LoadCheckpointToResume)
+  // and of an export.
+  absl::Status LoadCheckpoint(const kaizen::v1::Job& job, training::TrainerOptions* opts);
   // Export's work: stages the job's folder in `staging` (which the caller
   // removes on failure) and renames it to export_dir/`folder`.
   absl::StatusOr<kaizen::v1::ExportJobResponse> ExportInto(

@@ -173,6 +173,15 @@ class JobManagerTest : public ::testing::Test {
     return job;
   }
 
+  // Job `id`'s row as replica a's run recorded it: RUNNING, with
+  // `latest_version` when given.
+  void RecordRunning(const std::string& id, int64_t latest_version = 0) {
+    Job row = *jobs_->Get(id);
+    row.set_state(kaizen::v1::JOB_STATE_RUNNING);
+    if (latest_version > 0) row.set_latest_version(latest_version);
+    ASSERT_TRUE(jobs_->Update(row).ok());
+  }
+
   // A cnn-small version of "out" as job `job_id` would write it.
   kaizen::v1::Model AddOutVersion(const std::string& job_id, const std::string& description) {
     absl::StatusOr<torch::jit::Module> module =
@@ -1400,10 +1409,7 @@ TEST_F(JobManagerTest, AVersionLeftUnrecordedIsWithdrawnWhenTheJobIsCancelledIns
   absl::StatusOr<Job> job = JobOfADeadReplica();
   ASSERT_TRUE(job.ok()) << job.status();
   ASSERT_EQ(AddOutVersion(job->id(), "recorded by replica a").version(), 1);
-  Job row = *jobs_->Get(job->id());
-  row.set_state(JOB_STATE_RUNNING);  // as replica a's run recorded it
-  row.set_latest_version(1);
-  ASSERT_TRUE(jobs_->Update(row).ok());
+  RecordRunning(job->id(), /*latest_version=*/1);
   ASSERT_EQ(AddOutVersion(job->id(), "left behind by replica a").version(), 2);
 
   absl::StatusOr<Job> cancelled = manager_->Cancel(job->id());
@@ -1442,9 +1448,7 @@ TEST_F(JobManagerTest, ACancelRacingATakeoverOfADeadReplicasJobBecomesARequestTo
   };
   absl::StatusOr<Job> job = JobOfADeadReplica(std::move(b));
   ASSERT_TRUE(job.ok()) << job.status();
-  Job row = *jobs_->Get(job->id());
-  row.set_state(JOB_STATE_RUNNING);  // as replica a's run recorded it
-  ASSERT_TRUE(jobs_->Update(row).ok());
+  RecordRunning(job->id());
 
   absl::StatusOr<Job> answer = manager_->Cancel(job->id());
   ASSERT_TRUE(taken);
@@ -1467,9 +1471,7 @@ TEST_F(JobManagerTest, AnUnrecordedVersionAnotherJobStartsFromIsKept) {
   absl::StatusOr<Job> job = JobOfADeadReplica();
   ASSERT_TRUE(job.ok()) << job.status();
   ASSERT_EQ(AddOutVersion(job->id(), "left behind by replica a").version(), 1);
-  Job row = *jobs_->Get(job->id());
-  row.set_state(JOB_STATE_RUNNING);  // as replica a's run recorded it
-  ASSERT_TRUE(jobs_->Update(row).ok());
+  RecordRunning(job->id());
   kaizen::v1::StartFineTuneRequest r = Request("pets", "from-out");
   r.set_strategy(kaizen::v1::STRATEGY_FINE_TUNE);
   r.set_base_model("out:1");
