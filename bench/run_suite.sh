@@ -47,8 +47,8 @@
 #                                              bench/kaizen_train_bench: used as it
 #                                              is, with no set-up and no build
 #                                              (the smoke test runs the tree under test)
-# It takes about 22 minutes on 2 cores for the first five (1,301 s on 2026-11-23) and about
-# 8 more for the last three (142, 246 and 96 s measured alone). See bench/README.md.
+# It takes about 40 minutes on 2 cores (2,397 s for all eleven on 2026-12-05). See
+# bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh

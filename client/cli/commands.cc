@@ -244,16 +244,18 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "paused.",
        &Commands::JobsResume},
       {"jobs", "export", "ID", 1, 1,
-       "[--world_size=W] [--from_checkpoint] [--threads=N] [--worker_image=REF] "
-       "[--volume_claim=NAME]",
+       "[--world_size=W] [--from_checkpoint] [--threads=N] [--memory_mb=M] "
+       "[--worker_image=REF] [--volume_claim=NAME]",
        "Export a job to run as a Kubeflow PyTorchJob of kaizen-worker pods: "
        "the server writes the job's starting model, settings and links to "
        "its record files into exports/<folder> of its data directory, and "
        "this prints the manifest (kubectl apply -f): a PyTorchJob that "
        "mounts that folder of --volume_claim (default kaizen-data; "
        "ReadWriteMany for pods on several nodes) in --world_size pods "
-       "(default: the job's), each requesting --threads CPUs (default 4) of "
-       "image --worker_image (default kaizen), and a NetworkPolicy that "
+       "(default: the job's), each requesting --threads CPUs (default 4) and "
+       "--memory_mb MiB, also its limit (default: computed by the server "
+       "from its memory budgets and the model), of image --worker_image "
+       "(default kaizen), and a NetworkPolicy that "
        "confines them to each other. --from_checkpoint continues from the "
        "job's newest checkpoint. Rank 0 writes out/epoch-<N>.pt there, for "
        "'models upload'. The job itself is unchanged; image "
@@ -684,6 +686,8 @@ absl::Status Commands::JobsExport(const Args& args) {
   }
   if (options_.threads < 0) return UsageError("--threads must be >= 1");
   request.set_threads(options_.threads);
+  if (options_.memory_mb < 0) return UsageError("--memory_mb must be >= 256");
+  request.set_memory_mb(options_.memory_mb);
   request.set_from_checkpoint(options_.from_checkpoint);
   request.set_image(options_.worker_image);
   request.set_volume_claim(options_.volume_claim);

@@ -54,6 +54,7 @@ struct CommandOptions {
   // jobs export (--world_size is finetune.world_size).
   bool from_checkpoint = false;
   int32_t threads = 0;
+  int32_t memory_mb = 0;
   std::string worker_image;
   std::string volume_claim;
   // predict and bench predict: a pinned version (0: none; NAME:VERSION pins

@@ -158,6 +158,9 @@ ABSL_FLAG(bool, from_checkpoint, false,
           "jobs export: continue from the job's newest checkpoint, not its base model");
 ABSL_FLAG(int32_t, threads, 0, "jobs export: intra-op threads (and CPUs requested) per pod (4)");
 ABSL_FLAG(std::string, worker_image, "", "jobs export: the pods' image (default kaizen)");
+ABSL_FLAG(int32_t, memory_mb, 0,
+          "jobs export: each pod's memory request and limit in MiB (default: computed by the "
+          "server from its budgets and the model)");
 ABSL_FLAG(std::string, volume_claim, "",
           "jobs export: the PersistentVolumeClaim of the server's data directory (default "
           "kaizen-data)");
@@ -289,6 +292,7 @@ int main(int argc, char** argv) {
   options.from_checkpoint = absl::GetFlag(FLAGS_from_checkpoint);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.worker_image = absl::GetFlag(FLAGS_worker_image);
+  options.memory_mb = absl::GetFlag(FLAGS_memory_mb);
   options.volume_claim = absl::GetFlag(FLAGS_volume_claim);
   options.version = model_version;
   options.policy = absl::GetFlag(FLAGS_policy);

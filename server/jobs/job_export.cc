@@ -73,6 +73,9 @@ std::string PodTemplate(const PyTorchJobShape& shape, const PyTorchJobSubject& s
               resources:
                 requests:
                   cpu: "%d"
+                  memory: "%dMi"
+                limits:
+                  memory: "%dMi"
               securityContext:
                 allowPrivilegeEscalation: false
                 readOnlyRootFilesystem: true
@@ -95,8 +98,9 @@ std::string PodTemplate(const PyTorchJobShape& shape, const PyTorchJobSubject& s
             - name: tmp
               emptyDir: {}
 )",
-                         subject.job_id, subject.folder, shape.image, shape.threads, subject.folder,
-                         subject.folder, shape.volume_claim);
+                         subject.job_id, subject.folder, shape.image, shape.threads,
+                         shape.memory_mb, shape.memory_mb, subject.folder, subject.folder,
+                         shape.volume_claim);
 }
 
 // Both objects' metadata.
@@ -138,6 +142,13 @@ absl::StatusOr<PyTorchJobShape> ResolvePyTorchJobShape(const kaizen::v1::ExportJ
                                                       request.threads(), kMaxExportThreads));
   }
   if (request.threads() > 0) shape.threads = request.threads();
+  if (request.memory_mb() != 0 &&
+      (request.memory_mb() < kMinExportMemoryMb || request.memory_mb() > kMaxExportMemoryMb)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("memory_mb is %d; each pod is given %d to %d MiB (0: computed)",
+                        request.memory_mb(), kMinExportMemoryMb, kMaxExportMemoryMb));
+  }
+  shape.memory_mb = request.memory_mb();
   if (!request.image().empty()) {
     if (!IsImageReference(request.image())) {
       return absl::InvalidArgumentError(
@@ -155,6 +166,20 @@ absl::StatusOr<PyTorchJobShape> ResolvePyTorchJobShape(const kaizen::v1::ExportJ
     shape.volume_claim = request.volume_claim();
   }
   return shape;
+}
+
+int64_t ExportMemoryMb(int64_t image_budget_bytes, int64_t prefix_cache_bytes,
+                       int64_t parameter_bytes) {
+  constexpr int64_t kMiB = int64_t{1} << 20;
+  const auto mib = [&](int64_t bytes) {
+    bytes = std::max<int64_t>(0, bytes);
+    return bytes / kMiB + (bytes % kMiB != 0 ? 1 : 0);
+  };
+  // Each term is capped before the sum, which therefore cannot overflow.
+  const auto capped = [&](int64_t bytes) { return std::min(mib(bytes), kMaxExportMemoryMb); };
+  return std::min(capped(image_budget_bytes) + capped(prefix_cache_bytes) +
+                      4 * capped(parameter_bytes) + kExportRuntimeMb,
+                  kMaxExportMemoryMb);
 }
 
 std::string PyTorchJobManifest(const PyTorchJobShape& shape, const PyTorchJobSubject& subject) {

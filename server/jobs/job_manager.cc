@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -56,6 +57,27 @@ google::protobuf::Timestamp Now() {
 }
 
 constexpr char kPausedByUser[] = "paused by a user";
+constexpr char kCancelRequested[] = "cancellation requested; stopping after the current step";
+// The lease Cancel takes to end a dead replica's job is owned by the
+// replica's id plus this: not by the replica's runs, so that a stale run of
+// the job there has its writes refused meanwhile.
+constexpr absl::string_view kCancellingSuffix = " (cancelling)";
+
+bool IsCanceller(absl::string_view lease_owner) {
+  return absl::EndsWith(lease_owner, kCancellingSuffix);
+}
+
+// The replica that owns a lease, for itself or for a cancel.
+absl::string_view ReplicaOf(absl::string_view lease_owner) {
+  if (IsCanceller(lease_owner)) lease_owner.remove_suffix(kCancellingSuffix.size());
+  return lease_owner;
+}
+
+// A lease's owner in messages: "replica a", or "a cancel through replica a".
+std::string LeaseOwnerName(absl::string_view lease_owner) {
+  return absl::StrCat(IsCanceller(lease_owner) ? "a cancel through replica " : "replica ",
+                      ReplicaOf(lease_owner));
+}
 
 }  // namespace
 
@@ -196,7 +218,7 @@ void JobManager::ReplicaLoop() {
 void JobManager::ApplyLeaseRequest(const std::string& id, Running* running,
                                    const std::string& request) {
   if (request == "cancel" && !running->cancel.exchange(true)) {
-    PublishMessage(id, "cancellation requested; stopping after the current step");
+    PublishMessage(id, kCancelRequested);
   } else if (request == "pause") {
     RequestPause(running);
   }
@@ -1108,39 +1130,54 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
     return absl::FailedPreconditionError(absl::StrCat("job ", id, " already ended in state ",
                                                       kaizen::v1::JobState_Name(job.state())));
   }
-  auto it = running_.find(id);
-  if (it != running_.end()) {
-    // The trainer checks this before every step and writes a final checkpoint.
-    it->second->cancel = true;
-    PublishMessage(id, "cancellation requested; stopping after the current step");
+  const auto it = running_.find(id);
+  const bool runs_here = it != running_.end();
+  // The trainer checks this before every step and writes a final checkpoint.
+  if (runs_here) it->second->cancel = true;
+  if (runs_here && !options_.shared_database) {
+    PublishMessage(id, kCancelRequested);
     return job;
   }
+  // With replicas, a run here may be stale (this replica stalled past its
+  // lease, and another runs the job now or will take it over), so the
+  // cancel goes where the stored job and its lease say.
   bool leased_here = false;
+  const std::string canceller = absl::StrCat(options_.replica_id, kCancellingSuffix);
   if (job.state() == kaizen::v1::JOB_STATE_RUNNING && options_.shared_database) {
-    // Another replica runs it: the request waits on its lease. A job whose
-    // replica died (no live lease) is leased here first, so that no replica
-    // takes it over while it is cancelled; one that did just before gets
-    // the request instead.
+    // The request waits on the live lease, this replica's own included: it
+    // outlives a stall of this replica past its lease, for whichever replica
+    // takes the job over. A job whose replica died (no live lease) is leased
+    // here first, so that no replica takes it over while it is cancelled;
+    // one that did just before gets the request instead.
     for (int attempt = 0; attempt < 3 && !leased_here; ++attempt) {
       ASSIGN_OR_RETURN(std::optional<std::string> holder,
                        jobs_->RequestOfLeaseHolder(id, "cancel", LeaseNowMs()));
+      if (holder && runs_here && *holder == options_.replica_id) {
+        PublishMessage(id, kCancelRequested);  // the usual case: this replica's live run
+        return job;
+      }
       if (holder) {
+        if (runs_here) MarkLost(id);  // another holds the lease: the run here is stale
         PublishMessage(
-            id, absl::StrCat("cancellation requested through replica ", options_.replica_id,
-                             "; replica ", *holder, " stops the job after its current step"));
+            id, absl::StrCat("cancellation requested through replica ", options_.replica_id, "; ",
+                             LeaseOwnerName(*holder),
+                             IsCanceller(*holder) ? " is ending the job already"
+                                                  : " stops the job after its current step"));
         return job;
       }
       if (options_.before_taking_a_dead_replicas_job) {
         options_.before_taking_a_dead_replicas_job(id);
       }
       ASSIGN_OR_RETURN(leased_here,
-                       jobs_->TakeLeaseOfDeadJob(id, options_.replica_id, LeaseNowMs(),
+                       jobs_->TakeLeaseOfDeadJob(id, canceller, LeaseNowMs(),
                                                  absl::ToInt64Milliseconds(options_.job_lease)));
     }
     if (!leased_here) {
       return absl::UnavailableError(
           absl::StrCat("job ", id, " changed hands while being cancelled; try again"));
     }
+    if (runs_here) MarkLost(id);  // its lease ran out: nothing it does counts now
+    if (options_.after_taking_a_dead_replicas_job) options_.after_taking_a_dead_replicas_job(id);
     // The row as the dead replica left it, now that nobody else writes it.
     ASSIGN_OR_RETURN(job, jobs_->Get(id));
   }
@@ -1155,10 +1192,10 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
     }
   }
   if (leased_here) {
-    // Still held right before the end is written (the lease is not renewed
-    // meanwhile: the job is not one of this replica's runs).
+    // Still held right before the end is written (nothing renews it
+    // meanwhile: no run holds it).
     ASSIGN_OR_RETURN(auto leases,
-                     jobs_->RenewLeases(options_.replica_id, {id}, LeaseNowMs(),
+                     jobs_->RenewLeases(canceller, {id}, LeaseNowMs(),
                                         absl::ToInt64Milliseconds(options_.job_lease)));
     if (!leases[id].held) {
       return absl::UnavailableError(
@@ -1171,8 +1208,7 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
     // replica takes the job over next, rather than freeing it to run on.
     (void)jobs_->RequestOfLeaseHolder(id, "cancel", LeaseNowMs());
   } else if (leased_here) {
-    if (absl::StatusOr<std::string> released = jobs_->ReleaseLease(id, options_.replica_id);
-        !released.ok()) {
+    if (absl::StatusOr<std::string> released = jobs_->ReleaseLease(id, canceller); !released.ok()) {
       // It runs out on its own; the job has ended and nobody claims it.
       common::LogWarning("cannot release a cancelled job's lease",
                          {{"job", id}, {"error", released.status().ToString()}});
@@ -1198,16 +1234,31 @@ absl::StatusOr<Job> JobManager::Pause(const std::string& id) {
         absl::StrCat("job ", id, " was preempted and is being requeued; try again"));
   }
   if (job.state() == kaizen::v1::JOB_STATE_PAUSED) return job;
-  auto it = running_.find(id);
-  if (it != running_.end()) {
+  const auto it = running_.find(id);
+  const bool runs_here = it != running_.end();
+  if (runs_here && !options_.shared_database) {
     RequestPause(it->second);
     job.set_pause_reason(kPausedByUser);
     return job;
   }
   if (job.state() == kaizen::v1::JOB_STATE_RUNNING && options_.shared_database) {
+    // A run here may be stale (see Cancel): the lease says who runs the job.
+    // This replica's own live lease gets no request: its run pauses, and a
+    // ResumeJob before the pause takes effect undoes it here alone.
     ASSIGN_OR_RETURN(std::optional<std::string> holder,
-                     jobs_->RequestOfLeaseHolder(id, "pause", LeaseNowMs()));
+                     jobs_->RequestOfLeaseHolder(id, "pause", LeaseNowMs(),
+                                                 runs_here ? options_.replica_id : std::string()));
+    if (holder && runs_here && *holder == options_.replica_id) {
+      RequestPause(it->second);
+      job.set_pause_reason(kPausedByUser);
+      return job;
+    }
+    if (holder && IsCanceller(*holder)) {
+      return absl::UnavailableError(
+          absl::StrCat("job ", id, " is being ended by ", LeaseOwnerName(*holder)));
+    }
     if (holder) {
+      if (runs_here) MarkLost(id);  // another holds the lease: the run here is stale
       PublishMessage(
           id, absl::StrCat("pause requested through replica ", options_.replica_id, "; replica ",
                            *holder, " pauses the job after its current step"));
@@ -1216,8 +1267,10 @@ absl::StatusOr<Job> JobManager::Pause(const std::string& id) {
     }
   }
   if (job.state() != kaizen::v1::JOB_STATE_QUEUED) {
-    // Claims and ends of jobs happen under mu_, so a stored RUNNING job is
-    // always in running_ once Start() has requeued what a crash left.
+    // Claims and ends of jobs happen under mu_, so with one server a stored
+    // RUNNING job is always in running_ once Start() has requeued what a
+    // crash left; with replicas, one whose lease ran out waits for a
+    // replica to take it over.
     return absl::UnavailableError(absl::StrCat("job ", id, " is ",
                                                kaizen::v1::JobState_Name(job.state()),
                                                " but no worker holds it yet; try again"));
@@ -1404,6 +1457,17 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::ExportInto(
                        LinkIntoFolder(staging, data.validation_file->path(), "validation"));
     }
   }
+  if (shape.memory_mb == 0) {
+    int64_t parameter_bytes = 0;
+    for (const at::Tensor& p : opts.base.parameters()) {
+      parameter_bytes += p.numel() * static_cast<int64_t>(p.element_size());
+    }
+    // Only FINE_TUNE keeps a frozen-prefix cache.
+    shape.memory_mb = ExportMemoryMb(
+        opts.max_image_memory_bytes,
+        opts.strategy == kaizen::v1::STRATEGY_FINE_TUNE ? opts.max_prefix_cache_bytes : 0,
+        parameter_bytes);
+  }
   layout.timeout_seconds = static_cast<int>(absl::ToInt64Seconds(options_.data_parallel.timeout));
   layout.threads = shape.threads;
   layout.output_dir = "out";
@@ -1579,13 +1643,13 @@ absl::StatusOr<std::optional<Job>> JobManager::ClaimOrphan() {
     return std::optional<Job>();
   }
   if (orphan->attempts() >= options_.max_job_attempts) {
-    RETURN_IF_ERROR(
-        FailAfterAttempts(&*orphan, absl::StrCat("replicas (lastly ", previous, ") stopped")));
+    RETURN_IF_ERROR(FailAfterAttempts(
+        &*orphan, absl::StrCat("replicas (lastly ", ReplicaOf(previous), ") stopped")));
     jobs_->ReleaseLease(orphan->id(), options_.replica_id).status().IgnoreError();
     return std::optional<Job>();
   }
   PublishMessage(orphan->id(),
-                 absl::StrCat("replica ", previous.empty() ? "(unknown)" : previous,
+                 absl::StrCat(previous.empty() ? "replica (unknown)" : LeaseOwnerName(previous),
                               " stopped renewing its lease on this job; replica ",
                               options_.replica_id, " takes it over from ", ResumePoint(*orphan)));
   return orphan;
@@ -1787,6 +1851,9 @@ void JobManager::RunJob(Job job, Running* running) {
     absl::StatusOr<std::string> late = jobs_->ReleaseLease(job.id(), options_.replica_id);
     if (late.ok() && *late == "cancel") left_request = *late;
     if (late.ok() && left_request.empty()) left_request = *late;
+    // A cancel through this replica is left on its own lease too: one the
+    // run had seen is no late request.
+    if (left_request == "cancel" && running->cancel) left_request.clear();
     if (options_.shared_database) ApplyLateRequest(&job, left_request);
   }
   common::Log(st.ok() ? common::LogLevel::kInfo : common::LogLevel::kWarning, "job ended",

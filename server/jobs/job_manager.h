@@ -125,6 +125,9 @@ class JobManager {
     // Tests only (shared database): called by Cancel once it has found no
     // live lease on a RUNNING job and before it leases the job to end it.
     std::function<void(const std::string& job_id)> before_taking_a_dead_replicas_job;
+    // Tests only (shared database): called by Cancel once it has leased
+    // such a job and before it reads the job's row again.
+    std::function<void(const std::string& job_id)> after_taking_a_dead_replicas_job;
     // Tests only: called before a job's test evaluation of one version is
     // stored.
     std::function<void(const std::string& job_id, int64_t version)> before_test_evaluation_stored;

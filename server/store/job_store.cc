@@ -412,7 +412,8 @@ absl::StatusOr<std::string> JobStore::ReleaseLease(const std::string& job_id,
 }
 
 absl::StatusOr<std::optional<std::string>> JobStore::RequestOfLeaseHolder(
-    const std::string& job_id, const std::string& request, int64_t now_ms) {
+    const std::string& job_id, const std::string& request, int64_t now_ms,
+    const std::string& except_owner) {
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_);
   RETURN_IF_ERROR(tx.begin_status());
@@ -422,6 +423,7 @@ absl::StatusOr<std::optional<std::string>> JobStore::RequestOfLeaseHolder(
   ASSIGN_OR_RETURN(bool row, sel.Step());
   if (!row) return std::optional<std::string>();
   std::string holder = sel.ColumnText(0);
+  if (!except_owner.empty() && holder == except_owner) return std::optional<std::string>(holder);
   ASSIGN_OR_RETURN(Statement set,
                    db_->Prepare("UPDATE job_leases SET request = ?2 WHERE job_id = ?1"));
   RETURN_IF_ERROR(set.Bind(1, job_id).Bind(2, request).Run());

@@ -110,10 +110,12 @@ class JobStore {
   // request ("cancel", "pause" or "") left on it since the last renewal.
   absl::StatusOr<std::string> ReleaseLease(const std::string& job_id, const std::string& owner);
   // Leaves `request` for the replica holding a live lease on `job_id` and
-  // returns that replica; nullopt when no live lease exists.
-  absl::StatusOr<std::optional<std::string>> RequestOfLeaseHolder(const std::string& job_id,
-                                                                  const std::string& request,
-                                                                  int64_t now_ms);
+  // returns that replica; nullopt when no live lease exists. A lease held by
+  // `except_owner` (the asking replica, which applies the request to its own
+  // run) is returned with nothing left on it.
+  absl::StatusOr<std::optional<std::string>> RequestOfLeaseHolder(
+      const std::string& job_id, const std::string& request, int64_t now_ms,
+      const std::string& except_owner = "");
   // Leases a RUNNING job whose lease expired before `now_ms` (or that has
   // none: its replica died) to `owner` until `now_ms + lease_ms`, so that no
   // other replica takes it over while `owner` ends it; false (nothing

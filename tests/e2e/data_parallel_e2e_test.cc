@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/lib/kaizen_client.h"
@@ -205,6 +206,23 @@ TEST_F(DataParallelE2E, AnExportedJobTrainsInItsPodsAsTheServerDidAndItsModelUpl
         std::string(R"(cpu: "2")")}) {
     EXPECT_NE(manifest.find(part), std::string::npos) << part << "\n" << manifest;
   }
+  // Memory, requested and as the limit, computed when the request names
+  // none: the default image budget (2048 MiB), no prefix cache (a SCRATCH
+  // job), four times cnn-small's parameters (a few MiB) and 2048 MiB.
+  const size_t at = manifest.find("memory: \"");
+  ASSERT_NE(at, std::string::npos) << manifest;
+  int64_t memory_mb = 0;
+  ASSERT_TRUE(
+      absl::SimpleAtoi(manifest.substr(at + 9, manifest.find("Mi\"", at) - at - 9), &memory_mb));
+  EXPECT_GT(memory_mb, 4096);
+  EXPECT_LE(memory_mb, 4096 + 4 * 16);
+  EXPECT_EQ((memory_mb - 4096) % 4, 0) << memory_mb;
+  EXPECT_NE(manifest.find(absl::StrCat("memory: \"", memory_mb,
+                                       "Mi\"\n                limits:\n"
+                                       "                  memory: \"",
+                                       memory_mb, "Mi\"\n")),
+            std::string::npos)
+      << manifest;
 
   // The folder stands alone: the record file is linked, not referred to.
   const std::string dir = data_.File(exported->directory());

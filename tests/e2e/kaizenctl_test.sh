@@ -495,9 +495,11 @@ else
   fail "jobs get $JOB_ID (table): $out"
 fi
 # jobs export: the PyTorchJob on stdout, its folder on the server's volume.
-if out=$(ctl jobs export "$JOB_ID" --world_size=3 --threads=2 --volume_claim=team-data 2>&1) &&
+if out=$(ctl jobs export "$JOB_ID" --world_size=3 --threads=2 --memory_mb=3000 \
+  --volume_claim=team-data 2>&1) &&
   [[ $out == *"kind: PyTorchJob"* && $out == *"replicas: 2"* &&
-    $out == *'claimName: "team-data"'* && $out == *'cpu: "2"'* ]] &&
+    $out == *'claimName: "team-data"'* && $out == *'cpu: "2"'* &&
+    $out == *$'memory: "3000Mi"\n                limits:\n                  memory: "3000Mi"'* ]] &&
   folder=$(grep -m1 -o 'subPath: exports/.*' <<<"$out" | cut -d' ' -f2) &&
   [[ -n $folder && -f $DATA_DIR/$folder/spec.json && -f $DATA_DIR/$folder/base.pt ]]; then
   pass "jobs export prints a PyTorchJob of 3 pods; the server wrote $folder"
@@ -506,6 +508,8 @@ else
 fi
 expect_error INVALID_ARGUMENT "jobs export: a volume claim that is no Kubernetes name" \
   jobs export "$JOB_ID" --volume_claim=Team_Data
+expect_error INVALID_ARGUMENT "jobs export: less memory than a pod can run in" \
+  jobs export "$JOB_ID" --memory_mb=100
 if run_json "$TMP/tiny-model.json" models get tiny-cnn; then
   check_json "models get tiny-cnn: a fine-tuned version made by the job" \
     "$TMP/tiny-model.json" '

@@ -333,6 +333,12 @@ function checkExport(objects) {
         !same(sc.capabilities, {drop: ["ALL"]})) {
       p.push(`${name}: the container is not hardened`);
     }
+    const res = c.resources || {};
+    const memory = (res.requests || {}).memory;
+    if (!(res.requests || {}).cpu || !/^[1-9][0-9]*Mi$/.test(String(memory)) ||
+        !same(res.limits, {memory})) {
+      p.push(`${name}: not CPUs requested and memory requested and limited alike, in Mi`);
+    }
   }
   if (folders.size !== 1 || claims.size !== 1) p.push("the replica types mount different folders or claims");
   const folder = [...folders][0];
@@ -738,6 +744,8 @@ function selfTest(rendered, ctx) {
      (o) => { find(o, "NetworkPolicy").spec.policyTypes = ["Egress"]; }],
     ["the whole claim mounted in an export's pod", "export", "consistency",
      (o) => { find(o, "PodTemplate").template.spec.containers[0].volumeMounts.push({name: "job", mountPath: "/data"}); }],
+    ["an export's pod without a memory limit", "export", "consistency",
+     (o) => { delete find(o, "PodTemplate").template.spec.containers[0].resources.limits; }],
     ["a misspelt field in an export's pod", "export", "types",
      (o) => { find(o, "PodTemplate").template.spec.securityContext.fsGroupChangePolicyy = "Always"; }],
   ];

@@ -2,9 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "server/common/atomic_file.h"
 
@@ -27,6 +30,7 @@ TEST(JobExportTest, UnsetFieldsTakeTheDefaultsAndTheJobsWorldSize) {
   EXPECT_EQ(shape->threads, 4);
   EXPECT_EQ(shape->image, "kaizen");
   EXPECT_EQ(shape->volume_claim, "kaizen-data");
+  EXPECT_EQ(shape->memory_mb, 0) << "left for the server to compute";
   shape = ResolvePyTorchJobShape({}, /*job_world_size=*/0);
   ASSERT_TRUE(shape.ok());
   EXPECT_EQ(shape->world_size, 1);
@@ -36,12 +40,30 @@ TEST(JobExportTest, UnsetFieldsTakeTheDefaultsAndTheJobsWorldSize) {
   r.set_threads(8);
   r.set_image("registry.example.com:5000/ml/kaizen@sha256:abc");
   r.set_volume_claim("team.data-1");
+  r.set_memory_mb(6000);
   shape = ResolvePyTorchJobShape(r, 2);
   ASSERT_TRUE(shape.ok()) << shape.status();
   EXPECT_EQ(shape->world_size, 16);
   EXPECT_EQ(shape->threads, 8);
   EXPECT_EQ(shape->image, r.image());
   EXPECT_EQ(shape->volume_claim, r.volume_claim());
+  EXPECT_EQ(shape->memory_mb, 6000);
+}
+
+TEST(JobExportTest, TheDefaultMemoryIsTheBudgetsFourModelsAndTheRuntime) {
+  constexpr int64_t kMiB = int64_t{1} << 20;
+  // The server's defaults (2 GiB of images, 1 GiB of prefix cache) and a
+  // model of 11.7 million float parameters (resnet18's 46.8 MB: 45 MiB up).
+  EXPECT_EQ(ExportMemoryMb(2048 * kMiB, 1024 * kMiB, 11'700'000 * 4), 2048 + 1024 + 4 * 45 + 2048);
+  // Rounded up to whole MiB, each term.
+  EXPECT_EQ(ExportMemoryMb(1, 1, 1), 1 + 1 + 4 + kExportRuntimeMb);
+  EXPECT_EQ(ExportMemoryMb(kMiB, 0, 0), 1 + kExportRuntimeMb);
+  // Nothing below the runtime's share, and nothing past the cap, whatever
+  // the flags say.
+  EXPECT_EQ(ExportMemoryMb(-1, -kMiB, 0), kExportRuntimeMb);
+  const int64_t huge = std::numeric_limits<int64_t>::max();
+  EXPECT_EQ(ExportMemoryMb(huge, huge, huge), kMaxExportMemoryMb);
+  EXPECT_EQ(ExportMemoryMb(0, 0, (kMaxExportMemoryMb / 4) * kMiB), kMaxExportMemoryMb);
 }
 
 TEST(JobExportTest, FieldsOutOfRangeAreRefusedByName) {
@@ -59,6 +81,12 @@ TEST(JobExportTest, FieldsOutOfRangeAreRefusedByName) {
   r.set_threads(257);
   EXPECT_EQ(message(r), "threads is 257; each process runs 1 to 256");
   r.clear_threads();
+  for (const int32_t memory_mb : {255, -1, (1 << 20) + 1}) {
+    r.set_memory_mb(memory_mb);
+    EXPECT_EQ(message(r), absl::StrCat("memory_mb is ", memory_mb,
+                                       "; each pod is given 256 to 1048576 MiB (0: computed)"));
+  }
+  r.clear_memory_mb();
   // Whatever could end the quoted scalar or start a new line of YAML.
   for (const std::string& image :
        {std::string("kaizen\"\n  x: y"), std::string("a b"), std::string("-leading"),
@@ -81,6 +109,7 @@ TEST(JobExportTest, TheManifestHasAMasterAndWorldSizeMinusOneWorkersOnTheJobsFol
   shape.threads = 6;
   shape.image = "registry.local/kaizen:2";
   shape.volume_claim = "shared";
+  shape.memory_mb = 5000;
   const std::string m = PyTorchJobManifest(shape, Subject());
   for (const std::string& part :
        {"apiVersion: kubeflow.org/v1\nkind: PyTorchJob\n",
@@ -90,7 +119,9 @@ TEST(JobExportTest, TheManifestHasAMasterAndWorldSizeMinusOneWorkersOnTheJobsFol
         "    Worker:\n      replicas: 3\n      restartPolicy: OnFailure\n      template:\n",
         "            - name: pytorch\n              image: \"registry.local/kaizen:2\"\n",
         "              command: [\"kaizen-worker\", \"--spec=/job/spec.json\"]\n",
-        "                  cpu: \"6\"\n",
+        "              resources:\n                requests:\n                  cpu: \"6\"\n"
+        "                  memory: \"5000Mi\"\n                limits:\n"
+        "                  memory: \"5000Mi\"\n",
         "                  mountPath: /job\n                  subPath: "
         "exports/ft-0123456789ab-a1b2c3\n                  readOnly: true\n",
         "                  mountPath: /job/out\n                  subPath: "
@@ -140,6 +171,8 @@ TEST(JobExportTest, TheManifestHasAMasterAndWorldSizeMinusOneWorkersOnTheJobsFol
 TEST(JobExportTest, TheExampleInDeployIsWhatAnExportWrites) {
   PyTorchJobShape shape;
   shape.world_size = 4;
+  // What the server's defaults give a FINE_TUNE job of a 1 MiB model.
+  shape.memory_mb = ExportMemoryMb(int64_t{2} << 30, int64_t{1} << 30, int64_t{1} << 20);
   PyTorchJobSubject subject = Subject();
   subject.strategy = "STRATEGY_FINE_TUNE";
   subject.starts_from = "resnet-small";

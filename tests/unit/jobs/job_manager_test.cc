@@ -19,6 +19,8 @@
 #include "server/common/sha256.h"
 #include "server/models/builtin_models.h"
 #include "server/store/data_dir.h"
+#include "server/store/database.h"
+#include "server/store/metadata_store.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
 
@@ -39,6 +41,9 @@ JobManager::Options ReplicaOptions(const std::string& replica) {
   o.job_lease = absl::Seconds(60);
   return o;
 }
+
+// Defined with the replica tests below.
+void TakeOver(store::JobStore* jobs, const std::string& id, const std::string& marker);
 
 class JobManagerTest : public ::testing::Test {
  protected:
@@ -171,6 +176,35 @@ class JobManagerTest : public ::testing::Test {
     if (!claimed.ok()) return claimed.status();
     if (!claimed->has_value()) return absl::InternalError("replica a claimed nothing");
     return job;
+  }
+
+  // Asks `request` ("cancel" or "pause") through replica a after b took a's
+  // job over mid-run (TakeOver), before a's run noticed; checks that the
+  // request waits on b's lease.
+  void AskThroughAReplicaThatLostTheJob(const std::string& request) {
+    UploadDataset("pets");
+    std::string id;
+    JobManager::Options o = ReplicaOptions("a");
+    o.after_step = [&](const std::string& job_id, int64_t step) {
+      if (job_id != id || step != 1) return;
+      TakeOver(jobs_.get(), job_id, "taken by b");
+      absl::StatusOr<Job> answer =
+          request == "cancel" ? manager_->Cancel(job_id) : manager_->Pause(job_id);
+      ASSERT_TRUE(answer.ok()) << answer.status();
+      EXPECT_EQ(answer->state(), kaizen::v1::JOB_STATE_RUNNING);
+    };
+    RunAJobThenAnother(o, &id);
+
+    auto lease = *jobs_->RenewLeases("b", {id}, absl::ToUnixMillis(absl::Now()) + 120000, 60000);
+    EXPECT_TRUE(lease[id].held);
+    EXPECT_EQ(lease[id].request, request);
+    const Job row = *jobs_->Get(id);
+    EXPECT_EQ(row.device(), "taken by b");
+    EXPECT_EQ(row.state(), kaizen::v1::JOB_STATE_RUNNING);
+    EXPECT_THAT(
+        Messages(id),
+        ::testing::Contains(HasSubstr(absl::StrCat(request == "cancel" ? "cancellation" : "pause",
+                                                   " requested through replica a; replica b"))));
   }
 
   // Job `id`'s row as replica a's run recorded it: RUNNING, with
@@ -1321,6 +1355,113 @@ TEST_F(JobManagerTest, AReplicaThatLostTheLeaseMidEpochRecordsNothingMore) {
     EXPECT_FALSE(e.has_epoch_summary()) << e.DebugString();
     EXPECT_FALSE(e.has_checkpoint()) << e.DebugString();
   }
+}
+
+// Replica a stalled past its lease and b took the job over; a's run has not
+// noticed yet when a user cancels or pauses through a: the request is left
+// on b's lease, not only on a's stale run, and the job stays b's.
+TEST_F(JobManagerTest, ACancelThroughAReplicaThatLostTheJobReachesTheReplicaRunningItNow) {
+  AskThroughAReplicaThatLostTheJob("cancel");
+}
+
+TEST_F(JobManagerTest, APauseThroughAReplicaThatLostTheJobReachesTheReplicaRunningItNow) {
+  AskThroughAReplicaThatLostTheJob("pause");
+}
+
+// Replica a stalled past its lease and nobody took the job over yet when a
+// user cancels through a: the job ends CANCELLED there and then, and a's
+// stale run, which wakes to the cancel, records nothing more. While the
+// cancel holds the job, the lease is not a's runs': their writes are refused.
+TEST_F(JobManagerTest, ACancelThroughAStalledReplicaEndsTheJobNobodyTookOver) {
+  UploadDataset("pets");
+  std::string id;
+  JobManager::Options o = ReplicaOptions("a");
+  o.after_step = [&](const std::string& job_id, int64_t step) {
+    if (job_id != id || step != 1) return;
+    {
+      store::Database* db = metadata_->db();
+      absl::MutexLock lock(&db->mutex());
+      ASSERT_TRUE(db->Exec(absl::StrCat("UPDATE job_leases SET expires_ms = 0 WHERE job_id = '",
+                                        job_id, "'"))
+                      .ok());
+    }
+    absl::StatusOr<Job> answer = manager_->Cancel(job_id);
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(answer->state(), JOB_STATE_CANCELLED);
+  };
+  bool checked = false;
+  o.after_taking_a_dead_replicas_job = [&](const std::string& job_id) {
+    const int64_t now = absl::ToUnixMillis(absl::Now());
+    EXPECT_FALSE(*jobs_->UpdateIfLeased(*jobs_->Get(job_id), "a", now));
+    EXPECT_FALSE((*jobs_->RenewLeases("a", {job_id}, now, 60000))[job_id].held);
+    checked = true;
+  };
+  RunAJobThenAnother(o, &id);
+
+  EXPECT_TRUE(checked);
+  EXPECT_EQ(jobs_->Get(id)->state(), JOB_STATE_CANCELLED);
+  // The lease the cancel took is given back, and nothing of the stale run
+  // (its final checkpoint, the version it wrote) came after the end.
+  EXPECT_FALSE(
+      jobs_->RequestOfLeaseHolder(id, "pause", absl::ToUnixMillis(absl::Now()))->has_value());
+  EXPECT_EQ(models_->Get("out", 0).status().code(), absl::StatusCode::kNotFound);
+  auto events = jobs_->Events(id, 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  bool ended = false;
+  for (const kaizen::v1::JobEvent& e : *events) {
+    EXPECT_FALSE(e.has_epoch_summary()) << e.DebugString();
+    EXPECT_FALSE(e.has_checkpoint()) << e.DebugString();
+    EXPECT_FALSE(ended && e.event_case() == kaizen::v1::JobEvent::kState) << e.DebugString();
+    ended = ended || e.state() == JOB_STATE_CANCELLED;
+  }
+  EXPECT_TRUE(ended);
+}
+
+// A cancel through the replica that runs the job is left on its own lease
+// too: if the replica stalls past its lease right after answering, before
+// its run saw the cancel, the replica that takes the job over gets it.
+TEST_F(JobManagerTest, ACancelOutlivesAStallOfTheReplicaThatAnsweredIt) {
+  UploadDataset("pets");
+  std::string id;
+  JobManager::Options o = ReplicaOptions("a");
+  o.after_step = [&](const std::string& job_id, int64_t step) {
+    if (job_id != id || step != 1) return;
+    absl::StatusOr<Job> answer = manager_->Cancel(job_id);
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    TakeOver(jobs_.get(), job_id, "taken by b");
+  };
+  RunAJobThenAnother(o, &id);
+
+  auto lease = *jobs_->RenewLeases("b", {id}, absl::ToUnixMillis(absl::Now()), 60000);
+  EXPECT_TRUE(lease[id].held);
+  EXPECT_EQ(lease[id].request, "cancel");
+}
+
+// That copy on its own lease is no late request through another replica
+// when the run ends: here the cancel comes once the last epoch's version is
+// written, after the trainer's last look at the cancel flag; the job ends
+// CANCELLED as any cancel before the end is decided makes it.
+TEST_F(JobManagerTest, ACancelAfterTheLastEpochIsNoLateRequestOfAnotherReplica) {
+  UploadDataset("pets");
+  std::string id;
+  bool asked = false;
+  JobManager::Options o = ReplicaOptions("a");
+  o.after_version_written = [&](const std::string& job_id, int64_t version) {
+    if (job_id != id || version != 1) return;
+    ASSERT_TRUE(manager_->Cancel(job_id).ok());
+    asked = true;
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  EXPECT_EQ(WaitForEnd(id).state(), JOB_STATE_CANCELLED);
+  EXPECT_TRUE(asked);
+  EXPECT_THAT(Messages(id),
+              ::testing::Contains("cancellation requested; stopping after the current step"));
+  EXPECT_THAT(Messages(id),
+              ::testing::Not(::testing::Contains(HasSubstr("through another replica"))));
 }
 
 // The lease is lost between writing a checkpoint's version and pointing the

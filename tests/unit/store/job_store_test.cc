@@ -224,6 +224,14 @@ TEST_P(JobStoreTest, ARequestReachesTheLiveLeaseHolderOnly) {
   ASSERT_TRUE(holder.ok() && holder->has_value());
   EXPECT_EQ(**holder, "replica-a");
   EXPECT_EQ((*jobs_->RenewLeases("replica-a", {"a"}, 3000, 5000))["a"].request, "cancel");
+  // The holder asking: its own lease is named, and gets nothing.
+  holder = jobs_->RequestOfLeaseHolder("a", "pause", 3500, "replica-a");
+  ASSERT_TRUE(holder.ok() && holder->has_value());
+  EXPECT_EQ(**holder, "replica-a");
+  EXPECT_EQ((*jobs_->RenewLeases("replica-a", {"a"}, 3600, 5000))["a"].request, "");
+  // Another replica excepted: the request is left as usual.
+  ASSERT_TRUE(jobs_->RequestOfLeaseHolder("a", "pause", 3700, "replica-b")->has_value());
+  EXPECT_EQ((*jobs_->RenewLeases("replica-a", {"a"}, 3800, 5000))["a"].request, "pause");
   EXPECT_FALSE(jobs_->RequestOfLeaseHolder("a", "pause", 9000)->has_value());  // expired
   ASSERT_TRUE(jobs_->ReleaseLease("a", "replica-a").ok());
   EXPECT_FALSE((*jobs_->RenewLeases("replica-a", {"a"}, 3000, 5000))["a"].held);
