@@ -1,7 +1,9 @@
 #include "server/distributed/group.h"
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
+#include <mutex>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -111,6 +113,12 @@ Group::~Group() = default;
 
 absl::StatusOr<std::unique_ptr<Group>> Group::Join(
     const Rendezvous& r, const std::function<absl::Status(int)>& on_listening) {
+  // Gloo writes to its peers' sockets with plain write(2)/writev(2): a peer
+  // that left (a killed rank) would end this whole process with SIGPIPE,
+  // the server included, instead of failing the collective with EPIPE.
+  // Ignored process-wide, once; nothing here relies on SIGPIPE's default.
+  static std::once_flag ignore_sigpipe;
+  std::call_once(ignore_sigpipe, [] { std::signal(SIGPIPE, SIG_IGN); });
   if (r.world_size < 1 || r.rank < 0 || r.rank >= r.world_size) {
     return absl::InvalidArgumentError(
         absl::StrFormat("rank %d is not in a group of %d", r.rank, r.world_size));
