@@ -14,8 +14,10 @@
 # MB/s = bytes sent (the dataset's upload_bytes, 1 MB = 10^6 bytes) / wall
 # seconds. From the server's log it also takes the RPC's duration ("request",
 # method UploadDataset, "ms") and the ingest time after the last byte arrived
-# ("dataset stored", "ingest_seconds": decode, validate, write the .kds file,
-# catalogue row); ingest share = ingest seconds / client wall seconds. It prints
+# ("dataset stored", "ingest_seconds": what is left after the last byte of
+# decoding and validating (an IDX pair decodes while it arrives), writing the
+# record file, the catalogue row); ingest share = ingest seconds / client wall
+# seconds. It prints
 # medians over rounds and appends one JSON line per upload to $UPLOAD_RESULTS.
 # Then, when the build has it, bench/kaizen_ingest_stages_bench times each
 # stage of the IDX ingest alone (SHA-256, gunzip by zlib and by ISA-L, the
@@ -195,7 +197,7 @@ for kind in ["idx", "folder", "targz"]:
           f"{g('mb_per_second'):>9.2f}{g('images_per_second'):>10.0f}{g('server_rpc_seconds'):>8.3f}"
           f"{g('ingest_seconds'):>10.3f}{100 * g('ingest_share'):>7.0f}%{fails:>7}")
 print("\nwall: the kaizenctl process (connect, archive for the folder, stream, server ingest, reply);"
-      "\nrpc: the server's UploadDataset duration; ingest: decode + store after the last byte.")
+      "\nrpc: the server's UploadDataset duration; ingest: what remains of decode + store after the last byte.")
 PYEOF
 [ -z "$RESULTS" ] || echo "raw results appended to $RESULTS (run_id $RUN_ID)" >&2
 

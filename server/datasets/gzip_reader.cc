@@ -42,13 +42,17 @@ const char* DescribeInflateError(int rc, int64_t members_before) {
 
 }  // namespace
 
-GzipReader::GzipReader(std::FILE* file, std::string display_name)
-    : file_(file), display_name_(std::move(display_name)), in_(kInputBuffer) {}
+GzipReader::GzipReader(std::FILE* file, std::string display_name, Growing growing)
+    : file_(file),
+      display_name_(std::move(display_name)),
+      growing_(std::move(growing)),
+      in_(kInputBuffer) {}
 
 GzipReader::~GzipReader() { std::fclose(file_); }
 
 absl::StatusOr<std::unique_ptr<GzipReader>> GzipReader::Open(const std::string& path,
-                                                             const std::string& display_name) {
+                                                             const std::string& display_name,
+                                                             Growing growing) {
   std::FILE* file = std::fopen(path.c_str(), "rb");
   if (file == nullptr) {
     const int err = errno;
@@ -56,12 +60,9 @@ absl::StatusOr<std::unique_ptr<GzipReader>> GzipReader::Open(const std::string& 
         absl::StrCat(display_name, ": cannot open ", path, ": ", std::strerror(err));
     return err == ENOENT ? absl::NotFoundError(message) : absl::InternalError(message);
   }
-  std::unique_ptr<GzipReader> reader(new GzipReader(file, display_name));
+  std::unique_ptr<GzipReader> reader(new GzipReader(file, display_name, std::move(growing)));
   // The first bytes decide: 1f 8b starts a gzip member (RFC 1952).
-  const size_t n = std::fread(reader->in_.data(), 1, reader->in_.size(), file);
-  if (std::ferror(file)) {
-    return absl::InternalError(absl::StrCat(display_name, ": cannot read ", path));
-  }
+  ASSIGN_OR_RETURN(const size_t n, reader->ReadFile(reader->in_.data(), reader->in_.size()));
   reader->at_eof_ = n < reader->in_.size();
   if (n >= 2 && reader->in_[0] == 0x1f && reader->in_[1] == 0x8b) {
     reader->state_ = std::make_unique<inflate_state>();
@@ -80,12 +81,32 @@ absl::Status GzipReader::Corrupt(const std::string& why) const {
   return absl::InvalidArgumentError(absl::StrCat(display_name_, ": ", why));
 }
 
+absl::StatusOr<size_t> GzipReader::ReadFile(unsigned char* out, size_t size) {
+  size_t got = 0;
+  while (got < size) {
+    if (growing_ != nullptr) {
+      ASSIGN_OR_RETURN(const bool more, growing_(file_offset_));
+      if (!more) break;
+      std::clearerr(file_);  // the end seen before may have moved
+    }
+    const size_t n = std::fread(out + got, 1, size - got, file_);
+    if (std::ferror(file_)) return absl::InternalError(absl::StrCat(display_name_, ": read error"));
+    got += n;
+    file_offset_ += static_cast<int64_t>(n);
+    if (growing_ == nullptr) break;
+    if (n == 0) {
+      return absl::InternalError(absl::StrCat(display_name_, ": the file ends at ", file_offset_,
+                                              " bytes, before what its writer reported"));
+    }
+  }
+  return got;
+}
+
 absl::StatusOr<bool> GzipReader::Refill() {
   if (at_eof_) return false;
   const size_t keep = state_->avail_in;
   if (keep > 0) std::memmove(in_.data(), state_->next_in, keep);
-  const size_t n = std::fread(in_.data() + keep, 1, in_.size() - keep, file_);
-  if (std::ferror(file_)) return absl::InternalError(absl::StrCat(display_name_, ": read error"));
+  ASSIGN_OR_RETURN(const size_t n, ReadFile(in_.data() + keep, in_.size() - keep));
   if (n < in_.size() - keep) at_eof_ = true;
   state_->next_in = in_.data();
   state_->avail_in = static_cast<uint32_t>(keep + n);
@@ -100,8 +121,8 @@ absl::StatusOr<size_t> GzipReader::Read(void* out, size_t size) {
   std::memcpy(dst, in_.data() + plain_pos_, got);
   plain_pos_ += got;
   if (got < size && !at_eof_) {
-    got += std::fread(dst + got, 1, size - got, file_);
-    if (std::ferror(file_)) return absl::InternalError(absl::StrCat(display_name_, ": read error"));
+    ASSIGN_OR_RETURN(const size_t n, ReadFile(dst + got, size - got));
+    got += n;
   }
   if (got < size) ended_cleanly_ = true;
   return got;

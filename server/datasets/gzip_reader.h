@@ -5,9 +5,14 @@
 // verified; damage, and bytes after the last member that do not start
 // another one, are errors naming the file. A stream cut short reads short,
 // and Ended() says so.
+//
+// The file may still be growing (an upload being received): then every read
+// of the file first asks a Growing callback, which waits for the writer.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,10 +26,18 @@ namespace kaizen::datasets {
 
 class GzipReader {
  public:
+  // For a file another thread is still writing: blocks until the file holds
+  // more than `have` bytes (true) or is complete with `have` bytes (false).
+  // An error (the writer gave up) ends the read with that error, at once,
+  // whatever the file holds.
+  using Growing = std::function<absl::StatusOr<bool>(int64_t have)>;
+
   // Opens `path`; `display_name` names it in messages (the uploaded file's
-  // name). NotFound when the file is missing.
+  // name). NotFound when the file is missing. With `growing`, reads wait for
+  // the file's writer through it instead of stopping at its current end.
   static absl::StatusOr<std::unique_ptr<GzipReader>> Open(const std::string& path,
-                                                          const std::string& display_name);
+                                                          const std::string& display_name,
+                                                          Growing growing = nullptr);
   ~GzipReader();
   GzipReader(const GzipReader&) = delete;
   GzipReader& operator=(const GzipReader&) = delete;
@@ -42,7 +55,10 @@ class GzipReader {
   bool compressed() const { return state_ != nullptr; }
 
  private:
-  GzipReader(std::FILE* file, std::string display_name);
+  GzipReader(std::FILE* file, std::string display_name, Growing growing);
+  // Reads up to `size` bytes of the file; fewer only at its end (for a
+  // growing file, once it is complete).
+  absl::StatusOr<size_t> ReadFile(unsigned char* out, size_t size);
   // Refills the input buffer when it is empty; false at the end of the file.
   absl::StatusOr<bool> Refill();
   absl::StatusOr<size_t> Inflate(unsigned char* out, size_t size);
@@ -50,6 +66,8 @@ class GzipReader {
 
   std::FILE* file_;
   std::string display_name_;
+  Growing growing_;          // null for a complete file
+  int64_t file_offset_ = 0;  // bytes read from the file so far
   std::vector<unsigned char> in_;
   // Where the gzip stream is: at a member's first bytes, in its header, or
   // in its deflate data (the trailer is checked by isal_inflate).

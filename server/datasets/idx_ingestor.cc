@@ -36,11 +36,12 @@ uint32_t BigEndian32(const unsigned char* p) {
 
 // Opens an IDX file of unsigned bytes with `rank` dimensions and reads its
 // header. `what` names the expected content for messages ("images").
-absl::StatusOr<std::unique_ptr<GzipReader>> OpenIdx(const std::string& path,
-                                                    const std::string& display_name, int rank,
+absl::StatusOr<std::unique_ptr<GzipReader>> OpenIdx(const IdxFile& idx, int rank,
                                                     absl::string_view what,
                                                     std::vector<uint32_t>* dims) {
-  ASSIGN_OR_RETURN(std::unique_ptr<GzipReader> file, GzipReader::Open(path, display_name));
+  const std::string& display_name = idx.display_name;
+  ASSIGN_OR_RETURN(std::unique_ptr<GzipReader> file,
+                   GzipReader::Open(idx.path, display_name, idx.growing));
   unsigned char header[4 * 4];
   ASSIGN_OR_RETURN(const size_t got, file->Read(header, 4));
   const uint32_t expected = 0x00000800u | static_cast<uint32_t>(rank);
@@ -145,20 +146,14 @@ int64_t FileSize(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
 }
 
-// Checks the IDX header's sizes before anything is read or allocated: counts
-// match, each dimension within its bound, and the products (checked, so that
-// a wrap-around cannot pass a limit) within the limits. Returns the pixel
+// Checks the images header's sizes before anything is read or allocated:
+// each dimension within its bound, and the products (checked, so that a
+// wrap-around cannot pass a limit) within the limits. Returns the pixel
 // payload's size in bytes.
-absl::StatusOr<int64_t> CheckIdxSizes(const std::vector<uint32_t>& image_dims, uint32_t num_labels,
-                                      const std::string& images_name,
-                                      const std::string& labels_name,
-                                      const IngestOptions& options) {
+absl::StatusOr<int64_t> CheckIdxImageSizes(const std::vector<uint32_t>& image_dims,
+                                           const std::string& images_name,
+                                           const IngestOptions& options) {
   const int64_t num_images = image_dims[0];
-  if (num_images != num_labels) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(images_name, " holds ", num_images, " images but ", labels_name, " holds ",
-                     num_labels, " labels; they must match one to one"));
-  }
   if (num_images > options.max_examples) {
     return absl::InvalidArgumentError(absl::StrCat(images_name, ": ", num_images,
                                                    " images; the limit is ", options.max_examples));
@@ -189,13 +184,10 @@ absl::StatusOr<int64_t> CheckIdxSizes(const std::vector<uint32_t>& image_dims, u
 
 }  // namespace
 
-absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
-                                       const std::string& labels_path,
+absl::StatusOr<IngestResult> IngestIdx(const IdxFile& images_file, const IdxFile& labels_file,
                                        const std::vector<std::string>& class_names,
-                                       const std::string& images_display_name,
-                                       const std::string& labels_display_name,
-                                       const IngestOptions& options,
-                                       const std::string& record_path) {
+                                       const IngestOptions& options, const std::string& record_path,
+                                       const std::function<absl::Status()>& before_storing) {
   {
     absl::flat_hash_set<absl::string_view> names;
     for (const std::string& name : class_names) {
@@ -205,25 +197,45 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
       }
     }
   }
+  const std::string& images_display_name = images_file.display_name;
+  const std::string& labels_display_name = labels_file.display_name;
 
+  // The images first, whole, then the labels: an upload sends them in this
+  // order, so the images decode while the rest arrives.
   std::vector<uint32_t> image_dims;
   ASSIGN_OR_RETURN(std::unique_ptr<GzipReader> images,
-                   OpenIdx(images_path, images_display_name, 3, "images", &image_dims));
-  std::vector<uint32_t> label_dims;
-  ASSIGN_OR_RETURN(std::unique_ptr<GzipReader> labels,
-                   OpenIdx(labels_path, labels_display_name, 1, "labels", &label_dims));
+                   OpenIdx(images_file, 3, "images", &image_dims));
   const uint64_t num_images = image_dims[0];
   const uint64_t rows = image_dims[1];
   const uint64_t cols = image_dims[2];
-  ASSIGN_OR_RETURN(
-      const int64_t payload_bytes,
-      CheckIdxSizes(image_dims, label_dims[0], images_display_name, labels_display_name, options));
-  DecodeBudget budget(options.budget, FileSize(images_path) + FileSize(labels_path));
+  ASSIGN_OR_RETURN(const int64_t payload_bytes,
+                   CheckIdxImageSizes(image_dims, images_display_name, options));
+  const auto size_of = [](const IdxFile& f) {
+    return f.size_bytes > 0 ? f.size_bytes : FileSize(f.path);
+  };
+  DecodeBudget budget(options.budget, size_of(images_file) + size_of(labels_file));
   RETURN_IF_ERROR(budget.Charge(
       payload_bytes + static_cast<int64_t>(num_images),
       absl::StrCat(images_display_name, " and ", labels_display_name, ": the header's ", num_images,
                    " images of ", rows, "x", cols, " pixels")));
 
+  ASSIGN_OR_RETURN(std::vector<uint8_t> pixels,
+                   ReadIdxPayload(*images, static_cast<uint64_t>(payload_bytes),
+                                  images_display_name, [&](uint64_t got) {
+                                    return absl::StrCat("header says ", num_images, " images of ",
+                                                        rows, "x", cols, " but only ", got,
+                                                        " bytes of pixel data");
+                                  }));
+  images.reset();
+
+  std::vector<uint32_t> label_dims;
+  ASSIGN_OR_RETURN(std::unique_ptr<GzipReader> labels,
+                   OpenIdx(labels_file, 1, "labels", &label_dims));
+  if (num_images != label_dims[0]) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        images_display_name, " holds ", num_images, " images but ", labels_display_name, " holds ",
+        label_dims[0], " labels; they must match one to one"));
+  }
   ASSIGN_OR_RETURN(std::vector<uint8_t> label_bytes,
                    ReadIdxPayload(*labels, num_images, labels_display_name, [&](uint64_t got) {
                      return absl::StrCat("header says ", num_images, " labels but only ", got,
@@ -234,15 +246,7 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
   const size_t num_classes_given = class_names.size();
   ASSIGN_OR_RETURN(const uint8_t max_label,
                    CheckIdxLabels(label_bytes, num_classes_given, labels_display_name));
-
-  ASSIGN_OR_RETURN(std::vector<uint8_t> pixels,
-                   ReadIdxPayload(*images, static_cast<uint64_t>(payload_bytes),
-                                  images_display_name, [&](uint64_t got) {
-                                    return absl::StrCat("header says ", num_images, " images of ",
-                                                        rows, "x", cols, " but only ", got,
-                                                        " bytes of pixel data");
-                                  }));
-  images.reset();
+  if (before_storing != nullptr) RETURN_IF_ERROR(before_storing());
 
   IngestResult result;
   DecodedDataset& data = result.data;
@@ -294,6 +298,22 @@ absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
     result.summary.set_stored_bytes(*stored);
   }
   return result;
+}
+
+absl::StatusOr<IngestResult> IngestIdx(const std::string& images_path,
+                                       const std::string& labels_path,
+                                       const std::vector<std::string>& class_names,
+                                       const std::string& images_display_name,
+                                       const std::string& labels_display_name,
+                                       const IngestOptions& options,
+                                       const std::string& record_path) {
+  IdxFile images;
+  images.path = images_path;
+  images.display_name = images_display_name;
+  IdxFile labels;
+  labels.path = labels_path;
+  labels.display_name = labels_display_name;
+  return IngestIdx(images, labels, class_names, options, record_path);
 }
 
 }  // namespace kaizen::datasets

@@ -63,19 +63,6 @@ absl::Status CheckIngestedText(Dataset* summary) {
   return absl::OkStatus();
 }
 
-// IDX images are raw pixels: they are stored as raw records.
-absl::StatusOr<Dataset> IngestIdxRecords(const std::vector<std::string>& paths,
-                                         const std::vector<std::string>& names,
-                                         const kaizen::v1::UploadDatasetHeader& header,
-                                         const datasets::IngestOptions& options,
-                                         const std::string& record_path) {
-  ASSIGN_OR_RETURN(datasets::IngestResult ingested,
-                   datasets::IngestIdx(paths[0], paths[1],
-                                       {header.class_names().begin(), header.class_names().end()},
-                                       names[0], names[1], options, record_path));
-  return std::move(ingested.summary);
-}
-
 // The table layout a text format names.
 std::optional<datasets::TextTableFormat> TextFormat(DatasetFormat format) {
   switch (format) {
@@ -189,6 +176,7 @@ absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> DatasetStore::BeginUpload(
   std::unique_ptr<Upload> upload(new Upload(this, header, std::move(ro)));
   // From here on the Upload's destructor releases the reservation.
   RETURN_IF_ERROR(upload->receiver_.Start(header.parts()));
+  if (header.format() == kaizen::v1::DATASET_FORMAT_IDX) upload->StartIngestWhileReceiving();
   return upload;
 }
 
@@ -197,11 +185,62 @@ void DatasetStore::Release(const std::string& name) {
   uploading_.erase(name);
 }
 
-DatasetStore::Upload::~Upload() { store_->Release(header_.name()); }
+DatasetStore::Upload::Upload(DatasetStore* store, kaizen::v1::UploadDatasetHeader header,
+                             UploadReceiver::Options receiver_options)
+    : store_(store),
+      header_(std::move(header)),
+      receiver_(std::move(receiver_options)),
+      record_rel_(absl::StrCat("datasets/", header_.name(), "-", common::RandomHex(4), ".krf")),
+      record_path_(absl::StrCat(store_->options_.data_dir, "/", record_rel_)),
+      ingested_(absl::CancelledError("not ingested")) {}
 
-absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_hex) {
-  RETURN_IF_ERROR(receiver_.Finish(sha256_hex));
-  const absl::Time start = absl::Now();
+DatasetStore::Upload::~Upload() {
+  // The decoding thread stops at its next wait for bytes or for the verdict.
+  receiver_.Abandon();
+  if (ingesting_.joinable()) ingesting_.join();
+  store_->Release(header_.name());
+}
+
+void DatasetStore::Upload::StartIngestWhileReceiving() {
+  datasets::IdxFile images;
+  images.path = receiver_.part_paths()[0];
+  images.display_name = receiver_.part_names()[0];
+  images.size_bytes = receiver_.part_sizes()[0];
+  images.growing = receiver_.Follow(0);
+  datasets::IdxFile labels;
+  labels.path = receiver_.part_paths()[1];
+  labels.display_name = receiver_.part_names()[1];
+  labels.size_bytes = receiver_.part_sizes()[1];
+  labels.growing = receiver_.Follow(1);
+  const auto ingest = [this, images = std::move(images), labels = std::move(labels)] {
+    try {
+      absl::StatusOr<datasets::IngestResult> result = datasets::IngestIdx(
+          images, labels, {header_.class_names().begin(), header_.class_names().end()},
+          IngestOptionsForUpload(), record_path_, [this] { return receiver_.AwaitVerdict(); });
+      ingested_ = result.ok() ? absl::StatusOr<Dataset>(std::move(result->summary))
+                              : absl::StatusOr<Dataset>(result.status());
+    } catch (const std::exception& e) {  // e.g. std::bad_alloc: a status, not std::terminate
+      ingested_ = absl::InternalError(absl::StrCat("cannot ingest the upload: ", e.what()));
+    }
+    absl::MutexLock lock(&refused_mu_);
+    refused_ = ingested_.status();
+  };
+  try {
+    ingesting_ = std::thread(ingest);
+  } catch (const std::system_error&) {
+    // No thread to spare: Finish() decodes the complete files.
+  }
+}
+
+absl::Status DatasetStore::Upload::Append(absl::string_view bytes) {
+  {
+    absl::MutexLock lock(&refused_mu_);
+    if (!refused_.ok()) return refused_;
+  }
+  return receiver_.Append(bytes);
+}
+
+datasets::IngestOptions DatasetStore::Upload::IngestOptionsForUpload() const {
   datasets::IngestOptions io;
   io.max_image_pixels = store_->options_.max_image_pixels;
   io.max_jpeg_scans = store_->options_.max_jpeg_scans;
@@ -218,11 +257,14 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
   if (header_.format() == kaizen::v1::DATASET_FORMAT_IDX) {
     io.budget.max_bytes = std::min(io.budget.max_bytes, store_->options_.max_loaded_bytes);
   }
+  return io;
+}
+
+absl::StatusOr<Dataset> DatasetStore::Upload::Ingest() {
+  const datasets::IngestOptions io = IngestOptionsForUpload();
   const auto& paths = receiver_.part_paths();
   const auto& names = receiver_.part_names();
-  const std::string rel =
-      absl::StrCat("datasets/", header_.name(), "-", common::RandomHex(4), ".krf");
-  const std::string path = store_->options_.data_dir + "/" + rel;
+  const std::string& path = record_path_;
   absl::StatusOr<Dataset> ingested;
   if (const auto text_format = TextFormat(header_.format()); text_format.has_value()) {
     datasets::TextTableOptions table;
@@ -236,10 +278,29 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
       ingested->mutable_report()->mutable_text()->set_label_field(table.label_field);
     }
   } else if (header_.format() == kaizen::v1::DATASET_FORMAT_IDX) {
-    ingested = IngestIdxRecords(paths, names, header_, io, path);
+    // IDX images are raw pixels: they are stored as raw records.
+    absl::StatusOr<datasets::IngestResult> result = datasets::IngestIdx(
+        paths[0], paths[1], {header_.class_names().begin(), header_.class_names().end()}, names[0],
+        names[1], io, path);
+    if (!result.ok()) return result.status();
+    ingested = std::move(result->summary);
   } else {
     ingested = datasets::IngestImageFolderArchive(paths[0], names[0], io, path);
   }
+  return ingested;
+}
+
+absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_hex) {
+  RETURN_IF_ERROR(receiver_.Finish(sha256_hex));
+  const absl::Time start = absl::Now();  // the ingest after the last byte
+  absl::StatusOr<Dataset> ingested;
+  if (ingesting_.joinable()) {
+    ingesting_.join();  // the verdict above lets it store
+    ingested = std::move(ingested_);
+  } else {
+    ingested = Ingest();
+  }
+  const std::string& path = record_path_;
   absl::Status checked = ingested.ok() ? CheckIngestedText(&*ingested) : ingested.status();
   if (!checked.ok()) {
     // A file renamed into place whose directory could not be synced, or
@@ -249,7 +310,7 @@ absl::StatusOr<Dataset> DatasetStore::Upload::Finish(absl::string_view sha256_he
   }
 
   DatasetRow row;
-  row.file = rel;
+  row.file = record_rel_;
   Dataset& d = row.dataset;
   d = *std::move(ingested);
   d.set_name(header_.name());

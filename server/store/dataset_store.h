@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -14,6 +15,7 @@
 #include "kaizen/v1/dataset_service.pb.h"
 #include "server/datasets/dataset_file.h"
 #include "server/datasets/decode_budget.h"
+#include "server/datasets/ingest_options.h"
 #include "server/datasets/record_file.h"
 #include "server/store/metadata_store.h"
 #include "server/store/upload_receiver.h"
@@ -59,21 +61,38 @@ class DatasetStore {
   };
 
   // One upload in progress. Destroying it without a successful Finish()
-  // removes everything it wrote.
+  // removes everything it wrote. An IDX upload decodes on a thread of its
+  // own while its bytes arrive, and stores only once Finish() verified them.
   class Upload {
    public:
     ~Upload();
-    absl::Status Append(absl::string_view bytes) { return receiver_.Append(bytes); }
+    // Stores the next bytes; an error once decoding what arrived so far
+    // failed, so that the client stops sending a file already refused.
+    absl::Status Append(absl::string_view bytes);
     absl::StatusOr<kaizen::v1::Dataset> Finish(absl::string_view sha256_hex);
 
    private:
     friend class DatasetStore;
     Upload(DatasetStore* store, kaizen::v1::UploadDatasetHeader header,
-           UploadReceiver::Options receiver_options)
-        : store_(store), header_(std::move(header)), receiver_(std::move(receiver_options)) {}
+           UploadReceiver::Options receiver_options);
+    // The ingest limits for this upload's format.
+    datasets::IngestOptions IngestOptionsForUpload() const;
+    // Starts decoding the IDX parts as they arrive (after receiver_.Start).
+    // Without a thread to spare, Finish() decodes them instead.
+    void StartIngestWhileReceiving();
+    // Decodes the received parts into record_path_.
+    absl::StatusOr<kaizen::v1::Dataset> Ingest();
+
     DatasetStore* store_;
     kaizen::v1::UploadDatasetHeader header_;
     UploadReceiver receiver_;
+    // The record file, relative to the data directory and in full.
+    std::string record_rel_;
+    std::string record_path_;
+    std::thread ingesting_;
+    absl::StatusOr<kaizen::v1::Dataset> ingested_;  // set by ingesting_
+    absl::Mutex refused_mu_;
+    absl::Status refused_ ABSL_GUARDED_BY(refused_mu_);  // ingesting_'s error
   };
 
   DatasetStore(Options options, MetadataStore* metadata);

@@ -96,16 +96,74 @@ absl::Status UploadReceiver::Append(absl::string_view bytes) {
     part_received_ += static_cast<int64_t>(n);
     if (part_received_ == sizes_[part_] && part_ + 1 < sizes_.size()) {
       RETURN_IF_ERROR(CloseCurrent());
+      Publish(part_, part_received_);
       ++part_;
       part_received_ = 0;
       file_ = std::fopen(paths_[part_].c_str(), "wb");
       if (file_ == nullptr) return absl::InternalError(absl::StrCat("cannot open ", paths_[part_]));
     }
   }
+  if (following_) {
+    if (std::fflush(file_) != 0) {
+      return absl::InternalError(
+          absl::StrCat("cannot write ", paths_[part_], ": ", std::strerror(errno)));
+    }
+    Publish(part_, part_received_);
+  }
   return absl::OkStatus();
 }
 
+void UploadReceiver::Publish(size_t i, int64_t bytes) {
+  if (!following_) return;
+  absl::MutexLock lock(&follow_mu_);
+  visible_[i] = bytes;
+}
+
+std::function<absl::StatusOr<bool>(int64_t)> UploadReceiver::Follow(size_t i) {
+  following_ = true;
+  {
+    absl::MutexLock lock(&follow_mu_);
+    visible_.resize(sizes_.size(), 0);
+  }
+  return [this, i](int64_t have) -> absl::StatusOr<bool> {
+    const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(follow_mu_) {
+      return abandoned_ || visible_[i] > have || visible_[i] == sizes_[i];
+    };
+    absl::MutexLock lock(&follow_mu_);
+    follow_mu_.Await(absl::Condition(&ready));
+    if (abandoned_) {
+      return absl::CancelledError(
+          absl::StrCat(options_.what, " ended before \"", names_[i], "\" was complete"));
+    }
+    return visible_[i] > have;
+  };
+}
+
+absl::Status UploadReceiver::AwaitVerdict() {
+  const auto decided = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(follow_mu_) {
+    return verified_ || abandoned_;
+  };
+  absl::MutexLock lock(&follow_mu_);
+  follow_mu_.Await(absl::Condition(&decided));
+  if (abandoned_) {
+    return absl::CancelledError(absl::StrCat(options_.what, " was not accepted"));
+  }
+  return absl::OkStatus();
+}
+
+void UploadReceiver::Abandon() {
+  absl::MutexLock lock(&follow_mu_);
+  abandoned_ = true;
+}
+
 absl::Status UploadReceiver::Finish(absl::string_view sha256_hex) {
+  absl::Status checked = Check(sha256_hex);
+  absl::MutexLock lock(&follow_mu_);
+  (checked.ok() ? verified_ : abandoned_) = true;
+  return checked;
+}
+
+absl::Status UploadReceiver::Check(absl::string_view sha256_hex) {
   RETURN_IF_ERROR(CloseCurrent());
   if (received_ < declared_) {
     return absl::InvalidArgumentError(absl::StrFormat(

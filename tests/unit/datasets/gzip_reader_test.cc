@@ -227,5 +227,16 @@ TEST_F(GzipReaderTest, AMissingFileIsNotFound) {
   EXPECT_THAT(reader.status().message(), HasSubstr("labels.gz: cannot open"));
 }
 
+TEST_F(GzipReaderTest, AGrowingFileThatLagsBehindItsWriterIsAnErrorNotAHang) {
+  test_util::WriteBinaryFile(dir_.File("part"), "abc");
+  // The writer claims 10 bytes where the file holds 3 (a file cut by
+  // something else): the read fails at once instead of spinning.
+  absl::StatusOr<std::unique_ptr<GzipReader>> reader =
+      GzipReader::Open(dir_.File("part"), "labels.gz",
+                       [](int64_t have) -> absl::StatusOr<bool> { return have < 10; });
+  ASSERT_TRUE(absl::IsInternal(reader.status())) << reader.status();
+  EXPECT_THAT(reader.status().message(), HasSubstr("labels.gz: the file ends at 3 bytes"));
+}
+
 }  // namespace
 }  // namespace kaizen::datasets

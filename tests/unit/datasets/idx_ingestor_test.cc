@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -22,27 +24,10 @@
 namespace kaizen::datasets {
 namespace {
 
+using test_util::IdxImages;
+using test_util::IdxLabels;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-// n images of rows x cols; image i is filled with the value i (so all differ).
-std::string IdxImages(uint32_t n, uint32_t rows, uint32_t cols) {
-  std::string out;
-  test_util::AppendBigEndian32(&out, 0x00000803);
-  test_util::AppendBigEndian32(&out, n);
-  test_util::AppendBigEndian32(&out, rows);
-  test_util::AppendBigEndian32(&out, cols);
-  for (uint32_t i = 0; i < n; ++i) out.append(rows * cols, static_cast<char>(i));
-  return out;
-}
-
-std::string IdxLabels(const std::vector<uint8_t>& labels) {
-  std::string out;
-  test_util::AppendBigEndian32(&out, 0x00000801);
-  test_util::AppendBigEndian32(&out, static_cast<uint32_t>(labels.size()));
-  out.append(labels.begin(), labels.end());
-  return out;
-}
 
 void WriteGzipFile(const std::string& path, const std::string& data) {
   gzFile file = gzopen(path.c_str(), "wb");
@@ -230,6 +215,87 @@ TEST_F(IdxIngestTest, LeavesNoRecordFileWhenDecodingFailsAfterTheLastPixel) {
       dir_.File("i.gz"), dir_.File("labels"), {}, "i.gz", "labels", {}, dir_.File("no/out.krf"));
   ASSERT_FALSE(unwritable.ok());
   EXPECT_THAT(std::string(unwritable.status().message()), HasSubstr("cannot create"));
+}
+
+// An upload decodes its IDX pair while it arrives: the images whole first,
+// then the labels (the order they are sent in), waiting for each file to
+// grow; and nothing is stored until the caller's verdict allows it.
+TEST_F(IdxIngestTest, ReadsTheImagesWholeBeforeTheLabelsWhileTheyGrow) {
+  // Noise, so that the gzip file is about as large as its pixels (2.4 MB).
+  std::string raw = IdxImages(3000, 28, 28);
+  uint32_t state = 12345;
+  for (size_t i = 16; i < raw.size(); ++i) {
+    state = state * 1103515245u + 12345u;
+    raw[i] = static_cast<char>(state >> 24);
+  }
+  WriteGzipFile(dir_.File("i.gz"), raw);
+  const std::string images = test_util::ReadBinaryFile(dir_.File("i.gz"));
+  const std::string labels = IdxLabels(AlternatingLabels(3000));
+  // A writer that reveals the two files piece by piece, in sending order,
+  // each time a reader waits.
+  struct Sent {
+    std::string log;  // 'i' or 'l': which file a reader waited on
+    size_t images = 0;
+    size_t labels = 0;
+  } sent;
+  test_util::WriteBinaryFile(dir_.File("i.gz"), "");
+  test_util::WriteBinaryFile(dir_.File("labels"), "");
+  const auto grow = [&](char which) {
+    return [&, which](int64_t have) -> absl::StatusOr<bool> {
+      sent.log.push_back(which);
+      const bool is_images = which == 'i';
+      const std::string& whole = is_images ? images : labels;
+      size_t& shown = is_images ? sent.images : sent.labels;
+      if (static_cast<size_t>(have) < shown) return true;
+      if (shown == whole.size()) return false;
+      if (!is_images && sent.images < images.size()) {
+        return absl::FailedPreconditionError("read the labels before the images were complete");
+      }
+      const size_t next = std::min(whole.size(), shown + 65'537);
+      std::FILE* f = std::fopen(dir_.File(is_images ? "i.gz" : "labels").c_str(), "ab");
+      std::fwrite(whole.data() + shown, 1, next - shown, f);
+      std::fclose(f);
+      shown = next;
+      return true;
+    };
+  };
+  IdxFile image_file{dir_.File("i.gz"), "i.gz", grow('i'), static_cast<int64_t>(images.size())};
+  IdxFile label_file{dir_.File("labels"), "labels", grow('l'), static_cast<int64_t>(labels.size())};
+  int verdicts = 0;
+  absl::StatusOr<IngestResult> result =
+      IngestIdx(image_file, label_file, {}, {}, dir_.File("out.krf"), [&] {
+        ++verdicts;
+        EXPECT_FALSE(std::ifstream(dir_.File("out.krf")).good()) << "stored before the verdict";
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(verdicts, 1);
+  EXPECT_EQ(sent.images, images.size());
+  EXPECT_EQ(sent.labels, labels.size());
+  EXPECT_EQ(result->data.records.size(), 3000u);
+  EXPECT_EQ(result->data.records[2999].label, 1);
+  EXPECT_TRUE(std::string(result->data.pixels.begin(), result->data.pixels.end()) ==
+              raw.substr(16));
+  EXPECT_EQ(result->summary.stored_bytes(),
+            static_cast<int64_t>(test_util::ReadBinaryFile(dir_.File("out.krf")).size()));
+  EXPECT_GT(sent.log.size(), images.size() / 65'537) << "the images were not read as they grew";
+  EXPECT_EQ(sent.log.find('i', sent.log.find('l')), std::string::npos) << sent.log;
+
+  // A refusing verdict (a checksum mismatch) ends the ingest with its error
+  // and stores nothing; so does a writer that gave up.
+  std::remove(dir_.File("out.krf").c_str());
+  absl::StatusOr<IngestResult> refused =
+      IngestIdx(IdxFile{dir_.File("i.gz"), "i.gz"}, IdxFile{dir_.File("labels"), "labels"}, {}, {},
+                dir_.File("out.krf"), [] { return absl::CancelledError("sha256 mismatch"); });
+  EXPECT_EQ(refused.status(), absl::CancelledError("sha256 mismatch"));
+  IdxFile abandoned{dir_.File("i.gz"), "i.gz", [](int64_t) -> absl::StatusOr<bool> {
+                      return absl::CancelledError("the upload ended");
+                    }};
+  EXPECT_EQ(
+      IngestIdx(abandoned, IdxFile{dir_.File("labels"), "labels"}, {}, {}, dir_.File("out.krf"))
+          .status(),
+      absl::CancelledError("the upload ended"));
+  EXPECT_EQ(test_util::CountFiles(dir_.path()), 2u) << "a record file or its temporary stayed";
 }
 
 TEST_F(IdxIngestTest, RejectsTrailingData) {

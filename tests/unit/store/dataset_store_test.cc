@@ -3,13 +3,17 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
+#include <vector>
 
+#include "absl/time/clock.h"
 #include "server/common/sha256.h"
 #include "server/datasets/dataset_file.h"
 #include "server/store/data_dir.h"
 #include "server/store/metadata_store.h"
+#include "tests/test_util/bytes.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
 
@@ -39,6 +43,21 @@ kaizen::v1::UploadDatasetHeader Header(const std::string& name, const std::strin
   kaizen::v1::UploadPart* part = h.add_parts();
   part->set_file_name("photos.tar.gz");
   part->set_size_bytes(static_cast<int64_t>(archive.size()));
+  return h;
+}
+
+// An IDX upload's header: the images part, then the labels part.
+kaizen::v1::UploadDatasetHeader IdxHeader(const std::string& name, int64_t images_bytes,
+                                          int64_t labels_bytes) {
+  kaizen::v1::UploadDatasetHeader h;
+  h.set_name(name);
+  h.set_format(kaizen::v1::DATASET_FORMAT_IDX);
+  kaizen::v1::UploadPart* images = h.add_parts();
+  images->set_file_name("train-images-idx3-ubyte");
+  images->set_size_bytes(images_bytes);
+  kaizen::v1::UploadPart* labels = h.add_parts();
+  labels->set_file_name("train-labels-idx1-ubyte");
+  labels->set_size_bytes(labels_bytes);
   return h;
 }
 
@@ -238,6 +257,90 @@ TEST_F(DatasetStoreTest, DeleteWaitsForJobsThenRemovesRowAndFile) {
   EXPECT_EQ(store_->Get("pets").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(FilesUnder(dir_.File("datasets")), 0);
   EXPECT_EQ(store_->Delete("pets").code(), absl::StatusCode::kNotFound);
+}
+
+// An IDX upload is decoded on its own thread while its bytes arrive, and
+// stored only once the whole stream and its checksum are verified.
+TEST_F(DatasetStoreTest, AnIdxUploadDecodesWhileItArrivesAndStoresOnlyWhenVerified) {
+  std::vector<uint8_t> label_values(300);
+  for (size_t i = 0; i < label_values.size(); ++i) label_values[i] = static_cast<uint8_t>(i % 3);
+  const std::string images = test_util::IdxImages(300, 28, 28);
+  const std::string labels = test_util::IdxLabels(label_values);
+  const std::string bytes = images + labels;
+  const auto begin = [&](const std::string& name) {
+    absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> up =
+        store_->BeginUpload(IdxHeader(name, images.size(), labels.size()));
+    EXPECT_TRUE(up.ok()) << up.status();
+    return up.ok() ? *std::move(up) : nullptr;
+  };
+  const auto send = [&](DatasetStore::Upload& up, size_t from, size_t to) {
+    for (size_t at = from; at < to; at += 10'000) {
+      ASSERT_TRUE(up.Append(bytes.substr(at, std::min<size_t>(10'000, to - at))).ok());
+    }
+  };
+
+  std::unique_ptr<DatasetStore::Upload> good = begin("fashion");
+  ASSERT_NE(good, nullptr);
+  send(*good, 0, bytes.size());
+  absl::StatusOr<kaizen::v1::Dataset> stored = good->Finish(common::Sha256Hex(bytes));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->num_examples(), 300);
+  EXPECT_EQ(stored->classes_size(), 3);
+  EXPECT_EQ(stored->upload_bytes(), static_cast<int64_t>(bytes.size()));
+  EXPECT_EQ(FilesUnder(dir_.File("datasets")), 1);
+  good.reset();
+  EXPECT_TRUE(fs::is_empty(dir_.File("tmp")));
+  absl::StatusOr<datasets::DecodedDataset> loaded = store_->Load("fashion");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(std::string(loaded->pixels.begin(), loaded->pixels.end()) == images.substr(16));
+  EXPECT_EQ(loaded->records[299].label, 299 % 3);
+
+  // Every byte decoded, then a checksum that does not match: nothing stays.
+  std::unique_ptr<DatasetStore::Upload> mismatch = begin("mismatch");
+  ASSERT_NE(mismatch, nullptr);
+  send(*mismatch, 0, bytes.size());
+  // Time for the decoder to finish and reach the verdict, where it must wait.
+  absl::SleepFor(absl::Milliseconds(300));
+  absl::StatusOr<kaizen::v1::Dataset> refused = mismatch->Finish(common::Sha256Hex("other"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("sha256 mismatch"));
+  mismatch.reset();
+  EXPECT_EQ(store_->Get("mismatch").status().code(), absl::StatusCode::kNotFound);
+
+  // Dropped halfway through the images (the client went away): the decoding
+  // thread stops, nothing stays, and the name is free again.
+  std::unique_ptr<DatasetStore::Upload> dropped = begin("dropped");
+  ASSERT_NE(dropped, nullptr);
+  send(*dropped, 0, images.size() / 2);
+  dropped.reset();
+  EXPECT_EQ(FilesUnder(dir_.File("datasets")), 1);
+  EXPECT_TRUE(fs::is_empty(dir_.File("tmp")));
+  EXPECT_NE(begin("dropped"), nullptr);
+}
+
+TEST_F(DatasetStoreTest, AnIdxUploadWhoseImagesAreRefusedFailsBeforeItsLastByte) {
+  std::string images = test_util::IdxImages(10, 28, 28);
+  images[3] = 0x01;  // a labels file's magic: the files are swapped
+  const std::string labels(int64_t{1} << 20, '\0');
+  absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> up =
+      store_->BeginUpload(IdxHeader("swapped", images.size(), labels.size()));
+  ASSERT_TRUE(up.ok()) << up.status();
+  ASSERT_TRUE((*up)->Append(images).ok());
+  // The labels trickle in; the images were refused meanwhile, and the next
+  // chunk hears it, long before the last one.
+  absl::Status st;
+  size_t sent = 0;
+  while (st.ok() && sent < labels.size()) {
+    st = (*up)->Append(labels.substr(sent, 4096));
+    sent += 4096;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+  EXPECT_THAT(st.message(), HasSubstr("train-images-idx3-ubyte: not an IDX images file"));
+  EXPECT_THAT(st.message(), HasSubstr("swapped"));
+  EXPECT_LT(sent, labels.size());
+  up->reset();
+  EXPECT_EQ(FilesUnder(dir_.File("datasets")), 0);
+  EXPECT_TRUE(fs::is_empty(dir_.File("tmp")));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <future>
 
 #include "server/common/atomic_file.h"
 #include "server/common/sha256.h"
@@ -104,6 +105,64 @@ TEST(UploadReceiver, DeclaredSizesThatOverflowAreInvalidArgumentNamingThePart) {
   EXPECT_NE(st.message().find("labels.gz"), absl::string_view::npos) << st;
   EXPECT_NE(st.message().find("overflows"), absl::string_view::npos) << st;
   EXPECT_EQ(CountFiles(dir.path()), 0);
+}
+
+// A reader on another thread (an IDX upload decoding as it arrives) sees
+// each chunk in the part's file as soon as Append reports it, learns when a
+// part is complete, and hears the verdict.
+TEST(UploadReceiver, AFollowerSeesEachChunkAsItArrivesAndThenTheVerdict) {
+  test_util::TempDir dir;
+  UploadReceiver r(Opts(dir, 2));
+  ASSERT_TRUE(r.Start(Parts({{"images", 6}, {"labels", 3}})).ok());
+  const auto images = r.Follow(0);
+  const auto labels = r.Follow(1);
+  std::string got;
+  ASSERT_TRUE(r.Append("abc").ok());
+  EXPECT_EQ(images(0), absl::StatusOr<bool>(true));
+  // Flushed, not left in the writer's buffer.
+  ASSERT_TRUE(common::ReadFile(r.part_paths()[0], &got).ok());
+  EXPECT_EQ(got, "abc");
+
+  // A reader that has everything so far waits for the next chunk.
+  auto waiting = std::async(std::launch::async, [&] { return images(3); });
+  EXPECT_EQ(waiting.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
+  ASSERT_TRUE(r.Append("defg").ok());  // ends the images, starts the labels
+  EXPECT_EQ(waiting.get(), absl::StatusOr<bool>(true));
+  EXPECT_EQ(images(6), absl::StatusOr<bool>(false)) << "the images are complete";
+  EXPECT_EQ(labels(0), absl::StatusOr<bool>(true));
+  ASSERT_TRUE(common::ReadFile(r.part_paths()[1], &got).ok());
+  EXPECT_EQ(got, "g");
+
+  auto verdict = std::async(std::launch::async, [&] { return r.AwaitVerdict(); });
+  EXPECT_EQ(verdict.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
+  ASSERT_TRUE(r.Append("hi").ok());
+  EXPECT_EQ(labels(3), absl::StatusOr<bool>(false));
+  ASSERT_TRUE(r.Finish(common::Sha256Hex("abcdefghi")).ok());
+  EXPECT_TRUE(verdict.get().ok());
+}
+
+TEST(UploadReceiver, AbandoningOrAFailedFinishEndsEveryWaitWithCancelled) {
+  test_util::TempDir dir;
+  {
+    UploadReceiver r(Opts(dir, 1));
+    ASSERT_TRUE(r.Start(Parts({{"images", 6}})).ok());
+    const auto images = r.Follow(0);
+    ASSERT_TRUE(r.Append("abc").ok());
+    auto waiting = std::async(std::launch::async, [&] { return images(3); });
+    auto verdict = std::async(std::launch::async, [&] { return r.AwaitVerdict(); });
+    r.Abandon();
+    EXPECT_TRUE(absl::IsCancelled(waiting.get().status()));
+    EXPECT_TRUE(absl::IsCancelled(verdict.get()));
+    // At once, even where bytes are there to read.
+    EXPECT_TRUE(absl::IsCancelled(images(0).status()));
+  }
+  UploadReceiver r(Opts(dir, 1));
+  ASSERT_TRUE(r.Start(Parts({{"images", 3}})).ok());
+  const auto images = r.Follow(0);
+  ASSERT_TRUE(r.Append("abc").ok());
+  EXPECT_FALSE(r.Finish(common::Sha256Hex("abd")).ok());
+  EXPECT_TRUE(absl::IsCancelled(r.AwaitVerdict()));
+  EXPECT_TRUE(absl::IsCancelled(images(3).status()));
 }
 
 }  // namespace
