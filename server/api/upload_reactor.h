@@ -5,9 +5,10 @@
 // stream that is idle or past its deadline (DEADLINE_EXCEEDED with the limit
 // and its flag in the message), and the store work (writing chunks, ingest,
 // inspection) runs on the UploadRunner's threads, one message at a time. An
-// ended stream first destroys its Upload (temporary files, name reservation)
-// and gives its slot back, then sends the status, so a client that hears the
-// status can upload the same name again at once.
+// ended stream first destroys its Upload (temporary files, name reservation,
+// a decoding thread), on the runner, and gives its slot back, then sends the
+// status, so a client that hears the status can upload the same name again
+// at once.
 #pragma once
 
 #include <grpcpp/alarm.h>
@@ -209,44 +210,56 @@ class UploadReactor final : public grpc::ServerReadReactor<Request> {
         *response_ = *std::move(result);
       }
     }
-    absl::MutexLock lock(&mu_);
-    working_ = false;
-    if (!ended_) {
-      ended_ = true;
-      deferred_ = status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ended_) {
+        ended_ = true;
+        deferred_ = status;
+      }
     }
-    FinishLocked();
+    ReleaseAndSend();
   }
 
   // Runs on the runner after Process().
   void AfterWork(const absl::Status& status) {
-    absl::MutexLock lock(&mu_);
-    working_ = false;
-    if (!ended_ && status.ok()) {
-      ReadNext();
-      return;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ended_ && status.ok()) {
+        working_ = false;
+        ReadNext();
+        return;
+      }
+      if (!ended_) {
+        ended_ = true;
+        deferred_ = status;
+      }
     }
-    if (!ended_) {
-      ended_ = true;
-      deferred_ = status;
-    }
-    FinishLocked();
+    ReleaseAndSend();
   }
 
   // Ends the stream from the alarm or OnCancel. While work runs on the
-  // runner, that work sends the status when it returns.
+  // runner, that work sends the status when it returns; otherwise work is
+  // scheduled to: freeing the upload may wait for its decoding thread to
+  // stop, which gRPC's callback threads must not.
   void End(const absl::Status& status) {
     absl::MutexLock lock(&mu_);
     if (ended_) return;
     ended_ = true;
     deferred_ = status;
-    if (!working_) FinishLocked();
+    if (working_) return;
+    working_ = true;
+    runner_->Run([this] { ReleaseAndSend(); });
   }
 
-  // Frees what the upload holds, then sends deferred_. The lock keeps
+  // Runs on the runner once the status is decided, while working_ keeps
+  // everything else off upload_: frees what the upload holds (temporary
+  // files, the name, a decoding thread) without the lock, so that gRPC's
+  // callbacks do not wait on it, then sends deferred_. The lock keeps
   // OnDone's bookkeeping after this; gRPC runs OnDone on another thread.
-  void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void ReleaseAndSend() {
     upload_.reset();
+    absl::MutexLock lock(&mu_);
+    working_ = false;
     SendFinish(deferred_);
   }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -80,18 +81,23 @@ absl::StatusOr<std::unique_ptr<GzipReader>> OpenIdx(const IdxFile& idx, int rank
 
 // Reads exactly `size` payload bytes and checks that nothing follows.
 // `describe_truncation(n)` renders the message for a file holding only n.
+// `before_read(n)`, when set, runs before each read that takes the payload
+// to n bytes (reads of at most 4 MiB); an error from it ends the read.
 absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
     GzipReader& file, uint64_t size, const std::string& display_name,
-    const std::function<std::string(uint64_t)>& describe_truncation) {
+    const std::function<std::string(uint64_t)>& describe_truncation,
+    const std::function<absl::Status(uint64_t)>& before_read = nullptr) {
   // Grown as data arrives, so that a header lying about its size cannot make
-  // us allocate memory the file does not fill.
+  // us allocate memory the file does not fill (at most one step ahead).
   constexpr uint64_t kStep = uint64_t{64} << 20;
+  const uint64_t read_size = before_read != nullptr ? uint64_t{4} << 20 : kStep;
   std::vector<uint8_t> data;
   data.reserve(static_cast<size_t>(std::min(size, kStep)));
   uint64_t got = 0;
   while (got < size) {
-    const uint64_t want = std::min(size - got, kStep);
-    data.resize(static_cast<size_t>(got + want));
+    if (got == data.size()) data.resize(static_cast<size_t>(std::min(size, got + kStep)));
+    const uint64_t want = std::min(data.size() - got, read_size);
+    if (before_read != nullptr) RETURN_IF_ERROR(before_read(got + want));
     ASSIGN_OR_RETURN(const size_t n, file.Read(data.data() + got, static_cast<size_t>(want)));
     got += n;
     if (n < want) {
@@ -219,13 +225,28 @@ absl::StatusOr<IngestResult> IngestIdx(const IdxFile& images_file, const IdxFile
       absl::StrCat(images_display_name, " and ", labels_display_name, ": the header's ", num_images,
                    " images of ", rows, "x", cols, " pixels")));
 
+  // While the images still arrive, what is decoded stays within the budget
+  // of what has arrived (its ratio, or its allowance): a stream that stalls
+  // holds no more decoded memory than a complete upload of its size could.
+  std::function<absl::Status(uint64_t)> pace;
+  if (images_file.growing != nullptr && options.budget.max_ratio > 0) {
+    pace = [&](uint64_t decoded) -> absl::Status {
+      const int64_t allowance = std::max<int64_t>(0, options.budget.ratio_allowance_bytes);
+      if (decoded <= static_cast<uint64_t>(allowance)) return absl::OkStatus();
+      const double need =
+          std::min(std::ceil(static_cast<double>(decoded) / options.budget.max_ratio), 9e18);
+      // Returns once the file holds `need` bytes, or is complete.
+      return images_file.growing(static_cast<int64_t>(need) - 1).status();
+    };
+  }
   ASSIGN_OR_RETURN(std::vector<uint8_t> pixels,
-                   ReadIdxPayload(*images, static_cast<uint64_t>(payload_bytes),
-                                  images_display_name, [&](uint64_t got) {
-                                    return absl::StrCat("header says ", num_images, " images of ",
-                                                        rows, "x", cols, " but only ", got,
-                                                        " bytes of pixel data");
-                                  }));
+                   ReadIdxPayload(
+                       *images, static_cast<uint64_t>(payload_bytes), images_display_name,
+                       [&](uint64_t got) {
+                         return absl::StrCat("header says ", num_images, " images of ", rows, "x",
+                                             cols, " but only ", got, " bytes of pixel data");
+                       },
+                       pace));
   images.reset();
 
   std::vector<uint32_t> label_dims;

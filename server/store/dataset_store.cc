@@ -221,13 +221,15 @@ void DatasetStore::Upload::StartIngestWhileReceiving() {
                               : absl::StatusOr<Dataset>(result.status());
     } catch (const std::exception& e) {  // e.g. std::bad_alloc: a status, not std::terminate
       ingested_ = absl::InternalError(absl::StrCat("cannot ingest the upload: ", e.what()));
+    } catch (...) {
+      ingested_ = absl::InternalError("cannot ingest the upload");
     }
     absl::MutexLock lock(&refused_mu_);
     refused_ = ingested_.status();
   };
   try {
     ingesting_ = std::thread(ingest);
-  } catch (const std::system_error&) {
+  } catch (...) {  // std::system_error, std::bad_alloc
     // No thread to spare: Finish() decodes the complete files.
   }
 }

@@ -11,12 +11,14 @@
 
 #include <filesystem>
 #include <functional>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/lib/kaizen_client.h"
 #include "kaizen/v1/dataset_service.grpc.pb.h"
 #include "server/api/server.h"
+#include "tests/test_util/bytes.h"
 #include "tests/test_util/http_get.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/server/loopback_server.h"
@@ -112,6 +114,94 @@ TEST_F(LimitsE2E, SilentUploadEndsAfterIdleTimeoutAndFreesNameFileAndSlot) {
   absl::StatusOr<v1::Dataset> again = UploadGoodFolder("pets");
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->num_examples(), 2);
+}
+
+// An IDX upload decodes while it arrives, on a thread of its own: one that
+// goes silent halfway through its images ends at the idle timeout like any
+// other, its decoding thread stopped (it was waiting for the next bytes),
+// and nothing of it stays; the same name then uploads.
+TEST_F(LimitsE2E, AnIdxUploadSilentHalfwayThroughItsImagesEndsWithItsDecoding) {
+  StartServer([](api::KaizenServer::Options* o) {
+    o->uploads.idle_timeout = absl::Milliseconds(500);
+    o->uploads.max_concurrent = 1;
+  });
+  const std::string images = test_util::IdxImages(1'000, 28, 28);
+  const std::string labels = test_util::IdxLabels(std::vector<uint8_t>(1'000, 1));
+  auto up = std::make_unique<OpenUpload>();
+  up->context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  up->writer = stub_->UploadDataset(&up->context, &up->response);
+  UploadDatasetRequest msg;
+  v1::UploadDatasetHeader* h = msg.mutable_header();
+  h->set_name("fashion");
+  h->set_format(v1::DATASET_FORMAT_IDX);
+  h->add_parts()->set_size_bytes(static_cast<int64_t>(images.size()));
+  h->add_parts()->set_size_bytes(static_cast<int64_t>(labels.size()));
+  ASSERT_TRUE(up->writer->Write(msg));
+  msg.set_chunk(images.substr(0, images.size() / 2));
+  ASSERT_TRUE(up->writer->Write(msg));
+  ASSERT_TRUE(test_util::WaitUntil([&] { return test_util::CountFiles(TmpDir()) == 2; }));
+
+  const grpc::Status st = up->writer->Finish();  // silent from here
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
+  EXPECT_EQ(test_util::CountFiles(TmpDir()), 0u);
+  EXPECT_EQ(UploadsInProgress(), 0);
+
+  test_util::WriteBinaryFile(files_.File("images"), images);
+  test_util::WriteBinaryFile(files_.File("labels"), labels);
+  v1::UploadDatasetHeader again;
+  again.set_name("fashion");
+  again.set_format(v1::DATASET_FORMAT_IDX);
+  again.add_class_names("zero");
+  again.add_class_names("one");
+  // Every label is 1: one class occurs, which the decoder refuses, naming it.
+  absl::StatusOr<v1::Dataset> one_class =
+      s_.client->UploadDataset(again, {files_.File("images"), files_.File("labels")});
+  EXPECT_EQ(one_class.status().code(), absl::StatusCode::kInvalidArgument) << one_class.status();
+  EXPECT_NE(one_class.status().message().find("only one label"), std::string::npos)
+      << one_class.status();
+  std::vector<uint8_t> two(1'000, 1);
+  two[0] = 0;
+  test_util::WriteBinaryFile(files_.File("labels"), test_util::IdxLabels(two));
+  absl::StatusOr<v1::Dataset> stored =
+      s_.client->UploadDataset(again, {files_.File("images"), files_.File("labels")});
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->num_examples(), 1'000);
+}
+
+// A file the decoder refuses while the upload is still arriving ends the
+// stream then, with the file's error, not after the client sent the rest.
+TEST_F(LimitsE2E, AnIdxUploadWhoseImagesAreRefusedEndsBeforeItsLastChunk) {
+  StartServer([](api::KaizenServer::Options* o) {});
+  std::string images = test_util::IdxImages(10, 28, 28);
+  images[3] = 0x01;  // a labels file's magic number
+  const std::string labels(int64_t{64} << 20, '\0');
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  v1::Dataset response;
+  std::unique_ptr<grpc::ClientWriter<UploadDatasetRequest>> writer =
+      stub_->UploadDataset(&context, &response);
+  UploadDatasetRequest msg;
+  v1::UploadDatasetHeader* h = msg.mutable_header();
+  h->set_name("swapped");
+  h->set_format(v1::DATASET_FORMAT_IDX);
+  h->add_parts()->set_size_bytes(static_cast<int64_t>(images.size()));
+  h->add_parts()->set_size_bytes(static_cast<int64_t>(labels.size()));
+  ASSERT_TRUE(writer->Write(msg));
+  msg.set_chunk(images);
+  ASSERT_TRUE(writer->Write(msg));
+  size_t sent = 0;
+  constexpr size_t kChunk = 64 << 10;
+  for (; sent < labels.size(); sent += kChunk) {
+    msg.set_chunk(labels.substr(sent, kChunk));
+    if (!writer->Write(msg)) break;  // the server ended the stream
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  const grpc::Status st = writer->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_NE(st.error_message().find("not an IDX images file"), std::string::npos)
+      << st.error_message();
+  EXPECT_LT(sent, labels.size());
+  EXPECT_EQ(test_util::CountFiles(TmpDir()), 0u);
 }
 
 TEST_F(LimitsE2E, UploadsBeyondTheCapAreRefusedUntilASlotFrees) {

@@ -298,6 +298,52 @@ TEST_F(IdxIngestTest, ReadsTheImagesWholeBeforeTheLabelsWhileTheyGrow) {
   EXPECT_EQ(test_util::CountFiles(dir_.path()), 2u) << "a record file or its temporary stayed";
 }
 
+// While the images still arrive, decoding keeps within the budget of what
+// has arrived: images that compress well wait for more of the file rather
+// than decode far ahead of it (a stalled stream holds no more memory than a
+// complete upload of its size could).
+TEST_F(IdxIngestTest, DecodingAGrowingFileKeepsWithinTheBudgetOfWhatArrived) {
+  // 20,000 blank images (15.7 MB in a few KB of gzip), then 2,000 of noise,
+  // which make the file 1.6 MB: within a ratio of 20 as a whole.
+  std::string raw = IdxImages(22'000, 28, 28);
+  std::fill(raw.begin() + 16, raw.begin() + 16 + 20'000 * 784, '\0');
+  uint32_t state = 12345;
+  for (size_t i = 16 + 20'000 * 784; i < raw.size(); ++i) {
+    state = state * 1103515245u + 12345u;
+    raw[i] = static_cast<char>(state >> 24);
+  }
+  WriteGzipFile(dir_.File("i.gz"), raw);
+  const std::string images = test_util::ReadBinaryFile(dir_.File("i.gz"));
+  test_util::WriteBinaryFile(dir_.File("labels"), IdxLabels(AlternatingLabels(22'000)));
+  test_util::WriteBinaryFile(dir_.File("i.gz"), "");
+  size_t shown = 0;
+  int64_t ahead = 0;  // the most a read asked for past what had arrived
+  const auto grow = [&](int64_t have) -> absl::StatusOr<bool> {
+    ahead = std::max<int64_t>(ahead, have - static_cast<int64_t>(shown));
+    while (static_cast<size_t>(have) >= shown && shown < images.size()) {
+      const size_t next = std::min(images.size(), shown + 1'000);
+      std::FILE* f = std::fopen(dir_.File("i.gz").c_str(), "ab");
+      std::fwrite(images.data() + shown, 1, next - shown, f);
+      std::fclose(f);
+      shown = next;
+    }
+    return static_cast<size_t>(have) < shown;
+  };
+  IngestOptions options;
+  options.budget.max_ratio = 20;
+  options.budget.ratio_allowance_bytes = 1 << 20;
+  absl::StatusOr<IngestResult> result =
+      IngestIdx(IdxFile{dir_.File("i.gz"), "i.gz", grow, static_cast<int64_t>(images.size())},
+                IdxFile{dir_.File("labels"), "labels"}, {}, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(std::string(result->data.pixels.begin(), result->data.pixels.end()) ==
+              raw.substr(16));
+  // The reader asks only for the byte after those it has read; 8 MiB decoded
+  // (the second step) needs 8 MiB / 20 of the file, far past the 256 KiB the
+  // reader had taken when the blank images were done.
+  EXPECT_GT(ahead, 100'000);
+}
+
 TEST_F(IdxIngestTest, RejectsTrailingData) {
   absl::StatusOr<IngestResult> result = Ingest(IdxImages(2, 2, 2) + "extra", IdxLabels({0, 1}));
   ASSERT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();

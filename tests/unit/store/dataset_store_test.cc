@@ -303,6 +303,7 @@ TEST_F(DatasetStoreTest, AnIdxUploadDecodesWhileItArrivesAndStoresOnlyWhenVerifi
   absl::SleepFor(absl::Milliseconds(300));
   absl::StatusOr<kaizen::v1::Dataset> refused = mismatch->Finish(common::Sha256Hex("other"));
   EXPECT_THAT(refused.status().message(), HasSubstr("sha256 mismatch"));
+  EXPECT_EQ(FilesUnder(dir_.File("datasets")), 1) << "stored before the verdict";
   mismatch.reset();
   EXPECT_EQ(store_->Get("mismatch").status().code(), absl::StatusCode::kNotFound);
 
@@ -320,13 +321,13 @@ TEST_F(DatasetStoreTest, AnIdxUploadDecodesWhileItArrivesAndStoresOnlyWhenVerifi
 TEST_F(DatasetStoreTest, AnIdxUploadWhoseImagesAreRefusedFailsBeforeItsLastByte) {
   std::string images = test_util::IdxImages(10, 28, 28);
   images[3] = 0x01;  // a labels file's magic: the files are swapped
-  const std::string labels(int64_t{1} << 20, '\0');
+  const std::string labels(int64_t{16} << 20, '\0');
   absl::StatusOr<std::unique_ptr<DatasetStore::Upload>> up =
       store_->BeginUpload(IdxHeader("swapped", images.size(), labels.size()));
   ASSERT_TRUE(up.ok()) << up.status();
   ASSERT_TRUE((*up)->Append(images).ok());
-  // The labels trickle in; the images were refused meanwhile, and the next
-  // chunk hears it, long before the last one.
+  // The labels trickle in (over 40 s at most); the images were refused
+  // meanwhile, and the next chunk hears it, long before the last one.
   absl::Status st;
   size_t sent = 0;
   while (st.ok() && sent < labels.size()) {
