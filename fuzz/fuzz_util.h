@@ -32,6 +32,17 @@ class MemFile {
       done += static_cast<size_t>(n);
     }
   }
+  // Appends `size` bytes at `data` to the file's end.
+  void Append(const uint8_t* data, size_t size) {
+    const off_t end = lseek(fd_, 0, SEEK_END);
+    if (end < 0) std::abort();
+    size_t done = 0;
+    while (done < size) {
+      const ssize_t n = pwrite(fd_, data + done, size - done, end + static_cast<off_t>(done));
+      if (n <= 0) std::abort();
+      done += static_cast<size_t>(n);
+    }
+  }
   const std::string& path() const { return path_; }
 
  private:

@@ -14,6 +14,7 @@
 #include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 
+#include <exception>
 #include <functional>
 #include <memory>
 #include <string>
@@ -53,6 +54,7 @@ class UploadReactor final : public grpc::ServerReadReactor<Request> {
     if (admitted.ok()) admitted = runner->Admit();
     absl::MutexLock lock(&r->mu_);
     if (!admitted.ok()) {
+      r->ended_ = true;  // an OnCancel after this sends nothing more
       r->SendFinish(admitted);
       return r;
     }
@@ -125,26 +127,24 @@ class UploadReactor final : public grpc::ServerReadReactor<Request> {
   }
 
   void OnAlarm(bool ok) {
-    absl::Status expired;
     bool last = false;
     {
       absl::MutexLock lock(&mu_);
       alarm_armed_ = false;
       if (ok && !ended_ && receiving_) {
-        expired = Expired(absl::Now());
+        const absl::Status expired = Expired(absl::Now());
         if (expired.ok()) {
           ArmAlarm();
-          return;
+        } else {
+          // Under the same lock: once it is released, work on the runner
+          // may finish the call and OnDone delete this.
+          EndLocked(expired);
         }
-      } else {
-        last = Unreferenced();
+        return;
       }
+      last = Unreferenced();
     }
-    if (last) {
-      delete this;
-    } else if (!expired.ok()) {
-      End(expired);
-    }
+    if (last) delete this;
   }
 
   absl::Status Expired(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -162,8 +162,18 @@ class UploadReactor final : public grpc::ServerReadReactor<Request> {
     return absl::OkStatus();
   }
 
-  // Runs on the runner; handles msg_ (no read is pending meanwhile).
+  // Runs on the runner; handles msg_ (no read is pending meanwhile). An
+  // exception from the store (std::bad_alloc) ends the stream with a status
+  // rather than the process.
   absl::Status Process() {
+    try {
+      return ProcessMessage();
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat("the upload failed: ", e.what()));
+    }
+  }
+
+  absl::Status ProcessMessage() {
     if (trailer_seen_) {
       return absl::InvalidArgumentError("the sha256 trailer must be the last message");
     }
@@ -203,11 +213,15 @@ class UploadReactor final : public grpc::ServerReadReactor<Request> {
           absl::InvalidArgumentError(absl::StrCat("upload stream is truncated: it ended after ",
                                                   bytes_, " bytes without the sha256 trailer"));
     } else {
-      absl::StatusOr<Result> result = upload_->Finish(sha256_);  // ingest or inspection
-      status = result.status();
-      if (result.ok()) {
-        stored_(*result, bytes_);
-        *response_ = *std::move(result);
+      try {
+        absl::StatusOr<Result> result = upload_->Finish(sha256_);  // ingest or inspection
+        status = result.status();
+        if (result.ok()) {
+          stored_(*result, bytes_);
+          *response_ = *std::move(result);
+        }
+      } catch (const std::exception& e) {
+        status = absl::InternalError(absl::StrCat("the upload failed: ", e.what()));
       }
     }
     {
@@ -243,6 +257,10 @@ class UploadReactor final : public grpc::ServerReadReactor<Request> {
   // stop, which gRPC's callback threads must not.
   void End(const absl::Status& status) {
     absl::MutexLock lock(&mu_);
+    EndLocked(status);
+  }
+
+  void EndLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (ended_) return;
     ended_ = true;
     deferred_ = status;

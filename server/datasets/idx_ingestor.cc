@@ -88,16 +88,21 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
     const std::function<std::string(uint64_t)>& describe_truncation,
     const std::function<absl::Status(uint64_t)>& before_read = nullptr) {
   // Grown as data arrives, so that a header lying about its size cannot make
-  // us allocate memory the file does not fill (at most one step ahead).
+  // us fill memory the file does not: reserved ahead (untouched pages cost
+  // nothing), written only as decoded.
   constexpr uint64_t kStep = uint64_t{64} << 20;
   const uint64_t read_size = before_read != nullptr ? uint64_t{4} << 20 : kStep;
   std::vector<uint8_t> data;
   data.reserve(static_cast<size_t>(std::min(size, kStep)));
   uint64_t got = 0;
   while (got < size) {
-    if (got == data.size()) data.resize(static_cast<size_t>(std::min(size, got + kStep)));
-    const uint64_t want = std::min(data.size() - got, read_size);
+    const uint64_t want = std::min(size - got, read_size);
     if (before_read != nullptr) RETURN_IF_ERROR(before_read(got + want));
+    if (got + want > data.capacity()) {
+      data.reserve(static_cast<size_t>(
+          std::min(size, std::max(got + want, std::max<uint64_t>(kStep, 2 * data.capacity())))));
+    }
+    data.resize(static_cast<size_t>(got + want));
     ASSIGN_OR_RETURN(const size_t n, file.Read(data.data() + got, static_cast<size_t>(want)));
     got += n;
     if (n < want) {
@@ -225,20 +230,26 @@ absl::StatusOr<IngestResult> IngestIdx(const IdxFile& images_file, const IdxFile
       absl::StrCat(images_display_name, " and ", labels_display_name, ": the header's ", num_images,
                    " images of ", rows, "x", cols, " pixels")));
 
-  // While the images still arrive, what is decoded stays within the budget
+  // While the files still arrive, what is decoded stays within the budget
   // of what has arrived (its ratio, or its allowance): a stream that stalls
   // holds no more decoded memory than a complete upload of its size could.
-  std::function<absl::Status(uint64_t)> pace;
-  if (images_file.growing != nullptr && options.budget.max_ratio > 0) {
-    pace = [&](uint64_t decoded) -> absl::Status {
+  // `arrived_before` and `decoded_before`: the complete files read earlier.
+  const auto paced = [&](const IdxFile& file, int64_t arrived_before, uint64_t decoded_before) {
+    std::function<absl::Status(uint64_t)> pace;
+    if (file.growing == nullptr || !(options.budget.max_ratio > 0)) return pace;
+    pace = [&options, &file, arrived_before, decoded_before](uint64_t decoded) -> absl::Status {
+      const uint64_t total = decoded_before + decoded;
       const int64_t allowance = std::max<int64_t>(0, options.budget.ratio_allowance_bytes);
-      if (decoded <= static_cast<uint64_t>(allowance)) return absl::OkStatus();
+      if (total <= static_cast<uint64_t>(allowance)) return absl::OkStatus();
       const double need =
-          std::min(std::ceil(static_cast<double>(decoded) / options.budget.max_ratio), 9e18);
+          std::min(std::ceil(static_cast<double>(total) / options.budget.max_ratio), 9e18) -
+          static_cast<double>(arrived_before);
+      if (need <= 0) return absl::OkStatus();
       // Returns once the file holds `need` bytes, or is complete.
-      return images_file.growing(static_cast<int64_t>(need) - 1).status();
+      return file.growing(static_cast<int64_t>(need) - 1).status();
     };
-  }
+    return pace;
+  };
   ASSIGN_OR_RETURN(std::vector<uint8_t> pixels,
                    ReadIdxPayload(
                        *images, static_cast<uint64_t>(payload_bytes), images_display_name,
@@ -246,7 +257,7 @@ absl::StatusOr<IngestResult> IngestIdx(const IdxFile& images_file, const IdxFile
                          return absl::StrCat("header says ", num_images, " images of ", rows, "x",
                                              cols, " but only ", got, " bytes of pixel data");
                        },
-                       pace));
+                       paced(images_file, 0, 0)));
   images.reset();
 
   std::vector<uint32_t> label_dims;
@@ -257,11 +268,15 @@ absl::StatusOr<IngestResult> IngestIdx(const IdxFile& images_file, const IdxFile
         images_display_name, " holds ", num_images, " images but ", labels_display_name, " holds ",
         label_dims[0], " labels; they must match one to one"));
   }
-  ASSIGN_OR_RETURN(std::vector<uint8_t> label_bytes,
-                   ReadIdxPayload(*labels, num_images, labels_display_name, [&](uint64_t got) {
-                     return absl::StrCat("header says ", num_images, " labels but only ", got,
-                                         " bytes of label data");
-                   }));
+  ASSIGN_OR_RETURN(
+      std::vector<uint8_t> label_bytes,
+      ReadIdxPayload(
+          *labels, num_images, labels_display_name,
+          [&](uint64_t got) {
+            return absl::StrCat("header says ", num_images, " labels but only ", got,
+                                " bytes of label data");
+          },
+          paced(labels_file, size_of(images_file), static_cast<uint64_t>(payload_bytes))));
   labels.reset();
 
   const size_t num_classes_given = class_names.size();
@@ -299,7 +314,7 @@ absl::StatusOr<IngestResult> IngestIdx(const IdxFile& images_file, const IdxFile
   if (!record_path.empty()) {
     try {
       storing = std::thread(store);
-    } catch (const std::system_error&) {
+    } catch (...) {  // std::system_error, std::bad_alloc
       // No second thread: the file is written after the report.
     }
   }

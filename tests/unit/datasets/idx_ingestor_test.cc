@@ -317,9 +317,9 @@ TEST_F(IdxIngestTest, DecodingAGrowingFileKeepsWithinTheBudgetOfWhatArrived) {
   test_util::WriteBinaryFile(dir_.File("labels"), IdxLabels(AlternatingLabels(22'000)));
   test_util::WriteBinaryFile(dir_.File("i.gz"), "");
   size_t shown = 0;
-  int64_t ahead = 0;  // the most a read asked for past what had arrived
+  std::vector<int64_t> ahead;  // the `have` of each wait past what had arrived
   const auto grow = [&](int64_t have) -> absl::StatusOr<bool> {
-    ahead = std::max<int64_t>(ahead, have - static_cast<int64_t>(shown));
+    if (static_cast<size_t>(have) > shown) ahead.push_back(have);
     while (static_cast<size_t>(have) >= shown && shown < images.size()) {
       const size_t next = std::min(images.size(), shown + 1'000);
       std::FILE* f = std::fopen(dir_.File("i.gz").c_str(), "ab");
@@ -338,10 +338,12 @@ TEST_F(IdxIngestTest, DecodingAGrowingFileKeepsWithinTheBudgetOfWhatArrived) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_TRUE(std::string(result->data.pixels.begin(), result->data.pixels.end()) ==
               raw.substr(16));
-  // The reader asks only for the byte after those it has read; 8 MiB decoded
-  // (the second step) needs 8 MiB / 20 of the file, far past the 256 KiB the
-  // reader had taken when the blank images were done.
-  EXPECT_GT(ahead, 100'000);
+  // The reader asks only for the byte after those it has read. 4 MiB decoded
+  // needs 4 MiB / 20 = 209,716 bytes of the file, which the reader's first
+  // 256 KiB held; 8 MiB needs 419,431, past them: a wait for the file to
+  // hold more than 419,430.
+  ASSERT_FALSE(ahead.empty()) << "decoding never waited for the file";
+  EXPECT_EQ(ahead[0], 419'430);
 }
 
 TEST_F(IdxIngestTest, RejectsTrailingData) {

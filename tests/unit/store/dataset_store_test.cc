@@ -305,6 +305,7 @@ TEST_F(DatasetStoreTest, AnIdxUploadDecodesWhileItArrivesAndStoresOnlyWhenVerifi
   EXPECT_THAT(refused.status().message(), HasSubstr("sha256 mismatch"));
   EXPECT_EQ(FilesUnder(dir_.File("datasets")), 1) << "stored before the verdict";
   mismatch.reset();
+  EXPECT_EQ(FilesUnder(dir_.File("datasets")), 1) << "stored after a refused verdict";
   EXPECT_EQ(store_->Get("mismatch").status().code(), absl::StatusCode::kNotFound);
 
   // Dropped halfway through the images (the client went away): the decoding
