@@ -67,6 +67,22 @@ class LimitsE2E : public ::testing::Test {
     return up;
   }
 
+  // Sends the header of an IDX upload whose two parts declare these sizes.
+  std::unique_ptr<OpenUpload> OpenIdx(const std::string& name, size_t images_bytes,
+                                      size_t labels_bytes) {
+    auto up = std::make_unique<OpenUpload>();
+    up->context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    up->writer = stub_->UploadDataset(&up->context, &up->response);
+    UploadDatasetRequest msg;
+    v1::UploadDatasetHeader* h = msg.mutable_header();
+    h->set_name(name);
+    h->set_format(v1::DATASET_FORMAT_IDX);
+    h->add_parts()->set_size_bytes(static_cast<int64_t>(images_bytes));
+    h->add_parts()->set_size_bytes(static_cast<int64_t>(labels_bytes));
+    EXPECT_TRUE(up->writer->Write(msg));
+    return up;
+  }
+
   std::string TmpDir() const { return data_.path() + "/tmp"; }
   double UploadsInProgress() const {
     return test_util::MetricValue(s_.Metrics(), "kaizen_uploads_in_progress");
@@ -127,16 +143,8 @@ TEST_F(LimitsE2E, AnIdxUploadSilentHalfwayThroughItsImagesEndsWithItsDecoding) {
   });
   const std::string images = test_util::IdxImages(1'000, 28, 28);
   const std::string labels = test_util::IdxLabels(std::vector<uint8_t>(1'000, 1));
-  auto up = std::make_unique<OpenUpload>();
-  up->context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
-  up->writer = stub_->UploadDataset(&up->context, &up->response);
+  std::unique_ptr<OpenUpload> up = OpenIdx("fashion", images.size(), labels.size());
   UploadDatasetRequest msg;
-  v1::UploadDatasetHeader* h = msg.mutable_header();
-  h->set_name("fashion");
-  h->set_format(v1::DATASET_FORMAT_IDX);
-  h->add_parts()->set_size_bytes(static_cast<int64_t>(images.size()));
-  h->add_parts()->set_size_bytes(static_cast<int64_t>(labels.size()));
-  ASSERT_TRUE(up->writer->Write(msg));
   msg.set_chunk(images.substr(0, images.size() / 2));
   ASSERT_TRUE(up->writer->Write(msg));
   ASSERT_TRUE(test_util::WaitUntil([&] { return test_util::CountFiles(TmpDir()) == 2; }));
@@ -177,18 +185,9 @@ TEST_F(LimitsE2E, AnIdxUploadWhoseImagesAreRefusedEndsBeforeItsLastChunk) {
   std::string images = test_util::IdxImages(10, 28, 28);
   images[3] = 0x01;  // a labels file's magic number
   const std::string labels(int64_t{64} << 20, '\0');
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
-  v1::Dataset response;
-  std::unique_ptr<grpc::ClientWriter<UploadDatasetRequest>> writer =
-      stub_->UploadDataset(&context, &response);
+  std::unique_ptr<OpenUpload> up = OpenIdx("swapped", images.size(), labels.size());
+  grpc::ClientWriter<UploadDatasetRequest>* writer = up->writer.get();
   UploadDatasetRequest msg;
-  v1::UploadDatasetHeader* h = msg.mutable_header();
-  h->set_name("swapped");
-  h->set_format(v1::DATASET_FORMAT_IDX);
-  h->add_parts()->set_size_bytes(static_cast<int64_t>(images.size()));
-  h->add_parts()->set_size_bytes(static_cast<int64_t>(labels.size()));
-  ASSERT_TRUE(writer->Write(msg));
   msg.set_chunk(images);
   ASSERT_TRUE(writer->Write(msg));
   size_t sent = 0;
