@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ingest_stages_bench: %s\n", decoded.status().ToString().c_str());
     return 1;
   }
-  const std::vector<uint8_t>& pixels = decoded->data.pixels;
+  const kaizen::datasets::PixelBuffer& pixels = decoded->data.pixels;
 
   struct Stage {
     const char* name;

@@ -15,8 +15,13 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/common/huge_pages.h"
 
 namespace kaizen::datasets {
+
+// Decoded pixels: large, written once and read many times, so on huge pages
+// where the kernel offers them (server/common/huge_pages.h).
+using PixelBuffer = std::vector<uint8_t, common::HugePageAllocator<uint8_t>>;
 
 struct DecodedDataset {
   struct Record {
@@ -28,7 +33,7 @@ struct DecodedDataset {
   };
   std::vector<std::string> class_names;  // index = label
   std::vector<Record> records;
-  std::vector<uint8_t> pixels;  // all images, HWC uint8, concatenated
+  PixelBuffer pixels;  // all images, HWC uint8, concatenated
 };
 
 // Writes `data` to `path` (temporary file, fsync, rename). Returns the number

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/types/span.h"
 #include "server/common/checked_math.h"
 #include "server/common/status_macros.h"
 #include "server/datasets/gzip_reader.h"
@@ -83,7 +84,7 @@ absl::StatusOr<std::unique_ptr<GzipReader>> OpenIdx(const IdxFile& idx, int rank
 // `describe_truncation(n)` renders the message for a file holding only n.
 // `before_read(n)`, when set, runs before each read that takes the payload
 // to n bytes (reads of at most 4 MiB); an error from it ends the read.
-absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
+absl::StatusOr<PixelBuffer> ReadIdxPayload(
     GzipReader& file, uint64_t size, const std::string& display_name,
     const std::function<std::string(uint64_t)>& describe_truncation,
     const std::function<absl::Status(uint64_t)>& before_read = nullptr) {
@@ -92,7 +93,7 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
   // nothing), written only as decoded.
   constexpr uint64_t kStep = uint64_t{64} << 20;
   const uint64_t read_size = before_read != nullptr ? uint64_t{4} << 20 : kStep;
-  std::vector<uint8_t> data;
+  PixelBuffer data;
   data.reserve(static_cast<size_t>(std::min(size, kStep)));
   uint64_t got = 0;
   while (got < size) {
@@ -128,7 +129,7 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxPayload(
 
 // Checks that every label has a class name (when names are given) and that
 // at least two labels occur; returns the largest label.
-absl::StatusOr<uint8_t> CheckIdxLabels(const std::vector<uint8_t>& labels, size_t num_classes_given,
+absl::StatusOr<uint8_t> CheckIdxLabels(absl::Span<const uint8_t> labels, size_t num_classes_given,
                                        const std::string& display_name) {
   uint8_t max_label = 0;
   std::vector<int64_t> present(256, 0);
@@ -250,7 +251,7 @@ absl::StatusOr<IngestResult> IngestIdx(const IdxFile& images_file, const IdxFile
     };
     return pace;
   };
-  ASSIGN_OR_RETURN(std::vector<uint8_t> pixels,
+  ASSIGN_OR_RETURN(PixelBuffer pixels,
                    ReadIdxPayload(
                        *images, static_cast<uint64_t>(payload_bytes), images_display_name,
                        [&](uint64_t got) {
@@ -269,7 +270,7 @@ absl::StatusOr<IngestResult> IngestIdx(const IdxFile& images_file, const IdxFile
         label_dims[0], " labels; they must match one to one"));
   }
   ASSIGN_OR_RETURN(
-      std::vector<uint8_t> label_bytes,
+      PixelBuffer label_bytes,
       ReadIdxPayload(
           *labels, num_images, labels_display_name,
           [&](uint64_t got) {

@@ -404,7 +404,7 @@ TEST(RecordFileTest, ReadAllDecodesEncodedRecords) {
   ASSERT_EQ(all->records.size(), 3u);
   const std::vector<uint8_t> jpeg = DecodeImage(w.jpeg, 1 << 20)->pixels;
   const std::vector<uint8_t> png = DecodeImage(w.png, 1 << 20)->pixels;
-  std::vector<uint8_t> want = jpeg;
+  PixelBuffer want(jpeg.begin(), jpeg.end());
   want.insert(want.end(), png.begin(), png.end());
   want.insert(want.end(), w.raw.begin(), w.raw.end());
   EXPECT_EQ(all->pixels, want);
