@@ -2,7 +2,11 @@
 
 #include <sys/mman.h>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
+
+#include "server/common/logging.h"
 
 namespace kaizen::common {
 namespace {
@@ -47,6 +51,8 @@ void* AllocateLarge(size_t bytes) {
   const uintptr_t start = (begin + kHugePageBytes - 1) & ~uintptr_t{kHugePageBytes - 1};
   const size_t head = start - begin;
   const size_t tail = mapped - head - rounded;
+  // A failed trim (a split refused at vm.max_map_count) leaves untouched
+  // virtual memory mapped beside the buffer, never resident; nothing to undo.
   if (head > 0) ::munmap(map, head);
   if (tail > 0) ::munmap(reinterpret_cast<void*>(start + rounded), tail);
   auto* const buffer = reinterpret_cast<void*>(start);
@@ -61,7 +67,16 @@ void FreeLarge(void* p, size_t bytes) noexcept {
     ::operator delete(p);
     return;
   }
-  ::munmap(p, HugeRounded(bytes));
+  if (::munmap(p, HugeRounded(bytes)) != 0) {
+    // Only a split refused at vm.max_map_count can fail here: the buffer's
+    // memory stays with the process. Said, since nothing else would show it.
+    const int error = errno;
+    try {
+      LogWarning("cannot unmap a large buffer; its memory stays with the process",
+                 {{"bytes", static_cast<int64_t>(bytes)}, {"error", std::strerror(error)}});
+    } catch (...) {  // std::bad_alloc: freeing must not throw
+    }
+  }
 }
 
 }  // namespace kaizen::common
