@@ -3,8 +3,8 @@
 // Touching a fresh 4 KiB page for the first time costs a page fault, and on a
 // virtual machine that fault is expensive: on the 2-core development VM a fresh 47 MB
 // buffer took 121-160 ms to fill the first time against 2.3 ms the second,
-// and 4.3 ms when advised MADV_HUGEPAGE (one fault per 2 MiB instead of per
-// 4 KiB). An IDX upload decodes into such a buffer, so the first touch was
+// and 3.4-4.3 ms when advised MADV_HUGEPAGE (one fault per 2 MiB instead of
+// per 4 KiB; bench/RESULTS.md). An IDX upload decodes into such a buffer, so the first touch was
 // most of its decoding time.
 //
 // HugePageAllocator maps each allocation of at least kHugePageBytes on its
