@@ -36,15 +36,17 @@ RUN echo "FLAVOR=cuda needs --build-context libtorch=DIR, DIR an unzipped LibTor
          "(DIR/share/cmake/Torch/TorchConfig.cmake)" >&2 && exit 1
 
 # What both flavours build with: the build section of scripts/setup.sh without
-# LibTorch (tests, benchmarks and fuzzing are not built here).
+# LibTorch (tests, benchmarks and fuzzing are not built here), and the
+# compiler the tests' build uses, clang (scripts/build.sh says why).
 FROM debian:12 AS build-deps
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      build-essential cmake ninja-build pkg-config ca-certificates \
+      build-essential clang libomp-dev cmake ninja-build pkg-config ca-certificates \
       libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
       libabsl-dev prometheus-cpp-dev \
       libsqlite3-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libssl-dev zlib1g-dev libisal-dev \
       libsentencepiece-dev libutf8proc-dev libseccomp-dev libboost-dev libgloo-dev libpq-dev \
  && rm -rf /var/lib/apt/lists/*
+ENV CC=clang CXX=clang++
 WORKDIR /src
 
 FROM build-deps AS build-cpu
@@ -66,11 +68,13 @@ RUN if [ ! -f /opt/libtorch/share/cmake/Torch/TorchConfig.cmake ]; then \
  && rm -rf /opt/libtorch/include/google
 # No GPU while building: name the architectures instead of letting LibTorch's
 # CMake package probe for them (they matter only to CUDA sources, and Kaizen
-# has none).
+# has none). nvcc keeps GCC as its host compiler (CUDAHOSTCXX for CMake's
+# CUDA language, CUDA_HOST_COMPILER for FindCUDA, which would take CC).
 ENV PATH=/usr/local/cuda/bin:${PATH} \
     CUDA_HOME=/usr/local/cuda \
+    CUDAHOSTCXX=/usr/bin/g++ \
     TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0" \
-    KAIZEN_CMAKE_ARGS="-DCMAKE_PREFIX_PATH=/opt/libtorch"
+    KAIZEN_CMAKE_ARGS="-DCMAKE_PREFIX_PATH=/opt/libtorch -DCUDA_HOST_COMPILER=/usr/bin/gcc"
 
 FROM build-${FLAVOR} AS build
 COPY . .

@@ -39,9 +39,11 @@ PACKAGES=(
   # metrics: Debian's Prometheus server and promtool for the tests that scrape
   # a real server, lint /metrics and check the alerting rules (deploy/prometheus)
   prometheus
-  # fuzzing (scripts/fuzz.sh, the fuzz_build and fuzz_smoke_* tests): clang with libFuzzer and
-  # the sanitizer runtimes (a Recommends of clang, so named here)
-  clang libclang-rt-14-dev
+  # the compiler (scripts/build.sh) and fuzzing (scripts/fuzz.sh, the fuzz_build and
+  # fuzz_smoke_* tests): clang, with libFuzzer and the sanitizer runtimes (a Recommends
+  # of clang, so named here), and its omp.h (model_batcher.cc sets the OpenMP team size
+  # of its threads; the functions are those of GCC's libgomp, which LibTorch runs on)
+  clang libclang-rt-14-dev libomp-dev
   # the format check (scripts/check_format.sh, CTest format_check)
   clang-format
   # the web console's browser tests (tests/console): Debian's Chromium, driven

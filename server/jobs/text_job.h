@@ -89,6 +89,23 @@ struct TextJobCheckpoint {
   std::string resume_state;                // to continue from it (TextJobInputs::resume)
 };
 
+// TextJobInputs::Teacher and ::Incremental, at namespace scope for the
+// reason TextDistillation is (text_trainer.h).
+struct TextJobTeacher {
+  torch::jit::Module module;
+  kaizen::v1::Model metadata;
+  std::string tokenizer;
+  double temperature = 4;
+  double alpha = 0.7;
+};
+struct TextJobIncremental {
+  torch::jit::Module previous;
+  kaizen::v1::Model previous_metadata;
+  std::string previous_tokenizer;
+  double temperature = 2;
+  double weight = 1;
+};
+
 struct TextJobInputs {
   kaizen::v1::Strategy strategy = kaizen::v1::STRATEGY_UNSPECIFIED;
   // ResolveTextHyperparameters's.
@@ -111,26 +128,14 @@ struct TextJobInputs {
   // distillation's temperature and alpha. Its logits on the training texts
   // (tokenised with its own tokenizer) are computed once, in eval mode; a
   // stop during that pass ends the run (stopped) before training.
-  struct Teacher {
-    torch::jit::Module module;
-    kaizen::v1::Model metadata;
-    std::string tokenizer;
-    double temperature = 4;
-    double alpha = 0.7;
-  };
+  using Teacher = TextJobTeacher;
   std::optional<Teacher> teacher;
   // INCREMENTAL: the previous classifier (module on the CPU, metadata,
   // tokenizer; also `base` unless the run resumes), whose classes come first
   // in train.class_names, and IncrementalLoss's temperature and weight (0:
   // no distillation). Its logits on the training texts are computed once, in
   // eval mode; a stop during that pass ends the run (stopped).
-  struct Incremental {
-    torch::jit::Module previous;
-    kaizen::v1::Model previous_metadata;
-    std::string previous_tokenizer;
-    double temperature = 2;
-    double weight = 1;
-  };
+  using Incremental = TextJobIncremental;
   std::optional<Incremental> incremental;
   // The training continues from a checkpoint of an earlier run of the same
   // job: its version's module, metadata, tokenizer and resume bytes. Nothing

@@ -318,13 +318,18 @@ absl::Status ConfineCurrentProcess(const ChildLimits& limits, int keep_fd) {
   const rlim_t memory = static_cast<rlim_t>(limits.memory_bytes);
   const rlim_t cpu = static_cast<rlim_t>(limits.cpu_seconds);
   const rlim_t files = static_cast<rlim_t>(limits.open_files);
-  absl::Status st = SetLimit(RLIMIT_AS, "RLIMIT_AS", memory, memory);
+  // The limits come last: seccomp_load allocates the program it builds, and
+  // libseccomp 2.5 dereferences an allocation that failed, so under a tight
+  // RLIMIT_AS it crashed the helper (SIGSEGV, seen at 20 MiB) instead of
+  // confining it. Nothing untrusted runs before this returns, and the filter
+  // leaves the process's own limits settable.
+  absl::Status st = RestrictFileAccess(limits.readable);
+  if (st.ok()) st = InstallFilter();
+  if (st.ok()) st = SetLimit(RLIMIT_AS, "RLIMIT_AS", memory, memory);
   if (st.ok()) st = SetLimit(RLIMIT_CPU, "RLIMIT_CPU", cpu, cpu + 1);
   if (st.ok()) st = SetLimit(RLIMIT_NOFILE, "RLIMIT_NOFILE", files, files);
   if (st.ok()) st = SetLimit(RLIMIT_FSIZE, "RLIMIT_FSIZE", 0, 0);
   if (st.ok()) st = SetLimit(RLIMIT_CORE, "RLIMIT_CORE", 0, 0);
-  if (st.ok()) st = RestrictFileAccess(limits.readable);
-  if (st.ok()) st = InstallFilter();
   return st;
 }
 

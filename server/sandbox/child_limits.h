@@ -53,8 +53,8 @@ int LandlockAbi();
 
 // FailedPrecondition unless the calling process has one thread (what follows
 // would not reach threads already running). Then closes every descriptor
-// above 2 but `keep_fd` (-1: none), sets the limits (plus no core dumps and
-// no file growth: RLIMIT_FSIZE 0), and installs a seccomp filter under which
+// above 2 but `keep_fd` (-1: none), installs a seccomp filter (then sets
+// the limits, plus no core dumps and no file growth: RLIMIT_FSIZE 0) under which
 // any open for writing, creating, removing, renaming or changing a file, any
 // socket, exec, ptrace, mount or namespace change, any signal to another
 // process, a new process (fork, vfork, clone without CLONE_THREAD), a new

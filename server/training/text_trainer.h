@@ -57,6 +57,21 @@ struct TextExamples {
 kaizen::v1::Hyperparameters DefaultTextHyperparameters(kaizen::v1::Strategy strategy,
                                                        int32_t epochs, int32_t batch_size);
 
+// TextTrainerOptions::Distillation and ::Incremental. At namespace scope:
+// nested, their default member initialisers would not yet be parsed where
+// the enclosing struct instantiates std::optional of them, and clang then
+// finds them not default-constructible (optional::emplace() refused).
+struct TextDistillation {
+  torch::Tensor teacher_logits;
+  double temperature = 4;
+  double alpha = 0.7;
+};
+struct TextIncremental {
+  torch::Tensor previous_logits;
+  double temperature = 2;
+  double weight = 1;
+};
+
 struct TextTrainerOptions {
   // FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, DISTILL or INCREMENTAL.
   kaizen::v1::Strategy strategy = kaizen::v1::STRATEGY_UNSPECIFIED;
@@ -96,11 +111,7 @@ struct TextTrainerOptions {
   // DISTILL's soft targets: the teacher's logits on each training example
   // (row i for sequence i), [N, num_classes], and DistillationLoss's
   // temperature and alpha. Set exactly when the strategy is DISTILL.
-  struct Distillation {
-    torch::Tensor teacher_logits;
-    double temperature = 4;
-    double alpha = 0.7;
-  };
+  using Distillation = TextDistillation;
   std::optional<Distillation> distillation;
   // INCREMENTAL: `base` is the previous classifier; its head (a Linear)
   // grows to num_classes outputs, its rows kept bit for bit (GrowHead), and
@@ -109,11 +120,7 @@ struct TextTrainerOptions {
   // [N, its classes], which are the first classes here), with `temperature`
   // and `weight` (0: the cross-entropy alone). Set exactly when the
   // strategy is INCREMENTAL. The encoder trains as FINE_TUNE's.
-  struct Incremental {
-    torch::Tensor previous_logits;
-    double temperature = 2;
-    double weight = 1;
-  };
+  using Incremental = TextIncremental;
   std::optional<Incremental> incremental;
 };
 
