@@ -68,8 +68,10 @@ RUN if [ ! -f /opt/libtorch/share/cmake/Torch/TorchConfig.cmake ]; then \
  && rm -rf /opt/libtorch/include/google
 # No GPU while building: name the architectures instead of letting LibTorch's
 # CMake package probe for them (they matter only to CUDA sources, and Kaizen
-# has none). nvcc keeps GCC as its host compiler (CUDAHOSTCXX for CMake's
-# CUDA language, CUDA_HOST_COMPILER for FindCUDA, which would take CC).
+# has none). nvcc keeps GCC as its host compiler: CUDAHOSTCXX for CMake's
+# CUDA language (LibTorch's CMake package would otherwise give nvcc the C
+# compiler, unset in this C++ project, when the C++ compiler is clang), and
+# CUDA_HOST_COMPILER for LibTorch versions that still use FindCUDA.
 ENV PATH=/usr/local/cuda/bin:${PATH} \
     CUDA_HOME=/usr/local/cuda \
     CUDAHOSTCXX=/usr/bin/g++ \

@@ -44,12 +44,8 @@ if [[ -n "${KAIZEN_TRAIN_BENCH:-}" ]]; then
   BENCH=$KAIZEN_TRAIN_BENCH
 else
   BUILD_DIR=${KAIZEN_BUILD_DIR:-build}
-  if [[ ! -f "$BUILD_DIR/build.ninja" && ! -f "$BUILD_DIR/Makefile" ]]; then
-    generator=()
-    command -v ninja >/dev/null && generator=(-G Ninja)
-    cmake -S . -B "$BUILD_DIR" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  fi
-  cmake --build "$BUILD_DIR" --target kaizen_train_bench -j"$(nproc)" >/dev/null
+  # Configured as the tests' build is (scripts/build.sh: the same compiler).
+  KAIZEN_BUILD_DIR="$BUILD_DIR" bash scripts/build.sh kaizen_train_bench >/dev/null
   BENCH="$BUILD_DIR/bench/kaizen_train_bench"
 fi
 [[ -x "$BENCH" ]] || { echo "ceiling_bench: $BENCH is missing" >&2; exit 1; }

@@ -53,21 +53,22 @@ int LandlockAbi();
 
 // FailedPrecondition unless the calling process has one thread (what follows
 // would not reach threads already running). Then closes every descriptor
-// above 2 but `keep_fd` (-1: none), installs a seccomp filter (then sets
-// the limits, plus no core dumps and no file growth: RLIMIT_FSIZE 0) under which
+// above 2 but `keep_fd` (-1: none); where the kernel has Landlock
+// (LandlockAbi() > 0), applies a Landlock rule set that limits what the
+// process may open to reading kSystemReadable and limits.readable: the data
+// directory, TLS keys, token files and the parent's /proc entries are out of
+// reach (EACCES), and nothing may be executed, written, created, removed,
+// linked or renamed (without Landlock, logged by the server at start-up,
+// reads stay as open as the user's); installs a seccomp filter under which
 // any open for writing, creating, removing, renaming or changing a file, any
 // socket, exec, ptrace, mount or namespace change, any signal to another
 // process, a new process (fork, vfork, clone without CLONE_THREAD), a new
 // session or process group, SysV or POSIX IPC objects, and changes to
 // another process's limits, priority or signal-driven I/O (F_SETOWN,
-// F_SETSIG) fail with EACCES or EPERM; clone3 says ENOSYS, so that threads
-// are made with clone (LibTorch needs them). Where the kernel has Landlock
-// (LandlockAbi() > 0), a Landlock rule set then limits what the process may
-// open to reading kSystemReadable and limits.readable: the data directory,
-// TLS keys, token files and the parent's /proc entries are out of reach
-// (EACCES), and nothing may be executed, written, created, removed, linked
-// or renamed. Without Landlock (logged by the server at start-up) reads
-// stay as open as the user's. Irreversible for the calling process.
+// F_SETSIG) fail with EACCES or EPERM, and clone3 says ENOSYS, so that
+// threads are made with clone (LibTorch needs them); and only then sets the
+// limits, plus no core dumps and no file growth (RLIMIT_FSIZE 0).
+// Irreversible for the calling process.
 absl::Status ConfineCurrentProcess(const ChildLimits& limits, int keep_fd = -1);
 
 // Writes all of `bytes` to `fd` (a helper's answer), retrying short writes
