@@ -90,7 +90,11 @@ absl::StatusOr<size_t> GzipReader::ReadFile(unsigned char* out, size_t size) {
       std::clearerr(file_);  // the end seen before may have moved
     }
     const size_t n = std::fread(out + got, 1, size - got, file_);
-    if (std::ferror(file_)) return absl::InternalError(absl::StrCat(display_name_, ": read error"));
+    if (std::ferror(file_)) {
+      return absl::InternalError(absl::StrCat(display_name_, ": cannot read at byte ",
+                                              file_offset_ + static_cast<int64_t>(n), ": ",
+                                              std::strerror(errno)));
+    }
     got += n;
     file_offset_ += static_cast<int64_t>(n);
     if (growing_ == nullptr) break;

@@ -5,6 +5,7 @@
 
 #include <zlib.h>
 
+#include <cstring>
 #include <random>
 #include <string>
 
@@ -225,6 +226,15 @@ TEST_F(GzipReaderTest, AMissingFileIsNotFound) {
       GzipReader::Open(dir_.File("missing"), "labels.gz");
   ASSERT_TRUE(absl::IsNotFound(reader.status())) << reader.status();
   EXPECT_THAT(reader.status().message(), HasSubstr("labels.gz: cannot open"));
+}
+
+// A file that opens but cannot be read (here a directory: fopen takes it,
+// fread fails with EISDIR) says where and why.
+TEST_F(GzipReaderTest, AReadErrorSaysWhereAndWhy) {
+  absl::StatusOr<std::unique_ptr<GzipReader>> reader = GzipReader::Open(dir_.path(), "images.gz");
+  ASSERT_EQ(reader.status().code(), absl::StatusCode::kInternal) << reader.status();
+  EXPECT_THAT(reader.status().message(),
+              HasSubstr("images.gz: cannot read at byte 0: " + std::string(std::strerror(EISDIR))));
 }
 
 TEST_F(GzipReaderTest, AGrowingFileThatLagsBehindItsWriterIsAnErrorNotAHang) {
