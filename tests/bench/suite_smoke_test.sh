@@ -5,10 +5,12 @@
 # exited 0, that the section it wrote holds each benchmark's figures (FULL,
 # FINE_TUNE and FEATURE_EXTRACTION rows, the three servers at each
 # concurrency, the three uploads, the ceiling, both e2e runners, the prefix
-# cache, memory format and idle-reload ratios, the model-instance ratios, the
-# time-to-accuracy ratios), that the
-# section was inserted at the marker of an existing results file without
-# losing what was there, and that the plots exist. The figures themselves are
+# cache's ratios and loss difference, both memory-format rows, the idle-reload
+# ratio and version, the model-instance ratios, the time-to-accuracy ratios),
+# that the section was inserted at the marker of an existing results file
+# without losing what was there, and that the plots exist. These four
+# benchmarks (prefix cache, memory format, idle reloads, model instances) have
+# no smoke test of their own: this is it. The figures themselves are
 # meaningless at this size; bench/run_suite.sh with its defaults makes real ones.
 # It runs the binaries of BUILD_DIR (the tree under test) as they are: no
 # set-up script and no build inside the test.
@@ -79,6 +81,9 @@ expect 'Cache speed-up per epoch' "the cache speed-up"
 expect '^kaizen +[0-9.]+ ' "the Kaizen e2e row"
 expect '^pytorch-w0 +[0-9.]+ ' "the PyTorch e2e row"
 expect '^off / on: epoch 1 [0-9.]+x, later epochs [0-9.]+x' "the frozen-prefix cache ratios"
+expect 'training losses: [0-9.]+e-(0[6-9]|[1-9][0-9])$|training losses: 0[.]00e[+]00$' \
+  "the frozen-prefix cache's loss difference (at most 1e-6)"
+expect '^full +[0-9.]+ +[0-9.]+ +[0-9.]+x' "the channels_last FULL row"
 expect '^fine_tune +[0-9.]+ +[0-9.]+ +[0-9.]+x' "the channels_last FINE_TUNE row"
 expect '^job time, always / idle: [0-9.]+x' "the idle-reload ratio"
 expect '^2x1 +4 +[0-9.]+ +[0-9.]+ +[0-9.]+$' "the 2-instance ratio row at concurrency 4"
