@@ -18,7 +18,7 @@ mapfile -t bad < <(sed -n 's/^\(.*\):[0-9]*:[0-9]*: error: code should be clang-
   <<<"$report" | sort -u)
 if [[ $rc -ne 0 && ${#bad[@]} -eq 0 ]]; then
   echo "check_format: clang-format failed (exit $rc):" >&2
-  echo "$report" | head -20 >&2
+  sed -n 1,20p <<<"$report" >&2
   exit 1
 fi
 if [[ ${#bad[@]} -gt 0 ]]; then

@@ -31,7 +31,7 @@
 #
 # Usage: [N=2000] [THREADS=$(nproc)] [STRATEGIES="fine_tune feature_extraction"]
 #        [KAIZEN_BIN_DIR=build] bench/loader/folder_train_bench.sh
-# Smoke: N=60 KAIZEN_BIN_DIR=build bench/loader/folder_train_bench.sh
+# Smoke (CTest): N=60 STRATEGIES=fine_tune KAIZEN_BIN_DIR=build bench/loader/folder_train_bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/common.sh

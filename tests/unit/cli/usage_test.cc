@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 
 ABSL_FLAG(int, usage_test_count, 1, "a flag for CheckFlags to check");
@@ -98,11 +100,20 @@ TEST(UsageTest, TakeVersionFlagRefusesNonNumbers) {
 }
 
 TEST(UsageTest, DefaultServerComesFromTheEnvironment) {
+  // Whatever the environment held is put back for the next tests in this
+  // process (a CTest shard).
+  const char* held = std::getenv("KAIZEN_SERVER");
+  absl::Cleanup restore = [saved = held ? std::optional<std::string>(held) : std::nullopt] {
+    if (saved) {
+      ::setenv("KAIZEN_SERVER", saved->c_str(), 1);
+    } else {
+      ::unsetenv("KAIZEN_SERVER");
+    }
+  };
   ::unsetenv("KAIZEN_SERVER");
   EXPECT_EQ(DefaultServer(), "localhost:50051");
   ::setenv("KAIZEN_SERVER", "kaizen.example:443", 1);
   EXPECT_EQ(DefaultServer(), "kaizen.example:443");
-  ::unsetenv("KAIZEN_SERVER");
 }
 
 }  // namespace

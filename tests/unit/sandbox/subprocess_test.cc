@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -65,6 +66,7 @@ TEST(SubprocessTest, AStartedProcessRunsInTheBackgroundWithItsStderrInAFile) {
 
 TEST(SubprocessTest, PassesOnlyTheGivenEnvironment) {
   setenv("KAIZEN_SECRET_FOR_TEST", "token", 1);
+  absl::Cleanup unset = [] { unsetenv("KAIZEN_SECRET_FOR_TEST"); };
   SubprocessOptions o = Shell("echo \"[$KAIZEN_SECRET_FOR_TEST][$ONLY]\"");
   o.env = {"ONLY=this"};
   absl::StatusOr<SubprocessResult> r = RunSubprocess(o);

@@ -9,6 +9,7 @@
 #include <limits>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -160,6 +161,9 @@ TEST_F(BatcherTest, EachExecutorRunsOnItsOwnThreadCountAndLeavesTheProcessDefaul
     return n;
   };
   const int before = at::get_num_threads();
+  // Restored however the test ends: the next tests in this process (a CTest
+  // shard) start from the default.
+  absl::Cleanup restore = [before] { at::set_num_threads(before); };
   at::set_num_threads(3);
   ASSERT_EQ(on_new_thread(), 3);
   for (const int threads : {1, 2}) {
@@ -189,7 +193,6 @@ TEST_F(BatcherTest, EachExecutorRunsOnItsOwnThreadCountAndLeavesTheProcessDefaul
     // Threads started later still take the process default.
     EXPECT_EQ(on_new_thread(), 3);
   }
-  at::set_num_threads(before);
 }
 
 TEST_F(BatcherTest, RequestsForDifferentVersionsAreNeverMerged) {
