@@ -5,10 +5,13 @@
 # Usage: scripts/fuzz.sh [--build-only | --no-build] [seconds_per_target] [target...]
 #   --build-only        configure and build build-fuzz/, run nothing
 #   --no-build          run the targets of an existing build-fuzz/ as they are
-#   seconds_per_target  default 300 (CI's smoke tests pass 10, one test per target)
+#   seconds_per_target  default 300 (CI's smoke tests pass 5, one test per target)
 #   target              names from fuzz/CMakeLists.txt; default: all of them
 # Env: KAIZEN_FUZZ_BUILD_DIR (build-fuzz), KAIZEN_JOBS (nproc),
-#      KAIZEN_FUZZ_WORK (a temporary folder: grown corpora, crash files).
+#      KAIZEN_FUZZ_WORK (a temporary folder: grown corpora, crash files),
+#      KAIZEN_FUZZ_PROTO_FROM (a clang build tree of these sources whose
+#      generated protobuf code to link instead of compiling it; CTest passes
+#      its own).
 #
 # Prints one line per target: executions, executions/s, corpus size and
 # findings (crash/leak/timeout files). Exits 1 if any target found something;
@@ -34,9 +37,16 @@ if [ "$BUILD" = 1 ]; then
   fi
   GENERATOR=()
   if command -v ninja >/dev/null 2>&1; then GENERATOR=(-G Ninja); fi
+  PROTO_FROM=""
+  if [ -n "${KAIZEN_FUZZ_PROTO_FROM:-}" ]; then
+    PROTO_FROM=$(cd "$KAIZEN_FUZZ_PROTO_FROM" && pwd)
+  fi
   if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
     CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" "${GENERATOR[@]}" \
-      -DCMAKE_BUILD_TYPE=Release -DKAIZEN_FUZZ=ON -DKAIZEN_BUILD_TESTS=OFF >/dev/null
+      -DCMAKE_BUILD_TYPE=Release -DKAIZEN_FUZZ=ON -DKAIZEN_BUILD_TESTS=OFF \
+      -DKAIZEN_PROTO_FROM="$PROTO_FROM" >/dev/null
+  elif ! grep -qxF "KAIZEN_PROTO_FROM:PATH=$PROTO_FROM" "$BUILD_DIR/CMakeCache.txt"; then
+    cmake -S . -B "$BUILD_DIR" -DKAIZEN_PROTO_FROM="$PROTO_FROM" >/dev/null
   fi
   build_start=$(date +%s)
   cmake --build "$BUILD_DIR" -j "$JOBS"
