@@ -41,7 +41,10 @@ if [ "$BUILD" = 1 ]; then
   if [ -n "${KAIZEN_FUZZ_PROTO_FROM:-}" ]; then
     PROTO_FROM=$(cd "$KAIZEN_FUZZ_PROTO_FROM" && pwd)
   fi
-  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+  # Configure when there is no cache or an interrupted configure left no
+  # build file; reconfigure when the lender of the protobuf code changed.
+  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ] ||
+    { [ ! -f "$BUILD_DIR/build.ninja" ] && [ ! -f "$BUILD_DIR/Makefile" ]; }; then
     CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" "${GENERATOR[@]}" \
       -DCMAKE_BUILD_TYPE=Release -DKAIZEN_FUZZ=ON -DKAIZEN_BUILD_TESTS=OFF \
       -DKAIZEN_PROTO_FROM="$PROTO_FROM" >/dev/null
