@@ -1,6 +1,7 @@
 #include "server/jobs/job_manager.h"
 
 #include <ATen/Parallel.h>
+#include <time.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
@@ -333,25 +334,43 @@ bool JobManager::RunLost(const std::string& job_id) {
   return it != running_.end() && it->second->lost;
 }
 
+namespace {
+
+// A clock that no step of the wall clock moves. Linux's boot-time clock
+// also counts time the machine spent suspended (a paused VM's replica wakes
+// knowing its lease ran out meanwhile); steady_clock elsewhere.
+absl::Duration SteadyNow() {
+#ifdef CLOCK_BOOTTIME
+  timespec now;
+  if (clock_gettime(CLOCK_BOOTTIME, &now) == 0) return absl::DurationFromTimespec(now);
+#endif
+  return absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
+}
+
+}  // namespace
+
 int64_t JobManager::LeaseNowMs() const {
-  return absl::ToUnixMillis(options_.clock()) + lease_clock_offset_ms_;
+  // The base is stored before the flag is set.
+  if (!lease_clock_read_) return absl::ToUnixMillis(options_.clock());
+  return absl::ToInt64Milliseconds(SteadyNow()) + lease_clock_base_ms_;
 }
 
 absl::Status JobManager::RefreshLeaseClock() {
   if (!options_.shared_database) return absl::OkStatus();
-  const absl::Time sent = options_.clock();
+  const absl::Duration sent = SteadyNow();
+  const absl::Time wall_sent = options_.clock();
   absl::StatusOr<int64_t> database = jobs_->DatabaseMillis();
-  const absl::Time received = options_.clock();
+  const absl::Duration round_trip = SteadyNow() - sent;
   if (!database.ok()) return database.status();
-  if (received - sent > absl::Seconds(1)) {
+  if (round_trip > absl::Seconds(1)) {
     return absl::UnavailableError(absl::StrCat("reading the database's clock took ",
-                                               absl::FormatDuration(received - sent),
+                                               absl::FormatDuration(round_trip),
                                                " (over 1s): too uncertain to keep"));
   }
-  const int64_t middle = absl::ToUnixMillis(sent + (received - sent) / 2);
-  const int64_t offset = *database - middle;
-  const int64_t previous = lease_clock_offset_ms_.exchange(offset);
+  lease_clock_base_ms_ = *database - absl::ToInt64Milliseconds(sent + round_trip / 2);
   lease_clock_read_ = true;
+  const int64_t offset = *database - absl::ToUnixMillis(wall_sent + round_trip / 2);
+  const int64_t previous = wall_clock_offset_ms_.exchange(offset);
   if (std::abs(offset - previous) > 1000) {
     common::LogWarning(
         "this replica's clock disagrees with the database's; leases follow the "
@@ -457,6 +476,37 @@ absl::Status JobManager::FenceRun(const std::string& job_id) {
     ApplyLeaseRequest(job_id, it->second, state.request);
   }
   return absl::OkStatus();
+}
+
+absl::Status JobManager::PublishLeased(Job* job, JobEvent event, bool with_row) {
+  if (!options_.shared_database) {
+    RETURN_IF_ERROR(events_
+                        ->Publish(job->id(), std::move(event),
+                                  [&](const JobEvent& stored) -> absl::Status {
+                                    if (!with_row) return absl::OkStatus();
+                                    job->set_last_sequence(stored.sequence());
+                                    return jobs_->Update(*job);
+                                  })
+                        .status());
+    return absl::OkStatus();
+  }
+  if (options_.before_leased_event) options_.before_leased_event(job->id(), event);
+  Job next = *job;
+  ASSIGN_OR_RETURN(std::optional<JobEvent> stored,
+                   events_->PublishIf(
+                       job->id(), std::move(event), [&](const JobEvent& e) -> absl::StatusOr<bool> {
+                         next.set_last_sequence(e.sequence());
+                         return jobs_->AppendEventIfLeased(e, with_row ? &next : nullptr,
+                                                           options_.replica_id, LeaseNowMs());
+                       }));
+  if (stored.has_value()) {
+    if (with_row) job->set_last_sequence(stored->sequence());
+    return absl::OkStatus();
+  }
+  absl::MutexLock lock(&mu_);
+  MarkLost(job->id());
+  return absl::AbortedError(
+      absl::StrCat("job ", job->id(), " is no longer leased to this replica: not told"));
 }
 
 absl::Status JobManager::PublishState(Job* job, JobState state) {
@@ -2081,8 +2131,9 @@ void JobManager::OnStep(Job* job, Running* running, const kaizen::v1::StepProgre
 }
 
 void JobManager::OnEpoch(Job* job, const kaizen::v1::EpochMetrics& m) {
-  // A replica that lost the job reports no more epochs (nor can it record
-  // this one: Persist is fenced the same way).
+  // A replica that lost the job reports no more epochs, nor records this
+  // one: its event and the row are stored together, fenced by the lease
+  // (PublishLeased), which catches a stall after this renewal.
   FenceRun(job->id()).IgnoreError();
   if (RunLost(job->id())) return;
   job->set_epoch(m.epoch());
@@ -2090,8 +2141,10 @@ void JobManager::OnEpoch(Job* job, const kaizen::v1::EpochMetrics& m) {
   if (options_.metrics) options_.metrics->EpochCompleted(*job);
   JobEvent e;
   *e.mutable_epoch_summary() = m;
-  events_->Publish(job->id(), std::move(e)).IgnoreError();
-  Persist(job).IgnoreError();
+  absl::Status told = PublishLeased(job, std::move(e), /*with_row=*/true);
+  if (!told.ok() && !absl::IsAborted(told)) {  // a lost run was logged by MarkLost
+    common::LogWarning("cannot record an epoch", {{"job", job->id()}, {"error", told.ToString()}});
+  }
 }
 
 absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt) {
@@ -2174,7 +2227,7 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
   c->set_metric_name(metric.name);
   c->set_metric(metric.value);
   c->set_is_best(ckpt.is_best);
-  return events_->Publish(job->id(), std::move(e)).status();
+  return PublishLeased(job, std::move(e), /*with_row=*/false);
 }
 
 absl::StatusOr<training::TrainResult> JobManager::TrainOnWorldSize(

@@ -98,9 +98,10 @@ class JobManager {
     bool shared_database = false;
     std::string replica_id = "local";
     absl::Duration job_lease = absl::Seconds(30);
-    // This machine's clock; tests give a replica one that is off. With a
-    // shared database leases are timed by the database's clock instead
-    // (LeaseNowMs): this one only measures the time between readings of it.
+    // This machine's clock; tests give a replica one that is off, or one
+    // that steps. With a shared database leases are timed by the database's
+    // clock instead (LeaseNowMs), advanced between readings by the monotonic
+    // clock: this one only tells the log that the two disagree.
     std::function<absl::Time()> clock = [] { return absl::Now(); };
     // Shared database only: called after each lease renewal, for the other
     // chores that follow what other replicas wrote (new model versions).
@@ -128,6 +129,12 @@ class JobManager {
     // Tests only (shared database): called by Cancel once it has leased
     // such a job and before it reads the job's row again.
     std::function<void(const std::string& job_id)> after_taking_a_dead_replicas_job;
+    // Tests only (shared database): called before an epoch's or a
+    // checkpoint's event is stored with the check of the run's lease
+    // (PublishLeased); a test that takes the job over here plays a replica
+    // that stalled for a whole lease right after renewing it.
+    std::function<void(const std::string& job_id, const kaizen::v1::JobEvent& event)>
+        before_leased_event;
     // Tests only: called before a job's test evaluation of one version is
     // stored.
     std::function<void(const std::string& job_id, int64_t version)> before_test_evaluation_stored;
@@ -499,17 +506,28 @@ class JobManager {
   // version); ABORTED, and the run marked lost, when it is gone. A request
   // left on the lease reaches the run as at a renewal.
   absl::Status FenceRun(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Tells watchers of a run's `event` (an epoch, a checkpoint), with the
+  // job's row written too when `with_row`. With a shared database both are
+  // stored in one transaction with the check that this replica's lease is
+  // live (JobStore::AppendEventIfLeased): ABORTED, nothing stored and the run
+  // marked lost otherwise, so a replica that stalled right after a renewal
+  // (FenceRun) tells nothing of a job another replica now runs.
+  absl::Status PublishLeased(kaizen::v1::Job* job, kaizen::v1::JobEvent event, bool with_row)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The run of `job_id` here stops and records nothing more (mu_ held).
   void MarkLost(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Now by the clock leases are timed by: with a shared database the
-  // database's (this machine's clock plus the offset last measured by
-  // RefreshLeaseClock), so that replicas whose clocks disagree agree on when
-  // a lease ends; this machine's for a lone server.
+  // database's (its last reading by RefreshLeaseClock plus the monotonic
+  // time since), so that replicas whose clocks disagree agree on when a
+  // lease ends, and a step of this machine's clock (NTP, an operator)
+  // changes nothing; this machine's for a lone server.
   int64_t LeaseNowMs() const;
-  // Reads the database's clock and keeps its offset from this machine's,
-  // taken at the middle of the round trip (off by at most half of it); a
-  // reading whose round trip took over a second is refused, not kept.
-  // Shared database only (OK otherwise): at start and every lease renewal.
+  // Reads the database's clock and keeps its offset from the monotonic
+  // clock, taken at the middle of the round trip (off by at most half of
+  // it); a reading whose round trip took over a second is refused, not kept.
+  // Logs a warning when this machine's clock disagrees with the database's
+  // by a second more than at the last reading. Shared database only (OK
+  // otherwise): at start and every lease renewal.
   absl::Status RefreshLeaseClock();
   // Whether the run of `job_id` here was found to have lost its lease.
   bool RunLost(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
@@ -532,8 +550,10 @@ class JobManager {
   void PublishMessage(const std::string& job_id, const std::string& message);
 
   Options options_;
-  // The database's clock less this machine's, in ms (RefreshLeaseClock).
-  std::atomic<int64_t> lease_clock_offset_ms_{0};
+  // The database's clock less the monotonic clock, and less this machine's,
+  // in ms, at the last reading (RefreshLeaseClock).
+  std::atomic<int64_t> lease_clock_base_ms_{0};
+  std::atomic<int64_t> wall_clock_offset_ms_{0};
   std::atomic<bool> lease_clock_read_{false};  // a reading was kept
   store::JobStore* jobs_;
   store::DatasetStore* datasets_;

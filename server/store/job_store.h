@@ -44,6 +44,15 @@ class JobStore {
   // written) otherwise. ALREADY_EXISTS when the event's sequence is taken.
   absl::StatusOr<bool> AppendEventIf(const kaizen::v1::JobEvent& event, const kaizen::v1::Job& job,
                                      kaizen::v1::JobState from);
+  // Stores `event`, and writes `job`'s row when one is given, in one write
+  // transaction, only while `owner` holds a live lease on the event's job at
+  // `now_ms`; false (neither written) otherwise. ALREADY_EXISTS when the
+  // event's sequence is taken. A run's epochs and checkpoints are told
+  // through here, so that a replica that stalled past its lease right after
+  // renewing it cannot tell watchers of a job another replica now runs.
+  absl::StatusOr<bool> AppendEventIfLeased(const kaizen::v1::JobEvent& event,
+                                           const kaizen::v1::Job* job, const std::string& owner,
+                                           int64_t now_ms);
   absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
   absl::StatusOr<std::optional<kaizen::v1::Job>> FindByRequestId(const std::string& request_id);
   // Jobs with their creation sequence (the page cursor), newest first;
@@ -136,6 +145,10 @@ class JobStore {
   absl::Status WriteRow(const kaizen::v1::Job& job);
   absl::Status InsertEvent(const kaizen::v1::JobEvent& event);
   absl::StatusOr<bool> StateIs(const std::string& job_id, kaizen::v1::JobState state);
+  // With the database's mutex held, in a write transaction: whether `owner`
+  // holds a live lease on the job at `now_ms`.
+  absl::StatusOr<bool> LeaseIsLive(const std::string& job_id, const std::string& owner,
+                                   int64_t now_ms);
   Database* db_;
 };
 

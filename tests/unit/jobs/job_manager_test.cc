@@ -1357,6 +1357,57 @@ TEST_F(JobManagerTest, AReplicaThatLostTheLeaseMidEpochRecordsNothingMore) {
   }
 }
 
+// Replica a renews its lease before it tells an epoch or a checkpoint, then
+// stalls for a whole lease, and b takes the job over (TakeOver, at the
+// event's publication): the event is refused with the lease's check in the
+// same transaction, so watchers hear nothing of a's run of b's job.
+TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalTellsNoEpochOfAJobTakenOver) {
+  UploadDataset("pets");
+  std::string id;
+  JobManager::Options o = ReplicaOptions("a");
+  o.before_leased_event = [&](const std::string& job_id, const kaizen::v1::JobEvent& e) {
+    if (job_id == id && e.has_epoch_summary()) TakeOver(jobs_.get(), id, "taken by b");
+  };
+  RunAJobThenAnother(o, &id);
+
+  const Job row = *jobs_->Get(id);
+  EXPECT_EQ(row.device(), "taken by b");
+  EXPECT_EQ(row.latest_version(), 0);
+  EXPECT_TRUE(row.history().empty());
+  EXPECT_EQ(models_->Get("out", 0).status().code(), absl::StatusCode::kNotFound);
+  auto events = jobs_->Events(id, 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  for (const kaizen::v1::JobEvent& e : *events) {
+    EXPECT_FALSE(e.has_epoch_summary()) << e.DebugString();
+    EXPECT_FALSE(e.has_checkpoint()) << e.DebugString();
+  }
+}
+
+// The same stall before the checkpoint's event: the version a recorded while
+// it held the lease stays, for b to resume from; its event is not told.
+TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalTellsNoCheckpointOfAJobTakenOver) {
+  UploadDataset("pets");
+  std::string id;
+  JobManager::Options o = ReplicaOptions("a");
+  o.before_leased_event = [&](const std::string& job_id, const kaizen::v1::JobEvent& e) {
+    if (job_id == id && e.has_checkpoint()) TakeOver(jobs_.get(), id, "taken by b");
+  };
+  RunAJobThenAnother(o, &id);
+
+  const Job row = *jobs_->Get(id);
+  EXPECT_EQ(row.device(), "taken by b");
+  EXPECT_EQ(row.latest_version(), 1);
+  EXPECT_TRUE(models_->Get("out", 1).ok());
+  auto events = jobs_->Events(id, 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  std::vector<int64_t> epochs;
+  for (const kaizen::v1::JobEvent& e : *events) {
+    if (e.has_epoch_summary()) epochs.push_back(e.epoch_summary().epoch());
+    EXPECT_FALSE(e.has_checkpoint()) << e.DebugString();
+  }
+  EXPECT_EQ(epochs, (std::vector<int64_t>{1}));  // told while a held the lease
+}
+
 // Replica a stalled past its lease and b took the job over; a's run has not
 // noticed yet when a user cancels or pauses through a: the request is left
 // on b's lease, not only on a's stale run, and the job stays b's.
@@ -1742,6 +1793,43 @@ TEST_F(JobManagerTest, AReplicaWhoseClockRunsAheadTakesNoLiveJobOver) {
   ASSERT_TRUE(holder.ok()) << holder.status();
   EXPECT_EQ(holder->value_or("none"), "a");
   EXPECT_THAT(Messages(job->id()), ::testing::Not(::testing::Contains(HasSubstr("takes it over"))));
+}
+
+// Leases follow the database's clock and the monotonic time since its last
+// reading: replica a's clock, stepped 10 minutes ahead (an NTP correction,
+// an operator) between a reading and the renewal that follows, does not
+// make a's own lease look expired, so a keeps its job and finishes it in
+// one attempt. (Timed by this machine's clock, the renewal would find the
+// lease run out and the job, lost, would fail: one attempt allowed.)
+TEST_F(JobManagerTest, AClockSteppedAheadCostsTheReplicaNoJob) {
+  UploadDataset("pets");
+  std::string id;
+  std::atomic<bool> running{false};
+  std::atomic<bool> stepped{false};
+  JobManager::Options o = ReplicaOptions("a");
+  o.job_lease = absl::Seconds(3);  // renewals every second
+  o.max_job_attempts = 1;
+  o.clock = [&] { return absl::Now() + (stepped ? absl::Minutes(10) : absl::ZeroDuration()); };
+  o.before_lease_renewal = [&] {
+    if (running) stepped = true;
+  };
+  o.after_step = [&](const std::string& job_id, int64_t step) {
+    if (job_id != id || step != 1) return;
+    running = true;
+    // A renewal comes (and steps the clock) while the run goes on.
+    while (!stepped) absl::SleepFor(absl::Milliseconds(10));
+    absl::SleepFor(absl::Seconds(2));
+  };
+  MakeManager(o);
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/2));
+  ASSERT_TRUE(job.ok()) << job.status();
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  const Job end = WaitForEnd(id);
+  EXPECT_EQ(end.state(), JOB_STATE_SUCCEEDED) << end.error();
+  EXPECT_EQ(end.attempts(), 1);
+  EXPECT_EQ(end.latest_version(), 2);
+  EXPECT_TRUE(stepped);
 }
 
 // And replica b, whose clock runs 10 minutes behind, still takes over the job
