@@ -880,18 +880,20 @@ absl::StatusOr<kaizen::v1::Dataset> JobManager::CheckDatasets(
 absl::StatusOr<Job> JobManager::ReserveAndInsert(Job job) {
   const kaizen::v1::StartFineTuneRequest& request = job.request();
   // One name registry for uploads and job outputs: neither can take a name
-  // the other holds or that exists.
+  // the other holds or that exists. The insertion checks it again in its
+  // transaction, against other replicas' uploads and jobs.
+  const bool may_exist =
+      job.has_incremental() && job.incremental().base_model() == request.output_model();
   if (absl::Status st =
-          models_->ReserveName(request.output_model(), absl::StrCat("job ", job.id()),
-                               /*may_exist=*/job.has_incremental() &&
-                                   job.incremental().base_model() == request.output_model());
+          models_->ReserveName(request.output_model(), absl::StrCat("job ", job.id()), may_exist);
       !st.ok()) {
     return absl::Status(st.code(), absl::StrCat("output_model: ", st.message()));
   }
   if (options_.after_references_checked) options_.after_references_checked();
   // Held until Submit's QUEUED event writes the row's state: no replica may
   // claim it in between (JobStore::Insert).
-  if (absl::Status st = jobs_->Insert(job, /*held=*/true); !st.ok()) {
+  if (absl::Status st = jobs_->Insert(job, /*held=*/true, /*output_may_exist=*/may_exist);
+      !st.ok()) {
     models_->ReleaseName(request.output_model());
     if (absl::IsAlreadyExists(st) && !request.request_id().empty()) {
       // Lost a race with the same request_id: answer with the winner.

@@ -1,6 +1,7 @@
 #include "server/store/job_store.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -52,6 +53,22 @@ std::string StateList(const std::vector<kaizen::v1::JobState>& states) {
 
 }  // namespace
 
+absl::StatusOr<std::optional<std::string>> ActiveJobWriting(Database* db, const std::string& name) {
+  ASSIGN_OR_RETURN(Statement active,
+                   db->Prepare(absl::StrCat(
+                       "SELECT proto FROM jobs WHERE state IN (",
+                       StateList({kaizen::v1::JOB_STATE_UNSPECIFIED,  // held
+                                  kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
+                                  kaizen::v1::JOB_STATE_PAUSED}),
+                       ")")));
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, active.Step());
+    if (!row) return std::optional<std::string>();
+    ASSIGN_OR_RETURN(kaizen::v1::Job job, ParseJob(active.ColumnBlob(0)));
+    if (job.request().output_model() == name) return std::optional<std::string>(job.id());
+  }
+}
+
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(Database* db) {
   std::unique_ptr<JobStore> store(new JobStore(db));
   absl::MutexLock lock(&db->mutex());
@@ -62,27 +79,28 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(Database* db) {
   return store;
 }
 
-absl::Status JobStore::Insert(const kaizen::v1::Job& job, bool held) {
+absl::Status JobStore::Insert(const kaizen::v1::Job& job, bool held, bool output_may_exist) {
   absl::MutexLock lock(&db_->mutex());
   // The write lock makes MAX(seq) + 1 unique with several writers, and the
   // output model of an active job the job's alone across replicas (each
   // replica also reserves it in memory, ModelStore::ReserveName).
   Database::Transaction tx(db_);
   RETURN_IF_ERROR(tx.begin_status());
-  if (!job.request().output_model().empty()) {
-    ASSIGN_OR_RETURN(Statement active,
-                     db_->Prepare("SELECT proto FROM jobs WHERE state IN (?, ?, ?)"));
-    active.Bind(1, static_cast<int64_t>(kaizen::v1::JOB_STATE_QUEUED))
-        .Bind(2, static_cast<int64_t>(kaizen::v1::JOB_STATE_RUNNING))
-        .Bind(3, static_cast<int64_t>(kaizen::v1::JOB_STATE_PAUSED));
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, active.Step());
-      if (!row) break;
-      ASSIGN_OR_RETURN(kaizen::v1::Job other, ParseJob(active.ColumnBlob(0)));
-      if (other.request().output_model() == job.request().output_model()) {
-        return absl::AlreadyExistsError(absl::StrCat("output_model: model \"",
-                                                     job.request().output_model(),
-                                                     "\" is being written by job ", other.id()));
+  const std::string& output = job.request().output_model();
+  if (!output.empty()) {
+    ASSIGN_OR_RETURN(const std::optional<std::string> writer, ActiveJobWriting(db_, output));
+    if (writer) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("output_model: model \"", output, "\" is being written by job ", *writer));
+    }
+    if (!output_may_exist) {
+      ASSIGN_OR_RETURN(Statement model,
+                       db_->Prepare("SELECT 1 FROM models WHERE name = ? LIMIT 1"));
+      model.Bind(1, output);
+      ASSIGN_OR_RETURN(const bool exists, model.Step());
+      if (exists) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("output_model: model \"", output, "\" already exists"));
       }
     }
   }

@@ -15,16 +15,26 @@
 
 namespace kaizen::store {
 
+// With `db`'s mutex held, in a write transaction: the active job (held,
+// QUEUED, RUNNING or PAUSED, of any replica) whose output is model `name`,
+// if any. JobStore::Insert and MetadataStore::InsertModel check it in the
+// transaction that takes the name.
+absl::StatusOr<std::optional<std::string>> ActiveJobWriting(Database* db, const std::string& name);
+
 class JobStore {
  public:
   // Creates the tables if needed. `db` must outlive the store.
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(Database* db);
 
-  // ALREADY_EXISTS when the id or a non-empty request_id is taken. A `held`
+  // ALREADY_EXISTS when the id or a non-empty request_id is taken, when
+  // another active job (ActiveJobWriting) has the same output model, and,
+  // unless `output_may_exist`, when a model of that name exists: checked in
+  // the insertion's write transaction, so that across replicas a name goes
+  // to one job, or to one upload (MetadataStore::InsertModel). A `held`
   // row is nobody's to claim (its state column is UNSPECIFIED) until the
   // first Update writes the job's state: a replica claiming between the
   // insertion and the job's QUEUED event would be overwritten by that event.
-  absl::Status Insert(const kaizen::v1::Job& job, bool held = false);
+  absl::Status Insert(const kaizen::v1::Job& job, bool held = false, bool output_may_exist = true);
   // Replaces the stored job (state, progress, history...).
   absl::Status Update(const kaizen::v1::Job& job);
   // Update, in one write transaction, only while the stored state column is

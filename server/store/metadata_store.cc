@@ -1,9 +1,12 @@
 #include "server/store/metadata_store.h"
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "server/common/atomic_file.h"
 #include "server/common/status_macros.h"
 #include "server/common/text_limits.h"
+#include "server/store/job_store.h"
 
 namespace kaizen::store {
 namespace {
@@ -148,11 +151,24 @@ absl::StatusOr<DatasetRow> MetadataStore::DeleteDataset(const std::string& name)
   return out;
 }
 
-absl::Status MetadataStore::InsertModel(const ModelRow& row) {
+absl::Status MetadataStore::InsertModel(const ModelRow& row, bool unless_a_job_writes) {
   // Class names from a model file's own metadata arrive here too.
   RETURN_IF_ERROR(
       common::ValidateRecord(absl::StrCat("model \"", row.model.name(), "\""), row.model));
   absl::MutexLock lock(&db_->mutex());
+  // One statement, unless the job table is checked first.
+  std::optional<Database::Transaction> tx;
+  if (unless_a_job_writes) {
+    tx.emplace(db_.get());
+    RETURN_IF_ERROR(tx->begin_status());
+    ASSIGN_OR_RETURN(const std::optional<std::string> writer,
+                     ActiveJobWriting(db_.get(), row.model.name()));
+    if (writer) {
+      return absl::AlreadyExistsError(absl::StrCat("model \"", row.model.name(),
+                                                   "\" is being written by job ", *writer,
+                                                   " (it may run on another replica)"));
+    }
+  }
   ASSIGN_OR_RETURN(
       Statement st,
       db_->Prepare("INSERT INTO models(name, version, file, proto) VALUES(?, ?, ?, ?)"));
@@ -165,7 +181,8 @@ absl::Status MetadataStore::InsertModel(const ModelRow& row) {
     return absl::AlreadyExistsError(absl::StrCat("model \"", row.model.name(), "\" version ",
                                                  row.model.version(), " already exists"));
   }
-  return s;
+  RETURN_IF_ERROR(s);
+  return tx ? tx->Commit() : absl::OkStatus();
 }
 
 absl::StatusOr<ModelRow> MetadataStore::GetModel(const std::string& name, int64_t version) {

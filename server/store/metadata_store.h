@@ -45,8 +45,12 @@ class MetadataStore {
   // Removes the row and returns it (so the caller can delete its file).
   absl::StatusOr<DatasetRow> DeleteDataset(const std::string& name);
 
-  // ALREADY_EXISTS when (name, version) is taken.
-  absl::Status InsertModel(const ModelRow& row);
+  // ALREADY_EXISTS when (name, version) is taken. With
+  // `unless_a_job_writes` (an upload; needs the job table, JobStore::Open),
+  // also when an active job of any replica has the model as its output
+  // (ActiveJobWriting), checked in the insertion's write transaction so that
+  // a name goes to one upload or to one job (JobStore::Insert).
+  absl::Status InsertModel(const ModelRow& row, bool unless_a_job_writes = false);
   // version 0: the newest. NOT_FOUND when absent.
   absl::StatusOr<ModelRow> GetModel(const std::string& name, int64_t version);
   absl::StatusOr<bool> ModelExists(const std::string& name);

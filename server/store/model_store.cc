@@ -231,6 +231,7 @@ absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
     }
   }
 
+  if (store_->options_.after_inspection) store_->options_.after_inspection(header_.name());
   const std::string dir_rel = absl::StrCat("models/", header_.name());
   std::error_code ec;
   std::filesystem::create_directories(store_->options_.data_dir + "/" + dir_rel, ec);
@@ -240,7 +241,11 @@ absl::StatusOr<Model> ModelStore::Upload::Finish(absl::string_view sha256_hex) {
   const std::string path = store_->options_.data_dir + "/" + row.file;
   RETURN_IF_ERROR(common::DurableRename(tmp, path));
   row.model = model;
-  if (absl::Status st = store_->metadata_->InsertModel(row); !st.ok()) {
+  // And one submitted since (while the inspection ran), checked in the
+  // transaction that takes the name: a job and an upload cannot both have it.
+  if (absl::Status st = store_->metadata_->InsertModel(
+          row, /*unless_a_job_writes=*/static_cast<bool>(store_->output_check_));
+      !st.ok()) {
     std::remove(path.c_str());
     return st;
   }

@@ -39,6 +39,9 @@ class ModelStore {
     // with its message. Unset: not checked at upload.
     std::function<absl::Status(const kaizen::v1::TextInput&, std::string_view tokenizer)>
         check_text_input;
+    // Tests only: called with the model's name once an upload's sandboxed
+    // inspection has accepted it, before its version is stored.
+    std::function<void(const std::string& name)> after_inspection;
   };
 
   class Upload {
@@ -149,8 +152,12 @@ class ModelStore {
 
   // The active job (on any replica: it reads the shared job table) whose
   // output is a model name, if any. An upload is refused while one exists:
-  // checked when it begins and again when it finishes, since another
-  // replica's job does not hold the name in this store's reservations.
+  // checked when it begins and when its bytes are in, since another
+  // replica's job does not hold the name in this store's reservations. Once
+  // set (the job table exists), the version's insertion after the sandboxed
+  // inspection (seconds) checks the job table again in its own transaction
+  // (MetadataStore::InsertModel), so a job submitted meanwhile through any
+  // replica refuses the upload, or is refused (JobStore::Insert).
   using OutputCheck =
       std::function<absl::StatusOr<std::optional<std::string>>(const std::string& name)>;
   void set_output_check(OutputCheck check) { output_check_ = std::move(check); }

@@ -8,6 +8,7 @@
 #include <future>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <utility>
 
@@ -321,6 +322,45 @@ TEST_F(JobManagerTest, AJobOfAnotherReplicaHoldsItsOutputNameAgainstUploads) {
   ASSERT_TRUE(jobs_->Update(ended).ok());
   h.set_name("theirs");
   EXPECT_TRUE(models_->BeginUpload(h).ok());
+}
+
+// A job submitted through another replica while an upload's sandboxed
+// inspection ran (seconds) refuses the upload too: the job table is checked
+// again once the inspection has accepted the model, and no version of the
+// name is stored.
+TEST_F(JobManagerTest, AJobSubmittedDuringAnUploadsInspectionRefusesTheUpload) {
+  store::ModelStore::Options mo;
+  mo.data_dir = dir_.path();
+  int inspected = 0;
+  mo.after_inspection = [&](const std::string& name) {
+    ++inspected;
+    Job job;
+    job.set_id("ft-meanwhile");
+    job.set_state(kaizen::v1::JOB_STATE_QUEUED);
+    job.mutable_request()->set_output_model(name);
+    ASSERT_TRUE(jobs_->Insert(job).ok());
+  };
+  models_ = std::make_unique<store::ModelStore>(mo, metadata_.get());
+  MakeManager();
+  absl::StatusOr<torch::jit::Module> module =
+      models::CreateBuiltinModel("cnn-small", models::BuiltinOptions{});
+  ASSERT_TRUE(module.ok()) << module.status();
+  std::ostringstream saved;
+  module->save(saved);
+  const std::string bytes = saved.str();
+  kaizen::v1::UploadModelHeader h;
+  h.set_name("raced");
+  h.add_parts()->set_size_bytes(static_cast<int64_t>(bytes.size()));
+  for (const int64_t d : {1, 28, 28}) h.add_input_shape(d);
+  auto upload = models_->BeginUpload(h);
+  ASSERT_TRUE(upload.ok()) << upload.status();
+  ASSERT_TRUE((*upload)->Append(bytes).ok());
+  auto finished = (*upload)->Finish(common::Sha256Hex(bytes));
+  ASSERT_EQ(inspected, 1) << finished.status();  // the inspection accepted it
+  ASSERT_FALSE(finished.ok());
+  EXPECT_EQ(finished.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(finished.status().message(), HasSubstr("being written by job ft-meanwhile"));
+  EXPECT_EQ(models_->Get("raced", 0).status().code(), absl::StatusCode::kNotFound);
 }
 
 // validate_only: the same checks and resolution as a real start, and

@@ -1,16 +1,21 @@
 #include "server/store/job_store.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "server/store/metadata_store.h"
 #include "tests/test_util/postgres.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen::store {
 namespace {
+
+using ::testing::HasSubstr;
 
 kaizen::v1::Job MakeJob(const std::string& id, int priority, const std::string& request_id = "") {
   kaizen::v1::Job j;
@@ -414,6 +419,80 @@ TEST_P(JobStoreTest, ALeasedEventIsStoredOnlyWhileTheLeaseIsHeld) {
   EXPECT_EQ(*jobs_->LastSequence("a"), 2);
   EXPECT_TRUE(*jobs_->AppendEventIfLeased(e, nullptr, "replica-b", 7000));
   EXPECT_EQ(*jobs_->LastSequence("a"), 3);
+}
+
+kaizen::v1::Job JobWriting(const std::string& id, const std::string& model) {
+  kaizen::v1::Job j = MakeJob(id, 0);
+  j.mutable_request()->set_output_model(model);
+  return j;
+}
+
+ModelRow UploadedModel(const std::string& name) {
+  ModelRow row;
+  row.file = absl::StrCat("models/", name, "/v1.pt");
+  row.model.set_name(name);
+  row.model.set_version(1);
+  return row;
+}
+
+// A model name goes to one active job or to one upload: a job is refused the
+// output of another active job (held ones too, while being submitted) and,
+// unless its output may exist, an existing model's name; an upload is
+// refused the output of an active job. Each is checked in the transaction
+// that inserts the row.
+TEST_P(JobStoreTest, AModelNameGoesToOneJobOrOneUpload) {
+  ASSERT_TRUE(jobs_->Insert(JobWriting("a", "x"), /*held=*/true).ok());
+  absl::Status second = jobs_->Insert(JobWriting("b", "x"));
+  EXPECT_EQ(second.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(second.message()), HasSubstr("model \"x\" is being written by job a"));
+  absl::Status upload = meta_->InsertModel(UploadedModel("x"), /*unless_a_job_writes=*/true);
+  EXPECT_EQ(upload.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(upload.message()), HasSubstr("is being written by job a"));
+  EXPECT_FALSE(*meta_->ModelExists("x"));
+
+  // Once the job has ended, the upload takes the name.
+  kaizen::v1::Job ended = *jobs_->Get("a");
+  ended.set_state(kaizen::v1::JOB_STATE_CANCELLED);
+  ASSERT_TRUE(jobs_->Update(ended).ok());
+  ASSERT_TRUE(meta_->InsertModel(UploadedModel("x"), /*unless_a_job_writes=*/true).ok());
+  absl::Status over = jobs_->Insert(JobWriting("c", "x"), false, /*output_may_exist=*/false);
+  EXPECT_EQ(over.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(over.message()), HasSubstr("model \"x\" already exists"));
+  // A job that continues the model (INCREMENTAL into its base) may write it.
+  EXPECT_TRUE(jobs_->Insert(JobWriting("c", "x"), false, /*output_may_exist=*/true).ok());
+}
+
+// Two replicas, one submitting a job into a new model name and the other
+// finishing an upload of the same name at the same moment: exactly one of
+// the two gets it, every time.
+TEST_P(JobStoreTest, AJobAndAnUploadRacingForANameThroughTwoReplicasDoNotBothWin) {
+  if (GetParam() == test_util::Engine::kSqlite) GTEST_SKIP() << "one SQLite file, one server";
+  auto other_meta = *MetadataStore::Open(target_);
+  auto other_jobs = *JobStore::Open(other_meta->db());
+  constexpr int kRounds = 40;
+  for (int i = 0; i < kRounds; ++i) {
+    const std::string name = absl::StrCat("m", i);
+    std::atomic<int> ready{0};
+    auto start_together = [&] {
+      ++ready;
+      while (ready < 2) std::this_thread::yield();
+    };
+    absl::Status job, upload;
+    std::thread submit([&] {
+      start_together();
+      job = other_jobs->Insert(JobWriting(absl::StrCat("j", i), name), /*held=*/true,
+                               /*output_may_exist=*/false);
+    });
+    std::thread finish([&] {
+      start_together();
+      upload = meta_->InsertModel(UploadedModel(name), /*unless_a_job_writes=*/true);
+    });
+    submit.join();
+    finish.join();
+    EXPECT_NE(job.ok(), upload.ok()) << "round " << i << ": job " << job << ", upload " << upload;
+    EXPECT_TRUE(job.ok() || absl::IsAlreadyExists(job)) << job;
+    EXPECT_TRUE(upload.ok() || absl::IsAlreadyExists(upload)) << upload;
+  }
 }
 
 // A request left on a lease after its holder's last renewal comes back when
