@@ -322,6 +322,8 @@ absl::StatusOr<int> KaizenServer::OpenStores() {
   store::ModelStore::Options mso;
   mso.data_dir = o.data_dir;
   mso.max_model_bytes = o.max_model_bytes;
+  mso.replica_id = ReplicaId();
+  mso.shared_database = shared_database();
   mso.sandbox = o.model_sandbox;
   mso.sandbox.max_image_pixels = o.max_image_pixels;
   // The inspector's second forward pass runs at the largest batch serving
@@ -345,7 +347,6 @@ absl::Status KaizenServer::StartServing(int threads) {
   State& s = *state_;
   serving::ModelServer::Options serving = options_.serving;
   serving.max_image_pixels = options_.max_image_pixels;
-  serving.quarantine_interrupted_loads = !shared_database();
   serving.max_jpeg_scans = options_.max_jpeg_scans;
   // The same resolution ModelServer::Create makes: instances depend on it.
   ASSIGN_OR_RETURN(const torch::Device device, serving::ResolveServingDevice(serving.device));

@@ -95,9 +95,9 @@ class ModelServer {
     // Load the serving version of every stored (uploaded or fine-tuned)
     // model before Start() returns.
     bool preload = true;
-    // Quarantine the versions a dead server was loading (their markers are
-    // left in the catalogue). Off with several replicas on one database,
-    // whose markers may be another live replica's loads.
+    // Quarantine the versions this replica was loading when it died (their
+    // markers are left in the catalogue; ModelStore::QuarantineInterruptedLoads
+    // takes only its own where replicas share the database).
     bool quarantine_interrupted_loads = true;
     // A model without a request for this long is not loaded when a version is
     // written (only on its next request or Warm()); zero loads every version

@@ -30,6 +30,12 @@ CREATE TABLE IF NOT EXISTS model_quarantine (
   reason  TEXT NOT NULL,
   PRIMARY KEY (name, version)
 );
+CREATE TABLE IF NOT EXISTS model_loads (
+  name    TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  owner   TEXT NOT NULL,
+  PRIMARY KEY (name, version, owner)
+);
 CREATE TABLE IF NOT EXISTS model_loading (
   name    TEXT NOT NULL,
   version INTEGER NOT NULL,
@@ -285,7 +291,7 @@ absl::StatusOr<std::vector<ModelRow>> MetadataStore::DeleteModel(const std::stri
   }
   // A version number can be handed out again after a deletion: its
   // quarantine goes with it.
-  for (const char* table : {"models", "model_quarantine", "model_loading"}) {
+  for (const char* table : {"models", "model_quarantine", "model_loads", "model_loading"}) {
     ASSIGN_OR_RETURN(Statement del, db_->Prepare(absl::StrCat("DELETE FROM ", table, where)));
     del.Bind(1, name);
     if (version > 0) del.Bind(2, version);
@@ -345,33 +351,50 @@ absl::StatusOr<std::map<int64_t, std::string>> MetadataStore::QuarantinedVersion
   return out;
 }
 
-absl::Status MetadataStore::MarkLoading(const std::string& name, int64_t version) {
+absl::Status MetadataStore::MarkLoading(const std::string& name, int64_t version,
+                                        const std::string& owner) {
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT INTO model_loading(name, version) "
-                                              "VALUES(?, ?) ON CONFLICT DO NOTHING"));
-  return st.Bind(1, name).Bind(2, version).Run();
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT INTO model_loads(name, version, owner) "
+                                              "VALUES(?, ?, ?) ON CONFLICT DO NOTHING"));
+  return st.Bind(1, name).Bind(2, version).Bind(3, owner).Run();
 }
 
-absl::Status MetadataStore::ClearLoading(const std::string& name, int64_t version) {
+absl::Status MetadataStore::ClearLoading(const std::string& name, int64_t version,
+                                         const std::string& owner) {
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st,
-                   db_->Prepare("DELETE FROM model_loading WHERE name = ? AND version = ?"));
-  return st.Bind(1, name).Bind(2, version).Run();
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("DELETE FROM model_loads WHERE name = ? AND "
+                                              "version = ? AND owner = ?"));
+  return st.Bind(1, name).Bind(2, version).Bind(3, owner).Run();
 }
 
-absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> MetadataStore::TakeLoadingMarkers() {
+absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> MetadataStore::TakeLoadingMarkers(
+    const std::string& owner, bool every_owner) {
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_.get());
   RETURN_IF_ERROR(tx.begin_status());
-  ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT name, version FROM model_loading"));
+  // model_loading holds the markers of servers from before markers had an
+  // owner: a lone server's own. UNION lists a version marked by several
+  // owners once.
+  const std::string own = every_owner ? "" : " WHERE owner = ?1";
+  ASSIGN_OR_RETURN(
+      Statement sel,
+      db_->Prepare(absl::StrCat("SELECT name, version FROM model_loads", own,
+                                every_owner ? " UNION SELECT name, version FROM model_loading" : "",
+                                " ORDER BY 1, 2")));
+  if (!every_owner) sel.Bind(1, owner);
   std::vector<std::pair<std::string, int64_t>> out;
   while (true) {
     ASSIGN_OR_RETURN(bool row, sel.Step());
     if (!row) break;
     out.emplace_back(sel.ColumnText(0), sel.ColumnInt(1));
   }
-  ASSIGN_OR_RETURN(Statement del, db_->Prepare("DELETE FROM model_loading"));
+  ASSIGN_OR_RETURN(Statement del, db_->Prepare(absl::StrCat("DELETE FROM model_loads", own)));
+  if (!every_owner) del.Bind(1, owner);
   RETURN_IF_ERROR(del.Run());
+  if (every_owner) {
+    ASSIGN_OR_RETURN(Statement old, db_->Prepare("DELETE FROM model_loading"));
+    RETURN_IF_ERROR(old.Run());
+  }
   RETURN_IF_ERROR(tx.Commit());
   return out;
 }

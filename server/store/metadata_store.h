@@ -82,12 +82,17 @@ class MetadataStore {
   absl::Status QuarantineModel(const std::string& name, int64_t version, const std::string& reason);
   // Quarantined versions of `name` and why.
   absl::StatusOr<std::map<int64_t, std::string>> QuarantinedVersions(const std::string& name);
-  // A durable marker held while a version loads: one left behind at start-up
-  // means the server died loading it.
-  absl::Status MarkLoading(const std::string& name, int64_t version);
-  absl::Status ClearLoading(const std::string& name, int64_t version);
-  // Removes and returns every marker left behind.
-  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> TakeLoadingMarkers();
+  // A durable marker held by `owner` (a replica's id) while it loads a
+  // version: one left behind at the owner's next start means it died
+  // loading it. Several owners may mark one version at once.
+  absl::Status MarkLoading(const std::string& name, int64_t version, const std::string& owner);
+  absl::Status ClearLoading(const std::string& name, int64_t version, const std::string& owner);
+  // Removes and returns, each version once, the markers `owner` left behind
+  // (another replica's may be a load in progress), or, with `every_owner`
+  // (a lone server), every marker, with those a server from before markers
+  // had owners left.
+  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> TakeLoadingMarkers(
+      const std::string& owner, bool every_owner);
 
   // The connection, shared with the JobStore (one database).
   Database* db() { return db_.get(); }

@@ -266,19 +266,23 @@ absl::Status ModelStore::Quarantine(const std::string& name, int64_t version,
 }
 
 absl::Status ModelStore::MarkLoading(const std::string& name, int64_t version) {
-  return metadata_->MarkLoading(name, version);
+  return metadata_->MarkLoading(name, version, options_.replica_id);
 }
 
 absl::Status ModelStore::ClearLoading(const std::string& name, int64_t version) {
-  return metadata_->ClearLoading(name, version);
+  return metadata_->ClearLoading(name, version, options_.replica_id);
 }
 
 absl::StatusOr<int> ModelStore::QuarantineInterruptedLoads() {
-  ASSIGN_OR_RETURN(auto markers, metadata_->TakeLoadingMarkers());
+  ASSIGN_OR_RETURN(auto markers,
+                   metadata_->TakeLoadingMarkers(options_.replica_id, !options_.shared_database));
+  const std::string who = options_.shared_database ? absl::StrCat("replica ", options_.replica_id)
+                                                   : std::string("the server");
   for (const auto& [name, version] : markers) {
     RETURN_IF_ERROR(Quarantine(name, version,
-                               "the server stopped while loading this version for serving (a "
-                               "crash or kill during load or warm-up)"));
+                               absl::StrCat(who,
+                                            " stopped while loading this version for serving (a "
+                                            "crash or kill during load or warm-up)")));
   }
   return static_cast<int>(markers.size());
 }

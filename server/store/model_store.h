@@ -39,6 +39,12 @@ class ModelStore {
     // with its message. Unset: not checked at upload.
     std::function<absl::Status(const kaizen::v1::TextInput&, std::string_view tokenizer)>
         check_text_input;
+    // Whose loading markers this store holds and takes back (the replica's
+    // id), and whether other replicas share the catalogue: a replica takes
+    // back only its own (another's may be a load in progress), a lone
+    // server every marker.
+    std::string replica_id = "local";
+    bool shared_database = false;
     // Tests only: called with the model's name once an upload's sandboxed
     // inspection has accepted it, before its version is stored.
     std::function<void(const std::string& name)> after_inspection;
@@ -124,8 +130,8 @@ class ModelStore {
   // Durable "loading" markers for serving (MetadataStore::MarkLoading).
   absl::Status MarkLoading(const std::string& name, int64_t version);
   absl::Status ClearLoading(const std::string& name, int64_t version);
-  // Quarantines every version whose loading marker a dead server left
-  // behind; returns how many.
+  // Quarantines every version whose loading marker this replica (a lone
+  // server: any server) left behind when it died; returns how many.
   absl::StatusOr<int> QuarantineInterruptedLoads();
   // Deletes versions of `name` up to `newest_considered` that are not in
   // `keep`; newer ones (written since by another replica that took the job

@@ -17,8 +17,10 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "server/api/server.h"
 #include "server/common/atomic_file.h"
+#include "server/store/metadata_store.h"
 #include "server/store/model_store.h"
 #include "tests/test_util/image_fixtures.h"
+#include "tests/test_util/postgres.h"
 #include "tests/test_util/python.h"
 #include "tests/test_util/server_process.h"
 #include "tests/test_util/temp_dir.h"
@@ -67,11 +69,15 @@ class QuarantineE2E : public ::testing::Test {
     return client_->Predict(r, absl::Seconds(60));
   }
 
-  // An in-process server on this data directory with model "m" (version 1,
-  // good.pt) uploaded through the API; the client talks to it.
-  std::unique_ptr<api::KaizenServer> StartWithUploadedModel() {
+  // An in-process server on this data directory (and `database`, with
+  // `replica_id`, when given) with model "m" (version 1, good.pt) uploaded
+  // through the API; the client talks to it.
+  std::unique_ptr<api::KaizenServer> StartWithUploadedModel(const std::string& database = "",
+                                                            const std::string& replica_id = "") {
     api::KaizenServer::Options o;
     o.data_dir = data_.path();
+    o.database = database;
+    o.replica_id = replica_id;
     o.grpc_address = "127.0.0.1:0";
     o.metrics_port = -1;
     o.threads = 1;
@@ -95,6 +101,27 @@ class QuarantineE2E : public ::testing::Test {
     return server->model_store()->AddVersion("m", torch::jit::load(models_.File(file)), *meta, "");
   }
 
+  // Version 1 uploaded, version 2 written as a fine-tuned version would be;
+  // then version 2's file becomes one that overflows the loader's stack (as
+  // a corrupt disk or a loader bug would), so a server dies preloading it.
+  void WriteAPoisonedVersion2(const std::string& database = "",
+                              const std::string& replica_id = "") {
+    {
+      std::unique_ptr<api::KaizenServer> server = StartWithUploadedModel(database, replica_id);
+      ASSERT_NE(server, nullptr);
+      auto v2 = AddVersion(server.get(), "good.pt");
+      ASSERT_TRUE(v2.ok()) << v2.status();
+      ASSERT_EQ(v2->version(), 2);
+    }
+    std::string poison;
+    ASSERT_TRUE(common::ReadFile(models_.File("deep_pickle.pt"), &poison).ok());
+    for (const auto& f : std::filesystem::directory_iterator(data_.path() + "/models/m")) {
+      if (f.path().filename().string().rfind("v2-", 0) == 0 && f.path().extension() == ".pt") {
+        test_util::WriteBinaryFile(f.path().string(), poison);
+      }
+    }
+  }
+
   test_util::TempDir data_;
   test_util::TempDir models_;
   int port_ = 0;
@@ -102,23 +129,7 @@ class QuarantineE2E : public ::testing::Test {
 };
 
 TEST_F(QuarantineE2E, AVersionThatCrashedTheServerIsQuarantinedAtTheNextStart) {
-  // Version 1 uploaded, version 2 written as a fine-tuned version would be.
-  {
-    std::unique_ptr<api::KaizenServer> server = StartWithUploadedModel();
-    ASSERT_NE(server, nullptr);
-    auto v2 = AddVersion(server.get(), "good.pt");
-    ASSERT_TRUE(v2.ok()) << v2.status();
-    ASSERT_EQ(v2->version(), 2);
-  }
-  // Version 2's file becomes one that overflows the loader's stack (as a
-  // corrupt disk or a loader bug would): the server dies preloading it.
-  std::string poison;
-  ASSERT_TRUE(common::ReadFile(models_.File("deep_pickle.pt"), &poison).ok());
-  for (const auto& f : std::filesystem::directory_iterator(data_.path() + "/models/m")) {
-    if (f.path().filename().string().rfind("v2-", 0) == 0 && f.path().extension() == ".pt") {
-      test_util::WriteBinaryFile(f.path().string(), poison);
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteAPoisonedVersion2());
   {
     test_util::ServerProcess crashing(KAIZEN_BINARY_DIR, data_.path(), port_);
     const int status = crashing.Wait();
@@ -152,6 +163,45 @@ TEST_F(QuarantineE2E, AVersionThatCrashedTheServerIsQuarantinedAtTheNextStart) {
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(refused.status().message(), HasSubstr("quarantined"));
+}
+
+// With replicas on one PostgreSQL: the replica that crashed loading version 2
+// quarantines it when it starts again under the same --replica_id (a pod's
+// name survives its container's restarts), and leaves alone another
+// replica's marker, which may be a load in progress.
+TEST_F(QuarantineE2E, AReplicaQuarantinesTheVersionItCrashedLoadingButNotAnotherReplicasLoad) {
+  absl::StatusOr<std::string> database = test_util::FreshPostgresDatabase();
+  ASSERT_TRUE(database.ok()) << database.status();
+  ASSERT_NO_FATAL_FAILURE(WriteAPoisonedVersion2(*database, "r1"));
+  auto catalogue = store::MetadataStore::Open(*database);
+  ASSERT_TRUE(catalogue.ok()) << catalogue.status();
+  ASSERT_TRUE((*catalogue)->MarkLoading("m", 1, "r2").ok());  // r2 is loading version 1
+  const std::vector<std::string> replica = {absl::StrCat("--database=", *database),
+                                            "--replica_id=r1"};
+  {
+    test_util::ServerProcess crashing(KAIZEN_BINARY_DIR, data_.path(), port_, replica);
+    const int status = crashing.Wait();
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the first start was expected to crash";
+  }
+  absl::StatusOr<v1::Model> first, latest;
+  absl::StatusOr<v1::PredictResponse> prediction;
+  {
+    test_util::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port_, replica);
+    ASSERT_TRUE(WaitReady());
+    first = client_->GetModel("m", 1);
+    latest = client_->GetModel("m");
+    prediction = PredictZeros("m");
+  }
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_THAT(latest->quarantined_versions(), ElementsAre(2));
+  EXPECT_THAT(latest->quarantine_reason(),
+              HasSubstr("replica r1 stopped while loading this version"));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->quarantine_reason(), "");
+  ASSERT_TRUE(prediction.ok()) << prediction.status();
+  EXPECT_EQ(prediction->version(), 1);
+  using Markers = std::vector<std::pair<std::string, int64_t>>;
+  EXPECT_EQ(*(*catalogue)->TakeLoadingMarkers("r2", false), (Markers{{"m", 1}}));
 }
 
 TEST_F(QuarantineE2E, AVersionThatFailsToLoadIsQuarantinedAndNotRetried) {

@@ -150,22 +150,50 @@ TEST_P(MetadataStoreTest, QuarantineAndLoadingMarkersOutliveReopeningAndGoWithTh
     ASSERT_TRUE(store->InsertModel(Model("m", 2)).ok());
     ASSERT_TRUE(store->QuarantineModel("m", 1, "first").ok());
     ASSERT_TRUE(store->QuarantineModel("m", 1, "crashed the server").ok());  // replaces
-    ASSERT_TRUE(store->MarkLoading("m", 2).ok());
-    ASSERT_TRUE(store->MarkLoading("m", 2).ok());  // idempotent
+    ASSERT_TRUE(store->MarkLoading("m", 2, "local").ok());
+    ASSERT_TRUE(store->MarkLoading("m", 2, "local").ok());  // idempotent
   }
   auto store = *MetadataStore::Open(target_);
   auto quarantined = *store->QuarantinedVersions("m");
   ASSERT_EQ(quarantined.size(), 1u);
   EXPECT_EQ(quarantined[1], "crashed the server");
-  auto markers = *store->TakeLoadingMarkers();
+  auto markers = *store->TakeLoadingMarkers("local", /*every_owner=*/false);
   ASSERT_EQ(markers.size(), 1u);
   EXPECT_EQ(markers[0], (std::pair<std::string, int64_t>("m", 2)));
-  EXPECT_TRUE(store->TakeLoadingMarkers()->empty());
-  ASSERT_TRUE(store->MarkLoading("m", 2).ok());
-  ASSERT_TRUE(store->ClearLoading("m", 2).ok());
-  EXPECT_TRUE(store->TakeLoadingMarkers()->empty());
+  EXPECT_TRUE(store->TakeLoadingMarkers("local", false)->empty());
+  ASSERT_TRUE(store->MarkLoading("m", 2, "local").ok());
+  ASSERT_TRUE(store->ClearLoading("m", 2, "local").ok());
+  EXPECT_TRUE(store->TakeLoadingMarkers("local", false)->empty());
   ASSERT_TRUE(store->DeleteModel("m", 1).ok());
   EXPECT_TRUE(store->QuarantinedVersions("m")->empty());
+}
+
+// Replicas on one catalogue: each takes back only the loading markers it
+// left (another's may be a load in progress), a replica's marker is cleared
+// by that replica only, and a lone server takes every marker, a version
+// marked twice once, with one a server from before markers had owners left.
+TEST_P(MetadataStoreTest, AReplicaTakesBackOnlyItsOwnLoadingMarkers) {
+  auto store = *MetadataStore::Open(target_);
+  ASSERT_TRUE(store->InsertModel(Model("m", 1)).ok());
+  ASSERT_TRUE(store->InsertModel(Model("m", 2)).ok());
+  ASSERT_TRUE(store->MarkLoading("m", 1, "a").ok());
+  ASSERT_TRUE(store->MarkLoading("m", 1, "b").ok());
+  ASSERT_TRUE(store->MarkLoading("m", 2, "b").ok());
+  ASSERT_TRUE(store->ClearLoading("m", 2, "a").ok());  // not a's
+  using Markers = std::vector<std::pair<std::string, int64_t>>;
+  EXPECT_EQ(*store->TakeLoadingMarkers("a", false), (Markers{{"m", 1}}));
+  EXPECT_TRUE(store->TakeLoadingMarkers("a", false)->empty());
+  EXPECT_EQ(*store->TakeLoadingMarkers("b", false), (Markers{{"m", 1}, {"m", 2}}));
+
+  ASSERT_TRUE(store->MarkLoading("m", 1, "a").ok());
+  ASSERT_TRUE(store->MarkLoading("m", 1, "b").ok());
+  {
+    absl::MutexLock lock(&store->db()->mutex());
+    ASSERT_TRUE(store->db()->Exec("INSERT INTO model_loading(name, version) VALUES('m', 2)").ok());
+  }
+  EXPECT_EQ(*store->TakeLoadingMarkers("local", /*every_owner=*/true),
+            (Markers{{"m", 1}, {"m", 2}}));
+  EXPECT_TRUE(store->TakeLoadingMarkers("local", true)->empty());
 }
 
 // Two stores on one database (two replicas): a name taken by one is taken for
