@@ -2159,12 +2159,21 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
                                     ckpt.epoch));
   // A replica that stalled past its lease writes no version: the one that
   // took the job over writes them now. The renewal gives the write a whole
-  // lease; the row's fenced update below catches a stall longer than that.
+  // lease; the version's row, stored only while the lease is live, and the
+  // job's fenced row below catch a stall longer than that, so nobody sees a
+  // version of a run that lost the job.
   RETURN_IF_ERROR(FenceRun(job->id()));
+  if (options_.before_version_written) options_.before_version_written(job->id());
   const absl::Time write_start = absl::Now();
-  ASSIGN_OR_RETURN(kaizen::v1::Model stored,
-                   models_->AddVersion(req.output_model(), ckpt.module, meta, ckpt.resume_state,
-                                       ckpt.exemplars.get(), ckpt.tokenizer));
+  const store::JobLease lease{job->id(), options_.replica_id, [this] { return LeaseNowMs(); }};
+  absl::StatusOr<kaizen::v1::Model> written = models_->AddVersion(
+      req.output_model(), ckpt.module, meta, ckpt.resume_state, ckpt.exemplars.get(),
+      ckpt.tokenizer, options_.shared_database ? &lease : nullptr);
+  if (absl::IsAborted(written.status()) && options_.shared_database) {
+    absl::MutexLock lock(&mu_);
+    MarkLost(job->id());
+  }
+  ASSIGN_OR_RETURN(kaizen::v1::Model stored, std::move(written));
   if (options_.after_version_written) options_.after_version_written(job->id(), stored.version());
   if (options_.metrics) {
     options_.metrics->CheckpointWritten(*job, absl::ToDoubleSeconds(absl::Now() - write_start));

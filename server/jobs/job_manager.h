@@ -116,6 +116,10 @@ class JobManager {
     // state is stored and before its lease is released, the window in which
     // another replica may still leave a request on the lease.
     std::function<void(const std::string& job_id)> before_lease_release;
+    // Tests only (shared database): called once the lease is renewed before
+    // a checkpoint's version is written; a test that takes the job over
+    // here plays a replica that stalled for a whole lease right after.
+    std::function<void(const std::string& job_id)> before_version_written;
     // Tests only (shared database): called once a checkpoint's version is
     // stored and before the job's row is made to point at it.
     std::function<void(const std::string& job_id, int64_t version)> after_version_written;

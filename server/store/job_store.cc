@@ -151,10 +151,10 @@ absl::StatusOr<bool> JobStore::UpdateIf(const kaizen::v1::Job& job, kaizen::v1::
   return true;
 }
 
-absl::StatusOr<bool> JobStore::LeaseIsLive(const std::string& job_id, const std::string& owner,
-                                           int64_t now_ms) {
+absl::StatusOr<bool> LeaseIsLive(Database* db, const std::string& job_id, const std::string& owner,
+                                 int64_t now_ms) {
   ASSIGN_OR_RETURN(Statement sel,
-                   db_->Prepare("SELECT owner, expires_ms FROM job_leases WHERE job_id = ?"));
+                   db->Prepare("SELECT owner, expires_ms FROM job_leases WHERE job_id = ?"));
   sel.Bind(1, job_id);
   ASSIGN_OR_RETURN(bool row, sel.Step());
   return row && sel.ColumnText(0) == owner && sel.ColumnInt(1) >= now_ms;
@@ -165,7 +165,7 @@ absl::StatusOr<bool> JobStore::UpdateIfLeased(const kaizen::v1::Job& job, const 
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_);
   RETURN_IF_ERROR(tx.begin_status());
-  ASSIGN_OR_RETURN(const bool live, LeaseIsLive(job.id(), owner, now_ms));
+  ASSIGN_OR_RETURN(const bool live, LeaseIsLive(db_, job.id(), owner, now_ms));
   if (!live) return false;
   RETURN_IF_ERROR(WriteRow(job));
   RETURN_IF_ERROR(tx.Commit());
@@ -294,7 +294,7 @@ absl::StatusOr<bool> JobStore::AppendEventIfLeased(const kaizen::v1::JobEvent& e
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_);
   RETURN_IF_ERROR(tx.begin_status());
-  ASSIGN_OR_RETURN(const bool live, LeaseIsLive(event.job_id(), owner, now_ms));
+  ASSIGN_OR_RETURN(const bool live, LeaseIsLive(db_, event.job_id(), owner, now_ms));
   if (!live) return false;
   RETURN_IF_ERROR(InsertEvent(event));
   if (job != nullptr) RETURN_IF_ERROR(WriteRow(*job));

@@ -21,6 +21,12 @@ namespace kaizen::store {
 // transaction that takes the name.
 absl::StatusOr<std::optional<std::string>> ActiveJobWriting(Database* db, const std::string& name);
 
+// With `db`'s mutex held, in a write transaction: whether `owner` holds a
+// live lease on job `job_id` at `now_ms`. What fences a run's writes (its
+// row, its events, its versions' rows).
+absl::StatusOr<bool> LeaseIsLive(Database* db, const std::string& job_id, const std::string& owner,
+                                 int64_t now_ms);
+
 class JobStore {
  public:
   // Creates the tables if needed. `db` must outlive the store.
@@ -155,10 +161,6 @@ class JobStore {
   absl::Status WriteRow(const kaizen::v1::Job& job);
   absl::Status InsertEvent(const kaizen::v1::JobEvent& event);
   absl::StatusOr<bool> StateIs(const std::string& job_id, kaizen::v1::JobState state);
-  // With the database's mutex held, in a write transaction: whether `owner`
-  // holds a live lease on the job at `now_ms`.
-  absl::StatusOr<bool> LeaseIsLive(const std::string& job_id, const std::string& owner,
-                                   int64_t now_ms);
   Database* db_;
 };
 

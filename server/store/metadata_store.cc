@@ -157,16 +157,28 @@ absl::StatusOr<DatasetRow> MetadataStore::DeleteDataset(const std::string& name)
   return out;
 }
 
-absl::Status MetadataStore::InsertModel(const ModelRow& row, bool unless_a_job_writes) {
+absl::Status MetadataStore::InsertModel(const ModelRow& row, bool unless_a_job_writes,
+                                        const JobLease* lease) {
   // Class names from a model file's own metadata arrive here too.
   RETURN_IF_ERROR(
       common::ValidateRecord(absl::StrCat("model \"", row.model.name(), "\""), row.model));
   absl::MutexLock lock(&db_->mutex());
-  // One statement, unless the job table is checked first.
+  // One statement, unless the job tables are checked first.
   std::optional<Database::Transaction> tx;
-  if (unless_a_job_writes) {
+  if (unless_a_job_writes || lease != nullptr) {
     tx.emplace(db_.get());
     RETURN_IF_ERROR(tx->begin_status());
+  }
+  if (lease != nullptr) {
+    ASSIGN_OR_RETURN(const bool live,
+                     LeaseIsLive(db_.get(), lease->job_id, lease->owner, lease->now_ms()));
+    if (!live) {
+      return absl::AbortedError(absl::StrCat("job ", lease->job_id, " is no longer leased to ",
+                                             lease->owner, ": version ", row.model.version(),
+                                             " of \"", row.model.name(), "\" not stored"));
+    }
+  }
+  if (unless_a_job_writes) {
     ASSIGN_OR_RETURN(const std::optional<std::string> writer,
                      ActiveJobWriting(db_.get(), row.model.name()));
     if (writer) {

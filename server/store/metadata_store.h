@@ -5,6 +5,7 @@
 // deleted after rows are removed, and orphans are swept at start-up.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -22,6 +23,15 @@ namespace kaizen::store {
 struct DatasetRow {
   std::string file;  // relative to the data directory
   kaizen::v1::Dataset dataset;
+};
+
+// The lease a job's run must hold for a version it writes to be stored:
+// `owner` (a replica) on job `job_id`, live at `now_ms()`, read in the
+// insertion's transaction.
+struct JobLease {
+  std::string job_id;
+  std::string owner;
+  std::function<int64_t()> now_ms;
 };
 
 struct ModelRow {
@@ -49,8 +59,12 @@ class MetadataStore {
   // `unless_a_job_writes` (an upload; needs the job table, JobStore::Open),
   // also when an active job of any replica has the model as its output
   // (ActiveJobWriting), checked in the insertion's write transaction so that
-  // a name goes to one upload or to one job (JobStore::Insert).
-  absl::Status InsertModel(const ModelRow& row, bool unless_a_job_writes = false);
+  // a name goes to one upload or to one job (JobStore::Insert). With
+  // `lease` (a job's version, replicas on one database), ABORTED unless the
+  // lease is live in that transaction (LeaseIsLive), so that a replica that
+  // stalled past its lease stores no version of a job another one runs.
+  absl::Status InsertModel(const ModelRow& row, bool unless_a_job_writes = false,
+                           const JobLease* lease = nullptr);
   // version 0: the newest. NOT_FOUND when absent.
   absl::StatusOr<ModelRow> GetModel(const std::string& name, int64_t version);
   absl::StatusOr<bool> ModelExists(const std::string& name);

@@ -440,7 +440,7 @@ absl::StatusOr<Model> ModelStore::AddVersion(const std::string& name,
                                              const torch::jit::Module& module, Model metadata,
                                              absl::string_view resume_state,
                                              const datasets::DecodedDataset* exemplars,
-                                             std::string_view tokenizer) {
+                                             std::string_view tokenizer, const JobLease* lease) {
   RETURN_IF_ERROR(common::ValidateName("model name", name));
   if (models::IsBuiltinModel(name)) {
     return absl::FailedPreconditionError(absl::StrCat("\"", name, "\" is a built-in model"));
@@ -482,7 +482,8 @@ absl::StatusOr<Model> ModelStore::AddVersion(const std::string& name,
   metadata.set_size_bytes(static_cast<int64_t>(bytes.size()));
   metadata.set_sha256(common::Sha256Hex(bytes));
   row.model = metadata;
-  if (absl::Status st = metadata_->InsertModel(row); !st.ok()) {
+  if (absl::Status st = metadata_->InsertModel(row, /*unless_a_job_writes=*/false, lease);
+      !st.ok()) {
     std::remove(path.c_str());
     std::remove((path + ".resume").c_str());
     std::remove((path + ".exemplars").c_str());

@@ -100,12 +100,13 @@ class ModelStore {
   // (`<file>.resume`) the opaque state a job needs to resume and, when given,
   // (`<file>.exemplars`, a dataset file written atomically) the rehearsal
   // memory of an INCREMENTAL job. Returns the stored model with its version.
-  absl::StatusOr<kaizen::v1::Model> AddVersion(const std::string& name,
-                                               const torch::jit::Module& module,
-                                               kaizen::v1::Model metadata,
-                                               absl::string_view resume_state,
-                                               const datasets::DecodedDataset* exemplars = nullptr,
-                                               std::string_view tokenizer = {});
+  // With `lease` (a job's run, replicas on one database) the version's row
+  // is stored only while the lease is live (ABORTED otherwise, its files
+  // removed): nobody sees a version a replica that lost the job wrote.
+  absl::StatusOr<kaizen::v1::Model> AddVersion(
+      const std::string& name, const torch::jit::Module& module, kaizen::v1::Model metadata,
+      absl::string_view resume_state, const datasets::DecodedDataset* exemplars = nullptr,
+      std::string_view tokenizer = {}, const JobLease* lease = nullptr);
   // The tokenizer file a text model's version carries (NotFound for a model
   // without text_input; DataLoss when the file is damaged).
   absl::StatusOr<std::string> ReadTokenizer(const std::string& name, int64_t version);

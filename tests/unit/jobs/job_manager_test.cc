@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <future>
 #include <mutex>
 #include <set>
@@ -1446,6 +1447,34 @@ TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalTellsNoCheckpointOfAJ
     EXPECT_FALSE(e.has_checkpoint()) << e.DebugString();
   }
   EXPECT_EQ(epochs, (std::vector<int64_t>{1}));  // told while a held the lease
+}
+
+// The same stall before the checkpoint's version is written: its row is
+// refused with the lease's check in the same transaction, so no version of
+// a's run is ever seen (serving is not told of one), and its files go.
+TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalStoresNoVersionOfAJobTakenOver) {
+  UploadDataset("pets");
+  std::string id;
+  std::vector<int64_t> told;
+  models_->set_listener({[&](const kaizen::v1::Model& m) {
+                           if (m.name() == "out") told.push_back(m.version());
+                         },
+                         nullptr});
+  JobManager::Options o = ReplicaOptions("a");
+  o.before_version_written = [&](const std::string& job_id) {
+    if (job_id == id) TakeOver(jobs_.get(), id, "taken by b");
+  };
+  RunAJobThenAnother(o, &id);
+
+  const Job row = *jobs_->Get(id);
+  EXPECT_EQ(row.device(), "taken by b");
+  EXPECT_EQ(row.latest_version(), 0);
+  EXPECT_TRUE(told.empty());
+  EXPECT_EQ(models_->Get("out", 0).status().code(), absl::StatusCode::kNotFound);
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(dir_.path() + "/models/out", ec)) {
+    ADD_FAILURE() << "left behind: " << f.path();
+  }
 }
 
 // Replica a stalled past its lease and b took the job over; a's run has not

@@ -495,6 +495,25 @@ TEST_P(JobStoreTest, AJobAndAnUploadRacingForANameThroughTwoReplicasDoNotBothWin
   }
 }
 
+// A version a job's run writes is stored only while the run's replica holds
+// the job's lease, checked in the insertion's transaction.
+TEST_P(JobStoreTest, AJobsVersionIsStoredOnlyWhileItsRunsLeaseIsLive) {
+  ASSERT_TRUE(jobs_->Insert(JobWriting("a", "out")).ok());
+  ASSERT_TRUE(jobs_->ClaimNext("replica-a", 1000, 5000)->has_value());  // until 6000
+  ModelRow v1 = UploadedModel("out");
+  JobLease lease{"a", "replica-b", [] { return int64_t{2000}; }};
+  absl::Status refused = meta_->InsertModel(v1, false, &lease);  // not b's
+  EXPECT_EQ(refused.code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(std::string(refused.message()),
+              HasSubstr("job a is no longer leased to replica-b: version 1 of \"out\" not stored"));
+  lease = {"a", "replica-a", [] { return int64_t{6001}; }};  // expired
+  EXPECT_EQ(meta_->InsertModel(v1, false, &lease).code(), absl::StatusCode::kAborted);
+  EXPECT_FALSE(*meta_->ModelExists("out"));
+  lease = {"a", "replica-a", [] { return int64_t{6000}; }};
+  EXPECT_TRUE(meta_->InsertModel(v1, false, &lease).ok());
+  EXPECT_TRUE(*meta_->ModelExists("out"));
+}
+
 // A request left on a lease after its holder's last renewal comes back when
 // the holder releases it, so that the end of a run does not drop it.
 TEST_P(JobStoreTest, ReleasingALeaseHandsBackTheRequestLeftOnIt) {
