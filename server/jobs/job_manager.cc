@@ -141,7 +141,12 @@ absl::Status JobManager::Start() {
     // held (JobStore::Insert): it joins the queue now.
     ASSIGN_OR_RETURN(std::vector<Job> held, jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED}));
     for (Job& job : held) {
-      RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
+      // Conditional: a retry of its request may queue it first.
+      ASSIGN_OR_RETURN(const bool queued, PublishStateIf(&job, kaizen::v1::JOB_STATE_QUEUED,
+                                                         kaizen::v1::JOB_STATE_UNSPECIFIED));
+      if (!queued) {
+        ASSIGN_OR_RETURN(job, jobs_->Get(job.id()));
+      }
       active.push_back(std::move(job));
     }
   }
@@ -192,27 +197,47 @@ void JobManager::Stop() {
   // Leases are renewed until the last job has checkpointed and gone back to
   // the queue: none is taken over while it winds down.
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(replica_mu_);
     replica_stopping_ = true;
-    wake_.SignalAll();
   }
+  replica_wake_.notify_all();
   if (replica_thread_.joinable()) replica_thread_.join();
 }
 
+namespace {
+
+// A clock that no step of the wall clock moves. Linux's boot-time clock
+// also counts time the machine itself spent suspended; steady_clock
+// elsewhere. (Neither counts a pause of a virtual machine by its host: a
+// replica that wakes from one still reports progress until its next
+// renewal, and its writes are fenced by the lease's owner.)
+absl::Duration SteadyNow() {
+#ifdef CLOCK_BOOTTIME
+  timespec now;
+  if (clock_gettime(CLOCK_BOOTTIME, &now) == 0) return absl::DurationFromTimespec(now);
+#endif
+  return absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
+}
+
+}  // namespace
+
 void JobManager::ReplicaLoop() {
   // Renewing three times per lease leaves two renewals of slack; other
-  // replicas' events reach this one's watchers within a second.
+  // replicas' events reach this one's watchers within a second. Scheduled
+  // by the monotonic clock: a step of the wall clock neither delays a
+  // renewal nor brings one forward.
   const absl::Duration renew_every = std::max(absl::Milliseconds(100), options_.job_lease / 3);
   const absl::Duration poll_every = std::min(absl::Seconds(1), renew_every);
-  absl::Time next_renewal = absl::InfinitePast();
-  absl::MutexLock lock(&mu_);
+  absl::Duration next_renewal = -absl::InfiniteDuration();
+  std::unique_lock<std::mutex> lock(replica_mu_);
   while (!replica_stopping_) {
-    const bool renew = absl::Now() >= next_renewal;
-    if (renew) next_renewal = absl::Now() + renew_every;
-    mu_.Unlock();
+    const bool renew = SteadyNow() >= next_renewal;
+    if (renew) next_renewal = SteadyNow() + renew_every;
+    lock.unlock();
     ReplicaTick(renew);
-    mu_.Lock();
-    wake_.WaitWithTimeout(&mu_, poll_every);
+    lock.lock();
+    replica_wake_.wait_for(lock, absl::ToChronoMilliseconds(poll_every),
+                           [this] { return replica_stopping_; });
   }
 }
 
@@ -315,10 +340,41 @@ void JobManager::ReplicaTick(bool renew) {
       }
     }
   }
+  if (renew) QueueAbandonedSubmissions();
   if (absl::Status st = events_->PollStore(); !st.ok()) {
     common::LogError("cannot read other replicas' job events", {{"error", st.ToString()}});
   }
   if (renew && options_.on_replica_tick) options_.on_replica_tick();
+}
+
+void JobManager::QueueAbandonedSubmissions() {
+  absl::StatusOr<std::vector<Job>> held = jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED});
+  if (!held.ok()) {
+    common::LogError("cannot read held jobs", {{"error", held.status().ToString()}});
+    return;
+  }
+  const absl::Duration now = SteadyNow();
+  absl::flat_hash_map<std::string, absl::Duration> seen;
+  for (const Job& job : *held) {
+    auto it = held_since_.find(job.id());
+    seen[job.id()] = it == held_since_.end() ? now : it->second;
+  }
+  held_since_ = std::move(seen);
+  for (Job& job : *held) {
+    if (now - held_since_[job.id()] < options_.abandoned_submission) continue;
+    absl::StatusOr<bool> queued =
+        PublishStateIf(&job, kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_UNSPECIFIED);
+    if (!queued.ok()) {
+      common::LogError("cannot queue an abandoned submission",
+                       {{"job", job.id()}, {"error", queued.status().ToString()}});
+      continue;
+    }
+    if (!*queued) continue;  // its Submit, or another replica, queued it meanwhile
+    PublishMessage(job.id(), absl::StrCat("the submission of this job stopped before queueing it "
+                                          "(its replica died or lost the database); replica ",
+                                          options_.replica_id, " queued it"));
+    wake_.Signal();
+  }
 }
 
 void JobManager::MarkLost(const std::string& job_id) {
@@ -333,21 +389,6 @@ bool JobManager::RunLost(const std::string& job_id) {
   auto it = running_.find(job_id);
   return it != running_.end() && it->second->lost;
 }
-
-namespace {
-
-// A clock that no step of the wall clock moves. Linux's boot-time clock
-// also counts time the machine spent suspended (a paused VM's replica wakes
-// knowing its lease ran out meanwhile); steady_clock elsewhere.
-absl::Duration SteadyNow() {
-#ifdef CLOCK_BOOTTIME
-  timespec now;
-  if (clock_gettime(CLOCK_BOOTTIME, &now) == 0) return absl::DurationFromTimespec(now);
-#endif
-  return absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
-}
-
-}  // namespace
 
 int64_t JobManager::LeaseNowMs() const {
   // The base is stored before the flag is set.
@@ -478,35 +519,34 @@ absl::Status JobManager::FenceRun(const std::string& job_id) {
   return absl::OkStatus();
 }
 
-absl::Status JobManager::PublishLeased(Job* job, JobEvent event, bool with_row) {
-  if (!options_.shared_database) {
-    RETURN_IF_ERROR(events_
-                        ->Publish(job->id(), std::move(event),
-                                  [&](const JobEvent& stored) -> absl::Status {
-                                    if (!with_row) return absl::OkStatus();
-                                    job->set_last_sequence(stored.sequence());
-                                    return jobs_->Update(*job);
-                                  })
-                        .status());
-    return absl::OkStatus();
+absl::Status JobManager::PublishLeased(Job* job, JobEvent event) {
+  if (options_.shared_database && options_.before_leased_event) {
+    options_.before_leased_event(job->id(), event);
   }
-  if (options_.before_leased_event) options_.before_leased_event(job->id(), event);
   Job next = *job;
   ASSIGN_OR_RETURN(std::optional<JobEvent> stored,
                    events_->PublishIf(
                        job->id(), std::move(event), [&](const JobEvent& e) -> absl::StatusOr<bool> {
                          next.set_last_sequence(e.sequence());
-                         return jobs_->AppendEventIfLeased(e, with_row ? &next : nullptr,
-                                                           options_.replica_id, LeaseNowMs());
+                         // A lone server's run keeps its row RUNNING until
+                         // it ends.
+                         return options_.shared_database
+                                    ? jobs_->AppendEventIfLeased(e, next, options_.replica_id,
+                                                                 LeaseNowMs())
+                                    : jobs_->AppendEventIf(e, next, kaizen::v1::JOB_STATE_RUNNING);
                        }));
   if (stored.has_value()) {
-    if (with_row) job->set_last_sequence(stored->sequence());
+    job->set_last_sequence(stored->sequence());
     return absl::OkStatus();
+  }
+  if (!options_.shared_database) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job->id(), " is no longer RUNNING: not recorded"));
   }
   absl::MutexLock lock(&mu_);
   MarkLost(job->id());
   return absl::AbortedError(
-      absl::StrCat("job ", job->id(), " is no longer leased to this replica: not told"));
+      absl::StrCat("job ", job->id(), " is no longer leased to this replica: not recorded"));
 }
 
 absl::Status JobManager::PublishState(Job* job, JobState state) {
@@ -660,7 +700,15 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
   RETURN_IF_ERROR(ValidateRequestText(request));
   if (!request.request_id().empty() && !request.validate_only()) {
     ASSIGN_OR_RETURN(std::optional<Job> existing, jobs_->FindByRequestId(request.request_id()));
-    if (existing) return *existing;
+    if (existing) {
+      // Held (its first Submit stopped before queueing it): the retry
+      // queues it. Conditional, so a job queued or claimed meanwhile is not
+      // written again.
+      ASSIGN_OR_RETURN(const bool queued, PublishStateIf(&*existing, kaizen::v1::JOB_STATE_QUEUED,
+                                                         kaizen::v1::JOB_STATE_UNSPECIFIED));
+      if (queued) wake_.Signal();
+      return *existing;
+    }
   }
   // A text dataset takes the text path (text_job.h); anything else, a
   // missing dataset included, the image path, which says what is wrong.
@@ -676,7 +724,12 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
   ASSIGN_OR_RETURN(Job job, text_dataset ? CheckTextReferencesAndInsert(request, *text_dataset)
                                          : CheckReferencesAndInsert(request));
   if (request.validate_only()) return job;
-  RETURN_IF_ERROR(PublishState(&job, kaizen::v1::JOB_STATE_QUEUED));
+  // Only from held: the winner of a request_id race that its own Submit has
+  // queued (and a replica may have claimed), or a row another replica
+  // queued as abandoned (QueueAbandonedSubmissions), is not written again.
+  ASSIGN_OR_RETURN(const bool queued, PublishStateIf(&job, kaizen::v1::JOB_STATE_QUEUED,
+                                                     kaizen::v1::JOB_STATE_UNSPECIFIED));
+  if (!queued) return jobs_->Get(job.id());
   common::LogInfo("job queued", {{"job", job.id()},
                                  {"strategy", kaizen::v1::Strategy_Name(request.strategy())},
                                  {"base", request.base_model()},
@@ -2140,13 +2193,18 @@ void JobManager::OnEpoch(Job* job, const kaizen::v1::EpochMetrics& m) {
   if (RunLost(job->id())) return;
   job->set_epoch(m.epoch());
   AppendEpochToHistory(m, job);
-  if (options_.metrics) options_.metrics->EpochCompleted(*job);
   JobEvent e;
   *e.mutable_epoch_summary() = m;
-  absl::Status told = PublishLeased(job, std::move(e), /*with_row=*/true);
-  if (!told.ok() && !absl::IsAborted(told)) {  // a lost run was logged by MarkLost
-    common::LogWarning("cannot record an epoch", {{"job", job->id()}, {"error", told.ToString()}});
+  if (absl::Status told = PublishLeased(job, std::move(e)); !told.ok()) {
+    // A lost run was logged by MarkLost; the replica that took it over
+    // counts the epoch.
+    if (!RunLost(job->id())) {
+      common::LogWarning("cannot record an epoch",
+                         {{"job", job->id()}, {"error", told.ToString()}});
+    }
+    return;
   }
+  if (options_.metrics) options_.metrics->EpochCompleted(*job);
 }
 
 absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt) {
@@ -2207,7 +2265,16 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
   keep.insert(keep.end(), others.begin(), others.end());
   // The row that points at the new version is saved before older ones go:
   // a crash in between must not leave the job resuming from a deleted one.
-  if (absl::Status persisted = Persist(job); !persisted.ok()) {
+  // Watchers are told in the same transaction, fenced by the lease: a
+  // checkpoint the row records is told, one it does not is not.
+  JobEvent e;
+  auto* c = e.mutable_checkpoint();
+  c->set_version(stored.version());
+  c->set_epoch(ckpt.epoch);
+  c->set_metric_name(metric.name);
+  c->set_metric(metric.value);
+  c->set_is_best(ckpt.is_best);
+  if (absl::Status persisted = PublishLeased(job, std::move(e)); !persisted.ok()) {
     if (RunLost(job->id())) {
       // Lost meanwhile: the version is withdrawn, the taker's stay. (Were
       // this replica killed first, the taker's next run withdraws it:
@@ -2231,14 +2298,7 @@ absl::Status JobManager::OnCheckpoint(Job* job, const training::Checkpoint& ckpt
     keep.insert(keep.end(), pinned.begin(), pinned.end());
     RETURN_IF_ERROR(models_->PruneVersions(req.output_model(), keep, stored.version()));
   }
-  JobEvent e;
-  auto* c = e.mutable_checkpoint();
-  c->set_version(stored.version());
-  c->set_epoch(ckpt.epoch);
-  c->set_metric_name(metric.name);
-  c->set_metric(metric.value);
-  c->set_is_best(ckpt.is_best);
-  return PublishLeased(job, std::move(e), /*with_row=*/false);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<training::TrainResult> JobManager::TrainOnWorldSize(

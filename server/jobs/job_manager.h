@@ -8,9 +8,11 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -98,10 +100,15 @@ class JobManager {
     bool shared_database = false;
     std::string replica_id = "local";
     absl::Duration job_lease = absl::Seconds(30);
-    // This machine's clock; tests give a replica one that is off, or one
-    // that steps. With a shared database leases are timed by the database's
-    // clock instead (LeaseNowMs), advanced between readings by the monotonic
-    // clock: this one only tells the log that the two disagree.
+    // Shared database: a job row left held this long (its Submit stopped
+    // before queueing it) is queued (QueueAbandonedSubmissions).
+    absl::Duration abandoned_submission = absl::Minutes(10);
+    // This machine's clock, as leases read it; tests give a replica one that
+    // is off, or one that steps. A lone server times leases by it (and so
+    // does a replica before its first reading of the database's clock). With
+    // a shared database leases are timed by the database's clock (LeaseNowMs),
+    // advanced between readings by the monotonic clock, which also schedules
+    // renewals: this one then only tells the log that the two disagree.
     std::function<absl::Time()> clock = [] { return absl::Now(); };
     // Shared database only: called after each lease renewal, for the other
     // chores that follow what other replicas wrote (new model versions).
@@ -510,14 +517,27 @@ class JobManager {
   // version); ABORTED, and the run marked lost, when it is gone. A request
   // left on the lease reaches the run as at a renewal.
   absl::Status FenceRun(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
-  // Tells watchers of a run's `event` (an epoch, a checkpoint), with the
-  // job's row written too when `with_row`. With a shared database both are
-  // stored in one transaction with the check that this replica's lease is
-  // live (JobStore::AppendEventIfLeased): ABORTED, nothing stored and the run
+  // Records the job's row (which sets its last_sequence) and tells
+  // watchers of a run's `event` (an epoch, a checkpoint) together, in one
+  // transaction: neither is stored without the other. With a shared
+  // database the transaction checks that this replica's lease is live
+  // (JobStore::AppendEventIfLeased): ABORTED, nothing stored and the run
   // marked lost otherwise, so a replica that stalled right after a renewal
-  // (FenceRun) tells nothing of a job another replica now runs.
-  absl::Status PublishLeased(kaizen::v1::Job* job, kaizen::v1::JobEvent event, bool with_row)
+  // (FenceRun) neither records nor tells an epoch or a checkpoint of a job
+  // another replica now runs. A lone server's checks that the row is still
+  // RUNNING (FAILED_PRECONDITION otherwise).
+  absl::Status PublishLeased(kaizen::v1::Job* job, kaizen::v1::JobEvent event)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Shared database: queues the held rows (JobStore::Insert) that this
+  // replica has seen held for Options::abandoned_submission by its monotonic
+  // clock
+  // (no replica's wall clock is compared with another's), whose Submit
+  // stopped between inserting the job and queueing it (its replica died or
+  // lost the database), as a lone server does at start; otherwise they would
+  // hold their output name and datasets for good. Conditional
+  // (PublishStateIf), so a Submit that was only slow is not overwritten, nor
+  // does it overwrite. Every lease renewal, on the replica thread.
+  void QueueAbandonedSubmissions() ABSL_LOCKS_EXCLUDED(mu_);
   // The run of `job_id` here stops and records nothing more (mu_ held).
   void MarkLost(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Now by the clock leases are timed by: with a shared database the
@@ -567,8 +587,17 @@ class JobManager {
   absl::Mutex mu_;
   absl::CondVar wake_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  // Set once the workers have stopped: the replica thread ends.
-  bool replica_stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Set once the workers have stopped: the replica thread ends. A standard
+  // condition variable, whose timed wait runs on the monotonic clock (this
+  // Abseil's timed waits end at a wall-clock deadline, which a step of the
+  // clock would move).
+  std::mutex replica_mu_;
+  std::condition_variable replica_wake_;
+  bool replica_stopping_ = false;  // guarded by replica_mu_
+  // Replica thread only: held rows (their ids) and since when, by the
+  // monotonic clock, this replica has seen each held
+  // (QueueAbandonedSubmissions).
+  absl::flat_hash_map<std::string, absl::Duration> held_since_;
   absl::flat_hash_map<std::string, Running*> running_ ABSL_GUARDED_BY(mu_);
   absl::Mutex references_mu_;
   std::atomic<bool> shutting_down_{false};

@@ -122,6 +122,16 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Create(Options options
                                                                  store::ModelStore* models,
                                                                  metrics::Metrics* metrics) {
   ASSIGN_OR_RETURN(const torch::Device device, ResolveServingDevice(options.device));
+  // Versions a dead server was loading are not tried again. Taken before
+  // anything can load (the loader, a request, a job's new version), so that
+  // no marker taken is a load of this process.
+  if (options.quarantine_interrupted_loads) {
+    ASSIGN_OR_RETURN(int interrupted, models->QuarantineInterruptedLoads());
+    if (interrupted > 0) {
+      common::LogWarning("versions quarantined after an interrupted load",
+                         {{"count", interrupted}});
+    }
+  }
   std::unique_ptr<ModelServer> server(new ModelServer(std::move(options), models, metrics, device));
   // Started only once the server is whole.
   server->loader_ = std::thread([s = server.get()] { s->LoaderLoop(); });
@@ -140,14 +150,6 @@ ModelServer::ModelServer(Options options, store::ModelStore* models, metrics::Me
 ModelServer::~ModelServer() { Stop(); }
 
 absl::Status ModelServer::Start() {
-  // Versions a dead server was loading are not tried again.
-  if (options_.quarantine_interrupted_loads) {
-    ASSIGN_OR_RETURN(int interrupted, store_->QuarantineInterruptedLoads());
-    if (interrupted > 0) {
-      common::LogWarning("versions quarantined after an interrupted load",
-                         {{"count", interrupted}});
-    }
-  }
   if (options_.before_preload) options_.before_preload();
   if (options_.preload) RETURN_IF_ERROR(Preload());
   started_ = true;

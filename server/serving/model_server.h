@@ -95,9 +95,10 @@ class ModelServer {
     // Load the serving version of every stored (uploaded or fine-tuned)
     // model before Start() returns.
     bool preload = true;
-    // Quarantine the versions this replica was loading when it died (their
-    // markers are left in the catalogue; ModelStore::QuarantineInterruptedLoads
-    // takes only its own where replicas share the database).
+    // Quarantine, in Create, the versions this replica was loading when it
+    // died (their markers are left in the catalogue;
+    // ModelStore::QuarantineInterruptedLoads takes only its own where
+    // replicas share the database).
     bool quarantine_interrupted_loads = true;
     // A model without a request for this long is not loaded when a version is
     // written (only on its next request or Warm()); zero loads every version
@@ -122,7 +123,8 @@ class ModelServer {
   };
 
   // A server over the catalogue `models` (which must outlive it) that has
-  // not preloaded yet (see Start()); its background loader runs already.
+  // quarantined what a dead server was loading (quarantine_interrupted_loads)
+  // and not preloaded yet (see Start()); its background loader runs already.
   // InvalidArgument when Options::device is not a device. `metrics` may be
   // null.
   static absl::StatusOr<std::unique_ptr<ModelServer>> Create(Options options,

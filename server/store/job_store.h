@@ -40,7 +40,7 @@ class JobStore {
   // row is nobody's to claim (its state column is UNSPECIFIED) until the
   // first Update writes the job's state: a replica claiming between the
   // insertion and the job's QUEUED event would be overwritten by that event.
-  absl::Status Insert(const kaizen::v1::Job& job, bool held = false, bool output_may_exist = true);
+  absl::Status Insert(const kaizen::v1::Job& job, bool held = false, bool output_may_exist = false);
   // Replaces the stored job (state, progress, history...).
   absl::Status Update(const kaizen::v1::Job& job);
   // Update, in one write transaction, only while the stored state column is
@@ -60,14 +60,14 @@ class JobStore {
   // written) otherwise. ALREADY_EXISTS when the event's sequence is taken.
   absl::StatusOr<bool> AppendEventIf(const kaizen::v1::JobEvent& event, const kaizen::v1::Job& job,
                                      kaizen::v1::JobState from);
-  // Stores `event`, and writes `job`'s row when one is given, in one write
-  // transaction, only while `owner` holds a live lease on the event's job at
-  // `now_ms`; false (neither written) otherwise. ALREADY_EXISTS when the
-  // event's sequence is taken. A run's epochs and checkpoints are told
-  // through here, so that a replica that stalled past its lease right after
-  // renewing it cannot tell watchers of a job another replica now runs.
+  // Stores `event` and writes `job`'s row in one write transaction, only
+  // while `owner` holds a live lease on the job at `now_ms`; false (neither
+  // written) otherwise. ALREADY_EXISTS when the event's sequence is taken. A
+  // run's epochs and checkpoints are recorded through here, so that a
+  // replica that stalled past its lease right after renewing it cannot tell
+  // watchers of a job another replica now runs.
   absl::StatusOr<bool> AppendEventIfLeased(const kaizen::v1::JobEvent& event,
-                                           const kaizen::v1::Job* job, const std::string& owner,
+                                           const kaizen::v1::Job& job, const std::string& owner,
                                            int64_t now_ms);
   absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
   absl::StatusOr<std::optional<kaizen::v1::Job>> FindByRequestId(const std::string& request_id);

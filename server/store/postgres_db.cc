@@ -246,7 +246,11 @@ absl::StatusOr<Statement> PostgresDb::Prepare(absl::string_view sql) {
 }
 
 absl::Status PostgresDb::BeginWrite() {
-  if (absl::Status st = Exec("BEGIN"); !st.ok()) return st;
+  // READ COMMITTED whatever the database's default: each statement after the
+  // lock then sees what the previous holder committed (a check of one table
+  // before a write to another relies on it), which REPEATABLE READ, whose
+  // snapshot would be taken by the lock's own statement, would not.
+  if (absl::Status st = Exec("BEGIN ISOLATION LEVEL READ COMMITTED"); !st.ok()) return st;
   absl::Status lock = Exec(absl::StrCat("SELECT pg_advisory_xact_lock(", kWriteLockKey, ")"));
   if (!lock.ok()) Exec("ROLLBACK").IgnoreError();
   return lock;

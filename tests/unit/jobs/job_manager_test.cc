@@ -13,10 +13,12 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 #include "server/common/sha256.h"
 #include "server/models/builtin_models.h"
@@ -1424,8 +1426,10 @@ TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalTellsNoEpochOfAJobTak
   }
 }
 
-// The same stall before the checkpoint's event: the version a recorded while
-// it held the lease stays, for b to resume from; its event is not told.
+// The same stall before the checkpoint is recorded: the row that would
+// point at the version and the checkpoint's event are refused together, and
+// the version a wrote is withdrawn, so the row b resumes from and what
+// watchers were told agree.
 TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalTellsNoCheckpointOfAJobTakenOver) {
   UploadDataset("pets");
   std::string id;
@@ -1437,8 +1441,8 @@ TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalTellsNoCheckpointOfAJ
 
   const Job row = *jobs_->Get(id);
   EXPECT_EQ(row.device(), "taken by b");
-  EXPECT_EQ(row.latest_version(), 1);
-  EXPECT_TRUE(models_->Get("out", 1).ok());
+  EXPECT_EQ(row.latest_version(), 0);
+  EXPECT_EQ(models_->Get("out", 1).status().code(), absl::StatusCode::kNotFound);
   auto events = jobs_->Events(id, 0);
   ASSERT_TRUE(events.ok()) << events.status();
   std::vector<int64_t> epochs;
@@ -1864,6 +1868,68 @@ TEST_F(JobManagerTest, AReplicaWhoseClockRunsAheadTakesNoLiveJobOver) {
   EXPECT_THAT(Messages(job->id()), ::testing::Not(::testing::Contains(HasSubstr("takes it over"))));
 }
 
+// A Submit that stopped between inserting its job and queueing it (its
+// replica died) leaves the row held, nobody's to claim, holding its output
+// name: with a shared database a replica queues it once it has seen it held
+// for Options::abandoned_submission by its own monotonic clock (whatever the
+// row's create_time, an hour old here, says), and it runs.
+TEST_F(JobManagerTest, AnAbandonedSubmissionIsQueuedByAnotherReplica) {
+  UploadDataset("pets");
+  JobManager::Options o = ReplicaOptions("b");
+  o.job_lease = absl::Seconds(3);  // renewals every second
+  o.abandoned_submission = absl::Seconds(2);
+  MakeManager(o);  // not started: the job stays queued
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  // Back to held, as if its Submit had stopped before queueing it.
+  Job held = *job;
+  held.set_state(kaizen::v1::JOB_STATE_UNSPECIFIED);
+  *held.mutable_create_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(
+      absl::ToUnixMillis(absl::Now() - absl::Hours(1)));
+  ASSERT_TRUE(jobs_->Update(held).ok());
+  const absl::Time started = absl::Now();
+  ASSERT_TRUE(manager_->Start().ok());
+  const Job end = WaitForEnd(job->id());
+  EXPECT_EQ(end.state(), JOB_STATE_SUCCEEDED) << end.error();
+  auto events = jobs_->Events(job->id(), 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  bool told = false;
+  for (const kaizen::v1::JobEvent& e : *events) {
+    if (!absl::StrContains(e.message(), "stopped before queueing it")) continue;
+    told = true;
+    EXPECT_THAT(e.message(), HasSubstr("(its replica died or lost the database); replica b "
+                                       "queued it"));
+    // Not before this replica had seen it held for the configured time.
+    EXPECT_GE(google::protobuf::util::TimeUtil::TimestampToMilliseconds(e.time()),
+              absl::ToUnixMillis(started + absl::Seconds(2)));
+  }
+  EXPECT_TRUE(told);
+}
+
+// A Submit that stopped before queueing its job leaves the row held; a
+// retry with the same request_id queues it instead of answering a job that
+// would never run.
+TEST_F(JobManagerTest, ARetryOfAnInterruptedSubmissionQueuesIt) {
+  UploadDataset("pets");
+  MakeManager();  // not started: the job stays queued
+  kaizen::v1::StartFineTuneRequest r = Request("pets", "out");
+  r.set_request_id("retry-me");
+  absl::StatusOr<Job> first = manager_->Submit(r);
+  ASSERT_TRUE(first.ok()) << first.status();
+  Job held = *first;
+  held.set_state(kaizen::v1::JOB_STATE_UNSPECIFIED);
+  ASSERT_TRUE(jobs_->Update(held).ok());
+  ASSERT_TRUE(jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED})->empty());
+  absl::StatusOr<Job> retried = manager_->Submit(r);
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(retried->id(), first->id());
+  EXPECT_EQ(retried->state(), JOB_STATE_QUEUED);
+  EXPECT_EQ(jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED})->size(), 1u);
+  // A second retry changes nothing.
+  ASSERT_TRUE(manager_->Submit(r).ok());
+  EXPECT_EQ(States(first->id()), (StateList{JOB_STATE_QUEUED, JOB_STATE_QUEUED}));
+}
+
 // Leases follow the database's clock and the monotonic time since its last
 // reading: replica a's clock, stepped 10 minutes ahead (an NTP correction,
 // an operator) between a reading and the renewal that follows, does not
@@ -1886,7 +1952,8 @@ TEST_F(JobManagerTest, AClockSteppedAheadCostsTheReplicaNoJob) {
     if (job_id != id || step != 1) return;
     running = true;
     // A renewal comes (and steps the clock) while the run goes on.
-    while (!stepped) absl::SleepFor(absl::Milliseconds(10));
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (!stepped && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
     absl::SleepFor(absl::Seconds(2));
   };
   MakeManager(o);

@@ -54,6 +54,7 @@ class PredictorTest : public ::testing::Test {
   PredictorTest() {
     ModelServer::Options o;
     o.preload = false;
+    o.quarantine_interrupted_loads = false;  // no catalogue
     o.device = "cpu";
     absl::StatusOr<std::unique_ptr<ModelServer>> server =
         ModelServer::Create(o, /*models=*/nullptr, metrics_.get());
