@@ -152,8 +152,10 @@ absl::Status JobManager::Start() {
   }
   for (Job& job : active) {
     // Output names of jobs that will run again stay theirs.
-    models_->ReserveName(job.request().output_model(), absl::StrCat("job ", job.id()), true)
-        .IgnoreError();
+    if (models_->ReserveName(job.request().output_model(), absl::StrCat("job ", job.id()), true)
+            .ok()) {
+      NoteReservedOutput(job);
+    }
     if (options_.shared_database) continue;
     if (job.state() == kaizen::v1::JOB_STATE_RUNNING &&
         job.attempts() >= options_.max_job_attempts) {
@@ -340,7 +342,10 @@ void JobManager::ReplicaTick(bool renew) {
       }
     }
   }
-  if (renew) QueueAbandonedSubmissions();
+  if (renew) {
+    QueueAbandonedSubmissions();
+    ReleaseOutputsOfJobsEndedElsewhere();
+  }
   if (absl::Status st = events_->PollStore(); !st.ok()) {
     common::LogError("cannot read other replicas' job events", {{"error", st.ToString()}});
   }
@@ -942,12 +947,13 @@ absl::StatusOr<Job> JobManager::ReserveAndInsert(Job job) {
       !st.ok()) {
     return absl::Status(st.code(), absl::StrCat("output_model: ", st.message()));
   }
+  NoteReservedOutput(job);
   if (options_.after_references_checked) options_.after_references_checked();
   // Held until Submit's QUEUED event writes the row's state: no replica may
   // claim it in between (JobStore::Insert).
   if (absl::Status st = jobs_->Insert(job, /*held=*/true, /*output_may_exist=*/may_exist);
       !st.ok()) {
-    models_->ReleaseName(request.output_model());
+    OutputEnded(job, /*ran=*/false);
     if (absl::IsAlreadyExists(st) && !request.request_id().empty()) {
       // Lost a race with the same request_id: answer with the winner.
       ASSIGN_OR_RETURN(std::optional<Job> existing, jobs_->FindByRequestId(request.request_id()));
@@ -1866,9 +1872,35 @@ JobManager::RunEnd JobManager::StoppedEnd(const Running& running, Job* job) {
   return {kaizen::v1::JOB_STATE_PAUSED, requeue};
 }
 
-void JobManager::OutputEnded(const Job& job) {
+void JobManager::NoteReservedOutput(const Job& job) {
+  absl::MutexLock lock(&outputs_mu_);
+  reserved_outputs_[job.id()] = job.request().output_model();
+}
+
+void JobManager::OutputEnded(const Job& job, bool ran) {
   models_->ReleaseName(job.request().output_model());
-  if (options_.output_done) options_.output_done(job.request().output_model());
+  {
+    absl::MutexLock lock(&outputs_mu_);
+    reserved_outputs_.erase(job.id());
+  }
+  if (ran && options_.output_done) options_.output_done(job.request().output_model());
+}
+
+void JobManager::ReleaseOutputsOfJobsEndedElsewhere() {
+  std::vector<std::string> ids;
+  {
+    absl::MutexLock lock(&outputs_mu_);
+    for (const auto& [id, name] : reserved_outputs_) ids.push_back(id);
+  }
+  for (const std::string& id : ids) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (running_.contains(id)) continue;
+    }
+    absl::StatusOr<Job> job = jobs_->Get(id);
+    if (!job.ok() || !common::IsTerminal(job->state())) continue;
+    OutputEnded(*job);
+  }
 }
 
 void JobManager::RunJob(Job job, Running* running) {

@@ -492,9 +492,18 @@ class JobManager {
   // replicas' events to this one's watchers.
   void ReplicaLoop();
   void ReplicaTick(bool renew);
-  // An ended job's output name is free again and serving loads its newest
-  // version.
-  void OutputEnded(const kaizen::v1::Job& job);
+  // An ended job's output name is free again and, when it ran (`ran`),
+  // serving loads its newest version.
+  void OutputEnded(const kaizen::v1::Job& job, bool ran = true);
+  // Notes that this replica reserved the job's output name
+  // (ModelStore::ReserveName), for OutputEnded or
+  // ReleaseOutputsOfJobsEndedElsewhere to free.
+  void NoteReservedOutput(const kaizen::v1::Job& job);
+  // Shared database: frees the output names this replica reserved for jobs
+  // that ended on another replica (ran there, or were cancelled through
+  // it), which would otherwise refuse uploads and jobs into those names
+  // through this replica until it restarts. Every lease renewal.
+  void ReleaseOutputsOfJobsEndedElsewhere() ABSL_LOCKS_EXCLUDED(mu_);
   // Asks a RUNNING job held by this replica to pause (mu_ held).
   void RequestPause(Running* running) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A cancel or pause that another replica left on the lease of a job this
@@ -600,6 +609,9 @@ class JobManager {
   absl::flat_hash_map<std::string, absl::Duration> held_since_;
   absl::flat_hash_map<std::string, Running*> running_ ABSL_GUARDED_BY(mu_);
   absl::Mutex references_mu_;
+  // Output names this replica reserved, by job id (NoteReservedOutput).
+  absl::Mutex outputs_mu_;
+  absl::flat_hash_map<std::string, std::string> reserved_outputs_ ABSL_GUARDED_BY(outputs_mu_);
   std::atomic<bool> shutting_down_{false};
   std::vector<std::thread> workers_;
   std::thread replica_thread_;

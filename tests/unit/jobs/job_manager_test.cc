@@ -1374,6 +1374,24 @@ void TakeOver(store::JobStore* jobs, const std::string& id, const std::string& m
   ASSERT_TRUE(*jobs->UpdateIfLeased(row, "b", later));
 }
 
+// Replica b took job `id` over before replica a recorded anything of its
+// run: b's row stands, with no epoch and no version of a's, no version of
+// "out" exists, and no epoch or checkpoint was told.
+void ExpectNothingOfARecorded(store::JobStore* jobs, store::ModelStore* models,
+                              const std::string& id) {
+  const Job row = *jobs->Get(id);
+  EXPECT_EQ(row.device(), "taken by b");
+  EXPECT_EQ(row.latest_version(), 0);
+  EXPECT_TRUE(row.history().empty());
+  EXPECT_EQ(models->Get("out", 0).status().code(), absl::StatusCode::kNotFound);
+  auto events = jobs->Events(id, 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  for (const kaizen::v1::JobEvent& e : *events) {
+    EXPECT_FALSE(e.has_epoch_summary()) << e.DebugString();
+    EXPECT_FALSE(e.has_checkpoint()) << e.DebugString();
+  }
+}
+
 // What a replica stalled past its lease does once it wakes is not recorded:
 // its epoch, its checkpoint and its row writes are refused, so the replica
 // that took the job over owns the row and the model.
@@ -1386,18 +1404,8 @@ TEST_F(JobManagerTest, AReplicaThatLostTheLeaseMidEpochRecordsNothingMore) {
   };
   RunAJobThenAnother(o, &id);
 
-  const Job row = *jobs_->Get(id);
-  EXPECT_EQ(row.device(), "taken by b");
-  EXPECT_EQ(row.state(), JOB_STATE_RUNNING);
-  EXPECT_EQ(row.latest_version(), 0);
-  EXPECT_TRUE(row.history().empty());
-  EXPECT_EQ(models_->Get("out", 0).status().code(), absl::StatusCode::kNotFound);
-  auto events = jobs_->Events(id, 0);
-  ASSERT_TRUE(events.ok()) << events.status();
-  for (const kaizen::v1::JobEvent& e : *events) {
-    EXPECT_FALSE(e.has_epoch_summary()) << e.DebugString();
-    EXPECT_FALSE(e.has_checkpoint()) << e.DebugString();
-  }
+  ExpectNothingOfARecorded(jobs_.get(), models_.get(), id);
+  EXPECT_EQ(jobs_->Get(id)->state(), JOB_STATE_RUNNING);
 }
 
 // Replica a renews its lease before it tells an epoch or a checkpoint, then
@@ -1413,17 +1421,7 @@ TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalTellsNoEpochOfAJobTak
   };
   RunAJobThenAnother(o, &id);
 
-  const Job row = *jobs_->Get(id);
-  EXPECT_EQ(row.device(), "taken by b");
-  EXPECT_EQ(row.latest_version(), 0);
-  EXPECT_TRUE(row.history().empty());
-  EXPECT_EQ(models_->Get("out", 0).status().code(), absl::StatusCode::kNotFound);
-  auto events = jobs_->Events(id, 0);
-  ASSERT_TRUE(events.ok()) << events.status();
-  for (const kaizen::v1::JobEvent& e : *events) {
-    EXPECT_FALSE(e.has_epoch_summary()) << e.DebugString();
-    EXPECT_FALSE(e.has_checkpoint()) << e.DebugString();
-  }
+  ExpectNothingOfARecorded(jobs_.get(), models_.get(), id);
 }
 
 // The same stall before the checkpoint is recorded: the row that would
@@ -1928,6 +1926,28 @@ TEST_F(JobManagerTest, ARetryOfAnInterruptedSubmissionQueuesIt) {
   // A second retry changes nothing.
   ASSERT_TRUE(manager_->Submit(r).ok());
   EXPECT_EQ(States(first->id()), (StateList{JOB_STATE_QUEUED, JOB_STATE_QUEUED}));
+}
+
+// A job submitted through replica a and ended through another replica (run
+// there, or cancelled) frees its output name on a too: a's own reservation
+// goes at its next renewal, and an upload into the name through a is
+// accepted instead of refused until a restarts.
+TEST_F(JobManagerTest, AJobThatEndedOnAnotherReplicaFreesItsOutputNameHere) {
+  UploadDataset("pets");
+  JobManager::Options o = ReplicaOptions("a");
+  o.workers = 0;                   // a runs nothing: another replica runs the job
+  o.job_lease = absl::Seconds(3);  // renewals every second
+  MakeManager(o);
+  ASSERT_TRUE(manager_->Start().ok());
+  absl::StatusOr<Job> job = manager_->Submit(Request("pets", "theirs"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_TRUE(NameIsHeld("theirs"));
+  Job ended = *jobs_->Get(job->id());  // what the other replica records
+  ended.set_state(JOB_STATE_SUCCEEDED);
+  ASSERT_TRUE(jobs_->Update(ended).ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (NameIsHeld("theirs") && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_FALSE(NameIsHeld("theirs"));
 }
 
 // Leases follow the database's clock and the monotonic time since its last
