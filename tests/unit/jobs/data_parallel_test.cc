@@ -4,9 +4,11 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/time/clock.h"
 #include "server/common/atomic_file.h"
 #include "server/common/sha256.h"
@@ -106,6 +108,45 @@ TEST(DataParallelTest, AWorkerKilledMidRunFailsRankZeroPromptlyAndIsNamed) {
   // As the job manager does: the worker that ended first is named.
   const absl::Status workers = (*dp)->Abort();
   EXPECT_EQ(workers.message(), "rank 1 was killed by signal 9");
+}
+
+// A data-parallel run's folder, and an export's, link the record files
+// (the same inode, no bytes copied) where they can, and copy them where no
+// link can be made (another file system: EXDEV), with the same bytes.
+TEST(DataParallelTest, RecordFilesAreLinkedWhereTheyCanBeAndCopiedAcrossFileSystems) {
+  test_util::TempDir source;
+  test_util::TempDir beside;  // the same file system
+  const std::string file = source.File("records.krec");
+  ASSERT_TRUE(common::WriteFileAtomically(file, "the records' bytes").ok());
+  struct stat original {};
+  ASSERT_EQ(stat(file.c_str(), &original), 0);
+
+  absl::StatusOr<std::string> linked = LinkIntoFolder(beside.path(), file, "train");
+  ASSERT_TRUE(linked.ok()) << linked.status();
+  EXPECT_EQ(*linked, "train.krec");
+  struct stat link {};
+  ASSERT_EQ(stat(beside.File("train.krec").c_str(), &link), 0);
+  EXPECT_EQ(link.st_ino, original.st_ino);
+
+  char other[] = "/dev/shm/kaizen-test-XXXXXX";
+  if (mkdtemp(other) == nullptr) GTEST_SKIP() << "no /dev/shm to copy across to";
+  const absl::Cleanup remove = [&] { std::filesystem::remove_all(other); };
+  struct stat folder {};
+  ASSERT_EQ(stat(other, &folder), 0);
+  if (folder.st_dev == original.st_dev) {
+    GTEST_SKIP() << "/dev/shm is on the file system of " << source.path()
+                 << ": a link would not fail";
+  }
+  absl::StatusOr<std::string> copied = LinkIntoFolder(other, file, "validation");
+  ASSERT_TRUE(copied.ok()) << copied.status();
+  EXPECT_EQ(*copied, "validation.krec");
+  const std::string path = std::string(other) + "/validation.krec";
+  struct stat copy {};
+  ASSERT_EQ(stat(path.c_str(), &copy), 0);
+  EXPECT_NE(copy.st_dev, original.st_dev);
+  std::string bytes;
+  ASSERT_TRUE(common::ReadFile(path, &bytes).ok());
+  EXPECT_EQ(bytes, "the records' bytes");
 }
 
 TEST(DataParallelTest, WorldSizesAreResolvedAndRefusedPrecisely) {
