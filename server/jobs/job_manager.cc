@@ -142,8 +142,7 @@ absl::Status JobManager::Start() {
     ASSIGN_OR_RETURN(std::vector<Job> held, jobs_->InStates({kaizen::v1::JOB_STATE_UNSPECIFIED}));
     for (Job& job : held) {
       // Conditional: a retry of its request may queue it first.
-      ASSIGN_OR_RETURN(const bool queued, PublishStateIf(&job, kaizen::v1::JOB_STATE_QUEUED,
-                                                         kaizen::v1::JOB_STATE_UNSPECIFIED));
+      ASSIGN_OR_RETURN(const bool queued, QueueIfHeld(&job));
       if (!queued) {
         ASSIGN_OR_RETURN(job, jobs_->Get(job.id()));
       }
@@ -367,8 +366,7 @@ void JobManager::QueueAbandonedSubmissions() {
   held_since_ = std::move(seen);
   for (Job& job : *held) {
     if (now - held_since_[job.id()] < options_.abandoned_submission) continue;
-    absl::StatusOr<bool> queued =
-        PublishStateIf(&job, kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_UNSPECIFIED);
+    absl::StatusOr<bool> queued = QueueIfHeld(&job);
     if (!queued.ok()) {
       common::LogError("cannot queue an abandoned submission",
                        {{"job", job.id()}, {"error", queued.status().ToString()}});
@@ -580,6 +578,10 @@ absl::Status JobManager::PublishState(Job* job, JobState state) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> JobManager::QueueIfHeld(Job* job) {
+  return PublishStateIf(job, kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_UNSPECIFIED);
+}
+
 absl::StatusOr<bool> JobManager::PublishStateIf(Job* job, JobState state, JobState from) {
   Job next = *job;
   next.set_state(state);
@@ -709,8 +711,7 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
       // Held (its first Submit stopped before queueing it): the retry
       // queues it. Conditional, so a job queued or claimed meanwhile is not
       // written again.
-      ASSIGN_OR_RETURN(const bool queued, PublishStateIf(&*existing, kaizen::v1::JOB_STATE_QUEUED,
-                                                         kaizen::v1::JOB_STATE_UNSPECIFIED));
+      ASSIGN_OR_RETURN(const bool queued, QueueIfHeld(&*existing));
       if (queued) wake_.Signal();
       return *existing;
     }
@@ -732,8 +733,7 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
   // Only from held: the winner of a request_id race that its own Submit has
   // queued (and a replica may have claimed), or a row another replica
   // queued as abandoned (QueueAbandonedSubmissions), is not written again.
-  ASSIGN_OR_RETURN(const bool queued, PublishStateIf(&job, kaizen::v1::JOB_STATE_QUEUED,
-                                                     kaizen::v1::JOB_STATE_UNSPECIFIED));
+  ASSIGN_OR_RETURN(const bool queued, QueueIfHeld(&job));
   if (!queued) return jobs_->Get(job.id());
   common::LogInfo("job queued", {{"job", job.id()},
                                  {"strategy", kaizen::v1::Strategy_Name(request.strategy())},
@@ -1689,11 +1689,7 @@ absl::StatusOr<bool> JobManager::ModelInUse(const std::string& name) {
 }
 
 absl::StatusOr<std::optional<std::string>> JobManager::JobWritingModel(const std::string& name) {
-  ASSIGN_OR_RETURN(std::vector<Job> active, ActiveJobs());
-  for (const Job& j : active) {
-    if (j.request().output_model() == name) return std::optional<std::string>(j.id());
-  }
-  return std::optional<std::string>();
+  return jobs_->ActiveWriterOf(name);
 }
 
 absl::StatusOr<std::vector<int64_t>> JobManager::PinnedVersionsInUse(const std::string& name) {

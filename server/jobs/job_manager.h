@@ -480,6 +480,10 @@ class JobManager {
   // event and the row are one transaction, JobStore::AppendEventIf).
   absl::StatusOr<bool> PublishStateIf(kaizen::v1::Job* job, kaizen::v1::JobState state,
                                       kaizen::v1::JobState from);
+  // Queues a held job (its row's state column UNSPECIFIED: a Submit in
+  // progress, or one that stopped before queueing it); false, and `job`
+  // unchanged, when it is no longer held (PublishStateIf).
+  absl::StatusOr<bool> QueueIfHeld(kaizen::v1::Job* job);
   // Fails a job that has used up --max_job_attempts (mu_ held or at start).
   absl::Status FailAfterAttempts(kaizen::v1::Job* job, absl::string_view what);
   // Claims a job whose replica died (shared database): nullopt when none,

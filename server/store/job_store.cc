@@ -60,7 +60,7 @@ absl::StatusOr<std::optional<std::string>> ActiveJobWriting(Database* db, const 
                        StateList({kaizen::v1::JOB_STATE_UNSPECIFIED,  // held
                                   kaizen::v1::JOB_STATE_QUEUED, kaizen::v1::JOB_STATE_RUNNING,
                                   kaizen::v1::JOB_STATE_PAUSED}),
-                       ")")));
+                       ") ORDER BY seq")));
   while (true) {
     ASSIGN_OR_RETURN(bool row, active.Step());
     if (!row) return std::optional<std::string>();
@@ -170,6 +170,11 @@ absl::StatusOr<bool> JobStore::UpdateIfLeased(const kaizen::v1::Job& job, const 
   RETURN_IF_ERROR(WriteRow(job));
   RETURN_IF_ERROR(tx.Commit());
   return true;
+}
+
+absl::StatusOr<std::optional<std::string>> JobStore::ActiveWriterOf(const std::string& name) {
+  absl::MutexLock lock(&db_->mutex());
+  return ActiveJobWriting(db_, name);
 }
 
 absl::StatusOr<kaizen::v1::Job> JobStore::Get(const std::string& id) {

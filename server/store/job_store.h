@@ -70,6 +70,9 @@ class JobStore {
                                            const kaizen::v1::Job& job, const std::string& owner,
                                            int64_t now_ms);
   absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
+  // The active job (held, QUEUED, RUNNING or PAUSED, of any replica) whose
+  // output is model `name`, if any (ActiveJobWriting, oldest first).
+  absl::StatusOr<std::optional<std::string>> ActiveWriterOf(const std::string& name);
   absl::StatusOr<std::optional<kaizen::v1::Job>> FindByRequestId(const std::string& request_id);
   // Jobs with their creation sequence (the page cursor), newest first;
   // `before_seq` 0 starts at the newest. Empty `states` means all.
