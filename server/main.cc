@@ -34,7 +34,8 @@ ABSL_FLAG(std::string, replica_id, "",
 ABSL_FLAG(int, job_lease_seconds, 30,
           "With --database=postgresql://...: a job whose replica has not renewed its lease for "
           "this long (it died) is taken over by another replica and resumed from its last "
-          "checkpoint. Leases are renewed every third of this.");
+          "checkpoint, and a version it was loading for serving is quarantined. Leases are "
+          "renewed every third of this.");
 ABSL_FLAG(std::string, host, "",
           "Address to listen on (gRPC, health and metrics). Empty: 127.0.0.1 when neither TLS "
           "nor tokens are configured, else 0.0.0.0.");

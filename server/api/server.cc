@@ -324,6 +324,7 @@ absl::StatusOr<int> KaizenServer::OpenStores() {
   mso.max_model_bytes = o.max_model_bytes;
   mso.replica_id = ReplicaId();
   mso.shared_database = shared_database();
+  mso.loading_marker_lease = o.job_lease;
   mso.sandbox = o.model_sandbox;
   mso.sandbox.max_image_pixels = o.max_image_pixels;
   // The inspector's second forward pass runs at the largest batch serving
@@ -395,7 +396,16 @@ void KaizenServer::StartJobs(int threads) {
   jmo.job_lease = options_.job_lease;
   if (jmo.shared_database) {
     store::ModelStore* models = s.models.get();
+    // Loading markers first: reading every version's row may take a while.
     jmo.on_replica_tick = [models] {
+      absl::StatusOr<int> stopped = models->RenewLoadingMarkersAndQuarantineStoppedLoads();
+      if (!stopped.ok()) {
+        common::LogError("cannot renew loading markers or take stopped replicas' markers",
+                         {{"error", stopped.status().ToString()}});
+      } else if (*stopped > 0) {
+        common::LogWarning("versions quarantined after another replica's interrupted load",
+                           {{"count", *stopped}});
+      }
       if (absl::Status st = models->AnnounceOtherReplicasChanges(); !st.ok()) {
         common::LogError("cannot read other replicas' model changes", {{"error", st.ToString()}});
       }

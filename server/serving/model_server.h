@@ -97,8 +97,8 @@ class ModelServer {
     bool preload = true;
     // Quarantine, in Create, the versions this replica was loading when it
     // died (their markers are left in the catalogue;
-    // ModelStore::QuarantineInterruptedLoads takes only its own where
-    // replicas share the database).
+    // ModelStore::QuarantineInterruptedLoads takes only its own and those
+    // whose lease ran out where replicas share the database).
     bool quarantine_interrupted_loads = true;
     // A model without a request for this long is not loaded when a version is
     // written (only on its next request or Warm()); zero loads every version

@@ -54,6 +54,12 @@ std::string Database::DdlFor(absl::string_view schema) const {
   return ReplaceWord(ReplaceWord(schema, "INTEGER", "BIGINT"), "BLOB", "BYTEA");
 }
 
+absl::string_view Database::NowMillisSql() const {
+  return kind() == DatabaseKind::kPostgres
+             ? "CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT)"
+             : "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
+}
+
 Database::Transaction::Transaction(Database* db) : db_(db) {
   begin_ = db_->BeginWrite();
   done_ = !begin_.ok();

@@ -88,6 +88,10 @@ class Database {
   // `schema` written for SQLite (INTEGER, BLOB) in this engine's types
   // (PostgreSQL: BIGINT, BYTEA).
   std::string DdlFor(absl::string_view schema) const;
+  // An SQL expression for the database's clock in Unix milliseconds:
+  // PostgreSQL's clock_timestamp() on its server, SQLite's 'now' (this
+  // process's clock).
+  absl::string_view NowMillisSql() const;
 
   // Holds the write lock from construction; rolled back unless Commit().
   class Transaction {

@@ -497,12 +497,7 @@ absl::StatusOr<bool> JobStore::TakeLeaseOfDeadJob(const std::string& job_id,
 
 absl::StatusOr<int64_t> JobStore::DatabaseMillis() {
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(
-      Statement st,
-      db_->Prepare(
-          db_->kind() == DatabaseKind::kPostgres
-              ? "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT)"
-              : "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"));
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare(absl::StrCat("SELECT ", db_->NowMillisSql())));
   ASSIGN_OR_RETURN(const bool row, st.Step());
   if (!row) return absl::InternalError("the database did not tell its time");
   return st.ColumnInt(0);

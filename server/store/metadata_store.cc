@@ -1,5 +1,6 @@
 #include "server/store/metadata_store.h"
 
+#include <map>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -29,6 +30,13 @@ CREATE TABLE IF NOT EXISTS model_quarantine (
   version INTEGER NOT NULL,
   reason  TEXT NOT NULL,
   PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS model_load_leases (
+  name       TEXT NOT NULL,
+  version    INTEGER NOT NULL,
+  owner      TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL,
+  PRIMARY KEY (name, version, owner)
 );
 CREATE TABLE IF NOT EXISTS model_loads (
   name    TEXT NOT NULL,
@@ -303,7 +311,8 @@ absl::StatusOr<std::vector<ModelRow>> MetadataStore::DeleteModel(const std::stri
   }
   // A version number can be handed out again after a deletion: its
   // quarantine goes with it.
-  for (const char* table : {"models", "model_quarantine", "model_loads", "model_loading"}) {
+  for (const char* table :
+       {"models", "model_quarantine", "model_load_leases", "model_loads", "model_loading"}) {
     ASSIGN_OR_RETURN(Statement del, db_->Prepare(absl::StrCat("DELETE FROM ", table, where)));
     del.Bind(1, name);
     if (version > 0) del.Bind(2, version);
@@ -364,50 +373,91 @@ absl::StatusOr<std::map<int64_t, std::string>> MetadataStore::QuarantinedVersion
 }
 
 absl::Status MetadataStore::MarkLoading(const std::string& name, int64_t version,
-                                        const std::string& owner) {
+                                        const std::string& owner, int64_t lease_ms) {
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT INTO model_loads(name, version, owner) "
-                                              "VALUES(?, ?, ?) ON CONFLICT DO NOTHING"));
-  return st.Bind(1, name).Bind(2, version).Bind(3, owner).Run();
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare(absl::StrCat(
+                       "INSERT INTO model_load_leases(name, version, owner, expires_ms) "
+                       "VALUES(?1, ?2, ?3, ",
+                       db_->NowMillisSql(),
+                       " + ?4) ON CONFLICT (name, version, owner) DO UPDATE SET expires_ms = "
+                       "excluded.expires_ms")));
+  return st.Bind(1, name).Bind(2, version).Bind(3, owner).Bind(4, lease_ms).Run();
 }
 
 absl::Status MetadataStore::ClearLoading(const std::string& name, int64_t version,
                                          const std::string& owner) {
   absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st, db_->Prepare("DELETE FROM model_loads WHERE name = ? AND "
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("DELETE FROM model_load_leases WHERE name = ? AND "
                                               "version = ? AND owner = ?"));
   return st.Bind(1, name).Bind(2, version).Bind(3, owner).Run();
 }
 
-absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> MetadataStore::TakeLoadingMarkers(
+absl::Status MetadataStore::RenewLoadingMarkers(const std::string& owner, int64_t lease_ms) {
+  absl::MutexLock lock(&db_->mutex());
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare(absl::StrCat("UPDATE model_load_leases SET expires_ms = ",
+                                             db_->NowMillisSql(), " + ?1 WHERE owner = ?2")));
+  return st.Bind(1, lease_ms).Bind(2, owner).Run();
+}
+
+absl::StatusOr<std::vector<MetadataStore::LoadingMarker>> MetadataStore::TakeLoadingMarkers(
     const std::string& owner, bool every_owner) {
+  return TakeMarkers(every_owner ? Take::kEvery : Take::kOwnAndExpired, owner);
+}
+
+absl::StatusOr<std::vector<MetadataStore::LoadingMarker>>
+MetadataStore::TakeExpiredLoadingMarkers() {
+  return TakeMarkers(Take::kExpired, "");
+}
+
+absl::StatusOr<std::vector<MetadataStore::LoadingMarker>> MetadataStore::TakeMarkers(
+    Take which, const std::string& owner) {
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_.get());
   RETURN_IF_ERROR(tx.begin_status());
-  // model_loading holds the markers of servers from before markers had an
-  // owner: a lone server's own. UNION lists a version marked by several
-  // owners once.
-  const std::string own = every_owner ? "" : " WHERE owner = ?1";
-  ASSIGN_OR_RETURN(
-      Statement sel,
-      db_->Prepare(absl::StrCat("SELECT name, version FROM model_loads", own,
-                                every_owner ? " UNION SELECT name, version FROM model_loading" : "",
-                                " ORDER BY 1, 2")));
-  if (!every_owner) sel.Bind(1, owner);
-  std::vector<std::pair<std::string, int64_t>> out;
-  while (true) {
-    ASSIGN_OR_RETURN(bool row, sel.Step());
-    if (!row) break;
-    out.emplace_back(sel.ColumnText(0), sel.ColumnInt(1));
+  // Each table's rows are selected and deleted by one statement, so that a
+  // renewal committed meanwhile (not in this transaction's lock) either
+  // keeps its marker out of both or comes too late for both.
+  const std::string expired = absl::StrCat("expires_ms < ", db_->NowMillisSql());
+  std::string leased;
+  switch (which) {
+    case Take::kEvery:
+      break;
+    case Take::kOwnAndExpired:
+      leased = absl::StrCat(" WHERE owner = ?1 OR ", expired);
+      break;
+    case Take::kExpired:
+      leased = absl::StrCat(" WHERE ", expired);
+      break;
   }
-  ASSIGN_OR_RETURN(Statement del, db_->Prepare(absl::StrCat("DELETE FROM model_loads", own)));
-  if (!every_owner) del.Bind(1, owner);
-  RETURN_IF_ERROR(del.Run());
-  if (every_owner) {
-    ASSIGN_OR_RETURN(Statement old, db_->Prepare("DELETE FROM model_loading"));
-    RETURN_IF_ERROR(old.Run());
+  std::vector<std::string> statements = {
+      absl::StrCat("DELETE FROM model_load_leases", leased, " RETURNING name, version, owner")};
+  // The tables of servers from before markers had leases (model_loads,
+  // each marker with its owner) and owners (model_loading, a lone
+  // server's): taken by their owner, or a lone server. An old replica's
+  // marker has no lease to tell whether the replica still lives.
+  if (which == Take::kOwnAndExpired) {
+    statements.push_back("DELETE FROM model_loads WHERE owner = ?1 RETURNING name, version, owner");
+  } else if (which == Take::kEvery) {
+    statements.push_back("DELETE FROM model_loads RETURNING name, version, owner");
+    statements.push_back("DELETE FROM model_loading RETURNING name, version, ''");
+  }
+  std::map<std::pair<std::string, int64_t>, std::string> taken;
+  for (const std::string& sql : statements) {
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare(sql));
+    if (which == Take::kOwnAndExpired) st.Bind(1, owner);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      taken.emplace(std::make_pair(st.ColumnText(0), st.ColumnInt(1)), st.ColumnText(2));
+    }
   }
   RETURN_IF_ERROR(tx.Commit());
+  std::vector<LoadingMarker> out;
+  for (auto& [version, marker_owner] : taken) {
+    out.push_back({version.first, version.second, std::move(marker_owner)});
+  }
   return out;
 }
 

@@ -97,16 +97,32 @@ class MetadataStore {
   // Quarantined versions of `name` and why.
   absl::StatusOr<std::map<int64_t, std::string>> QuarantinedVersions(const std::string& name);
   // A durable marker held by `owner` (a replica's id) while it loads a
-  // version: one left behind at the owner's next start means it died
-  // loading it. Several owners may mark one version at once.
-  absl::Status MarkLoading(const std::string& name, int64_t version, const std::string& owner);
+  // version, leased for `lease_ms` by the database's clock: one left behind
+  // at the owner's next start, or whose lease ran out (the owner renews the
+  // leases of its markers while it lives), means that the owner died
+  // loading the version. Several owners may mark one version at once.
+  absl::Status MarkLoading(const std::string& name, int64_t version, const std::string& owner,
+                           int64_t lease_ms);
   absl::Status ClearLoading(const std::string& name, int64_t version, const std::string& owner);
-  // Removes and returns, each version once, the markers `owner` left behind
-  // (another replica's may be a load in progress), or, with `every_owner`
-  // (a lone server), every marker, with those a server from before markers
-  // had owners left.
-  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> TakeLoadingMarkers(
-      const std::string& owner, bool every_owner);
+  // Extends the lease of every marker `owner` holds to `lease_ms` from now.
+  absl::Status RenewLoadingMarkers(const std::string& owner, int64_t lease_ms);
+  struct LoadingMarker {
+    std::string name;
+    int64_t version = 0;
+    std::string owner;  // empty: a server from before markers had owners
+    bool operator==(const LoadingMarker& o) const {
+      return name == o.name && version == o.version && owner == o.owner;
+    }
+  };
+  // Removes and returns, each version once (ordered by name and version),
+  // the markers `owner` left behind and those whose lease ran out (another
+  // replica's live marker may be a load in progress), or, with
+  // `every_owner` (a lone server), every marker, with those servers from
+  // before markers had leases or owners left.
+  absl::StatusOr<std::vector<LoadingMarker>> TakeLoadingMarkers(const std::string& owner,
+                                                                bool every_owner);
+  // Removes and returns the markers whose lease ran out, whoever left them.
+  absl::StatusOr<std::vector<LoadingMarker>> TakeExpiredLoadingMarkers();
 
   // The connection, shared with the JobStore (one database).
   Database* db() { return db_.get(); }
@@ -124,6 +140,8 @@ class MetadataStore {
   explicit MetadataStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
   // Creates the tables and the catalogue's name where they are missing.
   absl::Status CreateSchema();
+  enum class Take { kEvery, kOwnAndExpired, kExpired };
+  absl::StatusOr<std::vector<LoadingMarker>> TakeMarkers(Take which, const std::string& owner);
 
   std::unique_ptr<Database> db_;
   std::string catalogue_id_;

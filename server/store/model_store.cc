@@ -266,7 +266,8 @@ absl::Status ModelStore::Quarantine(const std::string& name, int64_t version,
 }
 
 absl::Status ModelStore::MarkLoading(const std::string& name, int64_t version) {
-  return metadata_->MarkLoading(name, version, options_.replica_id);
+  return metadata_->MarkLoading(name, version, options_.replica_id,
+                                absl::ToInt64Milliseconds(options_.loading_marker_lease));
 }
 
 absl::Status ModelStore::ClearLoading(const std::string& name, int64_t version) {
@@ -276,13 +277,33 @@ absl::Status ModelStore::ClearLoading(const std::string& name, int64_t version) 
 absl::StatusOr<int> ModelStore::QuarantineInterruptedLoads() {
   ASSIGN_OR_RETURN(auto markers,
                    metadata_->TakeLoadingMarkers(options_.replica_id, !options_.shared_database));
-  const std::string who = options_.shared_database ? absl::StrCat("replica ", options_.replica_id)
-                                                   : std::string("the server");
-  for (const auto& [name, version] : markers) {
-    RETURN_IF_ERROR(Quarantine(name, version,
-                               absl::StrCat(who,
-                                            " stopped while loading this version for serving (a "
-                                            "crash or kill during load or warm-up)")));
+  return QuarantineStoppedLoads(markers);
+}
+
+absl::StatusOr<int> ModelStore::RenewLoadingMarkersAndQuarantineStoppedLoads() {
+  RETURN_IF_ERROR(metadata_->RenewLoadingMarkers(
+      options_.replica_id, absl::ToInt64Milliseconds(options_.loading_marker_lease)));
+  ASSIGN_OR_RETURN(auto markers, metadata_->TakeExpiredLoadingMarkers());
+  return QuarantineStoppedLoads(markers);
+}
+
+absl::StatusOr<int> ModelStore::QuarantineStoppedLoads(
+    const std::vector<MetadataStore::LoadingMarker>& markers) {
+  for (const MetadataStore::LoadingMarker& marker : markers) {
+    std::string reason;
+    if (!options_.shared_database || marker.owner.empty()) {
+      reason = "the server stopped while loading this version for serving";
+    } else if (marker.owner == options_.replica_id) {
+      reason =
+          absl::StrCat("replica ", marker.owner, " stopped while loading this version for serving");
+    } else {
+      reason = absl::StrCat("replica ", marker.owner,
+                            " stopped while loading this version for serving (the lease of its "
+                            "loading marker ran out unrenewed; found by replica ",
+                            options_.replica_id, ")");
+    }
+    RETURN_IF_ERROR(Quarantine(marker.name, marker.version,
+                               absl::StrCat(reason, " (a crash or kill during load or warm-up)")));
   }
   return static_cast<int>(markers.size());
 }

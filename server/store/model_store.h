@@ -45,6 +45,10 @@ class ModelStore {
     // server every marker.
     std::string replica_id = "local";
     bool shared_database = false;
+    // How long a loading marker outlives its replica's last renewal
+    // (RenewLoadingMarkers) before another replica takes it for a death
+    // (the server passes --job_lease_seconds).
+    absl::Duration loading_marker_lease = absl::Seconds(30);
     // Tests only: called with the model's name once an upload's sandboxed
     // inspection has accepted it, before its version is stored.
     std::function<void(const std::string& name)> after_inspection;
@@ -132,8 +136,15 @@ class ModelStore {
   absl::Status MarkLoading(const std::string& name, int64_t version);
   absl::Status ClearLoading(const std::string& name, int64_t version);
   // Quarantines every version whose loading marker this replica (a lone
-  // server: any server) left behind when it died; returns how many.
+  // server: any server) left behind when it died, and, with a shared
+  // database, those of replicas that stopped renewing theirs; returns how
+  // many.
   absl::StatusOr<int> QuarantineInterruptedLoads();
+  // With a shared database, at each of the replica's lease renewals: keeps
+  // this replica's loading markers leased, then quarantines the versions
+  // whose markers other replicas stopped renewing (they died, or stalled
+  // past the lease, while loading them); returns how many.
+  absl::StatusOr<int> RenewLoadingMarkersAndQuarantineStoppedLoads();
   // Deletes versions of `name` up to `newest_considered` that are not in
   // `keep`; newer ones (written since by another replica that took the job
   // over) stay.
@@ -201,6 +212,9 @@ class ModelStore {
 
  private:
   absl::Status FillVersions(kaizen::v1::Model* model);
+  // Quarantines the versions of loads that `markers` show stopped.
+  absl::StatusOr<int> QuarantineStoppedLoads(
+      const std::vector<MetadataStore::LoadingMarker>& markers);
   absl::Status RemoveFiles(const std::vector<ModelRow>& rows);
 
   Options options_;

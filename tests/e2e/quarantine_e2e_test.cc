@@ -26,6 +26,13 @@
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen {
+
+namespace store {
+void PrintTo(const MetadataStore::LoadingMarker& m, std::ostream* os) {
+  *os << "{" << m.name << ", " << m.version << ", \"" << m.owner << "\"}";
+}
+}  // namespace store
+
 namespace {
 
 using ::testing::ElementsAre;
@@ -175,7 +182,8 @@ TEST_F(QuarantineE2E, AReplicaQuarantinesTheVersionItCrashedLoadingButNotAnother
   ASSERT_NO_FATAL_FAILURE(WriteAPoisonedVersion2(*database, "r1"));
   auto catalogue = store::MetadataStore::Open(*database);
   ASSERT_TRUE(catalogue.ok()) << catalogue.status();
-  ASSERT_TRUE((*catalogue)->MarkLoading("m", 1, "r2").ok());  // r2 is loading version 1
+  // r2 is loading version 1.
+  ASSERT_TRUE((*catalogue)->MarkLoading("m", 1, "r2", /*lease_ms=*/600'000).ok());
   const std::vector<std::string> replica = {absl::StrCat("--database=", *database),
                                             "--replica_id=r1"};
   {
@@ -200,8 +208,60 @@ TEST_F(QuarantineE2E, AReplicaQuarantinesTheVersionItCrashedLoadingButNotAnother
   EXPECT_EQ(first->quarantine_reason(), "");
   ASSERT_TRUE(prediction.ok()) << prediction.status();
   EXPECT_EQ(prediction->version(), 1);
-  using Markers = std::vector<std::pair<std::string, int64_t>>;
-  EXPECT_EQ(*(*catalogue)->TakeLoadingMarkers("r2", false), (Markers{{"m", 1}}));
+  using Markers = std::vector<store::MetadataStore::LoadingMarker>;
+  EXPECT_EQ(*(*catalogue)->TakeLoadingMarkers("r2", false), (Markers{{"m", 1, "r2"}}));
+}
+
+// A replica that died loading a version and never comes back under its id
+// (the default id, <host>-<pid>, changes at each start) stops renewing its
+// loading marker: once its lease has run out, a replica starting under
+// another id quarantines the version instead of dying the same way, and a
+// live replica does so at its next renewal. A marker still leased (another
+// replica's load in progress) is left alone.
+TEST_F(QuarantineE2E, AVersionWhoseReplicaDiedLoadingItIsQuarantinedByAnotherReplica) {
+  absl::StatusOr<std::string> database = test_util::FreshPostgresDatabase();
+  ASSERT_TRUE(database.ok()) << database.status();
+  ASSERT_NO_FATAL_FAILURE(WriteAPoisonedVersion2(*database, "r1"));
+  auto catalogue = store::MetadataStore::Open(*database);
+  ASSERT_TRUE(catalogue.ok()) << catalogue.status();
+  // r2 is loading version 1.
+  ASSERT_TRUE((*catalogue)->MarkLoading("m", 1, "r2", /*lease_ms=*/600'000).ok());
+  const auto replica = [&](const std::string& id) {
+    return std::vector<std::string>{absl::StrCat("--database=", *database),
+                                    absl::StrCat("--replica_id=", id), "--job_lease_seconds=1"};
+  };
+  {
+    test_util::ServerProcess crashing(KAIZEN_BINARY_DIR, data_.path(), port_, replica("r1"));
+    const int status = crashing.Wait();
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the first start was expected to crash";
+  }
+  absl::SleepFor(absl::Milliseconds(1200));  // r1's marker outlives its lease
+  test_util::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port_, replica("r3"));
+  ASSERT_TRUE(WaitReady());
+  absl::StatusOr<v1::Model> second = client_->GetModel("m", 2);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_THAT(second->quarantine_reason(),
+              HasSubstr("replica r1 stopped while loading this version for serving (the lease "
+                        "of its loading marker ran out unrenewed; found by replica r3)"));
+  absl::StatusOr<v1::PredictResponse> prediction = PredictZeros("m");
+  ASSERT_TRUE(prediction.ok()) << prediction.status();
+  EXPECT_EQ(prediction->version(), 1);
+
+  // r4 dies loading version 1 while r3 runs: r3 finds its marker expired.
+  ASSERT_TRUE((*catalogue)->MarkLoading("m", 1, "r4", /*lease_ms=*/200).ok());
+  absl::StatusOr<v1::Model> first;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    first = client_->GetModel("m", 1);
+    if (!first.ok() || !first->quarantine_reason().empty()) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_THAT(first->quarantine_reason(),
+              HasSubstr("replica r4 stopped while loading this version for serving (the lease "
+                        "of its loading marker ran out unrenewed; found by replica r3)"));
+  using Markers = std::vector<store::MetadataStore::LoadingMarker>;
+  EXPECT_EQ(*(*catalogue)->TakeLoadingMarkers("r2", false), (Markers{{"m", 1, "r2"}}));
 }
 
 TEST_F(QuarantineE2E, AVersionThatFailsToLoadIsQuarantinedAndNotRetried) {

@@ -6,7 +6,15 @@
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen::store {
+
+void PrintTo(const MetadataStore::LoadingMarker& m, std::ostream* os) {
+  *os << "{" << m.name << ", " << m.version << ", \"" << m.owner << "\"}";
+}
+
 namespace {
+
+// A loading marker's lease, in milliseconds, that no test outlives.
+constexpr int64_t kMinute = 60'000;
 
 DatasetRow Dataset(const std::string& name, int64_t n) {
   DatasetRow r;
@@ -150,18 +158,17 @@ TEST_P(MetadataStoreTest, QuarantineAndLoadingMarkersOutliveReopeningAndGoWithTh
     ASSERT_TRUE(store->InsertModel(Model("m", 2)).ok());
     ASSERT_TRUE(store->QuarantineModel("m", 1, "first").ok());
     ASSERT_TRUE(store->QuarantineModel("m", 1, "crashed the server").ok());  // replaces
-    ASSERT_TRUE(store->MarkLoading("m", 2, "local").ok());
-    ASSERT_TRUE(store->MarkLoading("m", 2, "local").ok());  // idempotent
+    ASSERT_TRUE(store->MarkLoading("m", 2, "local", kMinute).ok());
+    ASSERT_TRUE(store->MarkLoading("m", 2, "local", kMinute).ok());  // idempotent
   }
   auto store = *MetadataStore::Open(target_);
   auto quarantined = *store->QuarantinedVersions("m");
   ASSERT_EQ(quarantined.size(), 1u);
   EXPECT_EQ(quarantined[1], "crashed the server");
-  auto markers = *store->TakeLoadingMarkers("local", /*every_owner=*/false);
-  ASSERT_EQ(markers.size(), 1u);
-  EXPECT_EQ(markers[0], (std::pair<std::string, int64_t>("m", 2)));
+  EXPECT_EQ(*store->TakeLoadingMarkers("local", /*every_owner=*/false),
+            (std::vector<MetadataStore::LoadingMarker>{{"m", 2, "local"}}));
   EXPECT_TRUE(store->TakeLoadingMarkers("local", false)->empty());
-  ASSERT_TRUE(store->MarkLoading("m", 2, "local").ok());
+  ASSERT_TRUE(store->MarkLoading("m", 2, "local", kMinute).ok());
   ASSERT_TRUE(store->ClearLoading("m", 2, "local").ok());
   EXPECT_TRUE(store->TakeLoadingMarkers("local", false)->empty());
   ASSERT_TRUE(store->DeleteModel("m", 1).ok());
@@ -169,30 +176,54 @@ TEST_P(MetadataStoreTest, QuarantineAndLoadingMarkersOutliveReopeningAndGoWithTh
 }
 
 // Replicas on one catalogue: each takes back only the loading markers it
-// left (another's may be a load in progress), a replica's marker is cleared
-// by that replica only, and a lone server takes every marker, a version
-// marked twice once, with one a server from before markers had owners left.
-TEST_P(MetadataStoreTest, AReplicaTakesBackOnlyItsOwnLoadingMarkers) {
+// left and those whose lease ran out (another's live marker may be a load in
+// progress), a replica's marker is cleared by that replica only, and a lone
+// server takes every marker, a version marked twice once, with those servers
+// from before markers had leases or owners left.
+TEST_P(MetadataStoreTest, AReplicaTakesBackOnlyItsOwnLoadingMarkersAndExpiredOnes) {
   auto store = *MetadataStore::Open(target_);
   ASSERT_TRUE(store->InsertModel(Model("m", 1)).ok());
   ASSERT_TRUE(store->InsertModel(Model("m", 2)).ok());
-  ASSERT_TRUE(store->MarkLoading("m", 1, "a").ok());
-  ASSERT_TRUE(store->MarkLoading("m", 1, "b").ok());
-  ASSERT_TRUE(store->MarkLoading("m", 2, "b").ok());
+  ASSERT_TRUE(store->MarkLoading("m", 1, "a", kMinute).ok());
+  ASSERT_TRUE(store->MarkLoading("m", 1, "b", kMinute).ok());
+  ASSERT_TRUE(store->MarkLoading("m", 2, "b", kMinute).ok());
   ASSERT_TRUE(store->ClearLoading("m", 2, "a").ok());  // not a's
-  using Markers = std::vector<std::pair<std::string, int64_t>>;
-  EXPECT_EQ(*store->TakeLoadingMarkers("a", false), (Markers{{"m", 1}}));
+  using Markers = std::vector<MetadataStore::LoadingMarker>;
+  EXPECT_TRUE(store->TakeExpiredLoadingMarkers()->empty());
+  EXPECT_EQ(*store->TakeLoadingMarkers("a", false), (Markers{{"m", 1, "a"}}));
   EXPECT_TRUE(store->TakeLoadingMarkers("a", false)->empty());
-  EXPECT_EQ(*store->TakeLoadingMarkers("b", false), (Markers{{"m", 1}, {"m", 2}}));
+  EXPECT_EQ(*store->TakeLoadingMarkers("b", false), (Markers{{"m", 1, "b"}, {"m", 2, "b"}}));
 
-  ASSERT_TRUE(store->MarkLoading("m", 1, "a").ok());
-  ASSERT_TRUE(store->MarkLoading("m", 1, "b").ok());
+  // c's lease ran out, d's is renewed before it does: d lives.
+  ASSERT_TRUE(store->MarkLoading("m", 1, "c", -1000).ok());
+  ASSERT_TRUE(store->MarkLoading("m", 2, "d", -1000).ok());
+  ASSERT_TRUE(store->RenewLoadingMarkers("d", kMinute).ok());
+  ASSERT_TRUE(store->MarkLoading("m", 2, "e", -1000).ok());
+  EXPECT_EQ(*store->TakeLoadingMarkers("a", false), (Markers{{"m", 1, "c"}, {"m", 2, "e"}}));
+  ASSERT_TRUE(store->MarkLoading("m", 1, "c", -1000).ok());
+  EXPECT_EQ(*store->TakeExpiredLoadingMarkers(), (Markers{{"m", 1, "c"}}));
+  EXPECT_TRUE(store->TakeExpiredLoadingMarkers()->empty());
+  // Marking again renews: a load of the version that stopped earlier.
+  ASSERT_TRUE(store->MarkLoading("m", 1, "f", -1000).ok());
+  ASSERT_TRUE(store->MarkLoading("m", 1, "f", kMinute).ok());
+  EXPECT_TRUE(store->TakeExpiredLoadingMarkers()->empty());
+  EXPECT_EQ(*store->TakeLoadingMarkers("d", false), (Markers{{"m", 2, "d"}}));
+  EXPECT_EQ(*store->TakeLoadingMarkers("f", false), (Markers{{"m", 1, "f"}}));
+
+  ASSERT_TRUE(store->MarkLoading("m", 1, "a", kMinute).ok());
+  ASSERT_TRUE(store->MarkLoading("m", 1, "b", kMinute).ok());
   {
     absl::MutexLock lock(&store->db()->mutex());
     ASSERT_TRUE(store->db()->Exec("INSERT INTO model_loading(name, version) VALUES('m', 2)").ok());
+    ASSERT_TRUE(store->db()
+                    ->Exec("INSERT INTO model_loads(name, version, owner) VALUES('m', 3, 'g')")
+                    .ok());
   }
+  // A marker of a replica from before markers had leases: its owner's.
+  EXPECT_TRUE(store->TakeExpiredLoadingMarkers()->empty());
+  EXPECT_EQ(*store->TakeLoadingMarkers("a", false), (Markers{{"m", 1, "a"}}));
   EXPECT_EQ(*store->TakeLoadingMarkers("local", /*every_owner=*/true),
-            (Markers{{"m", 1}, {"m", 2}}));
+            (Markers{{"m", 1, "b"}, {"m", 2, ""}, {"m", 3, "g"}}));
   EXPECT_TRUE(store->TakeLoadingMarkers("local", true)->empty());
 }
 

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/common/text_limits.h"
 #include "server/store/data_dir.h"
@@ -294,6 +295,68 @@ TEST(ModelStoreTest, AnnouncesWhatAnotherReplicaWroteAndDeleted) {
   ASSERT_TRUE(models.AnnounceOtherReplicasChanges().ok());
   EXPECT_EQ(deleted, (Told{{"r", 2}}));
   EXPECT_TRUE(added.empty());
+}
+
+// Replicas' loading markers: at its start a replica quarantines the versions
+// whose markers it left itself and those whose lease ran out (their replica
+// died loading them and did not come back under its id), not another
+// replica's live load; while it runs it keeps its own markers leased and
+// takes those that other replicas stopped renewing.
+TEST(ModelStoreTest, LoadsOfReplicasThatStoppedRenewingTheirMarkersAreQuarantined) {
+  test_util::TempDir dir;
+  ASSERT_TRUE(PrepareDataDir(dir.path()).ok());
+  auto metadata = MetadataStore::Open(dir.path() + "/kaizen.db");
+  ASSERT_TRUE(metadata.ok()) << metadata.status();
+  const auto replica = [&](const std::string& id, absl::Duration lease) {
+    ModelStore::Options o;
+    o.data_dir = dir.path();
+    o.replica_id = id;
+    o.shared_database = true;
+    o.loading_marker_lease = lease;
+    return std::make_unique<ModelStore>(o, metadata->get());
+  };
+  std::unique_ptr<ModelStore> r3 = replica("r3", absl::Minutes(1));
+  kaizen::v1::Model meta;
+  meta.add_class_names("a");
+  meta.add_class_names("b");
+  for (int v = 1; v <= 4; ++v) ASSERT_TRUE(r3->AddVersion("m", TinyClassifier(2), meta, "").ok());
+  ASSERT_TRUE((*metadata)->MarkLoading("m", 1, "r2", 60'000).ok());  // r2 loads version 1
+  ASSERT_TRUE((*metadata)->MarkLoading("m", 2, "r1", -1).ok());      // r1 died loading 2
+  ASSERT_TRUE(r3->MarkLoading("m", 3).ok());  // r3 died loading 3 (its marker still leased)
+  absl::StatusOr<int> quarantined = r3->QuarantineInterruptedLoads();
+  ASSERT_TRUE(quarantined.ok()) << quarantined.status();
+  EXPECT_EQ(*quarantined, 2);
+  auto reasons = (*metadata)->QuarantinedVersions("m");
+  ASSERT_TRUE(reasons.ok()) << reasons.status();
+  ASSERT_EQ(reasons->size(), 2u);
+  EXPECT_EQ((*reasons)[2],
+            "replica r1 stopped while loading this version for serving (the lease of its loading "
+            "marker ran out unrenewed; found by replica r3) (a crash or kill during load or "
+            "warm-up)");
+  EXPECT_EQ((*reasons)[3],
+            "replica r3 stopped while loading this version for serving (a crash or kill during "
+            "load or warm-up)");
+
+  // r5 loads version 4 for twice its lease, renewing its marker: no one
+  // takes it. Then r5 dies: r3 takes it once its lease has run out.
+  std::unique_ptr<ModelStore> r5 = replica("r5", absl::Seconds(1));
+  ASSERT_TRUE(r5->MarkLoading("m", 4).ok());
+  for (int i = 0; i < 8; ++i) {
+    absl::SleepFor(absl::Milliseconds(250));
+    EXPECT_EQ(*r5->RenewLoadingMarkersAndQuarantineStoppedLoads(), 0);
+    EXPECT_EQ(*r3->RenewLoadingMarkersAndQuarantineStoppedLoads(), 0);
+  }
+  absl::SleepFor(absl::Milliseconds(1500));
+  EXPECT_EQ(*r3->RenewLoadingMarkersAndQuarantineStoppedLoads(), 1);
+  reasons = (*metadata)->QuarantinedVersions("m");
+  ASSERT_TRUE(reasons.ok()) << reasons.status();
+  EXPECT_EQ(reasons->size(), 3u);
+  EXPECT_THAT((*reasons)[4], ::testing::HasSubstr("replica r5 stopped while loading"));
+  // r2's load, still leased, was left alone throughout.
+  auto left = (*metadata)->TakeLoadingMarkers("r2", false);
+  ASSERT_TRUE(left.ok()) << left.status();
+  EXPECT_EQ(left->size(), 1u);
+  EXPECT_EQ(left->front().owner, "r2");
 }
 
 }  // namespace
