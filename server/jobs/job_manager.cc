@@ -601,6 +601,24 @@ absl::StatusOr<bool> JobManager::PublishStateIf(Job* job, JobState state, JobSta
   return true;
 }
 
+void JobManager::PublishRunMessage(const std::string& job_id, const std::string& message) {
+  if (!options_.shared_database) return PublishMessage(job_id, message);
+  JobEvent e;
+  e.set_message(message);
+  if (options_.before_leased_event) options_.before_leased_event(job_id, e);
+  absl::StatusOr<std::optional<JobEvent>> stored =
+      events_->PublishIf(job_id, std::move(e), [&](const JobEvent& event) {
+        return jobs_->AppendEventWhileLeased(event, options_.replica_id, LeaseNowMs());
+      });
+  if (!stored.ok()) {
+    common::LogWarning("cannot publish job event",
+                       {{"job", job_id}, {"error", stored.status().ToString()}});
+  } else if (!stored->has_value()) {
+    absl::MutexLock lock(&mu_);
+    MarkLost(job_id);
+  }
+}
+
 void JobManager::PublishMessage(const std::string& job_id, const std::string& message) {
   JobEvent e;
   e.set_message(message);
@@ -2016,8 +2034,8 @@ absl::Status JobManager::LoadCheckpointToResume(Job* job, training::TrainerOptio
   // steps of an epoch, and the trainer continues at that step.
   absl::StatusOr<training::ResumeState> state = training::DecodeResumeState(opts->resume_state);
   const int64_t step_in_epoch = state.ok() ? state->position.step : 0;
-  PublishMessage(job->id(),
-                 absl::StrCat("resuming from checkpoint version ", job->latest_version(),
+  PublishRunMessage(
+      job->id(), absl::StrCat("resuming from checkpoint version ", job->latest_version(),
                               " (epoch ", job->epoch(),
                               step_in_epoch > 0 ? absl::StrCat(" and ", step_in_epoch,
                                                                " steps of epoch ", job->epoch() + 1)
@@ -2078,7 +2096,7 @@ absl::Status JobManager::LoadTeacher(const Job& job, training::TrainerOptions* o
   distillation.temperature = d.temperature();
   distillation.alpha = d.alpha();
   opts->distillation = std::move(distillation);
-  PublishMessage(
+  PublishRunMessage(
       job.id(),
       absl::StrFormat("distilling from teacher %s (%d parameters) into %s (%d "
                       "parameters) at temperature %g, alpha %g%s",
@@ -2125,8 +2143,10 @@ std::string DistillationLine(const Job& job, absl::string_view examples, int rou
 }  // namespace
 
 void JobManager::PublishDistillation(Job* job, const std::string& line) {
-  PublishMessage(job->id(), line);
-  if (absl::Status st = Persist(job); !st.ok()) {
+  // The report and the row that records the result, together.
+  JobEvent e;
+  e.set_message(line);
+  if (absl::Status st = PublishLeased(job, std::move(e)); !st.ok()) {
     common::LogWarning("cannot record the distillation result",
                        {{"job", job->id()}, {"error", st.ToString()}});
   }
@@ -2168,18 +2188,18 @@ void JobManager::ExplainIneffectiveSettings(const Job& job, const training::Trai
   const kaizen::v1::Hyperparameters& hp = opts.hyperparameters;
   if (!opts.device.is_cuda() && (hp.mixed_precision() == kaizen::v1::MIXED_PRECISION_BF16 ||
                                  hp.mixed_precision() == kaizen::v1::MIXED_PRECISION_FP16)) {
-    PublishMessage(job.id(),
-                   "mixed precision applies on a GPU only; this job trains in float32 "
-                   "on the CPU");
+    PublishRunMessage(job.id(),
+                      "mixed precision applies on a GPU only; this job trains in float32 "
+                      "on the CPU");
   }
   const kaizen::v1::Strategy strategy = job.request().strategy();
   if (job.latest_version() == 0 && models::IsBuiltinModel(opts.base_metadata.name()) &&
       strategy != kaizen::v1::STRATEGY_SCRATCH && strategy != kaizen::v1::STRATEGY_DISTILL) {
-    PublishMessage(job.id(), absl::StrCat("base model ", opts.base_metadata.name(),
-                                          " is a randomly initialised built-in: ",
-                                          kaizen::v1::Strategy_Name(strategy),
-                                          " transfers nothing from it; pretrain it with "
-                                          "STRATEGY_SCRATCH first"));
+    PublishRunMessage(job.id(), absl::StrCat("base model ", opts.base_metadata.name(),
+                                             " is a randomly initialised built-in: ",
+                                             kaizen::v1::Strategy_Name(strategy),
+                                             " transfers nothing from it; pretrain it with "
+                                             "STRATEGY_SCRATCH first"));
   }
 }
 
@@ -2337,24 +2357,25 @@ absl::StatusOr<training::TrainResult> JobManager::TrainOnWorldSize(
   // --default_world_size applies where the job can run data parallel; a
   // job that asked for it is told why not (LocalDataParallel::Start).
   if (job.request().world_size() == 0 && (data.train_file == nullptr || !opts.device.is_cpu())) {
-    PublishMessage(job.id(), absl::StrFormat("the server's default of %d processes does not apply "
-                                             "(%s): the job trains in one process",
-                                             world_size,
-                                             data.train_file == nullptr
-                                                 ? "its datasets are not in record files"
-                                                 : "data-parallel jobs train on CPUs"));
+    PublishRunMessage(
+        job.id(),
+        absl::StrFormat("the server's default of %d processes does not apply "
+                        "(%s): the job trains in one process",
+                        world_size,
+                        data.train_file == nullptr ? "its datasets are not in record files"
+                                                   : "data-parallel jobs train on CPUs"));
     return training::Train(opts, data, cb);
   }
   ASSIGN_OR_RETURN(std::unique_ptr<LocalDataParallel> dp,
                    LocalDataParallel::Start(options_.data_parallel, absl::StrCat("dp-", job.id()),
                                             world_size, options_.threads_per_worker, opts, data));
-  PublishMessage(job.id(),
-                 absl::StrFormat("data parallel: %d processes (rank 0 in the server, %d "
-                                 "kaizen-worker processes) with %d intra-op thread(s) each, "
-                                 "Gloo on loopback; each global batch of %d is split between "
-                                 "them and the gradients are summed once per step",
-                                 world_size, world_size - 1, options_.threads_per_worker,
-                                 opts.hyperparameters.batch_size()));
+  PublishRunMessage(job.id(),
+                    absl::StrFormat("data parallel: %d processes (rank 0 in the server, %d "
+                                    "kaizen-worker processes) with %d intra-op thread(s) each, "
+                                    "Gloo on loopback; each global batch of %d is split between "
+                                    "them and the gradients are summed once per step",
+                                    world_size, world_size - 1, options_.threads_per_worker,
+                                    opts.hyperparameters.batch_size()));
   opts.group = dp->group();
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<training::TrainResult> result = training::Train(opts, data, cb);
@@ -2379,15 +2400,15 @@ absl::StatusOr<training::TrainResult> JobManager::TrainOnWorldSize(
   }
   if (const absl::Status workers = dp->Finish(); !workers.ok()) {
     // Rank 0 finished and wrote every version: the job stands.
-    PublishMessage(job.id(), absl::StrCat("warning: a data-parallel worker did not end cleanly "
-                                          "after training: ",
-                                          workers.message()));
+    PublishRunMessage(job.id(), absl::StrCat("warning: a data-parallel worker did not end cleanly "
+                                             "after training: ",
+                                             workers.message()));
   }
-  PublishMessage(job.id(),
-                 absl::StrFormat("data parallel: rank 0 spent %.1f s of %.1f s (%.0f%%) "
-                                 "in %d collectives",
-                                 in_collectives, seconds,
-                                 seconds > 0 ? 100 * in_collectives / seconds : 0.0, collectives));
+  PublishRunMessage(
+      job.id(), absl::StrFormat("data parallel: rank 0 spent %.1f s of %.1f s (%.0f%%) "
+                                "in %d collectives",
+                                in_collectives, seconds,
+                                seconds > 0 ? 100 * in_collectives / seconds : 0.0, collectives));
   return result;
 }
 
@@ -2491,15 +2512,16 @@ absl::Status JobManager::Execute(Job* job, Running* running, bool* stopped) {
   // head's standardised input, BatchNorm statistics recomputed) is part of
   // the job's story.
   cb.on_message = [&](const std::string& m) {
-    if (Reports(*running)) PublishMessage(job->id(), m);
+    if (Reports(*running)) PublishRunMessage(job->id(), m);
   };
 
   ASSIGN_OR_RETURN(training::TrainResult result, TrainOnWorldSize(*job, opts, data, cb));
   *stopped = result.cancelled;
   if (result.stopped_early) {
-    PublishMessage(job->id(), absl::StrFormat("early stopping after epoch %d: best %s at epoch %d",
-                                              result.epochs_completed, result.best_metric_name,
-                                              result.best_epoch));
+    PublishRunMessage(
+        job->id(),
+        absl::StrFormat("early stopping after epoch %d: best %s at epoch %d",
+                        result.epochs_completed, result.best_metric_name, result.best_epoch));
   }
   if (*stopped) return absl::OkStatus();
   if (opts.distillation) ReportDistillation(job, opts, result);
@@ -2563,7 +2585,7 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
     in.should_stop = should_stop;
     in.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { OnEpoch(job, m); };
     in.on_message = [&](const std::string& m) {
-      if (Reports(*running)) PublishMessage(job->id(), m);
+      if (Reports(*running)) PublishRunMessage(job->id(), m);
     };
     in.on_checkpoint = [&](const TextJobCheckpoint& c) {
       training::Checkpoint ckpt;
@@ -2702,8 +2724,8 @@ absl::Status JobManager::LoadTextIncremental(Job* job, TextJobInputs* in) {
                       "] (only distillation protects them)");
     }
   }
-  PublishMessage(job->id(),
-                 absl::StrFormat("incremental: continuing %s (%d classes) with %d new classes "
+  PublishRunMessage(
+      job->id(), absl::StrFormat("incremental: continuing %s (%d classes) with %d new classes "
                                  "[%s] on %d new texts; %s; distillation %s",
                                  ref, inc.old_classes_size(), inc.new_classes_size(),
                                  absl::StrJoin(inc.new_classes(), ", "), new_texts, replayed,
@@ -2728,8 +2750,8 @@ void JobManager::ReportTextIncremental(Job* job, const TextJobInputs& in, const 
     absl::StatusOr<LabelledTexts> read =
         file.ok() ? ReadTextRecords(**file) : absl::StatusOr<LabelledTexts>(file.status());
     if (!read.ok()) {
-      PublishMessage(job->id(), absl::StrCat("incremental: cannot read the test dataset: ",
-                                             read.status().message()));
+      PublishRunMessage(job->id(), absl::StrCat("incremental: cannot read the test dataset: ",
+                                                read.status().message()));
       return;
     }
     texts = *std::move(read);
@@ -2749,9 +2771,9 @@ void JobManager::ReportTextIncremental(Job* job, const TextJobInputs& in, const 
   absl::StatusOr<OldAndNewAccuracy> after = ClassifierOldAndNewAccuracy(
       after_module, out.metadata, out.tokenizer, *texts, old, batch, should_stop);
   if (!before.ok() || !after.ok()) {
-    PublishMessage(job->id(),
-                   absl::StrCat("incremental: cannot measure old- and new-class accuracy: ",
-                                (!before.ok() ? before.status() : after.status()).message()));
+    PublishRunMessage(job->id(),
+                      absl::StrCat("incremental: cannot measure old- and new-class accuracy: ",
+                                   (!before.ok() ? before.status() : after.status()).message()));
     return;
   }
   r->set_evaluated_on(on);
@@ -2764,7 +2786,7 @@ void JobManager::ReportTextIncremental(Job* job, const TextJobInputs& in, const 
   r->set_new_accuracy_after(after->new_accuracy);
   r->set_all_accuracy_after(after->all_accuracy);
   r->set_forgetting(after->old_examples > 0 ? before->old_accuracy - after->old_accuracy : 0);
-  PublishMessage(
+  PublishRunMessage(
       job->id(),
       absl::StrFormat(
           "incremental: on the %s, %s:%d before -> version %d after: old classes %s, new classes "
@@ -2812,8 +2834,8 @@ absl::Status JobManager::LoadTextCheckpointToResume(Job* job, TextJobInputs* in,
     history->RemoveLast();
   }
   job->set_epoch(state.epochs_completed);
-  PublishMessage(job->id(), absl::StrCat("resuming from checkpoint version ", version, " (epoch ",
-                                         state.epochs_completed, ")"));
+  PublishRunMessage(job->id(), absl::StrCat("resuming from checkpoint version ", version,
+                                            " (epoch ", state.epochs_completed, ")"));
   return absl::OkStatus();
 }
 
@@ -2845,13 +2867,13 @@ absl::Status JobManager::EvaluateTextOnTestDataset(Job* job,
       e.ok() ? StoreTestEvaluation(*job, version, *e) : e.status();
   if (!stored.ok()) {
     if (RunLost(job->id())) return stored.status();
-    PublishMessage(job->id(),
-                   absl::StrCat("test dataset ", req.test_dataset(), ": version ", version,
-                                " was not evaluated: ", stored.status().message()));
+    PublishRunMessage(job->id(),
+                      absl::StrCat("test dataset ", req.test_dataset(), ": version ", version,
+                                   " was not evaluated: ", stored.status().message()));
     return absl::OkStatus();
   }
   const std::string& stored_as = *stored;
-  PublishMessage(
+  PublishRunMessage(
       job->id(),
       absl::StrFormat("test dataset %s: version %d %.1f%% accuracy, top-%d %.1f%%, "
                       "mean loss %.4f on %d texts%s",
@@ -2881,7 +2903,7 @@ absl::Status JobManager::LoadTextTeacher(const Job& job, TextJobInputs* in) {
   teacher.temperature = d.temperature();
   teacher.alpha = d.alpha();
   in->teacher = std::move(teacher);
-  PublishMessage(
+  PublishRunMessage(
       job.id(), absl::StrFormat("distilling from teacher %s:%d (%d parameters) into %s at "
                                 "temperature %g, alpha %g; the teacher's logits on the training "
                                 "texts are computed once, with its own tokenizer",
@@ -2925,8 +2947,8 @@ absl::StatusOr<bool> JobManager::TuneJob(Job* job, const Running& running,
   t.done.assign(job->tuning().trials().begin(), job->tuning().trials().end());
   t.spent = absl::Seconds(job->tuning().seconds());
   if (!t.done.empty() && Reports(running)) {
-    PublishMessage(job->id(), absl::StrCat("tuning continues; the ", t.done.size(),
-                                           " trial runs finished before the stop are kept"));
+    PublishRunMessage(job->id(), absl::StrCat("tuning continues; the ", t.done.size(),
+                                              " trial runs finished before the stop are kept"));
   }
   training::TunerCallbacks cb;
   cb.should_stop = should_stop;
@@ -2939,7 +2961,7 @@ absl::StatusOr<bool> JobManager::TuneJob(Job* job, const Running& running,
     RecordTrial(job, running, trial);
   };
   cb.on_message = [&](const std::string& m) {
-    if (Reports(running)) PublishMessage(job->id(), m);
+    if (Reports(running)) PublishRunMessage(job->id(), m);
   };
   ASSIGN_OR_RETURN(training::TuneOutcome out, training::Tune(t, train, validation, cb));
   if (out.stopped) {
@@ -2962,27 +2984,30 @@ void JobManager::RecordTrial(Job* job, const Running& running,
   for (kaizen::v1::TuningTrial& t : *tuning->mutable_trials()) {
     if (t.trial() == trial.trial() && t.round() == trial.round()) slot = &t;
   }
-  // A new result is a line in the job's story, unless the run's lease has
-  // run out (nothing of it is recorded then).
   const bool is_new = slot == nullptr;
   if (is_new) slot = tuning->add_trials();
-  if (is_new && Reports(running)) {
-    PublishMessage(
-        job->id(),
-        absl::StrFormat("tuning trial %d (round %d): %s: %s", trial.trial(), trial.round(),
-                        training::DescribeTrial(trial, *tuning),
-                        trial.outcome().empty()
-                            ? absl::StrFormat("validation accuracy %.1f%%, loss %.4f (best at "
-                                              "epoch %d), %.1f s",
-                                              100 * trial.val_accuracy(), trial.val_loss(),
-                                              trial.best_epoch(), trial.seconds())
-                            : trial.outcome()));
-  }
   *slot = trial;
   // GetJob shows the trial at once; a failed write is retried with the next.
-  if (absl::Status st = Persist(job); !st.ok()) {
+  // A new result is also a line in the job's story, stored with the row,
+  // unless the run's lease has run out (nothing of it is recorded then).
+  absl::Status recorded;
+  if (!is_new || !Reports(running)) {
+    recorded = Persist(job);
+  } else {
+    JobEvent e;
+    e.set_message(absl::StrFormat(
+        "tuning trial %d (round %d): %s: %s", trial.trial(), trial.round(),
+        training::DescribeTrial(trial, *tuning),
+        trial.outcome().empty()
+            ? absl::StrFormat("validation accuracy %.1f%%, loss %.4f (best at epoch %d), %.1f s",
+                              100 * trial.val_accuracy(), trial.val_loss(), trial.best_epoch(),
+                              trial.seconds())
+            : trial.outcome()));
+    recorded = PublishLeased(job, std::move(e));
+  }
+  if (!recorded.ok()) {
     common::LogWarning("cannot record a tuning trial",
-                       {{"job", job->id()}, {"error", st.ToString()}});
+                       {{"job", job->id()}, {"error", recorded.ToString()}});
   }
 }
 
@@ -3012,9 +3037,9 @@ absl::Status JobManager::EvaluateOnTestDataset(Job* job_ptr,
         e.ok() ? StoreTestEvaluation(job, version, *e) : e.status();
     if (!stored.ok()) {
       if (RunLost(job.id())) return stored.status();
-      PublishMessage(job.id(),
-                     absl::StrCat("test dataset ", req.test_dataset(), ": version ", version,
-                                  " was not evaluated: ", stored.status().message()));
+      PublishRunMessage(job.id(),
+                        absl::StrCat("test dataset ", req.test_dataset(), ": version ", version,
+                                     " was not evaluated: ", stored.status().message()));
       continue;
     }
     const std::string& stored_as = *stored;
@@ -3022,7 +3047,7 @@ absl::Status JobManager::EvaluateOnTestDataset(Job* job_ptr,
     const char* which = version == job.latest_version()
                             ? (version == job.best_version() ? "latest and best" : "latest")
                             : "best";
-    PublishMessage(
+    PublishRunMessage(
         job.id(),
         absl::StrFormat("test dataset %s: version %d (%s) %.1f%% accuracy, "
                         "top-%d %.1f%%, mean loss %.4f on %d images%s",
@@ -3051,9 +3076,9 @@ absl::Status JobManager::EvaluateTeacherOnTestDataset(Job* job,
       r, should_stop, /*wait_for_turn=*/true, torch::Device(job->device()));
   if (absl::IsCancelled(e.status())) return e.status();
   if (!e.ok()) {
-    PublishMessage(job->id(), absl::StrCat("test dataset ", test, ": the teacher ",
-                                           d->teacher_model(), ":", d->teacher_version(),
-                                           " was not evaluated: ", e.status().message()));
+    PublishRunMessage(job->id(), absl::StrCat("test dataset ", test, ": the teacher ",
+                                              d->teacher_model(), ":", d->teacher_version(),
+                                              " was not evaluated: ", e.status().message()));
     return absl::OkStatus();
   }
   d->set_teacher_test_accuracy(e->accuracy());

@@ -140,9 +140,9 @@ class JobManager {
     // Tests only (shared database): called by Cancel once it has leased
     // such a job and before it reads the job's row again.
     std::function<void(const std::string& job_id)> after_taking_a_dead_replicas_job;
-    // Tests only (shared database): called before an epoch's or a
-    // checkpoint's event is stored with the check of the run's lease
-    // (PublishLeased); a test that takes the job over here plays a replica
+    // Tests only (shared database): called before an event of a run (an
+    // epoch, a checkpoint, a message) is stored with the check of the run's
+    // lease (PublishLeased, PublishRunMessage); a test that takes the job over here plays a replica
     // that stalled for a whole lease right after renewing it.
     std::function<void(const std::string& job_id, const kaizen::v1::JobEvent& event)>
         before_leased_event;
@@ -540,6 +540,13 @@ class JobManager {
   // another replica now runs. A lone server's checks that the row is still
   // RUNNING (FAILED_PRECONDITION otherwise).
   absl::Status PublishLeased(kaizen::v1::Job* job, kaizen::v1::JobEvent event)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // A message of this replica's run of `job_id` (what its trainer or tuner
+  // decided, a trial's result, early stopping): with a shared database,
+  // stored only while the run's lease is live (JobStore::
+  // AppendEventWhileLeased), the run marked lost otherwise; a lone server's
+  // is published as any message.
+  void PublishRunMessage(const std::string& job_id, const std::string& message)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Shared database: queues the held rows (JobStore::Insert) that this
   // replica has seen held for Options::abandoned_submission by its monotonic

@@ -296,13 +296,24 @@ absl::StatusOr<bool> JobStore::AppendEventIf(const kaizen::v1::JobEvent& event,
 absl::StatusOr<bool> JobStore::AppendEventIfLeased(const kaizen::v1::JobEvent& event,
                                                    const kaizen::v1::Job& job,
                                                    const std::string& owner, int64_t now_ms) {
+  return AppendLeased(event, &job, owner, now_ms);
+}
+
+absl::StatusOr<bool> JobStore::AppendEventWhileLeased(const kaizen::v1::JobEvent& event,
+                                                      const std::string& owner, int64_t now_ms) {
+  return AppendLeased(event, nullptr, owner, now_ms);
+}
+
+absl::StatusOr<bool> JobStore::AppendLeased(const kaizen::v1::JobEvent& event,
+                                            const kaizen::v1::Job* job, const std::string& owner,
+                                            int64_t now_ms) {
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_);
   RETURN_IF_ERROR(tx.begin_status());
-  ASSIGN_OR_RETURN(const bool live, LeaseIsLive(db_, job.id(), owner, now_ms));
+  ASSIGN_OR_RETURN(const bool live, LeaseIsLive(db_, event.job_id(), owner, now_ms));
   if (!live) return false;
   RETURN_IF_ERROR(InsertEvent(event));
-  RETURN_IF_ERROR(WriteRow(job));
+  if (job != nullptr) RETURN_IF_ERROR(WriteRow(*job));
   RETURN_IF_ERROR(tx.Commit());
   return true;
 }

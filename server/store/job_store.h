@@ -69,6 +69,11 @@ class JobStore {
   absl::StatusOr<bool> AppendEventIfLeased(const kaizen::v1::JobEvent& event,
                                            const kaizen::v1::Job& job, const std::string& owner,
                                            int64_t now_ms);
+  // As AppendEventIfLeased, with no row to write: a message of the run
+  // (what its trainer decided, early stopping), told only while the run
+  // still holds the job.
+  absl::StatusOr<bool> AppendEventWhileLeased(const kaizen::v1::JobEvent& event,
+                                              const std::string& owner, int64_t now_ms);
   absl::StatusOr<kaizen::v1::Job> Get(const std::string& id);
   // The active job (held, QUEUED, RUNNING or PAUSED, of any replica) whose
   // output is model `name`, if any (ActiveJobWriting, oldest first).
@@ -163,6 +168,9 @@ class JobStore {
   // proto; stores an event; whether the row's state column is `state`.
   absl::Status WriteRow(const kaizen::v1::Job& job);
   absl::Status InsertEvent(const kaizen::v1::JobEvent& event);
+  // AppendEventIfLeased, writing `job`'s row too unless it is null.
+  absl::StatusOr<bool> AppendLeased(const kaizen::v1::JobEvent& event, const kaizen::v1::Job* job,
+                                    const std::string& owner, int64_t now_ms);
   absl::StatusOr<bool> StateIs(const std::string& job_id, kaizen::v1::JobState state);
   Database* db_;
 };

@@ -3,6 +3,8 @@
 // runs of the smallest built-in model.
 #include "server/jobs/job_manager.h"
 
+#include <torch/cuda.h>
+
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
@@ -1476,6 +1478,79 @@ TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalStoresNoVersionOfAJob
   std::error_code ec;
   for (const auto& f : std::filesystem::directory_iterator(dir_.path() + "/models/out", ec)) {
     ADD_FAILURE() << "left behind: " << f.path();
+  }
+}
+
+// The same stall before a message of the run (here, that mixed precision
+// does not apply on a CPU): the message is refused with the lease's check,
+// and nothing of the run is recorded after it.
+TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalTellsNoMessageOfAJobTakenOver) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "the message is about training on a CPU";
+  UploadDataset("pets");
+  std::string id;
+  bool taken = false;
+  JobManager::Options o = ReplicaOptions("a");
+  o.before_leased_event = [&](const std::string& job_id, const kaizen::v1::JobEvent& e) {
+    if (job_id == id && !taken && absl::StartsWith(e.message(), "mixed precision")) {
+      TakeOver(jobs_.get(), id, "taken by b");
+      taken = true;
+    }
+  };
+  MakeManager(o);
+  kaizen::v1::StartFineTuneRequest r = Request("pets", "out", /*epochs=*/3);
+  r.mutable_hyperparameters()->set_mixed_precision(kaizen::v1::MIXED_PRECISION_BF16);
+  absl::StatusOr<Job> job = manager_->Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next"));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(WaitForEnd(next->id()).state(), kaizen::v1::JOB_STATE_SUCCEEDED);
+
+  ASSERT_TRUE(taken);
+  ExpectNothingOfARecorded(jobs_.get(), models_.get(), id);
+  for (const std::string& m : Messages(id)) {
+    EXPECT_FALSE(absl::StartsWith(m, "mixed precision")) << m;
+  }
+}
+
+// The same stall before a tuning trial's result is told: the trial's line
+// and the row that records the trial are refused together, and the run
+// tells nothing more (its other messages are fenced by the lease too).
+TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalTellsNoTrialOfAJobTakenOver) {
+  UploadDataset("pets", 16);
+  std::string id;
+  bool taken = false;
+  std::vector<std::string> after_takeover;  // messages a's run tried to tell
+  JobManager::Options o = ReplicaOptions("a");
+  o.before_leased_event = [&](const std::string& job_id, const kaizen::v1::JobEvent& e) {
+    if (job_id != id || !e.has_message()) return;
+    if (!taken && absl::StartsWith(e.message(), "tuning trial")) {
+      TakeOver(jobs_.get(), id, "taken by b");
+      taken = true;
+    }
+    if (taken) after_takeover.push_back(e.message());
+  };
+  MakeManager(o);
+  kaizen::v1::StartFineTuneRequest r = Request("pets", "out", /*epochs=*/2);
+  r.mutable_tuning()->set_max_trials(4);
+  r.mutable_tuning()->set_reduction_factor(2);
+  absl::StatusOr<Job> job = manager_->Submit(r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  id = job->id();
+  ASSERT_TRUE(manager_->Start().ok());
+  absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next"));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(WaitForEnd(next->id()).state(), kaizen::v1::JOB_STATE_SUCCEEDED);
+
+  ASSERT_TRUE(taken);
+  ASSERT_FALSE(after_takeover.empty());
+  const Job row = *jobs_->Get(id);
+  EXPECT_EQ(row.device(), "taken by b");
+  EXPECT_EQ(row.tuning().trials_size(), 0);
+  for (const std::string& m : Messages(id)) {
+    EXPECT_THAT(after_takeover, ::testing::Not(::testing::Contains(m)));
+    EXPECT_FALSE(absl::StartsWith(m, "tuning trial")) << m;
   }
 }
 

@@ -415,6 +415,20 @@ TEST_P(JobStoreTest, ALeasedEventIsStoredOnlyWhileTheLeaseIsHeld) {
   EXPECT_TRUE(*jobs_->AppendEventIfLeased(e, job, "replica-b", 7000));
   EXPECT_EQ(*jobs_->LastSequence("a"), 2);
   EXPECT_EQ(jobs_->Get("a")->epoch(), 2);
+  // A message of the run: the same check, and the row stays as it was.
+  kaizen::v1::JobEvent m;
+  m.set_job_id("a");
+  m.set_sequence(3);
+  m.set_message("early stopping");
+  EXPECT_FALSE(*jobs_->AppendEventWhileLeased(m, "replica-a", 7000));   // not a's now
+  EXPECT_FALSE(*jobs_->AppendEventWhileLeased(m, "replica-b", 11002));  // expired
+  EXPECT_EQ(*jobs_->LastSequence("a"), 2);
+  EXPECT_TRUE(*jobs_->AppendEventWhileLeased(m, "replica-b", 8000));
+  EXPECT_EQ(*jobs_->LastSequence("a"), 3);
+  EXPECT_EQ(jobs_->Events("a", 2)->at(0).message(), "early stopping");
+  EXPECT_EQ(jobs_->Get("a")->epoch(), 2);
+  EXPECT_EQ(jobs_->AppendEventWhileLeased(m, "replica-b", 8000).status().code(),
+            absl::StatusCode::kAlreadyExists);
 }
 
 kaizen::v1::Job JobWriting(const std::string& id, const std::string& model) {
