@@ -721,18 +721,24 @@ absl::Status CheckImageRequest(const kaizen::v1::StartFineTuneRequest& request) 
 
 }  // namespace
 
+absl::StatusOr<std::optional<Job>> JobManager::RetriedSubmission(
+    const kaizen::v1::StartFineTuneRequest& request) {
+  if (request.request_id().empty() || request.validate_only()) return std::nullopt;
+  ASSIGN_OR_RETURN(std::optional<Job> existing, jobs_->FindByRequestId(request.request_id()));
+  if (!existing) return std::nullopt;
+  // Held (its first Submit stopped before queueing it): the retry queues
+  // it. Conditional, so a job queued or claimed meanwhile is not written
+  // again.
+  ASSIGN_OR_RETURN(const bool queued, QueueIfHeld(&*existing));
+  if (queued) wake_.Signal();
+  return existing;
+}
+
 absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& request) {
   RETURN_IF_ERROR(ValidateRequestText(request));
-  if (!request.request_id().empty() && !request.validate_only()) {
-    ASSIGN_OR_RETURN(std::optional<Job> existing, jobs_->FindByRequestId(request.request_id()));
-    if (existing) {
-      // Held (its first Submit stopped before queueing it): the retry
-      // queues it. Conditional, so a job queued or claimed meanwhile is not
-      // written again.
-      ASSIGN_OR_RETURN(const bool queued, QueueIfHeld(&*existing));
-      if (queued) wake_.Signal();
-      return *existing;
-    }
+  {
+    ASSIGN_OR_RETURN(std::optional<Job> retried, RetriedSubmission(request));
+    if (retried) return *std::move(retried);
   }
   // A text dataset takes the text path (text_job.h); anything else, a
   // missing dataset included, the image path, which says what is wrong.
@@ -745,6 +751,14 @@ absl::StatusOr<Job> JobManager::Submit(const kaizen::v1::StartFineTuneRequest& r
   // Workers claim under mu_: none may take the job (nor Pause or Cancel
   // change it) between its insertion and its QUEUED event.
   absl::MutexLock lock(&mu_);
+  {
+    // Again under mu_: a concurrent Submit of the same request_id (a
+    // client's retry while the first was checked) has inserted and queued
+    // it meanwhile, and its output name is reserved; the retry gets that
+    // job, not a refusal of the name.
+    ASSIGN_OR_RETURN(std::optional<Job> retried, RetriedSubmission(request));
+    if (retried) return *std::move(retried);
+  }
   ASSIGN_OR_RETURN(Job job, text_dataset ? CheckTextReferencesAndInsert(request, *text_dataset)
                                          : CheckReferencesAndInsert(request));
   if (request.validate_only()) return job;

@@ -484,6 +484,11 @@ class JobManager {
   // progress, or one that stopped before queueing it); false, and `job`
   // unchanged, when it is no longer held (PublishStateIf).
   absl::StatusOr<bool> QueueIfHeld(kaizen::v1::Job* job);
+  // The job a Submit with `request`'s request_id already made, queued if
+  // it was left held; nullopt without a request_id, for validate_only, or
+  // when there is none yet.
+  absl::StatusOr<std::optional<kaizen::v1::Job>> RetriedSubmission(
+      const kaizen::v1::StartFineTuneRequest& request);
   // Fails a job that has used up --max_job_attempts (mu_ held or at start).
   absl::Status FailAfterAttempts(kaizen::v1::Job* job, absl::string_view what);
   // Claims a job whose replica died (shared database): nullopt when none,

@@ -231,9 +231,11 @@ absl::Status PostgresDb::Exec(absl::string_view sql) {
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
     return PostgresStatus(result.get(), conn_, absl::StrCat("postgres (", s, ")"));
   }
-  // COMMIT of a transaction that had failed answers ROLLBACK.
+  // COMMIT of a transaction that had failed answers ROLLBACK. Not ABORTED:
+  // the stores answer that for a write refused because the run's lease is
+  // gone, which the job manager takes for a lost run.
   if (s == "COMMIT" && std::strcmp(PQcmdStatus(result.get()), "ROLLBACK") == 0) {
-    return absl::AbortedError("postgres: the transaction had failed and was rolled back");
+    return absl::InternalError("postgres: the transaction had failed and was rolled back");
   }
   return absl::OkStatus();
 }

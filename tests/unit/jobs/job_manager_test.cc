@@ -2003,6 +2003,34 @@ TEST_F(JobManagerTest, ARetryOfAnInterruptedSubmissionQueuesIt) {
   EXPECT_EQ(States(first->id()), (StateList{JOB_STATE_QUEUED, JOB_STATE_QUEUED}));
 }
 
+// A client's retry that arrives while its first StartFineTune is still
+// being checked gets the same job, not a refusal of the output name the
+// first one reserved: rounds of two concurrent Submits of one request_id.
+TEST_F(JobManagerTest, ConcurrentSubmitsOfOneRequestIdGetOneJob) {
+  UploadDataset("pets");
+  MakeManager();  // not started: the jobs stay queued
+  constexpr int kRounds = 30;
+  for (int round = 0; round < kRounds; ++round) {
+    kaizen::v1::StartFineTuneRequest r = Request("pets", absl::StrCat("out-", round));
+    r.set_request_id(absl::StrCat("retried-", round));
+    std::promise<void> go;
+    std::shared_future<void> started = go.get_future().share();
+    auto submit = [&] {
+      started.wait();
+      return manager_->Submit(r);
+    };
+    std::future<absl::StatusOr<Job>> first = std::async(std::launch::async, submit);
+    std::future<absl::StatusOr<Job>> second = std::async(std::launch::async, submit);
+    go.set_value();
+    const absl::StatusOr<Job> a = first.get();
+    const absl::StatusOr<Job> b = second.get();
+    ASSERT_TRUE(a.ok()) << "round " << round << ": " << a.status();
+    ASSERT_TRUE(b.ok()) << "round " << round << ": " << b.status();
+    EXPECT_EQ(a->id(), b->id());
+  }
+  EXPECT_EQ(jobs_->InStates({kaizen::v1::JOB_STATE_QUEUED})->size(), size_t{kRounds});
+}
+
 // A job submitted through replica a and ended through another replica (run
 // there, or cancelled) frees its output name on a too: a's own reservation
 // goes at its next renewal, and an upload into the name through a is
