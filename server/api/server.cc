@@ -119,6 +119,7 @@ KaizenServer::~KaizenServer() {
   }
   if (state_->model_server) state_->model_server->Stop();
   if (state_->ready_thread.joinable()) state_->ready_thread.join();
+  if (state_->models) state_->models->StopLoadingMarkerUpkeep();
   if (!state_->tls_stop.HasBeenNotified()) state_->tls_stop.Notify();
   if (state_->tls_thread.joinable()) state_->tls_thread.join();
   if (!state_->tls_dir.empty()) {
@@ -361,6 +362,8 @@ absl::Status KaizenServer::StartServing(int threads) {
                                       {"gpu", gpu}});
   ASSIGN_OR_RETURN(s.model_server,
                    serving::ModelServer::Create(serving, s.models.get(), s.metrics.get()));
+  // Keeps this replica's loading markers leased (shared database).
+  s.models->StartLoadingMarkerUpkeep();
   serving::ModelServer* model_server = s.model_server.get();
   s.models->set_listener(
       {[model_server](const kaizen::v1::Model& m) { model_server->OnVersionAdded(m); },
@@ -396,16 +399,7 @@ void KaizenServer::StartJobs(int threads) {
   jmo.job_lease = options_.job_lease;
   if (jmo.shared_database) {
     store::ModelStore* models = s.models.get();
-    // Loading markers first: reading every version's row may take a while.
     jmo.on_replica_tick = [models] {
-      absl::StatusOr<int> stopped = models->RenewLoadingMarkersAndQuarantineStoppedLoads();
-      if (!stopped.ok()) {
-        common::LogError("cannot renew loading markers or take stopped replicas' markers",
-                         {{"error", stopped.status().ToString()}});
-      } else if (*stopped > 0) {
-        common::LogWarning("versions quarantined after another replica's interrupted load",
-                           {{"count", *stopped}});
-      }
       if (absl::Status st = models->AnnounceOtherReplicasChanges(); !st.ok()) {
         common::LogError("cannot read other replicas' model changes", {{"error", st.ToString()}});
       }
@@ -632,6 +626,8 @@ void KaizenServer::Shutdown(absl::Duration grace) {
   if (state_->health_server) state_->health_server->Shutdown(absl::ToChronoTime(absl::Now()));
   state_->model_server->Stop();
   if (state_->ready_thread.joinable()) state_->ready_thread.join();
+  // Serving's loads have ended: their markers need no more renewals.
+  state_->models->StopLoadingMarkerUpkeep();
   state_->shutdown_done.Notify();
 }
 

@@ -28,6 +28,7 @@
 #include "server/common/names.h"
 #include "server/common/paging.h"
 #include "server/common/status_macros.h"
+#include "server/common/steady_clock.h"
 #include "server/common/text_limits.h"
 #include "server/jobs/checkpoint_policy.h"
 #include "server/jobs/job_export.h"
@@ -207,18 +208,11 @@ void JobManager::Stop() {
 
 namespace {
 
-// A clock that no step of the wall clock moves. Linux's boot-time clock
-// also counts time the machine itself spent suspended; steady_clock
-// elsewhere. (Neither counts a pause of a virtual machine by its host: a
-// replica that wakes from one still reports progress until its next
-// renewal, and its writes are fenced by the lease's owner.)
-absl::Duration SteadyNow() {
-#ifdef CLOCK_BOOTTIME
-  timespec now;
-  if (clock_gettime(CLOCK_BOOTTIME, &now) == 0) return absl::DurationFromTimespec(now);
-#endif
-  return absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
-}
+// Leases are renewed by a clock that no step of the wall clock moves. (A
+// replica that wakes from a pause of its virtual machine still reports
+// progress until its next renewal; its writes are fenced by the lease's
+// owner.)
+using common::SteadyNow;
 
 }  // namespace
 

@@ -1,5 +1,6 @@
 #include "server/store/metadata_store.h"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 
@@ -375,6 +376,8 @@ absl::StatusOr<std::map<int64_t, std::string>> MetadataStore::QuarantinedVersion
 absl::Status MetadataStore::MarkLoading(const std::string& name, int64_t version,
                                         const std::string& owner, int64_t lease_ms) {
   absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_.get());
+  RETURN_IF_ERROR(tx.begin_status());
   ASSIGN_OR_RETURN(Statement st,
                    db_->Prepare(absl::StrCat(
                        "INSERT INTO model_load_leases(name, version, owner, expires_ms) "
@@ -382,82 +385,147 @@ absl::Status MetadataStore::MarkLoading(const std::string& name, int64_t version
                        db_->NowMillisSql(),
                        " + ?4) ON CONFLICT (name, version, owner) DO UPDATE SET expires_ms = "
                        "excluded.expires_ms")));
-  return st.Bind(1, name).Bind(2, version).Bind(3, owner).Bind(4, lease_ms).Run();
+  RETURN_IF_ERROR(st.Bind(1, name).Bind(2, version).Bind(3, owner).Bind(4, lease_ms).Run());
+  return tx.Commit();
 }
 
 absl::Status MetadataStore::ClearLoading(const std::string& name, int64_t version,
                                          const std::string& owner) {
   absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_.get());
+  RETURN_IF_ERROR(tx.begin_status());
   ASSIGN_OR_RETURN(Statement st, db_->Prepare("DELETE FROM model_load_leases WHERE name = ? AND "
                                               "version = ? AND owner = ?"));
-  return st.Bind(1, name).Bind(2, version).Bind(3, owner).Run();
+  RETURN_IF_ERROR(st.Bind(1, name).Bind(2, version).Bind(3, owner).Run());
+  return tx.Commit();
 }
 
-absl::Status MetadataStore::RenewLoadingMarkers(const std::string& owner, int64_t lease_ms) {
-  absl::MutexLock lock(&db_->mutex());
-  ASSIGN_OR_RETURN(Statement st,
-                   db_->Prepare(absl::StrCat("UPDATE model_load_leases SET expires_ms = ",
-                                             db_->NowMillisSql(), " + ?1 WHERE owner = ?2")));
-  return st.Bind(1, lease_ms).Bind(2, owner).Run();
-}
-
-absl::StatusOr<std::vector<MetadataStore::LoadingMarker>> MetadataStore::TakeLoadingMarkers(
-    const std::string& owner, bool every_owner) {
-  return TakeMarkers(every_owner ? Take::kEvery : Take::kOwnAndExpired, owner);
-}
-
-absl::StatusOr<std::vector<MetadataStore::LoadingMarker>>
-MetadataStore::TakeExpiredLoadingMarkers() {
-  return TakeMarkers(Take::kExpired, "");
-}
-
-absl::StatusOr<std::vector<MetadataStore::LoadingMarker>> MetadataStore::TakeMarkers(
-    Take which, const std::string& owner) {
+absl::Status MetadataStore::RenewLoadingMarkers(
+    const std::string& owner, int64_t lease_ms,
+    const std::vector<std::pair<std::string, int64_t>>& loading) {
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_.get());
   RETURN_IF_ERROR(tx.begin_status());
-  // Each table's rows are selected and deleted by one statement, so that a
-  // renewal committed meanwhile (not in this transaction's lock) either
-  // keeps its marker out of both or comes too late for both.
-  const std::string expired = absl::StrCat("expires_ms < ", db_->NowMillisSql());
-  std::string leased;
+  ASSIGN_OR_RETURN(Statement sel,
+                   db_->Prepare("SELECT name, version FROM model_load_leases WHERE owner = ?"));
+  sel.Bind(1, owner);
+  std::vector<std::pair<std::string, int64_t>> held;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, sel.Step());
+    if (!row) break;
+    held.emplace_back(sel.ColumnText(0), sel.ColumnInt(1));
+  }
+  for (const auto& [name, version] : held) {
+    const bool in_progress =
+        std::find(loading.begin(), loading.end(), std::make_pair(name, version)) != loading.end();
+    ASSIGN_OR_RETURN(
+        Statement st,
+        db_->Prepare(
+            in_progress
+                ? absl::StrCat("UPDATE model_load_leases SET expires_ms = ", db_->NowMillisSql(),
+                               " + ?4 WHERE name = ?1 AND version = ?2 AND owner = ?3")
+                : std::string("DELETE FROM model_load_leases WHERE name = ?1 AND "
+                              "version = ?2 AND owner = ?3")));
+    st.Bind(1, name).Bind(2, version).Bind(3, owner);
+    if (in_progress) st.Bind(4, lease_ms);
+    RETURN_IF_ERROR(st.Run());
+  }
+  return tx.Commit();
+}
+
+absl::StatusOr<std::vector<MetadataStore::LoadingMarker>> MetadataStore::TakeLoadingMarkers(
+    const std::string& owner, bool every_owner, int64_t grace_ms, const MarkerReason& reason) {
+  return TakeMarkers(every_owner ? Take::kEvery : Take::kOwnAndExpired, owner, grace_ms, reason);
+}
+
+absl::StatusOr<std::vector<MetadataStore::LoadingMarker>> MetadataStore::TakeExpiredLoadingMarkers(
+    const MarkerReason& reason) {
+  {
+    absl::MutexLock lock(&db_->mutex());
+    ASSIGN_OR_RETURN(Statement any, db_->Prepare(absl::StrCat(
+                                        "SELECT 1 FROM model_load_leases WHERE expires_ms < ",
+                                        db_->NowMillisSql(), " LIMIT 1")));
+    ASSIGN_OR_RETURN(const bool expired, any.Step());
+    if (!expired) return std::vector<LoadingMarker>();
+  }
+  return TakeMarkers(Take::kExpired, "", 0, reason);
+}
+
+absl::StatusOr<std::vector<MetadataStore::LoadingMarker>> MetadataStore::TakeMarkers(
+    Take which, const std::string& owner, int64_t grace_ms, const MarkerReason& reason) {
+  absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_.get());
+  RETURN_IF_ERROR(tx.begin_status());
+  // Every write of a marker holds the write lock this transaction holds:
+  // none is renewed between this read and its removal.
+  const std::string expired = absl::StrCat("expires_ms + ", grace_ms, " < ", db_->NowMillisSql());
+  struct Source {
+    const char* table;
+    std::string where;
+  };
+  std::vector<Source> sources;
   switch (which) {
     case Take::kEvery:
+      // The tables of servers from before markers had leases
+      // (model_loads, each marker with its owner) and owners
+      // (model_loading, a lone server's).
+      sources = {{"model_load_leases", ""}, {"model_loads", ""}, {"model_loading", ""}};
       break;
     case Take::kOwnAndExpired:
-      leased = absl::StrCat(" WHERE owner = ?1 OR ", expired);
+      // An old replica's marker (model_loads) has no lease to tell whether
+      // the replica still lives: only its owner takes it.
+      sources = {{"model_load_leases", absl::StrCat(" WHERE owner = ?1 OR ", expired)},
+                 {"model_loads", " WHERE owner = ?1"}};
       break;
     case Take::kExpired:
-      leased = absl::StrCat(" WHERE ", expired);
+      sources = {{"model_load_leases", absl::StrCat(" WHERE ", expired)}};
       break;
   }
-  std::vector<std::string> statements = {
-      absl::StrCat("DELETE FROM model_load_leases", leased, " RETURNING name, version, owner")};
-  // The tables of servers from before markers had leases (model_loads,
-  // each marker with its owner) and owners (model_loading, a lone
-  // server's): taken by their owner, or a lone server. An old replica's
-  // marker has no lease to tell whether the replica still lives.
-  if (which == Take::kOwnAndExpired) {
-    statements.push_back("DELETE FROM model_loads WHERE owner = ?1 RETURNING name, version, owner");
-  } else if (which == Take::kEvery) {
-    statements.push_back("DELETE FROM model_loads RETURNING name, version, owner");
-    statements.push_back("DELETE FROM model_loading RETURNING name, version, ''");
-  }
   std::map<std::pair<std::string, int64_t>, std::string> taken;
-  for (const std::string& sql : statements) {
-    ASSIGN_OR_RETURN(Statement st, db_->Prepare(sql));
-    if (which == Take::kOwnAndExpired) st.Bind(1, owner);
+  for (const Source& source : sources) {
+    const bool owned = absl::string_view(source.table) != "model_loading";
+    ASSIGN_OR_RETURN(Statement sel,
+                     db_->Prepare(absl::StrCat("SELECT name, version", owned ? ", owner" : "",
+                                               " FROM ", source.table, source.where)));
+    if (which == Take::kOwnAndExpired) sel.Bind(1, owner);
+    std::vector<LoadingMarker> rows;
     while (true) {
-      ASSIGN_OR_RETURN(bool row, st.Step());
+      ASSIGN_OR_RETURN(bool row, sel.Step());
       if (!row) break;
-      taken.emplace(std::make_pair(st.ColumnText(0), st.ColumnInt(1)), st.ColumnText(2));
+      rows.push_back({sel.ColumnText(0), sel.ColumnInt(1), owned ? sel.ColumnText(2) : ""});
+    }
+    for (const LoadingMarker& m : rows) {
+      ASSIGN_OR_RETURN(Statement del, db_->Prepare(absl::StrCat("DELETE FROM ", source.table,
+                                                                " WHERE name = ?1 AND version = ?2",
+                                                                owned ? " AND owner = ?3" : "")));
+      del.Bind(1, m.name).Bind(2, m.version);
+      if (owned) del.Bind(3, m.owner);
+      RETURN_IF_ERROR(del.Run());
+      taken.emplace(std::make_pair(m.name, m.version), m.owner);
     }
   }
-  RETURN_IF_ERROR(tx.Commit());
   std::vector<LoadingMarker> out;
   for (auto& [version, marker_owner] : taken) {
     out.push_back({version.first, version.second, std::move(marker_owner)});
   }
+  // Quarantined with the taking, so that a marker is never taken without
+  // its quarantine; a version deleted since is not (its number may be
+  // handed out again).
+  if (reason) {
+    for (const LoadingMarker& m : out) {
+      ASSIGN_OR_RETURN(Statement exists,
+                       db_->Prepare("SELECT 1 FROM models WHERE name = ? AND version = ?"));
+      exists.Bind(1, m.name).Bind(2, m.version);
+      ASSIGN_OR_RETURN(const bool stored, exists.Step());
+      if (!stored) continue;
+      ASSIGN_OR_RETURN(Statement st,
+                       db_->Prepare("INSERT INTO model_quarantine(name, version, reason) VALUES(?, "
+                                    "?, ?) ON CONFLICT(name, version) DO UPDATE SET reason = "
+                                    "excluded.reason"));
+      RETURN_IF_ERROR(st.Bind(1, m.name).Bind(2, m.version).Bind(3, reason(m)).Run());
+    }
+  }
+  RETURN_IF_ERROR(tx.Commit());
   return out;
 }
 

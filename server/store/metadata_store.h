@@ -99,13 +99,19 @@ class MetadataStore {
   // A durable marker held by `owner` (a replica's id) while it loads a
   // version, leased for `lease_ms` by the database's clock: one left behind
   // at the owner's next start, or whose lease ran out (the owner renews the
-  // leases of its markers while it lives), means that the owner died
-  // loading the version. Several owners may mark one version at once.
+  // markers of its loads in progress while it lives), means that the owner
+  // died loading the version. Several owners may mark one version at once.
+  // Every write of markers holds the database's write lock, so a marker is
+  // never renewed between another replica's reading that it expired and
+  // taking it.
   absl::Status MarkLoading(const std::string& name, int64_t version, const std::string& owner,
                            int64_t lease_ms);
   absl::Status ClearLoading(const std::string& name, int64_t version, const std::string& owner);
-  // Extends the lease of every marker `owner` holds to `lease_ms` from now.
-  absl::Status RenewLoadingMarkers(const std::string& owner, int64_t lease_ms);
+  // Extends to `lease_ms` from now the lease of `owner`'s markers of
+  // `loading` (its loads in progress) and removes its other markers (one a
+  // failed ClearLoading left).
+  absl::Status RenewLoadingMarkers(const std::string& owner, int64_t lease_ms,
+                                   const std::vector<std::pair<std::string, int64_t>>& loading);
   struct LoadingMarker {
     std::string name;
     int64_t version = 0;
@@ -114,15 +120,20 @@ class MetadataStore {
       return name == o.name && version == o.version && owner == o.owner;
     }
   };
-  // Removes and returns, each version once (ordered by name and version),
-  // the markers `owner` left behind and those whose lease ran out (another
-  // replica's live marker may be a load in progress), or, with
-  // `every_owner` (a lone server), every marker, with those servers from
-  // before markers had leases or owners left.
+  // Why a taken marker's version is quarantined.
+  using MarkerReason = std::function<std::string(const LoadingMarker&)>;
+  // Removes the markers `owner` left behind and those of other owners whose
+  // lease ran out more than `grace_ms` ago, or, with `every_owner` (a lone
+  // server), every marker, with those servers from before markers had
+  // leases or owners left; and, in the same transaction, quarantines each
+  // version taken that still exists, with `reason`. Returns the markers
+  // taken, each version once, ordered by name and version.
   absl::StatusOr<std::vector<LoadingMarker>> TakeLoadingMarkers(const std::string& owner,
-                                                                bool every_owner);
-  // Removes and returns the markers whose lease ran out, whoever left them.
-  absl::StatusOr<std::vector<LoadingMarker>> TakeExpiredLoadingMarkers();
+                                                                bool every_owner, int64_t grace_ms,
+                                                                const MarkerReason& reason);
+  // As TakeLoadingMarkers, for the markers whose lease ran out, whoever
+  // left them; a read without the write lock when there are none.
+  absl::StatusOr<std::vector<LoadingMarker>> TakeExpiredLoadingMarkers(const MarkerReason& reason);
 
   // The connection, shared with the JobStore (one database).
   Database* db() { return db_.get(); }
@@ -141,7 +152,9 @@ class MetadataStore {
   // Creates the tables and the catalogue's name where they are missing.
   absl::Status CreateSchema();
   enum class Take { kEvery, kOwnAndExpired, kExpired };
-  absl::StatusOr<std::vector<LoadingMarker>> TakeMarkers(Take which, const std::string& owner);
+  absl::StatusOr<std::vector<LoadingMarker>> TakeMarkers(Take which, const std::string& owner,
+                                                         int64_t grace_ms,
+                                                         const MarkerReason& reason);
 
   std::unique_ptr<Database> db_;
   std::string catalogue_id_;

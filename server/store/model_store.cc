@@ -20,6 +20,7 @@
 #include "server/common/paging.h"
 #include "server/common/sha256.h"
 #include "server/common/status_macros.h"
+#include "server/common/steady_clock.h"
 #include "server/common/text_limits.h"
 #include "server/models/builtin_models.h"
 #include "server/models/model_file.h"
@@ -34,6 +35,8 @@ using kaizen::v1::Model;
 
 ModelStore::ModelStore(Options options, MetadataStore* metadata)
     : options_(std::move(options)), metadata_(metadata) {}
+
+ModelStore::~ModelStore() { StopLoadingMarkerUpkeep(); }
 
 ModelStore::File::File(File&& o) noexcept
     : model_(std::move(o.model_)), path_(std::move(o.path_)), temporary_(o.temporary_) {
@@ -266,46 +269,117 @@ absl::Status ModelStore::Quarantine(const std::string& name, int64_t version,
 }
 
 absl::Status ModelStore::MarkLoading(const std::string& name, int64_t version) {
-  return metadata_->MarkLoading(name, version, options_.replica_id,
-                                absl::ToInt64Milliseconds(options_.loading_marker_lease));
+  absl::MutexLock lock(&loading_mu_);
+  RETURN_IF_ERROR(metadata_->MarkLoading(name, version, options_.replica_id,
+                                         absl::ToInt64Milliseconds(options_.loading_marker_lease)));
+  ++loading_[{name, version}];
+  return absl::OkStatus();
 }
 
 absl::Status ModelStore::ClearLoading(const std::string& name, int64_t version) {
+  absl::MutexLock lock(&loading_mu_);
+  auto it = loading_.find({name, version});
+  if (it != loading_.end() && --it->second > 0) return absl::OkStatus();  // loading it again
+  if (it != loading_.end()) loading_.erase(it);
+  // A failure leaves the marker until the upkeep's next round removes it.
   return metadata_->ClearLoading(name, version, options_.replica_id);
 }
 
-absl::StatusOr<int> ModelStore::QuarantineInterruptedLoads() {
-  ASSIGN_OR_RETURN(auto markers,
-                   metadata_->TakeLoadingMarkers(options_.replica_id, !options_.shared_database));
-  return QuarantineStoppedLoads(markers);
-}
-
-absl::StatusOr<int> ModelStore::RenewLoadingMarkersAndQuarantineStoppedLoads() {
-  RETURN_IF_ERROR(metadata_->RenewLoadingMarkers(
-      options_.replica_id, absl::ToInt64Milliseconds(options_.loading_marker_lease)));
-  ASSIGN_OR_RETURN(auto markers, metadata_->TakeExpiredLoadingMarkers());
-  return QuarantineStoppedLoads(markers);
-}
-
-absl::StatusOr<int> ModelStore::QuarantineStoppedLoads(
-    const std::vector<MetadataStore::LoadingMarker>& markers) {
-  for (const MetadataStore::LoadingMarker& marker : markers) {
-    std::string reason;
-    if (!options_.shared_database || marker.owner.empty()) {
-      reason = "the server stopped while loading this version for serving";
-    } else if (marker.owner == options_.replica_id) {
-      reason =
-          absl::StrCat("replica ", marker.owner, " stopped while loading this version for serving");
-    } else {
-      reason = absl::StrCat("replica ", marker.owner,
-                            " stopped while loading this version for serving (the lease of its "
-                            "loading marker ran out unrenewed; found by replica ",
-                            options_.replica_id, ")");
-    }
-    RETURN_IF_ERROR(Quarantine(marker.name, marker.version,
-                               absl::StrCat(reason, " (a crash or kill during load or warm-up)")));
+std::string ModelStore::StoppedLoadReason(const MetadataStore::LoadingMarker& marker) const {
+  std::string who;
+  if (!options_.shared_database || marker.owner.empty()) {
+    who = "the server stopped while loading this version for serving";
+  } else if (marker.owner == options_.replica_id) {
+    who = absl::StrCat("replica ", marker.owner, " stopped while loading this version for serving");
+  } else {
+    who = absl::StrCat("replica ", marker.owner,
+                       " stopped while loading this version for serving (the lease of its loading "
+                       "marker ran out unrenewed; found by replica ",
+                       options_.replica_id, ")");
   }
+  return absl::StrCat(who, " (a crash or kill during load or warm-up)");
+}
+
+void ModelStore::LogStoppedLoads(const std::vector<MetadataStore::LoadingMarker>& markers) {
+  for (const MetadataStore::LoadingMarker& m : markers) {
+    common::LogWarning(
+        "model version quarantined",
+        {{"model", m.name}, {"version", m.version}, {"reason", StoppedLoadReason(m)}});
+  }
+}
+
+absl::StatusOr<int> ModelStore::QuarantineInterruptedLoads() {
+  // Another replica's marker only once it has been expired for a whole
+  // lease: a replica's live loads are renewed within a third of one, even
+  // right after a database outage that stopped every renewal.
+  ASSIGN_OR_RETURN(
+      const std::vector<MetadataStore::LoadingMarker> markers,
+      metadata_->TakeLoadingMarkers(
+          options_.replica_id, !options_.shared_database,
+          absl::ToInt64Milliseconds(options_.loading_marker_lease),
+          [this](const MetadataStore::LoadingMarker& m) { return StoppedLoadReason(m); }));
+  LogStoppedLoads(markers);
   return static_cast<int>(markers.size());
+}
+
+absl::StatusOr<int> ModelStore::LoadingMarkerUpkeep() {
+  const absl::Duration lease = options_.loading_marker_lease;
+  bool healthy = false;
+  {
+    absl::MutexLock lock(&loading_mu_);
+    std::vector<std::pair<std::string, int64_t>> in_progress;
+    for (const auto& [version, count] : loading_) in_progress.push_back(version);
+    const absl::Status renewed = metadata_->RenewLoadingMarkers(
+        options_.replica_id, absl::ToInt64Milliseconds(lease), in_progress);
+    const absl::Duration now = common::SteadyNow();
+    if (!renewed.ok()) {
+      last_renewal_ = -absl::InfiniteDuration();
+      return renewed;
+    }
+    // A gap of half a lease (a stall, or rounds that failed) starts the
+    // count again.
+    if (now - last_renewal_ > lease / 2) renewing_since_ = now;
+    last_renewal_ = now;
+    healthy = now - renewing_since_ >= lease;
+  }
+  if (!healthy) return 0;
+  ASSIGN_OR_RETURN(
+      const std::vector<MetadataStore::LoadingMarker> markers,
+      metadata_->TakeExpiredLoadingMarkers(
+          [this](const MetadataStore::LoadingMarker& m) { return StoppedLoadReason(m); }));
+  LogStoppedLoads(markers);
+  return static_cast<int>(markers.size());
+}
+
+void ModelStore::StartLoadingMarkerUpkeep() {
+  if (!options_.shared_database || upkeep_thread_.joinable()) return;
+  upkeep_thread_ = std::thread([this] {
+    const absl::Duration every =
+        std::max(absl::Milliseconds(100), options_.loading_marker_lease / 3);
+    std::unique_lock<std::mutex> lock(upkeep_mu_);
+    while (!upkeep_stopping_) {
+      lock.unlock();
+      absl::StatusOr<int> quarantined = LoadingMarkerUpkeep();
+      if (!quarantined.ok()) {
+        common::LogError("cannot renew loading markers or take stopped replicas' markers",
+                         {{"error", quarantined.status().ToString()}});
+      }
+      lock.lock();
+      // steady_clock: a step of the wall clock neither delays a renewal
+      // nor brings one forward.
+      upkeep_wake_.wait_for(lock, absl::ToChronoMilliseconds(every),
+                            [this] { return upkeep_stopping_; });
+    }
+  });
+}
+
+void ModelStore::StopLoadingMarkerUpkeep() {
+  {
+    std::lock_guard<std::mutex> lock(upkeep_mu_);
+    upkeep_stopping_ = true;
+  }
+  upkeep_wake_.notify_all();
+  if (upkeep_thread_.joinable()) upkeep_thread_.join();
 }
 
 absl::Status ModelStore::FillVersions(Model* model) {

@@ -6,11 +6,14 @@
 
 #include <torch/script.h>
 
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -89,6 +92,7 @@ class ModelStore {
   };
 
   ModelStore(Options options, MetadataStore* metadata);
+  ~ModelStore();
 
   absl::StatusOr<std::unique_ptr<Upload>> BeginUpload(const kaizen::v1::UploadModelHeader& header);
 
@@ -132,19 +136,31 @@ class ModelStore {
   // Records that a version must not be served again (see
   // MetadataStore::QuarantineModel); Get and List report it.
   absl::Status Quarantine(const std::string& name, int64_t version, const std::string& reason);
-  // Durable "loading" markers for serving (MetadataStore::MarkLoading).
+  // Durable "loading" markers for serving (MetadataStore::MarkLoading),
+  // leased for Options::loading_marker_lease and kept leased while the load
+  // is in progress (StartLoadingMarkerUpkeep).
   absl::Status MarkLoading(const std::string& name, int64_t version);
   absl::Status ClearLoading(const std::string& name, int64_t version);
-  // Quarantines every version whose loading marker this replica (a lone
-  // server: any server) left behind when it died, and, with a shared
-  // database, those of replicas that stopped renewing theirs; returns how
-  // many.
+  // At start: quarantines every version whose loading marker this replica
+  // (a lone server: any server) left behind when it died, and, with a
+  // shared database, those whose marker's lease ran out more than a whole
+  // lease ago (their replica died loading them and never came back under
+  // its id); returns how many.
   absl::StatusOr<int> QuarantineInterruptedLoads();
-  // With a shared database, at each of the replica's lease renewals: keeps
-  // this replica's loading markers leased, then quarantines the versions
-  // whose markers other replicas stopped renewing (they died, or stalled
-  // past the lease, while loading them); returns how many.
-  absl::StatusOr<int> RenewLoadingMarkersAndQuarantineStoppedLoads();
+  // Shared database: a thread that runs LoadingMarkerUpkeep every third of
+  // the lease, from this call to StopLoadingMarkerUpkeep (called once
+  // serving's loads have ended) or the destructor.
+  void StartLoadingMarkerUpkeep();
+  void StopLoadingMarkerUpkeep();
+  // One round of the upkeep (tests call it directly): renews the markers of
+  // this process's loads in progress and removes its others (one a failed
+  // ClearLoading left); then, once this replica's renewals have succeeded
+  // without a gap for a whole lease (so that a database outage, which
+  // stops every replica's renewals, costs no replica its loads), takes the
+  // markers that other replicas stopped renewing (they died, or stalled
+  // past the lease, while loading) and quarantines their versions. Returns
+  // how many it quarantined.
+  absl::StatusOr<int> LoadingMarkerUpkeep();
   // Deletes versions of `name` up to `newest_considered` that are not in
   // `keep`; newer ones (written since by another replica that took the job
   // over) stay.
@@ -212,9 +228,9 @@ class ModelStore {
 
  private:
   absl::Status FillVersions(kaizen::v1::Model* model);
-  // Quarantines the versions of loads that `markers` show stopped.
-  absl::StatusOr<int> QuarantineStoppedLoads(
-      const std::vector<MetadataStore::LoadingMarker>& markers);
+  // Why a taken marker's version is quarantined.
+  std::string StoppedLoadReason(const MetadataStore::LoadingMarker& marker) const;
+  void LogStoppedLoads(const std::vector<MetadataStore::LoadingMarker>& markers);
   absl::Status RemoveFiles(const std::vector<ModelRow>& rows);
 
   Options options_;
@@ -243,6 +259,19 @@ class ModelStore {
   bool announced_once_ ABSL_GUARDED_BY(announced_mu_) = false;
   bool scanning_ ABSL_GUARDED_BY(announced_mu_) = false;
   std::vector<std::pair<std::string, int64_t>> touched_ ABSL_GUARDED_BY(announced_mu_);
+  // Loading markers: this process's loads in progress (how many of each
+  // version), held across each write of its markers so that a renewal
+  // never removes a marker whose load has just begun.
+  absl::Mutex loading_mu_;
+  std::map<std::pair<std::string, int64_t>, int> loading_ ABSL_GUARDED_BY(loading_mu_);
+  // The upkeep's health: since when its renewals have succeeded with no
+  // gap over half a lease (monotonic), and its last success.
+  absl::Duration renewing_since_ ABSL_GUARDED_BY(loading_mu_) = absl::InfiniteDuration();
+  absl::Duration last_renewal_ ABSL_GUARDED_BY(loading_mu_) = -absl::InfiniteDuration();
+  std::mutex upkeep_mu_;
+  std::condition_variable upkeep_wake_;
+  bool upkeep_stopping_ = false;
+  std::thread upkeep_thread_;
   // This store wrote (sha256 set) or deleted (nullopt) a version.
   void NoteLocalChange(const std::string& name, int64_t version, std::optional<std::string> sha256);
 };

@@ -23,16 +23,10 @@
 #include "tests/test_util/postgres.h"
 #include "tests/test_util/python.h"
 #include "tests/test_util/server_process.h"
+#include "tests/test_util/store_printers.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen {
-
-namespace store {
-void PrintTo(const MetadataStore::LoadingMarker& m, std::ostream* os) {
-  *os << "{" << m.name << ", " << m.version << ", \"" << m.owner << "\"}";
-}
-}  // namespace store
-
 namespace {
 
 using ::testing::ElementsAre;
@@ -209,15 +203,16 @@ TEST_F(QuarantineE2E, AReplicaQuarantinesTheVersionItCrashedLoadingButNotAnother
   ASSERT_TRUE(prediction.ok()) << prediction.status();
   EXPECT_EQ(prediction->version(), 1);
   using Markers = std::vector<store::MetadataStore::LoadingMarker>;
-  EXPECT_EQ(*(*catalogue)->TakeLoadingMarkers("r2", false), (Markers{{"m", 1, "r2"}}));
+  EXPECT_EQ(*(*catalogue)->TakeLoadingMarkers("r2", false, 0, nullptr), (Markers{{"m", 1, "r2"}}));
 }
 
 // A replica that died loading a version and never comes back under its id
 // (the default id, <host>-<pid>, changes at each start) stops renewing its
-// loading marker: once its lease has run out, a replica starting under
-// another id quarantines the version instead of dying the same way, and a
-// live replica does so at its next renewal. A marker still leased (another
-// replica's load in progress) is left alone.
+// loading marker: once its lease has run out for a whole lease, a replica
+// starting under another id quarantines the version instead of dying the
+// same way, and a live replica does so at a renewal once its own renewals
+// have gone on for a lease. A marker still leased (another replica's load
+// in progress) is left alone.
 TEST_F(QuarantineE2E, AVersionWhoseReplicaDiedLoadingItIsQuarantinedByAnotherReplica) {
   absl::StatusOr<std::string> database = test_util::FreshPostgresDatabase();
   ASSERT_TRUE(database.ok()) << database.status();
@@ -235,7 +230,7 @@ TEST_F(QuarantineE2E, AVersionWhoseReplicaDiedLoadingItIsQuarantinedByAnotherRep
     const int status = crashing.Wait();
     ASSERT_TRUE(WIFSIGNALED(status)) << "the first start was expected to crash";
   }
-  absl::SleepFor(absl::Milliseconds(1200));  // r1's marker outlives its lease
+  absl::SleepFor(absl::Milliseconds(2200));  // r1's marker outlives two of its leases
   test_util::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port_, replica("r3"));
   ASSERT_TRUE(WaitReady());
   absl::StatusOr<v1::Model> second = client_->GetModel("m", 2);
@@ -261,7 +256,7 @@ TEST_F(QuarantineE2E, AVersionWhoseReplicaDiedLoadingItIsQuarantinedByAnotherRep
               HasSubstr("replica r4 stopped while loading this version for serving (the lease "
                         "of its loading marker ran out unrenewed; found by replica r3)"));
   using Markers = std::vector<store::MetadataStore::LoadingMarker>;
-  EXPECT_EQ(*(*catalogue)->TakeLoadingMarkers("r2", false), (Markers{{"m", 1, "r2"}}));
+  EXPECT_EQ(*(*catalogue)->TakeLoadingMarkers("r2", false, 0, nullptr), (Markers{{"m", 1, "r2"}}));
 }
 
 TEST_F(QuarantineE2E, AVersionThatFailsToLoadIsQuarantinedAndNotRetried) {

@@ -2,14 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
+#include "absl/strings/str_cat.h"
 #include "tests/test_util/postgres.h"
+#include "tests/test_util/store_printers.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen::store {
-
-void PrintTo(const MetadataStore::LoadingMarker& m, std::ostream* os) {
-  *os << "{" << m.name << ", " << m.version << ", \"" << m.owner << "\"}";
-}
 
 namespace {
 
@@ -165,21 +165,23 @@ TEST_P(MetadataStoreTest, QuarantineAndLoadingMarkersOutliveReopeningAndGoWithTh
   auto quarantined = *store->QuarantinedVersions("m");
   ASSERT_EQ(quarantined.size(), 1u);
   EXPECT_EQ(quarantined[1], "crashed the server");
-  EXPECT_EQ(*store->TakeLoadingMarkers("local", /*every_owner=*/false),
+  EXPECT_EQ(*store->TakeLoadingMarkers("local", /*every_owner=*/false, 0, nullptr),
             (std::vector<MetadataStore::LoadingMarker>{{"m", 2, "local"}}));
-  EXPECT_TRUE(store->TakeLoadingMarkers("local", false)->empty());
+  EXPECT_TRUE(store->TakeLoadingMarkers("local", false, 0, nullptr)->empty());
   ASSERT_TRUE(store->MarkLoading("m", 2, "local", kMinute).ok());
   ASSERT_TRUE(store->ClearLoading("m", 2, "local").ok());
-  EXPECT_TRUE(store->TakeLoadingMarkers("local", false)->empty());
+  EXPECT_TRUE(store->TakeLoadingMarkers("local", false, 0, nullptr)->empty());
   ASSERT_TRUE(store->DeleteModel("m", 1).ok());
   EXPECT_TRUE(store->QuarantinedVersions("m")->empty());
 }
 
-// Replicas on one catalogue: each takes back only the loading markers it
-// left and those whose lease ran out (another's live marker may be a load in
-// progress), a replica's marker is cleared by that replica only, and a lone
-// server takes every marker, a version marked twice once, with those servers
-// from before markers had leases or owners left.
+// Replicas on one catalogue: each takes back the loading markers it left
+// and those of others whose lease ran out (more than a grace ago), never
+// another's live marker (a load in progress); a replica's marker is cleared
+// by that replica only; a renewal keeps the markers of the owner's loads in
+// progress and removes its others; and a lone server takes every marker, a
+// version marked twice once, with those servers from before markers had
+// leases or owners left. Taking quarantines each version that still exists.
 TEST_P(MetadataStoreTest, AReplicaTakesBackOnlyItsOwnLoadingMarkersAndExpiredOnes) {
   auto store = *MetadataStore::Open(target_);
   ASSERT_TRUE(store->InsertModel(Model("m", 1)).ok());
@@ -189,26 +191,45 @@ TEST_P(MetadataStoreTest, AReplicaTakesBackOnlyItsOwnLoadingMarkersAndExpiredOne
   ASSERT_TRUE(store->MarkLoading("m", 2, "b", kMinute).ok());
   ASSERT_TRUE(store->ClearLoading("m", 2, "a").ok());  // not a's
   using Markers = std::vector<MetadataStore::LoadingMarker>;
-  EXPECT_TRUE(store->TakeExpiredLoadingMarkers()->empty());
-  EXPECT_EQ(*store->TakeLoadingMarkers("a", false), (Markers{{"m", 1, "a"}}));
-  EXPECT_TRUE(store->TakeLoadingMarkers("a", false)->empty());
-  EXPECT_EQ(*store->TakeLoadingMarkers("b", false), (Markers{{"m", 1, "b"}, {"m", 2, "b"}}));
+  const auto take = [&](const std::string& owner, int64_t grace_ms = 0) {
+    return *store->TakeLoadingMarkers(owner, false, grace_ms, nullptr);
+  };
+  EXPECT_TRUE(store->TakeExpiredLoadingMarkers(nullptr)->empty());
+  EXPECT_EQ(take("a"), (Markers{{"m", 1, "a"}}));
+  EXPECT_TRUE(take("a").empty());
+  EXPECT_EQ(take("b"), (Markers{{"m", 1, "b"}, {"m", 2, "b"}}));
 
-  // c's lease ran out, d's is renewed before it does: d lives.
+  // c's lease ran out; d's is renewed before it does, for its load of
+  // version 2 in progress, and its marker of version 3 (a load that ended)
+  // is removed.
   ASSERT_TRUE(store->MarkLoading("m", 1, "c", -1000).ok());
   ASSERT_TRUE(store->MarkLoading("m", 2, "d", -1000).ok());
-  ASSERT_TRUE(store->RenewLoadingMarkers("d", kMinute).ok());
+  ASSERT_TRUE(store->MarkLoading("m", 3, "d", -1000).ok());
+  ASSERT_TRUE(store->RenewLoadingMarkers("d", kMinute, {{"m", 2}}).ok());
   ASSERT_TRUE(store->MarkLoading("m", 2, "e", -1000).ok());
-  EXPECT_EQ(*store->TakeLoadingMarkers("a", false), (Markers{{"m", 1, "c"}, {"m", 2, "e"}}));
+  // Expired for a second, not for a minute.
+  EXPECT_TRUE(take("a", kMinute).empty());
+  EXPECT_EQ(take("a"), (Markers{{"m", 1, "c"}, {"m", 2, "e"}}));
   ASSERT_TRUE(store->MarkLoading("m", 1, "c", -1000).ok());
-  EXPECT_EQ(*store->TakeExpiredLoadingMarkers(), (Markers{{"m", 1, "c"}}));
-  EXPECT_TRUE(store->TakeExpiredLoadingMarkers()->empty());
+  EXPECT_EQ(*store->TakeExpiredLoadingMarkers(nullptr), (Markers{{"m", 1, "c"}}));
+  EXPECT_TRUE(store->TakeExpiredLoadingMarkers(nullptr)->empty());
   // Marking again renews: a load of the version that stopped earlier.
   ASSERT_TRUE(store->MarkLoading("m", 1, "f", -1000).ok());
   ASSERT_TRUE(store->MarkLoading("m", 1, "f", kMinute).ok());
-  EXPECT_TRUE(store->TakeExpiredLoadingMarkers()->empty());
-  EXPECT_EQ(*store->TakeLoadingMarkers("d", false), (Markers{{"m", 2, "d"}}));
-  EXPECT_EQ(*store->TakeLoadingMarkers("f", false), (Markers{{"m", 1, "f"}}));
+  EXPECT_TRUE(store->TakeExpiredLoadingMarkers(nullptr)->empty());
+  EXPECT_EQ(take("d"), (Markers{{"m", 2, "d"}}));
+  EXPECT_EQ(take("f"), (Markers{{"m", 1, "f"}}));
+
+  // Taken with a reason: quarantined in the same transaction, unless the
+  // version is gone (its number may be handed out again).
+  ASSERT_TRUE(store->MarkLoading("m", 2, "g", -1000).ok());
+  ASSERT_TRUE(store->MarkLoading("m", 3, "g", -1000).ok());
+  const MetadataStore::MarkerReason reason = [](const MetadataStore::LoadingMarker& m) {
+    return absl::StrCat(m.owner, " died loading ", m.version);
+  };
+  EXPECT_EQ(*store->TakeExpiredLoadingMarkers(reason), (Markers{{"m", 2, "g"}, {"m", 3, "g"}}));
+  const auto quarantined = *store->QuarantinedVersions("m");
+  EXPECT_EQ(quarantined, (std::map<int64_t, std::string>{{2, "g died loading 2"}}));
 
   ASSERT_TRUE(store->MarkLoading("m", 1, "a", kMinute).ok());
   ASSERT_TRUE(store->MarkLoading("m", 1, "b", kMinute).ok());
@@ -216,15 +237,15 @@ TEST_P(MetadataStoreTest, AReplicaTakesBackOnlyItsOwnLoadingMarkersAndExpiredOne
     absl::MutexLock lock(&store->db()->mutex());
     ASSERT_TRUE(store->db()->Exec("INSERT INTO model_loading(name, version) VALUES('m', 2)").ok());
     ASSERT_TRUE(store->db()
-                    ->Exec("INSERT INTO model_loads(name, version, owner) VALUES('m', 3, 'g')")
+                    ->Exec("INSERT INTO model_loads(name, version, owner) VALUES('m', 3, 'h')")
                     .ok());
   }
   // A marker of a replica from before markers had leases: its owner's.
-  EXPECT_TRUE(store->TakeExpiredLoadingMarkers()->empty());
-  EXPECT_EQ(*store->TakeLoadingMarkers("a", false), (Markers{{"m", 1, "a"}}));
-  EXPECT_EQ(*store->TakeLoadingMarkers("local", /*every_owner=*/true),
-            (Markers{{"m", 1, "b"}, {"m", 2, ""}, {"m", 3, "g"}}));
-  EXPECT_TRUE(store->TakeLoadingMarkers("local", true)->empty());
+  EXPECT_TRUE(store->TakeExpiredLoadingMarkers(nullptr)->empty());
+  EXPECT_EQ(take("a"), (Markers{{"m", 1, "a"}}));
+  EXPECT_EQ(*store->TakeLoadingMarkers("local", /*every_owner=*/true, 0, nullptr),
+            (Markers{{"m", 1, "b"}, {"m", 2, ""}, {"m", 3, "h"}}));
+  EXPECT_TRUE(store->TakeLoadingMarkers("local", true, 0, nullptr)->empty());
 }
 
 // Two stores on one database (two replicas): a name taken by one is taken for

@@ -10,9 +10,11 @@
 #include "gtest/gtest.h"
 #include "server/common/text_limits.h"
 #include "server/store/data_dir.h"
+#include "tests/test_util/store_printers.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace kaizen::store {
+
 namespace {
 
 torch::jit::Module TinyClassifier(int64_t classes) {
@@ -298,10 +300,12 @@ TEST(ModelStoreTest, AnnouncesWhatAnotherReplicaWroteAndDeleted) {
 }
 
 // Replicas' loading markers: at its start a replica quarantines the versions
-// whose markers it left itself and those whose lease ran out (their replica
-// died loading them and did not come back under its id), not another
-// replica's live load; while it runs it keeps its own markers leased and
-// takes those that other replicas stopped renewing.
+// whose markers it left itself and those whose lease ran out more than a
+// lease ago (their replica died loading them and did not come back under
+// its id), not another replica's live load; while it runs it keeps the
+// markers of its loads in progress leased, and once its own renewals have
+// gone on for a whole lease it takes those that other replicas stopped
+// renewing.
 TEST(ModelStoreTest, LoadsOfReplicasThatStoppedRenewingTheirMarkersAreQuarantined) {
   test_util::TempDir dir;
   ASSERT_TRUE(PrepareDataDir(dir.path()).ok());
@@ -315,13 +319,14 @@ TEST(ModelStoreTest, LoadsOfReplicasThatStoppedRenewingTheirMarkersAreQuarantine
     o.loading_marker_lease = lease;
     return std::make_unique<ModelStore>(o, metadata->get());
   };
-  std::unique_ptr<ModelStore> r3 = replica("r3", absl::Minutes(1));
+  std::unique_ptr<ModelStore> r3 = replica("r3", absl::Seconds(1));
   kaizen::v1::Model meta;
   meta.add_class_names("a");
   meta.add_class_names("b");
-  for (int v = 1; v <= 4; ++v) ASSERT_TRUE(r3->AddVersion("m", TinyClassifier(2), meta, "").ok());
+  for (int v = 1; v <= 5; ++v) ASSERT_TRUE(r3->AddVersion("m", TinyClassifier(2), meta, "").ok());
   ASSERT_TRUE((*metadata)->MarkLoading("m", 1, "r2", 60'000).ok());  // r2 loads version 1
-  ASSERT_TRUE((*metadata)->MarkLoading("m", 2, "r1", -1).ok());      // r1 died loading 2
+  ASSERT_TRUE((*metadata)->MarkLoading("m", 2, "r1", -1001).ok());   // r1 died loading 2
+  ASSERT_TRUE((*metadata)->MarkLoading("m", 5, "r6", -10).ok());     // r6's lease just ran out
   ASSERT_TRUE(r3->MarkLoading("m", 3).ok());  // r3 died loading 3 (its marker still leased)
   absl::StatusOr<int> quarantined = r3->QuarantineInterruptedLoads();
   ASSERT_TRUE(quarantined.ok()) << quarantined.status();
@@ -337,26 +342,72 @@ TEST(ModelStoreTest, LoadsOfReplicasThatStoppedRenewingTheirMarkersAreQuarantine
             "replica r3 stopped while loading this version for serving (a crash or kill during "
             "load or warm-up)");
 
-  // r5 loads version 4 for twice its lease, renewing its marker: no one
-  // takes it. Then r5 dies: r3 takes it once its lease has run out.
+  // r5 loads version 4 and renews its marker for three of its leases. The
+  // two replicas' upkeep takes r6's marker once (r6 may have been cut off
+  // with the rest, so not before a lease of renewals), never r5's. Then r5
+  // dies: r3 takes its marker once its lease has run out.
   std::unique_ptr<ModelStore> r5 = replica("r5", absl::Seconds(1));
   ASSERT_TRUE(r5->MarkLoading("m", 4).ok());
-  for (int i = 0; i < 8; ++i) {
-    absl::SleepFor(absl::Milliseconds(250));
-    EXPECT_EQ(*r5->RenewLoadingMarkersAndQuarantineStoppedLoads(), 0);
-    EXPECT_EQ(*r3->RenewLoadingMarkersAndQuarantineStoppedLoads(), 0);
+  const auto upkeep = [](ModelStore* r) {
+    absl::StatusOr<int> taken = r->LoadingMarkerUpkeep();
+    EXPECT_TRUE(taken.ok()) << taken.status();
+    return taken.ok() ? *taken : 0;
+  };
+  int taken = 0;
+  absl::Time start = absl::Now();
+  while (absl::Now() - start < absl::Seconds(3)) {
+    const int now = upkeep(r5.get()) + upkeep(r3.get());
+    if (now > 0) EXPECT_GE(absl::Now() - start, absl::Seconds(1)) << "taken before a lease";
+    taken += now;
+    absl::SleepFor(absl::Milliseconds(100));
   }
-  absl::SleepFor(absl::Milliseconds(1500));
-  EXPECT_EQ(*r3->RenewLoadingMarkersAndQuarantineStoppedLoads(), 1);
+  EXPECT_EQ(taken, 1);
   reasons = (*metadata)->QuarantinedVersions("m");
   ASSERT_TRUE(reasons.ok()) << reasons.status();
-  EXPECT_EQ(reasons->size(), 3u);
+  EXPECT_EQ(reasons->count(4), 0u);
+  EXPECT_THAT((*reasons)[5], ::testing::HasSubstr("replica r6 stopped while loading"));
+  r5.reset();  // dies
+  start = absl::Now();
+  taken = 0;
+  while (absl::Now() - start < absl::Seconds(3) && taken == 0) {
+    taken = upkeep(r3.get());
+    if (taken > 0) EXPECT_GE(absl::Now() - start, absl::Milliseconds(700)) << "r5 lived";
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(taken, 1);
+  reasons = (*metadata)->QuarantinedVersions("m");
+  ASSERT_TRUE(reasons.ok()) << reasons.status();
   EXPECT_THAT((*reasons)[4], ::testing::HasSubstr("replica r5 stopped while loading"));
   // r2's load, still leased, was left alone throughout.
-  auto left = (*metadata)->TakeLoadingMarkers("r2", false);
+  auto left = (*metadata)->TakeLoadingMarkers("r2", false, 0, nullptr);
   ASSERT_TRUE(left.ok()) << left.status();
-  EXPECT_EQ(left->size(), 1u);
+  ASSERT_EQ(left->size(), 1u);
   EXPECT_EQ(left->front().owner, "r2");
+}
+
+// A replica's renewals keep only its loads in progress: a marker whose
+// ClearLoading failed (left in the catalogue) is removed at the next
+// renewal, so that it is not taken for a death once the replica exits.
+TEST(ModelStoreTest, ARenewalRemovesTheMarkersOfLoadsThatEnded) {
+  test_util::TempDir dir;
+  ASSERT_TRUE(PrepareDataDir(dir.path()).ok());
+  auto metadata = MetadataStore::Open(dir.path() + "/kaizen.db");
+  ASSERT_TRUE(metadata.ok()) << metadata.status();
+  ModelStore::Options o;
+  o.data_dir = dir.path();
+  o.replica_id = "r1";
+  o.shared_database = true;
+  ModelStore models(o, metadata->get());
+  ASSERT_TRUE(models.MarkLoading("m", 1).ok());
+  ASSERT_TRUE(models.MarkLoading("m", 2).ok());
+  ASSERT_TRUE(models.MarkLoading("m", 2).ok());   // a second load of version 2
+  ASSERT_TRUE(models.ClearLoading("m", 2).ok());  // one of them ended
+  ASSERT_TRUE(models.ClearLoading("m", 1).ok());
+  // As if ClearLoading's write had failed: the row is back.
+  ASSERT_TRUE((*metadata)->MarkLoading("m", 1, "r1", 60'000).ok());
+  ASSERT_TRUE(models.LoadingMarkerUpkeep().ok());
+  using Markers = std::vector<MetadataStore::LoadingMarker>;
+  EXPECT_EQ(*(*metadata)->TakeLoadingMarkers("r1", false, 0, nullptr), (Markers{{"m", 2, "r1"}}));
 }
 
 }  // namespace
