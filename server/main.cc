@@ -62,6 +62,9 @@ ABSL_FLAG(int, workers, 1, "Fine-tuning worker threads.");
 ABSL_FLAG(int, max_job_attempts, 3,
           "A job found running at start-up (the server died while it ran) after this many "
           "attempts ends FAILED instead of being requeued.");
+ABSL_FLAG(int, max_exports, 64,
+          "Most job exports (ExportJob folders) the data directory may hold; ExportJob is refused "
+          "with RESOURCE_EXHAUSTED at this many until DeleteExport removes one.");
 ABSL_FLAG(bool, preempt, false,
           "When every worker is busy, a job queued or resumed with a strictly higher priority "
           "than the lowest-priority running job pauses that job (it checkpoints and goes back "
@@ -388,6 +391,10 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
   options.workers = absl::GetFlag(FLAGS_workers);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.max_job_attempts = std::max(1, absl::GetFlag(FLAGS_max_job_attempts));
+  if (absl::GetFlag(FLAGS_max_exports) < 1) {
+    return absl::InvalidArgumentError("--max_exports must be at least 1");
+  }
+  options.max_exports = absl::GetFlag(FLAGS_max_exports);
   options.preempt = absl::GetFlag(FLAGS_preempt);
   options.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
   // The sandboxes' limits become rlimits and a deadline, the data-parallel

@@ -261,6 +261,17 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "'models upload'. The job itself is unchanged; image "
        "FEATURE_EXTRACTION, FINE_TUNE, FULL and SCRATCH jobs only.",
        &Commands::JobsExport},
+      {"jobs", "exports", "[ID]", 0, 1, "",
+       "List the exports (folders 'jobs export' wrote under the server's data "
+       "directory), all or job ID's, newest first: the directory, the job, "
+       "when it was written and what deleting it would free (its model, "
+       "settings, what its pods wrote, and the records of datasets deleted "
+       "since). The server holds at most --max_exports of them.",
+       &Commands::JobsExports},
+      {"jobs", "delete-export", "DIRECTORY", 1, 1, "",
+       "Delete an export's folder (as 'jobs exports' names it); pods still "
+       "running from it lose their folder.",
+       &Commands::JobsDeleteExport},
       {"jobs", "watch", "ID", 1, 1, "[--after_sequence=N]",
        "Follow a job to its end: a live progress bar (when stderr is a "
        "terminal) and a line per epoch, checkpoint, message and error, then "
@@ -693,6 +704,18 @@ absl::Status Commands::JobsExport(const Args& args) {
   request.set_volume_claim(options_.volume_claim);
   ASSIGN_OR_RETURN(const kaizen::v1::ExportJobResponse exported, client_->ExportJob(request));
   return Print(exported, exported.manifest());
+}
+
+absl::Status Commands::JobsExports(const Args& args) {
+  ASSIGN_OR_RETURN(const kaizen::v1::ListExportsResponse listed,
+                   client_->ListExports(args.empty() ? "" : args[0]));
+  return Print(listed, ExportTable(listed));
+}
+
+absl::Status Commands::JobsDeleteExport(const Args& args) {
+  RETURN_IF_ERROR(client_->DeleteExport(args[0]));
+  kaizen::v1::DeleteExportResponse deleted;
+  return Print(deleted, absl::StrCat("deleted ", args[0], "\n"));
 }
 
 absl::Status Commands::Watch(const std::string& id, int64_t after_sequence,

@@ -115,6 +115,8 @@ class Commands {
   absl::Status JobsResume(const Args& args);
   absl::Status JobsWatch(const Args& args);
   absl::Status JobsExport(const Args& args);
+  absl::Status JobsExports(const Args& args);
+  absl::Status JobsDeleteExport(const Args& args);
   absl::Status Predict(const Args& args);
   absl::Status BenchPredict(const Args& args);
   absl::Status TokensAdd(const Args& args);

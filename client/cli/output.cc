@@ -679,6 +679,15 @@ std::string JobTable(const kaizen::v1::ListJobsResponse& response) {
   return table.Render();
 }
 
+std::string ExportTable(const kaizen::v1::ListExportsResponse& response) {
+  Table table({"DIRECTORY", "JOB", "CREATED", "FREES"});
+  for (const kaizen::v1::Export& e : response.exports()) {
+    table.AddRow(
+        {e.directory(), e.job_id(), FormatTime(e.create_time()), FormatBytes(e.size_bytes())});
+  }
+  return table.Render();
+}
+
 std::string JobOneLine(const kaizen::v1::Job& job) {
   const kaizen::v1::StartFineTuneRequest& r = job.request();
   std::string out = absl::StrCat(StrategyName(r.strategy()), " of ", r.base_model(), " on ",

@@ -70,6 +70,8 @@ std::string ModelDetails(const kaizen::v1::Model& model);
 // dataset's classes, columns: the model's predictions).
 std::string EvaluationDetails(const kaizen::v1::Evaluation& evaluation);
 std::string JobTable(const kaizen::v1::ListJobsResponse& response);
+// `jobs exports`: one row per export, newest first.
+std::string ExportTable(const kaizen::v1::ListExportsResponse& response);
 // Everything about one job: request, state, resolved hyperparameters, the
 // per-epoch history, versions written and the error.
 std::string JobDetails(const kaizen::v1::Job& job);

@@ -546,6 +546,26 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> KaizenClient::ExportJob(
   return response;
 }
 
+absl::StatusOr<kaizen::v1::ListExportsResponse> KaizenClient::ListExports(
+    const std::string& job_id) {
+  kaizen::v1::ListExportsRequest request;
+  request.set_job_id(job_id);
+  kaizen::v1::ListExportsResponse response;
+  grpc::ClientContext context;
+  Prepare(&context);
+  RETURN_IF_ERROR(FromGrpcStatus(jobs_->ListExports(&context, request, &response)));
+  return response;
+}
+
+absl::Status KaizenClient::DeleteExport(const std::string& directory) {
+  kaizen::v1::DeleteExportRequest request;
+  request.set_directory(directory);
+  kaizen::v1::DeleteExportResponse response;
+  grpc::ClientContext context;
+  Prepare(&context);
+  return FromGrpcStatus(jobs_->DeleteExport(&context, request, &response));
+}
+
 absl::Status KaizenClient::WatchJob(const std::string& id, int64_t after_sequence,
                                     const JobEventCallback& on_event) {
   kaizen::v1::WatchJobRequest request;

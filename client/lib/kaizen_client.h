@@ -136,6 +136,10 @@ class KaizenClient {
   // Exports the job as a PyTorchJob (see FineTuneService.ExportJob).
   absl::StatusOr<kaizen::v1::ExportJobResponse> ExportJob(
       const kaizen::v1::ExportJobRequest& request);
+  // The exports (all, or `job_id`'s), newest first; removes one by the
+  // directory ListExports names (FineTuneService.ListExports, DeleteExport).
+  absl::StatusOr<kaizen::v1::ListExportsResponse> ListExports(const std::string& job_id = "");
+  absl::Status DeleteExport(const std::string& directory);
   // Streams the job's events after `after_sequence` (0: from the first) to
   // `on_event` and blocks until the stream ends, which the server does after
   // the terminal state. Returns the stream's final status. To resume after a

@@ -260,6 +260,26 @@ grpc::Status FineTuneServiceImpl::ExportJob(grpc::ServerContext* context,
   return scope.Finish(exported.status());
 }
 
+grpc::Status FineTuneServiceImpl::ListExports(grpc::ServerContext* context,
+                                              const kaizen::v1::ListExportsRequest* request,
+                                              kaizen::v1::ListExportsResponse* response) {
+  RequestScope scope(metrics_, kService, "ListExports", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
+  scope.set_resource(request->job_id());
+  absl::StatusOr<kaizen::v1::ListExportsResponse> listed = jobs_->ListExports(*request);
+  if (listed.ok()) *response = *std::move(listed);
+  return scope.Finish(listed.status());
+}
+
+grpc::Status FineTuneServiceImpl::DeleteExport(grpc::ServerContext* context,
+                                               const kaizen::v1::DeleteExportRequest* request,
+                                               kaizen::v1::DeleteExportResponse*) {
+  RequestScope scope(metrics_, kService, "DeleteExport", context);
+  AUTHORIZE_OR_RETURN(scope, auth_);
+  scope.set_resource(request->directory());
+  return scope.Finish(jobs_->DeleteExport(*request));
+}
+
 grpc::ServerWriteReactor<JobEvent>* FineTuneServiceImpl::WatchJob(
     grpc::CallbackServerContext* context, const kaizen::v1::WatchJobRequest* request) {
   auto* reactor =

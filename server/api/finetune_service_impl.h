@@ -39,6 +39,12 @@ class FineTuneServiceImpl final : public kaizen::v1::FineTuneService::WithCallba
                          kaizen::v1::Job* response) override;
   grpc::Status ExportJob(grpc::ServerContext* context, const kaizen::v1::ExportJobRequest* request,
                          kaizen::v1::ExportJobResponse* response) override;
+  grpc::Status ListExports(grpc::ServerContext* context,
+                           const kaizen::v1::ListExportsRequest* request,
+                           kaizen::v1::ListExportsResponse* response) override;
+  grpc::Status DeleteExport(grpc::ServerContext* context,
+                            const kaizen::v1::DeleteExportRequest* request,
+                            kaizen::v1::DeleteExportResponse* response) override;
   grpc::ServerWriteReactor<kaizen::v1::JobEvent>* WatchJob(
       grpc::CallbackServerContext* context, const kaizen::v1::WatchJobRequest* request) override;
 

@@ -386,6 +386,7 @@ void KaizenServer::StartJobs(int threads) {
   jmo.workers = std::max(1, options_.workers);
   jmo.threads_per_worker = std::max(1, threads / jmo.workers);
   jmo.max_job_attempts = options_.max_job_attempts;
+  jmo.max_exports = options_.max_exports;
   jmo.preempt = options_.preempt;
   jmo.metrics = s.metrics.get();
   jmo.data = options_.job_data;

@@ -61,6 +61,8 @@ class KaizenServer {
     int threads = 0;
     // See JobManager::Options::max_job_attempts.
     int max_job_attempts = 3;
+    // See JobManager::Options::max_exports.
+    int max_exports = 64;
     // Events a WatchJob stream may fall behind before it ends with
     // RESOURCE_EXHAUSTED (FineTuneServiceImpl::Options); not a flag, tests
     // lower it.

@@ -44,6 +44,9 @@ constexpr Rule kRules[] = {
     {"/kaizen.v1.FineTuneService/ResumeJob", kTrainers},
     // Writes the job's model and settings to the data volume for pods.
     {"/kaizen.v1.FineTuneService/ExportJob", kTrainers},
+    {"/kaizen.v1.FineTuneService/ListExports", kReaders},
+    // Trainers make exports, and free the room they take (--max_exports).
+    {"/kaizen.v1.FineTuneService/DeleteExport", kTrainers},
     {"/kaizen.v1.FineTuneService/WatchJob", kReaders},
     {"/kaizen.v1.InferenceService/Predict", kPredictors},
     {"/inference.GRPCInferenceService/ServerLive", kModelReaders},

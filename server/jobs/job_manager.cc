@@ -31,6 +31,7 @@
 #include "server/common/steady_clock.h"
 #include "server/common/text_limits.h"
 #include "server/jobs/checkpoint_policy.h"
+#include "server/jobs/export_folders.h"
 #include "server/jobs/job_export.h"
 #include "server/jobs/job_history.h"
 #include "server/jobs/text_job.h"
@@ -1478,6 +1479,14 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::Export(
   }
   // The id names folders: the stored job's, not the request's.
   ASSIGN_OR_RETURN(const Job stored, jobs_->Get(request.id()));
+  absl::MutexLock exports(&exports_mu_);
+  ASSIGN_OR_RETURN(const int existing, CountExportFolders(options_.export_dir));
+  if (existing >= options_.max_exports) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the data directory holds ", existing, " exports (--max_exports=", options_.max_exports,
+        "); delete one first (DeleteExport, kaizenctl jobs delete-export; ListExports lists "
+        "them)"));
+  }
   // A folder of its own, staged in the scratch folder and then renamed into
   // place: pods still running from an earlier export keep theirs.
   const std::string folder = absl::StrCat(stored.id(), "-", common::RandomHex(3));
@@ -1486,6 +1495,33 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::Export(
   absl::StatusOr<kaizen::v1::ExportJobResponse> exported = ExportInto(request, folder, staging);
   if (!exported.ok()) std::filesystem::remove_all(staging, ec);
   return exported;
+}
+
+absl::StatusOr<kaizen::v1::ListExportsResponse> JobManager::ListExports(
+    const kaizen::v1::ListExportsRequest& request) {
+  kaizen::v1::ListExportsResponse response;
+  if (options_.export_dir.empty()) return response;
+  ASSIGN_OR_RETURN(const std::vector<ExportFolder> folders,
+                   ListExportFolders(options_.export_dir, request.job_id()));
+  for (const ExportFolder& f : folders) {
+    kaizen::v1::Export* e = response.add_exports();
+    e->set_directory(absl::StrCat("exports/", f.folder));
+    e->set_job_id(f.job_id);
+    *e->mutable_create_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(
+        absl::ToUnixMillis(f.create_time));
+    e->set_size_bytes(f.size_bytes);
+  }
+  return response;
+}
+
+absl::Status JobManager::DeleteExport(const kaizen::v1::DeleteExportRequest& request) {
+  if (options_.export_dir.empty()) {
+    return absl::FailedPreconditionError("this server has no folder for exports");
+  }
+  RETURN_IF_ERROR(DeleteExportFolder(options_.export_dir, options_.data_parallel.scratch_dir,
+                                     request.directory()));
+  common::LogInfo("export deleted", {{"directory", request.directory()}});
+  return absl::OkStatus();
 }
 
 absl::Status JobManager::LoadCheckpoint(const Job& job, training::TrainerOptions* opts) {

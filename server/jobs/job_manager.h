@@ -86,6 +86,9 @@ class JobManager {
     // into data_parallel.scratch_dir, on the same file system); empty:
     // ExportJob is refused.
     std::string export_dir;
+    // Most export folders export_dir may hold: ExportJob is refused
+    // (RESOURCE_EXHAUSTED) at this many, until DeleteExport frees one.
+    int max_exports = 64;
     // Evaluates the final versions of jobs that name a test dataset; without
     // one such jobs are refused.
     ModelEvaluator* evaluator = nullptr;
@@ -190,6 +193,10 @@ class JobManager {
   // FineTuneService.ExportJob: writes the job's folder for a PyTorchJob into
   // Options::export_dir and returns the manifest (job_export.h).
   absl::StatusOr<kaizen::v1::ExportJobResponse> Export(const kaizen::v1::ExportJobRequest& request);
+  // FineTuneService.ListExports and DeleteExport (export_folders.h).
+  absl::StatusOr<kaizen::v1::ListExportsResponse> ListExports(
+      const kaizen::v1::ListExportsRequest& request);
+  absl::Status DeleteExport(const kaizen::v1::DeleteExportRequest& request);
 
   // Whether a QUEUED, RUNNING or PAUSED job reads the dataset / uses the
   // model.
@@ -609,6 +616,10 @@ class JobManager {
   store::ModelStore* models_;
   JobEventHub* events_;
 
+  // Held by an export from its count of the folders (--max_exports) to its
+  // folder's rename into place, so that exports through this replica never
+  // pass the bound together.
+  absl::Mutex exports_mu_;
   absl::Mutex mu_;
   absl::CondVar wake_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -394,5 +394,75 @@ TEST_F(DataParallelE2E, WhatCannotBeExportedIsRefusedPrecisely) {
   for (const Job& j : {busy, queued, tuning}) (void)s_.client->CancelJob(j.id());
 }
 
+// Exports are listed and deleted through the API, and bounded in number:
+// at --max_exports (2 here) ExportJob is refused until DeleteExport frees
+// one.
+class ExportsE2E : public test_util::JobServerTest {
+ protected:
+  void SetUp() override {
+    StartServer([](api::KaizenServer::Options& o) { o.max_exports = 2; });
+  }
+};
+
+TEST_F(ExportsE2E, ExportsAreListedDeletedAndBoundedInNumber) {
+  UploadSubset("train", {0, 1}, 10);
+  // Queued behind a long job on the one worker: an export of any state.
+  const Job busy = Start(Request("cnn-small", "train", "busy", v1::STRATEGY_SCRATCH, 500));
+  const Job job = Start(Request("cnn-small", "train", "out", v1::STRATEGY_SCRATCH, 1));
+  absl::StatusOr<v1::ListExportsResponse> listed = s_.client->ListExports();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->exports_size(), 0);
+
+  v1::ExportJobRequest request;
+  request.set_id(job.id());
+  absl::StatusOr<v1::ExportJobResponse> first = s_.client->ExportJob(request);
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::SleepFor(absl::Milliseconds(1100));  // folder times a second apart
+  absl::StatusOr<v1::ExportJobResponse> second = s_.client->ExportJob(request);
+  ASSERT_TRUE(second.ok()) << second.status();
+  listed = s_.client->ListExports();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->exports_size(), 2);
+  EXPECT_EQ(listed->exports(0).directory(), second->directory());  // newest first
+  EXPECT_EQ(listed->exports(1).directory(), first->directory());
+  for (const v1::Export& e : listed->exports()) {
+    EXPECT_EQ(e.job_id(), job.id());
+    // The starting model and spec.json are the export's own; the record
+    // links are the dataset's.
+    const std::string folder = data_.File(e.directory());
+    EXPECT_EQ(e.size_bytes(),
+              static_cast<int64_t>(std::filesystem::file_size(folder + "/base.pt") +
+                                   std::filesystem::file_size(folder + "/spec.json")))
+        << e.directory();
+    EXPECT_GT(e.create_time().seconds(), 0);
+  }
+  EXPECT_EQ(s_.client->ListExports(busy.id())->exports_size(), 0);
+
+  // A third is refused with what to do, and writes nothing.
+  absl::StatusOr<v1::ExportJobResponse> third = s_.client->ExportJob(request);
+  ASSERT_FALSE(third.ok());
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted) << third.status();
+  EXPECT_NE(third.status().message().find("holds 2 exports (--max_exports=2); delete one first"),
+            std::string::npos)
+      << third.status();
+  EXPECT_EQ(s_.client->ListExports()->exports_size(), 2);
+
+  ASSERT_TRUE(s_.client->DeleteExport(first->directory()).ok());
+  EXPECT_FALSE(std::filesystem::exists(data_.File(first->directory())));
+  listed = s_.client->ListExports(job.id());
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->exports_size(), 1);
+  EXPECT_EQ(listed->exports(0).directory(), second->directory());
+  EXPECT_EQ(s_.client->DeleteExport(first->directory()).code(), absl::StatusCode::kNotFound);
+  const absl::Status outside = s_.client->DeleteExport("exports/../models");
+  EXPECT_EQ(outside.code(), absl::StatusCode::kInvalidArgument) << outside;
+  EXPECT_NE(outside.message().find("directory: not an export's folder"), std::string::npos)
+      << outside;
+  EXPECT_TRUE(std::filesystem::exists(data_.File("models")));
+  // Room again.
+  EXPECT_TRUE(s_.client->ExportJob(request).ok());
+  for (const Job& j : {busy, job}) (void)s_.client->CancelJob(j.id());
+}
+
 }  // namespace
 }  // namespace kaizen

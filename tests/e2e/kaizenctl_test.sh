@@ -510,6 +510,21 @@ expect_error INVALID_ARGUMENT "jobs export: a volume claim that is no Kubernetes
   jobs export "$JOB_ID" --volume_claim=Team_Data
 expect_error INVALID_ARGUMENT "jobs export: less memory than a pod can run in" \
   jobs export "$JOB_ID" --memory_mb=100
+# jobs exports / delete-export: the folder listed, then gone.
+if out=$(ctl jobs exports "$JOB_ID" 2>&1) && [[ $out == *"DIRECTORY"* && $out == *"$folder  $JOB_ID"* ]]; then
+  pass "jobs exports lists $folder"
+else
+  fail "jobs exports $JOB_ID (expected $folder): $out"
+fi
+if out=$(ctl jobs delete-export "$folder" 2>&1) && [[ $out == "deleted $folder" ]] &&
+  [[ ! -e $DATA_DIR/$folder ]] && [[ $(ctl jobs exports "$JOB_ID") != *"$folder"* ]]; then
+  pass "jobs delete-export removes $folder"
+else
+  fail "jobs delete-export $folder: $out"
+fi
+expect_error NOT_FOUND "jobs delete-export: an export already deleted" jobs delete-export "$folder"
+expect_error INVALID_ARGUMENT "jobs delete-export: a path outside exports/" \
+  jobs delete-export exports/../models
 if run_json "$TMP/tiny-model.json" models get tiny-cnn; then
   check_json "models get tiny-cnn: a fine-tuned version made by the job" \
     "$TMP/tiny-model.json" '

@@ -46,6 +46,19 @@ TEST(OutputTest, BytesCountsPercentsAndClocks) {
   EXPECT_EQ(FormatClock(-5), "0:00");
 }
 
+TEST(OutputTest, ExportsAreListedWithWhatDeletingThemFrees) {
+  kaizen::v1::ListExportsResponse r;
+  kaizen::v1::Export* e = r.add_exports();
+  e->set_directory("exports/ft-0123456789ab-a1b2c3");
+  e->set_job_id("ft-0123456789ab");
+  e->set_size_bytes(3 << 20);
+  const std::string table = ExportTable(r);
+  EXPECT_NE(table.find("DIRECTORY"), std::string::npos) << table;
+  EXPECT_NE(table.find("exports/ft-0123456789ab-a1b2c3  ft-0123456789ab"), std::string::npos)
+      << table;
+  EXPECT_NE(table.find(FormatBytes(3 << 20)), std::string::npos) << table;
+}
+
 TEST(OutputTest, AccuraciesArePercentagesOtherMetricsAreNot) {
   EXPECT_EQ(FormatMetric("val_accuracy", 0.5), "50.0%");
   EXPECT_EQ(FormatMetric("val_loss", 0.43125), "0.4313");
