@@ -123,6 +123,25 @@ class QuarantineE2E : public ::testing::Test {
     }
   }
 
+  // On `database`: version 2 of "m" poisoned (written through replica
+  // r1), and a marker of replica r2 loading version 1 (a load in progress).
+  std::unique_ptr<store::MetadataStore> PoisonedCatalogueWhileR2Loads(const std::string& database) {
+    WriteAPoisonedVersion2(database, "r1");
+    if (HasFatalFailure()) return nullptr;
+    auto catalogue = store::MetadataStore::Open(database);
+    EXPECT_TRUE(catalogue.ok()) << catalogue.status();
+    if (!catalogue.ok()) return nullptr;
+    EXPECT_TRUE((*catalogue)->MarkLoading("m", 1, "r2", /*lease_ms=*/600'000).ok());
+    return *std::move(catalogue);
+  }
+
+  // A kaizen-server process with `flags` that dies preloading version 2.
+  void StartAndCrash(const std::vector<std::string>& flags) {
+    test_util::ServerProcess crashing(KAIZEN_BINARY_DIR, data_.path(), port_, flags);
+    const int status = crashing.Wait();
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the first start was expected to crash";
+  }
+
   test_util::TempDir data_;
   test_util::TempDir models_;
   int port_ = 0;
@@ -131,11 +150,7 @@ class QuarantineE2E : public ::testing::Test {
 
 TEST_F(QuarantineE2E, AVersionThatCrashedTheServerIsQuarantinedAtTheNextStart) {
   ASSERT_NO_FATAL_FAILURE(WriteAPoisonedVersion2());
-  {
-    test_util::ServerProcess crashing(KAIZEN_BINARY_DIR, data_.path(), port_);
-    const int status = crashing.Wait();
-    ASSERT_TRUE(WIFSIGNALED(status)) << "the first start was expected to crash";
-  }
+  ASSERT_NO_FATAL_FAILURE(StartAndCrash({}));
   absl::StatusOr<v1::Model> v2, latest;
   absl::StatusOr<v1::PredictResponse> prediction;
   {
@@ -173,18 +188,11 @@ TEST_F(QuarantineE2E, AVersionThatCrashedTheServerIsQuarantinedAtTheNextStart) {
 TEST_F(QuarantineE2E, AReplicaQuarantinesTheVersionItCrashedLoadingButNotAnotherReplicasLoad) {
   absl::StatusOr<std::string> database = test_util::FreshPostgresDatabase();
   ASSERT_TRUE(database.ok()) << database.status();
-  ASSERT_NO_FATAL_FAILURE(WriteAPoisonedVersion2(*database, "r1"));
-  auto catalogue = store::MetadataStore::Open(*database);
-  ASSERT_TRUE(catalogue.ok()) << catalogue.status();
-  // r2 is loading version 1.
-  ASSERT_TRUE((*catalogue)->MarkLoading("m", 1, "r2", /*lease_ms=*/600'000).ok());
+  std::unique_ptr<store::MetadataStore> catalogue = PoisonedCatalogueWhileR2Loads(*database);
+  ASSERT_NE(catalogue, nullptr);
   const std::vector<std::string> replica = {absl::StrCat("--database=", *database),
                                             "--replica_id=r1"};
-  {
-    test_util::ServerProcess crashing(KAIZEN_BINARY_DIR, data_.path(), port_, replica);
-    const int status = crashing.Wait();
-    ASSERT_TRUE(WIFSIGNALED(status)) << "the first start was expected to crash";
-  }
+  ASSERT_NO_FATAL_FAILURE(StartAndCrash(replica));
   absl::StatusOr<v1::Model> first, latest;
   absl::StatusOr<v1::PredictResponse> prediction;
   {
@@ -203,7 +211,7 @@ TEST_F(QuarantineE2E, AReplicaQuarantinesTheVersionItCrashedLoadingButNotAnother
   ASSERT_TRUE(prediction.ok()) << prediction.status();
   EXPECT_EQ(prediction->version(), 1);
   using Markers = std::vector<store::MetadataStore::LoadingMarker>;
-  EXPECT_EQ(*(*catalogue)->TakeLoadingMarkers("r2", false, 0, nullptr), (Markers{{"m", 1, "r2"}}));
+  EXPECT_EQ(*catalogue->TakeLoadingMarkers("r2", false, 0, nullptr), (Markers{{"m", 1, "r2"}}));
 }
 
 // A replica that died loading a version and never comes back under its id
@@ -216,20 +224,13 @@ TEST_F(QuarantineE2E, AReplicaQuarantinesTheVersionItCrashedLoadingButNotAnother
 TEST_F(QuarantineE2E, AVersionWhoseReplicaDiedLoadingItIsQuarantinedByAnotherReplica) {
   absl::StatusOr<std::string> database = test_util::FreshPostgresDatabase();
   ASSERT_TRUE(database.ok()) << database.status();
-  ASSERT_NO_FATAL_FAILURE(WriteAPoisonedVersion2(*database, "r1"));
-  auto catalogue = store::MetadataStore::Open(*database);
-  ASSERT_TRUE(catalogue.ok()) << catalogue.status();
-  // r2 is loading version 1.
-  ASSERT_TRUE((*catalogue)->MarkLoading("m", 1, "r2", /*lease_ms=*/600'000).ok());
+  std::unique_ptr<store::MetadataStore> catalogue = PoisonedCatalogueWhileR2Loads(*database);
+  ASSERT_NE(catalogue, nullptr);
   const auto replica = [&](const std::string& id) {
     return std::vector<std::string>{absl::StrCat("--database=", *database),
                                     absl::StrCat("--replica_id=", id), "--job_lease_seconds=1"};
   };
-  {
-    test_util::ServerProcess crashing(KAIZEN_BINARY_DIR, data_.path(), port_, replica("r1"));
-    const int status = crashing.Wait();
-    ASSERT_TRUE(WIFSIGNALED(status)) << "the first start was expected to crash";
-  }
+  ASSERT_NO_FATAL_FAILURE(StartAndCrash(replica("r1")));
   absl::SleepFor(absl::Milliseconds(2200));  // r1's marker outlives two of its leases
   test_util::ServerProcess server(KAIZEN_BINARY_DIR, data_.path(), port_, replica("r3"));
   ASSERT_TRUE(WaitReady());
@@ -243,7 +244,7 @@ TEST_F(QuarantineE2E, AVersionWhoseReplicaDiedLoadingItIsQuarantinedByAnotherRep
   EXPECT_EQ(prediction->version(), 1);
 
   // r4 dies loading version 1 while r3 runs: r3 finds its marker expired.
-  ASSERT_TRUE((*catalogue)->MarkLoading("m", 1, "r4", /*lease_ms=*/200).ok());
+  ASSERT_TRUE(catalogue->MarkLoading("m", 1, "r4", /*lease_ms=*/200).ok());
   absl::StatusOr<v1::Model> first;
   const absl::Time deadline = absl::Now() + absl::Seconds(20);
   while (absl::Now() < deadline) {
@@ -256,7 +257,7 @@ TEST_F(QuarantineE2E, AVersionWhoseReplicaDiedLoadingItIsQuarantinedByAnotherRep
               HasSubstr("replica r4 stopped while loading this version for serving (the lease "
                         "of its loading marker ran out unrenewed; found by replica r3)"));
   using Markers = std::vector<store::MetadataStore::LoadingMarker>;
-  EXPECT_EQ(*(*catalogue)->TakeLoadingMarkers("r2", false, 0, nullptr), (Markers{{"m", 1, "r2"}}));
+  EXPECT_EQ(*catalogue->TakeLoadingMarkers("r2", false, 0, nullptr), (Markers{{"m", 1, "r2"}}));
 }
 
 TEST_F(QuarantineE2E, AVersionThatFailsToLoadIsQuarantinedAndNotRetried) {

@@ -155,12 +155,14 @@ class JobManagerTest : public ::testing::Test {
     return out;
   }
 
-  // With `o` (replica hooks that read `*id`): a 3-epoch job into "out",
-  // then a 1-epoch one; with one worker, the second ends only after the
-  // run of the first has stopped.
-  void RunAJobThenAnother(const JobManager::Options& o, std::string* id) {
+  // With `o` (replica hooks that read `*id`): `first` (by default a 3-epoch
+  // job into "out"), then a 1-epoch one; with one worker, the second ends
+  // only after the run of the first has stopped.
+  void RunAJobThenAnother(const JobManager::Options& o, std::string* id,
+                          const kaizen::v1::StartFineTuneRequest& first = Request("pets", "out",
+                                                                                  /*epochs=*/3)) {
     MakeManager(o);
-    absl::StatusOr<Job> job = manager_->Submit(Request("pets", "out", /*epochs=*/3));
+    absl::StatusOr<Job> job = manager_->Submit(first);
     ASSERT_TRUE(job.ok()) << job.status();
     *id = job->id();
     ASSERT_TRUE(manager_->Start().ok());
@@ -1493,16 +1495,9 @@ TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalTellsNoMessageOfAJobT
       taken = true;
     }
   };
-  MakeManager(o);
   kaizen::v1::StartFineTuneRequest r = Request("pets", "out", /*epochs=*/3);
   r.set_strategy(kaizen::v1::STRATEGY_FINE_TUNE);
-  absl::StatusOr<Job> job = manager_->Submit(r);
-  ASSERT_TRUE(job.ok()) << job.status();
-  id = job->id();
-  ASSERT_TRUE(manager_->Start().ok());
-  absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next"));
-  ASSERT_TRUE(next.ok()) << next.status();
-  EXPECT_EQ(WaitForEnd(next->id()).state(), kaizen::v1::JOB_STATE_SUCCEEDED);
+  RunAJobThenAnother(o, &id, r);
 
   ASSERT_TRUE(taken);
   ExpectNothingOfARecorded(jobs_.get(), models_.get(), id);
@@ -1528,17 +1523,10 @@ TEST_F(JobManagerTest, AReplicaThatStallsRightAfterARenewalTellsNoTrialOfAJobTak
     }
     if (taken) after_takeover.push_back(e.message());
   };
-  MakeManager(o);
   kaizen::v1::StartFineTuneRequest r = Request("pets", "out", /*epochs=*/2);
   r.mutable_tuning()->set_max_trials(4);
   r.mutable_tuning()->set_reduction_factor(2);
-  absl::StatusOr<Job> job = manager_->Submit(r);
-  ASSERT_TRUE(job.ok()) << job.status();
-  id = job->id();
-  ASSERT_TRUE(manager_->Start().ok());
-  absl::StatusOr<Job> next = manager_->Submit(Request("pets", "next"));
-  ASSERT_TRUE(next.ok()) << next.status();
-  EXPECT_EQ(WaitForEnd(next->id()).state(), kaizen::v1::JOB_STATE_SUCCEEDED);
+  RunAJobThenAnother(o, &id, r);
 
   ASSERT_TRUE(taken);
   ASSERT_FALSE(after_takeover.empty());
