@@ -227,6 +227,9 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelServer::LoadVersion(cons
     }
     return loaded.status();
   }
+  // Another replica may have taken this load's marker while this process
+  // stalled: the load is the proof that the version does not crash.
+  store_->LiftQuarantineOfAStalledLoad(name, version).IgnoreError();
   common::LogInfo("model version loaded", {{"model", name},
                                            {"version", version},
                                            {"device", device_.str()},

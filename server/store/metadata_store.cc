@@ -358,6 +358,23 @@ absl::Status MetadataStore::QuarantineModel(const std::string& name, int64_t ver
   return st.Bind(1, name).Bind(2, version).Bind(3, reason).Run();
 }
 
+absl::StatusOr<bool> MetadataStore::LiftQuarantine(const std::string& name, int64_t version,
+                                                   const std::string& reason) {
+  absl::MutexLock lock(&db_->mutex());
+  Database::Transaction tx(db_.get());
+  RETURN_IF_ERROR(tx.begin_status());
+  ASSIGN_OR_RETURN(Statement sel, db_->Prepare("SELECT reason FROM model_quarantine WHERE name = ? "
+                                               "AND version = ?"));
+  sel.Bind(1, name).Bind(2, version);
+  ASSIGN_OR_RETURN(const bool row, sel.Step());
+  if (!row || sel.ColumnText(0) != reason) return false;
+  ASSIGN_OR_RETURN(Statement del,
+                   db_->Prepare("DELETE FROM model_quarantine WHERE name = ? AND version = ?"));
+  RETURN_IF_ERROR(del.Bind(1, name).Bind(2, version).Run());
+  RETURN_IF_ERROR(tx.Commit());
+  return true;
+}
+
 absl::StatusOr<std::map<int64_t, std::string>> MetadataStore::QuarantinedVersions(
     const std::string& name) {
   absl::MutexLock lock(&db_->mutex());

@@ -94,6 +94,10 @@ class MetadataStore {
   // loading for serving, so that they are skipped from then on (also after a
   // restart) instead of retried in a loop. DeleteModel clears them.
   absl::Status QuarantineModel(const std::string& name, int64_t version, const std::string& reason);
+  // Removes the quarantine of a version if its reason is still `reason`;
+  // whether it did.
+  absl::StatusOr<bool> LiftQuarantine(const std::string& name, int64_t version,
+                                      const std::string& reason);
   // Quarantined versions of `name` and why.
   absl::StatusOr<std::map<int64_t, std::string>> QuarantinedVersions(const std::string& name);
   // A durable marker held by `owner` (a replica's id) while it loads a

@@ -9,6 +9,7 @@
 #include <optional>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -292,12 +293,35 @@ std::string ModelStore::StoppedLoadReason(const MetadataStore::LoadingMarker& ma
   } else if (marker.owner == options_.replica_id) {
     who = absl::StrCat("replica ", marker.owner, " stopped while loading this version for serving");
   } else {
-    who = absl::StrCat("replica ", marker.owner,
-                       " stopped while loading this version for serving (the lease of its loading "
-                       "marker ran out unrenewed; found by replica ",
+    who = absl::StrCat(ExpiredMarkerReasonPrefix(marker.owner), " found by replica ",
                        options_.replica_id, ")");
   }
   return absl::StrCat(who, " (a crash or kill during load or warm-up)");
+}
+
+std::string ModelStore::ExpiredMarkerReasonPrefix(const std::string& owner) {
+  return absl::StrCat("replica ", owner,
+                      " stopped while loading this version for serving (the lease of its loading "
+                      "marker ran out unrenewed;");
+}
+
+absl::StatusOr<bool> ModelStore::LiftQuarantineOfAStalledLoad(const std::string& name,
+                                                              int64_t version) {
+  if (!options_.shared_database) return false;
+  ASSIGN_OR_RETURN(const auto reasons, metadata_->QuarantinedVersions(name));
+  auto it = reasons.find(version);
+  if (it == reasons.end() ||
+      !absl::StartsWith(it->second, ExpiredMarkerReasonPrefix(options_.replica_id))) {
+    return false;
+  }
+  ASSIGN_OR_RETURN(const bool lifted, metadata_->LiftQuarantine(name, version, it->second));
+  if (lifted) {
+    common::LogWarning(
+        "quarantine lifted: this replica's load outlived its marker's lease (a "
+        "stall) and succeeded",
+        {{"model", name}, {"version", version}, {"reason", it->second}});
+  }
+  return lifted;
 }
 
 void ModelStore::LogStoppedLoads(const std::vector<MetadataStore::LoadingMarker>& markers) {

@@ -161,6 +161,11 @@ class ModelStore {
   // past the lease, while loading) and quarantines their versions. Returns
   // how many it quarantined.
   absl::StatusOr<int> LoadingMarkerUpkeep();
+  // After this replica loaded a version: lifts its quarantine if another
+  // replica set it on taking this replica's marker (its lease ran out while
+  // this replica stalled during the load, which has now succeeded); whether
+  // it did.
+  absl::StatusOr<bool> LiftQuarantineOfAStalledLoad(const std::string& name, int64_t version);
   // Deletes versions of `name` up to `newest_considered` that are not in
   // `keep`; newer ones (written since by another replica that took the job
   // over) stay.
@@ -230,6 +235,9 @@ class ModelStore {
   absl::Status FillVersions(kaizen::v1::Model* model);
   // Why a taken marker's version is quarantined.
   std::string StoppedLoadReason(const MetadataStore::LoadingMarker& marker) const;
+  // How that reason starts for a marker of `owner` taken by another
+  // replica once its lease ran out.
+  static std::string ExpiredMarkerReasonPrefix(const std::string& owner);
   void LogStoppedLoads(const std::vector<MetadataStore::LoadingMarker>& markers);
   absl::Status RemoveFiles(const std::vector<ModelRow>& rows);
 

@@ -410,5 +410,48 @@ TEST(ModelStoreTest, ARenewalRemovesTheMarkersOfLoadsThatEnded) {
   EXPECT_EQ(*(*metadata)->TakeLoadingMarkers("r1", false, 0, nullptr), (Markers{{"m", 2, "r1"}}));
 }
 
+// A replica that stalled past its marker's lease while it loaded a version
+// had the version quarantined by another replica; when its load then
+// succeeds, that quarantine (and only one of that kind, naming it) is
+// lifted.
+TEST(ModelStoreTest, AQuarantineOfALoadThatOutlivedItsMarkerIsLiftedWhenTheLoadSucceeds) {
+  test_util::TempDir dir;
+  ASSERT_TRUE(PrepareDataDir(dir.path()).ok());
+  auto metadata = MetadataStore::Open(dir.path() + "/kaizen.db");
+  ASSERT_TRUE(metadata.ok()) << metadata.status();
+  const auto replica = [&](const std::string& id) {
+    ModelStore::Options o;
+    o.data_dir = dir.path();
+    o.replica_id = id;
+    o.shared_database = true;
+    o.loading_marker_lease = absl::Seconds(1);
+    return std::make_unique<ModelStore>(o, metadata->get());
+  };
+  std::unique_ptr<ModelStore> r1 = replica("r1");
+  std::unique_ptr<ModelStore> r3 = replica("r3");
+  kaizen::v1::Model meta;
+  meta.add_class_names("a");
+  meta.add_class_names("b");
+  for (int v = 1; v <= 3; ++v) ASSERT_TRUE(r3->AddVersion("m", TinyClassifier(2), meta, "").ok());
+  // r1 loads versions 1 and 2 and stalls: both markers' leases run out
+  // (long ago), and r3 takes them. Version 3 failed r3's own load.
+  ASSERT_TRUE(r1->MarkLoading("m", 1).ok());
+  ASSERT_TRUE(r1->MarkLoading("m", 2).ok());
+  ASSERT_TRUE((*metadata)->MarkLoading("m", 1, "r1", -5000).ok());
+  ASSERT_TRUE((*metadata)->MarkLoading("m", 2, "r1", -5000).ok());
+  ASSERT_TRUE(r3->Quarantine("m", 3, "warm-up failed").ok());
+  ASSERT_EQ(*r3->QuarantineInterruptedLoads(), 2);
+  // r1 wakes: its load of version 1 succeeds; that of version 2 never ends.
+  ASSERT_TRUE(r1->ClearLoading("m", 1).ok());
+  EXPECT_TRUE(*r1->LiftQuarantineOfAStalledLoad("m", 1));
+  EXPECT_FALSE(*r3->LiftQuarantineOfAStalledLoad("m", 2));  // not r3's load
+  EXPECT_FALSE(*r1->LiftQuarantineOfAStalledLoad("m", 3));  // another reason
+  const auto reasons = (*metadata)->QuarantinedVersions("m");
+  ASSERT_TRUE(reasons.ok()) << reasons.status();
+  EXPECT_EQ(reasons->count(1), 0u);
+  EXPECT_EQ(reasons->count(2), 1u);
+  EXPECT_EQ(reasons->at(3), "warm-up failed");
+}
+
 }  // namespace
 }  // namespace kaizen::store
