@@ -4,6 +4,7 @@
 #include <map>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/atomic_file.h"
 #include "server/common/status_macros.h"
@@ -351,6 +352,11 @@ absl::Status MetadataStore::SetTestEvaluation(const std::string& name, int64_t v
 absl::Status MetadataStore::QuarantineModel(const std::string& name, int64_t version,
                                             const std::string& reason) {
   absl::MutexLock lock(&db_->mutex());
+  return WriteQuarantine(name, version, reason);
+}
+
+absl::Status MetadataStore::WriteQuarantine(const std::string& name, int64_t version,
+                                            const std::string& reason) {
   ASSIGN_OR_RETURN(
       Statement st,
       db_->Prepare("INSERT INTO model_quarantine(name, version, reason) VALUES(?, ?, ?) "
@@ -358,8 +364,8 @@ absl::Status MetadataStore::QuarantineModel(const std::string& name, int64_t ver
   return st.Bind(1, name).Bind(2, version).Bind(3, reason).Run();
 }
 
-absl::StatusOr<bool> MetadataStore::LiftQuarantine(const std::string& name, int64_t version,
-                                                   const std::string& reason) {
+absl::StatusOr<std::optional<std::string>> MetadataStore::LiftQuarantine(
+    const std::string& name, int64_t version, const std::string& reason_prefix) {
   absl::MutexLock lock(&db_->mutex());
   Database::Transaction tx(db_.get());
   RETURN_IF_ERROR(tx.begin_status());
@@ -367,12 +373,13 @@ absl::StatusOr<bool> MetadataStore::LiftQuarantine(const std::string& name, int6
                                                "AND version = ?"));
   sel.Bind(1, name).Bind(2, version);
   ASSIGN_OR_RETURN(const bool row, sel.Step());
-  if (!row || sel.ColumnText(0) != reason) return false;
+  if (!row || !absl::StartsWith(sel.ColumnText(0), reason_prefix)) return std::nullopt;
+  std::string reason = sel.ColumnText(0);
   ASSIGN_OR_RETURN(Statement del,
                    db_->Prepare("DELETE FROM model_quarantine WHERE name = ? AND version = ?"));
   RETURN_IF_ERROR(del.Bind(1, name).Bind(2, version).Run());
   RETURN_IF_ERROR(tx.Commit());
-  return true;
+  return reason;
 }
 
 absl::StatusOr<std::map<int64_t, std::string>> MetadataStore::QuarantinedVersions(
@@ -535,11 +542,7 @@ absl::StatusOr<std::vector<MetadataStore::LoadingMarker>> MetadataStore::TakeMar
       exists.Bind(1, m.name).Bind(2, m.version);
       ASSIGN_OR_RETURN(const bool stored, exists.Step());
       if (!stored) continue;
-      ASSIGN_OR_RETURN(Statement st,
-                       db_->Prepare("INSERT INTO model_quarantine(name, version, reason) VALUES(?, "
-                                    "?, ?) ON CONFLICT(name, version) DO UPDATE SET reason = "
-                                    "excluded.reason"));
-      RETURN_IF_ERROR(st.Bind(1, m.name).Bind(2, m.version).Bind(3, reason(m)).Run());
+      RETURN_IF_ERROR(WriteQuarantine(m.name, m.version, reason(m)));
     }
   }
   RETURN_IF_ERROR(tx.Commit());

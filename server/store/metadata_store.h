@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -94,10 +95,11 @@ class MetadataStore {
   // loading for serving, so that they are skipped from then on (also after a
   // restart) instead of retried in a loop. DeleteModel clears them.
   absl::Status QuarantineModel(const std::string& name, int64_t version, const std::string& reason);
-  // Removes the quarantine of a version if its reason is still `reason`;
-  // whether it did.
-  absl::StatusOr<bool> LiftQuarantine(const std::string& name, int64_t version,
-                                      const std::string& reason);
+  // Removes the quarantine of a version if its reason starts with
+  // `reason_prefix`, in one transaction; the reason removed, if it did.
+  absl::StatusOr<std::optional<std::string>> LiftQuarantine(const std::string& name,
+                                                            int64_t version,
+                                                            const std::string& reason_prefix);
   // Quarantined versions of `name` and why.
   absl::StatusOr<std::map<int64_t, std::string>> QuarantinedVersions(const std::string& name);
   // A durable marker held by `owner` (a replica's id) while it loads a
@@ -155,6 +157,8 @@ class MetadataStore {
   explicit MetadataStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
   // Creates the tables and the catalogue's name where they are missing.
   absl::Status CreateSchema();
+  // QuarantineModel's write, with the connection's lock held.
+  absl::Status WriteQuarantine(const std::string& name, int64_t version, const std::string& reason);
   enum class Take { kEvery, kOwnAndExpired, kExpired };
   absl::StatusOr<std::vector<LoadingMarker>> TakeMarkers(Take which, const std::string& owner,
                                                          int64_t grace_ms,

@@ -9,7 +9,6 @@
 #include <optional>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -308,20 +307,14 @@ std::string ModelStore::ExpiredMarkerReasonPrefix(const std::string& owner) {
 absl::StatusOr<bool> ModelStore::LiftQuarantineOfAStalledLoad(const std::string& name,
                                                               int64_t version) {
   if (!options_.shared_database) return false;
-  ASSIGN_OR_RETURN(const auto reasons, metadata_->QuarantinedVersions(name));
-  auto it = reasons.find(version);
-  if (it == reasons.end() ||
-      !absl::StartsWith(it->second, ExpiredMarkerReasonPrefix(options_.replica_id))) {
-    return false;
-  }
-  ASSIGN_OR_RETURN(const bool lifted, metadata_->LiftQuarantine(name, version, it->second));
-  if (lifted) {
-    common::LogWarning(
-        "quarantine lifted: this replica's load outlived its marker's lease (a "
-        "stall) and succeeded",
-        {{"model", name}, {"version", version}, {"reason", it->second}});
-  }
-  return lifted;
+  ASSIGN_OR_RETURN(
+      const std::optional<std::string> lifted,
+      metadata_->LiftQuarantine(name, version, ExpiredMarkerReasonPrefix(options_.replica_id)));
+  if (!lifted) return false;
+  common::LogWarning(
+      "quarantine lifted: this replica's load outlived its marker's lease (a stall) and succeeded",
+      {{"model", name}, {"version", version}, {"reason", *lifted}});
+  return true;
 }
 
 void ModelStore::LogStoppedLoads(const std::vector<MetadataStore::LoadingMarker>& markers) {
