@@ -110,7 +110,7 @@ for bench in $SUITE; do
   case $bench in
     ceiling)
       step ceiling env KAIZEN_TRAIN_BENCH="$BUILD/bench/kaizen_train_bench" \
-        ROUNDS="${CEILING_ROUNDS:-3}" bench/ceiling/ceiling_bench.sh ;;
+        ROUNDS="${CEILING_ROUNDS:-3}" CEILING_RUN_DIR="$OUT/ceiling-runs" bench/ceiling/ceiling_bench.sh ;;
     upload)
       step upload env KAIZEN_BIN_DIR="$BUILD" R="${UPLOAD_R:-5}" bench/upload/upload_bench.sh ;;
     train)

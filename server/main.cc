@@ -65,6 +65,9 @@ ABSL_FLAG(int, max_job_attempts, 3,
 ABSL_FLAG(int, max_exports, 64,
           "Most job exports (ExportJob folders) the data directory may hold; ExportJob is refused "
           "with RESOURCE_EXHAUSTED at this many until DeleteExport removes one.");
+ABSL_FLAG(int64_t, max_export_list_entries, 10'000,
+          "Most entries of one export folder ListExports walks for its size (what the pods "
+          "wrote under out/ may be huge); beyond, the size is marked incomplete.");
 ABSL_FLAG(bool, preempt, false,
           "When every worker is busy, a job queued or resumed with a strictly higher priority "
           "than the lowest-priority running job pauses that job (it checkpoints and goes back "
@@ -395,6 +398,10 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
     return absl::InvalidArgumentError("--max_exports must be at least 1");
   }
   options.max_exports = absl::GetFlag(FLAGS_max_exports);
+  if (absl::GetFlag(FLAGS_max_export_list_entries) < 1) {
+    return absl::InvalidArgumentError("--max_export_list_entries must be at least 1");
+  }
+  options.max_export_list_entries = absl::GetFlag(FLAGS_max_export_list_entries);
   options.preempt = absl::GetFlag(FLAGS_preempt);
   options.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
   // The sandboxes' limits become rlimits and a deadline, the data-parallel

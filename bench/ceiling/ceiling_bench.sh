@@ -21,6 +21,8 @@
 #   MODEL=resnet-small  IMAGES=1280  EPOCHS=3  BATCH=64   (the trainer run)
 #   PYTHON=/usr/bin/python3   (Debian's, with torch 1.13)
 #   CEILING_RESULTS=bench/runs/history/ceiling_results.jsonl   ("" = append nothing)
+#   CEILING_RUN_DIR=DIR  where the raw runs go (default: a temporary folder,
+#                        removed at the end when nothing is appended)
 #   KAIZEN_TRAIN_BENCH=PATH   a prebuilt kaizen_train_bench; otherwise it is built
 #                             in ${KAIZEN_BUILD_DIR:-build} like train_throughput.sh
 #   OMP_WAIT_POLICY     exported to both; default PASSIVE (bench/README.md, "Threads")
@@ -54,7 +56,16 @@ fi
   exit 1
 }
 
-RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kaizen-ceiling-bench.XXXXXX")
+# The raw runs: CEILING_RUN_DIR (kept), or a temporary folder that is kept
+# only when the results are appended (the message names it) and removed
+# otherwise.
+if [[ -n "${CEILING_RUN_DIR:-}" ]]; then
+  RUN_DIR=$CEILING_RUN_DIR
+  mkdir -p "$RUN_DIR"
+else
+  RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kaizen-ceiling-bench.XXXXXX")
+  [[ -n "$RESULTS" ]] || trap 'rm -rf "$RUN_DIR"' EXIT
+fi
 echo "runs in $RUN_DIR" >&2
 trainer_args=(--strategy=full --model="$MODEL" --images="$IMAGES" --epochs="$EPOCHS"
   --batch_size="$BATCH" --threads="$THREADS")

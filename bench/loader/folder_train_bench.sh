@@ -42,12 +42,6 @@ FASHION=/usr/share/datasets/fashion-mnist
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 bench_binaries folder_train_bench
 [[ -x $BUILD/bench/kaizen_loader_bench ]] || { echo "folder_train_bench: $BUILD/bench/kaizen_loader_bench is missing" >&2; exit 1; }
-MODEL="${KAIZEN_FIXTURE_DIR:-${KAIZEN_BUILD_DIR:-build}/tests/fixtures}/resnet18.pt"
-if [ ! -f "$MODEL" ]; then
-  MODEL=$(mktemp -d)/resnet18.pt
-  $PY tests/fixtures/export_resnet18.py "$MODEL"
-fi
-
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/folder-train-bench.XXXXXX")
 SERVER_PID=""
 stop_server() {
@@ -55,6 +49,11 @@ stop_server() {
   SERVER_PID=""
 }
 trap 'stop_server; rm -rf "$WORK"' EXIT
+MODEL="${KAIZEN_FIXTURE_DIR:-${KAIZEN_BUILD_DIR:-build}/tests/fixtures}/resnet18.pt"
+if [ ! -f "$MODEL" ]; then
+  MODEL=$WORK/resnet18.pt
+  $PY tests/fixtures/export_resnet18.py "$MODEL"
+fi
 PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 CTL() { "$BUILD/kaizenctl" --server="127.0.0.1:$PORT" "$@"; }
 # start_server FLAGS...: a kaizen-server on the bench's data directory.

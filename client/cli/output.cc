@@ -682,8 +682,9 @@ std::string JobTable(const kaizen::v1::ListJobsResponse& response) {
 std::string ExportTable(const kaizen::v1::ListExportsResponse& response) {
   Table table({"DIRECTORY", "JOB", "CREATED", "FREES"});
   for (const kaizen::v1::Export& e : response.exports()) {
-    table.AddRow(
-        {e.directory(), e.job_id(), FormatTime(e.create_time()), FormatBytes(e.size_bytes())});
+    // An incomplete size is at least what was counted.
+    table.AddRow({e.directory(), e.job_id(), FormatTime(e.create_time()),
+                  absl::StrCat(e.size_incomplete() ? ">= " : "", FormatBytes(e.size_bytes()))});
   }
   return table.Render();
 }

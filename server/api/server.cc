@@ -387,6 +387,7 @@ void KaizenServer::StartJobs(int threads) {
   jmo.threads_per_worker = std::max(1, threads / jmo.workers);
   jmo.max_job_attempts = options_.max_job_attempts;
   jmo.max_exports = options_.max_exports;
+  jmo.max_export_list_entries = options_.max_export_list_entries;
   jmo.preempt = options_.preempt;
   jmo.metrics = s.metrics.get();
   jmo.data = options_.job_data;

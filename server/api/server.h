@@ -63,6 +63,8 @@ class KaizenServer {
     int max_job_attempts = 3;
     // See JobManager::Options::max_exports.
     int max_exports = 64;
+    // See JobManager::Options::max_export_list_entries.
+    int64_t max_export_list_entries = 10'000;
     // Events a WatchJob stream may fall behind before it ends with
     // RESOURCE_EXHAUSTED (FineTuneServiceImpl::Options); not a flag, tests
     // lower it.

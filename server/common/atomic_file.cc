@@ -1,13 +1,16 @@
 #include "server/common/atomic_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "absl/random/random.h"
 #include "absl/strings/escaping.h"
@@ -136,6 +139,44 @@ absl::Status DurableRename(const std::string& from, const std::string& to) {
   if (rc != 0) return ErrnoStatus("cannot fsync", from);
   if (std::rename(from.c_str(), to.c_str()) != 0) return ErrnoStatus("cannot rename onto", to);
   return SyncDirectory(std::filesystem::path(to).parent_path().string());
+}
+
+namespace {
+
+// Gives the owner rwx on the folder `dir` and on every folder under it, top
+// down. A link is never followed: the last component is changed with
+// AT_SYMLINK_NOFOLLOW, and the folders are found by their own status. One
+// folder's listing is open at a time; the depth is bounded by PATH_MAX.
+void GiveOwnerAccess(const std::filesystem::path& dir) {
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+  if ((st.st_mode & S_IRWXU) != S_IRWXU) {
+    ::fchmodat(AT_FDCWD, dir.c_str(), (st.st_mode & 07777) | S_IRWXU, AT_SYMLINK_NOFOLLOW);
+  }
+  std::vector<std::filesystem::path> folders;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->symlink_status(ec).type() == std::filesystem::file_type::directory) {
+      folders.push_back(it->path());
+    }
+  }
+  for (const std::filesystem::path& f : folders) {
+    if (f.native().size() < PATH_MAX) GiveOwnerAccess(f);
+  }
+}
+
+}  // namespace
+
+absl::Status RemoveTree(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  if (ec && ec == std::errc::permission_denied) {
+    GiveOwnerAccess(path);
+    ec.clear();
+    std::filesystem::remove_all(path, ec);
+  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot remove ", path, ": ", ec.message()));
+  return absl::OkStatus();
 }
 
 }  // namespace kaizen::common

@@ -60,4 +60,11 @@ std::string RandomHex(int bytes);
 // directory: the durable way to move a finished temporary file into place.
 absl::Status DurableRename(const std::string& from, const std::string& to);
 
+// Removes the tree at `path` (a link itself, not its target; nothing there is
+// no error). Where something in it took the owner's access to a folder away
+// (a pod's chmod 000 under an export's out/), the folders are given it back
+// (u+rwx, never through a link) and the removal retried; what still resists
+// is reported.
+absl::Status RemoveTree(const std::string& path);
+
 }  // namespace kaizen::common

@@ -1,18 +1,25 @@
 #include "server/jobs/export_folders.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "server/common/atomic_file.h"
+#include "server/common/logging.h"
 #include "server/common/status_macros.h"
 
 namespace kaizen::jobs {
@@ -39,20 +46,51 @@ bool IsExportFolder(const std::filesystem::directory_entry& entry) {
          entry.symlink_status(ec).type() == std::filesystem::file_type::directory;
 }
 
-// Bytes of the regular files under `dir` that no other link holds.
-absl::StatusOr<int64_t> OwnBytes(const std::filesystem::path& dir) {
-  int64_t bytes = 0;
+constexpr absl::string_view kReservationPrefix = ".reserved-";
+
+// What deleting the folder `dir` frees: the blocks of its regular files
+// whose every link is inside it (a file that an export shares with a live
+// dataset, or with another export, frees nothing), from at most
+// `max_entries` entries. A folder that cannot be read, or an error while
+// walking, leaves the figure incomplete rather than failing the listing:
+// what is under out/ was written by the pods.
+void MeasureFolder(const std::filesystem::path& dir, int64_t max_entries, ExportFolder* f) {
+  struct Links {
+    nlink_t seen = 0;
+    nlink_t total = 0;
+    int64_t bytes = 0;
+  };
+  absl::flat_hash_map<ino_t, Links> linked;  // files with several links
   std::error_code ec;
-  std::filesystem::recursive_directory_iterator it(dir, ec), end;
-  for (; !ec && it != end; it.increment(ec)) {
+  std::filesystem::recursive_directory_iterator it(
+      dir, std::filesystem::directory_options::skip_permission_denied, ec);
+  int64_t entries = 0;
+  for (const std::filesystem::recursive_directory_iterator end; !ec && it != end;
+       it.increment(ec)) {
+    if (++entries > max_entries) {
+      f->size_incomplete = true;
+      break;
+    }
     struct stat st;
     if (::lstat(it->path().c_str(), &st) != 0) continue;  // removed meanwhile
-    if (S_ISREG(st.st_mode) && st.st_nlink == 1) bytes += st.st_size;
+    if (S_ISDIR(st.st_mode) && (st.st_mode & (S_IRUSR | S_IXUSR)) != (S_IRUSR | S_IXUSR)) {
+      f->size_incomplete = true;  // skipped: not readable
+    }
+    if (!S_ISREG(st.st_mode)) continue;
+    const int64_t bytes = static_cast<int64_t>(st.st_blocks) * 512;
+    if (st.st_nlink == 1) {
+      f->size_bytes += bytes;
+    } else {
+      Links& l = linked[st.st_ino];
+      ++l.seen;
+      l.total = st.st_nlink;
+      l.bytes = bytes;
+    }
   }
-  if (ec && ec != std::errc::no_such_file_or_directory) {
-    return absl::InternalError(absl::StrCat("cannot read ", dir.string(), ": ", ec.message()));
+  if (ec && ec != std::errc::no_such_file_or_directory) f->size_incomplete = true;
+  for (const auto& [ino, l] : linked) {
+    if (l.seen >= l.total) f->size_bytes += l.bytes;
   }
-  return bytes;
 }
 
 }  // namespace
@@ -70,7 +108,8 @@ absl::StatusOr<std::string> ExportFolderName(absl::string_view directory) {
 }
 
 absl::StatusOr<std::vector<ExportFolder>> ListExportFolders(const std::string& export_dir,
-                                                            const std::string& job_id) {
+                                                            const std::string& job_id,
+                                                            int64_t max_entries) {
   std::vector<ExportFolder> out;
   std::error_code ec;
   std::filesystem::directory_iterator it(export_dir, ec), end;
@@ -84,10 +123,10 @@ absl::StatusOr<std::vector<ExportFolder>> ListExportFolders(const std::string& e
     struct stat st;
     if (::lstat(it->path().c_str(), &st) != 0) continue;  // deleted meanwhile
     f.create_time = absl::TimeFromTimespec(st.st_mtim);
-    ASSIGN_OR_RETURN(f.size_bytes, OwnBytes(it->path()));
+    MeasureFolder(it->path(), max_entries, &f);
     out.push_back(std::move(f));
   }
-  if (ec) return absl::InternalError(absl::StrCat("cannot list ", export_dir, ": ", ec.message()));
+  if (ec) return absl::InternalError(absl::StrCat("cannot list exports/: ", ec.message()));
   std::sort(out.begin(), out.end(), [](const ExportFolder& a, const ExportFolder& b) {
     if (a.create_time != b.create_time) return a.create_time > b.create_time;
     return a.folder < b.folder;
@@ -101,8 +140,92 @@ absl::StatusOr<int> CountExportFolders(const std::string& export_dir) {
   std::filesystem::directory_iterator it(export_dir, ec), end;
   if (ec == std::errc::no_such_file_or_directory) return 0;
   for (; !ec && it != end; it.increment(ec)) n += IsExportFolder(*it);
-  if (ec) return absl::InternalError(absl::StrCat("cannot list ", export_dir, ": ", ec.message()));
+  if (ec) return absl::InternalError(absl::StrCat("cannot list exports/: ", ec.message()));
   return n;
+}
+
+absl::StatusOr<ExportReservation> ExportReservation::Reserve(const std::string& export_dir,
+                                                             const std::string& folder,
+                                                             int max_exports, absl::Duration wait) {
+  std::error_code ec;
+  std::filesystem::create_directories(export_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create exports/: ", ec.message()));
+  const std::string lock_path = absl::StrCat(export_dir, "/.lock");
+  const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (lock_fd < 0) {
+    return absl::InternalError(absl::StrCat("cannot open exports/.lock: ", std::strerror(errno)));
+  }
+  // Closing the descriptor releases the lock, on every path out.
+  const ExportReservation counting("", lock_fd);
+  const absl::Time give_up = absl::Now() + wait;
+  while (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno != EWOULDBLOCK) {
+      return absl::InternalError(absl::StrCat("cannot lock exports/.lock: ", std::strerror(errno)));
+    }
+    if (absl::Now() >= give_up) {
+      return absl::UnavailableError(absl::StrCat(
+          "another replica sharing the data directory has held exports/.lock for more than ",
+          absl::FormatDuration(wait), " while counting the exports; try again"));
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+
+  // The exports in progress, then those in place. In this order, an export
+  // whose folder is put in place meanwhile is counted at least once: its
+  // reservation is released only after its rename. A reservation that can
+  // be locked here is released, or its holder died; one whose folder is
+  // there already counts with the folders.
+  int existing = 0;
+  for (std::filesystem::directory_iterator it(export_dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!absl::StartsWith(name, kReservationPrefix)) continue;
+    // Read-write: NFS maps an exclusive flock to a write lock.
+    const int fd = ::open(it->path().c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) continue;  // released meanwhile
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      ::unlink(it->path().c_str());
+    } else {
+      const std::string target =
+          absl::StrCat(export_dir, "/", name.substr(kReservationPrefix.size()));
+      struct stat st;
+      existing += ::lstat(target.c_str(), &st) != 0;
+    }
+    ::close(fd);
+  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot list exports/: ", ec.message()));
+  ASSIGN_OR_RETURN(const int in_place, CountExportFolders(export_dir));
+  existing += in_place;
+  if (existing >= max_exports) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the data directory holds ", existing,
+        " exports, finished or in progress (--max_exports=", max_exports,
+        "); delete one first (DeleteExport, kaizenctl jobs delete-export; ListExports lists "
+        "them)"));
+  }
+  const std::string path = absl::StrCat(export_dir, "/", kReservationPrefix, folder);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot reserve exports/", folder, ": ", std::strerror(errno)));
+  }
+  ExportReservation reservation(path, fd);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    return absl::InternalError(absl::StrCat("cannot lock the reservation of exports/", folder, ": ",
+                                            std::strerror(errno)));
+  }
+  return reservation;
+}
+
+ExportReservation::ExportReservation(ExportReservation&& other) noexcept
+    : path_(std::move(other.path_)), fd_(std::exchange(other.fd_, -1)) {
+  other.path_.clear();
+}
+
+ExportReservation::~ExportReservation() {
+  if (!path_.empty()) ::unlink(path_.c_str());
+  if (fd_ >= 0) ::close(fd_);
 }
 
 absl::Status DeleteExportFolder(const std::string& export_dir, const std::string& scratch_dir,
@@ -120,15 +243,12 @@ absl::Status DeleteExportFolder(const std::string& export_dir, const std::string
     return absl::InternalError(
         absl::StrCat("cannot move exports/", folder, " away: ", std::strerror(errno)));
   }
-  std::error_code ec;
-  std::filesystem::remove_all(doomed, ec);
-  if (ec) {
-    // Gone from exports/ already; the scratch folder's sweep at the next
-    // start removes the rest.
-    return absl::InternalError(absl::StrCat("exports/", folder,
-                                            " was removed from exports/ but its files not all "
-                                            "deleted: ",
-                                            ec.message()));
+  const absl::Status removed = common::RemoveTree(doomed);
+  if (!removed.ok()) {
+    // Gone from exports/ already: deleted as far as anyone can see, and the
+    // scratch folder's sweep at the next start removes the rest.
+    common::LogWarning("export moved away but not all removed",
+                       {{"directory", folder}, {"error", removed.message()}});
   }
   return absl::OkStatus();
 }

@@ -65,6 +65,9 @@ constexpr char kCancelRequested[] = "cancellation requested; stopping after the 
 // replica's id plus this: not by the replica's runs, so that a stale run of
 // the job there has its writes refused meanwhile.
 constexpr absl::string_view kCancellingSuffix = " (cancelling)";
+// How long an export waits for other replicas to count the exports (a
+// directory listing): far beyond what a count needs.
+constexpr absl::Duration kExportsLockWait = absl::Seconds(30);
 
 bool IsCanceller(absl::string_view lease_owner) {
   return absl::EndsWith(lease_owner, kCancellingSuffix);
@@ -1479,17 +1482,16 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::Export(
   }
   // The id names folders: the stored job's, not the request's.
   ASSIGN_OR_RETURN(const Job stored, jobs_->Get(request.id()));
-  absl::MutexLock exports(&exports_mu_);
-  ASSIGN_OR_RETURN(const int existing, CountExportFolders(options_.export_dir));
-  if (existing >= options_.max_exports) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the data directory holds ", existing, " exports (--max_exports=", options_.max_exports,
-        "); delete one first (DeleteExport, kaizenctl jobs delete-export; ListExports lists "
-        "them)"));
-  }
+  // The request's own fields are checked first: a wrong one is named even
+  // when the exports are at their bound.
+  RETURN_IF_ERROR(ResolvePyTorchJobShape(request, stored.world_size()).status());
   // A folder of its own, staged in the scratch folder and then renamed into
-  // place: pods still running from an earlier export keep theirs.
+  // place: pods still running from an earlier export keep theirs. Its place
+  // within --max_exports is held until it is there.
   const std::string folder = absl::StrCat(stored.id(), "-", common::RandomHex(3));
+  ASSIGN_OR_RETURN(const ExportReservation place,
+                   ExportReservation::Reserve(options_.export_dir, folder, options_.max_exports,
+                                              kExportsLockWait));
   const std::string staging = absl::StrCat(options_.data_parallel.scratch_dir, "/export-", folder);
   std::error_code ec;
   absl::StatusOr<kaizen::v1::ExportJobResponse> exported = ExportInto(request, folder, staging);
@@ -1501,8 +1503,9 @@ absl::StatusOr<kaizen::v1::ListExportsResponse> JobManager::ListExports(
     const kaizen::v1::ListExportsRequest& request) {
   kaizen::v1::ListExportsResponse response;
   if (options_.export_dir.empty()) return response;
-  ASSIGN_OR_RETURN(const std::vector<ExportFolder> folders,
-                   ListExportFolders(options_.export_dir, request.job_id()));
+  ASSIGN_OR_RETURN(
+      const std::vector<ExportFolder> folders,
+      ListExportFolders(options_.export_dir, request.job_id(), options_.max_export_list_entries));
   for (const ExportFolder& f : folders) {
     kaizen::v1::Export* e = response.add_exports();
     e->set_directory(absl::StrCat("exports/", f.folder));
@@ -1510,6 +1513,7 @@ absl::StatusOr<kaizen::v1::ListExportsResponse> JobManager::ListExports(
     *e->mutable_create_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(
         absl::ToUnixMillis(f.create_time));
     e->set_size_bytes(f.size_bytes);
+    e->set_size_incomplete(f.size_incomplete);
   }
   return response;
 }

@@ -89,6 +89,10 @@ class JobManager {
     // Most export folders export_dir may hold: ExportJob is refused
     // (RESOURCE_EXHAUSTED) at this many, until DeleteExport frees one.
     int max_exports = 64;
+    // Most entries of one export folder ListExports looks at for its size
+    // (what the pods wrote under out/ may be huge): beyond, the size is
+    // reported incomplete.
+    int64_t max_export_list_entries = 10'000;
     // Evaluates the final versions of jobs that name a test dataset; without
     // one such jobs are refused.
     ModelEvaluator* evaluator = nullptr;
@@ -616,10 +620,6 @@ class JobManager {
   store::ModelStore* models_;
   JobEventHub* events_;
 
-  // Held by an export from its count of the folders (--max_exports) to its
-  // folder's rename into place, so that exports through this replica never
-  // pass the bound together.
-  absl::Mutex exports_mu_;
   absl::Mutex mu_;
   absl::CondVar wake_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/atomic_file.h"
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
 
@@ -36,7 +37,10 @@ absl::Status PrepareDataDir(const std::string& data_dir, absl::Duration min_age)
     }
   }
   for (const fs::directory_entry& e : fs::directory_iterator(data_dir + "/tmp", ec)) {
-    if (!YoungerThan(e.path(), min_age)) fs::remove_all(e.path(), ec);
+    if (YoungerThan(e.path(), min_age)) continue;
+    // What an export's pods left unreadable under it is made removable.
+    const absl::Status removed = common::RemoveTree(e.path().string());
+    if (!removed.ok()) common::LogWarning("scratch sweep", {{"error", removed.message()}});
   }
   return absl::OkStatus();
 }

@@ -8,7 +8,8 @@
 # cache's ratios and loss difference, both memory-format rows, the idle-reload
 # ratio and version, the model-instance ratios, the time-to-accuracy ratios),
 # that the section was inserted at the marker of an existing results file
-# without losing what was there, and that the plots exist. These four
+# without losing what was there, that the plots exist, and that no benchmark
+# left a temporary file behind (TMPDIR points into its own folder). These four
 # benchmarks (prefix cache, memory format, idle reloads, model instances) have
 # no smoke test of their own: this is it. The figures themselves are
 # meaningless at this size; bench/run_suite.sh with its defaults makes real ones.
@@ -36,9 +37,11 @@ fail() {
 marker='<!-- suite runs: newest first, inserted by bench/run_suite.sh -->'
 printf '# Results\n\nintro line\n\n%s\n\n## an older section\n\nolder text\n' "$marker" >"$TMP/RESULTS.md"
 
+# Every benchmark's temporary files go under here, which must be empty after.
+mkdir "$TMP/tmp"
 (
   cd "$ROOT"
-  KAIZEN_BIN_DIR=$BUILD_DIR SUITE_RESULTS=$TMP/RESULTS.md SUITE_OUT=$TMP/runs PLOT_DIR=$TMP/plots \
+  TMPDIR=$TMP/tmp KAIZEN_BIN_DIR=$BUILD_DIR SUITE_RESULTS=$TMP/RESULTS.md SUITE_OUT=$TMP/runs PLOT_DIR=$TMP/plots \
     CEILING_ROUNDS=1 MIN_SECONDS=0.2 SIZES="256 512" IMAGES=128 CEILING_RESULTS= \
     UPLOAD_R=1 N=100 UPLOAD_RESULTS= \
     TRAIN_REPEATS=1 TRAIN_EPOCHS=2 FT_IMAGES=128 FE_IMAGES=128 FE_EPOCHS=2 \
@@ -55,6 +58,9 @@ printf '# Results\n\nintro line\n\n%s\n\n## an older section\n\nolder text\n' "$
     TTA_PRETRAIN_PER_CLASS=20 TTA_PRETRAIN_EPOCHS=1 TTA_RESULTS=$TMP/tta.jsonl \
     bash bench/run_suite.sh
 ) >"$TMP/out.txt" 2>&1 || fail "bench/run_suite.sh exited $?"
+
+left=$(ls -A "$TMP/tmp")
+[[ -z $left ]] || fail "the benchmarks left temporary files behind: $(echo $left)"
 
 section=$TMP/runs/section.md
 [[ -s $section ]] || fail "no section.md"

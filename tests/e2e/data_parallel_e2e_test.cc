@@ -430,10 +430,16 @@ TEST_F(ExportsE2E, ExportsAreListedDeletedAndBoundedInNumber) {
     // The starting model and spec.json are the export's own; the record
     // links are the dataset's.
     const std::string folder = data_.File(e.directory());
-    EXPECT_EQ(e.size_bytes(),
-              static_cast<int64_t>(std::filesystem::file_size(folder + "/base.pt") +
-                                   std::filesystem::file_size(folder + "/spec.json")))
+    const auto allocated = [](const std::string& path) {
+      struct stat st;
+      EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+      return static_cast<int64_t>(st.st_blocks) * 512;
+    };
+    EXPECT_EQ(e.size_bytes(), allocated(folder + "/base.pt") + allocated(folder + "/spec.json"))
         << e.directory();
+    EXPECT_GE(e.size_bytes(),
+              static_cast<int64_t>(std::filesystem::file_size(folder + "/base.pt")));
+    EXPECT_FALSE(e.size_incomplete());
     EXPECT_GT(e.create_time().seconds(), 0);
   }
   EXPECT_EQ(s_.client->ListExports(busy.id())->exports_size(), 0);
@@ -442,10 +448,22 @@ TEST_F(ExportsE2E, ExportsAreListedDeletedAndBoundedInNumber) {
   absl::StatusOr<v1::ExportJobResponse> third = s_.client->ExportJob(request);
   ASSERT_FALSE(third.ok());
   EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted) << third.status();
-  EXPECT_NE(third.status().message().find("holds 2 exports (--max_exports=2); delete one first"),
+  EXPECT_NE(third.status().message().find(
+                "holds 2 exports, finished or in progress (--max_exports=2); delete one first"),
             std::string::npos)
       << third.status();
   EXPECT_EQ(s_.client->ListExports()->exports_size(), 2);
+  // A wrong field is named even at the bound.
+  v1::ExportJobRequest wrong = request;
+  wrong.set_world_size(1025);
+  const absl::StatusOr<v1::ExportJobResponse> named = s_.client->ExportJob(wrong);
+  EXPECT_EQ(named.status().code(), absl::StatusCode::kInvalidArgument) << named.status();
+  EXPECT_NE(named.status().message().find("world_size"), std::string::npos) << named.status();
+  // Nothing in progress is left behind: no reservation, no staged folder.
+  for (const auto& entry : std::filesystem::directory_iterator(data_.File("exports"))) {
+    EXPECT_EQ(entry.path().filename().string().rfind(".reserved-", 0), std::string::npos)
+        << entry.path();
+  }
 
   ASSERT_TRUE(s_.client->DeleteExport(first->directory()).ok());
   EXPECT_FALSE(std::filesystem::exists(data_.File(first->directory())));

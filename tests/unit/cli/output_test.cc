@@ -57,6 +57,11 @@ TEST(OutputTest, ExportsAreListedWithWhatDeletingThemFrees) {
   EXPECT_NE(table.find("exports/ft-0123456789ab-a1b2c3  ft-0123456789ab"), std::string::npos)
       << table;
   EXPECT_NE(table.find(FormatBytes(3 << 20)), std::string::npos) << table;
+  EXPECT_EQ(table.find(">="), std::string::npos) << table;
+  // An incomplete size is a lower bound.
+  e->set_size_incomplete(true);
+  const std::string partial = ExportTable(r);
+  EXPECT_NE(partial.find(">= " + FormatBytes(3 << 20)), std::string::npos) << partial;
 }
 
 TEST(OutputTest, AccuraciesArePercentagesOtherMetricsAreNot) {
