@@ -1,5 +1,6 @@
 #include "server/common/atomic_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -143,26 +144,43 @@ absl::Status DurableRename(const std::string& from, const std::string& to) {
 
 namespace {
 
-// Gives the owner rwx on the folder `dir` and on every folder under it, top
-// down. A link is never followed: the last component is changed with
-// AT_SYMLINK_NOFOLLOW, and the folders are found by their own status. One
-// folder's listing is open at a time; the depth is bounded by PATH_MAX.
-void GiveOwnerAccess(const std::filesystem::path& dir) {
+// Levels of folders RemoveTree gives access to (one descriptor each, held
+// at once): far beyond what a real tree needs.
+constexpr int kMaxAccessDepth = 128;
+
+// Gives the owner rwx on the folder `name` in the folder `parent` (a
+// descriptor, or AT_FDCWD) and on every folder under it, top down, each
+// reached by a descriptor of its parent and never through a link: what
+// someone changes in the tree meanwhile cannot steer it outside. False where
+// it stopped short (deeper than kMaxAccessDepth, or refused).
+bool GiveOwnerAccess(int parent, const char* name, int depth) {
   struct stat st;
-  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
-  if ((st.st_mode & S_IRWXU) != S_IRWXU) {
-    ::fchmodat(AT_FDCWD, dir.c_str(), (st.st_mode & 07777) | S_IRWXU, AT_SYMLINK_NOFOLLOW);
+  if (::fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT;
+  if (!S_ISDIR(st.st_mode)) return true;
+  if (depth >= kMaxAccessDepth) return false;
+  if ((st.st_mode & S_IRWXU) != S_IRWXU &&
+      ::fchmodat(parent, name, (st.st_mode & 07777) | S_IRWXU, AT_SYMLINK_NOFOLLOW) != 0) {
+    return false;
   }
-  std::vector<std::filesystem::path> folders;
-  std::error_code ec;
-  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->symlink_status(ec).type() == std::filesystem::file_type::directory) {
-      folders.push_back(it->path());
-    }
+  const int fd = ::openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return false;
+  DIR* dir = ::fdopendir(fd);
+  if (dir == nullptr) {
+    ::close(fd);
+    return false;
   }
-  for (const std::filesystem::path& f : folders) {
-    if (f.native().size() < PATH_MAX) GiveOwnerAccess(f);
+  std::vector<std::string> folders;
+  while (const dirent* e = ::readdir(dir)) {
+    const std::string child = e->d_name;
+    if (child == "." || child == "..") continue;
+    if (e->d_type == DT_DIR || e->d_type == DT_UNKNOWN) folders.push_back(child);
   }
+  bool complete = true;
+  for (const std::string& f : folders) {
+    complete = GiveOwnerAccess(::dirfd(dir), f.c_str(), depth + 1) && complete;
+  }
+  ::closedir(dir);
+  return complete;
 }
 
 }  // namespace
@@ -170,12 +188,19 @@ void GiveOwnerAccess(const std::filesystem::path& dir) {
 absl::Status RemoveTree(const std::string& path) {
   std::error_code ec;
   std::filesystem::remove_all(path, ec);
+  bool complete = true;
   if (ec && ec == std::errc::permission_denied) {
-    GiveOwnerAccess(path);
+    complete = GiveOwnerAccess(AT_FDCWD, path.c_str(), 0);
     ec.clear();
     std::filesystem::remove_all(path, ec);
   }
-  if (ec) return absl::InternalError(absl::StrCat("cannot remove ", path, ": ", ec.message()));
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot remove ", path, ": ", ec.message(),
+                     complete ? ""
+                              : absl::StrCat(" (folders nested deeper than ", kMaxAccessDepth,
+                                             " levels, or not this user's, stay closed)")));
+  }
   return absl::OkStatus();
 }
 

@@ -63,8 +63,9 @@ absl::Status DurableRename(const std::string& from, const std::string& to);
 // Removes the tree at `path` (a link itself, not its target; nothing there is
 // no error). Where something in it took the owner's access to a folder away
 // (a pod's chmod 000 under an export's out/), the folders are given it back
-// (u+rwx, never through a link) and the removal retried; what still resists
-// is reported.
+// (u+rwx; each reached by its parent's descriptor, never through a link, at
+// most 128 levels deep) and the removal retried; what still resists is
+// reported.
 absl::Status RemoveTree(const std::string& path);
 
 }  // namespace kaizen::common

@@ -47,6 +47,8 @@ bool IsExportFolder(const std::filesystem::directory_entry& entry) {
 }
 
 constexpr absl::string_view kReservationPrefix = ".reserved-";
+// Levels of folders under an export that a listing enters.
+constexpr int kMaxMeasuredDepth = 64;
 
 // What deleting the folder `dir` frees: the blocks of its regular files
 // whose every link is inside it (a file that an export shares with a live
@@ -72,9 +74,20 @@ void MeasureFolder(const std::filesystem::path& dir, int64_t max_entries, Export
       break;
     }
     struct stat st;
-    if (::lstat(it->path().c_str(), &st) != 0) continue;  // removed meanwhile
-    if (S_ISDIR(st.st_mode) && (st.st_mode & (S_IRUSR | S_IXUSR)) != (S_IRUSR | S_IXUSR)) {
-      f->size_incomplete = true;  // skipped: not readable
+    if (::lstat(it->path().c_str(), &st) != 0) {
+      // Removed meanwhile, or out of reach (a path beyond PATH_MAX).
+      if (errno != ENOENT) f->size_incomplete = true;
+      continue;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      // The walk holds a descriptor per level: folders deeper than this are
+      // not entered.
+      if (it.depth() + 1 >= kMaxMeasuredDepth) {
+        f->size_incomplete = true;
+        it.disable_recursion_pending();
+      } else if (::faccessat(AT_FDCWD, it->path().c_str(), R_OK | X_OK, AT_EACCESS) != 0) {
+        f->size_incomplete = true;  // skipped: this process cannot read it
+      }
     }
     if (!S_ISREG(st.st_mode)) continue;
     const int64_t bytes = static_cast<int64_t>(st.st_blocks) * 512;
@@ -183,7 +196,12 @@ absl::StatusOr<ExportReservation> ExportReservation::Reserve(const std::string& 
     if (!absl::StartsWith(name, kReservationPrefix)) continue;
     // Read-write: NFS maps an exclusive flock to a write lock.
     const int fd = ::open(it->path().c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) continue;  // released meanwhile
+    if (fd < 0) {
+      // Released meanwhile; or held by a holder this process may not open
+      // (another user): counted.
+      existing += errno != ENOENT;
+      continue;
+    }
     if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
       ::unlink(it->path().c_str());
     } else {
@@ -205,7 +223,14 @@ absl::StatusOr<ExportReservation> ExportReservation::Reserve(const std::string& 
         "them)"));
   }
   const std::string path = absl::StrCat(export_dir, "/", kReservationPrefix, folder);
+  struct stat st;
+  if (::lstat(absl::StrCat(export_dir, "/", folder).c_str(), &st) == 0) {
+    return absl::AlreadyExistsError(absl::StrCat("exports/", folder, " exists already"));
+  }
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    return absl::AlreadyExistsError(absl::StrCat("exports/", folder, " is reserved already"));
+  }
   if (fd < 0) {
     return absl::InternalError(
         absl::StrCat("cannot reserve exports/", folder, ": ", std::strerror(errno)));
@@ -223,9 +248,20 @@ ExportReservation::ExportReservation(ExportReservation&& other) noexcept
   other.path_.clear();
 }
 
-ExportReservation::~ExportReservation() {
+ExportReservation& ExportReservation::operator=(ExportReservation&& other) noexcept {
+  if (this != &other) {
+    Release();
+    path_ = std::exchange(other.path_, "");
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+void ExportReservation::Release() {
   if (!path_.empty()) ::unlink(path_.c_str());
   if (fd_ >= 0) ::close(fd_);
+  path_.clear();
+  fd_ = -1;
 }
 
 absl::Status DeleteExportFolder(const std::string& export_dir, const std::string& scratch_dir,
@@ -245,10 +281,19 @@ absl::Status DeleteExportFolder(const std::string& export_dir, const std::string
   }
   const absl::Status removed = common::RemoveTree(doomed);
   if (!removed.ok()) {
-    // Gone from exports/ already: deleted as far as anyone can see, and the
-    // scratch folder's sweep at the next start removes the rest.
-    common::LogWarning("export moved away but not all removed",
+    // What remains goes back, listed and counted toward --max_exports: it
+    // is not freed, and a deletion that freed nothing is no deletion.
+    common::LogWarning("export not all removed; what remains is back in exports/",
                        {{"directory", folder}, {"error", removed.message()}});
+    if (std::rename(doomed.c_str(), path.c_str()) != 0) {
+      return absl::InternalError(absl::StrCat(
+          "exports/", folder, " could not all be removed, nor put back: ", std::strerror(errno)));
+    }
+    return absl::InternalError(absl::StrCat(
+        "exports/", folder,
+        " could not all be removed (what its pods wrote under out/ resists: nested beyond the "
+        "levels the server walks, or not the server's); it stays listed; remove it on the "
+        "volume"));
   }
   return absl::OkStatus();
 }

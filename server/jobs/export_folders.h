@@ -55,37 +55,37 @@ absl::StatusOr<int> CountExportFolders(const std::string& export_dir);
 // that reaches `max_exports` adds `export_dir`/.reserved-<folder>, locked by
 // this reservation until it is destroyed. A reservation whose holder died
 // (its lock went with its descriptor) is removed by the next count. flock
-// is honoured across NFS clients (which map it to byte-range locks) and by
-// CephFS.
+// is honoured across NFS clients (which map it to byte-range locks) when the
+// volume is mounted with locking (not `nolock`, not `local_lock=flock` or
+// `all`), and by CephFS; without it every replica sees the others'
+// reservations as dead and the bound holds per replica only.
 class ExportReservation {
  public:
   // RESOURCE_EXHAUSTED (with the count and the flag) at the bound;
-  // UNAVAILABLE when another count holds the lock longer than `wait`.
+  // UNAVAILABLE when another count holds the lock longer than `wait`;
+  // ALREADY_EXISTS when `folder` is in place or reserved already (a name
+  // drawn twice: draw another).
   static absl::StatusOr<ExportReservation> Reserve(const std::string& export_dir,
                                                    const std::string& folder, int max_exports,
                                                    absl::Duration wait);
 
   ExportReservation(ExportReservation&& other) noexcept;
-  ExportReservation& operator=(ExportReservation&&) = delete;
-  ~ExportReservation();  // removes the reservation
+  ExportReservation& operator=(ExportReservation&& other) noexcept;
+  ~ExportReservation() { Release(); }
 
  private:
   ExportReservation(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  void Release();  // removes the reservation
   std::string path_;
   int fd_;
 };
 
-// Removes the tree at `path` (a link itself, not its target), first making
-// the server's own folders in it readable and writable where a pod took that
-// away (chmod 000); what cannot be removed is reported.
-absl::Status RemoveTree(const std::string& path);
-
 // Removes the export folder named by `directory` (ExportFolderName): first
 // renamed into `scratch_dir` (on the same file system), so that it is gone
-// from exports/ at once, then removed (RemoveTree). NOT_FOUND when there is
-// none, or when the name is a link rather than a folder. Files that resist
-// removal once the folder has left exports/ are logged and left to the
-// scratch folder's sweep at the next start: the export is deleted.
+// from exports/ at once, then removed (common::RemoveTree). NOT_FOUND when
+// there is none, or when the name is a link rather than a folder. When part
+// of it resists removal, what remains is renamed back (still listed and
+// counted) and INTERNAL says so.
 absl::Status DeleteExportFolder(const std::string& export_dir, const std::string& scratch_dir,
                                 absl::string_view directory);
 

@@ -1488,10 +1488,15 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::Export(
   // A folder of its own, staged in the scratch folder and then renamed into
   // place: pods still running from an earlier export keep theirs. Its place
   // within --max_exports is held until it is there.
-  const std::string folder = absl::StrCat(stored.id(), "-", common::RandomHex(3));
-  ASSIGN_OR_RETURN(const ExportReservation place,
-                   ExportReservation::Reserve(options_.export_dir, folder, options_.max_exports,
-                                              kExportsLockWait));
+  std::string folder;
+  absl::StatusOr<ExportReservation> place = absl::AlreadyExistsError("");
+  // A name drawn twice (one in 16 million) draws another.
+  for (int draw = 0; draw < 3 && absl::IsAlreadyExists(place.status()); ++draw) {
+    folder = absl::StrCat(stored.id(), "-", common::RandomHex(3));
+    place = ExportReservation::Reserve(options_.export_dir, folder, options_.max_exports,
+                                       kExportsLockWait);
+  }
+  RETURN_IF_ERROR(place.status());
   const std::string staging = absl::StrCat(options_.data_parallel.scratch_dir, "/export-", folder);
   std::error_code ec;
   absl::StatusOr<kaizen::v1::ExportJobResponse> exported = ExportInto(request, folder, staging);

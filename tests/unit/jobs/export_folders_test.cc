@@ -238,6 +238,33 @@ TEST(ExportFoldersTest, AFolderThePodsMadeUnreadableIsListedAndDeleted) {
   }));
 }
 
+// Folders nested deeper than a listing enters leave the size incomplete;
+// deeper than the removal gives access to, with one closed at the bottom,
+// the deletion fails and what remains is put back, listed and counted.
+TEST(ExportFoldersTest, TreesNestedTooDeepAreIncompleteAndPutBackWhenTheyResist) {
+  test_util::TempDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);
+  const std::string exports = dir.path() + "/exports";
+  const std::string scratch = dir.path() + "/tmp";
+  EXPECT_TRUE(RunUnprivileged([&] {
+    std::string deepest = exports + "/ft-000000000001-aaaaaa/out";
+    for (int i = 0; i < 140; ++i) deepest += "/d";
+    std::error_code ec;
+    std::filesystem::create_directories(deepest, ec);
+    std::filesystem::create_directories(scratch, ec);
+    if (ec || !common::WriteFileAtomically(deepest + "/ckpt", "weights").ok() ||
+        ::chmod(deepest.c_str(), 0) != 0) {
+      return false;
+    }
+    const absl::StatusOr<std::vector<ExportFolder>> listed = ListExportFolders(exports);
+    if (!listed.ok() || listed->size() != 1 || !(*listed)[0].size_incomplete) return false;
+    const absl::Status deleted = DeleteExportFolder(exports, scratch, "ft-000000000001-aaaaaa");
+    return deleted.code() == absl::StatusCode::kInternal &&
+           deleted.message().find("could not all be removed") != absl::string_view::npos &&
+           *CountExportFolders(exports) == 1 && std::filesystem::is_empty(scratch);
+  }));
+}
+
 TEST(ExportReservationTest, ExportsInProgressCountTowardTheBoundUntilReleased) {
   test_util::TempDir dir;
   const std::string exports = dir.path() + "/exports";                       // created by the first
@@ -259,6 +286,15 @@ TEST(ExportReservationTest, ExportsInProgressCountTowardTheBoundUntilReleased) {
     ExportReservation moved = std::move(*second);  // still held by the moved-to
     EXPECT_FALSE(
         ExportReservation::Reserve(exports, "ft-000000000002-eeeeee", 3, absl::Seconds(1)).ok());
+    // A name in place or reserved already is drawn again by the caller.
+    EXPECT_EQ(ExportReservation::Reserve(exports, "ft-000000000001-aaaaaa", 9, absl::Seconds(1))
+                  .status()
+                  .code(),
+              absl::StatusCode::kAlreadyExists);
+    EXPECT_EQ(ExportReservation::Reserve(exports, "ft-000000000002-bbbbbb", 9, absl::Seconds(1))
+                  .status()
+                  .code(),
+              absl::StatusCode::kAlreadyExists);
     // Neither the lock nor the reservations are exports.
     EXPECT_EQ(*CountExportFolders(exports), 1);
     EXPECT_EQ(ListExportFolders(exports)->size(), 1u);
