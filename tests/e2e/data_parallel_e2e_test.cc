@@ -372,8 +372,9 @@ TEST_F(DataParallelE2E, WhatCannotBeExportedIsRefusedPrecisely) {
                               "process (export it once its trials are done)"),
             std::string::npos)
       << st;
-  // An export that fails after its folder was staged (exports/ cannot be
-  // created: a file is in the way) leaves nothing in the scratch folder.
+  // An export that fails because exports/ cannot be created (a file is in
+  // the way; the refusals above made the folder, with its lock file) names
+  // it, and leaves nothing in the scratch folder.
   const auto staged = [&] {
     int n = 0;
     for (const auto& e : std::filesystem::directory_iterator(data_.File("tmp"))) {
@@ -381,6 +382,7 @@ TEST_F(DataParallelE2E, WhatCannotBeExportedIsRefusedPrecisely) {
     }
     return n;
   };
+  std::filesystem::remove_all(data_.File("exports"));
   ASSERT_TRUE(common::WriteFileAtomically(data_.File("exports"), "in the way").ok());
   r.set_id(queued.id());
   st = refusal(r);
