@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -169,7 +170,7 @@ absl::StatusOr<ExportReservation> ExportReservation::Reserve(const std::string& 
     return absl::InternalError(absl::StrCat("cannot open exports/.lock: ", std::strerror(errno)));
   }
   // Closing the descriptor releases the lock, on every path out.
-  const ExportReservation counting("", lock_fd);
+  const absl::Cleanup close_lock = [lock_fd] { ::close(lock_fd); };
   const absl::Time give_up = absl::Now() + wait;
   while (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
     if (errno == EINTR) continue;
