@@ -247,7 +247,8 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "[--world_size=W] [--from_checkpoint] [--threads=N] [--memory_mb=M] "
        "[--worker_image=REF] [--volume_claim=NAME]",
        "Export a job to run as a Kubeflow PyTorchJob of kaizen-worker pods: "
-       "the server writes the job's starting model, settings and links to "
+       "the server writes the job's starting model (and a DISTILL job's "
+       "teacher), settings and links to "
        "its record files into exports/<folder> of its data directory, and "
        "this prints the manifest (kubectl apply -f): a PyTorchJob that "
        "mounts that folder of --volume_claim (default kaizen-data; "
@@ -259,7 +260,7 @@ const std::vector<Commands::Spec>& Commands::Specs() {
        "confines them to each other. --from_checkpoint continues from the "
        "job's newest checkpoint. Rank 0 writes out/epoch-<N>.pt there, for "
        "'models upload'. The job itself is unchanged; image "
-       "FEATURE_EXTRACTION, FINE_TUNE, FULL and SCRATCH jobs only.",
+       "FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH and DISTILL jobs only.",
        &Commands::JobsExport},
       {"jobs", "exports", "[ID]", 0, 1, "",
        "List the exports (folders 'jobs export' wrote under the server's data "

@@ -50,11 +50,12 @@ std::string DataParallelRefusal(const kaizen::v1::StartFineTuneRequest& request,
     case kaizen::v1::STRATEGY_FINE_TUNE:
     case kaizen::v1::STRATEGY_FULL:
     case kaizen::v1::STRATEGY_SCRATCH:
+    case kaizen::v1::STRATEGY_DISTILL:
       break;
     default:
       return absl::StrCat(kaizen::v1::Strategy_Name(request.strategy()),
-                          " trains in one process (FEATURE_EXTRACTION, FINE_TUNE, FULL and "
-                          "SCRATCH run data parallel)");
+                          " trains in one process (FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH "
+                          "and DISTILL run data parallel)");
   }
   if (request.tuning().max_trials() > 0) return "tuning trials run in one process";
   return "";
@@ -82,6 +83,11 @@ absl::Status WriteTrainingFolder(const std::string& dir, const training::Trainer
   kaizen::internal::TrainingWorkerSpec spec = SpecOfTrainerSettings(opts);
   RETURN_IF_ERROR(models::SaveModelFile(opts.base, opts.base_metadata, dir + "/base.pt"));
   spec.set_base_model("base.pt");
+  if (opts.distillation) {
+    RETURN_IF_ERROR(models::SaveModelFile(
+        opts.distillation->teacher, opts.distillation->teacher_metadata, dir + "/teacher.pt"));
+    spec.set_teacher_model("teacher.pt");
+  }
   if (!opts.resume_state.empty()) {
     RETURN_IF_ERROR(common::WriteFileAtomically(dir + "/resume", opts.resume_state));
     spec.set_resume_state("resume");

@@ -39,8 +39,8 @@ struct DataParallelOptions {
 };
 
 // Why `request` cannot run as several processes ("" when it can): text
-// datasets, INCREMENTAL and DISTILL (their extra models stay in one
-// process), tuning.
+// datasets, INCREMENTAL (its previous model, memory and growing head stay in
+// one process), tuning.
 std::string DataParallelRefusal(const kaizen::v1::StartFineTuneRequest& request, bool text);
 
 // The processes a request asks for: its world_size, else the default where
@@ -63,8 +63,8 @@ struct TrainingFolderLayout {
 };
 
 // Writes into `dir` (which exists) what every rank of `opts` reads:
-// spec.json, the starting model as base.pt and the resume state as resume
-// when `opts` has one.
+// spec.json, the starting model as base.pt, a DISTILL job's teacher as
+// teacher.pt, and the resume state as resume when `opts` has one.
 absl::Status WriteTrainingFolder(const std::string& dir, const training::TrainerOptions& opts,
                                  const TrainingFolderLayout& layout);
 

@@ -1596,6 +1596,10 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::ExportInto(
     // The pods train on CPUs (Gloo); a job not yet run has no device.
     job.set_device("cpu");
     opts = TrainerOptionsOf(job);
+    // The teacher the job resolved at submission goes into the folder.
+    if (req.strategy() == kaizen::v1::STRATEGY_DISTILL) {
+      RETURN_IF_ERROR(LoadTeacher(job, &opts, /*announce=*/false));
+    }
     if (request.from_checkpoint()) {
       if (job.latest_version() == 0) {
         return absl::FailedPreconditionError(
@@ -1640,15 +1644,19 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::ExportInto(
     }
   }
   if (shape.memory_mb == 0) {
-    int64_t parameter_bytes = 0;
-    for (const at::Tensor& p : opts.base.parameters()) {
-      parameter_bytes += p.numel() * static_cast<int64_t>(p.element_size());
-    }
-    // Only FINE_TUNE keeps a frozen-prefix cache.
+    const auto bytes_of = [](const torch::jit::Module& module) {
+      int64_t bytes = 0;
+      for (const at::Tensor& p : module.parameters()) {
+        bytes += p.numel() * static_cast<int64_t>(p.element_size());
+      }
+      return bytes;
+    };
+    // Only FINE_TUNE keeps a frozen-prefix cache; a DISTILL teacher is held
+    // beside the student, without gradients.
     shape.memory_mb = ExportMemoryMb(
         opts.max_image_memory_bytes,
         opts.strategy == kaizen::v1::STRATEGY_FINE_TUNE ? opts.max_prefix_cache_bytes : 0,
-        parameter_bytes);
+        bytes_of(opts.base), opts.distillation ? bytes_of(opts.distillation->teacher) : 0);
   }
   layout.timeout_seconds = static_cast<int>(absl::ToInt64Seconds(options_.data_parallel.timeout));
   layout.threads = shape.threads;
@@ -2135,7 +2143,8 @@ absl::Status JobManager::LoadPinned(absl::string_view role, const std::string& n
   return absl::OkStatus();
 }
 
-absl::Status JobManager::LoadTeacher(const Job& job, training::TrainerOptions* opts) {
+absl::Status JobManager::LoadTeacher(const Job& job, training::TrainerOptions* opts,
+                                     bool announce) {
   const kaizen::v1::DistillationResult& d = job.distillation();
   if (d.teacher_model().empty() || d.teacher_version() <= 0) {
     return absl::FailedPreconditionError(
@@ -2149,6 +2158,7 @@ absl::Status JobManager::LoadTeacher(const Job& job, training::TrainerOptions* o
   distillation.temperature = d.temperature();
   distillation.alpha = d.alpha();
   opts->distillation = std::move(distillation);
+  if (!announce) return absl::OkStatus();
   PublishRunMessage(
       job.id(),
       absl::StrFormat("distilling from teacher %s (%d parameters) into %s (%d "

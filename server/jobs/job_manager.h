@@ -274,8 +274,10 @@ class JobManager {
   absl::StatusOr<kaizen::v1::DistillationResult> CheckTeacher(
       const kaizen::v1::StartFineTuneRequest& request, const kaizen::v1::Dataset& dataset);
   // DISTILL: the teacher version the job resolved at submission, loaded for
-  // training (on a resume too).
-  absl::Status LoadTeacher(const kaizen::v1::Job& job, training::TrainerOptions* opts);
+  // training (on a resume too; `announce` says so in a run message) or for
+  // an export.
+  absl::Status LoadTeacher(const kaizen::v1::Job& job, training::TrainerOptions* opts,
+                           bool announce = true);
   // Loads a version a job pinned at submission (a DISTILL teacher, an
   // INCREMENTAL base); FailedPrecondition naming `role` when it cannot be.
   absl::Status LoadPinned(absl::string_view role, const std::string& name, int64_t version,

@@ -69,6 +69,19 @@ std::string Digest(const std::vector<torch::Tensor>& parameters) {
   return sha.HexDigest();
 }
 
+// A Kaizen model file: its TorchScript module on the CPU and its metadata.
+absl::Status LoadModelFile(const std::string& path, torch::jit::Module* module,
+                           kaizen::v1::Model* metadata) {
+  ASSIGN_OR_RETURN(*metadata, models::ReadModelMetadata(path));
+  try {
+    *module = torch::jit::load(path, torch::kCPU);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot load ", path, ": ", models::TorchErrorSummary(e)));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<TrainingWorkerSpec> ReadTrainingWorkerSpec(const std::string& path) {
@@ -76,6 +89,25 @@ absl::StatusOr<TrainingWorkerSpec> ReadTrainingWorkerSpec(const std::string& pat
   if (spec.base_model().empty() || spec.train_records().empty() || spec.output_dir().empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("worker spec ", path, " needs base_model, train_records and output_dir"));
+  }
+  const bool distill = spec.strategy() == kaizen::v1::STRATEGY_DISTILL;
+  if (distill && spec.teacher_model().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker spec ", path, ": STRATEGY_DISTILL needs teacher_model"));
+  }
+  if (!distill && !spec.teacher_model().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker spec ", path, ": teacher_model is set but strategy is ",
+        kaizen::v1::Strategy_Name(spec.strategy()), " (only STRATEGY_DISTILL has one)"));
+  }
+  // The ranges ResolveDistillation allows (`!(a <= x)` also refuses NaN).
+  if (distill &&
+      (!(spec.distillation_temperature() >= 1) || !(spec.distillation_temperature() <= 100) ||
+       !(spec.distillation_alpha() > 0) || !(spec.distillation_alpha() <= 1))) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "worker spec %s: distillation_temperature is %g (1 to 100) and distillation_alpha %g "
+        "(above 0, at most 1)",
+        path, spec.distillation_temperature(), spec.distillation_alpha()));
   }
   if (spec.timeout_seconds() < 0 || spec.threads() < 0 || spec.loader_threads() < 0 ||
       spec.max_image_memory_bytes() < 0) {
@@ -113,6 +145,10 @@ TrainingWorkerSpec SpecOfTrainerSettings(const training::TrainerOptions& opts) {
   spec.set_prefetch_batches(opts.prefetch_batches);
   spec.set_max_prefix_cache_bytes(opts.max_prefix_cache_bytes);
   spec.set_channels_last(opts.channels_last);
+  if (opts.distillation) {
+    spec.set_distillation_temperature(opts.distillation->temperature);
+    spec.set_distillation_alpha(opts.distillation->alpha);
+  }
   return spec;
 }
 
@@ -145,13 +181,15 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
   // The records were checked when they were stored (as JobManager::Execute).
   opts.decode_limits.max_pixels = std::numeric_limits<int64_t>::max();
   opts.decode_limits.max_jpeg_scans = std::numeric_limits<int>::max();
-  const std::string model_path = Resolve(spec_dir, spec.base_model());
-  ASSIGN_OR_RETURN(opts.base_metadata, models::ReadModelMetadata(model_path));
-  try {
-    opts.base = torch::jit::load(model_path, torch::kCPU);
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot load ", model_path, ": ", models::TorchErrorSummary(e)));
+  RETURN_IF_ERROR(
+      LoadModelFile(Resolve(spec_dir, spec.base_model()), &opts.base, &opts.base_metadata));
+  if (spec.strategy() == kaizen::v1::STRATEGY_DISTILL) {
+    training::TrainerOptions::Distillation distillation;
+    RETURN_IF_ERROR(LoadModelFile(Resolve(spec_dir, spec.teacher_model()), &distillation.teacher,
+                                  &distillation.teacher_metadata));
+    distillation.temperature = spec.distillation_temperature();
+    distillation.alpha = spec.distillation_alpha();
+    opts.distillation = std::move(distillation);
   }
   if (!spec.resume_state().empty()) {
     RETURN_IF_ERROR(common::ReadFile(Resolve(spec_dir, spec.resume_state()), &opts.resume_state));
@@ -185,6 +223,7 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
   ASSIGN_OR_RETURN(const training::TrainResult result, training::Train(opts, data, cb));
   report.set_epochs_completed(result.epochs_completed);
   report.set_stopped_early(result.stopped_early);
+  report.set_teacher_forward_batches(result.teacher_forward_batches);
   report.set_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   if (group != nullptr) {

@@ -4,7 +4,8 @@
 // serves, pauses and resumes the group from a checkpoint, fails promptly
 // and precisely when a worker is killed, and refuses what cannot run data
 // parallel with precise statuses. An exported job (ExportJob) runs as its
-// PyTorchJob's pods would, and trains as the server did.
+// PyTorchJob's pods would, and trains as the server did; a DISTILL job's
+// teacher reaches every rank, in the server and in its export's pods.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -23,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "client/lib/kaizen_client.h"
 #include "server/common/atomic_file.h"
+#include "server/common/status_macros.h"
 #include "server/jobs/training_worker.h"
 #include "server/sandbox/subprocess.h"
 #include "tests/test_util/image_fixtures.h"
@@ -200,6 +202,42 @@ std::string FileText(const std::string& path) {
   return text;
 }
 
+// The two pods of the export in `dir` (StartPod) run to their end, their
+// logs in `logs`: their reports by rank, or what went wrong.
+absl::StatusOr<std::vector<internal::TrainingWorkerReport>> RunTwoPods(const std::string& dir,
+                                                                       const std::string& logs) {
+  const int port = test_util::FreeLoopbackPort();
+  const pid_t pods[] = {StartPod(dir, 2, 0, port, logs + "/rank0.log"),
+                        StartPod(dir, 2, 1, port, logs + "/rank1.log")};
+  std::vector<internal::TrainingWorkerReport> reports;
+  for (int rank = 0; rank < 2; ++rank) {
+    if (const int code = ExitCode(pods[rank]); code != 0) {
+      return absl::InternalError(absl::StrCat("pod ", rank, " exited with ", code, ":\n",
+                                              FileText(absl::StrCat(logs, "/rank", rank, ".log"))));
+    }
+  }
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSIGN_OR_RETURN(internal::TrainingWorkerReport report,
+                     jobs::ReadTrainingWorkerReport(jobs::WorkerReportPath(dir + "/out", rank)));
+    reports.push_back(std::move(report));
+  }
+  return reports;
+}
+
+// The pods' epochs (rank 0's report) are the server's run's, to rounding.
+void ExpectTheServersLosses(const internal::TrainingWorkerReport& pods, const Job& done,
+                            const std::string& what) {
+  ASSERT_EQ(pods.epochs_size(), done.history_size());
+  for (int e = 0; e < pods.epochs_size(); ++e) {
+    std::cout << what << "epoch " << e + 1 << " train loss: exported "
+              << pods.epochs(e).train_loss() << ", the server's run "
+              << done.history(e).train_loss() << "\n";
+    EXPECT_NEAR(pods.epochs(e).train_loss(), done.history(e).train_loss(),
+                1e-4 * done.history(e).train_loss())
+        << "epoch " << e + 1;
+  }
+}
+
 TEST_F(DataParallelE2E, AnExportedJobTrainsInItsPodsAsTheServerDidAndItsModelUploadsBack) {
   UploadSubset("train", {0, 1, 7}, 40);
   const Job done = WaitForSuccess(Start(TwoRanks("served", 2)).id());
@@ -258,22 +296,9 @@ TEST_F(DataParallelE2E, AnExportedJobTrainsInItsPodsAsTheServerDidAndItsModelUpl
     std::cerr << "note: the pods' read-only folder is not checked here (no mount namespace: "
                  "not root, or not allowed)\n";
   }
-  const int port = test_util::FreeLoopbackPort();
-  const pid_t rank0 = StartPod(dir, 2, 0, port, files_.File("rank0.log"));
-  const pid_t rank1 = StartPod(dir, 2, 1, port, files_.File("rank1.log"));
-  ASSERT_EQ(ExitCode(rank0), 0) << FileText(files_.File("rank0.log"));
-  ASSERT_EQ(ExitCode(rank1), 0) << FileText(files_.File("rank1.log"));
-  absl::StatusOr<internal::TrainingWorkerReport> report =
-      jobs::ReadTrainingWorkerReport(jobs::WorkerReportPath(dir + "/out", 0));
-  ASSERT_TRUE(report.ok()) << report.status();
-  ASSERT_EQ(report->epochs_size(), done.history_size());
-  for (int e = 0; e < report->epochs_size(); ++e) {
-    std::cout << "epoch " << e + 1 << " train loss: exported " << report->epochs(e).train_loss()
-              << ", the server's run " << done.history(e).train_loss() << "\n";
-    EXPECT_NEAR(report->epochs(e).train_loss(), done.history(e).train_loss(),
-                1e-4 * done.history(e).train_loss())
-        << "epoch " << e + 1;
-  }
+  absl::StatusOr<std::vector<internal::TrainingWorkerReport>> pods = RunTwoPods(dir, files_.path());
+  ASSERT_TRUE(pods.ok()) << pods.status();
+  ExpectTheServersLosses((*pods)[0], done, "");
 
   // Rank 0's model file goes back into the registry and serves.
   v1::UploadModelHeader header;
@@ -327,6 +352,51 @@ TEST_F(DataParallelE2E, AnExportedJobTrainsInItsPodsAsTheServerDidAndItsModelUpl
                                 "longer exists"),
             std::string::npos)
       << gone;
+}
+
+TEST_F(DataParallelE2E, ADistillJobTrainsAsAGroupAndItsExportCarriesItsTeacher) {
+  UploadSubset("train", {0, 1, 7}, 40);
+  v1::StartFineTuneRequest teach =
+      Request("cnn-small", "train", "teacher", v1::STRATEGY_SCRATCH, /*epochs=*/2);
+  teach.mutable_hyperparameters()->set_batch_size(16);
+  const Job teacher = WaitForSuccess(Start(teach).id());
+  ASSERT_EQ(teacher.state(), v1::JOB_STATE_SUCCEEDED) << teacher.error();
+
+  v1::StartFineTuneRequest distill = TwoRanks("student", 3);
+  distill.set_strategy(v1::STRATEGY_DISTILL);
+  distill.mutable_distillation()->set_teacher_model("teacher");
+  distill.mutable_hyperparameters()->mutable_augmentation()->set_enabled(false);
+  const Job done = WaitForSuccess(Start(distill).id());
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error();
+  EXPECT_EQ(done.world_size(), 2);
+  EXPECT_EQ(done.distillation().teacher_version(), teacher.latest_version());
+  ASSERT_EQ(done.history_size(), 3);
+  EXPECT_LT(done.history(2).train_loss(), done.history(0).train_loss());
+  const std::vector<std::string> messages = Messages(Watch(done.id()));
+  EXPECT_EQ(Count(messages, "data parallel: 2 processes"), 1);
+  EXPECT_EQ(Count(messages, "distilling from teacher teacher:"), 1);
+
+  // The export carries the teacher the job resolved, beside the student.
+  v1::ExportJobRequest request;
+  request.set_id(done.id());
+  request.set_threads(2);  // as each rank of the server's run
+  absl::StatusOr<v1::ExportJobResponse> exported = s_.client->ExportJob(request);
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  EXPECT_EQ(exported->plan().strategy(), v1::STRATEGY_DISTILL);
+  const std::string dir = data_.File(exported->directory());
+  absl::StatusOr<internal::TrainingWorkerSpec> spec =
+      jobs::ReadTrainingWorkerSpec(dir + "/spec.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->teacher_model(), "teacher.pt");
+  EXPECT_EQ(spec->distillation_temperature(), done.distillation().temperature());
+  EXPECT_EQ(spec->distillation_alpha(), done.distillation().alpha());
+  EXPECT_TRUE(std::filesystem::exists(dir + "/teacher.pt"));
+  // Its pods distil as the server's group did.
+  absl::StatusOr<std::vector<internal::TrainingWorkerReport>> pods = RunTwoPods(dir, files_.path());
+  ASSERT_TRUE(pods.ok()) << pods.status();
+  EXPECT_GT((*pods)[0].teacher_forward_batches(), 0);
+  EXPECT_GT((*pods)[1].teacher_forward_batches(), 0);
+  ExpectTheServersLosses((*pods)[0], done, "DISTILL ");
 }
 
 TEST_F(DataParallelE2E, WhatCannotBeExportedIsRefusedPrecisely) {

@@ -164,6 +164,8 @@ TEST(DataParallelTest, WorldSizesAreResolvedAndRefusedPrecisely) {
   r.set_world_size(2);
   EXPECT_NE(ResolveWorldSize(r, true, o).status().message().find("text jobs train in one process"),
             std::string::npos);
+  r.set_strategy(kaizen::v1::STRATEGY_DISTILL);
+  EXPECT_EQ(*ResolveWorldSize(r, false, o), 2);
   r.set_strategy(kaizen::v1::STRATEGY_INCREMENTAL);
   EXPECT_EQ(ResolveWorldSize(r, false, o).status().code(), absl::StatusCode::kInvalidArgument);
   r.set_world_size(0);

@@ -58,11 +58,13 @@ TEST(JobExportTest, TheDefaultMemoryIsTheBudgetsFourModelsAndTheRuntime) {
   // Rounded up to whole MiB, each term.
   EXPECT_EQ(ExportMemoryMb(1, 1, 1), 1 + 1 + 4 + kExportRuntimeMb);
   EXPECT_EQ(ExportMemoryMb(kMiB, 0, 0), 1 + kExportRuntimeMb);
+  // A DISTILL teacher's weights count once: no gradients, no moments.
+  EXPECT_EQ(ExportMemoryMb(0, 0, kMiB, 3 * kMiB + 1), 4 + 4 + kExportRuntimeMb);
   // Nothing below the runtime's share, and nothing past the cap, whatever
   // the flags say.
   EXPECT_EQ(ExportMemoryMb(-1, -kMiB, 0), kExportRuntimeMb);
   const int64_t huge = std::numeric_limits<int64_t>::max();
-  EXPECT_EQ(ExportMemoryMb(huge, huge, huge), kMaxExportMemoryMb);
+  EXPECT_EQ(ExportMemoryMb(huge, huge, huge, huge), kMaxExportMemoryMb);
   EXPECT_EQ(ExportMemoryMb(0, 0, (kMaxExportMemoryMb / 4) * kMiB), kMaxExportMemoryMb);
 }
 

@@ -170,6 +170,41 @@ TEST(TrainingWorkerTest, WithoutBatchStatisticsTwoRanksMatchOneProcessToRounding
   }
 }
 
+TEST(TrainingWorkerTest, TwoRanksDistilFromTheTeacherInTheirSpecAsOneProcessDoes) {
+  test_util::TempDir dir;
+  TrainingWorkerSpec spec = WriteJob(dir, /*epochs=*/3, /*per_class=*/40);
+  // A teacher of another architecture and seed; whether it is any good does
+  // not matter here, only that every rank learns from the same one.
+  const training::fixtures::BaseModel teacher =
+      training::fixtures::Builtin("resnet-small", 4, 28, 1, /*seed=*/11);
+  ASSERT_TRUE(models::SaveModelFile(teacher.module, teacher.metadata, dir.File("teacher.pt")).ok());
+  spec.set_strategy(kaizen::v1::STRATEGY_DISTILL);
+  spec.set_teacher_model("teacher.pt");
+  spec.set_distillation_temperature(4);
+  spec.set_distillation_alpha(0.7);
+  const SideBySide r = RunTwoRanksAndOne(dir, spec);
+  // Each rank ran the teacher (its logit cache: augmentation is off).
+  EXPECT_GT(r.rank0.teacher_forward_batches(), 0);
+  EXPECT_GT(r.rank1.teacher_forward_batches(), 0);
+  EXPECT_GT(r.alone.teacher_forward_batches(), 0);
+  ASSERT_EQ(r.rank0.steps(), 15);
+  ASSERT_EQ(r.rank0.step_digests_size(), r.rank1.step_digests_size());
+  for (int s = 0; s < r.rank0.step_digests_size(); ++s) {
+    EXPECT_EQ(r.rank0.step_digests(s), r.rank1.step_digests(s)) << "after update " << s + 1;
+  }
+  // As for FULL, BatchNorm normalises each rank's half batch on its own.
+  ASSERT_EQ(r.rank0.epochs_size(), 3);
+  ASSERT_EQ(r.alone.epochs_size(), 3);
+  for (int e = 0; e < 3; ++e) {
+    std::cout << "DISTILL epoch " << e + 1 << " train loss: W=2 " << r.rank0.epochs(e).train_loss()
+              << ", one process " << r.alone.epochs(e).train_loss() << "\n";
+    EXPECT_NEAR(r.rank0.epochs(e).train_loss(), r.alone.epochs(e).train_loss(),
+                0.1 * r.alone.epochs(e).train_loss())
+        << "epoch " << e + 1;
+  }
+  EXPECT_LT(r.rank0.epochs(2).train_loss(), r.rank0.epochs(0).train_loss());
+}
+
 TEST(TrainingWorkerTest, KillingOneRankFailsTheOtherWithinTheTimeout) {
   test_util::TempDir dir;
   const TrainingWorkerSpec spec = WriteJob(dir, /*epochs=*/200, /*per_class=*/40);
@@ -204,6 +239,10 @@ TEST(TrainingWorkerTest, TheTrainerSettingsASpecCarriesComeBackAsTheyWent) {
   sent.prefetch_batches = 9;
   sent.max_prefix_cache_bytes = 0;  // no cache: not the default
   sent.channels_last = true;
+  training::TrainerOptions::Distillation distillation;
+  distillation.temperature = 3.5;
+  distillation.alpha = 0.25;
+  sent.distillation = std::move(distillation);
   // Through the JSON a worker reads.
   test_util::TempDir dir;
   TrainingWorkerSpec spec = SpecOfTrainerSettings(sent);
@@ -222,6 +261,10 @@ TEST(TrainingWorkerTest, TheTrainerSettingsASpecCarriesComeBackAsTheyWent) {
   EXPECT_EQ(got.prefetch_batches, 9);
   EXPECT_EQ(got.max_prefix_cache_bytes, 0);
   EXPECT_TRUE(got.channels_last);
+  // The teacher itself travels as a file (WriteTrainingFolder), its
+  // settings in the spec.
+  EXPECT_EQ(read->distillation_temperature(), 3.5);
+  EXPECT_EQ(read->distillation_alpha(), 0.25);
 }
 
 TEST(TrainingWorkerTest, ABadSpecOrEnvironmentIsRefusedWithTheReason) {
@@ -235,6 +278,37 @@ TEST(TrainingWorkerTest, ABadSpecOrEnvironmentIsRefusedWithTheReason) {
                 .status()
                 .message()
                 .find("needs base_model, train_records and output_dir"),
+            std::string::npos);
+
+  // A DISTILL spec needs its teacher and its settings in range; no other
+  // strategy has a teacher.
+  TrainingWorkerSpec distill;
+  distill.set_strategy(kaizen::v1::STRATEGY_DISTILL);
+  distill.set_base_model("base.pt");
+  distill.set_train_records("train.krf");
+  distill.set_output_dir("out");
+  distill.set_distillation_temperature(4);
+  distill.set_distillation_alpha(0.5);
+  const auto refusal = [&](const TrainingWorkerSpec& s) {
+    EXPECT_TRUE(WriteTrainingWorkerSpec(s, dir.File("s.json")).ok());
+    const absl::Status st = ReadTrainingWorkerSpec(dir.File("s.json")).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    return std::string(st.message());
+  };
+  EXPECT_NE(refusal(distill).find("STRATEGY_DISTILL needs teacher_model"), std::string::npos);
+  distill.set_teacher_model("teacher.pt");
+  EXPECT_TRUE(WriteTrainingWorkerSpec(distill, dir.File("s.json")).ok());
+  EXPECT_TRUE(ReadTrainingWorkerSpec(dir.File("s.json")).ok());
+  for (const auto& [temperature, alpha] :
+       {std::pair{0.5, 0.5}, std::pair{101.0, 0.5}, std::pair{4.0, 0.0}, std::pair{4.0, 1.5},
+        std::pair{4.0, std::nan("")}}) {
+    distill.set_distillation_temperature(temperature);
+    distill.set_distillation_alpha(alpha);
+    EXPECT_NE(refusal(distill).find("distillation_temperature is"), std::string::npos)
+        << temperature << " " << alpha;
+  }
+  distill.set_strategy(kaizen::v1::STRATEGY_FULL);
+  EXPECT_NE(refusal(distill).find("teacher_model is set but strategy is STRATEGY_FULL"),
             std::string::npos);
 
   const TrainingWorkerSpec spec = WriteJob(dir, 1, 4);
