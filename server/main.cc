@@ -129,7 +129,8 @@ ABSL_FLAG(std::string, worker_binary, "",
           "beside kaizen-server.");
 ABSL_FLAG(int, default_world_size, 1,
           "Processes per job for jobs that ask for none (world_size 0) and can run data "
-          "parallel (image FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH without tuning).");
+          "parallel (image FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, DISTILL and "
+          "INCREMENTAL without tuning).");
 ABSL_FLAG(int, max_world_size, 8, "The most processes one data-parallel job may ask for.");
 ABSL_FLAG(int64_t, distributed_timeout_seconds, 300,
           "A data-parallel job's ranks wait this long for the group to form, for any "

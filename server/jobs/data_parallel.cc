@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "server/common/atomic_file.h"
 #include "server/common/status_macros.h"
+#include "server/datasets/record_file.h"
 #include "server/jobs/training_worker.h"
 #include "server/models/model_file.h"
 #include "server/sandbox/subprocess.h"
@@ -51,11 +52,12 @@ std::string DataParallelRefusal(const kaizen::v1::StartFineTuneRequest& request,
     case kaizen::v1::STRATEGY_FULL:
     case kaizen::v1::STRATEGY_SCRATCH:
     case kaizen::v1::STRATEGY_DISTILL:
+    case kaizen::v1::STRATEGY_INCREMENTAL:
       break;
     default:
       return absl::StrCat(kaizen::v1::Strategy_Name(request.strategy()),
-                          " trains in one process (FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH "
-                          "and DISTILL run data parallel)");
+                          " trains in one process (FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, "
+                          "DISTILL and INCREMENTAL run data parallel)");
   }
   if (request.tuning().max_trials() > 0) return "tuning trials run in one process";
   return "";
@@ -87,6 +89,11 @@ absl::Status WriteTrainingFolder(const std::string& dir, const training::Trainer
     RETURN_IF_ERROR(models::SaveModelFile(
         opts.distillation->teacher, opts.distillation->teacher_metadata, dir + "/teacher.pt"));
     spec.set_teacher_model("teacher.pt");
+  }
+  if (opts.incremental) {
+    RETURN_IF_ERROR(models::SaveModelFile(
+        opts.incremental->previous, opts.incremental->previous_metadata, dir + "/previous.pt"));
+    spec.set_previous_model("previous.pt");
   }
   if (!opts.resume_state.empty()) {
     RETURN_IF_ERROR(common::WriteFileAtomically(dir + "/resume", opts.resume_state));
@@ -120,7 +127,10 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
     const DataParallelOptions& options, const std::string& name, int world_size, int threads,
     const training::TrainerOptions& opts, const training::TrainingData& data,
     const std::vector<std::string>& extra_worker_args) {
-  if (data.train_file == nullptr) {
+  // An INCREMENTAL job's images are prepared in memory (classes in the
+  // merged order) and written for the workers below.
+  const bool prepared = opts.incremental.has_value() && data.train != nullptr;
+  if (data.train_file == nullptr && !prepared) {
     return absl::FailedPreconditionError(
         "a data-parallel job needs its datasets in record files (datasets stored in the old "
         ".kds format train in one process: set world_size 1)");
@@ -142,10 +152,20 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
   TrainingFolderLayout layout;
   layout.timeout_seconds = static_cast<int>(absl::ToInt64Seconds(options.timeout));
   layout.threads = threads;
-  layout.train_records = std::filesystem::absolute(data.train_file->path(), ec).string();
-  if (data.validation_file != nullptr) {
-    layout.validation_records =
-        std::filesystem::absolute(data.validation_file->path(), ec).string();
+  if (prepared) {
+    layout.train_records = dp->dir_ + "/train.krf";
+    RETURN_IF_ERROR(datasets::WriteRawRecordFile(layout.train_records, *data.train).status());
+    if (data.validation != nullptr) {
+      layout.validation_records = dp->dir_ + "/validation.krf";
+      RETURN_IF_ERROR(
+          datasets::WriteRawRecordFile(layout.validation_records, *data.validation).status());
+    }
+  } else {
+    layout.train_records = std::filesystem::absolute(data.train_file->path(), ec).string();
+    if (data.validation_file != nullptr) {
+      layout.validation_records =
+          std::filesystem::absolute(data.validation_file->path(), ec).string();
+    }
   }
   RETURN_IF_ERROR(WriteTrainingFolder(dp->dir_, opts, layout));
 

@@ -178,7 +178,7 @@ int64_t ExportMemoryMb(int64_t image_budget_bytes, int64_t prefix_cache_bytes,
   // Each term is capped before the sum, which therefore cannot overflow.
   const auto capped = [&](int64_t bytes) { return std::min(mib(bytes), kMaxExportMemoryMb); };
   return std::min(capped(image_budget_bytes) + capped(prefix_cache_bytes) +
-                      4 * capped(parameter_bytes) + capped(frozen_bytes) + kExportRuntimeMb,
+                      4 * capped(parameter_bytes) + 2 * capped(frozen_bytes) + kExportRuntimeMb,
                   kMaxExportMemoryMb);
 }
 

@@ -38,8 +38,9 @@ inline constexpr int64_t kExportRuntimeMb = 2048;
 // a job, which the spec passes on to the pods (`image_budget_bytes` of
 // images held in memory, `prefix_cache_bytes` of frozen-prefix outputs),
 // four times `parameter_bytes` (the model's weights, their gradients and
-// Adam's two moments), `frozen_bytes` once (a DISTILL teacher's weights) and
-// kExportRuntimeMb; at most kMaxExportMemoryMb.
+// Adam's two moments), twice `frozen_bytes` (a DISTILL teacher's weights:
+// the module loaded and the trainer's own copy) and kExportRuntimeMb; at
+// most kMaxExportMemoryMb.
 int64_t ExportMemoryMb(int64_t image_budget_bytes, int64_t prefix_cache_bytes,
                        int64_t parameter_bytes, int64_t frozen_bytes = 0);
 

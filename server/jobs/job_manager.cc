@@ -35,6 +35,7 @@
 #include "server/jobs/job_export.h"
 #include "server/jobs/job_history.h"
 #include "server/jobs/text_job.h"
+#include "server/jobs/training_worker.h"
 #include "server/models/builtin_models.h"
 #include "server/models/model_metadata.h"
 #include "server/models/text_encoder.h"
@@ -1574,6 +1575,12 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::ExportInto(
                          ? absl::StrCat(why, " (export it once its trials are done)")
                          : why);
     }
+    if (req.strategy() == kaizen::v1::STRATEGY_INCREMENTAL) {
+      return refused(
+          "an INCREMENTAL job's rank 0 is the server (it chooses the exemplars to replay from the "
+          "previous version's memory and stores the next memory with each version), so pods "
+          "cannot train it alone; run it with world_size in the server");
+    }
     training::TrainingData data;
     ASSIGN_OR_RETURN(data.train_file, datasets_->OpenRecordFile(req.dataset()));
     const std::string& validation_name = req.hyperparameters().validation().dataset();
@@ -1596,9 +1603,15 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::ExportInto(
     // The pods train on CPUs (Gloo); a job not yet run has no device.
     job.set_device("cpu");
     opts = TrainerOptionsOf(job);
-    // The teacher the job resolved at submission goes into the folder.
+    // The teacher the job resolved at submission goes into the folder, if
+    // it still exists and still fits the dataset's records.
     if (req.strategy() == kaizen::v1::STRATEGY_DISTILL) {
-      RETURN_IF_ERROR(LoadTeacher(job, &opts, /*announce=*/false));
+      absl::Status teacher = LoadTeacher(job, &opts, /*announce=*/false);
+      if (teacher.ok()) {
+        teacher = CheckTeacherClasses(opts.distillation->teacher_metadata,
+                                      data.train_file->class_names());
+      }
+      if (!teacher.ok()) return refused(teacher.message());
     }
     if (request.from_checkpoint()) {
       if (job.latest_version() == 0) {
@@ -2419,14 +2432,16 @@ absl::StatusOr<training::TrainResult> JobManager::TrainOnWorldSize(
   if (world_size == 1) return training::Train(opts, data, cb);
   // --default_world_size applies where the job can run data parallel; a
   // job that asked for it is told why not (LocalDataParallel::Start).
-  if (job.request().world_size() == 0 && (data.train_file == nullptr || !opts.device.is_cpu())) {
-    PublishRunMessage(
-        job.id(),
-        absl::StrFormat("the server's default of %d processes does not apply "
-                        "(%s): the job trains in one process",
-                        world_size,
-                        data.train_file == nullptr ? "its datasets are not in record files"
-                                                   : "data-parallel jobs train on CPUs"));
+  // (An INCREMENTAL job's images are prepared in memory and written for the
+  // workers.)
+  const bool in_files = data.train_file != nullptr || opts.incremental.has_value();
+  if (job.request().world_size() == 0 && (!in_files || !opts.device.is_cpu())) {
+    PublishRunMessage(job.id(),
+                      absl::StrFormat("the server's default of %d processes does not apply "
+                                      "(%s): the job trains in one process",
+                                      world_size,
+                                      !in_files ? "its datasets are not in record files"
+                                                : "data-parallel jobs train on CPUs"));
     return training::Train(opts, data, cb);
   }
   ASSIGN_OR_RETURN(std::unique_ptr<LocalDataParallel> dp,

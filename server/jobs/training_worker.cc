@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "server/common/atomic_file.h"
 #include "server/common/sha256.h"
 #include "server/common/status_macros.h"
@@ -17,6 +18,7 @@
 #include "server/models/model_file.h"
 #include "server/models/model_metadata.h"
 #include "server/models/torch_errors.h"
+#include "server/training/hyperparameters.h"
 #include "server/training/trainer.h"
 
 namespace kaizen::jobs {
@@ -84,30 +86,66 @@ absl::Status LoadModelFile(const std::string& path, torch::jit::Module* module,
 
 }  // namespace
 
+absl::Status CheckTeacherClasses(const kaizen::v1::Model& teacher,
+                                 const std::vector<std::string>& classes) {
+  if (teacher.has_text_input()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the teacher ", teacher.name(), ":", teacher.version(),
+                     " is a text model; it cannot teach from images"));
+  }
+  const std::vector<std::string> predicted(teacher.class_names().begin(),
+                                           teacher.class_names().end());
+  if (predicted != classes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the teacher ", teacher.name(), ":", teacher.version(), " predicts the classes [",
+        absl::StrJoin(predicted, ", "), "] but the training records have [",
+        absl::StrJoin(classes, ", "), "]; a teacher needs their class names in the same order"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TrainingWorkerSpec> ReadTrainingWorkerSpec(const std::string& path) {
   ASSIGN_OR_RETURN(TrainingWorkerSpec spec, ReadJson<TrainingWorkerSpec>(path, "worker spec"));
   if (spec.base_model().empty() || spec.train_records().empty() || spec.output_dir().empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("worker spec ", path, " needs base_model, train_records and output_dir"));
   }
+  // A strategy's own fields, set for that strategy alone.
   const bool distill = spec.strategy() == kaizen::v1::STRATEGY_DISTILL;
+  const bool incremental = spec.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
+  const auto refused = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("worker spec ", path, ": ", what));
+  };
   if (distill && spec.teacher_model().empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("worker spec ", path, ": STRATEGY_DISTILL needs teacher_model"));
+    return refused("STRATEGY_DISTILL needs teacher_model");
   }
-  if (!distill && !spec.teacher_model().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "worker spec ", path, ": teacher_model is set but strategy is ",
-        kaizen::v1::Strategy_Name(spec.strategy()), " (only STRATEGY_DISTILL has one)"));
+  if (!distill && (!spec.teacher_model().empty() || spec.distillation_temperature() != 0 ||
+                   spec.distillation_alpha() != 0)) {
+    return refused(absl::StrCat(
+        "teacher_model, distillation_temperature or distillation_alpha is set but strategy is ",
+        kaizen::v1::Strategy_Name(spec.strategy()), " (they are STRATEGY_DISTILL's)"));
   }
   // The ranges ResolveDistillation allows (`!(a <= x)` also refuses NaN).
   if (distill &&
       (!(spec.distillation_temperature() >= 1) || !(spec.distillation_temperature() <= 100) ||
        !(spec.distillation_alpha() > 0) || !(spec.distillation_alpha() <= 1))) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "worker spec %s: distillation_temperature is %g (1 to 100) and distillation_alpha %g "
-        "(above 0, at most 1)",
-        path, spec.distillation_temperature(), spec.distillation_alpha()));
+    return refused(absl::StrFormat(
+        "distillation_temperature is %g (1 to 100) and distillation_alpha %g (above 0, at most 1)",
+        spec.distillation_temperature(), spec.distillation_alpha()));
+  }
+  if (incremental && spec.previous_model().empty()) {
+    return refused("STRATEGY_INCREMENTAL needs previous_model");
+  }
+  if (!incremental && (!spec.previous_model().empty() || spec.has_incremental())) {
+    return refused(absl::StrCat("previous_model or incremental is set but strategy is ",
+                                kaizen::v1::Strategy_Name(spec.strategy()),
+                                " (they are STRATEGY_INCREMENTAL's)"));
+  }
+  if (incremental) {
+    const absl::Status resolved = training::ResolveIncremental(spec.strategy(), spec.incremental(),
+                                                               spec.hyperparameters().seed())
+                                      .status();
+    if (!resolved.ok()) return refused(resolved.message());
   }
   if (spec.timeout_seconds() < 0 || spec.threads() < 0 || spec.loader_threads() < 0 ||
       spec.max_image_memory_bytes() < 0) {
@@ -149,6 +187,7 @@ TrainingWorkerSpec SpecOfTrainerSettings(const training::TrainerOptions& opts) {
     spec.set_distillation_temperature(opts.distillation->temperature);
     spec.set_distillation_alpha(opts.distillation->alpha);
   }
+  if (opts.incremental) *spec.mutable_incremental() = opts.incremental->options;
   return spec;
 }
 
@@ -191,6 +230,20 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
     distillation.alpha = spec.distillation_alpha();
     opts.distillation = std::move(distillation);
   }
+  const bool incremental = spec.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
+  if (incremental) {
+    if (rank == 0) {
+      return absl::FailedPreconditionError(
+          "an INCREMENTAL job's rank 0 is the server that launched the group (it chooses the "
+          "exemplars to replay from the previous version's memory); kaizen-worker runs its "
+          "other ranks only");
+    }
+    training::TrainerOptions::Incremental inc;
+    RETURN_IF_ERROR(LoadModelFile(Resolve(spec_dir, spec.previous_model()), &inc.previous,
+                                  &inc.previous_metadata));
+    inc.options = spec.incremental();
+    opts.incremental = std::move(inc);
+  }
   if (!spec.resume_state().empty()) {
     RETURN_IF_ERROR(common::ReadFile(Resolve(spec_dir, spec.resume_state()), &opts.resume_state));
   }
@@ -200,6 +253,24 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
   if (!spec.validation_records().empty()) {
     ASSIGN_OR_RETURN(data.validation_file,
                      datasets::RecordFile::Open(Resolve(spec_dir, spec.validation_records())));
+  }
+  // The teacher predicts the records' classes, in order (checked at
+  // submission against the dataset then; the records may be another's now).
+  if (opts.distillation) {
+    RETURN_IF_ERROR(
+        CheckTeacherClasses(opts.distillation->teacher_metadata, data.train_file->class_names()));
+  }
+  // INCREMENTAL holds its images in memory, as rank 0 does.
+  datasets::DecodedDataset train, validation;
+  if (incremental) {
+    ASSIGN_OR_RETURN(train, data.train_file->ReadAll(opts.decode_limits));
+    data.train = &train;
+    data.train_file = nullptr;
+    if (data.validation_file != nullptr) {
+      ASSIGN_OR_RETURN(validation, data.validation_file->ReadAll(opts.decode_limits));
+      data.validation = &validation;
+      data.validation_file = nullptr;
+    }
   }
 
   TrainingWorkerReport report;
@@ -224,6 +295,7 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
   report.set_epochs_completed(result.epochs_completed);
   report.set_stopped_early(result.stopped_early);
   report.set_teacher_forward_batches(result.teacher_forward_batches);
+  report.set_replayed(result.incremental.replayed);
   report.set_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   if (group != nullptr) {

@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kaizen/internal/training_worker.pb.h"
@@ -37,6 +38,13 @@ std::string WorkerReportPath(const std::string& output_dir, int rank);
 kaizen::internal::TrainingWorkerSpec SpecOfTrainerSettings(const training::TrainerOptions& opts);
 void ApplySpecTrainerSettings(const kaizen::internal::TrainingWorkerSpec& spec,
                               training::TrainerOptions* opts);
+
+// DISTILL: InvalidArgument unless `teacher` is an image model that predicts
+// `classes` (the training records'), in order. Checked against the dataset
+// at submission; a worker and an export check again, since the records a
+// spec names may be another upload's by then.
+absl::Status CheckTeacherClasses(const kaizen::v1::Model& teacher,
+                                 const std::vector<std::string>& classes);
 
 struct TrainingWorkerOptions {
   // Fill TrainingWorkerReport::step_digests (hashes every update).

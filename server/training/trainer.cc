@@ -294,7 +294,14 @@ class Trainer {
   double TeacherAccuracy(ImageSource& set);
   // INCREMENTAL with rehearsal: the old memory (replayed with the training
   // images, class-balanced) and the new one (stored with every checkpoint).
+  // In a group, rank 0 alone chooses (and stores the next memory); the
+  // others receive the images it replays (ShareReplay).
   absl::Status BuildRehearsal();
+  // Rank 0's replayed images and labels become every rank's (alone: none
+  // to share).
+  absl::Status ShareReplay(ImageSet* replay);
+  // Appends the replayed images to the training images.
+  void Replay(const ImageSet& replay);
   // INCREMENTAL: the order in which the images of one class (`images`, a
   // class's rows) become exemplars.
   std::vector<int64_t> ExemplarOrder(const ImageSet& images, int64_t k, int64_t label);
@@ -411,9 +418,6 @@ absl::Status Trainer::CheckInputs() {
        data_.validation_file->class_names() != class_names_)) {
     return absl::InvalidArgumentError(
         "the validation dataset's class names differ from the training dataset's");
-  }
-  if (options_.group != nullptr && options_.strategy == kaizen::v1::STRATEGY_INCREMENTAL) {
-    return absl::InvalidArgumentError("STRATEGY_INCREMENTAL trains in one process only");
   }
   if (options_.strategy == kaizen::v1::STRATEGY_DISTILL && !options_.distillation) {
     return absl::InvalidArgumentError("STRATEGY_DISTILL needs a teacher model");
@@ -722,8 +726,39 @@ ImageSet Concat(const ImageSet& a, const ImageSet& b) {
                   torch::cat({a.labels, b.labels.to(a.labels.device())})};
 }
 
+absl::Status Trainer::ShareReplay(ImageSet* replay) {
+  if (options_.group == nullptr) return absl::OkStatus();
+  const bool root = options_.group->rank() == 0;
+  torch::Tensor count = torch::full({1}, root ? replay->size() : 0, torch::kInt64);
+  RETURN_IF_ERROR(options_.group->Broadcast({count}, 0));
+  const int64_t n = count.item<int64_t>();
+  if (n == 0) return absl::OkStatus();
+  if (root) {
+    replay->images = replay->images.cpu().contiguous();
+    replay->labels = replay->labels.cpu().contiguous();
+  } else {
+    const auto& shape = base_metadata_.input_shape();
+    replay->images = torch::empty({n, shape[0], shape[1], shape[2]}, torch::kUInt8);
+    replay->labels = torch::empty({n}, torch::kInt64);
+  }
+  return options_.group->Broadcast({replay->images, replay->labels}, 0);
+}
+
+void Trainer::Replay(const ImageSet& replay) {
+  replayed_ = replay.size();
+  if (replayed_ == 0) return;
+  train_.Reset(
+      Concat(*train_.in_memory(), ImageSet{replay.images.to(device_), replay.labels.to(device_)}));
+}
+
 absl::Status Trainer::BuildRehearsal() {
   if (!options_.incremental || options_.incremental->options.disable_rehearsal()) {
+    return absl::OkStatus();
+  }
+  if (options_.group != nullptr && options_.group->rank() > 0) {
+    ImageSet replay;
+    RETURN_IF_ERROR(ShareReplay(&replay));
+    Replay(replay);
     return absl::OkStatus();
   }
   const TrainerOptions::Incremental& inc = *options_.incremental;
@@ -826,12 +861,10 @@ absl::Status Trainer::BuildRehearsal() {
                       " (the previous datasets hold no images of them); they are protected by "
                       "distillation alone, if it is on"));
   }
-  replayed_ = static_cast<int64_t>(replay.size());
-  if (!replay.empty()) {
-    const ImageSet replay_set = Subset(old_set, replay);
-    train_.Reset(Concat(*train_.in_memory(),
-                        ImageSet{replay_set.images.to(device_), replay_set.labels.to(device_)}));
-  }
+  ImageSet replay_set;
+  if (!replay.empty()) replay_set = Subset(old_set, replay);
+  RETURN_IF_ERROR(ShareReplay(&replay_set));
+  Replay(replay_set);
   Note(absl::StrFormat(
       "rehearsal: %d exemplars of %d old classes replayed as %d training images per epoch "
       "(each class repeated to %d: the mean of the new data's classes, all old classes together "
@@ -1809,12 +1842,15 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   result.best_epoch = state_.best_epoch;
   result.backbone_forward_batches = backbone_batches_;
   result.batchnorm_recalibrated = last_recalibrated_;
+  // Scores of other models on the validation images: rank 0's report alone
+  // is read.
+  const bool reports = options_.group == nullptr || options_.group->rank() == 0;
   if (options_.incremental) {
     where_ = "previous model evaluation";
-    ScorePrevious(&result);
+    if (reports) ScorePrevious(&result);
     result.incremental.memory = next_memory_;
     result.incremental.replayed = replayed_;
-  } else if (teacher_ && val_.size() > 0) {
+  } else if (teacher_ && val_.size() > 0 && reports) {
     where_ = "teacher evaluation";
     result.teacher_val_accuracy = TeacherAccuracy(val_);
     result.validation_examples = val_.size();

@@ -195,7 +195,10 @@ struct TrainerOptions {
   // Unavailable status from its next collective. Dropout and augmentation
   // draws differ between ranks (their seeds are derived from the rank).
   // The callbacks of ranks other than 0 should not write checkpoints.
-  // Not for STRATEGY_INCREMENTAL (InvalidArgument).
+  // STRATEGY_INCREMENTAL: rank 0 alone needs the memories (`incremental`'s
+  // memory, memory_source, resume_memory): it chooses the exemplars, sends
+  // the images it replays to the other ranks, and alone has the next memory
+  // in TrainResult.
   distributed::Group* group = nullptr;
 };
 

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,8 @@
 #include "server/common/sha256.h"
 #include "server/datasets/record_file.h"
 #include "server/jobs/training_worker.h"
+#include "server/training/exemplar_memory.h"
+#include "server/training/hyperparameters.h"
 #include "tests/test_util/temp_dir.h"
 #include "tests/unit/training/training_test_util.h"
 
@@ -52,39 +55,61 @@ Job MakeJob(const test_util::TempDir& dir, int classes, int per_class,
   return job;
 }
 
-TEST(DataParallelTest, RankZeroInThisProcessTrainsWithAWorkerProcessInLockstep) {
-  test_util::TempDir dir;
-  auto [data, opts] = MakeJob(dir, 4, 24, kaizen::v1::STRATEGY_FINE_TUNE, 2, 16);
+// `opts` on `data` as rank 0 of a group of two in this process, with a
+// kaizen-worker (--record_digests) as rank 1: rank 0's result, the digest
+// of its trainable parameters after every update and its epochs' losses,
+// rank 1's report, and the scratch folder the group had (gone by now).
+struct TwoRanks {
+  absl::StatusOr<training::TrainResult> result = absl::UnknownError("not run");
+  std::vector<std::string> digests;
+  std::vector<double> losses;
+  kaizen::internal::TrainingWorkerReport rank1;
+  std::string folder;
+};
+
+TwoRanks TrainAsTwoRanks(const test_util::TempDir& dir, training::TrainerOptions opts,
+                         const training::TrainingData& data) {
+  TwoRanks run;
   absl::StatusOr<std::unique_ptr<LocalDataParallel>> dp =
       LocalDataParallel::Start(Options(dir), "job", 2, 1, opts, data, {"--record_digests"});
-  ASSERT_TRUE(dp.ok()) << dp.status();
-  const std::string folder = (*dp)->output_dir();
+  EXPECT_TRUE(dp.ok()) << dp.status();
+  if (!dp.ok()) return run;
+  run.folder = (*dp)->output_dir();
   opts.group = (*dp)->group();
-  std::vector<std::string> digests;
   training::Callbacks cb;
+  cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { run.losses.push_back(m.train_loss()); };
   cb.after_update = [&](int64_t, const std::vector<torch::Tensor>& trainable) {
     common::Sha256 sha;
     for (const torch::Tensor& p : trainable) {
       const torch::Tensor host = p.detach().contiguous();
       sha.Update(host.data_ptr(), host.nbytes());
     }
-    digests.push_back(sha.HexDigest());
+    run.digests.push_back(sha.HexDigest());
   };
-  absl::StatusOr<training::TrainResult> result = training::Train(opts, data, cb);
-  ASSERT_TRUE(result.ok()) << result.status();
-  ASSERT_TRUE((*dp)->Finish().ok());
+  run.result = training::Train(opts, data, cb);
+  EXPECT_TRUE(run.result.ok()) << run.result.status();
+  EXPECT_TRUE((*dp)->Finish().ok());
   absl::StatusOr<kaizen::internal::TrainingWorkerReport> rank1 =
-      ReadTrainingWorkerReport(WorkerReportPath(folder, 1));
-  ASSERT_TRUE(rank1.ok()) << rank1.status();
-  EXPECT_EQ(rank1->epochs_completed(), 2);
-  ASSERT_EQ(rank1->step_digests_size(), static_cast<int>(digests.size()));
-  ASSERT_EQ(digests.size(), 12u);  // 96 images, global batches of 16, 2 epochs
-  for (size_t s = 0; s < digests.size(); ++s) {
-    EXPECT_EQ(rank1->step_digests(static_cast<int>(s)), digests[s]) << "after update " << s + 1;
+      ReadTrainingWorkerReport(WorkerReportPath(run.folder, 1));
+  EXPECT_TRUE(rank1.ok()) << rank1.status();
+  if (rank1.ok()) run.rank1 = *std::move(rank1);
+  return run;
+}
+
+TEST(DataParallelTest, RankZeroInThisProcessTrainsWithAWorkerProcessInLockstep) {
+  test_util::TempDir dir;
+  auto [data, opts] = MakeJob(dir, 4, 24, kaizen::v1::STRATEGY_FINE_TUNE, 2, 16);
+  const TwoRanks run = TrainAsTwoRanks(dir, opts, data);
+  ASSERT_TRUE(run.result.ok());
+  EXPECT_EQ(run.rank1.epochs_completed(), 2);
+  ASSERT_EQ(run.rank1.step_digests_size(), static_cast<int>(run.digests.size()));
+  ASSERT_EQ(run.digests.size(), 12u);  // 96 images, global batches of 16, 2 epochs
+  for (size_t s = 0; s < run.digests.size(); ++s) {
+    EXPECT_EQ(run.rank1.step_digests(static_cast<int>(s)), run.digests[s])
+        << "after update " << s + 1;
   }
   // The scratch folder goes with the launcher.
-  dp->reset();
-  EXPECT_EQ(test_util::CountFiles(folder), 0u);
+  EXPECT_EQ(test_util::CountFiles(run.folder), 0u);
 }
 
 TEST(DataParallelTest, AWorkerKilledMidRunFailsRankZeroPromptlyAndIsNamed) {
@@ -108,6 +133,80 @@ TEST(DataParallelTest, AWorkerKilledMidRunFailsRankZeroPromptlyAndIsNamed) {
   // As the job manager does: the worker that ended first is named.
   const absl::Status workers = (*dp)->Abort();
   EXPECT_EQ(workers.message(), "rank 1 was killed by signal 9");
+}
+
+// INCREMENTAL: a 2-class model learns 2 more classes as a group. Rank 0
+// (this process) chooses the old classes' exemplars from the images the
+// base was trained on and sends the images it replays to the worker, which
+// holds neither memory nor those images: both ranks train on the same
+// images, stay identical, and train as one process does.
+TEST(DataParallelTest, AnIncrementalGroupReplaysRankZerosExemplarsOnEveryRank) {
+  test_util::TempDir dir;
+  const datasets::DecodedDataset all = training::fixtures::SyntheticDataset(4, 24);
+  const datasets::DecodedDataset old_data = training::ShrinkMemory(all, {"class0", "class1"}, 1000);
+  datasets::DecodedDataset new_data = training::ShrinkMemory(all, {"class2", "class3"}, 1000);
+  new_data = training::ShrinkMemory(
+      new_data, training::MergeClassNames({"class0", "class1"}, new_data.class_names), 1000);
+  training::fixtures::BaseModel previous = training::fixtures::Builtin("cnn-small", 2);
+  previous.metadata.add_class_names("class0");
+  previous.metadata.add_class_names("class1");
+
+  training::TrainerOptions opts;
+  opts.strategy = kaizen::v1::STRATEGY_INCREMENTAL;
+  opts.hyperparameters = training::fixtures::FastHyperparameters(2, 16);
+  opts.hyperparameters.set_drop_last_fraction(0);
+  opts.base = previous.module;
+  opts.base_metadata = previous.metadata;
+  training::TrainerOptions::Incremental inc;
+  inc.previous = previous.module;
+  inc.previous_metadata = previous.metadata;
+  absl::StatusOr<kaizen::v1::IncrementalOptions> resolved =
+      training::ResolveIncremental(kaizen::v1::STRATEGY_INCREMENTAL, {}, 5);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  inc.options = *resolved;
+  inc.options.set_exemplars_per_class(6);
+  inc.memory_source = &old_data;
+  opts.incremental = inc;
+  training::TrainingData data;
+  data.train = &new_data;
+
+  std::vector<double> alone_losses;
+  training::Callbacks alone_cb;
+  alone_cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) {
+    alone_losses.push_back(m.train_loss());
+  };
+  absl::StatusOr<training::TrainResult> alone = training::Train(opts, data, alone_cb);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+
+  const TwoRanks run = TrainAsTwoRanks(dir, opts, data);
+  ASSERT_TRUE(run.result.ok());
+  const training::TrainResult& result = *run.result;
+  const kaizen::internal::TrainingWorkerReport& rank1 = run.rank1;
+
+  // Exemplars were replayed, the same number on both ranks as alone.
+  EXPECT_GT(result.incremental.replayed, 0);
+  EXPECT_EQ(rank1.replayed(), result.incremental.replayed);
+  EXPECT_EQ(alone->incremental.replayed, result.incremental.replayed);
+  // Rank 0 alone has the next memory (stored with its checkpoints).
+  ASSERT_NE(result.incremental.memory, nullptr);
+  EXPECT_EQ(training::MemoryClassCounts(*result.incremental.memory),
+            (std::vector<int64_t>{6, 6, 6, 6}));
+  ASSERT_EQ(rank1.step_digests_size(), static_cast<int>(run.digests.size()));
+  ASSERT_FALSE(run.digests.empty());
+  for (size_t s = 0; s < run.digests.size(); ++s) {
+    EXPECT_EQ(rank1.step_digests(static_cast<int>(s)), run.digests[s]) << "after update " << s + 1;
+  }
+  // The teacher (the previous version, on the old classes) ran on the
+  // worker too.
+  EXPECT_GT(rank1.teacher_forward_batches(), 0);
+  // As for FULL: BatchNorm normalises each rank's half batch on its own.
+  ASSERT_EQ(run.losses.size(), 2u);
+  ASSERT_EQ(alone_losses.size(), 2u);
+  for (size_t e = 0; e < run.losses.size(); ++e) {
+    std::cout << "INCREMENTAL epoch " << e + 1 << " train loss: W=2 " << run.losses[e]
+              << ", one process " << alone_losses[e] << "\n";
+    EXPECT_NEAR(run.losses[e], alone_losses[e], 0.1 * alone_losses[e]) << "epoch " << e + 1;
+  }
 }
 
 // A data-parallel run's folder, and an export's, link the record files
@@ -167,9 +266,10 @@ TEST(DataParallelTest, WorldSizesAreResolvedAndRefusedPrecisely) {
   r.set_strategy(kaizen::v1::STRATEGY_DISTILL);
   EXPECT_EQ(*ResolveWorldSize(r, false, o), 2);
   r.set_strategy(kaizen::v1::STRATEGY_INCREMENTAL);
-  EXPECT_EQ(ResolveWorldSize(r, false, o).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*ResolveWorldSize(r, false, o), 2);
   r.set_world_size(0);
-  EXPECT_EQ(*ResolveWorldSize(r, false, o), 1);  // the default does not apply
+  EXPECT_EQ(*ResolveWorldSize(r, false, o), 2);  // the default
+  EXPECT_EQ(*ResolveWorldSize(r, true, o), 1);   // the default does not apply to text
   r.set_strategy(kaizen::v1::STRATEGY_FULL);
   r.mutable_tuning()->set_max_trials(4);
   EXPECT_EQ(*ResolveWorldSize(r, false, o), 1);

@@ -58,8 +58,9 @@ TEST(JobExportTest, TheDefaultMemoryIsTheBudgetsFourModelsAndTheRuntime) {
   // Rounded up to whole MiB, each term.
   EXPECT_EQ(ExportMemoryMb(1, 1, 1), 1 + 1 + 4 + kExportRuntimeMb);
   EXPECT_EQ(ExportMemoryMb(kMiB, 0, 0), 1 + kExportRuntimeMb);
-  // A DISTILL teacher's weights count once: no gradients, no moments.
-  EXPECT_EQ(ExportMemoryMb(0, 0, kMiB, 3 * kMiB + 1), 4 + 4 + kExportRuntimeMb);
+  // A DISTILL teacher's weights count twice (loaded, and the trainer's
+  // copy), without gradients or moments.
+  EXPECT_EQ(ExportMemoryMb(0, 0, kMiB, 3 * kMiB + 1), 4 + 2 * 4 + kExportRuntimeMb);
   // Nothing below the runtime's share, and nothing past the cap, whatever
   // the flags say.
   EXPECT_EQ(ExportMemoryMb(-1, -kMiB, 0), kExportRuntimeMb);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -170,14 +171,35 @@ TEST(TrainingWorkerTest, WithoutBatchStatisticsTwoRanksMatchOneProcessToRounding
   }
 }
 
+// A teacher for WriteJob's images: cnn-small trained on them here for 3
+// epochs (another seed than the student), as a model file
+// with their class names at `path`. Its soft targets differ from a random
+// teacher's, so a rank that looked up another image's would show.
+bool WriteTrainedTeacher(const std::string& path) {
+  const datasets::DecodedDataset images = training::fixtures::SyntheticDataset(4, 40);
+  const training::fixtures::BaseModel base =
+      training::fixtures::Builtin("cnn-small", 4, 28, 1, /*seed=*/11);
+  training::TrainerOptions opts;
+  opts.strategy = kaizen::v1::STRATEGY_FULL;
+  opts.hyperparameters = training::fixtures::FastHyperparameters(3, 32);
+  opts.base = base.module;
+  opts.base_metadata = base.metadata;
+  std::optional<training::Checkpoint> last;
+  training::Callbacks cb;
+  cb.on_checkpoint = [&](const training::Checkpoint& cp) {
+    last = cp;
+    return absl::OkStatus();
+  };
+  const absl::StatusOr<training::TrainResult> trained =
+      training::Train(opts, {&images, nullptr}, cb);
+  EXPECT_TRUE(trained.ok()) << trained.status();
+  return trained.ok() && last && models::SaveModelFile(last->module, last->metadata, path).ok();
+}
+
 TEST(TrainingWorkerTest, TwoRanksDistilFromTheTeacherInTheirSpecAsOneProcessDoes) {
   test_util::TempDir dir;
   TrainingWorkerSpec spec = WriteJob(dir, /*epochs=*/3, /*per_class=*/40);
-  // A teacher of another architecture and seed; whether it is any good does
-  // not matter here, only that every rank learns from the same one.
-  const training::fixtures::BaseModel teacher =
-      training::fixtures::Builtin("resnet-small", 4, 28, 1, /*seed=*/11);
-  ASSERT_TRUE(models::SaveModelFile(teacher.module, teacher.metadata, dir.File("teacher.pt")).ok());
+  ASSERT_TRUE(WriteTrainedTeacher(dir.File("teacher.pt")));
   spec.set_strategy(kaizen::v1::STRATEGY_DISTILL);
   spec.set_teacher_model("teacher.pt");
   spec.set_distillation_temperature(4);
@@ -232,7 +254,7 @@ TEST(TrainingWorkerTest, KillingOneRankFailsTheOtherWithinTheTimeout) {
 
 TEST(TrainingWorkerTest, TheTrainerSettingsASpecCarriesComeBackAsTheyWent) {
   training::TrainerOptions sent;
-  sent.strategy = kaizen::v1::STRATEGY_FINE_TUNE;
+  sent.strategy = kaizen::v1::STRATEGY_DISTILL;
   sent.hyperparameters = training::fixtures::FastHyperparameters(7, 24);
   sent.max_image_memory_bytes = 123 << 20;
   sent.loader_threads = 3;
@@ -247,6 +269,7 @@ TEST(TrainingWorkerTest, TheTrainerSettingsASpecCarriesComeBackAsTheyWent) {
   test_util::TempDir dir;
   TrainingWorkerSpec spec = SpecOfTrainerSettings(sent);
   spec.set_base_model("base.pt");
+  spec.set_teacher_model("teacher.pt");
   spec.set_train_records("train.krf");
   spec.set_output_dir("out");
   ASSERT_TRUE(WriteTrainingWorkerSpec(spec, dir.File("spec.json")).ok());
@@ -308,10 +331,58 @@ TEST(TrainingWorkerTest, ABadSpecOrEnvironmentIsRefusedWithTheReason) {
         << temperature << " " << alpha;
   }
   distill.set_strategy(kaizen::v1::STRATEGY_FULL);
-  EXPECT_NE(refusal(distill).find("teacher_model is set but strategy is STRATEGY_FULL"),
+  EXPECT_NE(refusal(distill).find("teacher_model, distillation_temperature or distillation_alpha "
+                                  "is set but strategy is STRATEGY_FULL"),
+            std::string::npos);
+  distill.clear_teacher_model();
+  EXPECT_NE(refusal(distill).find("is set but strategy is STRATEGY_FULL"), std::string::npos);
+  // Likewise INCREMENTAL's previous version and options.
+  TrainingWorkerSpec incremental = distill;
+  incremental.clear_distillation_temperature();
+  incremental.clear_distillation_alpha();
+  incremental.set_strategy(kaizen::v1::STRATEGY_INCREMENTAL);
+  EXPECT_NE(refusal(incremental).find("STRATEGY_INCREMENTAL needs previous_model"),
+            std::string::npos);
+  incremental.set_previous_model("previous.pt");
+  incremental.mutable_incremental()->set_temperature(500);
+  EXPECT_NE(refusal(incremental).find("temperature"), std::string::npos);
+  incremental.set_strategy(kaizen::v1::STRATEGY_FINE_TUNE);
+  EXPECT_NE(refusal(incremental)
+                .find("previous_model or incremental is set but strategy is "
+                      "STRATEGY_FINE_TUNE"),
             std::string::npos);
 
   const TrainingWorkerSpec spec = WriteJob(dir, 1, 4);
+  // A teacher whose classes are not the records' (in order) teaches nothing.
+  training::fixtures::BaseModel teacher = training::fixtures::Builtin("cnn-small", 4);
+  for (const char* name : {"class1", "class0", "class2", "class3"}) {
+    teacher.metadata.add_class_names(name);
+  }
+  ASSERT_TRUE(models::SaveModelFile(teacher.module, teacher.metadata, dir.File("t.pt")).ok());
+  TrainingWorkerSpec wrong_teacher = spec;
+  wrong_teacher.set_strategy(kaizen::v1::STRATEGY_DISTILL);
+  wrong_teacher.set_teacher_model("t.pt");
+  wrong_teacher.set_distillation_temperature(4);
+  wrong_teacher.set_distillation_alpha(0.5);
+  EXPECT_EQ(
+      ExitCode(StartWorker(WriteSpec(dir, wrong_teacher, "wrong"), 0, 0, 0, dir.File("wrong.log"))),
+      1);
+  EXPECT_NE(Log(dir.File("wrong.log"))
+                .find("predicts the classes [class1, class0, class2, class3] but the training "
+                      "records have [class0, class1, class2, class3]"),
+            std::string::npos)
+      << Log(dir.File("wrong.log"));
+  // An INCREMENTAL job's rank 0 is the server's.
+  TrainingWorkerSpec incremental_rank0 = spec;
+  incremental_rank0.set_strategy(kaizen::v1::STRATEGY_INCREMENTAL);
+  incremental_rank0.set_previous_model("base.pt");
+  EXPECT_EQ(
+      ExitCode(StartWorker(WriteSpec(dir, incremental_rank0, "inc"), 0, 0, 0, dir.File("inc.log"))),
+      1);
+  EXPECT_NE(Log(dir.File("inc.log")).find("kaizen-worker runs its other ranks only"),
+            std::string::npos)
+      << Log(dir.File("inc.log"));
+
   const std::string path = WriteSpec(dir, spec, "out");
   // WORLD_SIZE without the rest of the contract.
   setenv("WORLD_SIZE", "2", 1);
