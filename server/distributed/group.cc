@@ -186,12 +186,14 @@ absl::Status Group::Run(const char* what, const std::function<void()>& collectiv
   return absl::OkStatus();
 }
 
-absl::Status Group::Broadcast(const std::vector<torch::Tensor>& tensors, int root) {
+absl::Status Group::Broadcast(const std::vector<torch::Tensor>& tensors, int root,
+                              absl::Duration timeout) {
   if (world_size_ == 1) return absl::OkStatus();
   Staged staged(tensors);
   RETURN_IF_ERROR(Run("broadcast", [&] {
     c10d::BroadcastOptions options;
     options.rootRank = root;
+    if (timeout > absl::ZeroDuration()) options.timeout = Millis(timeout);
     for (const at::Tensor& t : staged.host) {
       std::vector<at::Tensor> one{t};
       state_->gloo->broadcast(one, options)->wait();

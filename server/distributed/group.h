@@ -58,7 +58,9 @@ class Group {
   int world_size() const { return world_size_; }
 
   // Every rank's tensors (contiguous, CPU) become rank `root`'s, in place.
-  absl::Status Broadcast(const std::vector<torch::Tensor>& tensors, int root = 0);
+  // The other ranks wait for `root` up to `timeout` (zero: the group's).
+  absl::Status Broadcast(const std::vector<torch::Tensor>& tensors, int root = 0,
+                         absl::Duration timeout = absl::ZeroDuration());
   // Element-wise sums over the ranks, in place (contiguous, CPU).
   absl::Status Sum(const std::vector<torch::Tensor>& tensors);
   // True on every rank when `flag` is true on any.

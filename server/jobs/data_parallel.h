@@ -4,7 +4,8 @@
 // scratch folder and reduce over the loopback, each with the job's intra-op
 // thread count. The workers read the same TrainingWorkerSpec: the
 // job's model (or checkpoint) and resume state written to a scratch folder,
-// and the datasets' record files where they are stored.
+// and the datasets' record files where they are stored (an INCREMENTAL
+// job's prepared images are written there too).
 #pragma once
 
 #include <sys/types.h>
@@ -64,7 +65,8 @@ struct TrainingFolderLayout {
 
 // Writes into `dir` (which exists) what every rank of `opts` reads:
 // spec.json, the starting model as base.pt, a DISTILL job's teacher as
-// teacher.pt, and the resume state as resume when `opts` has one.
+// teacher.pt, an INCREMENTAL job's previous version as previous.pt, and the
+// resume state as resume when `opts` has one.
 absl::Status WriteTrainingFolder(const std::string& dir, const training::TrainerOptions& opts,
                                  const TrainingFolderLayout& layout);
 
@@ -75,8 +77,10 @@ absl::StatusOr<std::string> LinkIntoFolder(const std::string& dir, const std::st
 
 class LocalDataParallel {
  public:
-  // Writes the spec for `opts` and `data` (record files) into a new folder
-  // `scratch_dir`/`name`, serves the rendezvous on a free loopback port,
+  // Writes the spec for `opts` and `data` into a new folder
+  // `scratch_dir`/`name` (record files, referred to where they are stored;
+  // an INCREMENTAL job's images, in memory, written there as raw record
+  // files for the run), serves the rendezvous on a free loopback port,
   // starts W-1 workers (`threads` intra-op threads each, dying with this
   // process) and waits until the group has formed. `extra_worker_args` go on
   // every worker's command line.

@@ -5,6 +5,7 @@
 #include <torch/script.h>
 
 #include <chrono>
+#include <limits>
 #include <memory>
 
 #include "absl/strings/match.h"
@@ -100,6 +101,16 @@ absl::Status CheckTeacherClasses(const kaizen::v1::Model& teacher,
         "the teacher ", teacher.name(), ":", teacher.version(), " predicts the classes [",
         absl::StrJoin(predicted, ", "), "] but the training records have [",
         absl::StrJoin(classes, ", "), "]; a teacher needs their class names in the same order"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckWorkerRank(const TrainingWorkerSpec& spec, int rank) {
+  if (spec.strategy() == kaizen::v1::STRATEGY_INCREMENTAL && rank == 0) {
+    return absl::FailedPreconditionError(
+        "an INCREMENTAL job's rank 0 is the server that launched the group (it chooses the "
+        "exemplars to replay from the previous version's memory); kaizen-worker runs its other "
+        "ranks only");
   }
   return absl::OkStatus();
 }
@@ -217,6 +228,7 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
   training::TrainerOptions opts;
   ApplySpecTrainerSettings(spec, &opts);
   opts.group = group;
+  opts.digest_training_set = options.record_digests;
   // The records were checked when they were stored (as JobManager::Execute).
   opts.decode_limits.max_pixels = std::numeric_limits<int64_t>::max();
   opts.decode_limits.max_jpeg_scans = std::numeric_limits<int>::max();
@@ -230,18 +242,14 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
     distillation.alpha = spec.distillation_alpha();
     opts.distillation = std::move(distillation);
   }
+  RETURN_IF_ERROR(CheckWorkerRank(spec, rank));
   const bool incremental = spec.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
   if (incremental) {
-    if (rank == 0) {
-      return absl::FailedPreconditionError(
-          "an INCREMENTAL job's rank 0 is the server that launched the group (it chooses the "
-          "exemplars to replay from the previous version's memory); kaizen-worker runs its "
-          "other ranks only");
-    }
     training::TrainerOptions::Incremental inc;
     RETURN_IF_ERROR(LoadModelFile(Resolve(spec_dir, spec.previous_model()), &inc.previous,
                                   &inc.previous_metadata));
-    inc.options = spec.incremental();
+    ASSIGN_OR_RETURN(inc.options, training::ResolveIncremental(spec.strategy(), spec.incremental(),
+                                                               spec.hyperparameters().seed()));
     opts.incremental = std::move(inc);
   }
   if (!spec.resume_state().empty()) {
@@ -261,13 +269,15 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
         CheckTeacherClasses(opts.distillation->teacher_metadata, data.train_file->class_names()));
   }
   // INCREMENTAL holds its images in memory, as rank 0 does.
+  // (The server held them in memory within its own budget.)
+  constexpr uint64_t kNoCap = std::numeric_limits<uint64_t>::max();
   datasets::DecodedDataset train, validation;
   if (incremental) {
-    ASSIGN_OR_RETURN(train, data.train_file->ReadAll(opts.decode_limits));
+    ASSIGN_OR_RETURN(train, data.train_file->ReadAll(opts.decode_limits, kNoCap));
     data.train = &train;
     data.train_file = nullptr;
     if (data.validation_file != nullptr) {
-      ASSIGN_OR_RETURN(validation, data.validation_file->ReadAll(opts.decode_limits));
+      ASSIGN_OR_RETURN(validation, data.validation_file->ReadAll(opts.decode_limits, kNoCap));
       data.validation = &validation;
       data.validation_file = nullptr;
     }
@@ -296,6 +306,7 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
   report.set_stopped_early(result.stopped_early);
   report.set_teacher_forward_batches(result.teacher_forward_batches);
   report.set_replayed(result.incremental.replayed);
+  report.set_training_set_sha256(result.training_set_sha256);
   report.set_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   if (group != nullptr) {

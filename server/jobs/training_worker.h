@@ -46,8 +46,14 @@ void ApplySpecTrainerSettings(const kaizen::internal::TrainingWorkerSpec& spec,
 absl::Status CheckTeacherClasses(const kaizen::v1::Model& teacher,
                                  const std::vector<std::string>& classes);
 
+// FailedPrecondition for a rank a kaizen-worker cannot run: rank 0 of an
+// INCREMENTAL job (the server that launched the group is its rank 0: it
+// chooses the exemplars to replay from the previous version's memory).
+absl::Status CheckWorkerRank(const kaizen::internal::TrainingWorkerSpec& spec, int rank);
+
 struct TrainingWorkerOptions {
-  // Fill TrainingWorkerReport::step_digests (hashes every update).
+  // Fill TrainingWorkerReport::step_digests (hashes every update) and
+  // training_set_sha256.
   bool record_digests = false;
   // Checked by rank 0 before every step (the group agrees to stop there).
   std::function<bool()> should_stop;

@@ -77,6 +77,11 @@ int main(int argc, char** argv) {
     std::cerr << "kaizen-worker: " << rendezvous.status() << "\n";
     return 2;
   }
+  // Before waiting for a group this rank cannot be part of.
+  if (absl::Status st = kaizen::jobs::CheckWorkerRank(*spec, rendezvous->rank); !st.ok()) {
+    std::cerr << "kaizen-worker: " << st << "\n";
+    return 2;
+  }
   std::unique_ptr<kaizen::distributed::Group> group;
   if (rendezvous->world_size > 1) {
     absl::StatusOr<std::unique_ptr<kaizen::distributed::Group>> joined =

@@ -25,7 +25,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "server/common/failure_cause.h"
+#include "server/common/sha256.h"
 #include "server/common/status_macros.h"
 #include "server/imaging/normalizer.h"
 #include "server/models/builtin_models.h"
@@ -72,6 +74,9 @@ constexpr uint64_t kResumeStream = 9;
 // batches of 8 to 24, 58 at 32, 53 at 48-55 and 44 at 64 (bench/RESULTS.md).
 constexpr int64_t kInferenceBatch = 256;
 constexpr int64_t kMinInferenceBatch = 16;
+// How long the other ranks of an INCREMENTAL group wait for rank 0 to
+// choose the exemplars (ShareReplay).
+constexpr absl::Duration kReplayChoiceTimeout = absl::Hours(24);
 constexpr int64_t kInferenceInputBytes = int64_t{12} << 20;
 // BatchNorm recalibration looks at this many training images at most (evenly
 // spaced through the set): a few thousand pin the statistics down, and on a
@@ -390,6 +395,7 @@ class Trainer {
   std::optional<SplitModel> previous_split_;  // for herding features
   std::shared_ptr<const datasets::DecodedDataset> next_memory_;
   int64_t replayed_ = 0;
+  std::string training_set_sha256_;  // TrainerOptions::digest_training_set
 
   bool amp_ = false;
   bool fp16_ = false;
@@ -430,9 +436,10 @@ absl::Status Trainer::CheckInputs() {
     old_classes_ = prev.size();
     if (old_classes_ < 1 || old_classes_ > num_classes_ ||
         !std::equal(prev.begin(), prev.end(), class_names_.begin())) {
-      return absl::InvalidArgumentError(
-          "the INCREMENTAL training data's class list must start with the previous model's "
-          "classes, in order");
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the INCREMENTAL training data's class list [", absl::StrJoin(class_names_, ", "),
+          "] must start with the previous model's classes [", absl::StrJoin(prev, ", "),
+          "], in order"));
     }
   }
   if (options_.base_metadata.input_shape_size() != 3) {
@@ -630,6 +637,15 @@ absl::Status Trainer::BuildData() {
   }
   normalizer_.emplace(base_metadata_.normalization(), shape[0], device_);
   RETURN_IF_ERROR(BuildRehearsal());
+  if (options_.digest_training_set && !train_.streamed()) {
+    const ImageSet& set = *train_.in_memory();
+    common::Sha256 sha;
+    for (const torch::Tensor& t : {set.images, set.labels}) {
+      const torch::Tensor host = t.cpu().contiguous();
+      sha.Update(host.data_ptr(), host.nbytes());
+    }
+    training_set_sha256_ = sha.HexDigest();
+  }
   augmenter_.emplace(hp_.augmentation());
   sampler_.emplace(train_.size(), hp_.batch_size(), hp_.drop_last_fraction(), hp_.seed());
   schedule_.emplace(hp_.schedule(), sampler_->batches_per_epoch(), hp_.epochs());
@@ -730,7 +746,12 @@ absl::Status Trainer::ShareReplay(ImageSet* replay) {
   if (options_.group == nullptr) return absl::OkStatus();
   const bool root = options_.group->rank() == 0;
   torch::Tensor count = torch::full({1}, root ? replay->size() : 0, torch::kInt64);
-  RETURN_IF_ERROR(options_.group->Broadcast({count}, 0));
+  // The other ranks wait here while rank 0 chooses the exemplars, passes of
+  // the previous model over the old and new images that grow with the
+  // dataset: longer than any collective's timeout. They cannot hang: only
+  // the server launches INCREMENTAL groups (kaizen-worker refuses rank 0),
+  // its workers die with it and are killed when rank 0 fails.
+  RETURN_IF_ERROR(options_.group->Broadcast({count}, 0, kReplayChoiceTimeout));
   const int64_t n = count.item<int64_t>();
   if (n == 0) return absl::OkStatus();
   if (root) {
@@ -1840,6 +1861,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   }
   result.best_metric = state_.best_metric;
   result.best_epoch = state_.best_epoch;
+  result.training_set_sha256 = training_set_sha256_;
   result.backbone_forward_batches = backbone_batches_;
   result.batchnorm_recalibrated = last_recalibrated_;
   // Scores of other models on the validation images: rank 0's report alone

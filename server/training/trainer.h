@@ -200,6 +200,8 @@ struct TrainerOptions {
   // the images it replays to the other ranks, and alone has the next memory
   // in TrainResult.
   distributed::Group* group = nullptr;
+  // Tests: TrainResult::training_set_sha256 (hashes the training images).
+  bool digest_training_set = false;
 };
 
 struct TrainResult {
@@ -214,6 +216,10 @@ struct TrainResult {
   // statistics, BatchNorm recalibration and evaluation), in this call; with
   // the feature cache only the first epoch runs it.
   int64_t backbone_forward_batches = 0;
+  // With TrainerOptions::digest_training_set and the images in memory: the
+  // SHA-256 of the images (uint8, at the model's input) and labels this
+  // rank trains on, replayed exemplars included ("" otherwise).
+  std::string training_set_sha256;
   // BatchNorm layers recalibrated for the last checkpoint (its
   // "bn_recalibrated" metric).
   int batchnorm_recalibrated = 0;

@@ -167,8 +167,15 @@ TEST(DataParallelTest, AnIncrementalGroupReplaysRankZerosExemplarsOnEveryRank) {
   inc.options.set_exemplars_per_class(6);
   inc.memory_source = &old_data;
   opts.incremental = inc;
+  opts.digest_training_set = true;
+  // A validation dataset of its own (written for the worker too).
+  const datasets::DecodedDataset validation = training::ShrinkMemory(
+      training::ShrinkMemory(training::fixtures::SyntheticDataset(4, 6, 28, 1, /*seed=*/2),
+                             {"class2", "class3"}, 1000),
+      new_data.class_names, 1000);
   training::TrainingData data;
   data.train = &new_data;
+  data.validation = &validation;
 
   std::vector<double> alone_losses;
   training::Callbacks alone_cb;
@@ -183,10 +190,17 @@ TEST(DataParallelTest, AnIncrementalGroupReplaysRankZerosExemplarsOnEveryRank) {
   const training::TrainResult& result = *run.result;
   const kaizen::internal::TrainingWorkerReport& rank1 = run.rank1;
 
-  // Exemplars were replayed, the same number on both ranks as alone.
+  // Exemplars were replayed: the worker trained on the very images (and
+  // labels) rank 0 did, and one process does.
   EXPECT_GT(result.incremental.replayed, 0);
   EXPECT_EQ(rank1.replayed(), result.incremental.replayed);
-  EXPECT_EQ(alone->incremental.replayed, result.incremental.replayed);
+  ASSERT_FALSE(result.training_set_sha256.empty());
+  EXPECT_EQ(rank1.training_set_sha256(), result.training_set_sha256);
+  EXPECT_EQ(alone->training_set_sha256, result.training_set_sha256);
+  // Validation images were scored on every epoch.
+  EXPECT_GT(result.last.val_accuracy() + result.last.val_loss(), 0);
+  // The images written for the worker went with the group's folder.
+  EXPECT_EQ(test_util::CountFiles(run.folder), 0u);
   // Rank 0 alone has the next memory (stored with its checkpoints).
   ASSERT_NE(result.incremental.memory, nullptr);
   EXPECT_EQ(training::MemoryClassCounts(*result.incremental.memory),
