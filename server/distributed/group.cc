@@ -189,11 +189,30 @@ absl::Status Group::Run(const char* what, const std::function<void()>& collectiv
 absl::Status Group::Broadcast(const std::vector<torch::Tensor>& tensors, int root,
                               absl::Duration timeout) {
   if (world_size_ == 1) return absl::OkStatus();
+  if (timeout > absl::ZeroDuration()) {
+    // Gloo waits for a peer no longer than the group's timeout, whatever
+    // the collective's options say (measured: BroadcastOptions::timeout is
+    // not honoured by this LibTorch). The other ranks wait for the root on
+    // the rendezvous store instead, which takes a timeout per call; the
+    // broadcast itself then starts with every rank there. The key is the
+    // same on every rank: they run the same collectives in the same order.
+    const std::string key = absl::StrCat("kaizen/root-ready/", collectives_);
+    try {
+      if (rank_ == root) {
+        state_->store->set(key, std::vector<uint8_t>{1});
+      } else {
+        state_->store->wait({key}, Millis(timeout));
+      }
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrFormat(
+          "rank %d of %d: waited %s for rank %d to broadcast: %s", rank_, world_size_,
+          absl::FormatDuration(timeout), root, models::TorchErrorSummary(e)));
+    }
+  }
   Staged staged(tensors);
   RETURN_IF_ERROR(Run("broadcast", [&] {
     c10d::BroadcastOptions options;
     options.rootRank = root;
-    if (timeout > absl::ZeroDuration()) options.timeout = Millis(timeout);
     for (const at::Tensor& t : staged.host) {
       std::vector<at::Tensor> one{t};
       state_->gloo->broadcast(one, options)->wait();

@@ -58,7 +58,8 @@ class Group {
   int world_size() const { return world_size_; }
 
   // Every rank's tensors (contiguous, CPU) become rank `root`'s, in place.
-  // The other ranks wait for `root` up to `timeout` (zero: the group's).
+  // The other ranks wait for `root` to reach this call up to `timeout` (on
+  // the rendezvous store; zero: the group's timeout, as every collective).
   absl::Status Broadcast(const std::vector<torch::Tensor>& tensors, int root = 0,
                          absl::Duration timeout = absl::ZeroDuration());
   // Element-wise sums over the ranks, in place (contiguous, CPU).

@@ -8,18 +8,21 @@
 #include <thread>
 
 #include "absl/time/clock.h"
+#include "tests/test_util/temp_dir.h"
 
 namespace kaizen::distributed {
 namespace {
 
 // Two ranks as two threads of this process, meeting on a loopback port that
-// rank 0 picks; `body` runs on each with its group.
+// rank 0 picks (or through `store_file`, as the server's own groups do);
+// `body` runs on each with its group.
 template <typename Body>
-void RunTwoRanks(absl::Duration timeout, Body body) {
+void RunTwoRanks(absl::Duration timeout, Body body, const std::string& store_file = "") {
   std::promise<int> port;
   Rendezvous r0;
   r0.world_size = 2;
   r0.timeout = timeout;
+  r0.store_file = store_file;
   std::thread rank1([&] {
     Rendezvous r1 = r0;
     r1.rank = 1;
@@ -81,6 +84,37 @@ TEST(GroupTest, BroadcastSumAndAnyAgreeOnEveryRank) {
     EXPECT_EQ(group.collectives(), 4);
   });
   for (int rank : {0, 1}) EXPECT_EQ(seen[rank], (std::vector<double>{2.5, 3.0, 1.0, 0.0})) << rank;
+}
+
+// A broadcast may let the other ranks wait for the root longer than the
+// group's timeout (an INCREMENTAL group's rank 0 choosing exemplars), and
+// only that broadcast.
+TEST(GroupTest, ABroadcastWaitsForItsRootUpToItsOwnTimeout) {
+  test_util::TempDir dir;
+  for (const std::string& store_file : {std::string(), dir.File("store")}) {
+    SCOPED_TRACE(store_file.empty() ? "TCPStore" : "FileStore");
+    std::map<int, std::vector<absl::Status>> status;
+    std::map<int, double> value;
+    std::mutex mu;
+    RunTwoRanks(
+        absl::Milliseconds(1500),
+        [&](Group& group) {
+          torch::Tensor t = torch::full({3}, group.rank() == 0 ? 7.0 : 0.0);
+          if (group.rank() == 0) absl::SleepFor(absl::Seconds(3));
+          const absl::Status waited = group.Broadcast({t}, 0, absl::Seconds(30));
+          // With the group's timeout the same wait fails.
+          if (group.rank() == 0) absl::SleepFor(absl::Seconds(3));
+          const absl::Status timed_out = group.Broadcast({t}, 0);
+          std::lock_guard<std::mutex> lock(mu);
+          status[group.rank()] = {waited, timed_out};
+          value[group.rank()] = t[2].item<double>();
+        },
+        store_file);
+    ASSERT_EQ(status[1].size(), 2u);
+    EXPECT_TRUE(status[1][0].ok()) << status[1][0];
+    EXPECT_EQ(value[1], 7.0);
+    EXPECT_EQ(status[1][1].code(), absl::StatusCode::kUnavailable) << status[1][1];
+  }
 }
 
 TEST(GroupTest, ARankThatLeavesFailsTheOthersCollectivePromptly) {
