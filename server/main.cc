@@ -129,9 +129,13 @@ ABSL_FLAG(std::string, worker_binary, "",
           "beside kaizen-server.");
 ABSL_FLAG(int, default_world_size, 1,
           "Processes per job for jobs that ask for none (world_size 0) and can run data "
-          "parallel (image FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, DISTILL and "
-          "INCREMENTAL without tuning).");
+          "parallel (FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, DISTILL and INCREMENTAL, "
+          "on images or text, without tuning, on the CPU).");
 ABSL_FLAG(int, max_world_size, 8, "The most processes one data-parallel job may ask for.");
+ABSL_FLAG(int64_t, scratch_reserve_mb, 512,
+          "A data-parallel INCREMENTAL job writes its prepared images into the data "
+          "directory's tmp/ for its workers; it fails (RESOURCE_EXHAUSTED) rather than leave "
+          "less free there than this.");
 ABSL_FLAG(int64_t, distributed_timeout_seconds, 300,
           "A data-parallel job's ranks wait this long for the group to form, for any "
           "collective, and for the workers to exit; a rank that fails ends the job within it.");
@@ -433,12 +437,19 @@ absl::StatusOr<kaizen::api::KaizenServer::Options> OptionsFromFlags() {
           absl::StrCat("--", b.flag, " is ", b.value, "; it must be in [1, ", b.most, "]"));
     }
   }
+  // 2^40 MiB is beyond any disk, and shifted into bytes it cannot overflow.
+  if (const int64_t mb = absl::GetFlag(FLAGS_scratch_reserve_mb);
+      mb < 0 || mb > (int64_t{1} << 40)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--scratch_reserve_mb is ", mb, "; it must be in [0, 2^40]"));
+  }
   SandboxFromFlags(&options.model_sandbox);
   TokenizerSandboxFromFlags(&options.tokenizer_sandbox);
   options.data_parallel.worker_path = absl::GetFlag(FLAGS_worker_binary);
   options.data_parallel.default_world_size = absl::GetFlag(FLAGS_default_world_size);
   options.data_parallel.max_world_size = absl::GetFlag(FLAGS_max_world_size);
   options.data_parallel.timeout = absl::Seconds(absl::GetFlag(FLAGS_distributed_timeout_seconds));
+  options.data_parallel.scratch_reserve_bytes = absl::GetFlag(FLAGS_scratch_reserve_mb) << 20;
   LimitsFromFlags(&options);
   if (absl::Status serving = ServingFromFlags(&options.serving); !serving.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("bad --serving_config: ", serving.message()));

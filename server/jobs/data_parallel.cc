@@ -2,15 +2,18 @@
 
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <thread>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -45,7 +48,6 @@ std::string LogPath(const std::string& dir, int rank) {
 }  // namespace
 
 std::string DataParallelRefusal(const kaizen::v1::StartFineTuneRequest& request, bool text) {
-  if (text) return "text jobs train in one process";
   switch (request.strategy()) {
     case kaizen::v1::STRATEGY_FEATURE_EXTRACTION:
     case kaizen::v1::STRATEGY_FINE_TUNE:
@@ -57,7 +59,8 @@ std::string DataParallelRefusal(const kaizen::v1::StartFineTuneRequest& request,
     default:
       return absl::StrCat(kaizen::v1::Strategy_Name(request.strategy()),
                           " trains in one process (FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, "
-                          "DISTILL and INCREMENTAL run data parallel)");
+                          "DISTILL and INCREMENTAL run data parallel",
+                          text ? ", on text as on images)" : ")");
   }
   if (request.tuning().max_trials() > 0) return "tuning trials run in one process";
   return "";
@@ -107,6 +110,43 @@ absl::Status WriteTrainingFolder(const std::string& dir, const training::Trainer
   return WriteTrainingWorkerSpec(spec, dir + "/spec.json");
 }
 
+absl::Status WriteTextTrainingFolder(const std::string& dir, const training::TextTrainerOptions& o,
+                                     const training::TextExamples& train,
+                                     const training::TextExamples* validation,
+                                     const TrainingFolderLayout& layout) {
+  kaizen::internal::TrainingWorkerSpec spec;
+  spec.set_strategy(o.strategy);
+  *spec.mutable_hyperparameters() = o.hyperparameters;
+  // Without its tokenizer: the server tokenises (text_pad_id below).
+  kaizen::v1::Model metadata = o.base_metadata;
+  metadata.clear_text_input();
+  RETURN_IF_ERROR(models::SaveModelFile(o.base, metadata, dir + "/base.pt"));
+  spec.set_base_model("base.pt");
+  spec.set_text_pad_id(o.pad_id);
+  torch::Tensor teacher_logits, previous_logits;
+  if (o.distillation) {
+    teacher_logits = o.distillation->teacher_logits;
+    spec.set_distillation_temperature(o.distillation->temperature);
+    spec.set_distillation_alpha(o.distillation->alpha);
+  }
+  if (o.incremental) {
+    previous_logits = o.incremental->previous_logits;
+    spec.set_text_incremental_temperature(o.incremental->temperature);
+    spec.set_text_incremental_weight(o.incremental->weight);
+  }
+  RETURN_IF_ERROR(WriteTextWorkerData(dir + "/text.pt", train, validation, o.num_classes,
+                                      teacher_logits, previous_logits));
+  spec.set_text_examples("text.pt");
+  if (!o.resume_state.empty()) {
+    RETURN_IF_ERROR(common::WriteFileAtomically(dir + "/resume", o.resume_state));
+    spec.set_resume_state("resume");
+  }
+  spec.set_output_dir(layout.output_dir);
+  spec.set_timeout_seconds(layout.timeout_seconds);
+  spec.set_threads(layout.threads);
+  return WriteTrainingWorkerSpec(spec, dir + "/spec.json");
+}
+
 absl::StatusOr<std::string> LinkIntoFolder(const std::string& dir, const std::string& file,
                                            const std::string& role) {
   const std::string name = role + std::filesystem::path(file).extension().string();
@@ -123,14 +163,47 @@ absl::StatusOr<std::string> LinkIntoFolder(const std::string& dir, const std::st
   return name;
 }
 
-absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
-    const DataParallelOptions& options, const std::string& name, int world_size, int threads,
-    const training::TrainerOptions& opts, const training::TrainingData& data,
-    const std::vector<std::string>& extra_worker_args) {
-  // An INCREMENTAL job's images are prepared in memory (classes in the
-  // merged order) and written for the workers below.
-  const bool prepared = opts.incremental.has_value() && data.train != nullptr;
-  if (data.train_file == nullptr && !prepared) {
+namespace {
+
+// An INCREMENTAL job's images are prepared in memory (classes in the merged
+// order); LocalDataParallel::Start writes them for the workers.
+bool Prepared(const training::TrainerOptions& opts, const training::TrainingData& data) {
+  return opts.incremental.has_value() && data.train != nullptr;
+}
+
+// What `d`'s raw record file takes: its pixels and an index entry per
+// record (64 bytes is more than one takes).
+int64_t RawRecordFileBytes(const datasets::DecodedDataset& d) {
+  return static_cast<int64_t>(d.pixels.size()) + static_cast<int64_t>(d.records.size()) * 64;
+}
+
+// OK when writing `need` bytes into `dir` leaves at least `reserve` free on
+// its file system; ResourceExhausted saying so (`what` the bytes are) when
+// not, before anything is written.
+absl::Status CheckScratchSpace(const std::string& dir, int64_t need, int64_t reserve,
+                               absl::string_view what) {
+  struct statvfs fs;
+  if (statvfs(dir.c_str(), &fs) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot tell the free space in ", dir, ": ", std::strerror(errno)));
+  }
+  const int64_t available = static_cast<int64_t>(
+      std::min<uint64_t>(static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize, INT64_MAX / 2));
+  if (available - need < reserve) {
+    constexpr double kMiB = 1 << 20;
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s (%.1f MiB, written to %s) would leave %.1f MiB free there, less than the %.1f MiB "
+        "kept free (--scratch_reserve_mb): free some space, or set world_size 1",
+        what, need / kMiB, dir, (available - need) / kMiB, reserve / kMiB));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckDataParallelData(const training::TrainerOptions& opts,
+                                   const training::TrainingData& data) {
+  if (data.train_file == nullptr && !Prepared(opts, data)) {
     return absl::FailedPreconditionError(
         "a data-parallel job needs its datasets in record files (datasets stored in the old "
         ".kds format train in one process: set world_size 1)");
@@ -139,6 +212,11 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
     return absl::FailedPreconditionError(
         "data-parallel jobs train on CPUs (Gloo); this job's device is not the CPU");
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Create(
+    const DataParallelOptions& options, const std::string& name) {
   std::unique_ptr<LocalDataParallel> dp(new LocalDataParallel());
   dp->options_ = options;
   std::error_code ec;
@@ -149,10 +227,26 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
   if (ec || chmod(dp->dir_.c_str(), 0700) != 0) {
     return absl::InternalError(absl::StrCat("cannot create ", dp->dir_, ": ", ec.message()));
   }
+  return dp;
+}
+
+absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
+    const DataParallelOptions& options, const std::string& name, int world_size, int threads,
+    const training::TrainerOptions& opts, const training::TrainingData& data,
+    const std::vector<std::string>& extra_worker_args) {
+  RETURN_IF_ERROR(CheckDataParallelData(opts, data));
+  ASSIGN_OR_RETURN(std::unique_ptr<LocalDataParallel> dp, Create(options, name));
   TrainingFolderLayout layout;
   layout.timeout_seconds = static_cast<int>(absl::ToInt64Seconds(options.timeout));
   layout.threads = threads;
-  if (prepared) {
+  std::error_code ec;
+  if (Prepared(opts, data)) {
+    int64_t bytes = 0;
+    for (const datasets::DecodedDataset* d : {data.train, data.validation}) {
+      if (d != nullptr) bytes += RawRecordFileBytes(*d);
+    }
+    RETURN_IF_ERROR(CheckScratchSpace(dp->dir_, bytes, options.scratch_reserve_bytes,
+                                      "the images an INCREMENTAL job's workers read"));
     layout.train_records = dp->dir_ + "/train.krf";
     RETURN_IF_ERROR(datasets::WriteRawRecordFile(layout.train_records, *data.train).status());
     if (data.validation != nullptr) {
@@ -168,32 +262,100 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
     }
   }
   RETURN_IF_ERROR(WriteTrainingFolder(dp->dir_, opts, layout));
+  RETURN_IF_ERROR(dp->Launch(world_size, threads, extra_worker_args));
+  return dp;
+}
 
+absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::StartText(
+    const DataParallelOptions& options, const std::string& name, int world_size, int threads,
+    const training::TextTrainerOptions& o, const training::TextExamples& train,
+    const training::TextExamples* validation, const std::vector<std::string>& extra_worker_args) {
+  if (!training::ModuleDevice(o.base).is_cpu()) {
+    return absl::FailedPreconditionError(
+        "data-parallel jobs train on CPUs (Gloo); this job's device is not the CPU");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<LocalDataParallel> dp, Create(options, name));
+  // Tokens (4 bytes), an offset and a label (8 each) per sequence, logits.
+  int64_t bytes = 0;
+  for (const training::TextExamples* set : {&train, validation}) {
+    if (set == nullptr) continue;
+    for (const std::vector<int32_t>& s : set->sequences) {
+      bytes += 4 * static_cast<int64_t>(s.size()) + 16;
+    }
+  }
+  for (const torch::Tensor* logits : {o.distillation ? &o.distillation->teacher_logits : nullptr,
+                                      o.incremental ? &o.incremental->previous_logits : nullptr}) {
+    if (logits != nullptr && logits->defined()) bytes += 4 * logits->numel();
+  }
+  RETURN_IF_ERROR(CheckScratchSpace(dp->dir_, bytes, options.scratch_reserve_bytes,
+                                    "a text job's examples for its workers"));
+  TrainingFolderLayout layout;
+  layout.timeout_seconds = static_cast<int>(absl::ToInt64Seconds(options.timeout));
+  layout.threads = threads;
+  RETURN_IF_ERROR(WriteTextTrainingFolder(dp->dir_, o, train, validation, layout));
+  RETURN_IF_ERROR(dp->Launch(world_size, threads, extra_worker_args));
+  return dp;
+}
+
+absl::Status LocalDataParallel::Launch(int world_size, int threads,
+                                       const std::vector<std::string>& extra_args) {
   // The ranks meet through a file in the job's private folder: nothing
   // listens for the rendezvous, and Gloo's pairs use the loopback.
   distributed::Rendezvous r;
-  r.store_file = dp->dir_ + "/store";
+  r.store_file = dir_ + "/store";
   r.world_size = world_size;
-  r.timeout = options.timeout;
-  LocalDataParallel* self = dp.get();
+  r.timeout = options_.timeout;
   absl::StatusOr<std::unique_ptr<distributed::Group>> group =
       distributed::Group::Join(r, [&](int) -> absl::Status {
         for (int rank = 1; rank < world_size; ++rank) {
-          RETURN_IF_ERROR(self->StartWorker(rank, world_size, threads, extra_worker_args));
+          RETURN_IF_ERROR(StartWorker(rank, world_size, threads, extra_args));
         }
         return absl::OkStatus();
       });
   if (!group.ok()) {
     // A worker that failed before the group formed says why.
-    const absl::Status workers =
-        dp->Reap(std::chrono::steady_clock::now() + std::chrono::seconds(1),
-                 /*kill_late_quietly=*/true);
+    const absl::Status workers = Reap(std::chrono::steady_clock::now() + std::chrono::seconds(1),
+                                      /*kill_late_quietly=*/true);
     if (workers.ok()) return group.status();
     return absl::Status(group.status().code(),
                         absl::StrCat(group.status().message(), "; ", workers.message()));
   }
-  dp->group_ = *std::move(group);
-  return dp;
+  group_ = *std::move(group);
+  return absl::OkStatus();
+}
+
+std::string LocalDataParallel::Announcement(int world_size, int threads, int64_t global_batch) {
+  return absl::StrFormat(
+      "data parallel: %d processes (rank 0 in the server, %d kaizen-worker processes) with %d "
+      "intra-op thread(s) each, Gloo on loopback; each global batch of %d is split between "
+      "them and the gradients are summed once per step",
+      world_size, world_size - 1, threads, global_batch);
+}
+
+absl::Status LocalDataParallel::Conclude(const absl::Status& trained, double seconds,
+                                         const std::function<void(const std::string&)>& say) {
+  const double in_collectives = group_->collective_seconds();
+  const int64_t collectives = group_->collectives();
+  if (!trained.ok()) {
+    // The workers would wait in their next collective until the timeout. A
+    // worker that failed first (the cause of rank 0's failed collective)
+    // is named after rank 0's error; the error's cause payloads stay.
+    const absl::Status workers = Abort();
+    if (workers.ok()) return trained;
+    absl::Status joined(trained.code(), absl::StrCat(trained.message(), "; ", workers.message()));
+    trained.ForEachPayload(
+        [&](absl::string_view url, const absl::Cord& payload) { joined.SetPayload(url, payload); });
+    return joined;
+  }
+  if (const absl::Status workers = Finish(); !workers.ok()) {
+    // Rank 0 finished and wrote every version: the job stands.
+    say(absl::StrCat("warning: a data-parallel worker did not end cleanly after training: ",
+                     workers.message()));
+  }
+  say(absl::StrFormat("data parallel: rank 0 spent %.1f s of %.1f s (%.0f%%) in %d collectives",
+                      in_collectives, seconds, seconds > 0 ? 100 * in_collectives / seconds : 0.0,
+                      collectives));
+  return absl::OkStatus();
 }
 
 absl::Status LocalDataParallel::StartWorker(int rank, int world_size, int threads,

@@ -11,6 +11,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,6 +22,7 @@
 #include "absl/time/time.h"
 #include "kaizen/v1/finetune_service.pb.h"
 #include "server/distributed/group.h"
+#include "server/training/text_trainer.h"
 #include "server/training/trainer.h"
 
 namespace kaizen::jobs {
@@ -37,11 +40,21 @@ struct DataParallelOptions {
   // Each job's spec, model and worker logs go into a folder here, removed
   // when the job's run ends.
   std::string scratch_dir;
+  // An INCREMENTAL job's prepared images are written there only when that
+  // leaves this many bytes free on its file system.
+  int64_t scratch_reserve_bytes = int64_t{512} << 20;
 };
 
-// Why `request` cannot run as several processes ("" when it can): text
-// datasets, INCREMENTAL (its previous model, memory and growing head stay in
-// one process), tuning.
+// OK when `opts` and `data` can train as a local group, else
+// FailedPrecondition with the reason: the datasets must be record files, or
+// an INCREMENTAL job's images prepared in memory (written for the workers),
+// and the device the CPU.
+absl::Status CheckDataParallelData(const training::TrainerOptions& opts,
+                                   const training::TrainingData& data);
+
+// Why `request` cannot run as several processes ("" when it can): a
+// strategy other than FEATURE_EXTRACTION, FINE_TUNE, FULL, SCRATCH, DISTILL
+// and INCREMENTAL (on images or, when `text`, on text), or tuning.
 std::string DataParallelRefusal(const kaizen::v1::StartFineTuneRequest& request, bool text);
 
 // The processes a request asks for: its world_size, else the default where
@@ -70,6 +83,16 @@ struct TrainingFolderLayout {
 absl::Status WriteTrainingFolder(const std::string& dir, const training::TrainerOptions& opts,
                                  const TrainingFolderLayout& layout);
 
+// Writes into `dir` what every rank of a text job reads: spec.json (with
+// `layout`'s timeout and threads), the classifier or encoder to start from
+// as base.pt (without its tokenizer or text_input), the tokenised examples and the teacher's or
+// previous classifier's logits as text.pt (WriteTextWorkerData), and the resume state as resume
+// when `o` has one.
+absl::Status WriteTextTrainingFolder(const std::string& dir, const training::TextTrainerOptions& o,
+                                     const training::TextExamples& train,
+                                     const training::TextExamples* validation,
+                                     const TrainingFolderLayout& layout);
+
 // Hard-links `file` into `dir` as `role` plus its extension (a copy across
 // file systems), so that the folder stands alone; returns that name.
 absl::StatusOr<std::string> LinkIntoFolder(const std::string& dir, const std::string& file,
@@ -80,13 +103,22 @@ class LocalDataParallel {
   // Writes the spec for `opts` and `data` into a new folder
   // `scratch_dir`/`name` (record files, referred to where they are stored;
   // an INCREMENTAL job's images, in memory, written there as raw record
-  // files for the run), serves the rendezvous on a free loopback port,
+  // files for the run: ResourceExhausted, before writing, when they would
+  // leave less than scratch_reserve_bytes free), serves the rendezvous on a free loopback port,
   // starts W-1 workers (`threads` intra-op threads each, dying with this
   // process) and waits until the group has formed. `extra_worker_args` go on
   // every worker's command line.
   static absl::StatusOr<std::unique_ptr<LocalDataParallel>> Start(
       const DataParallelOptions& options, const std::string& name, int world_size, int threads,
       const training::TrainerOptions& opts, const training::TrainingData& data,
+      const std::vector<std::string>& extra_worker_args = {});
+  // The same for a text job (`o` on the CPU; examples tokenised by the
+  // caller): the workers get WriteTextTrainingFolder's files. The caller
+  // trains rank 0 with TrainTextClassifier and `o.group` = group().
+  static absl::StatusOr<std::unique_ptr<LocalDataParallel>> StartText(
+      const DataParallelOptions& options, const std::string& name, int world_size, int threads,
+      const training::TextTrainerOptions& o, const training::TextExamples& train,
+      const training::TextExamples* validation,
       const std::vector<std::string>& extra_worker_args = {});
   // Kills the workers still running and removes the folder.
   ~LocalDataParallel();
@@ -108,9 +140,25 @@ class LocalDataParallel {
   // group closed. Returns how those that had ended by then did (a rank that
   // failed first), as Finish.
   absl::Status Abort();
+  // After rank 0's training ended with `trained` (`seconds` long): when it
+  // failed, Abort, and its status comes back with how the workers that had
+  // ended did added to its message (its payloads kept). Otherwise Finish: a
+  // worker that did not end cleanly is only a warning through `say` (rank 0
+  // wrote every version), as is the share of the time rank 0 spent in
+  // collectives.
+  absl::Status Conclude(const absl::Status& trained, double seconds,
+                        const std::function<void(const std::string&)>& say);
+
+  // What a job announces when its group has formed.
+  static std::string Announcement(int world_size, int threads, int64_t global_batch);
 
  private:
   LocalDataParallel() = default;
+  // The private folder `scratch_dir`/`name`, empty.
+  static absl::StatusOr<std::unique_ptr<LocalDataParallel>> Create(
+      const DataParallelOptions& options, const std::string& name);
+  // Forms the group, starting the workers on the folder's spec.json.
+  absl::Status Launch(int world_size, int threads, const std::vector<std::string>& extra_args);
   absl::Status StartWorker(int rank, int world_size, int threads,
                            const std::vector<std::string>& extra_args);
   // Waits for the workers not yet reaped until `deadline`, then kills them

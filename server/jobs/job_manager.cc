@@ -1575,6 +1575,11 @@ absl::StatusOr<kaizen::v1::ExportJobResponse> JobManager::ExportInto(
                          ? absl::StrCat(why, " (export it once its trials are done)")
                          : why);
     }
+    if (store::IsTextDataset(*dataset)) {
+      return refused(
+          "a text job's rank 0 is the server (it writes the versions with their tokenizer), so "
+          "pods cannot train it alone; run it with world_size in the server");
+    }
     if (req.strategy() == kaizen::v1::STRATEGY_INCREMENTAL) {
       return refused(
           "an INCREMENTAL job's rank 0 is the server (it chooses the exemplars to replay from the "
@@ -2432,61 +2437,28 @@ absl::StatusOr<training::TrainResult> JobManager::TrainOnWorldSize(
   if (world_size == 1) return training::Train(opts, data, cb);
   // --default_world_size applies where the job can run data parallel; a
   // job that asked for it is told why not (LocalDataParallel::Start).
-  // (An INCREMENTAL job's images are prepared in memory and written for the
-  // workers.)
-  const bool in_files = data.train_file != nullptr || opts.incremental.has_value();
-  if (job.request().world_size() == 0 && (!in_files || !opts.device.is_cpu())) {
-    PublishRunMessage(job.id(),
-                      absl::StrFormat("the server's default of %d processes does not apply "
-                                      "(%s): the job trains in one process",
-                                      world_size,
-                                      !in_files ? "its datasets are not in record files"
-                                                : "data-parallel jobs train on CPUs"));
-    return training::Train(opts, data, cb);
+  if (job.request().world_size() == 0) {
+    if (const absl::Status fits = CheckDataParallelData(opts, data); !fits.ok()) {
+      PublishRunMessage(job.id(), absl::StrFormat("the server's default of %d processes does not "
+                                                  "apply (%s): the job trains in one process",
+                                                  world_size, fits.message()));
+      return training::Train(opts, data, cb);
+    }
   }
   ASSIGN_OR_RETURN(std::unique_ptr<LocalDataParallel> dp,
                    LocalDataParallel::Start(options_.data_parallel, absl::StrCat("dp-", job.id()),
                                             world_size, options_.threads_per_worker, opts, data));
   PublishRunMessage(job.id(),
-                    absl::StrFormat("data parallel: %d processes (rank 0 in the server, %d "
-                                    "kaizen-worker processes) with %d intra-op thread(s) each, "
-                                    "Gloo on loopback; each global batch of %d is split between "
-                                    "them and the gradients are summed once per step",
-                                    world_size, world_size - 1, options_.threads_per_worker,
-                                    opts.hyperparameters.batch_size()));
+                    LocalDataParallel::Announcement(world_size, options_.threads_per_worker,
+                                                    opts.hyperparameters.batch_size()));
   opts.group = dp->group();
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<training::TrainResult> result = training::Train(opts, data, cb);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const double in_collectives = dp->group()->collective_seconds();
-  const int64_t collectives = dp->group()->collectives();
-  if (!result.ok()) {
-    // The workers would wait in their next collective until the timeout. A
-    // worker that failed first (the cause of rank 0's failed collective)
-    // is named after rank 0's error; the error's cause payloads stay.
-    const absl::Status workers = dp->Abort();
-    absl::Status failed = result.status();
-    if (!workers.ok()) {
-      absl::Status joined(failed.code(), absl::StrCat(failed.message(), "; ", workers.message()));
-      failed.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
-        joined.SetPayload(url, payload);
-      });
-      failed = joined;
-    }
-    return failed;
-  }
-  if (const absl::Status workers = dp->Finish(); !workers.ok()) {
-    // Rank 0 finished and wrote every version: the job stands.
-    PublishRunMessage(job.id(), absl::StrCat("warning: a data-parallel worker did not end cleanly "
-                                             "after training: ",
-                                             workers.message()));
-  }
-  PublishRunMessage(
-      job.id(), absl::StrFormat("data parallel: rank 0 spent %.1f s of %.1f s (%.0f%%) "
-                                "in %d collectives",
-                                in_collectives, seconds,
-                                seconds > 0 ? 100 * in_collectives / seconds : 0.0, collectives));
+  RETURN_IF_ERROR(dp->Conclude(result.status(), seconds, [&](const std::string& message) {
+    PublishRunMessage(job.id(), message);
+  }));
   return result;
 }
 
@@ -2638,6 +2610,17 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
     in.hyperparameters = job->resolved_hyperparameters();
     in.device = torch::Device(job->device());
     in.tokenizer_sandbox = options_.tokenizer_sandbox;
+    in.world_size = std::max(1, job->world_size());
+    if (in.world_size > 1 && req.world_size() == 0 && !in.device.is_cpu()) {
+      PublishRunMessage(job->id(), absl::StrFormat("the server's default of %d processes does not "
+                                                   "apply (data-parallel jobs train on CPUs): the "
+                                                   "job trains in one process",
+                                                   in.world_size));
+      in.world_size = 1;
+    }
+    in.data_parallel = options_.data_parallel;
+    in.threads_per_worker = options_.threads_per_worker;
+    in.group_name = absl::StrCat("dp-", job->id());
     ASSIGN_OR_RETURN(std::shared_ptr<const datasets::RecordFile> train,
                      datasets_->OpenTextRecordFile(req.dataset()));
     ASSIGN_OR_RETURN(in.train, ReadTextRecords(*train));

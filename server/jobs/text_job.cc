@@ -1,7 +1,9 @@
 #include "server/jobs/text_job.h"
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -722,7 +724,27 @@ absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
     i.weight = inc.weight;
     o.incremental = std::move(i);
   }
-  ASSIGN_OR_RETURN(training::TextTrainResult result, training::TrainTextClassifier(o, train, val));
+  // Data parallel: the workers get the examples and logits computed here.
+  std::unique_ptr<LocalDataParallel> dp;
+  const auto say = [&](const std::string& message) {
+    if (in.on_message) in.on_message(message);
+  };
+  if (in.world_size > 1) {
+    ASSIGN_OR_RETURN(dp,
+                     LocalDataParallel::StartText(in.data_parallel, in.group_name, in.world_size,
+                                                  in.threads_per_worker, o, train, val));
+    say(LocalDataParallel::Announcement(in.world_size, in.threads_per_worker,
+                                        in.hyperparameters.batch_size()));
+    o.group = dp->group();
+  }
+  const auto started = std::chrono::steady_clock::now();
+  absl::StatusOr<training::TextTrainResult> trained = training::TrainTextClassifier(o, train, val);
+  if (dp != nullptr) {
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    RETURN_IF_ERROR(dp->Conclude(trained.status(), seconds, say));
+  }
+  ASSIGN_OR_RETURN(training::TextTrainResult result, std::move(trained));
   out.stopped = result.stopped;
   out.epochs_completed = static_cast<int32_t>(result.epochs.size());
   out.module = result.classifier;

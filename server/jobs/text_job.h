@@ -18,6 +18,7 @@
 #include "kaizen/v1/finetune_service.pb.h"
 #include "kaizen/v1/model_service.pb.h"
 #include "server/datasets/record_file.h"
+#include "server/jobs/data_parallel.h"
 #include "server/jobs/tokenizer_sandbox.h"
 #include "server/models/text_encoder.h"
 
@@ -149,6 +150,16 @@ struct TextJobInputs {
   std::optional<Resume> resume;
   // After each epoch. An error ends the run with it.
   std::function<absl::Status(const TextJobCheckpoint&)> on_checkpoint;
+  // A classifier's training (not MASKED_LM's) runs as `world_size`
+  // processes when above 1 (LocalDataParallel::StartText, in a folder
+  // `group_name` under data_parallel.scratch_dir): this one is rank 0, which
+  // tokenises, computes the teacher's or previous classifier's logits and
+  // writes the checkpoints; each kaizen-worker gets `threads_per_worker`
+  // intra-op threads. Announced and concluded through on_message.
+  int world_size = 1;
+  DataParallelOptions data_parallel;
+  int threads_per_worker = 1;
+  std::string group_name;
 };
 
 struct TextJobOutput {

@@ -3,10 +3,15 @@
 #include <ATen/Parallel.h>
 #include <google/protobuf/util/json_util.h>
 #include <torch/script.h>
+#include <torch/serialize.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <limits>
 #include <memory>
+#include <sstream>
+#include <tuple>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -106,6 +111,11 @@ absl::Status CheckTeacherClasses(const kaizen::v1::Model& teacher,
 }
 
 absl::Status CheckWorkerRank(const TrainingWorkerSpec& spec, int rank) {
+  if (!spec.text_examples().empty() && rank == 0) {
+    return absl::FailedPreconditionError(
+        "a text job's rank 0 is the server that launched the group (it writes the versions, "
+        "tokenizer included); kaizen-worker runs its other ranks only");
+  }
   if (spec.strategy() == kaizen::v1::STRATEGY_INCREMENTAL && rank == 0) {
     return absl::FailedPreconditionError(
         "an INCREMENTAL job's rank 0 is the server that launched the group (it chooses the "
@@ -115,48 +125,76 @@ absl::Status CheckWorkerRank(const TrainingWorkerSpec& spec, int rank) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<TrainingWorkerSpec> ReadTrainingWorkerSpec(const std::string& path) {
-  ASSIGN_OR_RETURN(TrainingWorkerSpec spec, ReadJson<TrainingWorkerSpec>(path, "worker spec"));
-  if (spec.base_model().empty() || spec.train_records().empty() || spec.output_dir().empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("worker spec ", path, " needs base_model, train_records and output_dir"));
-  }
-  // A strategy's own fields, set for that strategy alone.
+namespace {
+
+// A strategy's own fields, set for that strategy alone: "" when they are.
+std::string StrategyFieldsProblem(const TrainingWorkerSpec& spec) {
+  const bool text = !spec.text_examples().empty();
   const bool distill = spec.strategy() == kaizen::v1::STRATEGY_DISTILL;
   const bool incremental = spec.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
-  const auto refused = [&](absl::string_view what) {
-    return absl::InvalidArgumentError(absl::StrCat("worker spec ", path, ": ", what));
-  };
-  if (distill && spec.teacher_model().empty()) {
-    return refused("STRATEGY_DISTILL needs teacher_model");
+  const std::string strategy = kaizen::v1::Strategy_Name(spec.strategy());
+  const bool distillation_set =
+      spec.distillation_temperature() != 0 || spec.distillation_alpha() != 0;
+  const double t = spec.text_incremental_temperature(), w = spec.text_incremental_weight();
+  if (text &&
+      (!spec.train_records().empty() || !spec.validation_records().empty() ||
+       !spec.teacher_model().empty() || !spec.previous_model().empty() || spec.has_incremental())) {
+    return "a text spec (text_examples) takes no train_records, validation_records, "
+           "teacher_model, previous_model or incremental: its examples and logits are in "
+           "text_examples";
   }
-  if (!distill && (!spec.teacher_model().empty() || spec.distillation_temperature() != 0 ||
-                   spec.distillation_alpha() != 0)) {
-    return refused(absl::StrCat(
+  if (!text && (t != 0 || w != 0)) {
+    return "text_incremental_temperature or text_incremental_weight is set without "
+           "text_examples (they are a text job's)";
+  }
+  if (!distill && (!spec.teacher_model().empty() || distillation_set)) {
+    return absl::StrCat(
         "teacher_model, distillation_temperature or distillation_alpha is set but strategy is ",
-        kaizen::v1::Strategy_Name(spec.strategy()), " (they are STRATEGY_DISTILL's)"));
+        strategy, " (they are STRATEGY_DISTILL's)");
+  }
+  if (!incremental &&
+      (!spec.previous_model().empty() || spec.has_incremental() || t != 0 || w != 0)) {
+    return absl::StrCat("previous_model, incremental or text_incremental_* is set but strategy is ",
+                        strategy, " (they are STRATEGY_INCREMENTAL's)");
+  }
+  if (distill && !text && spec.teacher_model().empty()) {
+    return "STRATEGY_DISTILL needs teacher_model";
   }
   // The ranges ResolveDistillation allows (`!(a <= x)` also refuses NaN).
   if (distill &&
       (!(spec.distillation_temperature() >= 1) || !(spec.distillation_temperature() <= 100) ||
        !(spec.distillation_alpha() > 0) || !(spec.distillation_alpha() <= 1))) {
-    return refused(absl::StrFormat(
+    return absl::StrFormat(
         "distillation_temperature is %g (1 to 100) and distillation_alpha %g (above 0, at most 1)",
-        spec.distillation_temperature(), spec.distillation_alpha()));
+        spec.distillation_temperature(), spec.distillation_alpha());
   }
-  if (incremental && spec.previous_model().empty()) {
-    return refused("STRATEGY_INCREMENTAL needs previous_model");
+  if (incremental && text && (!(t >= 1) || !(t <= 100) || !(w >= 0) || !std::isfinite(w))) {
+    return absl::StrFormat(
+        "text_incremental_temperature is %g (1 to 100) and text_incremental_weight %g (finite, "
+        "at least 0)",
+        t, w);
   }
-  if (!incremental && (!spec.previous_model().empty() || spec.has_incremental())) {
-    return refused(absl::StrCat("previous_model or incremental is set but strategy is ",
-                                kaizen::v1::Strategy_Name(spec.strategy()),
-                                " (they are STRATEGY_INCREMENTAL's)"));
-  }
-  if (incremental) {
+  if (incremental && !text) {
+    if (spec.previous_model().empty()) return "STRATEGY_INCREMENTAL needs previous_model";
     const absl::Status resolved = training::ResolveIncremental(spec.strategy(), spec.incremental(),
                                                                spec.hyperparameters().seed())
                                       .status();
-    if (!resolved.ok()) return refused(resolved.message());
+    if (!resolved.ok()) return std::string(resolved.message());
+  }
+  return "";
+}
+
+}  // namespace
+
+absl::StatusOr<TrainingWorkerSpec> ReadTrainingWorkerSpec(const std::string& path) {
+  ASSIGN_OR_RETURN(TrainingWorkerSpec spec, ReadJson<TrainingWorkerSpec>(path, "worker spec"));
+  if (spec.base_model().empty() || (spec.train_records().empty() && spec.text_examples().empty()) ||
+      spec.output_dir().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker spec ", path, " needs base_model, train_records and output_dir"));
+  }
+  if (const std::string problem = StrategyFieldsProblem(spec); !problem.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("worker spec ", path, ": ", problem));
   }
   if (spec.timeout_seconds() < 0 || spec.threads() < 0 || spec.loader_threads() < 0 ||
       spec.max_image_memory_bytes() < 0) {
@@ -216,6 +254,202 @@ void ApplySpecTrainerSettings(const TrainingWorkerSpec& spec, training::TrainerO
   opts->channels_last = spec.channels_last();
 }
 
+namespace {
+
+// A set's sequences as flat int32 tokens and int64 offsets (N + 1).
+std::pair<torch::Tensor, torch::Tensor> Flatten(const std::vector<std::vector<int32_t>>& rows) {
+  torch::Tensor offsets = torch::empty({static_cast<int64_t>(rows.size()) + 1}, torch::kLong);
+  int64_t* o = offsets.data_ptr<int64_t>();
+  o[0] = 0;
+  for (size_t i = 0; i < rows.size(); ++i) o[i + 1] = o[i] + static_cast<int64_t>(rows[i].size());
+  torch::Tensor tokens = torch::empty({o[rows.size()]}, torch::kInt);
+  int32_t* t = tokens.data_ptr<int32_t>();
+  for (const std::vector<int32_t>& row : rows) t = std::copy(row.begin(), row.end(), t);
+  return {tokens, offsets};
+}
+
+absl::StatusOr<training::TextExamples> Unflatten(const torch::Tensor& tokens,
+                                                 const torch::Tensor& offsets,
+                                                 const torch::Tensor& labels,
+                                                 const std::string& what) {
+  if (tokens.scalar_type() != torch::kInt || tokens.dim() != 1 ||
+      offsets.scalar_type() != torch::kLong || offsets.dim() != 1 || offsets.size(0) < 1 ||
+      labels.scalar_type() != torch::kLong || labels.dim() != 1 ||
+      labels.size(0) != offsets.size(0) - 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what,
+                     ": tokens (int32), offsets (int64, one more than the sequences) or "
+                     "labels (int64, one per sequence) have another type or shape"));
+  }
+  const torch::Tensor o = offsets.contiguous(), t = tokens.contiguous(), l = labels.contiguous();
+  const int64_t* off = o.data_ptr<int64_t>();
+  const int32_t* tok = t.data_ptr<int32_t>();
+  const int64_t n = labels.size(0);
+  if (off[0] != 0 || off[n] != tokens.size(0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": the offsets do not span the ", tokens.size(0), " tokens"));
+  }
+  training::TextExamples examples;
+  examples.labels.assign(l.data_ptr<int64_t>(), l.data_ptr<int64_t>() + n);
+  examples.sequences.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    if (off[i + 1] < off[i] || off[i + 1] > tokens.size(0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": the offsets of sequence ", i, " run backwards or past the end"));
+    }
+    examples.sequences[static_cast<size_t>(i)].assign(tok + off[i], tok + off[i + 1]);
+  }
+  return examples;
+}
+
+// The logits a file holds: none (no elements), or float32 [rows, K].
+absl::StatusOr<torch::Tensor> LogitsOf(const torch::Tensor& t, int64_t rows,
+                                       const std::string& what) {
+  if (t.numel() == 0) return torch::Tensor();
+  if (t.scalar_type() != torch::kFloat || t.dim() != 2 || t.size(0) != rows) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " must be float32 with one row per training example (", rows, ")"));
+  }
+  return t;
+}
+
+// Kinds of tensor in a text examples file, in order.
+enum TextTensor {
+  kTrainTokens,
+  kTrainOffsets,
+  kTrainLabels,
+  kValidationTokens,
+  kValidationOffsets,  // none: no validation examples
+  kValidationLabels,
+  kTeacherLogits,   // none: not DISTILL
+  kPreviousLogits,  // none: not INCREMENTAL
+  kNumClasses,      // int64 [1]
+  kTextTensors
+};
+
+}  // namespace
+
+absl::Status WriteTextWorkerData(const std::string& path, const training::TextExamples& train,
+                                 const training::TextExamples* validation, int64_t num_classes,
+                                 const torch::Tensor& teacher_logits,
+                                 const torch::Tensor& previous_logits) {
+  std::vector<torch::Tensor> t(kTextTensors, torch::empty({0}));
+  std::tie(t[kTrainTokens], t[kTrainOffsets]) = Flatten(train.sequences);
+  t[kTrainLabels] = torch::tensor(train.labels, torch::kLong);
+  if (validation != nullptr) {
+    std::tie(t[kValidationTokens], t[kValidationOffsets]) = Flatten(validation->sequences);
+    t[kValidationLabels] = torch::tensor(validation->labels, torch::kLong);
+  }
+  if (teacher_logits.defined()) {
+    t[kTeacherLogits] = teacher_logits.to(torch::kCPU, torch::kFloat).contiguous();
+  }
+  if (previous_logits.defined()) {
+    t[kPreviousLogits] = previous_logits.to(torch::kCPU, torch::kFloat).contiguous();
+  }
+  t[kNumClasses] = torch::tensor({num_classes}, torch::kLong);
+  std::ostringstream out;
+  try {
+    torch::save(t, out);
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("cannot serialise the text examples: ", models::TorchErrorSummary(e)));
+  }
+  return common::WriteFileAtomically(path, out.str());
+}
+
+absl::StatusOr<TextWorkerData> ReadTextWorkerData(const std::string& path) {
+  std::string bytes;
+  RETURN_IF_ERROR(common::ReadFile(path, &bytes));
+  std::vector<torch::Tensor> t;
+  try {
+    std::istringstream in(bytes);
+    torch::load(t, in);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("text examples ", path, " do not load: ", models::TorchErrorSummary(e)));
+  }
+  const std::string what = absl::StrCat("text examples ", path);
+  if (t.size() != static_cast<size_t>(kTextTensors)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " hold ", t.size(), " tensors, not ", int{kTextTensors}));
+  }
+  TextWorkerData data;
+  ASSIGN_OR_RETURN(data.train, Unflatten(t[kTrainTokens], t[kTrainOffsets], t[kTrainLabels],
+                                         absl::StrCat(what, ", training set")));
+  if (t[kValidationOffsets].numel() > 0) {
+    ASSIGN_OR_RETURN(data.validation,
+                     Unflatten(t[kValidationTokens], t[kValidationOffsets], t[kValidationLabels],
+                               absl::StrCat(what, ", validation set")));
+  }
+  const int64_t rows = static_cast<int64_t>(data.train.sequences.size());
+  ASSIGN_OR_RETURN(data.teacher_logits,
+                   LogitsOf(t[kTeacherLogits], rows, absl::StrCat(what, ": teacher logits")));
+  ASSIGN_OR_RETURN(data.previous_logits,
+                   LogitsOf(t[kPreviousLogits], rows, absl::StrCat(what, ": previous logits")));
+  const torch::Tensor& classes = t[kNumClasses];
+  if (classes.scalar_type() != torch::kLong || classes.numel() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": no class count"));
+  }
+  data.num_classes = classes.item<int64_t>();
+  return data;
+}
+
+namespace {
+
+// RunTrainingWorker for a text spec (text_examples): ranks 1 and up of a
+// group whose rank 0 is the server.
+absl::StatusOr<TrainingWorkerReport> RunTextWorker(const TrainingWorkerSpec& spec,
+                                                   const std::string& spec_dir,
+                                                   distributed::Group* group,
+                                                   const TrainingWorkerOptions& options,
+                                                   std::chrono::steady_clock::time_point start) {
+  const int rank = group != nullptr ? group->rank() : 0;
+  const std::string output_dir = Resolve(spec_dir, spec.output_dir());
+  training::TextTrainerOptions o;
+  o.strategy = spec.strategy();
+  o.hyperparameters = spec.hyperparameters();
+  RETURN_IF_ERROR(LoadModelFile(Resolve(spec_dir, spec.base_model()), &o.base, &o.base_metadata));
+  o.pad_id = spec.text_pad_id();
+  ASSIGN_OR_RETURN(TextWorkerData data,
+                   ReadTextWorkerData(Resolve(spec_dir, spec.text_examples())));
+  o.num_classes = data.num_classes;
+  if (spec.strategy() == kaizen::v1::STRATEGY_DISTILL) {
+    o.distillation = training::TextDistillation{
+        data.teacher_logits, spec.distillation_temperature(), spec.distillation_alpha()};
+  }
+  if (spec.strategy() == kaizen::v1::STRATEGY_INCREMENTAL) {
+    o.incremental = training::TextIncremental{
+        data.previous_logits, spec.text_incremental_temperature(), spec.text_incremental_weight()};
+  }
+  if (!spec.resume_state().empty()) {
+    RETURN_IF_ERROR(common::ReadFile(Resolve(spec_dir, spec.resume_state()), &o.resume_state));
+  }
+  o.group = group;
+  o.should_stop = options.should_stop;
+  TrainingWorkerReport report;
+  report.set_rank(rank);
+  report.set_world_size(group != nullptr ? group->world_size() : 1);
+  o.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { *report.add_epochs() = m; };
+  o.after_update = [&](int64_t step, const std::vector<torch::Tensor>& trainable) {
+    report.set_steps(step);
+    if (options.record_digests) report.add_step_digests(Digest(trainable));
+  };
+  ASSIGN_OR_RETURN(
+      const training::TextTrainResult result,
+      training::TrainTextClassifier(o, data.train, data.validation ? &*data.validation : nullptr));
+  report.set_epochs_completed(static_cast<int32_t>(result.epochs.size()));
+  report.set_seconds(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  if (group != nullptr) {
+    report.set_collective_seconds(group->collective_seconds());
+    report.set_collectives(group->collectives());
+  }
+  RETURN_IF_ERROR(WriteJson(report, WorkerReportPath(output_dir, rank)));
+  return report;
+}
+
+}  // namespace
+
 absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec& spec,
                                                        const std::string& spec_dir,
                                                        distributed::Group* group,
@@ -224,6 +458,10 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
   const int rank = group != nullptr ? group->rank() : 0;
   const std::string output_dir = Resolve(spec_dir, spec.output_dir());
   if (spec.threads() > 0) at::set_num_threads(spec.threads());
+  if (!spec.text_examples().empty()) {
+    RETURN_IF_ERROR(CheckWorkerRank(spec, rank));
+    return RunTextWorker(spec, spec_dir, group, options, start);
+  }
 
   training::TrainerOptions opts;
   ApplySpecTrainerSettings(spec, &opts);
@@ -305,6 +543,7 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
   report.set_epochs_completed(result.epochs_completed);
   report.set_stopped_early(result.stopped_early);
   report.set_teacher_forward_batches(result.teacher_forward_batches);
+  report.set_backbone_forward_batches(result.backbone_forward_batches);
   report.set_replayed(result.incremental.replayed);
   report.set_training_set_sha256(result.training_set_sha256);
   report.set_seconds(

@@ -39,6 +39,8 @@ constexpr uint64_t kHeadStream = 2;
 constexpr uint64_t kOrderStream = 3;
 // LibTorch's default generator (dropout), reseeded at each epoch.
 constexpr uint64_t kTorchStream = 4;
+// Derived from an epoch's kTorchStream seed for ranks 1 and up.
+constexpr uint64_t kRankStream = 5;
 
 absl::Status CheckExamples(const TextExamples& examples, int64_t num_classes,
                            absl::string_view which) {
@@ -79,11 +81,15 @@ std::vector<std::vector<int32_t>> Rows(const std::vector<std::vector<int32_t>>& 
   return rows;
 }
 
-torch::Tensor Labels(const std::vector<int64_t>& labels, const std::vector<int64_t>& order,
-                     size_t begin, size_t end) {
+// The sequences and labels of examples `rows`.
+std::vector<std::vector<int32_t>> Rows(const std::vector<std::vector<int32_t>>& sequences,
+                                       const std::vector<int64_t>& rows) {
+  return Rows(sequences, rows, 0, rows.size());
+}
+torch::Tensor Labels(const std::vector<int64_t>& labels, const std::vector<int64_t>& rows) {
   std::vector<int64_t> picked;
-  picked.reserve(end - begin);
-  for (size_t i = begin; i < end; ++i) picked.push_back(labels[order[i]]);
+  picked.reserve(rows.size());
+  for (const int64_t r : rows) picked.push_back(labels[static_cast<size_t>(r)]);
   return torch::tensor(picked, torch::kLong);
 }
 
@@ -111,6 +117,38 @@ torch::Tensor ForwardAll(torch::jit::Module& module,
   return torch::cat(parts);
 }
 
+// ForwardAll in a group: each rank runs `module` on every world_size-th
+// chunk of the sequences and a sum over the ranks fills in the others' rows
+// (zeros here, so the sum changes no bit): every rank gets all of them.
+absl::StatusOr<torch::Tensor> ForwardAllShared(torch::jit::Module& module,
+                                               const std::vector<std::vector<int32_t>>& sequences,
+                                               int32_t pad_id, int64_t batch_size,
+                                               distributed::Group& group) {
+  torch::NoGradGuard no_grad;
+  const torch::Device device = ModuleDevice(module);
+  const int64_t n = static_cast<int64_t>(sequences.size());
+  const int64_t world = group.world_size();
+  // Small enough that every rank gets a chunk when there are as many
+  // sequences as ranks.
+  const int64_t chunk = std::max<int64_t>(1, std::min(batch_size, (n + world - 1) / world));
+  // The width of the outputs, from the first sequence, on every rank.
+  const std::vector<int64_t> first = {0};
+  auto [ids, mask] = PadSequences(Rows(sequences, first), pad_id, device);
+  const int64_t width = module.forward({ids, mask}).toTensor().size(1);
+  torch::Tensor all = torch::zeros({n, width}, torch::kFloat);
+  const std::vector<int64_t> order = Identity(static_cast<size_t>(n));
+  for (int64_t begin = chunk * group.rank(); begin < n; begin += chunk * world) {
+    const int64_t end = std::min(n, begin + chunk);
+    auto [chunk_ids, chunk_mask] =
+        PadSequences(Rows(sequences, order, static_cast<size_t>(begin), static_cast<size_t>(end)),
+                     pad_id, device);
+    all.narrow(0, begin, end - begin)
+        .copy_(module.forward({chunk_ids, chunk_mask}).toTensor().to(torch::kFloat));
+  }
+  RETURN_IF_ERROR(group.Sum({all}));
+  return all.to(device);
+}
+
 class TextRun {
  public:
   TextRun(const TextTrainerOptions& options, const TextExamples& train,
@@ -125,9 +163,25 @@ class TextRun {
     RETURN_IF_ERROR(BuildModel());
     device_ = ModuleDevice(split_.backbone);
     BuildOptimizer();
+    if (o_.group != nullptr) {
+      // Every rank starts from rank 0's weights (the same by construction;
+      // this makes it so).
+      std::vector<torch::Tensor> tensors;
+      for (const torch::jit::Module* m : {&split_.backbone, &split_.head}) {
+        for (const torch::Tensor& p : m->parameters()) tensors.push_back(p.detach());
+        for (const torch::Tensor& b : m->buffers()) tensors.push_back(b);
+      }
+      torch::NoGradGuard no_grad;
+      RETURN_IF_ERROR(o_.group->Broadcast(tensors, 0));
+    }
     if (o_.strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION) {
       // The encoder is frozen and in eval mode: its features never change.
-      train_features_ = ForwardAll(split_.backbone, train_.sequences, o_.pad_id, 64);
+      if (o_.group != nullptr) {
+        ASSIGN_OR_RETURN(train_features_, ForwardAllShared(split_.backbone, train_.sequences,
+                                                           o_.pad_id, 64, *o_.group));
+      } else {
+        train_features_ = ForwardAll(split_.backbone, train_.sequences, o_.pad_id, 64);
+      }
     }
     if (o_.distillation) {
       teacher_logits_ = o_.distillation->teacher_logits.to(torch::kFloat).to(device_);
@@ -142,45 +196,74 @@ class TextRun {
     for (int32_t epoch = state_.epochs_completed + 1; epoch <= hp_.epochs() && !result_.stopped;
          ++epoch) {
       const auto started = std::chrono::steady_clock::now();
-      torch::manual_seed(DeriveSeed(hp_.seed(), kTorchStream, epoch));
+      // Each rank its own dropout draws (rank 0 those of one process).
+      const uint64_t torch_seed = DeriveSeed(hp_.seed(), kTorchStream, epoch);
+      torch::manual_seed(rank_ == 0
+                             ? torch_seed
+                             : DeriveSeed(torch_seed, kRankStream, static_cast<uint64_t>(rank_)));
       std::vector<int64_t> order = text::LengthBucketedOrder(
           lengths, hp_.batch_size(), DeriveSeed(hp_.seed(), kOrderStream, epoch));
       double loss_sum = 0;
       int64_t correct = 0, seen = 0;
       for (size_t begin = 0; begin < order.size(); begin += hp_.batch_size()) {
-        if (o_.should_stop && o_.should_stop()) {
+        bool stop = o_.should_stop && o_.should_stop();
+        if (o_.group != nullptr) {
+          ASSIGN_OR_RETURN(stop, o_.group->Any(rank_ == 0 && stop));
+        }
+        if (stop) {
           result_.stopped = true;
           break;
         }
         const size_t end = std::min(order.size(), begin + static_cast<size_t>(hp_.batch_size()));
-        const torch::Tensor labels = Labels(train_.labels, order, begin, end).to(device_);
+        std::vector<int64_t> rows(order.begin() + static_cast<std::ptrdiff_t>(begin),
+                                  order.begin() + static_cast<std::ptrdiff_t>(end));
+        const size_t global = rows.size();
+        if (o_.group != nullptr) rows = distributed::ShardOfBatch(rows, rank_, world_);
         const double factor = schedule_->Factor(step_++);
         for (size_t g = 0; g < base_lrs_.size(); ++g) {
           SetLearningRate(optimizer_->param_groups()[g], base_lrs_[g] * factor);
         }
         optimizer_->zero_grad();
-        torch::Tensor logits = Logits(order, begin, end);
-        torch::Tensor loss =
-            teacher_logits_.defined()
-                ? DistillationLoss(logits, SelectRows(teacher_logits_, order, begin, end), labels,
-                                   o_.distillation->temperature, o_.distillation->alpha,
-                                   hp_.label_smoothing())
-            : previous_logits_.defined()
-                ? IncrementalLoss(logits, SelectRows(previous_logits_, order, begin, end), labels,
-                                  o_.incremental->temperature, o_.incremental->weight,
-                                  hp_.label_smoothing())
-                : SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
-        loss.backward();
+        // A rank without a share of a (last, short) batch adds zeros.
+        if (!rows.empty()) {
+          const torch::Tensor labels = Labels(train_.labels, rows).to(device_);
+          torch::Tensor logits = Logits(rows);
+          torch::Tensor loss = teacher_logits_.defined()
+                                   ? DistillationLoss(logits, SelectRows(teacher_logits_, rows),
+                                                      labels, o_.distillation->temperature,
+                                                      o_.distillation->alpha, hp_.label_smoothing())
+                               : previous_logits_.defined()
+                                   ? IncrementalLoss(logits, SelectRows(previous_logits_, rows),
+                                                     labels, o_.incremental->temperature,
+                                                     o_.incremental->weight, hp_.label_smoothing())
+                                   : SmoothedCrossEntropy(logits, labels, hp_.label_smoothing());
+          loss.backward();
+          const int64_t n = static_cast<int64_t>(rows.size());
+          loss_sum += loss.item<double>() * static_cast<double>(n);
+          correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+          seen += n;
+        }
+        if (o_.group != nullptr) {
+          // The gradient of the global batch's mean loss, on every rank.
+          RETURN_IF_ERROR(o_.group->ReduceGradients(
+              trainable_, static_cast<double>(rows.size()) / static_cast<double>(global)));
+        }
         if (hp_.gradient_clip_norm() > 0) {
           torch::nn::utils::clip_grad_norm_(trainable_, hp_.gradient_clip_norm());
         }
         optimizer_->step();
-        const int64_t n = static_cast<int64_t>(end - begin);
-        loss_sum += loss.item<double>() * static_cast<double>(n);
-        correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
-        seen += n;
+        if (o_.after_update) o_.after_update(step_, trainable_);
       }
-      if (result_.stopped || seen == 0) break;  // a partial epoch is not reported
+      if (result_.stopped) break;  // a partial epoch is not reported
+      if (o_.group != nullptr) {
+        torch::Tensor sums = torch::tensor(
+            {loss_sum, static_cast<double>(correct), static_cast<double>(seen)}, torch::kDouble);
+        RETURN_IF_ERROR(o_.group->Sum({sums}));
+        loss_sum = sums[0].item<double>();
+        correct = static_cast<int64_t>(sums[1].item<double>());
+        seen = static_cast<int64_t>(sums[2].item<double>());
+      }
+      if (seen == 0) break;
       kaizen::v1::EpochMetrics metrics;
       metrics.set_epoch(epoch);
       metrics.set_train_loss(loss_sum / static_cast<double>(seen));
@@ -292,21 +375,18 @@ class TextRun {
     options.set_lr(lr);
   }
 
-  torch::Tensor Logits(const std::vector<int64_t>& order, size_t begin, size_t end) {
+  // The classifier's logits on training examples `rows`.
+  torch::Tensor Logits(const std::vector<int64_t>& rows) {
     if (train_features_.defined()) {
-      std::vector<int64_t> rows(order.begin() + begin, order.begin() + end);
-      const torch::Tensor index = torch::tensor(rows, torch::kLong).to(device_);
-      return split_.head.forward({train_features_.index_select(0, index)}).toTensor();
+      return split_.head.forward({SelectRows(train_features_, rows)}).toTensor();
     }
-    auto [ids, mask] = PadSequences(Rows(train_.sequences, order, begin, end), o_.pad_id, device_);
+    auto [ids, mask] = PadSequences(Rows(train_.sequences, rows), o_.pad_id, device_);
     torch::Tensor features = split_.backbone.forward({ids, mask}).toTensor();
     return split_.head.forward({features}).toTensor();
   }
 
-  // Rows order[begin, end) of `all` (per-example logits on the device).
-  torch::Tensor SelectRows(const torch::Tensor& all, const std::vector<int64_t>& order,
-                           size_t begin, size_t end) {
-    std::vector<int64_t> rows(order.begin() + begin, order.begin() + end);
+  // Rows `rows` of `all` (per-example values on the device).
+  torch::Tensor SelectRows(const torch::Tensor& all, const std::vector<int64_t>& rows) {
     return all.index_select(0, torch::tensor(rows, torch::kLong).to(device_));
   }
 
@@ -341,6 +421,8 @@ class TextRun {
   torch::Tensor teacher_logits_;   // DISTILL's, on the device
   torch::Tensor previous_logits_;  // INCREMENTAL's, on the device
   torch::Device device_ = torch::kCPU;
+  const int rank_ = o_.group != nullptr ? o_.group->rank() : 0;
+  const int world_ = o_.group != nullptr ? o_.group->world_size() : 1;
   int64_t step_ = 0;
   // Epochs completed, the history, the best so far; a resumed run's from its
   // checkpoint.
@@ -488,6 +570,9 @@ absl::StatusOr<TextTrainResult> TrainTextClassifier(const TextTrainerOptions& op
   if (hp.head().kind() == kaizen::v1::HEAD_KIND_MLP) {
     return absl::InvalidArgumentError(
         "hyperparameters.head.kind is HEAD_KIND_MLP; text classifiers take a LINEAR head");
+  }
+  if (options.group != nullptr && !ModuleDevice(options.base).is_cpu()) {
+    return absl::InvalidArgumentError("data-parallel text training runs on the CPU (Gloo)");
   }
   RETURN_IF_ERROR(CheckExamples(train, options.num_classes, "training"));
   if (validation != nullptr && validation->sequences.empty()) validation = nullptr;

@@ -39,6 +39,7 @@
 #include "absl/strings/string_view.h"
 #include "kaizen/v1/finetune_service.pb.h"
 #include "kaizen/v1/model_service.pb.h"
+#include "server/distributed/group.h"
 
 namespace kaizen::training {
 
@@ -122,6 +123,19 @@ struct TextTrainerOptions {
   // strategy is INCREMENTAL. The encoder trains as FINE_TUNE's.
   using Incremental = TextIncremental;
   std::optional<Incremental> incremental;
+  // Data-parallel training: this process is one rank of `group` (null:
+  // alone), on the CPU. Every rank gets the same options and examples; each
+  // global batch is split between the ranks (distributed::ShardOfBatch), the
+  // gradients of its mean loss are summed once per step and every rank
+  // applies the same update, so their parameters stay identical. A frozen
+  // encoder's feature cache is computed a share per rank. The epochs'
+  // training figures are the global batch's (every rank validates, on
+  // all of the validation examples), `should_stop` is rank 0's, and the
+  // caller sets `on_checkpoint` on rank 0 alone. Each rank's dropout draws
+  // its own.
+  distributed::Group* group = nullptr;
+  // After every update: the updates so far and the trainable parameters.
+  std::function<void(int64_t step, const std::vector<torch::Tensor>& trainable)> after_update;
 };
 
 struct TextTrainResult {
@@ -137,7 +151,8 @@ struct TextTrainResult {
 };
 
 // Training runs on the device of the base's parameters. An empty validation
-// set counts as none. InvalidArgument naming the problem: another
+// set counts as none. A group's failure (a rank gone, a timeout) is its
+// status. InvalidArgument naming the problem: a group on another device than the CPU, another
 // strategy, DISTILL without teacher logits of [N, num_classes] (or logits
 // with another strategy), INCREMENTAL without previous logits of [N, K] with
 // 2 <= K <= num_classes (or with another strategy), no example, a label outside [0, num_classes),

@@ -92,6 +92,17 @@ constexpr int64_t kMaxPrefetchBytes = int64_t{256} << 20;
 // StartEpoch catches it. Not a std::exception, so that no handler of a
 // pass's own failures (UsePrefixCache falls back on those) takes it for one.
 struct PassStopped {};
+// Thrown from such a pass when a collective of the group sharing it fails
+// (the group is broken: the job fails with its status). Not a
+// std::exception either, for the same reason.
+class GroupError {
+ public:
+  explicit GroupError(absl::Status status) : status_(std::move(status)) {}
+  const absl::Status& status() const { return status_; }
+
+ private:
+  absl::Status status_;
+};
 // Without validation or early stopping, a checkpoint is written (with
 // BatchNorm statistics recomputed) after the last epoch and after about this
 // many epochs spread through the run, so that the versions served while a
@@ -295,6 +306,14 @@ class Trainer {
   // DISTILL: the teacher on the student's input, and its logit cache when
   // the training images never change (no augmentation).
   absl::Status BuildTeacher();
+  // The teacher's logits on every training row, [N, classes] on the
+  // device. In a group each rank runs the teacher on every world_size-th
+  // chunk of rows and a sum over the ranks fills in the rest.
+  absl::StatusOr<torch::Tensor> TeacherLogitsOfTrainingSet(int64_t classes);
+  // Rows [0, n) in chunks of up to an inference batch, every world_size-th
+  // of them from rank's: what that rank computes of a pass the group
+  // shares (each rank has one when n >= world_size).
+  std::vector<std::vector<int64_t>> ChunksOfRank(int64_t n, int rank, int world_size) const;
   // DISTILL: the teacher's accuracy on the validation images.
   double TeacherAccuracy(ImageSource& set);
   // INCREMENTAL with rehearsal: the old memory (replayed with the training
@@ -952,20 +971,32 @@ absl::Status Trainer::BuildTeacher() {
                                    base_metadata_.input_shape().end());
   ASSIGN_OR_RETURN(teacher_, Teacher::Create(*module, *metadata, shape, classes, device_));
   if (augmenter_->active()) return absl::OkStatus();
-  if (!train_.streamed()) {
+  if (!train_.streamed() && options_.group == nullptr) {
+    // Computed at the first step that needs it.
     teacher_cache_.emplace(teacher_.get(), train_.in_memory()->images, inference_batch_);
     return absl::OkStatus();
   }
   // Streamed: one pass now, rather than a decode of every image per epoch.
-  where_ = "teacher logit caching";
-  std::vector<torch::Tensor> chunks;
-  train_.BeginRanges(inference_batch_);
-  for (int64_t begin = 0; begin < train_.size(); begin += inference_batch_) {
-    const int64_t n = std::min(inference_batch_, train_.size() - begin);
-    chunks.push_back(teacher_->Logits(imaging::Normalizer::ToUnit(train_.Range(begin, n))));
-  }
-  teacher_cache_.emplace(torch::cat(chunks));
+  ASSIGN_OR_RETURN(torch::Tensor logits, TeacherLogitsOfTrainingSet(classes));
+  teacher_cache_.emplace(std::move(logits));
   return absl::OkStatus();
+}
+
+absl::StatusOr<torch::Tensor> Trainer::TeacherLogitsOfTrainingSet(int64_t classes) {
+  where_ = "teacher logit caching";
+  const int rank = options_.group != nullptr ? options_.group->rank() : 0;
+  const int world_size = options_.group != nullptr ? options_.group->world_size() : 1;
+  const int64_t n = train_.size();
+  const std::vector<std::vector<int64_t>> mine = ChunksOfRank(n, rank, world_size);
+  // Zeros where other ranks' chunks go: adding them changes no bit.
+  torch::Tensor logits = torch::zeros({n, classes}, torch::dtype(torch::kFloat).device(device_));
+  train_.Begin(mine);
+  for (const std::vector<int64_t>& rows : mine) {
+    logits.narrow(0, rows.front(), static_cast<int64_t>(rows.size()))
+        .copy_(teacher_->Logits(imaging::Normalizer::ToUnit(train_.Rows(rows))));
+  }
+  if (options_.group != nullptr) RETURN_IF_ERROR(options_.group->Sum({logits}));
+  return logits;
 }
 
 double Trainer::TeacherAccuracy(ImageSource& set) {
@@ -1069,9 +1100,47 @@ torch::Tensor Trainer::Features(const torch::Tensor& unit_images) {
   return split_.backbone.forward({x}).toTensor().to(torch::kFloat);
 }
 
+std::vector<std::vector<int64_t>> Trainer::ChunksOfRank(int64_t n, int rank, int world_size) const {
+  // At most an inference batch, and at most n / world_size rows, so that
+  // every rank gets one when there are as many rows as ranks.
+  const int64_t chunk = std::max<int64_t>(1, std::min(inference_batch_, n / world_size));
+  std::vector<std::vector<int64_t>> mine;
+  for (int64_t begin = 0, k = 0; begin < n; begin += chunk, ++k) {
+    if (k % world_size != rank) continue;
+    std::vector<int64_t>& rows = mine.emplace_back();
+    for (int64_t i = begin; i < std::min(n, begin + chunk); ++i) rows.push_back(i);
+  }
+  return mine;
+}
+
 torch::Tensor Trainer::AllFeatures(ImageSource& set) {
   torch::NoGradGuard no_grad;
   split_.backbone.eval();
+  const int world_size = options_.group != nullptr ? options_.group->world_size() : 1;
+  if (world_size > 1 && set.size() >= world_size) {
+    // Each rank runs the backbone on its chunks (every rank has one) and a
+    // sum over the ranks fills in the others' rows (zeros here: the sum
+    // changes no bit), so every rank holds all the features for a
+    // world_size-th of the work.
+    const std::vector<std::vector<int64_t>> mine =
+        ChunksOfRank(set.size(), options_.group->rank(), world_size);
+    set.Begin(mine);
+    torch::Tensor all;
+    for (const std::vector<int64_t>& rows : mine) {
+      StopPoint();
+      const torch::Tensor f = Features(imaging::Normalizer::ToUnit(set.Rows(rows)));
+      if (!all.defined()) {
+        std::vector<int64_t> sizes = f.sizes().vec();
+        sizes[0] = set.size();
+        all = torch::zeros(sizes, f.options());
+      }
+      all.narrow(0, rows.front(), static_cast<int64_t>(rows.size())).copy_(f);
+    }
+    if (absl::Status summed = options_.group->Sum({all}); !summed.ok()) {
+      throw GroupError(std::move(summed));
+    }
+    return all;
+  }
   std::vector<torch::Tensor> chunks;
   set.BeginRanges(inference_batch_);
   for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
@@ -1899,6 +1968,9 @@ absl::StatusOr<TrainResult> Train(const TrainerOptions& options, const TrainingD
   try {
     return trainer.Run();
   } catch (const ImageSourceError& e) {
+    return absl::Status(e.status().code(),
+                        absl::StrCat(trainer.where(), ": ", e.status().message()));
+  } catch (const GroupError& e) {
     return absl::Status(e.status().code(),
                         absl::StrCat(trainer.where(), ": ", e.status().message()));
   } catch (const PassStopped&) {  // StartEpoch catches it; never the server's end

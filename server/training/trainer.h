@@ -231,7 +231,7 @@ struct TrainResult {
   double teacher_val_accuracy = 0;
   int64_t validation_examples = 0;
   // Batches the teacher ran forward in this call (training, the logit cache
-  // and its validation accuracy).
+  // (in a group, this rank's chunks of it) and its validation accuracy).
   int64_t teacher_forward_batches = 0;
   // STRATEGY_INCREMENTAL, once training ends: the previous model's accuracy
   // on the validation images, over the old classes, the new and all (its

@@ -6,7 +6,8 @@
 // parallel with precise statuses. An exported job (ExportJob) runs as its
 // PyTorchJob's pods would, and trains as the server did; a DISTILL job's
 // teacher reaches every rank, in the server and in its export's pods; an
-// INCREMENTAL group replays the exemplars the server chose, across a pause.
+// INCREMENTAL group replays the exemplars the server chose, across a pause;
+// a text job trains as a group on the ids its rank 0 tokenised.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -17,11 +18,13 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "client/lib/kaizen_client.h"
 #include "server/common/atomic_file.h"
@@ -31,6 +34,7 @@
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/server/job_helpers.h"
 #include "tests/test_util/server_process.h"
+#include "tests/test_util/wordnet.h"
 
 namespace kaizen {
 namespace {
@@ -461,6 +465,70 @@ TEST_F(DataParallelE2E, AnIncrementalJobTrainsAsAGroupOnTheServersExemplars) {
   request.set_id(done.id());
   ExpectNotExported(s_.client->ExportJob(request).status(),
                     "an INCREMENTAL job's rank 0 is the server");
+}
+
+// A text job trains as a group too: rank 0 trains a tokenizer for a new
+// transformer-small, tokenises the glosses and sends the ids; the version
+// it writes serves text. MASKED_LM stays in one process, and a text job is
+// not exported (its rank 0 writes the versions with their tokenizer).
+TEST_F(DataParallelE2E, ATextJobTrainsAsAGroupAndServesText) {
+  std::map<std::string, int> taken;
+  std::string csv = "text,label\n";
+  for (const test_util::WordNetGloss& g : test_util::WordNetGlosses()) {
+    if ((g.category != "noun.animal" && g.category != "noun.food" && g.category != "verb.motion") ||
+        taken[g.category]++ >= 40) {
+      continue;
+    }
+    absl::StrAppend(&csv, "\"", absl::StrReplaceAll(g.gloss, {{"\"", "\"\""}}), "\",", g.category,
+                    "\n");
+  }
+  ASSERT_EQ(taken.size(), 3u) << "wordnet-base is not installed";
+  test_util::WriteBinaryFile(files_.File("glosses.csv"), csv);
+  v1::UploadDatasetHeader h;
+  h.set_name("glosses");
+  h.set_format(v1::DATASET_FORMAT_TEXT_CSV);
+  ASSERT_TRUE(s_.client->UploadDataset(h, {files_.File("glosses.csv")}).ok());
+
+  v1::StartFineTuneRequest r;
+  r.set_base_model("transformer-small");
+  r.set_dataset("glosses");
+  r.set_output_model("text-dp");
+  r.set_strategy(v1::STRATEGY_SCRATCH);
+  r.set_world_size(2);
+  v1::Hyperparameters* hp = r.mutable_hyperparameters();
+  hp->set_epochs(2);
+  hp->set_batch_size(16);
+  hp->set_seed(5);
+  hp->mutable_text()->set_vocab_size(600);
+  hp->mutable_text()->set_hidden_size(64);
+  hp->mutable_text()->set_num_layers(1);
+  hp->mutable_text()->set_max_length(48);
+  const Job done = WaitForSuccess(Start(r).id());
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error();
+  EXPECT_EQ(done.world_size(), 2);
+  ASSERT_EQ(done.history_size(), 2);
+  const std::vector<std::string> messages = Messages(Watch(done.id()));
+  EXPECT_EQ(Count(messages, "data parallel: 2 processes (rank 0 in the server, 1 kaizen-worker"),
+            1);
+  EXPECT_EQ(Count(messages, "data parallel: rank 0 spent"), 1);
+  v1::PredictRequest predict;
+  predict.set_model("text-dp");
+  predict.add_inputs()->set_text("a large carnivorous animal with a long tail");
+  absl::StatusOr<v1::PredictResponse> answer = s_.client->Predict(predict);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->version(), done.latest_version());
+  ASSERT_EQ(answer->predictions_size(), 1);
+
+  v1::ExportJobRequest e;
+  e.set_id(done.id());
+  ExpectNotExported(s_.client->ExportJob(e).status(), "a text job's rank 0 is the server");
+  r.set_strategy(v1::STRATEGY_MASKED_LM);
+  r.set_output_model("encoder");
+  const absl::StatusOr<Job> refused = TryStart(r);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("STRATEGY_MASKED_LM trains in one process"),
+            std::string::npos)
+      << refused.status();
 }
 
 TEST_F(DataParallelE2E, WhatCannotBeExportedIsRefusedPrecisely) {

@@ -124,11 +124,13 @@ TEST_F(ServerFlagsE2E, ABadServingConfigFileStopsTheServerSayingWhy) {
   EXPECT_NE(Log().find(config), std::string::npos) << Log();
 }
 
-// A sandbox limit that would mean no limit, or overflow, stops the server.
+// A sandbox limit that would mean no limit, or overflow, stops the server;
+// so does a negative scratch reserve.
 TEST_F(ServerFlagsE2E, SandboxLimitsOutOfRangeStopTheServerSayingWhich) {
   for (const std::string& flag : {std::string("--tokenizer_train_memory_mb=0"),
                                   std::string("--tokenizer_train_timeout_seconds=-5"),
-                                  std::string("--model_inspect_memory_mb=99999999999")}) {
+                                  std::string("--model_inspect_memory_mb=99999999999"),
+                                  std::string("--scratch_reserve_mb=-1")}) {
     test_util::ServerProcess process(KAIZEN_BINARY_DIR, data_.path(), test_util::FreeLoopbackPort(),
                                      {flag});
     const int status = process.Wait();

@@ -1,5 +1,6 @@
 #include "server/jobs/data_parallel.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -15,8 +16,10 @@
 #include "server/common/sha256.h"
 #include "server/datasets/record_file.h"
 #include "server/jobs/training_worker.h"
+#include "server/models/text_encoder.h"
 #include "server/training/exemplar_memory.h"
 #include "server/training/hyperparameters.h"
+#include "server/training/text_trainer.h"
 #include "tests/test_util/temp_dir.h"
 #include "tests/unit/training/training_test_util.h"
 
@@ -223,6 +226,145 @@ TEST(DataParallelTest, AnIncrementalGroupReplaysRankZerosExemplarsOnEveryRank) {
   }
 }
 
+// A text job of three classes (class k holds token 10 + k among random
+// tokens 20..49), on a small transformer-small.
+training::TextExamples SyntheticText(int64_t n, uint64_t seed) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto draw = [&](int64_t lo, int64_t hi) {
+    return at::randint(lo, hi, {1}, gen, torch::TensorOptions(torch::kLong)).item<int64_t>();
+  };
+  training::TextExamples e;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t label = i % 3;
+    const int64_t len = draw(4, 13);
+    std::vector<int32_t> s = {1};
+    for (int64_t k = 0; k < len; ++k) s.push_back(static_cast<int32_t>(draw(20, 50)));
+    s[static_cast<size_t>(1 + i % len)] = static_cast<int32_t>(10 + label);
+    s.push_back(2);
+    e.sequences.push_back(s);
+    e.labels.push_back(label);
+  }
+  return e;
+}
+
+training::TextTrainerOptions TextJob(kaizen::v1::Strategy strategy) {
+  models::TextEncoderOptions shape;
+  shape.vocab_size = 50;
+  shape.max_length = 16;
+  shape.hidden_size = 16;
+  shape.num_layers = 2;
+  shape.num_heads = 2;
+  shape.intermediate_size = 32;
+  shape.num_classes = 7;
+  shape.seed = 3;
+  absl::StatusOr<torch::jit::Module> base = models::CreateTextEncoder(shape);
+  EXPECT_TRUE(base.ok()) << base.status();
+  training::TextTrainerOptions o;
+  o.strategy = strategy;
+  o.hyperparameters = training::DefaultTextHyperparameters(strategy, 3, 16);
+  o.hyperparameters.set_seed(5);
+  if (base.ok()) o.base = *base;
+  o.base_metadata.set_architecture(std::string(models::kTransformerSmall));
+  o.base_metadata.mutable_head()->set_module_path("fc");
+  o.num_classes = 3;
+  return o;
+}
+
+// `o` as rank 0 of a group of two in this process, with a kaizen-worker
+// (--record_digests) as rank 1, as TrainAsTwoRanks.
+struct TextRanks {
+  absl::StatusOr<training::TextTrainResult> result = absl::UnknownError("not run");
+  std::vector<std::string> digests;
+  std::vector<double> losses;
+  kaizen::internal::TrainingWorkerReport rank1;
+};
+
+TextRanks TrainTextAsTwoRanks(const test_util::TempDir& dir, training::TextTrainerOptions o,
+                              const training::TextExamples& train,
+                              const training::TextExamples* validation) {
+  TextRanks run;
+  absl::StatusOr<std::unique_ptr<LocalDataParallel>> dp = LocalDataParallel::StartText(
+      Options(dir), "text", 2, 1, o, train, validation, {"--record_digests"});
+  EXPECT_TRUE(dp.ok()) << dp.status();
+  if (!dp.ok()) return run;
+  const std::string folder = (*dp)->output_dir();
+  o.group = (*dp)->group();
+  o.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { run.losses.push_back(m.train_loss()); };
+  o.after_update = [&](int64_t, const std::vector<torch::Tensor>& trainable) {
+    common::Sha256 sha;
+    for (const torch::Tensor& p : trainable) {
+      const torch::Tensor host = p.detach().contiguous();
+      sha.Update(host.data_ptr(), host.nbytes());
+    }
+    run.digests.push_back(sha.HexDigest());
+  };
+  run.result = training::TrainTextClassifier(o, train, validation);
+  EXPECT_TRUE(run.result.ok()) << run.result.status();
+  EXPECT_TRUE((*dp)->Finish().ok());
+  absl::StatusOr<kaizen::internal::TrainingWorkerReport> rank1 =
+      ReadTrainingWorkerReport(WorkerReportPath(folder, 1));
+  EXPECT_TRUE(rank1.ok()) << rank1.status();
+  if (rank1.ok()) run.rank1 = *std::move(rank1);
+  return run;
+}
+
+// One process's losses per epoch.
+std::vector<double> TextLossesAlone(const training::TextTrainerOptions& o,
+                                    const training::TextExamples& train,
+                                    const training::TextExamples* validation) {
+  training::TextTrainerOptions alone = o;
+  std::vector<double> losses;
+  alone.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { losses.push_back(m.train_loss()); };
+  const absl::StatusOr<training::TextTrainResult> r =
+      training::TrainTextClassifier(alone, train, validation);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return losses;
+}
+
+// Text jobs: two ranks stay bit-identical after every update. With a frozen
+// encoder (FEATURE_EXTRACTION: its features computed a share per rank, no
+// dropout in the head) the group's losses are one process's; DISTILL
+// trains every parameter on the teacher's logits sent in the workers' file,
+// with each rank's own dropout draws.
+TEST(DataParallelTest, ATextGroupTrainsAsOneProcessDoes) {
+  test_util::TempDir dir;
+  // 101 examples in global batches of 16: the last batch has 5.
+  const training::TextExamples train = SyntheticText(101, 7);
+  const training::TextExamples validation = SyntheticText(24, 8);
+  for (const kaizen::v1::Strategy strategy :
+       {kaizen::v1::STRATEGY_FEATURE_EXTRACTION, kaizen::v1::STRATEGY_DISTILL}) {
+    SCOPED_TRACE(kaizen::v1::Strategy_Name(strategy));
+    training::TextTrainerOptions o = TextJob(strategy);
+    if (strategy == kaizen::v1::STRATEGY_DISTILL) {
+      // A teacher that knows the answers, softly.
+      training::TextDistillation d;
+      d.teacher_logits = torch::one_hot(torch::tensor(train.labels), 3).to(torch::kFloat) * 4;
+      d.temperature = 2;
+      d.alpha = 0.7;
+      o.distillation = d;
+    }
+    const std::vector<double> alone = TextLossesAlone(o, train, &validation);
+    const TextRanks run = TrainTextAsTwoRanks(dir, o, train, &validation);
+    ASSERT_TRUE(run.result.ok());
+    ASSERT_EQ(run.digests.size(), 21u);  // 7 updates per epoch
+    ASSERT_EQ(run.rank1.step_digests_size(), 21);
+    for (size_t s = 0; s < run.digests.size(); ++s) {
+      EXPECT_EQ(run.rank1.step_digests(static_cast<int>(s)), run.digests[s])
+          << "after update " << s + 1;
+    }
+    EXPECT_EQ(run.rank1.epochs_completed(), 3);
+    ASSERT_EQ(run.losses.size(), 3u);
+    ASSERT_EQ(alone.size(), 3u);
+    const double tolerance = strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION ? 1e-4 : 0.1;
+    for (size_t e = 0; e < 3; ++e) {
+      std::cout << kaizen::v1::Strategy_Name(strategy) << " text epoch " << e + 1
+                << " train loss: W=2 " << run.losses[e] << ", one process " << alone[e] << "\n";
+      EXPECT_NEAR(run.losses[e], alone[e], tolerance * alone[e]) << "epoch " << e + 1;
+    }
+    EXPECT_LT(run.losses[2], run.losses[0]);
+  }
+}
+
 // A data-parallel run's folder, and an export's, link the record files
 // (the same inode, no bytes copied) where they can, and copy them where no
 // link can be made (another file system: EXDEV), with the same bytes.
@@ -275,15 +417,25 @@ TEST(DataParallelTest, WorldSizesAreResolvedAndRefusedPrecisely) {
   EXPECT_NE(ResolveWorldSize(r, false, o).status().message().find("1 to 4 processes"),
             std::string::npos);
   r.set_world_size(2);
-  EXPECT_NE(ResolveWorldSize(r, true, o).status().message().find("text jobs train in one process"),
-            std::string::npos);
+  EXPECT_EQ(*ResolveWorldSize(r, true, o), 2);  // text too
+  r.set_strategy(kaizen::v1::STRATEGY_MASKED_LM);
+  EXPECT_NE(ResolveWorldSize(r, true, o)
+                .status()
+                .message()
+                .find("STRATEGY_MASKED_LM trains in one process (FEATURE_EXTRACTION, FINE_TUNE, "
+                      "FULL, SCRATCH, DISTILL and INCREMENTAL run data parallel, on text as on "
+                      "images)"),
+            std::string::npos)
+      << ResolveWorldSize(r, true, o).status();
   r.set_strategy(kaizen::v1::STRATEGY_DISTILL);
   EXPECT_EQ(*ResolveWorldSize(r, false, o), 2);
   r.set_strategy(kaizen::v1::STRATEGY_INCREMENTAL);
   EXPECT_EQ(*ResolveWorldSize(r, false, o), 2);
   r.set_world_size(0);
   EXPECT_EQ(*ResolveWorldSize(r, false, o), 2);  // the default
-  EXPECT_EQ(*ResolveWorldSize(r, true, o), 1);   // the default does not apply to text
+  EXPECT_EQ(*ResolveWorldSize(r, true, o), 2);   // on text too
+  r.set_strategy(kaizen::v1::STRATEGY_MASKED_LM);
+  EXPECT_EQ(*ResolveWorldSize(r, true, o), 1);  // but not to MASKED_LM
   r.set_strategy(kaizen::v1::STRATEGY_FULL);
   r.mutable_tuning()->set_max_trials(4);
   EXPECT_EQ(*ResolveWorldSize(r, false, o), 1);
@@ -291,7 +443,7 @@ TEST(DataParallelTest, WorldSizesAreResolvedAndRefusedPrecisely) {
   EXPECT_NE(ResolveWorldSize(r, false, o).status().message().find("tuning"), std::string::npos);
 }
 
-TEST(DataParallelTest, DatasetsOutsideRecordFilesAndAMissingWorkerAreRefused) {
+TEST(DataParallelTest, DatasetsOutsideRecordFilesAMissingWorkerAndAFullScratchDiskAreRefused) {
   test_util::TempDir dir;
   auto [data, opts] = MakeJob(dir, 2, 4, kaizen::v1::STRATEGY_FULL, 1, 8);
   const datasets::DecodedDataset images = training::fixtures::SyntheticDataset(2, 4);
@@ -299,6 +451,24 @@ TEST(DataParallelTest, DatasetsOutsideRecordFilesAndAMissingWorkerAreRefused) {
   in_memory.train = &images;
   EXPECT_EQ(LocalDataParallel::Start(Options(dir), "job", 2, 1, opts, in_memory).status().code(),
             absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(CheckDataParallelData(opts, in_memory).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(CheckDataParallelData(opts, data).ok());
+
+  // An INCREMENTAL job's images, prepared in memory, are written for the
+  // workers only where they leave the scratch reserve free.
+  training::TrainerOptions incremental = opts;
+  const training::TrainerOptions::Incremental no_previous;
+  incremental.incremental = no_previous;
+  EXPECT_TRUE(CheckDataParallelData(incremental, in_memory).ok());
+  DataParallelOptions full = Options(dir);
+  full.scratch_reserve_bytes = int64_t{1} << 60;  // more than any disk has
+  absl::StatusOr<std::unique_ptr<LocalDataParallel>> refused =
+      LocalDataParallel::Start(full, "job", 2, 1, incremental, in_memory);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_NE(refused.status().message().find("less than the 1099511627776.0 MiB kept free "
+                                            "(--scratch_reserve_mb)"),
+            std::string::npos)
+      << refused.status();
 
   DataParallelOptions missing = Options(dir);
   missing.worker_path = dir.File("no-such-worker");

@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <torch/serialize.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -152,9 +154,15 @@ TEST(TrainingWorkerTest, WithoutBatchStatisticsTwoRanksMatchOneProcessToRounding
   // FEATURE_EXTRACTION: the backbone (BatchNorm too) is frozen, so the only
   // difference left is the order in which the gradient sums are added.
   test_util::TempDir dir;
-  TrainingWorkerSpec spec = WriteJob(dir, /*epochs=*/3, /*per_class=*/40);
+  // 320 images: more than one inference batch (256).
+  TrainingWorkerSpec spec = WriteJob(dir, /*epochs=*/3, /*per_class=*/80);
   spec.set_strategy(kaizen::v1::STRATEGY_FEATURE_EXTRACTION);
   const SideBySide r = RunTwoRanksAndOne(dir, spec);
+  // The feature cache: one process runs the backbone on batches of 256 and
+  // 64, each rank on its half of the images alone.
+  EXPECT_EQ(r.alone.backbone_forward_batches(), 2);
+  EXPECT_EQ(r.rank0.backbone_forward_batches(), 1);
+  EXPECT_EQ(r.rank1.backbone_forward_batches(), 1);
   ASSERT_EQ(r.rank0.epochs_size(), 3);
   ASSERT_EQ(r.alone.epochs_size(), 3);
   for (int e = 0; e < 3; ++e) {
@@ -198,33 +206,37 @@ bool WriteTrainedTeacher(const std::string& path) {
 
 TEST(TrainingWorkerTest, TwoRanksDistilFromTheTeacherInTheirSpecAsOneProcessDoes) {
   test_util::TempDir dir;
-  TrainingWorkerSpec spec = WriteJob(dir, /*epochs=*/3, /*per_class=*/40);
+  // 320 images: more than one inference batch (256); global batches of 64,
+  // so that each rank's BatchNorm sees 32.
+  TrainingWorkerSpec spec = WriteJob(dir, /*epochs=*/2, /*per_class=*/80);
+  spec.mutable_hyperparameters()->set_batch_size(64);
   ASSERT_TRUE(WriteTrainedTeacher(dir.File("teacher.pt")));
   spec.set_strategy(kaizen::v1::STRATEGY_DISTILL);
   spec.set_teacher_model("teacher.pt");
   spec.set_distillation_temperature(4);
   spec.set_distillation_alpha(0.7);
   const SideBySide r = RunTwoRanksAndOne(dir, spec);
-  // Each rank ran the teacher (its logit cache: augmentation is off).
-  EXPECT_GT(r.rank0.teacher_forward_batches(), 0);
-  EXPECT_GT(r.rank1.teacher_forward_batches(), 0);
-  EXPECT_GT(r.alone.teacher_forward_batches(), 0);
-  ASSERT_EQ(r.rank0.steps(), 15);
+  // The logit cache (augmentation is off): one process runs the teacher on
+  // batches of 256 and 64, each rank on its half of the images alone.
+  EXPECT_EQ(r.alone.teacher_forward_batches(), 2);
+  EXPECT_EQ(r.rank0.teacher_forward_batches(), 1);
+  EXPECT_EQ(r.rank1.teacher_forward_batches(), 1);
+  ASSERT_EQ(r.rank0.steps(), 10);
   ASSERT_EQ(r.rank0.step_digests_size(), r.rank1.step_digests_size());
   for (int s = 0; s < r.rank0.step_digests_size(); ++s) {
     EXPECT_EQ(r.rank0.step_digests(s), r.rank1.step_digests(s)) << "after update " << s + 1;
   }
   // As for FULL, BatchNorm normalises each rank's half batch on its own.
-  ASSERT_EQ(r.rank0.epochs_size(), 3);
-  ASSERT_EQ(r.alone.epochs_size(), 3);
-  for (int e = 0; e < 3; ++e) {
+  ASSERT_EQ(r.rank0.epochs_size(), 2);
+  ASSERT_EQ(r.alone.epochs_size(), 2);
+  for (int e = 0; e < 2; ++e) {
     std::cout << "DISTILL epoch " << e + 1 << " train loss: W=2 " << r.rank0.epochs(e).train_loss()
               << ", one process " << r.alone.epochs(e).train_loss() << "\n";
     EXPECT_NEAR(r.rank0.epochs(e).train_loss(), r.alone.epochs(e).train_loss(),
                 0.1 * r.alone.epochs(e).train_loss())
         << "epoch " << e + 1;
   }
-  EXPECT_LT(r.rank0.epochs(2).train_loss(), r.rank0.epochs(0).train_loss());
+  EXPECT_LT(r.rank0.epochs(1).train_loss(), r.rank0.epochs(0).train_loss());
 }
 
 TEST(TrainingWorkerTest, KillingOneRankFailsTheOtherWithinTheTimeout) {
@@ -290,6 +302,73 @@ TEST(TrainingWorkerTest, TheTrainerSettingsASpecCarriesComeBackAsTheyWent) {
   EXPECT_EQ(read->distillation_alpha(), 0.25);
 }
 
+TEST(TrainingWorkerTest, TextExamplesComeBackAsTheyWentAndDamageIsNamed) {
+  test_util::TempDir dir;
+  training::TextExamples train;
+  train.sequences = {{1, 5, 2}, {1, 6, 7, 2}};
+  train.labels = {0, 1};
+  training::TextExamples validation;
+  validation.sequences = {{1, 9, 2}};
+  validation.labels = {1};
+  const torch::Tensor teacher = torch::tensor({0.5f, -1.f, 2.f, 3.f}).view({2, 2});
+  ASSERT_TRUE(
+      WriteTextWorkerData(dir.File("t.pt"), train, &validation, 2, teacher, torch::Tensor()).ok());
+  absl::StatusOr<TextWorkerData> read = ReadTextWorkerData(dir.File("t.pt"));
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->train.sequences, train.sequences);
+  EXPECT_EQ(read->train.labels, train.labels);
+  ASSERT_TRUE(read->validation.has_value());
+  EXPECT_EQ(read->validation->sequences, validation.sequences);
+  EXPECT_EQ(read->validation->labels, validation.labels);
+  EXPECT_EQ(read->num_classes, 2);
+  EXPECT_TRUE(torch::equal(read->teacher_logits, teacher));
+  EXPECT_FALSE(read->previous_logits.defined());
+  // Without validation examples; previous logits instead of a teacher's.
+  ASSERT_TRUE(
+      WriteTextWorkerData(dir.File("t.pt"), train, nullptr, 3, torch::Tensor(), teacher).ok());
+  read = ReadTextWorkerData(dir.File("t.pt"));
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_FALSE(read->validation.has_value());
+  EXPECT_FALSE(read->teacher_logits.defined());
+  EXPECT_TRUE(torch::equal(read->previous_logits, teacher));
+
+  const auto refusal = [&](const std::string& file) {
+    const absl::Status st = ReadTextWorkerData(dir.File(file)).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    return std::string(st.message());
+  };
+  // Logits need a row per training example.
+  ASSERT_TRUE(WriteTextWorkerData(dir.File("rows.pt"), train, nullptr, 2, torch::zeros({1, 2}),
+                                  torch::Tensor())
+                  .ok());
+  EXPECT_NE(refusal("rows.pt").find("teacher logits must be float32 with one row per training "
+                                    "example (2)"),
+            std::string::npos);
+  // A truncated file does not load.
+  std::string bytes;
+  ASSERT_TRUE(common::ReadFile(dir.File("t.pt"), &bytes).ok());
+  ASSERT_TRUE(
+      common::WriteFileAtomically(dir.File("cut.pt"), bytes.substr(0, bytes.size() / 2)).ok());
+  EXPECT_NE(refusal("cut.pt").find("do not load"), std::string::npos);
+  // Offsets past the tokens, a label short, a tensor missing.
+  const auto save = [&](const std::string& file, const std::vector<torch::Tensor>& t) {
+    std::ostringstream out;
+    torch::save(t, out);
+    ASSERT_TRUE(common::WriteFileAtomically(dir.File(file), out.str()).ok());
+  };
+  const torch::Tensor none = torch::empty({0});
+  const torch::Tensor tokens = torch::tensor({1, 5, 2}, torch::kInt);
+  const torch::Tensor classes = torch::tensor({int64_t{2}});
+  save("past.pt", {tokens, torch::tensor({int64_t{0}, int64_t{5}}), torch::tensor({int64_t{0}}),
+                   none, none, none, none, none, classes});
+  EXPECT_NE(refusal("past.pt").find("the offsets do not span the 3 tokens"), std::string::npos);
+  save("labels.pt", {tokens, torch::tensor({int64_t{0}, int64_t{3}}),
+                     torch::empty({0}, torch::kLong), none, none, none, none, none, classes});
+  EXPECT_NE(refusal("labels.pt").find("labels (int64, one per sequence)"), std::string::npos);
+  save("short.pt", {tokens});
+  EXPECT_NE(refusal("short.pt").find("hold 1 tensors, not 9"), std::string::npos);
+}
+
 TEST(TrainingWorkerTest, ABadSpecOrEnvironmentIsRefusedWithTheReason) {
   test_util::TempDir dir;
   ASSERT_TRUE(
@@ -348,8 +427,36 @@ TEST(TrainingWorkerTest, ABadSpecOrEnvironmentIsRefusedWithTheReason) {
   EXPECT_NE(refusal(incremental).find("temperature"), std::string::npos);
   incremental.set_strategy(kaizen::v1::STRATEGY_FINE_TUNE);
   EXPECT_NE(refusal(incremental)
-                .find("previous_model or incremental is set but strategy is "
+                .find("previous_model, incremental or text_incremental_* is set but strategy is "
                       "STRATEGY_FINE_TUNE"),
+            std::string::npos);
+  // A text spec carries its examples and logits in one file, and its own
+  // INCREMENTAL settings.
+  TrainingWorkerSpec text;
+  text.set_strategy(kaizen::v1::STRATEGY_INCREMENTAL);
+  text.set_base_model("base.pt");
+  text.set_text_examples("text.pt");
+  text.set_output_dir("out");
+  text.set_text_incremental_temperature(2);
+  text.set_text_incremental_weight(1);
+  EXPECT_TRUE(WriteTrainingWorkerSpec(text, dir.File("s.json")).ok());
+  EXPECT_TRUE(ReadTrainingWorkerSpec(dir.File("s.json")).ok());
+  text.set_text_incremental_temperature(0.5);
+  EXPECT_NE(refusal(text).find("text_incremental_temperature is 0.5 (1 to 100)"),
+            std::string::npos);
+  text.set_text_incremental_temperature(2);
+  text.set_previous_model("previous.pt");
+  EXPECT_NE(refusal(text).find("a text spec (text_examples) takes no train_records"),
+            std::string::npos);
+  text.clear_previous_model();
+  text.set_strategy(kaizen::v1::STRATEGY_FULL);
+  EXPECT_NE(refusal(text).find("text_incremental_* is set but strategy is STRATEGY_FULL"),
+            std::string::npos);
+  TrainingWorkerSpec image_with_text_fields = distill;
+  image_with_text_fields.clear_distillation_temperature();
+  image_with_text_fields.clear_distillation_alpha();
+  image_with_text_fields.set_text_incremental_weight(1);
+  EXPECT_NE(refusal(image_with_text_fields).find("is set without text_examples"),
             std::string::npos);
 
   const TrainingWorkerSpec spec = WriteJob(dir, 1, 4);
@@ -383,6 +490,15 @@ TEST(TrainingWorkerTest, ABadSpecOrEnvironmentIsRefusedWithTheReason) {
   EXPECT_NE(Log(dir.File("inc.log")).find("kaizen-worker runs its other ranks only"),
             std::string::npos)
       << Log(dir.File("inc.log"));
+  // So is a text job's.
+  TrainingWorkerSpec text_rank0 = text;
+  text_rank0.clear_text_incremental_temperature();
+  text_rank0.clear_text_incremental_weight();
+  EXPECT_EQ(ExitCode(StartWorker(WriteSpec(dir, text_rank0, "text0"), 2, 0,
+                                 test_util::FreeLoopbackPort(), dir.File("text0.log"))),
+            2);
+  EXPECT_NE(Log(dir.File("text0.log")).find("a text job's rank 0 is the server"), std::string::npos)
+      << Log(dir.File("text0.log"));
 
   const std::string path = WriteSpec(dir, spec, "out");
   // WORLD_SIZE without the rest of the contract.
