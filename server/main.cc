@@ -133,9 +133,10 @@ ABSL_FLAG(int, default_world_size, 1,
           "on images or text, without tuning, on the CPU).");
 ABSL_FLAG(int, max_world_size, 8, "The most processes one data-parallel job may ask for.");
 ABSL_FLAG(int64_t, scratch_reserve_mb, 512,
-          "A data-parallel INCREMENTAL job writes its prepared images into the data "
-          "directory's tmp/ for its workers; it fails (RESOURCE_EXHAUSTED) rather than leave "
-          "less free there than this.");
+          "A data-parallel job writes its workers' files into the data directory's tmp/ (the "
+          "models; an INCREMENTAL job's images, a text job's token ids); it fails "
+          "(RESOURCE_EXHAUSTED) rather than leave less free there than this, or trains in one "
+          "process where only --default_world_size made it a group.");
 ABSL_FLAG(int64_t, distributed_timeout_seconds, 300,
           "A data-parallel job's ranks wait this long for the group to form, for any "
           "collective, and for the workers to exit; a rank that fails ends the job within it.");

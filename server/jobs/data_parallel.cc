@@ -83,6 +83,26 @@ absl::StatusOr<int> ResolveWorldSize(const kaizen::v1::StartFineTuneRequest& req
   return refusal.empty() ? std::min(options.default_world_size, options.max_world_size) : 1;
 }
 
+namespace {
+
+// Writes the resume state (when there is one) and `spec`, with `layout`'s
+// output folder, timeout and threads, into `dir`.
+absl::Status WriteSpecAndResumeState(const std::string& dir,
+                                     kaizen::internal::TrainingWorkerSpec spec,
+                                     const std::string& resume_state,
+                                     const TrainingFolderLayout& layout) {
+  if (!resume_state.empty()) {
+    RETURN_IF_ERROR(common::WriteFileAtomically(dir + "/resume", resume_state));
+    spec.set_resume_state("resume");
+  }
+  spec.set_output_dir(layout.output_dir);
+  spec.set_timeout_seconds(layout.timeout_seconds);
+  spec.set_threads(layout.threads);
+  return WriteTrainingWorkerSpec(spec, dir + "/spec.json");
+}
+
+}  // namespace
+
 absl::Status WriteTrainingFolder(const std::string& dir, const training::TrainerOptions& opts,
                                  const TrainingFolderLayout& layout) {
   kaizen::internal::TrainingWorkerSpec spec = SpecOfTrainerSettings(opts);
@@ -98,16 +118,9 @@ absl::Status WriteTrainingFolder(const std::string& dir, const training::Trainer
         opts.incremental->previous, opts.incremental->previous_metadata, dir + "/previous.pt"));
     spec.set_previous_model("previous.pt");
   }
-  if (!opts.resume_state.empty()) {
-    RETURN_IF_ERROR(common::WriteFileAtomically(dir + "/resume", opts.resume_state));
-    spec.set_resume_state("resume");
-  }
   spec.set_train_records(layout.train_records);
   spec.set_validation_records(layout.validation_records);
-  spec.set_output_dir(layout.output_dir);
-  spec.set_timeout_seconds(layout.timeout_seconds);
-  spec.set_threads(layout.threads);
-  return WriteTrainingWorkerSpec(spec, dir + "/spec.json");
+  return WriteSpecAndResumeState(dir, std::move(spec), opts.resume_state, layout);
 }
 
 absl::Status WriteTextTrainingFolder(const std::string& dir, const training::TextTrainerOptions& o,
@@ -137,14 +150,7 @@ absl::Status WriteTextTrainingFolder(const std::string& dir, const training::Tex
   RETURN_IF_ERROR(WriteTextWorkerData(dir + "/text.pt", train, validation, o.num_classes,
                                       teacher_logits, previous_logits));
   spec.set_text_examples("text.pt");
-  if (!o.resume_state.empty()) {
-    RETURN_IF_ERROR(common::WriteFileAtomically(dir + "/resume", o.resume_state));
-    spec.set_resume_state("resume");
-  }
-  spec.set_output_dir(layout.output_dir);
-  spec.set_timeout_seconds(layout.timeout_seconds);
-  spec.set_threads(layout.threads);
-  return WriteTrainingWorkerSpec(spec, dir + "/spec.json");
+  return WriteSpecAndResumeState(dir, std::move(spec), o.resume_state, layout);
 }
 
 absl::StatusOr<std::string> LinkIntoFolder(const std::string& dir, const std::string& file,
@@ -177,11 +183,19 @@ int64_t RawRecordFileBytes(const datasets::DecodedDataset& d) {
   return static_cast<int64_t>(d.pixels.size()) + static_cast<int64_t>(d.records.size()) * 64;
 }
 
-// OK when writing `need` bytes into `dir` leaves at least `reserve` free on
-// its file system; ResourceExhausted saying so (`what` the bytes are) when
+// What a model file of `module` takes, less its code: its parameters' and
+// buffers' bytes.
+int64_t ModelFileBytes(const torch::jit::Module& module) {
+  int64_t bytes = 0;
+  for (const torch::Tensor& p : module.parameters()) bytes += static_cast<int64_t>(p.nbytes());
+  for (const torch::Tensor& b : module.buffers()) bytes += static_cast<int64_t>(b.nbytes());
+  return bytes;
+}
+
+// OK when writing the workers' files, `need` bytes, into `dir` leaves at
+// least `reserve` free on its file system; ResourceExhausted saying so when
 // not, before anything is written.
-absl::Status CheckScratchSpace(const std::string& dir, int64_t need, int64_t reserve,
-                               absl::string_view what) {
+absl::Status CheckScratchSpace(const std::string& dir, int64_t need, int64_t reserve) {
   struct statvfs fs;
   if (statvfs(dir.c_str(), &fs) != 0) {
     return absl::InternalError(
@@ -192,21 +206,27 @@ absl::Status CheckScratchSpace(const std::string& dir, int64_t need, int64_t res
   if (available - need < reserve) {
     constexpr double kMiB = 1 << 20;
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "%s (%.1f MiB, written to %s) would leave %.1f MiB free there, less than the %.1f MiB "
-        "kept free (--scratch_reserve_mb): free some space, or set world_size 1",
-        what, need / kMiB, dir, (available - need) / kMiB, reserve / kMiB));
+        "the files the data-parallel workers read (%.1f MiB, written to %s) would leave %.1f "
+        "MiB free there, less than the %.1f MiB kept free (--scratch_reserve_mb)",
+        need / kMiB, dir, (available - need) / kMiB, reserve / kMiB));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
+std::string DefaultWorldSizeDoesNotApply(int world_size, const absl::Status& why) {
+  return absl::StrFormat(
+      "the server's default of %d processes does not apply (%s): the job trains in one process",
+      world_size, why.message());
+}
+
 absl::Status CheckDataParallelData(const training::TrainerOptions& opts,
                                    const training::TrainingData& data) {
   if (data.train_file == nullptr && !Prepared(opts, data)) {
     return absl::FailedPreconditionError(
-        "a data-parallel job needs its datasets in record files (datasets stored in the old "
-        ".kds format train in one process: set world_size 1)");
+        "a data-parallel job needs its datasets in record files; datasets stored in the old "
+        ".kds format train in one process");
   }
   if (!opts.device.is_cpu()) {
     return absl::FailedPreconditionError(
@@ -234,19 +254,24 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::Start(
     const DataParallelOptions& options, const std::string& name, int world_size, int threads,
     const training::TrainerOptions& opts, const training::TrainingData& data,
     const std::vector<std::string>& extra_worker_args) {
-  RETURN_IF_ERROR(CheckDataParallelData(opts, data));
+  if (const absl::Status fits = CheckDataParallelData(opts, data); !fits.ok()) {
+    return absl::Status(fits.code(), absl::StrCat(fits.message(), " (set world_size 1)"));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<LocalDataParallel> dp, Create(options, name));
   TrainingFolderLayout layout;
   layout.timeout_seconds = static_cast<int>(absl::ToInt64Seconds(options.timeout));
   layout.threads = threads;
   std::error_code ec;
-  if (Prepared(opts, data)) {
-    int64_t bytes = 0;
-    for (const datasets::DecodedDataset* d : {data.train, data.validation}) {
-      if (d != nullptr) bytes += RawRecordFileBytes(*d);
-    }
-    RETURN_IF_ERROR(CheckScratchSpace(dp->dir_, bytes, options.scratch_reserve_bytes,
-                                      "the images an INCREMENTAL job's workers read"));
+  const bool prepared = Prepared(opts, data);
+  // The models, and an INCREMENTAL job's images.
+  int64_t bytes = ModelFileBytes(opts.base);
+  if (opts.distillation) bytes += ModelFileBytes(opts.distillation->teacher);
+  if (opts.incremental) bytes += ModelFileBytes(opts.incremental->previous);
+  for (const datasets::DecodedDataset* d : {data.train, data.validation}) {
+    if (d != nullptr && prepared) bytes += RawRecordFileBytes(*d);
+  }
+  RETURN_IF_ERROR(CheckScratchSpace(dp->dir_, bytes, options.scratch_reserve_bytes));
+  if (prepared) {
     layout.train_records = dp->dir_ + "/train.krf";
     RETURN_IF_ERROR(datasets::WriteRawRecordFile(layout.train_records, *data.train).status());
     if (data.validation != nullptr) {
@@ -275,8 +300,9 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::StartText(
         "data-parallel jobs train on CPUs (Gloo); this job's device is not the CPU");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<LocalDataParallel> dp, Create(options, name));
-  // Tokens (4 bytes), an offset and a label (8 each) per sequence, logits.
-  int64_t bytes = 0;
+  // The model; tokens (4 bytes), an offset and a label (8 each) per
+  // sequence; logits.
+  int64_t bytes = ModelFileBytes(o.base);
   for (const training::TextExamples* set : {&train, validation}) {
     if (set == nullptr) continue;
     for (const std::vector<int32_t>& s : set->sequences) {
@@ -287,8 +313,7 @@ absl::StatusOr<std::unique_ptr<LocalDataParallel>> LocalDataParallel::StartText(
                                       o.incremental ? &o.incremental->previous_logits : nullptr}) {
     if (logits != nullptr && logits->defined()) bytes += 4 * logits->numel();
   }
-  RETURN_IF_ERROR(CheckScratchSpace(dp->dir_, bytes, options.scratch_reserve_bytes,
-                                    "a text job's examples for its workers"));
+  RETURN_IF_ERROR(CheckScratchSpace(dp->dir_, bytes, options.scratch_reserve_bytes));
   TrainingFolderLayout layout;
   layout.timeout_seconds = static_cast<int>(absl::ToInt64Seconds(options.timeout));
   layout.threads = threads;

@@ -40,10 +40,15 @@ struct DataParallelOptions {
   // Each job's spec, model and worker logs go into a folder here, removed
   // when the job's run ends.
   std::string scratch_dir;
-  // An INCREMENTAL job's prepared images are written there only when that
+  // The workers' files (the models; an INCREMENTAL job's prepared images, a
+  // text job's token ids and logits) are written there only when that
   // leaves this many bytes free on its file system.
   int64_t scratch_reserve_bytes = int64_t{512} << 20;
 };
+
+// The run message of a job that got the server's default world size
+// (world_size 0) but trains in one process, `why` saying why.
+std::string DefaultWorldSizeDoesNotApply(int world_size, const absl::Status& why);
 
 // OK when `opts` and `data` can train as a local group, else
 // FailedPrecondition with the reason: the datasets must be record files, or
@@ -103,11 +108,10 @@ class LocalDataParallel {
   // Writes the spec for `opts` and `data` into a new folder
   // `scratch_dir`/`name` (record files, referred to where they are stored;
   // an INCREMENTAL job's images, in memory, written there as raw record
-  // files for the run: ResourceExhausted, before writing, when they would
-  // leave less than scratch_reserve_bytes free), serves the rendezvous on a free loopback port,
-  // starts W-1 workers (`threads` intra-op threads each, dying with this
-  // process) and waits until the group has formed. `extra_worker_args` go on
-  // every worker's command line.
+  // files for the run; ResourceExhausted, before writing, when the files
+  // would leave less than scratch_reserve_bytes free), serves the rendezvous on a free loopback
+  // port, starts W-1 workers (`threads` intra-op threads each, dying with this process) and waits
+  // until the group has formed. `extra_worker_args` go on every worker's command line.
   static absl::StatusOr<std::unique_ptr<LocalDataParallel>> Start(
       const DataParallelOptions& options, const std::string& name, int world_size, int threads,
       const training::TrainerOptions& opts, const training::TrainingData& data,

@@ -2439,15 +2439,18 @@ absl::StatusOr<training::TrainResult> JobManager::TrainOnWorldSize(
   // job that asked for it is told why not (LocalDataParallel::Start).
   if (job.request().world_size() == 0) {
     if (const absl::Status fits = CheckDataParallelData(opts, data); !fits.ok()) {
-      PublishRunMessage(job.id(), absl::StrFormat("the server's default of %d processes does not "
-                                                  "apply (%s): the job trains in one process",
-                                                  world_size, fits.message()));
+      PublishRunMessage(job.id(), DefaultWorldSizeDoesNotApply(world_size, fits));
       return training::Train(opts, data, cb);
     }
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<LocalDataParallel> dp,
-                   LocalDataParallel::Start(options_.data_parallel, absl::StrCat("dp-", job.id()),
-                                            world_size, options_.threads_per_worker, opts, data));
+  absl::StatusOr<std::unique_ptr<LocalDataParallel>> started =
+      LocalDataParallel::Start(options_.data_parallel, absl::StrCat("dp-", job.id()), world_size,
+                               options_.threads_per_worker, opts, data);
+  if (absl::IsResourceExhausted(started.status()) && job.request().world_size() == 0) {
+    PublishRunMessage(job.id(), DefaultWorldSizeDoesNotApply(world_size, started.status()));
+    return training::Train(opts, data, cb);
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<LocalDataParallel> dp, std::move(started));
   PublishRunMessage(job.id(),
                     LocalDataParallel::Announcement(world_size, options_.threads_per_worker,
                                                     opts.hyperparameters.batch_size()));
@@ -2611,11 +2614,12 @@ absl::Status JobManager::ExecuteText(Job* job, Running* running, bool* stopped) 
     in.device = torch::Device(job->device());
     in.tokenizer_sandbox = options_.tokenizer_sandbox;
     in.world_size = std::max(1, job->world_size());
-    if (in.world_size > 1 && req.world_size() == 0 && !in.device.is_cpu()) {
-      PublishRunMessage(job->id(), absl::StrFormat("the server's default of %d processes does not "
-                                                   "apply (data-parallel jobs train on CPUs): the "
-                                                   "job trains in one process",
-                                                   in.world_size));
+    in.world_size_is_default = req.world_size() == 0;
+    if (in.world_size > 1 && in.world_size_is_default && !in.device.is_cpu()) {
+      PublishRunMessage(
+          job->id(),
+          DefaultWorldSizeDoesNotApply(
+              in.world_size, absl::FailedPreconditionError("data-parallel jobs train on CPUs")));
       in.world_size = 1;
     }
     in.data_parallel = options_.data_parallel;

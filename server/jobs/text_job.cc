@@ -730,12 +730,16 @@ absl::StatusOr<TextJobOutput> RunTextJob(const TextJobInputs& in) {
     if (in.on_message) in.on_message(message);
   };
   if (in.world_size > 1) {
-    ASSIGN_OR_RETURN(dp,
-                     LocalDataParallel::StartText(in.data_parallel, in.group_name, in.world_size,
-                                                  in.threads_per_worker, o, train, val));
-    say(LocalDataParallel::Announcement(in.world_size, in.threads_per_worker,
-                                        in.hyperparameters.batch_size()));
-    o.group = dp->group();
+    absl::StatusOr<std::unique_ptr<LocalDataParallel>> launched = LocalDataParallel::StartText(
+        in.data_parallel, in.group_name, in.world_size, in.threads_per_worker, o, train, val);
+    if (absl::IsResourceExhausted(launched.status()) && in.world_size_is_default) {
+      say(DefaultWorldSizeDoesNotApply(in.world_size, launched.status()));
+    } else {
+      ASSIGN_OR_RETURN(dp, std::move(launched));
+      say(LocalDataParallel::Announcement(in.world_size, in.threads_per_worker,
+                                          in.hyperparameters.batch_size()));
+      o.group = dp->group();
+    }
   }
   const auto started = std::chrono::steady_clock::now();
   absl::StatusOr<training::TextTrainResult> trained = training::TrainTextClassifier(o, train, val);

@@ -157,6 +157,9 @@ struct TextJobInputs {
   // writes the checkpoints; each kaizen-worker gets `threads_per_worker`
   // intra-op threads. Announced and concluded through on_message.
   int world_size = 1;
+  // The server's default rather than the request's: a group whose files do
+  // not fit the scratch volume then trains in one process instead.
+  bool world_size_is_default = false;
   DataParallelOptions data_parallel;
   int threads_per_worker = 1;
   std::string group_name;

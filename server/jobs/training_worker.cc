@@ -143,9 +143,15 @@ std::string StrategyFieldsProblem(const TrainingWorkerSpec& spec) {
            "teacher_model, previous_model or incremental: its examples and logits are in "
            "text_examples";
   }
-  if (!text && (t != 0 || w != 0)) {
-    return "text_incremental_temperature or text_incremental_weight is set without "
-           "text_examples (they are a text job's)";
+  if (!text && (t != 0 || w != 0 || spec.text_pad_id() != 0)) {
+    return "text_incremental_temperature, text_incremental_weight or text_pad_id is set "
+           "without text_examples (they are a text job's)";
+  }
+  if (text &&
+      (spec.max_image_memory_bytes() != 0 || spec.loader_threads() != 0 ||
+       spec.prefetch_batches() != 0 || spec.has_max_prefix_cache_bytes() || spec.channels_last())) {
+    return "max_image_memory_bytes, loader_threads, prefetch_batches, max_prefix_cache_bytes or "
+           "channels_last is set with text_examples (they are an image job's)";
   }
   if (!distill && (!spec.teacher_model().empty() || distillation_set)) {
     return absl::StrCat(
@@ -190,8 +196,10 @@ absl::StatusOr<TrainingWorkerSpec> ReadTrainingWorkerSpec(const std::string& pat
   ASSIGN_OR_RETURN(TrainingWorkerSpec spec, ReadJson<TrainingWorkerSpec>(path, "worker spec"));
   if (spec.base_model().empty() || (spec.train_records().empty() && spec.text_examples().empty()) ||
       spec.output_dir().empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("worker spec ", path, " needs base_model, train_records and output_dir"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker spec ", path,
+        " needs base_model, train_records (an image job) or text_examples (a text job), and "
+        "output_dir"));
   }
   if (const std::string problem = StrategyFieldsProblem(spec); !problem.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("worker spec ", path, ": ", problem));
@@ -310,8 +318,16 @@ absl::StatusOr<torch::Tensor> LogitsOf(const torch::Tensor& t, int64_t rows,
     return absl::InvalidArgumentError(
         absl::StrCat(what, " must be float32 with one row per training example (", rows, ")"));
   }
+  if (!torch::isfinite(t).all().item<bool>()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " hold a value that is not finite"));
+  }
   return t;
 }
+
+// The examples and logits in a text examples file's tensors (each checked
+// to lie within the file's bytes), as ReadTextWorkerData answers.
+absl::StatusOr<TextWorkerData> TextWorkerDataOf(const std::vector<torch::Tensor>& t,
+                                                const std::string& what);
 
 // Kinds of tensor in a text examples file, in order.
 enum TextTensor {
@@ -373,6 +389,31 @@ absl::StatusOr<TextWorkerData> ReadTextWorkerData(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, " hold ", t.size(), " tensors, not ", int{kTextTensors}));
   }
+  // Each tensor lies in the bytes the file holds: contiguous (an archive may
+  // declare any strides, a zero stride a tensor of any size over a few
+  // bytes) and within its storage.
+  for (size_t i = 0; i < t.size(); ++i) {
+    int64_t end = 0;
+    if (!t[i].is_contiguous() ||
+        __builtin_add_overflow(t[i].storage_offset(), t[i].numel(), &end) ||
+        __builtin_mul_overflow(end, static_cast<int64_t>(t[i].element_size()), &end) ||
+        end > static_cast<int64_t>(t[i].storage().nbytes())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": tensor ", i, " is not laid out contiguously within the bytes it has"));
+    }
+  }
+  try {
+    return TextWorkerDataOf(t, what);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " do not read: ", models::TorchErrorSummary(e)));
+  }
+}
+
+namespace {
+
+absl::StatusOr<TextWorkerData> TextWorkerDataOf(const std::vector<torch::Tensor>& t,
+                                                const std::string& what) {
   TextWorkerData data;
   ASSIGN_OR_RETURN(data.train, Unflatten(t[kTrainTokens], t[kTrainOffsets], t[kTrainLabels],
                                          absl::StrCat(what, ", training set")));
@@ -391,10 +432,30 @@ absl::StatusOr<TextWorkerData> ReadTextWorkerData(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": no class count"));
   }
   data.num_classes = classes.item<int64_t>();
+  // As many as a dataset may have (datasets::RecordFileLimits).
+  const int64_t most = datasets::RecordFileLimits().max_classes;
+  if (data.num_classes < 2 || data.num_classes > most) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", data.num_classes, " classes; a classifier has 2 to ", most));
+  }
   return data;
 }
 
-namespace {
+// Completes `report` with the run's wall time since `start` and the group's
+// collectives, and writes it where rank `rank` reports.
+absl::StatusOr<TrainingWorkerReport> FinishReport(TrainingWorkerReport report,
+                                                  std::chrono::steady_clock::time_point start,
+                                                  const distributed::Group* group,
+                                                  const std::string& output_dir, int rank) {
+  report.set_seconds(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  if (group != nullptr) {
+    report.set_collective_seconds(group->collective_seconds());
+    report.set_collectives(group->collectives());
+  }
+  RETURN_IF_ERROR(WriteJson(report, WorkerReportPath(output_dir, rank)));
+  return report;
+}
 
 // RunTrainingWorker for a text spec (text_examples): ranks 1 and up of a
 // group whose rank 0 is the server.
@@ -413,11 +474,20 @@ absl::StatusOr<TrainingWorkerReport> RunTextWorker(const TrainingWorkerSpec& spe
   ASSIGN_OR_RETURN(TextWorkerData data,
                    ReadTextWorkerData(Resolve(spec_dir, spec.text_examples())));
   o.num_classes = data.num_classes;
-  if (spec.strategy() == kaizen::v1::STRATEGY_DISTILL) {
+  // Logits the strategy does not train on mean the file is another job's.
+  const bool distill = spec.strategy() == kaizen::v1::STRATEGY_DISTILL;
+  const bool incremental = spec.strategy() == kaizen::v1::STRATEGY_INCREMENTAL;
+  if ((data.teacher_logits.defined() && !distill) ||
+      (data.previous_logits.defined() && !incremental)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        spec.text_examples(), " holds ", data.teacher_logits.defined() ? "teacher" : "previous",
+        " logits, which a ", kaizen::v1::Strategy_Name(spec.strategy()), " job does not use"));
+  }
+  if (distill) {
     o.distillation = training::TextDistillation{
         data.teacher_logits, spec.distillation_temperature(), spec.distillation_alpha()};
   }
-  if (spec.strategy() == kaizen::v1::STRATEGY_INCREMENTAL) {
+  if (incremental) {
     o.incremental = training::TextIncremental{
         data.previous_logits, spec.text_incremental_temperature(), spec.text_incremental_weight()};
   }
@@ -438,14 +508,7 @@ absl::StatusOr<TrainingWorkerReport> RunTextWorker(const TrainingWorkerSpec& spe
       const training::TextTrainResult result,
       training::TrainTextClassifier(o, data.train, data.validation ? &*data.validation : nullptr));
   report.set_epochs_completed(static_cast<int32_t>(result.epochs.size()));
-  report.set_seconds(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  if (group != nullptr) {
-    report.set_collective_seconds(group->collective_seconds());
-    report.set_collectives(group->collectives());
-  }
-  RETURN_IF_ERROR(WriteJson(report, WorkerReportPath(output_dir, rank)));
-  return report;
+  return FinishReport(std::move(report), start, group, output_dir, rank);
 }
 
 }  // namespace
@@ -546,14 +609,7 @@ absl::StatusOr<TrainingWorkerReport> RunTrainingWorker(const TrainingWorkerSpec&
   report.set_backbone_forward_batches(result.backbone_forward_batches);
   report.set_replayed(result.incremental.replayed);
   report.set_training_set_sha256(result.training_set_sha256);
-  report.set_seconds(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  if (group != nullptr) {
-    report.set_collective_seconds(group->collective_seconds());
-    report.set_collectives(group->collectives());
-  }
-  RETURN_IF_ERROR(WriteJson(report, WorkerReportPath(output_dir, rank)));
-  return report;
+  return FinishReport(std::move(report), start, group, output_dir, rank);
 }
 
 }  // namespace kaizen::jobs

@@ -128,9 +128,9 @@ absl::StatusOr<torch::Tensor> ForwardAllShared(torch::jit::Module& module,
   const torch::Device device = ModuleDevice(module);
   const int64_t n = static_cast<int64_t>(sequences.size());
   const int64_t world = group.world_size();
-  // Small enough that every rank gets a chunk when there are as many
-  // sequences as ranks.
-  const int64_t chunk = std::max<int64_t>(1, std::min(batch_size, (n + world - 1) / world));
+  // At most n / world sequences, so that every rank gets a chunk when there
+  // are as many sequences as ranks.
+  const int64_t chunk = std::max<int64_t>(1, std::min(batch_size, n / world));
   // The width of the outputs, from the first sequence, on every rank.
   const std::vector<int64_t> first = {0};
   auto [ids, mask] = PadSequences(Rows(sequences, first), pad_id, device);

@@ -58,6 +58,24 @@ Job MakeJob(const test_util::TempDir& dir, int classes, int per_class,
   return job;
 }
 
+// The SHA-256 of the parameters' bytes, as kaizen-worker --record_digests.
+std::string Digest(const std::vector<torch::Tensor>& parameters) {
+  common::Sha256 sha;
+  for (const torch::Tensor& p : parameters) {
+    const torch::Tensor host = p.detach().contiguous();
+    sha.Update(host.data_ptr(), host.nbytes());
+  }
+  return sha.HexDigest();
+}
+
+// Rank 1's report in a group's folder (empty if it wrote none).
+kaizen::internal::TrainingWorkerReport RankOneReport(const std::string& folder) {
+  absl::StatusOr<kaizen::internal::TrainingWorkerReport> rank1 =
+      ReadTrainingWorkerReport(WorkerReportPath(folder, 1));
+  EXPECT_TRUE(rank1.ok()) << rank1.status();
+  return rank1.ok() ? *std::move(rank1) : kaizen::internal::TrainingWorkerReport();
+}
+
 // `opts` on `data` as rank 0 of a group of two in this process, with a
 // kaizen-worker (--record_digests) as rank 1: rank 0's result, the digest
 // of its trainable parameters after every update and its epochs' losses,
@@ -82,20 +100,12 @@ TwoRanks TrainAsTwoRanks(const test_util::TempDir& dir, training::TrainerOptions
   training::Callbacks cb;
   cb.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { run.losses.push_back(m.train_loss()); };
   cb.after_update = [&](int64_t, const std::vector<torch::Tensor>& trainable) {
-    common::Sha256 sha;
-    for (const torch::Tensor& p : trainable) {
-      const torch::Tensor host = p.detach().contiguous();
-      sha.Update(host.data_ptr(), host.nbytes());
-    }
-    run.digests.push_back(sha.HexDigest());
+    run.digests.push_back(Digest(trainable));
   };
   run.result = training::Train(opts, data, cb);
   EXPECT_TRUE(run.result.ok()) << run.result.status();
   EXPECT_TRUE((*dp)->Finish().ok());
-  absl::StatusOr<kaizen::internal::TrainingWorkerReport> rank1 =
-      ReadTrainingWorkerReport(WorkerReportPath(run.folder, 1));
-  EXPECT_TRUE(rank1.ok()) << rank1.status();
-  if (rank1.ok()) run.rank1 = *std::move(rank1);
+  run.rank1 = RankOneReport(run.folder);
   return run;
 }
 
@@ -291,20 +301,12 @@ TextRanks TrainTextAsTwoRanks(const test_util::TempDir& dir, training::TextTrain
   o.group = (*dp)->group();
   o.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { run.losses.push_back(m.train_loss()); };
   o.after_update = [&](int64_t, const std::vector<torch::Tensor>& trainable) {
-    common::Sha256 sha;
-    for (const torch::Tensor& p : trainable) {
-      const torch::Tensor host = p.detach().contiguous();
-      sha.Update(host.data_ptr(), host.nbytes());
-    }
-    run.digests.push_back(sha.HexDigest());
+    run.digests.push_back(Digest(trainable));
   };
   run.result = training::TrainTextClassifier(o, train, validation);
   EXPECT_TRUE(run.result.ok()) << run.result.status();
   EXPECT_TRUE((*dp)->Finish().ok());
-  absl::StatusOr<kaizen::internal::TrainingWorkerReport> rank1 =
-      ReadTrainingWorkerReport(WorkerReportPath(folder, 1));
-  EXPECT_TRUE(rank1.ok()) << rank1.status();
-  if (rank1.ok()) run.rank1 = *std::move(rank1);
+  run.rank1 = RankOneReport(folder);
   return run;
 }
 
@@ -328,8 +330,9 @@ std::vector<double> TextLossesAlone(const training::TextTrainerOptions& o,
 // with each rank's own dropout draws.
 TEST(DataParallelTest, ATextGroupTrainsAsOneProcessDoes) {
   test_util::TempDir dir;
-  // 101 examples in global batches of 16: the last batch has 5.
-  const training::TextExamples train = SyntheticText(101, 7);
+  // 97 examples in global batches of 16: the last batch has one, and rank
+  // 1 no share of it.
+  const training::TextExamples train = SyntheticText(97, 7);
   const training::TextExamples validation = SyntheticText(24, 8);
   for (const kaizen::v1::Strategy strategy :
        {kaizen::v1::STRATEGY_FEATURE_EXTRACTION, kaizen::v1::STRATEGY_DISTILL}) {
@@ -457,8 +460,10 @@ TEST(DataParallelTest, DatasetsOutsideRecordFilesAMissingWorkerAndAFullScratchDi
   // An INCREMENTAL job's images, prepared in memory, are written for the
   // workers only where they leave the scratch reserve free.
   training::TrainerOptions incremental = opts;
-  const training::TrainerOptions::Incremental no_previous;
-  incremental.incremental = no_previous;
+  training::TrainerOptions::Incremental previous;
+  previous.previous = opts.base;
+  previous.previous_metadata = opts.base_metadata;
+  incremental.incremental = previous;
   EXPECT_TRUE(CheckDataParallelData(incremental, in_memory).ok());
   DataParallelOptions full = Options(dir);
   full.scratch_reserve_bytes = int64_t{1} << 60;  // more than any disk has
@@ -469,6 +474,11 @@ TEST(DataParallelTest, DatasetsOutsideRecordFilesAMissingWorkerAndAFullScratchDi
                                             "(--scratch_reserve_mb)"),
             std::string::npos)
       << refused.status();
+  // So are a text job's files.
+  const training::TextExamples texts = SyntheticText(8, 1);
+  refused = LocalDataParallel::StartText(full, "text", 2, 1, TextJob(kaizen::v1::STRATEGY_FULL),
+                                         texts, nullptr);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
 
   DataParallelOptions missing = Options(dir);
   missing.worker_path = dir.File("no-such-worker");

@@ -367,6 +367,23 @@ TEST(TrainingWorkerTest, TextExamplesComeBackAsTheyWentAndDamageIsNamed) {
   EXPECT_NE(refusal("labels.pt").find("labels (int64, one per sequence)"), std::string::npos);
   save("short.pt", {tokens});
   EXPECT_NE(refusal("short.pt").find("hold 1 tensors, not 9"), std::string::npos);
+  // A zero stride would make a few bytes a tensor of any size (here 2^40
+  // labels: 8 TiB were it read).
+  save("stride.pt", {tokens, torch::tensor({int64_t{0}, int64_t{3}}),
+                     torch::tensor({int64_t{0}}).expand({int64_t{1} << 40}), none, none, none, none,
+                     none, classes});
+  EXPECT_NE(refusal("stride.pt").find("tensor 2 is not laid out contiguously"), std::string::npos);
+  // Logits that are not finite; a class count no dataset has.
+  ASSERT_TRUE(WriteTextWorkerData(dir.File("nan.pt"), train, nullptr, 2,
+                                  torch::full({2, 2}, std::nanf("")), torch::Tensor())
+                  .ok());
+  EXPECT_NE(refusal("nan.pt").find("teacher logits hold a value that is not finite"),
+            std::string::npos);
+  ASSERT_TRUE(WriteTextWorkerData(dir.File("classes.pt"), train, nullptr, int64_t{1} << 40,
+                                  torch::Tensor(), torch::Tensor())
+                  .ok());
+  EXPECT_NE(refusal("classes.pt").find("1099511627776 classes; a classifier has 2 to 100000"),
+            std::string::npos);
 }
 
 TEST(TrainingWorkerTest, ABadSpecOrEnvironmentIsRefusedWithTheReason) {
@@ -379,7 +396,8 @@ TEST(TrainingWorkerTest, ABadSpecOrEnvironmentIsRefusedWithTheReason) {
   EXPECT_NE(ReadTrainingWorkerSpec(dir.File("empty.json"))
                 .status()
                 .message()
-                .find("needs base_model, train_records and output_dir"),
+                .find("needs base_model, train_records (an image job) or text_examples (a "
+                      "text job), and output_dir"),
             std::string::npos);
 
   // A DISTILL spec needs its teacher and its settings in range; no other
@@ -449,6 +467,11 @@ TEST(TrainingWorkerTest, ABadSpecOrEnvironmentIsRefusedWithTheReason) {
   EXPECT_NE(refusal(text).find("a text spec (text_examples) takes no train_records"),
             std::string::npos);
   text.clear_previous_model();
+  text.set_channels_last(true);
+  EXPECT_NE(refusal(text).find("channels_last is set with text_examples (they are an image "
+                               "job's)"),
+            std::string::npos);
+  text.clear_channels_last();
   text.set_strategy(kaizen::v1::STRATEGY_FULL);
   EXPECT_NE(refusal(text).find("text_incremental_* is set but strategy is STRATEGY_FULL"),
             std::string::npos);
