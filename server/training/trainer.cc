@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -306,10 +307,16 @@ class Trainer {
   // DISTILL: the teacher on the student's input, and its logit cache when
   // the training images never change (no augmentation).
   absl::Status BuildTeacher();
-  // The teacher's logits on every training row, [N, classes] on the
-  // device. In a group each rank runs the teacher on every world_size-th
-  // chunk of rows and a sum over the ranks fills in the rest.
-  absl::StatusOr<torch::Tensor> TeacherLogitsOfTrainingSet(int64_t classes);
+  // `per_batch` (unit images -> a row per image) over every row of `set`:
+  // the table [N, ...] on `device`, filled in place chunk by chunk (never
+  // the chunks and their concatenation at once). In a group of at most N
+  // ranks each rank runs its chunks alone (ChunksOfRank) and one sum over
+  // the ranks fills in the others' rows, zeros here, so every rank holds
+  // the same table, bit for bit, for a world_size-th of the work; a failed
+  // sum throws GroupError. Stops between chunks (StopPoint).
+  torch::Tensor TablePass(ImageSource& set,
+                          const std::function<torch::Tensor(const torch::Tensor&)>& per_batch,
+                          const torch::Device& device);
   // Rows [0, n) in chunks of up to an inference batch, every world_size-th
   // of them from rank's: what that rank computes of a pass the group
   // shares (each rank has one when n >= world_size).
@@ -976,27 +983,12 @@ absl::Status Trainer::BuildTeacher() {
     teacher_cache_.emplace(teacher_.get(), train_.in_memory()->images, inference_batch_);
     return absl::OkStatus();
   }
-  // Streamed: one pass now, rather than a decode of every image per epoch.
-  ASSIGN_OR_RETURN(torch::Tensor logits, TeacherLogitsOfTrainingSet(classes));
-  teacher_cache_.emplace(std::move(logits));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<torch::Tensor> Trainer::TeacherLogitsOfTrainingSet(int64_t classes) {
+  // Streamed: one pass now, rather than a decode of every image per epoch;
+  // in a group, a share of it per rank.
   where_ = "teacher logit caching";
-  const int rank = options_.group != nullptr ? options_.group->rank() : 0;
-  const int world_size = options_.group != nullptr ? options_.group->world_size() : 1;
-  const int64_t n = train_.size();
-  const std::vector<std::vector<int64_t>> mine = ChunksOfRank(n, rank, world_size);
-  // Zeros where other ranks' chunks go: adding them changes no bit.
-  torch::Tensor logits = torch::zeros({n, classes}, torch::dtype(torch::kFloat).device(device_));
-  train_.Begin(mine);
-  for (const std::vector<int64_t>& rows : mine) {
-    logits.narrow(0, rows.front(), static_cast<int64_t>(rows.size()))
-        .copy_(teacher_->Logits(imaging::Normalizer::ToUnit(train_.Rows(rows))));
-  }
-  if (options_.group != nullptr) RETURN_IF_ERROR(options_.group->Sum({logits}));
-  return logits;
+  teacher_cache_.emplace(TablePass(
+      train_, [&](const torch::Tensor& unit) { return teacher_->Logits(unit); }, device_));
+  return absl::OkStatus();
 }
 
 double Trainer::TeacherAccuracy(ImageSource& set) {
@@ -1113,42 +1105,42 @@ std::vector<std::vector<int64_t>> Trainer::ChunksOfRank(int64_t n, int rank, int
   return mine;
 }
 
-torch::Tensor Trainer::AllFeatures(ImageSource& set) {
-  torch::NoGradGuard no_grad;
-  split_.backbone.eval();
-  const int world_size = options_.group != nullptr ? options_.group->world_size() : 1;
-  if (world_size > 1 && set.size() >= world_size) {
-    // Each rank runs the backbone on its chunks (every rank has one) and a
-    // sum over the ranks fills in the others' rows (zeros here: the sum
-    // changes no bit), so every rank holds all the features for a
-    // world_size-th of the work.
-    const std::vector<std::vector<int64_t>> mine =
-        ChunksOfRank(set.size(), options_.group->rank(), world_size);
-    set.Begin(mine);
-    torch::Tensor all;
-    for (const std::vector<int64_t>& rows : mine) {
-      StopPoint();
-      const torch::Tensor f = Features(imaging::Normalizer::ToUnit(set.Rows(rows)));
-      if (!all.defined()) {
-        std::vector<int64_t> sizes = f.sizes().vec();
-        sizes[0] = set.size();
-        all = torch::zeros(sizes, f.options());
-      }
-      all.narrow(0, rows.front(), static_cast<int64_t>(rows.size())).copy_(f);
+torch::Tensor Trainer::TablePass(
+    ImageSource& set, const std::function<torch::Tensor(const torch::Tensor&)>& per_batch,
+    const torch::Device& device) {
+  const int64_t n = set.size();
+  const bool shared = options_.group != nullptr && n >= options_.group->world_size();
+  const std::vector<std::vector<int64_t>> mine =
+      shared ? ChunksOfRank(n, options_.group->rank(), options_.group->world_size())
+             : ChunksOfRank(n, 0, 1);
+  set.Begin(mine);
+  torch::Tensor all;
+  for (const std::vector<int64_t>& rows : mine) {
+    StopPoint();
+    const int64_t count = static_cast<int64_t>(rows.size());
+    const torch::Tensor out =
+        per_batch(imaging::Normalizer::ToUnit(set.Range(rows.front(), count)));
+    if (!all.defined()) {
+      std::vector<int64_t> sizes = out.sizes().vec();
+      sizes[0] = n;
+      all = shared ? torch::zeros(sizes, out.options().device(device))
+                   : torch::empty(sizes, out.options().device(device));
     }
+    all.narrow(0, rows.front(), count).copy_(out);
+  }
+  if (shared) {
     if (absl::Status summed = options_.group->Sum({all}); !summed.ok()) {
       throw GroupError(std::move(summed));
     }
-    return all;
   }
-  std::vector<torch::Tensor> chunks;
-  set.BeginRanges(inference_batch_);
-  for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
-    StopPoint();
-    const int64_t n = std::min(inference_batch_, set.size() - begin);
-    chunks.push_back(Features(imaging::Normalizer::ToUnit(set.Range(begin, n))));
-  }
-  return chunks.empty() ? torch::Tensor() : torch::cat(chunks);
+  return all;
+}
+
+torch::Tensor Trainer::AllFeatures(ImageSource& set) {
+  torch::NoGradGuard no_grad;
+  split_.backbone.eval();
+  return TablePass(
+      set, [&](const torch::Tensor& unit) { return Features(unit); }, device_);
 }
 
 void Trainer::BuildFeatureCache() {
@@ -1549,24 +1541,12 @@ bool Trainer::BuildPrefixCache() {
 
 torch::Tensor Trainer::AllPrefixes(ImageSource& set) {
   torch::NoGradGuard no_grad;
-  // Filled in place, chunk by chunk: never the chunks and their
-  // concatenation at once.
-  torch::Tensor all;
-  set.BeginRanges(inference_batch_);
-  for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
-    StopPoint();
-    const int64_t n = std::min(inference_batch_, set.size() - begin);
-    const torch::Tensor x =
-        ModelInput(normalizer_->Normalize(imaging::Normalizer::ToUnit(set.Range(begin, n))));
-    const torch::Tensor out = cut_->Prefix(x);
-    if (!all.defined()) {
-      std::vector<int64_t> sizes = out.sizes().vec();
-      sizes[0] = set.size();
-      all = torch::empty(sizes, out.options().device(torch::kCPU));
-    }
-    all.narrow(0, begin, n).copy_(out);
-  }
-  return all;
+  return TablePass(
+      set,
+      [&](const torch::Tensor& unit) {
+        return cut_->Prefix(ModelInput(normalizer_->Normalize(unit)));
+      },
+      torch::kCPU);
 }
 
 void Trainer::ResumeWithinEpoch(const EpochPosition& at, EpochRun* run) {

@@ -113,6 +113,31 @@ TEST_F(DataParallelE2E, APausedGroupResumesFromItsCheckpointAsAGroup) {
   EXPECT_EQ(Count(messages, "data parallel: 2 processes"), 2) << "once per run of the group";
 }
 
+// A job that only the server's default made a group trains in one process
+// when its workers' files would leave less than --scratch_reserve_mb free on
+// the data volume; a job that asked for the group fails, saying so.
+TEST_F(DataParallelE2E, AGroupWhoseFilesDoNotFitTheScratchVolumeTrainsAloneOrFails) {
+  StartServer([](api::KaizenServer::Options& o) {
+    o.data_parallel.default_world_size = 2;
+    o.data_parallel.scratch_reserve_bytes = int64_t{1} << 60;  // more than any disk has
+  });
+  UploadSubset("train", {0, 1}, 10);
+  v1::StartFineTuneRequest by_default = TwoRanks("default", 1);
+  by_default.set_world_size(0);
+  const Job done = WaitForSuccess(Start(by_default).id());
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error();
+  const std::vector<std::string> messages = Messages(Watch(done.id()));
+  EXPECT_EQ(Count(messages,
+                  "the server's default of 2 processes does not apply (the files the "
+                  "data-parallel workers read"),
+            1);
+  EXPECT_EQ(Count(messages, "data parallel: 2 processes"), 0);
+  const Job failed = WaitForState(Start(TwoRanks("asked", 1)).id(),
+                                  {v1::JOB_STATE_FAILED, v1::JOB_STATE_SUCCEEDED});
+  EXPECT_EQ(failed.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(failed.error().find("(--scratch_reserve_mb)"), std::string::npos) << failed.error();
+}
+
 // The kaizen-worker process whose command line names `job_id`'s folder.
 pid_t WorkerOf(const std::string& job_id) {
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "server/common/atomic_file.h"
 #include "server/common/sha256.h"
@@ -115,6 +116,12 @@ TEST(DataParallelTest, RankZeroInThisProcessTrainsWithAWorkerProcessInLockstep) 
   const TwoRanks run = TrainAsTwoRanks(dir, opts, data);
   ASSERT_TRUE(run.result.ok());
   EXPECT_EQ(run.rank1.epochs_completed(), 2);
+  // From the frozen-prefix cache, a half of it computed by each rank.
+  bool from_prefix_cache = false;
+  for (const std::string& note : run.result->notes) {
+    from_prefix_cache |= note.find("ran once for the 96 images") != std::string::npos;
+  }
+  EXPECT_TRUE(from_prefix_cache) << absl::StrJoin(run.result->notes, "\n");
   ASSERT_EQ(run.rank1.step_digests_size(), static_cast<int>(run.digests.size()));
   ASSERT_EQ(run.digests.size(), 12u);  // 96 images, global batches of 16, 2 epochs
   for (size_t s = 0; s < run.digests.size(); ++s) {
