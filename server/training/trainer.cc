@@ -1220,14 +1220,21 @@ Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_featu
   torch::NoGradGuard no_grad;
   split_.backbone.eval();
   split_.head.eval();
-  Evaluation e;
-  e.correct.assign(num_classes_, 0);
-  e.total.assign(num_classes_, 0);
-  double loss_sum = 0;
-  std::vector<torch::Tensor> predictions;
-  if (!cached_features.defined() && !cached_prefixes.defined()) set.BeginRanges(inference_batch_);
-  for (int64_t begin = 0; begin < set.size(); begin += inference_batch_) {
-    const int64_t n = std::min(inference_batch_, set.size() - begin);
+  // In a group of at most as many ranks as images, each rank scores its
+  // chunks (ChunksOfRank) and the sums are added up over the ranks: the
+  // loss's sum, then per class the correct answers and the images.
+  const int64_t size = set.size();
+  const bool shared = options_.group != nullptr && size >= options_.group->world_size();
+  const std::vector<std::vector<int64_t>> mine =
+      shared ? ChunksOfRank(size, options_.group->rank(), options_.group->world_size())
+             : ChunksOfRank(size, 0, 1);
+  if (!cached_features.defined() && !cached_prefixes.defined()) set.Begin(mine);
+  std::vector<double> sums(1 + 2 * static_cast<size_t>(num_classes_), 0.0);
+  double* correct = sums.data() + 1;
+  double* total = correct + num_classes_;
+  for (const std::vector<int64_t>& rows : mine) {
+    const int64_t begin = rows.front();
+    const int64_t n = static_cast<int64_t>(rows.size());
     torch::Tensor features =
         cached_features.defined() ? cached_features.narrow(0, begin, n)
         : cached_prefixes.defined()
@@ -1242,24 +1249,31 @@ Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_featu
       AutocastScope autocast(amp_, amp_dtype_);
       logits = split_.head.forward({features}).toTensor();
     }
-    loss_sum += SmoothedCrossEntropy(logits, set.labels().narrow(0, begin, n), 0.0).item<double>() *
-                static_cast<double>(n);
-    predictions.push_back(logits.argmax(1));
-  }
-  const torch::Tensor pred = torch::cat(predictions).cpu();
-  const torch::Tensor labels = set.labels().cpu();
-  const int64_t* p = pred.data_ptr<int64_t>();
-  const int64_t* l = labels.data_ptr<int64_t>();
-  int64_t correct = 0;
-  for (int64_t i = 0; i < set.size(); ++i) {
-    ++e.total[l[i]];
-    if (p[i] == l[i]) {
-      ++e.correct[l[i]];
-      ++correct;
+    const torch::Tensor labels = set.labels().narrow(0, begin, n);
+    sums[0] += SmoothedCrossEntropy(logits, labels, 0.0).item<double>() * static_cast<double>(n);
+    const torch::Tensor pred = logits.argmax(1).cpu();
+    const torch::Tensor truth = labels.cpu();
+    const int64_t* p = pred.data_ptr<int64_t>();
+    const int64_t* l = truth.data_ptr<int64_t>();
+    for (int64_t k = 0; k < n; ++k) {
+      total[l[k]] += 1;
+      if (p[k] == l[k]) correct[l[k]] += 1;
     }
   }
-  e.loss = loss_sum / static_cast<double>(set.size());
-  e.accuracy = static_cast<double>(correct) / static_cast<double>(set.size());
+  if (shared) {
+    torch::Tensor summed = torch::tensor(sums, torch::kDouble);
+    if (absl::Status st = options_.group->Sum({summed}); !st.ok()) throw GroupError(std::move(st));
+    std::copy(summed.data_ptr<double>(), summed.data_ptr<double>() + summed.numel(), sums.begin());
+  }
+  Evaluation e;
+  int64_t right = 0;
+  for (int64_t c = 0; c < num_classes_; ++c) {
+    e.correct.push_back(std::llround(correct[c]));
+    e.total.push_back(std::llround(total[c]));
+    right += e.correct.back();
+  }
+  e.loss = sums[0] / static_cast<double>(size);
+  e.accuracy = static_cast<double>(right) / static_cast<double>(size);
   return e;
 }
 
@@ -1785,7 +1799,8 @@ void Trainer::ReportStep(const EpochRun& run, int64_t global_step, double loss_v
 absl::StatusOr<kaizen::v1::EpochMetrics> Trainer::EpochMetricsOf(const EpochRun& run) {
   const double train_seconds = Seconds(run.start);
   last_recalibrated_ = 0;
-  // Every rank evaluates (and recalibrates) the same model: rank 0's.
+  // Every rank recalibrates the same model, rank 0's, and scores its share
+  // of the validation images (Evaluate).
   RETURN_IF_ERROR(SynchronizeModel(/*parameters=*/false));
   if (!training_batchnorms_.empty() && CheckpointsAfter(run.epoch)) {
     // In place: the statistics are a function of the weights and the

@@ -154,25 +154,38 @@ TEST(TrainingWorkerTest, WithoutBatchStatisticsTwoRanksMatchOneProcessToRounding
   // FEATURE_EXTRACTION: the backbone (BatchNorm too) is frozen, so the only
   // difference left is the order in which the gradient sums are added.
   test_util::TempDir dir;
-  // 320 images: more than one inference batch (256).
-  TrainingWorkerSpec spec = WriteJob(dir, /*epochs=*/3, /*per_class=*/80);
+  // 640 images, a fifth held out: 512 to train on, 128 to validate with.
+  TrainingWorkerSpec spec = WriteJob(dir, /*epochs=*/3, /*per_class=*/160);
   spec.set_strategy(kaizen::v1::STRATEGY_FEATURE_EXTRACTION);
+  spec.mutable_hyperparameters()->mutable_validation()->set_split(0.2);
   const SideBySide r = RunTwoRanksAndOne(dir, spec);
-  // The feature cache: one process runs the backbone on batches of 256 and
-  // 64, each rank on its half of the images alone.
-  EXPECT_EQ(r.alone.backbone_forward_batches(), 2);
-  EXPECT_EQ(r.rank0.backbone_forward_batches(), 1);
-  EXPECT_EQ(r.rank1.backbone_forward_batches(), 1);
+  // The feature cache: one process runs the backbone on two batches of 256
+  // training images and one of 128 validation images, each rank on its half
+  // of each set alone.
+  EXPECT_EQ(r.alone.backbone_forward_batches(), 3);
+  EXPECT_EQ(r.rank0.backbone_forward_batches(), 2);
+  EXPECT_EQ(r.rank1.backbone_forward_batches(), 2);
   ASSERT_EQ(r.rank0.epochs_size(), 3);
   ASSERT_EQ(r.alone.epochs_size(), 3);
+  ASSERT_EQ(r.rank1.epochs_size(), 3);
   for (int e = 0; e < 3; ++e) {
     std::cout << "FEATURE_EXTRACTION epoch " << e + 1 << " train loss: W=2 "
               << r.rank0.epochs(e).train_loss() << ", one process "
-              << r.alone.epochs(e).train_loss() << "\n";
+              << r.alone.epochs(e).train_loss() << "; validation loss: W=2 "
+              << r.rank0.epochs(e).val_loss() << ", one process " << r.alone.epochs(e).val_loss()
+              << "\n";
     EXPECT_NEAR(r.rank0.epochs(e).train_loss(), r.alone.epochs(e).train_loss(),
                 1e-4 * r.alone.epochs(e).train_loss())
         << "epoch " << e + 1;
     EXPECT_EQ(r.rank0.epochs(e).train_accuracy(), r.alone.epochs(e).train_accuracy());
+    // Validation, scored half by each rank and summed: one process's
+    // figures, the same on both ranks.
+    EXPECT_NEAR(r.rank0.epochs(e).val_loss(), r.alone.epochs(e).val_loss(),
+                1e-4 * r.alone.epochs(e).val_loss())
+        << "epoch " << e + 1;
+    EXPECT_EQ(r.rank0.epochs(e).val_accuracy(), r.alone.epochs(e).val_accuracy());
+    EXPECT_EQ(r.rank1.epochs(e).val_loss(), r.rank0.epochs(e).val_loss());
+    EXPECT_EQ(r.rank1.epochs(e).val_accuracy(), r.rank0.epochs(e).val_accuracy());
   }
   for (int s = 0; s < r.rank0.step_digests_size(); ++s) {
     EXPECT_EQ(r.rank0.step_digests(s), r.rank1.step_digests(s)) << "after update " << s + 1;
