@@ -1,5 +1,6 @@
 #include "server/distributed/group.h"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -285,6 +286,18 @@ std::vector<int64_t> ShardOfBatch(const std::vector<int64_t>& batch, int rank, i
     shard.push_back(batch[i]);
   }
   return shard;
+}
+
+std::vector<std::vector<int64_t>> ChunksOfRank(int64_t rows, int64_t batch, int rank,
+                                               int world_size) {
+  const int64_t chunk = std::max<int64_t>(1, std::min(batch, rows / world_size));
+  std::vector<std::vector<int64_t>> mine;
+  for (int64_t begin = 0, k = 0; begin < rows; begin += chunk, ++k) {
+    if (k % world_size != rank) continue;
+    std::vector<int64_t>& chunk_rows = mine.emplace_back();
+    for (int64_t i = begin; i < std::min(rows, begin + chunk); ++i) chunk_rows.push_back(i);
+  }
+  return mine;
 }
 
 }  // namespace kaizen::distributed

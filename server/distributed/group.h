@@ -97,4 +97,13 @@ class Group {
 // the ranks; sizes differ by at most one).
 std::vector<int64_t> ShardOfBatch(const std::vector<int64_t>& batch, int rank, int world_size);
 
+// The rows of a table of `rows` rows that rank `rank` of `world_size`
+// computes in a pass the group shares: chunks of consecutive rows, at most
+// `batch` and at most rows / world_size long (so that every rank has one
+// when there are as many rows as ranks), dealt round robin from rank 0.
+// Each rank fills in its chunks and zeros elsewhere, and one Sum gives every
+// rank the whole table, bit for bit, for a world_size-th of the work.
+std::vector<std::vector<int64_t>> ChunksOfRank(int64_t rows, int64_t batch, int rank,
+                                               int world_size);
+
 }  // namespace kaizen::distributed

@@ -508,6 +508,7 @@ absl::StatusOr<TrainingWorkerReport> RunTextWorker(const TrainingWorkerSpec& spe
       const training::TextTrainResult result,
       training::TrainTextClassifier(o, data.train, data.validation ? &*data.validation : nullptr));
   report.set_epochs_completed(static_cast<int32_t>(result.epochs.size()));
+  report.set_backbone_forward_batches(result.backbone_forward_batches);
   return FinishReport(std::move(report), start, group, output_dir, rank);
 }
 

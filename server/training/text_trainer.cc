@@ -71,21 +71,15 @@ absl::Status CheckFitsEncoder(const TextExamples& examples, const models::TextEn
                              "the encoder's vocabulary");
 }
 
-// The sequences at `order[begin, end)`.
-std::vector<std::vector<int32_t>> Rows(const std::vector<std::vector<int32_t>>& sequences,
-                                       const std::vector<int64_t>& order, size_t begin,
-                                       size_t end) {
-  std::vector<std::vector<int32_t>> rows;
-  rows.reserve(end - begin);
-  for (size_t i = begin; i < end; ++i) rows.push_back(sequences[order[i]]);
-  return rows;
-}
-
-// The sequences and labels of examples `rows`.
+// The sequences of examples `rows`.
 std::vector<std::vector<int32_t>> Rows(const std::vector<std::vector<int32_t>>& sequences,
                                        const std::vector<int64_t>& rows) {
-  return Rows(sequences, rows, 0, rows.size());
+  std::vector<std::vector<int32_t>> picked;
+  picked.reserve(rows.size());
+  for (const int64_t r : rows) picked.push_back(sequences[static_cast<size_t>(r)]);
+  return picked;
 }
+
 torch::Tensor Labels(const std::vector<int64_t>& labels, const std::vector<int64_t>& rows) {
   std::vector<int64_t> picked;
   picked.reserve(rows.size());
@@ -93,59 +87,46 @@ torch::Tensor Labels(const std::vector<int64_t>& labels, const std::vector<int64
   return torch::tensor(picked, torch::kLong);
 }
 
-std::vector<int64_t> Identity(size_t n) {
-  std::vector<int64_t> order(n);
-  for (size_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(i);
-  return order;
-}
+// The batch of the passes without gradients (features, validation).
+constexpr int64_t kInferenceBatch = 64;
 
-// forward() of `module` (no grad; the caller sets the mode) on every
-// sequence, in batches of `batch_size`: [N, outputs], float32 on the
-// module's device.
-torch::Tensor ForwardAll(torch::jit::Module& module,
-                         const std::vector<std::vector<int32_t>>& sequences, int32_t pad_id,
-                         int64_t batch_size) {
-  torch::NoGradGuard no_grad;
-  const torch::Device device = ModuleDevice(module);
-  const std::vector<int64_t> order = Identity(sequences.size());
-  std::vector<torch::Tensor> parts;
-  for (size_t begin = 0; begin < order.size(); begin += batch_size) {
-    const size_t end = std::min(order.size(), begin + static_cast<size_t>(batch_size));
-    auto [ids, mask] = PadSequences(Rows(sequences, order, begin, end), pad_id, device);
-    parts.push_back(module.forward({ids, mask}).toTensor().to(torch::kFloat));
-  }
-  return torch::cat(parts);
-}
+// A model's forward(input_ids, attention_mask) on a batch of sequences.
+using SequenceForward =
+    std::function<torch::Tensor(const torch::Tensor& ids, const torch::Tensor& mask)>;
 
-// ForwardAll in a group: each rank runs `module` on every world_size-th
-// chunk of the sequences and a sum over the ranks fills in the others' rows
-// (zeros here, so the sum changes no bit): every rank gets all of them.
-absl::StatusOr<torch::Tensor> ForwardAllShared(torch::jit::Module& module,
-                                               const std::vector<std::vector<int32_t>>& sequences,
-                                               int32_t pad_id, int64_t batch_size,
-                                               distributed::Group& group) {
+// `forward` (no grad; the caller sets the modes) on every sequence, in
+// chunks of at most `batch_size`: [N, outputs] float32 on `device`, filled
+// in place chunk by chunk. In a group of at most N ranks each rank runs its
+// chunks alone (distributed::ChunksOfRank) and one sum over the group fills
+// in the others' rows (zeros here, so the sum changes no bit): every rank
+// holds the whole table, bit for bit, for a world_size-th of the work.
+// `*batches` counts the chunks run here.
+absl::StatusOr<torch::Tensor> ForwardTable(const SequenceForward& forward,
+                                           const std::vector<std::vector<int32_t>>& sequences,
+                                           int32_t pad_id, int64_t batch_size,
+                                           const torch::Device& device, distributed::Group* group,
+                                           int64_t* batches) {
   torch::NoGradGuard no_grad;
-  const torch::Device device = ModuleDevice(module);
   const int64_t n = static_cast<int64_t>(sequences.size());
-  const int64_t world = group.world_size();
-  // At most n / world sequences, so that every rank gets a chunk when there
-  // are as many sequences as ranks.
-  const int64_t chunk = std::max<int64_t>(1, std::min(batch_size, n / world));
-  // The width of the outputs, from the first sequence, on every rank.
-  const std::vector<int64_t> first = {0};
-  auto [ids, mask] = PadSequences(Rows(sequences, first), pad_id, device);
-  const int64_t width = module.forward({ids, mask}).toTensor().size(1);
-  torch::Tensor all = torch::zeros({n, width}, torch::kFloat);
-  const std::vector<int64_t> order = Identity(static_cast<size_t>(n));
-  for (int64_t begin = chunk * group.rank(); begin < n; begin += chunk * world) {
-    const int64_t end = std::min(n, begin + chunk);
-    auto [chunk_ids, chunk_mask] =
-        PadSequences(Rows(sequences, order, static_cast<size_t>(begin), static_cast<size_t>(end)),
-                     pad_id, device);
-    all.narrow(0, begin, end - begin)
-        .copy_(module.forward({chunk_ids, chunk_mask}).toTensor().to(torch::kFloat));
+  if (n == 0) return absl::InvalidArgumentError("no sequence to run the model on");
+  const bool shared = group != nullptr && n >= group->world_size();
+  const std::vector<std::vector<int64_t>> mine =
+      shared ? distributed::ChunksOfRank(n, batch_size, group->rank(), group->world_size())
+             : distributed::ChunksOfRank(n, batch_size, 0, 1);
+  torch::Tensor all;
+  for (const std::vector<int64_t>& rows : mine) {
+    auto [ids, mask] = PadSequences(Rows(sequences, rows), pad_id, device);
+    const torch::Tensor out = forward(ids, mask).to(torch::kFloat);
+    if (!all.defined()) {
+      // A group sums on the CPU.
+      const torch::TensorOptions options = out.options().device(shared ? torch::kCPU : device);
+      all = shared ? torch::zeros({n, out.size(1)}, options)
+                   : torch::empty({n, out.size(1)}, options);
+    }
+    all.narrow(0, rows.front(), static_cast<int64_t>(rows.size())).copy_(out);
+    if (batches != nullptr) ++*batches;
   }
-  RETURN_IF_ERROR(group.Sum({all}));
+  if (shared) RETURN_IF_ERROR(group->Sum({all}));
   return all.to(device);
 }
 
@@ -176,11 +157,9 @@ class TextRun {
     }
     if (o_.strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION) {
       // The encoder is frozen and in eval mode: its features never change.
-      if (o_.group != nullptr) {
-        ASSIGN_OR_RETURN(train_features_, ForwardAllShared(split_.backbone, train_.sequences,
-                                                           o_.pad_id, 64, *o_.group));
-      } else {
-        train_features_ = ForwardAll(split_.backbone, train_.sequences, o_.pad_id, 64);
+      ASSIGN_OR_RETURN(train_features_, EncoderTable(train_.sequences));
+      if (validation_ != nullptr) {
+        ASSIGN_OR_RETURN(validation_features_, EncoderTable(validation_->sequences));
       }
     }
     if (o_.distillation) {
@@ -273,7 +252,7 @@ class TextRun {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       metrics.set_seconds(seconds);
       if (seconds > 0) metrics.set_samples_per_second(static_cast<double>(seen) / seconds);
-      if (validation_ != nullptr) Validate(&metrics);
+      if (validation_ != nullptr) RETURN_IF_ERROR(Validate(&metrics));
       const bool maximise = validation_ != nullptr;
       const bool is_best = RecordCheckpointMetric(
           maximise ? metrics.val_accuracy() : metrics.train_loss(), maximise, 0.0, epoch, &state_);
@@ -390,22 +369,41 @@ class TextRun {
     return all.index_select(0, torch::tensor(rows, torch::kLong).to(device_));
   }
 
-  void Validate(kaizen::v1::EpochMetrics* metrics) {
+  // The frozen encoder's features of `sequences` (FEATURE_EXTRACTION), a
+  // share computed by each rank of a group.
+  absl::StatusOr<torch::Tensor> EncoderTable(const std::vector<std::vector<int32_t>>& sequences) {
+    const SequenceForward encoder = [this](const torch::Tensor& ids, const torch::Tensor& mask) {
+      return split_.backbone.forward({ids, mask}).toTensor();
+    };
+    return ForwardTable(encoder, sequences, o_.pad_id, kInferenceBatch, device_, o_.group,
+                        &result_.backbone_forward_batches);
+  }
+
+  // The validation loss and accuracy, in eval mode: the logits from the
+  // frozen encoder's features, or from the whole model, a share computed by
+  // each rank of a group; every rank reports the same figures.
+  absl::Status Validate(kaizen::v1::EpochMetrics* metrics) {
     const bool backbone_training = split_.backbone.is_training();
     split_.backbone.eval();
     split_.head.eval();
     torch::Tensor logits;
-    {
+    if (validation_features_.defined()) {
       torch::NoGradGuard no_grad;
-      const torch::Tensor features =
-          ForwardAll(split_.backbone, validation_->sequences, o_.pad_id, 64);
-      logits = split_.head.forward({features}).toTensor();
+      logits = split_.head.forward({validation_features_}).toTensor();
+    } else {
+      const SequenceForward model = [this](const torch::Tensor& ids, const torch::Tensor& mask) {
+        return split_.head.forward({split_.backbone.forward({ids, mask}).toTensor()}).toTensor();
+      };
+      ASSIGN_OR_RETURN(
+          logits, ForwardTable(model, validation_->sequences, o_.pad_id, kInferenceBatch, device_,
+                               o_.group, &result_.backbone_forward_batches));
     }
     const torch::Tensor labels = torch::tensor(validation_->labels, torch::kLong).to(device_);
     metrics->set_val_loss(SmoothedCrossEntropy(logits, labels, 0.0).item<double>());
     metrics->set_val_accuracy(logits.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>());
     if (backbone_training) SetTrainingMode(split_.backbone);
     split_.head.train();
+    return absl::OkStatus();
   }
 
   const TextTrainerOptions& o_;
@@ -417,7 +415,8 @@ class TextRun {
   std::vector<double> base_lrs_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
-  torch::Tensor train_features_;
+  // FEATURE_EXTRACTION's frozen encoder features, on the device.
+  torch::Tensor train_features_, validation_features_;
   torch::Tensor teacher_logits_;   // DISTILL's, on the device
   torch::Tensor previous_logits_;  // INCREMENTAL's, on the device
   torch::Device device_ = torch::kCPU;
@@ -601,7 +600,13 @@ absl::StatusOr<TextPredictions> PredictText(torch::jit::Module& classifier,
   try {
     classifier.eval();
     TextPredictions predictions;
-    predictions.logits = ForwardAll(classifier, sequences, pad_id, batch_size).cpu();
+    const SequenceForward model = [&classifier](const torch::Tensor& ids,
+                                                const torch::Tensor& mask) {
+      return classifier.forward({ids, mask}).toTensor();
+    };
+    ASSIGN_OR_RETURN(predictions.logits, ForwardTable(model, sequences, pad_id, batch_size,
+                                                      ModuleDevice(classifier), nullptr, nullptr));
+    predictions.logits = predictions.logits.cpu();
     const torch::Tensor best = predictions.logits.argmax(1);
     predictions.classes.assign(best.data_ptr<int64_t>(), best.data_ptr<int64_t>() + best.numel());
     return predictions;

@@ -148,6 +148,10 @@ struct TextTrainResult {
   std::vector<kaizen::v1::EpochMetrics> epochs;
   int64_t trainable_parameters = 0;  // the head's included
   bool stopped = false;
+  // Batches of the encoder run outside the training steps, in this process:
+  // FEATURE_EXTRACTION's feature pass and validation (in a group, this
+  // rank's share).
+  int64_t backbone_forward_batches = 0;
 };
 
 // Training runs on the device of the base's parameters. An empty validation

@@ -310,17 +310,13 @@ class Trainer {
   // `per_batch` (unit images -> a row per image) over every row of `set`:
   // the table [N, ...] on `device`, filled in place chunk by chunk (never
   // the chunks and their concatenation at once). In a group of at most N
-  // ranks each rank runs its chunks alone (ChunksOfRank) and one sum over
+  // ranks each rank runs its chunks alone (distributed::ChunksOfRank) and one sum over
   // the ranks fills in the others' rows, zeros here, so every rank holds
   // the same table, bit for bit, for a world_size-th of the work; a failed
   // sum throws GroupError. Stops between chunks (StopPoint).
   torch::Tensor TablePass(ImageSource& set,
                           const std::function<torch::Tensor(const torch::Tensor&)>& per_batch,
                           const torch::Device& device);
-  // Rows [0, n) in chunks of up to an inference batch, every world_size-th
-  // of them from rank's: what that rank computes of a pass the group
-  // shares (each rank has one when n >= world_size).
-  std::vector<std::vector<int64_t>> ChunksOfRank(int64_t n, int rank, int world_size) const;
   // DISTILL: the teacher's accuracy on the validation images.
   double TeacherAccuracy(ImageSource& set);
   // INCREMENTAL with rehearsal: the old memory (replayed with the training
@@ -1092,27 +1088,15 @@ torch::Tensor Trainer::Features(const torch::Tensor& unit_images) {
   return split_.backbone.forward({x}).toTensor().to(torch::kFloat);
 }
 
-std::vector<std::vector<int64_t>> Trainer::ChunksOfRank(int64_t n, int rank, int world_size) const {
-  // At most an inference batch, and at most n / world_size rows, so that
-  // every rank gets one when there are as many rows as ranks.
-  const int64_t chunk = std::max<int64_t>(1, std::min(inference_batch_, n / world_size));
-  std::vector<std::vector<int64_t>> mine;
-  for (int64_t begin = 0, k = 0; begin < n; begin += chunk, ++k) {
-    if (k % world_size != rank) continue;
-    std::vector<int64_t>& rows = mine.emplace_back();
-    for (int64_t i = begin; i < std::min(n, begin + chunk); ++i) rows.push_back(i);
-  }
-  return mine;
-}
-
 torch::Tensor Trainer::TablePass(
     ImageSource& set, const std::function<torch::Tensor(const torch::Tensor&)>& per_batch,
     const torch::Device& device) {
   const int64_t n = set.size();
   const bool shared = options_.group != nullptr && n >= options_.group->world_size();
   const std::vector<std::vector<int64_t>> mine =
-      shared ? ChunksOfRank(n, options_.group->rank(), options_.group->world_size())
-             : ChunksOfRank(n, 0, 1);
+      shared ? distributed::ChunksOfRank(n, inference_batch_, options_.group->rank(),
+                                         options_.group->world_size())
+             : distributed::ChunksOfRank(n, inference_batch_, 0, 1);
   set.Begin(mine);
   torch::Tensor all;
   for (const std::vector<int64_t>& rows : mine) {
@@ -1221,13 +1205,14 @@ Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_featu
   split_.backbone.eval();
   split_.head.eval();
   // In a group of at most as many ranks as images, each rank scores its
-  // chunks (ChunksOfRank) and the sums are added up over the ranks: the
+  // chunks (distributed::ChunksOfRank) and the sums are added up over the ranks: the
   // loss's sum, then per class the correct answers and the images.
   const int64_t size = set.size();
   const bool shared = options_.group != nullptr && size >= options_.group->world_size();
   const std::vector<std::vector<int64_t>> mine =
-      shared ? ChunksOfRank(size, options_.group->rank(), options_.group->world_size())
-             : ChunksOfRank(size, 0, 1);
+      shared ? distributed::ChunksOfRank(size, inference_batch_, options_.group->rank(),
+                                         options_.group->world_size())
+             : distributed::ChunksOfRank(size, inference_batch_, 0, 1);
   if (!cached_features.defined() && !cached_prefixes.defined()) set.Begin(mine);
   std::vector<double> sums(1 + 2 * static_cast<size_t>(num_classes_), 0.0);
   double* correct = sums.data() + 1;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <future>
 #include <map>
 #include <string>
@@ -191,6 +192,33 @@ TEST(GroupTest, ShardsCoverEveryExampleOnce) {
   EXPECT_EQ(ShardOfBatch(batch, 1, 2), (std::vector<int64_t>{4, 1}));
   EXPECT_EQ(ShardOfBatch(batch, 0, 1), batch);
   EXPECT_TRUE(ShardOfBatch({5}, 1, 2).empty());
+}
+
+TEST(GroupTest, APassesChunksCoverEveryRowOnceAndReachEveryRank) {
+  using Chunks = std::vector<std::vector<int64_t>>;
+  // At most the batch: 10 rows in chunks of 3, dealt in turn.
+  EXPECT_EQ(ChunksOfRank(10, 3, 0, 2), (Chunks{{0, 1, 2}, {6, 7, 8}}));
+  EXPECT_EQ(ChunksOfRank(10, 3, 1, 2), (Chunks{{3, 4, 5}, {9}}));
+  // At most rows / world_size: three rows and three ranks, one each.
+  for (int rank = 0; rank < 3; ++rank) {
+    EXPECT_EQ(ChunksOfRank(3, 64, rank, 3), (Chunks{{rank}}));
+  }
+  // 97 rows, batches of 64, two ranks: 48 + 1 and 48.
+  EXPECT_EQ(ChunksOfRank(97, 64, 0, 2).size(), 2u);
+  EXPECT_EQ(ChunksOfRank(97, 64, 1, 2).size(), 1u);
+  for (const int world : {1, 2, 3, 5}) {
+    std::vector<int> seen(101, 0);
+    for (int rank = 0; rank < world; ++rank) {
+      const Chunks mine = ChunksOfRank(101, 16, rank, world);
+      EXPECT_FALSE(mine.empty()) << "rank " << rank << " of " << world;
+      for (const std::vector<int64_t>& chunk : mine) {
+        EXPECT_LE(chunk.size(), 16u);
+        for (const int64_t row : chunk) ++seen[static_cast<size_t>(row)];
+      }
+    }
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 101) << "world size " << world;
+  }
+  EXPECT_TRUE(ChunksOfRank(0, 16, 0, 2).empty());
 }
 
 }  // namespace

@@ -292,7 +292,6 @@ training::TextTrainerOptions TextJob(kaizen::v1::Strategy strategy) {
 struct TextRanks {
   absl::StatusOr<training::TextTrainResult> result = absl::UnknownError("not run");
   std::vector<std::string> digests;
-  std::vector<double> losses;
   kaizen::internal::TrainingWorkerReport rank1;
 };
 
@@ -306,7 +305,6 @@ TextRanks TrainTextAsTwoRanks(const test_util::TempDir& dir, training::TextTrain
   if (!dp.ok()) return run;
   const std::string folder = (*dp)->output_dir();
   o.group = (*dp)->group();
-  o.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { run.losses.push_back(m.train_loss()); };
   o.after_update = [&](int64_t, const std::vector<torch::Tensor>& trainable) {
     run.digests.push_back(Digest(trainable));
   };
@@ -315,19 +313,6 @@ TextRanks TrainTextAsTwoRanks(const test_util::TempDir& dir, training::TextTrain
   EXPECT_TRUE((*dp)->Finish().ok());
   run.rank1 = RankOneReport(folder);
   return run;
-}
-
-// One process's losses per epoch.
-std::vector<double> TextLossesAlone(const training::TextTrainerOptions& o,
-                                    const training::TextExamples& train,
-                                    const training::TextExamples* validation) {
-  training::TextTrainerOptions alone = o;
-  std::vector<double> losses;
-  alone.on_epoch = [&](const kaizen::v1::EpochMetrics& m) { losses.push_back(m.train_loss()); };
-  const absl::StatusOr<training::TextTrainResult> r =
-      training::TrainTextClassifier(alone, train, validation);
-  EXPECT_TRUE(r.ok()) << r.status();
-  return losses;
 }
 
 // Text jobs: two ranks stay bit-identical after every update. With a frozen
@@ -353,7 +338,9 @@ TEST(DataParallelTest, ATextGroupTrainsAsOneProcessDoes) {
       d.alpha = 0.7;
       o.distillation = d;
     }
-    const std::vector<double> alone = TextLossesAlone(o, train, &validation);
+    const absl::StatusOr<training::TextTrainResult> alone =
+        training::TrainTextClassifier(o, train, &validation);
+    ASSERT_TRUE(alone.ok()) << alone.status();
     const TextRanks run = TrainTextAsTwoRanks(dir, o, train, &validation);
     ASSERT_TRUE(run.result.ok());
     ASSERT_EQ(run.digests.size(), 21u);  // 7 updates per epoch
@@ -363,15 +350,39 @@ TEST(DataParallelTest, ATextGroupTrainsAsOneProcessDoes) {
           << "after update " << s + 1;
     }
     EXPECT_EQ(run.rank1.epochs_completed(), 3);
-    ASSERT_EQ(run.losses.size(), 3u);
-    ASSERT_EQ(alone.size(), 3u);
-    const double tolerance = strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION ? 1e-4 : 0.1;
+    ASSERT_EQ(run.result->epochs.size(), 3u);
+    ASSERT_EQ(run.rank1.epochs_size(), 3);
+    ASSERT_EQ(alone->epochs.size(), 3u);
+    const bool frozen = strategy == kaizen::v1::STRATEGY_FEATURE_EXTRACTION;
+    const double tolerance = frozen ? 1e-4 : 0.1;
     for (size_t e = 0; e < 3; ++e) {
+      const kaizen::v1::EpochMetrics& group = run.result->epochs[e];
+      const kaizen::v1::EpochMetrics& one = alone->epochs[e];
       std::cout << kaizen::v1::Strategy_Name(strategy) << " text epoch " << e + 1
-                << " train loss: W=2 " << run.losses[e] << ", one process " << alone[e] << "\n";
-      EXPECT_NEAR(run.losses[e], alone[e], tolerance * alone[e]) << "epoch " << e + 1;
+                << " train loss: W=2 " << group.train_loss() << ", one process " << one.train_loss()
+                << "; validation loss: W=2 " << group.val_loss() << ", one process "
+                << one.val_loss() << "\n";
+      EXPECT_NEAR(group.train_loss(), one.train_loss(), tolerance * one.train_loss())
+          << "epoch " << e + 1;
+      EXPECT_NEAR(group.val_loss(), one.val_loss(), tolerance * one.val_loss())
+          << "epoch " << e + 1;
+      // The validation set is scored a share per rank and summed: both
+      // ranks report the same figures.
+      const kaizen::v1::EpochMetrics& other = run.rank1.epochs(static_cast<int>(e));
+      EXPECT_EQ(other.val_loss(), group.val_loss()) << "epoch " << e + 1;
+      EXPECT_EQ(other.val_accuracy(), group.val_accuracy()) << "epoch " << e + 1;
     }
-    EXPECT_LT(run.losses[2], run.losses[0]);
+    EXPECT_LT(run.result->epochs[2].train_loss(), run.result->epochs[0].train_loss());
+    // The encoder's batches outside training, in chunks of at most 64 and
+    // at most N / 2 examples dealt in turn: the frozen features of the 97
+    // training examples once (one process: 64 + 33; the group: 48 and 1 on
+    // rank 0, 48 on rank 1) and of the 24 validation examples (one process:
+    // one batch; the group: 12 on each rank), scored once with frozen
+    // features, every epoch otherwise.
+    const int64_t validations = frozen ? 1 : 3;
+    EXPECT_EQ(alone->backbone_forward_batches, (frozen ? 2 : 0) + validations);
+    EXPECT_EQ(run.result->backbone_forward_batches, (frozen ? 2 : 0) + validations);
+    EXPECT_EQ(run.rank1.backbone_forward_batches(), (frozen ? 1 : 0) + validations);
   }
 }
 
