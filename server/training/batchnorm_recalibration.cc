@@ -2,10 +2,12 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
 
 namespace kaizen::training {
 namespace {
@@ -70,6 +72,36 @@ void Accumulate(Layer& l, const torch::Tensor& scaled_mean, const torch::Tensor&
   l.weight += w;
 }
 
+// A group's sums of every layer over the ranks; a layer stays usable where
+// it is on every rank (the others' sums of it are left out).
+absl::Status SumOverRanks(distributed::Group& group, std::vector<Layer>& layers,
+                          std::vector<bool>& usable) {
+  const int64_t count = static_cast<int64_t>(layers.size());
+  // Per layer: its weight and whether it is usable here.
+  torch::Tensor scalars = torch::zeros({2, count}, torch::kDouble);
+  for (int64_t i = 0; i < count; ++i) {
+    const Layer& l = layers[static_cast<size_t>(i)];
+    scalars[0][i] = l.weight;
+    scalars[1][i] = usable[static_cast<size_t>(i)] ? 1.0 : 0.0;
+  }
+  std::vector<torch::Tensor> tensors = {scalars};
+  for (const Layer& l : layers) {
+    tensors.push_back(l.sum_mean);
+    tensors.push_back(l.sum_second);
+  }
+  const absl::Status summed = group.Sum(tensors);
+  if (!summed.ok()) {
+    std::fill(usable.begin(), usable.end(), false);  // every layer restored
+    return summed;
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    const size_t at = static_cast<size_t>(i);
+    usable[at] = scalars[1][i].item<double>() == static_cast<double>(group.world_size());
+    layers[at].weight = scalars[0][i].item<double>();
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::vector<std::string> TrainingBatchNormPaths(const torch::jit::Module& module) {
@@ -82,8 +114,14 @@ std::vector<std::string> TrainingBatchNormPaths(const torch::jit::Module& module
 
 absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module& module,
                                          const std::vector<std::string>& paths, int64_t num_batches,
-                                         const std::function<int64_t(int64_t)>& run_batch) {
-  if (paths.empty() || num_batches < 1) return 0;
+                                         const std::function<int64_t(int64_t)>& run_batch,
+                                         distributed::Group* group) {
+  if (paths.empty()) return 0;
+  if (num_batches < 1) {
+    if (group == nullptr) return 0;
+    return absl::InvalidArgumentError(
+        "every rank of a group recalibrates BatchNorm on at least one batch");
+  }
   std::vector<std::pair<std::string, torch::jit::Module>> by_path;
   for (const auto& m : module.named_modules()) by_path.emplace_back(m.name, m.value);
   std::vector<Layer> layers;
@@ -152,6 +190,9 @@ absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module& module,
     }
   }
 
+  absl::Status summed = absl::OkStatus();
+  if (group != nullptr) summed = SumOverRanks(*group, layers, usable);
+
   int recalibrated = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
     Layer& l = layers[i];
@@ -167,6 +208,7 @@ absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module& module,
     if (l.batches_tracked.defined()) l.batches_tracked.copy_(l.saved_batches_tracked);
   }
   for (auto& [m, training] : modes) SetOwnMode(m, training);
+  RETURN_IF_ERROR(summed);
   return recalibrated;
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/distributed/group.h"
 
 namespace kaizen::training {
 
@@ -35,8 +36,16 @@ std::vector<std::string> TrainingBatchNormPaths(const torch::jit::Module& module
 // be recalibrated and keeps its statistics. Returns the number of layers
 // recalibrated; NotFound when a path names no BatchNorm layer; errors of
 // LibTorch propagate as exceptions, as for any forward pass.
+//
+// In a group (`group` not null; every rank calls it, with the same model)
+// run_batch feeds this rank's share of the batches, at least one, and the
+// sums are added up over the ranks: every rank ends with the same
+// statistics, those of the union of all ranks' batches, and a layer is
+// recalibrated only where every rank could read its momentum. A failed sum
+// is the group's status.
 absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module& module,
                                          const std::vector<std::string>& paths, int64_t num_batches,
-                                         const std::function<int64_t(int64_t)>& run_batch);
+                                         const std::function<int64_t(int64_t)>& run_batch,
+                                         distributed::Group* group = nullptr);
 
 }  // namespace kaizen::training

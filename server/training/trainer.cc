@@ -258,8 +258,10 @@ class Trainer {
   // `device`) on the un-augmented training images.
   // With `use_prefix` (the training backbone itself) from the frozen-prefix
   // cache.
+  // `shared`: every rank of the group calls it on the same model and runs
+  // its share of the batches (when there are enough for every rank).
   absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module backbone, const torch::Device& device,
-                                           bool use_prefix = false);
+                                           bool use_prefix, bool shared);
   // Whether epoch `epoch` (0-based) ends with a checkpoint, whose BatchNorm
   // statistics are recomputed first.
   bool CheckpointsAfter(int32_t epoch) const;
@@ -1637,7 +1639,10 @@ absl::Status Trainer::CheckpointStoppedAt(const EpochRun& run, int64_t batch, in
     torch::jit::Module backbone = split_.kind == kaizen::v1::HEAD_KIND_MLP
                                       ? cp.module.attr("backbone").toModule()
                                       : cp.module;
-    ASSIGN_OR_RETURN(const int recalibrated, RecalibrateBatchNorm(backbone, torch::kCPU));
+    // Rank 0 alone checkpoints here.
+    ASSIGN_OR_RETURN(const int recalibrated,
+                     RecalibrateBatchNorm(backbone, torch::kCPU, /*use_prefix=*/false,
+                                          /*shared=*/false));
     (*cp.metadata.mutable_metrics())["bn_recalibrated"] = recalibrated;
   }
   if (callbacks_.on_checkpoint) RETURN_IF_ERROR(callbacks_.on_checkpoint(cp));
@@ -1654,7 +1659,8 @@ bool Trainer::CheckpointsAfter(int32_t epoch) const {
 }
 
 absl::StatusOr<int> Trainer::RecalibrateBatchNorm(torch::jit::Module backbone,
-                                                  const torch::Device& device, bool use_prefix) {
+                                                  const torch::Device& device, bool use_prefix,
+                                                  bool shared) {
   const int64_t total = train_.size();
   const int64_t n = std::min(total, kRecalibrationImages);
   // One image cannot give a variance for a layer without spatial extent.
@@ -1663,20 +1669,30 @@ absl::StatusOr<int> Trainer::RecalibrateBatchNorm(torch::jit::Module backbone,
   // is larger than the sample, so that every class is in it.
   const int64_t batches = (n + inference_batch_ - 1) / inference_batch_;
   const bool amp = amp_ && device.is_cuda();
-  std::vector<std::vector<int64_t>> rows(batches);
-  for (int64_t b = 0; b < batches; ++b) {
+  // In a group with a batch for every rank, each runs every world_size-th
+  // batch and the sums are added up over the ranks.
+  distributed::Group* group =
+      shared && options_.group != nullptr && batches >= options_.group->world_size()
+          ? options_.group
+          : nullptr;
+  const int64_t first_batch = group != nullptr ? group->rank() : 0;
+  const int64_t stride = group != nullptr ? group->world_size() : 1;
+  std::vector<std::vector<int64_t>> rows;
+  for (int64_t b = first_batch; b < batches; b += stride) {
+    std::vector<int64_t>& batch = rows.emplace_back();
     for (int64_t i = b * n / batches; i < (b + 1) * n / batches; ++i) {
-      rows[b].push_back(i * total / n);
+      batch.push_back(i * total / n);
     }
   }
+  const int64_t mine = static_cast<int64_t>(rows.size());
   if (use_prefix) {
     auto run_prefixes = [&](int64_t b) -> int64_t {
       const torch::Tensor index = torch::tensor(rows[b], torch::kLong);
       cut_->Suffix(train_prefixes_.index_select(0, index).to(device));
       return static_cast<int64_t>(rows[b].size());
     };
-    return kaizen::training::RecalibrateBatchNorm(backbone, training_batchnorms_, batches,
-                                                  run_prefixes);
+    return kaizen::training::RecalibrateBatchNorm(backbone, training_batchnorms_, mine,
+                                                  run_prefixes, group);
   }
   // Batch 0 runs twice (see RecalibrateBatchNorm), read once.
   train_.Begin(rows);
@@ -1695,7 +1711,8 @@ absl::StatusOr<int> Trainer::RecalibrateBatchNorm(torch::jit::Module backbone,
     backbone.forward({x});
     return static_cast<int64_t>(rows[b].size());
   };
-  return kaizen::training::RecalibrateBatchNorm(backbone, training_batchnorms_, batches, run_batch);
+  return kaizen::training::RecalibrateBatchNorm(backbone, training_batchnorms_, mine, run_batch,
+                                                group);
 }
 
 void Trainer::Note(const std::string& message) {
@@ -1784,8 +1801,9 @@ void Trainer::ReportStep(const EpochRun& run, int64_t global_step, double loss_v
 absl::StatusOr<kaizen::v1::EpochMetrics> Trainer::EpochMetricsOf(const EpochRun& run) {
   const double train_seconds = Seconds(run.start);
   last_recalibrated_ = 0;
-  // Every rank recalibrates the same model, rank 0's, and scores its share
-  // of the validation images (Evaluate).
+  // Every rank recalibrates the same model, rank 0's, on its share of the
+  // recalibration batches, and scores its share of the validation images
+  // (Evaluate).
   RETURN_IF_ERROR(SynchronizeModel(/*parameters=*/false));
   if (!training_batchnorms_.empty() && CheckpointsAfter(run.epoch)) {
     // In place: the statistics are a function of the weights and the
@@ -1793,7 +1811,8 @@ absl::StatusOr<kaizen::v1::EpochMetrics> Trainer::EpochMetricsOf(const EpochRun&
     // training step in train mode does not read them.
     where_ = absl::StrCat("epoch ", run.epoch + 1, " BatchNorm recalibration");
     ASSIGN_OR_RETURN(last_recalibrated_,
-                     RecalibrateBatchNorm(split_.backbone, device_, run.use_prefix));
+                     RecalibrateBatchNorm(split_.backbone, device_, run.use_prefix,
+                                          /*shared=*/true));
   }
   where_ = absl::StrCat("epoch ", run.epoch + 1, " evaluation");
   kaizen::v1::EpochMetrics metrics;

@@ -3,43 +3,17 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <future>
 #include <map>
 #include <string>
-#include <thread>
 
 #include "absl/time/clock.h"
 #include "tests/test_util/temp_dir.h"
+#include "tests/test_util/two_ranks.h"
 
 namespace kaizen::distributed {
 namespace {
 
-// Two ranks as two threads of this process, meeting on a loopback port that
-// rank 0 picks (or through `store_file`, as the server's own groups do);
-// `body` runs on each with its group.
-template <typename Body>
-void RunTwoRanks(absl::Duration timeout, Body body, const std::string& store_file = "") {
-  std::promise<int> port;
-  Rendezvous r0;
-  r0.world_size = 2;
-  r0.timeout = timeout;
-  r0.store_file = store_file;
-  std::thread rank1([&] {
-    Rendezvous r1 = r0;
-    r1.rank = 1;
-    r1.master_port = port.get_future().get();
-    absl::StatusOr<std::unique_ptr<Group>> g = Group::Join(r1);
-    ASSERT_TRUE(g.ok()) << g.status();
-    body(**g);
-  });
-  absl::StatusOr<std::unique_ptr<Group>> g = Group::Join(r0, [&](int p) {
-    port.set_value(p);
-    return absl::OkStatus();
-  });
-  ASSERT_TRUE(g.ok()) << g.status();
-  body(**g);
-  rank1.join();
-}
+using test_util::RunTwoRanks;
 
 TEST(GroupTest, ReducedGradientsAreTheGlobalBatchMeanOnEveryRankBitForBit) {
   // Rank r holds gradient (r + 1) * g and trains on 3 - r of 5 examples:

@@ -8,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "server/training/head.h"
+#include "tests/test_util/two_ranks.h"
 #include "tests/unit/training/training_test_util.h"
 
 namespace kaizen::training {
@@ -118,6 +119,63 @@ TEST(BatchNormRecalibrationTest, StatisticsDoNotDependOnMomentumOrHistory) {
     EXPECT_TRUE(torch::equal(bn.attr("running_mean").toTensor(), mean)) << momentum;
     EXPECT_TRUE(torch::equal(bn.attr("running_var").toTensor(), var)) << momentum;
   }
+}
+
+// A group of two: each rank runs every other batch and the sums are added
+// up, so both ranks end with the same statistics, bit for bit, and they are
+// one process's over all the batches (to float64 rounding).
+TEST(BatchNormRecalibrationTest, TwoRanksShareTheBatchesAndEndWithOneProcesssStatistics) {
+  fixtures::BaseModel base = Builtin("cnn-small");
+  base.module.train();
+  const std::vector<std::string> paths = TrainingBatchNormPaths(base.module);
+  torch::manual_seed(5);
+  const torch::Tensor x = torch::rand({40, 1, 28, 28}) * 3 + 1;
+  torch::jit::Module alone = base.module.clone();
+  ASSERT_TRUE(RecalibrateOn(alone, paths, x, /*batch=*/8).ok());
+
+  // Five batches of 8: rank 0 runs 0, 2 and 4, rank 1 runs 1 and 3.
+  std::vector<torch::jit::Module> ranks = {base.module.clone(), base.module.clone()};
+  std::vector<int64_t> run(2, 0);
+  std::vector<absl::StatusOr<int>> results(2, absl::UnknownError("not run"));
+  test_util::RunTwoRanks(absl::Seconds(30), [&](distributed::Group& group) {
+    const int rank = group.rank();
+    const int64_t mine = rank == 0 ? 3 : 2;
+    results[rank] = RecalibrateBatchNorm(
+        ranks[rank], paths, mine,
+        [&](int64_t b) {
+          ++run[rank];
+          ranks[rank].forward({x.narrow(0, (2 * b + rank) * 8, 8)});
+          return int64_t{8};
+        },
+        &group);
+  });
+  // The first batch of each rank runs twice (the momentum's probe).
+  EXPECT_EQ(run[0], 4);
+  EXPECT_EQ(run[1], 3);
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(results[rank].ok()) << results[rank].status();
+    EXPECT_EQ(*results[rank], 3);
+  }
+  for (const std::string& path : paths) {
+    for (const std::string buffer : {"running_mean", "running_var"}) {
+      const torch::Tensor zero = Buffer(ranks[0], path, buffer);
+      EXPECT_TRUE(torch::equal(zero, Buffer(ranks[1], path, buffer))) << path << "." << buffer;
+      const torch::Tensor one = Buffer(alone, path, buffer);
+      EXPECT_TRUE(torch::allclose(zero, one, 1e-5, 1e-7)) << path << "." << buffer << "\n"
+                                                          << zero - one;
+    }
+  }
+  // A rank without a batch is refused rather than left waiting for the
+  // others.
+  torch::jit::Module lone = base.module.clone();
+  test_util::RunTwoRanks(absl::Seconds(5), [&](distributed::Group& group) {
+    if (group.rank() == 1) return;
+    EXPECT_EQ(RecalibrateBatchNorm(
+                  lone, paths, 0, [](int64_t) { return int64_t{0}; }, &group)
+                  .status()
+                  .code(),
+              absl::StatusCode::kInvalidArgument);
+  });
 }
 
 // Layers in eval mode (frozen) are not chosen and not touched; every module

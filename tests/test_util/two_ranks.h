@@ -1,0 +1,44 @@
+// Two ranks of a distributed::Group as two threads of this process: the
+// collectives of code that every rank runs, tested without worker processes.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/time/time.h"
+#include "server/distributed/group.h"
+
+namespace kaizen::test_util {
+
+// Rank 0 on this thread and rank 1 on another, meeting on a loopback port
+// that rank 0 picks (or through `store_file`, as the server's own groups
+// do); `body(group)` runs on each.
+template <typename Body>
+void RunTwoRanks(absl::Duration timeout, Body body, const std::string& store_file = "") {
+  std::promise<int> port;
+  distributed::Rendezvous r0;
+  r0.world_size = 2;
+  r0.timeout = timeout;
+  r0.store_file = store_file;
+  std::thread rank1([&] {
+    distributed::Rendezvous r1 = r0;
+    r1.rank = 1;
+    r1.master_port = port.get_future().get();
+    absl::StatusOr<std::unique_ptr<distributed::Group>> g = distributed::Group::Join(r1);
+    ASSERT_TRUE(g.ok()) << g.status();
+    body(**g);
+  });
+  absl::StatusOr<std::unique_ptr<distributed::Group>> g = distributed::Group::Join(r0, [&](int p) {
+    port.set_value(p);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(g.ok()) << g.status();
+  body(**g);
+  rank1.join();
+}
+
+}  // namespace kaizen::test_util
