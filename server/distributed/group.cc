@@ -4,6 +4,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -14,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "server/common/status_macros.h"
 #include "server/models/torch_errors.h"
@@ -275,6 +277,30 @@ absl::Status Group::ReduceGradients(const std::vector<torch::Tensor>& parameters
       offset += n;
     }
     begin = end;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunOnAllRanks(Group& group, const std::function<void()>& work) {
+  std::exception_ptr failure;
+  try {
+    work();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  torch::Tensor failed = torch::zeros({group.world_size()}, torch::kInt32);
+  failed[group.rank()] = failure ? 1 : 0;
+  const absl::Status agreed = group.Sum({failed});
+  if (failure) std::rethrow_exception(failure);
+  RETURN_IF_ERROR(agreed);
+  std::vector<std::string> ranks;
+  for (int r = 0; r < group.world_size(); ++r) {
+    if (failed[r].item<int32_t>() != 0) ranks.push_back(absl::StrCat(r));
+  }
+  if (!ranks.empty()) {
+    throw PeerFailure(absl::StrCat(ranks.size() == 1 ? "rank " : "ranks ",
+                                   absl::StrJoin(ranks, ", "), " of ", group.world_size(),
+                                   " failed in the work that every rank shares"));
   }
   return absl::OkStatus();
 }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -91,6 +92,23 @@ class Group {
   double collective_seconds_ = 0;
   int64_t collectives_ = 0;
 };
+
+// Thrown by RunOnAllRanks on a rank whose work went well when another
+// rank's threw.
+class PeerFailure : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Runs `work` (which may throw anything) on this rank of `group`, then
+// agrees with the other ranks on how it went (one small sum), so that no
+// rank goes on to its next collective while another has left the work:
+//  - where `work` threw, its own exception is rethrown (after agreeing);
+//  - where it did not but another rank's did, PeerFailure, naming the ranks;
+//  - where it did not and the agreement failed (a rank gone, a timeout),
+//    that status; OK when every rank's work went well.
+// Every rank must call it at the same point.
+absl::Status RunOnAllRanks(Group& group, const std::function<void()>& work);
 
 // The examples of a global batch that rank `rank` of `world_size` trains on:
 // positions rank, rank + world_size, ... (every example exactly once across

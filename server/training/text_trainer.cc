@@ -114,19 +114,27 @@ absl::StatusOr<torch::Tensor> ForwardTable(const SequenceForward& forward,
       shared ? distributed::ChunksOfRank(n, batch_size, group->rank(), group->world_size())
              : distributed::ChunksOfRank(n, batch_size, 0, 1);
   torch::Tensor all;
-  for (const std::vector<int64_t>& rows : mine) {
-    auto [ids, mask] = PadSequences(Rows(sequences, rows), pad_id, device);
-    const torch::Tensor out = forward(ids, mask).to(torch::kFloat);
-    if (!all.defined()) {
-      // A group sums on the CPU.
-      const torch::TensorOptions options = out.options().device(shared ? torch::kCPU : device);
-      all = shared ? torch::zeros({n, out.size(1)}, options)
-                   : torch::empty({n, out.size(1)}, options);
+  const auto run_chunks = [&] {
+    for (const std::vector<int64_t>& rows : mine) {
+      auto [ids, mask] = PadSequences(Rows(sequences, rows), pad_id, device);
+      const torch::Tensor out = forward(ids, mask).to(torch::kFloat);
+      if (!all.defined()) {
+        // A group sums on the CPU.
+        const torch::TensorOptions options = out.options().device(shared ? torch::kCPU : device);
+        all = shared ? torch::zeros({n, out.size(1)}, options)
+                     : torch::empty({n, out.size(1)}, options);
+      }
+      all.narrow(0, rows.front(), static_cast<int64_t>(rows.size())).copy_(out);
+      if (batches != nullptr) ++*batches;
     }
-    all.narrow(0, rows.front(), static_cast<int64_t>(rows.size())).copy_(out);
-    if (batches != nullptr) ++*batches;
+  };
+  if (!shared) {
+    run_chunks();
+    return all.to(device);
   }
-  if (shared) RETURN_IF_ERROR(group->Sum({all}));
+  // Every rank leaves the pass together, whichever failed in it.
+  RETURN_IF_ERROR(distributed::RunOnAllRanks(*group, run_chunks));
+  RETURN_IF_ERROR(group->Sum({all}));
   return all.to(device);
 }
 

@@ -1099,25 +1099,35 @@ torch::Tensor Trainer::TablePass(
       shared ? distributed::ChunksOfRank(n, inference_batch_, options_.group->rank(),
                                          options_.group->world_size())
              : distributed::ChunksOfRank(n, inference_batch_, 0, 1);
-  set.Begin(mine);
   torch::Tensor all;
-  for (const std::vector<int64_t>& rows : mine) {
-    StopPoint();
-    const int64_t count = static_cast<int64_t>(rows.size());
-    const torch::Tensor out =
-        per_batch(imaging::Normalizer::ToUnit(set.Range(rows.front(), count)));
-    if (!all.defined()) {
-      std::vector<int64_t> sizes = out.sizes().vec();
-      sizes[0] = n;
-      all = shared ? torch::zeros(sizes, out.options().device(device))
-                   : torch::empty(sizes, out.options().device(device));
+  const auto run_chunks = [&] {
+    set.Begin(mine);
+    for (const std::vector<int64_t>& rows : mine) {
+      StopPoint();
+      const int64_t count = static_cast<int64_t>(rows.size());
+      const torch::Tensor out =
+          per_batch(imaging::Normalizer::ToUnit(set.Range(rows.front(), count)));
+      if (!all.defined()) {
+        std::vector<int64_t> sizes = out.sizes().vec();
+        sizes[0] = n;
+        all = shared ? torch::zeros(sizes, out.options().device(device))
+                     : torch::empty(sizes, out.options().device(device));
+      }
+      all.narrow(0, rows.front(), count).copy_(out);
     }
-    all.narrow(0, rows.front(), count).copy_(out);
+  };
+  if (!shared) {
+    run_chunks();
+    return all;
   }
-  if (shared) {
-    if (absl::Status summed = options_.group->Sum({all}); !summed.ok()) {
-      throw GroupError(std::move(summed));
-    }
+  // A rank whose chunks fail (its data, its memory) rethrows after telling
+  // the others, which throw distributed::PeerFailure: every rank leaves the
+  // pass together, and a fallback (UsePrefixCache's) is taken by all.
+  if (absl::Status agreed = distributed::RunOnAllRanks(*options_.group, run_chunks); !agreed.ok()) {
+    throw GroupError(std::move(agreed));
+  }
+  if (absl::Status summed = options_.group->Sum({all}); !summed.ok()) {
+    throw GroupError(std::move(summed));
   }
   return all;
 }

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
+#include <stdexcept>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "tests/test_util/temp_dir.h"
 #include "tests/test_util/two_ranks.h"
@@ -166,6 +169,50 @@ TEST(GroupTest, ShardsCoverEveryExampleOnce) {
   EXPECT_EQ(ShardOfBatch(batch, 1, 2), (std::vector<int64_t>{4, 1}));
   EXPECT_EQ(ShardOfBatch(batch, 0, 1), batch);
   EXPECT_TRUE(ShardOfBatch({5}, 1, 2).empty());
+}
+
+// Work that fails on one rank fails on every rank at once, not at the next
+// collective's timeout: the failing rank gets its own exception back, the
+// others PeerFailure naming it; work that goes well everywhere is OK.
+TEST(GroupTest, WorkThatFailsOnOneRankEndsOnEveryRankTogether) {
+  struct NotAStdException {};
+  for (const bool std_exception : {true, false}) {
+    std::mutex mu;
+    std::map<int, std::string> outcome;
+    std::map<int, absl::Duration> took;
+    RunTwoRanks(absl::Seconds(30), [&](Group& group) {
+      const absl::Time start = absl::Now();
+      std::string what;
+      try {
+        const absl::Status st = RunOnAllRanks(group, [&] {
+          if (group.rank() != 1) return;
+          if (std_exception) throw std::runtime_error("out of memory in chunk 3");
+          throw NotAStdException{};
+        });
+        what = st.ok() ? "ok" : std::string(st.message());
+      } catch (const PeerFailure& e) {
+        what = absl::StrCat("peer: ", e.what());
+      } catch (const std::runtime_error& e) {
+        what = absl::StrCat("own: ", e.what());
+      } catch (const NotAStdException&) {
+        what = "own: not a std::exception";
+      }
+      // Both ranks go on to the next collective together.
+      EXPECT_TRUE(group.Any(false).ok());
+      std::lock_guard<std::mutex> lock(mu);
+      outcome[group.rank()] = what;
+      took[group.rank()] = absl::Now() - start;
+    });
+    EXPECT_EQ(outcome[0], "peer: rank 1 of 2 failed in the work that every rank shares");
+    EXPECT_EQ(outcome[1],
+              std_exception ? "own: out of memory in chunk 3" : "own: not a std::exception");
+    EXPECT_LT(took[0], absl::Seconds(10));
+  }
+  RunTwoRanks(absl::Seconds(30), [&](Group& group) {
+    int ran = 0;
+    EXPECT_TRUE(RunOnAllRanks(group, [&] { ++ran; }).ok());
+    EXPECT_EQ(ran, 1);
+  });
 }
 
 TEST(GroupTest, APassesChunksCoverEveryRowOnceAndReachEveryRank) {
