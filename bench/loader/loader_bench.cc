@@ -42,6 +42,8 @@ ABSL_FLAG(int, size, 224, "Output height and width (3 channels).");
 ABSL_FLAG(int, batch_size, 32, "Batch size.");
 ABSL_FLAG(int, epochs, 2, "Epochs per thread count.");
 ABSL_FLAG(std::string, threads, "1,2", "Decoding thread counts, comma-separated.");
+ABSL_FLAG(int, prefetch_batches, 4,
+          "Batches decoded ahead (the server's --prefetch_batches; its default).");
 
 namespace {
 
@@ -184,6 +186,7 @@ int main(int argc, char** argv) {
     o.batch_size = absl::GetFlag(FLAGS_batch_size);
     o.drop_last_fraction = 0;
     o.threads = std::stoi(std::string(t));
+    o.prefetch_batches = absl::GetFlag(FLAGS_prefetch_batches);
     PssSampler pss;
     auto loader = kaizen::training::RecordLoader::Create(file, all, o);
     if (!loader.ok()) Fail(loader.status().ToString());

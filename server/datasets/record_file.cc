@@ -436,16 +436,23 @@ absl::StatusOr<std::string> RecordFile::ReadText(uint64_t i) const {
 
 void RecordFile::Release(uint64_t i) const {
   if (i >= records_.size()) return;
-  // A page fault maps the cached pages of its whole aligned 64 KiB block
-  // (the kernel's fault-around), not only the record's: the block is
-  // released too, or a random-order pass would leave its neighbours mapped.
-  constexpr uint64_t kBlock = uint64_t{64} << 10;
+  // A page fault maps more than the page it needs: the cached pages around
+  // it (the kernel's fault-around, 64 KiB) or, where the page cache holds
+  // large folios (ext4 on 6.x kernels), a whole folio of up to 2 MiB, never
+  // past its 2 MiB-aligned window of the address space. Those windows are
+  // released, or a random-order pass would leave the neighbours mapped: with
+  // 64 KiB blocks, 30 MB of an 800-image, 42 MB file stayed resident during
+  // an epoch on 6.18 (bench/RESULTS.md). The neighbours are read again from
+  // the page cache where a reader still needs them.
+  constexpr uintptr_t kBlock = uintptr_t{2} << 20;
   const RecordInfo& r = records_[i];
-  const uint64_t begin = r.offset / kBlock * kBlock;
-  const uint64_t end = std::min(map_bytes_, (r.offset + r.size + kBlock - 1) / kBlock * kBlock);
+  const auto base = reinterpret_cast<uintptr_t>(map_);
+  const uintptr_t begin = std::max(base, (base + r.offset) / kBlock * kBlock);
+  const uintptr_t end =
+      std::min(base + map_bytes_, (base + r.offset + r.size + kBlock - 1) / kBlock * kBlock);
   if (end <= begin) return;
   // Advice only: a failure leaves the pages resident, nothing worse.
-  (void)::madvise(const_cast<uint8_t*>(map_) + begin, end - begin, MADV_DONTNEED);
+  (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 absl::StatusOr<RecordFile::Pixels> RecordFile::Decode(uint64_t i,

@@ -89,6 +89,8 @@ class RecordLoader {
   RecordLoader(std::shared_ptr<const datasets::RecordFile> file, std::vector<int64_t> records,
                Options options);
 
+  class Blocks;
+
   void Worker();
   // Reads, decodes and converts the records of one batch.
   absl::StatusOr<ImageSet> Load(const std::vector<int64_t>& batch) const;
@@ -109,6 +111,8 @@ class RecordLoader {
   std::map<size_t, absl::StatusOr<ImageSet>> ready_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
+  // The batches' memory; it outlives the loader while a batch does.
+  const std::shared_ptr<Blocks> blocks_;
 };
 
 }  // namespace kaizen::training

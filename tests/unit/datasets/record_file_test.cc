@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <functional>
@@ -330,6 +331,41 @@ int64_t RssFileBytes() {
     if (line.rfind("RssFile:", 0) == 0) return std::stoll(line.substr(8)) * 1024;
   }
   return -1;
+}
+
+// A pass in random order that releases each record once read holds little
+// of the file at any time, although a page fault maps the cached pages
+// around the one it needs (up to a large folio of 2 MiB).
+TEST(RecordFileTest, ARandomOrderPassThatReleasesAsItGoesStaysSmall) {
+  test_util::TempDir dir;
+  const std::string path = dir.File("pass.krf");
+  constexpr int kRecords = 256;
+  constexpr int kSide = 100;  // 30,000-byte raw RGB records: 7.3 MiB in all
+  {
+    auto writer = RecordFileWriter::Create(path);
+    ASSERT_TRUE(writer.ok());
+    for (int i = 0; i < kRecords; ++i) {
+      const std::vector<uint8_t> pixels = test_util::MakePixels(kSide, kSide, 3, i);
+      ASSERT_TRUE((*writer)->Append(i % 2, kSide, kSide, 3, RecordEncoding::kRaw, pixels).ok());
+    }
+    ASSERT_TRUE((*writer)->Finish({"a", "b"}).ok());
+  }
+  auto file = RecordFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  std::vector<uint64_t> order(kRecords);
+  for (uint64_t i = 0; i < kRecords; ++i)
+    order[i] = (i * 97) % kRecords;  // 97 is odd: a permutation
+  const int64_t before = RssFileBytes();
+  int64_t most = 0;
+  for (const uint64_t i : order) {
+    ASSERT_TRUE((*file)->Read(i).ok());
+    most = std::max(most, RssFileBytes() - before);
+    (*file)->Release(i);
+  }
+  const int64_t file_bytes = int64_t{kRecords} * kSide * kSide * 3;
+  // One record's windows at most (2 MiB, 4 where it straddles two).
+  EXPECT_LE(most, int64_t{4} << 20) << "of a " << file_bytes << "-byte file";
+  EXPECT_LE(RssFileBytes() - before, int64_t{1} << 20) << "left mapped after the pass";
 }
 
 // Reading maps a record's pages into the process; Release drops them again,

@@ -354,5 +354,42 @@ TEST(RecordLoaderTest, AnAbandonedEpochAndTheDestructorDoNotHang) {
   loader->reset();  // workers stop with the epoch half read
 }
 
+// A batch's memory is the loader's to reuse once the batch is dropped, and
+// stays with a batch that outlives its loader: batches held across epochs
+// and past the loader keep their own pixels.
+TEST(RecordLoaderTest, BatchesKeepTheirPixelsWhileHeldEvenPastTheirLoader) {
+  test_util::TempDir dir;
+  datasets::DecodedDataset same;
+  auto file = RawFile(dir, 64, &same);
+  std::vector<int64_t> all(64);
+  for (int64_t i = 0; i < 64; ++i) all[i] = i;
+  auto loader = RecordLoader::Create(file, all, GreyOptions(4));
+  ASSERT_TRUE(loader.ok());
+  std::vector<ImageSet> kept;
+  std::vector<std::vector<int64_t>> kept_records;
+  for (int32_t epoch = 0; epoch < 3; ++epoch) {
+    (*loader)->StartEpoch(epoch);
+    const std::vector<std::vector<int64_t>> records = (*loader)->EpochRecords(epoch);
+    for (size_t b = 0;; ++b) {
+      auto next = (*loader)->Next();
+      ASSERT_TRUE(next.ok()) << next.status();
+      if (!next->has_value()) break;
+      // Every third batch is held; the others go back at once.
+      if (b % 3 == 0) {
+        kept.push_back(**next);
+        kept_records.push_back(records[b]);
+      }
+    }
+  }
+  loader->reset();
+  ASSERT_EQ(kept.size(), 18u);  // 6 of the 16 batches of each epoch
+  for (size_t b = 0; b < kept.size(); ++b) {
+    for (size_t k = 0; k < kept_records[b].size(); ++k) {
+      EXPECT_EQ(kept[b].images[static_cast<int64_t>(k)].min().item<int>(), kept_records[b][k]);
+      EXPECT_EQ(kept[b].images[static_cast<int64_t>(k)].max().item<int>(), kept_records[b][k]);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kaizen::training
