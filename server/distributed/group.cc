@@ -281,28 +281,47 @@ absl::Status Group::ReduceGradients(const std::vector<torch::Tensor>& parameters
   return absl::OkStatus();
 }
 
-absl::Status RunOnAllRanks(Group& group, const std::function<void()>& work) {
+absl::Status RunOnAllRanks(Group& group, const std::function<void()>& work,
+                           const std::function<bool(const std::exception&)>& recoverable) {
+  // What each rank's work did: 0 went well, 1 threw what a caller may
+  // recover from, 2 threw anything else (it ends the job).
+  constexpr int32_t kRecoverable = 1, kFatal = 2;
   std::exception_ptr failure;
+  int32_t outcome = 0;
+  std::string what = "an error that is not a std::exception";
   try {
     work();
+  } catch (const std::exception& e) {
+    failure = std::current_exception();
+    outcome = recoverable == nullptr || recoverable(e) ? kRecoverable : kFatal;
+    what = e.what();
   } catch (...) {
     failure = std::current_exception();
+    outcome = kFatal;
   }
-  torch::Tensor failed = torch::zeros({group.world_size()}, torch::kInt32);
-  failed[group.rank()] = failure ? 1 : 0;
-  const absl::Status agreed = group.Sum({failed});
+  torch::Tensor outcomes = torch::zeros({group.world_size()}, torch::kInt32);
+  outcomes[group.rank()] = outcome;
+  if (const absl::Status agreed = group.Sum({outcomes}); !agreed.ok()) {
+    // The group is broken: no rank may go on as if the others agreed.
+    if (!failure) return agreed;
+    return absl::Status(
+        agreed.code(),
+        absl::StrCat(agreed.message(), " (this rank's own share had failed: ", what, ")"));
+  }
   if (failure) std::rethrow_exception(failure);
-  RETURN_IF_ERROR(agreed);
   std::vector<std::string> ranks;
+  bool fatal = false;
   for (int r = 0; r < group.world_size(); ++r) {
-    if (failed[r].item<int32_t>() != 0) ranks.push_back(absl::StrCat(r));
+    const int32_t o = outcomes[r].item<int32_t>();
+    if (o != 0) ranks.push_back(absl::StrCat(r));
+    fatal = fatal || o == kFatal;
   }
-  if (!ranks.empty()) {
-    throw PeerFailure(absl::StrCat(ranks.size() == 1 ? "rank " : "ranks ",
-                                   absl::StrJoin(ranks, ", "), " of ", group.world_size(),
-                                   " failed in the work that every rank shares"));
-  }
-  return absl::OkStatus();
+  if (ranks.empty()) return absl::OkStatus();
+  const std::string message =
+      absl::StrCat(ranks.size() == 1 ? "rank " : "ranks ", absl::StrJoin(ranks, ", "), " of ",
+                   group.world_size(), " failed in the work that every rank shares");
+  if (fatal) return absl::AbortedError(absl::StrCat(message, ", with an error that ends the job"));
+  throw PeerFailure(message);
 }
 
 std::vector<int64_t> ShardOfBatch(const std::vector<int64_t>& batch, int rank, int world_size) {

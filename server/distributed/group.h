@@ -9,6 +9,7 @@
 #include <torch/script.h>
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -104,11 +105,19 @@ class PeerFailure : public std::runtime_error {
 // agrees with the other ranks on how it went (one small sum), so that no
 // rank goes on to its next collective while another has left the work:
 //  - where `work` threw, its own exception is rethrown (after agreeing);
-//  - where it did not but another rank's did, PeerFailure, naming the ranks;
-//  - where it did not and the agreement failed (a rank gone, a timeout),
-//    that status; OK when every rank's work went well.
-// Every rank must call it at the same point.
-absl::Status RunOnAllRanks(Group& group, const std::function<void()>& work);
+//  - where it did not but another rank's threw what a caller may recover
+//    from (a std::exception that `recoverable` accepts; any when it is
+//    null), PeerFailure naming the ranks;
+//  - where another rank's threw anything else (an error that ends the job
+//    there), Aborted naming the ranks;
+//  - where the agreement itself failed (a rank gone, a timeout: a rank
+//    whose work failed early waits for the others up to the group's
+//    timeout), that status, on every rank, its own failure or not: a broken
+//    group recovers nothing.
+// OK when every rank's work went well. Every rank must call it at the same
+// point.
+absl::Status RunOnAllRanks(Group& group, const std::function<void()>& work,
+                           const std::function<bool(const std::exception&)>& recoverable = nullptr);
 
 // The examples of a global batch that rank `rank` of `world_size` trains on:
 // positions rank, rank + world_size, ... (every example exactly once across

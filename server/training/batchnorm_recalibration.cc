@@ -2,7 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <algorithm>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -72,32 +71,31 @@ void Accumulate(Layer& l, const torch::Tensor& scaled_mean, const torch::Tensor&
   l.weight += w;
 }
 
-// A group's sums of every layer over the ranks; a layer stays usable where
-// it is on every rank (the others' sums of it are left out).
+// A group's sums of every layer over the ranks, in one collective; a layer
+// stays usable where it is on every rank (the others' sums of it are left
+// out).
 absl::Status SumOverRanks(distributed::Group& group, std::vector<Layer>& layers,
                           std::vector<bool>& usable) {
-  const int64_t count = static_cast<int64_t>(layers.size());
-  // Per layer: its weight and whether it is usable here.
-  torch::Tensor scalars = torch::zeros({2, count}, torch::kDouble);
-  for (int64_t i = 0; i < count; ++i) {
-    const Layer& l = layers[static_cast<size_t>(i)];
-    scalars[0][i] = l.weight;
-    scalars[1][i] = usable[static_cast<size_t>(i)] ? 1.0 : 0.0;
+  // Per layer: its weight, whether it is usable here, its sums.
+  std::vector<torch::Tensor> parts;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const Layer& l = layers[i];
+    parts.push_back(torch::tensor({l.weight, usable[i] ? 1.0 : 0.0}, torch::kDouble));
+    parts.push_back(l.sum_mean.flatten());
+    parts.push_back(l.sum_second.flatten());
   }
-  std::vector<torch::Tensor> tensors = {scalars};
-  for (const Layer& l : layers) {
-    tensors.push_back(l.sum_mean);
-    tensors.push_back(l.sum_second);
-  }
-  const absl::Status summed = group.Sum(tensors);
-  if (!summed.ok()) {
-    std::fill(usable.begin(), usable.end(), false);  // every layer restored
-    return summed;
-  }
-  for (int64_t i = 0; i < count; ++i) {
-    const size_t at = static_cast<size_t>(i);
-    usable[at] = scalars[1][i].item<double>() == static_cast<double>(group.world_size());
-    layers[at].weight = scalars[0][i].item<double>();
+  torch::Tensor flat = torch::cat(parts);
+  RETURN_IF_ERROR(group.Sum({flat}));
+  int64_t at = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    Layer& l = layers[i];
+    l.weight = flat[at].item<double>();
+    usable[i] = flat[at + 1].item<double>() == static_cast<double>(group.world_size());
+    at += 2;
+    const int64_t n = l.sum_mean.numel();
+    l.sum_mean = flat.narrow(0, at, n).view(l.sum_mean.sizes()).clone();
+    l.sum_second = flat.narrow(0, at + n, n).view(l.sum_second.sizes()).clone();
+    at += 2 * n;
   }
   return absl::OkStatus();
 }
@@ -116,12 +114,7 @@ absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module& module,
                                          const std::vector<std::string>& paths, int64_t num_batches,
                                          const std::function<int64_t(int64_t)>& run_batch,
                                          distributed::Group* group) {
-  if (paths.empty()) return 0;
-  if (num_batches < 1) {
-    if (group == nullptr) return 0;
-    return absl::InvalidArgumentError(
-        "every rank of a group recalibrates BatchNorm on at least one batch");
-  }
+  if (paths.empty() || (num_batches < 1 && group == nullptr)) return 0;
   std::vector<std::pair<std::string, torch::jit::Module>> by_path;
   for (const auto& m : module.named_modules()) by_path.emplace_back(m.name, m.value);
   std::vector<Layer> layers;
@@ -155,43 +148,74 @@ absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module& module,
   for (auto& [m, training] : modes) SetOwnMode(m, false);
   for (torch::jit::Module& m : bn_modules) SetOwnMode(m, true);
 
-  // Batch 0 twice: from zero the buffers become m * (batch statistics); from
-  // a large fill F they become (1 - m) * F + m * (batch statistics), which
-  // gives each layer's momentum m.
-  Fill(layers, {});
-  const int64_t first = run_batch(0);
-  std::vector<torch::Tensor> scaled_mean, scaled_var, fills;
+  // A rank of a group without a batch adds nothing and blocks no layer.
+  std::vector<bool> usable(layers.size(), num_batches < 1);
   for (Layer& l : layers) {
-    scaled_mean.push_back(l.mean.to(torch::kDouble));
-    scaled_var.push_back(l.var.to(torch::kDouble));
-    fills.push_back((kProbeScale * (1 + scaled_mean.back().abs())).to(l.mean.dtype()));
+    l.sum_mean = torch::zeros(l.mean.sizes(), l.mean.options().dtype(torch::kDouble));
+    l.sum_second = torch::zeros(l.mean.sizes(), l.mean.options().dtype(torch::kDouble));
   }
-  Fill(layers, fills);
-  run_batch(0);
-  std::vector<bool> usable(layers.size(), false);
-  for (size_t i = 0; i < layers.size(); ++i) {
-    Layer& l = layers[i];
-    const torch::Tensor fill = fills[i].to(torch::kDouble);
-    const double keep = ((l.mean.to(torch::kDouble) - scaled_mean[i]) / fill).mean().item<double>();
-    l.momentum = 1.0 - keep;
-    usable[i] = l.momentum >= kMinMomentum && l.momentum <= 1.0 + kMinMomentum;
-    l.sum_mean = torch::zeros_like(scaled_mean[i]);
-    l.sum_second = torch::zeros_like(scaled_mean[i]);
-    if (usable[i]) Accumulate(l, scaled_mean[i], scaled_var[i], first);
-  }
-  for (int64_t b = 1; b < num_batches; ++b) {
+  const auto run = [&] {
+    if (num_batches < 1) return;
+    // Batch 0 twice: from zero the buffers become m * (batch statistics);
+    // from a large fill F they become (1 - m) * F + m * (batch statistics),
+    // which gives each layer's momentum m.
     Fill(layers, {});
-    const int64_t examples = run_batch(b);
+    const int64_t first = run_batch(0);
+    std::vector<torch::Tensor> scaled_mean, scaled_var, fills;
+    for (Layer& l : layers) {
+      scaled_mean.push_back(l.mean.to(torch::kDouble));
+      scaled_var.push_back(l.var.to(torch::kDouble));
+      fills.push_back((kProbeScale * (1 + scaled_mean.back().abs())).to(l.mean.dtype()));
+    }
+    Fill(layers, fills);
+    run_batch(0);
     for (size_t i = 0; i < layers.size(); ++i) {
-      if (usable[i]) {
-        Accumulate(layers[i], layers[i].mean.to(torch::kDouble), layers[i].var.to(torch::kDouble),
-                   examples);
+      Layer& l = layers[i];
+      const torch::Tensor fill = fills[i].to(torch::kDouble);
+      const double keep =
+          ((l.mean.to(torch::kDouble) - scaled_mean[i]) / fill).mean().item<double>();
+      l.momentum = 1.0 - keep;
+      usable[i] = l.momentum >= kMinMomentum && l.momentum <= 1.0 + kMinMomentum;
+      if (usable[i]) Accumulate(l, scaled_mean[i], scaled_var[i], first);
+    }
+    for (int64_t b = 1; b < num_batches; ++b) {
+      Fill(layers, {});
+      const int64_t examples = run_batch(b);
+      for (size_t i = 0; i < layers.size(); ++i) {
+        if (usable[i]) {
+          Accumulate(layers[i], layers[i].mean.to(torch::kDouble), layers[i].var.to(torch::kDouble),
+                     examples);
+        }
       }
     }
-  }
-
+  };
+  // Every layer and mode as before when a batch fails (here or, in a
+  // group, on another rank).
+  const auto restore = [&] {
+    for (Layer& l : layers) {
+      l.mean.copy_(l.saved_mean);
+      l.var.copy_(l.saved_var);
+      if (l.batches_tracked.defined()) l.batches_tracked.copy_(l.saved_batches_tracked);
+    }
+    for (auto& [m, training] : modes) SetOwnMode(m, training);
+  };
   absl::Status summed = absl::OkStatus();
-  if (group != nullptr) summed = SumOverRanks(*group, layers, usable);
+  try {
+    if (group == nullptr) {
+      run();
+    } else {
+      // Every rank leaves together when one's batches fail.
+      summed = distributed::RunOnAllRanks(*group, run);
+      if (summed.ok()) summed = SumOverRanks(*group, layers, usable);
+    }
+  } catch (...) {
+    restore();
+    throw;
+  }
+  if (!summed.ok()) {
+    restore();
+    return summed;
+  }
 
   int recalibrated = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -208,7 +232,6 @@ absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module& module,
     if (l.batches_tracked.defined()) l.batches_tracked.copy_(l.saved_batches_tracked);
   }
   for (auto& [m, training] : modes) SetOwnMode(m, training);
-  RETURN_IF_ERROR(summed);
   return recalibrated;
 }
 

@@ -38,11 +38,13 @@ std::vector<std::string> TrainingBatchNormPaths(const torch::jit::Module& module
 // LibTorch propagate as exceptions, as for any forward pass.
 //
 // In a group (`group` not null; every rank calls it, with the same model)
-// run_batch feeds this rank's share of the batches, at least one, and the
-// sums are added up over the ranks: every rank ends with the same
-// statistics, those of the union of all ranks' batches, and a layer is
-// recalibrated only where every rank could read its momentum. A failed sum
-// is the group's status.
+// run_batch feeds this rank's share of the batches (a rank may have none)
+// and the sums are added up over the ranks in one collective: every rank
+// ends with the same statistics, those of the union of all ranks' batches,
+// and a layer is recalibrated only where every rank could read its
+// momentum. When a batch fails on one rank, every rank leaves together
+// (distributed::RunOnAllRanks). A failed sum is the group's status. On any
+// failure the statistics and modes are as before.
 absl::StatusOr<int> RecalibrateBatchNorm(torch::jit::Module& module,
                                          const std::vector<std::string>& paths, int64_t num_batches,
                                          const std::function<int64_t(int64_t)>& run_batch,

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <deque>
 #include <exception>
 #include <new>
 #include <system_error>
@@ -33,17 +34,21 @@ class RecordLoader::Blocks : public std::enable_shared_from_this<Blocks> {
     for (const auto& [bytes, data] : free_) ::munmap(data, bytes);
   }
 
-  // A uint8 tensor of `sizes` on a block of its own.
+  // A uint8 tensor of `sizes` on a block of its own: a kept one of at least
+  // its bytes and at most twice as many (passes differ in batch size), or a
+  // new one.
   torch::Tensor Take(const std::vector<int64_t>& sizes) {
     int64_t count = 1;
     for (const int64_t d : sizes) count *= d;
     if (count == 0) return torch::empty(sizes, torch::kUInt8);
-    const auto bytes = static_cast<size_t>(count);
+    const auto needed = static_cast<size_t>(count);
     void* data = nullptr;
+    size_t bytes = needed;
     {
       absl::MutexLock lock(&mu_);
       for (auto it = free_.begin(); it != free_.end(); ++it) {
-        if (it->first == bytes) {
+        if (it->first >= needed && it->first / 2 <= needed) {
+          bytes = it->first;
           data = it->second;
           kept_bytes_ -= static_cast<int64_t>(bytes);
           free_.erase(it);
@@ -55,25 +60,34 @@ class RecordLoader::Blocks : public std::enable_shared_from_this<Blocks> {
       data = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (data == MAP_FAILED) throw std::bad_alloc();
     }
-    return torch::from_blob(
-        data, sizes, [self = shared_from_this(), bytes](void* p) { self->Give(p, bytes); },
-        torch::TensorOptions(torch::kUInt8));
+    try {
+      return torch::from_blob(
+          data, sizes, [self = shared_from_this(), bytes](void* p) { self->Give(p, bytes); },
+          torch::TensorOptions(torch::kUInt8));
+    } catch (...) {
+      ::munmap(data, bytes);
+      throw;
+    }
   }
 
  private:
+  // Keeps the block, the newest first in line; the oldest beyond the
+  // budget are unmapped (a pass of another batch size replaces the last
+  // one's blocks).
   void Give(void* data, size_t bytes) {
     absl::MutexLock lock(&mu_);
-    if (kept_bytes_ + static_cast<int64_t>(bytes) > keep_bytes_) {
-      ::munmap(data, bytes);
-      return;
-    }
-    free_.emplace_back(bytes, data);
+    free_.emplace_front(bytes, data);
     kept_bytes_ += static_cast<int64_t>(bytes);
+    while (kept_bytes_ > keep_bytes_) {
+      ::munmap(free_.back().second, free_.back().first);
+      kept_bytes_ -= static_cast<int64_t>(free_.back().first);
+      free_.pop_back();
+    }
   }
 
   const int64_t keep_bytes_;
   absl::Mutex mu_;
-  std::vector<std::pair<size_t, void*>> free_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::pair<size_t, void*>> free_ ABSL_GUARDED_BY(mu_);
   int64_t kept_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -1120,10 +1120,16 @@ torch::Tensor Trainer::TablePass(
     run_chunks();
     return all;
   }
-  // A rank whose chunks fail (its data, its memory) rethrows after telling
-  // the others, which throw distributed::PeerFailure: every rank leaves the
-  // pass together, and a fallback (UsePrefixCache's) is taken by all.
-  if (absl::Status agreed = distributed::RunOnAllRanks(*options_.group, run_chunks); !agreed.ok()) {
+  // A rank whose chunks fail rethrows after telling the others, so that
+  // every rank leaves the pass together. Where the job can go on (its
+  // memory: UsePrefixCache falls back) the others throw
+  // distributed::PeerFailure and every rank takes the fallback; where it
+  // cannot (a bad record, ImageSourceError) they fail with Aborted.
+  const auto recoverable = [](const std::exception& e) {
+    return dynamic_cast<const ImageSourceError*>(&e) == nullptr;
+  };
+  if (absl::Status agreed = distributed::RunOnAllRanks(*options_.group, run_chunks, recoverable);
+      !agreed.ok()) {
     throw GroupError(std::move(agreed));
   }
   if (absl::Status summed = options_.group->Sum({all}); !summed.ok()) {
@@ -1685,10 +1691,13 @@ absl::StatusOr<int> Trainer::RecalibrateBatchNorm(torch::jit::Module backbone,
       shared && options_.group != nullptr && batches >= options_.group->world_size()
           ? options_.group
           : nullptr;
-  const int64_t first_batch = group != nullptr ? group->rank() : 0;
-  const int64_t stride = group != nullptr ? group->world_size() : 1;
+  std::vector<int64_t> all_batches(static_cast<size_t>(batches));
+  std::iota(all_batches.begin(), all_batches.end(), 0);
+  const std::vector<int64_t> my_batches =
+      group != nullptr ? distributed::ShardOfBatch(all_batches, group->rank(), group->world_size())
+                       : all_batches;
   std::vector<std::vector<int64_t>> rows;
-  for (int64_t b = first_batch; b < batches; b += stride) {
+  for (const int64_t b : my_batches) {
     std::vector<int64_t>& batch = rows.emplace_back();
     for (int64_t i = b * n / batches; i < (b + 1) * n / batches; ++i) {
       batch.push_back(i * total / n);

@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/time/time.h"
 #include "server/distributed/group.h"
 
@@ -24,6 +25,7 @@ void RunTwoRanks(absl::Duration timeout, Body body, const std::string& store_fil
   r0.world_size = 2;
   r0.timeout = timeout;
   r0.store_file = store_file;
+  bool port_told = false;
   std::thread rank1([&] {
     distributed::Rendezvous r1 = r0;
     r1.rank = 1;
@@ -32,13 +34,19 @@ void RunTwoRanks(absl::Duration timeout, Body body, const std::string& store_fil
     ASSERT_TRUE(g.ok()) << g.status();
     body(**g);
   });
+  // However rank 0 ends (a failed join, a failed assertion, an exception),
+  // rank 1 hears of a port (-1 fails its join) and is joined.
+  absl::Cleanup join_rank1 = [&] {
+    if (!port_told) port.set_value(-1);
+    rank1.join();
+  };
   absl::StatusOr<std::unique_ptr<distributed::Group>> g = distributed::Group::Join(r0, [&](int p) {
+    port_told = true;
     port.set_value(p);
     return absl::OkStatus();
   });
   ASSERT_TRUE(g.ok()) << g.status();
   body(**g);
-  rank1.join();
 }
 
 }  // namespace kaizen::test_util

@@ -172,11 +172,17 @@ TEST(GroupTest, ShardsCoverEveryExampleOnce) {
 }
 
 // Work that fails on one rank fails on every rank at once, not at the next
-// collective's timeout: the failing rank gets its own exception back, the
-// others PeerFailure naming it; work that goes well everywhere is OK.
+// collective's timeout: the failing rank gets its own exception back; the
+// others PeerFailure naming it where a caller may recover (a std::exception
+// that `recoverable` accepts), Aborted where it ends the job; work that goes
+// well everywhere is OK.
 TEST(GroupTest, WorkThatFailsOnOneRankEndsOnEveryRankTogether) {
   struct NotAStdException {};
-  for (const bool std_exception : {true, false}) {
+  enum class Failure { kRecoverable, kRefused, kNotStd };
+  const auto recoverable = [](const std::exception& e) {
+    return std::string(e.what()).find("disk") == std::string::npos;
+  };
+  for (const Failure failure : {Failure::kRecoverable, Failure::kRefused, Failure::kNotStd}) {
     std::mutex mu;
     std::map<int, std::string> outcome;
     std::map<int, absl::Duration> took;
@@ -184,12 +190,17 @@ TEST(GroupTest, WorkThatFailsOnOneRankEndsOnEveryRankTogether) {
       const absl::Time start = absl::Now();
       std::string what;
       try {
-        const absl::Status st = RunOnAllRanks(group, [&] {
-          if (group.rank() != 1) return;
-          if (std_exception) throw std::runtime_error("out of memory in chunk 3");
-          throw NotAStdException{};
-        });
-        what = st.ok() ? "ok" : std::string(st.message());
+        const absl::Status st = RunOnAllRanks(
+            group,
+            [&] {
+              if (group.rank() != 1) return;
+              if (failure == Failure::kRecoverable) throw std::runtime_error("out of memory");
+              if (failure == Failure::kRefused) throw std::runtime_error("disk on fire");
+              throw NotAStdException{};
+            },
+            recoverable);
+        what =
+            st.ok() ? "ok" : absl::StrCat(absl::StatusCodeToString(st.code()), ": ", st.message());
       } catch (const PeerFailure& e) {
         what = absl::StrCat("peer: ", e.what());
       } catch (const std::runtime_error& e) {
@@ -203,15 +214,45 @@ TEST(GroupTest, WorkThatFailsOnOneRankEndsOnEveryRankTogether) {
       outcome[group.rank()] = what;
       took[group.rank()] = absl::Now() - start;
     });
-    EXPECT_EQ(outcome[0], "peer: rank 1 of 2 failed in the work that every rank shares");
-    EXPECT_EQ(outcome[1],
-              std_exception ? "own: out of memory in chunk 3" : "own: not a std::exception");
+    switch (failure) {
+      case Failure::kRecoverable:
+        EXPECT_EQ(outcome[0], "peer: rank 1 of 2 failed in the work that every rank shares");
+        EXPECT_EQ(outcome[1], "own: out of memory");
+        break;
+      case Failure::kRefused:
+        EXPECT_EQ(outcome[0],
+                  "ABORTED: rank 1 of 2 failed in the work that every rank shares, with an error "
+                  "that ends the job");
+        EXPECT_EQ(outcome[1], "own: disk on fire");
+        break;
+      case Failure::kNotStd:
+        EXPECT_EQ(outcome[0],
+                  "ABORTED: rank 1 of 2 failed in the work that every rank shares, with an error "
+                  "that ends the job");
+        EXPECT_EQ(outcome[1], "own: not a std::exception");
+        break;
+    }
     EXPECT_LT(took[0], absl::Seconds(10));
   }
   RunTwoRanks(absl::Seconds(30), [&](Group& group) {
     int ran = 0;
     EXPECT_TRUE(RunOnAllRanks(group, [&] { ++ran; }).ok());
     EXPECT_EQ(ran, 1);
+  });
+}
+
+// A group that breaks during the agreement (a rank gone) fails every rank
+// that is left, its own work's failure or not: a broken group recovers
+// nothing.
+TEST(GroupTest, ABrokenAgreementIsTheGroupsStatusEvenForTheRankThatFailed) {
+  RunTwoRanks(absl::Seconds(2), [&](Group& group) {
+    if (group.rank() == 1) return;  // never agrees
+    absl::Status st;
+    EXPECT_NO_THROW(st = RunOnAllRanks(group, [] { throw std::runtime_error("out of memory"); }));
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("this rank's own share had failed: out of memory"),
+              std::string::npos)
+        << st;
   });
 }
 

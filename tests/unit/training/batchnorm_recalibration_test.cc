@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -165,17 +166,71 @@ TEST(BatchNormRecalibrationTest, TwoRanksShareTheBatchesAndEndWithOneProcesssSta
                                                           << zero - one;
     }
   }
-  // A rank without a batch is refused rather than left waiting for the
-  // others.
-  torch::jit::Module lone = base.module.clone();
-  test_util::RunTwoRanks(absl::Seconds(5), [&](distributed::Group& group) {
-    if (group.rank() == 1) return;
-    EXPECT_EQ(RecalibrateBatchNorm(
-                  lone, paths, 0, [](int64_t) { return int64_t{0}; }, &group)
-                  .status()
-                  .code(),
-              absl::StatusCode::kInvalidArgument);
+  // A rank without a batch adds nothing: with all five batches on rank 1,
+  // both ranks end with one process's statistics again.
+  std::vector<torch::jit::Module> lopsided = {base.module.clone(), base.module.clone()};
+  test_util::RunTwoRanks(absl::Seconds(30), [&](distributed::Group& group) {
+    const int rank = group.rank();
+    results[rank] = RecalibrateBatchNorm(
+        lopsided[rank], paths, rank == 0 ? 0 : 5,
+        [&](int64_t b) {
+          lopsided[rank].forward({x.narrow(0, b * 8, 8)});
+          return int64_t{8};
+        },
+        &group);
   });
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(results[rank].ok()) << results[rank].status();
+    EXPECT_EQ(*results[rank], 3);
+  }
+  for (const std::string& path : paths) {
+    const torch::Tensor zero = Buffer(lopsided[0], path, "running_var");
+    EXPECT_TRUE(torch::equal(zero, Buffer(lopsided[1], path, "running_var"))) << path;
+    EXPECT_TRUE(torch::allclose(zero, Buffer(alone, path, "running_var"), 1e-5, 1e-7)) << path;
+  }
+}
+
+// A batch that fails on one rank ends the recalibration on both together:
+// the failing rank gets its error, the other distributed::PeerFailure, and
+// neither keeps half-computed statistics.
+TEST(BatchNormRecalibrationTest, ABatchThatFailsOnOneRankLeavesBothRanksStatisticsAsTheyWere) {
+  fixtures::BaseModel base = Builtin("cnn-small");
+  base.module.train();
+  const std::vector<std::string> paths = TrainingBatchNormPaths(base.module);
+  torch::manual_seed(5);
+  const torch::Tensor x = torch::rand({16, 1, 28, 28});
+  std::vector<torch::jit::Module> ranks = {base.module.clone(), base.module.clone()};
+  std::vector<std::string> outcome(2);
+  test_util::RunTwoRanks(absl::Seconds(30), [&](distributed::Group& group) {
+    const int rank = group.rank();
+    try {
+      const absl::StatusOr<int> r = RecalibrateBatchNorm(
+          ranks[rank], paths, 2,
+          [&](int64_t b) {
+            if (rank == 1 && b == 1) throw std::runtime_error("record 9 does not decode");
+            ranks[rank].forward({x.narrow(0, b * 8, 8)});
+            return int64_t{8};
+          },
+          &group);
+      outcome[rank] = r.ok() ? "ok" : std::string(r.status().message());
+    } catch (const distributed::PeerFailure& e) {
+      outcome[rank] = std::string("peer: ") + e.what();
+    } catch (const std::runtime_error& e) {
+      outcome[rank] = std::string("own: ") + e.what();
+    }
+  });
+  EXPECT_EQ(outcome[0], "peer: rank 1 of 2 failed in the work that every rank shares");
+  EXPECT_EQ(outcome[1], "own: record 9 does not decode");
+  for (int rank = 0; rank < 2; ++rank) {
+    for (const std::string& path : paths) {
+      for (const std::string buffer : {"running_mean", "running_var", "num_batches_tracked"}) {
+        EXPECT_TRUE(
+            torch::equal(Buffer(ranks[rank], path, buffer), Buffer(base.module, path, buffer)))
+            << "rank " << rank << ": " << path << "." << buffer;
+      }
+    }
+    EXPECT_TRUE(ranks[rank].is_training());
+  }
 }
 
 // Layers in eval mode (frozen) are not chosen and not touched; every module
