@@ -15,6 +15,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/common/status_macros.h"
 #include "server/datasets/image_decoder.h"
 #include "tests/test_util/image_fixtures.h"
 #include "tests/test_util/temp_dir.h"
@@ -333,6 +334,19 @@ int64_t RssFileBytes() {
   return -1;
 }
 
+// A record file at `path` of `records` raw RGB side x side images (record i
+// from MakePixels(..., i), labelled i % 2), opened.
+absl::StatusOr<std::unique_ptr<RecordFile>> RawRgbFile(const std::string& path, int records,
+                                                       int side) {
+  ASSIGN_OR_RETURN(std::unique_ptr<RecordFileWriter> writer, RecordFileWriter::Create(path));
+  for (int i = 0; i < records; ++i) {
+    const std::vector<uint8_t> pixels = test_util::MakePixels(side, side, 3, i);
+    RETURN_IF_ERROR(writer->Append(i % 2, side, side, 3, RecordEncoding::kRaw, pixels).status());
+  }
+  RETURN_IF_ERROR(writer->Finish({"a", "b"}).status());
+  return RecordFile::Open(path);
+}
+
 // A pass in random order that releases each record once read holds little
 // of the file at any time, although a page fault maps the cached pages
 // around the one it needs (up to a large folio of 2 MiB).
@@ -341,16 +355,7 @@ TEST(RecordFileTest, ARandomOrderPassThatReleasesAsItGoesStaysSmall) {
   const std::string path = dir.File("pass.krf");
   constexpr int kRecords = 256;
   constexpr int kSide = 100;  // 30,000-byte raw RGB records: 7.3 MiB in all
-  {
-    auto writer = RecordFileWriter::Create(path);
-    ASSERT_TRUE(writer.ok());
-    for (int i = 0; i < kRecords; ++i) {
-      const std::vector<uint8_t> pixels = test_util::MakePixels(kSide, kSide, 3, i);
-      ASSERT_TRUE((*writer)->Append(i % 2, kSide, kSide, 3, RecordEncoding::kRaw, pixels).ok());
-    }
-    ASSERT_TRUE((*writer)->Finish({"a", "b"}).ok());
-  }
-  auto file = RecordFile::Open(path);
+  auto file = RawRgbFile(path, kRecords, kSide);
   ASSERT_TRUE(file.ok()) << file.status();
   std::vector<uint64_t> order(kRecords);
   for (uint64_t i = 0; i < kRecords; ++i)
@@ -382,16 +387,7 @@ TEST(RecordFileTest, ReleasedRecordsLeaveTheResidentSet) {
   const std::string path = dir.File("big.krf");
   constexpr int kRecords = 64;
   constexpr int kSide = 256;  // 192 KiB raw RGB records: 12 MiB in all
-  {
-    auto writer = RecordFileWriter::Create(path);
-    ASSERT_TRUE(writer.ok());
-    for (int i = 0; i < kRecords; ++i) {
-      const std::vector<uint8_t> pixels = test_util::MakePixels(kSide, kSide, 3, i);
-      ASSERT_TRUE((*writer)->Append(i % 2, kSide, kSide, 3, RecordEncoding::kRaw, pixels).ok());
-    }
-    ASSERT_TRUE((*writer)->Finish({"a", "b"}).ok());
-  }
-  auto file = RecordFile::Open(path);
+  auto file = RawRgbFile(path, kRecords, kSide);
   ASSERT_TRUE(file.ok()) << file.status();
   const int64_t before = RssFileBytes();
   for (uint64_t i = 0; i < kRecords; ++i) ASSERT_TRUE((*file)->Read(i).ok());  // CRCs read it all

@@ -174,8 +174,25 @@ class ScriptedStream : public HttpServer::Stream {
  public:
   ScriptedStream(std::vector<std::string> pieces, absl::Duration delay, bool end = true)
       : pieces_(std::move(pieces)), delay_(delay), end_(end) {}
+  // The last reference may go on one of the delivering threads (a session
+  // released there) while another delivery starts a thread: join every
+  // thread there is, until none is left, and let this one end by itself.
   ~ScriptedStream() override {
-    for (std::thread& t : threads_) t.join();
+    while (true) {
+      std::vector<std::thread> threads;
+      {
+        absl::MutexLock lock(&mu_);
+        threads.swap(threads_);
+      }
+      if (threads.empty()) return;
+      for (std::thread& t : threads) {
+        if (t.get_id() == std::this_thread::get_id()) {
+          t.detach();
+        } else {
+          t.join();
+        }
+      }
+    }
   }
 
   void Next(std::function<void(std::optional<std::string>)> deliver) override {

@@ -1,5 +1,6 @@
 #include "server/training/record_loader.h"
 
+#include <numeric>
 #include <set>
 #include <string>
 #include <vector>
@@ -44,6 +45,13 @@ RecordLoader::Options GreyOptions(int64_t batch) {
   o.threads = 3;
   o.prefetch_batches = 2;
   return o;
+}
+
+// Records 0 .. n-1.
+std::vector<int64_t> AllRecords(int64_t n) {
+  std::vector<int64_t> all(static_cast<size_t>(n));
+  std::iota(all.begin(), all.end(), 0);
+  return all;
 }
 
 // Every batch of an epoch, stopping at the first error.
@@ -182,8 +190,7 @@ TEST(RecordLoaderTest, ConvertsAsTheInMemoryPipelineDoes) {
   test_util::TempDir dir;
   datasets::DecodedDataset same;
   auto file = RawFile(dir, 12, &same);
-  std::vector<int64_t> all(12);
-  for (int64_t i = 0; i < 12; ++i) all[i] = i;
+  const std::vector<int64_t> all = AllRecords(12);
   RecordLoader::Options o = GreyOptions(12);
   o.input_shape = {3, 9, 11};  // resized and grey repeated to RGB
   auto loader = RecordLoader::Create(file, all, o);
@@ -205,8 +212,7 @@ TEST(RecordLoaderTest, PinnedBatchesWhereAGpuIsPresent) {
   test_util::TempDir dir;
   datasets::DecodedDataset same;
   auto file = RawFile(dir, 8, &same);
-  std::vector<int64_t> all(8);
-  for (int64_t i = 0; i < 8; ++i) all[i] = i;
+  const std::vector<int64_t> all = AllRecords(8);
   std::vector<ImageSet> got[2];
   for (const bool pin : {false, true}) {
     RecordLoader::Options o = GreyOptions(4);
@@ -340,8 +346,7 @@ TEST(RecordLoaderTest, AnAbandonedEpochAndTheDestructorDoNotHang) {
   test_util::TempDir dir;
   datasets::DecodedDataset same;
   auto file = RawFile(dir, 200, &same);
-  std::vector<int64_t> all(200);
-  for (int64_t i = 0; i < 200; ++i) all[i] = i;
+  const std::vector<int64_t> all = AllRecords(200);
   auto loader = RecordLoader::Create(file, all, GreyOptions(4));
   ASSERT_TRUE(loader.ok());
   (*loader)->StartEpoch(0);
@@ -361,8 +366,7 @@ TEST(RecordLoaderTest, BatchesKeepTheirPixelsWhileHeldEvenPastTheirLoader) {
   test_util::TempDir dir;
   datasets::DecodedDataset same;
   auto file = RawFile(dir, 64, &same);
-  std::vector<int64_t> all(64);
-  for (int64_t i = 0; i < 64; ++i) all[i] = i;
+  const std::vector<int64_t> all = AllRecords(64);
   auto loader = RecordLoader::Create(file, all, GreyOptions(4));
   ASSERT_TRUE(loader.ok());
   std::vector<ImageSet> kept;
