@@ -281,6 +281,14 @@ absl::Status Group::ReduceGradients(const std::vector<torch::Tensor>& parameters
   return absl::OkStatus();
 }
 
+PassShare ShareOfPass(int64_t rows, int64_t batch, const Group* group) {
+  PassShare share;
+  share.shared = group != nullptr && rows >= group->world_size();
+  share.chunks = share.shared ? ChunksOfRank(rows, batch, group->rank(), group->world_size())
+                              : ChunksOfRank(rows, batch, 0, 1);
+  return share;
+}
+
 absl::Status RunOnAllRanks(Group& group, const std::function<void()>& work,
                            const std::function<bool(const std::exception&)>& recoverable) {
   // What each rank's work did: 0 went well, 1 threw what a caller may

@@ -133,4 +133,13 @@ std::vector<int64_t> ShardOfBatch(const std::vector<int64_t>& batch, int rank, i
 std::vector<std::vector<int64_t>> ChunksOfRank(int64_t rows, int64_t batch, int rank,
                                                int world_size);
 
+// This rank's part of a pass over `rows` rows in chunks of at most `batch`:
+// with a group of at most `rows` ranks (`shared`), ChunksOfRank's; without
+// a group, or with more ranks than rows, every chunk, computed alone.
+struct PassShare {
+  bool shared = false;
+  std::vector<std::vector<int64_t>> chunks;
+};
+PassShare ShareOfPass(int64_t rows, int64_t batch, const Group* group);
+
 }  // namespace kaizen::distributed

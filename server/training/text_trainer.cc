@@ -109,10 +109,9 @@ absl::StatusOr<torch::Tensor> ForwardTable(const SequenceForward& forward,
   torch::NoGradGuard no_grad;
   const int64_t n = static_cast<int64_t>(sequences.size());
   if (n == 0) return absl::InvalidArgumentError("no sequence to run the model on");
-  const bool shared = group != nullptr && n >= group->world_size();
-  const std::vector<std::vector<int64_t>> mine =
-      shared ? distributed::ChunksOfRank(n, batch_size, group->rank(), group->world_size())
-             : distributed::ChunksOfRank(n, batch_size, 0, 1);
+  const distributed::PassShare pass = distributed::ShareOfPass(n, batch_size, group);
+  const bool shared = pass.shared;
+  const std::vector<std::vector<int64_t>>& mine = pass.chunks;
   torch::Tensor all;
   const auto run_chunks = [&] {
     for (const std::vector<int64_t>& rows : mine) {

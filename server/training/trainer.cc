@@ -1094,11 +1094,9 @@ torch::Tensor Trainer::TablePass(
     ImageSource& set, const std::function<torch::Tensor(const torch::Tensor&)>& per_batch,
     const torch::Device& device) {
   const int64_t n = set.size();
-  const bool shared = options_.group != nullptr && n >= options_.group->world_size();
-  const std::vector<std::vector<int64_t>> mine =
-      shared ? distributed::ChunksOfRank(n, inference_batch_, options_.group->rank(),
-                                         options_.group->world_size())
-             : distributed::ChunksOfRank(n, inference_batch_, 0, 1);
+  const distributed::PassShare pass = distributed::ShareOfPass(n, inference_batch_, options_.group);
+  const bool shared = pass.shared;
+  const std::vector<std::vector<int64_t>>& mine = pass.chunks;
   torch::Tensor all;
   const auto run_chunks = [&] {
     set.Begin(mine);
@@ -1226,11 +1224,9 @@ Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_featu
   // chunks (distributed::ChunksOfRank) and the sums are added up over the ranks: the
   // loss's sum, then per class the correct answers and the images.
   const int64_t size = set.size();
-  const bool shared = options_.group != nullptr && size >= options_.group->world_size();
-  const std::vector<std::vector<int64_t>> mine =
-      shared ? distributed::ChunksOfRank(size, inference_batch_, options_.group->rank(),
-                                         options_.group->world_size())
-             : distributed::ChunksOfRank(size, inference_batch_, 0, 1);
+  const distributed::PassShare pass = distributed::ShareOfPass(size, inference_batch_, options_.group);
+  const bool shared = pass.shared;
+  const std::vector<std::vector<int64_t>>& mine = pass.chunks;
   if (!cached_features.defined() && !cached_prefixes.defined()) set.Begin(mine);
   std::vector<double> sums(1 + 2 * static_cast<size_t>(num_classes_), 0.0);
   double* correct = sums.data() + 1;

@@ -283,5 +283,27 @@ TEST(GroupTest, APassesChunksCoverEveryRowOnceAndReachEveryRank) {
   EXPECT_TRUE(ChunksOfRank(0, 16, 0, 2).empty());
 }
 
+// A pass is shared by a group of at most as many ranks as rows; otherwise
+// (no group, more ranks than rows) each computes every chunk alone.
+TEST(GroupTest, APassIsSharedOnlyWhenEveryRankHasAChunk) {
+  const PassShare alone = ShareOfPass(10, 3, nullptr);
+  EXPECT_FALSE(alone.shared);
+  EXPECT_EQ(alone.chunks, ChunksOfRank(10, 3, 0, 1));
+  std::mutex mu;
+  std::map<int, std::pair<PassShare, PassShare>> seen;
+  RunTwoRanks(absl::Seconds(30), [&](Group& group) {
+    const PassShare ten = ShareOfPass(10, 3, &group);
+    const PassShare one = ShareOfPass(1, 3, &group);
+    std::lock_guard<std::mutex> lock(mu);
+    seen[group.rank()] = {ten, one};
+  });
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_TRUE(seen[rank].first.shared);
+    EXPECT_EQ(seen[rank].first.chunks, ChunksOfRank(10, 3, rank, 2));
+    EXPECT_FALSE(seen[rank].second.shared);
+    EXPECT_EQ(seen[rank].second.chunks, (std::vector<std::vector<int64_t>>{{0}}));
+  }
+}
+
 }  // namespace
 }  // namespace kaizen::distributed
