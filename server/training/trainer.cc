@@ -1224,7 +1224,8 @@ Evaluation Trainer::Evaluate(ImageSource& set, const torch::Tensor& cached_featu
   // chunks (distributed::ChunksOfRank) and the sums are added up over the ranks: the
   // loss's sum, then per class the correct answers and the images.
   const int64_t size = set.size();
-  const distributed::PassShare pass = distributed::ShareOfPass(size, inference_batch_, options_.group);
+  const distributed::PassShare pass =
+      distributed::ShareOfPass(size, inference_batch_, options_.group);
   const bool shared = pass.shared;
   const std::vector<std::vector<int64_t>>& mine = pass.chunks;
   if (!cached_features.defined() && !cached_prefixes.defined()) set.Begin(mine);
